@@ -1,0 +1,276 @@
+//! The one TOML file read by all three binaries (`-c PATH`; smtpd passes it
+//! to the table as argv[1]). Every key has a default, so an empty file, or
+//! no file at all for the CLI, gives the embedded SQLite database.
+//!
+//! ```toml
+//! database = "sqlite:///var/lib/mailtable/mail.db"  # or postgresql://...
+//! uid = 5000                  # owner of the virtual mailboxes
+//! gid = 5000
+//! home = "/var/vmail/%d/%n"   # %d domain, %n local part, %u address
+//! tag_delimiter = "+"
+//! password_cost = 10          # bcrypt cost of new hashes
+//! query_timeout_ms = 5000     # bound on any one database call
+//!
+//! [table]                     # table-mailtable
+//! auth = false                # register smtpd's `auth` service (7.6+)
+//!
+//! [serve]                     # dovecot-mailtable serve
+//! dict_socket = "/run/mailtable/dict.sock"
+//! http_listen = "unix:/run/mailtable/http.sock"   # or 127.0.0.1:PORT
+//! ```
+//!
+//! Unknown keys are refused: a typo must not silently fall back to a default.
+
+use crate::address::{Address, Domain};
+use crate::store::DatabaseUrl;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the CLI looks when `-c` is not given and the file exists.
+pub const DEFAULT_PATH: &str = "/etc/mail/mailtable.toml";
+
+/// A config problem, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (from the TOML parser, with line and column).
+        message: String,
+    },
+}
+
+/// `[table]`: the OpenSMTPD table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TableConfig {
+    /// Register smtpd's `auth` service (7.6+). smtpd lower-cases the whole
+    /// key, password included (OpenSMTPD issue #1268), so this only works for
+    /// passwords without upper-case letters. Off by default: `credentials`
+    /// is the safe choice.
+    pub auth: bool,
+}
+
+/// `[serve]`: the Dovecot daemon.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// UNIX socket of the dict proxy server (Dovecot 2.3); empty = off.
+    pub dict_socket: String,
+    /// HTTP API for the Lua script: `unix:/path` or `127.0.0.1:PORT`
+    /// (loopback only); empty = off.
+    pub http_listen: String,
+    /// Shared secret the Lua script sends (`Authorization: Bearer ...`).
+    pub http_secret: String,
+    /// Read the secret from this file instead.
+    pub http_secret_file: String,
+    /// Owner (user name) of the sockets; empty = the running user.
+    pub socket_owner: String,
+    /// Group of the sockets; empty = the running group.
+    pub socket_group: String,
+    /// Octal mode of the sockets.
+    pub socket_mode: String,
+    /// Threads hashing passwords.
+    pub workers: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            dict_socket: String::new(),
+            http_listen: String::new(),
+            http_secret: String::new(),
+            http_secret_file: String::new(),
+            socket_owner: String::new(),
+            socket_group: String::new(),
+            socket_mode: "0660".into(),
+            workers: 4,
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `sqlite:///path` or `postgresql://...` (several hosts allowed).
+    pub database: String,
+    /// uid of the virtual mail owner (smtpd userinfo, Dovecot userdb).
+    pub uid: u32,
+    /// gid of the virtual mail owner.
+    pub gid: u32,
+    /// Home template: `%d` domain, `%n` local part, `%u` address, `%%`.
+    pub home: String,
+    /// Subaddress delimiter.
+    pub tag_delimiter: String,
+    /// bcrypt cost of new hashes.
+    pub password_cost: u32,
+    /// Upper bound for one database call, in milliseconds.
+    pub query_timeout_ms: u64,
+    /// `[table]`.
+    pub table: TableConfig,
+    /// `[serve]`.
+    pub serve: ServeConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database: crate::store::url::DEFAULT_DATABASE.into(),
+            uid: 5000,
+            gid: 5000,
+            home: "/var/vmail/%d/%n".into(),
+            tag_delimiter: "+".into(),
+            password_cost: 10,
+            query_timeout_ms: 5000,
+            table: TableConfig::default(),
+            serve: ServeConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parse and validate config text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let c: Config = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.database_url()?;
+        self.delimiter()?;
+        if !crate::password::COST_RANGE.contains(&self.password_cost) {
+            return Err(format!(
+                "password_cost {} is outside 4..=31",
+                self.password_cost
+            ));
+        }
+        if !self.home.starts_with('/') {
+            return Err(format!(
+                "home {:?} must be an absolute path template",
+                self.home
+            ));
+        }
+        if self.query_timeout_ms == 0 {
+            return Err("query_timeout_ms must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The parsed `database` URL.
+    pub fn database_url(&self) -> Result<DatabaseUrl, String> {
+        self.database.parse()
+    }
+
+    /// The subaddress delimiter as a char.
+    pub fn delimiter(&self) -> Result<char, String> {
+        let mut chars = self.tag_delimiter.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) if c.is_ascii_punctuation() && !"@%:,|\"".contains(c) => Ok(c),
+            _ => Err(format!(
+                "tag_delimiter {:?} must be one punctuation character other than @ % : , | \"",
+                self.tag_delimiter
+            )),
+        }
+    }
+
+    /// The per-call database timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.query_timeout_ms)
+    }
+
+    /// The home directory of a mailbox, from the template.
+    pub fn home_for(&self, addr: &Address) -> String {
+        expand_home(&self.home, addr.local(), addr.domain())
+    }
+}
+
+fn expand_home(template: &str, local: &str, domain: &Domain) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('d') => out.push_str(domain.as_str()),
+            Some('n') => out.push_str(local),
+            Some('u') => {
+                out.push_str(local);
+                out.push('@');
+                out.push_str(domain.as_str());
+            }
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_parse() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.database, "sqlite:///var/lib/mailtable/mail.db");
+        assert_eq!(c.delimiter().unwrap(), '+');
+        let c =
+            Config::parse("uid = 2000\ngid = 2001\nhome = \"/m/%d/%n\"\n[table]\nauth = true\n")
+                .unwrap();
+        let a = Address::parse("john_doe@example.com").unwrap();
+        assert_eq!(c.home_for(&a), "/m/example.com/john_doe");
+        assert!(c.table.auth);
+    }
+
+    #[test]
+    fn refuses_typos_and_bad_values() {
+        assert!(Config::parse("databse = \"x\"")
+            .unwrap_err()
+            .contains("databse"));
+        assert!(Config::parse("tag_delimiter = \"@\"").is_err());
+        assert!(Config::parse("tag_delimiter = \"++\"").is_err());
+        assert!(Config::parse("password_cost = 3").is_err());
+        assert!(Config::parse("home = \"relative/%d\"").is_err());
+        assert!(Config::parse("database = \"mysql://x\"").is_err());
+    }
+
+    #[test]
+    fn home_template() {
+        let d = Domain::parse("x.org").unwrap();
+        assert_eq!(
+            expand_home("/v/%d/%n/%u/%%/%z", "a", &d),
+            "/v/x.org/a/a@x.org/%/%z"
+        );
+    }
+}

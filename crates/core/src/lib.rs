@@ -1,0 +1,33 @@
+//! mailtable-core: the model every mailtable binary shares.
+//!
+//! One table, `users(username, domain, mailbox, password)`, holds mailboxes
+//! (rows with a password), aliases (rows without), wildcard patterns and
+//! catch-alls (`%` in `username`). This crate turns it into answers:
+//!
+//! - [`address`]: parsing and normal form of addresses, domains, patterns;
+//! - [`resolve`]: THE resolution algorithm, and the per-key answers that make
+//!   smtpd's own lookup walk yield the same result;
+//! - [`delivery`]: `hugo@barrera.io` <-> `hugo_barrera.io`;
+//! - [`password`]: hashes, verification, the never-printing [`Secret`];
+//! - [`config`]: the one TOML file;
+//! - [`store`]: the `Store` trait with its SQLite backend;
+//! - [`exit`]: exit codes.
+//!
+//! Policy lives here, above the storage backends, so that every daemon and
+//! every backend agree about every address.
+
+#![deny(missing_docs)]
+
+pub mod address;
+pub mod config;
+pub mod delivery;
+pub mod exit;
+pub mod password;
+pub mod resolve;
+pub mod store;
+
+pub use address::{Address, AddressError, AddressPattern, Domain, LocalPattern};
+pub use config::Config;
+pub use password::{PasswordHash, Secret};
+pub use resolve::{Destination, Outcome, ResolveError, Resolver};
+pub use store::{Row, Store, StoreError};

@@ -1,0 +1,431 @@
+//! Passwords: a secret type that never prints, stored hashes, verification
+//! and hashing.
+//!
+//! Stored hashes are crypt(3) strings, optionally behind a Dovecot `{SCHEME}`
+//! prefix. Verification covers bcrypt (`$2a$ $2b$ $2y$`), SHA-crypt (`$6$`,
+//! `$5$`) and Argon2 PHC strings. New hashes are bcrypt `$2b$`: the one format
+//! that OpenBSD's `crypt_checkpass(3)`, Linux libxcrypt (what smtpd's
+//! `crypt_checkpass` calls on Debian, `openbsd-compat/crypt_checkpass.c`) and
+//! Dovecot's BLF-CRYPT all accept (reference: dovecot-auth-protocols §4.4).
+//!
+//! smtpd gets the bare crypt string, Dovecot the `{BLF-CRYPT}` form. A hash
+//! that smtpd's crypt(3) cannot check, or an empty one, is never handed to
+//! smtpd: portable `crypt_checkpass` accepts any password against an empty
+//! hash.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+/// A cleartext password. `Debug` and `Display` print `<redacted>` in every
+/// build, so it cannot reach a log line or an error message by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a cleartext password.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The cleartext, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        // Best effort: overwrite the cleartext before the allocation is freed.
+        // SAFETY: writing zero bytes keeps the String valid UTF-8.
+        unsafe { self.0.as_bytes_mut().fill(0) };
+    }
+}
+
+/// Hash formats mailtable knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `$2a$`, `$2b$`, `$2y$`, `$2x$`.
+    Bcrypt,
+    /// `$6$`.
+    Sha512Crypt,
+    /// `$5$`.
+    Sha256Crypt,
+    /// `$argon2id$`, `$argon2i$`, `$argon2d$`.
+    Argon2,
+    /// A crypt(3) format libxcrypt checks but mailtable does not
+    /// (yescrypt `$y$`, `$gy$`, scrypt `$7$`, MD5-crypt `$1$`).
+    OtherCrypt,
+    /// Anything else (a Dovecot-only scheme such as `{SSHA512}`, or garbage).
+    Unknown,
+}
+
+/// Why a password could not be checked or hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    /// The stored hash uses a scheme mailtable cannot verify.
+    #[error("stored hash uses a scheme mailtable cannot verify ({0})")]
+    Unsupported(String),
+    /// The stored hash is malformed.
+    #[error("stored hash is malformed ({0} hash)")]
+    Malformed(&'static str),
+    /// Refused input when hashing.
+    #[error("{0}")]
+    Refused(&'static str),
+}
+
+/// A stored password hash. `Debug` shows only its scheme: hashes are not
+/// passwords, but they are still secrets worth keeping out of logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash(String);
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PasswordHash({:?}, <redacted>)", self.scheme())
+    }
+}
+
+impl PasswordHash {
+    /// Wrap a stored value as read from the database.
+    pub fn new(stored: impl Into<String>) -> PasswordHash {
+        PasswordHash(stored.into())
+    }
+
+    /// The stored form, exactly as in the database.
+    pub fn stored(&self) -> &str {
+        &self.0
+    }
+
+    /// The `{SCHEME}` prefix, upper-cased, if any.
+    pub fn prefix(&self) -> Option<String> {
+        let rest = self.0.strip_prefix('{')?;
+        let (scheme, _) = rest.split_once('}')?;
+        Some(scheme.to_ascii_uppercase())
+    }
+
+    /// The crypt string without a Dovecot `{SCHEME}` prefix.
+    pub fn crypt_string(&self) -> &str {
+        match self.0.strip_prefix('{').and_then(|r| r.split_once('}')) {
+            Some((_, rest)) => rest,
+            None => &self.0,
+        }
+    }
+
+    /// The format of the hash.
+    pub fn scheme(&self) -> Scheme {
+        if let Some(p) = self.prefix() {
+            // Prefixes that name a crypt(3) family; anything else (SSHA512,
+            // PLAIN, PBKDF2, ...) is Dovecot's own business.
+            let crypt_family = [
+                "CRYPT",
+                "BLF-CRYPT",
+                "SHA512-CRYPT",
+                "SHA256-CRYPT",
+                "ARGON2I",
+                "ARGON2ID",
+                "ARGON2",
+            ];
+            if !crypt_family.contains(&p.as_str()) {
+                return Scheme::Unknown;
+            }
+        }
+        let c = self.crypt_string();
+        if ["$2a$", "$2b$", "$2y$", "$2x$"]
+            .iter()
+            .any(|p| c.starts_with(p))
+        {
+            Scheme::Bcrypt
+        } else if c.starts_with("$6$") {
+            Scheme::Sha512Crypt
+        } else if c.starts_with("$5$") {
+            Scheme::Sha256Crypt
+        } else if c.starts_with("$argon2") {
+            Scheme::Argon2
+        } else if ["$y$", "$gy$", "$7$", "$1$"]
+            .iter()
+            .any(|p| c.starts_with(p))
+        {
+            Scheme::OtherCrypt
+        } else {
+            Scheme::Unknown
+        }
+    }
+
+    /// The bare crypt string for smtpd's `credentials` service, or `None` when
+    /// the host's crypt(3) (libxcrypt) could not check it, or it is empty.
+    pub fn for_smtpd(&self) -> Option<&str> {
+        let c = self.crypt_string();
+        let ok = matches!(
+            self.scheme(),
+            Scheme::Bcrypt | Scheme::Sha512Crypt | Scheme::Sha256Crypt | Scheme::OtherCrypt
+        );
+        // `$2x$` is the buggy-8-bit variant that libxcrypt only verifies for
+        // compatibility; a ':' or a line break would corrupt smtpd's value.
+        (ok && c.len() > 3 && !c.contains([':', '\n', '\r', '\0'])).then_some(c)
+    }
+
+    /// The `{SCHEME}hash` form for Dovecot. A stored prefix is kept;
+    /// otherwise one is chosen from the hash itself.
+    pub fn for_dovecot(&self) -> Option<String> {
+        if self.0.is_empty() || self.0.contains(['\n', '\r', '\0', '\t']) {
+            return None;
+        }
+        if self.prefix().is_some() {
+            return Some(self.0.clone());
+        }
+        let scheme = match self.scheme() {
+            Scheme::Bcrypt => "BLF-CRYPT",
+            Scheme::Sha512Crypt => "SHA512-CRYPT",
+            Scheme::Sha256Crypt => "SHA256-CRYPT",
+            Scheme::Argon2 if self.0.starts_with("$argon2id$") => "ARGON2ID",
+            Scheme::Argon2 => "ARGON2I",
+            Scheme::OtherCrypt => "CRYPT",
+            Scheme::Unknown => return None,
+        };
+        Some(format!("{{{scheme}}}{}", self.0))
+    }
+
+    /// Check `password` against this hash. `Ok(false)` is a mismatch; an
+    /// error means the hash cannot be checked here (never a mismatch).
+    pub fn verify(&self, password: &Secret) -> Result<bool, PasswordError> {
+        let c = self.crypt_string();
+        let pw = password.expose();
+        match self.scheme() {
+            Scheme::Bcrypt => bcrypt::verify(pw, c).map_err(|_| PasswordError::Malformed("bcrypt")),
+            Scheme::Sha512Crypt => sha_crypt_verify(true, pw, c),
+            Scheme::Sha256Crypt => sha_crypt_verify(false, pw, c),
+            Scheme::Argon2 => {
+                use argon2::password_hash::PasswordVerifier;
+                let parsed =
+                    argon2::PasswordHash::new(c).map_err(|_| PasswordError::Malformed("argon2"))?;
+                match argon2::Argon2::default().verify_password(pw.as_bytes(), &parsed) {
+                    Ok(()) => Ok(true),
+                    Err(argon2::password_hash::Error::Password) => Ok(false),
+                    Err(_) => Err(PasswordError::Malformed("argon2")),
+                }
+            }
+            Scheme::OtherCrypt | Scheme::Unknown => Err(PasswordError::Unsupported(
+                self.prefix()
+                    .unwrap_or_else(|| c.chars().take(4).collect::<String>()),
+            )),
+        }
+    }
+}
+
+/// Verify `$6$[rounds=N$]salt$hash` (or `$5$`) by recomputing it.
+///
+/// The sha-crypt crate's own `*_check` does not export its error type, so a
+/// mismatch could not be told from a malformed hash; recomputing keeps the
+/// two apart. Format: Ulrich Drepper's "Unix crypt using SHA-256 and
+/// SHA-512", as implemented by glibc and libxcrypt.
+fn sha_crypt_verify(is512: bool, pw: &str, c: &str) -> Result<bool, PasswordError> {
+    let what = if is512 {
+        "SHA512-crypt"
+    } else {
+        "SHA256-crypt"
+    };
+    let bad = || PasswordError::Malformed(what);
+    let rest = c.get(3..).ok_or_else(bad)?;
+    let mut parts: Vec<&str> = rest.split('$').collect();
+    let mut rounds = 5000usize;
+    if let Some(r) = parts.first().and_then(|p| p.strip_prefix("rounds=")) {
+        // Out-of-range rounds are clamped, as crypt(3) does.
+        rounds = r
+            .parse::<usize>()
+            .map_err(|_| bad())?
+            .clamp(1000, 999_999_999);
+        parts.remove(0);
+    }
+    let [salt, hash] = parts[..] else {
+        return Err(bad());
+    };
+    let salt = &salt[..salt.len().min(16)];
+    let computed = if is512 {
+        let params = sha_crypt::Sha512Params::new(rounds).map_err(|_| bad())?;
+        sha_crypt::sha512_crypt_b64(pw.as_bytes(), salt.as_bytes(), &params).map_err(|_| bad())?
+    } else {
+        let params = sha_crypt::Sha256Params::new(rounds).map_err(|_| bad())?;
+        sha_crypt::sha256_crypt_b64(pw.as_bytes(), salt.as_bytes(), &params).map_err(|_| bad())?
+    };
+    Ok(constant_time_eq(computed.as_bytes(), hash.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// bcrypt costs accepted for new hashes (the bcrypt crate's own range).
+pub const COST_RANGE: std::ops::RangeInclusive<u32> = 4..=31;
+
+/// Hash a new password as bcrypt `$2b$` with `cost`.
+pub fn hash(password: &Secret, cost: u32) -> Result<PasswordHash, PasswordError> {
+    let pw = password.expose();
+    if pw.is_empty() {
+        return Err(PasswordError::Refused("empty password refused"));
+    }
+    if pw.len() > 72 {
+        // bcrypt only looks at the first 72 bytes; silently truncating would
+        // make every longer password equal to its prefix.
+        return Err(PasswordError::Refused(
+            "password longer than 72 bytes refused (bcrypt ignores the rest)",
+        ));
+    }
+    if pw.contains(['\0', '\n', '\r']) {
+        return Err(PasswordError::Refused(
+            "password with NUL or line break refused (mail clients cannot send it)",
+        ));
+    }
+    if !COST_RANGE.contains(&cost) {
+        return Err(PasswordError::Refused(
+            "bcrypt cost must be between 4 and 31",
+        ));
+    }
+    let parts = bcrypt::hash_with_result(pw, cost)
+        .map_err(|_| PasswordError::Refused("bcrypt hashing failed"))?;
+    Ok(PasswordHash(
+        parts.format_for_version(bcrypt::Version::TwoB),
+    ))
+}
+
+/// Spend the same time as checking a real bcrypt hash of `cost`, for an
+/// unknown user, so that timing does not tell which users exist.
+pub fn dummy_verify(password: &Secret, cost: u32) {
+    static DUMMY: OnceLock<std::sync::Mutex<Vec<(u32, String)>>> = OnceLock::new();
+    let cache = DUMMY.get_or_init(Default::default);
+    let hash = {
+        let mut cache = match cache.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((_, h)) = cache.iter().find(|(c, _)| *c == cost) {
+            h.clone()
+        } else {
+            let h = bcrypt::hash("mailtable-dummy", cost.clamp(4, 31)).unwrap_or_else(|_| {
+                String::from("$2b$04$invalidinvalidinvalidinvalidinvalidinvalidinvalidinvalid")
+            });
+            cache.push((cost, h.clone()));
+            h
+        }
+    };
+    let _ = bcrypt::verify(password.expose(), &hash);
+}
+
+/// The bcrypt cost of a stored hash (`$2b$10$...` gives 10), for matching the
+/// time of [`dummy_verify`] to the real hashes of a database.
+pub fn bcrypt_cost(hash: &PasswordHash) -> Option<u32> {
+    let c = hash.crypt_string();
+    c.get(4..6)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_never_prints() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+        assert_eq!(format!("{s}"), "<redacted>");
+        let h = PasswordHash::new("$2b$04$abcdefghijklmnopqrstuu5Mx0Ykq8w0cU1pzqKmAfRp3kE6rX9mW");
+        assert!(!format!("{h:?}").contains("abcdef"));
+    }
+
+    #[test]
+    fn bcrypt_round_trip_is_2b_and_verifies() {
+        let pw = Secret::new("correct horse");
+        let h = hash(&pw, 4).unwrap();
+        assert!(h.stored().starts_with("$2b$04$"), "{}", h.stored());
+        assert!(h.verify(&pw).unwrap());
+        assert!(!h.verify(&Secret::new("wrong")).unwrap());
+        assert_eq!(h.for_smtpd(), Some(h.stored()));
+        assert_eq!(
+            h.for_dovecot().unwrap(),
+            format!("{{BLF-CRYPT}}{}", h.stored())
+        );
+        assert_eq!(bcrypt_cost(&h), Some(4));
+    }
+
+    #[test]
+    fn verifies_2a_2y_and_prefixed() {
+        let pw = Secret::new("secret");
+        let parts = bcrypt::hash_with_result("secret", 4).unwrap();
+        for v in [
+            bcrypt::Version::TwoA,
+            bcrypt::Version::TwoY,
+            bcrypt::Version::TwoB,
+        ] {
+            let s = parts.format_for_version(v);
+            assert!(PasswordHash::new(s.clone()).verify(&pw).unwrap());
+            let prefixed = PasswordHash::new(format!("{{BLF-CRYPT}}{s}"));
+            assert!(prefixed.verify(&pw).unwrap());
+            assert_eq!(prefixed.for_smtpd(), Some(s.as_str()));
+            assert_eq!(prefixed.for_dovecot().unwrap(), prefixed.stored());
+        }
+    }
+
+    #[test]
+    fn verifies_sha_crypt() {
+        // Produced by glibc/libxcrypt crypt(3) with salt `saltsaltsaltsalt`,
+        // password `secret` (Debian 12).
+        let s512 = "$6$saltsaltsaltsalt$ph0yGsyjzqdeFaon7.gJZo8eAG5/rj9/JdzOu1Rl7dKzBYg3xgvl7T2VQ2Rt81bc5AXkdA54r0p8QvC1omD6R1";
+        let s256 = "$5$saltsaltsaltsalt$X0ra9qlY7TJaGBDgorLevriQfwysW8fXnbybcO4mF4/";
+        let pw = Secret::new("secret");
+        for s in [s512, s256] {
+            let h = PasswordHash::new(s);
+            assert!(h.verify(&pw).unwrap(), "{s}");
+            assert!(!h.verify(&Secret::new("Secret")).unwrap());
+            assert!(h.for_smtpd().is_some());
+        }
+        let p = PasswordHash::new(format!("{{SHA512-CRYPT}}{s512}"));
+        assert!(p.verify(&pw).unwrap());
+    }
+
+    #[test]
+    fn verifies_argon2_but_not_for_smtpd() {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let s = argon2::Argon2::default()
+            .hash_password(b"secret", &salt)
+            .unwrap()
+            .to_string();
+        let h = PasswordHash::new(format!("{{ARGON2ID}}{s}"));
+        assert!(h.verify(&Secret::new("secret")).unwrap());
+        assert!(!h.verify(&Secret::new("nope")).unwrap());
+        assert_eq!(h.for_smtpd(), None, "libxcrypt cannot check argon2");
+        assert!(PasswordHash::new(s)
+            .for_dovecot()
+            .unwrap()
+            .starts_with("{ARGON2ID}$argon2id$"));
+    }
+
+    #[test]
+    fn unknown_and_empty_hashes() {
+        let pw = Secret::new("x");
+        for s in ["", "{SSHA512}abc", "{PLAIN}x", "x"] {
+            let h = PasswordHash::new(s);
+            assert!(h.verify(&pw).is_err(), "{s:?} verified");
+            assert_eq!(h.for_smtpd(), None, "{s:?} given to smtpd");
+        }
+        assert_eq!(PasswordHash::new("").for_dovecot(), None);
+        assert!(PasswordHash::new("$2b$04$broken").verify(&pw).is_err());
+    }
+
+    #[test]
+    fn hash_refuses_bad_input() {
+        assert!(hash(&Secret::new(""), 4).is_err());
+        assert!(hash(&Secret::new("a".repeat(73)), 4).is_err());
+        assert!(hash(&Secret::new("a\nb"), 4).is_err());
+        assert!(hash(&Secret::new("ok"), 3).is_err());
+    }
+}

@@ -1,0 +1,844 @@
+//! THE resolution algorithm (DESIGN.md "Resolution"), used by every part:
+//! the CLI explains it, the smtpd table answers each key of smtpd's walk with
+//! it, Dovecot's lookups share its mailbox rules.
+//!
+//! For `local+tag@domain` (delimiter configurable):
+//! 1. exact rows for `local+tag@domain` (only when a tag is present);
+//! 2. exact rows for `local@domain`;
+//! 3. pattern rows of `domain` matching `local` (tag stripped); the most
+//!    specific pattern (longest literal text) wins, ties broken by the
+//!    longer prefix, then by the pattern text;
+//! 4. the catch-all row `%@domain`;
+//! 5. nothing: unknown address in a known domain, or an unknown domain.
+//!
+//! Targets resolve recursively, with cycle detection (a branch that comes
+//! back to an address on its own path is dropped) and a depth limit, to final
+//! destinations: mailboxes and external addresses. Several rows for one
+//! address fan out. A target in one of our domains that resolves to nothing
+//! is an error, not a silent drop: mail must never vanish.
+//!
+//! smtpd walks its own key order (`user+tag@dom`, `user@dom`, `user+tag`,
+//! `user`, `@dom`, `@`; `aliases_virtual_get` in OpenSMTPD
+//! `usr.sbin/smtpd/aliases.c`) and stops at the first key that answers.
+//! [`Resolver::alias_for_key`] answers each key so that the walk yields
+//! exactly the result above; a test checks the two agree.
+
+use crate::address::{Address, AddressPattern, Domain, LocalPattern};
+use crate::delivery;
+use crate::store::{Row, Store, StoreError};
+use std::fmt;
+
+/// Default for the recursion depth limit (smtpd's own `EXPAND_DEPTH` is 10).
+pub const DEFAULT_MAX_DEPTH: usize = 10;
+
+/// Which step of the algorithm matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// 1: exact rows for the tagged address.
+    TaggedExact,
+    /// 2: exact rows for the address without its tag.
+    Exact,
+    /// 3: the most specific pattern of the domain.
+    Pattern,
+    /// 4: the domain catch-all.
+    CatchAll,
+}
+
+impl Step {
+    /// The step number of DESIGN.md.
+    pub fn number(self) -> u8 {
+        match self {
+            Step::TaggedExact => 1,
+            Step::Exact => 2,
+            Step::Pattern => 3,
+            Step::CatchAll => 4,
+        }
+    }
+}
+
+/// A final destination.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Destination {
+    /// A mailbox row of ours: mail is stored for this address.
+    Mailbox(Address),
+    /// An address outside our domains: mail is relayed there.
+    External(Address),
+}
+
+impl Destination {
+    /// The address.
+    pub fn address(&self) -> &Address {
+        match self {
+            Destination::Mailbox(a) | Destination::External(a) => a,
+        }
+    }
+
+    /// What smtpd's alias expansion gets: the delivery user name for a
+    /// mailbox, the address for an external destination.
+    pub fn wire(&self) -> String {
+        match self {
+            Destination::Mailbox(a) => delivery::encode(a),
+            Destination::External(a) => a.to_string(),
+        }
+    }
+}
+
+/// The result of resolving an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Deliverable, to these destinations (deduplicated, in row order).
+    Found(Vec<Destination>),
+    /// The domain is ours but the address is unknown (permanent reject).
+    NotFound,
+    /// The domain is not ours.
+    UnknownDomain,
+}
+
+/// Why an address could not be resolved. Every variant is a temporary
+/// failure for the daemons: mail waits in the sender's queue until the admin
+/// or the database fixes it, it never bounces.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Every branch came back to an address already on its path.
+    #[error("alias loop: {0}")]
+    Loop(String),
+    /// Deeper than the depth limit.
+    #[error("alias chain deeper than {limit} at {at}")]
+    TooDeep {
+        /// Where the limit was hit.
+        at: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// A stored row cannot be interpreted.
+    #[error("invalid row {row:?}: {why}")]
+    BadRow {
+        /// `username@domain -> mailbox`.
+        row: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// An alias points to an address of ours that resolves to nothing.
+    #[error("{alias} points to {target}, which is in one of our domains but has no rows")]
+    Dangling {
+        /// The alias.
+        alias: String,
+        /// Its target.
+        target: String,
+    },
+}
+
+/// Rows matched for one address, with what `%` matched.
+#[derive(Debug, Clone)]
+pub struct Match {
+    /// The step that matched.
+    pub step: Step,
+    /// The rows of that step (several rows fan out).
+    pub rows: Vec<Row>,
+    /// What `%` matched (the local part for exact rows).
+    pub capture: String,
+}
+
+/// One line of the explanation printed by `mailtable resolve`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WalkEntry {
+    /// The key smtpd asks.
+    pub key: String,
+    /// The table's answer: `None` = not found.
+    pub answer: Option<Vec<String>>,
+}
+
+/// The resolver: the algorithm's parameters.
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    /// Subaddress delimiter, `+` by default.
+    pub delimiter: char,
+    /// Recursion depth limit.
+    pub max_depth: usize,
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Resolver {
+            delimiter: '+',
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
+    }
+}
+
+fn row_text(r: &Row) -> String {
+    format!("{}@{} -> {}", r.username, r.domain, r.mailbox)
+}
+
+/// Pick the most specific pattern: longest literal text, then longest
+/// prefix, then the pattern text itself (deterministic across backends,
+/// whatever order they return rows in).
+fn best_pattern<'a>(local: &str, rows: &'a [Row]) -> Option<(LocalPattern, &'a str)> {
+    let mut best: Option<(LocalPattern, &str)> = None;
+    for r in rows {
+        let Ok(p) = LocalPattern::parse(&r.username, &r.address()) else {
+            continue;
+        };
+        if !matches!(p, LocalPattern::Wildcard { .. }) {
+            continue;
+        }
+        if p.capture(local).is_none() {
+            continue;
+        }
+        let key = |p: &LocalPattern| {
+            let prefix = match p {
+                LocalPattern::Wildcard { prefix, .. } => prefix.len(),
+                _ => 0,
+            };
+            (p.literal_len(), prefix)
+        };
+        let better = match &best {
+            None => true,
+            Some((b, _)) => {
+                let (kp, kb) = (key(&p), key(b));
+                kp > kb || (kp == kb && p.to_string() < b.to_string())
+            }
+        };
+        if better {
+            best = Some((p, r.username.as_str()));
+        }
+    }
+    best
+}
+
+impl Resolver {
+    /// A resolver with this delimiter.
+    pub fn new(delimiter: char) -> Resolver {
+        Resolver {
+            delimiter,
+            ..Resolver::default()
+        }
+    }
+
+    /// Steps 1 to 4 for one address, without recursion.
+    pub fn match_address(
+        &self,
+        store: &mut dyn Store,
+        addr: &Address,
+    ) -> Result<Option<Match>, ResolveError> {
+        let domain = addr.domain().as_str();
+        let (base, tag) = addr.split_tag(self.delimiter);
+        if tag.is_some() {
+            let rows = store.exact(addr.local(), domain)?;
+            if !rows.is_empty() {
+                return Ok(Some(Match {
+                    step: Step::TaggedExact,
+                    rows,
+                    capture: addr.local().to_string(),
+                }));
+            }
+        }
+        let rows = store.exact(base, domain)?;
+        if !rows.is_empty() {
+            return Ok(Some(Match {
+                step: Step::Exact,
+                rows,
+                capture: base.to_string(),
+            }));
+        }
+        let wild = store.wildcards(domain)?;
+        if let Some(m) = self.pattern_match(base, &wild) {
+            return Ok(Some(m));
+        }
+        Ok(Self::catch_all(base, wild))
+    }
+
+    fn pattern_match(&self, base: &str, wild: &[Row]) -> Option<Match> {
+        let (pattern, username) = best_pattern(base, wild)?;
+        let capture = pattern.capture(base).unwrap_or_default().to_string();
+        let rows = wild
+            .iter()
+            .filter(|r| r.username == username)
+            .cloned()
+            .collect();
+        Some(Match {
+            step: Step::Pattern,
+            rows,
+            capture,
+        })
+    }
+
+    fn catch_all(base: &str, wild: Vec<Row>) -> Option<Match> {
+        let rows: Vec<Row> = wild.into_iter().filter(|r| r.username == "%").collect();
+        (!rows.is_empty() && !base.is_empty()).then(|| Match {
+            step: Step::CatchAll,
+            rows,
+            capture: base.to_string(),
+        })
+    }
+
+    /// Resolve `addr` to its final destinations.
+    pub fn resolve(&self, store: &mut dyn Store, addr: &Address) -> Result<Outcome, ResolveError> {
+        match self.match_address(store, addr)? {
+            Some(m) => Ok(Outcome::Found(self.expand_match(
+                store,
+                &addr.to_string(),
+                Some(addr),
+                &m,
+            )?)),
+            None if store.has_domain(addr.domain().as_str())? => Ok(Outcome::NotFound),
+            None => Ok(Outcome::UnknownDomain),
+        }
+    }
+
+    /// The target addresses of a match, with `%` substituted.
+    pub fn targets(&self, m: &Match) -> Result<Vec<(Row, Address)>, ResolveError> {
+        m.rows
+            .iter()
+            .map(|r| {
+                let text = r.mailbox.replace('%', &m.capture);
+                Address::parse(&text)
+                    .map(|a| (r.clone(), a))
+                    .map_err(|e| ResolveError::BadRow {
+                        row: row_text(r),
+                        why: e.to_string(),
+                    })
+            })
+            .collect()
+    }
+
+    fn expand(
+        &self,
+        store: &mut dyn Store,
+        origin: &str,
+        m: &Match,
+        path: &mut Vec<Address>,
+        out: &mut Vec<Destination>,
+    ) -> Result<(), ResolveError> {
+        for (row, target) in self.targets(m)? {
+            // A mailbox row delivering to itself is a final destination.
+            let own = row.is_mailbox() && (m.step == Step::Exact || m.step == Step::TaggedExact);
+            if own && target.to_string() == row.address() {
+                push(out, Destination::Mailbox(target));
+                continue;
+            }
+            if path.contains(&target) {
+                continue; // a cycle: this branch adds nothing
+            }
+            if path.len() > self.max_depth {
+                return Err(ResolveError::TooDeep {
+                    at: target.to_string(),
+                    limit: self.max_depth,
+                });
+            }
+            match self.match_address(store, &target)? {
+                Some(next) => {
+                    path.push(target.clone());
+                    let r = self.expand(store, &target.to_string(), &next, path, out);
+                    path.pop();
+                    r?;
+                }
+                None if store.has_domain(target.domain().as_str())? => {
+                    return Err(ResolveError::Dangling {
+                        alias: origin.to_string(),
+                        target: target.to_string(),
+                    })
+                }
+                None => push(out, Destination::External(target)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Expand a match found for `addr` into final destinations.
+    fn expand_match(
+        &self,
+        store: &mut dyn Store,
+        origin: &str,
+        start: Option<&Address>,
+        m: &Match,
+    ) -> Result<Vec<Destination>, ResolveError> {
+        let mut out = Vec::new();
+        let mut path: Vec<Address> = start.into_iter().cloned().collect();
+        self.expand(store, origin, m, &mut path, &mut out)?;
+        if out.is_empty() {
+            return Err(ResolveError::Loop(format!(
+                "every target of {origin} loops back"
+            )));
+        }
+        Ok(out)
+    }
+
+    /// The table's answer to one key of smtpd's virtual walk:
+    /// - a full address with a tag: exact rows for it only (step 1);
+    /// - a full address without a tag: exact rows (2), then the best
+    ///   pattern (3), then a catch-all whose target uses `%` (a domain alias
+    ///   needs the local part, which the `@dom` key no longer carries);
+    /// - `@dom`: the catch-all (4), unless its target uses `%`;
+    /// - bare user names and `@`: not found (smtpd then asks `userinfo`).
+    pub fn alias_for_key(
+        &self,
+        store: &mut dyn Store,
+        key: &str,
+    ) -> Result<Option<Vec<Destination>>, ResolveError> {
+        if let Some(domain) = key.strip_prefix('@') {
+            let Ok(domain) = Domain::parse(domain) else {
+                return Ok(None);
+            };
+            let wild = store.wildcards(domain.as_str())?;
+            let rows: Vec<Row> = wild.into_iter().filter(|r| r.username == "%").collect();
+            if rows.is_empty() || rows.iter().any(|r| r.mailbox.contains('%')) {
+                return Ok(None);
+            }
+            // The `@dom` key has lost the local part; `%` targets were
+            // answered at the full-address key already.
+            let m = Match {
+                step: Step::CatchAll,
+                rows,
+                capture: String::new(),
+            };
+            return self.expand_match(store, key, None, &m).map(Some);
+        }
+        if !key.contains('@') {
+            return Ok(None);
+        }
+        let Ok(addr) = Address::parse(key) else {
+            return Ok(None);
+        };
+        let domain = addr.domain().as_str();
+        let (base, tag) = addr.split_tag(self.delimiter);
+        if tag.is_some() {
+            let rows = store.exact(addr.local(), domain)?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let m = Match {
+                step: Step::TaggedExact,
+                rows,
+                capture: addr.local().to_string(),
+            };
+            return self.expand_match(store, key, Some(&addr), &m).map(Some);
+        }
+        let rows = store.exact(base, domain)?;
+        let m = if !rows.is_empty() {
+            Match {
+                step: Step::Exact,
+                rows,
+                capture: base.to_string(),
+            }
+        } else {
+            let wild = store.wildcards(domain)?;
+            if let Some(m) = self.pattern_match(base, &wild) {
+                m
+            } else {
+                match Self::catch_all(base, wild) {
+                    Some(m) if m.rows.iter().any(|r| r.mailbox.contains('%')) => m,
+                    _ => return Ok(None),
+                }
+            }
+        };
+        self.expand_match(store, key, Some(&addr), &m).map(Some)
+    }
+
+    /// smtpd's key order for a recipient (`aliases_virtual_get`).
+    pub fn smtpd_keys(&self, addr: &Address) -> Vec<String> {
+        let (base, tag) = addr.split_tag(self.delimiter);
+        let d = addr.domain();
+        let mut keys = Vec::new();
+        if tag.is_some() {
+            keys.push(format!("{}@{d}", addr.local()));
+        }
+        keys.push(format!("{base}@{d}"));
+        if tag.is_some() {
+            keys.push(addr.local().to_string());
+        }
+        keys.push(base.to_string());
+        keys.push(format!("@{d}"));
+        keys.push("@".to_string());
+        keys
+    }
+
+    /// Walk smtpd's keys, stopping at the first that answers, as smtpd does.
+    pub fn smtpd_walk(
+        &self,
+        store: &mut dyn Store,
+        addr: &Address,
+    ) -> Result<Vec<WalkEntry>, ResolveError> {
+        let mut walk = Vec::new();
+        for key in self.smtpd_keys(addr) {
+            let answer = self
+                .alias_for_key(store, &key)?
+                .map(|d| d.iter().map(Destination::wire).collect::<Vec<_>>());
+            let hit = answer.is_some();
+            walk.push(WalkEntry { key, answer });
+            if hit {
+                break;
+            }
+        }
+        Ok(walk)
+    }
+
+    /// The mailbox row of a login (`hugo@barrera.io` or `hugo_barrera.io`).
+    pub fn mailbox(
+        &self,
+        store: &mut dyn Store,
+        addr: &Address,
+    ) -> Result<Option<Row>, StoreError> {
+        let rows = store.exact(addr.local(), addr.domain().as_str())?;
+        Ok(rows.into_iter().find(Row::is_mailbox))
+    }
+
+    /// What an authenticated user may send as (smtpd `senders`,
+    /// `mailaddrmap`): its own address, every address of ours that delivers
+    /// to it, and `@dom` for a catch-all of a domain that delivers to it.
+    /// `None` when `user` has no mailbox.
+    pub fn senders(
+        &self,
+        store: &mut dyn Store,
+        user: &Address,
+    ) -> Result<Option<Vec<String>>, ResolveError> {
+        if self.mailbox(store, user)?.is_none() {
+            return Ok(None);
+        }
+        let mut out = vec![user.to_string()];
+        let mut queue = vec![user.clone()];
+        let mut seen = vec![user.clone()];
+        let wild_targets = store.wildcard_targets()?;
+        let mut depth = 0;
+        while let Some(target) = queue.pop() {
+            depth += 1;
+            if depth > 1000 {
+                break; // bounded: a pathological table cannot stall smtpd
+            }
+            let mut sources: Vec<(Row, Option<Address>)> = Vec::new();
+            for r in store.targeting(&target.to_string())? {
+                let src = Address::from_parts(&r.username, &r.domain).ok();
+                sources.push((r, src));
+            }
+            // Rows whose target has a `%`: reverse the substitution.
+            for r in &wild_targets {
+                let Ok(tp) = AddressPattern::parse(&r.mailbox) else {
+                    continue;
+                };
+                if tp.domain != *target.domain() {
+                    continue;
+                }
+                let Some(cap) = tp.local.capture(target.local()) else {
+                    continue;
+                };
+                let src = Address::from_parts(&r.username.replace('%', cap), &r.domain).ok();
+                sources.push((r.clone(), src));
+            }
+            for (row, src) in sources {
+                if row.username == "%" && !row.mailbox.contains('%') {
+                    let d = format!("@{}", row.domain);
+                    if !out.contains(&d) {
+                        out.push(d);
+                    }
+                    continue;
+                }
+                let Some(src) = src else { continue };
+                if seen.contains(&src) {
+                    continue;
+                }
+                seen.push(src.clone());
+                // Only addresses that really resolve to the user (precedence:
+                // a mailbox beats a catch-all, an exact row beats a pattern).
+                let reaches = match self.resolve(store, &src) {
+                    Ok(Outcome::Found(d)) => d.iter().any(|d| d.address() == user),
+                    _ => false,
+                };
+                if reaches {
+                    out.push(src.to_string());
+                    queue.push(src);
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
+fn push(out: &mut Vec<Destination>, d: Destination) {
+    if !out.contains(&d) {
+        out.push(d);
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Mailbox(a) => {
+                write!(f, "{a} (mailbox, delivery user {})", delivery::encode(a))
+            }
+            Destination::External(a) => write!(f, "{a} (external)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemStore;
+
+    const H: Option<&str> = Some("$2b$04$hash");
+
+    /// The article's data plus the cases of the resolution table.
+    fn fixture() -> MemStore {
+        MemStore::default()
+            .with("hugo", "barrera.io", "hugo@barrera.io", H)
+            .with("%", "barrera.io", "hugo@barrera.io", None)
+            .with("contact", "example.com", "hugo@barrera.io", None)
+            .with("alice", "example.org", "alice@example.org", H)
+            .with("bob", "example.org", "bob@example.org", H)
+            .with("john_doe", "example.com", "john_doe@example.com", H)
+            .with("team", "example.org", "alice@example.org", None)
+            .with("team", "example.org", "bob@example.org", None)
+            .with("team", "example.org", "carol@elsewhere.net", None)
+            .with("sales-%", "example.org", "bob@example.org", None)
+            .with("sales-eu-%", "example.org", "alice@example.org", None)
+            .with("%-bounces", "example.org", "bob@example.org", None)
+            .with("info", "example.org", "team@example.org", None)
+            .with("all", "example.org", "info@example.org", None)
+            .with("%", "old.org", "%@example.org", None)
+            .with("loop1", "example.org", "loop2@example.org", None)
+            .with("loop2", "example.org", "loop1@example.org", None)
+            .with("half", "example.org", "half2@example.org", None)
+            .with("half2", "example.org", "half@example.org", None)
+            .with("half2", "example.org", "bob@example.org", None)
+            .with("bob+lists", "example.org", "alice@example.org", None)
+            .with("dangling", "example.org", "nobody@example.org", None)
+            .with("juergen", "xn--exmple-cua.org", "alice@example.org", None)
+    }
+
+    fn mb(a: &str) -> Destination {
+        Destination::Mailbox(Address::parse(a).unwrap())
+    }
+    fn ext(a: &str) -> Destination {
+        Destination::External(Address::parse(a).unwrap())
+    }
+
+    fn res(store: &mut MemStore, a: &str) -> Outcome {
+        Resolver::default()
+            .resolve(store, &Address::parse(a).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn resolution_table() {
+        let mut s = fixture();
+        let found = |v: Vec<Destination>| Outcome::Found(v);
+        let table: Vec<(&str, Outcome)> = vec![
+            ("hugo@barrera.io", found(vec![mb("hugo@barrera.io")])),
+            ("Hugo@Barrera.IO", found(vec![mb("hugo@barrera.io")])),
+            ("random@barrera.io", found(vec![mb("hugo@barrera.io")])),
+            ("contact@example.com", found(vec![mb("hugo@barrera.io")])),
+            // A mailbox beats the catch-all, with or without a tag.
+            ("hugo+news@barrera.io", found(vec![mb("hugo@barrera.io")])),
+            (
+                "john_doe@example.com",
+                found(vec![mb("john_doe@example.com")]),
+            ),
+            // Fan-out, including an external target.
+            (
+                "team@example.org",
+                found(vec![
+                    mb("alice@example.org"),
+                    mb("bob@example.org"),
+                    ext("carol@elsewhere.net"),
+                ]),
+            ),
+            // Chains.
+            (
+                "all@example.org",
+                found(vec![
+                    mb("alice@example.org"),
+                    mb("bob@example.org"),
+                    ext("carol@elsewhere.net"),
+                ]),
+            ),
+            // Pattern specificity: sales-eu-% (9 literal chars) beats sales-%.
+            (
+                "sales-eu-de@example.org",
+                found(vec![mb("alice@example.org")]),
+            ),
+            ("sales-us@example.org", found(vec![mb("bob@example.org")])),
+            (
+                "list-bounces@example.org",
+                found(vec![mb("bob@example.org")]),
+            ),
+            // Domain alias: % substituted.
+            ("alice@old.org", found(vec![mb("alice@example.org")])),
+            ("bob+x@old.org", found(vec![mb("bob@example.org")])),
+            // Tagged exact row wins over the mailbox (step 1).
+            (
+                "bob+lists@example.org",
+                found(vec![mb("alice@example.org")]),
+            ),
+            ("bob+other@example.org", found(vec![mb("bob@example.org")])),
+            // A cycle with an exit keeps the exit.
+            ("half@example.org", found(vec![mb("bob@example.org")])),
+            // IDN.
+            ("JUERGEN@EXÄMPLE.ORG", found(vec![mb("alice@example.org")])),
+            ("nobody@example.org", Outcome::NotFound),
+            ("hugo@nowhere.net", Outcome::UnknownDomain),
+        ];
+        for (addr, want) in table {
+            assert_eq!(res(&mut s, addr), want, "{addr}");
+        }
+    }
+
+    #[test]
+    fn loops_and_dangling_are_errors_not_bounces() {
+        let mut s = fixture();
+        let r = Resolver::default();
+        let e = r.resolve(&mut s, &Address::parse("loop1@example.org").unwrap());
+        assert!(matches!(e, Err(ResolveError::Loop(_))), "{e:?}");
+        let e = r.resolve(&mut s, &Address::parse("dangling@example.org").unwrap());
+        assert!(matches!(e, Err(ResolveError::Dangling { .. })), "{e:?}");
+    }
+
+    #[test]
+    fn depth_limit() {
+        let mut s = MemStore::default().with("a0", "x.org", "final@y.org", None);
+        for i in 1..30 {
+            s = s.with(
+                &format!("a{i}"),
+                "x.org",
+                &format!("a{}@x.org", i - 1),
+                None,
+            );
+        }
+        let r = Resolver::default();
+        assert!(matches!(
+            r.resolve(&mut s, &Address::parse("a29@x.org").unwrap()),
+            Err(ResolveError::TooDeep { .. })
+        ));
+        assert_eq!(
+            r.resolve(&mut s, &Address::parse("a5@x.org").unwrap())
+                .unwrap(),
+            Outcome::Found(vec![ext("final@y.org")])
+        );
+    }
+
+    #[test]
+    fn database_errors_stay_errors() {
+        let mut s = fixture();
+        s.broken = true;
+        let r = Resolver::default();
+        let a = Address::parse("hugo@barrera.io").unwrap();
+        assert!(matches!(r.resolve(&mut s, &a), Err(ResolveError::Store(_))));
+        assert!(r.alias_for_key(&mut s, "hugo@barrera.io").is_err());
+        assert!(r.senders(&mut s, &a).is_err());
+    }
+
+    /// smtpd's walk over the per-key answers yields the same destinations as
+    /// the algorithm, for every address of the table.
+    #[test]
+    fn smtpd_walk_agrees_with_resolution() {
+        let mut s = fixture();
+        let r = Resolver::default();
+        for a in [
+            "hugo@barrera.io",
+            "random@barrera.io",
+            "hugo+news@barrera.io",
+            "x+y@barrera.io",
+            "contact@example.com",
+            "team@example.org",
+            "all@example.org",
+            "sales-eu-de@example.org",
+            "sales-us@example.org",
+            "list-bounces@example.org",
+            "alice@old.org",
+            "bob+x@old.org",
+            "bob+lists@example.org",
+            "bob+other@example.org",
+            "nobody@example.org",
+            "hugo@nowhere.net",
+            "john_doe@example.com",
+            "half@example.org",
+        ] {
+            let addr = Address::parse(a).unwrap();
+            let walk = r.smtpd_walk(&mut s, &addr).unwrap();
+            let got = walk.iter().find_map(|w| w.answer.clone());
+            let want = match r.resolve(&mut s, &addr).unwrap() {
+                Outcome::Found(d) => Some(d.iter().map(Destination::wire).collect::<Vec<_>>()),
+                _ => None,
+            };
+            assert_eq!(got, want, "{a}: {walk:?}");
+        }
+    }
+
+    #[test]
+    fn per_key_answers() {
+        let mut s = fixture();
+        let r = Resolver::default();
+        let ans = |s: &mut MemStore, k: &str| {
+            r.alias_for_key(s, k).unwrap().map(|d| {
+                d.iter()
+                    .map(Destination::wire)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+        };
+        assert_eq!(
+            ans(&mut s, "hugo@barrera.io").as_deref(),
+            Some("hugo_barrera.io")
+        );
+        // Tagged key: exact rows only; the catch-all must not answer it.
+        assert_eq!(ans(&mut s, "hugo+news@barrera.io"), None);
+        assert_eq!(
+            ans(&mut s, "@barrera.io").as_deref(),
+            Some("hugo_barrera.io")
+        );
+        assert_eq!(
+            ans(&mut s, "random@barrera.io"),
+            None,
+            "catch-all is for @dom"
+        );
+        // Domain alias: answered at the full key, not at @dom.
+        assert_eq!(
+            ans(&mut s, "alice@old.org").as_deref(),
+            Some("alice_example.org")
+        );
+        assert_eq!(ans(&mut s, "@old.org"), None);
+        assert_eq!(ans(&mut s, "hugo"), None);
+        assert_eq!(ans(&mut s, "@"), None);
+        assert_eq!(ans(&mut s, "hugo_barrera.io@"), None);
+        assert_eq!(ans(&mut s, ""), None);
+        assert_eq!(
+            ans(&mut s, "team@example.org").as_deref(),
+            Some("alice_example.org, bob_example.org, carol@elsewhere.net")
+        );
+    }
+
+    #[test]
+    fn senders_include_aliases_that_reach_the_user() {
+        let mut s = fixture();
+        let r = Resolver::default();
+        let hugo = Address::parse("hugo@barrera.io").unwrap();
+        let got = r.senders(&mut s, &hugo).unwrap().unwrap();
+        assert_eq!(
+            got,
+            vec!["hugo@barrera.io", "@barrera.io", "contact@example.com"]
+        );
+        let alice = Address::parse("alice@example.org").unwrap();
+        let got = r.senders(&mut s, &alice).unwrap().unwrap();
+        for want in [
+            "alice@example.org",
+            "team@example.org",
+            "info@example.org",
+            "all@example.org",
+            "alice@old.org",
+        ] {
+            assert!(
+                got.contains(&want.to_string()),
+                "{want} missing from {got:?}"
+            );
+        }
+        assert!(!got.contains(&"hugo@barrera.io".to_string()));
+        assert_eq!(
+            r.senders(&mut s, &Address::parse("team@example.org").unwrap())
+                .unwrap(),
+            None
+        );
+    }
+}

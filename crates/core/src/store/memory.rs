@@ -1,0 +1,180 @@
+//! An in-memory [`Store`] for tests of the policy layers above the backends
+//! (resolution, the table and Dovecot answers). It implements the same
+//! contract as the SQL backends, including a switch that makes every call
+//! fail, to test the temporary-failure paths.
+
+use super::{Delete, Row, SchemaState, Store, StoreError};
+use crate::password::PasswordHash;
+
+/// Rows in a `Vec`, scanned linearly: fine for tests, never for production.
+#[derive(Debug, Default, Clone)]
+pub struct MemStore {
+    /// The rows, in insertion order.
+    pub rows: Vec<Row>,
+    /// When set, every call fails with [`StoreError::Unavailable`].
+    pub broken: bool,
+    snapshot: Option<Vec<Row>>,
+}
+
+impl MemStore {
+    /// A store holding `rows`.
+    pub fn new(rows: Vec<Row>) -> MemStore {
+        MemStore {
+            rows,
+            ..MemStore::default()
+        }
+    }
+
+    /// Add a row from `(username, domain, mailbox, password)`.
+    pub fn with(
+        mut self,
+        username: &str,
+        domain: &str,
+        mailbox: &str,
+        password: Option<&str>,
+    ) -> Self {
+        self.rows.push(Row {
+            username: username.into(),
+            domain: domain.into(),
+            mailbox: mailbox.into(),
+            password: password.map(PasswordHash::new),
+            active: true,
+            quota: None,
+        });
+        self
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.broken {
+            Err(StoreError::Unavailable("test store is broken".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn filter(&self, f: impl Fn(&Row) -> bool) -> Result<Vec<Row>, StoreError> {
+        self.check()?;
+        Ok(self.rows.iter().filter(|r| f(r)).cloned().collect())
+    }
+}
+
+impl Store for MemStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+    fn exact(&mut self, username: &str, domain: &str) -> Result<Vec<Row>, StoreError> {
+        self.filter(|r| r.username == username && r.domain == domain)
+    }
+    fn wildcards(&mut self, domain: &str) -> Result<Vec<Row>, StoreError> {
+        self.filter(|r| r.domain == domain && r.username.contains('%'))
+    }
+    fn has_domain(&mut self, domain: &str) -> Result<bool, StoreError> {
+        Ok(!self.filter(|r| r.domain == domain)?.is_empty())
+    }
+    fn targeting(&mut self, mailbox: &str) -> Result<Vec<Row>, StoreError> {
+        self.filter(|r| r.mailbox == mailbox)
+    }
+    fn wildcard_targets(&mut self) -> Result<Vec<Row>, StoreError> {
+        self.filter(|r| r.mailbox.contains('%'))
+    }
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        self.check()
+    }
+    fn list(&mut self, domain: Option<&str>) -> Result<Vec<Row>, StoreError> {
+        let mut rows = self.filter(|r| domain.is_none_or(|d| r.domain == d))?;
+        rows.sort_by(|a, b| (&a.domain, &a.username).cmp(&(&b.domain, &b.username)));
+        Ok(rows)
+    }
+    fn domains(&mut self) -> Result<Vec<String>, StoreError> {
+        let mut d: Vec<String> = self
+            .filter(|_| true)?
+            .into_iter()
+            .map(|r| r.domain)
+            .collect();
+        d.sort();
+        d.dedup();
+        Ok(d)
+    }
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.check()?;
+        self.snapshot = Some(self.rows.clone());
+        Ok(())
+    }
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.check()?;
+        self.snapshot = None;
+        Ok(())
+    }
+    fn rollback(&mut self) {
+        if let Some(rows) = self.snapshot.take() {
+            self.rows = rows;
+        }
+    }
+    fn insert(&mut self, row: &Row) -> Result<(), StoreError> {
+        self.check()?;
+        self.rows.push(row.clone());
+        Ok(())
+    }
+    fn delete(
+        &mut self,
+        username: &str,
+        domain: &str,
+        what: Delete<'_>,
+    ) -> Result<usize, StoreError> {
+        self.check()?;
+        let before = self.rows.len();
+        self.rows.retain(|r| {
+            let same = r.username == username && r.domain == domain;
+            let hit = match what {
+                Delete::Mailbox => r.is_mailbox(),
+                Delete::Alias(None) => !r.is_mailbox(),
+                Delete::Alias(Some(t)) => !r.is_mailbox() && t.contains(&r.mailbox),
+            };
+            !(same && hit)
+        });
+        Ok(before - self.rows.len())
+    }
+    fn set_password(
+        &mut self,
+        username: &str,
+        domain: &str,
+        hash: &PasswordHash,
+    ) -> Result<usize, StoreError> {
+        self.check()?;
+        let mut n = 0;
+        for r in self
+            .rows
+            .iter_mut()
+            .filter(|r| r.username == username && r.domain == domain && r.is_mailbox())
+        {
+            r.password = Some(hash.clone());
+            n += 1;
+        }
+        Ok(n)
+    }
+    fn set_active(
+        &mut self,
+        username: &str,
+        domain: &str,
+        active: bool,
+    ) -> Result<usize, StoreError> {
+        self.check()?;
+        let mut n = 0;
+        for r in self
+            .rows
+            .iter_mut()
+            .filter(|r| r.username == username && r.domain == domain && r.is_mailbox())
+        {
+            r.active = active;
+            n += 1;
+        }
+        Ok(n)
+    }
+    fn schema_state(&mut self) -> Result<SchemaState, StoreError> {
+        self.check()?;
+        Ok(SchemaState::Version(super::migrate::LATEST))
+    }
+    fn apply_migration(&mut self, _version: u32, _sql: &str) -> Result<(), StoreError> {
+        self.check()
+    }
+}

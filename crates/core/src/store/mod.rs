@@ -1,0 +1,193 @@
+//! The storage boundary: the `Store` trait, its error type, the registry that
+//! picks a backend from the `database` URL, and the embedded migrations.
+//!
+//! Backends only run parameterised SQL and map rows; every policy decision
+//! (normalisation, wildcard matching, precedence, wire formatting) lives above
+//! them, in [`crate::resolve`] and the binaries, so SQLite and PostgreSQL can
+//! never disagree about an address. This mirrors OpenSMTPD's table layer,
+//! where `table.c` applies policy once and each `table_<backend>.c` only maps
+//! a key to a value.
+//!
+//! Three outcomes stay distinct all the way up: rows (found), an empty list
+//! (not found), and `StoreError` (a temporary failure: smtpd answers 4xx,
+//! Dovecot tempfails, checkpassword exits 111).
+
+pub mod memory;
+pub mod migrate;
+pub mod sqlite;
+pub mod url;
+
+use crate::password::PasswordHash;
+use std::time::Duration;
+
+pub use url::DatabaseUrl;
+
+/// One row of `users(username, domain, mailbox, password)` plus the optional
+/// columns added by `migrate` (defaults when the database lacks them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Local part or pattern (`hugo`, `sales-%`, `%`), as stored.
+    pub username: String,
+    /// Domain, as stored.
+    pub domain: String,
+    /// Target address; `%` is replaced by what the username's `%` matched.
+    pub mailbox: String,
+    /// `Some` makes this a mailbox row (the address can log in).
+    pub password: Option<PasswordHash>,
+    /// `false`: login refused, mail still accepted (column `active`).
+    pub active: bool,
+    /// Dovecot quota such as `2G` (column `quota`).
+    pub quota: Option<String>,
+}
+
+impl Row {
+    /// A mailbox row: the address can log in and mail is stored for it.
+    pub fn is_mailbox(&self) -> bool {
+        self.password.is_some()
+    }
+
+    /// `username@domain` as stored.
+    pub fn address(&self) -> String {
+        format!("{}@{}", self.username, self.domain)
+    }
+}
+
+/// Which rows `delete` removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delete<'a> {
+    /// The mailbox row(s) of the address.
+    Mailbox,
+    /// Alias rows of the address (password NULL); all of them, or only those
+    /// with these targets.
+    Alias(Option<&'a [String]>),
+}
+
+/// The schema state of a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaState {
+    /// No `users` table at all.
+    Empty,
+    /// A `users` table without mailtable's version table: the article's
+    /// hand-made database (version 0), or one made by another tool.
+    Unversioned,
+    /// A mailtable schema version.
+    Version(u32),
+}
+
+/// A storage failure. Every variant is a temporary failure for the daemons;
+/// the CLI maps a few to "bad input" (see [`crate::exit`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Locked, missing, unreadable, timed out, connection lost: retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The file exists but is not a database of the expected kind.
+    #[error("{0}")]
+    NotADatabase(String),
+    /// The schema is missing, too old for this operation, or newer than this
+    /// binary knows.
+    #[error("{0}")]
+    Schema(String),
+    /// A write was refused because it would break an invariant.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database URL or config cannot be used.
+    #[error("{0}")]
+    Config(String),
+    /// Anything else the database reported.
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+/// How a binary opens the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Daemon-facing binaries: read-only, never creates or changes anything.
+    ReadOnly,
+    /// The admin CLI: read-write on an existing database.
+    ReadWrite,
+    /// `mailtable init`: read-write, creating the file if needed.
+    Create,
+}
+
+/// Options every backend honours.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Read-only, read-write or create.
+    pub access: Access,
+    /// Upper bound for one database call (lock waits, query time, connect).
+    pub timeout: Duration,
+}
+
+/// The storage interface. Lookups take normalised strings (policy above has
+/// already lower-cased and validated them) and return raw rows.
+pub trait Store: Send {
+    /// `"sqlite"` or `"postgres"`, for log lines.
+    fn kind(&self) -> &'static str;
+
+    /// Rows whose address is exactly `username@domain`.
+    fn exact(&mut self, username: &str, domain: &str) -> Result<Vec<Row>, StoreError>;
+    /// Rows of `domain` whose username contains `%` (patterns, catch-all).
+    fn wildcards(&mut self, domain: &str) -> Result<Vec<Row>, StoreError>;
+    /// Whether any row has this domain.
+    fn has_domain(&mut self, domain: &str) -> Result<bool, StoreError>;
+    /// Rows whose target is exactly `mailbox`.
+    fn targeting(&mut self, mailbox: &str) -> Result<Vec<Row>, StoreError>;
+    /// Rows whose target contains `%` (domain aliases).
+    fn wildcard_targets(&mut self) -> Result<Vec<Row>, StoreError>;
+
+    /// Drop cached connections and statements (smtpd `update`).
+    fn reopen(&mut self) -> Result<(), StoreError>;
+
+    /// Every row, or those of one domain, ordered by domain then username.
+    fn list(&mut self, domain: Option<&str>) -> Result<Vec<Row>, StoreError>;
+    /// Distinct domains, sorted.
+    fn domains(&mut self) -> Result<Vec<String>, StoreError>;
+
+    /// Start a write transaction that later reads see consistently.
+    fn begin(&mut self) -> Result<(), StoreError>;
+    /// Commit it.
+    fn commit(&mut self) -> Result<(), StoreError>;
+    /// Roll it back (best effort).
+    fn rollback(&mut self);
+
+    /// Insert one row. Columns the database lacks must be at their defaults
+    /// (`active`, no quota), or this fails with [`StoreError::Schema`].
+    fn insert(&mut self, row: &Row) -> Result<(), StoreError>;
+    /// Delete rows of `username@domain`; returns how many.
+    fn delete(
+        &mut self,
+        username: &str,
+        domain: &str,
+        what: Delete<'_>,
+    ) -> Result<usize, StoreError>;
+    /// Replace the hash of the mailbox row; returns rows changed.
+    fn set_password(
+        &mut self,
+        username: &str,
+        domain: &str,
+        hash: &PasswordHash,
+    ) -> Result<usize, StoreError>;
+    /// Set `active` on the mailbox row; returns rows changed.
+    fn set_active(
+        &mut self,
+        username: &str,
+        domain: &str,
+        active: bool,
+    ) -> Result<usize, StoreError>;
+
+    /// Where the schema stands.
+    fn schema_state(&mut self) -> Result<SchemaState, StoreError>;
+    /// Run one migration step's SQL and record `version`, atomically.
+    fn apply_migration(&mut self, version: u32, sql: &str) -> Result<(), StoreError>;
+}
+
+/// Open the backend named by the URL's scheme.
+pub fn open(url: &DatabaseUrl, options: &OpenOptions) -> Result<Box<dyn Store>, StoreError> {
+    match url {
+        DatabaseUrl::Sqlite(path) => Ok(Box::new(sqlite::SqliteStore::open(path, options)?)),
+        DatabaseUrl::Postgres(_) => Err(StoreError::Config(
+            "PostgreSQL support is not built into this version of mailtable".into(),
+        )),
+    }
+}

@@ -1,0 +1,552 @@
+//! The SQLite backend (rusqlite, bundled SQLite: a fresh machine needs no C
+//! library).
+//!
+//! One connection per `SqliteStore`, statements prepared once and reused from
+//! rusqlite's statement cache. Every lookup is an index probe: exact rows by
+//! `(domain, username)`, wildcard rows by the expression index
+//! `(domain, instr(username, '%'))`, reverse lookups by `(mailbox)` (see
+//! `schema/sqlite/0001_users.sql`); a test checks the query plans.
+//!
+//! Failure handling, for daemons that must never hang smtpd:
+//! - `busy_timeout` bounds lock waits, and a progress handler interrupts any
+//!   statement that runs past the configured timeout;
+//! - before each lookup the file is `stat`ed: a missing file is an error, a
+//!   replaced file (new inode, e.g. a restored backup) is reopened. An open
+//!   SQLite handle keeps reading a deleted or renamed file forever, which
+//!   would hide an outage from the admin and serve stale data;
+//! - any error drops the connection, so the next lookup reopens it: when the
+//!   database comes back, lookups work again without restarting anything.
+
+use super::{Access, Delete, OpenOptions, Row, SchemaState, Store, StoreError};
+use crate::password::PasswordHash;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Optional columns present in this database.
+#[derive(Debug, Clone, Copy, Default)]
+struct Columns {
+    active: bool,
+    quota: bool,
+}
+
+struct Open {
+    conn: Connection,
+    columns: Columns,
+    /// (device, inode) of the file when it was opened.
+    ident: (u64, u64),
+}
+
+/// A SQLite-backed [`Store`].
+pub struct SqliteStore {
+    path: PathBuf,
+    access: Access,
+    timeout: Duration,
+    /// Deadline for the running statement, in nanoseconds after `epoch`;
+    /// 0 = none. Read by the progress handler.
+    deadline: Arc<AtomicU64>,
+    epoch: Instant,
+    open: Option<Open>,
+}
+
+fn map_err(path: &Path, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode as C;
+    let shown = path.display();
+    match &e {
+        rusqlite::Error::SqliteFailure(f, msg) => {
+            let detail = msg.clone().unwrap_or_else(|| f.to_string());
+            match f.code {
+                C::NotADatabase => {
+                    StoreError::NotADatabase(format!("{shown} is not a SQLite database"))
+                }
+                C::DatabaseBusy | C::DatabaseLocked => {
+                    StoreError::Unavailable(format!("{shown} is locked ({detail})"))
+                }
+                C::OperationInterrupted => StoreError::Unavailable(format!(
+                    "query on {shown} took longer than the configured timeout"
+                )),
+                C::CannotOpen | C::PermissionDenied | C::ReadOnly | C::SystemIoFailure => {
+                    StoreError::Unavailable(format!("cannot use {shown}: {detail}"))
+                }
+                C::DatabaseCorrupt => {
+                    StoreError::Unavailable(format!("{shown} is corrupt: {detail}"))
+                }
+                _ => StoreError::Other(format!("{shown}: {detail}")),
+            }
+        }
+        _ => StoreError::Other(format!("{shown}: {e}")),
+    }
+}
+
+const COLS_FULL: &str = "username, domain, mailbox, password, active, quota";
+const COLS_BASE: &str = "username, domain, mailbox, password, 1, NULL";
+
+impl SqliteStore {
+    /// Open (lazily re-opened after errors) the database at `path`.
+    pub fn open(path: &Path, options: &OpenOptions) -> Result<SqliteStore, StoreError> {
+        let mut store = SqliteStore {
+            path: path.to_path_buf(),
+            access: options.access,
+            timeout: options.timeout,
+            deadline: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
+            open: None,
+        };
+        store.connect()?;
+        Ok(store)
+    }
+
+    fn file_ident(&self) -> Result<(u64, u64), StoreError> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) => Ok((m.dev(), m.ino())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::Unavailable(format!(
+                    "no database at {} (create it with `mailtable init`)",
+                    self.path.display()
+                )))
+            }
+            Err(e) => Err(StoreError::Unavailable(format!(
+                "cannot use {}: {e}",
+                self.path.display()
+            ))),
+        }
+    }
+
+    fn connect(&mut self) -> Result<(), StoreError> {
+        self.open = None;
+        if self.access != Access::Create {
+            self.file_ident()?;
+        } else if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                return Err(StoreError::Unavailable(format!(
+                    "directory {} does not exist",
+                    dir.display()
+                )));
+            }
+        }
+        let flags = match self.access {
+            Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY,
+            Access::ReadWrite => OpenFlags::SQLITE_OPEN_READ_WRITE,
+            Access::Create => OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let path = self.path.clone();
+        let conn = Connection::open_with_flags(&path, flags).map_err(|e| map_err(&path, e))?;
+        conn.busy_timeout(self.timeout)
+            .map_err(|e| map_err(&path, e))?;
+        conn.set_prepared_statement_cache_capacity(32);
+        let deadline = Arc::clone(&self.deadline);
+        let epoch = self.epoch;
+        // Checked every 1000 VM instructions: cheap, and bounds a runaway
+        // query (a scan on a database that lacks our indexes) by the timeout.
+        conn.progress_handler(
+            1000,
+            Some(move || {
+                let d = deadline.load(Ordering::Relaxed);
+                d != 0 && epoch.elapsed().as_nanos() as u64 > d
+            }),
+        );
+        if self.access != Access::ReadOnly {
+            // WAL lets the daemons read while the CLI writes. It is a
+            // persistent property of the file, so readers need not set it.
+            conn.pragma_update(None, "journal_mode", "wal")
+                .map_err(|e| map_err(&path, e))?;
+        }
+        let columns = Self::columns(&conn).map_err(|e| map_err(&path, e))?;
+        let ident = self.file_ident()?;
+        self.open = Some(Open {
+            conn,
+            columns,
+            ident,
+        });
+        Ok(())
+    }
+
+    fn columns(conn: &Connection) -> rusqlite::Result<Columns> {
+        let mut cols = Columns::default();
+        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('users')")?;
+        let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        for n in names {
+            match n?.as_str() {
+                "active" => cols.active = true,
+                "quota" => cols.quota = true,
+                _ => {}
+            }
+        }
+        Ok(cols)
+    }
+
+    /// The live connection, reopened if it was dropped or the file changed.
+    fn conn(&mut self) -> Result<&mut Open, StoreError> {
+        let ident = self.file_ident()?;
+        if self.open.as_ref().is_none_or(|o| o.ident != ident) {
+            self.connect()?;
+        }
+        self.open
+            .as_mut()
+            .ok_or_else(|| StoreError::Other("connection vanished".into()))
+    }
+
+    /// Run `f` on the connection under the deadline; drop the connection on
+    /// error so the next call starts afresh.
+    fn with<T>(
+        &mut self,
+        f: impl FnOnce(&Connection, Columns) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let start = self.epoch.elapsed() + self.timeout;
+        self.deadline
+            .store(start.as_nanos() as u64, Ordering::Relaxed);
+        let result = {
+            let open = self.conn()?;
+            f(&open.conn, open.columns)
+        };
+        self.deadline.store(0, Ordering::Relaxed);
+        result.map_err(|e| {
+            let err = map_err(&self.path, e);
+            if !matches!(err, StoreError::Conflict(_)) {
+                self.open = None;
+            }
+            err
+        })
+    }
+
+    fn select(cols: Columns, tail: &str) -> String {
+        let c = if cols.active && cols.quota {
+            COLS_FULL
+        } else {
+            COLS_BASE
+        };
+        format!("SELECT {c} FROM users {tail}")
+    }
+
+    fn rows(
+        &mut self,
+        tail: &'static str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<Row>, StoreError> {
+        self.with(|conn, cols| {
+            let sql = Self::select(cols, tail);
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(args, row_from)?;
+            rows.collect()
+        })
+    }
+}
+
+fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        username: r.get(0)?,
+        domain: r.get(1)?,
+        mailbox: r.get(2)?,
+        password: r.get::<_, Option<String>>(3)?.map(PasswordHash::new),
+        active: r.get::<_, Option<i64>>(4)?.unwrap_or(1) != 0,
+        quota: r.get(5)?,
+    })
+}
+
+impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn exact(&mut self, username: &str, domain: &str) -> Result<Vec<Row>, StoreError> {
+        self.rows(
+            "WHERE domain = ?1 AND username = ?2 ORDER BY rowid",
+            &[&domain, &username],
+        )
+    }
+
+    fn wildcards(&mut self, domain: &str) -> Result<Vec<Row>, StoreError> {
+        // The expression repeats the index `users_domain_wildcards` exactly, so
+        // SQLite probes it instead of reading every row of the domain.
+        self.rows(
+            "WHERE domain = ?1 AND instr(username, '%') > 0 ORDER BY rowid",
+            &[&domain],
+        )
+    }
+
+    fn has_domain(&mut self, domain: &str) -> Result<bool, StoreError> {
+        self.with(|conn, _| {
+            let mut stmt = conn.prepare_cached("SELECT 1 FROM users WHERE domain = ?1 LIMIT 1")?;
+            Ok(stmt.query_row([domain], |_| Ok(())).optional()?.is_some())
+        })
+    }
+
+    fn targeting(&mut self, mailbox: &str) -> Result<Vec<Row>, StoreError> {
+        self.rows("WHERE mailbox = ?1 ORDER BY rowid", &[&mailbox])
+    }
+
+    fn wildcard_targets(&mut self) -> Result<Vec<Row>, StoreError> {
+        self.rows("WHERE instr(mailbox, '%') > 0 ORDER BY rowid", &[])
+    }
+
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        self.connect()
+    }
+
+    fn list(&mut self, domain: Option<&str>) -> Result<Vec<Row>, StoreError> {
+        match domain {
+            Some(d) => self.rows("WHERE domain = ?1 ORDER BY domain, username, rowid", &[&d]),
+            None => self.rows("ORDER BY domain, username, rowid", &[]),
+        }
+    }
+
+    fn domains(&mut self) -> Result<Vec<String>, StoreError> {
+        self.with(|conn, _| {
+            let mut stmt =
+                conn.prepare_cached("SELECT DISTINCT domain FROM users ORDER BY domain")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    fn begin(&mut self) -> Result<(), StoreError> {
+        // IMMEDIATE takes the write lock now, so the checks a command makes
+        // before writing still hold when it writes.
+        self.with(|conn, _| conn.execute_batch("BEGIN IMMEDIATE"))
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.with(|conn, _| conn.execute_batch("COMMIT"))
+    }
+
+    fn rollback(&mut self) {
+        if let Some(open) = &self.open {
+            let _ = open.conn.execute_batch("ROLLBACK");
+        }
+    }
+
+    fn insert(&mut self, row: &Row) -> Result<(), StoreError> {
+        let cols = self.conn()?.columns;
+        if !(cols.active && cols.quota) && (!row.active || row.quota.is_some()) {
+            return Err(StoreError::Schema(
+                "this database has no active/quota columns; run `mailtable migrate` first".into(),
+            ));
+        }
+        let password = row.password.as_ref().map(|p| p.stored().to_string());
+        self.with(|conn, cols| {
+            if cols.active && cols.quota {
+                let mut stmt = conn.prepare_cached(
+                    "INSERT INTO users (username, domain, mailbox, password, active, quota) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                stmt.execute(params![
+                    row.username,
+                    row.domain,
+                    row.mailbox,
+                    password,
+                    row.active as i64,
+                    row.quota
+                ])?;
+            } else {
+                let mut stmt = conn.prepare_cached(
+                    "INSERT INTO users (username, domain, mailbox, password) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                stmt.execute(params![row.username, row.domain, row.mailbox, password])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn delete(
+        &mut self,
+        username: &str,
+        domain: &str,
+        what: Delete<'_>,
+    ) -> Result<usize, StoreError> {
+        self.with(|conn, _| match what {
+            Delete::Mailbox => conn.execute(
+                "DELETE FROM users WHERE domain = ?1 AND username = ?2 AND password IS NOT NULL",
+                params![domain, username],
+            ),
+            Delete::Alias(None) => conn.execute(
+                "DELETE FROM users WHERE domain = ?1 AND username = ?2 AND password IS NULL",
+                params![domain, username],
+            ),
+            Delete::Alias(Some(targets)) => {
+                let mut n = 0;
+                let mut stmt = conn.prepare_cached(
+                    "DELETE FROM users WHERE domain = ?1 AND username = ?2 \
+                     AND password IS NULL AND mailbox = ?3",
+                )?;
+                for t in targets {
+                    n += stmt.execute(params![domain, username, t])?;
+                }
+                Ok(n)
+            }
+        })
+    }
+
+    fn set_password(
+        &mut self,
+        username: &str,
+        domain: &str,
+        hash: &PasswordHash,
+    ) -> Result<usize, StoreError> {
+        self.with(|conn, _| {
+            conn.execute(
+                "UPDATE users SET password = ?3 \
+                 WHERE domain = ?1 AND username = ?2 AND password IS NOT NULL",
+                params![domain, username, hash.stored()],
+            )
+        })
+    }
+
+    fn set_active(
+        &mut self,
+        username: &str,
+        domain: &str,
+        active: bool,
+    ) -> Result<usize, StoreError> {
+        if !self.conn()?.columns.active {
+            return Err(StoreError::Schema(
+                "this database has no `active` column; run `mailtable migrate` first".into(),
+            ));
+        }
+        self.with(|conn, _| {
+            conn.execute(
+                "UPDATE users SET active = ?3 \
+                 WHERE domain = ?1 AND username = ?2 AND password IS NOT NULL",
+                params![domain, username, active as i64],
+            )
+        })
+    }
+
+    fn schema_state(&mut self) -> Result<SchemaState, StoreError> {
+        self.with(|conn, _| {
+            let has = |name: &str| -> rusqlite::Result<bool> {
+                conn.query_row(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [name],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map(|o| o.is_some())
+            };
+            if has("mailtable_schema")? {
+                let v: Option<i64> =
+                    conn.query_row("SELECT max(version) FROM mailtable_schema", [], |r| {
+                        r.get(0)
+                    })?;
+                return Ok(SchemaState::Version(v.unwrap_or(0).max(0) as u32));
+            }
+            Ok(if has("users")? {
+                SchemaState::Unversioned
+            } else {
+                SchemaState::Empty
+            })
+        })
+    }
+
+    fn apply_migration(&mut self, version: u32, sql: &str) -> Result<(), StoreError> {
+        let result = self.with(|conn, _| {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let step = (|| {
+                conn.execute_batch(sql)?;
+                conn.execute_batch(
+                    "CREATE TABLE IF NOT EXISTS mailtable_schema (version INTEGER NOT NULL)",
+                )?;
+                conn.execute("DELETE FROM mailtable_schema", [])?;
+                conn.execute(
+                    "INSERT INTO mailtable_schema (version) VALUES (?1)",
+                    [version],
+                )?;
+                conn.execute_batch("COMMIT")
+            })();
+            if step.is_err() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            step
+        });
+        // Columns may have changed: re-read them on next use.
+        self.open = None;
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::migrate;
+
+    fn fresh() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mail.db");
+        let opts = OpenOptions {
+            access: Access::Create,
+            timeout: Duration::from_secs(2),
+        };
+        let mut s = SqliteStore::open(&path, &opts).unwrap();
+        migrate::migrate(&mut s, migrate::Dialect::Sqlite, true).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn lookups_use_indexes_never_a_scan() {
+        let (_d, mut s) = fresh();
+        let conn = &s.conn().unwrap().conn;
+        for tail in [
+            "WHERE domain = 'x' AND username = 'y'",
+            "WHERE domain = 'x' AND instr(username, '%') > 0",
+            "WHERE mailbox = 'a@b'",
+            "WHERE instr(mailbox, '%') > 0",
+        ] {
+            let sql = format!("EXPLAIN QUERY PLAN SELECT {COLS_FULL} FROM users {tail}");
+            let plan: Vec<String> = conn
+                .prepare(&sql)
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let plan = plan.join(" / ");
+            assert!(plan.contains("USING INDEX"), "{tail}: {plan}");
+            assert!(!plan.contains("SCAN users"), "{tail}: {plan}");
+        }
+    }
+
+    #[test]
+    fn missing_file_is_unavailable_and_recovers() {
+        let (dir, mut s) = fresh();
+        s.insert(&Row {
+            username: "hugo".into(),
+            domain: "barrera.io".into(),
+            mailbox: "hugo@barrera.io".into(),
+            password: Some(PasswordHash::new("$2b$04$x")),
+            active: true,
+            quota: None,
+        })
+        .unwrap();
+        let path = dir.path().join("mail.db");
+        let moved = dir.path().join("moved.db");
+        std::fs::rename(&path, &moved).unwrap();
+        assert!(matches!(
+            s.exact("hugo", "barrera.io"),
+            Err(StoreError::Unavailable(_))
+        ));
+        std::fs::rename(&moved, &path).unwrap();
+        assert_eq!(s.exact("hugo", "barrera.io").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn not_a_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junk.db");
+        std::fs::write(
+            &path,
+            b"this is not sqlite, just text long enough to matter....",
+        )
+        .unwrap();
+        let opts = OpenOptions {
+            access: Access::ReadOnly,
+            timeout: Duration::from_secs(1),
+        };
+        let err = match SqliteStore::open(&path, &opts) {
+            Ok(mut s) => s.exact("a", "b").unwrap_err(),
+            Err(e) => e,
+        };
+        assert!(matches!(err, StoreError::NotADatabase(_)), "{err}");
+    }
+}

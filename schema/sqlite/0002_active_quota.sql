@@ -1,0 +1,5 @@
+-- mailtable schema 2: optional per-mailbox columns.
+-- active = 0: login refused (smtpd credentials, Dovecot passdb), mail still
+-- accepted and delivered. quota: a Dovecot quota such as 2G (quota_rule).
+ALTER TABLE users ADD COLUMN active INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE users ADD COLUMN quota TEXT NULL;
