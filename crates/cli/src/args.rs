@@ -1,0 +1,156 @@
+//! The command-line surface, exactly as documented (scripts rely on it).
+//! Passwords are never taken from the command line: they come from a
+//! terminal prompt without echo, or from stdin with `--password-stdin`.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// mailtable: one database of virtual mail users for OpenSMTPD and Dovecot.
+#[derive(Debug, Parser)]
+#[command(name = "mailtable", version, about, long_about = None)]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 not found, 2 usage or bad input, 75 temporary failure."
+)]
+pub struct Cli {
+    /// Config file [default: /etc/mail/mailtable.toml if it exists]
+    #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Database URL, overriding the config (sqlite:///path or postgresql://...)
+    #[arg(long, global = true, value_name = "URL")]
+    pub database: Option<String>,
+    /// What to do
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the database and its schema (idempotent)
+    Init(InitArgs),
+    /// Upgrade an existing users table in place, keeping every row
+    Migrate,
+    /// Mailboxes: addresses that log in and store mail
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Aliases, patterns and catch-alls
+    #[command(subcommand)]
+    Alias(AliasCommand),
+    /// Domains that have rows
+    #[command(subcommand)]
+    Domain(DomainCommand),
+    /// Where mail to ADDRESS goes, step by step
+    Resolve {
+        /// Recipient address
+        address: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// What an authenticated user may send as
+    Senders {
+        /// The user's address
+        address: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a bcrypt hash of a password, for hand-written SQL
+    Hash(PasswordInput),
+}
+
+/// `init` options.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Group that may read the database (add smtpd's and Dovecot's users to it)
+    #[arg(long, default_value = "mailtable")]
+    pub group: String,
+}
+
+/// Where a password comes from.
+#[derive(Debug, Args)]
+pub struct PasswordInput {
+    /// Read the password from the first line of stdin
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// `user ...`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a mailbox (prompts for the password without echo)
+    Add {
+        /// The address
+        address: String,
+        #[command(flatten)]
+        password: PasswordInput,
+    },
+    /// Change a mailbox's password
+    Passwd {
+        /// The address
+        address: String,
+        #[command(flatten)]
+        password: PasswordInput,
+    },
+    /// Remove a mailbox
+    Del {
+        /// The address
+        address: String,
+    },
+    /// Refuse logins; mail is still accepted and delivered
+    Disable {
+        /// The address
+        address: String,
+    },
+    /// Allow logins again
+    Enable {
+        /// The address
+        address: String,
+    },
+    /// List mailboxes
+    List(ListArgs),
+}
+
+/// `alias ...`
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Add an alias: a@d, %@d (catch-all; @d also accepted), sales-%@d, %@old with target %@new
+    Add {
+        /// Address or pattern
+        pattern: String,
+        /// One or more targets
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// Remove an alias, or only some of its targets
+    Del {
+        /// Address or pattern
+        pattern: String,
+        /// Targets to remove (default: all)
+        targets: Vec<String>,
+    },
+    /// List aliases, patterns and catch-alls
+    List(ListArgs),
+}
+
+/// `domain ...`
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// List domains
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Options of the list commands.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this domain
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}

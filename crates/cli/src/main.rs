@@ -1,0 +1,29 @@
+//! `mailtable`: the admin CLI. Thin: parse arguments, load the config, run
+//! the command, turn its error into one line on stderr and an exit code from
+//! the table in `mailtable_core::exit`.
+
+mod args;
+mod commands;
+mod error;
+mod secret_input;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MAILTABLE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match commands::run(cli) {
+        Ok(exit) => ExitCode::from(exit.code()),
+        Err(e) => {
+            eprintln!("mailtable: {e}");
+            ExitCode::from(e.exit().code())
+        }
+    }
+}
