@@ -1,0 +1,412 @@
+//! The real `mailtable` binary against temporary SQLite files: every command,
+//! the documented exit codes, and "a refused command changes nothing".
+
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+struct Db {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Db {
+    fn new() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mail.db");
+        Db { _dir: dir, path }
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.path.display())
+    }
+
+    fn run_in(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailtable"));
+        cmd.arg("--database").arg(self.url()).args(args);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run_in(args, None);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn code(&self, args: &[&str]) -> (i32, String) {
+        let out = self.run_in(args, None);
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn add_user(&self, addr: &str, pw: &str) {
+        let out = self.run_in(
+            &["user", "add", addr, "--password-stdin"],
+            Some(&format!("{pw}\n")),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    fn resolve(&self, addr: &str) -> (String, Vec<String>) {
+        let out = self.run_in(&["resolve", addr, "--json"], None);
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{addr}: {}", String::from_utf8_lossy(&out.stderr)));
+        let dests = v["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap().to_string())
+            .collect();
+        (v["result"].as_str().unwrap().to_string(), dests)
+    }
+
+    /// Everything in the database, for "nothing changed" checks.
+    fn snapshot(&self) -> (Value, Value) {
+        (
+            self.json(&["user", "list", "--json"]),
+            self.json(&["alias", "list", "--json"]),
+        )
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn article_db(path: &Path) {
+    // The article's exact DDL and its three rows (a bcrypt mailbox, the
+    // catch-all of its domain, an alias in another domain).
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(
+        "CREATE TABLE users (username TEXT NOT NULL, domain TEXT NOT NULL, mailbox TEXT NOT NULL, password TEXT NULL);
+         INSERT INTO users VALUES ('hugo', 'barrera.io', 'hugo@barrera.io', '$2b$04$9rERsNbp0S1V9T8wbr0UXOvPcf.X7zDMJgYH.ZPhHx5wHfXDkBpBi');
+         INSERT INTO users VALUES ('%', 'barrera.io', 'hugo@barrera.io', NULL);
+         INSERT INTO users VALUES ('contact', 'example.com', 'hugo@barrera.io', NULL);",
+    )
+    .unwrap();
+}
+
+#[test]
+fn init_is_idempotent_and_not_world_readable() {
+    let db = Db::new();
+    assert!(db.ok(&["init"]).contains("schema version 2"));
+    assert_eq!(mode(&db.path) & 0o007, 0, "world-readable database");
+    assert_eq!(mode(&db.path), 0o640);
+    assert!(db.ok(&["init"]).contains("already at schema version 2"));
+}
+
+#[test]
+fn users_lifecycle() {
+    let db = Db::new();
+    db.ok(&["init"]);
+    db.add_user("Hugo@Barrera.IO", "secret");
+    let users = db.json(&["user", "list", "--json"]);
+    assert_eq!(users[0]["address"], "hugo@barrera.io");
+    assert_eq!(users[0]["active"], true);
+    db.ok(&["user", "disable", "hugo@barrera.io"]);
+    assert_eq!(db.json(&["user", "list", "--json"])[0]["active"], false);
+    // Disabled users still receive mail.
+    assert_eq!(
+        db.resolve("hugo@barrera.io"),
+        ("found".into(), vec!["hugo@barrera.io".into()])
+    );
+    db.ok(&["user", "enable", "hugo@barrera.io"]);
+    assert_eq!(db.json(&["user", "list", "--json"])[0]["active"], true);
+    let out = db.run_in(
+        &["user", "passwd", "hugo@barrera.io", "--password-stdin"],
+        Some("new\n"),
+    );
+    assert!(out.status.success());
+    db.ok(&["user", "del", "hugo@barrera.io"]);
+    assert_eq!(db.json(&["user", "list", "--json"]), Value::Array(vec![]));
+    assert_eq!(db.code(&["user", "del", "hugo@barrera.io"]).0, 1);
+    assert_eq!(db.code(&["user", "disable", "nobody@barrera.io"]).0, 1);
+    let out = db.run_in(
+        &["user", "passwd", "nobody@barrera.io", "--password-stdin"],
+        Some("x\n"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn hash_prints_a_2b_hash_and_never_takes_argv_passwords() {
+    let db = Db::new();
+    let out = db.run_in(&["hash", "--password-stdin"], Some("pw\n"));
+    let h = String::from_utf8(out.stdout).unwrap();
+    assert!(h.starts_with("$2b$10$"), "{h}");
+    // No terminal and no --password-stdin: refused, not read from anywhere else.
+    assert_eq!(db.code(&["hash"]).0, 2);
+}
+
+#[test]
+fn resolution_through_the_cli() {
+    let db = Db::new();
+    db.ok(&["init"]);
+    db.add_user("hugo@barrera.io", "pw");
+    db.add_user("alice@example.org", "pw");
+    db.add_user("bob@example.org", "pw");
+    db.add_user("john_doe@example.com", "pw");
+    db.ok(&["alias", "add", "@barrera.io", "hugo@barrera.io"]);
+    db.ok(&[
+        "alias",
+        "add",
+        "team@example.org",
+        "alice@example.org",
+        "bob@example.org",
+        "carol@elsewhere.net",
+    ]);
+    db.ok(&["alias", "add", "sales-%@example.org", "bob@example.org"]);
+    db.ok(&[
+        "alias",
+        "add",
+        "sales-eu-%@example.org",
+        "alice@example.org",
+    ]);
+    db.ok(&["alias", "add", "%@old.org", "%@example.org"]);
+    db.ok(&["alias", "add", "info@example.org", "team@example.org"]);
+    let found = |d: &[&str]| {
+        (
+            "found".to_string(),
+            d.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(
+        db.resolve("hugo+news@barrera.io"),
+        found(&["hugo@barrera.io"])
+    );
+    assert_eq!(
+        db.resolve("whatever@barrera.io"),
+        found(&["hugo@barrera.io"])
+    );
+    assert_eq!(
+        db.resolve("info@example.org"),
+        found(&[
+            "alice@example.org",
+            "bob@example.org",
+            "carol@elsewhere.net"
+        ])
+    );
+    assert_eq!(
+        db.resolve("sales-eu-fr@example.org"),
+        found(&["alice@example.org"])
+    );
+    assert_eq!(
+        db.resolve("sales-x@example.org"),
+        found(&["bob@example.org"])
+    );
+    assert_eq!(db.resolve("bob@old.org"), found(&["bob@example.org"]));
+    assert_eq!(
+        db.resolve("JOHN_DOE@EXAMPLE.COM"),
+        found(&["john_doe@example.com"])
+    );
+    assert_eq!(
+        db.resolve("nobody@example.org"),
+        ("not-found".into(), vec![])
+    );
+    assert_eq!(
+        db.resolve("a@nowhere.net"),
+        ("unknown-domain".into(), vec![])
+    );
+    assert_eq!(db.code(&["resolve", "nobody@example.org"]).0, 1);
+    let walk = db.json(&["resolve", "john_doe@example.com", "--json"]);
+    assert_eq!(
+        walk["deliveries"][0]["delivery_user"],
+        "john_doe_example.com"
+    );
+    assert_eq!(
+        db.json(&["domain", "list", "--json"]),
+        serde_json::json!(["barrera.io", "example.com", "example.org", "old.org"])
+    );
+    let senders = db.json(&["senders", "alice@example.org", "--json"]);
+    for want in [
+        "alice@example.org",
+        "team@example.org",
+        "info@example.org",
+        "alice@old.org",
+    ] {
+        assert!(
+            senders.as_array().unwrap().iter().any(|v| v == want),
+            "{want}: {senders}"
+        );
+    }
+    db.ok(&["alias", "del", "team@example.org", "carol@elsewhere.net"]);
+    assert_eq!(
+        db.resolve("team@example.org"),
+        found(&["alice@example.org", "bob@example.org"])
+    );
+}
+
+#[test]
+fn bad_input_names_the_input_and_changes_nothing() {
+    let db = Db::new();
+    db.ok(&["init"]);
+    db.add_user("hugo@barrera.io", "pw");
+    db.add_user("z@example.net", "pw");
+    db.ok(&["alias", "add", "@barrera.io", "hugo@barrera.io"]);
+    // b@barrera.io reaches hugo through the catch-all.
+    db.ok(&["alias", "add", "a@barrera.io", "b@barrera.io"]);
+    let before = db.snapshot();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["alias", "add", "not-an-address", "hugo@barrera.io"],
+            2,
+            "not-an-address",
+        ),
+        (
+            &["alias", "add", "x@barrera.io", "bad target"],
+            2,
+            "bad target",
+        ),
+        (
+            &["alias", "add", "self@barrera.io", "self@barrera.io"],
+            2,
+            "points to itself",
+        ),
+        (
+            &["alias", "add", "a%b%@barrera.io", "hugo@barrera.io"],
+            2,
+            "at most one %",
+        ),
+        (&["alias", "add", "x@barrera.io", "%@example.org"], 2, "%"),
+        // b -> a -> b: a loop through the alias added first.
+        (&["alias", "add", "b@barrera.io", "a@barrera.io"], 2, "loop"),
+        (
+            &["alias", "add", "dangling@barrera.io", "ghost@example.net"],
+            2,
+            "ghost@example.net",
+        ),
+        (
+            &["alias", "add", "a@barrera.io", "b@barrera.io"],
+            2,
+            "already exists",
+        ),
+        (&["senders", "hugo@unknown.org"], 2, "unknown.org"),
+        (&["resolve", "no-at-sign"], 2, "no-at-sign"),
+        (
+            &["user", "list", "--domain", "bad_domain.org"],
+            2,
+            "bad_domain.org",
+        ),
+    ];
+    for (args, code, needle) in cases {
+        let (got, err) = db.code(args);
+        assert_eq!(got, *code, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{args:?}: one line wanted: {err}"
+        );
+    }
+    let out = db.run_in(
+        &["user", "add", "hugo@barrera.io", "--password-stdin"],
+        Some("x\n"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already has a mailbox"));
+    let out = db.run_in(
+        &["user", "add", "Ü@barrera.io", "--password-stdin"],
+        Some("x\n"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(db.snapshot(), before);
+}
+
+#[test]
+fn unusable_databases() {
+    let db = Db::new();
+    std::fs::write(&db.path, vec![b'x'; 4096]).unwrap();
+    let (code, err) = db.code(&["user", "list"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("not a SQLite database") && err.contains("mail.db"),
+        "{err}"
+    );
+    let missing = Db::new();
+    let (code, err) = missing.code(&["user", "list"]);
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("mailtable init"), "{err}");
+    let nodir = Db {
+        _dir: tempfile::tempdir().unwrap(),
+        path: PathBuf::from("/nonexistent-dir/x/mail.db"),
+    };
+    let (code, err) = nodir.code(&["user", "list"]);
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("/nonexistent-dir/x/mail.db"), "{err}");
+    let bad_cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad_cfg.path(), "databse = \"x\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mailtable"))
+        .arg("-c")
+        .arg(bad_cfg.path())
+        .args(["domain", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("databse"));
+}
+
+#[test]
+fn migrate_keeps_the_articles_database() {
+    let db = Db::new();
+    article_db(&db.path);
+    // Read-only commands work on the article's layout before migrating.
+    assert_eq!(
+        db.resolve("hugo+news@barrera.io").1,
+        vec!["hugo@barrera.io"]
+    );
+    assert!(db.ok(&["migrate"]).contains("from schema version 0 to 2"));
+    assert!(db.ok(&["migrate"]).contains("already at schema version 2"));
+    let c = rusqlite::Connection::open(&db.path).unwrap();
+    let n: i64 = c
+        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 3, "rows lost");
+    drop(c);
+    assert_eq!(db.resolve("hugo@barrera.io").1, vec!["hugo@barrera.io"]);
+    assert_eq!(db.resolve("anything@barrera.io").1, vec!["hugo@barrera.io"]);
+    assert_eq!(db.resolve("contact@example.com").1, vec!["hugo@barrera.io"]);
+    assert_eq!(db.json(&["user", "list", "--json"])[0]["active"], true);
+    db.ok(&["user", "disable", "hugo@barrera.io"]);
+}
+
+#[test]
+fn newer_schema_is_refused_untouched() {
+    let db = Db::new();
+    db.ok(&["init"]);
+    let c = rusqlite::Connection::open(&db.path).unwrap();
+    c.execute("UPDATE mailtable_schema SET version = 99", [])
+        .unwrap();
+    drop(c);
+    let before = std::fs::read(&db.path).unwrap();
+    let (code, err) = db.code(&["migrate"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("99"), "{err}");
+    let out = db.run_in(&["user", "add", "a@b.org", "--password-stdin"], Some("x\n"));
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(std::fs::read(&db.path).unwrap(), before);
+}
