@@ -153,6 +153,7 @@ impl SqliteStore {
             // persistent property of the file, so readers need not set it.
             conn.pragma_update(None, "journal_mode", "wal")
                 .map_err(|e| map_err(&path, e))?;
+            persist_wal(&conn);
         }
         let columns = Self::columns(&conn).map_err(|e| map_err(&path, e))?;
         let ident = self.file_ident()?;
@@ -233,6 +234,56 @@ impl SqliteStore {
             rows.collect()
         })
     }
+}
+
+/// Keep the `-wal` and `-shm` files when the last writer closes.
+///
+/// Read-only daemons (other users, in the database's group) must write the
+/// `-shm` file to read a WAL database, and must not be able to create files
+/// in the database's directory (they could replace the database). So the
+/// side files are created once by `mailtable init`, group-writable, and
+/// never deleted (SQLITE_FCNTL_PERSIST_WAL, https://sqlite.org/c3ref/c_fcntl_begin_atomic_write.html).
+fn persist_wal(conn: &Connection) {
+    let mut on: std::ffi::c_int = 1;
+    // SAFETY: the handle is valid for the life of `conn`; the file-control
+    // opcode takes a pointer to an int, which outlives the call.
+    unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&mut on as *mut std::ffi::c_int).cast(),
+        );
+    }
+}
+
+/// Give the database and its side files to `gid`: the file 0640, the WAL
+/// side files 0660 (readers write the shared-memory index), the directory
+/// 0750. Returns the paths changed. Ownership changes need root; without it
+/// only the modes are set.
+pub fn share_files(path: &Path, gid: Option<u32>) -> std::io::Result<Vec<PathBuf>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut done = Vec::new();
+    let side = |suffix: &str| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    for (p, mode) in [
+        (path.to_path_buf(), 0o640),
+        (side("-wal"), 0o660),
+        (side("-shm"), 0o660),
+    ] {
+        if !p.exists() {
+            continue;
+        }
+        if let Some(gid) = gid {
+            std::os::unix::fs::chown(&p, None, Some(gid))?;
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+        done.push(p);
+    }
+    Ok(done)
 }
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
