@@ -1,6 +1,8 @@
 //! The real `mailtable` binary against temporary SQLite files: every command,
 //! the documented exit codes, and "a refused command changes nothing".
 
+#![allow(clippy::unwrap_used)]
+
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,422 @@
+//! The database side of the table: (service, key) -> store calls -> the
+//! value smtpd expects (`table_parse_lookup` in `usr.sbin/smtpd/table.c`).
+//!
+//! | service | key from smtpd | value |
+//! |---|---|---|
+//! | `alias` | each key of smtpd's virtual walk | final destinations: delivery user names of our mailboxes, external addresses, `, `-separated |
+//! | `domain` | recipient domain | the domain |
+//! | `credentials` | SMTP AUTH user name | `address:hash`, the bare crypt string |
+//! | `userinfo` | delivery user name (`hugo_barrera.io`) | `uid:gid:home` |
+//! | `mailaddrmap` | authenticated user name | own address, aliases reaching it, `@dom` of catch-alls |
+//! | `mailaddr` | an address (check) | found when deliverable |
+//! | `auth` | `user:password`, lower-cased by smtpd | check only |
+//!
+//! Every database problem is an `error` answer (smtpd: 4xx), never
+//! not-found (5xx). A store that cannot be opened is retried on the next
+//! request, so a database that comes back serves again without restarting
+//! smtpd.
+
+use crate::{Answer, Handler, Service};
+use mailtable_core::password::{self, Secret};
+use mailtable_core::resolve::Destination;
+use mailtable_core::store::{self, Access, OpenOptions};
+use mailtable_core::{delivery, Address, Config, Domain, Outcome, Resolver, Store};
+
+/// The table: config plus a lazily (re)opened read-only store.
+pub struct Tables {
+    config: Result<Config, String>,
+    resolver: Resolver,
+    store: Option<Box<dyn Store>>,
+    name: String,
+}
+
+impl Tables {
+    /// A table from a loaded config, or from the reason the config could not
+    /// be loaded (every answer is then that error: smtpd keeps running and
+    /// tempfails, and its log says why).
+    pub fn new(config: Result<Config, String>) -> Tables {
+        let delimiter = config
+            .as_ref()
+            .ok()
+            .and_then(|c| c.delimiter().ok())
+            .unwrap_or('+');
+        Tables {
+            config,
+            resolver: Resolver::new(delimiter),
+            store: None,
+            name: String::from("?"),
+        }
+    }
+
+    /// A table over an already opened store (tests, benchmarks).
+    pub fn with_store(config: Config, store: Box<dyn Store>) -> Tables {
+        let mut t = Tables::new(Ok(config));
+        t.store = Some(store);
+        t
+    }
+
+    fn config(&self) -> Result<&Config, String> {
+        self.config.as_ref().map_err(Clone::clone)
+    }
+
+    fn store(&mut self) -> Result<&mut (dyn Store + 'static), String> {
+        if self.store.is_none() {
+            let config = self.config()?;
+            let url = config.database_url()?;
+            let opts = OpenOptions {
+                access: Access::ReadOnly,
+                timeout: config.timeout(),
+            };
+            let s = store::open(&url, &opts).map_err(|e| e.to_string())?;
+            tracing::info!(table = %self.name, database = %url, "database opened");
+            self.store = Some(s);
+        }
+        self.store
+            .as_deref_mut()
+            .ok_or_else(|| "no database".to_string())
+    }
+
+    /// Run a lookup; on any error log it, drop the store so the next
+    /// request reopens it, and answer `error`.
+    fn answer(
+        &mut self,
+        service: Service,
+        f: impl FnOnce(&mut Self) -> Result<Option<String>, String>,
+    ) -> Answer {
+        match f(self) {
+            Ok(Some(v)) => Answer::Found(v),
+            Ok(None) => Answer::NotFound,
+            Err(reason) => {
+                tracing::warn!(table = %self.name, service = service.name(), "lookup failed: {reason}");
+                if let Some(s) = self.store.as_mut() {
+                    if s.reopen().is_err() {
+                        self.store = None;
+                    }
+                }
+                Answer::Error(reason)
+            }
+        }
+    }
+
+    fn alias(&mut self, key: &str) -> Result<Option<String>, String> {
+        let resolver = self.resolver.clone();
+        let store = self.store()?;
+        let dests = resolver
+            .alias_for_key(store, key)
+            .map_err(|e| e.to_string())?;
+        Ok(dests.map(|d| {
+            d.iter()
+                .map(Destination::wire)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }))
+    }
+
+    fn domain(&mut self, key: &str) -> Result<Option<String>, String> {
+        let Ok(domain) = Domain::parse(key) else {
+            return Ok(None);
+        };
+        let found = self
+            .store()?
+            .has_domain(domain.as_str())
+            .map_err(|e| e.to_string())?;
+        Ok(found.then(|| domain.to_string()))
+    }
+
+    /// The active mailbox row of a login name, in either form.
+    fn login(&mut self, name: &str) -> Result<Option<(Address, mailtable_core::Row)>, String> {
+        let Ok(addr) = delivery::parse_login(name) else {
+            return Ok(None);
+        };
+        let resolver = self.resolver.clone();
+        let row = resolver
+            .mailbox(self.store()?, &addr)
+            .map_err(|e| e.to_string())?;
+        Ok(row.map(|r| (addr, r)))
+    }
+
+    fn credentials(&mut self, key: &str) -> Result<Option<String>, String> {
+        let Some((addr, row)) = self.login(key)? else {
+            return Ok(None);
+        };
+        if !row.active {
+            return Ok(None);
+        }
+        let Some(hash) = row.password.as_ref() else {
+            return Ok(None);
+        };
+        match hash.for_smtpd() {
+            Some(h) => Ok(Some(format!("{key}:{h}"))),
+            None => {
+                // Empty, or a scheme this host's crypt(3) cannot check:
+                // never hand it to smtpd (an empty hash accepts any password
+                // in portable crypt_checkpass).
+                tracing::warn!(table = %self.name, user = %addr, scheme = ?hash.scheme(),
+                    "stored hash cannot be checked by smtpd; refusing SMTP AUTH for this user");
+                Ok(None)
+            }
+        }
+    }
+
+    fn userinfo(&mut self, key: &str) -> Result<Option<String>, String> {
+        let Some((addr, _)) = self.login(key)? else {
+            return Ok(None);
+        };
+        let c = self.config()?;
+        let home = c.home_for(&addr);
+        if home.contains(['\n', '\r', '\0']) {
+            return Err(format!("home of {addr} is not a valid path"));
+        }
+        Ok(Some(format!("{}:{}:{home}", c.uid, c.gid)))
+    }
+
+    fn senders(&mut self, key: &str) -> Result<Option<String>, String> {
+        let Ok(addr) = delivery::parse_login(key) else {
+            return Ok(None);
+        };
+        let resolver = self.resolver.clone();
+        let list = resolver
+            .senders(self.store()?, &addr)
+            .map_err(|e| e.to_string())?;
+        Ok(list.map(|l| l.join(", ")))
+    }
+
+    fn mailaddr(&mut self, key: &str) -> Result<Option<String>, String> {
+        let Ok(addr) = Address::parse(key) else {
+            return Ok(None);
+        };
+        let resolver = self.resolver.clone();
+        match resolver.resolve(self.store()?, &addr) {
+            Ok(Outcome::Found(_)) => Ok(Some(addr.to_string())),
+            Ok(_) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// `auth`: `user:password`, split at the first `:` as smtpd does for
+    /// credentials. smtpd has lower-cased the password (OpenSMTPD #1268).
+    fn auth(&mut self, key: &str) -> Result<Option<String>, String> {
+        let Some((user, pw)) = key.split_once(':') else {
+            return Ok(None);
+        };
+        let pw = Secret::new(pw);
+        let cost = self.config()?.password_cost;
+        let row = self.login(user)?;
+        let verdict = match row {
+            Some((_, r)) if r.active => match r.password {
+                Some(h) => h.verify(&pw).map_err(|e| e.to_string())?,
+                None => false,
+            },
+            _ => {
+                // Same work as a real check, so timing does not reveal
+                // which users exist.
+                password::dummy_verify(&pw, cost);
+                false
+            }
+        };
+        Ok(verdict.then(String::new))
+    }
+}
+
+impl Handler for Tables {
+    fn services(&self) -> Vec<Service> {
+        let mut s = vec![
+            Service::Alias,
+            Service::Domain,
+            Service::Credentials,
+            Service::Userinfo,
+            Service::Mailaddr,
+            Service::Mailaddrmap,
+        ];
+        if self.config.as_ref().is_ok_and(|c| c.table.auth) {
+            tracing::warn!(
+                "registering the auth service: smtpd lower-cases passwords before asking \
+                 (OpenSMTPD issue #1268), so passwords with upper-case letters will fail"
+            );
+            s.push(Service::Auth);
+        }
+        s
+    }
+
+    fn open(&mut self, table_name: &str) {
+        self.name = table_name.to_string();
+        if let Err(e) = self.store() {
+            tracing::warn!(table = %self.name, "database not available yet: {e}");
+        }
+    }
+
+    fn update(&mut self) -> Result<(), String> {
+        self.config()?;
+        match self.store.as_mut() {
+            Some(s) => s.reopen().map_err(|e| e.to_string()),
+            None => self.store().map(|_| ()),
+        }
+    }
+
+    fn check(&mut self, service: Service, key: &str) -> Answer {
+        match service {
+            Service::Auth => self.answer(service, |t| t.auth(key)),
+            _ => self.lookup(service, key),
+        }
+    }
+
+    fn lookup(&mut self, service: Service, key: &str) -> Answer {
+        match service {
+            Service::Alias => self.answer(service, |t| t.alias(key)),
+            Service::Domain => self.answer(service, |t| t.domain(key)),
+            Service::Credentials => self.answer(service, |t| t.credentials(key)),
+            Service::Userinfo => self.answer(service, |t| t.userinfo(key)),
+            Service::Mailaddrmap => self.answer(service, |t| t.senders(key)),
+            Service::Mailaddr => self.answer(service, |t| t.mailaddr(key)),
+            // A lookup-only value makes no sense for auth.
+            Service::Auth => Answer::NotFound,
+            // Services mailtable has no data for.
+            _ => Answer::NotFound,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailtable_core::store::memory::MemStore;
+
+    fn table(store: MemStore) -> Tables {
+        let config = Config::parse("uid = 2000\ngid = 2001\nhome = \"/var/vmail/%d/%n\"").unwrap();
+        Tables::with_store(config, Box::new(store))
+    }
+
+    fn fixture() -> MemStore {
+        let h = password::hash(&Secret::new("secret"), 4).unwrap();
+        let mut s = MemStore::default()
+            .with("hugo", "barrera.io", "hugo@barrera.io", Some(h.stored()))
+            .with("%", "barrera.io", "hugo@barrera.io", None)
+            .with("contact", "example.com", "hugo@barrera.io", None)
+            .with(
+                "argon",
+                "example.com",
+                "argon@example.com",
+                Some("{ARGON2ID}$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$x"),
+            )
+            .with("empty", "example.com", "empty@example.com", Some(""))
+            .with("off", "example.com", "off@example.com", Some(h.stored()));
+        s.rows.last_mut().unwrap().active = false;
+        s
+    }
+
+    #[test]
+    fn answers() {
+        let mut t = table(fixture());
+        let f = |v: &str| Answer::Found(v.into());
+        assert_eq!(
+            t.lookup(Service::Alias, "hugo+news@barrera.io"),
+            Answer::NotFound
+        );
+        assert_eq!(
+            t.lookup(Service::Alias, "hugo@barrera.io"),
+            f("hugo_barrera.io")
+        );
+        assert_eq!(
+            t.lookup(Service::Alias, "@barrera.io"),
+            f("hugo_barrera.io")
+        );
+        assert_eq!(
+            t.lookup(Service::Alias, "hugo_barrera.io@"),
+            Answer::NotFound
+        );
+        assert_eq!(
+            t.lookup(Service::Alias, "hugo_barrera.io"),
+            Answer::NotFound
+        );
+        assert_eq!(t.check(Service::Domain, "barrera.io"), f("barrera.io"));
+        assert_eq!(t.check(Service::Domain, "nowhere.org"), Answer::NotFound);
+        assert_eq!(
+            t.lookup(Service::Userinfo, "hugo_barrera.io"),
+            f("2000:2001:/var/vmail/barrera.io/hugo")
+        );
+        assert_eq!(t.lookup(Service::Userinfo, "vmail"), Answer::NotFound);
+        assert_eq!(
+            t.lookup(Service::Userinfo, "off_example.com"),
+            f("2000:2001:/var/vmail/example.com/off")
+        );
+        let Answer::Found(c) = t.lookup(Service::Credentials, "hugo@barrera.io") else {
+            panic!()
+        };
+        assert!(c.starts_with("hugo@barrera.io:$2b$04$"), "{c}");
+        assert_eq!(
+            t.lookup(Service::Credentials, "off@example.com"),
+            Answer::NotFound
+        );
+        assert_eq!(
+            t.lookup(Service::Credentials, "argon@example.com"),
+            Answer::NotFound
+        );
+        assert_eq!(
+            t.lookup(Service::Credentials, "empty@example.com"),
+            Answer::NotFound
+        );
+        assert_eq!(
+            t.lookup(Service::Credentials, "contact@example.com"),
+            Answer::NotFound
+        );
+        assert_eq!(
+            t.lookup(Service::Mailaddrmap, "hugo@barrera.io"),
+            f("hugo@barrera.io, @barrera.io, contact@example.com")
+        );
+        assert_eq!(
+            t.check(Service::Mailaddr, "x@barrera.io"),
+            f("x@barrera.io")
+        );
+        assert_eq!(
+            t.check(Service::Mailaddr, "x@example.com"),
+            Answer::NotFound
+        );
+        assert_eq!(t.check(Service::Auth, "hugo@barrera.io:secret"), f(""));
+        assert_eq!(
+            t.check(Service::Auth, "hugo@barrera.io:wrong"),
+            Answer::NotFound
+        );
+        assert_eq!(
+            t.check(Service::Auth, "nobody@barrera.io:secret"),
+            Answer::NotFound
+        );
+        assert_eq!(
+            t.check(Service::Auth, "off@example.com:secret"),
+            Answer::NotFound
+        );
+        assert_eq!(t.lookup(Service::Netaddr, "127.0.0.1"), Answer::NotFound);
+    }
+
+    #[test]
+    fn database_errors_are_errors_for_every_service() {
+        let mut s = fixture();
+        s.broken = true;
+        let mut t = table(s);
+        for (svc, key) in [
+            (Service::Alias, "hugo@barrera.io"),
+            (Service::Domain, "barrera.io"),
+            (Service::Credentials, "hugo@barrera.io"),
+            (Service::Userinfo, "hugo_barrera.io"),
+            (Service::Mailaddrmap, "hugo@barrera.io"),
+            (Service::Mailaddr, "hugo@barrera.io"),
+        ] {
+            assert!(matches!(t.lookup(svc, key), Answer::Error(_)), "{svc:?}");
+            assert!(matches!(t.check(svc, key), Answer::Error(_)), "{svc:?}");
+        }
+        assert!(matches!(
+            t.check(Service::Auth, "hugo@barrera.io:secret"),
+            Answer::Error(_)
+        ));
+        assert!(t.update().is_err());
+    }
+
+    #[test]
+    fn broken_config_answers_errors_and_never_panics() {
+        let mut t = Tables::new(Err("invalid config /x: bad".into()));
+        assert!(
+            matches!(t.lookup(Service::Alias, "a@b.org"), Answer::Error(e) if e.contains("/x"))
+        );
+        assert!(t.update().is_err());
+        assert_eq!(t.services().len(), 6);
+    }
+}

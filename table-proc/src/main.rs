@@ -1,0 +1,65 @@
+//! `table-mailtable`: the OpenSMTPD table backend.
+//!
+//! smtpd runs it as `table-mailtable CONFIG` (argv[0] is the table name,
+//! argv[1] the part after `mailtable:` in `table NAME mailtable:/etc/mail/
+//! mailtable.toml`) with the socket on fd 0 (and fd 1 from 7.x), and keeps
+//! stderr for logs (`fork_proc_backend` in `usr.sbin/smtpd/smtpd.c`).
+//!
+//! It exits only at EOF: smtpd dies with its tables, so even a broken config
+//! is served (every answer `error`, smtpd tempfails and logs why) rather than
+//! reported by exiting.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::ExitCode;
+
+use mailtable_core::Config;
+use table_mailtable::answer::Tables;
+use table_mailtable::channel::{input_pending, smtpd_channel};
+use table_mailtable::serve_with_probe;
+
+fn main() -> ExitCode {
+    let arg = std::env::args().nth(1);
+    if matches!(arg.as_deref(), Some("-h" | "--help")) {
+        println!(
+            "usage: table-mailtable [CONFIG]\n\nRun by smtpd for `table NAME mailtable:CONFIG`; \
+             speaks the smtpd table protocols on fd 0. Logs go to stderr (MAILTABLE_LOG=debug for more)."
+        );
+        return ExitCode::SUCCESS;
+    }
+    if matches!(arg.as_deref(), Some("-V" | "--version")) {
+        println!("table-mailtable {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    // Logs to stderr only: from 7.x stdout is the protocol channel.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MAILTABLE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = match &arg {
+        Some(path) => Config::load(Path::new(path)).map_err(|e| e.to_string()),
+        None => Ok(Config::default()),
+    };
+    if let Err(e) = &config {
+        tracing::error!("{e}; answering every lookup with a temporary failure");
+    }
+    let mut tables = Tables::new(config);
+    let mut run = || -> std::io::Result<()> {
+        let (reader, writer) = smtpd_channel()?;
+        let probe = reader.try_clone()?;
+        serve_with_probe(reader, writer, &mut tables, move || {
+            input_pending(probe.as_fd())
+        })
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("smtpd channel failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
