@@ -1,0 +1,260 @@
+-- mailtable-auth.lua: Dovecot passdb and userdb backed by mailtable.
+--
+-- The script asks `dovecot-mailtable serve` over HTTP (src/http.rs has the
+-- API) and maps its answers to Dovecot results. It runs unchanged on
+-- Dovecot 2.4 and on 2.3.19 and later, which both ship `dovecot.http.client`
+-- (core@2.3.19.1 and core@2.4.1: src/lib-lua/dlua-dovecot-http.c).
+--
+-- Dovecot 2.4 (dovecot.conf):
+--
+--   passdb lua {
+--     lua_file = /etc/dovecot/mailtable-auth.lua
+--     lua_settings {
+--       url = http://127.0.0.1:8787
+--       secret_file = /etc/mailtable/dovecot-api.secret
+--     }
+--   }
+--   userdb lua {
+--     lua_file = /etc/dovecot/mailtable-auth.lua
+--     lua_settings {
+--       url = http://127.0.0.1:8787
+--       secret_file = /etc/mailtable/dovecot-api.secret
+--     }
+--   }
+--
+-- Dovecot 2.3 (its Lua driver accepts only file=, blocking=, cache_key= and
+-- scheme=, core@2.3.19.1:src/auth/passdb-lua.c, so settings are the
+-- `config` defaults below; edit them here if yours differ):
+--
+--   passdb {
+--     driver = lua
+--     args = file=/etc/dovecot/mailtable-auth.lua
+--   }
+--   userdb {
+--     driver = lua
+--     args = file=/etc/dovecot/mailtable-auth.lua
+--   }
+--
+-- Settings:
+--   url            base URL of the API. Use an IP literal: a host name
+--                  needs Dovecot's dns-client socket from inside auth.
+--   secret_file    file holding the bearer token (surrounding white space
+--                  ignored). Read at the first lookup, by the process
+--                  doing it (auth-worker: root on 2.3, dovecot on 2.4 by
+--                  default), so it must be readable there.
+--   secret         the token itself, instead of secret_file.
+--   timeout_msecs  connect and request timeout (default 5000).
+--   socket_path    2.4 only, not yet tried against a running Dovecot: reach
+--                  the API on a UNIX socket through the HTTP client's
+--                  proxy_socket_path setting; `url` still names the host.
+--
+-- Results: HTTP 200 "ok" -> OK with the returned fields; 403 "mismatch" ->
+-- PASSWORD_MISMATCH; 404 "unknown" -> USER_UNKNOWN; anything else
+-- (connection refused, timeout, 5xx, a 404 without the "unknown" token
+-- from a wrong URL) -> INTERNAL_FAILURE, so an outage is a temporary
+-- failure (IMAP "[UNAVAILABLE]", LMTP 451) and never a bounce.
+--
+-- Failures are not logged here: Dovecot logs the returned error string
+-- itself ("passdb-lua: ...", "db-lua: ...", "userdb-lua: ...").
+--
+-- Every function returns two values. Dovecot 2.3 wants a string or a table
+-- as the second one even for errors, 2.4 wants a table (or nil) for OK and
+-- a string (or nil) for errors (core@2.3.19.1 and core@2.4.1:
+-- src/auth/db-lua.c, auth_lua_call_lookup); "table on OK, string on error"
+-- satisfies both.
+
+local config = {
+  url = "http://127.0.0.1:8787",
+  secret_file = "/etc/mailtable/dovecot-api.secret",
+  secret = nil,
+  timeout_msecs = 5000,
+  socket_path = nil,
+}
+local KNOWN_SETTINGS = {
+  url = true, secret_file = true, secret = true, timeout_msecs = true,
+  socket_path = true,
+}
+
+local http_client = nil
+local bearer = nil
+
+-- Dovecot's tab-escaping (core@2.3.19.1:src/lib/strescape.c). Values
+-- reaching Lua never contain NUL, so it needs no case here.
+local ESCAPE = { ["\1"] = "\1" .. "1", ["\t"] = "\1t", ["\r"] = "\1r", ["\n"] = "\1n" }
+local UNESCAPE = { ["0"] = "\0", ["1"] = "\1", t = "\t", r = "\r", n = "\n" }
+
+local function tabescape(s)
+  return (s:gsub("[\1\t\r\n]", ESCAPE))
+end
+
+local function tabunescape(s)
+  -- An unknown escape yields the character itself and a lone trailing
+  -- \1 vanishes, as in Dovecot.
+  return (s:gsub("\1(.?)", function(c) return UNESCAPE[c] or c end))
+end
+
+-- Builds the HTTP client. Setting names differ: 2.3 reads a fixed list of
+-- *_msecs names and ignores unknown keys; 2.4 maps each key to an
+-- http_client_* setting and refuses unknown ones (and `debug`). So try the
+-- 2.3 names and fall back to the 2.4 ones when they are refused.
+local function new_client()
+  local ms = math.floor(tonumber(config.timeout_msecs) or 5000)
+  if config.socket_path == nil then
+    local ok, client = pcall(dovecot.http.client, {
+      user_agent = "mailtable-auth.lua",
+      connect_timeout_msecs = ms,
+      request_timeout_msecs = ms,
+      max_attempts = 1,
+    })
+    if ok then
+      return client
+    end
+  end
+  local settings = {
+    user_agent = "mailtable-auth.lua",
+    connect_timeout = ms .. "ms",
+    request_timeout = ms .. "ms",
+    request_max_attempts = 1,
+  }
+  if config.socket_path ~= nil then
+    settings.proxy_socket_path = config.socket_path
+  end
+  return dovecot.http.client(settings)
+end
+
+function script_init(args)
+  -- 2.3 passes no arguments, 2.4 the lua_settings block (strings).
+  for key, value in pairs(args or {}) do
+    if not KNOWN_SETTINGS[key] then
+      error("mailtable-auth.lua: unknown setting " .. tostring(key))
+    end
+    config[key] = value
+  end
+  config.url = tostring(config.url):gsub("/+$", "")
+  http_client = new_client()
+  return 0
+end
+
+local function read_secret()
+  if bearer ~= nil then
+    return bearer
+  end
+  local token = config.secret
+  if token == nil or token == "" then
+    local f, err = io.open(config.secret_file, "r")
+    if f == nil then
+      return nil, "cannot read secret_file: " .. tostring(err)
+    end
+    token = f:read("*a") or ""
+    f:close()
+  end
+  token = token:gsub("^%s+", "")
+  token = token:gsub("%s+$", "")
+  if token == "" then
+    return nil, "empty API secret"
+  end
+  bearer = token
+  return bearer
+end
+
+-- Splits a text reply "token\tkey=value\t..." into the token and a table
+-- of unescaped fields.
+local function parse_reply(payload)
+  payload = payload:gsub("\r?\n$", "")
+  local token, fields = nil, {}
+  for item in (payload .. "\t"):gmatch("([^\t]*)\t") do
+    if token == nil then
+      token = item
+    else
+      local key, value = item:match("^([^=]+)=(.*)$")
+      if key ~= nil then
+        fields[key] = tabunescape(value)
+      end
+    end
+  end
+  return token or "", fields
+end
+
+-- Calls one endpoint. Returns "ok" plus fields, "mismatch", "unknown", or
+-- "fail" plus a message for the log.
+local function call(path, body)
+  local token, err = read_secret()
+  if token == nil then
+    return "fail", err
+  end
+  local request = http_client:request({ url = config.url .. path, method = "POST" })
+  request:add_header("Authorization", "Bearer " .. token)
+  request:add_header("Content-Type", "text/plain; charset=utf-8")
+  request:set_payload(body)
+  local response = request:submit()
+  local status = response:status()
+  if status >= 9000 then
+    -- Dovecot's own client errors (connect failed, timed out, ...) use
+    -- codes from 9000 up (HTTP_RESPONSE_STATUS_INTERNAL).
+    return "fail", "mailtable API unreachable: " .. tostring(response:reason())
+  end
+  local result, fields = parse_reply(response:payload() or "")
+  if status == 200 and result == "ok" then
+    return "ok", fields
+  elseif status == 403 and result == "mismatch" then
+    return "mismatch"
+  elseif status == 404 and result == "unknown" then
+    return "unknown"
+  end
+  return "fail", string.format("mailtable API %s: HTTP %d %s%s", path, status,
+    tostring(response:reason()), fields.error and (": " .. fields.error) or "")
+end
+
+local function user_body(req)
+  return "user=" .. tabescape(req.user)
+end
+
+function auth_password_verify(req, password)
+  local kind, r = call("/passdb/verify",
+    user_body(req) .. "\tpassword=" .. tabescape(password))
+  if kind == "ok" then
+    -- Nothing to verify afterwards; a password field here would only
+    -- confuse Dovecot's passdb field handling.
+    r.password = nil
+    return dovecot.auth.PASSDB_RESULT_OK, r
+  elseif kind == "mismatch" then
+    return dovecot.auth.PASSDB_RESULT_PASSWORD_MISMATCH, "password mismatch"
+  elseif kind == "unknown" then
+    return dovecot.auth.PASSDB_RESULT_USER_UNKNOWN, "no such user"
+  end
+  return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, r
+end
+
+-- passdb lookup without a password: doveadm auth lookup, proxying,
+-- CRAM-MD5 and other credentials mechanisms. Dovecot uses
+-- auth_password_verify for plaintext logins whenever it exists, so this
+-- path never decides a login by itself. The API returns the stored hash as
+-- password={SCHEME}...; Dovecot checks it or reports "scheme not
+-- available". Nothing here returns nopassword, which would accept any
+-- password if Dovecot ever verified through this function.
+function auth_passdb_lookup(req)
+  local kind, r = call("/passdb/lookup", user_body(req))
+  if kind == "ok" then
+    return dovecot.auth.PASSDB_RESULT_OK, r
+  elseif kind == "unknown" then
+    return dovecot.auth.PASSDB_RESULT_USER_UNKNOWN, "no such user"
+  elseif kind == "mismatch" then
+    return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, "unexpected mismatch on lookup"
+  end
+  return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, r
+end
+
+function auth_userdb_lookup(req)
+  local kind, r = call("/userdb/lookup", user_body(req))
+  if kind == "ok" then
+    return dovecot.auth.USERDB_RESULT_OK, r
+  elseif kind == "unknown" then
+    return dovecot.auth.USERDB_RESULT_USER_UNKNOWN, "no such user"
+  elseif kind == "mismatch" then
+    return dovecot.auth.USERDB_RESULT_INTERNAL_FAILURE, "unexpected mismatch on lookup"
+  end
+  return dovecot.auth.USERDB_RESULT_INTERNAL_FAILURE, r
+end
+
+function script_deinit()
+end

@@ -1,0 +1,36 @@
+#!/bin/sh
+# The one test command (README "Running the tests"; .ci/run calls it).
+# From a fresh Debian 12 machine, as root: installs what the tests need,
+# checks formatting, lints and docs, runs every unit and integration test,
+# then the tests against the real daemons.
+set -eu
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ "$(id -u)" -eq 0 ]; then
+    step "installing test dependencies (Debian packages)"
+    tests/e2e/install-deps.sh
+else
+    echo "run-all: not root: skipping package installation and the real-daemon tests" >&2
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+step "cargo test (unit, integration, protocol transcripts)"
+cargo test --workspace --locked
+
+if [ "$(id -u)" -eq 0 ]; then
+    step "building release binaries for the real-daemon tests"
+    cargo build --release --locked --workspace
+    for t in tests/e2e/test-*.sh; do
+        [ -e "$t" ] || continue
+        step "$t"
+        "$t"
+    done
+fi
+step "all tests passed"
