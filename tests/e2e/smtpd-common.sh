@@ -37,12 +37,13 @@ EOT
 	mt user disable off@example.com >/dev/null
 }
 
-# smtpd_conf OUT LISTEN-LINES: the shipped config with this test's paths.
+# smtpd_conf OUT LISTEN-LINES: the shipped config with this test's paths,
+# then this test's pki and listen lines (they name <users>, defined above).
 smtpd_conf() {
 	{
-		printf '%s\n' "$2"
 		sed -e "s|/etc/mail/mailtable.toml|$MT_CONF|" -e "s|/run/dovecot/lmtp|$SINK_SOCK|" \
 			"$REPO/table-proc/conf/smtpd.conf"
+		printf '%s\n' "$2"
 	} >"$1"
 }
 
