@@ -18,6 +18,9 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Makes the key of request number `i` for one benchmark case.
+type KeyFn = Box<dyn Fn(usize) -> String>;
+
 fn build_db(path: &std::path::Path, users: usize) -> Result<(), Box<dyn std::error::Error>> {
     let opts = OpenOptions {
         access: Access::Create,
@@ -106,7 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             break;
         }
     }
-    let cases: Vec<(&str, &str, Box<dyn Fn(usize) -> String>)> = vec![
+    let cases: Vec<(&str, &str, KeyFn)> = vec![
         (
             "alias",
             "mailbox",

@@ -21,11 +21,13 @@ sink_start
 smtp=$(e2e_free_port)
 sub=$(e2e_free_port)
 d=$(e2e_service_dir smtpd76)
-make_selfsigned_cert "$d" mail.barrera.io
-smtpd_conf "$d/smtpd.conf" "pki mail.barrera.io cert \"$d/cert.pem\"
-pki mail.barrera.io key \"$d/key.pem\"
-listen on 127.0.0.1 port $smtp
-listen on 127.0.0.1 port $sub tls pki mail.barrera.io auth <users> senders <users>"
+make_selfsigned_cert "$d" mail.example.org
+# The README's submission lines, with this test's certificate, address and port.
+smtpd_conf "$d/smtpd.conf" "listen on 127.0.0.1 port $smtp
+$(sed -e "s|/etc/ssl/mail.example.org.crt|$d/cert.pem|" \
+	-e "s|/etc/ssl/private/mail.example.org.key|$d/key.pem|" \
+	-e "s|listen on eth0 port submission|listen on 127.0.0.1 port $sub|" \
+	"$REPO/table-proc/conf/smtpd-submission.conf")"
 ct_smtpd_start smtpd76 "$d/smtpd.conf" --table "mailtable=$MT_BIN/table-mailtable"
 recipient_cases "$smtp"
 
