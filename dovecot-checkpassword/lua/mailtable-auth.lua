@@ -5,35 +5,14 @@
 -- Dovecot 2.4 and on 2.3.19 and later, which both ship `dovecot.http.client`
 -- (core@2.3.19.1 and core@2.4.1: src/lib-lua/dlua-dovecot-http.c).
 --
--- Dovecot 2.4 (dovecot.conf):
---
---   passdb lua {
---     lua_file = /etc/dovecot/mailtable-auth.lua
---     lua_settings {
---       url = http://127.0.0.1:8787
---       secret_file = /etc/mailtable/dovecot-api.secret
---     }
---   }
---   userdb lua {
---     lua_file = /etc/dovecot/mailtable-auth.lua
---     lua_settings {
---       url = http://127.0.0.1:8787
---       secret_file = /etc/mailtable/dovecot-api.secret
---     }
---   }
---
--- Dovecot 2.3 (its Lua driver accepts only file=, blocking=, cache_key= and
--- scheme=, core@2.3.19.1:src/auth/passdb-lua.c, so settings are the
--- `config` defaults below; edit them here if yours differ):
---
---   passdb {
---     driver = lua
---     args = file=/etc/dovecot/mailtable-auth.lua
---   }
---   userdb {
---     driver = lua
---     args = file=/etc/dovecot/mailtable-auth.lua
---   }
+-- Dovecot configuration: conf/auth-mailtable-lua-2.4.conf.ext (2.4:
+-- `passdb lua { lua_file = ... lua_settings { ... } }` and the same for
+-- userdb) and conf/auth-mailtable-lua.conf.ext (2.3: `driver = lua`,
+-- `args = file=...`). tests/e2e/test-dovecot-23.sh runs the 2.3 file as
+-- written. Dovecot 2.3's Lua driver accepts only file=, blocking=,
+-- cache_key= and scheme= (core@2.3.19.1:src/auth/passdb-lua.c), so there
+-- the settings are the `config` defaults below: edit them in your copy if
+-- yours differ. 2.4 passes its lua_settings block to script_init().
 --
 -- Settings:
 --   url            base URL of the API. Use an IP literal: a host name

@@ -1,5 +1,5 @@
-//! Dovecot side of mailtable: the protocols `dovecot-mailtable` speaks,
-//! without any database.
+//! Dovecot side of mailtable: the protocols `dovecot-mailtable` speaks and
+//! the backend that answers them from the mailtable store.
 //!
 //! Dovecot 2.3 can ask an external program in two ways that 2.4 removed:
 //! the checkpassword interface ([`checkpassword`]: fd 3 in, fd 4 out, exit
@@ -8,18 +8,25 @@
 //! passdb/userdb script, `lua/mailtable-auth.lua`, that calls the small HTTP
 //! API in [`http`]. Reference: shared/reference/dovecot-auth-protocols.md.
 //!
-//! Every module here is pure or generic over `Read`/`Write`: the binary
-//! supplies the sockets and a backend over the mailtable store through the
-//! traits [`DictBackend`] and [`ApiBackend`]. That keeps the wire formats
-//! testable on literal bytes and keeps this crate free of the database
-//! layer. Cleartext passwords only ever travel in [`Secret`].
+//! The protocol modules are pure or generic over `Read`/`Write` and know
+//! nothing of the database: they reach it through the traits
+//! [`DictBackend`] and [`ApiBackend`], which [`backend`] implements over
+//! the mailtable store. That keeps the wire formats testable on literal
+//! bytes and the policy (what Dovecot is told about a user) in one file.
+//! [`serve`] is the daemon around the dict and HTTP servers, [`pool`] its
+//! store and hashing pools. Cleartext passwords only ever travel in
+//! [`Secret`].
 
+pub mod backend;
 pub mod checkpassword;
 pub mod dict;
 pub mod http;
+pub mod pool;
 pub mod secret;
+pub mod serve;
 pub mod tabescape;
 
+pub use backend::{Backend, Directory};
 pub use checkpassword::{CheckpasswordRequest, Mode, Outcome};
 pub use dict::{DictBackend, DictSession, Lookup};
 pub use http::{Account, ApiBackend, LookupResult, VerifyResult};

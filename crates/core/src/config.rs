@@ -17,6 +17,12 @@
 //! [serve]                     # dovecot-mailtable serve
 //! dict_socket = "/run/mailtable/dict.sock"
 //! http_listen = "unix:/run/mailtable/http.sock"   # or 127.0.0.1:PORT
+//! http_secret_file = "/etc/mailtable/dovecot-api.secret"
+//! socket_owner = "dovecot"    # sockets: owner, group, mode
+//! socket_group = "mailtable"
+//! socket_mode = "0660"
+//! workers = 4                 # password-hashing threads
+//! max_connections = 256
 //! ```
 //!
 //! Unknown keys are refused: a typo must not silently fall back to a default.
@@ -83,6 +89,9 @@ pub struct ServeConfig {
     pub socket_mode: String,
     /// Threads hashing passwords.
     pub workers: usize,
+    /// Most client connections served at once; more wait in the listen
+    /// queue.
+    pub max_connections: usize,
 }
 
 impl Default for ServeConfig {
@@ -96,6 +105,7 @@ impl Default for ServeConfig {
             socket_group: String::new(),
             socket_mode: "0660".into(),
             workers: 4,
+            max_connections: 256,
         }
     }
 }

@@ -1,0 +1,926 @@
+//! What Dovecot is told about a user, from the mailtable store: the one
+//! place that turns a mailbox row into passdb and userdb answers for all
+//! three mechanisms (checkpassword, dict, the HTTP API for Lua).
+//!
+//! [`Directory`] is the policy, over any `&mut dyn Store`; [`Backend`] puts
+//! it behind the crate's [`DictBackend`] and [`ApiBackend`] traits with a
+//! [`StorePool`] and, in `serve`, a [`HashPool`].
+//!
+//! The answers:
+//! - **Login names.** `hugo@barrera.io` (IMAP) and `hugo_barrera.io` (LMTP
+//!   from smtpd) are the same mailbox (`delivery::parse_login`); every
+//!   answer carries the canonical `user=hugo@barrera.io` so Dovecot files
+//!   the mail of both under one user. A name that is no address at all is
+//!   an unknown user.
+//! - **userdb**: `uid`, `gid` from the config, `home` from its template for
+//!   the canonical address, `quota_rule=*:storage=<quota>` when the row has
+//!   a quota. A disabled mailbox still has a userdb entry: `mailtable user
+//!   disable` refuses logins but keeps accepting mail (the CLI's contract),
+//!   so LMTP must keep delivering.
+//! - **passdb verify**: right password: the canonical user plus the userdb
+//!   fields as `userdb_*` (for `userdb prefetch`). Unknown user: a dummy
+//!   bcrypt check of the configured cost, then "unknown", so timing does not
+//!   tell which users exist. **Disabled mailbox: a dummy check, then
+//!   "mismatch"**: the client sees the same `AUTHENTICATIONFAILED` as for a
+//!   wrong password and learns nothing about the account's state; it is
+//!   never a temporary failure, which would make clients retry forever. The
+//!   log line says "disabled".
+//! - **passdb lookup** (CRAM-MD5 and friends, `doveadm auth lookup`, the
+//!   dict passdb where Dovecot checks the hash itself): the canonical user,
+//!   `password={SCHEME}hash` and the `userdb_*` fields. A disabled mailbox
+//!   gets no `password` field: Dovecot then refuses the login ("No password
+//!   returned (and no nopassword)", a mismatch).
+//! - **Temporary failures**: any store error, and a stored hash that cannot
+//!   be checked here (unknown scheme, malformed) or handed to Dovecot
+//!   (empty). Never "unknown", never "mismatch": a database outage must not
+//!   bounce mail or lock users out (DESIGN.md, "Failure semantics").
+
+use std::sync::Arc;
+
+use mailtable_core::password::{self, PasswordHash, Secret as CoreSecret};
+use mailtable_core::{delivery, Address, Config, Resolver, Row, Store, StoreError};
+
+use crate::checkpassword::{userdb_fields, CheckpasswordRequest, Mode, Outcome};
+use crate::dict::{DictBackend, Lookup};
+use crate::http::{Account, ApiBackend, LookupResult, VerifyResult};
+use crate::pool::{HashPool, StorePool};
+use crate::secret::Secret;
+
+/// Dict key prefix of passdb lookups (`key = passdb/%u` plus Dovecot's
+/// `shared/`, conf/dovecot-dict-auth.conf.ext).
+pub const DICT_PASSDB_PREFIX: &str = "shared/passdb/";
+/// Dict key prefix of userdb lookups and of the user iteration.
+pub const DICT_USERDB_PREFIX: &str = "shared/userdb/";
+
+/// A mailbox found for a login name.
+#[derive(Debug, Clone)]
+pub struct Mailbox {
+    /// The canonical address.
+    pub address: Address,
+    /// Its row.
+    pub row: Row,
+}
+
+/// What a password check needs after the database was asked: everything but
+/// the hashing, which [`VerifyPlan::run`] does (on the hash pool in
+/// `serve`).
+#[derive(Debug)]
+pub enum VerifyPlan {
+    /// Check the password against `hash`; on success answer `account`.
+    Check {
+        /// The stored hash.
+        hash: PasswordHash,
+        /// The answer for a right password.
+        account: Account,
+    },
+    /// A mailbox that may not log in (disabled): dummy check, then mismatch.
+    Refuse {
+        /// bcrypt cost of the dummy check.
+        cost: u32,
+    },
+    /// No such mailbox: dummy check, then unknown.
+    Unknown {
+        /// bcrypt cost of the dummy check.
+        cost: u32,
+    },
+}
+
+impl VerifyPlan {
+    /// Does the CPU part of a password check.
+    pub fn run(self, password: &Secret) -> VerifyResult {
+        // Dovecot passes passwords as bytes; stored hashes were made from
+        // UTF-8 text (`mailtable user add`), so other bytes cannot match.
+        let text = std::str::from_utf8(password.expose()).ok();
+        let secret = CoreSecret::new(text.unwrap_or_default());
+        match self {
+            VerifyPlan::Check { hash, account } => match hash.verify(&secret) {
+                Ok(true) if text.is_some() => VerifyResult::Ok(account),
+                Ok(_) => VerifyResult::Mismatch,
+                Err(e) => VerifyResult::TempFail(format!(
+                    "cannot check password of {}: {e}",
+                    account.user
+                )),
+            },
+            VerifyPlan::Refuse { cost } => {
+                password::dummy_verify(&secret, cost);
+                VerifyResult::Mismatch
+            }
+            VerifyPlan::Unknown { cost } => {
+                password::dummy_verify(&secret, cost);
+                VerifyResult::Unknown
+            }
+        }
+    }
+}
+
+/// The policy: login names to mailboxes, mailboxes to Dovecot fields.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    config: Config,
+    resolver: Resolver,
+}
+
+impl Directory {
+    /// A directory for `config` (already validated by `Config::load`).
+    pub fn new(config: Config) -> Directory {
+        let resolver = Resolver::new(config.delimiter().unwrap_or('+'));
+        Directory { config, resolver }
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The mailbox of a login name in either form, or `None`.
+    pub fn find(&self, store: &mut dyn Store, name: &str) -> Result<Option<Mailbox>, StoreError> {
+        let Ok(address) = delivery::parse_login(name) else {
+            return Ok(None);
+        };
+        Ok(self
+            .resolver
+            .mailbox(store, &address)?
+            .map(|row| Mailbox { address, row }))
+    }
+
+    /// userdb fields: `uid`, `gid`, `home` and, with a quota, `quota_rule`.
+    pub fn userdb_fields(&self, m: &Mailbox) -> Result<Vec<(String, String)>, String> {
+        let home = self.config.home_for(&m.address);
+        if home.contains(['\n', '\r', '\0', '\t']) {
+            return Err(format!("home of {} is not a valid path", m.address));
+        }
+        let mut fields = vec![
+            ("uid".to_string(), self.config.uid.to_string()),
+            ("gid".to_string(), self.config.gid.to_string()),
+            ("home".to_string(), home),
+        ];
+        if let Some(q) = m
+            .row
+            .quota
+            .as_deref()
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+        {
+            // Dovecot's quota_rule syntax, core@2.3.19.1:src/plugins/quota
+            // (quota-util.c): `*:storage=<size>` applies to every mailbox.
+            fields.push(("quota_rule".to_string(), format!("*:storage={q}")));
+        }
+        Ok(fields)
+    }
+
+    /// The same fields as `userdb_*` passdb extra fields, for `userdb
+    /// prefetch` (core@2.3.19.1:src/auth/userdb-prefetch.c).
+    fn prefetch_fields(&self, m: &Mailbox) -> Result<Vec<(String, String)>, String> {
+        Ok(self
+            .userdb_fields(m)?
+            .into_iter()
+            .map(|(k, v)| (format!("userdb_{k}"), v))
+            .collect())
+    }
+
+    /// A userdb lookup.
+    pub fn userdb_lookup(
+        &self,
+        store: &mut dyn Store,
+        name: &str,
+    ) -> Result<LookupResult, StoreError> {
+        let Some(m) = self.find(store, name)? else {
+            return Ok(LookupResult::Unknown);
+        };
+        Ok(match self.userdb_fields(&m) {
+            Ok(fields) => LookupResult::Found(Account {
+                user: m.address.to_string(),
+                fields,
+            }),
+            Err(e) => LookupResult::TempFail(e),
+        })
+    }
+
+    /// A passdb lookup: the hash in Dovecot's `{SCHEME}` form (none for a
+    /// disabled mailbox) and the prefetch fields.
+    pub fn passdb_lookup(
+        &self,
+        store: &mut dyn Store,
+        name: &str,
+    ) -> Result<LookupResult, StoreError> {
+        let Some(m) = self.find(store, name)? else {
+            return Ok(LookupResult::Unknown);
+        };
+        let mut fields = Vec::new();
+        if m.row.active {
+            let hash = m.row.password.as_ref().and_then(PasswordHash::for_dovecot);
+            match hash {
+                Some(h) => fields.push(("password".to_string(), h)),
+                None => {
+                    return Ok(LookupResult::TempFail(format!(
+                        "stored hash of {} cannot be used by Dovecot",
+                        m.address
+                    )))
+                }
+            }
+        } else {
+            tracing::info!(user = %m.address, "passdb lookup of a disabled mailbox: no password returned");
+        }
+        match self.prefetch_fields(&m) {
+            Ok(f) => fields.extend(f),
+            Err(e) => return Ok(LookupResult::TempFail(e)),
+        }
+        Ok(LookupResult::Found(Account {
+            user: m.address.to_string(),
+            fields,
+        }))
+    }
+
+    /// The database part of a password check.
+    pub fn verify_plan(&self, store: &mut dyn Store, name: &str) -> Result<VerifyPlan, StoreError> {
+        let cost = self.config.password_cost;
+        let Some(m) = self.find(store, name)? else {
+            return Ok(VerifyPlan::Unknown { cost });
+        };
+        if !m.row.active {
+            tracing::info!(user = %m.address, "login refused: mailbox disabled");
+            return Ok(VerifyPlan::Refuse { cost });
+        }
+        let Some(hash) = m.row.password.clone() else {
+            // Resolver::mailbox only returns rows with a password.
+            return Ok(VerifyPlan::Unknown { cost });
+        };
+        let fields = match self.prefetch_fields(&m) {
+            Ok(f) => f,
+            Err(e) => {
+                return Err(StoreError::Other(e));
+            }
+        };
+        Ok(VerifyPlan::Check {
+            hash,
+            account: Account {
+                user: m.address.to_string(),
+                fields,
+            },
+        })
+    }
+
+    /// A whole password check, hashing on the calling thread
+    /// (checkpassword).
+    pub fn verify(
+        &self,
+        store: &mut dyn Store,
+        name: &str,
+        password: &Secret,
+    ) -> Result<VerifyResult, StoreError> {
+        Ok(self.verify_plan(store, name)?.run(password))
+    }
+
+    /// The dict answer for `key`: `shared/passdb/<user>` or
+    /// `shared/userdb/<user>` as one flat JSON object (reference §3.3);
+    /// anything else is not found.
+    pub fn dict_lookup(&self, store: &mut dyn Store, key: &str) -> Result<Lookup, StoreError> {
+        if let Some(user) = key.strip_prefix(DICT_PASSDB_PREFIX) {
+            Ok(dict_answer(self.passdb_lookup(store, user)?))
+        } else if let Some(user) = key.strip_prefix(DICT_USERDB_PREFIX) {
+            Ok(dict_answer(self.userdb_lookup(store, user)?))
+        } else {
+            Ok(Lookup::NotFound)
+        }
+    }
+
+    /// Rows for `doveadm user '*'`: every mailbox under
+    /// `shared/userdb/`, value the userdb JSON. Other paths list nothing.
+    pub fn dict_iterate(
+        &self,
+        store: &mut dyn Store,
+        path: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        if !DICT_USERDB_PREFIX.starts_with(path) && !path.starts_with(DICT_USERDB_PREFIX) {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for row in store.list(None)? {
+            if !row.is_mailbox() || row.username.contains('%') {
+                continue;
+            }
+            let Ok(address) = Address::from_parts(&row.username, &row.domain) else {
+                continue;
+            };
+            let key = format!("{DICT_USERDB_PREFIX}{address}");
+            if !key.starts_with(path) {
+                continue;
+            }
+            let m = Mailbox { address, row };
+            let Ok(fields) = self.userdb_fields(&m) else {
+                continue;
+            };
+            out.push((key, json_object(&m.address.to_string(), &fields)));
+        }
+        Ok(out)
+    }
+}
+
+/// The checkpassword answer for one request: the outcome and, on success,
+/// the fd-4 fields (reference §1.6).
+///
+/// | mode | fields on success |
+/// |---|---|
+/// | verify | `user`, `userdb_uid`, `userdb_gid`, `userdb_home`, `userdb_quota_rule` (for `userdb prefetch`) |
+/// | passdb / credentials lookup | the same plus `password={SCHEME}hash` (none when disabled) |
+/// | userdb lookup | `userdb_user` (the canonical name), `userdb_uid`, `userdb_gid`, `userdb_home`, `userdb_quota_rule` |
+///
+/// The userdb side of Dovecot applies only `userdb_*` fields
+/// (core@2.3.19.1:src/auth/userdb-checkpassword.c), so the canonical name
+/// travels as `userdb_user` there; `user` renames on the passdb side.
+pub fn checkpassword_answer(
+    directory: &Directory,
+    store: &mut dyn Store,
+    mode: &Mode,
+    request: &CheckpasswordRequest,
+) -> (Outcome, Vec<(String, String)>) {
+    let user = request.user.as_str();
+    let result = match mode {
+        Mode::Verify => directory
+            .verify(store, user, &request.password)
+            .map(|r| match r {
+                VerifyResult::Ok(a) => Ok(a),
+                VerifyResult::Mismatch => Err(Outcome::Mismatch),
+                VerifyResult::Unknown => Err(Outcome::Unknown),
+                VerifyResult::TempFail(e) => {
+                    tracing::warn!("checkpassword: {e}");
+                    Err(Outcome::TempFail)
+                }
+            }),
+        Mode::PassdbLookup | Mode::CredentialsLookup { .. } => {
+            directory.passdb_lookup(store, user).map(lookup_outcome)
+        }
+        Mode::UserdbLookup => directory.userdb_lookup(store, user).map(|r| {
+            lookup_outcome(r).map(|a| Account {
+                fields: userdb_fields(&a.fields),
+                user: a.user,
+            })
+        }),
+    };
+    match result {
+        Ok(Ok(account)) => {
+            let mut fields = Vec::with_capacity(account.fields.len() + 1);
+            let name_key = if matches!(mode, Mode::UserdbLookup) {
+                "userdb_user"
+            } else {
+                "user"
+            };
+            fields.push((name_key.to_string(), account.user));
+            fields.extend(account.fields);
+            (Outcome::Success, fields)
+        }
+        Ok(Err(outcome)) => (outcome, Vec::new()),
+        Err(e) => {
+            tracing::warn!("checkpassword: {e}");
+            (Outcome::TempFail, Vec::new())
+        }
+    }
+}
+
+fn lookup_outcome(r: LookupResult) -> Result<Account, Outcome> {
+    match r {
+        LookupResult::Found(a) => Ok(a),
+        LookupResult::Unknown => Err(Outcome::Unknown),
+        LookupResult::TempFail(e) => {
+            tracing::warn!("checkpassword: {e}");
+            Err(Outcome::TempFail)
+        }
+    }
+}
+
+/// A flat JSON object: `user` first, then the fields, all strings
+/// (Dovecot converts them, reference §3.3).
+fn json_object(user: &str, fields: &[(String, String)]) -> String {
+    let mut map = serde_json::Map::new();
+    map.insert("user".into(), serde_json::Value::from(user));
+    for (k, v) in fields {
+        map.insert(k.clone(), serde_json::Value::from(v.as_str()));
+    }
+    serde_json::Value::Object(map).to_string()
+}
+
+fn dict_answer(r: LookupResult) -> Lookup {
+    match r {
+        LookupResult::Found(a) => Lookup::Found(json_object(&a.user, &a.fields)),
+        LookupResult::Unknown => Lookup::NotFound,
+        LookupResult::TempFail(e) => Lookup::Failed(e),
+    }
+}
+
+/// [`Directory`] behind the protocol traits, with pooled stores and, when
+/// given a [`HashPool`], password checks off the connection thread.
+/// Cloning is cheap; `serve` gives each connection thread its own clone.
+#[derive(Clone)]
+pub struct Backend {
+    directory: Arc<Directory>,
+    stores: Arc<StorePool>,
+    hashes: Option<Arc<HashPool>>,
+}
+
+impl Backend {
+    /// A backend; `hashes: None` hashes on the calling thread.
+    pub fn new(
+        directory: Arc<Directory>,
+        stores: Arc<StorePool>,
+        hashes: Option<Arc<HashPool>>,
+    ) -> Backend {
+        Backend {
+            directory,
+            stores,
+            hashes,
+        }
+    }
+
+    fn run_lookup(
+        &self,
+        what: &str,
+        f: impl FnOnce(&Directory, &mut dyn Store) -> Result<LookupResult, StoreError>,
+    ) -> LookupResult {
+        let dir = &self.directory;
+        // Not logged here: the protocol layer logs every temporary failure
+        // with the request it belongs to.
+        self.stores
+            .with(|s| f(dir, s))
+            .unwrap_or_else(|e| LookupResult::TempFail(format!("{what}: {e}")))
+    }
+}
+
+impl ApiBackend for Backend {
+    fn passdb_verify(&mut self, user: &str, password: &Secret) -> VerifyResult {
+        let dir = &self.directory;
+        let plan = match self.stores.with(|s| dir.verify_plan(s, user)) {
+            Ok(p) => p,
+            Err(e) => return VerifyResult::TempFail(format!("passdb verify: {e}")),
+        };
+        match &self.hashes {
+            None => plan.run(password),
+            Some(pool) => {
+                let password = password.clone();
+                pool.run(move || plan.run(&password))
+                    .unwrap_or_else(|e| VerifyResult::TempFail(e.to_string()))
+            }
+        }
+    }
+
+    fn passdb_lookup(&mut self, user: &str) -> LookupResult {
+        self.run_lookup("passdb lookup", |d, s| d.passdb_lookup(s, user))
+    }
+
+    fn userdb_lookup(&mut self, user: &str) -> LookupResult {
+        self.run_lookup("userdb lookup", |d, s| d.userdb_lookup(s, user))
+    }
+}
+
+impl DictBackend for Backend {
+    fn lookup(&mut self, key: &str, _user: &str) -> Lookup {
+        let dir = &self.directory;
+        match self.stores.with(|s| dir.dict_lookup(s, key)) {
+            Ok(l) => l,
+            Err(e) => Lookup::Failed(e.to_string()),
+        }
+    }
+
+    fn iterate(&mut self, path: &str) -> Result<Vec<(String, String)>, String> {
+        let dir = &self.directory;
+        self.stores
+            .with(|s| dir.dict_iterate(s, path))
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailtable_core::store::memory::MemStore;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const PW: &str = "correct horse";
+
+    fn config() -> Config {
+        Config::parse("uid = 2000\ngid = 2001\nhome = \"/var/vmail/%d/%n\"\npassword_cost = 4")
+            .expect("valid test config")
+    }
+
+    fn fixture() -> MemStore {
+        let h = password::hash(&CoreSecret::new(PW), 4).expect("hashing works");
+        let mut s = MemStore::default()
+            .with("hugo", "barrera.io", "hugo@barrera.io", Some(h.stored()))
+            .with(
+                "john_doe",
+                "example.com",
+                "john_doe@example.com",
+                Some(h.stored()),
+            )
+            .with("%", "barrera.io", "hugo@barrera.io", None)
+            .with("alias", "barrera.io", "hugo@barrera.io", None)
+            .with("off", "barrera.io", "off@barrera.io", Some(h.stored()))
+            .with(
+                "weird",
+                "barrera.io",
+                "weird@barrera.io",
+                Some("{SSHA512}abc"),
+            )
+            .with("empty", "barrera.io", "empty@barrera.io", Some(""));
+        s.rows[0].quota = Some("2G".into());
+        s.rows[4].active = false;
+        s
+    }
+
+    fn dir() -> Directory {
+        Directory::new(config())
+    }
+
+    fn secret(s: &str) -> Secret {
+        Secret::new(s)
+    }
+
+    fn backend_over(
+        store: MemStore,
+        broken: Arc<AtomicBool>,
+        hashes: Option<Arc<HashPool>>,
+    ) -> Backend {
+        let pool = StorePool::new(
+            Box::new(move || {
+                let mut s = store.clone();
+                s.broken = broken.load(Ordering::SeqCst);
+                Ok(Box::new(s) as Box<dyn Store>)
+            }),
+            0,
+        );
+        Backend::new(Arc::new(dir()), Arc::new(pool), hashes)
+    }
+
+    fn fields(a: &Account) -> Vec<(&str, &str)> {
+        a.fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn userdb_for_both_login_forms() {
+        let d = dir();
+        let mut s = fixture();
+        for name in ["hugo@barrera.io", "hugo_barrera.io", "Hugo@Barrera.IO"] {
+            let LookupResult::Found(a) = d.userdb_lookup(&mut s, name).expect("store works") else {
+                panic!("{name} not found");
+            };
+            assert_eq!(a.user, "hugo@barrera.io");
+            assert_eq!(
+                fields(&a),
+                vec![
+                    ("uid", "2000"),
+                    ("gid", "2001"),
+                    ("home", "/var/vmail/barrera.io/hugo"),
+                    ("quota_rule", "*:storage=2G"),
+                ]
+            );
+        }
+        // The last `_` splits: john_doe_example.com is john_doe@example.com.
+        let LookupResult::Found(a) = d
+            .userdb_lookup(&mut s, "john_doe_example.com")
+            .expect("store works")
+        else {
+            panic!("john_doe not found");
+        };
+        assert_eq!(a.user, "john_doe@example.com");
+        assert_eq!(fields(&a).len(), 3, "no quota, no quota_rule");
+    }
+
+    #[test]
+    fn userdb_unknown_aliases_and_non_addresses() {
+        let d = dir();
+        let mut s = fixture();
+        // An alias and a catch-all are not mailboxes: no login, no userdb.
+        for name in [
+            "alias@barrera.io",
+            "nobody@barrera.io",
+            "hugo",
+            "",
+            "x@y@z",
+            "nobody_nowhere.org",
+        ] {
+            assert_eq!(
+                d.userdb_lookup(&mut s, name).expect("store works"),
+                LookupResult::Unknown,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn disabled_mailbox_still_receives_mail() {
+        let r = dir()
+            .userdb_lookup(&mut fixture(), "off_barrera.io")
+            .expect("store works");
+        assert!(matches!(r, LookupResult::Found(a) if a.user == "off@barrera.io"));
+    }
+
+    #[test]
+    fn verify_outcomes() {
+        let d = dir();
+        let mut s = fixture();
+        let ok = d
+            .verify(&mut s, "hugo_barrera.io", &secret(PW))
+            .expect("store works");
+        let VerifyResult::Ok(a) = ok else {
+            panic!("right password refused: {ok:?}");
+        };
+        assert_eq!(a.user, "hugo@barrera.io");
+        assert!(fields(&a).contains(&("userdb_home", "/var/vmail/barrera.io/hugo")));
+        assert!(fields(&a).contains(&("userdb_quota_rule", "*:storage=2G")));
+        assert!(!a.fields.iter().any(|(k, _)| k == "password"));
+
+        assert_eq!(
+            d.verify(&mut s, "hugo@barrera.io", &secret("wrong"))
+                .expect("store works"),
+            VerifyResult::Mismatch
+        );
+        assert_eq!(
+            d.verify(&mut s, "nobody@barrera.io", &secret(PW))
+                .expect("store works"),
+            VerifyResult::Unknown
+        );
+        assert_eq!(
+            d.verify(&mut s, "alias@barrera.io", &secret(PW))
+                .expect("store works"),
+            VerifyResult::Unknown
+        );
+        // Disabled: refused like a wrong password, even with the right one.
+        assert_eq!(
+            d.verify(&mut s, "off@barrera.io", &secret(PW))
+                .expect("store works"),
+            VerifyResult::Mismatch
+        );
+        // Bytes that are not UTF-8 never match.
+        assert_eq!(
+            d.verify(
+                &mut s,
+                "hugo@barrera.io",
+                &Secret::new(b"\xff\xfe".to_vec())
+            )
+            .expect("store works"),
+            VerifyResult::Mismatch
+        );
+    }
+
+    #[test]
+    fn uncheckable_hash_is_a_temporary_failure() {
+        let d = dir();
+        let mut s = fixture();
+        for name in ["weird@barrera.io", "empty@barrera.io"] {
+            let r = d.verify(&mut s, name, &secret(PW)).expect("store works");
+            assert!(matches!(r, VerifyResult::TempFail(_)), "{name}: {r:?}");
+        }
+        let r = d
+            .passdb_lookup(&mut s, "empty@barrera.io")
+            .expect("store works");
+        assert!(matches!(r, LookupResult::TempFail(_)), "{r:?}");
+    }
+
+    #[test]
+    fn passdb_lookup_returns_the_dovecot_hash() {
+        let d = dir();
+        let mut s = fixture();
+        let LookupResult::Found(a) = d
+            .passdb_lookup(&mut s, "hugo_barrera.io")
+            .expect("store works")
+        else {
+            panic!("not found");
+        };
+        assert_eq!(a.user, "hugo@barrera.io");
+        let pw = a
+            .fields
+            .iter()
+            .find(|(k, _)| k == "password")
+            .map(|(_, v)| v.as_str());
+        assert!(
+            pw.is_some_and(|p| p.starts_with("{BLF-CRYPT}$2b$04$")),
+            "{pw:?}"
+        );
+        assert!(fields(&a).contains(&("userdb_uid", "2000")));
+        // Disabled: found, but without a password, so Dovecot refuses.
+        let LookupResult::Found(a) = d
+            .passdb_lookup(&mut s, "off@barrera.io")
+            .expect("store works")
+        else {
+            panic!("not found");
+        };
+        assert!(!a.fields.iter().any(|(k, _)| k == "password"));
+        assert_eq!(
+            d.passdb_lookup(&mut s, "nobody@barrera.io")
+                .expect("store works"),
+            LookupResult::Unknown
+        );
+    }
+
+    #[test]
+    fn store_errors_surface_as_errors() {
+        let d = dir();
+        let mut s = fixture();
+        s.broken = true;
+        assert!(d.userdb_lookup(&mut s, "hugo@barrera.io").is_err());
+        assert!(d.passdb_lookup(&mut s, "hugo@barrera.io").is_err());
+        assert!(d.verify_plan(&mut s, "hugo@barrera.io").is_err());
+        assert!(d
+            .dict_lookup(&mut s, "shared/userdb/hugo@barrera.io")
+            .is_err());
+    }
+
+    #[test]
+    fn dict_answers() {
+        let d = dir();
+        let mut s = fixture();
+        let Lookup::Found(json) = d
+            .dict_lookup(&mut s, "shared/userdb/hugo_barrera.io")
+            .expect("store works")
+        else {
+            panic!("not found");
+        };
+        let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+        assert_eq!(v["user"], "hugo@barrera.io");
+        assert_eq!(v["uid"], "2000");
+        assert_eq!(v["home"], "/var/vmail/barrera.io/hugo");
+        assert_eq!(v["quota_rule"], "*:storage=2G");
+
+        let Lookup::Found(json) = d
+            .dict_lookup(&mut s, "shared/passdb/hugo@barrera.io")
+            .expect("store works")
+        else {
+            panic!("not found");
+        };
+        let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+        assert!(v["password"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("{BLF-CRYPT}$2b$")));
+        assert_eq!(v["userdb_gid"], "2001");
+
+        for key in [
+            "shared/userdb/nobody@barrera.io",
+            "shared/other/hugo@barrera.io",
+            "priv/quota/x",
+        ] {
+            assert_eq!(
+                d.dict_lookup(&mut s, key).expect("store works"),
+                Lookup::NotFound,
+                "{key}"
+            );
+        }
+        let Lookup::Failed(_) = d
+            .dict_lookup(&mut s, "shared/passdb/empty@barrera.io")
+            .expect("store works")
+        else {
+            panic!("an unusable hash must fail the lookup");
+        };
+    }
+
+    #[test]
+    fn dict_iterates_mailboxes_only() {
+        let d = dir();
+        let mut s = fixture();
+        let rows = d
+            .dict_iterate(&mut s, "shared/userdb/")
+            .expect("store works");
+        let keys: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(keys.contains(&"shared/userdb/hugo@barrera.io"));
+        assert!(keys.contains(&"shared/userdb/john_doe@example.com"));
+        assert!(keys.contains(&"shared/userdb/off@barrera.io"));
+        assert!(!keys.iter().any(|k| k.contains('%') || k.contains("alias")));
+        assert!(d
+            .dict_iterate(&mut s, "shared/passdb/")
+            .expect("store works")
+            .is_empty());
+    }
+
+    #[test]
+    fn backend_maps_outages_to_temporary_failures() {
+        let broken = Arc::new(AtomicBool::new(true));
+        let mut b = backend_over(fixture(), Arc::clone(&broken), None);
+        assert!(matches!(
+            b.passdb_verify("hugo@barrera.io", &secret(PW)),
+            VerifyResult::TempFail(_)
+        ));
+        assert!(matches!(
+            b.passdb_lookup("hugo@barrera.io"),
+            LookupResult::TempFail(_)
+        ));
+        assert!(matches!(
+            b.userdb_lookup("hugo_barrera.io"),
+            LookupResult::TempFail(_)
+        ));
+        assert!(matches!(
+            DictBackend::lookup(&mut b, "shared/userdb/hugo@barrera.io", ""),
+            Lookup::Failed(_)
+        ));
+        assert!(b.iterate("shared/userdb/").is_err());
+
+        // The database comes back: the same backend answers again.
+        broken.store(false, Ordering::SeqCst);
+        assert!(matches!(
+            b.passdb_verify("hugo@barrera.io", &secret(PW)),
+            VerifyResult::Ok(_)
+        ));
+        assert!(matches!(
+            b.userdb_lookup("hugo_barrera.io"),
+            LookupResult::Found(_)
+        ));
+        assert!(matches!(
+            DictBackend::lookup(&mut b, "shared/userdb/hugo@barrera.io", ""),
+            Lookup::Found(_)
+        ));
+    }
+
+    fn cp(
+        mode: Mode,
+        user: &str,
+        pw: &str,
+        store: &mut MemStore,
+    ) -> (Outcome, Vec<(String, String)>) {
+        let request = CheckpasswordRequest {
+            user: user.into(),
+            password: secret(pw),
+        };
+        checkpassword_answer(&dir(), store, &mode, &request)
+    }
+
+    #[test]
+    fn checkpassword_modes() {
+        let mut s = fixture();
+        let (o, f) = cp(Mode::Verify, "hugo@barrera.io", PW, &mut s);
+        assert_eq!(o, Outcome::Success);
+        assert_eq!(f[0], ("user".to_string(), "hugo@barrera.io".to_string()));
+        assert!(f.contains(&("userdb_uid".into(), "2000".into())));
+        assert_eq!(
+            cp(Mode::Verify, "hugo@barrera.io", "bad", &mut s).0,
+            Outcome::Mismatch
+        );
+        assert_eq!(
+            cp(Mode::Verify, "nobody@barrera.io", PW, &mut s).0,
+            Outcome::Unknown
+        );
+        assert_eq!(
+            cp(Mode::Verify, "off@barrera.io", PW, &mut s).0,
+            Outcome::Mismatch
+        );
+
+        let (o, f) = cp(Mode::UserdbLookup, "hugo_barrera.io", "", &mut s);
+        assert_eq!(o, Outcome::Success);
+        assert_eq!(
+            f,
+            vec![
+                ("userdb_user".to_string(), "hugo@barrera.io".to_string()),
+                ("userdb_uid".into(), "2000".into()),
+                ("userdb_gid".into(), "2001".into()),
+                ("userdb_home".into(), "/var/vmail/barrera.io/hugo".into()),
+                ("userdb_quota_rule".into(), "*:storage=2G".into()),
+            ]
+        );
+        assert_eq!(
+            cp(Mode::UserdbLookup, "nobody_barrera.io", "", &mut s).0,
+            Outcome::Unknown
+        );
+
+        let (o, f) = cp(Mode::PassdbLookup, "hugo_barrera.io", "", &mut s);
+        assert_eq!(o, Outcome::Success);
+        assert!(f
+            .iter()
+            .any(|(k, v)| k == "password" && v.starts_with("{BLF-CRYPT}")));
+        let scheme = Mode::CredentialsLookup {
+            scheme: "CRAM-MD5".into(),
+        };
+        assert_eq!(
+            cp(scheme, "hugo@barrera.io", "", &mut s).0,
+            Outcome::Success
+        );
+
+        s.broken = true;
+        for mode in [Mode::Verify, Mode::UserdbLookup, Mode::PassdbLookup] {
+            let (o, f) = cp(mode.clone(), "hugo@barrera.io", PW, &mut s);
+            assert_eq!(o, Outcome::TempFail, "{mode:?}");
+            assert!(f.is_empty());
+            assert_eq!(o.exit_code(&mode), 111);
+        }
+    }
+
+    #[test]
+    fn backend_hashes_on_the_pool() {
+        let pool = Arc::new(HashPool::new(2, 4).expect("threads start"));
+        let mut b = backend_over(fixture(), Arc::new(AtomicBool::new(false)), Some(pool));
+        assert!(matches!(
+            b.passdb_verify("hugo@barrera.io", &secret(PW)),
+            VerifyResult::Ok(_)
+        ));
+        assert_eq!(
+            b.passdb_verify("hugo@barrera.io", &secret("nope")),
+            VerifyResult::Mismatch
+        );
+        assert_eq!(
+            b.passdb_verify("nobody@barrera.io", &secret(PW)),
+            VerifyResult::Unknown
+        );
+        assert_eq!(
+            b.passdb_verify("off@barrera.io", &secret(PW)),
+            VerifyResult::Mismatch
+        );
+    }
+}
