@@ -134,7 +134,7 @@ chown "$VUID:$VGID" "$T/vmail"
 
 echo "== database $DB"
 mt() { "$MT" --database "$DBURL" "$@"; }
-mt init --group dovecot
+mt init --group mailtable
 printf '%s\n' "$PASSWORD" | mt user add hugo@barrera.io --password-stdin
 printf '%s\n' "$PASSWORD" | mt user add off@barrera.io --password-stdin
 mt user disable off@barrera.io

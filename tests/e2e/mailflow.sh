@@ -1,0 +1,182 @@
+# shellcheck shell=sh
+# Mail-flow scenarios shared by the stacks of test-mailflow-*.sh: one
+# mailtable database, read by the real smtpd and the real Dovecot; mail sent
+# over SMTP, read back from the Maildir and over IMAP; live changes with the
+# CLI; the database taken away and restored. Source after lib.sh and
+# e2e_setup; the stack script sets SMTP, IMAP, SMTPD (service name),
+# SMTPCTL (a function name), DOVEADM (a function name) and calls
+# mf_scenarios.
+
+MT_BIN="$REPO/target/release"
+MT_DB="$E2E_DIR/db/mail.db"
+MT_CONF="$E2E_DIR/mailtable.toml"
+VMAIL="$E2E_DIR/vmail"
+PROBE="$REPO/tests/e2e/smtp_probe.py"
+DCLIENT="$REPO/tests/e2e/dovecot/client.py"
+FAILS=0
+PW='pw One'
+
+mt() { "$MT_BIN/mailtable" -c "$MT_CONF" "$@"; }
+ok() { echo "  ok: $*"; }
+fail() { echo "  FAIL: $*"; FAILS=$((FAILS + 1)); }
+
+# mf_database GROUP: the scenario's users, made with the CLI only.
+mf_database() {
+	mkdir -p "$VMAIL"
+	chown "$E2E_MAIL_UID:$E2E_MAIL_GID" "$VMAIL"
+	cat >"$MT_CONF" <<EOT
+database = "sqlite://$MT_DB"
+uid = $E2E_MAIL_UID
+gid = $E2E_MAIL_GID
+home = "$VMAIL/%d/%n"
+password_cost = 6
+EOT
+	chmod 0644 "$MT_CONF"
+	mt init --group "$1" >/dev/null
+	for u in hugo@barrera.io catchall@barrera.io alice@example.com bob@example.com; do
+		printf '%s\n' "$PW" | mt user add "$u" --password-stdin >/dev/null
+	done
+	mt alias add '%@barrera.io' catchall@barrera.io >/dev/null
+	mt alias add contact@example.com hugo@barrera.io >/dev/null
+	mt alias add team@example.com alice@example.com bob@example.com >/dev/null
+	mt alias add 'sales-%@example.com' bob@example.com >/dev/null
+	mt alias add '%@old.example' '%@example.com' >/dev/null
+}
+
+# maildir_count ADDRESS: messages in the Maildir of ADDRESS (new + cur).
+maildir_count() {
+	local d
+	d="$VMAIL/${1#*@}/${1%@*}/Maildir"
+	find "$d/new" "$d/cur" -type f 2>/dev/null | wc -l
+}
+
+# counts ADDRESS...: "a=N b=M ..." for the Maildirs of these addresses.
+counts() {
+	local a out
+	out=
+	for a in "$@"; do out="$out$a=$(maildir_count "$a") "; done
+	printf '%s' "$out"
+}
+
+# expect_mail TO MAILBOXES...: a message to TO lands in each of MAILBOXES
+# (one more message each) and in no other mailbox of the scenario.
+expect_mail() {
+	local to all before want got i code
+	to=$1; shift
+	all="hugo@barrera.io catchall@barrera.io alice@example.com bob@example.com new@example.com"
+	before=$(counts $all)
+	code=$(python3 "$PROBE" send "$SMTP" probe@sender.test "$to" | awk '{print $2}')
+	[ "$code" = 250 ] || { fail "mail to $to: SMTP $code"; return 0; }
+	want=
+	for a in $all; do
+		n=$(printf '%s' "$before" | tr ' ' '\n' | awk -F= -v a="$a" '$1 == a { print $2 }')
+		case " $* " in *" $a "*) n=$((n + 1)) ;; esac
+		want="$want$a=$n "
+	done
+	i=0
+	while [ "$i" -lt 200 ]; do
+		got=$(counts $all)
+		[ "$got" = "$want" ] && break
+		sleep 0.1; i=$((i + 1))
+	done
+	if [ "$got" = "$want" ]; then ok "mail to $to -> Maildir of $*"; else fail "mail to $to: Maildirs $got, wanted $want"; fi
+}
+
+expect_rcpt() {
+	local got
+	got=$(python3 "$PROBE" rcpt "$SMTP" "$1" | awk '{print $2}')
+	case $got in "$2"*) ok "RCPT $1 -> $got" ;; *) fail "RCPT $1 -> $got, wanted $2*" ;; esac
+}
+
+# expect_imap USER PASSWORD RESULT [MESSAGES]: RESULT ok | refused | tempfail.
+expect_imap() {
+	local out rc want
+	rc=0
+	out=$(python3 "$DCLIENT" imap "$IMAP" "$1" "$2" 2>&1) || rc=$?
+	case $3 in ok) want=0 ;; refused) want=1 ;; tempfail) want=4 ;; esac
+	if [ "$rc" != "$want" ]; then
+		fail "IMAP $1 -> exit $rc ($(printf '%s' "$out" | tr '\n' ' ')), wanted $3"
+		return 0
+	fi
+	if [ -n "${4:-}" ] && ! printf "%s" "$out" | grep -q "INBOX: OK $4 message"; then
+		fail "IMAP $1: wanted $4 messages: $(printf '%s' "$out" | tr '\n' ' ')"
+		return 0
+	fi
+	ok "IMAP $1 -> $3 $(printf '%s' "$out" | tail -n 1)"
+}
+
+alive() {
+	if _e2e_alive "$(e2e_pid "$1")"; then ok "$1 still running"; else fail "$1 died"; fi
+}
+
+mf_scenarios() {
+	echo "-- 1. delivery"
+	expect_mail hugo@barrera.io hugo@barrera.io
+	expect_mail contact@example.com hugo@barrera.io
+	expect_mail team@example.com alice@example.com bob@example.com
+	expect_mail random@barrera.io catchall@barrera.io
+	expect_mail hugo+news@barrera.io hugo@barrera.io
+	expect_mail sales-eu@example.com bob@example.com
+	expect_mail alice@old.example alice@example.com
+	echo "-- 2. rejects"
+	expect_rcpt nobody@example.com 5
+	expect_rcpt someone@unknown.test 5
+	echo "-- 4. IMAP"
+	expect_imap hugo@barrera.io "$PW" ok "$(maildir_count hugo@barrera.io)"
+	expect_imap hugo_barrera.io "$PW" ok
+	expect_imap hugo@barrera.io "wrong" refused
+	echo "-- 5. live changes"
+	printf '%s\n' "$PW" | mt user add new@example.com --password-stdin >/dev/null
+	expect_mail new@example.com new@example.com
+	expect_imap new@example.com "$PW" ok 1
+	mt user del new@example.com >/dev/null
+	expect_rcpt new@example.com 5
+	expect_imap new@example.com "$PW" refused
+	printf 'new pass\n' | mt user passwd hugo@barrera.io --password-stdin >/dev/null
+	expect_imap hugo@barrera.io "$PW" refused
+	expect_imap hugo@barrera.io "new pass" ok
+	mt user disable alice@example.com >/dev/null
+	expect_imap alice@example.com "$PW" refused
+	expect_mail alice@example.com alice@example.com
+	mt user enable alice@example.com >/dev/null
+	expect_imap alice@example.com "$PW" ok
+	echo "-- 6. the database goes away"
+	local before queued
+	$SMTPCTL "$SMTPD" pause mda >/dev/null
+	before=$(maildir_count hugo@barrera.io)
+	code=$(python3 "$PROBE" send "$SMTP" probe@sender.test hugo@barrera.io | awk '{print $2}')
+	[ "$code" = 250 ] && ok "queued a message for hugo while deliveries are paused" || fail "queue a message: $code"
+	mv "$MT_DB" "$MT_DB.away"
+	expect_rcpt hugo@barrera.io 4
+	expect_rcpt nobody@example.com 4
+	expect_imap hugo@barrera.io "new pass" tempfail
+	$SMTPCTL "$SMTPD" resume mda >/dev/null
+	sleep 3
+	queued=$($SMTPCTL "$SMTPD" show queue | grep -c . || true)
+	if [ "$(maildir_count hugo@barrera.io)" = "$before" ] && [ "$queued" -ge 1 ]; then
+		ok "delivery deferred: still in the queue ($queued envelope), not bounced"
+	else
+		fail "delivery during the outage: maildir $(maildir_count hugo@barrera.io) (was $before), queue $queued"
+	fi
+	alive "$SMTPD"
+	alive "$DOVECOT"
+	mv "$MT_DB.away" "$MT_DB"
+	$SMTPCTL "$SMTPD" schedule all >/dev/null
+	i=0
+	while [ "$(maildir_count hugo@barrera.io)" = "$before" ] && [ "$i" -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
+	if [ "$(maildir_count hugo@barrera.io)" -eq $((before + 1)) ]; then
+		ok "after restore + smtpctl schedule all: the deferred message was delivered"
+	else
+		fail "deferred message not delivered after restore"
+	fi
+	expect_rcpt hugo@barrera.io 250
+	expect_imap hugo@barrera.io "new pass" ok
+}
+
+mf_finish() {
+	if [ "$FAILS" -ne 0 ]; then
+		echo "$FAILS check(s) failed"
+		exit 1
+	fi
+	echo "all checks passed"
+}

@@ -1,0 +1,93 @@
+#!/bin/sh
+# One database, the whole mail flow, on this Debian 12 machine: OpenSMTPD
+# 6.8 (table-mailtable, imsg protocol) hands mail over LMTP to Dovecot 2.3,
+# which authenticates and finds mailboxes through dovecot-mailtable, once
+# with checkpassword and once with `serve` (dict). Both daemons read the same
+# SQLite file, made with the mailtable CLI only. The configs are the shipped
+# files (table-proc/conf, dovecot-checkpassword/conf) with this test's paths.
+# SMTP AUTH cannot be tested here: 6.8's STARTTLS is broken with OpenSSL 3.
+set -eu
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+E2E_LIB_DIR="$REPO/tests/e2e"
+. "$E2E_LIB_DIR/lib.sh"
+
+# run_stack MODE: checkpassword | dict
+run_stack() {
+	MODE=$1
+	E2E_DIR=
+	e2e_setup
+	. "$E2E_LIB_DIR/mailflow.sh"
+	echo "== OpenSMTPD 6.8 + Dovecot 2.3 ($MODE), state in $E2E_DIR"
+	mf_database mailtable
+	# The README's instruction: the daemons' users join the database's group.
+	usermod -aG mailtable opensmtpd
+	usermod -aG mailtable dovecot
+	SMTP=$(e2e_free_port)
+	IMAP=$(e2e_free_port)
+	SMTPD=smtpd68
+	DOVECOT=dovecot23
+	SMTPCTL=host_smtpctl
+	dd=$(e2e_service_dir dovecot23)
+	mkdir -p "$dd/etc" "$dd/run-mt"
+	localize() {
+		sed -e "s|/usr/local/bin/dovecot-mailtable|$MT_BIN/dovecot-mailtable|g" \
+			-e "s|/etc/mail/mailtable.toml|$MT_CONF|g" \
+			-e "s|/etc/dovecot/|$dd/etc/|g" \
+			-e "s|/run/mailtable/|$dd/run-mt/|g" \
+			"$1"
+	}
+	if [ "$MODE" = dict ]; then
+		printf '\n[serve]\ndict_socket = "%s"\nsocket_mode = "0660"\n' "$dd/run-mt/dict.sock" >>"$MT_CONF"
+		localize "$REPO/dovecot-checkpassword/conf/dovecot-dict-auth.conf.ext" >"$dd/etc/dovecot-dict-auth.conf.ext"
+		e2e_service_dir serve >/dev/null
+		"$MT_BIN/dovecot-mailtable" -c "$MT_CONF" serve >"$E2E_DIR/serve/serve.log" 2>&1 &
+		_e2e_register "serve $! host-proc - $E2E_DIR/serve/serve.log"
+		e2e_wait_path "$dd/run-mt/dict.sock" "$!"
+	fi
+	localize "$REPO/dovecot-checkpassword/conf/auth-mailtable-$MODE.conf.ext" >"$dd/auth.conf.ext"
+	cat >"$dd/dovecot.conf" <<EOT
+# Private Dovecot 2.3 for tests/e2e/test-mailflow-host.sh (loopback only).
+instance_name = mailtable-mailflow-$MODE
+base_dir = $dd/run
+state_dir = $dd/state
+log_path = $dd/dovecot.log
+protocols = imap lmtp
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+first_valid_uid = $E2E_MAIL_UID
+mail_location = maildir:~/Maildir
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $IMAP
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service lmtp {
+  unix_listener $dd/lmtp {
+    mode = 0666
+  }
+}
+!include $dd/auth.conf.ext
+EOT
+	host_dovecot_start dovecot23 "$dd/dovecot.conf"
+	sd=$(e2e_service_dir smtpd68)
+	{
+		sed -e "s|/etc/mail/mailtable.toml|$MT_CONF|" -e "s|/run/dovecot/lmtp|$dd/lmtp|" \
+			"$REPO/table-proc/conf/smtpd.conf"
+		echo "listen on 127.0.0.1 port $SMTP"
+	} >"$sd/smtpd.conf"
+	host_smtpd_start smtpd68 "$sd/smtpd.conf" --table "mailtable=$MT_BIN/table-mailtable"
+	mf_scenarios
+	if [ "$FAILS" -ne 0 ]; then e2e_dump_logs; fi
+	mf_finish
+}
+
+# Each stack in its own subshell: its own state dir, traps and cleanup.
+( run_stack checkpassword )
+( run_stack dict )
