@@ -1,5 +1,5 @@
 //! The one TOML file read by all three binaries (`-c PATH`; smtpd passes it
-//! to the table as argv[1]). Every key has a default, so an empty file, or
+//! to the table as `argv[1]`). Every key has a default, so an empty file, or
 //! no file at all for the CLI, gives the embedded SQLite database.
 //!
 //! ```toml
