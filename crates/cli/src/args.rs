@@ -57,6 +57,37 @@ pub enum Command {
     },
     /// Print a bcrypt hash of a password, for hand-written SQL
     Hash(PasswordInput),
+    /// Bring users and aliases over from another setup, with a report
+    Import(ImportArgs),
+}
+
+/// `import` options.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Formats: smtpd-aliases, smtpd-userinfo, smtpd-credentials, smtpd-passwd, \
+dovecot-passwd, sql (a SQLite path or URL, or a postgresql:// URL), mailtable (another \
+mailtable database).
+Give one format for all sources with --from, or per source as FORMAT:SOURCE, e.g.
+  mailtable import --from smtpd-aliases /etc/mail/virtuals smtpd-credentials:/etc/mail/credentials
+All or nothing: malformed lines, conflicts with the sources or with rows present, and
+addresses that would resolve differently change nothing (exit 2). With --verify, nothing
+is written and differences exit 1. See docs/import.md.")]
+pub struct ImportArgs {
+    /// Format of the sources that do not name one
+    #[arg(long = "from", value_name = "FORMAT")]
+    pub from: Option<String>,
+    /// Files, or database URLs for sql and mailtable; FORMAT:SOURCE sets the format of one
+    #[arg(required = true, value_name = "SOURCE")]
+    pub sources: Vec<String>,
+    /// Report and check everything, write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Write nothing; check that every address the sources knew resolves as they did
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// `init` options.

@@ -16,14 +16,14 @@ use serde_json::json;
 use std::path::Path;
 
 /// Everything a command needs.
-struct Ctx {
-    config: Config,
-    url: DatabaseUrl,
-    resolver: Resolver,
+pub(crate) struct Ctx {
+    pub(crate) config: Config,
+    pub(crate) url: DatabaseUrl,
+    pub(crate) resolver: Resolver,
 }
 
 impl Ctx {
-    fn open(&self, access: Access) -> Result<Box<dyn Store>, CliError> {
+    pub(crate) fn open(&self, access: Access) -> Result<Box<dyn Store>, CliError> {
         let opts = OpenOptions {
             access,
             timeout: self.config.timeout(),
@@ -32,7 +32,7 @@ impl Ctx {
     }
 
     /// Open for writing, at the latest schema (or explain how to get there).
-    fn open_rw(&self) -> Result<Box<dyn Store>, CliError> {
+    pub(crate) fn open_rw(&self) -> Result<Box<dyn Store>, CliError> {
         let mut s = self.open(Access::ReadWrite)?;
         match s.schema_state()? {
             store::SchemaState::Empty => Err(CliError::usage(format!(
@@ -58,7 +58,7 @@ impl Ctx {
     }
 
     /// After a write: keep the side files shareable with the daemons.
-    fn reshare(&self) {
+    pub(crate) fn reshare(&self) {
         if let DatabaseUrl::Sqlite(path) = &self.url {
             let _ = store::sqlite::share_files(path, None);
         }
@@ -101,6 +101,7 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Domain(DomainCommand::List { json }) => domains(&ctx, json),
         Command::Resolve { address, json } => resolve(&ctx, &address, json),
         Command::Senders { address, json } => senders(&ctx, &address, json),
+        Command::Import(a) => crate::import::run(&ctx, &a),
         Command::Hash(p) => {
             let pw = secret_input::read(p.password_stdin, "the hash")?;
             let h = password::hash(&pw, ctx.config.password_cost)

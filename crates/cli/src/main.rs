@@ -5,6 +5,7 @@
 mod args;
 mod commands;
 mod error;
+mod import;
 mod secret_input;
 
 use clap::Parser;

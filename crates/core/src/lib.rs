@@ -10,7 +10,7 @@
 //! - [`delivery`]: `hugo@barrera.io` <-> `hugo_barrera.io`;
 //! - [`password`]: hashes, verification, the never-printing [`Secret`];
 //! - [`config`]: the one TOML file;
-//! - [`store`]: the `Store` trait with its SQLite backend;
+//! - [`store`]: the `Store` trait with its SQLite and PostgreSQL backends;
 //! - [`exit`]: exit codes.
 //!
 //! Policy lives here, above the storage backends, so that every daemon and

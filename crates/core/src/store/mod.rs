@@ -14,6 +14,7 @@
 
 pub mod memory;
 pub mod migrate;
+pub mod postgres;
 pub mod sqlite;
 pub mod url;
 
@@ -106,7 +107,8 @@ pub enum Access {
     ReadOnly,
     /// The admin CLI: read-write on an existing database.
     ReadWrite,
-    /// `mailtable init`: read-write, creating the file if needed.
+    /// `mailtable init`: read-write, creating the SQLite file if needed (a
+    /// PostgreSQL database must exist: `createdb`).
     Create,
 }
 
@@ -186,8 +188,6 @@ pub trait Store: Send {
 pub fn open(url: &DatabaseUrl, options: &OpenOptions) -> Result<Box<dyn Store>, StoreError> {
     match url {
         DatabaseUrl::Sqlite(path) => Ok(Box::new(sqlite::SqliteStore::open(path, options)?)),
-        DatabaseUrl::Postgres(_) => Err(StoreError::Config(
-            "PostgreSQL support is not built into this version of mailtable".into(),
-        )),
+        DatabaseUrl::Postgres(u) => Ok(Box::new(postgres::PostgresStore::open(u, options)?)),
     }
 }

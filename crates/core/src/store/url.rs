@@ -49,7 +49,10 @@ pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (auth_end, _) = match rest.find(['/', '?']) {
+    // The user info ends at the last `@` before the query: a password with
+    // a raw `/` (invalid, but typed) must not end the search early and be
+    // printed.
+    let (auth_end, _) = match rest.find('?') {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
@@ -133,5 +136,9 @@ mod tests {
             "postgresql://h/db?user=a&password=***&x=1"
         );
         assert_eq!(redact("postgresql://h/db"), "postgresql://h/db");
+        assert_eq!(
+            redact("postgresql://mail:pa/ss@db1/mail"),
+            "postgresql://mail:***@db1/mail"
+        );
     }
 }

@@ -1,0 +1,615 @@
+//! The import report: what will be written, what will not and why, what
+//! conflicts, which password schemes each daemon can check, and whether
+//! every address resolves as in the source. Printed as text or JSON; the
+//! same data either way. Hashes never appear, only their scheme.
+//!
+//! Which daemon can check a hash: OpenSMTPD calls crypt(3) on the bare
+//! string ([`PasswordHash::for_smtpd`]: libxcrypt's formats, never a
+//! `{SCHEME}` it cannot parse); Dovecot checks its own scheme list
+//! (`doveadm pw -l` of 2.3.19.1, reference dovecot-auth-protocols.md §4.2),
+//! and 2.4 refuses the weak ones unless `auth_allow_weak_schemes = yes`
+//! (§4.1).
+
+use super::model::{Checked, Kind, Plan, Verification};
+use super::{At, Finding, Origin};
+use mailtable_core::password::Scheme;
+use mailtable_core::PasswordHash;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Dovecot 2.3.19.1's schemes (`doveadm pw -l`), plus 2.4's `ARGON2`.
+const DOVECOT_SCHEMES: &[&str] = &[
+    "SHA1",
+    "SSHA512",
+    "SCRAM-SHA-256",
+    "BLF-CRYPT",
+    "PLAIN",
+    "HMAC-MD5",
+    "OTP",
+    "SHA512",
+    "SHA",
+    "DES-CRYPT",
+    "CRYPT",
+    "SSHA",
+    "MD5-CRYPT",
+    "PLAIN-MD4",
+    "PLAIN-MD5",
+    "SCRAM-SHA-1",
+    "SHA512-CRYPT",
+    "CLEAR",
+    "CLEARTEXT",
+    "ARGON2I",
+    "ARGON2ID",
+    "ARGON2",
+    "SSHA256",
+    "MD5",
+    "PBKDF2",
+    "SHA256",
+    "CRAM-MD5",
+    "PLAIN-TRUNC",
+    "SHA256-CRYPT",
+    "SMD5",
+    "DIGEST-MD5",
+    "LDAP-MD5",
+];
+
+/// Schemes Dovecot 2.4 refuses unless `auth_allow_weak_schemes = yes`.
+const DOVECOT_WEAK: &[&str] = &[
+    "MD5",
+    "MD5-CRYPT",
+    "SMD5",
+    "HMAC-MD5",
+    "PLAIN-MD4",
+    "PLAIN-MD5",
+    "LDAP-MD5",
+    "DES-CRYPT",
+];
+
+/// The crypt(3) family of a bare crypt string, for the label.
+fn crypt_family(c: &str) -> Option<String> {
+    let known = [
+        ("$2a$", "bcrypt"),
+        ("$2b$", "bcrypt"),
+        ("$2y$", "bcrypt"),
+        ("$2x$", "bcrypt"),
+        ("$6$", "SHA512-crypt"),
+        ("$5$", "SHA256-crypt"),
+        ("$argon2id$", "Argon2id"),
+        ("$argon2i$", "Argon2i"),
+        ("$argon2d$", "Argon2d"),
+        ("$y$", "yescrypt"),
+        ("$gy$", "gost-yescrypt"),
+        ("$7$", "scrypt"),
+        ("$1$", "MD5-crypt"),
+    ];
+    for (p, name) in known {
+        if c.starts_with(p) {
+            return Some(format!("{name} ({p})"));
+        }
+    }
+    let des = c.len() == 13
+        && c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/');
+    des.then(|| "DES crypt".to_string())
+}
+
+/// What the report says about one hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemeInfo {
+    /// `bcrypt ($2b$)`, `{SSHA512}`, `{BLF-CRYPT} bcrypt ($2y$)`.
+    pub label: String,
+    /// OpenSMTPD (crypt(3)) can check it.
+    pub opensmtpd: bool,
+    /// Dovecot can check it.
+    pub dovecot: bool,
+    /// A caveat.
+    pub note: Option<&'static str>,
+}
+
+/// Classify a hash for the report.
+pub fn scheme_info(h: &PasswordHash) -> SchemeInfo {
+    let prefix = h.prefix();
+    let c = h.crypt_string();
+    let family = crypt_family(c);
+    let crypt_prefix = prefix.as_deref().is_some_and(|p| {
+        [
+            "CRYPT",
+            "BLF-CRYPT",
+            "SHA512-CRYPT",
+            "SHA256-CRYPT",
+            "MD5-CRYPT",
+            "DES-CRYPT",
+            "ARGON2I",
+            "ARGON2ID",
+            "ARGON2",
+        ]
+        .contains(&p)
+    });
+    let label = match (&prefix, &family) {
+        (Some(p), Some(f)) if crypt_prefix => format!("{{{p}}} {f}"),
+        (Some(p), _) => format!("{{{p}}}"),
+        (None, Some(f)) => f.clone(),
+        (None, None) => "unknown (no scheme prefix)".to_string(),
+    };
+    let dovecot = match &prefix {
+        Some(p) => DOVECOT_SCHEMES.contains(&p.as_str()),
+        // Dovecot reads a bare crypt string with the CRYPT scheme.
+        None => family.is_some() || h.scheme() != Scheme::Unknown,
+    };
+    // Inside {PBKDF2} a `$1$` is Dovecot's own format, not MD5-crypt.
+    let read_as_crypt = matches!(prefix.as_deref(), None | Some("CRYPT"));
+    let weak = prefix.as_deref().is_some_and(|p| DOVECOT_WEAK.contains(&p))
+        || (read_as_crypt && (c.starts_with("$1$") || family.as_deref() == Some("DES crypt")));
+    let note = if matches!(prefix.as_deref(), Some("PLAIN" | "CLEAR" | "CLEARTEXT")) {
+        Some("cleartext password: set a new one with `mailtable user passwd`")
+    } else if weak {
+        Some("Dovecot 2.4 refuses it unless auth_allow_weak_schemes = yes")
+    } else {
+        None
+    };
+    SchemeInfo {
+        label,
+        opensmtpd: h.for_smtpd().is_some(),
+        dovecot,
+        note,
+    }
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Not decided yet.
+    Planned,
+    /// Written.
+    Imported,
+    /// `--dry-run`: nothing written.
+    DryRun,
+    /// `--verify`: nothing written.
+    Verified,
+    /// Malformed input, a conflict or a difference: nothing written.
+    Refused,
+}
+
+/// One finding, for printing.
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    /// `file:line`.
+    pub at: String,
+    /// The key, login or address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Why.
+    pub why: String,
+}
+
+/// The subject, unless the origin already names it (`db:key`).
+fn subject(at: &Origin, s: Option<&str>) -> Option<String> {
+    match (&at.at, s) {
+        (At::Key(k), Some(s)) if k == s => None,
+        (_, s) => s.map(str::to_string),
+    }
+}
+
+impl From<&Finding> for Item {
+    fn from(f: &Finding) -> Item {
+        Item {
+            at: f.at.to_string(),
+            subject: subject(&f.at, f.subject.as_deref()),
+            why: f.why.clone(),
+        }
+    }
+}
+
+impl From<&super::model::Conflict> for Item {
+    fn from(c: &super::model::Conflict) -> Item {
+        Item {
+            at: c.at.to_string(),
+            subject: subject(&c.at, Some(&c.subject)),
+            why: c.why.clone(),
+        }
+    }
+}
+
+/// Counts per kind.
+#[derive(Debug, Default, Serialize)]
+pub struct Counts {
+    /// Distinct domains of the rows.
+    pub domains: usize,
+    /// Mailboxes.
+    pub mailboxes: usize,
+    /// Of which disabled.
+    pub disabled: usize,
+    /// Of which with a quota.
+    pub with_quota: usize,
+    /// Addresses with alias rows.
+    pub aliases: usize,
+    /// Their rows.
+    pub alias_rows: usize,
+    /// `%@domain` catch-alls.
+    pub catch_alls: usize,
+    /// `%@old -> %@new`.
+    pub domain_aliases: usize,
+    /// `sales-%@domain`.
+    pub patterns: usize,
+    /// All rows the sources give.
+    pub rows: usize,
+    /// Rows not yet in the database.
+    pub rows_to_write: usize,
+    /// Keys whose rows are already present, identical.
+    pub keys_already_present: usize,
+}
+
+/// One password scheme.
+#[derive(Debug, Serialize)]
+pub struct SchemeLine {
+    /// Label.
+    pub scheme: String,
+    /// Mailboxes using it.
+    pub users: usize,
+    /// OpenSMTPD can check it.
+    pub opensmtpd: bool,
+    /// Dovecot can check it.
+    pub dovecot: bool,
+    /// Caveat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
+}
+
+/// A mailbox some daemon cannot check.
+#[derive(Debug, Serialize)]
+pub struct Flagged {
+    /// The address.
+    pub address: String,
+    /// Its scheme.
+    pub scheme: String,
+    /// Where.
+    pub at: String,
+}
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// `format:source`.
+    pub sources: Vec<String>,
+    /// Outcome.
+    pub status: Status,
+    /// Counts.
+    pub counts: Counts,
+    /// Domains of the rows.
+    pub domains: Vec<String>,
+    /// Schemes found.
+    pub password_schemes: Vec<SchemeLine>,
+    /// Mailboxes only Dovecot can check: SMTP AUTH fails for them.
+    pub smtpd_cannot_verify: Vec<Flagged>,
+    /// Mailboxes no daemon can check: login impossible.
+    pub no_daemon_can_verify: Vec<Flagged>,
+    /// Entries not imported, and why.
+    pub not_imported: Vec<Item>,
+    /// Conflicts: inside the sources, and with rows present.
+    pub conflicts: Vec<Item>,
+    /// Notes.
+    pub notes: Vec<Item>,
+    /// Lines the source's own software would refuse.
+    pub malformed: Vec<Item>,
+    /// The resolution check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+}
+
+impl Report {
+    /// An empty report for these sources.
+    pub fn new(sources: Vec<String>) -> Report {
+        Report {
+            sources,
+            status: Status::Planned,
+            counts: Counts::default(),
+            domains: Vec::new(),
+            password_schemes: Vec::new(),
+            smtpd_cannot_verify: Vec::new(),
+            no_daemon_can_verify: Vec::new(),
+            not_imported: Vec::new(),
+            conflicts: Vec::new(),
+            notes: Vec::new(),
+            malformed: Vec::new(),
+            verification: None,
+        }
+    }
+
+    /// Fill in everything the plan and the database check tell.
+    pub fn fill(&mut self, plan: &Plan, checked: &Checked) {
+        let c = &mut self.counts;
+        let mut domains = std::collections::BTreeSet::new();
+        for g in &plan.groups {
+            domains.insert(g.domain.clone());
+            c.rows += g.rows.len();
+            match g.kind {
+                Kind::CatchAll => c.catch_alls += 1,
+                Kind::DomainAlias => c.domain_aliases += 1,
+                Kind::Pattern => c.patterns += 1,
+                Kind::Mailbox | Kind::Alias => {}
+            }
+            for r in &g.rows {
+                if r.is_mailbox() {
+                    c.mailboxes += 1;
+                    c.disabled += usize::from(!r.active);
+                    c.with_quota += usize::from(r.quota.is_some());
+                }
+            }
+            let aliases = g.rows.iter().filter(|r| !r.is_mailbox()).count();
+            if !g.username.contains('%') && aliases > 0 {
+                c.aliases += 1;
+                c.alias_rows += aliases;
+            }
+        }
+        c.domains = domains.len();
+        c.rows_to_write = checked.new.iter().map(|g| g.rows.len()).sum();
+        c.keys_already_present = checked.present;
+        self.domains = domains.into_iter().collect();
+
+        let mut schemes: BTreeMap<String, (SchemeInfo, usize)> = BTreeMap::new();
+        for l in &plan.logins {
+            let info = scheme_info(&l.hash);
+            let flagged = Flagged {
+                address: l.address.to_string(),
+                scheme: info.label.clone(),
+                at: l.origin.to_string(),
+            };
+            match (info.opensmtpd, info.dovecot) {
+                (false, true) => self.smtpd_cannot_verify.push(flagged),
+                (false, false) => self.no_daemon_can_verify.push(flagged),
+                _ => {}
+            }
+            schemes
+                .entry(info.label.clone())
+                .or_insert_with(|| (info, 0))
+                .1 += 1;
+        }
+        self.password_schemes = schemes
+            .into_values()
+            .map(|(i, n)| SchemeLine {
+                scheme: i.label,
+                users: n,
+                opensmtpd: i.opensmtpd,
+                dovecot: i.dovecot,
+                note: i.note,
+            })
+            .collect();
+        self.not_imported = plan.skipped.iter().map(Item::from).collect();
+        self.notes = plan.notes.iter().map(Item::from).collect();
+        self.conflicts = plan
+            .conflicts
+            .iter()
+            .chain(&checked.conflicts)
+            .map(Item::from)
+            .collect();
+    }
+
+    /// Print to stdout.
+    pub fn print(&self, json: bool) {
+        if json {
+            match serde_json::to_string(self) {
+                Ok(s) => println!("{s}"),
+                Err(e) => eprintln!("mailtable: cannot print the report as JSON: {e}"),
+            }
+        } else {
+            print!("{}", self.text());
+        }
+    }
+
+    /// The text form.
+    pub fn text(&self) -> String {
+        let mut o = String::new();
+        let mut line = |s: String| {
+            o.push_str(s.trim_end());
+            o.push('\n');
+        };
+        line(format!("mailtable import: {}", self.sources.join(", ")));
+        let c = &self.counts;
+        line(match self.status {
+            Status::Imported => format!("result: imported, {} row(s) written", c.rows_to_write),
+            Status::DryRun => format!(
+                "result: dry run, nothing written ({} row(s) would be)",
+                c.rows_to_write
+            ),
+            Status::Verified => "result: verify only, nothing written".to_string(),
+            Status::Refused => "result: refused, nothing written".to_string(),
+            Status::Planned => "result: planned".to_string(),
+        });
+        if !self.malformed.is_empty() {
+            line(String::new());
+            line(format!("malformed ({}):", self.malformed.len()));
+            for m in &self.malformed {
+                line(format!("  {}", item_text(m)));
+            }
+            return o;
+        }
+        line(String::new());
+        let mut extra = Vec::new();
+        if c.disabled > 0 {
+            extra.push(format!("{} disabled", c.disabled));
+        }
+        if c.with_quota > 0 {
+            extra.push(format!("{} with a quota", c.with_quota));
+        }
+        let paren = |v: Vec<String>| {
+            if v.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", v.join(", "))
+            }
+        };
+        line(format!(
+            "  domains         {:>5}  {}",
+            c.domains,
+            self.domains.join(", ")
+        ));
+        line(format!(
+            "  mailboxes       {:>5}{}",
+            c.mailboxes,
+            paren(extra)
+        ));
+        line(format!(
+            "  aliases         {:>5}  ({} row(s))",
+            c.aliases, c.alias_rows
+        ));
+        line(format!("  catch-alls      {:>5}", c.catch_alls));
+        if c.domain_aliases > 0 {
+            line(format!("  domain aliases  {:>5}", c.domain_aliases));
+        }
+        if c.patterns > 0 {
+            line(format!("  patterns        {:>5}", c.patterns));
+        }
+        line(format!(
+            "  rows            {:>5}  ({} to write, {} key(s) already present and identical)",
+            c.rows, c.rows_to_write, c.keys_already_present
+        ));
+
+        if !self.password_schemes.is_empty() {
+            line(String::new());
+            let w = self
+                .password_schemes
+                .iter()
+                .map(|s| s.scheme.len())
+                .max()
+                .unwrap_or(0)
+                .max("password scheme".len());
+            line(format!(
+                "{:<w$}  users  OpenSMTPD  Dovecot",
+                "password scheme"
+            ));
+            let yn = |b: bool| if b { "yes" } else { "no" };
+            for s in &self.password_schemes {
+                let note = s.note.map(|n| format!("  {n}")).unwrap_or_default();
+                line(format!(
+                    "{:<w$}  {:>5}  {:<9}  {:<7}{note}",
+                    s.scheme,
+                    s.users,
+                    yn(s.opensmtpd),
+                    yn(s.dovecot)
+                ));
+            }
+        }
+        if !self.smtpd_cannot_verify.is_empty() {
+            line(String::new());
+            line(format!(
+                "only Dovecot can check these passwords; SMTP AUTH through OpenSMTPD fails for \
+                 them until `mailtable user passwd` gives them a bcrypt hash ({}):",
+                self.smtpd_cannot_verify.len()
+            ));
+            for f in &self.smtpd_cannot_verify {
+                line(format!("  {}  {}  ({})", f.address, f.scheme, f.at));
+            }
+        }
+        if !self.no_daemon_can_verify.is_empty() {
+            line(String::new());
+            line(format!(
+                "neither daemon can check these passwords, so they cannot log in ({}):",
+                self.no_daemon_can_verify.len()
+            ));
+            for f in &self.no_daemon_can_verify {
+                line(format!("  {}  {}  ({})", f.address, f.scheme, f.at));
+            }
+        }
+        for (title, items) in [
+            ("not imported", &self.not_imported),
+            ("conflicts", &self.conflicts),
+            ("notes", &self.notes),
+        ] {
+            if items.is_empty() {
+                continue;
+            }
+            line(String::new());
+            line(format!("{title} ({}):", items.len()));
+            for i in items {
+                line(format!("  {}", item_text(i)));
+            }
+        }
+        if let Some(v) = &self.verification {
+            line(String::new());
+            let skipped = if v.not_comparable > 0 {
+                format!(
+                    " ({} more reach entries not imported and are not compared)",
+                    v.not_comparable
+                )
+            } else {
+                String::new()
+            };
+            if v.differences.is_empty() {
+                line(format!(
+                    "verification: all {} address(es) the source knew resolve as in the source{skipped}",
+                    v.checked
+                ));
+            } else {
+                line(format!(
+                    "verification: {} of {} address(es) resolve differently from the source{skipped}:",
+                    v.differences.len(),
+                    v.checked
+                ));
+                for d in &v.differences {
+                    line(format!(
+                        "  {}: the source gives {}; mailtable gives {}",
+                        d.address, d.source, d.mailtable
+                    ));
+                }
+            }
+        }
+        o
+    }
+}
+
+impl std::fmt::Display for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.subject {
+            Some(s) => write!(f, "{}: {s}: {}", self.at, self.why),
+            None => write!(f, "{}: {}", self.at, self.why),
+        }
+    }
+}
+
+fn item_text(i: &Item) -> String {
+    i.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(h: &str) -> SchemeInfo {
+        scheme_info(&PasswordHash::new(h))
+    }
+
+    #[test]
+    fn who_can_check_what() {
+        let b = info("$2b$10$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234");
+        assert_eq!(
+            (b.label.as_str(), b.opensmtpd, b.dovecot),
+            ("bcrypt ($2b$)", true, true)
+        );
+        let y = info("{BLF-CRYPT}$2y$05$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234");
+        assert_eq!(y.label, "{BLF-CRYPT} bcrypt ($2y$)");
+        assert!(y.opensmtpd && y.dovecot);
+        let s = info("{SSHA512}c2VjcmV0c2FsdA==");
+        assert_eq!((s.opensmtpd, s.dovecot), (false, true));
+        let a = info("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA");
+        assert_eq!((a.opensmtpd, a.dovecot), (false, true));
+        let m = info("$1$salt$hash");
+        assert!(m.opensmtpd && m.dovecot);
+        assert!(m.note.unwrap().contains("2.4"));
+        let p = info("{PLAIN}secret");
+        assert!(p.note.unwrap().contains("cleartext"));
+        assert!(!p.opensmtpd);
+        let d = info("{CRYPT}abJnggxhB/yWI");
+        assert_eq!(d.label, "{CRYPT} DES crypt");
+        let junk = info("not-a-hash");
+        assert_eq!((junk.opensmtpd, junk.dovecot), (false, false));
+        let pbkdf2 =
+            info("{PBKDF2}$1$.8EG.f/6LSIKluCw$5000$473c6686f453b9113ca0eb28c3c293c4d4de909f");
+        assert_eq!(
+            (pbkdf2.opensmtpd, pbkdf2.dovecot, pbkdf2.note),
+            (false, true, None)
+        );
+        let odd = info("{FOO}bar");
+        assert!(!odd.dovecot);
+    }
+}

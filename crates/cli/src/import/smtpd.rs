@@ -1,0 +1,611 @@
+//! OpenSMTPD file tables: the virtual alias file, userinfo, credentials, and
+//! the `passwd` format of opensmtpd-extras' `table-passwd`. Pure: text in,
+//! [`Parsed`] out; unit tests feed literal lines.
+//!
+//! The line and value grammars are smtpd's own, so that what smtpd would
+//! have refused is refused here too, and what it accepted means the same:
+//!
+//! - a line is `key value`: the key runs to the first space, tab or `:`,
+//!   one separator is consumed, then spaces and tabs; `#` starts a comment
+//!   only at the start of a line; a key without a value in a mapping table
+//!   is "invalid map entry" (`parse_table_line` in OpenSMTPD
+//!   `usr.sbin/smtpd/util.c`, `table_static_priv_load` in
+//!   `usr.sbin/smtpd/table_static.c`). Keys are lower-cased, and a repeated
+//!   key replaces the earlier one (`dict_set` in `table_static_priv_add`);
+//!   the model reports such repeats instead of picking one silently.
+//! - an alias value is a comma list with `"`/`'` quoting and `\` escapes,
+//!   each element an `:error:`, an `:include:`, a `|pipe`, a `/file`, an
+//!   address or a user name, and one element that is none of these breaks
+//!   the whole lookup (`expand_line` in `usr.sbin/smtpd/expand.c`,
+//!   `text_to_expandnode` in `usr.sbin/smtpd/to.c`; reference
+//!   opensmtpd-table-protocol.md §4.2).
+//! - a credentials value is `user:hash`, split at the first `:`, and a value
+//!   that starts or ends with `:` or is shorter than 3 bytes is refused
+//!   (`table_parse_lookup`, K_CREDENTIALS, in `usr.sbin/smtpd/table.c`;
+//!   reference §4.4).
+//! - a `passwd` line has exactly seven `:`-separated fields with numeric
+//!   uid and gid from 1 (`parse_passwd_entry` in OpenSMTPD-extras
+//!   `extras/tables/table-passwd/table_passwd.c`).
+//!
+//! Hashes never appear in a message: errors about a credentials or passwd
+//! line name the line and the login, not the value.
+
+use super::{Finding, Login, LoginName, Origin, Parsed, Route, RouteKey, Target, UserInfo};
+use mailtable_core::{Address, Domain, PasswordHash};
+
+/// A data line of a mapping table: `(key, value)`, `None` for blank and
+/// comment lines, `Err` for a line smtpd calls an invalid map entry.
+pub fn split_table_line(line: &str) -> Option<Result<(String, &str), String>> {
+    let line = line.trim_matches(|c: char| c.is_ascii_whitespace());
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let key_end = if line.starts_with('[') {
+        match line.find(']') {
+            Some(i) => i + 1,
+            None => return Some(Err("unbalanced [ in the key".into())),
+        }
+    } else {
+        line.find([' ', '\t', ':']).unwrap_or(line.len())
+    };
+    let key = &line[..key_end];
+    let mut value = &line[key_end..];
+    if !value.is_empty() && !line.starts_with('[') {
+        value = &value[1..]; // the one separator smtpd consumes
+    }
+    let value = value.trim_start_matches([' ', '\t']);
+    if value.is_empty() {
+        return Some(Err(format!("key {key:?} has no value")));
+    }
+    // smtpd lower-cases keys when it loads the table (table_static_priv_add).
+    Some(Ok((key.to_ascii_lowercase(), value)))
+}
+
+/// Split an alias value at commas, honouring `"`/`'` quotes and `\`
+/// escapes, trimming each element and dropping empty ones.
+pub fn split_alias_value(value: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match (c, quote) {
+            ('\\', _) => match chars.next() {
+                Some(n) => cur.push(n),
+                None => return Err("the value ends with a lone \\".into()),
+            },
+            ('"' | '\'', None) => {
+                quote = Some(c);
+                cur.push(c);
+            }
+            (c, Some(q)) if c == q => {
+                quote = None;
+                cur.push(c);
+            }
+            (',', None) => {
+                let e = cur.trim().to_string();
+                if !e.is_empty() {
+                    out.push(e);
+                }
+                cur.clear();
+            }
+            (c, _) => cur.push(c),
+        }
+    }
+    if let Some(q) = quote {
+        return Err(format!("unbalanced {q} quote"));
+    }
+    let e = cur.trim().to_string();
+    if !e.is_empty() {
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// One element of an alias value, classified in smtpd's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Element {
+    /// `:error:550 text` or `error:...`.
+    Error(String),
+    /// `:include:/path` or `include:/path`.
+    Include(String),
+    /// `|command`.
+    Pipe(String),
+    /// `/path/to/mbox`.
+    File(String),
+    /// `local@domain`.
+    Address(String),
+    /// A local user name.
+    User(String),
+}
+
+fn unquote(s: &str) -> &str {
+    for q in ['"', '\''] {
+        if let Some(inner) = s.strip_prefix(q).and_then(|r| r.strip_suffix(q)) {
+            return inner;
+        }
+    }
+    s
+}
+
+/// Classify one element, or say why smtpd would refuse the lookup.
+pub fn classify(element: &str) -> Result<Element, String> {
+    let e = unquote(element).trim();
+    let lower = e.to_ascii_lowercase();
+    for p in [":error:", "error:"] {
+        if let Some(rest) = lower.strip_prefix(p) {
+            let b = rest.as_bytes();
+            let ok = b.len() > 4
+                && matches!(b[0], b'4' | b'5')
+                && b[1].is_ascii_digit()
+                && b[2].is_ascii_digit()
+                && b[3] == b' '
+                && b[4].is_ascii_alphanumeric();
+            return if ok {
+                Ok(Element::Error(e.to_string()))
+            } else {
+                Err(format!(
+                    "{element:?}: an error element needs a 4xx or 5xx code, a space and text"
+                ))
+            };
+        }
+    }
+    for p in [":include:", "include:"] {
+        if lower.starts_with(p) {
+            return Ok(Element::Include(e.to_string()));
+        }
+    }
+    if e.starts_with('|') {
+        return Ok(Element::Pipe(e.to_string()));
+    }
+    if e.starts_with('/') {
+        return Ok(Element::File(e.to_string()));
+    }
+    if let Some(at) = e.rfind('@') {
+        let (local, domain) = (&e[..at], &e[at + 1..]);
+        let local_ok = !local.is_empty()
+            && local
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%*/?|^{}`~&'+-=_.".contains(&b));
+        let domain_ok = !domain.is_empty()
+            && domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        if local_ok && domain_ok {
+            return Ok(Element::Address(e.to_string()));
+        }
+    }
+    if !e.is_empty()
+        && e.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b))
+    {
+        return Ok(Element::User(e.to_ascii_lowercase()));
+    }
+    Err(format!(
+        "{element:?} is not an address, a user name, a /file, a |pipe, an :include: or an :error:"
+    ))
+}
+
+/// The targets of an alias value, or why smtpd would refuse it.
+pub fn parse_targets(value: &str) -> Result<Vec<Target>, String> {
+    let elements = split_alias_value(value)?;
+    if elements.is_empty() {
+        return Err("the value lists no target".into());
+    }
+    let mut out = Vec::new();
+    for e in elements {
+        let t = match classify(&e)? {
+            Element::Error(s) => Target::Unrepresentable {
+                text: s,
+                why: "an :error: reply; mailtable rows only deliver".into(),
+            },
+            Element::Include(s) => Target::Unrepresentable {
+                text: s,
+                why: "an :include: file; import its addresses as aliases instead".into(),
+            },
+            Element::Pipe(s) => Target::Unrepresentable {
+                text: s,
+                why: "a pipe to a command; mailtable delivers to mailboxes and addresses only"
+                    .into(),
+            },
+            Element::File(s) => Target::Unrepresentable {
+                text: s,
+                why: "an mbox file; mailtable delivers to mailboxes and addresses only".into(),
+            },
+            Element::Address(s) => match Address::parse(&s) {
+                Ok(a) => Target::Address(a),
+                Err(err) => Target::Unrepresentable {
+                    text: s,
+                    why: format!("mailtable refuses this address ({err})"),
+                },
+            },
+            Element::User(u) => Target::LocalUser(u),
+        };
+        out.push(t);
+    }
+    Ok(out)
+}
+
+/// The key of a virtual alias line.
+fn route_key(key: &str) -> Result<RouteKey, String> {
+    if key == "@" {
+        return Ok(RouteKey::Global);
+    }
+    if let Some(d) = key.strip_prefix('@') {
+        return Domain::parse(d)
+            .map(RouteKey::CatchAll)
+            .map_err(|e| e.to_string());
+    }
+    if key.contains('@') {
+        return Address::parse(key)
+            .map(RouteKey::Exact)
+            .map_err(|e| e.to_string());
+    }
+    Ok(RouteKey::Bare(key.to_string()))
+}
+
+/// `smtpd-aliases`: the table behind `action ... virtual <t>`.
+pub fn parse_aliases(source: &str, text: &str) -> Parsed {
+    let mut p = Parsed {
+        defines_routes: true,
+        ..Parsed::default()
+    };
+    for (n, line) in text.lines().enumerate() {
+        let at = Origin::line(source, n + 1);
+        let (key, value) = match split_table_line(line) {
+            None => continue,
+            Some(Err(why)) => {
+                p.malformed.push(Finding::new(at, why));
+                continue;
+            }
+            Some(Ok(kv)) => kv,
+        };
+        let targets = match parse_targets(value) {
+            Ok(t) => t,
+            Err(why) => {
+                p.malformed.push(Finding::new(at, format!("{key}: {why}")));
+                continue;
+            }
+        };
+        match route_key(&key) {
+            Ok(k) => p.routes.push(Route {
+                key: k,
+                targets,
+                origin: at,
+            }),
+            Err(why) => p.skipped.push(Finding::about(
+                at,
+                &key,
+                format!("key is not an address mailtable can store ({why})"),
+            )),
+        }
+    }
+    p
+}
+
+/// `uid:gid:home` of a userinfo value.
+fn parse_userinfo_value(value: &str) -> Result<(u32, u32, String), String> {
+    let mut parts = value.splitn(3, ':');
+    let (Some(uid), Some(gid), Some(home)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("expected uid:gid:home".into());
+    };
+    let num = |s: &str, what: &str| {
+        s.parse::<u32>()
+            .map_err(|_| format!("{what} {s:?} is not a number"))
+    };
+    let (uid, gid) = (num(uid, "uid")?, num(gid, "gid")?);
+    if !home.starts_with('/') {
+        return Err(format!("home {home:?} is not an absolute path"));
+    }
+    Ok((uid, gid, home.to_string()))
+}
+
+/// `smtpd-userinfo`: `user uid:gid:home`, the `userbase` of the delivery
+/// users. Nothing to store per row (mailtable derives uid, gid and home
+/// from its config); kept for the report.
+pub fn parse_userinfo(source: &str, text: &str) -> Parsed {
+    let mut p = Parsed::default();
+    for (n, line) in text.lines().enumerate() {
+        let at = Origin::line(source, n + 1);
+        let (key, value) = match split_table_line(line) {
+            None => continue,
+            Some(Err(why)) => {
+                p.malformed.push(Finding::new(at, why));
+                continue;
+            }
+            Some(Ok(kv)) => kv,
+        };
+        match parse_userinfo_value(value) {
+            Ok((uid, gid, home)) => p.userinfo.push(UserInfo {
+                user: key,
+                uid: Some(uid),
+                gid: Some(gid),
+                home: Some(home),
+                origin: at,
+            }),
+            Err(why) => p.malformed.push(Finding::new(at, format!("{key}: {why}"))),
+        }
+    }
+    p
+}
+
+fn login_name(key: &str) -> Result<LoginName, String> {
+    if key.contains('@') {
+        Address::parse(key)
+            .map(LoginName::Address)
+            .map_err(|e| e.to_string())
+    } else {
+        Ok(LoginName::Bare(key.to_string()))
+    }
+}
+
+/// `smtpd-credentials`: `login login:hash`, the listener's `auth <t>`.
+pub fn parse_credentials(source: &str, text: &str) -> Parsed {
+    let mut p = Parsed::default();
+    for (n, line) in text.lines().enumerate() {
+        let at = Origin::line(source, n + 1);
+        let (key, value) = match split_table_line(line) {
+            None => continue,
+            // The value is a hash: never echo it.
+            Some(Err(_)) => {
+                p.malformed
+                    .push(Finding::new(at, "a credentials line without a value"));
+                continue;
+            }
+            Some(Ok(kv)) => kv,
+        };
+        if value.len() < 3 || value.starts_with(':') || value.ends_with(':') {
+            p.malformed.push(Finding::new(
+                at,
+                format!("{key}: the value must be user:hash (smtpd refuses an empty user or hash)"),
+            ));
+            continue;
+        }
+        let hash = value.split_once(':').map_or(value, |(_, h)| h);
+        push_login(&mut p, at, &key, hash, false);
+    }
+    p
+}
+
+fn push_login(p: &mut Parsed, at: Origin, key: &str, hash: &str, implied_route: bool) {
+    match login_name(key) {
+        Ok(name) => p.logins.push(Login {
+            name,
+            hash: PasswordHash::new(hash),
+            active: true,
+            quota: None,
+            implied_route,
+            origin: at,
+        }),
+        Err(why) => p.skipped.push(Finding::about(
+            at,
+            key,
+            format!("login is not an address mailtable can store ({why})"),
+        )),
+    }
+}
+
+/// `smtpd-passwd`: `user:hash:uid:gid:gecos:home:shell`, credentials and
+/// userinfo in one file. Comment and blank lines are skipped (table-passwd
+/// itself refuses them: a file that has them never loaded in smtpd).
+pub fn parse_passwd(source: &str, text: &str) -> Parsed {
+    let mut p = Parsed::default();
+    for (n, line) in text.lines().enumerate() {
+        let at = Origin::line(source, n + 1);
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(':').collect();
+        let user = fields[0].trim();
+        if fields.len() != 7 {
+            let hint = if fields.len() > 7 {
+                " (lines with extra fields are Dovecot's: use --from dovecot-passwd)"
+            } else {
+                ""
+            };
+            p.malformed.push(Finding::new(
+                at,
+                format!(
+                    "{user}: expected 7 fields user:hash:uid:gid:gecos:home:shell, found {}{hint}",
+                    fields.len()
+                ),
+            ));
+            continue;
+        }
+        let id = |s: &str| s.parse::<u32>().ok().filter(|v| *v >= 1);
+        let (Some(uid), Some(gid)) = (id(fields[2]), id(fields[3])) else {
+            p.malformed.push(Finding::new(
+                at,
+                format!("{user}: uid and gid must be numbers from 1"),
+            ));
+            continue;
+        };
+        if fields[1].is_empty() {
+            p.skipped.push(Finding::about(
+                at,
+                user,
+                "no password: smtpd cannot check a login, and a mailbox needs a hash",
+            ));
+            continue;
+        }
+        let key = user.to_ascii_lowercase();
+        push_login(&mut p, at.clone(), &key, fields[1], false);
+        p.userinfo.push(UserInfo {
+            user: key,
+            uid: Some(uid),
+            gid: Some(gid),
+            home: Some(fields[5].to_string()).filter(|h| !h.is_empty()),
+            origin: at,
+        });
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(line: &str) -> Option<Result<(String, String), String>> {
+        split_table_line(line).map(|r| r.map(|(k, v)| (k, v.to_string())))
+    }
+
+    #[test]
+    fn table_lines_split_like_smtpd() {
+        assert_eq!(kv("   "), None);
+        assert_eq!(kv("# comment"), None);
+        assert_eq!(kv("  # indented comment"), None);
+        assert_eq!(
+            kv("M@Example.org  m"),
+            Some(Ok(("m@example.org".into(), "m".into())))
+        );
+        assert_eq!(kv("root: pi"), Some(Ok(("root".into(), "pi".into()))));
+        assert_eq!(
+            kv("a@x.org\ta@y.org, b@y.org\r"),
+            Some(Ok(("a@x.org".into(), "a@y.org, b@y.org".into())))
+        );
+        // A `#` after the key is part of the value, as in smtpd.
+        assert_eq!(
+            kv("a@x.org b # note"),
+            Some(Ok(("a@x.org".into(), "b # note".into())))
+        );
+        assert!(matches!(kv("lonely@x.org"), Some(Err(_))));
+    }
+
+    #[test]
+    fn alias_values_split_on_commas_with_quotes() {
+        assert_eq!(
+            split_alias_value(" a@x.org ,b , ,c ").unwrap(),
+            vec!["a@x.org", "b", "c"]
+        );
+        assert_eq!(
+            split_alias_value(r#""|/bin/echo a,b", c"#).unwrap(),
+            vec![r#""|/bin/echo a,b""#, "c"]
+        );
+        assert_eq!(split_alias_value(r"a\,b").unwrap(), vec!["a,b"]);
+        assert!(split_alias_value(r#""open"#).is_err());
+        assert!(split_alias_value("trailing\\").is_err());
+    }
+
+    #[test]
+    fn elements_classify_in_smtpd_order() {
+        assert_eq!(
+            classify(":error:550 No such user"),
+            Ok(Element::Error(":error:550 No such user".into()))
+        );
+        assert!(classify("error:250 ok").is_err());
+        assert!(matches!(
+            classify(":include:/etc/mail/list"),
+            Ok(Element::Include(_))
+        ));
+        assert!(matches!(
+            classify("\"|/usr/bin/vacation\""),
+            Ok(Element::Pipe(_))
+        ));
+        assert!(matches!(classify("/var/mail/m"), Ok(Element::File(_))));
+        assert_eq!(
+            classify("Bob@Example.org"),
+            Ok(Element::Address("Bob@Example.org".into()))
+        );
+        assert_eq!(classify("Vmail"), Ok(Element::User("vmail".into())));
+        assert!(classify("@example.org").is_err());
+        assert!(classify("two words").is_err());
+    }
+
+    #[test]
+    fn targets_mark_what_mailtable_cannot_hold() {
+        let t = parse_targets("a@x.org, m, |/bin/cat, 50%@x.org").unwrap();
+        assert!(matches!(&t[0], Target::Address(a) if a.to_string() == "a@x.org"));
+        assert_eq!(t[1], Target::LocalUser("m".into()));
+        assert!(matches!(&t[2], Target::Unrepresentable { why, .. } if why.contains("pipe")));
+        assert!(matches!(&t[3], Target::Unrepresentable { why, .. } if why.contains("refuses")));
+        assert!(parse_targets(" , ").is_err());
+    }
+
+    #[test]
+    fn aliases_file_keys() {
+        let text = "\
+# virtual users
+m@example.org      m
+mayeu@example.org  m
+example.org        true
+@example.org       m
+root: pi
+@                  m
+broken@example.org a@x.org, @nowhere
+bad-key@-x.org     m
+";
+        let p = parse_aliases("virtuals", text);
+        assert_eq!(p.malformed.len(), 1);
+        assert_eq!(p.malformed[0].at.to_string(), "virtuals:8");
+        assert!(p.malformed[0].why.contains("@nowhere"));
+        assert_eq!(p.skipped.len(), 1);
+        assert_eq!(p.skipped[0].at.to_string(), "virtuals:9");
+        let keys: Vec<String> = p.routes.iter().map(|r| r.key.to_string()).collect();
+        assert_eq!(
+            keys,
+            [
+                "m@example.org",
+                "mayeu@example.org",
+                "example.org",
+                "@example.org",
+                "root",
+                "@"
+            ]
+        );
+        assert_eq!(p.routes[4].origin.to_string(), "virtuals:6");
+    }
+
+    #[test]
+    fn userinfo_lines() {
+        let p = parse_userinfo(
+            "userinfo",
+            "m  5000:5000:/var/vmail/m\nx 50a0:1:/h\ny 1:2:relative\n",
+        );
+        assert_eq!(p.userinfo.len(), 1);
+        assert_eq!(p.userinfo[0].home.as_deref(), Some("/var/vmail/m"));
+        assert_eq!(p.malformed.len(), 2);
+        assert!(p.malformed[0].why.contains("uid"));
+    }
+
+    #[test]
+    fn credentials_never_echo_the_hash() {
+        let p = parse_credentials(
+            "credentials",
+            "m@example.org  m@example.org:$2b$08$secrethashsecrethash\n\
+             bare  $6$saltsalt$onlyahash\n\
+             oops@example.org  oops@example.org:\n\
+             lone@example.org\n",
+        );
+        assert_eq!(p.logins.len(), 2);
+        assert_eq!(
+            p.logins[0].hash.stored(),
+            "$2b$08$secrethashsecrethash",
+            "kept verbatim"
+        );
+        assert_eq!(p.logins[1].name, LoginName::Bare("bare".into()));
+        assert_eq!(p.logins[1].hash.stored(), "$6$saltsalt$onlyahash");
+        assert_eq!(p.malformed.len(), 2);
+        for m in &p.malformed {
+            assert!(!m.why.contains('$'), "{}", m.why);
+        }
+    }
+
+    #[test]
+    fn passwd_table_has_seven_fields() {
+        let p = parse_passwd(
+            "passwd",
+            "# comment\n\
+             gilles@example.org:$2b$08$abc:2000:2000::/var/vmail/example.org/gilles:/sbin/nologin\n\
+             eric@example.org:$2b$08$abc:2000:2000::/h::userdb_mail=maildir\n\
+             zero@example.org:$2b$08$abc:0:2000::/h:\n\
+             nopw@example.org::2000:2000::/h:\n",
+        );
+        assert_eq!(p.logins.len(), 1);
+        assert_eq!(p.userinfo[0].uid, Some(2000));
+        assert_eq!(p.malformed.len(), 2);
+        assert!(p.malformed[0].why.contains("dovecot-passwd"));
+        assert_eq!(p.malformed[1].at.to_string(), "passwd:4");
+        assert_eq!(p.skipped.len(), 1);
+    }
+}

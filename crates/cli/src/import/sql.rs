@@ -1,0 +1,620 @@
+//! Database sources, read only: the normalized `domains/users/aliases`
+//! schema (`sql`) and another mailtable database (`mailtable`).
+//!
+//! The normalized schema is the one of Postfix-style virtual setups
+//! (PostfixAdmin, the ISPmail guides): `domains(domain, active)`,
+//! `users(username, domain, password, active)` and
+//! `aliases(alias, destination, active)`. Columns are found by name, so a
+//! table may have more; `active` and the `domains` table are optional, and
+//! `users.username` may hold the whole address. Its semantics are Postfix's:
+//! `virtual_alias_maps` is consulted before the mailboxes, so an alias row
+//! for a user's own address replaces its delivery unless it lists the
+//! address itself (PostfixAdmin writes `u@d -> u@d` for that); a
+//! `destination` may be a comma list (PostfixAdmin `alias.goto`), and
+//! `@old -> @new` is a domain alias. Because the alias maps come first, a
+//! catch-all `@d` also takes the mail of a user of `d` without an alias of
+//! its own (Postfix virtual(5); the reason PostfixAdmin writes the
+//! self-aliases), and the check after the import holds mailtable to that. Inactive users come over disabled
+//! (login refused, mail still accepted: the issue's rule); inactive
+//! aliases are not imported, because mailtable has no disabled alias and
+//! in the source they delivered nothing.
+//!
+//! A `sqlite://` URL or a path is read with rusqlite, a `postgresql://`
+//! URL with tokio-postgres in a read-only session (the driver of mailtable's
+//! PostgreSQL backend; the normalized tables are not a `Store`, so they are
+//! read here, behind the small [`Tables`] trait).
+
+use super::{Finding, Login, LoginName, Origin, Parsed, Route, RouteKey, Target};
+use crate::error::CliError;
+use mailtable_core::store::{self, Access, DatabaseUrl, OpenOptions, SchemaState};
+use mailtable_core::{Address, AddressPattern, Domain, PasswordHash};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// A cell, as text (`NULL` is `None`).
+type Cell = Option<String>;
+/// A row: its id (rowid, or position for PostgreSQL) and its cells.
+type TableRow = (i64, Vec<Cell>);
+
+/// Read access to the tables of a source database.
+trait Tables {
+    /// Lower-cased column names of `table`; empty when it does not exist.
+    fn columns(&mut self, table: &str) -> Result<Vec<String>, String>;
+    /// Every row of `table`, in insertion order, with these columns (`None`
+    /// = a column the table lacks: NULL).
+    fn rows(&mut self, table: &str, cols: &[Option<&str>]) -> Result<Vec<TableRow>, String>;
+}
+
+impl Tables for Connection {
+    fn columns(&mut self, table: &str) -> Result<Vec<String>, String> {
+        let mut stmt = self
+            .prepare("SELECT name FROM pragma_table_info(?1)")
+            .map_err(|e| e.to_string())?;
+        let names = stmt
+            .query_map([table], |r| r.get::<_, String>(0))
+            .map_err(|e| e.to_string())?;
+        names
+            .map(|n| n.map(|n| n.to_ascii_lowercase()).map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    fn rows(&mut self, table: &str, cols: &[Option<&str>]) -> Result<Vec<TableRow>, String> {
+        let list: Vec<String> = cols
+            .iter()
+            .map(|c| c.map_or("NULL".to_string(), |c| format!("\"{c}\"")))
+            .collect();
+        // A view has no rowid: then the row's position names it.
+        let with_rowid = format!(
+            "SELECT rowid, {} FROM \"{table}\" ORDER BY rowid",
+            list.join(", ")
+        );
+        let (mut stmt, has_id) = match self.prepare(&with_rowid) {
+            Ok(s) => (s, true),
+            Err(_) => (
+                self.prepare(&format!("SELECT 0, {} FROM \"{table}\"", list.join(", ")))
+                    .map_err(|e| e.to_string())?,
+                false,
+            ),
+        };
+        let n = cols.len();
+        let rows = stmt
+            .query_map([], |r| {
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    v.push(match r.get::<_, Value>(i + 1)? {
+                        Value::Null => None,
+                        Value::Integer(i) => Some(i.to_string()),
+                        Value::Real(f) => Some(f.to_string()),
+                        Value::Text(t) => Some(t),
+                        Value::Blob(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                    });
+                }
+                Ok((r.get::<_, i64>(0)?, v))
+            })
+            .map_err(|e| e.to_string())?;
+        let rows: Vec<TableRow> = rows.collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+        Ok(if has_id {
+            rows
+        } else {
+            rows.into_iter()
+                .enumerate()
+                .map(|(i, (_, v))| (i as i64 + 1, v))
+                .collect()
+        })
+    }
+}
+
+/// A PostgreSQL source, read in a read-only session with tokio-postgres
+/// (the driver of mailtable's PostgreSQL backend) on a current-thread
+/// runtime. Cells are read as `::text`, so booleans arrive as `t`/`f`.
+struct Postgres {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    timeout: Duration,
+}
+
+impl Postgres {
+    fn connect(url: &str, timeout: Duration) -> Result<Postgres, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let client = rt.block_on(async {
+            let (client, conn) =
+                tokio::time::timeout(timeout, tokio_postgres::connect(url, tokio_postgres::NoTls))
+                    .await
+                    .map_err(|_| "connecting timed out".to_string())?
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            client
+                .batch_execute("SET default_transaction_read_only = on")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(client)
+        })?;
+        Ok(Postgres {
+            rt,
+            client,
+            timeout,
+        })
+    }
+
+    fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, String> {
+        let (client, timeout) = (&self.client, self.timeout);
+        self.rt.block_on(async {
+            tokio::time::timeout(timeout, client.query(sql, params))
+                .await
+                .map_err(|_| "query timed out".to_string())?
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl Tables for Postgres {
+    fn columns(&mut self, table: &str) -> Result<Vec<String>, String> {
+        let rows = self.query(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+            &[&table],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| r.get::<_, String>(0).to_ascii_lowercase())
+            .collect())
+    }
+
+    fn rows(&mut self, table: &str, cols: &[Option<&str>]) -> Result<Vec<TableRow>, String> {
+        let list: Vec<String> = cols
+            .iter()
+            .map(|c| c.map_or("NULL::text".to_string(), |c| format!("\"{c}\"::text")))
+            .collect();
+        // No rowid: ctid order is insertion order for rows never updated,
+        // and the position in it names the row. A view has no ctid: then
+        // the order is the view's own.
+        let sql = format!("SELECT {} FROM \"{table}\"", list.join(", "));
+        let rows = match self.query(&format!("{sql} ORDER BY ctid"), &[]) {
+            Ok(r) => r,
+            Err(_) => self.query(&sql, &[])?,
+        };
+        Ok(rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let cells = (0..cols.len()).map(|j| r.get::<_, Cell>(j)).collect();
+                (i as i64 + 1, cells)
+            })
+            .collect())
+    }
+}
+
+/// SQL `active` values: integers, booleans written as text, NULL (active).
+fn truthy(v: &Cell) -> bool {
+    match v.as_deref().map(|t| t.trim().to_ascii_lowercase()) {
+        None => true,
+        Some(t) => {
+            matches!(t.as_str(), "t" | "true" | "y" | "yes" | "on")
+                || t.parse::<f64>().is_ok_and(|n| n != 0.0)
+        }
+    }
+}
+
+fn text(v: &Cell) -> Option<String> {
+    v.clone()
+}
+
+/// The rows of `table` with the `required` and `optional` columns, in that
+/// order; `Ok(None)` when the table does not exist; an error naming the
+/// first missing required column.
+fn select(
+    db: &mut dyn Tables,
+    source: &str,
+    table: &str,
+    required: &[&str],
+    optional: &[&str],
+) -> Result<Option<Vec<TableRow>>, CliError> {
+    let sql_err = |e: String| CliError::usage(format!("cannot read {source}: {e}"));
+    let have = db.columns(table).map_err(sql_err)?;
+    if have.is_empty() {
+        return Ok(None);
+    }
+    let mut cols = Vec::new();
+    for c in required {
+        if !have.iter().any(|h| h == c) {
+            return Err(CliError::usage(format!(
+                "{source}: table {table} has no column {c} (expected {})",
+                required.join(", ")
+            )));
+        }
+        cols.push(Some(*c));
+    }
+    for c in optional {
+        cols.push(have.iter().any(|h| h == c).then_some(*c));
+    }
+    db.rows(table, &cols).map(Some).map_err(sql_err)
+}
+
+/// `sql`: the normalized schema, from a SQLite file or a PostgreSQL URL.
+pub fn read_normalized(source: &str) -> Result<Parsed, CliError> {
+    match source.parse::<DatabaseUrl>().map_err(CliError::usage)? {
+        DatabaseUrl::Sqlite(path) => {
+            if !path.exists() {
+                return Err(CliError::usage(format!(
+                    "cannot read {source}: no such file"
+                )));
+            }
+            let mut conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| CliError::usage(format!("cannot open {source}: {e}")))?;
+            read_tables(&mut conn, &path.display().to_string())
+        }
+        DatabaseUrl::Postgres(url) => {
+            let shown = store::url::redact(&url);
+            let mut pg = Postgres::connect(&url, Duration::from_secs(10))
+                .map_err(|e| CliError::usage(format!("cannot read {shown}: {e}")))?;
+            read_tables(&mut pg, &shown)
+        }
+    }
+}
+
+fn read_tables(db: &mut dyn Tables, source: &str) -> Result<Parsed, CliError> {
+    let mut p = Parsed {
+        defines_routes: true,
+        aliases_first: true,
+        ..Parsed::default()
+    };
+    let mut cols = |t: &str| {
+        db.columns(t)
+            .map_err(|e| CliError::usage(format!("cannot read {source}: {e}")))
+    };
+    if cols("users")?.iter().any(|c| c == "mailbox") && cols("aliases")?.is_empty() {
+        return Err(CliError::usage(format!(
+            "{source} looks like a mailtable (single-table) database: use --from mailtable"
+        )));
+    }
+    let Some(users) = select(
+        db,
+        source,
+        "users",
+        &["username", "password"],
+        &["domain", "active"],
+    )?
+    else {
+        return Err(CliError::usage(format!("{source} has no users table")));
+    };
+    let aliases = select(
+        db,
+        source,
+        "aliases",
+        &["alias", "destination"],
+        &["active"],
+    )?
+    .unwrap_or_default();
+    let domains = select(db, source, "domains", &["domain"], &["active"])?.unwrap_or_default();
+
+    let mut domain_active: BTreeMap<Domain, bool> = BTreeMap::new();
+    for (id, v) in &domains {
+        let at = Origin::row(source, "domains", *id);
+        let name = text(&v[0]).unwrap_or_default();
+        match Domain::parse(name.trim()) {
+            Ok(d) => {
+                let active = truthy(&v[1]);
+                domain_active.insert(d.clone(), active);
+                p.domains.push((d, active, at));
+            }
+            Err(e) => p.skipped.push(Finding::about(at, &name, e.to_string())),
+        }
+    }
+    let domain_ok = |d: &Domain| domain_active.get(d).copied().unwrap_or(true);
+
+    for (id, v) in &users {
+        let at = Origin::row(source, "users", *id);
+        let user = text(&v[0]).unwrap_or_default().trim().to_string();
+        let domain = text(&v[2])
+            .map(|d| d.trim().to_string())
+            .filter(|d| !d.is_empty());
+        let full = match (&domain, user.contains('@')) {
+            (_, true) => user.clone(),
+            (Some(d), false) => format!("{user}@{d}"),
+            (None, false) => {
+                p.skipped.push(Finding::about(
+                    at,
+                    &user,
+                    "user without a domain: mailtable logins are addresses",
+                ));
+                continue;
+            }
+        };
+        let addr = match Address::parse(&full) {
+            Ok(a) => a,
+            Err(e) => {
+                p.skipped.push(Finding::about(at, &full, e.to_string()));
+                continue;
+            }
+        };
+        if let (Some(d), true) = (&domain, user.contains('@')) {
+            if Domain::parse(d).ok().as_ref() != Some(addr.domain()) {
+                p.malformed.push(Finding::about(
+                    at,
+                    &full,
+                    format!(
+                        "username is an address in another domain than the domain column {d:?}"
+                    ),
+                ));
+                continue;
+            }
+        }
+        let Some(hash) = text(&v[1]).filter(|h| !h.is_empty()) else {
+            p.skipped.push(Finding::about(
+                at,
+                &full,
+                "no password: a mailbox needs a hash",
+            ));
+            continue;
+        };
+        let active = truthy(&v[3]) && domain_ok(addr.domain());
+        if !active {
+            p.notes.push(Finding::about(
+                at.clone(),
+                &full,
+                "inactive: imported as a disabled mailbox (login refused, mail still accepted)",
+            ));
+        }
+        p.logins.push(Login {
+            name: LoginName::Address(addr),
+            hash: PasswordHash::new(hash),
+            active,
+            quota: None,
+            implied_route: true,
+            origin: at,
+        });
+    }
+
+    // Alias rows of one key fan out: one route per key.
+    let mut routes: BTreeMap<RouteKey, Route> = BTreeMap::new();
+    for (id, v) in &aliases {
+        let at = Origin::row(source, "aliases", *id);
+        let key_text = text(&v[0]).unwrap_or_default().trim().to_ascii_lowercase();
+        let key = if let Some(d) = key_text.strip_prefix('@') {
+            Domain::parse(d).map(RouteKey::CatchAll)
+        } else {
+            Address::parse(&key_text).map(RouteKey::Exact)
+        };
+        let key = match key {
+            Ok(k) => k,
+            Err(e) => {
+                p.skipped.push(Finding::about(at, &key_text, e.to_string()));
+                continue;
+            }
+        };
+        let key_domain = match &key {
+            RouteKey::Exact(a) => a.domain().clone(),
+            RouteKey::CatchAll(d) => d.clone(),
+            _ => unreachable!("only exact and catch-all keys are built above"),
+        };
+        if !truthy(&v[2]) || !domain_ok(&key_domain) {
+            let what = if truthy(&v[2]) {
+                "alias of an inactive domain"
+            } else {
+                "inactive alias"
+            };
+            p.skipped.push(Finding::about(
+                at,
+                &key_text,
+                format!(
+                    "{what}: mailtable has no disabled aliases, and in the source it delivered \
+                     nothing"
+                ),
+            ));
+            continue;
+        }
+        let dest = text(&v[1]).unwrap_or_default();
+        let mut targets = Vec::new();
+        for t in dest.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let target = if let Some(d) = t.strip_prefix('@') {
+                match (Domain::parse(d), &key) {
+                    (Ok(d), RouteKey::CatchAll(_)) => Target::DomainAlias(d),
+                    (Ok(_), _) => Target::Unrepresentable {
+                        text: t.into(),
+                        why: "a whole domain is only a target of a whole domain".into(),
+                    },
+                    (Err(e), _) => Target::Unrepresentable {
+                        text: t.into(),
+                        why: e.to_string(),
+                    },
+                }
+            } else {
+                match Address::parse(t) {
+                    Ok(a) => Target::Address(a),
+                    Err(e) => Target::Unrepresentable {
+                        text: t.into(),
+                        why: format!("mailtable refuses this address ({e})"),
+                    },
+                }
+            };
+            targets.push(target);
+        }
+        if targets.is_empty() {
+            p.malformed
+                .push(Finding::about(at, &key_text, "alias without a destination"));
+            continue;
+        }
+        match routes.get_mut(&key) {
+            Some(r) => {
+                for t in targets {
+                    if !r.targets.contains(&t) {
+                        r.targets.push(t);
+                    }
+                }
+            }
+            None => {
+                routes.insert(
+                    key.clone(),
+                    Route {
+                        key,
+                        targets,
+                        origin: at,
+                    },
+                );
+            }
+        }
+    }
+    p.routes = routes.into_values().collect();
+    Ok(p)
+}
+
+/// `mailtable`: every row of another mailtable database.
+pub fn read_mailtable(source: &str) -> Result<Parsed, CliError> {
+    let url: DatabaseUrl = source.parse().map_err(CliError::usage)?;
+    if let DatabaseUrl::Sqlite(p) = &url {
+        if !Path::new(p).exists() {
+            return Err(CliError::usage(format!(
+                "cannot read {source}: no such file"
+            )));
+        }
+    }
+    let shown = match &url {
+        DatabaseUrl::Sqlite(p) => p.display().to_string(),
+        DatabaseUrl::Postgres(u) => store::url::redact(u),
+    };
+    let opts = OpenOptions {
+        access: Access::ReadOnly,
+        timeout: Duration::from_secs(10),
+    };
+    let mut s = store::open(&url, &opts)?;
+    if s.schema_state()? == SchemaState::Empty {
+        return Err(CliError::usage(format!("{shown} has no users table")));
+    }
+    let mut p = Parsed::default();
+    for row in s.list(None)? {
+        let at = Origin::key(&shown, &row.address());
+        if let Err(e) = AddressPattern::parse(&row.address()) {
+            p.malformed.push(Finding::new(at, e.to_string()));
+            continue;
+        }
+        let target_ok = if row.mailbox.contains('%') {
+            row.username.contains('%')
+                && row.mailbox.matches('%').count() == 1
+                && Address::parse(&row.mailbox.replace('%', "x")).is_ok()
+        } else {
+            Address::parse(&row.mailbox).is_ok()
+        };
+        if !target_ok {
+            p.malformed.push(Finding::new(
+                at,
+                format!("invalid target {:?}", row.mailbox),
+            ));
+            continue;
+        }
+        let mut row = row;
+        row.username = row.username.to_ascii_lowercase();
+        row.mailbox = row.mailbox.to_ascii_lowercase();
+        p.rows.push((row, at));
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(sql: &str) -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(sql).unwrap();
+        c
+    }
+
+    #[test]
+    fn normalized_schema() {
+        let mut c = db("
+            CREATE TABLE domains (domain TEXT, active INTEGER);
+            INSERT INTO domains VALUES ('example.org', 1), ('old.org', 1), ('gone.org', 0);
+            CREATE TABLE users (username TEXT, domain TEXT, password TEXT, active BOOLEAN);
+            INSERT INTO users VALUES ('alice', 'example.org', '$2b$h', 1);
+            INSERT INTO users VALUES ('bob@example.org', 'example.org', '{SSHA512}x', 'f');
+            INSERT INTO users VALUES ('carol', 'gone.org', '$6$s$h', 1);
+            INSERT INTO users VALUES ('dave', 'example.org', NULL, 1);
+            CREATE TABLE aliases (alias TEXT, destination TEXT, active INTEGER);
+            INSERT INTO aliases VALUES ('info@example.org', 'alice@example.org, bob@example.org', 1);
+            INSERT INTO aliases VALUES ('info@example.org', 'x@elsewhere.net', 1);
+            INSERT INTO aliases VALUES ('old@example.org', 'alice@example.org', 0);
+            INSERT INTO aliases VALUES ('@old.org', '@example.org', 1);
+        ");
+        let p = read_tables(&mut c, "old.db").unwrap();
+        assert!(p.malformed.is_empty(), "{:?}", p.malformed);
+        assert_eq!(p.logins.len(), 3);
+        assert!(p.logins[0].active);
+        assert!(!p.logins[1].active, "inactive user");
+        assert!(!p.logins[2].active, "inactive domain");
+        assert_eq!(p.skipped.len(), 2, "{:?}", p.skipped);
+        assert_eq!(p.skipped[0].at.to_string(), "old.db:users:4");
+        assert_eq!(p.skipped[1].at.to_string(), "old.db:aliases:3");
+        assert_eq!(p.routes.len(), 2);
+        let info = p
+            .routes
+            .iter()
+            .find(|r| r.key.to_string() == "info@example.org")
+            .unwrap();
+        assert_eq!(info.targets.len(), 3, "rows of one key fan out");
+        assert!(
+            p.routes
+                .iter()
+                .any(|r| r.targets
+                    == vec![Target::DomainAlias(Domain::parse("example.org").unwrap())])
+        );
+        assert_eq!(p.domains.len(), 3);
+    }
+
+    #[test]
+    fn views_adapt_other_schemas() {
+        let mut c = db("
+            CREATE TABLE mailbox (local_part TEXT, domain TEXT, crypt TEXT, enabled INTEGER);
+            INSERT INTO mailbox VALUES ('zoe', 'example.org', '$2b$h', 0);
+            CREATE VIEW users AS
+              SELECT local_part AS username, domain, crypt AS password, enabled AS active FROM mailbox;
+        ");
+        let p = read_tables(&mut c, "v.db").unwrap();
+        assert_eq!(p.logins.len(), 1);
+        assert!(!p.logins[0].active);
+        assert_eq!(p.logins[0].origin.to_string(), "v.db:users:1");
+    }
+
+    #[test]
+    fn missing_columns_and_mailtable_databases() {
+        let mut c =
+            db("CREATE TABLE users (username TEXT, domain TEXT, mailbox TEXT, password TEXT);");
+        let e = read_tables(&mut c, "mt.db").unwrap_err().to_string();
+        assert!(e.contains("--from mailtable"), "{e}");
+        let mut c = db("CREATE TABLE users (name TEXT, password TEXT);");
+        let e = read_tables(&mut c, "x.db").unwrap_err().to_string();
+        assert!(e.contains("no column username"), "{e}");
+    }
+
+    #[test]
+    fn active_values() {
+        for t in ["1", "t", "TRUE", "yes", "on", "2"] {
+            assert!(truthy(&Some(t.into())), "{t}");
+        }
+        for f in ["0", "f", "false", "no", "off", "0.0"] {
+            assert!(!truthy(&Some(f.into())), "{f}");
+        }
+        assert!(truthy(&None), "NULL counts as active");
+    }
+
+    #[test]
+    fn unreachable_postgres_never_shows_the_password() {
+        let e = read_normalized("postgresql://u:secret@127.0.0.1:1/mail")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cannot read postgresql://u:***@127.0.0.1:1/mail"),
+            "{e}"
+        );
+        assert!(!e.contains("secret"), "{e}");
+    }
+}

@@ -1,0 +1,155 @@
+//! Migrations on both backends: `schema/sqlite/` and `schema/postgres/`
+//! really run, adopt the article's hand-made table keeping every row, are
+//! idempotent, refuse a newer schema untouched, and leave every lookup an
+//! index probe.
+
+use mailtable_core::store::migrate::{self, Report};
+use mailtable_core::store::{Access, SchemaState, StoreError};
+use mailtable_core::{Address, Destination, Outcome, Resolver};
+use mailtable_tests::{alias, insert_all, mailbox, Backend, Raw, ARTICLE_DDL, ARTICLE_ROWS};
+
+/// The mailtable indexes present on `users`.
+fn indexes(raw: &mut Raw, backend: Backend) -> Vec<String> {
+    let sql = match backend {
+        Backend::Sqlite => {
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'users' \
+             AND name LIKE 'users\\_%' ESCAPE '\\' ORDER BY name"
+        }
+        Backend::Postgres => {
+            "SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema() \
+             AND tablename = 'users' ORDER BY indexname"
+        }
+    };
+    raw.strings(sql)
+}
+
+const INDEXES: [&str; 4] = [
+    "users_domain_username",
+    "users_domain_wildcards",
+    "users_mailbox",
+    "users_wildcard_targets",
+];
+
+backend_test!(migrate_adopts_the_article_table_keeping_every_row, |db| {
+    db.raw().exec(&format!("{ARTICLE_DDL}\n{ARTICLE_ROWS}"));
+    let mut s = db.open(Access::ReadWrite);
+    assert_eq!(s.schema_state().unwrap(), SchemaState::Unversioned);
+    let before = s.list(None).unwrap();
+    assert_eq!(before.len(), 3);
+    let report = migrate::migrate(s.as_mut(), db.dialect(), false).unwrap();
+    assert_eq!(
+        report,
+        Report {
+            from: 0,
+            to: migrate::LATEST,
+            applied: vec!["0001_users.sql", "0002_active_quota.sql"],
+        }
+    );
+    assert_eq!(
+        s.schema_state().unwrap(),
+        SchemaState::Version(migrate::LATEST)
+    );
+    // Every row, unchanged (the new columns at their defaults).
+    assert_eq!(s.list(None).unwrap(), before);
+    assert_eq!(indexes(&mut db.raw(), db.backend()), INDEXES);
+    // And every meaning: the article's three lookups.
+    let r = Resolver::default();
+    for a in [
+        "hugo@barrera.io",
+        "anything@barrera.io",
+        "contact@example.com",
+    ] {
+        assert_eq!(
+            r.resolve(s.as_mut(), &Address::parse(a).unwrap()).unwrap(),
+            Outcome::Found(vec![Destination::Mailbox(
+                Address::parse("hugo@barrera.io").unwrap()
+            )]),
+            "{a}"
+        );
+    }
+});
+
+backend_test!(init_twice_changes_nothing, |db| {
+    let mut s = db.init();
+    insert_all(s.as_mut(), &[mailbox("a", "ex.org")]);
+    let again = migrate::migrate(s.as_mut(), db.dialect(), true).unwrap();
+    assert!(again.applied.is_empty(), "{again:?}");
+    assert_eq!(again.from, migrate::LATEST);
+    assert_eq!(s.list(None).unwrap().len(), 1);
+    assert_eq!(indexes(&mut db.raw(), db.backend()), INDEXES);
+});
+
+backend_test!(migrate_without_a_table_asks_for_init, |db| {
+    let mut s = db.open(Access::Create);
+    let e = migrate::migrate(s.as_mut(), db.dialect(), false).unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Schema(m) if m.contains("mailtable init")),
+        "{e}"
+    );
+    assert_eq!(s.schema_state().unwrap(), SchemaState::Empty);
+});
+
+backend_test!(a_newer_schema_is_refused_and_left_untouched, |db| {
+    let mut s = db.init();
+    insert_all(s.as_mut(), &[mailbox("a", "ex.org")]);
+    db.raw()
+        .exec("DELETE FROM mailtable_schema; INSERT INTO mailtable_schema (version) VALUES (99);");
+    assert_eq!(s.schema_state().unwrap(), SchemaState::Version(99));
+    for create in [false, true] {
+        let e = migrate::migrate(s.as_mut(), db.dialect(), create).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Schema(m) if m.contains("newer")),
+            "{e}"
+        );
+    }
+    assert_eq!(s.schema_state().unwrap(), SchemaState::Version(99));
+    assert_eq!(s.list(None).unwrap().len(), 1);
+});
+
+backend_test!(lookups_are_index_probes_on_a_large_table, |db| {
+    let mut s = db.init();
+    let mut rows = Vec::new();
+    for i in 0..4000 {
+        let d = format!("d{}.example", i % 200);
+        rows.push(mailbox(&format!("user{i}"), &d));
+        if i % 10 == 0 {
+            rows.push(alias(&format!("alias{i}"), &d, &format!("user{i}@{d}")));
+        }
+        if i < 200 {
+            rows.push(alias("%", &d, &format!("user{i}@{d}")));
+        }
+    }
+    rows.push(alias("%", "old.example", "%@d1.example"));
+    insert_all(s.as_mut(), &rows);
+    // Planner statistics, as autovacuum (PostgreSQL) or `ANALYZE` would
+    // give them: plans must stay index probes with them too.
+    db.raw().exec("ANALYZE");
+    let plans = db.lookup_plans();
+    let names: Vec<&str> = plans.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        [
+            "exact",
+            "wildcards",
+            "has_domain",
+            "targeting",
+            "wildcard_targets"
+        ]
+    );
+    for (name, plan) in plans {
+        match db.backend() {
+            Backend::Sqlite => {
+                assert!(
+                    plan.contains("USING") && plan.contains("INDEX"),
+                    "{name}: {plan}"
+                );
+                assert!(!plan.contains("SCAN users"), "{name}: {plan}");
+            }
+            Backend::Postgres => {
+                assert!(plan.contains("Index"), "{name}: {plan}");
+                assert!(!plan.contains("Seq Scan"), "{name}: {plan}");
+            }
+        }
+        println!("{name}: {plan}");
+    }
+});

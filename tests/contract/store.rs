@@ -1,0 +1,351 @@
+//! Each `Store` method, on both backends: the same rows in give the same
+//! rows out, in the same order, with the same counts.
+
+use mailtable_core::store::{migrate, Access, Delete, Row, SchemaState, StoreError};
+use mailtable_core::PasswordHash;
+use mailtable_tests::{alias, insert_all, mailbox, Backend, ARTICLE_DDL, ARTICLE_ROWS};
+
+/// `address -> target` of each row, in the order returned.
+fn shown(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .map(|r| format!("{} -> {}", r.address(), r.mailbox))
+        .collect()
+}
+
+fn targets(rows: &[Row]) -> Vec<&str> {
+    rows.iter().map(|r| r.mailbox.as_str()).collect()
+}
+
+backend_test!(kind_names_the_backend, |db| {
+    let s = db.init();
+    let want = match db.backend() {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    assert_eq!(s.kind(), want);
+});
+
+backend_test!(
+    exact_returns_every_row_of_the_address_in_insertion_order,
+    |db| {
+        let mut s = db.init();
+        let mut hugo = mailbox("hugo", "barrera.io");
+        hugo.quota = Some("2G".into());
+        insert_all(
+            s.as_mut(),
+            &[
+                alias("team", "example.org", "c@x.net"),
+                hugo.clone(),
+                alias("team", "example.org", "a@x.net"),
+                alias("team", "example.org", "b@x.net"),
+                alias("teams", "example.org", "z@x.net"),
+                alias("team", "example.com", "y@x.net"),
+            ],
+        );
+        let rows = s.exact("team", "example.org").unwrap();
+        assert_eq!(targets(&rows), ["c@x.net", "a@x.net", "b@x.net"]);
+        assert!(rows
+            .iter()
+            .all(|r| !r.is_mailbox() && r.active && r.quota.is_none()));
+        // Every column comes back as it went in.
+        assert_eq!(s.exact("hugo", "barrera.io").unwrap(), vec![hugo]);
+        assert!(s.exact("nobody", "example.org").unwrap().is_empty());
+        // Exact and case-sensitive: policy lower-cases above the backend.
+        assert!(s.exact("Team", "example.org").unwrap().is_empty());
+        // `%` and `_` in a key are literal characters, not LIKE wildcards
+        // (the article's `LIKE` made `_` a wildcard: a bug).
+        assert!(s.exact("te%", "example.org").unwrap().is_empty());
+        assert!(s.exact("tea_", "example.org").unwrap().is_empty());
+    }
+);
+
+backend_test!(wildcards_are_the_rows_with_percent_of_one_domain, |db| {
+    let mut s = db.init();
+    insert_all(
+        s.as_mut(),
+        &[
+            mailbox("hugo", "example.org"),
+            alias("%", "example.org", "hugo@example.org"),
+            alias("john_doe", "example.org", "hugo@example.org"),
+            alias("sales-%", "example.org", "hugo@example.org"),
+            alias("%", "other.org", "x@example.org"),
+            alias("%-bounces", "example.org", "hugo@example.org"),
+        ],
+    );
+    let names = |rows: Vec<Row>| rows.into_iter().map(|r| r.username).collect::<Vec<_>>();
+    assert_eq!(
+        names(s.wildcards("example.org").unwrap()),
+        ["%", "sales-%", "%-bounces"]
+    );
+    assert_eq!(names(s.wildcards("other.org").unwrap()), ["%"]);
+    assert!(s.wildcards("none.org").unwrap().is_empty());
+});
+
+backend_test!(has_domain_is_exact, |db| {
+    let mut s = db.init();
+    insert_all(s.as_mut(), &[alias("%", "example.org", "a@b.net")]);
+    assert!(s.has_domain("example.org").unwrap());
+    assert!(!s.has_domain("example.com").unwrap());
+    assert!(!s.has_domain("EXAMPLE.ORG").unwrap());
+    assert!(!s.has_domain("org").unwrap());
+    assert!(!s.has_domain("").unwrap());
+});
+
+backend_test!(reverse_lookups_find_rows_by_target, |db| {
+    let mut s = db.init();
+    insert_all(
+        s.as_mut(),
+        &[
+            mailbox("hugo", "barrera.io"),
+            alias("%", "barrera.io", "hugo@barrera.io"),
+            alias("contact", "example.com", "hugo@barrera.io"),
+            alias("%", "old.org", "%@barrera.io"),
+            alias("x", "y.org", "other@z.org"),
+        ],
+    );
+    assert_eq!(
+        shown(&s.targeting("hugo@barrera.io").unwrap()),
+        [
+            "hugo@barrera.io -> hugo@barrera.io",
+            "%@barrera.io -> hugo@barrera.io",
+            "contact@example.com -> hugo@barrera.io",
+        ]
+    );
+    // The target is compared as a string: `%` is literal here.
+    assert_eq!(
+        shown(&s.targeting("%@barrera.io").unwrap()),
+        ["%@old.org -> %@barrera.io"]
+    );
+    assert!(s.targeting("nobody@barrera.io").unwrap().is_empty());
+    assert_eq!(
+        shown(&s.wildcard_targets().unwrap()),
+        ["%@old.org -> %@barrera.io"]
+    );
+});
+
+backend_test!(list_and_domains_sort_bytewise, |db| {
+    let mut s = db.init();
+    // Inserted out of order; `x-y.org` sorts before `xa.org` by bytes, after
+    // it in a locale that ignores punctuation (en_US): lists must not depend
+    // on the database's locale.
+    insert_all(
+        s.as_mut(),
+        &[
+            alias("zed", "b.org", "z@x.net"),
+            mailbox("alice", "b.org"),
+            alias("%", "b.org", "alice@b.org"),
+            mailbox("bob", "a.org"),
+            alias("sales-%", "b.org", "alice@b.org"),
+            alias("alice-2", "b.org", "alice@b.org"),
+            alias("alice", "b.org", "copy@x.net"),
+            alias("%", "xa.org", "bob@a.org"),
+            alias("%", "x-y.org", "bob@a.org"),
+        ],
+    );
+    let all = shown(&s.list(None).unwrap());
+    assert_eq!(
+        all,
+        [
+            "bob@a.org -> bob@a.org",
+            "%@b.org -> alice@b.org",
+            "alice@b.org -> alice@b.org",
+            "alice@b.org -> copy@x.net",
+            "alice-2@b.org -> alice@b.org",
+            "sales-%@b.org -> alice@b.org",
+            "zed@b.org -> z@x.net",
+            "%@x-y.org -> bob@a.org",
+            "%@xa.org -> bob@a.org",
+        ]
+    );
+    assert_eq!(shown(&s.list(Some("b.org")).unwrap()), all[1..7]);
+    assert!(s.list(Some("none.org")).unwrap().is_empty());
+    assert_eq!(
+        s.domains().unwrap(),
+        ["a.org", "b.org", "x-y.org", "xa.org"]
+    );
+});
+
+backend_test!(delete_removes_only_the_rows_asked_for, |db| {
+    let mut s = db.init();
+    insert_all(
+        s.as_mut(),
+        &[
+            mailbox("hugo", "ex.org"),
+            alias("hugo", "ex.org", "backup@x.net"),
+            alias("team", "ex.org", "a@x.net"),
+            alias("team", "ex.org", "b@x.net"),
+            alias("team", "ex.org", "c@x.net"),
+        ],
+    );
+    let some = ["a@x.net".to_string(), "c@x.net".into(), "nope@x.net".into()];
+    assert_eq!(
+        s.delete("team", "ex.org", Delete::Alias(Some(&some)))
+            .unwrap(),
+        2
+    );
+    assert_eq!(targets(&s.exact("team", "ex.org").unwrap()), ["b@x.net"]);
+    assert_eq!(s.delete("hugo", "ex.org", Delete::Mailbox).unwrap(), 1);
+    assert_eq!(
+        targets(&s.exact("hugo", "ex.org").unwrap()),
+        ["backup@x.net"]
+    );
+    assert_eq!(s.delete("hugo", "ex.org", Delete::Mailbox).unwrap(), 0);
+    assert_eq!(s.delete("hugo", "ex.org", Delete::Alias(None)).unwrap(), 1);
+    assert_eq!(s.delete("team", "ex.org", Delete::Alias(None)).unwrap(), 1);
+    assert_eq!(
+        s.delete("nobody", "ex.org", Delete::Alias(None)).unwrap(),
+        0
+    );
+    assert!(s.list(None).unwrap().is_empty());
+});
+
+backend_test!(password_and_active_change_only_the_mailbox_row, |db| {
+    let mut s = db.init();
+    insert_all(
+        s.as_mut(),
+        &[
+            mailbox("hugo", "ex.org"),
+            alias("hugo", "ex.org", "backup@x.net"),
+            alias("team", "ex.org", "hugo@ex.org"),
+        ],
+    );
+    let new = PasswordHash::new("{BLF-CRYPT}$2b$04$newnewnewnewnewnewnewu");
+    assert_eq!(s.set_password("hugo", "ex.org", &new).unwrap(), 1);
+    assert_eq!(s.set_password("team", "ex.org", &new).unwrap(), 0);
+    assert_eq!(s.set_password("nobody", "ex.org", &new).unwrap(), 0);
+    let rows = s.exact("hugo", "ex.org").unwrap();
+    let (mb, al): (Vec<Row>, Vec<Row>) = rows.into_iter().partition(Row::is_mailbox);
+    assert_eq!(mb[0].password.as_ref(), Some(&new));
+    assert_eq!(al[0].password, None);
+
+    assert_eq!(s.set_active("hugo", "ex.org", false).unwrap(), 1);
+    assert_eq!(s.set_active("team", "ex.org", false).unwrap(), 0);
+    let active: Vec<(bool, bool)> = s
+        .exact("hugo", "ex.org")
+        .unwrap()
+        .iter()
+        .map(|r| (r.is_mailbox(), r.active))
+        .collect();
+    assert!(active.contains(&(true, false)) && active.contains(&(false, true)));
+    assert_eq!(s.set_active("hugo", "ex.org", true).unwrap(), 1);
+    assert!(s.exact("hugo", "ex.org").unwrap().iter().all(|r| r.active));
+});
+
+backend_test!(commit_keeps_and_rollback_drops_the_writes, |db| {
+    let mut s = db.init();
+    let mut other = db.open(Access::ReadOnly);
+    s.begin().unwrap();
+    s.insert(&mailbox("a", "ex.org")).unwrap();
+    assert_eq!(s.exact("a", "ex.org").unwrap().len(), 1, "own writes");
+    assert!(
+        other.exact("a", "ex.org").unwrap().is_empty(),
+        "not before commit"
+    );
+    s.commit().unwrap();
+    assert_eq!(other.exact("a", "ex.org").unwrap().len(), 1);
+
+    s.begin().unwrap();
+    s.insert(&mailbox("b", "ex.org")).unwrap();
+    assert_eq!(s.delete("a", "ex.org", Delete::Mailbox).unwrap(), 1);
+    s.rollback();
+    assert!(s.exact("b", "ex.org").unwrap().is_empty());
+    assert_eq!(s.exact("a", "ex.org").unwrap().len(), 1);
+    assert_eq!(other.exact("a", "ex.org").unwrap().len(), 1);
+    // The store is usable for a next transaction.
+    s.begin().unwrap();
+    s.insert(&mailbox("c", "ex.org")).unwrap();
+    s.commit().unwrap();
+    assert_eq!(other.exact("c", "ex.org").unwrap().len(), 1);
+});
+
+backend_test!(read_only_access_refuses_writes_and_keeps_reading, |db| {
+    let mut s = db.init();
+    insert_all(s.as_mut(), &[mailbox("a", "ex.org")]);
+    let mut ro = db.open(Access::ReadOnly);
+    let e = ro.insert(&mailbox("b", "ex.org")).unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+    let e = ro.delete("a", "ex.org", Delete::Mailbox).unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+    assert_eq!(ro.exact("a", "ex.org").unwrap().len(), 1);
+    assert!(ro.exact("b", "ex.org").unwrap().is_empty());
+});
+
+backend_test!(reopen_keeps_serving, |db| {
+    let mut s = db.init();
+    insert_all(s.as_mut(), &[mailbox("a", "ex.org")]);
+    let mut ro = db.open(Access::ReadOnly);
+    assert_eq!(ro.exact("a", "ex.org").unwrap().len(), 1);
+    ro.reopen().unwrap();
+    assert_eq!(ro.exact("a", "ex.org").unwrap().len(), 1);
+    s.reopen().unwrap();
+    s.insert(&mailbox("b", "ex.org")).unwrap();
+    assert_eq!(ro.exact("b", "ex.org").unwrap().len(), 1);
+});
+
+backend_test!(optional_columns_are_optional, |db| {
+    db.raw().exec(&format!("{ARTICLE_DDL}\n{ARTICLE_ROWS}"));
+    let mut s = db.open(Access::ReadWrite);
+    // Rows of a table without `active`/`quota` read with the defaults.
+    let hugo = s.exact("hugo", "barrera.io").unwrap();
+    assert_eq!(hugo.len(), 1);
+    assert!(hugo[0].is_mailbox() && hugo[0].active && hugo[0].quota.is_none());
+    // Writes that need the columns are refused, the others work.
+    s.insert(&mailbox("new", "barrera.io")).unwrap();
+    let mut inactive = mailbox("off", "barrera.io");
+    inactive.active = false;
+    assert!(matches!(s.insert(&inactive), Err(StoreError::Schema(_))));
+    let mut quota = mailbox("big", "barrera.io");
+    quota.quota = Some("1G".into());
+    assert!(matches!(s.insert(&quota), Err(StoreError::Schema(_))));
+    assert!(matches!(
+        s.set_active("hugo", "barrera.io", false),
+        Err(StoreError::Schema(_))
+    ));
+    // After `migrate` they work.
+    migrate::migrate(s.as_mut(), db.dialect(), false).unwrap();
+    assert_eq!(s.set_active("hugo", "barrera.io", false).unwrap(), 1);
+    s.insert(&quota).unwrap();
+    assert_eq!(
+        s.exact("big", "barrera.io").unwrap()[0].quota.as_deref(),
+        Some("1G")
+    );
+    assert!(!s.exact("hugo", "barrera.io").unwrap()[0].active);
+});
+
+backend_test!(schema_state_follows_each_migration_step, |db| {
+    let mut s = db.open(Access::Create);
+    assert_eq!(s.schema_state().unwrap(), SchemaState::Empty);
+    for step in migrate::steps(db.dialect()) {
+        s.apply_migration(step.version, step.sql)
+            .unwrap_or_else(|e| panic!("{}: {e}", step.name));
+        assert_eq!(
+            s.schema_state().unwrap(),
+            SchemaState::Version(step.version)
+        );
+    }
+    assert_eq!(
+        s.schema_state().unwrap(),
+        SchemaState::Version(migrate::LATEST)
+    );
+});
+
+backend_test!(a_failed_migration_step_changes_nothing, |db| {
+    let mut s = db.init();
+    insert_all(s.as_mut(), &[mailbox("a", "ex.org")]);
+    let bad = "CREATE TABLE half_done (x INTEGER);\n\
+               DELETE FROM users;\n\
+               INSERT INTO no_such_table VALUES (1);";
+    assert!(s.apply_migration(migrate::LATEST + 1, bad).is_err());
+    assert_eq!(
+        s.schema_state().unwrap(),
+        SchemaState::Version(migrate::LATEST)
+    );
+    assert_eq!(s.list(None).unwrap().len(), 1);
+    // `half_done` was rolled back with the rest: creating it works.
+    s.apply_migration(migrate::LATEST + 1, "CREATE TABLE half_done (x INTEGER);")
+        .unwrap();
+    assert_eq!(
+        s.schema_state().unwrap(),
+        SchemaState::Version(migrate::LATEST + 1)
+    );
+});

@@ -1,0 +1,338 @@
+#!/bin/bash
+# PostgreSQL end to end (issue 6). Run as root by tests/run-all.sh after
+# `cargo build --release`; everything on 127.0.0.1, stopped on exit.
+#
+#  1. a throwaway PostgreSQL 15 cluster (tests/e2e/postgres.sh);
+#  2. the Store contract suite on SQLite and PostgreSQL (required: the
+#     PostgreSQL half may not skip here);
+#  3. the real `mailtable` and `table-mailtable` binaries on it, then
+#     outages: server stopped (CLI exits 75, the table answers `error`, never
+#     `not-found`), started again (the same table process answers again),
+#     restarted while idle, the table's connection killed
+#     (pg_terminate_backend), a lock held past the statement timeout, a hung
+#     backend (SIGSTOP: only the client-side deadline can fire);
+#  4. a primary and a streaming replica (pg_basebackup -R): with the primary
+#     stopped, lookups go on from the replica and writes fail clearly (exit
+#     75, "no writable primary reachable");
+#  5. the password of every URL used appears in no output and no log.
+#
+# Prints what each step saw. Env: MAILTABLE_BIN, TABLE_MAILTABLE_BIN (default
+# target/release/...), KEEP=1 keeps the work directory.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+# shellcheck source=tests/e2e/postgres.sh
+. tests/e2e/postgres.sh
+
+MT=${MAILTABLE_BIN:-$ROOT/target/release/mailtable}
+TABLE=${TABLE_MAILTABLE_BIN:-$ROOT/target/release/table-mailtable}
+# The daemons' role password: it must never be printed or logged.
+PW=Tb1-s3cret-pw
+TIMEOUT_MS=2000
+
+[ "$(id -u)" -eq 0 ] || { echo "test-postgres.sh: run as root (the cluster runs as postgres)" >&2; exit 2; }
+for b in "$MT" "$TABLE"; do
+	[ -x "$b" ] || { echo "test-postgres.sh: $b missing: cargo build --release first" >&2; exit 2; }
+done
+
+WORK=$(mktemp -d /tmp/mailtable-pg-e2e.XXXXXX)
+chmod 0755 "$WORK"
+PASSED=0
+CLIENT_PID=
+TABLE_PID=
+STOPPED_PID=
+
+step() { printf '\n=== %s\n' "$*"; }
+saw() { printf '    saw: %s\n' "$*"; }
+ok() { PASSED=$((PASSED + 1)); printf '    ok: %s\n' "$*"; }
+fail() { printf '    FAIL: %s\n' "$*" >&2; exit 1; }
+mask() { local s=$1; printf '%s' "${s//$PW/***}"; }
+
+# run CMD...: print the command (password masked), its output and exit code.
+# Sets OUT and RC. `run_in INPUT CMD...` feeds INPUT on stdin.
+run_in() {
+	local input=$1
+	shift
+	printf '    $ %s\n' "$(mask "$*")"
+	set +e
+	OUT=$(printf '%s\n' "$input" | "$@" 2>&1)
+	RC=$?
+	set -e
+	printf '%s\n' "$OUT" | sed 's/^/      /'
+	printf '      (exit %s)\n' "$RC"
+	printf '%s\n' "$OUT" >>"$WORK/cli-output.log"
+}
+run() { run_in "" "$@"; }
+
+mtcli() { "$MT" -c "$WORK/cli.toml" "$@"; }
+
+# The table process, driven through two FIFOs by table_client.py.
+table_start() {
+	local conf=$1 log=$2
+	rm -f "$WORK/t.in" "$WORK/t.out"
+	mkfifo "$WORK/t.in" "$WORK/t.out"
+	MAILTABLE_LOG=info python3 "$ROOT/tests/e2e/table_client.py" "$TABLE" "$conf" "$log" \
+		<"$WORK/t.in" >"$WORK/t.out" 2>>"$WORK/client.err" &
+	CLIENT_PID=$!
+	exec 7>"$WORK/t.in" 8<"$WORK/t.out"
+	local line
+	read -r -t 30 line <&8 || fail "table-mailtable did not start (see $log)"
+	TABLE_PID=${line#pid }
+	saw "table-mailtable running as pid $TABLE_PID"
+}
+
+table_stop() {
+	[ -n "$CLIENT_PID" ] || return 0
+	echo quit >&7 || true
+	exec 7>&- 8<&-
+	wait "$CLIENT_PID" 2>/dev/null || true
+	CLIENT_PID=
+	TABLE_PID=
+}
+
+# lookup SERVICE KEY: sets REPLY_LINE, RESULT (found|not-found|error|...) and MS.
+lookup() {
+	local t0 t1
+	t0=$(date +%s%N)
+	echo "lookup $1 $2" >&7
+	read -r -t 60 REPLY_LINE <&8 || REPLY_LINE="(no reply)"
+	t1=$(date +%s%N)
+	MS=$(((t1 - t0) / 1000000))
+	RESULT=$(printf '%s' "$REPLY_LINE" | cut -d'|' -f3)
+	printf '    %s %s -> %s (%d ms)\n' "$1" "$2" "$(mask "$REPLY_LINE")" "$MS"
+}
+
+expect() { # RESULT-WANTED WHAT
+	[ "$RESULT" = "$1" ] || fail "$2: wanted $1, got: $(mask "$REPLY_LINE")"
+	ok "$2"
+}
+
+table_alive() {
+	[ -n "$TABLE_PID" ] && kill -0 "$TABLE_PID" 2>/dev/null
+}
+
+cleanup() {
+	local rc=$?
+	set +e
+	if [ -n "$CLIENT_PID" ]; then
+		exec 7>&- 8<&- 2>/dev/null
+		kill "$CLIENT_PID" 2>/dev/null
+		wait "$CLIENT_PID" 2>/dev/null
+	fi
+	[ -n "$TABLE_PID" ] && kill "$TABLE_PID" 2>/dev/null
+	[ -n "$STOPPED_PID" ] && kill -CONT "$STOPPED_PID" 2>/dev/null
+	if [ "$rc" -ne 0 ]; then
+		echo "--- test-postgres.sh failed (exit $rc); logs:" >&2
+		for f in "$WORK"/*.log "$WORK/client.err"; do
+			[ -s "$f" ] || continue
+			echo "--- $f (last 15 lines)" >&2
+			tail -n 15 "$f" | sed "s/$PW/***/g" >&2
+		done
+		for c in main standby; do
+			[ -f "${PG_ROOT:-/nonexistent}/$c/server.log" ] || continue
+			echo "--- postgres $c server.log (last 15 lines)" >&2
+			tail -n 15 "$PG_ROOT/$c/server.log" >&2
+		done
+	fi
+	pg_stop_all
+	if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+step "1. throwaway PostgreSQL 15 cluster on 127.0.0.1"
+pg_setup
+pg_start main
+pg_psql main -c "CREATE ROLE mailer LOGIN PASSWORD '$PW'"
+pg_psql main -c "CREATE DATABASE mail OWNER mailer"
+# The daemons' role logs in with a password (SCRAM); the test's own admin
+# connections stay on trust.
+pg_hba_prepend main "host all mailer 127.0.0.1/32 scram-sha-256"
+pg_reload main
+URL=$(pg_url main mail "mailer:$PW")
+saw "$(pg_psql main -c 'SELECT version()')"
+saw "cluster main on port $(pg_port main); database URL $(mask "$URL")"
+printf 'query_timeout_ms = %s\n' "$TIMEOUT_MS" >"$WORK/cli.toml"
+
+step "2. Store contract suite, SQLite and PostgreSQL"
+set +e
+MAILTABLE_TEST_POSTGRES_URL=$(pg_url main postgres) MAILTABLE_TEST_REQUIRE_POSTGRES=1 \
+	cargo test --locked -p mailtable-tests >"$WORK/contract.log" 2>&1
+rc=$?
+set -e
+grep -E '^test result:|FAILED|panicked' "$WORK/contract.log" | sed 's/^/    /'
+[ "$rc" -eq 0 ] || { tail -n 60 "$WORK/contract.log" >&2; fail "contract suite failed"; }
+grep -q 'test result: ok\. [0-9]* passed; 0 failed; 0 ignored' "$WORK/contract.log" ||
+	fail "contract suite: some tests were ignored (skipped)"
+saw "$(grep -c '::postgres \.\.\. ok$' "$WORK/contract.log") PostgreSQL and $(grep -c '::sqlite \.\.\. ok$' "$WORK/contract.log") SQLite instances passed"
+ok "contract suite passed on both backends, none skipped"
+
+step "3. mailtable CLI on PostgreSQL"
+run mtcli --database "$URL" init
+[ "$RC" -eq 0 ] || fail "init"
+run mtcli --database "$URL" init
+[ "$RC" -eq 0 ] || fail "init again"
+run_in 'hugo-pw' mtcli --database "$URL" user add hugo@barrera.io --password-stdin
+[ "$RC" -eq 0 ] || fail "user add"
+run mtcli --database "$URL" alias add %@barrera.io hugo@barrera.io
+[ "$RC" -eq 0 ] || fail "alias add catch-all"
+run mtcli --database "$URL" alias add contact@example.com hugo@barrera.io
+[ "$RC" -eq 0 ] || fail "alias add"
+run mtcli --database "$URL" resolve contact@example.com
+[ "$RC" -eq 0 ] || fail "resolve"
+ok "init, user add, alias add, resolve on PostgreSQL"
+
+step "4. table-mailtable on PostgreSQL (text protocol over a socketpair)"
+printf 'database = "%s"\nquery_timeout_ms = %s\n' "$URL" "$TIMEOUT_MS" >"$WORK/table.toml"
+chmod 0600 "$WORK/table.toml"
+table_start "$WORK/table.toml" "$WORK/table.log"
+lookup alias hugo@barrera.io
+expect found "alias hugo@barrera.io"
+lookup alias contact@example.com
+expect found "alias contact@example.com"
+lookup alias @barrera.io
+expect found "alias @barrera.io (catch-all)"
+lookup alias nobody@example.com
+expect not-found "alias nobody@example.com"
+lookup credentials hugo@barrera.io
+expect found "credentials hugo@barrera.io"
+lookup domain barrera.io
+expect found "domain barrera.io"
+saw "table's connection: $(pg_psql main -c "SELECT application_name || ' pid ' || pid FROM pg_stat_activity WHERE application_name = 'table-mailtable'")"
+
+step "5. outage: the server is stopped"
+pg_stop main
+saw "pg_ctl stop -m fast: server down"
+run mtcli --database "$URL" resolve hugo@barrera.io
+[ "$RC" -eq 75 ] || fail "resolve with the server down: wanted exit 75, got $RC"
+ok "mailtable resolve exits 75 (temporary failure)"
+for key in hugo@barrera.io contact@example.com hugo@barrera.io; do
+	lookup alias "$key"
+	expect error "alias $key with the server down answers error, not not-found"
+done
+lookup credentials hugo@barrera.io
+expect error "credentials with the server down"
+lookup domain barrera.io
+expect error "domain with the server down"
+table_alive || fail "table-mailtable exited"
+ok "table-mailtable still running (pid $TABLE_PID)"
+
+step "6. the server is started again: the same table process recovers"
+pg_start main
+t0=$(date +%s%N)
+tries=0
+while :; do
+	tries=$((tries + 1))
+	lookup alias hugo@barrera.io
+	[ "$RESULT" = found ] && break
+	[ "$RESULT" = error ] || fail "wanted error or found while reconnecting, got: $(mask "$REPLY_LINE")"
+	[ $(($(date +%s%N) - t0)) -lt 20000000000 ] || fail "no recovery within 20 s"
+	sleep 0.5
+done
+saw "found again after $tries lookups, $((($(date +%s%N) - t0) / 1000000)) ms after the server was up"
+table_alive || fail "table-mailtable exited"
+ok "same table process (pid $TABLE_PID) answers found again, no restart"
+run mtcli --database "$URL" resolve hugo@barrera.io
+[ "$RC" -eq 0 ] || fail "resolve after the restart"
+
+step "6b. server restarted while the table is idle"
+pg_stop main
+pg_start main
+saw "pg_ctl stop -m fast; pg_ctl start"
+lookup alias hugo@barrera.io
+expect found "first lookup after an idle restart (the dead connection is replaced within the call)"
+
+step "7. pg_terminate_backend of the table's connection"
+killed=$(pg_psql main -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'table-mailtable'")
+saw "terminated $killed connection(s) of table-mailtable"
+[ "$killed" -ge 1 ] || fail "no table connection to terminate"
+sleep 0.2
+lookup alias hugo@barrera.io
+case $RESULT in found | error) ok "next lookup: $RESULT" ;; *) fail "after the kill: $(mask "$REPLY_LINE")" ;; esac
+lookup alias hugo@barrera.io
+expect found "then found"
+lookup credentials hugo@barrera.io
+expect found "credentials found"
+
+step "8. statement timeout: a lock held longer than query_timeout_ms ($TIMEOUT_MS ms)"
+pg_psql main -d mail -c "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;" >/dev/null &
+locker=$!
+sleep 0.5
+lookup alias hugo@barrera.io
+expect error "lookup blocked by the lock answers error"
+[ "$MS" -lt $((TIMEOUT_MS + 1500)) ] || fail "the blocked lookup took $MS ms"
+ok "bounded: $MS ms"
+wait "$locker"
+lookup alias hugo@barrera.io
+expect found "found once the lock is gone"
+
+step "8b. a hung server: the table's backend process stopped (SIGSTOP)"
+STOPPED_PID=$(pg_psql main -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'table-mailtable'")
+[ -n "$STOPPED_PID" ] || fail "no table connection"
+kill -STOP "$STOPPED_PID"
+saw "backend pid $STOPPED_PID stopped: the query is accepted and never answered, statement_timeout cannot fire"
+lookup alias hugo@barrera.io
+expect error "a lookup on the hung connection answers error"
+[ "$MS" -lt $((TIMEOUT_MS + 1000)) ] || fail "the hung lookup took $MS ms"
+ok "bounded by the client-side deadline: $MS ms"
+lookup alias hugo@barrera.io
+saw "next lookup, inside the back-off window: $RESULT ($MS ms)"
+kill -CONT "$STOPPED_PID"
+STOPPED_PID=
+t0=$(date +%s%N)
+until lookup alias hugo@barrera.io && [ "$RESULT" = found ]; do
+	[ "$RESULT" = error ] || fail "wanted error or found, got: $(mask "$REPLY_LINE")"
+	[ $(($(date +%s%N) - t0)) -lt 10000000000 ] || fail "no recovery within 10 s"
+	sleep 0.3
+done
+ok "found again on a new connection"
+table_stop
+grep -c 'lookup failed' "$WORK/table.log" | sed 's/^/    table.log: lookup failures logged: /'
+
+step "9. primary + streaming replica"
+pg_start_replica main standby
+saw "standby on port $(pg_port standby): in recovery = $(pg_psql standby -c 'SELECT pg_is_in_recovery()'), streaming from main: $(pg_psql main -c 'SELECT count(*) FROM pg_stat_replication') sender(s)"
+RURL="postgresql://mailer:$PW@127.0.0.1:$(pg_port main),127.0.0.1:$(pg_port standby)/mail"
+saw "two-host URL $(mask "$RURL")"
+printf 'database = "%s"\nquery_timeout_ms = %s\n' "$RURL" "$TIMEOUT_MS" >"$WORK/replica.toml"
+chmod 0600 "$WORK/replica.toml"
+table_start "$WORK/replica.toml" "$WORK/table-replica.log"
+lookup alias hugo@barrera.io
+expect found "lookup with both up"
+saw "table connected to main: $(pg_psql main -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'table-mailtable'")"
+pg_stop main
+saw "primary stopped"
+lookup alias hugo@barrera.io
+expect found "lookup with the primary down (served by the replica)"
+lookup alias contact@example.com
+expect found "alias contact@example.com from the replica"
+lookup credentials hugo@barrera.io
+expect found "credentials from the replica"
+saw "table connected to standby: $(pg_psql standby -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'table-mailtable'")"
+run mtcli --database "$RURL" resolve hugo@barrera.io
+[ "$RC" -eq 0 ] || fail "resolve from the replica"
+ok "mailtable resolve reads from the replica"
+run_in 'new-pw' mtcli --database "$RURL" user add new@barrera.io --password-stdin
+[ "$RC" -eq 75 ] || fail "user add without a primary: wanted exit 75, got $RC"
+case $OUT in *"no writable primary reachable at postgresql://mailer:***@127.0.0.1:"*) ;; *) fail "unclear message: $(mask "$OUT")" ;; esac
+ok "user add without a primary: exit 75, \"no writable primary reachable\""
+run mtcli --database "$RURL" alias add sales@barrera.io hugo@barrera.io
+[ "$RC" -eq 75 ] || fail "alias add without a primary: wanted exit 75, got $RC"
+ok "alias add without a primary: exit 75"
+pg_start main
+saw "primary started again"
+run_in 'new-pw' mtcli --database "$RURL" user add new@barrera.io --password-stdin
+[ "$RC" -eq 0 ] || fail "user add with the primary back"
+pg_wait_replay main standby
+lookup credentials new@barrera.io
+expect found "the new user, written on the primary, is served (replicated)"
+table_stop
+
+step "10. no password in any output or log"
+leaks=$(grep -rlF -D skip -- "$PW" "$WORK" "$PG_ROOT/main/server.log" "$PG_ROOT/standby/server.log" 2>/dev/null |
+	grep -v -e '\.toml$' || true)
+[ -z "$leaks" ] || fail "the password appears in: $leaks"
+ok "the password appears nowhere but in the config files"
+
+printf '\npostgres: %d passed, 0 failed\n' "$PASSED"
