@@ -20,12 +20,18 @@ mt() { "$MT_BIN/mailtable" -c "$MT_CONF" "$@"; }
 ok() { echo "  ok: $*"; }
 fail() { echo "  FAIL: $*"; FAILS=$((FAILS + 1)); }
 
-# mf_database GROUP: the scenario's users, made with the CLI only.
+# mf_db_down / mf_db_up: take the database away and bring it back. SQLite:
+# the file is renamed away (a stack on PostgreSQL overrides both).
+mf_db_down() { mv "$MT_DB" "$MT_DB.away"; }
+mf_db_up() { mv "$MT_DB.away" "$MT_DB"; }
+
+# mf_database GROUP: the scenario's users, made with the CLI only, in the
+# SQLite file $MT_DB, or at $MF_DB_URL when set.
 mf_database() {
 	mkdir -p "$VMAIL"
 	chown "$E2E_MAIL_UID:$E2E_MAIL_GID" "$VMAIL"
 	cat >"$MT_CONF" <<EOT
-database = "sqlite://$MT_DB"
+database = "${MF_DB_URL:-sqlite://$MT_DB}"
 uid = $E2E_MAIL_UID
 gid = $E2E_MAIL_GID
 home = "$VMAIL/%d/%n"
@@ -146,7 +152,7 @@ mf_scenarios() {
 	before=$(maildir_count hugo@barrera.io)
 	code=$(python3 "$PROBE" send "$SMTP" probe@sender.test hugo@barrera.io | awk '{print $2}')
 	[ "$code" = 250 ] && ok "queued a message for hugo while deliveries are paused" || fail "queue a message: $code"
-	mv "$MT_DB" "$MT_DB.away"
+	mf_db_down
 	expect_rcpt hugo@barrera.io 4
 	expect_rcpt nobody@example.com 4
 	expect_imap hugo@barrera.io "new pass" tempfail
@@ -160,7 +166,7 @@ mf_scenarios() {
 	fi
 	alive "$SMTPD"
 	alive "$DOVECOT"
-	mv "$MT_DB.away" "$MT_DB"
+	mf_db_up
 	$SMTPCTL "$SMTPD" schedule all >/dev/null
 	i=0
 	while [ "$(maildir_count hugo@barrera.io)" = "$before" ] && [ "$i" -lt 200 ]; do sleep 0.1; i=$((i + 1)); done

@@ -11,13 +11,26 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 E2E_LIB_DIR="$REPO/tests/e2e"
 . "$E2E_LIB_DIR/lib.sh"
 
-# run_stack MODE: checkpassword | dict
+# run_stack MODE [postgres]: MODE checkpassword | dict; the database is a
+# SQLite file, or with `postgres` a database on a throwaway PostgreSQL
+# server (tests/e2e/postgres.sh) that the outage scenario stops and starts.
 run_stack() {
 	MODE=$1
 	E2E_DIR=
 	e2e_setup
 	. "$E2E_LIB_DIR/mailflow.sh"
-	echo "== OpenSMTPD 6.8 + Dovecot 2.3 ($MODE), state in $E2E_DIR"
+	if [ "${2:-}" = postgres ]; then
+		. "$E2E_LIB_DIR/postgres.sh"
+		pg_setup
+		trap '_rc=$?; pg_stop_all; (exit $_rc); _e2e_on_exit' EXIT
+		pg_start main
+		pg_psql main -c 'CREATE DATABASE mail'
+		MF_DB_URL=$(pg_url main mail)
+		mf_db_down() { pg_stop main; }
+		# The clients reconnect lazily with a back-off of at most 5 s.
+		mf_db_up() { pg_start main; sleep 6; }
+	fi
+	echo "== OpenSMTPD 6.8 + Dovecot 2.3 ($MODE, database ${MF_DB_URL:-sqlite}), state in $E2E_DIR"
 	mf_database mailtable
 	# The README's instruction: the daemons' users join the database's group.
 	usermod -aG mailtable opensmtpd
@@ -91,3 +104,4 @@ EOT
 # Each stack in its own subshell: its own state dir, traps and cleanup.
 ( run_stack checkpassword )
 ( run_stack dict )
+( run_stack dict postgres )
