@@ -30,7 +30,11 @@ fn toml_blocks(text: &str) -> Vec<String> {
 fn readme_toml_snippets_are_valid_configs() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let mut seen = 0;
-    for file in ["README.md", "dovecot-checkpassword/README.md", "docs/import.md"] {
+    for file in [
+        "README.md",
+        "dovecot-checkpassword/README.md",
+        "docs/import.md",
+    ] {
         let text = std::fs::read_to_string(format!("{root}/{file}")).expect(file);
         for block in toml_blocks(&text) {
             if let Err(e) = Config::parse(&block) {
@@ -39,7 +43,10 @@ fn readme_toml_snippets_are_valid_configs() {
             seen += 1;
         }
     }
-    assert!(seen >= 2, "expected the README's config snippets, found {seen}");
+    assert!(
+        seen >= 2,
+        "expected the README's config snippets, found {seen}"
+    );
 }
 
 #[test]
