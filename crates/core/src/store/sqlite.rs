@@ -81,20 +81,64 @@ fn map_err(path: &Path, e: rusqlite::Error) -> StoreError {
     }
 }
 
-const COLS_FULL: &str = "username, domain, mailbox, password, active, quota";
-const COLS_BASE: &str = "username, domain, mailbox, password, 1, NULL";
+/// `SELECT <columns> FROM users <tail>` for both layouts: with the optional
+/// columns, and the article's four columns with their defaults. Literals, so
+/// a lookup allocates no SQL text (rusqlite's statement cache is keyed by it).
+macro_rules! select {
+    ($tail:literal) => {
+        (
+            concat!(
+                "SELECT username, domain, mailbox, password, active, quota FROM users ",
+                $tail
+            ),
+            concat!(
+                "SELECT username, domain, mailbox, password, 1, NULL FROM users ",
+                $tail
+            ),
+        )
+    };
+}
 
-// Lookup query tails, each with its index (schema/sqlite/0001_users.sql).
-const EXACT: &str = "WHERE domain = ?1 AND username = ?2 ORDER BY rowid";
-// The expression repeats the index `users_domain_wildcards` exactly, so
-// SQLite probes it instead of reading every row of the domain.
-const WILDCARDS: &str = "WHERE domain = ?1 AND instr(username, '%') > 0 ORDER BY rowid";
-const TARGETING: &str = "WHERE mailbox = ?1 ORDER BY rowid";
-// `+rowid`: with a plain `ORDER BY rowid` SQLite prefers reading the whole
-// table in rowid order over the index and a sort of the few matches (seen on
-// SQLite 3.46, with and without ANALYZE). The unary `+` takes the ordering
-// term out of the planner's index choices (https://sqlite.org/optoverview.html).
-const WILDCARD_TARGETS: &str = "WHERE instr(mailbox, '%') > 0 ORDER BY +rowid";
+/// The row-returning queries, each with its index
+/// (schema/sqlite/0001_users.sql).
+#[derive(Debug, Clone, Copy)]
+enum Select {
+    Exact,
+    Wildcards,
+    Targeting,
+    WildcardTargets,
+    ListDomain,
+    ListAll,
+}
+
+impl Select {
+    fn sql(self, cols: Columns) -> &'static str {
+        let (full, base) = match self {
+            Select::Exact => select!("WHERE domain = ?1 AND username = ?2 ORDER BY rowid"),
+            // The expression repeats the index `users_domain_wildcards`
+            // exactly, so SQLite probes it instead of reading every row of
+            // the domain.
+            Select::Wildcards => {
+                select!("WHERE domain = ?1 AND instr(username, '%') > 0 ORDER BY rowid")
+            }
+            Select::Targeting => select!("WHERE mailbox = ?1 ORDER BY rowid"),
+            // `+rowid`: with a plain `ORDER BY rowid` SQLite prefers reading
+            // the whole table in rowid order over the index and a sort of the
+            // few matches (seen on SQLite 3.46, with and without ANALYZE). The
+            // unary `+` takes the ordering term out of the planner's index
+            // choices (https://sqlite.org/optoverview.html).
+            Select::WildcardTargets => select!("WHERE instr(mailbox, '%') > 0 ORDER BY +rowid"),
+            Select::ListDomain => select!("WHERE domain = ?1 ORDER BY domain, username, rowid"),
+            Select::ListAll => select!("ORDER BY domain, username, rowid"),
+        };
+        if cols.active && cols.quota {
+            full
+        } else {
+            base
+        }
+    }
+}
+
 const HAS_DOMAIN: &str = "SELECT 1 FROM users WHERE domain = ?1 LIMIT 1";
 
 impl SqliteStore {
@@ -226,23 +270,13 @@ impl SqliteStore {
         })
     }
 
-    fn select(cols: Columns, tail: &str) -> String {
-        let c = if cols.active && cols.quota {
-            COLS_FULL
-        } else {
-            COLS_BASE
-        };
-        format!("SELECT {c} FROM users {tail}")
-    }
-
     fn rows(
         &mut self,
-        tail: &'static str,
+        query: Select,
         args: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<Row>, StoreError> {
         self.with(|conn, cols| {
-            let sql = Self::select(cols, tail);
-            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut stmt = conn.prepare_cached(query.sql(cols))?;
             let rows = stmt.query_map(args, row_from)?;
             rows.collect()
         })
@@ -252,20 +286,16 @@ impl SqliteStore {
     /// method name: for the test that no lookup scans the table.
     pub fn lookup_plans(&mut self) -> Result<Vec<(&'static str, String)>, StoreError> {
         self.with(|conn, cols| {
-            let probes: [(&'static str, String, &[&str]); 5] = [
-                ("exact", Self::select(cols, EXACT), &["example.org", "hugo"]),
-                ("wildcards", Self::select(cols, WILDCARDS), &["example.org"]),
-                ("has_domain", HAS_DOMAIN.to_string(), &["example.org"]),
+            let probes: [(&'static str, &str, &[&str]); 5] = [
+                ("exact", Select::Exact.sql(cols), &["example.org", "hugo"]),
+                ("wildcards", Select::Wildcards.sql(cols), &["example.org"]),
+                ("has_domain", HAS_DOMAIN, &["example.org"]),
                 (
                     "targeting",
-                    Self::select(cols, TARGETING),
+                    Select::Targeting.sql(cols),
                     &["hugo@example.org"],
                 ),
-                (
-                    "wildcard_targets",
-                    Self::select(cols, WILDCARD_TARGETS),
-                    &[],
-                ),
+                ("wildcard_targets", Select::WildcardTargets.sql(cols), &[]),
             ];
             let mut out = Vec::new();
             for (name, sql, args) in probes {
@@ -347,11 +377,11 @@ impl Store for SqliteStore {
     }
 
     fn exact(&mut self, username: &str, domain: &str) -> Result<Vec<Row>, StoreError> {
-        self.rows(EXACT, &[&domain, &username])
+        self.rows(Select::Exact, &[&domain, &username])
     }
 
     fn wildcards(&mut self, domain: &str) -> Result<Vec<Row>, StoreError> {
-        self.rows(WILDCARDS, &[&domain])
+        self.rows(Select::Wildcards, &[&domain])
     }
 
     fn has_domain(&mut self, domain: &str) -> Result<bool, StoreError> {
@@ -362,11 +392,11 @@ impl Store for SqliteStore {
     }
 
     fn targeting(&mut self, mailbox: &str) -> Result<Vec<Row>, StoreError> {
-        self.rows(TARGETING, &[&mailbox])
+        self.rows(Select::Targeting, &[&mailbox])
     }
 
     fn wildcard_targets(&mut self) -> Result<Vec<Row>, StoreError> {
-        self.rows(WILDCARD_TARGETS, &[])
+        self.rows(Select::WildcardTargets, &[])
     }
 
     fn reopen(&mut self) -> Result<(), StoreError> {
@@ -375,8 +405,8 @@ impl Store for SqliteStore {
 
     fn list(&mut self, domain: Option<&str>) -> Result<Vec<Row>, StoreError> {
         match domain {
-            Some(d) => self.rows("WHERE domain = ?1 ORDER BY domain, username, rowid", &[&d]),
-            None => self.rows("ORDER BY domain, username, rowid", &[]),
+            Some(d) => self.rows(Select::ListDomain, &[&d]),
+            None => self.rows(Select::ListAll, &[]),
         }
     }
 
