@@ -169,7 +169,7 @@ for mode in $MODES; do
 	sql) auth=$T/auth-sql.conf.ext ;;
 	dict-idle)
 		[ -n "$SERVE_PID" ] || start_serve
-		sed 's|^uri = proxy:|uri = proxy:idle_msecs=60000:|' "$T/etc/dovecot-dict-auth.conf.ext" \
+		sed 's|^uri = proxy:\(idle_msecs=[0-9]*:\)\{0,1\}|uri = proxy:idle_msecs=60000:|' "$T/etc/dovecot-dict-auth.conf.ext" \
 			>"$T/etc/dovecot-dict-auth-idle.conf.ext"
 		auth=$T/auth-$mode.conf.ext
 		localize "$CONF/auth-mailtable-dict.conf.ext" |
