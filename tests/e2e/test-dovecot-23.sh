@@ -257,38 +257,9 @@ user_test() {
 	ok "doveadm user $1 -> exit $rc: $shown"
 }
 
-maildir_count() {
-	find "$T/vmail/barrera.io/hugo/Maildir/new" "$T/vmail/barrera.io/hugo/Maildir/cur" -type f 2>/dev/null | wc -l
-}
-
-lmtp_test() {
-	before=$(maildir_count)
-	rc=0
-	out=$("$PY" "$CLIENT" lmtp "$T/run/lmtp" "$1" 2>&1) || rc=$?
-	shown=$(printf '%s' "$out" | tr '\n' ' ')
-	case $2 in
-	deliver)
-		[ $rc -eq 0 ] || fail "LMTP to $1: exit $rc: $shown"
-		after=$(maildir_count)
-		[ "$after" -eq $((before + 1)) ] || fail "LMTP to $1: Maildir count $before -> $after"
-		owner=$(stat -c '%u:%g' "$T/vmail/barrera.io/hugo/Maildir")
-		[ "$owner" = "$VUID:$VGID" ] || fail "Maildir owned by $owner"
-		ok "LMTP $1 -> $shown; $T/vmail/barrera.io/hugo/Maildir now holds $after message(s), owner $owner"
-		;;
-	tempfail)
-		[ $rc -eq 4 ] || fail "LMTP to $1: expected 4xx, exit $rc: $shown"
-		ok "LMTP $1 with the database away -> $shown"
-		;;
-	esac
-}
-
-imap_test() {
-	rc=0
-	out=$("$PY" "$CLIENT" imap "$IMAP_PORT" "$1" "$PASSWORD" 2>&1) || rc=$?
-	shown=$(printf '%s' "$out" | tr '\n' ' ')
-	[ $rc -eq 0 ] || fail "IMAP as $1: exit $rc: $shown"
-	ok "IMAP $1 -> $shown"
-}
+MAILDIR=$T/vmail/barrera.io/hugo/Maildir
+LMTP_SOCK=$T/run/lmtp
+. "$ROOT/tests/e2e/dovecot/checks.sh"
 
 run_mode() {
 	MODE=$1

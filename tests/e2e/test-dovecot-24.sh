@@ -198,38 +198,8 @@ user_test() {
 }
 
 MAILDIR=$VMAIL/barrera.io/hugo/Maildir
-maildir_count() {
-	find "$MAILDIR/new" "$MAILDIR/cur" -type f 2>/dev/null | wc -l
-}
-
-lmtp_test() {
-	before=$(maildir_count)
-	rc=0
-	out=$("$PY" "$CLIENT" lmtp "$DCD/lmtp" "$1" 2>&1) || rc=$?
-	shown=$(printf '%s' "$out" | tr '\n' ' ')
-	case $2 in
-	deliver)
-		[ $rc -eq 0 ] || fail "LMTP to $1: exit $rc: $shown"
-		after=$(maildir_count)
-		[ "$after" -eq $((before + 1)) ] || fail "LMTP to $1: Maildir count $before -> $after"
-		owner=$(stat -c '%u:%g' "$MAILDIR")
-		[ "$owner" = "$VUID:$VGID" ] || fail "Maildir owned by $owner"
-		ok "LMTP $1 -> $shown; $MAILDIR now holds $after message(s), owner $owner"
-		;;
-	tempfail)
-		[ $rc -eq 4 ] || fail "LMTP to $1: expected 4xx, exit $rc: $shown"
-		ok "LMTP $1 -> $shown"
-		;;
-	esac
-}
-
-imap_test() {
-	rc=0
-	out=$("$PY" "$CLIENT" imap "$IMAP_PORT" "$1" "$PASSWORD" 2>&1) || rc=$?
-	shown=$(printf '%s' "$out" | tr '\n' ' ')
-	[ $rc -eq 0 ] || fail "IMAP as $1: exit $rc: $shown"
-	ok "IMAP $1 -> $shown"
-}
+LMTP_SOCK=$DCD/lmtp
+. "$ROOT/tests/e2e/dovecot/checks.sh"
 
 echo
 echo "== Dovecot $DOVECOT_VERSION, Lua mode: $(basename "$CONF/auth-mailtable-lua-2.4.conf.ext")"
