@@ -76,8 +76,9 @@ impl Tables {
             .ok_or_else(|| "no database".to_string())
     }
 
-    /// Run a lookup; on any error log it, drop the store so the next
-    /// request reopens it, and answer `error`.
+    /// Run a lookup; on any error log it and answer `error`. The backends
+    /// drop a failed connection themselves and reconnect on the next call
+    /// (the PostgreSQL one with back-off), so nothing is reopened here.
     fn answer(
         &mut self,
         service: Service,
@@ -88,11 +89,6 @@ impl Tables {
             Ok(None) => Answer::NotFound,
             Err(reason) => {
                 tracing::warn!(table = %self.name, service = service.name(), "lookup failed: {reason}");
-                if let Some(s) = self.store.as_mut() {
-                    if s.reopen().is_err() {
-                        self.store = None;
-                    }
-                }
                 Answer::Error(reason)
             }
         }
