@@ -10,6 +10,7 @@
 //! - [`delivery`]: `hugo@barrera.io` <-> `hugo_barrera.io`;
 //! - [`password`]: hashes, verification, the never-printing [`Secret`];
 //! - [`config`]: the one TOML file;
+//! - [`row`]: a row of the table and its [`RowKind`];
 //! - [`store`]: the `Store` trait with its SQLite and PostgreSQL backends;
 //! - [`exit`]: exit codes.
 //!
@@ -24,10 +25,12 @@ pub mod delivery;
 pub mod exit;
 pub mod password;
 pub mod resolve;
+pub mod row;
 pub mod store;
 
 pub use address::{Address, AddressError, AddressPattern, Domain, LocalPattern};
 pub use config::Config;
 pub use password::{PasswordHash, Secret};
 pub use resolve::{Destination, Outcome, ResolveError, Resolver};
-pub use store::{Row, Store, StoreError};
+pub use row::{Row, RowKind};
+pub use store::{Store, StoreError};

@@ -25,7 +25,8 @@
 
 use crate::address::{Address, AddressPattern, Domain, LocalPattern};
 use crate::delivery;
-use crate::store::{Row, Store, StoreError};
+use crate::row::{Row, RowKind};
+use crate::store::{Store, StoreError};
 use std::fmt;
 
 /// Default for the recursion depth limit (smtpd's own `EXPAND_DEPTH` is 10).
@@ -268,7 +269,10 @@ impl Resolver {
     }
 
     fn catch_all(base: &str, wild: Vec<Row>) -> Option<Match> {
-        let rows: Vec<Row> = wild.into_iter().filter(|r| r.username == "%").collect();
+        let rows: Vec<Row> = wild
+            .into_iter()
+            .filter(|r| matches!(r.kind(), RowKind::CatchAll | RowKind::DomainAlias))
+            .collect();
         (!rows.is_empty() && !base.is_empty()).then(|| Match {
             step: Step::CatchAll,
             rows,
@@ -385,8 +389,11 @@ impl Resolver {
                 return Ok(None);
             };
             let wild = store.wildcards(domain.as_str())?;
-            let rows: Vec<Row> = wild.into_iter().filter(|r| r.username == "%").collect();
-            if rows.is_empty() || rows.iter().any(|r| r.mailbox.contains('%')) {
+            let rows: Vec<Row> = wild
+                .into_iter()
+                .filter(|r| matches!(r.kind(), RowKind::CatchAll | RowKind::DomainAlias))
+                .collect();
+            if rows.is_empty() || rows.iter().any(|r| r.kind() == RowKind::DomainAlias) {
                 return Ok(None);
             }
             // The `@dom` key has lost the local part; `%` targets were
@@ -431,7 +438,7 @@ impl Resolver {
                 m
             } else {
                 match Self::catch_all(base, wild) {
-                    Some(m) if m.rows.iter().any(|r| r.mailbox.contains('%')) => m,
+                    Some(m) if m.rows.iter().any(|r| r.kind() == RowKind::DomainAlias) => m,
                     _ => return Ok(None),
                 }
             }
@@ -529,7 +536,7 @@ impl Resolver {
                 sources.push((r.clone(), src));
             }
             for (row, src) in sources {
-                if row.username == "%" && !row.mailbox.contains('%') {
+                if row.kind() == RowKind::CatchAll {
                     let d = format!("@{}", row.domain);
                     if !out.contains(&d) {
                         out.push(d);

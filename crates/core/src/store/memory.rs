@@ -66,7 +66,7 @@ impl Store for MemStore {
         self.filter(|r| r.username == username && r.domain == domain)
     }
     fn wildcards(&mut self, domain: &str) -> Result<Vec<Row>, StoreError> {
-        self.filter(|r| r.domain == domain && r.username.contains('%'))
+        self.filter(|r| r.domain == domain && r.kind().is_wildcard())
     }
     fn has_domain(&mut self, domain: &str) -> Result<bool, StoreError> {
         Ok(!self.filter(|r| r.domain == domain)?.is_empty())
@@ -75,7 +75,7 @@ impl Store for MemStore {
         self.filter(|r| r.mailbox == mailbox)
     }
     fn wildcard_targets(&mut self) -> Result<Vec<Row>, StoreError> {
-        self.filter(|r| r.mailbox.contains('%'))
+        self.filter(Row::has_template_target)
     }
     fn reopen(&mut self) -> Result<(), StoreError> {
         self.check()

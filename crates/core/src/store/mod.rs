@@ -21,37 +21,9 @@ pub mod url;
 use crate::password::PasswordHash;
 use std::time::Duration;
 
+pub use crate::row::{Row, RowKind};
+
 pub use url::DatabaseUrl;
-
-/// One row of `users(username, domain, mailbox, password)` plus the optional
-/// columns added by `migrate` (defaults when the database lacks them).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
-    /// Local part or pattern (`hugo`, `sales-%`, `%`), as stored.
-    pub username: String,
-    /// Domain, as stored.
-    pub domain: String,
-    /// Target address; `%` is replaced by what the username's `%` matched.
-    pub mailbox: String,
-    /// `Some` makes this a mailbox row (the address can log in).
-    pub password: Option<PasswordHash>,
-    /// `false`: login refused, mail still accepted (column `active`).
-    pub active: bool,
-    /// Dovecot quota such as `2G` (column `quota`).
-    pub quota: Option<String>,
-}
-
-impl Row {
-    /// A mailbox row: the address can log in and mail is stored for it.
-    pub fn is_mailbox(&self) -> bool {
-        self.password.is_some()
-    }
-
-    /// `username@domain` as stored.
-    pub fn address(&self) -> String {
-        format!("{}@{}", self.username, self.domain)
-    }
-}
 
 /// Which rows `delete` removes.
 #[derive(Debug, Clone, PartialEq, Eq)]
