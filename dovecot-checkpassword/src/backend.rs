@@ -1,44 +1,41 @@
-//! What Dovecot is told about a user, from the mailtable store: the one
-//! place that turns a mailbox row into passdb and userdb answers for all
-//! three mechanisms (checkpassword, dict, the HTTP API for Lua).
+//! What Dovecot is told about a user: the core account policy
+//! ([`mailtable_core::accounts`]) rendered as passdb and userdb answers for
+//! all three mechanisms (checkpassword, dict, the HTTP API for Lua).
 //!
-//! [`Directory`] is the policy, over any `&mut dyn Store`; [`Backend`] puts
-//! it behind the crate's [`DictBackend`] and [`ApiBackend`] traits with a
-//! [`StorePool`] and, in `serve`, a [`HashPool`].
+//! Nothing here decides who may log in: [`Accounts`] finds the mailbox of a
+//! login name (both `hugo@barrera.io` and `hugo_barrera.io`), gives the
+//! verdict of a password check with equal work for unknown users, and the
+//! user info. [`Directory`] maps those onto Dovecot's words; [`Backend`]
+//! puts it behind the crate's [`DictBackend`] and [`ApiBackend`] traits
+//! with a [`StorePool`] and, in `serve`, a [`HashPool`].
 //!
-//! The answers:
-//! - **Login names.** `hugo@barrera.io` (IMAP) and `hugo_barrera.io` (LMTP
-//!   from smtpd) are the same mailbox (`delivery::parse_login`); every
-//!   answer carries the canonical `user=hugo@barrera.io` so Dovecot files
-//!   the mail of both under one user. A name that is no address at all is
-//!   an unknown user.
-//! - **userdb**: `uid`, `gid` from the config, `home` from its template for
-//!   the canonical address, `quota_rule=*:storage=<quota>` when the row has
-//!   a quota. A disabled mailbox still has a userdb entry: `mailtable user
-//!   disable` refuses logins but keeps accepting mail (the CLI's contract),
-//!   so LMTP must keep delivering.
+//! The mapping:
+//! - every answer carries the canonical `user=hugo@barrera.io`, so Dovecot
+//!   files the mail of both login forms under one user;
+//! - **userdb**: `uid`, `gid`, `home`, `quota_rule=*:storage=<quota>`; a
+//!   disabled mailbox keeps its userdb entry (LMTP keeps delivering);
 //! - **passdb verify**: right password: the canonical user plus the userdb
-//!   fields as `userdb_*` (for `userdb prefetch`). Unknown user: a dummy
-//!   bcrypt check of the configured cost, then "unknown", so timing does not
-//!   tell which users exist. **Disabled mailbox: a dummy check, then
-//!   "mismatch"**: the client sees the same `AUTHENTICATIONFAILED` as for a
-//!   wrong password and learns nothing about the account's state; it is
-//!   never a temporary failure, which would make clients retry forever. The
-//!   log line says "disabled".
+//!   fields as `userdb_*` (for `userdb prefetch`); wrong password and
+//!   **disabled mailbox: "mismatch"** (the client sees the same
+//!   `AUTHENTICATIONFAILED` and learns nothing about the account's state;
+//!   never a temporary failure, which would make clients retry forever);
+//!   no such mailbox: "unknown";
 //! - **passdb lookup** (CRAM-MD5 and friends, `doveadm auth lookup`, the
 //!   dict passdb where Dovecot checks the hash itself): the canonical user,
-//!   `password={SCHEME}hash` and the `userdb_*` fields. A disabled mailbox
-//!   gets no `password` field: Dovecot then refuses the login ("No password
-//!   returned (and no nopassword)", a mismatch).
-//! - **Temporary failures**: any store error, and a stored hash that cannot
-//!   be checked here (unknown scheme, malformed) or handed to Dovecot
-//!   (empty). Never "unknown", never "mismatch": a database outage must not
-//!   bounce mail or lock users out (DESIGN.md, "Failure semantics").
+//!   `password={SCHEME}hash` and the `userdb_*` fields; a disabled mailbox
+//!   gets no `password` field, so Dovecot refuses the login ("No password
+//!   returned (and no nopassword)", a mismatch);
+//! - **temporary failure**: any store error, a hash that cannot be checked
+//!   (empty, malformed, unknown scheme), user info no protocol can carry.
+//!   Never "unknown", never "mismatch": a database outage must not bounce
+//!   mail or lock users out (DESIGN.md, "Failure semantics").
 
 use std::sync::Arc;
 
-use mailtable_core::password::{self, PasswordHash, Secret as CoreSecret};
-use mailtable_core::{delivery, Address, Config, Resolver, Row, Store, StoreError};
+use mailtable_core::accounts::{
+    self, AccountError, Accounts, Credentials, Login, UserInfo, Verdict, Verifier,
+};
+use mailtable_core::{Config, Store, StoreError};
 
 use crate::checkpassword::{userdb_fields, CheckpasswordRequest, Mode, Outcome};
 use crate::dict::{DictBackend, Lookup};
@@ -52,130 +49,84 @@ pub const DICT_PASSDB_PREFIX: &str = "shared/passdb/";
 /// Dict key prefix of userdb lookups and of the user iteration.
 pub const DICT_USERDB_PREFIX: &str = "shared/userdb/";
 
-/// A mailbox found for a login name.
-#[derive(Debug, Clone)]
-pub struct Mailbox {
-    /// The canonical address.
-    pub address: Address,
-    /// Its row.
-    pub row: Row,
-}
-
 /// What a password check needs after the database was asked: everything but
 /// the hashing, which [`VerifyPlan::run`] does (on the hash pool in
 /// `serve`).
 #[derive(Debug)]
-pub enum VerifyPlan {
-    /// Check the password against `hash`; on success answer `account`.
-    Check {
-        /// The stored hash.
-        hash: PasswordHash,
-        /// The answer for a right password.
-        account: Account,
-    },
-    /// A mailbox that may not log in (disabled): dummy check, then mismatch.
-    Refuse {
-        /// bcrypt cost of the dummy check.
-        cost: u32,
-    },
-    /// No such mailbox: dummy check, then unknown.
-    Unknown {
-        /// bcrypt cost of the dummy check.
-        cost: u32,
-    },
+pub struct VerifyPlan {
+    login: Login,
+    accounts: Accounts,
 }
 
 impl VerifyPlan {
     /// Does the CPU part of a password check.
     pub fn run(self, password: &Secret) -> VerifyResult {
-        // Dovecot passes passwords as bytes; stored hashes were made from
-        // UTF-8 text (`mailtable user add`), so other bytes cannot match.
-        let text = std::str::from_utf8(password.expose()).ok();
-        let secret = CoreSecret::new(text.unwrap_or_default());
-        match self {
-            VerifyPlan::Check { hash, account } => match hash.verify(&secret) {
-                Ok(true) if text.is_some() => VerifyResult::Ok(account),
-                Ok(_) => VerifyResult::Mismatch,
-                Err(e) => VerifyResult::TempFail(format!(
-                    "cannot check password of {}: {e}",
-                    account.user
-                )),
+        match self.login.check(password.expose()) {
+            Verdict::Ok(account) => match prefetch_fields(&self.accounts, &account) {
+                Ok(fields) => VerifyResult::Ok(Account {
+                    user: account.address.to_string(),
+                    fields,
+                }),
+                Err(e) => VerifyResult::TempFail(e.to_string()),
             },
-            VerifyPlan::Refuse { cost } => {
-                password::dummy_verify(&secret, cost);
+            Verdict::Mismatch => VerifyResult::Mismatch,
+            Verdict::Disabled(address) => {
+                // The client sees a wrong password and learns nothing about
+                // the account's state; the log says why.
+                tracing::info!(user = %address, "login refused: mailbox disabled");
                 VerifyResult::Mismatch
             }
-            VerifyPlan::Unknown { cost } => {
-                password::dummy_verify(&secret, cost);
-                VerifyResult::Unknown
-            }
+            Verdict::Unknown => VerifyResult::Unknown,
+            Verdict::CannotVerify(reason) => VerifyResult::TempFail(reason),
         }
     }
 }
 
-/// The policy: login names to mailboxes, mailboxes to Dovecot fields.
+/// The userdb fields of a mailbox: `uid`, `gid`, `home` and, with a quota,
+/// `quota_rule` (values decided by [`Accounts::userinfo`]).
+fn userdb_fields_of(info: UserInfo) -> Vec<(String, String)> {
+    let quota_rule = info.quota_rule();
+    let mut fields = vec![
+        ("uid".to_string(), info.uid.to_string()),
+        ("gid".to_string(), info.gid.to_string()),
+        ("home".to_string(), info.home),
+    ];
+    if let Some(rule) = quota_rule {
+        fields.push(("quota_rule".to_string(), rule));
+    }
+    fields
+}
+
+/// The same fields as `userdb_*` passdb extra fields, for `userdb
+/// prefetch` (core@2.3.19.1:src/auth/userdb-prefetch.c).
+fn prefetch_fields(
+    accounts: &Accounts,
+    account: &accounts::Account,
+) -> Result<Vec<(String, String)>, AccountError> {
+    Ok(userdb_fields_of(accounts.userinfo(account)?)
+        .into_iter()
+        .map(|(k, v)| (format!("userdb_{k}"), v))
+        .collect())
+}
+
+/// The Dovecot answers over the core account policy ([`Accounts`]): this
+/// type only renders what the policy decided as passdb and userdb fields.
 #[derive(Debug, Clone)]
 pub struct Directory {
     config: Config,
-    resolver: Resolver,
+    accounts: Accounts,
 }
 
 impl Directory {
     /// A directory for `config` (already validated by `Config::load`).
     pub fn new(config: Config) -> Directory {
-        let resolver = Resolver::new(config.delimiter().unwrap_or('+'));
-        Directory { config, resolver }
+        let accounts = Accounts::new(&config);
+        Directory { config, accounts }
     }
 
     /// The config.
     pub fn config(&self) -> &Config {
         &self.config
-    }
-
-    /// The mailbox of a login name in either form, or `None`.
-    pub fn find(&self, store: &mut dyn Store, name: &str) -> Result<Option<Mailbox>, StoreError> {
-        let Ok(address) = delivery::parse_login(name) else {
-            return Ok(None);
-        };
-        Ok(self
-            .resolver
-            .mailbox(store, &address)?
-            .map(|row| Mailbox { address, row }))
-    }
-
-    /// userdb fields: `uid`, `gid`, `home` and, with a quota, `quota_rule`.
-    pub fn userdb_fields(&self, m: &Mailbox) -> Result<Vec<(String, String)>, String> {
-        let home = self.config.home_for(&m.address);
-        if home.contains(['\n', '\r', '\0', '\t']) {
-            return Err(format!("home of {} is not a valid path", m.address));
-        }
-        let mut fields = vec![
-            ("uid".to_string(), self.config.uid.to_string()),
-            ("gid".to_string(), self.config.gid.to_string()),
-            ("home".to_string(), home),
-        ];
-        if let Some(q) = m
-            .row
-            .quota
-            .as_deref()
-            .map(str::trim)
-            .filter(|q| !q.is_empty())
-        {
-            // Dovecot's quota_rule syntax, core@2.3.19.1:src/plugins/quota
-            // (quota-util.c): `*:storage=<size>` applies to every mailbox.
-            fields.push(("quota_rule".to_string(), format!("*:storage={q}")));
-        }
-        Ok(fields)
-    }
-
-    /// The same fields as `userdb_*` passdb extra fields, for `userdb
-    /// prefetch` (core@2.3.19.1:src/auth/userdb-prefetch.c).
-    fn prefetch_fields(&self, m: &Mailbox) -> Result<Vec<(String, String)>, String> {
-        Ok(self
-            .userdb_fields(m)?
-            .into_iter()
-            .map(|(k, v)| (format!("userdb_{k}"), v))
-            .collect())
     }
 
     /// A userdb lookup.
@@ -184,79 +135,55 @@ impl Directory {
         store: &mut dyn Store,
         name: &str,
     ) -> Result<LookupResult, StoreError> {
-        let Some(m) = self.find(store, name)? else {
+        let Some(account) = self.accounts.find(store, name)? else {
             return Ok(LookupResult::Unknown);
         };
-        Ok(match self.userdb_fields(&m) {
-            Ok(fields) => LookupResult::Found(Account {
-                user: m.address.to_string(),
-                fields,
+        Ok(match self.accounts.userinfo(&account) {
+            Ok(info) => LookupResult::Found(Account {
+                user: account.address.to_string(),
+                fields: userdb_fields_of(info),
             }),
-            Err(e) => LookupResult::TempFail(e),
+            Err(e) => LookupResult::TempFail(e.to_string()),
         })
     }
 
     /// A passdb lookup: the hash in Dovecot's `{SCHEME}` form (none for a
-    /// disabled mailbox) and the prefetch fields.
+    /// disabled mailbox, so Dovecot refuses the login) and the prefetch
+    /// fields.
     pub fn passdb_lookup(
         &self,
         store: &mut dyn Store,
         name: &str,
     ) -> Result<LookupResult, StoreError> {
-        let Some(m) = self.find(store, name)? else {
-            return Ok(LookupResult::Unknown);
-        };
-        let mut fields = Vec::new();
-        if m.row.active {
-            let hash = m.row.password.as_ref().and_then(PasswordHash::for_dovecot);
-            match hash {
-                Some(h) => fields.push(("password".to_string(), h)),
-                None => {
-                    return Ok(LookupResult::TempFail(format!(
-                        "stored hash of {} cannot be used by Dovecot",
-                        m.address
-                    )))
-                }
+        let (account, password) = match self.accounts.credentials(store, name, Verifier::Dovecot)? {
+            Credentials::Found { account, hash } => (account, Some(hash)),
+            Credentials::Disabled(account) => {
+                tracing::info!(user = %account.address,
+                        "passdb lookup of a disabled mailbox: no password returned");
+                (account, None)
             }
-        } else {
-            tracing::info!(user = %m.address, "passdb lookup of a disabled mailbox: no password returned");
-        }
-        match self.prefetch_fields(&m) {
+            Credentials::Unknown => return Ok(LookupResult::Unknown),
+            Credentials::CannotVerify(reason) => return Ok(LookupResult::TempFail(reason)),
+        };
+        let mut fields: Vec<(String, String)> = password
+            .map(|h| ("password".to_string(), h))
+            .into_iter()
+            .collect();
+        match prefetch_fields(&self.accounts, &account) {
             Ok(f) => fields.extend(f),
-            Err(e) => return Ok(LookupResult::TempFail(e)),
+            Err(e) => return Ok(LookupResult::TempFail(e.to_string())),
         }
         Ok(LookupResult::Found(Account {
-            user: m.address.to_string(),
+            user: account.address.to_string(),
             fields,
         }))
     }
 
     /// The database part of a password check.
     pub fn verify_plan(&self, store: &mut dyn Store, name: &str) -> Result<VerifyPlan, StoreError> {
-        let cost = self.config.password_cost;
-        let Some(m) = self.find(store, name)? else {
-            return Ok(VerifyPlan::Unknown { cost });
-        };
-        if !m.row.active {
-            tracing::info!(user = %m.address, "login refused: mailbox disabled");
-            return Ok(VerifyPlan::Refuse { cost });
-        }
-        let Some(hash) = m.row.password.clone() else {
-            // Resolver::mailbox only returns rows with a password.
-            return Ok(VerifyPlan::Unknown { cost });
-        };
-        let fields = match self.prefetch_fields(&m) {
-            Ok(f) => f,
-            Err(e) => {
-                return Err(StoreError::Other(e));
-            }
-        };
-        Ok(VerifyPlan::Check {
-            hash,
-            account: Account {
-                user: m.address.to_string(),
-                fields,
-            },
+        Ok(VerifyPlan {
+            login: self.accounts.login(store, name)?,
+            accounts: self.accounts.clone(),
         })
     }
 
@@ -285,7 +212,9 @@ impl Directory {
     }
 
     /// Rows for `doveadm user '*'`: every mailbox under
-    /// `shared/userdb/`, value the userdb JSON. Other paths list nothing.
+    /// `shared/userdb/`, value the userdb JSON. Other paths list nothing;
+    /// a mailbox whose user info is unusable is left out (a lookup of it
+    /// fails with the reason).
     pub fn dict_iterate(
         &self,
         store: &mut dyn Store,
@@ -295,22 +224,16 @@ impl Directory {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        for row in store.list(None)? {
-            if !row.is_mailbox() || row.username.contains('%') {
-                continue;
-            }
-            let Ok(address) = Address::from_parts(&row.username, &row.domain) else {
-                continue;
-            };
-            let key = format!("{DICT_USERDB_PREFIX}{address}");
+        for account in self.accounts.list(store)? {
+            let key = format!("{DICT_USERDB_PREFIX}{}", account.address);
             if !key.starts_with(path) {
                 continue;
             }
-            let m = Mailbox { address, row };
-            let Ok(fields) = self.userdb_fields(&m) else {
+            let Ok(info) = self.accounts.userinfo(&account) else {
                 continue;
             };
-            out.push((key, json_object(&m.address.to_string(), &fields)));
+            let user = account.address.to_string();
+            out.push((key, json_object(&user, &userdb_fields_of(info))));
         }
         Ok(out)
     }
@@ -491,6 +414,7 @@ impl DictBackend for Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mailtable_core::password::{self, Secret as CoreSecret};
     use mailtable_core::store::memory::MemStore;
     use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -17,15 +17,15 @@
 //! smtpd.
 
 use crate::{Answer, Handler, Service};
-use mailtable_core::password::{self, Secret};
+use mailtable_core::accounts::{Accounts, Credentials, Verdict, Verifier};
 use mailtable_core::resolve::Destination;
 use mailtable_core::store::{self, Access, OpenOptions};
-use mailtable_core::{delivery, Address, Config, Domain, Outcome, Resolver, Store};
+use mailtable_core::{delivery, Address, Config, Domain, Outcome, Store};
 
 /// The table: config plus a lazily (re)opened read-only store.
 pub struct Tables {
     config: Result<Config, String>,
-    resolver: Resolver,
+    accounts: Accounts,
     store: Option<Box<dyn Store>>,
     name: String,
 }
@@ -35,14 +35,10 @@ impl Tables {
     /// be loaded (every answer is then that error: smtpd keeps running and
     /// tempfails, and its log says why).
     pub fn new(config: Result<Config, String>) -> Tables {
-        let delimiter = config
-            .as_ref()
-            .ok()
-            .and_then(|c| c.delimiter().ok())
-            .unwrap_or('+');
+        let accounts = Accounts::new(config.as_ref().unwrap_or(&Config::default()));
         Tables {
             config,
-            resolver: Resolver::new(delimiter),
+            accounts,
             store: None,
             name: String::from("?"),
         }
@@ -59,7 +55,8 @@ impl Tables {
         self.config.as_ref().map_err(Clone::clone)
     }
 
-    fn store(&mut self) -> Result<&mut (dyn Store + 'static), String> {
+    /// The store and the policy, borrowed together.
+    fn store(&mut self) -> Result<(&mut (dyn Store + 'static), &Accounts), String> {
         if self.store.is_none() {
             let config = self.config()?;
             let url = config.database_url()?;
@@ -71,9 +68,10 @@ impl Tables {
             tracing::info!(table = %self.name, database = %url, "database opened");
             self.store = Some(s);
         }
-        self.store
-            .as_deref_mut()
-            .ok_or_else(|| "no database".to_string())
+        match self.store.as_deref_mut() {
+            Some(s) => Ok((s, &self.accounts)),
+            None => Err("no database".to_string()),
+        }
     }
 
     /// Run a lookup; on any error log it and answer `error`. The backends
@@ -95,9 +93,9 @@ impl Tables {
     }
 
     fn alias(&mut self, key: &str) -> Result<Option<String>, String> {
-        let resolver = self.resolver.clone();
-        let store = self.store()?;
-        let dests = resolver
+        let (store, accounts) = self.store()?;
+        let dests = accounts
+            .resolver()
             .alias_for_key(store, key)
             .map_err(|e| e.to_string())?;
         Ok(dests.map(|d| {
@@ -112,67 +110,47 @@ impl Tables {
         let Ok(domain) = Domain::parse(key) else {
             return Ok(None);
         };
-        let found = self
-            .store()?
+        let (store, _) = self.store()?;
+        let found = store
             .has_domain(domain.as_str())
             .map_err(|e| e.to_string())?;
         Ok(found.then(|| domain.to_string()))
     }
 
-    /// The active mailbox row of a login name, in either form.
-    fn login(&mut self, name: &str) -> Result<Option<(Address, mailtable_core::Row)>, String> {
-        let Ok(addr) = delivery::parse_login(name) else {
-            return Ok(None);
-        };
-        let resolver = self.resolver.clone();
-        let row = resolver
-            .mailbox(self.store()?, &addr)
-            .map_err(|e| e.to_string())?;
-        Ok(row.map(|r| (addr, r)))
-    }
-
+    /// `credentials`: `name:hash` for smtpd's crypt(3). A disabled or
+    /// unknown login is not found; a hash smtpd could not check is an
+    /// error, never handed over (portable `crypt_checkpass` accepts any
+    /// password against an empty hash).
     fn credentials(&mut self, key: &str) -> Result<Option<String>, String> {
-        let Some((addr, row)) = self.login(key)? else {
-            return Ok(None);
-        };
-        if !row.active {
-            return Ok(None);
-        }
-        let Some(hash) = row.password.as_ref() else {
-            return Ok(None);
-        };
-        match hash.for_smtpd() {
-            Some(h) => Ok(Some(format!("{key}:{h}"))),
-            None => {
-                // Empty, or a scheme this host's crypt(3) cannot check:
-                // never hand it to smtpd (an empty hash accepts any password
-                // in portable crypt_checkpass).
-                tracing::warn!(table = %self.name, user = %addr, scheme = ?hash.scheme(),
-                    "stored hash cannot be checked by smtpd; refusing SMTP AUTH for this user");
-                Ok(None)
-            }
+        let (store, accounts) = self.store()?;
+        match accounts
+            .credentials(store, key, Verifier::Smtpd)
+            .map_err(|e| e.to_string())?
+        {
+            Credentials::Found { hash, .. } => Ok(Some(format!("{key}:{hash}"))),
+            Credentials::Unknown | Credentials::Disabled(_) => Ok(None),
+            Credentials::CannotVerify(reason) => Err(reason),
         }
     }
 
+    /// `userinfo`: `uid:gid:home` of a delivery user name (or an address).
     fn userinfo(&mut self, key: &str) -> Result<Option<String>, String> {
-        let Some((addr, _)) = self.login(key)? else {
+        let (store, accounts) = self.store()?;
+        let Some(account) = accounts.find(store, key).map_err(|e| e.to_string())? else {
             return Ok(None);
         };
-        let c = self.config()?;
-        let home = c.home_for(&addr);
-        if home.contains(['\n', '\r', '\0']) {
-            return Err(format!("home of {addr} is not a valid path"));
-        }
-        Ok(Some(format!("{}:{}:{home}", c.uid, c.gid)))
+        let info = accounts.userinfo(&account).map_err(|e| e.to_string())?;
+        Ok(Some(format!("{}:{}:{}", info.uid, info.gid, info.home)))
     }
 
     fn senders(&mut self, key: &str) -> Result<Option<String>, String> {
         let Ok(addr) = delivery::parse_login(key) else {
             return Ok(None);
         };
-        let resolver = self.resolver.clone();
-        let list = resolver
-            .senders(self.store()?, &addr)
+        let (store, accounts) = self.store()?;
+        let list = accounts
+            .resolver()
+            .senders(store, &addr)
             .map_err(|e| e.to_string())?;
         Ok(list.map(|l| l.join(", ")))
     }
@@ -181,8 +159,8 @@ impl Tables {
         let Ok(addr) = Address::parse(key) else {
             return Ok(None);
         };
-        let resolver = self.resolver.clone();
-        match resolver.resolve(self.store()?, &addr) {
+        let (store, accounts) = self.store()?;
+        match accounts.resolver().resolve(store, &addr) {
             Ok(Outcome::Found(_)) => Ok(Some(addr.to_string())),
             Ok(_) => Ok(None),
             Err(e) => Err(e.to_string()),
@@ -191,26 +169,21 @@ impl Tables {
 
     /// `auth`: `user:password`, split at the first `:` as smtpd does for
     /// credentials. smtpd has lower-cased the password (OpenSMTPD #1268).
+    /// Unknown and disabled users cost one dummy check, like a wrong
+    /// password ([`Accounts::verify`]).
     fn auth(&mut self, key: &str) -> Result<Option<String>, String> {
         let Some((user, pw)) = key.split_once(':') else {
             return Ok(None);
         };
-        let pw = Secret::new(pw);
-        let cost = self.config()?.password_cost;
-        let row = self.login(user)?;
-        let verdict = match row {
-            Some((_, r)) if r.active => match r.password {
-                Some(h) => h.verify(&pw).map_err(|e| e.to_string())?,
-                None => false,
-            },
-            _ => {
-                // Same work as a real check, so timing does not reveal
-                // which users exist.
-                password::dummy_verify(&pw, cost);
-                false
-            }
-        };
-        Ok(verdict.then(String::new))
+        let (store, accounts) = self.store()?;
+        match accounts
+            .verify(store, user, pw.as_bytes())
+            .map_err(|e| e.to_string())?
+        {
+            Verdict::Ok(_) => Ok(Some(String::new())),
+            Verdict::Mismatch | Verdict::Unknown | Verdict::Disabled(_) => Ok(None),
+            Verdict::CannotVerify(reason) => Err(reason),
+        }
     }
 }
 
@@ -275,6 +248,7 @@ impl Handler for Tables {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mailtable_core::password::{self, Secret};
     use mailtable_core::store::memory::MemStore;
 
     fn table(store: MemStore) -> Tables {
@@ -343,14 +317,17 @@ mod tests {
             t.lookup(Service::Credentials, "off@example.com"),
             Answer::NotFound
         );
-        assert_eq!(
+        // smtpd's crypt(3) cannot check Argon2, and an empty hash would
+        // accept any password: a temporary failure, never handed over and
+        // never "no such user".
+        assert!(matches!(
             t.lookup(Service::Credentials, "argon@example.com"),
-            Answer::NotFound
-        );
-        assert_eq!(
+            Answer::Error(_)
+        ));
+        assert!(matches!(
             t.lookup(Service::Credentials, "empty@example.com"),
-            Answer::NotFound
-        );
+            Answer::Error(_)
+        ));
         assert_eq!(
             t.lookup(Service::Credentials, "contact@example.com"),
             Answer::NotFound

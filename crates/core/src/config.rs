@@ -215,11 +215,18 @@ impl Config {
 
     /// The home directory of a mailbox, from the template.
     pub fn home_for(&self, addr: &Address) -> String {
-        expand_home(&self.home, addr.local(), addr.domain())
+        expand_home(&self.home, addr)
     }
 }
 
-fn expand_home(template: &str, local: &str, domain: &Domain) -> String {
+/// `template` with `%d` (domain), `%n` (local part), `%u` (address) and
+/// `%%` replaced; other `%x` stay as they are, like Dovecot's own
+/// variables would leave them visible to the admin.
+pub(crate) fn expand_home(template: &str, addr: &Address) -> String {
+    expand(template, addr.local(), addr.domain())
+}
+
+fn expand(template: &str, local: &str, domain: &Domain) -> String {
     let mut out = String::with_capacity(template.len() + 32);
     let mut chars = template.chars();
     while let Some(c) = chars.next() {
@@ -279,7 +286,7 @@ mod tests {
     fn home_template() {
         let d = Domain::parse("x.org").unwrap();
         assert_eq!(
-            expand_home("/v/%d/%n/%u/%%/%z", "a", &d),
+            expand("/v/%d/%n/%u/%%/%z", "a", &d),
             "/v/x.org/a/a@x.org/%/%z"
         );
     }

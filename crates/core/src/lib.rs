@@ -4,6 +4,7 @@
 //! (rows with a password), aliases (rows without), wildcard patterns and
 //! catch-alls (`%` in `username`). This crate turns it into answers:
 //!
+//! - [`accounts`]: the account policy: logins, verdicts, user info;
 //! - [`address`]: parsing and normal form of addresses, domains, patterns;
 //! - [`resolve`]: THE resolution algorithm, and the per-key answers that make
 //!   smtpd's own lookup walk yield the same result;
@@ -19,6 +20,7 @@
 
 #![deny(missing_docs)]
 
+pub mod accounts;
 pub mod address;
 pub mod config;
 pub mod delivery;
@@ -28,6 +30,7 @@ pub mod resolve;
 pub mod row;
 pub mod store;
 
+pub use accounts::{Account, Accounts, Verdict};
 pub use address::{Address, AddressError, AddressPattern, Domain, LocalPattern};
 pub use config::Config;
 pub use password::{PasswordHash, Secret};

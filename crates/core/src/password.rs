@@ -71,6 +71,20 @@ pub enum Scheme {
     Unknown,
 }
 
+impl Scheme {
+    /// A short name for messages (`bcrypt`, `SHA512-crypt`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Bcrypt => "bcrypt",
+            Scheme::Sha512Crypt => "SHA512-crypt",
+            Scheme::Sha256Crypt => "SHA256-crypt",
+            Scheme::Argon2 => "argon2",
+            Scheme::OtherCrypt => "crypt",
+            Scheme::Unknown => "unknown",
+        }
+    }
+}
+
 /// Why a password could not be checked or hashed.
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
@@ -196,9 +210,59 @@ impl PasswordHash {
         Some(format!("{{{scheme}}}{}", self.0))
     }
 
+    /// Whether the stored value is a well-formed hash of its scheme, so that
+    /// whoever checks it (mailtable, smtpd's crypt(3), Dovecot) gets the same
+    /// answer. A malformed hash is never handed on and never checked: it
+    /// would read as "wrong password" to one verifier and as an error to
+    /// another. Formats: bcrypt `$2b$NN$` + 53 characters of bcrypt's base64
+    /// (OpenBSD bcrypt(3)); SHA-crypt `$6$[rounds=N$]salt$` + 86 (or `$5$` +
+    /// 43) characters of crypt's base64 with a salt of at most 16
+    /// characters (Drepper's specification, as in glibc and libxcrypt
+    /// crypt-sha512.c); Argon2 a PHC string. Other crypt(3) formats are
+    /// only checked for characters that would corrupt a protocol line.
+    pub fn validate(&self) -> Result<(), PasswordError> {
+        let c = self.crypt_string();
+        let scheme = self.scheme();
+        let well_formed = match scheme {
+            Scheme::Bcrypt => bcrypt_well_formed(c),
+            Scheme::Sha512Crypt => sha_crypt_well_formed(c, 86),
+            Scheme::Sha256Crypt => sha_crypt_well_formed(c, 43),
+            // A PHC string may omit salt and hash; a stored hash needs both,
+            // or every password would read as a mismatch.
+            Scheme::Argon2 => {
+                argon2::PasswordHash::new(c).is_ok_and(|p| p.salt.is_some() && p.hash.is_some())
+            }
+            Scheme::OtherCrypt => {
+                c.len() > 3 && c.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+            }
+            Scheme::Unknown => {
+                return Err(PasswordError::Unsupported(self.scheme_label()));
+            }
+        };
+        if well_formed {
+            Ok(())
+        } else {
+            Err(PasswordError::Malformed(scheme.name()))
+        }
+    }
+
+    /// What to call the scheme of a hash mailtable cannot use, in an error:
+    /// its `{PREFIX}`, or the first characters of a bare value (never the
+    /// whole hash).
+    fn scheme_label(&self) -> String {
+        self.prefix().unwrap_or_else(|| {
+            self.crypt_string()
+                .chars()
+                .take(4)
+                .filter(|c| c.is_ascii_graphic())
+                .collect()
+        })
+    }
+
     /// Check `password` against this hash. `Ok(false)` is a mismatch; an
     /// error means the hash cannot be checked here (never a mismatch).
     pub fn verify(&self, password: &Secret) -> Result<bool, PasswordError> {
+        self.validate()?;
         let c = self.crypt_string();
         let pw = password.expose();
         match self.scheme() {
@@ -215,12 +279,52 @@ impl PasswordHash {
                     Err(_) => Err(PasswordError::Malformed("argon2")),
                 }
             }
-            Scheme::OtherCrypt | Scheme::Unknown => Err(PasswordError::Unsupported(
-                self.prefix()
-                    .unwrap_or_else(|| c.chars().take(4).collect::<String>()),
-            )),
+            Scheme::OtherCrypt | Scheme::Unknown => {
+                Err(PasswordError::Unsupported(self.scheme_label()))
+            }
         }
     }
+}
+
+/// The characters of crypt(3)'s and bcrypt's base64 alphabets (same set,
+/// different order).
+fn is_crypt_b64(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'.' || b == b'/'
+}
+
+/// `$2?$NN$` + 22 characters of salt and 31 of hash.
+fn bcrypt_well_formed(c: &str) -> bool {
+    let b = c.as_bytes();
+    b.len() == 60
+        && b[3] == b'$'
+        && b[6] == b'$'
+        && c.get(4..6)
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| COST_RANGE.contains(&n))
+        && b[7..].iter().all(|&x| is_crypt_b64(x))
+}
+
+/// `$6$[rounds=N$]salt$hash` with a salt of at most 16 characters that
+/// are neither `$`, `:` nor control bytes (crypt(3) reads at most 16), and
+/// a hash of `hash_len` base64 characters.
+fn sha_crypt_well_formed(c: &str, hash_len: usize) -> bool {
+    let Some(rest) = c.get(3..) else {
+        return false;
+    };
+    let rest = match rest.strip_prefix("rounds=") {
+        Some(r) => match r.split_once('$') {
+            Some((n, tail)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => tail,
+            _ => return false,
+        },
+        None => rest,
+    };
+    let Some((salt, hash)) = rest.split_once('$') else {
+        return false;
+    };
+    salt.len() <= 16
+        && salt.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+        && hash.len() == hash_len
+        && hash.bytes().all(is_crypt_b64)
 }
 
 /// Verify `$6$[rounds=N$]salt$hash` (or `$5$`) by recomputing it.

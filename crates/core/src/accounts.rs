@@ -1,0 +1,459 @@
+//! The account policy: who may log in, with which hash, and what the
+//! daemons are told about a mailbox. Every login path of every binary goes
+//! through here (smtpd's `credentials`, `auth` and `userinfo` services,
+//! Dovecot's checkpassword, dict and HTTP answers), so they cannot disagree;
+//! the protocol crates only format what this module decides.
+//!
+//! The rules:
+//! - **Login names.** `hugo@barrera.io` (a login) and `hugo_barrera.io` (the
+//!   delivery user smtpd hands to LMTP, [`crate::delivery`]) name the same
+//!   mailbox. Only a [`RowKind::Mailbox`] row is an account: an alias, a
+//!   pattern or a catch-all never logs in. A name that is no address is an
+//!   unknown user, never an error.
+//! - **Disabled mailboxes** (`active = false`) are refused at login but keep
+//!   their user info: mail is still delivered (`mailtable user disable`).
+//! - **Equal work.** An unknown user, a disabled mailbox, a password that is
+//!   not UTF-8 and a hash that cannot be checked all cost one bcrypt check
+//!   of the configured cost, like a wrong password, so timing does not tell
+//!   which accounts exist.
+//! - **Cannot verify is not a mismatch.** A stored hash that is empty,
+//!   malformed, or of a scheme the verifier lacks is a temporary failure:
+//!   the admin must fix the row, and until then nobody is told "wrong
+//!   password" or "no such user" on the strength of a broken value.
+//! - **One rule for user info.** uid and gid from the config, home from its
+//!   template, the quota from the row; a value with a control character
+//!   would corrupt a protocol line (smtpd's `uid:gid:home`, Dovecot's
+//!   TAB-separated fields), so it is refused for every protocol alike.
+
+use crate::address::Address;
+use crate::config::Config;
+use crate::delivery;
+use crate::password::{self, PasswordHash, Secret};
+use crate::resolve::Resolver;
+use crate::row::{Row, RowKind};
+use crate::store::{Store, StoreError};
+
+/// The subaddress delimiter when a config does not say (DESIGN.md).
+pub const DEFAULT_TAG_DELIMITER: char = '+';
+
+/// A mailbox found for a login name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The canonical address (`hugo@barrera.io` for `hugo_barrera.io` too).
+    pub address: Address,
+    /// Its row; always of kind [`RowKind::Mailbox`].
+    pub row: Row,
+}
+
+impl Account {
+    /// Whether the mailbox may log in.
+    pub fn is_active(&self) -> bool {
+        self.row.active
+    }
+}
+
+/// What the daemons deliver as: smtpd's `userinfo`, Dovecot's userdb.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    /// Owner of the mail store.
+    pub uid: u32,
+    /// Group of the mail store.
+    pub gid: u32,
+    /// The mailbox's home, from the config's template.
+    pub home: String,
+    /// The row's quota (`2G`), if any.
+    pub quota: Option<String>,
+}
+
+impl UserInfo {
+    /// Dovecot's `quota_rule` value: `*:storage=<quota>` applies to every
+    /// folder (core@2.3.19.1:src/plugins/quota/quota-util.c).
+    pub fn quota_rule(&self) -> Option<String> {
+        self.quota.as_ref().map(|q| format!("*:storage={q}"))
+    }
+}
+
+/// A value of an account that no protocol can carry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    /// The home template gives a path with a control character.
+    #[error("home of {0} is not a usable path (it contains a control character)")]
+    BadHome(Address),
+    /// The quota column holds a control character.
+    #[error("quota of {0} is not usable (it contains a control character)")]
+    BadQuota(Address),
+}
+
+/// The outcome of a password check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Right password, active mailbox.
+    Ok(Account),
+    /// Wrong password (or one that is not UTF-8: no stored hash was made
+    /// from such bytes).
+    Mismatch,
+    /// No mailbox of that name.
+    Unknown,
+    /// A disabled mailbox: refused whatever the password.
+    Disabled(Address),
+    /// The stored hash cannot be checked: a temporary failure, with the
+    /// reason for the log (it never contains the hash or the password).
+    CannotVerify(String),
+}
+
+/// Who checks a hash that is handed on instead of checked here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verifier {
+    /// smtpd's `credentials` service: the host's crypt(3) (libxcrypt on
+    /// Debian), given the bare crypt string.
+    Smtpd,
+    /// A Dovecot passdb lookup: Dovecot's own schemes, given `{SCHEME}hash`.
+    Dovecot,
+}
+
+/// A hash handed to the daemon that checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// An active mailbox and its hash in the form the verifier reads.
+    Found {
+        /// The mailbox.
+        account: Account,
+        /// The hash, never empty, free of protocol separators.
+        hash: String,
+    },
+    /// No mailbox of that name.
+    Unknown,
+    /// A disabled mailbox: no hash is handed on, so every password fails.
+    Disabled(Account),
+    /// The stored hash cannot be used by the verifier: a temporary failure.
+    CannotVerify(String),
+}
+
+/// The database half of a password check, so that the costly hashing can
+/// run elsewhere (Dovecot's `serve` hashes on a pool of threads).
+#[derive(Debug, Clone)]
+pub struct Login {
+    state: LoginState,
+    dummy_cost: u32,
+}
+
+#[derive(Debug, Clone)]
+enum LoginState {
+    Check(Account, PasswordHash),
+    Disabled(Address),
+    Unknown,
+}
+
+impl Login {
+    /// Check `password` (bytes as the client sent them).
+    pub fn check(self, password: &[u8]) -> Verdict {
+        let text = std::str::from_utf8(password).ok();
+        let secret = Secret::new(text.unwrap_or_default());
+        let dummy = |verdict: Verdict| {
+            password::dummy_verify(&secret, self.dummy_cost);
+            verdict
+        };
+        match self.state {
+            LoginState::Unknown => dummy(Verdict::Unknown),
+            LoginState::Disabled(address) => dummy(Verdict::Disabled(address)),
+            LoginState::Check(_, _) if text.is_none() => dummy(Verdict::Mismatch),
+            LoginState::Check(account, hash) => match hash.verify(&secret) {
+                Ok(true) => Verdict::Ok(account),
+                Ok(false) => Verdict::Mismatch,
+                Err(e) => dummy(Verdict::CannotVerify(format!(
+                    "cannot check the password of {}: {e}",
+                    account.address
+                ))),
+            },
+        }
+    }
+}
+
+/// The policy over a config; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    resolver: Resolver,
+    uid: u32,
+    gid: u32,
+    home: String,
+    dummy_cost: u32,
+}
+
+impl Accounts {
+    /// The policy of a validated config.
+    pub fn new(config: &Config) -> Accounts {
+        Accounts {
+            resolver: Resolver::new(config.delimiter().unwrap_or(DEFAULT_TAG_DELIMITER)),
+            uid: config.uid,
+            gid: config.gid,
+            home: config.home.clone(),
+            dummy_cost: config.password_cost,
+        }
+    }
+
+    /// The resolver with the config's tag delimiter, for the alias services.
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
+    /// The mailbox of a login name in either form, or `None`.
+    pub fn find(&self, store: &mut dyn Store, name: &str) -> Result<Option<Account>, StoreError> {
+        let Ok(address) = delivery::parse_login(name) else {
+            return Ok(None);
+        };
+        Ok(self
+            .resolver
+            .mailbox(store, &address)?
+            .map(|row| Account { address, row }))
+    }
+
+    /// Every mailbox, ordered by domain then local part (`doveadm user '*'`).
+    /// Rows whose address does not parse are skipped: no login could reach
+    /// them either.
+    pub fn list(&self, store: &mut dyn Store) -> Result<Vec<Account>, StoreError> {
+        Ok(store
+            .list(None)?
+            .into_iter()
+            .filter(|r| r.kind() == RowKind::Mailbox)
+            .filter_map(|row| {
+                let address = Address::from_parts(&row.username, &row.domain).ok()?;
+                Some(Account { address, row })
+            })
+            .collect())
+    }
+
+    /// uid, gid, home and quota of a mailbox, disabled or not.
+    pub fn userinfo(&self, account: &Account) -> Result<UserInfo, AccountError> {
+        let home = crate::config::expand_home(&self.home, &account.address);
+        if home.chars().any(char::is_control) {
+            return Err(AccountError::BadHome(account.address.clone()));
+        }
+        let quota = account
+            .row
+            .quota
+            .as_deref()
+            .map(str::trim)
+            .filter(|q| !q.is_empty());
+        if quota.is_some_and(|q| q.chars().any(char::is_control)) {
+            return Err(AccountError::BadQuota(account.address.clone()));
+        }
+        Ok(UserInfo {
+            uid: self.uid,
+            gid: self.gid,
+            home,
+            quota: quota.map(str::to_string),
+        })
+    }
+
+    /// The database half of a password check for `name`.
+    pub fn login(&self, store: &mut dyn Store, name: &str) -> Result<Login, StoreError> {
+        let state = match self.find(store, name)? {
+            None => LoginState::Unknown,
+            Some(a) if !a.is_active() => LoginState::Disabled(a.address),
+            Some(a) => match a.row.password.clone() {
+                Some(hash) => LoginState::Check(a, hash),
+                // `find` only returns mailbox rows, which have a hash.
+                None => LoginState::Unknown,
+            },
+        };
+        Ok(Login {
+            state,
+            dummy_cost: self.dummy_cost,
+        })
+    }
+
+    /// A whole password check on the calling thread.
+    pub fn verify(
+        &self,
+        store: &mut dyn Store,
+        name: &str,
+        password: &[u8],
+    ) -> Result<Verdict, StoreError> {
+        Ok(self.login(store, name)?.check(password))
+    }
+
+    /// The hash of `name` for a daemon that checks it itself.
+    pub fn credentials(
+        &self,
+        store: &mut dyn Store,
+        name: &str,
+        verifier: Verifier,
+    ) -> Result<Credentials, StoreError> {
+        let Some(account) = self.find(store, name)? else {
+            return Ok(Credentials::Unknown);
+        };
+        if !account.is_active() {
+            return Ok(Credentials::Disabled(account));
+        }
+        let Some(stored) = account.row.password.as_ref() else {
+            return Ok(Credentials::Unknown);
+        };
+        if let Err(e) = stored.validate() {
+            return Ok(Credentials::CannotVerify(format!(
+                "stored hash of {}: {e}",
+                account.address
+            )));
+        }
+        let hash = match verifier {
+            Verifier::Smtpd => stored.for_smtpd().map(str::to_string),
+            Verifier::Dovecot => stored.for_dovecot(),
+        };
+        match hash {
+            Some(hash) => Ok(Credentials::Found { account, hash }),
+            None => Ok(Credentials::CannotVerify(format!(
+                "stored hash of {} ({}) cannot be checked by {}",
+                account.address,
+                stored.scheme().name(),
+                match verifier {
+                    Verifier::Smtpd => "smtpd's crypt(3)",
+                    Verifier::Dovecot => "Dovecot",
+                }
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemStore;
+
+    const PW: &str = "correct horse";
+
+    fn accounts() -> Accounts {
+        let c =
+            Config::parse("uid = 2000\ngid = 2001\nhome = \"/var/vmail/%d/%n\"\npassword_cost = 4")
+                .expect("valid test config");
+        Accounts::new(&c)
+    }
+
+    fn store() -> MemStore {
+        let h = password::hash(&Secret::new(PW), 4).expect("hashing works");
+        let mut s = MemStore::default()
+            .with("hugo", "barrera.io", "hugo@barrera.io", Some(h.stored()))
+            .with(
+                "john_doe",
+                "example.com",
+                "john_doe@example.com",
+                Some(h.stored()),
+            )
+            .with("%", "barrera.io", "hugo@barrera.io", None)
+            .with("alias", "barrera.io", "hugo@barrera.io", None)
+            .with("off", "barrera.io", "off@barrera.io", Some(h.stored()))
+            .with("tab", "barrera.io", "tab@barrera.io", Some(h.stored()));
+        s.rows[0].quota = Some(" 2G ".into());
+        s.rows[4].active = false;
+        s.rows[5].quota = Some("1G\tx".into());
+        s
+    }
+
+    #[test]
+    fn both_login_forms_find_the_mailbox_and_nothing_else_does() {
+        let a = accounts();
+        let mut s = store();
+        for name in ["hugo@barrera.io", "hugo_barrera.io", "HUGO@Barrera.IO"] {
+            let found = a.find(&mut s, name).expect("store works");
+            assert_eq!(
+                found.map(|f| f.address.to_string()).as_deref(),
+                Some("hugo@barrera.io")
+            );
+        }
+        let found = a.find(&mut s, "john_doe_example.com").expect("store works");
+        assert_eq!(
+            found.map(|f| f.address.to_string()).as_deref(),
+            Some("john_doe@example.com")
+        );
+        for name in [
+            "alias@barrera.io",
+            "%@barrera.io",
+            "x@barrera.io",
+            "hugo",
+            "",
+            "a@b@c",
+        ] {
+            assert_eq!(a.find(&mut s, name).expect("store works"), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn userinfo_is_one_rule() {
+        let a = accounts();
+        let mut s = store();
+        let hugo = a
+            .find(&mut s, "hugo@barrera.io")
+            .expect("store works")
+            .expect("found");
+        let info = a.userinfo(&hugo).expect("usable");
+        assert_eq!(info.home, "/var/vmail/barrera.io/hugo");
+        assert_eq!((info.uid, info.gid), (2000, 2001));
+        assert_eq!(info.quota_rule().as_deref(), Some("*:storage=2G"));
+        let tab = a
+            .find(&mut s, "tab@barrera.io")
+            .expect("store works")
+            .expect("found");
+        assert!(matches!(a.userinfo(&tab), Err(AccountError::BadQuota(_))));
+        let c = Config::parse("home = \"/v/%n\\t/x\"").expect("valid");
+        assert!(matches!(
+            Accounts::new(&c).userinfo(&hugo),
+            Err(AccountError::BadHome(_))
+        ));
+    }
+
+    #[test]
+    fn verdicts() {
+        let a = accounts();
+        let mut s = store();
+        let v = |s: &mut MemStore, n: &str, p: &[u8]| a.verify(s, n, p).expect("store works");
+        assert!(
+            matches!(v(&mut s, "hugo_barrera.io", PW.as_bytes()), Verdict::Ok(acc) if acc.address.to_string() == "hugo@barrera.io")
+        );
+        assert_eq!(v(&mut s, "hugo@barrera.io", b"wrong"), Verdict::Mismatch);
+        assert_eq!(v(&mut s, "hugo@barrera.io", b"\xff\xfe"), Verdict::Mismatch);
+        assert_eq!(
+            v(&mut s, "nobody@barrera.io", PW.as_bytes()),
+            Verdict::Unknown
+        );
+        assert_eq!(
+            v(&mut s, "alias@barrera.io", PW.as_bytes()),
+            Verdict::Unknown
+        );
+        assert!(matches!(
+            v(&mut s, "off@barrera.io", PW.as_bytes()),
+            Verdict::Disabled(_)
+        ));
+        s.broken = true;
+        assert!(a.verify(&mut s, "hugo@barrera.io", PW.as_bytes()).is_err());
+        assert!(a
+            .credentials(&mut s, "hugo@barrera.io", Verifier::Smtpd)
+            .is_err());
+    }
+
+    #[test]
+    fn credentials_for_each_verifier() {
+        let a = accounts();
+        let mut s = store();
+        let Credentials::Found { hash, .. } = a
+            .credentials(&mut s, "hugo@barrera.io", Verifier::Smtpd)
+            .expect("store works")
+        else {
+            panic!("not found");
+        };
+        assert!(hash.starts_with("$2b$04$"));
+        let Credentials::Found { hash, .. } = a
+            .credentials(&mut s, "hugo_barrera.io", Verifier::Dovecot)
+            .expect("store works")
+        else {
+            panic!("not found");
+        };
+        assert!(hash.starts_with("{BLF-CRYPT}$2b$04$"));
+        assert!(matches!(
+            a.credentials(&mut s, "off@barrera.io", Verifier::Dovecot),
+            Ok(Credentials::Disabled(_))
+        ));
+        assert_eq!(
+            a.credentials(&mut s, "alias@barrera.io", Verifier::Smtpd)
+                .ok(),
+            Some(Credentials::Unknown)
+        );
+    }
+}

@@ -1,0 +1,406 @@
+//! One account policy, every protocol: the same login cases fed through
+//! smtpd's `auth` and `credentials` answers (table-mailtable), Dovecot's
+//! checkpassword, dict and HTTP answers (dovecot-mailtable), and the core
+//! policy itself, with one expected verdict per case.
+//!
+//! Each protocol can say less than the policy knows: smtpd's `auth` has
+//! only found / not found / error, checkpassword's verify exit code 1 is
+//! both "wrong password" and "no such user". So each answer is mapped to
+//! the set of verdicts it can stand for, and the case's verdict must be in
+//! it. A hash that is handed on (`credentials` to smtpd, a passdb lookup to
+//! Dovecot) is checked here with the tried password, standing in for the
+//! daemon's own check.
+//!
+//! The verdict differs between verifiers only where a verifier lacks the
+//! scheme, and the table says so in its own column: smtpd's crypt(3) has no
+//! Argon2, and mailtable itself does not check yescrypt (`$y$`).
+
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHasher, SaltString};
+use dovecot_mailtable::backend::{checkpassword_answer, Backend, Directory};
+use dovecot_mailtable::pool::StorePool;
+use dovecot_mailtable::{
+    ApiBackend, CheckpasswordRequest, DictBackend, Lookup, LookupResult, Mode, Outcome, Secret,
+    VerifyResult,
+};
+use mailtable_core::accounts::{Accounts, Verdict};
+use mailtable_core::password::{self, PasswordHash, Scheme};
+use mailtable_core::store::memory::MemStore;
+use mailtable_core::{Config, Store};
+use table_mailtable::answer::Tables;
+use table_mailtable::{Answer, Handler, Service};
+
+/// The right password of every case (lower case: smtpd lower-cases the
+/// `auth` key, OpenSMTPD #1268).
+const PW: &str = "correct horse";
+const WRONG: &str = "battery staple";
+
+/// The verdict classes every protocol can be mapped to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum V {
+    Ok,
+    Mismatch,
+    Unknown,
+    Disabled,
+    TempFail,
+}
+
+/// One login case: a row (or none) and the verdict with the right
+/// password, per verifier: mailtable itself, smtpd's crypt(3), Dovecot.
+struct Case {
+    name: &'static str,
+    hash: Option<String>,
+    active: bool,
+    here: V,
+    smtpd: V,
+    dovecot: V,
+}
+
+fn config() -> Config {
+    Config::parse("uid = 2000\ngid = 2001\nhome = \"/var/vmail/%d/%n\"\npassword_cost = 4")
+        .expect("valid test config")
+}
+
+fn cases() -> Vec<Case> {
+    let bcrypt = password::hash(&password::Secret::new(PW), 4)
+        .expect("bcrypt works")
+        .stored()
+        .to_string();
+    let sha512 = sha_crypt::sha512_simple(
+        PW,
+        &sha_crypt::Sha512Params::new(1000).expect("valid rounds"),
+    )
+    .expect("sha512 works");
+    let sha256 = sha_crypt::sha256_simple(
+        PW,
+        &sha_crypt::Sha256Params::new(1000).expect("valid rounds"),
+    )
+    .expect("sha256 works");
+    let salt = SaltString::encode_b64(b"mailtable-salt").expect("valid salt");
+    // Small parameters: the verdict does not depend on them, the test time
+    // does.
+    let params = argon2::Params::new(1024, 1, 1, None).expect("valid argon2 parameters");
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(PW.as_bytes(), &salt)
+        .expect("argon2 works")
+        .to_string();
+    let y2y = bcrypt.replacen("$2b$", "$2y$", 1);
+    let case = |name, hash: Option<String>, all: V| Case {
+        name,
+        hash,
+        active: true,
+        here: all,
+        smtpd: all,
+        dovecot: all,
+    };
+    let mut out = vec![
+        case("bcrypt", Some(bcrypt.clone()), V::Ok),
+        case("bcrypt2y", Some(y2y), V::Ok),
+        case("blfcrypt", Some(format!("{{BLF-CRYPT}}{bcrypt}")), V::Ok),
+        case("sha512", Some(sha512.clone()), V::Ok),
+        case(
+            "sha512prefixed",
+            Some(format!("{{SHA512-CRYPT}}{sha512}")),
+            V::Ok,
+        ),
+        case("sha256", Some(sha256), V::Ok),
+        case("nohash", None, V::Unknown),
+        case("empty", Some(String::new()), V::TempFail),
+        case(
+            "ssha",
+            Some("{SSHA512}c2VjcmV0c2FsdA==".into()),
+            V::TempFail,
+        ),
+        case("garbage", Some("not a hash".into()), V::TempFail),
+        case("badbcrypt", Some("$2b$04$tooshort".into()), V::TempFail),
+        case(
+            "badcost",
+            Some(bcrypt.replacen("$04$", "$99$", 1)),
+            V::TempFail,
+        ),
+        case("badsha512", Some("$6$salt$tooshort".into()), V::TempFail),
+        case(
+            "badsha512salt",
+            Some(format!(
+                "$6$sält{}",
+                &sha512[sha512.rfind('$').unwrap_or(0)..]
+            )),
+            V::TempFail,
+        ),
+        case(
+            "badsha256",
+            Some("$5$rounds=x$salt$abc".into()),
+            V::TempFail,
+        ),
+        case(
+            "badargon",
+            Some("$argon2id$v=19$garbage".into()),
+            V::TempFail,
+        ),
+        Case {
+            name: "argon",
+            hash: Some(argon.clone()),
+            active: true,
+            here: V::Ok,
+            smtpd: V::TempFail,
+            dovecot: V::Ok,
+        },
+        Case {
+            name: "argonprefixed",
+            hash: Some(format!("{{ARGON2ID}}{argon}")),
+            active: true,
+            here: V::Ok,
+            smtpd: V::TempFail,
+            dovecot: V::Ok,
+        },
+        Case {
+            name: "disabled",
+            hash: Some(bcrypt),
+            active: false,
+            here: V::Disabled,
+            smtpd: V::Disabled,
+            dovecot: V::Disabled,
+        },
+    ];
+    // No row at all.
+    out.push(Case {
+        name: "nobody",
+        hash: None,
+        active: true,
+        here: V::Unknown,
+        smtpd: V::Unknown,
+        dovecot: V::Unknown,
+    });
+    out
+}
+
+fn address(c: &Case) -> String {
+    format!("{}@example.org", c.name)
+}
+
+fn store(cases: &[Case]) -> MemStore {
+    let mut s = MemStore::default();
+    for c in cases.iter().filter(|c| c.name != "nobody") {
+        s = match &c.hash {
+            Some(h) => s.with(c.name, "example.org", &address(c), Some(h)),
+            // An alias of the same name: never a login.
+            None => s.with(c.name, "example.org", "bcrypt@example.org", None),
+        };
+        if let Some(r) = s.rows.last_mut() {
+            r.active = c.active;
+        }
+    }
+    s
+}
+
+/// With the wrong password, a verdict that was Ok becomes Mismatch; every
+/// other verdict stays (unknown, disabled and broken rows do not depend on
+/// the password).
+fn with_wrong_password(v: V) -> V {
+    if v == V::Ok {
+        V::Mismatch
+    } else {
+        v
+    }
+}
+
+/// The verdict of a handed-on hash, checked with `pw` as the daemon would.
+fn handed_on(hash: &str, pw: &str) -> V {
+    match PasswordHash::new(hash).verify(&password::Secret::new(pw)) {
+        Ok(true) => V::Ok,
+        Ok(false) => V::Mismatch,
+        Err(_) => V::TempFail,
+    }
+}
+
+fn core_verdict(store: &mut dyn Store, user: &str, pw: &str) -> Vec<V> {
+    let v = Accounts::new(&config())
+        .verify(store, user, pw.as_bytes())
+        .expect("the store works");
+    vec![match v {
+        Verdict::Ok(_) => V::Ok,
+        Verdict::Mismatch => V::Mismatch,
+        Verdict::Unknown => V::Unknown,
+        Verdict::Disabled(_) => V::Disabled,
+        Verdict::CannotVerify(_) => V::TempFail,
+    }]
+}
+
+fn table(store: MemStore) -> Tables {
+    Tables::with_store(config(), Box::new(store))
+}
+
+fn smtpd_auth(store: MemStore, user: &str, pw: &str) -> Vec<V> {
+    match table(store).check(Service::Auth, &format!("{user}:{pw}")) {
+        Answer::Found(_) => vec![V::Ok],
+        Answer::NotFound => vec![V::Mismatch, V::Unknown, V::Disabled],
+        Answer::Error(_) => vec![V::TempFail],
+    }
+}
+
+fn smtpd_credentials(store: MemStore, user: &str, pw: &str) -> Vec<V> {
+    match table(store).lookup(Service::Credentials, user) {
+        Answer::Found(v) => {
+            let hash = v
+                .strip_prefix(&format!("{user}:"))
+                .expect("credentials are user:hash");
+            assert!(!hash.is_empty() && !hash.contains(['\n', '\r']), "{v}");
+            vec![handed_on(hash, pw)]
+        }
+        Answer::NotFound => vec![V::Unknown, V::Disabled],
+        Answer::Error(_) => vec![V::TempFail],
+    }
+}
+
+fn backend(store: MemStore) -> Backend {
+    let pool = StorePool::new(
+        Box::new(move || Ok(Box::new(store.clone()) as Box<dyn Store>)),
+        0,
+    );
+    Backend::new(Arc::new(Directory::new(config())), Arc::new(pool), None)
+}
+
+fn checkpassword(mut store: MemStore, mode: Mode, user: &str, pw: &str) -> Vec<V> {
+    let request = CheckpasswordRequest {
+        user: user.into(),
+        password: Secret::new(pw),
+    };
+    let (outcome, fields) =
+        checkpassword_answer(&Directory::new(config()), &mut store, &mode, &request);
+    let hash = fields.iter().find(|(k, _)| k == "password").map(|(_, v)| v);
+    match (mode, outcome, hash) {
+        (Mode::Verify, Outcome::Success, _) => vec![V::Ok],
+        (Mode::Verify, Outcome::Mismatch, _) => vec![V::Mismatch, V::Unknown, V::Disabled],
+        (_, Outcome::Success, Some(h)) => vec![handed_on(h, pw)],
+        (_, Outcome::Success, None) => vec![V::Disabled],
+        (_, Outcome::Unknown, _) => vec![V::Unknown],
+        (_, Outcome::TempFail, _) => vec![V::TempFail],
+        (mode, outcome, _) => panic!("{mode:?} answered {outcome:?}"),
+    }
+}
+
+fn http_verify(store: MemStore, user: &str, pw: &str) -> Vec<V> {
+    match backend(store).passdb_verify(user, &Secret::new(pw)) {
+        VerifyResult::Ok(_) => vec![V::Ok],
+        VerifyResult::Mismatch => vec![V::Mismatch, V::Disabled],
+        VerifyResult::Unknown => vec![V::Unknown],
+        VerifyResult::TempFail(_) => vec![V::TempFail],
+    }
+}
+
+fn lookup_verdict(r: LookupResult, pw: &str) -> Vec<V> {
+    match r {
+        LookupResult::Found(a) => match a.fields.iter().find(|(k, _)| k == "password") {
+            Some((_, h)) => vec![handed_on(h, pw)],
+            None => vec![V::Disabled],
+        },
+        LookupResult::Unknown => vec![V::Unknown],
+        LookupResult::TempFail(_) => vec![V::TempFail],
+    }
+}
+
+fn http_lookup(store: MemStore, user: &str, pw: &str) -> Vec<V> {
+    lookup_verdict(backend(store).passdb_lookup(user), pw)
+}
+
+fn dict_lookup(store: MemStore, user: &str, pw: &str) -> Vec<V> {
+    let key = format!("shared/passdb/{user}");
+    match DictBackend::lookup(&mut backend(store), &key, "") {
+        Lookup::Found(json) => {
+            let v: serde_json::Value = serde_json::from_str(&json).expect("dict value is JSON");
+            match v["password"].as_str() {
+                Some(h) => vec![handed_on(h, pw)],
+                None => vec![V::Disabled],
+            }
+        }
+        Lookup::NotFound => vec![V::Unknown],
+        Lookup::Failed(_) => vec![V::TempFail],
+    }
+}
+
+#[test]
+fn every_protocol_gives_the_policy_verdict() {
+    let cases = cases();
+    let s = store(&cases);
+    let mut checked = 0;
+    for c in &cases {
+        // Both login forms: the address and the delivery user name.
+        let login_names = [address(c), format!("{}_example.org", c.name)];
+        for user in &login_names {
+            for pw in [PW, WRONG] {
+                let expect = |v: V| if pw == PW { v } else { with_wrong_password(v) };
+                let paths: [(&str, V, Vec<V>); 8] = [
+                    (
+                        "core",
+                        expect(c.here),
+                        core_verdict(&mut s.clone(), user, pw),
+                    ),
+                    (
+                        "smtpd auth",
+                        expect(c.here),
+                        smtpd_auth(s.clone(), user, pw),
+                    ),
+                    (
+                        "smtpd credentials",
+                        expect(c.smtpd),
+                        smtpd_credentials(s.clone(), user, pw),
+                    ),
+                    (
+                        "checkpassword verify",
+                        expect(c.here),
+                        checkpassword(s.clone(), Mode::Verify, user, pw),
+                    ),
+                    (
+                        "checkpassword passdb lookup",
+                        expect(c.dovecot),
+                        checkpassword(s.clone(), Mode::PassdbLookup, user, pw),
+                    ),
+                    (
+                        "http verify",
+                        expect(c.here),
+                        http_verify(s.clone(), user, pw),
+                    ),
+                    (
+                        "http passdb lookup",
+                        expect(c.dovecot),
+                        http_lookup(s.clone(), user, pw),
+                    ),
+                    (
+                        "dict passdb lookup",
+                        expect(c.dovecot),
+                        dict_lookup(s.clone(), user, pw),
+                    ),
+                ];
+                for (path, want, got) in paths {
+                    assert!(
+                        got.contains(&want),
+                        "{}: {path} with the {} password: policy says {want:?}, answer means {got:?}",
+                        c.name,
+                        if pw == PW { "right" } else { "wrong" },
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, cases.len() * 2 * 2 * 8);
+}
+
+#[test]
+fn the_cases_cover_every_scheme() {
+    let schemes: Vec<Scheme> = cases()
+        .iter()
+        .filter_map(|c| c.hash.as_deref())
+        .map(|h| PasswordHash::new(h).scheme())
+        .collect();
+    for s in [
+        Scheme::Bcrypt,
+        Scheme::Sha512Crypt,
+        Scheme::Sha256Crypt,
+        Scheme::Argon2,
+        Scheme::Unknown,
+    ] {
+        assert!(schemes.contains(&s), "{s:?}");
+    }
+}
