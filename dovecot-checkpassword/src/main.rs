@@ -41,7 +41,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -111,8 +111,8 @@ fn main() -> ExitCode {
         }
     };
     let checkpassword = matches!(cli.command, Command::Checkpassword { .. });
-    init_logging(if checkpassword { "warn" } else { "info" });
-    let config = load_config(cli.config.as_deref());
+    mailtable_core::logging::init(if checkpassword { "warn" } else { "info" });
+    let config = Config::locate(cli.config.as_deref()).map_err(|e| e.to_string());
     match cli.command {
         Command::Checkpassword { .. } => {
             let code = run_checkpassword(config);
@@ -139,34 +139,6 @@ fn main() -> ExitCode {
                     tracing::error!("{e}");
                     ExitCode::from(SERVE_TEMPFAIL)
                 }
-            }
-        }
-    }
-}
-
-/// Logs go to stderr: Dovecot puts a checkpassword child's stderr into its
-/// own log, systemd puts serve's into the journal. `MAILTABLE_LOG` sets the
-/// filter, as for the other binaries.
-fn init_logging(default: &str) {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MAILTABLE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
-        )
-        .init();
-}
-
-fn load_config(path: Option<&Path>) -> Result<Config, String> {
-    match path {
-        Some(p) => Config::load(p).map_err(|e| e.to_string()),
-        None => {
-            let default = Path::new(mailtable_core::config::DEFAULT_PATH);
-            if default.exists() {
-                Config::load(default).map_err(|e| e.to_string())
-            } else {
-                Ok(Config::default())
             }
         }
     }

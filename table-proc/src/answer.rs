@@ -20,7 +20,7 @@ use crate::{Answer, Handler, Service};
 use mailtable_core::accounts::{Accounts, Credentials, Verdict, Verifier};
 use mailtable_core::resolve::Destination;
 use mailtable_core::store::{self, Access, OpenOptions};
-use mailtable_core::{delivery, Address, Config, Domain, Outcome, Store};
+use mailtable_core::{Address, Config, Domain, Outcome, Store};
 
 /// The table: config plus a lazily (re)opened read-only store.
 pub struct Tables {
@@ -144,14 +144,8 @@ impl Tables {
     }
 
     fn senders(&mut self, key: &str) -> Result<Option<String>, String> {
-        let Ok(addr) = delivery::parse_login(key) else {
-            return Ok(None);
-        };
         let (store, accounts) = self.store()?;
-        let list = accounts
-            .resolver()
-            .senders(store, &addr)
-            .map_err(|e| e.to_string())?;
+        let list = accounts.senders(store, key).map_err(|e| e.to_string())?;
         Ok(list.map(|l| l.join(", ")))
     }
 

@@ -31,19 +31,8 @@ fn main() -> ExitCode {
         println!("table-mailtable {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    // Logs to stderr only: from 7.x stdout is the protocol channel.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MAILTABLE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let config = match &arg {
-        Some(path) => Config::load(Path::new(path)).map_err(|e| e.to_string()),
-        None => Ok(Config::default()),
-    };
+    mailtable_core::logging::init("info");
+    let config = Config::locate(arg.as_deref().map(Path::new)).map_err(|e| e.to_string());
     if let Err(e) = &config {
         tracing::error!("{e}; answering every lookup with a temporary failure");
     }

@@ -9,11 +9,10 @@ use mailtable_core::exit::Exit;
 use mailtable_core::resolve::Step;
 use mailtable_core::store::{self, migrate, Access, DatabaseUrl, Delete, OpenOptions};
 use mailtable_core::{
-    config, delivery, password, Address, AddressPattern, Config, Destination, Domain, LocalPattern,
+    delivery, password, Address, AddressPattern, Config, Destination, Domain, LocalPattern,
     Outcome, ResolveError, Resolver, Row, Store,
 };
 use serde_json::json;
-use std::path::Path;
 
 /// Everything a command needs.
 pub(crate) struct Ctx {
@@ -66,17 +65,7 @@ impl Ctx {
 }
 
 fn load_config(cli: &Cli) -> Result<Config, CliError> {
-    let path = match &cli.config {
-        Some(p) => Some(p.clone()),
-        None => {
-            let p = Path::new(config::DEFAULT_PATH);
-            p.exists().then(|| p.to_path_buf())
-        }
-    };
-    match path {
-        Some(p) => Config::load(&p).map_err(|e| CliError::usage(e.to_string())),
-        None => Ok(Config::default()),
-    }
+    Config::locate(cli.config.as_deref()).map_err(|e| CliError::usage(e.to_string()))
 }
 
 /// Run the parsed command line.

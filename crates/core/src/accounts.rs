@@ -29,7 +29,7 @@ use crate::address::Address;
 use crate::config::Config;
 use crate::delivery;
 use crate::password::{self, PasswordHash, Secret};
-use crate::resolve::Resolver;
+use crate::resolve::{ResolveError, Resolver};
 use crate::row::{Row, RowKind};
 use crate::store::{Store, StoreError};
 
@@ -220,6 +220,20 @@ impl Accounts {
                 Some(Account { address, row })
             })
             .collect())
+    }
+
+    /// What the login `name` (either form) may send as: its own address,
+    /// the addresses of ours that deliver to it, `@dom` for a catch-all
+    /// that does; `None` when `name` is no mailbox ([`Resolver::senders`]).
+    pub fn senders(
+        &self,
+        store: &mut dyn Store,
+        name: &str,
+    ) -> Result<Option<Vec<String>>, ResolveError> {
+        let Ok(address) = delivery::parse_login(name) else {
+            return Ok(None);
+        };
+        self.resolver.senders(store, &address)
     }
 
     /// uid, gid, home and quota of a mailbox, disabled or not.

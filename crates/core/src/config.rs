@@ -33,7 +33,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Where the CLI looks when `-c` is not given and the file exists.
+/// Where every binary looks when no path is given and the file exists.
 pub const DEFAULT_PATH: &str = "/etc/mail/mailtable.toml";
 
 /// A config problem, naming the file.
@@ -161,6 +161,24 @@ impl Config {
             path: path.to_path_buf(),
             message,
         })
+    }
+
+    /// The one rule all three binaries follow: the file given (`-c`, or the
+    /// table's argument from smtpd.conf) must load; without one,
+    /// [`DEFAULT_PATH`] is read when it exists, else the built-in defaults
+    /// apply, so a first `mailtable user add` works on a fresh host.
+    pub fn locate(given: Option<&Path>) -> Result<Config, ConfigError> {
+        match given {
+            Some(path) => Config::load(path),
+            None => {
+                let default = Path::new(DEFAULT_PATH);
+                if default.exists() {
+                    Config::load(default)
+                } else {
+                    Ok(Config::default())
+                }
+            }
+        }
     }
 
     /// Parse and validate config text.

@@ -13,7 +13,8 @@
 //! - [`config`]: the one TOML file;
 //! - [`row`]: a row of the table and its [`RowKind`];
 //! - [`store`]: the `Store` trait with its SQLite and PostgreSQL backends;
-//! - [`exit`]: exit codes.
+//! - [`exit`]: exit codes;
+//! - [`logging`]: the stderr logger of the binaries.
 //!
 //! Policy lives here, above the storage backends, so that every daemon and
 //! every backend agree about every address.
@@ -25,6 +26,7 @@ pub mod address;
 pub mod config;
 pub mod delivery;
 pub mod exit;
+pub mod logging;
 pub mod password;
 pub mod resolve;
 pub mod row;
