@@ -12,7 +12,9 @@
 //! - [`config`]: the one TOML file;
 //! - [`row`]: a row of the table and its [`RowKind`];
 //! - [`store`]: the `Store` trait with its SQLite and PostgreSQL backends;
-//! - [`exit`]: exit codes.
+//! - [`exit`]: exit codes;
+//! - `testdata` (feature `testdata`, off by default): the resolution table
+//!   that the unit tests and the contract suite run on every store.
 //!
 //! Policy lives here, above the storage backends, so that every daemon and
 //! every backend agree about every address.
@@ -27,6 +29,8 @@ pub mod password;
 pub mod resolve;
 pub mod row;
 pub mod store;
+#[cfg(any(test, feature = "testdata"))]
+pub mod testdata;
 
 pub use address::{Address, AddressError, AddressPattern, Domain, LocalPattern};
 pub use config::Config;
