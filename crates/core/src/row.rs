@@ -125,7 +125,10 @@ mod tests {
     #[test]
     fn kinds_from_the_shape_of_a_row() {
         let cases = [
-            (row("hugo", "hugo@example.org", Some("$2b$")), RowKind::Mailbox),
+            (
+                row("hugo", "hugo@example.org", Some("$2b$")),
+                RowKind::Mailbox,
+            ),
             (row("hugo", "hugo@example.org", Some("")), RowKind::Mailbox),
             (row("info", "hugo@example.org", None), RowKind::Alias),
             (row("sales-%", "bob@example.org", None), RowKind::Pattern),
