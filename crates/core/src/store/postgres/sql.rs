@@ -30,9 +30,13 @@ pub(super) struct Columns {
 
 /// Advisory lock key of mailtable's writers ("mailtabl"): one writer at a
 /// time, as SQLite's `BEGIN IMMEDIATE` gives, so the checks a command makes
-/// before writing still hold when it writes.
+/// before writing still hold when it writes. A transaction-level lock
+/// (`pg_advisory_xact_lock`, PostgreSQL manual "Advisory Lock Functions"),
+/// so COMMIT or ROLLBACK, or the session dying, releases it.
 pub(super) const WRITE_LOCK: i64 = 0x6d61_696c_7461_626c;
 
+// The columns of every lookup, in `row_from`'s order; a database without
+// the optional columns (the article's own table) gets their defaults.
 pub(super) const COLS_FULL: &str = "username, domain, mailbox, password, active::integer, quota";
 pub(super) const COLS_BASE: &str = "username, domain, mailbox, password, 1::integer, NULL::text";
 
@@ -49,17 +53,20 @@ pub(super) const LIST_ALL: &str = "ORDER BY domain COLLATE \"C\", username COLLA
 pub(super) const DOMAINS: &str =
     "SELECT domain FROM users GROUP BY domain ORDER BY domain COLLATE \"C\"";
 
+// Which optional columns exist, and which of mailtable's tables (read once
+// per connection and by `schema_state`).
 pub(super) const COLUMNS_SQL: &str = "SELECT column_name::text FROM information_schema.columns \
      WHERE table_schema = current_schema() AND table_name = 'users'";
 pub(super) const TABLES_SQL: &str = "SELECT table_name::text FROM information_schema.tables \
      WHERE table_schema = current_schema() AND table_name IN ('users', 'mailtable_schema')";
 pub(super) const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
 
-// Writes (the admin CLI). The optional columns appear only in the INSERT of
-// a migrated table; the other statements touch base columns only.
+// Writes (the admin CLI). INSERT_FULL and SET_ACTIVE need the optional
+// columns, and their callers check that the columns exist first; the others
+// touch the article's four columns only.
 pub(super) const INSERT_FULL: &str =
     "INSERT INTO users (username, domain, mailbox, password, active, quota) \
-                     VALUES ($1, $2, $3, $4, $5, $6)";
+     VALUES ($1, $2, $3, $4, $5, $6)";
 pub(super) const INSERT_BASE: &str =
     "INSERT INTO users (username, domain, mailbox, password) VALUES ($1, $2, $3, $4)";
 pub(super) const DELETE_MAILBOX: &str =
@@ -67,11 +74,11 @@ pub(super) const DELETE_MAILBOX: &str =
 pub(super) const DELETE_ALIASES: &str =
     "DELETE FROM users WHERE domain = $1 AND username = $2 AND password IS NULL";
 pub(super) const DELETE_ALIAS_TO: &str = "DELETE FROM users WHERE domain = $1 AND username = $2 \
-                         AND password IS NULL AND mailbox = $3";
+     AND password IS NULL AND mailbox = $3";
 pub(super) const SET_PASSWORD: &str = "UPDATE users SET password = $3 \
-                 WHERE domain = $1 AND username = $2 AND password IS NOT NULL";
+     WHERE domain = $1 AND username = $2 AND password IS NOT NULL";
 pub(super) const SET_ACTIVE: &str = "UPDATE users SET active = $3 \
-                 WHERE domain = $1 AND username = $2 AND password IS NOT NULL";
+     WHERE domain = $1 AND username = $2 AND password IS NOT NULL";
 
 // The version table of `mailtable migrate`.
 pub(super) const MAX_VERSION: &str = "SELECT max(version) FROM mailtable_schema";
