@@ -16,7 +16,7 @@ mod macros;
 
 /// Failures: locks, timeouts, killed connections, lost transactions.
 mod outage;
-/// The resolution table of DESIGN.md over rows inserted through the Store.
+/// The resolution table of DESIGN.md (shared with the core's unit tests).
 mod resolution;
 /// Migrations: the article's table, idempotent init, newer versions, indexes.
 mod schema;

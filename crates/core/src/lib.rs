@@ -14,7 +14,9 @@
 //! - [`row`]: a row of the table and its [`RowKind`];
 //! - [`store`]: the `Store` trait with its SQLite and PostgreSQL backends;
 //! - [`exit`]: exit codes;
-//! - [`logging`]: the stderr logger of the binaries.
+//! - [`logging`]: the stderr logger of the binaries;
+//! - `testdata` (feature `testdata`, off by default): the resolution table
+//!   that the unit tests and the contract suite run on every store.
 //!
 //! Policy lives here, above the storage backends, so that every daemon and
 //! every backend agree about every address.
@@ -31,6 +33,8 @@ pub mod password;
 pub mod resolve;
 pub mod row;
 pub mod store;
+#[cfg(any(test, feature = "testdata"))]
+pub mod testdata;
 
 pub use accounts::{Account, Accounts, Verdict};
 pub use address::{Address, AddressError, AddressPattern, Domain, LocalPattern};

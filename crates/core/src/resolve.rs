@@ -585,122 +585,19 @@ impl fmt::Display for Destination {
 mod tests {
     use super::*;
     use crate::store::memory::MemStore;
+    use crate::testdata::{self, check};
 
-    const H: Option<&str> = Some("$2b$04$hash");
-
-    /// The article's data plus the cases of the resolution table.
-    fn fixture() -> MemStore {
-        MemStore::default()
-            .with("hugo", "barrera.io", "hugo@barrera.io", H)
-            .with("%", "barrera.io", "hugo@barrera.io", None)
-            .with("contact", "example.com", "hugo@barrera.io", None)
-            .with("alice", "example.org", "alice@example.org", H)
-            .with("bob", "example.org", "bob@example.org", H)
-            .with("john_doe", "example.com", "john_doe@example.com", H)
-            .with("team", "example.org", "alice@example.org", None)
-            .with("team", "example.org", "bob@example.org", None)
-            .with("team", "example.org", "carol@elsewhere.net", None)
-            .with("sales-%", "example.org", "bob@example.org", None)
-            .with("sales-eu-%", "example.org", "alice@example.org", None)
-            .with("%-bounces", "example.org", "bob@example.org", None)
-            .with("info", "example.org", "team@example.org", None)
-            .with("all", "example.org", "info@example.org", None)
-            .with("%", "old.org", "%@example.org", None)
-            .with("loop1", "example.org", "loop2@example.org", None)
-            .with("loop2", "example.org", "loop1@example.org", None)
-            .with("half", "example.org", "half2@example.org", None)
-            .with("half2", "example.org", "half@example.org", None)
-            .with("half2", "example.org", "bob@example.org", None)
-            .with("bob+lists", "example.org", "alice@example.org", None)
-            .with("dangling", "example.org", "nobody@example.org", None)
-            .with("juergen", "xn--exmple-cua.org", "alice@example.org", None)
-    }
-
-    fn mb(a: &str) -> Destination {
-        Destination::Mailbox(Address::parse(a).unwrap())
-    }
     fn ext(a: &str) -> Destination {
         Destination::External(Address::parse(a).unwrap())
     }
 
-    fn res(store: &mut MemStore, a: &str) -> Outcome {
-        Resolver::default()
-            .resolve(store, &Address::parse(a).unwrap())
-            .unwrap()
-    }
-
+    /// The resolution table (`crate::testdata`), here on the in-memory
+    /// store; the contract suite runs the same table on SQLite and
+    /// PostgreSQL.
     #[test]
     fn resolution_table() {
-        let mut s = fixture();
-        let found = |v: Vec<Destination>| Outcome::Found(v);
-        let table: Vec<(&str, Outcome)> = vec![
-            ("hugo@barrera.io", found(vec![mb("hugo@barrera.io")])),
-            ("Hugo@Barrera.IO", found(vec![mb("hugo@barrera.io")])),
-            ("random@barrera.io", found(vec![mb("hugo@barrera.io")])),
-            ("contact@example.com", found(vec![mb("hugo@barrera.io")])),
-            // A mailbox beats the catch-all, with or without a tag.
-            ("hugo+news@barrera.io", found(vec![mb("hugo@barrera.io")])),
-            (
-                "john_doe@example.com",
-                found(vec![mb("john_doe@example.com")]),
-            ),
-            // Fan-out, including an external target.
-            (
-                "team@example.org",
-                found(vec![
-                    mb("alice@example.org"),
-                    mb("bob@example.org"),
-                    ext("carol@elsewhere.net"),
-                ]),
-            ),
-            // Chains.
-            (
-                "all@example.org",
-                found(vec![
-                    mb("alice@example.org"),
-                    mb("bob@example.org"),
-                    ext("carol@elsewhere.net"),
-                ]),
-            ),
-            // Pattern specificity: sales-eu-% (9 literal chars) beats sales-%.
-            (
-                "sales-eu-de@example.org",
-                found(vec![mb("alice@example.org")]),
-            ),
-            ("sales-us@example.org", found(vec![mb("bob@example.org")])),
-            (
-                "list-bounces@example.org",
-                found(vec![mb("bob@example.org")]),
-            ),
-            // Domain alias: % substituted.
-            ("alice@old.org", found(vec![mb("alice@example.org")])),
-            ("bob+x@old.org", found(vec![mb("bob@example.org")])),
-            // Tagged exact row wins over the mailbox (step 1).
-            (
-                "bob+lists@example.org",
-                found(vec![mb("alice@example.org")]),
-            ),
-            ("bob+other@example.org", found(vec![mb("bob@example.org")])),
-            // A cycle with an exit keeps the exit.
-            ("half@example.org", found(vec![mb("bob@example.org")])),
-            // IDN.
-            ("JUERGEN@EXÄMPLE.ORG", found(vec![mb("alice@example.org")])),
-            ("nobody@example.org", Outcome::NotFound),
-            ("hugo@nowhere.net", Outcome::UnknownDomain),
-        ];
-        for (addr, want) in table {
-            assert_eq!(res(&mut s, addr), want, "{addr}");
-        }
-    }
-
-    #[test]
-    fn loops_and_dangling_are_errors_not_bounces() {
-        let mut s = fixture();
-        let r = Resolver::default();
-        let e = r.resolve(&mut s, &Address::parse("loop1@example.org").unwrap());
-        assert!(matches!(e, Err(ResolveError::Loop(_))), "{e:?}");
-        let e = r.resolve(&mut s, &Address::parse("dangling@example.org").unwrap());
-        assert!(matches!(e, Err(ResolveError::Dangling { .. })), "{e:?}");
+        let mut s = MemStore::new(testdata::resolution::rows());
+        check::assert_resolution_table(&mut s);
     }
 
     #[test]
@@ -728,124 +625,12 @@ mod tests {
 
     #[test]
     fn database_errors_stay_errors() {
-        let mut s = fixture();
+        let mut s = MemStore::new(testdata::resolution::rows());
         s.broken = true;
         let r = Resolver::default();
         let a = Address::parse("hugo@barrera.io").unwrap();
         assert!(matches!(r.resolve(&mut s, &a), Err(ResolveError::Store(_))));
         assert!(r.alias_for_key(&mut s, "hugo@barrera.io").is_err());
         assert!(r.senders(&mut s, &a).is_err());
-    }
-
-    /// smtpd's walk over the per-key answers yields the same destinations as
-    /// the algorithm, for every address of the table.
-    #[test]
-    fn smtpd_walk_agrees_with_resolution() {
-        let mut s = fixture();
-        let r = Resolver::default();
-        for a in [
-            "hugo@barrera.io",
-            "random@barrera.io",
-            "hugo+news@barrera.io",
-            "x+y@barrera.io",
-            "contact@example.com",
-            "team@example.org",
-            "all@example.org",
-            "sales-eu-de@example.org",
-            "sales-us@example.org",
-            "list-bounces@example.org",
-            "alice@old.org",
-            "bob+x@old.org",
-            "bob+lists@example.org",
-            "bob+other@example.org",
-            "nobody@example.org",
-            "hugo@nowhere.net",
-            "john_doe@example.com",
-            "half@example.org",
-        ] {
-            let addr = Address::parse(a).unwrap();
-            let walk = r.smtpd_walk(&mut s, &addr).unwrap();
-            let got = walk.iter().find_map(|w| w.answer.clone());
-            let want = match r.resolve(&mut s, &addr).unwrap() {
-                Outcome::Found(d) => Some(d.iter().map(Destination::wire).collect::<Vec<_>>()),
-                _ => None,
-            };
-            assert_eq!(got, want, "{a}: {walk:?}");
-        }
-    }
-
-    #[test]
-    fn per_key_answers() {
-        let mut s = fixture();
-        let r = Resolver::default();
-        let ans = |s: &mut MemStore, k: &str| {
-            r.alias_for_key(s, k).unwrap().map(|d| {
-                d.iter()
-                    .map(Destination::wire)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-        };
-        assert_eq!(
-            ans(&mut s, "hugo@barrera.io").as_deref(),
-            Some("hugo_barrera.io")
-        );
-        // Tagged key: exact rows only; the catch-all must not answer it.
-        assert_eq!(ans(&mut s, "hugo+news@barrera.io"), None);
-        assert_eq!(
-            ans(&mut s, "@barrera.io").as_deref(),
-            Some("hugo_barrera.io")
-        );
-        assert_eq!(
-            ans(&mut s, "random@barrera.io"),
-            None,
-            "catch-all is for @dom"
-        );
-        // Domain alias: answered at the full key, not at @dom.
-        assert_eq!(
-            ans(&mut s, "alice@old.org").as_deref(),
-            Some("alice_example.org")
-        );
-        assert_eq!(ans(&mut s, "@old.org"), None);
-        assert_eq!(ans(&mut s, "hugo"), None);
-        assert_eq!(ans(&mut s, "@"), None);
-        assert_eq!(ans(&mut s, "hugo_barrera.io@"), None);
-        assert_eq!(ans(&mut s, ""), None);
-        assert_eq!(
-            ans(&mut s, "team@example.org").as_deref(),
-            Some("alice_example.org, bob_example.org, carol@elsewhere.net")
-        );
-    }
-
-    #[test]
-    fn senders_include_aliases_that_reach_the_user() {
-        let mut s = fixture();
-        let r = Resolver::default();
-        let hugo = Address::parse("hugo@barrera.io").unwrap();
-        let got = r.senders(&mut s, &hugo).unwrap().unwrap();
-        assert_eq!(
-            got,
-            vec!["hugo@barrera.io", "@barrera.io", "contact@example.com"]
-        );
-        let alice = Address::parse("alice@example.org").unwrap();
-        let got = r.senders(&mut s, &alice).unwrap().unwrap();
-        for want in [
-            "alice@example.org",
-            "team@example.org",
-            "info@example.org",
-            "all@example.org",
-            "alice@old.org",
-        ] {
-            assert!(
-                got.contains(&want.to_string()),
-                "{want} missing from {got:?}"
-            );
-        }
-        assert!(!got.contains(&"hugo@barrera.io".to_string()));
-        assert_eq!(
-            r.senders(&mut s, &Address::parse("team@example.org").unwrap())
-                .unwrap(),
-            None
-        );
     }
 }

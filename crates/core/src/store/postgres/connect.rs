@@ -1,0 +1,210 @@
+//! The connection lifecycle: connect (behind the back-off), close, make
+//! sure a connection is there, and run a read or a write on it with the
+//! failure rules below.
+//!
+//! - Any error drops the connection; the next call reconnects lazily.
+//! - A read that fails because a connection opened earlier turned out
+//!   dead (`pg_terminate_backend`, a server restart, an idle timeout) is
+//!   retried once on a fresh connection: idle connections die routinely,
+//!   and that must not turn a delivery into a temporary failure.
+//! - Writes are never retried (the first attempt may have committed);
+//!   `begin` is, as a read: a failed `BEGIN` leaves nothing behind.
+//! - A transaction whose connection was lost stays failed until
+//!   `rollback`. The decision a reader would question, since reconnecting
+//!   looks kinder: a `COMMIT` on a new connection would report success for
+//!   a change that was never made (a transaction lives and dies with its
+//!   session; PostgreSQL manual, "Transactions").
+
+use super::backoff;
+use super::conn::{block, Conn, Open};
+use super::error::{message, tx_lost, Failure};
+use super::sql::{Columns, COLUMNS_SQL};
+use super::PostgresStore;
+use crate::store::{Access, StoreError};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio_postgres::NoTls;
+
+/// Added to the configured timeout for the client-side deadline, so that the
+/// server's own `statement_timeout` (a clean error) normally fires first.
+pub(super) const GRACE: Duration = Duration::from_millis(250);
+/// How long closing a connection may wait for the goodbye to be sent.
+const CLOSE_WAIT: Duration = Duration::from_millis(100);
+
+/// Transaction state (`begin` .. `commit`/`rollback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tx {
+    None,
+    Open,
+    /// The connection died inside the transaction: nothing was committed.
+    Lost,
+}
+
+impl PostgresStore {
+    pub(super) fn writer(&self) -> bool {
+        self.access != Access::ReadOnly
+    }
+
+    fn backoff_key(&self) -> String {
+        format!("{}#{}", self.shown, if self.writer() { "rw" } else { "ro" })
+    }
+
+    /// Close the connection, if any, sending the server a goodbye.
+    pub(super) fn close(&mut self) {
+        if let Some(open) = self.open.take() {
+            let Open {
+                client, mut driver, ..
+            } = open;
+            // Without a client the driver sends Terminate and finishes.
+            drop(client);
+            let done = self
+                .rt
+                .block_on(async { tokio::time::timeout(CLOSE_WAIT, &mut driver).await })
+                .is_ok();
+            if !done {
+                driver.abort();
+                let _ = self.rt.block_on(driver);
+            }
+        }
+    }
+
+    /// Connect now, unless a recent attempt failed (back-off).
+    pub(super) fn connect(&mut self) -> Result<(), StoreError> {
+        self.close();
+        let key = self.backoff_key();
+        backoff::claim(&key, Instant::now()).map_err(StoreError::Unavailable)?;
+        match self.try_connect() {
+            Ok(open) => {
+                if backoff::succeeded(&key) {
+                    tracing::info!(database = %self.shown, "database reachable again");
+                }
+                self.open = Some(open);
+                Ok(())
+            }
+            Err(f) => {
+                let err = self.connect_error(f);
+                // The caller reports the error (the daemons log each failed
+                // lookup, the CLI prints it); here only for debugging.
+                tracing::debug!(database = %self.shown, "{err}");
+                backoff::failed(&key, Instant::now(), message(&err));
+                Err(err)
+            }
+        }
+    }
+
+    fn try_connect(&self) -> Result<Open, Failure> {
+        let limit = self.timeout * self.hosts + GRACE;
+        let (client, connection) =
+            block(&self.rt, limit, "connecting", self.config.connect(NoTls))?;
+        let driver = self.rt.spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("PostgreSQL connection ended: {e}");
+            }
+        });
+        let mut open = Open {
+            client,
+            driver,
+            columns: Columns::default(),
+            statements: HashMap::new(),
+        };
+        let mut conn = Conn {
+            rt: &self.rt,
+            open: &mut open,
+            limit: self.timeout + GRACE,
+        };
+        // A failure here drops `open`; its driver ends with the runtime's
+        // next run, closing the socket.
+        for r in conn.query_static(COLUMNS_SQL, &[])? {
+            match r.try_get::<_, String>(0)?.as_str() {
+                "active" => open.columns.active = true,
+                "quota" => open.columns.quota = true,
+                _ => {}
+            }
+        }
+        Ok(open)
+    }
+
+    /// Make sure there is a connection. `Ok(true)`: one from before was
+    /// reused; `Ok(false)`: a new one was made.
+    pub(super) fn ensure(&mut self) -> Result<bool, StoreError> {
+        if self.tx == Tx::Lost {
+            return Err(tx_lost());
+        }
+        if let Some(open) = &self.open {
+            if !open.client.is_closed() {
+                return Ok(true);
+            }
+            self.close();
+        }
+        if self.tx == Tx::Open {
+            self.tx = Tx::Lost;
+            return Err(tx_lost());
+        }
+        self.connect()?;
+        Ok(false)
+    }
+
+    /// Map a failure, drop the connection, and remember a lost transaction.
+    pub(super) fn fail(&mut self, f: Failure) -> StoreError {
+        let err = self.call_error(&f);
+        if matches!(f, Failure::Timeout(_)) {
+            // No answer at all: a hung server or network, not a slow query
+            // (that is the server's statement_timeout, a clean error). Back
+            // off, so the caller's immediate reconnect (table-mailtable
+            // reopens after every error) cannot make smtpd wait a second
+            // full timeout.
+            backoff::failed(&self.backoff_key(), Instant::now(), message(&err));
+        }
+        self.close();
+        if self.tx == Tx::Open {
+            self.tx = Tx::Lost;
+        }
+        err
+    }
+
+    fn run<T>(
+        &mut self,
+        f: &mut impl FnMut(&mut Conn<'_>) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let Some(open) = self.open.as_mut() else {
+            return Err(Failure::NotConnected);
+        };
+        let mut conn = Conn {
+            rt: &self.rt,
+            open,
+            limit: self.timeout + GRACE,
+        };
+        f(&mut conn)
+    }
+
+    /// Run a read; retried once on a fresh connection when a connection
+    /// made earlier turns out to be dead (outside transactions only).
+    pub(super) fn read<T>(
+        &mut self,
+        mut f: impl FnMut(&mut Conn<'_>) -> Result<T, Failure>,
+    ) -> Result<T, StoreError> {
+        let reused = self.ensure()?;
+        match self.run(&mut f) {
+            Ok(v) => Ok(v),
+            Err(failure) => {
+                let retry = reused && self.tx == Tx::None && failure.connection_lost();
+                let err = self.fail(failure);
+                if !retry {
+                    return Err(err);
+                }
+                tracing::info!(database = %self.shown, "{err}; reconnecting");
+                self.ensure()?;
+                self.run(&mut f).map_err(|e| self.fail(e))
+            }
+        }
+    }
+
+    /// Run a write: never retried (the first attempt may have committed).
+    pub(super) fn write<T>(
+        &mut self,
+        mut f: impl FnMut(&mut Conn<'_>) -> Result<T, Failure>,
+    ) -> Result<T, StoreError> {
+        self.ensure()?;
+        self.run(&mut f).map_err(|e| self.fail(e))
+    }
+}

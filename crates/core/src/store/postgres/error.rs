@@ -1,0 +1,170 @@
+//! Mapping driver errors to [`StoreError`], with the redaction rule: every
+//! message names the database by its redacted URL (`url::redact`), never
+//! by the URL itself, so no message carries the password.
+//!
+//! Server errors are told apart by SQLSTATE class (PostgreSQL manual,
+//! Appendix A "PostgreSQL Error Codes"). The decision a reader would
+//! question is the long list that maps to `Unavailable`: connection (08),
+//! transaction state (25), authentication (28), a missing database (3D),
+//! rollbacks and deadlocks (40), resources (53), locks (55), shutdown and
+//! cancel (57), system and internal errors (58, XX), a missing privilege.
+//! Each of those can go away without anyone changing mailtable's command
+//! or data, so the message says "database unavailable"; constraint
+//! violations (23) are a `Conflict` the admin must resolve. The daemons
+//! answer a temporary failure for every `StoreError` whatever its kind.
+
+use super::connect::GRACE;
+use super::PostgresStore;
+use crate::store::StoreError;
+use std::time::Duration;
+use tokio_postgres::error::{DbError, SqlState};
+
+/// Why a call on a connection failed; mapped to [`StoreError`] once, by
+/// `connect_error` or `call_error` below.
+pub(super) enum Failure {
+    Pg(tokio_postgres::Error),
+    /// The client-side deadline passed while doing this.
+    Timeout(&'static str),
+    NotConnected,
+}
+
+impl Failure {
+    /// The connection itself is gone (as opposed to a query the server
+    /// refused): a fresh connection may well succeed.
+    pub(super) fn connection_lost(&self) -> bool {
+        match self {
+            Failure::NotConnected => true,
+            Failure::Timeout(_) => false,
+            Failure::Pg(e) => {
+                e.is_closed()
+                    || matches!(
+                        e.code(),
+                        Some(c) if *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::CRASH_SHUTDOWN
+                    )
+                    || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+            }
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Failure::Pg(e)
+    }
+}
+
+/// An error with its causes: tokio-postgres' `Display` stops at the kind
+/// ("error connecting to server") and keeps the reason ("Connection
+/// refused", "database does not allow writes") in `source()`.
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let c = cause.to_string();
+        if !text.ends_with(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+/// What the server said, with its SQLSTATE.
+fn db_text(db: &DbError) -> String {
+    format!("{} (SQLSTATE {})", db.message(), db.code().code())
+}
+
+/// Map a server error. Everything that can go away by itself (connection,
+/// resources, shutdown, locks, authentication, a missing database, a
+/// read-only server) is `Unavailable`: the daemons answer a temporary
+/// failure and mail waits.
+fn map_db(shown: &str, timeout: Duration, db: &DbError) -> StoreError {
+    let code = db.code();
+    if *code == SqlState::QUERY_CANCELED {
+        return StoreError::Unavailable(format!(
+            "query on {shown} took longer than the configured timeout ({} ms)",
+            timeout.as_millis()
+        ));
+    }
+    let text = format!("{shown}: {}", db_text(db));
+    match code.code().get(..2).unwrap_or("") {
+        "23" => StoreError::Conflict(text),
+        "08" | "25" | "28" | "3D" | "40" | "53" | "55" | "57" | "58" | "XX" => {
+            StoreError::Unavailable(text)
+        }
+        _ if *code == SqlState::INSUFFICIENT_PRIVILEGE => StoreError::Unavailable(text),
+        _ => StoreError::Other(text),
+    }
+}
+
+/// The text of an error without its kind's prefix (the back-off repeats it
+/// inside a new `Unavailable`).
+pub(super) fn message(e: &StoreError) -> &str {
+    match e {
+        StoreError::Unavailable(m)
+        | StoreError::NotADatabase(m)
+        | StoreError::Schema(m)
+        | StoreError::Conflict(m)
+        | StoreError::Config(m)
+        | StoreError::Other(m) => m,
+    }
+}
+
+/// A transaction whose connection died: nothing was committed, and a
+/// `COMMIT` on a new connection must not say otherwise.
+pub(super) fn tx_lost() -> StoreError {
+    StoreError::Unavailable(
+        "the database connection was lost inside the transaction; nothing was committed".into(),
+    )
+}
+
+impl PostgresStore {
+    /// Why connecting failed: what the server said if it answered, else
+    /// why there was no answer.
+    pub(super) fn connect_error(&self, f: Failure) -> StoreError {
+        if let Failure::Pg(e) = &f {
+            if let Some(db) = e.as_db_error() {
+                // The server answered: say what it said.
+                return map_db(&self.shown, self.timeout, db);
+            }
+        }
+        let detail = match f {
+            Failure::Pg(e) => chain(&e),
+            Failure::Timeout(what) => format!(
+                "no answer within {} ms ({what})",
+                (self.timeout * self.hosts + GRACE).as_millis()
+            ),
+            Failure::NotConnected => "not connected".into(),
+        };
+        if self.writer() {
+            StoreError::Unavailable(format!(
+                "no writable primary reachable at {}: {detail}",
+                self.shown
+            ))
+        } else {
+            StoreError::Unavailable(format!("cannot connect to {}: {detail}", self.shown))
+        }
+    }
+
+    /// What a failed call on an open connection means for the caller.
+    pub(super) fn call_error(&self, f: &Failure) -> StoreError {
+        match f {
+            Failure::Pg(e) => match e.as_db_error() {
+                Some(db) => map_db(&self.shown, self.timeout, db),
+                None if e.is_closed() => {
+                    StoreError::Unavailable(format!("connection to {} lost", self.shown))
+                }
+                None => StoreError::Unavailable(format!("{}: {}", self.shown, chain(e))),
+            },
+            Failure::Timeout(what) => StoreError::Unavailable(format!(
+                "{}: no answer within {} ms ({what})",
+                self.shown,
+                (self.timeout + GRACE).as_millis()
+            )),
+            Failure::NotConnected => {
+                StoreError::Unavailable(format!("not connected to {}", self.shown))
+            }
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! The PostgreSQL backend: tokio-postgres driven from one current-thread
+//! runtime per store, i.e. a blocking client with a deadline on every call.
+//!
+//! Why not the blocking `postgres` crate: it is the same thin shim over
+//! tokio-postgres (a current-thread runtime and `block_on`; docs.rs
+//! `postgres::Client`), but it has no per-call timeout, and its connect
+//! timeout covers only the TCP connect. A server that accepted the
+//! connection and then stopped answering (a stopped process, a stuck disk,
+//! a black-holed network) would hang smtpd's table with it. DESIGN.md
+//! "Failure semantics" asks that every database call be bounded, so here
+//! every call runs under `tokio::time::timeout`; the server-side
+//! `statement_timeout` fires first in the ordinary case and gives the
+//! cleaner error.
+//!
+//! This file is the [`Store`] implementation: what each method runs, and
+//! whether it is a read (retried once on a fresh connection) or a write
+//! (never retried). The rest, one job per file:
+//! - `config.rs`: the URL plus mailtable's settings (timeouts, read-only,
+//!   primaries for writers, the default socket directory);
+//! - `connect.rs`: the connection lifecycle and its failure rules;
+//! - `conn.rs`: one connection and the deadline on each call;
+//! - `backoff.rs`: the process-wide reconnect back-off;
+//! - `error.rs`: driver errors to [`StoreError`], never with the password;
+//! - `sql.rs`: the SQL text and the row mapping (and why rows sort by `ctid`).
+
+mod backoff;
+mod config;
+mod conn;
+mod connect;
+mod error;
+mod sql;
+
+use super::url::redact;
+use super::{Access, Delete, OpenOptions, Row, SchemaState, Store, StoreError};
+use crate::password::PasswordHash;
+use conn::{Conn, Open};
+use connect::Tx;
+use error::{tx_lost, Failure};
+use sql::*;
+use std::time::Duration;
+use tokio::runtime::Runtime;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Config;
+
+/// A PostgreSQL-backed [`Store`].
+pub struct PostgresStore {
+    config: Config,
+    /// The URL with its password replaced, for every message.
+    shown: String,
+    access: Access,
+    timeout: Duration,
+    /// Hosts in the URL: the connect deadline covers trying each in turn.
+    hosts: u32,
+    rt: Runtime,
+    open: Option<Open>,
+    tx: Tx,
+}
+
+impl PostgresStore {
+    /// Connect to the database named by `url` (lazily re-connected after
+    /// errors).
+    pub fn open(url: &str, options: &OpenOptions) -> Result<PostgresStore, StoreError> {
+        let shown = redact(url);
+        let config = config::from_url(url, &shown, options)?;
+        let hosts = config
+            .get_hosts()
+            .len()
+            .max(config.get_hostaddrs().len())
+            .max(1);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the PostgreSQL client: {e}"))
+            })?;
+        let mut store = PostgresStore {
+            config,
+            shown,
+            access: options.access,
+            timeout: options.timeout,
+            hosts: u32::try_from(hosts).unwrap_or(u32::MAX),
+            rt,
+            open: None,
+            tx: Tx::None,
+        };
+        store.connect()?;
+        Ok(store)
+    }
+
+    fn rows(
+        &mut self,
+        tail: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        self.read(|c| {
+            let rows = c.query(tail, |cols| select(cols, tail), params)?;
+            rows.iter()
+                .map(row_from)
+                .collect::<Result<_, _>>()
+                .map_err(Failure::Pg)
+        })
+    }
+
+    fn columns(&mut self) -> Result<Columns, StoreError> {
+        self.ensure()?;
+        Ok(self.open.as_ref().map(|o| o.columns).unwrap_or_default())
+    }
+}
+
+/// The version recorded in `mailtable_schema`, `None` without that table;
+/// and whether `users` exists.
+fn schema_version(c: &mut Conn<'_>) -> Result<(Option<i32>, bool), Failure> {
+    let mut users = false;
+    let mut versioned = false;
+    for r in c.query_static(TABLES_SQL, &[])? {
+        match r.try_get::<_, String>(0)?.as_str() {
+            "users" => users = true,
+            "mailtable_schema" => versioned = true,
+            _ => {}
+        }
+    }
+    if !versioned {
+        return Ok((None, users));
+    }
+    let rows = c.query_static(MAX_VERSION, &[])?;
+    let v = match rows.first() {
+        Some(r) => r.try_get::<_, Option<i32>>(0)?,
+        None => None,
+    };
+    Ok((Some(v.unwrap_or(0).max(0)), users))
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Store for PostgresStore {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn exact(&mut self, username: &str, domain: &str) -> Result<Vec<Row>, StoreError> {
+        self.rows(EXACT, &[&domain, &username])
+    }
+
+    fn wildcards(&mut self, domain: &str) -> Result<Vec<Row>, StoreError> {
+        self.rows(WILDCARDS, &[&domain])
+    }
+
+    fn has_domain(&mut self, domain: &str) -> Result<bool, StoreError> {
+        self.read(|c| Ok(!c.query_static(HAS_DOMAIN, &[&domain])?.is_empty()))
+    }
+
+    fn targeting(&mut self, mailbox: &str) -> Result<Vec<Row>, StoreError> {
+        self.rows(TARGETING, &[&mailbox])
+    }
+
+    fn wildcard_targets(&mut self) -> Result<Vec<Row>, StoreError> {
+        self.rows(WILDCARD_TARGETS, &[])
+    }
+
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        self.tx = Tx::None;
+        self.connect()
+    }
+
+    fn list(&mut self, domain: Option<&str>) -> Result<Vec<Row>, StoreError> {
+        match domain {
+            Some(d) => self.rows(LIST_DOMAIN, &[&d]),
+            None => self.rows(LIST_ALL, &[]),
+        }
+    }
+
+    fn domains(&mut self) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            c.query_static(DOMAINS, &[])?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()
+                .map_err(Failure::Pg)
+        })
+    }
+
+    fn begin(&mut self) -> Result<(), StoreError> {
+        if self.tx != Tx::None {
+            return Err(StoreError::Other("a transaction is already open".into()));
+        }
+        // A read as far as retrying goes: a failed BEGIN leaves nothing
+        // behind, so a stale connection may be replaced.
+        self.read(|c| {
+            c.batch("BEGIN")?;
+            // Bounded by statement_timeout, like SQLite's busy_timeout.
+            c.execute_static(LOCK_SQL, &[&WRITE_LOCK])?;
+            Ok(())
+        })?;
+        self.tx = Tx::Open;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        match self.tx {
+            Tx::Open => {}
+            Tx::Lost => {
+                self.tx = Tx::None;
+                return Err(tx_lost());
+            }
+            Tx::None => return Err(StoreError::Other("no transaction to commit".into())),
+        }
+        let result = self.write(|c| c.batch("COMMIT"));
+        self.tx = Tx::None;
+        result
+    }
+
+    fn rollback(&mut self) {
+        if self.tx == Tx::Open && self.open.is_some() {
+            let _ = self.write(|c| c.batch("ROLLBACK"));
+        }
+        self.tx = Tx::None;
+    }
+
+    fn insert(&mut self, row: &Row) -> Result<(), StoreError> {
+        let cols = self.columns()?;
+        let full = cols.active && cols.quota;
+        if !full && (!row.active || row.quota.is_some()) {
+            return Err(StoreError::Schema(
+                "this database has no active/quota columns; run `mailtable migrate` first".into(),
+            ));
+        }
+        let password = row.password.as_ref().map(|p| p.stored());
+        let active = i32::from(row.active);
+        self.write(|c| {
+            if full {
+                c.execute_static(
+                    INSERT_FULL,
+                    &[
+                        &row.username,
+                        &row.domain,
+                        &row.mailbox,
+                        &password,
+                        &active,
+                        &row.quota,
+                    ],
+                )?;
+            } else {
+                c.execute_static(
+                    INSERT_BASE,
+                    &[&row.username, &row.domain, &row.mailbox, &password],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn delete(
+        &mut self,
+        username: &str,
+        domain: &str,
+        what: Delete<'_>,
+    ) -> Result<usize, StoreError> {
+        let n = self.write(|c| match what {
+            Delete::Mailbox => c.execute_static(DELETE_MAILBOX, &[&domain, &username]),
+            Delete::Alias(None) => c.execute_static(DELETE_ALIASES, &[&domain, &username]),
+            Delete::Alias(Some(targets)) => {
+                let mut n = 0;
+                for t in targets {
+                    n += c.execute_static(DELETE_ALIAS_TO, &[&domain, &username, t])?;
+                }
+                Ok(n)
+            }
+        })?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn set_password(
+        &mut self,
+        username: &str,
+        domain: &str,
+        hash: &PasswordHash,
+    ) -> Result<usize, StoreError> {
+        let n =
+            self.write(|c| c.execute_static(SET_PASSWORD, &[&domain, &username, &hash.stored()]))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn set_active(
+        &mut self,
+        username: &str,
+        domain: &str,
+        active: bool,
+    ) -> Result<usize, StoreError> {
+        if !self.columns()?.active {
+            return Err(StoreError::Schema(
+                "this database has no `active` column; run `mailtable migrate` first".into(),
+            ));
+        }
+        let active = i32::from(active);
+        let n = self.write(|c| c.execute_static(SET_ACTIVE, &[&domain, &username, &active]))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn schema_state(&mut self) -> Result<SchemaState, StoreError> {
+        let (version, users) = self.read(schema_version)?;
+        Ok(match (version, users) {
+            (Some(v), _) => SchemaState::Version(u32::try_from(v).unwrap_or(0)),
+            (None, true) => SchemaState::Unversioned,
+            (None, false) => SchemaState::Empty,
+        })
+    }
+
+    fn apply_migration(&mut self, version: u32, sql: &str) -> Result<(), StoreError> {
+        let v = i32::try_from(version)
+            .map_err(|_| StoreError::Schema(format!("schema version {version} is out of range")))?;
+        let result = self.write(|c| {
+            // PostgreSQL DDL is transactional: the step and its version
+            // record land together or not at all.
+            c.batch("BEGIN")?;
+            let step = (|| {
+                c.execute_static(LOCK_SQL, &[&WRITE_LOCK])?;
+                // Another `mailtable migrate` may have applied it while we
+                // waited for the lock.
+                if schema_version(c)?.0.is_some_and(|have| have >= v) {
+                    return c.batch("COMMIT");
+                }
+                c.batch(sql)?;
+                c.batch(CREATE_VERSION_TABLE)?;
+                c.batch(CLEAR_VERSION)?;
+                c.execute_once(RECORD_VERSION, &[&v])?;
+                c.batch("COMMIT")
+            })();
+            if step.is_err() {
+                let _ = c.batch("ROLLBACK");
+            }
+            step
+        });
+        // Columns may have changed: re-read them on next use.
+        self.close();
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn opts(access: Access) -> OpenOptions {
+        OpenOptions {
+            access,
+            timeout: Duration::from_millis(1500),
+        }
+    }
+
+    #[test]
+    fn bad_url_is_a_config_error_without_the_password() {
+        let err = PostgresStore::open(
+            "postgresql://mail:s3cret@db1/mail?sslmode=bogus",
+            &opts(Access::ReadOnly),
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err, StoreError::Config(_)), "{err}");
+        let text = err.to_string();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("postgresql://mail:***@db1/mail"), "{text}");
+    }
+
+    /// Nothing listens on port 1 of the loopback: refused at once.
+    #[test]
+    fn unreachable_server_is_unavailable_and_never_shows_the_password() {
+        for (access, want) in [
+            (
+                Access::ReadOnly,
+                "cannot connect to postgresql://mt:***@127.0.0.1:1/ro",
+            ),
+            (
+                Access::ReadWrite,
+                "no writable primary reachable at postgresql://mt:***@127.0.0.1:1/rw",
+            ),
+        ] {
+            let db = if access == Access::ReadOnly {
+                "ro"
+            } else {
+                "rw"
+            };
+            let url = format!("postgresql://mt:s3cret@127.0.0.1:1/{db}");
+            let err = PostgresStore::open(&url, &opts(access)).err().unwrap();
+            let text = err.to_string();
+            assert!(matches!(err, StoreError::Unavailable(_)), "{text}");
+            assert!(text.contains(want), "{text}");
+            assert!(!text.contains("s3cret"), "{text}");
+            // Inside the back-off window: the same answer, at once.
+            let t = Instant::now();
+            let again = PostgresStore::open(&url, &opts(access)).err().unwrap();
+            assert!(t.elapsed() < Duration::from_millis(100));
+            let again = again.to_string();
+            assert!(again.contains("next connection attempt in"), "{again}");
+            assert_eq!(again.matches("database unavailable").count(), 1, "{again}");
+        }
+    }
+}

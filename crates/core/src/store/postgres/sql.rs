@@ -1,0 +1,158 @@
+//! The SQL this backend runs, as text constants, and the mapping of a
+//! result row to a [`Row`]. Nothing here talks to a server except
+//! [`PostgresStore::lookup_plans`], which asks it how it would run them.
+//!
+//! The one decision a reader would question: the row order. PostgreSQL
+//! has no rowid, so lookups sort by `ctid`, the physical position of the
+//! row version (PostgreSQL manual, "System Columns"). For rows that were
+//! never updated (alias rows, hence the fan-out order) that is insertion
+//! order, as SQLite's rowid gives; an `UPDATE` moves a row, which only
+//! mailbox rows see (`set_password`, `set_active`), and a mailbox never
+//! fans out. Listings sort with `COLLATE "C"`, byte order like SQLite's
+//! `BINARY`, so both backends list rows in the same order whatever the
+//! database's locale.
+//!
+//! The SQL is plain and fixed; a statement's text is also its key in the
+//! per-connection statement cache (`conn.rs`).
+
+use super::conn::block;
+use super::PostgresStore;
+use crate::password::PasswordHash;
+use crate::store::{Row, StoreError};
+use tokio_postgres::types::ToSql;
+
+/// Optional columns present in this database.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Columns {
+    pub(super) active: bool,
+    pub(super) quota: bool,
+}
+
+/// Advisory lock key of mailtable's writers ("mailtabl"): one writer at a
+/// time, as SQLite's `BEGIN IMMEDIATE` gives, so the checks a command makes
+/// before writing still hold when it writes. A transaction-level lock
+/// (`pg_advisory_xact_lock`, PostgreSQL manual "Advisory Lock Functions"),
+/// so COMMIT or ROLLBACK, or the session dying, releases it.
+pub(super) const WRITE_LOCK: i64 = 0x6d61_696c_7461_626c;
+
+// The columns of every lookup, in `row_from`'s order; a database without
+// the optional columns (the article's own table) gets their defaults.
+pub(super) const COLS_FULL: &str = "username, domain, mailbox, password, active::integer, quota";
+pub(super) const COLS_BASE: &str = "username, domain, mailbox, password, 1::integer, NULL::text";
+
+// Lookup query tails, each with its index (schema/postgres/0001_users.sql): the
+// wildcard conditions repeat the expression indexes exactly.
+pub(super) const EXACT: &str = "WHERE domain = $1 AND username = $2 ORDER BY ctid";
+pub(super) const WILDCARDS: &str = "WHERE domain = $1 AND strpos(username, '%') > 0 ORDER BY ctid";
+pub(super) const TARGETING: &str = "WHERE mailbox = $1 ORDER BY ctid";
+pub(super) const WILDCARD_TARGETS: &str = "WHERE strpos(mailbox, '%') > 0 ORDER BY ctid";
+pub(super) const HAS_DOMAIN: &str = "SELECT 1 FROM users WHERE domain = $1 LIMIT 1";
+pub(super) const LIST_DOMAIN: &str =
+    "WHERE domain = $1 ORDER BY domain COLLATE \"C\", username COLLATE \"C\", ctid";
+pub(super) const LIST_ALL: &str = "ORDER BY domain COLLATE \"C\", username COLLATE \"C\", ctid";
+pub(super) const DOMAINS: &str =
+    "SELECT domain FROM users GROUP BY domain ORDER BY domain COLLATE \"C\"";
+
+// Which optional columns exist, and which of mailtable's tables (read once
+// per connection and by `schema_state`).
+pub(super) const COLUMNS_SQL: &str = "SELECT column_name::text FROM information_schema.columns \
+     WHERE table_schema = current_schema() AND table_name = 'users'";
+pub(super) const TABLES_SQL: &str = "SELECT table_name::text FROM information_schema.tables \
+     WHERE table_schema = current_schema() AND table_name IN ('users', 'mailtable_schema')";
+pub(super) const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
+
+// Writes (the admin CLI). INSERT_FULL and SET_ACTIVE need the optional
+// columns, and their callers check that the columns exist first; the others
+// touch the article's four columns only.
+pub(super) const INSERT_FULL: &str =
+    "INSERT INTO users (username, domain, mailbox, password, active, quota) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+pub(super) const INSERT_BASE: &str =
+    "INSERT INTO users (username, domain, mailbox, password) VALUES ($1, $2, $3, $4)";
+pub(super) const DELETE_MAILBOX: &str =
+    "DELETE FROM users WHERE domain = $1 AND username = $2 AND password IS NOT NULL";
+pub(super) const DELETE_ALIASES: &str =
+    "DELETE FROM users WHERE domain = $1 AND username = $2 AND password IS NULL";
+pub(super) const DELETE_ALIAS_TO: &str = "DELETE FROM users WHERE domain = $1 AND username = $2 \
+     AND password IS NULL AND mailbox = $3";
+pub(super) const SET_PASSWORD: &str = "UPDATE users SET password = $3 \
+     WHERE domain = $1 AND username = $2 AND password IS NOT NULL";
+pub(super) const SET_ACTIVE: &str = "UPDATE users SET active = $3 \
+     WHERE domain = $1 AND username = $2 AND password IS NOT NULL";
+
+// The version table of `mailtable migrate`.
+pub(super) const MAX_VERSION: &str = "SELECT max(version) FROM mailtable_schema";
+pub(super) const CREATE_VERSION_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS mailtable_schema (version INTEGER NOT NULL)";
+pub(super) const CLEAR_VERSION: &str = "DELETE FROM mailtable_schema";
+pub(super) const RECORD_VERSION: &str = "INSERT INTO mailtable_schema (version) VALUES ($1)";
+
+/// The SELECT of a lookup: the columns this database has, then `tail`.
+pub(super) fn select(cols: Columns, tail: &str) -> String {
+    let c = if cols.active && cols.quota {
+        COLS_FULL
+    } else {
+        COLS_BASE
+    };
+    format!("SELECT {c} FROM users {tail}")
+}
+
+/// A result row of [`select`] as a [`Row`]; absent optional columns come
+/// back as their defaults (`1`, `NULL`).
+pub(super) fn row_from(r: &tokio_postgres::Row) -> Result<Row, tokio_postgres::Error> {
+    Ok(Row {
+        username: r.try_get(0)?,
+        domain: r.try_get(1)?,
+        mailbox: r.try_get(2)?,
+        password: r.try_get::<_, Option<String>>(3)?.map(PasswordHash::new),
+        active: r.try_get::<_, Option<i32>>(4)?.unwrap_or(1) != 0,
+        quota: r.try_get(5)?,
+    })
+}
+
+impl PostgresStore {
+    /// The plan PostgreSQL chooses for each lookup (`EXPLAIN`), by method
+    /// name: for the test that no lookup scans the table.
+    pub fn lookup_plans(&mut self) -> Result<Vec<(&'static str, String)>, StoreError> {
+        self.read(|c| {
+            let probes: [(&'static str, String, Vec<&(dyn ToSql + Sync)>); 5] = [
+                (
+                    "exact",
+                    select(c.open.columns, EXACT),
+                    vec![&"example.org", &"hugo"],
+                ),
+                (
+                    "wildcards",
+                    select(c.open.columns, WILDCARDS),
+                    vec![&"example.org"],
+                ),
+                ("has_domain", HAS_DOMAIN.to_string(), vec![&"example.org"]),
+                (
+                    "targeting",
+                    select(c.open.columns, TARGETING),
+                    vec![&"hugo@example.org"],
+                ),
+                (
+                    "wildcard_targets",
+                    select(c.open.columns, WILDCARD_TARGETS),
+                    vec![],
+                ),
+            ];
+            let mut out = Vec::new();
+            for (name, sql, params) in probes {
+                let rows = block(
+                    c.rt,
+                    c.limit,
+                    "explaining a query",
+                    c.open.client.query(&format!("EXPLAIN {sql}"), &params),
+                )?;
+                let lines = rows
+                    .iter()
+                    .map(|r| r.try_get::<_, String>(0))
+                    .collect::<Result<Vec<_>, _>>()?;
+                out.push((name, lines.join(" / ")));
+            }
+            Ok(out)
+        })
+    }
+}
