@@ -151,33 +151,9 @@ fn serve_text(
     handler: &mut impl Handler,
     pending: &mut impl FnMut() -> bool,
 ) -> io::Result<()> {
-    let mut table = String::new();
-    loop {
-        let Some(line) = conn.next_line()? else {
-            return Ok(());
-        };
-        match text::parse_config_line(&String::from_utf8_lossy(&line)) {
-            Ok(ConfigLine::Ready) => break,
-            Ok(ConfigLine::Entry { key, value }) => {
-                debug!(key, value, "config");
-                match key.as_str() {
-                    "tablename" => table = value,
-                    "protocol" if value != text::PROTOCOL_VERSION => {
-                        warn!(
-                            version = value,
-                            "unknown table protocol version, trying 0.1"
-                        );
-                    }
-                    _ => {}
-                }
-            }
-            Err(e) => warn!(
-                len = line.len(),
-                "skipping line in handshake: {}",
-                e.summary()
-            ),
-        }
-    }
+    let Some(table) = read_text_handshake(conn)? else {
+        return Ok(());
+    };
     guarded("open", || handler.open(&table));
     let services = guarded("services", || handler.services()).unwrap_or_default();
     text::write_register(output, &services)?;
@@ -195,27 +171,7 @@ fn serve_text(
         let parsed = text::parse_request_bytes(&line);
         if injected {
             let dropped = conn.drain(pending)?;
-            let Some((op, id)) = parsed_target(&parsed) else {
-                warn!(
-                    dropped,
-                    "dropped an unparseable line and the bytes behind it"
-                );
-                continue;
-            };
-            if let Ok(req) = &parsed {
-                warn!(
-                    op = %req.op,
-                    id = req.id,
-                    service = ?req.service,
-                    key = %loggable_key(req.service, &req.key),
-                    dropped,
-                    "bytes followed a request before its reply (line feed in an SMTP AUTH name?): dropped them, answering error"
-                );
-            } else {
-                warn!(op = %op, id, dropped, "bytes followed a request: dropped them, answering error");
-            }
-            let answer = Answer::Error("request line followed by unexpected bytes".into());
-            send_text(output, op, id, &answer)?;
+            answer_injected(output, &parsed, dropped)?;
             continue;
         }
         match &parsed {
@@ -239,6 +195,71 @@ fn serve_text(
             ),
         }
     }
+}
+
+/// The `config|...` lines up to `config|ready`; returns the table name, or
+/// `None` at EOF. Unknown keys and bad lines are logged and skipped: a
+/// newer smtpd may send more than 7.6 does.
+fn read_text_handshake(conn: &mut Input<impl Read>) -> io::Result<Option<String>> {
+    let mut table = String::new();
+    loop {
+        let Some(line) = conn.next_line()? else {
+            return Ok(None);
+        };
+        match text::parse_config_line(&String::from_utf8_lossy(&line)) {
+            Ok(ConfigLine::Ready) => return Ok(Some(table)),
+            Ok(ConfigLine::Entry { key, value }) => {
+                debug!(key, value, "config");
+                match key.as_str() {
+                    "tablename" => table = value,
+                    "protocol" if value != text::PROTOCOL_VERSION => {
+                        warn!(
+                            version = value,
+                            "unknown table protocol version, trying 0.1"
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            Err(e) => warn!(
+                len = line.len(),
+                "skipping line in handshake: {}",
+                e.summary()
+            ),
+        }
+    }
+}
+
+/// A request line that more bytes followed before its reply was written
+/// (DESIGN.md, "Failure semantics": a line feed in an SMTP AUTH name on
+/// 7.6.0p1 to 7.8.0p0). The bytes behind it are already dropped; the
+/// request itself is answered `error`, since its key was cut.
+fn answer_injected(
+    output: &mut impl Write,
+    parsed: &Result<Request, ProtoError>,
+    dropped: usize,
+) -> io::Result<()> {
+    let Some((op, id)) = parsed_target(parsed) else {
+        warn!(
+            dropped,
+            "dropped an unparseable line and the bytes behind it"
+        );
+        return Ok(());
+    };
+    if let Ok(req) = parsed {
+        warn!(
+            op = %req.op,
+            id = req.id,
+            service = ?req.service,
+            key = %loggable_key(req.service, &req.key),
+            dropped,
+            "bytes followed a request before its reply (line feed in an SMTP AUTH name?): dropped them, answering error"
+        );
+    } else {
+        warn!(op = %op, id, dropped, "bytes followed a request: dropped them, answering error");
+    }
+    let answer = Answer::Error("request line followed by unexpected bytes".into());
+    send_text(output, op, id, &answer)
 }
 
 /// The op and id a parse result must be answered for, if any.
