@@ -44,45 +44,39 @@ impl FromStr for DatabaseUrl {
     }
 }
 
-/// Replace the password of `scheme://user:password@host` with `***`.
+/// Replace the password of `scheme://user:password@host` (and a
+/// `password=` query parameter) with `***`.
+///
+/// The user info is taken to end at the LAST `@`, not at the first one the
+/// driver stops at (tokio-postgres `config.rs`, `UrlParser::parse_credentials`
+/// takes everything up to the first `@`): a password typed with a raw `@`,
+/// `?`, `/` or `#` is then masked whole, where any narrower rule would
+/// print its tail as a host or a query. Masking too much is harmless;
+/// masking too little puts a password into smtpd's log.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    // The user info ends at the last `@` before the query: a password with
-    // a raw `/` (invalid, but typed) must not end the search early and be
-    // printed.
-    let (auth_end, _) = match rest.find('?') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match auth_end.rfind('@') {
+    let mut out = match rest.rfind('@') {
         Some(at) => {
             let userinfo = &rest[..at];
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_string()
+            let masked = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => userinfo.to_string(),
             };
-            let mut out = format!("{scheme}://{masked}{}", &rest[at..]);
-            // `password=` in the query string (libpq keyword form).
-            if let Some(i) = out.find("password=") {
-                let end = out[i..].find('&').map_or(out.len(), |e| i + e);
-                out.replace_range(i..end, "password=***");
-            }
-            out
+            format!("{scheme}://{masked}{}", &rest[at..])
         }
-        None => match url.find("password=") {
-            Some(i) => {
-                let mut out = url.to_string();
-                let end = out[i..].find('&').map_or(out.len(), |e| i + e);
-                out.replace_range(i..end, "password=***");
-                out
-            }
-            None => url.to_string(),
-        },
+        None => url.to_string(),
+    };
+    // `password=` in the query string (libpq keyword form), every one.
+    let mut from = 0;
+    while let Some(i) = out[from..].find("password=").map(|i| from + i) {
+        let value = i + "password=".len();
+        let end = out[value..].find('&').map_or(out.len(), |e| value + e);
+        out.replace_range(value..end, "***");
+        from = value + 3;
     }
+    out
 }
 
 impl fmt::Display for DatabaseUrl {
@@ -136,9 +130,17 @@ mod tests {
             "postgresql://h/db?user=a&password=***&x=1"
         );
         assert_eq!(redact("postgresql://h/db"), "postgresql://h/db");
+        for typed in ["pa/ss", "pa?ss", "pa@ss", "pa#ss", "p%40ss", "pa:ss"] {
+            let url = format!("postgresql://mail:{typed}@db1/mail?sslmode=require");
+            assert_eq!(
+                redact(&url),
+                "postgresql://mail:***@db1/mail?sslmode=require",
+                "{typed}"
+            );
+        }
         assert_eq!(
-            redact("postgresql://mail:pa/ss@db1/mail"),
-            "postgresql://mail:***@db1/mail"
+            redact("postgresql:///mail?password=a&password=b&user=x"),
+            "postgresql:///mail?password=***&password=***&user=x"
         );
     }
 }
