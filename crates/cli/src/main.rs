@@ -3,7 +3,8 @@
 //! the table in `mailtable_core::exit`.
 
 mod args;
-mod commands;
+mod cmd;
+mod ctx;
 mod error;
 mod import;
 mod secret_input;
@@ -20,7 +21,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    match commands::run(cli) {
+    match cmd::run(cli) {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => {
             eprintln!("mailtable: {e}");

@@ -31,7 +31,7 @@ pub mod smtpd;
 pub mod sql;
 
 use crate::args::ImportArgs;
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 use crate::error::CliError;
 use mailtable_core::exit::Exit;
 use mailtable_core::store::Access;
