@@ -10,10 +10,12 @@
 //! and 2.4 refuses the weak ones unless `auth_allow_weak_schemes = yes`
 //! (§4.1).
 
-use super::model::{Checked, Kind, Plan, Verification};
-use super::{At, Finding, Origin};
+use super::check::Checked;
+use super::plan::Plan;
+use super::verify::Verification;
+use super::{At, Conflict, Finding, Origin};
 use mailtable_core::password::Scheme;
-use mailtable_core::PasswordHash;
+use mailtable_core::{PasswordHash, RowKind};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -201,8 +203,8 @@ impl From<&Finding> for Item {
     }
 }
 
-impl From<&super::model::Conflict> for Item {
-    fn from(c: &super::model::Conflict) -> Item {
+impl From<&Conflict> for Item {
+    fn from(c: &Conflict) -> Item {
         Item {
             at: c.at.to_string(),
             subject: subject(&c.at, Some(&c.subject)),
@@ -323,11 +325,12 @@ impl Report {
         for g in &plan.groups {
             domains.insert(g.domain.clone());
             c.rows += g.rows.len();
-            match g.kind {
-                Kind::CatchAll => c.catch_alls += 1,
-                Kind::DomainAlias => c.domain_aliases += 1,
-                Kind::Pattern => c.patterns += 1,
-                Kind::Mailbox | Kind::Alias => {}
+            let kind = g.kind();
+            match kind {
+                RowKind::CatchAll => c.catch_alls += 1,
+                RowKind::DomainAlias => c.domain_aliases += 1,
+                RowKind::Pattern => c.patterns += 1,
+                RowKind::Mailbox | RowKind::Alias => {}
             }
             for r in &g.rows {
                 if r.is_mailbox() {
@@ -337,13 +340,13 @@ impl Report {
                 }
             }
             let aliases = g.rows.iter().filter(|r| !r.is_mailbox()).count();
-            if !g.username.contains('%') && aliases > 0 {
+            if !kind.is_wildcard() && aliases > 0 {
                 c.aliases += 1;
                 c.alias_rows += aliases;
             }
         }
         c.domains = domains.len();
-        c.rows_to_write = checked.new.iter().map(|g| g.rows.len()).sum();
+        c.rows_to_write = checked.new_groups(plan).map(|g| g.rows.len()).sum();
         c.keys_already_present = checked.present;
         self.domains = domains.into_iter().collect();
 

@@ -497,8 +497,9 @@ pub fn read_mailtable(source: &str) -> Result<Parsed, CliError> {
             p.malformed.push(Finding::new(at, e.to_string()));
             continue;
         }
-        let target_ok = if row.mailbox.contains('%') {
-            row.username.contains('%')
+        // A `%` in the target is only meaningful on a wildcard row, once.
+        let target_ok = if row.has_template_target() {
+            row.kind().is_wildcard()
                 && row.mailbox.matches('%').count() == 1
                 && Address::parse(&row.mailbox.replace('%', "x")).is_ok()
         } else {
