@@ -427,6 +427,17 @@ impl Report {
             }
             return o;
         }
+        self.counts_text(&mut line);
+        self.schemes_text(&mut line);
+        self.flagged_text(&mut line);
+        self.items_text(&mut line);
+        self.verification_text(&mut line);
+        o
+    }
+
+    /// The counts per kind.
+    fn counts_text(&self, line: &mut impl FnMut(String)) {
+        let c = &self.counts;
         line(String::new());
         let mut extra = Vec::new();
         if c.disabled > 0 {
@@ -467,7 +478,10 @@ impl Report {
             "  rows            {:>5}  ({} to write, {} key(s) already present and identical)",
             c.rows, c.rows_to_write, c.keys_already_present
         ));
+    }
 
+    /// The password schemes and who can check them.
+    fn schemes_text(&self, line: &mut impl FnMut(String)) {
         if !self.password_schemes.is_empty() {
             line(String::new());
             let w = self
@@ -493,6 +507,10 @@ impl Report {
                 ));
             }
         }
+    }
+
+    /// Mailboxes some daemon cannot check.
+    fn flagged_text(&self, line: &mut impl FnMut(String)) {
         if !self.smtpd_cannot_verify.is_empty() {
             line(String::new());
             line(format!(
@@ -514,6 +532,10 @@ impl Report {
                 line(format!("  {}  {}  ({})", f.address, f.scheme, f.at));
             }
         }
+    }
+
+    /// Entries not imported, conflicts, notes.
+    fn items_text(&self, line: &mut impl FnMut(String)) {
         for (title, items) in [
             ("not imported", &self.not_imported),
             ("conflicts", &self.conflicts),
@@ -528,6 +550,10 @@ impl Report {
                 line(format!("  {}", item_text(i)));
             }
         }
+    }
+
+    /// The resolution check.
+    fn verification_text(&self, line: &mut impl FnMut(String)) {
         if let Some(v) = &self.verification {
             line(String::new());
             let skipped = if v.not_comparable > 0 {
@@ -557,7 +583,6 @@ impl Report {
                 }
             }
         }
-        o
     }
 }
 
