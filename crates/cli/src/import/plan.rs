@@ -8,7 +8,7 @@
 //! - `@d -> t` is the catch-all `%@d`, `@old -> @new` the domain alias
 //!   `%@old -> %@new`;
 //! - a local user name as a target becomes the address of the one mailbox
-//!   that delivers to it ([`merge`](super::merge)).
+//!   that delivers to it ([`merge`]).
 //!
 //! The one decision a reader might question: an entry whose expansion in
 //! the source runs into something not imported is itself not imported,

@@ -9,10 +9,11 @@
 //! database itself. The import's semantics are the resolver on the rows
 //! that come over (lower-cased, malformed rows left out, several sources
 //! merged, a conflicting source's rows left out), which no single source
-//! database holds; and every look-up is a hash probe instead of a SQL
-//! round trip (measured on a million rows: see the commit that added it).
-//! The test store `MemStore` scans every row per look-up, which made that
-//! import quadratic.
+//! database holds; and it is faster: resolving each of the 979,000
+//! addresses of a 1,006,465-row database took 11.5 s on the SQLite store
+//! opened read-only and 2.0 s here (plus 0.5 s to build the index). The
+//! test store `MemStore`, used before, scans every row per look-up, which
+//! made that import quadratic (hours for a million rows).
 //!
 //! Read-only: writes fail with [`StoreError::Conflict`].
 
