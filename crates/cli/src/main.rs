@@ -3,7 +3,8 @@
 //! the table in `mailtable_core::exit`.
 
 mod args;
-mod commands;
+mod cmd;
+mod ctx;
 mod error;
 mod import;
 mod secret_input;
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
     mailtable_core::logging::init("warn");
-    match commands::run(cli) {
+    match cmd::run(cli) {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => {
             eprintln!("mailtable: {e}");

@@ -650,6 +650,61 @@ fn mailtable_database_merges() {
 }
 
 #[test]
+fn mailtable_database_comes_over_row_for_row() {
+    // Rows as the source has them, and only those: the import resolves the
+    // source through an index of its rows, and must write exactly what it
+    // wrote when it scanned them.
+    let db = Db::new();
+    let src = db.source_db("other.db", "other-mailtable.sql");
+    let copy = db.source_db("copy.db", "other-mailtable.sql");
+    let (v, _) = db.import_json(
+        &[
+            "--from",
+            "mailtable",
+            src.to_str().unwrap(),
+            copy.to_str().unwrap(),
+        ],
+        0,
+    );
+    assert_eq!(v["counts"]["rows_to_write"], 7);
+    // hugo, ana, contact, and probes of the catch-all and the pattern.
+    assert_eq!(v["verification"]["checked"], 5);
+    assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
+    // The second source repeats the first: noted at its own place.
+    let notes = &v["notes"];
+    assert!(
+        notes.as_array().unwrap().iter().any(|n| n["at"]
+            .as_str()
+            .unwrap()
+            .ends_with("other.db:hugo@barrera.io")
+            && n["why"]
+                .as_str()
+                .unwrap()
+                .contains("copy.db:hugo@barrera.io")),
+        "{notes}"
+    );
+    let hugo = format!("{:?}", Some(M_HASH));
+    let ana = format!(
+        "{:?}",
+        Some("$2b$10$e7MZnHbf8r6/8chJXVYQQOTJkUec70Qe5On2paf4tMAKvjJNxEpKG")
+    );
+    let mut rows = db.snapshot().1;
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            "%@barrera.io hugo@barrera.io None 1 None".to_string(),
+            "%@old.example.com %@example.com None 1 None".to_string(),
+            format!("ana@example.com ana@example.com {ana} 1 None"),
+            "contact@example.com hugo@barrera.io None 1 None".to_string(),
+            format!("hugo@barrera.io hugo@barrera.io {hugo} 1 None"),
+            "sales-%@barrera.io ana@example.com None 1 None".to_string(),
+            "sales-%@barrera.io hugo@barrera.io None 1 None".to_string(),
+        ]
+    );
+}
+
+#[test]
 fn usage_errors() {
     let db = Db::new();
     let (code, _, err) = db.run(&["import", "virtuals"]);

@@ -7,15 +7,18 @@
 //!    [`Parsed`]: logins, routes (where mail to a key goes), userinfo, and
 //!    findings that name `file:line`. They are pure (text in, data out)
 //!    except the SQL reader, which only reads.
-//! 2. [`model`] combines the parsed sources into the rows mailtable will
-//!    hold, decides what cannot be represented and why, finds conflicts
-//!    inside the sources and with rows already present, and knows the
-//!    SOURCE's own semantics, to compute for every address the source knew
-//!    where the source delivered it.
+//! 2. [`merge`] combines the parsed sources, [`plan`] turns them into the
+//!    rows mailtable will hold and decides what cannot be represented and
+//!    why ([`rows`] does it for other mailtable databases, whose rows come
+//!    over as they are), [`check`] holds the plan against the rows already
+//!    present, and [`source_walk`] knows the SOURCE's own semantics, to
+//!    compute for every address the source knew where the source delivered
+//!    it.
 //! 3. [`run`] does it in one transaction: the report first, then the rows,
-//!    then the proof that `Resolver::resolve` on the database gives, for
-//!    every such address, what the source gave. A malformed line, a conflict
-//!    or a difference rolls everything back; `--dry-run` always does.
+//!    then the proof ([`verify`]) that `Resolver::resolve` on the database
+//!    gives, for every such address, what the source gave. A malformed
+//!    line, a conflict or a difference rolls everything back; `--dry-run`
+//!    always does.
 //!
 //! The one decision a reader might question: entries that cannot be
 //! represented (a pipe, a local alias without a domain, an entry without a
@@ -24,18 +27,30 @@
 //! over; anything that would change where an imported address delivers is
 //! refused instead.
 
-pub mod model;
+pub mod check;
+pub mod merge;
+pub mod parsed;
 pub mod passwd_file;
+pub mod plan;
 pub mod report;
+pub mod row_index;
+pub mod rows;
 pub mod smtpd;
+pub mod source_walk;
 pub mod sql;
+pub mod verify;
+
+pub use parsed::{
+    At, Conflict, Finding, Login, LoginName, Origin, Parsed, Route, RouteKey, Target, UserInfo,
+};
 
 use crate::args::ImportArgs;
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 use crate::error::CliError;
 use mailtable_core::exit::Exit;
 use mailtable_core::store::Access;
-use mailtable_core::{Address, Domain, PasswordHash, Row};
+use mailtable_core::Store;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -82,11 +97,6 @@ impl Format {
             Format::Mailtable => "mailtable",
         }
     }
-
-    /// Sources read from a database URL rather than a text file.
-    fn is_database(self) -> bool {
-        matches!(self, Format::Sql | Format::Mailtable)
-    }
 }
 
 impl fmt::Display for Format {
@@ -105,250 +115,6 @@ impl FromStr for Format {
                 let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
                 format!("unknown format {s:?}: use one of {}", names.join(", "))
             })
-    }
-}
-
-/// Where in a source an entry came from.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum At {
-    /// A line of a text file (1-based).
-    Line(usize),
-    /// A row of a table, by rowid.
-    Row {
-        /// The table.
-        table: String,
-        /// Its rowid.
-        id: i64,
-    },
-    /// A row named by its key (a mailtable database).
-    Key(String),
-}
-
-/// A source and a place in it; printed `file:line`, `db:table:rowid` or
-/// `db:key`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Origin {
-    /// The source as given on the command line (URLs with passwords
-    /// redacted).
-    pub source: String,
-    /// The place.
-    pub at: At,
-}
-
-impl Origin {
-    /// Line `n` of `source`.
-    pub fn line(source: &str, n: usize) -> Origin {
-        Origin {
-            source: source.to_string(),
-            at: At::Line(n),
-        }
-    }
-
-    /// Row `id` of `table` in `source`.
-    pub fn row(source: &str, table: &str, id: i64) -> Origin {
-        Origin {
-            source: source.to_string(),
-            at: At::Row {
-                table: table.to_string(),
-                id,
-            },
-        }
-    }
-
-    /// The row of `key` in `source`.
-    pub fn key(source: &str, key: &str) -> Origin {
-        Origin {
-            source: source.to_string(),
-            at: At::Key(key.to_string()),
-        }
-    }
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.at {
-            At::Line(n) => write!(f, "{}:{n}", self.source),
-            At::Row { table, id } => write!(f, "{}:{table}:{id}", self.source),
-            At::Key(k) => write!(f, "{}:{k}", self.source),
-        }
-    }
-}
-
-/// Something to tell about one entry: malformed, not imported, or a note.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    /// Where.
-    pub at: Origin,
-    /// The key, login or address concerned, if any.
-    pub subject: Option<String>,
-    /// Why (never a password hash).
-    pub why: String,
-}
-
-impl Finding {
-    /// A finding about a whole line.
-    pub fn new(at: Origin, why: impl Into<String>) -> Finding {
-        Finding {
-            at,
-            subject: None,
-            why: why.into(),
-        }
-    }
-
-    /// A finding about one key or login.
-    pub fn about(at: Origin, subject: &str, why: impl Into<String>) -> Finding {
-        Finding {
-            at,
-            subject: Some(subject.to_string()),
-            why: why.into(),
-        }
-    }
-}
-
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.subject {
-            Some(s) => write!(f, "{}: {s}: {}", self.at, self.why),
-            None => write!(f, "{}: {}", self.at, self.why),
-        }
-    }
-}
-
-/// A login name as the source spells it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LoginName {
-    /// `user@domain`.
-    Address(Address),
-    /// A name without a domain.
-    Bare(String),
-}
-
-/// A login: a name and a hash (a mailbox in mailtable).
-#[derive(Debug, Clone)]
-pub struct Login {
-    /// The name.
-    pub name: LoginName,
-    /// The hash, verbatim.
-    pub hash: PasswordHash,
-    /// False: login refused (inactive row, `nologin`).
-    pub active: bool,
-    /// Dovecot storage quota.
-    pub quota: Option<String>,
-    /// The source delivers mail to this login without a route saying so
-    /// (Dovecot users, SQL users); smtpd credentials do not.
-    pub implied_route: bool,
-    /// Where.
-    pub origin: Origin,
-}
-
-/// The left side of a route.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum RouteKey {
-    /// `user@domain`.
-    Exact(Address),
-    /// `@domain`.
-    CatchAll(Domain),
-    /// A key without a domain (`root`, or a domain line `example.org`).
-    Bare(String),
-    /// smtpd's global catch-all `@`.
-    Global,
-}
-
-impl fmt::Display for RouteKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RouteKey::Exact(a) => write!(f, "{a}"),
-            RouteKey::CatchAll(d) => write!(f, "@{d}"),
-            RouteKey::Bare(u) => f.write_str(u),
-            RouteKey::Global => f.write_str("@"),
-        }
-    }
-}
-
-/// One target of a route, as the source gives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// An address.
-    Address(Address),
-    /// A local (delivery) user name.
-    LocalUser(String),
-    /// `@new.org` on a catch-all: `user@old` goes to `user@new`.
-    DomainAlias(Domain),
-    /// A pipe, a file, an include, an error, an address mailtable refuses.
-    Unrepresentable {
-        /// The element as written.
-        text: String,
-        /// Why mailtable cannot hold it.
-        why: String,
-    },
-}
-
-/// Where mail to a key goes.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// The key.
-    pub key: RouteKey,
-    /// Its targets (several fan out).
-    pub targets: Vec<Target>,
-    /// Where.
-    pub origin: Origin,
-}
-
-/// uid, gid, home of a user, for the report.
-#[derive(Debug, Clone)]
-pub struct UserInfo {
-    /// The user (delivery user name or login).
-    pub user: String,
-    /// uid.
-    pub uid: Option<u32>,
-    /// gid.
-    pub gid: Option<u32>,
-    /// Home directory.
-    pub home: Option<String>,
-    /// Where.
-    pub origin: Origin,
-}
-
-/// One source, parsed.
-#[derive(Debug, Default)]
-pub struct Parsed {
-    /// Logins.
-    pub logins: Vec<Login>,
-    /// Routes.
-    pub routes: Vec<Route>,
-    /// Domains the source declares (SQL `domains`), with whether active.
-    pub domains: Vec<(Domain, bool, Origin)>,
-    /// uid/gid/home facts.
-    pub userinfo: Vec<UserInfo>,
-    /// Rows of a mailtable database, taken as they are.
-    pub rows: Vec<(Row, Origin)>,
-    /// Entries that cannot be represented, with why.
-    pub skipped: Vec<Finding>,
-    /// Things worth knowing that change nothing.
-    pub notes: Vec<Finding>,
-    /// Lines the source's own software would refuse.
-    pub malformed: Vec<Finding>,
-    /// This source says where mail goes (alias tables, SQL): logins
-    /// without a route of theirs are then not deliverable in the source.
-    pub defines_routes: bool,
-    /// Aliases, `@domain` included, are looked up before the mailboxes
-    /// (Postfix's `virtual_alias_maps`): a catch-all then takes the mail of
-    /// a mailbox that has no alias of its own.
-    pub aliases_first: bool,
-}
-
-impl Parsed {
-    fn absorb(&mut self, other: Parsed) {
-        self.logins.extend(other.logins);
-        self.routes.extend(other.routes);
-        self.domains.extend(other.domains);
-        self.userinfo.extend(other.userinfo);
-        self.rows.extend(other.rows);
-        self.skipped.extend(other.skipped);
-        self.notes.extend(other.notes);
-        self.malformed.extend(other.malformed);
-        self.defines_routes |= other.defines_routes;
-        self.aliases_first |= other.aliases_first;
     }
 }
 
@@ -371,12 +137,15 @@ fn split_source(arg: &str, default: Option<Format>) -> Result<(Format, String), 
 
 /// Read and parse one source.
 fn parse_source(format: Format, source: &str) -> Result<Parsed, CliError> {
-    if format.is_database() {
-        return match format {
-            Format::Sql => sql::read_normalized(source),
-            _ => sql::read_mailtable(source),
-        };
-    }
+    let parse: fn(&str, &str) -> Parsed = match format {
+        Format::Sql => return sql::read_normalized(source),
+        Format::Mailtable => return sql::read_mailtable(source),
+        Format::SmtpdAliases => smtpd::parse_aliases,
+        Format::SmtpdUserinfo => smtpd::parse_userinfo,
+        Format::SmtpdCredentials => smtpd::parse_credentials,
+        Format::SmtpdPasswd => smtpd::parse_passwd,
+        Format::DovecotPasswd => passwd_file::parse,
+    };
     let bytes =
         std::fs::read(source).map_err(|e| CliError::usage(format!("cannot read {source}: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|e| {
@@ -384,35 +153,34 @@ fn parse_source(format: Format, source: &str) -> Result<Parsed, CliError> {
         let line = upto.iter().filter(|b| **b == b'\n').count() + 1;
         CliError::usage(format!("{source}:{line}: not valid UTF-8"))
     })?;
-    Ok(match format {
-        Format::SmtpdAliases => smtpd::parse_aliases(source, &text),
-        Format::SmtpdUserinfo => smtpd::parse_userinfo(source, &text),
-        Format::SmtpdCredentials => smtpd::parse_credentials(source, &text),
-        Format::SmtpdPasswd => smtpd::parse_passwd(source, &text),
-        Format::DovecotPasswd => passwd_file::parse(source, &text),
-        Format::Sql | Format::Mailtable => unreachable!("database formats return above"),
-    })
+    Ok(parse(source, &text))
 }
 
-/// `mailtable import`.
-pub fn run(ctx: &Ctx, args: &ImportArgs) -> Result<Exit, CliError> {
+/// The SOURCE arguments with their formats.
+fn sources(args: &ImportArgs) -> Result<Vec<(Format, String)>, CliError> {
     let default = args
         .from
         .as_deref()
         .map(str::parse::<Format>)
         .transpose()
         .map_err(CliError::usage)?;
-    let mut sources = Vec::new();
-    for s in &args.sources {
-        sources.push(split_source(s, default)?);
-    }
-    let formats: std::collections::BTreeSet<Format> = sources.iter().map(|(f, _)| *f).collect();
+    let sources = args
+        .sources
+        .iter()
+        .map(|s| split_source(s, default))
+        .collect::<Result<Vec<_>, _>>()?;
+    let formats: BTreeSet<Format> = sources.iter().map(|(f, _)| *f).collect();
     if formats.contains(&Format::Mailtable) && formats.len() > 1 {
         return Err(CliError::usage(
             "a mailtable database is merged on its own: import it without other formats",
         ));
     }
+    Ok(sources)
+}
 
+/// `mailtable import`.
+pub fn run(ctx: &Ctx, args: &ImportArgs) -> Result<Exit, CliError> {
+    let sources = sources(args)?;
     let mut parsed = Parsed::default();
     let mut names = Vec::new();
     for (format, source) in &sources {
@@ -439,71 +207,8 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> Result<Exit, CliError> {
         s.begin()?;
         s
     };
-    let outcome = (|| -> Result<Exit, CliError> {
-        let (plan, mut semantics) = if formats.contains(&Format::Mailtable) {
-            model::plan_rows(parsed, &ctx.resolver)?
-        } else {
-            model::plan(parsed, store.as_mut(), &ctx.config)?
-        };
-        let checked = model::check_database(&plan, store.as_mut())?;
-        rep.fill(&plan, &checked);
-
-        if !plan.conflicts.is_empty() || (!args.verify && !checked.conflicts.is_empty()) {
-            rep.status = report::Status::Refused;
-            rep.print(args.json);
-            let first = plan
-                .conflicts
-                .first()
-                .or(checked.conflicts.first())
-                .map(|c| report::Item::from(c).to_string())
-                .unwrap_or_default();
-            let n = plan.conflicts.len() + checked.conflicts.len();
-            return Err(CliError::usage(format!(
-                "conflict: {first}; nothing was changed{}",
-                more(n)
-            )));
-        }
-
-        if !args.verify {
-            for g in &checked.new {
-                for r in &g.rows {
-                    store.insert(r)?;
-                }
-            }
-        }
-        let diff = model::verify(&plan, semantics.as_mut(), &ctx.resolver, store.as_mut())?;
-        let n_diff = diff.differences.len();
-        rep.verification = Some(diff);
-
-        if args.verify {
-            rep.status = report::Status::Verified;
-            rep.print(args.json);
-            return if n_diff == 0 {
-                Ok(Exit::Ok)
-            } else {
-                Err(CliError::not_found(format!(
-                    "{n_diff} address(es) resolve differently from the source"
-                )))
-            };
-        }
-        if n_diff > 0 {
-            store.rollback();
-            rep.status = report::Status::Refused;
-            rep.print(args.json);
-            return Err(CliError::usage(format!(
-                "{n_diff} address(es) would resolve differently from the source; nothing was changed"
-            )));
-        }
-        if args.dry_run {
-            store.rollback();
-            rep.status = report::Status::DryRun;
-        } else {
-            store.commit()?;
-            rep.status = report::Status::Imported;
-        }
-        rep.print(args.json);
-        Ok(Exit::Ok)
-    })();
+    let from_mailtable = sources.iter().any(|(f, _)| *f == Format::Mailtable);
+    let outcome = import(ctx, args, parsed, from_mailtable, store.as_mut(), &mut rep);
     if outcome.is_err() && !args.verify {
         store.rollback();
     }
@@ -512,6 +217,91 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> Result<Exit, CliError> {
         ctx.reshare();
     }
     outcome
+}
+
+/// Plan, check, write (unless `--verify`), prove; inside the transaction
+/// `run` opened.
+fn import(
+    ctx: &Ctx,
+    args: &ImportArgs,
+    parsed: Parsed,
+    from_mailtable: bool,
+    store: &mut dyn Store,
+    rep: &mut report::Report,
+) -> Result<Exit, CliError> {
+    let (plan, mut semantics) = if from_mailtable {
+        rows::plan_rows(parsed, &ctx.resolver)
+    } else {
+        plan::plan(parsed, store, &ctx.config)?
+    };
+    let checked = check::check_database(&plan, store)?;
+    rep.fill(&plan, &checked);
+
+    if !plan.conflicts.is_empty() || (!args.verify && !checked.conflicts.is_empty()) {
+        rep.status = report::Status::Refused;
+        rep.print(args.json);
+        let first = plan
+            .conflicts
+            .first()
+            .or(checked.conflicts.first())
+            .map(|c| report::Item::from(c).to_string())
+            .unwrap_or_default();
+        let n = plan.conflicts.len() + checked.conflicts.len();
+        return Err(CliError::usage(format!(
+            "conflict: {first}; nothing was changed{}",
+            more(n)
+        )));
+    }
+
+    if !args.verify {
+        for g in checked.new_groups(&plan) {
+            for r in &g.rows {
+                store.insert(r)?;
+            }
+        }
+    }
+    let diff = verify::verify(&plan.known, semantics.as_mut(), &ctx.resolver, store)?;
+    let n_diff = diff.differences.len();
+    rep.verification = Some(diff);
+    finish(args, store, rep, n_diff)
+}
+
+/// The end of a run that got past the conflicts: print the report, and
+/// commit or roll back.
+fn finish(
+    args: &ImportArgs,
+    store: &mut dyn Store,
+    rep: &mut report::Report,
+    n_diff: usize,
+) -> Result<Exit, CliError> {
+    if args.verify {
+        rep.status = report::Status::Verified;
+        rep.print(args.json);
+        return if n_diff == 0 {
+            Ok(Exit::Ok)
+        } else {
+            Err(CliError::not_found(format!(
+                "{n_diff} address(es) resolve differently from the source"
+            )))
+        };
+    }
+    if n_diff > 0 {
+        store.rollback();
+        rep.status = report::Status::Refused;
+        rep.print(args.json);
+        return Err(CliError::usage(format!(
+            "{n_diff} address(es) would resolve differently from the source; nothing was changed"
+        )));
+    }
+    if args.dry_run {
+        store.rollback();
+        rep.status = report::Status::DryRun;
+    } else {
+        store.commit()?;
+        rep.status = report::Status::Imported;
+    }
+    rep.print(args.json);
+    Ok(Exit::Ok)
 }
 
 fn more(n: usize) -> String {

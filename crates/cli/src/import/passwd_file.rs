@@ -71,110 +71,134 @@ pub fn parse(source: &str, text: &str) -> Parsed {
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
             continue;
         }
-        let fields: Vec<&str> = line.splitn(8, ':').collect();
-        let user = fields[0].trim();
-        if user.is_empty() {
-            p.malformed
-                .push(Finding::new(at, "an entry without a user name"));
-            continue;
-        }
-        let field = |i: usize| fields.get(i).copied().unwrap_or("").trim();
-        let num = |i: usize, what: &str| -> Result<Option<u32>, String> {
-            let f = field(i);
-            if f.is_empty() {
-                return Ok(None);
-            }
-            f.parse::<u32>()
-                .map(Some)
-                .map_err(|_| format!("{user}: {what} {f:?} is not a number"))
-        };
-        let (uid, gid) = match (num(2, "uid"), num(3, "gid")) {
-            (Ok(u), Ok(g)) => (u, g),
-            (Err(why), _) | (_, Err(why)) => {
-                p.malformed.push(Finding::new(at, why));
-                continue;
-            }
-        };
-        let home = Some(field(5).to_string()).filter(|h| !h.is_empty());
-        let key = user.to_ascii_lowercase();
-
-        let mut quota = None;
-        let mut active = true;
-        let mut refused = None;
-        for f in field(7).split_whitespace() {
-            match extra_field(f) {
-                Extra::Quota(q) => quota = Some(q),
-                Extra::NoLogin => active = false,
-                Extra::NoPassword => {
-                    refused = Some(
-                        "nopassword: Dovecot accepts any password for it; mailtable needs a hash",
-                    )
-                }
-                Extra::NotKept(why) => p.notes.push(Finding::about(
-                    at.clone(),
-                    &key,
-                    format!("extra field not kept: {why}"),
-                )),
-            }
-        }
-        if !active {
-            p.notes.push(Finding::about(
-                at.clone(),
-                &key,
-                "nologin: imported as a disabled mailbox (mail accepted, login refused)",
-            ));
-        }
-        let password = field(1);
-        if let Some(why) = refused {
-            p.skipped.push(Finding::about(at, &key, why));
-            continue;
-        }
-        if password.is_empty() {
-            p.skipped.push(Finding::about(
-                at,
-                &key,
-                "no password: a userdb-only entry cannot log in, and a mailbox needs a hash",
-            ));
-            continue;
-        }
-        let mut hash = PasswordHash::new(password);
-        if hash.prefix().is_none() && hash.scheme() == Scheme::Unknown {
-            // The passwd-file default scheme, made explicit (DES crypt and
-            // the like): the hash itself is unchanged.
-            hash = PasswordHash::new(format!("{{CRYPT}}{password}"));
-        }
-        let name = if key.contains('@') {
-            match Address::parse(&key) {
-                Ok(a) => LoginName::Address(a),
-                Err(e) => {
-                    p.skipped.push(Finding::about(
-                        at,
-                        &key,
-                        format!("user name is not an address mailtable can store ({e})"),
-                    ));
-                    continue;
-                }
-            }
-        } else {
-            LoginName::Bare(key.clone())
-        };
-        p.logins.push(Login {
-            name,
-            hash,
-            active,
-            quota,
-            implied_route: true,
-            origin: at.clone(),
-        });
-        p.userinfo.push(UserInfo {
-            user: key,
-            uid,
-            gid,
-            home,
-            origin: at,
-        });
+        parse_entry(at, line, &mut p);
     }
     p
+}
+
+/// One entry `user:password:uid:gid:(gecos):home:(shell):extra_fields`.
+fn parse_entry(at: Origin, line: &str, p: &mut Parsed) {
+    let fields: Vec<&str> = line.splitn(8, ':').collect();
+    let user = fields[0].trim();
+    if user.is_empty() {
+        p.malformed
+            .push(Finding::new(at, "an entry without a user name"));
+        return;
+    }
+    let field = |i: usize| fields.get(i).copied().unwrap_or("").trim();
+    let num = |i: usize, what: &str| -> Result<Option<u32>, String> {
+        let f = field(i);
+        if f.is_empty() {
+            return Ok(None);
+        }
+        f.parse::<u32>()
+            .map(Some)
+            .map_err(|_| format!("{user}: {what} {f:?} is not a number"))
+    };
+    let (uid, gid) = match (num(2, "uid"), num(3, "gid")) {
+        (Ok(u), Ok(g)) => (u, g),
+        (Err(why), _) | (_, Err(why)) => {
+            p.malformed.push(Finding::new(at, why));
+            return;
+        }
+    };
+    let home = Some(field(5).to_string()).filter(|h| !h.is_empty());
+    let key = user.to_ascii_lowercase();
+
+    let Extras {
+        quota,
+        active,
+        refused,
+    } = extras(field(7), &at, &key, &mut p.notes);
+    if !active {
+        p.notes.push(Finding::about(
+            at.clone(),
+            &key,
+            "nologin: imported as a disabled mailbox (mail accepted, login refused)",
+        ));
+    }
+    let password = field(1);
+    if let Some(why) = refused {
+        p.skipped.push(Finding::about(at, &key, why));
+        return;
+    }
+    if password.is_empty() {
+        p.skipped.push(Finding::about(
+            at,
+            &key,
+            "no password: a userdb-only entry cannot log in, and a mailbox needs a hash",
+        ));
+        return;
+    }
+    let mut hash = PasswordHash::new(password);
+    if hash.prefix().is_none() && hash.scheme() == Scheme::Unknown {
+        // The passwd-file default scheme, made explicit (DES crypt and
+        // the like): the hash itself is unchanged.
+        hash = PasswordHash::new(format!("{{CRYPT}}{password}"));
+    }
+    let name = if key.contains('@') {
+        match Address::parse(&key) {
+            Ok(a) => LoginName::Address(a),
+            Err(e) => {
+                p.skipped.push(Finding::about(
+                    at,
+                    &key,
+                    format!("user name is not an address mailtable can store ({e})"),
+                ));
+                return;
+            }
+        }
+    } else {
+        LoginName::Bare(key.clone())
+    };
+    p.logins.push(Login {
+        name,
+        hash,
+        active,
+        quota,
+        implied_route: true,
+        origin: at.clone(),
+    });
+    p.userinfo.push(UserInfo {
+        user: key,
+        uid,
+        gid,
+        home,
+        origin: at,
+    });
+}
+
+/// What the extra fields of an entry say.
+struct Extras {
+    quota: Option<String>,
+    active: bool,
+    /// Why the entry cannot be a mailbox at all.
+    refused: Option<&'static str>,
+}
+
+/// Read the extra fields; the ones mailtable does not keep become notes.
+fn extras(text: &str, at: &Origin, key: &str, notes: &mut Vec<Finding>) -> Extras {
+    let mut x = Extras {
+        quota: None,
+        active: true,
+        refused: None,
+    };
+    for f in text.split_whitespace() {
+        match extra_field(f) {
+            Extra::Quota(q) => x.quota = Some(q),
+            Extra::NoLogin => x.active = false,
+            Extra::NoPassword => {
+                x.refused =
+                    Some("nopassword: Dovecot accepts any password for it; mailtable needs a hash")
+            }
+            Extra::NotKept(why) => notes.push(Finding::about(
+                at.clone(),
+                key,
+                format!("extra field not kept: {why}"),
+            )),
+        }
+    }
+    x
 }
 
 #[cfg(test)]

@@ -10,10 +10,12 @@
 //! and 2.4 refuses the weak ones unless `auth_allow_weak_schemes = yes`
 //! (§4.1).
 
-use super::model::{Checked, Kind, Plan, Verification};
-use super::{At, Finding, Origin};
+use super::check::Checked;
+use super::plan::Plan;
+use super::verify::Verification;
+use super::{At, Conflict, Finding, Origin};
 use mailtable_core::password::Scheme;
-use mailtable_core::PasswordHash;
+use mailtable_core::{PasswordHash, RowKind};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -201,8 +203,8 @@ impl From<&Finding> for Item {
     }
 }
 
-impl From<&super::model::Conflict> for Item {
-    fn from(c: &super::model::Conflict) -> Item {
+impl From<&Conflict> for Item {
+    fn from(c: &Conflict) -> Item {
         Item {
             at: c.at.to_string(),
             subject: subject(&c.at, Some(&c.subject)),
@@ -323,11 +325,12 @@ impl Report {
         for g in &plan.groups {
             domains.insert(g.domain.clone());
             c.rows += g.rows.len();
-            match g.kind {
-                Kind::CatchAll => c.catch_alls += 1,
-                Kind::DomainAlias => c.domain_aliases += 1,
-                Kind::Pattern => c.patterns += 1,
-                Kind::Mailbox | Kind::Alias => {}
+            let kind = g.kind();
+            match kind {
+                RowKind::CatchAll => c.catch_alls += 1,
+                RowKind::DomainAlias => c.domain_aliases += 1,
+                RowKind::Pattern => c.patterns += 1,
+                RowKind::Mailbox | RowKind::Alias => {}
             }
             for r in &g.rows {
                 if r.is_mailbox() {
@@ -337,13 +340,13 @@ impl Report {
                 }
             }
             let aliases = g.rows.iter().filter(|r| !r.is_mailbox()).count();
-            if !g.username.contains('%') && aliases > 0 {
+            if !kind.is_wildcard() && aliases > 0 {
                 c.aliases += 1;
                 c.alias_rows += aliases;
             }
         }
         c.domains = domains.len();
-        c.rows_to_write = checked.new.iter().map(|g| g.rows.len()).sum();
+        c.rows_to_write = checked.new_groups(plan).map(|g| g.rows.len()).sum();
         c.keys_already_present = checked.present;
         self.domains = domains.into_iter().collect();
 
@@ -424,6 +427,17 @@ impl Report {
             }
             return o;
         }
+        self.counts_text(&mut line);
+        self.schemes_text(&mut line);
+        self.flagged_text(&mut line);
+        self.items_text(&mut line);
+        self.verification_text(&mut line);
+        o
+    }
+
+    /// The counts per kind.
+    fn counts_text(&self, line: &mut impl FnMut(String)) {
+        let c = &self.counts;
         line(String::new());
         let mut extra = Vec::new();
         if c.disabled > 0 {
@@ -464,7 +478,10 @@ impl Report {
             "  rows            {:>5}  ({} to write, {} key(s) already present and identical)",
             c.rows, c.rows_to_write, c.keys_already_present
         ));
+    }
 
+    /// The password schemes and who can check them.
+    fn schemes_text(&self, line: &mut impl FnMut(String)) {
         if !self.password_schemes.is_empty() {
             line(String::new());
             let w = self
@@ -490,6 +507,10 @@ impl Report {
                 ));
             }
         }
+    }
+
+    /// Mailboxes some daemon cannot check.
+    fn flagged_text(&self, line: &mut impl FnMut(String)) {
         if !self.smtpd_cannot_verify.is_empty() {
             line(String::new());
             line(format!(
@@ -511,6 +532,10 @@ impl Report {
                 line(format!("  {}  {}  ({})", f.address, f.scheme, f.at));
             }
         }
+    }
+
+    /// Entries not imported, conflicts, notes.
+    fn items_text(&self, line: &mut impl FnMut(String)) {
         for (title, items) in [
             ("not imported", &self.not_imported),
             ("conflicts", &self.conflicts),
@@ -525,6 +550,10 @@ impl Report {
                 line(format!("  {}", item_text(i)));
             }
         }
+    }
+
+    /// The resolution check.
+    fn verification_text(&self, line: &mut impl FnMut(String)) {
         if let Some(v) = &self.verification {
             line(String::new());
             let skipped = if v.not_comparable > 0 {
@@ -554,7 +583,6 @@ impl Report {
                 }
             }
         }
-        o
     }
 }
 

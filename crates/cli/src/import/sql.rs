@@ -297,8 +297,29 @@ fn read_tables(db: &mut dyn Tables, source: &str) -> Result<Parsed, CliError> {
     .unwrap_or_default();
     let domains = select(db, source, "domains", &["domain"], &["active"])?.unwrap_or_default();
 
+    let domain_active = read_domains(source, &domains, &mut p);
+    for (id, v) in &users {
+        read_user(
+            &Origin::row(source, "users", *id),
+            v,
+            &domain_active,
+            &mut p,
+        );
+    }
+    read_aliases(source, &aliases, &domain_active, &mut p);
+    Ok(p)
+}
+
+/// Whether a domain is active; a domain the `domains` table does not list
+/// (or a database without one) is.
+fn domain_ok(domain_active: &BTreeMap<Domain, bool>, d: &Domain) -> bool {
+    domain_active.get(d).copied().unwrap_or(true)
+}
+
+/// The `domains` table into `p.domains`; returns whether each is active.
+fn read_domains(source: &str, rows: &[TableRow], p: &mut Parsed) -> BTreeMap<Domain, bool> {
     let mut domain_active: BTreeMap<Domain, bool> = BTreeMap::new();
-    for (id, v) in &domains {
+    for (id, v) in rows {
         let at = Origin::row(source, "domains", *id);
         let name = text(&v[0]).unwrap_or_default();
         match Domain::parse(name.trim()) {
@@ -310,94 +331,97 @@ fn read_tables(db: &mut dyn Tables, source: &str) -> Result<Parsed, CliError> {
             Err(e) => p.skipped.push(Finding::about(at, &name, e.to_string())),
         }
     }
-    let domain_ok = |d: &Domain| domain_active.get(d).copied().unwrap_or(true);
+    domain_active
+}
 
-    for (id, v) in &users {
-        let at = Origin::row(source, "users", *id);
-        let user = text(&v[0]).unwrap_or_default().trim().to_string();
-        let domain = text(&v[2])
-            .map(|d| d.trim().to_string())
-            .filter(|d| !d.is_empty());
-        let full = match (&domain, user.contains('@')) {
-            (_, true) => user.clone(),
-            (Some(d), false) => format!("{user}@{d}"),
-            (None, false) => {
-                p.skipped.push(Finding::about(
-                    at,
-                    &user,
-                    "user without a domain: mailtable logins are addresses",
-                ));
-                continue;
-            }
-        };
-        let addr = match Address::parse(&full) {
-            Ok(a) => a,
-            Err(e) => {
-                p.skipped.push(Finding::about(at, &full, e.to_string()));
-                continue;
-            }
-        };
-        if let (Some(d), true) = (&domain, user.contains('@')) {
-            if Domain::parse(d).ok().as_ref() != Some(addr.domain()) {
-                p.malformed.push(Finding::about(
-                    at,
-                    &full,
-                    format!(
-                        "username is an address in another domain than the domain column {d:?}"
-                    ),
-                ));
-                continue;
-            }
-        }
-        let Some(hash) = text(&v[1]).filter(|h| !h.is_empty()) else {
+/// One row of `users` (username, password, domain, active) into a login,
+/// or a finding saying why not.
+fn read_user(at: &Origin, v: &[Cell], domain_active: &BTreeMap<Domain, bool>, p: &mut Parsed) {
+    let at = at.clone();
+    let user = text(&v[0]).unwrap_or_default().trim().to_string();
+    let domain = text(&v[2])
+        .map(|d| d.trim().to_string())
+        .filter(|d| !d.is_empty());
+    let full = match (&domain, user.contains('@')) {
+        (_, true) => user.clone(),
+        (Some(d), false) => format!("{user}@{d}"),
+        (None, false) => {
             p.skipped.push(Finding::about(
                 at,
-                &full,
-                "no password: a mailbox needs a hash",
+                &user,
+                "user without a domain: mailtable logins are addresses",
             ));
-            continue;
-        };
-        let active = truthy(&v[3]) && domain_ok(addr.domain());
-        if !active {
-            p.notes.push(Finding::about(
-                at.clone(),
-                &full,
-                "inactive: imported as a disabled mailbox (login refused, mail still accepted)",
-            ));
+            return;
         }
-        p.logins.push(Login {
-            name: LoginName::Address(addr),
-            hash: PasswordHash::new(hash),
-            active,
-            quota: None,
-            implied_route: true,
-            origin: at,
-        });
+    };
+    let addr = match Address::parse(&full) {
+        Ok(a) => a,
+        Err(e) => {
+            p.skipped.push(Finding::about(at, &full, e.to_string()));
+            return;
+        }
+    };
+    if let (Some(d), true) = (&domain, user.contains('@')) {
+        if Domain::parse(d).ok().as_ref() != Some(addr.domain()) {
+            p.malformed.push(Finding::about(
+                at,
+                &full,
+                format!("username is an address in another domain than the domain column {d:?}"),
+            ));
+            return;
+        }
     }
+    let Some(hash) = text(&v[1]).filter(|h| !h.is_empty()) else {
+        p.skipped.push(Finding::about(
+            at,
+            &full,
+            "no password: a mailbox needs a hash",
+        ));
+        return;
+    };
+    let active = truthy(&v[3]) && domain_ok(domain_active, addr.domain());
+    if !active {
+        p.notes.push(Finding::about(
+            at.clone(),
+            &full,
+            "inactive: imported as a disabled mailbox (login refused, mail still accepted)",
+        ));
+    }
+    p.logins.push(Login {
+        name: LoginName::Address(addr),
+        hash: PasswordHash::new(hash),
+        active,
+        quota: None,
+        implied_route: true,
+        origin: at,
+    });
+}
 
-    // Alias rows of one key fan out: one route per key.
+/// The `aliases` table (alias, destination, active) into routes; alias
+/// rows of one key fan out, so they become one route per key.
+fn read_aliases(
+    source: &str,
+    rows: &[TableRow],
+    domain_active: &BTreeMap<Domain, bool>,
+    p: &mut Parsed,
+) {
     let mut routes: BTreeMap<RouteKey, Route> = BTreeMap::new();
-    for (id, v) in &aliases {
+    for (id, v) in rows {
         let at = Origin::row(source, "aliases", *id);
         let key_text = text(&v[0]).unwrap_or_default().trim().to_ascii_lowercase();
         let key = if let Some(d) = key_text.strip_prefix('@') {
-            Domain::parse(d).map(RouteKey::CatchAll)
+            Domain::parse(d).map(|d| (d.clone(), RouteKey::CatchAll(d)))
         } else {
-            Address::parse(&key_text).map(RouteKey::Exact)
+            Address::parse(&key_text).map(|a| (a.domain().clone(), RouteKey::Exact(a)))
         };
-        let key = match key {
+        let (key_domain, key) = match key {
             Ok(k) => k,
             Err(e) => {
                 p.skipped.push(Finding::about(at, &key_text, e.to_string()));
                 continue;
             }
         };
-        let key_domain = match &key {
-            RouteKey::Exact(a) => a.domain().clone(),
-            RouteKey::CatchAll(d) => d.clone(),
-            _ => unreachable!("only exact and catch-all keys are built above"),
-        };
-        if !truthy(&v[2]) || !domain_ok(&key_domain) {
+        if !truthy(&v[2]) || !domain_ok(domain_active, &key_domain) {
             let what = if truthy(&v[2]) {
                 "alias of an inactive domain"
             } else {
@@ -414,31 +438,12 @@ fn read_tables(db: &mut dyn Tables, source: &str) -> Result<Parsed, CliError> {
             continue;
         }
         let dest = text(&v[1]).unwrap_or_default();
-        let mut targets = Vec::new();
-        for t in dest.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let target = if let Some(d) = t.strip_prefix('@') {
-                match (Domain::parse(d), &key) {
-                    (Ok(d), RouteKey::CatchAll(_)) => Target::DomainAlias(d),
-                    (Ok(_), _) => Target::Unrepresentable {
-                        text: t.into(),
-                        why: "a whole domain is only a target of a whole domain".into(),
-                    },
-                    (Err(e), _) => Target::Unrepresentable {
-                        text: t.into(),
-                        why: e.to_string(),
-                    },
-                }
-            } else {
-                match Address::parse(t) {
-                    Ok(a) => Target::Address(a),
-                    Err(e) => Target::Unrepresentable {
-                        text: t.into(),
-                        why: format!("mailtable refuses this address ({e})"),
-                    },
-                }
-            };
-            targets.push(target);
-        }
+        let targets: Vec<Target> = dest
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| sql_target(t, &key))
+            .collect();
         if targets.is_empty() {
             p.malformed
                 .push(Finding::about(at, &key_text, "alias without a destination"));
@@ -465,7 +470,32 @@ fn read_tables(db: &mut dyn Tables, source: &str) -> Result<Parsed, CliError> {
         }
     }
     p.routes = routes.into_values().collect();
-    Ok(p)
+}
+
+/// One element of a `destination` list: an address, or `@new.org` on a
+/// catch-all (a domain alias).
+fn sql_target(t: &str, key: &RouteKey) -> Target {
+    if let Some(d) = t.strip_prefix('@') {
+        match (Domain::parse(d), key) {
+            (Ok(d), RouteKey::CatchAll(_)) => Target::DomainAlias(d),
+            (Ok(_), _) => Target::Unrepresentable {
+                text: t.into(),
+                why: "a whole domain is only a target of a whole domain".into(),
+            },
+            (Err(e), _) => Target::Unrepresentable {
+                text: t.into(),
+                why: e.to_string(),
+            },
+        }
+    } else {
+        match Address::parse(t) {
+            Ok(a) => Target::Address(a),
+            Err(e) => Target::Unrepresentable {
+                text: t.into(),
+                why: format!("mailtable refuses this address ({e})"),
+            },
+        }
+    }
 }
 
 /// `mailtable`: every row of another mailtable database.
@@ -497,8 +527,9 @@ pub fn read_mailtable(source: &str) -> Result<Parsed, CliError> {
             p.malformed.push(Finding::new(at, e.to_string()));
             continue;
         }
-        let target_ok = if row.mailbox.contains('%') {
-            row.username.contains('%')
+        // A `%` in the target is only meaningful on a wildcard row, once.
+        let target_ok = if row.has_template_target() {
+            row.kind().is_wildcard()
                 && row.mailbox.matches('%').count() == 1
                 && Address::parse(&row.mailbox.replace('%', "x")).is_ok()
         } else {

@@ -1,0 +1,155 @@
+//! `mailtable alias ...`: aliases, patterns, catch-alls and domain aliases
+//! (rows without a password).
+//!
+//! The one decision a reader might question: `alias add` inserts the rows
+//! and then resolves, inside the same transaction, the address it changed
+//! (or, for a wildcard, each concrete target), and rolls back on a loop or a
+//! target in our domains that does not exist. Checking on the database as
+//! it would be is the only way to catch a loop through rows already present;
+//! refusing there keeps smtpd from tempfailing mail to the new alias.
+
+use crate::args::{AliasCommand, ListArgs};
+use crate::ctx::Ctx;
+use crate::error::CliError;
+use mailtable_core::exit::Exit;
+use mailtable_core::store::{Access, Delete};
+use mailtable_core::{Address, AddressPattern, ResolveError, Resolver, Row, Store};
+use serde_json::json;
+
+/// `mailtable alias ...`.
+pub(super) fn run(ctx: &Ctx, cmd: AliasCommand) -> Result<Exit, CliError> {
+    match cmd {
+        AliasCommand::Add { pattern, targets } => add(ctx, &pattern, &targets),
+        AliasCommand::Del { pattern, targets } => del(ctx, &pattern, &targets),
+        AliasCommand::List(a) => list(ctx, &a),
+    }
+}
+
+/// Validate a target for `pattern`: an address, or, when the pattern has a
+/// `%`, an address with one `%` that is replaced by what it matched.
+fn parse_target(pattern: &AddressPattern, text: &str) -> Result<String, CliError> {
+    let n = text.matches('%').count();
+    if n == 0 {
+        return Ok(Address::parse(text)?.to_string());
+    }
+    if !pattern.local.is_wildcard() {
+        return Err(CliError::usage(format!(
+            "invalid target {text:?}: % in a target needs a pattern with % on the left"
+        )));
+    }
+    if n > 1 || !text.split('@').next().unwrap_or_default().contains('%') {
+        return Err(CliError::usage(format!(
+            "invalid target {text:?}: at most one %, in the local part"
+        )));
+    }
+    // Check it is an address once the % is filled in.
+    Address::parse(&text.replace('%', "x"))?;
+    Ok(text.to_ascii_lowercase())
+}
+
+fn parse_targets(pattern: &AddressPattern, texts: &[String]) -> Result<Vec<String>, CliError> {
+    texts.iter().map(|t| parse_target(pattern, t)).collect()
+}
+
+fn add(ctx: &Ctx, pattern: &str, targets: &[String]) -> Result<Exit, CliError> {
+    let p = AddressPattern::parse(pattern)?;
+    let targets = parse_targets(&p, targets)?;
+    if let Some(own) = p.as_address() {
+        if targets.contains(&own.to_string()) {
+            return Err(CliError::usage(format!("alias {own} points to itself")));
+        }
+    }
+    let username = p.local.to_string();
+    let rows: Vec<Row> = targets
+        .iter()
+        .map(|t| Row {
+            username: username.clone(),
+            domain: p.domain.to_string(),
+            mailbox: t.clone(),
+            password: None,
+            active: true,
+            quota: None,
+        })
+        .collect();
+    ctx.write(|s| {
+        let existing = s.exact(&username, p.domain.as_str())?;
+        for row in &rows {
+            if existing
+                .iter()
+                .any(|r| !r.is_mailbox() && r.mailbox == row.mailbox)
+            {
+                return Err(CliError::usage(format!(
+                    "{p} -> {} already exists",
+                    row.mailbox
+                )));
+            }
+            s.insert(row)?;
+        }
+        // Refuse what would make mail to the alias fail: loops and targets
+        // in our domains that do not exist. A template target (`%@new.org`)
+        // has no one address to try; its rows are checked per address when
+        // mail comes.
+        if let Some(own) = p.as_address() {
+            check_resolves(&ctx.resolver, s, &own)
+        } else {
+            for row in rows.iter().filter(|r| !r.has_template_target()) {
+                check_resolves(&ctx.resolver, s, &Address::parse(&row.mailbox)?)?;
+            }
+            Ok(())
+        }
+    })?;
+    println!("added {p} -> {}", targets.join(", "));
+    Ok(Exit::Ok)
+}
+
+fn del(ctx: &Ctx, pattern: &str, targets: &[String]) -> Result<Exit, CliError> {
+    let p = AddressPattern::parse(pattern)?;
+    let targets = parse_targets(&p, targets)?;
+    let n = ctx.write(|s| {
+        let what = if targets.is_empty() {
+            Delete::Alias(None)
+        } else {
+            Delete::Alias(Some(&targets))
+        };
+        match s.delete(&p.local.to_string(), p.domain.as_str(), what)? {
+            0 => Err(CliError::not_found(format!(
+                "no alias {p} with those targets"
+            ))),
+            n => Ok(n),
+        }
+    })?;
+    println!("removed {n} row(s) of {p}");
+    Ok(Exit::Ok)
+}
+
+fn check_resolves(r: &Resolver, s: &mut dyn Store, addr: &Address) -> Result<(), CliError> {
+    match r.resolve(s, addr) {
+        Ok(_) => Ok(()),
+        Err(ResolveError::Store(e)) => Err(e.into()),
+        Err(e) => Err(CliError::usage(format!(
+            "refused, mail to {addr} would fail: {e}"
+        ))),
+    }
+}
+
+fn list(ctx: &Ctx, a: &ListArgs) -> Result<Exit, CliError> {
+    let domain = super::domain::filter(a)?;
+    let mut s = ctx.open(Access::ReadOnly)?;
+    let rows: Vec<Row> = s
+        .list(domain.as_deref())?
+        .into_iter()
+        .filter(|r| !r.is_mailbox())
+        .collect();
+    if a.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|r| json!({"pattern": r.address(), "target": r.mailbox, "kind": r.kind().name()}))
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+    } else {
+        for r in &rows {
+            println!("{} -> {}  ({})", r.address(), r.mailbox, r.kind());
+        }
+    }
+    Ok(Exit::Ok)
+}

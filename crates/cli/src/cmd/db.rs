@@ -1,0 +1,126 @@
+//! `mailtable init` and `mailtable migrate`: the schema.
+//!
+//! The one decision a reader might question: `init` creates the SQLite file
+//! itself, mode 0640 and owned by a group the daemons share, before the
+//! backend opens it, so the file never exists even briefly with a wider mode
+//! (it holds password hashes); when that group is missing it is created
+//! (as root) rather than falling back to a world-readable file.
+
+use crate::ctx::Ctx;
+use crate::error::CliError;
+use mailtable_core::exit::Exit;
+use mailtable_core::store::{self, migrate as steps, Access, DatabaseUrl};
+use std::path::Path;
+
+/// The gid of group `name`, creating the group when root and it is missing;
+/// `None` when it is missing and cannot be created (not root).
+fn group_id(name: &str) -> Result<Option<u32>, CliError> {
+    let lookup = || {
+        let c = std::ffi::CString::new(name).ok()?;
+        // SAFETY: getgrnam returns NULL or a pointer to static storage that
+        // stays valid until the next getgr* call; we copy the gid at once.
+        let g = unsafe { libc::getgrnam(c.as_ptr()) };
+        // SAFETY: checked for NULL just before reading.
+        (!g.is_null()).then(|| unsafe { (*g).gr_gid })
+    };
+    if let Some(gid) = lookup() {
+        return Ok(Some(gid));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("mailtable: group {name:?} does not exist and only root can create it; keeping the current group");
+        return Ok(None);
+    }
+    let status = std::process::Command::new("groupadd")
+        .args(["--system", name])
+        .status()
+        .map_err(|e| {
+            CliError::usage(format!("cannot run groupadd to create group {name:?}: {e}"))
+        })?;
+    if !status.success() {
+        return Err(CliError::usage(format!(
+            "groupadd could not create group {name:?}"
+        )));
+    }
+    lookup()
+        .map(Some)
+        .ok_or_else(|| CliError::usage(format!("group {name:?} still missing after groupadd")))
+}
+
+/// Create the directory (0750, group `gid`) and the empty file (0640) of a
+/// SQLite database that does not exist yet.
+fn create_sqlite_file(path: &Path, gid: Option<u32>) -> Result<(), CliError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                CliError::usage(format!("cannot create directory {}: {e}", dir.display()))
+            })?;
+            use std::os::unix::fs::PermissionsExt;
+            // Best effort: the file's own mode is what protects the hashes.
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750));
+            if let Some(g) = gid {
+                let _ = std::os::unix::fs::chown(dir, None, Some(g));
+            }
+        }
+    }
+    if !path.exists() {
+        // Create the file ourselves so it never exists with a wider mode.
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .open(path)
+            .map_err(|e| CliError::usage(format!("cannot create {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// `mailtable init`.
+pub(super) fn init(ctx: &Ctx, group: &str) -> Result<Exit, CliError> {
+    let mut gid = None;
+    if let DatabaseUrl::Sqlite(path) = &ctx.url {
+        gid = group_id(group)?;
+        create_sqlite_file(path, gid)?;
+    }
+    let mut s = ctx.open(Access::Create)?;
+    let report = steps::migrate(s.as_mut(), ctx.dialect(), true)?;
+    drop(s);
+    if let DatabaseUrl::Sqlite(path) = &ctx.url {
+        store::sqlite::share_files(path, gid).map_err(|e| {
+            CliError::usage(format!("cannot set the group of {}: {e}", path.display()))
+        })?;
+    }
+    if report.applied.is_empty() {
+        println!("{} is already at schema version {}", ctx.url, report.to);
+    } else {
+        println!("initialised {} (schema version {})", ctx.url, report.to);
+    }
+    if gid.is_some() {
+        println!(
+            "readable by group {group:?}: add the daemons' users to it, e.g. \
+             `usermod -aG {group} opensmtpd` and `usermod -aG {group} dovecot`"
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+/// `mailtable migrate`.
+pub(super) fn migrate(ctx: &Ctx) -> Result<Exit, CliError> {
+    let mut s = ctx.open(Access::ReadWrite)?;
+    let report = steps::migrate(s.as_mut(), ctx.dialect(), false)?;
+    drop(s);
+    ctx.reshare();
+    if report.applied.is_empty() {
+        println!("{} is already at schema version {}", ctx.url, report.to);
+    } else {
+        println!(
+            "migrated {} from schema version {} to {} ({})",
+            ctx.url,
+            report.from,
+            report.to,
+            report.applied.join(", ")
+        );
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,132 @@
+//! `mailtable resolve ADDRESS` and `mailtable senders ADDRESS`: the two
+//! read-only questions about one address, answered by the core
+//! [`Resolver`](mailtable_core::Resolver) exactly as the daemons answer them.
+//!
+//! The one decision a reader might question: `resolve` prints smtpd's own
+//! key walk next to the algorithm's result, because that walk is what the
+//! table actually answers; if the two ever disagreed, this is where an admin
+//! would see it.
+
+use crate::ctx::Ctx;
+use crate::error::CliError;
+use mailtable_core::exit::Exit;
+use mailtable_core::resolve::{Match, Step, WalkEntry};
+use mailtable_core::store::Access;
+use mailtable_core::{delivery, Address, Destination, Outcome, Row};
+use serde_json::json;
+
+fn step_name(step: Step) -> &'static str {
+    match step {
+        Step::TaggedExact => "exact rows for the tagged address",
+        Step::Exact => "exact rows",
+        Step::Pattern => "pattern",
+        Step::CatchAll => "catch-all",
+    }
+}
+
+/// `mailtable resolve`: exit 0 when the address is deliverable, 1 when not.
+pub(super) fn resolve(ctx: &Ctx, address: &str, json: bool) -> Result<Exit, CliError> {
+    let addr = Address::parse(address)?;
+    let mut s = ctx.open(Access::ReadOnly)?;
+    let r = &ctx.resolver;
+    let m = r.match_address(s.as_mut(), &addr)?;
+    let outcome = r.resolve(s.as_mut(), &addr)?;
+    let walk = r.smtpd_walk(s.as_mut(), &addr)?;
+    if json {
+        print_json(&addr, m.as_ref(), &outcome, &walk);
+    } else {
+        print_text(&addr, m.as_ref(), &outcome, &walk);
+    }
+    Ok(match outcome {
+        Outcome::Found(_) => Exit::Ok,
+        _ => Exit::NotFound,
+    })
+}
+
+fn print_json(addr: &Address, m: Option<&Match>, outcome: &Outcome, walk: &[WalkEntry]) {
+    let (result, dests): (_, &[Destination]) = match outcome {
+        Outcome::Found(d) => ("found", d),
+        Outcome::NotFound => ("not-found", &[]),
+        Outcome::UnknownDomain => ("unknown-domain", &[]),
+    };
+    let v = json!({
+        "address": addr.to_string(),
+        "result": result,
+        "step": m.map(|m| m.step.number()),
+        "matched": m.and_then(|m| m.rows.first()).map(Row::address),
+        "destinations": dests.iter().map(|d| d.address().to_string()).collect::<Vec<_>>(),
+        "deliveries": dests.iter().map(|d| match d {
+            Destination::Mailbox(a) => json!({"address": a.to_string(), "kind": "mailbox", "delivery_user": delivery::encode(a)}),
+            Destination::External(a) => json!({"address": a.to_string(), "kind": "external"}),
+        }).collect::<Vec<_>>(),
+        "smtpd_walk": walk,
+    });
+    println!("{v}");
+}
+
+fn print_text(addr: &Address, m: Option<&Match>, outcome: &Outcome, walk: &[WalkEntry]) {
+    println!("{addr}");
+    if let Some(m) = m {
+        let rows: Vec<String> = m
+            .rows
+            .iter()
+            .map(|r| format!("{} -> {}", r.address(), r.mailbox))
+            .collect();
+        println!(
+            "  step {}: {}: {}",
+            m.step.number(),
+            step_name(m.step),
+            rows.join(", ")
+        );
+    }
+    println!("  smtpd lookups:");
+    for w in walk {
+        match &w.answer {
+            Some(a) => println!("    {:<40} {}", w.key, a.join(", ")),
+            None => println!("    {:<40} not found", w.key),
+        }
+    }
+    match outcome {
+        Outcome::Found(d) => {
+            println!("  result: found");
+            for d in d {
+                println!("    -> {d}");
+            }
+        }
+        Outcome::NotFound => println!(
+            "  result: not found ({} is ours, smtpd rejects with 5xx)",
+            addr.domain()
+        ),
+        Outcome::UnknownDomain => {
+            println!("  result: unknown domain ({} is not ours)", addr.domain())
+        }
+    }
+}
+
+/// `mailtable senders`: what an authenticated user may send as.
+pub(super) fn senders(ctx: &Ctx, address: &str, json: bool) -> Result<Exit, CliError> {
+    let addr = Address::parse(address)?;
+    let mut s = ctx.open(Access::ReadOnly)?;
+    if !s.has_domain(addr.domain().as_str())? {
+        return Err(CliError::usage(format!(
+            "domain {} of {addr} is not one of ours",
+            addr.domain()
+        )));
+    }
+    match ctx.resolver.senders(s.as_mut(), &addr)? {
+        None => Err(CliError::not_found(format!("{addr} has no mailbox"))),
+        Some(list) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
+                );
+            } else {
+                for a in list {
+                    println!("{a}");
+                }
+            }
+            Ok(Exit::Ok)
+        }
+    }
+}

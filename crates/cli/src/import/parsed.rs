@@ -1,0 +1,275 @@
+//! What a parser makes of one source: logins, routes (where mail to a key
+//! goes), userinfo, mailtable rows, and findings that name the place in the
+//! source (`file:line`, `db:table:rowid`, `db:key`). Every parser produces a
+//! [`Parsed`]; everything after parsing works on these types only.
+//!
+//! The one decision a reader might question: a route's targets stay as the
+//! source wrote them ([`Target::LocalUser`], [`Target::Unrepresentable`]),
+//! not mapped to addresses yet, because what a local user name means
+//! depends on the other sources (the credentials that go with an alias
+//! file); that mapping is the merge's job, with all sources at hand.
+
+use mailtable_core::{Address, Domain, PasswordHash, Row};
+use std::fmt;
+
+/// Where in a source an entry came from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum At {
+    /// A line of a text file (1-based).
+    Line(usize),
+    /// A row of a table, by rowid.
+    Row {
+        /// The table.
+        table: String,
+        /// Its rowid.
+        id: i64,
+    },
+    /// A row named by its key (a mailtable database).
+    Key(String),
+}
+
+/// A source and a place in it; printed `file:line`, `db:table:rowid` or
+/// `db:key`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Origin {
+    /// The source as given on the command line (URLs with passwords
+    /// redacted).
+    pub source: String,
+    /// The place.
+    pub at: At,
+}
+
+impl Origin {
+    /// Line `n` of `source`.
+    pub fn line(source: &str, n: usize) -> Origin {
+        Origin {
+            source: source.to_string(),
+            at: At::Line(n),
+        }
+    }
+
+    /// Row `id` of `table` in `source`.
+    pub fn row(source: &str, table: &str, id: i64) -> Origin {
+        Origin {
+            source: source.to_string(),
+            at: At::Row {
+                table: table.to_string(),
+                id,
+            },
+        }
+    }
+
+    /// The row of `key` in `source`.
+    pub fn key(source: &str, key: &str) -> Origin {
+        Origin {
+            source: source.to_string(),
+            at: At::Key(key.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.at {
+            At::Line(n) => write!(f, "{}:{n}", self.source),
+            At::Row { table, id } => write!(f, "{}:{table}:{id}", self.source),
+            At::Key(k) => write!(f, "{}:{k}", self.source),
+        }
+    }
+}
+
+/// Something to tell about one entry: malformed, not imported, or a note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Where.
+    pub at: Origin,
+    /// The key, login or address concerned, if any.
+    pub subject: Option<String>,
+    /// Why (never a password hash).
+    pub why: String,
+}
+
+impl Finding {
+    /// A finding about a whole line.
+    pub fn new(at: Origin, why: impl Into<String>) -> Finding {
+        Finding {
+            at,
+            subject: None,
+            why: why.into(),
+        }
+    }
+
+    /// A finding about one key or login.
+    pub fn about(at: Origin, subject: &str, why: impl Into<String>) -> Finding {
+        Finding {
+            at,
+            subject: Some(subject.to_string()),
+            why: why.into(),
+        }
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.subject {
+            Some(s) => write!(f, "{}: {s}: {}", self.at, self.why),
+            None => write!(f, "{}: {}", self.at, self.why),
+        }
+    }
+}
+
+/// A login name as the source spells it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LoginName {
+    /// `user@domain`.
+    Address(Address),
+    /// A name without a domain.
+    Bare(String),
+}
+
+/// A login: a name and a hash (a mailbox in mailtable).
+#[derive(Debug, Clone)]
+pub struct Login {
+    /// The name.
+    pub name: LoginName,
+    /// The hash, verbatim.
+    pub hash: PasswordHash,
+    /// False: login refused (inactive row, `nologin`).
+    pub active: bool,
+    /// Dovecot storage quota.
+    pub quota: Option<String>,
+    /// The source delivers mail to this login without a route saying so
+    /// (Dovecot users, SQL users); smtpd credentials do not.
+    pub implied_route: bool,
+    /// Where.
+    pub origin: Origin,
+}
+
+/// The left side of a route.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RouteKey {
+    /// `user@domain`.
+    Exact(Address),
+    /// `@domain`.
+    CatchAll(Domain),
+    /// A key without a domain (`root`, or a domain line `example.org`).
+    Bare(String),
+    /// smtpd's global catch-all `@`.
+    Global,
+}
+
+impl fmt::Display for RouteKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteKey::Exact(a) => write!(f, "{a}"),
+            RouteKey::CatchAll(d) => write!(f, "@{d}"),
+            RouteKey::Bare(u) => f.write_str(u),
+            RouteKey::Global => f.write_str("@"),
+        }
+    }
+}
+
+/// One target of a route, as the source gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An address.
+    Address(Address),
+    /// A local (delivery) user name.
+    LocalUser(String),
+    /// `@new.org` on a catch-all: `user@old` goes to `user@new`.
+    DomainAlias(Domain),
+    /// A pipe, a file, an include, an error, an address mailtable refuses.
+    Unrepresentable {
+        /// The element as written.
+        text: String,
+        /// Why mailtable cannot hold it.
+        why: String,
+    },
+}
+
+/// Where mail to a key goes.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The key.
+    pub key: RouteKey,
+    /// Its targets (several fan out).
+    pub targets: Vec<Target>,
+    /// Where.
+    pub origin: Origin,
+}
+
+/// uid, gid, home of a user, for the report.
+#[derive(Debug, Clone)]
+pub struct UserInfo {
+    /// The user (delivery user name or login).
+    pub user: String,
+    /// uid.
+    pub uid: Option<u32>,
+    /// gid.
+    pub gid: Option<u32>,
+    /// Home directory.
+    pub home: Option<String>,
+    /// Where.
+    pub origin: Origin,
+}
+
+/// One source, parsed.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// Logins.
+    pub logins: Vec<Login>,
+    /// Routes.
+    pub routes: Vec<Route>,
+    /// Domains the source declares (SQL `domains`), with whether active.
+    pub domains: Vec<(Domain, bool, Origin)>,
+    /// uid/gid/home facts.
+    pub userinfo: Vec<UserInfo>,
+    /// Rows of a mailtable database, taken as they are.
+    pub rows: Vec<(Row, Origin)>,
+    /// Entries that cannot be represented, with why.
+    pub skipped: Vec<Finding>,
+    /// Things worth knowing that change nothing.
+    pub notes: Vec<Finding>,
+    /// Lines the source's own software would refuse.
+    pub malformed: Vec<Finding>,
+    /// This source says where mail goes (alias tables, SQL): logins
+    /// without a route of theirs are then not deliverable in the source.
+    pub defines_routes: bool,
+    /// Aliases, `@domain` included, are looked up before the mailboxes
+    /// (Postfix's `virtual_alias_maps`): a catch-all then takes the mail of
+    /// a mailbox that has no alias of its own.
+    pub aliases_first: bool,
+}
+
+impl Parsed {
+    /// Add another source's entries to these.
+    pub fn absorb(&mut self, other: Parsed) {
+        self.logins.extend(other.logins);
+        self.routes.extend(other.routes);
+        self.domains.extend(other.domains);
+        self.userinfo.extend(other.userinfo);
+        self.rows.extend(other.rows);
+        self.skipped.extend(other.skipped);
+        self.notes.extend(other.notes);
+        self.malformed.extend(other.malformed);
+        self.defines_routes |= other.defines_routes;
+        self.aliases_first |= other.aliases_first;
+    }
+}
+
+/// Two entries, or an entry and the database, that disagree.
+#[derive(Debug, Clone)]
+pub struct Conflict {
+    /// The entry.
+    pub at: Origin,
+    /// The address or key.
+    pub subject: String,
+    /// What disagrees (never a hash).
+    pub why: String,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.at, self.subject, self.why)
+    }
+}

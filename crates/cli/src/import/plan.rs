@@ -1,0 +1,761 @@
+//! From merged text and SQL sources to the rows mailtable will hold, what
+//! is left out and why, and the addresses whose delivery is then checked.
+//!
+//! - a login `a@d` with a hash is a mailbox row;
+//! - a route `a@d -> t1, t2` is one alias row per target, except a target
+//!   that is the key's own mailbox (its login, smtpd's `a@d vmail`, SQL's
+//!   `a@d -> a@d`), which the mailbox row already covers;
+//! - `@d -> t` is the catch-all `%@d`, `@old -> @new` the domain alias
+//!   `%@old -> %@new`;
+//! - a local user name as a target becomes the address of the one mailbox
+//!   that delivers to it ([`merge`]).
+//!
+//! The one decision a reader might question: an entry whose expansion in
+//! the source runs into something not imported is itself not imported,
+//! iterated to a fixed point, so that no imported row points at nothing;
+//! the report names the entry it ran into.
+//!
+//! A mailtable database needs none of this: [`rows`](super::rows).
+
+use super::merge::{self, domain_line, Findings, LocalUser, Merged};
+use super::parsed::{Conflict, Finding, Login, Origin, Parsed, Route, RouteKey, Target, UserInfo};
+use super::source_walk::{Resolved, RouteEntry, SourceWalk, Status};
+use super::verify::Semantics;
+use crate::error::CliError;
+use mailtable_core::{Address, Config, Domain, PasswordHash, Row, RowKind, Store, StoreError};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Local part used to probe catch-alls and patterns.
+pub const PROBE: &str = "mailtable-import-probe";
+
+/// The rows of one `username@domain`.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// Username column (local part or pattern).
+    pub username: String,
+    /// Domain column.
+    pub domain: String,
+    /// The rows, mailbox first.
+    pub rows: Vec<Row>,
+    /// The source entry they come from.
+    pub origin: Origin,
+}
+
+impl Group {
+    /// `username@domain`.
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.username, self.domain)
+    }
+
+    /// What the rows of this address are together: a mailbox if one row
+    /// is, a domain alias if one row is (the others are then the same
+    /// catch-all with other targets), otherwise what every row is.
+    pub fn kind(&self) -> RowKind {
+        let kinds: BTreeSet<RowKind> = self.rows.iter().map(Row::kind).collect();
+        [RowKind::Mailbox, RowKind::DomainAlias]
+            .into_iter()
+            .find(|k| kinds.contains(k))
+            .or_else(|| kinds.first().copied())
+            .unwrap_or(RowKind::Alias)
+    }
+}
+
+/// A login that becomes a mailbox.
+#[derive(Debug, Clone)]
+pub struct PlannedLogin {
+    /// The address.
+    pub address: Address,
+    /// Its hash, verbatim.
+    pub hash: PasswordHash,
+    /// Where.
+    pub origin: Origin,
+}
+
+/// What an import will write, and what it will not.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Rows per key.
+    pub groups: Vec<Group>,
+    /// Mailboxes (for the password report).
+    pub logins: Vec<PlannedLogin>,
+    /// Addresses whose resolution is checked.
+    pub known: Vec<Address>,
+    /// Entries not imported, with why.
+    pub skipped: Vec<Finding>,
+    /// Notes.
+    pub notes: Vec<Finding>,
+    /// Disagreements inside the sources.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// Plan an import of text or SQL sources into `db`; the second half is the
+/// sources' own semantics, for the check after writing.
+pub fn plan(
+    mut parsed: Parsed,
+    db: &mut dyn Store,
+    config: &Config,
+) -> Result<(Plan, Box<dyn Semantics>), CliError> {
+    let mut f = Findings {
+        skipped: std::mem::take(&mut parsed.skipped),
+        notes: std::mem::take(&mut parsed.notes),
+        conflicts: Vec::new(),
+    };
+    let userinfo = std::mem::take(&mut parsed.userinfo);
+    let mut merged = merge::merge(parsed, db, &mut f)?;
+    let walk = decide_routes(&mut merged, &mut f.conflicts);
+    let walk = drop_what_reaches_the_skipped(walk);
+    for r in walk.routes.values() {
+        if let Status::Skipped(why) = &r.status {
+            f.skipped.push(Finding::about(
+                r.route.origin.clone(),
+                &r.route.key.to_string(),
+                why.clone(),
+            ));
+        }
+    }
+    let groups = groups(&merged.logins, &walk.routes);
+    skip_domains_without_rows(&merged.markers, &groups, db, &mut f.skipped)?;
+    userinfo_notes(&userinfo, &merged, config, &mut f.notes);
+    let known = known_addresses(&merged.logins, &walk);
+
+    f.skipped.sort_by(|a, b| a.at.cmp(&b.at));
+    f.notes.sort_by(|a, b| a.at.cmp(&b.at));
+    f.conflicts.sort_by(|a, b| a.at.cmp(&b.at));
+    let plan = Plan {
+        groups: groups.into_values().collect(),
+        logins: merged
+            .logins
+            .iter()
+            .map(|(a, l)| PlannedLogin {
+                address: a.clone(),
+                hash: l.hash.clone(),
+                origin: l.origin.clone(),
+            })
+            .collect(),
+        known: known.into_iter().collect(),
+        skipped: f.skipped,
+        notes: f.notes,
+        conflicts: f.conflicts,
+    };
+    Ok((plan, Box::new(walk)))
+}
+
+/// Every route with its status: imported with these targets, or not and
+/// why. Takes the routes, the deliverable logins and the domains out of
+/// `m`: from here on they belong to the walk.
+fn decide_routes(m: &mut Merged, conflicts: &mut Vec<Conflict>) -> SourceWalk {
+    let bare_keys: BTreeMap<String, Origin> = m
+        .routes
+        .iter()
+        .filter_map(|(k, r)| match k {
+            RouteKey::Bare(u) => Some((u.clone(), r.origin.clone())),
+            _ => None,
+        })
+        .collect();
+    let routes = std::mem::take(&mut m.routes)
+        .into_iter()
+        .map(|(key, route)| {
+            let status = route_status(&route, m, &bare_keys, conflicts);
+            (key, RouteEntry { route, status })
+        })
+        .collect();
+    SourceWalk {
+        deliverable: std::mem::take(&mut m.deliverable),
+        aliases_first: m.aliases_first,
+        routes,
+        domains: std::mem::take(&mut m.domains),
+    }
+}
+
+/// Fixed point: an entry that delivers through something not imported is
+/// not imported either.
+fn drop_what_reaches_the_skipped(mut walk: SourceWalk) -> SourceWalk {
+    loop {
+        let mut newly = Vec::new();
+        for (k, r) in &walk.routes {
+            if !matches!(r.status, Status::Ok(_)) {
+                continue;
+            }
+            let probe = match k {
+                RouteKey::Exact(a) => a.clone(),
+                RouteKey::CatchAll(d) => probe_address(d, &walk.routes),
+                _ => continue,
+            };
+            let mut path = vec![probe.clone()];
+            if let Err(why) = walk.expand(r, &probe, &mut path) {
+                newly.push((k.clone(), why));
+            }
+        }
+        if newly.is_empty() {
+            return walk;
+        }
+        for (k, why) in newly {
+            if let Some(r) = walk.routes.get_mut(&k) {
+                r.status = Status::Skipped(why);
+            }
+        }
+    }
+}
+
+/// A local part no exact key of `d` uses.
+fn probe_address(d: &Domain, routes: &BTreeMap<RouteKey, RouteEntry>) -> Address {
+    let mut local = PROBE.to_string();
+    let mut n = 0;
+    loop {
+        if let Ok(a) = Address::from_parts(&local, d.as_str()) {
+            if !routes.contains_key(&RouteKey::Exact(a.clone())) {
+                return a;
+            }
+        }
+        n += 1;
+        local = format!("{PROBE}-{n}");
+    }
+}
+
+/// Whether `route` comes over, and with which targets.
+fn route_status(
+    route: &Route,
+    m: &Merged,
+    bare_keys: &BTreeMap<String, Origin>,
+    conflicts: &mut Vec<Conflict>,
+) -> Status {
+    let own = match &route.key {
+        RouteKey::Global => {
+            return Status::Skipped(
+                "smtpd's global catch-all @ applies to every domain of the table; mailtable \
+                 catch-alls are per domain (add %@DOMAIN where needed)"
+                    .into(),
+            )
+        }
+        RouteKey::Bare(u) => return Status::Skipped(why_bare_key_is_skipped(u)),
+        RouteKey::Exact(a) => Some(a),
+        RouteKey::CatchAll(_) => None,
+    };
+    let mut out: Vec<Resolved> = Vec::new();
+    for t in &route.targets {
+        match resolve_target(t, own, &m.local_users, bare_keys) {
+            Ok(r) if !out.contains(&r) => out.push(r),
+            Ok(_) => {}
+            Err(why) => return Status::Skipped(why),
+        }
+    }
+    let Some(k) = own else {
+        return Status::Ok(out);
+    };
+    let in_import = m.logins.get(k);
+    let has_login = m.has_login(k);
+    let to_self = out.contains(&Resolved::SelfBox);
+    if to_self && !has_login {
+        return Status::Skipped(format!(
+            "delivers to a mailbox of its own, but the sources have no password for {k} \
+             (import its credentials too)"
+        ));
+    }
+    if has_login && !to_self {
+        let login_at = match in_import {
+            Some(l) => format!("has a login ({})", l.origin),
+            None => "has a mailbox in the database".to_string(),
+        };
+        conflicts.push(Conflict {
+            at: route.origin.clone(),
+            subject: k.to_string(),
+            why: format!(
+                "{login_at} but the source delivers its mail only elsewhere; mailtable keeps \
+                 the mail of every mailbox: add {k} to its own targets, or drop the login"
+            ),
+        });
+        return Status::Skipped("conflict (see conflicts)".into());
+    }
+    Status::Ok(out)
+}
+
+fn why_bare_key_is_skipped(u: &str) -> String {
+    match domain_line(u) {
+        Some(d) => format!(
+            "domain line for {d}, which has no address in the sources or the database: \
+             mailtable knows a domain only by its rows"
+        ),
+        None => format!(
+            "local alias without a domain: mailtable holds virtual addresses only; keep \
+             it in the local aliases file (in a virtual table smtpd also applies it to \
+             {u}@ every domain: add {u}@DOMAIN aliases where that is wanted)"
+        ),
+    }
+}
+
+/// One target of a route whose key is `own` (`None`: a catch-all), or why
+/// the route cannot come over.
+fn resolve_target(
+    t: &Target,
+    own: Option<&Address>,
+    local_users: &BTreeMap<String, LocalUser>,
+    bare_keys: &BTreeMap<String, Origin>,
+) -> Result<Resolved, String> {
+    Ok(match t {
+        Target::Unrepresentable { text, why } => return Err(format!("target {text}: {why}")),
+        Target::Address(a) if Some(a) == own => Resolved::SelfBox,
+        Target::Address(a) => Resolved::Addr(a.clone()),
+        Target::DomainAlias(d) if own.is_none() => Resolved::DomainAlias(d.clone()),
+        Target::DomainAlias(d) => {
+            return Err(format!(
+                "target @{d}: a whole domain is only a target of a whole domain"
+            ))
+        }
+        Target::LocalUser(u) => {
+            if let Some(at) = bare_keys.get(u) {
+                return Err(format!(
+                    "local user {u} is itself a local alias ({at}), which is not imported"
+                ));
+            }
+            match local_users.get(u).unwrap_or(&LocalUser::Unknown) {
+                LocalUser::Mailbox(a) if Some(a) == own => Resolved::SelfBox,
+                LocalUser::Mailbox(a) => Resolved::Final(a.clone()),
+                LocalUser::Shared(s) if own.is_some_and(|o| s.contains(o)) => Resolved::SelfBox,
+                LocalUser::Shared(s) => {
+                    let list: Vec<String> = s.iter().map(ToString::to_string).collect();
+                    return Err(format!(
+                        "local user {u} receives the mail of several mailboxes ({}): \
+                         which one is meant cannot be told",
+                        list.join(", ")
+                    ));
+                }
+                LocalUser::Unknown => {
+                    return Err(format!(
+                        "local user {u}: no login of the sources or the database delivers \
+                         to it, so its mailbox address is unknown (import the credentials \
+                         too, or write the address)"
+                    ))
+                }
+            }
+        }
+    })
+}
+
+/// The rows, per (domain, username): mailbox rows from the logins, alias
+/// rows from the imported routes.
+fn groups(
+    logins: &BTreeMap<Address, Login>,
+    routes: &BTreeMap<RouteKey, RouteEntry>,
+) -> BTreeMap<(String, String), Group> {
+    let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
+    for (a, l) in logins {
+        let row = Row {
+            username: a.local().to_string(),
+            domain: a.domain().to_string(),
+            mailbox: a.to_string(),
+            password: Some(l.hash.clone()),
+            active: l.active,
+            quota: l.quota.clone(),
+        };
+        groups.insert(
+            (row.domain.clone(), row.username.clone()),
+            Group {
+                username: row.username.clone(),
+                domain: row.domain.clone(),
+                rows: vec![row],
+                origin: l.origin.clone(),
+            },
+        );
+    }
+    for (k, r) in routes {
+        let Status::Ok(targets) = &r.status else {
+            continue;
+        };
+        let (username, domain) = match k {
+            RouteKey::Exact(a) => (a.local().to_string(), a.domain().to_string()),
+            RouteKey::CatchAll(d) => ("%".to_string(), d.to_string()),
+            _ => continue,
+        };
+        let mut mailboxes: Vec<String> = targets
+            .iter()
+            .filter_map(|t| match t {
+                Resolved::SelfBox => None,
+                Resolved::Addr(a) | Resolved::Final(a) => Some(a.to_string()),
+                Resolved::DomainAlias(d) => Some(format!("%@{d}")),
+            })
+            .collect();
+        mailboxes.dedup();
+        if mailboxes.is_empty() {
+            continue;
+        }
+        let g = groups
+            .entry((domain.clone(), username.clone()))
+            .or_insert_with(|| Group {
+                username: username.clone(),
+                domain: domain.clone(),
+                rows: Vec::new(),
+                origin: r.route.origin.clone(),
+            });
+        for m in mailboxes {
+            if !g
+                .rows
+                .iter()
+                .any(|row| !row.is_mailbox() && row.mailbox == m)
+            {
+                g.rows.push(Row {
+                    username: username.clone(),
+                    domain: domain.clone(),
+                    mailbox: m,
+                    password: None,
+                    active: true,
+                    quota: None,
+                });
+            }
+        }
+    }
+    groups
+}
+
+/// Declared domains that would have no row at all (mailtable knows a
+/// domain only by its rows).
+fn skip_domains_without_rows(
+    markers: &[(Domain, Origin)],
+    groups: &BTreeMap<(String, String), Group>,
+    db: &mut dyn Store,
+    skipped: &mut Vec<Finding>,
+) -> Result<(), StoreError> {
+    let row_domains: BTreeSet<&str> = groups.values().map(|g| g.domain.as_str()).collect();
+    let mut seen = BTreeSet::new();
+    for (d, at) in markers {
+        if row_domains.contains(d.as_str()) || !seen.insert(d.clone()) {
+            continue;
+        }
+        if !db.has_domain(d.as_str())? {
+            skipped.push(Finding::about(
+                at.clone(),
+                d.as_str(),
+                "domain with no mailbox or alias to import: mailtable knows a domain only by \
+                 its rows (add a user or an alias there)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Notes where the source's uid, gid or home differ from mailtable's
+/// config: the mail store must follow.
+fn userinfo_notes(info: &[UserInfo], m: &Merged, config: &Config, notes: &mut Vec<Finding>) {
+    for u in info {
+        let addr = if u.user.contains('@') {
+            Address::parse(&u.user).ok()
+        } else {
+            match m.local_users.get(&u.user) {
+                Some(LocalUser::Mailbox(a)) => Some(a.clone()),
+                _ => None,
+            }
+        };
+        let Some(addr) = addr.filter(|a| m.logins.contains_key(a)) else {
+            continue;
+        };
+        if let (Some(uid), Some(gid)) = (u.uid, u.gid) {
+            if (uid, gid) != (config.uid, config.gid) {
+                notes.push(Finding::about(
+                    u.origin.clone(),
+                    &addr.to_string(),
+                    format!(
+                        "uid:gid {uid}:{gid} differs from mailtable's {}:{} (config uid/gid): \
+                         chown the mail store, or set uid and gid",
+                        config.uid, config.gid
+                    ),
+                ));
+            }
+        }
+        if let Some(home) = &u.home {
+            let ours = config.home_for(&addr);
+            if home.trim_end_matches('/') != ours.trim_end_matches('/') {
+                notes.push(Finding::about(
+                    u.origin.clone(),
+                    &addr.to_string(),
+                    format!(
+                        "home {home} differs from mailtable's {ours} (config home = {:?}): move \
+                         the mail, or set home",
+                        config.home
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Every address the sources knew: logins, keys, targets in the source's
+/// domains, and a probe for each catch-all (a domain alias has no address
+/// of its own to probe).
+fn known_addresses(logins: &BTreeMap<Address, Login>, walk: &SourceWalk) -> BTreeSet<Address> {
+    let mut known: BTreeSet<Address> = logins.keys().cloned().collect();
+    for (k, r) in &walk.routes {
+        let Status::Ok(targets) = &r.status else {
+            continue;
+        };
+        match k {
+            RouteKey::Exact(a) => {
+                known.insert(a.clone());
+            }
+            RouteKey::CatchAll(d)
+                if !targets
+                    .iter()
+                    .any(|t| matches!(t, Resolved::DomainAlias(_))) =>
+            {
+                known.insert(probe_address(d, &walk.routes));
+            }
+            _ => {}
+        }
+        for t in targets {
+            if let Resolved::Addr(a) | Resolved::Final(a) = t {
+                if walk.domains.contains(a.domain()) {
+                    known.insert(a.clone());
+                }
+            }
+        }
+    }
+    known
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::check::check_database;
+    use crate::import::parsed::{LoginName, Route};
+    use crate::import::verify::{verify, Verification};
+    use crate::import::{passwd_file, smtpd};
+    use mailtable_core::store::memory::MemStore;
+    use mailtable_core::{Resolver, Store};
+
+    fn parsed(parts: Vec<Parsed>) -> Parsed {
+        let mut all = Parsed::default();
+        for p in parts {
+            all.absorb(p);
+        }
+        all
+    }
+
+    fn run(parts: Vec<Parsed>, db: &mut MemStore) -> (Plan, Verification) {
+        let (p, mut sem) = plan(parsed(parts), db, &Config::default()).unwrap();
+        let checked = check_database(&p, db).unwrap();
+        if p.conflicts.is_empty() && checked.conflicts.is_empty() {
+            for g in checked.new_groups(&p) {
+                for r in &g.rows {
+                    db.insert(r).unwrap();
+                }
+            }
+        }
+        let v = verify(&p.known, sem.as_mut(), &Resolver::default(), db).unwrap();
+        (p, v)
+    }
+
+    fn rows(db: &MemStore) -> Vec<String> {
+        let mut v: Vec<String> = db
+            .rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}@{} -> {}{}",
+                    r.username,
+                    r.domain,
+                    r.mailbox,
+                    if r.is_mailbox() { " (mailbox)" } else { "" }
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    const CRED: &str = "m@example.org  m@example.org:$2b$08$0123456789012345678901uAbcdefghijklmnopqrstuvwxyz0123\n";
+
+    #[test]
+    fn local_user_becomes_the_one_mailbox_that_delivers_to_it() {
+        let aliases = smtpd::parse_aliases(
+            "virtuals",
+            "m@example.org m\nmayeu@example.org m\nexample.org true\n@example.org m\n",
+        );
+        let cred = smtpd::parse_credentials("credentials", CRED);
+        let mut db = MemStore::default();
+        let (plan, v) = run(vec![aliases, cred], &mut db);
+        assert!(plan.skipped.is_empty(), "{:?}", plan.skipped);
+        assert!(plan.conflicts.is_empty(), "{:?}", plan.conflicts);
+        assert_eq!(
+            rows(&db),
+            [
+                "%@example.org -> m@example.org",
+                "m@example.org -> m@example.org (mailbox)",
+                "mayeu@example.org -> m@example.org",
+            ]
+        );
+        assert!(v.differences.is_empty(), "{:?}", v.differences);
+        // m, mayeu, and the catch-all probe.
+        assert_eq!(v.checked, 3);
+    }
+
+    #[test]
+    fn bare_login_is_mapped_and_noted() {
+        let aliases = smtpd::parse_aliases("virtuals", "m@example.org m\n");
+        let cred = smtpd::parse_credentials("credentials", "m m:$6$salt$hash\n");
+        let mut db = MemStore::default();
+        let (plan, v) = run(vec![aliases, cred], &mut db);
+        assert!(plan
+            .notes
+            .iter()
+            .any(|n| n.why.contains("becomes m@example.org")));
+        assert_eq!(rows(&db), ["m@example.org -> m@example.org (mailbox)"]);
+        assert!(v.differences.is_empty());
+    }
+
+    #[test]
+    fn shared_delivery_user_and_unknown_users_are_reported() {
+        let aliases = smtpd::parse_aliases(
+            "virtuals",
+            "gilles@example.org vmail\neric@example.org vmail\nabuse@example.org vmail\n\
+             root pi\npostmaster@example.org root\nlist@example.org gilles@example.org, |/bin/cat\n\
+             staff@example.org list@example.org\n",
+        );
+        let cred = smtpd::parse_credentials(
+            "credentials",
+            "gilles@example.org gilles@example.org:$2b$x\neric@example.org eric@example.org:$2b$y\n",
+        );
+        let mut db = MemStore::default();
+        let (plan, v) = run(vec![aliases, cred], &mut db);
+        let why = |k: &str| {
+            plan.skipped
+                .iter()
+                .find(|f| f.subject.as_deref() == Some(k))
+                .map(|f| f.why.clone())
+                .unwrap_or_default()
+        };
+        assert!(why("abuse@example.org").contains("several mailboxes"));
+        assert!(why("root").contains("local alias"));
+        assert!(why("postmaster@example.org").contains("itself a local alias"));
+        assert!(why("list@example.org").contains("pipe"));
+        assert!(
+            why("staff@example.org").contains("list@example.org"),
+            "{}",
+            why("staff@example.org")
+        );
+        assert_eq!(
+            rows(&db),
+            [
+                "eric@example.org -> eric@example.org (mailbox)",
+                "gilles@example.org -> gilles@example.org (mailbox)",
+            ]
+        );
+        assert!(v.differences.is_empty(), "{:?}", v.differences);
+    }
+
+    #[test]
+    fn login_that_only_forwards_is_a_conflict() {
+        let aliases = smtpd::parse_aliases("virtuals", "m@example.org other@example.net\n");
+        let cred = smtpd::parse_credentials("credentials", CRED);
+        let mut db = MemStore::default();
+        let (plan, _) = run(vec![aliases, cred], &mut db);
+        assert_eq!(plan.conflicts.len(), 1);
+        assert_eq!(plan.conflicts[0].at.to_string(), "virtuals:1");
+        assert!(db.rows.is_empty());
+    }
+
+    #[test]
+    fn repeated_keys() {
+        let aliases = smtpd::parse_aliases(
+            "virtuals",
+            "a@x.org b@y.org\na@x.org b@y.org\nc@x.org d@y.org\nc@x.org e@y.org\n",
+        );
+        let mut db = MemStore::default();
+        let (plan, _) = run(vec![aliases], &mut db);
+        assert!(plan.notes.iter().any(|n| n.at.to_string() == "virtuals:2"));
+        assert_eq!(plan.conflicts.len(), 1);
+        assert_eq!(plan.conflicts[0].at.to_string(), "virtuals:4");
+    }
+
+    #[test]
+    fn existing_rows_identical_are_present_different_conflict() {
+        let mut db = MemStore::default().with(
+            "m",
+            "example.org",
+            "m@example.org",
+            Some("$2b$08$0123456789012345678901uAbcdefghijklmnopqrstuvwxyz0123"),
+        );
+        let cred = smtpd::parse_credentials("credentials", CRED);
+        let (p, _) = plan(parsed(vec![cred]), &mut db, &Config::default()).unwrap();
+        let c = check_database(&p, &mut db).unwrap();
+        assert_eq!((c.new.len(), c.present, c.conflicts.len()), (0, 1, 0));
+
+        let other = smtpd::parse_credentials("credentials", "m@example.org x:$2b$other\n");
+        let (p, _) = plan(parsed(vec![other]), &mut db, &Config::default()).unwrap();
+        let c = check_database(&p, &mut db).unwrap();
+        assert_eq!(c.conflicts.len(), 1);
+        assert!(c.conflicts[0].why.contains("different password"));
+        assert!(!c.conflicts[0].to_string().contains('$'));
+    }
+
+    #[test]
+    fn login_without_route_in_a_routed_import_is_a_difference() {
+        // smtpd: bob can log in but mail to bob goes to the catch-all.
+        let aliases = smtpd::parse_aliases("virtuals", "m@example.org m\n@example.org m\n");
+        let cred = smtpd::parse_credentials(
+            "credentials",
+            &format!("{CRED}bob@example.org bob@example.org:$2b$z\n"),
+        );
+        let mut db = MemStore::default();
+        let (_, v) = run(vec![aliases, cred], &mut db);
+        assert_eq!(v.differences.len(), 1, "{:?}", v.differences);
+        assert_eq!(v.differences[0].address, "bob@example.org");
+        assert_eq!(v.differences[0].source, "m@example.org");
+    }
+
+    #[test]
+    fn dovecot_users_are_mailboxes_with_quota() {
+        let p = passwd_file::parse(
+            "users",
+            "a@x.org:{SHA512-CRYPT}$6$s$h:::::: userdb_quota_rule=*:storage=1G\nb:{PLAIN}p\n",
+        );
+        let mut db = MemStore::default();
+        let (plan, v) = run(vec![p], &mut db);
+        assert_eq!(db.rows.len(), 1);
+        assert_eq!(db.rows[0].quota.as_deref(), Some("1G"));
+        assert_eq!(plan.skipped.len(), 1, "b has no domain");
+        assert_eq!(v.checked, 1);
+        assert!(v.differences.is_empty());
+    }
+
+    #[test]
+    fn sql_self_alias_forward_and_domain_alias() {
+        let mut p = Parsed {
+            defines_routes: true,
+            ..Parsed::default()
+        };
+        let login = |a: &str, id| Login {
+            name: LoginName::Address(Address::parse(a).unwrap()),
+            hash: PasswordHash::new("$2b$x"),
+            active: true,
+            quota: None,
+            implied_route: true,
+            origin: Origin::row("old.db", "users", id),
+        };
+        p.logins.push(login("u@x.org", 1));
+        p.logins.push(login("v@x.org", 2));
+        p.routes.push(Route {
+            key: RouteKey::Exact(Address::parse("u@x.org").unwrap()),
+            targets: vec![
+                Target::Address(Address::parse("u@x.org").unwrap()),
+                Target::Address(Address::parse("u@elsewhere.net").unwrap()),
+            ],
+            origin: Origin::row("old.db", "aliases", 1),
+        });
+        p.routes.push(Route {
+            key: RouteKey::CatchAll(Domain::parse("old.org").unwrap()),
+            targets: vec![Target::DomainAlias(Domain::parse("x.org").unwrap())],
+            origin: Origin::row("old.db", "aliases", 2),
+        });
+        let mut db = MemStore::default();
+        let (plan, v) = run(vec![p], &mut db);
+        assert!(plan.conflicts.is_empty(), "{:?}", plan.conflicts);
+        assert_eq!(
+            rows(&db),
+            [
+                "%@old.org -> %@x.org",
+                "u@x.org -> u@elsewhere.net",
+                "u@x.org -> u@x.org (mailbox)",
+                "v@x.org -> v@x.org (mailbox)",
+            ]
+        );
+        assert!(v.differences.is_empty(), "{:?}", v.differences);
+    }
+}

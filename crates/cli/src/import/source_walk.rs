@@ -1,0 +1,215 @@
+//! Where the SOURCE delivered an address: the lookup order of the software
+//! the entries come from, walked over the merged entries, so that
+//! [`verify`](super::verify) can hold mailtable's answer to it.
+//!
+//! The walk: exact key, then the login itself where the source delivers to
+//! logins, then smtpd's bare user key, then `@domain`, then `@`
+//! (`aliases_virtual_get` in OpenSMTPD `usr.sbin/smtpd/aliases.c`).
+//! Postfix-style SQL setups look up every alias, `@domain` included, before
+//! the mailboxes (virtual(5)), so there the login comes after the catch-all.
+//!
+//! The one decision a reader might question: this is a second resolver next
+//! to `mailtable_core::Resolver`, and it has to be. Verification compares
+//! the source's answer with the core resolver's; computing the source's
+//! answer with the core resolver would compare it with itself and prove
+//! nothing. Precisely, the core resolver cannot express:
+//!
+//! - Postfix's order, where a catch-all takes the mail of a mailbox without
+//!   an alias of its own (mailtable: a mailbox always beats a catch-all);
+//! - a login the source does not deliver to (smtpd credentials without a
+//!   route in a routed import): a mailtable mailbox row always receives;
+//! - a local user name as a target, which smtpd delivers to its userbase
+//!   without looking it up again ([`Resolved::Final`]), where mailtable
+//!   would resolve the address once more;
+//! - entries that exist in the source but are not imported (a bare key, the
+//!   global `@`, a route with a pipe): the source still reaches them, so an
+//!   address through them is "not comparable", not "not found";
+//! - a domain alias whose target has no entry: the source falls through to
+//!   the rest of its walk, mailtable reports a dangling target.
+//!
+//! It runs over in-memory maps, so it costs nothing per lookup beyond a
+//! B-tree search.
+
+use super::parsed::{Route, RouteKey};
+use super::verify::{Expect, Semantics};
+use mailtable_core::{Address, Domain, StoreError};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// smtpd's own `EXPAND_DEPTH` (`usr.sbin/smtpd/smtpd.h`).
+const SMTPD_EXPAND_DEPTH: usize = 10;
+
+/// A target after local user names are mapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// The key's own mailbox.
+    SelfBox,
+    /// An address, looked up again.
+    Addr(Address),
+    /// A mailbox reached through a local user name: delivered, not looked
+    /// up again (smtpd delivers a user node to its userbase).
+    Final(Address),
+    /// `%@new`.
+    DomainAlias(Domain),
+}
+
+/// Whether a route comes over, and as what.
+#[derive(Debug, Clone)]
+pub enum Status {
+    /// Imported, with these targets.
+    Ok(Vec<Resolved>),
+    /// Not imported, and why.
+    Skipped(String),
+}
+
+/// A route of the sources and its status.
+#[derive(Debug, Clone)]
+pub struct RouteEntry {
+    /// The route as the source gives it.
+    pub route: Route,
+    /// What becomes of it.
+    pub status: Status,
+}
+
+/// The merged sources, as the source's lookup walk sees them.
+#[derive(Debug, Default)]
+pub struct SourceWalk {
+    /// Logins the source delivers to without a route.
+    pub deliverable: BTreeSet<Address>,
+    /// Postfix order: aliases and catch-alls before the mailboxes.
+    pub aliases_first: bool,
+    /// Every route, one per key.
+    pub routes: BTreeMap<RouteKey, RouteEntry>,
+    /// The source's domains.
+    pub domains: BTreeSet<Domain>,
+}
+
+impl SourceWalk {
+    fn blocked(r: &RouteEntry) -> String {
+        match &r.status {
+            Status::Skipped(why) => format!(
+                "{} ({}) is not imported: {why}",
+                r.route.key, r.route.origin
+            ),
+            Status::Ok(_) => format!("{} ({})", r.route.key, r.route.origin),
+        }
+    }
+
+    /// The source's walk for one address: `Ok(None)` when nothing matches,
+    /// `Err` when it runs into an entry that is not imported.
+    fn lookup(
+        &self,
+        addr: &Address,
+        path: &mut Vec<Address>,
+    ) -> Result<Option<BTreeSet<Address>>, String> {
+        if let Some(r) = self.routes.get(&RouteKey::Exact(addr.clone())) {
+            return self.expand(r, addr, path).map(Some);
+        }
+        let mailbox = self.deliverable.contains(addr);
+        if mailbox && !self.aliases_first {
+            return Ok(Some(BTreeSet::from([addr.clone()])));
+        }
+        if let Some(r) = self.routes.get(&RouteKey::Bare(addr.local().to_string())) {
+            return Err(Self::blocked(r));
+        }
+        if let Some(r) = self.routes.get(&RouteKey::CatchAll(addr.domain().clone())) {
+            return self.expand(r, addr, path).map(Some);
+        }
+        if mailbox {
+            return Ok(Some(BTreeSet::from([addr.clone()])));
+        }
+        if let Some(r) = self.routes.get(&RouteKey::Global) {
+            return Err(Self::blocked(r));
+        }
+        Ok(None)
+    }
+
+    /// The final destinations of route `r` reached for `addr`; `path` holds
+    /// the addresses being expanded, for loop detection.
+    pub fn expand(
+        &self,
+        r: &RouteEntry,
+        addr: &Address,
+        path: &mut Vec<Address>,
+    ) -> Result<BTreeSet<Address>, String> {
+        let Status::Ok(targets) = &r.status else {
+            return Err(Self::blocked(r));
+        };
+        let mut out = BTreeSet::new();
+        let mut looped = false;
+        for t in targets {
+            match t {
+                Resolved::SelfBox => {
+                    out.insert(addr.clone());
+                }
+                Resolved::Final(a) => {
+                    out.insert(a.clone());
+                }
+                Resolved::Addr(a) => self.follow(a, addr, path, &mut out, &mut looped, false)?,
+                Resolved::DomainAlias(d) => {
+                    let a =
+                        Address::from_parts(addr.local(), d.as_str()).map_err(|e| e.to_string())?;
+                    self.follow(&a, addr, path, &mut out, &mut looped, true)?;
+                }
+            }
+        }
+        if out.is_empty() && looped {
+            return Err(format!("every target of {addr} loops back to it"));
+        }
+        Ok(out)
+    }
+
+    /// Look `a` up again (a target of `from`) and add what it reaches to
+    /// `out`. `soft`: finding nothing is fine (a domain alias falls
+    /// through), otherwise it is a bounce in the source.
+    fn follow(
+        &self,
+        a: &Address,
+        from: &Address,
+        path: &mut Vec<Address>,
+        out: &mut BTreeSet<Address>,
+        looped: &mut bool,
+        soft: bool,
+    ) -> Result<(), String> {
+        if !self.domains.contains(a.domain()) {
+            out.insert(a.clone());
+            return Ok(());
+        }
+        if path.contains(a) {
+            *looped = true;
+            return Ok(());
+        }
+        if path.len() > SMTPD_EXPAND_DEPTH {
+            return Err(format!(
+                "alias chain deeper than {SMTPD_EXPAND_DEPTH} at {a}"
+            ));
+        }
+        path.push(a.clone());
+        let r = self.lookup(a, path);
+        path.pop();
+        match r? {
+            Some(s) if !s.is_empty() => out.extend(s),
+            _ if soft => {}
+            _ => {
+                return Err(format!(
+                    "{from} points to {a}, which has no entry in the sources (mail to {from} \
+                     bounces there today)"
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Semantics for SourceWalk {
+    fn expected(&mut self, addr: &Address) -> Result<Expect, StoreError> {
+        if !self.domains.contains(addr.domain()) {
+            return Ok(Expect::UnknownDomain);
+        }
+        let mut path = vec![addr.clone()];
+        Ok(match self.lookup(addr, &mut path) {
+            Err(why) => Expect::Blocked(why),
+            Ok(Some(s)) if !s.is_empty() => Expect::Found(s),
+            Ok(_) => Expect::NotFound,
+        })
+    }
+}

@@ -1,0 +1,111 @@
+//! The proof after an import: for every address the sources knew, where the
+//! SOURCE delivered it ([`Semantics`]) against what `Resolver::resolve` on
+//! the database gives now.
+//!
+//! The one decision a reader might question: an address whose delivery in
+//! the source runs through an entry that is not imported is counted as not
+//! comparable ([`Expect::Blocked`]) rather than as a difference: the report
+//! already lists that entry and why, and refusing the whole import for it
+//! would leave nothing importable from a setup with a single pipe alias.
+
+use mailtable_core::{Address, Outcome, ResolveError, Resolver, Store, StoreError};
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// Where the source delivers an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// To these addresses.
+    Found(BTreeSet<Address>),
+    /// The domain is the source's, the address unknown.
+    NotFound,
+    /// The domain is not the source's.
+    UnknownDomain,
+    /// Through an entry that is not imported: not comparable.
+    Blocked(String),
+    /// mailtable's resolver failed (loop, dangling target).
+    Error(String),
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expect::Found(s) => {
+                let v: Vec<String> = s.iter().map(ToString::to_string).collect();
+                f.write_str(&v.join(", "))
+            }
+            Expect::NotFound => f.write_str("not found"),
+            Expect::UnknownDomain => f.write_str("unknown domain"),
+            Expect::Blocked(w) => write!(f, "not comparable: {w}"),
+            Expect::Error(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+/// The source's semantics.
+pub trait Semantics {
+    /// Where the source delivers `addr`.
+    fn expected(&mut self, addr: &Address) -> Result<Expect, StoreError>;
+}
+
+/// One address that resolves differently.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Difference {
+    /// The address.
+    pub address: String,
+    /// What the source gives.
+    pub source: String,
+    /// What `mailtable resolve` gives.
+    pub mailtable: String,
+}
+
+/// The outcome of the resolution check.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Verification {
+    /// Addresses compared.
+    pub checked: usize,
+    /// Addresses that reach something not imported (not comparable).
+    pub not_comparable: usize,
+    /// Addresses that differ.
+    pub differences: Vec<Difference>,
+}
+
+/// Compare the source's answer with `Resolver::resolve` on `db` for every
+/// address in `known`.
+pub fn verify(
+    known: &[Address],
+    sem: &mut dyn Semantics,
+    resolver: &Resolver,
+    db: &mut dyn Store,
+) -> Result<Verification, StoreError> {
+    let mut v = Verification::default();
+    for a in known {
+        let want = sem.expected(a)?;
+        if matches!(want, Expect::Blocked(_)) {
+            v.not_comparable += 1;
+            continue;
+        }
+        let got = expect_of(resolver.resolve(db, a))?;
+        v.checked += 1;
+        if want != got {
+            v.differences.push(Difference {
+                address: a.to_string(),
+                source: want.to_string(),
+                mailtable: got.to_string(),
+            });
+        }
+    }
+    Ok(v)
+}
+
+/// A resolver's answer in the terms of [`Expect`]; a database failure stays
+/// an error (never "not found").
+pub fn expect_of(r: Result<Outcome, ResolveError>) -> Result<Expect, StoreError> {
+    Ok(match r {
+        Ok(Outcome::Found(d)) => Expect::Found(d.iter().map(|d| d.address().clone()).collect()),
+        Ok(Outcome::NotFound) => Expect::NotFound,
+        Ok(Outcome::UnknownDomain) => Expect::UnknownDomain,
+        Err(ResolveError::Store(e)) => return Err(e),
+        Err(e) => Expect::Error(e.to_string()),
+    })
+}
