@@ -21,14 +21,45 @@
 #
 # Environment:
 #   MAILTABLE_CACHE          cache directory (default /var/cache/mailtable-test)
-#   MAILTABLE_DEBIAN_MIRROR  mirror URL (default http://deb.debian.org/debian)
+#   MAILTABLE_DEBIAN_MIRROR  mirror URL (default: the Debian archive this
+#                            host's own apt sources use, so the tests reach
+#                            only the mirror the machine is configured for)
 #
 # Needs root and mmdebstrap (tests/e2e/install-deps.sh installs it). Only the
 # Debian mirror is contacted. Takes about a minute on a fresh cache.
 set -eu
 
 SUITE=trixie
-MIRROR=${MAILTABLE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+# host_mirror: the first Debian archive URI of the host's apt sources that
+# is not the security archive, from deb822 files (/etc/apt/sources.list.d/
+# *.sources, "URIs:" and "Suites:" fields, sources.list(5)) or one-line
+# entries ("deb [options] URI suite component...").
+host_mirror() {
+	for f in /etc/apt/sources.list.d/*.sources; do
+		[ -r "$f" ] || continue
+		awk '
+			/^[[:space:]]*$/ { if (uri != "" && suites !~ /-security/ && types ~ /(^| )deb( |$)/) { print uri; found = 1; exit } uri = ""; suites = ""; types = ""; next }
+			/^URIs:/ { uri = $2 }
+			/^Suites:/ { $1 = ""; suites = $0 }
+			/^Types:/ { $1 = ""; types = $0 " " }
+			END { if (!found && uri != "" && suites !~ /-security/ && types ~ /(^| )deb( |$)/) print uri }
+		' "$f"
+	done
+	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+		[ -r "$f" ] || continue
+		awk '$1 == "deb" {
+			i = 2; if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+			if ($(i + 1) !~ /-security/) { print $i; exit }
+		}' "$f"
+	done
+}
+
+MIRROR=${MAILTABLE_DEBIAN_MIRROR:-$(host_mirror | grep -v -- '-security' | head -n 1)}
+[ -n "$MIRROR" ] || {
+	echo "rootfs.sh: error: no Debian mirror in this host's apt sources; set MAILTABLE_DEBIAN_MIRROR" >&2
+	exit 1
+}
 CACHE=${MAILTABLE_CACHE:-/var/cache/mailtable-test}
 
 # Everything the tests need inside the container. Keep sorted.
