@@ -279,3 +279,562 @@ where
     };
     ended.map_err(io::Error::other)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::api::{Account, LookupResult, VerifyResult, MAX_BODY};
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const SECRET: &str = "s3cret-token";
+    const CONTINUE: &str = "HTTP/1.1 100 Continue\r\n\r\n";
+
+    /// A backend with one user, alice, password "pw"; `down` fails all.
+    /// Clones share the call log: hyper's service clones the backend for
+    /// every request.
+    #[derive(Default, Clone)]
+    struct OneUser {
+        down: bool,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl OneUser {
+        fn call(&self, what: String) {
+            self.log.lock().expect("log lock").push(what);
+        }
+        fn calls(&self) -> Vec<String> {
+            self.log.lock().expect("log lock").clone()
+        }
+    }
+
+    fn alice() -> Account {
+        Account {
+            user: "alice@example.org".into(),
+            fields: vec![
+                ("uid".into(), "5000".into()),
+                ("gid".into(), "5000".into()),
+                ("home".into(), "/var/vmail/example.org/alice".into()),
+                ("quota_rule".into(), "*:storage=1G".into()),
+            ],
+        }
+    }
+
+    impl ApiBackend for OneUser {
+        fn passdb_verify(&mut self, user: &str, password: &Secret) -> VerifyResult {
+            self.call(format!("verify {user}"));
+            if self.down {
+                return VerifyResult::TempFail("database down".into());
+            }
+            match (user, password.expose()) {
+                ("alice@example.org" | "alice_example.org", b"pw") => VerifyResult::Ok(Account {
+                    user: "alice@example.org".into(),
+                    fields: vec![("userdb_uid".into(), "5000".into())],
+                }),
+                ("alice@example.org" | "alice_example.org", _) => VerifyResult::Mismatch,
+                _ => VerifyResult::Unknown,
+            }
+        }
+        fn passdb_lookup(&mut self, user: &str) -> LookupResult {
+            self.call(format!("passdb {user}"));
+            if self.down {
+                return LookupResult::TempFail("database down".into());
+            }
+            match user {
+                "alice@example.org" => LookupResult::Found(Account {
+                    user: user.into(),
+                    fields: vec![("password".into(), "{BLF-CRYPT}$2b$05$x".into())],
+                }),
+                _ => LookupResult::Unknown,
+            }
+        }
+        fn userdb_lookup(&mut self, user: &str) -> LookupResult {
+            self.call(format!("userdb {user}"));
+            if self.down {
+                return LookupResult::TempFail("database down".into());
+            }
+            match user {
+                "alice@example.org" | "alice_example.org" => LookupResult::Found(alice()),
+                _ => LookupResult::Unknown,
+            }
+        }
+    }
+
+    /// Plays a client on a fresh connection: sends each chunk; a chunk
+    /// marked as gated body goes out only once `100 Continue` has arrived,
+    /// like a client that waits for it (and is never sent otherwise).
+    /// Then the client half-closes and reads to the end. Returns all the
+    /// server wrote, `Date` lines removed (hyper adds one, RFC 9110
+    /// §6.6.1).
+    async fn exchange(chunks: &[(&[u8], bool)], backend: &OneUser) -> String {
+        let run = async {
+            let (client, server) = tokio::io::duplex(1 << 20);
+            let (_keep, stop) = watch::channel(false);
+            let api = Arc::new(ApiConfig::new(Secret::new(SECRET)));
+            let served = tokio::spawn(serve_connection(
+                server,
+                api,
+                HEADER_TIMEOUT,
+                backend.clone(),
+                stop,
+            ));
+            let (mut rd, mut wr) = tokio::io::split(client);
+            let mut out = Vec::new();
+            for &(chunk, gated) in chunks {
+                if gated {
+                    while !String::from_utf8_lossy(&out).contains(CONTINUE) {
+                        let mut buf = [0u8; 4096];
+                        match rd.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => out.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if !String::from_utf8_lossy(&out).contains(CONTINUE) {
+                        break;
+                    }
+                }
+                if wr.write_all(chunk).await.is_err() {
+                    break;
+                }
+            }
+            let _ = wr.shutdown().await;
+            let _ = rd.read_to_end(&mut out).await;
+            let _ = served.await;
+            out
+        };
+        let out = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("exchange finished");
+        String::from_utf8_lossy(&out)
+            .split_inclusive("\r\n")
+            .filter(|line| !line.starts_with("Date: "))
+            .collect()
+    }
+
+    async fn send(input: &[u8], backend: &OneUser) -> String {
+        exchange(&[(input, false)], backend).await
+    }
+
+    fn post(path: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:8787\r\nAuthorization: Bearer {SECRET}\r\n{extra_headers}Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        req
+    }
+
+    // ---- the head
+
+    #[test]
+    fn reads_a_dovecot_style_head() {
+        // What Dovecot 2.3's client sends (VERIFIED §5.1).
+        let req = Request::builder()
+            .method("POST")
+            .uri("/passdb/verify")
+            .header("Host", "127.0.0.1:8787")
+            .header("Date", "Mon, 01 Jan 2024 00:00:00 GMT")
+            .header("User-Agent", "dovecot")
+            .header("Expect", "100-continue")
+            .header("Connection", "Keep-Alive")
+            .header("Content-Length", "30")
+            .header("Authorization", "Bearer abc")
+            .body(Full::new(Bytes::from_static(&[b'x'; 30])))
+            .expect("valid request");
+        let head = Head::of(&req);
+        assert_eq!(head.method, "POST");
+        assert_eq!(head.path, "/passdb/verify");
+        assert_eq!(head.content_length, Some(30));
+        assert!(head.expect_continue);
+        assert!(head.keep_alive);
+        assert_eq!(head.format, Format::Text);
+        assert_eq!(head.framing_error(MAX_BODY), None);
+        assert_eq!(
+            head.authorization.as_ref().map(|s| s.expose().to_vec()),
+            Some(b"Bearer abc".to_vec())
+        );
+        // The Authorization value never shows in Debug output.
+        assert!(!format!("{head:?}").contains("abc"));
+    }
+
+    #[tokio::test]
+    async fn head_limits() {
+        let mut big = b"POST / HTTP/1.1\r\nX: ".to_vec();
+        big.extend(vec![b'a'; MAX_HEAD]);
+        big.extend_from_slice(b"\r\n\r\n");
+        let out = send(&big, &OneUser::default()).await;
+        assert!(
+            out.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{out}"
+        );
+        let mut many = b"POST / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        let out = send(&many, &OneUser::default()).await;
+        assert!(
+            out.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("Connection: close\r\n"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn framing_errors() {
+        let auth = format!("Authorization: Bearer {SECRET}\r\n");
+        for (headers, status) in [
+            ("Transfer-Encoding: chunked\r\n", "411 Length Required"),
+            (
+                "Transfer-Encoding: gzip, chunked\r\n",
+                "411 Length Required",
+            ),
+            ("Transfer-Encoding: gzip\r\n", "400 Bad Request"),
+            ("Content-Length: -1\r\n", "400 Bad Request"),
+            (
+                "Content-Length: 1\r\nContent-Length: 2\r\n",
+                "400 Bad Request",
+            ),
+            ("Content-Length: 8193\r\n", "413 Content Too Large"),
+            (
+                "Content-Length: 99999999999999999999999\r\n",
+                "400 Bad Request",
+            ),
+        ] {
+            let input = format!("POST /passdb/verify HTTP/1.1\r\n{auth}{headers}\r\n");
+            let backend = OneUser::default();
+            let out = send(input.as_bytes(), &backend).await;
+            assert!(
+                out.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+                "{headers}: {out}"
+            );
+            assert_eq!(out.matches("HTTP/1.1").count(), 1, "{headers}: {out}");
+            assert!(out.contains("Connection: close\r\n"), "{headers}: {out}");
+            assert!(backend.calls().is_empty());
+        }
+        // Repeated Content-Length headers that agree are fine (RFC 9112
+        // §6.3): the body is read and parsed.
+        let input = format!(
+            "POST /userdb/lookup HTTP/1.1\r\n{auth}Content-Length: 2\r\nContent-Length: 2\r\n\r\nxy"
+        );
+        let out = send(input.as_bytes(), &OneUser::default()).await;
+        assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+        assert!(out.contains("bad request body: field without '='"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn garbage_is_a_bare_400_not_a_panic() {
+        for raw in [
+            &b"\x00\x01\x02\r\n\r\n"[..],
+            b"GET\r\n\r\n",
+            b"POST /x HTTP/9.9\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nbad header\r\n\r\n",
+            b"\xff\xfe\xfd garbage \r\n\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+        ] {
+            let out = send(raw, &OneUser::default()).await;
+            assert!(
+                out.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+                "{raw:?}: {out}"
+            );
+            assert!(out.contains("Connection: close\r\n"), "{raw:?}: {out}");
+            assert_eq!(out.matches("HTTP/1.1").count(), 1, "{raw:?}: {out}");
+        }
+    }
+
+    #[tokio::test]
+    async fn connection_semantics() {
+        let req = |version: &str, headers: &str| {
+            format!(
+                "POST /userdb/lookup HTTP/1.{version}\r\nAuthorization: Bearer {SECRET}\r\n{headers}Content-Length: 22\r\n\r\nuser=alice@example.org"
+            )
+        };
+        // Two requests each; how many are answered shows whether the
+        // connection was kept.
+        for (version, headers, answered) in [
+            ("1", "Connection: close\r\n", 1),
+            ("1", "", 2),
+            ("0", "", 1),
+            ("0", "Connection: keep-alive\r\n", 2),
+        ] {
+            let twice = req(version, headers).repeat(2);
+            let out = send(twice.as_bytes(), &OneUser::default()).await;
+            assert_eq!(
+                out.matches(" 200 OK\r\n").count(),
+                answered,
+                "{version} {headers}: {out}"
+            );
+        }
+        // HTTP/1.0 cannot do 100-continue: no 100, and a body sent at once
+        // is answered.
+        let out = send(
+            req("0", "Expect: 100-continue\r\n").as_bytes(),
+            &OneUser::default(),
+        )
+        .await;
+        assert!(!out.contains("100 Continue"), "{out}");
+        assert!(out.contains(" 200 OK\r\n"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn absolute_form_and_query_are_reduced_to_the_path() {
+        for target in [
+            "http://127.0.0.1:8787/userdb/lookup",
+            "/userdb/lookup?x=1",
+            "http://localhost/userdb/lookup?x=1",
+        ] {
+            let out = send(
+                &post(target, "", b"user=alice@example.org"),
+                &OneUser::default(),
+            )
+            .await;
+            assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{target}: {out}");
+        }
+        let out = send(
+            &post("http://localhost", "", b"user=a"),
+            &OneUser::default(),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 404 Not Found\r\n"), "{out}");
+    }
+
+    // ---- full exchanges
+
+    #[tokio::test]
+    async fn writes_a_response() {
+        let backend = OneUser::default();
+        let out = send(
+            &post("/userdb/lookup", "", b"user=alice@example.org"),
+            &backend,
+        )
+        .await;
+        let body = "ok\tuser=alice@example.org\tuid=5000\tgid=5000\thome=/var/vmail/example.org/alice\tquota_rule=*:storage=1G\n";
+        assert_eq!(
+            out,
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\r\n{body}",
+                body.len()
+            )
+        );
+        let out = send(
+            b"POST /passdb/verify HTTP/1.1\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}",
+            &backend,
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{out}");
+        // hyper writes field names title-cased: "Www-Authenticate" (field
+        // names are case-insensitive, RFC 9110 §5.1).
+        assert!(
+            out.to_ascii_lowercase()
+                .contains("\r\nwww-authenticate: bearer\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("Connection: close\r\n"));
+        assert!(
+            out.ends_with("{\"error\":\"missing or wrong bearer token\",\"result\":\"error\"}\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn verify_ok_with_100_continue_text() {
+        let head = format!(
+            "POST /passdb/verify HTTP/1.1\r\nHost: 127.0.0.1:8787\r\nAuthorization: Bearer {SECRET}\r\nExpect: 100-continue\r\nConnection: Keep-Alive\r\nContent-Type: text/plain\r\nContent-Length: 34\r\n\r\n"
+        );
+        let backend = OneUser::default();
+        let out = exchange(
+            &[
+                (head.as_bytes(), false),
+                (b"user=alice@example.org\tpassword=pw", true),
+            ],
+            &backend,
+        )
+        .await;
+        let body = "ok\tuser=alice@example.org\tuserdb_uid=5000\n";
+        assert_eq!(
+            out,
+            format!(
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\r\n{body}",
+                body.len()
+            )
+        );
+        assert_eq!(backend.calls(), vec!["verify alice@example.org"]);
+    }
+
+    #[tokio::test]
+    async fn three_outcomes_and_tempfail_are_distinct() {
+        let mut input = post(
+            "/passdb/verify",
+            "",
+            b"user=alice@example.org\tpassword=bad",
+        );
+        input.extend(post(
+            "/passdb/verify",
+            "",
+            b"user=eve@example.org\tpassword=pw",
+        ));
+        input.extend(post("/userdb/lookup", "", b"user=eve@example.org"));
+        let out = send(&input, &OneUser::default()).await;
+        let statuses: Vec<&str> = out.matches("HTTP/1.1 ").collect();
+        assert_eq!(statuses.len(), 3, "{out}");
+        assert!(out.contains("HTTP/1.1 403 Forbidden\r\n"));
+        assert!(out.contains("\r\n\r\nmismatch\n"));
+        assert_eq!(out.matches("HTTP/1.1 404 Not Found\r\n").count(), 2);
+        assert_eq!(out.matches("\r\n\r\nunknown\n").count(), 2);
+
+        let down = OneUser {
+            down: true,
+            ..Default::default()
+        };
+        let out = send(
+            &post("/userdb/lookup", "", b"user=alice@example.org"),
+            &down,
+        )
+        .await;
+        assert!(
+            out.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{out}"
+        );
+        assert!(out.ends_with("\r\n\r\ntempfail\terror=database down\n"));
+    }
+
+    #[tokio::test]
+    async fn userdb_lookup_returns_canonical_user_and_fields() {
+        let out = send(
+            &post("/userdb/lookup", "", b"user=alice_example.org\n"),
+            &OneUser::default(),
+        )
+        .await;
+        assert!(out.ends_with(
+            "\r\n\r\nok\tuser=alice@example.org\tuid=5000\tgid=5000\thome=/var/vmail/example.org/alice\tquota_rule=*:storage=1G\n"
+        ), "{out}");
+    }
+
+    #[tokio::test]
+    async fn passdb_lookup_returns_the_hash() {
+        let out = send(
+            &post("/passdb/lookup", "", b"user=alice@example.org"),
+            &OneUser::default(),
+        )
+        .await;
+        assert!(
+            out.ends_with("\r\n\r\nok\tuser=alice@example.org\tpassword={BLF-CRYPT}$2b$05$x\n"),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn json_round_trip() {
+        let out = send(
+            &post(
+                "/userdb/lookup",
+                "Content-Type: application/json\r\n",
+                br#"{"user":"alice@example.org"}"#,
+            ),
+            &OneUser::default(),
+        )
+        .await;
+        assert!(out.contains("Content-Type: application/json\r\n"), "{out}");
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+        assert_eq!(v["result"], "ok");
+        assert_eq!(v["user"], "alice@example.org");
+        assert_eq!(v["fields"]["home"], "/var/vmail/example.org/alice");
+        assert_eq!(v["fields"]["uid"], "5000");
+    }
+
+    #[tokio::test]
+    async fn unauthorized_with_expect_closes_without_reading_body() {
+        let head =
+            b"POST /passdb/verify HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n";
+        let backend = OneUser::default();
+        let out = exchange(&[(head, false), (b"user=a\tpw=", true)], &backend).await;
+        assert!(out.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{out}");
+        assert!(!out.contains("100 Continue"));
+        assert!(out.contains("Connection: close\r\n"));
+        assert!(backend.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn refused_request_without_expect_keeps_the_connection() {
+        let mut input =
+            b"POST /nope HTTP/1.1\r\nAuthorization: Bearer s3cret-token\r\nContent-Length: 6\r\n\r\nuser=a"
+                .to_vec();
+        input.extend(post("/userdb/lookup", "", b"user=alice@example.org"));
+        let out = send(&input, &OneUser::default()).await;
+        assert!(out.starts_with("HTTP/1.1 404 Not Found\r\n"), "{out}");
+        assert!(out.contains("\r\n\r\nerror\terror=no such endpoint\n"));
+        assert!(out.contains("HTTP/1.1 200 OK\r\n"));
+    }
+
+    #[tokio::test]
+    async fn connection_close_stops_after_one_response() {
+        let mut input = post(
+            "/userdb/lookup",
+            "Connection: close\r\n",
+            b"user=alice@example.org",
+        );
+        input.extend(post("/userdb/lookup", "", b"user=alice@example.org"));
+        let backend = OneUser::default();
+        let out = send(&input, &backend).await;
+        assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 1);
+        assert!(out.contains("Connection: close\r\n"));
+        assert_eq!(backend.calls().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn chunked_gets_411_and_close() {
+        let input = format!(
+            "POST /passdb/verify HTTP/1.1\r\nAuthorization: Bearer {SECRET}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nuser=\r\n0\r\n\r\n"
+        );
+        let backend = OneUser::default();
+        let out = send(input.as_bytes(), &backend).await;
+        assert!(out.starts_with("HTTP/1.1 411 Length Required\r\n"), "{out}");
+        assert!(out.contains("Connection: close\r\n"));
+        assert_eq!(out.matches("HTTP/1.1").count(), 1);
+        assert!(backend.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn oversized_body_gets_413() {
+        let body = vec![b'x'; MAX_BODY + 1];
+        let out = send(&post("/passdb/verify", "", &body), &OneUser::default()).await;
+        assert!(
+            out.starts_with("HTTP/1.1 413 Content Too Large\r\n"),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_body_is_400_and_connection_survives() {
+        let mut input = post("/passdb/verify", "", b"user=alice@example.org");
+        input.extend(post("/userdb/lookup", "", b"user=alice@example.org"));
+        let out = send(&input, &OneUser::default()).await;
+        assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+        assert!(out.contains("error\terror=bad request body: missing password\n"));
+        assert!(out.contains("HTTP/1.1 200 OK\r\n"));
+    }
+
+    #[tokio::test]
+    async fn http10_keep_alive_is_echoed() {
+        let input = format!(
+            "POST /userdb/lookup HTTP/1.0\r\nConnection: keep-alive\r\nAuthorization: Bearer {SECRET}\r\nContent-Length: 22\r\n\r\nuser=alice@example.org"
+        );
+        let out = send(input.as_bytes(), &OneUser::default()).await;
+        assert!(out.contains("Connection: keep-alive\r\n"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn eof_mid_request_ends_quietly() {
+        for input in [
+            &b""[..],
+            b"POST /passdb/verify HTTP/1.1\r\nHost",
+            b"POST /userdb/lookup HTTP/1.1\r\nAuthorization: Bearer s3cret-token\r\nContent-Length: 50\r\n\r\nuser=",
+        ] {
+            let backend = OneUser::default();
+            let out = send(input, &backend).await;
+            assert!(out.is_empty(), "{input:?}: {out}");
+            assert!(backend.calls().is_empty());
+        }
+    }
+}
