@@ -234,3 +234,202 @@ where
     }
     drained
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dict::Lookup;
+    use crate::http::{Account, LookupResult, VerifyResult};
+    use crate::secret::Secret;
+    use std::time::Instant;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpStream, UnixStream};
+
+    /// Every user exists; no database.
+    #[derive(Clone)]
+    struct Everyone;
+
+    impl ApiBackend for Everyone {
+        fn passdb_verify(&mut self, _: &str, _: &Secret) -> VerifyResult {
+            VerifyResult::Mismatch
+        }
+        fn passdb_lookup(&mut self, _: &str) -> LookupResult {
+            LookupResult::Unknown
+        }
+        fn userdb_lookup(&mut self, user: &str) -> LookupResult {
+            LookupResult::Found(Account {
+                user: user.into(),
+                fields: Vec::new(),
+            })
+        }
+    }
+
+    impl DictBackend for Everyone {
+        fn lookup(&mut self, _: &str, _: &str) -> Lookup {
+            Lookup::Found("{}".into())
+        }
+        fn iterate(&mut self, _: &str) -> Result<Vec<(String, String)>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn settings(dict: &std::path::Path) -> Settings {
+        Settings {
+            dict_socket: Some(dict.to_owned()),
+            http: None,
+            secret: Secret::new("tok"),
+            owner: None,
+            group: None,
+            mode: 0o600,
+            workers: 1,
+            max_connections: 100,
+            header_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// A client that sends a request head one byte every 100 ms and never
+    /// finishes it, until the server closes the connection.
+    async fn trickle(addr: std::net::SocketAddr) {
+        let Ok(mut s) = TcpStream::connect(addr).await else {
+            return;
+        };
+        for b in b"POST /userdb/lookup HTTP/1.1\r\n".iter().cycle() {
+            if s.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn dict_lookup(path: &std::path::Path) -> String {
+        let mut s = UnixStream::connect(path).await.expect("connect dict");
+        s.write_all(b"H3\t2\t0\t\ttest\nLshared/userdb/a@b.c\t\n")
+            .await
+            .expect("write");
+        let mut line = String::new();
+        tokio::io::BufReader::new(s)
+            .read_line(&mut line)
+            .await
+            .expect("read");
+        line
+    }
+
+    async fn http_lookup(addr: std::net::SocketAddr) -> String {
+        let mut s = TcpStream::connect(addr).await.expect("connect http");
+        s.write_all(b"POST /userdb/lookup HTTP/1.1\r\nAuthorization: Bearer tok\r\nConnection: close\r\nContent-Length: 8\r\n\r\nuser=a@b")
+            .await
+            .expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_clients_on_one_listener_do_not_stop_the_other() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dict = dir.path().join("dict.sock");
+        let settings = settings(&dict);
+        let mut files = SocketFiles::default();
+        let http = Listener::tcp("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        let Listener::Tcp(l) = &http else {
+            panic!("TCP listener expected");
+        };
+        let addr = l.local_addr().expect("local address");
+        let listeners = vec![
+            (
+                listen::bind_unix(&dict, &settings, &mut files).expect("bind"),
+                Protocol::Dict,
+            ),
+            (http, Protocol::Http),
+        ];
+        let (stop_tx, stop) = watch::channel(false);
+        let limits = Limits::from(&settings);
+        let served = tokio::spawn(serve_listeners(listeners, Everyone, limits, stop));
+
+        // Three times the HTTP listener's cap in slow clients.
+        let slow: Vec<_> = (0..300).map(|_| tokio::spawn(trickle(addr))).collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        // The dict listener has its own cap: answered at once.
+        let started = Instant::now();
+        let line = tokio::time::timeout(Duration::from_secs(2), dict_lookup(&dict))
+            .await
+            .expect("dict answered while HTTP is flooded");
+        assert_eq!(line, "O{}\n");
+        assert!(started.elapsed() < Duration::from_secs(1));
+
+        // The HTTP listener answers too, once the header deadline has
+        // closed the slow clients that hold its slots.
+        let started = Instant::now();
+        let out = tokio::time::timeout(Duration::from_secs(20), http_lookup(addr))
+            .await
+            .expect("HTTP answered after the header deadline");
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        assert!(out.ends_with("\r\n\r\nok\tuser=a@b\n"), "{out}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(500),
+            "answered before any slot was free: the cap did not hold ({:?})",
+            started.elapsed()
+        );
+
+        let _ = stop_tx.send(true);
+        for s in slow {
+            s.abort();
+        }
+        assert!(served.await.expect("served"), "connections drained");
+        drop(files);
+        assert!(!dict.exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stop_ends_idle_connections_at_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dict = dir.path().join("dict.sock");
+        let settings = settings(&dict);
+        let mut files = SocketFiles::default();
+        let http = Listener::tcp("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        let Listener::Tcp(l) = &http else {
+            panic!("TCP listener expected");
+        };
+        let addr = l.local_addr().expect("local address");
+        let listeners = vec![
+            (
+                listen::bind_unix(&dict, &settings, &mut files).expect("bind"),
+                Protocol::Dict,
+            ),
+            (http, Protocol::Http),
+        ];
+        let (stop_tx, stop) = watch::channel(false);
+        let served = tokio::spawn(serve_listeners(
+            listeners,
+            Everyone,
+            Limits::from(&settings),
+            stop,
+        ));
+        // One idle connection on each listener, after a first exchange.
+        let mut d = UnixStream::connect(&dict).await.expect("connect dict");
+        d.write_all(b"H3\t2\t0\t\ttest\n").await.expect("write");
+        let mut h = TcpStream::connect(addr).await.expect("connect http");
+        h.write_all(b"POST /userdb/lookup HTTP/1.1\r\nAuthorization: Bearer tok\r\nContent-Length: 8\r\n\r\nuser=a@b")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 512];
+        let n = h.read(&mut buf).await.expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK\r\n"));
+
+        let stopping = Instant::now();
+        let _ = stop_tx.send(true);
+        assert!(served.await.expect("served"), "connections drained");
+        assert!(stopping.elapsed() < Duration::from_millis(500));
+        assert_eq!(
+            d.read(&mut buf).await.ok(),
+            Some(0),
+            "dict connection closed"
+        );
+        assert_eq!(
+            h.read(&mut buf).await.ok(),
+            Some(0),
+            "HTTP connection closed"
+        );
+    }
+}
