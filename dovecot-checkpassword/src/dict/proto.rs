@@ -185,158 +185,206 @@ impl DictError {
 /// Dovecot does; the command letter is glued to the first field.
 pub fn parse_command(line: &[u8]) -> Result<Command, DictError> {
     let (&letter, rest) = line.split_first().ok_or(DictError::Empty)?;
-    let cmd = char::from(letter);
-    let fields = tabescape::split(rest);
-    let n = fields.len();
-    let text = |i: usize, field: &'static str| -> Result<String, DictError> {
-        let raw = fields.get(i).map(Vec::as_slice).unwrap_or_default();
-        String::from_utf8(raw.to_vec()).map_err(|_| DictError::NotUtf8 { cmd, field })
+    let f = Fields {
+        cmd: char::from(letter),
+        fields: tabescape::split(rest),
     };
-    let number = |i: usize, field: &'static str| -> Result<u64, DictError> {
-        let raw = fields.get(i).map(Vec::as_slice).unwrap_or_default();
+    match letter {
+        b'H' => parse_hello(&f),
+        b'L' | b'I' => parse_query(letter, &f),
+        b'B' | b'S' | b'U' | b'A' | b'T' | b'V' | b'C' | b'D' | b'R' => {
+            parse_transaction(letter, &f)
+        }
+        _ => Err(DictError::UnknownCommand(f.cmd)),
+    }
+}
+
+/// The unescaped fields after the command letter, with typed accessors
+/// whose errors name the command and the field.
+struct Fields {
+    cmd: char,
+    fields: Vec<Vec<u8>>,
+}
+
+impl Fields {
+    fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Field `i`, empty when absent.
+    fn raw(&self, i: usize) -> &[u8] {
+        self.fields.get(i).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    fn text(&self, i: usize, field: &'static str) -> Result<String, DictError> {
+        String::from_utf8(self.raw(i).to_vec()).map_err(|_| DictError::NotUtf8 {
+            cmd: self.cmd,
+            field,
+        })
+    }
+
+    fn number(&self, i: usize, field: &'static str) -> Result<u64, DictError> {
+        let raw = self.raw(i);
         parse_uint(raw).ok_or_else(|| DictError::InvalidNumber {
-            cmd,
+            cmd: self.cmd,
             field,
             value: String::from_utf8_lossy(raw).into_owned(),
         })
-    };
-    let number_u32 = |i: usize, field: &'static str| -> Result<u32, DictError> {
-        let v = number(i, field)?;
+    }
+
+    fn number_u32(&self, i: usize, field: &'static str) -> Result<u32, DictError> {
+        let v = self.number(i, field)?;
         u32::try_from(v).map_err(|_| DictError::InvalidNumber {
-            cmd,
+            cmd: self.cmd,
             field,
             value: v.to_string(),
         })
-    };
-    let broken = |expected: &'static str| DictError::Broken { cmd, expected };
+    }
 
-    match letter {
-        b'H' => {
-            // Dovecot requires at least five fields and ignores the rest
-            // (dict-connection.c `dict_connection_handshake_args`).
-            if n < 5 {
-                return Err(broken(
-                    "H<major>\\t<minor>\\t<value_type>\\t<user>\\t<name>",
-                ));
-            }
-            Ok(Command::Hello {
-                major: number_u32(0, "major version")?,
-                minor: number_u32(1, "minor version")?,
-                value_type: number_u32(2, "value type")?,
-                dict_name: text(4, "dict name")?,
-            })
+    fn broken(&self, expected: &'static str) -> DictError {
+        DictError::Broken {
+            cmd: self.cmd,
+            expected,
         }
+    }
+}
+
+/// `H`: the handshake.
+fn parse_hello(f: &Fields) -> Result<Command, DictError> {
+    // Dovecot requires at least five fields and ignores the rest
+    // (dict-connection.c `dict_connection_handshake_args`).
+    if f.len() < 5 {
+        return Err(f.broken("H<major>\\t<minor>\\t<value_type>\\t<user>\\t<name>"));
+    }
+    Ok(Command::Hello {
+        major: f.number_u32(0, "major version")?,
+        minor: f.number_u32(1, "minor version")?,
+        value_type: f.number_u32(2, "value type")?,
+        dict_name: f.text(4, "dict name")?,
+    })
+}
+
+/// `L` and `I`: the commands that read, each owed a reply.
+fn parse_query(letter: u8, f: &Fields) -> Result<Command, DictError> {
+    match letter {
         b'L' => {
             // `L<key>` without a user field is accepted with an empty user,
             // as Dovecot's server reads args[1] as NULL there.
-            if n > 2 {
-                return Err(broken("L<key>\\t<user>"));
+            if f.len() > 2 {
+                return Err(f.broken("L<key>\\t<user>"));
             }
             Ok(Command::Lookup {
-                key: text(0, "key")?,
-                user: text(1, "user")?,
+                key: f.text(0, "key")?,
+                user: f.text(1, "user")?,
             })
         }
         b'I' => {
-            if !(3..=4).contains(&n) {
-                return Err(broken("I<flags>\\t<max_rows>\\t<path>\\t<user>"));
+            if !(3..=4).contains(&f.len()) {
+                return Err(f.broken("I<flags>\\t<max_rows>\\t<path>\\t<user>"));
             }
             Ok(Command::Iterate {
-                flags: number_u32(0, "flags")?,
-                max_rows: number(1, "max_rows")?,
-                path: text(2, "path")?,
-                user: text(3, "user")?,
+                flags: f.number_u32(0, "flags")?,
+                max_rows: f.number(1, "max_rows")?,
+                path: f.text(2, "path")?,
+                user: f.text(3, "user")?,
             })
         }
+        _ => Err(DictError::UnknownCommand(f.cmd)),
+    }
+}
+
+/// The transaction commands; only `C` and `D` are owed a reply.
+fn parse_transaction(letter: u8, f: &Fields) -> Result<Command, DictError> {
+    match letter {
         b'B' => {
-            if !(2..=3).contains(&n) {
-                return Err(broken("B<id>\\t<user>[\\t<expire_secs>]"));
+            if !(2..=3).contains(&f.len()) {
+                return Err(f.broken("B<id>\\t<user>[\\t<expire_secs>]"));
             }
-            let expire_secs = if n == 3 {
-                Some(number_u32(2, "expire_secs")?)
+            let expire_secs = if f.len() == 3 {
+                Some(f.number_u32(2, "expire_secs")?)
             } else {
                 None
             };
             Ok(Command::Begin {
-                id: number_u32(0, "transaction id")?,
-                user: text(1, "user")?,
+                id: f.number_u32(0, "transaction id")?,
+                user: f.text(1, "user")?,
                 expire_secs,
             })
         }
         b'S' => {
-            if n != 3 {
-                return Err(broken("S<id>\\t<key>\\t<value>"));
+            if f.len() != 3 {
+                return Err(f.broken("S<id>\\t<key>\\t<value>"));
             }
             Ok(Command::Set {
-                id: number_u32(0, "transaction id")?,
-                key: text(1, "key")?,
-                value: text(2, "value")?,
+                id: f.number_u32(0, "transaction id")?,
+                key: f.text(1, "key")?,
+                value: f.text(2, "value")?,
             })
         }
         b'U' => {
-            if n != 2 {
-                return Err(broken("U<id>\\t<key>"));
+            if f.len() != 2 {
+                return Err(f.broken("U<id>\\t<key>"));
             }
             Ok(Command::Unset {
-                id: number_u32(0, "transaction id")?,
-                key: text(1, "key")?,
+                id: f.number_u32(0, "transaction id")?,
+                key: f.text(1, "key")?,
             })
         }
         b'A' => {
-            if n != 3 {
-                return Err(broken("A<id>\\t<key>\\t<diff>"));
+            if f.len() != 3 {
+                return Err(f.broken("A<id>\\t<key>\\t<diff>"));
             }
-            let raw = &fields[2];
+            let raw = f.raw(2);
             let diff = std::str::from_utf8(raw)
                 .ok()
                 .and_then(|s| s.parse::<i64>().ok())
                 .ok_or_else(|| DictError::InvalidNumber {
-                    cmd,
+                    cmd: f.cmd,
                     field: "diff",
                     value: String::from_utf8_lossy(raw).into_owned(),
                 })?;
             Ok(Command::AtomicInc {
-                id: number_u32(0, "transaction id")?,
-                key: text(1, "key")?,
+                id: f.number_u32(0, "transaction id")?,
+                key: f.text(1, "key")?,
                 diff,
             })
         }
         b'T' => {
-            if n != 3 {
-                return Err(broken("T<id>\\t<sec>\\t<nsec>"));
+            if f.len() != 3 {
+                return Err(f.broken("T<id>\\t<sec>\\t<nsec>"));
             }
             Ok(Command::Timestamp {
-                id: number_u32(0, "transaction id")?,
-                sec: number(1, "seconds")?,
-                nsec: number_u32(2, "nanoseconds")?,
+                id: f.number_u32(0, "transaction id")?,
+                sec: f.number(1, "seconds")?,
+                nsec: f.number_u32(2, "nanoseconds")?,
             })
         }
         b'V' => {
-            if n != 2 {
-                return Err(broken("V<id>\\t<yes|no>"));
+            if f.len() != 2 {
+                return Err(f.broken("V<id>\\t<yes|no>"));
             }
-            let hide = match fields[1].as_slice() {
+            let hide = match f.raw(1) {
                 b"yes" => true,
                 b"no" => false,
-                _ => return Err(broken("V<id>\\t<yes|no>")),
+                _ => return Err(f.broken("V<id>\\t<yes|no>")),
             };
             Ok(Command::HideLogValues {
-                id: number_u32(0, "transaction id")?,
+                id: f.number_u32(0, "transaction id")?,
                 hide,
             })
         }
         b'C' | b'D' | b'R' => {
-            if n != 1 {
-                return Err(broken("<letter><id>"));
+            if f.len() != 1 {
+                return Err(f.broken("<letter><id>"));
             }
-            let id = number_u32(0, "transaction id")?;
+            let id = f.number_u32(0, "transaction id")?;
             Ok(match letter {
                 b'C' => Command::Commit { id },
                 b'D' => Command::CommitAsync { id },
                 _ => Command::Rollback { id },
             })
         }
-        _ => Err(DictError::UnknownCommand(cmd)),
+        _ => Err(DictError::UnknownCommand(f.cmd)),
     }
 }
 
