@@ -1,7 +1,7 @@
 -- mailtable-auth.lua: Dovecot passdb and userdb backed by mailtable.
 --
--- The script asks `dovecot-mailtable serve` over HTTP (src/http.rs has the
--- API) and maps its answers to Dovecot results. It runs unchanged on
+-- The script asks `dovecot-mailtable serve` over HTTP (src/http/mod.rs has
+-- the API) and maps its answers to Dovecot results. It runs unchanged on
 -- Dovecot 2.4 and on 2.3.19 and later, which both ship `dovecot.http.client`
 -- (core@2.3.19.1 and core@2.4.1: src/lib-lua/dlua-dovecot-http.c).
 --

@@ -13,8 +13,8 @@
 //! [`DictBackend`] and [`ApiBackend`], which [`backend`] implements over
 //! the mailtable store. That keeps the wire formats testable on literal
 //! bytes and the policy (what Dovecot is told about a user) in one file.
-//! [`serve`] is the daemon around the dict and HTTP servers, [`pool`] its
-//! store and hashing pools. Cleartext passwords only ever travel in
+//! [`serve`] is the daemon around the dict and HTTP servers, on a tokio
+//! runtime, [`pool`] its store and hashing pools. Cleartext passwords only ever travel in
 //! [`Secret`].
 
 pub mod backend;
@@ -24,6 +24,7 @@ pub mod http;
 pub mod pool;
 pub mod secret;
 pub mod serve;
+pub mod stop;
 pub mod tabescape;
 
 pub use backend::{Backend, Directory};

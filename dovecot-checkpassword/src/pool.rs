@@ -2,18 +2,19 @@
 //! password-hashing threads.
 //!
 //! - [`StorePool`] lends a [`Store`] to one request at a time. A SQLite
-//!   connection is not `Sync`, so it cannot be shared between connection
-//!   threads, but opening one per connection would be wasteful: Dovecot's
-//!   dict client opens a new connection for every single lookup
-//!   (reference §2.1, VERIFIED). A store that reported an error is dropped
+//!   connection is not `Sync`, so it cannot be shared between the blocking
+//!   threads that run requests, but opening one per connection would be
+//!   wasteful: Dovecot's dict client opens a new connection for every
+//!   single lookup (reference §2.1, VERIFIED). A store that reported an error is dropped
 //!   instead of returned, so the next request opens a fresh one: when the
 //!   database comes back, lookups work again without a restart.
 //! - [`HashPool`] runs password checks on a fixed number of threads fed by a
 //!   bounded queue. A bcrypt check costs tens of milliseconds by design; on
 //!   the pool, a burst of logins waits for a hashing thread while userdb
 //!   lookups (LMTP deliveries) and dict replies go on in their own
-//!   connection threads. When the queue is full, the submitting connection
-//!   thread waits: back-pressure, never unbounded memory.
+//!   blocking threads. When the queue is full, the submitting thread waits
+//!   (a blocking thread, never a runtime worker): back-pressure, never
+//!   unbounded memory.
 
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};

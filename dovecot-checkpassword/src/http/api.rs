@@ -1,0 +1,728 @@
+//! The API of `lua/mailtable-auth.lua`, without the HTTP: who may call
+//! (the bearer token), which endpoint a path names, how a request body
+//! becomes an [`ApiRequest`], and how a backend's answer becomes a status
+//! and a body ([`Response`]). Everything here is a pure function over bytes
+//! and strings, tested on literal bodies; the hyper glue that feeds it is
+//! [`super::server`].
+//!
+//! The decision a reader would question: every response body, refusals
+//! included, starts with a result token (`ok`, `mismatch`, `unknown`,
+//! `tempfail`, `error`), although the status already says most of it. A
+//! 404 from a wrong URL (`error`) must never be taken for "unknown user"
+//! and bounce mail; the Lua script requires token *and* status to agree.
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+use crate::tabescape;
+
+/// Largest request body accepted: a user name and a password with room to
+/// spare.
+pub const MAX_BODY: usize = 8 * 1024;
+
+/// A found user: the canonical name and its fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Canonical user name (`alice@example.org`).
+    pub user: String,
+    /// passdb: extra fields (`userdb_uid`, …; `password={SCHEME}hash` for a
+    /// lookup). userdb: `uid`, `gid`, `home`, `quota_rule`, ….
+    pub fields: Vec<(String, String)>,
+}
+
+/// The answer to a password check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyResult {
+    /// Password correct.
+    Ok(Account),
+    /// Wrong password.
+    Mismatch,
+    /// No such user.
+    Unknown,
+    /// Database trouble; the text is logged by Dovecot.
+    TempFail(String),
+}
+
+/// The answer to a passdb or userdb lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupResult {
+    /// Found.
+    Found(Account),
+    /// No such user.
+    Unknown,
+    /// Database trouble; the text is logged by Dovecot.
+    TempFail(String),
+}
+
+/// What the API needs from the database. Implemented by the binary over
+/// the mailtable store; found, not found, mismatch and error stay distinct.
+pub trait ApiBackend {
+    /// Checks `password` for `user` (login with a plaintext mechanism).
+    fn passdb_verify(&mut self, user: &str, password: &Secret) -> VerifyResult;
+    /// passdb lookup without a password (`doveadm auth lookup`, proxying,
+    /// non-plaintext mechanisms): the fields must carry
+    /// `password={SCHEME}hash`, or Dovecot treats the user as having no
+    /// password (see `lua/mailtable-auth.lua`).
+    fn passdb_lookup(&mut self, user: &str) -> LookupResult;
+    /// userdb lookup (LMTP, `doveadm user`, after login).
+    fn userdb_lookup(&mut self, user: &str) -> LookupResult;
+}
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The bearer token callers must present. An empty secret matches no
+    /// request: the API fails closed.
+    pub secret: Secret,
+    /// Body size cap; at most [`MAX_BODY`] is sensible.
+    pub max_body: usize,
+}
+
+impl ApiConfig {
+    /// Settings with `secret` and the default body cap.
+    pub fn new(secret: Secret) -> Self {
+        ApiConfig {
+            secret,
+            max_body: MAX_BODY,
+        }
+    }
+}
+
+/// The three endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /passdb/verify`.
+    PassdbVerify,
+    /// `POST /passdb/lookup`.
+    PassdbLookup,
+    /// `POST /userdb/lookup`.
+    UserdbLookup,
+}
+
+impl Endpoint {
+    /// The endpoint served at `path`.
+    pub fn from_path(path: &str) -> Option<Endpoint> {
+        match path {
+            "/passdb/verify" => Some(Endpoint::PassdbVerify),
+            "/passdb/lookup" => Some(Endpoint::PassdbLookup),
+            "/userdb/lookup" => Some(Endpoint::UserdbLookup),
+            _ => None,
+        }
+    }
+}
+
+/// Body and response format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// TAB-separated `key=value`, tab-escaped.
+    Text,
+    /// JSON.
+    Json,
+}
+
+impl Format {
+    /// The format a `Content-Type` value asks for: JSON for
+    /// `application/json` (parameters and case ignored), text otherwise.
+    pub fn from_content_type(value: &[u8]) -> Format {
+        let media = value.split(|&b| b == b';').next().unwrap_or_default();
+        if media.trim_ascii().eq_ignore_ascii_case(b"application/json") {
+            Format::Json
+        } else {
+            Format::Text
+        }
+    }
+
+    /// The `Content-Type` of a response in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; charset=utf-8",
+            Format::Json => "application/json",
+        }
+    }
+}
+
+/// Why a request is refused. [`HttpError::status`] gives the status code.
+///
+/// Requests hyper itself cannot parse (bad request line or header, bad or
+/// conflicting `Content-Length`, a head over the limits) never reach this
+/// module: hyper answers them with a bare 400 or 431 and closes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpError {
+    /// `Transfer-Encoding: chunked`.
+    #[error("chunked request bodies are not supported, send Content-Length")]
+    Chunked,
+    /// Another transfer coding.
+    #[error("unsupported transfer coding")]
+    TransferEncoding,
+    /// Body larger than the cap.
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(usize),
+    /// Missing or wrong bearer token.
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    /// Unknown path.
+    #[error("no such endpoint")]
+    NoEndpoint,
+    /// Not `POST`.
+    #[error("method not allowed, use POST")]
+    MethodNotAllowed,
+    /// The body does not hold what the endpoint needs.
+    #[error("bad request body: {0}")]
+    BadBody(String),
+}
+
+impl HttpError {
+    /// The response status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            HttpError::TransferEncoding | HttpError::BadBody(_) => 400,
+            HttpError::Unauthorized => 401,
+            HttpError::NoEndpoint => 404,
+            HttpError::MethodNotAllowed => 405,
+            HttpError::Chunked => 411,
+            HttpError::BodyTooLarge(_) => 413,
+        }
+    }
+}
+
+/// Checks the bearer token, the path and the method.
+///
+/// The token is checked first, so a caller without it learns nothing about
+/// which paths exist. `path` is the path of the request target without the
+/// query; for the absolute form (`http://127.0.0.1:8787/passdb/verify`)
+/// the caller has already dropped scheme and authority.
+pub fn route(
+    method: &str,
+    path: &str,
+    authorization: Option<&Secret>,
+    config: &ApiConfig,
+) -> Result<Endpoint, HttpError> {
+    if !authorized(authorization, &config.secret) {
+        return Err(HttpError::Unauthorized);
+    }
+    let endpoint = Endpoint::from_path(path).ok_or(HttpError::NoEndpoint)?;
+    if method != "POST" {
+        return Err(HttpError::MethodNotAllowed);
+    }
+    Ok(endpoint)
+}
+
+/// Whether `header` is `Bearer <secret>` (scheme case-insensitive, RFC 9110
+/// §11.1), compared in constant time. An empty configured secret never
+/// matches.
+fn authorized(header: Option<&Secret>, secret: &Secret) -> bool {
+    let Some(header) = header else {
+        return false;
+    };
+    if secret.is_empty() {
+        return false;
+    }
+    let value = header.expose().trim_ascii();
+    let Some((scheme, token)) = value
+        .iter()
+        .position(|&b| b == b' ')
+        .map(|i| (&value[..i], value[i + 1..].trim_ascii()))
+    else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case(b"bearer") && secret.ct_eq(token)
+}
+
+/// A decoded request body.
+#[derive(Debug)]
+pub struct ApiRequest {
+    /// The user name.
+    pub user: String,
+    /// The password, for `/passdb/verify`.
+    pub password: Option<Secret>,
+}
+
+/// The JSON body. Not `Debug`: it holds the cleartext password until it is
+/// moved into a [`Secret`].
+#[derive(Deserialize)]
+struct JsonBody {
+    user: String,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// Decodes `body` for `endpoint`. Unknown fields are ignored (room for
+/// later additions); a verify without `password`, an empty `user` or a
+/// repeated field is a bad request.
+pub fn parse_body(
+    endpoint: Endpoint,
+    format: Format,
+    body: &[u8],
+) -> Result<ApiRequest, HttpError> {
+    let (user, password) = match format {
+        Format::Json => {
+            let parsed: JsonBody = serde_json::from_slice(body)
+                .map_err(|e| HttpError::BadBody(format!("invalid JSON: {e}")))?;
+            (parsed.user, parsed.password.map(Secret::from))
+        }
+        Format::Text => parse_text_body(body)?,
+    };
+    if user.is_empty() {
+        return Err(HttpError::BadBody("empty user".into()));
+    }
+    let password = match endpoint {
+        Endpoint::PassdbVerify => {
+            Some(password.ok_or_else(|| HttpError::BadBody("missing password".into()))?)
+        }
+        // A lookup never needs the password; drop it rather than carry it.
+        Endpoint::PassdbLookup | Endpoint::UserdbLookup => None,
+    };
+    Ok(ApiRequest { user, password })
+}
+
+fn parse_text_body(body: &[u8]) -> Result<(String, Option<Secret>), HttpError> {
+    let body = body.strip_suffix(b"\n").unwrap_or(body);
+    let body = body.strip_suffix(b"\r").unwrap_or(body);
+    let mut user = None;
+    let mut password = None;
+    for item in body.split(|&b| b == b'\t') {
+        if item.is_empty() {
+            continue;
+        }
+        let eq = item
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or_else(|| HttpError::BadBody("field without '='".into()))?;
+        let (key, value) = (&item[..eq], &item[eq + 1..]);
+        let slot_is_empty = match key {
+            b"user" => user.is_none(),
+            b"password" => password.is_none(),
+            _ => continue,
+        };
+        if !slot_is_empty {
+            return Err(HttpError::BadBody(format!(
+                "repeated field {}",
+                String::from_utf8_lossy(key)
+            )));
+        }
+        let value = tabescape::unescape(value);
+        if key == b"user" {
+            let u = String::from_utf8(value)
+                .map_err(|_| HttpError::BadBody("user is not valid UTF-8".into()))?;
+            user = Some(u);
+        } else {
+            password = Some(Secret::new(value));
+        }
+    }
+    let user = user.ok_or_else(|| HttpError::BadBody("missing user".into()))?;
+    Ok((user, password))
+}
+
+/// Runs `request` against the backend and renders the answer.
+pub fn dispatch(
+    endpoint: Endpoint,
+    request: &ApiRequest,
+    backend: &mut impl ApiBackend,
+    format: Format,
+) -> Response {
+    let user = request.user.as_str();
+    let answer = match (endpoint, &request.password) {
+        (Endpoint::PassdbVerify, Some(password)) => match backend.passdb_verify(user, password) {
+            VerifyResult::Ok(a) => Answer::Ok(a),
+            VerifyResult::Mismatch => Answer::Mismatch,
+            VerifyResult::Unknown => Answer::Unknown,
+            VerifyResult::TempFail(e) => Answer::TempFail(e),
+        },
+        // parse_body guarantees a password for verify; should it ever be
+        // missing, that is a bad request, never a login.
+        (Endpoint::PassdbVerify, None) => {
+            return error_response(
+                &HttpError::BadBody("missing password".into()),
+                format,
+                false,
+            )
+        }
+        (Endpoint::PassdbLookup, _) => backend.passdb_lookup(user).into(),
+        (Endpoint::UserdbLookup, _) => backend.userdb_lookup(user).into(),
+    };
+    if let Answer::TempFail(e) = &answer {
+        tracing::error!("api: {endpoint:?} for {user:?} failed: {e}");
+    } else {
+        tracing::debug!("api: {endpoint:?} for {user:?}: {}", answer.token());
+    }
+    answer.render(format)
+}
+
+/// The four API answers, for rendering.
+enum Answer {
+    Ok(Account),
+    Mismatch,
+    Unknown,
+    TempFail(String),
+}
+
+impl From<LookupResult> for Answer {
+    fn from(r: LookupResult) -> Self {
+        match r {
+            LookupResult::Found(a) => Answer::Ok(a),
+            LookupResult::Unknown => Answer::Unknown,
+            LookupResult::TempFail(e) => Answer::TempFail(e),
+        }
+    }
+}
+
+impl Answer {
+    fn token(&self) -> &'static str {
+        match self {
+            Answer::Ok(_) => "ok",
+            Answer::Mismatch => "mismatch",
+            Answer::Unknown => "unknown",
+            Answer::TempFail(_) => "tempfail",
+        }
+    }
+
+    fn status(&self) -> u16 {
+        match self {
+            Answer::Ok(_) => 200,
+            Answer::Mismatch => 403,
+            Answer::Unknown => 404,
+            Answer::TempFail(_) => 503,
+        }
+    }
+
+    fn render(&self, format: Format) -> Response {
+        let token = self.token();
+        let body = match (format, self) {
+            (Format::Text, Answer::Ok(account)) => {
+                let mut out = token.as_bytes().to_vec();
+                tabescape::push_field(&mut out, "user", account.user.as_bytes());
+                for (k, v) in usable_fields(account) {
+                    tabescape::push_field(&mut out, k, v.as_bytes());
+                }
+                out.push(b'\n');
+                out
+            }
+            (Format::Text, Answer::TempFail(e)) => text_error(token, e),
+            (Format::Text, _) => format!("{token}\n").into_bytes(),
+            (Format::Json, Answer::Ok(account)) => {
+                let fields: serde_json::Map<String, serde_json::Value> = usable_fields(account)
+                    .map(|(k, v)| (k.to_owned(), serde_json::Value::from(v.as_str())))
+                    .collect();
+                json_bytes(serde_json::json!({
+                    "result": token,
+                    "user": account.user,
+                    "fields": fields,
+                }))
+            }
+            (Format::Json, Answer::TempFail(e)) => {
+                json_bytes(serde_json::json!({ "result": token, "error": e }))
+            }
+            (Format::Json, _) => json_bytes(serde_json::json!({ "result": token })),
+        };
+        Response::new(self.status(), format, body)
+    }
+}
+
+/// Fields safe to send: keys Dovecot can parse (see
+/// [`tabescape::is_valid_key`]), and never a second `user`, which would
+/// contradict the canonical name.
+fn usable_fields(account: &Account) -> impl Iterator<Item = (&str, &String)> {
+    account.fields.iter().filter_map(|(k, v)| {
+        if k != "user" && tabescape::is_valid_key(k) {
+            Some((k.as_str(), v))
+        } else {
+            tracing::warn!("api: dropping field {k:?} of {:?}", account.user);
+            None
+        }
+    })
+}
+
+fn text_error(token: &str, error: &str) -> Vec<u8> {
+    let mut out = token.as_bytes().to_vec();
+    tabescape::push_field(&mut out, "error", error.as_bytes());
+    out.push(b'\n');
+    out
+}
+
+fn json_bytes(value: serde_json::Value) -> Vec<u8> {
+    let mut out = value.to_string().into_bytes();
+    out.push(b'\n');
+    out
+}
+
+/// A response about to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Body format (sets `Content-Type`).
+    pub format: Format,
+    /// Body bytes.
+    pub body: Vec<u8>,
+    /// Whether to send `Connection: close` and close afterwards.
+    pub close: bool,
+}
+
+impl Response {
+    /// A response that keeps the connection open.
+    pub fn new(status: u16, format: Format, body: Vec<u8>) -> Self {
+        Response {
+            status,
+            format,
+            body,
+            close: false,
+        }
+    }
+}
+
+/// The response for a refused request, in the request's format.
+pub fn error_response(error: &HttpError, format: Format, close: bool) -> Response {
+    let message = error.to_string();
+    let body = match format {
+        Format::Text => text_error("error", &message),
+        Format::Json => json_bytes(serde_json::json!({ "result": "error", "error": message })),
+    };
+    Response {
+        status: error.status(),
+        format,
+        body,
+        close,
+    }
+}
+
+/// The reason phrase of `status` (RFC 9110 §15 names; 413 is "Content
+/// Too Large" there, "Payload Too Large" in older RFCs).
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+impl Response {
+    /// Header fields the status calls for besides `Content-Type` and
+    /// `Content-Length`: `Cache-Control` always (a password check must
+    /// never be replayed from a cache), the challenge of a 401 (RFC 9110
+    /// §11.6.1) and the `Allow` of a 405 (§15.5.6).
+    pub fn extra_headers(&self) -> Vec<(&'static str, &'static str)> {
+        let mut headers = vec![("Cache-Control", "no-store")];
+        match self.status {
+            401 => headers.push(("WWW-Authenticate", "Bearer")),
+            405 => headers.push(("Allow", "POST")),
+            _ => {}
+        }
+        headers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "s3cret-token";
+
+    // ---- route
+
+    fn routed(
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        secret: &str,
+    ) -> Result<Endpoint, HttpError> {
+        let auth = auth.map(Secret::new);
+        route(
+            method,
+            path,
+            auth.as_ref(),
+            &ApiConfig::new(Secret::new(secret)),
+        )
+    }
+
+    #[test]
+    fn route_checks_token_then_path_then_method() {
+        assert_eq!(
+            routed(
+                "POST",
+                "/userdb/lookup",
+                Some("bearer  s3cret-token "),
+                SECRET
+            ),
+            Ok(Endpoint::UserdbLookup)
+        );
+        assert_eq!(
+            routed("POST", "/userdb/lookup", None, SECRET),
+            Err(HttpError::Unauthorized)
+        );
+        assert_eq!(
+            routed("POST", "/nope", Some("Bearer wrong"), SECRET),
+            Err(HttpError::Unauthorized)
+        );
+        assert_eq!(
+            routed("POST", "/userdb/lookup", Some("Basic s3cret-token"), SECRET),
+            Err(HttpError::Unauthorized)
+        );
+        assert_eq!(
+            routed("POST", "/nope", Some("Bearer s3cret-token"), SECRET),
+            Err(HttpError::NoEndpoint)
+        );
+        assert_eq!(
+            routed("GET", "/passdb/lookup", Some("Bearer s3cret-token"), SECRET),
+            Err(HttpError::MethodNotAllowed)
+        );
+    }
+
+    #[test]
+    fn empty_secret_fails_closed() {
+        assert_eq!(
+            routed("POST", "/userdb/lookup", Some("Bearer "), ""),
+            Err(HttpError::Unauthorized)
+        );
+        assert_eq!(
+            routed("POST", "/userdb/lookup", Some("Bearer"), ""),
+            Err(HttpError::Unauthorized)
+        );
+    }
+
+    #[test]
+    fn endpoints_by_path() {
+        assert_eq!(
+            Endpoint::from_path("/passdb/verify"),
+            Some(Endpoint::PassdbVerify)
+        );
+        assert_eq!(
+            Endpoint::from_path("/passdb/lookup"),
+            Some(Endpoint::PassdbLookup)
+        );
+        assert_eq!(
+            Endpoint::from_path("/userdb/lookup"),
+            Some(Endpoint::UserdbLookup)
+        );
+        assert_eq!(Endpoint::from_path("/a://b"), None);
+        assert_eq!(Endpoint::from_path("/"), None);
+    }
+
+    #[test]
+    fn content_type_picks_format() {
+        assert_eq!(
+            Format::from_content_type(b"Application/JSON; charset=utf-8"),
+            Format::Json
+        );
+        assert_eq!(Format::from_content_type(b"text/plain"), Format::Text);
+        assert_eq!(Format::from_content_type(b""), Format::Text);
+    }
+
+    // ---- parse_body
+
+    #[test]
+    fn text_body_is_unescaped() {
+        let r = parse_body(
+            Endpoint::PassdbVerify,
+            Format::Text,
+            b"user=alice@example.org\tpassword=p\x01tw\x01nd\xff\n",
+        )
+        .expect("valid body");
+        assert_eq!(r.user, "alice@example.org");
+        assert_eq!(
+            r.password.as_ref().map(|p| p.expose().to_vec()),
+            Some(b"p\tw\nd\xff".to_vec())
+        );
+    }
+
+    #[test]
+    fn json_body() {
+        let r = parse_body(
+            Endpoint::PassdbVerify,
+            Format::Json,
+            br#"{"user":"alice@example.org","password":"pw","service":"imap"}"#,
+        )
+        .expect("valid body");
+        assert_eq!(r.user, "alice@example.org");
+        assert_eq!(
+            r.password.as_ref().map(|p| p.expose().to_vec()),
+            Some(b"pw".to_vec())
+        );
+        let r = parse_body(Endpoint::UserdbLookup, Format::Json, br#"{"user":"bob"}"#)
+            .expect("valid body");
+        assert!(r.password.is_none());
+    }
+
+    #[test]
+    fn lookups_drop_a_password() {
+        let r = parse_body(Endpoint::PassdbLookup, Format::Text, b"user=a\tpassword=x")
+            .expect("valid body");
+        assert!(r.password.is_none());
+    }
+
+    #[test]
+    fn bad_bodies() {
+        for (endpoint, format, body) in [
+            (Endpoint::PassdbVerify, Format::Text, &b"user=alice"[..]),
+            (Endpoint::UserdbLookup, Format::Text, b"password=x"),
+            (Endpoint::UserdbLookup, Format::Text, b"user="),
+            (Endpoint::UserdbLookup, Format::Text, b"user=a\tuser=b"),
+            (Endpoint::UserdbLookup, Format::Text, b"user"),
+            (Endpoint::UserdbLookup, Format::Text, b"user=\xff"),
+            (Endpoint::UserdbLookup, Format::Text, b""),
+            (Endpoint::UserdbLookup, Format::Json, b"{"),
+            (Endpoint::UserdbLookup, Format::Json, br#"{"user":1}"#),
+            (Endpoint::PassdbVerify, Format::Json, br#"{"user":"a"}"#),
+        ] {
+            assert!(
+                matches!(
+                    parse_body(endpoint, format, body),
+                    Err(HttpError::BadBody(_))
+                ),
+                "{body:?}"
+            );
+        }
+    }
+
+    // ---- dispatch and rendering
+
+    #[test]
+    fn error_bodies_carry_the_error_token() {
+        let r = error_response(&HttpError::Unauthorized, Format::Json, true);
+        assert_eq!((r.status, r.close), (401, true));
+        assert_eq!(
+            r.body,
+            b"{\"error\":\"missing or wrong bearer token\",\"result\":\"error\"}\n".to_vec()
+        );
+        assert!(r.extra_headers().contains(&("WWW-Authenticate", "Bearer")));
+        let r = error_response(&HttpError::NoEndpoint, Format::Text, false);
+        assert_eq!(r.body, b"error\terror=no such endpoint\n".to_vec());
+        assert_eq!(reason(413), "Content Too Large");
+    }
+
+    #[test]
+    fn invalid_field_names_are_dropped() {
+        struct Odd;
+        impl ApiBackend for Odd {
+            fn passdb_verify(&mut self, _: &str, _: &Secret) -> VerifyResult {
+                VerifyResult::Unknown
+            }
+            fn passdb_lookup(&mut self, _: &str) -> LookupResult {
+                LookupResult::Unknown
+            }
+            fn userdb_lookup(&mut self, user: &str) -> LookupResult {
+                LookupResult::Found(Account {
+                    user: user.into(),
+                    fields: vec![
+                        ("a=b".into(), "x".into()),
+                        ("user".into(), "someone-else".into()),
+                        ("home".into(), "/h\t1".into()),
+                    ],
+                })
+            }
+        }
+        let request = ApiRequest {
+            user: "bob".into(),
+            password: None,
+        };
+        let r = dispatch(Endpoint::UserdbLookup, &request, &mut Odd, Format::Text);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"ok\tuser=bob\thome=/h\x01t1\n".to_vec());
+    }
+}

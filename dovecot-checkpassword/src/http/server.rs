@@ -1,0 +1,840 @@
+//! The HTTP around [`super::api`]: one connection served by hyper, the
+//! request head checked before the body is read, the limits, and the
+//! response head.
+//!
+//! The decision a reader would question: the body is read by hand, late,
+//! instead of letting the service take a whole request. hyper sends
+//! `HTTP/1.1 100 Continue` the first time the body is polled
+//! (hyper 1.x `src/proto/h1/conn.rs`, `Writing::Continue`), so everything
+//! that can refuse a request (token, path, method, framing, size) runs on
+//! the head alone; only then is the body polled.
+//!
+//! # HTTP handled
+//!
+//! - `Expect: 100-continue`: Dovecot 2.3 sends it with every payload
+//!   (`http_client_request_set_payload(..., TRUE)` in
+//!   core@2.3.19.1:src/lib-lua/dlua-dovecot-http.c; VERIFIED §5.1), 2.4 only
+//!   when the script passes `true` as the third argument of `set_payload`.
+//!   A request with `Expect` that is refused gets `Connection: close`,
+//!   since the client may or may not send the body after all (RFC 9110
+//!   §10.1.1); without `Expect` the announced body is read, dropped, and
+//!   the connection kept.
+//! - Keep-alive: HTTP/1.1 connections persist unless `Connection: close`;
+//!   HTTP/1.0 ones only with `Connection: keep-alive` (hyper then answers
+//!   in HTTP/1.0 with `Connection: keep-alive`). Pipelined requests are
+//!   answered in order. A client that half-closes after its request still
+//!   gets the answer.
+//! - Bodies by `Content-Length` only. `Transfer-Encoding: chunked` gets 411
+//!   with the connection closed. Dovecot never sends chunked: its Lua
+//!   payload is a fixed string with a known size.
+//! - Request targets in origin form (`/passdb/verify`) and absolute form
+//!   (`http://127.0.0.1:8787/passdb/verify`), the latter because Dovecot
+//!   2.4's client sends it when told to reach the server through
+//!   `proxy_socket_path`, its only way onto a UNIX socket
+//!   (core@2.4.1:src/lib-http/http-client-request.c,
+//!   `http_client_request_do_submit`); hyper's `Uri::path` is the path of
+//!   both. The query string is ignored.
+//! - Limits: a head of at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`]
+//!   fields (hyper answers 431 beyond), complete within
+//!   [`HEADER_TIMEOUT`] of the connection opening or of the previous
+//!   response (hyper closes the connection then, without an answer). The
+//!   same deadline ends idle keep-alive connections: hyper starts it as
+//!   soon as it waits for a head.
+//! - Garbage never panics: hyper answers what it cannot parse with a bare
+//!   400 and closes; an EOF mid-request just ends the connection.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Bytes, Incoming};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, StatusCode, Version};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+use super::api::{
+    dispatch, error_response, parse_body, reason, route, ApiBackend, ApiConfig, Format, HttpError,
+    Response,
+};
+use crate::secret::Secret;
+use crate::stop::stopped;
+
+/// Largest request head (request line and headers) accepted.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// Most header fields accepted in one request.
+pub const MAX_HEADERS: usize = 32;
+/// Deadline for a whole request head, and for the next one on a kept-alive
+/// connection. A few seconds: Dovecot writes a head in one go.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the server needs from a request head. Not `PartialEq`: it holds
+/// the `Authorization` value.
+#[derive(Debug)]
+struct Head {
+    /// Method, e.g. `POST`.
+    method: String,
+    /// Path of the target, query and absolute-form authority dropped.
+    path: String,
+    /// Body length announced (0 when absent); `None` for chunked.
+    content_length: Option<u64>,
+    /// `Transfer-Encoding` present: `Some(true)` when it ends in chunked.
+    chunked: Option<bool>,
+    /// `Expect: 100-continue` from an HTTP/1.1 client.
+    expect_continue: bool,
+    /// Whether the connection may serve another request after this one.
+    keep_alive: bool,
+    /// The `Authorization` header value, kept secret.
+    authorization: Option<Secret>,
+    /// Body format from `Content-Type`.
+    format: Format,
+}
+
+/// Whether a comma-separated header has `token` (case-insensitive).
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+impl Head {
+    fn of<B: Body>(req: &Request<B>) -> Head {
+        let headers = req.headers();
+        let http11 = req.version() == Version::HTTP_11;
+        let close = has_token(headers, header::CONNECTION, "close");
+        let keep_alive = !close && (http11 || has_token(headers, header::CONNECTION, "keep-alive"));
+        let chunked = headers
+            .contains_key(header::TRANSFER_ENCODING)
+            .then(|| has_token(headers, header::TRANSFER_ENCODING, "chunked"));
+        Head {
+            method: req.method().as_str().to_owned(),
+            path: req.uri().path().to_owned(),
+            content_length: req.body().size_hint().exact(),
+            chunked,
+            // An HTTP/1.0 client cannot understand 100 (RFC 9110 §10.1.1).
+            expect_continue: http11 && has_token(headers, header::EXPECT, "100-continue"),
+            keep_alive,
+            authorization: headers
+                .get(header::AUTHORIZATION)
+                .map(|v| Secret::new(v.as_bytes())),
+            format: headers
+                .get(header::CONTENT_TYPE)
+                .map_or(Format::Text, |v| Format::from_content_type(v.as_bytes())),
+        }
+    }
+
+    /// A framing problem that ends the request before routing: the body's
+    /// end is unknown or it is too large to read.
+    fn framing_error(&self, max_body: usize) -> Option<HttpError> {
+        match (self.chunked, self.content_length) {
+            (Some(true), _) => Some(HttpError::Chunked),
+            (Some(false), _) => Some(HttpError::TransferEncoding),
+            (None, Some(n)) if n > max_body as u64 => Some(HttpError::BodyTooLarge(max_body)),
+            (None, None) => Some(HttpError::Chunked),
+            (None, Some(_)) => None,
+        }
+    }
+}
+
+/// Reads the whole body, at most `max` bytes. Polling it is what sends
+/// `100 Continue` to a client that asked for it.
+async fn read_body(body: Incoming, max: usize) -> io::Result<Bytes> {
+    Limited::new(body, max)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(io::Error::other)
+}
+
+/// Answers one request. An `Err` (the body ended early, the client went
+/// away) makes hyper drop the connection without a response: there is no
+/// one left to read it.
+async fn answer<B>(
+    req: Request<Incoming>,
+    api: Arc<ApiConfig>,
+    backend: B,
+) -> io::Result<HttpResponse>
+where
+    B: ApiBackend + Send + 'static,
+{
+    let head = Head::of(&req);
+    let body = req.into_body();
+    if let Some(e) = head.framing_error(api.max_body) {
+        tracing::warn!("api: {} {}: {e}", head.method, head.path);
+        return Ok(to_hyper(&error_response(&e, head.format, true)));
+    }
+    let routed = route(&head.method, &head.path, head.authorization.as_ref(), &api);
+    let endpoint = match routed {
+        Ok(endpoint) => endpoint,
+        Err(e) => {
+            tracing::warn!("api: {} {}: {e}", head.method, head.path);
+            // The client may hold the body back (it asked to continue), or
+            // send it anyway; only a body announced without Expect can be
+            // skipped safely.
+            let skip = !head.expect_continue && head.keep_alive;
+            if skip {
+                read_body(body, api.max_body).await?;
+            }
+            return Ok(to_hyper(&error_response(&e, head.format, !skip)));
+        }
+    };
+    let bytes = read_body(body, api.max_body).await?;
+    let format = head.format;
+    let mut response = match parse_body(endpoint, format, &bytes) {
+        Ok(request) => tokio::task::spawn_blocking(move || {
+            let mut backend = backend;
+            dispatch(endpoint, &request, &mut backend, format)
+        })
+        .await
+        .map_err(io::Error::other)?,
+        Err(e) => {
+            tracing::warn!("api: {}: {e}", head.path);
+            error_response(&e, format, false)
+        }
+    };
+    wipe(bytes);
+    response.close |= !head.keep_alive;
+    Ok(to_hyper(&response))
+}
+
+/// The body held a cleartext password: zero it when the bytes are ours
+/// alone. When they still share hyper's read buffer they are out of reach
+/// (the same best effort as [`Secret`]'s).
+fn wipe(bytes: Bytes) {
+    if let Ok(mut owned) = bytes.try_into_mut() {
+        owned.fill(0);
+    }
+}
+
+type HttpResponse = hyper::Response<Full<Bytes>>;
+
+/// The hyper response for `r`: `Content-Type`, `Content-Length`, the
+/// status's extra fields, `Connection: close` when the connection ends
+/// (hyper closes after writing a response that carries it), and the RFC
+/// 9110 reason phrase.
+fn to_hyper(r: &Response) -> HttpResponse {
+    let mut response = hyper::Response::new(Full::new(Bytes::from(r.body.clone())));
+    *response.status_mut() =
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(r.format.content_type()),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(r.body.len()));
+    for (name, value) in r.extra_headers() {
+        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    if r.close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let phrase = reason(r.status);
+    if phrase != "Unknown" {
+        response
+            .extensions_mut()
+            .insert(hyper::ext::ReasonPhrase::from_static(phrase.as_bytes()));
+    }
+    response
+}
+
+/// Serves one connection until the client closes it, a response closes
+/// it, the header deadline passes, or `stop` turns true (then a request
+/// being answered still gets its response, and an idle connection ends at
+/// once).
+pub async fn serve_connection<I, B>(
+    io: I,
+    api: Arc<ApiConfig>,
+    header_timeout: Duration,
+    backend: B,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: ApiBackend + Clone + Send + 'static,
+{
+    let service = service_fn(move |req| answer(req, Arc::clone(&api), backend.clone()));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_header_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS)
+        .title_case_headers(true)
+        .half_close(true)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        () = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    ended.map_err(io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::api::{Account, LookupResult, VerifyResult, MAX_BODY};
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const SECRET: &str = "s3cret-token";
+    const CONTINUE: &str = "HTTP/1.1 100 Continue\r\n\r\n";
+
+    /// A backend with one user, alice, password "pw"; `down` fails all.
+    /// Clones share the call log: hyper's service clones the backend for
+    /// every request.
+    #[derive(Default, Clone)]
+    struct OneUser {
+        down: bool,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl OneUser {
+        fn call(&self, what: String) {
+            self.log.lock().expect("log lock").push(what);
+        }
+        fn calls(&self) -> Vec<String> {
+            self.log.lock().expect("log lock").clone()
+        }
+    }
+
+    fn alice() -> Account {
+        Account {
+            user: "alice@example.org".into(),
+            fields: vec![
+                ("uid".into(), "5000".into()),
+                ("gid".into(), "5000".into()),
+                ("home".into(), "/var/vmail/example.org/alice".into()),
+                ("quota_rule".into(), "*:storage=1G".into()),
+            ],
+        }
+    }
+
+    impl ApiBackend for OneUser {
+        fn passdb_verify(&mut self, user: &str, password: &Secret) -> VerifyResult {
+            self.call(format!("verify {user}"));
+            if self.down {
+                return VerifyResult::TempFail("database down".into());
+            }
+            match (user, password.expose()) {
+                ("alice@example.org" | "alice_example.org", b"pw") => VerifyResult::Ok(Account {
+                    user: "alice@example.org".into(),
+                    fields: vec![("userdb_uid".into(), "5000".into())],
+                }),
+                ("alice@example.org" | "alice_example.org", _) => VerifyResult::Mismatch,
+                _ => VerifyResult::Unknown,
+            }
+        }
+        fn passdb_lookup(&mut self, user: &str) -> LookupResult {
+            self.call(format!("passdb {user}"));
+            if self.down {
+                return LookupResult::TempFail("database down".into());
+            }
+            match user {
+                "alice@example.org" => LookupResult::Found(Account {
+                    user: user.into(),
+                    fields: vec![("password".into(), "{BLF-CRYPT}$2b$05$x".into())],
+                }),
+                _ => LookupResult::Unknown,
+            }
+        }
+        fn userdb_lookup(&mut self, user: &str) -> LookupResult {
+            self.call(format!("userdb {user}"));
+            if self.down {
+                return LookupResult::TempFail("database down".into());
+            }
+            match user {
+                "alice@example.org" | "alice_example.org" => LookupResult::Found(alice()),
+                _ => LookupResult::Unknown,
+            }
+        }
+    }
+
+    /// Plays a client on a fresh connection: sends each chunk; a chunk
+    /// marked as gated body goes out only once `100 Continue` has arrived,
+    /// like a client that waits for it (and is never sent otherwise).
+    /// Then the client half-closes and reads to the end. Returns all the
+    /// server wrote, `Date` lines removed (hyper adds one, RFC 9110
+    /// §6.6.1).
+    async fn exchange(chunks: &[(&[u8], bool)], backend: &OneUser) -> String {
+        let run = async {
+            let (client, server) = tokio::io::duplex(1 << 20);
+            let (_keep, stop) = watch::channel(false);
+            let api = Arc::new(ApiConfig::new(Secret::new(SECRET)));
+            let served = tokio::spawn(serve_connection(
+                server,
+                api,
+                HEADER_TIMEOUT,
+                backend.clone(),
+                stop,
+            ));
+            let (mut rd, mut wr) = tokio::io::split(client);
+            let mut out = Vec::new();
+            for &(chunk, gated) in chunks {
+                if gated {
+                    while !String::from_utf8_lossy(&out).contains(CONTINUE) {
+                        let mut buf = [0u8; 4096];
+                        match rd.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => out.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if !String::from_utf8_lossy(&out).contains(CONTINUE) {
+                        break;
+                    }
+                }
+                if wr.write_all(chunk).await.is_err() {
+                    break;
+                }
+            }
+            let _ = wr.shutdown().await;
+            let _ = rd.read_to_end(&mut out).await;
+            let _ = served.await;
+            out
+        };
+        let out = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("exchange finished");
+        String::from_utf8_lossy(&out)
+            .split_inclusive("\r\n")
+            .filter(|line| !line.starts_with("Date: "))
+            .collect()
+    }
+
+    async fn send(input: &[u8], backend: &OneUser) -> String {
+        exchange(&[(input, false)], backend).await
+    }
+
+    fn post(path: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:8787\r\nAuthorization: Bearer {SECRET}\r\n{extra_headers}Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        req
+    }
+
+    // ---- the head
+
+    #[test]
+    fn reads_a_dovecot_style_head() {
+        // What Dovecot 2.3's client sends (VERIFIED §5.1).
+        let req = Request::builder()
+            .method("POST")
+            .uri("/passdb/verify")
+            .header("Host", "127.0.0.1:8787")
+            .header("Date", "Mon, 01 Jan 2024 00:00:00 GMT")
+            .header("User-Agent", "dovecot")
+            .header("Expect", "100-continue")
+            .header("Connection", "Keep-Alive")
+            .header("Content-Length", "30")
+            .header("Authorization", "Bearer abc")
+            .body(Full::new(Bytes::from_static(&[b'x'; 30])))
+            .expect("valid request");
+        let head = Head::of(&req);
+        assert_eq!(head.method, "POST");
+        assert_eq!(head.path, "/passdb/verify");
+        assert_eq!(head.content_length, Some(30));
+        assert!(head.expect_continue);
+        assert!(head.keep_alive);
+        assert_eq!(head.format, Format::Text);
+        assert_eq!(head.framing_error(MAX_BODY), None);
+        assert_eq!(
+            head.authorization.as_ref().map(|s| s.expose().to_vec()),
+            Some(b"Bearer abc".to_vec())
+        );
+        // The Authorization value never shows in Debug output.
+        assert!(!format!("{head:?}").contains("abc"));
+    }
+
+    #[tokio::test]
+    async fn head_limits() {
+        let mut big = b"POST / HTTP/1.1\r\nX: ".to_vec();
+        big.extend(vec![b'a'; MAX_HEAD]);
+        big.extend_from_slice(b"\r\n\r\n");
+        let out = send(&big, &OneUser::default()).await;
+        assert!(
+            out.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{out}"
+        );
+        let mut many = b"POST / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        let out = send(&many, &OneUser::default()).await;
+        assert!(
+            out.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("Connection: close\r\n"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn framing_errors() {
+        let auth = format!("Authorization: Bearer {SECRET}\r\n");
+        for (headers, status) in [
+            ("Transfer-Encoding: chunked\r\n", "411 Length Required"),
+            (
+                "Transfer-Encoding: gzip, chunked\r\n",
+                "411 Length Required",
+            ),
+            ("Transfer-Encoding: gzip\r\n", "400 Bad Request"),
+            ("Content-Length: -1\r\n", "400 Bad Request"),
+            (
+                "Content-Length: 1\r\nContent-Length: 2\r\n",
+                "400 Bad Request",
+            ),
+            ("Content-Length: 8193\r\n", "413 Content Too Large"),
+            (
+                "Content-Length: 99999999999999999999999\r\n",
+                "400 Bad Request",
+            ),
+        ] {
+            let input = format!("POST /passdb/verify HTTP/1.1\r\n{auth}{headers}\r\n");
+            let backend = OneUser::default();
+            let out = send(input.as_bytes(), &backend).await;
+            assert!(
+                out.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+                "{headers}: {out}"
+            );
+            assert_eq!(out.matches("HTTP/1.1").count(), 1, "{headers}: {out}");
+            assert!(out.contains("Connection: close\r\n"), "{headers}: {out}");
+            assert!(backend.calls().is_empty());
+        }
+        // Repeated Content-Length headers that agree are fine (RFC 9112
+        // §6.3): the body is read and parsed.
+        let input = format!(
+            "POST /userdb/lookup HTTP/1.1\r\n{auth}Content-Length: 2\r\nContent-Length: 2\r\n\r\nxy"
+        );
+        let out = send(input.as_bytes(), &OneUser::default()).await;
+        assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+        assert!(out.contains("bad request body: field without '='"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn garbage_is_a_bare_400_not_a_panic() {
+        for raw in [
+            &b"\x00\x01\x02\r\n\r\n"[..],
+            b"GET\r\n\r\n",
+            b"POST /x HTTP/9.9\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nbad header\r\n\r\n",
+            b"\xff\xfe\xfd garbage \r\n\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+        ] {
+            let out = send(raw, &OneUser::default()).await;
+            assert!(
+                out.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+                "{raw:?}: {out}"
+            );
+            assert!(out.contains("Connection: close\r\n"), "{raw:?}: {out}");
+            assert_eq!(out.matches("HTTP/1.1").count(), 1, "{raw:?}: {out}");
+        }
+    }
+
+    #[tokio::test]
+    async fn connection_semantics() {
+        let req = |version: &str, headers: &str| {
+            format!(
+                "POST /userdb/lookup HTTP/1.{version}\r\nAuthorization: Bearer {SECRET}\r\n{headers}Content-Length: 22\r\n\r\nuser=alice@example.org"
+            )
+        };
+        // Two requests each; how many are answered shows whether the
+        // connection was kept.
+        for (version, headers, answered) in [
+            ("1", "Connection: close\r\n", 1),
+            ("1", "", 2),
+            ("0", "", 1),
+            ("0", "Connection: keep-alive\r\n", 2),
+        ] {
+            let twice = req(version, headers).repeat(2);
+            let out = send(twice.as_bytes(), &OneUser::default()).await;
+            assert_eq!(
+                out.matches(" 200 OK\r\n").count(),
+                answered,
+                "{version} {headers}: {out}"
+            );
+        }
+        // HTTP/1.0 cannot do 100-continue: no 100, and a body sent at once
+        // is answered.
+        let out = send(
+            req("0", "Expect: 100-continue\r\n").as_bytes(),
+            &OneUser::default(),
+        )
+        .await;
+        assert!(!out.contains("100 Continue"), "{out}");
+        assert!(out.contains(" 200 OK\r\n"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn absolute_form_and_query_are_reduced_to_the_path() {
+        for target in [
+            "http://127.0.0.1:8787/userdb/lookup",
+            "/userdb/lookup?x=1",
+            "http://localhost/userdb/lookup?x=1",
+        ] {
+            let out = send(
+                &post(target, "", b"user=alice@example.org"),
+                &OneUser::default(),
+            )
+            .await;
+            assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{target}: {out}");
+        }
+        let out = send(
+            &post("http://localhost", "", b"user=a"),
+            &OneUser::default(),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 404 Not Found\r\n"), "{out}");
+    }
+
+    // ---- full exchanges
+
+    #[tokio::test]
+    async fn writes_a_response() {
+        let backend = OneUser::default();
+        let out = send(
+            &post("/userdb/lookup", "", b"user=alice@example.org"),
+            &backend,
+        )
+        .await;
+        let body = "ok\tuser=alice@example.org\tuid=5000\tgid=5000\thome=/var/vmail/example.org/alice\tquota_rule=*:storage=1G\n";
+        assert_eq!(
+            out,
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\r\n{body}",
+                body.len()
+            )
+        );
+        let out = send(
+            b"POST /passdb/verify HTTP/1.1\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}",
+            &backend,
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{out}");
+        // hyper writes field names title-cased: "Www-Authenticate" (field
+        // names are case-insensitive, RFC 9110 §5.1).
+        assert!(
+            out.to_ascii_lowercase()
+                .contains("\r\nwww-authenticate: bearer\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("Connection: close\r\n"));
+        assert!(
+            out.ends_with("{\"error\":\"missing or wrong bearer token\",\"result\":\"error\"}\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn verify_ok_with_100_continue_text() {
+        let head = format!(
+            "POST /passdb/verify HTTP/1.1\r\nHost: 127.0.0.1:8787\r\nAuthorization: Bearer {SECRET}\r\nExpect: 100-continue\r\nConnection: Keep-Alive\r\nContent-Type: text/plain\r\nContent-Length: 34\r\n\r\n"
+        );
+        let backend = OneUser::default();
+        let out = exchange(
+            &[
+                (head.as_bytes(), false),
+                (b"user=alice@example.org\tpassword=pw", true),
+            ],
+            &backend,
+        )
+        .await;
+        let body = "ok\tuser=alice@example.org\tuserdb_uid=5000\n";
+        assert_eq!(
+            out,
+            format!(
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\r\n{body}",
+                body.len()
+            )
+        );
+        assert_eq!(backend.calls(), vec!["verify alice@example.org"]);
+    }
+
+    #[tokio::test]
+    async fn three_outcomes_and_tempfail_are_distinct() {
+        let mut input = post(
+            "/passdb/verify",
+            "",
+            b"user=alice@example.org\tpassword=bad",
+        );
+        input.extend(post(
+            "/passdb/verify",
+            "",
+            b"user=eve@example.org\tpassword=pw",
+        ));
+        input.extend(post("/userdb/lookup", "", b"user=eve@example.org"));
+        let out = send(&input, &OneUser::default()).await;
+        let statuses: Vec<&str> = out.matches("HTTP/1.1 ").collect();
+        assert_eq!(statuses.len(), 3, "{out}");
+        assert!(out.contains("HTTP/1.1 403 Forbidden\r\n"));
+        assert!(out.contains("\r\n\r\nmismatch\n"));
+        assert_eq!(out.matches("HTTP/1.1 404 Not Found\r\n").count(), 2);
+        assert_eq!(out.matches("\r\n\r\nunknown\n").count(), 2);
+
+        let down = OneUser {
+            down: true,
+            ..Default::default()
+        };
+        let out = send(
+            &post("/userdb/lookup", "", b"user=alice@example.org"),
+            &down,
+        )
+        .await;
+        assert!(
+            out.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{out}"
+        );
+        assert!(out.ends_with("\r\n\r\ntempfail\terror=database down\n"));
+    }
+
+    #[tokio::test]
+    async fn userdb_lookup_returns_canonical_user_and_fields() {
+        let out = send(
+            &post("/userdb/lookup", "", b"user=alice_example.org\n"),
+            &OneUser::default(),
+        )
+        .await;
+        assert!(out.ends_with(
+            "\r\n\r\nok\tuser=alice@example.org\tuid=5000\tgid=5000\thome=/var/vmail/example.org/alice\tquota_rule=*:storage=1G\n"
+        ), "{out}");
+    }
+
+    #[tokio::test]
+    async fn passdb_lookup_returns_the_hash() {
+        let out = send(
+            &post("/passdb/lookup", "", b"user=alice@example.org"),
+            &OneUser::default(),
+        )
+        .await;
+        assert!(
+            out.ends_with("\r\n\r\nok\tuser=alice@example.org\tpassword={BLF-CRYPT}$2b$05$x\n"),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn json_round_trip() {
+        let out = send(
+            &post(
+                "/userdb/lookup",
+                "Content-Type: application/json\r\n",
+                br#"{"user":"alice@example.org"}"#,
+            ),
+            &OneUser::default(),
+        )
+        .await;
+        assert!(out.contains("Content-Type: application/json\r\n"), "{out}");
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+        assert_eq!(v["result"], "ok");
+        assert_eq!(v["user"], "alice@example.org");
+        assert_eq!(v["fields"]["home"], "/var/vmail/example.org/alice");
+        assert_eq!(v["fields"]["uid"], "5000");
+    }
+
+    #[tokio::test]
+    async fn unauthorized_with_expect_closes_without_reading_body() {
+        let head =
+            b"POST /passdb/verify HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n";
+        let backend = OneUser::default();
+        let out = exchange(&[(head, false), (b"user=a\tpw=", true)], &backend).await;
+        assert!(out.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{out}");
+        assert!(!out.contains("100 Continue"));
+        assert!(out.contains("Connection: close\r\n"));
+        assert!(backend.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn refused_request_without_expect_keeps_the_connection() {
+        let mut input =
+            b"POST /nope HTTP/1.1\r\nAuthorization: Bearer s3cret-token\r\nContent-Length: 6\r\n\r\nuser=a"
+                .to_vec();
+        input.extend(post("/userdb/lookup", "", b"user=alice@example.org"));
+        let out = send(&input, &OneUser::default()).await;
+        assert!(out.starts_with("HTTP/1.1 404 Not Found\r\n"), "{out}");
+        assert!(out.contains("\r\n\r\nerror\terror=no such endpoint\n"));
+        assert!(out.contains("HTTP/1.1 200 OK\r\n"));
+    }
+
+    #[tokio::test]
+    async fn connection_close_stops_after_one_response() {
+        let mut input = post(
+            "/userdb/lookup",
+            "Connection: close\r\n",
+            b"user=alice@example.org",
+        );
+        input.extend(post("/userdb/lookup", "", b"user=alice@example.org"));
+        let backend = OneUser::default();
+        let out = send(&input, &backend).await;
+        assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 1);
+        assert!(out.contains("Connection: close\r\n"));
+        assert_eq!(backend.calls().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn chunked_gets_411_and_close() {
+        let input = format!(
+            "POST /passdb/verify HTTP/1.1\r\nAuthorization: Bearer {SECRET}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nuser=\r\n0\r\n\r\n"
+        );
+        let backend = OneUser::default();
+        let out = send(input.as_bytes(), &backend).await;
+        assert!(out.starts_with("HTTP/1.1 411 Length Required\r\n"), "{out}");
+        assert!(out.contains("Connection: close\r\n"));
+        assert_eq!(out.matches("HTTP/1.1").count(), 1);
+        assert!(backend.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn oversized_body_gets_413() {
+        let body = vec![b'x'; MAX_BODY + 1];
+        let out = send(&post("/passdb/verify", "", &body), &OneUser::default()).await;
+        assert!(
+            out.starts_with("HTTP/1.1 413 Content Too Large\r\n"),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_body_is_400_and_connection_survives() {
+        let mut input = post("/passdb/verify", "", b"user=alice@example.org");
+        input.extend(post("/userdb/lookup", "", b"user=alice@example.org"));
+        let out = send(&input, &OneUser::default()).await;
+        assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+        assert!(out.contains("error\terror=bad request body: missing password\n"));
+        assert!(out.contains("HTTP/1.1 200 OK\r\n"));
+    }
+
+    #[tokio::test]
+    async fn http10_keep_alive_is_echoed() {
+        let input = format!(
+            "POST /userdb/lookup HTTP/1.0\r\nConnection: keep-alive\r\nAuthorization: Bearer {SECRET}\r\nContent-Length: 22\r\n\r\nuser=alice@example.org"
+        );
+        let out = send(input.as_bytes(), &OneUser::default()).await;
+        assert!(out.contains("Connection: keep-alive\r\n"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn eof_mid_request_ends_quietly() {
+        for input in [
+            &b""[..],
+            b"POST /passdb/verify HTTP/1.1\r\nHost",
+            b"POST /userdb/lookup HTTP/1.1\r\nAuthorization: Bearer s3cret-token\r\nContent-Length: 50\r\n\r\nuser=",
+        ] {
+            let backend = OneUser::default();
+            let out = send(input, &backend).await;
+            assert!(out.is_empty(), "{input:?}: {out}");
+            assert!(backend.calls().is_empty());
+        }
+    }
+}
