@@ -324,12 +324,12 @@ mod tests {
         out
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn slow_clients_on_one_listener_do_not_stop_the_other() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let dict = dir.path().join("dict.sock");
-        let settings = settings(&dict);
-        let mut files = SocketFiles::default();
+    /// A dict socket at `dict` and an HTTP listener on a free loopback port.
+    fn dict_and_http(
+        dict: &std::path::Path,
+        settings: &Settings,
+        files: &mut SocketFiles,
+    ) -> (Vec<(Listener, Protocol)>, std::net::SocketAddr) {
         let http = Listener::tcp("127.0.0.1:0".parse().expect("literal")).expect("bind");
         let Listener::Tcp(l) = &http else {
             panic!("TCP listener expected");
@@ -337,11 +337,21 @@ mod tests {
         let addr = l.local_addr().expect("local address");
         let listeners = vec![
             (
-                listen::bind_unix(&dict, &settings, &mut files).expect("bind"),
+                listen::bind_unix(dict, settings, files).expect("bind"),
                 Protocol::Dict,
             ),
             (http, Protocol::Http),
         ];
+        (listeners, addr)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_clients_on_one_listener_do_not_stop_the_other() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dict = dir.path().join("dict.sock");
+        let settings = settings(&dict);
+        let mut files = SocketFiles::default();
+        let (listeners, addr) = dict_and_http(&dict, &settings, &mut files);
         let (stop_tx, stop) = watch::channel(false);
         let limits = Limits::from(&settings);
         let served = tokio::spawn(serve_listeners(listeners, Everyone, limits, stop));
@@ -387,18 +397,7 @@ mod tests {
         let dict = dir.path().join("dict.sock");
         let settings = settings(&dict);
         let mut files = SocketFiles::default();
-        let http = Listener::tcp("127.0.0.1:0".parse().expect("literal")).expect("bind");
-        let Listener::Tcp(l) = &http else {
-            panic!("TCP listener expected");
-        };
-        let addr = l.local_addr().expect("local address");
-        let listeners = vec![
-            (
-                listen::bind_unix(&dict, &settings, &mut files).expect("bind"),
-                Protocol::Dict,
-            ),
-            (http, Protocol::Http),
-        ];
+        let (listeners, addr) = dict_and_http(&dict, &settings, &mut files);
         let (stop_tx, stop) = watch::channel(false);
         let served = tokio::spawn(serve_listeners(
             listeners,
