@@ -6,9 +6,9 @@ Usage: tests/bench/gen.py --users N --db PATH [--mailtable BIN] [--seed S]
 
 The schema is created by `mailtable init` (so the file is exactly what a
 real installation has: the article's `users(username, domain, mailbox,
-password)` table plus mailtable's indexes and columns, WAL mode), then the
-rows are bulk-inserted in one transaction with the indexes dropped and
-re-created afterwards (about 10 s for 1M users).
+password)` table plus mailtable's indexes and columns, rollback journal),
+then the rows are bulk-inserted in one transaction with the indexes dropped
+and re-created afterwards (about 10 s for 1M users).
 
 The mix, per N mailboxes (names first.lastNNN, lower case):
   * domains: max(10, N/100), mailbox counts skewed (a few big domains);
@@ -128,10 +128,9 @@ def main():
     for sql in indexes:
         c.execute(sql)
     c.execute("COMMIT")
-    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     c.close()
-    # Re-open read-write once through mailtable: it keeps the WAL side files
-    # (persistent WAL), as on a real installation.
+    # Re-open read-write once through mailtable: the file's mode and group
+    # as on a real installation.
     subprocess.run([a.mailtable, "init", "--database", f"sqlite://{path}", "--group", a.group],
                    check=True, stdout=subprocess.DEVNULL)
 

@@ -5,7 +5,7 @@
 //!
 //! The one decision a reader might question: writes go through
 //! [`Ctx::write`], which opens the store at the latest schema, runs the whole
-//! command in one transaction and re-shares the SQLite side files after the
+//! command in one transaction and restores the SQLite file's mode after the
 //! commit, so a refused command leaves the database exactly as it was and the
 //! daemons (other users in the database's group) can still read it.
 
@@ -98,7 +98,7 @@ impl Ctx {
         }
     }
 
-    /// After a write: keep the side files shareable with the daemons. Best
+    /// After a write: keep the file readable by the daemons' group. Best
     /// effort: the write itself succeeded, and `init` reports a failure to
     /// set the group where it matters.
     pub(crate) fn reshare(&self) {

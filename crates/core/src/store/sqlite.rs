@@ -206,11 +206,7 @@ impl SqliteStore {
             }),
         );
         if self.access != Access::ReadOnly {
-            // WAL lets the daemons read while the CLI writes. It is a
-            // persistent property of the file, so readers need not set it.
-            conn.pragma_update(None, "journal_mode", "wal")
-                .map_err(|e| map_err(&path, e))?;
-            persist_wal(&conn);
+            Self::use_rollback_journal(&conn, &path);
         }
         let columns = Self::columns(&conn).map_err(|e| map_err(&path, e))?;
         let ident = self.file_ident()?;
@@ -220,6 +216,35 @@ impl SqliteStore {
             ident,
         });
         Ok(())
+    }
+
+    /// Put the database in rollback-journal mode (`journal_mode=DELETE`),
+    /// converting a WAL database made by an earlier version.
+    ///
+    /// Why not WAL: a WAL reader must write the `-shm` index, so the
+    /// daemons, reading as their own users, would need side files they
+    /// cannot create (the `sqlite3` shell deletes them when it exits, a
+    /// restore by `cp` leaves none) and a group-writable `-wal` through
+    /// which a daemon's group could change the data. A rollback-journal
+    /// reader needs nothing but read access to the file: it takes a shared
+    /// lock, and sees every commit, by the CLI, by `sqlite3` as root or by a
+    /// copied-in backup, at its next transaction
+    /// (https://sqlite.org/lockingv3.html). The cost, a writer briefly
+    /// blocking readers at commit, is bounded by `busy_timeout` and is
+    /// nothing at a mail host's write rate.
+    ///
+    /// Leaving WAL needs the only connection; when a daemon still holds one
+    /// the write goes on in WAL and a later command converts the file.
+    fn use_rollback_journal(conn: &Connection, path: &Path) {
+        let mode =
+            conn.pragma_update_and_check(None, "journal_mode", "delete", |r| r.get::<_, String>(0));
+        match mode {
+            Ok(m) if m.eq_ignore_ascii_case("delete") => {}
+            Ok(m) => tracing::warn!(database = %path.display(), mode = %m,
+                "database still in {m} journal mode (another connection holds it); a later write converts it"),
+            Err(e) => tracing::warn!(database = %path.display(),
+                "cannot leave WAL mode yet (another connection holds it): {e}"),
+        }
     }
 
     fn columns(conn: &Connection) -> rusqlite::Result<Columns> {
@@ -310,54 +335,20 @@ impl SqliteStore {
     }
 }
 
-/// Keep the `-wal` and `-shm` files when the last writer closes.
-///
-/// Read-only daemons (other users, in the database's group) must write the
-/// `-shm` file to read a WAL database, and must not be able to create files
-/// in the database's directory (they could replace the database). So the
-/// side files are created once by `mailtable init`, group-writable, and
-/// never deleted (SQLITE_FCNTL_PERSIST_WAL, https://sqlite.org/c3ref/c_fcntl_begin_atomic_write.html).
-fn persist_wal(conn: &Connection) {
-    let mut on: std::ffi::c_int = 1;
-    // SAFETY: the handle is valid for the life of `conn`; the file-control
-    // opcode takes a pointer to an int, which outlives the call.
-    unsafe {
-        rusqlite::ffi::sqlite3_file_control(
-            conn.handle(),
-            c"main".as_ptr(),
-            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
-            (&mut on as *mut std::ffi::c_int).cast(),
-        );
-    }
-}
-
-/// Give the database and its side files to `gid`: the file 0640, the WAL
-/// side files 0660 (readers write the shared-memory index), the directory
-/// 0750. Returns the paths changed. Ownership changes need root; without it
-/// only the modes are set.
+/// Give the database to `gid`: the file 0640 (readable by the daemons'
+/// group, writable by root only). Returns the paths changed. Ownership
+/// changes need root; without it only the mode is set. In rollback-journal
+/// mode the database has no side files the readers need.
 pub fn share_files(path: &Path, gid: Option<u32>) -> std::io::Result<Vec<PathBuf>> {
     use std::os::unix::fs::PermissionsExt;
-    let mut done = Vec::new();
-    let side = |suffix: &str| {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        PathBuf::from(p)
-    };
-    for (p, mode) in [
-        (path.to_path_buf(), 0o640),
-        (side("-wal"), 0o660),
-        (side("-shm"), 0o660),
-    ] {
-        if !p.exists() {
-            continue;
-        }
-        if let Some(gid) = gid {
-            std::os::unix::fs::chown(&p, None, Some(gid))?;
-        }
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
-        done.push(p);
+    if !path.exists() {
+        return Ok(Vec::new());
     }
-    Ok(done)
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640))?;
+    Ok(vec![path.to_path_buf()])
 }
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
@@ -653,5 +644,104 @@ mod tests {
             Err(e) => e,
         };
         assert!(matches!(err, StoreError::NotADatabase(_)), "{err}");
+    }
+
+    fn reader(path: &Path) -> SqliteStore {
+        let opts = OpenOptions {
+            access: Access::ReadOnly,
+            timeout: Duration::from_secs(2),
+        };
+        SqliteStore::open(path, &opts).unwrap()
+    }
+
+    fn journal_mode(path: &Path) -> String {
+        Connection::open(path)
+            .unwrap()
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap()
+    }
+
+    /// What the article's workflow does: the `sqlite3` shell as root, a few
+    /// INSERTs, exit. A reader opened before sees them at its next lookup.
+    fn shell_insert(path: &Path, username: &str) {
+        let c = Connection::open(path).unwrap();
+        c.execute(
+            "INSERT INTO users (username, domain, mailbox, password) VALUES (?1, 'example.org', ?1 || '@example.org', NULL)",
+            [username],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn new_databases_use_a_rollback_journal() {
+        let (dir, s) = fresh();
+        drop(s);
+        let path = dir.path().join("mail.db");
+        assert_eq!(journal_mode(&path), "delete");
+        for side in ["mail.db-wal", "mail.db-shm", "mail.db-journal"] {
+            assert!(!dir.path().join(side).exists(), "{side}");
+        }
+    }
+
+    #[test]
+    fn a_wal_database_is_converted_by_the_next_write_access() {
+        let (dir, s) = fresh();
+        drop(s);
+        let path = dir.path().join("mail.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "journal_mode", "wal")
+            .unwrap();
+        assert_eq!(journal_mode(&path), "wal");
+        let opts = OpenOptions {
+            access: Access::ReadWrite,
+            timeout: Duration::from_secs(2),
+        };
+        drop(SqliteStore::open(&path, &opts).unwrap());
+        assert_eq!(journal_mode(&path), "delete");
+        assert!(!dir.path().join("mail.db-wal").exists());
+        assert!(!dir.path().join("mail.db-shm").exists());
+    }
+
+    #[test]
+    fn readers_see_every_way_of_writing_without_a_restart() {
+        let (dir, s) = fresh();
+        drop(s);
+        let path = dir.path().join("mail.db");
+        let mut r = reader(&path);
+        assert!(r.exact("shell", "example.org").unwrap().is_empty());
+
+        // The sqlite3 shell, as root.
+        shell_insert(&path, "shell");
+        assert_eq!(r.exact("shell", "example.org").unwrap().len(), 1);
+
+        // A backup restored by `cp` (written in place, same inode).
+        let backup = dir.path().join("backup.db");
+        std::fs::copy(&path, &backup).unwrap();
+        shell_insert(&backup, "restored");
+        std::fs::copy(&backup, &path).unwrap();
+        assert_eq!(r.exact("restored", "example.org").unwrap().len(), 1);
+
+        // The shell's `.restore` (SQLite's backup API).
+        shell_insert(&backup, "viabackupapi");
+        {
+            let src = Connection::open(&backup).unwrap();
+            let mut dst = Connection::open(&path).unwrap();
+            rusqlite::backup::Backup::new(&src, &mut dst)
+                .unwrap()
+                .run_to_completion(64, Duration::ZERO, None)
+                .unwrap();
+        }
+        assert_eq!(r.exact("viabackupapi", "example.org").unwrap().len(), 1);
+
+        // A tool that writes a new file and renames it into place.
+        let fresh_copy = dir.path().join("new.db");
+        std::fs::copy(&path, &fresh_copy).unwrap();
+        shell_insert(&fresh_copy, "renamed");
+        std::fs::rename(&fresh_copy, &path).unwrap();
+        assert_eq!(r.exact("renamed", "example.org").unwrap().len(), 1);
+
+        assert_eq!(journal_mode(&path), "delete");
+        assert!(!dir.path().join("mail.db-wal").exists());
     }
 }
