@@ -500,6 +500,64 @@ mod tests {
         assert!(runs > 50, "only {runs} failing runs");
     }
 
+    /// Bytes that are not UTF-8 are never checked as some other text: a
+    /// mailbox whose password is empty must not accept them as "".
+    #[test]
+    fn non_utf8_password_never_matches_an_empty_password() {
+        let a = accounts();
+        // mailtable refuses to make such a hash; another tool may not.
+        let empty = bcrypt::hash("", 4).expect("hashing works");
+        let mut s = MemStore::default().with("e", "x.org", "e@x.org", Some(&empty));
+        assert!(matches!(
+            a.verify(&mut s, "e@x.org", b""),
+            Ok(Verdict::Ok(_))
+        ));
+        assert_eq!(
+            a.verify(&mut s, "e@x.org", b"\xff").ok(),
+            Some(Verdict::Mismatch)
+        );
+    }
+
+    #[test]
+    fn the_resolver_uses_the_configured_delimiter() {
+        let c = Config::parse("tag_delimiter = \"-\"").expect("valid");
+        assert_eq!(Accounts::new(&c).resolver().delimiter, '-');
+    }
+
+    #[test]
+    fn list_and_senders() {
+        let a = accounts();
+        let mut s = store();
+        let listed: Vec<String> = a
+            .list(&mut s)
+            .expect("store works")
+            .iter()
+            .map(|acc| acc.address.to_string())
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                "hugo@barrera.io",
+                "off@barrera.io",
+                "tab@barrera.io",
+                "john_doe@example.com"
+            ]
+        );
+        assert_eq!(
+            a.senders(&mut s, "hugo_barrera.io").expect("store works"),
+            Some(vec![
+                "hugo@barrera.io".to_string(),
+                "@barrera.io".to_string(),
+                "alias@barrera.io".to_string(),
+            ])
+        );
+        assert_eq!(
+            a.senders(&mut s, "alias@barrera.io").expect("store works"),
+            None
+        );
+        assert_eq!(a.senders(&mut s, "no address").expect("store works"), None);
+    }
+
     #[test]
     fn credentials_for_each_verifier() {
         let a = accounts();
