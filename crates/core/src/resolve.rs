@@ -726,6 +726,32 @@ mod tests {
         );
     }
 
+    /// `mailtable resolve` prints the step numbers of DESIGN.md.
+    #[test]
+    fn step_numbers_are_the_design_steps() {
+        let steps = [
+            Step::TaggedExact,
+            Step::Exact,
+            Step::Pattern,
+            Step::CatchAll,
+        ];
+        assert_eq!(steps.map(Step::number), [1, 2, 3, 4]);
+    }
+
+    /// A row whose target is no address is an error naming the row.
+    #[test]
+    fn bad_row_names_the_row() {
+        let mut s = MemStore::default().with("a", "x.org", "not an address", None);
+        let r = Resolver::default();
+        let err = r
+            .resolve(&mut s, &Address::parse("a@x.org").unwrap())
+            .unwrap_err();
+        assert!(
+            matches!(&err, ResolveError::BadRow { row, .. } if row == "a@x.org -> not an address"),
+            "{err:?}"
+        );
+    }
+
     #[test]
     fn database_errors_stay_errors() {
         let mut s = MemStore::new(testdata::resolution::rows());
