@@ -752,6 +752,32 @@ mod tests {
         );
     }
 
+    /// The exact boundary of the depth limit: `max_depth` expansions
+    /// (every alias after the address, and the final target) resolve, one
+    /// more is too deep.
+    #[test]
+    fn depth_limit_boundary() {
+        let r = Resolver::default();
+        let mut s = MemStore::default().with("a0", "x.org", "final@y.org", None);
+        for i in 1..=r.max_depth + 1 {
+            s = s.with(
+                &format!("a{i}"),
+                "x.org",
+                &format!("a{}@x.org", i - 1),
+                None,
+            );
+        }
+        let at = |i: usize| Address::parse(&format!("a{i}@x.org")).unwrap();
+        assert_eq!(
+            r.resolve(&mut s, &at(r.max_depth - 1)).unwrap(),
+            Outcome::Found(vec![ext("final@y.org")])
+        );
+        assert!(matches!(
+            r.resolve(&mut s, &at(r.max_depth)),
+            Err(ResolveError::TooDeep { .. })
+        ));
+    }
+
     #[test]
     fn database_errors_stay_errors() {
         let mut s = MemStore::new(testdata::resolution::rows());
