@@ -778,6 +778,18 @@ mod tests {
         ));
     }
 
+    /// A mailbox whose own name carries the delimiter is found at step 1
+    /// and delivers to itself.
+    #[test]
+    fn tagged_mailbox_delivers_to_itself() {
+        let mut s = MemStore::default().with("a+b", "x.org", "a+b@x.org", Some(testdata::HASH));
+        let a = Address::parse("a+b@x.org").unwrap();
+        assert_eq!(
+            Resolver::default().resolve(&mut s, &a).unwrap(),
+            Outcome::Found(vec![Destination::Mailbox(a)])
+        );
+    }
+
     #[test]
     fn database_errors_stay_errors() {
         let mut s = MemStore::new(testdata::resolution::rows());
