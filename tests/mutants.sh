@@ -15,7 +15,9 @@
 # Usage: tests/mutants.sh [FILE...]    (default: the rule modules below)
 # Environment: MUTANTS_TIMEOUT (120), MUTANTS_BUILD_TIMEOUT (600),
 # MUTANTS_TOTAL (14400), MUTANTS_JOBS (1), MUTANTS_ARGS (extra options for
-# cargo mutants, e.g. "--shard 0/4" or "--re resolve").
+# cargo mutants, e.g. "--shard 0/4" or "--re resolve"); MUTANTS_REPORT_ONLY=1
+# rewrites the report from the last run (with the same FILE arguments)
+# after a reason was added, without testing again.
 #
 # Each mutant is tested with the tests of the package it is in
 # (cargo-mutants' default; the whole workspace would rebuild every binary
@@ -45,7 +47,9 @@ if [ $# -eq 0 ]; then
         dovecot-checkpassword/src/backend.rs
 fi
 
-if ! cargo mutants --version >/dev/null 2>&1; then
+if [ -n "${MUTANTS_REPORT_ONLY:-}" ]; then
+    : # rewrite docs/mutants.md from the last run (after editing reasons)
+elif ! cargo mutants --version >/dev/null 2>&1; then
     echo "mutants: installing cargo-mutants" >&2
     cargo install --locked cargo-mutants
 fi
@@ -59,6 +63,9 @@ done
 
 mkdir -p "$out"
 status=0
+if [ -n "${MUTANTS_REPORT_ONLY:-}" ]; then
+    status=$(cat "$out/status" 2>/dev/null || echo 0)
+else
 # SIGINT: cargo-mutants stops, kills the running test and still writes its
 # results. $file_args and $MUTANTS_ARGS are split on purpose.
 # shellcheck disable=SC2086
@@ -66,6 +73,8 @@ timeout --signal=INT --kill-after=60 "$total" \
     cargo mutants --no-shuffle --jobs "$jobs" \
     --timeout "$per_mutant" --build-timeout "$build_timeout" \
     --output "$out" $file_args ${MUTANTS_ARGS:-} || status=$?
+echo "$status" >"$out/status"
+fi
 # cargo-mutants exits 2 when mutants were missed, 3 on timeouts: both are
 # results. 124: the total bound cut the run.
 case $status in
