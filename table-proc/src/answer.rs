@@ -243,7 +243,9 @@ impl Handler for Tables {
 mod tests {
     use super::*;
     use mailtable_core::password::{self, Secret};
+    use mailtable_core::store::failing::FailingStore;
     use mailtable_core::store::memory::MemStore;
+    use mailtable_core::testdata;
 
     fn table(store: MemStore) -> Tables {
         let config = Config::parse("uid = 2000\ngid = 2001\nhome = \"/var/vmail/%d/%n\"").unwrap();
@@ -254,7 +256,10 @@ mod tests {
         let h = password::hash(&Secret::new("secret"), 4).unwrap();
         let mut s = MemStore::default()
             .with("hugo", "barrera.io", "hugo@barrera.io", Some(h.stored()))
-            .with("%", "barrera.io", "hugo@barrera.io", None)
+            // The catch-all points elsewhere than the mailbox it competes
+            // with, so that precedence shows in the answers.
+            .with("%", "barrera.io", "catch@barrera.io", None)
+            .with("catch", "barrera.io", "catch@barrera.io", Some(h.stored()))
             .with("contact", "example.com", "hugo@barrera.io", None)
             .with(
                 "argon",
@@ -282,7 +287,7 @@ mod tests {
         );
         assert_eq!(
             t.lookup(Service::Alias, "@barrera.io"),
-            f("hugo_barrera.io")
+            f("catch_barrera.io")
         );
         assert_eq!(
             t.lookup(Service::Alias, "hugo_barrera.io@"),
@@ -328,7 +333,11 @@ mod tests {
         );
         assert_eq!(
             t.lookup(Service::Mailaddrmap, "hugo@barrera.io"),
-            f("hugo@barrera.io, @barrera.io, contact@example.com")
+            f("hugo@barrera.io, contact@example.com")
+        );
+        assert_eq!(
+            t.lookup(Service::Mailaddrmap, "catch_barrera.io"),
+            f("catch@barrera.io, @barrera.io")
         );
         assert_eq!(
             t.check(Service::Mailaddr, "x@barrera.io"),
@@ -352,6 +361,117 @@ mod tests {
             Answer::NotFound
         );
         assert_eq!(t.lookup(Service::Netaddr, "127.0.0.1"), Answer::NotFound);
+    }
+
+    /// smtpd's walk of a recipient through the `alias` service: the first
+    /// key that answers, and its answer.
+    fn walk(t: &mut Tables, recipient: &str) -> Option<(String, Answer)> {
+        let addr = Address::parse(recipient).unwrap();
+        let keys = t.accounts.resolver().smtpd_keys(&addr);
+        keys.into_iter()
+            .map(|k| {
+                let a = t.lookup(Service::Alias, &k);
+                (k, a)
+            })
+            .find(|(_, a)| *a != Answer::NotFound)
+    }
+
+    /// A mailbox beats the catch-all, with or without a tag; an unknown
+    /// address gets the catch-all at `@dom`.
+    #[test]
+    fn smtpd_walk_shows_precedence() {
+        let mut t = table(fixture());
+        let f = |k: &str, v: &str| Some((k.to_string(), Answer::Found(v.into())));
+        assert_eq!(
+            walk(&mut t, "hugo+news@barrera.io"),
+            f("hugo@barrera.io", "hugo_barrera.io")
+        );
+        assert_eq!(
+            walk(&mut t, "hugo@barrera.io"),
+            f("hugo@barrera.io", "hugo_barrera.io")
+        );
+        assert_eq!(
+            walk(&mut t, "random+x@barrera.io"),
+            f("@barrera.io", "catch_barrera.io")
+        );
+        assert_eq!(walk(&mut t, "x@example.com"), None);
+    }
+
+    /// Every service, over every address of the shared resolution table
+    /// and every login: with each store call of the lookup failing in
+    /// turn (`store::failing`), the answer is `error`, never found or
+    /// not-found.
+    #[test]
+    fn a_failing_store_call_is_always_an_error() {
+        let mut store = fixture();
+        store.rows.extend(testdata::resolution::rows());
+        let resolver = table(MemStore::default()).accounts.resolver().clone();
+        let mut asks: Vec<(Service, String)> = Vec::new();
+        for &(address, _) in testdata::resolution::CASES {
+            let addr = Address::parse(address).unwrap();
+            for key in resolver.smtpd_keys(&addr) {
+                asks.push((Service::Alias, key));
+            }
+            asks.push((Service::Alias, address.to_string()));
+            asks.push((Service::Mailaddr, address.to_string()));
+            asks.push((Service::Domain, addr.domain().to_string()));
+        }
+        for &(key, _) in testdata::resolution::KEYS {
+            asks.push((Service::Alias, key.to_string()));
+        }
+        let logins = store
+            .rows
+            .iter()
+            .map(|r| format!("{}@{}", r.username, r.domain))
+            .chain(["nobody@barrera.io".into(), "x@nowhere.org".into()])
+            .collect::<Vec<_>>();
+        for login in &logins {
+            let delivery_name = login.replacen('@', "_", 1);
+            for key in [login.clone(), delivery_name] {
+                asks.push((Service::Credentials, key.clone()));
+                asks.push((Service::Userinfo, key.clone()));
+                asks.push((Service::Mailaddrmap, key.clone()));
+                asks.push((Service::Auth, format!("{key}:secret")));
+                asks.push((Service::Auth, format!("{key}:wrong")));
+            }
+        }
+        let mut bad = Vec::new();
+        let mut runs = 0;
+        for (service, key) in &asks {
+            let ask = |t: &mut Tables| match service {
+                Service::Auth | Service::Mailaddr | Service::Domain => t.check(*service, key),
+                _ => t.lookup(*service, key),
+            };
+            let counting = FailingStore::counting(store.clone());
+            ask(&mut table_over(counting.clone()));
+            for n in 1..=counting.calls() {
+                let failing = FailingStore::failing_at(store.clone(), n);
+                let answer = ask(&mut table_over(failing.clone()));
+                assert!(
+                    failing.has_failed(),
+                    "{service:?} {key}: call {n} never made"
+                );
+                runs += 1;
+                if !matches!(answer, Answer::Error(_)) {
+                    bad.push(format!("{service:?} {key:?}, call {n} failing: {answer:?}"));
+                }
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "{} of {runs}:\n  {}",
+            bad.len(),
+            bad.join("\n  ")
+        );
+        assert!(runs > 1000, "only {runs} failing runs");
+    }
+
+    fn table_over(store: FailingStore<MemStore>) -> Tables {
+        // Cost 4: unknown users cost one dummy check of this cost.
+        let config =
+            Config::parse("uid = 2000\ngid = 2001\nhome = \"/var/vmail/%d/%n\"\npassword_cost = 4")
+                .unwrap();
+        Tables::with_store(config, Box::new(store))
     }
 
     #[test]

@@ -874,6 +874,79 @@ mod tests {
         assert!(calls.get() >= 2);
     }
 
+    /// The injected line is cut where its remainder is itself a complete,
+    /// well-formed request (issue 19): the first read carries the request
+    /// and the start of the injected line (`cut`, any prefix of a request
+    /// line), the next read the remainder `rest`. The remainder belongs to
+    /// the injected line and must never be answered.
+    const CUT_REQUEST: &str =
+        "lookup-result|00000001|error|request line followed by unexpected bytes\n";
+
+    fn injected_cuts() -> (String, String, Vec<String>) {
+        let req = line("lookup", "auth", "00000001", "alice");
+        // Answered `found` by the fake, were it ever asked.
+        let rest = line("lookup", "credentials", "deadbeef", "alice@example.org");
+        let template = line("lookup", "credentials", "cafebabe", "alice@example.org");
+        let template = template.trim_end_matches('\n');
+        let cuts = (1..=template.len())
+            .map(|k| template[..k].to_string())
+            .collect();
+        (req, rest, cuts)
+    }
+
+    #[test]
+    fn rest_of_an_injected_line_is_never_a_request_at_any_cut() {
+        let (req, rest, cuts) = injected_cuts();
+        for cut in &cuts {
+            let first = format!("{req}{cut}");
+            let mut h = Fake::default();
+            let out = run_text(
+                &[
+                    &first,
+                    &rest,
+                    &line("check", "domain", "00000002", "example.org"),
+                ],
+                &mut h,
+            );
+            assert_eq!(
+                out,
+                format!("{CUT_REQUEST}check-result|00000002|found\n"),
+                "cut after {cut:?}"
+            );
+            assert_eq!(h.calls, ["check domain example.org"], "cut after {cut:?}");
+        }
+    }
+
+    #[test]
+    fn rest_of_an_injected_line_seen_by_the_probe_is_never_a_request_at_any_cut() {
+        let (req, rest, cuts) = injected_cuts();
+        for cut in &cuts {
+            let chunks = Chunks::new([
+                HANDSHAKE,
+                req.as_str(),
+                cut.as_str(),
+                rest.as_str(),
+                &line("check", "domain", "00000002", "example.org"),
+            ]);
+            // Pending once, after the request line: the read brings the
+            // cut; the remainder arrives after the error reply.
+            let mut asked = 0;
+            let probe = move || {
+                asked += 1;
+                asked == 1
+            };
+            let mut h = Fake::default();
+            let mut out = Vec::new();
+            serve_with_probe(chunks, &mut out, &mut h, probe).expect("serve ends at EOF");
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                format!("{REGISTERED}{CUT_REQUEST}check-result|00000002|found\n"),
+                "cut after {cut:?}"
+            );
+            assert_eq!(h.calls, ["check domain example.org"], "cut after {cut:?}");
+        }
+    }
+
     #[test]
     fn probe_reporting_eof_is_not_an_injection() {
         let chunks = Chunks::new([

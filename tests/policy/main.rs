@@ -14,6 +14,11 @@
 //! The verdict differs between verifiers only where a verifier lacks the
 //! scheme, and the table says so in its own column: smtpd's crypt(3) has no
 //! Argon2, and mailtable itself does not check yescrypt (`$y$`).
+//!
+//! The same paths, plus every userdb entry point and the dict iteration,
+//! then run over a store that fails one call at a time
+//! (`mailtable_core::store::failing`): a database error must be a temporary
+//! failure on every path, whatever call of the lookup it hits.
 
 use std::sync::Arc;
 
@@ -26,6 +31,7 @@ use dovecot_mailtable::{
 };
 use mailtable_core::accounts::{Accounts, Verdict};
 use mailtable_core::password::{self, PasswordHash, Scheme};
+use mailtable_core::store::failing::FailingStore;
 use mailtable_core::store::memory::MemStore;
 use mailtable_core::{Config, Store};
 use table_mailtable::answer::Tables;
@@ -215,23 +221,27 @@ fn handed_on(hash: &str, pw: &str) -> V {
 }
 
 fn core_verdict(store: &mut dyn Store, user: &str, pw: &str) -> Vec<V> {
-    let v = Accounts::new(&config())
-        .verify(store, user, pw.as_bytes())
-        .expect("the store works");
-    vec![match v {
-        Verdict::Ok(_) => V::Ok,
-        Verdict::Mismatch => V::Mismatch,
-        Verdict::Unknown => V::Unknown,
-        Verdict::Disabled(_) => V::Disabled,
-        Verdict::CannotVerify(_) => V::TempFail,
-    }]
+    vec![
+        match Accounts::new(&config()).verify(store, user, pw.as_bytes()) {
+            Ok(Verdict::Ok(_)) => V::Ok,
+            Ok(Verdict::Mismatch) => V::Mismatch,
+            Ok(Verdict::Unknown) => V::Unknown,
+            Ok(Verdict::Disabled(_)) => V::Disabled,
+            Ok(Verdict::CannotVerify(_)) | Err(_) => V::TempFail,
+        },
+    ]
 }
 
-fn table(store: MemStore) -> Tables {
+/// A store the protocol paths can take: cloned per request by the pooled
+/// backend, as [`MemStore`] and [`FailingStore`] over it are.
+trait TestStore: Store + Clone + Sync + 'static {}
+impl<S: Store + Clone + Sync + 'static> TestStore for S {}
+
+fn table<S: TestStore>(store: S) -> Tables {
     Tables::with_store(config(), Box::new(store))
 }
 
-fn smtpd_auth(store: MemStore, user: &str, pw: &str) -> Vec<V> {
+fn smtpd_auth<S: TestStore>(store: S, user: &str, pw: &str) -> Vec<V> {
     match table(store).check(Service::Auth, &format!("{user}:{pw}")) {
         Answer::Found(_) => vec![V::Ok],
         Answer::NotFound => vec![V::Mismatch, V::Unknown, V::Disabled],
@@ -239,7 +249,7 @@ fn smtpd_auth(store: MemStore, user: &str, pw: &str) -> Vec<V> {
     }
 }
 
-fn smtpd_credentials(store: MemStore, user: &str, pw: &str) -> Vec<V> {
+fn smtpd_credentials<S: TestStore>(store: S, user: &str, pw: &str) -> Vec<V> {
     match table(store).lookup(Service::Credentials, user) {
         Answer::Found(v) => {
             let hash = v
@@ -253,7 +263,7 @@ fn smtpd_credentials(store: MemStore, user: &str, pw: &str) -> Vec<V> {
     }
 }
 
-fn backend(store: MemStore) -> Backend {
+fn backend<S: TestStore>(store: S) -> Backend {
     let pool = StorePool::new(
         Box::new(move || Ok(Box::new(store.clone()) as Box<dyn Store>)),
         0,
@@ -261,7 +271,7 @@ fn backend(store: MemStore) -> Backend {
     Backend::new(Arc::new(Directory::new(config())), Arc::new(pool), None)
 }
 
-fn checkpassword(mut store: MemStore, mode: Mode, user: &str, pw: &str) -> Vec<V> {
+fn checkpassword<S: TestStore>(mut store: S, mode: Mode, user: &str, pw: &str) -> Vec<V> {
     let request = CheckpasswordRequest {
         user: user.into(),
         password: Secret::new(pw),
@@ -280,7 +290,7 @@ fn checkpassword(mut store: MemStore, mode: Mode, user: &str, pw: &str) -> Vec<V
     }
 }
 
-fn http_verify(store: MemStore, user: &str, pw: &str) -> Vec<V> {
+fn http_verify<S: TestStore>(store: S, user: &str, pw: &str) -> Vec<V> {
     match backend(store).passdb_verify(user, &Secret::new(pw)) {
         VerifyResult::Ok(_) => vec![V::Ok],
         VerifyResult::Mismatch => vec![V::Mismatch, V::Disabled],
@@ -300,11 +310,11 @@ fn lookup_verdict(r: LookupResult, pw: &str) -> Vec<V> {
     }
 }
 
-fn http_lookup(store: MemStore, user: &str, pw: &str) -> Vec<V> {
+fn http_lookup<S: TestStore>(store: S, user: &str, pw: &str) -> Vec<V> {
     lookup_verdict(backend(store).passdb_lookup(user), pw)
 }
 
-fn dict_lookup(store: MemStore, user: &str, pw: &str) -> Vec<V> {
+fn dict_lookup<S: TestStore>(store: S, user: &str, pw: &str) -> Vec<V> {
     let key = format!("shared/passdb/{user}");
     match DictBackend::lookup(&mut backend(store), &key, "") {
         Lookup::Found(json) => {
@@ -317,6 +327,117 @@ fn dict_lookup(store: MemStore, user: &str, pw: &str) -> Vec<V> {
         Lookup::NotFound => vec![V::Unknown],
         Lookup::Failed(_) => vec![V::TempFail],
     }
+}
+
+/// A userdb answer: found (`Ok`), unknown, or a temporary failure.
+fn userdb_verdict(r: LookupResult) -> Vec<V> {
+    match r {
+        LookupResult::Found(_) => vec![V::Ok],
+        LookupResult::Unknown => vec![V::Unknown],
+        LookupResult::TempFail(_) => vec![V::TempFail],
+    }
+}
+
+fn checkpassword_userdb<S: TestStore>(mut store: S, user: &str) -> Vec<V> {
+    let request = CheckpasswordRequest {
+        user: user.into(),
+        password: Secret::new(""),
+    };
+    let dir = Directory::new(config());
+    match checkpassword_answer(&dir, &mut store, &Mode::UserdbLookup, &request).0 {
+        Outcome::Success => vec![V::Ok],
+        Outcome::Unknown => vec![V::Unknown],
+        Outcome::TempFail => vec![V::TempFail],
+        other => panic!("userdb lookup answered {other:?}"),
+    }
+}
+
+fn http_userdb<S: TestStore>(store: S, user: &str) -> Vec<V> {
+    userdb_verdict(backend(store).userdb_lookup(user))
+}
+
+fn dict_userdb<S: TestStore>(store: S, user: &str) -> Vec<V> {
+    let key = format!("shared/userdb/{user}");
+    match DictBackend::lookup(&mut backend(store), &key, "") {
+        Lookup::Found(_) => vec![V::Ok],
+        Lookup::NotFound => vec![V::Unknown],
+        Lookup::Failed(_) => vec![V::TempFail],
+    }
+}
+
+/// Every Dovecot entry point (and smtpd's login services), for every login
+/// case, both login forms and both passwords: with each store call of the
+/// lookup failing in turn ([`FailingStore`]), the answer is a temporary
+/// failure, never ok, mismatch, unknown or "disabled" (DESIGN.md, "Failure
+/// semantics"; issue 12, point 4). Dovecot's `serve` opens a store per
+/// request from its pool: the clones share the failing call.
+#[test]
+fn a_failing_store_call_is_always_a_temporary_failure() {
+    type Path = fn(FailingStore<MemStore>, &str, &str) -> Vec<V>;
+    let paths: [(&str, Path); 13] = [
+        ("core verify", |mut s, u, p| core_verdict(&mut s, u, p)),
+        ("smtpd auth", smtpd_auth),
+        ("smtpd credentials", smtpd_credentials),
+        ("checkpassword verify", |s, u, p| {
+            checkpassword(s, Mode::Verify, u, p)
+        }),
+        ("checkpassword passdb lookup", |s, u, p| {
+            checkpassword(s, Mode::PassdbLookup, u, p)
+        }),
+        ("checkpassword credentials lookup", |s, u, p| {
+            let mode = Mode::CredentialsLookup {
+                scheme: "CRAM-MD5".into(),
+            };
+            checkpassword(s, mode, u, p)
+        }),
+        ("checkpassword userdb lookup", |s, u, _| {
+            checkpassword_userdb(s, u)
+        }),
+        ("http verify", http_verify),
+        ("http passdb lookup", http_lookup),
+        ("http userdb lookup", |s, u, _| http_userdb(s, u)),
+        ("dict passdb lookup", dict_lookup),
+        ("dict userdb lookup", |s, u, _| dict_userdb(s, u)),
+        ("dict iterate", |s, _, _| {
+            match DictBackend::iterate(&mut backend(s), "shared/userdb/") {
+                Ok(_) => vec![V::Ok],
+                Err(_) => vec![V::TempFail],
+            }
+        }),
+    ];
+    let cases = cases();
+    let s = store(&cases);
+    let mut bad = Vec::new();
+    let mut runs = 0;
+    for c in &cases {
+        for user in [address(c), format!("{}_example.org", c.name)] {
+            for pw in [PW, WRONG] {
+                for (path, run) in paths {
+                    let counting = FailingStore::counting(s.clone());
+                    run(counting.clone(), &user, pw);
+                    for n in 1..=counting.calls() {
+                        let failing = FailingStore::failing_at(s.clone(), n);
+                        let got = run(failing.clone(), &user, pw);
+                        assert!(failing.has_failed(), "{path} {user}: call {n} never made");
+                        runs += 1;
+                        if got != [V::TempFail] {
+                            bad.push(format!("{path} {user}, call {n} failing: {got:?}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of {runs}:\n  {}",
+        bad.len(),
+        bad.join("\n  ")
+    );
+    assert!(
+        runs >= cases.len() * 2 * 2 * paths.len(),
+        "only {runs} runs"
+    );
 }
 
 #[test]

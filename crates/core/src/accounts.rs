@@ -330,6 +330,7 @@ impl Accounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::failing::each_failure;
     use crate::store::memory::MemStore;
 
     const PW: &str = "correct horse";
@@ -440,6 +441,121 @@ mod tests {
         assert!(a
             .credentials(&mut s, "hugo@barrera.io", Verifier::Smtpd)
             .is_err());
+    }
+
+    /// Fails each store call of every login lookup in turn
+    /// (`store::failing`): the answer must be the store error, never an
+    /// account, a verdict or "unknown".
+    #[test]
+    fn a_failing_store_call_is_never_a_definitive_answer() {
+        let a = accounts();
+        let s = store();
+        let mut bad = Vec::new();
+        let mut runs = 0;
+        let names = [
+            "hugo@barrera.io",
+            "hugo_barrera.io",
+            "john_doe_example.com",
+            "alias@barrera.io",
+            "%@barrera.io",
+            "nobody@barrera.io",
+            "off@barrera.io",
+            "tab@barrera.io",
+            "nobody@nowhere.org",
+        ];
+        for name in names {
+            let mut check = |what: &str, failures: Vec<(usize, bool)>| {
+                runs += failures.len();
+                for (n, is_error) in failures {
+                    if !is_error {
+                        bad.push(format!("{what} {name}: call {n} failing"));
+                    }
+                }
+            };
+            check("find", each_failure(&s, |s| a.find(s, name).is_err()).1);
+            check(
+                "verify",
+                each_failure(&s, |s| a.verify(s, name, PW.as_bytes()).is_err()).1,
+            );
+            check(
+                "verify (wrong password)",
+                each_failure(&s, |s| a.verify(s, name, b"wrong").is_err()).1,
+            );
+            for verifier in [Verifier::Smtpd, Verifier::Dovecot] {
+                check(
+                    "credentials",
+                    each_failure(&s, |s| a.credentials(s, name, verifier).is_err()).1,
+                );
+            }
+            check(
+                "senders",
+                each_failure(&s, |s| {
+                    matches!(a.senders(s, name), Err(ResolveError::Store(_)))
+                })
+                .1,
+            );
+            check("list", each_failure(&s, |s| a.list(s).is_err()).1);
+        }
+        assert!(bad.is_empty(), "{} of {runs}: {bad:?}", bad.len());
+        assert!(runs > 50, "only {runs} failing runs");
+    }
+
+    /// Bytes that are not UTF-8 are never checked as some other text: a
+    /// mailbox whose password is empty must not accept them as "".
+    #[test]
+    fn non_utf8_password_never_matches_an_empty_password() {
+        let a = accounts();
+        // mailtable refuses to make such a hash; another tool may not.
+        let empty = bcrypt::hash("", 4).expect("hashing works");
+        let mut s = MemStore::default().with("e", "x.org", "e@x.org", Some(&empty));
+        assert!(matches!(
+            a.verify(&mut s, "e@x.org", b""),
+            Ok(Verdict::Ok(_))
+        ));
+        assert_eq!(
+            a.verify(&mut s, "e@x.org", b"\xff").ok(),
+            Some(Verdict::Mismatch)
+        );
+    }
+
+    #[test]
+    fn the_resolver_uses_the_configured_delimiter() {
+        let c = Config::parse("tag_delimiter = \"-\"").expect("valid");
+        assert_eq!(Accounts::new(&c).resolver().delimiter, '-');
+    }
+
+    #[test]
+    fn list_and_senders() {
+        let a = accounts();
+        let mut s = store();
+        let listed: Vec<String> = a
+            .list(&mut s)
+            .expect("store works")
+            .iter()
+            .map(|acc| acc.address.to_string())
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                "hugo@barrera.io",
+                "off@barrera.io",
+                "tab@barrera.io",
+                "john_doe@example.com"
+            ]
+        );
+        assert_eq!(
+            a.senders(&mut s, "hugo_barrera.io").expect("store works"),
+            Some(vec![
+                "hugo@barrera.io".to_string(),
+                "@barrera.io".to_string(),
+                "alias@barrera.io".to_string(),
+            ])
+        );
+        assert_eq!(
+            a.senders(&mut s, "alias@barrera.io").expect("store works"),
+            None
+        );
+        assert_eq!(a.senders(&mut s, "no address").expect("store works"), None);
     }
 
     #[test]

@@ -498,6 +498,9 @@ impl Resolver {
     /// `mailaddrmap`): its own address, every address of ours that delivers
     /// to it, and `@dom` for a catch-all of a domain that delivers to it.
     /// `None` when `user` has no mailbox.
+    ///
+    /// A database error anywhere in the walk is an error of the whole
+    /// answer; an alias that loops or dangles merely does not reach `user`.
     pub fn senders(
         &self,
         store: &mut dyn Store,
@@ -552,7 +555,18 @@ impl Resolver {
                 // a mailbox beats a catch-all, an exact row beats a pattern).
                 let reaches = match self.resolve(store, &src) {
                     Ok(Outcome::Found(d)) => d.iter().any(|d| d.address() == user),
-                    _ => false,
+                    Ok(Outcome::NotFound | Outcome::UnknownDomain) => false,
+                    // The database failed: the whole answer is an error
+                    // (smtpd 4xx), never a shorter list (a 5xx for a
+                    // legitimate sender).
+                    Err(ResolveError::Store(e)) => return Err(e.into()),
+                    // A loop, a dangling target, a chain too deep or a bad
+                    // row: mail to that address is never delivered to the
+                    // user (it tempfails), so it does not reach the user.
+                    // This is a fact of the data, not of an outage; failing
+                    // the whole list would refuse every address of the
+                    // user because of one broken alias.
+                    Err(_) => false,
                 };
                 if reaches {
                     out.push(src.to_string());
@@ -584,6 +598,7 @@ impl fmt::Display for Destination {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::failing::each_failure;
     use crate::store::memory::MemStore;
     use crate::testdata::{self, check};
 
@@ -620,6 +635,158 @@ mod tests {
             r.resolve(&mut s, &Address::parse("a5@x.org").unwrap())
                 .unwrap(),
             Outcome::Found(vec![ext("final@y.org")])
+        );
+    }
+
+    /// Fails each store call of a lookup in turn (`store::failing`): the
+    /// answer must be the store error, never a definitive answer.
+    fn assert_each_failure_is_an_error<T: std::fmt::Debug>(
+        what: &str,
+        lookup: impl FnMut(&mut dyn Store) -> Result<T, ResolveError>,
+        bad: &mut Vec<String>,
+    ) -> usize {
+        let s = MemStore::new(testdata::resolution::rows());
+        let (_, failures) = each_failure(&s, lookup);
+        for (n, answer) in &failures {
+            if !matches!(answer, Err(ResolveError::Store(_))) {
+                bad.push(format!("{what}, call {n} failing: {answer:?}"));
+            }
+        }
+        failures.len()
+    }
+
+    /// Every address of the resolution table through `resolve` and every
+    /// key of its smtpd walk, every extra key, and the senders of every
+    /// user and every mailbox of the table.
+    #[test]
+    fn a_failing_store_call_is_never_a_definitive_answer() {
+        let r = Resolver::default();
+        let mut bad = Vec::new();
+        let mut runs = 0;
+        for &(address, _) in testdata::resolution::CASES {
+            let addr = Address::parse(address).unwrap();
+            runs += assert_each_failure_is_an_error(
+                &format!("resolve {address}"),
+                |s| r.resolve(s, &addr),
+                &mut bad,
+            );
+            for key in r.smtpd_keys(&addr) {
+                runs += assert_each_failure_is_an_error(
+                    &format!("alias_for_key {key:?}"),
+                    |s| r.alias_for_key(s, &key),
+                    &mut bad,
+                );
+            }
+        }
+        for &(key, _) in testdata::resolution::KEYS {
+            runs += assert_each_failure_is_an_error(
+                &format!("alias_for_key {key:?}"),
+                |s| r.alias_for_key(s, key),
+                &mut bad,
+            );
+        }
+        let users = testdata::resolution::SENDERS
+            .iter()
+            .map(|&(u, _)| u.to_string());
+        let mailboxes = testdata::resolution::rows()
+            .into_iter()
+            .filter(Row::is_mailbox)
+            .map(|row| row.address());
+        for user in users.chain(mailboxes) {
+            let addr = Address::parse(&user).unwrap();
+            runs += assert_each_failure_is_an_error(
+                &format!("senders {user}"),
+                |s| r.senders(s, &addr),
+                &mut bad,
+            );
+        }
+        assert!(
+            bad.is_empty(),
+            "{} of {runs} runs:\n  {}",
+            bad.len(),
+            bad.join("\n  ")
+        );
+        assert!(runs > 500, "only {runs} failing runs");
+    }
+
+    /// A broken alias (dangling here) does not reach the user, and does
+    /// not cost the user the rest of the list; a database error would.
+    #[test]
+    fn senders_skip_a_broken_alias() {
+        let mut s = MemStore::default()
+            .with("a", "x.org", "a@x.org", Some(testdata::HASH))
+            .with("good", "x.org", "a@x.org", None)
+            .with("broken", "x.org", "a@x.org", None)
+            .with("broken", "x.org", "nobody@x.org", None);
+        let r = Resolver::default();
+        let a = Address::parse("a@x.org").unwrap();
+        assert_eq!(
+            r.senders(&mut s, &a).unwrap(),
+            Some(vec!["a@x.org".to_string(), "good@x.org".to_string()])
+        );
+    }
+
+    /// `mailtable resolve` prints the step numbers of DESIGN.md.
+    #[test]
+    fn step_numbers_are_the_design_steps() {
+        let steps = [
+            Step::TaggedExact,
+            Step::Exact,
+            Step::Pattern,
+            Step::CatchAll,
+        ];
+        assert_eq!(steps.map(Step::number), [1, 2, 3, 4]);
+    }
+
+    /// A row whose target is no address is an error naming the row.
+    #[test]
+    fn bad_row_names_the_row() {
+        let mut s = MemStore::default().with("a", "x.org", "not an address", None);
+        let r = Resolver::default();
+        let err = r
+            .resolve(&mut s, &Address::parse("a@x.org").unwrap())
+            .unwrap_err();
+        assert!(
+            matches!(&err, ResolveError::BadRow { row, .. } if row == "a@x.org -> not an address"),
+            "{err:?}"
+        );
+    }
+
+    /// The exact boundary of the depth limit: `max_depth` expansions
+    /// (every alias after the address, and the final target) resolve, one
+    /// more is too deep.
+    #[test]
+    fn depth_limit_boundary() {
+        let r = Resolver::default();
+        let mut s = MemStore::default().with("a0", "x.org", "final@y.org", None);
+        for i in 1..=r.max_depth + 1 {
+            s = s.with(
+                &format!("a{i}"),
+                "x.org",
+                &format!("a{}@x.org", i - 1),
+                None,
+            );
+        }
+        let at = |i: usize| Address::parse(&format!("a{i}@x.org")).unwrap();
+        assert_eq!(
+            r.resolve(&mut s, &at(r.max_depth - 1)).unwrap(),
+            Outcome::Found(vec![ext("final@y.org")])
+        );
+        assert!(matches!(
+            r.resolve(&mut s, &at(r.max_depth)),
+            Err(ResolveError::TooDeep { .. })
+        ));
+    }
+
+    /// A mailbox whose own name carries the delimiter is found at step 1
+    /// and delivers to itself.
+    #[test]
+    fn tagged_mailbox_delivers_to_itself() {
+        let mut s = MemStore::default().with("a+b", "x.org", "a+b@x.org", Some(testdata::HASH));
+        let a = Address::parse("a+b@x.org").unwrap();
+        assert_eq!(
+            Resolver::default().resolve(&mut s, &a).unwrap(),
+            Outcome::Found(vec![Destination::Mailbox(a)])
         );
     }
 

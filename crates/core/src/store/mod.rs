@@ -12,6 +12,7 @@
 //! (not found), and `StoreError` (a temporary failure: smtpd answers 4xx,
 //! Dovecot tempfails, checkpassword exits 111).
 
+pub mod failing;
 pub mod memory;
 pub mod migrate;
 pub mod postgres;
