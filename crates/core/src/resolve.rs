@@ -32,6 +32,11 @@ use std::fmt;
 /// Default for the recursion depth limit (smtpd's own `EXPAND_DEPTH` is 10).
 pub const DEFAULT_MAX_DEPTH: usize = 10;
 
+/// Most addresses the `senders` walk visits before it gives up (with an
+/// error) on a pathological table: far above any real mailbox's aliases,
+/// low enough that smtpd never waits seconds for one answer.
+pub const SENDERS_WALK_LIMIT: usize = 10_000;
+
 /// Which step of the algorithm matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -160,6 +165,8 @@ pub struct Resolver {
     pub delimiter: char,
     /// Recursion depth limit.
     pub max_depth: usize,
+    /// Most addresses the `senders` walk visits.
+    pub senders_limit: usize,
 }
 
 impl Default for Resolver {
@@ -167,6 +174,7 @@ impl Default for Resolver {
         Resolver {
             delimiter: '+',
             max_depth: DEFAULT_MAX_DEPTH,
+            senders_limit: SENDERS_WALK_LIMIT,
         }
     }
 }
@@ -516,8 +524,14 @@ impl Resolver {
         let mut depth = 0;
         while let Some(target) = queue.pop() {
             depth += 1;
-            if depth > 1000 {
-                break; // bounded: a pathological table cannot stall smtpd
+            if depth > self.senders_limit {
+                // Bounded, so a pathological table cannot stall smtpd; and
+                // an error, not the list so far: a cut list would refuse a
+                // legitimate sender with a 5xx.
+                return Err(ResolveError::TooDeep {
+                    at: format!("senders of {user}"),
+                    limit: self.senders_limit,
+                });
             }
             let mut sources: Vec<(Row, Option<Address>)> = Vec::new();
             for r in store.targeting(&target.to_string())? {
@@ -724,6 +738,29 @@ mod tests {
             r.senders(&mut s, &a).unwrap(),
             Some(vec!["a@x.org".to_string(), "good@x.org".to_string()])
         );
+    }
+
+    /// The senders walk visits the user and each address that reaches it;
+    /// one more than its limit is an error, never a cut list (a 5xx for a
+    /// legitimate sender).
+    #[test]
+    fn senders_walk_limit_is_an_error_at_the_boundary() {
+        let mut s = MemStore::default().with("a", "x.org", "a@x.org", Some(testdata::HASH));
+        for i in 0..4 {
+            s = s.with(&format!("alias{i}"), "x.org", "a@x.org", None);
+        }
+        let a = Address::parse("a@x.org").unwrap();
+        let limited = |limit| Resolver {
+            senders_limit: limit,
+            ..Resolver::default()
+        };
+        // Five addresses to visit: the user and its four aliases.
+        let all = limited(5).senders(&mut s, &a).unwrap().unwrap();
+        assert_eq!(all.len(), 5, "{all:?}");
+        assert!(matches!(
+            limited(4).senders(&mut s, &a),
+            Err(ResolveError::TooDeep { limit: 4, .. })
+        ));
     }
 
     /// `mailtable resolve` prints the step numbers of DESIGN.md.
