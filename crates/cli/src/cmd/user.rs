@@ -159,13 +159,28 @@ fn rename(ctx: &Ctx, old: &str, new: &str, keep_alias: bool) -> Result<Exit, Cli
             .into_iter()
             .filter(|x| x.row.has_template_target())
             .collect();
+        // Alias rows of OLD itself (`hugo -> backup@x.net` beside the
+        // mailbox: a copy elsewhere) belong to the mailbox: they move too.
+        let copies: Vec<Row> = s
+            .exact(old.local(), old.domain().as_str())?
+            .into_iter()
+            .filter(|x| !x.is_mailbox())
+            .collect();
         s.insert(&Row {
             username: new.local().into(),
             domain: new.domain().to_string(),
             mailbox: new.to_string(),
             ..row
         })?;
+        for c in copies {
+            s.insert(&Row {
+                username: new.local().into(),
+                domain: new.domain().to_string(),
+                ..c
+            })?;
+        }
         s.delete(old.local(), old.domain().as_str(), Delete::Mailbox)?;
+        s.delete(old.local(), old.domain().as_str(), Delete::Alias(None))?;
         let repointed = s.retarget(&old.to_string(), &new.to_string())?;
         if keep_alias {
             s.insert(&Row {
