@@ -19,8 +19,12 @@ const BCRYPT: &str = "$2b$04$9rERsNbp0S1V9T8wbr0UXOvPcf.X7zDMJgYH.ZPhHx5wHfXDkBp
 /// A database for one test: a SQLite file, or a PostgreSQL database that is
 /// dropped afterwards.
 enum Where {
-    Sqlite(tempfile::TempDir),
-    Postgres { server: String, name: String },
+    /// Kept for its lifetime: the directory goes when the test ends.
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres {
+        server: String,
+        name: String,
+    },
 }
 
 struct Db {

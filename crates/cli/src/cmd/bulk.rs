@@ -168,7 +168,7 @@ mod tests {
                 "line 3: a@ex.org is already on line 1",
             ),
             (
-                format!("a@ex.org\t$2b$04$short\n"),
+                "a@ex.org\t$2b$04$short\n".to_string(),
                 "line 1: the last field",
             ),
         ];
