@@ -12,7 +12,11 @@
 //! The mapping:
 //! - every answer carries the canonical `user=hugo@barrera.io`, so Dovecot
 //!   files the mail of both login forms under one user;
-//! - **userdb**: `uid`, `gid`, `home`, `quota_rule=*:storage=<quota>`; a
+//! - **userdb**: `uid`, `gid`, `home`, and with a quota both
+//!   `quota_rule=*:storage=<quota>` (Dovecot 2.3) and
+//!   `quota_storage_size=<quota>` (2.4, which replaced quota rules with
+//!   that setting); each generation takes its own and keeps the other as an
+//!   unused plugin variable or setting override (tests/e2e shows both); a
 //!   disabled mailbox keeps its userdb entry (LMTP keeps delivering);
 //! - **passdb verify**: right password: the canonical user plus the userdb
 //!   fields as `userdb_*` (for `userdb prefetch`); wrong password and
@@ -83,7 +87,8 @@ impl VerifyPlan {
 }
 
 /// The userdb fields of a mailbox: `uid`, `gid`, `home` and, with a quota,
-/// `quota_rule` (values decided by [`Accounts::userinfo`]).
+/// `quota_rule` and `quota_storage_size` (values decided by
+/// [`Accounts::userinfo`]).
 fn userdb_fields_of(info: UserInfo) -> Vec<(String, String)> {
     let quota_rule = info.quota_rule();
     let mut fields = vec![
@@ -93,6 +98,9 @@ fn userdb_fields_of(info: UserInfo) -> Vec<(String, String)> {
     ];
     if let Some(rule) = quota_rule {
         fields.push(("quota_rule".to_string(), rule));
+    }
+    if let Some(size) = info.quota {
+        fields.push(("quota_storage_size".to_string(), size));
     }
     fields
 }
@@ -497,6 +505,7 @@ mod tests {
                     ("gid", "2001"),
                     ("home", "/var/vmail/barrera.io/hugo"),
                     ("quota_rule", "*:storage=2G"),
+                    ("quota_storage_size", "2G"),
                 ]
             );
         }
@@ -797,6 +806,7 @@ mod tests {
                 ("userdb_gid".into(), "2001".into()),
                 ("userdb_home".into(), "/var/vmail/barrera.io/hugo".into()),
                 ("userdb_quota_rule".into(), "*:storage=2G".into()),
+                ("userdb_quota_storage_size".into(), "2G".into()),
             ]
         );
         assert_eq!(

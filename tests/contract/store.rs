@@ -231,6 +231,60 @@ backend_test!(password_and_active_change_only_the_mailbox_row, |db| {
     assert!(s.exact("hugo", "ex.org").unwrap().iter().all(|r| r.active));
 });
 
+backend_test!(quota_and_retarget_change_only_what_they_name, |db| {
+    let mut s = db.init();
+    insert_all(
+        s.as_mut(),
+        &[
+            mailbox("hugo", "ex.org"),
+            alias("hugo", "ex.org", "backup@x.net"),
+            alias("team", "ex.org", "hugo@ex.org"),
+            alias("team", "ex.org", "ann@x.net"),
+            alias("%", "ex.org", "hugo@ex.org"),
+        ],
+    );
+    // The quota of the mailbox row only; `None` clears it.
+    assert_eq!(s.set_quota("hugo", "ex.org", Some("2G")).unwrap(), 1);
+    assert_eq!(s.set_quota("team", "ex.org", Some("2G")).unwrap(), 0);
+    assert_eq!(s.set_quota("nobody", "ex.org", Some("2G")).unwrap(), 0);
+    let quotas: Vec<(bool, Option<String>)> = s
+        .exact("hugo", "ex.org")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.is_mailbox(), r.quota))
+        .collect();
+    assert!(quotas.contains(&(true, Some("2G".into()))), "{quotas:?}");
+    assert!(quotas.contains(&(false, None)), "{quotas:?}");
+    assert_eq!(s.set_quota("hugo", "ex.org", None).unwrap(), 1);
+    assert!(s
+        .exact("hugo", "ex.org")
+        .unwrap()
+        .iter()
+        .all(|r| r.quota.is_none()));
+
+    // Alias rows aimed at hugo move to hugh; the mailbox row stays.
+    assert_eq!(s.retarget("hugo@ex.org", "hugh@ex.org").unwrap(), 2);
+    assert!(s
+        .targeting("hugo@ex.org")
+        .unwrap()
+        .iter()
+        .all(Row::is_mailbox));
+    // Sorted: an UPDATE moves a PostgreSQL row (see postgres/sql.rs).
+    let mut moved = shown(&s.targeting("hugh@ex.org").unwrap());
+    moved.sort();
+    assert_eq!(
+        moved,
+        ["%@ex.org -> hugh@ex.org", "team@ex.org -> hugh@ex.org"]
+    );
+    let mut team = targets(&s.exact("team", "ex.org").unwrap())
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    team.sort();
+    assert_eq!(team, ["ann@x.net", "hugh@ex.org"]);
+    assert_eq!(s.retarget("nobody@ex.org", "x@ex.org").unwrap(), 0);
+});
+
 backend_test!(commit_keeps_and_rollback_drops_the_writes, |db| {
     let mut s = db.init();
     let mut other = db.open(Access::ReadOnly);

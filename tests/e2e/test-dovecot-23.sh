@@ -13,7 +13,9 @@
 # `localize`); the Lua script is the shipped one, localized the same way.
 #
 # For each mode: doveadm auth test (right, wrong, unknown, disabled),
-# doveadm user for both login forms, IMAP login with both forms + SELECT
+# doveadm user for both login forms, the quota set with the CLI in effect
+# (doveadm quota get; a delivery over it refused with 552 5.2.2), IMAP
+# login with both forms + SELECT
 # INBOX, LMTP delivery to hugo_barrera.io, then the database is renamed away
 # (temporary failure: code=temp_fail, LMTP 4xx, never 5xx) and restored
 # (works again, Dovecot not restarted).
@@ -139,6 +141,11 @@ printf '%s\n' "$PASSWORD" | mt user add hugo@barrera.io --password-stdin
 printf '%s\n' "$PASSWORD" | mt user add off@barrera.io --password-stdin
 mt user disable off@barrera.io
 mt alias add info@barrera.io hugo@barrera.io
+# Quotas, set the two ways the CLI offers: q@ gets 10M (Dovecot shows the
+# limit), full@ a limit of one byte (every delivery is over it).
+printf '%s\n' "$PASSWORD" | mt user add q@barrera.io --password-stdin
+mt user quota q@barrera.io 10M
+printf '%s\n' "$PASSWORD" | mt user add full@barrera.io --quota 1 --password-stdin
 mt user list
 
 localize "$CONF/mailtable.toml" >"$T/mailtable.toml"
@@ -169,6 +176,12 @@ default_internal_user = dovecot
 default_login_user = dovenull
 first_valid_uid = $VUID
 mail_location = maildir:~/Maildir
+# The quota plugin, so that the userdb's quota_rule is enforced.
+mail_plugins = \$mail_plugins quota
+plugin {
+  quota = count:User quota
+  quota_vsizes = yes
+}
 service imap-login {
   inet_listener imap {
     address = 127.0.0.1
@@ -259,6 +272,7 @@ user_test() {
 
 MAILDIR=$T/vmail/barrera.io/hugo/Maildir
 LMTP_SOCK=$T/run/lmtp
+DOVEADM_QUOTA="doveadm -c $DC"
 . "$ROOT/tests/e2e/dovecot/checks.sh"
 
 run_mode() {
@@ -281,6 +295,9 @@ run_mode() {
 	lmtp_test hugo_barrera.io deliver
 	imap_test hugo@barrera.io
 	imap_test hugo_barrera.io
+	quota_test q@barrera.io 10240
+	quota_test q_barrera.io 10240
+	lmtp_test full_barrera.io overquota
 
 	mv "$DB" "$DB.away"
 	auth_test hugo@barrera.io "$PASSWORD" tempfail "database away"

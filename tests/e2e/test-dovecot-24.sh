@@ -19,7 +19,8 @@
 #     copied unchanged, so its settings come from the conf's lua_settings.
 #
 # Checks: doveadm auth test (right, wrong, unknown, disabled), doveadm user
-# for both login forms, IMAP login with both forms + SELECT INBOX, LMTP
+# for both login forms, the quota set with the CLI in effect (doveadm quota
+# get; a delivery over it refused with 552 5.2.2), IMAP login with both forms + SELECT INBOX, LMTP
 # delivery to hugo_barrera.io, then the database is renamed away (auth
 # code=temp_fail, LMTP 4xx and never 5xx, Dovecot still running) and
 # restored (works again, nothing restarted); finally serve is stopped
@@ -102,6 +103,11 @@ printf '%s\n' "$PASSWORD" | mt user add hugo@barrera.io --password-stdin
 printf '%s\n' "$PASSWORD" | mt user add off@barrera.io --password-stdin
 mt user disable off@barrera.io
 mt alias add info@barrera.io hugo@barrera.io
+# Quotas, set the two ways the CLI offers: q@ gets 10M (Dovecot shows the
+# limit), full@ a limit of one byte (every delivery is over it).
+printf '%s\n' "$PASSWORD" | mt user add q@barrera.io --password-stdin
+mt user quota q@barrera.io 10M
+printf '%s\n' "$PASSWORD" | mt user add full@barrera.io --quota 1 --password-stdin
 mt user list
 
 # --- serve on the host --------------------------------------------------------
@@ -143,6 +149,16 @@ auth_verbose = yes
 auth_debug = yes
 auth_failure_delay = 0
 first_valid_uid = $VUID
+# The quota plugin, so that the userdb's quota_storage_size is enforced.
+mail_plugins {
+  quota = yes
+}
+quota "User quota" {
+  driver = count
+}
+# 2.4 lets the last mail go over the limit by up to 10M by default (2.3:
+# by 10% of the limit); none here, so a delivery over a small limit fails.
+quota_storage_grace = 0
 EOF
 ct_dovecot_start dovecot24 "$DC"
 CT_PID=$(e2e_pid dovecot24)
@@ -199,6 +215,7 @@ user_test() {
 
 MAILDIR=$VMAIL/barrera.io/hugo/Maildir
 LMTP_SOCK=$DCD/lmtp
+DOVEADM_QUOTA="ct_doveadm dovecot24"
 . "$ROOT/tests/e2e/dovecot/checks.sh"
 
 echo
@@ -214,6 +231,9 @@ user_test nobody@barrera.io 67
 lmtp_test hugo_barrera.io deliver
 imap_test hugo@barrera.io
 imap_test hugo_barrera.io
+quota_test q@barrera.io 10240
+quota_test q_barrera.io 10240
+lmtp_test full_barrera.io overquota
 
 mv "$DB" "$DB.away"
 auth_test hugo@barrera.io "$PASSWORD" tempfail "database away"

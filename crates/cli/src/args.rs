@@ -109,12 +109,23 @@ pub struct PasswordInput {
 /// `user ...`
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
-    /// Add a mailbox (prompts for the password without echo)
+    /// Add a mailbox (prompts for the password without echo), or many from a file of hashes
+    #[command(after_help = "\
+--from-file reads lines `address<TAB>hash` or `address<TAB>quota<TAB>hash` (`-` is stdin;
+blank lines and lines starting with # are skipped). Hashes only: a line whose hash mailtable
+does not recognise (cleartext, say) is refused with its line number. All or nothing.")]
     Add {
         /// The address
-        address: String,
+        #[arg(required_unless_present = "from_file")]
+        address: Option<String>,
         #[command(flatten)]
         password: PasswordInput,
+        /// Storage quota: a size such as 500M, 2G, 1T, or a byte count
+        #[arg(long, value_name = "SIZE")]
+        quota: Option<String>,
+        /// Add every mailbox listed in FILE (`-`: stdin) instead
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["address", "password_stdin", "quota"])]
+        from_file: Option<PathBuf>,
     },
     /// Change a mailbox's password
     Passwd {
@@ -123,10 +134,31 @@ pub enum UserCommand {
         #[command(flatten)]
         password: PasswordInput,
     },
-    /// Remove a mailbox
+    /// Set a mailbox's storage quota (500M, 2G, 1T, a byte count), or `none` to clear it
+    Quota {
+        /// The address
+        address: String,
+        /// The quota, or `none`
+        #[arg(value_name = "SIZE|none")]
+        quota: String,
+    },
+    /// Rename a mailbox, keeping its hash, quota and state; aliases follow it
+    Rename {
+        /// The current address
+        old: String,
+        /// The new address
+        new: String,
+        /// Leave OLD as an alias to NEW, so mail to OLD still arrives
+        #[arg(long)]
+        keep_alias: bool,
+    },
+    /// Remove a mailbox (refused while aliases point to it, unless --force)
     Del {
         /// The address
         address: String,
+        /// Remove it even if aliases point to it (they then fail until fixed)
+        #[arg(long)]
+        force: bool,
     },
     /// Refuse logins; mail is still accepted and delivered
     Disable {
@@ -161,17 +193,35 @@ pub enum AliasCommand {
         targets: Vec<String>,
     },
     /// List aliases, patterns and catch-alls
-    List(ListArgs),
+    List(AliasListArgs),
+}
+
+/// `alias list` options.
+#[derive(Debug, Args)]
+pub struct AliasListArgs {
+    #[command(flatten)]
+    pub list: ListArgs,
+    /// Only the rows through which mail reaches ADDRESS (directly or via other aliases)
+    #[arg(long, value_name = "ADDRESS")]
+    pub to: Option<String>,
 }
 
 /// `domain ...`
 #[derive(Debug, Subcommand)]
 pub enum DomainCommand {
-    /// List domains
+    /// List domains with their numbers of mailboxes, aliases and catch-alls
     List {
         /// Print JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Remove every row of a domain (refused without --force; prints the count)
+    Del {
+        /// The domain
+        domain: String,
+        /// Really remove them
+        #[arg(long)]
+        force: bool,
     },
 }
 

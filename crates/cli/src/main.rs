@@ -7,6 +7,7 @@ mod cmd;
 mod ctx;
 mod error;
 mod import;
+mod quota;
 mod secret_input;
 
 use clap::Parser;

@@ -40,6 +40,6 @@ pub use accounts::{Account, Accounts, Verdict};
 pub use address::{Address, AddressError, AddressPattern, Domain, LocalPattern};
 pub use config::Config;
 pub use password::{PasswordHash, Secret};
-pub use resolve::{Destination, Outcome, ResolveError, Resolver};
+pub use resolve::{Destination, Outcome, Reach, ResolveError, Resolver};
 pub use row::{Row, RowKind};
 pub use store::{Store, StoreError};

@@ -518,18 +518,90 @@ impl Resolver {
             return Ok(None);
         }
         let mut out = vec![user.to_string()];
-        let mut queue = vec![user.clone()];
-        let mut seen = vec![user.clone()];
+        // Only addresses that really resolve to the user (precedence: a
+        // mailbox beats a catch-all, an exact row beats a pattern), with
+        // every branch of the fan-out intact.
+        let keep = |r: &Resolver, s: &mut dyn Store, _: &Row, src: &Address| {
+            Ok(match r.resolve(s, src) {
+                Ok(Outcome::Found(d)) => d.iter().any(|d| d.address() == user),
+                Ok(Outcome::NotFound | Outcome::UnknownDomain) => false,
+                // The database failed: the whole answer is an error (smtpd
+                // 4xx), never a shorter list (a 5xx for a legitimate sender).
+                Err(ResolveError::Store(e)) => return Err(e.into()),
+                // A loop, a dangling target, a chain too deep or a bad row:
+                // mail to that address never reaches the user (it
+                // tempfails). A fact of the data, not an outage; failing the
+                // whole list would refuse every address of the user because
+                // of one broken alias.
+                Err(_) => false,
+            })
+        };
+        for reach in self.walk_sources(store, user, keep)? {
+            let item = match (reach.row.kind(), reach.source) {
+                (RowKind::CatchAll, _) => format!("@{}", reach.row.domain),
+                (_, Some(src)) => src.to_string(),
+                // A pattern with a fixed target: no one address to send as.
+                (_, None) => continue,
+            };
+            if !out.contains(&item) {
+                out.push(item);
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Every row through which mail reaches `target`, directly or through
+    /// other aliases: aliases, patterns, catch-alls and domain aliases, in
+    /// the order the walk finds them. A row counts when the resolution of
+    /// the address it answers for really uses it (an exact row shadows a
+    /// pattern, a pattern the catch-all); a pattern or catch-all with a
+    /// fixed target counts as it stands. Rows reaching a pattern or a
+    /// catch-all in turn are not followed (no one address to look for).
+    /// `target` need not have a mailbox: an external address works too.
+    pub fn reaching(
+        &self,
+        store: &mut dyn Store,
+        target: &Address,
+    ) -> Result<Vec<Reach>, ResolveError> {
+        let keep = |r: &Resolver, s: &mut dyn Store, row: &Row, src: &Address| {
+            Ok(r.match_address(s, src)?
+                .is_some_and(|m| m.rows.iter().any(|x| x == row)))
+        };
+        // A wildcard row may lead here from several addresses: list it once.
+        let mut out: Vec<Reach> = Vec::new();
+        for reach in self.walk_sources(store, target, keep)? {
+            if !out.iter().any(|r| r.row == reach.row) {
+                out.push(reach);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The reverse walk shared by [`Resolver::senders`] and
+    /// [`Resolver::reaching`]: from `start`, the rows that target each
+    /// address found so far (exactly, or through a `%` target), keeping a
+    /// row with a concrete source address when `keep` says so and then
+    /// following that address. Rows without one (a catch-all, a pattern
+    /// with a fixed target) are kept and not followed.
+    fn walk_sources(
+        &self,
+        store: &mut dyn Store,
+        start: &Address,
+        mut keep: impl FnMut(&Resolver, &mut dyn Store, &Row, &Address) -> Result<bool, ResolveError>,
+    ) -> Result<Vec<Reach>, ResolveError> {
+        let mut out: Vec<Reach> = Vec::new();
+        let mut queue = vec![start.clone()];
+        let mut seen = vec![start.clone()];
         let wild_targets = store.wildcard_targets()?;
-        let mut depth = 0;
+        let mut steps = 0;
         while let Some(target) = queue.pop() {
-            depth += 1;
-            if depth > self.senders_limit {
+            steps += 1;
+            if steps > self.senders_limit {
                 // Bounded, so a pathological table cannot stall smtpd; and
                 // an error, not the list so far: a cut list would refuse a
                 // legitimate sender with a 5xx.
                 return Err(ResolveError::TooDeep {
-                    at: format!("senders of {user}"),
+                    at: format!("addresses reaching {start}"),
                     limit: self.senders_limit,
                 });
             }
@@ -553,43 +625,54 @@ impl Resolver {
                 sources.push((r.clone(), src));
             }
             for (row, src) in sources {
-                if row.kind() == RowKind::CatchAll {
-                    let d = format!("@{}", row.domain);
-                    if !out.contains(&d) {
-                        out.push(d);
-                    }
+                // A mailbox row delivering to itself is the target, not a
+                // way to it.
+                if row.is_mailbox() && row.address() == target.to_string() {
                     continue;
                 }
-                let Some(src) = src else { continue };
+                let src = match row.kind() {
+                    RowKind::CatchAll => None,
+                    _ => src,
+                };
+                let Some(src) = src else {
+                    if !out.iter().any(|r| r.row == row) {
+                        out.push(Reach {
+                            row,
+                            source: None,
+                            target: target.clone(),
+                        });
+                    }
+                    continue;
+                };
                 if seen.contains(&src) {
                     continue;
                 }
                 seen.push(src.clone());
-                // Only addresses that really resolve to the user (precedence:
-                // a mailbox beats a catch-all, an exact row beats a pattern).
-                let reaches = match self.resolve(store, &src) {
-                    Ok(Outcome::Found(d)) => d.iter().any(|d| d.address() == user),
-                    Ok(Outcome::NotFound | Outcome::UnknownDomain) => false,
-                    // The database failed: the whole answer is an error
-                    // (smtpd 4xx), never a shorter list (a 5xx for a
-                    // legitimate sender).
-                    Err(ResolveError::Store(e)) => return Err(e.into()),
-                    // A loop, a dangling target, a chain too deep or a bad
-                    // row: mail to that address is never delivered to the
-                    // user (it tempfails), so it does not reach the user.
-                    // This is a fact of the data, not of an outage; failing
-                    // the whole list would refuse every address of the
-                    // user because of one broken alias.
-                    Err(_) => false,
-                };
-                if reaches {
-                    out.push(src.to_string());
+                if keep(self, store, &row, &src)? {
+                    out.push(Reach {
+                        row,
+                        source: Some(src.clone()),
+                        target: target.clone(),
+                    });
                     queue.push(src);
                 }
             }
         }
-        Ok(Some(out))
+        Ok(out)
     }
+}
+
+/// One row through which mail reaches an address ([`Resolver::reaching`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reach {
+    /// The row (an alias, pattern, catch-all or domain alias).
+    pub row: Row,
+    /// The one address the row answers for here; `None` for a catch-all
+    /// or a pattern with a fixed target, which answer for many.
+    pub source: Option<Address>,
+    /// The address the row points at on the way (the target itself, or an
+    /// alias that leads to it).
+    pub target: Address,
 }
 
 fn push(out: &mut Vec<Destination>, d: Destination) {
@@ -825,6 +908,68 @@ mod tests {
             Resolver::default().resolve(&mut s, &a).unwrap(),
             Outcome::Found(vec![Destination::Mailbox(a)])
         );
+    }
+
+    /// `reaching` finds every row that leads to an address, through
+    /// chains and `%` targets, but not rows that precedence shadows.
+    #[test]
+    fn reaching_follows_chains_and_respects_precedence() {
+        let mut s = MemStore::default()
+            .with("hugo", "ex.org", "hugo@ex.org", Some("$2b$"))
+            .with("ann", "ex.org", "ann@ex.org", Some("$2b$"))
+            .with("info", "ex.org", "hugo@ex.org", None)
+            .with("info", "ex.org", "ann@ex.org", None)
+            .with("team", "ex.org", "info@ex.org", None)
+            .with("sales-%", "ex.org", "hugo@ex.org", None)
+            .with("%", "ex.org", "hugo@ex.org", None)
+            .with("%", "old.org", "%@ex.org", None)
+            // Shadowed: ann's mailbox wins over this pattern's source.
+            .with("a%", "ex.org", "hugo@ex.org", None)
+            .with("x", "other.org", "someone@ext.net", None);
+        let r = Resolver::default();
+        let hugo = Address::parse("hugo@ex.org").unwrap();
+        let mut got: Vec<String> = r
+            .reaching(&mut s, &hugo)
+            .unwrap()
+            .iter()
+            .map(|x| format!("{} -> {}", x.row.address(), x.row.mailbox))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "%@ex.org -> hugo@ex.org",
+                "%@old.org -> %@ex.org",
+                "a%@ex.org -> hugo@ex.org",
+                "info@ex.org -> hugo@ex.org",
+                "sales-%@ex.org -> hugo@ex.org",
+                "team@ex.org -> info@ex.org",
+            ]
+        );
+        let ext = Address::parse("someone@ext.net").unwrap();
+        let got = r.reaching(&mut s, &ext).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].source.as_ref().map(ToString::to_string).as_deref(),
+            Some("x@other.org")
+        );
+        // A source that an exact row shadows is not a way in: mail to
+        // hugo@old.org goes to ann, not through the domain alias to hugo.
+        let mut s = MemStore::default()
+            .with("hugo", "ex.org", "hugo@ex.org", Some("$2b$"))
+            .with("ann", "ex.org", "ann@ex.org", Some("$2b$"))
+            .with("%", "old.org", "%@ex.org", None)
+            .with("hugo", "old.org", "ann@ex.org", None);
+        assert_eq!(r.reaching(&mut s, &hugo).unwrap(), vec![]);
+        let ann = Address::parse("ann@ex.org").unwrap();
+        let mut got: Vec<String> = r
+            .reaching(&mut s, &ann)
+            .unwrap()
+            .iter()
+            .map(|x| x.row.address())
+            .collect();
+        got.sort();
+        assert_eq!(got, ["%@old.org", "hugo@old.org"]);
     }
 
     #[test]

@@ -7,8 +7,10 @@ maildir_count() {
 	find "$MAILDIR/new" "$MAILDIR/cur" -type f 2>/dev/null | wc -l
 }
 
-# lmtp_test RCPT deliver|tempfail: one LMTP delivery to RCPT; deliver = it
-# lands in hugo's Maildir (owned by the mail uid/gid), tempfail = 4xx.
+# lmtp_test RCPT deliver|tempfail|overquota: one LMTP delivery to RCPT;
+# deliver = it lands in hugo's Maildir (owned by the mail uid/gid),
+# tempfail = 4xx, overquota = refused with 552 5.2.2 (mailbox full: the
+# quota from the userdb is enforced).
 lmtp_test() {
 	before=$(maildir_count)
 	rc=0
@@ -27,7 +29,25 @@ lmtp_test() {
 		[ $rc -eq 4 ] || fail "LMTP to $1: expected 4xx, exit $rc: $shown"
 		ok "LMTP $1 -> $shown"
 		;;
+	overquota)
+		[ $rc -eq 1 ] || fail "LMTP to $1: expected 5xx, exit $rc: $shown"
+		case $out in *"552 5.2.2"*) ;; *) fail "LMTP to $1: no 552 5.2.2 (quota exceeded): $shown" ;; esac
+		ok "LMTP $1 -> $shown"
+		;;
 	esac
+}
+
+# quota_test USER LIMIT_KB: `doveadm quota get` (the command the caller
+# passes as $DOVEADM_QUOTA, host or container) shows the STORAGE limit that
+# mailtable's userdb answer set, in kilobytes.
+quota_test() {
+	rc=0
+	out=$($DOVEADM_QUOTA quota get -u "$1" 2>&1) || rc=$?
+	printf '%s\n' "$out" | sed 's/^/     /'
+	[ $rc -eq 0 ] || fail "doveadm quota get -u $1: exit $rc"
+	printf '%s\n' "$out" | awk -v want="$2" '$0 ~ /STORAGE/ { if ($(NF-1) == want) found = 1 } END { exit !found }' ||
+		fail "doveadm quota get -u $1: no STORAGE limit $2"
+	ok "doveadm quota get -u $1: STORAGE limit $2 (KiB)"
 }
 
 # imap_test USER: log in with $PASSWORD and SELECT INBOX.

@@ -8,7 +8,7 @@
 //! it would be is the only way to catch a loop through rows already present;
 //! refusing there keeps smtpd from tempfailing mail to the new alias.
 
-use crate::args::{AliasCommand, ListArgs};
+use crate::args::{AliasCommand, AliasListArgs};
 use crate::ctx::Ctx;
 use crate::error::CliError;
 use mailtable_core::exit::Exit;
@@ -132,14 +132,28 @@ fn check_resolves(r: &Resolver, s: &mut dyn Store, addr: &Address) -> Result<(),
     }
 }
 
-fn list(ctx: &Ctx, a: &ListArgs) -> Result<Exit, CliError> {
+/// `alias list [--domain D] [--to ADDRESS]`.
+fn list(ctx: &Ctx, args: &AliasListArgs) -> Result<Exit, CliError> {
+    let a = &args.list;
     let domain = super::domain::filter(a)?;
+    let to = args.to.as_deref().map(Address::parse).transpose()?;
     let mut s = ctx.open(Access::ReadOnly)?;
-    let rows: Vec<Row> = s
-        .list(domain.as_deref())?
-        .into_iter()
-        .filter(|r| !r.is_mailbox())
-        .collect();
+    let rows: Vec<Row> = match &to {
+        // Every row whose resolution reaches ADDRESS, found the way
+        // `senders` finds them (Resolver::reaching).
+        Some(to) => ctx
+            .resolver
+            .reaching(s.as_mut(), to)?
+            .into_iter()
+            .map(|x| x.row)
+            .filter(|r| domain.as_deref().is_none_or(|d| r.domain == d))
+            .collect(),
+        None => s
+            .list(domain.as_deref())?
+            .into_iter()
+            .filter(|r| !r.is_mailbox())
+            .collect(),
+    };
     if a.json {
         let v: Vec<_> = rows
             .iter()

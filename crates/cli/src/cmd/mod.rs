@@ -1,5 +1,5 @@
 //! The commands, one file per group: [`db`] (`init`, `migrate`), [`user`]
-//! (mailboxes and `hash`), [`alias`], [`domain`], [`resolve`] (`resolve` and
+//! (mailboxes and `hash`; [`bulk`] for `user add --from-file`), [`alias`], [`domain`], [`resolve`] (`resolve` and
 //! `senders`, the read-only questions about one address); `import` has its
 //! own module tree. Here only the dispatch.
 //!
@@ -8,6 +8,7 @@
 //! command leaves the database exactly as it was.
 
 mod alias;
+mod bulk;
 mod db;
 mod domain;
 mod resolve;
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Hash(p) => user::hash(&ctx, &p),
         Command::Alias(a) => alias::run(&ctx, a),
         Command::Domain(DomainCommand::List { json }) => domain::list(&ctx, json),
+        Command::Domain(DomainCommand::Del { domain, force }) => domain::del(&ctx, &domain, force),
         Command::Resolve { address, json } => resolve::resolve(&ctx, &address, json),
         Command::Senders { address, json } => resolve::senders(&ctx, &address, json),
         Command::Import(a) => crate::import::run(&ctx, &a),

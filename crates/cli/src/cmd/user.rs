@@ -1,10 +1,12 @@
 //! `mailtable user ...` (mailboxes: rows with a password) and `mailtable
-//! hash`.
+//! hash`; `user add --from-file` lives in [`super::bulk`].
 //!
-//! The one decision a reader might question: removing a mailbox leaves the
-//! aliases that point to it in place and warns about each one, instead of
-//! deleting them too; an alias may also fan out to other targets, and which
-//! rows to drop is the admin's call.
+//! The one decision a reader might question: removing a mailbox never
+//! removes the aliases that point to it. An alias may fan out to other
+//! targets too, and which rows to drop is the admin's call; so `user del`
+//! names the aliases that would be left pointing at nothing (smtpd would
+//! tempfail their mail) and refuses unless `--force`. `user rename`, on the
+//! other hand, repoints them: the mailbox still exists, under a new name.
 
 use crate::args::{ListArgs, PasswordInput, UserCommand};
 use crate::ctx::Ctx;
@@ -13,15 +15,34 @@ use crate::secret_input;
 use mailtable_core::exit::Exit;
 use mailtable_core::password::{self, PasswordHash};
 use mailtable_core::store::{Access, Delete};
-use mailtable_core::{delivery, Address, Row};
+use mailtable_core::{delivery, Address, Reach, ResolveError, Resolver, Row, Store};
 use serde_json::json;
 
 /// `mailtable user ...`.
 pub(super) fn run(ctx: &Ctx, cmd: UserCommand) -> Result<Exit, CliError> {
     match cmd {
-        UserCommand::Add { address, password } => add(ctx, &address, &password),
+        UserCommand::Add {
+            from_file: Some(file),
+            ..
+        } => super::bulk::add(ctx, &file),
+        UserCommand::Add {
+            address,
+            password,
+            quota,
+            from_file: None,
+        } => {
+            // clap requires ADDRESS without --from-file.
+            let address = address.unwrap_or_default();
+            add(ctx, &address, &password, quota.as_deref())
+        }
         UserCommand::Passwd { address, password } => passwd(ctx, &address, &password),
-        UserCommand::Del { address } => del(ctx, &address),
+        UserCommand::Quota { address, quota } => set_quota(ctx, &address, &quota),
+        UserCommand::Rename {
+            old,
+            new,
+            keep_alias,
+        } => rename(ctx, &old, &new, keep_alias),
+        UserCommand::Del { address, force } => del(ctx, &address, force),
         UserCommand::Disable { address } => set_active(ctx, &address, false),
         UserCommand::Enable { address } => set_active(ctx, &address, true),
         UserCommand::List(a) => list(ctx, &a),
@@ -40,34 +61,194 @@ fn new_hash(ctx: &Ctx, input: &PasswordInput, what: &str) -> Result<PasswordHash
     password::hash(&pw, ctx.config.password_cost).map_err(|e| CliError::usage(e.to_string()))
 }
 
-fn add(ctx: &Ctx, address: &str, input: &PasswordInput) -> Result<Exit, CliError> {
+fn add(
+    ctx: &Ctx,
+    address: &str,
+    input: &PasswordInput,
+    quota: Option<&str>,
+) -> Result<Exit, CliError> {
     let addr = Address::parse(address)?;
+    // Check everything typed before asking for the password.
+    let quota = match quota {
+        Some(q) => crate::quota::parse(q)?,
+        None => None,
+    };
     let hash = new_hash(ctx, input, &addr.to_string())?;
-    ctx.write(|s| {
-        let existing = s.exact(addr.local(), addr.domain().as_str())?;
-        if existing.iter().any(Row::is_mailbox) {
-            return Err(CliError::usage(format!("{addr} already has a mailbox")));
-        }
-        if !existing.is_empty() {
-            eprintln!(
-                "mailtable: note: {addr} also has alias rows; mail goes to the mailbox and to them"
-            );
-        }
-        s.insert(&Row {
-            username: addr.local().into(),
-            domain: addr.domain().to_string(),
-            mailbox: addr.to_string(),
-            password: Some(hash),
-            active: true,
-            quota: None,
-        })?;
-        Ok(())
-    })?;
-    println!(
-        "added mailbox {addr} (delivery user {})",
-        delivery::encode(&addr)
-    );
+    ctx.write(|s| insert_mailbox(s, &addr, hash, quota.clone()))?;
+    match &quota {
+        Some(q) => println!(
+            "added mailbox {addr} (delivery user {}, quota {q})",
+            delivery::encode(&addr)
+        ),
+        None => println!(
+            "added mailbox {addr} (delivery user {})",
+            delivery::encode(&addr)
+        ),
+    }
     Ok(Exit::Ok)
+}
+
+/// Insert the mailbox row of `addr`, refusing a second mailbox; shared with
+/// `user add --from-file`.
+pub(super) fn insert_mailbox(
+    s: &mut dyn Store,
+    addr: &Address,
+    hash: PasswordHash,
+    quota: Option<String>,
+) -> Result<(), CliError> {
+    let existing = s.exact(addr.local(), addr.domain().as_str())?;
+    if existing.iter().any(Row::is_mailbox) {
+        return Err(CliError::usage(format!("{addr} already has a mailbox")));
+    }
+    if !existing.is_empty() {
+        eprintln!(
+            "mailtable: note: {addr} also has alias rows; mail goes to the mailbox and to them"
+        );
+    }
+    s.insert(&Row {
+        username: addr.local().into(),
+        domain: addr.domain().to_string(),
+        mailbox: addr.to_string(),
+        password: Some(hash),
+        active: true,
+        quota,
+    })?;
+    Ok(())
+}
+
+/// `user quota ADDRESS SIZE|none`.
+fn set_quota(ctx: &Ctx, address: &str, quota: &str) -> Result<Exit, CliError> {
+    let addr = Address::parse(address)?;
+    let quota = crate::quota::parse(quota)?;
+    ctx.write(
+        |s| match s.set_quota(addr.local(), addr.domain().as_str(), quota.as_deref())? {
+            0 => Err(CliError::not_found(format!("{addr} has no mailbox"))),
+            _ => Ok(()),
+        },
+    )?;
+    match quota {
+        Some(q) => println!("quota of {addr} set to {q}"),
+        None => println!("quota of {addr} cleared"),
+    }
+    Ok(Exit::Ok)
+}
+
+/// `user rename OLD NEW [--keep-alias]`, in one transaction.
+fn rename(ctx: &Ctx, old: &str, new: &str, keep_alias: bool) -> Result<Exit, CliError> {
+    let old = Address::parse(old)?;
+    let new = Address::parse(new)?;
+    if old == new {
+        return Err(CliError::usage(format!(
+            "{old} and {new} are the same address"
+        )));
+    }
+    let r = &ctx.resolver;
+    let repointed = ctx.write(|s| {
+        let Some(row) = r.mailbox(s, &old)? else {
+            return Err(CliError::not_found(format!("{old} has no mailbox")));
+        };
+        if !s.exact(new.local(), new.domain().as_str())?.is_empty() {
+            return Err(CliError::usage(format!(
+                "{new} already has rows; remove them first or pick another name"
+            )));
+        }
+        // Rows aimed at OLD by name are repointed below; those that reach
+        // it through a `%` target (`%@old.org -> %@ex.org`) cannot be.
+        let fixed: Vec<Reach> = r
+            .reaching(s, &old)?
+            .into_iter()
+            .filter(|x| x.row.has_template_target())
+            .collect();
+        // Alias rows of OLD itself (`hugo -> backup@x.net` beside the
+        // mailbox: a copy elsewhere) belong to the mailbox: they move too.
+        let copies: Vec<Row> = s
+            .exact(old.local(), old.domain().as_str())?
+            .into_iter()
+            .filter(|x| !x.is_mailbox())
+            .collect();
+        s.insert(&Row {
+            username: new.local().into(),
+            domain: new.domain().to_string(),
+            mailbox: new.to_string(),
+            ..row
+        })?;
+        for c in copies {
+            s.insert(&Row {
+                username: new.local().into(),
+                domain: new.domain().to_string(),
+                ..c
+            })?;
+        }
+        s.delete(old.local(), old.domain().as_str(), Delete::Mailbox)?;
+        s.delete(old.local(), old.domain().as_str(), Delete::Alias(None))?;
+        let repointed = s.retarget(&old.to_string(), &new.to_string())?;
+        if keep_alias {
+            s.insert(&Row {
+                username: old.local().into(),
+                domain: old.domain().to_string(),
+                mailbox: new.to_string(),
+                password: None,
+                active: true,
+                quota: None,
+            })?;
+        }
+        let stuck = dangling(r, s, &old, &fixed)?;
+        if !stuck.is_empty() {
+            return Err(CliError::usage(format!(
+                "refused: {} would point to {old}, which would no longer exist; \
+                 use --keep-alias, or change them first",
+                stuck.join(", ")
+            )));
+        }
+        check_found(r, s, &new)?;
+        Ok(repointed)
+    })?;
+    let (old_home, new_home) = (ctx.config.home_for(&old), ctx.config.home_for(&new));
+    println!(
+        "renamed mailbox {old} to {new} (delivery user {})",
+        delivery::encode(&new)
+    );
+    if repointed > 0 {
+        println!("repointed {repointed} alias row(s) from {old} to {new}");
+    }
+    if keep_alias {
+        println!("kept {old} as an alias to {new}");
+    }
+    if old_home != new_home {
+        println!("move the mail store: {old_home} -> {new_home}");
+    }
+    Ok(Exit::Ok)
+}
+
+/// The rows of `before` (what reached `addr`) through which mail would now
+/// fail: they point at `addr` itself and `addr` resolves to nothing any
+/// more. Rows pointing at an alias on the way keep working.
+fn dangling(
+    r: &Resolver,
+    s: &mut dyn Store,
+    addr: &Address,
+    before: &[Reach],
+) -> Result<Vec<String>, CliError> {
+    if r.match_address(s, addr)?.is_some() || !s.has_domain(addr.domain().as_str())? {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<String> = before
+        .iter()
+        .filter(|x| x.target == *addr)
+        .map(|x| x.row.address())
+        .collect();
+    out.dedup();
+    Ok(out)
+}
+
+fn check_found(r: &Resolver, s: &mut dyn Store, addr: &Address) -> Result<(), CliError> {
+    match r.resolve(s, addr) {
+        Ok(_) => Ok(()),
+        Err(ResolveError::Store(e)) => Err(e.into()),
+        Err(e) => Err(CliError::usage(format!(
+            "refused, mail to {addr} would fail: {e}"
+        ))),
+    }
 }
 
 fn passwd(ctx: &Ctx, address: &str, input: &PasswordInput) -> Result<Exit, CliError> {
@@ -83,21 +264,30 @@ fn passwd(ctx: &Ctx, address: &str, input: &PasswordInput) -> Result<Exit, CliEr
     Ok(Exit::Ok)
 }
 
-fn del(ctx: &Ctx, address: &str) -> Result<Exit, CliError> {
+/// `user del ADDRESS [--force]`.
+fn del(ctx: &Ctx, address: &str, force: bool) -> Result<Exit, CliError> {
     let addr = Address::parse(address)?;
-    let still =
-        ctx.write(
-            |s| match s.delete(addr.local(), addr.domain().as_str(), Delete::Mailbox)? {
-                0 => Err(CliError::not_found(format!("{addr} has no mailbox"))),
-                _ => Ok(s.targeting(&addr.to_string())?),
-            },
-        )?;
+    let r = &ctx.resolver;
+    let stuck = ctx.write(|s| {
+        let before = r.reaching(s, &addr)?;
+        if s.delete(addr.local(), addr.domain().as_str(), Delete::Mailbox)? == 0 {
+            return Err(CliError::not_found(format!("{addr} has no mailbox")));
+        }
+        let stuck = dangling(r, s, &addr, &before)?;
+        if !stuck.is_empty() && !force {
+            return Err(CliError::usage(format!(
+                "refused: {} point(s) to {addr} and would fail; \
+                 remove or change them first (see `mailtable alias list --to {addr}`), or use --force",
+                stuck.join(", ")
+            )));
+        }
+        Ok(stuck)
+    })?;
     println!("removed mailbox {addr}");
-    for r in still.iter().filter(|r| r.address() != addr.to_string()) {
+    for a in &stuck {
         eprintln!(
-            "mailtable: warning: {} still points to {addr}; remove it with `mailtable alias del {} {addr}`",
-            r.address(),
-            r.address()
+            "mailtable: warning: {a} still points to {addr}; its mail now fails until you fix it \
+             (`mailtable alias del {a} {addr}`)"
         );
     }
     Ok(Exit::Ok)

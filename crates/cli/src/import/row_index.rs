@@ -141,6 +141,12 @@ impl Store for RowIndex {
     fn set_active(&mut self, _: &str, _: &str, _: bool) -> Result<usize, StoreError> {
         Err(Self::read_only())
     }
+    fn set_quota(&mut self, _: &str, _: &str, _: Option<&str>) -> Result<usize, StoreError> {
+        Err(Self::read_only())
+    }
+    fn retarget(&mut self, _: &str, _: &str) -> Result<usize, StoreError> {
+        Err(Self::read_only())
+    }
     fn schema_state(&mut self) -> Result<SchemaState, StoreError> {
         Ok(SchemaState::Version(migrate::LATEST))
     }

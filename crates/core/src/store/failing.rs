@@ -188,6 +188,19 @@ impl<S: Store> Store for FailingStore<S> {
         self.call("set_active")?;
         self.inner.set_active(username, domain, active)
     }
+    fn set_quota(
+        &mut self,
+        username: &str,
+        domain: &str,
+        quota: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        self.call("set_quota")?;
+        self.inner.set_quota(username, domain, quota)
+    }
+    fn retarget(&mut self, from: &str, to: &str) -> Result<usize, StoreError> {
+        self.call("retarget")?;
+        self.inner.retarget(from, to)
+    }
     fn schema_state(&mut self) -> Result<SchemaState, StoreError> {
         self.call("schema_state")?;
         self.inner.schema_state()

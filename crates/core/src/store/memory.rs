@@ -170,6 +170,37 @@ impl Store for MemStore {
         }
         Ok(n)
     }
+    fn set_quota(
+        &mut self,
+        username: &str,
+        domain: &str,
+        quota: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        self.check()?;
+        let mut n = 0;
+        for r in self
+            .rows
+            .iter_mut()
+            .filter(|r| r.username == username && r.domain == domain && r.is_mailbox())
+        {
+            r.quota = quota.map(str::to_string);
+            n += 1;
+        }
+        Ok(n)
+    }
+    fn retarget(&mut self, from: &str, to: &str) -> Result<usize, StoreError> {
+        self.check()?;
+        let mut n = 0;
+        for r in self
+            .rows
+            .iter_mut()
+            .filter(|r| r.mailbox == from && r.password.is_none())
+        {
+            r.mailbox = to.to_string();
+            n += 1;
+        }
+        Ok(n)
+    }
     fn schema_state(&mut self) -> Result<SchemaState, StoreError> {
         self.check()?;
         Ok(SchemaState::Version(super::migrate::LATEST))

@@ -150,6 +150,18 @@ pub trait Store: Send {
         domain: &str,
         active: bool,
     ) -> Result<usize, StoreError>;
+    /// Set (or, with `None`, clear) the quota of the mailbox row; returns
+    /// rows changed. Needs the `quota` column ([`StoreError::Schema`]
+    /// without it).
+    fn set_quota(
+        &mut self,
+        username: &str,
+        domain: &str,
+        quota: Option<&str>,
+    ) -> Result<usize, StoreError>;
+    /// Point every alias row (password NULL) whose target is exactly `from`
+    /// at `to` instead; returns rows changed. Mailbox rows are left alone.
+    fn retarget(&mut self, from: &str, to: &str) -> Result<usize, StoreError>;
 
     /// Where the schema stands.
     fn schema_state(&mut self) -> Result<SchemaState, StoreError>;

@@ -522,6 +522,35 @@ impl Store for SqliteStore {
         })
     }
 
+    fn set_quota(
+        &mut self,
+        username: &str,
+        domain: &str,
+        quota: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        if !self.conn()?.columns.quota {
+            return Err(StoreError::Schema(
+                "this database has no `quota` column; run `mailtable migrate` first".into(),
+            ));
+        }
+        self.with(|conn, _| {
+            conn.execute(
+                "UPDATE users SET quota = ?3 \
+                 WHERE domain = ?1 AND username = ?2 AND password IS NOT NULL",
+                params![domain, username, quota],
+            )
+        })
+    }
+
+    fn retarget(&mut self, from: &str, to: &str) -> Result<usize, StoreError> {
+        self.with(|conn, _| {
+            conn.execute(
+                "UPDATE users SET mailbox = ?2 WHERE mailbox = ?1 AND password IS NULL",
+                params![from, to],
+            )
+        })
+    }
+
     fn schema_state(&mut self) -> Result<SchemaState, StoreError> {
         self.with(|conn, _| {
             let has = |name: &str| -> rusqlite::Result<bool> {

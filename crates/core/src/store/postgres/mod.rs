@@ -301,6 +301,26 @@ impl Store for PostgresStore {
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
+    fn set_quota(
+        &mut self,
+        username: &str,
+        domain: &str,
+        quota: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        if !self.columns()?.quota {
+            return Err(StoreError::Schema(
+                "this database has no `quota` column; run `mailtable migrate` first".into(),
+            ));
+        }
+        let n = self.write(|c| c.execute_static(SET_QUOTA, &[&domain, &username, &quota]))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn retarget(&mut self, from: &str, to: &str) -> Result<usize, StoreError> {
+        let n = self.write(|c| c.execute_static(RETARGET, &[&from, &to]))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
     fn schema_state(&mut self) -> Result<SchemaState, StoreError> {
         let (version, users) = self.read(schema_version)?;
         Ok(match (version, users) {

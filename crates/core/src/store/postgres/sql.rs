@@ -6,9 +6,11 @@
 //! has no rowid, so lookups sort by `ctid`, the physical position of the
 //! row version (PostgreSQL manual, "System Columns"). For rows that were
 //! never updated (alias rows, hence the fan-out order) that is insertion
-//! order, as SQLite's rowid gives; an `UPDATE` moves a row, which only
-//! mailbox rows see (`set_password`, `set_active`), and a mailbox never
-//! fans out. Listings sort with `COLLATE "C"`, byte order like SQLite's
+//! order, as SQLite's rowid gives; an `UPDATE` moves a row, which mailbox
+//! rows see (`set_password`, `set_active`, `set_quota`; a mailbox never
+//! fans out) and alias rows only when `mailtable user rename` repoints them
+//! (`retarget`): the fan-out then lists the new target last on PostgreSQL,
+//! in place on SQLite. The set of destinations is the same either way. Listings sort with `COLLATE "C"`, byte order like SQLite's
 //! `BINARY`, so both backends list rows in the same order whatever the
 //! database's locale.
 //!
@@ -61,7 +63,7 @@ pub(super) const TABLES_SQL: &str = "SELECT table_name::text FROM information_sc
      WHERE table_schema = current_schema() AND table_name IN ('users', 'mailtable_schema')";
 pub(super) const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
 
-// Writes (the admin CLI). INSERT_FULL and SET_ACTIVE need the optional
+// Writes (the admin CLI). INSERT_FULL, SET_ACTIVE and SET_QUOTA need the optional
 // columns, and their callers check that the columns exist first; the others
 // touch the article's four columns only.
 pub(super) const INSERT_FULL: &str =
@@ -79,6 +81,10 @@ pub(super) const SET_PASSWORD: &str = "UPDATE users SET password = $3 \
      WHERE domain = $1 AND username = $2 AND password IS NOT NULL";
 pub(super) const SET_ACTIVE: &str = "UPDATE users SET active = $3 \
      WHERE domain = $1 AND username = $2 AND password IS NOT NULL";
+pub(super) const SET_QUOTA: &str = "UPDATE users SET quota = $3 \
+     WHERE domain = $1 AND username = $2 AND password IS NOT NULL";
+pub(super) const RETARGET: &str =
+    "UPDATE users SET mailbox = $2 WHERE mailbox = $1 AND password IS NULL";
 
 // The version table of `mailtable migrate`.
 pub(super) const MAX_VERSION: &str = "SELECT max(version) FROM mailtable_schema";

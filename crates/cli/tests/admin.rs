@@ -1,0 +1,586 @@
+//! The everyday admin commands (quotas, rename, `alias list --to`, `user
+//! del` and its dangling aliases, `domain list` counts and `domain del`,
+//! `user add --from-file`) through the real binary, each test once on a
+//! temporary SQLite file and once on a fresh PostgreSQL database.
+//!
+//! PostgreSQL follows the suite's convention (tests/harness.rs): the server
+//! named by `MAILTABLE_TEST_POSTGRES_URL` (a URL whose user may create
+//! databases); without it the PostgreSQL half prints one line saying it
+//! skipped, and fails instead when `MAILTABLE_TEST_REQUIRE_POSTGRES=1`.
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::{json, Value};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+const BCRYPT: &str = "$2b$04$9rERsNbp0S1V9T8wbr0UXOvPcf.X7zDMJgYH.ZPhHx5wHfXDkBpBi";
+
+/// A database for one test: a SQLite file, or a PostgreSQL database that is
+/// dropped afterwards.
+enum Where {
+    /// Kept for its lifetime: the directory goes when the test ends.
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres {
+        server: String,
+        name: String,
+    },
+}
+
+struct Db {
+    at: Where,
+    url: String,
+}
+
+fn pg_exec(url: &str, sql: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client.batch_execute(sql).await.unwrap();
+    });
+}
+
+impl Db {
+    fn sqlite() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("mail.db").display());
+        let db = Db {
+            at: Where::Sqlite(dir),
+            url,
+        };
+        db.ok(&["init"]);
+        db
+    }
+
+    /// `None` (after one line saying so) without a test server.
+    fn postgres(test: &str) -> Option<Db> {
+        let server = match std::env::var("MAILTABLE_TEST_POSTGRES_URL") {
+            Ok(u) if !u.trim().is_empty() => u,
+            _ => {
+                assert!(
+                    std::env::var("MAILTABLE_TEST_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                    "MAILTABLE_TEST_REQUIRE_POSTGRES=1 but MAILTABLE_TEST_POSTGRES_URL is not set"
+                );
+                println!("skipped: MAILTABLE_TEST_POSTGRES_URL not set");
+                return None;
+            }
+        };
+        let name = format!("mailtable_admin_{test}_{}", std::process::id());
+        pg_exec(&server, &format!("DROP DATABASE IF EXISTS {name}"));
+        pg_exec(&server, &format!("CREATE DATABASE {name}"));
+        let (base, query) = match server.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (server.as_str(), String::new()),
+        };
+        let (prefix, _) = base.rsplit_once('/').unwrap();
+        let url = format!("{prefix}/{name}{query}");
+        let db = Db {
+            at: Where::Postgres { server, name },
+            url,
+        };
+        db.ok(&["init"]);
+        Some(db)
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailtable"));
+        cmd.arg("--database").arg(&self.url).args(args);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            // A refused command may exit before reading stdin.
+            let _ = input.write_all(s.as_bytes());
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok_in(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.ok_in(args, None)
+    }
+
+    /// Exit code and stderr of a command expected to fail; checks that it
+    /// printed one line and changed nothing.
+    fn refused(&self, args: &[&str], stdin: Option<&str>) -> (i32, String) {
+        let before = self.snapshot();
+        let out = self.run(args, stdin);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: one line: {err}"
+        );
+        assert!(err.starts_with("mailtable: "), "{err}");
+        assert_eq!(self.snapshot(), before, "{args:?} changed the database");
+        (out.status.code().unwrap(), err)
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    fn add_user(&self, addr: &str, extra: &[&str]) {
+        let mut args = vec!["user", "add", addr, "--password-stdin"];
+        args.extend_from_slice(extra);
+        self.ok_in(&args, Some("secret\n"));
+    }
+
+    fn destinations(&self, addr: &str) -> Vec<String> {
+        let v: Value =
+            serde_json::from_slice(&self.run(&["resolve", addr, "--json"], None).stdout).unwrap();
+        v["destinations"]
+            .as_array()
+            .map(|a| a.iter().map(|d| d.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every row, for "nothing changed".
+    fn snapshot(&self) -> (Value, Value) {
+        let mut aliases = self.json(&["alias", "list", "--json"]);
+        // Sorted: PostgreSQL lists rows of one address in physical order.
+        if let Some(a) = aliases.as_array_mut() {
+            a.sort_by_key(|v| v.to_string());
+        }
+        (self.json(&["user", "list", "--json"]), aliases)
+    }
+
+    /// `user list --json` as (address, active, quota).
+    fn users(&self) -> Vec<(String, bool, Option<String>)> {
+        self.json(&["user", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| {
+                (
+                    u["address"].as_str().unwrap().to_string(),
+                    u["active"].as_bool().unwrap(),
+                    u["quota"].as_str().map(String::from),
+                )
+            })
+            .collect()
+    }
+
+    /// `alias list --to ADDRESS --json` as sorted `pattern -> target`.
+    fn to(&self, addr: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .json(&["alias", "list", "--to", addr, "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} -> {}",
+                    r["pattern"].as_str().unwrap(),
+                    r["target"].as_str().unwrap()
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Where::Postgres { server, name } = &self.at {
+            let _ = std::panic::catch_unwind(|| {
+                pg_exec(
+                    server,
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                )
+            });
+        }
+    }
+}
+
+/// One body, a `sqlite` and a `postgres` test.
+macro_rules! both {
+    ($name:ident, |$db:ident| $body:block) => {
+        mod $name {
+            use super::*;
+
+            fn body($db: Db) $body
+
+            #[test]
+            fn sqlite() {
+                body(Db::sqlite());
+            }
+
+            #[test]
+            fn postgres() {
+                if let Some(db) = Db::postgres(stringify!($name)) {
+                    body(db);
+                }
+            }
+        }
+    };
+}
+
+both!(quotas, |db| {
+    db.add_user("hugo@barrera.io", &["--quota", "2g"]);
+    db.add_user("ann@barrera.io", &[]);
+    assert_eq!(
+        db.users(),
+        [
+            ("ann@barrera.io".into(), true, None),
+            ("hugo@barrera.io".into(), true, Some("2G".into())),
+        ]
+    );
+    assert!(db
+        .ok(&["user", "list"])
+        .contains("hugo@barrera.io  quota=2G"));
+    assert!(db
+        .ok(&["user", "quota", "ann@barrera.io", "500m"])
+        .contains("quota of ann@barrera.io set to 500M"));
+    db.ok(&["user", "quota", "hugo@barrera.io", "1048576"]);
+    assert_eq!(db.users()[1].2.as_deref(), Some("1048576B"));
+    db.ok(&["user", "quota", "hugo@barrera.io", "none"]);
+    assert_eq!(db.users()[1].2, None);
+
+    let (code, err) = db.refused(&["user", "quota", "ann@barrera.io", "10%"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid quota \"10%\""), "{err}");
+    let (code, err) = db.refused(&["user", "quota", "nobody@barrera.io", "1G"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("nobody@barrera.io has no mailbox"), "{err}");
+    // The quota is checked before the password is read or anything written.
+    let (code, err) = db.refused(
+        &[
+            "user",
+            "add",
+            "bob@barrera.io",
+            "--quota",
+            "2 G",
+            "--password-stdin",
+        ],
+        Some("secret\n"),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid quota \"2 G\""), "{err}");
+    // An alias has no quota.
+    db.ok(&["alias", "add", "info@barrera.io", "ann@barrera.io"]);
+    let (code, _) = db.refused(&["user", "quota", "info@barrera.io", "1G"], None);
+    assert_eq!(code, 1);
+});
+
+both!(rename_keeps_the_account_and_moves_the_aliases, |db| {
+    db.add_user("hugo@barrera.io", &["--quota", "1G"]);
+    db.ok(&["user", "disable", "hugo@barrera.io"]);
+    db.add_user("ann@barrera.io", &[]);
+    db.ok(&[
+        "alias",
+        "add",
+        "info@barrera.io",
+        "hugo@barrera.io",
+        "ann@barrera.io",
+    ]);
+    db.ok(&["alias", "add", "%@barrera.io", "hugo@barrera.io"]);
+    db.ok(&["alias", "add", "contact@example.com", "hugo@barrera.io"]);
+
+    // A copy of hugo's mail elsewhere: it belongs to the mailbox.
+    db.ok(&["alias", "add", "hugo@barrera.io", "backup@elsewhere.net"]);
+
+    let (code, err) = db.refused(
+        &["user", "rename", "hugo@barrera.io", "ann@barrera.io"],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("ann@barrera.io already has rows"), "{err}");
+    let (code, _) = db.refused(
+        &["user", "rename", "nobody@barrera.io", "x@barrera.io"],
+        None,
+    );
+    assert_eq!(code, 1);
+    let (code, err) = db.refused(&["user", "rename", "hugo@barrera.io", "bad address"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("bad address"), "{err}");
+
+    let out = db.ok(&["user", "rename", "Hugo@Barrera.io", "hugh@example.com"]);
+    assert!(
+        out.contains("renamed mailbox hugo@barrera.io to hugh@example.com"),
+        "{out}"
+    );
+    assert!(out.contains("repointed 3 alias row(s)"), "{out}");
+    assert!(
+        out.contains(
+            "move the mail store: /var/vmail/barrera.io/hugo -> /var/vmail/example.com/hugh"
+        ),
+        "{out}"
+    );
+    // Hash, quota and state kept.
+    let users = db.json(&["user", "list", "--json"]);
+    let hugh = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["address"] == "hugh@example.com")
+        .unwrap();
+    assert_eq!(hugh["quota"], "1G");
+    assert_eq!(hugh["active"], false);
+    assert_eq!(hugh["scheme"], "Bcrypt");
+    let mut info = db.destinations("info@barrera.io");
+    info.sort();
+    assert_eq!(
+        info,
+        ["ann@barrera.io", "backup@elsewhere.net", "hugh@example.com"]
+    );
+    let mut contact = db.destinations("contact@example.com");
+    contact.sort();
+    assert_eq!(contact, ["backup@elsewhere.net", "hugh@example.com"]);
+    // Without --keep-alias the old name now falls to the catch-all, which
+    // follows the mailbox too.
+    let mut old = db.destinations("hugo@barrera.io");
+    old.sort();
+    assert_eq!(old, ["backup@elsewhere.net", "hugh@example.com"]);
+
+    // --keep-alias: the old address stays an alias of the new one.
+    db.ok(&[
+        "user",
+        "rename",
+        "ann@barrera.io",
+        "anna@barrera.io",
+        "--keep-alias",
+    ]);
+    assert_eq!(db.destinations("ann@barrera.io"), ["anna@barrera.io"]);
+    assert_eq!(
+        db.to("anna@barrera.io"),
+        [
+            "ann@barrera.io -> anna@barrera.io",
+            "info@barrera.io -> anna@barrera.io"
+        ]
+    );
+});
+
+both!(rename_refuses_what_cannot_follow, |db| {
+    // A domain alias reaches hugo through a `%` target: it cannot be
+    // repointed, and without --keep-alias its mail would fail.
+    db.add_user("hugo@barrera.io", &[]);
+    db.ok(&["alias", "add", "%@old.org", "%@barrera.io"]);
+    let (code, err) = db.refused(
+        &["user", "rename", "hugo@barrera.io", "hugh@barrera.io"],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("%@old.org would point to hugo@barrera.io"),
+        "{err}"
+    );
+    db.ok(&[
+        "user",
+        "rename",
+        "hugo@barrera.io",
+        "hugh@barrera.io",
+        "--keep-alias",
+    ]);
+    assert_eq!(db.destinations("hugo@old.org"), ["hugh@barrera.io"]);
+});
+
+both!(alias_list_to_finds_every_way_in, |db| {
+    db.add_user("hugo@barrera.io", &[]);
+    db.add_user("ann@barrera.io", &[]);
+    db.ok(&[
+        "alias",
+        "add",
+        "info@barrera.io",
+        "hugo@barrera.io",
+        "ann@barrera.io",
+    ]);
+    db.ok(&["alias", "add", "team@example.com", "info@barrera.io"]);
+    db.ok(&["alias", "add", "sales-%@barrera.io", "hugo@barrera.io"]);
+    db.ok(&["alias", "add", "%@barrera.io", "hugo@barrera.io"]);
+    db.ok(&["alias", "add", "%@old.org", "%@barrera.io"]);
+    db.ok(&["alias", "add", "fwd@example.com", "someone@elsewhere.net"]);
+    assert_eq!(
+        db.to("hugo@barrera.io"),
+        [
+            "%@barrera.io -> hugo@barrera.io",
+            "%@old.org -> %@barrera.io",
+            "info@barrera.io -> hugo@barrera.io",
+            "sales-%@barrera.io -> hugo@barrera.io",
+            "team@example.com -> info@barrera.io",
+        ]
+    );
+    assert_eq!(
+        db.to("someone@elsewhere.net"),
+        ["fwd@example.com -> someone@elsewhere.net"]
+    );
+    let text = db.ok(&[
+        "alias",
+        "list",
+        "--to",
+        "ann@barrera.io",
+        "--domain",
+        "example.com",
+    ]);
+    assert_eq!(text, "team@example.com -> info@barrera.io  (alias)\n");
+    assert_eq!(
+        db.json(&["alias", "list", "--to", "nobody@nowhere.net", "--json"]),
+        json!([])
+    );
+    let (code, err) = db.refused(&["alias", "list", "--to", "not-an-address"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("not-an-address"), "{err}");
+});
+
+both!(user_del_names_the_aliases_it_would_strand, |db| {
+    db.add_user("hugo@barrera.io", &[]);
+    db.add_user("ann@barrera.io", &[]);
+    db.ok(&[
+        "alias",
+        "add",
+        "info@barrera.io",
+        "hugo@barrera.io",
+        "ann@barrera.io",
+    ]);
+    db.ok(&["alias", "add", "team@example.com", "info@barrera.io"]);
+    let (code, err) = db.refused(&["user", "del", "hugo@barrera.io"], None);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("refused: info@barrera.io point(s) to hugo@barrera.io"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("team@example.com"),
+        "only the direct pointer dangles: {err}"
+    );
+    let (code, _) = db.refused(&["user", "del", "nobody@barrera.io"], None);
+    assert_eq!(code, 1);
+
+    let out = db.run(&["user", "del", "hugo@barrera.io", "--force"], None);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: info@barrera.io still points to hugo@barrera.io"),
+        "{err}"
+    );
+    assert_eq!(db.users().len(), 1);
+
+    // A catch-all takes the address over: nothing dangles, no --force.
+    db.ok(&["alias", "del", "info@barrera.io", "hugo@barrera.io"]);
+    db.add_user("bob@barrera.io", &[]);
+    db.ok(&["alias", "add", "bobby@barrera.io", "bob@barrera.io"]);
+    db.ok(&["alias", "add", "%@barrera.io", "ann@barrera.io"]);
+    db.ok(&["user", "del", "bob@barrera.io"]);
+    assert_eq!(db.destinations("bobby@barrera.io"), ["ann@barrera.io"]);
+});
+
+both!(domains_with_counts_and_removal, |db| {
+    db.add_user("hugo@barrera.io", &[]);
+    db.add_user("ann@barrera.io", &[]);
+    db.ok(&[
+        "alias",
+        "add",
+        "info@barrera.io",
+        "hugo@barrera.io",
+        "ann@barrera.io",
+    ]);
+    db.ok(&["alias", "add", "%@barrera.io", "hugo@barrera.io"]);
+    db.ok(&["alias", "add", "contact@example.com", "hugo@barrera.io"]);
+    assert_eq!(
+        db.json(&["domain", "list", "--json"]),
+        json!([
+            {"domain": "barrera.io", "mailboxes": 2, "aliases": 1, "catch_alls": 1, "rows": 5},
+            {"domain": "example.com", "mailboxes": 0, "aliases": 1, "catch_alls": 0, "rows": 1},
+        ])
+    );
+    assert_eq!(
+        db.ok(&["domain", "list"]),
+        "barrera.io\t2\t1\t1\nexample.com\t0\t1\t0\n"
+    );
+
+    let (code, err) = db.refused(&["domain", "del", "barrera.io"], None);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(
+            "barrera.io has 5 row(s): 2 mailbox(es), 1 alias(es), 1 catch-all(s); use --force"
+        ),
+        "{err}"
+    );
+    let (code, _) = db.refused(&["domain", "del", "nowhere.org", "--force"], None);
+    assert_eq!(code, 1);
+    let (code, err) = db.refused(&["domain", "del", "bad..domain"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("bad..domain"), "{err}");
+
+    let out = db.run(&["domain", "del", "Barrera.IO", "--force"], None);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed domain barrera.io: 5 row(s)"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(
+        "warning: contact@example.com -> hugo@barrera.io points into the removed domain"
+    ));
+    assert_eq!(db.users(), []);
+    assert_eq!(db.ok(&["domain", "list"]), "example.com\t0\t1\t0\n");
+});
+
+both!(bulk_add_is_all_or_nothing, |db| {
+    db.add_user("old@barrera.io", &[]);
+    let good = format!(
+        "# two mailboxes\nhugo@barrera.io\t{BCRYPT}\n\nann@example.com\t2G\t{{BLF-CRYPT}}{BCRYPT}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.tsv");
+    std::fs::write(&file, &good).unwrap();
+    let out = db.ok(&["user", "add", "--from-file", file.to_str().unwrap()]);
+    assert!(out.contains("added 2 mailbox(es)"), "{out}");
+    assert_eq!(
+        db.users(),
+        [
+            ("hugo@barrera.io".into(), true, None),
+            ("old@barrera.io".into(), true, None),
+            ("ann@example.com".into(), true, Some("2G".into())),
+        ]
+    );
+
+    // A cleartext password on line 3: refused with its number, never shown.
+    let bad = format!("bob@barrera.io\t{BCRYPT}\n\ncarl@barrera.io\tCorrectHorse9\n");
+    let (code, err) = db.refused(&["user", "add", "--from-file", "-"], Some(&bad));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("stdin: line 3: the last field is not a password hash"),
+        "{err}"
+    );
+    assert!(!err.contains("CorrectHorse9"), "{err}");
+    // A mailbox already present on line 2: nothing of line 1 is kept.
+    let clash = format!("dan@barrera.io\t{BCRYPT}\nold@barrera.io\t{BCRYPT}\n");
+    let (code, err) = db.refused(&["user", "add", "--from-file", "-"], Some(&clash));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("stdin: line 2: old@barrera.io already has a mailbox"),
+        "{err}"
+    );
+    let (code, err) = db.refused(
+        &["user", "add", "--from-file", "-"],
+        Some("x@barrera.io\t5Q\t$2b$\n"),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("line 1: invalid quota \"5Q\""), "{err}");
+    let (code, err) = db.refused(
+        &["user", "add", "--from-file", "/nonexistent/users.tsv"],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/users.tsv"), "{err}");
+    // --from-file takes no address, password or quota of its own.
+    let out = db.run(&["user", "add", "x@barrera.io", "--from-file", "-"], None);
+    assert_eq!(out.status.code(), Some(2));
+});
