@@ -161,10 +161,10 @@ saw "$(pg_psql main -c 'SELECT version()')"
 saw "cluster main on port $(pg_port main); database URL $(mask "$URL")"
 printf 'query_timeout_ms = %s\n' "$TIMEOUT_MS" >"$WORK/cli.toml"
 
-step "2. Store contract suite, SQLite and PostgreSQL"
+step "2. Store contract suite and the CLI's admin tests, SQLite and PostgreSQL"
 set +e
 MAILTABLE_TEST_POSTGRES_URL=$(pg_url main postgres) MAILTABLE_TEST_REQUIRE_POSTGRES=1 \
-	cargo test --locked -p mailtable-tests >"$WORK/contract.log" 2>&1
+	cargo test --locked -p mailtable-tests -p mailtable >"$WORK/contract.log" 2>&1
 rc=$?
 set -e
 grep -E '^test result:|FAILED|panicked' "$WORK/contract.log" | sed 's/^/    /'
@@ -172,7 +172,7 @@ grep -E '^test result:|FAILED|panicked' "$WORK/contract.log" | sed 's/^/    /'
 grep -q 'test result: ok\. [0-9]* passed; 0 failed; 0 ignored' "$WORK/contract.log" ||
 	fail "contract suite: some tests were ignored (skipped)"
 saw "$(grep -c '::postgres \.\.\. ok$' "$WORK/contract.log") PostgreSQL and $(grep -c '::sqlite \.\.\. ok$' "$WORK/contract.log") SQLite instances passed"
-ok "contract suite passed on both backends, none skipped"
+ok "contract suite and admin tests passed on both backends, none skipped"
 
 step "3. mailtable CLI on PostgreSQL"
 run mtcli --database "$URL" init
