@@ -10,9 +10,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use serde_json::{json, Value};
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 const BCRYPT: &str = "$2b$04$9rERsNbp0S1V9T8wbr0UXOvPcf.X7zDMJgYH.ZPhHx5wHfXDkBpBi";
 
@@ -32,19 +33,7 @@ struct Db {
     url: String,
 }
 
-fn pg_exec(url: &str, sql: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        client.batch_execute(sql).await.unwrap();
-    });
-}
+use common::pg_exec;
 
 impl Db {
     fn sqlite() -> Db {
@@ -74,12 +63,7 @@ impl Db {
         let name = format!("mailtable_admin_{test}_{}", std::process::id());
         pg_exec(&server, &format!("DROP DATABASE IF EXISTS {name}"));
         pg_exec(&server, &format!("CREATE DATABASE {name}"));
-        let (base, query) = match server.split_once('?') {
-            Some((b, q)) => (b, format!("?{q}")),
-            None => (server.as_str(), String::new()),
-        };
-        let (prefix, _) = base.rsplit_once('/').unwrap();
-        let url = format!("{prefix}/{name}{query}");
+        let url = common::pg_url_for(&server, &name);
         let db = Db {
             at: Where::Postgres { server, name },
             url,
@@ -89,19 +73,7 @@ impl Db {
     }
 
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailtable"));
-        cmd.arg("--database").arg(&self.url).args(args);
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            // A refused command may exit before reading stdin.
-            let _ = input.write_all(s.as_bytes());
-        }
-        drop(input);
-        child.wait_with_output().unwrap()
+        common::mailtable(&self.url, args, stdin, None)
     }
 
     fn ok_in(&self, args: &[&str], stdin: Option<&str>) -> String {

@@ -3,10 +3,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use serde_json::Value;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 struct Db {
     _dir: tempfile::TempDir,
@@ -25,20 +26,7 @@ impl Db {
     }
 
     fn run_in(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailtable"));
-        cmd.arg("--database").arg(self.url()).args(args);
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            // The command may refuse its arguments and exit before reading
-            // stdin: a broken pipe here is not a test failure.
-            let _ = input.write_all(s.as_bytes());
-        }
-        drop(input);
-        child.wait_with_output().unwrap()
+        common::mailtable(&self.url(), args, stdin, None)
     }
 
     fn ok(&self, args: &[&str]) -> String {

@@ -8,11 +8,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/import");
 
@@ -48,24 +49,7 @@ impl Db {
     }
 
     fn run_in(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailtable"));
-        cmd.current_dir(FIXTURES)
-            .arg("--database")
-            .arg(self.url())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            // A command that fails before reading closes its stdin first.
-            if let Err(e) = input.write_all(s.as_bytes()) {
-                assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
-            }
-        }
-        drop(input);
-        child.wait_with_output().unwrap()
+        common::mailtable(&self.url(), args, stdin, Some(Path::new(FIXTURES)))
     }
 
     fn run(&self, args: &[&str]) -> (i32, String, String) {
@@ -762,17 +746,7 @@ struct PgDatabases {
 
 impl PgDatabases {
     fn exec(url: &str, sql: &str) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            client.batch_execute(sql).await.unwrap();
-        });
+        common::pg_exec(url, sql)
     }
 
     /// A new database; its URL.
@@ -781,12 +755,7 @@ impl PgDatabases {
         Self::exec(&self.server, &format!("DROP DATABASE IF EXISTS {name}"));
         Self::exec(&self.server, &format!("CREATE DATABASE {name}"));
         self.names.push(name.clone());
-        let (base, query) = match self.server.split_once('?') {
-            Some((b, q)) => (b, format!("?{q}")),
-            None => (self.server.as_str(), String::new()),
-        };
-        let (prefix, _) = base.rsplit_once('/').unwrap();
-        format!("{prefix}/{name}{query}")
+        common::pg_url_for(&self.server, &name)
     }
 }
 
