@@ -32,6 +32,13 @@ echo "== the .deb"
 deb=$("$REPO/packaging/deb.sh" | tail -n 1)
 [ -f "$deb" ] || { echo "packaging/deb.sh printed no package"; exit 1; }
 ok "packaging/deb.sh -> $deb"
+if command -v lintian >/dev/null 2>&1; then
+	if lintian --fail-on error,warning "$deb" >"$E2E_DIR/lintian.log" 2>&1; then
+		ok "lintian: $(grep -c . "$E2E_DIR/lintian.log") tags below warning"
+	else
+		cat "$E2E_DIR/lintian.log"; fail "lintian"
+	fi
+fi
 
 # The Debian 13 tree, with an overlay on top that holds the installation.
 base=$("$E2E_LIB_DIR/rootfs.sh")
