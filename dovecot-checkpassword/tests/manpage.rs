@@ -12,7 +12,10 @@ fn man_page_covers_every_subcommand_and_option() {
         .expect("run dovecot-mailtable --help");
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).expect("utf-8 help");
-    let page_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/man/dovecot-mailtable.8");
+    let page_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../packaging/man/dovecot-mailtable.8"
+    );
     let page = std::fs::read_to_string(page_path).expect("read dovecot-mailtable.8");
 
     let mut block = "";

@@ -18,9 +18,24 @@ mod args;
 use clap::{Command, CommandFactory};
 use std::io::{self, Write};
 
+/// The CLI package's manifest: `#[command(about)]` in args.rs takes the
+/// description of the crate that compiles it, which here is this one.
+const CLI_MANIFEST: &str = include_str!("../../crates/cli/Cargo.toml");
+
+/// The `description` of the CLI package, as `mailtable --help` shows it.
+fn cli_description() -> Option<&'static str> {
+    CLI_MANIFEST
+        .lines()
+        .find_map(|l| l.strip_prefix("description = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+}
+
 /// The admin CLI's clap command tree, exactly as `mailtable` parses it.
 pub fn cli_command() -> Command {
     let mut cmd = args::Cli::command();
+    if let Some(about) = cli_description() {
+        cmd = cmd.about(about);
+    }
     cmd.build();
     cmd
 }
@@ -138,7 +153,7 @@ fn render_commands(cmd: &Command, out: &mut dyn Write) -> io::Result<()> {
                 .iter()
                 .map(|v| v.to_string_lossy().into_owned())
                 .collect();
-            if !defaults.is_empty() {
+            if !defaults.is_empty() && arg.get_action().takes_values() {
                 writeln!(out, "[default: {}]", roff(&defaults.join(", ")))?;
             }
         }

@@ -92,6 +92,8 @@ fn every_subcommand_is_in_mailtable_8() {
         assert!(commands.contains(&title), "mailtable(8) lacks {title}");
     }
     assert!(page.contains(".TH mailtable 8"), "title");
+    // The CLI's own description, not this package's.
+    assert!(page.contains("mailtable admin CLI"), "description");
     assert!(page.contains(".SH EXIT STATUS"));
 }
 
