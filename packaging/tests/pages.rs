@@ -103,7 +103,7 @@ fn completions_name_the_subcommands() {
         let mut out = Vec::new();
         mailtable_packaging::render_completion(shell, &mut out);
         let text = String::from_utf8(out).expect("utf-8");
-        for word in ["resolve", "senders", "--password-stdin"] {
+        for word in ["resolve", "senders", "password-stdin"] {
             assert!(text.contains(word), "{shell:?} completion lacks {word}");
         }
     }
