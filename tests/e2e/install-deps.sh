@@ -37,12 +37,15 @@ util-linux
 mount
 iproute2
 procps
+dpkg-dev
+lintian
 "
 # opensmtpd-extras: C table-sqlite etc. (proc-table yardstick, imsg protocol)
 # libnet-ssleay-perl: swaks --tls ("TLS not available: requires Net::SSLeay")
 # mmdebstrap, debian-archive-keyring (has the trixie keys), gpg: rootfs.sh
 # util-linux (unshare, nsenter, setpriv, flock), mount: container.sh, lib.sh
 # iproute2 (ss), procps (ps, pgrep): waiting for ports, stopping, checks
+# dpkg-dev (dpkg-shlibdeps for packaging/deb.sh), lintian: test-package.sh
 
 die() { echo "install-deps.sh: error: $*" >&2; exit 1; }
 log() { echo "install-deps.sh: $*" >&2; }

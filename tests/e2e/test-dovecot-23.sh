@@ -116,7 +116,7 @@ ok() { echo "ok   [$MODE] $*"; }
 # The docs' paths, moved into $T. Every config file and the Lua script go
 # through this and nothing else, so what runs is what the README shows.
 localize() {
-	sed -e "s|/usr/local/bin/dovecot-mailtable|$DM|g" \
+	sed -e "s|/usr/bin/dovecot-mailtable|$DM|g" \
 		-e "s|/etc/mail/mailtable.toml|$T/mailtable.toml|g" \
 		-e "s|/etc/dovecot/|$T/etc/|g" \
 		-e "s|/run/mailtable/|$T/run-mt/|g" \

@@ -43,7 +43,7 @@ run_stack() {
 	dd=$(e2e_service_dir dovecot23)
 	mkdir -p "$dd/etc" "$dd/run-mt"
 	localize() {
-		sed -e "s|/usr/local/bin/dovecot-mailtable|$MT_BIN/dovecot-mailtable|g" \
+		sed -e "s|/usr/bin/dovecot-mailtable|$MT_BIN/dovecot-mailtable|g" \
 			-e "s|/etc/mail/mailtable.toml|$MT_CONF|g" \
 			-e "s|/etc/dovecot/|$dd/etc/|g" \
 			-e "s|/run/mailtable/|$dd/run-mt/|g" \
