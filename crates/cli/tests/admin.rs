@@ -454,6 +454,19 @@ both!(user_del_names_the_aliases_it_would_strand, |db| {
     db.ok(&["alias", "add", "%@barrera.io", "ann@barrera.io"]);
     db.ok(&["user", "del", "bob@barrera.io"]);
     assert_eq!(db.destinations("bobby@barrera.io"), ["ann@barrera.io"]);
+
+    // A domain alias maps every name: removing one mailbox of its target
+    // domain needs no --force (the removed name now fails through it like
+    // any unknown name), while a rename would strand it and is refused.
+    db.add_user("carl@example.com", &[]);
+    db.add_user("dora@example.com", &[]);
+    db.ok(&["alias", "add", "%@old.example", "%@example.com"]);
+    let (code, err) = db.refused(
+        &["user", "rename", "dora@example.com", "dot@example.com"],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    db.ok(&["user", "del", "carl@example.com"]);
 });
 
 both!(domains_with_counts_and_removal, |db| {

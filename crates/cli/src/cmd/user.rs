@@ -15,7 +15,7 @@ use crate::secret_input;
 use mailtable_core::exit::Exit;
 use mailtable_core::password::{self, PasswordHash};
 use mailtable_core::store::{Access, Delete};
-use mailtable_core::{delivery, Address, Reach, ResolveError, Resolver, Row, Store};
+use mailtable_core::{delivery, Address, Reach, ResolveError, Resolver, Row, RowKind, Store};
 use serde_json::json;
 
 /// `mailtable user ...`.
@@ -192,7 +192,7 @@ fn rename(ctx: &Ctx, old: &str, new: &str, keep_alias: bool) -> Result<Exit, Cli
                 quota: None,
             })?;
         }
-        let stuck = dangling(r, s, &old, &fixed)?;
+        let stuck = dangling(r, s, &old, &fixed, true)?;
         if !stuck.is_empty() {
             return Err(CliError::usage(format!(
                 "refused: {} would point to {old}, which would no longer exist; \
@@ -223,11 +223,20 @@ fn rename(ctx: &Ctx, old: &str, new: &str, keep_alias: bool) -> Result<Exit, Cli
 /// The rows of `before` (what reached `addr`) through which mail would now
 /// fail: they point at `addr` itself and `addr` resolves to nothing any
 /// more. Rows pointing at an alias on the way keep working.
+///
+/// `domain_aliases`: whether a domain alias (`%@old.org -> %@new.org`)
+/// counts. For a rename it does: mail to the old name through it would be
+/// lost while the mailbox lives on. For a removal it does not: it maps
+/// every local part, so mail to the removed name through it fails exactly
+/// as mail to any other unknown name of that domain already does, and
+/// counting it would make every removal in an aliased domain need
+/// `--force`.
 fn dangling(
     r: &Resolver,
     s: &mut dyn Store,
     addr: &Address,
     before: &[Reach],
+    domain_aliases: bool,
 ) -> Result<Vec<String>, CliError> {
     if r.match_address(s, addr)?.is_some() || !s.has_domain(addr.domain().as_str())? {
         return Ok(Vec::new());
@@ -235,6 +244,7 @@ fn dangling(
     let mut out: Vec<String> = before
         .iter()
         .filter(|x| x.target == *addr)
+        .filter(|x| domain_aliases || x.row.kind() != RowKind::DomainAlias)
         .map(|x| x.row.address())
         .collect();
     out.dedup();
@@ -273,7 +283,7 @@ fn del(ctx: &Ctx, address: &str, force: bool) -> Result<Exit, CliError> {
         if s.delete(addr.local(), addr.domain().as_str(), Delete::Mailbox)? == 0 {
             return Err(CliError::not_found(format!("{addr} has no mailbox")));
         }
-        let stuck = dangling(r, s, &addr, &before)?;
+        let stuck = dangling(r, s, &addr, &before, false)?;
         if !stuck.is_empty() && !force {
             return Err(CliError::usage(format!(
                 "refused: {} point(s) to {addr} and would fail; \
