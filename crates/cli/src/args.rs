@@ -59,6 +59,8 @@ pub enum Command {
     Hash(PasswordInput),
     /// Bring users and aliases over from another setup, with a report
     Import(ImportArgs),
+    /// Check the installation (database, smtpd, Dovecot, serve) and say how to fix it
+    Doctor(crate::doctor::DoctorArgs),
 }
 
 /// `import` options.
