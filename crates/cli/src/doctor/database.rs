@@ -129,6 +129,11 @@ pub(crate) fn check_answers(
         access: Access::ReadOnly,
         timeout,
     };
+    let sides = match url {
+        DatabaseUrl::Sqlite(p) => side_files(p),
+        DatabaseUrl::Postgres(_) => Vec::new(),
+    };
+    let absent: Vec<&PathBuf> = sides.iter().filter(|p| !p.exists()).collect();
     let answer = store::open(url, &opts).and_then(|mut s| {
         let state = s.schema_state()?;
         let domains = match state {
@@ -137,12 +142,14 @@ pub(crate) fn check_answers(
         };
         Ok((state, domains))
     });
-    if let DatabaseUrl::Sqlite(p) = url {
-        // Our own read, as root, may have created the -shm index with the
-        // database's mode (SQLite copies it, 0640): give the group its
-        // write bit back, as every CLI write does, or the daemons could
-        // not read after us.
-        let _ = store::sqlite::share_files(p, None);
+    // Our own read, as root, may have created side files with the
+    // database's mode (SQLite copies it, 0640, and its owner and group):
+    // give the group the write bit a reader needs, as every CLI write does.
+    // Only to files this read created; everything else is reported, never
+    // changed.
+    for p in absent.into_iter().filter(|p| p.exists()) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o660));
     }
     match answer {
         Ok((state, domains)) => (
@@ -248,15 +255,13 @@ pub(crate) fn check_sqlite_files(path: &Path, config_path: Option<&Path>) -> Vec
     }
     let fix = format!("{} init --group {group}", cli(config_path));
     let mut bad = Vec::new();
-    for suffix in ["-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let p = PathBuf::from(p);
+    for p in side_files(path) {
+        let is_shm = p.as_os_str().to_string_lossy().ends_with("-shm");
         match std::fs::metadata(&p) {
             // Absent -shm: the next reader makes it (as the database's
             // owner and group when that reader is root); the per-user
             // probes below show whether the daemons manage without it.
-            Err(_) if suffix == "-shm" => {}
+            Err(_) if is_shm => {}
             Err(_) => bad.push(format!("{} is missing", p.display())),
             Ok(m) if m.gid() != meta.gid() || m.mode() & 0o060 != 0o060 => bad.push(format!(
                 "{} is group {}, mode {:04o} (want group {group}, 0660)",
@@ -280,6 +285,18 @@ pub(crate) fn check_sqlite_files(path: &Path, config_path: Option<&Path>) -> Vec
         ));
     }
     out
+}
+
+/// The WAL side files of a SQLite database: `-wal`, `-shm`.
+fn side_files(path: &Path) -> Vec<PathBuf> {
+    ["-wal", "-shm"]
+        .iter()
+        .map(|suffix| {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            PathBuf::from(p)
+        })
+        .collect()
 }
 
 /// The journal mode from the file header, without opening the database
