@@ -7,7 +7,7 @@
 //! whose processes get no other supplementary groups), then loads the
 //! config, opens the database read-only and runs one lookup. For a SQLite
 //! database in WAL mode that lookup writes the `-shm` index, so it also
-//! proves the side files are usable (https://sqlite.org/wal.html, "Read-Only
+//! proves the side files are usable (<https://sqlite.org/wal.html>, "Read-Only
 //! Databases").
 
 use super::dovecot::Dovecot;
@@ -301,7 +301,7 @@ fn side_files(path: &Path) -> Vec<PathBuf> {
 
 /// The journal mode from the file header, without opening the database
 /// (an open would itself create the side files being checked): bytes 18
-/// and 19 are 2 in WAL mode, 1 otherwise (https://sqlite.org/fileformat2.html,
+/// and 19 are 2 in WAL mode, 1 otherwise (<https://sqlite.org/fileformat2.html>,
 /// "The Database Header").
 fn journal_mode(path: &Path) -> Option<String> {
     use std::io::Read;
