@@ -133,7 +133,10 @@ pub(crate) fn check_answers(
         DatabaseUrl::Sqlite(p) => side_files(p),
         DatabaseUrl::Postgres(_) => Vec::new(),
     };
-    let absent: Vec<&PathBuf> = sides.iter().filter(|p| !p.exists()).collect();
+    let before: Vec<(&PathBuf, Option<u32>)> = sides
+        .iter()
+        .map(|p| (p, std::fs::metadata(p).ok().map(|m| m.mode() & 0o7777)))
+        .collect();
     let answer = store::open(url, &opts).and_then(|mut s| {
         let state = s.schema_state()?;
         let domains = match state {
@@ -142,14 +145,19 @@ pub(crate) fn check_answers(
         };
         Ok((state, domains))
     });
-    // Our own read, as root, may have created side files with the
-    // database's mode (SQLite copies it, 0640, and its owner and group):
-    // give the group the write bit a reader needs, as every CLI write does.
-    // Only to files this read created; everything else is reported, never
-    // changed.
-    for p in absent.into_iter().filter(|p| p.exists()) {
+    // Our own read, as root, may delete the side files when it closes (it
+    // is the last connection and does not keep the WAL) and SQLite then
+    // recreates them with the database's mode, 0640 (and its owner and
+    // group). Put back the modes they had, and give one this read created
+    // the group write bit a reader needs, as every CLI write does: doctor
+    // reports problems, it must not make one.
+    for (p, mode) in before {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o660));
+        let now = std::fs::metadata(p).ok().map(|m| m.mode() & 0o7777);
+        let want = mode.unwrap_or(0o660);
+        if now.is_some_and(|n| n != want) {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(want));
+        }
     }
     match answer {
         Ok((state, domains)) => (
