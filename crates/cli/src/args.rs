@@ -59,6 +59,8 @@ pub enum Command {
     Hash(PasswordInput),
     /// Bring users and aliases over from another setup, with a report
     Import(ImportArgs),
+    /// Check the installation (database, smtpd, Dovecot, serve) and say how to fix it
+    Doctor(DoctorArgs),
 }
 
 /// `import` options.
@@ -234,4 +236,32 @@ pub struct ListArgs {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where smtpd runs `table-NAME` programs from on Debian (its
+/// PATH_LIBEXEC, `fork_proc_backend` in usr.sbin/smtpd/smtpd.c).
+pub const DOCTOR_DEFAULT_LIBEXEC: &str = "/usr/libexec/opensmtpd";
+
+/// `doctor` options: where the daemons' configs are when they are not at
+/// the packages' default paths.
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+    /// smtpd's config [default: /etc/smtpd.conf, else /etc/mail/smtpd.conf]
+    #[arg(long, value_name = "FILE")]
+    pub smtpd_conf: Option<PathBuf>,
+    /// Where smtpd runs `table-NAME` programs from (its PATH_LIBEXEC)
+    #[arg(long, value_name = "DIR", default_value = DOCTOR_DEFAULT_LIBEXEC)]
+    pub smtpd_libexec: PathBuf,
+    /// Dovecot's config, given to doveconf and doveadm as `-c FILE` [default: theirs]
+    #[arg(long, value_name = "FILE")]
+    pub dovecot_conf: Option<PathBuf>,
+    /// Mailbox for the end-to-end lookups [default: the first active mailbox]
+    #[arg(long, value_name = "ADDRESS")]
+    pub address: Option<String>,
+    /// Seconds any one external command or probe may take
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub timeout: u64,
 }

@@ -5,6 +5,7 @@
 mod args;
 mod cmd;
 mod ctx;
+mod doctor;
 mod error;
 mod import;
 mod quota;

@@ -3,7 +3,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success |
-//! | 1 | not found (`resolve`, `senders`, and removing what is not there) |
+//! | 1 | not found (`resolve`, `senders`, and removing what is not there); `doctor` found a problem |
 //! | 2 | usage error or bad input (invalid address, conflict, bad config, not a database, schema too new) |
 //! | 75 | temporary failure (`EX_TEMPFAIL` of sysexits.h): database locked, unreachable, timed out; retry later |
 //!
@@ -19,6 +19,8 @@ pub enum Exit {
     Ok,
     /// 1: the thing asked about does not exist.
     NotFound,
+    /// 1: `doctor` found at least one problem (its report says which).
+    Problems,
     /// 2: usage error or bad input; nothing was changed.
     Usage,
     /// 75: temporary failure; nothing was changed, retry later.
@@ -30,7 +32,7 @@ impl Exit {
     pub fn code(self) -> u8 {
         match self {
             Exit::Ok => 0,
-            Exit::NotFound => 1,
+            Exit::NotFound | Exit::Problems => 1,
             Exit::Usage => 2,
             Exit::TempFail => 75,
         }

@@ -21,6 +21,10 @@ use mailtable_core::exit::Exit;
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> Result<Exit, CliError> {
+    // Before the context: doctor reports a config that does not load.
+    if let Command::Doctor(a) = &cli.command {
+        return crate::doctor::run(cli.config.as_deref(), cli.database.as_deref(), a);
+    }
     let ctx = Ctx::from_cli(&cli)?;
     match cli.command {
         Command::Init(a) => db::init(&ctx, &a.group),
@@ -33,5 +37,8 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Resolve { address, json } => resolve::resolve(&ctx, &address, json),
         Command::Senders { address, json } => resolve::senders(&ctx, &address, json),
         Command::Import(a) => crate::import::run(&ctx, &a),
+        Command::Doctor(a) => {
+            crate::doctor::run(cli.config.as_deref(), cli.database.as_deref(), &a)
+        }
     }
 }

@@ -1,0 +1,527 @@
+//! The config, the database, its schema and its files, and whether each
+//! daemon's user can actually read it.
+//!
+//! The per-user test forks, drops to the daemon's user and groups exactly as
+//! the daemon does (initgroups for smtpd's table, which runs as smtpd's
+//! user; the `service auth` user, group and `extra_groups` for Dovecot,
+//! whose processes get no other supplementary groups), then loads the
+//! config, opens the database read-only and runs one lookup. For a SQLite
+//! database in WAL mode that lookup writes the `-shm` index, so it also
+//! proves the side files are usable (<https://sqlite.org/wal.html>, "Read-Only
+//! Databases").
+
+use super::dovecot::Dovecot;
+use super::smtpd::Smtpd;
+use super::unix::{self, Creds};
+use super::{Check, DoctorArgs};
+use mailtable_core::config::DEFAULT_PATH;
+use mailtable_core::store::{self, migrate, Access, DatabaseUrl, OpenOptions, SchemaState};
+use mailtable_core::{Accounts, Config};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Looked up by the per-user probes when `--address` is not given: any
+/// name will do, "not found" proves the database answered.
+const PROBE_NAME: &str = "postmaster@doctor.invalid";
+
+/// What the database checks found, for the later areas.
+pub(crate) struct Db {
+    /// The config, when it loaded.
+    pub(crate) config: Option<Config>,
+    /// The file it came from (None: built-in defaults).
+    pub(crate) config_path: Option<PathBuf>,
+    /// The database URL, when it parsed.
+    pub(crate) url: Option<DatabaseUrl>,
+    /// Group of the SQLite file: the one the daemons need.
+    pub(crate) group: Option<u32>,
+}
+
+/// `mailtable` with the `-c` that reaches the same config, for fixes.
+pub(crate) fn cli(config_path: Option<&Path>) -> String {
+    match config_path {
+        Some(p) if p != Path::new(DEFAULT_PATH) => format!("mailtable -c {}", p.display()),
+        _ => "mailtable".into(),
+    }
+}
+
+pub(crate) fn run(
+    given: Option<&Path>,
+    database: Option<&str>,
+    timeout: Duration,
+    checks: &mut Vec<Check>,
+) -> Db {
+    let (check, config, config_path) = check_config(given);
+    checks.push(check);
+    let mut db = Db {
+        config: None,
+        config_path,
+        url: None,
+        group: None,
+    };
+    let Some(config) = config else {
+        return db;
+    };
+    let url_text = database.map_or_else(|| config.database.clone(), str::to_string);
+    db.config = Some(config);
+    let url: DatabaseUrl = match url_text.parse() {
+        Ok(u) => u,
+        Err(e) => {
+            checks.push(Check::problem(
+                "database.answers",
+                e,
+                "set `database` in the config to sqlite:///path or postgresql://...",
+            ));
+            return db;
+        }
+    };
+    // The files first: opening the database may create its side files.
+    let files = match &url {
+        DatabaseUrl::Sqlite(path) => {
+            db.group = std::fs::metadata(path).ok().map(|m| m.gid());
+            check_sqlite_files(path, db.config_path.as_deref())
+        }
+        DatabaseUrl::Postgres(_) => Vec::new(),
+    };
+    let (check, state) = check_answers(&url, timeout, db.config_path.as_deref());
+    checks.push(check);
+    if let Some(state) = state {
+        checks.push(check_schema(state, &url, db.config_path.as_deref()));
+    }
+    checks.extend(files);
+    db.url = Some(url);
+    db
+}
+
+/// The config loads (`-c`, else the default path if it exists, else the
+/// built-in defaults: the rule of all three binaries, `Config::locate`).
+pub(crate) fn check_config(given: Option<&Path>) -> (Check, Option<Config>, Option<PathBuf>) {
+    let path = given
+        .map(Path::to_path_buf)
+        .or_else(|| Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.exists()));
+    match Config::locate(path.as_deref()) {
+        Ok(c) => {
+            let msg = match &path {
+                Some(p) => format!("{} parses", p.display()),
+                None => format!("no {DEFAULT_PATH}: built-in defaults"),
+            };
+            (Check::ok("config", msg), Some(c), path)
+        }
+        Err(e) => (
+            Check::problem(
+                "config",
+                e.to_string(),
+                "correct the file (keys and defaults: the module docs of crates/core/src/config.rs)",
+            ),
+            None,
+            path,
+        ),
+    }
+}
+
+/// The database opens read-only and answers a query.
+pub(crate) fn check_answers(
+    url: &DatabaseUrl,
+    timeout: Duration,
+    config_path: Option<&Path>,
+) -> (Check, Option<SchemaState>) {
+    let opts = OpenOptions {
+        access: Access::ReadOnly,
+        timeout,
+    };
+    let sides = match url {
+        DatabaseUrl::Sqlite(p) => side_files(p),
+        DatabaseUrl::Postgres(_) => Vec::new(),
+    };
+    let before: Vec<(&PathBuf, Option<u32>)> = sides
+        .iter()
+        .map(|p| (p, std::fs::metadata(p).ok().map(|m| m.mode() & 0o7777)))
+        .collect();
+    let answer = store::open(url, &opts).and_then(|mut s| {
+        let state = s.schema_state()?;
+        let domains = match state {
+            SchemaState::Empty => 0,
+            _ => s.domains()?.len(),
+        };
+        Ok((state, domains))
+    });
+    // Our own read, as root, may delete the side files when it closes (it
+    // is the last connection and does not keep the WAL) and SQLite then
+    // recreates them with the database's mode, 0640 (and its owner and
+    // group). Put back the modes they had, and give one this read created
+    // the group write bit a reader needs, as every CLI write does: doctor
+    // reports problems, it must not make one.
+    for (p, mode) in before {
+        use std::os::unix::fs::PermissionsExt;
+        let now = std::fs::metadata(p).ok().map(|m| m.mode() & 0o7777);
+        let want = mode.unwrap_or(0o660);
+        if now.is_some_and(|n| n != want) {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(want));
+        }
+    }
+    match answer {
+        Ok((state, domains)) => (
+            Check::ok(
+                "database.answers",
+                format!("{url} answers ({domains} domain(s))"),
+            ),
+            Some(state),
+        ),
+        Err(e) => {
+            let fix = match url {
+                DatabaseUrl::Sqlite(p) if !p.exists() => {
+                    format!("{} init --group mailtable", cli(config_path))
+                }
+                DatabaseUrl::Sqlite(_) => {
+                    "check the file (`sqlite3 PATH 'PRAGMA integrity_check'`) and its permissions"
+                        .into()
+                }
+                DatabaseUrl::Postgres(_) => {
+                    "start PostgreSQL or correct `database` in the config".into()
+                }
+            };
+            (Check::problem("database.answers", e.to_string(), fix), None)
+        }
+    }
+}
+
+/// The schema is the one the binaries know.
+pub(crate) fn check_schema(
+    state: SchemaState,
+    url: &DatabaseUrl,
+    config_path: Option<&Path>,
+) -> Check {
+    let mt = cli(config_path);
+    let latest = migrate::LATEST;
+    match state {
+        SchemaState::Empty => Check::problem(
+            "database.schema",
+            format!("{url} has no users table"),
+            format!("{mt} init --group mailtable"),
+        ),
+        SchemaState::Unversioned => Check::problem(
+            "database.schema",
+            format!("{url} is an unversioned users table; these binaries know schema {latest}"),
+            format!("{mt} migrate"),
+        ),
+        SchemaState::Version(v) if v < latest => Check::problem(
+            "database.schema",
+            format!("{url} has schema version {v}; these binaries know {latest}"),
+            format!("{mt} migrate"),
+        ),
+        SchemaState::Version(v) if v > latest => Check::problem(
+            "database.schema",
+            format!("{url} has schema version {v}, newer than these binaries ({latest})"),
+            "install the mailtable release that wrote it (all three binaries)",
+        ),
+        SchemaState::Version(v) => Check::ok(
+            "database.schema",
+            format!("schema version {v}, as these binaries expect"),
+        ),
+    }
+}
+
+/// The SQLite file holds password hashes: never world-readable. In WAL mode
+/// the daemons write the `-shm` index and need `-wal` to exist: both must
+/// be there, in the database's group, mode 0660 (`mailtable init` makes them
+/// so; the sqlite3 shell deletes them on exit unless told to keep them).
+pub(crate) fn check_sqlite_files(path: &Path, config_path: Option<&Path>) -> Vec<Check> {
+    let mut out = Vec::new();
+    let Ok(meta) = std::fs::metadata(path) else {
+        return out;
+    };
+    let shown = path.display();
+    let group = unix::group_name(meta.gid());
+    if meta.mode() & 0o007 != 0 {
+        out.push(Check::problem(
+            "database.mode",
+            format!(
+                "{shown} is mode {:04o}: every local user can read the password hashes",
+                meta.mode() & 0o7777
+            ),
+            format!("chmod 0640 {shown}"),
+        ));
+    } else {
+        out.push(Check::ok(
+            "database.mode",
+            format!(
+                "{shown} is mode {:04o}, group {group}",
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    let journal = journal_mode(path);
+    if journal.as_deref() != Some("wal") {
+        out.push(Check::ok(
+            "database.side-files",
+            format!(
+                "journal mode {}: readers need no side files",
+                journal.as_deref().unwrap_or("unknown")
+            ),
+        ));
+        return out;
+    }
+    // mailtable keeps SQLite in rollback-journal mode, whose readers write
+    // nothing. In WAL mode (set by another tool, or a database of an older
+    // mailtable) the daemons must write `-shm`, which the sqlite3 shell
+    // deletes on exit and a root reader recreates 0640: lookups fail.
+    out.push(Check::problem(
+        "database.side-files",
+        "WAL journal mode: the daemons' readers need group-writable side files that the \
+         sqlite3 shell deletes when it exits"
+            .to_string(),
+        format!(
+            "{} migrate  (any mailtable write converts the file to the rollback journal; \
+             run it while the daemons are idle)",
+            cli(config_path)
+        ),
+    ));
+    out
+}
+
+/// The WAL side files of a SQLite database: `-wal`, `-shm`.
+fn side_files(path: &Path) -> Vec<PathBuf> {
+    ["-wal", "-shm"]
+        .iter()
+        .map(|suffix| {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            PathBuf::from(p)
+        })
+        .collect()
+}
+
+/// The journal mode from the file header, without opening the database
+/// (an open would itself create the side files being checked): bytes 18
+/// and 19 are 2 in WAL mode, 1 otherwise (<https://sqlite.org/fileformat2.html>,
+/// "The Database Header").
+fn journal_mode(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 20];
+    std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    if !head.starts_with(b"SQLite format 3\0") {
+        return None;
+    }
+    Some(
+        if head[18] == 2 && head[19] == 2 {
+            "wal"
+        } else {
+            "rollback"
+        }
+        .into(),
+    )
+}
+
+/// One daemon process that reads the database itself.
+pub(crate) struct Reader {
+    /// Check name suffix and label, e.g. "smtpd".
+    pub(crate) name: &'static str,
+    /// Who it runs as.
+    pub(crate) creds: Creds,
+    /// The config file it is given.
+    pub(crate) config: Option<PathBuf>,
+    /// What to do when it lacks the database's group.
+    pub(crate) group_fix: String,
+}
+
+/// For each daemon user that reads the database: fork, become it, try.
+pub(crate) fn probe_daemons(
+    db: &Db,
+    smtpd: &Smtpd,
+    dovecot: &Dovecot,
+    args: &DoctorArgs,
+    timeout: Duration,
+    checks: &mut Vec<Check>,
+) {
+    let mut readers = Vec::new();
+    readers.extend(smtpd.reader(db.group));
+    readers.extend(dovecot.reader(db.group));
+    if readers.is_empty() {
+        checks.push(Check::na(
+            "database.daemons",
+            "no daemon configured to read the database itself (smtpd table, Dovecot checkpassword)",
+        ));
+        return;
+    }
+    let name = args.address.as_deref().unwrap_or(PROBE_NAME);
+    for r in readers {
+        checks.push(probe(&r, db, name, timeout));
+    }
+}
+
+fn probe(r: &Reader, db: &Db, name: &str, timeout: Duration) -> Check {
+    let check = format!("database.read-as-{}", r.name);
+    if !unix::is_root() {
+        return Check::na(
+            &check,
+            format!("run doctor as root to try the database as {}", r.creds.user),
+        );
+    }
+    let config = r.config.clone().or_else(|| db.config_path.clone());
+    let override_url = db.url.clone().filter(|_| r.config.is_none());
+    let result = unix::run_as(&r.creds, timeout, || {
+        let c = Config::locate(config.as_deref()).map_err(|e| e.to_string())?;
+        let url = match &override_url {
+            Some(u) => u.clone(),
+            None => c.database_url()?,
+        };
+        let opts = OpenOptions {
+            access: Access::ReadOnly,
+            timeout: c.timeout(),
+        };
+        let mut s = store::open(&url, &opts).map_err(|e| e.to_string())?;
+        let found = Accounts::new(&c)
+            .find(s.as_mut(), name)
+            .map_err(|e| e.to_string())?;
+        Ok(format!(
+            "{url}: {name} {}",
+            if found.is_some() {
+                "found"
+            } else {
+                "not found"
+            }
+        ))
+    });
+    let groups: Vec<String> = r
+        .creds
+        .groups
+        .iter()
+        .map(|g| unix::group_name(*g))
+        .collect();
+    let who = format!(
+        "{} (uid {}, groups {})",
+        r.creds.user,
+        r.creds.uid,
+        groups.join(",")
+    );
+    match result {
+        Ok(m) => Check::ok(
+            &check,
+            format!("as {who}: config read, lookup answered ({m})"),
+        ),
+        Err(e) => {
+            let lacks = db.group.is_some_and(|g| !r.creds.has_group(g));
+            let fix = if lacks {
+                r.group_fix.clone()
+            } else {
+                let g = db.group.map_or("mailtable".into(), unix::group_name);
+                format!(
+                    "{} init --group {g}  (gives the database to the group)",
+                    cli(db.config_path.as_deref())
+                )
+            };
+            Check::problem(&check, format!("as {who}: {e}"), fix)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Status;
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn url(p: &Path) -> DatabaseUrl {
+        format!("sqlite://{}", p.display()).parse().unwrap()
+    }
+
+    #[test]
+    fn config_problems_are_findings() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("m.toml");
+        std::fs::write(&p, "databse = 'x'\n").unwrap();
+        let (c, cfg, _) = check_config(Some(&p));
+        assert_eq!(c.status, Status::Problem);
+        assert!(c.message.contains("databse"), "{c:?}");
+        assert!(cfg.is_none());
+        std::fs::write(&p, "uid = 5000\n").unwrap();
+        let (c, cfg, path) = check_config(Some(&p));
+        assert_eq!(c.status, Status::Ok);
+        assert!(cfg.is_some());
+        assert_eq!(path.as_deref(), Some(p.as_path()));
+    }
+
+    #[test]
+    fn schema_versions() {
+        let u = url(Path::new("/x/m.db"));
+        let conf = Path::new("/etc/alt.toml");
+        let c = check_schema(SchemaState::Version(1), &u, Some(conf));
+        assert_eq!(c.status, Status::Problem);
+        assert_eq!(c.fix.as_deref(), Some("mailtable -c /etc/alt.toml migrate"));
+        let c = check_schema(SchemaState::Unversioned, &u, None);
+        assert_eq!(c.fix.as_deref(), Some("mailtable migrate"));
+        let c = check_schema(SchemaState::Empty, &u, None);
+        assert!(c.fix.unwrap().contains("init"));
+        assert_eq!(
+            check_schema(SchemaState::Version(migrate::LATEST), &u, None).status,
+            Status::Ok
+        );
+        let c = check_schema(SchemaState::Version(migrate::LATEST + 1), &u, None);
+        assert!(c.message.contains("newer"));
+    }
+
+    #[test]
+    fn missing_database_says_init() {
+        let d = tempfile::tempdir().unwrap();
+        let (c, state) = check_answers(&url(&d.path().join("no.db")), Duration::from_secs(2), None);
+        assert_eq!(c.status, Status::Problem);
+        assert_eq!(c.fix.as_deref(), Some("mailtable init --group mailtable"));
+        assert!(state.is_none());
+    }
+
+    fn make_db(dir: &Path) -> PathBuf {
+        let p = dir.join("m.db");
+        let opts = OpenOptions {
+            access: Access::Create,
+            timeout: Duration::from_secs(2),
+        };
+        let mut s = store::open(&url(&p), &opts).unwrap();
+        migrate::migrate(s.as_mut(), migrate::Dialect::Sqlite, true).unwrap();
+        drop(s);
+        store::sqlite::share_files(&p, None).unwrap();
+        p
+    }
+
+    #[test]
+    fn answers_and_side_files() {
+        let d = tempfile::tempdir().unwrap();
+        let p = make_db(d.path());
+        let (c, state) = check_answers(&url(&p), Duration::from_secs(2), None);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert_eq!(state, Some(SchemaState::Version(migrate::LATEST)));
+        let checks = check_sqlite_files(&p, None);
+        assert!(checks.iter().all(|c| c.status == Status::Ok), "{checks:?}");
+
+        // A WAL database (set by another tool): a problem, fixed by any
+        // mailtable write, which converts it back.
+        rusqlite::Connection::open(&p)
+            .unwrap()
+            .pragma_update(None, "journal_mode", "wal")
+            .unwrap();
+        let checks = check_sqlite_files(&p, Some(Path::new("/etc/alt.toml")));
+        let side = checks
+            .iter()
+            .find(|c| c.name == "database.side-files")
+            .unwrap();
+        assert_eq!(side.status, Status::Problem, "{side:?}");
+        assert!(side.message.contains("WAL"), "{side:?}");
+        assert!(side
+            .fix
+            .as_ref()
+            .unwrap()
+            .starts_with("mailtable -c /etc/alt.toml migrate"));
+        let opts = store::OpenOptions {
+            access: store::Access::ReadWrite,
+            timeout: Duration::from_secs(2),
+        };
+        drop(store::open(&url(&p), &opts).unwrap());
+        let checks = check_sqlite_files(&p, None);
+        assert!(checks.iter().all(|c| c.status == Status::Ok), "{checks:?}");
+
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let checks = check_sqlite_files(&p, None);
+        let mode = checks.iter().find(|c| c.name == "database.mode").unwrap();
+        assert_eq!(mode.status, Status::Problem);
+        assert_eq!(mode.fix, Some(format!("chmod 0640 {}", p.display())));
+    }
+}

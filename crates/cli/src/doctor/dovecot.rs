@@ -1,0 +1,824 @@
+//! Dovecot: which mailtable mode `doveconf` shows, whether this version has
+//! it, and whether the process that uses it can: the auth process reading
+//! the database (checkpassword), the auth worker reaching serve's socket
+//! (dict) or reading the token file (Lua).
+//!
+//! Facts relied on:
+//! - Dovecot 2.4 removed the checkpassword and dict passdb/userdb drivers
+//!   (doc.dovecot.org, "Upgrading Dovecot CE from 2.3 to 2.4"); Lua stays.
+//! - A service's processes get the user, `group` and `extra_groups` of its
+//!   `service` block and no other supplementary groups (doc.dovecot.org,
+//!   "Service configuration"; core@2.3.19.1:src/lib/restrict-access.c), so
+//!   `usermod -aG` does not help the auth process: `extra_groups` does.
+//! - `service auth` runs as `$default_internal_user`; `service auth-worker`
+//!   as root in 2.3 and as `$default_internal_user` in 2.4; the
+//!   checkpassword helper is forked by auth, Lua and dict lookups run in
+//!   the auth worker (their `blocking` default).
+//! - The shipped Lua script takes its url and secret_file from 2.4's
+//!   `lua_settings`, else from the `config` table at its top (2.3 passes no
+//!   settings; lua/mailtable-auth.lua).
+//!
+//! The facts come from `doveconf`'s full dump (every setting with its
+//! value, defaults included), parsed by [`parse`].
+
+use super::database::Reader;
+use super::exec::{self, Ran};
+use super::unix::{self, Creds, Want};
+use super::{Check, DoctorArgs};
+use mailtable_core::Config;
+use std::ffi::OsString;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One `name [label] { ... }` block of doveconf's output (the root has an
+/// empty kind).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Section {
+    pub(crate) kind: String,
+    pub(crate) label: String,
+    pub(crate) settings: Vec<(String, String)>,
+    pub(crate) children: Vec<Section>,
+}
+
+impl Section {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.settings
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn all<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Section> + 'a {
+        self.children.iter().filter(move |s| s.kind == kind)
+    }
+
+    pub(crate) fn find(&self, kind: &str, label: &str) -> Option<&Section> {
+        self.children
+            .iter()
+            .find(|s| s.kind == kind && s.label == label)
+    }
+}
+
+/// Parse doveconf output: `key = value` lines and `kind [label] {` ... `}`
+/// blocks; `#` lines are comments.
+pub(crate) fn parse(text: &str) -> Section {
+    let mut stack = vec![Section::default()];
+    for raw in text.lines() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line == "}" {
+            if stack.len() > 1 {
+                if let Some(done) = stack.pop() {
+                    if let Some(parent) = stack.last_mut() {
+                        parent.children.push(done);
+                    }
+                }
+            }
+        } else if let Some(head) = line.strip_suffix('{') {
+            let mut words = head.split_whitespace();
+            stack.push(Section {
+                kind: words.next().unwrap_or("").to_string(),
+                label: words.collect::<Vec<_>>().join(" "),
+                ..Section::default()
+            });
+        } else if let Some((k, v)) = line.split_once('=') {
+            if let Some(cur) = stack.last_mut() {
+                cur.settings
+                    .push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+    }
+    while stack.len() > 1 {
+        if let Some(done) = stack.pop() {
+            if let Some(parent) = stack.last_mut() {
+                parent.children.push(done);
+            }
+        }
+    }
+    stack.pop().unwrap_or_default()
+}
+
+/// `# 2.3.19.1 (9b53102964): /etc/dovecot/dovecot.conf` -> (2, 3, 19).
+pub(crate) fn version(text: &str) -> Option<(u32, u32, u32)> {
+    let first = text.lines().next()?.strip_prefix("# ")?;
+    let v = first.split_whitespace().next()?;
+    let mut n = v.split('.').map(|p| p.parse::<u32>().ok());
+    Some((n.next()??, n.next()??, n.next().flatten().unwrap_or(0)))
+}
+
+/// How Dovecot reaches mailtable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// `driver = checkpassword` running dovecot-mailtable.
+    Checkpassword {
+        helper: PathBuf,
+        config: Option<PathBuf>,
+    },
+    /// `driver = dict` with a proxy socket.
+    Dict {
+        args: PathBuf,
+        socket: Option<PathBuf>,
+    },
+    /// `driver = lua` with the shipped script.
+    Lua {
+        script: PathBuf,
+        url: Option<String>,
+        secret_file: Option<String>,
+        socket_path: Option<String>,
+    },
+}
+
+impl Mode {
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Mode::Checkpassword { .. } => "checkpassword",
+            Mode::Dict { .. } => "dict",
+            Mode::Lua { .. } => "lua",
+        }
+    }
+}
+
+/// `proxy:[opts:]/path:name` -> `/path` (core@2.3.19.1:src/lib-dict/dict-client.c).
+pub(crate) fn dict_socket(uri: &str) -> Option<PathBuf> {
+    let rest = uri.trim().strip_prefix("proxy:")?;
+    let start = rest.find('/')?;
+    let path = &rest[start..];
+    let end = path.rfind(':').unwrap_or(path.len());
+    Some(PathBuf::from(&path[..end]))
+}
+
+/// The `config` table at the top of the Lua script: url, secret_file,
+/// socket_path (what 2.3 uses, having no lua_settings).
+pub(crate) fn lua_defaults(script: &str) -> (Option<String>, Option<String>, Option<String>) {
+    let mut block = false;
+    let (mut url, mut secret, mut socket) = (None, None, None);
+    for line in script.lines() {
+        let l = line.trim();
+        if l.starts_with("local config = {") {
+            block = true;
+            continue;
+        }
+        if !block {
+            continue;
+        }
+        if l.starts_with('}') {
+            break;
+        }
+        let Some((k, v)) = l.split_once('=') else {
+            continue;
+        };
+        let v = v.trim().trim_end_matches(',').trim();
+        let val = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .map(str::to_string);
+        match k.trim() {
+            "url" => url = val,
+            "secret_file" => secret = val,
+            "socket_path" => socket = val,
+            _ => {}
+        }
+    }
+    (url, secret, socket)
+}
+
+/// The mailtable mode of a parsed config, if any passdb or userdb uses it.
+pub(crate) fn mode(root: &Section) -> Option<Mode> {
+    let dbs = root.all("passdb").chain(root.all("userdb"));
+    for db in dbs {
+        let driver = db
+            .get("driver")
+            .filter(|d| !d.is_empty())
+            .unwrap_or(&db.label);
+        let args = db.get("args").unwrap_or("");
+        match driver {
+            "checkpassword" if args.contains("dovecot-mailtable") => {
+                let words: Vec<&str> = args.split_whitespace().collect();
+                let config = words
+                    .windows(2)
+                    .find(|w| w[0] == "-c" || w[0] == "--config")
+                    .map(|w| PathBuf::from(w[1]));
+                return Some(Mode::Checkpassword {
+                    helper: PathBuf::from(words.first().copied().unwrap_or("")),
+                    config,
+                });
+            }
+            "dict" => {
+                let file = PathBuf::from(args.trim());
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                let socket = text.lines().find_map(|l| {
+                    let (k, v) = l.split_once('=')?;
+                    (k.trim() == "uri").then(|| dict_socket(v)).flatten()
+                });
+                return Some(Mode::Dict { args: file, socket });
+            }
+            "lua" => {
+                let script = db
+                    .get("lua_file")
+                    .map(str::to_string)
+                    .or_else(|| {
+                        args.split_whitespace()
+                            .find_map(|w| w.strip_prefix("file=").map(str::to_string))
+                    })
+                    .unwrap_or_default();
+                let text = std::fs::read_to_string(&script).unwrap_or_default();
+                if !script.contains("mailtable") && !text.contains("dovecot-mailtable") {
+                    continue;
+                }
+                let (mut url, mut secret_file, mut socket_path) = lua_defaults(&text);
+                if let Some(s) = db.all("lua_settings").next() {
+                    url = s.get("url").map(str::to_string).or(url);
+                    secret_file = s.get("secret_file").map(str::to_string).or(secret_file);
+                    socket_path = s.get("socket_path").map(str::to_string).or(socket_path);
+                }
+                return Some(Mode::Lua {
+                    script: PathBuf::from(script),
+                    url,
+                    secret_file,
+                    socket_path,
+                });
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The credentials of a `service NAME` block's processes.
+pub(crate) fn service_creds(root: &Section, service: &str) -> Option<Creds> {
+    let internal = root
+        .get("default_internal_user")
+        .filter(|u| !u.is_empty())
+        .unwrap_or("dovecot");
+    let s = root.find("service", service);
+    let expand = |v: &str| -> String {
+        match v {
+            "$default_internal_user" | "$SET:default_internal_user" => internal.into(),
+            "" => "root".into(),
+            other => other.into(),
+        }
+    };
+    let user = expand(s.and_then(|s| s.get("user")).unwrap_or(""));
+    let (uid, primary) = unix::user_ids(&user)?;
+    let gid = s
+        .and_then(|s| s.get("group"))
+        .filter(|g| !g.is_empty())
+        .and_then(unix::group_id)
+        .unwrap_or(primary);
+    let mut groups = vec![gid];
+    if let Some(extra) = s.and_then(|s| s.get("extra_groups")) {
+        groups.extend(
+            extra
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|g| !g.is_empty())
+                .filter_map(unix::group_id),
+        );
+    }
+    Some(Creds {
+        user,
+        uid,
+        gid,
+        groups,
+    })
+}
+
+/// What the Dovecot checks found.
+#[derive(Debug, Default)]
+pub(crate) struct Dovecot {
+    pub(crate) version: Option<(u32, u32, u32)>,
+    pub(crate) mode: Option<Mode>,
+    /// `service auth`: runs the checkpassword helper.
+    pub(crate) auth: Option<Creds>,
+    /// `service auth-worker`: runs Lua and dict lookups.
+    pub(crate) worker: Option<Creds>,
+    /// `-c CONF` for doveconf and doveadm, when given.
+    pub(crate) conf_args: Vec<OsString>,
+}
+
+impl Dovecot {
+    /// The checkpassword helper's process as a database reader.
+    pub(crate) fn reader(&self, db_group: Option<u32>) -> Option<Reader> {
+        let Some(Mode::Checkpassword { config, .. }) = &self.mode else {
+            return None;
+        };
+        let g = db_group.map_or("mailtable".into(), unix::group_name);
+        Some(Reader {
+            name: "dovecot",
+            creds: self.auth.clone()?,
+            config: config.clone(),
+            group_fix: auth_group_fix(&g),
+        })
+    }
+}
+
+fn auth_group_fix(group: &str) -> String {
+    format!("in dovecot.conf: service auth {{ extra_groups = {group} }}  (then restart dovecot)")
+}
+
+/// The auth process has the database's group (checkpassword mode).
+pub(crate) fn check_auth_group(auth: &Creds, db_group: u32) -> Check {
+    let g = unix::group_name(db_group);
+    if auth.uid == 0 || auth.has_group(db_group) {
+        Check::ok(
+            "dovecot.auth-group",
+            format!("service auth runs as {} with group {g}", auth.user),
+        )
+    } else {
+        Check::problem(
+            "dovecot.auth-group",
+            format!(
+                "service auth runs as {} without group {g}, which the database needs (Dovecot drops supplementary groups)",
+                auth.user
+            ),
+            auth_group_fix(&g),
+        )
+    }
+}
+
+/// This Dovecot has the mode that is configured.
+pub(crate) fn check_version(version: (u32, u32, u32), mode: &Mode) -> Check {
+    let (a, b, c) = version;
+    let shown = format!("{a}.{b}.{c}");
+    match mode {
+        Mode::Checkpassword { .. } | Mode::Dict { .. } if (a, b) >= (2, 4) => Check::problem(
+            "dovecot.version",
+            format!("Dovecot {shown} has no {} passdb/userdb (removed in 2.4)", mode.label()),
+            "!include /etc/dovecot/auth-mailtable-lua-2.4.conf.ext  (instead of the current auth include; run dovecot-mailtable serve)",
+        ),
+        Mode::Lua { .. } if (a, b, c) < (2, 3, 19) => Check::problem(
+            "dovecot.version",
+            format!("Dovecot {shown}: the Lua script needs dovecot.http.client (2.3.19 or later)"),
+            "upgrade Dovecot, or include auth-mailtable-checkpassword.conf.ext instead",
+        ),
+        _ => Check::ok(
+            "dovecot.version",
+            format!("Dovecot {shown} supports the {} mode", mode.label()),
+        ),
+    }
+}
+
+/// The token file: readable by the auth worker, by nobody else.
+pub(crate) fn check_token(file: &Path, worker: &Creds) -> Check {
+    let shown = file.display();
+    let meta = match std::fs::metadata(file) {
+        Ok(m) => m,
+        Err(e) => {
+            return Check::problem(
+                "dovecot.token",
+                format!("{shown}: {e}"),
+                format!("head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {shown}; chmod 0640 {shown}"),
+            )
+        }
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o007 != 0 {
+        return Check::problem(
+            "dovecot.token",
+            format!("{shown} is mode {mode:04o}: every local user can read the token"),
+            format!("chmod 0640 {shown}"),
+        );
+    }
+    match unix::path_access(file, worker, Want::Read) {
+        Ok(true) => Check::ok(
+            "dovecot.token",
+            format!(
+                "{shown} ({mode:04o}, group {}) is readable by the auth worker ({}) and no one else",
+                unix::group_name(meta.gid()),
+                worker.user
+            ),
+        ),
+        _ => Check::problem(
+            "dovecot.token",
+            format!("the auth worker ({}) cannot read {shown}", worker.user),
+            format!(
+                "chgrp {} {shown} && chmod 0640 {shown}",
+                unix::group_name(worker.gid)
+            ),
+        ),
+    }
+}
+
+/// Lua settings against serve's `[serve]` section.
+pub(crate) fn check_lua_settings(
+    mode: &Mode,
+    config: &Config,
+    version: (u32, u32, u32),
+) -> Vec<Check> {
+    let Mode::Lua {
+        script,
+        url,
+        secret_file,
+        socket_path,
+    } = mode
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let serve = &config.serve;
+    let where_ = if (version.0, version.1) >= (2, 4) {
+        "in lua_settings of the passdb and userdb lua blocks:".to_string()
+    } else {
+        format!("in the config table of {}:", script.display())
+    };
+    let listen = serve.http_listen.trim();
+    if listen.is_empty() {
+        out.push(Check::problem(
+            "dovecot.lua-url",
+            "Dovecot uses the Lua script but mailtable.toml has no [serve] http_listen",
+            "[serve] http_listen = \"127.0.0.1:8787\"  (in mailtable.toml)",
+        ));
+    } else if let Some(sock) = listen.strip_prefix("unix:") {
+        if socket_path.as_deref() == Some(sock) {
+            out.push(Check::ok(
+                "dovecot.lua-url",
+                format!("socket_path {sock} is serve's http_listen"),
+            ));
+        } else {
+            out.push(Check::problem(
+                "dovecot.lua-url",
+                format!("serve listens on {listen}, the script uses socket_path {socket_path:?}"),
+                format!("{where_} socket_path = {sock}"),
+            ));
+        }
+    } else {
+        let want = format!("http://{listen}");
+        let have = url.as_deref().unwrap_or("").trim_end_matches('/');
+        if have == want {
+            out.push(Check::ok(
+                "dovecot.lua-url",
+                format!("url {have} is serve's http_listen"),
+            ));
+        } else {
+            out.push(Check::problem(
+                "dovecot.lua-url",
+                format!("serve listens on {listen}, the script asks {have:?}"),
+                format!("{where_} url = {want}"),
+            ));
+        }
+    }
+    let serve_file = serve.http_secret_file.trim();
+    match (secret_file.as_deref(), serve_file) {
+        (Some(s), f) if !f.is_empty() && s != f => out.push(Check::problem(
+            "dovecot.lua-secret",
+            format!("the script reads the token from {s}, serve from {f}"),
+            format!("{where_} secret_file = {f}"),
+        )),
+        (Some(s), _) => out.push(Check::ok(
+            "dovecot.lua-secret",
+            format!("the script and serve share the token file {s}"),
+        )),
+        (None, _) => out.push(Check::na(
+            "dovecot.lua-secret",
+            "the script has no secret_file (token inline)",
+        )),
+    }
+    out
+}
+
+/// The dict socket: serve's, and writable by the auth worker.
+pub(crate) fn check_dict(socket: Option<&Path>, config: &Config, worker: Option<&Creds>) -> Check {
+    let serve = Path::new(config.serve.dict_socket.trim());
+    let Some(socket) = socket else {
+        return Check::problem(
+            "dovecot.dict-socket",
+            "the dict args file has no `uri = proxy:...` line",
+            "uri = proxy:idle_msecs=30000:/run/mailtable/dict.sock:mailtable",
+        );
+    };
+    if serve.as_os_str().is_empty() || socket != serve {
+        return Check::problem(
+            "dovecot.dict-socket",
+            format!(
+                "Dovecot uses {}, serve's dict_socket is {:?}",
+                socket.display(),
+                config.serve.dict_socket
+            ),
+            format!(
+                "[serve] dict_socket = \"{}\"  (in mailtable.toml)",
+                socket.display()
+            ),
+        );
+    }
+    match (
+        worker,
+        unix::path_access(socket, worker.map_or(&ROOT, |w| w), Want::Write),
+    ) {
+        (Some(w), Ok(false)) => Check::problem(
+            "dovecot.dict-socket",
+            format!(
+                "the auth worker ({}) cannot write {}",
+                w.user,
+                socket.display()
+            ),
+            format!(
+                "[serve] socket_group = \"{}\"  (in mailtable.toml)",
+                unix::group_name(w.gid)
+            ),
+        ),
+        _ => Check::ok(
+            "dovecot.dict-socket",
+            format!("{} is serve's dict_socket", socket.display()),
+        ),
+    }
+}
+
+static ROOT: Creds = Creds {
+    user: String::new(),
+    uid: 0,
+    gid: 0,
+    groups: Vec::new(),
+};
+
+pub(crate) fn run(
+    args: &DoctorArgs,
+    config: Option<&Config>,
+    timeout: Duration,
+    checks: &mut Vec<Check>,
+) -> Dovecot {
+    let mut found = Dovecot::default();
+    if let Some(c) = &args.dovecot_conf {
+        found.conf_args = vec!["-c".into(), c.as_os_str().to_os_string()];
+    }
+    let shown = match &args.dovecot_conf {
+        Some(c) => format!("doveconf -c {}", c.display()),
+        None => "doveconf".into(),
+    };
+    let dump = match exec::run("doveconf", &found.conf_args, timeout) {
+        Ran::Missing => {
+            checks.push(Check::na("dovecot.config", "Dovecot is not installed"));
+            return found;
+        }
+        Ran::Exited {
+            code: Some(0),
+            stdout,
+            ..
+        } => stdout,
+        r => {
+            checks.push(Check::problem(
+                "dovecot.config",
+                format!("{shown}: {}", r.complaint()),
+                format!("correct the config until `{shown} -n` runs clean"),
+            ));
+            return found;
+        }
+    };
+    found.version = version(&dump);
+    let root = parse(&dump);
+    let v = found.version.unwrap_or((0, 0, 0));
+    checks.push(Check::ok(
+        "dovecot.config",
+        format!("{shown} parses (Dovecot {}.{}.{})", v.0, v.1, v.2),
+    ));
+    found.auth = service_creds(&root, "auth");
+    found.worker = service_creds(&root, "auth-worker");
+    found.mode = mode(&root);
+    let Some(mode) = found.mode.clone() else {
+        checks.push(Check::na(
+            "dovecot.mode",
+            "no passdb or userdb uses mailtable",
+        ));
+        return found;
+    };
+    let detail = match &mode {
+        Mode::Checkpassword { helper, .. } => format!("checkpassword ({})", helper.display()),
+        Mode::Dict { args, .. } => format!("dict ({})", args.display()),
+        Mode::Lua { script, .. } => format!("lua ({})", script.display()),
+    };
+    checks.push(Check::ok("dovecot.mode", detail));
+    if let Some(v) = found.version {
+        checks.push(check_version(v, &mode));
+    }
+    match &mode {
+        Mode::Checkpassword { helper, .. } => {
+            let ok = std::fs::metadata(helper)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+            checks.push(if ok {
+                Check::ok(
+                    "dovecot.helper",
+                    format!("{} is executable", helper.display()),
+                )
+            } else {
+                Check::problem(
+                    "dovecot.helper",
+                    format!("{} is missing or not executable", helper.display()),
+                    format!(
+                        "install -m 755 target/release/dovecot-mailtable {}",
+                        helper.display()
+                    ),
+                )
+            });
+            if let (Some(auth), Some(Ok(m))) = (
+                &found.auth,
+                config.map(|c| c.database_url()).and_then(|u| match u {
+                    Ok(mailtable_core::store::DatabaseUrl::Sqlite(p)) => Some(std::fs::metadata(p)),
+                    _ => None,
+                }),
+            ) {
+                checks.push(check_auth_group(auth, m.gid()));
+            }
+        }
+        Mode::Dict { socket, .. } => {
+            if let Some(c) = config {
+                checks.push(check_dict(socket.as_deref(), c, found.worker.as_ref()));
+            }
+        }
+        Mode::Lua { secret_file, .. } => {
+            if let Some(c) = config {
+                checks.extend(check_lua_settings(&mode, c, v));
+            }
+            if let (Some(f), Some(w)) = (secret_file, &found.worker) {
+                checks.push(check_token(Path::new(f), w));
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Status;
+    use super::*;
+
+    const DUMP_23: &str = "# 2.3.19.1 (9b53102964): /etc/dovecot/dovecot.conf\n\
+# Pigeonhole version 0.5.19 (4eae2f79)\n\
+default_internal_user = dovecot\n\
+passdb {\n  args = file=/etc/dovecot/mailtable-auth.lua\n  driver = lua\n}\n\
+service auth {\n  extra_groups = \n  group = \n  user = $default_internal_user\n\
+  unix_listener auth-userdb {\n    mode = 0666\n  }\n}\n\
+service auth-worker {\n  user = \n}\n\
+userdb {\n  args = /usr/local/bin/dovecot-mailtable -c /etc/mail/mailtable.toml checkpassword\n  driver = checkpassword\n}\n";
+
+    const DUMP_24: &str = "# 2.4.1 (abc): /etc/dovecot/dovecot.conf\n\
+passdb lua {\n  lua_file = /etc/dovecot/mailtable-auth.lua\n  lua_settings {\n    url = http://127.0.0.1:9000\n    secret_file = /s\n  }\n}\n";
+
+    #[test]
+    fn parses_doveconf() {
+        let root = parse(DUMP_23);
+        assert_eq!(version(DUMP_23), Some((2, 3, 19)));
+        assert_eq!(version(DUMP_24), Some((2, 4, 1)));
+        let auth = root.find("service", "auth").unwrap();
+        assert_eq!(auth.get("user"), Some("$default_internal_user"));
+        assert_eq!(auth.children[0].kind, "unix_listener");
+        assert_eq!(root.all("passdb").count(), 1);
+        let r24 = parse(DUMP_24);
+        let p = r24.all("passdb").next().unwrap();
+        assert_eq!(p.label, "lua");
+        assert_eq!(
+            p.all("lua_settings").next().unwrap().get("url"),
+            Some("http://127.0.0.1:9000")
+        );
+    }
+
+    #[test]
+    fn finds_the_mode() {
+        // The Lua passdb of DUMP_23 names a script that is not there and not
+        // ours by name: skipped; the checkpassword userdb is found.
+        let m = mode(&parse(&DUMP_23.replace("mailtable-auth.lua", "other.lua"))).unwrap();
+        assert_eq!(
+            m,
+            Mode::Checkpassword {
+                helper: "/usr/local/bin/dovecot-mailtable".into(),
+                config: Some("/etc/mail/mailtable.toml".into()),
+            }
+        );
+        let d = tempfile::tempdir().unwrap();
+        let script = d.path().join("mailtable-auth.lua");
+        std::fs::write(
+            &script,
+            "-- x\nlocal config = {\n  url = \"http://127.0.0.1:8787\",\n  secret_file = \"/etc/mailtable/dovecot-api.secret\",\n  secret = nil,\n}\n",
+        )
+        .unwrap();
+        let dump = DUMP_23.replace(
+            "/etc/dovecot/mailtable-auth.lua",
+            &script.display().to_string(),
+        );
+        let Mode::Lua {
+            url, secret_file, ..
+        } = mode(&parse(&dump)).unwrap()
+        else {
+            panic!("not lua");
+        };
+        assert_eq!(url.as_deref(), Some("http://127.0.0.1:8787"));
+        assert_eq!(
+            secret_file.as_deref(),
+            Some("/etc/mailtable/dovecot-api.secret")
+        );
+        // 2.4: lua_settings win over the script's defaults.
+        let dump = DUMP_24.replace(
+            "/etc/dovecot/mailtable-auth.lua",
+            &script.display().to_string(),
+        );
+        let Mode::Lua {
+            url, secret_file, ..
+        } = mode(&parse(&dump)).unwrap()
+        else {
+            panic!("not lua");
+        };
+        assert_eq!(url.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(secret_file.as_deref(), Some("/s"));
+
+        let args = d.path().join("dict.conf.ext");
+        std::fs::write(
+            &args,
+            "uri = proxy:idle_msecs=30000:/run/mailtable/dict.sock:mailtable\n",
+        )
+        .unwrap();
+        let dump = format!(
+            "# 2.3.19.1 (x): c\npassdb {{\n  driver = dict\n  args = {}\n}}\n",
+            args.display()
+        );
+        assert_eq!(
+            mode(&parse(&dump)),
+            Some(Mode::Dict {
+                args: args.clone(),
+                socket: Some("/run/mailtable/dict.sock".into())
+            })
+        );
+        assert_eq!(dict_socket("proxy:/a/b.sock:n"), Some("/a/b.sock".into()));
+    }
+
+    #[test]
+    fn versions_and_modes() {
+        let cp = Mode::Checkpassword {
+            helper: "/x".into(),
+            config: None,
+        };
+        assert_eq!(check_version((2, 3, 19), &cp).status, Status::Ok);
+        let c = check_version((2, 4, 1), &cp);
+        assert_eq!(c.status, Status::Problem);
+        assert!(c.fix.unwrap().contains("auth-mailtable-lua-2.4.conf.ext"));
+        let lua = Mode::Lua {
+            script: "/s".into(),
+            url: None,
+            secret_file: None,
+            socket_path: None,
+        };
+        assert_eq!(check_version((2, 3, 16), &lua).status, Status::Problem);
+        assert_eq!(check_version((2, 4, 1), &lua).status, Status::Ok);
+    }
+
+    fn creds(uid: u32, gid: u32, groups: &[u32]) -> Creds {
+        Creds {
+            user: "dovecot".into(),
+            uid,
+            gid,
+            groups: groups.to_vec(),
+        }
+    }
+
+    #[test]
+    fn auth_group() {
+        let c = check_auth_group(&creds(104, 107, &[107]), 995);
+        assert_eq!(c.status, Status::Problem);
+        assert!(c.fix.unwrap().contains("extra_groups"));
+        assert_eq!(
+            check_auth_group(&creds(104, 107, &[107, 995]), 995).status,
+            Status::Ok
+        );
+    }
+
+    #[test]
+    fn token_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("api.secret");
+        assert_eq!(check_token(&f, &creds(0, 0, &[])).status, Status::Problem);
+        std::fs::write(&f, "t").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let c = check_token(&f, &creds(0, 0, &[]));
+        assert_eq!(c.fix, Some(format!("chmod 0640 {}", f.display())));
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let owner = std::fs::metadata(&f).unwrap().uid();
+        assert_eq!(check_token(&f, &creds(owner, 1, &[])).status, Status::Ok);
+        let c = check_token(&f, &creds(owner + 1, 65534, &[]));
+        assert_eq!(c.status, Status::Problem, "{c:?}");
+        assert!(c.fix.unwrap().starts_with("chgrp "));
+    }
+
+    #[test]
+    fn lua_settings_against_serve() {
+        let mut config = Config::default();
+        config.serve.http_listen = "127.0.0.1:8787".into();
+        config.serve.http_secret_file = "/etc/mailtable/dovecot-api.secret".into();
+        let lua = |url: &str| Mode::Lua {
+            script: "/etc/dovecot/mailtable-auth.lua".into(),
+            url: Some(url.into()),
+            secret_file: Some("/etc/mailtable/dovecot-api.secret".into()),
+            socket_path: None,
+        };
+        let c = check_lua_settings(&lua("http://127.0.0.1:8787"), &config, (2, 3, 19));
+        assert!(c.iter().all(|c| c.status == Status::Ok), "{c:?}");
+        let c = check_lua_settings(&lua("http://127.0.0.1:9999"), &config, (2, 3, 19));
+        assert_eq!(c[0].status, Status::Problem);
+        assert_eq!(
+            c[0].fix.as_deref(),
+            Some("in the config table of /etc/dovecot/mailtable-auth.lua: url = http://127.0.0.1:8787")
+        );
+        config.serve.http_listen = String::new();
+        let c = check_lua_settings(&lua("http://127.0.0.1:8787"), &config, (2, 4, 1));
+        assert!(c[0].fix.as_ref().unwrap().contains("http_listen"));
+    }
+}

@@ -1,0 +1,277 @@
+//! Users, groups and file permissions as the daemons see them, and the one
+//! real test: fork, become the daemon's user, and try.
+//!
+//! Permission checks here are pure ([`can_access`] on a file's owner, group
+//! and mode against a set of credentials) so they can be tested on literal
+//! values; they follow the order of path_resolution(7): owner bits if the
+//! uid matches, else group bits if any of the groups matches, else the
+//! other bits. Root passes (CAP_DAC_OVERRIDE) except for execute.
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Gid, Group, Uid, User};
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Who a daemon process runs as: what the kernel checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Creds {
+    /// User name, for messages.
+    pub(crate) user: String,
+    pub(crate) uid: u32,
+    /// Primary group.
+    pub(crate) gid: u32,
+    /// Supplementary groups (the primary one may be repeated here).
+    pub(crate) groups: Vec<u32>,
+}
+
+impl Creds {
+    /// Whether `gid` is among the process's groups.
+    pub(crate) fn has_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+}
+
+/// Read or write access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    Read,
+    Write,
+}
+
+/// Whether `creds` may read or write a file of this owner, group and mode.
+pub(crate) fn can_access(owner: u32, group: u32, mode: u32, creds: &Creds, want: Want) -> bool {
+    if creds.uid == 0 {
+        return true;
+    }
+    let bit = match want {
+        Want::Read => 0o4,
+        Want::Write => 0o2,
+    };
+    let shift = if creds.uid == owner {
+        6
+    } else if creds.has_group(group) {
+        3
+    } else {
+        0
+    };
+    mode >> shift & bit != 0
+}
+
+/// Whether `creds` may reach and read or write `path` (every directory on
+/// the way searchable, the file itself readable or writable).
+pub(crate) fn path_access(path: &Path, creds: &Creds, want: Want) -> Result<bool, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut dir = path.parent();
+    while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+        let m = std::fs::metadata(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        let x = creds.uid == 0
+            || m.mode()
+                >> (if creds.uid == m.uid() {
+                    6
+                } else if creds.has_group(m.gid()) {
+                    3
+                } else {
+                    0
+                })
+                & 0o1
+                != 0;
+        if !x {
+            return Ok(false);
+        }
+        dir = d.parent();
+    }
+    Ok(can_access(meta.uid(), meta.gid(), meta.mode(), creds, want))
+}
+
+/// The credentials a process of `user` gets from initgroups(3): its
+/// primary group and every group that lists it in /etc/group.
+pub(crate) fn login_creds(user: &str) -> Option<Creds> {
+    let u = User::from_name(user).ok()??;
+    let name = CString::new(user).ok()?;
+    let groups = nix::unistd::getgrouplist(&name, u.gid)
+        .map(|g| g.into_iter().map(Gid::as_raw).collect())
+        .unwrap_or_else(|_| vec![u.gid.as_raw()]);
+    Some(Creds {
+        user: user.into(),
+        uid: u.uid.as_raw(),
+        gid: u.gid.as_raw(),
+        groups,
+    })
+}
+
+/// The uid and primary gid of `user`.
+pub(crate) fn user_ids(user: &str) -> Option<(u32, u32)> {
+    let u = User::from_name(user).ok()??;
+    Some((u.uid.as_raw(), u.gid.as_raw()))
+}
+
+/// The gid of a group name.
+pub(crate) fn group_id(name: &str) -> Option<u32> {
+    Group::from_name(name).ok()?.map(|g| g.gid.as_raw())
+}
+
+/// The name of a gid (or the number when it has none).
+pub(crate) fn group_name(gid: u32) -> String {
+    match Group::from_gid(Gid::from_raw(gid)) {
+        Ok(Some(g)) => g.name,
+        _ => gid.to_string(),
+    }
+}
+
+/// Whether this process runs as root (the forks below need it).
+pub(crate) fn is_root() -> bool {
+    Uid::effective().is_root()
+}
+
+/// Fork; in the child become `creds` (setgroups, setgid, setuid: the order
+/// in which a root process can still drop all three) and run `probe`; give
+/// its answer back over a pipe. The child is killed after `timeout`.
+///
+/// Only called while the doctor holds no other thread (every external
+/// command has been waited for and no database connection is open), so the
+/// child may allocate and open files like any single-threaded program.
+pub(crate) fn run_as(
+    creds: &Creds,
+    timeout: Duration,
+    probe: impl FnOnce() -> Result<String, String>,
+) -> Result<String, String> {
+    let (reader, writer) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: the doctor is single-threaded at this point (see above), so
+    // the child inherits no lock held by another thread.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            drop(reader);
+            let result = become_user(creds).and_then(|()| probe());
+            let line = match &result {
+                Ok(m) => format!("ok {m}"),
+                Err(m) => format!("err {m}"),
+            };
+            let mut w = std::fs::File::from(writer);
+            let _ = w.write_all(line.as_bytes());
+            drop(w);
+            // SAFETY: _exit skips the parent's atexit handlers and buffered
+            // output, which belong to the parent.
+            unsafe { libc::_exit(i32::from(result.is_err())) }
+        }
+        ForkResult::Parent { child } => {
+            drop(writer);
+            let deadline = Instant::now() + timeout;
+            loop {
+                match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Ok(WaitStatus::StillAlive) => {
+                        let _ = kill(child, Signal::SIGKILL);
+                        let _ = waitpid(child, None);
+                        return Err(format!("no answer within {} s", timeout.as_secs()));
+                    }
+                    Ok(_) => break,
+                    Err(e) => return Err(format!("waitpid: {e}")),
+                }
+            }
+            let mut text = String::new();
+            let _ = std::fs::File::from(reader).read_to_string(&mut text);
+            match text.split_once(' ') {
+                Some(("ok", m)) => Ok(m.to_string()),
+                Some(("err", m)) => Err(m.to_string()),
+                _ => Err("the probe died without an answer".into()),
+            }
+        }
+    }
+}
+
+fn become_user(c: &Creds) -> Result<(), String> {
+    let groups: Vec<Gid> = c.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    nix::unistd::setgid(Gid::from_raw(c.gid)).map_err(|e| format!("setgid: {e}"))?;
+    nix::unistd::setuid(Uid::from_raw(c.uid)).map_err(|e| format!("setuid: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds(uid: u32, gid: u32, groups: &[u32]) -> Creds {
+        Creds {
+            user: "u".into(),
+            uid,
+            gid,
+            groups: groups.to_vec(),
+        }
+    }
+
+    #[test]
+    fn access_follows_owner_then_group_then_other() {
+        let dovecot = creds(104, 107, &[]);
+        // 0640 root:mailtable: only with the group.
+        assert!(!can_access(0, 995, 0o640, &dovecot, Want::Read));
+        assert!(can_access(
+            0,
+            995,
+            0o640,
+            &creds(104, 107, &[995]),
+            Want::Read
+        ));
+        assert!(!can_access(
+            0,
+            995,
+            0o640,
+            &creds(104, 107, &[995]),
+            Want::Write
+        ));
+        assert!(can_access(
+            0,
+            995,
+            0o660,
+            &creds(104, 995, &[]),
+            Want::Write
+        ));
+        // The owner bits win even when the group would allow more.
+        assert!(!can_access(104, 107, 0o060, &dovecot, Want::Read));
+        assert!(can_access(0, 0, 0o644, &dovecot, Want::Read));
+        assert!(can_access(0, 0, 0o000, &creds(0, 0, &[]), Want::Write));
+    }
+
+    #[test]
+    fn path_access_needs_searchable_directories() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let sub = d.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let f = sub.join("f");
+        std::fs::write(&f, "x").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let other = creds(65534, 65534, &[]);
+        assert!(path_access(&f, &other, Want::Read).unwrap());
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(!path_access(&f, &other, Want::Read).unwrap());
+        assert!(path_access(&d.path().join("missing"), &other, Want::Read).is_err());
+    }
+
+    #[test]
+    fn run_as_self_reports_the_probe() {
+        // Become who we already are: works as root and as a user alike.
+        let me = Creds {
+            user: "me".into(),
+            uid: Uid::current().as_raw(),
+            gid: Gid::current().as_raw(),
+            groups: nix::unistd::getgroups()
+                .unwrap()
+                .into_iter()
+                .map(Gid::as_raw)
+                .collect(),
+        };
+        if !is_root() {
+            return; // setgroups needs root
+        }
+        let t = Duration::from_secs(5);
+        assert_eq!(run_as(&me, t, || Ok("fine".into())).unwrap(), "fine");
+        assert_eq!(run_as(&me, t, || Err("no".into())).unwrap_err(), "no");
+    }
+}
