@@ -5,10 +5,11 @@
 //! the daemon does (initgroups for smtpd's table, which runs as smtpd's
 //! user; the `service auth` user, group and `extra_groups` for Dovecot,
 //! whose processes get no other supplementary groups), then loads the
-//! config, opens the database read-only and runs one lookup. For a SQLite
-//! database in WAL mode that lookup writes the `-shm` index, so it also
-//! proves the side files are usable (<https://sqlite.org/wal.html>, "Read-Only
-//! Databases").
+//! config, opens the database read-only and runs one lookup. mailtable keeps
+//! SQLite in rollback-journal mode, whose readers write nothing; a database
+//! another tool switched to WAL is reported, since its readers would need
+//! side files the daemons cannot keep
+//! (<https://sqlite.org/wal.html>, "Read-Only Databases").
 
 use super::dovecot::Dovecot;
 use super::smtpd::Smtpd;
@@ -129,14 +130,6 @@ pub(crate) fn check_answers(
         access: Access::ReadOnly,
         timeout,
     };
-    let sides = match url {
-        DatabaseUrl::Sqlite(p) => side_files(p),
-        DatabaseUrl::Postgres(_) => Vec::new(),
-    };
-    let before: Vec<(&PathBuf, Option<u32>)> = sides
-        .iter()
-        .map(|p| (p, std::fs::metadata(p).ok().map(|m| m.mode() & 0o7777)))
-        .collect();
     let answer = store::open(url, &opts).and_then(|mut s| {
         let state = s.schema_state()?;
         let domains = match state {
@@ -145,20 +138,6 @@ pub(crate) fn check_answers(
         };
         Ok((state, domains))
     });
-    // Our own read, as root, may delete the side files when it closes (it
-    // is the last connection and does not keep the WAL) and SQLite then
-    // recreates them with the database's mode, 0640 (and its owner and
-    // group). Put back the modes they had, and give one this read created
-    // the group write bit a reader needs, as every CLI write does: doctor
-    // reports problems, it must not make one.
-    for (p, mode) in before {
-        use std::os::unix::fs::PermissionsExt;
-        let now = std::fs::metadata(p).ok().map(|m| m.mode() & 0o7777);
-        let want = mode.unwrap_or(0o660);
-        if now.is_some_and(|n| n != want) {
-            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(want));
-        }
-    }
     match answer {
         Ok((state, domains)) => (
             Check::ok(
@@ -277,18 +256,6 @@ pub(crate) fn check_sqlite_files(path: &Path, config_path: Option<&Path>) -> Vec
         ),
     ));
     out
-}
-
-/// The WAL side files of a SQLite database: `-wal`, `-shm`.
-fn side_files(path: &Path) -> Vec<PathBuf> {
-    ["-wal", "-shm"]
-        .iter()
-        .map(|suffix| {
-            let mut p = path.as_os_str().to_owned();
-            p.push(suffix);
-            PathBuf::from(p)
-        })
-        .collect()
 }
 
 /// The journal mode from the file header, without opening the database
