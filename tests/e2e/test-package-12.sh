@@ -93,15 +93,25 @@ fi
 [ -f "$deb" ] || { echo "no package: '$deb'"; exit 1; }
 ok "$deb"
 
-# A run killed with SIGKILL could leave the package: purge it first (its
-# service user then counts as the package's, and goes at the end).
+# A run killed with SIGKILL could leave the package: purge it first (the
+# service user its postinst made then counts as the package's, and goes at
+# the end).
+LEFTOVER=
 if known; then
 	echo "  note: mailtable left by an earlier run; purging it first"
 	# shellcheck disable=SC2086
 	apt-get purge -y $APT_OPTS mailtable >"$TOP/purge0.log" 2>&1 || { cat "$TOP/purge0.log"; exit 1; }
+	LEFTOVER=1
 fi
 HAD_SERVE=$(getent passwd mailtable-serve || true)
 HAD_DOVECOT=$(getent group dovecot || true)
+case $LEFTOVER:$HAD_SERVE in
+1:mailtable-serve:*:"mailtable serve,"*)
+	HAD_SERVE=
+	HAD_DOVECOT=$(printf '%s\n' "$HAD_DOVECOT" | sed -e 's/,mailtable-serve\(,\|$\)/\1/' \
+		-e 's/:mailtable-serve,/:/' -e 's/:mailtable-serve$/:/')
+	;;
+esac
 echo "== host before: group $(getent group mailtable || echo 'mailtable absent'); user ${HAD_SERVE:-mailtable-serve absent}"
 trap on_exit EXIT
 trap 'exit 130' INT
