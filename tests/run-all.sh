@@ -27,6 +27,9 @@ cargo test --workspace --locked
 if [ "$(id -u)" -eq 0 ]; then
     step "building release binaries for the real-daemon tests"
     cargo build --release --locked --workspace
+    step "building the Debian package once for both package tests (packaging/deb.sh)"
+    MAILTABLE_DEB=$(packaging/deb.sh | tail -n 1)
+    export MAILTABLE_DEB
     for t in tests/e2e/test-*.sh; do
         [ -e "$t" ] || continue
         step "$t"

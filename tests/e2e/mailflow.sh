@@ -28,8 +28,6 @@ mf_db_up() { mv "$MT_DB.away" "$MT_DB"; }
 # mf_database GROUP: the scenario's users, made with the CLI only, in the
 # SQLite file $MT_DB, or at $MF_DB_URL when set.
 mf_database() {
-	mkdir -p "$VMAIL"
-	chown "$E2E_MAIL_UID:$E2E_MAIL_GID" "$VMAIL"
 	cat >"$MT_CONF" <<EOT
 database = "${MF_DB_URL:-sqlite://$MT_DB}"
 uid = $E2E_MAIL_UID
@@ -38,6 +36,14 @@ home = "$VMAIL/%d/%n"
 password_cost = 6
 EOT
 	chmod 0644 "$MT_CONF"
+	mf_users "$1"
+}
+
+# mf_users GROUP: the same, for a config at $MT_CONF written by the caller
+# (database $MT_DB or $MF_DB_URL, home under $VMAIL).
+mf_users() {
+	mkdir -p "$VMAIL"
+	chown "$E2E_MAIL_UID:$E2E_MAIL_GID" "$VMAIL"
 	mt init --group "$1" >/dev/null
 	for u in hugo@barrera.io catchall@barrera.io alice@example.com bob@example.com; do
 		printf '%s\n' "$PW" | mt user add "$u" --password-stdin >/dev/null
@@ -135,7 +141,8 @@ mf_scenarios() {
 	printf '%s\n' "$PW" | mt user add new@example.com --password-stdin >/dev/null
 	expect_mail new@example.com new@example.com
 	expect_imap new@example.com "$PW" ok 1
-	mt user del new@example.com >/dev/null
+	# --force: the wildcard alias %@old.example -> %@example.com points to it.
+	mt user del --force new@example.com >/dev/null
 	expect_rcpt new@example.com 5
 	expect_imap new@example.com "$PW" refused
 	printf 'new pass\n' | mt user passwd hugo@barrera.io --password-stdin >/dev/null
