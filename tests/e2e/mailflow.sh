@@ -141,8 +141,9 @@ mf_scenarios() {
 	printf '%s\n' "$PW" | mt user add new@example.com --password-stdin >/dev/null
 	expect_mail new@example.com new@example.com
 	expect_imap new@example.com "$PW" ok 1
-	# --force: the wildcard alias %@old.example -> %@example.com points to it.
-	mt user del --force new@example.com >/dev/null
+	# No --force: the domain alias %@old.example -> %@example.com maps every
+	# name and strands nothing new (the CLI's rule for removals).
+	mt user del new@example.com >/dev/null
 	expect_rcpt new@example.com 5
 	expect_imap new@example.com "$PW" refused
 	printf 'new pass\n' | mt user passwd hugo@barrera.io --password-stdin >/dev/null
