@@ -67,7 +67,7 @@ mkdir -p "$SD/libexec.upper" "$SD/libexec.work"
 install -m 755 "$TM" "$SD/libexec.upper/table-mailtable"
 
 localize() {
-	sed -e "s|/usr/local/bin/dovecot-mailtable|$DM|g" \
+	sed -e "s|/usr/bin/dovecot-mailtable|$DM|g" \
 		-e "s|/etc/mail/mailtable.toml|$MTCONF|g" \
 		-e "s|/etc/dovecot/|$T/etc/|g" \
 		-e "s|/etc/mailtable/dovecot-api.secret|$T/api.secret|g" \
