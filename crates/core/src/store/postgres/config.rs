@@ -18,13 +18,155 @@
 //!   where libpq looks on Debian. This is the one decision a reader would
 //!   question: tokio-postgres has no compiled-in default socket directory
 //!   and would refuse such a URL, while `psql` on the same machine accepts it.
+//! - TLS: libpq's `sslmode` and `sslrootcert` (libpq manual, "Parameter Key
+//!   Words" and "SSL Support"). tokio-postgres itself knows only
+//!   `disable`, `prefer` and `require` and refuses `sslrootcert`, so both
+//!   are taken out of the URL here, the one place that reads it, and
+//!   carried in [`Tls`] to `tls.rs`. Without `sslmode` the default depends
+//!   on where the server is: `prefer` (libpq's own default) when every host
+//!   is a loopback address or a Unix socket, `require` for anything else,
+//!   so that a password never crosses a network in cleartext unless the
+//!   URL says `sslmode=disable` (or `prefer`). As in libpq, `require` with
+//!   an `sslrootcert` verifies the chain like `verify-ca`, and a Unix
+//!   socket never uses TLS whatever the mode.
 
 use crate::store::{Access, OpenOptions, StoreError};
-use tokio_postgres::config::TargetSessionAttrs;
+use percent_encoding::percent_decode_str;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use tokio_postgres::config::{Host, SslMode as DriverSslMode, TargetSessionAttrs};
 use tokio_postgres::Config;
 
 /// libpq's socket directory on Debian, for URLs that name no host.
 pub(super) const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
+
+/// libpq's `sslmode` (libpq manual, "SSL Support", table "SSL Mode
+/// Descriptions"); `allow` is not offered (tokio-postgres cannot try
+/// cleartext first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SslMode {
+    /// Cleartext only.
+    Disable,
+    /// TLS if the server offers it, unverified; else cleartext.
+    Prefer,
+    /// TLS, unverified (verified like `VerifyCa` when a root file is given).
+    Require,
+    /// TLS, the chain checked against the root certificates.
+    VerifyCa,
+    /// TLS, the chain and the host name checked.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(value: &str) -> Option<SslMode> {
+        Some(match value {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => return None,
+        })
+    }
+
+    /// The name as written in a URL.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// Where the trusted root certificates come from (`sslrootcert`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum RootCert {
+    /// A PEM file of one or more CA certificates.
+    File(PathBuf),
+    /// `sslrootcert=system`: the operating system's trusted CAs (libpq 16).
+    System,
+}
+
+/// The TLS part of the settings, for `tls.rs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Tls {
+    /// The effective mode: what the URL says, else the default by host.
+    pub(super) mode: SslMode,
+    /// `sslrootcert`, if the URL names one.
+    pub(super) root: Option<RootCert>,
+}
+
+impl Tls {
+    /// Whether the server's certificate chain is checked.
+    pub(super) fn verifies_chain(&self) -> bool {
+        match self.mode {
+            SslMode::VerifyCa | SslMode::VerifyFull => true,
+            SslMode::Require => self.root.is_some(),
+            SslMode::Disable | SslMode::Prefer => false,
+        }
+    }
+}
+
+/// Everything needed to connect.
+pub(super) struct Settings {
+    pub(super) config: Config,
+    pub(super) tls: Tls,
+}
+
+/// The URL without its `sslmode` and `sslrootcert` parameters, and their
+/// (percent-decoded) values, last one winning as in libpq.
+///
+/// The query is found the way tokio-postgres finds it (`UrlParser` in its
+/// `config.rs`): the user info ends at the first `@`, the query starts at
+/// the first `?` after that. Nothing before the query is touched, so the
+/// password reaches the driver exactly as typed.
+fn take_tls_params(url: &str) -> (String, Option<String>, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None, None);
+    };
+    let after_creds = rest.find('@').map_or(0, |at| at + 1);
+    let Some(q) = rest[after_creds..].find('?').map(|q| after_creds + q) else {
+        return (url.to_string(), None, None);
+    };
+    let (mut mode, mut root) = (None, None);
+    let mut kept = Vec::new();
+    for pair in rest[q + 1..].split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decoded = || percent_decode_str(value).decode_utf8_lossy().into_owned();
+        match percent_decode_str(key).decode_utf8_lossy().as_ref() {
+            "sslmode" => mode = Some(decoded()),
+            "sslrootcert" => root = Some(decoded()),
+            _ => kept.push(pair),
+        }
+    }
+    let mut out = format!("{scheme}://{}", &rest[..q]);
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    (out, mode, root)
+}
+
+/// Whether every host of `config` is on this machine: a loopback address,
+/// `localhost`, or a Unix socket.
+fn all_local(config: &Config) -> bool {
+    let hosts = config.get_hosts().iter().all(|h| match h {
+        Host::Unix(_) => true,
+        Host::Tcp(name) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    });
+    // A `hostaddr` is where tokio-postgres really connects.
+    hosts && config.get_hostaddrs().iter().all(IpAddr::is_loopback)
+}
 
 /// The connection settings for `url` (`shown`: the same, redacted, for
 /// messages).
@@ -32,13 +174,46 @@ pub(super) fn from_url(
     url: &str,
     shown: &str,
     options: &OpenOptions,
-) -> Result<Config, StoreError> {
+) -> Result<Settings, StoreError> {
+    let (url, mode, root) = take_tls_params(url);
     let mut config: Config = url
         .parse()
         .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL {shown}: {e}")))?;
     if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
         config.host_path(DEFAULT_SOCKET_DIR);
     }
+    let mode = match mode.as_deref() {
+        Some(m) => SslMode::parse(m).ok_or_else(|| {
+            StoreError::Config(format!(
+                "invalid PostgreSQL URL {shown}: sslmode={m} is not one of \
+                 disable, prefer, require, verify-ca, verify-full"
+            ))
+        })?,
+        None if all_local(&config) => SslMode::Prefer,
+        None => SslMode::Require,
+    };
+    let root = match root.as_deref() {
+        None | Some("") => None,
+        Some("system") => Some(RootCert::System),
+        Some(path) => Some(RootCert::File(PathBuf::from(path))),
+    };
+    let sockets_only = !config.get_hosts().is_empty()
+        && config
+            .get_hosts()
+            .iter()
+            .all(|h| matches!(h, Host::Unix(_)))
+        && config.get_hostaddrs().is_empty();
+    config.ssl_mode(match mode {
+        // libpq never uses TLS on a Unix socket, whatever sslmode says.
+        _ if sockets_only => DriverSslMode::Disable,
+        SslMode::Disable => DriverSslMode::Disable,
+        SslMode::Prefer => DriverSslMode::Prefer,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => DriverSslMode::Require,
+    });
+    let tls = Tls {
+        mode: if sockets_only { SslMode::Disable } else { mode },
+        root,
+    };
     let mut startup = config.get_options().unwrap_or_default().to_string();
     // Later `-c` settings win, so ours override any the URL carries.
     startup.push_str(&format!(
@@ -58,7 +233,7 @@ pub(super) fn from_url(
     if config.get_application_name().is_none() {
         config.application_name(program_name());
     }
-    Ok(config)
+    Ok(Settings { config, tls })
 }
 
 /// The binary's name, for `application_name`.
@@ -91,7 +266,9 @@ mod tests {
     #[test]
     fn settings_added_to_the_url() {
         let url = "postgresql://mail:s3cret@db1:5432,db2:5433/mail?options=-c%20search_path%3Dmt";
-        let ro = from_url(url, &redact(url), &opts(Access::ReadOnly)).unwrap();
+        let ro = from_url(url, &redact(url), &opts(Access::ReadOnly))
+            .unwrap()
+            .config;
         assert_eq!(ro.get_hosts().len(), 2);
         assert_eq!(ro.get_ports(), &[5432, 5433]);
         assert_eq!(ro.get_target_session_attrs(), TargetSessionAttrs::Any);
@@ -101,7 +278,9 @@ mod tests {
         );
         assert_eq!(ro.get_connect_timeout(), Some(&Duration::from_millis(1500)));
         assert!(ro.get_application_name().is_some());
-        let rw = from_url(url, &redact(url), &opts(Access::ReadWrite)).unwrap();
+        let rw = from_url(url, &redact(url), &opts(Access::ReadWrite))
+            .unwrap()
+            .config;
         assert_eq!(rw.get_target_session_attrs(), TargetSessionAttrs::ReadWrite);
         assert_eq!(
             rw.get_options(),
@@ -113,9 +292,135 @@ mod tests {
             "postgresql:///mail",
             &opts(Access::ReadOnly),
         )
-        .unwrap();
+        .unwrap()
+        .config;
         assert!(
             matches!(local.get_hosts(), [Host::Unix(p)] if p.as_path() == std::path::Path::new(DEFAULT_SOCKET_DIR))
+        );
+    }
+
+    fn tls(url: &str) -> Result<(Tls, DriverSslMode), StoreError> {
+        from_url(url, &redact(url), &opts(Access::ReadOnly))
+            .map(|s| (s.tls, s.config.get_ssl_mode()))
+    }
+
+    #[test]
+    fn sslmode_and_sslrootcert_are_read() {
+        for (mode, want, driver) in [
+            ("disable", SslMode::Disable, DriverSslMode::Disable),
+            ("prefer", SslMode::Prefer, DriverSslMode::Prefer),
+            ("require", SslMode::Require, DriverSslMode::Require),
+            ("verify-ca", SslMode::VerifyCa, DriverSslMode::Require),
+            ("verify-full", SslMode::VerifyFull, DriverSslMode::Require),
+        ] {
+            let url = format!(
+                "postgresql://mail:pw@db1.example.net/mail?sslmode={mode}&connect_timeout=3"
+            );
+            let (t, d) = tls(&url).unwrap();
+            assert_eq!((t.mode, t.root, d), (want, None, driver), "{mode}");
+        }
+        // Percent-encoded, anywhere in the query, the last one wins.
+        let (t, _) = tls("postgresql://db1/mail?sslmode=require&application_name=x\
+             &sslrootcert=%2Fetc%2Fmail%20ca.pem&ssl%6dode=verify-full")
+        .unwrap();
+        assert_eq!(t.mode, SslMode::VerifyFull);
+        assert_eq!(
+            t.root,
+            Some(RootCert::File(PathBuf::from("/etc/mail ca.pem")))
+        );
+        let (t, _) = tls("postgresql://db1/mail?sslmode=verify-ca&sslrootcert=system").unwrap();
+        assert_eq!(t.root, Some(RootCert::System));
+        assert!(t.verifies_chain());
+        // libpq: `require` with a root file verifies the chain.
+        let (t, _) = tls("postgresql://db1/mail?sslmode=require&sslrootcert=/ca.pem").unwrap();
+        assert!(t.verifies_chain());
+        let (t, _) = tls("postgresql://db1/mail?sslmode=require").unwrap();
+        assert!(!t.verifies_chain());
+        for bad in ["allow", "verify_full", "VERIFY-FULL", ""] {
+            let url = format!("postgresql://mail:s3cret@db1/mail?sslmode={bad}");
+            let err = tls(&url).err().unwrap().to_string();
+            assert!(
+                err.contains("verify-full") && !err.contains("s3cret"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn default_sslmode_depends_on_the_host() {
+        for local in [
+            "postgresql:///mail",
+            "postgresql://localhost/mail",
+            "postgresql://127.0.0.1:5433/mail",
+            "postgresql://127.0.0.2/mail",
+            "postgresql://[::1]:5432/mail",
+            "postgresql://LocalHost,127.0.0.1/mail",
+            "postgresql://%2Frun%2Fpostgresql/mail",
+            "postgresql:///mail?host=/run/postgresql",
+        ] {
+            let (t, _) = tls(local).unwrap();
+            assert!(
+                matches!(t.mode, SslMode::Prefer | SslMode::Disable),
+                "{local}: {t:?}"
+            );
+        }
+        for remote in [
+            "postgresql://db1.example.net/mail",
+            "postgresql://192.0.2.7/mail",
+            "postgresql://localhost,db2.example.net/mail",
+            "postgresql://[2001:db8::1]/mail",
+            "postgresql://localhost/mail?hostaddr=192.0.2.7",
+        ] {
+            let (t, d) = tls(remote).unwrap();
+            assert_eq!(
+                (t.mode, d),
+                (SslMode::Require, DriverSslMode::Require),
+                "{remote}"
+            );
+        }
+        // The URL's word wins over the default, both ways.
+        let (t, _) = tls("postgresql://db1/mail?sslmode=disable").unwrap();
+        assert_eq!(t.mode, SslMode::Disable);
+        let (t, _) = tls("postgresql://127.0.0.1/mail?sslmode=verify-full").unwrap();
+        assert_eq!(t.mode, SslMode::VerifyFull);
+        // Never TLS on a Unix socket (libpq ignores sslmode there).
+        let (t, d) = tls("postgresql:///mail?sslmode=verify-full").unwrap();
+        assert_eq!((t.mode, d), (SslMode::Disable, DriverSslMode::Disable));
+    }
+
+    #[test]
+    fn tls_parameters_leave_the_rest_of_the_url_alone() {
+        assert_eq!(
+            take_tls_params(
+                "postgresql://mail:pa?ss@db1/mail?sslmode=verify-full&sslrootcert=/ca.pem"
+            ),
+            (
+                "postgresql://mail:pa?ss@db1/mail".to_string(),
+                Some("verify-full".to_string()),
+                Some("/ca.pem".to_string())
+            )
+        );
+        assert_eq!(
+            take_tls_params("postgres://db1/mail?user=a&sslmode=require&password=p%26w"),
+            (
+                "postgres://db1/mail?user=a&password=p%26w".to_string(),
+                Some("require".to_string()),
+                None
+            )
+        );
+        assert_eq!(
+            take_tls_params("postgresql://db1/mail"),
+            ("postgresql://db1/mail".to_string(), None, None)
+        );
+        // The password still reaches the driver as typed.
+        let url = "postgresql://mail:p%40ss?x@db1/mail?sslmode=verify-ca&sslrootcert=/ca.pem";
+        let s = from_url(url, &redact(url), &opts(Access::ReadOnly)).unwrap();
+        assert_eq!(s.config.get_password(), Some(&b"p@ss?x"[..]));
+        assert_eq!(s.config.get_dbname(), Some("mail"));
+        // And the redacted form keeps the TLS settings, not the password.
+        assert_eq!(
+            redact(url),
+            "postgresql://mail:***@db1/mail?sslmode=verify-ca&sslrootcert=/ca.pem"
         );
     }
 }

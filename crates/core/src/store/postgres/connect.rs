@@ -23,7 +23,6 @@ use super::PostgresStore;
 use crate::store::{Access, StoreError};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use tokio_postgres::NoTls;
 
 /// Added to the configured timeout for the client-side deadline, so that the
 /// server's own `statement_timeout` (a clean error) normally fires first.
@@ -94,8 +93,12 @@ impl PostgresStore {
 
     fn try_connect(&self) -> Result<Open, Failure> {
         let limit = self.timeout * self.hosts + GRACE;
-        let (client, connection) =
-            block(&self.rt, limit, "connecting", self.config.connect(NoTls))?;
+        let (client, connection) = block(
+            &self.rt,
+            limit,
+            "connecting",
+            self.config.connect(self.tls.clone()),
+        )?;
         let driver = self.rt.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("PostgreSQL connection ended: {e}");

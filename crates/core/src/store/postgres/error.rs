@@ -70,6 +70,26 @@ pub(super) fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The rustls error behind a failed connect, if TLS is what failed
+/// (tokio-postgres wraps it in an `io::Error`, whose `source()` skips it).
+fn tls_error(e: &tokio_postgres::Error) -> Option<&rustls::Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        if let Some(r) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(r);
+        }
+        next = err.source();
+    }
+    None
+}
+
 /// What the server said, with its SQLSTATE.
 fn db_text(db: &DbError) -> String {
     format!("{} (SQLSTATE {})", db.message(), db.code().code())
@@ -127,6 +147,16 @@ impl PostgresStore {
             if let Some(db) = e.as_db_error() {
                 // The server answered: say what it said.
                 return map_db(&self.shown, self.timeout, db);
+            }
+            if let Some(tls) = tls_error(e) {
+                // Not the network: the server is there, and talking to it
+                // is refused. Still `Unavailable` (the admin may fix the
+                // certificate without touching mailtable), but named.
+                return StoreError::Unavailable(format!(
+                    "TLS connection to {} refused: {}",
+                    self.shown,
+                    super::tls::explain(tls)
+                ));
             }
         }
         let detail = match f {

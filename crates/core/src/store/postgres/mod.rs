@@ -16,9 +16,10 @@
 //! whether it is a read (retried once on a fresh connection) or a write
 //! (never retried). The rest, one job per file:
 //! - `config.rs`: the URL plus mailtable's settings (timeouts, read-only,
-//!   primaries for writers, the default socket directory);
+//!   primaries for writers, the default socket directory, `sslmode`);
 //! - `connect.rs`: the connection lifecycle and its failure rules;
 //! - `conn.rs`: one connection and the deadline on each call;
+//! - `tls.rs`: the TLS client for each `sslmode`;
 //! - `backoff.rs`: the process-wide reconnect back-off;
 //! - `error.rs`: driver errors to [`StoreError`], never with the password;
 //! - `sql.rs`: the SQL text and the row mapping (and why rows sort by `ctid`).
@@ -29,6 +30,7 @@ mod conn;
 mod connect;
 mod error;
 mod sql;
+mod tls;
 
 use super::url::redact;
 use super::{Access, Delete, OpenOptions, Row, SchemaState, Store, StoreError};
@@ -45,6 +47,8 @@ use tokio_postgres::Config;
 /// A PostgreSQL-backed [`Store`].
 pub struct PostgresStore {
     config: Config,
+    /// The TLS client (used unless `sslmode=disable`).
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     /// The URL with its password replaced, for every message.
     shown: String,
     access: Access,
@@ -61,7 +65,8 @@ impl PostgresStore {
     /// errors).
     pub fn open(url: &str, options: &OpenOptions) -> Result<PostgresStore, StoreError> {
         let shown = redact(url);
-        let config = config::from_url(url, &shown, options)?;
+        let config::Settings { config, tls } = config::from_url(url, &shown, options)?;
+        let tls = tls::connector(&tls)?;
         let hosts = config
             .get_hosts()
             .len()
@@ -76,6 +81,7 @@ impl PostgresStore {
             })?;
         let mut store = PostgresStore {
             config,
+            tls,
             shown,
             access: options.access,
             timeout: options.timeout,
