@@ -402,27 +402,111 @@ pub fn hash(password: &Secret, cost: u32) -> Result<PasswordHash, PasswordError>
     ))
 }
 
-/// Spend the same time as checking a real bcrypt hash of `cost`, for an
-/// unknown user, so that timing does not tell which users exist.
-pub fn dummy_verify(password: &Secret, cost: u32) {
-    static DUMMY: OnceLock<std::sync::Mutex<Vec<(u32, String)>>> = OnceLock::new();
-    let cache = DUMMY.get_or_init(Default::default);
-    let hash = {
-        let mut cache = match cache.lock() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some((_, h)) = cache.iter().find(|(c, _)| *c == cost) {
-            h.clone()
-        } else {
-            let h = bcrypt::hash("mailtable-dummy", cost.clamp(4, 31)).unwrap_or_else(|_| {
-                String::from("$2b$04$invalidinvalidinvalidinvalidinvalidinvalidinvalidinvalid")
-            });
-            cache.push((cost, h.clone()));
-            h
+/// What checking a stored hash costs: its scheme and work factor. A dummy
+/// check ([`dummy_verify`], [`dummy_hash`]) of the same cost takes the same
+/// time, so that timing does not tell which users exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashCost {
+    /// bcrypt of this cost (`$2b$10$...` is 10).
+    Bcrypt(u32),
+    /// SHA-crypt: `$6$` (`sha512`) or `$5$`, with this many rounds
+    /// (5000 when the hash does not say).
+    ShaCrypt {
+        /// `$6$` rather than `$5$`.
+        sha512: bool,
+        /// The rounds, clamped as crypt(3) does.
+        rounds: u32,
+    },
+}
+
+impl HashCost {
+    /// The cost of checking `hash`, or `None` for a hash that is malformed or
+    /// of a scheme mailtable cannot make a dummy of (Argon2, other crypt(3)
+    /// formats).
+    pub fn of(hash: &PasswordHash) -> Option<HashCost> {
+        hash.validate().ok()?;
+        let c = hash.crypt_string();
+        match hash.scheme() {
+            Scheme::Bcrypt => bcrypt_cost(hash).map(HashCost::Bcrypt),
+            scheme @ (Scheme::Sha512Crypt | Scheme::Sha256Crypt) => {
+                let rounds = match c.get(3..).and_then(|r| r.strip_prefix("rounds=")) {
+                    Some(r) => r.split('$').next()?.parse::<u64>().ok()?,
+                    None => 5000,
+                };
+                Some(HashCost::ShaCrypt {
+                    sha512: scheme == Scheme::Sha512Crypt,
+                    rounds: u32::try_from(rounds.clamp(1000, 999_999_999)).ok()?,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A random secret, made once per process: the dummy hashes are hashes of
+/// it, so no password anyone knows or can guess matches them.
+fn dummy_secret() -> &'static str {
+    static SECRET: OnceLock<String> = OnceLock::new();
+    SECRET.get_or_init(|| {
+        use rand::Rng;
+        let mut rng = rand::rngs::OsRng;
+        // 43 characters of a 64-symbol alphabet: 258 bits.
+        (0..43)
+            .map(|_| {
+                let i = rng.gen_range(0..64usize);
+                char::from(b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"[i])
+            })
+            .collect()
+    })
+}
+
+/// A hash of `cost` of a secret that exists only in this process's memory
+/// (made once per process and cost): what smtpd gets for an unknown or
+/// disabled login, so that its crypt(3) spends the time a real check
+/// takes and then refuses every password. bcrypt is `$2b$`.
+pub fn dummy_hash(cost: HashCost) -> PasswordHash {
+    static CACHE: OnceLock<std::sync::Mutex<Vec<(HashCost, String)>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut cache = match cache.lock() {
+        Ok(c) => c,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some((_, h)) = cache.iter().find(|(c, _)| *c == cost) {
+        return PasswordHash(h.clone());
+    }
+    let secret = dummy_secret();
+    let made = match cost {
+        HashCost::Bcrypt(n) => bcrypt::hash_with_result(secret, n.clamp(4, 31))
+            .map(|p| p.format_for_version(bcrypt::Version::TwoB))
+            .ok(),
+        HashCost::ShaCrypt { sha512, rounds } => {
+            let rounds = rounds as usize;
+            if sha512 {
+                sha_crypt::Sha512Params::new(rounds)
+                    .ok()
+                    .and_then(|p| sha_crypt::sha512_simple(secret, &p).ok())
+            } else {
+                sha_crypt::Sha256Params::new(rounds)
+                    .ok()
+                    .and_then(|p| sha_crypt::sha256_simple(secret, &p).ok())
+            }
         }
     };
-    let _ = bcrypt::verify(password.expose(), &hash);
+    // Hashing a short ASCII secret at a valid cost does not fail; should it,
+    // a bcrypt hash of the lowest cost still never matches a password.
+    let h = made.unwrap_or_else(|| {
+        bcrypt::hash_with_result(secret, 4)
+            .map(|p| p.format_for_version(bcrypt::Version::TwoB))
+            .unwrap_or_default()
+    });
+    cache.push((cost, h.clone()));
+    PasswordHash(h)
+}
+
+/// Spend the same time as checking a real hash of `cost`, for an unknown
+/// user, so that timing does not tell which users exist.
+pub fn dummy_verify(password: &Secret, cost: HashCost) {
+    let _ = dummy_hash(cost).verify(password);
 }
 
 /// The bcrypt cost of a stored hash (`$2b$10$...` gives 10), for matching the
@@ -531,5 +615,61 @@ mod tests {
         assert!(hash(&Secret::new("a".repeat(73)), 4).is_err());
         assert!(hash(&Secret::new("a\nb"), 4).is_err());
         assert!(hash(&Secret::new("ok"), 3).is_err());
+    }
+
+    #[test]
+    fn cost_of_stored_hashes() {
+        let b = hash(&Secret::new("x"), 5).unwrap();
+        assert_eq!(HashCost::of(&b), Some(HashCost::Bcrypt(5)));
+        let prefixed = PasswordHash::new(format!("{{BLF-CRYPT}}{}", b.stored()));
+        assert_eq!(HashCost::of(&prefixed), Some(HashCost::Bcrypt(5)));
+        let s512 = "$6$saltsaltsaltsalt$ph0yGsyjzqdeFaon7.gJZo8eAG5/rj9/JdzOu1Rl7dKzBYg3xgvl7T2VQ2Rt81bc5AXkdA54r0p8QvC1omD6R1";
+        assert_eq!(
+            HashCost::of(&PasswordHash::new(s512)),
+            Some(HashCost::ShaCrypt {
+                sha512: true,
+                rounds: 5000
+            })
+        );
+        let r =
+            sha_crypt::sha256_simple("x", &sha_crypt::Sha256Params::new(1234).unwrap()).unwrap();
+        assert_eq!(
+            HashCost::of(&PasswordHash::new(r)),
+            Some(HashCost::ShaCrypt {
+                sha512: false,
+                rounds: 1234
+            })
+        );
+        assert_eq!(HashCost::of(&PasswordHash::new("$2b$04$broken")), None);
+        assert_eq!(HashCost::of(&PasswordHash::new("{PLAIN}x")), None);
+    }
+
+    /// The dummy has the asked scheme and cost, is the same within a
+    /// process, and matches neither an empty nor a guessable password.
+    #[test]
+    fn dummy_hashes_have_the_cost_and_match_nothing() {
+        for cost in [
+            HashCost::Bcrypt(4),
+            HashCost::ShaCrypt {
+                sha512: true,
+                rounds: 1000,
+            },
+            HashCost::ShaCrypt {
+                sha512: false,
+                rounds: 1000,
+            },
+        ] {
+            let d = dummy_hash(cost);
+            assert_eq!(HashCost::of(&d), Some(cost));
+            assert_eq!(dummy_hash(cost), d);
+            assert!(d.for_smtpd().is_some());
+            for pw in ["", "mailtable-dummy", "secret", "x"] {
+                assert!(!d.verify(&Secret::new(pw)).unwrap(), "{pw:?}");
+            }
+        }
+        assert!(dummy_hash(HashCost::Bcrypt(4))
+            .stored()
+            .starts_with("$2b$04$"));
+        assert_ne!(dummy_secret(), "");
     }
 }
