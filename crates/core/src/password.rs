@@ -443,27 +443,34 @@ impl HashCost {
     }
 }
 
-/// A random secret, made once per process: the dummy hashes are hashes of
-/// it, so no password anyone knows or can guess matches them.
-fn dummy_secret() -> &'static str {
-    static SECRET: OnceLock<String> = OnceLock::new();
-    SECRET.get_or_init(|| {
-        use rand::Rng;
-        let mut rng = rand::rngs::OsRng;
-        // 43 characters of a 64-symbol alphabet: 258 bits.
-        (0..43)
-            .map(|_| {
-                let i = rng.gen_range(0..64usize);
-                char::from(b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"[i])
-            })
-            .collect()
-    })
+/// `n` random characters of `alphabet` (64 symbols); the last one only from
+/// those whose `unused_bits` low bits are zero, so that the string is the
+/// canonical encoding of whole bytes.
+fn random_b64(alphabet: &[u8; 64], n: usize, unused_bits: u32) -> String {
+    use rand::Rng;
+    let mut rng = rand::rngs::OsRng;
+    (0..n)
+        .map(|i| {
+            let mut x = rng.gen_range(0..64usize);
+            if i + 1 == n {
+                x &= !((1usize << unused_bits) - 1);
+            }
+            char::from(alphabet[x])
+        })
+        .collect()
 }
 
-/// A hash of `cost` of a secret that exists only in this process's memory
-/// (made once per process and cost): what smtpd gets for an unknown or
-/// disabled login, so that its crypt(3) spends the time a real check
-/// takes and then refuses every password. bcrypt is `$2b$`.
+const BCRYPT_B64: &[u8; 64] = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const CRYPT_B64: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// A well-formed hash of `cost` whose salt and digest are random, made once
+/// per process and cost: the hash of a secret nobody has, not even this
+/// process, so no password matches it, and making it costs nothing (a
+/// hash of a random secret would cost one more hashing in every
+/// short-lived process). What smtpd gets for an unknown or disabled
+/// login, so that its crypt(3) spends the time a real check takes and
+/// then refuses every password; also what [`dummy_verify`] checks against.
+/// bcrypt is `$2b$`.
 pub fn dummy_hash(cost: HashCost) -> PasswordHash {
     static CACHE: OnceLock<std::sync::Mutex<Vec<(HashCost, String)>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
@@ -474,31 +481,28 @@ pub fn dummy_hash(cost: HashCost) -> PasswordHash {
     if let Some((_, h)) = cache.iter().find(|(c, _)| *c == cost) {
         return PasswordHash(h.clone());
     }
-    let secret = dummy_secret();
-    let made = match cost {
-        HashCost::Bcrypt(n) => bcrypt::hash_with_result(secret, n.clamp(4, 31))
-            .map(|p| p.format_for_version(bcrypt::Version::TwoB))
-            .ok(),
+    let h = match cost {
+        // 16 bytes of salt in 22 characters, 23 of digest in 31
+        // (OpenBSD bcrypt's encoding).
+        HashCost::Bcrypt(n) => format!(
+            "$2b${:02}${}{}",
+            n.clamp(4, 31),
+            random_b64(BCRYPT_B64, 22, 4),
+            random_b64(BCRYPT_B64, 31, 2)
+        ),
+        // 64 (or 32) bytes of digest in 86 (or 43) characters; crypt(3)
+        // compares the encoded string, so the last one needs no care.
         HashCost::ShaCrypt { sha512, rounds } => {
-            let rounds = rounds as usize;
-            if sha512 {
-                sha_crypt::Sha512Params::new(rounds)
-                    .ok()
-                    .and_then(|p| sha_crypt::sha512_simple(secret, &p).ok())
-            } else {
-                sha_crypt::Sha256Params::new(rounds)
-                    .ok()
-                    .and_then(|p| sha_crypt::sha256_simple(secret, &p).ok())
-            }
+            let rounds = rounds.clamp(1000, 999_999_999);
+            let (id, len) = if sha512 { ("6", 86) } else { ("5", 43) };
+            // Explicit rounds even for the default: the same work.
+            format!(
+                "${id}$rounds={rounds}${}${}",
+                random_b64(CRYPT_B64, 16, 0),
+                random_b64(CRYPT_B64, len, 0)
+            )
         }
     };
-    // Hashing a short ASCII secret at a valid cost does not fail; should it,
-    // a bcrypt hash of the lowest cost still never matches a password.
-    let h = made.unwrap_or_else(|| {
-        bcrypt::hash_with_result(secret, 4)
-            .map(|p| p.format_for_version(bcrypt::Version::TwoB))
-            .unwrap_or_default()
-    });
     cache.push((cost, h.clone()));
     PasswordHash(h)
 }
@@ -670,6 +674,5 @@ mod tests {
         assert!(dummy_hash(HashCost::Bcrypt(4))
             .stored()
             .starts_with("$2b$04$"));
-        assert_ne!(dummy_secret(), "");
     }
 }
