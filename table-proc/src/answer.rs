@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `alias` | each key of smtpd's virtual walk | final destinations: delivery user names of our mailboxes, external addresses, `, `-separated |
 //! | `domain` | recipient domain | the domain |
-//! | `credentials` | SMTP AUTH user name | `address:hash`, the bare crypt string |
+//! | `credentials` | SMTP AUTH user name | `address:hash`, the bare crypt string; for an unknown or disabled login a dummy hash of the stored hashes' cost that matches no password |
 //! | `userinfo` | delivery user name (`hugo_barrera.io`) | `uid:gid:home` |
 //! | `mailaddrmap` | authenticated user name | own address, aliases reaching it, `@dom` of catch-alls |
 //! | `mailaddr` | an address (check) | found when deliverable |
@@ -118,9 +118,11 @@ impl Tables {
     }
 
     /// `credentials`: `name:hash` for smtpd's crypt(3). A disabled or
-    /// unknown login is not found; a hash smtpd could not check is an
-    /// error, never handed over (portable `crypt_checkpass` accepts any
-    /// password against an empty hash).
+    /// unknown login gets a dummy hash ([`Accounts::dummy_for_smtpd`]):
+    /// smtpd spends the time a real check costs and answers 535, where
+    /// not-found would answer at once and tell which users exist. A hash
+    /// smtpd could not check is an error, never handed over (portable
+    /// `crypt_checkpass` accepts any password against an empty hash).
     fn credentials(&mut self, key: &str) -> Result<Option<String>, String> {
         let (store, accounts) = self.store()?;
         match accounts
@@ -128,7 +130,11 @@ impl Tables {
             .map_err(|e| e.to_string())?
         {
             Credentials::Found { hash, .. } => Ok(Some(format!("{key}:{hash}"))),
-            Credentials::Unknown | Credentials::Disabled(_) => Ok(None),
+            Credentials::Unknown => Ok(Some(format!("{key}:{}", accounts.dummy_for_smtpd(None)))),
+            Credentials::Disabled(account) => Ok(Some(format!(
+                "{key}:{}",
+                accounts.dummy_for_smtpd(Some(&account))
+            ))),
             Credentials::CannotVerify(reason) => Err(reason),
         }
     }
@@ -312,10 +318,21 @@ mod tests {
             panic!()
         };
         assert!(c.starts_with("hugo@barrera.io:$2b$04$"), "{c}");
-        assert_eq!(
-            t.lookup(Service::Credentials, "off@example.com"),
-            Answer::NotFound
-        );
+        // Unknown and disabled logins: a dummy of the stored hashes' cost,
+        // the same for both, that the right password does not match.
+        let dummy = |t: &mut Tables, key: &str| {
+            let Answer::Found(c) = t.lookup(Service::Credentials, key) else {
+                panic!("{key}: no dummy")
+            };
+            let hash = c.strip_prefix(&format!("{key}:")).unwrap().to_string();
+            assert!(hash.starts_with("$2b$04$"), "{c}");
+            let hash = password::PasswordHash::new(hash);
+            assert_eq!(hash.verify(&Secret::new("secret")).ok(), Some(false));
+            hash
+        };
+        let off = dummy(&mut t, "off@example.com");
+        assert_eq!(dummy(&mut t, "nobody@barrera.io"), off);
+        assert_eq!(dummy(&mut t, "no address"), off);
         // smtpd's crypt(3) cannot check Argon2, and an empty hash would
         // accept any password: a temporary failure, never handed over and
         // never "no such user".
@@ -327,10 +344,7 @@ mod tests {
             t.lookup(Service::Credentials, "empty@example.com"),
             Answer::Error(_)
         ));
-        assert_eq!(
-            t.lookup(Service::Credentials, "contact@example.com"),
-            Answer::NotFound
-        );
+        assert_eq!(dummy(&mut t, "contact@example.com"), off);
         assert_eq!(
             t.lookup(Service::Mailaddrmap, "hugo@barrera.io"),
             f("hugo@barrera.io, contact@example.com")

@@ -249,6 +249,9 @@ fn smtpd_auth<S: TestStore>(store: S, user: &str, pw: &str) -> Vec<V> {
     }
 }
 
+/// An unknown or disabled login gets a dummy hash that smtpd checks like a
+/// real one (equal time) and that matches no password: to smtpd it is a
+/// mismatch, so a mismatch stands for all three.
 fn smtpd_credentials<S: TestStore>(store: S, user: &str, pw: &str) -> Vec<V> {
     match table(store).lookup(Service::Credentials, user) {
         Answer::Found(v) => {
@@ -256,9 +259,13 @@ fn smtpd_credentials<S: TestStore>(store: S, user: &str, pw: &str) -> Vec<V> {
                 .strip_prefix(&format!("{user}:"))
                 .expect("credentials are user:hash");
             assert!(!hash.is_empty() && !hash.contains(['\n', '\r']), "{v}");
-            vec![handed_on(hash, pw)]
+            match handed_on(hash, pw) {
+                V::Mismatch => vec![V::Mismatch, V::Unknown, V::Disabled],
+                v => vec![v],
+            }
         }
-        Answer::NotFound => vec![V::Unknown, V::Disabled],
+        // Not-found would answer at once: it stands for no verdict.
+        Answer::NotFound => vec![],
         Answer::Error(_) => vec![V::TempFail],
     }
 }

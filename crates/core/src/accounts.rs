@@ -13,9 +13,16 @@
 //! - **Disabled mailboxes** (`active = false`) are refused at login but keep
 //!   their user info: mail is still delivered (`mailtable user disable`).
 //! - **Equal work.** An unknown user, a disabled mailbox, a password that is
-//!   not UTF-8 and a hash that cannot be checked all cost one bcrypt check
-//!   of the configured cost, like a wrong password, so timing does not tell
-//!   which accounts exist.
+//!   not UTF-8 and a hash that cannot be checked all cost one dummy check,
+//!   like a wrong password, so timing does not tell which accounts exist.
+//!   The dummy has the scheme and cost of the hashes actually stored
+//!   ([`HashCost`]): the first login lookup of a process samples one
+//!   ([`Store::sample_password`]), and every real hash looked up since
+//!   replaces it; a disabled mailbox costs a check of its own hash's cost.
+//!   Only a database with no usable hash falls back to bcrypt of
+//!   `password_cost`. smtpd, which checks hashes itself, is handed a dummy
+//!   hash of that cost ([`Accounts::dummy_for_smtpd`]): a hash of a secret
+//!   made at random per process, so it never matches a password.
 //! - **Cannot verify is not a mismatch.** A stored hash that is empty,
 //!   malformed, or of a scheme the verifier lacks is a temporary failure:
 //!   the admin must fix the row, and until then nobody is told "wrong
@@ -28,10 +35,11 @@
 use crate::address::Address;
 use crate::config::Config;
 use crate::delivery;
-use crate::password::{self, PasswordHash, Secret};
+use crate::password::{self, HashCost, PasswordHash, Secret};
 use crate::resolve::{ResolveError, Resolver};
 use crate::row::{Row, RowKind};
 use crate::store::{Store, StoreError};
+use std::sync::{Arc, Mutex};
 
 /// The subaddress delimiter when a config does not say (DESIGN.md).
 pub const DEFAULT_TAG_DELIMITER: char = '+';
@@ -134,7 +142,7 @@ pub enum Credentials {
 #[derive(Debug, Clone)]
 pub struct Login {
     state: LoginState,
-    dummy_cost: u32,
+    dummy_cost: HashCost,
 }
 
 #[derive(Debug, Clone)]
@@ -169,14 +177,18 @@ impl Login {
     }
 }
 
-/// The policy over a config; cheap to clone.
+/// The policy over a config; cheap to clone (clones share what they learnt
+/// of the stored hashes' cost).
 #[derive(Debug, Clone)]
 pub struct Accounts {
     resolver: Resolver,
     uid: u32,
     gid: u32,
     home: String,
-    dummy_cost: u32,
+    /// `password_cost`: the dummy's cost while no stored hash is known.
+    fallback_cost: u32,
+    /// The cost of the stored hashes, once sampled or seen.
+    seen_cost: Arc<Mutex<Option<HashCost>>>,
 }
 
 impl Accounts {
@@ -187,8 +199,59 @@ impl Accounts {
             uid: config.uid,
             gid: config.gid,
             home: config.home.clone(),
-            dummy_cost: config.password_cost,
+            fallback_cost: config.password_cost,
+            seen_cost: Arc::default(),
         }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Option<HashCost>> {
+        match self.seen_cost.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// The cost a dummy check must have: that of the stored hashes, sampled
+    /// from `store` on the first call (every login lookup makes this call,
+    /// known user or not, so all do the same store work).
+    fn dummy_cost(&self, store: &mut dyn Store) -> Result<HashCost, StoreError> {
+        if let Some(cost) = *self.seen() {
+            return Ok(cost);
+        }
+        let sampled = store
+            .sample_password()?
+            .and_then(|h| HashCost::of(&PasswordHash::new(h)));
+        let cost = sampled.unwrap_or(HashCost::Bcrypt(self.fallback_cost));
+        *self.seen() = Some(cost);
+        Ok(cost)
+    }
+
+    /// Remember the cost of a real hash just looked up: the next dummy
+    /// check costs the same.
+    fn note(&self, hash: &PasswordHash) -> Option<HashCost> {
+        let cost = HashCost::of(hash)?;
+        *self.seen() = Some(cost);
+        Some(cost)
+    }
+
+    /// The cost of the stored hashes as far as this process knows (bcrypt
+    /// of `password_cost` before any login lookup).
+    pub fn current_dummy_cost(&self) -> HashCost {
+        self.seen().unwrap_or(HashCost::Bcrypt(self.fallback_cost))
+    }
+
+    /// The hash smtpd gets for an unknown (`None`) or disabled login after
+    /// [`Accounts::credentials`]: a hash of a per-process random secret
+    /// ([`password::dummy_hash`]) of the cost of the disabled mailbox's own
+    /// hash, or of the stored hashes, so smtpd's crypt(3) takes as long as
+    /// for a wrong password and then refuses whatever was tried.
+    pub fn dummy_for_smtpd(&self, account: Option<&Account>) -> String {
+        let own = account
+            .and_then(|a| a.row.password.as_ref())
+            .and_then(HashCost::of);
+        password::dummy_hash(own.unwrap_or_else(|| self.current_dummy_cost()))
+            .stored()
+            .to_string()
     }
 
     /// The resolver with the config's tag delimiter, for the alias services.
@@ -261,19 +324,26 @@ impl Accounts {
 
     /// The database half of a password check for `name`.
     pub fn login(&self, store: &mut dyn Store, name: &str) -> Result<Login, StoreError> {
+        let mut dummy_cost = self.dummy_cost(store)?;
         let state = match self.find(store, name)? {
             None => LoginState::Unknown,
-            Some(a) if !a.is_active() => LoginState::Disabled(a.address),
+            Some(a) if !a.is_active() => {
+                // Its own hash's cost: what checking it would have cost.
+                if let Some(own) = a.row.password.as_ref().and_then(HashCost::of) {
+                    dummy_cost = own;
+                }
+                LoginState::Disabled(a.address)
+            }
             Some(a) => match a.row.password.clone() {
-                Some(hash) => LoginState::Check(a, hash),
+                Some(hash) => {
+                    self.note(&hash);
+                    LoginState::Check(a, hash)
+                }
                 // `find` only returns mailbox rows, which have a hash.
                 None => LoginState::Unknown,
             },
         };
-        Ok(Login {
-            state,
-            dummy_cost: self.dummy_cost,
-        })
+        Ok(Login { state, dummy_cost })
     }
 
     /// A whole password check on the calling thread.
@@ -286,13 +356,16 @@ impl Accounts {
         Ok(self.login(store, name)?.check(password))
     }
 
-    /// The hash of `name` for a daemon that checks it itself.
+    /// The hash of `name` for a daemon that checks it itself. For an unknown
+    /// or disabled login, [`Accounts::dummy_for_smtpd`] then gives a hash of
+    /// the right cost (sampled here on the first call).
     pub fn credentials(
         &self,
         store: &mut dyn Store,
         name: &str,
         verifier: Verifier,
     ) -> Result<Credentials, StoreError> {
+        self.dummy_cost(store)?;
         let Some(account) = self.find(store, name)? else {
             return Ok(Credentials::Unknown);
         };
@@ -308,6 +381,7 @@ impl Accounts {
                 account.address
             )));
         }
+        self.note(stored);
         let hash = match verifier {
             Verifier::Smtpd => stored.for_smtpd().map(str::to_string),
             Verifier::Dovecot => stored.for_dovecot(),
@@ -390,6 +464,87 @@ mod tests {
         }
     }
 
+    /// Stands for `accounts()`, made anew for every call.
+    struct Fresh;
+    impl Fresh {
+        fn find(&self, s: &mut dyn Store, n: &str) -> Result<Option<Account>, StoreError> {
+            accounts().find(s, n)
+        }
+        fn verify(&self, s: &mut dyn Store, n: &str, p: &[u8]) -> Result<Verdict, StoreError> {
+            accounts().verify(s, n, p)
+        }
+        fn credentials(
+            &self,
+            s: &mut dyn Store,
+            n: &str,
+            v: Verifier,
+        ) -> Result<Credentials, StoreError> {
+            accounts().credentials(s, n, v)
+        }
+        fn senders(&self, s: &mut dyn Store, n: &str) -> Result<Option<Vec<String>>, ResolveError> {
+            accounts().senders(s, n)
+        }
+        fn list(&self, s: &mut dyn Store) -> Result<Vec<Account>, StoreError> {
+            accounts().list(s)
+        }
+    }
+
+    /// The dummy check takes the cost of the hashes stored: sampled on the
+    /// first lookup, then of the last real hash looked up; a disabled
+    /// mailbox's own; `password_cost` only for a store with none.
+    #[test]
+    fn the_dummy_cost_follows_the_stored_hashes() {
+        let h5 = password::hash(&Secret::new(PW), 5).expect("hashing works");
+        let h6 = password::hash(&Secret::new(PW), 6).expect("hashing works");
+        let s512 = "$6$saltsaltsaltsalt$ph0yGsyjzqdeFaon7.gJZo8eAG5/rj9/JdzOu1Rl7dKzBYg3xgvl7T2VQ2Rt81bc5AXkdA54r0p8QvC1omD6R1";
+        let mut s = MemStore::default()
+            .with("a", "x.org", "a@x.org", Some(h5.stored()))
+            .with("off", "x.org", "off@x.org", Some(h6.stored()))
+            .with("sha", "x.org", "sha@x.org", Some(s512));
+        s.rows[1].active = false;
+        let sha = HashCost::ShaCrypt {
+            sha512: true,
+            rounds: 5000,
+        };
+        let a = accounts();
+        assert_eq!(a.current_dummy_cost(), HashCost::Bcrypt(4));
+        a.credentials(&mut s, "nobody@x.org", Verifier::Smtpd)
+            .expect("store works");
+        // The sample: the last mailbox row.
+        assert_eq!(a.current_dummy_cost(), sha);
+        let d = a.dummy_for_smtpd(None);
+        assert!(d.starts_with("$6$"), "{d}");
+        a.credentials(&mut s, "a@x.org", Verifier::Smtpd)
+            .expect("store works");
+        assert_eq!(a.current_dummy_cost(), HashCost::Bcrypt(5));
+        assert!(a.dummy_for_smtpd(None).starts_with("$2b$05$"));
+        let Ok(Credentials::Disabled(off)) = a.credentials(&mut s, "off@x.org", Verifier::Smtpd)
+        else {
+            panic!("not disabled")
+        };
+        assert!(a.dummy_for_smtpd(Some(&off)).starts_with("$2b$06$"));
+        assert_eq!(
+            a.login(&mut s, "off@x.org")
+                .expect("store works")
+                .dummy_cost,
+            HashCost::Bcrypt(6)
+        );
+        a.verify(&mut s, "sha@x.org", b"wrong")
+            .expect("store works");
+        assert_eq!(
+            a.login(&mut s, "nobody@x.org")
+                .expect("store works")
+                .dummy_cost,
+            sha
+        );
+        // Clones share what was learnt.
+        assert_eq!(a.clone().current_dummy_cost(), sha);
+        let b = accounts();
+        b.login(&mut MemStore::default(), "nobody@x.org")
+            .expect("store works");
+        assert_eq!(b.current_dummy_cost(), HashCost::Bcrypt(4));
+    }
+
     #[test]
     fn userinfo_is_one_rule() {
         let a = accounts();
@@ -448,7 +603,9 @@ mod tests {
     /// account, a verdict or "unknown".
     #[test]
     fn a_failing_store_call_is_never_a_definitive_answer() {
-        let a = accounts();
+        // A fresh policy per run: the first lookup of one samples the
+        // stored hashes' cost, later ones do not.
+        let a = Fresh;
         let s = store();
         let mut bad = Vec::new();
         let mut runs = 0;

@@ -402,27 +402,115 @@ pub fn hash(password: &Secret, cost: u32) -> Result<PasswordHash, PasswordError>
     ))
 }
 
-/// Spend the same time as checking a real bcrypt hash of `cost`, for an
-/// unknown user, so that timing does not tell which users exist.
-pub fn dummy_verify(password: &Secret, cost: u32) {
-    static DUMMY: OnceLock<std::sync::Mutex<Vec<(u32, String)>>> = OnceLock::new();
-    let cache = DUMMY.get_or_init(Default::default);
-    let hash = {
-        let mut cache = match cache.lock() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some((_, h)) = cache.iter().find(|(c, _)| *c == cost) {
-            h.clone()
-        } else {
-            let h = bcrypt::hash("mailtable-dummy", cost.clamp(4, 31)).unwrap_or_else(|_| {
-                String::from("$2b$04$invalidinvalidinvalidinvalidinvalidinvalidinvalidinvalid")
-            });
-            cache.push((cost, h.clone()));
-            h
+/// What checking a stored hash costs: its scheme and work factor. A dummy
+/// check ([`dummy_verify`], [`dummy_hash`]) of the same cost takes the same
+/// time, so that timing does not tell which users exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashCost {
+    /// bcrypt of this cost (`$2b$10$...` is 10).
+    Bcrypt(u32),
+    /// SHA-crypt: `$6$` (`sha512`) or `$5$`, with this many rounds
+    /// (5000 when the hash does not say).
+    ShaCrypt {
+        /// `$6$` rather than `$5$`.
+        sha512: bool,
+        /// The rounds, clamped as crypt(3) does.
+        rounds: u32,
+    },
+}
+
+impl HashCost {
+    /// The cost of checking `hash`, or `None` for a hash that is malformed or
+    /// of a scheme mailtable cannot make a dummy of (Argon2, other crypt(3)
+    /// formats).
+    pub fn of(hash: &PasswordHash) -> Option<HashCost> {
+        hash.validate().ok()?;
+        let c = hash.crypt_string();
+        match hash.scheme() {
+            Scheme::Bcrypt => bcrypt_cost(hash).map(HashCost::Bcrypt),
+            scheme @ (Scheme::Sha512Crypt | Scheme::Sha256Crypt) => {
+                let rounds = match c.get(3..).and_then(|r| r.strip_prefix("rounds=")) {
+                    Some(r) => r.split('$').next()?.parse::<u64>().ok()?,
+                    None => 5000,
+                };
+                Some(HashCost::ShaCrypt {
+                    sha512: scheme == Scheme::Sha512Crypt,
+                    rounds: u32::try_from(rounds.clamp(1000, 999_999_999)).ok()?,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `n` random characters of `alphabet` (64 symbols); the last one only from
+/// those whose `unused_bits` low bits are zero, so that the string is the
+/// canonical encoding of whole bytes.
+fn random_b64(alphabet: &[u8; 64], n: usize, unused_bits: u32) -> String {
+    use rand::Rng;
+    let mut rng = rand::rngs::OsRng;
+    (0..n)
+        .map(|i| {
+            let mut x = rng.gen_range(0..64usize);
+            if i + 1 == n {
+                x &= !((1usize << unused_bits) - 1);
+            }
+            char::from(alphabet[x])
+        })
+        .collect()
+}
+
+const BCRYPT_B64: &[u8; 64] = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const CRYPT_B64: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// A well-formed hash of `cost` whose salt and digest are random, made once
+/// per process and cost: the hash of a secret nobody has, not even this
+/// process, so no password matches it, and making it costs nothing (a
+/// hash of a random secret would cost one more hashing in every
+/// short-lived process). What smtpd gets for an unknown or disabled
+/// login, so that its crypt(3) spends the time a real check takes and
+/// then refuses every password; also what [`dummy_verify`] checks against.
+/// bcrypt is `$2b$`.
+pub fn dummy_hash(cost: HashCost) -> PasswordHash {
+    static CACHE: OnceLock<std::sync::Mutex<Vec<(HashCost, String)>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut cache = match cache.lock() {
+        Ok(c) => c,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some((_, h)) = cache.iter().find(|(c, _)| *c == cost) {
+        return PasswordHash(h.clone());
+    }
+    let h = match cost {
+        // 16 bytes of salt in 22 characters, 23 of digest in 31
+        // (OpenBSD bcrypt's encoding).
+        HashCost::Bcrypt(n) => format!(
+            "$2b${:02}${}{}",
+            n.clamp(4, 31),
+            random_b64(BCRYPT_B64, 22, 4),
+            random_b64(BCRYPT_B64, 31, 2)
+        ),
+        // 64 (or 32) bytes of digest in 86 (or 43) characters; crypt(3)
+        // compares the encoded string, so the last one needs no care.
+        HashCost::ShaCrypt { sha512, rounds } => {
+            let rounds = rounds.clamp(1000, 999_999_999);
+            let (id, len) = if sha512 { ("6", 86) } else { ("5", 43) };
+            // Explicit rounds even for the default: the same work.
+            format!(
+                "${id}$rounds={rounds}${}${}",
+                random_b64(CRYPT_B64, 16, 0),
+                random_b64(CRYPT_B64, len, 0)
+            )
         }
     };
-    let _ = bcrypt::verify(password.expose(), &hash);
+    cache.push((cost, h.clone()));
+    PasswordHash(h)
+}
+
+/// Spend the same time as checking a real hash of `cost`, for an unknown
+/// user, so that timing does not tell which users exist.
+pub fn dummy_verify(password: &Secret, cost: HashCost) {
+    let _ = dummy_hash(cost).verify(password);
 }
 
 /// The bcrypt cost of a stored hash (`$2b$10$...` gives 10), for matching the
@@ -531,5 +619,60 @@ mod tests {
         assert!(hash(&Secret::new("a".repeat(73)), 4).is_err());
         assert!(hash(&Secret::new("a\nb"), 4).is_err());
         assert!(hash(&Secret::new("ok"), 3).is_err());
+    }
+
+    #[test]
+    fn cost_of_stored_hashes() {
+        let b = hash(&Secret::new("x"), 5).unwrap();
+        assert_eq!(HashCost::of(&b), Some(HashCost::Bcrypt(5)));
+        let prefixed = PasswordHash::new(format!("{{BLF-CRYPT}}{}", b.stored()));
+        assert_eq!(HashCost::of(&prefixed), Some(HashCost::Bcrypt(5)));
+        let s512 = "$6$saltsaltsaltsalt$ph0yGsyjzqdeFaon7.gJZo8eAG5/rj9/JdzOu1Rl7dKzBYg3xgvl7T2VQ2Rt81bc5AXkdA54r0p8QvC1omD6R1";
+        assert_eq!(
+            HashCost::of(&PasswordHash::new(s512)),
+            Some(HashCost::ShaCrypt {
+                sha512: true,
+                rounds: 5000
+            })
+        );
+        let r =
+            sha_crypt::sha256_simple("x", &sha_crypt::Sha256Params::new(1234).unwrap()).unwrap();
+        assert_eq!(
+            HashCost::of(&PasswordHash::new(r)),
+            Some(HashCost::ShaCrypt {
+                sha512: false,
+                rounds: 1234
+            })
+        );
+        assert_eq!(HashCost::of(&PasswordHash::new("$2b$04$broken")), None);
+        assert_eq!(HashCost::of(&PasswordHash::new("{PLAIN}x")), None);
+    }
+
+    /// The dummy has the asked scheme and cost, is the same within a
+    /// process, and matches neither an empty nor a guessable password.
+    #[test]
+    fn dummy_hashes_have_the_cost_and_match_nothing() {
+        for cost in [
+            HashCost::Bcrypt(4),
+            HashCost::ShaCrypt {
+                sha512: true,
+                rounds: 1000,
+            },
+            HashCost::ShaCrypt {
+                sha512: false,
+                rounds: 1000,
+            },
+        ] {
+            let d = dummy_hash(cost);
+            assert_eq!(HashCost::of(&d), Some(cost));
+            assert_eq!(dummy_hash(cost), d);
+            assert!(d.for_smtpd().is_some());
+            for pw in ["", "mailtable-dummy", "secret", "x"] {
+                assert!(!d.verify(&Secret::new(pw)).unwrap(), "{pw:?}");
+            }
+        }
+        assert!(dummy_hash(HashCost::Bcrypt(4))
+            .stored()
+            .starts_with("$2b$04$"));
     }
 }

@@ -134,6 +134,10 @@ impl<S: Store> Store for FailingStore<S> {
         self.call("wildcard_targets")?;
         self.inner.wildcard_targets()
     }
+    fn sample_password(&mut self) -> Result<Option<String>, StoreError> {
+        self.call("sample_password")?;
+        self.inner.sample_password()
+    }
     fn reopen(&mut self) -> Result<(), StoreError> {
         self.call("reopen")?;
         self.inner.reopen()

@@ -77,6 +77,13 @@ impl Store for MemStore {
     fn wildcard_targets(&mut self) -> Result<Vec<Row>, StoreError> {
         self.filter(Row::has_template_target)
     }
+    fn sample_password(&mut self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .filter(|r| r.kind() == crate::row::RowKind::Mailbox)?
+            .pop()
+            .and_then(|r| r.password)
+            .map(|h| h.stored().to_string()))
+    }
     fn reopen(&mut self) -> Result<(), StoreError> {
         self.check()
     }

@@ -111,6 +111,15 @@ pub trait Store: Send {
     /// Rows whose target contains `%` (domain aliases).
     fn wildcard_targets(&mut self) -> Result<Vec<Row>, StoreError>;
 
+    /// The password column of one login row, the most recently added where
+    /// the database can tell: a sample of the hashes stored, so that a
+    /// dummy check for an unknown user costs what a real one costs here
+    /// ([`crate::accounts`]). `None` when there is no such row (or the
+    /// store cannot sample).
+    fn sample_password(&mut self) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+
     /// Drop cached connections and statements (smtpd `update`).
     fn reopen(&mut self) -> Result<(), StoreError>;
 

@@ -140,6 +140,10 @@ impl Select {
 }
 
 const HAS_DOMAIN: &str = "SELECT 1 FROM users WHERE domain = ?1 LIMIT 1";
+/// The newest login row's hash (rowid order: the last one inserted).
+const SAMPLE_PASSWORD: &str = "SELECT password FROM users \
+     WHERE password IS NOT NULL AND password <> '' AND instr(username, '%') = 0 \
+     ORDER BY rowid DESC LIMIT 1";
 
 impl SqliteStore {
     /// Open (lazily re-opened after errors) the database at `path`.
@@ -379,6 +383,13 @@ impl Store for SqliteStore {
         self.with(|conn, _| {
             let mut stmt = conn.prepare_cached(HAS_DOMAIN)?;
             Ok(stmt.query_row([domain], |_| Ok(())).optional()?.is_some())
+        })
+    }
+
+    fn sample_password(&mut self) -> Result<Option<String>, StoreError> {
+        self.with(|conn, _| {
+            let mut stmt = conn.prepare_cached(SAMPLE_PASSWORD)?;
+            stmt.query_row([], |r| r.get(0)).optional()
         })
     }
 

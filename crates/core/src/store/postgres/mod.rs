@@ -160,6 +160,14 @@ impl Store for PostgresStore {
         self.read(|c| Ok(!c.query_static(HAS_DOMAIN, &[&domain])?.is_empty()))
     }
 
+    fn sample_password(&mut self) -> Result<Option<String>, StoreError> {
+        self.read(|c| {
+            Ok(c.query_static(SAMPLE_PASSWORD, &[])?
+                .first()
+                .and_then(|r| r.try_get::<_, Option<String>>(0).ok().flatten()))
+        })
+    }
+
     fn targeting(&mut self, mailbox: &str) -> Result<Vec<Row>, StoreError> {
         self.rows(TARGETING, &[&mailbox])
     }

@@ -49,6 +49,9 @@ pub(super) const WILDCARDS: &str = "WHERE domain = $1 AND strpos(username, '%') 
 pub(super) const TARGETING: &str = "WHERE mailbox = $1 ORDER BY ctid";
 pub(super) const WILDCARD_TARGETS: &str = "WHERE strpos(mailbox, '%') > 0 ORDER BY ctid";
 pub(super) const HAS_DOMAIN: &str = "SELECT 1 FROM users WHERE domain = $1 LIMIT 1";
+/// One login row's hash (the table has no insertion order to go by).
+pub(super) const SAMPLE_PASSWORD: &str = "SELECT password FROM users \
+     WHERE password IS NOT NULL AND password <> '' AND strpos(username, '%') = 0 LIMIT 1";
 pub(super) const LIST_DOMAIN: &str =
     "WHERE domain = $1 ORDER BY domain COLLATE \"C\", username COLLATE \"C\", ctid";
 pub(super) const LIST_ALL: &str = "ORDER BY domain COLLATE \"C\", username COLLATE \"C\", ctid";
