@@ -17,6 +17,7 @@
 //!   (a blocking thread, never a runtime worker): back-pressure, never
 //!   unbounded memory.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -175,9 +176,13 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Why a job did not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
-    /// The pool's threads are gone (shutdown, or a panic in every one).
+    /// The pool's threads are gone (shutdown).
     #[error("password hashing pool is not running")]
     Stopped,
+    /// The job panicked (a bug, or a stored value nobody foresaw). Its
+    /// thread lives on and takes the next job.
+    #[error("password check failed unexpectedly")]
+    Panicked,
 }
 
 /// A fixed set of threads running jobs from a bounded queue.
@@ -208,11 +213,18 @@ impl HashPool {
     ) -> Result<T, PoolError> {
         let (done_tx, done_rx) = mpsc::channel();
         let job: Job = Box::new(move || {
+            // A panic becomes this job's answer instead of ending the
+            // thread: a few such logins must not leave the pool empty.
+            let done = panic::catch_unwind(AssertUnwindSafe(job));
             // The caller may have gone away; nothing to do then.
-            let _ = done_tx.send(job());
+            let _ = done_tx.send(done);
         });
         self.queue.send(job).map_err(|_| PoolError::Stopped)?;
-        done_rx.recv().map_err(|_| PoolError::Stopped)
+        match done_rx.recv() {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) => Err(PoolError::Panicked),
+            Err(_) => Err(PoolError::Stopped),
+        }
     }
 }
 
@@ -221,7 +233,13 @@ fn worker(rx: &Mutex<Receiver<Job>>) {
         // Hold the lock only while taking a job, not while running it.
         let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
         match next {
-            Ok(job) => job(),
+            // `run` already catches the job's panic; this guards the
+            // sending of its answer too, so the thread never ends early.
+            Ok(job) => {
+                if panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
+                    tracing::error!("a hashing job panicked");
+                }
+            }
             Err(_) => return,
         }
     }
@@ -383,6 +401,41 @@ mod tests {
         assert!(panicked.join().is_err());
         assert_eq!(p.open_count(), 0);
         assert!(p.with(|_| Ok(())).is_ok());
+    }
+
+    /// Panicking jobs answer `Panicked` (a temporary failure for the
+    /// login) and leave every thread alive: after more panics than there
+    /// are threads, the pool still runs two jobs in parallel.
+    #[test]
+    fn a_panicking_job_does_not_shrink_the_pool() {
+        let pool = Arc::new(HashPool::new(2, 4).expect("threads start"));
+        for _ in 0..5 {
+            let r = pool.run(|| -> u8 { panic!("malformed stored hash") });
+            assert_eq!(r, Err(PoolError::Panicked));
+        }
+        let start = Instant::now();
+        let handles: Vec<_> = (0..2)
+            .map(|i| {
+                let pool = Arc::clone(&pool);
+                thread::spawn(move || {
+                    pool.run(move || {
+                        thread::sleep(Duration::from_millis(300));
+                        i
+                    })
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic"))
+            .collect();
+        assert_eq!(results, vec![Ok(0), Ok(1)]);
+        // Two 300 ms jobs at once: both threads still there.
+        assert!(
+            start.elapsed() < Duration::from_millis(550),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]
