@@ -1,5 +1,6 @@
 #!/bin/sh
-# Runs every fuzz target of the table protocols for SECONDS each (default 60).
+# Runs every fuzz target (table protocols, dict and HTTP parsers of serve)
+# for SECONDS each (default 60).
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
 # New inputs go to fuzz/corpus/<target> (not committed); the committed
 # seeds/<target> and the text dictionary start every run from smtpd's real
@@ -8,7 +9,7 @@ set -eu
 secs="${1:-60}"
 fuzz_dir="$(cd "$(dirname "$0")" && pwd)"
 cd "$fuzz_dir/.."
-for target in table_text table_imsg; do
+for target in table_text table_imsg dict_proto http_api; do
     mkdir -p "$fuzz_dir/corpus/$target"
     dict=""
     if [ -f "$fuzz_dir/$target.dict" ]; then

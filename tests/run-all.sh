@@ -23,6 +23,8 @@ step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 step "cargo test (unit, integration, protocol transcripts)"
 cargo test --workspace --locked
+step "building the fuzz targets (stable; running them needs nightly: fuzz/run.sh)"
+(cd fuzz && cargo build --locked --quiet)
 
 if [ "$(id -u)" -eq 0 ]; then
     step "building release binaries for the real-daemon tests"

@@ -74,7 +74,7 @@ fn main() -> BenchResult<()> {
         &config,
         format!(
             "database = \"sqlite://{}\"\nuid = 5000\ngid = 5000\nhome = \"/var/vmail/%d/%n\"\npassword_cost = 4\n\
-             [serve]\ndict_socket = \"{}\"\nhttp_listen = \"127.0.0.1:{port}\"\nhttp_secret = \"{SECRET}\"\nsocket_mode = \"0600\"\n",
+             [serve]\ndict_socket = \"{}\"\nhttp_listen = \"127.0.0.1:{port}\"\nhttp_listen_unprivileged_port = true\nhttp_secret = \"{SECRET}\"\nsocket_mode = \"0600\"\n",
             db.display(),
             dict_sock.display()
         ),

@@ -24,11 +24,15 @@
 --                  default), so it must be readable there.
 --   secret         the token itself, instead of secret_file.
 --   timeout_msecs  connect and request timeout (default 5000).
---   socket_path    2.4 only: reach the API on a UNIX socket (serve's
---                  `http_listen = "unix:/path"`) through the HTTP client's
---                  proxy_socket_path setting; `url` still names the host.
---                  Checked by hand on 2.4.1 (doveadm auth test, doveadm
---                  user); not part of the e2e tests.
+--   socket_path    reach the API on a UNIX socket (serve's
+--                  `http_listen = "unix:/path"`, as shipped) through the
+--                  HTTP client's proxy_socket_path setting; `url` then
+--                  only names the host. Dovecot 2.4 only (the shipped 2.4
+--                  conf sets it): 2.3's HTTP client has no such setting,
+--                  and the script refuses to start there with one. On 2.3
+--                  `url` must name serve's TCP `http_listen`, on a port
+--                  below 1024 (any local user can take a higher one while
+--                  serve is down); the default is 127.0.0.1:787.
 --
 -- Results: HTTP 200 "ok" -> OK with the returned fields; 403 "mismatch" ->
 -- PASSWORD_MISMATCH; 404 "unknown" -> USER_UNKNOWN; anything else
@@ -46,7 +50,7 @@
 -- satisfies both.
 
 local config = {
-  url = "http://127.0.0.1:8787",
+  url = "http://127.0.0.1:787",
   secret_file = "/etc/mailtable/dovecot-api.secret",
   secret = nil,
   timeout_msecs = 5000,
@@ -84,16 +88,19 @@ end
 -- accepts but never answers fails the lookup after timeout_msecs.
 local function new_client()
   local ms = math.floor(tonumber(config.timeout_msecs) or 5000)
-  if config.socket_path == nil then
-    local ok, client = pcall(dovecot.http.client, {
-      user_agent = "mailtable-auth.lua",
-      connect_timeout_msecs = ms,
-      request_timeout_msecs = ms,
-      max_attempts = 1,
-    })
-    if ok then
-      return client
+  local ok, client = pcall(dovecot.http.client, {
+    user_agent = "mailtable-auth.lua",
+    connect_timeout_msecs = ms,
+    request_timeout_msecs = ms,
+    max_attempts = 1,
+  })
+  if ok then
+    -- Dovecot 2.3: it would ignore proxy_socket_path and connect to url.
+    if config.socket_path ~= nil then
+      error("mailtable-auth.lua: socket_path needs Dovecot 2.4; on 2.3 set " ..
+        "socket_path = nil and url to serve's TCP http_listen (a port below 1024)")
     end
+    return client
   end
   local settings = {
     user_agent = "mailtable-auth.lua",

@@ -1,7 +1,8 @@
 //! The two pools behind `dovecot-mailtable serve`: database handles and
 //! password-hashing threads.
 //!
-//! - [`StorePool`] lends a [`Store`] to one request at a time. A SQLite
+//! - [`StorePool`] lends a [`Store`] to one request at a time, with at
+//!   most a fixed number of stores open at once. A SQLite
 //!   connection is not `Sync`, so it cannot be shared between the blocking
 //!   threads that run requests, but opening one per connection would be
 //!   wasteful: Dovecot's dict client opens a new connection for every
@@ -16,31 +17,115 @@
 //!   (a blocking thread, never a runtime worker): back-pressure, never
 //!   unbounded memory.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use mailtable_core::{Store, StoreError};
 
 /// Opens a new store; called when no idle one is available.
 pub type Opener = dyn Fn() -> Result<Box<dyn Store>, StoreError> + Send + Sync;
 
-/// Idle stores, opened on demand and reused.
+/// Database handles, opened on demand, reused, and never more than a fixed
+/// number at once (lent or idle): 256 concurrent requests must not become
+/// 256 PostgreSQL backends. A request that finds them all lent waits for
+/// one to come back, for a bounded time, and then fails as a temporary
+/// error (the lookup answers "try again later", never "no").
 pub struct StorePool {
     open: Box<Opener>,
-    idle: Mutex<Vec<Box<dyn Store>>>,
+    state: Mutex<PoolState>,
+    returned: Condvar,
     max_idle: usize,
+    max_open: usize,
+    wait: Duration,
+}
+
+struct PoolState {
+    idle: Vec<Box<dyn Store>>,
+    /// Stores in existence: idle ones, lent ones and ones being opened.
+    open: usize,
 }
 
 impl StorePool {
     /// A pool that opens stores with `open` and keeps at most `max_idle` of
-    /// them between requests.
+    /// them between requests, with no cap on stores in use; see
+    /// [`StorePool::limit`].
     pub fn new(open: Box<Opener>, max_idle: usize) -> StorePool {
         StorePool {
             open,
-            idle: Mutex::new(Vec::new()),
+            state: Mutex::new(PoolState {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            returned: Condvar::new(),
             max_idle,
+            max_open: usize::MAX,
+            wait: Duration::ZERO,
         }
+    }
+
+    /// Caps the stores open at once (idle or lent) at `max_open` (at least
+    /// one); a request that finds them all lent waits up to `wait`.
+    #[must_use]
+    pub fn limit(mut self, max_open: usize, wait: Duration) -> StorePool {
+        self.max_open = max_open.max(1);
+        self.wait = wait;
+        self
+    }
+
+    // A poisoned lock only means another thread panicked while holding
+    // it; the state is updated in single statements and stays valid.
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An idle store, or the right to open one, waiting up to `wait`.
+    fn take(&self) -> Result<Option<Box<dyn Store>>, StoreError> {
+        let deadline = Instant::now() + self.wait;
+        let mut state = self.lock();
+        loop {
+            if let Some(store) = state.idle.pop() {
+                return Ok(Some(store));
+            }
+            if state.open < self.max_open {
+                state.open += 1;
+                return Ok(None);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Unavailable(format!(
+                    "all {} database connections busy for {:?}",
+                    self.max_open, self.wait
+                )));
+            }
+            state = self
+                .returned
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Gives a slot back: `store` goes to the idle list, or, when `None`
+    /// (an error, a failed open), the slot is freed for a fresh open.
+    fn give_back(&self, store: Option<Box<dyn Store>>) {
+        let mut state = self.lock();
+        let dropped = match store {
+            Some(s) if state.idle.len() < self.max_idle => {
+                state.idle.push(s);
+                None
+            }
+            other => {
+                state.open = state.open.saturating_sub(1);
+                other
+            }
+        };
+        drop(state);
+        self.returned.notify_one();
+        // Closing a connection may take a round trip: not under the lock.
+        drop(dropped);
     }
 
     /// Runs `f` with a store. On error the store is dropped, not kept, so
@@ -49,33 +134,40 @@ impl StorePool {
         &self,
         f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        // A poisoned lock only means another thread panicked while holding
-        // the list; the list itself is still a list of valid stores.
-        let taken = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
+        /// Frees the slot even if `f` or the opener panics.
+        struct Lent<'a> {
+            pool: &'a StorePool,
+            store: Option<Box<dyn Store>>,
+        }
+        impl Drop for Lent<'_> {
+            fn drop(&mut self) {
+                self.pool.give_back(self.store.take());
+            }
+        }
+        let taken = self.take()?;
+        let mut lent = Lent {
+            pool: self,
+            store: None,
+        };
         let mut store = match taken {
             Some(s) => s,
             None => (self.open)()?,
         };
         let result = f(store.as_mut());
         if result.is_ok() {
-            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            if idle.len() < self.max_idle {
-                idle.push(store);
-            }
+            lent.store = Some(store);
         }
         result
     }
 
     /// How many stores are idle (for tests).
     pub fn idle_count(&self) -> usize {
-        self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.lock().idle.len()
+    }
+
+    /// How many stores exist, idle or lent (for tests).
+    pub fn open_count(&self) -> usize {
+        self.lock().open
     }
 }
 
@@ -84,9 +176,13 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Why a job did not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
-    /// The pool's threads are gone (shutdown, or a panic in every one).
+    /// The pool's threads are gone (shutdown).
     #[error("password hashing pool is not running")]
     Stopped,
+    /// The job panicked (a bug, or a stored value nobody foresaw). Its
+    /// thread lives on and takes the next job.
+    #[error("password check failed unexpectedly")]
+    Panicked,
 }
 
 /// A fixed set of threads running jobs from a bounded queue.
@@ -117,11 +213,18 @@ impl HashPool {
     ) -> Result<T, PoolError> {
         let (done_tx, done_rx) = mpsc::channel();
         let job: Job = Box::new(move || {
+            // A panic becomes this job's answer instead of ending the
+            // thread: a few such logins must not leave the pool empty.
+            let done = panic::catch_unwind(AssertUnwindSafe(job));
             // The caller may have gone away; nothing to do then.
-            let _ = done_tx.send(job());
+            let _ = done_tx.send(done);
         });
         self.queue.send(job).map_err(|_| PoolError::Stopped)?;
-        done_rx.recv().map_err(|_| PoolError::Stopped)
+        match done_rx.recv() {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) => Err(PoolError::Panicked),
+            Err(_) => Err(PoolError::Stopped),
+        }
     }
 }
 
@@ -130,7 +233,13 @@ fn worker(rx: &Mutex<Receiver<Job>>) {
         // Hold the lock only while taking a job, not while running it.
         let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
         match next {
-            Ok(job) => job(),
+            // `run` already catches the job's panic; this guards the
+            // sending of its answer too, so the thread never ends early.
+            Ok(job) => {
+                if panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
+                    tracing::error!("a hashing job panicked");
+                }
+            }
             Err(_) => return,
         }
     }
@@ -141,7 +250,6 @@ mod tests {
     use super::*;
     use mailtable_core::store::memory::MemStore;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::time::{Duration, Instant};
 
     fn pool(broken: Arc<AtomicBool>, opened: Arc<AtomicUsize>) -> StorePool {
         StorePool::new(
@@ -190,6 +298,144 @@ mod tests {
             p.with(|s| s.exact("a", "x.org")),
             Err(StoreError::Unavailable(_))
         ));
+        // A failed open gives its slot back.
+        assert_eq!(p.open_count(), 0);
+    }
+
+    /// 20 threads, each holding a store for 50 ms, through a pool of 3:
+    /// never more than 3 stores exist or are in use, and all 20 finish.
+    #[test]
+    fn at_most_max_open_stores_exist_at_once() {
+        let opened = Arc::new(AtomicUsize::new(0));
+        let live = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&opened);
+        let p = Arc::new(
+            StorePool::new(
+                Box::new(move || {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    Ok(Box::new(MemStore::default()) as Box<dyn Store>)
+                }),
+                3,
+            )
+            .limit(3, Duration::from_secs(10)),
+        );
+        let handles: Vec<_> = (0..20)
+            .map(|_| {
+                let (p, live, peak) = (Arc::clone(&p), Arc::clone(&live), Arc::clone(&peak));
+                thread::spawn(move || {
+                    p.with(|_| {
+                        let now = live.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        thread::sleep(Duration::from_millis(50));
+                        live.fetch_sub(1, Ordering::SeqCst);
+                        Ok(())
+                    })
+                })
+            })
+            .collect();
+        for h in handles {
+            assert!(h.join().expect("no panic").is_ok());
+        }
+        assert!(opened.load(Ordering::SeqCst) <= 3, "{opened:?} opened");
+        assert_eq!(peak.load(Ordering::SeqCst), 3);
+        assert!(p.open_count() <= 3);
+    }
+
+    /// All stores lent: the next request waits its bounded time and then
+    /// fails as "unavailable" (a temporary failure); a returned store is
+    /// taken by a waiting request.
+    #[test]
+    fn a_request_beyond_the_cap_waits_then_fails_temporarily() {
+        let p = Arc::new(
+            StorePool::new(
+                Box::new(|| Ok(Box::new(MemStore::default()) as Box<dyn Store>)),
+                1,
+            )
+            .limit(1, Duration::from_millis(200)),
+        );
+        let (held_tx, held_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let holder = {
+            let p = Arc::clone(&p);
+            thread::spawn(move || {
+                p.with(|_| {
+                    held_tx.send(()).expect("send");
+                    let _ = release_rx.recv();
+                    Ok(())
+                })
+            })
+        };
+        held_rx.recv().expect("holder has the store");
+        let started = Instant::now();
+        let r = p.with(|_| Ok(()));
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(started.elapsed() < Duration::from_secs(2));
+
+        // A waiter gets the store as soon as the holder returns it.
+        let waiter = {
+            let p = Arc::clone(&p);
+            thread::spawn(move || p.with(|_| Ok(())))
+        };
+        thread::sleep(Duration::from_millis(50));
+        release_tx.send(()).expect("release");
+        assert!(holder.join().expect("no panic").is_ok());
+        assert!(waiter.join().expect("no panic").is_ok());
+        assert_eq!(p.open_count(), 1);
+    }
+
+    /// A panic while a store is lent frees its slot.
+    #[test]
+    fn a_panic_while_lent_frees_the_slot() {
+        let p = Arc::new(
+            StorePool::new(
+                Box::new(|| Ok(Box::new(MemStore::default()) as Box<dyn Store>)),
+                1,
+            )
+            .limit(1, Duration::from_millis(100)),
+        );
+        let q = Arc::clone(&p);
+        let panicked =
+            thread::spawn(move || q.with(|_| -> Result<(), StoreError> { panic!("boom") }));
+        assert!(panicked.join().is_err());
+        assert_eq!(p.open_count(), 0);
+        assert!(p.with(|_| Ok(())).is_ok());
+    }
+
+    /// Panicking jobs answer `Panicked` (a temporary failure for the
+    /// login) and leave every thread alive: after more panics than there
+    /// are threads, the pool still runs two jobs in parallel.
+    #[test]
+    fn a_panicking_job_does_not_shrink_the_pool() {
+        let pool = Arc::new(HashPool::new(2, 4).expect("threads start"));
+        for _ in 0..5 {
+            let r = pool.run(|| -> u8 { panic!("malformed stored hash") });
+            assert_eq!(r, Err(PoolError::Panicked));
+        }
+        let start = Instant::now();
+        let handles: Vec<_> = (0..2)
+            .map(|i| {
+                let pool = Arc::clone(&pool);
+                thread::spawn(move || {
+                    pool.run(move || {
+                        thread::sleep(Duration::from_millis(300));
+                        i
+                    })
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic"))
+            .collect();
+        assert_eq!(results, vec![Ok(0), Ok(1)]);
+        // Two 300 ms jobs at once: both threads still there.
+        assert!(
+            start.elapsed() < Duration::from_millis(550),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]

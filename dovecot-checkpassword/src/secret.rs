@@ -6,9 +6,10 @@
 //! log line or an error message by accident (style rule 8). The bytes are
 //! not UTF-8-checked: Dovecot passes passwords as opaque bytes.
 //!
-//! The buffer is overwritten with zeros when dropped. That is best effort
-//! (earlier copies made by the allocator or the kernel are out of reach),
-//! but it keeps the one copy we own from lingering.
+//! The buffer is overwritten with zeros when dropped (`zeroize`, whose
+//! writes the optimiser cannot remove). That is best effort (earlier
+//! copies made by the allocator or the kernel are out of reach), but it
+//! keeps the one copy we own from lingering. Comparisons use `subtle`.
 
 use std::fmt;
 
@@ -45,12 +46,8 @@ impl Secret {
 
 /// Constant-time byte comparison (for equal lengths); see [`Secret::ct_eq`].
 pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    // black_box keeps the optimiser from turning the fold into an early exit.
-    std::hint::black_box(diff) == 0
+    // subtle's ct_eq answers false at once for different lengths.
+    bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
 }
 
 impl From<String> for Secret {
@@ -73,12 +70,7 @@ impl fmt::Debug for Secret {
 
 impl Drop for Secret {
     fn drop(&mut self) {
-        for b in self.0.iter_mut() {
-            // A volatile-free zeroing loop may be optimised away; black_box
-            // makes the writes observable.
-            *b = 0;
-        }
-        std::hint::black_box(&self.0);
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 

@@ -242,6 +242,20 @@ fn serve_refuses_non_loopback_addresses() {
     }
 }
 
+#[test]
+fn serve_refuses_unprivileged_ports_without_the_opt_in() {
+    let f = fixture("[serve]\nhttp_listen = \"127.0.0.1:8787\"\nhttp_secret = \"t\"\n");
+    let out = Command::new(BIN)
+        .arg("-c")
+        .arg(&f.config)
+        .arg("serve")
+        .output()
+        .expect("run serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("http_listen_unprivileged_port"), "{stderr}");
+}
+
 fn wait_for(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !path.exists() {

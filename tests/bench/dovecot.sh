@@ -84,6 +84,10 @@ localize() {
 	sed -e "s|/usr/local/bin/dovecot-mailtable|$DM|g" \
 		-e "s|/etc/mail/mailtable.toml|$T/mailtable.toml|g" \
 		-e "s|/etc/dovecot/|$T/etc/|g" \
+		-e "/socket_path = \/run\/mailtable\/http.sock/d" \
+		-e "s|^http_listen = \"unix:/run/mailtable/http.sock\"|http_listen = \"127.0.0.1:$HTTP_PORT\"\\nhttp_listen_unprivileged_port = true|" \
+		-e "s|url = http://127.0.0.1\$|url = http://127.0.0.1:$HTTP_PORT|" \
+		-e "s|http://127.0.0.1:787\"|http://127.0.0.1:$HTTP_PORT\"|" \
 		-e "s|/run/mailtable/|$T/run-mt/|g" \
 		-e "s|/etc/mailtable/dovecot-api.secret|$T/api.secret|g" \
 		-e "s|127.0.0.1:8787|127.0.0.1:$HTTP_PORT|g" \

@@ -32,6 +32,8 @@ stack76_start() {
 		sed -e "s|/etc/mail/mailtable.toml|$MT_CONF|g" \
 			-e "s|/etc/dovecot/|$dd/etc/|g" \
 			-e "s|/etc/mailtable/dovecot-api.secret|$dd/etc/api.secret|g" \
+			-e "/socket_path = \/run\/mailtable\/http.sock/d" \
+			-e "s|url = http://127.0.0.1\$|url = http://127.0.0.1:$HTTP|" \
 			-e "s|127.0.0.1:8787|127.0.0.1:$HTTP|g" \
 			"$1"
 	}
@@ -40,7 +42,7 @@ stack76_start() {
 	head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dd/etc/api.secret"
 	chmod 0640 "$dd/etc/api.secret"
 	ct_run -- chown root:dovecot "$dd/etc/api.secret"
-	printf '\n[serve]\nhttp_listen = "127.0.0.1:%s"\nhttp_secret_file = "%s"\n' "$HTTP" "$dd/etc/api.secret" >>"$MT_CONF"
+	printf '\n[serve]\nhttp_listen = "127.0.0.1:%s"\nhttp_listen_unprivileged_port = true\nhttp_secret_file = "%s"\n' "$HTTP" "$dd/etc/api.secret" >>"$MT_CONF"
 	e2e_service_dir serve >/dev/null
 	"$MT_BIN/dovecot-mailtable" -c "$MT_CONF" serve >"$E2E_DIR/serve/serve.log" 2>&1 &
 	_e2e_register "serve $! host-proc - $E2E_DIR/serve/serve.log"

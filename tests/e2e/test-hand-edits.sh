@@ -44,7 +44,7 @@ http=$(e2e_free_port)
 SERVE_CONF="$E2E_DIR/serve.toml"
 {
 	cat "$MT_CONF"
-	printf '[serve]\nhttp_listen = "127.0.0.1:%s"\nhttp_secret = "hand-edit-token"\n' "$http"
+	printf '[serve]\nhttp_listen = "127.0.0.1:%s"\nhttp_listen_unprivileged_port = true\nhttp_secret = "hand-edit-token"\n' "$http"
 } >"$SERVE_CONF"
 chgrp mailtable "$SERVE_CONF"
 chmod 0640 "$SERVE_CONF"

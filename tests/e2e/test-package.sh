@@ -123,7 +123,7 @@ VMAIL="$E2E_DIR/vmail"
 mkdir -p "$VMAIL"; chown "$E2E_MAIL_UID:$E2E_MAIL_GID" "$VMAIL"
 # The edits the README asks for: where the mailboxes are, serve's port.
 sed -i -e "s|^#home = .*|home = \"$VMAIL/%d/%n\"|" \
-	-e "s|^http_listen = .*|http_listen = \"127.0.0.1:$HTTP\"|" \
+	-e "s|^http_listen = .*|http_listen = \"127.0.0.1:$HTTP\"\nhttp_listen_unprivileged_port = true|" \
 	-e "s|^#password_cost = 10 |password_cost = 6  |" "$ROOT/etc/mail/mailtable.toml"
 in_root mailtable init >/dev/null
 printf 'pw One\n' | in_root mailtable user add hugo@barrera.io --password-stdin >/dev/null
@@ -150,7 +150,8 @@ dd=$(e2e_service_dir dovecot24)
 # README: copy the script and the snippet to /etc/dovecot, one !include.
 cp "$ROOT/usr/share/mailtable/dovecot/mailtable-auth.lua" \
 	"$ROOT/usr/share/mailtable/dovecot/auth-mailtable-lua-2.4.conf.ext" "$ROOT/etc/dovecot/"
-sed -i "s|127.0.0.1:8787|127.0.0.1:$HTTP|" "$ROOT/etc/dovecot/auth-mailtable-lua-2.4.conf.ext"
+sed -i -e "/socket_path = /d" -e "s|url = http://127.0.0.1\$|url = http://127.0.0.1:$HTTP|" \
+	"$ROOT/etc/dovecot/auth-mailtable-lua-2.4.conf.ext"
 printf '!include /etc/dovecot/auth-mailtable-lua-2.4.conf.ext\n' >"$dd/auth.inc"
 write_dovecot24_conf "$dd" "$IMAP" "$dd/auth.inc"
 printf 'auth_failure_delay = 0\nfirst_valid_uid = %s\n' "$E2E_MAIL_UID" >>"$dd/dovecot.conf"

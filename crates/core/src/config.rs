@@ -16,13 +16,15 @@
 //!
 //! [serve]                     # dovecot-mailtable serve
 //! dict_socket = "/run/mailtable/dict.sock"
-//! http_listen = "unix:/run/mailtable/http.sock"   # or 127.0.0.1:PORT
+//! http_listen = "unix:/run/mailtable/http.sock"   # or 127.0.0.1:PORT below 1024
+//! http_listen_unprivileged_port = false   # true: allow a TCP port >= 1024
 //! http_secret_file = "/etc/mailtable/dovecot-api.secret"
 //! socket_owner = "dovecot"    # sockets: owner, group, mode
 //! socket_group = "mailtable"
 //! socket_mode = "0660"
 //! workers = 4                 # password-hashing threads
 //! max_connections = 256
+//! database_connections = 16   # database handles open at once
 //! ```
 //!
 //! Unknown keys are refused: a typo must not silently fall back to a default.
@@ -75,8 +77,12 @@ pub struct ServeConfig {
     /// UNIX socket of the dict proxy server (Dovecot 2.3); empty = off.
     pub dict_socket: String,
     /// HTTP API for the Lua script: `unix:/path` or `127.0.0.1:PORT`
-    /// (loopback only); empty = off.
+    /// (loopback only, a port below 1024 unless
+    /// `http_listen_unprivileged_port`); empty = off.
     pub http_listen: String,
+    /// Allow `http_listen` on a TCP port of 1024 or above, which any local
+    /// user can bind while `serve` is not running.
+    pub http_listen_unprivileged_port: bool,
     /// Shared secret the Lua script sends (`Authorization: Bearer ...`).
     pub http_secret: String,
     /// Read the secret from this file instead.
@@ -92,6 +98,9 @@ pub struct ServeConfig {
     /// Most client connections served at once; more wait in the listen
     /// queue.
     pub max_connections: usize,
+    /// Most database connections open at once; a lookup that finds them
+    /// all busy waits up to `query_timeout_ms`, then fails temporarily.
+    pub database_connections: usize,
 }
 
 impl Default for ServeConfig {
@@ -99,6 +108,7 @@ impl Default for ServeConfig {
         ServeConfig {
             dict_socket: String::new(),
             http_listen: String::new(),
+            http_listen_unprivileged_port: false,
             http_secret: String::new(),
             http_secret_file: String::new(),
             socket_owner: String::new(),
@@ -106,6 +116,7 @@ impl Default for ServeConfig {
             socket_mode: "0660".into(),
             workers: 4,
             max_connections: 256,
+            database_connections: 16,
         }
     }
 }

@@ -18,8 +18,18 @@ use std::sync::OnceLock;
 
 /// A cleartext password. `Debug` and `Display` print `<redacted>` in every
 /// build, so it cannot reach a log line or an error message by accident.
-#[derive(Clone, PartialEq, Eq)]
+/// Equality is constant-time, and the buffer is zeroed when dropped
+/// (`zeroize`; best effort: copies made by the allocator are out of reach).
+#[derive(Clone)]
 pub struct Secret(String);
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        constant_time_eq(self.0.as_bytes(), other.0.as_bytes())
+    }
+}
+
+impl Eq for Secret {}
 
 impl Secret {
     /// Wrap a cleartext password.
@@ -47,9 +57,7 @@ impl fmt::Display for Secret {
 
 impl Drop for Secret {
     fn drop(&mut self) {
-        // Best effort: overwrite the cleartext before the allocation is freed.
-        // SAFETY: writing zero bytes keeps the String valid UTF-8.
-        unsafe { self.0.as_bytes_mut().fill(0) };
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 
@@ -354,7 +362,9 @@ fn sha_crypt_verify(is512: bool, pw: &str, c: &str) -> Result<bool, PasswordErro
     let [salt, hash] = parts[..] else {
         return Err(bad());
     };
-    let salt = &salt[..salt.len().min(16)];
+    // A stored value is never trusted to be ASCII: slicing inside a
+    // multi-byte character would panic.
+    let salt = salt.get(..salt.len().min(16)).ok_or_else(bad)?;
     let computed = if is512 {
         let params = sha_crypt::Sha512Params::new(rounds).map_err(|_| bad())?;
         sha_crypt::sha512_crypt_b64(pw.as_bytes(), salt.as_bytes(), &params).map_err(|_| bad())?
@@ -365,8 +375,10 @@ fn sha_crypt_verify(is512: bool, pw: &str, c: &str) -> Result<bool, PasswordErro
     Ok(constant_time_eq(computed.as_bytes(), hash.as_bytes()))
 }
 
+/// Equal lengths and bytes, in time that does not depend on where they
+/// differ (the length is not hidden).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
 }
 
 /// bcrypt costs accepted for new hashes (the bcrypt crate's own range).
@@ -522,6 +534,29 @@ pub fn bcrypt_cost(hash: &PasswordHash) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn non_ascii_sha_crypt_salt_is_malformed_not_a_panic() {
+        // 15 ASCII bytes then a 2-byte character straddling byte 16.
+        for c in [
+            "$6$aaaaaaaaaaaaaaaé$xyz",
+            "$5$rounds=5000$ééééééééé$x",
+            "$6$é$",
+        ] {
+            let r = sha_crypt_verify(c.starts_with("$6$"), "pw", c);
+            assert!(
+                matches!(r, Err(PasswordError::Malformed(_)) | Ok(false)),
+                "{c}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_compare_by_value() {
+        assert_eq!(Secret::new("a b"), Secret::new("a b"));
+        assert_ne!(Secret::new("a b"), Secret::new("a c"));
+        assert_ne!(Secret::new("a"), Secret::new("ab"));
+    }
+
     use super::*;
 
     #[test]

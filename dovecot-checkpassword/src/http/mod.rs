@@ -68,6 +68,6 @@ pub use api::{
 };
 pub use server::{serve_connection, HEADER_TIMEOUT, MAX_HEAD, MAX_HEADERS};
 
-/// Where the API listens unless configured otherwise; the Lua script's
-/// default `url` points here.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+/// Where the shipped config puts the API; the Lua script's default
+/// `socket_path` points here.
+pub const DEFAULT_LISTEN: &str = "unix:/run/mailtable/http.sock";

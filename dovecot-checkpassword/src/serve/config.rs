@@ -7,6 +7,15 @@
 //! even with its bearer token it has no business on a network (issue 4).
 //! `0.0.0.0`, `::`, host names and any other address are refused here, at
 //! start-up, with exit code 2.
+//!
+//! Loopback is not enough either: any local user may bind a TCP port of
+//! 1024 or above whenever `serve` is not running (boot, restart, upgrade,
+//! a config error), and would then receive every login's token and
+//! password and could answer "ok" to all of them (issue 12). So a TCP
+//! `http_listen` must use a port below 1024, unless the config says
+//! `http_listen_unprivileged_port = true`, which is logged as a warning at
+//! every start. The default is a UNIX socket in a directory only root and
+//! the service can write (see `listen::prepare_socket_dir`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -101,9 +110,14 @@ pub struct Settings {
     pub workers: usize,
     /// Cap on concurrent connections, per listener.
     pub max_connections: usize,
+    /// Cap on database handles open at once, both listeners together.
+    pub database_connections: usize,
     /// Deadline for a whole HTTP request head.
     pub header_timeout: Duration,
 }
+
+/// Ports below this can only be bound by root (or `CAP_NET_BIND_SERVICE`).
+pub const FIRST_UNPRIVILEGED_PORT: u16 = 1024;
 
 impl Settings {
     /// Reads the `[serve]` section.
@@ -123,6 +137,17 @@ impl Settings {
             "" => None,
             l => Some(HttpListen::parse(l)?),
         };
+        if let Some(HttpListen::Tcp(addr)) = &http {
+            if addr.port() >= FIRST_UNPRIVILEGED_PORT && !s.http_listen_unprivileged_port {
+                return Err(ServeError::Config(format!(
+                    "http_listen \"{addr}\": any local user can listen on port {} while \
+                     serve is not running and receive every password; use \
+                     \"unix:/run/mailtable/http.sock\" or a port below {FIRST_UNPRIVILEGED_PORT}, \
+                     or set http_listen_unprivileged_port = true in [serve] to accept that",
+                    addr.port()
+                )));
+            }
+        }
         if dict_socket.is_none() && http.is_none() {
             return Err(ServeError::Config(
                 "nothing to serve: set dict_socket and/or http_listen in [serve]".into(),
@@ -166,6 +191,11 @@ impl Settings {
             "" => None,
             name => Some(lookup_group(name)?),
         };
+        if s.database_connections == 0 {
+            return Err(ServeError::Config(
+                "database_connections must be positive".into(),
+            ));
+        }
         if s.max_connections == 0 {
             return Err(ServeError::Config(
                 "max_connections must be positive".into(),
@@ -180,6 +210,7 @@ impl Settings {
             mode,
             workers: s.workers.max(1),
             max_connections: s.max_connections,
+            database_connections: s.database_connections,
             header_timeout: HEADER_TIMEOUT,
         })
     }
@@ -268,9 +299,32 @@ mod tests {
     }
 
     #[test]
+    fn unprivileged_tcp_ports_need_the_opt_in() {
+        let refused = settings("[serve]\nhttp_listen = \"127.0.0.1:8787\"\nhttp_secret = \"x\"");
+        let Err(ServeError::Config(msg)) = refused else {
+            panic!("port 8787 accepted without the opt-in: {refused:?}");
+        };
+        assert!(msg.contains("http_listen_unprivileged_port"), "{msg}");
+        assert!(settings("[serve]\nhttp_listen = \"[::1]:1024\"\nhttp_secret = \"x\"").is_err());
+        let s = settings("[serve]\nhttp_listen = \"127.0.0.1:1023\"\nhttp_secret = \"x\"")
+            .expect("a privileged port needs no opt-in");
+        assert!(matches!(s.http, Some(HttpListen::Tcp(_))));
+        let s = settings(
+            "[serve]\nhttp_listen = \"127.0.0.1:8787\"\nhttp_secret = \"x\"\nhttp_listen_unprivileged_port = true",
+        )
+        .expect("explicit opt-in");
+        assert!(matches!(s.http, Some(HttpListen::Tcp(_))));
+        // The opt-in never allows a non-loopback address.
+        assert!(settings(
+            "[serve]\nhttp_listen = \"0.0.0.0:80\"\nhttp_secret = \"x\"\nhttp_listen_unprivileged_port = true",
+        )
+        .is_err());
+    }
+
+    #[test]
     fn settings_need_a_listener_and_a_secret() {
         assert!(settings("").is_err());
-        assert!(settings("[serve]\nhttp_listen = \"127.0.0.1:8787\"").is_err());
+        assert!(settings("[serve]\nhttp_listen = \"127.0.0.1:787\"").is_err());
         assert!(settings("[serve]\nhttp_listen = \"0.0.0.0:8787\"\nhttp_secret = \"x\"").is_err());
         assert!(settings("[serve]\ndict_socket = \"relative.sock\"").is_err());
         assert!(settings("[serve]\ndict_socket = \"/run/a:b\"").is_err());
@@ -279,7 +333,7 @@ mod tests {
         assert_eq!(s.mode, 0o660);
         assert_eq!(s.dict_socket, Some(PathBuf::from("/run/mt/dict.sock")));
         let s = settings(
-            "[serve]\nhttp_listen = \"[::1]:8787\"\nhttp_secret = \" tok \"\nsocket_owner = \"0\"\nsocket_group = \"root\"",
+            "[serve]\nhttp_listen = \"[::1]:787\"\nhttp_secret = \" tok \"\nsocket_owner = \"0\"\nsocket_group = \"root\"",
         )
         .expect("valid settings");
         assert!(s.secret.ct_eq(b"tok"));

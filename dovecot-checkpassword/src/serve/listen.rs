@@ -11,7 +11,7 @@
 
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -123,14 +123,81 @@ impl Drop for SocketFiles {
     }
 }
 
+/// Makes sure nobody but root, the running user and `socket_owner` can
+/// create, remove or rename a file at `socket`: otherwise a local user
+/// could put its own socket there while `serve` is stopped and receive
+/// every password. A missing directory (`serve` started by hand, without
+/// the unit's `RuntimeDirectory=`) is created 0755 for the running user
+/// when possible; otherwise the error names the command that makes it.
+pub fn prepare_socket_dir(socket: &Path, settings: &Settings) -> Result<(), ServeError> {
+    let dir = socket
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("/"));
+    let euid = nix::unistd::geteuid().as_raw();
+    if std::fs::symlink_metadata(dir).is_err() {
+        let made = std::fs::DirBuilder::new().mode(0o755).create(dir);
+        match made {
+            Ok(()) => {
+                // The umask may have taken bits away; never added any.
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                    .map_err(io_err(format!("cannot set the mode of {}", dir.display())))?;
+                tracing::info!("created the socket directory {}", dir.display());
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(euid))
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| euid.to_string(), |u| u.name);
+                return Err(ServeError::Config(format!(
+                    "the socket directory {} does not exist and cannot be created ({e}); \
+                     create it as root: install -d -o {user} -m 0755 {} \
+                     (the systemd unit's RuntimeDirectory=mailtable does this)",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+        }
+    }
+    let trusted = |uid: u32| uid == 0 || uid == euid || Some(uid) == settings.owner;
+    // The directory itself: writable by trusted users only. Its ancestors
+    // too, except that a sticky one (like /tmp) is fine: nobody else can
+    // rename a trusted user's entry in it.
+    for (i, d) in dir.ancestors().enumerate() {
+        let m = std::fs::metadata(d).map_err(io_err(format!(
+            "cannot inspect the socket directory {}",
+            d.display()
+        )))?;
+        let mode = m.permissions().mode();
+        let shared = mode & 0o022 != 0 && (i == 0 || mode & 0o1000 == 0);
+        if !m.is_dir() || !trusted(m.uid()) || shared {
+            return Err(ServeError::Config(format!(
+                "{} is not a safe place for the socket {}: {} must be a directory \
+                 owned by root or the service user and writable by nobody else \
+                 (it is mode {:o}, owner uid {}); use /run/mailtable/ \
+                 (install -d -m 0755 /run/mailtable)",
+                dir.display(),
+                socket.display(),
+                d.display(),
+                mode & 0o7777,
+                m.uid()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Binds a UNIX socket at `path` with the configured mode and owner,
 /// replacing a stale socket file but never a live one (another `serve`
-/// still answering) or a non-socket file. Needs a tokio runtime.
+/// still answering) or a non-socket file. Its directory must be one only
+/// trusted users can write ([`prepare_socket_dir`]). Needs a tokio runtime.
 pub fn bind_unix(
     path: &Path,
     settings: &Settings,
     files: &mut SocketFiles,
 ) -> Result<Listener, ServeError> {
+    prepare_socket_dir(path, settings)?;
     let shown = path.display();
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
@@ -205,4 +272,68 @@ where
     drop(listener);
     let drained = tokio::time::timeout(grace, slots.acquire_many(max)).await;
     drained.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    fn settings() -> Settings {
+        Settings {
+            dict_socket: None,
+            http: None,
+            secret: Secret::new("tok"),
+            owner: None,
+            group: None,
+            mode: 0o600,
+            workers: 1,
+            max_connections: 1,
+            database_connections: 1,
+            header_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_missing_socket_directory_is_made_0755() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let run = dir.path().join("mailtable");
+        prepare_socket_dir(&run.join("http.sock"), &settings()).expect("created");
+        let m = std::fs::metadata(&run).expect("made");
+        assert_eq!(m.permissions().mode() & 0o7777, 0o755);
+        assert_eq!(m.uid(), nix::unistd::geteuid().as_raw());
+    }
+
+    #[test]
+    fn a_directory_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for mode in [0o777, 0o1777, 0o775, 0o757] {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode))
+                .expect("chmod");
+            let e = prepare_socket_dir(&dir.path().join("http.sock"), &settings());
+            let Err(ServeError::Config(msg)) = e else {
+                panic!("mode {mode:o} accepted: {e:?}");
+            };
+            assert!(msg.contains("not a safe place"), "{msg}");
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        prepare_socket_dir(&dir.path().join("http.sock"), &settings()).expect("0755 is safe");
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_made_names_the_command() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").expect("write");
+        let e = prepare_socket_dir(&file.join("run/http.sock"), &settings());
+        let Err(ServeError::Config(msg)) = e else {
+            panic!("accepted: {e:?}");
+        };
+        assert!(msg.contains("install -d -o "), "{msg}");
+        assert!(
+            msg.contains(&file.join("run").display().to_string()),
+            "{msg}"
+        );
+    }
 }

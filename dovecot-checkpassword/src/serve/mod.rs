@@ -87,10 +87,13 @@ fn open_backend(config: Config, settings: &Settings) -> Result<Backend, ServeErr
             .map_err(io_err("cannot start hashing threads"))?,
     );
     let shown_url = url.to_string();
-    let stores = Arc::new(StorePool::new(
-        Box::new(move || store::open(&url, &options)),
-        settings.max_connections.min(32),
-    ));
+    let stores = Arc::new(
+        StorePool::new(
+            Box::new(move || store::open(&url, &options)),
+            settings.database_connections,
+        )
+        .limit(settings.database_connections, config.timeout()),
+    );
     match stores.with(|_| Ok(())) {
         Ok(()) => tracing::info!(database = %shown_url, "database opened"),
         Err(e) => tracing::warn!("database not available yet: {e}"),
@@ -136,6 +139,14 @@ fn bind_all(
             tracing::info!("HTTP API listening on unix:{}", path.display());
         }
         Some(HttpListen::Tcp(addr)) => {
+            if addr.port() >= config::FIRST_UNPRIVILEGED_PORT {
+                tracing::warn!(
+                    "http_listen_unprivileged_port: the HTTP API is on port {}, which any \
+                     local user can take while serve is not running and then receive \
+                     every password; prefer unix:/run/mailtable/http.sock",
+                    addr.port()
+                );
+            }
             listeners.push((Listener::tcp(*addr)?, Protocol::Http));
             tracing::info!("HTTP API listening on {addr}");
         }
@@ -283,6 +294,7 @@ mod tests {
             mode: 0o600,
             workers: 1,
             max_connections: 100,
+            database_connections: 4,
             header_timeout: Duration::from_secs(1),
         }
     }
