@@ -161,7 +161,7 @@ expect_ok "restored"
 
 # --- Lua mode with serve ------------------------------------------------------------
 
-write_mtconf "[serve]" "http_listen = \"127.0.0.1:$HTTP_PORT\"" "http_secret_file = \"$T/api.secret\""
+write_mtconf "[serve]" "http_listen = \"127.0.0.1:$HTTP_PORT\"" "http_listen_unprivileged_port = true" "http_secret_file = \"$T/api.secret\""
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$T/api.secret"
 chmod 0600 "$T/api.secret"
 localize "$LUA" >"$T/etc/mailtable-auth.lua"

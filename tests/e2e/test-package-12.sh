@@ -190,7 +190,7 @@ run_stack() {
 		-e "s|^#uid = .*|uid = $E2E_MAIL_UID|" -e "s|^#gid = .*|gid = $E2E_MAIL_GID|" \
 		-e "s|^#home = .*|home = \"$VMAIL/%d/%n\"|" \
 		-e "s|^#password_cost = .*|password_cost = 6|" \
-		-e "s|^http_listen = .*|http_listen = \"127.0.0.1:$(e2e_free_port)\"|" "$CONF"
+		-e "s|^http_listen = .*|http_listen = \"127.0.0.1:$(e2e_free_port)\"\nhttp_listen_unprivileged_port = true|" "$CONF"
 	if [ "$MODE" = dict ]; then
 		sed -i -e "s|^#dict_socket = .*|dict_socket = \"$dd/run-mt/dict.sock\"|" \
 			-e 's|^#socket_group = .*|socket_group = "dovecot"|' "$CONF"

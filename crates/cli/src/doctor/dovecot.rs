@@ -428,7 +428,7 @@ pub(crate) fn check_lua_settings(
         out.push(Check::problem(
             "dovecot.lua-url",
             "Dovecot uses the Lua script but mailtable.toml has no [serve] http_listen",
-            "[serve] http_listen = \"127.0.0.1:8787\"  (in mailtable.toml)",
+            "[serve] http_listen = \"unix:/run/mailtable/http.sock\"  (in mailtable.toml)",
         ));
     } else if let Some(sock) = listen.strip_prefix("unix:") {
         if socket_path.as_deref() == Some(sock) {
