@@ -71,7 +71,8 @@ localize() {
 		-e "s|/etc/mail/mailtable.toml|$MTCONF|g" \
 		-e "s|/etc/dovecot/|$T/etc/|g" \
 		-e "s|/etc/mailtable/dovecot-api.secret|$T/api.secret|g" \
-		-e "s|127.0.0.1:8787|127.0.0.1:$HTTP_PORT|g" "$1"
+		-e "s|127.0.0.1:8787|127.0.0.1:$HTTP_PORT|g" \
+		-e "s|http://127.0.0.1:787|http://127.0.0.1:$HTTP_PORT|g" "$1"
 }
 HTTP_PORT=$(e2e_free_port)
 mkdir -p "$T/etc"
