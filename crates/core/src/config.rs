@@ -95,8 +95,9 @@ pub struct ServeConfig {
     pub socket_mode: String,
     /// Threads hashing passwords.
     pub workers: usize,
-    /// Most client connections served at once; more wait in the listen
-    /// queue.
+    /// Most client connections served at once by each listener (the dict
+    /// socket and the HTTP API have this many each); more wait in the
+    /// listen queue.
     pub max_connections: usize,
     /// Most database connections open at once; a lookup that finds them
     /// all busy waits up to `query_timeout_ms`, then fails temporarily.
