@@ -368,7 +368,13 @@ fn probe(r: &Reader, db: &Db, name: &str, timeout: Duration) -> Check {
         ),
         Err(e) => {
             let lacks = db.group.is_some_and(|g| !r.creds.has_group(g));
-            let fix = if lacks {
+            let fix = if matches!(db.url, Some(DatabaseUrl::Postgres(_))) {
+                // No file to give to a group: the server decides who may
+                // connect (a server that is down is database.answers).
+                "let this user's connection in: the role and password in `database`, \
+                 and a pg_hba.conf line for its address or socket (see database.answers)"
+                    .to_string()
+            } else if lacks {
                 r.group_fix.clone()
             } else {
                 let g = db.group.map_or("mailtable".into(), unix::group_name);
