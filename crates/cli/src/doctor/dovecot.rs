@@ -479,7 +479,10 @@ pub(crate) fn check_token(file: &Path, readers: &[(&str, &Creds)]) -> Check {
     if let Some((what, c)) = cannot {
         return Check::problem(
             "dovecot.token",
-            format!("the {what} ({}), which runs the Lua script, cannot read {shown}", c.user),
+            format!(
+                "the {what} ({}), which runs the Lua script, cannot read {shown}",
+                c.user
+            ),
             format!(
                 "chgrp {} {shown} && chmod 0640 {shown}",
                 unix::group_name(c.gid)
@@ -635,7 +638,12 @@ static ROOT: Creds = Creds {
 /// else from `doveconf service/NAME` (2.4's dump leaves out the built-in
 /// services its config does not mention; the filter prints them with
 /// their defaults, in 2.3 as well).
-fn service(root: &Section, name: &str, conf_args: &[OsString], timeout: Duration) -> Option<Section> {
+fn service(
+    root: &Section,
+    name: &str,
+    conf_args: &[OsString],
+    timeout: Duration,
+) -> Option<Section> {
     if let Some(s) = root.find("service", name) {
         return Some(s.clone());
     }
@@ -707,7 +715,10 @@ pub(crate) fn run(
         "dovecot.config",
         format!("{shown} parses (Dovecot {}.{}.{})", v.0, v.1, v.2),
     ));
-    found.auth = service_creds(&root, service(&root, "auth", &found.conf_args, timeout).as_ref());
+    found.auth = service_creds(
+        &root,
+        service(&root, "auth", &found.conf_args, timeout).as_ref(),
+    );
     found.worker = service_creds(
         &root,
         service(&root, "auth-worker", &found.conf_args, timeout).as_ref(),
@@ -935,14 +946,30 @@ passdb lua {\n  lua_file = /etc/dovecot/mailtable-auth.lua\n  lua_settings {\n  
         let snippet = "# c\npassdb {\n  driver = checkpassword\n  args = /usr/bin/dovecot-mailtable checkpassword\n}\n";
         let (m, fix) =
             diagnose_config_error(Some((2, 4, 1)), complaint, |_| Some(snippet.into())).unwrap();
-        assert!(m.contains("checkpassword passdb/userdb, which 2.4 removed"), "{m}");
+        assert!(
+            m.contains("checkpassword passdb/userdb, which 2.4 removed"),
+            "{m}"
+        );
         assert!(m.contains("Dovecot 2.4.1"), "{m}");
         assert!(fix.starts_with("!include /etc/dovecot/auth-mailtable-lua-2.4.conf.ext"));
-        assert!(fix.contains("auth-mailtable-checkpassword.conf.ext"), "{fix}");
+        assert!(
+            fix.contains("auth-mailtable-checkpassword.conf.ext"),
+            "{fix}"
+        );
         // The same file on 2.3 is not this problem; nor is another file on 2.4.
-        assert!(diagnose_config_error(Some((2, 3, 19)), complaint, |_| Some(snippet.into())).is_none());
-        assert!(diagnose_config_error(Some((2, 4, 1)), complaint, |_| Some("passdb {\n driver = passwd-file\n}\n".into())).is_none());
-        assert!(diagnose_config_error(Some((2, 4, 1)), "exit 89: something else", |_| Some(snippet.into())).is_none());
+        assert!(
+            diagnose_config_error(Some((2, 3, 19)), complaint, |_| Some(snippet.into())).is_none()
+        );
+        assert!(diagnose_config_error(Some((2, 4, 1)), complaint, |_| Some(
+            "passdb {\n driver = passwd-file\n}\n".into()
+        ))
+        .is_none());
+        assert!(
+            diagnose_config_error(Some((2, 4, 1)), "exit 89: something else", |_| Some(
+                snippet.into()
+            ))
+            .is_none()
+        );
     }
 
     fn creds(uid: u32, gid: u32, groups: &[u32]) -> Creds {
