@@ -121,6 +121,7 @@ has dovecot.version "Dovecot 2\.4\.1 supports the lua mode"
 has dovecot.lua-url "socket_path /run/mailtable/http.sock"
 has dovecot.token "$TOKEN"
 has serve.http "unix:/run/mailtable/http.sock: userdb lookup of hugo@barrera.io: found"
+has database.read-as-serve "as mailtable-serve (uid [0-9]*, groups mailtable,"
 has end-to-end "hugo@barrera.io: smtpd's table and Dovecot agree"
 ! grep -q "$(cat "$ROOT$TOKEN")" "$REPORT" || doctor_fail "the token is in the report"
 
@@ -149,6 +150,7 @@ include /etc/dovecot/auth-mailtable-lua-2.4.conf.ext
 
 chmod 0600 "$DB"
 expect_problem "database unreadable by the daemons' group" database.read-as-smtpd "init --group mailtable"
+grep -q "^FAIL database.read-as-serve .*as mailtable-serve" "$REPORT" || doctor_fail "serve's user not tried"
 chmod 0640 "$DB"
 
 in_root gpasswd -d opensmtpd mailtable >/dev/null
