@@ -178,6 +178,12 @@ fn sources(args: &ImportArgs) -> Result<Vec<(Format, String)>, CliError> {
     Ok(sources)
 }
 
+/// How the report names a source: `format:source`, a PostgreSQL URL with
+/// its password masked (the report goes to terminals, logs and tickets).
+fn source_name(format: Format, source: &str) -> String {
+    format!("{format}:{}", mailtable_core::store::url::redact(source))
+}
+
 /// `mailtable import`.
 pub fn run(ctx: &Ctx, args: &ImportArgs) -> Result<Exit, CliError> {
     let sources = sources(args)?;
@@ -185,7 +191,7 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> Result<Exit, CliError> {
     let mut names = Vec::new();
     for (format, source) in &sources {
         parsed.absorb(parse_source(*format, source)?);
-        names.push(format!("{format}:{source}"));
+        names.push(source_name(*format, source));
     }
 
     let mut rep = report::Report::new(names);
@@ -309,5 +315,22 @@ fn more(n: usize) -> String {
         format!(" ({} more in the report)", n - 1)
     } else {
         String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_never_names_a_source_with_its_password() {
+        assert_eq!(
+            source_name(Format::Sql, "postgresql://pfa:s3?cr@t@db1/postfix"),
+            "sql:postgresql://pfa:***@db1/postfix"
+        );
+        assert_eq!(
+            source_name(Format::SmtpdAliases, "/etc/mail/virtuals"),
+            "smtpd-aliases:/etc/mail/virtuals"
+        );
     }
 }
