@@ -26,10 +26,6 @@ use super::proto::{
     READ_ONLY_ERROR, SUPPORTED_MAJOR_VERSIONS,
 };
 
-/// A connection with no complete line for this long is closed. Dovecot's
-/// dict client disconnects as soon as it is idle (reference §2.1), so only
-/// a stuck or hostile client ever meets this.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound on writing one reply to a client that stopped reading.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -307,15 +303,27 @@ fn needs_backend(line: &[u8]) -> bool {
     matches!(line.first(), Some(b'L' | b'I'))
 }
 
-/// Serves one client connection until it closes, a line is too long, it
-/// idles for [`IDLE_TIMEOUT`], the session decides to close, or `stop`
+/// Serves one client connection until it closes, a line is too long, a
+/// line does not arrive within `line_timeout` (measured from the end of
+/// the previous one, or from the accept: a line trickled a byte at a time
+/// gets no more time than one sent in one go), the session decides to
+/// close, or `stop`
 /// turns true. A line being answered when `stop` comes still gets its
 /// reply. Replies are flushed after every line that produced one, so a
 /// pipelining client is answered in order.
+///
+/// `line_timeout` can be short (`serve` gives it its HTTP header deadline,
+/// a few seconds): Dovecot writes a command in one go, and its dict client
+/// disconnects as soon as it is idle (`idle_msecs`, 2.4's
+/// `dict_proxy_idle_timeout`, default 0; reference §2.1) and reconnects for
+/// its next command when the server has closed. A long deadline would let a
+/// few hundred clients that trickle bytes hold every connection slot of the
+/// listener for that long.
 pub async fn serve_connection<R, W, B>(
     mut reader: R,
     mut writer: W,
     mut backend: B,
+    line_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<()>
 where
@@ -330,13 +338,15 @@ where
             biased;
             () = stopped(&mut stop) => return Ok(()),
             read = tokio::time::timeout(
-                IDLE_TIMEOUT,
+                line_timeout,
                 read_line(&mut reader, &mut line, MAX_LINE_LENGTH),
             ) => read,
         };
         match read {
             Err(_) => {
-                tracing::debug!("dict: closing connection idle for {IDLE_TIMEOUT:?}");
+                tracing::debug!(
+                    "dict: closing connection: no complete line within {line_timeout:?}"
+                );
                 return Ok(());
             }
             Ok(read) => match read? {
@@ -633,7 +643,7 @@ mod tests {
     /// backend is a clone sharing `b`'s log.
     async fn serve(input: &[u8], out: &mut Vec<u8>, b: &MapBackend) -> io::Result<()> {
         let (_keep, stop) = watch::channel(false);
-        serve_connection(input, &mut *out, b.clone(), stop).await
+        serve_connection(input, &mut *out, b.clone(), Duration::from_secs(5), stop).await
     }
 
     #[tokio::test]

@@ -180,7 +180,7 @@ pub struct Limits {
     pub api: Arc<ApiConfig>,
     /// Most open connections per listener.
     pub max_connections: usize,
-    /// Deadline for a whole HTTP request head.
+    /// Deadline for a whole HTTP request head, and for each dict line.
     pub header_timeout: Duration,
     /// How long open connections may take to finish after `stop`.
     pub grace: Duration,
@@ -219,7 +219,8 @@ where
                     Protocol::Dict => {
                         let (r, w) = tokio::io::split(conn);
                         let r = tokio::io::BufReader::new(r);
-                        crate::dict::serve_connection(r, w, backend, stop).await
+                        crate::dict::serve_connection(r, w, backend, limits.header_timeout, stop)
+                            .await
                     }
                     Protocol::Http => {
                         crate::http::serve_connection(
@@ -311,6 +312,53 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// A dict client that sends its handshake one byte every 100 ms and
+    /// never ends the line, until the server closes the connection.
+    async fn trickle_dict(path: std::path::PathBuf) {
+        let Ok(mut s) = UnixStream::connect(&path).await else {
+            return;
+        };
+        for b in b"H3\t2\t0\t\tslow".iter().cycle() {
+            if s.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_dict_clients_lose_their_slots_at_the_line_deadline() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dict = dir.path().join("dict.sock");
+        let settings = settings(&dict);
+        let mut files = SocketFiles::default();
+        let (listeners, _) = dict_and_http(&dict, &settings, &mut files);
+        let (stop_tx, stop) = watch::channel(false);
+        let served = tokio::spawn(serve_listeners(
+            listeners,
+            Everyone,
+            Limits::from(&settings),
+            stop,
+        ));
+        // Three times the dict listener's cap (100) in clients that never
+        // finish a line: each holds a slot until the 1 s line deadline.
+        let slow: Vec<_> = (0..300)
+            .map(|_| tokio::spawn(trickle_dict(dict.clone())))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Answered once the deadline has closed them (a per-connection idle
+        // timeout of a minute kept them, and every lookup, waiting).
+        let line = tokio::time::timeout(Duration::from_secs(20), dict_lookup(&dict))
+            .await
+            .expect("dict answered after the line deadline");
+        assert_eq!(line, "O{}\n");
+        let _ = stop_tx.send(true);
+        for s in slow {
+            s.abort();
+        }
+        assert!(served.await.expect("served"), "connections drained");
     }
 
     async fn dict_lookup(path: &std::path::Path) -> String {
