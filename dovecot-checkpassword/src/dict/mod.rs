@@ -62,4 +62,4 @@ pub use proto::{
     ITERATE_FLAG_NO_VALUE, ITERATE_FLAG_SORT_BY_KEY, ITERATE_FLAG_SORT_BY_VALUE, MAX_LINE_LENGTH,
     READ_ONLY_ERROR, SUPPORTED_MAJOR_VERSIONS,
 };
-pub use session::{read_line, serve_connection, DictBackend, DictSession, LineRead};
+pub use session::{read_line, serve_connection, DictBackend, DictSession, LineRead, IDLE_TIMEOUT};

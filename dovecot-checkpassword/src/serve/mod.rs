@@ -361,6 +361,42 @@ mod tests {
         assert!(served.await.expect("served"), "connections drained");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_quiet_dict_connection_outlives_the_line_deadline() {
+        // Dovecot with idle_msecs keeps its connection between lookups:
+        // the line deadline (1 s here) is for a line begun, not for quiet.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dict = dir.path().join("dict.sock");
+        let settings = settings(&dict);
+        let mut files = SocketFiles::default();
+        let (listeners, _) = dict_and_http(&dict, &settings, &mut files);
+        let (stop_tx, stop) = watch::channel(false);
+        let served = tokio::spawn(serve_listeners(
+            listeners,
+            Everyone,
+            Limits::from(&settings),
+            stop,
+        ));
+        let s = UnixStream::connect(&dict).await.expect("connect dict");
+        let (r, mut w) = tokio::io::split(s);
+        let mut r = tokio::io::BufReader::new(r);
+        let mut line = String::new();
+        w.write_all(b"H3\t2\t0\t\ttest\nLshared/userdb/a@b.c\t\n")
+            .await
+            .expect("write");
+        r.read_line(&mut line).await.expect("read");
+        assert_eq!(line, "O{}\n");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        line.clear();
+        w.write_all(b"Lshared/userdb/a@b.c\t\n")
+            .await
+            .expect("write after quiet");
+        r.read_line(&mut line).await.expect("read after quiet");
+        assert_eq!(line, "O{}\n", "the quiet connection was closed");
+        let _ = stop_tx.send(true);
+        assert!(served.await.expect("served"), "connections drained");
+    }
+
     async fn dict_lookup(path: &std::path::Path) -> String {
         let mut s = UnixStream::connect(path).await.expect("connect dict");
         s.write_all(b"H3\t2\t0\t\ttest\nLshared/userdb/a@b.c\t\n")
