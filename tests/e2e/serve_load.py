@@ -5,7 +5,9 @@
         hold N slow clients on each socket (a request head sent one byte
         at a time, never finished), then make one ordinary dict lookup and
         one ordinary HTTP lookup of KEY while they are held; print how long
-        each took. Exit 0 when both got their answer.
+        each took. Exit 0 when both got their answer before serve closed
+        any slow client: answered from a free slot, not from one that the
+        request deadline took back.
     serve_load.py burst DICT_SOCKET N KEY
         N dict clients at once, each looking up KEY on its own connection;
         print how many got each kind of answer. Exit 0 when all found it.
@@ -70,8 +72,9 @@ def http_lookup(path, token, user, timeout=30.0):
         return f"error: {e}"
 
 
-def trickle(path, data, stop, held):
-    """A client that sends `data` one byte every 200 ms, until `stop`."""
+def trickle(path, data, stop, held, cut):
+    """A client that sends `data` one byte every 200 ms, until `stop`;
+    appends to `held` when connected and to `cut` when serve closed it."""
     try:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect(path)
@@ -85,7 +88,7 @@ def trickle(path, data, stop, held):
             i += 1
             stop.wait(0.2)
     except OSError:
-        pass  # the server closed it (its header deadline): that is its right
+        cut.append(1)  # the server closed it (its request deadline)
     finally:
         s.close()
 
@@ -98,14 +101,14 @@ def timed(f, *args):
 
 def slow(dict_path, http_path, token, n, key):
     stop = threading.Event()
-    held = []
+    held, cut = [], []
     threads = []
     for path, data in (
         (dict_path, b"H3\t2\t0\t\tslow-client-never-ends-its-line"),
         (http_path, b"POST /userdb/lookup HTTP/1.1\r\nX-Slow: " + b"a" * 200),
     ):
         for _ in range(n):
-            t = threading.Thread(target=trickle, args=(path, data, stop, held), daemon=True)
+            t = threading.Thread(target=trickle, args=(path, data, stop, held, cut), daemon=True)
             t.start()
             threads.append(t)
     time.sleep(1.0)
@@ -125,7 +128,9 @@ def slow(dict_path, http_path, token, n, key):
     (answer, dms), (status, hms) = results["dict"], results["http"]
     print(f"dict lookup during the flood: {answer[:40]} ({dms} ms)")
     print(f"HTTP lookup during the flood: {status} ({hms} ms)")
-    ok = answer.startswith("O") and status == "HTTP/1.1 200 OK ok"
+    closed = len(cut)
+    print(f"slow clients closed by serve by then: {closed}")
+    ok = answer.startswith("O") and status == "HTTP/1.1 200 OK ok" and closed == 0
     stop.set()
     return 0 if ok else 1
 

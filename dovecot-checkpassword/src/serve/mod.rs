@@ -61,6 +61,7 @@ pub enum Protocol {
 /// Runs the daemon until SIGTERM or SIGINT. Returns the signal's name.
 pub fn run(config: Config) -> Result<&'static str, ServeError> {
     let settings = Settings::from_config(&config)?;
+    listen::raise_open_files(&settings);
     let backend = open_backend(config, &settings)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
