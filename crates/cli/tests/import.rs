@@ -417,10 +417,18 @@ fn a_login_whose_mail_goes_elsewhere_is_refused() {
 #[test]
 fn smtpd_passwd_table_with_aliases() {
     let db = Db::new();
-    let (v, _) = db.import_json(
-        &["--from", "smtpd-aliases", "virtuals", "smtpd-passwd:passwd"],
-        0,
+    let args = ["--from", "smtpd-aliases", "virtuals", "smtpd-passwd:passwd"];
+    // m's mailbox would not come over: not a success without --partial.
+    let (v, err) = db.import_json(&args, 2);
+    assert_eq!(
+        v["mailboxes_not_imported"],
+        serde_json::json!(["local user m"])
     );
+    assert!(
+        err.contains("6 address(es) of the sources would not receive mail"),
+        "{err}"
+    );
+    let (v, _) = db.import_json(&[&args[..], &["--partial"]].concat(), 0);
     assert_eq!(v["counts"]["mailboxes"], 2);
     // m has no password in these sources: its entries are reported.
     let not = whys(&v, "not_imported");
@@ -440,7 +448,13 @@ fn smtpd_passwd_table_with_aliases() {
 #[test]
 fn dovecot_passwd_file() {
     let db = Db::new();
-    let (v, _) = db.import_json(&["--from", "dovecot-passwd", "dovecot-users"], 0);
+    // legacy has no domain: its mailbox does not come over.
+    let (v, _) = db.import_json(&["--from", "dovecot-passwd", "dovecot-users"], 2);
+    assert_eq!(v["mailboxes_not_imported"], serde_json::json!(["legacy"]));
+    let (v, _) = db.import_json(
+        &["--from", "dovecot-passwd", "dovecot-users", "--partial"],
+        0,
+    );
     let c = &v["counts"];
     assert_eq!(c["mailboxes"], 5);
     assert_eq!(c["disabled"], 1);
@@ -824,4 +838,224 @@ fn postgresql_source_and_target() {
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["counts"]["rows_to_write"], 0);
+}
+
+/// The smtpd 6.x setup of `smtpd6/`: logins without a domain, virtual
+/// addresses delivered to system users of other names.
+const SMTPD6: &[&str] = &[
+    "--from",
+    "smtpd-aliases",
+    "smtpd6/virtuals",
+    "smtpd-credentials:smtpd6/credentials",
+];
+
+/// Where every address of `smtpd6/virtuals` went in smtpd, with hugo's
+/// login placed at `hugo_at`.
+fn smtpd6_delivery(db: &Db, hugo_at: &str) {
+    let cases: &[(&str, &[&str])] = &[
+        ("gilles@example.org", &["gilles@example.org"]),
+        ("g@example.org", &["gilles@example.org"]),
+        ("eric@example.org", &["eric@example.org"]),
+        (
+            "webmaster@example.org",
+            &["gilles@example.org", "eric@example.org"],
+        ),
+        ("anyone@example.net", &["eric@example.org"]),
+        ("hugo@example.org", &[hugo_at]),
+        ("hugo@example.net", &[hugo_at]),
+    ];
+    for (addr, want) in cases {
+        assert_eq!(db.resolve(addr), ("found".to_string(), set(want)), "{addr}");
+    }
+    assert_eq!(db.resolve("nobody@example.org").0, "not-found");
+}
+
+#[test]
+fn bare_logins_are_placed_where_the_virtual_table_is_unambiguous() {
+    let db = Db::new();
+    let before = db.snapshot();
+    // hugo has two addresses: his login cannot be placed, his mail would
+    // bounce, so the import is refused and says which option settles it.
+    let (v, err) = db.import_json(SMTPD6, 2);
+    assert_eq!(v["status"], "refused");
+    assert_eq!(
+        v["undeliverable"],
+        serde_json::json!(["hugo@example.net", "hugo@example.org"])
+    );
+    assert_eq!(
+        v["mailboxes_not_imported"],
+        serde_json::json!(["hugo", "local user vhugo"])
+    );
+    assert!(err.contains("--partial"), "{err}");
+    assert!(err.contains("2 address(es)"), "{err}");
+    let not = whys(&v, "not_imported");
+    assert!(
+        not.contains("--login-domain DOMAIN or --map hugo=ADDRESS settles it"),
+        "{not}"
+    );
+    assert_eq!(db.snapshot(), before, "nothing changed");
+
+    // The text report says it on its first line.
+    let (code, out, _) = db.run(&[
+        "import",
+        "--from",
+        "smtpd-aliases",
+        "smtpd6/virtuals",
+        "smtpd-credentials:smtpd6/credentials",
+    ]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        out.lines().next().unwrap(),
+        "mailtable import: 2 address(es) of the sources will not receive mail: \
+         hugo@example.net, hugo@example.org"
+    );
+
+    // Each placement is a decision the report states.
+    let notes = whys(&v, "notes");
+    assert!(
+        notes.contains(
+            "login gilles becomes gilles@example.org, the one address with the local part \
+             gilles that delivers to a local user (vgilles)"
+        ),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("login eric becomes eric@example.org"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("local user vgilles is the mailbox of gilles@example.org"),
+        "{notes}"
+    );
+}
+
+#[test]
+fn map_and_login_domain_settle_an_ambiguous_login() {
+    let db = Db::new();
+    let mut args = SMTPD6.to_vec();
+    args.push("--map=hugo=hugo@example.org");
+    let (v, _) = db.import_json(&args, 0);
+    assert_eq!(v["status"], "imported");
+    assert_eq!(v["undeliverable"], serde_json::json!([]));
+    assert!(whys(&v, "notes")
+        .contains("login hugo becomes hugo@example.org, as --map hugo=hugo@example.org says"));
+    assert_eq!(v["verification"]["differences"], serde_json::json!([]));
+    assert_eq!(v["verification"]["checked"], 7, "{}", v["verification"]);
+    smtpd6_delivery(&db, "hugo@example.org");
+    // Hashes byte for byte.
+    let creds = std::fs::read_to_string(Path::new(FIXTURES).join("smtpd6/credentials")).unwrap();
+    for (login, domain) in [
+        ("gilles", "example.org"),
+        ("eric", "example.org"),
+        ("hugo", "example.org"),
+    ] {
+        let line = creds
+            .lines()
+            .find(|l| l.starts_with(&format!("{login} ")))
+            .unwrap();
+        let hash = line.split_once(':').unwrap().1;
+        assert_eq!(
+            db.password_of(login, domain).as_deref(),
+            Some(hash),
+            "{login}"
+        );
+    }
+
+    let db = Db::new();
+    let mut args = SMTPD6.to_vec();
+    args.extend(["--login-domain", "example.net"]);
+    let (v, _) = db.import_json(&args, 0);
+    assert_eq!(v["verification"]["differences"], serde_json::json!([]));
+    smtpd6_delivery(&db, "hugo@example.net");
+    assert!(db.password_of("hugo", "example.net").is_some());
+    assert!(
+        db.password_of("gilles", "example.org").is_some(),
+        "evidence first"
+    );
+}
+
+#[test]
+fn partial_imports_what_can_come_over() {
+    let db = Db::new();
+    let mut args = SMTPD6.to_vec();
+    args.push("--partial");
+    let (v, _) = db.import_json(&args, 0);
+    assert_eq!(v["status"], "imported");
+    assert_eq!(v["undeliverable"].as_array().unwrap().len(), 2);
+    assert_eq!(db.resolve("g@example.org").1, set(&["gilles@example.org"]));
+    assert_eq!(db.resolve("hugo@example.org").0, "not-found");
+}
+
+#[test]
+fn an_import_of_nothing_is_not_a_success() {
+    // The alias table without its credentials: no mailbox can be placed.
+    let db = Db::new();
+    let (code, out, err) = db.run(&["import", "--from", "smtpd-aliases", "smtpd6/virtuals"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.starts_with("mailtable import: 7 address(es) of the sources will not receive mail"),
+        "{out}"
+    );
+    assert!(err.contains("nothing would be imported"), "{err}");
+}
+
+#[test]
+fn one_password_in_two_notations_is_one_login() {
+    let db = Db::new();
+    let args = [
+        "smtpd-passwd:one-host/passwd",
+        "dovecot-passwd:one-host/users",
+    ];
+    let (v, _) = db.import_json(&args, 0);
+    assert_eq!(v["counts"]["mailboxes"], 3);
+    assert_eq!(v["conflicts"], serde_json::json!([]));
+    let notes = whys(&v, "notes");
+    assert!(
+        notes.contains(
+            "same login in another notation (bare there, {BLF-CRYPT} here; the first is kept)"
+        ),
+        "{notes}"
+    );
+    assert!(!notes.contains('$'), "{notes}");
+    // The first source's bytes are kept; Dovecot's quota comes along.
+    let passwd = std::fs::read_to_string(Path::new(FIXTURES).join("one-host/passwd")).unwrap();
+    for line in passwd.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        let (local, domain) = f[0].split_once('@').unwrap();
+        assert_eq!(db.password_of(local, domain).as_deref(), Some(f[1]));
+    }
+    assert!(db
+        .snapshot()
+        .1
+        .iter()
+        .any(|r| r.starts_with("alice@example.com") && r.ends_with("Some(\"2G\")")));
+    assert_eq!(v["verification"]["differences"], serde_json::json!([]));
+
+    // The other order keeps the other notation.
+    let db = Db::new();
+    db.import_json(&[args[1], args[0]], 0);
+    assert!(db
+        .password_of("bob", "example.com")
+        .unwrap()
+        .starts_with("{SHA512-CRYPT}$6$"));
+
+    // A real difference stays a conflict, named without the hash.
+    let db = Db::new();
+    let (v, err) = db.import_json(&[args[0], "dovecot-passwd:one-host/users-changed"], 2);
+    assert!(
+        err.contains("bob@example.com: given again with a different password"),
+        "{err}"
+    );
+    assert!(!v["conflicts"].to_string().contains('$'));
+
+    // A database holding the other notation already has that login; alice
+    // differs by her quota only, which the smtpd table does not have.
+    let db = Db::new();
+    db.import_json(&[args[1]], 0);
+    let (v, err) = db.import_json(&[args[0]], 2);
+    assert_eq!(v["counts"]["keys_already_present"], 2);
+    assert!(
+        err.contains("alice@example.com: already in the database as a mailbox (quota 2G)"),
+        "{err}"
+    );
 }

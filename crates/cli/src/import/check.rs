@@ -11,13 +11,14 @@ use super::plan::{Group, Plan};
 use mailtable_core::{Row, Store, StoreError};
 use std::collections::BTreeSet;
 
-/// Rows compared as sets of (target, hash, active, quota).
+/// Rows compared as sets of (target, hash, active, quota); a hash in
+/// another notation of the same password is the same hash.
 fn row_set(rows: &[Row]) -> BTreeSet<(&str, Option<&str>, bool, Option<&str>)> {
     rows.iter()
         .map(|r| {
             (
                 r.mailbox.as_str(),
-                r.password.as_ref().map(|p| p.stored()),
+                r.password.as_ref().map(|p| p.canonical()),
                 r.active,
                 r.quota.as_deref(),
             )
@@ -100,7 +101,7 @@ fn why_different(existing: &[Row], source: &[Row]) -> String {
             .map(|i| rows[i].password.clone())
     };
     match (mailbox(existing), mailbox(source)) {
-        (Some(d), Some(s)) if d != s => {
+        (Some(Some(d)), Some(Some(s))) if !d.same_password(&s) => {
             "already in the database with a different password".to_string()
         }
         _ => format!(
