@@ -764,6 +764,46 @@ mod tests {
     }
 
     #[test]
+    fn postfixadmin_tables_are_read_directly() {
+        let mut c = db("
+            CREATE TABLE domain (domain TEXT, backupmx INTEGER, active INTEGER);
+            INSERT INTO domain VALUES ('ALL', 0, 1), ('example.org', 0, 1), ('mx2.example', 1, 1);
+            CREATE TABLE mailbox (username TEXT, password TEXT, local_part TEXT, domain TEXT,
+                                  quota INTEGER, active INTEGER);
+            INSERT INTO mailbox VALUES ('a@example.org', '$2b$h', 'a', 'example.org', 1048576, 1);
+            CREATE TABLE alias (address TEXT, goto TEXT, domain TEXT, active INTEGER);
+            INSERT INTO alias VALUES ('a@example.org', 'a@example.org', 'example.org', 1);
+            CREATE TABLE alias_domain (alias_domain TEXT, target_domain TEXT, active INTEGER);
+            INSERT INTO alias_domain VALUES ('example.net', 'example.org', 1);
+        ");
+        let p = read_tables(&mut c, "pfa.db").unwrap();
+        assert_eq!(p.logins.len(), 1);
+        assert_eq!(p.logins[0].quota.as_deref(), Some("1M"));
+        assert_eq!(
+            p.domains.len(),
+            1,
+            "ALL is not a domain, a backup MX is skipped"
+        );
+        assert_eq!(p.skipped[0].at.to_string(), "pfa.db:domain:3");
+        assert!(p.routes.iter().any(|r| r.key.to_string() == "@example.net"
+            && r.targets == vec![Target::DomainAlias(Domain::parse("example.org").unwrap())]));
+        assert_eq!(p.routes.len(), 2);
+    }
+
+    #[test]
+    fn postfixadmin_quota_in_bytes() {
+        let q = |s: &str| quota_of_bytes(&Some(s.to_string()));
+        assert_eq!(q("0"), None, "unlimited");
+        assert_eq!(q("-1"), None);
+        assert_eq!(q("2147483648").as_deref(), Some("2G"));
+        assert_eq!(q("524288000").as_deref(), Some("500M"));
+        assert_eq!(q("1536").as_deref(), Some("1536B"), "not a whole K");
+        assert_eq!(q("3072").as_deref(), Some("3K"));
+        assert_eq!(q("1000").as_deref(), Some("1000B"));
+        assert_eq!(q("lots"), None);
+    }
+
+    #[test]
     fn active_values() {
         for t in ["1", "t", "TRUE", "yes", "on", "2"] {
             assert!(truthy(&Some(t.into())), "{t}");
