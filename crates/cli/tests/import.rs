@@ -1184,3 +1184,43 @@ fn postfixadmin_tables_from_postgresql() {
     PgDatabases::exec(&source, &sql);
     check_postfixadmin(&Db::new(), &source);
 }
+
+/// The figure in the README: a generated source of `MAILTABLE_IMPORT_BENCH_N`
+/// addresses (default one million: half Dovecot users, half aliases to
+/// them, over 100 domains) imported and verified into SQLite. Not run by
+/// default; run it on a release build:
+/// `cargo test --release -p mailtable --test import -- --ignored --nocapture big_source`.
+#[test]
+#[ignore]
+fn big_source_imports_and_verifies() {
+    use std::io::Write;
+    let n: usize = std::env::var("MAILTABLE_IMPORT_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let db = Db::new();
+    let users = db.dir.path().join("users");
+    let virtuals = db.dir.path().join("virtuals");
+    {
+        let mut u = std::io::BufWriter::new(std::fs::File::create(&users).unwrap());
+        let mut a = std::io::BufWriter::new(std::fs::File::create(&virtuals).unwrap());
+        for i in 0..n / 2 {
+            let d = i % 100;
+            writeln!(u, "user{i}@d{d}.example:{{BLF-CRYPT}}{M_HASH}").unwrap();
+            writeln!(a, "alias{i}@d{d}.example user{i}@d{d}.example").unwrap();
+        }
+    }
+    let start = std::time::Instant::now();
+    let (v, _) = db.import_json(
+        &[
+            &format!("dovecot-passwd:{}", users.display()),
+            &format!("smtpd-aliases:{}", virtuals.display()),
+        ],
+        0,
+    );
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(v["counts"]["rows_to_write"], (n / 2 * 2) as u64);
+    assert_eq!(v["verification"]["checked"], (n / 2 * 2) as u64);
+    assert_eq!(v["verification"]["differences"], serde_json::json!([]));
+    println!("imported and verified {n} addresses in {secs:.1} s");
+}

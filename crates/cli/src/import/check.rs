@@ -8,6 +8,7 @@
 
 use super::parsed::Conflict;
 use super::plan::{Group, Plan};
+use indicatif::ProgressBar;
 use mailtable_core::{Row, Store, StoreError};
 use std::collections::BTreeSet;
 
@@ -74,10 +75,15 @@ impl Checked {
     }
 }
 
-/// Compare every planned group with the database.
-pub fn check_database(plan: &Plan, db: &mut dyn Store) -> Result<Checked, StoreError> {
+/// Compare every planned group with the database, counting them on `bar`.
+pub fn check_database(
+    plan: &Plan,
+    db: &mut dyn Store,
+    bar: &ProgressBar,
+) -> Result<Checked, StoreError> {
     let mut c = Checked::default();
     for (i, g) in plan.groups.iter().enumerate() {
+        bar.inc(1);
         let existing = db.exact(&g.username, &g.domain)?;
         if existing.is_empty() {
             c.new.push(i);
@@ -91,6 +97,7 @@ pub fn check_database(plan: &Plan, db: &mut dyn Store) -> Result<Checked, StoreE
             });
         }
     }
+    bar.finish_and_clear();
     Ok(c)
 }
 

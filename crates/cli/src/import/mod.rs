@@ -32,6 +32,7 @@ pub mod merge;
 pub mod parsed;
 pub mod passwd_file;
 pub mod plan;
+pub mod progress;
 pub mod report;
 pub mod row_index;
 pub mod rows;
@@ -234,7 +235,8 @@ fn import(
     } else {
         plan::plan(parsed, store, &ctx.config, &login_hints(args)?)?
     };
-    let checked = check::check_database(&plan, store)?;
+    let checked =
+        check::check_database(&plan, store, &progress::bar("checking", plan.groups.len()))?;
     rep.fill(&plan, &checked);
 
     if !plan.conflicts.is_empty() || (!args.verify && !checked.conflicts.is_empty()) {
@@ -254,13 +256,22 @@ fn import(
     }
 
     if !args.verify {
+        let bar = progress::bar("writing", checked.new.len());
         for g in checked.new_groups(&plan) {
             for r in &g.rows {
                 store.insert(r)?;
             }
+            bar.inc(1);
         }
+        bar.finish_and_clear();
     }
-    let diff = verify::verify(&plan.known, semantics.as_mut(), &ctx.resolver, store)?;
+    let diff = verify::verify(
+        &plan.known,
+        semantics.as_mut(),
+        &ctx.resolver,
+        store,
+        &progress::bar("verifying", plan.known.len()),
+    )?;
     let n_diff = diff.differences.len();
     rep.verification = Some(diff);
     let left_behind = left_behind(&plan);

@@ -541,6 +541,7 @@ mod tests {
     use crate::import::parsed::{LoginName, Route};
     use crate::import::verify::{verify, Verification};
     use crate::import::{passwd_file, smtpd};
+    use indicatif::ProgressBar;
     use mailtable_core::store::memory::MemStore;
     use mailtable_core::{Resolver, Store};
 
@@ -560,7 +561,7 @@ mod tests {
             &LoginHints::default(),
         )
         .unwrap();
-        let checked = check_database(&p, db).unwrap();
+        let checked = check_database(&p, db, &ProgressBar::hidden()).unwrap();
         if p.conflicts.is_empty() && checked.conflicts.is_empty() {
             for g in checked.new_groups(&p) {
                 for r in &g.rows {
@@ -568,7 +569,14 @@ mod tests {
                 }
             }
         }
-        let v = verify(&p.known, sem.as_mut(), &Resolver::default(), db).unwrap();
+        let v = verify(
+            &p.known,
+            sem.as_mut(),
+            &Resolver::default(),
+            db,
+            &ProgressBar::hidden(),
+        )
+        .unwrap();
         (p, v)
     }
 
@@ -710,7 +718,7 @@ mod tests {
             &LoginHints::default(),
         )
         .unwrap();
-        let c = check_database(&p, &mut db).unwrap();
+        let c = check_database(&p, &mut db, &ProgressBar::hidden()).unwrap();
         assert_eq!((c.new.len(), c.present, c.conflicts.len()), (0, 1, 0));
 
         let other = smtpd::parse_credentials("credentials", "m@example.org x:$2b$other\n");
@@ -721,7 +729,7 @@ mod tests {
             &LoginHints::default(),
         )
         .unwrap();
-        let c = check_database(&p, &mut db).unwrap();
+        let c = check_database(&p, &mut db, &ProgressBar::hidden()).unwrap();
         assert_eq!(c.conflicts.len(), 1);
         assert!(c.conflicts[0].why.contains("different password"));
         assert!(!c.conflicts[0].to_string().contains('$'));
