@@ -1224,3 +1224,61 @@ fn big_source_imports_and_verifies() {
     assert_eq!(v["verification"]["differences"], serde_json::json!([]));
     println!("imported and verified {n} addresses in {secs:.1} s");
 }
+
+/// Every `mailtable import` command of the README's import section runs,
+/// with its paths standing for the fixtures of that layout, and succeeds.
+#[test]
+fn readme_import_commands_run() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme
+        .split("## Bringing an existing setup over")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let mut in_sh = false;
+    let mut commands = Vec::new();
+    for line in section.lines().map(str::trim) {
+        match line {
+            "```sh" => in_sh = true,
+            "```" => in_sh = false,
+            l if in_sh => {
+                assert!(l.starts_with("mailtable import "), "untested snippet: {l}");
+                commands.push(l.to_string());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(commands.len(), 5, "{commands:?}");
+    for cmd in commands {
+        let db = Db::new();
+        let pfa = db.source_db("postfixadmin.db", "postfixadmin.sql");
+        let pfa = format!("sqlite://{}", pfa.display());
+        let fixtures = [
+            ("/etc/mail/virtuals", "virtuals"),
+            ("/etc/mail/credentials", "credentials"),
+            ("/etc/smtpd/virtuals", "smtpd6/virtuals"),
+            ("/etc/smtpd/credentials", "smtpd6/credentials"),
+            ("/etc/mail/passwd", "one-host/passwd"),
+            ("/etc/dovecot/users", "one-host/users"),
+            (
+                "postgresql://postfixadmin@db.example.org/postfixadmin",
+                &pfa,
+            ),
+        ];
+        let args: Vec<String> = cmd
+            .split_whitespace()
+            .skip(1)
+            .map(|a| {
+                fixtures
+                    .iter()
+                    .fold(a.to_string(), |a, (path, f)| a.replace(path, f))
+            })
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = db.run(&args);
+        assert_eq!(code, 0, "{cmd}: {err}\n{out}");
+    }
+}
