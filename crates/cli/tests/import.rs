@@ -120,6 +120,18 @@ impl Db {
         (bytes, rows)
     }
 
+    /// `user list --json`'s entry for `address`.
+    fn user(&self, address: &str) -> Value {
+        let users: Value = serde_json::from_str(&self.ok(&["user", "list", "--json"])).unwrap();
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["address"] == address)
+            .unwrap()
+            .clone()
+    }
+
     fn password_of(&self, local: &str, domain: &str) -> Option<String> {
         let c = rusqlite::Connection::open(&self.path).unwrap();
         c.query_row(
@@ -480,16 +492,7 @@ fn dovecot_passwd_file() {
     assert!(notes.contains("userdb_mail"), "{notes}");
     assert_eq!(v["verification"]["checked"], 5);
 
-    let users: Value = serde_json::from_str(&db.ok(&["user", "list", "--json"])).unwrap();
-    let find = |a: &str| {
-        users
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|u| u["address"] == a)
-            .unwrap()
-            .clone()
-    };
+    let find = |a: &str| db.user(a);
     assert_eq!(find("alice@example.com")["quota"], "2G");
     assert_eq!(find("carol@example.com")["quota"], "500M");
     assert_eq!(find("dave@example.com")["active"], false);
@@ -759,6 +762,14 @@ struct PgDatabases {
 }
 
 impl PgDatabases {
+    /// Databases on the test server, or `None` (the test skips).
+    fn on_test_server() -> Option<PgDatabases> {
+        postgres_server().map(|server| PgDatabases {
+            server,
+            names: Vec::new(),
+        })
+    }
+
     fn exec(url: &str, sql: &str) {
         common::pg_exec(url, sql)
     }
@@ -770,6 +781,14 @@ impl PgDatabases {
         Self::exec(&self.server, &format!("CREATE DATABASE {name}"));
         self.names.push(name.clone());
         common::pg_url_for(&self.server, &name)
+    }
+
+    /// A new database loaded with a fixture's SQL; its URL.
+    fn source(&mut self, tag: &str, fixture: &str) -> String {
+        let url = self.create(tag);
+        let sql = std::fs::read_to_string(Path::new(FIXTURES).join(fixture)).unwrap();
+        Self::exec(&url, &sql);
+        url
     }
 }
 
@@ -788,16 +807,10 @@ impl Drop for PgDatabases {
 
 #[test]
 fn postgresql_source_and_target() {
-    let Some(server) = postgres_server() else {
+    let Some(mut pg) = PgDatabases::on_test_server() else {
         return;
     };
-    let mut pg = PgDatabases {
-        server,
-        names: Vec::new(),
-    };
-    let source = pg.create("src");
-    let sql = std::fs::read_to_string(Path::new(FIXTURES).join("normalized.sql")).unwrap();
-    PgDatabases::exec(&source, &sql);
+    let source = pg.source("src", "normalized.sql");
     let target = pg.create("dst");
 
     let run = |args: &[&str]| {
@@ -848,6 +861,14 @@ const SMTPD6: &[&str] = &[
     "smtpd6/virtuals",
     "smtpd-credentials:smtpd6/credentials",
 ];
+
+/// A new database with the `smtpd6/` setup imported with `extra` options,
+/// expecting `code`; the JSON report.
+fn smtpd6_import(extra: &[&str], code: i32) -> (Db, Value) {
+    let db = Db::new();
+    let (v, _) = db.import_json(&[SMTPD6, extra].concat(), code);
+    (db, v)
+}
 
 /// Where every address of `smtpd6/virtuals` went in smtpd, with hugo's
 /// login placed at `hugo_at`.
@@ -931,10 +952,7 @@ fn bare_logins_are_placed_where_the_virtual_table_is_unambiguous() {
 
 #[test]
 fn map_and_login_domain_settle_an_ambiguous_login() {
-    let db = Db::new();
-    let mut args = SMTPD6.to_vec();
-    args.push("--map=hugo=hugo@example.org");
-    let (v, _) = db.import_json(&args, 0);
+    let (db, v) = smtpd6_import(&["--map=hugo=hugo@example.org"], 0);
     assert_eq!(v["status"], "imported");
     assert_eq!(v["undeliverable"], serde_json::json!([]));
     assert!(whys(&v, "notes")
@@ -961,10 +979,7 @@ fn map_and_login_domain_settle_an_ambiguous_login() {
         );
     }
 
-    let db = Db::new();
-    let mut args = SMTPD6.to_vec();
-    args.extend(["--login-domain", "example.net"]);
-    let (v, _) = db.import_json(&args, 0);
+    let (db, v) = smtpd6_import(&["--login-domain", "example.net"], 0);
     assert_eq!(v["verification"]["differences"], serde_json::json!([]));
     smtpd6_delivery(&db, "hugo@example.net");
     assert!(db.password_of("hugo", "example.net").is_some());
@@ -976,10 +991,7 @@ fn map_and_login_domain_settle_an_ambiguous_login() {
 
 #[test]
 fn partial_imports_what_can_come_over() {
-    let db = Db::new();
-    let mut args = SMTPD6.to_vec();
-    args.push("--partial");
-    let (v, _) = db.import_json(&args, 0);
+    let (db, v) = smtpd6_import(&["--partial"], 0);
     assert_eq!(v["status"], "imported");
     assert_eq!(v["undeliverable"].as_array().unwrap().len(), 2);
     assert_eq!(db.resolve("g@example.org").1, set(&["gilles@example.org"]));
@@ -1144,16 +1156,7 @@ fn check_postfixadmin(db: &Db, source: &str) {
             "{local}"
         );
     }
-    let users: Value = serde_json::from_str(&db.ok(&["user", "list", "--json"])).unwrap();
-    let quota = |a: &str| {
-        users
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|u| u["address"] == a)
-            .unwrap()["quota"]
-            .clone()
-    };
+    let quota = |a: &str| db.user(a)["quota"].clone();
     assert_eq!(quota("alice@example.org"), "2G");
     assert_eq!(quota("carol@example.org"), "500M");
     assert_eq!(quota("bob@example.org"), Value::Null, "0 is unlimited");
@@ -1172,16 +1175,10 @@ fn postfixadmin_tables_from_sqlite() {
 
 #[test]
 fn postfixadmin_tables_from_postgresql() {
-    let Some(server) = postgres_server() else {
+    let Some(mut pg) = PgDatabases::on_test_server() else {
         return;
     };
-    let mut pg = PgDatabases {
-        server,
-        names: Vec::new(),
-    };
-    let source = pg.create("pfa");
-    let sql = std::fs::read_to_string(Path::new(FIXTURES).join("postfixadmin.sql")).unwrap();
-    PgDatabases::exec(&source, &sql);
+    let source = pg.source("pfa", "postfixadmin.sql");
     check_postfixadmin(&Db::new(), &source);
 }
 

@@ -553,14 +553,19 @@ mod tests {
         all
     }
 
-    fn run(parts: Vec<Parsed>, db: &mut MemStore) -> (Plan, Verification) {
-        let (p, mut sem) = plan(
+    /// The plan of `parts` with the default config and no login options.
+    fn plan_of(parts: Vec<Parsed>, db: &mut MemStore) -> (Plan, Box<dyn Semantics>) {
+        plan(
             parsed(parts),
             db,
             &Config::default(),
             &LoginHints::default(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    fn run(parts: Vec<Parsed>, db: &mut MemStore) -> (Plan, Verification) {
+        let (p, mut sem) = plan_of(parts, db);
         let checked = check_database(&p, db, &ProgressBar::hidden()).unwrap();
         if p.conflicts.is_empty() && checked.conflicts.is_empty() {
             for g in checked.new_groups(&p) {
@@ -711,24 +716,12 @@ mod tests {
             Some("$2b$08$0123456789012345678901uAbcdefghijklmnopqrstuvwxyz0123"),
         );
         let cred = smtpd::parse_credentials("credentials", CRED);
-        let (p, _) = plan(
-            parsed(vec![cred]),
-            &mut db,
-            &Config::default(),
-            &LoginHints::default(),
-        )
-        .unwrap();
+        let (p, _) = plan_of(vec![cred], &mut db);
         let c = check_database(&p, &mut db, &ProgressBar::hidden()).unwrap();
         assert_eq!((c.new.len(), c.present, c.conflicts.len()), (0, 1, 0));
 
         let other = smtpd::parse_credentials("credentials", "m@example.org x:$2b$other\n");
-        let (p, _) = plan(
-            parsed(vec![other]),
-            &mut db,
-            &Config::default(),
-            &LoginHints::default(),
-        )
-        .unwrap();
+        let (p, _) = plan_of(vec![other], &mut db);
         let c = check_database(&p, &mut db, &ProgressBar::hidden()).unwrap();
         assert_eq!(c.conflicts.len(), 1);
         assert!(c.conflicts[0].why.contains("different password"));
