@@ -157,6 +157,11 @@ run_path() {
 	done
 	sed -n '/^==== block/p' "$d/runner.log" | sed 's/^/    /'
 	ok "every block of path $name ran (log: $d/runner.log)"
+	# The unit's Documentation= files are installed; so is this guide.
+	for f in $(sed -n 's/^Documentation=//p' "$ROOT/usr/lib/systemd/system/dovecot-mailtable.service" |
+		tr ' ' '\n' | sed -n 's|^file://||p') /usr/share/doc/mailtable/install.md; do
+		[ -s "$ROOT$f" ] && ok "installed: $f" || fail "not installed: $f"
+	done
 
 	echo "-- mail to the catch-all, read over IMAP"
 	maildir=$ROOT/var/vmail/example.org/hugo/Maildir
