@@ -105,7 +105,10 @@ pub(super) fn init(ctx: &Ctx, group: &str) -> Result<Exit, CliError> {
 /// The users that may read the database themselves, and why.
 const READERS: [(&str, &str); 3] = [
     ("opensmtpd", "smtpd's table"),
-    ("mailtable-serve", "dovecot-mailtable serve: Dovecot's dict and Lua modes"),
+    (
+        "mailtable-serve",
+        "dovecot-mailtable serve: Dovecot's dict and Lua modes",
+    ),
     ("dovecot", "Dovecot's checkpassword mode only"),
 ];
 
@@ -121,9 +124,10 @@ fn readers(gid: u32) -> Vec<(&'static str, &'static str, Option<bool>)> {
     READERS
         .iter()
         .map(|&(name, why)| {
-            let state = User::from_name(name).ok().flatten().map(|u| {
-                u.gid.as_raw() == gid || members.iter().any(|m| m == name)
-            });
+            let state = User::from_name(name)
+                .ok()
+                .flatten()
+                .map(|u| u.gid.as_raw() == gid || members.iter().any(|m| m == name));
             (name, why, state)
         })
         .collect()
@@ -144,32 +148,6 @@ fn group_advice(group: &str, readers: &[(&str, &str, Option<bool>)]) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::group_advice;
-
-    #[test]
-    fn group_advice_suggests_usermod_only_where_needed() {
-        let text = group_advice(
-            "mailtable",
-            &[
-                ("opensmtpd", "smtpd's table", Some(true)),
-                ("mailtable-serve", "serve", Some(false)),
-                ("dovecot", "checkpassword only", None),
-            ],
-        );
-        assert!(text.starts_with("readable by group \"mailtable\""), "{text}");
-        assert!(text.contains("opensmtpd (smtpd's table): in the group"), "{text}");
-        assert!(
-            text.contains("mailtable-serve (serve): not in the group: usermod -aG mailtable mailtable-serve"),
-            "{text}"
-        );
-        assert!(text.contains("dovecot (checkpassword only): no such user here"), "{text}");
-        assert!(!text.contains("usermod -aG mailtable opensmtpd"), "{text}");
-        assert!(!text.contains("usermod -aG mailtable dovecot"), "{text}");
-    }
-}
-
 /// `mailtable migrate`.
 pub(super) fn migrate(ctx: &Ctx) -> Result<Exit, CliError> {
     let mut s = ctx.open(Access::ReadWrite)?;
@@ -188,4 +166,41 @@ pub(super) fn migrate(ctx: &Ctx) -> Result<Exit, CliError> {
         );
     }
     Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_advice;
+
+    #[test]
+    fn group_advice_suggests_usermod_only_where_needed() {
+        let text = group_advice(
+            "mailtable",
+            &[
+                ("opensmtpd", "smtpd's table", Some(true)),
+                ("mailtable-serve", "serve", Some(false)),
+                ("dovecot", "checkpassword only", None),
+            ],
+        );
+        assert!(
+            text.starts_with("readable by group \"mailtable\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("opensmtpd (smtpd's table): in the group"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "mailtable-serve (serve): not in the group: usermod -aG mailtable mailtable-serve"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("dovecot (checkpassword only): no such user here"),
+            "{text}"
+        );
+        assert!(!text.contains("usermod -aG mailtable opensmtpd"), "{text}");
+        assert!(!text.contains("usermod -aG mailtable dovecot"), "{text}");
+    }
 }
