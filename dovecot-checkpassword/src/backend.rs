@@ -48,7 +48,7 @@ use crate::pool::{HashPool, StorePool};
 use crate::secret::Secret;
 
 /// Dict key prefix of passdb lookups (`key = passdb/%u` plus Dovecot's
-/// `shared/`, conf/dovecot-dict-auth.conf.ext).
+/// `shared/`, conf/dovecot-dict-auth-mailtable.conf.ext).
 pub const DICT_PASSDB_PREFIX: &str = "shared/passdb/";
 /// Dict key prefix of userdb lookups and of the user iteration.
 pub const DICT_USERDB_PREFIX: &str = "shared/userdb/";

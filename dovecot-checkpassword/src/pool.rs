@@ -171,6 +171,32 @@ impl StorePool {
     }
 }
 
+/// The idle stores are closed on a thread of their own. A PostgreSQL store
+/// says goodbye to its server through its own runtime's `block_on`, which
+/// tokio refuses with a panic on a thread that drives async tasks
+/// ("Cannot start a runtime from within a runtime"), and `serve` drops the
+/// pool there when it stops: the panic cost a clean exit on SIGTERM.
+/// Stores dropped after an error are dropped in [`StorePool::with`], on
+/// the blocking thread that used them, where this does not arise.
+impl Drop for StorePool {
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut self.lock().idle);
+        if idle.is_empty() {
+            return;
+        }
+        match thread::Builder::new()
+            .name("close-stores".into())
+            .spawn(move || drop(idle))
+        {
+            Ok(closer) => {
+                let _ = closer.join();
+            }
+            // The closure, stores and all, is dropped here then.
+            Err(e) => tracing::warn!("cannot start a thread to close database connections: {e}"),
+        }
+    }
+}
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Why a job did not run.

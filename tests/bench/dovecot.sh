@@ -98,7 +98,7 @@ localize "$CONF/mailtable.toml" >"$T/mailtable.toml"
 chmod 0644 "$T/mailtable.toml"
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$T/api.secret"
 chmod 0600 "$T/api.secret"
-localize "$CONF/dovecot-dict-auth.conf.ext" >"$T/etc/dovecot-dict-auth.conf.ext"
+localize "$CONF/dovecot-dict-auth-mailtable.conf.ext" >"$T/etc/dovecot-dict-auth-mailtable.conf.ext"
 localize "$LUA" >"$T/etc/mailtable-auth.lua"
 
 # Dovecot's own SQL driver on the same file: one indexed row per lookup,
@@ -173,11 +173,11 @@ for mode in $MODES; do
 	sql) auth=$T/auth-sql.conf.ext ;;
 	dict-idle)
 		[ -n "$SERVE_PID" ] || start_serve
-		sed 's|^uri = proxy:\(idle_msecs=[0-9]*:\)\{0,1\}|uri = proxy:idle_msecs=60000:|' "$T/etc/dovecot-dict-auth.conf.ext" \
-			>"$T/etc/dovecot-dict-auth-idle.conf.ext"
+		sed 's|^uri = proxy:\(idle_msecs=[0-9]*:\)\{0,1\}|uri = proxy:idle_msecs=60000:|' "$T/etc/dovecot-dict-auth-mailtable.conf.ext" \
+			>"$T/etc/dovecot-dict-auth-mailtable-idle.conf.ext"
 		auth=$T/auth-$mode.conf.ext
 		localize "$CONF/auth-mailtable-dict.conf.ext" |
-			sed "s|$T/etc/dovecot-dict-auth.conf.ext|$T/etc/dovecot-dict-auth-idle.conf.ext|" >"$auth" ;;
+			sed "s|$T/etc/dovecot-dict-auth-mailtable.conf.ext|$T/etc/dovecot-dict-auth-mailtable-idle.conf.ext|" >"$auth" ;;
 	dict | lua)
 		[ -n "$SERVE_PID" ] || start_serve
 		auth=$T/auth-$mode.conf.ext

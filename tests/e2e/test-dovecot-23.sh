@@ -156,7 +156,7 @@ localize "$CONF/mailtable.toml" >"$T/mailtable.toml"
 chmod 0644 "$T/mailtable.toml"
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$T/api.secret"
 chmod 0600 "$T/api.secret"
-localize "$CONF/dovecot-dict-auth.conf.ext" >"$T/etc/dovecot-dict-auth.conf.ext"
+localize "$CONF/dovecot-dict-auth-mailtable.conf.ext" >"$T/etc/dovecot-dict-auth-mailtable.conf.ext"
 localize "$LUA" >"$T/etc/mailtable-auth.lua"
 
 # --- a private Dovecot ---------------------------------------------------------

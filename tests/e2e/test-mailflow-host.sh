@@ -51,7 +51,7 @@ run_stack() {
 	}
 	if [ "$MODE" = dict ]; then
 		printf '\n[serve]\ndict_socket = "%s"\nsocket_mode = "0660"\n' "$dd/run-mt/dict.sock" >>"$MT_CONF"
-		localize "$REPO/dovecot-checkpassword/conf/dovecot-dict-auth.conf.ext" >"$dd/etc/dovecot-dict-auth.conf.ext"
+		localize "$REPO/dovecot-checkpassword/conf/dovecot-dict-auth-mailtable.conf.ext" >"$dd/etc/dovecot-dict-auth-mailtable.conf.ext"
 		e2e_service_dir serve >/dev/null
 		"$MT_BIN/dovecot-mailtable" -c "$MT_CONF" serve >"$E2E_DIR/serve/serve.log" 2>&1 &
 		_e2e_register "serve $! host-proc - $E2E_DIR/serve/serve.log"

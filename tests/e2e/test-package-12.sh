@@ -135,7 +135,7 @@ for f in /usr/lib/systemd/system/dovecot-mailtable.service \
 	/usr/share/mailtable/dovecot/auth-mailtable-lua.conf.ext \
 	/usr/share/mailtable/dovecot/auth-mailtable-dict.conf.ext \
 	/usr/share/mailtable/dovecot/auth-mailtable-checkpassword.conf.ext \
-	/usr/share/mailtable/dovecot/dovecot-dict-auth.conf.ext \
+	/usr/share/mailtable/dovecot/dovecot-dict-auth-mailtable.conf.ext \
 	/usr/share/mailtable/opensmtpd/smtpd.conf \
 	/usr/share/bash-completion/completions/mailtable \
 	/usr/share/zsh/vendor-completions/_mailtable \
@@ -210,7 +210,7 @@ run_stack() {
 	}
 	shipped=/usr/share/mailtable/dovecot
 	if [ "$MODE" = dict ]; then
-		localize "$shipped/dovecot-dict-auth.conf.ext" >"$dd/etc/dovecot-dict-auth.conf.ext"
+		localize "$shipped/dovecot-dict-auth-mailtable.conf.ext" >"$dd/etc/dovecot-dict-auth-mailtable.conf.ext"
 		# As the unit runs it: the service user, group mailtable, its
 		# supplementary groups (dovecot); the socket dir as RuntimeDirectory.
 		chown mailtable-serve:mailtable "$dd/run-mt"
@@ -224,7 +224,7 @@ run_stack() {
 			fail "dict socket is $st"
 	fi
 	localize "$shipped/auth-mailtable-$MODE.conf.ext" >"$dd/auth.conf.ext"
-	grep -q "/usr/bin/dovecot-mailtable -c $CONF\|$dd/etc/dovecot-dict-auth.conf.ext" "$dd/auth.conf.ext" &&
+	grep -q "/usr/bin/dovecot-mailtable -c $CONF\|$dd/etc/dovecot-dict-auth-mailtable.conf.ext" "$dd/auth.conf.ext" &&
 		ok "Dovecot snippet: the installed binary and config" || fail "Dovecot snippet: $(grep args "$dd/auth.conf.ext")"
 	cat >"$dd/dovecot.conf" <<EOT
 # Private Dovecot 2.3 for tests/e2e/test-package-12.sh (loopback only).

@@ -67,7 +67,7 @@ for f in /usr/lib/systemd/system/dovecot-mailtable.service \
 	/usr/share/mailtable/dovecot/auth-mailtable-lua.conf.ext \
 	/usr/share/mailtable/dovecot/auth-mailtable-dict.conf.ext \
 	/usr/share/mailtable/dovecot/auth-mailtable-checkpassword.conf.ext \
-	/usr/share/mailtable/dovecot/dovecot-dict-auth.conf.ext \
+	/usr/share/mailtable/dovecot/dovecot-dict-auth-mailtable.conf.ext \
 	/usr/share/mailtable/opensmtpd/smtpd.conf \
 	/usr/share/mailtable/opensmtpd/smtpd-submission.conf \
 	/usr/share/bash-completion/completions/mailtable \

@@ -5,12 +5,16 @@
 #  1. a throwaway PostgreSQL 15 cluster (tests/e2e/postgres.sh);
 #  2. the Store contract suite on SQLite and PostgreSQL (required: the
 #     PostgreSQL half may not skip here);
-#  3. the real `mailtable` and `table-mailtable` binaries on it, then
+#  3. the real `mailtable` and `table-mailtable` binaries on it (the
+#     password from the URL and from a libpq password file), then
 #     outages: server stopped (CLI exits 75, the table answers `error`, never
 #     `not-found`), started again (the same table process answers again),
 #     restarted while idle, the table's connection killed
 #     (pg_terminate_backend), a lock held past the statement timeout, a hung
 #     backend (SIGSTOP: only the client-side deadline can fire);
+#     serve under load (300 slow clients per socket; 300 concurrent
+#     lookups behind a held lock through at most database_connections
+#     backends);
 #  4. a primary and a streaming replica (pg_basebackup -R): with the primary
 #     stopped, lookups go on from the replica and writes fail clearly (exit
 #     75, "no writable primary reachable");
@@ -26,12 +30,13 @@ ROOT=$PWD
 
 MT=${MAILTABLE_BIN:-$ROOT/target/release/mailtable}
 TABLE=${TABLE_MAILTABLE_BIN:-$ROOT/target/release/table-mailtable}
+DM=${DOVECOT_MAILTABLE_BIN:-$ROOT/target/release/dovecot-mailtable}
 # The daemons' role password: it must never be printed or logged.
 PW=Tb1-s3cret-pw
 TIMEOUT_MS=2000
 
 [ "$(id -u)" -eq 0 ] || { echo "test-postgres.sh: run as root (the cluster runs as postgres)" >&2; exit 2; }
-for b in "$MT" "$TABLE"; do
+for b in "$MT" "$TABLE" "$DM"; do
 	[ -x "$b" ] || { echo "test-postgres.sh: $b missing: cargo build --release first" >&2; exit 2; }
 done
 
@@ -41,6 +46,7 @@ PASSED=0
 CLIENT_PID=
 TABLE_PID=
 STOPPED_PID=
+SERVE_PID=
 
 step() { printf '\n=== %s\n' "$*"; }
 saw() { printf '    saw: %s\n' "$*"; }
@@ -127,6 +133,7 @@ cleanup() {
 	fi
 	[ -n "$TABLE_PID" ] && kill "$TABLE_PID" 2>/dev/null
 	[ -n "$STOPPED_PID" ] && kill -CONT "$STOPPED_PID" 2>/dev/null
+	[ -n "$SERVE_PID" ] && kill "$SERVE_PID" 2>/dev/null && wait "$SERVE_PID" 2>/dev/null
 	if [ "$rc" -ne 0 ]; then
 		echo "--- test-postgres.sh failed (exit $rc); logs:" >&2
 		for f in "$WORK"/*.log "$WORK/client.err"; do
@@ -189,9 +196,34 @@ run mtcli --database "$URL" resolve contact@example.com
 [ "$RC" -eq 0 ] || fail "resolve"
 ok "init, user add, alias add, resolve on PostgreSQL"
 
-step "4. table-mailtable on PostgreSQL (text protocol over a socketpair)"
-printf 'database = "%s"\nquery_timeout_ms = %s\n' "$URL" "$TIMEOUT_MS" >"$WORK/table.toml"
+step "4. the password from a password file (libpq's format), not the URL"
+# libpq's .pgpass format; group-readable like the shared config, since
+# smtpd's and Dovecot's helpers run as different users of one group.
+printf '# host:port:database:user:password\n127.0.0.1:%s:mail:mailer:%s\n' "$(pg_port main)" "$PW" >"$WORK/pgpass"
+chmod 0640 "$WORK/pgpass"
+PFURL="postgresql://mailer@127.0.0.1:$(pg_port main)/mail"
+run mtcli --database "$PFURL?passfile=$WORK/pgpass" resolve hugo@barrera.io
+[ "$RC" -eq 0 ] || fail "resolve with passfile= in the URL"
+ok "passfile= in the URL gives the password"
+PGPASSFILE=$WORK/pgpass run mtcli --database "$PFURL" resolve hugo@barrera.io
+[ "$RC" -eq 0 ] || fail "resolve with PGPASSFILE"
+ok "PGPASSFILE gives the password"
+chmod 0644 "$WORK/pgpass"
+run mtcli --database "$PFURL?passfile=$WORK/pgpass" resolve hugo@barrera.io
+[ "$RC" -eq 2 ] && printf '%s' "$OUT" | grep -q "chmod o= $WORK/pgpass" ||
+	fail "a world-readable password file: wanted exit 2 naming the chmod, got $RC"
+ok "a world-readable password file is refused (exit 2) with the chmod that fixes it"
+chmod 0640 "$WORK/pgpass"
+run mtcli --database "$PFURL?passfile=$WORK/no-such-file" resolve hugo@barrera.io
+[ "$RC" -eq 2 ] && printf '%s' "$OUT" | grep -q "$WORK/no-such-file" ||
+	fail "a missing password file: wanted exit 2 naming it, got $RC"
+ok "a missing password file is named (exit 2)"
+
+step "5. table-mailtable on PostgreSQL (text protocol over a socketpair)"
+# The table reads its password from the file too: the config holds none.
+printf 'database = "%s?passfile=%s"\nquery_timeout_ms = %s\n' "$PFURL" "$WORK/pgpass" "$TIMEOUT_MS" >"$WORK/table.toml"
 chmod 0600 "$WORK/table.toml"
+! grep -qF -- "$PW" "$WORK/table.toml" || fail "table.toml holds the password"
 table_start "$WORK/table.toml" "$WORK/table.log"
 lookup alias hugo@barrera.io
 expect found "alias hugo@barrera.io"
@@ -207,7 +239,57 @@ lookup domain barrera.io
 expect found "domain barrera.io"
 saw "table's connection: $(pg_psql main -c "SELECT application_name || ' pid ' || pid FROM pg_stat_activity WHERE application_name = 'table-mailtable'")"
 
-step "5. outage: the server is stopped"
+step "6. serve under load: slow clients on both sockets, a burst against a held lock"
+# Issue 12, point 2. Every lookup of the burst blocks in PostgreSQL behind
+# an exclusive lock, so each would hold a backend of its own if serve let
+# it (the cluster allows 100); serve may open database_connections (4) at
+# once, the rest wait for one (up to query_timeout_ms), and all must still
+# be answered.
+mkdir -m 0755 "$WORK/run"
+printf 'load-test-token\n' >"$WORK/token"
+chmod 0600 "$WORK/token"
+cat >"$WORK/serve.toml" <<EOF
+database = "$PFURL?passfile=$WORK/pgpass"
+query_timeout_ms = 8000
+[serve]
+dict_socket = "$WORK/run/dict.sock"
+http_listen = "unix:$WORK/run/http.sock"
+http_secret_file = "$WORK/token"
+database_connections = 4
+EOF
+"$DM" -c "$WORK/serve.toml" serve 2>"$WORK/serve.log" &
+SERVE_PID=$!
+for _ in $(seq 100); do [ -S "$WORK/run/http.sock" ] && break; sleep 0.1; done
+[ -S "$WORK/run/http.sock" ] || fail "serve did not start (see serve.log)"
+python3 tests/e2e/serve_load.py slow "$WORK/run/dict.sock" "$WORK/run/http.sock" load-test-token 300 userdb/hugo@barrera.io ||
+	fail "a lookup was not answered while 300 slow clients held each socket (or only after serve closed some)"
+ok "300 slow clients on each socket: ordinary dict and HTTP lookups answered while every slow client still held its connection"
+pg_psql main -d mail -c "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT;" >/dev/null &
+LOCK_PID=$!
+sleep 0.5
+python3 tests/e2e/serve_load.py burst "$WORK/run/dict.sock" 300 passdb/hugo@barrera.io >"$WORK/burst.out" 2>&1 &
+BURST_PID=$!
+most=0
+while kill -0 "$BURST_PID" 2>/dev/null; do
+	n=$(pg_psql main -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dovecot-mailtable'")
+	[ "$n" -gt "$most" ] && most=$n
+	sleep 0.2
+done
+wait "$LOCK_PID"
+burst_rc=0
+wait "$BURST_PID" || burst_rc=$?
+saw "$(cat "$WORK/burst.out")"
+saw "most PostgreSQL backends of serve at once: $most (database_connections = 4)"
+[ "$burst_rc" -eq 0 ] || fail "not every lookup of the burst was answered"
+[ "$most" -ge 1 ] && [ "$most" -le 4 ] || fail "serve held $most backends at once, wanted 1..4"
+ok "300 concurrent lookups answered through at most 4 PostgreSQL backends"
+kill "$SERVE_PID"
+wait "$SERVE_PID" || fail "serve did not exit 0 on SIGTERM"
+SERVE_PID=
+! grep -q -e panicked -e "still open" "$WORK/serve.log" || fail "serve's shutdown: $(grep -e panicked -e 'still open' "$WORK/serve.log")"
+ok "serve stopped cleanly on SIGTERM (exit 0, no panic, no connection left to cut)"
+
+step "7. outage: the server is stopped"
 pg_stop main
 saw "pg_ctl stop -m fast: server down"
 run mtcli --database "$URL" resolve hugo@barrera.io
@@ -224,7 +306,7 @@ expect error "domain with the server down"
 table_alive || fail "table-mailtable exited"
 ok "table-mailtable still running (pid $TABLE_PID)"
 
-step "6. the server is started again: the same table process recovers"
+step "8. the server is started again: the same table process recovers"
 pg_start main
 t0=$(date +%s%N)
 tries=0
@@ -242,14 +324,14 @@ ok "same table process (pid $TABLE_PID) answers found again, no restart"
 run mtcli --database "$URL" resolve hugo@barrera.io
 [ "$RC" -eq 0 ] || fail "resolve after the restart"
 
-step "6b. server restarted while the table is idle"
+step "8b. server restarted while the table is idle"
 pg_stop main
 pg_start main
 saw "pg_ctl stop -m fast; pg_ctl start"
 lookup alias hugo@barrera.io
 expect found "first lookup after an idle restart (the dead connection is replaced within the call)"
 
-step "7. pg_terminate_backend of the table's connection"
+step "9. pg_terminate_backend of the table's connection"
 killed=$(pg_psql main -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'table-mailtable'")
 saw "terminated $killed connection(s) of table-mailtable"
 [ "$killed" -ge 1 ] || fail "no table connection to terminate"
@@ -261,7 +343,7 @@ expect found "then found"
 lookup credentials hugo@barrera.io
 expect found "credentials found"
 
-step "8. statement timeout: a lock held longer than query_timeout_ms ($TIMEOUT_MS ms)"
+step "10. statement timeout: a lock held longer than query_timeout_ms ($TIMEOUT_MS ms)"
 pg_psql main -d mail -c "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;" >/dev/null &
 locker=$!
 sleep 0.5
@@ -273,7 +355,7 @@ wait "$locker"
 lookup alias hugo@barrera.io
 expect found "found once the lock is gone"
 
-step "8b. a hung server: the table's backend process stopped (SIGSTOP)"
+step "10b. a hung server: the table's backend process stopped (SIGSTOP)"
 STOPPED_PID=$(pg_psql main -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'table-mailtable'")
 [ -n "$STOPPED_PID" ] || fail "no table connection"
 kill -STOP "$STOPPED_PID"
@@ -296,7 +378,7 @@ ok "found again on a new connection"
 table_stop
 grep -c 'lookup failed' "$WORK/table.log" | sed 's/^/    table.log: lookup failures logged: /'
 
-step "9. primary + streaming replica"
+step "11. primary + streaming replica"
 pg_start_replica main standby
 saw "standby on port $(pg_port standby): in recovery = $(pg_psql standby -c 'SELECT pg_is_in_recovery()'), streaming from main: $(pg_psql main -c 'SELECT count(*) FROM pg_stat_replication') sender(s)"
 RURL="postgresql://mailer:$PW@127.0.0.1:$(pg_port main),127.0.0.1:$(pg_port standby)/mail"
@@ -341,9 +423,9 @@ done
 expect found "the new user, written on the primary, is served (replicated)"
 table_stop
 
-step "10. no password in any output or log"
+step "12. no password in any output or log"
 leaks=$(grep -rlF -D skip -- "$PW" "$WORK" "$PG_ROOT/main/server.log" "$PG_ROOT/standby/server.log" 2>/dev/null |
-	grep -v -e '\.toml$' || true)
+	grep -v -e '\.toml$' -e '/pgpass$' || true)
 [ -z "$leaks" ] || fail "the password appears in: $leaks"
 ok "the password appears nowhere but in the config files"
 

@@ -72,8 +72,10 @@ mailtable database).
 Give one format for all sources with --from, or per source as FORMAT:SOURCE, e.g.
   mailtable import --from smtpd-aliases /etc/mail/virtuals smtpd-credentials:/etc/mail/credentials
 All or nothing: malformed lines, conflicts with the sources or with rows present, and
-addresses that would resolve differently change nothing (exit 2). With --verify, nothing
-is written and differences exit 1. See docs/import.md.")]
+addresses that would resolve differently change nothing (exit 2); so does an import that
+leaves a login or mailbox of the sources behind, or writes nothing while entries were not
+imported, unless --partial. With --verify, nothing is written and differences exit 1.
+See docs/import.md.")]
 pub struct ImportArgs {
     /// Format of the sources that do not name one
     #[arg(long = "from", value_name = "FORMAT")]
@@ -90,6 +92,15 @@ pub struct ImportArgs {
     /// Write nothing; check that every address the sources knew resolves as they did
     #[arg(long)]
     pub verify: bool,
+    /// Qualify logins without a domain that the sources do not place (login@DOMAIN)
+    #[arg(long, value_name = "DOMAIN")]
+    pub login_domain: Option<String>,
+    /// The address of one login without a domain (repeatable)
+    #[arg(long = "map", value_name = "LOGIN=ADDRESS")]
+    pub map: Vec<String>,
+    /// Import even when a login or mailbox of the sources does not come over
+    #[arg(long)]
+    pub partial: bool,
 }
 
 /// `init` options.

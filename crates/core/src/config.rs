@@ -23,7 +23,7 @@
 //! socket_group = "mailtable"
 //! socket_mode = "0660"
 //! workers = 4                 # password-hashing threads
-//! max_connections = 256
+//! max_connections = 1024      # per listener
 //! database_connections = 16   # database handles open at once
 //! ```
 //!
@@ -116,7 +116,7 @@ impl Default for ServeConfig {
             socket_group: String::new(),
             socket_mode: "0660".into(),
             workers: 4,
-            max_connections: 256,
+            max_connections: 1024,
             database_connections: 16,
         }
     }

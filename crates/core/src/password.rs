@@ -144,6 +144,45 @@ impl PasswordHash {
         }
     }
 
+    /// The hash without a `{SCHEME}` prefix that only names the crypt(3)
+    /// family of the string after it (`{SHA512-CRYPT}$6$...`,
+    /// `{BLF-CRYPT}$2y$...`, `{SHA256-CRYPT}$5$...`, `{ARGON2ID}$argon2id$...`,
+    /// and `{CRYPT}` before anything): Dovecot checks those with the same
+    /// crypt(3) or Argon2 call as the bare string (its
+    /// `password-scheme-crypt.c`; a bare value in a passwd-file is read with
+    /// the default scheme `CRYPT`), and smtpd gets the bare string anyway.
+    /// Any other value, a prefix that does not match its string included,
+    /// comes back as stored.
+    pub fn canonical(&self) -> &str {
+        let Some(p) = self.prefix() else {
+            return &self.0;
+        };
+        let c = self.crypt_string();
+        let bare = PasswordHash(c.to_string()).scheme();
+        let names_it = match p.as_str() {
+            "CRYPT" => true,
+            "BLF-CRYPT" => bare == Scheme::Bcrypt,
+            "SHA512-CRYPT" => bare == Scheme::Sha512Crypt,
+            "SHA256-CRYPT" => bare == Scheme::Sha256Crypt,
+            "ARGON2ID" => c.starts_with("$argon2id$"),
+            "ARGON2I" => c.starts_with("$argon2i$"),
+            "ARGON2" => bare == Scheme::Argon2,
+            _ => false,
+        };
+        if names_it {
+            c
+        } else {
+            &self.0
+        }
+    }
+
+    /// Whether two stored hashes are one password, perhaps written in two
+    /// notations ([`canonical`](Self::canonical)): an smtpd table's `$6$...`
+    /// and a Dovecot passwd-file's `{SHA512-CRYPT}$6$...` of the same user.
+    pub fn same_password(&self, other: &PasswordHash) -> bool {
+        self.canonical() == other.canonical()
+    }
+
     /// The format of the hash.
     pub fn scheme(&self) -> Scheme {
         if let Some(p) = self.prefix() {
@@ -534,6 +573,50 @@ pub fn bcrypt_cost(hash: &PasswordHash) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn one_password_in_two_notations() {
+        let h = |s: &str| super::PasswordHash::new(s);
+        let sha = "$6$Kq3TgFj8x2Lm9PzA$o/UJKeMt56XRFROebDD8Tdu0rgtt07FC1Ogqe6/jkFLBCy3CUzbm6o96RK2dneTUJBNBfAjythty8mfi2j.GH/";
+        let bf = "$2y$05$8dQgwmQ1KU9byJcUGpyP1OIo4JgD9ubeH.eGRDWfIQV/axEm3D5Ue";
+        let a2 = "$argon2id$v=19$m=65536,t=3,p=1$YbhB3+dPpV2cIVF/Hr2KQQ$Eo7xsjLuF1ojmW4Nxic70puU+o1YPRzjyhAl4+YBTOw";
+        let same = [
+            (sha.to_string(), format!("{{SHA512-CRYPT}}{sha}")),
+            (sha.to_string(), format!("{{CRYPT}}{sha}")),
+            (format!("{{crypt}}{sha}"), format!("{{SHA512-CRYPT}}{sha}")),
+            (bf.to_string(), format!("{{BLF-CRYPT}}{bf}")),
+            ("$5$s$h".to_string(), "{SHA256-CRYPT}$5$s$h".to_string()),
+            (a2.to_string(), format!("{{ARGON2ID}}{a2}")),
+            (a2.to_string(), format!("{{ARGON2}}{a2}")),
+            (
+                "abJnggxhB/yWI".to_string(),
+                "{CRYPT}abJnggxhB/yWI".to_string(),
+            ),
+        ];
+        for (a, b) in &same {
+            assert!(h(a).same_password(&h(b)), "{a} = {b}");
+        }
+        let different = [
+            // Another hash, the same notation or not.
+            (
+                sha.to_string(),
+                format!("{{SHA512-CRYPT}}{}x", &sha[..sha.len() - 1]),
+            ),
+            // A prefix that does not name the string's family.
+            (bf.to_string(), format!("{{SHA512-CRYPT}}{bf}")),
+            (a2.to_string(), format!("{{ARGON2I}}{a2}")),
+            // Dovecot's own schemes are not crypt strings.
+            ("c2VjcmV0".to_string(), "{SSHA512}c2VjcmV0".to_string()),
+            ("secret".to_string(), "{PLAIN}secret".to_string()),
+            // $2y$ and $2b$ are kept apart: byte for byte, or a conflict.
+            (bf.to_string(), bf.replacen("$2y$", "$2b$", 1)),
+        ];
+        for (a, b) in &different {
+            assert!(!h(a).same_password(&h(b)), "{a} != {b}");
+        }
+        assert_eq!(h(&format!("{{BLF-CRYPT}}{bf}")).canonical(), bf);
+        assert_eq!(h("{SSHA512}x").canonical(), "{SSHA512}x");
+    }
+
     #[test]
     fn non_ascii_sha_crypt_salt_is_malformed_not_a_panic() {
         // 15 ASCII bytes then a 2-byte character straddling byte 16.

@@ -49,7 +49,7 @@
 //!   client (§2.5, §2.6).
 //!
 //! Checked by hand against Dovecot 2.3.19.1 with
-//! `conf/dovecot-dict-auth.conf.ext` and a stub backend: `doveadm auth test`
+//! `conf/dovecot-dict-auth-mailtable.conf.ext` and a stub backend: `doveadm auth test`
 //! (ok, mismatch, unknown, `F` as temp_fail), `doveadm auth lookup`,
 //! `doveadm user` (found, unknown), `doveadm user '*'` (iterate) and
 //! CRAM-MD5.

@@ -153,14 +153,14 @@ impl Settings {
                 "nothing to serve: set dict_socket and/or http_listen in [serve]".into(),
             ));
         }
+        // The token belongs to the HTTP API: without `http_listen` it is
+        // neither needed nor read, so a dict-only config (Dovecot 2.3) works
+        // whether or not the token file exists.
         let secret = match (s.http_secret.as_str(), s.http_secret_file.as_str()) {
+            _ if http.is_none() => Secret::default(),
             ("", "") => Secret::default(),
             (inline, "") => Secret::new(inline.trim()),
-            ("", file) => {
-                let text = std::fs::read(file)
-                    .map_err(io_err(format!("cannot read http_secret_file {file}")))?;
-                Secret::new(text.trim_ascii())
-            }
+            ("", file) => read_secret_file(file)?,
             _ => {
                 return Err(ServeError::Config(
                     "set http_secret or http_secret_file, not both".into(),
@@ -214,6 +214,26 @@ impl Settings {
             header_timeout: HEADER_TIMEOUT,
         })
     }
+}
+
+/// Reads the API token. A missing or unreadable file is a config error
+/// (exit 2: restarting cannot make the file appear), naming the file and
+/// the command that makes it.
+fn read_secret_file(file: &str) -> Result<Secret, ServeError> {
+    let text = std::fs::read(file).map_err(|e| {
+        let dir = std::path::Path::new(file)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map_or_else(|| "/".to_owned(), |d| d.display().to_string());
+        ServeError::Config(format!(
+            "cannot read http_secret_file {file}: {e}; make it as root with: \
+             install -d -m 0755 {dir} && (umask 027 && head -c 32 /dev/urandom | \
+             od -An -tx1 | tr -d ' \\n' >{file}) && chgrp dovecot {file} \
+             (the package does this when Dovecot is installed: dpkg-reconfigure mailtable), \
+             or remove http_listen if Dovecot does not use the Lua script"
+        ))
+    })?;
+    Ok(Secret::new(text.trim_ascii()))
 }
 
 /// uid of a user name or number.
@@ -319,6 +339,28 @@ mod tests {
             "[serve]\nhttp_listen = \"0.0.0.0:80\"\nhttp_secret = \"x\"\nhttp_listen_unprivileged_port = true",
         )
         .is_err());
+    }
+
+    #[test]
+    fn the_token_file_is_read_only_for_the_http_api() {
+        let missing = "/nonexistent-mailtable-test/dovecot-api.secret";
+        // dict only: the token file of the shipped config is not needed.
+        let s = settings(&format!(
+            "[serve]\ndict_socket = \"/run/mt/dict.sock\"\nhttp_secret_file = \"{missing}\""
+        ))
+        .expect("dict-only config with a missing token file");
+        assert!(s.http.is_none());
+        // with the HTTP API, a missing token file is a config error (exit 2)
+        // that names the file and how to make it.
+        let e = settings(&format!(
+            "[serve]\nhttp_listen = \"unix:/run/mt/http.sock\"\nhttp_secret_file = \"{missing}\""
+        ));
+        let Err(ServeError::Config(msg)) = e else {
+            panic!("missing token file accepted or not a config error: {e:?}");
+        };
+        assert!(msg.contains(missing), "{msg}");
+        assert!(msg.contains("head -c 32 /dev/urandom"), "{msg}");
+        assert!(msg.contains("umask 027"), "{msg}");
     }
 
     #[test]

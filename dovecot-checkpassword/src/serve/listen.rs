@@ -25,6 +25,38 @@ use tokio::sync::{watch, Semaphore};
 use super::config::{io_err, ServeError, Settings};
 use crate::stop::stopped;
 
+/// Raise the soft limit on open files to what the caps can use: both
+/// listeners full, every database connection, and some room for the rest.
+/// The usual soft limit is 1024 (systemd's default `LimitNOFILE=1024:524288`,
+/// systemd.exec(5)), below two listeners of 1024 connections each; past it
+/// `accept` fails with EMFILE and the listener stalls instead of queueing.
+/// The hard limit is left alone: the admin's word. Returns the new soft
+/// limit.
+pub fn raise_open_files(settings: &Settings) -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let needed = u64::try_from(2 * settings.max_connections + settings.database_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(64);
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    if soft >= needed {
+        return soft;
+    }
+    let want = needed.min(hard);
+    if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+        tracing::warn!("cannot raise the open files limit from {soft} to {want}: {e}");
+        return soft;
+    }
+    if want < needed {
+        tracing::warn!(
+            "open files limited to {want} (hard limit), below the {needed} that max_connections \
+             and database_connections can use: raise LimitNOFILE or lower max_connections"
+        );
+    }
+    want
+}
+
 /// A listening socket of either kind.
 #[derive(Debug)]
 pub enum Listener {

@@ -61,6 +61,7 @@ pub enum Protocol {
 /// Runs the daemon until SIGTERM or SIGINT. Returns the signal's name.
 pub fn run(config: Config) -> Result<&'static str, ServeError> {
     let settings = Settings::from_config(&config)?;
+    listen::raise_open_files(&settings);
     let backend = open_backend(config, &settings)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -180,7 +181,7 @@ pub struct Limits {
     pub api: Arc<ApiConfig>,
     /// Most open connections per listener.
     pub max_connections: usize,
-    /// Deadline for a whole HTTP request head.
+    /// Deadline for a whole HTTP request head, and for each dict line.
     pub header_timeout: Duration,
     /// How long open connections may take to finish after `stop`.
     pub grace: Duration,
@@ -219,7 +220,8 @@ where
                     Protocol::Dict => {
                         let (r, w) = tokio::io::split(conn);
                         let r = tokio::io::BufReader::new(r);
-                        crate::dict::serve_connection(r, w, backend, stop).await
+                        crate::dict::serve_connection(r, w, backend, limits.header_timeout, stop)
+                            .await
                     }
                     Protocol::Http => {
                         crate::http::serve_connection(
@@ -313,6 +315,69 @@ mod tests {
         }
     }
 
+    /// A dict client that sends its handshake one byte every 100 ms and
+    /// never ends the line, until the server closes the connection.
+    async fn trickle_dict(path: std::path::PathBuf) {
+        let Ok(mut s) = UnixStream::connect(&path).await else {
+            return;
+        };
+        for b in b"H3\t2\t0\t\tslow".iter().cycle() {
+            if s.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_dict_clients_lose_their_slots_at_the_line_deadline() {
+        let serve = Running::start();
+        let dict = serve.dict.clone();
+        // Three times the dict listener's cap (100) in clients that never
+        // finish a line: each holds a slot until the 1 s line deadline.
+        let slow: Vec<_> = (0..300)
+            .map(|_| tokio::spawn(trickle_dict(dict.clone())))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Answered once the deadline has closed them (a per-connection idle
+        // timeout of a minute kept them, and every lookup, waiting).
+        let line = tokio::time::timeout(Duration::from_secs(20), dict_lookup(&dict))
+            .await
+            .expect("dict answered after the line deadline");
+        assert_eq!(line, "O{}\n");
+        for s in slow {
+            s.abort();
+        }
+        serve.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_quiet_dict_connection_outlives_the_line_deadline() {
+        // Dovecot with idle_msecs keeps its connection between lookups:
+        // the line deadline (1 s here) is for a line begun, not for quiet.
+        let serve = Running::start();
+        let s = UnixStream::connect(&serve.dict)
+            .await
+            .expect("connect dict");
+        let (r, mut w) = tokio::io::split(s);
+        let mut r = tokio::io::BufReader::new(r);
+        let mut line = String::new();
+        w.write_all(b"H3\t2\t0\t\ttest\nLshared/userdb/a@b.c\t\n")
+            .await
+            .expect("write");
+        r.read_line(&mut line).await.expect("read");
+        assert_eq!(line, "O{}\n");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        line.clear();
+        w.write_all(b"Lshared/userdb/a@b.c\t\n")
+            .await
+            .expect("write after quiet");
+        r.read_line(&mut line).await.expect("read after quiet");
+        assert_eq!(line, "O{}\n", "the quiet connection was closed");
+        drop((r, w));
+        serve.stop().await;
+    }
+
     async fn dict_lookup(path: &std::path::Path) -> String {
         let mut s = UnixStream::connect(path).await.expect("connect dict");
         s.write_all(b"H3\t2\t0\t\ttest\nLshared/userdb/a@b.c\t\n")
@@ -336,37 +401,65 @@ mod tests {
         out
     }
 
-    /// A dict socket at `dict` and an HTTP listener on a free loopback port.
-    fn dict_and_http(
-        dict: &std::path::Path,
-        settings: &Settings,
-        files: &mut SocketFiles,
-    ) -> (Vec<(Listener, Protocol)>, std::net::SocketAddr) {
-        let http = Listener::tcp("127.0.0.1:0".parse().expect("literal")).expect("bind");
-        let Listener::Tcp(l) = &http else {
-            panic!("TCP listener expected");
-        };
-        let addr = l.local_addr().expect("local address");
-        let listeners = vec![
-            (
-                listen::bind_unix(dict, settings, files).expect("bind"),
-                Protocol::Dict,
-            ),
-            (http, Protocol::Http),
-        ];
-        (listeners, addr)
+    /// `serve_listeners` over [`Everyone`] with the test settings: a dict
+    /// socket in a temporary directory and an HTTP listener on a free
+    /// loopback port.
+    struct Running {
+        dict: std::path::PathBuf,
+        addr: std::net::SocketAddr,
+        stop: watch::Sender<bool>,
+        served: tokio::task::JoinHandle<bool>,
+        files: SocketFiles,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Running {
+        fn start() -> Running {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let dict = dir.path().join("dict.sock");
+            let settings = settings(&dict);
+            let mut files = SocketFiles::default();
+            let http = Listener::tcp("127.0.0.1:0".parse().expect("literal")).expect("bind");
+            let Listener::Tcp(l) = &http else {
+                panic!("TCP listener expected");
+            };
+            let addr = l.local_addr().expect("local address");
+            let listeners = vec![
+                (
+                    listen::bind_unix(&dict, &settings, &mut files).expect("bind"),
+                    Protocol::Dict,
+                ),
+                (http, Protocol::Http),
+            ];
+            let (stop, stopped) = watch::channel(false);
+            let served = tokio::spawn(serve_listeners(
+                listeners,
+                Everyone,
+                Limits::from(&settings),
+                stopped,
+            ));
+            Running {
+                dict,
+                addr,
+                stop,
+                served,
+                files,
+                _dir: dir,
+            }
+        }
+
+        /// Stop, and check every connection finished within the grace.
+        async fn stop(self) -> SocketFiles {
+            let _ = self.stop.send(true);
+            assert!(self.served.await.expect("served"), "connections drained");
+            self.files
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn slow_clients_on_one_listener_do_not_stop_the_other() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let dict = dir.path().join("dict.sock");
-        let settings = settings(&dict);
-        let mut files = SocketFiles::default();
-        let (listeners, addr) = dict_and_http(&dict, &settings, &mut files);
-        let (stop_tx, stop) = watch::channel(false);
-        let limits = Limits::from(&settings);
-        let served = tokio::spawn(serve_listeners(listeners, Everyone, limits, stop));
+        let serve = Running::start();
+        let (dict, addr) = (serve.dict.clone(), serve.addr);
 
         // Three times the HTTP listener's cap in slow clients.
         let slow: Vec<_> = (0..300).map(|_| tokio::spawn(trickle(addr))).collect();
@@ -394,31 +487,21 @@ mod tests {
             started.elapsed()
         );
 
-        let _ = stop_tx.send(true);
         for s in slow {
             s.abort();
         }
-        assert!(served.await.expect("served"), "connections drained");
-        drop(files);
+        drop(serve.stop().await);
         assert!(!dict.exists());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stop_ends_idle_connections_at_once() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let dict = dir.path().join("dict.sock");
-        let settings = settings(&dict);
-        let mut files = SocketFiles::default();
-        let (listeners, addr) = dict_and_http(&dict, &settings, &mut files);
-        let (stop_tx, stop) = watch::channel(false);
-        let served = tokio::spawn(serve_listeners(
-            listeners,
-            Everyone,
-            Limits::from(&settings),
-            stop,
-        ));
+        let serve = Running::start();
+        let addr = serve.addr;
         // One idle connection on each listener, after a first exchange.
-        let mut d = UnixStream::connect(&dict).await.expect("connect dict");
+        let mut d = UnixStream::connect(&serve.dict)
+            .await
+            .expect("connect dict");
         d.write_all(b"H3\t2\t0\t\ttest\n").await.expect("write");
         let mut h = TcpStream::connect(addr).await.expect("connect http");
         h.write_all(b"POST /userdb/lookup HTTP/1.1\r\nAuthorization: Bearer tok\r\nContent-Length: 8\r\n\r\nuser=a@b")
@@ -429,8 +512,7 @@ mod tests {
         assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK\r\n"));
 
         let stopping = Instant::now();
-        let _ = stop_tx.send(true);
-        assert!(served.await.expect("served"), "connections drained");
+        serve.stop().await;
         assert!(stopping.elapsed() < Duration::from_millis(500));
         assert_eq!(
             d.read(&mut buf).await.ok(),

@@ -96,13 +96,56 @@ pub(super) fn init(ctx: &Ctx, group: &str) -> Result<Exit, CliError> {
     } else {
         println!("initialised {} (schema version {})", ctx.url, report.to);
     }
-    if gid.is_some() {
-        println!(
-            "readable by group {group:?}: add the daemons' users to it, e.g. \
-             `usermod -aG {group} opensmtpd` and `usermod -aG {group} dovecot`"
-        );
+    if let Some(gid) = gid {
+        println!("{}", group_advice(group, &readers(gid)));
     }
     Ok(Exit::Ok)
+}
+
+/// The users that may read the database themselves, and why.
+const READERS: [(&str, &str); 3] = [
+    ("opensmtpd", "smtpd's table"),
+    (
+        "mailtable-serve",
+        "dovecot-mailtable serve: Dovecot's dict and Lua modes",
+    ),
+    ("dovecot", "Dovecot's checkpassword mode only"),
+];
+
+/// Which of [`READERS`] exist on this host (`Some`) and whether each is in
+/// the group `gid` already.
+fn readers(gid: u32) -> Vec<(&'static str, &'static str, Option<bool>)> {
+    use nix::unistd::{Gid, Group, User};
+    let members = Group::from_gid(Gid::from_raw(gid))
+        .ok()
+        .flatten()
+        .map(|g| g.mem)
+        .unwrap_or_default();
+    READERS
+        .iter()
+        .map(|&(name, why)| {
+            let state = User::from_name(name)
+                .ok()
+                .flatten()
+                .map(|u| u.gid.as_raw() == gid || members.iter().any(|m| m == name));
+            (name, why, state)
+        })
+        .collect()
+}
+
+/// What `init` says about the database's group: who reads it, and the
+/// `usermod` line only for readers that exist and are not in it yet.
+fn group_advice(group: &str, readers: &[(&str, &str, Option<bool>)]) -> String {
+    let mut out = format!("readable by group {group:?}, which the daemons that read it need:");
+    for (name, why, state) in readers {
+        let what = match state {
+            Some(true) => "in the group".to_owned(),
+            Some(false) => format!("not in the group: usermod -aG {group} {name}"),
+            None => "no such user here".to_owned(),
+        };
+        out.push_str(&format!("\n  {name} ({why}): {what}"));
+    }
+    out
 }
 
 /// `mailtable migrate`.
@@ -123,4 +166,41 @@ pub(super) fn migrate(ctx: &Ctx) -> Result<Exit, CliError> {
         );
     }
     Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_advice;
+
+    #[test]
+    fn group_advice_suggests_usermod_only_where_needed() {
+        let text = group_advice(
+            "mailtable",
+            &[
+                ("opensmtpd", "smtpd's table", Some(true)),
+                ("mailtable-serve", "serve", Some(false)),
+                ("dovecot", "checkpassword only", None),
+            ],
+        );
+        assert!(
+            text.starts_with("readable by group \"mailtable\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("opensmtpd (smtpd's table): in the group"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "mailtable-serve (serve): not in the group: usermod -aG mailtable mailtable-serve"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("dovecot (checkpassword only): no such user here"),
+            "{text}"
+        );
+        assert!(!text.contains("usermod -aG mailtable opensmtpd"), "{text}");
+        assert!(!text.contains("usermod -aG mailtable dovecot"), "{text}");
+    }
 }

@@ -8,16 +8,18 @@
 
 use super::parsed::Conflict;
 use super::plan::{Group, Plan};
+use indicatif::ProgressBar;
 use mailtable_core::{Row, Store, StoreError};
 use std::collections::BTreeSet;
 
-/// Rows compared as sets of (target, hash, active, quota).
+/// Rows compared as sets of (target, hash, active, quota); a hash in
+/// another notation of the same password is the same hash.
 fn row_set(rows: &[Row]) -> BTreeSet<(&str, Option<&str>, bool, Option<&str>)> {
     rows.iter()
         .map(|r| {
             (
                 r.mailbox.as_str(),
-                r.password.as_ref().map(|p| p.stored()),
+                r.password.as_ref().map(|p| p.canonical()),
                 r.active,
                 r.quota.as_deref(),
             )
@@ -73,10 +75,15 @@ impl Checked {
     }
 }
 
-/// Compare every planned group with the database.
-pub fn check_database(plan: &Plan, db: &mut dyn Store) -> Result<Checked, StoreError> {
+/// Compare every planned group with the database, counting them on `bar`.
+pub fn check_database(
+    plan: &Plan,
+    db: &mut dyn Store,
+    bar: &ProgressBar,
+) -> Result<Checked, StoreError> {
     let mut c = Checked::default();
     for (i, g) in plan.groups.iter().enumerate() {
+        bar.inc(1);
         let existing = db.exact(&g.username, &g.domain)?;
         if existing.is_empty() {
             c.new.push(i);
@@ -90,6 +97,7 @@ pub fn check_database(plan: &Plan, db: &mut dyn Store) -> Result<Checked, StoreE
             });
         }
     }
+    bar.finish_and_clear();
     Ok(c)
 }
 
@@ -100,7 +108,7 @@ fn why_different(existing: &[Row], source: &[Row]) -> String {
             .map(|i| rows[i].password.clone())
     };
     match (mailbox(existing), mailbox(source)) {
-        (Some(d), Some(s)) if d != s => {
+        (Some(Some(d)), Some(Some(s))) if !d.same_password(&s) => {
             "already in the database with a different password".to_string()
         }
         _ => format!(

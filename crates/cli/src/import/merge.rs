@@ -58,6 +58,12 @@ pub struct Merged {
     pub markers: Vec<(Domain, Origin)>,
     /// Postfix order: aliases and catch-alls before the mailboxes.
     pub aliases_first: bool,
+    /// Addresses given to bare logins that no key of the sources has: new
+    /// addresses, not the source's.
+    pub invented: BTreeSet<Address>,
+    /// Logins (and local delivery users) of the sources that do not come
+    /// over: their mail has nowhere to go.
+    pub lost_mailboxes: BTreeSet<String>,
 }
 
 impl Merged {
@@ -69,13 +75,18 @@ impl Merged {
 
 /// Combine `parsed` (its findings already taken into `f`), consulting `db`
 /// for mailboxes and domains it already has.
-pub fn merge(parsed: Parsed, db: &mut dyn Store, f: &mut Findings) -> Result<Merged, StoreError> {
+pub fn merge(
+    parsed: Parsed,
+    db: &mut dyn Store,
+    hints: &LoginHints,
+    f: &mut Findings,
+) -> Result<Merged, StoreError> {
     let mut m = Merged {
         routes: routes_by_key(parsed.routes, f),
         aliases_first: parsed.aliases_first,
         ..Merged::default()
     };
-    let bare_logins = add_logins(&mut m, parsed.logins, f);
+    let bare_logins = add_logins(&mut m, parsed.logins, hints, f);
     m.deliverable = m
         .logins
         .iter()
@@ -83,7 +94,22 @@ pub fn merge(parsed: Parsed, db: &mut dyn Store, f: &mut Findings) -> Result<Mer
         .map(|(a, _)| a.clone())
         .collect();
     m.db_mailboxes = mailboxes_in_db(&m, db)?;
-    m.local_users = local_users(&m, &bare_logins);
+    m.local_users = local_users(&m, &bare_logins, f);
+    // A local user no login delivers to is a mailbox of the source that
+    // does not come over (local aliases, `root: pi`, are not the table's).
+    let unknown: Vec<String> = m
+        .routes
+        .values()
+        .filter(|r| matches!(r.key, RouteKey::Exact(_) | RouteKey::CatchAll(_)))
+        .flat_map(|r| &r.targets)
+        .filter_map(|t| match t {
+            Target::LocalUser(u) if matches!(m.local_users.get(u), Some(LocalUser::Unknown)) => {
+                Some(format!("local user {u}"))
+            }
+            _ => None,
+        })
+        .collect();
+    m.lost_mailboxes.extend(unknown);
     add_domains(&mut m, &parsed.domains, db, f)?;
     if m.aliases_first {
         note_catch_alls_first(&m, f);
@@ -116,12 +142,16 @@ fn routes_by_key(routes: Vec<Route>, f: &mut Findings) -> BTreeMap<RouteKey, Rou
     by_key
 }
 
+/// What differs between two logins of one address, if anything. The same
+/// hash in two notations (`$6$...` and `{SHA512-CRYPT}$6$...`) is one
+/// password; a quota given by one source only (smtpd tables have none) is
+/// no disagreement.
 fn same_login(a: &Login, b: &Login) -> Option<&'static str> {
-    if a.hash != b.hash {
+    if !a.hash.same_password(&b.hash) {
         Some("a different password")
     } else if a.active != b.active {
         Some("a different active state")
-    } else if a.quota != b.quota {
+    } else if a.quota.is_some() && b.quota.is_some() && a.quota != b.quota {
         Some("a different quota")
     } else {
         None
@@ -129,28 +159,66 @@ fn same_login(a: &Login, b: &Login) -> Option<&'static str> {
 }
 
 fn add_login(logins: &mut BTreeMap<Address, Login>, addr: Address, login: Login, f: &mut Findings) {
-    match logins.get(&addr) {
+    let Some(first) = logins.get_mut(&addr) else {
+        logins.insert(addr, login);
+        return;
+    };
+    match same_login(first, &login) {
         None => {
-            logins.insert(addr, login);
-        }
-        Some(first) => match same_login(first, &login) {
-            None => f.notes.push(Finding::about(
+            let notation = if first.hash == login.hash {
+                String::new()
+            } else {
+                // Kept byte for byte as the first source wrote it; both
+                // daemons read either form (PasswordHash::canonical).
+                format!(
+                    " in another notation ({} there, {} here; the first is kept)",
+                    notation(&first.hash),
+                    notation(&login.hash)
+                )
+            };
+            f.notes.push(Finding::about(
                 login.origin.clone(),
                 &addr.to_string(),
-                format!("repeats {} (same login)", first.origin),
-            )),
-            Some(what) => f.conflicts.push(Conflict {
-                at: login.origin.clone(),
-                subject: addr.to_string(),
-                why: format!("given again with {what} (first at {})", first.origin),
-            }),
-        },
+                format!("repeats {} (same login{notation})", first.origin),
+            ));
+            if first.quota.is_none() {
+                first.quota = login.quota;
+            }
+            first.implied_route |= login.implied_route;
+        }
+        Some(what) => f.conflicts.push(Conflict {
+            at: login.origin.clone(),
+            subject: addr.to_string(),
+            why: format!("given again with {what} (first at {})", first.origin),
+        }),
     }
 }
 
-/// Logins by address; a bare name becomes the one address whose route
-/// delivers to that local user. Returns the bare names so mapped.
-fn add_logins(m: &mut Merged, logins: Vec<Login>, f: &mut Findings) -> BTreeMap<String, Address> {
+/// How a hash is written, without the hash: its `{SCHEME}` or "bare".
+fn notation(h: &mailtable_core::PasswordHash) -> String {
+    h.prefix()
+        .map_or_else(|| "bare".to_string(), |p| format!("{{{p}}}"))
+}
+
+/// What the admin said about logins without a domain: `--login-domain`
+/// qualifies every bare login the sources cannot place, `--map` one login.
+#[derive(Debug, Clone, Default)]
+pub struct LoginHints {
+    /// `--login-domain DOMAIN`.
+    pub domain: Option<Domain>,
+    /// `--map LOGIN=ADDRESS`.
+    pub map: BTreeMap<String, Address>,
+}
+
+/// Logins by address; a bare name becomes the address [`qualify`] finds
+/// for it. Returns the bare names whose local user of the same name is
+/// that address's mailbox (smtpd's `m@d m` with the login `m`).
+fn add_logins(
+    m: &mut Merged,
+    logins: Vec<Login>,
+    hints: &LoginHints,
+    f: &mut Findings,
+) -> BTreeMap<String, Address> {
     let mut bare = Vec::new();
     for l in logins {
         match l.name.clone() {
@@ -158,56 +226,126 @@ fn add_logins(m: &mut Merged, logins: Vec<Login>, f: &mut Findings) -> BTreeMap<
             LoginName::Bare(u) => bare.push((u, l)),
         }
     }
+    let bare_names: BTreeSet<String> = bare.iter().map(|(u, _)| u.clone()).collect();
     let mut mapped = BTreeMap::new();
     for (u, mut l) in bare {
-        let local = Target::LocalUser(u.clone());
-        let candidates: Vec<Address> = m
-            .routes
-            .values()
-            .filter_map(|r| match &r.key {
-                RouteKey::Exact(k) if k.local() == u && r.targets.contains(&local) => {
-                    Some(k.clone())
-                }
-                _ => None,
-            })
-            .collect();
-        match candidates.as_slice() {
-            [k] => {
-                f.notes.push(Finding::about(
-                    l.origin.clone(),
-                    &u,
-                    format!(
-                        "login {u} becomes {k}, the one address delivered to local user {u}: \
-                         mail clients must log in as {k}"
-                    ),
-                ));
-                mapped.insert(u, k.clone());
-                l.name = LoginName::Address(k.clone());
-                add_login(&mut m.logins, k.clone(), l, f);
+        let (k, why) = match qualify(&u, &m.routes, hints, &bare_names) {
+            Ok(k) => k,
+            Err(why) => {
+                f.skipped.push(Finding::about(l.origin, &u, why));
+                m.lost_mailboxes.insert(u);
+                continue;
             }
-            [] => f.skipped.push(Finding::about(
-                l.origin,
-                &u,
-                format!(
-                    "login without a domain: mailtable logins are addresses, and no alias in the \
-                     sources maps {u}@DOMAIN to local user {u}"
-                ),
-            )),
-            many => {
-                let list: Vec<String> = many.iter().map(ToString::to_string).collect();
-                f.skipped.push(Finding::about(
-                    l.origin,
-                    &u,
-                    format!(
-                        "login without a domain, and several addresses deliver to local user {u} \
-                         ({}): which one it is cannot be told",
-                        list.join(", ")
-                    ),
-                ));
+        };
+        let route = m.routes.get(&RouteKey::Exact(k.clone()));
+        let new = if route.is_none() {
+            " (a new address: the sources have no entry for it, so it receives mail from now on)"
+        } else {
+            ""
+        };
+        f.notes.push(Finding::about(
+            l.origin.clone(),
+            &u,
+            format!("login {u} becomes {k}, {why}{new}: mail clients must log in as {k}"),
+        ));
+        match route {
+            Some(r) if !r.targets.contains(&Target::LocalUser(u.clone())) => {}
+            Some(_) => {
+                mapped.insert(u, k.clone());
+            }
+            None => {
+                m.invented.insert(k.clone());
+                mapped.insert(u, k.clone());
             }
         }
+        l.name = LoginName::Address(k.clone());
+        add_login(&mut m.logins, k, l, f);
     }
     mapped
+}
+
+/// The address of bare login `u`, and why; or why it cannot be told and
+/// which option settles it.
+///
+/// smtpd 5.x/6.x setups authenticate `u` against a credentials table
+/// without domains while the virtual table (table(5): `user@domain
+/// local-user`) says where `u@domain` goes, often to a system user of
+/// another name. The evidence is unambiguous when exactly one key of the
+/// virtual table has the local part `u` and delivers to a local user, and
+/// no local user it delivers to is another bare login's own name (whose
+/// mailbox that would be). Explicit options come first: `--map`, then
+/// `--login-domain` for the logins the evidence does not place.
+fn qualify(
+    u: &str,
+    routes: &BTreeMap<RouteKey, Route>,
+    hints: &LoginHints,
+    bare_names: &BTreeSet<String>,
+) -> Result<(Address, String), String> {
+    if let Some(a) = hints.map.get(u) {
+        return Ok((a.clone(), format!("as --map {u}={a} says")));
+    }
+    let candidates: Vec<(&Address, Vec<&str>)> = routes
+        .values()
+        .filter_map(|r| match &r.key {
+            RouteKey::Exact(k) if k.local() == u => {
+                let users: Vec<&str> = r
+                    .targets
+                    .iter()
+                    .filter_map(|t| match t {
+                        Target::LocalUser(x) => Some(x.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                (!users.is_empty()).then_some((k, users))
+            }
+            _ => None,
+        })
+        .collect();
+    let clash = |users: &[&str]| {
+        users
+            .iter()
+            .find(|x| **x != u && bare_names.contains(**x))
+            .map(|x| x.to_string())
+    };
+    let why_not = match candidates.as_slice() {
+        [(k, users)] => match clash(users) {
+            None => {
+                return Ok((
+                    (*k).clone(),
+                    format!(
+                        "the one address with the local part {u} that delivers to a local user \
+                         ({})",
+                        users.join(", ")
+                    ),
+                ))
+            }
+            Some(x) => format!(
+                "login without a domain: the one address with its local part, {k}, delivers to \
+                 local user {x}, which is another login's name, so whose mailbox that is cannot \
+                 be told; --map {u}=ADDRESS settles it"
+            ),
+        },
+        [] => format!(
+            "login without a domain, and no address {u}@DOMAIN in the sources delivers to a \
+             local user, so its address cannot be told; --login-domain DOMAIN or --map \
+             {u}=ADDRESS settles it"
+        ),
+        many => {
+            let list: Vec<String> = many.iter().map(|(k, _)| k.to_string()).collect();
+            format!(
+                "login without a domain, and several addresses with its local part deliver to a \
+                 local user ({}): which one is its mailbox cannot be told; --login-domain DOMAIN \
+                 or --map {u}=ADDRESS settles it",
+                list.join(", ")
+            )
+        }
+    };
+    match &hints.domain {
+        Some(d) => Address::from_parts(u, d.as_str())
+            .map(|a| (a, format!("as --login-domain {d} says")))
+            .map_err(|e| format!("login without a domain: with --login-domain {d}: {e}")),
+        None => Err(why_not),
+    }
 }
 
 /// Route keys that have no login in the sources but a mailbox in the
@@ -229,8 +367,15 @@ fn mailboxes_in_db(m: &Merged, db: &mut dyn Store) -> Result<BTreeSet<Address>, 
     Ok(found)
 }
 
-/// What each local user name used as a target stands for.
-fn local_users(m: &Merged, bare_logins: &BTreeMap<String, Address>) -> BTreeMap<String, LocalUser> {
+/// What each local user name used as a target stands for. A local user of
+/// another name than its one mailbox (smtpd 6.x: `gilles@d vgilles`) is a
+/// decision worth a note: every key delivering to it becomes an alias of
+/// that mailbox.
+fn local_users(
+    m: &Merged,
+    bare_logins: &BTreeMap<String, Address>,
+    f: &mut Findings,
+) -> BTreeMap<String, LocalUser> {
     let mut map: BTreeMap<String, LocalUser> = BTreeMap::new();
     for r in m.routes.values() {
         for t in &r.targets {
@@ -241,20 +386,34 @@ fn local_users(m: &Merged, bare_logins: &BTreeMap<String, Address>) -> BTreeMap<
             let meaning = if let Some(a) = bare_logins.get(u) {
                 LocalUser::Mailbox(a.clone())
             } else {
-                let mut boxes: Vec<Address> = m
+                let mut boxes: Vec<(Address, &Origin)> = m
                     .routes
                     .values()
                     .filter_map(|r| match &r.key {
                         RouteKey::Exact(k) if r.targets.contains(t) && m.has_login(k) => {
-                            Some(k.clone())
+                            Some((k.clone(), &r.origin))
                         }
                         _ => None,
                     })
                     .collect();
                 match boxes.len() {
                     0 => LocalUser::Unknown,
-                    1 => LocalUser::Mailbox(boxes.remove(0)),
-                    _ => LocalUser::Shared(boxes),
+                    1 => {
+                        let (a, at) = boxes.remove(0);
+                        if a.local() != u {
+                            f.notes.push(Finding::about(
+                                at.clone(),
+                                u,
+                                format!(
+                                    "local user {u} is the mailbox of {a}, the one login \
+                                     delivering to it: the other addresses delivering to {u} \
+                                     become aliases of {a}"
+                                ),
+                            ));
+                        }
+                        LocalUser::Mailbox(a)
+                    }
+                    _ => LocalUser::Shared(boxes.into_iter().map(|(a, _)| a).collect()),
                 }
             };
             map.insert(u.clone(), meaning);

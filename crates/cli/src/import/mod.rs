@@ -32,6 +32,7 @@ pub mod merge;
 pub mod parsed;
 pub mod passwd_file;
 pub mod plan;
+pub mod progress;
 pub mod report;
 pub mod row_index;
 pub mod rows;
@@ -178,6 +179,12 @@ fn sources(args: &ImportArgs) -> Result<Vec<(Format, String)>, CliError> {
     Ok(sources)
 }
 
+/// How the report names a source: `format:source`, a PostgreSQL URL with
+/// its password masked (the report goes to terminals, logs and tickets).
+fn source_name(format: Format, source: &str) -> String {
+    format!("{format}:{}", mailtable_core::store::url::redact(source))
+}
+
 /// `mailtable import`.
 pub fn run(ctx: &Ctx, args: &ImportArgs) -> Result<Exit, CliError> {
     let sources = sources(args)?;
@@ -185,7 +192,7 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> Result<Exit, CliError> {
     let mut names = Vec::new();
     for (format, source) in &sources {
         parsed.absorb(parse_source(*format, source)?);
-        names.push(format!("{format}:{source}"));
+        names.push(source_name(*format, source));
     }
 
     let mut rep = report::Report::new(names);
@@ -232,9 +239,10 @@ fn import(
     let (plan, mut semantics) = if from_mailtable {
         rows::plan_rows(parsed, &ctx.resolver)
     } else {
-        plan::plan(parsed, store, &ctx.config)?
+        plan::plan(parsed, store, &ctx.config, &login_hints(args)?)?
     };
-    let checked = check::check_database(&plan, store)?;
+    let checked =
+        check::check_database(&plan, store, &progress::bar("checking", plan.groups.len()))?;
     rep.fill(&plan, &checked);
 
     if !plan.conflicts.is_empty() || (!args.verify && !checked.conflicts.is_empty()) {
@@ -254,16 +262,76 @@ fn import(
     }
 
     if !args.verify {
+        let bar = progress::bar("writing", checked.new.len());
         for g in checked.new_groups(&plan) {
             for r in &g.rows {
                 store.insert(r)?;
             }
+            bar.inc(1);
         }
+        bar.finish_and_clear();
     }
-    let diff = verify::verify(&plan.known, semantics.as_mut(), &ctx.resolver, store)?;
+    let diff = verify::verify(
+        &plan.known,
+        semantics.as_mut(),
+        &ctx.resolver,
+        store,
+        &progress::bar("verifying", plan.known.len()),
+    )?;
     let n_diff = diff.differences.len();
     rep.verification = Some(diff);
-    finish(args, store, rep, n_diff)
+    let left_behind = left_behind(&plan);
+    finish(args, store, rep, n_diff, left_behind)
+}
+
+/// `--login-domain` and `--map`, checked.
+fn login_hints(args: &ImportArgs) -> Result<merge::LoginHints, CliError> {
+    let domain = args
+        .login_domain
+        .as_deref()
+        .map(|d| {
+            mailtable_core::Domain::parse(d)
+                .map_err(|e| CliError::usage(format!("--login-domain {d}: {e}")))
+        })
+        .transpose()?;
+    let mut map = std::collections::BTreeMap::new();
+    for m in &args.map {
+        let Some((login, addr)) = m.split_once('=') else {
+            return Err(CliError::usage(format!(
+                "--map {m}: write LOGIN=ADDRESS (a login without a domain, the address it becomes)"
+            )));
+        };
+        let addr = mailtable_core::Address::parse(addr)
+            .map_err(|e| CliError::usage(format!("--map {m}: {e}")))?;
+        // smtpd lower-cases the keys of its tables (table(5)).
+        map.insert(login.trim().to_ascii_lowercase(), addr);
+    }
+    Ok(merge::LoginHints { domain, map })
+}
+
+/// Why the import would leave the source's mail undeliverable in a way
+/// that must not pass for success: entries were not imported, and either
+/// nothing at all comes over or a login or mailbox of the source does not
+/// (its mail would bounce from now on). `None` when it is fine.
+fn left_behind(plan: &plan::Plan) -> Option<String> {
+    if plan.skipped.is_empty() {
+        return None;
+    }
+    let what = if plan.groups.is_empty() {
+        "nothing would be imported".to_string()
+    } else if !plan.lost_mailboxes.is_empty() {
+        format!(
+            "{} login(s) or mailbox(es) of the sources would not come over ({})",
+            plan.lost_mailboxes.len(),
+            plan.lost_mailboxes.join(", ")
+        )
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{} address(es) of the sources would not receive mail and {what}",
+        plan.lost.len()
+    ))
 }
 
 /// The end of a run that got past the conflicts: print the report, and
@@ -273,6 +341,7 @@ fn finish(
     store: &mut dyn Store,
     rep: &mut report::Report,
     n_diff: usize,
+    left_behind: Option<String>,
 ) -> Result<Exit, CliError> {
     if args.verify {
         rep.status = report::Status::Verified;
@@ -293,6 +362,14 @@ fn finish(
             "{n_diff} address(es) would resolve differently from the source; nothing was changed"
         )));
     }
+    if let Some(why) = left_behind.filter(|_| !args.partial) {
+        store.rollback();
+        rep.status = report::Status::Refused;
+        rep.print(args.json);
+        return Err(CliError::usage(format!(
+            "{why}; nothing was changed (see the report; --partial imports the rest)"
+        )));
+    }
     if args.dry_run {
         store.rollback();
         rep.status = report::Status::DryRun;
@@ -309,5 +386,22 @@ fn more(n: usize) -> String {
         format!(" ({} more in the report)", n - 1)
     } else {
         String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_never_names_a_source_with_its_password() {
+        assert_eq!(
+            source_name(Format::Sql, "postgresql://pfa:s3?cr@t@db1/postfix"),
+            "sql:postgresql://pfa:***@db1/postfix"
+        );
+        assert_eq!(
+            source_name(Format::SmtpdAliases, "/etc/mail/virtuals"),
+            "smtpd-aliases:/etc/mail/virtuals"
+        );
     }
 }

@@ -235,6 +235,9 @@ pub struct Parsed {
     /// This source says where mail goes (alias tables, SQL): logins
     /// without a route of theirs are then not deliverable in the source.
     pub defines_routes: bool,
+    /// Addresses the source delivered to that are not imported as logins
+    /// (a mailbox without a password).
+    pub lost: Vec<String>,
     /// Aliases, `@domain` included, are looked up before the mailboxes
     /// (Postfix's `virtual_alias_maps`): a catch-all then takes the mail of
     /// a mailbox that has no alias of its own.
@@ -252,6 +255,7 @@ impl Parsed {
         self.skipped.extend(other.skipped);
         self.notes.extend(other.notes);
         self.malformed.extend(other.malformed);
+        self.lost.extend(other.lost);
         self.defines_routes |= other.defines_routes;
         self.aliases_first |= other.aliases_first;
     }

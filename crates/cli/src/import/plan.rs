@@ -17,7 +17,7 @@
 //!
 //! A mailtable database needs none of this: [`rows`](super::rows).
 
-use super::merge::{self, domain_line, Findings, LocalUser, Merged};
+use super::merge::{self, domain_line, Findings, LocalUser, LoginHints, Merged};
 use super::parsed::{Conflict, Finding, Login, Origin, Parsed, Route, RouteKey, Target, UserInfo};
 use super::source_walk::{Resolved, RouteEntry, SourceWalk, Status};
 use super::verify::Semantics;
@@ -86,6 +86,12 @@ pub struct Plan {
     pub notes: Vec<Finding>,
     /// Disagreements inside the sources.
     pub conflicts: Vec<Conflict>,
+    /// Keys of the source (addresses, `@domain`) that received mail there
+    /// and will not after the import.
+    pub lost: Vec<String>,
+    /// Logins and local delivery users of the source that do not come
+    /// over.
+    pub lost_mailboxes: Vec<String>,
 }
 
 /// Plan an import of text or SQL sources into `db`; the second half is the
@@ -94,6 +100,7 @@ pub fn plan(
     mut parsed: Parsed,
     db: &mut dyn Store,
     config: &Config,
+    hints: &LoginHints,
 ) -> Result<(Plan, Box<dyn Semantics>), CliError> {
     let mut f = Findings {
         skipped: std::mem::take(&mut parsed.skipped),
@@ -101,11 +108,15 @@ pub fn plan(
         conflicts: Vec::new(),
     };
     let userinfo = std::mem::take(&mut parsed.userinfo);
-    let mut merged = merge::merge(parsed, db, &mut f)?;
+    let mut lost: BTreeSet<String> = std::mem::take(&mut parsed.lost).into_iter().collect();
+    let mut merged = merge::merge(parsed, db, hints, &mut f)?;
     let walk = decide_routes(&mut merged, &mut f.conflicts);
     let walk = drop_what_reaches_the_skipped(walk);
     for r in walk.routes.values() {
         if let Status::Skipped(why) = &r.status {
+            if !matches!(r.route.key, RouteKey::Bare(_)) {
+                lost.insert(r.route.key.to_string());
+            }
             f.skipped.push(Finding::about(
                 r.route.origin.clone(),
                 &r.route.key.to_string(),
@@ -116,7 +127,7 @@ pub fn plan(
     let groups = groups(&merged.logins, &walk.routes);
     skip_domains_without_rows(&merged.markers, &groups, db, &mut f.skipped)?;
     userinfo_notes(&userinfo, &merged, config, &mut f.notes);
-    let known = known_addresses(&merged.logins, &walk);
+    let known = known_addresses(&merged, &walk);
 
     f.skipped.sort_by(|a, b| a.at.cmp(&b.at));
     f.notes.sort_by(|a, b| a.at.cmp(&b.at));
@@ -136,6 +147,8 @@ pub fn plan(
         skipped: f.skipped,
         notes: f.notes,
         conflicts: f.conflicts,
+        lost: lost.into_iter().collect(),
+        lost_mailboxes: merged.lost_mailboxes.into_iter().collect(),
     };
     Ok((plan, Box::new(walk)))
 }
@@ -479,9 +492,20 @@ fn userinfo_notes(info: &[UserInfo], m: &Merged, config: &Config, notes: &mut Ve
 
 /// Every address the sources knew: logins, keys, targets in the source's
 /// domains, and a probe for each catch-all (a domain alias has no address
-/// of its own to probe).
-fn known_addresses(logins: &BTreeMap<Address, Login>, walk: &SourceWalk) -> BTreeSet<Address> {
-    let mut known: BTreeSet<Address> = logins.keys().cloned().collect();
+/// of its own to probe). An address given to a bare login by an option,
+/// which the source did not know, is new unless a catch-all took its mail.
+fn known_addresses(m: &Merged, walk: &SourceWalk) -> BTreeSet<Address> {
+    let mut known: BTreeSet<Address> = m
+        .logins
+        .keys()
+        .filter(|a| {
+            !m.invented.contains(*a)
+                || walk
+                    .routes
+                    .contains_key(&RouteKey::CatchAll(a.domain().clone()))
+        })
+        .cloned()
+        .collect();
     for (k, r) in &walk.routes {
         let Status::Ok(targets) = &r.status else {
             continue;
@@ -517,6 +541,7 @@ mod tests {
     use crate::import::parsed::{LoginName, Route};
     use crate::import::verify::{verify, Verification};
     use crate::import::{passwd_file, smtpd};
+    use indicatif::ProgressBar;
     use mailtable_core::store::memory::MemStore;
     use mailtable_core::{Resolver, Store};
 
@@ -528,9 +553,20 @@ mod tests {
         all
     }
 
+    /// The plan of `parts` with the default config and no login options.
+    fn plan_of(parts: Vec<Parsed>, db: &mut MemStore) -> (Plan, Box<dyn Semantics>) {
+        plan(
+            parsed(parts),
+            db,
+            &Config::default(),
+            &LoginHints::default(),
+        )
+        .unwrap()
+    }
+
     fn run(parts: Vec<Parsed>, db: &mut MemStore) -> (Plan, Verification) {
-        let (p, mut sem) = plan(parsed(parts), db, &Config::default()).unwrap();
-        let checked = check_database(&p, db).unwrap();
+        let (p, mut sem) = plan_of(parts, db);
+        let checked = check_database(&p, db, &ProgressBar::hidden()).unwrap();
         if p.conflicts.is_empty() && checked.conflicts.is_empty() {
             for g in checked.new_groups(&p) {
                 for r in &g.rows {
@@ -538,7 +574,14 @@ mod tests {
                 }
             }
         }
-        let v = verify(&p.known, sem.as_mut(), &Resolver::default(), db).unwrap();
+        let v = verify(
+            &p.known,
+            sem.as_mut(),
+            &Resolver::default(),
+            db,
+            &ProgressBar::hidden(),
+        )
+        .unwrap();
         (p, v)
     }
 
@@ -673,13 +716,13 @@ mod tests {
             Some("$2b$08$0123456789012345678901uAbcdefghijklmnopqrstuvwxyz0123"),
         );
         let cred = smtpd::parse_credentials("credentials", CRED);
-        let (p, _) = plan(parsed(vec![cred]), &mut db, &Config::default()).unwrap();
-        let c = check_database(&p, &mut db).unwrap();
+        let (p, _) = plan_of(vec![cred], &mut db);
+        let c = check_database(&p, &mut db, &ProgressBar::hidden()).unwrap();
         assert_eq!((c.new.len(), c.present, c.conflicts.len()), (0, 1, 0));
 
         let other = smtpd::parse_credentials("credentials", "m@example.org x:$2b$other\n");
-        let (p, _) = plan(parsed(vec![other]), &mut db, &Config::default()).unwrap();
-        let c = check_database(&p, &mut db).unwrap();
+        let (p, _) = plan_of(vec![other], &mut db);
+        let c = check_database(&p, &mut db, &ProgressBar::hidden()).unwrap();
         assert_eq!(c.conflicts.len(), 1);
         assert!(c.conflicts[0].why.contains("different password"));
         assert!(!c.conflicts[0].to_string().contains('$'));

@@ -294,6 +294,12 @@ pub struct Report {
     pub notes: Vec<Item>,
     /// Lines the source's own software would refuse.
     pub malformed: Vec<Item>,
+    /// Keys of the sources (addresses, `@domain`) that received mail there
+    /// and will not after the import.
+    pub undeliverable: Vec<String>,
+    /// Logins and local delivery users of the sources that do not come
+    /// over.
+    pub mailboxes_not_imported: Vec<String>,
     /// The resolution check.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
@@ -314,6 +320,8 @@ impl Report {
             conflicts: Vec::new(),
             notes: Vec::new(),
             malformed: Vec::new(),
+            undeliverable: Vec::new(),
+            mailboxes_not_imported: Vec::new(),
             verification: None,
         }
     }
@@ -378,6 +386,8 @@ impl Report {
                 note: i.note,
             })
             .collect();
+        self.undeliverable = plan.lost.clone();
+        self.mailboxes_not_imported = plan.lost_mailboxes.clone();
         self.not_imported = plan.skipped.iter().map(Item::from).collect();
         self.notes = plan.notes.iter().map(Item::from).collect();
         self.conflicts = plan
@@ -407,7 +417,23 @@ impl Report {
             o.push_str(s.trim_end());
             o.push('\n');
         };
-        line(format!("mailtable import: {}", self.sources.join(", ")));
+        // The first line says what an admin must not miss: how many
+        // addresses of the source lose their mail.
+        line(match self.undeliverable.len() {
+            _ if !self.malformed.is_empty() => "mailtable import: malformed input".to_string(),
+            0 => "mailtable import: no address of the sources loses its mail".to_string(),
+            n => format!(
+                "mailtable import: {n} address(es) of the sources will not receive mail: {}{}",
+                self.undeliverable
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if n > 5 { ", ..." } else { "" }
+            ),
+        });
+        line(format!("sources: {}", self.sources.join(", ")));
         let c = &self.counts;
         line(match self.status {
             Status::Imported => format!("result: imported, {} row(s) written", c.rows_to_write),
@@ -536,6 +562,14 @@ impl Report {
 
     /// Entries not imported, conflicts, notes.
     fn items_text(&self, line: &mut impl FnMut(String)) {
+        if !self.mailboxes_not_imported.is_empty() {
+            line(String::new());
+            line(format!(
+                "logins and mailboxes of the sources not imported ({}): {}",
+                self.mailboxes_not_imported.len(),
+                self.mailboxes_not_imported.join(", ")
+            ));
+        }
         for (title, items) in [
             ("not imported", &self.not_imported),
             ("conflicts", &self.conflicts),

@@ -155,6 +155,7 @@ impl Semantics for RowsSemantics {
 mod tests {
     use super::*;
     use crate::import::verify::verify;
+    use indicatif::ProgressBar;
     use mailtable_core::store::memory::MemStore;
     use mailtable_core::Store;
 
@@ -177,7 +178,14 @@ mod tests {
                 db.insert(r).unwrap();
             }
         }
-        let v = verify(&plan.known, sem.as_mut(), &Resolver::default(), &mut db).unwrap();
+        let v = verify(
+            &plan.known,
+            sem.as_mut(),
+            &Resolver::default(),
+            &mut db,
+            &ProgressBar::hidden(),
+        )
+        .unwrap();
         assert_eq!(v.checked, 3, "hugo, contact, the catch-all probe");
         assert!(v.differences.is_empty());
     }

@@ -263,6 +263,9 @@ pub fn read_normalized(source: &str) -> Result<Parsed, CliError> {
 }
 
 fn read_tables(db: &mut dyn Tables, source: &str) -> Result<Parsed, CliError> {
+    if is_postfixadmin(db, source)? {
+        return read_postfixadmin(db, source);
+    }
     let mut p = Parsed {
         defines_routes: true,
         aliases_first: true,
@@ -297,17 +300,136 @@ fn read_tables(db: &mut dyn Tables, source: &str) -> Result<Parsed, CliError> {
     .unwrap_or_default();
     let domains = select(db, source, "domains", &["domain"], &["active"])?.unwrap_or_default();
 
-    let domain_active = read_domains(source, &domains, &mut p);
+    let domain_active = read_domains(source, "domains", &domains, &mut p);
     for (id, v) in &users {
         read_user(
             &Origin::row(source, "users", *id),
             v,
+            None,
             &domain_active,
             &mut p,
         );
     }
-    read_aliases(source, &aliases, &domain_active, &mut p);
+    read_aliases(source, "aliases", &aliases, &domain_active, &mut p);
     Ok(p)
+}
+
+/// Whether `db` holds PostfixAdmin's tables (and no `users` table of the
+/// normalized schema): `mailbox` with `username` and `password`, `alias`
+/// with `address` and `goto`.
+fn is_postfixadmin(db: &mut dyn Tables, source: &str) -> Result<bool, CliError> {
+    let mut has = |table: &str, cols: &[&str]| -> Result<bool, CliError> {
+        let have = db
+            .columns(table)
+            .map_err(|e| CliError::usage(format!("cannot read {source}: {e}")))?;
+        Ok(!have.is_empty() && cols.iter().all(|c| have.iter().any(|h| h == c)))
+    };
+    Ok(!has("users", &[])?
+        && has("mailbox", &["username", "password"])?
+        && has("alias", &["address", "goto"])?)
+}
+
+/// PostfixAdmin's own tables, as its Postfix and Dovecot queries read them
+/// (PostfixAdmin `DOCUMENTS/POSTFIX_CONF.txt` and `DOVECOT.txt`):
+///
+/// - `domain(domain, backupmx, active)`: a domain Postfix accepts mail for
+///   unless it is a backup MX (relayed, not delivered) or inactive; the
+///   pseudo-domain `ALL` is PostfixAdmin's "every domain" for superadmins;
+/// - `mailbox(username, password, domain, quota, active)`: `username` is
+///   the whole address, `quota` bytes (0: unlimited);
+/// - `alias(address, goto, active)`: `goto` a comma list, `u@d -> u@d`
+///   the mailbox itself, `@d` the catch-all;
+/// - `alias_domain(alias_domain, target_domain, active)`: `u@alias` is
+///   looked up as `u@target`, mailboxes and aliases alike, which is
+///   mailtable's domain alias `%@alias -> %@target`.
+///
+/// `active` is what the queries filter on (`active = '1'`, or `true` on
+/// PostgreSQL); the rows then mean what the normalized schema's mean.
+fn read_postfixadmin(db: &mut dyn Tables, source: &str) -> Result<Parsed, CliError> {
+    let mut p = Parsed {
+        defines_routes: true,
+        aliases_first: true,
+        ..Parsed::default()
+    };
+    let domains =
+        select(db, source, "domain", &["domain"], &["active", "backupmx"])?.unwrap_or_default();
+    let mut kept = Vec::new();
+    for (id, v) in domains {
+        let name = text(&v[0]).unwrap_or_default();
+        if name.trim().eq_ignore_ascii_case("ALL") {
+            continue;
+        }
+        if v[2].is_some() && truthy(&v[2]) {
+            p.skipped.push(Finding::about(
+                Origin::row(source, "domain", id),
+                name.trim(),
+                "backup MX domain: Postfix relays its mail to the primary, it is not delivered here",
+            ));
+            continue;
+        }
+        kept.push((id, v));
+    }
+    let domain_active = read_domains(source, "domain", &kept, &mut p);
+    let mailboxes = select(
+        db,
+        source,
+        "mailbox",
+        &["username", "password"],
+        &["domain", "active", "quota"],
+    )?
+    .unwrap_or_default();
+    for (id, v) in &mailboxes {
+        read_user(
+            &Origin::row(source, "mailbox", *id),
+            v,
+            quota_of_bytes(&v[4]),
+            &domain_active,
+            &mut p,
+        );
+    }
+    let aliases =
+        select(db, source, "alias", &["address", "goto"], &["active"])?.unwrap_or_default();
+    read_aliases(source, "alias", &aliases, &domain_active, &mut p);
+    // `alias.example -> example.org` reads as the alias row
+    // `@alias.example -> @example.org`.
+    let alias_domains = select(
+        db,
+        source,
+        "alias_domain",
+        &["alias_domain", "target_domain"],
+        &["active"],
+    )?
+    .unwrap_or_default();
+    let as_aliases: Vec<TableRow> = alias_domains
+        .into_iter()
+        .map(|(id, v)| {
+            let at = |c: &Cell| c.as_ref().map(|d| format!("@{}", d.trim()));
+            (id, vec![at(&v[0]), at(&v[1]), v[2].clone()])
+        })
+        .collect();
+    read_aliases(source, "alias_domain", &as_aliases, &domain_active, &mut p);
+    Ok(p)
+}
+
+/// PostfixAdmin's `mailbox.quota` (bytes; 0 or less: unlimited) as a
+/// Dovecot size with a unit: a bare number in `*:storage=` would be read
+/// as kilobytes (Dovecot quota configuration, "storage").
+fn quota_of_bytes(v: &Cell) -> Option<String> {
+    let n: i64 = v.as_deref()?.trim().parse().ok()?;
+    if n <= 0 {
+        return None;
+    }
+    for (unit, size) in [
+        ("T", 1i64 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+    ] {
+        if n % size == 0 {
+            return Some(format!("{}{unit}", n / size));
+        }
+    }
+    Some(format!("{n}B"))
 }
 
 /// Whether a domain is active; a domain the `domains` table does not list
@@ -317,10 +439,15 @@ fn domain_ok(domain_active: &BTreeMap<Domain, bool>, d: &Domain) -> bool {
 }
 
 /// The `domains` table into `p.domains`; returns whether each is active.
-fn read_domains(source: &str, rows: &[TableRow], p: &mut Parsed) -> BTreeMap<Domain, bool> {
+fn read_domains(
+    source: &str,
+    table: &str,
+    rows: &[TableRow],
+    p: &mut Parsed,
+) -> BTreeMap<Domain, bool> {
     let mut domain_active: BTreeMap<Domain, bool> = BTreeMap::new();
     for (id, v) in rows {
-        let at = Origin::row(source, "domains", *id);
+        let at = Origin::row(source, table, *id);
         let name = text(&v[0]).unwrap_or_default();
         match Domain::parse(name.trim()) {
             Ok(d) => {
@@ -334,9 +461,15 @@ fn read_domains(source: &str, rows: &[TableRow], p: &mut Parsed) -> BTreeMap<Dom
     domain_active
 }
 
-/// One row of `users` (username, password, domain, active) into a login,
-/// or a finding saying why not.
-fn read_user(at: &Origin, v: &[Cell], domain_active: &BTreeMap<Domain, bool>, p: &mut Parsed) {
+/// One row of `users` (username, password, domain, active) into a login
+/// with `quota`, or a finding saying why not.
+fn read_user(
+    at: &Origin,
+    v: &[Cell],
+    quota: Option<String>,
+    domain_active: &BTreeMap<Domain, bool>,
+    p: &mut Parsed,
+) {
     let at = at.clone();
     let user = text(&v[0]).unwrap_or_default().trim().to_string();
     let domain = text(&v[2])
@@ -372,6 +505,9 @@ fn read_user(at: &Origin, v: &[Cell], domain_active: &BTreeMap<Domain, bool>, p:
         }
     }
     let Some(hash) = text(&v[1]).filter(|h| !h.is_empty()) else {
+        // Postfix's mailbox lookup does not read the password: the source
+        // delivered to it.
+        p.lost.push(full.clone());
         p.skipped.push(Finding::about(
             at,
             &full,
@@ -391,7 +527,7 @@ fn read_user(at: &Origin, v: &[Cell], domain_active: &BTreeMap<Domain, bool>, p:
         name: LoginName::Address(addr),
         hash: PasswordHash::new(hash),
         active,
-        quota: None,
+        quota,
         implied_route: true,
         origin: at,
     });
@@ -401,13 +537,14 @@ fn read_user(at: &Origin, v: &[Cell], domain_active: &BTreeMap<Domain, bool>, p:
 /// rows of one key fan out, so they become one route per key.
 fn read_aliases(
     source: &str,
+    table: &str,
     rows: &[TableRow],
     domain_active: &BTreeMap<Domain, bool>,
     p: &mut Parsed,
 ) {
     let mut routes: BTreeMap<RouteKey, Route> = BTreeMap::new();
     for (id, v) in rows {
-        let at = Origin::row(source, "aliases", *id);
+        let at = Origin::row(source, table, *id);
         let key_text = text(&v[0]).unwrap_or_default().trim().to_ascii_lowercase();
         let key = if let Some(d) = key_text.strip_prefix('@') {
             Domain::parse(d).map(|d| (d.clone(), RouteKey::CatchAll(d)))
@@ -469,7 +606,7 @@ fn read_aliases(
             }
         }
     }
-    p.routes = routes.into_values().collect();
+    p.routes.extend(routes.into_values());
 }
 
 /// One element of a `destination` list: an address, or `@new.org` on a
@@ -624,6 +761,46 @@ mod tests {
         let mut c = db("CREATE TABLE users (name TEXT, password TEXT);");
         let e = read_tables(&mut c, "x.db").unwrap_err().to_string();
         assert!(e.contains("no column username"), "{e}");
+    }
+
+    #[test]
+    fn postfixadmin_tables_are_read_directly() {
+        let mut c = db("
+            CREATE TABLE domain (domain TEXT, backupmx INTEGER, active INTEGER);
+            INSERT INTO domain VALUES ('ALL', 0, 1), ('example.org', 0, 1), ('mx2.example', 1, 1);
+            CREATE TABLE mailbox (username TEXT, password TEXT, local_part TEXT, domain TEXT,
+                                  quota INTEGER, active INTEGER);
+            INSERT INTO mailbox VALUES ('a@example.org', '$2b$h', 'a', 'example.org', 1048576, 1);
+            CREATE TABLE alias (address TEXT, goto TEXT, domain TEXT, active INTEGER);
+            INSERT INTO alias VALUES ('a@example.org', 'a@example.org', 'example.org', 1);
+            CREATE TABLE alias_domain (alias_domain TEXT, target_domain TEXT, active INTEGER);
+            INSERT INTO alias_domain VALUES ('example.net', 'example.org', 1);
+        ");
+        let p = read_tables(&mut c, "pfa.db").unwrap();
+        assert_eq!(p.logins.len(), 1);
+        assert_eq!(p.logins[0].quota.as_deref(), Some("1M"));
+        assert_eq!(
+            p.domains.len(),
+            1,
+            "ALL is not a domain, a backup MX is skipped"
+        );
+        assert_eq!(p.skipped[0].at.to_string(), "pfa.db:domain:3");
+        assert!(p.routes.iter().any(|r| r.key.to_string() == "@example.net"
+            && r.targets == vec![Target::DomainAlias(Domain::parse("example.org").unwrap())]));
+        assert_eq!(p.routes.len(), 2);
+    }
+
+    #[test]
+    fn postfixadmin_quota_in_bytes() {
+        let q = |s: &str| quota_of_bytes(&Some(s.to_string()));
+        assert_eq!(q("0"), None, "unlimited");
+        assert_eq!(q("-1"), None);
+        assert_eq!(q("2147483648").as_deref(), Some("2G"));
+        assert_eq!(q("524288000").as_deref(), Some("500M"));
+        assert_eq!(q("1536").as_deref(), Some("1536B"), "not a whole K");
+        assert_eq!(q("3072").as_deref(), Some("3K"));
+        assert_eq!(q("1000").as_deref(), Some("1000B"));
+        assert_eq!(q("lots"), None);
     }
 
     #[test]

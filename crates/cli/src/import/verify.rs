@@ -8,6 +8,7 @@
 //! already lists that entry and why, and refusing the whole import for it
 //! would leave nothing importable from a setup with a single pipe alias.
 
+use indicatif::ProgressBar;
 use mailtable_core::{Address, Outcome, ResolveError, Resolver, Store, StoreError};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -71,15 +72,17 @@ pub struct Verification {
 }
 
 /// Compare the source's answer with `Resolver::resolve` on `db` for every
-/// address in `known`.
+/// address in `known`, counting them on `bar`.
 pub fn verify(
     known: &[Address],
     sem: &mut dyn Semantics,
     resolver: &Resolver,
     db: &mut dyn Store,
+    bar: &ProgressBar,
 ) -> Result<Verification, StoreError> {
     let mut v = Verification::default();
     for a in known {
+        bar.inc(1);
         let want = sem.expected(a)?;
         if matches!(want, Expect::Blocked(_)) {
             v.not_comparable += 1;
@@ -95,6 +98,7 @@ pub fn verify(
             });
         }
     }
+    bar.finish_and_clear();
     Ok(v)
 }
 

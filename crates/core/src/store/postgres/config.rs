@@ -30,6 +30,7 @@
 //!   an `sslrootcert` verifies the chain like `verify-ca`, and a Unix
 //!   socket never uses TLS whatever the mode.
 
+use super::passfile;
 use crate::store::{Access, OpenOptions, StoreError};
 use percent_encoding::percent_decode_str;
 use std::net::IpAddr;
@@ -116,29 +117,39 @@ pub(super) struct Settings {
     pub(super) tls: Tls,
 }
 
-/// The URL without its `sslmode` and `sslrootcert` parameters, and their
-/// (percent-decoded) values, last one winning as in libpq.
+/// The parameters tokio-postgres does not know, taken out of the URL
+/// (percent-decoded, the last one winning as in libpq).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Taken {
+    sslmode: Option<String>,
+    sslrootcert: Option<String>,
+    passfile: Option<String>,
+}
+
+/// The URL without its `sslmode`, `sslrootcert` and `passfile`
+/// parameters, and their values.
 ///
 /// The query is found the way tokio-postgres finds it (`UrlParser` in its
 /// `config.rs`): the user info ends at the first `@`, the query starts at
 /// the first `?` after that. Nothing before the query is touched, so the
 /// password reaches the driver exactly as typed.
-fn take_tls_params(url: &str) -> (String, Option<String>, Option<String>) {
+fn take_params(url: &str) -> (String, Taken) {
+    let mut taken = Taken::default();
     let Some((scheme, rest)) = url.split_once("://") else {
-        return (url.to_string(), None, None);
+        return (url.to_string(), taken);
     };
     let after_creds = rest.find('@').map_or(0, |at| at + 1);
     let Some(q) = rest[after_creds..].find('?').map(|q| after_creds + q) else {
-        return (url.to_string(), None, None);
+        return (url.to_string(), taken);
     };
-    let (mut mode, mut root) = (None, None);
     let mut kept = Vec::new();
     for pair in rest[q + 1..].split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let decoded = || percent_decode_str(value).decode_utf8_lossy().into_owned();
         match percent_decode_str(key).decode_utf8_lossy().as_ref() {
-            "sslmode" => mode = Some(decoded()),
-            "sslrootcert" => root = Some(decoded()),
+            "sslmode" => taken.sslmode = Some(decoded()),
+            "sslrootcert" => taken.sslrootcert = Some(decoded()),
+            "passfile" => taken.passfile = Some(decoded()),
             _ => kept.push(pair),
         }
     }
@@ -147,7 +158,7 @@ fn take_tls_params(url: &str) -> (String, Option<String>, Option<String>) {
         out.push('?');
         out.push_str(&kept.join("&"));
     }
-    (out, mode, root)
+    (out, taken)
 }
 
 /// Whether every host of `config` is on this machine: a loopback address,
@@ -175,14 +186,15 @@ pub(super) fn from_url(
     shown: &str,
     options: &OpenOptions,
 ) -> Result<Settings, StoreError> {
-    let (url, mode, root) = take_tls_params(url);
+    let (url, taken) = take_params(url);
     let mut config: Config = url
         .parse()
         .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL {shown}: {e}")))?;
     if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
         config.host_path(DEFAULT_SOCKET_DIR);
     }
-    let mode = match mode.as_deref() {
+    passfile::apply(&mut config, taken.passfile.as_deref(), shown)?;
+    let mode = match taken.sslmode.as_deref() {
         Some(m) => SslMode::parse(m).ok_or_else(|| {
             StoreError::Config(format!(
                 "invalid PostgreSQL URL {shown}: sslmode={m} is not one of \
@@ -192,7 +204,7 @@ pub(super) fn from_url(
         None if all_local(&config) => SslMode::Prefer,
         None => SslMode::Require,
     };
-    let root = match root.as_deref() {
+    let root = match taken.sslrootcert.as_deref() {
         None | Some("") => None,
         Some("system") => Some(RootCert::System),
         Some(path) => Some(RootCert::File(PathBuf::from(path))),
@@ -389,28 +401,35 @@ mod tests {
     }
 
     #[test]
-    fn tls_parameters_leave_the_rest_of_the_url_alone() {
+    fn taken_parameters_leave_the_rest_of_the_url_alone() {
+        let some = |s: &str| Some(s.to_string());
         assert_eq!(
-            take_tls_params(
-                "postgresql://mail:pa?ss@db1/mail?sslmode=verify-full&sslrootcert=/ca.pem"
-            ),
+            take_params("postgresql://mail:pa?ss@db1/mail?sslmode=verify-full&sslrootcert=/ca.pem"),
             (
                 "postgresql://mail:pa?ss@db1/mail".to_string(),
-                Some("verify-full".to_string()),
-                Some("/ca.pem".to_string())
+                Taken {
+                    sslmode: some("verify-full"),
+                    sslrootcert: some("/ca.pem"),
+                    passfile: None
+                }
             )
         );
         assert_eq!(
-            take_tls_params("postgres://db1/mail?user=a&sslmode=require&password=p%26w"),
+            take_params(
+                "postgres://db1/mail?user=a&sslmode=require&passfile=%2Fetc%2Fpw&password=p%26w"
+            ),
             (
                 "postgres://db1/mail?user=a&password=p%26w".to_string(),
-                Some("require".to_string()),
-                None
+                Taken {
+                    sslmode: some("require"),
+                    sslrootcert: None,
+                    passfile: some("/etc/pw")
+                }
             )
         );
         assert_eq!(
-            take_tls_params("postgresql://db1/mail"),
-            ("postgresql://db1/mail".to_string(), None, None)
+            take_params("postgresql://db1/mail"),
+            ("postgresql://db1/mail".to_string(), Taken::default())
         );
         // The password still reaches the driver as typed.
         let url = "postgresql://mail:p%40ss?x@db1/mail?sslmode=verify-ca&sslrootcert=/ca.pem";

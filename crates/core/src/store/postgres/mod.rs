@@ -22,6 +22,7 @@
 //! - `tls.rs`: the TLS client for each `sslmode`;
 //! - `backoff.rs`: the process-wide reconnect back-off;
 //! - `error.rs`: driver errors to [`StoreError`], never with the password;
+//! - `passfile.rs`: the password from libpq's password file;
 //! - `sql.rs`: the SQL text and the row mapping (and why rows sort by `ctid`).
 
 mod backoff;
@@ -29,6 +30,7 @@ mod config;
 mod conn;
 mod connect;
 mod error;
+mod passfile;
 mod sql;
 mod tls;
 
