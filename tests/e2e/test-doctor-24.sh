@@ -87,11 +87,14 @@ cp "$REPO/dovecot-checkpassword/lua/mailtable-auth.lua" \
 	"$CONF/auth-mailtable-lua-2.4.conf.ext" "$ROOT/etc/dovecot/"
 DD=$(e2e_service_dir dovecot24)
 IMAP=$(e2e_free_port)
-# include SNIPPET: (re)write $DD/dovecot.conf with `!include SNIPPET`.
+# include SNIPPET: (re)write $DD/dovecot.conf with `!include SNIPPET`
+# (and $DD/extra.conf, settings a scenario adds).
+touch "$DD/extra.conf"
 include() {
 	printf '!include %s\n' "$1" >"$DD/auth.inc"
 	write_dovecot24_conf "$DD" "$IMAP" "$DD/auth.inc"
 	printf 'auth_failure_delay = 0\nfirst_valid_uid = %s\n' "$E2E_MAIL_UID" >>"$DD/dovecot.conf"
+	cat "$DD/extra.conf" >>"$DD/dovecot.conf"
 }
 include /etc/dovecot/auth-mailtable-lua-2.4.conf.ext
 # shellcheck disable=SC2086
@@ -119,7 +122,7 @@ expect_ok "Dovecot 2.4 + OpenSMTPD 7.6, Lua mode, serve on its UNIX socket"
 has smtpd.protocol "OpenSMTPD 7\.6.*text protocol"
 has dovecot.version "Dovecot 2\.4\.1 supports the lua mode"
 has dovecot.lua-url "socket_path /run/mailtable/http.sock"
-has dovecot.token "$TOKEN"
+has dovecot.token "$TOKEN .*the auth worker (root)"
 has serve.http "unix:/run/mailtable/http.sock: userdb lookup of hugo@barrera.io: found"
 has database.read-as-serve "as mailtable-serve (uid [0-9]*, groups mailtable,"
 has end-to-end "hugo@barrera.io: smtpd's table and Dovecot agree"
@@ -131,9 +134,29 @@ chmod 0644 "$ROOT$TOKEN"
 expect_problem "token file readable by others" dovecot.token "chmod 0640 $TOKEN"
 chmod 0640 "$ROOT$TOKEN"
 
+# Dovecot 2.4.1 runs the Lua script in the auth worker, as root unless
+# configured otherwise: a token of any group is readable there. With the
+# worker as dovecot (a common hardening), the token's group matters, and
+# Dovecot itself fails the lookup when doctor says it will.
 chgrp root "$ROOT$TOKEN"
-expect_problem "token file unreadable by the auth process (Lua runs there in 2.4)" dovecot.token "chgrp dovecot $TOKEN"
+printf 'service auth-worker {\n  user = $SET:default_internal_user\n}\n' >"$DD/extra.conf"
+include /etc/dovecot/auth-mailtable-lua-2.4.conf.ext
+e2e_stop dovecot24
+# shellcheck disable=SC2086
+ct_dovecot_start dovecot24-worker "$DD/dovecot.conf" $SHARED
+expect_problem "token file unreadable by the auth worker (as dovecot)" dovecot.token "chgrp dovecot $TOKEN"
+if ct_doveadm dovecot24-worker user hugo@barrera.io >"$T/doveadm.out" 2>&1; then
+	doctor_fail "doveadm user worked with a token the auth worker cannot read: $(cat "$T/doveadm.out")"
+fi
+echo "ok   ... and Dovecot agrees: doveadm user fails ($(tail -n1 "$T/doveadm.out"))"
 in_root chgrp dovecot "$TOKEN"
+# A running container may keep the old attributes of a file changed in the
+# tree beneath its overlay: start Dovecot afresh, as an admin restarts it.
+e2e_stop dovecot24-worker
+# shellcheck disable=SC2086
+ct_dovecot_start dovecot24-fixed "$DD/dovecot.conf" $SHARED
+expect_ok "auth worker as dovecot, token 0640 root:dovecot"
+has dovecot.token "$TOKEN .*the auth worker (dovecot)"
 
 LUACONF=$ROOT/etc/dovecot/auth-mailtable-lua-2.4.conf.ext
 sed -i "s|socket_path = /run/mailtable/http.sock|socket_path = /run/mailtable/other.sock|" "$LUACONF"

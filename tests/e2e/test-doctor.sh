@@ -190,16 +190,16 @@ expect_problem "serve not running" serve.http "systemctl start dovecot-mailtable
 mkdir -p "$T/run-mt"
 chmod 0755 "$T/run-mt"
 write_mtconf "[serve]" "dict_socket = \"$T/run-mt/dict.sock\""
-localize "$CONF/dovecot-dict-auth.conf.ext" >"$T/etc/dovecot-dict-auth.conf.ext"
+localize "$CONF/dovecot-dict-auth-mailtable.conf.ext" >"$T/etc/dovecot-dict-auth-mailtable.conf.ext"
 start_serve serve-dict
 e2e_stop dovecot-lua
 start_dovecot dovecot-dict "$CONF/auth-mailtable-dict.conf.ext"
 expect_ok "dict mode with serve, correct installation"
 grep -q '^ok   dovecot.mode  *dict' "$REPORT" || doctor_fail "dict mode not recognised"
 
-sed -i "s|$T/run-mt/dict.sock|$T/run-mt/other.sock|" "$T/etc/dovecot-dict-auth.conf.ext"
+sed -i "s|$T/run-mt/dict.sock|$T/run-mt/other.sock|" "$T/etc/dovecot-dict-auth-mailtable.conf.ext"
 expect_problem "Dovecot's dict uri is not serve's socket" dovecot.dict-socket "dict_socket = \"$T/run-mt/other.sock\""
-localize "$CONF/dovecot-dict-auth.conf.ext" >"$T/etc/dovecot-dict-auth.conf.ext"
+localize "$CONF/dovecot-dict-auth-mailtable.conf.ext" >"$T/etc/dovecot-dict-auth-mailtable.conf.ext"
 
 e2e_stop serve-dict
 [ ! -e "$T/run-mt/dict.sock" ] || doctor_fail "serve left its dict socket behind"

@@ -13,9 +13,8 @@
 //! - `service auth` runs as `$default_internal_user`, `service auth-worker`
 //!   as root (an empty `user`, in 2.3.19 and 2.4.1 alike: `doveconf
 //!   service/auth-worker`); the checkpassword helper is forked by auth.
-//!   2.3 runs dict and Lua lookups in the auth worker (their `blocking`
-//!   default); 2.4 runs every passdb/userdb, Lua included, in the auth
-//!   process unless `use_worker = yes` ([`lua_processes`]).
+//!   Dict and Lua lookups run in the auth worker (2.3: their `blocking`
+//!   default; 2.4: Lua there too, as root, [`lua_processes`]).
 //! - 2.4's `doveconf -a` leaves out the built-in `service` blocks its
 //!   config does not mention; `doveconf service/NAME` prints them.
 //! - The shipped Lua script takes its url and secret_file from 2.4's
@@ -337,10 +336,11 @@ pub(crate) fn service_creds(root: &Section, s: Option<&Section>) -> Option<Creds
 ///
 /// Dovecot 2.3 runs a Lua passdb/userdb in the auth worker unless its args
 /// say `blocking=no` (`bool blocking = TRUE` in
-/// core@2.3.19.1:src/auth/passdb-lua.c and userdb-lua.c). 2.4 runs every
-/// passdb/userdb in the auth process itself unless `use_worker = yes`
-/// (`passdb_use_worker`/`userdb_use_worker`, default no; doveconf -a of
-/// 2.4.1), and initialises the script there in any case.
+/// core@2.3.19.1:src/auth/passdb-lua.c and userdb-lua.c). 2.4 has no
+/// such argument and runs both in the auth worker as well: seen on 2.4.1
+/// (Debian 13) from a script reading /proc/self, which showed
+/// `auth -w` as uid 0 for passdb and userdb lookups, although `doveconf
+/// -a` shows `passdb_use_worker = no`.
 pub(crate) fn lua_processes(root: &Section, version: (u32, u32, u32)) -> (bool, bool) {
     let (mut auth, mut worker) = (false, false);
     for kind in ["passdb", "userdb"] {
@@ -352,21 +352,12 @@ pub(crate) fn lua_processes(root: &Section, version: (u32, u32, u32)) -> (bool, 
             if driver != "lua" {
                 continue;
             }
-            if (version.0, version.1) >= (2, 4) {
-                let global = format!("{kind}_use_worker");
-                let uses = db
-                    .get("use_worker")
-                    .or_else(|| db.get(&global))
-                    .or_else(|| root.get(&global))
-                    == Some("yes");
-                auth = true;
-                worker |= uses;
-            } else if db
+            let blocking_no = db
                 .get("args")
                 .unwrap_or("")
                 .split_whitespace()
-                .any(|w| w == "blocking=no")
-            {
+                .any(|w| w == "blocking=no");
+            if (version.0, version.1) < (2, 4) && blocking_no {
                 auth = true;
             } else {
                 worker = true;
@@ -925,17 +916,16 @@ passdb lua {\n  lua_file = /etc/dovecot/mailtable-auth.lua\n  lua_settings {\n  
         assert_eq!(lua_processes(&r23, (2, 3, 19)), (false, true));
         let r = parse(&DUMP_23.replace("mailtable-auth.lua\n", "mailtable-auth.lua blocking=no\n"));
         assert_eq!(lua_processes(&r, (2, 3, 19)), (true, false));
-        // 2.4: the auth process, and the worker too with use_worker.
+        // 2.4: the worker.
         let r24 = parse(DUMP_24);
-        assert_eq!(lua_processes(&r24, (2, 4, 1)), (true, false));
-        let r = parse(&format!("{DUMP_24}passdb_use_worker = yes\n"));
-        assert_eq!(lua_processes(&r, (2, 4, 1)), (true, true));
-        let r = parse(&DUMP_24.replace("  lua_settings {", "  use_worker = yes\n  lua_settings {"));
-        assert_eq!(lua_processes(&r, (2, 4, 1)), (true, true));
-        // 2.4's dump shows no service auth: its user then comes from the
-        // `service/auth` filter; without a block the process is root's.
-        assert!(r24.find("service", "auth").is_none());
+        assert_eq!(lua_processes(&r24, (2, 4, 1)), (false, true));
+        // 2.4's dump shows no service auth-worker: its user then comes from
+        // the `service/auth-worker` filter; without a block it is root.
+        assert!(r24.find("service", "auth-worker").is_none());
         assert_eq!(service_creds(&r24, None).unwrap().uid, 0);
+        let filtered = parse("service auth-worker {\n  user = $SET:default_internal_user\n}\n");
+        let w = service_creds(&r24, filtered.find("service", "auth-worker")).unwrap();
+        assert_eq!(w.user, "dovecot");
     }
 
     #[test]
