@@ -23,7 +23,8 @@
 # 7.6.0p1 (text table protocol, working TLS) and Dovecot 2.4.1.
 #
 # Functions
-#   set-up      e2e_setup, e2e_service_dir NAME, e2e_free_port, e2e_rootfs
+#   set-up      e2e_setup, e2e_service_dir NAME, e2e_free_port, e2e_rootfs,
+#               e2e_overlay_root, in_root CMD...
 #   waiting     e2e_wait_port PORT [PID] [T], e2e_wait_path PATH [PID] [T],
 #               e2e_wait_log FILE REGEX [T], e2e_wait_maildir DIR COUNT [T]
 #   services    e2e_pid NAME, e2e_conf NAME, e2e_stop NAME, stop_all,
@@ -140,6 +141,31 @@ e2e_rootfs() {
 		export E2E_ROOTFS
 	fi
 	printf '%s\n' "$E2E_ROOTFS"
+}
+
+# e2e_overlay_root: for a test that installs mailtable into the Debian 13
+# tree: mount an overlay of it at $E2E_DIR/root (writes go to
+# $E2E_DIR/root.upper; the cached tree is never changed), set E2E_ROOTFS to
+# it, so that the ct_* functions run the installation, and make the exit
+# trap stop every service before unmounting it. Call it in the main shell,
+# in a private mount namespace (`unshare --mount --propagation private`), so
+# the overlay also goes if the test is killed.
+e2e_overlay_root() {
+	local _base
+	_base=$("$E2E_LIB_DIR/rootfs.sh") || { e2e_die "rootfs.sh failed"; return 1; }
+	E2E_ROOTFS=$E2E_DIR/root
+	mkdir -p "$E2E_ROOTFS" "$E2E_DIR/root.upper" "$E2E_DIR/root.work"
+	mount -t overlay overlay \
+		-o "lowerdir=$_base,upperdir=$E2E_DIR/root.upper,workdir=$E2E_DIR/root.work" \
+		"$E2E_ROOTFS" || return 1
+	export E2E_ROOTFS
+	trap '_e2e_or_rc=$?; stop_all; umount "$E2E_ROOTFS" 2>/dev/null || true; (exit "$_e2e_or_rc"); _e2e_on_exit' EXIT
+}
+
+# in_root CMD...: run CMD in the tree of e2e_overlay_root, writing to it
+# (e.g. to install a package or add a user), with $E2E_DIR bound.
+in_root() {
+	"$E2E_LIB_DIR/container.sh" "$E2E_ROOTFS" --rw --bind "$E2E_DIR" -- "$@"
 }
 
 # ---------------------------------------------------------------- waiting

@@ -7,14 +7,16 @@
 # (tests/e2e/lib.sh): the database made with the mailtable CLI, smtpd.conf
 # with the `mailtable:` table (smtpd itself is not started: doctor reads its
 # config, runs `smtpd -n` and the table program as smtpd's user), a private
-# Dovecot on 127.0.0.1 (checkpassword mode, then Lua mode with `serve`),
-# all stopped at the end. smtpd runs table programs from
+# Dovecot on 127.0.0.1 (checkpassword mode, then Lua mode with `serve` on
+# TCP, then dict mode with `serve`'s dict socket, then checkpassword again
+# on a throwaway PostgreSQL server, tests/e2e/postgres.sh), all stopped at
+# the end. smtpd runs table programs from
 # /usr/libexec/opensmtpd, so doctor runs in a mount namespace where an
 # overlay of that directory holds table-mailtable (the host's is untouched);
 # "table program missing" runs it without the overlay.
 #
 # Prints one `ok   ...` line per scenario; exits non-zero at the first
-# failure, printing doctor's report.
+# failure, printing doctor's report (assertions: tests/e2e/doctor.sh).
 set -eu
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -47,7 +49,7 @@ usermod -aG mailtable opensmtpd
 
 write_mtconf() { # [serve lines]
 	{
-		echo "database = \"sqlite://$DB\""
+		echo "database = \"${DBURL:-sqlite://$DB}\""
 		echo "uid = $E2E_MAIL_UID"
 		echo "gid = $E2E_MAIL_GID"
 		echo "home = \"$T/mail/%d/%n\""
@@ -71,6 +73,7 @@ localize() {
 		-e "s|/etc/mail/mailtable.toml|$MTCONF|g" \
 		-e "s|/etc/dovecot/|$T/etc/|g" \
 		-e "s|/etc/mailtable/dovecot-api.secret|$T/api.secret|g" \
+		-e "s|/run/mailtable/|$T/run-mt/|g" \
 		-e "s|127.0.0.1:8787|127.0.0.1:$HTTP_PORT|g" \
 		-e "s|http://127.0.0.1:787|http://127.0.0.1:$HTTP_PORT|g" "$1"
 }
@@ -84,8 +87,8 @@ start_dovecot() { # NAME AUTH_FILE
 }
 start_dovecot dovecot-cp "$CONF/auth-mailtable-checkpassword.conf.ext"
 
-REPORT=$T/doctor.out
-# doctor [--no-table] [ARGS]: exit status in $RC, report in $REPORT.
+# doctor [--no-table] [ARGS]: exit status in $RC, report in $REPORT
+# (tests/e2e/doctor.sh, which holds the assertions).
 doctor() {
 	ov=1
 	if [ "${1:-}" = --no-table ]; then ov=0; shift; fi
@@ -100,26 +103,11 @@ doctor() {
 		--dovecot-conf "$DC/dovecot.conf" --address hugo@barrera.io --timeout 10 "$@" \
 		>"$REPORT" 2>&1 || RC=$?
 }
-fail() { echo "FAIL: $*"; echo "----- doctor's report -----"; cat "$REPORT"; exit 1; }
-expect_ok() { # WHAT
-	doctor
-	[ "$RC" = 0 ] || fail "$1: doctor exited $RC, want 0"
-	! grep -q '^FAIL' "$REPORT" || fail "$1: a FAIL line"
-	echo "ok   $1: doctor exits 0 ($(tail -n1 "$REPORT"))"
-}
-expect_problem() { # WHAT CHECK FIX-SUBSTRING [doctor options]
-	what=$1; check=$2; fix=$3; shift 3
-	doctor "$@"
-	[ "$RC" = 1 ] || fail "$what: doctor exited $RC, want 1"
-	line=$(grep "^FAIL $check " "$REPORT" || true)
-	[ -n "$line" ] || fail "$what: no FAIL line for $check"
-	case $line in *"-- fix: "*"$fix"*) ;; *) fail "$what: $check does not say the fix '$fix'" ;; esac
-	echo "ok   $what: exit 1, $check -- fix: ${line#*-- fix: }"
-}
+. "$E2E_LIB_DIR/doctor.sh"
 
 expect_ok "checkpassword mode, correct installation"
 doctor --json
-{ [ "$RC" = 0 ] && grep -q '"ok": true' "$REPORT"; } || fail "--json: exit $RC"
+{ [ "$RC" = 0 ] && grep -q '"ok": true' "$REPORT"; } || doctor_fail "--json: exit $RC"
 echo "ok   --json: exit 0, \"ok\": true"
 
 # --- one breakage at a time ---------------------------------------------------------
@@ -153,7 +141,7 @@ cp "$T/db.bak" "$DB"
 sqlite3 "$DB" 'PRAGMA journal_mode=wal;' >/dev/null
 expect_problem "database switched to WAL by another tool" database.side-files "migrate"
 "$MT" -c "$MTCONF" migrate >/dev/null
-[ "$(sqlite3 "$DB" 'PRAGMA journal_mode;')" = delete ] || fail "migrate did not convert the WAL database"
+[ "$(sqlite3 "$DB" 'PRAGMA journal_mode;')" = delete ] || doctor_fail "migrate did not convert the WAL database"
 
 sed -i "s|mailtable:$MTCONF|mailtable:$T/nowhere.toml|" "$SD/smtpd.conf"
 expect_problem "table line names a missing config" smtpd.table "nowhere.toml"
@@ -166,15 +154,23 @@ write_mtconf "[serve]" "http_listen = \"127.0.0.1:$HTTP_PORT\"" "http_listen_unp
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$T/api.secret"
 chmod 0600 "$T/api.secret"
 localize "$LUA" >"$T/etc/mailtable-auth.lua"
-SV=$(e2e_service_dir serve)
-"$DM" -c "$MTCONF" serve 2>"$SV/serve.log" &
-# Registered with lib.sh, so its exit trap stops serve too.
-_e2e_register "serve $! host-serve $MTCONF $SV/serve.log"
-e2e_wait_port "$HTTP_PORT" "$(e2e_pid serve)"
+# start_serve NAME: serve on $MTCONF, registered with lib.sh (so its exit
+# trap stops it too); waits for its TCP port or dict socket.
+start_serve() {
+	sv=$(e2e_service_dir "$1")
+	"$DM" -c "$MTCONF" serve 2>"$sv/serve.log" &
+	_e2e_register "$1 $! host-serve $MTCONF $sv/serve.log"
+	if grep -q '^dict_socket' "$MTCONF"; then
+		e2e_wait_path "$T/run-mt/dict.sock" "$!"
+	else
+		e2e_wait_port "$HTTP_PORT" "$!"
+	fi
+}
+start_serve serve
 e2e_stop dovecot-cp2
 start_dovecot dovecot-lua "$CONF/auth-mailtable-lua.conf.ext"
 expect_ok "Lua mode with serve, correct installation"
-! grep -q "$(cat "$T/api.secret")" "$REPORT" || fail "the token is in the report"
+! grep -q "$(cat "$T/api.secret")" "$REPORT" || doctor_fail "the token is in the report"
 
 chmod 0644 "$T/api.secret"
 expect_problem "token file world-readable" dovecot.token "chmod 0640 $T/api.secret"
@@ -186,5 +182,56 @@ localize "$LUA" >"$T/etc/mailtable-auth.lua"
 
 e2e_stop serve
 expect_problem "serve not running" serve.http "systemctl start dovecot-mailtable"
+
+# --- dict mode with serve -----------------------------------------------------------
+
+# serve's dict socket in a directory only root can write (serve refuses
+# any other); Dovecot 2.3's auth worker runs as root and connects to it.
+mkdir -p "$T/run-mt"
+chmod 0755 "$T/run-mt"
+write_mtconf "[serve]" "dict_socket = \"$T/run-mt/dict.sock\""
+localize "$CONF/dovecot-dict-auth-mailtable.conf.ext" >"$T/etc/dovecot-dict-auth-mailtable.conf.ext"
+start_serve serve-dict
+e2e_stop dovecot-lua
+start_dovecot dovecot-dict "$CONF/auth-mailtable-dict.conf.ext"
+expect_ok "dict mode with serve, correct installation"
+grep -q '^ok   dovecot.mode  *dict' "$REPORT" || doctor_fail "dict mode not recognised"
+
+sed -i "s|$T/run-mt/dict.sock|$T/run-mt/other.sock|" "$T/etc/dovecot-dict-auth-mailtable.conf.ext"
+expect_problem "Dovecot's dict uri is not serve's socket" dovecot.dict-socket "dict_socket = \"$T/run-mt/other.sock\""
+localize "$CONF/dovecot-dict-auth-mailtable.conf.ext" >"$T/etc/dovecot-dict-auth-mailtable.conf.ext"
+
+e2e_stop serve-dict
+[ ! -e "$T/run-mt/dict.sock" ] || doctor_fail "serve left its dict socket behind"
+expect_problem "serve stopped, dict socket gone" serve.dict "systemctl start dovecot-mailtable"
+e2e_stop dovecot-dict
+
+# --- PostgreSQL -----------------------------------------------------------------------
+
+# A throwaway server on loopback (tests/e2e/postgres.sh), stopped by the
+# exit trap with everything else. Checkpassword mode: smtpd's table and
+# Dovecot's helper both connect as their own users.
+. "$E2E_LIB_DIR/postgres.sh"
+pg_setup
+trap '_pg_rc=$?; pg_stop_all; (exit "$_pg_rc"); _e2e_on_exit' EXIT
+pg_start main
+pg_psql main -c 'CREATE DATABASE mail'
+DBURL=$(pg_url main mail)
+write_mtconf
+"$MT" -c "$MTCONF" init >/dev/null
+printf 'pw-hugo\n' | "$MT" -c "$MTCONF" user add hugo@barrera.io --password-stdin
+start_dovecot dovecot-pg "$CONF/auth-mailtable-checkpassword.conf.ext"
+expect_ok "PostgreSQL, correct installation"
+grep -q "^ok   end-to-end .*agree" "$REPORT" || doctor_fail "PostgreSQL: no end-to-end agreement"
+
+pg_stop main
+expect_problem "PostgreSQL server stopped" database.answers "start PostgreSQL"
+line=$(grep '^FAIL database.read-as-smtpd ' "$REPORT" || true)
+case $line in *"init --group"*) doctor_fail "PostgreSQL: a file-permission fix for a server that is down" ;; esac
+pg_start main
+expect_ok "PostgreSQL server started again"
+
+pg_psql main -d mail -c 'DELETE FROM mailtable_schema WHERE version > 1'
+expect_problem "PostgreSQL schema too old" database.schema "migrate"
 
 echo "test-doctor: all passed"

@@ -48,16 +48,8 @@ if command -v lintian >/dev/null 2>&1; then
 fi
 
 # The Debian 13 tree, with an overlay on top that holds the installation.
-base=$("$E2E_LIB_DIR/rootfs.sh")
-ROOT="$E2E_DIR/root"
-mkdir -p "$ROOT" "$E2E_DIR/root.upper" "$E2E_DIR/root.work"
-mount -t overlay overlay -o "lowerdir=$base,upperdir=$E2E_DIR/root.upper,workdir=$E2E_DIR/root.work" "$ROOT"
-# Stop the daemons before the overlay goes, then lib.sh's exit handler.
-trap '_pkg_rc=$?; stop_all; umount "$ROOT" 2>/dev/null || true; (exit "$_pkg_rc"); _e2e_on_exit' EXIT
-E2E_ROOTFS=$ROOT
-export E2E_ROOTFS
-# in_root CMD...: run CMD in the installed tree, writing to it.
-in_root() { "$E2E_LIB_DIR/container.sh" "$ROOT" --rw --bind "$E2E_DIR" -- "$@"; }
+e2e_overlay_root
+ROOT=$E2E_ROOTFS
 
 echo "== Debian 13: apt-get install ./$(basename "$deb")"
 cp "$deb" "$E2E_DIR/"

@@ -303,10 +303,11 @@ pub(crate) fn probe_daemons(
     let mut readers = Vec::new();
     readers.extend(smtpd.reader(db.group));
     readers.extend(dovecot.reader(db.group));
+    readers.extend(serve_reader(db));
     if readers.is_empty() {
         checks.push(Check::na(
             "database.daemons",
-            "no daemon configured to read the database itself (smtpd table, Dovecot checkpassword)",
+            "no daemon configured to read the database itself (smtpd table, Dovecot checkpassword, serve)",
         ));
         return;
     }
@@ -314,6 +315,39 @@ pub(crate) fn probe_daemons(
     for r in readers {
         checks.push(probe(&r, db, name, timeout));
     }
+}
+
+/// `serve` as a database reader, when it runs as another user than root.
+/// Who it runs as shows on its UNIX socket: the socket belongs to the
+/// running user unless `socket_owner` says otherwise, and then the socket
+/// directory does (systemd's `RuntimeDirectory=` is the unit's `User=`,
+/// dovecot-checkpassword/conf/dovecot-mailtable.service). The unit starts
+/// it with `User=` and its groups, as initgroups gives them. A serve on TCP
+/// or not running is not probed here (serve.* says whether it answers).
+fn serve_reader(db: &Db) -> Option<Reader> {
+    let serve = &db.config.as_ref()?.serve;
+    let socket = [serve.http_listen.trim(), serve.dict_socket.trim()]
+        .into_iter()
+        .map(|l| l.strip_prefix("unix:").unwrap_or(l))
+        .find(|l| l.starts_with('/'))
+        .map(PathBuf::from)?;
+    let meta = if serve.socket_owner.trim().is_empty() {
+        std::fs::metadata(&socket).ok()?
+    } else {
+        std::fs::metadata(socket.parent()?).ok()?
+    };
+    if meta.uid() == 0 {
+        return None;
+    }
+    let user = unix::user_name(meta.uid())?;
+    let creds = unix::login_creds(&user)?;
+    let g = db.group.map_or("mailtable".into(), unix::group_name);
+    Some(Reader {
+        name: "serve",
+        group_fix: format!("usermod -aG {g} {user}  (then systemctl restart dovecot-mailtable)"),
+        creds,
+        config: db.config_path.clone(),
+    })
 }
 
 fn probe(r: &Reader, db: &Db, name: &str, timeout: Duration) -> Check {
@@ -368,7 +402,13 @@ fn probe(r: &Reader, db: &Db, name: &str, timeout: Duration) -> Check {
         ),
         Err(e) => {
             let lacks = db.group.is_some_and(|g| !r.creds.has_group(g));
-            let fix = if lacks {
+            let fix = if matches!(db.url, Some(DatabaseUrl::Postgres(_))) {
+                // No file to give to a group: the server decides who may
+                // connect (a server that is down is database.answers).
+                "let this user's connection in: the role and password in `database`, \
+                 and a pg_hba.conf line for its address or socket (see database.answers)"
+                    .to_string()
+            } else if lacks {
                 r.group_fix.clone()
             } else {
                 let g = db.group.map_or("mailtable".into(), unix::group_name);
@@ -425,6 +465,36 @@ mod tests {
         );
         let c = check_schema(SchemaState::Version(migrate::LATEST + 1), &u, None);
         assert!(c.message.contains("newer"));
+    }
+
+    #[test]
+    fn serve_is_probed_only_on_a_socket_of_another_user() {
+        let d = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        let db = |config: &Config| Db {
+            config: Some(config.clone()),
+            config_path: None,
+            url: None,
+            group: None,
+        };
+        // TCP: nothing on disk tells who serve runs as.
+        config.serve.http_listen = "127.0.0.1:8787".into();
+        assert!(serve_reader(&db(&config)).is_none());
+        // Not running: no socket.
+        config.serve.http_listen = format!("unix:{}", d.path().join("http.sock").display());
+        assert!(serve_reader(&db(&config)).is_none());
+        // A socket of root's (or of the one running the test, if that is
+        // root): root reads anything, no probe; else the owner is probed.
+        let sock = d.path().join("http.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let r = serve_reader(&db(&config));
+        if unix::is_root() {
+            assert!(r.is_none());
+        } else {
+            let r = r.expect("a reader");
+            assert_eq!(r.creds.uid, std::fs::metadata(&sock).unwrap().uid());
+            assert!(r.group_fix.contains("dovecot-mailtable"), "{}", r.group_fix);
+        }
     }
 
     #[test]

@@ -10,15 +10,18 @@
 //!   `service` block and no other supplementary groups (doc.dovecot.org,
 //!   "Service configuration"; core@2.3.19.1:src/lib/restrict-access.c), so
 //!   `usermod -aG` does not help the auth process: `extra_groups` does.
-//! - `service auth` runs as `$default_internal_user`; `service auth-worker`
-//!   as root in 2.3 and as `$default_internal_user` in 2.4; the
-//!   checkpassword helper is forked by auth, Lua and dict lookups run in
-//!   the auth worker (their `blocking` default).
+//! - `service auth` runs as `$default_internal_user`, `service auth-worker`
+//!   as root (an empty `user`, in 2.3.19 and 2.4.1 alike: `doveconf
+//!   service/auth-worker`); the checkpassword helper is forked by auth.
+//!   Dict and Lua lookups run in the auth worker (2.3: their `blocking`
+//!   default; 2.4: Lua there too, as root, [`lua_processes`]).
+//! - 2.4's `doveconf -a` leaves out the built-in `service` blocks its
+//!   config does not mention; `doveconf service/NAME` prints them.
 //! - The shipped Lua script takes its url and secret_file from 2.4's
 //!   `lua_settings`, else from the `config` table at its top (2.3 passes no
 //!   settings; lua/mailtable-auth.lua).
 //!
-//! The facts come from `doveconf`'s full dump (every setting with its
+//! The facts come from `doveconf -a`'s full dump (every setting with its
 //! value, defaults included), parsed by [`parse`].
 
 use super::database::Reader;
@@ -101,12 +104,54 @@ pub(crate) fn parse(text: &str) -> Section {
     stack.pop().unwrap_or_default()
 }
 
-/// `# 2.3.19.1 (9b53102964): /etc/dovecot/dovecot.conf` -> (2, 3, 19).
+/// `# 2.3.19.1 (9b53102964): /etc/dovecot/dovecot.conf` -> (2, 3, 19);
+/// Debian 13's `# 2.4.1-4 (7d8c0e5759): ...` -> (2, 4, 1) (the package
+/// revision after `-` is not part of the version).
 pub(crate) fn version(text: &str) -> Option<(u32, u32, u32)> {
     let first = text.lines().next()?.strip_prefix("# ")?;
     let v = first.split_whitespace().next()?;
-    let mut n = v.split('.').map(|p| p.parse::<u32>().ok());
+    let mut n = v.split('.').map(|p| {
+        let digits = p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len());
+        p[..digits].parse::<u32>().ok()
+    });
     Some((n.next()??, n.next()??, n.next().flatten().unwrap_or(0)))
+}
+
+/// doveconf refused the config: when this is Dovecot 2.4 and the file it
+/// names holds a checkpassword or dict passdb/userdb (2.3's snippets, which
+/// 2.4 no longer parses: "passdb { } is missing section name"), the
+/// message and fix say that, not just "correct the config". `read` gives a
+/// file's text (a parameter so tests need no files).
+pub(crate) fn diagnose_config_error(
+    version: Option<(u32, u32, u32)>,
+    complaint: &str,
+    read: impl Fn(&Path) -> Option<String>,
+) -> Option<(String, String)> {
+    let (a, b, c) = version?;
+    if (a, b) < (2, 4) {
+        return None;
+    }
+    // doveconf: "Error in configuration file PATH line N: ..."
+    // (core@2.4.1:src/config/config-parser.c).
+    let rest = complaint.split("configuration file ").nth(1)?;
+    let file = PathBuf::from(rest.split(" line ").next()?.trim());
+    let text = read(&file)?;
+    let driver = text.lines().find_map(|l| {
+        let (k, v) = l.split('#').next()?.split_once('=')?;
+        let v = v.trim();
+        (k.trim() == "driver" && (v == "checkpassword" || v == "dict")).then(|| v.to_string())
+    })?;
+    Some((
+        format!(
+            "Dovecot {a}.{b}.{c} cannot load {}: a {driver} passdb/userdb, which 2.4 removed ({complaint})",
+            file.display()
+        ),
+        format!(
+            "!include /etc/dovecot/auth-mailtable-lua-2.4.conf.ext  (in place of !include {}; \
+             copy mailtable-auth.lua to /etc/dovecot/ and systemctl enable --now dovecot-mailtable)",
+            file.display()
+        ),
+    ))
 }
 
 /// How Dovecot reaches mailtable.
@@ -247,13 +292,14 @@ pub(crate) fn mode(root: &Section) -> Option<Mode> {
     None
 }
 
-/// The credentials of a `service NAME` block's processes.
-pub(crate) fn service_creds(root: &Section, service: &str) -> Option<Creds> {
+/// The credentials of the processes of a `service NAME` block `s` (None:
+/// the block shows no user, so they run as root), with
+/// `default_internal_user` from `root`.
+pub(crate) fn service_creds(root: &Section, s: Option<&Section>) -> Option<Creds> {
     let internal = root
         .get("default_internal_user")
         .filter(|u| !u.is_empty())
         .unwrap_or("dovecot");
-    let s = root.find("service", service);
     let expand = |v: &str| -> String {
         match v {
             "$default_internal_user" | "$SET:default_internal_user" => internal.into(),
@@ -283,6 +329,42 @@ pub(crate) fn service_creds(root: &Section, service: &str) -> Option<Creds> {
         gid,
         groups,
     })
+}
+
+/// Which processes run the Lua script (and so read its token file):
+/// (auth process, auth worker).
+///
+/// Dovecot 2.3 runs a Lua passdb/userdb in the auth worker unless its args
+/// say `blocking=no` (`bool blocking = TRUE` in
+/// core@2.3.19.1:src/auth/passdb-lua.c and userdb-lua.c). 2.4 has no
+/// such argument and runs both in the auth worker as well: seen on 2.4.1
+/// (Debian 13) from a script reading /proc/self, which showed
+/// `auth -w` as uid 0 for passdb and userdb lookups, although `doveconf
+/// -a` shows `passdb_use_worker = no`.
+pub(crate) fn lua_processes(root: &Section, version: (u32, u32, u32)) -> (bool, bool) {
+    let (mut auth, mut worker) = (false, false);
+    for kind in ["passdb", "userdb"] {
+        for db in root.all(kind) {
+            let driver = db
+                .get("driver")
+                .filter(|d| !d.is_empty())
+                .unwrap_or(&db.label);
+            if driver != "lua" {
+                continue;
+            }
+            let blocking_no = db
+                .get("args")
+                .unwrap_or("")
+                .split_whitespace()
+                .any(|w| w == "blocking=no");
+            if (version.0, version.1) < (2, 4) && blocking_no {
+                auth = true;
+            } else {
+                worker = true;
+            }
+        }
+    }
+    (auth, worker)
 }
 
 /// What the Dovecot checks found.
@@ -360,8 +442,9 @@ pub(crate) fn check_version(version: (u32, u32, u32), mode: &Mode) -> Check {
     }
 }
 
-/// The token file: readable by the auth worker, by nobody else.
-pub(crate) fn check_token(file: &Path, worker: &Creds) -> Check {
+/// The token file: readable by each process that runs the Lua script
+/// (`readers`: what it is, who it runs as), by nobody else.
+pub(crate) fn check_token(file: &Path, readers: &[(&str, &Creds)]) -> Check {
     let shown = file.display();
     let meta = match std::fs::metadata(file) {
         Ok(m) => m,
@@ -381,24 +464,34 @@ pub(crate) fn check_token(file: &Path, worker: &Creds) -> Check {
             format!("chmod 0640 {shown}"),
         );
     }
-    match unix::path_access(file, worker, Want::Read) {
-        Ok(true) => Check::ok(
+    let cannot = readers
+        .iter()
+        .find(|(_, c)| !matches!(unix::path_access(file, c, Want::Read), Ok(true)));
+    if let Some((what, c)) = cannot {
+        return Check::problem(
             "dovecot.token",
             format!(
-                "{shown} ({mode:04o}, group {}) is readable by the auth worker ({}) and no one else",
-                unix::group_name(meta.gid()),
-                worker.user
+                "the {what} ({}), which runs the Lua script, cannot read {shown}",
+                c.user
             ),
-        ),
-        _ => Check::problem(
-            "dovecot.token",
-            format!("the auth worker ({}) cannot read {shown}", worker.user),
             format!(
                 "chgrp {} {shown} && chmod 0640 {shown}",
-                unix::group_name(worker.gid)
+                unix::group_name(c.gid)
             ),
-        ),
+        );
     }
+    let who: Vec<String> = readers
+        .iter()
+        .map(|(what, c)| format!("the {what} ({})", c.user))
+        .collect();
+    Check::ok(
+        "dovecot.token",
+        format!(
+            "{shown} ({mode:04o}, group {}) is readable by {} and no one else",
+            unix::group_name(meta.gid()),
+            who.join(" and ")
+        ),
+    )
 }
 
 /// Lua settings against serve's `[serve]` section.
@@ -532,6 +625,31 @@ static ROOT: Creds = Creds {
     groups: Vec::new(),
 };
 
+/// The `service NAME` block: from the full dump when it is there (2.3),
+/// else from `doveconf service/NAME` (2.4's dump leaves out the built-in
+/// services its config does not mention; the filter prints them with
+/// their defaults, in 2.3 as well).
+fn service(
+    root: &Section,
+    name: &str,
+    conf_args: &[OsString],
+    timeout: Duration,
+) -> Option<Section> {
+    if let Some(s) = root.find("service", name) {
+        return Some(s.clone());
+    }
+    let mut a = conf_args.to_vec();
+    a.push(format!("service/{name}").into());
+    match exec::run("doveconf", &a, timeout) {
+        Ran::Exited {
+            code: Some(0),
+            stdout,
+            ..
+        } => parse(&stdout).find("service", name).cloned(),
+        _ => None,
+    }
+}
+
 pub(crate) fn run(
     args: &DoctorArgs,
     config: Option<&Config>,
@@ -546,7 +664,11 @@ pub(crate) fn run(
         Some(c) => format!("doveconf -c {}", c.display()),
         None => "doveconf".into(),
     };
-    let dump = match exec::run("doveconf", &found.conf_args, timeout) {
+    // -a: every setting, defaults included (2.3 prints that without it,
+    // 2.4 only what differs from the defaults).
+    let mut dump_args = vec![OsString::from("-a")];
+    dump_args.extend(found.conf_args.iter().cloned());
+    let dump = match exec::run("doveconf", &dump_args, timeout) {
         Ran::Missing => {
             checks.push(Check::na("dovecot.config", "Dovecot is not installed"));
             return found;
@@ -557,11 +679,23 @@ pub(crate) fn run(
             ..
         } => stdout,
         r => {
-            checks.push(Check::problem(
-                "dovecot.config",
-                format!("{shown}: {}", r.complaint()),
-                format!("correct the config until `{shown} -n` runs clean"),
-            ));
+            let complaint = r.complaint();
+            let diagnosis = match &r {
+                Ran::Exited { stdout, .. } => {
+                    diagnose_config_error(version(stdout), &complaint, |p| {
+                        std::fs::read_to_string(p).ok()
+                    })
+                }
+                _ => None,
+            };
+            checks.push(match diagnosis {
+                Some((message, fix)) => Check::problem("dovecot.config", message, fix),
+                None => Check::problem(
+                    "dovecot.config",
+                    format!("{shown}: {complaint}"),
+                    format!("correct the config until `{shown} -n` runs clean"),
+                ),
+            });
             return found;
         }
     };
@@ -572,8 +706,14 @@ pub(crate) fn run(
         "dovecot.config",
         format!("{shown} parses (Dovecot {}.{}.{})", v.0, v.1, v.2),
     ));
-    found.auth = service_creds(&root, "auth");
-    found.worker = service_creds(&root, "auth-worker");
+    found.auth = service_creds(
+        &root,
+        service(&root, "auth", &found.conf_args, timeout).as_ref(),
+    );
+    found.worker = service_creds(
+        &root,
+        service(&root, "auth-worker", &found.conf_args, timeout).as_ref(),
+    );
     found.mode = mode(&root);
     let Some(mode) = found.mode.clone() else {
         checks.push(Check::na(
@@ -629,8 +769,16 @@ pub(crate) fn run(
             if let Some(c) = config {
                 checks.extend(check_lua_settings(&mode, c, v));
             }
-            if let (Some(f), Some(w)) = (secret_file, &found.worker) {
-                checks.push(check_token(Path::new(f), w));
+            let (in_auth, in_worker) = lua_processes(&root, v);
+            let mut readers = Vec::new();
+            if let Some(a) = found.auth.as_ref().filter(|_| in_auth) {
+                readers.push(("auth process", a));
+            }
+            if let Some(w) = found.worker.as_ref().filter(|_| in_worker) {
+                readers.push(("auth worker", w));
+            }
+            if let Some(f) = secret_file.as_ref().filter(|_| !readers.is_empty()) {
+                checks.push(check_token(Path::new(f), &readers));
             }
         }
     }
@@ -659,6 +807,7 @@ passdb lua {\n  lua_file = /etc/dovecot/mailtable-auth.lua\n  lua_settings {\n  
         let root = parse(DUMP_23);
         assert_eq!(version(DUMP_23), Some((2, 3, 19)));
         assert_eq!(version(DUMP_24), Some((2, 4, 1)));
+        assert_eq!(version("# 2.4.1-4 (7d8c0e5759): /x\n"), Some((2, 4, 1)));
         let auth = root.find("service", "auth").unwrap();
         assert_eq!(auth.get("user"), Some("$default_internal_user"));
         assert_eq!(auth.children[0].kind, "unix_listener");
@@ -760,6 +909,59 @@ passdb lua {\n  lua_file = /etc/dovecot/mailtable-auth.lua\n  lua_settings {\n  
         assert_eq!(check_version((2, 4, 1), &lua).status, Status::Ok);
     }
 
+    #[test]
+    fn who_runs_the_lua_script() {
+        // 2.3: the worker (blocking=yes is the default) unless blocking=no.
+        let r23 = parse(DUMP_23);
+        assert_eq!(lua_processes(&r23, (2, 3, 19)), (false, true));
+        let r = parse(&DUMP_23.replace("mailtable-auth.lua\n", "mailtable-auth.lua blocking=no\n"));
+        assert_eq!(lua_processes(&r, (2, 3, 19)), (true, false));
+        // 2.4: the worker.
+        let r24 = parse(DUMP_24);
+        assert_eq!(lua_processes(&r24, (2, 4, 1)), (false, true));
+        // 2.4's dump shows no service auth-worker: its user then comes from
+        // the `service/auth-worker` filter; without a block it is root.
+        assert!(r24.find("service", "auth-worker").is_none());
+        assert_eq!(service_creds(&r24, None).unwrap().uid, 0);
+        let filtered = parse("service auth-worker {\n  user = $SET:default_internal_user\n}\n");
+        let w = service_creds(&r24, filtered.find("service", "auth-worker")).unwrap();
+        assert_eq!(w.user, "dovecot");
+    }
+
+    #[test]
+    fn a_23_snippet_on_24() {
+        let complaint = "exit 89: doveconf: Fatal: Error in configuration file \
+                         /etc/dovecot/auth-mailtable-checkpassword.conf.ext line 6: \
+                         passdb { } is missing section name";
+        let snippet = "# c\npassdb {\n  driver = checkpassword\n  args = /usr/bin/dovecot-mailtable checkpassword\n}\n";
+        let (m, fix) =
+            diagnose_config_error(Some((2, 4, 1)), complaint, |_| Some(snippet.into())).unwrap();
+        assert!(
+            m.contains("checkpassword passdb/userdb, which 2.4 removed"),
+            "{m}"
+        );
+        assert!(m.contains("Dovecot 2.4.1"), "{m}");
+        assert!(fix.starts_with("!include /etc/dovecot/auth-mailtable-lua-2.4.conf.ext"));
+        assert!(
+            fix.contains("auth-mailtable-checkpassword.conf.ext"),
+            "{fix}"
+        );
+        // The same file on 2.3 is not this problem; nor is another file on 2.4.
+        assert!(
+            diagnose_config_error(Some((2, 3, 19)), complaint, |_| Some(snippet.into())).is_none()
+        );
+        assert!(diagnose_config_error(Some((2, 4, 1)), complaint, |_| Some(
+            "passdb {\n driver = passwd-file\n}\n".into()
+        ))
+        .is_none());
+        assert!(
+            diagnose_config_error(Some((2, 4, 1)), "exit 89: something else", |_| Some(
+                snippet.into()
+            ))
+            .is_none()
+        );
+    }
+
     fn creds(uid: u32, gid: u32, groups: &[u32]) -> Creds {
         Creds {
             user: "dovecot".into(),
@@ -785,16 +987,27 @@ passdb lua {\n  lua_file = /etc/dovecot/mailtable-auth.lua\n  lua_settings {\n  
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("api.secret");
-        assert_eq!(check_token(&f, &creds(0, 0, &[])).status, Status::Problem);
+        let root = creds(0, 0, &[]);
+        assert_eq!(
+            check_token(&f, &[("auth worker", &root)]).status,
+            Status::Problem
+        );
         std::fs::write(&f, "t").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let c = check_token(&f, &creds(0, 0, &[]));
+        let c = check_token(&f, &[("auth worker", &root)]);
         assert_eq!(c.fix, Some(format!("chmod 0640 {}", f.display())));
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         let owner = std::fs::metadata(&f).unwrap().uid();
-        assert_eq!(check_token(&f, &creds(owner, 1, &[])).status, Status::Ok);
-        let c = check_token(&f, &creds(owner + 1, 65534, &[]));
+        let ours = creds(owner, 1, &[]);
+        assert_eq!(
+            check_token(&f, &[("auth process", &ours)]).status,
+            Status::Ok
+        );
+        // Every reader must manage: root reads anything, the other does not.
+        let other = creds(owner + 1, 65534, &[]);
+        let c = check_token(&f, &[("auth worker", &root), ("auth process", &other)]);
         assert_eq!(c.status, Status::Problem, "{c:?}");
+        assert!(c.message.contains("auth process"), "{c:?}");
         assert!(c.fix.unwrap().starts_with("chgrp "));
     }
 

@@ -109,6 +109,11 @@ pub(crate) fn user_ids(user: &str) -> Option<(u32, u32)> {
     Some((u.uid.as_raw(), u.gid.as_raw()))
 }
 
+/// The name of a uid.
+pub(crate) fn user_name(uid: u32) -> Option<String> {
+    User::from_uid(Uid::from_raw(uid)).ok()?.map(|u| u.name)
+}
+
 /// The gid of a group name.
 pub(crate) fn group_id(name: &str) -> Option<u32> {
     Group::from_name(name).ok()?.map(|g| g.gid.as_raw())
