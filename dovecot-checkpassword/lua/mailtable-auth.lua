@@ -20,8 +20,10 @@
 --                  needs Dovecot's dns-client socket from inside auth.
 --   secret_file    file holding the bearer token (surrounding white space
 --                  ignored). Read at the first lookup, by the process
---                  doing it (auth-worker: root on 2.3, dovecot on 2.4 by
---                  default), so it must be readable there.
+--                  doing it (the auth worker: root by default on 2.3 and
+--                  on 2.4.1 as Debian ships it; `dovecot` where
+--                  `service auth-worker` says so), so it must be readable
+--                  there: 0640 root:dovecot works for both.
 --   secret         the token itself, instead of secret_file.
 --   timeout_msecs  connect and request timeout (default 5000).
 --   socket_path    reach the API on a UNIX socket (serve's
