@@ -744,10 +744,7 @@ pub(crate) fn run(
                 Check::problem(
                     "dovecot.helper",
                     format!("{} is missing or not executable", helper.display()),
-                    format!(
-                        "install -m 755 target/release/dovecot-mailtable {}",
-                        helper.display()
-                    ),
+                    super::program_fix("dovecot-mailtable", helper),
                 )
             });
             if let (Some(auth), Some(Ok(m))) = (

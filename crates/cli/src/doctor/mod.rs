@@ -88,6 +88,25 @@ impl Check {
     }
 }
 
+/// dpkg's file list of the installed package: present when mailtable
+/// came from the .deb.
+const PACKAGE_FILES: &str = "/var/lib/dpkg/info/mailtable.list";
+
+/// The fix for one of mailtable's programs missing at `dest`: reinstall
+/// the package when it is installed (its files are dpkg's to restore),
+/// else copy the program from a source build.
+pub(crate) fn program_fix(program: &str, dest: &Path) -> String {
+    program_fix_for(Path::new(PACKAGE_FILES).exists(), program, dest)
+}
+
+fn program_fix_for(packaged: bool, program: &str, dest: &Path) -> String {
+    if packaged {
+        "apt install --reinstall mailtable".into()
+    } else {
+        format!("install -m 755 target/release/{program} {}", dest.display())
+    }
+}
+
 /// Run every check and print the report; exit 0 when all hold.
 pub fn run(
     config: Option<&Path>,
@@ -115,4 +134,22 @@ pub fn run(
     } else {
         Exit::Problems
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_program_is_reinstalled_from_where_it_came() {
+        let dest = Path::new("/usr/libexec/opensmtpd/table-mailtable");
+        assert_eq!(
+            program_fix_for(true, "table-mailtable", dest),
+            "apt install --reinstall mailtable"
+        );
+        assert_eq!(
+            program_fix_for(false, "table-mailtable", dest),
+            "install -m 755 target/release/table-mailtable /usr/libexec/opensmtpd/table-mailtable"
+        );
+    }
 }

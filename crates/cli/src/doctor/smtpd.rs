@@ -104,7 +104,7 @@ pub(crate) fn protocol(major: u32, minor: u32) -> &'static str {
 /// The table program exists and smtpd (root) can run it.
 pub(crate) fn check_binary(path: &Path) -> Check {
     let shown = path.display();
-    let fix = format!("install -m 755 target/release/table-mailtable {shown}");
+    let fix = super::program_fix("table-mailtable", path);
     match std::fs::metadata(path) {
         Err(_) => Check::problem(
             "smtpd.table-program",
