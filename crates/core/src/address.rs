@@ -434,6 +434,54 @@ mod tests {
         assert!(Domain::parse(&format!("{long_label}.org")).is_err());
     }
 
+    /// A domain name of `n` bytes: labels of 50 bytes and a last one of 1
+    /// to 51.
+    fn domain_of_len(n: usize) -> String {
+        let mut d = String::new();
+        while n - d.len() > 51 {
+            d.push_str(&"b".repeat(50));
+            d.push('.');
+        }
+        d.push_str(&"c".repeat(n - d.len()));
+        assert_eq!(d.len(), n);
+        d
+    }
+
+    /// Every limit is inclusive: the longest legal label, domain and
+    /// address are accepted (a real address may be exactly that long), one
+    /// byte more is refused, and with the error that names the limit.
+    #[test]
+    fn length_limits_are_inclusive() {
+        let label = "b".repeat(MAX_LABEL_LEN);
+        assert!(Domain::parse(&format!("{label}.org")).is_ok());
+        assert!(matches!(
+            Domain::parse(&format!("{label}b.org")),
+            Err(AddressError::Domain { why, .. }) if why.contains("label")
+        ));
+
+        let d = domain_of_len(MAX_DOMAIN_LEN);
+        assert_eq!(Domain::parse(&d).unwrap().as_str(), d);
+        assert_eq!(Domain::parse(&format!("{d}.")).unwrap().as_str(), d);
+        assert!(matches!(
+            Domain::parse(&domain_of_len(MAX_DOMAIN_LEN + 1)),
+            Err(AddressError::Domain { why, .. }) if why.contains("253")
+        ));
+
+        let local = "a".repeat(MAX_LOCAL_LEN);
+        let fits = MAX_ADDRESS_LEN - MAX_LOCAL_LEN - 1;
+        let a = format!("{local}@{}", domain_of_len(fits));
+        assert_eq!(a.len(), MAX_ADDRESS_LEN);
+        assert_eq!(Address::parse(&a).unwrap().to_string(), a);
+        assert!(matches!(
+            Address::parse(&format!("{local}@{}", domain_of_len(fits + 1))),
+            Err(AddressError::TooLong {
+                what: "the address",
+                max: MAX_ADDRESS_LEN,
+                ..
+            })
+        ));
+    }
+
     #[test]
     fn tags() {
         let a = Address::parse("hugo+news@barrera.io").unwrap();
