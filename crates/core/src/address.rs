@@ -520,4 +520,34 @@ mod tests {
         assert_eq!(u.local.capture("johnxdoe"), None);
         assert_eq!(u.local.capture("john_doe"), Some(""));
     }
+
+    /// `%` matches the empty run too, also between a long prefix and a
+    /// long suffix: the local part need only be as long as the literal
+    /// text, and one byte less is no match.
+    #[test]
+    fn wildcard_matches_the_empty_run_between_prefix_and_suffix() {
+        let p = LocalPattern::parse("ab%cde", "ab%cde@x.org").unwrap();
+        assert_eq!(p.capture("abcde"), Some(""));
+        assert_eq!(p.capture("abXcde"), Some("X"));
+        assert_eq!(p.capture("abde"), None);
+        assert_eq!(p.capture("bcde"), None);
+    }
+
+    /// Only an exact local part is no wildcard, and only it names one
+    /// concrete address (the CLI's own-address checks and the importer
+    /// rely on both).
+    #[test]
+    fn exact_patterns_are_addresses_wildcards_are_not() {
+        let exact = AddressPattern::parse("Hugo@Barrera.io").unwrap();
+        assert!(!exact.local.is_wildcard());
+        assert_eq!(
+            exact.as_address(),
+            Some(Address::parse("hugo@barrera.io").unwrap())
+        );
+        for w in ["sales-%@barrera.io", "%@barrera.io", "@barrera.io"] {
+            let p = AddressPattern::parse(w).unwrap();
+            assert!(p.local.is_wildcard(), "{w}");
+            assert_eq!(p.as_address(), None, "{w}");
+        }
+    }
 }
