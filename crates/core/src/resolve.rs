@@ -1002,6 +1002,38 @@ mod tests {
         assert_eq!(got, ["%@old.org", "hugo@old.org"]);
     }
 
+    /// A mailbox row (it has a password) whose target is another mailbox
+    /// is a way in like any alias: its owner may send as itself to the
+    /// target's account, and `reaching` lists it. Only a mailbox row
+    /// delivering to itself is the target rather than a way to it.
+    #[test]
+    fn a_mailbox_forwarding_to_another_is_a_way_in() {
+        let mut s = MemStore::default()
+            .with("hugo", "ex.org", "hugo@ex.org", Some(testdata::HASH))
+            .with("ann", "ex.org", "hugo@ex.org", Some(testdata::HASH));
+        let r = Resolver::default();
+        let hugo = Address::parse("hugo@ex.org").unwrap();
+        assert_eq!(
+            r.senders(&mut s, &hugo).unwrap(),
+            Some(vec!["hugo@ex.org".to_string(), "ann@ex.org".to_string()])
+        );
+        let reach = r.reaching(&mut s, &hugo).unwrap();
+        assert_eq!(reach.len(), 1, "{reach:?}");
+        assert_eq!(reach[0].row.address(), "ann@ex.org");
+        assert_eq!(reach[0].source, Some(Address::parse("ann@ex.org").unwrap()));
+    }
+
+    /// What `mailtable resolve` prints for each destination.
+    #[test]
+    fn destinations_print_their_kind_and_delivery_user() {
+        let mailbox = Destination::Mailbox(Address::parse("hugo@barrera.io").unwrap());
+        assert_eq!(
+            mailbox.to_string(),
+            "hugo@barrera.io (mailbox, delivery user hugo_barrera.io)"
+        );
+        assert_eq!(ext("x@y.org").to_string(), "x@y.org (external)");
+    }
+
     #[test]
     fn database_errors_stay_errors() {
         let mut s = MemStore::new(testdata::resolution::rows());
