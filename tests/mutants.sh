@@ -171,11 +171,17 @@ key() { sed -E 's/^([^:]+):[0-9]+:[0-9]+: /\1: /'; }
     echo
     echo "## Runs"
     echo
-    echo "The last run of each file: date, timeout per mutant (s), whether it"
-    echo "tested the whole file, extra options."
+    echo "The runs behind each file's record since it was last tested in"
+    echo "full: date, timeout per mutant (s), whether the run tested the whole"
+    echo "file, extra options."
     echo
     for f in $report_files; do
-        awk -F '\t' -v f="$f" '$1 == f { last = $0 } END { if (last != "") print last }' "$acc/runs.txt"
+        awk -F '\t' -v f="$f" '
+            $1 != f { next }
+            $4 == "full" { n = 0 }
+            { runs[n++] = $0 }
+            END { for (i = 0; i < n; i++) print runs[i] }
+        ' "$acc/runs.txt"
     done | while IFS="$(printf '\t')" read -r f day secs scope args; do
         printf -- '- `%s`: %s, %s s, %s%s\n' "$f" "$day" "$secs" "$scope" "${args:+, \`$args\`}"
     done
