@@ -15,15 +15,18 @@
 # Usage: tests/mutants.sh [FILE...]    (default: the rule modules below)
 # Environment: MUTANTS_TIMEOUT (120), MUTANTS_BUILD_TIMEOUT (600),
 # MUTANTS_TOTAL (14400), MUTANTS_JOBS (1), MUTANTS_ARGS (extra options for
-# cargo mutants, e.g. "--shard 0/4" or "--re resolve"); MUTANTS_REPORT_ONLY=1
-# rewrites the report from the last run (with the same FILE arguments)
-# after a reason was added, without testing again.
+# cargo mutants, e.g. "--shard 0/4", "--re resolve", "--copy-target=true");
+# MUTANTS_REPORT_ONLY=1 rewrites the report from the results so far after
+# a reason was added, without testing again.
 #
-# Each mutant is tested with the tests of the package it is in
-# (cargo-mutants' default; the whole workspace would rebuild every binary
-# per mutant). Writes docs/mutants.md: the figures and every survivor,
-# with the reason it is harmless from tests/mutants-equivalent.txt, or
-# marked UNEXPLAINED (then write a test that kills it, or a reason).
+# Results add up across runs (under target/mutants/results): one file at
+# a time, then one mutant again with --re after a test was added, and the
+# report covers every file run so far. Each mutant is tested with the
+# tests of the package it is in (cargo-mutants' default; the whole
+# workspace would rebuild every binary per mutant). Writes
+# docs/mutants.md: per file the figures, and every survivor with the
+# reason it is harmless from tests/mutants-equivalent.txt, or marked
+# UNEXPLAINED (then write a test that kills it, or a reason).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -54,7 +57,6 @@ elif ! cargo mutants --version >/dev/null 2>&1; then
     cargo install --locked cargo-mutants
 fi
 
-files=$*
 file_args=
 for f in "$@"; do
     [ -f "$f" ] || { echo "mutants: no such file: $f" >&2; exit 2; }
@@ -62,35 +64,78 @@ for f in "$@"; do
 done
 
 mkdir -p "$out"
-status=0
-if [ -n "${MUTANTS_REPORT_ONLY:-}" ]; then
-    status=$(cat "$out/status" 2>/dev/null || echo 0)
-else
-# SIGINT: cargo-mutants stops, kills the running test and still writes its
-# results. $file_args and $MUTANTS_ARGS are split on purpose.
-# shellcheck disable=SC2086
-timeout --signal=INT --kill-after=60 "$total" \
-    cargo mutants --no-shuffle --jobs "$jobs" \
-    --timeout "$per_mutant" --build-timeout "$build_timeout" \
-    --output "$out" $file_args ${MUTANTS_ARGS:-} || status=$?
-echo "$status" >"$out/status"
+if [ -z "${MUTANTS_REPORT_ONLY:-}" ]; then
+    status=0
+    # SIGINT: cargo-mutants stops, kills the running test and still writes
+    # its results. $file_args and $MUTANTS_ARGS are split on purpose.
+    # shellcheck disable=SC2086
+    timeout --signal=INT --kill-after=60 "$total" \
+        cargo mutants --no-shuffle --jobs "$jobs" \
+        --timeout "$per_mutant" --build-timeout "$build_timeout" \
+        --output "$out" $file_args ${MUTANTS_ARGS:-} || status=$?
+    # cargo-mutants exits 2 when mutants were missed, 3 on timeouts: both
+    # are results. 124: the total bound cut the run.
+    case $status in
+        0 | 2 | 3) cut=no ;;
+        124 | 130) cut=yes ;;
+        *) echo "mutants: cargo mutants failed (exit $status)" >&2; exit "$status" ;;
+    esac
 fi
-# cargo-mutants exits 2 when mutants were missed, 3 on timeouts: both are
-# results. 124: the total bound cut the run.
-case $status in
-    0 | 2 | 3) cut=no ;;
-    124 | 130) cut=yes ;;
-    *) echo "mutants: cargo mutants failed (exit $status)" >&2; exit "$status" ;;
-esac
 
+# Results accumulate across runs in $acc, one list per outcome, so that
+# runs of one file at a time (or one mutant, with --re) add up to a report
+# of every module. A run replaces the record of each file it tested in
+# full (not cut, no option selecting mutants); any other run only
+# replaces the outcomes of the mutants it tested. A record keeps line
+# numbers: after editing a file's code (not its tests), run it again in
+# full.
+acc=$out/results
 res=$out/mutants.out
-count() { if [ -f "$res/$1.txt" ]; then wc -l <"$res/$1.txt" | tr -d ' '; else echo 0; fi; }
-generated=$(grep -c '"genre"' "$res/mutants.json" 2>/dev/null || echo "?")
-caught=$(count caught)
-missed=$(count missed)
-timeouts=$(count timeout)
-unviable=$(count unviable)
-tested=$((caught + missed + timeouts + unviable))
+kinds="caught missed timeout unviable"
+mkdir -p "$acc"
+for kind in $kinds; do touch "$acc/$kind.txt"; done
+touch "$acc/runs.txt"
+if [ -z "${MUTANTS_REPORT_ONLY:-}" ]; then
+    whole=yes
+    [ "$cut" = no ] || whole=no
+    case " ${MUTANTS_ARGS:-} " in
+        *" --re"* | *" -F"* | *" --exclude-re"* | *" -E"* | *" --shard"* | \
+            *" --in-diff"* | *" --iterate"* | *" --exclude"* | *" -e"*) whole=no ;;
+    esac
+    replaced=
+    [ "$whole" = no ] || replaced=$*
+    for kind in $kinds; do touch "$res/$kind.txt"; done
+    # shellcheck disable=SC2086 # the outcome lists, one per kind
+    new=$(cd "$res" && cat caught.txt missed.txt timeout.txt unviable.txt)
+    for kind in $kinds; do
+        # Drop the replaced files' records and every mutant tested again,
+        # then add this run's outcomes.
+        printf '%s\n' "$new" | awk -v files="$replaced" '
+            BEGIN { n = split(files, f, " "); for (i = 1; i <= n; i++) drop[f[i]] = 1 }
+            FNR == NR { if ($0 != "") tested[$0] = 1; next }
+            { split($0, parts, ":") }
+            !(parts[1] in drop) && !($0 in tested)
+        ' - "$acc/$kind.txt" >"$acc/$kind.tmp"
+        cat "$res/$kind.txt" >>"$acc/$kind.tmp"
+        sort -u "$acc/$kind.tmp" >"$acc/$kind.txt"
+        rm -f "$acc/$kind.tmp"
+    done
+    for f in "$@"; do
+        printf '%s\t%s\t%s\t%s\t%s\n' "$f" "$(date -u +%Y-%m-%d)" "$per_mutant" \
+            "$([ "$whole" = yes ] && echo full || echo partial)" "${MUTANTS_ARGS:-}" >>"$acc/runs.txt"
+    done
+fi
+
+# The files of this run (by default every rule module, tested so far or
+# not) and every file with a record.
+report_files=$(
+    {
+        for f in "$@"; do echo "$f"; done
+        cat "$acc"/caught.txt "$acc"/missed.txt "$acc"/timeout.txt "$acc"/unviable.txt |
+            cut -d: -f1
+    } | sort -u
+)
+of_file() { grep -c "^$2:" "$acc/$1.txt" || true; }
 
 # A survivor's key is its line without the line and column numbers
 # (`file:line:col: description` -> `file: description`), so that reasons
@@ -106,36 +151,62 @@ key() { sed -E 's/^([^:]+):[0-9]+:[0-9]+: /\1: /'; }
     echo "change behaviour) or out of scope, with the reason; an UNEXPLAINED one"
     echo "needs a test."
     echo
-    echo "Files: $(echo "$files" | sed 's/ /, /g')."
+    echo "Each mutant is tested with the tests of its own package. \"generated\""
+    echo "counts the mutants of the file's code as it is now; \"untested\" ones"
+    echo "were not reached (a run cut by its time bound, or never run)."
     echo
-    echo "| generated | tested | caught | survived | timeouts | unviable |"
-    echo "|---|---|---|---|---|---|"
-    echo "| $generated | $tested | $caught | $missed | $timeouts | $unviable |"
+    echo "| file | generated | tested | caught | survived | timeouts | unviable | untested |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for f in $report_files; do
+        generated=$(cargo mutants --list --file "$f" 2>/dev/null | wc -l | tr -d ' ')
+        c=$(of_file caught "$f")
+        m=$(of_file missed "$f")
+        t=$(of_file timeout "$f")
+        u=$(of_file unviable "$f")
+        tested=$((c + m + t + u))
+        untested=$((generated - tested))
+        [ "$untested" -ge 0 ] || untested=0
+        echo "| \`$f\` | $generated | $tested | $c | $m | $t | $u | $untested |"
+    done
     echo
-    if [ "$cut" = yes ]; then
-        echo "The run was cut by its time bound ($total s): only the first $tested"
-        echo "mutants (in file order) were tested."
-        echo
-    fi
-    echo "Per-mutant test timeout ${per_mutant} s; each mutant tested with the tests"
-    echo "of its own package."
+    echo "## Runs"
+    echo
+    echo "The runs behind each file's record since it was last tested in"
+    echo "full: date, timeout per mutant (s), whether the run tested the whole"
+    echo "file, extra options."
+    echo
+    for f in $report_files; do
+        awk -F '\t' -v f="$f" '
+            $1 != f { next }
+            $4 == "full" { n = 0 }
+            { runs[n++] = $0 }
+            END { for (i = 0; i < n; i++) print runs[i] }
+        ' "$acc/runs.txt"
+    done | while IFS="$(printf '\t')" read -r f day secs scope args; do
+        printf -- '- `%s`: %s, %s s, %s%s\n' "$f" "$day" "$secs" "$scope" "${args:+, \`$args\`}"
+    done
     echo
     echo "## Survivors"
     echo
-    if [ "$missed" -eq 0 ] && [ "$timeouts" -eq 0 ]; then
+    if ! [ -s "$acc/missed.txt" ] && ! [ -s "$acc/timeout.txt" ]; then
         echo "None."
     fi
     for kind in missed timeout; do
-        [ -s "$res/$kind.txt" ] || continue
-        key <"$res/$kind.txt" | sort -u | while IFS= read -r mutant; do
+        [ -s "$acc/$kind.txt" ] || continue
+        # One entry per key; "(2 places)" when one function has the same
+        # mutant twice (one reason covers both).
+        key <"$acc/$kind.txt" | sort | uniq -c | while read -r n mutant; do
             reason=$(awk -F '\t' -v k="$mutant" '$1 == k { print $2; exit }' "$reasons" 2>/dev/null || true)
             [ -n "$reason" ] || reason="UNEXPLAINED: needs a test that kills it, or a reason in $reasons"
             if [ "$kind" = timeout ]; then
                 reason="(timeout) $reason"
             fi
-            printf -- '- `%s`  \n  %s\n' "$mutant" "$reason"
+            where=
+            [ "$n" -eq 1 ] || where=" ($n places)"
+            printf -- '- `%s`%s  \n  %s\n' "$mutant" "$where" "$reason"
         done
     done
 } >"$report"
 
-echo "mutants: $tested tested, $caught caught, $missed survived, $timeouts timeouts, $unviable unviable; see $report" >&2
+unexplained=$(grep -c '^  \(.timeout. \)\{0,1\}UNEXPLAINED' "$report" || true)
+echo "mutants: $(wc -l <"$acc/missed.txt" | tr -d ' ') survivors, $unexplained unexplained; see $report" >&2

@@ -434,6 +434,54 @@ mod tests {
         assert!(Domain::parse(&format!("{long_label}.org")).is_err());
     }
 
+    /// A domain name of `n` bytes: labels of 50 bytes and a last one of 1
+    /// to 51.
+    fn domain_of_len(n: usize) -> String {
+        let mut d = String::new();
+        while n - d.len() > 51 {
+            d.push_str(&"b".repeat(50));
+            d.push('.');
+        }
+        d.push_str(&"c".repeat(n - d.len()));
+        assert_eq!(d.len(), n);
+        d
+    }
+
+    /// Every limit is inclusive: the longest legal label, domain and
+    /// address are accepted (a real address may be exactly that long), one
+    /// byte more is refused, and with the error that names the limit.
+    #[test]
+    fn length_limits_are_inclusive() {
+        let label = "b".repeat(MAX_LABEL_LEN);
+        assert!(Domain::parse(&format!("{label}.org")).is_ok());
+        assert!(matches!(
+            Domain::parse(&format!("{label}b.org")),
+            Err(AddressError::Domain { why, .. }) if why.contains("label")
+        ));
+
+        let d = domain_of_len(MAX_DOMAIN_LEN);
+        assert_eq!(Domain::parse(&d).unwrap().as_str(), d);
+        assert_eq!(Domain::parse(&format!("{d}.")).unwrap().as_str(), d);
+        assert!(matches!(
+            Domain::parse(&domain_of_len(MAX_DOMAIN_LEN + 1)),
+            Err(AddressError::Domain { why, .. }) if why.contains("253")
+        ));
+
+        let local = "a".repeat(MAX_LOCAL_LEN);
+        let fits = MAX_ADDRESS_LEN - MAX_LOCAL_LEN - 1;
+        let a = format!("{local}@{}", domain_of_len(fits));
+        assert_eq!(a.len(), MAX_ADDRESS_LEN);
+        assert_eq!(Address::parse(&a).unwrap().to_string(), a);
+        assert!(matches!(
+            Address::parse(&format!("{local}@{}", domain_of_len(fits + 1))),
+            Err(AddressError::TooLong {
+                what: "the address",
+                max: MAX_ADDRESS_LEN,
+                ..
+            })
+        ));
+    }
+
     #[test]
     fn tags() {
         let a = Address::parse("hugo+news@barrera.io").unwrap();
@@ -471,5 +519,35 @@ mod tests {
         let u = AddressPattern::parse("john_doe@x.org").unwrap();
         assert_eq!(u.local.capture("johnxdoe"), None);
         assert_eq!(u.local.capture("john_doe"), Some(""));
+    }
+
+    /// `%` matches the empty run too, also between a long prefix and a
+    /// long suffix: the local part need only be as long as the literal
+    /// text, and one byte less is no match.
+    #[test]
+    fn wildcard_matches_the_empty_run_between_prefix_and_suffix() {
+        let p = LocalPattern::parse("ab%cde", "ab%cde@x.org").unwrap();
+        assert_eq!(p.capture("abcde"), Some(""));
+        assert_eq!(p.capture("abXcde"), Some("X"));
+        assert_eq!(p.capture("abde"), None);
+        assert_eq!(p.capture("bcde"), None);
+    }
+
+    /// Only an exact local part is no wildcard, and only it names one
+    /// concrete address (the CLI's own-address checks and the importer
+    /// rely on both).
+    #[test]
+    fn exact_patterns_are_addresses_wildcards_are_not() {
+        let exact = AddressPattern::parse("Hugo@Barrera.io").unwrap();
+        assert!(!exact.local.is_wildcard());
+        assert_eq!(
+            exact.as_address(),
+            Some(Address::parse("hugo@barrera.io").unwrap())
+        );
+        for w in ["sales-%@barrera.io", "%@barrera.io", "@barrera.io"] {
+            let p = AddressPattern::parse(w).unwrap();
+            assert!(p.local.is_wildcard(), "{w}");
+            assert_eq!(p.as_address(), None, "{w}");
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! 2. exact rows for `local@domain`;
 //! 3. pattern rows of `domain` matching `local` (tag stripped); the most
 //!    specific pattern (longest literal text) wins, ties broken by the
-//!    longer prefix, then by the pattern text;
+//!    longer prefix, then by the stored username;
 //! 4. the catch-all row `%@domain`;
 //! 5. nothing: unknown address in a known domain, or an unknown domain.
 //!
@@ -184,8 +184,15 @@ fn row_text(r: &Row) -> String {
 }
 
 /// Pick the most specific pattern: longest literal text, then longest
-/// prefix, then the pattern text itself (deterministic across backends,
-/// whatever order they return rows in).
+/// prefix, then the smallest stored username (deterministic across
+/// backends, whatever order they return rows in).
+///
+/// Two patterns that both match `local` with equal literal and prefix
+/// lengths have the same text (one `%` each, so equal prefix and suffix,
+/// both cut from `local`). What can still differ is the stored username:
+/// `Sales-%` and `sales-%` (a hand-edited row) are one pattern but two
+/// groups of rows, and the rows of only one are used. The raw username
+/// decides between them, not the backend's row order.
 fn best_pattern<'a>(local: &str, rows: &'a [Row]) -> Option<(LocalPattern, &'a str)> {
     let mut best: Option<(LocalPattern, &str)> = None;
     for r in rows {
@@ -207,9 +214,9 @@ fn best_pattern<'a>(local: &str, rows: &'a [Row]) -> Option<(LocalPattern, &'a s
         };
         let better = match &best {
             None => true,
-            Some((b, _)) => {
+            Some((b, b_username)) => {
                 let (kp, kb) = (key(&p), key(b));
-                kp > kb || (kp == kb && p.to_string() < b.to_string())
+                kp > kb || (kp == kb && r.username.as_str() < *b_username)
             }
         };
         if better {
@@ -910,6 +917,29 @@ mod tests {
         );
     }
 
+    /// Two stored usernames that differ only in case (`Sales-%` next to
+    /// `sales-%`, a hand-edited row) are one pattern with two groups of
+    /// rows: the smaller raw username wins in either row order, so every
+    /// backend delivers the same way.
+    #[test]
+    fn patterns_differing_in_case_pick_the_smaller_username_in_any_row_order() {
+        let upper = ("Sales-%", "upper@y.org");
+        let lower = ("sales-%", "lower@y.org");
+        let r = Resolver::default();
+        let a = Address::parse("sales-eu@x.org").unwrap();
+        for rows in [[upper, lower], [lower, upper]] {
+            let mut s = MemStore::default();
+            for (username, target) in rows {
+                s = s.with(username, "x.org", target, None);
+            }
+            assert_eq!(
+                r.resolve(&mut s, &a).unwrap(),
+                Outcome::Found(vec![ext("upper@y.org")]),
+                "rows {rows:?}"
+            );
+        }
+    }
+
     /// `reaching` finds every row that leads to an address, through
     /// chains and `%` targets, but not rows that precedence shadows.
     #[test]
@@ -970,6 +1000,38 @@ mod tests {
             .collect();
         got.sort();
         assert_eq!(got, ["%@old.org", "hugo@old.org"]);
+    }
+
+    /// A mailbox row (it has a password) whose target is another mailbox
+    /// is a way in like any alias: its owner may send as itself to the
+    /// target's account, and `reaching` lists it. Only a mailbox row
+    /// delivering to itself is the target rather than a way to it.
+    #[test]
+    fn a_mailbox_forwarding_to_another_is_a_way_in() {
+        let mut s = MemStore::default()
+            .with("hugo", "ex.org", "hugo@ex.org", Some(testdata::HASH))
+            .with("ann", "ex.org", "hugo@ex.org", Some(testdata::HASH));
+        let r = Resolver::default();
+        let hugo = Address::parse("hugo@ex.org").unwrap();
+        assert_eq!(
+            r.senders(&mut s, &hugo).unwrap(),
+            Some(vec!["hugo@ex.org".to_string(), "ann@ex.org".to_string()])
+        );
+        let reach = r.reaching(&mut s, &hugo).unwrap();
+        assert_eq!(reach.len(), 1, "{reach:?}");
+        assert_eq!(reach[0].row.address(), "ann@ex.org");
+        assert_eq!(reach[0].source, Some(Address::parse("ann@ex.org").unwrap()));
+    }
+
+    /// What `mailtable resolve` prints for each destination.
+    #[test]
+    fn destinations_print_their_kind_and_delivery_user() {
+        let mailbox = Destination::Mailbox(Address::parse("hugo@barrera.io").unwrap());
+        assert_eq!(
+            mailbox.to_string(),
+            "hugo@barrera.io (mailbox, delivery user hugo_barrera.io)"
+        );
+        assert_eq!(ext("x@y.org").to_string(), "x@y.org (external)");
     }
 
     #[test]
