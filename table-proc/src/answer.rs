@@ -280,6 +280,32 @@ mod tests {
     }
 
     #[test]
+    fn opening_the_table_opens_the_database_and_names_the_table() {
+        // smtpd opens every table at start: the database is opened then,
+        // so a problem shows in smtpd's log at once (not at the first
+        // mail), and the log lines carry the table's name.
+        use mailtable_core::store::{self, Access, OpenOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mail.db");
+        let url: mailtable_core::store::DatabaseUrl =
+            format!("sqlite://{}", path.display()).parse().unwrap();
+        let create = OpenOptions {
+            access: Access::Create,
+            timeout: std::time::Duration::from_secs(5),
+        };
+        drop(store::open(&url, &create).unwrap());
+        let config = Config::parse(&format!("database = \"sqlite://{}\"", path.display())).unwrap();
+        let mut t = Tables::new(Ok(config));
+        assert!(t.store.is_none());
+        t.open("users");
+        assert_eq!(t.name, "users");
+        assert!(
+            t.store.is_some(),
+            "the database was not opened with the table"
+        );
+    }
+
+    #[test]
     fn answers() {
         let mut t = table(fixture());
         let f = |v: &str| Answer::Found(v.into());
