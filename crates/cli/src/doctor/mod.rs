@@ -88,9 +88,11 @@ impl Check {
     }
 }
 
-/// dpkg's file list of the installed package: present when mailtable
-/// came from the .deb.
-const PACKAGE_FILES: &str = "/var/lib/dpkg/info/mailtable.list";
+/// A file only the package installs (Debian policy 12.5 puts every
+/// package's copyright there): present when mailtable came from the .deb.
+/// Not dpkg's own database under /var/lib/dpkg, which is dpkg's business
+/// (lintian: uses-dpkg-database-directly).
+const PACKAGE_FILES: &str = "/usr/share/doc/mailtable/copyright";
 
 /// The fix for one of mailtable's programs missing at `dest`: reinstall
 /// the package when it is installed (its files are dpkg's to restore),
