@@ -15,9 +15,9 @@
 # timing-attack protection), whose median over 20 tries moves by ~100 ms
 # from run to run, and Dovecot spends ~0.5 s per checkpassword login
 # (process start, its own logging). Bounds: Dovecot 20%
-# (LOGIN_TIMING_BOUND=0.2); smtpd 35% (LOGIN_TIMING_SMTP_BOUND=0.35), four
-# standard deviations of that noise, while a missing dummy gives a ratio
-# near 0.3. The benchmark tests/bench/login_timing.rs measures the hash
+# (LOGIN_TIMING_BOUND=0.2); smtpd 50% (LOGIN_TIMING_SMTP_BOUND=0.5): runs of
+# the same code gave ratios from 0.91 to 1.26, while a missing dummy gives
+# about 0.3. The benchmark tests/bench/login_timing.rs measures the hash
 # costs alone.
 set -eu
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -27,7 +27,7 @@ e2e_setup
 . "$E2E_LIB_DIR/smtpd-common.sh"
 N=${LOGIN_TIMING_N:-20}
 BOUND=${LOGIN_TIMING_BOUND:-0.2}
-SMTP_BOUND=${LOGIN_TIMING_SMTP_BOUND:-0.35}
+SMTP_BOUND=${LOGIN_TIMING_SMTP_BOUND:-0.5}
 PROBE="$REPO/tests/e2e/login_timing.py"
 
 # The database: hashes made at cost 14, then the config's cost lowered
