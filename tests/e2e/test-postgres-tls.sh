@@ -42,29 +42,8 @@ command -v openssl >/dev/null || { echo "test-postgres-tls.sh: openssl missing" 
 
 WORK=$(mktemp -d /tmp/mailtable-pgtls-e2e.XXXXXX)
 chmod 0755 "$WORK"
-PASSED=0
-CLIENT_PID=
-TABLE_PID=
-
-step() { printf '\n=== %s\n' "$*"; }
-saw() { printf '    saw: %s\n' "$*"; }
-ok() { PASSED=$((PASSED + 1)); printf '    ok: %s\n' "$*"; }
-fail() { printf '    FAIL: %s\n' "$*" >&2; exit 1; }
-mask() { local s=$1; printf '%s' "${s//$PW/***}"; }
-
-# run CMD...: print the command (password masked), its output and exit code.
-# Sets OUT and RC.
-run() {
-	printf '    $ %s\n' "$(mask "$*")"
-	set +e
-	OUT=$("$@" </dev/null 2>&1)
-	RC=$?
-	set -e
-	printf '%s\n' "$OUT" | sed 's/^/      /'
-	printf '      (exit %s)\n' "$RC"
-	printf '%s\n' "$OUT" >>"$WORK/cli-output.log"
-}
-mtcli() { "$MT" -c "$WORK/cli.toml" "$@"; }
+# shellcheck source=tests/e2e/pg-steps.sh
+. tests/e2e/pg-steps.sh
 
 # expect_refused WHAT TEXT...: the last `run` exited 75 and said every TEXT.
 expect_refused() {
@@ -77,44 +56,7 @@ expect_refused() {
 	ok "$what: exit 75, the message says: $*"
 }
 
-# The table process, driven through two FIFOs by table_client.py.
-table_start() {
-	local conf=$1 log=$2
-	rm -f "$WORK/t.in" "$WORK/t.out"
-	mkfifo "$WORK/t.in" "$WORK/t.out"
-	MAILTABLE_LOG=info python3 "$ROOT/tests/e2e/table_client.py" "$TABLE" "$conf" "$log" \
-		<"$WORK/t.in" >"$WORK/t.out" 2>>"$WORK/client.err" &
-	CLIENT_PID=$!
-	exec 7>"$WORK/t.in" 8<"$WORK/t.out"
-	local line
-	read -r -t 30 line <&8 || fail "table-mailtable did not start (see $log)"
-	TABLE_PID=${line#pid }
-	saw "table-mailtable running as pid $TABLE_PID"
-}
-
-table_stop() {
-	[ -n "$CLIENT_PID" ] || return 0
-	echo quit >&7 || true
-	exec 7>&- 8<&-
-	wait "$CLIENT_PID" 2>/dev/null || true
-	CLIENT_PID=
-	TABLE_PID=
-}
-
-# lookup SERVICE KEY: sets REPLY_LINE and RESULT (found|not-found|error|...).
-lookup() {
-	echo "lookup $1 $2" >&7
-	read -r -t 60 REPLY_LINE <&8 || REPLY_LINE="(no reply)"
-	RESULT=$(printf '%s' "$REPLY_LINE" | cut -d'|' -f3)
-	printf '    %s %s -> %s\n' "$1" "$2" "$(mask "$REPLY_LINE")"
-}
-
-expect() { # RESULT-WANTED WHAT
-	[ "$RESULT" = "$1" ] || fail "$2: wanted $1, got: $(mask "$REPLY_LINE")"
-	ok "$2"
-}
-
-# table_with URL NAME: a table config for URL.
+# table_conf URL NAME: a table config for URL.
 table_conf() {
 	printf 'database = "%s"\nquery_timeout_ms = %s\n' "$1" "$TIMEOUT_MS" >"$WORK/$2.toml"
 	chmod 0600 "$WORK/$2.toml"
@@ -123,27 +65,7 @@ table_conf() {
 cleanup() {
 	local rc=$?
 	set +e
-	if [ -n "$CLIENT_PID" ]; then
-		exec 7>&- 8<&- 2>/dev/null
-		kill "$CLIENT_PID" 2>/dev/null
-		wait "$CLIENT_PID" 2>/dev/null
-	fi
-	[ -n "$TABLE_PID" ] && kill "$TABLE_PID" 2>/dev/null
-	if [ "$rc" -ne 0 ]; then
-		echo "--- test-postgres-tls.sh failed (exit $rc); logs:" >&2
-		for f in "$WORK"/*.log "$WORK/client.err"; do
-			[ -s "$f" ] || continue
-			echo "--- $f (last 15 lines)" >&2
-			tail -n 15 "$f" | sed "s/$PW/***/g" >&2
-		done
-		for c in tls plain; do
-			[ -f "${PG_ROOT:-/nonexistent}/$c/server.log" ] || continue
-			echo "--- postgres $c server.log (last 15 lines)" >&2
-			tail -n 15 "$PG_ROOT/$c/server.log" >&2
-		done
-	fi
-	pg_stop_all
-	if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
+	pg_steps_cleanup "$rc" test-postgres-tls.sh tls plain
 	exit "$rc"
 }
 trap cleanup EXIT

@@ -42,113 +42,17 @@ done
 
 WORK=$(mktemp -d /tmp/mailtable-pg-e2e.XXXXXX)
 chmod 0755 "$WORK"
-PASSED=0
-CLIENT_PID=
-TABLE_PID=
 STOPPED_PID=
 SERVE_PID=
-
-step() { printf '\n=== %s\n' "$*"; }
-saw() { printf '    saw: %s\n' "$*"; }
-ok() { PASSED=$((PASSED + 1)); printf '    ok: %s\n' "$*"; }
-fail() { printf '    FAIL: %s\n' "$*" >&2; exit 1; }
-mask() { local s=$1; printf '%s' "${s//$PW/***}"; }
-
-# run CMD...: print the command (password masked), its output and exit code.
-# Sets OUT and RC. `run_in INPUT CMD...` feeds INPUT on stdin.
-run_in() {
-	local input=$1
-	shift
-	printf '    $ %s\n' "$(mask "$*")"
-	set +e
-	# No pipe without input: a command that exits before reading its stdin
-	# would make the writer die of SIGPIPE, and pipefail report 141.
-	if [ -n "$input" ]; then
-		OUT=$(printf '%s\n' "$input" | "$@" 2>&1)
-	else
-		OUT=$("$@" </dev/null 2>&1)
-	fi
-	RC=$?
-	set -e
-	printf '%s\n' "$OUT" | sed 's/^/      /'
-	printf '      (exit %s)\n' "$RC"
-	printf '%s\n' "$OUT" >>"$WORK/cli-output.log"
-}
-run() { run_in "" "$@"; }
-
-mtcli() { "$MT" -c "$WORK/cli.toml" "$@"; }
-
-# The table process, driven through two FIFOs by table_client.py.
-table_start() {
-	local conf=$1 log=$2
-	rm -f "$WORK/t.in" "$WORK/t.out"
-	mkfifo "$WORK/t.in" "$WORK/t.out"
-	MAILTABLE_LOG=info python3 "$ROOT/tests/e2e/table_client.py" "$TABLE" "$conf" "$log" \
-		<"$WORK/t.in" >"$WORK/t.out" 2>>"$WORK/client.err" &
-	CLIENT_PID=$!
-	exec 7>"$WORK/t.in" 8<"$WORK/t.out"
-	local line
-	read -r -t 30 line <&8 || fail "table-mailtable did not start (see $log)"
-	TABLE_PID=${line#pid }
-	saw "table-mailtable running as pid $TABLE_PID"
-}
-
-table_stop() {
-	[ -n "$CLIENT_PID" ] || return 0
-	echo quit >&7 || true
-	exec 7>&- 8<&-
-	wait "$CLIENT_PID" 2>/dev/null || true
-	CLIENT_PID=
-	TABLE_PID=
-}
-
-# lookup SERVICE KEY: sets REPLY_LINE, RESULT (found|not-found|error|...) and MS.
-lookup() {
-	local t0 t1
-	t0=$(date +%s%N)
-	echo "lookup $1 $2" >&7
-	read -r -t 60 REPLY_LINE <&8 || REPLY_LINE="(no reply)"
-	t1=$(date +%s%N)
-	MS=$(((t1 - t0) / 1000000))
-	RESULT=$(printf '%s' "$REPLY_LINE" | cut -d'|' -f3)
-	printf '    %s %s -> %s (%d ms)\n' "$1" "$2" "$(mask "$REPLY_LINE")" "$MS"
-}
-
-expect() { # RESULT-WANTED WHAT
-	[ "$RESULT" = "$1" ] || fail "$2: wanted $1, got: $(mask "$REPLY_LINE")"
-	ok "$2"
-}
-
-table_alive() {
-	[ -n "$TABLE_PID" ] && kill -0 "$TABLE_PID" 2>/dev/null
-}
+# shellcheck source=tests/e2e/pg-steps.sh
+. tests/e2e/pg-steps.sh
 
 cleanup() {
 	local rc=$?
 	set +e
-	if [ -n "$CLIENT_PID" ]; then
-		exec 7>&- 8<&- 2>/dev/null
-		kill "$CLIENT_PID" 2>/dev/null
-		wait "$CLIENT_PID" 2>/dev/null
-	fi
-	[ -n "$TABLE_PID" ] && kill "$TABLE_PID" 2>/dev/null
 	[ -n "$STOPPED_PID" ] && kill -CONT "$STOPPED_PID" 2>/dev/null
 	[ -n "$SERVE_PID" ] && kill "$SERVE_PID" 2>/dev/null && wait "$SERVE_PID" 2>/dev/null
-	if [ "$rc" -ne 0 ]; then
-		echo "--- test-postgres.sh failed (exit $rc); logs:" >&2
-		for f in "$WORK"/*.log "$WORK/client.err"; do
-			[ -s "$f" ] || continue
-			echo "--- $f (last 15 lines)" >&2
-			tail -n 15 "$f" | sed "s/$PW/***/g" >&2
-		done
-		for c in main standby; do
-			[ -f "${PG_ROOT:-/nonexistent}/$c/server.log" ] || continue
-			echo "--- postgres $c server.log (last 15 lines)" >&2
-			tail -n 15 "$PG_ROOT/$c/server.log" >&2
-		done
-	fi
-	pg_stop_all
-	if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
+	pg_steps_cleanup "$rc" test-postgres.sh main standby
 	exit "$rc"
 }
 trap cleanup EXIT
