@@ -226,36 +226,8 @@ run_stack() {
 	localize "$shipped/auth-mailtable-$MODE.conf.ext" >"$dd/auth.conf.ext"
 	grep -q "/usr/bin/dovecot-mailtable -c $CONF\|$dd/etc/dovecot-dict-auth-mailtable.conf.ext" "$dd/auth.conf.ext" &&
 		ok "Dovecot snippet: the installed binary and config" || fail "Dovecot snippet: $(grep args "$dd/auth.conf.ext")"
-	cat >"$dd/dovecot.conf" <<EOT
-# Private Dovecot 2.3 for tests/e2e/test-package-12.sh (loopback only).
-instance_name = mailtable-package-$MODE
-base_dir = $dd/run
-state_dir = $dd/state
-log_path = $dd/dovecot.log
-protocols = imap lmtp
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-auth_failure_delay = 0
-first_valid_uid = $E2E_MAIL_UID
-mail_location = maildir:~/Maildir
-service imap-login {
-  inet_listener imap {
-    address = 127.0.0.1
-    port = $IMAP
-  }
-  inet_listener imaps {
-    port = 0
-  }
-}
-service lmtp {
-  unix_listener $dd/lmtp {
-    mode = 0666
-  }
-}
-!include $dd/auth.conf.ext
-EOT
+	printf 'auth_failure_delay = 0\nfirst_valid_uid = %s\n' "$E2E_MAIL_UID" >>"$dd/auth.conf.ext"
+	write_dovecot23_conf "$dd" "$IMAP" "$dd/auth.conf.ext"
 	host_dovecot_start dovecot23 "$dd/dovecot.conf"
 	sd=$(e2e_service_dir smtpd68)
 	{
