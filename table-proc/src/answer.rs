@@ -15,9 +15,18 @@
 //! not-found (5xx). A store that cannot be opened is retried on the next
 //! request, so a database that comes back serves again without restarting
 //! smtpd.
+//!
+//! Answers go through the answer cache ([`mailtable_core::cache`]), keyed
+//! by service and key and checked against the database's change token
+//! before each one: a repeated recipient costs one change check instead of
+//! the queries of the resolution, and a mailbox or alias that answered
+//! within `stale_if_error` keeps answering through a database outage.
+//! `auth` is never cached (its key carries the password); smtpd's `update`
+//! (`smtpctl update table`) empties the cache.
 
 use crate::{Answer, Handler, Service};
 use mailtable_core::accounts::{Accounts, Credentials, Verdict, Verifier};
+use mailtable_core::cache::{AnswerCache, Fetched};
 use mailtable_core::resolve::Destination;
 use mailtable_core::store::{self, Access, OpenOptions};
 use mailtable_core::{Address, Config, Domain, Outcome, Store};
@@ -28,6 +37,20 @@ pub struct Tables {
     accounts: Accounts,
     store: Option<Box<dyn Store>>,
     name: String,
+    /// Taken out while a lookup runs (the lookup borrows the rest).
+    cache: Option<AnswerCache<Option<String>>>,
+}
+
+/// What a lookup gives: the value smtpd gets (`None`: not found), and
+/// whether it may outlive an outage.
+type Looked = Result<Fetched<Option<String>>, String>;
+
+/// A found value is positive, not-found is negative.
+fn by_value(v: Result<Option<String>, String>) -> Looked {
+    v.map(|v| Fetched {
+        positive: v.is_some(),
+        value: v,
+    })
 }
 
 impl Tables {
@@ -35,12 +58,16 @@ impl Tables {
     /// be loaded (every answer is then that error: smtpd keeps running and
     /// tempfails, and its log says why).
     pub fn new(config: Result<Config, String>) -> Tables {
-        let accounts = Accounts::new(config.as_ref().unwrap_or(&Config::default()));
+        let fallback = Config::default();
+        let settings = config.as_ref().unwrap_or(&fallback);
+        let accounts = Accounts::new(settings);
+        let cache = Some(AnswerCache::new(settings.cache_settings()));
         Tables {
             config,
             accounts,
             store: None,
             name: String::from("?"),
+            cache,
         }
     }
 
@@ -74,15 +101,43 @@ impl Tables {
         }
     }
 
-    /// Run a lookup; on any error log it and answer `error`. The backends
-    /// drop a failed connection themselves and reconnect on the next call
-    /// (the PostgreSQL one with back-off), so nothing is reopened here.
+    /// Run a lookup through the cache; on any error log it and answer
+    /// `error`. The backends drop a failed connection themselves and
+    /// reconnect on the next call (the PostgreSQL one with back-off), so
+    /// nothing is reopened here.
     fn answer(
+        &mut self,
+        service: Service,
+        key: &str,
+        f: impl FnOnce(&mut Self) -> Looked,
+    ) -> Answer {
+        let token = self
+            .store()
+            .and_then(|(s, _)| s.change_token().map_err(|e| e.to_string()));
+        let result = match self.cache.take() {
+            Some(mut cache) => {
+                let cache_key = format!("{}\t{key}", service.name());
+                let r = cache.lookup(token, &cache_key, || f(self));
+                self.cache = Some(cache);
+                r
+            }
+            None => token.and_then(|_| f(self).map(|v| v.value)),
+        };
+        self.reply(service, result)
+    }
+
+    /// A lookup that bypasses the cache (`auth`: the key is a password).
+    fn uncached(
         &mut self,
         service: Service,
         f: impl FnOnce(&mut Self) -> Result<Option<String>, String>,
     ) -> Answer {
-        match f(self) {
+        let result = f(self);
+        self.reply(service, result)
+    }
+
+    fn reply(&self, service: Service, result: Result<Option<String>, String>) -> Answer {
+        match result {
             Ok(Some(v)) => Answer::Found(v),
             Ok(None) => Answer::NotFound,
             Err(reason) => {
@@ -123,18 +178,24 @@ impl Tables {
     /// not-found would answer at once and tell which users exist. A hash
     /// smtpd could not check is an error, never handed over (portable
     /// `crypt_checkpass` accepts any password against an empty hash).
-    fn credentials(&mut self, key: &str) -> Result<Option<String>, String> {
+    ///
+    /// Only a real hash is a positive answer: the dummy of an unknown or
+    /// disabled login is never served stale.
+    fn credentials(&mut self, key: &str) -> Looked {
         let (store, accounts) = self.store()?;
         match accounts
             .credentials(store, key, Verifier::Smtpd)
             .map_err(|e| e.to_string())?
         {
-            Credentials::Found { hash, .. } => Ok(Some(format!("{key}:{hash}"))),
-            Credentials::Unknown => Ok(Some(format!("{key}:{}", accounts.dummy_for_smtpd(None)))),
-            Credentials::Disabled(account) => Ok(Some(format!(
+            Credentials::Found { hash, .. } => Ok(Fetched::positive(Some(format!("{key}:{hash}")))),
+            Credentials::Unknown => Ok(Fetched::negative(Some(format!(
+                "{key}:{}",
+                accounts.dummy_for_smtpd(None)
+            )))),
+            Credentials::Disabled(account) => Ok(Fetched::negative(Some(format!(
                 "{key}:{}",
                 accounts.dummy_for_smtpd(Some(&account))
-            ))),
+            )))),
             Credentials::CannotVerify(reason) => Err(reason),
         }
     }
@@ -216,6 +277,9 @@ impl Handler for Tables {
 
     fn update(&mut self) -> Result<(), String> {
         self.config()?;
+        if let Some(cache) = self.cache.as_mut() {
+            cache.clear();
+        }
         match self.store.as_mut() {
             Some(s) => s.reopen().map_err(|e| e.to_string()),
             None => self.store().map(|_| ()),
@@ -224,19 +288,19 @@ impl Handler for Tables {
 
     fn check(&mut self, service: Service, key: &str) -> Answer {
         match service {
-            Service::Auth => self.answer(service, |t| t.auth(key)),
+            Service::Auth => self.uncached(service, |t| t.auth(key)),
             _ => self.lookup(service, key),
         }
     }
 
     fn lookup(&mut self, service: Service, key: &str) -> Answer {
         match service {
-            Service::Alias => self.answer(service, |t| t.alias(key)),
-            Service::Domain => self.answer(service, |t| t.domain(key)),
-            Service::Credentials => self.answer(service, |t| t.credentials(key)),
-            Service::Userinfo => self.answer(service, |t| t.userinfo(key)),
-            Service::Mailaddrmap => self.answer(service, |t| t.senders(key)),
-            Service::Mailaddr => self.answer(service, |t| t.mailaddr(key)),
+            Service::Alias => self.answer(service, key, |t| by_value(t.alias(key))),
+            Service::Domain => self.answer(service, key, |t| by_value(t.domain(key))),
+            Service::Credentials => self.answer(service, key, |t| t.credentials(key)),
+            Service::Userinfo => self.answer(service, key, |t| by_value(t.userinfo(key))),
+            Service::Mailaddrmap => self.answer(service, key, |t| by_value(t.senders(key))),
+            Service::Mailaddr => self.answer(service, key, |t| by_value(t.mailaddr(key))),
             // A lookup-only value makes no sense for auth.
             Service::Auth => Answer::NotFound,
             // Services mailtable has no data for.
@@ -438,13 +502,8 @@ mod tests {
     }
 
     /// Every service, over every address of the shared resolution table
-    /// and every login: with each store call of the lookup failing in
-    /// turn (`store::failing`), the answer is `error`, never found or
-    /// not-found.
-    #[test]
-    fn a_failing_store_call_is_always_an_error() {
-        let mut store = fixture();
-        store.rows.extend(testdata::resolution::rows());
+    /// and every login of `store`.
+    fn every_ask(store: &MemStore) -> Vec<(Service, String)> {
         let resolver = table(MemStore::default()).accounts.resolver().clone();
         let mut asks: Vec<(Service, String)> = Vec::new();
         for &(address, _) in testdata::resolution::CASES {
@@ -475,13 +534,29 @@ mod tests {
                 asks.push((Service::Auth, format!("{key}:wrong")));
             }
         }
+        asks
+    }
+
+    fn ask(t: &mut Tables, service: Service, key: &str) -> Answer {
+        match service {
+            Service::Auth | Service::Mailaddr | Service::Domain => t.check(service, key),
+            _ => t.lookup(service, key),
+        }
+    }
+
+    /// Every service, over every address of the shared resolution table
+    /// and every login: with each store call of the lookup failing in
+    /// turn (`store::failing`), the answer is `error`, never found or
+    /// not-found.
+    #[test]
+    fn a_failing_store_call_is_always_an_error() {
+        let mut store = fixture();
+        store.rows.extend(testdata::resolution::rows());
+        let asks = every_ask(&store);
         let mut bad = Vec::new();
         let mut runs = 0;
         for (service, key) in &asks {
-            let ask = |t: &mut Tables| match service {
-                Service::Auth | Service::Mailaddr | Service::Domain => t.check(*service, key),
-                _ => t.lookup(*service, key),
-            };
+            let ask = |t: &mut Tables| ask(t, *service, key);
             let counting = FailingStore::counting(store.clone());
             ask(&mut table_over(counting.clone()));
             for n in 1..=counting.calls() {
@@ -504,6 +579,177 @@ mod tests {
             bad.join("\n  ")
         );
         assert!(runs > 1000, "only {runs} failing runs");
+    }
+
+    /// With a warm cache, the change check failing (the database gone):
+    /// a found answer is served again, unchanged; every other answer
+    /// (not found, the dummy hash of an unknown or disabled login) is an
+    /// error. Never a different definitive answer.
+    #[test]
+    fn with_a_warm_cache_an_outage_serves_only_found_answers_again() {
+        let mut store = fixture();
+        store.rows.extend(testdata::resolution::rows());
+        store.versioned = true;
+        let mut bad = Vec::new();
+        let (mut stale, mut errors) = (0, 0);
+        for (service, key) in every_ask(&store) {
+            let counting = FailingStore::counting(store.clone());
+            let warm = ask(&mut table_over(counting.clone()), service, &key);
+            if counting.calls() == 0 || service == Service::Auth {
+                // Answered without the database (not an address at all),
+                // or never cached (auth: the class test above covers it).
+                continue;
+            }
+            let failing = FailingStore::failing_at(store.clone(), counting.calls() + 1);
+            let mut t = table_over(failing.clone());
+            assert_eq!(ask(&mut t, service, &key), warm);
+            let again = ask(&mut t, service, &key);
+            assert!(failing.has_failed(), "{service:?} {key}: no change check");
+            match &again {
+                Answer::Error(_) => errors += 1,
+                Answer::Found(_) if again == warm => stale += 1,
+                _ => bad.push(format!("{service:?} {key:?}: {warm:?} then {again:?}")),
+            }
+            let dummy = service == Service::Credentials
+                && !matches!(t.accounts.find(&mut store.clone(), &key), Ok(Some(a)) if a.is_active());
+            let negative = dummy || warm == Answer::NotFound;
+            if negative && !matches!(again, Answer::Error(_)) {
+                bad.push(format!(
+                    "{service:?} {key:?}: negative served stale: {again:?}"
+                ));
+            }
+        }
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+        assert!(stale > 50 && errors > 50, "stale {stale}, errors {errors}");
+    }
+
+    /// A versioned store under a counting wrapper, in a table.
+    fn counted(store: &MemStore) -> (Tables, FailingStore<MemStore>) {
+        let mut s = store.clone();
+        s.versioned = true;
+        let counting = FailingStore::counting(s);
+        (table_over(counting.clone()), counting)
+    }
+
+    #[test]
+    fn a_repeated_lookup_costs_one_change_check() {
+        let (mut t, calls) = counted(&fixture());
+        for (service, key) in [
+            (Service::Alias, "hugo@barrera.io"),
+            (Service::Alias, "contact@example.com"),
+            (Service::Alias, "nobody@nowhere.org"),
+            (Service::Credentials, "hugo@barrera.io"),
+            (Service::Credentials, "nobody@barrera.io"),
+            (Service::Userinfo, "hugo_barrera.io"),
+            (Service::Mailaddrmap, "hugo@barrera.io"),
+            (Service::Domain, "barrera.io"),
+        ] {
+            let first = ask(&mut t, service, key);
+            let before = calls.calls();
+            assert_eq!(ask(&mut t, service, key), first, "{service:?} {key}");
+            assert_eq!(calls.calls(), before + 1, "{service:?} {key}");
+        }
+        // auth is never answered from memory (its key is a password).
+        let before = calls.calls();
+        t.check(Service::Auth, "hugo@barrera.io:secret");
+        let first = calls.calls() - before;
+        let before = calls.calls();
+        t.check(Service::Auth, "hugo@barrera.io:secret");
+        assert!(first > 0);
+        assert_eq!(calls.calls() - before, first, "auth answered from memory");
+        // smtpctl update table empties the cache.
+        t.update().unwrap();
+        let before = calls.calls();
+        ask(&mut t, Service::Alias, "hugo@barrera.io");
+        assert!(
+            calls.calls() > before + 1,
+            "answered from the cache after update"
+        );
+    }
+
+    /// The cache over a real SQLite file: writes by another connection are
+    /// seen by the very next lookup; with the file gone, found answers go on
+    /// and everything else is an error; back again, the changes made
+    /// meanwhile are seen at once.
+    #[test]
+    fn sqlite_changes_are_seen_at_once_and_outages_serve_found_answers() {
+        use mailtable_core::store::{self, Access, OpenOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mail.db");
+        let url: mailtable_core::store::DatabaseUrl =
+            format!("sqlite://{}", path.display()).parse().unwrap();
+        let opts = |access| OpenOptions {
+            access,
+            timeout: std::time::Duration::from_secs(5),
+        };
+        let mut w = store::open(&url, &opts(Access::Create)).unwrap();
+        store::migrate::migrate(w.as_mut(), store::migrate::Dialect::Sqlite, true).unwrap();
+        let row = |user: &str, target: &str, pw: Option<&str>| mailtable_core::Row {
+            username: user.into(),
+            domain: "barrera.io".into(),
+            mailbox: target.into(),
+            password: pw.map(mailtable_core::PasswordHash::new),
+            active: true,
+            quota: None,
+        };
+        let h = password::hash(&Secret::new("secret"), 4).unwrap();
+        w.insert(&row("hugo", "hugo@barrera.io", Some(h.stored())))
+            .unwrap();
+        w.insert(&row("info", "hugo@barrera.io", None)).unwrap();
+        let config = Config::parse(&format!("database = \"sqlite://{}\"", path.display())).unwrap();
+        let mut t = Tables::new(Ok(config));
+        let hugo = Answer::Found("hugo_barrera.io".into());
+        assert_eq!(t.lookup(Service::Alias, "info@barrera.io"), hugo);
+        assert_eq!(t.lookup(Service::Alias, "new@barrera.io"), Answer::NotFound);
+        let cred = t.lookup(Service::Credentials, "hugo@barrera.io");
+        assert_eq!(
+            cred,
+            Answer::Found(format!("hugo@barrera.io:{}", h.stored()))
+        );
+
+        // Another connection (the CLI) changes a target and adds an address.
+        w.delete("info", "barrera.io", store::Delete::Alias(None))
+            .unwrap();
+        w.insert(&row("info", "ext@example.net", None)).unwrap();
+        w.insert(&row("new", "hugo@barrera.io", None)).unwrap();
+        let ext = Answer::Found("ext@example.net".into());
+        assert_eq!(t.lookup(Service::Alias, "info@barrera.io"), ext);
+        assert_eq!(t.lookup(Service::Alias, "new@barrera.io"), hugo);
+        assert_eq!(
+            t.lookup(Service::Alias, "gone@barrera.io"),
+            Answer::NotFound
+        );
+        drop(w);
+
+        // The file is moved away: found answers go on, the rest fail.
+        let aside = dir.path().join("aside.db");
+        std::fs::rename(&path, &aside).unwrap();
+        assert_eq!(t.lookup(Service::Alias, "info@barrera.io"), ext);
+        assert_eq!(t.lookup(Service::Alias, "new@barrera.io"), hugo);
+        assert_eq!(t.lookup(Service::Credentials, "hugo@barrera.io"), cred);
+        assert!(matches!(
+            t.lookup(Service::Alias, "gone@barrera.io"),
+            Answer::Error(_)
+        ));
+        assert!(matches!(
+            t.lookup(Service::Alias, "never@barrera.io"),
+            Answer::Error(_)
+        ));
+        assert!(matches!(
+            t.lookup(Service::Credentials, "nobody@barrera.io"),
+            Answer::Error(_)
+        ));
+
+        // Changed while away, and back: seen at once.
+        let away: mailtable_core::store::DatabaseUrl =
+            format!("sqlite://{}", aside.display()).parse().unwrap();
+        let mut w = store::open(&away, &opts(Access::ReadWrite)).unwrap();
+        w.delete("new", "barrera.io", store::Delete::Alias(None))
+            .unwrap();
+        drop(w);
+        std::fs::rename(&aside, &path).unwrap();
+        assert_eq!(t.lookup(Service::Alias, "new@barrera.io"), Answer::NotFound);
+        assert_eq!(t.lookup(Service::Alias, "info@barrera.io"), ext);
     }
 
     fn table_over(store: FailingStore<MemStore>) -> Tables {

@@ -10,6 +10,8 @@
 //! tag_delimiter = "+"
 //! password_cost = 10          # bcrypt cost of new hashes
 //! query_timeout_ms = 5000     # bound on any one database call
+//! cache_entries = 20000       # answers the daemons keep (0 = no cache)
+//! stale_if_error = 3600       # seconds a found answer outlives an outage
 //!
 //! [table]                     # table-mailtable
 //! auth = false                # register smtpd's `auth` service (7.6+)
@@ -140,6 +142,13 @@ pub struct Config {
     pub password_cost: u32,
     /// Upper bound for one database call, in milliseconds.
     pub query_timeout_ms: u64,
+    /// Most answers `table-mailtable` and `serve` keep in their cache
+    /// ([`crate::cache`]); 0 turns the cache off.
+    pub cache_entries: usize,
+    /// Seconds after the database last gave a positive answer (a mailbox,
+    /// an alias's destinations, a login's hash) during which the daemons
+    /// may still serve it when the database fails; 0 turns that off.
+    pub stale_if_error: u64,
     /// `[table]`.
     pub table: TableConfig,
     /// `[serve]`.
@@ -156,6 +165,8 @@ impl Default for Config {
             tag_delimiter: "+".into(),
             password_cost: 10,
             query_timeout_ms: 5000,
+            cache_entries: crate::cache::DEFAULT_ENTRIES,
+            stale_if_error: crate::cache::DEFAULT_STALE_IF_ERROR.as_secs(),
             table: TableConfig::default(),
             serve: ServeConfig::default(),
         }
@@ -219,6 +230,14 @@ impl Config {
             return Err("query_timeout_ms must be positive".into());
         }
         Ok(())
+    }
+
+    /// The answer cache's bounds.
+    pub fn cache_settings(&self) -> crate::cache::CacheSettings {
+        crate::cache::CacheSettings {
+            entries: self.cache_entries,
+            stale_if_error: Duration::from_secs(self.stale_if_error),
+        }
     }
 
     /// The parsed `database` URL.

@@ -6,6 +6,8 @@
 //!
 //! - [`accounts`]: the account policy: logins, verdicts, user info;
 //! - [`address`]: parsing and normal form of addresses, domains, patterns;
+//! - [`cache`]: the daemons' answer cache, checked against the data's
+//!   version before every answer, with stale-if-error for outages;
 //! - [`resolve`]: THE resolution algorithm, and the per-key answers that make
 //!   smtpd's own lookup walk yield the same result;
 //! - [`delivery`]: `hugo@barrera.io` <-> `hugo_barrera.io`;
@@ -25,6 +27,7 @@
 
 pub mod accounts;
 pub mod address;
+pub mod cache;
 pub mod config;
 pub mod delivery;
 pub mod exit;

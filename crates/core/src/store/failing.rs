@@ -25,7 +25,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::{Delete, Row, SchemaState, Store, StoreError};
+use super::{ChangeToken, Delete, Row, SchemaState, Store, StoreError};
 use crate::password::PasswordHash;
 
 /// `inner`, with its calls counted and call number `fail_at` (1-based)
@@ -137,6 +137,10 @@ impl<S: Store> Store for FailingStore<S> {
     fn sample_password(&mut self) -> Result<Option<String>, StoreError> {
         self.call("sample_password")?;
         self.inner.sample_password()
+    }
+    fn change_token(&mut self) -> Result<Option<ChangeToken>, StoreError> {
+        self.call("change_token")?;
+        self.inner.change_token()
     }
     fn reopen(&mut self) -> Result<(), StoreError> {
         self.call("reopen")?;

@@ -3,7 +3,7 @@
 //! contract as the SQL backends, including a switch that makes every call
 //! fail, to test the temporary-failure paths.
 
-use super::{Delete, Row, SchemaState, Store, StoreError};
+use super::{ChangeToken, Delete, Row, SchemaState, Store, StoreError};
 use crate::password::PasswordHash;
 
 /// Rows in a `Vec`, scanned linearly: fine for tests, never for production.
@@ -13,6 +13,10 @@ pub struct MemStore {
     pub rows: Vec<Row>,
     /// When set, every call fails with [`StoreError::Unavailable`].
     pub broken: bool,
+    /// When set, [`Store::change_token`] gives a digest of the rows (so a
+    /// test that edits `rows` directly changes it), like a real backend;
+    /// otherwise `None`, and the daemons' cache stays out of the way.
+    pub versioned: bool,
     snapshot: Option<Vec<Row>>,
 }
 
@@ -83,6 +87,26 @@ impl Store for MemStore {
             .pop()
             .and_then(|r| r.password)
             .map(|h| h.stored().to_string()))
+    }
+    fn change_token(&mut self) -> Result<Option<ChangeToken>, StoreError> {
+        use std::hash::{Hash, Hasher};
+        self.check()?;
+        if !self.versioned {
+            return Ok(None);
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for r in &self.rows {
+            (&r.username, &r.domain, &r.mailbox, r.active, &r.quota).hash(&mut h);
+            r.password.as_ref().map(|p| p.stored()).hash(&mut h);
+        }
+        Ok(Some(ChangeToken::new([
+            h.finish(),
+            self.rows.len() as u64,
+            0,
+            0,
+            0,
+            0,
+        ])))
     }
     fn reopen(&mut self) -> Result<(), StoreError> {
         self.check()

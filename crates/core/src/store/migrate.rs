@@ -41,16 +41,18 @@ macro_rules! step {
 pub const SQLITE: &[Step] = &[
     step!(1, "sqlite", "0001_users.sql"),
     step!(2, "sqlite", "0002_active_quota.sql"),
+    step!(3, "sqlite", "0003_change_counter.sql"),
 ];
 
 /// The PostgreSQL steps (same numbers, same intent).
 pub const POSTGRES: &[Step] = &[
     step!(1, "postgres", "0001_users.sql"),
     step!(2, "postgres", "0002_active_quota.sql"),
+    step!(3, "postgres", "0003_change_counter.sql"),
 ];
 
 /// The newest schema version this binary knows.
-pub const LATEST: u32 = 2;
+pub const LATEST: u32 = 3;
 
 /// The steps of a dialect.
 pub fn steps(dialect: Dialect) -> &'static [Step] {

@@ -94,6 +94,18 @@ pub struct OpenOptions {
     pub timeout: Duration,
 }
 
+/// A version stamp of the data, from [`Store::change_token`]: equal tokens
+/// mean no write happened in between. Opaque; only compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChangeToken([u64; 6]);
+
+impl ChangeToken {
+    /// A token from the backend's own counters.
+    pub fn new(parts: [u64; 6]) -> ChangeToken {
+        ChangeToken(parts)
+    }
+}
+
 /// The storage interface. Lookups take normalised strings (policy above has
 /// already lower-cased and validated them) and return raw rows.
 pub trait Store: Send {
@@ -117,6 +129,15 @@ pub trait Store: Send {
     /// ([`crate::accounts`]). `None` when there is no such row (or the
     /// store cannot sample).
     fn sample_password(&mut self) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+
+    /// A stamp of the data's current version, for the daemons' answer
+    /// cache ([`crate::cache`]): it changes with every committed write,
+    /// whoever made it, as the backend documents. `None`: this store cannot
+    /// tell (the cache then never answers from memory). It asks the
+    /// database, so it can fail like any lookup.
+    fn change_token(&mut self) -> Result<Option<ChangeToken>, StoreError> {
         Ok(None)
     }
 

@@ -16,8 +16,18 @@
 //!   would hide an outage from the admin and serve stale data;
 //! - any error drops the connection, so the next lookup reopens it: when the
 //!   database comes back, lookups work again without restarting anything.
+//!
+//! The change token of the daemons' cache ([`Store::change_token`]) is one
+//! `stat` of the path and `PRAGMA data_version`: SQLite bumps that for a
+//! connection whenever another connection committed, in rollback and WAL
+//! mode alike (https://sqlite.org/pragma.html#pragma_data_version; in
+//! rollback mode it compares the file change counter of the header, which
+//! every commit increments). With the file's identity, modification time
+//! and size (a backup copied over the file or renamed into its place) and
+//! the number of connections this store has made (a reconnect starts a new
+//! count), every way of writing changes the token before the next lookup.
 
-use super::{Access, Delete, OpenOptions, Row, SchemaState, Store, StoreError};
+use super::{Access, ChangeToken, Delete, OpenOptions, Row, SchemaState, Store, StoreError};
 use crate::password::PasswordHash;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::os::unix::fs::MetadataExt;
@@ -50,6 +60,9 @@ pub struct SqliteStore {
     deadline: Arc<AtomicU64>,
     epoch: Instant,
     open: Option<Open>,
+    /// Connections made so far: part of the change token, because
+    /// `data_version` counts per connection.
+    connections: u64,
 }
 
 fn map_err(path: &Path, e: rusqlite::Error) -> StoreError {
@@ -155,14 +168,19 @@ impl SqliteStore {
             deadline: Arc::new(AtomicU64::new(0)),
             epoch: Instant::now(),
             open: None,
+            connections: 0,
         };
         store.connect()?;
         Ok(store)
     }
 
     fn file_ident(&self) -> Result<(u64, u64), StoreError> {
+        self.stat().map(|m| (m.dev(), m.ino()))
+    }
+
+    fn stat(&self) -> Result<std::fs::Metadata, StoreError> {
         match std::fs::metadata(&self.path) {
-            Ok(m) => Ok((m.dev(), m.ino())),
+            Ok(m) => Ok(m),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(StoreError::Unavailable(format!(
                     "no database at {} (create it with `mailtable init`)",
@@ -219,6 +237,7 @@ impl SqliteStore {
             columns,
             ident,
         });
+        self.connections += 1;
         Ok(())
     }
 
@@ -399,6 +418,34 @@ impl Store for SqliteStore {
 
     fn wildcard_targets(&mut self) -> Result<Vec<Row>, StoreError> {
         self.rows(Select::WildcardTargets, &[])
+    }
+
+    fn change_token(&mut self) -> Result<Option<ChangeToken>, StoreError> {
+        let meta = self.stat()?;
+        let ident = (meta.dev(), meta.ino());
+        if self.open.as_ref().is_none_or(|o| o.ident != ident) {
+            self.connect()?;
+        }
+        let version = match self.open.as_ref() {
+            Some(o) => o
+                .conn
+                .prepare_cached("PRAGMA data_version")
+                .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0))),
+            None => return Err(StoreError::Other("connection vanished".into())),
+        };
+        let version = version.map_err(|e| {
+            self.open = None;
+            map_err(&self.path, e)
+        })?;
+        let mtime = meta.mtime() as u64 ^ ((meta.mtime_nsec() as u64) << 34);
+        Ok(Some(ChangeToken::new([
+            ident.0,
+            ident.1,
+            mtime,
+            meta.size(),
+            self.connections,
+            version as u64,
+        ])))
     }
 
     fn reopen(&mut self) -> Result<(), StoreError> {
@@ -783,5 +830,69 @@ mod tests {
 
         assert_eq!(journal_mode(&path), "delete");
         assert!(!dir.path().join("mail.db-wal").exists());
+    }
+
+    #[test]
+    fn the_change_token_moves_with_every_way_of_writing() {
+        let (dir, s) = fresh();
+        drop(s);
+        let path = dir.path().join("mail.db");
+        let mut r = reader(&path);
+        let mut last = r.change_token().unwrap().expect("SQLite gives a token");
+        assert_eq!(r.change_token().unwrap().unwrap(), last);
+        let mut moved = |r: &mut SqliteStore, how: &str| {
+            let now = r.change_token().unwrap().unwrap();
+            assert_ne!(now, last, "the token did not move after {how}");
+            // And it stays put while nothing is written, lookups or not.
+            r.exact("x", "example.org").unwrap();
+            assert_eq!(r.change_token().unwrap().unwrap(), now, "after {how}");
+            last = now;
+        };
+
+        shell_insert(&path, "shell");
+        moved(&mut r, "the sqlite3 shell");
+
+        let backup = dir.path().join("backup.db");
+        std::fs::copy(&path, &backup).unwrap();
+        shell_insert(&backup, "restored");
+        std::fs::copy(&backup, &path).unwrap();
+        moved(&mut r, "a backup copied over the file");
+
+        shell_insert(&backup, "viabackupapi");
+        {
+            let src = Connection::open(&backup).unwrap();
+            let mut dst = Connection::open(&path).unwrap();
+            rusqlite::backup::Backup::new(&src, &mut dst)
+                .unwrap()
+                .run_to_completion(64, Duration::ZERO, None)
+                .unwrap();
+        }
+        moved(&mut r, "the backup API");
+
+        let fresh_copy = dir.path().join("new.db");
+        std::fs::copy(&path, &fresh_copy).unwrap();
+        shell_insert(&fresh_copy, "renamed");
+        std::fs::rename(&fresh_copy, &path).unwrap();
+        moved(&mut r, "a file renamed into place");
+
+        // A database someone switched to WAL: commits land in the -wal
+        // file, not the main file; data_version still sees them.
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "journal_mode", "wal")
+            .unwrap();
+        let mut w = reader(&path);
+        let before = w.change_token().unwrap().unwrap();
+        let keep = Connection::open(&path).unwrap();
+        keep.execute(
+            "INSERT INTO users (username, domain, mailbox) VALUES ('wal', 'example.org', 'wal@example.org')",
+            [],
+        )
+        .unwrap();
+        assert_ne!(w.change_token().unwrap().unwrap(), before, "a WAL commit");
+        drop(keep);
+
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(r.change_token(), Err(StoreError::Unavailable(_))));
     }
 }

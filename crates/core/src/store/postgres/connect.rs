@@ -78,6 +78,7 @@ impl PostgresStore {
                     tracing::info!(database = %self.shown, "database reachable again");
                 }
                 self.open = Some(open);
+                self.connections += 1;
                 Ok(())
             }
             Err(f) => {

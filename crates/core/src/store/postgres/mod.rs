@@ -24,6 +24,15 @@
 //! - `error.rs`: driver errors to [`StoreError`], never with the password;
 //! - `passfile.rs`: the password from libpq's password file;
 //! - `sql.rs`: the SQL text and the row mapping (and why rows sort by `ctid`).
+//!
+//! The change token of the daemons' cache ([`Store::change_token`]) is the
+//! stamp that schema 3's trigger writes on every change of `users`, read at
+//! most once per [`CHANGE_CHECK`]: a change committed anywhere, on this
+//! host or another, is seen by every daemon within that bound, at the cost
+//! of one tiny query per second instead of one per lookup. Without the
+//! stamp (a database not yet migrated, a role without SELECT on it) every
+//! check is a new version: answers are then cached for at most
+//! [`CHANGE_CHECK`] too, only less often reused.
 
 mod backoff;
 mod config;
@@ -35,13 +44,13 @@ mod sql;
 mod tls;
 
 use super::url::redact;
-use super::{Access, Delete, OpenOptions, Row, SchemaState, Store, StoreError};
+use super::{Access, ChangeToken, Delete, OpenOptions, Row, SchemaState, Store, StoreError};
 use crate::password::PasswordHash;
 use conn::{Conn, Open};
 use connect::Tx;
 use error::{tx_lost, Failure};
 use sql::*;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Config;
@@ -60,7 +69,17 @@ pub struct PostgresStore {
     rt: Runtime,
     open: Option<Open>,
     tx: Tx,
+    /// Connections made so far (a reconnect starts a new data version).
+    connections: u64,
+    /// The last change check: when, and the token it gave.
+    checked: Option<(Instant, ChangeToken)>,
+    /// Change checks made so far (the token when there is no stamp).
+    checks: u64,
 }
+
+/// How often the change stamp is read: the bound on how stale a cached
+/// answer can be on PostgreSQL.
+pub const CHANGE_CHECK: Duration = Duration::from_secs(1);
 
 impl PostgresStore {
     /// Connect to the database named by `url` (lazily re-connected after
@@ -91,6 +110,9 @@ impl PostgresStore {
             rt,
             open: None,
             tx: Tx::None,
+            connections: 0,
+            checked: None,
+            checks: 0,
         };
         store.connect()?;
         Ok(store)
@@ -114,6 +136,13 @@ impl PostgresStore {
         self.ensure()?;
         Ok(self.open.as_ref().map(|o| o.columns).unwrap_or_default())
     }
+}
+
+/// A stamp query that failed because there is no stamp to read.
+fn no_stamp(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code()
+        .is_some_and(|c| *c == SqlState::UNDEFINED_TABLE || *c == SqlState::INSUFFICIENT_PRIVILEGE)
 }
 
 /// The version recorded in `mailtable_schema`, `None` without that table;
@@ -178,7 +207,39 @@ impl Store for PostgresStore {
         self.rows(WILDCARD_TARGETS, &[])
     }
 
+    fn change_token(&mut self) -> Result<Option<ChangeToken>, StoreError> {
+        if let Some((at, token)) = self.checked {
+            if at.elapsed() < CHANGE_CHECK && self.open.is_some() {
+                return Ok(Some(token));
+            }
+        }
+        let stamp = self.read(|c| match c.query_static(CHANGE_STAMP, &[]) {
+            Ok(rows) => Ok(Some(match rows.first() {
+                Some(r) => r.try_get::<_, i64>(0)?,
+                None => -1,
+            })),
+            Err(Failure::Pg(e)) if no_stamp(&e) => Ok(None),
+            Err(f) => Err(f),
+        })?;
+        self.checks += 1;
+        let token = match stamp {
+            Some(s) => ChangeToken::new([1, s as u64, self.connections, 0, 0, 0]),
+            None => {
+                if self.checks == 1 {
+                    tracing::info!(database = %self.shown,
+                        "no change stamp readable (schema older than 3, or no SELECT on \
+                         mailtable_changes): cached answers are reused for at most {} s",
+                        CHANGE_CHECK.as_secs());
+                }
+                ChangeToken::new([2, self.checks, self.connections, 0, 0, 0])
+            }
+        };
+        self.checked = Some((Instant::now(), token));
+        Ok(Some(token))
+    }
+
     fn reopen(&mut self) -> Result<(), StoreError> {
+        self.checked = None;
         self.tx = Tx::None;
         self.connect()
     }

@@ -48,6 +48,8 @@ pub(super) const EXACT: &str = "WHERE domain = $1 AND username = $2 ORDER BY cti
 pub(super) const WILDCARDS: &str = "WHERE domain = $1 AND strpos(username, '%') > 0 ORDER BY ctid";
 pub(super) const TARGETING: &str = "WHERE mailbox = $1 ORDER BY ctid";
 pub(super) const WILDCARD_TARGETS: &str = "WHERE strpos(mailbox, '%') > 0 ORDER BY ctid";
+/// The change stamp of schema 3 (`schema/postgres/0003_change_counter.sql`).
+pub(super) const CHANGE_STAMP: &str = "SELECT stamp FROM mailtable_changes WHERE id = 1";
 pub(super) const HAS_DOMAIN: &str = "SELECT 1 FROM users WHERE domain = $1 LIMIT 1";
 /// One login row's hash (the table has no insertion order to go by).
 pub(super) const SAMPLE_PASSWORD: &str = "SELECT password FROM users \

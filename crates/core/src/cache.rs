@@ -1,0 +1,517 @@
+//! The answer cache of the daemons (`table-mailtable`, `dovecot-mailtable
+//! serve`): the last answer to each request, kept while the data it came
+//! from is unchanged, and positive answers kept a while longer to ride out a
+//! database outage ("stale-if-error", RFC 5861's name for the same idea in
+//! HTTP caches).
+//!
+//! Correct by construction, not by expiry:
+//! - before every lookup the caller asks the store for its
+//!   [`ChangeToken`] ([`crate::Store::change_token`]); an entry is served only if
+//!   it was stored under the token the store reports now. Any write, by the
+//!   CLI, the `sqlite3` shell, a restore by `cp`, or another host on
+//!   PostgreSQL, changes the token (each backend documents how, and how
+//!   soon), so the next lookup asks the database again;
+//! - the token is read *before* the answer is computed, so an answer is
+//!   never filed under a token older than the data it saw;
+//! - a store that cannot give a token (`Ok(None)`) is never served from the
+//!   cache;
+//! - the change check is part of the lookup: when it fails, the lookup
+//!   fails like any other query (a temporary failure), unless stale-if-error
+//!   applies.
+//!
+//! Stale-if-error: when the change check or the lookup fails, an answer the
+//! caller marked *positive* (a mailbox, an alias's destinations, user info,
+//! a login's hash) that the database confirmed within `stale_if_error` is
+//! served instead, and the outage is logged once. Negative answers (unknown
+//! user, not our domain, the dummy hash of an unknown login) are never
+//! served stale: during an outage those stay temporary failures, so no mail
+//! bounces and no login is refused on old evidence. Nothing here ever turns
+//! an error into "not found".
+//!
+//! Bounded memory: at most `entries` answers, kept in two generations (the
+//! current map and the previous one, swapped when the current one is half
+//! full), so the entries in use survive and the rest are dropped without
+//! any per-hit bookkeeping. `entries = 0` turns the cache off.
+
+use crate::store::ChangeToken;
+use std::collections::HashMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// Default bound on cached answers (each a key and a value of a few hundred
+/// bytes at most: a few MB).
+pub const DEFAULT_ENTRIES: usize = 20_000;
+
+/// Default `stale_if_error`: an hour.
+pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(3600);
+
+/// How the cache is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Most answers kept; 0 turns the cache off (stale-if-error too).
+    pub entries: usize,
+    /// How long after the database last confirmed a positive answer it may
+    /// still be served when the database fails; zero turns that off.
+    pub stale_if_error: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            entries: DEFAULT_ENTRIES,
+            stale_if_error: DEFAULT_STALE_IF_ERROR,
+        }
+    }
+}
+
+/// An answer as the database gave it, with whether it may be served stale.
+#[derive(Debug, Clone)]
+pub struct Fetched<V> {
+    /// The answer.
+    pub value: V,
+    /// A positive answer (found): may be served during an outage.
+    pub positive: bool,
+}
+
+impl<V> Fetched<V> {
+    /// A positive answer.
+    pub fn positive(value: V) -> Fetched<V> {
+        Fetched {
+            value,
+            positive: true,
+        }
+    }
+
+    /// A negative answer: cached while the data is unchanged, never served
+    /// stale.
+    pub fn negative(value: V) -> Fetched<V> {
+        Fetched {
+            value,
+            positive: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry<V> {
+    value: V,
+    positive: bool,
+    /// The data version the answer was computed under.
+    generation: u64,
+    /// When the database last gave this answer.
+    seen: Instant,
+}
+
+/// Where a lookup stands after the change check: the data version it reads,
+/// when the store gave one. Handed back to [`AnswerCache::put`], so an
+/// answer computed while another thread saw a newer version is filed under
+/// the older one and never served fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(Option<u64>);
+
+/// How a lookup was answered, for the counters of the benchmarks and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Answered from the cache, the data unchanged.
+    pub hits: u64,
+    /// Asked the database.
+    pub misses: u64,
+    /// Answered stale during an outage.
+    pub stale: u64,
+}
+
+/// The cache. `V` is the answer as the daemon sends it.
+#[derive(Debug)]
+pub struct AnswerCache<V> {
+    settings: CacheSettings,
+    /// The token of the current data version, when the last check gave one.
+    token: Option<ChangeToken>,
+    /// Bumped whenever the token changes or is lost.
+    generation: u64,
+    current: HashMap<String, Entry<V>>,
+    previous: HashMap<String, Entry<V>>,
+    /// In an outage (logged when it began).
+    outage: bool,
+    stats: CacheStats,
+}
+
+impl<V: Clone> AnswerCache<V> {
+    /// An empty cache.
+    pub fn new(settings: CacheSettings) -> AnswerCache<V> {
+        AnswerCache {
+            settings,
+            token: None,
+            generation: 0,
+            current: HashMap::new(),
+            previous: HashMap::new(),
+            outage: false,
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> CacheSettings {
+        self.settings
+    }
+
+    /// Counters since the start.
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+
+    /// How many answers are kept.
+    pub fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+
+    /// Whether no answer is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forget everything (smtpd's `update`, `smtpctl update table`).
+    pub fn clear(&mut self) {
+        self.current = HashMap::new();
+        self.previous = HashMap::new();
+        self.token = None;
+        self.generation += 1;
+    }
+
+    /// Record the store's answer to the change check; returns the ticket
+    /// of this lookup. A new token, or none, starts a new data version.
+    pub fn begin(&mut self, token: Option<ChangeToken>) -> Ticket {
+        if token.is_none() || token != self.token {
+            self.generation += 1;
+            self.token = token;
+        }
+        Ticket(token.map(|_| self.generation))
+    }
+
+    /// The answer stored under this lookup's data version, if any.
+    pub fn fresh(&mut self, ticket: Ticket, key: &str) -> Option<V> {
+        let generation = ticket.0?;
+        if self.settings.entries == 0 {
+            return None;
+        }
+        let hit = match self.current.get(key) {
+            Some(e) => (e.generation == generation).then(|| e.value.clone()),
+            None => {
+                // Used again: move it to the current generation so the next
+                // swap keeps it.
+                let e = self.previous.remove(key)?;
+                let hit = (e.generation == generation).then(|| e.value.clone());
+                self.insert(key, e);
+                hit
+            }
+        };
+        if hit.is_some() {
+            self.stats.hits += 1;
+        }
+        hit
+    }
+
+    /// File an answer the database just gave (under the lookup's ticket).
+    /// The end of an outage is logged here.
+    pub fn put(&mut self, ticket: Ticket, key: &str, fetched: Fetched<V>) {
+        self.stats.misses += 1;
+        if self.outage {
+            self.outage = false;
+            tracing::warn!("database answers again; cached answers are checked against it");
+        }
+        if self.settings.entries == 0 {
+            return;
+        }
+        // Without a token the answer cannot be served fresh (generation 0
+        // is never current: `begin` has bumped it at least once), but a
+        // positive one can still ride out an outage.
+        let generation = ticket.0.unwrap_or(0);
+        if !fetched.positive && ticket.0.is_none() {
+            self.current.remove(key);
+            self.previous.remove(key);
+            return;
+        }
+        self.insert(
+            key,
+            Entry {
+                value: fetched.value,
+                positive: fetched.positive,
+                generation,
+                seen: Instant::now(),
+            },
+        );
+    }
+
+    /// After the change check or the lookup failed: a positive answer the
+    /// database gave within `stale_if_error`, if there is one. The first
+    /// stale answer of an outage is logged, with the error.
+    pub fn stale(&mut self, key: &str, error: &dyn fmt::Display) -> Option<V> {
+        let limit = self.settings.stale_if_error;
+        if limit.is_zero() {
+            return None;
+        }
+        let e = self.current.get(key).or_else(|| self.previous.get(key))?;
+        if !e.positive || e.seen.elapsed() > limit {
+            return None;
+        }
+        let value = e.value.clone();
+        self.stats.stale += 1;
+        if !self.outage {
+            self.outage = true;
+            tracing::warn!(
+                "database unavailable ({error}); serving positive answers it gave \
+                 within the last {} s from the cache, every other lookup fails \
+                 temporarily",
+                limit.as_secs()
+            );
+        }
+        Some(value)
+    }
+
+    fn insert(&mut self, key: &str, entry: Entry<V>) {
+        if self.previous.contains_key(key) {
+            self.previous.remove(key);
+        }
+        if !self.current.contains_key(key) && self.current.len() >= self.half() {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key.to_string(), entry);
+    }
+
+    fn half(&self) -> usize {
+        self.settings.entries.div_ceil(2)
+    }
+
+    /// One whole lookup for a caller that owns its store: change check,
+    /// fresh hit, else `compute`, else (on error) a stale positive answer.
+    ///
+    /// `token` is the store's answer to [`crate::Store::change_token`],
+    /// asked just before (its error in the caller's error type). Errors of
+    /// the check and of `compute` are the lookup's error unless a stale
+    /// answer applies.
+    pub fn lookup<E: fmt::Display>(
+        &mut self,
+        token: Result<Option<ChangeToken>, E>,
+        key: &str,
+        compute: impl FnOnce() -> Result<Fetched<V>, E>,
+    ) -> Result<V, E> {
+        let ticket = match token {
+            Ok(t) => self.begin(t),
+            Err(e) => {
+                // The data version is unknown from here on: nothing is
+                // fresh until a check succeeds again.
+                self.begin(None);
+                return match self.stale(key, &e) {
+                    Some(v) => Ok(v),
+                    None => Err(e),
+                };
+            }
+        };
+        if let Some(v) = self.fresh(ticket, key) {
+            return Ok(v);
+        }
+        match compute() {
+            Ok(f) => {
+                let value = f.value.clone();
+                self.put(ticket, key, f);
+                Ok(value)
+            }
+            Err(e) => match self.stale(key, &e) {
+                Some(v) => Ok(v),
+                None => Err(e),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tok(n: u64) -> Option<ChangeToken> {
+        Some(ChangeToken::new([n, 0, 0, 0, 0, 0]))
+    }
+
+    fn cache(entries: usize) -> AnswerCache<String> {
+        AnswerCache::new(CacheSettings {
+            entries,
+            stale_if_error: Duration::from_secs(60),
+        })
+    }
+
+    type R = Result<String, String>;
+
+    fn found(v: &str) -> impl FnOnce() -> Result<Fetched<String>, String> + '_ {
+        move || Ok(Fetched::positive(v.to_string()))
+    }
+
+    fn unknown() -> Result<Fetched<String>, String> {
+        Ok(Fetched::negative("unknown".into()))
+    }
+
+    fn down() -> Result<Fetched<String>, String> {
+        Err("database unavailable".into())
+    }
+
+    fn never() -> Result<Fetched<String>, String> {
+        panic!("the database was asked although the answer was cached")
+    }
+
+    fn outage() -> Result<Option<ChangeToken>, String> {
+        Err("database unavailable: gone".into())
+    }
+
+    #[test]
+    fn an_unchanged_token_serves_the_cached_answer() {
+        let mut c = cache(10);
+        assert_eq!(c.lookup(Ok(tok(1)), "k", found("a")), R::Ok("a".into()));
+        assert_eq!(c.lookup(Ok(tok(1)), "k", never), R::Ok("a".into()));
+        assert_eq!(
+            c.stats(),
+            CacheStats {
+                hits: 1,
+                misses: 1,
+                stale: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_new_token_asks_the_database_again() {
+        let mut c = cache(10);
+        c.lookup(Ok(tok(1)), "k", found("a")).unwrap();
+        assert_eq!(c.lookup(Ok(tok(2)), "k", found("b")), R::Ok("b".into()));
+        assert_eq!(c.lookup(Ok(tok(2)), "k", never), R::Ok("b".into()));
+        // Back to an earlier token is a change too (a restored backup).
+        assert_eq!(c.lookup(Ok(tok(1)), "k", found("c")), R::Ok("c".into()));
+    }
+
+    #[test]
+    fn negative_answers_are_cached_while_the_data_is_unchanged() {
+        let mut c = cache(10);
+        assert_eq!(c.lookup(Ok(tok(1)), "k", unknown), R::Ok("unknown".into()));
+        assert_eq!(c.lookup(Ok(tok(1)), "k", never), R::Ok("unknown".into()));
+    }
+
+    #[test]
+    fn a_store_without_a_token_is_never_served_from_the_cache() {
+        let mut c = cache(10);
+        c.lookup(Ok(None), "k", found("a")).unwrap();
+        assert_eq!(c.lookup(Ok(None), "k", found("b")), R::Ok("b".into()));
+        assert_eq!(c.stats().hits, 0);
+    }
+
+    #[test]
+    fn stale_if_error_serves_positive_answers_only() {
+        let mut c = cache(10);
+        c.lookup(Ok(tok(1)), "mailbox", found("a")).unwrap();
+        c.lookup(Ok(tok(1)), "unknown", unknown).unwrap();
+        // The change check fails.
+        assert_eq!(c.lookup(outage(), "mailbox", never), R::Ok("a".into()));
+        assert_eq!(
+            c.lookup(outage(), "unknown", never),
+            R::Err("database unavailable: gone".into())
+        );
+        assert_eq!(
+            c.lookup(outage(), "never-seen", never),
+            R::Err("database unavailable: gone".into())
+        );
+        // The check passes but the lookup fails.
+        assert_eq!(c.lookup(Ok(tok(1)), "mailbox", down), R::Ok("a".into()));
+        assert_eq!(
+            c.lookup(Ok(tok(1)), "unknown", down),
+            R::Err("database unavailable".into())
+        );
+        assert_eq!(c.stats().stale, 2);
+    }
+
+    #[test]
+    fn after_an_outage_nothing_is_served_without_asking() {
+        let mut c = cache(10);
+        c.lookup(Ok(tok(1)), "k", found("a")).unwrap();
+        c.lookup(outage(), "k", never).unwrap();
+        // Same token as before the outage: still asked again, because the
+        // outage broke the chain of checks (a reconnect, a replaced file).
+        assert_eq!(c.lookup(Ok(tok(1)), "k", found("b")), R::Ok("b".into()));
+        assert_eq!(c.lookup(Ok(tok(1)), "k", never), R::Ok("b".into()));
+    }
+
+    #[test]
+    fn a_negative_answer_replaces_a_positive_one_for_the_outage() {
+        // Deleted while the database was up: the delete must hold through
+        // the next outage.
+        let mut c = cache(10);
+        c.lookup(Ok(tok(1)), "k", found("a")).unwrap();
+        c.lookup(Ok(tok(2)), "k", unknown).unwrap();
+        assert!(c.lookup(outage(), "k", never).is_err());
+    }
+
+    #[test]
+    fn stale_if_error_has_an_age_limit_and_can_be_off() {
+        let mut c = AnswerCache::new(CacheSettings {
+            entries: 10,
+            stale_if_error: Duration::from_millis(30),
+        });
+        c.lookup(Ok(tok(1)), "k", found("a")).unwrap();
+        assert_eq!(c.lookup(outage(), "k", never), R::Ok("a".into()));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(c.lookup(outage(), "k", never).is_err());
+
+        let mut off = AnswerCache::new(CacheSettings {
+            entries: 10,
+            stale_if_error: Duration::ZERO,
+        });
+        off.lookup(Ok(tok(1)), "k", found("a")).unwrap();
+        assert!(off.lookup(outage(), "k", never).is_err());
+    }
+
+    #[test]
+    fn a_positive_answer_without_a_token_still_rides_out_an_outage() {
+        let mut c = cache(10);
+        c.lookup(Ok(None), "k", found("a")).unwrap();
+        assert_eq!(c.lookup(outage(), "k", never), R::Ok("a".into()));
+    }
+
+    #[test]
+    fn an_answer_computed_under_an_older_version_is_never_fresh() {
+        // Thread A checks (version 1) and computes slowly; thread B sees
+        // version 2 meanwhile. A's answer must not be served as current.
+        let mut c = cache(10);
+        let a = c.begin(tok(1));
+        let b = c.begin(tok(2));
+        c.put(a, "k", Fetched::positive("old".to_string()));
+        assert_eq!(c.fresh(b, "k"), None);
+    }
+
+    #[test]
+    fn cleared_by_update() {
+        let mut c = cache(10);
+        c.lookup(Ok(tok(1)), "k", found("a")).unwrap();
+        c.clear();
+        assert!(c.is_empty());
+        assert_eq!(c.lookup(Ok(tok(1)), "k", found("b")), R::Ok("b".into()));
+    }
+
+    #[test]
+    fn memory_is_bounded_and_keys_in_use_survive() {
+        let mut c = cache(100);
+        c.lookup(Ok(tok(1)), "hot", found("h")).unwrap();
+        for i in 0..10_000 {
+            let k = format!("cold{i}");
+            c.lookup(Ok(tok(1)), &k, found("x")).unwrap();
+            assert!(c.len() <= 100, "{} entries", c.len());
+            // The hot key is asked as often as real traffic repeats it.
+            if i % 10 == 0 {
+                assert_eq!(c.lookup(Ok(tok(1)), "hot", never), R::Ok("h".into()));
+            }
+        }
+    }
+
+    #[test]
+    fn zero_entries_turns_the_cache_off() {
+        let mut c = cache(0);
+        c.lookup(Ok(tok(1)), "k", found("a")).unwrap();
+        assert_eq!(c.lookup(Ok(tok(1)), "k", found("b")), R::Ok("b".into()));
+        assert!(c.lookup(outage(), "k", never).is_err());
+        assert!(c.is_empty());
+    }
+}
