@@ -33,12 +33,20 @@
 //!   (empty, malformed, unknown scheme), user info no protocol can carry.
 //!   Never "unknown", never "mismatch": a database outage must not bounce
 //!   mail or lock users out (DESIGN.md, "Failure semantics").
+//!
+//! In `serve`, every lookup goes through one answer cache shared by all
+//! connection threads ([`mailtable_core::cache`]): userdb and passdb
+//! answers, dict answers, and the database part of a password check (the
+//! login's hash; the hashing itself is never skipped). Each is checked
+//! against the database's change token first, and found answers ride out
+//! an outage for `stale_if_error`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use mailtable_core::accounts::{
     self, AccountError, Accounts, Credentials, Login, UserInfo, Verdict, Verifier,
 };
+use mailtable_core::cache::{AnswerCache, Fetched};
 use mailtable_core::{Config, Store, StoreError};
 
 use crate::checkpassword::{userdb_fields, CheckpasswordRequest, Mode, Outcome};
@@ -56,7 +64,7 @@ pub const DICT_USERDB_PREFIX: &str = "shared/userdb/";
 /// What a password check needs after the database was asked: everything but
 /// the hashing, which [`VerifyPlan::run`] does (on the hash pool in
 /// `serve`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct VerifyPlan {
     login: Login,
     accounts: Accounts,
@@ -346,6 +354,18 @@ pub struct Backend {
     directory: Arc<Directory>,
     stores: Arc<StorePool>,
     hashes: Option<Arc<HashPool>>,
+    cache: Arc<Mutex<AnswerCache<Cached>>>,
+}
+
+/// What the cache keeps, by kind of request.
+#[derive(Debug, Clone)]
+enum Cached {
+    /// A passdb or userdb lookup of the HTTP API.
+    Lookup(LookupResult),
+    /// A dict lookup.
+    Dict(Lookup),
+    /// The database part of a password check.
+    Login(VerifyPlan),
 }
 
 impl Backend {
@@ -355,32 +375,94 @@ impl Backend {
         stores: Arc<StorePool>,
         hashes: Option<Arc<HashPool>>,
     ) -> Backend {
+        let cache = AnswerCache::new(directory.config().cache_settings());
         Backend {
             directory,
             stores,
             hashes,
+            cache: Arc::new(Mutex::new(cache)),
         }
+    }
+
+    fn cache(&self) -> MutexGuard<'_, AnswerCache<Cached>> {
+        // A thread that panicked while holding the lock left the cache
+        // consistent (every method completes its change before returning).
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One lookup through the cache: the change check and a fresh answer
+    /// on a pooled store, else `compute` there; when the database fails, a
+    /// found answer within `stale_if_error`, else the error. The lock is
+    /// never held while the database is asked.
+    fn cached(
+        &self,
+        key: &str,
+        compute: impl FnOnce(&Directory, &mut dyn Store) -> Result<Fetched<Cached>, StoreError>,
+    ) -> Result<Cached, StoreError> {
+        let dir = &self.directory;
+        let result = self.stores.with(|s| {
+            let token = s.change_token()?;
+            let ticket = {
+                let mut cache = self.cache();
+                let ticket = cache.begin(token);
+                if let Some(hit) = cache.fresh(ticket, key) {
+                    return Ok(hit);
+                }
+                ticket
+            };
+            let fetched = compute(dir, s)?;
+            let value = fetched.value.clone();
+            self.cache().put(ticket, key, fetched);
+            Ok(value)
+        });
+        result.or_else(|e| {
+            let mut cache = self.cache();
+            cache.begin(None);
+            cache.stale(key, &e).ok_or(e)
+        })
     }
 
     fn run_lookup(
         &self,
         what: &str,
+        user: &str,
         f: impl FnOnce(&Directory, &mut dyn Store) -> Result<LookupResult, StoreError>,
     ) -> LookupResult {
-        let dir = &self.directory;
         // Not logged here: the protocol layer logs every temporary failure
         // with the request it belongs to.
-        self.stores
-            .with(|s| f(dir, s))
-            .unwrap_or_else(|e| LookupResult::TempFail(format!("{what}: {e}")))
+        let answer = self.cached(&format!("{what}\t{user}"), |d, s| {
+            let r = f(d, s)?;
+            let positive = matches!(r, LookupResult::Found(_));
+            Ok(Fetched {
+                value: Cached::Lookup(r),
+                positive,
+            })
+        });
+        match answer {
+            Ok(Cached::Lookup(r)) => r,
+            Ok(_) => LookupResult::TempFail(format!("{what}: {KIND_MISMATCH}")),
+            Err(e) => LookupResult::TempFail(format!("{what}: {e}")),
+        }
     }
 }
 
+/// Keys carry the kind of request, so a kind never finds another's entry;
+/// if it ever did, the lookup fails temporarily rather than guess.
+const KIND_MISMATCH: &str = "the answer cache kept another kind of answer under this key";
+
 impl ApiBackend for Backend {
     fn passdb_verify(&mut self, user: &str, password: &Secret) -> VerifyResult {
-        let dir = &self.directory;
-        let plan = match self.stores.with(|s| dir.verify_plan(s, user)) {
-            Ok(p) => p,
+        let plan = self.cached(&format!("verify\t{user}"), |d, s| {
+            let plan = d.verify_plan(s, user)?;
+            let positive = plan.login.is_known();
+            Ok(Fetched {
+                value: Cached::Login(plan),
+                positive,
+            })
+        });
+        let plan = match plan {
+            Ok(Cached::Login(p)) => p,
+            Ok(_) => return VerifyResult::TempFail(format!("passdb verify: {KIND_MISMATCH}")),
             Err(e) => return VerifyResult::TempFail(format!("passdb verify: {e}")),
         };
         match &self.hashes {
@@ -394,19 +476,27 @@ impl ApiBackend for Backend {
     }
 
     fn passdb_lookup(&mut self, user: &str) -> LookupResult {
-        self.run_lookup("passdb lookup", |d, s| d.passdb_lookup(s, user))
+        self.run_lookup("passdb lookup", user, |d, s| d.passdb_lookup(s, user))
     }
 
     fn userdb_lookup(&mut self, user: &str) -> LookupResult {
-        self.run_lookup("userdb lookup", |d, s| d.userdb_lookup(s, user))
+        self.run_lookup("userdb lookup", user, |d, s| d.userdb_lookup(s, user))
     }
 }
 
 impl DictBackend for Backend {
     fn lookup(&mut self, key: &str, _user: &str) -> Lookup {
-        let dir = &self.directory;
-        match self.stores.with(|s| dir.dict_lookup(s, key)) {
-            Ok(l) => l,
+        let answer = self.cached(&format!("dict\t{key}"), |d, s| {
+            let l = d.dict_lookup(s, key)?;
+            let positive = matches!(l, Lookup::Found(_));
+            Ok(Fetched {
+                value: Cached::Dict(l),
+                positive,
+            })
+        });
+        match answer {
+            Ok(Cached::Dict(l)) => l,
+            Ok(_) => Lookup::Failed(KIND_MISMATCH.into()),
             Err(e) => Lookup::Failed(e.to_string()),
         }
     }
@@ -760,6 +850,117 @@ mod tests {
         assert!(matches!(
             DictBackend::lookup(&mut b, "shared/userdb/hugo@barrera.io", ""),
             Lookup::Found(_)
+        ));
+    }
+
+    /// With answers cached, an outage: found users keep their userdb and
+    /// passdb answers and their logins (the password is still checked,
+    /// against the hash the database gave last), unknown users fail
+    /// temporarily; back again, a change made meanwhile is seen at once.
+    #[test]
+    fn cached_answers_ride_out_an_outage_and_only_found_ones() {
+        let broken = Arc::new(AtomicBool::new(false));
+        let mut store = fixture();
+        store.versioned = true;
+        let mut b = backend_over(store.clone(), Arc::clone(&broken), None);
+        let userdb = |b: &mut Backend, u: &str| b.userdb_lookup(u);
+        assert!(matches!(
+            b.passdb_verify("hugo@barrera.io", &secret(PW)),
+            VerifyResult::Ok(_)
+        ));
+        assert!(matches!(
+            userdb(&mut b, "hugo_barrera.io"),
+            LookupResult::Found(_)
+        ));
+        assert!(matches!(
+            b.passdb_lookup("hugo@barrera.io"),
+            LookupResult::Found(_)
+        ));
+        let dict = DictBackend::lookup(&mut b, "shared/userdb/hugo@barrera.io", "");
+        assert!(matches!(dict, Lookup::Found(_)));
+        assert_eq!(userdb(&mut b, "nobody@barrera.io"), LookupResult::Unknown);
+        assert!(matches!(
+            b.passdb_verify("nobody@barrera.io", &secret(PW)),
+            VerifyResult::Unknown
+        ));
+
+        broken.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            b.passdb_verify("hugo@barrera.io", &secret(PW)),
+            VerifyResult::Ok(_)
+        ));
+        assert!(matches!(
+            b.passdb_verify("hugo@barrera.io", &secret("wrong")),
+            VerifyResult::Mismatch
+        ));
+        assert!(matches!(
+            userdb(&mut b, "hugo_barrera.io"),
+            LookupResult::Found(_)
+        ));
+        assert!(matches!(
+            b.passdb_lookup("hugo@barrera.io"),
+            LookupResult::Found(_)
+        ));
+        assert_eq!(
+            DictBackend::lookup(&mut b, "shared/userdb/hugo@barrera.io", ""),
+            dict
+        );
+        assert!(matches!(
+            userdb(&mut b, "nobody@barrera.io"),
+            LookupResult::TempFail(_)
+        ));
+        assert!(matches!(
+            b.passdb_verify("nobody@barrera.io", &secret(PW)),
+            VerifyResult::TempFail(_)
+        ));
+        assert!(matches!(
+            DictBackend::lookup(&mut b, "shared/userdb/nobody@barrera.io", ""),
+            Lookup::Failed(_)
+        ));
+
+        // Back, with hugo deleted meanwhile: seen at once.
+        store.rows.retain(|r| r.username != "hugo");
+        let mut b2 = backend_over(store, Arc::clone(&broken), None);
+        b2.cache = Arc::clone(&b.cache);
+        broken.store(false, Ordering::SeqCst);
+        assert_eq!(userdb(&mut b2, "hugo_barrera.io"), LookupResult::Unknown);
+        assert!(matches!(
+            b2.passdb_verify("hugo@barrera.io", &secret(PW)),
+            VerifyResult::Unknown
+        ));
+    }
+
+    /// `stale_if_error = 0`: an outage fails every lookup, cached or not.
+    #[test]
+    fn stale_if_error_off_fails_every_lookup_in_an_outage() {
+        let broken = Arc::new(AtomicBool::new(false));
+        let mut store = fixture();
+        store.versioned = true;
+        let mut config = config();
+        config.stale_if_error = 0;
+        let s = store.clone();
+        let flag = Arc::clone(&broken);
+        let pool = StorePool::new(
+            Box::new(move || {
+                let mut s = s.clone();
+                s.broken = flag.load(Ordering::SeqCst);
+                Ok(Box::new(s) as Box<dyn Store>)
+            }),
+            0,
+        );
+        let mut b = Backend::new(Arc::new(Directory::new(config)), Arc::new(pool), None);
+        assert!(matches!(
+            b.userdb_lookup("hugo_barrera.io"),
+            LookupResult::Found(_)
+        ));
+        assert!(matches!(
+            b.userdb_lookup("hugo_barrera.io"),
+            LookupResult::Found(_)
+        ));
+        broken.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            b.userdb_lookup("hugo_barrera.io"),
+            LookupResult::TempFail(_)
         ));
     }
 

@@ -153,6 +153,13 @@ enum LoginState {
 }
 
 impl Login {
+    /// Whether there is an active mailbox with a hash to check against (a
+    /// positive answer of the database; unknown and disabled logins are
+    /// negative ones).
+    pub fn is_known(&self) -> bool {
+        matches!(self.state, LoginState::Check(_, _))
+    }
+
     /// Check `password` (bytes as the client sent them).
     pub fn check(self, password: &[u8]) -> Verdict {
         let text = std::str::from_utf8(password).ok();

@@ -18,14 +18,20 @@
 //!   database comes back, lookups work again without restarting anything.
 //!
 //! The change token of the daemons' cache ([`Store::change_token`]) is one
-//! `stat` of the path and `PRAGMA data_version`: SQLite bumps that for a
-//! connection whenever another connection committed, in rollback and WAL
-//! mode alike (https://sqlite.org/pragma.html#pragma_data_version; in
-//! rollback mode it compares the file change counter of the header, which
-//! every commit increments). With the file's identity, modification time
-//! and size (a backup copied over the file or renamed into its place) and
-//! the number of connections this store has made (a reconnect starts a new
-//! count), every way of writing changes the token before the next lookup.
+//! `stat` of the path and one read of the file's header: the file change
+//! counter at offset 24, which every commit in rollback-journal mode
+//! increments, by any connection of any process, and which SQLite itself
+//! compares to tell whether its page cache is still valid
+//! (https://sqlite.org/fileformat2.html, "File change counter"). The same
+//! file gives the same token on every connection, so the stores of
+//! `serve`'s pool share one cache. With the file's identity, modification
+//! time and size (a backup copied over the file or renamed into its place)
+//! every way of writing changes the token before the next lookup. Read
+//! without a lock: a counter read mid-commit only makes the next lookup ask
+//! again. A database someone switched to WAL keeps that counter still, so
+//! there the token is `PRAGMA data_version` (which any commit advances, but
+//! which only means something on one connection) and the connection's
+//! number.
 
 use super::{Access, ChangeToken, Delete, OpenOptions, Row, SchemaState, Store, StoreError};
 use crate::password::PasswordHash;
@@ -48,6 +54,8 @@ struct Open {
     columns: Columns,
     /// (device, inode) of the file when it was opened.
     ident: (u64, u64),
+    /// The file, for reading its header (the change counter).
+    file: std::fs::File,
 }
 
 /// A SQLite-backed [`Store`].
@@ -232,10 +240,13 @@ impl SqliteStore {
         }
         let columns = Self::columns(&conn).map_err(|e| map_err(&path, e))?;
         let ident = self.file_ident()?;
+        let file = std::fs::File::open(&path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot use {}: {e}", path.display())))?;
         self.open = Some(Open {
             conn,
             columns,
             ident,
+            file,
         });
         self.connections += 1;
         Ok(())
@@ -421,30 +432,46 @@ impl Store for SqliteStore {
     }
 
     fn change_token(&mut self) -> Result<Option<ChangeToken>, StoreError> {
+        use std::os::unix::fs::FileExt;
         let meta = self.stat()?;
         let ident = (meta.dev(), meta.ino());
         if self.open.as_ref().is_none_or(|o| o.ident != ident) {
             self.connect()?;
         }
-        let version = match self.open.as_ref() {
-            Some(o) => o
-                .conn
-                .prepare_cached("PRAGMA data_version")
-                .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0))),
-            None => return Err(StoreError::Other("connection vanished".into())),
+        let Some(open) = self.open.as_ref() else {
+            return Err(StoreError::Other("connection vanished".into()));
         };
-        let version = version.map_err(|e| {
-            self.open = None;
-            map_err(&self.path, e)
-        })?;
+        let mut header = [0u8; 28];
+        let read = open.file.read_exact_at(&mut header, 0);
         let mtime = meta.mtime() as u64 ^ ((meta.mtime_nsec() as u64) << 34);
+        let stamp = match read {
+            // Bytes 18 and 19: 2 in WAL mode, 1 with a rollback journal.
+            Ok(()) if header[18] == 1 => {
+                let counter = u32::from_be_bytes([header[24], header[25], header[26], header[27]]);
+                [u64::from(counter), 0]
+            }
+            // WAL, or a file too short for a header (an empty database
+            // SQLite has not written yet): the connection's own view.
+            _ => {
+                let version = open
+                    .conn
+                    .prepare_cached("PRAGMA data_version")
+                    .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
+                    .map_err(|e| {
+                        let err = map_err(&self.path, e);
+                        self.open = None;
+                        err
+                    })?;
+                [version as u64, self.connections]
+            }
+        };
         Ok(Some(ChangeToken::new([
             ident.0,
             ident.1,
             mtime,
             meta.size(),
-            self.connections,
-            version as u64,
+            stamp[0],
+            stamp[1],
         ])))
     }
 
@@ -846,6 +873,10 @@ mod tests {
             // And it stays put while nothing is written, lookups or not.
             r.exact("x", "example.org").unwrap();
             assert_eq!(r.change_token().unwrap().unwrap(), now, "after {how}");
+            // Every connection reads the same token (serve's pool shares
+            // one cache).
+            let other = reader(&r.path).change_token().unwrap();
+            assert_eq!(other, Some(now), "another connection after {how}");
             last = now;
         };
 

@@ -78,7 +78,6 @@ impl PostgresStore {
                     tracing::info!(database = %self.shown, "database reachable again");
                 }
                 self.open = Some(open);
-                self.connections += 1;
                 Ok(())
             }
             Err(f) => {

@@ -26,7 +26,8 @@
 //! - `sql.rs`: the SQL text and the row mapping (and why rows sort by `ctid`).
 //!
 //! The change token of the daemons' cache ([`Store::change_token`]) is the
-//! stamp that schema 3's trigger writes on every change of `users`, read at
+//! stamp that schema 3's trigger writes on every change of `users` (the id
+//! of the writing transaction, so the same on every connection), read at
 //! most once per [`CHANGE_CHECK`]: a change committed anywhere, on this
 //! host or another, is seen by every daemon within that bound, at the cost
 //! of one tiny query per second instead of one per lookup. Without the
@@ -69,8 +70,6 @@ pub struct PostgresStore {
     rt: Runtime,
     open: Option<Open>,
     tx: Tx,
-    /// Connections made so far (a reconnect starts a new data version).
-    connections: u64,
     /// The last change check: when, and the token it gave.
     checked: Option<(Instant, ChangeToken)>,
     /// Change checks made so far (the token when there is no stamp).
@@ -110,7 +109,6 @@ impl PostgresStore {
             rt,
             open: None,
             tx: Tx::None,
-            connections: 0,
             checked: None,
             checks: 0,
         };
@@ -223,7 +221,7 @@ impl Store for PostgresStore {
         })?;
         self.checks += 1;
         let token = match stamp {
-            Some(s) => ChangeToken::new([1, s as u64, self.connections, 0, 0, 0]),
+            Some(s) => ChangeToken::new([1, s as u64, 0, 0, 0, 0]),
             None => {
                 if self.checks == 1 {
                     tracing::info!(database = %self.shown,
@@ -231,7 +229,7 @@ impl Store for PostgresStore {
                          mailtable_changes): cached answers are reused for at most {} s",
                         CHANGE_CHECK.as_secs());
                 }
-                ChangeToken::new([2, self.checks, self.connections, 0, 0, 0])
+                ChangeToken::new([2, self.checks, 0, 0, 0, 0])
             }
         };
         self.checked = Some((Instant::now(), token));
