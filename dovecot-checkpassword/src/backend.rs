@@ -364,8 +364,9 @@ enum Cached {
     Lookup(LookupResult),
     /// A dict lookup.
     Dict(Lookup),
-    /// The database part of a password check.
-    Login(VerifyPlan),
+    /// The database part of a password check (boxed: an account and a
+    /// hash are several times the size of the other answers).
+    Login(Box<VerifyPlan>),
 }
 
 impl Backend {
@@ -456,12 +457,12 @@ impl ApiBackend for Backend {
             let plan = d.verify_plan(s, user)?;
             let positive = plan.login.is_known();
             Ok(Fetched {
-                value: Cached::Login(plan),
+                value: Cached::Login(Box::new(plan)),
                 positive,
             })
         });
         let plan = match plan {
-            Ok(Cached::Login(p)) => p,
+            Ok(Cached::Login(p)) => *p,
             Ok(_) => return VerifyResult::TempFail(format!("passdb verify: {KIND_MISMATCH}")),
             Err(e) => return VerifyResult::TempFail(format!("passdb verify: {e}")),
         };

@@ -22,7 +22,7 @@
 //! counter at offset 24, which every commit in rollback-journal mode
 //! increments, by any connection of any process, and which SQLite itself
 //! compares to tell whether its page cache is still valid
-//! (https://sqlite.org/fileformat2.html, "File change counter"). The same
+//! (<https://sqlite.org/fileformat2.html>, "File change counter"). The same
 //! file gives the same token on every connection, so the stores of
 //! `serve`'s pool share one cache. With the file's identity, modification
 //! time and size (a backup copied over the file or renamed into its place)
