@@ -42,7 +42,11 @@ backend_test!(migrate_adopts_the_article_table_keeping_every_row, |db| {
         Report {
             from: 0,
             to: migrate::LATEST,
-            applied: vec!["0001_users.sql", "0002_active_quota.sql"],
+            applied: vec![
+                "0001_users.sql",
+                "0002_active_quota.sql",
+                "0003_change_counter.sql"
+            ],
         }
     );
     assert_eq!(

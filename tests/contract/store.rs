@@ -403,3 +403,56 @@ backend_test!(a_failed_migration_step_changes_nothing, |db| {
         SchemaState::Version(migrate::LATEST + 1)
     );
 });
+
+/// The answer cache's change token ([`mailtable_core::Store::change_token`]):
+/// unchanged while nothing is written, changed by a write through another
+/// store (the CLI) and by a hand edit (the `sqlite3` shell, `psql`), the
+/// same on every connection. PostgreSQL reads the stamp at most once per
+/// `CHANGE_CHECK`, the staleness bound it states; SQLite at every call.
+backend_test!(
+    the_change_token_moves_with_every_write_and_only_then,
+    |db| {
+        use mailtable_core::store::postgres::CHANGE_CHECK;
+        let settle = || {
+            if db.backend() == Backend::Postgres {
+                std::thread::sleep(CHANGE_CHECK + std::time::Duration::from_millis(100));
+            }
+        };
+        let mut writer = db.init();
+        writer.insert(&mailbox("hugo", "barrera.io")).unwrap();
+        let mut reader = db.open(Access::ReadOnly);
+        let first = reader.change_token().unwrap().expect("a token");
+        settle();
+        assert_eq!(
+            reader.change_token().unwrap(),
+            Some(first),
+            "nothing written"
+        );
+        let mut other = db.open(Access::ReadOnly);
+        assert_eq!(
+            other.change_token().unwrap(),
+            Some(first),
+            "another connection"
+        );
+
+        writer
+            .insert(&alias("info", "barrera.io", "hugo@barrera.io"))
+            .unwrap();
+        settle();
+        let second = reader.change_token().unwrap().expect("a token");
+        assert_ne!(second, first, "a write by another store");
+        assert_eq!(other.change_token().unwrap(), Some(second));
+
+        db.raw()
+            .exec("UPDATE users SET mailbox = 'x@example.net' WHERE username = 'info'");
+        settle();
+        let third = reader.change_token().unwrap().expect("a token");
+        assert_ne!(third, second, "a hand edit");
+        settle();
+        assert_eq!(
+            reader.change_token().unwrap(),
+            Some(third),
+            "nothing written"
+        );
+    }
+);
