@@ -11,7 +11,10 @@
 #     `not-found`), started again (the same table process answers again),
 #     restarted while idle, the table's connection killed
 #     (pg_terminate_backend), a lock held past the statement timeout, a hung
-#     backend (SIGSTOP: only the client-side deadline can fire);
+#     backend (SIGSTOP: only the client-side deadline can fire), all with
+#     the answer cache off; then with the cache on: a psql change seen
+#     within its 1 s bound, found answers served through a stop, unknown
+#     ones an error;
 #     serve under load (300 slow clients per socket; 300 concurrent
 #     lookups behind a held lock through at most database_connections
 #     backends);
@@ -125,7 +128,10 @@ ok "a missing password file is named (exit 2)"
 
 step "5. table-mailtable on PostgreSQL (text protocol over a socketpair)"
 # The table reads its password from the file too: the config holds none.
-printf 'database = "%s?passfile=%s"\nquery_timeout_ms = %s\n' "$PFURL" "$WORK/pgpass" "$TIMEOUT_MS" >"$WORK/table.toml"
+# Steps 5 to 10b test the database paths themselves (errors, bounds,
+# reconnects): the answer cache would answer many of their lookups from
+# memory, so it is off there; step 10c tests it.
+printf 'database = "%s?passfile=%s"\nquery_timeout_ms = %s\ncache_entries = 0\n' "$PFURL" "$WORK/pgpass" "$TIMEOUT_MS" >"$WORK/table.toml"
 chmod 0600 "$WORK/table.toml"
 ! grep -qF -- "$PW" "$WORK/table.toml" || fail "table.toml holds the password"
 table_start "$WORK/table.toml" "$WORK/table.log"
@@ -148,13 +154,15 @@ step "6. serve under load: slow clients on both sockets, a burst against a held 
 # an exclusive lock, so each would hold a backend of its own if serve let
 # it (the cluster allows 100); serve may open database_connections (4) at
 # once, the rest wait for one (up to query_timeout_ms), and all must still
-# be answered.
+# be answered. The answer cache is off: cached answers would bypass the
+# pool this step loads.
 mkdir -m 0755 "$WORK/run"
 printf 'load-test-token\n' >"$WORK/token"
 chmod 0600 "$WORK/token"
 cat >"$WORK/serve.toml" <<EOF
 database = "$PFURL?passfile=$WORK/pgpass"
 query_timeout_ms = 8000
+cache_entries = 0
 [serve]
 dict_socket = "$WORK/run/dict.sock"
 http_listen = "unix:$WORK/run/http.sock"
@@ -282,12 +290,72 @@ ok "found again on a new connection"
 table_stop
 grep -c 'lookup failed' "$WORK/table.log" | sed 's/^/    table.log: lookup failures logged: /'
 
+step "10c. the answer cache: changes from another session within 1 s, found answers through a stop"
+printf 'database = "%s?passfile=%s"\nquery_timeout_ms = %s\n' "$PFURL" "$WORK/pgpass" "$TIMEOUT_MS" >"$WORK/cache.toml"
+chmod 0600 "$WORK/cache.toml"
+table_start "$WORK/cache.toml" "$WORK/table-cache.log"
+stamp() { pg_psql main -d mail -c 'SELECT stamp FROM mailtable_changes'; }
+saw "change stamp (schema 3 trigger): $(stamp)"
+lookup alias hugo@barrera.io
+expect found "hugo@barrera.io"
+lookup credentials hugo@barrera.io
+expect found "credentials of hugo@barrera.io"
+lookup alias later@example.com
+expect not-found "later@example.com, before it exists"
+lookup alias nobody@example.com
+expect not-found "nobody@example.com"
+# A hand edit in psql, as another host would make it.
+pg_psql main -d mail -c "INSERT INTO users (username, domain, mailbox) VALUES ('later', 'example.com', 'hugo@barrera.io')" >/dev/null
+saw "psql INSERT of later@example.com; stamp now $(stamp)"
+t0=$(date +%s%N)
+until lookup alias later@example.com && [ "$RESULT" = found ]; do
+	[ "$RESULT" = not-found ] || fail "wanted not-found or found, got: $(mask "$REPLY_LINE")"
+	[ $(($(date +%s%N) - t0)) -lt 3000000000 ] || fail "the change was not seen within 3 s"
+	sleep 0.1
+done
+seen_ms=$((($(date +%s%N) - t0) / 1000000))
+[ "$seen_ms" -le 1500 ] || fail "the change was seen after $seen_ms ms, the bound is 1 s"
+ok "the psql INSERT was seen after $seen_ms ms (bound: 1 s between change checks)"
+lookup alias hugo@barrera.io
+expect found "hugo@barrera.io again"
+pg_stop main
+saw "pg_ctl stop -m fast: server down"
+sleep 1.2
+for key in hugo@barrera.io later@example.com; do
+	lookup alias "$key"
+	expect found "alias $key with the server down: found, from the cache (stale-if-error)"
+done
+lookup credentials hugo@barrera.io
+expect found "credentials of hugo@barrera.io with the server down, from the cache"
+lookup alias nobody@example.com
+expect error "alias nobody@example.com (not found before) with the server down: error, never not-found"
+lookup alias never-asked@example.com
+expect error "alias never-asked@example.com with the server down: error"
+lookup credentials nobody@example.com
+expect error "credentials of an unknown login with the server down: error, not the dummy hash"
+grep -q 'serving positive answers' "$WORK/table-cache.log" || fail "the outage was not logged"
+n=$(grep -c 'serving positive answers' "$WORK/table-cache.log" || true)
+[ "$n" -eq 1 ] || fail "the outage was logged $n times, wanted once"
+ok "the outage was logged once"
+pg_start main
+pg_psql main -d mail -c "DELETE FROM users WHERE username = 'later'" >/dev/null
+t0=$(date +%s%N)
+until lookup alias later@example.com && [ "$RESULT" = not-found ]; do
+	[ $(($(date +%s%N) - t0)) -lt 10000000000 ] || fail "the delete made after the restart was not seen within 10 s"
+	sleep 0.2
+done
+ok "back up: the delete made after the restart seen after $((($(date +%s%N) - t0) / 1000000)) ms (reconnect back-off included)"
+lookup alias hugo@barrera.io
+expect found "hugo@barrera.io after the outage"
+table_alive || fail "table-mailtable exited"
+table_stop
+
 step "11. primary + streaming replica"
 pg_start_replica main standby
 saw "standby on port $(pg_port standby): in recovery = $(pg_psql standby -c 'SELECT pg_is_in_recovery()'), streaming from main: $(pg_psql main -c 'SELECT count(*) FROM pg_stat_replication') sender(s)"
 RURL="postgresql://mailer:$PW@127.0.0.1:$(pg_port main),127.0.0.1:$(pg_port standby)/mail"
 saw "two-host URL $(mask "$RURL")"
-printf 'database = "%s"\nquery_timeout_ms = %s\n' "$RURL" "$TIMEOUT_MS" >"$WORK/replica.toml"
+printf 'database = "%s"\nquery_timeout_ms = %s\ncache_entries = 0\n' "$RURL" "$TIMEOUT_MS" >"$WORK/replica.toml"
 chmod 0600 "$WORK/replica.toml"
 table_start "$WORK/replica.toml" "$WORK/table-replica.log"
 lookup alias hugo@barrera.io
