@@ -392,9 +392,10 @@ impl Backend {
     }
 
     /// One lookup through the cache: the change check and a fresh answer
-    /// on a pooled store, else `compute` there; when the database fails, a
-    /// found answer within `stale_if_error`, else the error. The lock is
-    /// never held while the database is asked.
+    /// on a pooled store, else `compute` there (also when the check
+    /// failed); when the database fails, a found answer within
+    /// `stale_if_error`, else the error. The lock is never held while the
+    /// database is asked.
     fn cached(
         &self,
         key: &str,
@@ -402,7 +403,9 @@ impl Backend {
     ) -> Result<Cached, StoreError> {
         let dir = &self.directory;
         let result = self.stores.with(|s| {
-            let token = s.change_token()?;
+            // A failed check: nothing fresh from memory, the lookup runs
+            // anyway (see mailtable_core::cache).
+            let token = s.change_token().ok().flatten();
             let ticket = {
                 let mut cache = self.cache();
                 let ticket = cache.begin(token);

@@ -134,6 +134,7 @@ backend_test!(lookups_are_index_probes_on_a_large_table, |db| {
         names,
         [
             "exact",
+            "exact_many",
             "wildcards",
             "has_domain",
             "targeting",

@@ -421,13 +421,16 @@ fn a_failing_store_call_is_always_a_temporary_failure() {
             for pw in [PW, WRONG] {
                 for (path, run) in paths {
                     let counting = FailingStore::counting(s.clone());
-                    run(counting.clone(), &user, pw);
+                    let good = run(counting.clone(), &user, pw);
                     for n in 1..=counting.calls() {
                         let failing = FailingStore::failing_at(s.clone(), n);
                         let got = run(failing.clone(), &user, pw);
                         assert!(failing.has_failed(), "{path} {user}: call {n} never made");
                         runs += 1;
-                        if got != [V::TempFail] {
+                        // A failed change check only skips the answer
+                        // cache: the lookup's own calls then decide.
+                        let checked = failing.failed_call() == Some("change_token") && got == good;
+                        if got != [V::TempFail] && !checked {
                             bad.push(format!("{path} {user}, call {n} failing: {got:?}"));
                         }
                     }

@@ -15,9 +15,10 @@
 //!   never filed under a token older than the data it saw;
 //! - a store that cannot give a token (`Ok(None)`) is never served from the
 //!   cache;
-//! - the change check is part of the lookup: when it fails, the lookup
-//!   fails like any other query (a temporary failure), unless stale-if-error
-//!   applies.
+//! - when the change check fails, nothing is served from memory fresh; the
+//!   lookup runs anyway, so an answer that needs no data (a key that is no
+//!   address) is still given, and one that needs the database fails with it
+//!   (a temporary failure) unless stale-if-error applies.
 //!
 //! Stale-if-error: when the change check or the lookup fails, an answer the
 //! caller marked *positive* (a mailbox, an alias's destinations, user info,
@@ -285,9 +286,9 @@ impl<V: Clone> AnswerCache<V> {
     /// fresh hit, else `compute`, else (on error) a stale positive answer.
     ///
     /// `token` is the store's answer to [`crate::Store::change_token`],
-    /// asked just before (its error in the caller's error type). Errors of
-    /// the check and of `compute` are the lookup's error unless a stale
-    /// answer applies.
+    /// asked just before (its error in the caller's error type). When it
+    /// failed, `compute` still runs; an error of `compute` is the lookup's
+    /// error unless a stale answer applies.
     pub fn lookup<E: fmt::Display>(
         &mut self,
         token: Result<Option<ChangeToken>, E>,
@@ -296,15 +297,13 @@ impl<V: Clone> AnswerCache<V> {
     ) -> Result<V, E> {
         let ticket = match token {
             Ok(t) => self.begin(t),
-            Err(e) => {
-                // The data version is unknown from here on: nothing is
-                // fresh until a check succeeds again.
-                self.begin(None);
-                return match self.stale(key, &e) {
-                    Some(v) => Ok(v),
-                    None => Err(e),
-                };
-            }
+            // The data version is unknown from here on: nothing is fresh
+            // until a check succeeds again. The lookup itself still runs:
+            // an answer that needs no data (smtpd asks its delivery user
+            // names back, `hugo_barrera.io@`, as part of delivering to a
+            // mailbox) stays right, and one that needs data fails with
+            // the database.
+            Err(_) => self.begin(None),
         };
         if let Some(v) = self.fresh(ticket, key) {
             return Ok(v);
@@ -406,29 +405,38 @@ mod tests {
         c.lookup(Ok(tok(1)), "mailbox", found("a")).unwrap();
         c.lookup(Ok(tok(1)), "unknown", unknown).unwrap();
         // The change check fails.
-        assert_eq!(c.lookup(outage(), "mailbox", never), R::Ok("a".into()));
+        assert_eq!(c.lookup(outage(), "mailbox", down), R::Ok("a".into()));
         assert_eq!(
-            c.lookup(outage(), "unknown", never),
-            R::Err("database unavailable: gone".into())
+            c.lookup(outage(), "unknown", down),
+            R::Err("database unavailable".into())
         );
         assert_eq!(
-            c.lookup(outage(), "never-seen", never),
-            R::Err("database unavailable: gone".into())
+            c.lookup(outage(), "never-seen", down),
+            R::Err("database unavailable".into())
         );
+        // An answer that needs no data is still given, never from memory.
+        assert_eq!(
+            c.lookup(outage(), "not-an-address", unknown),
+            R::Ok("unknown".into())
+        );
+        // The check fails but the lookup answers: its answer, kept for
+        // the next outage.
+        assert_eq!(c.lookup(outage(), "mailbox", found("b")), R::Ok("b".into()));
         // The check passes but the lookup fails.
-        assert_eq!(c.lookup(Ok(tok(1)), "mailbox", down), R::Ok("a".into()));
+        assert_eq!(c.lookup(Ok(tok(1)), "mailbox", down), R::Ok("b".into()));
         assert_eq!(
             c.lookup(Ok(tok(1)), "unknown", down),
             R::Err("database unavailable".into())
         );
         assert_eq!(c.stats().stale, 2);
+        assert_eq!(c.stats().hits, 0);
     }
 
     #[test]
     fn after_an_outage_nothing_is_served_without_asking() {
         let mut c = cache(10);
         c.lookup(Ok(tok(1)), "k", found("a")).unwrap();
-        c.lookup(outage(), "k", never).unwrap();
+        c.lookup(outage(), "k", down).unwrap();
         // Same token as before the outage: still asked again, because the
         // outage broke the chain of checks (a reconnect, a replaced file).
         assert_eq!(c.lookup(Ok(tok(1)), "k", found("b")), R::Ok("b".into()));
@@ -442,7 +450,7 @@ mod tests {
         let mut c = cache(10);
         c.lookup(Ok(tok(1)), "k", found("a")).unwrap();
         c.lookup(Ok(tok(2)), "k", unknown).unwrap();
-        assert!(c.lookup(outage(), "k", never).is_err());
+        assert!(c.lookup(outage(), "k", down).is_err());
     }
 
     #[test]
@@ -452,23 +460,23 @@ mod tests {
             stale_if_error: Duration::from_millis(30),
         });
         c.lookup(Ok(tok(1)), "k", found("a")).unwrap();
-        assert_eq!(c.lookup(outage(), "k", never), R::Ok("a".into()));
+        assert_eq!(c.lookup(outage(), "k", down), R::Ok("a".into()));
         std::thread::sleep(Duration::from_millis(60));
-        assert!(c.lookup(outage(), "k", never).is_err());
+        assert!(c.lookup(outage(), "k", down).is_err());
 
         let mut off = AnswerCache::new(CacheSettings {
             entries: 10,
             stale_if_error: Duration::ZERO,
         });
         off.lookup(Ok(tok(1)), "k", found("a")).unwrap();
-        assert!(off.lookup(outage(), "k", never).is_err());
+        assert!(off.lookup(outage(), "k", down).is_err());
     }
 
     #[test]
     fn a_positive_answer_without_a_token_still_rides_out_an_outage() {
         let mut c = cache(10);
         c.lookup(Ok(None), "k", found("a")).unwrap();
-        assert_eq!(c.lookup(outage(), "k", never), R::Ok("a".into()));
+        assert_eq!(c.lookup(outage(), "k", down), R::Ok("a".into()));
     }
 
     #[test]
@@ -511,7 +519,7 @@ mod tests {
         let mut c = cache(0);
         c.lookup(Ok(tok(1)), "k", found("a")).unwrap();
         assert_eq!(c.lookup(Ok(tok(1)), "k", found("b")), R::Ok("b".into()));
-        assert!(c.lookup(outage(), "k", never).is_err());
+        assert!(c.lookup(outage(), "k", down).is_err());
         assert!(c.is_empty());
     }
 }

@@ -158,6 +158,29 @@ pub struct WalkEntry {
     pub answer: Option<Vec<String>>,
 }
 
+/// Exact rows fetched ahead by [`Store::exact_many`], by `(username,
+/// domain)`; a key not fetched is asked on its own.
+#[derive(Debug, Default)]
+struct Prefetched(Vec<((String, String), Vec<Row>)>);
+
+impl Prefetched {
+    fn exact(
+        &self,
+        store: &mut dyn Store,
+        username: &str,
+        domain: &str,
+    ) -> Result<Vec<Row>, StoreError> {
+        match self
+            .0
+            .iter()
+            .find(|((u, d), _)| u == username && d == domain)
+        {
+            Some((_, rows)) => Ok(rows.clone()),
+            None => store.exact(username, domain),
+        }
+    }
+}
+
 /// The resolver: the algorithm's parameters.
 #[derive(Debug, Clone)]
 pub struct Resolver {
@@ -241,10 +264,21 @@ impl Resolver {
         store: &mut dyn Store,
         addr: &Address,
     ) -> Result<Option<Match>, ResolveError> {
+        self.match_with(store, addr, &Prefetched::default())
+    }
+
+    /// [`Resolver::match_address`], taking exact rows from `pre` when they
+    /// were fetched ahead.
+    fn match_with(
+        &self,
+        store: &mut dyn Store,
+        addr: &Address,
+        pre: &Prefetched,
+    ) -> Result<Option<Match>, ResolveError> {
         let domain = addr.domain().as_str();
         let (base, tag) = addr.split_tag(self.delimiter);
         if tag.is_some() {
-            let rows = store.exact(addr.local(), domain)?;
+            let rows = pre.exact(store, addr.local(), domain)?;
             if !rows.is_empty() {
                 return Ok(Some(Match {
                     step: Step::TaggedExact,
@@ -253,7 +287,7 @@ impl Resolver {
                 }));
             }
         }
-        let rows = store.exact(base, domain)?;
+        let rows = pre.exact(store, base, domain)?;
         if !rows.is_empty() {
             return Ok(Some(Match {
                 step: Step::Exact,
@@ -266,6 +300,47 @@ impl Resolver {
             return Ok(Some(m));
         }
         Ok(Self::catch_all(base, wild))
+    }
+
+    /// The exact rows of every target the expansion of `targets` will look
+    /// up, in one query when there are several (an alias with N targets
+    /// costs 2 queries, not 1 + N).
+    fn prefetch(
+        &self,
+        store: &mut dyn Store,
+        targets: &[(Row, Address)],
+        path: &[Address],
+    ) -> Result<Prefetched, ResolveError> {
+        let mut keys: Vec<(&str, &str)> = Vec::new();
+        for (_, t) in targets {
+            if path.contains(t) {
+                continue;
+            }
+            let (base, tag) = t.split_tag(self.delimiter);
+            let domain = t.domain().as_str();
+            let wanted = tag.map(|_| (t.local(), domain)).into_iter();
+            for key in wanted.chain(std::iter::once((base, domain))) {
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+        if keys.len() < 2 {
+            return Ok(Prefetched::default());
+        }
+        let rows = store.exact_many(&keys)?;
+        let owned = keys
+            .iter()
+            .map(|(u, d)| {
+                let of_key = rows
+                    .iter()
+                    .filter(|r| r.username == *u && r.domain == *d)
+                    .cloned()
+                    .collect();
+                ((u.to_string(), d.to_string()), of_key)
+            })
+            .collect();
+        Ok(Prefetched(owned))
     }
 
     fn pattern_match(&self, base: &str, wild: &[Row]) -> Option<Match> {
@@ -333,7 +408,9 @@ impl Resolver {
         path: &mut Vec<Address>,
         out: &mut Vec<Destination>,
     ) -> Result<(), ResolveError> {
-        for (row, target) in self.targets(m)? {
+        let targets = self.targets(m)?;
+        let pre = self.prefetch(store, &targets, path)?;
+        for (row, target) in targets {
             // A mailbox row delivering to itself is a final destination.
             let own = row.is_mailbox() && (m.step == Step::Exact || m.step == Step::TaggedExact);
             if own && target.to_string() == row.address() {
@@ -349,7 +426,7 @@ impl Resolver {
                     limit: self.max_depth,
                 });
             }
-            match self.match_address(store, &target)? {
+            match self.match_with(store, &target, &pre)? {
                 Some(next) => {
                     path.push(target.clone());
                     let r = self.expand(store, &target.to_string(), &next, path, out);

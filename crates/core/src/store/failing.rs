@@ -23,7 +23,7 @@
 //! lookup under test.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::{ChangeToken, Delete, Row, SchemaState, Store, StoreError};
 use crate::password::PasswordHash;
@@ -35,6 +35,11 @@ pub struct FailingStore<S> {
     inner: S,
     calls: Arc<AtomicUsize>,
     fail_at: Option<usize>,
+    /// Every call from `fail_at` on fails (a database that went away),
+    /// not only that one.
+    fail_after: bool,
+    /// The method whose call failed, once it has.
+    failed: Arc<Mutex<Option<&'static str>>>,
 }
 
 impl<S: Store> FailingStore<S> {
@@ -44,6 +49,8 @@ impl<S: Store> FailingStore<S> {
             inner,
             calls: Arc::new(AtomicUsize::new(0)),
             fail_at: None,
+            fail_after: false,
+            failed: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -52,6 +59,15 @@ impl<S: Store> FailingStore<S> {
         FailingStore {
             fail_at: Some(n),
             ..FailingStore::counting(inner)
+        }
+    }
+
+    /// Fails call number `n` and every call after it: the database went
+    /// away (for the answer cache's stale-if-error).
+    pub fn failing_from(inner: S, n: usize) -> FailingStore<S> {
+        FailingStore {
+            fail_after: true,
+            ..FailingStore::failing_at(inner, n)
         }
     }
 
@@ -66,10 +82,23 @@ impl<S: Store> FailingStore<S> {
         self.fail_at.is_some_and(|n| self.calls() >= n)
     }
 
+    /// The method whose call failed (`"exact"`, `"change_token"`, ...), once
+    /// it has. A failed `change_token` only costs the answer cache its
+    /// freshness: the lookup then runs on the store, so when its own calls
+    /// succeed it gives the same answer as a good run (and no other).
+    pub fn failed_call(&self) -> Option<&'static str> {
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Counts one call; the Nth is the error.
-    fn call(&self, what: &str) -> Result<(), StoreError> {
+    fn call(&self, what: &'static str) -> Result<(), StoreError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.fail_at == Some(n) {
+        let fails = match self.fail_at {
+            Some(at) if self.fail_after => n >= at,
+            at => at == Some(n),
+        };
+        if fails {
+            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(what);
             Err(StoreError::Unavailable(format!(
                 "test store fails call {n} ({what})"
             )))
@@ -117,6 +146,10 @@ impl<S: Store> Store for FailingStore<S> {
     fn exact(&mut self, username: &str, domain: &str) -> Result<Vec<Row>, StoreError> {
         self.call("exact")?;
         self.inner.exact(username, domain)
+    }
+    fn exact_many(&mut self, keys: &[(&str, &str)]) -> Result<Vec<Row>, StoreError> {
+        self.call("exact_many")?;
+        self.inner.exact_many(keys)
     }
     fn wildcards(&mut self, domain: &str) -> Result<Vec<Row>, StoreError> {
         self.call("wildcards")?;

@@ -114,6 +114,16 @@ pub trait Store: Send {
 
     /// Rows whose address is exactly `username@domain`.
     fn exact(&mut self, username: &str, domain: &str) -> Result<Vec<Row>, StoreError>;
+    /// The rows of several addresses at once, `(username, domain)` each:
+    /// exactly the rows [`Store::exact`] gives for each key, in row order.
+    /// One query where the backend can, for the targets of an alias.
+    fn exact_many(&mut self, keys: &[(&str, &str)]) -> Result<Vec<Row>, StoreError> {
+        let mut rows = Vec::new();
+        for (username, domain) in keys {
+            rows.extend(self.exact(username, domain)?);
+        }
+        Ok(rows)
+    }
     /// Rows of `domain` whose username contains `%` (patterns, catch-all).
     fn wildcards(&mut self, domain: &str) -> Result<Vec<Row>, StoreError>;
     /// Whether any row has this domain.
@@ -197,6 +207,30 @@ pub trait Store: Send {
     fn schema_state(&mut self) -> Result<SchemaState, StoreError>;
     /// Run one migration step's SQL and record `version`, atomically.
     fn apply_migration(&mut self, version: u32, sql: &str) -> Result<(), StoreError>;
+}
+
+/// Keep the rows whose address is one of `keys`: the backends fetch the
+/// rows of every username with every domain of the keys (an index probe
+/// for each pair) and drop the pairs nobody asked for.
+pub(crate) fn only_keys(rows: Vec<Row>, keys: &[(&str, &str)]) -> Vec<Row> {
+    rows.into_iter()
+        .filter(|r| keys.iter().any(|(u, d)| r.username == *u && r.domain == *d))
+        .collect()
+}
+
+/// The distinct usernames and domains of `keys`, in order.
+pub(crate) fn key_parts<'a>(keys: &[(&'a str, &'a str)]) -> (Vec<&'a str>, Vec<&'a str>) {
+    let mut users: Vec<&str> = Vec::new();
+    let mut domains: Vec<&str> = Vec::new();
+    for (u, d) in keys {
+        if !users.contains(u) {
+            users.push(u);
+        }
+        if !domains.contains(d) {
+            domains.push(d);
+        }
+    }
+    (users, domains)
 }
 
 /// Open the backend named by the URL's scheme.

@@ -161,6 +161,29 @@ impl Select {
 }
 
 const HAS_DOMAIN: &str = "SELECT 1 FROM users WHERE domain = ?1 LIMIT 1";
+
+/// Most distinct usernames (and domains) [`Store::exact_many`] asks in one
+/// statement; each count has its own cached statement.
+const MANY_MAX: usize = 16;
+
+/// `exact` for several addresses: every username with every domain, each
+/// pair an index probe of `users_domain_username` (SQLite probes the
+/// index once per combination of the two IN lists).
+fn exact_many_sql(cols: Columns, domains: usize, users: usize) -> String {
+    let list = |from: usize, n: usize| {
+        (from..from + n)
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let head = Select::Exact.sql(cols);
+    let head = &head[..head.find("WHERE").unwrap_or(head.len())];
+    format!(
+        "{head}WHERE domain IN ({}) AND username IN ({}) ORDER BY rowid",
+        list(1, domains),
+        list(domains + 1, users)
+    )
+}
 /// The newest login row's hash (rowid order: the last one inserted).
 const SAMPLE_PASSWORD: &str = "SELECT password FROM users \
      WHERE password IS NOT NULL AND password <> '' AND instr(username, '%') = 0 \
@@ -345,8 +368,14 @@ impl SqliteStore {
     /// method name: for the test that no lookup scans the table.
     pub fn lookup_plans(&mut self) -> Result<Vec<(&'static str, String)>, StoreError> {
         self.with(|conn, cols| {
-            let probes: [(&'static str, &str, &[&str]); 5] = [
+            let many = exact_many_sql(cols, 2, 3);
+            let probes: [(&'static str, &str, &[&str]); 6] = [
                 ("exact", Select::Exact.sql(cols), &["example.org", "hugo"]),
+                (
+                    "exact_many",
+                    &many,
+                    &["example.org", "example.net", "hugo", "info", "sales"],
+                ),
                 ("wildcards", Select::Wildcards.sql(cols), &["example.org"]),
                 ("has_domain", HAS_DOMAIN, &["example.org"]),
                 (
@@ -403,6 +432,26 @@ impl Store for SqliteStore {
 
     fn exact(&mut self, username: &str, domain: &str) -> Result<Vec<Row>, StoreError> {
         self.rows(Select::Exact, &[&domain, &username])
+    }
+
+    fn exact_many(&mut self, keys: &[(&str, &str)]) -> Result<Vec<Row>, StoreError> {
+        let (users, domains) = super::key_parts(keys);
+        if users.len() > MANY_MAX || domains.len() > MANY_MAX {
+            // More than an alias has targets: one probe per address.
+            let mut rows = Vec::new();
+            for (u, d) in keys {
+                rows.extend(self.exact(u, d)?);
+            }
+            return Ok(rows);
+        }
+        let rows = self.with(|conn, cols| {
+            let sql = exact_many_sql(cols, domains.len(), users.len());
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let args = domains.iter().chain(users.iter());
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), row_from)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(super::only_keys(rows, keys))
     }
 
     fn wildcards(&mut self, domain: &str) -> Result<Vec<Row>, StoreError> {
@@ -709,7 +758,7 @@ mod tests {
     fn lookups_use_indexes_never_a_scan() {
         let (_d, mut s) = fresh();
         let plans = s.lookup_plans().unwrap();
-        assert_eq!(plans.len(), 5);
+        assert_eq!(plans.len(), 6);
         for (name, plan) in plans {
             assert!(plan.contains("USING"), "{name}: {plan}");
             assert!(plan.contains("INDEX"), "{name}: {plan}");

@@ -181,6 +181,12 @@ impl Store for PostgresStore {
         self.rows(EXACT, &[&domain, &username])
     }
 
+    fn exact_many(&mut self, keys: &[(&str, &str)]) -> Result<Vec<Row>, StoreError> {
+        let (users, domains) = super::key_parts(keys);
+        let rows = self.rows(EXACT_MANY, &[&domains, &users])?;
+        Ok(super::only_keys(rows, keys))
+    }
+
     fn wildcards(&mut self, domain: &str) -> Result<Vec<Row>, StoreError> {
         self.rows(WILDCARDS, &[&domain])
     }

@@ -45,6 +45,9 @@ pub(super) const COLS_BASE: &str = "username, domain, mailbox, password, 1::inte
 // Lookup query tails, each with its index (schema/postgres/0001_users.sql): the
 // wildcard conditions repeat the expression indexes exactly.
 pub(super) const EXACT: &str = "WHERE domain = $1 AND username = $2 ORDER BY ctid";
+/// `exact` for several addresses: every username with every domain, an
+/// index scan of `users_domain_username` with both arrays as its keys.
+pub(super) const EXACT_MANY: &str = "WHERE domain = ANY($1) AND username = ANY($2) ORDER BY ctid";
 pub(super) const WILDCARDS: &str = "WHERE domain = $1 AND strpos(username, '%') > 0 ORDER BY ctid";
 pub(super) const TARGETING: &str = "WHERE mailbox = $1 ORDER BY ctid";
 pub(super) const WILDCARD_TARGETS: &str = "WHERE strpos(mailbox, '%') > 0 ORDER BY ctid";
@@ -126,11 +129,18 @@ impl PostgresStore {
     /// name: for the test that no lookup scans the table.
     pub fn lookup_plans(&mut self) -> Result<Vec<(&'static str, String)>, StoreError> {
         self.read(|c| {
-            let probes: [(&'static str, String, Vec<&(dyn ToSql + Sync)>); 5] = [
+            let domains = vec!["example.org", "example.net"];
+            let users = vec!["hugo", "info", "sales"];
+            let probes: [(&'static str, String, Vec<&(dyn ToSql + Sync)>); 6] = [
                 (
                     "exact",
                     select(c.open.columns, EXACT),
                     vec![&"example.org", &"hugo"],
+                ),
+                (
+                    "exact_many",
+                    select(c.open.columns, EXACT_MANY),
+                    vec![&domains, &users],
                 ),
                 (
                     "wildcards",
