@@ -456,3 +456,45 @@ backend_test!(
         );
     }
 );
+
+/// `exact_many`: exactly the rows `exact` gives for each key, in row
+/// order, and none of the other pairs its query probes (every username
+/// with every domain of the keys).
+backend_test!(exact_many_gives_the_rows_of_each_key_only, |db| {
+    let mut s = db.init();
+    insert_all(
+        s.as_mut(),
+        &[
+            alias("team", "example.org", "c@x.net"),
+            mailbox("hugo", "barrera.io"),
+            alias("team", "example.org", "a@x.net"),
+            // The cross pairs of the keys below: never returned.
+            mailbox("hugo", "example.org"),
+            alias("team", "barrera.io", "z@x.net"),
+            alias("info", "barrera.io", "hugo@barrera.io"),
+        ],
+    );
+    let keys = [
+        ("team", "example.org"),
+        ("hugo", "barrera.io"),
+        ("nobody", "barrera.io"),
+    ];
+    let many = s.exact_many(&keys).unwrap();
+    let mut one_by_one = Vec::new();
+    for (u, d) in keys {
+        one_by_one.extend(s.exact(u, d).unwrap());
+    }
+    let mut sorted = shown(&one_by_one);
+    sorted.sort();
+    let mut got = shown(&many);
+    got.sort();
+    assert_eq!(got, sorted);
+    // Row order within a key is insertion order, as `exact` gives it.
+    let team: Vec<&str> = many
+        .iter()
+        .filter(|r| r.username == "team")
+        .map(|r| r.mailbox.as_str())
+        .collect();
+    assert_eq!(team, ["c@x.net", "a@x.net"]);
+    assert!(s.exact_many(&[]).unwrap().is_empty());
+});

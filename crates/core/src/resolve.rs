@@ -158,6 +158,13 @@ pub struct WalkEntry {
     pub answer: Option<Vec<String>>,
 }
 
+/// A mailbox row delivering to itself: a final destination, not looked up.
+fn delivers_to_itself(m: &Match, row: &Row, target: &Address) -> bool {
+    row.is_mailbox()
+        && (m.step == Step::Exact || m.step == Step::TaggedExact)
+        && target.to_string() == row.address()
+}
+
 /// Exact rows fetched ahead by [`Store::exact_many`], by `(username,
 /// domain)`; a key not fetched is asked on its own.
 #[derive(Debug, Default)]
@@ -308,12 +315,13 @@ impl Resolver {
     fn prefetch(
         &self,
         store: &mut dyn Store,
+        m: &Match,
         targets: &[(Row, Address)],
         path: &[Address],
     ) -> Result<Prefetched, ResolveError> {
         let mut keys: Vec<(&str, &str)> = Vec::new();
-        for (_, t) in targets {
-            if path.contains(t) {
+        for (row, t) in targets {
+            if delivers_to_itself(m, row, t) || path.contains(t) {
                 continue;
             }
             let (base, tag) = t.split_tag(self.delimiter);
@@ -409,11 +417,9 @@ impl Resolver {
         out: &mut Vec<Destination>,
     ) -> Result<(), ResolveError> {
         let targets = self.targets(m)?;
-        let pre = self.prefetch(store, &targets, path)?;
+        let pre = self.prefetch(store, m, &targets, path)?;
         for (row, target) in targets {
-            // A mailbox row delivering to itself is a final destination.
-            let own = row.is_mailbox() && (m.step == Step::Exact || m.step == Step::TaggedExact);
-            if own && target.to_string() == row.address() {
+            if delivers_to_itself(m, &row, &target) {
                 push(out, Destination::Mailbox(target));
                 continue;
             }
@@ -785,6 +791,41 @@ mod tests {
 
     fn ext(a: &str) -> Destination {
         Destination::External(Address::parse(a).unwrap())
+    }
+
+    /// The exact rows of an alias's targets come in one query for all of
+    /// them (`exact_many`), not one or two each; the answer is the one of
+    /// one query per target.
+    #[test]
+    fn an_alias_fetches_its_targets_rows_in_one_query() {
+        use crate::store::failing::FailingStore;
+        let s = MemStore::default()
+            .with("team", "x.org", "a@x.org", None)
+            .with("team", "x.org", "b+tag@x.org", None)
+            .with("team", "x.org", "out@ext.net", None)
+            .with("a", "x.org", "a@x.org", Some(testdata::HASH))
+            .with("b", "x.org", "b@x.org", Some(testdata::HASH))
+            .with("b", "x.org", "b-copy@ext.net", None);
+        let r = Resolver::default();
+        let team = Address::parse("team@x.org").unwrap();
+        let mut counting = FailingStore::counting(s.clone());
+        let got = r.resolve(&mut counting, &team).unwrap();
+        let mailbox = |a: &str| Destination::Mailbox(Address::parse(a).unwrap());
+        assert_eq!(
+            got,
+            Outcome::Found(vec![
+                mailbox("a@x.org"),
+                mailbox("b@x.org"),
+                ext("b-copy@ext.net"),
+                ext("out@ext.net"),
+            ])
+        );
+        // exact(team); exact_many(a, b+tag, b, out); b's own row is final
+        // and its copy (b-copy@ext.net, alone at its level) costs exact,
+        // wildcards, has_domain; out@ext.net (no row, not our domain)
+        // wildcards and has_domain. One query per target would be
+        // 1 + 1 + 2 + 3 + 3 = 10.
+        assert_eq!(counting.calls(), 2 + 3 + 2);
     }
 
     /// The resolution table (`crate::testdata`), here on the in-memory
