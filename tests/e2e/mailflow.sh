@@ -34,6 +34,12 @@ mf_db_edit_away() {
 }
 # How long the outage lasts, in seconds.
 MF_OUTAGE_SECS=${MF_OUTAGE_SECS:-60}
+# mf_settle: after a change with the CLI, wait the daemons' staleness bound:
+# none on SQLite (the next lookup sees it; the checks right after prove
+# it), the change check's second on PostgreSQL (a stack on it sets
+# MF_SETTLE).
+MF_SETTLE=${MF_SETTLE:-0}
+mf_settle() { [ "$MF_SETTLE" = 0 ] || sleep "$MF_SETTLE"; }
 
 # mf_database GROUP: the scenario's users, made with the CLI only, in the
 # SQLite file $MT_DB, or at $MF_DB_URL when set.
@@ -149,20 +155,25 @@ mf_scenarios() {
 	expect_imap hugo@barrera.io "wrong" refused
 	echo "-- 5. live changes"
 	printf '%s\n' "$PW" | mt user add new@example.com --password-stdin >/dev/null
+	mf_settle
 	expect_mail new@example.com new@example.com
 	expect_imap new@example.com "$PW" ok 1
 	# No --force: the domain alias %@old.example -> %@example.com maps every
 	# name and strands nothing new (the CLI's rule for removals).
 	mt user del new@example.com >/dev/null
+	mf_settle
 	expect_rcpt new@example.com 5
 	expect_imap new@example.com "$PW" refused
 	printf 'new pass\n' | mt user passwd hugo@barrera.io --password-stdin >/dev/null
+	mf_settle
 	expect_imap hugo@barrera.io "$PW" refused
 	expect_imap hugo@barrera.io "new pass" ok
 	mt user disable alice@example.com >/dev/null
+	mf_settle
 	expect_imap alice@example.com "$PW" refused
 	expect_mail alice@example.com alice@example.com
 	mt user enable alice@example.com >/dev/null
+	mf_settle
 	expect_imap alice@example.com "$PW" ok
 	echo "-- 6. the database goes away for ${MF_OUTAGE_SECS}s (stale-if-error)"
 	# Found answers the daemons gave before (hugo's address, his login)
