@@ -369,6 +369,18 @@ enum Cached {
     Login(Box<VerifyPlan>),
 }
 
+impl Cached {
+    /// Found: may be served during an outage. Unknown users, dict misses,
+    /// and unknown or disabled logins never are.
+    fn positive(&self) -> bool {
+        match self {
+            Cached::Lookup(r) => matches!(r, LookupResult::Found(_)),
+            Cached::Dict(l) => matches!(l, Lookup::Found(_)),
+            Cached::Login(plan) => plan.login.is_known(),
+        }
+    }
+}
+
 impl Backend {
     /// A backend; `hashes: None` hashes on the calling thread.
     pub fn new(
@@ -399,7 +411,7 @@ impl Backend {
     fn cached(
         &self,
         key: &str,
-        compute: impl FnOnce(&Directory, &mut dyn Store) -> Result<Fetched<Cached>, StoreError>,
+        compute: impl FnOnce(&Directory, &mut dyn Store) -> Result<Cached, StoreError>,
     ) -> Result<Cached, StoreError> {
         let dir = &self.directory;
         let result = self.stores.with(|s| {
@@ -414,8 +426,11 @@ impl Backend {
                 }
                 ticket
             };
-            let fetched = compute(dir, s)?;
-            let value = fetched.value.clone();
+            let value = compute(dir, s)?;
+            let fetched = Fetched {
+                positive: value.positive(),
+                value: value.clone(),
+            };
             self.cache().put(ticket, key, fetched);
             Ok(value)
         });
@@ -435,12 +450,7 @@ impl Backend {
         // Not logged here: the protocol layer logs every temporary failure
         // with the request it belongs to.
         let answer = self.cached(&format!("{what}\t{user}"), |d, s| {
-            let r = f(d, s)?;
-            let positive = matches!(r, LookupResult::Found(_));
-            Ok(Fetched {
-                value: Cached::Lookup(r),
-                positive,
-            })
+            f(d, s).map(Cached::Lookup)
         });
         match answer {
             Ok(Cached::Lookup(r)) => r,
@@ -457,12 +467,7 @@ const KIND_MISMATCH: &str = "the answer cache kept another kind of answer under 
 impl ApiBackend for Backend {
     fn passdb_verify(&mut self, user: &str, password: &Secret) -> VerifyResult {
         let plan = self.cached(&format!("verify\t{user}"), |d, s| {
-            let plan = d.verify_plan(s, user)?;
-            let positive = plan.login.is_known();
-            Ok(Fetched {
-                value: Cached::Login(Box::new(plan)),
-                positive,
-            })
+            Ok(Cached::Login(Box::new(d.verify_plan(s, user)?)))
         });
         let plan = match plan {
             Ok(Cached::Login(p)) => *p,
@@ -491,12 +496,7 @@ impl ApiBackend for Backend {
 impl DictBackend for Backend {
     fn lookup(&mut self, key: &str, _user: &str) -> Lookup {
         let answer = self.cached(&format!("dict\t{key}"), |d, s| {
-            let l = d.dict_lookup(s, key)?;
-            let positive = matches!(l, Lookup::Found(_));
-            Ok(Fetched {
-                value: Cached::Dict(l),
-                positive,
-            })
+            d.dict_lookup(s, key).map(Cached::Dict)
         });
         match answer {
             Ok(Cached::Dict(l)) => l,
