@@ -846,8 +846,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_wal_database_is_converted_by_the_next_write_access() {
+    /// A database someone switched to WAL mode.
+    fn wal_database() -> (tempfile::TempDir, PathBuf) {
         let (dir, s) = fresh();
         drop(s);
         let path = dir.path().join("mail.db");
@@ -855,6 +855,12 @@ mod tests {
             .unwrap()
             .pragma_update(None, "journal_mode", "wal")
             .unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_wal_database_is_converted_by_the_next_write_access() {
+        let (dir, path) = wal_database();
         assert_eq!(journal_mode(&path), "wal");
         let opts = OpenOptions {
             access: Access::ReadWrite,
@@ -926,15 +932,9 @@ mod tests {
 
     #[test]
     fn a_wal_commit_moves_the_change_token() {
-        // A database someone switched to WAL: commits land in the -wal
-        // file, the main file's header stays; data_version sees them.
-        let (dir, s) = fresh();
-        drop(s);
-        let path = dir.path().join("mail.db");
-        Connection::open(&path)
-            .unwrap()
-            .pragma_update(None, "journal_mode", "wal")
-            .unwrap();
+        // Commits land in the -wal file, the main file's header stays;
+        // data_version sees them.
+        let (_dir, path) = wal_database();
         let mut w = reader(&path);
         let before = w.change_token().unwrap().unwrap();
         assert_eq!(w.change_token().unwrap(), Some(before), "nothing written");
