@@ -85,7 +85,8 @@ stop_serve() {
 }
 
 cleanup() {
-	rc=$?
+	# Not `rc`: stop_serve sets that one, and a failure must not exit 0.
+	exit_rc=$?
 	trap - EXIT INT TERM
 	stop_serve || true
 	stop_dovecot
@@ -94,7 +95,7 @@ cleanup() {
 	else
 		rm -rf "$T"
 	fi
-	exit $rc
+	exit $exit_rc
 }
 trap cleanup EXIT
 trap 'exit 130' INT
