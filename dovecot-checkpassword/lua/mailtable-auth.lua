@@ -36,6 +36,23 @@
 --                  below 1024 (any local user can take a higher one while
 --                  serve is down); the default is 127.0.0.1:787.
 --
+-- Requests: POST with the bearer token, and the user name and password in
+-- the headers Mailtable-User and Mailtable-Password, percent-encoded
+-- (every byte outside visible ASCII, and '%'), with no body. A payload would
+-- cost a round trip on Dovecot 2.3: its set_payload always makes the HTTP
+-- client send `Expect: 100-continue` and hold the body until the server
+-- answers `100 Continue` (core@2.3.19.1:src/lib-lua/dlua-dovecot-http.c
+-- passes sync=TRUE to http_client_request_set_payload, and
+-- src/lib-http/http-client-request.c adds the header and waits), while a
+-- request without a payload goes out in one write with Content-Length: 0.
+-- (2.4's set_payload waits only when given `true` as third argument,
+-- core@2.4.1:src/lib-lua/dlua-dovecot-http.c; this one form serves both.)
+-- Headers and not the query string: Dovecot puts the URL in its error and
+-- debug messages, never a header's value. Fields longer than
+-- HEADER_FIELDS_MAX encoded bytes (serve takes a head of 8 KiB at most) go
+-- in a TAB-separated body instead, as older versions of this script sent
+-- every request; serve takes both forms.
+--
 -- Results: HTTP 200 "ok" -> OK with the returned fields; 403 "mismatch" ->
 -- PASSWORD_MISMATCH; 404 "unknown" -> USER_UNKNOWN; anything else
 -- (connection refused, timeout, 5xx, a 404 without the "unknown" token
@@ -74,6 +91,19 @@ local UNESCAPE = { ["0"] = "\0", ["1"] = "\1", t = "\t", r = "\r", n = "\n" }
 local function tabescape(s)
   return (s:gsub("[\1\t\r\n]", ESCAPE))
 end
+
+-- Percent-encoding for the header form: every byte outside visible ASCII
+-- (0x21-0x7e), and '%' itself, becomes %XX. The class below is "neither
+-- ! to $ nor & to ~", which is visible ASCII without '%'. No byte of the
+-- result can end or fold a header line.
+local function pctencode(s)
+  return (s:gsub("[^!-$&-~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+-- Longest encoded user name plus password sent in headers; longer ones go
+-- in a body (see "Requests" above). Leaves room in serve's 8 KiB head for
+-- the request line, the token and Dovecot's own headers.
+local HEADER_FIELDS_MAX = 4096
 
 local function tabunescape(s)
   -- An unknown escape yields the character itself and a lone trailing
@@ -169,17 +199,32 @@ local function parse_reply(payload)
   return token or "", fields
 end
 
--- Calls one endpoint. Returns "ok" plus fields, "mismatch", "unknown", or
--- "fail" plus a message for the log.
-local function call(path, body)
+-- Calls one endpoint for `user` (and `password`, for a verify). Returns
+-- "ok" plus fields, "mismatch", "unknown", or "fail" plus a message for
+-- the log.
+local function call(path, user, password)
   local token, err = read_secret()
   if token == nil then
     return "fail", err
   end
   local request = http_client:request({ url = config.url .. path, method = "POST" })
   request:add_header("Authorization", "Bearer " .. token)
-  request:add_header("Content-Type", "text/plain; charset=utf-8")
-  request:set_payload(body)
+  local enc_user = pctencode(user)
+  local enc_password = password and pctencode(password) or ""
+  if #enc_user + #enc_password <= HEADER_FIELDS_MAX then
+    -- No payload: no `Expect: 100-continue`, one round trip.
+    request:add_header("Mailtable-User", enc_user)
+    if password ~= nil then
+      request:add_header("Mailtable-Password", enc_password)
+    end
+  else
+    local body = "user=" .. tabescape(user)
+    if password ~= nil then
+      body = body .. "\tpassword=" .. tabescape(password)
+    end
+    request:add_header("Content-Type", "text/plain; charset=utf-8")
+    request:set_payload(body)
+  end
   local response = request:submit()
   local status = response:status()
   if status >= 9000 then
@@ -199,13 +244,8 @@ local function call(path, body)
     tostring(response:reason()), fields.error and (": " .. fields.error) or "")
 end
 
-local function user_body(req)
-  return "user=" .. tabescape(req.user)
-end
-
 function auth_password_verify(req, password)
-  local kind, r = call("/passdb/verify",
-    user_body(req) .. "\tpassword=" .. tabescape(password))
+  local kind, r = call("/passdb/verify", req.user, password)
   if kind == "ok" then
     -- Nothing to verify afterwards; a password field here would only
     -- confuse Dovecot's passdb field handling.
@@ -227,7 +267,7 @@ end
 -- available". Nothing here returns nopassword, which would accept any
 -- password if Dovecot ever verified through this function.
 function auth_passdb_lookup(req)
-  local kind, r = call("/passdb/lookup", user_body(req))
+  local kind, r = call("/passdb/lookup", req.user)
   if kind == "ok" then
     return dovecot.auth.PASSDB_RESULT_OK, r
   elseif kind == "unknown" then
@@ -239,7 +279,7 @@ function auth_passdb_lookup(req)
 end
 
 function auth_userdb_lookup(req)
-  local kind, r = call("/userdb/lookup", user_body(req))
+  local kind, r = call("/userdb/lookup", req.user)
   if kind == "ok" then
     return dovecot.auth.USERDB_RESULT_OK, r
   elseif kind == "unknown" then

@@ -18,7 +18,10 @@
 # login with both forms + SELECT
 # INBOX, LMTP delivery to hugo_barrera.io, then the database is renamed away
 # (temporary failure: code=temp_fail, LMTP 4xx, never 5xx) and restored
-# (works again, Dovecot not restarted).
+# (works again, Dovecot not restarted). In Lua mode, serve's debug log
+# shows that every request carried its fields in headers without
+# `Expect: 100-continue` (no wait for `100 Continue`), and a password too
+# long for headers goes in a body (with Expect: Dovecot 2.3 always asks).
 #
 # Exits non-zero at the first failed check, printing Dovecot's log; a trap
 # stops Dovecot and serve on every exit. KEEP=1 keeps the directory.
@@ -85,7 +88,8 @@ stop_serve() {
 }
 
 cleanup() {
-	rc=$?
+	# Not `rc`: stop_serve sets that one, and a failure must not exit 0.
+	exit_rc=$?
 	trap - EXIT INT TERM
 	stop_serve || true
 	stop_dovecot
@@ -94,7 +98,7 @@ cleanup() {
 	else
 		rm -rf "$T"
 	fi
-	exit $rc
+	exit $exit_rc
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -218,7 +222,9 @@ start_dovecot() {
 }
 
 start_serve() {
-	"$DM" -c "$T/mailtable.toml" serve 2>"$T/serve.log" &
+	# One debug line per API request: its form and Expect (lua_requests_test).
+	MAILTABLE_LOG=info,dovecot_mailtable::http::server=debug \
+		"$DM" -c "$T/mailtable.toml" serve 2>"$T/serve.log" &
 	SERVE_PID=$!
 	"$PY" "$CLIENT" wait-tcp "$HTTP_PORT" 10 || fail "serve not listening on 127.0.0.1:$HTTP_PORT"
 	i=0
@@ -311,6 +317,10 @@ run_mode() {
 	auth_test hugo@barrera.io "$PASSWORD" ok "database back, Dovecot not restarted"
 	lmtp_test hugo_barrera.io deliver
 
+	if [ "$MODE" = lua ]; then
+		lua_requests_test "$T/serve.log" "$LUA_FROM"
+		long_password_test "$T/serve.log" "Expect: 100-continue"
+	fi
 	stop_dovecot
 }
 
@@ -319,6 +329,7 @@ run_mode checkpassword "$CONF/auth-mailtable-checkpassword.conf.ext"
 MODE=serve
 start_serve
 run_mode dict "$CONF/auth-mailtable-dict.conf.ext"
+LUA_FROM=$(wc -l <"$T/serve.log")
 run_mode lua "$CONF/auth-mailtable-lua.conf.ext"
 
 MODE=serve

@@ -23,7 +23,11 @@
 # get; a delivery over it refused with 552 5.2.2), IMAP login with both forms + SELECT INBOX, LMTP
 # delivery to hugo_barrera.io, then the database is renamed away (auth
 # code=temp_fail, LMTP 4xx and never 5xx, Dovecot still running) and
-# restored (works again, nothing restarted); finally serve is stopped
+# restored (works again, nothing restarted); serve's debug log shows that
+# every request carried its fields in headers without
+# `Expect: 100-continue` (no wait for `100 Continue`), and a password too
+# long for headers goes in a body (no Expect either on 2.4); finally serve
+# is stopped
 # (SIGTERM, exit 0) and Dovecot's HTTP client errors are temporary
 # failures as well.
 #
@@ -129,7 +133,9 @@ ct_run -- chown root:dovecot "$T/api.secret"
 ok "secret file: $(ct_run -- stat -c '%A %U:%G' "$T/api.secret") inside the container"
 
 SD=$(e2e_service_dir serve)
-"$DM" -c "$T/mailtable.toml" serve 2>"$SD/serve.log" &
+# One debug line per API request: its form and Expect (lua_requests_test).
+MAILTABLE_LOG=info,dovecot_mailtable::http::server=debug \
+	"$DM" -c "$T/mailtable.toml" serve 2>"$SD/serve.log" &
 SERVE_PID=$!
 _e2e_register "serve $SERVE_PID host-serve $T/mailtable.toml $SD/serve.log"
 e2e_wait_port "$HTTP_PORT" "$SERVE_PID"
@@ -251,6 +257,8 @@ auth_test hugo@barrera.io "$PASSWORD" ok "database back, nothing restarted"
 user_test hugo_barrera.io 0
 lmtp_test hugo_barrera.io deliver
 imap_test hugo_barrera.io
+lua_requests_test "$SD/serve.log" 0
+long_password_test "$SD/serve.log" "no Expect"
 
 # serve itself gone: the HTTP client's own error (connection refused) is
 # a temporary failure too, never "unknown user".

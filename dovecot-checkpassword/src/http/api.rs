@@ -20,6 +20,12 @@ use crate::tabescape;
 /// spare.
 pub const MAX_BODY: usize = 8 * 1024;
 
+/// Header carrying the user name in the header form of a request (see
+/// [`parse_header_fields`]).
+pub const USER_HEADER: &str = "mailtable-user";
+/// Header carrying the password in the header form of a request.
+pub const PASSWORD_HEADER: &str = "mailtable-password";
+
 /// A found user: the canonical name and its fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
@@ -169,13 +175,17 @@ pub enum HttpError {
     /// The body does not hold what the endpoint needs.
     #[error("bad request body: {0}")]
     BadBody(String),
+    /// The header form's fields are malformed. The text names the header
+    /// and the fault, never the value (a password).
+    #[error("bad request header: {0}")]
+    BadHeader(String),
 }
 
 impl HttpError {
     /// The response status for this error.
     pub fn status(&self) -> u16 {
         match self {
-            HttpError::TransferEncoding | HttpError::BadBody(_) => 400,
+            HttpError::TransferEncoding | HttpError::BadBody(_) | HttpError::BadHeader(_) => 400,
             HttpError::Unauthorized => 401,
             HttpError::NoEndpoint => 404,
             HttpError::MethodNotAllowed => 405,
@@ -311,6 +321,83 @@ fn parse_text_body(body: &[u8]) -> Result<(String, Option<Secret>), HttpError> {
     }
     let user = user.ok_or_else(|| HttpError::BadBody("missing user".into()))?;
     Ok((user, password))
+}
+
+/// The value of a header-form field header, as the server found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldHeader<'a> {
+    /// Not sent.
+    Absent,
+    /// Sent once, with these bytes.
+    Once(&'a [u8]),
+    /// Sent more than once: ambiguous, refused.
+    Repeated,
+}
+
+/// Decodes the header form of a request: the fields in the
+/// [`USER_HEADER`] and [`PASSWORD_HEADER`] headers, percent-encoded
+/// (`%XX` for every byte outside visible ASCII, and for `%` itself), and
+/// no body.
+///
+/// This form exists because Dovecot 2.3's Lua `set_payload` always asks
+/// its HTTP client to wait for `100 Continue` before the body
+/// (core@2.3.19.1:src/lib-lua/dlua-dovecot-http.c), while a request
+/// without a payload goes out in one write with `Content-Length: 0` and no
+/// `Expect` (core@2.3.19.1:src/lib-http/http-client-request.c,
+/// `http_client_request_send_real`). Headers rather than the query: a URL
+/// shows up in Dovecot's error and debug messages, a header value does not.
+///
+/// The value must be visible ASCII only, so a password survives hyper's
+/// trimming of surrounding white space and cannot carry a control byte; a
+/// `%` must start two hex digits. Error texts name the header, never its
+/// value. The same rules as [`parse_body`] follow: an empty user is
+/// refused, verify needs a password, a lookup drops one.
+pub fn parse_header_fields(
+    endpoint: Endpoint,
+    user: FieldHeader<'_>,
+    password: FieldHeader<'_>,
+) -> Result<ApiRequest, HttpError> {
+    let user = match decode_field(USER_HEADER, user)? {
+        Some(u) => String::from_utf8(u)
+            .map_err(|_| HttpError::BadHeader(format!("{USER_HEADER} is not valid UTF-8")))?,
+        None => return Err(HttpError::BadHeader(format!("missing {USER_HEADER}"))),
+    };
+    if user.is_empty() {
+        return Err(HttpError::BadHeader("empty user".into()));
+    }
+    let password = decode_field(PASSWORD_HEADER, password)?.map(Secret::new);
+    let password = match endpoint {
+        Endpoint::PassdbVerify => Some(
+            password.ok_or_else(|| HttpError::BadHeader(format!("missing {PASSWORD_HEADER}")))?,
+        ),
+        Endpoint::PassdbLookup | Endpoint::UserdbLookup => None,
+    };
+    Ok(ApiRequest { user, password })
+}
+
+/// Percent-decodes one field header (`None` when absent).
+fn decode_field(name: &str, value: FieldHeader<'_>) -> Result<Option<Vec<u8>>, HttpError> {
+    let value = match value {
+        FieldHeader::Absent => return Ok(None),
+        FieldHeader::Repeated => return Err(HttpError::BadHeader(format!("repeated {name}"))),
+        FieldHeader::Once(v) => v,
+    };
+    let bad = || HttpError::BadHeader(format!("{name} is not percent-encoded"));
+    let mut out = Vec::with_capacity(value.len());
+    let mut bytes = value.iter();
+    while let Some(&b) = bytes.next() {
+        match b {
+            b'%' => {
+                let mut hex = || bytes.next().and_then(|&h| (h as char).to_digit(16));
+                let (hi, lo) = (hex().ok_or_else(bad)?, hex().ok_or_else(bad)?);
+                // Two hex digits: at most 0xff.
+                out.push((hi * 16 + lo) as u8);
+            }
+            b'!'..=b'~' => out.push(b),
+            _ => return Err(bad()),
+        }
+    }
+    Ok(Some(out))
 }
 
 /// Runs `request` against the backend and renders the answer.
@@ -677,6 +764,64 @@ mod tests {
                 ),
                 "{body:?}"
             );
+        }
+    }
+
+    // ---- parse_header_fields
+
+    use FieldHeader::{Absent, Once, Repeated};
+
+    #[test]
+    fn header_fields_are_percent_decoded() {
+        // What lua/mailtable-auth.lua sends for a password with a space,
+        // a TAB, a '%', a non-ASCII and a control byte.
+        let r = parse_header_fields(
+            Endpoint::PassdbVerify,
+            Once(b"alice@example.org"),
+            Once(b"S3cret%20p%09a%25s%C3%A9%01,;=\\"),
+        )
+        .expect("valid fields");
+        assert_eq!(r.user, "alice@example.org");
+        assert_eq!(
+            r.password.as_ref().map(|p| p.expose().to_vec()),
+            Some(b"S3cret p\ta%s\xc3\xa9\x01,;=\\".to_vec())
+        );
+        let r = parse_header_fields(Endpoint::UserdbLookup, Once(b"hugo%5Fbarrera.io"), Absent)
+            .expect("valid fields");
+        assert_eq!(r.user, "hugo_barrera.io");
+        assert!(r.password.is_none());
+        // A lookup never keeps a password it was sent.
+        let r = parse_header_fields(Endpoint::PassdbLookup, Once(b"a"), Once(b"x"))
+            .expect("valid fields");
+        assert!(r.password.is_none());
+        // An empty password is a password (the backend says mismatch).
+        let r = parse_header_fields(Endpoint::PassdbVerify, Once(b"a"), Once(b""))
+            .expect("valid fields");
+        assert_eq!(r.password.map(|p| p.expose().len()), Some(0));
+    }
+
+    #[test]
+    fn bad_header_fields_never_echo_the_value() {
+        for (endpoint, user, password) in [
+            (Endpoint::PassdbVerify, Once(&b"alice"[..]), Absent),
+            (Endpoint::UserdbLookup, Absent, Once(b"hunter2")),
+            (Endpoint::UserdbLookup, Once(b""), Absent),
+            (Endpoint::UserdbLookup, Repeated, Absent),
+            (Endpoint::PassdbVerify, Once(b"a"), Repeated),
+            (Endpoint::UserdbLookup, Once(b"%ff"), Absent),
+            (Endpoint::PassdbVerify, Once(b"a"), Once(b"hunter2%")),
+            (Endpoint::PassdbVerify, Once(b"a"), Once(b"hunter2%4")),
+            (Endpoint::PassdbVerify, Once(b"a"), Once(b"hunter2%g0")),
+            (Endpoint::PassdbVerify, Once(b"a"), Once(b"hunter 2")),
+            (Endpoint::PassdbVerify, Once(b"a"), Once(b"hunter2\t")),
+            (Endpoint::PassdbVerify, Once(b"a"), Once(b"hunter2\xe9")),
+        ] {
+            let e = parse_header_fields(endpoint, user, password)
+                .expect_err("malformed fields are refused");
+            assert!(matches!(e, HttpError::BadHeader(_)), "{e:?}");
+            assert_eq!(e.status(), 400);
+            let text = e.to_string();
+            assert!(!text.contains("hunter"), "{text}");
         }
     }
 

@@ -14,7 +14,19 @@
 //! - `Expect: 100-continue`: Dovecot 2.3 sends it with every payload
 //!   (`http_client_request_set_payload(..., TRUE)` in
 //!   core@2.3.19.1:src/lib-lua/dlua-dovecot-http.c; VERIFIED §5.1), 2.4 only
-//!   when the script passes `true` as the third argument of `set_payload`.
+//!   when the script passes `true` as the third argument of `set_payload`
+//!   (core@2.4.1:src/lib-lua/dlua-dovecot-http.c). The client adds the
+//!   header only for a non-empty payload sent with that flag, and then
+//!   holds the body until `100 Continue` arrives (or, before the first
+//!   one, 2 s pass: `HTTP_CLIENT_CONTINUE_TIMEOUT_MSECS`)
+//!   (`http_client_request_set_payload` and `http_client_request_send_real`
+//!   in src/lib-http/http-client-request.c, both versions): one more round
+//!   trip. So the shipped script sends no payload: its fields travel in
+//!   headers (the header form, [`super::api::parse_header_fields`]) and the
+//!   request goes out in one write. Every request is logged at debug level
+//!   with its form and whether it asked to continue (the e2e tests check
+//!   that line). Bodies with `Expect` stay accepted: older scripts, and
+//!   this one for fields too long for headers.
 //!   A request with `Expect` that is refused gets `Connection: close`,
 //!   since the client may or may not send the body after all (RFC 9110
 //!   §10.1.1); without `Expect` the announced body is read, dropped, and
@@ -24,6 +36,11 @@
 //!   in HTTP/1.0 with `Connection: keep-alive`). Pipelined requests are
 //!   answered in order. A client that half-closes after its request still
 //!   gets the answer.
+//! - Header form: the fields in `Mailtable-User` and `Mailtable-Password`
+//!   with an empty body. A non-empty body besides them is a 400 (two
+//!   sources for one field); so is a repeated field header. Their values,
+//!   like a body's password, stay in hyper's buffers until the request is
+//!   done; only the decoded copy is a [`Secret`].
 //! - Bodies by `Content-Length` only. `Transfer-Encoding: chunked` gets 411
 //!   with the connection closed. Dovecot never sends chunked: its Lua
 //!   payload is a fixed string with a known size.
@@ -58,8 +75,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::api::{
-    dispatch, error_response, parse_body, reason, route, ApiBackend, ApiConfig, Format, HttpError,
-    Response,
+    dispatch, error_response, parse_body, parse_header_fields, reason, route, ApiBackend,
+    ApiConfig, FieldHeader, Format, HttpError, Response, PASSWORD_HEADER, USER_HEADER,
 };
 use crate::secret::Secret;
 use crate::stop::stopped;
@@ -92,6 +109,9 @@ struct Head {
     authorization: Option<Secret>,
     /// Body format from `Content-Type`.
     format: Format,
+    /// The fields come in headers ([`USER_HEADER`], [`PASSWORD_HEADER`]),
+    /// not in the body.
+    header_form: bool,
 }
 
 /// Whether a comma-separated header has `token` (case-insensitive).
@@ -126,6 +146,7 @@ impl Head {
             format: headers
                 .get(header::CONTENT_TYPE)
                 .map_or(Format::Text, |v| Format::from_content_type(v.as_bytes())),
+            header_form: headers.contains_key(USER_HEADER) || headers.contains_key(PASSWORD_HEADER),
         }
     }
 
@@ -139,6 +160,17 @@ impl Head {
             (None, None) => Some(HttpError::Chunked),
             (None, Some(_)) => None,
         }
+    }
+}
+
+/// One field header of the header form, as [`parse_header_fields`] wants
+/// it.
+fn field_header<'a>(headers: &'a HeaderMap, name: &str) -> FieldHeader<'a> {
+    let mut all = headers.get_all(name).iter();
+    match (all.next(), all.next()) {
+        (None, _) => FieldHeader::Absent,
+        (Some(v), None) => FieldHeader::Once(v.as_bytes()),
+        (Some(_), Some(_)) => FieldHeader::Repeated,
     }
 }
 
@@ -164,7 +196,21 @@ where
     B: ApiBackend + Send + 'static,
 {
     let head = Head::of(&req);
-    let body = req.into_body();
+    // Which request form, and whether the client waits for `100 Continue`
+    // (one more round trip): tests/e2e/test-dovecot-2[34].sh read this line
+    // to check that the shipped Lua script never asks for it.
+    tracing::debug!(
+        "api: {} {}: fields in {}, {}",
+        head.method,
+        head.path,
+        if head.header_form { "headers" } else { "body" },
+        if head.expect_continue {
+            "Expect: 100-continue"
+        } else {
+            "no Expect"
+        }
+    );
+    let (parts, body) = req.into_parts();
     if let Some(e) = head.framing_error(api.max_body) {
         tracing::warn!("api: {} {}: {e}", head.method, head.path);
         return Ok(to_hyper(&error_response(&e, head.format, true)));
@@ -186,7 +232,21 @@ where
     };
     let bytes = read_body(body, api.max_body).await?;
     let format = head.format;
-    let mut response = match parse_body(endpoint, format, &bytes) {
+    let parsed = if !head.header_form {
+        parse_body(endpoint, format, &bytes)
+    } else if bytes.is_empty() {
+        parse_header_fields(
+            endpoint,
+            field_header(&parts.headers, USER_HEADER),
+            field_header(&parts.headers, PASSWORD_HEADER),
+        )
+    } else {
+        // Two sources for the same fields: refuse rather than pick one.
+        Err(HttpError::BadHeader(
+            "fields in both headers and body".into(),
+        ))
+    };
+    let mut response = match parsed {
         Ok(request) => tokio::task::spawn_blocking(move || {
             let mut backend = backend;
             dispatch(endpoint, &request, &mut backend, format)
@@ -659,6 +719,163 @@ mod tests {
             )
         );
         assert_eq!(backend.calls(), vec!["verify alice@example.org"]);
+    }
+
+    #[tokio::test]
+    async fn header_form_needs_no_100_continue() {
+        // The fields in headers and no body: the client sends no Expect and
+        // gets its answer to the one write; verify, mismatch, lookups and
+        // a delivery name, pipelined on one kept-alive connection.
+        let auth = format!("Authorization: Bearer {SECRET}\r\n");
+        let req = |path: &str, fields: &str| {
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:8787\r\n{auth}{fields}Connection: Keep-Alive\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let input = [
+            req(
+                "/passdb/verify",
+                "Mailtable-User: alice@example.org\r\nMailtable-Password: pw\r\n",
+            ),
+            req(
+                "/passdb/verify",
+                "mailtable-user: alice%5Fexample.org\r\nmailtable-password: p%77%0A\r\n",
+            ),
+            req("/passdb/lookup", "Mailtable-User: alice@example.org\r\n"),
+            req("/userdb/lookup", "Mailtable-User: alice_example.org\r\n"),
+            req("/userdb/lookup", "Mailtable-User: eve@example.org\r\n"),
+        ]
+        .concat();
+        let backend = OneUser::default();
+        let out = send(input.as_bytes(), &backend).await;
+        assert!(!out.contains("100 Continue"), "{out}");
+        // A status line follows the previous body's final LF.
+        let statuses: Vec<&str> = out
+            .split("HTTP/1.1 ")
+            .skip(1)
+            .filter_map(|r| r.split("\r\n").next())
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                "200 OK",
+                "403 Forbidden",
+                "200 OK",
+                "200 OK",
+                "404 Not Found"
+            ],
+            "{out}"
+        );
+        assert!(out.contains("\r\n\r\nok\tuser=alice@example.org\tuserdb_uid=5000\n"));
+        assert!(out.contains("\r\n\r\nmismatch\n"));
+        assert!(out.contains("\tpassword={BLF-CRYPT}$2b$05$x\n"));
+        assert!(out.contains("\r\n\r\nunknown\n"));
+        assert_eq!(
+            backend.calls(),
+            [
+                "verify alice@example.org",
+                "verify alice_example.org",
+                "passdb alice@example.org",
+                "userdb alice_example.org",
+                "userdb eve@example.org"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn replays_what_dovecot_23_sends_with_the_shipped_script() {
+        // The bytes serve read from Dovecot 2.3.19.1 (Debian 12) running
+        // lua/mailtable-auth.lua, captured in one read during
+        // tests/e2e/test-dovecot-23.sh; only user, password, port and token
+        // are changed. No Expect, Content-Length: 0: the whole request in
+        // one write, the answer without `100 Continue`.
+        let captured = format!(
+            "POST /passdb/verify HTTP/1.1\r\nHost: 127.0.0.1:34339\r\nDate: Sun, 29 Nov 2026 19:17:25 GMT\r\nUser-Agent: mailtable-auth.lua\r\nContent-Length: 0\r\nConnection: Keep-Alive\r\nAuthorization: Bearer {SECRET}\r\nMailtable-User: alice@example.org\r\nMailtable-Password: pw\r\n\r\n"
+        );
+        let backend = OneUser::default();
+        let out = send(captured.as_bytes(), &backend).await;
+        let body = "ok\tuser=alice@example.org\tuserdb_uid=5000\n";
+        assert_eq!(
+            out,
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\r\n{body}",
+                body.len()
+            )
+        );
+        assert_eq!(backend.calls(), ["verify alice@example.org"]);
+        // The same script's fallback for fields too long for headers: a body
+        // with Expect (2.3 always asks), answered after `100 Continue`.
+        let head = format!(
+            "POST /passdb/verify HTTP/1.1\r\nHost: 127.0.0.1:34339\r\nDate: Sun, 29 Nov 2026 19:17:30 GMT\r\nUser-Agent: mailtable-auth.lua\r\nExpect: 100-continue\r\nContent-Length: 34\r\nConnection: Keep-Alive\r\nAuthorization: Bearer {SECRET}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        );
+        let out = exchange(
+            &[
+                (head.as_bytes(), false),
+                (b"user=alice@example.org\tpassword=pw", true),
+            ],
+            &backend,
+        )
+        .await;
+        assert!(
+            out.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn header_form_faults_are_400_and_keep_the_connection() {
+        let auth = format!("Authorization: Bearer {SECRET}\r\n");
+        for (fields, body, error) in [
+            (
+                "Mailtable-User: alice@example.org\r\n",
+                "",
+                "missing mailtable-password",
+            ),
+            (
+                "Mailtable-User: alice@example.org\r\nMailtable-Password: hunter2%\r\n",
+                "",
+                "mailtable-password is not percent-encoded",
+            ),
+            (
+                "Mailtable-User: alice@example.org\r\nMailtable-Password: hunter2\r\nMailtable-Password: hunter3\r\n",
+                "",
+                "repeated mailtable-password",
+            ),
+            (
+                "Mailtable-User: alice@example.org\r\nMailtable-Password: hunter2\r\n",
+                "user=alice@example.org\tpassword=hunter2",
+                "fields in both headers and body",
+            ),
+        ] {
+            let mut input = format!(
+                "POST /passdb/verify HTTP/1.1\r\n{auth}{fields}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes();
+            input.extend(post("/userdb/lookup", "", b"user=alice@example.org"));
+            let backend = OneUser::default();
+            let out = send(&input, &backend).await;
+            assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+            assert!(
+                out.contains(&format!("\r\n\r\nerror\terror=bad request header: {error}\n")),
+                "{out}"
+            );
+            assert!(!out.contains("hunter"), "{out}");
+            assert!(out.contains("HTTP/1.1 200 OK\r\n"), "{out}");
+            assert_eq!(backend.calls(), ["userdb alice@example.org"]);
+        }
+    }
+
+    #[tokio::test]
+    async fn header_form_refusals_come_before_the_fields() {
+        // Wrong token or path: refused on the head, the fields unread.
+        let out = send(
+            b"POST /passdb/verify HTTP/1.1\r\nAuthorization: Bearer wrong\r\nMailtable-User: a\r\nMailtable-Password: hunter2\r\nContent-Length: 0\r\n\r\n",
+            &OneUser::default(),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{out}");
+        assert!(!out.contains("hunter"), "{out}");
     }
 
     #[tokio::test]

@@ -58,3 +58,45 @@ imap_test() {
 	[ $rc -eq 0 ] || fail "IMAP as $1: exit $rc: $shown"
 	ok "IMAP $1 -> $shown"
 }
+
+# The Lua script's requests as serve logged them: serve runs with
+# MAILTABLE_LOG=info,dovecot_mailtable::http::server=debug, which logs one
+# line per request, "api: POST /passdb/verify: fields in headers, no
+# Expect" (src/http/server.rs). api_requests LOG FROM: those lines after
+# line FROM of LOG.
+api_requests() {
+	tail -n +"$(($2 + 1))" "$1" | grep -F ': fields in ' || true
+}
+
+# lua_requests_test LOG FROM: every lookup and verify since line FROM
+# carried its fields in headers and none sent `Expect: 100-continue`, so
+# none waited for `100 Continue` (one round trip each). The old script's
+# body form fails this on both versions: on 2.3 with Expect, on 2.4 in the
+# body.
+lua_requests_test() {
+	lines=$(api_requests "$1" "$2")
+	n=$(printf '%s\n' "$lines" | grep -c . || true)
+	[ "$n" -gt 0 ] || fail "no API request in serve's log (debug logging not on?)"
+	bad=$(printf '%s\n' "$lines" | grep -v ': fields in headers, no Expect$' || true)
+	[ -z "$bad" ] || fail "Lua requests not in the one-round-trip header form: $(printf '%s' "$bad" | sed 's/^.*api: //' | sort | uniq -c | tr '\n' ';')"
+	ok "$n Lua API requests, all with the fields in headers and no Expect: 100-continue: $(printf '%s\n' "$lines" | sed 's/^.*api: POST //; s/: fields.*//' | sort | uniq -c | tr '\n' ' ' | sed 's/  */ /g')"
+}
+
+# long_password_test LOG EXPECT: a wrong password too long for the header
+# form (1600 bytes, 4800 percent-encoded, over the script's
+# HEADER_FIELDS_MAX) is still a plain failure, sent in a body; EXPECT is
+# how Dovecot sends that body ("Expect: 100-continue" on 2.3, "no Expect"
+# on 2.4). Shows the fallback and that the log line sees Expect when there
+# is one.
+long_password_test() {
+	from=$(wc -l <"$1")
+	long=$("$PY" -c 'print("\u00e9" * 800)')
+	auth_test hugo@barrera.io "$long" fail "wrong password of 1600 bytes"
+	lines=$(api_requests "$1" "$from")
+	[ "$(printf '%s\n' "$lines" | grep -c .)" -eq 1 ] || fail "expected one API request for the long password: $lines"
+	case $lines in
+	*"POST /passdb/verify: fields in body, $2") ;;
+	*) fail "long password: expected a body with $2: $lines" ;;
+	esac
+	ok "long password sent in a body: ${lines##*api: }"
+}
