@@ -17,7 +17,9 @@
 # (doveadm quota get; a delivery over it refused with 552 5.2.2), IMAP
 # login with both forms + SELECT
 # INBOX, LMTP delivery to hugo_barrera.io, then the database is renamed away
-# (temporary failure: code=temp_fail, LMTP 4xx, never 5xx) and restored
+# (checkpassword: temporary failure, code=temp_fail, LMTP 4xx, never 5xx;
+# serve, dict and Lua: hugo, found before, logs in and gets mail from
+# serve's cache, an unknown user is a temporary failure) and restored
 # (works again, Dovecot not restarted). In Lua mode, serve's debug log
 # shows that every request carried its fields in headers without
 # `Expect: 100-continue` (no wait for `100 Continue`), and a password too
@@ -310,9 +312,22 @@ run_mode() {
 	lmtp_test full_barrera.io overquota
 
 	mv "$DB" "$DB.away"
-	auth_test hugo@barrera.io "$PASSWORD" tempfail "database away"
-	user_test hugo_barrera.io 75
-	lmtp_test hugo_barrera.io tempfail
+	if [ "$MODE" = checkpassword ]; then
+		# A process per login: no cache, every lookup fails temporarily.
+		auth_test hugo@barrera.io "$PASSWORD" tempfail "database away"
+		user_test hugo_barrera.io 75
+		lmtp_test hugo_barrera.io tempfail
+	else
+		# serve answers what it found before from its cache
+		# (stale_if_error): hugo logs in (his password still checked) and
+		# gets mail; an unknown user stays a temporary failure.
+		auth_test hugo@barrera.io "$PASSWORD" ok "database away, from serve's cache"
+		auth_test hugo@barrera.io 'wrong password' fail "database away, wrong password"
+		auth_test nobody@barrera.io "$PASSWORD" tempfail "database away, unknown user"
+		user_test hugo_barrera.io 0
+		user_test nobody@barrera.io 75
+		lmtp_test hugo_barrera.io deliver
+	fi
 	mv "$DB.away" "$DB"
 	auth_test hugo@barrera.io "$PASSWORD" ok "database back, Dovecot not restarted"
 	lmtp_test hugo_barrera.io deliver

@@ -21,9 +21,10 @@
 # Checks: doveadm auth test (right, wrong, unknown, disabled), doveadm user
 # for both login forms, the quota set with the CLI in effect (doveadm quota
 # get; a delivery over it refused with 552 5.2.2), IMAP login with both forms + SELECT INBOX, LMTP
-# delivery to hugo_barrera.io, then the database is renamed away (auth
-# code=temp_fail, LMTP 4xx and never 5xx, Dovecot still running) and
-# restored (works again, nothing restarted); serve's debug log shows that
+# delivery to hugo_barrera.io, then the database is renamed away (hugo,
+# found before, logs in and gets mail from serve's cache; an unknown user
+# is code=temp_fail, never unknown; Dovecot still running) and restored
+# (works again, nothing restarted); serve's debug log shows that
 # every request carried its fields in headers without
 # `Expect: 100-continue` (no wait for `100 Continue`), and a password too
 # long for headers goes in a body (no Expect either on 2.4); finally serve
@@ -246,9 +247,15 @@ quota_test q_barrera.io 10240
 lmtp_test full_barrera.io overquota
 
 mv "$DB" "$DB.away"
-auth_test hugo@barrera.io "$PASSWORD" tempfail "database away"
-user_test hugo_barrera.io 75
-lmtp_test hugo_barrera.io tempfail
+# serve answers what it found before from its cache (stale_if_error): hugo
+# logs in (his password still checked) and gets mail; an unknown user stays
+# a temporary failure.
+auth_test hugo@barrera.io "$PASSWORD" ok "database away, from serve's cache"
+auth_test hugo@barrera.io 'wrong password' fail "database away, wrong password"
+auth_test nobody@barrera.io "$PASSWORD" tempfail "database away, unknown user"
+user_test hugo_barrera.io 0
+user_test nobody@barrera.io 75
+lmtp_test hugo_barrera.io deliver
 dovecot_running || fail "Dovecot stopped during the outage"
 e2e_wait_port "$IMAP_PORT" "$CT_PID" 1 || fail "IMAP port gone during the outage"
 ok "Dovecot still running (container pid $CT_PID, IMAP 127.0.0.1:$IMAP_PORT listening)"
