@@ -45,6 +45,11 @@ pub struct Tables {
 /// whether it may outlive an outage.
 type Looked = Result<Fetched<Option<String>>, String>;
 
+/// The cache's key for a request.
+fn cache_key(service: Service, key: &str) -> String {
+    format!("{}\t{key}", service.name())
+}
+
 /// A found value is positive, not-found is negative.
 fn by_value(v: Result<Option<String>, String>) -> Looked {
     v.map(|v| Fetched {
@@ -116,14 +121,47 @@ impl Tables {
             .and_then(|(s, _)| s.change_token().map_err(|e| e.to_string()));
         let result = match self.cache.take() {
             Some(mut cache) => {
-                let cache_key = format!("{}\t{key}", service.name());
-                let r = cache.lookup(token, &cache_key, || f(self));
+                let mut r = cache.lookup(token, &cache_key(service, key), || f(self));
+                if let Err(e) = &r {
+                    if self.walk_goes_on(&cache, service, key) {
+                        cache.note_stale(e);
+                        r = Ok(None);
+                    }
+                }
                 self.cache = Some(cache);
                 r
             }
             None => token.and_then(|_| f(self).map(|v| v.value)),
         };
         self.reply(service, result)
+    }
+
+    /// In an outage, whether the `not found` this alias key got before may
+    /// be answered again: smtpd's walk (`aliases_virtual_get`) then goes
+    /// on to its next keys, and one of them got a found answer that the
+    /// cache still serves. So a tagged address of a mailbox
+    /// (`hugo+news@dom`, found at `hugo@dom`) and an address of a
+    /// catch-all (`anything@dom`, found at `@dom`) keep being accepted,
+    /// while an address whose walk found nothing stays a temporary failure.
+    fn walk_goes_on(
+        &self,
+        cache: &AnswerCache<Option<String>>,
+        service: Service,
+        key: &str,
+    ) -> bool {
+        if service != Service::Alias {
+            return false;
+        }
+        let Ok(addr) = Address::parse(key) else {
+            return false;
+        };
+        let keys = self.accounts.resolver().smtpd_keys(&addr);
+        let Some(at) = keys.iter().position(|k| k == key) else {
+            return false;
+        };
+        let not_found = |k: &str| matches!(cache.recent(&cache_key(service, k)), Some((None, _)));
+        let found = |k: &str| matches!(cache.recent(&cache_key(service, k)), Some((Some(_), true)));
+        not_found(key) && keys[at + 1..].iter().any(|k| found(k))
     }
 
     /// A lookup that bypasses the cache (`auth`: the key is a password).
@@ -637,6 +675,48 @@ mod tests {
             stale > 50 && errors > 50 && data_free > 5,
             "stale {stale}, errors {errors}, data-free {data_free}"
         );
+    }
+
+    /// smtpd's walk through an outage: a tagged address of a mailbox and
+    /// an address of a catch-all were accepted before, at a later key
+    /// than the first; their earlier keys' `not found` is answered again
+    /// so that smtpd reaches that key. An address whose walk found nothing
+    /// fails temporarily at its first key.
+    #[test]
+    fn an_outage_keeps_smtpds_walk_to_a_found_key() {
+        let mut s = fixture();
+        s.versioned = true;
+        let addrs = [
+            "hugo+news@barrera.io",
+            "random@barrera.io",
+            "nobody@example.com",
+        ];
+        let counting = FailingStore::counting(s.clone());
+        let mut t = table_over(counting.clone());
+        let warm: Vec<_> = addrs.iter().map(|a| walk(&mut t, a)).collect();
+        let f = |k: &str, v: &str| Some((k.to_string(), Answer::Found(v.into())));
+        assert_eq!(warm[0], f("hugo@barrera.io", "hugo_barrera.io"));
+        assert_eq!(warm[1], f("@barrera.io", "catch_barrera.io"));
+        assert_eq!(warm[2], None);
+
+        let failing = FailingStore::failing_from(s, counting.calls() + 1);
+        let mut t = table_over(failing.clone());
+        for (a, w) in addrs.iter().zip(&warm) {
+            assert_eq!(&walk(&mut t, a), w, "{a} before the outage");
+        }
+        assert!(!failing.has_failed());
+        assert_eq!(walk(&mut t, addrs[0]), warm[0]);
+        assert_eq!(walk(&mut t, addrs[1]), warm[1]);
+        assert!(failing.has_failed());
+        assert!(matches!(
+            walk(&mut t, addrs[2]),
+            Some((k, Answer::Error(_))) if k == "nobody@example.com"
+        ));
+        // A key never asked before the outage is no step of a found walk.
+        assert!(matches!(
+            walk(&mut t, "other+x@barrera.io"),
+            Some((k, Answer::Error(_))) if k == "other+x@barrera.io"
+        ));
     }
 
     /// A versioned store under a counting wrapper, in a table.

@@ -246,15 +246,31 @@ impl<V: Clone> AnswerCache<V> {
     /// database gave within `stale_if_error`, if there is one. The first
     /// stale answer of an outage is logged, with the error.
     pub fn stale(&mut self, key: &str, error: &dyn fmt::Display) -> Option<V> {
+        let value = match self.recent(key) {
+            Some((v, true)) => v.clone(),
+            _ => return None,
+        };
+        self.note_stale(error);
+        Some(value)
+    }
+
+    /// The answer kept for `key`, positive or not, when the database gave
+    /// it within `stale_if_error`: for a caller whose negative answers can
+    /// be steps towards a positive one (smtpd's alias walk, where a key
+    /// not found sends smtpd on to the next key). Counts nothing; a caller
+    /// that serves it calls [`AnswerCache::note_stale`].
+    pub fn recent(&self, key: &str) -> Option<(&V, bool)> {
         let limit = self.settings.stale_if_error;
         if limit.is_zero() {
             return None;
         }
         let e = self.current.get(key).or_else(|| self.previous.get(key))?;
-        if !e.positive || e.seen.elapsed() > limit {
-            return None;
-        }
-        let value = e.value.clone();
+        (e.seen.elapsed() <= limit).then_some((&e.value, e.positive))
+    }
+
+    /// Count a stale answer, and log the first of an outage with the
+    /// error.
+    pub fn note_stale(&mut self, error: &dyn fmt::Display) {
         self.stats.stale += 1;
         if !self.outage {
             self.outage = true;
@@ -262,10 +278,9 @@ impl<V: Clone> AnswerCache<V> {
                 "database unavailable ({error}); serving positive answers it gave \
                  within the last {} s from the cache, every other lookup fails \
                  temporarily",
-                limit.as_secs()
+                self.settings.stale_if_error.as_secs()
             );
         }
-        Some(value)
     }
 
     fn insert(&mut self, key: &str, entry: Entry<V>) {
