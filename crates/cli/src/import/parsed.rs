@@ -213,6 +213,8 @@ pub struct UserInfo {
     pub origin: Origin,
 }
 
+pub use crate::args::Inactive;
+
 /// One source, parsed.
 #[derive(Debug, Default)]
 pub struct Parsed {
@@ -242,6 +244,14 @@ pub struct Parsed {
     /// (Postfix's `virtual_alias_maps`): a catch-all then takes the mail of
     /// a mailbox that has no alias of its own.
     pub aliases_first: bool,
+    /// Addresses whose mail the source refused or bounced (inactive
+    /// mailboxes, with `--inactive reject`): not imported, and a copy the
+    /// source's aliases sent there bounced.
+    pub refused: Vec<Address>,
+    /// Inactive mailboxes imported disabled by `--inactive disabled`: they
+    /// receive their own mail from now on, which the admin chose; the check
+    /// expects that instead of the source's refusal.
+    pub accepted_inactive: Vec<Address>,
 }
 
 impl Parsed {
@@ -256,6 +266,8 @@ impl Parsed {
         self.notes.extend(other.notes);
         self.malformed.extend(other.malformed);
         self.lost.extend(other.lost);
+        self.refused.extend(other.refused);
+        self.accepted_inactive.extend(other.accepted_inactive);
         self.defines_routes |= other.defines_routes;
         self.aliases_first |= other.aliases_first;
     }

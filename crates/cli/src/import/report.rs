@@ -300,6 +300,11 @@ pub struct Report {
     /// Logins and local delivery users of the sources that do not come
     /// over.
     pub mailboxes_not_imported: Vec<String>,
+    /// `--inactive`: what became of inactive SQL mailboxes and domains.
+    pub inactive: &'static str,
+    /// Inactive mailboxes the source refused mail to, not imported so that
+    /// it stays refused (`--inactive reject`).
+    pub refused_inactive: Vec<String>,
     /// The resolution check.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
@@ -322,6 +327,8 @@ impl Report {
             malformed: Vec::new(),
             undeliverable: Vec::new(),
             mailboxes_not_imported: Vec::new(),
+            inactive: crate::import::Inactive::default().name(),
+            refused_inactive: Vec::new(),
             verification: None,
         }
     }
@@ -388,6 +395,7 @@ impl Report {
             .collect();
         self.undeliverable = plan.lost.clone();
         self.mailboxes_not_imported = plan.lost_mailboxes.clone();
+        self.refused_inactive = plan.refused.clone();
         self.not_imported = plan.skipped.iter().map(Item::from).collect();
         self.notes = plan.notes.iter().map(Item::from).collect();
         self.conflicts = plan
@@ -454,6 +462,16 @@ impl Report {
             return o;
         }
         self.counts_text(&mut line);
+        if !self.refused_inactive.is_empty() {
+            line(String::new());
+            line(format!(
+                "inactive: {} mailbox(es) not imported: the source delivered nothing to them, \
+                 and neither will mailtable (--inactive disabled imports them disabled, \
+                 accepting their mail): {}",
+                self.refused_inactive.len(),
+                self.refused_inactive.join(", ")
+            ));
+        }
         self.schemes_text(&mut line);
         self.flagged_text(&mut line);
         self.items_text(&mut line);
