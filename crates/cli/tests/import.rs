@@ -1370,3 +1370,106 @@ fn readme_import_commands_run() {
         assert_eq!(code, 0, "{cmd}: {err}\n{out}");
     }
 }
+
+/// A pseudo-terminal, opened with posix_openpt(3): the controller side and
+/// the device path of the terminal side. Set to 80x24, as a terminal
+/// window would be (indicatif sizes the bar from it).
+fn open_pty() -> (std::fs::File, PathBuf) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain libc calls on a descriptor this function owns; the
+    // name buffer is large enough and NUL-terminated by ptsname_r.
+    unsafe {
+        let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(fd >= 0, "posix_openpt");
+        assert_eq!(libc::grantpt(fd), 0, "grantpt");
+        assert_eq!(libc::unlockpt(fd), 0, "unlockpt");
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(fd, name.as_mut_ptr(), name.len()), 0);
+        let size = libc::winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        libc::ioctl(fd, libc::TIOCSWINSZ, &size);
+        let path = std::ffi::CStr::from_ptr(name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        (std::fs::File::from_raw_fd(fd), PathBuf::from(path))
+    }
+}
+
+/// The progress bar is drawn on stderr when it is a terminal, and nothing
+/// of it when stderr is a pipe (scripts, `--json` consumers): the same
+/// import of 1,500 Dovecot users run both ways.
+#[test]
+fn progress_bar_on_a_terminal_and_not_in_a_pipe() {
+    use std::io::{Read, Write};
+    let db = Db::new();
+    let users = db.dir.path().join("users");
+    {
+        let mut u = std::io::BufWriter::new(std::fs::File::create(&users).unwrap());
+        for i in 0..1500 {
+            writeln!(u, "user{i}@example.org:{{BLF-CRYPT}}{M_HASH}").unwrap();
+        }
+    }
+    let source = format!("dovecot-passwd:{}", users.display());
+    let args = ["import", source.as_str(), "--dry-run"];
+
+    let (code, _, err) = db.run(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !err.contains("checking") && !err.contains("verifying"),
+        "{err:?}"
+    );
+    assert!(!err.contains('\r') && !err.contains('\u{1b}'), "{err:?}");
+
+    let (mut controller, tty) = open_pty();
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&tty)
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailtable"))
+        .arg("--database")
+        .arg(db.url())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(terminal)
+        .spawn()
+        .unwrap();
+    // Read the terminal while the import runs (its buffer is small); the
+    // read ends with EIO once the last holder of the terminal side exits.
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = controller.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{stdout}");
+    let drawn = reader.join().unwrap();
+    // The bar of each phase: its name, the bar, the count out of 1,500.
+    for phase in ["checking", "writing", "verifying"] {
+        assert!(drawn.contains(phase), "{phase}: {drawn:?}");
+    }
+    assert!(
+        drawn.contains("1,500") || drawn.contains("1500"),
+        "{drawn:?}"
+    );
+    assert!(drawn.contains('['), "{drawn:?}");
+    // The report itself still goes to stdout, untouched by the bar.
+    assert!(stdout.starts_with("mailtable import: "), "{stdout}");
+}
