@@ -1278,6 +1278,8 @@ fn postfixadmin_tables_from_postgresql() {
 /// them, over 100 domains) imported and verified into SQLite. Not run by
 /// default; run it on a release build:
 /// `cargo test --release -p mailtable --test import -- --ignored --nocapture big_source`.
+/// The README's peak memory is the import's maximum resident set size
+/// (`/usr/bin/time -v` around the same import run by hand).
 #[test]
 #[ignore]
 fn big_source_imports_and_verifies() {

@@ -238,7 +238,7 @@ fn import(
     store: &mut dyn Store,
     rep: &mut report::Report,
 ) -> Result<Exit, CliError> {
-    let (plan, mut semantics) = if from_mailtable {
+    let (mut plan, mut semantics) = if from_mailtable {
         rows::plan_rows(parsed, &ctx.resolver)
     } else {
         plan::plan(parsed, store, &ctx.config, &login_hints(args)?)?
@@ -273,16 +273,23 @@ fn import(
         }
         bar.finish_and_clear();
     }
+    // The rows are written and counted: only the addresses to prove and
+    // the source's semantics are needed from here on, so the planned rows
+    // (a million for a big source) are freed before the proof.
+    let left_behind = left_behind(&plan);
+    let known = std::mem::take(&mut plan.known);
+    drop(checked);
+    drop(plan);
     let diff = verify::verify(
-        &plan.known,
+        &known,
         semantics.as_mut(),
         &ctx.resolver,
         store,
-        &progress::bar("verifying", plan.known.len()),
+        &progress::bar("verifying", known.len()),
     )?;
+    drop(known);
     let n_diff = diff.differences.len();
     rep.verification = Some(diff);
-    let left_behind = left_behind(&plan);
     finish(args, store, rep, n_diff, left_behind)
 }
 

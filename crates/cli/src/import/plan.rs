@@ -25,19 +25,18 @@ use super::parsed::{Conflict, Finding, Login, Origin, Parsed, Route, RouteKey, T
 use super::source_walk::{Resolved, RouteEntry, SourceWalk, Status};
 use super::verify::Semantics;
 use crate::error::CliError;
-use mailtable_core::{Address, Config, Domain, PasswordHash, Row, RowKind, Store, StoreError};
+use mailtable_core::{Address, Config, Domain, Row, RowKind, Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Local part used to probe catch-alls and patterns.
 pub const PROBE: &str = "mailtable-import-probe";
 
-/// The rows of one `username@domain`.
+/// The rows of one `username@domain` (never none).
+///
+/// The username and domain are the rows' own, not kept a second time: an
+/// import may plan a million groups.
 #[derive(Debug, Clone)]
 pub struct Group {
-    /// Username column (local part or pattern).
-    pub username: String,
-    /// Domain column.
-    pub domain: String,
     /// The rows, mailbox first.
     pub rows: Vec<Row>,
     /// The source entry they come from.
@@ -45,9 +44,19 @@ pub struct Group {
 }
 
 impl Group {
+    /// Username column (local part or pattern).
+    pub fn username(&self) -> &str {
+        self.rows.first().map_or("", |r| r.username.as_str())
+    }
+
+    /// Domain column.
+    pub fn domain(&self) -> &str {
+        self.rows.first().map_or("", |r| r.domain.as_str())
+    }
+
     /// `username@domain`.
     pub fn key(&self) -> String {
-        format!("{}@{}", self.username, self.domain)
+        format!("{}@{}", self.username(), self.domain())
     }
 
     /// What the rows of this address are together: a mailbox if one row
@@ -63,24 +72,11 @@ impl Group {
     }
 }
 
-/// A login that becomes a mailbox.
-#[derive(Debug, Clone)]
-pub struct PlannedLogin {
-    /// The address.
-    pub address: Address,
-    /// Its hash, verbatim.
-    pub hash: PasswordHash,
-    /// Where.
-    pub origin: Origin,
-}
-
 /// What an import will write, and what it will not.
 #[derive(Debug, Default)]
 pub struct Plan {
     /// Rows per key.
     pub groups: Vec<Group>,
-    /// Mailboxes (for the password report).
-    pub logins: Vec<PlannedLogin>,
     /// Addresses whose resolution is checked.
     pub known: Vec<Address>,
     /// Entries not imported, with why.
@@ -138,25 +134,18 @@ pub fn plan(
             }
         }
     }
-    let groups = groups(&merged.logins, &walk.routes);
-    skip_domains_without_rows(&merged.markers, &groups, db, &mut f.skipped)?;
     userinfo_notes(&userinfo, &merged, config, &mut f.notes);
     let known = known_addresses(&merged, &walk);
+    // The logins become mailbox rows by value: a big source's hashes and
+    // origins are moved, not copied, and the logins freed as they go.
+    let groups = groups(std::mem::take(&mut merged.logins), &walk.routes);
+    skip_domains_without_rows(&merged.markers, &groups, db, &mut f.skipped)?;
 
     f.skipped.sort_by(|a, b| a.at.cmp(&b.at));
     f.notes.sort_by(|a, b| a.at.cmp(&b.at));
     f.conflicts.sort_by(|a, b| a.at.cmp(&b.at));
     let plan = Plan {
         groups: groups.into_values().collect(),
-        logins: merged
-            .logins
-            .iter()
-            .map(|(a, l)| PlannedLogin {
-                address: a.clone(),
-                hash: l.hash.clone(),
-                origin: l.origin.clone(),
-            })
-            .collect(),
         known: known.into_iter().collect(),
         skipped: f.skipped,
         notes: f.notes,
@@ -182,8 +171,11 @@ fn decide_routes(m: &mut Merged, conflicts: &mut Vec<Conflict>) -> SourceWalk {
         .collect();
     let routes = std::mem::take(&mut m.routes)
         .into_iter()
-        .map(|(key, route)| {
+        .map(|(key, mut route)| {
             let status = route_status(&route, m, &bare_keys, conflicts);
+            // The targets live on in the status; the source's own list is
+            // not read again, and a big source has half a million of them.
+            route.targets = Vec::new();
             (key, RouteEntry { route, status })
         })
         .collect();
@@ -440,27 +432,26 @@ fn resolve_target(
 
 /// The rows, per (domain, username): mailbox rows from the logins, alias
 /// rows from the imported routes.
+/// Keyed by (domain, username column), the domain shared, not copied.
 fn groups(
-    logins: &BTreeMap<Address, Login>,
+    logins: BTreeMap<Address, Login>,
     routes: &BTreeMap<RouteKey, RouteEntry>,
-) -> BTreeMap<(String, String), Group> {
-    let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
+) -> BTreeMap<(Domain, String), Group> {
+    let mut groups: BTreeMap<(Domain, String), Group> = BTreeMap::new();
     for (a, l) in logins {
         let row = Row {
             username: a.local().to_string(),
             domain: a.domain().to_string(),
             mailbox: a.to_string(),
-            password: Some(l.hash.clone()),
+            password: Some(l.hash),
             active: l.active,
-            quota: l.quota.clone(),
+            quota: l.quota,
         };
         groups.insert(
-            (row.domain.clone(), row.username.clone()),
+            (a.domain().clone(), row.username.clone()),
             Group {
-                username: row.username.clone(),
-                domain: row.domain.clone(),
                 rows: vec![row],
-                origin: l.origin.clone(),
+                origin: l.origin,
             },
         );
     }
@@ -469,8 +460,8 @@ fn groups(
             continue;
         };
         let (username, domain) = match k {
-            RouteKey::Exact(a) => (a.local().to_string(), a.domain().to_string()),
-            RouteKey::CatchAll(d) => ("%".to_string(), d.to_string()),
+            RouteKey::Exact(a) => (a.local().to_string(), a.domain().clone()),
+            RouteKey::CatchAll(d) => ("%".to_string(), d.clone()),
             _ => continue,
         };
         let mut mailboxes: Vec<String> = targets
@@ -488,8 +479,6 @@ fn groups(
         let g = groups
             .entry((domain.clone(), username.clone()))
             .or_insert_with(|| Group {
-                username: username.clone(),
-                domain: domain.clone(),
                 rows: Vec::new(),
                 origin: r.route.origin.clone(),
             });
@@ -501,7 +490,7 @@ fn groups(
             {
                 g.rows.push(Row {
                     username: username.clone(),
-                    domain: domain.clone(),
+                    domain: domain.to_string(),
                     mailbox: m,
                     password: None,
                     active: true,
@@ -517,11 +506,11 @@ fn groups(
 /// domain only by its rows).
 fn skip_domains_without_rows(
     markers: &[(Domain, Origin)],
-    groups: &BTreeMap<(String, String), Group>,
+    groups: &BTreeMap<(Domain, String), Group>,
     db: &mut dyn Store,
     skipped: &mut Vec<Finding>,
 ) -> Result<(), StoreError> {
-    let row_domains: BTreeSet<&str> = groups.values().map(|g| g.domain.as_str()).collect();
+    let row_domains: BTreeSet<&str> = groups.values().map(Group::domain).collect();
     let mut seen = BTreeSet::new();
     for (d, at) in markers {
         if row_domains.contains(d.as_str()) || !seen.insert(d.clone()) {
@@ -651,7 +640,7 @@ mod tests {
     use crate::import::{passwd_file, smtpd};
     use indicatif::ProgressBar;
     use mailtable_core::store::memory::MemStore;
-    use mailtable_core::{Resolver, Store};
+    use mailtable_core::{PasswordHash, Resolver, Store};
 
     fn parsed(parts: Vec<Parsed>) -> Parsed {
         let mut all = Parsed::default();

@@ -338,7 +338,7 @@ impl Report {
         let c = &mut self.counts;
         let mut domains = std::collections::BTreeSet::new();
         for g in &plan.groups {
-            domains.insert(g.domain.clone());
+            domains.insert(g.domain().to_string());
             c.rows += g.rows.len();
             let kind = g.kind();
             match kind {
@@ -366,12 +366,18 @@ impl Report {
         self.domains = domains.into_iter().collect();
 
         let mut schemes: BTreeMap<String, (SchemeInfo, usize)> = BTreeMap::new();
-        for l in &plan.logins {
-            let info = scheme_info(&l.hash);
+        // The mailboxes are the groups' rows with a password.
+        let logins = plan.groups.iter().flat_map(|g| {
+            g.rows
+                .iter()
+                .filter_map(move |r| r.password.as_ref().map(|h| (r, h, &g.origin)))
+        });
+        for (row, hash, origin) in logins {
+            let info = scheme_info(hash);
             let flagged = Flagged {
-                address: l.address.to_string(),
+                address: format!("{}@{}", row.username, row.domain),
                 scheme: info.label.clone(),
-                at: l.origin.to_string(),
+                at: origin.to_string(),
             };
             match (info.opensmtpd, info.dovecot) {
                 (false, true) => self.smtpd_cannot_verify.push(flagged),
