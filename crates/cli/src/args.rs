@@ -2,7 +2,7 @@
 //! Passwords are never taken from the command line: they come from a
 //! terminal prompt without echo, or from stdin with `--password-stdin`.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// mailtable: one database of virtual mail users for OpenSMTPD and Dovecot.
@@ -101,6 +101,40 @@ pub struct ImportArgs {
     /// Import even when a login or mailbox of the sources does not come over
     #[arg(long)]
     pub partial: bool,
+    /// Inactive SQL mailboxes and domains: reject (not imported, their mail refused as in the
+    /// source) or disabled (imported disabled: login refused, mail accepted)
+    #[arg(long, value_enum, value_name = "HOW", default_value = "reject")]
+    pub inactive: Inactive,
+}
+
+/// What becomes of the inactive mailboxes and domains of an SQL source
+/// (`--inactive`).
+///
+/// PostfixAdmin's Postfix maps select only `active = '1'` rows
+/// (PostfixAdmin `DOCUMENTS/POSTFIX_CONF.txt`: the domain, mailbox and alias
+/// queries), so the source refused mail to an inactive mailbox and to every
+/// address of an inactive domain; its Dovecot queries refuse their logins
+/// too (`DOCUMENTS/DOVECOT.txt`). mailtable has no "known but refused"
+/// row, so matching the source means leaving them out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Inactive {
+    /// Not imported: their mail is refused after the import as it was
+    /// before (the default).
+    #[default]
+    Reject,
+    /// Imported as disabled mailboxes: login refused, mail accepted (which
+    /// the source did not do).
+    Disabled,
+}
+
+impl Inactive {
+    /// The `--inactive` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Inactive::Reject => "reject",
+            Inactive::Disabled => "disabled",
+        }
+    }
 }
 
 /// `init` options.

@@ -64,6 +64,11 @@ pub struct Merged {
     /// Logins (and local delivery users) of the sources that do not come
     /// over: their mail has nowhere to go.
     pub lost_mailboxes: BTreeSet<String>,
+    /// Mailboxes whose mail the source refused (inactive, with
+    /// `--inactive reject`).
+    pub refused: BTreeSet<Address>,
+    /// Inactive mailboxes imported disabled (`--inactive disabled`).
+    pub accepted_inactive: BTreeSet<Address>,
 }
 
 impl Merged {
@@ -84,6 +89,8 @@ pub fn merge(
     let mut m = Merged {
         routes: routes_by_key(parsed.routes, f),
         aliases_first: parsed.aliases_first,
+        refused: parsed.refused.into_iter().collect(),
+        accepted_inactive: parsed.accepted_inactive.into_iter().collect(),
         ..Merged::default()
     };
     let bare_logins = add_logins(&mut m, parsed.logins, hints, f);

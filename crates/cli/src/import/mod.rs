@@ -42,7 +42,8 @@ pub mod sql;
 pub mod verify;
 
 pub use parsed::{
-    At, Conflict, Finding, Login, LoginName, Origin, Parsed, Route, RouteKey, Target, UserInfo,
+    At, Conflict, Finding, Inactive, Login, LoginName, Origin, Parsed, Route, RouteKey, Target,
+    UserInfo,
 };
 
 use crate::args::ImportArgs;
@@ -137,9 +138,9 @@ fn split_source(arg: &str, default: Option<Format>) -> Result<(Format, String), 
 }
 
 /// Read and parse one source.
-fn parse_source(format: Format, source: &str) -> Result<Parsed, CliError> {
+fn parse_source(format: Format, source: &str, inactive: Inactive) -> Result<Parsed, CliError> {
     let parse: fn(&str, &str) -> Parsed = match format {
-        Format::Sql => return sql::read_normalized(source),
+        Format::Sql => return sql::read_normalized(source, inactive),
         Format::Mailtable => return sql::read_mailtable(source),
         Format::SmtpdAliases => smtpd::parse_aliases,
         Format::SmtpdUserinfo => smtpd::parse_userinfo,
@@ -191,11 +192,12 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> Result<Exit, CliError> {
     let mut parsed = Parsed::default();
     let mut names = Vec::new();
     for (format, source) in &sources {
-        parsed.absorb(parse_source(*format, source)?);
+        parsed.absorb(parse_source(*format, source, args.inactive)?);
         names.push(source_name(*format, source));
     }
 
     let mut rep = report::Report::new(names);
+    rep.inactive = args.inactive.name();
     if !parsed.malformed.is_empty() {
         rep.malformed = parsed.malformed.iter().map(report::Item::from).collect();
         rep.status = report::Status::Refused;
@@ -236,7 +238,7 @@ fn import(
     store: &mut dyn Store,
     rep: &mut report::Report,
 ) -> Result<Exit, CliError> {
-    let (plan, mut semantics) = if from_mailtable {
+    let (mut plan, mut semantics) = if from_mailtable {
         rows::plan_rows(parsed, &ctx.resolver)
     } else {
         plan::plan(parsed, store, &ctx.config, &login_hints(args)?)?
@@ -271,16 +273,23 @@ fn import(
         }
         bar.finish_and_clear();
     }
+    // The rows are written and counted: only the addresses to prove and
+    // the source's semantics are needed from here on, so the planned rows
+    // (a million for a big source) are freed before the proof.
+    let left_behind = left_behind(&plan);
+    let known = std::mem::take(&mut plan.known);
+    drop(checked);
+    drop(plan);
     let diff = verify::verify(
-        &plan.known,
+        &known,
         semantics.as_mut(),
         &ctx.resolver,
         store,
-        &progress::bar("verifying", plan.known.len()),
+        &progress::bar("verifying", known.len()),
     )?;
+    drop(known);
     let n_diff = diff.differences.len();
     rep.verification = Some(diff);
-    let left_behind = left_behind(&plan);
     finish(args, store, rep, n_diff, left_behind)
 }
 

@@ -10,7 +10,9 @@
 //! file); that mapping is the merge's job, with all sources at hand.
 
 use mailtable_core::{Address, Domain, PasswordHash, Row};
+use std::cell::RefCell;
 use std::fmt;
+use std::sync::Arc;
 
 /// Where in a source an entry came from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -30,20 +32,43 @@ pub enum At {
 
 /// A source and a place in it; printed `file:line`, `db:table:rowid` or
 /// `db:key`.
+///
+/// Every entry of a source has one, and a big import has millions (each
+/// login, route, row group and finding): the source's name is therefore
+/// shared, one allocation per source rather than one per entry.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Origin {
     /// The source as given on the command line (URLs with passwords
     /// redacted).
-    pub source: String,
+    pub source: Arc<str>,
     /// The place.
     pub at: At,
+}
+
+thread_local! {
+    /// The source names made so far: a parser names thousands of entries of
+    /// one source in a row, and they all share its name.
+    static SOURCES: RefCell<Vec<Arc<str>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `source` as a shared name: the one made before for the same text.
+fn shared(source: &str) -> Arc<str> {
+    SOURCES.with(|s| {
+        let mut s = s.borrow_mut();
+        if let Some(a) = s.iter().find(|a| ***a == *source) {
+            return a.clone();
+        }
+        let a: Arc<str> = source.into();
+        s.push(a.clone());
+        a
+    })
 }
 
 impl Origin {
     /// Line `n` of `source`.
     pub fn line(source: &str, n: usize) -> Origin {
         Origin {
-            source: source.to_string(),
+            source: shared(source),
             at: At::Line(n),
         }
     }
@@ -51,7 +76,7 @@ impl Origin {
     /// Row `id` of `table` in `source`.
     pub fn row(source: &str, table: &str, id: i64) -> Origin {
         Origin {
-            source: source.to_string(),
+            source: shared(source),
             at: At::Row {
                 table: table.to_string(),
                 id,
@@ -62,7 +87,7 @@ impl Origin {
     /// The row of `key` in `source`.
     pub fn key(source: &str, key: &str) -> Origin {
         Origin {
-            source: source.to_string(),
+            source: shared(source),
             at: At::Key(key.to_string()),
         }
     }
@@ -213,6 +238,8 @@ pub struct UserInfo {
     pub origin: Origin,
 }
 
+pub use crate::args::Inactive;
+
 /// One source, parsed.
 #[derive(Debug, Default)]
 pub struct Parsed {
@@ -242,6 +269,14 @@ pub struct Parsed {
     /// (Postfix's `virtual_alias_maps`): a catch-all then takes the mail of
     /// a mailbox that has no alias of its own.
     pub aliases_first: bool,
+    /// Addresses whose mail the source refused or bounced (inactive
+    /// mailboxes, with `--inactive reject`): not imported, and a copy the
+    /// source's aliases sent there bounced.
+    pub refused: Vec<Address>,
+    /// Inactive mailboxes imported disabled by `--inactive disabled`: they
+    /// receive their own mail from now on, which the admin chose; the check
+    /// expects that instead of the source's refusal.
+    pub accepted_inactive: Vec<Address>,
 }
 
 impl Parsed {
@@ -256,6 +291,8 @@ impl Parsed {
         self.notes.extend(other.notes);
         self.malformed.extend(other.malformed);
         self.lost.extend(other.lost);
+        self.refused.extend(other.refused);
+        self.accepted_inactive.extend(other.accepted_inactive);
         self.defines_routes |= other.defines_routes;
         self.aliases_first |= other.aliases_first;
     }

@@ -13,7 +13,10 @@
 //! The one decision a reader might question: an entry whose expansion in
 //! the source runs into something not imported is itself not imported,
 //! iterated to a fixed point, so that no imported row points at nothing;
-//! the report names the entry it ran into.
+//! the report names the entry it ran into. A target the source bounced (a
+//! mailbox it refuses: PostfixAdmin's inactive mailbox) is different: the
+//! source delivered the other targets, so only that target is left out,
+//! and an entry left with no target is not imported (its mail bounced).
 //!
 //! A mailtable database needs none of this: [`rows`](super::rows).
 
@@ -22,19 +25,18 @@ use super::parsed::{Conflict, Finding, Login, Origin, Parsed, Route, RouteKey, T
 use super::source_walk::{Resolved, RouteEntry, SourceWalk, Status};
 use super::verify::Semantics;
 use crate::error::CliError;
-use mailtable_core::{Address, Config, Domain, PasswordHash, Row, RowKind, Store, StoreError};
+use mailtable_core::{Address, Config, Domain, Row, RowKind, Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Local part used to probe catch-alls and patterns.
 pub const PROBE: &str = "mailtable-import-probe";
 
-/// The rows of one `username@domain`.
+/// The rows of one `username@domain` (never none).
+///
+/// The username and domain are the rows' own, not kept a second time: an
+/// import may plan a million groups.
 #[derive(Debug, Clone)]
 pub struct Group {
-    /// Username column (local part or pattern).
-    pub username: String,
-    /// Domain column.
-    pub domain: String,
     /// The rows, mailbox first.
     pub rows: Vec<Row>,
     /// The source entry they come from.
@@ -42,9 +44,19 @@ pub struct Group {
 }
 
 impl Group {
+    /// Username column (local part or pattern).
+    pub fn username(&self) -> &str {
+        self.rows.first().map_or("", |r| r.username.as_str())
+    }
+
+    /// Domain column.
+    pub fn domain(&self) -> &str {
+        self.rows.first().map_or("", |r| r.domain.as_str())
+    }
+
     /// `username@domain`.
     pub fn key(&self) -> String {
-        format!("{}@{}", self.username, self.domain)
+        format!("{}@{}", self.username(), self.domain())
     }
 
     /// What the rows of this address are together: a mailbox if one row
@@ -60,24 +72,11 @@ impl Group {
     }
 }
 
-/// A login that becomes a mailbox.
-#[derive(Debug, Clone)]
-pub struct PlannedLogin {
-    /// The address.
-    pub address: Address,
-    /// Its hash, verbatim.
-    pub hash: PasswordHash,
-    /// Where.
-    pub origin: Origin,
-}
-
 /// What an import will write, and what it will not.
 #[derive(Debug, Default)]
 pub struct Plan {
     /// Rows per key.
     pub groups: Vec<Group>,
-    /// Mailboxes (for the password report).
-    pub logins: Vec<PlannedLogin>,
     /// Addresses whose resolution is checked.
     pub known: Vec<Address>,
     /// Entries not imported, with why.
@@ -92,6 +91,9 @@ pub struct Plan {
     /// Logins and local delivery users of the source that do not come
     /// over.
     pub lost_mailboxes: Vec<String>,
+    /// Mailboxes the source refused mail to (inactive), not imported so
+    /// that it stays refused.
+    pub refused: Vec<String>,
 }
 
 /// Plan an import of text or SQL sources into `db`; the second half is the
@@ -111,44 +113,46 @@ pub fn plan(
     let mut lost: BTreeSet<String> = std::mem::take(&mut parsed.lost).into_iter().collect();
     let mut merged = merge::merge(parsed, db, hints, &mut f)?;
     let walk = decide_routes(&mut merged, &mut f.conflicts);
-    let walk = drop_what_reaches_the_skipped(walk);
+    let mut walk = drop_what_reaches_the_skipped(walk);
+    drop_bounced_targets(&mut walk, &mut f.skipped);
     for r in walk.routes.values() {
-        if let Status::Skipped(why) = &r.status {
-            if !matches!(r.route.key, RouteKey::Bare(_)) {
-                lost.insert(r.route.key.to_string());
+        match &r.status {
+            Status::Ok(_) => {}
+            Status::Skipped(why) | Status::Bounced(why) => {
+                // A bounced entry lost nothing: the source delivered
+                // nothing through it either.
+                if matches!(r.status, Status::Skipped(_))
+                    && !matches!(r.route.key, RouteKey::Bare(_))
+                {
+                    lost.insert(r.route.key.to_string());
+                }
+                f.skipped.push(Finding::about(
+                    r.route.origin.clone(),
+                    &r.route.key.to_string(),
+                    why.clone(),
+                ));
             }
-            f.skipped.push(Finding::about(
-                r.route.origin.clone(),
-                &r.route.key.to_string(),
-                why.clone(),
-            ));
         }
     }
-    let groups = groups(&merged.logins, &walk.routes);
-    skip_domains_without_rows(&merged.markers, &groups, db, &mut f.skipped)?;
     userinfo_notes(&userinfo, &merged, config, &mut f.notes);
     let known = known_addresses(&merged, &walk);
+    // The logins become mailbox rows by value: a big source's hashes and
+    // origins are moved, not copied, and the logins freed as they go.
+    let groups = groups(std::mem::take(&mut merged.logins), &walk.routes);
+    skip_domains_without_rows(&merged.markers, &groups, db, &mut f.skipped)?;
 
     f.skipped.sort_by(|a, b| a.at.cmp(&b.at));
     f.notes.sort_by(|a, b| a.at.cmp(&b.at));
     f.conflicts.sort_by(|a, b| a.at.cmp(&b.at));
     let plan = Plan {
         groups: groups.into_values().collect(),
-        logins: merged
-            .logins
-            .iter()
-            .map(|(a, l)| PlannedLogin {
-                address: a.clone(),
-                hash: l.hash.clone(),
-                origin: l.origin.clone(),
-            })
-            .collect(),
         known: known.into_iter().collect(),
         skipped: f.skipped,
         notes: f.notes,
         conflicts: f.conflicts,
         lost: lost.into_iter().collect(),
         lost_mailboxes: merged.lost_mailboxes.into_iter().collect(),
+        refused: walk.refused.iter().map(ToString::to_string).collect(),
     };
     Ok((plan, Box::new(walk)))
 }
@@ -167,8 +171,11 @@ fn decide_routes(m: &mut Merged, conflicts: &mut Vec<Conflict>) -> SourceWalk {
         .collect();
     let routes = std::mem::take(&mut m.routes)
         .into_iter()
-        .map(|(key, route)| {
+        .map(|(key, mut route)| {
             let status = route_status(&route, m, &bare_keys, conflicts);
+            // The targets live on in the status; the source's own list is
+            // not read again, and a big source has half a million of them.
+            route.targets = Vec::new();
             (key, RouteEntry { route, status })
         })
         .collect();
@@ -177,6 +184,72 @@ fn decide_routes(m: &mut Merged, conflicts: &mut Vec<Conflict>) -> SourceWalk {
         aliases_first: m.aliases_first,
         routes,
         domains: std::mem::take(&mut m.domains),
+        refused: std::mem::take(&mut m.refused),
+        accepted_inactive: std::mem::take(&mut m.accepted_inactive),
+    }
+}
+
+/// Targets the source bounced (a mailbox it refuses, or an entry all of
+/// whose targets are) are left out of an imported entry, with a finding;
+/// an entry left without targets delivered nothing in the source and is
+/// not imported. Postfix bounces such a copy at delivery and still
+/// delivers the others (virtual(8): "user unknown" for an address its
+/// mailbox maps do not list), so the entry's other targets keep theirs.
+/// Iterated, since an entry that bounces makes its aliases' copies bounce.
+fn drop_bounced_targets(walk: &mut SourceWalk, skipped: &mut Vec<Finding>) {
+    if walk.refused.is_empty() {
+        return;
+    }
+    loop {
+        let mut changes = Vec::new();
+        for (k, r) in &walk.routes {
+            let Status::Ok(targets) = &r.status else {
+                continue;
+            };
+            let dropped: Vec<Address> = targets
+                .iter()
+                .filter_map(|t| match t {
+                    Resolved::Addr(a) if walk.domains.contains(a.domain()) && walk.bounces(a) => {
+                        Some(a.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            if !dropped.is_empty() {
+                changes.push((k.clone(), dropped));
+            }
+        }
+        if changes.is_empty() {
+            return;
+        }
+        for (k, dropped) in changes {
+            let Some(r) = walk.routes.get_mut(&k) else {
+                continue;
+            };
+            let Status::Ok(targets) = &mut r.status else {
+                continue;
+            };
+            targets.retain(|t| !matches!(t, Resolved::Addr(a) if dropped.contains(a)));
+            // An entry left with nothing says so once, below.
+            for a in dropped.iter().filter(|_| !targets.is_empty()) {
+                skipped.push(Finding::about(
+                    r.route.origin.clone(),
+                    &k.to_string(),
+                    format!(
+                        "target {a}: the source refused its mail (an inactive mailbox, or only \
+                         such targets), so this copy bounced there; not imported, the other \
+                         targets are"
+                    ),
+                ));
+            }
+            if targets.is_empty() {
+                r.status = Status::Bounced(
+                    "every target is refused by the source (inactive): its mail bounced there \
+                     and is not accepted after the import either"
+                        .into(),
+                );
+            }
+        }
     }
 }
 
@@ -257,7 +330,20 @@ fn route_status(
     };
     let in_import = m.logins.get(k);
     let has_login = m.has_login(k);
-    let to_self = out.contains(&Resolved::SelfBox);
+    let mut to_self = out.contains(&Resolved::SelfBox);
+    if to_self && !has_login && m.refused.contains(k) {
+        // The self-alias of a mailbox the source refuses: that copy
+        // bounced, the other targets were delivered.
+        out.retain(|t| *t != Resolved::SelfBox);
+        to_self = false;
+        if out.is_empty() {
+            return Status::Bounced(format!(
+                "delivers only to its own mailbox, which the source refused (inactive): its mail \
+                 bounced there and is not accepted after the import either (--inactive disabled \
+                 imports {k} as a disabled mailbox)"
+            ));
+        }
+    }
     if to_self && !has_login {
         return Status::Skipped(format!(
             "delivers to a mailbox of its own, but the sources have no password for {k} \
@@ -346,27 +432,26 @@ fn resolve_target(
 
 /// The rows, per (domain, username): mailbox rows from the logins, alias
 /// rows from the imported routes.
+/// Keyed by (domain, username column), the domain shared, not copied.
 fn groups(
-    logins: &BTreeMap<Address, Login>,
+    logins: BTreeMap<Address, Login>,
     routes: &BTreeMap<RouteKey, RouteEntry>,
-) -> BTreeMap<(String, String), Group> {
-    let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
+) -> BTreeMap<(Domain, String), Group> {
+    let mut groups: BTreeMap<(Domain, String), Group> = BTreeMap::new();
     for (a, l) in logins {
         let row = Row {
             username: a.local().to_string(),
             domain: a.domain().to_string(),
             mailbox: a.to_string(),
-            password: Some(l.hash.clone()),
+            password: Some(l.hash),
             active: l.active,
-            quota: l.quota.clone(),
+            quota: l.quota,
         };
         groups.insert(
-            (row.domain.clone(), row.username.clone()),
+            (a.domain().clone(), row.username.clone()),
             Group {
-                username: row.username.clone(),
-                domain: row.domain.clone(),
                 rows: vec![row],
-                origin: l.origin.clone(),
+                origin: l.origin,
             },
         );
     }
@@ -375,8 +460,8 @@ fn groups(
             continue;
         };
         let (username, domain) = match k {
-            RouteKey::Exact(a) => (a.local().to_string(), a.domain().to_string()),
-            RouteKey::CatchAll(d) => ("%".to_string(), d.to_string()),
+            RouteKey::Exact(a) => (a.local().to_string(), a.domain().clone()),
+            RouteKey::CatchAll(d) => ("%".to_string(), d.clone()),
             _ => continue,
         };
         let mut mailboxes: Vec<String> = targets
@@ -394,8 +479,6 @@ fn groups(
         let g = groups
             .entry((domain.clone(), username.clone()))
             .or_insert_with(|| Group {
-                username: username.clone(),
-                domain: domain.clone(),
                 rows: Vec::new(),
                 origin: r.route.origin.clone(),
             });
@@ -407,7 +490,7 @@ fn groups(
             {
                 g.rows.push(Row {
                     username: username.clone(),
-                    domain: domain.clone(),
+                    domain: domain.to_string(),
                     mailbox: m,
                     password: None,
                     active: true,
@@ -423,11 +506,11 @@ fn groups(
 /// domain only by its rows).
 fn skip_domains_without_rows(
     markers: &[(Domain, Origin)],
-    groups: &BTreeMap<(String, String), Group>,
+    groups: &BTreeMap<(Domain, String), Group>,
     db: &mut dyn Store,
     skipped: &mut Vec<Finding>,
 ) -> Result<(), StoreError> {
-    let row_domains: BTreeSet<&str> = groups.values().map(|g| g.domain.as_str()).collect();
+    let row_domains: BTreeSet<&str> = groups.values().map(Group::domain).collect();
     let mut seen = BTreeSet::new();
     for (d, at) in markers {
         if row_domains.contains(d.as_str()) || !seen.insert(d.clone()) {
@@ -507,8 +590,14 @@ fn known_addresses(m: &Merged, walk: &SourceWalk) -> BTreeSet<Address> {
         .cloned()
         .collect();
     for (k, r) in &walk.routes {
-        let Status::Ok(targets) = &r.status else {
-            continue;
+        let targets = match (&r.status, k) {
+            (Status::Ok(targets), _) => targets,
+            // Its mail bounced in the source: it must not be delivered now.
+            (Status::Bounced(_), RouteKey::Exact(a)) => {
+                known.insert(a.clone());
+                continue;
+            }
+            _ => continue,
         };
         match k {
             RouteKey::Exact(a) => {
@@ -531,6 +620,14 @@ fn known_addresses(m: &Merged, walk: &SourceWalk) -> BTreeSet<Address> {
             }
         }
     }
+    // Mailboxes the source refused: mailtable must not deliver them either
+    // (a catch-all would, where the source's own entry bounced them).
+    known.extend(
+        walk.refused
+            .iter()
+            .filter(|a| walk.domains.contains(a.domain()))
+            .cloned(),
+    );
     known
 }
 
@@ -543,7 +640,7 @@ mod tests {
     use crate::import::{passwd_file, smtpd};
     use indicatif::ProgressBar;
     use mailtable_core::store::memory::MemStore;
-    use mailtable_core::{Resolver, Store};
+    use mailtable_core::{PasswordHash, Resolver, Store};
 
     fn parsed(parts: Vec<Parsed>) -> Parsed {
         let mut all = Parsed::default();
@@ -756,6 +853,64 @@ mod tests {
         assert_eq!(plan.skipped.len(), 1, "b has no domain");
         assert_eq!(v.checked, 1);
         assert!(v.differences.is_empty());
+    }
+
+    /// A refused (inactive) mailbox whose self-alias is still active and
+    /// forwards: Postfix bounces its own copy and delivers the forward, so
+    /// an alias to it reaches the forward; an alias to nothing else but it
+    /// bounced and is not imported, and not counted as lost.
+    #[test]
+    fn refused_mailbox_copies_bounce_the_other_targets_deliver() {
+        let a = |s: &str| Address::parse(s).unwrap();
+        let route = |key: &str, targets: &[&str], id| Route {
+            key: RouteKey::Exact(a(key)),
+            targets: targets.iter().map(|t| Target::Address(a(t))).collect(),
+            origin: Origin::row("old.db", "aliases", id),
+        };
+        let mut p = Parsed {
+            defines_routes: true,
+            aliases_first: true,
+            ..Parsed::default()
+        };
+        p.logins.push(Login {
+            name: LoginName::Address(a("alice@x.org")),
+            hash: PasswordHash::new("$2b$x"),
+            active: true,
+            quota: None,
+            implied_route: true,
+            origin: Origin::row("old.db", "users", 1),
+        });
+        p.refused = vec![a("carol@x.org"), a("gina@x.org")];
+        p.routes
+            .push(route("carol@x.org", &["carol@x.org", "c@elsewhere.net"], 1));
+        p.routes.push(route(
+            "team@x.org",
+            &["alice@x.org", "carol@x.org", "gina@x.org"],
+            2,
+        ));
+        p.routes.push(route("gina@x.org", &["gina@x.org"], 3));
+        p.routes.push(route("old@x.org", &["gina@x.org"], 4));
+        let mut db = MemStore::default();
+        let (plan, v) = run(vec![p], &mut db);
+        assert!(plan.conflicts.is_empty(), "{:?}", plan.conflicts);
+        assert!(plan.lost.is_empty(), "{:?}", plan.lost);
+        assert_eq!(
+            rows(&db),
+            [
+                "alice@x.org -> alice@x.org (mailbox)",
+                "carol@x.org -> c@elsewhere.net",
+                "team@x.org -> alice@x.org",
+                "team@x.org -> carol@x.org",
+            ]
+        );
+        let why: Vec<String> = plan.skipped.iter().map(ToString::to_string).collect();
+        assert_eq!(why.len(), 3, "{why:?}");
+        assert!(why[0].contains("old.db:aliases:2: team@x.org: target gina@x.org"));
+        assert!(why[1].contains("aliases:3: gina@x.org: delivers only to its own mailbox"));
+        assert!(why[2].contains("aliases:4: old@x.org: every target is refused"));
+        assert!(v.differences.is_empty(), "{:?}", v.differences);
+        // carol, team, gina, old, alice, c@elsewhere is not ours.
+        assert_eq!(v.checked, 5);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! resolution proof each walk every entry once, which takes minutes for a
 //! million addresses. Drawn on stderr with indicatif, and only when stderr
 //! is a terminal: scripts, pipes, `--json` consumers and tests see nothing
-//! of it.
+//! of it. `tests/import.rs` runs one import with stderr on a
+//! pseudo-terminal (the bar of every phase is drawn) and one with stderr a
+//! pipe (nothing is).
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;

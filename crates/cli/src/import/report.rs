@@ -300,6 +300,11 @@ pub struct Report {
     /// Logins and local delivery users of the sources that do not come
     /// over.
     pub mailboxes_not_imported: Vec<String>,
+    /// `--inactive`: what became of inactive SQL mailboxes and domains.
+    pub inactive: &'static str,
+    /// Inactive mailboxes the source refused mail to, not imported so that
+    /// it stays refused (`--inactive reject`).
+    pub refused_inactive: Vec<String>,
     /// The resolution check.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
@@ -322,6 +327,8 @@ impl Report {
             malformed: Vec::new(),
             undeliverable: Vec::new(),
             mailboxes_not_imported: Vec::new(),
+            inactive: crate::import::Inactive::default().name(),
+            refused_inactive: Vec::new(),
             verification: None,
         }
     }
@@ -331,7 +338,7 @@ impl Report {
         let c = &mut self.counts;
         let mut domains = std::collections::BTreeSet::new();
         for g in &plan.groups {
-            domains.insert(g.domain.clone());
+            domains.insert(g.domain().to_string());
             c.rows += g.rows.len();
             let kind = g.kind();
             match kind {
@@ -359,12 +366,18 @@ impl Report {
         self.domains = domains.into_iter().collect();
 
         let mut schemes: BTreeMap<String, (SchemeInfo, usize)> = BTreeMap::new();
-        for l in &plan.logins {
-            let info = scheme_info(&l.hash);
+        // The mailboxes are the groups' rows with a password.
+        let logins = plan.groups.iter().flat_map(|g| {
+            g.rows
+                .iter()
+                .filter_map(move |r| r.password.as_ref().map(|h| (r, h, &g.origin)))
+        });
+        for (row, hash, origin) in logins {
+            let info = scheme_info(hash);
             let flagged = Flagged {
-                address: l.address.to_string(),
+                address: format!("{}@{}", row.username, row.domain),
                 scheme: info.label.clone(),
-                at: l.origin.to_string(),
+                at: origin.to_string(),
             };
             match (info.opensmtpd, info.dovecot) {
                 (false, true) => self.smtpd_cannot_verify.push(flagged),
@@ -388,6 +401,7 @@ impl Report {
             .collect();
         self.undeliverable = plan.lost.clone();
         self.mailboxes_not_imported = plan.lost_mailboxes.clone();
+        self.refused_inactive = plan.refused.clone();
         self.not_imported = plan.skipped.iter().map(Item::from).collect();
         self.notes = plan.notes.iter().map(Item::from).collect();
         self.conflicts = plan
@@ -454,6 +468,16 @@ impl Report {
             return o;
         }
         self.counts_text(&mut line);
+        if !self.refused_inactive.is_empty() {
+            line(String::new());
+            line(format!(
+                "inactive: {} mailbox(es) not imported: the source delivered nothing to them, \
+                 and neither will mailtable (--inactive disabled imports them disabled, \
+                 accepting their mail): {}",
+                self.refused_inactive.len(),
+                self.refused_inactive.join(", ")
+            ));
+        }
         self.schemes_text(&mut line);
         self.flagged_text(&mut line);
         self.items_text(&mut line);

@@ -13,7 +13,7 @@
 
 use super::check::{describe, same_rows};
 use super::parsed::{Conflict, Finding, Origin, Parsed};
-use super::plan::{Group, Plan, PlannedLogin, PROBE};
+use super::plan::{Group, Plan, PROBE};
 use super::row_index::RowIndex;
 use super::verify::{expect_of, Expect, Semantics};
 use mailtable_core::{Address, AddressPattern, Resolver, Row, RowKind, StoreError};
@@ -33,25 +33,9 @@ pub fn plan_rows(parsed: Parsed, resolver: &Resolver) -> (Plan, Box<dyn Semantic
     let by_key = agree(parsed.rows, &mut plan.notes, &mut plan.conflicts);
     let domains: HashSet<String> = by_key.keys().map(|(d, _)| d.clone()).collect();
     let mut known = BTreeSet::new();
-    for ((domain, username), (origin, rows)) in by_key {
-        let group = Group {
-            username,
-            domain,
-            rows,
-            origin,
-        };
+    for (_, (origin, rows)) in by_key {
+        let group = Group { rows, origin };
         add_known(&group, &domains, &mut known);
-        for r in &group.rows {
-            if let Some(h) = &r.password {
-                if let Ok(a) = Address::from_parts(&r.username, &r.domain) {
-                    plan.logins.push(PlannedLogin {
-                        address: a,
-                        hash: h.clone(),
-                        origin: group.origin.clone(),
-                    });
-                }
-            }
-        }
         plan.groups.push(group);
     }
     plan.known = known.into_iter().collect();
@@ -63,6 +47,9 @@ pub fn plan_rows(parsed: Parsed, resolver: &Resolver) -> (Plan, Box<dyn Semantic
     (plan, Box::new(sem))
 }
 
+/// Rows per (domain, username, source name), with the place of the first.
+type PerSource = BTreeMap<(String, String, std::sync::Arc<str>), (Origin, Vec<Row>)>;
+
 /// One entry per key; a key that several sources give must have the same
 /// rows in each (a repeat is noted, a difference is a conflict and the
 /// first source's rows stand).
@@ -73,7 +60,7 @@ fn agree(
 ) -> Entries {
     // Rows per key and source, in the order read; the first row of a key in
     // a source names the entry.
-    let mut per_source: BTreeMap<(String, String, String), (Origin, Vec<Row>)> = BTreeMap::new();
+    let mut per_source: PerSource = BTreeMap::new();
     for (row, at) in rows {
         let key = (row.domain.clone(), row.username.clone(), at.source.clone());
         per_source
@@ -123,8 +110,8 @@ fn add_known(g: &Group, domains: &HashSet<String>, known: &mut BTreeSet<Address>
             known.insert(a);
         }
         None if g.kind() != RowKind::DomainAlias => {
-            let probe = g.username.replace('%', PROBE);
-            if let Ok(a) = Address::from_parts(&probe, &g.domain) {
+            let probe = g.username().replace('%', PROBE);
+            if let Ok(a) = Address::from_parts(&probe, g.domain()) {
                 known.insert(a);
             }
         }

@@ -25,7 +25,11 @@
 //!   global `@`, a route with a pipe): the source still reaches them, so an
 //!   address through them is "not comparable", not "not found";
 //! - a domain alias whose target has no entry: the source falls through to
-//!   the rest of its walk, mailtable reports a dangling target.
+//!   the rest of its walk, mailtable reports a dangling target;
+//! - a mailbox the source refuses (PostfixAdmin's inactive mailbox: its
+//!   alias maps may still send mail there, its mailbox map does not list
+//!   it): Postfix accepts the alias and bounces that one copy, the other
+//!   targets still get theirs ([`SourceWalk::refused`]).
 //!
 //! It runs over in-memory maps, so it costs nothing per lookup beyond a
 //! B-tree search.
@@ -59,6 +63,10 @@ pub enum Status {
     Ok(Vec<Resolved>),
     /// Not imported, and why.
     Skipped(String),
+    /// Not imported because the source delivered nothing through it: every
+    /// target is a mailbox it refuses. Its mail bounced there; the walk
+    /// gives nothing for it, which is no error.
+    Bounced(String),
 }
 
 /// A route of the sources and its status.
@@ -81,6 +89,13 @@ pub struct SourceWalk {
     pub routes: BTreeMap<RouteKey, RouteEntry>,
     /// The source's domains.
     pub domains: BTreeSet<Domain>,
+    /// Mailboxes the source refuses (inactive): a copy sent there bounced.
+    pub refused: BTreeSet<Address>,
+    /// Inactive mailboxes the admin chose to import disabled
+    /// (`--inactive disabled`): after the import they receive their own
+    /// mail even where the source sent it to a catch-all, and the check
+    /// expects that.
+    pub accepted_inactive: BTreeSet<Address>,
 }
 
 impl SourceWalk {
@@ -90,7 +105,18 @@ impl SourceWalk {
                 "{} ({}) is not imported: {why}",
                 r.route.key, r.route.origin
             ),
-            Status::Ok(_) => format!("{} ({})", r.route.key, r.route.origin),
+            Status::Ok(_) | Status::Bounced(_) => format!("{} ({})", r.route.key, r.route.origin),
+        }
+    }
+
+    /// Whether the source bounced every copy of mail to `a` (a refused
+    /// mailbox without an entry that delivers elsewhere).
+    pub fn bounces(&self, a: &Address) -> bool {
+        let mut path = vec![a.clone()];
+        match self.lookup(a, &mut path) {
+            Ok(Some(s)) => s.is_empty(),
+            Ok(None) => self.refused.contains(a),
+            Err(_) => false,
         }
     }
 
@@ -103,6 +129,9 @@ impl SourceWalk {
     ) -> Result<Option<BTreeSet<Address>>, String> {
         if let Some(r) = self.routes.get(&RouteKey::Exact(addr.clone())) {
             return self.expand(r, addr, path).map(Some);
+        }
+        if self.accepted_inactive.contains(addr) {
+            return Ok(Some(BTreeSet::from([addr.clone()])));
         }
         let mailbox = self.deliverable.contains(addr);
         if mailbox && !self.aliases_first {
@@ -131,13 +160,18 @@ impl SourceWalk {
         addr: &Address,
         path: &mut Vec<Address>,
     ) -> Result<BTreeSet<Address>, String> {
-        let Status::Ok(targets) = &r.status else {
-            return Err(Self::blocked(r));
+        let targets = match &r.status {
+            Status::Ok(t) => t,
+            Status::Bounced(_) => return Ok(BTreeSet::new()),
+            Status::Skipped(_) => return Err(Self::blocked(r)),
         };
         let mut out = BTreeSet::new();
         let mut looped = false;
         for t in targets {
             match t {
+                // The key's own mailbox, unless the source refuses it:
+                // then that copy bounced.
+                Resolved::SelfBox if self.refused.contains(addr) => {}
                 Resolved::SelfBox => {
                     out.insert(addr.clone());
                 }
@@ -189,6 +223,10 @@ impl SourceWalk {
         match r? {
             Some(s) if !s.is_empty() => out.extend(s),
             _ if soft => {}
+            // A mailbox the source refuses, or an entry all of whose targets
+            // are: Postfix bounces this copy and delivers the others.
+            Some(_) => {}
+            None if self.refused.contains(a) => {}
             _ => {
                 return Err(format!(
                     "{from} points to {a}, which has no entry in the sources (mail to {from} \

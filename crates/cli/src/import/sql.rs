@@ -14,17 +14,27 @@
 //! `@old -> @new` is a domain alias. Because the alias maps come first, a
 //! catch-all `@d` also takes the mail of a user of `d` without an alias of
 //! its own (Postfix virtual(5); the reason PostfixAdmin writes the
-//! self-aliases), and the check after the import holds mailtable to that. Inactive users come over disabled
-//! (login refused, mail still accepted: the issue's rule); inactive
-//! aliases are not imported, because mailtable has no disabled alias and
-//! in the source they delivered nothing.
+//! self-aliases), and the check after the import holds mailtable to that.
+//!
+//! `active` is what the Postfix maps filter on (PostfixAdmin
+//! `DOCUMENTS/POSTFIX_CONF.txt`: `... AND active = '1'` in the domain,
+//! mailbox and alias queries), so an inactive user, and every user of an
+//! inactive domain, had its mail refused. By default ([`Inactive::Reject`])
+//! they are therefore not imported, and a copy an alias sent to them, which
+//! bounced, is not either ([`plan`](super::plan) drops that target and
+//! keeps the others); `--inactive disabled` imports them disabled (login
+//! refused, mail accepted) for admins who want that. Inactive aliases are
+//! not imported: mailtable has no disabled alias and in the source they
+//! delivered nothing. PostfixAdmin's vacation targets
+//! (`user#domain@VACATION-DOMAIN`) go to its auto-reply transport, not to a
+//! mailbox: they are reported and left out, the other targets kept.
 //!
 //! A `sqlite://` URL or a path is read with rusqlite, a `postgresql://`
 //! URL with tokio-postgres in a read-only session (the driver of mailtable's
 //! PostgreSQL backend; the normalized tables are not a `Store`, so they are
 //! read here, behind the small [`Tables`] trait).
 
-use super::{Finding, Login, LoginName, Origin, Parsed, Route, RouteKey, Target};
+use super::{Finding, Inactive, Login, LoginName, Origin, Parsed, Route, RouteKey, Target};
 use crate::error::CliError;
 use mailtable_core::store::{self, Access, DatabaseUrl, OpenOptions, SchemaState};
 use mailtable_core::{Address, AddressPattern, Domain, PasswordHash};
@@ -241,7 +251,7 @@ fn select(
 }
 
 /// `sql`: the normalized schema, from a SQLite file or a PostgreSQL URL.
-pub fn read_normalized(source: &str) -> Result<Parsed, CliError> {
+pub fn read_normalized(source: &str, inactive: Inactive) -> Result<Parsed, CliError> {
     match source.parse::<DatabaseUrl>().map_err(CliError::usage)? {
         DatabaseUrl::Sqlite(path) => {
             if !path.exists() {
@@ -251,20 +261,20 @@ pub fn read_normalized(source: &str) -> Result<Parsed, CliError> {
             }
             let mut conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .map_err(|e| CliError::usage(format!("cannot open {source}: {e}")))?;
-            read_tables(&mut conn, &path.display().to_string())
+            read_tables(&mut conn, &path.display().to_string(), inactive)
         }
         DatabaseUrl::Postgres(url) => {
             let shown = store::url::redact(&url);
             let mut pg = Postgres::connect(&url, Duration::from_secs(10))
                 .map_err(|e| CliError::usage(format!("cannot read {shown}: {e}")))?;
-            read_tables(&mut pg, &shown)
+            read_tables(&mut pg, &shown, inactive)
         }
     }
 }
 
-fn read_tables(db: &mut dyn Tables, source: &str) -> Result<Parsed, CliError> {
+fn read_tables(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result<Parsed, CliError> {
     if is_postfixadmin(db, source)? {
-        return read_postfixadmin(db, source);
+        return read_postfixadmin(db, source, inactive);
     }
     let mut p = Parsed {
         defines_routes: true,
@@ -300,13 +310,14 @@ fn read_tables(db: &mut dyn Tables, source: &str) -> Result<Parsed, CliError> {
     .unwrap_or_default();
     let domains = select(db, source, "domains", &["domain"], &["active"])?.unwrap_or_default();
 
-    let domain_active = read_domains(source, "domains", &domains, &mut p);
+    let domain_active = read_domains(source, "domains", &domains, inactive, &mut p);
     for (id, v) in &users {
         read_user(
             &Origin::row(source, "users", *id),
             v,
             None,
             &domain_active,
+            inactive,
             &mut p,
         );
     }
@@ -345,7 +356,11 @@ fn is_postfixadmin(db: &mut dyn Tables, source: &str) -> Result<bool, CliError> 
 ///
 /// `active` is what the queries filter on (`active = '1'`, or `true` on
 /// PostgreSQL); the rows then mean what the normalized schema's mean.
-fn read_postfixadmin(db: &mut dyn Tables, source: &str) -> Result<Parsed, CliError> {
+fn read_postfixadmin(
+    db: &mut dyn Tables,
+    source: &str,
+    inactive: Inactive,
+) -> Result<Parsed, CliError> {
     let mut p = Parsed {
         defines_routes: true,
         aliases_first: true,
@@ -369,7 +384,7 @@ fn read_postfixadmin(db: &mut dyn Tables, source: &str) -> Result<Parsed, CliErr
         }
         kept.push((id, v));
     }
-    let domain_active = read_domains(source, "domain", &kept, &mut p);
+    let domain_active = read_domains(source, "domain", &kept, inactive, &mut p);
     let mailboxes = select(
         db,
         source,
@@ -384,6 +399,7 @@ fn read_postfixadmin(db: &mut dyn Tables, source: &str) -> Result<Parsed, CliErr
             v,
             quota_of_bytes(&v[4]),
             &domain_active,
+            inactive,
             &mut p,
         );
     }
@@ -439,10 +455,14 @@ fn domain_ok(domain_active: &BTreeMap<Domain, bool>, d: &Domain) -> bool {
 }
 
 /// The `domains` table into `p.domains`; returns whether each is active.
+/// With `--inactive reject` an inactive domain is not one of the source's
+/// (Postfix's `virtual_mailbox_domains` query does not list it: all its
+/// mail was refused), and the report says so.
 fn read_domains(
     source: &str,
     table: &str,
     rows: &[TableRow],
+    inactive: Inactive,
     p: &mut Parsed,
 ) -> BTreeMap<Domain, bool> {
     let mut domain_active: BTreeMap<Domain, bool> = BTreeMap::new();
@@ -453,7 +473,17 @@ fn read_domains(
             Ok(d) => {
                 let active = truthy(&v[1]);
                 domain_active.insert(d.clone(), active);
-                p.domains.push((d, active, at));
+                if active || inactive == Inactive::Disabled {
+                    p.domains.push((d, active, at));
+                } else {
+                    p.skipped.push(Finding::about(
+                        at,
+                        d.as_str(),
+                        "inactive domain: the source refused all its mail (its Postfix domain \
+                         query lists active domains only), so none of its mailboxes and aliases \
+                         is imported (--inactive disabled imports its mailboxes disabled)",
+                    ));
+                }
             }
             Err(e) => p.skipped.push(Finding::about(at, &name, e.to_string())),
         }
@@ -468,6 +498,7 @@ fn read_user(
     v: &[Cell],
     quota: Option<String>,
     domain_active: &BTreeMap<Domain, bool>,
+    inactive: Inactive,
     p: &mut Parsed,
 ) {
     let at = at.clone();
@@ -515,12 +546,35 @@ fn read_user(
         ));
         return;
     };
-    let active = truthy(&v[3]) && domain_ok(domain_active, addr.domain());
+    let domain_on = domain_ok(domain_active, addr.domain());
+    let active = truthy(&v[3]) && domain_on;
+    if !active && inactive == Inactive::Reject {
+        // Not a login, and not lost: the source refused this mail already.
+        let what = if domain_on {
+            "inactive mailbox: the source delivered nothing to it and refused its logins (its \
+             Postfix mailbox query lists active mailboxes only: its mail was refused, or taken \
+             by a catch-all)"
+        } else {
+            "mailbox of an inactive domain: the source refused its mail"
+        };
+        p.skipped.push(Finding::about(
+            at,
+            &full,
+            format!(
+                "{what}; not imported, so the same happens after the import (--inactive \
+                 disabled imports it as a disabled mailbox, accepting its mail)"
+            ),
+        ));
+        p.refused.push(addr);
+        return;
+    }
     if !active {
+        p.accepted_inactive.push(addr.clone());
         p.notes.push(Finding::about(
             at.clone(),
             &full,
-            "inactive: imported as a disabled mailbox (login refused, mail still accepted)",
+            "inactive: imported as a disabled mailbox as --inactive disabled says (login refused, \
+             mail accepted, which the source refused)",
         ));
     }
     p.logins.push(Login {
@@ -575,12 +629,29 @@ fn read_aliases(
             continue;
         }
         let dest = text(&v[1]).unwrap_or_default();
-        let targets: Vec<Target> = dest
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(|t| sql_target(t, &key))
-            .collect();
+        let mut targets = Vec::new();
+        let mut vacation = false;
+        for t in dest.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if is_vacation_target(t, &key) {
+                vacation = true;
+                p.skipped.push(Finding::about(
+                    at.clone(),
+                    &key_text,
+                    format!(
+                        "target {t}: PostfixAdmin's vacation auto-reply (its vacation \
+                         transport, not a mailbox): not imported, mailtable sends no \
+                         auto-replies (Dovecot's Sieve vacation does); the other targets are"
+                    ),
+                ));
+            } else {
+                targets.push(sql_target(t, &key));
+            }
+        }
+        if targets.is_empty() && vacation {
+            // Only the auto-reply: no mailbox got this mail.
+            p.lost.push(key_text.clone());
+            continue;
+        }
         if targets.is_empty() {
             p.malformed
                 .push(Finding::about(at, &key_text, "alias without a destination"));
@@ -607,6 +678,25 @@ fn read_aliases(
         }
     }
     p.routes.extend(routes.into_values());
+}
+
+/// Whether `t`, a target of `key`, is PostfixAdmin's vacation address for
+/// it: the key with `@` written `#`, at the vacation domain
+/// (`user#example.org@autoreply.example.org`; PostfixAdmin
+/// `model/VacationHandler.php` and `$CONF['vacation_domain']` in
+/// `config.inc.php`, routed to the `vacation` transport by Postfix's
+/// `transport_maps`).
+fn is_vacation_target(t: &str, key: &RouteKey) -> bool {
+    let RouteKey::Exact(k) = key else {
+        return false;
+    };
+    let Some((local, _vacation_domain)) = t.rsplit_once('@') else {
+        return false;
+    };
+    let Some((user, domain)) = local.rsplit_once('#') else {
+        return false;
+    };
+    user.eq_ignore_ascii_case(k.local()) && domain.eq_ignore_ascii_case(k.domain().as_str())
 }
 
 /// One element of a `destination` list: an address, or `@new.org` on a
@@ -713,7 +803,7 @@ mod tests {
             INSERT INTO aliases VALUES ('old@example.org', 'alice@example.org', 0);
             INSERT INTO aliases VALUES ('@old.org', '@example.org', 1);
         ");
-        let p = read_tables(&mut c, "old.db").unwrap();
+        let p = read_tables(&mut c, "old.db", Inactive::Disabled).unwrap();
         assert!(p.malformed.is_empty(), "{:?}", p.malformed);
         assert_eq!(p.logins.len(), 3);
         assert!(p.logins[0].active);
@@ -746,7 +836,7 @@ mod tests {
             CREATE VIEW users AS
               SELECT local_part AS username, domain, crypt AS password, enabled AS active FROM mailbox;
         ");
-        let p = read_tables(&mut c, "v.db").unwrap();
+        let p = read_tables(&mut c, "v.db", Inactive::Disabled).unwrap();
         assert_eq!(p.logins.len(), 1);
         assert!(!p.logins[0].active);
         assert_eq!(p.logins[0].origin.to_string(), "v.db:users:1");
@@ -756,10 +846,14 @@ mod tests {
     fn missing_columns_and_mailtable_databases() {
         let mut c =
             db("CREATE TABLE users (username TEXT, domain TEXT, mailbox TEXT, password TEXT);");
-        let e = read_tables(&mut c, "mt.db").unwrap_err().to_string();
+        let e = read_tables(&mut c, "mt.db", Inactive::Reject)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--from mailtable"), "{e}");
         let mut c = db("CREATE TABLE users (name TEXT, password TEXT);");
-        let e = read_tables(&mut c, "x.db").unwrap_err().to_string();
+        let e = read_tables(&mut c, "x.db", Inactive::Reject)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no column username"), "{e}");
     }
 
@@ -776,7 +870,7 @@ mod tests {
             CREATE TABLE alias_domain (alias_domain TEXT, target_domain TEXT, active INTEGER);
             INSERT INTO alias_domain VALUES ('example.net', 'example.org', 1);
         ");
-        let p = read_tables(&mut c, "pfa.db").unwrap();
+        let p = read_tables(&mut c, "pfa.db", Inactive::Reject).unwrap();
         assert_eq!(p.logins.len(), 1);
         assert_eq!(p.logins[0].quota.as_deref(), Some("1M"));
         assert_eq!(
@@ -788,6 +882,77 @@ mod tests {
         assert!(p.routes.iter().any(|r| r.key.to_string() == "@example.net"
             && r.targets == vec![Target::DomainAlias(Domain::parse("example.org").unwrap())]));
         assert_eq!(p.routes.len(), 2);
+    }
+
+    #[test]
+    fn inactive_rows_are_refused_by_default_and_vacation_targets_left_out() {
+        let mut c = db("
+            CREATE TABLE domains (domain TEXT, active INTEGER);
+            INSERT INTO domains VALUES ('example.org', 1), ('gone.org', 0);
+            CREATE TABLE users (username TEXT, domain TEXT, password TEXT, active INTEGER);
+            INSERT INTO users VALUES ('alice', 'example.org', '$2b$h', 1);
+            INSERT INTO users VALUES ('bob', 'example.org', '$2b$h', 0);
+            INSERT INTO users VALUES ('carol', 'gone.org', '$2b$h', 1);
+            CREATE TABLE aliases (alias TEXT, destination TEXT, active INTEGER);
+            INSERT INTO aliases VALUES
+              ('alice@example.org', 'alice@example.org,alice#example.org@autoreply.example.org', 1);
+        ");
+        let p = read_tables(&mut c, "db", Inactive::Reject).unwrap();
+        assert_eq!(p.logins.len(), 1, "only alice");
+        let refused: Vec<String> = p.refused.iter().map(ToString::to_string).collect();
+        assert_eq!(refused, ["bob@example.org", "carol@gone.org"]);
+        assert!(p.lost.is_empty(), "refused mail is not mail left behind");
+        assert_eq!(p.domains.len(), 1, "an inactive domain is not the source's");
+        assert_eq!(
+            p.routes[0].targets,
+            [Target::Address(
+                Address::parse("alice@example.org").unwrap()
+            )]
+        );
+        let why: Vec<String> = p.skipped.iter().map(ToString::to_string).collect();
+        assert!(
+            why[0].starts_with("db:domains:2: gone.org: inactive domain"),
+            "{why:?}"
+        );
+        assert!(
+            why[1].contains("users:2: bob@example.org: inactive mailbox"),
+            "{why:?}"
+        );
+        assert!(why[1].contains("--inactive disabled"), "{why:?}");
+        assert!(why[2].contains("mailbox of an inactive domain"), "{why:?}");
+        assert!(why[3].contains("vacation auto-reply"), "{why:?}");
+
+        let p = read_tables(&mut c, "db", Inactive::Disabled).unwrap();
+        assert_eq!(p.logins.len(), 3);
+        assert!(p.refused.is_empty());
+        assert_eq!(p.accepted_inactive.len(), 2);
+    }
+
+    #[test]
+    fn vacation_targets() {
+        let key = RouteKey::Exact(Address::parse("u@example.org").unwrap());
+        assert!(is_vacation_target(
+            "u#example.org@autoreply.example.org",
+            &key
+        ));
+        assert!(is_vacation_target(
+            "U#Example.org@vacation.example.net",
+            &key
+        ));
+        assert!(!is_vacation_target(
+            "v#example.org@autoreply.example.org",
+            &key
+        ));
+        assert!(!is_vacation_target("u@example.org", &key));
+        assert!(!is_vacation_target(
+            "u#example.net@autoreply.example.org",
+            &key
+        ));
+        let catch_all = RouteKey::CatchAll(Domain::parse("example.org").unwrap());
+        assert!(!is_vacation_target(
+            "u#example.org@autoreply.example.org",
+            &catch_all
+        ));
     }
 
     #[test]
@@ -816,7 +981,7 @@ mod tests {
 
     #[test]
     fn unreachable_postgres_never_shows_the_password() {
-        let e = read_normalized("postgresql://u:secret@127.0.0.1:1/mail")
+        let e = read_normalized("postgresql://u:secret@127.0.0.1:1/mail", Inactive::Reject)
             .unwrap_err()
             .to_string();
         assert!(
