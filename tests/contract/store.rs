@@ -404,11 +404,11 @@ backend_test!(a_failed_migration_step_changes_nothing, |db| {
     );
 });
 
-/// The answer cache's change token ([`mailtable_core::Store::change_token`]):
-/// unchanged while nothing is written, changed by a write through another
-/// store (the CLI) and by a hand edit (the `sqlite3` shell, `psql`), the
-/// same on every connection. PostgreSQL reads the stamp at most once per
-/// `CHANGE_CHECK`, the staleness bound it states; SQLite at every call.
+// The answer cache's change token ([`mailtable_core::Store::change_token`]):
+// unchanged while nothing is written, changed by a write through another
+// store (the CLI) and by a hand edit (the `sqlite3` shell, `psql`), the
+// same on every connection. PostgreSQL reads the stamp at most once per
+// `CHANGE_CHECK`, the staleness bound it states; SQLite at every call.
 backend_test!(
     the_change_token_moves_with_every_write_and_only_then,
     |db| {
