@@ -6,6 +6,7 @@
 //! ```sh
 //! table_bench --proto text|imsg --size LABEL --keys DB.keys --cases mailbox,alias,... \
 //!     [--secs 1] [--rounds 20] [--min-ops 3] [--csv OUT.csv] [--log FILE] [--warm-file DB] \
+//!     [--phase cold|warm] [--working-set N] [--fill] \
 //!     (--spec TABLES.tsv | --table LABEL [--rss-comm NAME] -- TABLE-COMMAND [ARGS...])
 //! ```
 //!
@@ -41,6 +42,32 @@
 //! table that has had `--secs` and MIN-OPS sits out the remaining rounds.
 //! `--warm-file` reads that file (the database) before every case, so each
 //! case starts with it in the page cache.
+//!
+//! Cold and warm (`--phase`, a label in the output and the CSV):
+//!
+//! * `cold` (the default): every key of the case in turn, 5000 per case
+//!   from `DB.keys`, skipping a key equal to one of the last two asked
+//!   (the 1k database has only 10 domains), so no operation repeats a key
+//!   of the two before it. The
+//!   driver cannot make a table's own cache miss by itself (at 1k users
+//!   there are only 1000 mailboxes); `run.sh` runs table-mailtable for
+//!   this phase with `cache_entries = 1`, a cache that keeps the last two
+//!   answers only, so it is never asked a key it still holds (the walk
+//!   never repeats a key within two requests), while each lookup still
+//!   pays the change check and the cache's miss path (the keys two walks
+//!   share, `@dom` and `@`, come back three or more requests apart, when
+//!   both answers kept are other keys');
+//! * `warm`: only the first `--working-set` keys of each case (default
+//!   300), over and over, as real traffic repeats recipients; the per-case
+//!   warm-up asks every key of the working set at least once before
+//!   anything is measured, so a table with a cache of at least that many
+//!   answers serves every measured operation from it.
+//!
+//! `--fill`: the start-up warm-up asks every key of every requested case
+//! once (instead of 200 ms of mailbox keys), e.g. 45000 operations for
+//! nine cases: more distinct keys than table-mailtable's default cache
+//! holds (20000 answers), so its memory is measured with the cache at its
+//! bound.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -79,6 +106,9 @@ struct Opts {
     log: Option<String>,
     spec: Option<String>,
     warm_file: Option<String>,
+    phase: String,
+    working_set: usize,
+    fill: bool,
     cmd: Vec<String>,
 }
 
@@ -107,6 +137,9 @@ fn parse_args() -> Res<Opts> {
         log: None,
         spec: None,
         warm_file: None,
+        phase: "cold".into(),
+        working_set: 300,
+        fill: false,
         cmd: Vec::new(),
     };
     while let Some(arg) = a.next() {
@@ -128,6 +161,14 @@ fn parse_args() -> Res<Opts> {
             "--rounds" => o.rounds = val()?.parse::<usize>()?.max(1),
             "--spec" => o.spec = Some(val()?),
             "--warm-file" => o.warm_file = Some(val()?),
+            "--phase" => {
+                o.phase = val()?;
+                if o.phase != "cold" && o.phase != "warm" {
+                    return Err(format!("--phase: cold or warm, not {}", o.phase).into());
+                }
+            }
+            "--working-set" => o.working_set = val()?.parse::<usize>()?.max(1),
+            "--fill" => o.fill = true,
             "--csv" => o.csv = Some(val()?),
             "--rss-comm" => o.rss_comm = Some(val()?),
             "--log" => o.log = Some(val()?),
@@ -446,9 +487,31 @@ struct Running {
     /// Operations per second of each slice.
     rates: Vec<f64>,
     next: usize,
+    /// The last two keys asked in this case (cold: not asked again next).
+    recent: [usize; 2],
 }
 
 impl Running {
+    /// The next key of the case. Cold: skips keys equal to one of the last
+    /// two asked (a case with few distinct keys, like the 10 domains of
+    /// 1k users, would otherwise repeat one within two requests, and
+    /// `cache_entries = 1` keeps the last two answers).
+    fn key<'k>(&mut self, ks: &'k [String], cold: bool) -> &'k str {
+        let mut i = self.next % ks.len();
+        if cold {
+            for _ in 0..ks.len() {
+                if self.recent.iter().all(|&r| r >= ks.len() || ks[r] != ks[i]) {
+                    break;
+                }
+                self.next += 1;
+                i = self.next % ks.len();
+            }
+        }
+        self.next += 1;
+        self.recent = [i, self.recent[0]];
+        &ks[i]
+    }
+
     fn runs(&self, case: &str) -> bool {
         let c = &self.spec.cases;
         c.iter().any(|x| x == case) || (case != "floor" && c.iter().any(|x| x == "*"))
@@ -468,6 +531,17 @@ fn main() -> Res<()> {
     }
     if let Some(m) = keys.get("mailbox").cloned() {
         keys.insert("floor".into(), m);
+    }
+    // --fill asks every key, the working set or not.
+    let all_keys = if o.fill {
+        keys.clone()
+    } else {
+        BTreeMap::new()
+    };
+    if o.phase == "warm" {
+        for ks in keys.values_mut() {
+            ks.truncate(o.working_set);
+        }
     }
     let mut tables = Vec::new();
     for spec in specs(&o)? {
@@ -496,6 +570,7 @@ fn main() -> Res<()> {
             secs: 0.0,
             rates: Vec::new(),
             next: 0,
+            recent: [usize::MAX; 2],
         });
     }
     let mut csv = match &o.csv {
@@ -503,7 +578,7 @@ fn main() -> Res<()> {
             let new = std::fs::metadata(p).map_or(true, |m| m.len() == 0);
             let mut f = OpenOptions::new().create(true).append(true).open(p)?;
             if new {
-                writeln!(f, "protocol,table,size,service,case,ops,requests,seconds,ops_per_s,mean_ops_per_s,req_per_op,p50_us,p99_us,found_pct,errors,rss_kib,hwm_kib")?;
+                writeln!(f, "phase,protocol,table,size,service,case,ops,requests,seconds,ops_per_s,mean_ops_per_s,req_per_op,p50_us,p99_us,found_pct,errors,rss_kib,hwm_kib")?;
             }
             Some(f)
         }
@@ -511,8 +586,19 @@ fn main() -> Res<()> {
     };
     // Start-up warm-up, unmeasured: a first burst of mailbox lookups fills
     // each table's own caches, so the first case measured is not the one
-    // that pays for it.
-    if let Some(ks) = keys.get("mailbox").filter(|k| !k.is_empty()) {
+    // that pays for it. With --fill: every key of every case, once.
+    if o.fill {
+        for r in tables.iter_mut() {
+            for case in &o.cases {
+                if !r.runs(case) {
+                    continue;
+                }
+                for key in all_keys.get(case).into_iter().flatten() {
+                    op(&mut r.conn, case, key)?;
+                }
+            }
+        }
+    } else if let Some(ks) = keys.get("mailbox").filter(|k| !k.is_empty()) {
         for r in tables.iter_mut() {
             let warm = Instant::now();
             let mut w = 0;
@@ -547,6 +633,7 @@ fn main() -> Res<()> {
             let mut buf = vec![0u8; 1 << 20];
             while f.read(&mut buf)? > 0 {}
         }
+        let cold = o.phase == "cold";
         let active: Vec<usize> = (0..tables.len())
             .filter(|&t| tables[t].runs(case))
             .collect();
@@ -554,12 +641,15 @@ fn main() -> Res<()> {
             let r = &mut tables[t];
             (r.lat, r.reqs, r.found, r.errors, r.secs) = (Vec::new(), 0, 0, 0, 0.0);
             r.rates.clear();
-            // Warm-up, unmeasured: at least one op, at most 20 ms.
+            r.recent = [usize::MAX; 2];
+            // Warm-up, unmeasured: at least one op, at most 20 ms; warm
+            // phase: every key of the working set at least once.
             let warm = Instant::now();
             let mut w = 0;
-            while w == 0 || (warm.elapsed() < Duration::from_millis(20) && w < 500) {
-                op(&mut r.conn, case, &ks[r.next % ks.len()])?;
-                r.next += 1;
+            let least = if o.phase == "warm" { ks.len() } else { 1 };
+            while w < least || (warm.elapsed() < Duration::from_millis(20) && w < 500) {
+                let key = r.key(ks, cold);
+                op(&mut r.conn, case, key)?;
                 w += 1;
             }
         }
@@ -575,8 +665,7 @@ fn main() -> Res<()> {
                 let start = Instant::now();
                 let mut n = 0usize;
                 while n == 0 || start.elapsed() < slice {
-                    let key = &ks[r.next % ks.len()];
-                    r.next += 1;
+                    let key = r.key(ks, cold);
                     let t = Instant::now();
                     let (q, out) = op(&mut r.conn, case, key)?;
                     r.lat.push(t.elapsed().as_nanos() as u64);
@@ -612,14 +701,14 @@ fn main() -> Res<()> {
                 100.0 * r.found as f64 / n as f64,
             );
             println!(
-                "{proto:<5} {:<10} {:>5} {service:<12} {case:<11} {:>9.0} ops/s {:>4.2} req/op p50 {:>8.1} µs p99 {:>8.1} µs found {:>5.1}% err {:<4} hwm {hwm} KiB",
-                r.spec.label, o.size, row.0, row.1, row.2, row.3, row.4, r.errors
+                "{} {proto:<5} {:<10} {:>5} {service:<12} {case:<11} {:>9.0} ops/s {:>4.2} req/op p50 {:>8.1} µs p99 {:>8.1} µs found {:>5.1}% err {:<4} hwm {hwm} KiB",
+                o.phase, r.spec.label, o.size, row.0, row.1, row.2, row.3, row.4, r.errors
             );
             if let Some(f) = csv.as_mut() {
                 writeln!(
                     f,
-                    "{proto},{},{},{service},{case},{n},{},{:.3},{:.1},{:.1},{:.2},{:.1},{:.1},{:.1},{},{rss},{hwm}",
-                    r.spec.label, o.size, r.reqs, r.secs, row.0, n as f64 / r.secs, row.1, row.2, row.3, row.4, r.errors
+                    "{},{proto},{},{},{service},{case},{n},{},{:.3},{:.1},{:.1},{:.2},{:.1},{:.1},{:.1},{},{rss},{hwm}",
+                    o.phase, r.spec.label, o.size, r.reqs, r.secs, row.0, n as f64 / r.secs, row.1, row.2, row.3, row.4, r.errors
                 )?;
             }
         }

@@ -5,7 +5,7 @@ as `doveadm user` and `doveadm auth lookup` do (protocol: VERSION 1.1 then
 (found), `NOTFOUND`, `FAIL`; core@2.3.19.1:src/auth/auth-master-connection.c).
 
 Usage: authmaster.py --keys KEYS-FILE [--size S] [--secs T] [--rounds R]
-                     [--depths 1,8] [--csv OUT] LABEL=SOCKET...
+                     [--depths 1,8] [--users N] [--csv OUT] LABEL=SOCKET...
 
 Several Dovecot instances (one per backend) are measured in turns: for each
 kind (USER, PASS) and depth, ROUNDS slices of T/ROUNDS seconds per backend,
@@ -13,7 +13,9 @@ the backends taking turns, so a machine whose speed drifts slows them
 alike. One connection per backend; DEPTH requests in flight (1 = one at a
 time, like one LMTP session; more = several sessions at once). The users
 asked for are the `credentials` lines of gen.py's `.keys` (active mailbox
-addresses). ops/s is the median of the slices' rates (the mean is in the
+addresses); with --users N only the first N of them, over and over (a
+working set: warm caches, as real traffic repeats users), and the warm-up
+before each kind and depth asks every one of them at least once. ops/s is the median of the slices' rates (the mean is in the
 CSV too). Prints one line per backend, kind and depth and appends a CSV row:
 backend,size,kind,depth,ops,seconds,ops_per_s,mean_ops_per_s,p50_us,p99_us,found_pct,fails,notfound
 """
@@ -95,6 +97,7 @@ def main():
     ap.add_argument("--secs", type=float, default=2.0)
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--depths", default="1,8")
+    ap.add_argument("--users", type=int, default=0, help="working set: the first N users only")
     ap.add_argument("--csv")
     ap.add_argument("backends", nargs="+", metavar="LABEL=SOCKET")
     a = ap.parse_args()
@@ -104,6 +107,8 @@ def main():
             case, _, key = line.rstrip("\n").partition("\t")
             if case == "credentials":
                 users.append(key)
+    if a.users > 0:
+        users = users[:a.users]
     bes = [Backend(*spec.split("=", 1), users) for spec in a.backends]
     csv = None
     if a.csv:
@@ -118,7 +123,10 @@ def main():
         for depth in [int(d) for d in a.depths.split(",")]:
             for b in bes:
                 b.reset()
-                b.slice(cmd, service, depth, 0.2, measure=False)  # warm-up: workers, statements
+                # Warm-up: workers, statements, and every user at least once.
+                b.nid = 0
+                while b.nid < len(users) or b.nid == 0:
+                    b.slice(cmd, service, depth, 0.2, measure=False)
             for r in range(a.rounds):
                 for k in range(len(bes)):
                     bes[(k + r) % len(bes)].slice(cmd, service, depth, a.secs / a.rounds)

@@ -16,13 +16,23 @@
 #                  connection instead of connecting for every lookup
 #                  (core@2.3.19.1:src/lib-dict/dict-client.c client_dict_init)
 #
+# and each of the modes in BENCH_DOVECOT_CACHED (default: sql dict lua) once
+# more as MODE+cache, with Dovecot's auth cache on (auth_cache_size = 10M,
+# auth_cache_ttl = 1 hour, auth_cache_negative_ttl = 1 hour); every other
+# instance has it off (auth_cache_size = 0, Dovecot's default), so every
+# lookup reaches the backend.
+#
 # Usage: tests/bench/dovecot.sh SIZE DB CSV [SECS]   (run.sh calls it)
 # All instances run at once and are measured in turns (authmaster.py).
+# The users asked for are a working set of the first BENCH_DOVECOT_USERS
+# (default 300) active mailboxes of DB.keys, over and over, each asked once
+# before measuring: warm caches (serve's answer cache, Dovecot's auth cache
+# where it is on), as real traffic repeats users.
 # The mailtable configs are the shipped files with their paths moved into a
-# temporary directory (as tests/e2e/test-dovecot-23.sh does). No TCP
-# listener but serve's HTTP API on 127.0.0.1; the auth cache is off (the
-# default), so every lookup reaches the backend. Needs root, dovecot-core,
-# dovecot-auth-lua and dovecot-sqlite.
+# temporary directory (as tests/e2e/test-dovecot-23.sh does); serve runs with
+# the default cache (cache_entries = 20000). No TCP listener but serve's
+# HTTP API on 127.0.0.1. Needs root, dovecot-core, dovecot-auth-lua and
+# dovecot-sqlite.
 set -eu
 
 SIZE=$1
@@ -36,6 +46,8 @@ LUA=$ROOT/dovecot-checkpassword/lua/mailtable-auth.lua
 PY=${PYTHON:-python3}
 MODES=${BENCH_DOVECOT_MODES:-sql dict dict-idle lua checkpassword}
 DEPTHS=${BENCH_DOVECOT_DEPTHS:-1 8}
+CACHED=${BENCH_DOVECOT_CACHED:-sql dict lua}
+USERS=${BENCH_DOVECOT_USERS:-300}
 
 log() { echo "dovecot.sh: $*" >&2; }
 
@@ -82,6 +94,7 @@ mkdir -p "$T/etc" "$T/run-mt"
 
 localize() {
 	sed -e "s|/usr/local/bin/dovecot-mailtable|$DM|g" \
+		-e "s|/usr/bin/dovecot-mailtable|$DM|g" \
 		-e "s|/etc/mail/mailtable.toml|$T/mailtable.toml|g" \
 		-e "s|/etc/dovecot/|$T/etc/|g" \
 		-e "/socket_path = \/run\/mailtable\/http.sock/d" \
@@ -123,9 +136,16 @@ userdb {
 }
 EOF
 
-start_dovecot() { # MODE AUTH_CONF: a private instance in $T/MODE
+start_dovecot() { # NAME AUTH_CONF CACHE(on|off): a private instance in $T/NAME
 	d=$T/$1
 	mkdir -p "$d"
+	if [ "$3" = on ]; then
+		cache='auth_cache_size = 10M
+auth_cache_ttl = 1 hour
+auth_cache_negative_ttl = 1 hour'
+	else
+		cache='auth_cache_size = 0'
+	fi
 	cat >"$d/dovecot.conf" <<EOF
 # Private benchmark instance (tests/bench/dovecot.sh): no TCP listener.
 base_dir = $d/run
@@ -139,6 +159,7 @@ default_internal_user = dovecot
 default_login_user = dovenull
 first_valid_uid = 5000
 mail_location = maildir:~/Maildir
+$cache
 service lmtp {
   unix_listener lmtp {
     mode = 0600
@@ -187,17 +208,23 @@ for mode in $MODES; do
 		localize "$CONF/auth-mailtable-$mode.conf.ext" >"$auth" ;;
 	*) log "unknown mode $mode"; exit 2 ;;
 	esac
-	start_dovecot "$mode" "$auth"
+	start_dovecot "$mode" "$auth" off
 	sockets="$sockets $mode=$T/$mode/run/auth-master"
+	case " $CACHED " in
+	*" $mode "*)
+		start_dovecot "$mode+cache" "$auth" on
+		sockets="$sockets $mode+cache=$T/$mode+cache/run/auth-master" ;;
+	esac
 done
 # All instances run at once and take turns (authmaster.py --rounds), so a
 # machine whose speed drifts slows every backend alike.
 # shellcheck disable=SC2086
 "$PY" "$ROOT/tests/bench/authmaster.py" --keys "$DB.keys" --size "$SIZE" --secs "$SECS" \
-	--rounds "${BENCH_ROUNDS:-20}" --depths "$(echo $DEPTHS | tr ' ' ',')" --csv "$CSV" $sockets
-for mode in $MODES; do
-	if grep -Eq 'Error|Fatal|Panic' "$T/$mode/dovecot.log"; then
-		log "Dovecot logged errors in mode $mode:"; grep -E 'Error|Fatal|Panic' "$T/$mode/dovecot.log" | tail -5 >&2
+	--rounds "${BENCH_ROUNDS:-20}" --depths "$(echo $DEPTHS | tr ' ' ',')" --users "$USERS" --csv "$CSV" $sockets
+for d in "$T"/*/dovecot.log; do
+	mode=$(basename "$(dirname "$d")")
+	if grep -Eq 'Error|Fatal|Panic' "$d"; then
+		log "Dovecot logged errors in mode $mode:"; grep -E 'Error|Fatal|Panic' "$d" | tail -5 >&2
 	fi
 done
 if [ -n "$SERVE_PID" ]; then

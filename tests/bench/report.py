@@ -123,11 +123,14 @@ def main():
 
     R = {}
     for r in csv.DictReader(open(a.csv)):
-        R[(r["protocol"], r["table"], r["size"], r["case"])] = r
-    protos = [p for p in ("imsg", "text") if any(k[0] == p for k in R)]
+        R[(r.get("phase", "cold"), r["protocol"], r["table"], r["size"], r["case"])] = r
+    protos = [p for p in ("imsg", "text") if any(k[1] == p for k in R)]
 
-    def get(p, t, s, c):
-        return R.get((p, t, s, c))
+    def get(p, t, s, c, phase="cold"):
+        return R.get((phase, p, t, s, c))
+
+    def warm(p, t, s, c):
+        return R.get(("warm", p, t, s, c))
 
     out = []
     w = out.append
@@ -155,21 +158,39 @@ def main():
     w("python3 tests/bench/gen.py --users N --db $B/users-SIZE.db --group dovecot   # cached in $B")
     w("target/release/examples/table_bench --proto imsg|text --size SIZE --keys $B/users-SIZE.db.keys \\")
     w(f"    --cases floor,{','.join(CASES)} --secs {a.secs} --rounds 20 \\")
-    w("    --csv benchmarks.csv --warm-file $B/users-SIZE.db --spec tables-PROTO-SIZE.tsv")
+    w("    --csv benchmarks.csv --warm-file $B/users-SIZE.db --spec tables-PROTO-PHASE-SIZE.tsv \\")
+    w("    --phase cold|warm --working-set 300 [--fill: warm only]")
     w("tests/bench/dovecot.sh SIZE $B/users-SIZE.db benchmarks-dovecot.csv SECS")
     w("```")
     w("")
-    w("where `tables-PROTO-SIZE.tsv` lists the tables run side by side (label, cases, process to "
+    w("where `tables-PROTO-PHASE-SIZE.tsv` lists the tables run side by side (label, cases, process to "
       "measure, minimum ops, command; tab-separated), e.g. for the text protocol:")
     w("")
     w("```")
-    w("mailtable  *,floor  -             3  target/release/table-mailtable mailtable-SIZE.toml")
+    w("mailtable  *,floor  -             3  target/release/table-mailtable mailtable-cold-SIZE.toml   # warm: mailtable-SIZE.toml")
     w("echo       floor    -             3  target/release/examples/echo_table")
     w("c-indexed  *        table-sqlite  3  tests/e2e/container.sh ROOTFS --bind $B -- /usr/libexec/opensmtpd/table-sqlite sqlite-indexed-SIZE.conf")
-    w("c-article  *        table-sqlite  3  tests/e2e/container.sh ROOTFS --bind $B -- /usr/libexec/opensmtpd/table-sqlite sqlite-article-SIZE.conf")
+    w("c-article  *        table-sqlite  3  tests/e2e/container.sh ROOTFS --bind $B -- /usr/libexec/opensmtpd/table-sqlite sqlite-article-SIZE.conf   # cold only")
     w("```")
     w("")
     w("(imsg: the same with the host's `/usr/libexec/opensmtpd/table-sqlite` run directly).")
+    w("")
+    w("**Cold and warm.** Every case is measured twice, in two runs of `table_bench` one after the other:")
+    w("")
+    w("* **cold**: each case cycles through its 5000 keys from `gen.py` (consecutive operations ask "
+      "different keys), the cost of a key asked for the first time. The key files cannot outnumber "
+      "table-mailtable's cache at every size (1k users have 1000 mailboxes, the default cache holds "
+      "20000 answers), so the cold table-mailtable runs with `cache_entries = 1` "
+      "(`mailtable-cold-SIZE.toml`): the cache keeps the last two answers only and the walk never asks "
+      "a key again within two requests, so no measured lookup is a hit, while every lookup still pays "
+      "the change check and the cache's miss path;")
+    w("* **warm**: each case repeats a working set of its first 300 keys, as real traffic repeats "
+      "recipients. table-mailtable runs with the default cache (`cache_entries = 20000`), first "
+      "filled to that bound by asking every key of every case once (`--fill`: 45,000 operations, "
+      "more distinct keys than the cache holds), then every working-set key is asked once before "
+      "anything is measured: every measured lookup is a cache hit (one change check: a `stat()` and "
+      "a 28-byte header read). The C tables have no cache of their own; for them warm only means "
+      "the same rows again (SQLite's page cache); the article's setup is measured cold only.")
     w("")
     w("The C table configs are `tests/bench/sqlite-article.conf` and `tests/bench/sqlite-indexed.conf`. "
       "An operation (op) is what smtpd asks for one recipient or one check: for the `alias` cases the "
@@ -186,6 +207,43 @@ def main():
     targets = []
     big = sizes[-1]
     for p in protos:
+        misses, n, lo, p50_ok = [], 0, None, 0
+        for s in sizes:
+            for c in CASES:
+                m, ci = get(p, "mailtable", s, c), get(p, "c-indexed", s, c)
+                if m and ci:
+                    n += 1
+                    x = ratio(m["ops_per_s"], ci["ops_per_s"])
+                    lat = ratio(ci["p50_us"], m["p50_us"])
+                    p50_ok += lat >= 1
+                    lo = x if lo is None else min(lo, x)
+                    if x < 1:
+                        misses.append(f"{s} {c} {x:.2f}× (p50 {lat:.2f}×)")
+        if n:
+            targets.append((f"cold, {p}: mailtable ≥ C table-sqlite with indexed queries (ops/s), every size and case",
+                            "met" if not misses else f"MISSED in {len(misses)} of {n}",
+                            ("misses, mailtable ÷ c-indexed in ops/s (in parentheses the same on p50 latency, "
+                             "c-indexed's p50 ÷ mailtable's): " + ", ".join(misses) if misses
+                             else f"all {n} cases ≥ 1× (lowest {lo:.2f}×)")
+                            + f"; on p50 latency mailtable is as fast or faster in {p50_ok} of {n}"))
+    for p in protos:
+        parts, worst = [], 0.0
+        for s in sizes:
+            e, mf, mb = warm(p, "echo", s, "floor"), warm(p, "mailtable", s, "floor"), warm(p, "mailtable", s, "mailbox")
+            if not e or not mf:
+                continue
+            lp = ratio(mf["p50_us"], e["p50_us"])
+            worst = max(worst, lp)
+            extra = f", mailbox case {ratio(mb['p50_us'], e['p50_us']):.2f}×" if mb else ""
+            parts.append(f"{s}: p50 {mf['p50_us']} vs {e['p50_us']} µs = {lp:.2f}×{extra}; "
+                         f"ops/s echo {fnum(e['ops_per_s'])} vs mailtable {fnum(mf['ops_per_s'])} = "
+                         f"{ratio(e['ops_per_s'], mf['ops_per_s']):.2f}× the cost")
+        if parts:
+            targets.append((f"warm, {p}: mailtable within 1.3× of the echo floor's cost (one alias lookup of a "
+                            f"working-set mailbox, in turns with the echo table; judged on p50 latency)",
+                            "met" if worst <= 1.3 else f"MISSED (up to {worst:.2f}×)",
+                            "mailtable ÷ echo: " + "; ".join(parts)))
+    for p in protos:
         rs = []
         for c in CASES:
             m, art = get(p, "mailtable", big, c), get(p, "c-article", big, c)
@@ -194,66 +252,57 @@ def main():
         if rs:
             scans = [(c, x) for c, x in rs if c != "domain"]
             lo = min(scans, key=lambda t: t[1])
-            targets.append((f"{p}: at {big} users, ≥ 100× the article setup's ops/s (cases whose article query scans: all but domain)",
+            targets.append((f"cold, {p}: at {big} users, ≥ 100× the article setup's ops/s (cases whose article query scans: all but domain)",
                             "met" if lo[1] >= 100 else "MISSED",
                             f"lowest {fratio(lo[1])} ({lo[0]}); " + ", ".join(f"{c} {fratio(x)}" for c, x in rs)))
     for p in protos:
-        misses, n = [], 0
-        for s in sizes:
-            for c in CASES:
-                m, ci = get(p, "mailtable", s, c), get(p, "c-indexed", s, c)
-                if m and ci:
-                    n += 1
-                    x = ratio(m["ops_per_s"], ci["ops_per_s"])
-                    if x < 1:
-                        misses.append(f"{s} {c} {x:.2f}×")
-        if n:
-            targets.append((f"{p}: ≥ C table-sqlite with indexed queries, every size and case",
-                            "met" if not misses else f"MISSED in {len(misses)} of {n}",
-                            "misses (mailtable ÷ c-indexed): " + ", ".join(misses) if misses else f"all {n} cases ≥ 1×"))
-    for p in protos:
         parts, worst = [], 0.0
         for s in sizes:
-            e, mf, mb = get(p, "echo", s, "floor"), get(p, "mailtable", s, "floor"), get(p, "mailtable", s, "mailbox")
+            e, mf = get(p, "echo", s, "floor"), get(p, "mailtable", s, "floor")
             if not e or not mf:
                 continue
             lp = ratio(mf["p50_us"], e["p50_us"])
             worst = max(worst, lp)
-            extra = f", mailbox case {ratio(mb['p50_us'], e['p50_us']):.1f}×" if mb else ""
-            parts.append(f"{s}: p50 {mf['p50_us']} vs {e['p50_us']} µs = {lp:.1f}×{extra}; "
-                         f"ops/s {fnum(e['ops_per_s'])} vs {fnum(mf['ops_per_s'])} = "
-                         f"{ratio(e['ops_per_s'], mf['ops_per_s']):.1f}×")
+            parts.append(f"{s}: p50 {mf['p50_us']} vs {e['p50_us']} µs = {lp:.1f}×")
         if parts:
-            targets.append((f"{p}: within 2× of the echo floor (one alias lookup of a mailbox, measured in turns "
-                            f"with the echo table; judged on p50 latency, see the notes)",
+            targets.append((f"cold, {p}: within 2× of the echo floor (the earlier target, before the cache; p50 latency)",
                             "met" if worst <= 2 else f"MISSED (up to {worst:.1f}×)",
-                            "mailtable vs echo: " + "; ".join(parts)))
+                            "mailtable ÷ echo: " + "; ".join(parts)))
     for p in protos:
-        ms = [get(p, "mailtable", big, c) for c in CASES]
+        ms = [warm(p, "mailtable", big, c) for c in CASES + ["floor"]]
         ms = [m for m in ms if m]
         if ms:
             hwm = max(int(m["hwm_kib"]) for m in ms)
-            targets.append((f"{p}: table-mailtable resident memory < 20 MB at {big} users",
+            cold = [get(p, "mailtable", big, c) for c in CASES + ["floor"]]
+            cold = [m for m in cold if m]
+            extra = f"; cold run (cache_entries = 1): VmHWM {max(int(m['hwm_kib']) for m in cold) / 1024:.1f} MiB" if cold else ""
+            targets.append((f"{p}: table-mailtable resident memory < 20 MB at {big} users, cache on "
+                            f"(cache_entries = 20000, filled to its bound)",
                             "met" if hwm < 20 * 1024 else "MISSED",
-                            f"VmHWM {hwm / 1024:.1f} MiB (VmRSS at the end {int(ms[-1]['rss_kib']) / 1024:.1f} MiB)"))
+                            f"VmHWM {hwm / 1024:.1f} MiB (VmRSS at the end {int(ms[-1]['rss_kib']) / 1024:.1f} MiB){extra}"))
     D = {}
     if a.dovecot_csv and os.path.exists(a.dovecot_csv):
         for r in csv.DictReader(open(a.dovecot_csv)):
             D[(r["backend"], r["size"], r["kind"], r["depth"])] = r
     if D:
         depths = sorted({k[3] for k in D}, key=int)
-        for be in ("dict", "lua"):
-            parts, ok = [], True
+        for be, need in (("dict", 1.5), ("lua", 1.0)):
+            parts, worst = [], None
             for s in sizes:
-                for d in depths:
-                    m, q = D.get((be, s, "user", d)), D.get(("sql", s, "user", d))
-                    if m and q:
-                        x = ratio(m["ops_per_s"], q["ops_per_s"])
-                        ok = ok and x >= 1
-                        parts.append(f"{s} depth {d}: {x:.2f}×")
+                for kind in ("user", "pass"):
+                    for d in depths:
+                        m, q = D.get((be, s, kind, d)), D.get(("sql", s, kind, d))
+                        if m and q:
+                            x = ratio(m["ops_per_s"], q["ops_per_s"])
+                            worst = x if worst is None else min(worst, x)
+                            parts.append(f"{s} {kind.upper()} depth {d}: {x:.2f}× "
+                                         f"(p50 {ratio(q['p50_us'], m['p50_us']):.2f}×)")
             if parts:
-                targets.append((f"serve ({be}) userdb lookups ≥ Dovecot's own sqlite driver",
-                                "met" if ok else "MISSED", "serve ÷ sql: " + ", ".join(parts)))
+                targets.append((f"serve ({be}) ≥ {need}× Dovecot's own sqlite driver (auth cache off; "
+                                f"USER and PASS, 1 and 8 in flight)",
+                                "met" if worst >= need else f"MISSED (lowest {worst:.2f}×)",
+                                "serve ÷ sql in ops/s (in parentheses on p50 latency, sql's ÷ serve's): "
+                                + ", ".join(parts)))
     w(md_table(["target", "verdict", "figures"], targets))
     w("")
 
@@ -265,48 +314,62 @@ def main():
             rows = []
             for c in CASES:
                 m, ci, art = get(p, "mailtable", s, c), get(p, "c-indexed", s, c), get(p, "c-article", s, c)
-                if not m:
+                mw, cw = warm(p, "mailtable", s, c), warm(p, "c-indexed", s, c)
+                if not m and not mw:
                     continue
-                row = [CASE_TEXT[c], m["req_per_op"], f"**{fnum(m['ops_per_s'])}**", m["p50_us"], m["p99_us"]]
-                row += [fnum(ci["ops_per_s"]), ci["p50_us"], ci["p99_us"]] if ci else ["–"] * 3
-                row += [fnum(art["ops_per_s"]), art["p50_us"]] if art else ["–"] * 2
-                row += [f"{ratio(m['ops_per_s'], ci['ops_per_s']):.2f}×" if ci else "–",
-                        fratio(ratio(m['ops_per_s'], art['ops_per_s'])) if art else "–"]
-                found = "/".join(f"{float(x['found_pct']):.0f}" if x else "–" for x in (m, ci, art))
-                errs = "/".join(x["errors"] if x else "–" for x in (m, ci, art))
+
+                def cell(x):
+                    return f"{fnum(x['ops_per_s'])} ({x['p50_us']}/{x['p99_us']})" if x else "–"
+
+                row = [CASE_TEXT[c], m["req_per_op"] if m else mw["req_per_op"],
+                       f"**{cell(m)}**" if m else "–", cell(ci),
+                       f"{fnum(art['ops_per_s'])} ({art['p50_us']})" if art else "–",
+                       f"{ratio(m['ops_per_s'], ci['ops_per_s']):.2f}×" if m and ci else "–",
+                       fratio(ratio(m['ops_per_s'], art['ops_per_s'])) if m and art else "–",
+                       f"**{cell(mw)}**" if mw else "–", cell(cw),
+                       f"{ratio(mw['ops_per_s'], cw['ops_per_s']):.2f}×" if mw and cw else "–"]
+                found = "/".join(f"{float(x['found_pct']):.0f}" if x else "–" for x in (m, ci, art, mw, cw))
+                errs = "/".join(x["errors"] if x else "–" for x in (m, ci, art, mw, cw))
                 row += [found, errs]
                 rows.append(row)
             if not rows:
                 continue
             w(f"### {p}, {s} users")
             w("")
-            e, mf = get(p, "echo", s, "floor"), get(p, "mailtable", s, "floor")
-            if e and mf:
-                w(f"Floor, measured in turns with the tables below: one alias lookup of a mailbox key, the echo "
-                  f"table (answers not-found at once) **{fnum(e['ops_per_s'])} ops/s** (p50 {e['p50_us']}, "
-                  f"p99 {e['p99_us']} µs), table-mailtable {fnum(mf['ops_per_s'])} ops/s (p50 {mf['p50_us']}, "
-                  f"p99 {mf['p99_us']} µs): {ratio(e['ops_per_s'], mf['ops_per_s']):.1f}× the floor's cost.")
-                w("")
-            w(md_table(["case", "req/op", "mailtable ops/s", "p50", "p99", "c-indexed ops/s", "p50", "p99",
-                        "c-article ops/s", "p50", "mt ÷ c-indexed", "mt ÷ article", "found % mt/idx/art",
-                        "errors"], rows))
+            for phase in ("cold", "warm"):
+                e, mf = R.get((phase, p, "echo", s, "floor")), R.get((phase, p, "mailtable", s, "floor"))
+                if e and mf:
+                    w(f"Floor, {phase}, measured in turns with the tables below: one alias lookup of a mailbox key, "
+                      f"the echo table (answers not-found at once) **{fnum(e['ops_per_s'])} ops/s** (p50 {e['p50_us']}, "
+                      f"p99 {e['p99_us']} µs), table-mailtable {fnum(mf['ops_per_s'])} ops/s (p50 {mf['p50_us']}, "
+                      f"p99 {mf['p99_us']} µs): {ratio(mf['p50_us'], e['p50_us']):.2f}× the floor's p50, "
+                      f"{ratio(e['ops_per_s'], mf['ops_per_s']):.2f}× its cost in ops/s.")
+                    w("")
+            w("ops/s (p50/p99 µs per op):")
+            w("")
+            w(md_table(["case", "req/op", "cold: mailtable", "cold: c-indexed", "cold: c-article", "cold: mt ÷ idx",
+                        "cold: mt ÷ article", "warm: mailtable", "warm: c-indexed", "warm: mt ÷ idx",
+                        "found % (cold mt/idx/art, warm mt/idx)", "errors"], rows))
             w("")
 
     # ---------------------------------------------------------------- memory
     w("## Resident memory of the table process")
     w("")
-    w("VmHWM (peak) and VmRSS (after the last case) from `/proc/PID/status`, MiB.")
+    w("VmHWM (peak) and VmRSS (after the last case) from `/proc/PID/status`, MiB. Cold: table-mailtable "
+      "with `cache_entries = 1`; warm: with the default `cache_entries = 20000`, filled to that bound "
+      "before the first case.")
     w("")
     rows = []
     for p in protos:
-        for t in ("mailtable", "c-indexed", "c-article", "echo"):
-            for s in sizes:
-                ms = [get(p, t, s, c) for c in CASES + ["floor"]]
-                ms = [m for m in ms if m]
-                if ms:
-                    rows.append([p, t, s, f"{max(int(m['hwm_kib']) for m in ms) / 1024:.1f}",
-                                 f"{int(ms[-1]['rss_kib']) / 1024:.1f}"])
-    w(md_table(["protocol", "table", "users", "VmHWM", "VmRSS"], rows))
+        for phase in ("cold", "warm"):
+            for t in ("mailtable", "c-indexed", "c-article", "echo"):
+                for s in sizes:
+                    ms = [R.get((phase, p, t, s, c)) for c in CASES + ["floor"]]
+                    ms = [m for m in ms if m]
+                    if ms:
+                        rows.append([p, phase, t, s, f"{max(int(m['hwm_kib']) for m in ms) / 1024:.1f}",
+                                     f"{int(ms[-1]['rss_kib']) / 1024:.1f}"])
+    w(md_table(["protocol", "phase", "table", "users", "VmHWM", "VmRSS"], rows))
     w("")
 
     # ---------------------------------------------------------------- dovecot
@@ -315,13 +378,23 @@ def main():
         w("")
         w("`USER` (userdb, service lmtp: what LMTP delivery asks) and `PASS` (passdb lookup without "
           "a password, as `doveadm auth lookup`) over one auth-master connection, DEPTH requests in "
-          "flight (1: one at a time; 8: eight sessions at once), existing users. Auth cache off. "
-          "ops/s, p50/p99 µs.")
+          "flight (1: one at a time; 8: eight sessions at once), a working set of 300 active users asked "
+          "over and over (each asked once before measuring). Every backend runs twice, with Dovecot's "
+          "auth cache off (`auth_cache_size = 0`, the default: every lookup reaches the backend) and, "
+          "as `+ auth cache`, on (`auth_cache_size = 10M`, `auth_cache_ttl = 1 hour`); serve has its own "
+          "answer cache on (the default `cache_entries = 20000`). ops/s, p50/p99 µs.")
         w("")
         depths = sorted({k[3] for k in D}, key=int)
-        backends = [b for b in ("sql", "dict", "dict-idle", "lua", "checkpassword") if any(k[0] == b for k in D)]
+        base = ("sql", "dict", "dict-idle", "lua", "checkpassword")
+        order = list(base) + [b + "+cache" for b in base]
+        backends = [b for b in order if any(k[0] == b for k in D)]
         label = {"sql": "Dovecot sql (sqlite)", "dict": "serve: dict", "dict-idle": "serve: dict, idle_msecs=60000 (variant)",
                  "lua": "serve: Lua HTTP", "checkpassword": "checkpassword"}
+        for b in base:
+            label[b + "+cache"] = label[b] + " + auth cache"
+        if "sql" in backends:
+            backends.remove("sql")
+            backends.insert(0, "sql")
         for s in sizes:
             rows = []
             for b in backends:

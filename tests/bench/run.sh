@@ -18,8 +18,18 @@
 # measured in turns (so a drifting machine slows them alike):
 #   mailtable    target/release/table-mailtable
 #   c-indexed    C table-sqlite with the best indexed queries (tests/bench/sqlite-indexed.conf)
-#   c-article    C table-sqlite with the article's queries (tests/bench/sqlite-article.conf)
+#   c-article    C table-sqlite with the article's queries (tests/bench/sqlite-article.conf; cold only)
 #   echo         table-proc/examples/echo_table: answers not-found (the floor)
+# in two phases (table_bench --phase):
+#   cold  each case cycles through its 5000 keys (consecutive operations ask
+#         different keys); table-mailtable runs with cache_entries = 1, so
+#         its answer cache never holds a key asked again (every lookup
+#         pays the change check and a miss): the cost of a first lookup;
+#   warm  each case repeats a working set of its first 300 keys, as real
+#         traffic repeats recipients; table-mailtable runs with the default
+#         cache (cache_entries = 20000), filled to its bound first (--fill),
+#         and every working-set key is asked once before measuring, so
+#         every measured lookup is a cache hit.
 # The imsg C table is this host's (opensmtpd-extras 6.7.1); the text C table
 # is Debian 13's opensmtpd-table-sqlite 1.0.1, run inside the e2e container
 # (tests/e2e/container.sh) over a socketpair on its fd 0 and 1.
@@ -45,7 +55,7 @@ while [ $# -gt 0 ]; do
 	--rounds) ROUNDS=$2; shift 2 ;;
 	--no-dovecot) DOVECOT=no; shift ;;
 	--no-docs) DOCS=no; shift ;;
-	-h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,/^set -eu/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
 	esac
 done
@@ -113,19 +123,28 @@ for size in $(echo "$SIZES" | tr ',' ' '); do
 		"$PY" tests/bench/gen.py --users "$n" --db "$db" --mailtable "$BIN/mailtable" --group dovecot
 	fi
 	printf 'database = "sqlite://%s"\nuid = 5000\ngid = 5000\nhome = "/var/vmail/%%d/%%n"\n' "$db" >"$RUN/mailtable-$size.toml"
+	cp "$RUN/mailtable-$size.toml" "$RUN/mailtable-cold-$size.toml"
+	echo 'cache_entries = 20000 # the default' >>"$RUN/mailtable-$size.toml"
+	echo 'cache_entries = 1 # cold: keeps the last two answers only' >>"$RUN/mailtable-cold-$size.toml"
 	for q in article indexed; do
 		{ echo "dbpath $db"; grep -v '^#' "tests/bench/sqlite-$q.conf" | grep -v '^dbpath'; } >"$RUN/sqlite-$q-$size.conf"
 	done
 	for proto in imsg text; do
-		log "smtpd side: $proto protocol, $size users"
+	for phase in cold warm; do
+		log "smtpd side: $proto protocol, $size users, $phase"
 		# The tables of one protocol run side by side (table_bench --spec):
 		# LABEL CASES RSS-COMM MIN-OPS COMMAND ARGS..., tab-separated.
-		spec=$RUN/tables-$proto-$size.tsv
+		spec=$RUN/tables-$proto-$phase-$size.tsv
 		tab=$(printf '\t')
+		if [ "$phase" = cold ]; then
+			conf=$RUN/mailtable-cold-$size.toml qs="indexed article" fill=
+		else
+			conf=$RUN/mailtable-$size.toml qs=indexed fill=--fill
+		fi
 		{
-			echo "mailtable${tab}*,floor${tab}-${tab}3${tab}$BIN/table-mailtable${tab}$RUN/mailtable-$size.toml"
+			echo "mailtable${tab}*,floor${tab}-${tab}3${tab}$BIN/table-mailtable${tab}$conf"
 			echo "echo${tab}floor${tab}-${tab}3${tab}$BIN/examples/echo_table"
-			for q in indexed article; do
+			for q in $qs; do
 				if [ "$proto" = imsg ] && [ "$HOST_C" = yes ]; then
 					echo "c-$q${tab}*${tab}-${tab}3${tab}/usr/libexec/opensmtpd/table-sqlite${tab}$RUN/sqlite-$q-$size.conf"
 				elif [ "$proto" = text ] && [ -n "$E2E_ROOTFS" ]; then
@@ -133,8 +152,11 @@ for size in $(echo "$SIZES" | tr ',' ' '); do
 				fi
 			done
 		} >"$spec"
+		# shellcheck disable=SC2086
 		"$BENCH" --proto "$proto" --size "$size" --keys "$db.keys" --cases "$CASES" \
-			--secs "$SECS" --rounds "$ROUNDS" --csv "$CSV" --log "$LOGF" --spec "$spec" --warm-file "$db"
+			--secs "$SECS" --rounds "$ROUNDS" --csv "$CSV" --log "$LOGF" --spec "$spec" --warm-file "$db" \
+			--phase "$phase" --working-set 300 $fill
+	done
 	done
 
 	if [ "$DOVECOT" = yes ]; then
