@@ -290,8 +290,16 @@ fn header(kind: u32, len: usize) -> Vec<u8> {
     h.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_ne_bytes());
     h.extend_from_slice(&0u16.to_ne_bytes());
     h.extend_from_slice(&0u32.to_ne_bytes());
-    h.extend_from_slice(&std::process::id().to_ne_bytes());
+    h.extend_from_slice(&own_pid().to_ne_bytes());
     h
+}
+
+/// Our pid, asked once: `std::process::id` is a `getpid` system call, a
+/// measurable share of a reply answered from the cache, and the table
+/// never forks.
+fn own_pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 /// A cursor over native-endian fields that never panics: every read of too
