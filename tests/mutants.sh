@@ -19,11 +19,14 @@
 # MUTANTS_REPORT_ONLY=1 rewrites the report from the results so far after
 # a reason was added, without testing again.
 #
-# Results add up across runs (under target/mutants/results): one file at
-# a time, then one mutant again with --re after a test was added, and the
-# report covers every file run so far. Each mutant is tested with the
-# tests of the package it is in (cargo-mutants' default; the whole
-# workspace would rebuild every binary per mutant). Writes
+# Results add up across runs (in tests/mutants-results, committed, so
+# that a clean build or a fresh clone keeps them and MUTANTS_REPORT_ONLY=1
+# rewrites the same report): one file at a time, then one mutant again
+# with --re after a test was added, and the report covers every file run
+# so far. cargo-mutants' own output of the last run is scratch, under
+# target/mutants. Each mutant is tested with the tests of the package it
+# is in (cargo-mutants' default; the whole workspace would rebuild every
+# binary per mutant). Writes
 # docs/mutants.md: per file the figures, and every survivor with the
 # reason it is harmless from tests/mutants-equivalent.txt, or marked
 # UNEXPLAINED (then write a test that kills it, or a reason).
@@ -35,6 +38,7 @@ build_timeout=${MUTANTS_BUILD_TIMEOUT:-600}
 total=${MUTANTS_TOTAL:-14400}
 jobs=${MUTANTS_JOBS:-1}
 out=target/mutants
+acc=tests/mutants-results
 reasons=tests/mutants-equivalent.txt
 report=docs/mutants.md
 
@@ -82,14 +86,15 @@ if [ -z "${MUTANTS_REPORT_ONLY:-}" ]; then
     esac
 fi
 
-# Results accumulate across runs in $acc, one list per outcome, so that
+# Results accumulate across runs in $acc (committed): one list per
+# outcome (caught.txt, missed.txt, timeout.txt, unviable.txt; a line is
+# `file:line:col: description`) and the list of runs (runs.txt), so that
 # runs of one file at a time (or one mutant, with --re) add up to a report
 # of every module. A run replaces the record of each file it tested in
 # full (not cut, no option selecting mutants); any other run only
 # replaces the outcomes of the mutants it tested. A record keeps line
 # numbers: after editing a file's code (not its tests), run it again in
 # full.
-acc=$out/results
 res=$out/mutants.out
 kinds="caught missed timeout unviable"
 mkdir -p "$acc"

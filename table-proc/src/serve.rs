@@ -1243,4 +1243,277 @@ mod tests {
             assert!(!logs.contains(secret), "{secret} in {logs}");
         }
     }
+
+    /// A writer that accepts `room` bytes, then fails as a closed socket.
+    struct FailsAfter {
+        room: usize,
+    }
+
+    impl Write for FailsAfter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// smtpd gone while a reply is written: the loop ends with the error
+    /// and asks the table nothing more.
+    #[test]
+    fn a_failed_reply_ends_the_loop_with_the_error() {
+        // Room for the handshake reply and part of the first answer.
+        for room in [REGISTERED.len(), REGISTERED.len() + 5] {
+            let chunks = Chunks::new([
+                HANDSHAKE.to_string(),
+                line("check", "domain", "00000001", "example.org"),
+                line("check", "domain", "00000002", "example.org"),
+            ]);
+            let mut h = Fake::default();
+            let err = serve(chunks, FailsAfter { room }, &mut h).expect_err("pipe broken");
+            assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+            assert_eq!(h.calls, ["check domain example.org"], "room {room}");
+        }
+    }
+
+    /// A reader that fails with `Interrupted` before every chunk, as a read
+    /// cut short by a signal.
+    struct Interrupting {
+        inner: Chunks,
+        interrupt: bool,
+    }
+
+    impl Read for Interrupting {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.interrupt = !self.interrupt;
+            if self.interrupt {
+                return Err(io::Error::from(io::ErrorKind::Interrupted));
+            }
+            self.inner.read(buf)
+        }
+    }
+
+    #[test]
+    fn interrupted_reads_are_retried() {
+        let input = Interrupting {
+            inner: Chunks::new([
+                HANDSHAKE.to_string(),
+                line("check", "domain", "00000001", "example.org"),
+            ]),
+            interrupt: false,
+        };
+        let mut h = Fake::default();
+        let mut out = Vec::new();
+        serve(input, &mut out, &mut h).expect("serve ends at EOF");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            format!("{REGISTERED}check-result|00000001|found\n")
+        );
+    }
+
+    /// A line of exactly [`MAX_LINE`] bytes (without its `\n`) is kept and
+    /// answered; one byte more is dropped.
+    #[test]
+    fn a_line_of_max_line_bytes_is_answered() {
+        for (len, answered) in [(MAX_LINE, true), (MAX_LINE + 1, false)] {
+            let mut long = line("lookup", "alias", "00000001", "").into_bytes();
+            long.pop();
+            long.resize(len, b'k');
+            let mut chunks: Vec<Vec<u8>> = vec![HANDSHAKE.into()];
+            chunks.extend(long.chunks(CHUNK).map(<[u8]>::to_vec));
+            chunks.push(b"\n".to_vec());
+            chunks.push(line("check", "domain", "00000002", "example.org").into_bytes());
+            let mut h = Fake::default();
+            let out = run_chunks(chunks, &mut h);
+            let first = if answered {
+                "lookup-result|00000001|not-found\n"
+            } else {
+                ""
+            };
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                format!("{REGISTERED}{first}check-result|00000002|found\n"),
+                "line of {len} bytes"
+            );
+        }
+    }
+
+    /// An overlong line arriving in reads of any size is dropped whole,
+    /// not only when a read happens to end at [`MAX_LINE`].
+    #[test]
+    fn overlong_line_in_uneven_reads_is_dropped() {
+        let mut long = b"table|0.1|1.5|creds|lookup|alias|00000001|".to_vec();
+        long.resize(MAX_LINE * 3, b'a');
+        long.push(b'\n');
+        let mut chunks: Vec<Vec<u8>> = vec![HANDSHAKE.into()];
+        chunks.extend(long.chunks(10_000).map(<[u8]>::to_vec));
+        chunks.push(line("check", "domain", "00000002", "example.org").into_bytes());
+        let mut h = Fake::default();
+        let out = run_chunks(chunks, &mut h);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            format!("{REGISTERED}check-result|00000002|found\n")
+        );
+        assert_eq!(h.calls, ["check domain example.org"]);
+    }
+
+    /// At most [`MAX_DRAIN`] bytes are dropped behind a request, even when
+    /// the probe keeps saying more is waiting: the request after them is
+    /// read and answered.
+    #[test]
+    fn draining_stops_at_max_drain() {
+        let req = line("lookup", "auth", "00000001", "alice");
+        let mut first = req.clone().into_bytes();
+        first.resize(CHUNK, b'x');
+        let mut chunks = vec![HANDSHAKE.as_bytes().to_vec(), first];
+        let full = MAX_DRAIN / CHUNK - 1;
+        chunks.extend((0..full).map(|_| vec![b'x'; CHUNK]));
+        let mut last = vec![b'x'; req.len() - 1];
+        last.push(b'\n');
+        chunks.push(last);
+        chunks.push(line("check", "domain", "00000002", "example.org").into_bytes());
+        let mut h = Fake::default();
+        let mut out = Vec::new();
+        serve_with_probe(Chunks::new(chunks), &mut out, &mut h, || true)
+            .expect("serve ends at EOF");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            format!("{REGISTERED}{CUT_REQUEST}check-result|00000002|found\n")
+        );
+    }
+
+    /// Bytes read and consumed are given back at the next read: the buffer
+    /// holds what is not yet read, not the whole conversation.
+    #[test]
+    fn consumed_bytes_are_reclaimed_at_the_next_read() {
+        let mut input = Input::new(Chunks::new(["abc\n", "defgh\n"]));
+        assert_eq!(input.next_line().unwrap().as_deref(), Some(&b"abc"[..]));
+        assert_eq!(input.next_line().unwrap().as_deref(), Some(&b"defgh"[..]));
+        assert_eq!(input.fill().unwrap(), 0);
+        assert_eq!((input.start, input.buf.len()), (0, 0));
+    }
+
+    /// The log output of `f` at every level.
+    fn logs_of(f: impl FnOnce()) -> String {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            // A log call first reached by a test running without a
+            // subscriber may have been cached as disabled: ask again.
+            tracing::callsite::rebuild_interest_cache();
+            f();
+        });
+        let logs = captured.0.lock().map(|v| v.clone()).unwrap_or_default();
+        String::from_utf8(logs).expect("utf-8 logs")
+    }
+
+    /// What smtpd sent that was odd but answered anyway is in the log, once,
+    /// and only when it happened: another protocol version, input cut by
+    /// EOF inside an imsg message, an overlong line.
+    #[test]
+    fn odd_input_is_logged_when_it_happens() {
+        let text = |protocol: &str| {
+            logs_of(|| {
+                let handshake = HANDSHAKE.replace("protocol|0.1", &format!("protocol|{protocol}"));
+                let out = run_chunks(vec![handshake], &mut Fake::default());
+                assert_eq!(String::from_utf8_lossy(&out), REGISTERED);
+            })
+        };
+        const PROTOCOL: &str = "unknown table protocol version";
+        assert!(text("0.2").contains(PROTOCOL));
+        assert!(!text("0.1").contains(PROTOCOL));
+
+        let imsg = |version: u32, cut: usize| {
+            logs_of(|| {
+                let mut all = imsg_msg(&Message::Open {
+                    version,
+                    name: "creds".into(),
+                });
+                let req = imsg_req(Op::Check, Some(Service::Domain), "example.org");
+                all.extend_from_slice(&req[..cut]);
+                let out = run_chunks(vec![all], &mut Fake::default());
+                assert_eq!(imsg_replies(&out), [(None, None)]);
+            })
+        };
+        const VERSION: &str = "unexpected imsg table API version";
+        const CUT: &str = "EOF inside an imsg message";
+        let odd = imsg(3, 10);
+        assert!(odd.contains(VERSION) && odd.contains(CUT), "{odd}");
+        let normal = imsg(imsg::API_VERSION, 0);
+        assert!(
+            !normal.contains(VERSION) && !normal.contains(CUT),
+            "{normal}"
+        );
+
+        let overlong = logs_of(|| {
+            let mut chunks: Vec<Vec<u8>> = vec![HANDSHAKE.into()];
+            let mut long = b"table|0.1|1.5|creds|lookup|alias|00000001|".to_vec();
+            long.resize(MAX_LINE * 4, b'a');
+            chunks.extend(long.chunks(CHUNK).map(<[u8]>::to_vec));
+            chunks.push(b"aaa\n".to_vec());
+            run_chunks(chunks, &mut Fake::default());
+        });
+        assert_eq!(
+            overlong.matches("dropping a line longer than").count(),
+            1,
+            "{overlong}"
+        );
+    }
+
+    /// An id the writer refuses gets no reply (none is possible), and it is
+    /// no failure of the channel: the loop would go on. The parser refuses
+    /// such ids first, so this guards a future parser change.
+    #[test]
+    fn an_unechoable_id_gets_no_reply_and_the_loop_goes_on() {
+        for id in ["", "a|b", "a b"] {
+            let mut out = Vec::new();
+            send_text(&mut out, Op::Lookup, id, &Answer::NotFound).expect("not a channel error");
+            assert!(out.is_empty(), "{id:?}");
+        }
+        let mut out = Vec::new();
+        send_text(&mut out, Op::Lookup, "00000001", &Answer::NotFound).expect("written");
+        assert_eq!(out, b"lookup-result|00000001|not-found\n");
+    }
+
+    /// A reader that fails once with `error`, then reads `then`.
+    struct FailsOnce {
+        error: Option<io::ErrorKind>,
+        then: Chunks,
+    }
+
+    impl Read for FailsOnce {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.error.take() {
+                Some(kind) => Err(io::Error::from(kind)),
+                None => self.then.read(buf),
+            }
+        }
+    }
+
+    /// A read error other than an interruption means smtpd is gone: the
+    /// loop ends with it instead of reading again.
+    #[test]
+    fn a_read_error_ends_the_loop_with_the_error() {
+        let input = FailsOnce {
+            error: Some(io::ErrorKind::ConnectionReset),
+            then: Chunks::new([HANDSHAKE]),
+        };
+        let mut h = Fake::default();
+        let mut out = Vec::new();
+        let err = serve(input, &mut out, &mut h).expect_err("read failed");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+        assert!(out.is_empty());
+        assert!(h.opened.is_empty());
+    }
 }

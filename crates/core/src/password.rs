@@ -793,4 +793,222 @@ mod tests {
             .stored()
             .starts_with("$2b$04$"));
     }
+
+    const S512: &str = "$6$saltsaltsaltsalt$ph0yGsyjzqdeFaon7.gJZo8eAG5/rj9/JdzOu1Rl7dKzBYg3xgvl7T2VQ2Rt81bc5AXkdA54r0p8QvC1omD6R1";
+
+    fn malformed(s: &str) -> bool {
+        matches!(
+            PasswordHash::new(s).validate(),
+            Err(PasswordError::Malformed(_))
+        )
+    }
+
+    #[test]
+    fn hash_debug_shows_the_scheme_only() {
+        let h = PasswordHash::new(S512);
+        assert_eq!(format!("{h:?}"), "PasswordHash(Sha512Crypt, <redacted>)");
+    }
+
+    /// Errors name the scheme (for the admin), never the hash.
+    #[test]
+    fn errors_name_the_scheme_never_the_hash() {
+        let err = |s: &str| match PasswordHash::new(s).validate() {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("{s:?} validated"),
+        };
+        assert_eq!(
+            err("$2b$04$broken"),
+            "stored hash is malformed (bcrypt hash)"
+        );
+        assert_eq!(
+            err("$6$salt$short"),
+            "stored hash is malformed (SHA512-crypt hash)"
+        );
+        assert_eq!(
+            err("$5$salt$short"),
+            "stored hash is malformed (SHA256-crypt hash)"
+        );
+        assert_eq!(
+            err("{SSHA512}c2VjcmV0c2VjcmV0"),
+            "stored hash uses a scheme mailtable cannot verify (SSHA512)"
+        );
+        // A bare value of no known format: its first characters only.
+        assert_eq!(
+            err("abcdefgh"),
+            "stored hash uses a scheme mailtable cannot verify (abcd)"
+        );
+        let yescrypt = PasswordHash::new("$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$ZPv7Eq1zA9wVrC0y6nDp3mBe");
+        match yescrypt.verify(&Secret::new("x")) {
+            Err(e) => assert_eq!(
+                e.to_string(),
+                "stored hash uses a scheme mailtable cannot verify ($y$j)"
+            ),
+            Ok(v) => panic!("yescrypt checked: {v}"),
+        }
+    }
+
+    /// `{ARGON2I}` names `$argon2i$` strings, and a bare `$argon2i$` string
+    /// goes to Dovecot as `{ARGON2I}` (not `{ARGON2ID}`).
+    #[test]
+    fn argon2i_strings_are_named_argon2i() {
+        let a2i = "$argon2i$v=19$m=65536,t=3,p=1$YbhB3+dPpV2cIVF/Hr2KQQ$Eo7xsjLuF1ojmW4Nxic70puU+o1YPRzjyhAl4+YBTOw";
+        let h = PasswordHash::new(a2i);
+        assert!(h.same_password(&PasswordHash::new(format!("{{ARGON2I}}{a2i}"))));
+        assert_eq!(h.for_dovecot(), Some(format!("{{ARGON2I}}{a2i}")));
+    }
+
+    /// A bare scheme marker (`$6$`) is no hash; smtpd's crypt(3) never gets it.
+    #[test]
+    fn a_bare_scheme_marker_is_never_given_to_smtpd() {
+        for s in ["$6$", "$5$", "$1$"] {
+            assert_eq!(PasswordHash::new(s).for_smtpd(), None, "{s:?}");
+        }
+        assert_eq!(PasswordHash::new("$1$ab$").for_smtpd(), Some("$1$ab$"));
+    }
+
+    /// A line break, NUL or tab would end or split a Dovecot reply line.
+    #[test]
+    fn for_dovecot_refuses_bytes_that_break_a_reply_line() {
+        for bad in ["\n", "\r", "\0", "\t"] {
+            let h = PasswordHash::new(format!("{S512}{bad}"));
+            assert_eq!(h.for_dovecot(), None, "{bad:?}");
+        }
+        assert!(PasswordHash::new(S512).for_dovecot().is_some());
+    }
+
+    /// A PHC string without salt or without hash is refused: every password
+    /// would read as a mismatch against it.
+    #[test]
+    fn argon2_needs_salt_and_hash() {
+        assert!(malformed(
+            "$argon2id$v=19$m=65536,t=3,p=1$YbhB3+dPpV2cIVF/Hr2KQQ"
+        ));
+        assert!(malformed("$argon2id$v=19$m=65536,t=3,p=1"));
+        assert!(PasswordHash::new("$argon2id$v=19$m=65536,t=3,p=1$YbhB3+dPpV2cIVF/Hr2KQQ$Eo7xsjLuF1ojmW4Nxic70puU+o1YPRzjyhAl4+YBTOw").validate().is_ok());
+    }
+
+    /// Formats only libxcrypt checks need more than their marker and no byte
+    /// that would corrupt a protocol line (space, control, `:`).
+    #[test]
+    fn other_crypt_formats_need_a_body_of_printable_bytes() {
+        for ok in [
+            "$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$ZPv7Eq1zA9wVrC0y6nDp3mBe",
+            "$1$abcdefgh$OlRbJeGDH/0Rr0rsGvNC61",
+            "$7$x",
+        ] {
+            assert!(PasswordHash::new(ok).validate().is_ok(), "{ok:?}");
+        }
+        for bad in ["$y$", "$1$", "$y$a:b", "$y$a b", "$1$ab\tc"] {
+            assert!(malformed(bad), "{bad:?}");
+        }
+    }
+
+    /// bcrypt and SHA-crypt strings are made of crypt's base64 alphabet.
+    #[test]
+    fn characters_outside_crypt_base64_are_malformed() {
+        let bf = "$2y$05$8dQgwmQ1KU9byJcUGpyP1OIo4JgD9ubeH.eGRDWfIQV/axEm3D5Ue";
+        assert!(PasswordHash::new(bf).validate().is_ok());
+        assert!(malformed(&bf.replacen('e', "!", 1)));
+        assert!(malformed(&format!("{}!", &S512[..S512.len() - 1])));
+        assert!(malformed(&format!("{}$", &S512[..S512.len() - 1])));
+    }
+
+    /// SHA-crypt: `$6$[rounds=N$]salt$hash`, the rounds a decimal number,
+    /// the salt at most 16 printable characters without `:`, the hash of the
+    /// exact length.
+    #[test]
+    fn sha_crypt_shape_is_checked() {
+        let hash = &S512["$6$saltsaltsaltsalt$".len()..];
+        let with = |rounds: &str, salt: &str, hash: &str| format!("$6${rounds}{salt}${hash}");
+        assert!(PasswordHash::new(with("", "saltsaltsaltsalt", hash))
+            .validate()
+            .is_ok());
+        assert!(PasswordHash::new(with("rounds=5000$", "s", hash))
+            .validate()
+            .is_ok());
+        for bad in [
+            with("rounds=$", "salt", hash),
+            with("rounds=abc$", "salt", hash),
+            with("rounds=12a$", "salt", hash),
+            with("", "saltsaltsaltsalt1", hash),
+            with("", "salt:salt", hash),
+            with("", "salt salt", hash),
+            with("", "salt", &hash[1..]),
+            with("", "salt", &format!("{hash}A")),
+            "$6$saltonly".to_string(),
+            "$6$salt$short".to_string(),
+        ] {
+            assert!(malformed(&bad), "{bad:?}");
+        }
+    }
+
+    /// bcrypt reads 72 bytes: a password of exactly 72 is hashed and
+    /// checked in full, one byte more is refused.
+    #[test]
+    fn a_72_byte_password_is_the_longest_hashed() {
+        let pw = Secret::new("a".repeat(72));
+        let h = hash(&pw, 4).expect("72 bytes are hashed");
+        assert!(h.verify(&pw).unwrap());
+        assert!(!h.verify(&Secret::new("a".repeat(71))).unwrap());
+        assert!(matches!(
+            hash(&Secret::new("a".repeat(73)), 4),
+            Err(PasswordError::Refused(_))
+        ));
+    }
+
+    /// An unknown user's check takes about as long as a real one (so that
+    /// timing does not tell which users exist). Generous bound: the fastest
+    /// of three dummy checks takes at least a quarter of the fastest of
+    /// three real ones.
+    #[test]
+    fn dummy_verify_takes_the_time_of_a_real_check() {
+        use std::time::{Duration, Instant};
+        let fastest = |f: &dyn Fn()| {
+            (0..3)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed()
+                })
+                .min()
+                .unwrap_or(Duration::ZERO)
+        };
+        let pw = Secret::new("secret");
+        let real = hash(&pw, 8).unwrap();
+        let cost = HashCost::of(&real).unwrap();
+        let wrong = Secret::new("guess");
+        let real_time = fastest(&|| assert!(!real.verify(&wrong).unwrap()));
+        let dummy_time = fastest(&|| dummy_verify(&wrong, cost));
+        assert!(
+            dummy_time * 4 >= real_time,
+            "dummy {dummy_time:?}, real {real_time:?}"
+        );
+    }
+
+    /// The last character of a random salt or digest carries no bits beyond
+    /// whole bytes (bcrypt refuses a salt whose unused low bits are set, so
+    /// the dummy would be an error, not a mismatch); every other bit is
+    /// random.
+    #[test]
+    fn random_b64_is_the_canonical_encoding_of_whole_bytes() {
+        let index = |c: u8| {
+            BCRYPT_B64
+                .iter()
+                .position(|&a| a == c)
+                .expect("in the alphabet")
+        };
+        for (n, unused_bits) in [(22, 4), (31, 2)] {
+            let mut seen = 0;
+            for _ in 0..64 {
+                let s = random_b64(BCRYPT_B64, n, unused_bits);
+                let b = s.as_bytes();
+                assert_eq!(b.len(), n);
+                let last = index(b[n - 1]);
+                assert_eq!(last & ((1 << unused_bits) - 1), 0, "{s}");
+                seen |= last;
+                seen |= b[..n - 1].iter().fold(0, |acc, &c| acc | index(c));
+            }
+            assert_eq!(seen, 63, "some bit is never set");
+        }
+    }
 }
