@@ -843,9 +843,20 @@ fn postgresql_source_and_target() {
     };
     let (code, _, err) = run(&["init"]);
     assert_eq!(code, 0, "{err}");
-    let (code, out, err) = run(&["import", "--from", "sql", &source, "--json"]);
+    // As normalized_sql_schema_from_sqlite: inactive rows imported
+    // disabled, on request (the default refuses them, as the source did).
+    let (code, out, err) = run(&[
+        "import",
+        "--from",
+        "sql",
+        &source,
+        "--inactive",
+        "disabled",
+        "--json",
+    ]);
     assert_eq!(code, 0, "{err}\n{out}");
     let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["inactive"], "disabled");
     assert_eq!(v["counts"]["mailboxes"], 4);
     assert_eq!(v["counts"]["disabled"], 2);
     // PostgreSQL has no rowid: rows are named by their position.
@@ -861,7 +872,16 @@ fn postgresql_source_and_target() {
     assert_eq!(r["destinations"], serde_json::json!(["alice@example.org"]));
 
     // Again: everything is present, nothing to write; --verify agrees.
-    let (code, out, err) = run(&["import", "--from", "sql", &source, "--verify", "--json"]);
+    let (code, out, err) = run(&[
+        "import",
+        "--from",
+        "sql",
+        &source,
+        "--inactive",
+        "disabled",
+        "--verify",
+        "--json",
+    ]);
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["counts"]["rows_to_write"], 0);
