@@ -247,15 +247,7 @@ quota_test q_barrera.io 10240
 lmtp_test full_barrera.io overquota
 
 mv "$DB" "$DB.away"
-# serve answers what it found before from its cache (stale_if_error): hugo
-# logs in (his password still checked) and gets mail; an unknown user stays
-# a temporary failure.
-auth_test hugo@barrera.io "$PASSWORD" ok "database away, from serve's cache"
-auth_test hugo@barrera.io 'wrong password' fail "database away, wrong password"
-auth_test nobody@barrera.io "$PASSWORD" tempfail "database away, unknown user"
-user_test hugo_barrera.io 0
-user_test nobody@barrera.io 75
-lmtp_test hugo_barrera.io deliver
+serve_outage_checks
 dovecot_running || fail "Dovecot stopped during the outage"
 e2e_wait_port "$IMAP_PORT" "$CT_PID" 1 || fail "IMAP port gone during the outage"
 ok "Dovecot still running (container pid $CT_PID, IMAP 127.0.0.1:$IMAP_PORT listening)"

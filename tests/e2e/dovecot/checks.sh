@@ -100,3 +100,16 @@ long_password_test() {
 	esac
 	ok "long password sent in a body: ${lines##*api: }"
 }
+
+# serve_outage_checks: the database is away and serve answers from its
+# cache what it found before (stale_if_error): hugo logs in, his password
+# still checked, and gets mail; an unknown user stays a temporary failure.
+# The caller defines auth_test and user_test (doveadm differs by version).
+serve_outage_checks() {
+	auth_test hugo@barrera.io "$PASSWORD" ok "database away, from serve's cache"
+	auth_test hugo@barrera.io 'wrong password' fail "database away, wrong password"
+	auth_test nobody@barrera.io "$PASSWORD" tempfail "database away, unknown user"
+	user_test hugo_barrera.io 0
+	user_test nobody@barrera.io 75
+	lmtp_test hugo_barrera.io deliver
+}

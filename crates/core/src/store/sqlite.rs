@@ -318,12 +318,19 @@ impl SqliteStore {
         Ok(cols)
     }
 
-    /// The live connection, reopened if it was dropped or the file changed.
-    fn conn(&mut self) -> Result<&mut Open, StoreError> {
-        let ident = self.file_ident()?;
+    /// Reopen when the connection was dropped or the path now names
+    /// another file (`ident`: its device and inode as just `stat`ed).
+    fn follow(&mut self, ident: (u64, u64)) -> Result<(), StoreError> {
         if self.open.as_ref().is_none_or(|o| o.ident != ident) {
             self.connect()?;
         }
+        Ok(())
+    }
+
+    /// The live connection, reopened if it was dropped or the file changed.
+    fn conn(&mut self) -> Result<&mut Open, StoreError> {
+        let ident = self.file_ident()?;
+        self.follow(ident)?;
         self.open
             .as_mut()
             .ok_or_else(|| StoreError::Other("connection vanished".into()))
@@ -484,9 +491,7 @@ impl Store for SqliteStore {
         use std::os::unix::fs::FileExt;
         let meta = self.stat()?;
         let ident = (meta.dev(), meta.ino());
-        if self.open.as_ref().is_none_or(|o| o.ident != ident) {
-            self.connect()?;
-        }
+        self.follow(ident)?;
         let Some(open) = self.open.as_ref() else {
             return Err(StoreError::Other("connection vanished".into()));
         };
