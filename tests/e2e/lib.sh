@@ -159,7 +159,7 @@ e2e_overlay_root() {
 		-o "lowerdir=$_base,upperdir=$E2E_DIR/root.upper,workdir=$E2E_DIR/root.work" \
 		"$E2E_ROOTFS" || return 1
 	export E2E_ROOTFS
-	trap '_e2e_or_rc=$?; stop_all; umount "$E2E_ROOTFS" 2>/dev/null || true; (exit "$_e2e_or_rc"); _e2e_on_exit' EXIT
+	trap '_e2e_or_rc=$?; set +e; stop_all; umount "$E2E_ROOTFS" 2>/dev/null || true; (exit "$_e2e_or_rc"); _e2e_on_exit' EXIT
 }
 
 # in_root CMD...: run CMD in the tree of e2e_overlay_root, writing to it

@@ -183,6 +183,6 @@ pg_stop_all() {
 	if [ "${PG_KEEP:-0}" = 1 ]; then
 		echo "postgres.sh: kept $PG_ROOT" >&2
 	else
-		rm -rf "$PG_ROOT"
+		rm -rf "$PG_ROOT" || echo "postgres.sh: could not remove $PG_ROOT" >&2
 	fi
 }

@@ -213,7 +213,7 @@ e2e_stop dovecot-dict
 # Dovecot's helper both connect as their own users.
 . "$E2E_LIB_DIR/postgres.sh"
 pg_setup
-trap '_pg_rc=$?; pg_stop_all; (exit "$_pg_rc"); _e2e_on_exit' EXIT
+trap '_pg_rc=$?; set +e; pg_stop_all; (exit "$_pg_rc"); _e2e_on_exit' EXIT
 pg_start main
 pg_psql main -c 'CREATE DATABASE mail'
 DBURL=$(pg_url main mail)

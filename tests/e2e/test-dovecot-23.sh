@@ -93,6 +93,8 @@ cleanup() {
 	# Not `rc`: stop_serve sets that one, and a failure must not exit 0.
 	exit_rc=$?
 	trap - EXIT INT TERM
+	# A failing step here must not skip the rest (set -e applies in traps).
+	set +e
 	stop_serve || true
 	stop_dovecot
 	if [ "${KEEP:-0}" = 1 ]; then

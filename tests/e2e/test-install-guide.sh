@@ -53,7 +53,7 @@ E2E_LIB_DIR="$REPO/tests/e2e"
 e2e_setup
 # Stop the containers, then take every mount of this test away before
 # lib.sh's exit handler (which removes $E2E_DIR after a success).
-trap '_g_rc=$?; stop_all; for m in $(awk -v d="$E2E_DIR" '"'"'index($2, d) == 1 { print $2 }'"'"' /proc/self/mounts | sort -r); do umount -l "$m" 2>/dev/null || true; done; (exit "$_g_rc"); _e2e_on_exit' EXIT
+trap '_g_rc=$?; set +e; stop_all; for m in $(awk -v d="$E2E_DIR" '"'"'index($2, d) == 1 { print $2 }'"'"' /proc/self/mounts | sort -r); do umount -l "$m" 2>/dev/null || true; done; (exit "$_g_rc"); _e2e_on_exit' EXIT
 GUIDE=$REPO/docs/install.md
 PW='Guide-Test-Pw 1'
 FAILS=0

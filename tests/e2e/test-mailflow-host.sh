@@ -22,7 +22,7 @@ run_stack() {
 	if [ "${2:-}" = postgres ]; then
 		. "$E2E_LIB_DIR/postgres.sh"
 		pg_setup
-		trap '_rc=$?; pg_stop_all; (exit $_rc); _e2e_on_exit' EXIT
+		trap '_rc=$?; set +e; pg_stop_all; (exit $_rc); _e2e_on_exit' EXIT
 		pg_start main
 		pg_psql main -c 'CREATE DATABASE mail'
 		MF_DB_URL=$(pg_url main mail)
