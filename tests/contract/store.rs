@@ -498,3 +498,105 @@ backend_test!(exact_many_gives_the_rows_of_each_key_only, |db| {
     assert_eq!(team, ["c@x.net", "a@x.net"]);
     assert!(s.exact_many(&[]).unwrap().is_empty());
 });
+
+/// `exact_joined` against `exact`: the key's rows as `exact` gives them,
+/// and for each target key probed (as `target_key` computes it from the
+/// stored text) exactly `exact`'s rows of that key, listed once.
+fn assert_joined_is_exact(s: &mut dyn mailtable_core::Store, username: &str, domain: &str) {
+    let joined = s.exact_joined(username, domain).unwrap();
+    let exact = s.exact(username, domain).unwrap();
+    assert_eq!(shown(&joined.rows), shown(&exact), "{username}@{domain}");
+    let mut want: Vec<(String, String)> = Vec::new();
+    for r in &exact {
+        if let Some(k) = mailtable_core::store::target_key(r, username) {
+            if !want.contains(&k) {
+                want.push(k);
+            }
+        }
+    }
+    let probed: Vec<(String, String)> = joined.targets.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(probed, want, "{username}@{domain}");
+    for ((u, d), rows) in &joined.targets {
+        assert_eq!(
+            shown(rows),
+            shown(&s.exact(u, d).unwrap()),
+            "{username}@{domain}: target {u}@{d}"
+        );
+    }
+}
+
+// `exact_joined`: an alias and its targets' rows in one query. Targets of
+// every shape: a mailbox, a mailbox with a second row, a tagged and an
+// upper-case target (probed as stored, found nothing), a `%` target (the
+// username put in), a target without `@`, a key given twice, and an
+// external address; a mailbox row probes nothing.
+backend_test!(
+    exact_joined_gives_the_rows_of_the_key_and_of_its_targets,
+    |db| {
+        let mut s = db.init();
+        insert_all(
+            s.as_mut(),
+            &[
+                alias("team", "example.org", "a@x.net"),
+                alias("team", "example.org", "b+tag@x.net"),
+                alias("team", "example.org", "Hugo@Barrera.io"),
+                alias("team", "example.org", "%-desk@example.org"),
+                alias("team", "example.org", "nowhere"),
+                alias("team", "example.org", "a@x.net"),
+                alias("team", "example.org", "someone@elsewhere.test"),
+                mailbox("a", "x.net"),
+                alias("a", "x.net", "copy@y.net"),
+                mailbox("b", "x.net"),
+                mailbox("hugo", "barrera.io"),
+                alias("team-desk", "example.org", "z@y.net"),
+                alias("team-desk", "example.org", "a@x.net"),
+            ],
+        );
+        let joined = s.exact_joined("team", "example.org").unwrap();
+        let probed: Vec<String> = joined
+            .targets
+            .iter()
+            .map(|((u, d), rows)| format!("{u}@{d}: {}", rows.len()))
+            .collect();
+        assert_eq!(
+            probed,
+            [
+                "a@x.net: 2",
+                "b+tag@x.net: 0",
+                "Hugo@Barrera.io: 0",
+                "team-desk@example.org: 2",
+                "someone@elsewhere.test: 0",
+            ]
+        );
+        for (u, d) in [
+            ("team", "example.org"),
+            ("a", "x.net"),
+            ("team-desk", "example.org"),
+            ("hugo", "barrera.io"),
+            ("nobody", "example.org"),
+        ] {
+            assert_joined_is_exact(s.as_mut(), u, d);
+        }
+        // A mailbox row delivers to itself: nothing probed.
+        assert_eq!(
+            s.exact_joined("hugo", "barrera.io").unwrap().targets,
+            Vec::new()
+        );
+    }
+);
+
+// The join on the article's own table, without the optional columns.
+backend_test!(exact_joined_reads_the_article_table, |db| {
+    db.raw().exec(&format!("{ARTICLE_DDL}\n{ARTICLE_ROWS}"));
+    let mut s = db.open(Access::ReadOnly);
+    let joined = s.exact_joined("contact", "example.com").unwrap();
+    assert_eq!(
+        shown(&joined.rows),
+        ["contact@example.com -> hugo@barrera.io"]
+    );
+    assert_eq!(joined.targets.len(), 1);
+    let ((u, d), rows) = &joined.targets[0];
+    assert_eq!((u.as_str(), d.as_str()), ("hugo", "barrera.io"));
+    assert!(rows.len() == 1 && rows[0].is_mailbox() && rows[0].active);
+    assert_joined_is_exact(s.as_mut(), "contact", "example.com");
+});

@@ -147,6 +147,10 @@ pub struct Match {
     pub rows: Vec<Row>,
     /// What `%` matched (the local part for exact rows).
     pub capture: String,
+    /// The rows of the targets fetched with these rows
+    /// ([`Store::exact_joined`]), so that expanding them asks nothing
+    /// more for those targets.
+    ahead: Prefetched,
 }
 
 /// One line of the explanation printed by `mailtable resolve`.
@@ -165,25 +169,35 @@ fn delivers_to_itself(m: &Match, row: &Row, target: &Address) -> bool {
         && target.to_string() == row.address()
 }
 
-/// Exact rows fetched ahead by [`Store::exact_many`], by `(username,
-/// domain)`; a key not fetched is asked on its own.
-#[derive(Debug, Default)]
+/// Exact rows fetched ahead, by `(username, domain)`: with the rows that
+/// point at them ([`Store::exact_joined`]) or several at once
+/// ([`Store::exact_many`]). A key not fetched is asked on its own.
+#[derive(Debug, Default, Clone)]
 struct Prefetched(Vec<((String, String), Vec<Row>)>);
 
 impl Prefetched {
+    fn get(&self, username: &str, domain: &str) -> Option<&Vec<Row>> {
+        self.0
+            .iter()
+            .find(|((u, d), _)| u == username && d == domain)
+            .map(|(_, rows)| rows)
+    }
+
+    /// The rows of `username@domain`, and what was fetched ahead with
+    /// them: nothing when they were fetched ahead themselves (their
+    /// targets are asked when they are expanded).
     fn exact(
         &self,
         store: &mut dyn Store,
         username: &str,
         domain: &str,
-    ) -> Result<Vec<Row>, StoreError> {
-        match self
-            .0
-            .iter()
-            .find(|((u, d), _)| u == username && d == domain)
-        {
-            Some((_, rows)) => Ok(rows.clone()),
-            None => store.exact(username, domain),
+    ) -> Result<(Vec<Row>, Prefetched), StoreError> {
+        match self.get(username, domain) {
+            Some(rows) => Ok((rows.clone(), Prefetched::default())),
+            None => {
+                let joined = store.exact_joined(username, domain)?;
+                Ok((joined.rows, Prefetched(joined.targets)))
+            }
         }
     }
 }
@@ -285,21 +299,23 @@ impl Resolver {
         let domain = addr.domain().as_str();
         let (base, tag) = addr.split_tag(self.delimiter);
         if tag.is_some() {
-            let rows = pre.exact(store, addr.local(), domain)?;
+            let (rows, ahead) = pre.exact(store, addr.local(), domain)?;
             if !rows.is_empty() {
                 return Ok(Some(Match {
                     step: Step::TaggedExact,
                     rows,
                     capture: addr.local().to_string(),
+                    ahead,
                 }));
             }
         }
-        let rows = pre.exact(store, base, domain)?;
+        let (rows, ahead) = pre.exact(store, base, domain)?;
         if !rows.is_empty() {
             return Ok(Some(Match {
                 step: Step::Exact,
                 rows,
                 capture: base.to_string(),
+                ahead,
             }));
         }
         let wild = store.wildcards(domain)?;
@@ -310,8 +326,9 @@ impl Resolver {
     }
 
     /// The exact rows of every target the expansion of `targets` will look
-    /// up, in one query when there are several (an alias with N targets
-    /// costs 2 queries, not 1 + N).
+    /// up: those fetched with the match's rows, and the others in one
+    /// query when there are several (an alias with N targets costs 1
+    /// query on the SQL backends, at most 2, never 1 + N).
     fn prefetch(
         &self,
         store: &mut dyn Store,
@@ -328,27 +345,27 @@ impl Resolver {
             let domain = t.domain().as_str();
             let wanted = tag.map(|_| (t.local(), domain)).into_iter();
             for key in wanted.chain(std::iter::once((base, domain))) {
-                if !keys.contains(&key) {
+                if !keys.contains(&key) && m.ahead.get(key.0, key.1).is_none() {
                     keys.push(key);
                 }
             }
         }
+        let mut pre = m.ahead.clone();
         if keys.len() < 2 {
-            return Ok(Prefetched::default());
+            // One key left (or none): asked on its own when its turn
+            // comes, with its own targets joined.
+            return Ok(pre);
         }
         let rows = store.exact_many(&keys)?;
-        let owned = keys
-            .iter()
-            .map(|(u, d)| {
-                let of_key = rows
-                    .iter()
-                    .filter(|r| r.username == *u && r.domain == *d)
-                    .cloned()
-                    .collect();
-                ((u.to_string(), d.to_string()), of_key)
-            })
-            .collect();
-        Ok(Prefetched(owned))
+        pre.0.extend(keys.iter().map(|(u, d)| {
+            let of_key = rows
+                .iter()
+                .filter(|r| r.username == *u && r.domain == *d)
+                .cloned()
+                .collect();
+            ((u.to_string(), d.to_string()), of_key)
+        }));
+        Ok(pre)
     }
 
     fn pattern_match(&self, base: &str, wild: &[Row]) -> Option<Match> {
@@ -363,6 +380,7 @@ impl Resolver {
             step: Step::Pattern,
             rows,
             capture,
+            ahead: Prefetched::default(),
         })
     }
 
@@ -375,6 +393,7 @@ impl Resolver {
             step: Step::CatchAll,
             rows,
             capture: base.to_string(),
+            ahead: Prefetched::default(),
         })
     }
 
@@ -500,6 +519,7 @@ impl Resolver {
                 step: Step::CatchAll,
                 rows,
                 capture: String::new(),
+                ahead: Prefetched::default(),
             };
             return self.expand_match(store, key, None, &m).map(Some);
         }
@@ -511,8 +531,9 @@ impl Resolver {
         };
         let domain = addr.domain().as_str();
         let (base, tag) = addr.split_tag(self.delimiter);
+        let top = Prefetched::default();
         if tag.is_some() {
-            let rows = store.exact(addr.local(), domain)?;
+            let (rows, ahead) = top.exact(store, addr.local(), domain)?;
             if rows.is_empty() {
                 return Ok(None);
             }
@@ -520,15 +541,17 @@ impl Resolver {
                 step: Step::TaggedExact,
                 rows,
                 capture: addr.local().to_string(),
+                ahead,
             };
             return self.expand_match(store, key, Some(&addr), &m).map(Some);
         }
-        let rows = store.exact(base, domain)?;
+        let (rows, ahead) = top.exact(store, base, domain)?;
         let m = if !rows.is_empty() {
             Match {
                 step: Step::Exact,
                 rows,
                 capture: base.to_string(),
+                ahead,
             }
         } else {
             let wild = store.wildcards(domain)?;
@@ -820,12 +843,90 @@ mod tests {
                 ext("out@ext.net"),
             ])
         );
-        // exact(team); exact_many(a, b+tag, b, out); b's own row is final
-        // and its copy (b-copy@ext.net, alone at its level) costs exact,
-        // wildcards, has_domain; out@ext.net (no row, not our domain)
-        // wildcards and has_domain. One query per target would be
-        // 1 + 1 + 2 + 3 + 3 = 10.
-        assert_eq!(counting.calls(), 2 + 3 + 2);
+        // exact_joined(team) brings the rows of a, b+tag and out (none);
+        // b, the base of the tagged target, is the one key left, asked on
+        // its own with its targets joined (b-copy: none); b's own row is
+        // final; b-copy@ext.net and out@ext.net (no row, not our domain)
+        // cost wildcards and has_domain each. One query per target would
+        // be 1 + 1 + 2 + 3 + 3 = 10.
+        assert_eq!(counting.calls(), 1 + 1 + 2 + 2);
+    }
+
+    /// The common alias, whose targets are mailboxes: one query, the key's
+    /// rows joined to its targets' rows, whatever the number of targets;
+    /// the same for the table's key of smtpd's walk.
+    #[test]
+    fn an_alias_to_mailboxes_costs_one_query() {
+        use crate::store::failing::FailingStore;
+        let s = MemStore::default()
+            .with("team", "x.org", "a@x.org", None)
+            .with("team", "x.org", "b@x.org", None)
+            .with("team", "x.org", "c@y.org", None)
+            .with("a", "x.org", "a@x.org", Some(testdata::HASH))
+            .with("b", "x.org", "b@x.org", Some(testdata::HASH))
+            .with("c", "y.org", "c@y.org", Some(testdata::HASH));
+        let r = Resolver::default();
+        let team = Address::parse("team@x.org").unwrap();
+        let want: Vec<Destination> = ["a@x.org", "b@x.org", "c@y.org"]
+            .iter()
+            .map(|a| Destination::Mailbox(Address::parse(a).unwrap()))
+            .collect();
+        let mut counting = FailingStore::counting(s.clone());
+        assert_eq!(
+            r.resolve(&mut counting, &team).unwrap(),
+            Outcome::Found(want.clone())
+        );
+        assert_eq!(counting.calls(), 1);
+        let mut counting = FailingStore::counting(s);
+        assert_eq!(
+            r.alias_for_key(&mut counting, "team@x.org").unwrap(),
+            Some(want)
+        );
+        assert_eq!(counting.calls(), 1);
+    }
+
+    /// A target key the join probed as stored but the resolver normalises
+    /// differently (upper case, a tag, `%`) is asked again, not taken from
+    /// the join: the answer is the one of a store without the join.
+    #[test]
+    fn targets_the_join_cannot_answer_are_asked_again() {
+        let s = MemStore::default()
+            .with("team", "x.org", "Hugo@X.org", None)
+            .with("team", "x.org", "b+news@x.org", None)
+            .with("hugo", "x.org", "hugo@x.org", Some(testdata::HASH))
+            .with("b", "x.org", "b@x.org", Some(testdata::HASH))
+            .with("sales", "x.org", "%-desk@x.org", None)
+            .with("sales-desk", "x.org", "c@x.org", None)
+            .with("c", "x.org", "c@x.org", Some(testdata::HASH));
+        let r = Resolver::default();
+        let mailbox = |a: &str| Destination::Mailbox(Address::parse(a).unwrap());
+        for (addr, want) in [
+            (
+                "team@x.org",
+                vec![mailbox("hugo@x.org"), mailbox("b@x.org")],
+            ),
+            ("sales@x.org", vec![mailbox("c@x.org")]),
+        ] {
+            let a = Address::parse(addr).unwrap();
+            for unjoined in [false, true] {
+                let mut store = s.clone();
+                store.unjoined = unjoined;
+                assert_eq!(
+                    r.resolve(&mut store, &a).unwrap(),
+                    Outcome::Found(want.clone()),
+                    "{addr}, unjoined: {unjoined}"
+                );
+            }
+        }
+    }
+
+    /// The resolution table again, on a store without the join: the join
+    /// saves queries and changes no answer.
+    #[test]
+    fn resolution_table_without_the_join() {
+        let mut s = MemStore::new(testdata::resolution::rows());
+        s.unjoined = true;
+        check::assert_resolution_table(&mut s);
     }
 
     /// The resolution table (`crate::testdata`), here on the in-memory

@@ -25,7 +25,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{ChangeToken, Delete, Row, SchemaState, Store, StoreError};
+use super::{ChangeToken, Delete, Joined, Row, SchemaState, Store, StoreError};
 use crate::password::PasswordHash;
 
 /// `inner`, with its calls counted and call number `fail_at` (1-based)
@@ -146,6 +146,10 @@ impl<S: Store> Store for FailingStore<S> {
     fn exact(&mut self, username: &str, domain: &str) -> Result<Vec<Row>, StoreError> {
         self.call("exact")?;
         self.inner.exact(username, domain)
+    }
+    fn exact_joined(&mut self, username: &str, domain: &str) -> Result<Joined, StoreError> {
+        self.call("exact_joined")?;
+        self.inner.exact_joined(username, domain)
     }
     fn exact_many(&mut self, keys: &[(&str, &str)]) -> Result<Vec<Row>, StoreError> {
         self.call("exact_many")?;

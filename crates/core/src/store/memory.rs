@@ -3,7 +3,7 @@
 //! contract as the SQL backends, including a switch that makes every call
 //! fail, to test the temporary-failure paths.
 
-use super::{ChangeToken, Delete, Row, SchemaState, Store, StoreError};
+use super::{ChangeToken, Delete, Joined, Row, SchemaState, Store, StoreError};
 use crate::password::PasswordHash;
 
 /// Rows in a `Vec`, scanned linearly: fine for tests, never for production.
@@ -17,6 +17,10 @@ pub struct MemStore {
     /// test that edits `rows` directly changes it), like a real backend;
     /// otherwise `None`, and the daemons' cache stays out of the way.
     pub versioned: bool,
+    /// When set, [`Store::exact_joined`] probes no target (the trait's
+    /// default), as a backend without the join: for the tests that the
+    /// join changes no answer.
+    pub unjoined: bool,
     snapshot: Option<Vec<Row>>,
 }
 
@@ -68,6 +72,33 @@ impl Store for MemStore {
     }
     fn exact(&mut self, username: &str, domain: &str) -> Result<Vec<Row>, StoreError> {
         self.filter(|r| r.username == username && r.domain == domain)
+    }
+    fn exact_joined(&mut self, username: &str, domain: &str) -> Result<Joined, StoreError> {
+        // The join of the SQL backends, row by row, so that the layers
+        // above are tested on the path the daemons take.
+        let rows = self.exact(username, domain)?;
+        if self.unjoined {
+            return Ok(Joined {
+                rows,
+                targets: Vec::new(),
+            });
+        }
+        let mut results = Vec::new();
+        for (i, row) in rows.into_iter().enumerate() {
+            let key = super::target_key(&row, username);
+            let found = match &key {
+                Some((u, d)) => self.exact(u, d)?,
+                None => Vec::new(),
+            };
+            if found.is_empty() {
+                results.push((i, row, key, None));
+            } else {
+                for t in found {
+                    results.push((i, row.clone(), key.clone(), Some(t)));
+                }
+            }
+        }
+        Ok(Joined::gather(results))
     }
     fn wildcards(&mut self, domain: &str) -> Result<Vec<Row>, StoreError> {
         self.filter(|r| r.domain == domain && r.kind().is_wildcard())

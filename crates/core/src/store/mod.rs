@@ -124,6 +124,18 @@ pub trait Store: Send {
         }
         Ok(rows)
     }
+    /// [`Store::exact`], and in the same query the rows of the addresses
+    /// its rows point at: the target keys as [`target_key`] splits them
+    /// from the stored text. An alias and its targets then cost one query,
+    /// not two. A backend without the join (the default) probes no target:
+    /// the resolver asks for what it still needs, so the answer is the
+    /// same either way.
+    fn exact_joined(&mut self, username: &str, domain: &str) -> Result<Joined, StoreError> {
+        Ok(Joined {
+            rows: self.exact(username, domain)?,
+            targets: Vec::new(),
+        })
+    }
     /// Rows of `domain` whose username contains `%` (patterns, catch-all).
     fn wildcards(&mut self, domain: &str) -> Result<Vec<Row>, StoreError>;
     /// Whether any row has this domain.
@@ -207,6 +219,71 @@ pub trait Store: Send {
     fn schema_state(&mut self) -> Result<SchemaState, StoreError>;
     /// Run one migration step's SQL and record `version`, atomically.
     fn apply_migration(&mut self, version: u32, sql: &str) -> Result<(), StoreError>;
+}
+
+/// [`Store::exact_joined`]'s answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Joined {
+    /// The rows of the key, as [`Store::exact`] gives them.
+    pub rows: Vec<Row>,
+    /// Each target key probed, `(username, domain)`, with every row
+    /// [`Store::exact`] gives for it (none: no such address). A key is
+    /// listed once, however many rows point at it.
+    pub targets: Vec<((String, String), Vec<Row>)>,
+}
+
+/// One result row of a backend's join: an identity of the key's row
+/// (rowid, ctid), that row, the target key it was joined on (`None`: not
+/// probed), and one row found there (`None`: nothing there).
+pub(crate) type JoinedResult<I> = (I, Row, Option<(String, String)>, Option<Row>);
+
+impl Joined {
+    /// Gather the result rows of a join. The backends return them ordered
+    /// by the key's row, so that a row joined to several targets comes in
+    /// consecutive results.
+    pub(crate) fn gather<I>(results: impl IntoIterator<Item = JoinedResult<I>>) -> Joined
+    where
+        I: PartialEq,
+    {
+        let mut joined = Joined::default();
+        let mut current: Option<I> = None;
+        // Where the rows of the current row's target go; None when that
+        // key was listed by an earlier row (its rows are there already).
+        let mut filling: Option<usize> = None;
+        for (id, row, key, target) in results {
+            if current.as_ref() != Some(&id) {
+                current = Some(id);
+                filling = key
+                    .filter(|k| !joined.targets.iter().any(|(t, _)| t == k))
+                    .map(|k| {
+                        joined.targets.push((k, Vec::new()));
+                        joined.targets.len() - 1
+                    });
+                joined.rows.push(row);
+            }
+            if let (Some(i), Some(t)) = (filling, target) {
+                joined.targets[i].1.push(t);
+            }
+        }
+        joined
+    }
+}
+
+/// The key [`Store::exact_joined`] probes for a row of `username`: its
+/// target with `%` replaced by `username` (for an exact key, what `%`
+/// matches), split at the first `@`, as stored (no case folding). `None`
+/// for a mailbox row, which delivers to itself and needs no probe, and for
+/// a target without `@`. The SQL backends compute the same in SQL; the
+/// resolver uses a probed key only where it equals its own normalised key
+/// for the target, so a key that differs (a target stored in upper case)
+/// costs a query, never a wrong answer.
+pub fn target_key(row: &Row, username: &str) -> Option<(String, String)> {
+    if row.mailbox == format!("{}@{}", row.username, row.domain) {
+        return None;
+    }
+    let target = row.mailbox.replace('%', username);
+    let (u, d) = target.split_once('@')?;
+    Some((u.to_string(), d.to_string()))
 }
 
 /// Keep the rows whose address is one of `keys`: the backends fetch the

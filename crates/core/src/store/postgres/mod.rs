@@ -45,7 +45,9 @@ mod sql;
 mod tls;
 
 use super::url::redact;
-use super::{Access, ChangeToken, Delete, OpenOptions, Row, SchemaState, Store, StoreError};
+use super::{
+    Access, ChangeToken, Delete, Joined, OpenOptions, Row, SchemaState, Store, StoreError,
+};
 use crate::password::PasswordHash;
 use conn::{Conn, Open};
 use connect::Tx;
@@ -179,6 +181,17 @@ impl Store for PostgresStore {
 
     fn exact(&mut self, username: &str, domain: &str) -> Result<Vec<Row>, StoreError> {
         self.rows(EXACT, &[&domain, &username])
+    }
+
+    fn exact_joined(&mut self, username: &str, domain: &str) -> Result<Joined, StoreError> {
+        let results = self.read(|c| {
+            let rows = c.query(JOINED, joined_sql, &[&domain, &username])?;
+            rows.iter()
+                .map(joined_from)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(Failure::Pg)
+        })?;
+        Ok(Joined::gather(results))
     }
 
     fn exact_many(&mut self, keys: &[(&str, &str)]) -> Result<Vec<Row>, StoreError> {

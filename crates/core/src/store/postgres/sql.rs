@@ -20,7 +20,7 @@
 use super::conn::block;
 use super::PostgresStore;
 use crate::password::PasswordHash;
-use crate::store::{Row, StoreError};
+use crate::store::{JoinedResult, Row, StoreError};
 use tokio_postgres::types::ToSql;
 
 /// Optional columns present in this database.
@@ -48,6 +48,17 @@ pub(super) const EXACT: &str = "WHERE domain = $1 AND username = $2 ORDER BY cti
 /// `exact` for several addresses: every username with every domain, an
 /// index scan of `users_domain_username` with both arrays as its keys.
 pub(super) const EXACT_MANY: &str = "WHERE domain = ANY($1) AND username = ANY($2) ORDER BY ctid";
+/// [`Store::exact_joined`](crate::store::Store::exact_joined): the rows of
+/// `$2@$1` (`a`), each left-joined to the rows of the key its target names
+/// (`t`), computed as [`target_key`](crate::store::target_key) does (`%`
+/// replaced by the username, split at the first `@`; no probe for a
+/// mailbox row or a target without `@`). Both sides are index scans of
+/// `users_domain_username` (the EXPLAIN test). The placeholders are filled
+/// by [`joined_sql`]; this text is also the statement's cache key.
+pub(super) const JOINED: &str = "SELECT a.ctid::text, a.username, a.domain, a.mailbox, \
+     a.password, $A, $KU, $KD, t.ctid IS NOT NULL, t.username, t.domain, t.mailbox, \
+     t.password, $T FROM users AS a LEFT JOIN users AS t ON t.domain = $KD AND t.username = $KU \
+     WHERE a.domain = $1 AND a.username = $2 ORDER BY a.ctid, t.ctid";
 pub(super) const WILDCARDS: &str = "WHERE domain = $1 AND strpos(username, '%') > 0 ORDER BY ctid";
 pub(super) const TARGETING: &str = "WHERE mailbox = $1 ORDER BY ctid";
 pub(super) const WILDCARD_TARGETS: &str = "WHERE strpos(mailbox, '%') > 0 ORDER BY ctid";
@@ -111,6 +122,65 @@ pub(super) fn select(cols: Columns, tail: &str) -> String {
     format!("SELECT {c} FROM users {tail}")
 }
 
+/// [`JOINED`] for this database's columns. Both key parts sit inside the
+/// CASE: PostgreSQL's `substr` refuses the negative length a target
+/// without `@` would give.
+pub(super) fn joined_sql(cols: Columns) -> String {
+    let (a, t) = if cols.active && cols.quota {
+        ("a.active::integer, a.quota", "t.active::integer, t.quota")
+    } else {
+        ("1::integer, NULL::text", "1::integer, NULL::text")
+    };
+    JOINED
+        .replace(
+            "$KU",
+            "(CASE WHEN $NOKEY THEN NULL ELSE substr($M, 1, strpos($M, '@') - 1) END)",
+        )
+        .replace(
+            "$KD",
+            "(CASE WHEN $NOKEY THEN NULL ELSE substr($M, strpos($M, '@') + 1) END)",
+        )
+        .replace(
+            "$NOKEY",
+            "a.mailbox = a.username || '@' || a.domain OR strpos($M, '@') = 0",
+        )
+        .replace("$M", "replace(a.mailbox, '%', $2)")
+        .replace("$A", a)
+        .replace("$T", t)
+}
+
+/// One result row of [`JOINED`] as the key's row with its identity, the
+/// target key probed, and a row found there.
+pub(super) fn joined_from(
+    r: &tokio_postgres::Row,
+) -> Result<JoinedResult<String>, tokio_postgres::Error> {
+    let at = |i: usize| -> Result<Row, tokio_postgres::Error> {
+        Ok(Row {
+            username: r.try_get(i)?,
+            domain: r.try_get(i + 1)?,
+            mailbox: r.try_get(i + 2)?,
+            password: r
+                .try_get::<_, Option<String>>(i + 3)?
+                .map(PasswordHash::new),
+            active: r.try_get::<_, Option<i32>>(i + 4)?.unwrap_or(1) != 0,
+            quota: r.try_get(i + 5)?,
+        })
+    };
+    let key = match (
+        r.try_get::<_, Option<String>>(7)?,
+        r.try_get::<_, Option<String>>(8)?,
+    ) {
+        (Some(u), Some(d)) => Some((u, d)),
+        _ => None,
+    };
+    let target = if r.try_get::<_, bool>(9)? {
+        Some(at(10)?)
+    } else {
+        None
+    };
+    Ok((r.try_get(0)?, at(1)?, key, target))
+}
+
 /// A result row of [`select`] as a [`Row`]; absent optional columns come
 /// back as their defaults (`1`, `NULL`).
 pub(super) fn row_from(r: &tokio_postgres::Row) -> Result<Row, tokio_postgres::Error> {
@@ -131,11 +201,16 @@ impl PostgresStore {
         self.read(|c| {
             let domains = vec!["example.org", "example.net"];
             let users = vec!["hugo", "info", "sales"];
-            let probes: [(&'static str, String, Vec<&(dyn ToSql + Sync)>); 6] = [
+            let probes: [(&'static str, String, Vec<&(dyn ToSql + Sync)>); 7] = [
                 (
                     "exact",
                     select(c.open.columns, EXACT),
                     vec![&"example.org", &"hugo"],
+                ),
+                (
+                    "exact_joined",
+                    joined_sql(c.open.columns),
+                    vec![&"example.org", &"info"],
                 ),
                 (
                     "exact_many",
