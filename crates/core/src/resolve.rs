@@ -885,6 +885,45 @@ mod tests {
         assert_eq!(counting.calls(), 1);
     }
 
+    /// What the join leaves to fetch: the bases of tagged targets (the
+    /// join probes a target as stored), two or more of them in one more
+    /// query; and targets that are never looked up (on the path: a cycle)
+    /// add no key.
+    #[test]
+    fn prefetch_asks_what_the_join_left_and_only_that() {
+        use crate::store::failing::FailingStore;
+        let s = MemStore::default()
+            .with("pair", "x.org", "b+x@x.org", None)
+            .with("pair", "x.org", "c+y@x.org", None)
+            .with("b", "x.org", "b@x.org", Some(testdata::HASH))
+            .with("c", "x.org", "c@x.org", Some(testdata::HASH))
+            .with("a", "x.org", "b@x.org", None)
+            .with("b", "y.org", "a@x.org", None)
+            .with("b", "y.org", "b@y.org", None)
+            .with("a", "x.org", "b@y.org", None);
+        let r = Resolver::default();
+        let mailbox = |a: &str| Destination::Mailbox(Address::parse(a).unwrap());
+        let mut counting = FailingStore::counting(s.clone());
+        let pair = Address::parse("pair@x.org").unwrap();
+        assert_eq!(
+            r.resolve(&mut counting, &pair).unwrap(),
+            Outcome::Found(vec![mailbox("b@x.org"), mailbox("c@x.org")])
+        );
+        // exact_joined(pair) finds nothing at b+x and c+y; exact_many(b, c).
+        assert_eq!(counting.calls(), 2);
+
+        // a@x.org -> b@x.org (a mailbox) and b@y.org; b@y.org -> a@x.org
+        // and itself, both on the path: expanding b@y.org asks nothing.
+        let mut counting = FailingStore::counting(s);
+        let a = Address::parse("a@x.org").unwrap();
+        assert_eq!(
+            r.resolve(&mut counting, &a).unwrap(),
+            Outcome::Found(vec![mailbox("b@x.org")])
+        );
+        // exact_joined(a) brings b@x.org's and b@y.org's rows.
+        assert_eq!(counting.calls(), 1);
+    }
+
     /// A target key the join probed as stored but the resolver normalises
     /// differently (upper case, a tag, `%`) is asked again, not taken from
     /// the join: the answer is the one of a store without the join.
