@@ -210,16 +210,6 @@ fn joined_sql(cols: Columns) -> &'static str {
 
 /// One result row of [`JOINED`], identified by the key row's rowid.
 fn joined_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<super::JoinedResult<i64>> {
-    let at = |i: usize| -> rusqlite::Result<Row> {
-        Ok(Row {
-            username: r.get(i)?,
-            domain: r.get(i + 1)?,
-            mailbox: r.get(i + 2)?,
-            password: r.get::<_, Option<String>>(i + 3)?.map(PasswordHash::new),
-            active: r.get::<_, Option<i64>>(i + 4)?.unwrap_or(1) != 0,
-            quota: r.get(i + 5)?,
-        })
-    };
     let key = match (
         r.get::<_, Option<String>>(7)?,
         r.get::<_, Option<String>>(8)?,
@@ -228,10 +218,10 @@ fn joined_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<super::JoinedResult<i6
         _ => None,
     };
     let target = match r.get::<_, Option<i64>>(9)? {
-        Some(_) => Some(at(10)?),
+        Some(_) => Some(row_at(r, 10)?),
         None => None,
     };
-    Ok((r.get(0)?, at(1)?, key, target))
+    Ok((r.get(0)?, row_at(r, 1)?, key, target))
 }
 
 /// Most distinct usernames (and domains) [`Store::exact_many`] asks in one
@@ -495,13 +485,18 @@ pub fn share_files(path: &Path, gid: Option<u32>) -> std::io::Result<Vec<PathBuf
 }
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    row_at(r, 0)
+}
+
+/// The six columns of a row (`select!`'s order) from column `i` on.
+fn row_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Row> {
     Ok(Row {
-        username: r.get(0)?,
-        domain: r.get(1)?,
-        mailbox: r.get(2)?,
-        password: r.get::<_, Option<String>>(3)?.map(PasswordHash::new),
-        active: r.get::<_, Option<i64>>(4)?.unwrap_or(1) != 0,
-        quota: r.get(5)?,
+        username: r.get(i)?,
+        domain: r.get(i + 1)?,
+        mailbox: r.get(i + 2)?,
+        password: r.get::<_, Option<String>>(i + 3)?.map(PasswordHash::new),
+        active: r.get::<_, Option<i64>>(i + 4)?.unwrap_or(1) != 0,
+        quota: r.get(i + 5)?,
     })
 }
 

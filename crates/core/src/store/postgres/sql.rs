@@ -154,18 +154,6 @@ pub(super) fn joined_sql(cols: Columns) -> String {
 pub(super) fn joined_from(
     r: &tokio_postgres::Row,
 ) -> Result<JoinedResult<String>, tokio_postgres::Error> {
-    let at = |i: usize| -> Result<Row, tokio_postgres::Error> {
-        Ok(Row {
-            username: r.try_get(i)?,
-            domain: r.try_get(i + 1)?,
-            mailbox: r.try_get(i + 2)?,
-            password: r
-                .try_get::<_, Option<String>>(i + 3)?
-                .map(PasswordHash::new),
-            active: r.try_get::<_, Option<i32>>(i + 4)?.unwrap_or(1) != 0,
-            quota: r.try_get(i + 5)?,
-        })
-    };
     let key = match (
         r.try_get::<_, Option<String>>(7)?,
         r.try_get::<_, Option<String>>(8)?,
@@ -174,23 +162,30 @@ pub(super) fn joined_from(
         _ => None,
     };
     let target = if r.try_get::<_, bool>(9)? {
-        Some(at(10)?)
+        Some(row_at(r, 10)?)
     } else {
         None
     };
-    Ok((r.try_get(0)?, at(1)?, key, target))
+    Ok((r.try_get(0)?, row_at(r, 1)?, key, target))
 }
 
 /// A result row of [`select`] as a [`Row`]; absent optional columns come
 /// back as their defaults (`1`, `NULL`).
 pub(super) fn row_from(r: &tokio_postgres::Row) -> Result<Row, tokio_postgres::Error> {
+    row_at(r, 0)
+}
+
+/// The six columns of a row ([`select`]'s order) from column `i` on.
+fn row_at(r: &tokio_postgres::Row, i: usize) -> Result<Row, tokio_postgres::Error> {
     Ok(Row {
-        username: r.try_get(0)?,
-        domain: r.try_get(1)?,
-        mailbox: r.try_get(2)?,
-        password: r.try_get::<_, Option<String>>(3)?.map(PasswordHash::new),
-        active: r.try_get::<_, Option<i32>>(4)?.unwrap_or(1) != 0,
-        quota: r.try_get(5)?,
+        username: r.try_get(i)?,
+        domain: r.try_get(i + 1)?,
+        mailbox: r.try_get(i + 2)?,
+        password: r
+            .try_get::<_, Option<String>>(i + 3)?
+            .map(PasswordHash::new),
+        active: r.try_get::<_, Option<i32>>(i + 4)?.unwrap_or(1) != 0,
+        quota: r.try_get(i + 5)?,
     })
 }
 
