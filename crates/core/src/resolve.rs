@@ -828,6 +828,41 @@ mod tests {
         assert_eq!(counting.calls(), 2 + 3 + 2);
     }
 
+    /// The edges of that prefetch: two targets are already worth one
+    /// query, and a target that is never looked up (on the path: a cycle;
+    /// or a mailbox delivering to itself) adds no key to it.
+    #[test]
+    fn prefetch_counts_only_targets_looked_up() {
+        use crate::store::failing::FailingStore;
+        let s = MemStore::default()
+            .with("pair", "x.org", "a@x.org", None)
+            .with("pair", "x.org", "b@x.org", None)
+            .with("a", "x.org", "a@x.org", Some(testdata::HASH))
+            .with("b", "x.org", "b@x.org", Some(testdata::HASH))
+            .with("loop", "x.org", "loop+x@x.org", None);
+        let r = Resolver::default();
+        let mailbox = |a: &str| Destination::Mailbox(Address::parse(a).unwrap());
+        let mut counting = FailingStore::counting(s.clone());
+        let pair = Address::parse("pair@x.org").unwrap();
+        assert_eq!(
+            r.resolve(&mut counting, &pair).unwrap(),
+            Outcome::Found(vec![mailbox("a@x.org"), mailbox("b@x.org")])
+        );
+        // exact(pair), exact_many(a, b); a and b deliver to themselves.
+        assert_eq!(counting.calls(), 2);
+
+        // loop@x.org -> loop+x@x.org, found at loop@x.org again: the
+        // second time its one target is on the path and asks nothing.
+        let mut counting = FailingStore::counting(s);
+        let looping = Address::parse("loop@x.org").unwrap();
+        assert!(matches!(
+            r.resolve(&mut counting, &looping),
+            Err(ResolveError::Loop(_))
+        ));
+        // exact(loop), exact_many(loop+x, loop).
+        assert_eq!(counting.calls(), 2);
+    }
+
     /// The resolution table (`crate::testdata`), here on the in-memory
     /// store; the contract suite runs the same table on SQLite and
     /// PostgreSQL.
