@@ -817,6 +817,19 @@ mod tests {
             .dict_iterate(&mut s, "shared/passdb/")
             .expect("store works")
             .is_empty());
+        // A path above the userdb prefix lists every mailbox; one below it,
+        // the mailboxes under it.
+        assert_eq!(
+            d.dict_iterate(&mut s, "shared/").expect("store works"),
+            rows
+        );
+        let under: Vec<String> = d
+            .dict_iterate(&mut s, "shared/userdb/hugo")
+            .expect("store works")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(under, vec!["shared/userdb/hugo@barrera.io".to_string()]);
     }
 
     #[test]

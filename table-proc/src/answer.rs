@@ -681,7 +681,9 @@ mod tests {
     /// an address of a catch-all were accepted before, at a later key
     /// than the first; their earlier keys' `not found` is answered again
     /// so that smtpd reaches that key. An address whose walk found nothing
-    /// fails temporarily at its first key.
+    /// fails temporarily at its first key. In a domain without a
+    /// catch-all, a tagged address has only its very next key to go on to
+    /// (no found `@dom` answer further down the walk).
     #[test]
     fn an_outage_keeps_smtpds_walk_to_a_found_key() {
         let mut s = fixture();
@@ -690,6 +692,7 @@ mod tests {
             "hugo+news@barrera.io",
             "random@barrera.io",
             "nobody@example.com",
+            "contact+news@example.com",
         ];
         let counting = FailingStore::counting(s.clone());
         let mut t = table_over(counting.clone());
@@ -698,6 +701,7 @@ mod tests {
         assert_eq!(warm[0], f("hugo@barrera.io", "hugo_barrera.io"));
         assert_eq!(warm[1], f("@barrera.io", "catch_barrera.io"));
         assert_eq!(warm[2], None);
+        assert_eq!(warm[3], f("contact@example.com", "hugo_barrera.io"));
 
         let failing = FailingStore::failing_from(s, counting.calls() + 1);
         let mut t = table_over(failing.clone());
@@ -708,6 +712,7 @@ mod tests {
         assert_eq!(walk(&mut t, addrs[0]), warm[0]);
         assert_eq!(walk(&mut t, addrs[1]), warm[1]);
         assert!(failing.has_failed());
+        assert_eq!(walk(&mut t, addrs[3]), warm[3]);
         assert!(matches!(
             walk(&mut t, addrs[2]),
             Some((k, Answer::Error(_))) if k == "nobody@example.com"

@@ -1399,6 +1399,27 @@ mod tests {
         assert_eq!((input.start, input.buf.len()), (0, 0));
     }
 
+    /// Draining drops what is buffered and every read the probe says is
+    /// waiting, whole lines included, and counts all of it; the next line
+    /// is the first one after them. (Skipping to the next line feed alone
+    /// would answer the complete injected line `more`.)
+    #[test]
+    fn draining_drops_every_waiting_read_and_counts_it() {
+        let mut input = Input::new(Chunks::new(["req\ninj", "ected\n", "more\n", "next\n"]));
+        assert_eq!(input.next_line().unwrap().as_deref(), Some(&b"req"[..]));
+        let mut waiting = 2_u32;
+        let mut pending = move || {
+            let more = waiting > 0;
+            waiting = waiting.saturating_sub(1);
+            more
+        };
+        let dropped = input.drain(&mut pending).unwrap();
+        assert_eq!(dropped, "inj".len() + "ected\n".len() + "more\n".len());
+        assert!(!input.skipping, "the last read ended its line");
+        assert_eq!(input.next_line().unwrap().as_deref(), Some(&b"next"[..]));
+        assert_eq!(input.next_line().unwrap(), None);
+    }
+
     /// The log output of `f` at every level.
     fn logs_of(f: impl FnOnce()) -> String {
         let captured = Captured::default();

@@ -605,6 +605,26 @@ mod tests {
             .is_err());
     }
 
+    /// Only an active mailbox is a known login: a positive answer, which
+    /// an answer cache may serve again through an outage. An unknown name,
+    /// an alias and a disabled mailbox are negative answers.
+    #[test]
+    fn only_an_active_mailbox_is_a_known_login() {
+        let a = accounts();
+        let mut s = store();
+        let known = |s: &mut MemStore, n: &str| a.login(s, n).expect("store works").is_known();
+        assert!(known(&mut s, "hugo@barrera.io"));
+        assert!(known(&mut s, "hugo_barrera.io"));
+        for name in [
+            "nobody@barrera.io",
+            "alias@barrera.io",
+            "off@barrera.io",
+            "no address",
+        ] {
+            assert!(!known(&mut s, name), "{name}");
+        }
+    }
+
     /// Fails each store call of every login lookup in turn
     /// (`store::failing`): the answer must be the store error, never an
     /// account, a verdict or "unknown".
