@@ -182,22 +182,23 @@ impl Prefetched {
             .find(|((u, d), _)| u == username && d == domain)
             .map(|(_, rows)| rows)
     }
+}
 
-    /// The rows of `username@domain`, and what was fetched ahead with
-    /// them: nothing when they were fetched ahead themselves (their
-    /// targets are asked when they are expanded).
-    fn exact(
-        &self,
-        store: &mut dyn Store,
-        username: &str,
-        domain: &str,
-    ) -> Result<(Vec<Row>, Prefetched), StoreError> {
-        match self.get(username, domain) {
-            Some(rows) => Ok((rows.clone(), Prefetched::default())),
-            None => {
-                let joined = store.exact_joined(username, domain)?;
-                Ok((joined.rows, Prefetched(joined.targets)))
-            }
+/// The rows of `username@domain`, from the first of `ahead` that has them
+/// or else from the store, and what was fetched ahead with them: nothing
+/// when they were fetched ahead themselves (their targets are asked when
+/// they are expanded).
+fn exact_rows(
+    ahead: &[&Prefetched],
+    store: &mut dyn Store,
+    username: &str,
+    domain: &str,
+) -> Result<(Vec<Row>, Prefetched), StoreError> {
+    match ahead.iter().find_map(|p| p.get(username, domain)) {
+        Some(rows) => Ok((rows.clone(), Prefetched::default())),
+        None => {
+            let joined = store.exact_joined(username, domain)?;
+            Ok((joined.rows, Prefetched(joined.targets)))
         }
     }
 }
@@ -285,21 +286,21 @@ impl Resolver {
         store: &mut dyn Store,
         addr: &Address,
     ) -> Result<Option<Match>, ResolveError> {
-        self.match_with(store, addr, &Prefetched::default())
+        self.match_with(store, addr, &[])
     }
 
-    /// [`Resolver::match_address`], taking exact rows from `pre` when they
-    /// were fetched ahead.
+    /// [`Resolver::match_address`], taking exact rows from `ahead` when
+    /// they were fetched ahead.
     fn match_with(
         &self,
         store: &mut dyn Store,
         addr: &Address,
-        pre: &Prefetched,
+        ahead: &[&Prefetched],
     ) -> Result<Option<Match>, ResolveError> {
         let domain = addr.domain().as_str();
         let (base, tag) = addr.split_tag(self.delimiter);
         if tag.is_some() {
-            let (rows, ahead) = pre.exact(store, addr.local(), domain)?;
+            let (rows, ahead) = exact_rows(ahead, store, addr.local(), domain)?;
             if !rows.is_empty() {
                 return Ok(Some(Match {
                     step: Step::TaggedExact,
@@ -309,7 +310,7 @@ impl Resolver {
                 }));
             }
         }
-        let (rows, ahead) = pre.exact(store, base, domain)?;
+        let (rows, ahead) = exact_rows(ahead, store, base, domain)?;
         if !rows.is_empty() {
             return Ok(Some(Match {
                 step: Step::Exact,
@@ -325,8 +326,8 @@ impl Resolver {
         Ok(Self::catch_all(base, wild))
     }
 
-    /// The exact rows of every target the expansion of `targets` will look
-    /// up: those fetched with the match's rows, and the others in one
+    /// The exact rows of the targets the expansion of `targets` will look
+    /// up and the match's rows did not bring along (`m.ahead`), in one
     /// query when there are several (an alias with N targets costs 1
     /// query on the SQL backends, at most 2, never 1 + N).
     fn prefetch(
@@ -350,22 +351,21 @@ impl Resolver {
                 }
             }
         }
-        let mut pre = m.ahead.clone();
         if keys.len() < 2 {
             // One key left (or none): asked on its own when its turn
             // comes, with its own targets joined.
-            return Ok(pre);
+            return Ok(Prefetched::default());
         }
         let rows = store.exact_many(&keys)?;
-        pre.0.extend(keys.iter().map(|(u, d)| {
+        let fetched = keys.iter().map(|(u, d)| {
             let of_key = rows
                 .iter()
                 .filter(|r| r.username == *u && r.domain == *d)
                 .cloned()
                 .collect();
             ((u.to_string(), d.to_string()), of_key)
-        }));
-        Ok(pre)
+        });
+        Ok(Prefetched(fetched.collect()))
     }
 
     fn pattern_match(&self, base: &str, wild: &[Row]) -> Option<Match> {
@@ -436,7 +436,8 @@ impl Resolver {
         out: &mut Vec<Destination>,
     ) -> Result<(), ResolveError> {
         let targets = self.targets(m)?;
-        let pre = self.prefetch(store, m, &targets, path)?;
+        let fetched = self.prefetch(store, m, &targets, path)?;
+        let ahead = [&m.ahead, &fetched];
         for (row, target) in targets {
             if delivers_to_itself(m, &row, &target) {
                 push(out, Destination::Mailbox(target));
@@ -451,7 +452,7 @@ impl Resolver {
                     limit: self.max_depth,
                 });
             }
-            match self.match_with(store, &target, &pre)? {
+            match self.match_with(store, &target, &ahead)? {
                 Some(next) => {
                     path.push(target.clone());
                     let r = self.expand(store, &target.to_string(), &next, path, out);
@@ -531,9 +532,8 @@ impl Resolver {
         };
         let domain = addr.domain().as_str();
         let (base, tag) = addr.split_tag(self.delimiter);
-        let top = Prefetched::default();
         if tag.is_some() {
-            let (rows, ahead) = top.exact(store, addr.local(), domain)?;
+            let (rows, ahead) = exact_rows(&[], store, addr.local(), domain)?;
             if rows.is_empty() {
                 return Ok(None);
             }
@@ -545,7 +545,7 @@ impl Resolver {
             };
             return self.expand_match(store, key, Some(&addr), &m).map(Some);
         }
-        let (rows, ahead) = top.exact(store, base, domain)?;
+        let (rows, ahead) = exact_rows(&[], store, base, domain)?;
         let m = if !rows.is_empty() {
             Match {
                 step: Step::Exact,
