@@ -128,8 +128,10 @@ impl StorePool {
         drop(dropped);
     }
 
-    /// Runs `f` with a store. On error the store is dropped, not kept, so
-    /// the next call reopens the database.
+    /// Runs `f` with a store, as one lookup ([`Store::begin_lookup`]: the
+    /// change check and the queries of one request read the same file). On
+    /// error the store is dropped, not kept, so the next call reopens the
+    /// database.
     pub fn with<T>(
         &self,
         f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError>,
@@ -153,7 +155,9 @@ impl StorePool {
             Some(s) => s,
             None => (self.open)()?,
         };
+        store.begin_lookup();
         let result = f(store.as_mut());
+        store.end_lookup();
         if result.is_ok() {
             lent.store = Some(store);
         }
@@ -287,6 +291,35 @@ mod tests {
             }),
             2,
         )
+    }
+
+    /// Each use of a store is one lookup for it (`begin_lookup` ..
+    /// `end_lookup`), also when the store is reused and when the request
+    /// fails.
+    #[test]
+    fn each_use_is_one_lookup_for_the_store() {
+        let log = mailtable_core::store::memory::CallLog::default();
+        let opened = log.clone();
+        let p = StorePool::new(
+            Box::new(move || {
+                let mut s = MemStore::default().with("a", "x.org", "a@x.org", Some("h"));
+                s.log = Some(opened.clone());
+                Ok(Box::new(s) as Box<dyn Store>)
+            }),
+            2,
+        );
+        for fail in [false, false, true, false] {
+            log.lock().unwrap().clear();
+            let _ = p.with(|s| {
+                s.exact("a", "x.org")?;
+                s.has_domain("x.org")?;
+                match fail {
+                    true => Err(StoreError::Unavailable("gone".into())),
+                    false => Ok(()),
+                }
+            });
+            assert_eq!(*log.lock().unwrap(), ["begin", "call", "call", "end"]);
+        }
     }
 
     #[test]

@@ -116,6 +116,7 @@ impl Tables {
         key: &str,
         f: impl FnOnce(&mut Self) -> Looked,
     ) -> Answer {
+        self.begin_lookup();
         let token = self
             .store()
             .and_then(|(s, _)| s.change_token().map_err(|e| e.to_string()));
@@ -133,7 +134,25 @@ impl Tables {
             }
             None => token.and_then(|_| f(self).map(|v| v.value)),
         };
+        self.end_lookup();
         self.reply(service, result)
+    }
+
+    /// One request is one lookup for the store ([`Store::begin_lookup`]):
+    /// the change check and every query read the file as it was when the
+    /// request came. A lookup that panicked (answered `error` by the loop)
+    /// leaves its start in place only until the next request starts its
+    /// own. A store not opened yet is opened by the lookup itself, once.
+    fn begin_lookup(&mut self) {
+        if let Some(s) = self.store.as_deref_mut() {
+            s.begin_lookup();
+        }
+    }
+
+    fn end_lookup(&mut self) {
+        if let Some(s) = self.store.as_deref_mut() {
+            s.end_lookup();
+        }
     }
 
     /// In an outage, whether the `not found` this alias key got before may
@@ -170,7 +189,9 @@ impl Tables {
         service: Service,
         f: impl FnOnce(&mut Self) -> Result<Option<String>, String>,
     ) -> Answer {
+        self.begin_lookup();
         let result = f(self);
+        self.end_lookup();
         self.reply(service, result)
     }
 
@@ -405,6 +426,48 @@ mod tests {
             t.store.is_some(),
             "the database was not opened with the table"
         );
+    }
+
+    /// Every request, of every service, cached or not, is one lookup for
+    /// the store: `begin_lookup`, the calls, `end_lookup`. The SQLite
+    /// store then `stat`s once per request and reads one file for it.
+    #[test]
+    fn each_request_is_one_lookup_for_the_store() {
+        let log = mailtable_core::store::memory::CallLog::default();
+        let mut store = fixture();
+        store.versioned = true;
+        store.log = Some(log.clone());
+        let mut t = table(store);
+        let requests = [
+            (Service::Alias, "hugo@barrera.io", false),
+            (Service::Domain, "barrera.io", false),
+            (Service::Credentials, "hugo@barrera.io", false),
+            (Service::Userinfo, "hugo_barrera.io", false),
+            (Service::Mailaddrmap, "hugo@barrera.io", false),
+            (Service::Mailaddr, "hugo@barrera.io", true),
+            (Service::Auth, "hugo@barrera.io:secret", true),
+        ];
+        for (service, key, check) in requests {
+            log.lock().unwrap().clear();
+            let answer = if check {
+                t.check(service, key)
+            } else {
+                t.lookup(service, key)
+            };
+            assert!(
+                matches!(answer, Answer::Found(_)),
+                "{service:?} {key}: {answer:?}"
+            );
+            let calls = log.lock().unwrap().clone();
+            let n = calls.len();
+            assert!(n >= 3, "{service:?}: {calls:?}");
+            assert_eq!(calls[0], "begin", "{service:?}: {calls:?}");
+            assert_eq!(calls[n - 1], "end", "{service:?}: {calls:?}");
+            assert!(
+                calls[1..n - 1].iter().all(|c| *c == "call"),
+                "{service:?}: {calls:?}"
+            );
+        }
     }
 
     #[test]

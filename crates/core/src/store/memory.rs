@@ -21,8 +21,17 @@ pub struct MemStore {
     /// default), as a backend without the join: for the tests that the
     /// join changes no answer.
     pub unjoined: bool,
+    /// When set, every call records itself: `"begin"` and `"end"` for
+    /// [`Store::begin_lookup`] and [`Store::end_lookup`], `"call"` for any
+    /// other. For the tests that the daemons make each request one
+    /// lookup, every call inside it.
+    pub log: Option<CallLog>,
     snapshot: Option<Vec<Row>>,
 }
+
+/// The calls a [`MemStore`] saw, shared with the test that reads them
+/// after the store went into a daemon's handler.
+pub type CallLog = std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>;
 
 impl MemStore {
     /// A store holding `rows`.
@@ -52,7 +61,14 @@ impl MemStore {
         self
     }
 
+    fn note(&self, what: &'static str) {
+        if let Some(log) = &self.log {
+            log.lock().unwrap_or_else(|p| p.into_inner()).push(what);
+        }
+    }
+
     fn check(&self) -> Result<(), StoreError> {
+        self.note("call");
         if self.broken {
             Err(StoreError::Unavailable("test store is broken".into()))
         } else {
@@ -118,6 +134,12 @@ impl Store for MemStore {
             .pop()
             .and_then(|r| r.password)
             .map(|h| h.stored().to_string()))
+    }
+    fn begin_lookup(&mut self) {
+        self.note("begin");
+    }
+    fn end_lookup(&mut self) {
+        self.note("end");
     }
     fn change_token(&mut self) -> Result<Option<ChangeToken>, StoreError> {
         use std::hash::{Hash, Hasher};

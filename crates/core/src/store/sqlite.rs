@@ -10,10 +10,14 @@
 //! Failure handling, for daemons that must never hang smtpd:
 //! - `busy_timeout` bounds lock waits, and a progress handler interrupts any
 //!   statement that runs past the configured timeout;
-//! - before each lookup the file is `stat`ed: a missing file is an error, a
+//! - the file is `stat`ed before each query, or once per lookup in the
+//!   daemons ([`Store::begin_lookup`]): a missing file is an error, a
 //!   replaced file (new inode, e.g. a restored backup) is reopened. An open
 //!   SQLite handle keeps reading a deleted or renamed file forever, which
-//!   would hide an outage from the admin and serve stale data;
+//!   would hide an outage from the admin and serve stale data. Once per
+//!   lookup is enough for that, and better: the change check and all the
+//!   queries of one request then read the same file, never the old file's
+//!   alias and the new file's mailbox;
 //! - any error drops the connection, so the next lookup reopens it: when the
 //!   database comes back, lookups work again without restarting anything.
 //!
@@ -73,6 +77,10 @@ pub struct SqliteStore {
     /// Connections made so far: part of the change token, because
     /// `data_version` counts per connection.
     connections: u64,
+    /// The path as `stat`ed at the start of the running lookup
+    /// ([`Store::begin_lookup`]); `None` outside one, and after a reconnect
+    /// within one, so that every query then `stat`s for itself.
+    pinned: Option<std::fs::Metadata>,
 }
 
 fn map_err(path: &Path, e: rusqlite::Error) -> StoreError {
@@ -262,6 +270,7 @@ impl SqliteStore {
             epoch: Instant::now(),
             open: None,
             connections: 0,
+            pinned: None,
         };
         store.connect()?;
         Ok(store)
@@ -289,6 +298,9 @@ impl SqliteStore {
 
     fn connect(&mut self) -> Result<(), StoreError> {
         self.open = None;
+        // The file may have changed since the lookup's `stat`: from here
+        // the lookup checks before every query again.
+        self.pinned = None;
         if self.access != Access::Create {
             self.file_ident()?;
         } else if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -389,9 +401,14 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// The live connection, reopened if it was dropped or the file changed.
+    /// The live connection, reopened if it was dropped or the file changed
+    /// (since the lookup's `stat`, or, outside a lookup, since the last
+    /// query).
     fn conn(&mut self) -> Result<&mut Open, StoreError> {
-        let ident = self.file_ident()?;
+        let ident = match &self.pinned {
+            Some(meta) => (meta.dev(), meta.ino()),
+            None => self.file_ident()?,
+        };
         self.follow(ident)?;
         self.open
             .as_mut()
@@ -566,7 +583,10 @@ impl Store for SqliteStore {
 
     fn change_token(&mut self) -> Result<Option<ChangeToken>, StoreError> {
         use std::os::unix::fs::FileExt;
-        let meta = self.stat()?;
+        let meta = match &self.pinned {
+            Some(meta) => meta.clone(),
+            None => self.stat()?,
+        };
         let ident = (meta.dev(), meta.ino());
         self.follow(ident)?;
         let Some(open) = self.open.as_ref() else {
@@ -604,6 +624,16 @@ impl Store for SqliteStore {
             stamp[0],
             stamp[1],
         ])))
+    }
+
+    /// One `stat` for the whole lookup; a failure leaves nothing pinned, so
+    /// the first query `stat`s again and reports it.
+    fn begin_lookup(&mut self) {
+        self.pinned = self.stat().ok();
+    }
+
+    fn end_lookup(&mut self) {
+        self.pinned = None;
     }
 
     fn reopen(&mut self) -> Result<(), StoreError> {
@@ -970,6 +1000,8 @@ mod tests {
         assert!(r.exact("shell", "example.org").unwrap().is_empty());
         let mut last = r.change_token().unwrap().expect("SQLite gives a token");
         assert_eq!(r.change_token().unwrap(), Some(last), "nothing written");
+        // A daemon opened before: one lookup, the change check first.
+        let mut d = reader(&path);
         let mut sees = |r: &mut SqliteStore, user: &str, how: &str| {
             assert_eq!(r.exact(user, "example.org").unwrap().len(), 1, "{how}");
             let now = r.change_token().unwrap().unwrap();
@@ -977,6 +1009,10 @@ mod tests {
             assert_eq!(r.change_token().unwrap(), Some(now), "after {how}");
             let other = reader(&r.path).change_token().unwrap();
             assert_eq!(other, Some(now), "another connection after {how}");
+            d.begin_lookup();
+            assert_eq!(d.change_token().unwrap(), Some(now), "a daemon after {how}");
+            assert_eq!(d.exact(user, "example.org").unwrap().len(), 1, "{how}");
+            d.end_lookup();
             last = now;
         };
 
@@ -1014,6 +1050,49 @@ mod tests {
         assert!(!dir.path().join("mail.db-wal").exists());
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(r.change_token(), Err(StoreError::Unavailable(_))));
+    }
+
+    /// A daemon's lookup (`begin_lookup` .. `end_lookup`) reads the file it
+    /// began with, whatever happens to the path meanwhile, and the next
+    /// lookup or query sees what the path names then: the new file, or the
+    /// outage.
+    #[test]
+    fn a_lookup_reads_one_file_and_the_next_sees_the_new_one() {
+        let (dir, s) = fresh();
+        drop(s);
+        let path = dir.path().join("mail.db");
+        let next = dir.path().join("next.db");
+        std::fs::copy(&path, &next).unwrap();
+        shell_insert(&next, "renamed");
+        let mut r = reader(&path);
+        let found = |r: &mut SqliteStore| r.exact("renamed", "example.org").map(|v| v.len());
+
+        r.begin_lookup();
+        let token = r.change_token().unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        assert_eq!(found(&mut r).unwrap(), 0, "the lookup keeps its file");
+        assert_eq!(r.change_token().unwrap(), token, "and its token");
+        r.end_lookup();
+        assert_eq!(
+            found(&mut r).unwrap(),
+            1,
+            "the next query, outside a lookup"
+        );
+
+        r.begin_lookup();
+        assert_ne!(r.change_token().unwrap(), token, "the next lookup");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            found(&mut r).unwrap(),
+            1,
+            "a lookup begun before the removal"
+        );
+        r.end_lookup();
+
+        r.begin_lookup();
+        assert!(matches!(found(&mut r), Err(StoreError::Unavailable(_))));
+        assert!(matches!(r.change_token(), Err(StoreError::Unavailable(_))));
+        r.end_lookup();
     }
 
     #[test]
