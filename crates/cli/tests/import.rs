@@ -1045,6 +1045,65 @@ fn an_import_of_nothing_is_not_a_success() {
     assert!(err.contains("nothing would be imported"), "{err}");
 }
 
+/// Text tables as editors leave them: a UTF-8 byte order mark before a
+/// first comment line, CRLF line ends, tabs and runs of spaces between key
+/// and value, trailing blanks, upper-case keys and domains, a blank line
+/// and no newline after the last line. smtpd reads all of it (table(5);
+/// `parse_table_line` strips the blanks and `\r`), and so does the import.
+#[test]
+fn messy_text_tables_read_as_smtpd_reads_them() {
+    let db = Db::new();
+    let virtuals = db.dir.path().join("virtuals");
+    let credentials = db.dir.path().join("credentials");
+    std::fs::write(
+        &virtuals,
+        "\u{feff}# virtual users, saved by a Windows editor\r\n\
+         M@Example.ORG\tm \t\r\n\
+         \r\n\
+         Mayeu@example.org    m,  gilles@example.org \r\n\
+         @Example.NET\t\tm\r\n\
+         gilles@example.org  vgilles",
+    )
+    .unwrap();
+    std::fs::write(
+        &credentials,
+        format!("m@example.org\tm@example.org:{M_HASH}\r\nGILLES  gilles:{M_HASH}  \r\n"),
+    )
+    .unwrap();
+    let (v, _) = db.import_json(
+        &[
+            "--from",
+            "smtpd-aliases",
+            virtuals.to_str().unwrap(),
+            &format!("smtpd-credentials:{}", credentials.display()),
+        ],
+        0,
+    );
+    assert_eq!(v["not_imported"], serde_json::json!([]));
+    assert_eq!(v["verification"]["differences"], serde_json::json!([]));
+    let notes = whys(&v, "notes");
+    assert!(
+        notes.contains("virtuals:1\" \"the file starts with a UTF-8 byte order mark"),
+        "{notes}"
+    );
+    for (addr, want) in [
+        ("m@example.org", &["m@example.org"][..]),
+        (
+            "mayeu@example.org",
+            &["m@example.org", "gilles@example.org"],
+        ),
+        ("anyone@example.net", &["m@example.org"]),
+        ("gilles@example.org", &["gilles@example.org"]),
+    ] {
+        assert_eq!(db.resolve(addr), ("found".to_string(), set(want)), "{addr}");
+    }
+    assert_eq!(db.password_of("m", "example.org").as_deref(), Some(M_HASH));
+    assert_eq!(
+        db.password_of("gilles", "example.org").as_deref(),
+        Some(M_HASH)
+    );
+}
+
 #[test]
 fn one_password_in_two_notations_is_one_login() {
     let db = Db::new();
