@@ -1104,6 +1104,75 @@ fn messy_text_tables_read_as_smtpd_reads_them() {
     );
 }
 
+/// A mailbox the source delivered to but that has no password (an SQL
+/// user whose password is NULL, a Dovecot userdb-only entry) does not come
+/// over: its mail would bounce from now on, so the import is refused
+/// without `--partial`, and the report's first line names it.
+#[test]
+fn a_mailbox_without_a_password_is_mail_left_behind() {
+    let db = Db::new();
+    let src = db.dir.path().join("users.db");
+    rusqlite::Connection::open(&src)
+        .unwrap()
+        .execute_batch(&format!(
+            "CREATE TABLE users (username TEXT, domain TEXT, password TEXT, active INTEGER);
+             INSERT INTO users VALUES ('alice', 'example.org', '{M_HASH}', 1),
+                                      ('dave', 'example.org', NULL, 1),
+                                      ('olga', 'example.org', NULL, 0);
+             CREATE TABLE aliases (alias TEXT, destination TEXT, active INTEGER);
+             INSERT INTO aliases VALUES ('alice@example.org', 'alice@example.org', 1),
+                                        ('dave@example.org', 'dave@example.org', 1);"
+        ))
+        .unwrap();
+    let url = format!("sqlite://{}", src.display());
+    let (code, out, err) = db.run(&["import", "--from", "sql", &url]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.starts_with("mailtable import: 1 address(es) of the sources will not receive mail: dave@example.org"),
+        "{out}"
+    );
+    assert!(
+        err.contains("would not come over (dave@example.org)"),
+        "{err}"
+    );
+    assert!(err.contains("--partial"), "{err}");
+    assert!(db.snapshot().1.is_empty(), "nothing written");
+    // olga is inactive: her mail was refused already, nothing is lost.
+    let (v, _) = db.import_json(&["--from", "sql", &url, "--partial"], 0);
+    assert_eq!(
+        v["refused_inactive"],
+        serde_json::json!(["olga@example.org"])
+    );
+    assert_eq!(
+        db.resolve("alice@example.org").1,
+        set(&["alice@example.org"])
+    );
+
+    let db = Db::new();
+    let users = db.dir.path().join("users");
+    std::fs::write(
+        &users,
+        format!(
+            "alice@example.org:{{BLF-CRYPT}}{M_HASH}:5000:5000::/var/vmail/example.org/alice\n\
+             shared@example.org::5000:5000::/var/vmail/example.org/shared\n"
+        ),
+    )
+    .unwrap();
+    let source = format!("dovecot-passwd:{}", users.display());
+    let (code, out, err) = db.run(&["import", &source]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.starts_with("mailtable import: 1 address(es) of the sources will not receive mail: shared@example.org"),
+        "{out}"
+    );
+    assert!(err.contains("shared@example.org"), "{err}");
+    db.import_json(&[&source, "--partial"], 0);
+    assert_eq!(
+        db.password_of("alice", "example.org"),
+        Some(format!("{{BLF-CRYPT}}{M_HASH}"))
+    );
+}
+
 #[test]
 fn one_password_in_two_notations_is_one_login() {
     let db = Db::new();

@@ -91,6 +91,7 @@ pub fn merge(
         aliases_first: parsed.aliases_first,
         refused: parsed.refused.into_iter().collect(),
         accepted_inactive: parsed.accepted_inactive.into_iter().collect(),
+        lost_mailboxes: parsed.lost_mailboxes.into_iter().collect(),
         ..Merged::default()
     };
     let bare_logins = add_logins(&mut m, parsed.logins, hints, f);

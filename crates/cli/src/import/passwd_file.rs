@@ -123,6 +123,12 @@ fn parse_entry(at: Origin, line: &str, p: &mut Parsed) {
         return;
     }
     if password.is_empty() {
+        // Dovecot's userdb still answers for it: it received mail, which
+        // has nowhere to go without a row.
+        if key.contains('@') {
+            p.lost.push(key.clone());
+        }
+        p.lost_mailboxes.push(key.clone());
         p.skipped.push(Finding::about(
             at,
             &key,

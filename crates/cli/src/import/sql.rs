@@ -535,17 +535,6 @@ fn read_user(
             return;
         }
     }
-    let Some(hash) = text(&v[1]).filter(|h| !h.is_empty()) else {
-        // Postfix's mailbox lookup does not read the password: the source
-        // delivered to it.
-        p.lost.push(full.clone());
-        p.skipped.push(Finding::about(
-            at,
-            &full,
-            "no password: a mailbox needs a hash",
-        ));
-        return;
-    };
     let domain_on = domain_ok(domain_active, addr.domain());
     let active = truthy(&v[3]) && domain_on;
     if !active && inactive == Inactive::Reject {
@@ -568,6 +557,19 @@ fn read_user(
         p.refused.push(addr);
         return;
     }
+    let Some(hash) = text(&v[1]).filter(|h| !h.is_empty()) else {
+        // Postfix's mailbox lookup does not read the password: the source
+        // delivered to it, and without a row its mail would bounce. (An
+        // inactive one, refused above, lost nothing.)
+        p.lost.push(full.clone());
+        p.lost_mailboxes.push(full.clone());
+        p.skipped.push(Finding::about(
+            at,
+            &full,
+            "no password: a mailbox needs a hash",
+        ));
+        return;
+    };
     if !active {
         p.accepted_inactive.push(addr.clone());
         p.notes.push(Finding::about(
