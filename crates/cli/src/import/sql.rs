@@ -431,7 +431,13 @@ fn read_postfixadmin(
 /// Dovecot size with a unit: a bare number in `*:storage=` would be read
 /// as kilobytes (Dovecot quota configuration, "storage").
 fn quota_of_bytes(v: &Cell) -> Option<String> {
-    let n: i64 = v.as_deref()?.trim().parse().ok()?;
+    size_of_bytes(v.as_deref()?.trim().parse().ok()?)
+}
+
+/// A quota of `n` bytes in mailtable's form, the largest whole unit
+/// (`2147483648` -> `2G`, `1536` -> `1536B`); `None` for 0 or less (no
+/// limit), so that sources agree however they wrote one size.
+pub(super) fn size_of_bytes(n: i64) -> Option<String> {
     if n <= 0 {
         return None;
     }
