@@ -1412,6 +1412,80 @@ fn postfixadmin_inactive_disabled_on_request() {
         .starts_with("$2y$05$Hc7n"));
 }
 
+/// A catch-all plus a domain alias: `alias.example` is an alias domain of
+/// `example.org` and has a catch-all of its own. With a catch-all in
+/// `example.org`, PostfixAdmin's alias-domain catch-all map answers every
+/// `u@alias.example` first, so the own catch-all was never used: the domain
+/// alias comes over and resolves as Postfix did. Without one, the own
+/// catch-all took what `example.org` lacked, which a domain alias cannot
+/// say: a conflict, and the report says what to change.
+#[test]
+fn postfixadmin_alias_domain_with_its_own_catch_all() {
+    let tables = format!(
+        "CREATE TABLE domain (domain TEXT, backupmx TEXT, active TEXT);
+         INSERT INTO domain VALUES ('example.org', '0', '1'), ('alias.example', '0', '1');
+         CREATE TABLE mailbox (username TEXT, password TEXT, domain TEXT, quota INTEGER,
+                               active TEXT);
+         INSERT INTO mailbox VALUES ('alice@example.org', '{M_HASH}', 'example.org', 0, '1'),
+                                    ('bob@example.org', '{M_HASH}', 'example.org', 0, '1');
+         CREATE TABLE alias (address TEXT, goto TEXT, active TEXT);
+         INSERT INTO alias VALUES ('alice@example.org', 'alice@example.org', '1'),
+                                  ('bob@example.org', 'bob@example.org', '1'),
+                                  ('@alias.example', 'bob@example.org', '1');
+         CREATE TABLE alias_domain (alias_domain TEXT, target_domain TEXT, active TEXT);
+         INSERT INTO alias_domain VALUES ('alias.example', 'example.org', '1');"
+    );
+    let source = |db: &Db, extra: &str| {
+        let p = db.dir.path().join("pfa.db");
+        rusqlite::Connection::open(&p)
+            .unwrap()
+            .execute_batch(&format!("{tables}{extra}"))
+            .unwrap();
+        format!("sqlite://{}", p.display())
+    };
+
+    let db = Db::new();
+    let url = source(
+        &db,
+        "INSERT INTO alias VALUES ('@example.org', 'alice@example.org', '1');",
+    );
+    let (v, _) = db.import_json(&["--from", "sql", &url], 0);
+    assert_eq!(v["counts"]["domain_aliases"], 1);
+    assert!(
+        whys(&v, "not_imported")
+            .contains(":alias:3\" \"catch-all of alias.example, an alias domain of example.org"),
+        "{}",
+        whys(&v, "not_imported")
+    );
+    for (addr, want) in [
+        ("bob@alias.example", "bob@example.org"),
+        ("alice@alias.example", "alice@example.org"),
+        ("anyone@alias.example", "alice@example.org"),
+        ("anyone@example.org", "alice@example.org"),
+    ] {
+        assert_eq!(
+            db.resolve(addr),
+            ("found".to_string(), set(&[want])),
+            "{addr}"
+        );
+    }
+
+    let db = Db::new();
+    let url = source(&db, "");
+    let (v, err) = db.import_json(&["--from", "sql", &url], 2);
+    assert!(
+        err.contains("@alias.example: given again with other targets"),
+        "{err}"
+    );
+    assert!(!err.contains("smtpd"), "a database is not smtpd's: {err}");
+    assert!(
+        whys(&v, "notes").contains("has a catch-all of its own"),
+        "{}",
+        whys(&v, "notes")
+    );
+    assert!(db.snapshot().1.is_empty(), "nothing written");
+}
+
 #[test]
 fn postfixadmin_tables_from_postgresql() {
     let Some(mut pg) = PgDatabases::on_test_server() else {
