@@ -1045,6 +1045,134 @@ fn an_import_of_nothing_is_not_a_success() {
     assert!(err.contains("nothing would be imported"), "{err}");
 }
 
+/// Text tables as editors leave them: a UTF-8 byte order mark before a
+/// first comment line, CRLF line ends, tabs and runs of spaces between key
+/// and value, trailing blanks, upper-case keys and domains, a blank line
+/// and no newline after the last line. smtpd reads all of it (table(5);
+/// `parse_table_line` strips the blanks and `\r`), and so does the import.
+#[test]
+fn messy_text_tables_read_as_smtpd_reads_them() {
+    let db = Db::new();
+    let virtuals = db.dir.path().join("virtuals");
+    let credentials = db.dir.path().join("credentials");
+    std::fs::write(
+        &virtuals,
+        "\u{feff}# virtual users, saved by a Windows editor\r\n\
+         M@Example.ORG\tm \t\r\n\
+         \r\n\
+         Mayeu@example.org    m,  gilles@example.org \r\n\
+         @Example.NET\t\tm\r\n\
+         gilles@example.org  vgilles",
+    )
+    .unwrap();
+    std::fs::write(
+        &credentials,
+        format!("m@example.org\tm@example.org:{M_HASH}\r\nGILLES  gilles:{M_HASH}  \r\n"),
+    )
+    .unwrap();
+    let (v, _) = db.import_json(
+        &[
+            "--from",
+            "smtpd-aliases",
+            virtuals.to_str().unwrap(),
+            &format!("smtpd-credentials:{}", credentials.display()),
+        ],
+        0,
+    );
+    assert_eq!(v["not_imported"], serde_json::json!([]));
+    assert_eq!(v["verification"]["differences"], serde_json::json!([]));
+    let notes = whys(&v, "notes");
+    assert!(
+        notes.contains("virtuals:1\" \"the file starts with a UTF-8 byte order mark"),
+        "{notes}"
+    );
+    for (addr, want) in [
+        ("m@example.org", &["m@example.org"][..]),
+        (
+            "mayeu@example.org",
+            &["m@example.org", "gilles@example.org"],
+        ),
+        ("anyone@example.net", &["m@example.org"]),
+        ("gilles@example.org", &["gilles@example.org"]),
+    ] {
+        assert_eq!(db.resolve(addr), ("found".to_string(), set(want)), "{addr}");
+    }
+    assert_eq!(db.password_of("m", "example.org").as_deref(), Some(M_HASH));
+    assert_eq!(
+        db.password_of("gilles", "example.org").as_deref(),
+        Some(M_HASH)
+    );
+}
+
+/// A mailbox the source delivered to but that has no password (an SQL
+/// user whose password is NULL, a Dovecot userdb-only entry) does not come
+/// over: its mail would bounce from now on, so the import is refused
+/// without `--partial`, and the report's first line names it.
+#[test]
+fn a_mailbox_without_a_password_is_mail_left_behind() {
+    let db = Db::new();
+    let src = db.dir.path().join("users.db");
+    rusqlite::Connection::open(&src)
+        .unwrap()
+        .execute_batch(&format!(
+            "CREATE TABLE users (username TEXT, domain TEXT, password TEXT, active INTEGER);
+             INSERT INTO users VALUES ('alice', 'example.org', '{M_HASH}', 1),
+                                      ('dave', 'example.org', NULL, 1),
+                                      ('olga', 'example.org', NULL, 0);
+             CREATE TABLE aliases (alias TEXT, destination TEXT, active INTEGER);
+             INSERT INTO aliases VALUES ('alice@example.org', 'alice@example.org', 1),
+                                        ('dave@example.org', 'dave@example.org', 1);"
+        ))
+        .unwrap();
+    let url = format!("sqlite://{}", src.display());
+    let (code, out, err) = db.run(&["import", "--from", "sql", &url]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.starts_with("mailtable import: 1 address(es) of the sources will not receive mail: dave@example.org"),
+        "{out}"
+    );
+    assert!(
+        err.contains("would not come over (dave@example.org)"),
+        "{err}"
+    );
+    assert!(err.contains("--partial"), "{err}");
+    assert!(db.snapshot().1.is_empty(), "nothing written");
+    // olga is inactive: her mail was refused already, nothing is lost.
+    let (v, _) = db.import_json(&["--from", "sql", &url, "--partial"], 0);
+    assert_eq!(
+        v["refused_inactive"],
+        serde_json::json!(["olga@example.org"])
+    );
+    assert_eq!(
+        db.resolve("alice@example.org").1,
+        set(&["alice@example.org"])
+    );
+
+    let db = Db::new();
+    let users = db.dir.path().join("users");
+    std::fs::write(
+        &users,
+        format!(
+            "alice@example.org:{{BLF-CRYPT}}{M_HASH}:5000:5000::/var/vmail/example.org/alice\n\
+             shared@example.org::5000:5000::/var/vmail/example.org/shared\n"
+        ),
+    )
+    .unwrap();
+    let source = format!("dovecot-passwd:{}", users.display());
+    let (code, out, err) = db.run(&["import", &source]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.starts_with("mailtable import: 1 address(es) of the sources will not receive mail: shared@example.org"),
+        "{out}"
+    );
+    assert!(err.contains("shared@example.org"), "{err}");
+    db.import_json(&[&source, "--partial"], 0);
+    assert_eq!(
+        db.password_of("alice", "example.org"),
+        Some(format!("{{BLF-CRYPT}}{M_HASH}"))
+    );
+}
+
 #[test]
 fn one_password_in_two_notations_is_one_login() {
     let db = Db::new();
@@ -1282,6 +1410,80 @@ fn postfixadmin_inactive_disabled_on_request() {
         .password_of("gina", "example.com")
         .unwrap()
         .starts_with("$2y$05$Hc7n"));
+}
+
+/// A catch-all plus a domain alias: `alias.example` is an alias domain of
+/// `example.org` and has a catch-all of its own. With a catch-all in
+/// `example.org`, PostfixAdmin's alias-domain catch-all map answers every
+/// `u@alias.example` first, so the own catch-all was never used: the domain
+/// alias comes over and resolves as Postfix did. Without one, the own
+/// catch-all took what `example.org` lacked, which a domain alias cannot
+/// say: a conflict, and the report says what to change.
+#[test]
+fn postfixadmin_alias_domain_with_its_own_catch_all() {
+    let tables = format!(
+        "CREATE TABLE domain (domain TEXT, backupmx TEXT, active TEXT);
+         INSERT INTO domain VALUES ('example.org', '0', '1'), ('alias.example', '0', '1');
+         CREATE TABLE mailbox (username TEXT, password TEXT, domain TEXT, quota INTEGER,
+                               active TEXT);
+         INSERT INTO mailbox VALUES ('alice@example.org', '{M_HASH}', 'example.org', 0, '1'),
+                                    ('bob@example.org', '{M_HASH}', 'example.org', 0, '1');
+         CREATE TABLE alias (address TEXT, goto TEXT, active TEXT);
+         INSERT INTO alias VALUES ('alice@example.org', 'alice@example.org', '1'),
+                                  ('bob@example.org', 'bob@example.org', '1'),
+                                  ('@alias.example', 'bob@example.org', '1');
+         CREATE TABLE alias_domain (alias_domain TEXT, target_domain TEXT, active TEXT);
+         INSERT INTO alias_domain VALUES ('alias.example', 'example.org', '1');"
+    );
+    let source = |db: &Db, extra: &str| {
+        let p = db.dir.path().join("pfa.db");
+        rusqlite::Connection::open(&p)
+            .unwrap()
+            .execute_batch(&format!("{tables}{extra}"))
+            .unwrap();
+        format!("sqlite://{}", p.display())
+    };
+
+    let db = Db::new();
+    let url = source(
+        &db,
+        "INSERT INTO alias VALUES ('@example.org', 'alice@example.org', '1');",
+    );
+    let (v, _) = db.import_json(&["--from", "sql", &url], 0);
+    assert_eq!(v["counts"]["domain_aliases"], 1);
+    assert!(
+        whys(&v, "not_imported")
+            .contains(":alias:3\" \"catch-all of alias.example, an alias domain of example.org"),
+        "{}",
+        whys(&v, "not_imported")
+    );
+    for (addr, want) in [
+        ("bob@alias.example", "bob@example.org"),
+        ("alice@alias.example", "alice@example.org"),
+        ("anyone@alias.example", "alice@example.org"),
+        ("anyone@example.org", "alice@example.org"),
+    ] {
+        assert_eq!(
+            db.resolve(addr),
+            ("found".to_string(), set(&[want])),
+            "{addr}"
+        );
+    }
+
+    let db = Db::new();
+    let url = source(&db, "");
+    let (v, err) = db.import_json(&["--from", "sql", &url], 2);
+    assert!(
+        err.contains("@alias.example: given again with other targets"),
+        "{err}"
+    );
+    assert!(!err.contains("smtpd"), "a database is not smtpd's: {err}");
+    assert!(
+        whys(&v, "notes").contains("has a catch-all of its own"),
+        "{}",
+        whys(&v, "notes")
+    );
+    assert!(db.snapshot().1.is_empty(), "nothing written");
 }
 
 #[test]

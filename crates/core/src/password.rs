@@ -147,7 +147,7 @@ impl PasswordHash {
     /// The hash without a `{SCHEME}` prefix that only names the crypt(3)
     /// family of the string after it (`{SHA512-CRYPT}$6$...`,
     /// `{BLF-CRYPT}$2y$...`, `{SHA256-CRYPT}$5$...`, `{ARGON2ID}$argon2id$...`,
-    /// and `{CRYPT}` before anything): Dovecot checks those with the same
+    /// `{MD5-CRYPT}$1$...`, and `{CRYPT}` before anything): Dovecot checks those with the same
     /// crypt(3) or Argon2 call as the bare string (its
     /// `password-scheme-crypt.c`; a bare value in a passwd-file is read with
     /// the default scheme `CRYPT`), and smtpd gets the bare string anyway.
@@ -167,6 +167,10 @@ impl PasswordHash {
             "ARGON2ID" => c.starts_with("$argon2id$"),
             "ARGON2I" => c.starts_with("$argon2i$"),
             "ARGON2" => bare == Scheme::Argon2,
+            // MD5-CRYPT is MD5-crypt, and MD5 is too over a `$1$` string
+            // (PLAIN-MD5 otherwise): `md5_crypt_verify` and `md5_verify` in
+            // core's src/auth/password-scheme.c.
+            "MD5-CRYPT" | "MD5" => c.starts_with("$1$"),
             _ => false,
         };
         if names_it {
@@ -579,6 +583,7 @@ mod tests {
         let sha = "$6$Kq3TgFj8x2Lm9PzA$o/UJKeMt56XRFROebDD8Tdu0rgtt07FC1Ogqe6/jkFLBCy3CUzbm6o96RK2dneTUJBNBfAjythty8mfi2j.GH/";
         let bf = "$2y$05$8dQgwmQ1KU9byJcUGpyP1OIo4JgD9ubeH.eGRDWfIQV/axEm3D5Ue";
         let a2 = "$argon2id$v=19$m=65536,t=3,p=1$YbhB3+dPpV2cIVF/Hr2KQQ$Eo7xsjLuF1ojmW4Nxic70puU+o1YPRzjyhAl4+YBTOw";
+        let md5 = "$1$saltsalt$qjXMvbEw8oaL.CzflDugX/";
         let same = [
             (sha.to_string(), format!("{{SHA512-CRYPT}}{sha}")),
             (sha.to_string(), format!("{{CRYPT}}{sha}")),
@@ -591,6 +596,11 @@ mod tests {
                 "abJnggxhB/yWI".to_string(),
                 "{CRYPT}abJnggxhB/yWI".to_string(),
             ),
+            // Dovecot's MD5-CRYPT, and MD5 over a `$1$` string, check the
+            // same MD5-crypt as crypt(3) does with the bare string.
+            (md5.to_string(), format!("{{MD5-CRYPT}}{md5}")),
+            (format!("{{md5-crypt}}{md5}"), format!("{{MD5}}{md5}")),
+            (md5.to_string(), format!("{{CRYPT}}{md5}")),
         ];
         for (a, b) in &same {
             assert!(h(a).same_password(&h(b)), "{a} = {b}");
@@ -607,6 +617,12 @@ mod tests {
             // Dovecot's own schemes are not crypt strings.
             ("c2VjcmV0".to_string(), "{SSHA512}c2VjcmV0".to_string()),
             ("secret".to_string(), "{PLAIN}secret".to_string()),
+            // {MD5} over anything else is PLAIN-MD5, not a crypt string.
+            (
+                "5f4dcc3b5aa765d61d8327deb882cf99".to_string(),
+                "{MD5}5f4dcc3b5aa765d61d8327deb882cf99".to_string(),
+            ),
+            (sha.to_string(), format!("{{MD5-CRYPT}}{sha}")),
             // $2y$ and $2b$ are kept apart: byte for byte, or a conflict.
             (bf.to_string(), bf.replacen("$2y$", "$2b$", 1)),
         ];

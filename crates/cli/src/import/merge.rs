@@ -11,7 +11,9 @@
 //! by several mailboxes (`vmail`), or by none, is reported, never guessed,
 //! because a wrong guess would hand one user's mail to another.
 
-use super::parsed::{Conflict, Finding, Login, LoginName, Origin, Parsed, Route, RouteKey, Target};
+use super::parsed::{
+    At, Conflict, Finding, Login, LoginName, Origin, Parsed, Route, RouteKey, Target,
+};
 use mailtable_core::{Address, Domain, Row, Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -91,6 +93,7 @@ pub fn merge(
         aliases_first: parsed.aliases_first,
         refused: parsed.refused.into_iter().collect(),
         accepted_inactive: parsed.accepted_inactive.into_iter().collect(),
+        lost_mailboxes: parsed.lost_mailboxes.into_iter().collect(),
         ..Merged::default()
     };
     let bare_logins = add_logins(&mut m, parsed.logins, hints, f);
@@ -136,14 +139,23 @@ fn routes_by_key(routes: Vec<Route>, f: &mut Findings) -> BTreeMap<RouteKey, Rou
                 &r.key.to_string(),
                 format!("repeats {} (same targets)", first.origin),
             )),
-            Some(first) => f.conflicts.push(Conflict {
-                at: r.origin.clone(),
-                subject: r.key.to_string(),
-                why: format!(
-                    "given again with other targets (first at {}); smtpd would keep only the last",
-                    first.origin
-                ),
-            }),
+            Some(first) => {
+                // Only a text table is smtpd's; database rows of one key
+                // fan out and meet here only across tables or sources.
+                let smtpd = if matches!(r.origin.at, At::Line(_)) {
+                    "; smtpd would keep only the last"
+                } else {
+                    ""
+                };
+                f.conflicts.push(Conflict {
+                    at: r.origin.clone(),
+                    subject: r.key.to_string(),
+                    why: format!(
+                        "given again with other targets (first at {}){smtpd}",
+                        first.origin
+                    ),
+                })
+            }
         }
     }
     by_key

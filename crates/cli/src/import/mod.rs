@@ -155,7 +155,21 @@ fn parse_source(format: Format, source: &str, inactive: Inactive) -> Result<Pars
         let line = upto.iter().filter(|b| **b == b'\n').count() + 1;
         CliError::usage(format!("{source}:{line}: not valid UTF-8"))
     })?;
-    Ok(parse(source, &text))
+    // A byte order mark some editors write: neither smtpd nor Dovecot
+    // strips it, so it is part of the first line to them (a first line
+    // `# comment` is then a key, an entry's key one that never matched).
+    // It is not what the admin wrote: read the file without it, and say so.
+    let Some(text) = text.strip_prefix('\u{feff}') else {
+        return Ok(parse(source, &text));
+    };
+    let mut parsed = parse(source, text);
+    parsed.notes.push(Finding::new(
+        Origin::line(source, 1),
+        "the file starts with a UTF-8 byte order mark: read without it (smtpd and Dovecot \
+         take it as part of the first line, so an entry there did not match in the source \
+         and does from now on)",
+    ));
+    Ok(parsed)
 }
 
 /// The SOURCE arguments with their formats.

@@ -265,6 +265,10 @@ pub struct Parsed {
     /// Addresses the source delivered to that are not imported as logins
     /// (a mailbox without a password).
     pub lost: Vec<String>,
+    /// Of those, the mailboxes of the source (a user without a password):
+    /// their mail has nowhere to go, so the import is refused unless
+    /// `--partial`.
+    pub lost_mailboxes: Vec<String>,
     /// Aliases, `@domain` included, are looked up before the mailboxes
     /// (Postfix's `virtual_alias_maps`): a catch-all then takes the mail of
     /// a mailbox that has no alias of its own.
@@ -291,6 +295,7 @@ impl Parsed {
         self.notes.extend(other.notes);
         self.malformed.extend(other.malformed);
         self.lost.extend(other.lost);
+        self.lost_mailboxes.extend(other.lost_mailboxes);
         self.refused.extend(other.refused);
         self.accepted_inactive.extend(other.accepted_inactive);
         self.defines_routes |= other.defines_routes;

@@ -1,11 +1,17 @@
 //! Dovecot passwd-file: `user:password:uid:gid:gecos:home:shell:extra_fields`.
 //! Pure: text in, [`Parsed`] out.
 //!
-//! Grammar (core@2.3.19.1:src/auth/db-passwd-file.c, `passwd_file_add`):
-//! blank lines and lines starting with `#` are skipped; fields are split at
-//! `:`; trailing fields may be missing; everything after the seventh `:` is
-//! the extra fields, joined back with `:` (values such as
-//! `userdb_quota_rule=*:storage=1G` contain colons) and split at spaces.
+//! Grammar (core@2.3.19.1:src/auth/db-passwd-file.c, `passwd_file_open` and
+//! `passwd_file_add`): empty lines and lines starting with `#` or `:` (no
+//! user name) are skipped; fields are split at `:`; trailing fields may be
+//! missing; everything after the seventh `:` is the extra fields, joined
+//! back with `:` (values such as `userdb_quota_rule=*:storage=1G` contain
+//! colons) and split at spaces, except in the old format, where an empty
+//! eighth field is followed by the mail location (`userdb_mail`). uid and
+//! gid may be numbers or system user and group names (`userdb_parse_uid`).
+//! A password ending in `[NN]` is libpam-pwdfile's notation, which Dovecot
+//! rewrites: `[34]` is `{PLAIN-MD5}`, `[56]` `{DIGEST-MD5}` (32 characters,
+//! or the user is refused), any other `{CRYPT}`.
 //!
 //! Every entry is a login that also receives mail (Dovecot's users are its
 //! mailboxes), so logins here imply their own delivery. The password keeps
@@ -15,7 +21,8 @@
 //! default is CRYPT), so that Dovecot keeps checking it the same way.
 //!
 //! Extra fields: `userdb_quota_rule=*:storage=SIZE` becomes the quota
-//! column (dovecot-mailtable answers `quota_rule=*:storage=<quota>`);
+//! column (dovecot-mailtable answers `quota_rule=*:storage=<quota>`), read
+//! as Dovecot reads it and stored in mailtable's canonical form;
 //! `nologin` becomes a disabled mailbox; `nopassword` (any password
 //! accepted) is refused; anything else is reported as not kept.
 
@@ -26,8 +33,9 @@ use mailtable_core::{Address, PasswordHash};
 /// What one extra field means for mailtable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Extra {
-    /// `userdb_quota_rule=*:storage=SIZE`.
-    Quota(String),
+    /// `userdb_quota_rule=*:storage=SIZE`: the size in mailtable's form,
+    /// `None` for 0 (no limit).
+    Quota(Option<String>),
     /// `nologin`: Dovecot refuses the login.
     NoLogin,
     /// `nopassword`: Dovecot accepts any password.
@@ -36,10 +44,28 @@ pub enum Extra {
     NotKept(String),
 }
 
-/// A quota size as Dovecot writes it: digits and an optional unit.
-fn is_size(s: &str) -> bool {
-    let digits = s.trim_end_matches(|c: char| "bBkKmMgGtT".contains(c));
-    !digits.is_empty() && s.len() - digits.len() <= 1 && digits.bytes().all(|b| b.is_ascii_digit())
+/// A `storage=` size as Dovecot 2.3 reads it (`quota_limit_parse` in
+/// core@2.3.19.1:src/plugins/quota/quota-util.c): a number, then a unit of
+/// which only the first letter counts (`2GB` is `2G`), kilobytes without
+/// one. Returns the size in mailtable's form (`None`: 0, no limit), or
+/// `Err` for anything else (percentages, relative `+` rules, other units).
+fn dovecot_size(s: &str) -> Result<Option<String>, ()> {
+    let digits = s.trim_end_matches(|c: char| !c.is_ascii_digit());
+    let unit = &s[digits.len()..];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(());
+    }
+    let shift = match unit.bytes().next().map(|b| b.to_ascii_uppercase()) {
+        None | Some(b'K') => 10,
+        Some(b'B') => 0,
+        Some(b'M') => 20,
+        Some(b'G') => 30,
+        Some(b'T') => 40,
+        Some(_) => return Err(()),
+    };
+    let n: i64 = digits.parse().map_err(|_| ())?;
+    let bytes = n.checked_mul(1 << shift).ok_or(())?;
+    Ok(super::sql::size_of_bytes(bytes))
 }
 
 /// Interpret one `key=value` (or bare `key`) extra field.
@@ -47,8 +73,8 @@ pub fn extra_field(field: &str) -> Extra {
     let (key, value) = field.split_once('=').unwrap_or((field, ""));
     let key_l = key.to_ascii_lowercase();
     match key_l.as_str() {
-        "userdb_quota_rule" => match value.strip_prefix("*:storage=") {
-            Some(size) if is_size(size) => Extra::Quota(size.to_string()),
+        "userdb_quota_rule" => match value.strip_prefix("*:storage=").map(dovecot_size) {
+            Some(Ok(size)) => Extra::Quota(size),
             _ => Extra::NotKept(format!(
                 "quota rule {value:?}: mailtable keeps one *:storage=SIZE rule per mailbox"
             )),
@@ -68,7 +94,9 @@ pub fn parse(source: &str, text: &str) -> Parsed {
     for (n, line) in text.lines().enumerate() {
         let at = Origin::line(source, n + 1);
         let line = line.trim_end_matches(['\r', '\n']);
-        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+        // Dovecot skips a line without a user name (`:` first) like a
+        // comment.
+        if line.trim().is_empty() || line.trim_start().starts_with(['#', ':']) {
             continue;
         }
         parse_entry(at, line, &mut p);
@@ -79,31 +107,31 @@ pub fn parse(source: &str, text: &str) -> Parsed {
 /// One entry `user:password:uid:gid:(gecos):home:(shell):extra_fields`.
 fn parse_entry(at: Origin, line: &str, p: &mut Parsed) {
     let fields: Vec<&str> = line.splitn(8, ':').collect();
+    // Never empty: `parse` skips blank lines and lines starting with `:`.
     let user = fields[0].trim();
-    if user.is_empty() {
-        p.malformed
-            .push(Finding::new(at, "an entry without a user name"));
-        return;
-    }
     let field = |i: usize| fields.get(i).copied().unwrap_or("").trim();
-    let num = |i: usize, what: &str| -> Result<Option<u32>, String> {
+    let key = user.to_ascii_lowercase();
+    // A number, or a system user or group name Dovecot looks up
+    // (`userdb_parse_uid`/`userdb_parse_gid`): not compared then.
+    let mut num = |i: usize, what: &str| -> Option<u32> {
         let f = field(i);
         if f.is_empty() {
-            return Ok(None);
+            return None;
         }
-        f.parse::<u32>()
-            .map(Some)
-            .map_err(|_| format!("{user}: {what} {f:?} is not a number"))
-    };
-    let (uid, gid) = match (num(2, "uid"), num(3, "gid")) {
-        (Ok(u), Ok(g)) => (u, g),
-        (Err(why), _) | (_, Err(why)) => {
-            p.malformed.push(Finding::new(at, why));
-            return;
+        let n = f.parse::<u32>().ok();
+        if n.is_none() {
+            p.notes.push(Finding::about(
+                at.clone(),
+                &key,
+                format!(
+                    "{what} {f:?} is a system name Dovecot looks up: not compared with the config"
+                ),
+            ));
         }
+        n
     };
+    let (uid, gid) = (num(2, "uid"), num(3, "gid"));
     let home = Some(field(5).to_string()).filter(|h| !h.is_empty());
-    let key = user.to_ascii_lowercase();
 
     let Extras {
         quota,
@@ -117,12 +145,25 @@ fn parse_entry(at: Origin, line: &str, p: &mut Parsed) {
             "nologin: imported as a disabled mailbox (mail accepted, login refused)",
         ));
     }
-    let password = field(1);
     if let Some(why) = refused {
         p.skipped.push(Finding::about(at, &key, why));
         return;
     }
+    let password = match pwdfile_notation(field(1)) {
+        Ok(pw) => pw,
+        Err(why) => {
+            // Dovecot logs the entry as invalid and does not add it.
+            p.skipped.push(Finding::about(at, &key, why));
+            return;
+        }
+    };
     if password.is_empty() {
+        // Dovecot's userdb still answers for it: it received mail, which
+        // has nowhere to go without a row.
+        if key.contains('@') {
+            p.lost.push(key.clone());
+        }
+        p.lost_mailboxes.push(key.clone());
         p.skipped.push(Finding::about(
             at,
             &key,
@@ -130,7 +171,7 @@ fn parse_entry(at: Origin, line: &str, p: &mut Parsed) {
         ));
         return;
     }
-    let mut hash = PasswordHash::new(password);
+    let mut hash = PasswordHash::new(password.as_ref());
     if hash.prefix().is_none() && hash.scheme() == Scheme::Unknown {
         // The passwd-file default scheme, made explicit (DES crypt and
         // the like): the hash itself is unchanged.
@@ -176,16 +217,44 @@ struct Extras {
     refused: Option<&'static str>,
 }
 
+/// libpam-pwdfile's `hash[NN]` as Dovecot's `passwd_file_add` reads it:
+/// `[34]` PLAIN-MD5, `[56]` DIGEST-MD5 (exactly 32 characters, or Dovecot
+/// refuses the user), anything else CRYPT. Other passwords as they are.
+fn pwdfile_notation(pw: &str) -> Result<std::borrow::Cow<'_, str>, &'static str> {
+    let b = pw.as_bytes();
+    let n = b.len();
+    if n <= 4 || matches!(b[0], b'{' | b'$') || b[n - 1] != b']' || b[n - 4] != b'[' {
+        return Ok(pw.into());
+    }
+    let (hash, kind) = (&pw[..n - 4], &pw[n - 3..n - 1]);
+    Ok(match kind {
+        "34" => format!("{{PLAIN-MD5}}{hash}").into(),
+        "56" if hash.len() == 32 => format!("{{DIGEST-MD5}}{hash}").into(),
+        "56" => return Err("a [56] (DIGEST-MD5) password of the wrong length: Dovecot refuses it"),
+        _ => format!("{{CRYPT}}{hash}").into(),
+    })
+}
+
 /// Read the extra fields; the ones mailtable does not keep become notes.
+/// In the old format (an empty eighth field) the rest is the mail location.
 fn extras(text: &str, at: &Origin, key: &str, notes: &mut Vec<Finding>) -> Extras {
     let mut x = Extras {
         quota: None,
         active: true,
         refused: None,
     };
+    let old_format;
+    let text = match text.strip_prefix(':') {
+        Some(mail) if !mail.is_empty() => {
+            old_format = format!("userdb_mail={mail}");
+            old_format.as_str()
+        }
+        Some(_) => "",
+        None => text,
+    };
     for f in text.split_whitespace() {
         match extra_field(f) {
-            Extra::Quota(q) => x.quota = Some(q),
+            Extra::Quota(q) => x.quota = q,
             Extra::NoLogin => x.active = false,
             Extra::NoPassword => {
                 x.refused =
@@ -209,18 +278,20 @@ mod tests {
     fn extra_fields() {
         assert_eq!(
             extra_field("userdb_quota_rule=*:storage=1G"),
-            Extra::Quota("1G".into())
+            Extra::Quota(Some("1G".into()))
         );
+        // A bare number is kilobytes to Dovecot's quota_rule; stored in
+        // mailtable's canonical form.
         assert_eq!(
             extra_field("userdb_quota_rule=*:storage=1048576"),
-            Extra::Quota("1048576".into())
+            Extra::Quota(Some("1G".into()))
         );
         assert!(matches!(
             extra_field("userdb_quota_rule=Trash:storage=+100M"),
             Extra::NotKept(_)
         ));
         assert!(matches!(
-            extra_field("userdb_quota_rule=*:storage=1GG"),
+            extra_field("userdb_quota_rule=*:storage=1.5G"),
             Extra::NotKept(_)
         ));
         assert_eq!(extra_field("nologin"), Extra::NoLogin);
@@ -244,7 +315,7 @@ frank@example.org:{PLAIN}x:::::: nopassword
 bad@example.org:{PLAIN}x:five:5000
 ";
         let p = parse("users", text);
-        assert_eq!(p.logins.len(), 4);
+        assert_eq!(p.logins.len(), 5);
         let alice = &p.logins[0];
         assert_eq!(alice.quota.as_deref(), Some("2G"));
         assert!(alice.hash.stored().starts_with("{BLF-CRYPT}$2y$"));
@@ -254,12 +325,96 @@ bad@example.org:{PLAIN}x:five:5000
         assert!(!p.logins[3].active);
         assert_eq!(p.skipped.len(), 2, "{:?}", p.skipped);
         assert_eq!(p.skipped[0].at.to_string(), "users:6");
-        assert_eq!(p.malformed.len(), 1);
-        assert_eq!(p.malformed[0].at.to_string(), "users:9");
+        assert!(p.malformed.is_empty(), "{:?}", p.malformed);
+        // A uid that is no number is a name Dovecot looks up.
+        assert!(p
+            .notes
+            .iter()
+            .any(|n| n.at.to_string() == "users:9" && n.why.contains("\"five\"")));
         assert!(p.notes.iter().any(|n| n.why.contains("userdb_mail")));
         assert_eq!(
             p.userinfo[0].home.as_deref(),
             Some("/var/vmail/example.org/alice")
         );
+    }
+
+    #[test]
+    fn quota_sizes_read_as_dovecot_reads_them() {
+        // quota_limit_parse (core@2.3.19.1:src/plugins/quota/quota-util.c):
+        // only the first letter after the number is the unit, none means
+        // kilobytes, and 0 is no limit.
+        let q = |v: &str| extra_field(&format!("userdb_quota_rule=*:storage={v}"));
+        assert_eq!(q("2GB"), Extra::Quota(Some("2G".into())));
+        assert_eq!(q("500m"), Extra::Quota(Some("500M".into())));
+        assert_eq!(q("2048M"), Extra::Quota(Some("2G".into())));
+        assert_eq!(q("1536"), Extra::Quota(Some("1536K".into())));
+        assert_eq!(q("100b"), Extra::Quota(Some("100B".into())));
+        assert_eq!(q("0"), Extra::Quota(None), "unlimited");
+        for bad in [
+            "",
+            "G",
+            "-1G",
+            "+100M",
+            "10%",
+            "2P",
+            "99999999999999999999T",
+        ] {
+            assert!(matches!(q(bad), Extra::NotKept(_)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn messy_entries_read_as_dovecot_reads_them() {
+        let text = "\
+:{PLAIN}no user name, skipped by Dovecot
+uid@example.org:{PLAIN}x:vmail:mail::/var/vmail/uid
+des@example.org:abJnggxhB/yWI[13]
+md5@example.org:5f4dcc3b5aa765d61d8327deb882cf99[34]
+dig@example.org:0123456789abcdef0123456789abcdef[56]
+digbad@example.org:0123[56]
+old@example.org:{PLAIN}x:5000:5000::/var/vmail/old:::maildir:~/Maildir
+nopw@example.org::5000:5000::/var/vmail/nopw
+";
+        let p = parse("users", text);
+        assert!(p.malformed.is_empty(), "{:?}", p.malformed);
+        let hashes: Vec<(String, &str)> = p
+            .logins
+            .iter()
+            .map(|l| (format!("{:?}", l.name), l.hash.stored()))
+            .collect();
+        assert_eq!(hashes.len(), 5, "{hashes:?}");
+        // libpam-pwdfile's `hash[NN]`, as passwd_file_add rewrites it.
+        assert_eq!(p.logins[1].hash.stored(), "{CRYPT}abJnggxhB/yWI");
+        assert_eq!(
+            p.logins[2].hash.stored(),
+            "{PLAIN-MD5}5f4dcc3b5aa765d61d8327deb882cf99"
+        );
+        assert_eq!(
+            p.logins[3].hash.stored(),
+            "{DIGEST-MD5}0123456789abcdef0123456789abcdef"
+        );
+        // uid and gid given as system user names: read, not compared.
+        assert_eq!(p.userinfo[0].uid, None);
+        assert!(
+            p.notes.iter().any(|n| n.why.contains("vmail")),
+            "{:?}",
+            p.notes
+        );
+        // The old format's mail field after an empty eighth field.
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.at.to_string() == "users:7" && n.why.contains("userdb_mail")),
+            "{:?}",
+            p.notes
+        );
+        // Dovecot refuses a [56] hash of another length: no such user there.
+        assert!(p.skipped.iter().any(|s| s.at.to_string() == "users:6"));
+        // A user without a password still received mail (a userdb entry):
+        // its mailbox does not come over.
+        assert_eq!(p.lost_mailboxes, ["nopw@example.org"]);
+        for f in p.skipped.iter().chain(&p.notes) {
+            assert!(!f.why.contains("5f4dcc"), "{f}");
+        }
     }
 }

@@ -34,7 +34,7 @@
 //! PostgreSQL backend; the normalized tables are not a `Store`, so they are
 //! read here, behind the small [`Tables`] trait).
 
-use super::{Finding, Inactive, Login, LoginName, Origin, Parsed, Route, RouteKey, Target};
+use super::{At, Finding, Inactive, Login, LoginName, Origin, Parsed, Route, RouteKey, Target};
 use crate::error::CliError;
 use mailtable_core::store::{self, Access, DatabaseUrl, OpenOptions, SchemaState};
 use mailtable_core::{Address, AddressPattern, Domain, PasswordHash};
@@ -424,14 +424,87 @@ fn read_postfixadmin(
         })
         .collect();
     read_aliases(source, "alias_domain", &as_aliases, &domain_active, &mut p);
+    alias_domain_catch_alls(&mut p);
     Ok(p)
+}
+
+/// The table a row came from.
+fn table_of(o: &Origin) -> Option<&str> {
+    match &o.at {
+        At::Row { table, .. } => Some(table),
+        _ => None,
+    }
+}
+
+/// An alias domain with a catch-all of its own in `alias`. Postfix looks a
+/// recipient up as the full address in every `virtual_alias_maps` table
+/// before it tries `@domain` (`mail_addr_find`), and PostfixAdmin's
+/// alias-domain catch-all map answers `u@alias` with the target domain's
+/// catch-all (`mysql_virtual_alias_domain_catchall_maps.cf`, PostfixAdmin
+/// `DOCUMENTS/POSTFIX_CONF.txt`). So where the target has a catch-all, the
+/// alias domain's own one is never reached: it is left out and reported,
+/// and the domain alias comes over. Where the target has none, the own
+/// catch-all takes the addresses the target does not have, a fallback a
+/// mailtable domain alias does not have: both stay, the merge reports the
+/// conflict, and a note says what to change.
+fn alias_domain_catch_alls(p: &mut Parsed) {
+    let own = |r: &Route| match &r.key {
+        RouteKey::CatchAll(d) if table_of(&r.origin) == Some("alias") => Some(d.clone()),
+        _ => None,
+    };
+    let catch_alls: Vec<Domain> = p.routes.iter().filter_map(own).collect();
+    let aliased: Vec<(Domain, Domain, Origin)> = p
+        .routes
+        .iter()
+        .filter(|r| table_of(&r.origin) == Some("alias_domain"))
+        .filter_map(|r| match (&r.key, r.targets.as_slice()) {
+            (RouteKey::CatchAll(a), [Target::DomainAlias(t)]) => {
+                Some((a.clone(), t.clone(), r.origin.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    for (a, t, at) in aliased {
+        let Some(i) = p.routes.iter().position(|r| own(r).as_ref() == Some(&a)) else {
+            continue;
+        };
+        if catch_alls.contains(&t) {
+            let r = p.routes.remove(i);
+            p.skipped.push(Finding::about(
+                r.origin,
+                &format!("@{a}"),
+                format!(
+                    "catch-all of {a}, an alias domain of {t} ({at}): never used, PostfixAdmin's \
+                     alias-domain catch-all map answers every address of {a} with the catch-all \
+                     of {t} first; not imported, the domain alias is"
+                ),
+            ));
+        } else {
+            p.notes.push(Finding::about(
+                p.routes[i].origin.clone(),
+                &format!("@{a}"),
+                format!(
+                    "{a} is an alias domain of {t} ({at}) and has a catch-all of its own: \
+                     Postfix sends u@{a} to u@{t} where that has an alias, and to this \
+                     catch-all otherwise; a mailtable domain alias has no such fallback, so \
+                     remove one of the two in the source (or give {t} the catch-all)"
+                ),
+            ));
+        }
+    }
 }
 
 /// PostfixAdmin's `mailbox.quota` (bytes; 0 or less: unlimited) as a
 /// Dovecot size with a unit: a bare number in `*:storage=` would be read
 /// as kilobytes (Dovecot quota configuration, "storage").
 fn quota_of_bytes(v: &Cell) -> Option<String> {
-    let n: i64 = v.as_deref()?.trim().parse().ok()?;
+    size_of_bytes(v.as_deref()?.trim().parse().ok()?)
+}
+
+/// A quota of `n` bytes in mailtable's form, the largest whole unit
+/// (`2147483648` -> `2G`, `1536` -> `1536B`); `None` for 0 or less (no
+/// limit), so that sources agree however they wrote one size.
+pub(super) fn size_of_bytes(n: i64) -> Option<String> {
     if n <= 0 {
         return None;
     }
@@ -535,17 +608,6 @@ fn read_user(
             return;
         }
     }
-    let Some(hash) = text(&v[1]).filter(|h| !h.is_empty()) else {
-        // Postfix's mailbox lookup does not read the password: the source
-        // delivered to it.
-        p.lost.push(full.clone());
-        p.skipped.push(Finding::about(
-            at,
-            &full,
-            "no password: a mailbox needs a hash",
-        ));
-        return;
-    };
     let domain_on = domain_ok(domain_active, addr.domain());
     let active = truthy(&v[3]) && domain_on;
     if !active && inactive == Inactive::Reject {
@@ -568,6 +630,19 @@ fn read_user(
         p.refused.push(addr);
         return;
     }
+    let Some(hash) = text(&v[1]).filter(|h| !h.is_empty()) else {
+        // Postfix's mailbox lookup does not read the password: the source
+        // delivered to it, and without a row its mail would bounce. (An
+        // inactive one, refused above, lost nothing.)
+        p.lost.push(full.clone());
+        p.lost_mailboxes.push(full.clone());
+        p.skipped.push(Finding::about(
+            at,
+            &full,
+            "no password: a mailbox needs a hash",
+        ));
+        return;
+    };
     if !active {
         p.accepted_inactive.push(addr.clone());
         p.notes.push(Finding::about(
@@ -882,6 +957,72 @@ mod tests {
         assert!(p.routes.iter().any(|r| r.key.to_string() == "@example.net"
             && r.targets == vec![Target::DomainAlias(Domain::parse("example.org").unwrap())]));
         assert_eq!(p.routes.len(), 2);
+    }
+
+    /// An alias domain with a catch-all of its own. Postfix looks the full
+    /// address up in every alias map before `@domain`, so where the target
+    /// has a catch-all, PostfixAdmin's alias-domain catch-all map answers
+    /// every address of the alias domain and its own catch-all is never
+    /// used; where the target has none, the own catch-all takes what the
+    /// target lacks, which a mailtable domain alias cannot say.
+    #[test]
+    fn an_alias_domain_with_a_catch_all_of_its_own() {
+        let tables = "
+            CREATE TABLE mailbox (username TEXT, password TEXT, domain TEXT, active TEXT);
+            INSERT INTO mailbox VALUES ('a@example.org', '$2b$h', 'example.org', '1');
+            CREATE TABLE alias (address TEXT, goto TEXT, active TEXT);
+            INSERT INTO alias VALUES ('a@example.org', 'a@example.org', '1'),
+                                     ('@alias.example', 'b@elsewhere.example', '1');
+            CREATE TABLE alias_domain (alias_domain TEXT, target_domain TEXT, active TEXT);
+            INSERT INTO alias_domain VALUES ('alias.example', 'example.org', '1');
+        ";
+        let keys = |p: &Parsed| -> Vec<String> {
+            let mut k: Vec<String> = p.routes.iter().map(|r| r.key.to_string()).collect();
+            k.sort();
+            k
+        };
+        let mut c = db(&format!(
+            "{tables} INSERT INTO alias VALUES ('@example.org', 'a@example.org', '1');"
+        ));
+        let p = read_tables(&mut c, "pfa.db", Inactive::Reject).unwrap();
+        assert_eq!(
+            keys(&p),
+            ["@alias.example", "@example.org", "a@example.org"]
+        );
+        let own = p
+            .routes
+            .iter()
+            .find(|r| r.key.to_string() == "@alias.example")
+            .unwrap();
+        assert_eq!(
+            own.targets,
+            [Target::DomainAlias(Domain::parse("example.org").unwrap())]
+        );
+        let s = p
+            .skipped
+            .iter()
+            .find(|s| s.at.to_string() == "pfa.db:alias:2");
+        assert!(
+            s.is_some_and(|s| s.why.contains("never used")),
+            "{:?}",
+            p.skipped
+        );
+
+        // Without a catch-all of the target both stay, and a note says why
+        // they cannot both come over.
+        let mut c = db(tables);
+        let p = read_tables(&mut c, "pfa.db", Inactive::Reject).unwrap();
+        assert_eq!(
+            keys(&p),
+            ["@alias.example", "@alias.example", "a@example.org"]
+        );
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.at.to_string() == "pfa.db:alias:2" && n.why.contains("remove one")),
+            "{:?}",
+            p.notes
+        );
     }
 
     #[test]
