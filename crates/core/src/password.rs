@@ -147,8 +147,8 @@ impl PasswordHash {
     /// The hash without a `{SCHEME}` prefix that only names the crypt(3)
     /// family of the string after it (`{SHA512-CRYPT}$6$...`,
     /// `{BLF-CRYPT}$2y$...`, `{SHA256-CRYPT}$5$...`, `{ARGON2ID}$argon2id$...`,
-    /// `{MD5-CRYPT}$1$...`, and `{CRYPT}` before anything): Dovecot checks those with the same
-    /// crypt(3) or Argon2 call as the bare string (its
+    /// `{MD5-CRYPT}$1$...`, and `{CRYPT}` before anything): Dovecot checks
+    /// those with the same crypt(3) or Argon2 call as the bare string (its
     /// `password-scheme-crypt.c`; a bare value in a passwd-file is read with
     /// the default scheme `CRYPT`), and smtpd gets the bare string anyway.
     /// Any other value, a prefix that does not match its string included,
