@@ -130,18 +130,19 @@ backend_test!(lookups_are_index_probes_on_a_large_table, |db| {
     db.raw().exec("ANALYZE");
     let plans = db.lookup_plans();
     let names: Vec<&str> = plans.iter().map(|(n, _)| *n).collect();
-    assert_eq!(
-        names,
-        [
-            "exact",
-            "exact_joined",
-            "exact_many",
-            "wildcards",
-            "has_domain",
-            "targeting",
-            "wildcard_targets"
-        ]
-    );
+    let mut want = vec![
+        "exact",
+        "exact_many",
+        "wildcards",
+        "has_domain",
+        "targeting",
+        "wildcard_targets",
+    ];
+    // Only PostgreSQL joins an alias with its targets (sqlite.rs says why).
+    if db.backend() == Backend::Postgres {
+        want.insert(1, "exact_joined");
+    }
+    assert_eq!(names, want);
     for (name, plan) in plans {
         match db.backend() {
             Backend::Sqlite => {
@@ -149,8 +150,7 @@ backend_test!(lookups_are_index_probes_on_a_large_table, |db| {
                     plan.contains("USING") && plan.contains("INDEX"),
                     "{name}: {plan}"
                 );
-                // Every step that reads the table, under the join's
-                // aliases too, is an index search.
+                // Every step that reads the table is an index search.
                 for step in plan.split(" / ") {
                     assert!(!step.starts_with("SCAN"), "{name}: {plan}");
                 }

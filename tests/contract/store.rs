@@ -500,14 +500,16 @@ backend_test!(exact_many_gives_the_rows_of_each_key_only, |db| {
 });
 
 /// `exact_joined` against `exact`: the key's rows as `exact` gives them,
-/// and for each target key probed (as `target_key` computes it from the
-/// stored text) exactly `exact`'s rows of that key, listed once.
+/// and, where the backend joins (PostgreSQL), for each target key probed
+/// (as `target_key` computes it from the stored text) exactly `exact`'s
+/// rows of that key, listed once; where it does not, no target.
 fn assert_joined_is_exact(s: &mut dyn mailtable_core::Store, username: &str, domain: &str) {
     let joined = s.exact_joined(username, domain).unwrap();
     let exact = s.exact(username, domain).unwrap();
     assert_eq!(shown(&joined.rows), shown(&exact), "{username}@{domain}");
+    let joins = s.kind() == "postgres";
     let mut want: Vec<(String, String)> = Vec::new();
-    for r in &exact {
+    for r in exact.iter().filter(|_| joins) {
         if let Some(k) = mailtable_core::store::target_key(r, username) {
             if !want.contains(&k) {
                 want.push(k);
@@ -525,11 +527,13 @@ fn assert_joined_is_exact(s: &mut dyn mailtable_core::Store, username: &str, dom
     }
 }
 
-// `exact_joined`: an alias and its targets' rows in one query. Targets of
-// every shape: a mailbox, a mailbox with a second row, a tagged and an
-// upper-case target (probed as stored, found nothing), a `%` target (the
-// username put in), a target without `@`, a key given twice, and an
-// external address; a mailbox row probes nothing.
+// `exact_joined`: an alias and its targets' rows in one query where the
+// backend joins (PostgreSQL), the key's rows alone where it does not
+// (SQLite: sqlite.rs says why). Targets of every shape: a mailbox, a
+// mailbox with a second row, a tagged and an upper-case target (probed as
+// stored, found nothing), a `%` target (the username put in), a target
+// without `@`, a key given twice, and an external address; a mailbox row
+// probes nothing.
 backend_test!(
     exact_joined_gives_the_rows_of_the_key_and_of_its_targets,
     |db| {
@@ -558,16 +562,17 @@ backend_test!(
             .iter()
             .map(|((u, d), rows)| format!("{u}@{d}: {}", rows.len()))
             .collect();
-        assert_eq!(
-            probed,
-            [
+        let want: &[&str] = match db.backend() {
+            Backend::Postgres => &[
                 "a@x.net: 2",
                 "b+tag@x.net: 0",
                 "Hugo@Barrera.io: 0",
                 "team-desk@example.org: 2",
                 "someone@elsewhere.test: 0",
-            ]
-        );
+            ],
+            Backend::Sqlite => &[],
+        };
+        assert_eq!(probed, want);
         for (u, d) in [
             ("team", "example.org"),
             ("a", "x.net"),
@@ -594,9 +599,11 @@ backend_test!(exact_joined_reads_the_article_table, |db| {
         shown(&joined.rows),
         ["contact@example.com -> hugo@barrera.io"]
     );
-    assert_eq!(joined.targets.len(), 1);
-    let ((u, d), rows) = &joined.targets[0];
-    assert_eq!((u.as_str(), d.as_str()), ("hugo", "barrera.io"));
-    assert!(rows.len() == 1 && rows[0].is_mailbox() && rows[0].active);
+    if db.backend() == Backend::Postgres {
+        assert_eq!(joined.targets.len(), 1);
+        let ((u, d), rows) = &joined.targets[0];
+        assert_eq!((u.as_str(), d.as_str()), ("hugo", "barrera.io"));
+        assert!(rows.len() == 1 && rows[0].is_mailbox() && rows[0].active);
+    }
     assert_joined_is_exact(s.as_mut(), "contact", "example.com");
 });
