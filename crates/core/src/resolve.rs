@@ -166,7 +166,23 @@ pub struct WalkEntry {
 fn delivers_to_itself(m: &Match, row: &Row, target: &Address) -> bool {
     row.is_mailbox()
         && (m.step == Step::Exact || m.step == Step::TaggedExact)
-        && target.to_string() == row.address()
+        && is_row_address(target, row)
+}
+
+/// `target.to_string() == row.address()`, without building either string:
+/// asked for every target of every lookup.
+fn is_row_address(target: &Address, row: &Row) -> bool {
+    let (tl, td) = (target.local(), target.domain().as_str());
+    tl.len() + td.len() == row.username.len() + row.domain.len()
+        && tl
+            .bytes()
+            .chain(std::iter::once(b'@'))
+            .chain(td.bytes())
+            .eq(row
+                .username
+                .bytes()
+                .chain(std::iter::once(b'@'))
+                .chain(row.domain.bytes()))
 }
 
 /// Exact rows fetched ahead, by `(username, domain)`: with the rows that
@@ -402,7 +418,7 @@ impl Resolver {
         match self.match_address(store, addr)? {
             Some(m) => Ok(Outcome::Found(self.expand_match(
                 store,
-                &addr.to_string(),
+                addr,
                 Some(addr),
                 &m,
             )?)),
@@ -430,7 +446,7 @@ impl Resolver {
     fn expand(
         &self,
         store: &mut dyn Store,
-        origin: &str,
+        origin: &dyn fmt::Display,
         m: &Match,
         path: &mut Vec<Address>,
         out: &mut Vec<Destination>,
@@ -455,7 +471,7 @@ impl Resolver {
             match self.match_with(store, &target, &ahead)? {
                 Some(next) => {
                     path.push(target.clone());
-                    let r = self.expand(store, &target.to_string(), &next, path, out);
+                    let r = self.expand(store, &target, &next, path, out);
                     path.pop();
                     r?;
                 }
@@ -475,7 +491,7 @@ impl Resolver {
     fn expand_match(
         &self,
         store: &mut dyn Store,
-        origin: &str,
+        origin: &dyn fmt::Display,
         start: Option<&Address>,
         m: &Match,
     ) -> Result<Vec<Destination>, ResolveError> {
@@ -522,7 +538,7 @@ impl Resolver {
                 capture: String::new(),
                 ahead: Prefetched::default(),
             };
-            return self.expand_match(store, key, None, &m).map(Some);
+            return self.expand_match(store, &key, None, &m).map(Some);
         }
         if !key.contains('@') {
             return Ok(None);
@@ -543,7 +559,7 @@ impl Resolver {
                 capture: addr.local().to_string(),
                 ahead,
             };
-            return self.expand_match(store, key, Some(&addr), &m).map(Some);
+            return self.expand_match(store, &key, Some(&addr), &m).map(Some);
         }
         let (rows, ahead) = exact_rows(&[], store, base, domain)?;
         let m = if !rows.is_empty() {
@@ -564,7 +580,7 @@ impl Resolver {
                 }
             }
         };
-        self.expand_match(store, key, Some(&addr), &m).map(Some)
+        self.expand_match(store, &key, Some(&addr), &m).map(Some)
     }
 
     /// smtpd's key order for a recipient (`aliases_virtual_get`).
@@ -740,7 +756,7 @@ impl Resolver {
             for (row, src) in sources {
                 // A mailbox row delivering to itself is the target, not a
                 // way to it.
-                if row.is_mailbox() && row.address() == target.to_string() {
+                if row.is_mailbox() && is_row_address(&target, &row) {
                     continue;
                 }
                 let src = match row.kind() {
@@ -811,6 +827,33 @@ mod tests {
     use crate::store::failing::each_failure;
     use crate::store::memory::MemStore;
     use crate::testdata::{self, check};
+
+    /// A row is its address when `username@domain` is the address's
+    /// text byte for byte; equal lengths alone, or parts that join to
+    /// other text, are not.
+    #[test]
+    fn a_row_is_its_address_only_byte_for_byte() {
+        let row = |u: &str, d: &str| Row {
+            username: u.into(),
+            domain: d.into(),
+            mailbox: format!("{u}@{d}"),
+            password: None,
+            active: true,
+            quota: None,
+        };
+        let a = Address::parse("hugo@barrera.io").unwrap();
+        assert!(is_row_address(&a, &row("hugo", "barrera.io")));
+        for (u, d) in [
+            ("hugi", "barrera.io"),
+            ("hugo", "barrera.ia"),
+            ("hug", "obarrera.io"),
+            ("hugo.", "barrera.io"),
+            ("hugo@barrera.io", ""),
+            ("", "hugo@barrera.io"),
+        ] {
+            assert!(!is_row_address(&a, &row(u, d)), "{u}@{d}");
+        }
+    }
 
     fn ext(a: &str) -> Destination {
         Destination::External(Address::parse(a).unwrap())
