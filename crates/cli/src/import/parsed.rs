@@ -284,6 +284,18 @@ pub struct Parsed {
 }
 
 impl Parsed {
+    /// A mailbox of the source that cannot come over (no password): the
+    /// source delivered to it, so its mail would have nowhere to go. Counted
+    /// as lost (an address, once it has a domain) and as a lost mailbox,
+    /// which refuses the import without `--partial`, and reported.
+    pub fn mailbox_left_behind(&mut self, at: Origin, key: &str, why: &str) {
+        if key.contains('@') {
+            self.lost.push(key.to_string());
+        }
+        self.lost_mailboxes.push(key.to_string());
+        self.skipped.push(Finding::about(at, key, why));
+    }
+
     /// Add another source's entries to these.
     pub fn absorb(&mut self, other: Parsed) {
         self.logins.extend(other.logins);

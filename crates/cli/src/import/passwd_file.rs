@@ -160,15 +160,11 @@ fn parse_entry(at: Origin, line: &str, p: &mut Parsed) {
     if password.is_empty() {
         // Dovecot's userdb still answers for it: it received mail, which
         // has nowhere to go without a row.
-        if key.contains('@') {
-            p.lost.push(key.clone());
-        }
-        p.lost_mailboxes.push(key.clone());
-        p.skipped.push(Finding::about(
+        p.mailbox_left_behind(
             at,
             &key,
             "no password: a userdb-only entry cannot log in, and a mailbox needs a hash",
-        ));
+        );
         return;
     }
     let mut hash = PasswordHash::new(password.as_ref());

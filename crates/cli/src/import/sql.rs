@@ -634,13 +634,7 @@ fn read_user(
         // Postfix's mailbox lookup does not read the password: the source
         // delivered to it, and without a row its mail would bounce. (An
         // inactive one, refused above, lost nothing.)
-        p.lost.push(full.clone());
-        p.lost_mailboxes.push(full.clone());
-        p.skipped.push(Finding::about(
-            at,
-            &full,
-            "no password: a mailbox needs a hash",
-        ));
+        p.mailbox_left_behind(at, &full, "no password: a mailbox needs a hash");
         return;
     };
     if !active {
