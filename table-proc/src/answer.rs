@@ -47,14 +47,9 @@ type Looked = Result<Fetched<Option<String>>, String>;
 
 /// The cache's key for a request.
 fn cache_key(service: Service, key: &str) -> String {
-    // Not `format!`: this runs for every lookup, and joining by hand at the
-    // exact size is a fraction of its cost.
-    let name = service.name();
-    let mut k = String::with_capacity(name.len() + 1 + key.len());
-    k.push_str(name);
-    k.push('\t');
-    k.push_str(key);
-    k
+    // Not `format!`: this runs for every lookup, and `concat` (one
+    // allocation of the exact size) is a fraction of its cost.
+    [service.name(), "\t", key].concat()
 }
 
 /// A found value is positive, not-found is negative.

@@ -251,14 +251,11 @@ pub fn write_reply(w: &mut impl Write, op: Op, id: &str, answer: &Answer) -> io:
         }
     };
     // The channel is unbuffered and smtpd reads whole lines: one write
-    // per reply. Joined by hand, at its exact size, because this runs for
-    // every lookup and `format!` cost more than the rest of a cached one.
-    let parts = [op.name(), "-result|", id, "|", result, value, "\n"];
-    let mut line = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for part in parts {
-        line.extend_from_slice(part.as_bytes());
-    }
-    w.write_all(&line)
+    // per reply. `concat`, which allocates the exact size once, because
+    // this runs for every lookup and `format!` cost more than the rest of
+    // a cached one.
+    let line = [op.name(), "-result|", id, "|", result, value, "\n"].concat();
+    w.write_all(line.as_bytes())
 }
 
 /// Writes `req` as smtpd would, for table `table` at `timestamp`
