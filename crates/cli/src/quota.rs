@@ -1,6 +1,7 @@
 //! The quota an admin types (`user add --quota`, `user quota`, the bulk
 //! file), checked strictly and stored in one canonical form that both
-//! Dovecot generations read the same way.
+//! Dovecot generations read the same way; and the form an import stores a
+//! size it read as bytes in ([`of_bytes`]).
 //!
 //! The one decision a reader might question: a bare byte count is stored
 //! with a `B` unit. The row's quota reaches Dovecot 2.3 as
@@ -54,6 +55,27 @@ pub(crate) fn parse(text: &str) -> Result<Option<String>, CliError> {
     };
     // Without leading zeros, so equal sizes are stored alike.
     Ok(Some(format!("{n}{unit}")))
+}
+
+/// A quota of `n` bytes as an import stores it, in the largest whole unit
+/// (`2147483648` -> `2G`, `1536` -> `1536B`); `None` for 0 or less (no
+/// limit), so that the sources of an import agree however each wrote one
+/// size (PostfixAdmin's bytes, a passwd-file's `2048M`).
+pub(crate) fn of_bytes(n: i64) -> Option<String> {
+    if n <= 0 {
+        return None;
+    }
+    for (unit, size) in [
+        ("T", 1i64 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+    ] {
+        if n % size == 0 {
+            return Some(format!("{}{unit}", n / size));
+        }
+    }
+    Some(format!("{n}B"))
 }
 
 #[cfg(test)]

@@ -65,7 +65,7 @@ fn dovecot_size(s: &str) -> Result<Option<String>, ()> {
     };
     let n: i64 = digits.parse().map_err(|_| ())?;
     let bytes = n.checked_mul(1 << shift).ok_or(())?;
-    Ok(super::sql::size_of_bytes(bytes))
+    Ok(crate::quota::of_bytes(bytes))
 }
 
 /// Interpret one `key=value` (or bare `key`) extra field.

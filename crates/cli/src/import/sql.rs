@@ -498,27 +498,7 @@ fn alias_domain_catch_alls(p: &mut Parsed) {
 /// Dovecot size with a unit: a bare number in `*:storage=` would be read
 /// as kilobytes (Dovecot quota configuration, "storage").
 fn quota_of_bytes(v: &Cell) -> Option<String> {
-    size_of_bytes(v.as_deref()?.trim().parse().ok()?)
-}
-
-/// A quota of `n` bytes in mailtable's form, the largest whole unit
-/// (`2147483648` -> `2G`, `1536` -> `1536B`); `None` for 0 or less (no
-/// limit), so that sources agree however they wrote one size.
-pub(super) fn size_of_bytes(n: i64) -> Option<String> {
-    if n <= 0 {
-        return None;
-    }
-    for (unit, size) in [
-        ("T", 1i64 << 40),
-        ("G", 1 << 30),
-        ("M", 1 << 20),
-        ("K", 1 << 10),
-    ] {
-        if n % size == 0 {
-            return Some(format!("{}{unit}", n / size));
-        }
-    }
-    Some(format!("{n}B"))
+    crate::quota::of_bytes(v.as_deref()?.trim().parse().ok()?)
 }
 
 /// Whether a domain is active; a domain the `domains` table does not list

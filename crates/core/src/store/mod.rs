@@ -300,30 +300,6 @@ pub fn target_key(row: &Row, username: &str) -> Option<(String, String)> {
     Some((u.to_string(), d.to_string()))
 }
 
-/// Keep the rows whose address is one of `keys`: the backends fetch the
-/// rows of every username with every domain of the keys (an index probe
-/// for each pair) and drop the pairs nobody asked for.
-pub(crate) fn only_keys(rows: Vec<Row>, keys: &[(&str, &str)]) -> Vec<Row> {
-    rows.into_iter()
-        .filter(|r| keys.iter().any(|(u, d)| r.username == *u && r.domain == *d))
-        .collect()
-}
-
-/// The distinct usernames and domains of `keys`, in order.
-pub(crate) fn key_parts<'a>(keys: &[(&'a str, &'a str)]) -> (Vec<&'a str>, Vec<&'a str>) {
-    let mut users: Vec<&str> = Vec::new();
-    let mut domains: Vec<&str> = Vec::new();
-    for (u, d) in keys {
-        if !users.contains(u) {
-            users.push(u);
-        }
-        if !domains.contains(d) {
-            domains.push(d);
-        }
-    }
-    (users, domains)
-}
-
 /// Open the backend named by the URL's scheme.
 pub fn open(url: &DatabaseUrl, options: &OpenOptions) -> Result<Box<dyn Store>, StoreError> {
     match url {

@@ -195,9 +195,9 @@ impl Store for PostgresStore {
     }
 
     fn exact_many(&mut self, keys: &[(&str, &str)]) -> Result<Vec<Row>, StoreError> {
-        let (users, domains) = super::key_parts(keys);
+        let (users, domains) = key_parts(keys);
         let rows = self.rows(EXACT_MANY, &[&domains, &users])?;
-        Ok(super::only_keys(rows, keys))
+        Ok(only_keys(rows, keys))
     }
 
     fn wildcards(&mut self, domain: &str) -> Result<Vec<Row>, StoreError> {
@@ -453,6 +453,30 @@ impl Store for PostgresStore {
         self.close();
         result
     }
+}
+
+/// Keep the rows whose address is one of `keys`: [`EXACT_MANY`] fetches
+/// the rows of every username with every domain of the keys (an index
+/// probe for each pair), and the pairs nobody asked for are dropped.
+fn only_keys(rows: Vec<Row>, keys: &[(&str, &str)]) -> Vec<Row> {
+    rows.into_iter()
+        .filter(|r| keys.iter().any(|(u, d)| r.username == *u && r.domain == *d))
+        .collect()
+}
+
+/// The distinct usernames and domains of `keys`, in order.
+fn key_parts<'a>(keys: &[(&'a str, &'a str)]) -> (Vec<&'a str>, Vec<&'a str>) {
+    let mut users: Vec<&str> = Vec::new();
+    let mut domains: Vec<&str> = Vec::new();
+    for (u, d) in keys {
+        if !users.contains(u) {
+            users.push(u);
+        }
+        if !domains.contains(d) {
+            domains.push(d);
+        }
+    }
+    (users, domains)
 }
 
 #[cfg(test)]
