@@ -457,6 +457,47 @@ backend_test!(
     }
 );
 
+// The change token without waiting ([`Store::change_token_in_place`], what
+// `serve` answers cached lookups with on its async workers): never another
+// token than `change_token` gives, and after a write, never the old one.
+// SQLite always has it (its file's header); PostgreSQL only the stamp it
+// read within `CHANGE_CHECK`, never before it read one.
+backend_test!(
+    the_change_token_in_place_is_the_change_token_or_none,
+    |db| {
+        use mailtable_core::store::postgres::CHANGE_CHECK;
+        let in_place =
+            |s: &mut dyn mailtable_core::Store| s.change_token_in_place().map(|r| r.unwrap());
+        let mut writer = db.init();
+        writer.insert(&mailbox("hugo", "barrera.io")).unwrap();
+        let mut reader = db.open(Access::ReadOnly);
+        let sqlite = db.backend() == Backend::Sqlite;
+        if !sqlite {
+            assert_eq!(in_place(reader.as_mut()), None, "no stamp read yet");
+        }
+        let first = reader.change_token().unwrap();
+        assert!(first.is_some());
+        match in_place(reader.as_mut()) {
+            Some(token) => assert_eq!(token, first),
+            // PostgreSQL, on a machine that stalled past the bound.
+            None => assert!(!sqlite, "SQLite always checks in place"),
+        }
+
+        writer
+            .insert(&alias("info", "barrera.io", "hugo@barrera.io"))
+            .unwrap();
+        if !sqlite {
+            std::thread::sleep(CHANGE_CHECK + std::time::Duration::from_millis(100));
+            assert_eq!(in_place(reader.as_mut()), None, "the stamp is too old");
+        }
+        let second = reader.change_token().unwrap();
+        assert_ne!(second, first, "a write by another store");
+        if sqlite {
+            assert_eq!(in_place(reader.as_mut()), Some(second));
+        }
+    }
+);
+
 // `exact_many`: exactly the rows `exact` gives for each key, in row
 // order, and none of the other pairs its query probes (every username
 // with every domain of the keys).

@@ -179,6 +179,13 @@ impl<S: Store> Store for FailingStore<S> {
         self.call("change_token")?;
         self.inner.change_token()
     }
+    // Counted as a change check: it reads the database like one.
+    fn change_token_in_place(&mut self) -> Option<Result<Option<ChangeToken>, StoreError>> {
+        if let Err(e) = self.call("change_token") {
+            return Some(Err(e));
+        }
+        self.inner.change_token_in_place()
+    }
     // Cannot fail, so no call to count: the inner store's own checks are
     // what a lookup's failures come from.
     fn begin_lookup(&mut self) {

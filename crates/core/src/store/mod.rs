@@ -163,6 +163,17 @@ pub trait Store: Send {
         Ok(None)
     }
 
+    /// [`Store::change_token`] when it can be had without waiting: SQLite
+    /// from the `stat` of its file and a read of the header, PostgreSQL
+    /// from a stamp it read moments ago. `None` when more is needed (a
+    /// server to ask, a file to reopen); the caller then asks
+    /// [`Store::change_token`] where waiting is allowed. A caller that must
+    /// never block (a worker of `serve`'s async runtime, which answers
+    /// cached lookups in place) uses this. Default: `None`, always safe.
+    fn change_token_in_place(&mut self) -> Option<Result<Option<ChangeToken>, StoreError>> {
+        None
+    }
+
     /// The start of one request's lookup in a daemon; [`Store::end_lookup`]
     /// ends it. In between, the checks a backend makes before every query
     /// count as made once for the whole lookup: SQLite `stat`s its path

@@ -319,6 +319,68 @@ impl SqliteStore {
         Ok(cols)
     }
 
+    /// The change token: the file's identity, times and size from the
+    /// lookup's `stat`, and the change counter in its header (bytes 24..28,
+    /// <https://sqlite.org/fileformat2.html>, "File change counter"), which
+    /// every commit in rollback-journal mode increments, whoever writes.
+    ///
+    /// `in_place`: only what needs no more than that `stat` and one read of
+    /// the header, never waiting on a lock; `Ok(None)` when more would be
+    /// needed: the path names another file (the connection would be
+    /// reopened, which reads the schema under a lock a writer may hold), or
+    /// the file is in WAL mode (the counter stays still there; the
+    /// connection's `PRAGMA data_version` is asked instead). Without
+    /// `in_place` a token is always given, or an error.
+    fn token(&mut self, in_place: bool) -> Result<Option<ChangeToken>, StoreError> {
+        use std::os::unix::fs::FileExt;
+        let meta = match &self.pinned {
+            Some(meta) => meta.clone(),
+            None => self.stat()?,
+        };
+        let ident = (meta.dev(), meta.ino());
+        let current = self.open.as_ref().is_some_and(|o| o.ident == ident);
+        if in_place && !current {
+            return Ok(None);
+        }
+        self.follow(ident)?;
+        let Some(open) = self.open.as_ref() else {
+            return Err(StoreError::Other("connection vanished".into()));
+        };
+        let mut header = [0u8; 28];
+        let read = open.file.read_exact_at(&mut header, 0);
+        let mtime = meta.mtime() as u64 ^ ((meta.mtime_nsec() as u64) << 34);
+        let stamp = match read {
+            // Bytes 18 and 19: 2 in WAL mode, 1 with a rollback journal.
+            Ok(()) if header[18] == 1 => {
+                let counter = u32::from_be_bytes([header[24], header[25], header[26], header[27]]);
+                [u64::from(counter), 0]
+            }
+            _ if in_place => return Ok(None),
+            // WAL, or a file too short for a header (an empty database
+            // SQLite has not written yet): the connection's own view.
+            _ => {
+                let version = open
+                    .conn
+                    .prepare_cached("PRAGMA data_version")
+                    .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
+                    .map_err(|e| {
+                        let err = map_err(&self.path, e);
+                        self.open = None;
+                        err
+                    })?;
+                [version as u64, self.connections]
+            }
+        };
+        Ok(Some(ChangeToken::new([
+            ident.0,
+            ident.1,
+            mtime,
+            meta.size(),
+            stamp[0],
+            stamp[1],
+        ])))
+    }
+
     /// Reopen when the connection was dropped or the path now names
     /// another file (`ident`: its device and inode as just `stat`ed).
     fn follow(&mut self, ident: (u64, u64)) -> Result<(), StoreError> {
@@ -469,48 +531,14 @@ impl Store for SqliteStore {
     }
 
     fn change_token(&mut self) -> Result<Option<ChangeToken>, StoreError> {
-        use std::os::unix::fs::FileExt;
-        let meta = match &self.pinned {
-            Some(meta) => meta.clone(),
-            None => self.stat()?,
-        };
-        let ident = (meta.dev(), meta.ino());
-        self.follow(ident)?;
-        let Some(open) = self.open.as_ref() else {
-            return Err(StoreError::Other("connection vanished".into()));
-        };
-        let mut header = [0u8; 28];
-        let read = open.file.read_exact_at(&mut header, 0);
-        let mtime = meta.mtime() as u64 ^ ((meta.mtime_nsec() as u64) << 34);
-        let stamp = match read {
-            // Bytes 18 and 19: 2 in WAL mode, 1 with a rollback journal.
-            Ok(()) if header[18] == 1 => {
-                let counter = u32::from_be_bytes([header[24], header[25], header[26], header[27]]);
-                [u64::from(counter), 0]
-            }
-            // WAL, or a file too short for a header (an empty database
-            // SQLite has not written yet): the connection's own view.
-            _ => {
-                let version = open
-                    .conn
-                    .prepare_cached("PRAGMA data_version")
-                    .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
-                    .map_err(|e| {
-                        let err = map_err(&self.path, e);
-                        self.open = None;
-                        err
-                    })?;
-                [version as u64, self.connections]
-            }
-        };
-        Ok(Some(ChangeToken::new([
-            ident.0,
-            ident.1,
-            mtime,
-            meta.size(),
-            stamp[0],
-            stamp[1],
-        ])))
+        self.token(false)
+    }
+
+    fn change_token_in_place(&mut self) -> Option<Result<Option<ChangeToken>, StoreError>> {
+        match self.token(true) {
+            Ok(None) => None,
+            checked => Some(checked),
+        }
     }
 
     /// One `stat` for the whole lookup; a failure leaves nothing pinned, so
@@ -979,6 +1007,46 @@ mod tests {
         assert!(matches!(found(&mut r), Err(StoreError::Unavailable(_))));
         assert!(matches!(r.change_token(), Err(StoreError::Unavailable(_))));
         r.end_lookup();
+    }
+
+    /// The check without waiting ([`Store::change_token_in_place`]) is the
+    /// change check itself while it needs only the `stat` and the header:
+    /// it sees a hand edit, and a removed file is an error, as in
+    /// `change_token`. When the path names another file (reopening reads
+    /// the schema, under a lock a writer may hold) or the file is in WAL
+    /// mode (a query), it declines, and `change_token` does the rest.
+    #[test]
+    fn the_change_check_in_place_is_the_change_check_or_declines() {
+        let (dir, s) = fresh();
+        drop(s);
+        let path = dir.path().join("mail.db");
+        let mut r = reader(&path);
+        let in_place = |r: &mut SqliteStore| r.change_token_in_place().map(|t| t.unwrap());
+        let token = r.change_token().unwrap();
+        assert_eq!(in_place(&mut r), Some(token));
+        shell_insert(&path, "edited");
+        let edited = in_place(&mut r).expect("the same file");
+        assert_ne!(edited, token, "a hand edit");
+        assert_eq!(r.change_token().unwrap(), edited);
+
+        let next = dir.path().join("next.db");
+        std::fs::copy(&path, &next).unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        assert_eq!(in_place(&mut r), None, "another file: reopened elsewhere");
+        let renamed = r.change_token().unwrap();
+        assert_ne!(renamed, edited);
+        assert_eq!(in_place(&mut r), Some(renamed), "followed");
+
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            r.change_token_in_place(),
+            Some(Err(StoreError::Unavailable(_)))
+        ));
+
+        let (_wal_dir, wal) = wal_database();
+        let mut w = reader(&wal);
+        assert!(w.change_token().unwrap().is_some());
+        assert_eq!(in_place(&mut w), None, "WAL: a query");
     }
 
     #[test]
