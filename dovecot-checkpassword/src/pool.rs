@@ -46,6 +46,10 @@ struct PoolState {
     idle: Vec<Box<dyn Store>>,
     /// Stores in existence: idle ones, lent ones and ones being opened.
     open: usize,
+    /// Requests waiting for a store to come back: a store that comes back
+    /// wakes one only when there is one (a wake-up is a system call, on
+    /// every request otherwise).
+    waiting: usize,
 }
 
 impl StorePool {
@@ -58,6 +62,7 @@ impl StorePool {
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
+                waiting: 0,
             }),
             returned: Condvar::new(),
             max_idle,
@@ -100,11 +105,13 @@ impl StorePool {
                     self.max_open, self.wait
                 )));
             }
+            state.waiting += 1;
             state = self
                 .returned
                 .wait_timeout(state, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            state.waiting -= 1;
         }
     }
 
@@ -122,10 +129,19 @@ impl StorePool {
                 other
             }
         };
-        drop(state);
-        self.returned.notify_one();
+        self.release(state);
         // Closing a connection may take a round trip: not under the lock.
         drop(dropped);
+    }
+
+    /// Unlocks `state` after a store came back, waking one request that
+    /// waits for it, if any.
+    fn release(&self, state: MutexGuard<'_, PoolState>) {
+        let wake = state.waiting > 0;
+        drop(state);
+        if wake {
+            self.returned.notify_one();
+        }
     }
 
     /// Runs `f` with a store, as one lookup ([`Store::begin_lookup`]: the
@@ -161,6 +177,44 @@ impl StorePool {
         if result.is_ok() {
             lent.store = Some(store);
         }
+        result
+    }
+
+    /// Runs `f` with an idle store, as one lookup, if one is idle now;
+    /// `None` at once otherwise. For callers that must not wait (a worker
+    /// of the async runtime answering from the cache): it never waits for
+    /// a store, never opens one, and never drops one, whatever `f` does,
+    /// because closing a PostgreSQL connection is a round trip, and one run
+    /// on the runtime panics (see the `Drop` below). A store that failed in
+    /// `f` goes back too; the next [`StorePool::with`] meets its failure
+    /// again and drops it there.
+    pub fn try_idle<T>(&self, f: impl FnOnce(&mut dyn Store) -> Option<T>) -> Option<T> {
+        /// Returns the store to the idle list even if `f` panics.
+        struct Borrowed<'a> {
+            pool: &'a StorePool,
+            store: Option<Box<dyn Store>>,
+        }
+        impl Drop for Borrowed<'_> {
+            fn drop(&mut self) {
+                if let Some(store) = self.store.take() {
+                    // Maybe one past `max_idle`, if another store came
+                    // back meanwhile; the stores open stay within
+                    // `max_open`, which is what bounds connections.
+                    let mut state = self.pool.lock();
+                    state.idle.push(store);
+                    self.pool.release(state);
+                }
+            }
+        }
+        let store = self.lock().idle.pop()?;
+        let mut borrowed = Borrowed {
+            pool: self,
+            store: Some(store),
+        };
+        let store = borrowed.store.as_mut()?;
+        store.begin_lookup();
+        let result = f(store.as_mut());
+        store.end_lookup();
         result
     }
 
@@ -445,6 +499,122 @@ mod tests {
     }
 
     /// A panic while a store is lent frees its slot.
+    /// A store coming back wakes a request waiting for one at once, from
+    /// `with` and from `try_idle` alike; the 10 s wait would otherwise
+    /// run out first (the bound below is half of it, far above the
+    /// milliseconds a wake-up takes).
+    #[test]
+    fn a_store_coming_back_wakes_a_waiting_request() {
+        let p = Arc::new(
+            StorePool::new(
+                Box::new(|| Ok(Box::new(MemStore::default()) as Box<dyn Store>)),
+                1,
+            )
+            .limit(1, Duration::from_secs(10)),
+        );
+        assert!(p.with(|_| Ok(())).is_ok());
+        for in_place in [false, true] {
+            let (held_tx, held_rx) = mpsc::channel();
+            let (release_tx, release_rx) = mpsc::channel::<()>();
+            let holder = {
+                let p = Arc::clone(&p);
+                thread::spawn(move || {
+                    let hold = || {
+                        held_tx.send(()).expect("send");
+                        release_rx.recv().is_ok()
+                    };
+                    match in_place {
+                        true => p.try_idle(|_| hold().then_some(())).is_some(),
+                        false => p.with(|_| Ok(hold())).unwrap_or(false),
+                    }
+                })
+            };
+            held_rx.recv().expect("holder has the store");
+            let waiter = {
+                let p = Arc::clone(&p);
+                thread::spawn(move || {
+                    let started = Instant::now();
+                    p.with(|_| Ok(())).map(|()| started.elapsed())
+                })
+            };
+            while p.lock().waiting == 0 {
+                thread::sleep(Duration::from_millis(1));
+            }
+            release_tx.send(()).expect("release");
+            assert!(holder.join().expect("no panic"), "in place: {in_place}");
+            let waited = waiter.join().expect("no panic").expect("got the store");
+            assert!(
+                waited < Duration::from_secs(5),
+                "in place: {in_place}: {waited:?}"
+            );
+            assert_eq!(p.lock().waiting, 0);
+        }
+    }
+
+    /// `try_idle` takes an idle store or nothing: it never waits, opens or
+    /// drops one, whatever the closure does (a store that failed goes back
+    /// for `with` to meet the failure and drop it); and it is one lookup
+    /// for the store.
+    #[test]
+    fn try_idle_never_waits_opens_or_drops() {
+        let broken = Arc::new(AtomicBool::new(false));
+        let opened = Arc::new(AtomicUsize::new(0));
+        let p = pool(Arc::clone(&broken), Arc::clone(&opened));
+        let mut ran = false;
+        let r = p.try_idle(|_| {
+            ran = true;
+            Some(())
+        });
+        assert_eq!(r, None, "nothing idle");
+        assert!(!ran);
+        assert_eq!((opened.load(Ordering::SeqCst), p.open_count()), (0, 0));
+
+        assert!(p.with(|s| s.exact("a", "x.org")).is_ok());
+        let rows = p.try_idle(|s| s.exact("a", "x.org").ok().map(|r| r.len()));
+        assert_eq!(rows, Some(1));
+        assert_eq!((p.idle_count(), p.open_count()), (1, 1));
+
+        let q = Arc::new(p);
+        let r = Arc::clone(&q);
+        let panicked = thread::spawn(move || r.try_idle(|_| -> Option<()> { panic!("boom") }));
+        assert!(panicked.join().is_err());
+        assert_eq!(
+            (q.idle_count(), q.open_count()),
+            (1, 1),
+            "back after a panic"
+        );
+
+        // An idle store that fails (opened during an outage): kept all
+        // the same.
+        broken.store(true, Ordering::SeqCst);
+        let q2 = pool(Arc::clone(&broken), Arc::clone(&opened));
+        let _ = q2.with(|_| Ok(()));
+        assert_eq!(q2.try_idle(|s| s.exact("a", "x.org").ok()), None);
+        assert_eq!((q2.idle_count(), q2.open_count()), (1, 1), "kept");
+        assert!(q2.with(|s| s.exact("a", "x.org")).is_err());
+        assert_eq!(
+            (q2.idle_count(), q2.open_count()),
+            (0, 0),
+            "dropped by with"
+        );
+        assert_eq!(opened.load(Ordering::SeqCst), 2);
+
+        let log = mailtable_core::store::memory::CallLog::default();
+        let logged = log.clone();
+        let p = StorePool::new(
+            Box::new(move || {
+                let mut s = MemStore::default();
+                s.log = Some(logged.clone());
+                Ok(Box::new(s) as Box<dyn Store>)
+            }),
+            1,
+        );
+        assert!(p.with(|_| Ok(())).is_ok());
+        log.lock().unwrap().clear();
+        let _ = p.try_idle(|s| s.has_domain("x.org").ok());
+        assert_eq!(*log.lock().unwrap(), ["begin", "call", "end"]);
+    }
+
     #[test]
     fn a_panic_while_lent_frees_the_slot() {
         let p = Arc::new(
