@@ -51,7 +51,7 @@ use mailtable_core::{Config, Store, StoreError};
 
 use crate::checkpassword::{userdb_fields, CheckpasswordRequest, Mode, Outcome};
 use crate::dict::{DictBackend, Lookup};
-use crate::http::{Account, ApiBackend, LookupResult, VerifyResult};
+use crate::http::{Account, ApiBackend, Endpoint, LookupResult, VerifyResult};
 use crate::pool::{HashPool, StorePool};
 use crate::secret::Secret;
 
@@ -441,6 +441,21 @@ impl Backend {
         })
     }
 
+    /// The cached answer under `key` when the change check can be made in
+    /// place, on an idle store ([`Store::change_token_in_place`]), and says
+    /// it is fresh. `None` otherwise (nothing cached, the data changed, no
+    /// idle store, a check that would wait or failed): [`Backend::cached`]
+    /// then runs where waiting is allowed. Never a stale answer: an outage
+    /// is for [`Backend::cached`] to report and ride out.
+    fn fresh_in_place(&self, key: &str) -> Option<Cached> {
+        self.stores.try_idle(|s| {
+            let token = s.change_token_in_place()?.ok()??;
+            let mut cache = self.cache();
+            let ticket = cache.begin(Some(token));
+            cache.fresh(ticket, key)
+        })
+    }
+
     fn run_lookup(
         &self,
         what: &str,
@@ -449,9 +464,7 @@ impl Backend {
     ) -> LookupResult {
         // Not logged here: the protocol layer logs every temporary failure
         // with the request it belongs to.
-        let answer = self.cached(&format!("{what}\t{user}"), |d, s| {
-            f(d, s).map(Cached::Lookup)
-        });
+        let answer = self.cached(&lookup_key(what, user), |d, s| f(d, s).map(Cached::Lookup));
         match answer {
             Ok(Cached::Lookup(r)) => r,
             Ok(_) => LookupResult::TempFail(format!("{what}: {KIND_MISMATCH}")),
@@ -464,9 +477,31 @@ impl Backend {
 /// if it ever did, the lookup fails temporarily rather than guess.
 const KIND_MISMATCH: &str = "the answer cache kept another kind of answer under this key";
 
+/// The cache key of an HTTP API lookup (`what`: "passdb lookup" or
+/// "userdb lookup").
+fn lookup_key(what: &str, user: &str) -> String {
+    [what, "\t", user].concat()
+}
+
+/// The cache key of a dict lookup.
+fn dict_key(key: &str) -> String {
+    ["dict\t", key].concat()
+}
+
+/// What [`lookup_key`] calls an HTTP API lookup; `None` for a password
+/// check, which is never answered in place (it waits for a hashing
+/// thread).
+fn lookup_kind(endpoint: Endpoint) -> Option<&'static str> {
+    match endpoint {
+        Endpoint::PassdbLookup => Some("passdb lookup"),
+        Endpoint::UserdbLookup => Some("userdb lookup"),
+        Endpoint::PassdbVerify => None,
+    }
+}
+
 impl ApiBackend for Backend {
     fn passdb_verify(&mut self, user: &str, password: &Secret) -> VerifyResult {
-        let plan = self.cached(&format!("verify\t{user}"), |d, s| {
+        let plan = self.cached(&["verify\t", user].concat(), |d, s| {
             Ok(Cached::Login(Box::new(d.verify_plan(s, user)?)))
         });
         let plan = match plan {
@@ -491,17 +526,33 @@ impl ApiBackend for Backend {
     fn userdb_lookup(&mut self, user: &str) -> LookupResult {
         self.run_lookup("userdb lookup", user, |d, s| d.userdb_lookup(s, user))
     }
+
+    fn lookup_in_place(&mut self, endpoint: Endpoint, user: &str) -> Option<LookupResult> {
+        match self.fresh_in_place(&lookup_key(lookup_kind(endpoint)?, user))? {
+            Cached::Lookup(r) => Some(r),
+            // Reported by the lookup proper.
+            _ => None,
+        }
+    }
 }
 
 impl DictBackend for Backend {
     fn lookup(&mut self, key: &str, _user: &str) -> Lookup {
-        let answer = self.cached(&format!("dict\t{key}"), |d, s| {
+        let answer = self.cached(&dict_key(key), |d, s| {
             d.dict_lookup(s, key).map(Cached::Dict)
         });
         match answer {
             Ok(Cached::Dict(l)) => l,
             Ok(_) => Lookup::Failed(KIND_MISMATCH.into()),
             Err(e) => Lookup::Failed(e.to_string()),
+        }
+    }
+
+    fn lookup_in_place(&mut self, key: &str, _user: &str) -> Option<Lookup> {
+        match self.fresh_in_place(&dict_key(key))? {
+            Cached::Dict(l) => Some(l),
+            // Reported by the lookup proper.
+            _ => None,
         }
     }
 
@@ -1052,6 +1103,124 @@ mod tests {
             assert!(f.is_empty());
             assert_eq!(o.exit_code(&mode), 111);
         }
+    }
+
+    /// The fixture in a SQLite file, and a backend over it whose pool keeps
+    /// a store between requests, as serve's does.
+    fn over_sqlite() -> (tempfile::TempDir, std::path::PathBuf, Backend) {
+        use mailtable_core::store::{migrate, sqlite::SqliteStore, Access, OpenOptions};
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("mail.db");
+        let options = |access| OpenOptions {
+            access,
+            timeout: std::time::Duration::from_secs(2),
+        };
+        let mut w = SqliteStore::open(&path, &options(Access::Create)).expect("created");
+        migrate::migrate(&mut w, migrate::Dialect::Sqlite, true).expect("schema");
+        for r in &fixture().rows {
+            w.insert(r).expect("row written");
+        }
+        let at = path.clone();
+        let pool = StorePool::new(
+            Box::new(move || {
+                let s = SqliteStore::open(&at, &options(Access::ReadOnly))?;
+                Ok(Box::new(s) as Box<dyn Store>)
+            }),
+            1,
+        );
+        let b = Backend::new(Arc::new(self::dir()), Arc::new(pool), None);
+        (dir, path, b)
+    }
+
+    /// What serve answers on its async workers without the hop to a
+    /// blocking thread: a cached answer, found or not, that a change check
+    /// made in place says is fresh; nothing else. Not before the lookup
+    /// proper cached it, not a password check, not after a change, and
+    /// never in an outage (the lookup proper reports it and serves stale
+    /// answers, logged); the pooled store is kept for the lookup proper to
+    /// meet the failure again and drop it.
+    #[test]
+    fn fresh_cached_answers_are_given_in_place_and_nothing_else() {
+        use mailtable_core::store::{sqlite::SqliteStore, Access, Delete, OpenOptions};
+        let (_dir, path, mut b) = over_sqlite();
+        let dict = |b: &mut Backend, key: &str| DictBackend::lookup(b, key, "");
+        let in_place = |b: &mut Backend, key: &str| DictBackend::lookup_in_place(b, key, "");
+        let hugo = "shared/userdb/hugo@barrera.io";
+        let john = "shared/passdb/john_doe@example.com";
+        let nobody = "shared/userdb/nobody@barrera.io";
+        assert_eq!(in_place(&mut b, hugo), None, "nothing cached yet");
+        for key in [hugo, john, nobody] {
+            let answer = dict(&mut b, key);
+            assert_eq!(in_place(&mut b, key), Some(answer), "{key}");
+        }
+        assert!(matches!(in_place(&mut b, hugo), Some(Lookup::Found(_))));
+        assert_eq!(in_place(&mut b, nobody), Some(Lookup::NotFound));
+
+        let api =
+            |b: &mut Backend, e: Endpoint, user: &str| ApiBackend::lookup_in_place(b, e, user);
+        for (endpoint, user) in [
+            (Endpoint::UserdbLookup, "hugo_barrera.io"),
+            (Endpoint::PassdbLookup, "hugo@barrera.io"),
+        ] {
+            assert_eq!(
+                api(&mut b, endpoint, user),
+                None,
+                "{endpoint:?} not cached yet"
+            );
+            let answer = match endpoint {
+                Endpoint::UserdbLookup => b.userdb_lookup(user),
+                _ => b.passdb_lookup(user),
+            };
+            assert!(matches!(answer, LookupResult::Found(_)), "{endpoint:?}");
+            assert_eq!(api(&mut b, endpoint, user), Some(answer), "{endpoint:?}");
+        }
+        assert_eq!(
+            api(&mut b, Endpoint::UserdbLookup, "hugo@barrera.io"),
+            None,
+            "a passdb answer is not a userdb answer"
+        );
+        assert!(matches!(
+            b.passdb_verify("hugo@barrera.io", &secret(PW)),
+            VerifyResult::Ok(_)
+        ));
+        assert_eq!(
+            api(&mut b, Endpoint::PassdbVerify, "hugo@barrera.io"),
+            None,
+            "a password check waits for a hashing thread"
+        );
+
+        // A write by another program: nothing cached is fresh any more.
+        let options = OpenOptions {
+            access: Access::ReadWrite,
+            timeout: std::time::Duration::from_secs(2),
+        };
+        let mut w = SqliteStore::open(&path, &options).expect("opened");
+        assert_eq!(
+            w.delete("hugo", "barrera.io", Delete::Mailbox).ok(),
+            Some(1)
+        );
+        drop(w);
+        assert_eq!(in_place(&mut b, hugo), None, "changed");
+        assert_eq!(in_place(&mut b, john), None, "changed");
+        assert_eq!(dict(&mut b, hugo), Lookup::NotFound);
+        assert_eq!(in_place(&mut b, hugo), Some(Lookup::NotFound));
+        let found = dict(&mut b, john);
+        assert!(matches!(found, Lookup::Found(_)));
+
+        // An outage: nothing in place; the store stays pooled.
+        std::fs::remove_file(&path).expect("removed");
+        assert_eq!(in_place(&mut b, john), None, "an outage");
+        assert_eq!(b.stores.idle_count(), 1, "kept for the lookup proper");
+        assert_eq!(
+            dict(&mut b, john),
+            found,
+            "served stale by the lookup proper"
+        );
+        assert_eq!(b.stores.idle_count(), 0, "dropped there");
+        assert!(
+            matches!(dict(&mut b, hugo), Lookup::Failed(_)),
+            "never a stale miss"
+        );
     }
 
     #[test]

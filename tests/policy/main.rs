@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 use dovecot_mailtable::backend::{checkpassword_answer, Backend, Directory};
+use dovecot_mailtable::http::Endpoint;
 use dovecot_mailtable::pool::StorePool;
 use dovecot_mailtable::{
     ApiBackend, CheckpasswordRequest, DictBackend, Lookup, LookupResult, Mode, Outcome, Secret,
@@ -372,6 +373,31 @@ fn dict_userdb<S: TestStore>(store: S, user: &str) -> Vec<V> {
     }
 }
 
+/// Runs `run` once for each of the `calls` store calls of a good run, with
+/// that call failing; every answer that is neither a temporary failure nor,
+/// when the failed call was the change check, the good run's answer goes
+/// to `bad`. A failed change check only skips the answer cache: the
+/// lookup's own calls then decide. Returns the number of runs.
+fn each_call_failing(
+    s: &MemStore,
+    calls: usize,
+    good: &[V],
+    label: &str,
+    bad: &mut Vec<String>,
+    run: impl Fn(FailingStore<MemStore>) -> Vec<V>,
+) -> usize {
+    for n in 1..=calls {
+        let failing = FailingStore::failing_at(s.clone(), n);
+        let got = run(failing.clone());
+        assert!(failing.has_failed(), "{label}: call {n} never made");
+        let checked = failing.failed_call() == Some("change_token") && got == good;
+        if got != [V::TempFail] && !checked {
+            bad.push(format!("{label}, call {n} failing: {got:?}"));
+        }
+    }
+    calls
+}
+
 /// Every Dovecot entry point (and smtpd's login services), for every login
 /// case, both login forms and both passwords: with each store call of the
 /// lookup failing in turn ([`FailingStore`]), the answer is a temporary
@@ -422,18 +448,10 @@ fn a_failing_store_call_is_always_a_temporary_failure() {
                 for (path, run) in paths {
                     let counting = FailingStore::counting(s.clone());
                     let good = run(counting.clone(), &user, pw);
-                    for n in 1..=counting.calls() {
-                        let failing = FailingStore::failing_at(s.clone(), n);
-                        let got = run(failing.clone(), &user, pw);
-                        assert!(failing.has_failed(), "{path} {user}: call {n} never made");
-                        runs += 1;
-                        // A failed change check only skips the answer
-                        // cache: the lookup's own calls then decide.
-                        let checked = failing.failed_call() == Some("change_token") && got == good;
-                        if got != [V::TempFail] && !checked {
-                            bad.push(format!("{path} {user}, call {n} failing: {got:?}"));
-                        }
-                    }
+                    let label = format!("{path} {user}");
+                    runs += each_call_failing(&s, counting.calls(), &good, &label, &mut bad, |f| {
+                        run(f, &user, pw)
+                    });
                 }
             }
         }
@@ -448,6 +466,129 @@ fn a_failing_store_call_is_always_a_temporary_failure() {
         runs >= cases.len() * 2 * 2 * paths.len(),
         "only {runs} runs"
     );
+}
+
+/// A dict lookup asked twice (see below): the verdict of the pair, and
+/// whether the second was answered in place.
+fn dict_twice(b: &mut Backend, key: &str, pw: &str) -> (Vec<V>, bool) {
+    let verdict = |l: Lookup| match l {
+        Lookup::Found(json) => {
+            let v: serde_json::Value = serde_json::from_str(&json).expect("dict value is JSON");
+            match (v["password"].as_str(), v["home"].as_str()) {
+                (Some(h), _) => vec![handed_on(h, pw)],
+                (None, Some(_)) => vec![V::Ok],
+                (None, None) => vec![V::Disabled],
+            }
+        }
+        Lookup::NotFound => vec![V::Unknown],
+        Lookup::Failed(_) => vec![V::TempFail],
+    };
+    let first = DictBackend::lookup(b, key, "");
+    if let Lookup::Failed(_) = first {
+        return (vec![V::TempFail], false);
+    }
+    match DictBackend::lookup_in_place(b, key, "") {
+        Some(l) => {
+            assert_eq!(l, first, "{key}: in place, the answer just given");
+            (verdict(l), true)
+        }
+        None => (verdict(DictBackend::lookup(b, key, "")), false),
+    }
+}
+
+/// An HTTP API lookup asked twice, as [`dict_twice`].
+fn http_twice(b: &mut Backend, endpoint: Endpoint, user: &str, pw: &str) -> (Vec<V>, bool) {
+    let proper = |b: &mut Backend| match endpoint {
+        Endpoint::UserdbLookup => b.userdb_lookup(user),
+        _ => b.passdb_lookup(user),
+    };
+    let verdict = |r: LookupResult| match endpoint {
+        Endpoint::UserdbLookup => userdb_verdict(r),
+        _ => lookup_verdict(r, pw),
+    };
+    let first = proper(b);
+    if let LookupResult::TempFail(_) = first {
+        return (vec![V::TempFail], false);
+    }
+    match ApiBackend::lookup_in_place(b, endpoint, user) {
+        Some(r) => {
+            assert_eq!(r, first, "{user}: in place, the answer just given");
+            (verdict(r), true)
+        }
+        None => (verdict(proper(b)), false),
+    }
+}
+
+/// serve keeps a store between requests and answers a lookup whose cached
+/// answer is fresh on its async worker ([`DictBackend::lookup_in_place`],
+/// [`ApiBackend::lookup_in_place`]). Each lookup here is asked twice, as
+/// repeated traffic asks it: the lookup proper, then in place (the lookup
+/// proper again when that declines). With each store call of the pair
+/// failing in turn, the pair's answer (the first if it failed, else the
+/// second) is a temporary failure, or, for a failed change check, the
+/// good run's answer: an in-place answer is never another. The good runs
+/// answer the second time in place unless their answer is a temporary
+/// failure (an uncheckable hash; never cached), or the test would prove
+/// nothing.
+#[test]
+fn a_failing_store_call_in_a_repeated_lookup_is_never_another_answer() {
+    type Twice = fn(&mut Backend, &str, &str) -> (Vec<V>, bool);
+    let paths: [(&str, Twice); 4] = [
+        ("dict passdb", |b, u, pw| {
+            dict_twice(b, &format!("shared/passdb/{u}"), pw)
+        }),
+        ("dict userdb", |b, u, pw| {
+            dict_twice(b, &format!("shared/userdb/{u}"), pw)
+        }),
+        ("http passdb", |b, u, pw| {
+            http_twice(b, Endpoint::PassdbLookup, u, pw)
+        }),
+        ("http userdb", |b, u, pw| {
+            http_twice(b, Endpoint::UserdbLookup, u, pw)
+        }),
+    ];
+    let pooled = |store: FailingStore<MemStore>| {
+        let pool = StorePool::new(
+            Box::new(move || Ok(Box::new(store.clone()) as Box<dyn Store>)),
+            1,
+        );
+        Backend::new(Arc::new(Directory::new(config())), Arc::new(pool), None)
+    };
+    let cases = cases();
+    let mut s = store(&cases);
+    s.versioned = true;
+    let mut bad = Vec::new();
+    let (mut runs, mut in_place) = (0, 0);
+    for c in &cases {
+        for user in [address(c), format!("{}_example.org", c.name)] {
+            for pw in [PW, WRONG] {
+                for (path, run) in paths {
+                    let counting = FailingStore::counting(s.clone());
+                    let (good, answered) = run(&mut pooled(counting.clone()), &user, pw);
+                    // A temporary failure is never cached, so never in place.
+                    let definitive = good != [V::TempFail];
+                    assert_eq!(answered, definitive, "{path} {user}: in place");
+                    in_place += usize::from(answered);
+                    let label = format!("{path} {user}");
+                    runs += each_call_failing(&s, counting.calls(), &good, &label, &mut bad, |f| {
+                        run(&mut pooled(f), &user, pw).0
+                    });
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of {runs}:\n  {}",
+        bad.len(),
+        bad.join("\n  ")
+    );
+    let good_runs = cases.len() * 2 * 2 * paths.len();
+    assert!(
+        in_place >= good_runs / 2,
+        "only {in_place} answered in place"
+    );
+    assert!(runs >= good_runs * 2, "only {runs} runs");
 }
 
 #[test]

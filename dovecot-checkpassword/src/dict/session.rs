@@ -8,8 +8,11 @@
 //! them take well under a millisecond. Each is a database call that may
 //! hang for the whole store timeout when the database is down; on a
 //! runtime worker it would stall every other connection on that worker,
-//! HTTP logins included. Other lines never touch the backend and are
-//! handled in place. When to close and what to answer is described in the
+//! HTTP logins included. Two kinds of line are handled in place: those
+//! that never touch the backend, and an `L` the backend can answer without
+//! waiting ([`DictBackend::lookup_in_place`]: a cached answer known to be
+//! fresh), which is most of them on a busy server; the hop and back costs
+//! more than such an answer. When to close and what to answer is described in the
 //! module doc of [`super`].
 
 use std::io;
@@ -44,6 +47,14 @@ pub trait DictBackend {
     /// (`shared/userdb/`), full keys included. An error fails the whole
     /// iteration.
     fn iterate(&mut self, path: &str) -> Result<Vec<(String, String)>, String>;
+    /// The answer of [`DictBackend::lookup`] when it can be given without
+    /// waiting on the database (a cached answer known to be fresh);
+    /// `None`: `lookup` is called on a thread that may wait. Default:
+    /// `None`.
+    fn lookup_in_place(&mut self, key: &str, user: &str) -> Option<Lookup> {
+        let _ = (key, user);
+        None
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +138,28 @@ impl DictSession {
         out
     }
 
+    /// [`DictSession::handle`] for an `L` line of an open session that
+    /// the backend answers in place ([`DictBackend::lookup_in_place`]),
+    /// the same reply; `None` for any other line, or when the backend
+    /// cannot answer without waiting: then `handle` it where waiting is
+    /// allowed.
+    pub fn handle_in_place(
+        &mut self,
+        line: &[u8],
+        backend: &mut impl DictBackend,
+    ) -> Option<Vec<u8>> {
+        if !matches!(self.state, State::Ready { .. }) {
+            return None;
+        }
+        let Ok(Command::Lookup { key, user }) = parse_command(line) else {
+            return None;
+        };
+        let answer = backend.lookup_in_place(&key, &user)?;
+        let mut out = Vec::new();
+        lookup_reply(&key, &answer, &mut out);
+        Some(out)
+    }
+
     /// The first line of a connection: only a hello of a version we speak
     /// opens the session; anything else closes it, as Dovecot's server
     /// does (core@2.4.1:src/dict/dict-connection.c
@@ -161,13 +194,7 @@ impl DictSession {
 /// transaction commands get none.
 fn answer(command: Command, backend: &mut impl DictBackend, out: &mut Vec<u8>) {
     match command {
-        Command::Lookup { key, user } => {
-            let answer = backend.lookup(&key, &user);
-            if let Lookup::Failed(e) = &answer {
-                tracing::error!("dict: lookup {key:?} failed: {e}");
-            }
-            write_reply(&Reply::Lookup(&answer), out);
-        }
+        Command::Lookup { key, user } => lookup_reply(&key, &backend.lookup(&key, &user), out),
         Command::Iterate {
             flags,
             max_rows,
@@ -194,6 +221,14 @@ fn answer(command: Command, backend: &mut impl DictBackend, out: &mut Vec<u8>) {
         | Command::HideLogValues { .. }
         | Command::Rollback { .. } => {}
     }
+}
+
+/// Appends the reply to a lookup of `key`, after logging a failure.
+fn lookup_reply(key: &str, answer: &Lookup, out: &mut Vec<u8>) {
+    if let Lookup::Failed(e) = answer {
+        tracing::error!("dict: lookup {key:?} failed: {e}");
+    }
+    write_reply(&Reply::Lookup(answer), out);
 }
 
 /// Appends the rows under `path` and the terminator, or one `F` line.
@@ -390,7 +425,11 @@ where
                 LineRead::Line => {}
             },
         }
-        let reply = if needs_backend(&line) {
+        let reply = if !needs_backend(&line) {
+            session.handle(&line, &mut backend)
+        } else if let Some(reply) = session.handle_in_place(&line, &mut backend) {
+            reply
+        } else {
             let (mut s, mut b, l) = (session, backend, std::mem::take(&mut line));
             let (s, b, reply) = tokio::task::spawn_blocking(move || {
                 let reply = s.handle(&l, &mut b);
@@ -400,8 +439,6 @@ where
             .map_err(io::Error::other)?;
             (session, backend) = (s, b);
             reply
-        } else {
-            session.handle(&line, &mut backend)
         };
         if !reply.is_empty() {
             let write = async {
@@ -430,6 +467,8 @@ mod tests {
     #[derive(Default, Clone)]
     struct MapBackend {
         map: BTreeMap<String, String>,
+        /// Answered by `lookup_in_place`, without a log entry.
+        cached: BTreeMap<String, Lookup>,
         fail: bool,
         log: Arc<Mutex<Vec<(String, String)>>>,
     }
@@ -463,6 +502,9 @@ mod tests {
                 Some(v) => Lookup::Found(v.clone()),
                 None => Lookup::NotFound,
             }
+        }
+        fn lookup_in_place(&mut self, key: &str, _user: &str) -> Option<Lookup> {
+            self.cached.get(key).cloned()
         }
         fn iterate(&mut self, path: &str) -> Result<Vec<(String, String)>, String> {
             if self.fail {
@@ -667,6 +709,39 @@ mod tests {
         }
     }
 
+    /// A lookup the backend answers in place gets the reply the lookup
+    /// proper would give (the same bytes), without a call to it; any other
+    /// line, an uncached key, and a session before its hello are left to
+    /// `handle`.
+    #[test]
+    fn lookups_answered_in_place_get_the_same_reply() {
+        let rows = [("shared/a", "1"), ("shared/b", "2")];
+        let mut b = MapBackend::with(&rows);
+        b.cached
+            .insert("shared/a".into(), Lookup::Found("1".into()));
+        b.cached.insert("shared/none".into(), Lookup::NotFound);
+        for line in [&b"Lshared/a\tu"[..], b"Lshared/none\tu"] {
+            let in_place = ready(3).handle_in_place(line, &mut b);
+            let proper = ready(3).handle(line, &mut MapBackend::with(&rows));
+            assert_eq!(in_place, Some(proper), "{line:?}");
+        }
+        assert!(b.lookups().is_empty());
+        for line in [
+            &b"Lshared/b\tu"[..],
+            b"Ishared/\t0\t0\tu",
+            b"L",
+            b"H3\t2\t0\t\tauth",
+            b"C1",
+        ] {
+            assert_eq!(ready(3).handle_in_place(line, &mut b), None, "{line:?}");
+        }
+        assert_eq!(
+            DictSession::new().handle_in_place(b"Lshared/a\tu", &mut b),
+            None
+        );
+        assert!(b.lookups().is_empty());
+    }
+
     // ---- read_line / serve_connection
 
     /// Runs the connection loop over `input`, collecting its output; the
@@ -734,6 +809,21 @@ mod tests {
             out,
             b"O{\"user\":\"alice\"}\nF1\tmailtable dict is read-only\nN\n".to_vec()
         );
+    }
+
+    /// The loop answers a cached lookup in place and the rest through the
+    /// backend's lookup proper, replies in the order of the lines.
+    #[tokio::test]
+    async fn the_loop_answers_cached_lookups_in_place_in_order() {
+        let mut b = MapBackend::with(&[("shared/passdb/alice", "A"), ("shared/passdb/bob", "B")]);
+        b.cached
+            .insert("shared/passdb/bob".into(), Lookup::Found("B".into()));
+        let input = b"H3\t2\t0\t\tauth\nLshared/passdb/alice\ta\nLshared/passdb/bob\tb\nLshared/passdb/carol\tc\n";
+        let mut out = Vec::new();
+        assert!(serve(&input[..], &mut out, &b).await.is_ok());
+        assert_eq!(out, b"OA\nOB\nN\n".to_vec());
+        let asked: Vec<String> = b.lookups().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(asked, ["shared/passdb/alice", "shared/passdb/carol"]);
     }
 
     #[tokio::test]

@@ -72,6 +72,15 @@ pub trait ApiBackend {
     fn passdb_lookup(&mut self, user: &str) -> LookupResult;
     /// userdb lookup (LMTP, `doveadm user`, after login).
     fn userdb_lookup(&mut self, user: &str) -> LookupResult;
+    /// The answer of [`ApiBackend::passdb_lookup`] or
+    /// [`ApiBackend::userdb_lookup`] (by `endpoint`) when it can be given
+    /// without waiting on the database (a cached answer known to be
+    /// fresh); `None`: the method is called on a thread that may wait.
+    /// Default: `None`.
+    fn lookup_in_place(&mut self, endpoint: Endpoint, user: &str) -> Option<LookupResult> {
+        let _ = (endpoint, user);
+        None
+    }
 }
 
 /// Server settings.
@@ -427,12 +436,36 @@ pub fn dispatch(
         (Endpoint::PassdbLookup, _) => backend.passdb_lookup(user).into(),
         (Endpoint::UserdbLookup, _) => backend.userdb_lookup(user).into(),
     };
+    logged(endpoint, user, answer).render(format)
+}
+
+/// [`dispatch`] for a lookup the backend can answer without waiting on the
+/// database ([`ApiBackend::lookup_in_place`]), the same response; `None`
+/// when it cannot (and always for a password check): the caller then
+/// runs [`dispatch`] where waiting is allowed.
+pub fn dispatch_in_place(
+    endpoint: Endpoint,
+    request: &ApiRequest,
+    backend: &mut impl ApiBackend,
+    format: Format,
+) -> Option<Response> {
+    if endpoint == Endpoint::PassdbVerify {
+        return None;
+    }
+    let user = request.user.as_str();
+    let answer = backend.lookup_in_place(endpoint, user)?.into();
+    Some(logged(endpoint, user, answer).render(format))
+}
+
+/// `answer`, after logging it: a temporary failure as an error, the rest
+/// for debugging.
+fn logged(endpoint: Endpoint, user: &str, answer: Answer) -> Answer {
     if let Answer::TempFail(e) = &answer {
         tracing::error!("api: {endpoint:?} for {user:?} failed: {e}");
     } else {
         tracing::debug!("api: {endpoint:?} for {user:?}: {}", answer.token());
     }
-    answer.render(format)
+    answer
 }
 
 /// The four API answers, for rendering.
@@ -839,6 +872,72 @@ mod tests {
         let r = error_response(&HttpError::NoEndpoint, Format::Text, false);
         assert_eq!(r.body, b"error\terror=no such endpoint\n".to_vec());
         assert_eq!(reason(413), "Content Too Large");
+    }
+
+    /// A lookup answered in place is rendered as the lookup proper is, in
+    /// both formats; a password check never is, nor a lookup the backend
+    /// declines to answer in place.
+    #[test]
+    fn lookups_answered_in_place_get_the_same_response() {
+        /// Knows `bob` (userdb) and nobody in passdb; declines passdb
+        /// lookups in place (and would answer anything else, a password
+        /// check too, with its userdb answer); counts the calls of the
+        /// lookups proper.
+        struct Cached(usize);
+        impl ApiBackend for Cached {
+            fn passdb_verify(&mut self, _: &str, _: &Secret) -> VerifyResult {
+                self.0 += 1;
+                VerifyResult::Unknown
+            }
+            fn passdb_lookup(&mut self, _: &str) -> LookupResult {
+                self.0 += 1;
+                LookupResult::Unknown
+            }
+            fn userdb_lookup(&mut self, user: &str) -> LookupResult {
+                self.0 += 1;
+                match user {
+                    "bob" => LookupResult::Found(Account {
+                        user: user.into(),
+                        fields: vec![("home".into(), "/h".into())],
+                    }),
+                    _ => LookupResult::Unknown,
+                }
+            }
+            fn lookup_in_place(&mut self, e: Endpoint, user: &str) -> Option<LookupResult> {
+                let answer = match e {
+                    Endpoint::PassdbLookup => return None,
+                    _ => self.userdb_lookup(user),
+                };
+                self.0 -= 1;
+                Some(answer)
+            }
+        }
+        let request = |user: &str, password: Option<&str>| ApiRequest {
+            user: user.into(),
+            password: password.map(Secret::new),
+        };
+        for format in [Format::Text, Format::Json] {
+            for user in ["bob", "nobody"] {
+                let r = request(user, None);
+                let mut b = Cached(0);
+                let in_place = dispatch_in_place(Endpoint::UserdbLookup, &r, &mut b, format);
+                assert_eq!(b.0, 0, "no lookup proper");
+                let proper = dispatch(Endpoint::UserdbLookup, &r, &mut b, format);
+                assert_eq!(in_place, Some(proper), "{user} {format:?}");
+            }
+            let mut b = Cached(0);
+            let r = request("bob", None);
+            assert_eq!(
+                dispatch_in_place(Endpoint::PassdbLookup, &r, &mut b, format),
+                None
+            );
+            let r = request("bob", Some("pw"));
+            assert_eq!(
+                dispatch_in_place(Endpoint::PassdbVerify, &r, &mut b, format),
+                None
+            );
+            assert_eq!(b.0, 0);
+        }
     }
 
     #[test]

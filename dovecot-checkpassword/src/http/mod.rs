@@ -85,9 +85,9 @@ pub mod api;
 pub mod server;
 
 pub use api::{
-    dispatch, error_response, parse_body, parse_header_fields, route, Account, ApiBackend,
-    ApiConfig, ApiRequest, Endpoint, FieldHeader, Format, HttpError, LookupResult, Response,
-    VerifyResult, MAX_BODY, PASSWORD_HEADER, USER_HEADER,
+    dispatch, dispatch_in_place, error_response, parse_body, parse_header_fields, route, Account,
+    ApiBackend, ApiConfig, ApiRequest, Endpoint, FieldHeader, Format, HttpError, LookupResult,
+    Response, VerifyResult, MAX_BODY, PASSWORD_HEADER, USER_HEADER,
 };
 pub use server::{serve_connection, HEADER_TIMEOUT, MAX_HEAD, MAX_HEADERS};
 

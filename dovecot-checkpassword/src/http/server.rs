@@ -75,8 +75,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::api::{
-    dispatch, error_response, parse_body, parse_header_fields, reason, route, ApiBackend,
-    ApiConfig, FieldHeader, Format, HttpError, Response, PASSWORD_HEADER, USER_HEADER,
+    dispatch, dispatch_in_place, error_response, parse_body, parse_header_fields, reason, route,
+    ApiBackend, ApiConfig, FieldHeader, Format, HttpError, Response, PASSWORD_HEADER, USER_HEADER,
 };
 use crate::secret::Secret;
 use crate::stop::stopped;
@@ -246,13 +246,18 @@ where
             "fields in both headers and body".into(),
         ))
     };
+    let mut backend = backend;
     let mut response = match parsed {
-        Ok(request) => tokio::task::spawn_blocking(move || {
-            let mut backend = backend;
-            dispatch(endpoint, &request, &mut backend, format)
-        })
-        .await
-        .map_err(io::Error::other)?,
+        // A fresh cached answer needs no thread that may wait (see
+        // `dispatch_in_place`): answered here, without the hop.
+        Ok(request) => match dispatch_in_place(endpoint, &request, &mut backend, format) {
+            Some(response) => response,
+            None => tokio::task::spawn_blocking(move || {
+                dispatch(endpoint, &request, &mut backend, format)
+            })
+            .await
+            .map_err(io::Error::other)?,
+        },
         Err(e) => {
             tracing::warn!("api: {}: {e}", head.path);
             error_response(&e, format, false)

@@ -11,7 +11,12 @@
 //! - every database call and password check leaves the runtime's worker
 //!   threads (`spawn_blocking`), database handles come from a
 //!   [`StorePool`], and password checks queue for a [`HashPool`] of
-//!   `workers` threads (see `pool.rs` for why);
+//!   `workers` threads (see `pool.rs` for why). The one exception is a
+//!   lookup whose answer is cached and known fresh by a check that cannot
+//!   wait ([`mailtable_core::Store::change_token_in_place`]: a `stat` and
+//!   a header read of the SQLite file, a PostgreSQL stamp read within the
+//!   last second): it is answered on the worker, saving two thread
+//!   hand-offs per request;
 //! - SIGTERM and SIGINT (handlers installed before the first socket
 //!   exists, so a signal that comes early still ends us cleanly) stop the
 //!   accept loops, remove the socket files, end idle connections at once,
@@ -23,7 +28,8 @@
 //! buys the things the protocols need around the probes cheaply: a header
 //! deadline and keep-alive handling from hyper, and hundreds of idle or
 //! slow connections that cost a task each instead of a thread each.
-//! The probes themselves still run on blocking threads.
+//! The probes themselves still run on blocking threads (all but the
+//! cached answers above).
 
 pub mod config;
 pub mod listen;
