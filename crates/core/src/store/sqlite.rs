@@ -244,6 +244,22 @@ impl SqliteStore {
             Access::Create => OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let path = self.path.clone();
+        let open_file = || {
+            std::fs::File::open(&path)
+                .map_err(|e| StoreError::Unavailable(format!("cannot use {}: {e}", path.display())))
+        };
+        // Our own handle (the header reads, and the identity the change
+        // check compares with the path's) is opened before SQLite opens
+        // its own: if the path is replaced in between, or while SQLite
+        // reads the schema, the identity kept is the older file's, and the
+        // next `stat` of the path (another file) reconnects. Taken after,
+        // it could name the newer file while SQLite reads the older one,
+        // and no later check would tell. A database being created has no
+        // file yet: SQLite makes it, and only the CLI creates.
+        let early = match self.access {
+            Access::Create => None,
+            _ => Some(open_file()?),
+        };
         let conn = Connection::open_with_flags(&path, flags).map_err(|e| map_err(&path, e))?;
         conn.busy_timeout(self.timeout)
             .map_err(|e| map_err(&path, e))?;
@@ -263,9 +279,14 @@ impl SqliteStore {
             Self::use_rollback_journal(&conn, &path);
         }
         let columns = Self::columns(&conn).map_err(|e| map_err(&path, e))?;
-        let ident = self.file_ident()?;
-        let file = std::fs::File::open(&path)
+        let file = match early {
+            Some(file) => file,
+            None => open_file()?,
+        };
+        let meta = file
+            .metadata()
             .map_err(|e| StoreError::Unavailable(format!("cannot use {}: {e}", path.display())))?;
+        let ident = (meta.dev(), meta.ino());
         self.open = Some(Open {
             conn,
             columns,
