@@ -235,6 +235,10 @@ impl Store for PostgresStore {
         if let Some(token) = self.recent_token() {
             return Ok(Some(token));
         }
+        // The stamp is as old as the moment it was asked for, not the
+        // moment the answer came back (a slow reply, a reconnect): counted
+        // from here, reuse stays within CHANGE_CHECK of the data it saw.
+        let asked = Instant::now();
         let stamp = self.read(|c| match c.query_static(CHANGE_STAMP, &[]) {
             Ok(rows) => Ok(Some(match rows.first() {
                 Some(r) => r.try_get::<_, i64>(0)?,
@@ -256,7 +260,7 @@ impl Store for PostgresStore {
                 ChangeToken::new([2, self.checks, 0, 0, 0, 0])
             }
         };
-        self.checked = Some((Instant::now(), token));
+        self.checked = Some((asked, token));
         Ok(Some(token))
     }
 
