@@ -41,7 +41,7 @@
 //! against the database's change token first, and found answers ride out
 //! an outage for `stale_if_error`.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use mailtable_core::accounts::{
     self, AccountError, Accounts, Credentials, Login, UserInfo, Verdict, Verifier,
@@ -444,13 +444,21 @@ impl Backend {
     /// The cached answer under `key` when the change check can be made in
     /// place, on an idle store ([`Store::change_token_in_place`]), and says
     /// it is fresh. `None` otherwise (nothing cached, the data changed, no
-    /// idle store, a check that would wait or failed): [`Backend::cached`]
+    /// idle store, a check that would wait or failed, the cache locked by
+    /// another thread): [`Backend::cached`]
     /// then runs where waiting is allowed. Never a stale answer: an outage
     /// is for [`Backend::cached`] to report and ride out.
     fn fresh_in_place(&self, key: &str) -> Option<Cached> {
         self.stores.try_idle(|s| {
             let token = s.change_token_in_place()?.ok()??;
-            let mut cache = self.cache();
+            // Not waited for: the thread holding the lock may be writing
+            // a log line (an outage's first stale answer, its end), and a
+            // worker must not wait on whoever reads the log.
+            let mut cache = match self.cache.try_lock() {
+                Ok(cache) => cache,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return None,
+            };
             let ticket = cache.begin(Some(token));
             cache.fresh(ticket, key)
         })
@@ -1221,6 +1229,53 @@ mod tests {
             matches!(dict(&mut b, hugo), Lookup::Failed(_)),
             "never a stale miss"
         );
+    }
+
+    /// In place means without waiting, for the database and for the cache
+    /// alike: a check that needs a query (a database in WAL mode) and a
+    /// cache locked by another thread (which may be writing a log line)
+    /// decline, and the lookup proper answers, from the cache.
+    #[test]
+    fn nothing_is_waited_for_in_place() {
+        let (_dir, path, mut b) = over_sqlite();
+        let key = "shared/userdb/hugo@barrera.io";
+        let answer = DictBackend::lookup(&mut b, key, "");
+        assert!(matches!(answer, Lookup::Found(_)));
+
+        let locked = b.cache.lock().expect("cache lock");
+        let mut other = b.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let asking = std::thread::spawn(move || {
+            tx.send(DictBackend::lookup_in_place(&mut other, key, ""))
+                .expect("send");
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+        drop(locked);
+        asking.join().expect("no panic");
+        assert_eq!(
+            got,
+            Ok(None),
+            "the cache is locked: declined, not waited for"
+        );
+        assert_eq!(
+            DictBackend::lookup_in_place(&mut b, key, ""),
+            Some(answer.clone())
+        );
+
+        // WAL: the check is a query (PRAGMA data_version).
+        let conn = rusqlite::Connection::open(&path).expect("opened");
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))
+            .expect("WAL");
+        assert_eq!(mode, "wal");
+        assert_eq!(DictBackend::lookup(&mut b, key, ""), answer, "cached anew");
+        assert_eq!(
+            DictBackend::lookup(&mut b, key, ""),
+            answer,
+            "answered again"
+        );
+        assert_eq!(DictBackend::lookup_in_place(&mut b, key, ""), None, "WAL");
+        drop(conn);
     }
 
     #[test]

@@ -19,7 +19,7 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -180,8 +180,8 @@ impl StorePool {
         result
     }
 
-    /// Runs `f` with an idle store, as one lookup, if one is idle now;
-    /// `None` at once otherwise. For callers that must not wait (a worker
+    /// Runs `f` with an idle store, as one lookup, if one is idle now (and
+    /// the pool not locked by another thread); `None` at once otherwise. For callers that must not wait (a worker
     /// of the async runtime answering from the cache): it never waits for
     /// a store, never opens one, and never drops one, whatever `f` does,
     /// because closing a PostgreSQL connection is a round trip, and one run
@@ -206,7 +206,13 @@ impl StorePool {
                 }
             }
         }
-        let store = self.lock().idle.pop()?;
+        // Not even the lock is waited for (every holder keeps it for a few
+        // instructions, but a worker has better things to do than queue).
+        let store = match self.state.try_lock() {
+            Ok(mut state) => state.idle.pop(),
+            Err(TryLockError::Poisoned(p)) => p.into_inner().idle.pop(),
+            Err(TryLockError::WouldBlock) => None,
+        }?;
         let mut borrowed = Borrowed {
             pool: self,
             store: Some(store),

@@ -348,7 +348,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::api::{Account, LookupResult, VerifyResult, MAX_BODY};
+    use crate::http::api::{Account, Endpoint, LookupResult, VerifyResult, MAX_BODY};
     use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -361,6 +361,8 @@ mod tests {
     #[derive(Default, Clone)]
     struct OneUser {
         down: bool,
+        /// Answers userdb lookups in place, as if cached.
+        cached: bool,
         log: Arc<Mutex<Vec<String>>>,
     }
 
@@ -422,6 +424,16 @@ mod tests {
                 "alice@example.org" | "alice_example.org" => LookupResult::Found(alice()),
                 _ => LookupResult::Unknown,
             }
+        }
+        fn lookup_in_place(&mut self, endpoint: Endpoint, user: &str) -> Option<LookupResult> {
+            if !self.cached || endpoint != Endpoint::UserdbLookup {
+                return None;
+            }
+            self.call(format!("in place {user}"));
+            Some(match user {
+                "alice@example.org" | "alice_example.org" => LookupResult::Found(alice()),
+                _ => LookupResult::Unknown,
+            })
         }
     }
 
@@ -783,6 +795,57 @@ mod tests {
                 "passdb alice@example.org",
                 "userdb alice_example.org",
                 "userdb eve@example.org"
+            ]
+        );
+    }
+
+    /// A lookup the backend answers in place gets its answer without the
+    /// lookup proper (and without a blocking thread); the rest, a password
+    /// check and a passdb lookup here, are asked as before.
+    #[tokio::test]
+    async fn lookups_answered_in_place_skip_the_lookup_proper() {
+        let auth = format!("Authorization: Bearer {SECRET}\r\n");
+        let req = |path: &str, fields: &str| {
+            format!(
+                "POST {path} HTTP/1.1\r\n{auth}{fields}Connection: Keep-Alive\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let input = [
+            req("/userdb/lookup", "Mailtable-User: alice_example.org\r\n"),
+            req("/userdb/lookup", "Mailtable-User: eve@example.org\r\n"),
+            req("/passdb/lookup", "Mailtable-User: alice@example.org\r\n"),
+            req(
+                "/passdb/verify",
+                "Mailtable-User: alice@example.org\r\nMailtable-Password: pw\r\n",
+            ),
+        ]
+        .concat();
+        let backend = OneUser {
+            cached: true,
+            ..OneUser::default()
+        };
+        let out = send(input.as_bytes(), &backend).await;
+        let statuses: Vec<&str> = out
+            .split("HTTP/1.1 ")
+            .skip(1)
+            .filter_map(|r| r.split("\r\n").next())
+            .collect();
+        assert_eq!(
+            statuses,
+            ["200 OK", "404 Not Found", "200 OK", "200 OK"],
+            "{out}"
+        );
+        assert!(
+            out.contains("\tuser=alice@example.org\tuid=5000\t"),
+            "{out}"
+        );
+        assert_eq!(
+            backend.calls(),
+            [
+                "in place alice_example.org",
+                "in place eve@example.org",
+                "passdb alice@example.org",
+                "verify alice@example.org"
             ]
         );
     }
