@@ -12,8 +12,8 @@
 //! that never touch the backend, and an `L` the backend can answer without
 //! waiting ([`DictBackend::lookup_in_place`]: a cached answer known to be
 //! fresh), which is most of them on a busy server; the hop and back costs
-//! more than such an answer. When to close and what to answer is described in the
-//! module doc of [`super`].
+//! more than such an answer. When to close and what to answer is described
+//! in the module doc of [`super`].
 
 use std::io;
 use std::time::Duration;
