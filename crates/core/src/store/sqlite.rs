@@ -244,8 +244,10 @@ impl SqliteStore {
             Access::Create => OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let path = self.path.clone();
+        // The handle and the identity of the file it opened.
         let open_file = || {
             std::fs::File::open(&path)
+                .and_then(|f| f.metadata().map(|m| (f, (m.dev(), m.ino()))))
                 .map_err(|e| StoreError::Unavailable(format!("cannot use {}: {e}", path.display())))
         };
         // Our own handle (the header reads, and the identity the change
@@ -279,14 +281,10 @@ impl SqliteStore {
             Self::use_rollback_journal(&conn, &path);
         }
         let columns = Self::columns(&conn).map_err(|e| map_err(&path, e))?;
-        let file = match early {
-            Some(file) => file,
+        let (file, ident) = match early {
+            Some(opened) => opened,
             None => open_file()?,
         };
-        let meta = file
-            .metadata()
-            .map_err(|e| StoreError::Unavailable(format!("cannot use {}: {e}", path.display())))?;
-        let ident = (meta.dev(), meta.ino());
         self.open = Some(Open {
             conn,
             columns,
