@@ -41,7 +41,7 @@
 //! against the database's change token first, and found answers ride out
 //! an outage for `stale_if_error`.
 
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use mailtable_core::accounts::{
     self, AccountError, Accounts, Credentials, Login, UserInfo, Verdict, Verifier,
@@ -52,7 +52,7 @@ use mailtable_core::{Config, Store, StoreError};
 use crate::checkpassword::{userdb_fields, CheckpasswordRequest, Mode, Outcome};
 use crate::dict::{DictBackend, Lookup};
 use crate::http::{Account, ApiBackend, Endpoint, LookupResult, VerifyResult};
-use crate::pool::{HashPool, StorePool};
+use crate::pool::{try_lock, HashPool, StorePool};
 use crate::secret::Secret;
 
 /// Dict key prefix of passdb lookups (`key = passdb/%u` plus Dovecot's
@@ -445,20 +445,16 @@ impl Backend {
     /// place, on an idle store ([`Store::change_token_in_place`]), and says
     /// it is fresh. `None` otherwise (nothing cached, the data changed, no
     /// idle store, a check that would wait or failed, the cache locked by
-    /// another thread): [`Backend::cached`]
-    /// then runs where waiting is allowed. Never a stale answer: an outage
-    /// is for [`Backend::cached`] to report and ride out.
+    /// another thread): [`Backend::cached`] then runs where waiting is
+    /// allowed. Never a stale answer: an outage is for [`Backend::cached`]
+    /// to report and ride out.
     fn fresh_in_place(&self, key: &str) -> Option<Cached> {
         self.stores.try_idle(|s| {
             let token = s.change_token_in_place()?.ok()??;
             // Not waited for: the thread holding the lock may be writing
             // a log line (an outage's first stale answer, its end), and a
             // worker must not wait on whoever reads the log.
-            let mut cache = match self.cache.try_lock() {
-                Ok(cache) => cache,
-                Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(TryLockError::WouldBlock) => return None,
-            };
+            let mut cache = try_lock(&self.cache)?;
             let ticket = cache.begin(Some(token));
             cache.fresh(ticket, key)
         })
@@ -485,8 +481,13 @@ impl Backend {
 /// if it ever did, the lookup fails temporarily rather than guess.
 const KIND_MISMATCH: &str = "the answer cache kept another kind of answer under this key";
 
-/// The cache key of an HTTP API lookup (`what`: "passdb lookup" or
-/// "userdb lookup").
+/// What the cache keys and the messages of the HTTP API's lookups call
+/// them.
+const PASSDB_LOOKUP: &str = "passdb lookup";
+const USERDB_LOOKUP: &str = "userdb lookup";
+
+/// The cache key of an HTTP API lookup (`what`: [`PASSDB_LOOKUP`] or
+/// [`USERDB_LOOKUP`]).
 fn lookup_key(what: &str, user: &str) -> String {
     [what, "\t", user].concat()
 }
@@ -501,8 +502,8 @@ fn dict_key(key: &str) -> String {
 /// thread).
 fn lookup_kind(endpoint: Endpoint) -> Option<&'static str> {
     match endpoint {
-        Endpoint::PassdbLookup => Some("passdb lookup"),
-        Endpoint::UserdbLookup => Some("userdb lookup"),
+        Endpoint::PassdbLookup => Some(PASSDB_LOOKUP),
+        Endpoint::UserdbLookup => Some(USERDB_LOOKUP),
         Endpoint::PassdbVerify => None,
     }
 }
@@ -528,11 +529,11 @@ impl ApiBackend for Backend {
     }
 
     fn passdb_lookup(&mut self, user: &str) -> LookupResult {
-        self.run_lookup("passdb lookup", user, |d, s| d.passdb_lookup(s, user))
+        self.run_lookup(PASSDB_LOOKUP, user, |d, s| d.passdb_lookup(s, user))
     }
 
     fn userdb_lookup(&mut self, user: &str) -> LookupResult {
-        self.run_lookup("userdb lookup", user, |d, s| d.userdb_lookup(s, user))
+        self.run_lookup(USERDB_LOOKUP, user, |d, s| d.userdb_lookup(s, user))
     }
 
     fn lookup_in_place(&mut self, endpoint: Endpoint, user: &str) -> Option<LookupResult> {

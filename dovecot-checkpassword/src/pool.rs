@@ -181,13 +181,14 @@ impl StorePool {
     }
 
     /// Runs `f` with an idle store, as one lookup, if one is idle now (and
-    /// the pool not locked by another thread); `None` at once otherwise. For callers that must not wait (a worker
-    /// of the async runtime answering from the cache): it never waits for
-    /// a store, never opens one, and never drops one, whatever `f` does,
-    /// because closing a PostgreSQL connection is a round trip, and one run
-    /// on the runtime panics (see the `Drop` below). A store that failed in
-    /// `f` goes back too; the next [`StorePool::with`] meets its failure
-    /// again and drops it there.
+    /// the pool not locked by another thread); `None` at once otherwise.
+    /// For callers that must not wait (a worker of the async runtime
+    /// answering from the cache): it never waits for a store, never opens
+    /// one, and never drops one, whatever `f` does, because closing a
+    /// PostgreSQL connection is a round trip, and one run on the runtime
+    /// panics (see the `Drop` below). A store that failed in `f` goes back
+    /// too; the next [`StorePool::with`] meets its failure again and drops
+    /// it there.
     pub fn try_idle<T>(&self, f: impl FnOnce(&mut dyn Store) -> Option<T>) -> Option<T> {
         /// Returns the store to the idle list even if `f` panics.
         struct Borrowed<'a> {
@@ -208,11 +209,7 @@ impl StorePool {
         }
         // Not even the lock is waited for (every holder keeps it for a few
         // instructions, but a worker has better things to do than queue).
-        let store = match self.state.try_lock() {
-            Ok(mut state) => state.idle.pop(),
-            Err(TryLockError::Poisoned(p)) => p.into_inner().idle.pop(),
-            Err(TryLockError::WouldBlock) => None,
-        }?;
+        let store = try_lock(&self.state)?.idle.pop()?;
         let mut borrowed = Borrowed {
             pool: self,
             store: Some(store),
@@ -232,6 +229,18 @@ impl StorePool {
     /// How many stores exist, idle or lent (for tests).
     pub fn open_count(&self) -> usize {
         self.lock().open
+    }
+}
+
+/// `mutex` locked if no other thread holds it now, `None` otherwise: for a
+/// runtime worker, which must not wait. A poisoned lock only means another
+/// thread panicked while holding it; what it guards stays valid (every
+/// user here changes it in single statements).
+pub fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
     }
 }
 
