@@ -27,6 +27,7 @@ use crate::address::{Address, AddressPattern, Domain, LocalPattern};
 use crate::delivery;
 use crate::row::{Row, RowKind};
 use crate::store::{Store, StoreError};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 
 /// Default for the recursion depth limit (smtpd's own `EXPAND_DEPTH` is 10).
@@ -188,15 +189,27 @@ fn is_row_address(target: &Address, row: &Row) -> bool {
 /// Exact rows fetched ahead, by `(username, domain)`: with the rows that
 /// point at them ([`Store::exact_joined`]) or several at once
 /// ([`Store::exact_many`]). A key not fetched is asked on its own.
+///
+/// Sorted by key, one entry per key, so that a look-up is a binary search:
+/// every target of an alias is looked up here, and an "everyone" list has
+/// thousands (a scan per target made a 20,000-target alias quadratic).
 #[derive(Debug, Default, Clone)]
 struct Prefetched(Vec<((String, String), Vec<Row>)>);
 
 impl Prefetched {
+    /// `fetched` as an index; of a key listed twice the first is kept.
+    fn new(mut fetched: Vec<((String, String), Vec<Row>)>) -> Prefetched {
+        // Stable: equal keys keep their order, and dedup keeps the first.
+        fetched.sort_by(|a, b| a.0.cmp(&b.0));
+        fetched.dedup_by(|later, earlier| later.0 == earlier.0);
+        Prefetched(fetched)
+    }
+
     fn get(&self, username: &str, domain: &str) -> Option<&Vec<Row>> {
         self.0
-            .iter()
-            .find(|((u, d), _)| u == username && d == domain)
-            .map(|(_, rows)| rows)
+            .binary_search_by(|((u, d), _)| (u.as_str(), d.as_str()).cmp(&(username, domain)))
+            .ok()
+            .map(|i| &self.0[i].1)
     }
 }
 
@@ -214,7 +227,7 @@ fn exact_rows(
         Some(rows) => Ok((rows.clone(), Prefetched::default())),
         None => {
             let joined = store.exact_joined(username, domain)?;
-            Ok((joined.rows, Prefetched(joined.targets)))
+            Ok((joined.rows, Prefetched::new(joined.targets)))
         }
     }
 }
@@ -354,6 +367,7 @@ impl Resolver {
         path: &[Address],
     ) -> Result<Prefetched, ResolveError> {
         let mut keys: Vec<(&str, &str)> = Vec::new();
+        let mut listed = BTreeSet::new();
         for (row, t) in targets {
             if delivers_to_itself(m, row, t) || path.contains(t) {
                 continue;
@@ -362,7 +376,7 @@ impl Resolver {
             let domain = t.domain().as_str();
             let wanted = tag.map(|_| (t.local(), domain)).into_iter();
             for key in wanted.chain(std::iter::once((base, domain))) {
-                if !keys.contains(&key) && m.ahead.get(key.0, key.1).is_none() {
+                if m.ahead.get(key.0, key.1).is_none() && listed.insert(key) {
                     keys.push(key);
                 }
             }
@@ -373,15 +387,22 @@ impl Resolver {
             return Ok(Prefetched::default());
         }
         let rows = store.exact_many(&keys)?;
-        let fetched = keys.iter().map(|(u, d)| {
-            let of_key = rows
-                .iter()
-                .filter(|r| r.username == *u && r.domain == *d)
-                .cloned()
-                .collect();
-            ((u.to_string(), d.to_string()), of_key)
-        });
-        Ok(Prefetched(fetched.collect()))
+        // Each row to its key's place, found by search; every key listed,
+        // found or not (none: no such address).
+        let place: BTreeMap<(&str, &str), usize> =
+            keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+        let mut of_key: Vec<Vec<Row>> = vec![Vec::new(); keys.len()];
+        for r in rows {
+            let key = (r.username.as_str(), r.domain.as_str());
+            if let Some(found) = place.get(&key).and_then(|&i| of_key.get_mut(i)) {
+                found.push(r);
+            }
+        }
+        let fetched = keys
+            .iter()
+            .zip(of_key)
+            .map(|((u, d), rows)| ((u.to_string(), d.to_string()), rows));
+        Ok(Prefetched::new(fetched.collect()))
     }
 
     fn pattern_match(&self, base: &str, wild: &[Row]) -> Option<Match> {
@@ -456,7 +477,7 @@ impl Resolver {
         let ahead = [&m.ahead, &fetched];
         for (row, target) in targets {
             if delivers_to_itself(m, &row, &target) {
-                push(out, Destination::Mailbox(target));
+                out.push(Destination::Mailbox(target));
                 continue;
             }
             if path.contains(&target) {
@@ -481,7 +502,7 @@ impl Resolver {
                         target: target.to_string(),
                     })
                 }
-                None => push(out, Destination::External(target)),
+                None => out.push(Destination::External(target)),
             }
         }
         Ok(())
@@ -498,6 +519,7 @@ impl Resolver {
         let mut out = Vec::new();
         let mut path: Vec<Address> = start.into_iter().cloned().collect();
         self.expand(store, origin, m, &mut path, &mut out)?;
+        let out = first_of_each(out);
         if out.is_empty() {
             return Err(ResolveError::Loop(format!(
                 "every target of {origin} loops back"
@@ -804,10 +826,20 @@ pub struct Reach {
     pub target: Address,
 }
 
-fn push(out: &mut Vec<Destination>, d: Destination) {
-    if !out.contains(&d) {
-        out.push(d);
+/// `out` with each destination once, where it first appears. Done once at
+/// the end rather than by searching `out` before each push, which was
+/// quadratic in an alias's targets.
+fn first_of_each(out: Vec<Destination>) -> Vec<Destination> {
+    if out.len() < 2 {
+        return out;
     }
+    let mut seen = HashSet::with_capacity(out.len());
+    let first: Vec<bool> = out.iter().map(|d| seen.insert(d)).collect();
+    drop(seen);
+    out.into_iter()
+        .zip(first)
+        .filter_map(|(d, first)| first.then_some(d))
+        .collect()
 }
 
 impl fmt::Display for Destination {
@@ -1000,6 +1032,116 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A destination reached twice (listed twice, or through an alias that
+    /// reaches it too) is given once, where it is first reached; with the
+    /// join and without it.
+    #[test]
+    fn each_destination_once_where_first_reached() {
+        let s = MemStore::default()
+            .with("list", "x.org", "c@x.org", None)
+            .with("list", "x.org", "team@x.org", None)
+            .with("list", "x.org", "a@x.org", None)
+            .with("list", "x.org", "ext@y.net", None)
+            .with("list", "x.org", "c@x.org", None)
+            .with("team", "x.org", "a@x.org", None)
+            .with("team", "x.org", "ext@y.net", None)
+            .with("team", "x.org", "b@x.org", None)
+            .with("a", "x.org", "a@x.org", Some(testdata::HASH))
+            .with("b", "x.org", "b@x.org", Some(testdata::HASH))
+            .with("c", "x.org", "c@x.org", Some(testdata::HASH));
+        let r = Resolver::default();
+        let list = Address::parse("list@x.org").unwrap();
+        let d = |a: &str| Address::parse(a).unwrap();
+        for unjoined in [false, true] {
+            let mut store = s.clone();
+            store.unjoined = unjoined;
+            assert_eq!(
+                r.resolve(&mut store, &list).unwrap(),
+                Outcome::Found(vec![
+                    Destination::Mailbox(d("c@x.org")),
+                    Destination::Mailbox(d("a@x.org")),
+                    Destination::External(d("ext@y.net")),
+                    Destination::Mailbox(d("b@x.org")),
+                ]),
+                "unjoined: {unjoined}"
+            );
+        }
+    }
+
+    /// An "everyone" list of thousands of targets of every kind (mailboxes,
+    /// aliases to them, tagged targets, external addresses, repeats)
+    /// resolves to each destination once, in the order first reached.
+    #[test]
+    fn a_list_of_thousands_of_targets() {
+        let n = 3000;
+        let mut s = MemStore::default();
+        let mut want = Vec::new();
+        for i in 0..n {
+            let m = format!("m{i}@x.org");
+            s = s.with(&format!("m{i}"), "x.org", &m, Some(testdata::HASH));
+            let (target, dest) = match i % 4 {
+                0 => (m.clone(), Destination::Mailbox(d(&m))),
+                1 => {
+                    s = s.with(&format!("a{i}"), "x.org", &m, None);
+                    (format!("a{i}@x.org"), Destination::Mailbox(d(&m)))
+                }
+                2 => (format!("m{i}+news@x.org"), Destination::Mailbox(d(&m))),
+                _ => (
+                    format!("e{i}@y.net"),
+                    Destination::External(d(&format!("e{i}@y.net"))),
+                ),
+            };
+            s = s.with("all", "x.org", &target, None);
+            want.push(dest);
+        }
+        // The first hundred again: nothing new.
+        for i in 0..100 {
+            s = s.with("all", "x.org", &format!("m{}@x.org", i * 4), None);
+        }
+        let all = d("all@x.org");
+        for unjoined in [false, true] {
+            let mut store = s.clone();
+            store.unjoined = unjoined;
+            assert_eq!(
+                Resolver::default().resolve(&mut store, &all).unwrap(),
+                Outcome::Found(want.clone()),
+                "unjoined: {unjoined}"
+            );
+        }
+
+        fn d(a: &str) -> Address {
+            Address::parse(a).unwrap()
+        }
+    }
+
+    /// The rows fetched ahead are found by key whatever order they came
+    /// in; of a key listed twice the first is kept; a key fetched with no
+    /// rows is known to have none, a key not fetched is not known.
+    #[test]
+    fn prefetched_rows_by_key() {
+        let row = |t: &str| Row {
+            username: "u".into(),
+            domain: "x.org".into(),
+            mailbox: t.into(),
+            password: None,
+            active: true,
+            quota: None,
+        };
+        let key = |u: &str, d: &str| (u.to_string(), d.to_string());
+        let p = Prefetched::new(vec![
+            (key("b", "x.org"), vec![row("first@x.org")]),
+            (key("a", "y.org"), vec![]),
+            (key("a", "x.org"), vec![row("a@x.org")]),
+            (key("b", "x.org"), vec![row("second@x.org")]),
+        ]);
+        assert_eq!(p.get("b", "x.org"), Some(&vec![row("first@x.org")]));
+        assert_eq!(p.get("a", "x.org"), Some(&vec![row("a@x.org")]));
+        assert_eq!(p.get("a", "y.org"), Some(&vec![]));
+        assert_eq!(p.get("c", "x.org"), None);
+        assert_eq!(p.get("a", "z.org"), None);
+        assert_eq!(p.0.len(), 3);
     }
 
     /// The resolution table again, on a store without the join: the join

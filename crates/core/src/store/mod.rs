@@ -271,6 +271,9 @@ impl Joined {
         I: PartialEq,
     {
         let mut joined = Joined::default();
+        // The target keys listed so far: looked up, not searched, since an
+        // alias may have thousands.
+        let mut listed = std::collections::HashSet::new();
         let mut current: Option<I> = None;
         // Where the rows of the current row's target go; None when that
         // key was listed by an earlier row (its rows are there already).
@@ -278,12 +281,10 @@ impl Joined {
         for (id, row, key, target) in results {
             if current.as_ref() != Some(&id) {
                 current = Some(id);
-                filling = key
-                    .filter(|k| !joined.targets.iter().any(|(t, _)| t == k))
-                    .map(|k| {
-                        joined.targets.push((k, Vec::new()));
-                        joined.targets.len() - 1
-                    });
+                filling = key.filter(|k| listed.insert(k.clone())).map(|k| {
+                    joined.targets.push((k, Vec::new()));
+                    joined.targets.len() - 1
+                });
                 joined.rows.push(row);
             }
             if let (Some(i), Some(t)) = (filling, target) {
