@@ -35,8 +35,9 @@ pub enum LocalUser {
     /// The one mailbox delivering to it.
     Mailbox(Address),
     /// Several mailboxes deliver to it (`vmail`): which one is meant cannot
-    /// be told.
-    Shared(Vec<Address>),
+    /// be told. A set: every key delivering to `vmail` asks whether it is
+    /// one of them, and there may be a million.
+    Shared(BTreeSet<Address>),
     /// No login delivers to it.
     Unknown,
 }

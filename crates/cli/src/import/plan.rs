@@ -229,7 +229,8 @@ fn drop_bounced_targets(walk: &mut SourceWalk, skipped: &mut Vec<Finding>) {
             let Status::Ok(targets) = &mut r.status else {
                 continue;
             };
-            targets.retain(|t| !matches!(t, Resolved::Addr(a) if dropped.contains(a)));
+            let gone: BTreeSet<&Address> = dropped.iter().collect();
+            targets.retain(|t| !matches!(t, Resolved::Addr(a) if gone.contains(a)));
             // An entry left with nothing says so once, below.
             for a in dropped.iter().filter(|_| !targets.is_empty()) {
                 skipped.push(Finding::about(
@@ -318,9 +319,12 @@ fn route_status(
         RouteKey::CatchAll(_) => None,
     };
     let mut out: Vec<Resolved> = Vec::new();
+    // The targets met so far: an "everyone" list has thousands, and
+    // searching `out` for each would be quadratic in them.
+    let mut seen = BTreeSet::new();
     for t in &route.targets {
         match resolve_target(t, own, &m.local_users, bare_keys) {
-            Ok(r) if !out.contains(&r) => out.push(r),
+            Ok(r) if seen.insert(r.clone()) => out.push(r),
             Ok(_) => {}
             Err(why) => return Status::Skipped(why),
         }
@@ -413,11 +417,11 @@ fn resolve_target(
                 LocalUser::Mailbox(a) => Resolved::Final(a.clone()),
                 LocalUser::Shared(s) if own.is_some_and(|o| s.contains(o)) => Resolved::SelfBox,
                 LocalUser::Shared(s) => {
-                    let list: Vec<String> = s.iter().map(ToString::to_string).collect();
                     return Err(format!(
-                        "local user {u} receives the mail of several mailboxes ({}): \
-                         which one is meant cannot be told",
-                        list.join(", ")
+                        "local user {u} receives the mail of several mailboxes ({}: {}): which \
+                         one is meant cannot be told",
+                        s.len(),
+                        super::report::first_few(s.iter())
                     ));
                 }
                 LocalUser::Unknown => {
@@ -466,7 +470,7 @@ fn groups(
             RouteKey::CatchAll(d) => ("%".to_string(), d.clone()),
             _ => continue,
         };
-        let mut mailboxes: Vec<String> = targets
+        let mailboxes: Vec<String> = targets
             .iter()
             .filter_map(|t| match t {
                 Resolved::SelfBox => None,
@@ -474,7 +478,6 @@ fn groups(
                 Resolved::DomainAlias(d) => Some(format!("%@{d}")),
             })
             .collect();
-        mailboxes.dedup();
         if mailboxes.is_empty() {
             continue;
         }
@@ -487,12 +490,16 @@ fn groups(
                 rows: Vec::with_capacity(mailboxes.len()),
                 origin: r.route.origin.clone(),
             });
+        // The targets the group has: looked up, not searched, since an
+        // "everyone" list has thousands.
+        let mut has: BTreeSet<String> = g
+            .rows
+            .iter()
+            .filter(|row| !row.is_mailbox())
+            .map(|row| row.mailbox.clone())
+            .collect();
         for m in mailboxes {
-            if !g
-                .rows
-                .iter()
-                .any(|row| !row.is_mailbox() && row.mailbox == m)
-            {
+            if has.insert(m.clone()) {
                 g.rows.push(Row {
                     username: username.clone(),
                     domain: domain.to_string(),

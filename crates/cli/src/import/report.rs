@@ -67,6 +67,21 @@ const DOVECOT_WEAK: &[&str] = &[
     "DES-CRYPT",
 ];
 
+/// The first five of `items`, comma-separated, with `, ...` when there are
+/// more: a line naming every one of a big source's addresses helps nobody.
+pub fn first_few<T: std::fmt::Display>(items: impl ExactSizeIterator<Item = T>) -> String {
+    let more = items.len() > 5;
+    let mut s = items
+        .take(5)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if more {
+        s.push_str(", ...");
+    }
+    s
+}
+
 /// The crypt(3) family of a bare crypt string, for the label.
 fn crypt_family(c: &str) -> Option<String> {
     let known = [
@@ -437,14 +452,8 @@ impl Report {
             _ if !self.malformed.is_empty() => "mailtable import: malformed input".to_string(),
             0 => "mailtable import: no address of the sources loses its mail".to_string(),
             n => format!(
-                "mailtable import: {n} address(es) of the sources will not receive mail: {}{}",
-                self.undeliverable
-                    .iter()
-                    .take(5)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                if n > 5 { ", ..." } else { "" }
+                "mailtable import: {n} address(es) of the sources will not receive mail: {}",
+                first_few(self.undeliverable.iter())
             ),
         });
         line(format!("sources: {}", self.sources.join(", ")));

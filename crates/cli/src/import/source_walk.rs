@@ -43,7 +43,7 @@ use std::collections::{BTreeMap, BTreeSet};
 const SMTPD_EXPAND_DEPTH: usize = 10;
 
 /// A target after local user names are mapped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Resolved {
     /// The key's own mailbox.
     SelfBox,
