@@ -300,14 +300,7 @@ fn delivering_keys_by_local_part(routes: &BTreeMap<RouteKey, Route>) -> Evidence
     let mut by_local = Evidence::new();
     for r in routes.values() {
         let RouteKey::Exact(k) = &r.key else { continue };
-        let users: Vec<&str> = r
-            .targets
-            .iter()
-            .filter_map(|t| match t {
-                Target::LocalUser(x) => Some(x.as_str()),
-                _ => None,
-            })
-            .collect();
+        let users: Vec<&str> = r.local_users().collect();
         if !users.is_empty() {
             by_local.entry(k.local()).or_default().push((k, users));
         }
@@ -412,14 +405,7 @@ fn logins_by_local_user(m: &Merged) -> BTreeMap<&str, Vec<(&Address, &Origin)>> 
         if !m.has_login(k) {
             continue;
         }
-        let mut users: Vec<&str> = r
-            .targets
-            .iter()
-            .filter_map(|t| match t {
-                Target::LocalUser(u) => Some(u.as_str()),
-                _ => None,
-            })
-            .collect();
+        let mut users: Vec<&str> = r.local_users().collect();
         // A route naming a user twice is one login delivering to it.
         users.sort_unstable();
         users.dedup();

@@ -223,6 +223,16 @@ pub struct Route {
     pub origin: Origin,
 }
 
+impl Route {
+    /// The local user names among the targets (smtpd's `vmail`), in order.
+    pub fn local_users(&self) -> impl Iterator<Item = &str> {
+        self.targets.iter().filter_map(|t| match t {
+            Target::LocalUser(u) => Some(u.as_str()),
+            _ => None,
+        })
+    }
+}
+
 /// uid, gid, home of a user, for the report.
 #[derive(Debug, Clone)]
 pub struct UserInfo {
