@@ -62,6 +62,14 @@ printf 'changed\n' | mt user passwd hugo@barrera.io --password-stdin >/dev/null
 expect_auth hugo@barrera.io pw-hugo@barrera.io 535
 expect_auth hugo@barrera.io changed 235
 
+# Hashes kept in Dovecot's notation, as an import from a passwd-file keeps
+# them: smtpd's crypt(3) gets the bare crypt string of each.
+printf 'md5@example.com\t{MD5-CRYPT}%s\nsha@example.com\t{SHA512-CRYPT}%s\n' \
+	"$(openssl passwd -1 pw-md5)" "$(crypt_sha512 pw-sha)" | mt user add --from-file - >/dev/null
+expect_auth md5@example.com pw-md5 235
+expect_auth sha@example.com pw-sha 235
+expect_auth md5@example.com pw-sha 535
+
 # A line feed in an AUTH user name reaches the table as a second request
 # line on 7.6.0p1: the table must drop it and answer only the real request,
 # or smtpd desynchronises and exits.

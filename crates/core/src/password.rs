@@ -201,7 +201,10 @@ impl PasswordHash {
                 "ARGON2ID",
                 "ARGON2",
             ];
-            if !crypt_family.contains(&p.as_str()) {
+            // Another prefix names a crypt string only where `canonical`
+            // strips it (MD5-CRYPT and MD5 over `$1$`): one hash in two
+            // notations, and so one scheme, to smtpd as to Dovecot.
+            if !crypt_family.contains(&p.as_str()) && self.canonical() == self.0 {
                 return Scheme::Unknown;
             }
         }
@@ -604,7 +607,12 @@ mod tests {
         ];
         for (a, b) in &same {
             assert!(h(a).same_password(&h(b)), "{a} = {b}");
+            // One password is one scheme, and smtpd checks it or not
+            // whichever notation the table holds.
+            assert_eq!(h(a).scheme(), h(b).scheme(), "{a} = {b}");
+            assert_eq!(h(a).for_smtpd(), h(b).for_smtpd(), "{a} = {b}");
         }
+        assert_eq!(h(&format!("{{MD5-CRYPT}}{md5}")).for_smtpd(), Some(md5));
         let different = [
             // Another hash, the same notation or not.
             (
