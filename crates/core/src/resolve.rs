@@ -33,9 +33,12 @@ use std::fmt;
 /// Default for the recursion depth limit (smtpd's own `EXPAND_DEPTH` is 10).
 pub const DEFAULT_MAX_DEPTH: usize = 10;
 
-/// Most addresses the `senders` walk visits before it gives up (with an
-/// error) on a pathological table: far above any real mailbox's aliases,
-/// low enough that smtpd never waits seconds for one answer.
+/// Most addresses the `senders` walk meets (the user, and the address of
+/// each row leading to one it follows) before it gives up (with an error)
+/// on a pathological table: far above any real mailbox's aliases, low
+/// enough that smtpd never waits seconds for one answer. Counted as they
+/// are met, before each is looked up: a mailbox that 100,000 aliases
+/// point at costs 10,000 look-ups and an error, not 100,000.
 pub const SENDERS_WALK_LIMIT: usize = 10_000;
 
 /// Which step of the algorithm matched.
@@ -742,20 +745,11 @@ impl Resolver {
     ) -> Result<Vec<Reach>, ResolveError> {
         let mut out: Vec<Reach> = Vec::new();
         let mut queue = vec![start.clone()];
-        let mut seen = vec![start.clone()];
+        // Looked up, not searched: one address may have thousands of rows
+        // pointing at it.
+        let mut seen = HashSet::from([start.clone()]);
         let wild_targets = store.wildcard_targets()?;
-        let mut steps = 0;
         while let Some(target) = queue.pop() {
-            steps += 1;
-            if steps > self.senders_limit {
-                // Bounded, so a pathological table cannot stall smtpd; and
-                // an error, not the list so far: a cut list would refuse a
-                // legitimate sender with a 5xx.
-                return Err(ResolveError::TooDeep {
-                    at: format!("addresses reaching {start}"),
-                    limit: self.senders_limit,
-                });
-            }
             let mut sources: Vec<(Row, Option<Address>)> = Vec::new();
             for r in store.targeting(&target.to_string())? {
                 let src = Address::from_parts(&r.username, &r.domain).ok();
@@ -795,10 +789,18 @@ impl Resolver {
                     }
                     continue;
                 };
-                if seen.contains(&src) {
+                if !seen.insert(src.clone()) {
                     continue;
                 }
-                seen.push(src.clone());
+                if seen.len() > self.senders_limit {
+                    // Bounded, so a pathological table cannot stall smtpd;
+                    // and an error, not the list so far: a cut list would
+                    // refuse a legitimate sender with a 5xx.
+                    return Err(ResolveError::TooDeep {
+                        at: format!("addresses reaching {start}"),
+                        limit: self.senders_limit,
+                    });
+                }
                 if keep(self, store, &row, &src)? {
                     out.push(Reach {
                         row,
@@ -1273,7 +1275,7 @@ mod tests {
         );
     }
 
-    /// The senders walk visits the user and each address that reaches it;
+    /// The senders walk meets the user and each address that reaches it;
     /// one more than its limit is an error, never a cut list (a 5xx for a
     /// legitimate sender).
     #[test]
@@ -1294,6 +1296,47 @@ mod tests {
             limited(4).senders(&mut s, &a),
             Err(ResolveError::TooDeep { limit: 4, .. })
         ));
+    }
+
+    /// The limit counts addresses as they are met, before each is looked
+    /// up: a mailbox 200 aliases point at costs about the limit in store
+    /// calls, then the error, not a look-up per alias.
+    #[test]
+    fn senders_walk_stops_at_its_limit_not_after_every_alias() {
+        use crate::store::failing::FailingStore;
+        let mut s = MemStore::default().with("a", "x.org", "a@x.org", Some(testdata::HASH));
+        for i in 0..200 {
+            s = s.with(&format!("alias{i}"), "x.org", "a@x.org", None);
+        }
+        let r = Resolver {
+            senders_limit: 10,
+            ..Resolver::default()
+        };
+        let mut counting = FailingStore::counting(s);
+        let a = Address::parse("a@x.org").unwrap();
+        assert!(matches!(
+            r.senders(&mut counting, &a),
+            Err(ResolveError::TooDeep { limit: 10, .. })
+        ));
+        assert!(counting.calls() <= 30, "{} store calls", counting.calls());
+    }
+
+    /// Two ways to one mailbox (directly and through another alias): the
+    /// mailbox once.
+    #[test]
+    fn two_ways_to_one_mailbox_give_it_once() {
+        let mut s = MemStore::default()
+            .with("pair", "x.org", "a@x.org", None)
+            .with("pair", "x.org", "b@x.org", None)
+            .with("b", "x.org", "a@x.org", None)
+            .with("a", "x.org", "a@x.org", Some(testdata::HASH));
+        let pair = Address::parse("pair@x.org").unwrap();
+        assert_eq!(
+            Resolver::default().resolve(&mut s, &pair).unwrap(),
+            Outcome::Found(vec![Destination::Mailbox(
+                Address::parse("a@x.org").unwrap()
+            )])
+        );
     }
 
     /// `mailtable resolve` prints the step numbers of DESIGN.md.
