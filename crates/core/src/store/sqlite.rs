@@ -306,7 +306,7 @@ impl SqliteStore {
     /// reader needs nothing but read access to the file: it takes a shared
     /// lock, and sees every commit, by the CLI, by `sqlite3` as root or by a
     /// copied-in backup, at its next transaction
-    /// (https://sqlite.org/lockingv3.html). The cost, a writer briefly
+    /// (<https://sqlite.org/lockingv3.html>). The cost, a writer briefly
     /// blocking readers at commit, is bounded by `busy_timeout` and is
     /// nothing at a mail host's write rate.
     ///
