@@ -167,11 +167,7 @@ impl PasswordHash {
             "ARGON2ID" => c.starts_with("$argon2id$"),
             "ARGON2I" => c.starts_with("$argon2i$"),
             "ARGON2" => bare == Scheme::Argon2,
-            // MD5-CRYPT is MD5-crypt, and MD5 is too over a `$1$` string
-            // (PLAIN-MD5 otherwise): `md5_crypt_verify` and `md5_verify` in
-            // core's src/auth/password-scheme.c.
-            "MD5-CRYPT" | "MD5" => c.starts_with("$1$"),
-            _ => false,
+            p => names_md5_crypt(p, c),
         };
         if names_it {
             c
@@ -201,10 +197,11 @@ impl PasswordHash {
                 "ARGON2ID",
                 "ARGON2",
             ];
-            // Another prefix names a crypt string only where `canonical`
-            // strips it (MD5-CRYPT and MD5 over `$1$`): one hash in two
-            // notations, and so one scheme, to smtpd as to Dovecot.
-            if !crypt_family.contains(&p.as_str()) && self.canonical() == self.0 {
+            // MD5-crypt in Dovecot's notation is the bare `$1$` string,
+            // as `canonical` says: one hash, one scheme, to smtpd as to
+            // Dovecot. (Not `canonical` itself: it asks `scheme` about the
+            // rest, and a value of many prefixes would recurse once each.)
+            if !crypt_family.contains(&p.as_str()) && !names_md5_crypt(&p, self.crypt_string()) {
                 return Scheme::Unknown;
             }
         }
@@ -338,6 +335,14 @@ impl PasswordHash {
             }
         }
     }
+}
+
+/// Whether Dovecot scheme `prefix` over crypt string `c` is MD5-crypt:
+/// MD5-CRYPT is, and MD5 is too over a `$1$` string (PLAIN-MD5 otherwise):
+/// `md5_crypt_verify` and `md5_verify` in core's
+/// src/auth/password-scheme.c.
+fn names_md5_crypt(prefix: &str, c: &str) -> bool {
+    matches!(prefix, "MD5-CRYPT" | "MD5") && c.starts_with("$1$")
 }
 
 /// The characters of crypt(3)'s and bcrypt's base64 alphabets (same set,
@@ -879,6 +884,32 @@ mod tests {
         let h = PasswordHash::new(a2i);
         assert!(h.same_password(&PasswordHash::new(format!("{{ARGON2I}}{a2i}"))));
         assert_eq!(h.for_dovecot(), Some(format!("{{ARGON2I}}{a2i}")));
+    }
+
+    /// A value of many `{...}` prefixes is one unknown hash, answered at
+    /// once: no call per prefix, which would overflow the stack on a long
+    /// one (a 2 MB test thread, like the daemons' worker threads).
+    #[test]
+    fn many_prefixes_are_one_unknown_hash() {
+        for v in [
+            "{}".repeat(100_000),
+            format!("{}{{MD5-CRYPT}}$1$ab$cd", "{X}".repeat(50_000)),
+        ] {
+            let h = PasswordHash::new(v.clone());
+            assert_eq!(h.scheme(), Scheme::Unknown);
+            assert_eq!(h.for_smtpd(), None);
+            assert_eq!(h.canonical(), v);
+        }
+        // One prefix of the MD5 kind over `$1$` is MD5-crypt; a second
+        // one in front is not Dovecot's notation of anything.
+        let md5 = PasswordHash::new("{MD5}$1$ab$cd");
+        assert_eq!(md5.scheme(), Scheme::OtherCrypt);
+        assert_eq!(md5.for_smtpd(), Some("$1$ab$cd"));
+        assert_eq!(
+            PasswordHash::new("{X}{MD5}$1$ab$cd").scheme(),
+            Scheme::Unknown
+        );
+        assert_eq!(PasswordHash::new("{MD5}").scheme(), Scheme::Unknown);
     }
 
     /// A bare scheme marker (`$6$`) is no hash; smtpd's crypt(3) never gets it.
