@@ -242,7 +242,7 @@ pub struct Resolver {
     pub delimiter: char,
     /// Recursion depth limit.
     pub max_depth: usize,
-    /// Most addresses the `senders` walk visits.
+    /// Most addresses the `senders` walk meets ([`SENDERS_WALK_LIMIT`]).
     pub senders_limit: usize,
 }
 
@@ -1319,6 +1319,31 @@ mod tests {
             Err(ResolveError::TooDeep { limit: 10, .. })
         ));
         assert!(counting.calls() <= 30, "{} store calls", counting.calls());
+    }
+
+    /// Addresses the walk meets and does not follow (an alias shadowed by
+    /// a broken one of the same key) count toward the limit too: each cost
+    /// a look-up.
+    #[test]
+    fn senders_walk_limit_counts_addresses_it_does_not_follow() {
+        let mut s = MemStore::default()
+            .with("a", "x.org", "a@x.org", Some(testdata::HASH))
+            .with("good", "x.org", "a@x.org", None)
+            .with("broken", "x.org", "a@x.org", None)
+            .with("broken", "x.org", "nobody@x.org", None);
+        let a = Address::parse("a@x.org").unwrap();
+        let limited = |limit| Resolver {
+            senders_limit: limit,
+            ..Resolver::default()
+        };
+        assert_eq!(
+            limited(3).senders(&mut s, &a).unwrap(),
+            Some(vec!["a@x.org".to_string(), "good@x.org".to_string()])
+        );
+        assert!(matches!(
+            limited(2).senders(&mut s, &a),
+            Err(ResolveError::TooDeep { limit: 2, .. })
+        ));
     }
 
     /// Two ways to one mailbox (directly and through another alias): the

@@ -359,12 +359,12 @@ fn qualify(
              {u}=ADDRESS settles it"
         ),
         many => {
-            let list: Vec<String> = many.iter().map(|(k, _)| k.to_string()).collect();
+            let list = super::report::first_few(many.iter().map(|(k, _)| k));
             format!(
                 "login without a domain, and several addresses with its local part deliver to a \
                  local user ({}): which one is its mailbox cannot be told; --login-domain DOMAIN \
                  or --map {u}=ADDRESS settles it",
-                list.join(", ")
+                list
             )
         }
     };
