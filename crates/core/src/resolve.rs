@@ -27,7 +27,7 @@ use crate::address::{Address, AddressPattern, Domain, LocalPattern};
 use crate::delivery;
 use crate::row::{Row, RowKind};
 use crate::store::{Store, StoreError};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 
 /// Default for the recursion depth limit (smtpd's own `EXPAND_DEPTH` is 10).
@@ -208,11 +208,18 @@ impl Prefetched {
         Prefetched(fetched)
     }
 
-    fn get(&self, username: &str, domain: &str) -> Option<&Vec<Row>> {
+    fn position(&self, username: &str, domain: &str) -> Option<usize> {
         self.0
             .binary_search_by(|((u, d), _)| (u.as_str(), d.as_str()).cmp(&(username, domain)))
             .ok()
-            .map(|i| &self.0[i].1)
+    }
+
+    fn get(&self, username: &str, domain: &str) -> Option<&Vec<Row>> {
+        self.position(username, domain).map(|i| &self.0[i].1)
+    }
+
+    fn get_mut(&mut self, username: &str, domain: &str) -> Option<&mut Vec<Row>> {
+        self.position(username, domain).map(|i| &mut self.0[i].1)
     }
 }
 
@@ -369,7 +376,6 @@ impl Resolver {
         targets: &[(Row, Address)],
         path: &[Address],
     ) -> Result<Prefetched, ResolveError> {
-        let mut keys: Vec<(&str, &str)> = Vec::new();
         let mut listed = BTreeSet::new();
         for (row, t) in targets {
             if delivers_to_itself(m, row, t) || path.contains(t) {
@@ -379,33 +385,31 @@ impl Resolver {
             let domain = t.domain().as_str();
             let wanted = tag.map(|_| (t.local(), domain)).into_iter();
             for key in wanted.chain(std::iter::once((base, domain))) {
-                if m.ahead.get(key.0, key.1).is_none() && listed.insert(key) {
-                    keys.push(key);
+                if m.ahead.get(key.0, key.1).is_none() {
+                    listed.insert(key);
                 }
             }
         }
-        if keys.len() < 2 {
+        if listed.len() < 2 {
             // One key left (or none): asked on its own when its turn
             // comes, with its own targets joined.
             return Ok(Prefetched::default());
         }
+        let keys: Vec<(&str, &str)> = listed.into_iter().collect();
         let rows = store.exact_many(&keys)?;
-        // Each row to its key's place, found by search; every key listed,
-        // found or not (none: no such address).
-        let place: BTreeMap<(&str, &str), usize> =
-            keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
-        let mut of_key: Vec<Vec<Row>> = vec![Vec::new(); keys.len()];
+        // Every key listed, found or not (none: no such address), each row
+        // under its key.
+        let mut fetched = Prefetched::new(
+            keys.iter()
+                .map(|(u, d)| ((u.to_string(), d.to_string()), Vec::new()))
+                .collect(),
+        );
         for r in rows {
-            let key = (r.username.as_str(), r.domain.as_str());
-            if let Some(found) = place.get(&key).and_then(|&i| of_key.get_mut(i)) {
-                found.push(r);
+            if let Some(of_key) = fetched.get_mut(&r.username, &r.domain) {
+                of_key.push(r);
             }
         }
-        let fetched = keys
-            .iter()
-            .zip(of_key)
-            .map(|((u, d), rows)| ((u.to_string(), d.to_string()), rows));
-        Ok(Prefetched::new(fetched.collect()))
+        Ok(fetched)
     }
 
     fn pattern_match(&self, base: &str, wild: &[Row]) -> Option<Match> {
