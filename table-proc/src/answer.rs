@@ -30,6 +30,7 @@ use mailtable_core::cache::{AnswerCache, Fetched};
 use mailtable_core::resolve::Destination;
 use mailtable_core::store::{self, Access, OpenOptions};
 use mailtable_core::{Address, Config, Domain, Outcome, Store};
+use std::panic::{self, AssertUnwindSafe};
 
 /// The table: config plus a lazily (re)opened read-only store.
 pub struct Tables {
@@ -68,14 +69,15 @@ impl Tables {
         let fallback = Config::default();
         let settings = config.as_ref().unwrap_or(&fallback);
         let accounts = Accounts::new(settings);
-        let cache = Some(AnswerCache::new(settings.cache_settings()));
-        Tables {
+        let mut tables = Tables {
             config,
             accounts,
             store: None,
             name: String::from("?"),
-            cache,
-        }
+            cache: None,
+        };
+        tables.cache = Some(tables.new_cache());
+        tables
     }
 
     /// A table over an already opened store (tests, benchmarks).
@@ -119,10 +121,35 @@ impl Tables {
         f: impl FnOnce(&mut Self) -> Looked,
     ) -> Answer {
         self.begin_lookup();
+        // The lookup ends also when it panics (the loop answers `error`
+        // and goes on): the store's read lock must not outlive it, or a
+        // write by the CLI would wait for smtpd's next request.
+        let result = panic::catch_unwind(AssertUnwindSafe(|| self.cached(service, key, f)));
+        self.end_lookup();
+        match result {
+            Ok(result) => self.reply(service, result),
+            Err(payload) => {
+                // The cache was out for the lookup and is lost with it:
+                // start an empty one rather than run uncached from now on.
+                if self.cache.is_none() {
+                    self.cache = Some(self.new_cache());
+                }
+                panic::resume_unwind(payload)
+            }
+        }
+    }
+
+    /// [`Tables::answer`]'s lookup: the change check, then the cache.
+    fn cached(
+        &mut self,
+        service: Service,
+        key: &str,
+        f: impl FnOnce(&mut Self) -> Looked,
+    ) -> Result<Option<String>, String> {
         let token = self
             .store()
             .and_then(|(s, _)| s.change_token().map_err(|e| e.to_string()));
-        let result = match self.cache.take() {
+        match self.cache.take() {
             Some(mut cache) => {
                 let mut r = cache.lookup(token, &cache_key(service, key), || f(self));
                 if let Err(e) = &r {
@@ -135,16 +162,19 @@ impl Tables {
                 r
             }
             None => token.and_then(|_| f(self).map(|v| v.value)),
-        };
-        self.end_lookup();
-        self.reply(service, result)
+        }
+    }
+
+    fn new_cache(&self) -> AnswerCache<Option<String>> {
+        let fallback = Config::default();
+        let settings = self.config.as_ref().unwrap_or(&fallback);
+        AnswerCache::new(settings.cache_settings())
     }
 
     /// One request is one lookup for the store ([`Store::begin_lookup`]):
     /// the change check and every query read the file as it was when the
-    /// request came. A lookup that panicked (answered `error` by the loop)
-    /// leaves its start in place only until the next request starts its
-    /// own. A store not opened yet is opened by the lookup itself, once.
+    /// request came, and on SQLite one read transaction. A store not
+    /// opened yet is opened by the lookup itself, once.
     fn begin_lookup(&mut self) {
         if let Some(s) = self.store.as_deref_mut() {
             s.begin_lookup();
@@ -186,14 +216,15 @@ impl Tables {
     }
 
     /// A lookup that bypasses the cache (`auth`: the key is a password).
+    /// Not one lookup for the store: hashing the password takes as long
+    /// as the hash's cost says, and no read lock is held meanwhile (each
+    /// query checks the file for itself).
     fn uncached(
         &mut self,
         service: Service,
         f: impl FnOnce(&mut Self) -> Result<Option<String>, String>,
     ) -> Answer {
-        self.begin_lookup();
         let result = f(self);
-        self.end_lookup();
         self.reply(service, result)
     }
 
@@ -447,7 +478,6 @@ mod tests {
             (Service::Userinfo, "hugo_barrera.io", false),
             (Service::Mailaddrmap, "hugo@barrera.io", false),
             (Service::Mailaddr, "hugo@barrera.io", true),
-            (Service::Auth, "hugo@barrera.io:secret", true),
         ];
         for (service, key, check) in requests {
             log.lock().unwrap().clear();
@@ -470,6 +500,70 @@ mod tests {
                 "{service:?}: {calls:?}"
             );
         }
+        // `auth` hashes the password after its queries: no lookup holds
+        // the store (SQLite: its read lock) that long.
+        log.lock().unwrap().clear();
+        assert_eq!(
+            t.check(Service::Auth, "hugo@barrera.io:secret"),
+            Answer::Found(String::new())
+        );
+        let calls = log.lock().unwrap().clone();
+        assert!(!calls.is_empty(), "{calls:?}");
+        assert!(calls.iter().all(|c| *c == "call"), "{calls:?}");
+    }
+
+    /// A lookup that panics (the loop answers `error` and goes on) still
+    /// ends: the SQLite read lock is released at once, not at smtpd's next
+    /// request, and the table goes on with an answer cache.
+    #[test]
+    fn a_lookup_that_panics_releases_the_database() {
+        use mailtable_core::store::sqlite::SqliteStore;
+        use mailtable_core::store::{self, Access, OpenOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mail.db");
+        let opts = |access| OpenOptions {
+            access,
+            timeout: std::time::Duration::from_secs(1),
+        };
+        let mut w = SqliteStore::open(&path, &opts(Access::Create)).unwrap();
+        store::migrate::migrate(&mut w, store::migrate::Dialect::Sqlite, true).unwrap();
+        let row = |user: &str, target: &str| mailtable_core::Row {
+            username: user.into(),
+            domain: "barrera.io".into(),
+            mailbox: target.into(),
+            password: None,
+            active: true,
+            quota: None,
+        };
+        let h = password::hash(&Secret::new("secret"), 4).unwrap();
+        let mailbox = mailtable_core::Row {
+            password: Some(mailtable_core::PasswordHash::new(h.stored())),
+            ..row("hugo", "hugo@barrera.io")
+        };
+        w.insert(&mailbox).unwrap();
+        w.insert(&row("info", "hugo@barrera.io")).unwrap();
+        drop(w);
+        // Calls: the change check, the alias's row (which begins the read
+        // transaction), its target's row: that one panics.
+        let reader = SqliteStore::open(&path, &opts(Access::ReadOnly)).unwrap();
+        let failing = FailingStore::panicking_at(reader, 3);
+        let config = Config::parse("uid = 2000\ngid = 2001\nhome = \"/var/vmail/%d/%n\"").unwrap();
+        let mut t = Tables::with_store(config, Box::new(failing));
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            t.lookup(Service::Alias, "info@barrera.io")
+        }));
+        std::panic::set_hook(hook);
+        assert!(outcome.is_err(), "call 3 panics: {outcome:?}");
+
+        // The writer waits for the lock a second at most (its timeout).
+        let mut w = SqliteStore::open(&path, &opts(Access::ReadWrite)).unwrap();
+        w.insert(&row("new", "hugo@barrera.io"))
+            .expect("the panicked lookup holds no lock");
+        assert!(t.cache.is_some(), "the table has an answer cache again");
+        let hugo = Answer::Found("hugo_barrera.io".into());
+        assert_eq!(t.lookup(Service::Alias, "new@barrera.io"), hugo);
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct FailingStore<S> {
     /// Every call from `fail_at` on fails (a database that went away),
     /// not only that one.
     fail_after: bool,
+    /// Call `fail_at` panics instead of failing: a bug below the lookup.
+    panics: bool,
     /// The method whose call failed, once it has.
     failed: Arc<Mutex<Option<&'static str>>>,
 }
@@ -50,6 +52,7 @@ impl<S: Store> FailingStore<S> {
             calls: Arc::new(AtomicUsize::new(0)),
             fail_at: None,
             fail_after: false,
+            panics: false,
             failed: Arc::new(Mutex::new(None)),
         }
     }
@@ -67,6 +70,15 @@ impl<S: Store> FailingStore<S> {
     pub fn failing_from(inner: S, n: usize) -> FailingStore<S> {
         FailingStore {
             fail_after: true,
+            ..FailingStore::failing_at(inner, n)
+        }
+    }
+
+    /// Panics in call number `n`: for the test that a lookup that panics
+    /// releases what it holds of the database.
+    pub fn panicking_at(inner: S, n: usize) -> FailingStore<S> {
+        FailingStore {
+            panics: true,
             ..FailingStore::failing_at(inner, n)
         }
     }
@@ -97,6 +109,9 @@ impl<S: Store> FailingStore<S> {
             Some(at) if self.fail_after => n >= at,
             at => at == Some(n),
         };
+        if fails && self.panics {
+            panic!("test store panics in call {n} ({what})");
+        }
         if fails {
             *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(what);
             Err(StoreError::Unavailable(format!(
