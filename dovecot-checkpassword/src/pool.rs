@@ -197,7 +197,10 @@ impl StorePool {
         }
         impl Drop for Borrowed<'_> {
             fn drop(&mut self) {
-                if let Some(store) = self.store.take() {
+                if let Some(mut store) = self.store.take() {
+                    // Here, so that the lookup ends also when `f` panics:
+                    // an idle SQLite store must hold no read lock.
+                    store.end_lookup();
                     // Maybe one past `max_idle`, if another store came
                     // back meanwhile; the stores open stay within
                     // `max_open`, which is what bounds connections.
@@ -216,9 +219,7 @@ impl StorePool {
         };
         let store = borrowed.store.as_mut()?;
         store.begin_lookup();
-        let result = f(store.as_mut());
-        store.end_lookup();
-        result
+        f(store.as_mut())
     }
 
     /// How many stores are idle (for tests).
@@ -627,6 +628,18 @@ mod tests {
         assert!(p.with(|_| Ok(())).is_ok());
         log.lock().unwrap().clear();
         let _ = p.try_idle(|s| s.has_domain("x.org").ok());
+        assert_eq!(*log.lock().unwrap(), ["begin", "call", "end"]);
+        // A lookup that panics ends too (SQLite: its read lock goes).
+        log.lock().unwrap().clear();
+        let p = Arc::new(p);
+        let r = Arc::clone(&p);
+        let panicked = thread::spawn(move || {
+            r.try_idle(|s| -> Option<()> {
+                let _ = s.has_domain("x.org");
+                panic!("boom")
+            })
+        });
+        assert!(panicked.join().is_err());
         assert_eq!(*log.lock().unwrap(), ["begin", "call", "end"]);
     }
 

@@ -179,13 +179,19 @@ pub trait Store: Send {
     /// count as made once for the whole lookup: SQLite `stat`s its path
     /// here and not again per query, so the change check and every query
     /// of the lookup read the same file, and a lookup that makes N queries
-    /// costs N `stat`s less. Nothing is reported here: a failed check is
-    /// made again, and reported, by the next call. A store used outside a
-    /// lookup (the CLI) checks before every query. Default: nothing.
+    /// costs N `stat`s less. On SQLite the lookup's queries are also one
+    /// read transaction, which holds SQLite's shared lock from the first
+    /// query to [`Store::end_lookup`]: callers must end every lookup they
+    /// begin, also when it panics, or writers wait for the lock. A lookup
+    /// begun while another is still open ends that one first. Nothing is
+    /// reported here: a failed check is made again, and reported, by the
+    /// next call. A store used outside a lookup (the CLI) checks before
+    /// every query. Default: nothing.
     fn begin_lookup(&mut self) {}
 
-    /// The end of the lookup [`Store::begin_lookup`] started; the next
-    /// query checks afresh. Default: nothing.
+    /// The end of the lookup [`Store::begin_lookup`] started: its read
+    /// transaction ends, and the next query checks afresh. Default:
+    /// nothing.
     fn end_lookup(&mut self) {}
 
     /// Drop cached connections and statements (smtpd `update`).

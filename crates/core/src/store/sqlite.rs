@@ -377,7 +377,13 @@ impl SqliteStore {
         if in_place && !current {
             return Ok(None);
         }
+        let pinned = self.pinned.is_some();
         self.follow(ident)?;
+        // A reconnect (connect() unpins) that opened the file the lookup
+        // `stat`ed: the lookup goes on pinned to it, in one transaction.
+        if pinned && self.pinned.is_none() && self.open.as_ref().is_some_and(|o| o.ident == ident) {
+            self.pinned = Some(meta.clone());
+        }
         let Some(open) = self.open.as_ref() else {
             return Err(StoreError::Other("connection vanished".into()));
         };
@@ -1072,13 +1078,26 @@ mod tests {
         assert_eq!(found(&mut r, "b"), 1, "the next lookup sees the commit");
         // Never ended: the next lookup ends it before it begins.
         r.begin_lookup();
-        r.end_lookup();
         impatient_insert(&path, "c").expect("the unended lookup was ended");
+        assert_eq!(found(&mut r, "c"), 1, "and the new one reads from now");
+        r.end_lookup();
 
         // Outside a lookup every query is a transaction of its own.
         assert_eq!(found(&mut r, "c"), 1);
         impatient_insert(&path, "d").expect("a query outside a lookup holds nothing");
         assert_eq!(found(&mut r, "d"), 1);
+
+        // A lookup whose change check reconnects (the file was replaced)
+        // is one transaction on the new connection too.
+        let next = dir.path().join("next.db");
+        std::fs::copy(&path, &next).unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        r.begin_lookup();
+        r.change_token().unwrap();
+        assert_eq!(found(&mut r, "d"), 1);
+        assert!(impatient_insert(&path, "e").is_err(), "the lock is held");
+        r.end_lookup();
+        impatient_insert(&path, "e").expect("and released at the end");
     }
 
     /// A daemon's lookup (`begin_lookup` .. `end_lookup`) reads the file it
