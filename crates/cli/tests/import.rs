@@ -753,6 +753,49 @@ fn usage_errors() {
     );
 }
 
+/// A source with no entries (an empty file, only comments, a failed
+/// export) is not an import of nothing: alone, or with only others like
+/// it, it is refused and names them; beside a source with entries it is a
+/// note of the report.
+#[test]
+fn an_empty_source_is_refused_alone_and_a_note_beside_others() {
+    let db = Db::new();
+    let dir = db.dir.path();
+    std::fs::write(dir.join("virtuals"), "# filled in later\n\n").unwrap();
+    std::fs::write(dir.join("credentials"), "").unwrap();
+    std::fs::write(dir.join("users"), format!("m@example.org:{M_HASH}\n")).unwrap();
+    let src = |format: &str, file: &str| format!("{format}:{}", dir.join(file).display());
+    let before = db.snapshot();
+    for sources in [
+        vec![src("smtpd-aliases", "virtuals")],
+        vec![
+            src("smtpd-aliases", "virtuals"),
+            src("smtpd-credentials", "credentials"),
+        ],
+    ] {
+        let mut args = vec!["import".to_string()];
+        args.extend(sources.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = db.run(&args);
+        assert_eq!(code, 2, "{sources:?}: {err}\n{out}");
+        assert!(err.contains("no entries in"), "{err}");
+        for s in &sources {
+            assert!(err.contains(s.as_str()), "{s} not named: {err}");
+        }
+        assert!(err.contains("nothing was changed"), "{err}");
+        assert_eq!(db.snapshot(), before);
+    }
+
+    let virtuals = src("smtpd-aliases", "virtuals");
+    let users = src("dovecot-passwd", "users");
+    let (v, _) = db.import_json(&[&users, &virtuals], 0);
+    assert_eq!(v["status"], "imported");
+    let virtuals_path = dir.join("virtuals").display().to_string();
+    assert_eq!(ats(&v, "notes"), [virtuals_path]);
+    assert!(whys(&v, "notes").contains("no entries"), "{v}");
+    assert_eq!(db.resolve("m@example.org").0, "found");
+}
+
 /// `MAILTABLE_TEST_POSTGRES_URL` (the suite's convention, tests/harness.rs),
 /// or `None` after printing one line saying the test skipped.
 fn postgres_server() -> Option<String> {

@@ -205,9 +205,31 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> Result<Exit, CliError> {
     let sources = sources(args)?;
     let mut parsed = Parsed::default();
     let mut names = Vec::new();
+    let mut empty = Vec::new();
     for (format, source) in &sources {
-        parsed.absorb(parse_source(*format, source, args.inactive)?);
+        let one = parse_source(*format, source, args.inactive)?;
+        if one.is_empty() {
+            empty.push((source_name(*format, source), source.as_str()));
+        }
+        parsed.absorb(one);
         names.push(source_name(*format, source));
+    }
+    // An empty source is most likely the wrong file, or an export that
+    // failed: said, and when it is all there is, refused, rather than
+    // reported as an import of nothing.
+    if empty.len() == names.len() {
+        let names: Vec<&str> = empty.iter().map(|(name, _)| name.as_str()).collect();
+        return Err(CliError::usage(format!(
+            "no entries in {} (empty, or only comments and blank lines): nothing to import; \
+             nothing was changed",
+            names.join(", ")
+        )));
+    }
+    for (_, source) in &empty {
+        parsed.notes.push(Finding::new(
+            Origin::whole(&mailtable_core::store::url::redact(source)),
+            "no entries (empty, or only comments and blank lines): nothing of it comes over",
+        ));
     }
 
     let mut rep = report::Report::new(names);

@@ -28,6 +28,8 @@ pub enum At {
     },
     /// A row named by its key (a mailtable database).
     Key(String),
+    /// The source as a whole.
+    Whole,
 }
 
 /// A source and a place in it; printed `file:line`, `db:table:rowid` or
@@ -84,6 +86,14 @@ impl Origin {
         }
     }
 
+    /// `source` as a whole.
+    pub fn whole(source: &str) -> Origin {
+        Origin {
+            source: shared(source),
+            at: At::Whole,
+        }
+    }
+
     /// The row of `key` in `source`.
     pub fn key(source: &str, key: &str) -> Origin {
         Origin {
@@ -99,6 +109,7 @@ impl fmt::Display for Origin {
             At::Line(n) => write!(f, "{}:{n}", self.source),
             At::Row { table, id } => write!(f, "{}:{table}:{id}", self.source),
             At::Key(k) => write!(f, "{}:{k}", self.source),
+            At::Whole => write!(f, "{}", self.source),
         }
     }
 }
@@ -304,6 +315,23 @@ impl Parsed {
         }
         self.lost_mailboxes.push(key.to_string());
         self.skipped.push(Finding::about(at, key, why));
+    }
+
+    /// Nothing at all came out of the source: no entry, and nothing to
+    /// report about one (an empty file, only comments, empty tables).
+    pub fn is_empty(&self) -> bool {
+        self.logins.is_empty()
+            && self.routes.is_empty()
+            && self.domains.is_empty()
+            && self.userinfo.is_empty()
+            && self.rows.is_empty()
+            && self.skipped.is_empty()
+            && self.notes.is_empty()
+            && self.malformed.is_empty()
+            && self.lost.is_empty()
+            && self.lost_mailboxes.is_empty()
+            && self.refused.is_empty()
+            && self.accepted_inactive.is_empty()
     }
 
     /// Add another source's entries to these.
