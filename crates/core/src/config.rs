@@ -9,7 +9,7 @@
 //! home = "/var/vmail/%d/%n"   # %d domain, %n local part, %u address
 //! tag_delimiter = "+"
 //! password_cost = 10          # bcrypt cost of new hashes
-//! query_timeout_ms = 5000     # bound on any one database call
+//! query_timeout_ms = 5000     # bound on one lookup, write or lock wait (a whole-table list: 10 min)
 //! cache_entries = 20000       # answers the daemons keep (0 = no cache)
 //! stale_if_error = 3600       # seconds a found answer outlives an outage
 //!
@@ -140,7 +140,9 @@ pub struct Config {
     pub tag_delimiter: String,
     /// bcrypt cost of new hashes.
     pub password_cost: u32,
-    /// Upper bound for one database call, in milliseconds.
+    /// Upper bound for one database call, in milliseconds, lock waits
+    /// included; a whole-table read has its own
+    /// ([`crate::store::LIST_TIMEOUT`]).
     pub query_timeout_ms: u64,
     /// Most answers `table-mailtable` and `serve` keep in their cache
     /// ([`crate::cache`]); 0 turns the cache off.

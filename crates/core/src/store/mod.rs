@@ -106,6 +106,13 @@ impl ChangeToken {
     }
 }
 
+/// The bound on one whole-table read ([`Store::list`], [`Store::domains`]):
+/// the admin's list commands, imports and `domain del`. Its time grows with
+/// the rows (seconds at a million), so the per-call timeout, which bounds
+/// lookups, would make those commands fail on big tables; ten minutes
+/// still ends a read from a server that stopped answering.
+pub const LIST_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The storage interface. Lookups take normalised strings (policy above has
 /// already lower-cased and validated them) and return raw rows.
 pub trait Store: Send {
@@ -198,8 +205,12 @@ pub trait Store: Send {
     fn reopen(&mut self) -> Result<(), StoreError>;
 
     /// Every row, or those of one domain, ordered by domain then username.
+    /// A read whose time grows with the table, not a lookup: bounded by
+    /// [`LIST_TIMEOUT`] instead of the configured per-call timeout, which
+    /// a million rows can take on a busy machine. Lock waits keep the
+    /// configured bound.
     fn list(&mut self, domain: Option<&str>) -> Result<Vec<Row>, StoreError>;
-    /// Distinct domains, sorted.
+    /// Distinct domains, sorted. Bounded like [`Store::list`].
     fn domains(&mut self) -> Result<Vec<String>, StoreError>;
 
     /// Start a write transaction that later reads see consistently.

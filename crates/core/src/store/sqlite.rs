@@ -60,7 +60,9 @@
 //! which only means something on one connection) and the connection's
 //! number.
 
-use super::{Access, ChangeToken, Delete, OpenOptions, Row, SchemaState, Store, StoreError};
+use super::{
+    Access, ChangeToken, Delete, OpenOptions, Row, SchemaState, Store, StoreError, LIST_TIMEOUT,
+};
 use crate::password::PasswordHash;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::os::unix::fs::MetadataExt;
@@ -451,7 +453,17 @@ impl SqliteStore {
         &mut self,
         f: impl FnOnce(&Connection, Columns) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
-        let start = self.epoch.elapsed() + self.timeout;
+        self.with_limit(self.timeout, f)
+    }
+
+    /// [`SqliteStore::with`] with `limit` on the statement's running time
+    /// (lock waits stay bounded by `busy_timeout`, the configured timeout).
+    fn with_limit<T>(
+        &mut self,
+        limit: Duration,
+        f: impl FnOnce(&Connection, Columns) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let start = self.epoch.elapsed() + limit;
         self.deadline
             .store(start.as_nanos() as u64, Ordering::Relaxed);
         let in_lookup = self.pinned.is_some();
@@ -490,7 +502,12 @@ impl SqliteStore {
         query: Select,
         args: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<Row>, StoreError> {
-        self.with(|conn, cols| {
+        // The whole-table reads get their own bound (`Store::list`).
+        let limit = match query {
+            Select::ListDomain | Select::ListAll => LIST_TIMEOUT,
+            _ => self.timeout,
+        };
+        self.with_limit(limit, |conn, cols| {
             let mut stmt = conn.prepare_cached(query.sql(cols))?;
             let rows = stmt.query_map(args, row_from)?;
             rows.collect()
@@ -636,7 +653,7 @@ impl Store for SqliteStore {
     }
 
     fn domains(&mut self) -> Result<Vec<String>, StoreError> {
-        self.with(|conn, _| {
+        self.with_limit(LIST_TIMEOUT, |conn, _| {
             let mut stmt =
                 conn.prepare_cached("SELECT DISTINCT domain FROM users ORDER BY domain")?;
             let rows = stmt.query_map([], |r| r.get(0))?;

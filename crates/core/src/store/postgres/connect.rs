@@ -167,6 +167,7 @@ impl PostgresStore {
 
     fn run<T>(
         &mut self,
+        timeout: Duration,
         f: &mut impl FnMut(&mut Conn<'_>) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
         let Some(open) = self.open.as_mut() else {
@@ -175,7 +176,7 @@ impl PostgresStore {
         let mut conn = Conn {
             rt: &self.rt,
             open,
-            limit: self.timeout + GRACE,
+            limit: timeout + GRACE,
         };
         f(&mut conn)
     }
@@ -184,10 +185,21 @@ impl PostgresStore {
     /// made earlier turns out to be dead (outside transactions only).
     pub(super) fn read<T>(
         &mut self,
+        f: impl FnMut(&mut Conn<'_>) -> Result<T, Failure>,
+    ) -> Result<T, StoreError> {
+        self.read_within(self.timeout, f)
+    }
+
+    /// [`PostgresStore::read`] with each call bounded by `timeout` on the
+    /// client side instead of the configured timeout (the server's
+    /// `statement_timeout` is the caller's to raise, see `bulk_rows`).
+    pub(super) fn read_within<T>(
+        &mut self,
+        timeout: Duration,
         mut f: impl FnMut(&mut Conn<'_>) -> Result<T, Failure>,
     ) -> Result<T, StoreError> {
         let reused = self.ensure()?;
-        match self.run(&mut f) {
+        match self.run(timeout, &mut f) {
             Ok(v) => Ok(v),
             Err(failure) => {
                 let retry = reused && self.tx == Tx::None && failure.connection_lost();
@@ -197,7 +209,7 @@ impl PostgresStore {
                 }
                 tracing::info!(database = %self.shown, "{err}; reconnecting");
                 self.ensure()?;
-                self.run(&mut f).map_err(|e| self.fail(e))
+                self.run(timeout, &mut f).map_err(|e| self.fail(e))
             }
         }
     }
@@ -208,6 +220,6 @@ impl PostgresStore {
         mut f: impl FnMut(&mut Conn<'_>) -> Result<T, Failure>,
     ) -> Result<T, StoreError> {
         self.ensure()?;
-        self.run(&mut f).map_err(|e| self.fail(e))
+        self.run(self.timeout, &mut f).map_err(|e| self.fail(e))
     }
 }

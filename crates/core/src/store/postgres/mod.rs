@@ -47,6 +47,7 @@ mod tls;
 use super::url::redact;
 use super::{
     Access, ChangeToken, Delete, Joined, OpenOptions, Row, SchemaState, Store, StoreError,
+    LIST_TIMEOUT,
 };
 use crate::password::PasswordHash;
 use conn::{Conn, Open};
@@ -137,6 +138,34 @@ impl PostgresStore {
                 .collect::<Result<_, _>>()
                 .map_err(Failure::Pg)
         })
+    }
+
+    /// A whole-table read ([`Store::list`]): the server's
+    /// `statement_timeout` and the client's deadline are [`LIST_TIMEOUT`]
+    /// for its statement, and the lookups' bound again after it. A `SET`
+    /// inside a transaction that then aborts is undone with it; one that
+    /// cannot be set back costs the connection, whose next use starts
+    /// afresh with the startup setting.
+    fn bulk(
+        &mut self,
+        mut query: impl FnMut(&mut Conn<'_>) -> Result<Vec<tokio_postgres::Row>, Failure>,
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let bulk = format!("SET statement_timeout = {}", LIST_TIMEOUT.as_millis());
+        let normal = format!(
+            "SET statement_timeout = {}",
+            self.timeout.as_millis().max(1)
+        );
+        let mut reset_failed = false;
+        let rows = self.read_within(LIST_TIMEOUT, |c| {
+            c.batch(&bulk)?;
+            let rows = query(c);
+            reset_failed = c.batch(&normal).is_err();
+            rows
+        });
+        if reset_failed && self.tx == Tx::None {
+            self.close();
+        }
+        rows
     }
 
     fn columns(&mut self) -> Result<Columns, StoreError> {
@@ -277,20 +306,24 @@ impl Store for PostgresStore {
     }
 
     fn list(&mut self, domain: Option<&str>) -> Result<Vec<Row>, StoreError> {
-        match domain {
-            Some(d) => self.rows(LIST_DOMAIN, &[&d]),
-            None => self.rows(LIST_ALL, &[]),
-        }
+        let rows = match domain {
+            Some(d) => {
+                self.bulk(|c| c.query(LIST_DOMAIN, |cols| select(cols, LIST_DOMAIN), &[&d]))?
+            }
+            None => self.bulk(|c| c.query(LIST_ALL, |cols| select(cols, LIST_ALL), &[]))?,
+        };
+        rows.iter()
+            .map(row_from)
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.fail(Failure::Pg(e)))
     }
 
     fn domains(&mut self) -> Result<Vec<String>, StoreError> {
-        self.read(|c| {
-            c.query_static(DOMAINS, &[])?
-                .iter()
-                .map(|r| r.try_get(0))
-                .collect::<Result<_, _>>()
-                .map_err(Failure::Pg)
-        })
+        let rows = self.bulk(|c| c.query_static(DOMAINS, &[]))?;
+        rows.iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.fail(Failure::Pg(e)))
     }
 
     fn begin(&mut self) -> Result<(), StoreError> {
