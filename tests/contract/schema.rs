@@ -163,3 +163,23 @@ backend_test!(lookups_are_index_probes_on_a_large_table, |db| {
         println!("{name}: {plan}");
     }
 });
+
+backend_test!(a_migration_step_outlasts_the_lookup_bound, |db| {
+    // A lookup's bound, far below what building the indexes over 200,000
+    // rows takes: a migration is bounded like a whole-table read.
+    const LOOKUP: std::time::Duration = std::time::Duration::from_millis(50);
+    let mut raw = db.raw();
+    raw.exec(ARTICLE_DDL);
+    raw.insert_generated(200_000);
+    let mut s = db.try_open(Access::ReadWrite, LOOKUP).unwrap();
+    let t = std::time::Instant::now();
+    let report = migrate::migrate(s.as_mut(), db.dialect(), false).unwrap();
+    let took = t.elapsed();
+    assert!(
+        took > LOOKUP,
+        "migrating took {took:?}: the test proves nothing"
+    );
+    assert_eq!(report.to, migrate::LATEST);
+    assert_eq!(indexes(&mut raw, db.backend()), INDEXES);
+    assert_eq!(s.exact("u7", "d7.org").unwrap().len(), 1);
+});

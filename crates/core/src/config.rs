@@ -141,8 +141,8 @@ pub struct Config {
     /// bcrypt cost of new hashes.
     pub password_cost: u32,
     /// Upper bound for one database call, in milliseconds, lock waits
-    /// included; a whole-table read has its own
-    /// ([`crate::store::LIST_TIMEOUT`]).
+    /// included; whole-table reads and migrations have their own
+    /// ([`crate::store::BULK_TIMEOUT`]).
     pub query_timeout_ms: u64,
     /// Most answers `table-mailtable` and `serve` keep in their cache
     /// ([`crate::cache`]); 0 turns the cache off.

@@ -106,12 +106,13 @@ impl ChangeToken {
     }
 }
 
-/// The bound on one whole-table read ([`Store::list`], [`Store::domains`]):
-/// the admin's list commands, imports and `domain del`. Its time grows with
-/// the rows (seconds at a million), so the per-call timeout, which bounds
-/// lookups, would make those commands fail on big tables; ten minutes
-/// still ends a read from a server that stopped answering.
-pub const LIST_TIMEOUT: Duration = Duration::from_secs(600);
+/// The bound on one call whose work grows with the table: reading every row
+/// ([`Store::list`], [`Store::domains`]: the admin's list commands, imports,
+/// `domain del`) and a schema migration step ([`Store::apply_migration`],
+/// which builds indexes). Seconds at a million rows, so the per-call
+/// timeout, which bounds lookups, would make those fail on big tables; ten
+/// minutes still ends a call to a server that stopped answering.
+pub const BULK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The storage interface. Lookups take normalised strings (policy above has
 /// already lower-cased and validated them) and return raw rows.
@@ -206,7 +207,7 @@ pub trait Store: Send {
 
     /// Every row, or those of one domain, ordered by domain then username.
     /// A read whose time grows with the table, not a lookup: bounded by
-    /// [`LIST_TIMEOUT`] instead of the configured per-call timeout, which
+    /// [`BULK_TIMEOUT`] instead of the configured per-call timeout, which
     /// a million rows can take on a busy machine. Lock waits keep the
     /// configured bound.
     fn list(&mut self, domain: Option<&str>) -> Result<Vec<Row>, StoreError>;
@@ -260,6 +261,7 @@ pub trait Store: Send {
     /// Where the schema stands.
     fn schema_state(&mut self) -> Result<SchemaState, StoreError>;
     /// Run one migration step's SQL and record `version`, atomically.
+    /// Bounded like [`Store::list`] (an index build reads every row).
     fn apply_migration(&mut self, version: u32, sql: &str) -> Result<(), StoreError>;
 }
 

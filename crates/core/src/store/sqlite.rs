@@ -61,7 +61,7 @@
 //! number.
 
 use super::{
-    Access, ChangeToken, Delete, OpenOptions, Row, SchemaState, Store, StoreError, LIST_TIMEOUT,
+    Access, ChangeToken, Delete, OpenOptions, Row, SchemaState, Store, StoreError, BULK_TIMEOUT,
 };
 use crate::password::PasswordHash;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -504,7 +504,7 @@ impl SqliteStore {
     ) -> Result<Vec<Row>, StoreError> {
         // The whole-table reads get their own bound (`Store::list`).
         let limit = match query {
-            Select::ListDomain | Select::ListAll => LIST_TIMEOUT,
+            Select::ListDomain | Select::ListAll => BULK_TIMEOUT,
             _ => self.timeout,
         };
         self.with_limit(limit, |conn, cols| {
@@ -653,7 +653,7 @@ impl Store for SqliteStore {
     }
 
     fn domains(&mut self) -> Result<Vec<String>, StoreError> {
-        self.with_limit(LIST_TIMEOUT, |conn, _| {
+        self.with_limit(BULK_TIMEOUT, |conn, _| {
             let mut stmt =
                 conn.prepare_cached("SELECT DISTINCT domain FROM users ORDER BY domain")?;
             let rows = stmt.query_map([], |r| r.get(0))?;
@@ -829,7 +829,7 @@ impl Store for SqliteStore {
     }
 
     fn apply_migration(&mut self, version: u32, sql: &str) -> Result<(), StoreError> {
-        let result = self.with(|conn, _| {
+        let result = self.with_limit(BULK_TIMEOUT, |conn, _| {
             conn.execute_batch("BEGIN IMMEDIATE")?;
             let step = (|| {
                 conn.execute_batch(sql)?;

@@ -217,9 +217,19 @@ impl PostgresStore {
     /// Run a write: never retried (the first attempt may have committed).
     pub(super) fn write<T>(
         &mut self,
+        f: impl FnMut(&mut Conn<'_>) -> Result<T, Failure>,
+    ) -> Result<T, StoreError> {
+        self.write_within(self.timeout, f)
+    }
+
+    /// [`PostgresStore::write`] with each call bounded by `timeout` on the
+    /// client side (see [`PostgresStore::read_within`]).
+    pub(super) fn write_within<T>(
+        &mut self,
+        timeout: Duration,
         mut f: impl FnMut(&mut Conn<'_>) -> Result<T, Failure>,
     ) -> Result<T, StoreError> {
         self.ensure()?;
-        self.run(self.timeout, &mut f).map_err(|e| self.fail(e))
+        self.run(timeout, &mut f).map_err(|e| self.fail(e))
     }
 }

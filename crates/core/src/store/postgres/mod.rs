@@ -47,7 +47,7 @@ mod tls;
 use super::url::redact;
 use super::{
     Access, ChangeToken, Delete, Joined, OpenOptions, Row, SchemaState, Store, StoreError,
-    LIST_TIMEOUT,
+    BULK_TIMEOUT,
 };
 use crate::password::PasswordHash;
 use conn::{Conn, Open};
@@ -141,25 +141,27 @@ impl PostgresStore {
     }
 
     /// A whole-table read ([`Store::list`]): the server's
-    /// `statement_timeout` and the client's deadline are [`LIST_TIMEOUT`]
-    /// for its statement, and the lookups' bound again after it. A `SET`
-    /// inside a transaction that then aborts is undone with it; one that
-    /// cannot be set back costs the connection, whose next use starts
-    /// afresh with the startup setting.
+    /// `statement_timeout` and the client's deadline are [`BULK_TIMEOUT`]
+    /// for its statement, while `lock_timeout` keeps lock waits within the
+    /// configured bound; both are the connection's startup values again
+    /// after it (`RESET`). A `SET` inside a transaction that then aborts is
+    /// undone with it; one that cannot be set back costs the connection,
+    /// whose next use starts afresh.
     fn bulk(
         &mut self,
         mut query: impl FnMut(&mut Conn<'_>) -> Result<Vec<tokio_postgres::Row>, Failure>,
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        let bulk = format!("SET statement_timeout = {}", LIST_TIMEOUT.as_millis());
-        let normal = format!(
-            "SET statement_timeout = {}",
+        let bulk = format!(
+            "SET statement_timeout = {}; SET lock_timeout = {}",
+            BULK_TIMEOUT.as_millis(),
             self.timeout.as_millis().max(1)
         );
+        let normal = "RESET statement_timeout; RESET lock_timeout";
         let mut reset_failed = false;
-        let rows = self.read_within(LIST_TIMEOUT, |c| {
+        let rows = self.read_within(BULK_TIMEOUT, |c| {
             c.batch(&bulk)?;
             let rows = query(c);
-            reset_failed = c.batch(&normal).is_err();
+            reset_failed = c.batch(normal).is_err();
             rows
         });
         if reset_failed && self.tx == Tx::None {
@@ -475,7 +477,12 @@ impl Store for PostgresStore {
     fn apply_migration(&mut self, version: u32, sql: &str) -> Result<(), StoreError> {
         let v = i32::try_from(version)
             .map_err(|_| StoreError::Schema(format!("schema version {version} is out of range")))?;
-        let result = self.write(|c| {
+        let bulk = format!(
+            "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
+            BULK_TIMEOUT.as_millis(),
+            self.timeout.as_millis().max(1)
+        );
+        let result = self.write_within(BULK_TIMEOUT, |c| {
             // PostgreSQL DDL is transactional: the step and its version
             // record land together or not at all.
             c.batch("BEGIN")?;
@@ -486,6 +493,11 @@ impl Store for PostgresStore {
                 if schema_version(c)?.0.is_some_and(|have| have >= v) {
                     return c.batch("COMMIT");
                 }
+                // The step may build an index over every row: its own
+                // bound, for the rest of this transaction; lock waits (the
+                // lock above, and the step's own on `users`) keep the
+                // configured one.
+                c.batch(&bulk)?;
                 c.batch(sql)?;
                 c.batch(CREATE_VERSION_TABLE)?;
                 c.batch(CLEAR_VERSION)?;
