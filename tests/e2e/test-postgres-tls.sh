@@ -19,7 +19,10 @@
 #     cleartext (today's behaviour), while the same server under a
 #     non-loopback host name (`hostaddr=127.0.0.1`) is refused, because
 #     the default there is `require`;
-#  8. the password of every URL used appears in no output and no log.
+#  8. `mailtable import` reads PostfixAdmin's tables from that server with
+#     the same URL rules (verify-full with the right CA; the wrong CA is
+#     refused, saying why);
+#  9. the password of every URL used appears in no output and no log.
 #
 # Prints what each step saw. Env: MAILTABLE_BIN, TABLE_MAILTABLE_BIN (default
 # target/release/...), KEEP=1 keeps the work directory.
@@ -191,7 +194,27 @@ run mtcli --database "postgresql://mailer:$PW@db1.example.net:$PLAIN_PORT/mail?h
 expect_refused "no sslmode for a network host name (default require), server without TLS" \
 	"db1.example.net:$PLAIN_PORT" "server does not support TLS"
 
-step "8. the password appears in no output and no log"
+step "8. import reads PostfixAdmin's tables from this server, as the database URL would"
+# The source URL means what it means for `database`: sslmode=verify-full
+# and sslrootcert, against a server that takes mailer over TLS only.
+pg_psql tls -c "CREATE DATABASE postfixadmin OWNER mailer"
+pg_psql tls -d postfixadmin -f "$ROOT/crates/cli/tests/fixtures/import/postfixadmin.sql"
+pg_psql tls -d postfixadmin -c "GRANT SELECT ON ALL TABLES IN SCHEMA public TO mailer"
+PFA="postgresql://mailer:$PW@127.0.0.1:$PORT/postfixadmin"
+run "$MT" --database "sqlite://$WORK/pfa.db" init
+[ "$RC" -eq 0 ] || fail "init of the import's target"
+run "$MT" --database "sqlite://$WORK/pfa.db" import "sql:$PFA?sslmode=verify-full&sslrootcert=$WORK/ca.crt"
+[ "$RC" -eq 0 ] || fail "import from PostfixAdmin over verify-full"
+printf '%s' "$OUT" | grep -q "result: imported" || fail "the report does not say imported"
+run "$MT" --database "sqlite://$WORK/pfa.db" resolve alice@example.org
+[ "$RC" -eq 0 ] || fail "alice@example.org did not come over"
+ok "import sql: over sslmode=verify-full: imported, alice@example.org resolves"
+run "$MT" --database "sqlite://$WORK/pfa.db" import --dry-run "sql:$PFA?sslmode=verify-full&sslrootcert=$WORK/other-ca.crt"
+[ "$RC" -ne 0 ] || fail "import with the unrelated CA succeeded"
+printf '%s' "$OUT" | grep -q "not signed by a trusted CA" || fail "the import's error does not say why"
+ok "import with the unrelated CA: refused (exit $RC), the message says why"
+
+step "9. the password appears in no output and no log"
 for f in "$WORK"/*.log "$WORK/client.err" "$PG_ROOT"/*/server.log; do
 	[ -f "$f" ] || continue
 	if grep -qF "$PW" "$f"; then fail "the password appears in $f"; fi

@@ -36,6 +36,7 @@
 
 use super::{At, Finding, Inactive, Login, LoginName, Origin, Parsed, Route, RouteKey, Target};
 use crate::error::CliError;
+use mailtable_core::store::postgres::PostgresStore;
 use mailtable_core::store::{self, Access, DatabaseUrl, OpenOptions, SchemaState};
 use mailtable_core::{Address, AddressPattern, Domain, PasswordHash};
 use rusqlite::types::Value;
@@ -117,39 +118,24 @@ impl Tables for Connection {
     }
 }
 
-/// A PostgreSQL source, read in a read-only session with tokio-postgres
-/// (the driver of mailtable's PostgreSQL backend) on a current-thread
-/// runtime. Cells are read as `::text`, so booleans arrive as `t`/`f`.
+/// A PostgreSQL source, read through mailtable's own PostgreSQL client
+/// ([`PostgresStore::read_rows`]) in a read-only session: the URL means
+/// what it means for `database` (`sslmode`, `sslrootcert`, the password
+/// file, the socket directory), and each table is read under the
+/// whole-table bound. Cells are read as `::text`, so booleans arrive as
+/// `t`/`f`.
 struct Postgres {
-    rt: tokio::runtime::Runtime,
-    client: tokio_postgres::Client,
-    timeout: Duration,
+    store: PostgresStore,
 }
 
 impl Postgres {
-    fn connect(url: &str, timeout: Duration) -> Result<Postgres, String> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        let client = rt.block_on(async {
-            let (client, conn) =
-                tokio::time::timeout(timeout, tokio_postgres::connect(url, tokio_postgres::NoTls))
-                    .await
-                    .map_err(|_| "connecting timed out".to_string())?
-                    .map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            client
-                .batch_execute("SET default_transaction_read_only = on")
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>(client)
-        })?;
-        Ok(Postgres {
-            rt,
-            client,
-            timeout,
-        })
+    fn connect(url: &str) -> Result<Postgres, String> {
+        let opts = OpenOptions {
+            access: Access::ReadOnly,
+            timeout: Duration::from_secs(10),
+        };
+        let store = PostgresStore::open(url, &opts).map_err(|e| e.to_string())?;
+        Ok(Postgres { store })
     }
 
     fn query(
@@ -157,13 +143,7 @@ impl Postgres {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, String> {
-        let (client, timeout) = (&self.client, self.timeout);
-        self.rt.block_on(async {
-            tokio::time::timeout(timeout, client.query(sql, params))
-                .await
-                .map_err(|_| "query timed out".to_string())?
-                .map_err(|e| e.to_string())
-        })
+        self.store.read_rows(sql, params).map_err(|e| e.to_string())
     }
 }
 
@@ -265,7 +245,7 @@ pub fn read_normalized(source: &str, inactive: Inactive) -> Result<Parsed, CliEr
         }
         DatabaseUrl::Postgres(url) => {
             let shown = store::url::redact(&url);
-            let mut pg = Postgres::connect(&url, Duration::from_secs(10))
+            let mut pg = Postgres::connect(&url)
                 .map_err(|e| CliError::usage(format!("cannot read {shown}: {e}")))?;
             read_tables(&mut pg, &shown, inactive)
         }

@@ -87,6 +87,21 @@ impl Conn<'_> {
         )
     }
 
+    /// A query that is not kept (SQL made at run time, e.g. the importer's
+    /// reads of another application's tables).
+    pub(super) fn query_once(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, Failure> {
+        block(
+            self.rt,
+            self.limit,
+            "running a query",
+            self.open.client.query(sql, params),
+        )
+    }
+
     /// A fixed statement: the SQL is its own key.
     pub(super) fn query_static(
         &mut self,

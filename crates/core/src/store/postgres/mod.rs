@@ -170,6 +170,20 @@ impl PostgresStore {
         rows
     }
 
+    /// The rows of a read-only query on another application's tables:
+    /// `mailtable import` reads PostfixAdmin's through this, so that a
+    /// source connects as the database does (TLS by `sslmode` and
+    /// `sslrootcert`, the password file, the default socket directory)
+    /// and reads under the whole-table bound. Open the store with
+    /// [`Access::ReadOnly`]: the session then refuses writes.
+    pub fn read_rows(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        self.bulk(|c| c.query_once(sql, params))
+    }
+
     fn columns(&mut self) -> Result<Columns, StoreError> {
         self.ensure()?;
         Ok(self.open.as_ref().map(|o| o.columns).unwrap_or_default())
