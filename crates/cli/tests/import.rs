@@ -502,6 +502,25 @@ fn dovecot_passwd_file() {
         .starts_with("{SSHA512}YhBJbz"));
 }
 
+/// A SQLite source whose application is writing when the import starts
+/// is read once the writer lets go, not refused at the first lock.
+#[test]
+fn a_locked_sqlite_source_is_waited_for() {
+    let db = Db::new();
+    let src = db.source_db("postfix.db", "normalized.sql");
+    let writer = rusqlite::Connection::open(&src).unwrap();
+    writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        writer.execute_batch("COMMIT").unwrap();
+    });
+    let url = format!("sqlite://{}", src.display());
+    let (v, _) = db.import_json(&["--from", "sql", &url, "--inactive", "disabled"], 0);
+    release.join().unwrap();
+    assert_eq!(v["status"], "imported");
+    assert_eq!(v["counts"]["mailboxes"], 4);
+}
+
 #[test]
 fn normalized_sql_schema_from_sqlite() {
     let db = Db::new();

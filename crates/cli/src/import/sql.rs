@@ -118,6 +118,10 @@ impl Tables for Connection {
     }
 }
 
+/// How long a source's lock is waited for (SQLite's busy timeout; on
+/// PostgreSQL the connect timeout and the lock waits).
+const SOURCE_LOCK_WAIT: Duration = Duration::from_secs(10);
+
 /// A PostgreSQL source, read through mailtable's own PostgreSQL client
 /// ([`PostgresStore::read_rows`]) in a read-only session: the URL means
 /// what it means for `database` (`sslmode`, `sslrootcert`, the password
@@ -132,7 +136,7 @@ impl Postgres {
     fn connect(url: &str) -> Result<Postgres, String> {
         let opts = OpenOptions {
             access: Access::ReadOnly,
-            timeout: Duration::from_secs(10),
+            timeout: SOURCE_LOCK_WAIT,
         };
         let store = PostgresStore::open(url, &opts).map_err(|e| e.to_string())?;
         Ok(Postgres { store })
@@ -240,6 +244,10 @@ pub fn read_normalized(source: &str, inactive: Inactive) -> Result<Parsed, CliEr
                 )));
             }
             let mut conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| CliError::usage(format!("cannot open {source}: {e}")))?;
+            // A source still in use (its application writing) is read once
+            // its writer lets go, not refused at the first lock.
+            conn.busy_timeout(SOURCE_LOCK_WAIT)
                 .map_err(|e| CliError::usage(format!("cannot open {source}: {e}")))?;
             read_tables(&mut conn, &path.display().to_string(), inactive)
         }
