@@ -407,3 +407,43 @@ fn newer_schema_is_refused_untouched() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(std::fs::read(&db.path).unwrap(), before);
 }
+
+/// A list read by a reader that stops early (`mailtable user list | head`)
+/// ends quietly, killed by SIGPIPE as Unix tools are: no panic, no
+/// backtrace on the terminal.
+#[test]
+fn a_reader_that_stops_early_ends_the_list_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let db = Db::new();
+    db.ok(&["init"]);
+    // Far more output than a pipe holds, so the list is still writing
+    // when its reader has gone.
+    let c = rusqlite::Connection::open(&db.path).unwrap();
+    c.execute_batch(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
+         INSERT INTO users (username, domain, mailbox, password) \
+         SELECT 'user' || i, 'example.org', 'user' || i || '@example.org', '$2b$04$x' FROM n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailtable"))
+        .args(["--database", &db.url(), "user", "list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.ends_with("@example.org\n"), "{first:?}");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
+}
