@@ -229,6 +229,9 @@ backend_test!(a_whole_table_read_outlasts_the_lookup_bound, |db| {
         "the list took {took:?}: the test proves nothing"
     );
     assert_eq!(s.list(Some("d7.org")).unwrap().len(), ROWS / 100);
+    let mut scanned = 0;
+    s.scan(None, &mut |_| scanned += 1).unwrap();
+    assert_eq!(scanned, ROWS);
     assert_eq!(s.domains().unwrap().len(), 100);
     // Lock waits keep the lookup bound, for a list and for the lookups
     // after one: behind a lock each is an error within seconds, not after
@@ -248,6 +251,7 @@ backend_test!(a_whole_table_read_outlasts_the_lookup_bound, |db| {
         );
     };
     bounded("list", &mut || s.list(None).map(|_| ()));
+    bounded("scan", &mut || s.scan(None, &mut |_| ()));
     bounded("lookup", &mut || s.exact("u1", "d1.org").map(|_| ()));
     raw.exec("ROLLBACK");
     assert_eq!(s.exact("u1", "d1.org").unwrap().len(), 1);

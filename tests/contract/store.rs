@@ -159,6 +159,12 @@ backend_test!(list_and_domains_sort_bytewise, |db| {
     );
     assert_eq!(shown(&s.list(Some("b.org")).unwrap()), all[1..7]);
     assert!(s.list(Some("none.org")).unwrap().is_empty());
+    // scan is list a row at a time: the same rows, in the same order.
+    for domain in [None, Some("b.org"), Some("none.org")] {
+        let mut scanned = Vec::new();
+        s.scan(domain, &mut |r| scanned.push(r)).unwrap();
+        assert_eq!(scanned, s.list(domain).unwrap(), "{domain:?}");
+    }
     assert_eq!(
         s.domains().unwrap(),
         ["a.org", "b.org", "x-y.org", "xa.org"]

@@ -138,32 +138,28 @@ fn list(ctx: &Ctx, args: &AliasListArgs) -> Result<Exit, CliError> {
     let domain = super::domain::filter(a)?;
     let to = args.to.as_deref().map(Address::parse).transpose()?;
     let mut s = ctx.open(Access::ReadOnly)?;
-    let rows: Vec<Row> = match &to {
+    let mut out = super::listing::Listing::new(a.json);
+    let mut print = |r: &Row| {
+        out.item(
+            || format!("{} -> {}  ({})", r.address(), r.mailbox, r.kind()),
+            || json!({"pattern": r.address(), "target": r.mailbox, "kind": r.kind().name()}),
+        );
+    };
+    match &to {
         // Every row whose resolution reaches ADDRESS, found the way
-        // `senders` finds them (Resolver::reaching).
+        // `senders` finds them (Resolver::reaching): bounded by its walk.
         Some(to) => ctx
             .resolver
             .reaching(s.as_mut(), to)?
             .into_iter()
             .map(|x| x.row)
             .filter(|r| domain.as_deref().is_none_or(|d| r.domain == d))
-            .collect(),
-        None => s
-            .list(domain.as_deref())?
-            .into_iter()
-            .filter(|r| !r.is_mailbox())
-            .collect(),
-    };
-    if a.json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|r| json!({"pattern": r.address(), "target": r.mailbox, "kind": r.kind().name()}))
-            .collect();
-        println!("{}", serde_json::Value::Array(v));
-    } else {
-        for r in &rows {
-            println!("{} -> {}  ({})", r.address(), r.mailbox, r.kind());
-        }
+            .for_each(|r| print(&r)),
+        None => s.scan(domain.as_deref(), &mut |r| {
+            if !r.is_mailbox() {
+                print(&r);
+            }
+        })?,
     }
-    Ok(Exit::Ok)
+    out.finish()
 }

@@ -1,7 +1,8 @@
 //! The commands, one file per group: [`db`] (`init`, `migrate`), [`user`]
 //! (mailboxes and `hash`; [`bulk`] for `user add --from-file`), [`alias`], [`domain`], [`resolve`] (`resolve` and
-//! `senders`, the read-only questions about one address); `import` has its
-//! own module tree. Here only the dispatch.
+//! `senders`, the read-only questions about one address); [`listing`] writes
+//! the list commands' output as the rows come; `import` has its own module
+//! tree. Here only the dispatch.
 //!
 //! Each command validates its input into core types first, then changes
 //! the database inside one transaction ([`Ctx::write`]), so a refused
@@ -11,6 +12,7 @@ mod alias;
 mod bulk;
 mod db;
 mod domain;
+mod listing;
 mod resolve;
 mod user;
 

@@ -323,35 +323,31 @@ fn set_active(ctx: &Ctx, address: &str, enable: bool) -> Result<Exit, CliError> 
 fn list(ctx: &Ctx, a: &ListArgs) -> Result<Exit, CliError> {
     let domain = super::domain::filter(a)?;
     let mut s = ctx.open(Access::ReadOnly)?;
-    let rows: Vec<Row> = s
-        .list(domain.as_deref())?
-        .into_iter()
-        .filter(Row::is_mailbox)
-        .collect();
-    if a.json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|r| {
+    let mut out = super::listing::Listing::new(a.json);
+    s.scan(domain.as_deref(), &mut |r| {
+        if !r.is_mailbox() {
+            return;
+        }
+        out.item(
+            || {
+                let mut line = r.address();
+                if !r.active {
+                    line.push_str("  (disabled)");
+                }
+                if let Some(q) = &r.quota {
+                    line.push_str(&format!("  quota={q}"));
+                }
+                line
+            },
+            || {
                 json!({
                     "address": r.address(),
                     "active": r.active,
                     "quota": r.quota,
                     "scheme": r.password.as_ref().map(|p| format!("{:?}", p.scheme())),
                 })
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(v));
-    } else {
-        for r in &rows {
-            let mut line = r.address();
-            if !r.active {
-                line.push_str("  (disabled)");
-            }
-            if let Some(q) = &r.quota {
-                line.push_str(&format!("  quota={q}"));
-            }
-            println!("{line}");
-        }
-    }
-    Ok(Exit::Ok)
+            },
+        );
+    })?;
+    out.finish()
 }

@@ -217,6 +217,10 @@ impl<S: Store> Store for FailingStore<S> {
         self.call("list")?;
         self.inner.list(domain)
     }
+    fn scan(&mut self, domain: Option<&str>, each: &mut dyn FnMut(Row)) -> Result<(), StoreError> {
+        self.call("scan")?;
+        self.inner.scan(domain, each)
+    }
     fn domains(&mut self) -> Result<Vec<String>, StoreError> {
         self.call("domains")?;
         self.inner.domains()

@@ -211,6 +211,17 @@ pub trait Store: Send {
     /// a million rows can take on a busy machine. Lock waits keep the
     /// configured bound.
     fn list(&mut self, domain: Option<&str>) -> Result<Vec<Row>, StoreError>;
+    /// [`Store::list`], a row at a time and in the same order: `each` gets
+    /// every row as it is read, so the caller's memory stays bounded
+    /// whatever the table's size (the admin's list commands). Bounded like
+    /// `list`; never retried, since rows may have been handed out. Default:
+    /// `list`, then each row.
+    fn scan(&mut self, domain: Option<&str>, each: &mut dyn FnMut(Row)) -> Result<(), StoreError> {
+        for row in self.list(domain)? {
+            each(row);
+        }
+        Ok(())
+    }
     /// Distinct domains, sorted. Bounded like [`Store::list`].
     fn domains(&mut self) -> Result<Vec<String>, StoreError>;
 

@@ -502,12 +502,7 @@ impl SqliteStore {
         query: Select,
         args: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<Row>, StoreError> {
-        // The whole-table reads get their own bound (`Store::list`).
-        let limit = match query {
-            Select::ListDomain | Select::ListAll => BULK_TIMEOUT,
-            _ => self.timeout,
-        };
-        self.with_limit(limit, |conn, cols| {
+        self.with(|conn, cols| {
             let mut stmt = conn.prepare_cached(query.sql(cols))?;
             let rows = stmt.query_map(args, row_from)?;
             rows.collect()
@@ -646,10 +641,24 @@ impl Store for SqliteStore {
     }
 
     fn list(&mut self, domain: Option<&str>) -> Result<Vec<Row>, StoreError> {
-        match domain {
-            Some(d) => self.rows(Select::ListDomain, &[&d]),
-            None => self.rows(Select::ListAll, &[]),
-        }
+        let mut rows = Vec::new();
+        self.scan(domain, &mut |r| rows.push(r))?;
+        Ok(rows)
+    }
+
+    fn scan(&mut self, domain: Option<&str>, each: &mut dyn FnMut(Row)) -> Result<(), StoreError> {
+        let (query, args): (Select, &[&dyn rusqlite::ToSql]) = match &domain {
+            Some(d) => (Select::ListDomain, &[d]),
+            None => (Select::ListAll, &[]),
+        };
+        self.with_limit(BULK_TIMEOUT, |conn, cols| {
+            let mut stmt = conn.prepare_cached(query.sql(cols))?;
+            let mut rows = stmt.query(args)?;
+            while let Some(r) = rows.next()? {
+                each(row_from(r)?);
+            }
+            Ok(())
+        })
     }
 
     fn domains(&mut self) -> Result<Vec<String>, StoreError> {

@@ -102,6 +102,37 @@ impl Conn<'_> {
         )
     }
 
+    /// [`Conn::query`], handing each row to `each` as it arrives instead of
+    /// collecting them: the client holds one row at a time. Each wait for
+    /// more rows is bounded by the call's limit.
+    pub(super) fn query_each(
+        &mut self,
+        key: &'static str,
+        sql: impl FnOnce(Columns) -> String,
+        params: &[&(dyn ToSql + Sync)],
+        each: &mut dyn FnMut(&tokio_postgres::Row) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        use futures_core::Stream;
+        let s = self.statement(key, sql)?;
+        let stream = block(
+            self.rt,
+            self.limit,
+            "running a query",
+            self.open.client.query_raw(&s, params.iter().copied()),
+        )?;
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let next = std::future::poll_fn(|cx| stream.as_mut().poll_next(cx));
+            let row = block(self.rt, self.limit, "reading rows", async {
+                next.await.transpose()
+            })?;
+            match row {
+                Some(row) => each(&row)?,
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// A fixed statement: the SQL is its own key.
     pub(super) fn query_static(
         &mut self,

@@ -147,10 +147,15 @@ impl PostgresStore {
     /// after it (`RESET`). A `SET` inside a transaction that then aborts is
     /// undone with it; one that cannot be set back costs the connection,
     /// whose next use starts afresh.
-    fn bulk(
+    ///
+    /// `retry`: a read that may run again on a fresh connection when the
+    /// one it found turned out dead ([`PostgresStore::read`]); without,
+    /// it runs once (a scan may have handed out rows already).
+    fn bulk<T>(
         &mut self,
-        mut query: impl FnMut(&mut Conn<'_>) -> Result<Vec<tokio_postgres::Row>, Failure>,
-    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        retry: bool,
+        mut query: impl FnMut(&mut Conn<'_>) -> Result<T, Failure>,
+    ) -> Result<T, StoreError> {
         let bulk = format!(
             "SET statement_timeout = {}; SET lock_timeout = {}",
             BULK_TIMEOUT.as_millis(),
@@ -158,16 +163,21 @@ impl PostgresStore {
         );
         let normal = "RESET statement_timeout; RESET lock_timeout";
         let mut reset_failed = false;
-        let rows = self.read_within(BULK_TIMEOUT, |c| {
+        let mut run = |c: &mut Conn<'_>| {
             c.batch(&bulk)?;
-            let rows = query(c);
+            let result = query(c);
             reset_failed = c.batch(normal).is_err();
-            rows
-        });
+            result
+        };
+        let result = if retry {
+            self.read_within(BULK_TIMEOUT, &mut run)
+        } else {
+            self.write_within(BULK_TIMEOUT, &mut run)
+        };
         if reset_failed && self.tx == Tx::None {
             self.close();
         }
-        rows
+        result
     }
 
     /// The rows of a read-only query on another application's tables:
@@ -181,7 +191,7 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        self.bulk(|c| c.query_once(sql, params))
+        self.bulk(true, |c| c.query_once(sql, params))
     }
 
     fn columns(&mut self) -> Result<Columns, StoreError> {
@@ -323,10 +333,12 @@ impl Store for PostgresStore {
 
     fn list(&mut self, domain: Option<&str>) -> Result<Vec<Row>, StoreError> {
         let rows = match domain {
-            Some(d) => {
-                self.bulk(|c| c.query(LIST_DOMAIN, |cols| select(cols, LIST_DOMAIN), &[&d]))?
-            }
-            None => self.bulk(|c| c.query(LIST_ALL, |cols| select(cols, LIST_ALL), &[]))?,
+            Some(d) => self.bulk(true, |c| {
+                c.query(LIST_DOMAIN, |cols| select(cols, LIST_DOMAIN), &[&d])
+            })?,
+            None => self.bulk(true, |c| {
+                c.query(LIST_ALL, |cols| select(cols, LIST_ALL), &[])
+            })?,
         };
         rows.iter()
             .map(row_from)
@@ -334,8 +346,21 @@ impl Store for PostgresStore {
             .map_err(|e| self.fail(Failure::Pg(e)))
     }
 
+    fn scan(&mut self, domain: Option<&str>, each: &mut dyn FnMut(Row)) -> Result<(), StoreError> {
+        let (key, params): (&'static str, &[&(dyn ToSql + Sync)]) = match &domain {
+            Some(d) => (LIST_DOMAIN, &[d]),
+            None => (LIST_ALL, &[]),
+        };
+        self.bulk(false, |c| {
+            c.query_each(key, |cols| select(cols, key), params, &mut |r| {
+                each(row_from(r).map_err(Failure::Pg)?);
+                Ok(())
+            })
+        })
+    }
+
     fn domains(&mut self) -> Result<Vec<String>, StoreError> {
-        let rows = self.bulk(|c| c.query_static(DOMAINS, &[]))?;
+        let rows = self.bulk(true, |c| c.query_static(DOMAINS, &[]))?;
         rows.iter()
             .map(|r| r.try_get(0))
             .collect::<Result<_, _>>()
