@@ -165,12 +165,13 @@ backend_test!(lookups_are_index_probes_on_a_large_table, |db| {
 });
 
 backend_test!(a_migration_step_outlasts_the_lookup_bound, |db| {
-    // A lookup's bound, far below what building the indexes over 200,000
-    // rows takes: a migration is bounded like a whole-table read.
-    const LOOKUP: std::time::Duration = std::time::Duration::from_millis(50);
+    // A lookup's bound, far below what building one index over 400,000
+    // rows takes, and enough for connecting on a busy machine: a
+    // migration is bounded like a whole-table read.
+    const LOOKUP: std::time::Duration = std::time::Duration::from_millis(150);
     let mut raw = db.raw();
     raw.exec(ARTICLE_DDL);
-    raw.insert_generated(200_000);
+    raw.insert_generated(400_000);
     let mut s = db.try_open(Access::ReadWrite, LOOKUP).unwrap();
     let t = std::time::Instant::now();
     let report = migrate::migrate(s.as_mut(), db.dialect(), false).unwrap();

@@ -782,6 +782,8 @@ fn an_empty_source_is_refused_alone_and_a_note_beside_others() {
     let dir = db.dir.path();
     std::fs::write(dir.join("virtuals"), "# filled in later\n\n").unwrap();
     std::fs::write(dir.join("credentials"), "").unwrap();
+    // An editor's byte order mark is no entry either.
+    std::fs::write(dir.join("passwd"), "\u{feff}# none yet\n").unwrap();
     std::fs::write(dir.join("users"), format!("m@example.org:{M_HASH}\n")).unwrap();
     let src = |format: &str, file: &str| format!("{format}:{}", dir.join(file).display());
     let before = db.snapshot();
@@ -791,6 +793,7 @@ fn an_empty_source_is_refused_alone_and_a_note_beside_others() {
             src("smtpd-aliases", "virtuals"),
             src("smtpd-credentials", "credentials"),
         ],
+        vec![src("dovecot-passwd", "passwd")],
     ] {
         let mut args = vec!["import".to_string()];
         args.extend(sources.iter().cloned());
@@ -878,6 +881,54 @@ impl Drop for PgDatabases {
                 )
             });
         }
+    }
+}
+
+/// The normalized tables may be views (docs/import.md), on both kinds of
+/// source: the import reads them as it reads the tables, with the same
+/// counts and the rows named by their position in the view.
+#[test]
+fn normalized_tables_may_be_views() {
+    const AS_VIEWS: &str = "ALTER TABLE users RENAME TO users_t; \
+         ALTER TABLE aliases RENAME TO aliases_t; \
+         CREATE VIEW users AS SELECT * FROM users_t; \
+         CREATE VIEW aliases AS SELECT * FROM aliases_t;";
+    let db = Db::new();
+    let src = db.source_db("postfix.db", "normalized.sql");
+    let mut sources = vec![format!("sqlite://{}", src.display())];
+    rusqlite::Connection::open(&src)
+        .unwrap()
+        .execute_batch(AS_VIEWS)
+        .unwrap();
+    let mut pg = PgDatabases::on_test_server();
+    if let Some(pg) = pg.as_mut() {
+        let url = pg.source("views", "normalized.sql");
+        PgDatabases::exec(&url, AS_VIEWS);
+        sources.push(url);
+    }
+    for source in &sources {
+        let (v, _) = db.import_json(
+            &[
+                "--dry-run",
+                "--from",
+                "sql",
+                source,
+                "--inactive",
+                "disabled",
+            ],
+            0,
+        );
+        let c = &v["counts"];
+        assert_eq!(
+            (&c["mailboxes"], &c["disabled"], &c["catch_alls"]),
+            (
+                &serde_json::json!(4),
+                &serde_json::json!(2),
+                &serde_json::json!(1)
+            ),
+            "{source}: {c}"
+        );
+        assert_eq!(v["verification"]["differences"], serde_json::json!([]));
     }
 }
 

@@ -9,7 +9,7 @@
 //! home = "/var/vmail/%d/%n"   # %d domain, %n local part, %u address
 //! tag_delimiter = "+"
 //! password_cost = 10          # bcrypt cost of new hashes
-//! query_timeout_ms = 5000     # bound on one lookup, write or lock wait (a whole-table list: 10 min)
+//! query_timeout_ms = 5000     # bound on one lookup, write or lock wait (whole-table reads, migrations: 10 min)
 //! cache_entries = 20000       # answers the daemons keep (0 = no cache)
 //! stale_if_error = 3600       # seconds a found answer outlives an outage
 //!

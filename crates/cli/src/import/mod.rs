@@ -163,6 +163,10 @@ fn parse_source(format: Format, source: &str, inactive: Inactive) -> Result<Pars
         return Ok(parse(source, &text));
     };
     let mut parsed = parse(source, text);
+    if parsed.is_empty() {
+        // Nothing but the mark: an empty source, said as such.
+        return Ok(parsed);
+    }
     parsed.notes.push(Finding::new(
         Origin::line(source, 1),
         "the file starts with a UTF-8 byte order mark: read without it (smtpd and Dovecot \
@@ -170,6 +174,15 @@ fn parse_source(format: Format, source: &str, inactive: Inactive) -> Result<Pars
          and does from now on)",
     ));
     Ok(parsed)
+}
+
+/// What an empty source of `format` looks like, for the message.
+fn no_entries(format: Format) -> &'static str {
+    match format {
+        Format::Sql => "no rows in its tables",
+        Format::Mailtable => "no rows",
+        _ => "empty, or only comments and blank lines",
+    }
 }
 
 /// The SOURCE arguments with their formats.
@@ -209,7 +222,7 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> Result<Exit, CliError> {
     for (format, source) in &sources {
         let one = parse_source(*format, source, args.inactive)?;
         if one.is_empty() {
-            empty.push((source_name(*format, source), source.as_str()));
+            empty.push((source_name(*format, source), *format, source.as_str()));
         }
         parsed.absorb(one);
         names.push(source_name(*format, source));
@@ -218,17 +231,22 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> Result<Exit, CliError> {
     // failed: said, and when it is all there is, refused, rather than
     // reported as an import of nothing.
     if empty.len() == names.len() {
-        let names: Vec<&str> = empty.iter().map(|(name, _)| name.as_str()).collect();
+        let names: Vec<String> = empty
+            .iter()
+            .map(|(name, format, _)| format!("{name} ({})", no_entries(*format)))
+            .collect();
         return Err(CliError::usage(format!(
-            "no entries in {} (empty, or only comments and blank lines): nothing to import; \
-             nothing was changed",
+            "no entries in {}: nothing to import; nothing was changed",
             names.join(", ")
         )));
     }
-    for (_, source) in &empty {
+    for (_, format, source) in &empty {
         parsed.notes.push(Finding::new(
             Origin::whole(&mailtable_core::store::url::redact(source)),
-            "no entries (empty, or only comments and blank lines): nothing of it comes over",
+            format!(
+                "no entries ({}): nothing of it comes over",
+                no_entries(*format)
+            ),
         ));
     }
 

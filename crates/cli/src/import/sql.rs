@@ -30,9 +30,10 @@
 //! mailbox: they are reported and left out, the other targets kept.
 //!
 //! A `sqlite://` URL or a path is read with rusqlite, a `postgresql://`
-//! URL with tokio-postgres in a read-only session (the driver of mailtable's
-//! PostgreSQL backend; the normalized tables are not a `Store`, so they are
-//! read here, behind the small [`Tables`] trait).
+//! URL through mailtable's own PostgreSQL client in a read-only session
+//! ([`PostgresStore::read_rows`]: the URL means what it means for
+//! `database`). The normalized tables are not a `Store`, so they are read
+//! here, behind the small [`Tables`] trait.
 
 use super::{At, Finding, Inactive, Login, LoginName, Origin, Parsed, Route, RouteKey, Target};
 use crate::error::CliError;
@@ -171,12 +172,21 @@ impl Tables for Postgres {
             .collect();
         // No rowid: ctid order is insertion order for rows never updated,
         // and the position in it names the row. A view has no ctid: then
-        // the order is the view's own.
-        let sql = format!("SELECT {} FROM \"{table}\"", list.join(", "));
-        let rows = match self.query(&format!("{sql} ORDER BY ctid"), &[]) {
-            Ok(r) => r,
-            Err(_) => self.query(&sql, &[])?,
-        };
+        // the order is the view's own. Asked, not tried: a failed read
+        // costs the connection, and a slow one would run twice.
+        let kind = self.query(
+            "SELECT table_type::text FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_name = $1",
+            &[&table],
+        )?;
+        let is_view = kind
+            .first()
+            .is_some_and(|r| r.get::<_, String>(0) == "VIEW");
+        let mut sql = format!("SELECT {} FROM \"{table}\"", list.join(", "));
+        if !is_view {
+            sql.push_str(" ORDER BY ctid");
+        }
+        let rows = self.query(&sql, &[])?;
         Ok(rows
             .iter()
             .enumerate()

@@ -90,7 +90,9 @@ pub enum Access {
 pub struct OpenOptions {
     /// Read-only, read-write or create.
     pub access: Access,
-    /// Upper bound for one database call (lock waits, query time, connect).
+    /// Upper bound for one database call (lock waits, query time, connect);
+    /// whole-table reads and migration steps have [`BULK_TIMEOUT`] for
+    /// their query time.
     pub timeout: Duration,
 }
 
@@ -209,7 +211,8 @@ pub trait Store: Send {
     /// A read whose time grows with the table, not a lookup: bounded by
     /// [`BULK_TIMEOUT`] instead of the configured per-call timeout, which
     /// a million rows can take on a busy machine. Lock waits keep the
-    /// configured bound.
+    /// configured bound. Callers: the CLI, and serve's dict iteration
+    /// (`doveadm user '*'`), never a lookup for mail.
     fn list(&mut self, domain: Option<&str>) -> Result<Vec<Row>, StoreError>;
     /// [`Store::list`], a row at a time and in the same order: `each` gets
     /// every row as it is read, so the caller's memory stays bounded

@@ -192,7 +192,7 @@ impl PostgresStore {
 
     /// [`PostgresStore::read`] with each call bounded by `timeout` on the
     /// client side instead of the configured timeout (the server's
-    /// `statement_timeout` is the caller's to raise, see `bulk_rows`).
+    /// `statement_timeout` is the caller's to raise, see `bulk`).
     pub(super) fn read_within<T>(
         &mut self,
         timeout: Duration,
