@@ -2,7 +2,9 @@
 //! ([`mailtable_core::Store::scan`]): a line per item, or one JSON array on
 //! one line, byte for byte what printing a collected list gave, with the
 //! command's memory bounded whatever the table's size (a million rows took
-//! 350 MB collected first).
+//! 350 MB collected first). A database error in the middle leaves what was
+//! written (a JSON array then unclosed) and the command's exit code says
+//! it failed; collected first, nothing was printed.
 //!
 //! Buffered: one `write` per buffer, not per line (stdout flushes at each
 //! line feed otherwise). A failed write (a full disk) is kept and returned

@@ -216,8 +216,12 @@ pub trait Store: Send {
     fn list(&mut self, domain: Option<&str>) -> Result<Vec<Row>, StoreError>;
     /// [`Store::list`], a row at a time and in the same order: `each` gets
     /// every row as it is read, so the caller's memory stays bounded
-    /// whatever the table's size (the admin's list commands). Bounded like
-    /// `list`; never retried, since rows may have been handed out. Default:
+    /// whatever the table's size (the admin's list commands). Never
+    /// retried, since rows may have been handed out. SQLite reads pages
+    /// of rows, each under [`BULK_TIMEOUT`] and holding no lock while
+    /// `each` runs; PostgreSQL streams one statement, whose server-side
+    /// bound ([`BULK_TIMEOUT`]) counts the time `each` takes too (a list
+    /// read by a pager left open ten minutes ends in an error). Default:
     /// `list`, then each row.
     fn scan(&mut self, domain: Option<&str>, each: &mut dyn FnMut(Row)) -> Result<(), StoreError> {
         for row in self.list(domain)? {

@@ -166,7 +166,11 @@ impl PostgresStore {
         let mut run = |c: &mut Conn<'_>| {
             c.batch(&bulk)?;
             let result = query(c);
-            reset_failed = c.batch(normal).is_err();
+            // A failed call costs the connection anyway (`fail`), and after
+            // a timeout a RESET would only wait as long again.
+            if result.is_ok() {
+                reset_failed = c.batch(normal).is_err();
+            }
             result
         };
         let result = if retry {
