@@ -678,7 +678,7 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
-    /// A page of [`SCAN_PAGE`] rows at a time, each page a query of its
+    /// A page of `SCAN_PAGE` rows at a time, each page a query of its
     /// own: outside a transaction the shared lock is held while a page is
     /// read, never while the caller handles it (a list piped into a pager
     /// the admin leaves open would otherwise keep every writer out, and a
