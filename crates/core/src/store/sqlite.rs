@@ -556,17 +556,31 @@ impl SqliteStore {
                 ),
                 ("wildcard_targets", Select::WildcardTargets.sql(cols), &[]),
             ];
-            let mut out = Vec::new();
-            for (name, sql, args) in probes {
-                let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-                let lines = stmt
-                    .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                out.push((name, lines.join(" / ")));
-            }
-            Ok(out)
+            probes
+                .into_iter()
+                .map(|(name, sql, args)| {
+                    Ok((
+                        name,
+                        query_plan(conn, sql, rusqlite::params_from_iter(args))?,
+                    ))
+                })
+                .collect()
         })
     }
+}
+
+/// The plan SQLite chooses for `sql` with `args` (`EXPLAIN QUERY PLAN`),
+/// its lines joined by ` / `.
+fn query_plan(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> rusqlite::Result<String> {
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+    let lines = stmt
+        .query_map(args, |r| r.get::<_, String>(3))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(lines.join(" / "))
 }
 
 /// Give the database to `gid`: the file 0640 (readable by the daemons'
@@ -1195,16 +1209,8 @@ mod tests {
                 active: true,
                 quota: true,
             });
-            let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {text}")).unwrap();
-            let n = st.parameter_count();
-            let args: Vec<rusqlite::types::Value> =
-                (0..n).map(|_| rusqlite::types::Value::Integer(1)).collect();
-            let plan: Vec<String> = st
-                .query_map(rusqlite::params_from_iter(args), |r| r.get(3))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap();
-            let plan = plan.join(" / ");
+            let n = c.prepare(text).unwrap().parameter_count();
+            let plan = query_plan(&c, text, rusqlite::params_from_iter(vec![1; n])).unwrap();
             assert!(
                 plan.contains("INDEX users_domain_username"),
                 "{name}: {plan}"
