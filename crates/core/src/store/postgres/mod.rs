@@ -156,11 +156,7 @@ impl PostgresStore {
         retry: bool,
         mut query: impl FnMut(&mut Conn<'_>) -> Result<T, Failure>,
     ) -> Result<T, StoreError> {
-        let bulk = format!(
-            "SET statement_timeout = {}; SET lock_timeout = {}",
-            BULK_TIMEOUT.as_millis(),
-            self.timeout.as_millis().max(1)
-        );
+        let bulk = self.bulk_settings("");
         let normal = "RESET statement_timeout; RESET lock_timeout";
         let mut reset_failed = false;
         let mut run = |c: &mut Conn<'_>| {
@@ -184,6 +180,18 @@ impl PostgresStore {
         result
     }
 
+    /// The session settings of a bulk call: [`BULK_TIMEOUT`] for its
+    /// statements, the configured bound for its lock waits. `scope`:
+    /// `""` for the session (set back by `bulk`), `"LOCAL "` for the
+    /// transaction.
+    fn bulk_settings(&self, scope: &str) -> String {
+        format!(
+            "SET {scope}statement_timeout = {}; SET {scope}lock_timeout = {}",
+            BULK_TIMEOUT.as_millis(),
+            self.timeout.as_millis().max(1)
+        )
+    }
+
     /// The rows of a read-only query on another application's tables:
     /// `mailtable import` reads PostfixAdmin's through this, so that a
     /// source connects as the database does (TLS by `sslmode` and
@@ -201,6 +209,15 @@ impl PostgresStore {
     fn columns(&mut self) -> Result<Columns, StoreError> {
         self.ensure()?;
         Ok(self.open.as_ref().map(|o| o.columns).unwrap_or_default())
+    }
+}
+
+/// The query of [`Store::list`] and [`Store::scan`] (its key in `sql.rs`)
+/// and its parameters.
+fn list_query<'a>(domain: &'a Option<&str>) -> (&'static str, Vec<&'a (dyn ToSql + Sync)>) {
+    match domain {
+        Some(d) => (LIST_DOMAIN, vec![d]),
+        None => (LIST_ALL, Vec::new()),
     }
 }
 
@@ -336,14 +353,8 @@ impl Store for PostgresStore {
     }
 
     fn list(&mut self, domain: Option<&str>) -> Result<Vec<Row>, StoreError> {
-        let rows = match domain {
-            Some(d) => self.bulk(true, |c| {
-                c.query(LIST_DOMAIN, |cols| select(cols, LIST_DOMAIN), &[&d])
-            })?,
-            None => self.bulk(true, |c| {
-                c.query(LIST_ALL, |cols| select(cols, LIST_ALL), &[])
-            })?,
-        };
+        let (key, params) = list_query(&domain);
+        let rows = self.bulk(true, |c| c.query(key, |cols| select(cols, key), &params))?;
         rows.iter()
             .map(row_from)
             .collect::<Result<_, _>>()
@@ -351,12 +362,9 @@ impl Store for PostgresStore {
     }
 
     fn scan(&mut self, domain: Option<&str>, each: &mut dyn FnMut(Row)) -> Result<(), StoreError> {
-        let (key, params): (&'static str, &[&(dyn ToSql + Sync)]) = match &domain {
-            Some(d) => (LIST_DOMAIN, &[d]),
-            None => (LIST_ALL, &[]),
-        };
+        let (key, params) = list_query(&domain);
         self.bulk(false, |c| {
-            c.query_each(key, |cols| select(cols, key), params, &mut |r| {
+            c.query_each(key, |cols| select(cols, key), &params, &mut |r| {
                 each(row_from(r).map_err(Failure::Pg)?);
                 Ok(())
             })
@@ -520,11 +528,7 @@ impl Store for PostgresStore {
     fn apply_migration(&mut self, version: u32, sql: &str) -> Result<(), StoreError> {
         let v = i32::try_from(version)
             .map_err(|_| StoreError::Schema(format!("schema version {version} is out of range")))?;
-        let bulk = format!(
-            "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
-            BULK_TIMEOUT.as_millis(),
-            self.timeout.as_millis().max(1)
-        );
+        let bulk = self.bulk_settings("LOCAL ");
         let result = self.write_within(BULK_TIMEOUT, |c| {
             // PostgreSQL DDL is transactional: the step and its version
             // record land together or not at all.
