@@ -221,11 +221,12 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> Result<Exit, CliError> {
     let mut empty = Vec::new();
     for (format, source) in &sources {
         let one = parse_source(*format, source, args.inactive)?;
+        let name = source_name(*format, source);
         if one.is_empty() {
-            empty.push((source_name(*format, source), *format, source.as_str()));
+            empty.push((name.clone(), *format, source.as_str()));
         }
         parsed.absorb(one);
-        names.push(source_name(*format, source));
+        names.push(name);
     }
     // An empty source is most likely the wrong file, or an export that
     // failed: said, and when it is all there is, refused, rather than
