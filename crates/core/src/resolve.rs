@@ -1262,15 +1262,29 @@ mod tests {
         assert!(runs > 500, "only {runs} failing runs");
     }
 
+    /// A mailbox `a@x.org`, an alias to it, and one that also points at
+    /// nothing (dangling: it fails to resolve).
+    fn with_broken_alias() -> MemStore {
+        MemStore::default()
+            .with("a", "x.org", "a@x.org", Some(testdata::HASH))
+            .with("good", "x.org", "a@x.org", None)
+            .with("broken", "x.org", "a@x.org", None)
+            .with("broken", "x.org", "nobody@x.org", None)
+    }
+
+    /// A resolver whose senders walk meets `limit` addresses at most.
+    fn senders_limited(limit: usize) -> Resolver {
+        Resolver {
+            senders_limit: limit,
+            ..Resolver::default()
+        }
+    }
+
     /// A broken alias (dangling here) does not reach the user, and does
     /// not cost the user the rest of the list; a database error would.
     #[test]
     fn senders_skip_a_broken_alias() {
-        let mut s = MemStore::default()
-            .with("a", "x.org", "a@x.org", Some(testdata::HASH))
-            .with("good", "x.org", "a@x.org", None)
-            .with("broken", "x.org", "a@x.org", None)
-            .with("broken", "x.org", "nobody@x.org", None);
+        let mut s = with_broken_alias();
         let r = Resolver::default();
         let a = Address::parse("a@x.org").unwrap();
         assert_eq!(
@@ -1289,15 +1303,11 @@ mod tests {
             s = s.with(&format!("alias{i}"), "x.org", "a@x.org", None);
         }
         let a = Address::parse("a@x.org").unwrap();
-        let limited = |limit| Resolver {
-            senders_limit: limit,
-            ..Resolver::default()
-        };
         // Five addresses to visit: the user and its four aliases.
-        let all = limited(5).senders(&mut s, &a).unwrap().unwrap();
+        let all = senders_limited(5).senders(&mut s, &a).unwrap().unwrap();
         assert_eq!(all.len(), 5, "{all:?}");
         assert!(matches!(
-            limited(4).senders(&mut s, &a),
+            senders_limited(4).senders(&mut s, &a),
             Err(ResolveError::TooDeep { limit: 4, .. })
         ));
     }
@@ -1312,10 +1322,7 @@ mod tests {
         for i in 0..200 {
             s = s.with(&format!("alias{i}"), "x.org", "a@x.org", None);
         }
-        let r = Resolver {
-            senders_limit: 10,
-            ..Resolver::default()
-        };
+        let r = senders_limited(10);
         let mut counting = FailingStore::counting(s);
         let a = Address::parse("a@x.org").unwrap();
         assert!(matches!(
@@ -1330,22 +1337,14 @@ mod tests {
     /// a look-up.
     #[test]
     fn senders_walk_limit_counts_addresses_it_does_not_follow() {
-        let mut s = MemStore::default()
-            .with("a", "x.org", "a@x.org", Some(testdata::HASH))
-            .with("good", "x.org", "a@x.org", None)
-            .with("broken", "x.org", "a@x.org", None)
-            .with("broken", "x.org", "nobody@x.org", None);
+        let mut s = with_broken_alias();
         let a = Address::parse("a@x.org").unwrap();
-        let limited = |limit| Resolver {
-            senders_limit: limit,
-            ..Resolver::default()
-        };
         assert_eq!(
-            limited(3).senders(&mut s, &a).unwrap(),
+            senders_limited(3).senders(&mut s, &a).unwrap(),
             Some(vec!["a@x.org".to_string(), "good@x.org".to_string()])
         );
         assert!(matches!(
-            limited(2).senders(&mut s, &a),
+            senders_limited(2).senders(&mut s, &a),
             Err(ResolveError::TooDeep { limit: 2, .. })
         ));
     }
