@@ -102,6 +102,53 @@ pg_test!(
     }
 );
 
+pg_test!(
+    a_statement_cancelled_by_an_administrator_is_unavailable_not_a_timeout,
+    |db| {
+        let mut w = db.init();
+        insert_all(w.as_mut(), &[mailbox("hugo", "barrera.io")]);
+        drop(w);
+        let mut s = db
+            .try_open(Access::ReadOnly, Duration::from_secs(20))
+            .unwrap();
+        assert_eq!(s.exact("hugo", "barrera.io").unwrap().len(), 1);
+        let mut raw = db.raw();
+        raw.exec("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE");
+        let name = db.pg_database().expect("postgres").to_string();
+        let mut admin = db.pg_admin().expect("postgres");
+        // pg_cancel_backend, as an administrator ends a query that waits:
+        // SQLSTATE 57014, the code of a statement timeout too.
+        let canceller = std::thread::spawn(move || {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(10) {
+                let cancelled = admin
+                    .query(
+                        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+                         WHERE datname = $1 AND wait_event_type = 'Lock'",
+                        &[&name],
+                    )
+                    .unwrap()
+                    .len();
+                if cancelled > 0 {
+                    return cancelled;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            0
+        });
+        let e = s.exact("hugo", "barrera.io").unwrap_err();
+        assert_eq!(canceller.join().unwrap(), 1);
+        assert!(
+            matches!(&e, StoreError::Unavailable(m)
+                if m.contains("cancelled by the server") && m.contains("user request")
+                    && !m.contains("took longer")),
+            "{e}"
+        );
+        raw.exec("ROLLBACK");
+        assert_eq!(s.exact("hugo", "barrera.io").unwrap().len(), 1);
+    }
+);
+
 pg_test!(a_killed_connection_is_replaced_on_the_next_lookup, |db| {
     let mut w = db.init();
     insert_all(w.as_mut(), &[mailbox("hugo", "barrera.io")]);

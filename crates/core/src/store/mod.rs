@@ -116,6 +116,20 @@ impl ChangeToken {
 /// minutes still ends a call to a server that stopped answering.
 pub const BULK_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// How an error names the bound a statement ran past: the configured
+/// timeout, or [`BULK_TIMEOUT`] (a whole-table read said to have taken
+/// longer than "5000 ms" would send the admin to the wrong setting).
+pub(crate) fn limit_text(bound: Duration) -> String {
+    if bound == BULK_TIMEOUT {
+        format!(
+            "the limit for whole-table work ({} s)",
+            BULK_TIMEOUT.as_secs()
+        )
+    } else {
+        format!("the configured timeout ({} ms)", bound.as_millis())
+    }
+}
+
 /// The storage interface. Lookups take normalised strings (policy above has
 /// already lower-cased and validated them) and return raw rows.
 pub trait Store: Send {
@@ -354,5 +368,22 @@ pub fn open(url: &DatabaseUrl, options: &OpenOptions) -> Result<Box<dyn Store>, 
     match url {
         DatabaseUrl::Sqlite(path) => Ok(Box::new(sqlite::SqliteStore::open(path, options)?)),
         DatabaseUrl::Postgres(u) => Ok(Box::new(postgres::PostgresStore::open(u, options)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_error_names_the_bound_that_applied() {
+        assert_eq!(
+            limit_text(Duration::from_millis(5000)),
+            "the configured timeout (5000 ms)"
+        );
+        assert_eq!(
+            limit_text(BULK_TIMEOUT),
+            "the limit for whole-table work (600 s)"
+        );
     }
 }

@@ -112,7 +112,9 @@ pub struct SqliteStore {
     pinned: Option<std::fs::Metadata>,
 }
 
-fn map_err(path: &Path, e: rusqlite::Error) -> StoreError {
+/// `bound`: the limit on the statement's running time
+/// ([`SqliteStore::with_limit`]), named when it ran past it.
+fn map_err(path: &Path, bound: Duration, e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode as C;
     let shown = path.display();
     match &e {
@@ -126,7 +128,8 @@ fn map_err(path: &Path, e: rusqlite::Error) -> StoreError {
                     StoreError::Unavailable(format!("{shown} is locked ({detail})"))
                 }
                 C::OperationInterrupted => StoreError::Unavailable(format!(
-                    "query on {shown} took longer than the configured timeout"
+                    "query on {shown} took longer than {}",
+                    super::limit_text(bound)
                 )),
                 C::CannotOpen | C::PermissionDenied | C::ReadOnly | C::SystemIoFailure => {
                     StoreError::Unavailable(format!("cannot use {shown}: {detail}"))
@@ -311,9 +314,10 @@ impl SqliteStore {
             Access::Create => None,
             _ => Some(open_file()?),
         };
-        let conn = Connection::open_with_flags(&path, flags).map_err(|e| map_err(&path, e))?;
+        let conn = Connection::open_with_flags(&path, flags)
+            .map_err(|e| map_err(&path, self.timeout, e))?;
         conn.busy_timeout(self.timeout)
-            .map_err(|e| map_err(&path, e))?;
+            .map_err(|e| map_err(&path, self.timeout, e))?;
         conn.set_prepared_statement_cache_capacity(32);
         let deadline = Arc::clone(&self.deadline);
         let epoch = self.epoch;
@@ -329,7 +333,7 @@ impl SqliteStore {
         if self.access != Access::ReadOnly {
             Self::use_rollback_journal(&conn, &path);
         }
-        let columns = Self::columns(&conn).map_err(|e| map_err(&path, e))?;
+        let columns = Self::columns(&conn).map_err(|e| map_err(&path, self.timeout, e))?;
         let (file, ident) = match early {
             Some(opened) => opened,
             None => open_file()?,
@@ -439,7 +443,7 @@ impl SqliteStore {
                     .prepare_cached("PRAGMA data_version")
                     .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
                     .map_err(|e| {
-                        let err = map_err(&self.path, e);
+                        let err = map_err(&self.path, self.timeout, e);
                         self.open = None;
                         err
                     })?;
@@ -506,7 +510,7 @@ impl SqliteStore {
         };
         self.deadline.store(0, Ordering::Relaxed);
         result.map_err(|e| {
-            let err = map_err(&self.path, e);
+            let err = map_err(&self.path, limit, e);
             if !matches!(err, StoreError::Conflict(_)) {
                 self.open = None;
             }

@@ -147,9 +147,11 @@ impl PostgresStore {
         Ok(false)
     }
 
-    /// Map a failure, drop the connection, and remember a lost transaction.
-    pub(super) fn fail(&mut self, f: Failure) -> StoreError {
-        let err = self.call_error(&f);
+    /// Map a failure of a call bounded by `bound` (the configured timeout,
+    /// or [`BULK_TIMEOUT`](crate::store::BULK_TIMEOUT) for whole-table
+    /// work), drop the connection, and remember a lost transaction.
+    pub(super) fn fail(&mut self, f: Failure, bound: Duration) -> StoreError {
+        let err = self.call_error(&f, bound);
         if matches!(f, Failure::Timeout(_)) {
             // No answer at all: a hung server or network, not a slow query
             // (that is the server's statement_timeout, a clean error). Back
@@ -203,13 +205,13 @@ impl PostgresStore {
             Ok(v) => Ok(v),
             Err(failure) => {
                 let retry = reused && self.tx == Tx::None && failure.connection_lost();
-                let err = self.fail(failure);
+                let err = self.fail(failure, timeout);
                 if !retry {
                     return Err(err);
                 }
                 tracing::info!(database = %self.shown, "{err}; reconnecting");
                 self.ensure()?;
-                self.run(timeout, &mut f).map_err(|e| self.fail(e))
+                self.run(timeout, &mut f).map_err(|e| self.fail(e, timeout))
             }
         }
     }
@@ -230,6 +232,6 @@ impl PostgresStore {
         mut f: impl FnMut(&mut Conn<'_>) -> Result<T, Failure>,
     ) -> Result<T, StoreError> {
         self.ensure()?;
-        self.run(timeout, &mut f).map_err(|e| self.fail(e))
+        self.run(timeout, &mut f).map_err(|e| self.fail(e, timeout))
     }
 }

@@ -15,7 +15,7 @@
 
 use super::connect::GRACE;
 use super::PostgresStore;
-use crate::store::StoreError;
+use crate::store::{limit_text, StoreError};
 use std::time::Duration;
 use tokio_postgres::error::{DbError, SqlState};
 
@@ -98,13 +98,23 @@ fn db_text(db: &DbError) -> String {
 /// Map a server error. Everything that can go away by itself (connection,
 /// resources, shutdown, locks, authentication, a missing database, a
 /// read-only server) is `Unavailable`: the daemons answer a temporary
-/// failure and mail waits.
-fn map_db(shown: &str, timeout: Duration, db: &DbError) -> StoreError {
+/// failure and mail waits. `bound`: the statement timeout the call ran
+/// under.
+fn map_db(shown: &str, bound: Duration, db: &DbError) -> StoreError {
     let code = db.code();
     if *code == SqlState::QUERY_CANCELED {
+        // 57014 is also an administrator's pg_cancel_backend ("canceling
+        // statement due to user request"): not a timeout, and not said to
+        // be one.
+        if !db.message().contains("timeout") {
+            return StoreError::Unavailable(format!(
+                "query on {shown} cancelled by the server: {}",
+                db_text(db)
+            ));
+        }
         return StoreError::Unavailable(format!(
-            "query on {shown} took longer than the configured timeout ({} ms)",
-            timeout.as_millis()
+            "query on {shown} took longer than {}",
+            limit_text(bound)
         ));
     }
     let text = format!("{shown}: {}", db_text(db));
@@ -178,10 +188,11 @@ impl PostgresStore {
     }
 
     /// What a failed call on an open connection means for the caller.
-    pub(super) fn call_error(&self, f: &Failure) -> StoreError {
+    /// `bound`: the statement timeout the call ran under.
+    pub(super) fn call_error(&self, f: &Failure, bound: Duration) -> StoreError {
         match f {
             Failure::Pg(e) => match e.as_db_error() {
-                Some(db) => map_db(&self.shown, self.timeout, db),
+                Some(db) => map_db(&self.shown, bound, db),
                 None if e.is_closed() => {
                     StoreError::Unavailable(format!("connection to {} lost", self.shown))
                 }
@@ -190,7 +201,7 @@ impl PostgresStore {
             Failure::Timeout(what) => StoreError::Unavailable(format!(
                 "{}: no answer within {} ms ({what})",
                 self.shown,
-                (self.timeout + GRACE).as_millis()
+                (bound + GRACE).as_millis()
             )),
             Failure::NotConnected => {
                 StoreError::Unavailable(format!("not connected to {}", self.shown))

@@ -358,7 +358,7 @@ impl Store for PostgresStore {
         rows.iter()
             .map(row_from)
             .collect::<Result<_, _>>()
-            .map_err(|e| self.fail(Failure::Pg(e)))
+            .map_err(|e| self.fail(Failure::Pg(e), BULK_TIMEOUT))
     }
 
     fn scan(&mut self, domain: Option<&str>, each: &mut dyn FnMut(Row)) -> Result<(), StoreError> {
@@ -376,7 +376,7 @@ impl Store for PostgresStore {
         rows.iter()
             .map(|r| r.try_get(0))
             .collect::<Result<_, _>>()
-            .map_err(|e| self.fail(Failure::Pg(e)))
+            .map_err(|e| self.fail(Failure::Pg(e), BULK_TIMEOUT))
     }
 
     fn begin(&mut self) -> Result<(), StoreError> {
