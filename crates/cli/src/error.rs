@@ -29,6 +29,16 @@ impl CliError {
         }
     }
 
+    /// The same failure, its message preceded by `what` (`what: message`),
+    /// its exit code kept: a source that cannot be read for a while stays
+    /// a temporary failure however it is worded.
+    pub fn context(self, what: impl fmt::Display) -> CliError {
+        CliError {
+            message: format!("{what}: {}", self.message),
+            exit: self.exit,
+        }
+    }
+
     /// The exit code.
     pub fn exit(&self) -> Exit {
         self.exit

@@ -54,26 +54,39 @@ type TableRow = (i64, Vec<Cell>);
 /// Read access to the tables of a source database.
 trait Tables {
     /// Lower-cased column names of `table`; empty when it does not exist.
-    fn columns(&mut self, table: &str) -> Result<Vec<String>, String>;
+    fn columns(&mut self, table: &str) -> Result<Vec<String>, CliError>;
     /// Every row of `table`, in insertion order, with these columns (`None`
     /// = a column the table lacks: NULL).
-    fn rows(&mut self, table: &str, cols: &[Option<&str>]) -> Result<Vec<TableRow>, String>;
+    fn rows(&mut self, table: &str, cols: &[Option<&str>]) -> Result<Vec<TableRow>, CliError>;
+}
+
+/// A SQLite source's error: a lock its writer held past
+/// [`SOURCE_LOCK_WAIT`] may pass by itself (exit 75, as for a PostgreSQL
+/// server that is down); anything else needs the admin (exit 2).
+fn sqlite_error(e: rusqlite::Error) -> CliError {
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(C::DatabaseBusy | C::DatabaseLocked) => {
+            mailtable_core::StoreError::Unavailable(format!("locked by its writer ({e})")).into()
+        }
+        _ => CliError::usage(e.to_string()),
+    }
 }
 
 impl Tables for Connection {
-    fn columns(&mut self, table: &str) -> Result<Vec<String>, String> {
+    fn columns(&mut self, table: &str) -> Result<Vec<String>, CliError> {
         let mut stmt = self
             .prepare("SELECT name FROM pragma_table_info(?1)")
-            .map_err(|e| e.to_string())?;
+            .map_err(sqlite_error)?;
         let names = stmt
             .query_map([table], |r| r.get::<_, String>(0))
-            .map_err(|e| e.to_string())?;
+            .map_err(sqlite_error)?;
         names
-            .map(|n| n.map(|n| n.to_ascii_lowercase()).map_err(|e| e.to_string()))
+            .map(|n| n.map(|n| n.to_ascii_lowercase()).map_err(sqlite_error))
             .collect()
     }
 
-    fn rows(&mut self, table: &str, cols: &[Option<&str>]) -> Result<Vec<TableRow>, String> {
+    fn rows(&mut self, table: &str, cols: &[Option<&str>]) -> Result<Vec<TableRow>, CliError> {
         let list: Vec<String> = cols
             .iter()
             .map(|c| c.map_or("NULL".to_string(), |c| format!("\"{c}\"")))
@@ -87,7 +100,7 @@ impl Tables for Connection {
             Ok(s) => (s, true),
             Err(_) => (
                 self.prepare(&format!("SELECT 0, {} FROM \"{table}\"", list.join(", ")))
-                    .map_err(|e| e.to_string())?,
+                    .map_err(sqlite_error)?,
                 false,
             ),
         };
@@ -106,8 +119,8 @@ impl Tables for Connection {
                 }
                 Ok((r.get::<_, i64>(0)?, v))
             })
-            .map_err(|e| e.to_string())?;
-        let rows: Vec<TableRow> = rows.collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+            .map_err(sqlite_error)?;
+        let rows: Vec<TableRow> = rows.collect::<Result<_, _>>().map_err(sqlite_error)?;
         Ok(if has_id {
             rows
         } else {
@@ -134,12 +147,12 @@ struct Postgres {
 }
 
 impl Postgres {
-    fn connect(url: &str) -> Result<Postgres, String> {
+    fn connect(url: &str) -> Result<Postgres, CliError> {
         let opts = OpenOptions {
             access: Access::ReadOnly,
             timeout: SOURCE_LOCK_WAIT,
         };
-        let store = PostgresStore::open(url, &opts).map_err(|e| e.to_string())?;
+        let store = PostgresStore::open(url, &opts)?;
         Ok(Postgres { store })
     }
 
@@ -147,13 +160,13 @@ impl Postgres {
         &mut self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<tokio_postgres::Row>, String> {
-        self.store.read_rows(sql, params).map_err(|e| e.to_string())
+    ) -> Result<Vec<tokio_postgres::Row>, CliError> {
+        Ok(self.store.read_rows(sql, params)?)
     }
 }
 
 impl Tables for Postgres {
-    fn columns(&mut self, table: &str) -> Result<Vec<String>, String> {
+    fn columns(&mut self, table: &str) -> Result<Vec<String>, CliError> {
         let rows = self.query(
             "SELECT column_name::text FROM information_schema.columns \
              WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
@@ -165,7 +178,7 @@ impl Tables for Postgres {
             .collect())
     }
 
-    fn rows(&mut self, table: &str, cols: &[Option<&str>]) -> Result<Vec<TableRow>, String> {
+    fn rows(&mut self, table: &str, cols: &[Option<&str>]) -> Result<Vec<TableRow>, CliError> {
         let list: Vec<String> = cols
             .iter()
             .map(|c| c.map_or("NULL::text".to_string(), |c| format!("\"{c}\"::text")))
@@ -223,7 +236,7 @@ fn select(
     required: &[&str],
     optional: &[&str],
 ) -> Result<Option<Vec<TableRow>>, CliError> {
-    let sql_err = |e: String| CliError::usage(format!("cannot read {source}: {e}"));
+    let sql_err = |e: CliError| e.context(format_args!("cannot read {source}"));
     let have = db.columns(table).map_err(sql_err)?;
     if have.is_empty() {
         return Ok(None);
@@ -254,17 +267,17 @@ pub fn read_normalized(source: &str, inactive: Inactive) -> Result<Parsed, CliEr
                 )));
             }
             let mut conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(|e| CliError::usage(format!("cannot open {source}: {e}")))?;
+                .map_err(|e| sqlite_error(e).context(format_args!("cannot open {source}")))?;
             // A source still in use (its application writing) is read once
             // its writer lets go, not refused at the first lock.
             conn.busy_timeout(SOURCE_LOCK_WAIT)
-                .map_err(|e| CliError::usage(format!("cannot open {source}: {e}")))?;
+                .map_err(|e| sqlite_error(e).context(format_args!("cannot open {source}")))?;
             read_tables(&mut conn, &path.display().to_string(), inactive)
         }
         DatabaseUrl::Postgres(url) => {
             let shown = store::url::redact(&url);
             let mut pg = Postgres::connect(&url)
-                .map_err(|e| CliError::usage(format!("cannot read {shown}: {e}")))?;
+                .map_err(|e| e.context(format_args!("cannot read {shown}")))?;
             read_tables(&mut pg, &shown, inactive)
         }
     }
@@ -281,7 +294,7 @@ fn read_tables(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result<
     };
     let mut cols = |t: &str| {
         db.columns(t)
-            .map_err(|e| CliError::usage(format!("cannot read {source}: {e}")))
+            .map_err(|e| e.context(format_args!("cannot read {source}")))
     };
     if cols("users")?.iter().any(|c| c == "mailbox") && cols("aliases")?.is_empty() {
         return Err(CliError::usage(format!(
@@ -330,7 +343,7 @@ fn is_postfixadmin(db: &mut dyn Tables, source: &str) -> Result<bool, CliError> 
     let mut has = |table: &str, cols: &[&str]| -> Result<bool, CliError> {
         let have = db
             .columns(table)
-            .map_err(|e| CliError::usage(format!("cannot read {source}: {e}")))?;
+            .map_err(|e| e.context(format_args!("cannot read {source}")))?;
         Ok(!have.is_empty() && cols.iter().all(|c| have.iter().any(|h| h == c)))
     };
     Ok(!has("users", &[])?
@@ -827,6 +840,7 @@ pub fn read_mailtable(source: &str) -> Result<Parsed, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mailtable_core::exit::Exit;
 
     fn db(sql: &str) -> Connection {
         let c = Connection::open_in_memory().unwrap();
@@ -1090,6 +1104,15 @@ mod tests {
             assert!(!truthy(&Some(f.into())), "{f}");
         }
         assert!(truthy(&None), "NULL counts as active");
+    }
+
+    #[test]
+    fn a_source_locked_past_the_wait_is_a_temporary_failure() {
+        use rusqlite::ffi;
+        let busy = rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_BUSY), None);
+        assert_eq!(sqlite_error(busy).exit(), Exit::TempFail);
+        let corrupt = rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_NOTADB), None);
+        assert_eq!(sqlite_error(corrupt).exit(), Exit::Usage);
     }
 
     #[test]
