@@ -426,6 +426,35 @@ fn a_login_whose_mail_goes_elsewhere_is_refused() {
     assert_eq!(db.snapshot(), before);
 }
 
+/// A Dovecot user with `nopassword` received mail there (its userdb entry
+/// answers like any other); mailtable cannot make it a mailbox, so the
+/// import must not look like a success without `--partial`.
+#[test]
+fn a_nopassword_user_is_a_mailbox_left_behind() {
+    let db = Db::new();
+    let src = db.dir.path().join("nopw-users");
+    std::fs::write(
+        &src,
+        format!("ok@example.com:{{BLF-CRYPT}}{M_HASH}\nnp@example.com:::::::nopassword\n"),
+    )
+    .unwrap();
+    let source = format!("dovecot-passwd:{}", src.display());
+    let before = db.snapshot();
+    let (v, err) = db.import_json(&[&source], 2);
+    assert_eq!(
+        v["mailboxes_not_imported"],
+        serde_json::json!(["np@example.com"])
+    );
+    assert!(
+        err.contains("1 address(es) of the sources would not receive mail"),
+        "{err}"
+    );
+    assert_eq!(db.snapshot(), before);
+    let (v, _) = db.import_json(&[&source, "--partial"], 0);
+    assert_eq!(v["counts"]["mailboxes"], 1);
+    assert!(whys(&v, "not_imported").contains("nopassword"));
+}
+
 #[test]
 fn smtpd_passwd_table_with_aliases() {
     let db = Db::new();

@@ -146,7 +146,9 @@ fn parse_entry(at: Origin, line: &str, p: &mut Parsed) {
         ));
     }
     if let Some(why) = refused {
-        p.skipped.push(Finding::about(at, &key, why));
+        // Dovecot's userdb answers for it like any user: it received mail,
+        // which has nowhere to go without a row.
+        p.mailbox_left_behind(at, &key, why);
         return;
     }
     let password = match pwdfile_notation(field(1)) {
@@ -321,6 +323,9 @@ bad@example.org:{PLAIN}x:five:5000
         assert!(!p.logins[3].active);
         assert_eq!(p.skipped.len(), 2, "{:?}", p.skipped);
         assert_eq!(p.skipped[0].at.to_string(), "users:6");
+        // Both received mail in the source (a userdb entry), and neither
+        // can be a mailbox here: their mail would bounce from now on.
+        assert_eq!(p.lost_mailboxes, ["dave@example.org", "frank@example.org"]);
         assert!(p.malformed.is_empty(), "{:?}", p.malformed);
         // A uid that is no number is a name Dovecot looks up.
         assert!(p
