@@ -918,6 +918,77 @@ impl Drop for PgDatabases {
 /// The normalized tables may be views (docs/import.md), on both kinds of
 /// source: the import reads them as it reads the tables, with the same
 /// counts and the rows named by their position in the view.
+/// Postfix stops expanding where an address expands to itself
+/// (cleanup_map1n.c): a catch-all to one of the domain's own mailboxes
+/// gives that mailbox its own mail, not a loop. Where a mailbox without an
+/// alias of its own loses its mail to the catch-all, the import is
+/// refused with the difference, never imported with the catch-all and the
+/// aliases through it dropped.
+#[test]
+fn a_catch_all_to_a_mailbox_of_its_domain_is_no_loop() {
+    let db = Db::new();
+    let src = db.dir.path().join("catch-all.db");
+    let conn = rusqlite::Connection::open(&src).unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TABLE domains (domain TEXT);
+         CREATE TABLE users (username TEXT, domain TEXT, password TEXT);
+         CREATE TABLE aliases (alias TEXT, destination TEXT);
+         INSERT INTO domains VALUES ('ex.org');
+         INSERT INTO users VALUES ('alice', 'ex.org', '{M_HASH}'), ('bob', 'ex.org', '{M_HASH}');
+         INSERT INTO aliases VALUES ('@ex.org', 'alice@ex.org'),
+                                    ('team@ex.org', 'alice@ex.org,bob@ex.org');"
+    ))
+    .unwrap();
+    let source = format!("sql:{}", src.display());
+    let before = db.snapshot();
+    // bob has no alias of its own: the catch-all takes its mail in the
+    // source, so bob's and team's mail would go elsewhere after.
+    let (v, err) = db.import_json(&[&source], 2);
+    assert!(
+        err.contains("2 address(es) would resolve differently"),
+        "{err}"
+    );
+    let diffs: Vec<(&str, &str)> = v["verification"]["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["address"].as_str().unwrap(),
+                d["source"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        diffs,
+        [
+            ("bob@ex.org", "alice@ex.org"),
+            ("team@ex.org", "alice@ex.org")
+        ]
+    );
+    assert_eq!(ats(&v, "not_imported"), Vec::<String>::new());
+    // The note says how to keep bob's mail where it went; alice's own
+    // catch-all gives her her own mail: no note about her.
+    let notes = whys(&v, "notes");
+    assert!(notes.contains("alias bob@ex.org -> bob@ex.org"), "{notes}");
+    assert!(
+        !notes.contains("alias alice@ex.org -> alice@ex.org"),
+        "{notes}"
+    );
+    assert_eq!(db.snapshot(), before);
+
+    conn.execute_batch("INSERT INTO aliases VALUES ('bob@ex.org', 'bob@ex.org')")
+        .unwrap();
+    let (v, _) = db.import_json(&[&source], 0);
+    assert_eq!(v["verification"]["checked"], 4);
+    assert_eq!(db.resolve("zz@ex.org").1, set(&["alice@ex.org"]));
+    assert_eq!(db.resolve("alice@ex.org").1, set(&["alice@ex.org"]));
+    assert_eq!(
+        db.resolve("team@ex.org").1,
+        set(&["alice@ex.org", "bob@ex.org"])
+    );
+}
+
 #[test]
 fn normalized_tables_may_be_views() {
     const AS_VIEWS: &str = "ALTER TABLE users RENAME TO users_t; \

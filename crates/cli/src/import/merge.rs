@@ -524,11 +524,15 @@ fn add_domains(
 /// alias of its own; mailtable would deliver it to the mailbox. Say so.
 fn note_catch_alls_first(m: &Merged, f: &mut Findings) {
     for a in &m.deliverable {
-        if m.routes.contains_key(&RouteKey::Exact(a.clone()))
-            || !m
-                .routes
-                .contains_key(&RouteKey::CatchAll(a.domain().clone()))
-        {
+        if m.routes.contains_key(&RouteKey::Exact(a.clone())) {
+            continue;
+        }
+        let Some(catch_all) = m.routes.get(&RouteKey::CatchAll(a.domain().clone())) else {
+            continue;
+        };
+        // A catch-all to this very mailbox gives it its own mail in the
+        // source too (Postfix stops where an address expands to itself).
+        if matches!(catch_all.targets.as_slice(), [Target::Address(t)] if t == a) {
             continue;
         }
         if let Some(l) = m.logins.get(a) {

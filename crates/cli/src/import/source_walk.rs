@@ -178,6 +178,17 @@ impl SourceWalk {
                 Resolved::Final(a) => {
                     out.insert(a.clone());
                 }
+                // Postfix ends the recursion where an address appears in
+                // its own expansion ("The recursion terminates when the
+                // left-hand side appears in its own expansion",
+                // src/cleanup/cleanup_map1n.c): a catch-all to one of its
+                // domain's mailboxes delivers that mailbox's own mail to
+                // it, not a loop.
+                Resolved::Addr(a)
+                    if self.aliases_first && a == addr && self.deliverable.contains(a) =>
+                {
+                    out.insert(a.clone());
+                }
                 Resolved::Addr(a) => self.follow(a, addr, path, &mut out, &mut looped, false)?,
                 Resolved::DomainAlias(d) => {
                     let a =
