@@ -9,7 +9,9 @@
 #   2. deleting any -wal/-shm side files;
 #   3. a restore by `cp backup.db mail.db`;
 #   4. the shell's `.restore` (SQLite's backup API);
-#   5. a tool that writes a new file and renames it into place.
+#   5. a tool that writes a new file and renames it into place;
+#   6. `cp` of a copy whose change counter equals the live file's (both
+#      changed once since the copy), which SQLite alone cannot tell apart.
 # After each, the new content must be answered within 2 s by all three, and
 # a known mailbox must never get anything but 250.
 set -eu
@@ -125,6 +127,17 @@ chgrp mailtable "$DBDIR/new.db"
 chmod 0640 "$DBDIR/new.db"
 mv "$DBDIR/new.db" "$MT_DB"
 expect_all "5. new file renamed into place" renamed@example.com yes
+
+cp "$MT_DB" "$E2E_DIR/twin.db"
+sqlite3 "$E2E_DIR/twin.db" "$(sql_mailbox twin)"
+sqlite3 "$MT_DB" "$(sql_mailbox live)"
+expect_all "6a. sqlite3 shell INSERT" live@example.com yes
+counter() { od -An -tx1 -j24 -N4 "$1" | tr -d ' '; }
+[ "$(counter "$MT_DB")" = "$(counter "$E2E_DIR/twin.db")" ] ||
+	fail "6: the two files' change counters differ: not the case under test"
+cp "$E2E_DIR/twin.db" "$MT_DB"
+expect_all "6. cp of a copy with the same change counter" twin@example.com yes
+expect_all "6. cp of a copy with the same change counter" live@example.com no
 
 if _e2e_alive "$(e2e_pid smtpd68)"; then ok "smtpd ran through it all"; else fail "smtpd died"; fi
 for side in -wal -shm -journal; do

@@ -53,7 +53,11 @@
 //! file gives the same token on every connection, so the stores of
 //! `serve`'s pool share one cache. With the file's identity, modification
 //! time and size (a backup copied over the file or renamed into its place)
-//! every way of writing changes the token before the next lookup. Read
+//! every way of writing changes the token before the next lookup. A file
+//! written in place while its counter stayed the same (a copy of the same
+//! database changed as often, `cp` over the live one) also gets a new
+//! connection: SQLite keeps its page cache by that counter alone, and would
+//! serve the old contents. Read
 //! without a lock: a counter read mid-commit only makes the next lookup ask
 //! again. A database someone switched to WAL keeps that counter still, so
 //! there the token is `PRAGMA data_version` (which any commit advances, but
@@ -91,6 +95,31 @@ struct Open {
     /// A read transaction of the running lookup is open on `conn`
     /// ([`SqliteStore::read_in_one_transaction`]).
     reading: bool,
+    /// The file as the last change check saw it.
+    seen: Option<FileState>,
+}
+
+/// What the change check reads of the file: its modification time and
+/// size from `stat`, and the change counter from its header (`None` in WAL
+/// mode or before SQLite wrote a header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileState {
+    mtime: u64,
+    size: u64,
+    counter: Option<u32>,
+}
+
+impl FileState {
+    /// Whether the file went from `self` to `now` without SQLite being
+    /// able to tell: written (new time or size) while the change counter,
+    /// the one thing SQLite compares to keep its page cache, stayed the
+    /// same. A backup copied over the file in place (`cp`, `cat >`, `dd`,
+    /// `rsync --inplace`) whose counter happens to equal the live one
+    /// would otherwise be read through the old file's cached pages.
+    fn rewritten_behind_sqlite(&self, now: &FileState) -> bool {
+        (self.mtime, self.size) != (now.mtime, now.size)
+            && (now.counter.is_none() || now.counter == self.counter)
+    }
 }
 
 /// A SQLite-backed [`Store`].
@@ -344,6 +373,7 @@ impl SqliteStore {
             ident,
             file,
             reading: false,
+            seen: None,
         });
         self.connections += 1;
         Ok(())
@@ -402,7 +432,8 @@ impl SqliteStore {
     /// needed: the path names another file (the connection would be
     /// reopened, which reads the schema under a lock a writer may hold), or
     /// the file is in WAL mode (the counter stays still there; the
-    /// connection's `PRAGMA data_version` is asked instead). Without
+    /// connection's `PRAGMA data_version` is asked instead), or the file
+    /// was rewritten behind SQLite's back (a new connection). Without
     /// `in_place` a token is always given, or an error.
     fn token(&mut self, in_place: bool) -> Result<Option<ChangeToken>, StoreError> {
         use std::os::unix::fs::FileExt;
@@ -422,18 +453,42 @@ impl SqliteStore {
         if pinned && self.pinned.is_none() && self.open.as_ref().is_some_and(|o| o.ident == ident) {
             self.pinned = Some(meta.clone());
         }
-        let Some(open) = self.open.as_ref() else {
+        let Some(open) = self.open.as_mut() else {
             return Err(StoreError::Other("connection vanished".into()));
         };
         let mut header = [0u8; 28];
         let read = open.file.read_exact_at(&mut header, 0);
         let mtime = meta.mtime() as u64 ^ ((meta.mtime_nsec() as u64) << 34);
-        let stamp = match read {
+        let state = FileState {
+            mtime,
+            size: meta.size(),
             // Bytes 18 and 19: 2 in WAL mode, 1 with a rollback journal.
-            Ok(()) if header[18] == 1 => {
-                let counter = u32::from_be_bytes([header[24], header[25], header[26], header[27]]);
-                [u64::from(counter), 0]
+            counter: match read {
+                Ok(()) if header[18] == 1 => Some(u32::from_be_bytes([
+                    header[24], header[25], header[26], header[27],
+                ])),
+                _ => None,
+            },
+        };
+        if open
+            .seen
+            .is_some_and(|seen| seen.rewritten_behind_sqlite(&state))
+        {
+            if in_place {
+                return Ok(None);
             }
+            // SQLite's pages of the old contents must go: a new
+            // connection, then the check again (it has seen nothing yet,
+            // so this happens once).
+            self.connect()?;
+            if pinned && self.open.as_ref().is_some_and(|o| o.ident == ident) {
+                self.pinned = Some(meta);
+            }
+            return self.token(false);
+        }
+        open.seen = Some(state);
+        let stamp = match state.counter {
+            Some(counter) => [u64::from(counter), 0],
             _ if in_place => return Ok(None),
             // WAL, or a file too short for a header (an empty database
             // SQLite has not written yet): the connection's own view.
@@ -1272,6 +1327,44 @@ mod tests {
         assert!(impatient_insert(&path, "e").is_err(), "the lock is held");
         r.end_lookup();
         impatient_insert(&path, "e").expect("and released at the end");
+    }
+
+    /// A backup copied over the file in place whose change counter equals
+    /// the live file's (two copies of one database, each changed once
+    /// since): SQLite compares only that counter to keep its page cache,
+    /// so the check must start a new connection, or the old contents are
+    /// served until the next commit. Both ways of checking (the daemons'
+    /// lookup, serve's check in place on an idle store) see the backup.
+    #[test]
+    fn a_copy_with_the_same_change_counter_is_seen() {
+        let (dir, s) = fresh();
+        drop(s);
+        let path = dir.path().join("mail.db");
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&path, &copy).unwrap();
+        shell_insert(&path, "live");
+        shell_insert(&copy, "edit");
+        let counter = |p: &Path| std::fs::read(p).unwrap()[24..28].to_vec();
+        assert_eq!(counter(&path), counter(&copy), "the case under test");
+        let mut r = reader(&path);
+        let found = |r: &mut SqliteStore, user: &str| {
+            r.begin_lookup();
+            r.change_token().unwrap();
+            let n = r.exact(user, "example.org").unwrap().len();
+            r.end_lookup();
+            n
+        };
+        assert_eq!(found(&mut r, "live"), 1);
+        let before = r.change_token().unwrap();
+        // A write lands on a later clock tick than the last one seen (the
+        // kernel's file times are as coarse as its timer).
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::copy(&copy, &path).unwrap();
+        assert_eq!(counter(&path), counter(&copy));
+        assert!(r.change_token_in_place().is_none(), "decided in place");
+        assert_ne!(r.change_token().unwrap(), before);
+        assert_eq!(found(&mut r, "edit"), 1, "the copy's row");
+        assert_eq!(found(&mut r, "live"), 0, "the replaced row");
     }
 
     /// A daemon's lookup (`begin_lookup` .. `end_lookup`) reads the file it
