@@ -175,6 +175,39 @@ impl Default for Config {
     }
 }
 
+/// A TOML error without the line it quotes: the file holds the database
+/// URL's password and the HTTP secret, and the message reaches smtpd's log
+/// (the table answers every lookup with it) and the terminal. Where, and
+/// what is wrong; a value the message repeats (a type error quotes it) is
+/// masked when its line is a secret's or a URL's.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let mut message = e.message().trim().to_string();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+        if value.is_empty() {
+            continue;
+        }
+        if key.trim().ends_with("secret") {
+            message = message.replace(value, "***");
+        } else if value.contains("://") {
+            message = message.replace(value, &crate::store::url::redact(value));
+        }
+    }
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before[start..].chars().count() + 1;
+            format!("TOML parse error at line {line}, column {column}: {message}")
+        }
+        None => format!("TOML parse error: {message}"),
+    }
+}
+
 impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -208,7 +241,7 @@ impl Config {
 
     /// Parse and validate config text.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let c: Config = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+        let c: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         c.validate()?;
         Ok(c)
     }
@@ -329,6 +362,30 @@ mod tests {
         assert!(Config::parse("tag_delimiter = \"@\"").is_err());
         assert!(Config::parse("tag_delimiter = \"++\"").is_err());
         assert!(Config::parse("password_cost = 3").is_err());
+    }
+
+    #[test]
+    fn a_config_error_never_quotes_a_secret() {
+        let cases = [
+            // An unterminated string, an unquoted URL: TOML's own message
+            // quotes the line.
+            "database = \"postgresql://mailer:S3cretPW@127.0.0.1/mail\n",
+            "database = postgresql://mailer:S3cretPW@127.0.0.1/mail\n",
+            // Type errors quote the value.
+            "query_timeout_ms = \"postgresql://mailer:S3cretPW@127.0.0.1/mail\"\n",
+            "[serve]\nhttp_secret = 4711\nworkers = \"S3cretPW\"\n",
+            "[serve]\nhttp_secret = \"S3cretPW\"\nworkers = \"S3cretPW\"\n",
+        ];
+        for text in cases {
+            let e = Config::parse(text).unwrap_err();
+            assert!(
+                !e.contains("S3cretPW") && !e.contains("4711"),
+                "{text}: {e}"
+            );
+            assert!(e.starts_with("TOML parse error at line "), "{text}: {e}");
+        }
+        let e = Config::parse("cache_entries = 1\n\ncache_entries = 2\n").unwrap_err();
+        assert!(e.contains("line 3, column 1"), "{e}");
         assert!(Config::parse("home = \"relative/%d\"").is_err());
         assert!(Config::parse("database = \"mysql://x\"").is_err());
     }
