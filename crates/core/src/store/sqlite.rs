@@ -139,6 +139,13 @@ pub struct SqliteStore {
     /// ([`Store::begin_lookup`]); `None` outside one, and after a reconnect
     /// within one, so that every query then `stat`s for itself.
     pinned: Option<std::fs::Metadata>,
+    /// Inside a lookup ([`Store::begin_lookup`] .. [`Store::end_lookup`]).
+    in_lookup: bool,
+    /// The database was unavailable earlier in this lookup: its next calls
+    /// fail at once with the same reason instead of waiting out the
+    /// timeout again (a lock held by a writer cost smtpd's lookup process
+    /// two timeouts: the change check's reconnect, then the query's).
+    failed_in_lookup: Option<String>,
 }
 
 /// `bound`: the limit on the statement's running time
@@ -279,6 +286,8 @@ impl SqliteStore {
             open: None,
             connections: 0,
             pinned: None,
+            in_lookup: false,
+            failed_in_lookup: None,
         };
         store.connect()?;
         Ok(store)
@@ -436,6 +445,13 @@ impl SqliteStore {
     /// was rewritten behind SQLite's back (a new connection). Without
     /// `in_place` a token is always given, or an error.
     fn token(&mut self, in_place: bool) -> Result<Option<ChangeToken>, StoreError> {
+        self.failed_before()?;
+        let result = self.read_token(in_place);
+        self.note_failure(result)
+    }
+
+    /// [`SqliteStore::token`]'s work.
+    fn read_token(&mut self, in_place: bool) -> Result<Option<ChangeToken>, StoreError> {
         use std::os::unix::fs::FileExt;
         let meta = match &self.pinned {
             Some(meta) => meta.clone(),
@@ -554,23 +570,53 @@ impl SqliteStore {
         limit: Duration,
         f: impl FnOnce(&Connection, Columns) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
+        self.failed_before()?;
         let start = self.epoch.elapsed() + limit;
         self.deadline
             .store(start.as_nanos() as u64, Ordering::Relaxed);
         let in_lookup = self.pinned.is_some();
-        let result = {
-            let open = self.conn()?;
-            Self::read_in_one_transaction(open, in_lookup)
+        // Err(Err): no connection; Err(Ok): the statement failed.
+        let outcome = match self.conn() {
+            Err(e) => Err(Err(e)),
+            Ok(open) => Self::read_in_one_transaction(open, in_lookup)
                 .and_then(|()| f(&open.conn, open.columns))
+                .map_err(Ok),
         };
+        // Also when no connection could be made: no deadline is left for
+        // the statements that run outside this bound (a new connection's
+        // schema read, the change check's `data_version`).
         self.deadline.store(0, Ordering::Relaxed);
-        result.map_err(|e| {
-            let err = map_err(&self.path, limit, e);
-            if !matches!(err, StoreError::Conflict(_)) {
-                self.open = None;
+        let result = outcome.map_err(|e| match e {
+            Err(no_connection) => no_connection,
+            Ok(e) => {
+                let err = map_err(&self.path, limit, e);
+                if !matches!(err, StoreError::Conflict(_)) {
+                    self.open = None;
+                }
+                err
             }
-            err
-        })
+        });
+        self.note_failure(result)
+    }
+
+    /// The reason the database was unavailable earlier in this lookup, as
+    /// this call's error ([`SqliteStore::failed_in_lookup`]).
+    fn failed_before(&self) -> Result<(), StoreError> {
+        match &self.failed_in_lookup {
+            Some(why) => Err(StoreError::Unavailable(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Remember, for the rest of the lookup, that the database was
+    /// unavailable.
+    fn note_failure<T>(&mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(StoreError::Unavailable(why)) = &result {
+            if self.in_lookup {
+                self.failed_in_lookup = Some(why.clone());
+            }
+        }
+        result
     }
 
     /// Within a lookup, open one read transaction before its first query,
@@ -721,10 +767,13 @@ impl Store for SqliteStore {
     fn begin_lookup(&mut self) {
         // A lookup that panicked never ended: end its transaction first.
         self.end_lookup();
+        self.in_lookup = true;
         self.pinned = self.stat().ok();
     }
 
     fn end_lookup(&mut self) {
+        self.in_lookup = false;
+        self.failed_in_lookup = None;
         self.pinned = None;
         if let Some(open) = self.open.as_mut().filter(|o| o.reading) {
             open.reading = false;
@@ -1327,6 +1376,54 @@ mod tests {
         assert!(impatient_insert(&path, "e").is_err(), "the lock is held");
         r.end_lookup();
         impatient_insert(&path, "e").expect("and released at the end");
+    }
+
+    /// A lookup that finds the file locked by a writer waits out the
+    /// timeout once: after the change check's reconnect failed, its query
+    /// fails at once with the same reason instead of waiting again (two
+    /// timeouts stalled smtpd's lookup process). The next lookup tries
+    /// afresh.
+    #[test]
+    fn a_lookup_waits_for_a_held_lock_once() {
+        let (dir, s) = fresh();
+        drop(s);
+        let path = dir.path().join("mail.db");
+        let timeout = Duration::from_millis(1000);
+        let opts = OpenOptions {
+            access: Access::ReadOnly,
+            timeout,
+        };
+        let mut r = SqliteStore::open(&path, &opts).unwrap();
+        let lookup = |r: &mut SqliteStore| {
+            let t = Instant::now();
+            r.begin_lookup();
+            // The table's cache runs the query even when the check failed
+            // (an answer that needs no data stays right).
+            let _ = r.change_token();
+            let result = r.exact("shell", "example.org");
+            r.end_lookup();
+            (result, t.elapsed())
+        };
+        assert!(lookup(&mut r).0.unwrap().is_empty());
+        let writer = Connection::open(&path).unwrap();
+        writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        // The open connection's query waits, fails, and is dropped.
+        let (result, waited) = lookup(&mut r);
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(waited >= timeout / 2, "{waited:?}");
+        // The reconnect of the change check waits; nothing after it does.
+        let (result, waited) = lookup(&mut r);
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(waited < timeout * 3 / 2, "waited twice: {waited:?}");
+        writer.execute_batch("ROLLBACK").unwrap();
+        shell_insert(&path, "shell");
+        assert_eq!(lookup(&mut r).0.unwrap().len(), 1);
     }
 
     /// A backup copied over the file in place whose change counter equals
