@@ -28,7 +28,7 @@ use crate::{Answer, Handler, Service};
 use mailtable_core::accounts::{Accounts, Credentials, Verdict, Verifier};
 use mailtable_core::cache::{AnswerCache, Fetched};
 use mailtable_core::resolve::Destination;
-use mailtable_core::store::{self, Access, OpenOptions};
+use mailtable_core::store::{self, Access, OpenOptions, SchemaState};
 use mailtable_core::{Address, Config, Domain, Outcome, Store};
 use std::panic::{self, AssertUnwindSafe};
 
@@ -372,9 +372,20 @@ impl Handler for Tables {
         if let Some(cache) = self.cache.as_mut() {
             cache.clear();
         }
-        match self.store.as_mut() {
-            Some(s) => s.reopen().map_err(|e| e.to_string()),
-            None => self.store().map(|_| ()),
+        if let Some(s) = self.store.as_mut() {
+            s.reopen().map_err(|e| e.to_string())?;
+        }
+        // `smtpctl update table` prints this answer: a file that opens
+        // but is no mailtable database (emptied, the wrong path, a restore
+        // of the wrong file) is said here, not answered "ok" and then an
+        // error for every lookup.
+        let (s, _) = self.store()?;
+        match s.schema_state().map_err(|e| e.to_string())? {
+            SchemaState::Empty => Err(format!(
+                "{} has no users table: not a mailtable database (mailtable init creates one)",
+                s.kind()
+            )),
+            SchemaState::Unversioned | SchemaState::Version(_) => Ok(()),
         }
     }
 
@@ -1047,6 +1058,35 @@ mod tests {
             Answer::Error(_)
         ));
         assert!(t.update().is_err());
+    }
+
+    /// `smtpctl update table` on a file that opens but holds no mailtable
+    /// database (emptied, a restore of the wrong file) says so, instead of
+    /// "ok" and then an error for every lookup; once it holds one, ok.
+    #[test]
+    fn update_says_when_the_file_is_no_mailtable_database() {
+        use mailtable_core::store::sqlite::SqliteStore;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mail.db");
+        std::fs::write(&path, b"").unwrap();
+        let opts = OpenOptions {
+            access: Access::ReadOnly,
+            timeout: std::time::Duration::from_secs(2),
+        };
+        let store = SqliteStore::open(&path, &opts).unwrap();
+        let mut t = Tables::with_store(Config::default(), Box::new(store));
+        let e = t.update().unwrap_err();
+        assert!(e.contains("no users table"), "{e}");
+        let mut w = SqliteStore::open(
+            &path,
+            &OpenOptions {
+                access: Access::ReadWrite,
+                ..opts
+            },
+        )
+        .unwrap();
+        store::migrate::migrate(&mut w, store::migrate::Dialect::Sqlite, true).unwrap();
+        t.update().unwrap();
     }
 
     #[test]
