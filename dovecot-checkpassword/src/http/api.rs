@@ -275,8 +275,7 @@ pub fn parse_body(
 ) -> Result<ApiRequest, HttpError> {
     let (user, password) = match format {
         Format::Json => {
-            let parsed: JsonBody = serde_json::from_slice(body)
-                .map_err(|e| HttpError::BadBody(format!("invalid JSON: {e}")))?;
+            let parsed: JsonBody = serde_json::from_slice(body).map_err(json_error)?;
             (parsed.user, parsed.password.map(Secret::from))
         }
         Format::Text => parse_text_body(body)?,
@@ -292,6 +291,24 @@ pub fn parse_body(
         Endpoint::PassdbLookup | Endpoint::UserdbLookup => None,
     };
     Ok(ApiRequest { user, password })
+}
+
+/// A JSON body's fault, without serde's text: a type error quotes the
+/// value (`invalid type: integer `987654321``), and the value may be the
+/// password. Where and what kind, which is enough to fix the client.
+fn json_error(e: serde_json::Error) -> HttpError {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Data => "want an object with the string fields user (and password)",
+        Category::Syntax => "syntax error",
+        Category::Eof => "unexpected end",
+        Category::Io => "unreadable",
+    };
+    HttpError::BadBody(format!(
+        "invalid JSON at line {}, column {}: {what}",
+        e.line(),
+        e.column()
+    ))
 }
 
 fn parse_text_body(body: &[u8]) -> Result<(String, Option<Secret>), HttpError> {
@@ -767,6 +784,28 @@ mod tests {
         let r = parse_body(Endpoint::UserdbLookup, Format::Json, br#"{"user":"bob"}"#)
             .expect("valid body");
         assert!(r.password.is_none());
+    }
+
+    /// The 400's text and serve's log line come from the error: a JSON
+    /// password of the wrong type must not be in it.
+    #[test]
+    fn a_json_error_never_quotes_a_value() {
+        for body in [
+            &br#"{"user":"alice@example.org","password":987654321}"#[..],
+            br#"{"user":"alice@example.org","password":["987654321"]}"#,
+            br#"{"user":987654321,"password":"987654321"}"#,
+            br#"{"user":"alice@example.org","password":"987654321""#,
+        ] {
+            let e = parse_body(Endpoint::PassdbVerify, Format::Json, body)
+                .map(|_| ())
+                .expect_err("refused")
+                .to_string();
+            assert!(!e.contains("987654321"), "{e}");
+            assert!(
+                e.starts_with("bad request body: invalid JSON at line 1, column "),
+                "{e}"
+            );
+        }
     }
 
     #[test]

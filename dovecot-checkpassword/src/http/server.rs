@@ -56,7 +56,11 @@
 //!   [`HEADER_TIMEOUT`] of the connection opening or of the previous
 //!   response (hyper closes the connection then, without an answer). The
 //!   same deadline ends idle keep-alive connections: hyper starts it as
-//!   soon as it waits for a head.
+//!   soon as it waits for a head. A body has as long again once the head
+//!   is in; past that the connection ends without an answer. A request
+//!   without the token is answered 401 and closed without waiting for its
+//!   body (any client that reaches the socket could otherwise hold
+//!   connections open).
 //! - Garbage never panics: hyper answers what it cannot parse with a bare
 //!   400 and closes; an EOF mid-request just ends the connection.
 
@@ -174,14 +178,18 @@ fn field_header<'a>(headers: &'a HeaderMap, name: &str) -> FieldHeader<'a> {
     }
 }
 
-/// Reads the whole body, at most `max` bytes. Polling it is what sends
-/// `100 Continue` to a client that asked for it.
-async fn read_body(body: Incoming, max: usize) -> io::Result<Bytes> {
-    Limited::new(body, max)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(io::Error::other)
+/// Reads the whole body, at most `max` bytes, complete within `within`
+/// (the head's deadline: a body that never comes would hold the
+/// connection, and one of `max_connections`, for good). Polling it is what
+/// sends `100 Continue` to a client that asked for it.
+async fn read_body(body: Incoming, max: usize, within: Duration) -> io::Result<Bytes> {
+    match tokio::time::timeout(within, Limited::new(body, max).collect()).await {
+        Ok(collected) => collected.map(|c| c.to_bytes()).map_err(io::Error::other),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("request body not complete within {} ms", within.as_millis()),
+        )),
+    }
 }
 
 /// Answers one request. An `Err` (the body ended early, the client went
@@ -190,6 +198,7 @@ async fn read_body(body: Incoming, max: usize) -> io::Result<Bytes> {
 async fn answer<B>(
     req: Request<Incoming>,
     api: Arc<ApiConfig>,
+    body_timeout: Duration,
     backend: B,
 ) -> io::Result<HttpResponse>
 where
@@ -222,15 +231,16 @@ where
             tracing::warn!("api: {} {}: {e}", head.method, head.path);
             // The client may hold the body back (it asked to continue), or
             // send it anyway; only a body announced without Expect can be
-            // skipped safely.
-            let skip = !head.expect_continue && head.keep_alive;
+            // skipped safely. A client without the token is not waited
+            // for at all: it gets its 401 and the connection ends.
+            let skip = !head.expect_continue && head.keep_alive && e != HttpError::Unauthorized;
             if skip {
-                read_body(body, api.max_body).await?;
+                read_body(body, api.max_body, body_timeout).await?;
             }
             return Ok(to_hyper(&error_response(&e, head.format, !skip)));
         }
     };
-    let bytes = read_body(body, api.max_body).await?;
+    let bytes = read_body(body, api.max_body, body_timeout).await?;
     let format = head.format;
     let parsed = if !head.header_form {
         parse_body(endpoint, format, &bytes)
@@ -325,7 +335,8 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     B: ApiBackend + Clone + Send + 'static,
 {
-    let service = service_fn(move |req| answer(req, Arc::clone(&api), backend.clone()));
+    let service =
+        service_fn(move |req| answer(req, Arc::clone(&api), header_timeout, backend.clone()));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
@@ -1038,6 +1049,55 @@ mod tests {
         assert!(!out.contains("100 Continue"));
         assert!(out.contains("Connection: close\r\n"));
         assert!(backend.calls().is_empty());
+    }
+
+    /// Plays a client that sends `input` and then neither writes nor
+    /// closes, against a server whose head deadline is `deadline`: what
+    /// the server wrote, and how long until it ended the connection.
+    async fn stalled(input: &[u8], deadline: Duration) -> (String, Duration) {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (_keep, stop) = watch::channel(false);
+        let api = Arc::new(ApiConfig::new(Secret::new(SECRET)));
+        let served = tokio::spawn(serve_connection(
+            server,
+            api,
+            deadline,
+            OneUser::default(),
+            stop,
+        ));
+        let (mut rd, mut wr) = tokio::io::split(client);
+        let start = tokio::time::Instant::now();
+        wr.write_all(input).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut out))
+            .await
+            .expect("the server ended the connection")
+            .unwrap();
+        let ended = start.elapsed();
+        let _ = served.await;
+        drop(wr);
+        (String::from_utf8_lossy(&out).into_owned(), ended)
+    }
+
+    /// A body announced and never sent holds the connection (and one of
+    /// `max_connections`) no longer than the head's deadline, and not at
+    /// all without the token.
+    #[tokio::test]
+    async fn a_body_that_never_comes_does_not_hold_the_connection() {
+        let deadline = Duration::from_millis(300);
+        // No token: 401 at once, closed, the body not waited for.
+        let head = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n";
+        let (out, ended) = stalled(head, deadline).await;
+        assert!(out.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{out}");
+        assert!(out.contains("Connection: close\r\n"), "{out}");
+        assert!(ended < deadline, "{ended:?}");
+        // With the token, a body stuck halfway: dropped at the deadline,
+        // without an answer (nobody to read it), the backend never asked.
+        let mut input = post("/userdb/lookup", "", b"user=alice@example.org");
+        input.truncate(input.len() - 5);
+        let (out, ended) = stalled(&input, deadline).await;
+        assert_eq!(out, "");
+        assert!(ended >= deadline && ended < deadline * 5, "{ended:?}");
     }
 
     #[tokio::test]
