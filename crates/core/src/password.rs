@@ -118,6 +118,52 @@ impl fmt::Debug for PasswordHash {
     }
 }
 
+/// Dovecot's password scheme names (doc.dovecot.org, "Password schemes"),
+/// the `{PREFIX}`es an error may name: anything else between braces is
+/// not repeated (it could be the password itself).
+const DOVECOT_SCHEMES: &[&str] = &[
+    "ARGON2I",
+    "ARGON2ID",
+    "BLF-CRYPT",
+    "CLEARTEXT",
+    "CRAM-MD5",
+    "CRYPT",
+    "DES-CRYPT",
+    "DIGEST-MD5",
+    "LANMAN",
+    "LDAP-MD5",
+    "MD5",
+    "MD5-CRYPT",
+    "NTLM",
+    "OTP",
+    "PBKDF2",
+    "PLAIN",
+    "PLAIN-MD4",
+    "PLAIN-MD5",
+    "PLAIN-TRUNC",
+    "RPA",
+    "SCRAM-SHA-1",
+    "SCRAM-SHA-256",
+    "SHA",
+    "SHA1",
+    "SHA256",
+    "SHA256-CRYPT",
+    "SHA512",
+    "SHA512-CRYPT",
+    "SKEY",
+    "SMD5",
+    "SSHA",
+    "SSHA256",
+    "SSHA512",
+];
+
+/// crypt(3) method ids (`$id$`) of libxcrypt's crypt(5), the ones an error
+/// may name.
+const CRYPT_IDS: &[&str] = &[
+    "1", "2", "2a", "2b", "2x", "2y", "3", "5", "6", "7", "argon2d", "argon2i", "argon2id", "gy",
+    "md5", "pbkdf2", "scrypt", "sha1", "y",
+];
+
 impl PasswordHash {
     /// Wrap a stored value as read from the database.
     pub fn new(stored: impl Into<String>) -> PasswordHash {
@@ -297,17 +343,28 @@ impl PasswordHash {
         }
     }
 
-    /// What to call the scheme of a hash mailtable cannot use, in an error:
-    /// its `{PREFIX}`, or the first characters of a bare value (never the
-    /// whole hash).
+    /// What to call the scheme of a hash mailtable cannot use, in an error
+    /// (logs, smtpd's and Dovecot's replies): its `{PREFIX}` or crypt `$id$`
+    /// when it looks like one, and never a character of anything else: a
+    /// value of neither form is most likely a password someone stored in
+    /// clear (the `sqlite3` shell makes that easy).
     fn scheme_label(&self) -> String {
-        self.prefix().unwrap_or_else(|| {
-            self.crypt_string()
-                .chars()
-                .take(4)
-                .filter(|c| c.is_ascii_graphic())
-                .collect()
-        })
+        if let Some(prefix) = self.prefix() {
+            return match DOVECOT_SCHEMES.contains(&prefix.as_str()) {
+                true => prefix,
+                false => "an unknown {SCHEME} prefix".into(),
+            };
+        }
+        let id = self
+            .crypt_string()
+            .strip_prefix('$')
+            .and_then(|rest| rest.split_once('$'))
+            .map(|(id, _)| id)
+            .filter(|id| CRYPT_IDS.contains(id));
+        match id {
+            Some(id) => format!("${id}$"),
+            None => "neither {SCHEME} nor $id$: not a hash, perhaps a cleartext password".into(),
+        }
     }
 
     /// Check `password` against this hash. `Ok(false)` is a mismatch; an
@@ -861,16 +918,25 @@ mod tests {
             err("{SSHA512}c2VjcmV0c2VjcmV0"),
             "stored hash uses a scheme mailtable cannot verify (SSHA512)"
         );
-        // A bare value of no known format: its first characters only.
+        // A value of no known form: none of it, whatever it is (a
+        // cleartext password, most likely).
         assert_eq!(
-            err("abcdefgh"),
-            "stored hash uses a scheme mailtable cannot verify (abcd)"
+            err("{hunter2}x"),
+            "stored hash uses a scheme mailtable cannot verify (an unknown {SCHEME} prefix)"
         );
+        for value in ["abcdefgh", "pw1", "$hunter2$x", "$$x"] {
+            assert_eq!(
+                err(value),
+                "stored hash uses a scheme mailtable cannot verify (neither {SCHEME} nor $id$: \
+                 not a hash, perhaps a cleartext password)",
+                "{value}"
+            );
+        }
         let yescrypt = PasswordHash::new("$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$ZPv7Eq1zA9wVrC0y6nDp3mBe");
         match yescrypt.verify(&Secret::new("x")) {
             Err(e) => assert_eq!(
                 e.to_string(),
-                "stored hash uses a scheme mailtable cannot verify ($y$j)"
+                "stored hash uses a scheme mailtable cannot verify ($y$)"
             ),
             Ok(v) => panic!("yescrypt checked: {v}"),
         }
