@@ -28,6 +28,8 @@
 //! - **Missing trailing fields are tolerated**: `alice\0secret` and
 //!   `alice\0` parse like DJB's interface allows; the third field (the
 //!   "timestamp", always empty from Dovecot) and anything after are ignored.
+//!   The NUL after the user name is not optional: without it the name may
+//!   be cut short.
 
 use std::io::{self, Read};
 
@@ -68,6 +70,10 @@ pub enum RequestError {
     /// Nothing at all on fd 3.
     #[error("checkpassword input is empty")]
     Empty,
+    /// No NUL after the user name: not what Dovecot writes (it ends every
+    /// field with one), so the name may be cut short.
+    #[error("checkpassword input has no NUL after the user name")]
+    Unterminated,
     /// The user field is empty.
     #[error("checkpassword user name is empty")]
     EmptyUser,
@@ -81,7 +87,9 @@ impl RequestError {
     /// failure, a user name that cannot exist is "unknown" (module doc).
     pub fn outcome(&self) -> Outcome {
         match self {
-            RequestError::TooLong(_) | RequestError::Empty => Outcome::TempFail,
+            RequestError::TooLong(_) | RequestError::Empty | RequestError::Unterminated => {
+                Outcome::TempFail
+            }
             RequestError::EmptyUser | RequestError::UserNotUtf8 => Outcome::Unknown,
         }
     }
@@ -105,6 +113,9 @@ pub fn parse_request(input: &[u8]) -> Result<CheckpasswordRequest, RequestError>
     }
     if input.is_empty() {
         return Err(RequestError::Empty);
+    }
+    if !input.contains(&0) {
+        return Err(RequestError::Unterminated);
     }
     let mut fields = input.splitn(3, |&b| b == 0);
     let user = fields.next().unwrap_or_default();
@@ -309,9 +320,11 @@ mod tests {
         assert_eq!(r.password.expose(), b"secret");
         let r = parse_request(b"alice\x00").expect("no password field");
         assert!(r.password.is_empty());
-        let r = parse_request(b"alice").expect("no NUL at all");
-        assert_eq!(r.user, "alice");
-        assert!(r.password.is_empty());
+        // No NUL at all: the user name may be cut short, so it is not
+        // looked up (an "unknown" would make LMTP bounce the mail).
+        let e = parse_request(b"nobody@barrera.io").map(|_| ()).unwrap_err();
+        assert_eq!(e, RequestError::Unterminated);
+        assert_eq!(e.outcome(), Outcome::TempFail);
     }
 
     #[test]
@@ -330,7 +343,9 @@ mod tests {
     fn rejects_bad_input() {
         let long = [b'a'; 513];
         assert_eq!(parse_request(&long).err(), Some(RequestError::TooLong(513)));
-        assert!(parse_request(&[b'a'; 512]).is_ok());
+        let mut full = [b'a'; 512];
+        full[511] = 0;
+        assert!(parse_request(&full).is_ok());
         assert_eq!(parse_request(b"").err(), Some(RequestError::Empty));
         assert_eq!(
             parse_request(b"\x00pw\x00\x00").err(),
