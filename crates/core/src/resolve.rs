@@ -444,12 +444,13 @@ impl Resolver {
     /// Resolve `addr` to its final destinations.
     pub fn resolve(&self, store: &mut dyn Store, addr: &Address) -> Result<Outcome, ResolveError> {
         match self.match_address(store, addr)? {
-            Some(m) => Ok(Outcome::Found(self.expand_match(
-                store,
-                addr,
-                Some(addr),
-                &m,
-            )?)),
+            Some(m) => {
+                let found = self.expand_match(store, addr, Some(addr), &m)?;
+                Ok(match found.is_empty() {
+                    true => Outcome::NotFound,
+                    false => Outcome::Found(found),
+                })
+            }
             None if store.has_domain(addr.domain().as_str())? => Ok(Outcome::NotFound),
             None => Ok(Outcome::UnknownDomain),
         }
@@ -471,6 +472,9 @@ impl Resolver {
             .collect()
     }
 
+    /// `unknown`: set when a target made from the address being resolved
+    /// (`%` in the row's mailbox, at the first level: a domain alias, a
+    /// pattern's substitution) is in one of our domains and has no rows.
     fn expand(
         &self,
         store: &mut dyn Store,
@@ -478,6 +482,7 @@ impl Resolver {
         m: &Match,
         path: &mut Vec<Address>,
         out: &mut Vec<Destination>,
+        unknown: &mut bool,
     ) -> Result<(), ResolveError> {
         let targets = self.targets(m)?;
         let fetched = self.prefetch(store, m, &targets, path)?;
@@ -499,9 +504,20 @@ impl Resolver {
             match self.match_with(store, &target, &ahead)? {
                 Some(next) => {
                     path.push(target.clone());
-                    let r = self.expand(store, &target, &next, path, out);
+                    let r = self.expand(store, &target, &next, path, out, unknown);
                     path.pop();
                     r?;
+                }
+                // `%@old.org -> %@new.org` for an address new.org does not
+                // have: that address is unknown, as it would be at new.org
+                // (DESIGN step 5, a permanent reject), not a broken alias;
+                // made from the address, it cannot have been meant to
+                // exist. A fixed target that is missing stays an error.
+                None if path.len() <= 1
+                    && row.mailbox.contains('%')
+                    && store.has_domain(target.domain().as_str())? =>
+                {
+                    *unknown = true;
                 }
                 None if store.has_domain(target.domain().as_str())? => {
                     return Err(ResolveError::Dangling {
@@ -515,7 +531,8 @@ impl Resolver {
         Ok(())
     }
 
-    /// Expand a match found for `addr` into final destinations.
+    /// Expand a match found for `addr` into final destinations; none when
+    /// every target made from the address is unknown (the address is).
     fn expand_match(
         &self,
         store: &mut dyn Store,
@@ -525,9 +542,10 @@ impl Resolver {
     ) -> Result<Vec<Destination>, ResolveError> {
         let mut out = Vec::new();
         let mut path: Vec<Address> = start.into_iter().cloned().collect();
-        self.expand(store, origin, m, &mut path, &mut out)?;
+        let mut unknown = false;
+        self.expand(store, origin, m, &mut path, &mut out, &mut unknown)?;
         let out = first_of_each(out);
-        if out.is_empty() {
+        if out.is_empty() && !unknown {
             return Err(ResolveError::Loop(format!(
                 "every target of {origin} loops back"
             )));
@@ -567,7 +585,7 @@ impl Resolver {
                 capture: String::new(),
                 ahead: Prefetched::default(),
             };
-            return self.expand_match(store, &key, None, &m).map(Some);
+            return self.expand_match(store, &key, None, &m).map(found);
         }
         if !key.contains('@') {
             return Ok(None);
@@ -588,7 +606,7 @@ impl Resolver {
                 capture: addr.local().to_string(),
                 ahead,
             };
-            return self.expand_match(store, &key, Some(&addr), &m).map(Some);
+            return self.expand_match(store, &key, Some(&addr), &m).map(found);
         }
         let (rows, ahead) = exact_rows(&[], store, base, domain)?;
         let m = if !rows.is_empty() {
@@ -609,7 +627,7 @@ impl Resolver {
                 }
             }
         };
-        self.expand_match(store, &key, Some(&addr), &m).map(Some)
+        self.expand_match(store, &key, Some(&addr), &m).map(found)
     }
 
     /// smtpd's key order for a recipient (`aliases_virtual_get`).
@@ -835,6 +853,12 @@ pub struct Reach {
 /// `out` with each destination once, where it first appears. Done once at
 /// the end rather than by searching `out` before each push, which was
 /// quadratic in an alias's targets.
+/// A key's answer: its destinations, or not found when there are none
+/// (every target made from the address is unknown).
+fn found(destinations: Vec<Destination>) -> Option<Vec<Destination>> {
+    (!destinations.is_empty()).then_some(destinations)
+}
+
 fn first_of_each(out: Vec<Destination>) -> Vec<Destination> {
     if out.len() < 2 {
         return out;

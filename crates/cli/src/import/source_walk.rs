@@ -24,8 +24,9 @@
 //! - entries that exist in the source but are not imported (a bare key, the
 //!   global `@`, a route with a pipe): the source still reaches them, so an
 //!   address through them is "not comparable", not "not found";
-//! - a domain alias whose target has no entry: the source falls through to
-//!   the rest of its walk, mailtable reports a dangling target;
+//! - a domain alias whose target has no entry, reached through another
+//!   entry: the source falls through to the rest of its walk, mailtable
+//!   reports a dangling target;
 //! - a mailbox the source refuses (PostfixAdmin's inactive mailbox: its
 //!   alias maps may still send mail there, its mailbox map does not list
 //!   it): Postfix accepts the alias and bounces that one copy, the other

@@ -61,6 +61,8 @@ pub fn rows() -> Vec<Row> {
         alias("half2", "example.org", "bob@example.org"),
         // A target of ours that has no rows.
         alias("dangling", "example.org", "nobody@example.org"),
+        // A fixed target that the domain alias of old.org makes one.
+        alias("via-old", "example.org", "nobody@old.org"),
         // example.net: a catch-all that competes with a mailbox and a
         // pattern, and points elsewhere than both. It comes first.
         alias("%", "example.net", "alice@example.org"),
@@ -211,7 +213,12 @@ pub const CASES: &[(&str, Want)] = &[
         found("keep@old.org", &[Mailbox("keep@old.org")]),
     ),
     ("legacy-app@old.org", found("legacy-app@old.org", CAROL)),
-    ("nobody@old.org", Want::Dangling),
+    // ... while an address example.org does not have is unknown at
+    // old.org too (no broken alias: it is made from the address).
+    ("nobody@old.org", Want::NotFound),
+    ("nobody+x@old.org", Want::NotFound),
+    // A fixed alias to it stays broken: a temporary error.
+    ("via-old@example.org", Want::Dangling),
     // Cycles.
     ("loop1@example.org", Want::Loop),
     ("self@example.org", Want::Loop),
