@@ -27,7 +27,7 @@
 use crate::{Answer, Handler, Service};
 use mailtable_core::accounts::{Accounts, Credentials, Verdict, Verifier};
 use mailtable_core::cache::{AnswerCache, Fetched};
-use mailtable_core::resolve::Destination;
+use mailtable_core::resolve::KeyAnswer;
 use mailtable_core::store::{self, Access, OpenOptions, SchemaState};
 use mailtable_core::{Address, Config, Domain, Outcome, Store};
 use std::panic::{self, AssertUnwindSafe};
@@ -239,18 +239,19 @@ impl Tables {
         }
     }
 
+    /// `alias`: what [`Resolver::smtpd_answer`](mailtable_core::Resolver)
+    /// gives, the one rule `mailtable resolve` shows too.
     fn alias(&mut self, key: &str) -> Result<Option<String>, String> {
         let (store, accounts) = self.store()?;
-        let dests = accounts
+        match accounts
             .resolver()
-            .alias_for_key(store, key)
-            .map_err(|e| e.to_string())?;
-        Ok(dests.map(|d| {
-            d.iter()
-                .map(Destination::wire)
-                .collect::<Vec<_>>()
-                .join(", ")
-        }))
+            .smtpd_answer(store, key)
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(None),
+            Some(KeyAnswer::Items(items)) => Ok(Some(items.join(", "))),
+            Some(KeyAnswer::TooLong(why)) => Err(why),
+        }
     }
 
     fn domain(&mut self, key: &str) -> Result<Option<String>, String> {
@@ -1058,6 +1059,72 @@ mod tests {
             Answer::Error(_)
         ));
         assert!(t.update().is_err());
+    }
+
+    /// An alias whose final destinations do not fit smtpd's alias buffer
+    /// (2047 bytes): up to it, the destinations; beyond, the alias's own
+    /// targets when they fit (an "everyone" alias of team aliases), each
+    /// team then answered by its own lookup; else an error that says to
+    /// split it, never a value smtpd would answer 424 to forever.
+    #[test]
+    fn an_alias_too_long_for_smtpd_answers_its_targets_or_says_how_to_split_it() {
+        use mailtable_core::resolve::SMTPD_ALIAS_VALUE_MAX;
+        let found = |a: Answer| match a {
+            Answer::Found(v) => v,
+            other => panic!("{other:?}"),
+        };
+        // External targets joined to exactly `len` bytes.
+        let externals = |len: usize| {
+            let mut targets = Vec::new();
+            let mut total = 0;
+            while total + 2 + 40 < len {
+                let t = format!("member{:03}@partner.example", targets.len());
+                total += t.len() + if targets.is_empty() { 0 } else { 2 };
+                targets.push(t);
+            }
+            let pad = len - total - 2 - "@partner.example".len();
+            targets.push(format!("{}@partner.example", "x".repeat(pad)));
+            targets
+        };
+        let mut store = MemStore::default();
+        for (name, len) in [
+            ("fits", SMTPD_ALIAS_VALUE_MAX),
+            ("over", SMTPD_ALIAS_VALUE_MAX + 1),
+        ] {
+            for t in externals(len) {
+                store = store.with(name, "ex.org", &t, None);
+            }
+        }
+        let h = password::hash(&Secret::new("secret"), 4).unwrap();
+        for team in ["red", "blue"] {
+            for i in 0..60 {
+                let user = format!("{team}-member-{i:02}");
+                let addr = format!("{user}@ex.org");
+                store = store
+                    .with(&user, "ex.org", &addr, Some(h.stored()))
+                    .with(team, "ex.org", &addr, None);
+            }
+            store = store.with("all", "ex.org", &format!("{team}@ex.org"), None);
+        }
+        let mut t = table(store);
+        let fits = found(t.lookup(Service::Alias, "fits@ex.org"));
+        assert_eq!(fits.len(), SMTPD_ALIAS_VALUE_MAX);
+        assert_eq!(
+            fits.split(", ").count(),
+            externals(SMTPD_ALIAS_VALUE_MAX).len()
+        );
+        match t.lookup(Service::Alias, "over@ex.org") {
+            Answer::Error(e) => assert!(e.contains("split the alias"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            found(t.lookup(Service::Alias, "all@ex.org")),
+            "red@ex.org, blue@ex.org"
+        );
+        let red = found(t.lookup(Service::Alias, "red@ex.org"));
+        assert!(red.len() <= SMTPD_ALIAS_VALUE_MAX, "{}", red.len());
+        assert_eq!(red.split(", ").count(), 60);
+        assert!(red.starts_with("red-member-00_ex.org, "), "{red}");
     }
 
     /// `smtpctl update table` on a file that opens but holds no mailtable

@@ -157,13 +157,39 @@ pub struct Match {
     ahead: Prefetched,
 }
 
+/// The longest alias value smtpd can use: `expand_line` copies it into a
+/// `char buffer[LINE_MAX]` (2048 on glibc) and fails from 2048 bytes on,
+/// which smtpd answers `424 4.2.4 Mailing list expansion problem` on every
+/// try (OpenSMTPD 6.8.0p2 and 7.6.0p1, `usr.sbin/smtpd/expand.c`,
+/// `table.c` `table_parse_lookup`, `lka_session.c`).
+pub const SMTPD_ALIAS_VALUE_MAX: usize = 2047;
+
 /// One line of the explanation printed by `mailtable resolve`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct WalkEntry {
     /// The key smtpd asks.
     pub key: String,
-    /// The table's answer: `None` = not found.
+    /// The table's answer: `None` = not found (or an error, below).
     pub answer: Option<Vec<String>>,
+    /// The table answers an error here: why ([`KeyAnswer::TooLong`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What the table answers smtpd for a key of the walk that has rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyAnswer {
+    /// These items (joined by `, ` on the wire): the final destinations,
+    /// or, when those do not fit [`SMTPD_ALIAS_VALUE_MAX`], the alias's
+    /// own targets ([`Resolver::alias_targets_for_key`]).
+    Items(Vec<String>),
+    /// Neither fits: an error, whose text says how to fix it.
+    TooLong(String),
+}
+
+/// The length of `items` joined by `, `.
+fn wire_len(items: &[String]) -> usize {
+    items.iter().map(String::len).sum::<usize>() + 2 * items.len().saturating_sub(1)
 }
 
 /// A mailbox row delivering to itself: a final destination, not looked up.
@@ -565,6 +591,84 @@ impl Resolver {
         store: &mut dyn Store,
         key: &str,
     ) -> Result<Option<Vec<Destination>>, ResolveError> {
+        let Some((m, start)) = self.key_match(store, key)? else {
+            return Ok(None);
+        };
+        self.expand_match(store, &key, start.as_ref(), &m)
+            .map(found)
+    }
+
+    /// What the table answers for `key` of smtpd's walk: the final
+    /// destinations as smtpd takes them (a mailbox as its delivery user),
+    /// unless they do not fit smtpd's alias buffer; then the alias's own
+    /// targets; when those do not fit either, an error (smtpd would
+    /// answer 424 on every try to a value that long, and the admin must
+    /// split the alias). `None`: no rows answer the key.
+    pub fn smtpd_answer(
+        &self,
+        store: &mut dyn Store,
+        key: &str,
+    ) -> Result<Option<KeyAnswer>, ResolveError> {
+        let Some(dests) = self.alias_for_key(store, key)? else {
+            return Ok(None);
+        };
+        let items: Vec<String> = dests.iter().map(Destination::wire).collect();
+        let bytes = wire_len(&items);
+        if bytes <= SMTPD_ALIAS_VALUE_MAX {
+            return Ok(Some(KeyAnswer::Items(items)));
+        }
+        let targets = self.alias_targets_for_key(store, key)?.unwrap_or_default();
+        let target_bytes = wire_len(&targets);
+        if target_bytes <= SMTPD_ALIAS_VALUE_MAX {
+            return Ok(Some(KeyAnswer::Items(targets)));
+        }
+        Ok(Some(KeyAnswer::TooLong(format!(
+            "{key}: {} destinations take {bytes} bytes and the alias's {} targets \
+             {target_bytes}, more than the {SMTPD_ALIAS_VALUE_MAX} smtpd can use (it would \
+             answer 424 on every try): split the alias into aliases of fewer targets each, \
+             which smtpd expands one by one",
+            items.len(),
+            targets.len()
+        ))))
+    }
+
+    /// The targets of the rows that answer `key` ([`Resolver::alias_for_key`]),
+    /// one level deep, as smtpd's alias expansion takes them: a mailbox
+    /// delivering to itself as its delivery user, every other target as
+    /// its address, which smtpd looks up again (a virtual address of ours)
+    /// or relays. The table answers this when the final destinations do
+    /// not fit [`SMTPD_ALIAS_VALUE_MAX`]: an "everyone" alias made of
+    /// team aliases then still works, each team expanded by its own
+    /// lookup. Each target once, in row order.
+    pub fn alias_targets_for_key(
+        &self,
+        store: &mut dyn Store,
+        key: &str,
+    ) -> Result<Option<Vec<String>>, ResolveError> {
+        let Some((m, _)) = self.key_match(store, key)? else {
+            return Ok(None);
+        };
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (row, target) in self.targets(&m)? {
+            let wire = match delivers_to_itself(&m, &row, &target) {
+                true => delivery::encode(&target),
+                false => target.to_string(),
+            };
+            if seen.insert(wire.clone()) {
+                out.push(wire);
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// The rows that answer `key` of smtpd's walk, and the address the key
+    /// names (none for `@dom`).
+    fn key_match(
+        &self,
+        store: &mut dyn Store,
+        key: &str,
+    ) -> Result<Option<(Match, Option<Address>)>, ResolveError> {
         if let Some(domain) = key.strip_prefix('@') {
             let Ok(domain) = Domain::parse(domain) else {
                 return Ok(None);
@@ -585,7 +689,7 @@ impl Resolver {
                 capture: String::new(),
                 ahead: Prefetched::default(),
             };
-            return self.expand_match(store, &key, None, &m).map(found);
+            return Ok(Some((m, None)));
         }
         if !key.contains('@') {
             return Ok(None);
@@ -606,7 +710,7 @@ impl Resolver {
                 capture: addr.local().to_string(),
                 ahead,
             };
-            return self.expand_match(store, &key, Some(&addr), &m).map(found);
+            return Ok(Some((m, Some(addr))));
         }
         let (rows, ahead) = exact_rows(&[], store, base, domain)?;
         let m = if !rows.is_empty() {
@@ -627,7 +731,7 @@ impl Resolver {
                 }
             }
         };
-        self.expand_match(store, &key, Some(&addr), &m).map(found)
+        Ok(Some((m, Some(addr))))
     }
 
     /// smtpd's key order for a recipient (`aliases_virtual_get`).
@@ -656,11 +760,13 @@ impl Resolver {
     ) -> Result<Vec<WalkEntry>, ResolveError> {
         let mut walk = Vec::new();
         for key in self.smtpd_keys(addr) {
-            let answer = self
-                .alias_for_key(store, &key)?
-                .map(|d| d.iter().map(Destination::wire).collect::<Vec<_>>());
-            let hit = answer.is_some();
-            walk.push(WalkEntry { key, answer });
+            let (answer, error) = match self.smtpd_answer(store, &key)? {
+                None => (None, None),
+                Some(KeyAnswer::Items(items)) => (Some(items), None),
+                Some(KeyAnswer::TooLong(why)) => (None, Some(why)),
+            };
+            let hit = answer.is_some() || error.is_some();
+            walk.push(WalkEntry { key, answer, error });
             if hit {
                 break;
             }
