@@ -233,12 +233,15 @@ pub enum AliasCommand {
         #[arg(required = true)]
         targets: Vec<String>,
     },
-    /// Remove an alias, or only some of its targets
+    /// Remove an alias, or only some of its targets (refused while other aliases would be left pointing at nothing, unless --force)
     Del {
         /// Address or pattern
         pattern: String,
         /// Targets to remove (default: all)
         targets: Vec<String>,
+        /// Remove it even if other aliases point to it (they then fail until fixed)
+        #[arg(long)]
+        force: bool,
     },
     /// List aliases, patterns and catch-alls
     List(AliasListArgs),

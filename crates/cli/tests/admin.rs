@@ -469,6 +469,48 @@ both!(user_del_names_the_aliases_it_would_strand, |db| {
     db.ok(&["user", "del", "carl@example.com"]);
 });
 
+// `alias del` refuses, as `user del` does, to leave other aliases
+// pointing at nothing; a target named twice in `alias add` is one row.
+both!(alias_del_never_strands_other_aliases, |db| {
+    db.add_user("ann@barrera.io", &[]);
+    db.ok(&[
+        "alias",
+        "add",
+        "info@barrera.io",
+        "ann@barrera.io",
+        "ann@barrera.io",
+    ]);
+    let rows = db.json(&["alias", "list", "--json"]);
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    db.ok(&["alias", "add", "team@barrera.io", "info@barrera.io"]);
+    let before = db.snapshot();
+    let (code, err) = db.refused(&["alias", "del", "info@barrera.io"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("refused: team@barrera.io point(s) to info@barrera.io"),
+        "{err}"
+    );
+    assert_eq!(db.snapshot(), before);
+    let out = db.run(&["alias", "del", "info@barrera.io", "--force"], None);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: team@barrera.io still points to info@barrera.io"),
+        "{err}"
+    );
+    // Removing one target of several leaves the alias: nothing dangles.
+    db.add_user("bob@barrera.io", &[]);
+    db.ok(&[
+        "alias",
+        "add",
+        "info@barrera.io",
+        "ann@barrera.io",
+        "bob@barrera.io",
+    ]);
+    db.ok(&["alias", "del", "info@barrera.io", "ann@barrera.io"]);
+    assert_eq!(db.destinations("team@barrera.io"), ["bob@barrera.io"]);
+});
+
 both!(domains_with_counts_and_removal, |db| {
     db.add_user("hugo@barrera.io", &[]);
     db.add_user("ann@barrera.io", &[]);

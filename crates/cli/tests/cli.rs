@@ -267,6 +267,13 @@ fn bad_input_names_the_input_and_changes_nothing() {
     db.ok(&["alias", "add", "@barrera.io", "hugo@barrera.io"]);
     // b@barrera.io reaches hugo through the catch-all.
     db.ok(&["alias", "add", "a@barrera.io", "b@barrera.io"]);
+    // Every name of a.example to b.example, which has no rows (relayed).
+    db.ok(&["alias", "add", "%@a.example", "%@b.example"]);
+    let many: Vec<String> = (0..120)
+        .map(|i| format!("member{i:03}@partner.example"))
+        .collect();
+    let mut too_long = vec!["alias", "add", "list@barrera.io"];
+    too_long.extend(many.iter().map(String::as_str));
     let before = db.snapshot();
     let cases: &[(&[&str], i32, &str)] = &[
         (
@@ -292,6 +299,20 @@ fn bad_input_names_the_input_and_changes_nothing() {
         (&["alias", "add", "x@barrera.io", "%@example.org"], 2, "%"),
         // b -> a -> b: a loop through the alias added first.
         (&["alias", "add", "b@barrera.io", "a@barrera.io"], 2, "loop"),
+        // Wildcards loop for every name they match.
+        (
+            &["alias", "add", "%@example.net", "%@example.net"],
+            2,
+            "loop",
+        ),
+        (&["alias", "add", "%@b.example", "%@a.example"], 2, "loop"),
+        (
+            &["alias", "add", "sales-%@b.example", "sales-%@a.example"],
+            2,
+            "loop",
+        ),
+        // More destinations than smtpd's alias buffer takes (2047 bytes).
+        (&too_long, 2, "split the alias"),
         (
             &["alias", "add", "dangling@barrera.io", "ghost@example.net"],
             2,

@@ -20,7 +20,11 @@ use serde_json::json;
 pub(super) fn run(ctx: &Ctx, cmd: AliasCommand) -> Result<Exit, CliError> {
     match cmd {
         AliasCommand::Add { pattern, targets } => add(ctx, &pattern, &targets),
-        AliasCommand::Del { pattern, targets } => del(ctx, &pattern, &targets),
+        AliasCommand::Del {
+            pattern,
+            targets,
+            force,
+        } => del(ctx, &pattern, &targets, force),
         AliasCommand::List(a) => list(ctx, &a),
     }
 }
@@ -47,8 +51,27 @@ fn parse_target(pattern: &AddressPattern, text: &str) -> Result<String, CliError
     Ok(text.to_ascii_lowercase())
 }
 
+/// The targets, each once (in the order given): a target named twice is
+/// one row, as adding it again later is refused.
 fn parse_targets(pattern: &AddressPattern, texts: &[String]) -> Result<Vec<String>, CliError> {
-    texts.iter().map(|t| parse_target(pattern, t)).collect()
+    let mut out: Vec<String> = Vec::new();
+    for t in texts {
+        let t = parse_target(pattern, t)?;
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+/// A local part no row is likely to have, to try a wildcard alias with.
+const PROBE_LOCAL: &str = "mailtable-alias-check";
+
+/// An address `pattern` matches, to resolve in its place: a wildcard
+/// alias's rows are checked as mail to such an address would use them.
+fn probe_address(pattern: &AddressPattern) -> Result<Address, CliError> {
+    let local = pattern.local.to_string().replace('%', PROBE_LOCAL);
+    Ok(Address::from_parts(&local, pattern.domain.as_str())?)
 }
 
 fn add(ctx: &Ctx, pattern: &str, targets: &[String]) -> Result<Exit, CliError> {
@@ -85,51 +108,91 @@ fn add(ctx: &Ctx, pattern: &str, targets: &[String]) -> Result<Exit, CliError> {
             }
             s.insert(row)?;
         }
-        // Refuse what would make mail to the alias fail: loops and targets
-        // in our domains that do not exist. A template target (`%@new.org`)
-        // has no one address to try; its rows are checked per address when
-        // mail comes.
+        // Refuse what would make mail to the alias fail: loops, targets
+        // in our domains that do not exist, and more destinations than
+        // smtpd can take. A wildcard is tried with an address it matches
+        // (`%@a.org -> %@b.org` beside `%@b.org -> %@a.org` loops for
+        // every name), and each fixed target on its own.
         if let Some(own) = p.as_address() {
-            check_resolves(&ctx.resolver, s, &own)
-        } else {
-            for row in rows.iter().filter(|r| !r.has_template_target()) {
-                check_resolves(&ctx.resolver, s, &Address::parse(&row.mailbox)?)?;
-            }
-            Ok(())
+            return check_resolves(&ctx.resolver, s, &own);
         }
+        check_resolves(&ctx.resolver, s, &probe_address(&p)?)?;
+        for row in rows.iter().filter(|r| !r.has_template_target()) {
+            check_resolves(&ctx.resolver, s, &Address::parse(&row.mailbox)?)?;
+        }
+        Ok(())
     })?;
     println!("added {p} -> {}", targets.join(", "));
     Ok(Exit::Ok)
 }
 
-fn del(ctx: &Ctx, pattern: &str, targets: &[String]) -> Result<Exit, CliError> {
+fn del(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit, CliError> {
     let p = AddressPattern::parse(pattern)?;
     let targets = parse_targets(&p, targets)?;
-    let n = ctx.write(|s| {
+    let r = &ctx.resolver;
+    let (n, stuck) = ctx.write(|s| {
+        // Aliases through this one (`team@ -> info@`, then `info@` removed)
+        // would point at nothing: their mail would tempfail, so it is
+        // refused as `user del` refuses. A wildcard's removal is not
+        // checked this way: which addresses it served cannot be listed.
+        let own = p.as_address();
+        let before = match &own {
+            Some(a) => r.reaching(s, a)?,
+            None => Vec::new(),
+        };
         let what = if targets.is_empty() {
             Delete::Alias(None)
         } else {
             Delete::Alias(Some(&targets))
         };
-        match s.delete(&p.local.to_string(), p.domain.as_str(), what)? {
-            0 => Err(CliError::not_found(format!(
-                "no alias {p} with those targets"
-            ))),
-            n => Ok(n),
+        let n = match s.delete(&p.local.to_string(), p.domain.as_str(), what)? {
+            0 => {
+                return Err(CliError::not_found(format!(
+                    "no alias {p} with those targets"
+                )))
+            }
+            n => n,
+        };
+        let stuck = match &own {
+            Some(a) => super::user::dangling(r, s, a, &before, false)?,
+            None => Vec::new(),
+        };
+        if !stuck.is_empty() && !force {
+            return Err(CliError::usage(format!(
+                "refused: {} point(s) to {p} and would fail; remove or change them first \
+                 (see `mailtable alias list --to {p}`), or use --force",
+                stuck.join(", ")
+            )));
         }
+        Ok((n, stuck))
     })?;
     println!("removed {n} row(s) of {p}");
+    for a in &stuck {
+        eprintln!(
+            "mailtable: warning: {a} still points to {p}; its mail now fails until you fix it \
+             (`mailtable alias del {a} {p}`)"
+        );
+    }
     Ok(Exit::Ok)
 }
 
 fn check_resolves(r: &Resolver, s: &mut dyn Store, addr: &Address) -> Result<(), CliError> {
+    let refused = |e: &dyn std::fmt::Display| {
+        CliError::usage(format!("refused, mail to {addr} would fail: {e}"))
+    };
     match r.resolve(s, addr) {
-        Ok(_) => Ok(()),
-        Err(ResolveError::Store(e)) => Err(e.into()),
-        Err(e) => Err(CliError::usage(format!(
-            "refused, mail to {addr} would fail: {e}"
-        ))),
+        Ok(_) => {}
+        Err(ResolveError::Store(e)) => return Err(e.into()),
+        Err(e) => return Err(refused(&e)),
     }
+    // What the table would answer smtpd for it (the walk stops at the
+    // first key that answers).
+    for w in r.smtpd_walk(s, addr)? {
+        if let Some(why) = &w.error {
+            return Err(refused(why));
+        }
+    }
+    Ok(())
 }
 
 /// `alias list [--domain D] [--to ADDRESS]`.

@@ -10,7 +10,7 @@
 use crate::ctx::Ctx;
 use crate::error::CliError;
 use mailtable_core::exit::Exit;
-use mailtable_core::resolve::{Match, Step, WalkEntry};
+use mailtable_core::resolve::{Match, Step, WalkEntry, SMTPD_ALIAS_VALUE_MAX};
 use mailtable_core::store::Access;
 use mailtable_core::{delivery, Address, Destination, Outcome, Row};
 use serde_json::json;
@@ -81,9 +81,22 @@ fn print_text(addr: &Address, m: Option<&Match>, outcome: &Outcome, walk: &[Walk
     }
     println!("  smtpd lookups:");
     for w in walk {
-        match &w.answer {
-            Some(a) => println!("    {:<40} {}", w.key, a.join(", ")),
-            None => println!("    {:<40} not found", w.key),
+        match (&w.answer, &w.error) {
+            (_, Some(why)) => println!("    {:<40} error: {why}", w.key),
+            (Some(a), None) => println!("    {:<40} {}", w.key, a.join(", ")),
+            (None, None) => println!("    {:<40} not found", w.key),
+        }
+    }
+    // The table answers the alias's own targets when the destinations
+    // do not fit smtpd's alias buffer: say why the two lists differ.
+    if let (Outcome::Found(d), Some(a)) = (outcome, walk.last().and_then(|w| w.answer.as_ref())) {
+        if d.iter().map(Destination::wire).ne(a.iter().cloned()) {
+            println!(
+                "  (the {} destinations take more than the {SMTPD_ALIAS_VALUE_MAX} bytes smtpd's \
+                 alias expansion holds: the table answers the alias's targets, and smtpd looks \
+                 each up in turn)",
+                d.len()
+            );
         }
     }
     match outcome {

@@ -231,7 +231,7 @@ fn rename(ctx: &Ctx, old: &str, new: &str, keep_alias: bool) -> Result<Exit, Cli
 /// as mail to any other unknown name of that domain already does, and
 /// counting it would make every removal in an aliased domain need
 /// `--force`.
-fn dangling(
+pub(super) fn dangling(
     r: &Resolver,
     s: &mut dyn Store,
     addr: &Address,
