@@ -712,6 +712,50 @@ fn mailtable_database_merges() {
     assert_eq!(db.snapshot(), before);
 }
 
+/// Rows written by hand in another mailtable database with an upper-case
+/// or Unicode domain never matched there (the daemons compare normalised
+/// forms): they come over normalised, resolvable, with a note, never as
+/// rows that stay dead while the check says all is well.
+#[test]
+fn hand_written_rows_of_a_mailtable_source_come_over_normalised() {
+    let db = Db::new();
+    let src = db.dir.path().join("hand.db");
+    rusqlite::Connection::open(&src)
+        .unwrap()
+        .execute_batch(&format!(
+            "CREATE TABLE users (username TEXT, domain TEXT, mailbox TEXT, password TEXT);
+             INSERT INTO users VALUES ('hugo', 'Barrera.IO', 'hugo@barrera.io', '{M_HASH}'),
+                                      ('ann', 'bücher.de', 'ann@bücher.de', '{M_HASH}'),
+                                      ('Info', 'Barrera.IO', 'Hugo@Barrera.IO', NULL),
+                                      ('%', 'Old.Example', '%@Bücher.de', NULL);"
+        ))
+        .unwrap();
+    let (v, _) = db.import_json(&["--from", "mailtable", src.to_str().unwrap()], 0);
+    assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
+    let notes = whys(&v, "notes");
+    assert_eq!(
+        notes.matches("never matched this row").count(),
+        4,
+        "{notes}"
+    );
+    assert_eq!(db.resolve("hugo@barrera.io").1, set(&["hugo@barrera.io"]));
+    assert_eq!(db.resolve("info@barrera.io").1, set(&["hugo@barrera.io"]));
+    assert_eq!(
+        db.resolve("ann@bücher.de").1,
+        set(&["ann@xn--bcher-kva.de"])
+    );
+    assert_eq!(
+        db.resolve("ann@old.example").1,
+        set(&["ann@xn--bcher-kva.de"])
+    );
+    let (code, out, _) = db.run(&["domain", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        !out.contains("Barrera.IO") && !out.contains("bücher"),
+        "{out}"
+    );
+}
+
 #[test]
 fn mailtable_database_comes_over_row_for_row() {
     // Rows as the source has them, and only those: the import resolves the

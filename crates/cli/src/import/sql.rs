@@ -810,31 +810,61 @@ pub fn read_mailtable(source: &str) -> Result<Parsed, CliError> {
     let mut p = Parsed::default();
     for row in s.list(None)? {
         let at = Origin::key(&shown, &row.address());
-        if let Err(e) = AddressPattern::parse(&row.address()) {
-            p.malformed.push(Finding::new(at, e.to_string()));
-            continue;
-        }
-        // A `%` in the target is only meaningful on a wildcard row, once.
-        let target_ok = if row.has_template_target() {
-            row.kind().is_wildcard()
-                && row.mailbox.matches('%').count() == 1
-                && Address::parse(&row.mailbox.replace('%', "x")).is_ok()
-        } else {
-            Address::parse(&row.mailbox).is_ok()
+        let pattern = match AddressPattern::parse(&row.address()) {
+            Ok(pattern) => pattern,
+            Err(e) => {
+                p.malformed.push(Finding::new(at, e.to_string()));
+                continue;
+            }
         };
-        if !target_ok {
+        // A `%` in the target is only meaningful on a wildcard row, once.
+        let target = if row.has_template_target() {
+            (row.kind().is_wildcard() && row.mailbox.matches('%').count() == 1)
+                .then(|| normalized_template(&row.mailbox))
+                .flatten()
+        } else {
+            Address::parse(&row.mailbox).ok().map(|a| a.to_string())
+        };
+        let Some(target) = target else {
             p.malformed.push(Finding::new(
                 at,
                 format!("invalid target {:?}", row.mailbox),
             ));
             continue;
-        }
+        };
         let mut row = row;
-        row.username = row.username.to_ascii_lowercase();
-        row.mailbox = row.mailbox.to_ascii_lowercase();
+        let written = format!("{} -> {}", row.address(), row.mailbox);
+        row.username = pattern.local.to_string();
+        row.domain = pattern.domain.to_string();
+        row.mailbox = target;
+        let now = format!("{} -> {}", row.address(), row.mailbox);
+        if now != written {
+            // The daemons compare the normalised forms, so in the source
+            // this row never matched (hand-written with the sqlite3
+            // shell): what was meant comes over, and the report says so.
+            p.notes.push(Finding::about(
+                at.clone(),
+                &written,
+                format!(
+                    "written in upper case or with a Unicode domain: mailtable stores and \
+                     compares addresses in lower case with domains in IDNA form, so the \
+                     daemons never matched this row in the source; imported as {now}"
+                ),
+            ));
+        }
         p.rows.push((row, at));
     }
     Ok(p)
+}
+
+/// A template target (`%@new.org`, `sales-%@Example.ORG`) in the form the
+/// resolver compares: its local part lower-cased, its domain in IDNA
+/// form; `None` when no address comes of it.
+fn normalized_template(target: &str) -> Option<String> {
+    let (local, domain) = target.rsplit_once('@')?;
+    let local = local.to_ascii_lowercase();
+    Address::parse(&format!("{}@{domain}", local.replace('%', "x"))).ok()?;
+    Some(format!("{local}@{}", Domain::parse(domain).ok()?))
 }
 
 #[cfg(test)]
