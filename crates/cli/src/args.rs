@@ -200,11 +200,11 @@ does not recognise (cleartext, say) is refused with its line number. All or noth
         #[arg(long)]
         keep_alias: bool,
     },
-    /// Remove a mailbox (refused while aliases point to it, unless --force)
+    /// Remove a mailbox (refused while aliases would be left pointing at nothing, unless --force)
     Del {
         /// The address
         address: String,
-        /// Remove it even if aliases point to it (they then fail until fixed)
+        /// Remove it even if aliases would be left pointing at nothing (they then fail until fixed)
         #[arg(long)]
         force: bool,
     },

@@ -76,6 +76,15 @@ fn probe_address(pattern: &AddressPattern) -> Result<Address, CliError> {
 
 fn add(ctx: &Ctx, pattern: &str, targets: &[String]) -> Result<Exit, CliError> {
     let p = AddressPattern::parse(pattern)?;
+    // Patterns are tried on the local part without its tag (DESIGN step
+    // 3): one with the delimiter in it could never match.
+    let delimiter = ctx.config.delimiter().map_err(CliError::usage)?;
+    if p.local.is_wildcard() && p.local.to_string().contains(delimiter) {
+        return Err(CliError::usage(format!(
+            "pattern {p} can never match: patterns are tried after the tag (from \
+             {delimiter:?} on) is removed; leave {delimiter:?} out of the pattern"
+        )));
+    }
     let targets = parse_targets(&p, targets)?;
     if let Some(own) = p.as_address() {
         if targets.contains(&own.to_string()) {

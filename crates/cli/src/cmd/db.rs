@@ -72,6 +72,19 @@ fn create_sqlite_file(path: &Path, gid: Option<u32>) -> Result<(), CliError> {
             .mode(0o640)
             .open(path)
             .map_err(|e| CliError::usage(format!("cannot create {}: {e}", path.display())))?;
+        // The daemons read it through the group: a database they cannot
+        // read is no database to leave behind (init would fail at the end,
+        // after writing the schema, and a second run would not say why).
+        if let Some(g) = gid {
+            if let Err(e) = std::os::unix::fs::chown(path, None, Some(g)) {
+                let _ = std::fs::remove_file(path);
+                return Err(CliError::usage(format!(
+                    "cannot give {} to the daemons' group (gid {g}): {e}; nothing was created \
+                     (run init as root, or as a member of the group)",
+                    path.display()
+                )));
+            }
+        }
     }
     Ok(())
 }
