@@ -448,6 +448,23 @@ mod tests {
         }
     }
 
+    /// One connection served with head deadline `deadline`: the client's
+    /// end, the server's task, and the stop switch (kept off while held).
+    fn serve_one(
+        deadline: Duration,
+        backend: OneUser,
+    ) -> (
+        tokio::io::DuplexStream,
+        tokio::task::JoinHandle<io::Result<()>>,
+        watch::Sender<bool>,
+    ) {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (keep, stop) = watch::channel(false);
+        let api = Arc::new(ApiConfig::new(Secret::new(SECRET)));
+        let served = tokio::spawn(serve_connection(server, api, deadline, backend, stop));
+        (client, served, keep)
+    }
+
     /// Plays a client on a fresh connection: sends each chunk; a chunk
     /// marked as gated body goes out only once `100 Continue` has arrived,
     /// like a client that waits for it (and is never sent otherwise).
@@ -456,16 +473,7 @@ mod tests {
     /// §6.6.1).
     async fn exchange(chunks: &[(&[u8], bool)], backend: &OneUser) -> String {
         let run = async {
-            let (client, server) = tokio::io::duplex(1 << 20);
-            let (_keep, stop) = watch::channel(false);
-            let api = Arc::new(ApiConfig::new(Secret::new(SECRET)));
-            let served = tokio::spawn(serve_connection(
-                server,
-                api,
-                HEADER_TIMEOUT,
-                backend.clone(),
-                stop,
-            ));
+            let (client, served, _keep) = serve_one(HEADER_TIMEOUT, backend.clone());
             let (mut rd, mut wr) = tokio::io::split(client);
             let mut out = Vec::new();
             for &(chunk, gated) in chunks {
@@ -1055,16 +1063,7 @@ mod tests {
     /// closes, against a server whose head deadline is `deadline`: what
     /// the server wrote, and how long until it ended the connection.
     async fn stalled(input: &[u8], deadline: Duration) -> (String, Duration) {
-        let (client, server) = tokio::io::duplex(1 << 20);
-        let (_keep, stop) = watch::channel(false);
-        let api = Arc::new(ApiConfig::new(Secret::new(SECRET)));
-        let served = tokio::spawn(serve_connection(
-            server,
-            api,
-            deadline,
-            OneUser::default(),
-            stop,
-        ));
+        let (client, served, _keep) = serve_one(deadline, OneUser::default());
         let (mut rd, mut wr) = tokio::io::split(client);
         let start = tokio::time::Instant::now();
         wr.write_all(input).await.unwrap();
