@@ -192,7 +192,7 @@ mf_scenarios() {
 	expect_rcpt someone@unknown.test 5
 	# A domain alias makes nobody@example.com of this: unknown there too.
 	expect_rcpt nobody@old.example 5
-	echo "-- 3. an alias whose destinations do not fit smtpd's alias buffer"
+	echo "-- 2b. an alias whose destinations do not fit smtpd's alias buffer"
 	mf_everyone
 	echo "-- 4. IMAP"
 	expect_imap hugo@barrera.io "$PW" ok "$(maildir_count hugo@barrera.io)"
