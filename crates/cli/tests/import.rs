@@ -455,6 +455,41 @@ fn a_nopassword_user_is_a_mailbox_left_behind() {
     assert!(whys(&v, "not_imported").contains("nopassword"));
 }
 
+/// smtpd delivers a tagged target as its untagged address (its walk asks
+/// `user+tag@dom`, then `user@dom`) and cuts a user name's tag before the
+/// user lookup: both come over, to the mailbox, none reported lost.
+#[test]
+fn tagged_targets_reach_the_untagged_entry() {
+    let db = Db::new();
+    let virtuals = db.dir.path().join("tagged-virtuals");
+    let credentials = db.dir.path().join("tagged-credentials");
+    std::fs::write(
+        &virtuals,
+        "gilles@example.org vgilles\n\
+         lists@example.org gilles+lists@example.org\n\
+         folder@example.org vgilles+folder\n",
+    )
+    .unwrap();
+    std::fs::write(&credentials, format!("gilles gilles:{M_HASH}\n")).unwrap();
+    let (v, _) = db.import_json(
+        &[
+            &format!("smtpd-aliases:{}", virtuals.display()),
+            &format!("smtpd-credentials:{}", credentials.display()),
+        ],
+        0,
+    );
+    assert_eq!(v["mailboxes_not_imported"], serde_json::json!([]), "{v}");
+    assert_eq!(ats(&v, "not_imported"), Vec::<String>::new(), "{v}");
+    assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
+    for a in [
+        "lists@example.org",
+        "folder@example.org",
+        "gilles+x@example.org",
+    ] {
+        assert_eq!(db.resolve(a).1, set(&["gilles@example.org"]), "{a}");
+    }
+}
+
 #[test]
 fn smtpd_passwd_table_with_aliases() {
     let db = Db::new();

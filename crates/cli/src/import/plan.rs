@@ -112,7 +112,10 @@ pub fn plan(
     let userinfo = std::mem::take(&mut parsed.userinfo);
     let mut lost: BTreeSet<String> = std::mem::take(&mut parsed.lost).into_iter().collect();
     let mut merged = merge::merge(parsed, db, hints, &mut f)?;
-    let walk = decide_routes(&mut merged, &mut f.conflicts);
+    // smtpd, Dovecot's LMTP and Postfix (with its `recipient_delimiter`)
+    // deliver `user+tag` as `user`, the tag cut at mailtable's delimiter.
+    let delimiter = config.delimiter().map_err(CliError::usage)?;
+    let walk = decide_routes(&mut merged, &mut f.conflicts, delimiter);
     let mut walk = drop_what_reaches_the_skipped(walk);
     drop_bounced_targets(&mut walk, &mut f.skipped);
     for r in walk.routes.values() {
@@ -160,7 +163,7 @@ pub fn plan(
 /// Every route with its status: imported with these targets, or not and
 /// why. Takes the routes, the deliverable logins and the domains out of
 /// `m`: from here on they belong to the walk.
-fn decide_routes(m: &mut Merged, conflicts: &mut Vec<Conflict>) -> SourceWalk {
+fn decide_routes(m: &mut Merged, conflicts: &mut Vec<Conflict>, delimiter: char) -> SourceWalk {
     let bare_keys: BTreeMap<String, Origin> = m
         .routes
         .iter()
@@ -182,6 +185,7 @@ fn decide_routes(m: &mut Merged, conflicts: &mut Vec<Conflict>) -> SourceWalk {
     SourceWalk {
         deliverable: std::mem::take(&mut m.deliverable),
         aliases_first: m.aliases_first,
+        delimiter: Some(delimiter),
         routes,
         domains: std::mem::take(&mut m.domains),
         refused: std::mem::take(&mut m.refused),

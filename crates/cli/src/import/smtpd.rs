@@ -219,7 +219,13 @@ pub fn parse_targets(value: &str) -> Result<Vec<Target>, String> {
                     why: format!("mailtable refuses this address ({err})"),
                 },
             },
-            Element::User(u) => Target::LocalUser(u),
+            // smtpd cuts the tag off a user name before it looks the user
+            // up (lka_expand in lka_session.c, at its subaddressing
+            // delimiter, `+` by default): `vmail+folder` is vmail.
+            Element::User(u) => Target::LocalUser(match u.find('+') {
+                Some(i) if i > 0 => u[..i].to_string(),
+                _ => u,
+            }),
         };
         out.push(t);
     }

@@ -86,6 +86,9 @@ pub struct SourceWalk {
     pub deliverable: BTreeSet<Address>,
     /// Postfix order: aliases and catch-alls before the mailboxes.
     pub aliases_first: bool,
+    /// The tag delimiter: `user+tag@dom` not found as it is goes on as
+    /// `user@dom`. `None`: no tags.
+    pub delimiter: Option<char>,
     /// Every route, one per key.
     pub routes: BTreeMap<RouteKey, RouteEntry>,
     /// The source's domains.
@@ -130,6 +133,17 @@ impl SourceWalk {
     ) -> Result<Option<BTreeSet<Address>>, String> {
         if let Some(r) = self.routes.get(&RouteKey::Exact(addr.clone())) {
             return self.expand(r, addr, path).map(Some);
+        }
+        // smtpd asks `user+tag@dom`, then `user@dom` (aliases_virtual_get
+        // in aliases.c), Dovecot's LMTP delivers `user+tag` to `user`,
+        // Postfix with a recipient_delimiter looks up `user@dom` next: the
+        // rest of the walk is the address's without the tag. (A bare
+        // `user+tag` key, which smtpd asks before `user`, is never imported
+        // either way.)
+        if let Some(base) = self.delimiter.map(|d| addr.without_tag(d)) {
+            if base != *addr {
+                return self.lookup(&base, path);
+            }
         }
         if self.accepted_inactive.contains(addr) {
             return Ok(Some(BTreeSet::from([addr.clone()])));
