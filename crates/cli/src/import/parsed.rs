@@ -131,7 +131,7 @@ impl Finding {
         Finding {
             at,
             subject: None,
-            why: why.into(),
+            why: masked(why.into()),
         }
     }
 
@@ -139,10 +139,60 @@ impl Finding {
     pub fn about(at: Origin, subject: &str, why: impl Into<String>) -> Finding {
         Finding {
             at,
-            subject: Some(subject.to_string()),
-            why: why.into(),
+            subject: Some(masked(subject.to_string())),
+            why: masked(why.into()),
         }
     }
+}
+
+/// `text` with whatever looks like a password hash masked: from a crypt
+/// `$id$` or a Dovecot `{SCHEME}` to the end of its word. Findings quote
+/// the source's text, and a file read as the wrong format (a credentials
+/// file given as aliases) puts hashes where addresses were expected; the
+/// report goes to terminals, logs and tickets.
+fn masked(text: String) -> String {
+    // Hashes are crypt(3) and base64 text.
+    let end_of_word = |c: char| !(c.is_ascii_alphanumeric() || "./$+=_-".contains(c));
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find(['$', '{']) {
+        let (before, from) = rest.split_at(i);
+        out.push_str(before);
+        // The label kept: `$6$`, `{SHA512-CRYPT}`.
+        let label = if let Some(after) = from.strip_prefix('$') {
+            after
+                .find('$')
+                .filter(|&n| {
+                    (1..=8).contains(&n) && after[..n].bytes().all(|b| b.is_ascii_alphanumeric())
+                })
+                .map(|n| n + 2)
+        } else {
+            from.find('}')
+                .filter(|&n| {
+                    n > 1
+                        && from[1..n]
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                })
+                .map(|n| n + 1)
+        };
+        match label {
+            Some(n) => {
+                out.push_str(&from[..n]);
+                let word = from[n..].find(end_of_word).unwrap_or(from.len() - n);
+                if word > 0 {
+                    out.push_str("***");
+                }
+                rest = &from[n + word..];
+            }
+            None => {
+                out.push_str(&from[..1]);
+                rest = &from[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 impl fmt::Display for Finding {
@@ -367,5 +417,36 @@ pub struct Conflict {
 impl fmt::Display for Conflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}: {}", self.at, self.subject, self.why)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Findings quote the source; a hash in it never comes out.
+    #[test]
+    fn findings_mask_what_looks_like_a_hash() {
+        let at = Origin::line("cred", 1);
+        let f = Finding::new(
+            at.clone(),
+            "invalid target \"gilles@example.org:$6$salt$S3CRETHASH\": not an address",
+        );
+        assert_eq!(
+            f.why,
+            "invalid target \"gilles@example.org:$6$***\": not an address"
+        );
+        let f = Finding::about(
+            at.clone(),
+            "{PLAIN}S3CRET",
+            "uid \"{PLAIN}S3CRET\" is not a number",
+        );
+        assert_eq!(
+            f.to_string(),
+            "cred:1: {PLAIN}***: uid \"{PLAIN}***\" is not a number"
+        );
+        // Scheme names and crypt ids alone are kept, as is other text.
+        let text = "smtpd cannot verify {SSHA512} or bcrypt ($2y$); cost $5 and {a b}";
+        assert_eq!(Finding::new(at, text).why, text);
     }
 }
