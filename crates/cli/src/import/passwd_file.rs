@@ -151,7 +151,9 @@ fn parse_entry(at: Origin, line: &str, p: &mut Parsed) {
         p.mailbox_left_behind(at, &key, why);
         return;
     }
-    let password = match pwdfile_notation(field(1)) {
+    // As Dovecot reads it: split at `:`, nothing trimmed (a space is part
+    // of a password, and the hash is kept byte for byte).
+    let password = match pwdfile_notation(fields.get(1).copied().unwrap_or("")) {
         Ok(pw) => pw,
         Err(why) => {
             // Dovecot logs the entry as invalid and does not add it.
@@ -297,6 +299,18 @@ mod tests {
         assert!(
             matches!(extra_field("userdb_mail=maildir:~/Maildir"), Extra::NotKept(w) if w.contains("config"))
         );
+    }
+
+    /// Dovecot splits at `:` and trims nothing: spaces around a password
+    /// are part of it, and come over byte for byte.
+    #[test]
+    fn a_password_keeps_its_spaces() {
+        let p = parse(
+            "users",
+            "c@example.org:{PLAIN}pw  :5000:5000\nd@example.org:{PLAIN}tail  \r\n",
+        );
+        let hashes: Vec<&str> = p.logins.iter().map(|l| l.hash.stored()).collect();
+        assert_eq!(hashes, ["{PLAIN}pw  ", "{PLAIN}tail  "]);
     }
 
     #[test]
