@@ -124,10 +124,16 @@ pub fn plan(
             Status::Skipped(why) | Status::Bounced(why) => {
                 // A bounced entry lost nothing: the source delivered
                 // nothing through it either.
-                if matches!(r.status, Status::Skipped(_))
-                    && !matches!(r.route.key, RouteKey::Bare(_))
-                {
-                    lost.insert(r.route.key.to_string());
+                match (&r.status, &r.route.key) {
+                    (Status::Bounced(_), _) => {}
+                    // A bare key serves `u@dom` of every domain of the
+                    // table where nothing before it in smtpd's walk
+                    // answers (aliases_virtual_get): those addresses lose
+                    // their mail.
+                    (_, RouteKey::Bare(u)) => lost.extend(bare_key_addresses(u, &walk)),
+                    (_, key) => {
+                        lost.insert(key.to_string());
+                    }
                 }
                 f.skipped.push(Finding::about(
                     r.route.origin.clone(),
@@ -376,6 +382,25 @@ fn route_status(
         return Status::Skipped("conflict (see conflicts)".into());
     }
     Status::Ok(out)
+}
+
+/// The addresses smtpd delivered through the bare key `u` (a virtual
+/// table's `postmaster  gilles@example.org`): `u@d` of every domain of the
+/// sources whose walk reaches the bare key, i.e. that has no entry of its
+/// own and is no login delivered before it. None for a domain line.
+fn bare_key_addresses(u: &str, walk: &SourceWalk) -> Vec<String> {
+    if domain_line(u).is_some() {
+        return Vec::new();
+    }
+    walk.domains
+        .iter()
+        .filter_map(|d| Address::from_parts(u, d.as_str()).ok())
+        .filter(|a| {
+            !walk.routes.contains_key(&RouteKey::Exact(a.clone()))
+                && (walk.aliases_first || !walk.deliverable.contains(a))
+        })
+        .map(|a| a.to_string())
+        .collect()
 }
 
 fn why_bare_key_is_skipped(u: &str) -> String {
