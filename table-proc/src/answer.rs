@@ -250,7 +250,7 @@ impl Tables {
         {
             None => Ok(None),
             Some(KeyAnswer::Items(items)) => Ok(Some(items.join(", "))),
-            Some(KeyAnswer::TooLong(why)) => Err(why),
+            Some(KeyAnswer::Unusable(why)) => Err(why),
         }
     }
 

@@ -171,7 +171,7 @@ pub struct WalkEntry {
     pub key: String,
     /// The table's answer: `None` = not found (or an error, below).
     pub answer: Option<Vec<String>>,
-    /// The table answers an error here: why ([`KeyAnswer::TooLong`]).
+    /// The table answers an error here: why ([`KeyAnswer::Unusable`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -183,8 +183,41 @@ pub enum KeyAnswer {
     /// or, when those do not fit [`SMTPD_ALIAS_VALUE_MAX`], the alias's
     /// own targets ([`Resolver::alias_targets_for_key`]).
     Items(Vec<String>),
-    /// Neither fits: an error, whose text says how to fix it.
-    TooLong(String),
+    /// No answer smtpd could use as meant: the destinations and the
+    /// targets are too long, or an item would be read as something other
+    /// than an address or a delivery user ([`smtpd_item_fault`]). An
+    /// error, whose text says what to fix.
+    Unusable(String),
+}
+
+/// Why smtpd would not read `item` of an alias value as meant, if it would
+/// not. smtpd tries each item as a filter (`|`), an include, an error, a
+/// file (`/` first), an address (an `@`), and only then a user name,
+/// which may hold letters, digits and `_ . + -` alone (`alias_parse`,
+/// `alias_is_filename`, `alias_is_username` in `usr.sbin/smtpd/to.c`,
+/// 6.8.0p2 and 7.6.0p1). An address whose local part starts with `/` (RFC
+/// 5321 allows it) would be delivered to a file by the delivery user, and
+/// a domain alias copies the sender's local part into its target: such an
+/// item is never answered. A mailbox whose delivery user name smtpd does
+/// not take would fail the whole expansion, every other item's too.
+pub fn smtpd_item_fault(item: &str) -> Option<String> {
+    if item.starts_with(['/', '|', ':']) {
+        return Some(format!(
+            "{item:?} would be read by smtpd as a file, a program or a directive, not an \
+             address: not answered (the address is refused)"
+        ));
+    }
+    if !item.contains('@')
+        && !item
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b))
+    {
+        return Some(format!(
+            "the delivery user name {item:?} has characters smtpd does not take in a user \
+             name (letters, digits and _ . + - only): rename the mailbox"
+        ));
+    }
+    None
 }
 
 /// The length of `items` joined by `, `.
@@ -613,16 +646,22 @@ impl Resolver {
             return Ok(None);
         };
         let items: Vec<String> = dests.iter().map(Destination::wire).collect();
+        if let Some(fault) = items.iter().find_map(|i| smtpd_item_fault(i)) {
+            return Ok(Some(KeyAnswer::Unusable(format!("{key}: {fault}"))));
+        }
         let bytes = wire_len(&items);
         if bytes <= SMTPD_ALIAS_VALUE_MAX {
             return Ok(Some(KeyAnswer::Items(items)));
         }
         let targets = self.alias_targets_for_key(store, key)?.unwrap_or_default();
+        if let Some(fault) = targets.iter().find_map(|i| smtpd_item_fault(i)) {
+            return Ok(Some(KeyAnswer::Unusable(format!("{key}: {fault}"))));
+        }
         let target_bytes = wire_len(&targets);
         if target_bytes <= SMTPD_ALIAS_VALUE_MAX {
             return Ok(Some(KeyAnswer::Items(targets)));
         }
-        Ok(Some(KeyAnswer::TooLong(format!(
+        Ok(Some(KeyAnswer::Unusable(format!(
             "{key}: {} destinations take {bytes} bytes and the alias's {} targets \
              {target_bytes}, more than the {SMTPD_ALIAS_VALUE_MAX} smtpd can use (it would \
              answer 424 on every try): split the alias into aliases of fewer targets each, \
@@ -763,7 +802,7 @@ impl Resolver {
             let (answer, error) = match self.smtpd_answer(store, &key)? {
                 None => (None, None),
                 Some(KeyAnswer::Items(items)) => (Some(items), None),
-                Some(KeyAnswer::TooLong(why)) => (None, Some(why)),
+                Some(KeyAnswer::Unusable(why)) => (None, Some(why)),
             };
             let hit = answer.is_some() || error.is_some();
             walk.push(WalkEntry { key, answer, error });
@@ -995,6 +1034,94 @@ mod tests {
     use crate::store::failing::each_failure;
     use crate::store::memory::MemStore;
     use crate::testdata::{self, check};
+
+    fn answer(s: &mut MemStore, key: &str) -> KeyAnswer {
+        Resolver::default()
+            .smtpd_answer(s, key)
+            .unwrap()
+            .expect("rows answer the key")
+    }
+
+    /// Destinations up to smtpd's 2047 bytes are answered as they are; past
+    /// them the alias's own targets, when those fit; else an error.
+    #[test]
+    fn an_smtpd_answer_fits_the_alias_buffer_to_the_byte() {
+        // Externals joined by ", " to exactly `len` bytes: as many short
+        // ones as leave room for a last one of 1 to 40 characters before
+        // its `@`.
+        let externals = |len: usize| {
+            let mut items: Vec<String> = Vec::new();
+            while len - wire_len(&items) > 2 + 40 + "@partner.example".len() {
+                items.push(format!("m{:02}@partner.example", items.len()));
+            }
+            let pad = len - wire_len(&items) - 2 - "@partner.example".len();
+            items.push(format!("{}@partner.example", "x".repeat(pad)));
+            assert_eq!(wire_len(&items), len);
+            items
+        };
+        let mut s = MemStore::default();
+        for (name, len) in [
+            ("fits", SMTPD_ALIAS_VALUE_MAX),
+            ("over", SMTPD_ALIAS_VALUE_MAX + 1),
+        ] {
+            for t in externals(len) {
+                s = s.with(name, "ex.org", &t, None);
+            }
+        }
+        for team in ["red", "blue"] {
+            for t in externals(1500) {
+                s = s.with(team, "ex.org", &t.replace("@", &format!("-{team}@")), None);
+            }
+            s = s.with("all", "ex.org", &format!("{team}@ex.org"), None);
+        }
+        assert_eq!(
+            answer(&mut s, "fits@ex.org"),
+            KeyAnswer::Items(externals(SMTPD_ALIAS_VALUE_MAX))
+        );
+        match answer(&mut s, "over@ex.org") {
+            KeyAnswer::Unusable(why) => assert!(why.contains("split the alias"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            answer(&mut s, "all@ex.org"),
+            KeyAnswer::Items(vec!["red@ex.org".into(), "blue@ex.org".into()])
+        );
+        assert!(matches!(answer(&mut s, "red@ex.org"), KeyAnswer::Items(v) if v.len() > 40));
+    }
+
+    /// smtpd reads an item starting with `/` as a file and one without `@`
+    /// as a user name of letters, digits and `_ . + -`: an item it would
+    /// read otherwise is never answered. A domain alias to an outside
+    /// domain copies the sender's local part into its target.
+    #[test]
+    fn an_smtpd_answer_never_holds_what_smtpd_reads_otherwise() {
+        let mut s = MemStore::default()
+            .with("%", "old.org", "%@external.net", None)
+            .with("o'brien", "ex.org", "o'brien@ex.org", Some("$2b$04$x"))
+            .with("hugo", "ex.org", "hugo@ex.org", Some("$2b$04$x"))
+            .with("list", "ex.org", "o'brien@ex.org", None)
+            .with("list", "ex.org", "hugo@ex.org", None);
+        assert_eq!(
+            answer(&mut s, "joe@old.org"),
+            KeyAnswer::Items(vec!["joe@external.net".into()])
+        );
+        for key in ["/tmp/pwn@old.org", "/x`id`@old.org"] {
+            match answer(&mut s, key) {
+                KeyAnswer::Unusable(why) => assert!(why.contains("file"), "{why}"),
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+        match answer(&mut s, "list@ex.org") {
+            KeyAnswer::Unusable(why) => assert!(why.contains("delivery user name"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            answer(&mut s, "hugo@ex.org"),
+            KeyAnswer::Items(vec!["hugo_ex.org".into()])
+        );
+        assert_eq!(smtpd_item_fault("a.b+c-d_e_ex.org"), None);
+        assert!(smtpd_item_fault("|cmd").is_some() && smtpd_item_fault(":include:/x").is_some());
+    }
 
     /// A row is its address when `username@domain` is the address's
     /// text byte for byte; equal lengths alone, or parts that join to
