@@ -384,6 +384,13 @@ fn bad_input_names_the_input_and_changes_nothing() {
         Some("x\n"),
     );
     assert_eq!(out.status.code(), Some(2));
+    // RFC 5321 allows it, smtpd's delivery user names do not.
+    let out = db.run_in(
+        &["user", "add", "o'brien@barrera.io", "--password-stdin"],
+        Some("x\n"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be a mailbox"));
     assert_eq!(db.snapshot(), before);
 }
 

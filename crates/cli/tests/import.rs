@@ -490,6 +490,33 @@ fn tagged_targets_reach_the_untagged_entry() {
     }
 }
 
+/// A login smtpd could not deliver to as a mailbox (`o'brien@`: its user
+/// name would hold `'`) is a mailbox left behind, with the reason.
+#[test]
+fn a_login_smtpd_cannot_deliver_to_is_a_mailbox_left_behind() {
+    let db = Db::new();
+    let src = db.dir.path().join("quote-users");
+    std::fs::write(
+        &src,
+        format!(
+            "ok@example.com:{{BLF-CRYPT}}{M_HASH}\no'brien@example.com:{{BLF-CRYPT}}{M_HASH}\n"
+        ),
+    )
+    .unwrap();
+    let source = format!("dovecot-passwd:{}", src.display());
+    let (v, _) = db.import_json(&[&source], 2);
+    assert_eq!(
+        v["mailboxes_not_imported"],
+        serde_json::json!(["o'brien@example.com"])
+    );
+    assert!(
+        whys(&v, "not_imported").contains("o'brien_example.com"),
+        "{v}"
+    );
+    let (v, _) = db.import_json(&[&source, "--partial"], 0);
+    assert_eq!(v["counts"]["mailboxes"], 1);
+}
+
 #[test]
 fn smtpd_passwd_table_with_aliases() {
     let db = Db::new();

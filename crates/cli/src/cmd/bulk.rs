@@ -91,7 +91,8 @@ fn parse(text: &str) -> Result<Vec<Entry>, String> {
                 ))
             }
         };
-        let address = Address::parse(addr.trim()).map_err(|e| format!("line {line}: {e}"))?;
+        let address =
+            super::user::mailbox_address(addr.trim()).map_err(|e| format!("line {line}: {e}"))?;
         let quota = match quota {
             Some(q) => crate::quota::parse(q.trim()).map_err(|e| format!("line {line}: {e}"))?,
             None => None,

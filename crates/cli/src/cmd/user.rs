@@ -61,13 +61,28 @@ fn new_hash(ctx: &Ctx, input: &PasswordInput, what: &str) -> Result<PasswordHash
     password::hash(&pw, ctx.config.password_cost).map_err(|e| CliError::usage(e.to_string()))
 }
 
+/// An address a new mailbox may have: one whose delivery user name smtpd
+/// takes (letters, digits and `_ . + -`: `alias_is_username` in smtpd's
+/// to.c). RFC 5321 allows more (`o'brien@`), but smtpd could not deliver
+/// to such a mailbox, and a list holding it would fail for everyone.
+pub(super) fn mailbox_address(text: &str) -> Result<Address, CliError> {
+    let addr = Address::parse(text)?;
+    match mailtable_core::resolve::smtpd_item_fault(&delivery::encode(&addr)) {
+        None => Ok(addr),
+        Some(_) => Err(CliError::usage(format!(
+            "{addr} cannot be a mailbox: smtpd delivers to a mailbox by a user name of \
+             letters, digits and _ . + - only (it may be an alias to one)"
+        ))),
+    }
+}
+
 fn add(
     ctx: &Ctx,
     address: &str,
     input: &PasswordInput,
     quota: Option<&str>,
 ) -> Result<Exit, CliError> {
-    let addr = Address::parse(address)?;
+    let addr = mailbox_address(address)?;
     // Check everything typed before asking for the password.
     let quota = match quota {
         Some(q) => crate::quota::parse(q)?,
@@ -136,7 +151,7 @@ fn set_quota(ctx: &Ctx, address: &str, quota: &str) -> Result<Exit, CliError> {
 /// `user rename OLD NEW [--keep-alias]`, in one transaction.
 fn rename(ctx: &Ctx, old: &str, new: &str, keep_alias: bool) -> Result<Exit, CliError> {
     let old = Address::parse(old)?;
-    let new = Address::parse(new)?;
+    let new = mailbox_address(new)?;
     if old == new {
         return Err(CliError::usage(format!(
             "{old} and {new} are the same address"

@@ -25,7 +25,7 @@ use super::parsed::{Conflict, Finding, Login, Origin, Parsed, Route, RouteKey, T
 use super::source_walk::{Resolved, RouteEntry, SourceWalk, Status};
 use super::verify::Semantics;
 use crate::error::CliError;
-use mailtable_core::{Address, Config, Domain, Row, RowKind, Store, StoreError};
+use mailtable_core::{delivery, Address, Config, Domain, Row, RowKind, Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Local part used to probe catch-alls and patterns.
@@ -112,6 +112,10 @@ pub fn plan(
     let userinfo = std::mem::take(&mut parsed.userinfo);
     let mut lost: BTreeSet<String> = std::mem::take(&mut parsed.lost).into_iter().collect();
     let mut merged = merge::merge(parsed, db, hints, &mut f)?;
+    for a in drop_logins_smtpd_cannot_deliver(&mut merged, &mut f.skipped) {
+        lost.insert(a.clone());
+        merged.lost_mailboxes.insert(a);
+    }
     // smtpd, Dovecot's LMTP and Postfix (with its `recipient_delimiter`)
     // deliver `user+tag` as `user`, the tag cut at mailtable's delimiter.
     let delimiter = config.delimiter().map_err(CliError::usage)?;
@@ -164,6 +168,37 @@ pub fn plan(
         refused: walk.refused.iter().map(ToString::to_string).collect(),
     };
     Ok((plan, Box::new(walk)))
+}
+
+/// Logins whose delivery user name smtpd does not take (`o'brien@`: RFC
+/// 5321 allows it, smtpd's user names are letters, digits and `_ . + -`):
+/// as mailboxes they would tempfail every message, and fail every list
+/// they are on. Taken out of the mailboxes with a finding; the source
+/// delivered them (Dovecot, Postfix do), so their addresses are lost.
+fn drop_logins_smtpd_cannot_deliver(m: &mut Merged, skipped: &mut Vec<Finding>) -> Vec<String> {
+    let unusable: Vec<Address> = m
+        .logins
+        .keys()
+        .filter(|a| mailtable_core::resolve::smtpd_item_fault(&delivery::encode(a)).is_some())
+        .cloned()
+        .collect();
+    let mut lost = Vec::new();
+    for a in unusable {
+        if let Some(l) = m.logins.remove(&a) {
+            skipped.push(Finding::about(
+                l.origin,
+                &a.to_string(),
+                format!(
+                    "smtpd delivers to a mailbox by its user name {}, and takes letters, \
+                     digits and _ . + - only there: rename the mailbox in the source (or \
+                     import it under another name with an alias from this one)",
+                    delivery::encode(&a)
+                ),
+            ));
+            lost.push(a.to_string());
+        }
+    }
+    lost
 }
 
 /// Every route with its status: imported with these targets, or not and
