@@ -381,13 +381,18 @@ impl Handler for Tables {
         // of the wrong file) is said here, not answered "ok" and then an
         // error for every lookup.
         let (s, _) = self.store()?;
-        match s.schema_state().map_err(|e| e.to_string())? {
-            SchemaState::Empty => Err(format!(
+        if s.schema_state().map_err(|e| e.to_string())? == SchemaState::Empty {
+            return Err(format!(
                 "{} has no users table: not a mailtable database (mailtable init creates one)",
                 s.kind()
-            )),
-            SchemaState::Unversioned | SchemaState::Version(_) => Ok(()),
+            ));
         }
+        // One query of the kind lookups make: a users table dropped or
+        // replaced behind the schema's version table, or one the daemon
+        // may not read, fails here too.
+        s.has_domain("update-check.invalid")
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     fn check(&mut self, service: Service, key: &str) -> Answer {
@@ -1154,6 +1159,27 @@ mod tests {
         .unwrap();
         store::migrate::migrate(&mut w, store::migrate::Dialect::Sqlite, true).unwrap();
         t.update().unwrap();
+        // The users table gone while the schema's version table stays.
+        drop(w);
+        drop_users(&path);
+        let e = t.update().unwrap_err();
+        assert!(e.contains("users"), "{e}");
+    }
+
+    /// `DROP TABLE users`, through the one writer this crate's tests have
+    /// (a migration step: the version table stays, at a version of its
+    /// own).
+    fn drop_users(path: &std::path::Path) {
+        use mailtable_core::store::sqlite::SqliteStore;
+        let mut w = SqliteStore::open(
+            path,
+            &OpenOptions {
+                access: Access::ReadWrite,
+                timeout: std::time::Duration::from_secs(2),
+            },
+        )
+        .unwrap();
+        w.apply_migration(99, "DROP TABLE users").unwrap();
     }
 
     #[test]
