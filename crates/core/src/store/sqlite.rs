@@ -99,12 +99,15 @@ struct Open {
     seen: Option<FileState>,
 }
 
-/// What the change check reads of the file: its modification time and
-/// size from `stat`, and the change counter from its header (`None` in WAL
-/// mode or before SQLite wrote a header).
+/// What the change check reads of the file: its modification and change
+/// times and size from `stat`, and the change counter from its header
+/// (`None` in WAL mode or before SQLite wrote a header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileState {
-    mtime: u64,
+    /// mtime and ctime, folded: a write moves ctime even when the writer
+    /// sets mtime back (`cp -p`, `touch -r`, a tar restore), and nobody
+    /// can set ctime.
+    times: u64,
     size: u64,
     counter: Option<u32>,
 }
@@ -117,7 +120,7 @@ impl FileState {
     /// `rsync --inplace`) whose counter happens to equal the live one
     /// would otherwise be read through the old file's cached pages.
     fn rewritten_behind_sqlite(&self, now: &FileState) -> bool {
-        (self.mtime, self.size) != (now.mtime, now.size)
+        (self.times, self.size) != (now.times, now.size)
             && (now.counter.is_none() || now.counter == self.counter)
     }
 }
@@ -474,9 +477,10 @@ impl SqliteStore {
         };
         let mut header = [0u8; 28];
         let read = open.file.read_exact_at(&mut header, 0);
-        let mtime = meta.mtime() as u64 ^ ((meta.mtime_nsec() as u64) << 34);
+        let times = (meta.mtime() as u64 ^ ((meta.mtime_nsec() as u64) << 34))
+            ^ (meta.ctime() as u64 ^ ((meta.ctime_nsec() as u64) << 34)).rotate_left(17);
         let state = FileState {
-            mtime,
+            times,
             size: meta.size(),
             // Bytes 18 and 19: 2 in WAL mode, 1 with a rollback journal.
             counter: match read {
@@ -524,7 +528,7 @@ impl SqliteStore {
         Ok(Some(ChangeToken::new([
             ident.0,
             ident.1,
-            mtime,
+            times,
             meta.size(),
             stamp[0],
             stamp[1],
@@ -1456,8 +1460,22 @@ mod tests {
         // A write lands on a later clock tick than the last one seen (the
         // kernel's file times are as coarse as its timer).
         std::thread::sleep(Duration::from_millis(50));
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
         std::fs::copy(&copy, &path).unwrap();
+        // With the old modification time put back, as `cp -p` or a tar
+        // restore does: only the change time tells.
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
         assert_eq!(counter(&path), counter(&copy));
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            std::fs::metadata(&copy).unwrap().len()
+        );
         assert!(r.change_token_in_place().is_none(), "decided in place");
         assert_ne!(r.change_token().unwrap(), before);
         assert_eq!(found(&mut r, "edit"), 1, "the copy's row");
