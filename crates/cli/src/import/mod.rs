@@ -150,11 +150,8 @@ fn parse_source(format: Format, source: &str, inactive: Inactive) -> Result<Pars
     };
     let bytes =
         std::fs::read(source).map_err(|e| CliError::usage(format!("cannot read {source}: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let upto = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = upto.iter().filter(|b| **b == b'\n').count() + 1;
-        CliError::usage(format!("{source}:{line}: not valid UTF-8"))
-    })?;
+    let passwd = matches!(format, Format::SmtpdPasswd | Format::DovecotPasswd);
+    let text = text_of(source, &bytes, passwd)?;
     // A byte order mark some editors write: neither smtpd nor Dovecot
     // strips it, so it is part of the first line to them (a first line
     // `# comment` is then a key, an entry's key one that never matched).
@@ -174,6 +171,41 @@ fn parse_source(format: Format, source: &str, inactive: Inactive) -> Result<Pars
          and does from now on)",
     ));
     Ok(parsed)
+}
+
+/// The text of a source file. A line that is not UTF-8 where its bytes
+/// do not matter to the daemons, a comment or (in a passwd file) the
+/// GECOS field, which smtpd and Dovecot skip, is read with U+FFFD in
+/// their place: a Latin-1 comment or full name must not refuse a file.
+/// Anywhere else it is an error naming the line (a key or a hash would
+/// change).
+fn text_of(source: &str, bytes: &[u8], passwd: bool) -> Result<String, CliError> {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return Ok(text.to_string());
+    }
+    let mut out = String::with_capacity(bytes.len());
+    for (n, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+        if let Ok(text) = std::str::from_utf8(line) {
+            out.push_str(text);
+            continue;
+        }
+        let comment = line.trim_ascii_start().starts_with(b"#");
+        let fields: Vec<&[u8]> = line.split(|b| *b == b':').collect();
+        let only_gecos = passwd
+            && fields.len() > 4
+            && fields
+                .iter()
+                .enumerate()
+                .all(|(i, f)| i == 4 || std::str::from_utf8(f).is_ok());
+        if !comment && !only_gecos {
+            return Err(CliError::usage(format!(
+                "{source}:{}: not valid UTF-8",
+                n + 1
+            )));
+        }
+        out.push_str(&String::from_utf8_lossy(line));
+    }
+    Ok(out)
 }
 
 /// What an empty source of `format` looks like, for the message.
@@ -456,6 +488,33 @@ fn more(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Latin-1 where smtpd and Dovecot skip the bytes (a comment, a passwd
+    /// file's full name) is read; anywhere else it refuses, naming the line.
+    #[test]
+    fn bytes_that_are_not_utf8_only_where_nobody_reads_them() {
+        let comment = b"# Kommentar f\xfcr m\na@example.org b@example.org\n";
+        assert!(text_of("v", comment, false)
+            .unwrap()
+            .contains("a@example.org b@example.org"));
+        let gecos = b"a@example.org:{PLAIN}x:5000:5000:J\xfcrgen:/home/a::\n";
+        let text = text_of("p", gecos, true).unwrap();
+        assert!(
+            text.starts_with("a@example.org:{PLAIN}x:5000:5000:J\u{fffd}rgen:"),
+            "{text}"
+        );
+        let key = b"# fine\nj\xfcrgen@example.org x@example.org\n";
+        assert_eq!(
+            text_of("v", key, false).unwrap_err().to_string(),
+            "v:2: not valid UTF-8"
+        );
+        let hash = b"a@example.org:{PLAIN}p\xe4ss:5000:5000:J\xfcrgen:/h::\n";
+        assert!(text_of("p", hash, true).is_err());
+        assert!(
+            text_of("v", gecos, false).is_err(),
+            "GECOS only in a passwd file"
+        );
+    }
 
     #[test]
     fn the_report_never_names_a_source_with_its_password() {
