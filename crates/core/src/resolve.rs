@@ -1049,12 +1049,14 @@ mod tests {
         // Externals joined by ", " to exactly `len` bytes: as many short
         // ones as leave room for a last one of 1 to 40 characters before
         // its `@`.
+        // (Measured by join, not by wire_len, which this checks.)
         let externals = |len: usize| {
+            let joined = |items: &[String]| items.join(", ").len();
             let mut items: Vec<String> = Vec::new();
-            while len - wire_len(&items) > 2 + 40 + "@partner.example".len() {
+            while len - joined(&items) > 2 + 40 + "@partner.example".len() {
                 items.push(format!("m{:02}@partner.example", items.len()));
             }
-            let pad = len - wire_len(&items) - 2 - "@partner.example".len();
+            let pad = len - joined(&items) - 2 - "@partner.example".len();
             items.push(format!("{}@partner.example", "x".repeat(pad)));
             assert_eq!(wire_len(&items), len);
             items
