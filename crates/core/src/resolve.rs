@@ -531,9 +531,10 @@ impl Resolver {
             .collect()
     }
 
-    /// `unknown`: set when a target made from the address being resolved
-    /// (`%` in the row's mailbox, at the first level: a domain alias, a
-    /// pattern's substitution) is in one of our domains and has no rows.
+    /// `made`: the first level's depth, and whether a target made there
+    /// from the address being resolved (`%` in the row's mailbox: a domain
+    /// alias, a pattern's substitution) is in one of our domains and has
+    /// no rows.
     fn expand(
         &self,
         store: &mut dyn Store,
@@ -541,7 +542,7 @@ impl Resolver {
         m: &Match,
         path: &mut Vec<Address>,
         out: &mut Vec<Destination>,
-        unknown: &mut bool,
+        made: &mut MadeTargets,
     ) -> Result<(), ResolveError> {
         let targets = self.targets(m)?;
         let fetched = self.prefetch(store, m, &targets, path)?;
@@ -563,7 +564,7 @@ impl Resolver {
             match self.match_with(store, &target, &ahead)? {
                 Some(next) => {
                     path.push(target.clone());
-                    let r = self.expand(store, &target, &next, path, out, unknown);
+                    let r = self.expand(store, &target, &next, path, out, made);
                     path.pop();
                     r?;
                 }
@@ -572,11 +573,11 @@ impl Resolver {
                 // (DESIGN step 5, a permanent reject), not a broken alias;
                 // made from the address, it cannot have been meant to
                 // exist. A fixed target that is missing stays an error.
-                None if path.len() <= 1
+                None if path.len() <= made.depth
                     && row.mailbox.contains('%')
                     && store.has_domain(target.domain().as_str())? =>
                 {
-                    *unknown = true;
+                    made.unknown = true;
                 }
                 None if store.has_domain(target.domain().as_str())? => {
                     return Err(ResolveError::Dangling {
@@ -601,10 +602,13 @@ impl Resolver {
     ) -> Result<Vec<Destination>, ResolveError> {
         let mut out = Vec::new();
         let mut path: Vec<Address> = start.into_iter().cloned().collect();
-        let mut unknown = false;
-        self.expand(store, origin, m, &mut path, &mut out, &mut unknown)?;
+        let mut made = MadeTargets {
+            depth: path.len(),
+            unknown: false,
+        };
+        self.expand(store, origin, m, &mut path, &mut out, &mut made)?;
         let out = first_of_each(out);
-        if out.is_empty() && !unknown {
+        if out.is_empty() && !made.unknown {
             return Err(ResolveError::Loop(format!(
                 "every target of {origin} loops back"
             )));
@@ -653,7 +657,11 @@ impl Resolver {
         if bytes <= SMTPD_ALIAS_VALUE_MAX {
             return Ok(Some(KeyAnswer::Items(items)));
         }
-        let targets = self.alias_targets_for_key(store, key)?.unwrap_or_default();
+        // Asked again, so the rows may have gone meanwhile (PostgreSQL
+        // reads each statement's own snapshot): then the key has none.
+        let Some(targets) = self.alias_targets_for_key(store, key)? else {
+            return Ok(None);
+        };
         if let Some(fault) = targets.iter().find_map(|i| smtpd_item_fault(i)) {
             return Ok(Some(KeyAnswer::Unusable(format!("{key}: {fault}"))));
         }
@@ -998,6 +1006,16 @@ pub struct Reach {
 /// `out` with each destination once, where it first appears. Done once at
 /// the end rather than by searching `out` before each push, which was
 /// quadratic in an alias's targets.
+/// Targets made from the address being resolved, at the first level of
+/// its expansion ([`Resolver::expand`]).
+struct MadeTargets {
+    /// The path's length at that level: 1 from an address, 0 from the
+    /// `@dom` key.
+    depth: usize,
+    /// One of them is in one of our domains and has no rows.
+    unknown: bool,
+}
+
 /// A key's answer: its destinations, or not found when there are none
 /// (every target made from the address is unknown).
 fn found(destinations: Vec<Destination>) -> Option<Vec<Destination>> {

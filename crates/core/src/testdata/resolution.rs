@@ -63,6 +63,8 @@ pub fn rows() -> Vec<Row> {
         alias("dangling", "example.org", "nobody@example.org"),
         // A fixed target that the domain alias of old.org makes one.
         alias("via-old", "example.org", "nobody@old.org"),
+        // The same reached from a catch-all (smtpd's `@dom` key).
+        alias("%", "catch.example", "nobody@old.org"),
         // example.net: a catch-all that competes with a mailbox and a
         // pattern, and points elsewhere than both. It comes first.
         alias("%", "example.net", "alice@example.org"),
@@ -217,8 +219,10 @@ pub const CASES: &[(&str, Want)] = &[
     // old.org too (no broken alias: it is made from the address).
     ("nobody@old.org", Want::NotFound),
     ("nobody+x@old.org", Want::NotFound),
-    // A fixed alias to it stays broken: a temporary error.
+    // A fixed alias to it stays broken: a temporary error, also through a
+    // catch-all.
     ("via-old@example.org", Want::Dangling),
+    ("anyone@catch.example", Want::Dangling),
     // Cycles.
     ("loop1@example.org", Want::Loop),
     ("self@example.org", Want::Loop),
