@@ -54,10 +54,10 @@
 //! `serve`'s pool share one cache. With the file's identity, modification
 //! time and size (a backup copied over the file or renamed into its place)
 //! every way of writing changes the token before the next lookup. A file
-//! written in place while its counter stayed the same (a copy of the same
-//! database changed as often, `cp` over the live one) also gets a new
-//! connection: SQLite keeps its page cache by that counter alone, and would
-//! serve the old contents. Read
+//! written at all (its times or size moved) also gets a new connection at
+//! the next lookup: SQLite keeps its page cache by the counter alone, and a
+//! copy of the same database changed as often, `cp`'d over the live one,
+//! carries the counter SQLite last read. Read
 //! without a lock: a counter read mid-commit only makes the next lookup ask
 //! again. A database someone switched to WAL keeps that counter still, so
 //! there the token is `PRAGMA data_version` (which any commit advances, but
@@ -113,15 +113,15 @@ struct FileState {
 }
 
 impl FileState {
-    /// Whether the file went from `self` to `now` without SQLite being
-    /// able to tell: written (new time or size) while the change counter,
-    /// the one thing SQLite compares to keep its page cache, stayed the
-    /// same. A backup copied over the file in place (`cp`, `cat >`, `dd`,
-    /// `rsync --inplace`) whose counter happens to equal the live one
-    /// would otherwise be read through the old file's cached pages.
+    /// Whether the file was written since `self`, in a way SQLite might
+    /// not tell: SQLite keeps its page cache while the header's counter
+    /// equals the one it read last, and a backup copied over the file in
+    /// place (`cp`, `cat >`, `dd`, `rsync --inplace`) may carry that very
+    /// counter, even when the counter seen here since (a check without a
+    /// query) is another. Any write: the next lookup reads through a new
+    /// connection; a reconnect per commit costs a schema read.
     fn rewritten_behind_sqlite(&self, now: &FileState) -> bool {
         (self.times, self.size) != (now.times, now.size)
-            && (now.counter.is_none() || now.counter == self.counter)
     }
 }
 
@@ -1527,10 +1527,10 @@ mod tests {
 
     /// The check without waiting ([`Store::change_token_in_place`]) is the
     /// change check itself while it needs only the `stat` and the header:
-    /// it sees a hand edit, and a removed file is an error, as in
-    /// `change_token`. When the path names another file (reopening reads
-    /// the schema, under a lock a writer may hold) or the file is in WAL
-    /// mode (a query), it declines, and `change_token` does the rest.
+    /// a removed file is an error, as in `change_token`. When the path
+    /// names another file or the file was written (reopening reads the
+    /// schema, under a lock a writer may hold) or the file is in WAL mode
+    /// (a query), it declines, and `change_token` does the rest.
     #[test]
     fn the_change_check_in_place_is_the_change_check_or_declines() {
         let (dir, s) = fresh();
@@ -1541,9 +1541,11 @@ mod tests {
         let token = r.change_token().unwrap();
         assert_eq!(in_place(&mut r), Some(token));
         shell_insert(&path, "edited");
-        let edited = in_place(&mut r).expect("the same file");
+        // Written: SQLite's pages must go, which takes a new connection.
+        assert_eq!(in_place(&mut r), None, "written: declined");
+        let edited = r.change_token().unwrap();
         assert_ne!(edited, token, "a hand edit");
-        assert_eq!(r.change_token().unwrap(), edited);
+        assert_eq!(in_place(&mut r), Some(edited), "then in place again");
 
         let next = dir.path().join("next.db");
         std::fs::copy(&path, &next).unwrap();
