@@ -515,6 +515,49 @@ fn a_login_smtpd_cannot_deliver_to_is_a_mailbox_left_behind() {
     );
     let (v, _) = db.import_json(&[&source, "--partial"], 0);
     assert_eq!(v["counts"]["mailboxes"], 1);
+
+    // A list holding it is not imported either (smtpd would fail it for
+    // everyone on it), and the report says why; --partial still imports
+    // the rest, with nothing resolving differently.
+    let db = Db::new();
+    let sql = db.dir.path().join("quote.db");
+    rusqlite::Connection::open(&sql)
+        .unwrap()
+        .execute_batch(&format!(
+            "CREATE TABLE domains (domain TEXT);
+             CREATE TABLE users (username TEXT, domain TEXT, password TEXT);
+             CREATE TABLE aliases (alias TEXT, destination TEXT);
+             INSERT INTO domains VALUES ('example.com');
+             INSERT INTO users VALUES ('ok', 'example.com', '{M_HASH}'),
+                                      ('o''brien', 'example.com', '{M_HASH}');
+             INSERT INTO aliases VALUES ('ok@example.com', 'ok@example.com'),
+                                        ('o''brien@example.com', 'o''brien@example.com'),
+                                        ('team@example.com', 'ok@example.com,o''brien@example.com');"
+        ))
+        .unwrap();
+    let sql = format!("sql:{}", sql.display());
+    let (v, _) = db.import_json(&[&sql], 2);
+    let not = whys(&v, "not_imported");
+    assert!(
+        not.lines()
+            .any(|l| l.contains("aliases:3") && l.contains("its mailbox is not imported")),
+        "{not}"
+    );
+    let (v, _) = db.import_json(&[&sql, "--partial"], 0);
+    assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
+    assert_eq!(db.resolve("team@example.com").0, "not-found");
+}
+
+/// A login whose own name holds the tag delimiter (`a+b@`) is its own
+/// mailbox, not a tagged `a@`: mailtable's step 1 finds its row first.
+#[test]
+fn a_login_with_the_delimiter_in_its_name_is_its_own_mailbox() {
+    let db = Db::new();
+    let src = db.dir.path().join("plus-users");
+    std::fs::write(&src, format!("a+b@example.com:{{BLF-CRYPT}}{M_HASH}\n")).unwrap();
+    let (v, _) = db.import_json(&[&format!("dovecot-passwd:{}", src.display())], 0);
+    assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
+    assert_eq!(db.resolve("a+b@example.com").1, set(&["a+b@example.com"]));
 }
 
 #[test]

@@ -112,14 +112,17 @@ pub fn plan(
     let userinfo = std::mem::take(&mut parsed.userinfo);
     let mut lost: BTreeSet<String> = std::mem::take(&mut parsed.lost).into_iter().collect();
     let mut merged = merge::merge(parsed, db, hints, &mut f)?;
-    for a in drop_logins_smtpd_cannot_deliver(&mut merged, &mut f.skipped) {
-        lost.insert(a.clone());
-        merged.lost_mailboxes.insert(a);
+    let dropped = drop_logins_smtpd_cannot_deliver(&mut merged, &mut f.skipped);
+    for a in dropped.keys() {
+        lost.insert(a.to_string());
+        merged.lost_mailboxes.insert(a.to_string());
     }
     // smtpd, Dovecot's LMTP and Postfix (with its `recipient_delimiter`)
     // deliver `user+tag` as `user`, the tag cut at mailtable's delimiter.
     let delimiter = config.delimiter().map_err(CliError::usage)?;
-    let walk = decide_routes(&mut merged, &mut f.conflicts, delimiter);
+    // What reaches the dropped logins is not imported either (the fixed
+    // point below).
+    let walk = decide_routes(&mut merged, &mut f.conflicts, delimiter, dropped);
     let mut walk = drop_what_reaches_the_skipped(walk);
     drop_bounced_targets(&mut walk, &mut f.skipped);
     for r in walk.routes.values() {
@@ -175,36 +178,41 @@ pub fn plan(
 /// as mailboxes they would tempfail every message, and fail every list
 /// they are on. Taken out of the mailboxes with a finding; the source
 /// delivered them (Dovecot, Postfix do), so their addresses are lost.
-fn drop_logins_smtpd_cannot_deliver(m: &mut Merged, skipped: &mut Vec<Finding>) -> Vec<String> {
+fn drop_logins_smtpd_cannot_deliver(
+    m: &mut Merged,
+    skipped: &mut Vec<Finding>,
+) -> BTreeMap<Address, String> {
     let unusable: Vec<Address> = m
         .logins
         .keys()
         .filter(|a| mailtable_core::resolve::smtpd_item_fault(&delivery::encode(a)).is_some())
         .cloned()
         .collect();
-    let mut lost = Vec::new();
+    let mut dropped = BTreeMap::new();
     for a in unusable {
         if let Some(l) = m.logins.remove(&a) {
-            skipped.push(Finding::about(
-                l.origin,
-                &a.to_string(),
-                format!(
-                    "smtpd delivers to a mailbox by its user name {}, and takes letters, \
-                     digits and _ . + - only there: rename the mailbox in the source (or \
-                     import it under another name with an alias from this one)",
-                    delivery::encode(&a)
-                ),
-            ));
-            lost.push(a.to_string());
+            let why = format!(
+                "smtpd delivers to a mailbox by its user name {}, and takes letters, digits \
+                 and _ . + - only there: rename the mailbox in the source (or import it \
+                 under another name with an alias from this one)",
+                delivery::encode(&a)
+            );
+            skipped.push(Finding::about(l.origin, &a.to_string(), why.clone()));
+            dropped.insert(a, why);
         }
     }
-    lost
+    dropped
 }
 
 /// Every route with its status: imported with these targets, or not and
 /// why. Takes the routes, the deliverable logins and the domains out of
 /// `m`: from here on they belong to the walk.
-fn decide_routes(m: &mut Merged, conflicts: &mut Vec<Conflict>, delimiter: char) -> SourceWalk {
+fn decide_routes(
+    m: &mut Merged,
+    conflicts: &mut Vec<Conflict>,
+    delimiter: char,
+    not_imported: BTreeMap<Address, String>,
+) -> SourceWalk {
     let bare_keys: BTreeMap<String, Origin> = m
         .routes
         .iter()
@@ -216,7 +224,12 @@ fn decide_routes(m: &mut Merged, conflicts: &mut Vec<Conflict>, delimiter: char)
     let routes = std::mem::take(&mut m.routes)
         .into_iter()
         .map(|(key, mut route)| {
-            let status = route_status(&route, m, &bare_keys, conflicts);
+            let status = match &route.key {
+                RouteKey::Exact(a) if not_imported.contains_key(a) => {
+                    Status::Skipped(format!("its mailbox is not imported: {}", not_imported[a]))
+                }
+                _ => route_status(&route, m, &bare_keys, conflicts),
+            };
             // The targets live on in the status; the source's own list is
             // not read again, and a big source has half a million of them.
             route.targets = Vec::new();
@@ -227,6 +240,7 @@ fn decide_routes(m: &mut Merged, conflicts: &mut Vec<Conflict>, delimiter: char)
         deliverable: std::mem::take(&mut m.deliverable),
         aliases_first: m.aliases_first,
         delimiter: Some(delimiter),
+        not_imported,
         routes,
         domains: std::mem::take(&mut m.domains),
         refused: std::mem::take(&mut m.refused),

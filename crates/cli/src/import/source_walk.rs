@@ -89,6 +89,9 @@ pub struct SourceWalk {
     /// The tag delimiter: `user+tag@dom` not found as it is goes on as
     /// `user@dom`. `None`: no tags.
     pub delimiter: Option<char>,
+    /// Logins of the source that do not come over, with why: the source
+    /// delivered them, so an address reaching one is not comparable.
+    pub not_imported: BTreeMap<Address, String>,
     /// Every route, one per key.
     pub routes: BTreeMap<RouteKey, RouteEntry>,
     /// The source's domains.
@@ -140,10 +143,19 @@ impl SourceWalk {
         // rest of the walk is the address's without the tag. (A bare
         // `user+tag` key, which smtpd asks before `user`, is never imported
         // either way.)
+        // A login or mailbox of the full address (`john-doe@` with `-` as
+        // the delimiter, `a+b@`) is not a tagged address: mailtable's step
+        // 1 finds its own row too.
+        let own_entry = self.deliverable.contains(addr)
+            || self.accepted_inactive.contains(addr)
+            || self.refused.contains(addr);
         if let Some(base) = self.delimiter.map(|d| addr.without_tag(d)) {
-            if base != *addr {
+            if base != *addr && !own_entry {
                 return self.lookup(&base, path);
             }
+        }
+        if let Some(why) = self.not_imported.get(addr) {
+            return Err(format!("{addr} is not imported: {why}"));
         }
         if self.accepted_inactive.contains(addr) {
             return Ok(Some(BTreeSet::from([addr.clone()])));
