@@ -498,6 +498,15 @@ both!(alias_del_never_strands_other_aliases, |db| {
         err.contains("warning: team@barrera.io still points to info@barrera.io"),
         "{err}"
     );
+    // A domain alias matches every name, but finds none at its target:
+    // it does not stand in for the removed alias.
+    db.add_user("bob@y.example", &[]);
+    db.ok(&["alias", "add", "%@x.example", "%@y.example"]);
+    db.ok(&["alias", "add", "info@x.example", "bob@y.example"]);
+    db.ok(&["alias", "add", "team@x.example", "info@x.example"]);
+    let (code, err) = db.refused(&["alias", "del", "info@x.example"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("team@x.example"), "{err}");
     // Removing one target of several leaves the alias: nothing dangles.
     db.add_user("bob@barrera.io", &[]);
     db.ok(&[

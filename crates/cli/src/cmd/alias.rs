@@ -70,8 +70,10 @@ const PROBE_LOCAL: &str = "mailtable-alias-check";
 /// An address `pattern` matches, to resolve in its place: a wildcard
 /// alias's rows are checked as mail to such an address would use them.
 fn probe_address(pattern: &AddressPattern) -> Result<Address, CliError> {
-    let local = pattern.local.to_string().replace('%', PROBE_LOCAL);
-    Ok(Address::from_parts(&local, pattern.domain.as_str())?)
+    let text = pattern.local.to_string();
+    // A long pattern leaves no room for the probe's name: one character.
+    let long = Address::from_parts(&text.replace('%', PROBE_LOCAL), pattern.domain.as_str());
+    Ok(long.or_else(|_| Address::from_parts(&text.replace('%', "x"), pattern.domain.as_str()))?)
 }
 
 fn add(ctx: &Ctx, pattern: &str, targets: &[String]) -> Result<Exit, CliError> {

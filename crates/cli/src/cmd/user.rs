@@ -15,7 +15,9 @@ use crate::secret_input;
 use mailtable_core::exit::Exit;
 use mailtable_core::password::{self, PasswordHash};
 use mailtable_core::store::{Access, Delete};
-use mailtable_core::{delivery, Address, Reach, ResolveError, Resolver, Row, RowKind, Store};
+use mailtable_core::{
+    delivery, Address, Outcome, Reach, ResolveError, Resolver, Row, RowKind, Store,
+};
 use serde_json::json;
 
 /// `mailtable user ...`.
@@ -253,8 +255,13 @@ pub(super) fn dangling(
     before: &[Reach],
     domain_aliases: bool,
 ) -> Result<Vec<String>, CliError> {
-    if r.match_address(s, addr)?.is_some() || !s.has_domain(addr.domain().as_str())? {
-        return Ok(Vec::new());
+    // Still delivered (a catch-all takes it over), or not ours at all:
+    // nothing points at nothing. A match alone is not enough: a domain
+    // alias matches every name, and may find none at its target.
+    match r.resolve(s, addr) {
+        Ok(Outcome::Found(_)) | Ok(Outcome::UnknownDomain) => return Ok(Vec::new()),
+        Err(ResolveError::Store(e)) => return Err(e.into()),
+        Ok(Outcome::NotFound) | Err(_) => {}
     }
     let mut out: Vec<String> = before
         .iter()
