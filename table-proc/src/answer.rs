@@ -1073,32 +1073,16 @@ mod tests {
     /// split it, never a value smtpd would answer 424 to forever.
     #[test]
     fn an_alias_too_long_for_smtpd_answers_its_targets_or_says_how_to_split_it() {
-        use mailtable_core::resolve::SMTPD_ALIAS_VALUE_MAX;
+        // The rule and its byte boundary are Resolver::smtpd_answer's,
+        // tested in the core; here, that the table answers what it gives.
         let found = |a: Answer| match a {
             Answer::Found(v) => v,
             other => panic!("{other:?}"),
         };
-        // External targets joined to exactly `len` bytes.
-        let externals = |len: usize| {
-            let mut targets = Vec::new();
-            let mut total = 0;
-            while total + 2 + 40 < len {
-                let t = format!("member{:03}@partner.example", targets.len());
-                total += t.len() + if targets.is_empty() { 0 } else { 2 };
-                targets.push(t);
-            }
-            let pad = len - total - 2 - "@partner.example".len();
-            targets.push(format!("{}@partner.example", "x".repeat(pad)));
-            targets
-        };
         let mut store = MemStore::default();
-        for (name, len) in [
-            ("fits", SMTPD_ALIAS_VALUE_MAX),
-            ("over", SMTPD_ALIAS_VALUE_MAX + 1),
-        ] {
-            for t in externals(len) {
-                store = store.with(name, "ex.org", &t, None);
-            }
+        for i in 0..120 {
+            let t = format!("member{i:03}@partner.example");
+            store = store.with("over", "ex.org", &t, None);
         }
         let h = password::hash(&Secret::new("secret"), 4).unwrap();
         for team in ["red", "blue"] {
@@ -1112,12 +1096,6 @@ mod tests {
             store = store.with("all", "ex.org", &format!("{team}@ex.org"), None);
         }
         let mut t = table(store);
-        let fits = found(t.lookup(Service::Alias, "fits@ex.org"));
-        assert_eq!(fits.len(), SMTPD_ALIAS_VALUE_MAX);
-        assert_eq!(
-            fits.split(", ").count(),
-            externals(SMTPD_ALIAS_VALUE_MAX).len()
-        );
         match t.lookup(Service::Alias, "over@ex.org") {
             Answer::Error(e) => assert!(e.contains("split the alias"), "{e}"),
             other => panic!("{other:?}"),
@@ -1127,7 +1105,6 @@ mod tests {
             "red@ex.org, blue@ex.org"
         );
         let red = found(t.lookup(Service::Alias, "red@ex.org"));
-        assert!(red.len() <= SMTPD_ALIAS_VALUE_MAX, "{}", red.len());
         assert_eq!(red.split(", ").count(), 60);
         assert!(red.starts_with("red-member-00_ex.org, "), "{red}");
     }
