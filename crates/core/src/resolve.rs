@@ -181,7 +181,7 @@ pub struct WalkEntry {
 pub enum KeyAnswer {
     /// These items (joined by `, ` on the wire): the final destinations,
     /// or, when those do not fit [`SMTPD_ALIAS_VALUE_MAX`], the alias's
-    /// own targets ([`Resolver::alias_targets_for_key`]).
+    /// own targets ([`direct_targets`]).
     Items(Vec<String>),
     /// No answer smtpd could use as meant: the destinations and the
     /// targets are too long, or an item would be read as something other
@@ -218,6 +218,28 @@ pub fn smtpd_item_fault(item: &str) -> Option<String> {
         ));
     }
     None
+}
+
+/// The targets of a match one level deep, as smtpd's alias expansion
+/// takes them: a mailbox delivering to itself as its delivery user, every
+/// other target as its address, which smtpd looks up again (a virtual
+/// address of ours) or relays. The table answers them when the final
+/// destinations do not fit [`SMTPD_ALIAS_VALUE_MAX`]: an "everyone" alias
+/// made of team aliases then still works, each team expanded by its own
+/// lookup. Each target once, in row order.
+fn direct_targets(m: &Match, targets: Vec<(Row, Address)>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (row, target) in targets {
+        let wire = match delivers_to_itself(m, &row, &target) {
+            true => delivery::encode(&target),
+            false => target.to_string(),
+        };
+        if seen.insert(wire.clone()) {
+            out.push(wire);
+        }
+    }
+    out
 }
 
 /// The length of `items` joined by `, `.
@@ -646,67 +668,43 @@ impl Resolver {
         store: &mut dyn Store,
         key: &str,
     ) -> Result<Option<KeyAnswer>, ResolveError> {
-        let Some(dests) = self.alias_for_key(store, key)? else {
+        let Some((m, start)) = self.key_match(store, key)? else {
             return Ok(None);
+        };
+        let Some(dests) = found(self.expand_match(store, &key, start.as_ref(), &m)?) else {
+            return Ok(None);
+        };
+        let unusable = |items: &[String]| {
+            items
+                .iter()
+                .find_map(|i| smtpd_item_fault(i))
+                .map(|fault| KeyAnswer::Unusable(format!("{key}: {fault}")))
         };
         let items: Vec<String> = dests.iter().map(Destination::wire).collect();
-        if let Some(fault) = items.iter().find_map(|i| smtpd_item_fault(i)) {
-            return Ok(Some(KeyAnswer::Unusable(format!("{key}: {fault}"))));
+        if let Some(refused) = unusable(&items) {
+            return Ok(Some(refused));
         }
-        let bytes = wire_len(&items);
-        if bytes <= SMTPD_ALIAS_VALUE_MAX {
+        if wire_len(&items) <= SMTPD_ALIAS_VALUE_MAX {
             return Ok(Some(KeyAnswer::Items(items)));
         }
-        // Asked again, so the rows may have gone meanwhile (PostgreSQL
-        // reads each statement's own snapshot): then the key has none.
-        let Some(targets) = self.alias_targets_for_key(store, key)? else {
-            return Ok(None);
-        };
-        if let Some(fault) = targets.iter().find_map(|i| smtpd_item_fault(i)) {
-            return Ok(Some(KeyAnswer::Unusable(format!("{key}: {fault}"))));
+        // The same rows, one level deep.
+        let targets = direct_targets(&m, self.targets(&m)?);
+        if let Some(refused) = unusable(&targets) {
+            return Ok(Some(refused));
         }
-        let target_bytes = wire_len(&targets);
-        if target_bytes <= SMTPD_ALIAS_VALUE_MAX {
+        if wire_len(&targets) <= SMTPD_ALIAS_VALUE_MAX {
             return Ok(Some(KeyAnswer::Items(targets)));
         }
         Ok(Some(KeyAnswer::Unusable(format!(
-            "{key}: {} destinations take {bytes} bytes and the alias's {} targets \
-             {target_bytes}, more than the {SMTPD_ALIAS_VALUE_MAX} smtpd can use (it would \
-             answer 424 on every try): split the alias into aliases of fewer targets each, \
-             which smtpd expands one by one",
+            "{key}: {} destinations take {} bytes and the alias's {} targets {}, more \
+             than the {SMTPD_ALIAS_VALUE_MAX} smtpd can use (it would answer 424 on every \
+             try): split the alias into aliases of fewer targets each, which smtpd \
+             expands one by one",
             items.len(),
-            targets.len()
+            wire_len(&items),
+            targets.len(),
+            wire_len(&targets)
         ))))
-    }
-
-    /// The targets of the rows that answer `key` ([`Resolver::alias_for_key`]),
-    /// one level deep, as smtpd's alias expansion takes them: a mailbox
-    /// delivering to itself as its delivery user, every other target as
-    /// its address, which smtpd looks up again (a virtual address of ours)
-    /// or relays. The table answers this when the final destinations do
-    /// not fit [`SMTPD_ALIAS_VALUE_MAX`]: an "everyone" alias made of
-    /// team aliases then still works, each team expanded by its own
-    /// lookup. Each target once, in row order.
-    pub fn alias_targets_for_key(
-        &self,
-        store: &mut dyn Store,
-        key: &str,
-    ) -> Result<Option<Vec<String>>, ResolveError> {
-        let Some((m, _)) = self.key_match(store, key)? else {
-            return Ok(None);
-        };
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for (row, target) in self.targets(&m)? {
-            let wire = match delivers_to_itself(&m, &row, &target) {
-                true => delivery::encode(&target),
-                false => target.to_string(),
-            };
-            if seen.insert(wire.clone()) {
-                out.push(wire);
-            }
-        }
-        Ok(Some(out))
     }
 
     /// The rows that answer `key` of smtpd's walk, and the address the key
