@@ -168,22 +168,11 @@ fn del(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
             Some(a) => super::user::dangling(r, s, a, &before, false)?,
             None => Vec::new(),
         };
-        if !stuck.is_empty() && !force {
-            return Err(CliError::usage(format!(
-                "refused: {} point(s) to {p} and would fail; remove or change them first \
-                 (see `mailtable alias list --to {p}`), or use --force",
-                stuck.join(", ")
-            )));
-        }
+        super::user::refuse_stranding(&stuck, &p, force)?;
         Ok((n, stuck))
     })?;
     println!("removed {n} row(s) of {p}");
-    for a in &stuck {
-        eprintln!(
-            "mailtable: warning: {a} still points to {p}; its mail now fails until you fix it \
-             (`mailtable alias del {a} {p}`)"
-        );
-    }
+    super::user::warn_stranded(&stuck, &p);
     Ok(Exit::Ok)
 }
 

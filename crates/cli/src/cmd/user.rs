@@ -306,23 +306,40 @@ fn del(ctx: &Ctx, address: &str, force: bool) -> Result<Exit, CliError> {
             return Err(CliError::not_found(format!("{addr} has no mailbox")));
         }
         let stuck = dangling(r, s, &addr, &before, false)?;
-        if !stuck.is_empty() && !force {
-            return Err(CliError::usage(format!(
-                "refused: {} point(s) to {addr} and would fail; \
-                 remove or change them first (see `mailtable alias list --to {addr}`), or use --force",
-                stuck.join(", ")
-            )));
-        }
+        refuse_stranding(&stuck, &addr, force)?;
         Ok(stuck)
     })?;
     println!("removed mailbox {addr}");
-    for a in &stuck {
+    warn_stranded(&stuck, &addr);
+    Ok(Exit::Ok)
+}
+
+/// A removal that would leave the aliases `stuck` pointing at `what`,
+/// which no longer exists: refused without `--force` (`user del`,
+/// `alias del`).
+pub(super) fn refuse_stranding(
+    stuck: &[String],
+    what: &dyn std::fmt::Display,
+    force: bool,
+) -> Result<(), CliError> {
+    if stuck.is_empty() || force {
+        return Ok(());
+    }
+    Err(CliError::usage(format!(
+        "refused: {} point(s) to {what} and would fail; remove or change them first \
+         (see `mailtable alias list --to {what}`), or use --force",
+        stuck.join(", ")
+    )))
+}
+
+/// After a forced removal: a warning per alias left pointing at nothing.
+pub(super) fn warn_stranded(stuck: &[String], what: &dyn std::fmt::Display) {
+    for a in stuck {
         eprintln!(
-            "mailtable: warning: {a} still points to {addr}; its mail now fails until you fix it \
-             (`mailtable alias del {a} {addr}`)"
+            "mailtable: warning: {a} still points to {what}; its mail now fails until you fix it \
+             (`mailtable alias del {a} {what}`)"
         );
     }
-    Ok(Exit::Ok)
 }
 
 /// `user disable` / `user enable`.
