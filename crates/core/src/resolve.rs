@@ -181,7 +181,7 @@ pub struct WalkEntry {
 pub enum KeyAnswer {
     /// These items (joined by `, ` on the wire): the final destinations,
     /// or, when those do not fit [`SMTPD_ALIAS_VALUE_MAX`], the alias's
-    /// own targets ([`direct_targets`]).
+    /// own targets, one level deep.
     Items(Vec<String>),
     /// No answer smtpd could use as meant: the destinations and the
     /// targets are too long, or an item would be read as something other
