@@ -335,14 +335,25 @@ fn malformed_input_changes_nothing_and_names_the_line() {
         err.contains("virtuals-malformed:7: broken@example.org: unbalanced \" quote"),
         "{err}"
     );
+    // smtpd keeps quotes around an address and refuses the whole line.
+    assert!(
+        out.contains(
+            "virtuals-malformed:8: quoted@example.org: \"friend@partner.example\": \
+             smtpd keeps the quotes"
+        ),
+        "{out}"
+    );
     assert!(err.contains("nothing was changed"), "{err}");
-    assert!(out.contains("malformed (1):"), "{out}");
+    assert!(out.contains("malformed (2):"), "{out}");
     assert_eq!(db.snapshot(), before);
 
     // JSON says the same.
     let (v, _) = db.import_json(&["--from", "smtpd-aliases", "virtuals-malformed"], 2);
     assert_eq!(v["status"], "refused");
-    assert_eq!(ats(&v, "malformed"), ["virtuals-malformed:7"]);
+    assert_eq!(
+        ats(&v, "malformed"),
+        ["virtuals-malformed:7", "virtuals-malformed:8"]
+    );
 
     // A credentials line smtpd would refuse names its line, not its hash.
     let bad = db.dir.path().join("credentials-bad");

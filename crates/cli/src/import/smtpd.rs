@@ -119,18 +119,14 @@ pub enum Element {
     User(String),
 }
 
-fn unquote(s: &str) -> &str {
-    for q in ['"', '\''] {
-        if let Some(inner) = s.strip_prefix(q).and_then(|r| r.strip_suffix(q)) {
-            return inner;
-        }
-    }
-    s
-}
-
 /// Classify one element, or say why smtpd would refuse the lookup.
+///
+/// Quotes stay part of the element, as in smtpd: `expand_line_split`
+/// (expand.c) keeps them while it splits, and only the filter test
+/// (`alias_is_filter`, to.c) looks past a leading `"`. A quoted address
+/// or user name matches no element kind, so smtpd fails the whole lookup.
 pub fn classify(element: &str) -> Result<Element, String> {
-    let e = unquote(element).trim();
+    let e = element.trim();
     let lower = e.to_ascii_lowercase();
     for p in [":error:", "error:"] {
         if let Some(rest) = lower.strip_prefix(p) {
@@ -155,7 +151,8 @@ pub fn classify(element: &str) -> Result<Element, String> {
             return Ok(Element::Include(e.to_string()));
         }
     }
-    if e.starts_with('|') {
+    // `"|command"`: the one quoted element smtpd reads (alias_is_filter).
+    if e.starts_with('|') || (e.len() > 2 && e.starts_with("\"|") && e.ends_with('"')) {
         return Ok(Element::Pipe(e.to_string()));
     }
     if e.starts_with('/') {
@@ -180,6 +177,12 @@ pub fn classify(element: &str) -> Result<Element, String> {
             .all(|b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b))
     {
         return Ok(Element::User(e.to_ascii_lowercase()));
+    }
+    if e.starts_with(['"', '\'']) {
+        return Err(format!(
+            "{e}: smtpd keeps the quotes and refuses the whole line (a temporary \
+             error for every message to the key); write it without quotes"
+        ));
     }
     Err(format!(
         "{element:?} is not an address, a user name, a /file, a |pipe, an :include: or an :error:"
@@ -515,6 +518,19 @@ mod tests {
         );
         assert_eq!(classify("Vmail"), Ok(Element::User("vmail".into())));
         assert!(classify("@example.org").is_err());
+        // Quotes stay, as smtpd keeps them: only a quoted pipe is read.
+        for quoted in [
+            "\"friend@partner.example\"",
+            "'friend@partner.example'",
+            "\"vmail\"",
+            "\"/var/mail/m\"",
+            "\":error:550 gone\"",
+            "\"|\"x",
+        ] {
+            let why = classify(quoted).unwrap_err();
+            assert!(why.contains("without quotes"), "{quoted}: {why}");
+        }
+        assert!(matches!(classify("\"|\""), Ok(Element::Pipe(_))));
         assert!(classify("two words").is_err());
     }
 
