@@ -23,9 +23,9 @@
 //!   that starts or ends with `:` or is shorter than 3 bytes is refused
 //!   (`table_parse_lookup`, K_CREDENTIALS, in `usr.sbin/smtpd/table.c`;
 //!   reference §4.4).
-//! - a `passwd` line has exactly seven `:`-separated fields with numeric
-//!   uid and gid from 1 (`parse_passwd_entry` in OpenSMTPD-extras
-//!   `extras/tables/table-passwd/table_passwd.c`).
+//! - a `passwd` line has at least the six `:`-separated fields up to the
+//!   home; uid, gid and home matter only to userinfo (`parse_passwd_entry`
+//!   in OpenSMTPD-extras `extras/tables/table-passwd/table_passwd.c`).
 //!
 //! Hashes never appear in a message: errors about a credentials or passwd
 //! line name the line and the login, not the value.
@@ -394,42 +394,51 @@ fn push_login(p: &mut Parsed, at: Origin, key: &str, hash: &str, implied_route: 
     }
 }
 
-/// `smtpd-passwd`: `user:hash:uid:gid:gecos:home:shell`, credentials and
-/// userinfo in one file. Comment and blank lines are skipped (table-passwd
-/// itself refuses them: a file that has them never loaded in smtpd).
+/// `smtpd-passwd`: `user:hash:uid:gid:gecos:home[:shell[:...]]`,
+/// credentials and userinfo in one file, read as table-passwd reads it
+/// (`table_passwd_update` and `parse_passwd_entry` in OpenSMTPD-extras
+/// `extras/tables/table-passwd/table_passwd.c`):
+///
+/// - a `#` anywhere ends the line; a line that is then empty is skipped;
+/// - every other line needs the six fields up to the home; a line without
+///   them stops the whole table from loading (so smtpd never ran with this
+///   file as it is): malformed;
+/// - the shell is optional and further fields are allowed (a file shared
+///   with Dovecot's passwd-file); table-passwd ignores them, and so do the
+///   credentials and userinfo read here (a note says where they went);
+/// - uid, gid and home are checked only when smtpd asks for userinfo, and a
+///   bad one fails that lookup, not the login: the login comes over, the
+///   userinfo is noted and left out.
 pub fn parse_passwd(source: &str, text: &str) -> Parsed {
     let mut p = Parsed::default();
     for (n, line) in text.lines().enumerate() {
         let at = Origin::line(source, n + 1);
+        let line = line.split('#').next().unwrap_or_default();
         let line = line.trim_end_matches(['\r', '\n']);
-        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+        if line.is_empty() {
             continue;
         }
         let fields: Vec<&str> = line.split(':').collect();
         let user = fields[0].trim();
-        if fields.len() != 7 {
-            let hint = if fields.len() > 7 {
-                " (lines with extra fields are Dovecot's: use --from dovecot-passwd)"
-            } else {
-                ""
-            };
+        if fields.len() < 6 || user.is_empty() {
             p.malformed.push(Finding::new(
                 at,
                 format!(
-                    "{user}: expected 7 fields user:hash:uid:gid:gecos:home:shell, found {}{hint}",
+                    "{user}: expected user:hash:uid:gid:gecos:home[:shell], found {} \
+                     field(s); table-passwd refuses the whole file for such a line",
                     fields.len()
                 ),
             ));
             continue;
         }
-        let id = |s: &str| s.parse::<u32>().ok().filter(|v| *v >= 1);
-        let (Some(uid), Some(gid)) = (id(fields[2]), id(fields[3])) else {
-            p.malformed.push(Finding::new(
-                at,
-                format!("{user}: uid and gid must be numbers from 1"),
+        if fields.len() > 7 {
+            p.notes.push(Finding::about(
+                at.clone(),
+                user,
+                "fields after the shell are Dovecot's and table-passwd ignores them; \
+                 import the file as dovecot-passwd too to keep them",
             ));
-            continue;
-        };
+        }
         if fields[1].is_empty() {
             p.skipped.push(Finding::about(
                 at,
@@ -440,13 +449,24 @@ pub fn parse_passwd(source: &str, text: &str) -> Parsed {
         }
         let key = user.to_ascii_lowercase();
         push_login(&mut p, at.clone(), &key, fields[1], false);
-        p.userinfo.push(UserInfo {
-            user: key,
-            uid: Some(uid),
-            gid: Some(gid),
-            home: Some(fields[5].to_string()).filter(|h| !h.is_empty()),
-            origin: at,
-        });
+        // strtonum(p, 0, UID_MAX): 0 is a valid id there.
+        let id = |s: &str| s.parse::<u32>().ok();
+        match (id(fields[2]), id(fields[3]), fields[5]) {
+            (Some(uid), Some(gid), home) if !home.is_empty() => p.userinfo.push(UserInfo {
+                user: key,
+                uid: Some(uid),
+                gid: Some(gid),
+                home: Some(home.to_string()),
+                origin: at,
+            }),
+            _ => p.notes.push(Finding::about(
+                at,
+                user,
+                "uid, gid or home is empty or not a number: smtpd's userinfo lookup of \
+                 this user failed (the login worked); mailtable's own uid, gid and home \
+                 apply",
+            )),
+        }
     }
     p
 }
@@ -614,20 +634,72 @@ bad-key@-x.org     m
     }
 
     #[test]
-    fn passwd_table_has_seven_fields() {
+    fn passwd_table_read_as_table_passwd_reads_it() {
         let p = parse_passwd(
             "passwd",
             "# comment\n\
              gilles@example.org:$2b$08$abc:2000:2000::/var/vmail/example.org/gilles:/sbin/nologin\n\
              eric@example.org:$2b$08$abc:2000:2000::/h::userdb_mail=maildir\n\
-             zero@example.org:$2b$08$abc:0:2000::/h:\n\
-             nopw@example.org::2000:2000::/h:\n",
+             zero@example.org:$2b$08$abc:0:0::/h\n\
+             nopw@example.org::2000:2000::/h:\n\
+             short@example.org:$2b$08$abc:2000:2000:\n\
+             named@example.org:$2b$08$abc:vmail:vmail::/h:\n\
+             cut@example.org:$2b$08$abc:2000:2000:Joe #1:/h:/bin/sh\n\
+             tail@example.org:$2b$08$abc:2000:2000::/h # a note\n",
         );
-        assert_eq!(p.logins.len(), 1);
-        assert_eq!(p.userinfo[0].uid, Some(2000));
-        assert_eq!(p.malformed.len(), 2);
-        assert!(p.malformed[0].why.contains("dovecot-passwd"));
-        assert_eq!(p.malformed[1].at.to_string(), "passwd:4");
+        let logins: Vec<String> = p
+            .logins
+            .iter()
+            .map(|l| match &l.name {
+                LoginName::Address(a) => a.to_string(),
+                LoginName::Bare(b) => b.clone(),
+            })
+            .collect();
+        assert_eq!(
+            logins,
+            [
+                "gilles@example.org",
+                "eric@example.org",
+                "zero@example.org",
+                "named@example.org",
+                "tail@example.org"
+            ]
+        );
+        let info: Vec<_> = p
+            .userinfo
+            .iter()
+            .map(|u| (u.user.as_str(), u.uid, u.home.as_deref()))
+            .collect();
+        assert_eq!(
+            info,
+            [
+                (
+                    "gilles@example.org",
+                    Some(2000),
+                    Some("/var/vmail/example.org/gilles")
+                ),
+                ("eric@example.org", Some(2000), Some("/h")),
+                ("zero@example.org", Some(0), Some("/h")),
+                ("tail@example.org", Some(2000), Some("/h ")),
+            ]
+        );
+        // Too few fields, also where a `#` cut the line: the file never
+        // loaded in smtpd.
+        let bad: Vec<String> = p.malformed.iter().map(|m| m.at.to_string()).collect();
+        assert_eq!(bad, ["passwd:6", "passwd:8"]);
         assert_eq!(p.skipped.len(), 1);
+        assert_eq!(p.skipped[0].at.to_string(), "passwd:5");
+        let notes: Vec<String> = p.notes.iter().map(|n| n.to_string()).collect();
+        assert!(
+            notes[0].contains("passwd:3") && notes[0].contains("Dovecot's"),
+            "{notes:?}"
+        );
+        assert!(
+            notes[1].contains("passwd:7") && notes[1].contains("userinfo"),
+            "{notes:?}"
+        );
+        for m in p.malformed.iter().chain(&p.notes) {
+            assert!(!m.why.contains('$'), "{}", m.why);
+        }
     }
 }
