@@ -1872,6 +1872,78 @@ fn postfixadmin_alias_domain_with_its_own_catch_all() {
     assert!(db.snapshot().1.is_empty(), "nothing written");
 }
 
+/// Alias domains in a chain: `a.example -> b.example -> example.org`.
+/// PostfixAdmin's alias-domain maps look `u@a.example` up among the rows of
+/// `b.example` only, so `a.example` reached `b.example`'s own addresses and
+/// nothing through its alias domain; as two domain aliases the chain would
+/// deliver `anyone@a.example` to `anyone@example.org`, which Postfix
+/// refused. `c.example -> b2.example -> example.org`, where `b2.example`
+/// has no address of its own, reached nothing.
+#[test]
+fn postfixadmin_alias_domains_in_a_chain_look_one_level_deep() {
+    let db = Db::new();
+    let p = db.dir.path().join("pfa-chain.db");
+    rusqlite::Connection::open(&p)
+        .unwrap()
+        .execute_batch(&format!(
+            "CREATE TABLE domain (domain TEXT, backupmx TEXT, active TEXT);
+             INSERT INTO domain VALUES ('example.org', '0', '1'), ('a.example', '0', '1'),
+                                       ('b.example', '0', '1'), ('c.example', '0', '1'),
+                                       ('b2.example', '0', '1');
+             CREATE TABLE mailbox (username TEXT, password TEXT, domain TEXT, quota INTEGER,
+                                   active TEXT);
+             INSERT INTO mailbox VALUES ('alice@example.org', '{M_HASH}', 'example.org', 0, '1'),
+                                        ('bob@b.example', '{M_HASH}', 'b.example', 0, '1'),
+                                        ('own@a.example', '{M_HASH}', 'a.example', 0, '1');
+             CREATE TABLE alias (address TEXT, goto TEXT, active TEXT);
+             INSERT INTO alias VALUES ('alice@example.org', 'alice@example.org', '1'),
+                                      ('bob@b.example', 'bob@b.example', '1'),
+                                      ('own@a.example', 'own@a.example', '1'),
+                                      ('sales@b.example', 'alice@example.org', '1'),
+                                      ('own@b.example', 'alice@example.org', '1');
+             CREATE TABLE alias_domain (alias_domain TEXT, target_domain TEXT, active TEXT);
+             INSERT INTO alias_domain VALUES ('a.example', 'b.example', '1'),
+                                             ('b.example', 'example.org', '1'),
+                                             ('c.example', 'b2.example', '1'),
+                                             ('b2.example', 'example.org', '1');"
+        ))
+        .unwrap();
+    let url = format!("sqlite://{}", p.display());
+    let (v, _) = db.import_json(&["--from", "sql", &url], 0);
+    assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
+    let notes = whys(&v, "notes");
+    assert!(
+        notes.contains("imported as 2 alias(es) u@a.example -> u@b.example"),
+        "{notes}"
+    );
+    assert!(
+        whys(&v, "not_imported").contains("mail to c.example was refused"),
+        "{}",
+        whys(&v, "not_imported")
+    );
+    for (addr, want) in [
+        ("bob@a.example", Some("bob@b.example")),
+        ("sales@a.example", Some("alice@example.org")),
+        ("sales+x@a.example", Some("alice@example.org")),
+        // a.example's own mailbox wins over b.example's alias.
+        ("own@a.example", Some("own@a.example")),
+        // Through b.example's own alias domain: refused by Postfix.
+        ("alice@a.example", None),
+        // One level is what an alias domain does.
+        ("alice@b.example", Some("alice@example.org")),
+        ("alice@b2.example", Some("alice@example.org")),
+    ] {
+        let got = db.resolve(addr);
+        match want {
+            Some(w) => assert_eq!(got, ("found".to_string(), set(&[w])), "{addr}"),
+            None => assert_eq!(got.0, "not-found", "{addr}"),
+        }
+    }
+    // c.example is left without a row: mailtable does not know the domain,
+    // which smtpd refuses as Postfix refused its addresses.
+    assert_eq!(db.resolve("alice@c.example").0, "unknown-domain");
+}
+
 #[test]
 fn postfixadmin_tables_from_postgresql() {
     let Some(mut pg) = PgDatabases::on_test_server() else {

@@ -42,7 +42,7 @@ use mailtable_core::store::{self, Access, DatabaseUrl, OpenOptions, SchemaState}
 use mailtable_core::{Address, AddressPattern, Domain, PasswordHash};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -435,8 +435,97 @@ fn read_postfixadmin(
         })
         .collect();
     read_aliases(source, "alias_domain", &as_aliases, &domain_active, &mut p);
+    alias_domain_chains(&mut p);
     alias_domain_catch_alls(&mut p);
     Ok(p)
+}
+
+/// The alias domains of `p` as (alias domain, target, row).
+fn alias_domains(p: &Parsed) -> Vec<(Domain, Domain, Origin)> {
+    p.routes
+        .iter()
+        .filter(|r| table_of(&r.origin) == Some("alias_domain"))
+        .filter_map(|r| match (&r.key, r.targets.as_slice()) {
+            (RouteKey::CatchAll(a), [Target::DomainAlias(t)]) => {
+                Some((a.clone(), t.clone(), r.origin.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// An alias domain whose target is itself an alias domain (`a -> b -> c`).
+/// PostfixAdmin's alias-domain maps look `u@a` up among the rows of `b`
+/// only: the `alias` and `mailbox` rows whose address is `u@b`, and the
+/// `alias` row `@b` (`mysql_virtual_alias_domain_maps.cf`,
+/// `..._mailbox_maps.cf`, `..._catchall_maps.cf`, PostfixAdmin
+/// `DOCUMENTS/POSTFIX_CONF.txt`), never `b`'s own alias domain. As the
+/// domain alias `%@a -> %@b` the chain would go on to `c`, delivering what
+/// Postfix refused. So `a` comes over as what it reached: an alias
+/// `u@a -> u@b` for each address `b` has of its own that `a` does not
+/// (`b` has no catch-all row: its catch-all is the domain alias), with a
+/// note; with none, `a` reached nothing and is reported.
+fn alias_domain_chains(p: &mut Parsed) {
+    let aliased = alias_domains(p);
+    let is_alias_domain = |d: &Domain| aliased.iter().any(|(a, _, _)| a == d);
+    for (a, b, at) in aliased.iter().filter(|(_, b, _)| is_alias_domain(b)) {
+        let own_addresses = |d: &Domain| -> BTreeSet<Address> {
+            let routed = p.routes.iter().filter_map(|r| match &r.key {
+                RouteKey::Exact(x) if x.domain() == d => Some(x.clone()),
+                _ => None,
+            });
+            let boxes = p.logins.iter().filter_map(|l| match &l.name {
+                LoginName::Address(x) if x.domain() == d => Some(x.clone()),
+                _ => None,
+            });
+            routed.chain(boxes).collect()
+        };
+        let taken = own_addresses(a);
+        let reached: Vec<Address> = own_addresses(b)
+            .into_iter()
+            .filter_map(|x| Address::from_parts(x.local(), a.as_str()).ok())
+            .filter(|x| !taken.contains(x))
+            .collect();
+        let Some(i) = p
+            .routes
+            .iter()
+            .position(|r| r.origin == *at && matches!(&r.key, RouteKey::CatchAll(d) if d == a))
+        else {
+            continue;
+        };
+        p.routes.remove(i);
+        let chain = format!(
+            "{a} is an alias domain of {b}, itself an alias domain: PostfixAdmin's \
+             alias-domain maps look only at {b}'s own rows"
+        );
+        if reached.is_empty() {
+            p.skipped.push(Finding::about(
+                at.clone(),
+                &format!("@{a}"),
+                format!(
+                    "{chain}, and it has none, so mail to {a} was refused; not imported \
+                     (point {a} at the last domain of the chain to deliver it)"
+                ),
+            ));
+            continue;
+        }
+        p.notes.push(Finding::about(
+            at.clone(),
+            &format!("@{a}"),
+            format!(
+                "{chain}: imported as {} alias(es) u@{a} -> u@{b}, one per address of {b}",
+                reached.len()
+            ),
+        ));
+        for x in reached {
+            let target = Address::from_parts(x.local(), b.as_str());
+            p.routes.push(Route {
+                key: RouteKey::Exact(x),
+                targets: target.map(Target::Address).into_iter().collect(),
+                origin: at.clone(),
+            });
+        }
+    }
 }
 
 /// The table a row came from.
@@ -464,18 +553,7 @@ fn alias_domain_catch_alls(p: &mut Parsed) {
         _ => None,
     };
     let catch_alls: Vec<Domain> = p.routes.iter().filter_map(own).collect();
-    let aliased: Vec<(Domain, Domain, Origin)> = p
-        .routes
-        .iter()
-        .filter(|r| table_of(&r.origin) == Some("alias_domain"))
-        .filter_map(|r| match (&r.key, r.targets.as_slice()) {
-            (RouteKey::CatchAll(a), [Target::DomainAlias(t)]) => {
-                Some((a.clone(), t.clone(), r.origin.clone()))
-            }
-            _ => None,
-        })
-        .collect();
-    for (a, t, at) in aliased {
+    for (a, t, at) in alias_domains(p) {
         let Some(i) = p.routes.iter().position(|r| own(r).as_ref() == Some(&a)) else {
             continue;
         };
