@@ -6,13 +6,15 @@
 # Run as root after `cargo build --release` (tests/run-all.sh does both).
 # Everything lives in one temporary directory: a PRIVATE Dovecot instance
 # (own base_dir and config file, IMAP on 127.0.0.1:<free port>, LMTP on a
-# UNIX socket, nothing else), a SQLite database made only with the
-# `mailtable` CLI, Maildirs owned by uid/gid 5000. The Dovecot auth config
+# UNIX socket, nothing else), a SQLite database made with the `mailtable`
+# CLI (and one row of a scheme the CLI refuses by the sqlite3 shell),
+# Maildirs owned by uid/gid 5000. The Dovecot auth config
 # of each mode is the file under dovecot-checkpassword/conf/ that the README
 # points to, with its paths moved into the temporary directory (see
 # `localize`); the Lua script is the shipped one, localized the same way.
 #
-# For each mode: doveadm auth test (right, wrong, unknown, disabled),
+# For each mode: doveadm auth test (right, wrong, unknown, disabled;
+# {SSHA512}, MD5-crypt and {PBKDF2} hashes made by doveadm pw),
 # doveadm user for both login forms, the quota set with the CLI in effect
 # (doveadm quota get; a delivery over it refused with 552 5.2.2), IMAP
 # login with both forms + SELECT
@@ -158,6 +160,17 @@ mt alias add info@barrera.io hugo@barrera.io
 printf '%s\n' "$PASSWORD" | mt user add q@barrera.io --password-stdin
 mt user quota q@barrera.io 10M
 printf '%s\n' "$PASSWORD" | mt user add full@barrera.io --quota 1 --password-stdin
+# Hashes an older host brings, made by Dovecot's own doveadm pw: mailtable
+# checks {SSHA512} and MD5-crypt itself (checkpassword, Lua) and hands them
+# to Dovecot (dict); {PBKDF2} only Dovecot checks, so only the dict logs it
+# in and the others answer a temporary failure. The CLI takes only what
+# mailtable checks: the PBKDF2 row comes in by the sqlite3 shell.
+{
+	printf 'ssha@barrera.io\t%s\n' "$(doveadm pw -s SSHA512 -p "$PASSWORD")"
+	printf 'md5@barrera.io\t%s\n' "$(doveadm pw -s MD5-CRYPT -p "$PASSWORD")"
+} | mt user add --from-file -
+sqlite3 "$DB" "INSERT INTO users (username, domain, mailbox, password) VALUES \
+	('pbkdf2', 'barrera.io', 'pbkdf2@barrera.io', '$(doveadm pw -s PBKDF2 -p "$PASSWORD")')"
 mt user list
 
 localize "$CONF/mailtable.toml" >"$T/mailtable.toml"
@@ -303,6 +316,15 @@ run_mode() {
 	auth_test hugo@barrera.io 'wrong password' fail "wrong password"
 	auth_test nobody@barrera.io "$PASSWORD" fail "unknown user"
 	auth_test off@barrera.io "$PASSWORD" fail "disabled user, right password"
+	auth_test ssha@barrera.io "$PASSWORD" ok "{SSHA512} from doveadm pw"
+	auth_test ssha@barrera.io 'wrong password' fail "{SSHA512}, wrong password"
+	auth_test md5@barrera.io "$PASSWORD" ok "{MD5-CRYPT} from doveadm pw"
+	auth_test md5@barrera.io 'wrong password' fail "{MD5-CRYPT}, wrong password"
+	if [ "$MODE" = dict ]; then
+		auth_test pbkdf2@barrera.io "$PASSWORD" ok "{PBKDF2}, checked by Dovecot"
+	else
+		auth_test pbkdf2@barrera.io "$PASSWORD" tempfail "{PBKDF2}, which mailtable cannot check"
+	fi
 	user_test hugo@barrera.io 0
 	user_test hugo_barrera.io 0
 	user_test nobody@barrera.io 67

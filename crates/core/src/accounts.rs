@@ -256,9 +256,15 @@ impl Accounts {
         let own = account
             .and_then(|a| a.row.password.as_ref())
             .and_then(HashCost::of);
-        password::dummy_hash(own.unwrap_or_else(|| self.current_dummy_cost()))
-            .stored()
-            .to_string()
+        let dummy = password::dummy_hash(own.unwrap_or_else(|| self.current_dummy_cost()));
+        // A digest scheme's dummy is no crypt(3) string (nor is a real hash
+        // of that scheme, which smtpd never gets): bcrypt then.
+        match dummy.for_smtpd() {
+            Some(_) => dummy.stored().to_string(),
+            None => password::dummy_hash(HashCost::Bcrypt(self.fallback_cost))
+                .stored()
+                .to_string(),
+        }
     }
 
     /// The resolver with the config's tag delimiter, for the alias services.
@@ -383,10 +389,14 @@ impl Accounts {
             return Ok(Credentials::Unknown);
         };
         if let Err(e) = stored.validate() {
-            return Ok(Credentials::CannotVerify(format!(
-                "stored hash of {}: {e}",
-                account.address
-            )));
+            // A scheme only Dovecot knows (PBKDF2, SCRAM, DES-crypt, ...) is
+            // Dovecot's to check when it is the one asking.
+            if !(verifier == Verifier::Dovecot && stored.dovecot_only()) {
+                return Ok(Credentials::CannotVerify(format!(
+                    "stored hash of {}: {e}",
+                    account.address
+                )));
+            }
         }
         self.note(stored);
         let hash = match verifier {
@@ -494,6 +504,50 @@ mod tests {
         fn list(&self, s: &mut dyn Store) -> Result<Vec<Account>, StoreError> {
             accounts().list(s)
         }
+    }
+
+    /// What an older host brings (MD5-crypt, Dovecot's digest schemes) logs
+    /// in through mailtable's own check; a scheme only Dovecot knows goes
+    /// to Dovecot as it is and is a temporary failure for the others;
+    /// smtpd never gets a digest.
+    #[test]
+    fn legacy_hashes_log_in_and_dovecot_only_ones_go_to_dovecot() {
+        // `doveadm pw -s SSHA512 -p 'pässwörd 1'`, `openssl passwd -1`.
+        let ssha = "{SSHA512}M8AgWyPjdKo8Cp+VUlYW1Y2mwA/5jXhqZymqmlm2FjgQmPbq1nxLDPfEwqYeSEj8R2e4AijSTO0PgVSYDvHprYiFTrI=";
+        let md5 = "$1$saltsalt$qjXMvbEw8oaL.CzflDtaK/";
+        let pbkdf2 = "{PBKDF2}$1$.8EG.f/6LSIKluCw$5000$473c6686f453b9113ca0eb28c3c293c4d4de909f";
+        let mut s = MemStore::default()
+            .with("s", "x.org", "s@x.org", Some(ssha))
+            .with("m", "x.org", "m@x.org", Some(md5))
+            .with("p", "x.org", "p@x.org", Some(pbkdf2));
+        let a = accounts();
+        let ok = |v: Verdict| matches!(v, Verdict::Ok(_));
+        assert!(ok(a
+            .verify(&mut s, "s@x.org", "pässwörd 1".as_bytes())
+            .unwrap()));
+        assert!(ok(a.verify(&mut s, "m@x.org", b"password").unwrap()));
+        assert_eq!(
+            a.verify(&mut s, "s@x.org", b"password").unwrap(),
+            Verdict::Mismatch
+        );
+        assert_eq!(
+            a.verify(&mut s, "m@x.org", "pässwörd".as_bytes()).unwrap(),
+            Verdict::Mismatch
+        );
+        assert!(matches!(
+            a.verify(&mut s, "p@x.org", b"password").unwrap(),
+            Verdict::CannotVerify(_)
+        ));
+        let mut hash = |name: &str, v: Verifier| match a.credentials(&mut s, name, v).unwrap() {
+            Credentials::Found { hash, .. } => Some(hash),
+            Credentials::CannotVerify(_) => None,
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(hash("s@x.org", Verifier::Dovecot).as_deref(), Some(ssha));
+        assert_eq!(hash("p@x.org", Verifier::Dovecot).as_deref(), Some(pbkdf2));
+        assert_eq!(hash("m@x.org", Verifier::Smtpd).as_deref(), Some(md5));
+        assert_eq!(hash("s@x.org", Verifier::Smtpd), None);
+        assert_eq!(hash("p@x.org", Verifier::Smtpd), None);
     }
 
     /// The dummy check takes the cost of the hashes stored: sampled on the

@@ -3,7 +3,9 @@
 //!
 //! Stored hashes are crypt(3) strings, optionally behind a Dovecot `{SCHEME}`
 //! prefix. Verification covers bcrypt (`$2a$ $2b$ $2y$`), SHA-crypt (`$6$`,
-//! `$5$`) and Argon2 PHC strings. New hashes are bcrypt `$2b$`: the one format
+//! `$5$`) and Argon2 PHC strings, and what older hosts bring along
+//! (`password/legacy.rs`): MD5-crypt (`$1$`) and Dovecot's digest schemes (`{PLAIN}`,
+//! `{SHA512}`, `{SSHA512}`, `{PLAIN-MD5}`, ...). New hashes are bcrypt `$2b$`: the one format
 //! that OpenBSD's `crypt_checkpass(3)`, Linux libxcrypt (what smtpd's
 //! `crypt_checkpass` calls on Debian, `openbsd-compat/crypt_checkpass.c`) and
 //! Dovecot's BLF-CRYPT all accept (reference: dovecot-auth-protocols §4.4).
@@ -12,6 +14,8 @@
 //! that smtpd's crypt(3) cannot check, or an empty one, is never handed to
 //! smtpd: portable `crypt_checkpass` accepts any password against an empty
 //! hash.
+
+mod legacy;
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -72,9 +76,14 @@ pub enum Scheme {
     Sha256Crypt,
     /// `$argon2id$`, `$argon2i$`, `$argon2d$`.
     Argon2,
-    /// A crypt(3) format libxcrypt checks but mailtable does not
-    /// (yescrypt `$y$`, `$gy$`, scrypt `$7$`, MD5-crypt `$1$`).
+    /// Another crypt(3) format libxcrypt checks: MD5-crypt `$1$`, which
+    /// mailtable checks too, and yescrypt `$y$`, `$gy$`, scrypt `$7$`,
+    /// which it does not.
     OtherCrypt,
+    /// A Dovecot digest scheme mailtable checks (`{PLAIN}`, `{SHA512}`,
+    /// `{SSHA512}`, `{PLAIN-MD5}`, ...; see `legacy.rs`); smtpd's crypt(3)
+    /// cannot.
+    Digest,
     /// Anything else (a Dovecot-only scheme such as `{SSHA512}`, or garbage).
     Unknown,
 }
@@ -88,6 +97,7 @@ impl Scheme {
             Scheme::Sha256Crypt => "SHA256-crypt",
             Scheme::Argon2 => "argon2",
             Scheme::OtherCrypt => "crypt",
+            Scheme::Digest => "Dovecot digest",
             Scheme::Unknown => "unknown",
         }
     }
@@ -118,30 +128,31 @@ impl fmt::Debug for PasswordHash {
     }
 }
 
-/// Dovecot's password scheme names (doc.dovecot.org, "Password schemes"),
-/// the `{PREFIX}`es an error may name: anything else between braces is
-/// not repeated (it could be the password itself).
+/// Dovecot's password schemes: 2.3.19's `doveadm pw -l`, plus 2.4's
+/// `ARGON2`. The `{PREFIX}`es an error may name (anything else between
+/// braces is not repeated: it could be the password itself), and the ones
+/// handed to Dovecot unchecked ([`PasswordHash::dovecot_only`]).
 const DOVECOT_SCHEMES: &[&str] = &[
+    "ARGON2",
     "ARGON2I",
     "ARGON2ID",
     "BLF-CRYPT",
+    "CLEAR",
     "CLEARTEXT",
     "CRAM-MD5",
     "CRYPT",
     "DES-CRYPT",
     "DIGEST-MD5",
-    "LANMAN",
+    "HMAC-MD5",
     "LDAP-MD5",
     "MD5",
     "MD5-CRYPT",
-    "NTLM",
     "OTP",
     "PBKDF2",
     "PLAIN",
     "PLAIN-MD4",
     "PLAIN-MD5",
     "PLAIN-TRUNC",
-    "RPA",
     "SCRAM-SHA-1",
     "SCRAM-SHA-256",
     "SHA",
@@ -150,7 +161,6 @@ const DOVECOT_SCHEMES: &[&str] = &[
     "SHA256-CRYPT",
     "SHA512",
     "SHA512-CRYPT",
-    "SKEY",
     "SMD5",
     "SSHA",
     "SSHA256",
@@ -200,25 +210,11 @@ impl PasswordHash {
     /// Any other value, a prefix that does not match its string included,
     /// comes back as stored.
     pub fn canonical(&self) -> &str {
-        let Some(p) = self.prefix() else {
-            return &self.0;
-        };
-        let c = self.crypt_string();
-        let bare = PasswordHash(c.to_string()).scheme();
-        let names_it = match p.as_str() {
-            "CRYPT" => true,
-            "BLF-CRYPT" => bare == Scheme::Bcrypt,
-            "SHA512-CRYPT" => bare == Scheme::Sha512Crypt,
-            "SHA256-CRYPT" => bare == Scheme::Sha256Crypt,
-            "ARGON2ID" => c.starts_with("$argon2id$"),
-            "ARGON2I" => c.starts_with("$argon2i$"),
-            "ARGON2" => bare == Scheme::Argon2,
-            p => names_md5_crypt(p, c),
-        };
-        if names_it {
-            c
-        } else {
-            &self.0
+        match self.prefix() {
+            Some(p) if names_crypt_string(&p, self.crypt_string()) == Some(true) => {
+                self.crypt_string()
+            }
+            _ => &self.0,
         }
     }
 
@@ -231,45 +227,20 @@ impl PasswordHash {
 
     /// The format of the hash.
     pub fn scheme(&self) -> Scheme {
-        if let Some(p) = self.prefix() {
-            // Prefixes that name a crypt(3) family; anything else (SSHA512,
-            // PLAIN, PBKDF2, ...) is Dovecot's own business.
-            let crypt_family = [
-                "CRYPT",
-                "BLF-CRYPT",
-                "SHA512-CRYPT",
-                "SHA256-CRYPT",
-                "ARGON2I",
-                "ARGON2ID",
-                "ARGON2",
-            ];
-            // MD5-crypt in Dovecot's notation is the bare `$1$` string,
-            // as `canonical` says: one hash, one scheme, to smtpd as to
-            // Dovecot. (Not `canonical` itself: it asks `scheme` about the
-            // rest, and a value of many prefixes would recurse once each.)
-            if !crypt_family.contains(&p.as_str()) && !names_md5_crypt(&p, self.crypt_string()) {
-                return Scheme::Unknown;
-            }
-        }
         let c = self.crypt_string();
-        if ["$2a$", "$2b$", "$2y$", "$2x$"]
-            .iter()
-            .any(|p| c.starts_with(p))
-        {
-            Scheme::Bcrypt
-        } else if c.starts_with("$6$") {
-            Scheme::Sha512Crypt
-        } else if c.starts_with("$5$") {
-            Scheme::Sha256Crypt
-        } else if c.starts_with("$argon2") {
-            Scheme::Argon2
-        } else if ["$y$", "$gy$", "$7$", "$1$"]
-            .iter()
-            .any(|p| c.starts_with(p))
-        {
-            Scheme::OtherCrypt
-        } else {
-            Scheme::Unknown
+        let bare = bare_scheme(c);
+        let Some(p) = self.prefix() else {
+            return bare;
+        };
+        // A prefix that names a crypt(3) family is that family's only over
+        // a string of it (see `names_crypt_string`). Any other prefix
+        // (SSHA512, PLAIN, PBKDF2, ...) is a digest mailtable checks, or
+        // Dovecot's own business.
+        match names_crypt_string(&p, c) {
+            Some(true) => bare,
+            Some(false) => Scheme::Unknown,
+            None if legacy::digest_scheme(&p, c).is_some() => Scheme::Digest,
+            None => Scheme::Unknown,
         }
     }
 
@@ -302,9 +273,46 @@ impl PasswordHash {
             Scheme::Argon2 if self.0.starts_with("$argon2id$") => "ARGON2ID",
             Scheme::Argon2 => "ARGON2I",
             Scheme::OtherCrypt => "CRYPT",
-            Scheme::Unknown => return None,
+            // Only a prefix makes a digest scheme: never without one.
+            Scheme::Digest | Scheme::Unknown => return None,
         };
         Some(format!("{{{scheme}}}{}", self.0))
+    }
+
+    /// Whether mailtable checks this hash itself ([`PasswordHash::verify`]
+    /// answers yes or no, never an error): what checkpassword and the Lua
+    /// endpoint need.
+    pub fn mailtable_checks(&self) -> bool {
+        let c = self.crypt_string();
+        self.validate().is_ok()
+            && match self.scheme() {
+                Scheme::OtherCrypt => c.starts_with("$1$"),
+                Scheme::Unknown => false,
+                _ => true,
+            }
+    }
+
+    /// Whether the value is a password in clear (`{PLAIN}`, `{CLEAR}`,
+    /// `{CLEARTEXT}`, in any encoding): checkable, but no hash, and never
+    /// what mailtable writes.
+    pub fn is_cleartext(&self) -> bool {
+        self.prefix()
+            .and_then(|p| legacy::digest_scheme(&p, self.crypt_string()))
+            == Some(legacy::Digest::Plain)
+    }
+
+    /// Whether this is a value of a Dovecot scheme mailtable does not check
+    /// (`{PBKDF2}`, `{SCRAM-SHA-256}`, `{DES-CRYPT}`, `{CRAM-MD5}`, ...):
+    /// one prefix Dovecot knows, and nothing that would break its reply
+    /// line. Dovecot checks such a value itself when it gets it (dict);
+    /// checkpassword and the Lua endpoint cannot.
+    pub fn dovecot_only(&self) -> bool {
+        self.scheme() == Scheme::Unknown
+            && self
+                .prefix()
+                .is_some_and(|p| DOVECOT_SCHEMES.contains(&p.as_str()))
+            && !self.crypt_string().starts_with('{')
+            && self.for_dovecot().is_some()
     }
 
     /// Whether the stored value is a well-formed hash of its scheme, so that
@@ -329,9 +337,13 @@ impl PasswordHash {
             Scheme::Argon2 => {
                 argon2::PasswordHash::new(c).is_ok_and(|p| p.salt.is_some() && p.hash.is_some())
             }
+            Scheme::OtherCrypt if c.starts_with("$1$") => legacy::md5_crypt_well_formed(c),
             Scheme::OtherCrypt => {
                 c.len() > 3 && c.bytes().all(|b| b.is_ascii_graphic() && b != b':')
             }
+            Scheme::Digest => self
+                .prefix()
+                .is_some_and(|p| legacy::digest_well_formed(&p, c)),
             Scheme::Unknown => {
                 return Err(PasswordError::Unsupported(self.scheme_label()));
             }
@@ -387,10 +399,62 @@ impl PasswordHash {
                     Err(_) => Err(PasswordError::Malformed("argon2")),
                 }
             }
+            Scheme::OtherCrypt if c.starts_with("$1$") => {
+                legacy::md5_crypt_verify(c, pw.as_bytes())
+                    .ok_or(PasswordError::Malformed("MD5-crypt"))
+            }
+            Scheme::Digest => self
+                .prefix()
+                .and_then(|p| legacy::digest_verify(&p, c, pw.as_bytes()))
+                .ok_or(PasswordError::Malformed(Scheme::Digest.name())),
             Scheme::OtherCrypt | Scheme::Unknown => {
                 Err(PasswordError::Unsupported(self.scheme_label()))
             }
         }
+    }
+}
+
+/// Whether the upper-cased Dovecot `prefix` names the crypt(3) family of
+/// the crypt string `c` after it: Dovecot checks such a value with that
+/// family's code (password-scheme-crypt.c; `{BLF-CRYPT}` over `$6$` fails
+/// there), and `{CRYPT}` with crypt(3), whatever the string. MD5-crypt in
+/// Dovecot's notation is the bare `$1$` string: one hash, one scheme, to
+/// smtpd as to Dovecot. `None` for a prefix of no crypt(3) family.
+fn names_crypt_string(prefix: &str, c: &str) -> Option<bool> {
+    let bare = bare_scheme(c);
+    Some(match prefix {
+        "CRYPT" => true,
+        "BLF-CRYPT" => bare == Scheme::Bcrypt,
+        "SHA512-CRYPT" => bare == Scheme::Sha512Crypt,
+        "SHA256-CRYPT" => bare == Scheme::Sha256Crypt,
+        "ARGON2ID" => c.starts_with("$argon2id$"),
+        "ARGON2I" => c.starts_with("$argon2i$"),
+        "ARGON2" => bare == Scheme::Argon2,
+        p if names_md5_crypt(p, c) => true,
+        _ => return None,
+    })
+}
+
+/// The format of a crypt string without a prefix.
+fn bare_scheme(c: &str) -> Scheme {
+    if ["$2a$", "$2b$", "$2y$", "$2x$"]
+        .iter()
+        .any(|p| c.starts_with(p))
+    {
+        Scheme::Bcrypt
+    } else if c.starts_with("$6$") {
+        Scheme::Sha512Crypt
+    } else if c.starts_with("$5$") {
+        Scheme::Sha256Crypt
+    } else if c.starts_with("$argon2") {
+        Scheme::Argon2
+    } else if ["$y$", "$gy$", "$7$", "$1$"]
+        .iter()
+        .any(|p| c.starts_with(p))
+    {
+        Scheme::OtherCrypt
+    } else {
+        Scheme::Unknown
     }
 }
 
@@ -537,6 +601,10 @@ pub enum HashCost {
         /// The rounds, clamped as crypt(3) does.
         rounds: u32,
     },
+    /// MD5-crypt `$1$` (a fixed 1000 rounds).
+    Md5Crypt,
+    /// A Dovecot digest scheme: one hash, too cheap to tell apart.
+    Digest,
 }
 
 impl HashCost {
@@ -558,6 +626,8 @@ impl HashCost {
                     rounds: u32::try_from(rounds.clamp(1000, 999_999_999)).ok()?,
                 })
             }
+            Scheme::OtherCrypt if c.starts_with("$1$") => Some(HashCost::Md5Crypt),
+            Scheme::Digest => Some(HashCost::Digest),
             _ => None,
         }
     }
@@ -620,6 +690,21 @@ pub fn dummy_hash(cost: HashCost) -> PasswordHash {
                 "${id}$rounds={rounds}${}${}",
                 random_b64(CRYPT_B64, 16, 0),
                 random_b64(CRYPT_B64, len, 0)
+            )
+        }
+        HashCost::Md5Crypt => format!(
+            "$1${}${}",
+            random_b64(CRYPT_B64, 8, 0),
+            random_b64(CRYPT_B64, 22, 0)
+        ),
+        // 64 bytes of SHA-512 and 16 of salt, in base64.
+        HashCost::Digest => {
+            use base64::Engine;
+            let mut raw = [0u8; 80];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
+            format!(
+                "{{SSHA512}}{}",
+                base64::engine::general_purpose::STANDARD.encode(raw)
             )
         }
     };
@@ -808,11 +893,58 @@ mod tests {
     #[test]
     fn unknown_and_empty_hashes() {
         let pw = Secret::new("x");
-        for s in ["", "{SSHA512}abc", "{PLAIN}x", "x"] {
+        for s in ["", "{SSHA512}abc", "{PBKDF2}x", "x"] {
             let h = PasswordHash::new(s);
             assert!(h.verify(&pw).is_err(), "{s:?} verified");
             assert_eq!(h.for_smtpd(), None, "{s:?} given to smtpd");
         }
+        // Dovecot's own schemes go to Dovecot as they are; the ones it
+        // shares with crypt(3), and the digests mailtable checks, are not
+        // "Dovecot only".
+        assert!(PasswordHash::new("{PBKDF2}x").dovecot_only());
+        assert!(PasswordHash::new("{scram-sha-256}x").dovecot_only());
+        for not in [
+            "{PLAIN}x",
+            "{X}x",
+            "x",
+            "{PBKDF2}{PLAIN}x",
+            "{PBKDF2}a\nb",
+            S512,
+        ] {
+            assert!(!PasswordHash::new(not).dovecot_only(), "{not:?}");
+        }
+        // A crypt family's prefix over another family's string is what
+        // Dovecot makes of it: a hash its code for the prefix cannot check.
+        let mixed = PasswordHash::new(format!("{{BLF-CRYPT}}{S512}"));
+        assert_eq!(mixed.scheme(), Scheme::Unknown);
+        assert!(mixed.verify(&pw).is_err());
+        assert!(mixed.dovecot_only());
+        assert_eq!(
+            PasswordHash::new(format!("{{CRYPT}}{S512}")).scheme(),
+            Scheme::Sha512Crypt
+        );
+        assert!(!mixed.mailtable_checks());
+        assert!(PasswordHash::new("{PLAIN}x").is_cleartext());
+        assert!(PasswordHash::new("{clear.b64}eA==").is_cleartext());
+        assert!(
+            !PasswordHash::new("{SHA}x").is_cleartext() && !PasswordHash::new("x").is_cleartext()
+        );
+        for checks in ["{PLAIN}x", "$1$ab$rn6aQS/o7141mj179E/zA.", S512] {
+            assert!(PasswordHash::new(checks).mailtable_checks(), "{checks:?}");
+        }
+        for not in [
+            "$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$ZPv7Eq1zA9wVrC0y6nDp3mBe",
+            "{PBKDF2}x",
+            "x",
+        ] {
+            assert!(!PasswordHash::new(not).mailtable_checks(), "{not:?}");
+        }
+        // Dovecot's digest schemes are checked here, never by smtpd.
+        let plain = PasswordHash::new("{PLAIN}x");
+        assert!(plain.verify(&pw).unwrap());
+        assert!(!plain.verify(&Secret::new("y")).unwrap());
+        assert_eq!(plain.for_smtpd(), None);
+        assert_eq!(plain.for_dovecot().as_deref(), Some("{PLAIN}x"));
         assert_eq!(PasswordHash::new("").for_dovecot(), None);
         assert!(PasswordHash::new("$2b$04$broken").verify(&pw).is_err());
     }
@@ -849,7 +981,18 @@ mod tests {
             })
         );
         assert_eq!(HashCost::of(&PasswordHash::new("$2b$04$broken")), None);
-        assert_eq!(HashCost::of(&PasswordHash::new("{PLAIN}x")), None);
+        assert_eq!(HashCost::of(&PasswordHash::new("{PBKDF2}x")), None);
+        assert_eq!(
+            HashCost::of(&PasswordHash::new("{PLAIN}x")),
+            Some(HashCost::Digest)
+        );
+        assert_eq!(
+            HashCost::of(&PasswordHash::new(
+                "{MD5-CRYPT}$1$ab$rn6aQS/o7141mj179E/zA."
+            )),
+            Some(HashCost::Md5Crypt)
+        );
+        assert_eq!(HashCost::of(&PasswordHash::new("$1$ab$short")), None);
     }
 
     /// The dummy has the asked scheme and cost, is the same within a
@@ -866,11 +1009,13 @@ mod tests {
                 sha512: false,
                 rounds: 1000,
             },
+            HashCost::Md5Crypt,
+            HashCost::Digest,
         ] {
             let d = dummy_hash(cost);
             assert_eq!(HashCost::of(&d), Some(cost));
             assert_eq!(dummy_hash(cost), d);
-            assert!(d.for_smtpd().is_some());
+            assert_eq!(d.for_smtpd().is_some(), cost != HashCost::Digest);
             for pw in ["", "mailtable-dummy", "secret", "x"] {
                 assert!(!d.verify(&Secret::new(pw)).unwrap(), "{pw:?}");
             }
@@ -914,9 +1059,18 @@ mod tests {
             err("$5$salt$short"),
             "stored hash is malformed (SHA256-crypt hash)"
         );
+        // Salted SHA-512 needs more than the 64 bytes of its digest.
         assert_eq!(
             err("{SSHA512}c2VjcmV0c2VjcmV0"),
-            "stored hash uses a scheme mailtable cannot verify (SSHA512)"
+            "stored hash is malformed (Dovecot digest hash)"
+        );
+        assert_eq!(
+            err("{PBKDF2}$1$c2VjcmV0$5000$aGFzaA"),
+            "stored hash uses a scheme mailtable cannot verify (PBKDF2)"
+        );
+        assert_eq!(
+            err("$1$saltsalt$short"),
+            "stored hash is malformed (crypt hash)"
         );
         // A value of no known form: none of it, whatever it is (a
         // cleartext password, most likely).
@@ -975,7 +1129,7 @@ mod tests {
             PasswordHash::new("{X}{MD5}$1$ab$cd").scheme(),
             Scheme::Unknown
         );
-        assert_eq!(PasswordHash::new("{MD5}").scheme(), Scheme::Unknown);
+        assert!(PasswordHash::new("{MD5}").validate().is_err());
     }
 
     /// A bare scheme marker (`$6$`) is no hash; smtpd's crypt(3) never gets it.

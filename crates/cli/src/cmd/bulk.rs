@@ -99,10 +99,11 @@ fn parse(text: &str) -> Result<Vec<Entry>, String> {
         };
         let hash = PasswordHash::new(hash.trim());
         // Never the field itself in the message: it may be a password.
-        if hash.validate().is_err() {
+        if hash.validate().is_err() || hash.is_cleartext() {
             return Err(format!(
                 "line {line}: the last field is not a password hash mailtable recognises \
-                 (bcrypt, SHA-crypt, Argon2, optionally with a {{SCHEME}} prefix); \
+                 (bcrypt, SHA-crypt, Argon2, MD5-crypt, Dovecot's salted digests, optionally \
+                 with a {{SCHEME}} prefix); \
                  cleartext passwords are refused"
             ));
         }

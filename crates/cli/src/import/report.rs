@@ -14,46 +14,9 @@ use super::check::Checked;
 use super::plan::Plan;
 use super::verify::Verification;
 use super::{At, Conflict, Finding, Origin};
-use mailtable_core::password::Scheme;
 use mailtable_core::{PasswordHash, RowKind};
 use serde::Serialize;
 use std::collections::BTreeMap;
-
-/// Dovecot 2.3.19.1's schemes (`doveadm pw -l`), plus 2.4's `ARGON2`.
-const DOVECOT_SCHEMES: &[&str] = &[
-    "SHA1",
-    "SSHA512",
-    "SCRAM-SHA-256",
-    "BLF-CRYPT",
-    "PLAIN",
-    "HMAC-MD5",
-    "OTP",
-    "SHA512",
-    "SHA",
-    "DES-CRYPT",
-    "CRYPT",
-    "SSHA",
-    "MD5-CRYPT",
-    "PLAIN-MD4",
-    "PLAIN-MD5",
-    "SCRAM-SHA-1",
-    "SHA512-CRYPT",
-    "CLEAR",
-    "CLEARTEXT",
-    "ARGON2I",
-    "ARGON2ID",
-    "ARGON2",
-    "SSHA256",
-    "MD5",
-    "PBKDF2",
-    "SHA256",
-    "CRAM-MD5",
-    "PLAIN-TRUNC",
-    "SHA256-CRYPT",
-    "SMD5",
-    "DIGEST-MD5",
-    "LDAP-MD5",
-];
 
 /// Schemes Dovecot 2.4 refuses unless `auth_allow_weak_schemes = yes`.
 const DOVECOT_WEAK: &[&str] = &[
@@ -117,8 +80,11 @@ pub struct SchemeInfo {
     pub label: String,
     /// OpenSMTPD (crypt(3)) can check it.
     pub opensmtpd: bool,
-    /// Dovecot can check it.
+    /// It logs in through every Dovecot mode of mailtable: mailtable checks
+    /// it (checkpassword, the Lua endpoint), and so does Dovecot (dict).
     pub dovecot: bool,
+    /// Only through the dict mode, where Dovecot checks it itself.
+    pub dovecot_dict_only: bool,
     /// A caveat.
     pub note: Option<&'static str>,
 }
@@ -148,11 +114,11 @@ pub fn scheme_info(h: &PasswordHash) -> SchemeInfo {
         (None, Some(f)) => f.clone(),
         (None, None) => "unknown (no scheme prefix)".to_string(),
     };
-    let dovecot = match &prefix {
-        Some(p) => DOVECOT_SCHEMES.contains(&p.as_str()),
-        // Dovecot reads a bare crypt string with the CRYPT scheme.
-        None => family.is_some() || h.scheme() != Scheme::Unknown,
-    };
+    // checkpassword and the Lua endpoint check with mailtable's code; the
+    // dict hands the hash to Dovecot (Accounts::credentials), which reads
+    // a bare crypt string with its CRYPT scheme.
+    let dovecot = h.mailtable_checks();
+    let dict = (h.validate().is_ok() && h.for_dovecot().is_some()) || h.dovecot_only();
     // Inside {PBKDF2} a `$1$` is Dovecot's own format, not MD5-crypt.
     let read_as_crypt = matches!(prefix.as_deref(), None | Some("CRYPT"));
     let weak = prefix.as_deref().is_some_and(|p| DOVECOT_WEAK.contains(&p))
@@ -168,6 +134,7 @@ pub fn scheme_info(h: &PasswordHash) -> SchemeInfo {
         label,
         opensmtpd: h.for_smtpd().is_some(),
         dovecot,
+        dovecot_dict_only: dict && !dovecot,
         note,
     }
 }
@@ -266,15 +233,17 @@ pub struct SchemeLine {
     pub users: usize,
     /// OpenSMTPD can check it.
     pub opensmtpd: bool,
-    /// Dovecot can check it.
+    /// It logs in through every Dovecot mode of mailtable.
     pub dovecot: bool,
+    /// Only through the dict mode.
+    pub dovecot_dict_only: bool,
     /// Caveat.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<&'static str>,
 }
 
 /// A mailbox some daemon cannot check.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Flagged {
     /// The address.
     pub address: String,
@@ -301,6 +270,9 @@ pub struct Report {
     pub smtpd_cannot_verify: Vec<Flagged>,
     /// Mailboxes no daemon can check: login impossible.
     pub no_daemon_can_verify: Vec<Flagged>,
+    /// Mailboxes only Dovecot itself can check (the dict mode):
+    /// checkpassword and the Lua endpoint cannot log them in.
+    pub dovecot_dict_only: Vec<Flagged>,
     /// Entries not imported, and why.
     pub not_imported: Vec<Item>,
     /// Conflicts: inside the sources, and with rows present.
@@ -336,6 +308,7 @@ impl Report {
             password_schemes: Vec::new(),
             smtpd_cannot_verify: Vec::new(),
             no_daemon_can_verify: Vec::new(),
+            dovecot_dict_only: Vec::new(),
             not_imported: Vec::new(),
             conflicts: Vec::new(),
             notes: Vec::new(),
@@ -394,10 +367,14 @@ impl Report {
                 scheme: info.label.clone(),
                 at: origin.to_string(),
             };
-            match (info.opensmtpd, info.dovecot) {
-                (false, true) => self.smtpd_cannot_verify.push(flagged),
-                (false, false) => self.no_daemon_can_verify.push(flagged),
+            let dovecot = info.dovecot || info.dovecot_dict_only;
+            match (info.opensmtpd, dovecot) {
+                (false, true) => self.smtpd_cannot_verify.push(flagged.clone()),
+                (false, false) => self.no_daemon_can_verify.push(flagged.clone()),
                 _ => {}
+            }
+            if info.dovecot_dict_only {
+                self.dovecot_dict_only.push(flagged);
             }
             schemes
                 .entry(info.label.clone())
@@ -411,6 +388,7 @@ impl Report {
                 users: n,
                 opensmtpd: i.opensmtpd,
                 dovecot: i.dovecot,
+                dovecot_dict_only: i.dovecot_dict_only,
                 note: i.note,
             })
             .collect();
@@ -557,12 +535,17 @@ impl Report {
             let yn = |b: bool| if b { "yes" } else { "no" };
             for s in &self.password_schemes {
                 let note = s.note.map(|n| format!("  {n}")).unwrap_or_default();
+                let dovecot = match (s.dovecot, s.dovecot_dict_only) {
+                    (true, _) => "yes",
+                    (false, true) => "dict only",
+                    (false, false) => "no",
+                };
                 line(format!(
-                    "{:<w$}  {:>5}  {:<9}  {:<7}{note}",
+                    "{:<w$}  {:>5}  {:<9}  {:<9}{note}",
                     s.scheme,
                     s.users,
                     yn(s.opensmtpd),
-                    yn(s.dovecot)
+                    dovecot
                 ));
             }
         }
@@ -578,6 +561,18 @@ impl Report {
                 self.smtpd_cannot_verify.len()
             ));
             for f in &self.smtpd_cannot_verify {
+                line(format!("  {}  {}  ({})", f.address, f.scheme, f.at));
+            }
+        }
+        if !self.dovecot_dict_only.is_empty() {
+            line(String::new());
+            line(format!(
+                "only Dovecot itself can check these passwords (the dict mode): through \
+                 checkpassword or the Lua endpoint they cannot log in until `mailtable user \
+                 passwd` gives them a bcrypt hash ({}):",
+                self.dovecot_dict_only.len()
+            ));
+            for f in &self.dovecot_dict_only {
                 line(format!("  {}  {}  ({})", f.address, f.scheme, f.at));
             }
         }
@@ -684,11 +679,20 @@ mod tests {
         let y = info("{BLF-CRYPT}$2y$05$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234");
         assert_eq!(y.label, "{BLF-CRYPT} bcrypt ($2y$)");
         assert!(y.opensmtpd && y.dovecot);
-        let s = info("{SSHA512}c2VjcmV0c2FsdA==");
+        // Salted SHA-512: 64 bytes of digest, then salt.
+        let s = info("{SSHA512}M8AgWyPjdKo8Cp+VUlYW1Y2mwA/5jXhqZymqmlm2FjgQmPbq1nxLDPfEwqYeSEj8R2e4AijSTO0PgVSYDvHprYiFTrI=");
         assert_eq!((s.opensmtpd, s.dovecot), (false, true));
-        let a = info("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA");
+        // Too short to be one: neither daemon checks it.
+        let s = info("{SSHA512}c2VjcmV0c2FsdA==");
+        assert_eq!(
+            (s.opensmtpd, s.dovecot, s.dovecot_dict_only),
+            (false, false, false)
+        );
+        let a = info(
+            "$argon2id$v=19$m=65536,t=3,p=1$YbhB3+dPpV2cIVF/Hr2KQQ$Eo7xsjLuF1ojmW4Nxic70puU+o1YPRzjyhAl4+YBTOw",
+        );
         assert_eq!((a.opensmtpd, a.dovecot), (false, true));
-        let m = info("$1$salt$hash");
+        let m = info("$1$saltsalt$qjXMvbEw8oaL.CzflDtaK/");
         assert!(m.opensmtpd && m.dovecot);
         assert!(m.note.unwrap().contains("2.4"));
         let p = info("{PLAIN}secret");
@@ -696,13 +700,27 @@ mod tests {
         assert!(!p.opensmtpd);
         let d = info("{CRYPT}abJnggxhB/yWI");
         assert_eq!(d.label, "{CRYPT} DES crypt");
+        assert_eq!(
+            (d.opensmtpd, d.dovecot, d.dovecot_dict_only),
+            (false, false, true)
+        );
+        let y = info("$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$ZPv7Eq1zA9wVrC0y6nDp3mBe");
+        assert_eq!(
+            (y.opensmtpd, y.dovecot, y.dovecot_dict_only),
+            (true, false, true)
+        );
         let junk = info("not-a-hash");
         assert_eq!((junk.opensmtpd, junk.dovecot), (false, false));
         let pbkdf2 =
             info("{PBKDF2}$1$.8EG.f/6LSIKluCw$5000$473c6686f453b9113ca0eb28c3c293c4d4de909f");
         assert_eq!(
-            (pbkdf2.opensmtpd, pbkdf2.dovecot, pbkdf2.note),
-            (false, true, None)
+            (
+                pbkdf2.opensmtpd,
+                pbkdf2.dovecot,
+                pbkdf2.dovecot_dict_only,
+                pbkdf2.note
+            ),
+            (false, false, true, None)
         );
         let odd = info("{FOO}bar");
         assert!(!odd.dovecot);
