@@ -417,10 +417,13 @@ impl Backend {
         let result = self.stores.with(|s| {
             // A failed check: nothing fresh from memory, the lookup runs
             // anyway (see mailtable_core::cache).
-            let token = s.change_token().ok().flatten();
+            let token = s.change_token();
             let ticket = {
                 let mut cache = self.cache();
-                let ticket = cache.begin(token);
+                let ticket = match token {
+                    Ok(token) => cache.begin(token),
+                    Err(_) => cache.begin_unchecked(),
+                };
                 if let Some(hit) = cache.fresh(ticket, key) {
                     return Ok(hit);
                 }
@@ -436,7 +439,7 @@ impl Backend {
         });
         result.or_else(|e| {
             let mut cache = self.cache();
-            cache.begin(None);
+            cache.begin_unchecked();
             cache.stale(key, &e).ok_or(e)
         })
     }

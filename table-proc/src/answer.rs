@@ -165,6 +165,30 @@ impl Tables {
         }
     }
 
+    /// `update`'s part that asks the database.
+    fn reopen_and_check(&mut self) -> Result<(), String> {
+        if let Some(s) = self.store.as_mut() {
+            s.reopen().map_err(|e| e.to_string())?;
+        }
+        // `smtpctl update table` prints this answer: a file that opens
+        // but is no mailtable database (emptied, the wrong path, a restore
+        // of the wrong file) is said here, not answered "ok" and then an
+        // error for every lookup.
+        let (s, _) = self.store()?;
+        if s.schema_state().map_err(|e| e.to_string())? == SchemaState::Empty {
+            return Err(format!(
+                "{} has no users table: not a mailtable database (mailtable init creates one)",
+                s.kind()
+            ));
+        }
+        // One query of the kind lookups make: a users table dropped or
+        // replaced behind the schema's version table, or one the daemon
+        // may not read, fails here too.
+        s.has_domain("update-check.invalid")
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     fn new_cache(&self) -> AnswerCache<Option<String>> {
         let fallback = Config::default();
         let settings = self.config.as_ref().unwrap_or(&fallback);
@@ -370,29 +394,13 @@ impl Handler for Tables {
 
     fn update(&mut self) -> Result<(), String> {
         self.config()?;
+        self.reopen_and_check()?;
+        // Emptied once the database answered: an update that fails (run
+        // during an outage) keeps the answers that ride it out.
         if let Some(cache) = self.cache.as_mut() {
             cache.clear();
         }
-        if let Some(s) = self.store.as_mut() {
-            s.reopen().map_err(|e| e.to_string())?;
-        }
-        // `smtpctl update table` prints this answer: a file that opens
-        // but is no mailtable database (emptied, the wrong path, a restore
-        // of the wrong file) is said here, not answered "ok" and then an
-        // error for every lookup.
-        let (s, _) = self.store()?;
-        if s.schema_state().map_err(|e| e.to_string())? == SchemaState::Empty {
-            return Err(format!(
-                "{} has no users table: not a mailtable database (mailtable init creates one)",
-                s.kind()
-            ));
-        }
-        // One query of the kind lookups make: a users table dropped or
-        // replaced behind the schema's version table, or one the daemon
-        // may not read, fails here too.
-        s.has_domain("update-check.invalid")
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        Ok(())
     }
 
     fn check(&mut self, service: Service, key: &str) -> Answer {
@@ -856,6 +864,36 @@ mod tests {
         assert!(
             stale > 50 && errors > 50 && data_free > 5,
             "stale {stale}, errors {errors}, data-free {data_free}"
+        );
+    }
+
+    /// `smtpctl update table` during an outage fails, and keeps the answers
+    /// that ride the outage out; once the database answers it, the cache is
+    /// emptied.
+    #[test]
+    fn a_failed_update_keeps_the_cache() {
+        let mut s = fixture();
+        s.versioned = true;
+        let counting = FailingStore::counting(s.clone());
+        let mut t = table_over(counting.clone());
+        let warm = t.lookup(Service::Alias, "hugo@barrera.io");
+        assert!(matches!(warm, Answer::Found(_)), "{warm:?}");
+        let failing = FailingStore::failing_from(s.clone(), counting.calls() + 1);
+        let mut t = table_over(failing.clone());
+        assert_eq!(t.lookup(Service::Alias, "hugo@barrera.io"), warm);
+        assert!(!failing.has_failed());
+        assert!(t.update().is_err());
+        assert_eq!(t.lookup(Service::Alias, "hugo@barrera.io"), warm);
+
+        let counting = FailingStore::counting(s);
+        let mut t = table_over(counting.clone());
+        t.lookup(Service::Alias, "hugo@barrera.io");
+        t.update().unwrap();
+        let before = counting.calls();
+        t.lookup(Service::Alias, "hugo@barrera.io");
+        assert!(
+            counting.calls() > before + 1,
+            "answered from the cache after update"
         );
     }
 

@@ -99,16 +99,22 @@ struct Entry<V> {
     positive: bool,
     /// The data version the answer was computed under.
     generation: u64,
-    /// When the database last gave this answer.
+    /// When the database last gave this answer, or confirmed it: a fresh
+    /// hit is one, the change check having found the data unchanged.
     seen: Instant,
 }
 
 /// Where a lookup stands after the change check: the data version it reads,
-/// when the store gave one. Handed back to [`AnswerCache::put`], so an
-/// answer computed while another thread saw a newer version is filed under
-/// the older one and never served fresh.
+/// when the store gave one, and whether the check reached the database at
+/// all. Handed back to [`AnswerCache::put`], so an answer computed while
+/// another thread saw a newer version is filed under the older one and
+/// never served fresh, and an answer that needed no data does not end an
+/// outage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ticket(Option<u64>);
+pub struct Ticket {
+    generation: Option<u64>,
+    checked: bool,
+}
 
 /// How a lookup was answered, for the counters of the benchmarks and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -185,22 +191,45 @@ impl<V: Clone> AnswerCache<V> {
             self.generation += 1;
             self.token = token;
         }
-        Ticket(token.map(|_| self.generation))
+        Ticket {
+            generation: token.map(|_| self.generation),
+            checked: true,
+        }
     }
 
-    /// The answer stored under this lookup's data version, if any.
+    /// The ticket of a lookup whose change check failed: the data version
+    /// is unknown from here on, nothing is fresh until a check succeeds
+    /// again, and the lookup's answer, if it has one, is no sign that the
+    /// database is back.
+    pub fn begin_unchecked(&mut self) -> Ticket {
+        Ticket {
+            checked: false,
+            ..self.begin(None)
+        }
+    }
+
+    /// The answer stored under this lookup's data version, if any. A hit
+    /// renews the answer's time for stale-if-error: the data it came from
+    /// was just found unchanged.
     pub fn fresh(&mut self, ticket: Ticket, key: &str) -> Option<V> {
-        let generation = ticket.0?;
+        let generation = ticket.generation?;
         if self.settings.entries == 0 {
             return None;
         }
-        let hit = match self.current.get(key) {
-            Some(e) => (e.generation == generation).then(|| e.value.clone()),
+        let hit = match self.current.get_mut(key) {
+            Some(e) if e.generation == generation => {
+                e.seen = Instant::now();
+                Some(e.value.clone())
+            }
+            Some(_) => None,
             None => {
                 // Used again: move it to the current generation so the next
                 // swap keeps it.
-                let e = self.previous.remove(key)?;
-                let hit = (e.generation == generation).then(|| e.value.clone());
+                let mut e = self.previous.remove(key)?;
+                let hit = (e.generation == generation).then(|| {
+                    e.seen = Instant::now();
+                    e.value.clone()
+                });
                 self.insert(key, e);
                 hit
             }
@@ -212,10 +241,12 @@ impl<V: Clone> AnswerCache<V> {
     }
 
     /// File an answer the database just gave (under the lookup's ticket).
-    /// The end of an outage is logged here.
+    /// The end of an outage is logged here, when the change check of the
+    /// lookup succeeded: an answer that needs no data (smtpd's delivery
+    /// user keys) comes while the database is still down.
     pub fn put(&mut self, ticket: Ticket, key: &str, fetched: Fetched<V>) {
         self.stats.misses += 1;
-        if self.outage {
+        if self.outage && ticket.checked {
             self.outage = false;
             tracing::warn!("database answers again; cached answers are checked against it");
         }
@@ -225,8 +256,8 @@ impl<V: Clone> AnswerCache<V> {
         // Without a token the answer cannot be served fresh (generation 0
         // is never current: `begin` has bumped it at least once), but a
         // positive one can still ride out an outage.
-        let generation = ticket.0.unwrap_or(0);
-        if !fetched.positive && ticket.0.is_none() {
+        let generation = ticket.generation.unwrap_or(0);
+        if !fetched.positive && ticket.generation.is_none() {
             self.current.remove(key);
             self.previous.remove(key);
             return;
@@ -318,7 +349,7 @@ impl<V: Clone> AnswerCache<V> {
             // names back, `hugo_barrera.io@`, as part of delivering to a
             // mailbox) stays right, and one that needs data fails with
             // the database.
-            Err(_) => self.begin(None),
+            Err(_) => self.begin_unchecked(),
         };
         if let Some(v) = self.fresh(ticket, key) {
             return Ok(v);
@@ -445,6 +476,49 @@ mod tests {
         );
         assert_eq!(c.stats().stale, 2);
         assert_eq!(c.stats().hits, 0);
+    }
+
+    /// The stale window counts from when the database last confirmed an
+    /// answer, and a fresh hit confirms it: a mailbox that gets mail all
+    /// day from the cache of an unchanged database rides out an outage
+    /// that starts an hour after its answer was first computed.
+    #[test]
+    fn a_fresh_hit_renews_the_stale_window() {
+        let mut c = cache(10);
+        let backdate = |c: &mut AnswerCache<String>, key: &str| {
+            let e = c.current.get_mut(key).expect("cached");
+            e.seen = Instant::now()
+                .checked_sub(Duration::from_secs(120))
+                .expect("the clock is past 120 s");
+        };
+        c.lookup(Ok(tok(1)), "hit", found("a")).unwrap();
+        c.lookup(Ok(tok(1)), "idle", found("b")).unwrap();
+        backdate(&mut c, "hit");
+        backdate(&mut c, "idle");
+        assert_eq!(c.lookup(Ok(tok(1)), "hit", never), R::Ok("a".into()));
+        assert_eq!(c.lookup(outage(), "hit", down), R::Ok("a".into()));
+        // Not asked within the window: the outage is not ridden out.
+        assert_eq!(
+            c.lookup(outage(), "idle", down),
+            R::Err("database unavailable".into())
+        );
+    }
+
+    /// An outage is logged once: an answer that needs no data, given
+    /// while the change check still fails, is no end of it; a lookup
+    /// whose check and query both succeed is.
+    #[test]
+    fn only_a_lookup_that_reached_the_database_ends_an_outage() {
+        let mut c = cache(10);
+        c.lookup(Ok(tok(1)), "mailbox", found("a")).unwrap();
+        c.lookup(outage(), "mailbox", down).unwrap();
+        assert!(c.outage);
+        c.lookup(outage(), "not-an-address", unknown).unwrap();
+        assert!(c.outage, "an answer without data ended the outage");
+        c.lookup(outage(), "mailbox", down).unwrap();
+        assert_eq!(c.stats().stale, 2);
+        c.lookup(Ok(tok(1)), "mailbox", found("a")).unwrap();
+        assert!(!c.outage);
     }
 
     #[test]
