@@ -68,19 +68,22 @@ fn dovecot_size(s: &str) -> Result<Option<String>, ()> {
     Ok(crate::quota::of_bytes(bytes))
 }
 
-/// Interpret one `key=value` (or bare `key`) extra field.
+/// Interpret one `key=value` (or bare `key`) extra field. Names are read
+/// as Dovecot reads them, case and all (`USERDB_QUOTA_RULE` is a passdb
+/// field of that name, no quota), and `nologin` and `nopassword` count by
+/// their presence, whatever their value (`auth_fields_exists` in
+/// core@2.3.19.1:src/auth/auth-request.c): `nologin=no` refuses the login.
 pub fn extra_field(field: &str) -> Extra {
     let (key, value) = field.split_once('=').unwrap_or((field, ""));
-    let key_l = key.to_ascii_lowercase();
-    match key_l.as_str() {
+    match key {
         "userdb_quota_rule" => match value.strip_prefix("*:storage=").map(dovecot_size) {
             Some(Ok(size)) => Extra::Quota(size),
             _ => Extra::NotKept(format!(
                 "quota rule {value:?}: mailtable keeps one *:storage=SIZE rule per mailbox"
             )),
         },
-        "nologin" if !matches!(value, "n" | "no" | "0") => Extra::NoLogin,
-        "nopassword" if !matches!(value, "n" | "no" | "0") => Extra::NoPassword,
+        "nologin" => Extra::NoLogin,
+        "nopassword" => Extra::NoPassword,
         "userdb_home" | "userdb_uid" | "userdb_gid" | "userdb_mail" => Extra::NotKept(format!(
             "{key}: mailtable derives uid, gid, home and mail location from its config"
         )),
@@ -111,6 +114,50 @@ fn parse_entry(at: Origin, line: &str, p: &mut Parsed) {
     let user = fields[0].trim();
     let field = |i: usize| fields.get(i).copied().unwrap_or("").trim();
     let key = user.to_ascii_lowercase();
+    // Dovecot looks a login up by the exact name, after its default
+    // auth_username_format (%Lu) lower-cased it, and keeps the entry's
+    // name as written: one with blanks around it or an upper-case letter
+    // never matched a login or a delivery. Not imported, and nothing lost.
+    if fields[0] != user || user != key {
+        p.skipped.push(Finding::about(
+            at,
+            &key,
+            format!(
+                "{}: Dovecot looks logins up lower-cased (auth_username_format %Lu) and \
+                 exactly as written, so this entry never matched; not imported",
+                if fields[0] != user {
+                    "the user name has blanks around it"
+                } else {
+                    "the user name has upper-case letters"
+                }
+            ),
+        ));
+        return;
+    }
+    // A uid or gid of 0, or a number beyond uid_t, makes Dovecot drop the
+    // entry when the file is also its userdb, the usual setup
+    // (passwd_file_add in core@2.3.19.1:src/auth/db-passwd-file.c).
+    for (i, what) in [(2, "uid"), (3, "gid")] {
+        let f = field(i);
+        let bad = f.bytes().all(|b| b.is_ascii_digit())
+            && !f.is_empty()
+            && f.parse::<u32>()
+                .ok()
+                .filter(|n| *n != 0 && *n != u32::MAX)
+                .is_none();
+        if bad {
+            p.mailbox_left_behind(
+                at,
+                &key,
+                &format!(
+                    "{what} {f}: Dovecot drops this entry when the file is also its userdb (no \
+                     login, no mail); if its userdb is another (static), fix the {what} and \
+                     import again"
+                ),
+            );
+            return;
+        }
+    }
     // A number, or a system user or group name Dovecot looks up
     // (`userdb_parse_uid`/`userdb_parse_gid`): not compared then.
     let mut num = |i: usize, what: &str| -> Option<u32> {
@@ -133,11 +180,14 @@ fn parse_entry(at: Origin, line: &str, p: &mut Parsed) {
     let (uid, gid) = (num(2, "uid"), num(3, "gid"));
     let home = Some(field(5).to_string()).filter(|h| !h.is_empty());
 
+    // As Dovecot reads it: split at `:`, nothing trimmed (a space is part
+    // of a password, and the hash is kept byte for byte).
+    let raw_password = fields.get(1).copied().unwrap_or("");
     let Extras {
         quota,
         active,
         refused,
-    } = extras(field(7), &at, &key, &mut p.notes);
+    } = extras(field(7), &at, &key, !raw_password.is_empty(), &mut p.notes);
     if !active {
         p.notes.push(Finding::about(
             at.clone(),
@@ -151,9 +201,7 @@ fn parse_entry(at: Origin, line: &str, p: &mut Parsed) {
         p.mailbox_left_behind(at, &key, why);
         return;
     }
-    // As Dovecot reads it: split at `:`, nothing trimmed (a space is part
-    // of a password, and the hash is kept byte for byte).
-    let password = match pwdfile_notation(fields.get(1).copied().unwrap_or("")) {
+    let password = match pwdfile_notation(raw_password) {
         Ok(pw) => pw,
         Err(why) => {
             // Dovecot logs the entry as invalid and does not add it.
@@ -181,11 +229,13 @@ fn parse_entry(at: Origin, line: &str, p: &mut Parsed) {
         match Address::parse(&key) {
             Ok(a) => LoginName::Address(a),
             Err(e) => {
-                p.skipped.push(Finding::about(
+                // Dovecot took it (its user names are any text): the user
+                // logged in and got mail there.
+                p.mailbox_left_behind(
                     at,
                     &key,
-                    format!("user name is not an address mailtable can store ({e})"),
-                ));
+                    &format!("user name is not an address mailtable can store ({e})"),
+                );
                 return;
             }
         }
@@ -237,7 +287,15 @@ fn pwdfile_notation(pw: &str) -> Result<std::borrow::Cow<'_, str>, &'static str>
 
 /// Read the extra fields; the ones mailtable does not keep become notes.
 /// In the old format (an empty eighth field) the rest is the mail location.
-fn extras(text: &str, at: &Origin, key: &str, notes: &mut Vec<Finding>) -> Extras {
+/// `nopassword` next to a password is ignored, as Dovecot ignores it
+/// ("nopassword set but password is non-empty", auth-request.c).
+fn extras(
+    text: &str,
+    at: &Origin,
+    key: &str,
+    has_password: bool,
+    notes: &mut Vec<Finding>,
+) -> Extras {
     let mut x = Extras {
         quota: None,
         active: true,
@@ -256,6 +314,12 @@ fn extras(text: &str, at: &Origin, key: &str, notes: &mut Vec<Finding>) -> Extra
         match extra_field(f) {
             Extra::Quota(q) => x.quota = q,
             Extra::NoLogin => x.active = false,
+            Extra::NoPassword if has_password => notes.push(Finding::about(
+                at.clone(),
+                key,
+                "nopassword next to a password: Dovecot ignores it and checks the password, \
+                 and so does mailtable",
+            )),
             Extra::NoPassword => {
                 x.refused =
                     Some("nopassword: Dovecot accepts any password for it; mailtable needs a hash")
@@ -296,6 +360,14 @@ mod tests {
         ));
         assert_eq!(extra_field("nologin"), Extra::NoLogin);
         assert_eq!(extra_field("nopassword=y"), Extra::NoPassword);
+        // By presence, whatever the value; names as written.
+        assert_eq!(extra_field("nologin=no"), Extra::NoLogin);
+        assert_eq!(extra_field("nopassword=0"), Extra::NoPassword);
+        assert!(matches!(extra_field("NOLOGIN"), Extra::NotKept(_)));
+        assert!(matches!(
+            extra_field("USERDB_QUOTA_RULE=*:storage=1G"),
+            Extra::NotKept(_)
+        ));
         assert!(
             matches!(extra_field("userdb_mail=maildir:~/Maildir"), Extra::NotKept(w) if w.contains("config"))
         );
@@ -323,7 +395,7 @@ bob:{SSHA512}c2VjcmV0:5000:5000::/var/vmail/bob
 carol@example.org:abJnggxhB/yWI
 dave@example.org::5000:5000
 erin@example.org:{PLAIN}x:::::: nologin
-frank@example.org:{PLAIN}x:::::: nopassword
+frank@example.org::::::: nopassword
 bad@example.org:{PLAIN}x:five:5000
 ";
         let p = parse("users", text);
@@ -350,6 +422,58 @@ bad@example.org:{PLAIN}x:five:5000
         assert_eq!(
             p.userinfo[0].home.as_deref(),
             Some("/var/vmail/example.org/alice")
+        );
+    }
+
+    /// Entries Dovecot never matched or dropped, and users it had that
+    /// mailtable cannot hold, as Dovecot 2.3 reads the file (checked
+    /// against it with doveadm auth test and doveadm user).
+    #[test]
+    fn entries_dovecot_never_used_and_users_it_had() {
+        let text = "\
+Bob@example.net:{PLAIN}x:5000:5000
+  lead@example.net:{PLAIN}x:5000:5000
+trail@example.net :{PLAIN}x:5000:5000
+zero@example.net:{PLAIN}x:0:5000
+huge@example.net:{PLAIN}x:5000:99999999999999999999
+named@example.net:{PLAIN}x:vmail:vmail
+dots..x@example.net:{PLAIN}x:5000:5000
+keep@example.net:{PLAIN}x:5000:5000::/h::nopassword nologin=no
+";
+        let p = parse("users", text);
+        let logins: Vec<String> = p
+            .logins
+            .iter()
+            .map(|l| match &l.name {
+                LoginName::Address(a) => a.to_string(),
+                LoginName::Bare(b) => b.clone(),
+            })
+            .collect();
+        // nopassword next to a password is ignored; nologin=no is nologin.
+        assert_eq!(logins, ["named@example.net", "keep@example.net"]);
+        assert!(!p.logins[1].active);
+        assert!(p.notes.iter().any(|n| n.why.contains("Dovecot ignores it")));
+        let skipped: Vec<String> = p.skipped.iter().map(|f| f.at.to_string()).collect();
+        assert_eq!(
+            skipped,
+            ["users:1", "users:2", "users:3", "users:4", "users:5", "users:7"]
+        );
+        // Never matched: nothing lost. Dropped as a userdb entry, or a user
+        // mailtable cannot hold: left behind, the import refused without
+        // --partial.
+        assert_eq!(
+            p.lost_mailboxes,
+            [
+                "zero@example.net",
+                "huge@example.net",
+                "dots..x@example.net"
+            ]
+        );
+        assert!(p.skipped[3].why.contains("uid 0"), "{}", p.skipped[3].why);
+        assert!(
+            p.skipped[4].why.contains("gid 9999"),
+            "{}",
+            p.skipped[4].why
         );
     }
 
