@@ -299,6 +299,13 @@ impl Tables {
     /// Only a real hash is a positive answer: the dummy of an unknown or
     /// disabled login is never served stale.
     fn credentials(&mut self, key: &str) -> Looked {
+        // `key:hash` must not start with `:`, or smtpd refuses the value
+        // (table_parse_lookup, K_CREDENTIALS, in usr.sbin/smtpd/table.c)
+        // and answers an empty AUTH user name 421 instead of 535. No such
+        // name is anybody's, so not found tells nothing.
+        if key.is_empty() || key.starts_with(':') {
+            return Ok(Fetched::negative(None));
+        }
         let (store, accounts) = self.store()?;
         match accounts
             .credentials(store, key, Verifier::Smtpd)
@@ -865,6 +872,25 @@ mod tests {
             stale > 50 && errors > 50 && data_free > 5,
             "stale {stale}, errors {errors}, data-free {data_free}"
         );
+    }
+
+    /// A credentials answer is never a value smtpd refuses (one starting
+    /// with `:`): an empty AUTH user name is not found (535), not a lookup
+    /// failure (421).
+    #[test]
+    fn credentials_of_an_empty_name_are_not_found() {
+        let mut t = table_over(FailingStore::counting(fixture()));
+        for key in ["", ":", ":hugo@barrera.io"] {
+            assert_eq!(
+                t.lookup(Service::Credentials, key),
+                Answer::NotFound,
+                "{key:?}"
+            );
+        }
+        assert!(matches!(
+            t.lookup(Service::Credentials, "nobody@barrera.io"),
+            Answer::Found(v) if v.starts_with("nobody@barrera.io:$2b$")
+        ));
     }
 
     /// `smtpctl update table` during an outage fails, and keeps the answers
