@@ -571,6 +571,66 @@ fn a_login_with_the_delimiter_in_its_name_is_its_own_mailbox() {
     assert_eq!(db.resolve("a+b@example.com").1, set(&["a+b@example.com"]));
 }
 
+/// The userbase given as a source (`userbase <userinfo>`): smtpd refused
+/// every message whose expansion reached a delivery user the userinfo
+/// table lacks (550), also where other targets were fine (smtpd fails the
+/// whole expansion), and through an alias to such an entry. Checked
+/// against smtpd 6.8 by hand: hugo@, hb@, mixed@ got 550.
+#[test]
+fn a_delivery_user_missing_from_the_userbase_bounced() {
+    let db = Db::new();
+    let dir = db.dir.path();
+    std::fs::write(
+        dir.join("ub-virtuals"),
+        "gilles@example.org  gilles\n\
+         hugo@example.org    hugo\n\
+         hb@example.org      hugo\n\
+         mixed@example.org   gilles, hugo\n\
+         via@example.org     hb@example.org, gilles@example.org\n\
+         ok@example.org      gilles@example.org\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("ub-userinfo"),
+        "gilles 5000:5000:/var/vmail/gilles\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("ub-credentials"),
+        format!("gilles@example.org gilles@example.org:{M_HASH}\nhugo@example.org hugo@example.org:{M_HASH}\n"),
+    )
+    .unwrap();
+    let p = |f: &str| dir.join(f).display().to_string();
+    let args = [
+        format!("smtpd-aliases:{}", p("ub-virtuals")),
+        format!("smtpd-userinfo:{}", p("ub-userinfo")),
+        format!("smtpd-credentials:{}", p("ub-credentials")),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // hugo@ has a login but smtpd never delivered to it: refused until the
+    // admin decides.
+    let (v, _) = db.import_json(&args, 2);
+    let not = whys(&v, "not_imported");
+    assert!(
+        not.contains("local user hugo is not in the userbase given"),
+        "{not}"
+    );
+    assert!(
+        not.contains("smtpd refused its mail (550) while the login worked"),
+        "{not}"
+    );
+    assert_eq!(
+        v["mailboxes_not_imported"],
+        serde_json::json!(["hugo@example.org"])
+    );
+    let (v, _) = db.import_json(&[&args[..], &["--partial"]].concat(), 0);
+    assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
+    for addr in ["hb@example.org", "mixed@example.org", "via@example.org"] {
+        assert_eq!(db.resolve(addr).0, "not-found", "{addr}");
+    }
+    assert_eq!(db.resolve("ok@example.org").1, set(&["gilles@example.org"]));
+}
+
 #[test]
 fn smtpd_passwd_table_with_aliases() {
     let db = Db::new();

@@ -40,6 +40,10 @@ pub enum LocalUser {
     Shared(BTreeSet<Address>),
     /// No login delivers to it.
     Unknown,
+    /// The userbase given to the import (an smtpd userinfo or passwd
+    /// table) lacks it: smtpd refused every message whose expansion
+    /// reached it (550), whatever delivers to it.
+    NotInUserbase,
 }
 
 /// The sources, combined.
@@ -591,6 +595,7 @@ mod tests {
                 format!("shared {}", s.join(" "))
             }
             Some(LocalUser::Unknown) => "unknown".into(),
+            Some(LocalUser::NotInUserbase) => "not in the userbase".into(),
             None => "absent".into(),
         }
     }

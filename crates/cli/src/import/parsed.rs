@@ -305,6 +305,9 @@ pub struct UserInfo {
     pub gid: Option<u32>,
     /// Home directory.
     pub home: Option<String>,
+    /// From an smtpd table that serves as the `userbase` (smtpd-userinfo,
+    /// smtpd-passwd): smtpd refuses mail to a delivery user it lacks.
+    pub userbase: bool,
     /// Where.
     pub origin: Origin,
 }

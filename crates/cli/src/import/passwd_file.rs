@@ -255,6 +255,7 @@ fn parse_entry(at: Origin, line: &str, p: &mut Parsed) {
         uid,
         gid,
         home,
+        userbase: false,
         origin: at,
     });
 }

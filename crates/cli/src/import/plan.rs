@@ -112,7 +112,9 @@ pub fn plan(
     let userinfo = std::mem::take(&mut parsed.userinfo);
     let mut lost: BTreeSet<String> = std::mem::take(&mut parsed.lost).into_iter().collect();
     let mut merged = merge::merge(parsed, db, hints, &mut f)?;
-    let dropped = drop_logins_smtpd_cannot_deliver(&mut merged, &mut f.skipped);
+    mark_users_not_in_userbase(&userinfo, &mut merged);
+    let mut dropped = drop_logins_smtpd_cannot_deliver(&mut merged, &mut f.skipped);
+    dropped.extend(drop_logins_smtpd_refused(&mut merged, &mut f.skipped));
     for a in dropped.keys() {
         lost.insert(a.to_string());
         merged.lost_mailboxes.insert(a.to_string());
@@ -171,6 +173,62 @@ pub fn plan(
         refused: walk.refused.iter().map(ToString::to_string).collect(),
     };
     Ok((plan, Box::new(walk)))
+}
+
+/// With an smtpd userbase among the sources (`userbase <userinfo>`), a
+/// delivery user it lacks made smtpd refuse every message whose expansion
+/// reached it (550: the userinfo lookup of an expanded user name fails,
+/// lka_expand in usr.sbin/smtpd/lka_session.c): whatever delivered to it
+/// bounced there.
+fn mark_users_not_in_userbase(userinfo: &[UserInfo], m: &mut Merged) {
+    let userbase: BTreeSet<&str> = userinfo
+        .iter()
+        .filter(|u| u.userbase)
+        .map(|u| u.user.as_str())
+        .collect();
+    if userbase.is_empty() {
+        return;
+    }
+    for (u, meaning) in &mut m.local_users {
+        if !userbase.contains(u.as_str()) {
+            *meaning = LocalUser::NotInUserbase;
+        }
+    }
+}
+
+/// Logins whose own entry delivers to a user the userbase lacks: smtpd let
+/// them authenticate but refused their mail. A mailtable mailbox would
+/// take it, and a login alone cannot be had: left behind (the import
+/// refused without `--partial`), for the admin to add the user to the
+/// userinfo table or drop the login.
+fn drop_logins_smtpd_refused(
+    m: &mut Merged,
+    skipped: &mut Vec<Finding>,
+) -> BTreeMap<Address, String> {
+    let refused: Vec<(Address, String)> = m
+        .logins
+        .keys()
+        .filter_map(|a| {
+            let r = m.routes.get(&RouteKey::Exact(a.clone()))?;
+            let u = r
+                .local_users()
+                .find(|u| matches!(m.local_users.get(*u), Some(LocalUser::NotInUserbase)))?;
+            Some((a.clone(), u.to_string()))
+        })
+        .collect();
+    let mut dropped = BTreeMap::new();
+    for (a, u) in refused {
+        if let Some(l) = m.logins.remove(&a) {
+            let why = format!(
+                "its entry delivers to local user {u}, which is not in the userbase given \
+                 (userinfo): smtpd refused its mail (550) while the login worked; a mailtable \
+                 mailbox would take the mail (add {u} to the userinfo table, or drop the login)"
+            );
+            skipped.push(Finding::about(l.origin, &a.to_string(), why.clone()));
+            dropped.insert(a, why);
+        }
+    }
+    dropped
 }
 
 /// Logins whose delivery user name smtpd does not take (`o'brien@`: RFC
@@ -254,9 +312,16 @@ fn decide_routes(
 /// not imported. Postfix bounces such a copy at delivery and still
 /// delivers the others (virtual(8): "user unknown" for an address its
 /// mailbox maps do not list), so the entry's other targets keep theirs.
+/// smtpd fails the whole expansion instead (a node that fails sets the
+/// session's error, lka_expand in usr.sbin/smtpd/lka_session.c): there an
+/// entry with a target that bounces bounces as a whole.
 /// Iterated, since an entry that bounces makes its aliases' copies bounce.
 fn drop_bounced_targets(walk: &mut SourceWalk, skipped: &mut Vec<Finding>) {
-    if walk.refused.is_empty() {
+    let bounced = walk
+        .routes
+        .values()
+        .any(|r| matches!(r.status, Status::Bounced(_)));
+    if walk.refused.is_empty() && !bounced {
         return;
     }
     loop {
@@ -282,9 +347,18 @@ fn drop_bounced_targets(walk: &mut SourceWalk, skipped: &mut Vec<Finding>) {
             return;
         }
         for (k, dropped) in changes {
+            let aliases_first = walk.aliases_first;
             let Some(r) = walk.routes.get_mut(&k) else {
                 continue;
             };
+            if !aliases_first {
+                r.status = Status::Bounced(format!(
+                    "target {} bounced in the source, and smtpd refuses the whole entry with \
+                     it (550)",
+                    dropped[0]
+                ));
+                continue;
+            }
             let Status::Ok(targets) = &mut r.status else {
                 continue;
             };
@@ -385,7 +459,8 @@ fn route_status(
         match resolve_target(t, own, &m.local_users, bare_keys) {
             Ok(r) if seen.insert(r.clone()) => out.push(r),
             Ok(_) => {}
-            Err(why) => return Status::Skipped(why),
+            Err(Unresolved::Skipped(why)) => return Status::Skipped(why),
+            Err(Unresolved::Bounced(why)) => return Status::Bounced(why),
         }
     }
     // Kept for the whole import, one per route: no spare capacity.
@@ -466,6 +541,20 @@ fn why_bare_key_is_skipped(u: &str) -> String {
     }
 }
 
+/// Why a target does not come over.
+enum Unresolved {
+    /// It delivered in the source, and cannot here.
+    Skipped(String),
+    /// The source bounced the route's mail on it.
+    Bounced(String),
+}
+
+impl From<String> for Unresolved {
+    fn from(why: String) -> Unresolved {
+        Unresolved::Skipped(why)
+    }
+}
+
 /// One target of a route whose key is `own` (`None`: a catch-all), or why
 /// the route cannot come over.
 fn resolve_target(
@@ -473,22 +562,23 @@ fn resolve_target(
     own: Option<&Address>,
     local_users: &BTreeMap<String, LocalUser>,
     bare_keys: &BTreeMap<String, Origin>,
-) -> Result<Resolved, String> {
+) -> Result<Resolved, Unresolved> {
     Ok(match t {
-        Target::Unrepresentable { text, why } => return Err(format!("target {text}: {why}")),
+        Target::Unrepresentable { text, why } => return Err(format!("target {text}: {why}").into()),
         Target::Address(a) if Some(a) == own => Resolved::SelfBox,
         Target::Address(a) => Resolved::Addr(a.clone()),
         Target::DomainAlias(d) if own.is_none() => Resolved::DomainAlias(d.clone()),
         Target::DomainAlias(d) => {
-            return Err(format!(
-                "target @{d}: a whole domain is only a target of a whole domain"
-            ))
+            return Err(
+                format!("target @{d}: a whole domain is only a target of a whole domain").into(),
+            )
         }
         Target::LocalUser(u) => {
             if let Some(at) = bare_keys.get(u) {
                 return Err(format!(
                     "local user {u} is itself a local alias ({at}), which is not imported"
-                ));
+                )
+                .into());
             }
             match local_users.get(u).unwrap_or(&LocalUser::Unknown) {
                 LocalUser::Mailbox(a) if Some(a) == own => Resolved::SelfBox,
@@ -500,14 +590,22 @@ fn resolve_target(
                          one is meant cannot be told",
                         s.len(),
                         super::report::first_few(s.iter())
-                    ));
+                    )
+                    .into());
                 }
                 LocalUser::Unknown => {
                     return Err(format!(
                         "local user {u}: no login of the sources or the database delivers \
                          to it, so its mailbox address is unknown (import the credentials \
                          too, or write the address)"
-                    ))
+                    )
+                    .into())
+                }
+                LocalUser::NotInUserbase => {
+                    return Err(Unresolved::Bounced(format!(
+                        "local user {u} is not in the userbase given (userinfo): smtpd refused \
+                         every message that reached it (550)"
+                    )))
                 }
             }
         }

@@ -330,6 +330,7 @@ pub fn parse_userinfo(source: &str, text: &str) -> Parsed {
                 uid: Some(uid),
                 gid: Some(gid),
                 home: Some(home),
+                userbase: true,
                 origin: at,
             }),
             Err(why) => p.malformed.push(Finding::new(at, format!("{key}: {why}"))),
@@ -457,6 +458,9 @@ pub fn parse_passwd(source: &str, text: &str) -> Parsed {
                 uid: Some(uid),
                 gid: Some(gid),
                 home: Some(home.to_string()),
+                // A passwd table may serve `auth` only, with the system's
+                // users as the userbase: not taken as the userbase.
+                userbase: false,
                 origin: at,
             }),
             _ => p.notes.push(Finding::about(

@@ -216,6 +216,17 @@ impl SourceWalk {
                 {
                     out.insert(a.clone());
                 }
+                // smtpd fails the whole expansion on a node that fails
+                // (lka_expand in usr.sbin/smtpd/lka_session.c): a target
+                // that bounces bounces the entry.
+                Resolved::Addr(a)
+                    if !self.aliases_first
+                        && self.domains.contains(a.domain())
+                        && !path.contains(a)
+                        && self.bounces(a) =>
+                {
+                    return Ok(BTreeSet::new());
+                }
                 Resolved::Addr(a) => self.follow(a, addr, path, &mut out, &mut looped, false)?,
                 Resolved::DomainAlias(d) => {
                     let a =
