@@ -631,6 +631,61 @@ fn a_delivery_user_missing_from_the_userbase_bounced() {
     assert_eq!(db.resolve("ok@example.org").1, set(&["gilles@example.org"]));
 }
 
+/// smtpd's expansion depth (EXPAND_DEPTH 10, the delivery user a node of
+/// its own): `d0 -> d1 -> ... -> d8 -> eric@ -> veric` got 524 on smtpd
+/// 6.8, `d1` and shorter 250. What smtpd refused is not imported.
+#[test]
+fn chains_past_smtpds_depth_limit_bounced() {
+    let db = Db::new();
+    let dir = db.dir.path();
+    let mut virt = String::from("eric@example.org veric\n");
+    for i in 0..9 {
+        let next = if i == 8 {
+            "eric".to_string()
+        } else {
+            format!("d{}", i + 1)
+        };
+        virt.push_str(&format!("d{i}@example.org {next}@example.org\n"));
+    }
+    for i in 0..13 {
+        let next = if i == 12 {
+            "eric".to_string()
+        } else {
+            format!("c{}", i + 1)
+        };
+        virt.push_str(&format!("c{i}@example.org {next}@example.org\n"));
+    }
+    std::fs::write(dir.join("deep-virtuals"), virt).unwrap();
+    std::fs::write(
+        dir.join("deep-credentials"),
+        format!("eric@example.org eric@example.org:{M_HASH}\n"),
+    )
+    .unwrap();
+    let args = [
+        format!("smtpd-aliases:{}", dir.join("deep-virtuals").display()),
+        format!(
+            "smtpd-credentials:{}",
+            dir.join("deep-credentials").display()
+        ),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (v, _) = db.import_json(&args, 0);
+    assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
+    assert!(
+        whys(&v, "not_imported").contains("past smtpd's limit of 10 levels"),
+        "{}",
+        whys(&v, "not_imported")
+    );
+    for bounced in ["d0", "c0", "c3", "c4"] {
+        let a = format!("{bounced}@example.org");
+        assert_eq!(db.resolve(&a).0, "not-found", "{a}");
+    }
+    for delivered in ["d1", "d8", "c5", "c12"] {
+        let a = format!("{delivered}@example.org");
+        assert_eq!(db.resolve(&a).1, set(&["eric@example.org"]), "{a}");
+    }
+}
+
 #[test]
 fn smtpd_passwd_table_with_aliases() {
     let db = Db::new();

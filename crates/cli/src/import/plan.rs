@@ -314,9 +314,13 @@ fn decide_routes(
 /// mailbox maps do not list), so the entry's other targets keep theirs.
 /// smtpd fails the whole expansion instead (a node that fails sets the
 /// session's error, lka_expand in usr.sbin/smtpd/lka_session.c): there an
-/// entry with a target that bounces bounces as a whole.
+/// entry with a target that bounces bounces as a whole, and so does an
+/// entry whose expansion runs past smtpd's depth limit.
 /// Iterated, since an entry that bounces makes its aliases' copies bounce.
 fn drop_bounced_targets(walk: &mut SourceWalk, skipped: &mut Vec<Finding>) {
+    if !walk.aliases_first {
+        bounce_too_deep(walk);
+    }
     let bounced = walk
         .routes
         .values()
@@ -383,6 +387,42 @@ fn drop_bounced_targets(walk: &mut SourceWalk, skipped: &mut Vec<Finding>) {
                         .into(),
                 );
             }
+        }
+    }
+}
+
+/// smtpd entries whose expansion, from their own key, runs past smtpd's
+/// depth limit: smtpd answered 524 there. Only entries with a target in
+/// our domains can go deeper than one level.
+fn bounce_too_deep(walk: &mut SourceWalk) {
+    let deep: Vec<RouteKey> = walk
+        .routes
+        .iter()
+        .filter(|(k, r)| {
+            let (RouteKey::Exact(a), Status::Ok(targets)) = (k, &r.status) else {
+                return false;
+            };
+            // Ours, so looked up again; a target that bounces from its own
+            // key is drop_bounced_targets' case. What is left of a bounce
+            // from this key is the depth.
+            let ours: Vec<&Address> = targets
+                .iter()
+                .filter_map(|t| match t {
+                    Resolved::Addr(t) if walk.domains.contains(t.domain()) => Some(t),
+                    _ => None,
+                })
+                .collect();
+            !ours.is_empty() && walk.bounces(a) && !ours.iter().any(|t| walk.bounces(t))
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in deep {
+        if let Some(r) = walk.routes.get_mut(&k) {
+            r.status = Status::Bounced(
+                "its expansion runs past smtpd's limit of 10 levels (EXPAND_DEPTH, the \
+                 delivery user counted): smtpd refused its mail (524)"
+                    .into(),
+            );
         }
     }
 }

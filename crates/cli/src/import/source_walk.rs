@@ -40,8 +40,13 @@ use super::verify::{Expect, Semantics};
 use mailtable_core::{Address, Domain, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// smtpd's own `EXPAND_DEPTH` (`usr.sbin/smtpd/smtpd.h`).
+/// smtpd's own `EXPAND_DEPTH` (`usr.sbin/smtpd/smtpd.h`): lka_expand
+/// fails the whole expansion (524) at a node this deep, the recipient
+/// being depth 0 and the delivery user name a node of its own.
 const SMTPD_EXPAND_DEPTH: usize = 10;
+
+/// Postfix's `virtual_alias_recursion_limit` default (postconf(5)).
+const POSTFIX_RECURSION_LIMIT: usize = 1000;
 
 /// A target after local user names are mapped.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -192,6 +197,12 @@ impl SourceWalk {
             Status::Bounced(_) => return Ok(BTreeSet::new()),
             Status::Skipped(_) => return Err(Self::blocked(r)),
         };
+        // The targets of the address last on `path` are nodes of depth
+        // `path.len()` (the recipient is first, depth 0): at smtpd's limit
+        // the whole expansion fails, a bounce.
+        if !self.aliases_first && path.len() >= SMTPD_EXPAND_DEPTH && !targets.is_empty() {
+            return Ok(BTreeSet::new());
+        }
         let mut out = BTreeSet::new();
         let mut looped = false;
         for t in targets {
@@ -261,9 +272,9 @@ impl SourceWalk {
             *looped = true;
             return Ok(());
         }
-        if path.len() > SMTPD_EXPAND_DEPTH {
+        if self.aliases_first && path.len() > POSTFIX_RECURSION_LIMIT {
             return Err(format!(
-                "alias chain deeper than {SMTPD_EXPAND_DEPTH} at {a}"
+                "alias chain deeper than {POSTFIX_RECURSION_LIMIT} at {a}"
             ));
         }
         path.push(a.clone());
