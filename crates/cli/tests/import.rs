@@ -686,6 +686,59 @@ fn chains_past_smtpds_depth_limit_bounced() {
     }
 }
 
+/// `:error:` entries delivered nothing in smtpd: bounced, not mail lost;
+/// a bare key whose addresses a catch-all now takes is said to go there.
+#[test]
+fn error_entries_bounced_and_redirects_are_named() {
+    let db = Db::new();
+    let dir = db.dir.path();
+    std::fs::write(
+        dir.join("err-virtuals"),
+        "m@example.org m\n\
+         err@example.org :error:550 gone\n\
+         temp@example.org m, :error:451 later\n\
+         postmaster gilles@example.org\n\
+         @example.net m\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("err-credentials"),
+        format!("m@example.org m@example.org:{M_HASH}\n"),
+    )
+    .unwrap();
+    let args = [
+        format!("smtpd-aliases:{}", dir.join("err-virtuals").display()),
+        format!(
+            "smtpd-credentials:{}",
+            dir.join("err-credentials").display()
+        ),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (v, _) = db.import_json(&args, 0);
+    // postmaster@ of both domains went to gilles@ through the bare key:
+    // in example.org it is lost, in example.net the catch-all takes it.
+    assert_eq!(
+        v["undeliverable"],
+        serde_json::json!(["postmaster@example.org"])
+    );
+    let not = whys(&v, "not_imported");
+    assert!(
+        not.contains("smtpd answered every message to it with this error"),
+        "{not}"
+    );
+    assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
+    assert_eq!(
+        v["verification"]["redirected"],
+        serde_json::json!([{
+            "address": "postmaster@example.net",
+            "source": "an entry that is not imported",
+            "mailtable": "m@example.org"
+        }])
+    );
+    assert_eq!(db.resolve("err@example.org").0, "not-found");
+    assert_eq!(db.resolve("temp@example.org").0, "not-found");
+}
+
 #[test]
 fn smtpd_passwd_table_with_aliases() {
     let db = Db::new();
@@ -1434,9 +1487,12 @@ fn bare_logins_are_placed_where_the_virtual_table_is_unambiguous() {
     // bounce, so the import is refused and says which option settles it.
     let (v, err) = db.import_json(SMTPD6, 2);
     assert_eq!(v["status"], "refused");
+    // hugo@example.net would reach example.net's catch-all: not lost, but
+    // someone else's mailbox, and the report says so.
+    assert_eq!(v["undeliverable"], serde_json::json!(["hugo@example.org"]));
     assert_eq!(
-        v["undeliverable"],
-        serde_json::json!(["hugo@example.net", "hugo@example.org"])
+        v["verification"]["redirected"][0]["address"],
+        "hugo@example.net"
     );
     assert_eq!(
         v["mailboxes_not_imported"],
@@ -1460,10 +1516,14 @@ fn bare_logins_are_placed_where_the_virtual_table_is_unambiguous() {
         "smtpd-credentials:smtpd6/credentials",
     ]);
     assert_eq!(code, 2);
+    assert!(
+        out.contains("  hugo@example.net -> eric@example.org"),
+        "{out}"
+    );
     assert_eq!(
         out.lines().next().unwrap(),
-        "mailtable import: 2 address(es) of the sources will not receive mail: \
-         hugo@example.net, hugo@example.org"
+        "mailtable import: 1 address(es) of the sources will not receive mail: \
+         hugo@example.org; 1 would reach another mailbox (see redirected)"
     );
 
     // Each placement is a decision the report states.
@@ -1528,7 +1588,8 @@ fn map_and_login_domain_settle_an_ambiguous_login() {
 fn partial_imports_what_can_come_over() {
     let (db, v) = smtpd6_import(&["--partial"], 0);
     assert_eq!(v["status"], "imported");
-    assert_eq!(v["undeliverable"].as_array().unwrap().len(), 2);
+    assert_eq!(v["undeliverable"].as_array().unwrap().len(), 1);
+    assert_eq!(v["verification"]["redirected"].as_array().unwrap().len(), 1);
     assert_eq!(db.resolve("g@example.org").1, set(&["gilles@example.org"]));
     assert_eq!(db.resolve("hugo@example.org").0, "not-found");
 }

@@ -365,9 +365,14 @@ fn import(
     // (a million for a big source) are freed before the proof.
     let left_behind = left_behind(&plan);
     let known = std::mem::take(&mut plan.known);
+    let lost: Vec<mailtable_core::Address> = plan
+        .lost
+        .iter()
+        .filter_map(|a| mailtable_core::Address::parse(a).ok())
+        .collect();
     drop(checked);
     drop(plan);
-    let diff = verify::verify(
+    let mut diff = verify::verify(
         &known,
         semantics.as_mut(),
         &ctx.resolver,
@@ -375,7 +380,12 @@ fn import(
         &progress::bar("verifying", known.len()),
     )?;
     drop(known);
+    diff.redirected = verify::redirected(&lost, &ctx.resolver, store)?;
     let n_diff = diff.differences.len();
+    // They do receive mail, elsewhere: said so on the first line, listed
+    // with where it goes, not counted as lost.
+    rep.undeliverable
+        .retain(|a| !diff.redirected.iter().any(|d| d.address == *a));
     rep.verification = Some(diff);
     finish(args, store, rep, n_diff, left_behind)
 }

@@ -604,6 +604,18 @@ fn resolve_target(
     bare_keys: &BTreeMap<String, Origin>,
 ) -> Result<Resolved, Unresolved> {
     Ok(match t {
+        // smtpd answers an `:error:` element with its code, refusing the
+        // whole expansion (lka_expand, EXPAND_ERROR): the entry delivered
+        // nothing, and after the import the address is unknown (550).
+        Target::Unrepresentable { text, .. }
+            if text.to_ascii_lowercase().starts_with(":error:")
+                || text.to_ascii_lowercase().starts_with("error:") =>
+        {
+            return Err(Unresolved::Bounced(format!(
+                "target {text}: smtpd answered every message to it with this error; unknown \
+                 after the import, it is refused (550)"
+            )))
+        }
         Target::Unrepresentable { text, why } => return Err(format!("target {text}: {why}").into()),
         Target::Address(a) if Some(a) == own => Resolved::SelfBox,
         Target::Address(a) => Resolved::Addr(a.clone()),

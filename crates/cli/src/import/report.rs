@@ -426,11 +426,15 @@ impl Report {
         };
         // The first line says what an admin must not miss: how many
         // addresses of the source lose their mail.
+        let redirected = match self.verification.as_ref().map_or(0, |v| v.redirected.len()) {
+            0 => String::new(),
+            n => format!("; {n} would reach another mailbox (see redirected)"),
+        };
         line(match self.undeliverable.len() {
             _ if !self.malformed.is_empty() => "mailtable import: malformed input".to_string(),
-            0 => "mailtable import: no address of the sources loses its mail".to_string(),
+            0 => format!("mailtable import: no address of the sources loses its mail{redirected}"),
             n => format!(
-                "mailtable import: {n} address(es) of the sources will not receive mail: {}",
+                "mailtable import: {n} address(es) of the sources will not receive mail: {}{redirected}",
                 first_few(self.undeliverable.iter())
             ),
         });
@@ -642,6 +646,17 @@ impl Report {
                         "  {}: the source gives {}; mailtable gives {}",
                         d.address, d.source, d.mailtable
                     ));
+                }
+            }
+            if !v.redirected.is_empty() {
+                line(format!(
+                    "redirected: {} address(es) the source delivered through an entry not \
+                     imported now reach another mailbox (a catch-all or a pattern takes them); \
+                     add an alias for each where they should go:",
+                    v.redirected.len()
+                ));
+                for d in &v.redirected {
+                    line(format!("  {} -> {}", d.address, d.mailtable));
                 }
             }
         }

@@ -69,6 +69,10 @@ pub struct Verification {
     pub not_comparable: usize,
     /// Addresses that differ.
     pub differences: Vec<Difference>,
+    /// Addresses the source delivered through an entry that is not
+    /// imported, which now reach a mailbox anyway (a catch-all or a
+    /// pattern takes them): their mail would go to someone else.
+    pub redirected: Vec<Difference>,
 }
 
 /// Compare the source's answer with `Resolver::resolve` on `db` for every
@@ -100,6 +104,26 @@ pub fn verify(
     }
     bar.finish_and_clear();
     Ok(v)
+}
+
+/// The addresses of `lost` (whose entries are not imported) that `db`
+/// resolves to a mailbox or an address all the same, with where.
+pub fn redirected(
+    lost: &[Address],
+    resolver: &Resolver,
+    db: &mut dyn Store,
+) -> Result<Vec<Difference>, StoreError> {
+    let mut out = Vec::new();
+    for a in lost {
+        if let got @ Expect::Found(_) = expect_of(resolver.resolve(db, a))? {
+            out.push(Difference {
+                address: a.to_string(),
+                source: "an entry that is not imported".into(),
+                mailtable: got.to_string(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// A resolver's answer in the terms of [`Expect`]; a database failure stays
