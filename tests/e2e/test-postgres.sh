@@ -333,6 +333,13 @@ lookup alias never-asked@example.com
 expect error "alias never-asked@example.com with the server down: error"
 lookup credentials nobody@example.com
 expect error "credentials of an unknown login with the server down: error, not the dummy hash"
+# smtpd asks its delivery user names back (`hugo_barrera.io@`): answered
+# without data while the server is down, and no sign that it is back.
+lookup alias hugo_barrera.io@
+lookup alias hugo@barrera.io
+expect found "alias hugo@barrera.io again, after a key that needs no data"
+! grep -q 'database answers again' "$WORK/table-cache.log" ||
+	fail "the end of the outage was logged while the server was down"
 grep -q 'serving positive answers' "$WORK/table-cache.log" || fail "the outage was not logged"
 n=$(grep -c 'serving positive answers' "$WORK/table-cache.log" || true)
 [ "$n" -eq 1 ] || fail "the outage was logged $n times, wanted once"
@@ -347,6 +354,16 @@ done
 ok "back up: the delete made after the restart seen after $((($(date +%s%N) - t0) / 1000000)) ms (reconnect back-off included)"
 lookup alias hugo@barrera.io
 expect found "hugo@barrera.io after the outage"
+# Both tables locked: the change check and the query would each wait out
+# the timeout; one wait is the bound for the whole lookup.
+pg_psql main -d mail -c "BEGIN; LOCK TABLE users, mailtable_changes IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;" >/dev/null &
+locker=$!
+sleep 0.5
+lookup alias never-asked@example.com
+expect error "a new key behind a lock on both tables answers error"
+[ "$MS" -lt $((TIMEOUT_MS + 1500)) ] || fail "the blocked lookup took $MS ms, more than one timeout"
+ok "bounded by one timeout with the cache on: $MS ms"
+wait "$locker"
 table_alive || fail "table-mailtable exited"
 table_stop
 

@@ -198,6 +198,23 @@ impl PostgresStore {
     pub(super) fn read_within<T>(
         &mut self,
         timeout: Duration,
+        f: impl FnMut(&mut Conn<'_>) -> Result<T, Failure>,
+    ) -> Result<T, StoreError> {
+        if let Some(why) = &self.failed_in_lookup {
+            return Err(StoreError::Unavailable(why.clone()));
+        }
+        let result = self.read_once_or_twice(timeout, f);
+        if let Err(StoreError::Unavailable(why)) = &result {
+            if self.in_lookup {
+                self.failed_in_lookup = Some(why.clone());
+            }
+        }
+        result
+    }
+
+    fn read_once_or_twice<T>(
+        &mut self,
+        timeout: Duration,
         mut f: impl FnMut(&mut Conn<'_>) -> Result<T, Failure>,
     ) -> Result<T, StoreError> {
         let reused = self.ensure()?;

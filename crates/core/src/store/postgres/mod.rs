@@ -77,6 +77,12 @@ pub struct PostgresStore {
     checked: Option<(Instant, ChangeToken)>,
     /// Change checks made so far (the token when there is no stamp).
     checks: u64,
+    /// Inside a daemon's lookup ([`Store::begin_lookup`]).
+    in_lookup: bool,
+    /// Why the database was unavailable earlier in this lookup: its other
+    /// calls fail at once with it. A held lock would otherwise cost one
+    /// full timeout for the change check and another for the query.
+    failed_in_lookup: Option<String>,
 }
 
 /// How often the change stamp is read: the bound on how stale a cached
@@ -121,6 +127,8 @@ impl PostgresStore {
             tx: Tx::None,
             checked: None,
             checks: 0,
+            in_lookup: false,
+            failed_in_lookup: None,
         };
         store.connect()?;
         Ok(store)
@@ -305,6 +313,16 @@ impl Store for PostgresStore {
 
     fn wildcard_targets(&mut self) -> Result<Vec<Row>, StoreError> {
         self.rows(WILDCARD_TARGETS, &[])
+    }
+
+    fn begin_lookup(&mut self) {
+        self.in_lookup = true;
+        self.failed_in_lookup = None;
+    }
+
+    fn end_lookup(&mut self) {
+        self.in_lookup = false;
+        self.failed_in_lookup = None;
     }
 
     fn change_token(&mut self) -> Result<Option<ChangeToken>, StoreError> {
