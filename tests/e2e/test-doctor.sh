@@ -135,6 +135,12 @@ expect_problem "schema too old" database.schema "migrate"
 cp "$T/db.bak" "$DB"
 "$MT" -c "$MTCONF" init --group mailtable >/dev/null
 
+# A row written by hand in the sqlite3 shell, its target in upper case: it
+# delivers, but the reverse walks (senders) compare the stored text.
+sqlite3 "$DB" "INSERT INTO users (username, domain, mailbox) VALUES ('handmade', 'barrera.io', 'Hugo@Barrera.io')"
+expect_problem "a row written by hand in upper case" database.rows "lower case"
+sqlite3 "$DB" "DELETE FROM users WHERE username = 'handmade'"
+
 # Another tool switched the database to WAL: its readers would need side
 # files the daemons cannot keep. doctor says so, and its fix (any mailtable
 # write) converts the file back to the rollback journal.
