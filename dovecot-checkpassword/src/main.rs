@@ -159,6 +159,10 @@ fn run_checkpassword(config: Result<Config, String>) -> i32 {
         tracing::error!("checkpassword: fd 3 is not open; this command is run by Dovecot's checkpassword passdb/userdb");
         return EXIT_TEMPFAIL;
     };
+    // Taken now, before anything opens descriptors of its own: without
+    // Dovecot's fd 4 the PostgreSQL client's runtime gets that number,
+    // and writing the reply there, then closing it, broke the runtime.
+    let reply_fd = inherited_fd(REPLY_FD);
     let input = match checkpassword::read_input(File::from(request_fd)) {
         Ok(i) => i,
         Err(e) => {
@@ -207,7 +211,7 @@ fn run_checkpassword(config: Result<Config, String>) -> i32 {
                 return EXIT_TEMPFAIL;
             }
         };
-        let Some(reply_fd) = inherited_fd(REPLY_FD) else {
+        let Some(reply_fd) = reply_fd else {
             tracing::error!("checkpassword: fd 4 is not open; cannot reply");
             return EXIT_TEMPFAIL;
         };

@@ -103,6 +103,17 @@ run mtcli --database "$URL" resolve contact@example.com
 [ "$RC" -eq 0 ] || fail "resolve"
 ok "init, user add, alias add, resolve on PostgreSQL"
 
+# checkpassword on PostgreSQL, run without Dovecot's reply descriptor:
+# the client's runtime then gets fd 4 for itself, and the helper must not
+# write its reply there (it did, and the runtime panicked: exit 101).
+printf 'database = "%s"\n' "$URL" >"$WORK/cp.toml"
+printf 'hugo@barrera.io\0hugo-pw\0' >"$WORK/cp.in"
+rc=0
+"$DM" -c "$WORK/cp.toml" checkpassword /bin/true 3<"$WORK/cp.in" 4<&- 2>"$WORK/cp.err" || rc=$?
+[ "$rc" -eq 111 ] || fail "checkpassword without fd 4: exit $rc, want 111: $(cat "$WORK/cp.err")"
+! grep -q panicked "$WORK/cp.err" || fail "checkpassword without fd 4 panicked"
+ok "checkpassword without fd 4: exit 111 (temporary failure), no panic"
+
 step "4. the password from a password file (libpq's format), not the URL"
 # libpq's .pgpass format; group-readable like the shared config, since
 # smtpd's and Dovecot's helpers run as different users of one group.
