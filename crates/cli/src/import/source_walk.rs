@@ -205,6 +205,7 @@ impl SourceWalk {
         }
         let mut out = BTreeSet::new();
         let mut looped = false;
+        let mut bounced = false;
         for t in targets {
             match t {
                 // The key's own mailbox, unless the source refuses it:
@@ -227,24 +228,22 @@ impl SourceWalk {
                 {
                     out.insert(a.clone());
                 }
-                // smtpd fails the whole expansion on a node that fails
-                // (lka_expand in usr.sbin/smtpd/lka_session.c): a target
-                // that bounces bounces the entry.
-                Resolved::Addr(a)
-                    if !self.aliases_first
-                        && self.domains.contains(a.domain())
-                        && !path.contains(a)
-                        && self.bounces(a) =>
-                {
-                    return Ok(BTreeSet::new());
+                Resolved::Addr(a) => {
+                    self.follow(a, addr, path, &mut out, (&mut looped, &mut bounced), false)?
                 }
-                Resolved::Addr(a) => self.follow(a, addr, path, &mut out, &mut looped, false)?,
                 Resolved::DomainAlias(d) => {
                     let a =
                         Address::from_parts(addr.local(), d.as_str()).map_err(|e| e.to_string())?;
-                    self.follow(&a, addr, path, &mut out, &mut looped, true)?;
+                    self.follow(&a, addr, path, &mut out, (&mut looped, &mut bounced), true)?;
                 }
             }
+        }
+        // smtpd fails the whole expansion on a node that fails (lka_expand
+        // in usr.sbin/smtpd/lka_session.c): a target that bounced, past
+        // the depth limit too, bounces the entry. Postfix bounces that
+        // copy only.
+        if bounced && !self.aliases_first {
+            return Ok(BTreeSet::new());
         }
         if out.is_empty() && looped {
             return Err(format!("every target of {addr} loops back to it"));
@@ -253,17 +252,20 @@ impl SourceWalk {
     }
 
     /// Look `a` up again (a target of `from`) and add what it reaches to
-    /// `out`. `soft`: finding nothing is fine (a domain alias falls
-    /// through), otherwise it is a bounce in the source.
+    /// `out`; `flags` are set when `a` is already being expanded (a loop)
+    /// and when its copy bounced. `soft`: finding nothing is fine (a
+    /// domain alias falls through), otherwise it is a bounce in the
+    /// source.
     fn follow(
         &self,
         a: &Address,
         from: &Address,
         path: &mut Vec<Address>,
         out: &mut BTreeSet<Address>,
-        looped: &mut bool,
+        flags: (&mut bool, &mut bool),
         soft: bool,
     ) -> Result<(), String> {
+        let (looped, bounced) = flags;
         if !self.domains.contains(a.domain()) {
             out.insert(a.clone());
             return Ok(());
@@ -285,8 +287,8 @@ impl SourceWalk {
             _ if soft => {}
             // A mailbox the source refuses, or an entry all of whose targets
             // are: Postfix bounces this copy and delivers the others.
-            Some(_) => {}
-            None if self.refused.contains(a) => {}
+            Some(_) => *bounced = true,
+            None if self.refused.contains(a) => *bounced = true,
             _ => {
                 return Err(format!(
                     "{from} points to {a}, which has no entry in the sources (mail to {from} \
