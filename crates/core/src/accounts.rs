@@ -234,10 +234,17 @@ impl Accounts {
     }
 
     /// Remember the cost of a real hash just looked up: the next dummy
-    /// check costs the same.
+    /// check costs the same. Never a cheaper kind than one seen before
+    /// ([`HashCost::cheaper_kind_than`]): one `{PLAIN}` or MD5-crypt user
+    /// left in a database of bcrypt hashes would otherwise make every
+    /// unknown login answer in microseconds, and timing tell who exists.
     fn note(&self, hash: &PasswordHash) -> Option<HashCost> {
         let cost = HashCost::of(hash)?;
-        *self.seen() = Some(cost);
+        let mut seen = self.seen();
+        match *seen {
+            Some(old) if cost.cheaper_kind_than(old) => {}
+            _ => *seen = Some(cost),
+        }
         Some(cost)
     }
 
@@ -600,6 +607,28 @@ mod tests {
         );
         // Clones share what was learnt.
         assert_eq!(a.clone().current_dummy_cost(), sha);
+        // A cheap hash among dear ones never makes the dummy cheap: a
+        // `{PLAIN}` or MD5-crypt user left over from an import.
+        let mut s = s
+            .with("plain", "x.org", "plain@x.org", Some("{PLAIN}x"))
+            .with(
+                "md5",
+                "x.org",
+                "md5@x.org",
+                Some("$1$saltsalt$qjXMvbEw8oaL.CzflDtaK/"),
+            );
+        for cheap in ["plain@x.org", "md5@x.org"] {
+            a.verify(&mut s, cheap, b"wrong").expect("store works");
+            assert_eq!(a.current_dummy_cost(), sha, "{cheap}");
+        }
+        let c = accounts();
+        c.verify(&mut s, "md5@x.org", b"wrong")
+            .expect("store works");
+        c.verify(&mut s, "plain@x.org", b"wrong")
+            .expect("store works");
+        assert_eq!(c.current_dummy_cost(), HashCost::Md5Crypt);
+        c.verify(&mut s, "a@x.org", b"wrong").expect("store works");
+        assert_eq!(c.current_dummy_cost(), HashCost::Bcrypt(5));
         let b = accounts();
         b.login(&mut MemStore::default(), "nobody@x.org")
             .expect("store works");

@@ -415,18 +415,18 @@ impl PasswordHash {
 }
 
 /// Whether the upper-cased Dovecot `prefix` names the crypt(3) family of
-/// the crypt string `c` after it: Dovecot checks such a value with that
-/// family's code (password-scheme-crypt.c; `{BLF-CRYPT}` over `$6$` fails
-/// there), and `{CRYPT}` with crypt(3), whatever the string. MD5-crypt in
+/// the crypt string `c` after it, as Dovecot 2.3 checks it
+/// (password-scheme-crypt.c): `{CRYPT}`, `{DES-CRYPT}`, `{SHA256-CRYPT}`
+/// and `{SHA512-CRYPT}` with the system's crypt(3), whatever the string;
+/// `{BLF-CRYPT}` with its own bcrypt, which refuses anything but `$2?$`;
+/// the Argon2 and MD5-crypt schemes their own strings only. MD5-crypt in
 /// Dovecot's notation is the bare `$1$` string: one hash, one scheme, to
 /// smtpd as to Dovecot. `None` for a prefix of no crypt(3) family.
 fn names_crypt_string(prefix: &str, c: &str) -> Option<bool> {
     let bare = bare_scheme(c);
     Some(match prefix {
-        "CRYPT" => true,
+        "CRYPT" | "DES-CRYPT" | "SHA256-CRYPT" | "SHA512-CRYPT" => true,
         "BLF-CRYPT" => bare == Scheme::Bcrypt,
-        "SHA512-CRYPT" => bare == Scheme::Sha512Crypt,
-        "SHA256-CRYPT" => bare == Scheme::Sha256Crypt,
         "ARGON2ID" => c.starts_with("$argon2id$"),
         "ARGON2I" => c.starts_with("$argon2i$"),
         "ARGON2" => bare == Scheme::Argon2,
@@ -608,6 +608,20 @@ pub enum HashCost {
 }
 
 impl HashCost {
+    /// Whether checking a hash of this kind is far cheaper than one of
+    /// `other`'s kind: a digest than MD5-crypt's thousand rounds, those
+    /// than bcrypt or SHA-crypt. Within one kind, costs are not compared.
+    pub fn cheaper_kind_than(self, other: HashCost) -> bool {
+        fn rank(c: HashCost) -> u8 {
+            match c {
+                HashCost::Digest => 0,
+                HashCost::Md5Crypt => 1,
+                HashCost::Bcrypt(_) | HashCost::ShaCrypt { .. } => 2,
+            }
+        }
+        rank(self) < rank(other)
+    }
+
     /// The cost of checking `hash`, or `None` for a hash that is malformed or
     /// of a scheme mailtable cannot make a dummy of (Argon2, other crypt(3)
     /// formats).
@@ -766,8 +780,9 @@ mod tests {
                 sha.to_string(),
                 format!("{{SHA512-CRYPT}}{}x", &sha[..sha.len() - 1]),
             ),
-            // A prefix that does not name the string's family.
-            (bf.to_string(), format!("{{SHA512-CRYPT}}{bf}")),
+            // A prefix whose own code refuses the string (Dovecot's
+            // bcrypt; SHA512-CRYPT is crypt(3), which takes any).
+            (sha.to_string(), format!("{{BLF-CRYPT}}{sha}")),
             (a2.to_string(), format!("{{ARGON2I}}{a2}")),
             // Dovecot's own schemes are not crypt strings.
             ("c2VjcmV0".to_string(), "{SSHA512}c2VjcmV0".to_string()),
@@ -923,6 +938,17 @@ mod tests {
             PasswordHash::new(format!("{{CRYPT}}{S512}")).scheme(),
             Scheme::Sha512Crypt
         );
+        // Dovecot checks the SHA-crypt and DES-crypt schemes with crypt(3),
+        // which takes any of its strings: so does mailtable.
+        let bf = hash(&Secret::new("x"), 4).unwrap();
+        let sha_over_bf = PasswordHash::new(format!("{{SHA512-CRYPT}}{}", bf.stored()));
+        assert_eq!(sha_over_bf.scheme(), Scheme::Bcrypt);
+        assert!(sha_over_bf.verify(&Secret::new("x")).unwrap());
+        assert!(sha_over_bf.same_password(&bf));
+        assert_eq!(
+            PasswordHash::new(format!("{{CRYPT}}{S512}")).scheme(),
+            Scheme::Sha512Crypt
+        );
         assert!(!mixed.mailtable_checks());
         assert!(PasswordHash::new("{PLAIN}x").is_cleartext());
         assert!(PasswordHash::new("{clear.b64}eA==").is_cleartext());
@@ -993,6 +1019,9 @@ mod tests {
             Some(HashCost::Md5Crypt)
         );
         assert_eq!(HashCost::of(&PasswordHash::new("$1$ab$short")), None);
+        // Other crypt(3) formats: no dummy of theirs is made.
+        let yescrypt = "$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$ZPv7Eq1zA9wVrC0y6nDp3mBe";
+        assert_eq!(HashCost::of(&PasswordHash::new(yescrypt)), None);
     }
 
     /// The dummy has the asked scheme and cost, is the same within a

@@ -147,8 +147,12 @@ pub(super) fn digest_scheme(prefix: &str, value: &str) -> Option<Digest> {
 fn decode(prefix: &str, value: &str) -> Option<(Digest, Vec<u8>)> {
     let (digest, encoding, named) = Digest::of_prefix(prefix)?;
     let raw_len = digest.raw_len();
+    // hex_to_binary and base64_decode of Dovecot's lib: hex digits of
+    // either case and nothing else (from_str_radix alone takes a `+`);
+    // base64 with or without padding, the unused bits of the last
+    // character not checked.
     let hex = |s: &str| -> Option<Vec<u8>> {
-        if !s.len().is_multiple_of(2) {
+        if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         (0..s.len())
@@ -160,7 +164,8 @@ fn decode(prefix: &str, value: &str) -> Option<(Digest, Vec<u8>)> {
         base64::engine::general_purpose::GeneralPurpose::new(
             &base64::alphabet::STANDARD,
             base64::engine::GeneralPurposeConfig::new()
-                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+                .with_decode_allow_trailing_bits(true),
         )
         .decode(s)
         .ok()
@@ -175,9 +180,12 @@ fn decode(prefix: &str, value: &str) -> Option<(Digest, Vec<u8>)> {
         Encoding::Hex => hex(value)?,
         Encoding::Base64 => base64(value)?,
     };
+    // An empty cleartext would let the empty password in: a stored
+    // password is never empty (no hash mailtable writes is).
     let fits = match digest.salted_len() {
         Some(n) => bytes.len() > n,
-        None => raw_len == 0 || bytes.len() == raw_len,
+        None if digest == Digest::Plain => !bytes.is_empty(),
+        None => bytes.len() == raw_len,
     };
     fits.then_some((digest, bytes))
 }
@@ -348,6 +356,8 @@ mod tests {
             // Not twice the length: base64.
             ("PLAIN-MD5", "znS4ktpEGwD0thUjhyvGtA=="),
             ("LDAP-MD5", "znS4ktpEGwD0thUjhyvGtA=="),
+            // Unused bits set in the last character: Dovecot reads it.
+            ("LDAP-MD5", "znS4ktpEGwD0thUjhyvGtB=="),
         ];
         for (prefix, value) in cases {
             let what = format!("{{{prefix}}}{value}");
@@ -383,6 +393,11 @@ mod tests {
             ("SSHA", "/Hrn08gEogcgvDjo5YNQSGibZVE="),
             ("SSHA512", ""),
             ("PLAIN-MD5", "ce74b892da441b00f4b61523872bc6b"),
+            // `+f` parses as a number, but is no hex.
+            ("PLAIN-MD5.HEX", "+e74b892da441b00f4b61523872bc6b4"),
+            // No cleartext at all: never the empty password.
+            ("PLAIN", ""),
+            ("PLAIN.B64", ""),
         ] {
             assert!(!digest_well_formed(prefix, value), "{{{prefix}}}{value}");
             assert_eq!(
