@@ -117,21 +117,24 @@ fn parse_entry(at: Origin, line: &str, p: &mut Parsed) {
     // Dovecot looks a login up by the exact name, after its default
     // auth_username_format (%Lu) lower-cased it, and keeps the entry's
     // name as written: one with blanks around it or an upper-case letter
-    // never matched a login or a delivery. Not imported, and nothing lost.
+    // never matched a login or a delivery there. Another format may have
+    // matched it, so it is not dropped quietly: left behind, the import
+    // refused without --partial.
     if fields[0] != user || user != key {
-        p.skipped.push(Finding::about(
+        let what = if fields[0] != user {
+            "the user name has blanks around it"
+        } else {
+            "the user name has upper-case letters"
+        };
+        p.mailbox_left_behind(
             at,
             &key,
-            format!(
-                "{}: Dovecot looks logins up lower-cased (auth_username_format %Lu) and \
-                 exactly as written, so this entry never matched; not imported",
-                if fields[0] != user {
-                    "the user name has blanks around it"
-                } else {
-                    "the user name has upper-case letters"
-                }
+            &format!(
+                "{what}: Dovecot looks logins up lower-cased (auth_username_format %Lu, the \
+                 default) and exactly as written, so with the default this entry never \
+                 matched; write the name in lower case, without blanks, to import it"
             ),
-        ));
+        );
         return;
     }
     // A uid or gid of 0, or a number beyond uid_t, makes Dovecot drop the
@@ -459,12 +462,15 @@ keep@example.net:{PLAIN}x:5000:5000::/h::nopassword nologin=no
             skipped,
             ["users:1", "users:2", "users:3", "users:4", "users:5", "users:7"]
         );
-        // Never matched: nothing lost. Dropped as a userdb entry, or a user
-        // mailtable cannot hold: left behind, the import refused without
-        // --partial.
+        // Never matched with Dovecot's default username format, dropped as
+        // a userdb entry, or a user mailtable cannot hold: left behind, the
+        // import refused without --partial.
         assert_eq!(
             p.lost_mailboxes,
             [
+                "bob@example.net",
+                "lead@example.net",
+                "trail@example.net",
                 "zero@example.net",
                 "huge@example.net",
                 "dots..x@example.net"

@@ -611,10 +611,14 @@ fn resolve_target(
             if text.to_ascii_lowercase().starts_with(":error:")
                 || text.to_ascii_lowercase().starts_with("error:") =>
         {
+            let then = match text.trim_start_matches(':').get(6..7) {
+                Some("4") => "a temporary error, retried until the message expired",
+                _ => "a bounce",
+            };
             return Err(Unresolved::Bounced(format!(
-                "target {text}: smtpd answered every message to it with this error; unknown \
-                 after the import, it is refused (550)"
-            )))
+                "target {text}: smtpd answered every message to it with this error ({then}); \
+                 unknown after the import, it is refused (550)"
+            )));
         }
         Target::Unrepresentable { text, why } => return Err(format!("target {text}: {why}").into()),
         Target::Address(a) if Some(a) == own => Resolved::SelfBox,
