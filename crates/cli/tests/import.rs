@@ -2078,23 +2078,35 @@ fn postfixadmin_alias_domains_in_a_chain_look_one_level_deep() {
             "CREATE TABLE domain (domain TEXT, backupmx TEXT, active TEXT);
              INSERT INTO domain VALUES ('example.org', '0', '1'), ('a.example', '0', '1'),
                                        ('b.example', '0', '1'), ('c.example', '0', '1'),
-                                       ('b2.example', '0', '1');
+                                       ('b2.example', '0', '1'), ('x.example', '0', '1'),
+                                       ('y.example', '0', '1'), ('z.example', '0', '1'),
+                                       ('k.example', '0', '1'), ('kb.example', '0', '1');
              CREATE TABLE mailbox (username TEXT, password TEXT, domain TEXT, quota INTEGER,
                                    active TEXT);
              INSERT INTO mailbox VALUES ('alice@example.org', '{M_HASH}', 'example.org', 0, '1'),
                                         ('bob@b.example', '{M_HASH}', 'b.example', 0, '1'),
-                                        ('own@a.example', '{M_HASH}', 'a.example', 0, '1');
+                                        ('own@a.example', '{M_HASH}', 'a.example', 0, '1'),
+                                        ('zed@z.example', '{M_HASH}', 'z.example', 0, '1');
              CREATE TABLE alias (address TEXT, goto TEXT, active TEXT);
              INSERT INTO alias VALUES ('alice@example.org', 'alice@example.org', '1'),
                                       ('bob@b.example', 'bob@b.example', '1'),
                                       ('own@a.example', 'own@a.example', '1'),
                                       ('sales@b.example', 'alice@example.org', '1'),
-                                      ('own@b.example', 'alice@example.org', '1');
+                                      ('own@b.example', 'alice@example.org', '1'),
+                                      ('zed@z.example', 'zed@z.example', '1'),
+                                      ('@kb.example', 'alice@example.org', '1'),
+                                      ('@example.org', 'alice@example.org', '1'),
+                                      ('@k.example', 'bob@b.example', '1');
              CREATE TABLE alias_domain (alias_domain TEXT, target_domain TEXT, active TEXT);
              INSERT INTO alias_domain VALUES ('a.example', 'b.example', '1'),
                                              ('b.example', 'example.org', '1'),
                                              ('c.example', 'b2.example', '1'),
-                                             ('b2.example', 'example.org', '1');"
+                                             ('b2.example', 'example.org', '1'),
+                                             ('y.example', 'z.example', '1'),
+                                             ('x.example', 'y.example', '1'),
+                                             ('z.example', 'example.org', '1'),
+                                             ('k.example', 'kb.example', '1'),
+                                             ('kb.example', 'example.org', '1');"
         ))
         .unwrap();
     let url = format!("sqlite://{}", p.display());
@@ -2131,6 +2143,21 @@ fn postfixadmin_alias_domains_in_a_chain_look_one_level_deep() {
     // c.example is left without a row: mailtable does not know the domain,
     // which smtpd refuses as Postfix refused its addresses.
     assert_eq!(db.resolve("alice@c.example").0, "unknown-domain");
+    // x -> y -> z, the y -> z link read first: the aliases made for it are
+    // no addresses of y's own, so x reached nothing.
+    assert_eq!(db.resolve("zed@y.example").1, set(&["zed@z.example"]));
+    assert_ne!(db.resolve("zed@x.example").0, "found");
+    // kb.example has a catch-all row: its catch-all map answered every
+    // address of k.example, before k.example's own catch-all.
+    assert_eq!(
+        db.resolve("anyone@k.example").1,
+        set(&["alice@example.org"])
+    );
+    assert!(
+        whys(&v, "not_imported").contains("catch-all of k.example: never used"),
+        "{}",
+        whys(&v, "not_imported")
+    );
 }
 
 #[test]

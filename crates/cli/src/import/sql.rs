@@ -468,28 +468,47 @@ fn alias_domains(p: &Parsed) -> Vec<(Domain, Domain, Origin)> {
 fn alias_domain_chains(p: &mut Parsed) {
     let aliased = alias_domains(p);
     let is_alias_domain = |d: &Domain| aliased.iter().any(|(a, _, _)| a == d);
-    for (a, b, at) in aliased.iter().filter(|(_, b, _)| is_alias_domain(b)) {
-        let own_addresses = |d: &Domain| -> BTreeSet<Address> {
-            let routed = p.routes.iter().filter_map(|r| match &r.key {
-                RouteKey::Exact(x) if x.domain() == d => Some(x.clone()),
-                _ => None,
-            });
-            let boxes = p.logins.iter().filter_map(|l| match &l.name {
-                LoginName::Address(x) if x.domain() == d => Some(x.clone()),
-                _ => None,
-            });
-            routed.chain(boxes).collect()
-        };
-        let taken = own_addresses(a);
-        let reached: Vec<Address> = own_addresses(b)
-            .into_iter()
-            .filter_map(|x| Address::from_parts(x.local(), a.as_str()).ok())
-            .filter(|x| !taken.contains(x))
-            .collect();
+    // What each domain has of its own, read before any chain is rewritten
+    // (the aliases made for one link are no rows of the domain they sit
+    // in): its addresses, and its catch-all row in `alias`.
+    let own_addresses = |d: &Domain| -> BTreeSet<Address> {
+        let routed = p.routes.iter().filter_map(|r| match &r.key {
+            RouteKey::Exact(x) if x.domain() == d => Some(x.clone()),
+            _ => None,
+        });
+        let boxes = p.logins.iter().filter_map(|l| match &l.name {
+            LoginName::Address(x) if x.domain() == d => Some(x.clone()),
+            _ => None,
+        });
+        routed.chain(boxes).collect()
+    };
+    let own_catch_all = |d: &Domain| -> Option<Vec<Target>> {
+        p.routes
+            .iter()
+            .find(|r| {
+                table_of(&r.origin) == Some("alias")
+                    && matches!(&r.key, RouteKey::CatchAll(x) if x == d)
+            })
+            .map(|r| r.targets.clone())
+    };
+    let links: Vec<_> = aliased
+        .iter()
+        .filter(|(_, b, _)| is_alias_domain(b))
+        .map(|(a, b, at)| {
+            let taken = own_addresses(a);
+            let reached: Vec<Address> = own_addresses(b)
+                .into_iter()
+                .filter_map(|x| Address::from_parts(x.local(), a.as_str()).ok())
+                .filter(|x| !taken.contains(x))
+                .collect();
+            (a.clone(), b.clone(), at.clone(), reached, own_catch_all(b))
+        })
+        .collect();
+    for (a, b, at, reached, catch_all) in links {
         let Some(i) = p
             .routes
             .iter()
-            .position(|r| r.origin == *at && matches!(&r.key, RouteKey::CatchAll(d) if d == a))
+            .position(|r| r.origin == at && matches!(&r.key, RouteKey::CatchAll(d) if *d == a))
         else {
             continue;
         };
@@ -498,7 +517,7 @@ fn alias_domain_chains(p: &mut Parsed) {
             "{a} is an alias domain of {b}, itself an alias domain: PostfixAdmin's \
              alias-domain maps look only at {b}'s own rows"
         );
-        if reached.is_empty() {
+        if reached.is_empty() && catch_all.is_none() {
             p.skipped.push(Finding::about(
                 at.clone(),
                 &format!("@{a}"),
@@ -513,8 +532,12 @@ fn alias_domain_chains(p: &mut Parsed) {
             at.clone(),
             &format!("@{a}"),
             format!(
-                "{chain}: imported as {} alias(es) u@{a} -> u@{b}, one per address of {b}",
-                reached.len()
+                "{chain}: imported as {} alias(es) u@{a} -> u@{b}, one per address of {b}{}",
+                reached.len(),
+                match catch_all {
+                    Some(_) => format!(", and {b}'s catch-all as {a}'s (its catch-all map)"),
+                    None => String::new(),
+                }
             ),
         ));
         for x in reached {
@@ -522,6 +545,29 @@ fn alias_domain_chains(p: &mut Parsed) {
             p.routes.push(Route {
                 key: RouteKey::Exact(x),
                 targets: target.map(Target::Address).into_iter().collect(),
+                origin: at.clone(),
+            });
+        }
+        if let Some(targets) = catch_all {
+            // The alias-domain catch-all map answers the full address,
+            // before `@a` is asked: a catch-all of a's own never was.
+            if let Some(j) = p.routes.iter().position(|r| {
+                table_of(&r.origin) == Some("alias")
+                    && matches!(&r.key, RouteKey::CatchAll(x) if *x == a)
+            }) {
+                let r = p.routes.remove(j);
+                p.skipped.push(Finding::about(
+                    r.origin,
+                    &format!("@{a}"),
+                    format!(
+                        "catch-all of {a}: never used, {b}'s catch-all answered every address \
+                         of {a} first; not imported"
+                    ),
+                ));
+            }
+            p.routes.push(Route {
+                key: RouteKey::CatchAll(a.clone()),
+                targets,
                 origin: at.clone(),
             });
         }
