@@ -213,6 +213,15 @@ pub enum LoginName {
     Bare(String),
 }
 
+impl fmt::Display for LoginName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoginName::Address(a) => write!(f, "{a}"),
+            LoginName::Bare(b) => f.write_str(b),
+        }
+    }
+}
+
 /// A login: a name and a hash (a mailbox in mailtable).
 #[derive(Debug, Clone)]
 pub struct Login {

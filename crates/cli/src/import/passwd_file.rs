@@ -445,14 +445,7 @@ dots..x@example.net:{PLAIN}x:5000:5000
 keep@example.net:{PLAIN}x:5000:5000::/h::nopassword nologin=no
 ";
         let p = parse("users", text);
-        let logins: Vec<String> = p
-            .logins
-            .iter()
-            .map(|l| match &l.name {
-                LoginName::Address(a) => a.to_string(),
-                LoginName::Bare(b) => b.clone(),
-            })
-            .collect();
+        let logins: Vec<String> = p.logins.iter().map(|l| l.name.to_string()).collect();
         // nopassword next to a password is ignored; nologin=no is nologin.
         assert_eq!(logins, ["named@example.net", "keep@example.net"]);
         assert!(!p.logins[1].active);

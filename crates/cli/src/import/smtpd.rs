@@ -651,14 +651,7 @@ bad-key@-x.org     m
              cut@example.org:$2b$08$abc:2000:2000:Joe #1:/h:/bin/sh\n\
              tail@example.org:$2b$08$abc:2000:2000::/h # a note\n",
         );
-        let logins: Vec<String> = p
-            .logins
-            .iter()
-            .map(|l| match &l.name {
-                LoginName::Address(a) => a.to_string(),
-                LoginName::Bare(b) => b.clone(),
-            })
-            .collect();
+        let logins: Vec<String> = p.logins.iter().map(|l| l.name.to_string()).collect();
         assert_eq!(
             logins,
             [
