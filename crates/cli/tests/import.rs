@@ -752,6 +752,44 @@ fn error_entries_bounced_and_redirects_are_named() {
     assert_eq!(db.resolve("temp@example.org").0, "not-found");
 }
 
+/// An address whose own entry is not imported but whose login came over
+/// as its mailbox (delivered through a shared `vmail` behind a bare key)
+/// reaches that mailbox after the import: neither lost nor redirected.
+#[test]
+fn an_address_reaching_its_own_mailbox_is_not_lost() {
+    let db = Db::new();
+    let dir = db.dir.path();
+    std::fs::write(
+        dir.join("own-virtuals"),
+        "alice@example.com vmail\ncarol@example.com vmail\nvmail vmail\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("own-credentials"),
+        format!(
+            "alice@example.com alice@example.com:{M_HASH}\n\
+             carol@example.com carol@example.com:{M_HASH}\n"
+        ),
+    )
+    .unwrap();
+    let args = [
+        format!("smtpd-aliases:{}", dir.join("own-virtuals").display()),
+        format!(
+            "smtpd-credentials:{}",
+            dir.join("own-credentials").display()
+        ),
+        "--partial".to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (v, _) = db.import_json(&args, 0);
+    assert_eq!(v["undeliverable"], serde_json::json!(["vmail@example.com"]));
+    assert_eq!(v["verification"]["redirected"], serde_json::json!([]));
+    assert_eq!(
+        db.resolve("alice@example.com").1,
+        set(&["alice@example.com"])
+    );
+}
+
 #[test]
 fn smtpd_passwd_table_with_aliases() {
     let db = Db::new();

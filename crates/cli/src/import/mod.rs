@@ -380,12 +380,18 @@ fn import(
         &progress::bar("verifying", known.len()),
     )?;
     drop(known);
-    diff.redirected = verify::redirected(&lost, &ctx.resolver, store)?;
+    let (redirected, own) = verify::delivered_after(&lost, &ctx.resolver, store)?;
+    diff.redirected = redirected;
     let n_diff = diff.differences.len();
-    // They do receive mail, elsewhere: said so on the first line, listed
-    // with where it goes, not counted as lost.
-    rep.undeliverable
-        .retain(|a| !diff.redirected.iter().any(|d| d.address == *a));
+    // They do receive mail: the redirected elsewhere (said so on the first
+    // line, listed with where it goes), the others in their own mailbox.
+    let delivered: BTreeSet<String> = diff
+        .redirected
+        .iter()
+        .map(|d| d.address.clone())
+        .chain(own.iter().map(ToString::to_string))
+        .collect();
+    rep.undeliverable.retain(|a| !delivered.contains(a));
     rep.verification = Some(diff);
     finish(args, store, rep, n_diff, left_behind)
 }

@@ -358,7 +358,7 @@ fn drop_bounced_targets(walk: &mut SourceWalk, skipped: &mut Vec<Finding>) {
             if !aliases_first {
                 r.status = Status::Bounced(format!(
                     "target {} bounced in the source, and smtpd refuses the whole entry with \
-                     it (550)",
+                     it (5xx)",
                     dropped[0]
                 ));
                 continue;
@@ -617,7 +617,7 @@ fn resolve_target(
             };
             return Err(Unresolved::Bounced(format!(
                 "target {text}: smtpd answered every message to it with this error ({then}); \
-                 unknown after the import, it is refused (550)"
+                 unknown after the import, it is refused permanently (5xx)"
             )));
         }
         Target::Unrepresentable { text, why } => return Err(format!("target {text}: {why}").into()),

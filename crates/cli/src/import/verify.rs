@@ -107,23 +107,28 @@ pub fn verify(
 }
 
 /// The addresses of `lost` (whose entries are not imported) that `db`
-/// resolves to a mailbox or an address all the same, with where.
-pub fn redirected(
+/// resolves all the same: those that reach somewhere else (a catch-all or
+/// a pattern takes them), with where, and those that reach their own
+/// mailbox (the login came over; only an entry of theirs did not), which
+/// lose nothing.
+pub fn delivered_after(
     lost: &[Address],
     resolver: &Resolver,
     db: &mut dyn Store,
-) -> Result<Vec<Difference>, StoreError> {
-    let mut out = Vec::new();
+) -> Result<(Vec<Difference>, Vec<Address>), StoreError> {
+    let (mut elsewhere, mut own) = (Vec::new(), Vec::new());
     for a in lost {
-        if let got @ Expect::Found(_) = expect_of(resolver.resolve(db, a))? {
-            out.push(Difference {
+        match expect_of(resolver.resolve(db, a))? {
+            Expect::Found(s) if s.len() == 1 && s.contains(a) => own.push(a.clone()),
+            got @ Expect::Found(_) => elsewhere.push(Difference {
                 address: a.to_string(),
                 source: "an entry that is not imported".into(),
                 mailtable: got.to_string(),
-            });
+            }),
+            _ => {}
         }
     }
-    Ok(out)
+    Ok((elsewhere, own))
 }
 
 /// A resolver's answer in the terms of [`Expect`]; a database failure stays
