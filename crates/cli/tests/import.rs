@@ -142,6 +142,19 @@ impl Db {
         .ok()
     }
 
+    /// Source files written into this database's dir, each `(format,
+    /// name, text)`; the `format:path` arguments of `import` for them.
+    fn sources(&self, files: &[(&str, &str, String)]) -> Vec<String> {
+        files
+            .iter()
+            .map(|(format, name, text)| {
+                let p = self.dir.path().join(name);
+                std::fs::write(&p, text).unwrap();
+                format!("{format}:{}", p.display())
+            })
+            .collect()
+    }
+
     /// A SQLite file built from a fixture's SQL, in this database's dir.
     fn source_db(&self, name: &str, fixture: &str) -> PathBuf {
         let p = self.dir.path().join(name);
@@ -579,33 +592,32 @@ fn a_login_with_the_delimiter_in_its_name_is_its_own_mailbox() {
 #[test]
 fn a_delivery_user_missing_from_the_userbase_bounced() {
     let db = Db::new();
-    let dir = db.dir.path();
-    std::fs::write(
-        dir.join("ub-virtuals"),
-        "gilles@example.org  gilles\n\
-         hugo@example.org    hugo\n\
-         hb@example.org      hugo\n\
-         mixed@example.org   gilles, hugo\n\
-         via@example.org     hb@example.org, gilles@example.org\n\
-         ok@example.org      gilles@example.org\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("ub-userinfo"),
-        "gilles 5000:5000:/var/vmail/gilles\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("ub-credentials"),
-        format!("gilles@example.org gilles@example.org:{M_HASH}\nhugo@example.org hugo@example.org:{M_HASH}\n"),
-    )
-    .unwrap();
-    let p = |f: &str| dir.join(f).display().to_string();
-    let args = [
-        format!("smtpd-aliases:{}", p("ub-virtuals")),
-        format!("smtpd-userinfo:{}", p("ub-userinfo")),
-        format!("smtpd-credentials:{}", p("ub-credentials")),
-    ];
+    let args = db.sources(&[
+        (
+            "smtpd-aliases",
+            "ub-virtuals",
+            "gilles@example.org  gilles\n\
+             hugo@example.org    hugo\n\
+             hb@example.org      hugo\n\
+             mixed@example.org   gilles, hugo\n\
+             via@example.org     hb@example.org, gilles@example.org\n\
+             ok@example.org      gilles@example.org\n"
+                .into(),
+        ),
+        (
+            "smtpd-userinfo",
+            "ub-userinfo",
+            "gilles 5000:5000:/var/vmail/gilles\n".into(),
+        ),
+        (
+            "smtpd-credentials",
+            "ub-credentials",
+            format!(
+                "gilles@example.org gilles@example.org:{M_HASH}\n\
+                 hugo@example.org hugo@example.org:{M_HASH}\n"
+            ),
+        ),
+    ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // hugo@ has a login but smtpd never delivered to it: refused until the
     // admin decides.
@@ -637,7 +649,6 @@ fn a_delivery_user_missing_from_the_userbase_bounced() {
 #[test]
 fn chains_past_smtpds_depth_limit_bounced() {
     let db = Db::new();
-    let dir = db.dir.path();
     let mut virt = String::from("eric@example.org veric\n");
     for i in 0..9 {
         let next = if i == 8 {
@@ -663,19 +674,14 @@ fn chains_past_smtpds_depth_limit_bounced() {
     virt.push_str("mix@example.org eric@example.org, c3@example.org\n");
     virt.push_str("loop1@example.org eric@example.org, loop2@example.org\n");
     virt.push_str("loop2@example.org loop1@example.org\n");
-    std::fs::write(dir.join("deep-virtuals"), virt).unwrap();
-    std::fs::write(
-        dir.join("deep-credentials"),
-        format!("eric@example.org eric@example.org:{M_HASH}\n"),
-    )
-    .unwrap();
-    let args = [
-        format!("smtpd-aliases:{}", dir.join("deep-virtuals").display()),
-        format!(
-            "smtpd-credentials:{}",
-            dir.join("deep-credentials").display()
+    let args = db.sources(&[
+        ("smtpd-aliases", "deep-virtuals", virt),
+        (
+            "smtpd-credentials",
+            "deep-credentials",
+            format!("eric@example.org eric@example.org:{M_HASH}\n"),
         ),
-    ];
+    ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (v, _) = db.import_json(&args, 0);
     assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
@@ -704,28 +710,23 @@ fn chains_past_smtpds_depth_limit_bounced() {
 #[test]
 fn error_entries_bounced_and_redirects_are_named() {
     let db = Db::new();
-    let dir = db.dir.path();
-    std::fs::write(
-        dir.join("err-virtuals"),
-        "m@example.org m\n\
-         err@example.org :error:550 gone\n\
-         temp@example.org m, :error:451 later\n\
-         postmaster gilles@example.org\n\
-         @example.net m\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("err-credentials"),
-        format!("m@example.org m@example.org:{M_HASH}\n"),
-    )
-    .unwrap();
-    let args = [
-        format!("smtpd-aliases:{}", dir.join("err-virtuals").display()),
-        format!(
-            "smtpd-credentials:{}",
-            dir.join("err-credentials").display()
+    let args = db.sources(&[
+        (
+            "smtpd-aliases",
+            "err-virtuals",
+            "m@example.org m\n\
+             err@example.org :error:550 gone\n\
+             temp@example.org m, :error:451 later\n\
+             postmaster gilles@example.org\n\
+             @example.net m\n"
+                .into(),
         ),
-    ];
+        (
+            "smtpd-credentials",
+            "err-credentials",
+            format!("m@example.org m@example.org:{M_HASH}\n"),
+        ),
+    ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (v, _) = db.import_json(&args, 0);
     // postmaster@ of both domains went to gilles@ through the bare key:
@@ -758,28 +759,22 @@ fn error_entries_bounced_and_redirects_are_named() {
 #[test]
 fn an_address_reaching_its_own_mailbox_is_not_lost() {
     let db = Db::new();
-    let dir = db.dir.path();
-    std::fs::write(
-        dir.join("own-virtuals"),
-        "alice@example.com vmail\ncarol@example.com vmail\nvmail vmail\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("own-credentials"),
-        format!(
-            "alice@example.com alice@example.com:{M_HASH}\n\
-             carol@example.com carol@example.com:{M_HASH}\n"
+    let mut args = db.sources(&[
+        (
+            "smtpd-aliases",
+            "own-virtuals",
+            "alice@example.com vmail\ncarol@example.com vmail\nvmail vmail\n".into(),
         ),
-    )
-    .unwrap();
-    let args = [
-        format!("smtpd-aliases:{}", dir.join("own-virtuals").display()),
-        format!(
-            "smtpd-credentials:{}",
-            dir.join("own-credentials").display()
+        (
+            "smtpd-credentials",
+            "own-credentials",
+            format!(
+                "alice@example.com alice@example.com:{M_HASH}\n\
+                 carol@example.com carol@example.com:{M_HASH}\n"
+            ),
         ),
-        "--partial".to_string(),
-    ];
+    ]);
+    args.push("--partial".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (v, _) = db.import_json(&args, 0);
     assert_eq!(v["undeliverable"], serde_json::json!(["vmail@example.com"]));
