@@ -273,6 +273,14 @@ pub enum Target {
     LocalUser(String),
     /// `@new.org` on a catch-all: `user@old` goes to `user@new`.
     DomainAlias(Domain),
+    /// smtpd's `:error:CODE text`: every message to the entry is answered
+    /// with it, 4xx (deferred) or 5xx (bounced).
+    Error {
+        /// The element as written.
+        text: String,
+        /// A 4xx code.
+        temporary: bool,
+    },
     /// A pipe, a file, an include, an error, an address mailtable refuses.
     Unrepresentable {
         /// The element as written.

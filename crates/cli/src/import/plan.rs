@@ -606,14 +606,11 @@ fn resolve_target(
     Ok(match t {
         // smtpd answers an `:error:` element with its code, refusing the
         // whole expansion (lka_expand, EXPAND_ERROR): the entry delivered
-        // nothing, and after the import the address is unknown (550).
-        Target::Unrepresentable { text, .. }
-            if text.to_ascii_lowercase().starts_with(":error:")
-                || text.to_ascii_lowercase().starts_with("error:") =>
-        {
-            let then = match text.trim_start_matches(':').get(6..7) {
-                Some("4") => "a temporary error, retried until the message expired",
-                _ => "a bounce",
+        // nothing, and after the import the address is unknown (5xx).
+        Target::Error { text, temporary } => {
+            let then = match temporary {
+                true => "a temporary error, retried until the message expired",
+                false => "a bounce",
             };
             return Err(Unresolved::Bounced(format!(
                 "target {text}: smtpd answered every message to it with this error ({then}); \

@@ -198,9 +198,10 @@ pub fn parse_targets(value: &str) -> Result<Vec<Target>, String> {
     let mut out = Vec::new();
     for e in elements {
         let t = match classify(&e)? {
-            Element::Error(s) => Target::Unrepresentable {
+            Element::Error(s) => Target::Error {
+                // `classify` checked the code after the prefix.
+                temporary: s.trim_start_matches(':').get(6..7) == Some("4"),
                 text: s,
-                why: "an :error: reply; mailtable rows only deliver".into(),
             },
             Element::Include(s) => Target::Unrepresentable {
                 text: s,
@@ -566,6 +567,21 @@ mod tests {
         assert!(matches!(&t[2], Target::Unrepresentable { why, .. } if why.contains("pipe")));
         assert!(matches!(&t[3], Target::Unrepresentable { why, .. } if why.contains("refuses")));
         assert!(parse_targets(" , ").is_err());
+        let t = parse_targets(":error:451 later, error:550 gone").unwrap();
+        assert!(matches!(
+            &t[0],
+            Target::Error {
+                temporary: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            &t[1],
+            Target::Error {
+                temporary: false,
+                ..
+            }
+        ));
     }
 
     #[test]
