@@ -669,8 +669,9 @@ fn chains_past_smtpds_depth_limit_bounced() {
     // One branch past the limit bounces the whole entry (smtpd fails the
     // expansion, 524), a mailbox beside it or not. Two entries that name
     // each other walk without end unless the path is carried (the import
-    // overflowed its stack); smtpd keeps a node once and delivers both to
-    // eric, which the walk still calls a loop, reported, not imported.
+    // overflowed its stack); smtpd expands the loop again until its depth
+    // limit (524 on smtpd 6.8), so they bounce, their way out to eric or
+    // not.
     virt.push_str("mix@example.org eric@example.org, c3@example.org\n");
     virt.push_str("loop1@example.org eric@example.org, loop2@example.org\n");
     virt.push_str("loop2@example.org loop1@example.org\n");
@@ -694,8 +695,12 @@ fn chains_past_smtpds_depth_limit_bounced() {
         let a = format!("{bounced}@example.org");
         assert_eq!(db.resolve(&a).0, "not-found", "{a}");
     }
+    for bounced in ["loop1", "loop2"] {
+        let a = format!("{bounced}@example.org");
+        assert_eq!(db.resolve(&a).0, "not-found", "{a}");
+    }
     assert!(
-        whys(&v, "not_imported").contains("loops back"),
+        whys(&v, "not_imported").contains("runs into an alias loop at"),
         "{}",
         whys(&v, "not_imported")
     );
@@ -703,6 +708,94 @@ fn chains_past_smtpds_depth_limit_bounced() {
         let a = format!("{delivered}@example.org");
         assert_eq!(db.resolve(&a).1, set(&["eric@example.org"]), "{a}");
     }
+}
+
+/// Alias loops as smtpd 6.8 answered them (RCPT probes of the file
+/// table): smtpd tells expand nodes apart by their parent, so an address
+/// met again is expanded again until the depth limit, and every address
+/// whose expansion runs into a loop got 524, with a way out of the loop
+/// (`b -> c, x@`) or without, directly or through another entry or a
+/// catch-all. Not imported, they are refused after the import too.
+#[test]
+fn alias_loops_bounce_as_smtpd_expands_them() {
+    let db = Db::new();
+    let args = db.sources(&[(
+        "smtpd-aliases",
+        "loop-virtuals",
+        "a@example.org b@example.org\n\
+         b@example.org c@example.org, x@example.net\n\
+         c@example.org a@example.org\n\
+         p@example.org q@example.org\n\
+         q@example.org p@example.org\n\
+         e@example.org p@example.org, y@example.net\n\
+         keep@example.org y@example.net\n\
+         @example.com loop@example.com\n\
+         loop@example.com back@example.com\n\
+         back@example.com loop@example.com\n\
+         kept@example.com z@example.net\n\
+         chain@example.com kept@example.com\n"
+            .into(),
+    )]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (v, _) = db.import_json(&args, 0);
+    assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
+    assert_eq!(v["undeliverable"], serde_json::json!([]));
+    for a in [
+        "a@example.org",
+        "b@example.org",
+        "c@example.org",
+        "p@example.org",
+        "q@example.org",
+        "e@example.org",
+        "loop@example.com",
+        "anyone@example.com",
+    ] {
+        assert_eq!(db.resolve(a).0, "not-found", "{a}");
+    }
+    assert_eq!(db.resolve("kept@example.com").1, set(&["z@example.net"]));
+    assert_eq!(db.resolve("chain@example.com").1, set(&["z@example.net"]));
+    let not = whys(&v, "not_imported");
+    assert_eq!(
+        not.matches("runs into an alias loop at").count(),
+        9,
+        "{not}"
+    );
+    assert!(
+        not.contains(":6\" \"its expansion runs into an alias loop at p@example.org"),
+        "{not}"
+    );
+}
+
+/// Postfix expands an alias loop until `virtual_alias_recursion_limit`
+/// and defers the message (cleanup_map1n.c), so a PostfixAdmin alias in a
+/// loop, with a way out or not, received nothing there: not imported and
+/// named, unlike smtpd's expansion above.
+#[test]
+fn postfixadmin_alias_loops_defer_and_are_not_imported() {
+    let db = Db::new();
+    let p = db.dir.path().join("pfa-loop.db");
+    rusqlite::Connection::open(&p)
+        .unwrap()
+        .execute_batch(&format!(
+            "CREATE TABLE domain (domain TEXT, backupmx TEXT, active TEXT);
+             INSERT INTO domain VALUES ('example.org', '0', '1');
+             CREATE TABLE mailbox (username TEXT, password TEXT, domain TEXT, quota INTEGER,
+                                   active TEXT);
+             INSERT INTO mailbox VALUES ('alice@example.org', '{M_HASH}', 'example.org', 0, '1');
+             CREATE TABLE alias (address TEXT, goto TEXT, active TEXT);
+             INSERT INTO alias VALUES ('alice@example.org', 'alice@example.org', '1'),
+                                      ('a@example.org', 'b@example.org', '1'),
+                                      ('b@example.org', 'a@example.org,alice@example.org', '1'),
+                                      ('ok@example.org', 'alice@example.org', '1');"
+        ))
+        .unwrap();
+    let url = format!("sqlite://{}", p.display());
+    let (v, _) = db.import_json(&["--from", "sql", &url], 0);
+    let not = whys(&v, "not_imported");
+    assert_eq!(not.matches("Postfix defers its mail").count(), 2, "{not}");
+    assert_eq!(db.resolve("a@example.org").0, "not-found");
+    assert_eq!(db.resolve("b@example.org").0, "not-found");
+    assert_eq!(db.resolve("ok@example.org").1, set(&["alice@example.org"]));
 }
 
 /// `:error:` entries delivered nothing in smtpd: bounced, not mail lost;

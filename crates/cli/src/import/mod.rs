@@ -440,10 +440,12 @@ fn left_behind(plan: &plan::Plan) -> Option<String> {
     } else {
         return None;
     };
-    Some(format!(
-        "{} address(es) of the sources would not receive mail and {what}",
-        plan.lost.len()
-    ))
+    Some(match plan.lost.len() {
+        // Every entry bounced in the source already: nothing is lost, but
+        // an import that writes nothing must not pass for one that did.
+        0 => format!("{what}: every entry left out bounced in the source too"),
+        n => format!("{n} address(es) of the sources would not receive mail and {what}"),
+    })
 }
 
 /// The end of a run that got past the conflicts: print the report, and

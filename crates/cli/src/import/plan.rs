@@ -126,6 +126,9 @@ pub fn plan(
     // point below).
     let walk = decide_routes(&mut merged, &mut f.conflicts, delimiter, dropped);
     let mut walk = drop_what_reaches_the_skipped(walk);
+    if !walk.aliases_first {
+        bounce_loops(&mut walk);
+    }
     drop_bounced_targets(&mut walk, &mut f.skipped);
     for r in walk.routes.values() {
         match &r.status {
@@ -387,6 +390,37 @@ fn drop_bounced_targets(walk: &mut SourceWalk, skipped: &mut Vec<Finding>) {
                         .into(),
                 );
             }
+        }
+    }
+}
+
+/// smtpd entries whose expansion runs into an alias loop: smtpd expands
+/// the loop again until its depth limit and refuses the whole entry
+/// (524), whether the loop has a way out (`a -> b`, `b -> a, x`) or not,
+/// and so does every entry reaching one ([`SourceWalk::follow`]). Without
+/// its rows mailtable refuses it too; with them it would deliver to `x`,
+/// or answer a temporary error for a loop without a way out.
+fn bounce_loops(walk: &mut SourceWalk) {
+    let looped: Vec<(RouteKey, Address)> = walk
+        .routes
+        .iter()
+        .filter(|(_, r)| matches!(r.status, Status::Ok(_)))
+        .filter_map(|(k, _)| {
+            let own = match k {
+                RouteKey::Exact(a) => a.clone(),
+                RouteKey::CatchAll(d) => probe_address(d, &walk.routes),
+                _ => return None,
+            };
+            let at = walk.reach(&own).ok()??.looped?;
+            Some((k.clone(), at))
+        })
+        .collect();
+    for (k, at) in looped {
+        if let Some(r) = walk.routes.get_mut(&k) {
+            r.status = Status::Bounced(format!(
+                "its expansion runs into an alias loop at {at}: smtpd expands the loop again \
+                 until its depth limit and refuses the whole entry (524)"
+            ));
         }
     }
 }

@@ -75,6 +75,29 @@ pub enum Status {
     Bounced(String),
 }
 
+/// What the source's expansion of one address reached.
+#[derive(Debug, Default)]
+pub struct Reach {
+    /// The final destinations.
+    pub to: BTreeSet<Address>,
+    /// The first address met again while it was being expanded (an
+    /// alias loop), with smtpd; the expansion then bounced
+    /// ([`SourceWalk::follow`]).
+    pub looped: Option<Address>,
+    /// A copy bounced (a refused mailbox, smtpd's depth limit); with
+    /// smtpd the whole expansion then failed and `to` is empty.
+    pub bounced: bool,
+}
+
+impl Reach {
+    fn mailbox(a: &Address) -> Reach {
+        Reach {
+            to: BTreeSet::from([a.clone()]),
+            ..Reach::default()
+        }
+    }
+}
+
 /// A route of the sources and its status.
 #[derive(Debug, Clone)]
 pub struct RouteEntry {
@@ -124,21 +147,21 @@ impl SourceWalk {
     /// Whether the source bounced every copy of mail to `a` (a refused
     /// mailbox without an entry that delivers elsewhere).
     pub fn bounces(&self, a: &Address) -> bool {
-        let mut path = vec![a.clone()];
-        match self.lookup(a, &mut path) {
-            Ok(Some(s)) => s.is_empty(),
+        match self.reach(a) {
+            Ok(Some(s)) => s.to.is_empty(),
             Ok(None) => self.refused.contains(a),
             Err(_) => false,
         }
     }
 
+    /// The source's walk for `a` on its own (`a` the recipient).
+    pub fn reach(&self, a: &Address) -> Result<Option<Reach>, String> {
+        self.lookup(a, &mut vec![a.clone()])
+    }
+
     /// The source's walk for one address: `Ok(None)` when nothing matches,
     /// `Err` when it runs into an entry that is not imported.
-    fn lookup(
-        &self,
-        addr: &Address,
-        path: &mut Vec<Address>,
-    ) -> Result<Option<BTreeSet<Address>>, String> {
+    fn lookup(&self, addr: &Address, path: &mut Vec<Address>) -> Result<Option<Reach>, String> {
         if let Some(r) = self.routes.get(&RouteKey::Exact(addr.clone())) {
             return self.expand(r, addr, path).map(Some);
         }
@@ -163,11 +186,11 @@ impl SourceWalk {
             return Err(format!("{addr} is not imported: {why}"));
         }
         if self.accepted_inactive.contains(addr) {
-            return Ok(Some(BTreeSet::from([addr.clone()])));
+            return Ok(Some(Reach::mailbox(addr)));
         }
         let mailbox = self.deliverable.contains(addr);
         if mailbox && !self.aliases_first {
-            return Ok(Some(BTreeSet::from([addr.clone()])));
+            return Ok(Some(Reach::mailbox(addr)));
         }
         if let Some(r) = self.routes.get(&RouteKey::Bare(addr.local().to_string())) {
             return Err(Self::blocked(r));
@@ -176,7 +199,7 @@ impl SourceWalk {
             return self.expand(r, addr, path).map(Some);
         }
         if mailbox {
-            return Ok(Some(BTreeSet::from([addr.clone()])));
+            return Ok(Some(Reach::mailbox(addr)));
         }
         if let Some(r) = self.routes.get(&RouteKey::Global) {
             return Err(Self::blocked(r));
@@ -184,38 +207,40 @@ impl SourceWalk {
         Ok(None)
     }
 
-    /// The final destinations of route `r` reached for `addr`; `path` holds
-    /// the addresses being expanded, for loop detection.
+    /// What route `r` reaches for `addr`; `path` holds the addresses being
+    /// expanded, for loop detection.
     pub fn expand(
         &self,
         r: &RouteEntry,
         addr: &Address,
         path: &mut Vec<Address>,
-    ) -> Result<BTreeSet<Address>, String> {
+    ) -> Result<Reach, String> {
+        let bounce = Reach {
+            bounced: true,
+            ..Reach::default()
+        };
         let targets = match &r.status {
             Status::Ok(t) => t,
-            Status::Bounced(_) => return Ok(BTreeSet::new()),
+            Status::Bounced(_) => return Ok(bounce),
             Status::Skipped(_) => return Err(Self::blocked(r)),
         };
         // The targets of the address last on `path` are nodes of depth
         // `path.len()` (the recipient is first, depth 0): at smtpd's limit
         // the whole expansion fails, a bounce.
         if !self.aliases_first && path.len() >= SMTPD_EXPAND_DEPTH && !targets.is_empty() {
-            return Ok(BTreeSet::new());
+            return Ok(bounce);
         }
-        let mut out = BTreeSet::new();
-        let mut looped = false;
-        let mut bounced = false;
+        let mut out = Reach::default();
         for t in targets {
             match t {
                 // The key's own mailbox, unless the source refuses it:
                 // then that copy bounced.
                 Resolved::SelfBox if self.refused.contains(addr) => {}
                 Resolved::SelfBox => {
-                    out.insert(addr.clone());
+                    out.to.insert(addr.clone());
                 }
                 Resolved::Final(a) => {
-                    out.insert(a.clone());
+                    out.to.insert(a.clone());
                 }
                 // Postfix ends the recursion where an address appears in
                 // its own expansion ("The recursion terminates when the
@@ -226,15 +251,13 @@ impl SourceWalk {
                 Resolved::Addr(a)
                     if self.aliases_first && a == addr && self.deliverable.contains(a) =>
                 {
-                    out.insert(a.clone());
+                    out.to.insert(a.clone());
                 }
-                Resolved::Addr(a) => {
-                    self.follow(a, addr, path, &mut out, (&mut looped, &mut bounced), false)?
-                }
+                Resolved::Addr(a) => self.follow(a, addr, path, &mut out, false)?,
                 Resolved::DomainAlias(d) => {
                     let a =
                         Address::from_parts(addr.local(), d.as_str()).map_err(|e| e.to_string())?;
-                    self.follow(&a, addr, path, &mut out, (&mut looped, &mut bounced), true)?;
+                    self.follow(&a, addr, path, &mut out, true)?;
                 }
             }
         }
@@ -242,36 +265,49 @@ impl SourceWalk {
         // in usr.sbin/smtpd/lka_session.c): a target that bounced, past
         // the depth limit too, bounces the entry. Postfix bounces that
         // copy only.
-        if bounced && !self.aliases_first {
-            return Ok(BTreeSet::new());
-        }
-        if out.is_empty() && looped {
-            return Err(format!("every target of {addr} loops back to it"));
+        if out.bounced && !self.aliases_first {
+            return Ok(Reach {
+                looped: out.looped,
+                ..bounce
+            });
         }
         Ok(out)
     }
 
     /// Look `a` up again (a target of `from`) and add what it reaches to
-    /// `out`; `flags` are set when `a` is already being expanded (a loop)
-    /// and when its copy bounced. `soft`: finding nothing is fine (a
-    /// domain alias falls through), otherwise it is a bounce in the
-    /// source.
+    /// `out`, noting there when `a` is already being expanded (a loop) and
+    /// when its copy bounced. `soft`: finding nothing is fine (a domain
+    /// alias falls through), otherwise it is a bounce in the source.
     fn follow(
         &self,
         a: &Address,
         from: &Address,
         path: &mut Vec<Address>,
-        out: &mut BTreeSet<Address>,
-        flags: (&mut bool, &mut bool),
+        out: &mut Reach,
         soft: bool,
     ) -> Result<(), String> {
-        let (looped, bounced) = flags;
         if !self.domains.contains(a.domain()) {
-            out.insert(a.clone());
+            out.to.insert(a.clone());
             return Ok(());
         }
         if path.contains(a) {
-            *looped = true;
+            // Postfix expands on to `virtual_alias_recursion_limit` and
+            // then defers the whole message ("unreasonable ... map
+            // nesting", cleanup_map1n in src/cleanup/cleanup_map1n.c);
+            // only an address expanding into itself is kept, above.
+            if self.aliases_first {
+                return Err(format!(
+                    "{from} -> {a} is an alias loop: Postfix defers its mail (4.6.0 Alias \
+                     expansion error) until it expires"
+                ));
+            }
+            // smtpd tells expand nodes apart by their parent address
+            // (expand_cmp in usr.sbin/smtpd/expand.c): `a` met again under
+            // another parent is a new node, so the loop is expanded again
+            // until EXPAND_DEPTH and the whole expansion fails (524, on
+            // smtpd 6.8 with a file table, a way out of the loop or not).
+            out.looped.get_or_insert_with(|| a.clone());
+            out.bounced = true;
             return Ok(());
         }
         if self.aliases_first && path.len() > POSTFIX_RECURSION_LIMIT {
@@ -283,12 +319,15 @@ impl SourceWalk {
         let r = self.lookup(a, path);
         path.pop();
         match r? {
-            Some(s) if !s.is_empty() => out.extend(s),
+            Some(s) if !s.to.is_empty() => out.to.extend(s.to),
             _ if soft => {}
             // A mailbox the source refuses, or an entry all of whose targets
             // are: Postfix bounces this copy and delivers the others.
-            Some(_) => *bounced = true,
-            None if self.refused.contains(a) => *bounced = true,
+            Some(s) => {
+                out.looped = out.looped.take().or(s.looped);
+                out.bounced = true;
+            }
+            None if self.refused.contains(a) => out.bounced = true,
             _ => {
                 return Err(format!(
                     "{from} points to {a}, which has no entry in the sources (mail to {from} \
@@ -305,10 +344,9 @@ impl Semantics for SourceWalk {
         if !self.domains.contains(addr.domain()) {
             return Ok(Expect::UnknownDomain);
         }
-        let mut path = vec![addr.clone()];
-        Ok(match self.lookup(addr, &mut path) {
+        Ok(match self.reach(addr) {
             Err(why) => Expect::Blocked(why),
-            Ok(Some(s)) if !s.is_empty() => Expect::Found(s),
+            Ok(Some(s)) if !s.to.is_empty() => Expect::Found(s.to),
             Ok(_) => Expect::NotFound,
         })
     }
