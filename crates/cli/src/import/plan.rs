@@ -199,8 +199,9 @@ fn mark_users_not_in_userbase(userinfo: &[UserInfo], m: &mut Merged) {
     }
 }
 
-/// Logins whose own entry delivers to a user the userbase lacks: smtpd let
-/// them authenticate but refused their mail. A mailtable mailbox would
+/// Logins whose own entry delivers to a user the userbase lacks, or names
+/// the login's own address (a loop to smtpd): smtpd let them authenticate
+/// but refused their mail. A mailtable mailbox would
 /// take it, and a login alone cannot be had: left behind (the import
 /// refused without `--partial`), for the admin to add the user to the
 /// userinfo table or drop the login.
@@ -213,20 +214,33 @@ fn drop_logins_smtpd_refused(
         .keys()
         .filter_map(|a| {
             let r = m.routes.get(&RouteKey::Exact(a.clone()))?;
+            if !m.aliases_first && r.targets.contains(&Target::Address(a.clone())) {
+                return Some((
+                    a.clone(),
+                    "its entry names its own address, which smtpd expands again until its depth \
+                     limit: smtpd refused its mail (524) while the login worked; a mailtable \
+                     mailbox would take the mail (deliver it to its local user instead, or drop \
+                     the login)"
+                        .to_string(),
+                ));
+            }
             let u = r
                 .local_users()
                 .find(|u| matches!(m.local_users.get(*u), Some(LocalUser::NotInUserbase)))?;
-            Some((a.clone(), u.to_string()))
+            Some((
+                a.clone(),
+                format!(
+                    "its entry delivers to local user {u}, which is not in the userbase given \
+                     (userinfo): smtpd refused its mail (550) while the login worked; a \
+                     mailtable mailbox would take the mail (add {u} to the userinfo table, or \
+                     drop the login)"
+                ),
+            ))
         })
         .collect();
     let mut dropped = BTreeMap::new();
-    for (a, u) in refused {
+    for (a, why) in refused {
         if let Some(l) = m.logins.remove(&a) {
-            let why = format!(
-                "its entry delivers to local user {u}, which is not in the userbase given \
-                 (userinfo): smtpd refused its mail (550) while the login worked; a mailtable \
-                 mailbox would take the mail (add {u} to the userinfo table, or drop the login)"
-            );
             skipped.push(Finding::about(l.origin, &a.to_string(), why.clone()));
             dropped.insert(a, why);
         }
@@ -530,7 +544,7 @@ fn route_status(
     // searching `out` for each would be quadratic in them.
     let mut seen = BTreeSet::new();
     for t in &route.targets {
-        match resolve_target(t, own, &m.local_users, bare_keys) {
+        match resolve_target(t, own, m.aliases_first, &m.local_users, bare_keys) {
             Ok(r) if seen.insert(r.clone()) => out.push(r),
             Ok(_) => {}
             Err(Unresolved::Skipped(why)) => return Status::Skipped(why),
@@ -634,6 +648,7 @@ impl From<String> for Unresolved {
 fn resolve_target(
     t: &Target,
     own: Option<&Address>,
+    postfix: bool,
     local_users: &BTreeMap<String, LocalUser>,
     bare_keys: &BTreeMap<String, Origin>,
 ) -> Result<Resolved, Unresolved> {
@@ -652,7 +667,16 @@ fn resolve_target(
             )));
         }
         Target::Unrepresentable { text, why } => return Err(format!("target {text}: {why}").into()),
-        Target::Address(a) if Some(a) == own => Resolved::SelfBox,
+        // Postfix delivers an address that expands to itself as it is
+        // (cleanup_map1n.c): the mailbox. smtpd expands it again, a node
+        // of another parent, until its depth limit ([`SourceWalk::follow`]).
+        Target::Address(a) if Some(a) == own && postfix => Resolved::SelfBox,
+        Target::Address(a) if Some(a) == own => {
+            return Err(Unresolved::Bounced(format!(
+                "target {a} is its own address: smtpd expands it again until its depth limit \
+                 and refused the whole entry (524)"
+            )))
+        }
         Target::Address(a) => Resolved::Addr(a.clone()),
         Target::DomainAlias(d) if own.is_none() => Resolved::DomainAlias(d.clone()),
         Target::DomainAlias(d) => {
