@@ -463,6 +463,60 @@ backend_test!(
     }
 );
 
+// A `users` replaced by a renamed copy (a restore into a new table, then
+// `ALTER TABLE ... RENAME`) is a change, and so is every later write to
+// the copy: on PostgreSQL the copy has no trigger to move the stamp, so
+// the token stops trusting the stamp (and says so in the log) until the
+// trigger is back.
+backend_test!(
+    a_users_table_replaced_by_a_renamed_copy_moves_the_token,
+    |db| {
+        use mailtable_core::store::postgres::CHANGE_CHECK;
+        let settle = || {
+            if db.backend() == Backend::Postgres {
+                std::thread::sleep(CHANGE_CHECK + std::time::Duration::from_millis(100));
+            }
+        };
+        let mut writer = db.init();
+        writer.insert(&mailbox("hugo", "barrera.io")).unwrap();
+        let mut reader = db.open(Access::ReadOnly);
+        let first = reader.change_token().unwrap().expect("a token");
+        let mut raw = db.raw();
+        raw.exec(
+            "CREATE TABLE users_copy AS SELECT * FROM users;
+             UPDATE users_copy SET mailbox = 'moved@example.net';
+             ALTER TABLE users RENAME TO users_before;
+             ALTER TABLE users_copy RENAME TO users;",
+        );
+        settle();
+        let second = reader.change_token().unwrap().expect("a token");
+        assert_ne!(second, first, "the table replaced");
+        raw.exec("UPDATE users SET mailbox = 'again@example.net'");
+        settle();
+        let third = reader.change_token().unwrap().expect("a token");
+        assert_ne!(third, second, "a write to the copy");
+        if db.backend() == Backend::Postgres {
+            // The trigger back on the copy: the stamp is trusted again,
+            // and an unchanged table keeps its token.
+            raw.exec(
+                "CREATE TRIGGER users_stamp_change AFTER INSERT OR UPDATE OR DELETE OR \
+                 TRUNCATE ON users FOR EACH STATEMENT EXECUTE FUNCTION mailtable_stamp_change();",
+            );
+            settle();
+            let fourth = reader.change_token().unwrap().expect("a token");
+            settle();
+            assert_eq!(
+                reader.change_token().unwrap(),
+                Some(fourth),
+                "nothing written"
+            );
+            raw.exec("UPDATE users SET mailbox = 'third@example.net'");
+            settle();
+            assert_ne!(reader.change_token().unwrap(), Some(fourth), "a write");
+        }
+    }
+);
+
 // The change token without waiting ([`Store::change_token_in_place`], what
 // `serve` answers cached lookups with on its async workers): never another
 // token than `change_token` gives, and after a write, never the old one.

@@ -33,7 +33,11 @@
 //! of one tiny query per second instead of one per lookup. Without the
 //! stamp (a database not yet migrated, a role without SELECT on it) every
 //! check is a new version: answers are then cached for at most
-//! [`CHANGE_CHECK`] too, only less often reused.
+//! [`CHANGE_CHECK`] too, only less often reused. The check also reads
+//! which table the name `users` resolves to and whether that table has
+//! the trigger: a `users` replaced by a renamed copy is a change, and a
+//! copy without the trigger (whose writes would never move the stamp) is
+//! treated as a database without the stamp, with a warning.
 
 mod backoff;
 mod config;
@@ -77,6 +81,8 @@ pub struct PostgresStore {
     checked: Option<(Instant, ChangeToken)>,
     /// Change checks made so far (the token when there is no stamp).
     checks: u64,
+    /// The missing trigger was logged, and not seen back since.
+    warned_no_trigger: bool,
     /// Inside a daemon's lookup ([`Store::begin_lookup`]).
     in_lookup: bool,
     /// Why the database was unavailable earlier in this lookup: its other
@@ -127,6 +133,7 @@ impl PostgresStore {
             tx: Tx::None,
             checked: None,
             checks: 0,
+            warned_no_trigger: false,
             in_lookup: false,
             failed_in_lookup: None,
         };
@@ -230,6 +237,15 @@ fn list_query<'a>(domain: &'a Option<&str>) -> (&'static str, Vec<&'a (dyn ToSql
 }
 
 /// A stamp query that failed because there is no stamp to read.
+/// What a change check read.
+enum Stamp {
+    /// The stamp, the oid of the `users` table the name resolves to
+    /// (none without one), and whether that table has the trigger.
+    Read((i64, Option<i64>, bool)),
+    /// No stamp table, or no right to read it.
+    Unreadable,
+}
+
 fn no_stamp(e: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
     e.code()
@@ -334,17 +350,32 @@ impl Store for PostgresStore {
         // from here, reuse stays within CHANGE_CHECK of the data it saw.
         let asked = Instant::now();
         let stamp = self.read(|c| match c.query_static(CHANGE_STAMP, &[]) {
-            Ok(rows) => Ok(Some(match rows.first() {
-                Some(r) => r.try_get::<_, i64>(0)?,
-                None => -1,
+            Ok(rows) => Ok(Stamp::Read(match rows.first() {
+                Some(r) => (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?),
+                None => (-1, None, false),
             })),
-            Err(Failure::Pg(e)) if no_stamp(&e) => Ok(None),
+            Err(Failure::Pg(e)) if no_stamp(&e) => Ok(Stamp::Unreadable),
             Err(f) => Err(f),
         })?;
         self.checks += 1;
         let token = match stamp {
-            Some(s) => ChangeToken::new([1, s as u64, 0, 0, 0, 0]),
-            None => {
+            Stamp::Read((s, Some(table), true)) => {
+                self.warned_no_trigger = false;
+                ChangeToken::new([1, s as u64, table as u64, 0, 0, 0])
+            }
+            Stamp::Read(_) => {
+                if !self.warned_no_trigger {
+                    self.warned_no_trigger = true;
+                    tracing::warn!(database = %self.shown,
+                        "the users table has no enabled users_stamp_change trigger (replaced \
+                         by a copy made without it, or the trigger disabled), so its changes \
+                         do not move the change stamp: cached answers are reused for at most \
+                         {} s; put it back with: {RECREATE_TRIGGER}",
+                        CHANGE_CHECK.as_secs());
+                }
+                ChangeToken::new([2, self.checks, 0, 0, 0, 0])
+            }
+            Stamp::Unreadable => {
                 if self.checks == 1 {
                     tracing::info!(database = %self.shown,
                         "no change stamp readable (schema older than 3, or no SELECT on \

@@ -62,8 +62,22 @@ pub(super) const JOINED: &str = "SELECT a.ctid::text, a.username, a.domain, a.ma
 pub(super) const WILDCARDS: &str = "WHERE domain = $1 AND strpos(username, '%') > 0 ORDER BY ctid";
 pub(super) const TARGETING: &str = "WHERE mailbox = $1 ORDER BY ctid";
 pub(super) const WILDCARD_TARGETS: &str = "WHERE strpos(mailbox, '%') > 0 ORDER BY ctid";
-/// The change stamp of schema 3 (`schema/postgres/0003_change_counter.sql`).
-pub(super) const CHANGE_STAMP: &str = "SELECT stamp FROM mailtable_changes WHERE id = 1";
+/// The change stamp of schema 3 (`schema/postgres/0003_change_counter.sql`),
+/// with the `users` table it speaks for (`to_regclass` resolves the name as
+/// the lookups do, through the search path) and whether that table has
+/// the trigger that moves the stamp, enabled. A `users` replaced by a
+/// renamed copy (a restore) is another table, without the trigger unless
+/// the copy was made with it: the stamp alone would stay put forever.
+/// `tgenabled`: `O` fires on ordinary writes, `A` always (pg_trigger in
+/// the PostgreSQL catalogs); `D` is disabled, `R` fires on a replica only.
+/// The trigger of schema 3, for the message that it is missing.
+pub(super) const RECREATE_TRIGGER: &str = "CREATE TRIGGER users_stamp_change AFTER INSERT OR \
+     UPDATE OR DELETE OR TRUNCATE ON users FOR EACH STATEMENT EXECUTE FUNCTION \
+     mailtable_stamp_change();";
+pub(super) const CHANGE_STAMP: &str = "SELECT c.stamp, u.oid::bigint, EXISTS (SELECT 1 FROM \
+     pg_catalog.pg_trigger AS t WHERE t.tgrelid = u.oid AND t.tgname = 'users_stamp_change' \
+     AND t.tgenabled IN ('O', 'A')) FROM mailtable_changes AS c, \
+     (SELECT to_regclass('users')::oid AS oid) AS u WHERE c.id = 1";
 pub(super) const HAS_DOMAIN: &str = "SELECT 1 FROM users WHERE domain = $1 LIMIT 1";
 /// One login row's hash (the table has no insertion order to go by).
 pub(super) const SAMPLE_PASSWORD: &str = "SELECT password FROM users \
