@@ -526,7 +526,9 @@ mod tests {
         let mut s = MemStore::default()
             .with("s", "x.org", "s@x.org", Some(ssha))
             .with("m", "x.org", "m@x.org", Some(md5))
-            .with("p", "x.org", "p@x.org", Some(pbkdf2));
+            .with("p", "x.org", "p@x.org", Some(pbkdf2))
+            // Broken, in a scheme mailtable checks: nobody's to check.
+            .with("b", "x.org", "b@x.org", Some("$2b$05$cut-short"));
         let a = accounts();
         let ok = |v: Verdict| matches!(v, Verdict::Ok(_));
         assert!(ok(a
@@ -555,6 +557,8 @@ mod tests {
         assert_eq!(hash("m@x.org", Verifier::Smtpd).as_deref(), Some(md5));
         assert_eq!(hash("s@x.org", Verifier::Smtpd), None);
         assert_eq!(hash("p@x.org", Verifier::Smtpd), None);
+        assert_eq!(hash("b@x.org", Verifier::Dovecot), None);
+        assert_eq!(hash("b@x.org", Verifier::Smtpd), None);
     }
 
     /// The dummy check takes the cost of the hashes stored: sampled on the
