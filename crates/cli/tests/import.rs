@@ -643,6 +643,73 @@ fn a_delivery_user_missing_from_the_userbase_bounced() {
     assert_eq!(db.resolve("ok@example.org").1, set(&["gilles@example.org"]));
 }
 
+/// A table-passwd file serving both `auth <passwd>` and `userbase
+/// <passwd>` (smtpd 6.x with opensmtpd-extras), given twice: as
+/// smtpd-passwd for the logins and as smtpd-userinfo for the userbase.
+/// smtpd refused (550) what reached a user the file lacks; without the
+/// userbase given the import cannot know, and says those addresses lose
+/// their mail.
+#[test]
+fn a_passwd_file_as_the_userbase() {
+    let passwd = format!(
+        "gilles:{M_HASH}:5000:5000::/var/vmail/gilles:/sbin/nologin\n\
+         eric:{M_HASH}:5001:5001::/var/vmail/eric:/sbin/nologin\n"
+    );
+    let virtuals = "gilles@example.org gilles\n\
+                    eric@example.org eric\n\
+                    hugo@example.org hugo\n\
+                    team@example.org gilles, hugo\n";
+    for userbase in [false, true] {
+        let db = Db::new();
+        let mut args = db.sources(&[
+            ("smtpd-passwd", "passwd", passwd.clone()),
+            ("smtpd-aliases", "virtuals", virtuals.into()),
+        ]);
+        if userbase {
+            args.push(args[0].replace("smtpd-passwd:", "smtpd-userinfo:"));
+        } else {
+            // hugo is a mailbox whose login is missing, as far as the
+            // import can tell: refused unless --partial.
+            args.push("--partial".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (v, _) = db.import_json(&args, 0);
+        assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
+        assert_eq!(
+            db.resolve("gilles@example.org").1,
+            set(&["gilles@example.org"])
+        );
+        assert_eq!(db.resolve("eric@example.org").1, set(&["eric@example.org"]));
+        assert_eq!(db.resolve("hugo@example.org").0, "not-found");
+        assert_eq!(db.resolve("team@example.org").0, "not-found");
+        let not = whys(&v, "not_imported");
+        if userbase {
+            // Bounced in the source: nothing is lost.
+            assert_eq!(v["undeliverable"], serde_json::json!([]));
+            assert!(
+                not.contains("local user hugo is not in the userbase given"),
+                "{not}"
+            );
+            // The file's facts, read twice, are said once.
+            let notes = whys(&v, "notes");
+            assert_eq!(
+                notes.matches("home /var/vmail/gilles differs").count(),
+                1,
+                "{notes}"
+            );
+        } else {
+            assert_eq!(
+                v["undeliverable"],
+                serde_json::json!(["hugo@example.org", "team@example.org"])
+            );
+            assert!(
+                not.contains("where smtpd's userbase is a table, give it as smtpd-userinfo"),
+                "{not}"
+            );
+        }
+    }
+}
+
 /// smtpd's expansion depth (EXPAND_DEPTH 10, the delivery user a node of
 /// its own): `d0 -> d1 -> ... -> d8 -> eric@ -> veric` got 524 on smtpd
 /// 6.8, `d1` and shorter 250. What smtpd refused is not imported.

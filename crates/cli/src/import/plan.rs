@@ -195,6 +195,8 @@ fn mark_users_not_in_userbase(userinfo: &[UserInfo], m: &mut Merged) {
     for (u, meaning) in &mut m.local_users {
         if !userbase.contains(u.as_str()) {
             *meaning = LocalUser::NotInUserbase;
+            // No mailbox left behind: smtpd bounced its mail.
+            m.lost_mailboxes.remove(&format!("local user {u}"));
         }
     }
 }
@@ -708,7 +710,8 @@ fn resolve_target(
                     return Err(format!(
                         "local user {u}: no login of the sources or the database delivers \
                          to it, so its mailbox address is unknown (import the credentials \
-                         too, or write the address)"
+                         too, or write the address; where smtpd's userbase is a table, give \
+                         it as smtpd-userinfo: a user it lacks bounced there)"
                     )
                     .into())
                 }
@@ -830,7 +833,13 @@ fn skip_domains_without_rows(
 /// Notes where the source's uid, gid or home differ from mailtable's
 /// config: the mail store must follow.
 fn userinfo_notes(info: &[UserInfo], m: &Merged, config: &Config, notes: &mut Vec<Finding>) {
+    // A table-passwd file given as smtpd-passwd and as smtpd-userinfo
+    // states each user twice: said once.
+    let mut seen = BTreeSet::new();
     for u in info {
+        if !seen.insert((&u.user, u.uid, u.gid, &u.home)) {
+            continue;
+        }
         let addr = if u.user.contains('@') {
             Address::parse(&u.user).ok()
         } else {

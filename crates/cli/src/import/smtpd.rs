@@ -293,8 +293,11 @@ pub fn parse_aliases(source: &str, text: &str) -> Parsed {
     p
 }
 
+/// uid, gid and home of a user.
+type Ids = (u32, u32, String);
+
 /// `uid:gid:home` of a userinfo value.
-fn parse_userinfo_value(value: &str) -> Result<(u32, u32, String), String> {
+fn parse_userinfo_value(value: &str) -> Result<Ids, String> {
     let mut parts = value.splitn(3, ':');
     let (Some(uid), Some(gid), Some(home)) = (parts.next(), parts.next(), parts.next()) else {
         return Err("expected uid:gid:home".into());
@@ -313,17 +316,44 @@ fn parse_userinfo_value(value: &str) -> Result<(u32, u32, String), String> {
 /// `smtpd-userinfo`: `user uid:gid:home`, the `userbase` of the delivery
 /// users. Nothing to store per row (mailtable derives uid, gid and home
 /// from its config); kept for the report.
+///
+/// smtpd's userbase can also be a table-passwd file (`userbase <passwd>`
+/// next to `auth <passwd>`): a line that is no userinfo line but a
+/// table-passwd entry gives its user, uid, gid and home. So the one file
+/// is given twice, `smtpd-passwd:F` for the logins and `smtpd-userinfo:F`
+/// for the userbase; as `smtpd-passwd` alone it may serve `auth` only.
 pub fn parse_userinfo(source: &str, text: &str) -> Parsed {
     let mut p = Parsed::default();
     for (n, line) in text.lines().enumerate() {
         let at = Origin::line(source, n + 1);
-        let (key, value) = match split_table_line(line) {
-            None => continue,
-            Some(Err(why)) => {
+        let (key, value) = match (split_table_line(line), passwd_userinfo(line)) {
+            (None, _) => continue,
+            (Some(Ok((key, value))), _) if parse_userinfo_value(value).is_ok() => (key, value),
+            (_, Some((user, Some((uid, gid, home))))) => {
+                p.userinfo.push(UserInfo {
+                    user,
+                    uid: Some(uid),
+                    gid: Some(gid),
+                    home: Some(home),
+                    userbase: true,
+                    origin: at,
+                });
+                continue;
+            }
+            (_, Some((user, None))) => {
+                p.notes.push(Finding::about(
+                    at,
+                    &user,
+                    "uid, gid or home is empty or not a number: table-passwd's userinfo \
+                     lookup of this user fails, so it is not in the userbase",
+                ));
+                continue;
+            }
+            (Some(Err(why)), None) => {
                 p.malformed.push(Finding::new(at, why));
                 continue;
             }
-            Some(Ok(kv)) => kv,
+            (Some(Ok(kv)), None) => kv,
         };
         match parse_userinfo_value(value) {
             Ok((uid, gid, home)) => p.userinfo.push(UserInfo {
@@ -396,6 +426,35 @@ fn push_login(p: &mut Parsed, at: Origin, key: &str, hash: &str, implied_route: 
     }
 }
 
+/// The fields of a table-passwd line, cut as table-passwd cuts it (see
+/// [`parse_passwd`]): `None` for a line with nothing before a `#`.
+fn passwd_fields(line: &str) -> Option<Vec<&str>> {
+    let line = line.split('#').next().unwrap_or_default();
+    let line = line.trim_end_matches(['\r', '\n']);
+    (!line.is_empty()).then(|| line.split(':').collect())
+}
+
+/// uid, gid and home of table-passwd fields, as its userinfo lookup takes
+/// them (strtonum(p, 0, UID_MAX): 0 is a valid id there); `None` where
+/// that lookup fails.
+fn passwd_ids(fields: &[&str]) -> Option<Ids> {
+    let id = |s: &str| s.parse::<u32>().ok();
+    let home = fields.get(5).filter(|h| !h.is_empty())?;
+    Some((id(fields.get(2)?)?, id(fields.get(3)?)?, home.to_string()))
+}
+
+/// A table-passwd line with the six fields up to the home: its user
+/// (lower-cased, as the logins), and its uid, gid and home where its
+/// userinfo lookup works.
+fn passwd_userinfo(line: &str) -> Option<(String, Option<Ids>)> {
+    let fields = passwd_fields(line)?;
+    let user = fields[0].trim();
+    if fields.len() < 6 || user.is_empty() {
+        return None;
+    }
+    Some((user.to_ascii_lowercase(), passwd_ids(&fields)))
+}
+
 /// `smtpd-passwd`: `user:hash:uid:gid:gecos:home[:shell[:...]]`,
 /// credentials and userinfo in one file, read as table-passwd reads it
 /// (`table_passwd_update` and `parse_passwd_entry` in OpenSMTPD-extras
@@ -415,12 +474,9 @@ pub fn parse_passwd(source: &str, text: &str) -> Parsed {
     let mut p = Parsed::default();
     for (n, line) in text.lines().enumerate() {
         let at = Origin::line(source, n + 1);
-        let line = line.split('#').next().unwrap_or_default();
-        let line = line.trim_end_matches(['\r', '\n']);
-        if line.is_empty() {
+        let Some(fields) = passwd_fields(line) else {
             continue;
-        }
-        let fields: Vec<&str> = line.split(':').collect();
+        };
         let user = fields[0].trim();
         if fields.len() < 6 || user.is_empty() {
             p.malformed.push(Finding::new(
@@ -451,20 +507,19 @@ pub fn parse_passwd(source: &str, text: &str) -> Parsed {
         }
         let key = user.to_ascii_lowercase();
         push_login(&mut p, at.clone(), &key, fields[1], false);
-        // strtonum(p, 0, UID_MAX): 0 is a valid id there.
-        let id = |s: &str| s.parse::<u32>().ok();
-        match (id(fields[2]), id(fields[3]), fields[5]) {
-            (Some(uid), Some(gid), home) if !home.is_empty() => p.userinfo.push(UserInfo {
+        match passwd_ids(&fields) {
+            Some((uid, gid, home)) => p.userinfo.push(UserInfo {
                 user: key,
                 uid: Some(uid),
                 gid: Some(gid),
-                home: Some(home.to_string()),
+                home: Some(home),
                 // A passwd table may serve `auth` only, with the system's
-                // users as the userbase: not taken as the userbase.
+                // users as the userbase: not taken as the userbase unless
+                // given as smtpd-userinfo too.
                 userbase: false,
                 origin: at,
             }),
-            _ => p.notes.push(Finding::about(
+            None => p.notes.push(Finding::about(
                 at,
                 user,
                 "uid, gid or home is empty or not a number: smtpd's userinfo lookup of \
@@ -628,6 +683,44 @@ bad-key@-x.org     m
         assert_eq!(p.userinfo[0].home.as_deref(), Some("/var/vmail/m"));
         assert_eq!(p.malformed.len(), 2);
         assert!(p.malformed[0].why.contains("uid"));
+    }
+
+    /// A table-passwd file as the userbase: each entry's user, uid, gid
+    /// and home; one whose userinfo lookup fails is not in it, and a line
+    /// that is neither form is malformed. A `user:uid:gid:home` line (the
+    /// `:` separator of a file table) stays a userinfo line.
+    #[test]
+    fn userinfo_from_a_passwd_file() {
+        let p = parse_userinfo(
+            "passwd",
+            "Gilles:$2b$08$hash:5000:5001:Gilles:/var/vmail/gilles:/sbin/nologin # him\n\
+             # comment\n\
+             eric:$2b$08$hash:5002:5002::/var/vmail/eric\n\
+             broken:$2b$08$hash:x:5002::/h:\n\
+             m:5003:5003:/var/vmail/m\n\
+             short:$2b$08$hash:1:2\n",
+        );
+        let got: Vec<(&str, Option<u32>, Option<u32>, Option<&str>)> = p
+            .userinfo
+            .iter()
+            .map(|u| (u.user.as_str(), u.uid, u.gid, u.home.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("gilles", Some(5000), Some(5001), Some("/var/vmail/gilles")),
+                ("eric", Some(5002), Some(5002), Some("/var/vmail/eric")),
+                ("m", Some(5003), Some(5003), Some("/var/vmail/m")),
+            ]
+        );
+        assert!(p.userinfo.iter().all(|u| u.userbase));
+        assert_eq!(p.notes.len(), 1);
+        assert!(p.notes[0].why.contains("not in the userbase"));
+        assert_eq!(p.malformed.len(), 1);
+        assert_eq!(p.malformed[0].at.to_string(), "passwd:6");
+        for f in p.notes.iter().chain(&p.malformed) {
+            assert!(!f.why.contains("$2b$08$hash"), "{}", f.why);
+        }
     }
 
     #[test]
