@@ -700,7 +700,7 @@ bad-key@-x.org     m
              m:5003:5003:/var/vmail/m\n\
              short:$2b$08$hash:1:2\n",
         );
-        let got: Vec<(&str, Option<u32>, Option<u32>, Option<&str>)> = p
+        let got: Vec<_> = p
             .userinfo
             .iter()
             .map(|u| (u.user.as_str(), u.uid, u.gid, u.home.as_deref()))
