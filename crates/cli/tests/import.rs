@@ -643,6 +643,70 @@ fn a_delivery_user_missing_from_the_userbase_bounced() {
     assert_eq!(db.resolve("ok@example.org").1, set(&["gilles@example.org"]));
 }
 
+/// smtpd's domain table (`match from any for domain <domains>`): an
+/// address of a domain it does not list got 550 however the virtual
+/// table maps it, and a target there was another host's (relayed). With
+/// the table given, those entries are bounced, their logins left behind,
+/// and their domain is no domain of the import.
+#[test]
+fn smtpd_domain_table_decides_which_domains_are_ours() {
+    let db = Db::new();
+    let mut args = db.sources(&[
+        (
+            "smtpd-aliases",
+            "dom-virtuals",
+            "a@example.org x@example.net\n\
+             b@stale.example y@example.net\n\
+             c@sub.example.com z@example.net\n\
+             d@example.com w@example.net\n\
+             e@example.org b@stale.example\n\
+             @stale.example q@example.net\n\
+             old@stale.example old\n"
+                .into(),
+        ),
+        (
+            "smtpd-credentials",
+            "dom-credentials",
+            format!("old@stale.example old@stale.example:{M_HASH}\n"),
+        ),
+        (
+            "smtpd-domains",
+            "domains",
+            "# accepted\nexample.org\n*.example.com\n".into(),
+        ),
+    ]);
+    let (_, err) = db.import_json(&args.iter().map(String::as_str).collect::<Vec<_>>(), 2);
+    assert!(
+        err.contains("would not come over (old@stale.example)"),
+        "{err}"
+    );
+    args.push("--partial".into());
+    let (v, _) = db.import_json(&args.iter().map(String::as_str).collect::<Vec<_>>(), 0);
+    assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
+    assert_eq!(
+        v["domains"],
+        serde_json::json!(["example.org", "sub.example.com"])
+    );
+    let not = whys(&v, "not_imported");
+    assert_eq!(
+        not.matches("is not in smtpd's domain table").count(),
+        5,
+        "{not}"
+    );
+    for a in [
+        "b@stale.example",
+        "old@stale.example",
+        "d@example.com",
+        "x@stale.example",
+    ] {
+        assert_eq!(db.resolve(a).0, "unknown-domain", "{a}");
+    }
+    assert_eq!(db.resolve("a@example.org").1, set(&["x@example.net"]));
+    assert_eq!(db.resolve("c@sub.example.com").1, set(&["z@example.net"]));
+    // Relayed in the source, an external address now.
+    assert_eq!(db.resolve("e@example.org").1, set(&["b@stale.example"]));
+}
+
 /// A table-passwd file serving both `auth <passwd>` and `userbase
 /// <passwd>` (smtpd 6.x with opensmtpd-extras), given twice: as
 /// smtpd-passwd for the logins and as smtpd-userinfo for the userbase.
@@ -708,6 +772,41 @@ fn a_passwd_file_as_the_userbase() {
             );
         }
     }
+
+    // eric's uid unreadable: table-passwd's userinfo lookup of him is an
+    // error, and smtpd 6.8 answered 451 for eric@ and for list@ (which
+    // reaches him), not 550. His login is left behind, list@ is mail lost
+    // (deferred until it expired), not a bounce.
+    let db = Db::new();
+    let broken = passwd.replace(":5001:5001:", ":x:5001:");
+    let mut args = db.sources(&[
+        ("smtpd-passwd", "passwd", broken.clone()),
+        (
+            "smtpd-aliases",
+            "virtuals",
+            format!("{virtuals}list@example.org gilles, eric\n"),
+        ),
+        ("smtpd-userinfo", "passwd", broken),
+    ]);
+    let (_, err) = db.import_json(&args.iter().map(String::as_str).collect::<Vec<_>>(), 2);
+    assert!(
+        err.contains("would not come over (eric@example.org)"),
+        "{err}"
+    );
+    args.push("--partial".into());
+    let (v, _) = db.import_json(&args.iter().map(String::as_str).collect::<Vec<_>>(), 0);
+    assert_eq!(
+        v["undeliverable"],
+        serde_json::json!(["eric@example.org", "list@example.org"])
+    );
+    let not = whys(&v, "not_imported");
+    assert!(not.contains("smtpd deferred its mail (451)"), "{not}");
+    assert!(not.contains("with a temporary error (451)"), "{not}");
+    assert_eq!(db.resolve("list@example.org").0, "not-found");
+    assert_eq!(
+        db.resolve("gilles@example.org").1,
+        set(&["gilles@example.org"])
+    );
 }
 
 /// smtpd's expansion depth (EXPAND_DEPTH 10, the delivery user a node of

@@ -44,6 +44,10 @@ pub enum LocalUser {
     /// table) lacks it: smtpd refused every message whose expansion
     /// reached it (550), whatever delivers to it.
     NotInUserbase,
+    /// The userbase given has it, but its lookup fails there (a
+    /// table-passwd line whose uid, gid or home it cannot read): smtpd
+    /// answered every message reaching it with a temporary error (451).
+    UserinfoFails,
 }
 
 /// The sources, combined.
@@ -596,6 +600,7 @@ mod tests {
             }
             Some(LocalUser::Unknown) => "unknown".into(),
             Some(LocalUser::NotInUserbase) => "not in the userbase".into(),
+            Some(LocalUser::UserinfoFails) => "userinfo fails".into(),
             None => "absent".into(),
         }
     }

@@ -67,6 +67,8 @@ pub enum Format {
     SmtpdCredentials,
     /// opensmtpd-extras `table-passwd` file.
     SmtpdPasswd,
+    /// OpenSMTPD list of the domains a `match ... for domain <t>` accepts.
+    SmtpdDomains,
     /// Dovecot passwd-file.
     DovecotPasswd,
     /// Normalized `domains/users/aliases` SQL schema.
@@ -77,11 +79,12 @@ pub enum Format {
 
 impl Format {
     /// Every format, in the order of the docs.
-    pub const ALL: [Format; 7] = [
+    pub const ALL: [Format; 8] = [
         Format::SmtpdAliases,
         Format::SmtpdUserinfo,
         Format::SmtpdCredentials,
         Format::SmtpdPasswd,
+        Format::SmtpdDomains,
         Format::DovecotPasswd,
         Format::Sql,
         Format::Mailtable,
@@ -94,6 +97,7 @@ impl Format {
             Format::SmtpdUserinfo => "smtpd-userinfo",
             Format::SmtpdCredentials => "smtpd-credentials",
             Format::SmtpdPasswd => "smtpd-passwd",
+            Format::SmtpdDomains => "smtpd-domains",
             Format::DovecotPasswd => "dovecot-passwd",
             Format::Sql => "sql",
             Format::Mailtable => "mailtable",
@@ -146,6 +150,7 @@ fn parse_source(format: Format, source: &str, inactive: Inactive) -> Result<Pars
         Format::SmtpdUserinfo => smtpd::parse_userinfo,
         Format::SmtpdCredentials => smtpd::parse_credentials,
         Format::SmtpdPasswd => smtpd::parse_passwd,
+        Format::SmtpdDomains => smtpd::parse_domains,
         Format::DovecotPasswd => passwd_file::parse,
     };
     let bytes =

@@ -372,6 +372,10 @@ pub struct Parsed {
     /// receive their own mail from now on, which the admin chose; the check
     /// expects that instead of the source's refusal.
     pub accepted_inactive: Vec<Address>,
+    /// smtpd's domain table (`match from any for domain <t>`): the domain
+    /// patterns it lists, lower-cased. `None`: no such table given, every
+    /// domain of the entries counts as accepted.
+    pub accepted_domains: Option<Vec<(String, Origin)>>,
 }
 
 impl Parsed {
@@ -402,6 +406,7 @@ impl Parsed {
             && self.lost_mailboxes.is_empty()
             && self.refused.is_empty()
             && self.accepted_inactive.is_empty()
+            && self.accepted_domains.as_ref().is_none_or(Vec::is_empty)
     }
 
     /// Add another source's entries to these.
@@ -418,6 +423,9 @@ impl Parsed {
         self.lost_mailboxes.extend(other.lost_mailboxes);
         self.refused.extend(other.refused);
         self.accepted_inactive.extend(other.accepted_inactive);
+        if let Some(d) = other.accepted_domains {
+            self.accepted_domains.get_or_insert_with(Vec::new).extend(d);
+        }
         self.defines_routes |= other.defines_routes;
         self.aliases_first |= other.aliases_first;
     }

@@ -22,6 +22,7 @@
 
 use super::merge::{self, domain_line, Findings, LocalUser, LoginHints, Merged};
 use super::parsed::{Conflict, Finding, Login, Origin, Parsed, Route, RouteKey, Target, UserInfo};
+use super::smtpd::hostname_match;
 use super::source_walk::{Resolved, RouteEntry, SourceWalk, Status};
 use super::verify::Semantics;
 use crate::error::CliError;
@@ -110,10 +111,18 @@ pub fn plan(
         conflicts: Vec::new(),
     };
     let userinfo = std::mem::take(&mut parsed.userinfo);
+    let accepted_domains = parsed.accepted_domains.take();
     let mut lost: BTreeSet<String> = std::mem::take(&mut parsed.lost).into_iter().collect();
     let mut merged = merge::merge(parsed, db, hints, &mut f)?;
     mark_users_not_in_userbase(&userinfo, &mut merged);
-    let mut dropped = drop_logins_smtpd_cannot_deliver(&mut merged, &mut f.skipped);
+    let mut dropped = match &accepted_domains {
+        Some(listed) => drop_domains_smtpd_refused(listed, &mut merged, &mut f.skipped),
+        None => BTreeMap::new(),
+    };
+    dropped.extend(drop_logins_smtpd_cannot_deliver(
+        &mut merged,
+        &mut f.skipped,
+    ));
     dropped.extend(drop_logins_smtpd_refused(&mut merged, &mut f.skipped));
     for a in dropped.keys() {
         lost.insert(a.to_string());
@@ -184,21 +193,100 @@ pub fn plan(
 /// lka_expand in usr.sbin/smtpd/lka_session.c): whatever delivered to it
 /// bounced there.
 fn mark_users_not_in_userbase(userinfo: &[UserInfo], m: &mut Merged) {
-    let userbase: BTreeSet<&str> = userinfo
-        .iter()
-        .filter(|u| u.userbase)
-        .map(|u| u.user.as_str())
-        .collect();
+    // Each user of the userbase, and whether its lookup works there (an
+    // entry without uid: table-passwd could not read it).
+    let mut userbase: BTreeMap<&str, bool> = BTreeMap::new();
+    for u in userinfo.iter().filter(|u| u.userbase) {
+        *userbase.entry(u.user.as_str()).or_default() |= u.uid.is_some();
+    }
     if userbase.is_empty() {
         return;
     }
     for (u, meaning) in &mut m.local_users {
-        if !userbase.contains(u.as_str()) {
-            *meaning = LocalUser::NotInUserbase;
-            // No mailbox left behind: smtpd bounced its mail.
-            m.lost_mailboxes.remove(&format!("local user {u}"));
+        match userbase.get(u.as_str()) {
+            None => {
+                *meaning = LocalUser::NotInUserbase;
+                // No mailbox left behind: smtpd bounced its mail.
+                m.lost_mailboxes.remove(&format!("local user {u}"));
+            }
+            Some(false) => *meaning = LocalUser::UserinfoFails,
+            Some(true) => {}
         }
     }
+}
+
+/// The domains of the entries that smtpd's domain table does not list:
+/// smtpd refused their mail (550, no rule matched), so their entries are
+/// bounced, not imported, and their logins (which could authenticate) are
+/// left behind like the userbase's refusals; they are no domains of ours,
+/// so a target there was relayed, and is an external address after the
+/// import too.
+fn drop_domains_smtpd_refused(
+    listed: &[(String, Origin)],
+    m: &mut Merged,
+    skipped: &mut Vec<Finding>,
+) -> BTreeMap<Address, String> {
+    let table = listed
+        .first()
+        .map_or("the smtpd-domains source, empty".into(), |(_, at)| {
+            at.source.to_string()
+        });
+    let outside: BTreeSet<Domain> = m
+        .domains
+        .iter()
+        .filter(|d| !listed.iter().any(|(p, _)| hostname_match(d.as_str(), p)))
+        .cloned()
+        .collect();
+    if outside.is_empty() {
+        return BTreeMap::new();
+    }
+    let why = |d: &Domain| {
+        format!(
+            "{d} is not in smtpd's domain table ({table}): no rule accepted its mail, smtpd \
+             refused it (550)"
+        )
+    };
+    let keys: Vec<RouteKey> = m
+        .routes
+        .keys()
+        .filter(|k| match k {
+            RouteKey::Exact(a) => outside.contains(a.domain()),
+            RouteKey::CatchAll(d) => outside.contains(d),
+            _ => false,
+        })
+        .cloned()
+        .collect();
+    for k in keys {
+        if let Some(r) = m.routes.remove(&k) {
+            let d = match &k {
+                RouteKey::Exact(a) => a.domain().clone(),
+                RouteKey::CatchAll(d) => d.clone(),
+                _ => continue,
+            };
+            skipped.push(Finding::about(r.origin, &k.to_string(), why(&d)));
+        }
+    }
+    let logins: Vec<Address> = m
+        .logins
+        .keys()
+        .filter(|a| outside.contains(a.domain()))
+        .cloned()
+        .collect();
+    let mut dropped = BTreeMap::new();
+    for a in logins {
+        if let Some(l) = m.logins.remove(&a) {
+            let why = format!(
+                "{}, while the login worked; a mailtable mailbox would take the mail (add the \
+                 domain to the table, or drop the login)",
+                why(a.domain())
+            );
+            m.deliverable.remove(&a);
+            skipped.push(Finding::about(l.origin, &a.to_string(), why.clone()));
+            dropped.insert(a, why);
+        }
+    }
+    m.domains.retain(|d| !outside.contains(d));
+    dropped
 }
 
 /// Logins whose own entry delivers to a user the userbase lacks, or names
@@ -226,18 +314,26 @@ fn drop_logins_smtpd_refused(
                         .to_string(),
                 ));
             }
-            let u = r
-                .local_users()
-                .find(|u| matches!(m.local_users.get(*u), Some(LocalUser::NotInUserbase)))?;
-            Some((
-                a.clone(),
-                format!(
+            let (u, fails) = r.local_users().find_map(|u| match m.local_users.get(u) {
+                Some(LocalUser::NotInUserbase) => Some((u, false)),
+                Some(LocalUser::UserinfoFails) => Some((u, true)),
+                _ => None,
+            })?;
+            let why = match fails {
+                false => format!(
                     "its entry delivers to local user {u}, which is not in the userbase given \
                      (userinfo): smtpd refused its mail (550) while the login worked; a \
                      mailtable mailbox would take the mail (add {u} to the userinfo table, or \
                      drop the login)"
                 ),
-            ))
+                true => format!(
+                    "its entry delivers to local user {u}, whose userinfo lookup fails in the \
+                     userbase given (uid, gid or home unreadable): smtpd deferred its mail \
+                     (451) until it expired while the login worked; a mailtable mailbox would \
+                     take the mail (mend the user's line, or drop the login)"
+                ),
+            };
+            Some((a.clone(), why))
         })
         .collect();
     let mut dropped = BTreeMap::new();
@@ -720,6 +816,16 @@ fn resolve_target(
                         "local user {u} is not in the userbase given (userinfo): smtpd refused \
                          every message that reached it (550)"
                     )))
+                }
+                // The source kept its mail in the queue, retrying, until it
+                // expired: lost there, and not comparable.
+                LocalUser::UserinfoFails => {
+                    return Err(format!(
+                        "local user {u}: its userinfo lookup fails in the userbase given (uid, \
+                         gid or home unreadable), so smtpd answered every message that reached \
+                         it with a temporary error (451) until it expired"
+                    )
+                    .into())
                 }
             }
         }
@@ -1223,8 +1329,11 @@ mod tests {
 
     #[test]
     fn sql_self_alias_forward_and_domain_alias() {
+        // As the SQL readers give it: Postfix's order, where an address
+        // expanding to itself is its mailbox (smtpd's would loop).
         let mut p = Parsed {
             defines_routes: true,
+            aliases_first: true,
             ..Parsed::default()
         };
         let login = |a: &str, id| Login {

@@ -340,13 +340,23 @@ pub fn parse_userinfo(source: &str, text: &str) -> Parsed {
                 });
                 continue;
             }
+            // In the userbase, but table-passwd's lookup of it is an
+            // error (smtpd: "backend error while searching user", 451).
             (_, Some((user, None))) => {
                 p.notes.push(Finding::about(
-                    at,
+                    at.clone(),
                     &user,
                     "uid, gid or home is empty or not a number: table-passwd's userinfo \
-                     lookup of this user fails, so it is not in the userbase",
+                     lookup of this user fails, and smtpd deferred mail reaching it (451)",
                 ));
+                p.userinfo.push(UserInfo {
+                    user,
+                    uid: None,
+                    gid: None,
+                    home: None,
+                    userbase: true,
+                    origin: at,
+                });
                 continue;
             }
             (Some(Err(why)), None) => {
@@ -424,6 +434,58 @@ fn push_login(p: &mut Parsed, at: Origin, key: &str, hash: &str, implied_route: 
             format!("login is not an address mailtable can store ({why})"),
         )),
     }
+}
+
+/// `smtpd-domains`: the list table a rule accepts mail for (`match from
+/// any for domain <domains>`), one domain or pattern per line, `#` lines
+/// and blank lines skipped (a mapping line's value is ignored: the rule
+/// matches keys). smtpd compares each with its own glob
+/// ([`hostname_match`]). An address of the other tables whose domain it
+/// does not match got 550 there.
+pub fn parse_domains(source: &str, text: &str) -> Parsed {
+    let mut p = Parsed::default();
+    let mut listed = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_matches(|c: char| c.is_ascii_whitespace());
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = line.split([' ', '\t']).next().unwrap_or_default();
+        listed.push((key.to_ascii_lowercase(), Origin::line(source, n + 1)));
+    }
+    p.accepted_domains = Some(listed);
+    p
+}
+
+/// Whether smtpd's domain table entry `pattern` matches `domain`, as
+/// `hostname_match` in OpenSMTPD `usr.sbin/smtpd/util.c` decides it: case
+/// folded, and a `*` skips the domain's characters up to the first one
+/// equal to the pattern's next (no backtracking: `*.example.org` matches
+/// `a.example.org`, neither `a.b.example.org` nor `example.org`).
+pub fn hostname_match(domain: &str, pattern: &str) -> bool {
+    let d = domain.as_bytes();
+    let p = pattern.as_bytes();
+    let (mut i, mut j) = (0, 0);
+    while i < d.len() && j < p.len() {
+        if p[j] == b'*' {
+            while j < p.len() && p[j] == b'*' {
+                j += 1;
+            }
+            // The pattern's next character, or the end (then nothing
+            // equals it and the rest of the domain is skipped).
+            let next = p.get(j).map(u8::to_ascii_lowercase);
+            while i < d.len() && Some(d[i].to_ascii_lowercase()) != next {
+                i += 1;
+            }
+            continue;
+        }
+        if !p[j].eq_ignore_ascii_case(&d[i]) {
+            return false;
+        }
+        i += 1;
+        j += 1;
+    }
+    i == d.len() && j == p.len()
 }
 
 /// The fields of a table-passwd line, cut as table-passwd cuts it (see
@@ -685,8 +747,59 @@ bad-key@-x.org     m
         assert!(p.malformed[0].why.contains("uid"));
     }
 
+    /// smtpd's domain glob, on the cases its loop decides: case, `*`
+    /// at either end or inside, no backtracking, and the empty domain.
+    #[test]
+    fn hostname_match_as_smtpd_matches() {
+        for (domain, pattern, want) in [
+            ("example.org", "example.org", true),
+            ("Example.ORG", "example.org", true),
+            ("example.org", "example.net", false),
+            ("mail.example.org", "example.org", false),
+            ("a.example.com", "*.example.com", true),
+            // The `*` stops at the first `.`: one label only.
+            ("a.b.example.com", "*.example.com", false),
+            ("example.com", "*.example.com", false),
+            ("anything", "*", true),
+            ("", "*", false),
+            ("example.org", "ex*.org", true),
+            // The `*` stops at the first `a`; "a.org" then fails on "ample.org".
+            ("example.org", "*a.org", false),
+            // A `*` left over once the domain ends is no match.
+            ("example.org", "example.org*", false),
+            ("example.org", "example.or", false),
+        ] {
+            assert_eq!(
+                hostname_match(domain, pattern),
+                want,
+                "{domain} ~ {pattern}"
+            );
+        }
+    }
+
+    #[test]
+    fn domain_list_lines() {
+        let p = parse_domains("domains", "# ours\n\nExample.org\n  *.example.com  true\n");
+        let got: Vec<_> = p
+            .accepted_domains
+            .unwrap()
+            .into_iter()
+            .map(|(d, at)| (d, at.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("example.org".to_string(), "domains:3".to_string()),
+                ("*.example.com".to_string(), "domains:4".to_string())
+            ]
+        );
+        assert!(parse_domains("domains", "# none\n")
+            .accepted_domains
+            .is_some());
+    }
+
     /// A table-passwd file as the userbase: each entry's user, uid, gid
-    /// and home; one whose userinfo lookup fails is not in it, and a line
+    /// and home; one whose userinfo lookup fails is in it without them, and a line
     /// that is neither form is malformed. A `user:uid:gid:home` line (the
     /// `:` separator of a file table) stays a userinfo line.
     #[test]
@@ -710,12 +823,14 @@ bad-key@-x.org     m
             [
                 ("gilles", Some(5000), Some(5001), Some("/var/vmail/gilles")),
                 ("eric", Some(5002), Some(5002), Some("/var/vmail/eric")),
+                // In the userbase, its lookup failing.
+                ("broken", None, None, None),
                 ("m", Some(5003), Some(5003), Some("/var/vmail/m")),
             ]
         );
         assert!(p.userinfo.iter().all(|u| u.userbase));
         assert_eq!(p.notes.len(), 1);
-        assert!(p.notes[0].why.contains("not in the userbase"));
+        assert!(p.notes[0].why.contains("deferred mail reaching it (451)"));
         assert_eq!(p.malformed.len(), 1);
         assert_eq!(p.malformed[0].at.to_string(), "passwd:6");
         for f in p.notes.iter().chain(&p.malformed) {
