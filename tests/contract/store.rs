@@ -6,6 +6,15 @@ use mailtable_core::PasswordHash;
 use mailtable_tests::{alias, insert_all, mailbox, Backend, ARTICLE_DDL, ARTICLE_ROWS};
 
 /// `address -> target` of each row, in the order returned.
+/// Wait until a PostgreSQL reader reads the change stamp again (it reads
+/// it at most once per `CHANGE_CHECK`); SQLite checks at every call.
+fn settle(db: &mailtable_tests::TestDb) {
+    if db.backend() == Backend::Postgres {
+        let bound = mailtable_core::store::postgres::CHANGE_CHECK;
+        std::thread::sleep(bound + std::time::Duration::from_millis(100));
+    }
+}
+
 fn shown(rows: &[Row]) -> Vec<String> {
     rows.iter()
         .map(|r| format!("{} -> {}", r.address(), r.mailbox))
@@ -418,12 +427,7 @@ backend_test!(a_failed_migration_step_changes_nothing, |db| {
 backend_test!(
     the_change_token_moves_with_every_write_and_only_then,
     |db| {
-        use mailtable_core::store::postgres::CHANGE_CHECK;
-        let settle = || {
-            if db.backend() == Backend::Postgres {
-                std::thread::sleep(CHANGE_CHECK + std::time::Duration::from_millis(100));
-            }
-        };
+        let settle = || settle(&db);
         let mut writer = db.init();
         writer.insert(&mailbox("hugo", "barrera.io")).unwrap();
         let mut reader = db.open(Access::ReadOnly);
@@ -471,12 +475,7 @@ backend_test!(
 backend_test!(
     a_users_table_replaced_by_a_renamed_copy_moves_the_token,
     |db| {
-        use mailtable_core::store::postgres::CHANGE_CHECK;
-        let settle = || {
-            if db.backend() == Backend::Postgres {
-                std::thread::sleep(CHANGE_CHECK + std::time::Duration::from_millis(100));
-            }
-        };
+        let settle = || settle(&db);
         let mut writer = db.init();
         writer.insert(&mailbox("hugo", "barrera.io")).unwrap();
         let mut reader = db.open(Access::ReadOnly);
