@@ -419,6 +419,26 @@ pub fn parse_credentials(source: &str, text: &str) -> Parsed {
 }
 
 fn push_login(p: &mut Parsed, at: Origin, key: &str, hash: &str, implied_route: bool) {
+    // smtpd hands the stored string to crypt(3) as it is (table(5):
+    // "the password is encrypted with crypt(3)"), which knows no `{SCHEME}`
+    // prefix: the check failed on every login. Only the scheme is named,
+    // never the hash.
+    if let Some(scheme) = hash
+        .strip_prefix('{')
+        .and_then(|h| h.split_once('}'))
+        .map(|(s, _)| s)
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    {
+        p.notes.push(Finding::about(
+            at.clone(),
+            key,
+            format!(
+                "the hash starts with Dovecot's {{{scheme}}} prefix, which smtpd's crypt(3) \
+                 check does not strip: this login failed through smtpd; mailtable hands smtpd \
+                 the hash without it, so it works after the import"
+            ),
+        ));
+    }
     match login_name(key) {
         Ok(name) => p.logins.push(Login {
             name,
@@ -836,6 +856,25 @@ bad-key@-x.org     m
         for f in p.notes.iter().chain(&p.malformed) {
             assert!(!f.why.contains("$2b$08$hash"), "{}", f.why);
         }
+    }
+
+    /// A Dovecot scheme prefix in an smtpd table never worked there: said,
+    /// by scheme only.
+    #[test]
+    fn a_scheme_prefix_in_smtpd_credentials_is_noted() {
+        let p = parse_credentials(
+            "credentials",
+            "a@example.org a@example.org:{SHA512-CRYPT}$6$salt$secrethash\n\
+             b@example.org b@example.org:$6$salt$secrethash\n\
+             c@example.org c@example.org:{not a scheme}x\n",
+        );
+        assert_eq!(p.logins.len(), 3);
+        assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+        assert_eq!(p.notes[0].at.to_string(), "credentials:1");
+        assert!(p.notes[0].why.contains("{SHA512-CRYPT} prefix"));
+        assert!(!p.notes[0].why.contains("secrethash"));
+        let p = parse_passwd("passwd", "a:{BLF-CRYPT}$2y$05$x:1:1::/h:\n");
+        assert!(p.notes.iter().any(|n| n.why.contains("{BLF-CRYPT} prefix")));
     }
 
     #[test]
