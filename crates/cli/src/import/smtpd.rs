@@ -457,21 +457,46 @@ fn push_login(p: &mut Parsed, at: Origin, key: &str, hash: &str, implied_route: 
 }
 
 /// `smtpd-domains`: the list table a rule accepts mail for (`match from
-/// any for domain <domains>`), one domain or pattern per line, `#` lines
-/// and blank lines skipped (a mapping line's value is ignored: the rule
-/// matches keys). smtpd compares each with its own glob
-/// ([`hostname_match`]). An address of the other tables whose domain it
-/// does not match got 550 there.
+/// any for domain <domains>`), read as smtpd's file backend reads it
+/// (`table_static_parse` in `usr.sbin/smtpd/table_static.c`): blank lines
+/// and lines starting with `#` are skipped; the first entry decides the
+/// table's kind, a list unless it holds a blank or a `:` (then it is a
+/// mapping, which smtpd refuses for `for domain`, so it never ran with
+/// it) or a `# @list` comment came first; each later line, trimmed, is
+/// one key as it is, lower-cased (`example.net  true` further down is a
+/// key no domain equals). smtpd compares the keys with its own glob
+/// ([`hostname_match`]). An address of the other tables whose domain no
+/// key matches got 550 there.
 pub fn parse_domains(source: &str, text: &str) -> Parsed {
     let mut p = Parsed::default();
     let mut listed = Vec::new();
+    let mut list = false;
     for (n, line) in text.lines().enumerate() {
         let line = line.trim_matches(|c: char| c.is_ascii_whitespace());
-        if line.is_empty() || line.starts_with('#') {
+        if let Some(comment) = line.strip_prefix('#') {
+            list |= listed.is_empty() && comment.trim_start() == "@list";
             continue;
         }
-        let key = line.split([' ', '\t']).next().unwrap_or_default();
-        listed.push((key.to_ascii_lowercase(), Origin::line(source, n + 1)));
+        if line.is_empty() {
+            continue;
+        }
+        let at = Origin::line(source, n + 1);
+        if listed.is_empty() && !list && line.contains([' ', '\t', ':']) {
+            p.malformed.push(Finding::new(
+                at,
+                "smtpd reads this file as a mapping table (its first entry holds a blank or a \
+                 `:`), which `match ... for domain` refuses: write one domain per line",
+            ));
+            return p;
+        }
+        listed.push((line.to_ascii_lowercase(), at));
+    }
+    if listed.is_empty() && !list {
+        p.malformed.push(Finding::new(
+            Origin::whole(source),
+            "no domain in it: smtpd reads an empty file as a mapping table, which `match ... \
+             for domain` refuses",
+        ));
     }
     p.accepted_domains = Some(listed);
     p
@@ -797,25 +822,44 @@ bad-key@-x.org     m
         }
     }
 
+    /// The file backend's rules: the first entry decides list or mapping
+    /// (a mapping smtpd refuses for `for domain`), a later line is one
+    /// key as it is, `# @list` first makes any line a key.
     #[test]
     fn domain_list_lines() {
-        let p = parse_domains("domains", "# ours\n\nExample.org\n  *.example.com  true\n");
-        let got: Vec<_> = p
-            .accepted_domains
-            .unwrap()
-            .into_iter()
-            .map(|(d, at)| (d, at.to_string()))
-            .collect();
+        let keys = |p: Parsed| -> Vec<(String, String)> {
+            p.accepted_domains
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(d, at)| (d, at.to_string()))
+                .collect()
+        };
+        let p = parse_domains(
+            "domains",
+            "# ours\n\nExample.org\n  *.example.com\nexample.net  true\n",
+        );
+        assert!(p.malformed.is_empty());
         assert_eq!(
-            got,
+            keys(p),
             [
-                ("example.org".to_string(), "domains:3".to_string()),
-                ("*.example.com".to_string(), "domains:4".to_string())
+                ("example.org".into(), "domains:3".into()),
+                ("*.example.com".into(), "domains:4".into()),
+                ("example.net  true".into(), "domains:5".into()),
             ]
         );
-        assert!(parse_domains("domains", "# none\n")
-            .accepted_domains
-            .is_some());
+        assert!(!hostname_match("example.net", "example.net  true"));
+        for mapping in [
+            "example.net true\nexample.org\n",
+            "a:b\n",
+            "# nothing\n",
+            "",
+        ] {
+            let p = parse_domains("domains", mapping);
+            assert_eq!(p.malformed.len(), 1, "{mapping:?}");
+        }
+        let p = parse_domains("domains", "# @list\nexample.net true\n");
+        assert!(p.malformed.is_empty());
+        assert_eq!(keys(p), [("example.net true".into(), "domains:2".into())]);
     }
 
     /// A table-passwd file as the userbase: each entry's user, uid, gid
