@@ -643,6 +643,58 @@ fn a_delivery_user_missing_from_the_userbase_bounced() {
     assert_eq!(db.resolve("ok@example.org").1, set(&["gilles@example.org"]));
 }
 
+/// smtpd looks a delivery user up again as a bare key of the virtual
+/// table (RCPT probes of smtpd 6.8: `hugo@example.org  hugo` next to
+/// `hugo  hugo@home.example` relayed hugo@'s mail to home.example), and a
+/// user reached from its own key (`vmail  vmail`) is delivered. The
+/// import made hugo@ a mailbox that kept the mail here.
+#[test]
+fn a_delivery_user_with_a_bare_key_goes_where_the_key_sends_it() {
+    let virtuals = "hugo@example.org hugo\n\
+                    h@example.org hugo\n\
+                    hugo hugo@home.example\n\
+                    gilles@example.org vmail\n\
+                    vmail vmail\n";
+    let db = Db::new();
+    let args = db.sources(&[
+        ("smtpd-aliases", "virtuals", virtuals.into()),
+        (
+            "smtpd-credentials",
+            "credentials",
+            format!(
+                "hugo@example.org hugo@example.org:{M_HASH}\n\
+                 gilles@example.org gilles@example.org:{M_HASH}\n"
+            ),
+        ),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // A login whose mail went elsewhere: mailtable would keep it here.
+    let (_, err) = db.import_json(&args, 2);
+    assert!(
+        err.contains("hugo@example.org: has a login") && err.contains("only elsewhere"),
+        "{err}"
+    );
+    let db = Db::new();
+    let args = db.sources(&[
+        ("smtpd-aliases", "virtuals", virtuals.into()),
+        (
+            "smtpd-credentials",
+            "credentials",
+            format!("gilles@example.org gilles@example.org:{M_HASH}\n"),
+        ),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (v, _) = db.import_json(&args, 0);
+    assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
+    for a in ["hugo@example.org", "h@example.org"] {
+        assert_eq!(db.resolve(a).1, set(&["hugo@home.example"]), "{a}");
+    }
+    assert_eq!(
+        db.resolve("gilles@example.org").1,
+        set(&["gilles@example.org"])
+    );
+}
+
 /// smtpd's domain table (`match from any for domain <domains>`): an
 /// address of a domain it does not list got 550 however the virtual
 /// table maps it, and a target there was another host's (relayed). With

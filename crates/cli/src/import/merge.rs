@@ -115,14 +115,24 @@ pub fn merge(
     m.db_mailboxes = mailboxes_in_db(&m, db)?;
     m.local_users = local_users(&m, &bare_logins, f);
     // A local user no login delivers to is a mailbox of the source that
-    // does not come over (local aliases, `root: pi`, are not the table's).
+    // does not come over (local aliases, `root: pi`, are not the table's),
+    // unless a bare key of its name makes it an alias: smtpd looks a user
+    // up again as a bare key before delivering to it (plan's
+    // through_user_keys), and delivers only one its own key names.
+    let aliased = |u: &str| {
+        m.routes
+            .get(&RouteKey::Bare(u.to_string()))
+            .is_some_and(|r| r.targets != [Target::LocalUser(u.to_string())])
+    };
     let unknown: Vec<String> = m
         .routes
         .values()
         .filter(|r| matches!(r.key, RouteKey::Exact(_) | RouteKey::CatchAll(_)))
         .flat_map(|r| &r.targets)
         .filter_map(|t| match t {
-            Target::LocalUser(u) if matches!(m.local_users.get(u), Some(LocalUser::Unknown)) => {
+            Target::LocalUser(u)
+                if matches!(m.local_users.get(u), Some(LocalUser::Unknown)) && !aliased(u) =>
+            {
                 Some(format!("local user {u}"))
             }
             _ => None,

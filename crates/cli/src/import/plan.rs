@@ -23,7 +23,7 @@
 use super::merge::{self, domain_line, Findings, LocalUser, LoginHints, Merged};
 use super::parsed::{Conflict, Finding, Login, Origin, Parsed, Route, RouteKey, Target, UserInfo};
 use super::smtpd::hostname_match;
-use super::source_walk::{Resolved, RouteEntry, SourceWalk, Status};
+use super::source_walk::{Resolved, RouteEntry, SourceWalk, Status, SMTPD_EXPAND_DEPTH};
 use super::verify::Semantics;
 use crate::error::CliError;
 use mailtable_core::{delivery, Address, Config, Domain, Row, RowKind, Store, StoreError};
@@ -386,11 +386,17 @@ fn decide_routes(
     delimiter: char,
     not_imported: BTreeMap<Address, String>,
 ) -> SourceWalk {
-    let bare_keys: BTreeMap<String, Origin> = m
+    let bare_keys: BTreeMap<String, BareKey> = m
         .routes
         .iter()
         .filter_map(|(k, r)| match k {
-            RouteKey::Bare(u) => Some((u.clone(), r.origin.clone())),
+            RouteKey::Bare(u) => Some((
+                u.clone(),
+                BareKey {
+                    origin: r.origin.clone(),
+                    targets: r.targets.clone(),
+                },
+            )),
             _ => None,
         })
         .collect();
@@ -619,10 +625,58 @@ fn probe_address(d: &Domain, routes: &BTreeMap<RouteKey, RouteEntry>) -> Address
 }
 
 /// Whether `route` comes over, and with which targets.
+/// A bare key of a virtual table (`postmaster  gilles@example.org`,
+/// `hugo  hugo@home.example`): where it is, and its targets.
+struct BareKey {
+    origin: Origin,
+    targets: Vec<Target>,
+}
+
+/// `targets` with every delivery user that has a bare key of its own
+/// replaced by that key's targets. smtpd looks a user node up again in
+/// the virtual table before it delivers to it: aliases_virtual_get with
+/// the user name and no domain tries the keys `u+tag` and `u` (no
+/// catch-all), and a hit makes the user an alias (lka_expand and
+/// aliases_virtual_get in `usr.sbin/smtpd/`). So `u@d  hugo` next to
+/// `hugo  hugo@home.example` sends u@d's mail to hugo@home.example. A user
+/// reached from its own key (`vmail  vmail`) is delivered (`sameuser`,
+/// expand_insert in expand.c); a chain of such keys past smtpd's depth
+/// limit bounced (524).
+fn through_user_keys(
+    targets: &[Target],
+    bare_keys: &BTreeMap<String, BareKey>,
+    from_user: Option<&str>,
+    depth: usize,
+    out: &mut Vec<Target>,
+) -> Result<(), Unresolved> {
+    for t in targets {
+        let Target::LocalUser(u) = t else {
+            out.push(t.clone());
+            continue;
+        };
+        let key = match bare_keys.get(u) {
+            Some(k) if from_user != Some(u.as_str()) => k,
+            _ => {
+                out.push(t.clone());
+                continue;
+            }
+        };
+        if depth >= SMTPD_EXPAND_DEPTH {
+            return Err(Unresolved::Bounced(format!(
+                "local user {u} is a bare key again ({}), past smtpd's depth limit: smtpd \
+                 refused its mail (524)",
+                key.origin
+            )));
+        }
+        through_user_keys(&key.targets, bare_keys, Some(u), depth + 1, out)?;
+    }
+    Ok(())
+}
+
 fn route_status(
     route: &Route,
     m: &Merged,
-    bare_keys: &BTreeMap<String, Origin>,
+    bare_keys: &BTreeMap<String, BareKey>,
     conflicts: &mut Vec<Conflict>,
 ) -> Status {
     let own = match &route.key {
@@ -641,8 +695,18 @@ fn route_status(
     // The targets met so far: an "everyone" list has thousands, and
     // searching `out` for each would be quadratic in them.
     let mut seen = BTreeSet::new();
-    for t in &route.targets {
-        match resolve_target(t, own, m.aliases_first, &m.local_users, bare_keys) {
+    let mut targets = Vec::new();
+    let targets = match (m.aliases_first, bare_keys.is_empty()) {
+        (false, false) => match through_user_keys(&route.targets, bare_keys, None, 1, &mut targets)
+        {
+            Ok(()) => &targets,
+            Err(Unresolved::Skipped(why)) => return Status::Skipped(why),
+            Err(Unresolved::Bounced(why)) => return Status::Bounced(why),
+        },
+        _ => &route.targets,
+    };
+    for t in targets {
+        match resolve_target(t, own, m.aliases_first, &m.local_users) {
             Ok(r) if seen.insert(r.clone()) => out.push(r),
             Ok(_) => {}
             Err(Unresolved::Skipped(why)) => return Status::Skipped(why),
@@ -748,7 +812,6 @@ fn resolve_target(
     own: Option<&Address>,
     postfix: bool,
     local_users: &BTreeMap<String, LocalUser>,
-    bare_keys: &BTreeMap<String, Origin>,
 ) -> Result<Resolved, Unresolved> {
     Ok(match t {
         // smtpd answers an `:error:` element with its code, refusing the
@@ -783,12 +846,6 @@ fn resolve_target(
             )
         }
         Target::LocalUser(u) => {
-            if let Some(at) = bare_keys.get(u) {
-                return Err(format!(
-                    "local user {u} is itself a local alias ({at}), which is not imported"
-                )
-                .into());
-            }
             match local_users.get(u).unwrap_or(&LocalUser::Unknown) {
                 LocalUser::Mailbox(a) if Some(a) == own => Resolved::SelfBox,
                 LocalUser::Mailbox(a) => Resolved::Final(a.clone()),
@@ -1177,7 +1234,13 @@ mod tests {
         };
         assert!(why("abuse@example.org").contains("several mailboxes"));
         assert!(why("root").contains("local alias"));
-        assert!(why("postmaster@example.org").contains("itself a local alias"));
+        // smtpd looks the user root up again as a bare key: the mail went
+        // to pi, a user no login delivers to.
+        assert!(
+            why("postmaster@example.org").contains("local user pi:"),
+            "{}",
+            why("postmaster@example.org")
+        );
         assert!(why("list@example.org").contains("pipe"));
         assert!(
             why("staff@example.org").contains("list@example.org"),

@@ -43,7 +43,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// smtpd's own `EXPAND_DEPTH` (`usr.sbin/smtpd/smtpd.h`): lka_expand
 /// fails the whole expansion (524) at a node this deep, the recipient
 /// being depth 0 and the delivery user name a node of its own.
-const SMTPD_EXPAND_DEPTH: usize = 10;
+pub const SMTPD_EXPAND_DEPTH: usize = 10;
 
 /// Postfix's `virtual_alias_recursion_limit` default (postconf(5)).
 const POSTFIX_RECURSION_LIMIT: usize = 1000;
