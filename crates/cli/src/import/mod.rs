@@ -445,12 +445,21 @@ fn left_behind(plan: &plan::Plan) -> Option<String> {
     } else {
         return None;
     };
-    Some(match plan.lost.len() {
-        // Every entry bounced in the source already: nothing is lost, but
-        // an import that writes nothing must not pass for one that did.
-        0 => format!("{what}: every entry left out bounced in the source too"),
+    Some(what)
+}
+
+/// The refusal of an import [`left_behind`] stops, with the addresses that
+/// would not receive mail as the report's first line counts them (after
+/// the check: an address a catch-all now takes, or that reaches its own
+/// mailbox, still receives mail).
+fn left_behind_message(what: String, undeliverable: usize) -> String {
+    match undeliverable {
+        // Every entry bounced in the source already, or still receives
+        // mail: nothing is lost, but an import that leaves a login behind
+        // or writes nothing must not pass for one that did not.
+        0 => format!("{what}, though no address of the sources loses its mail"),
         n => format!("{n} address(es) of the sources would not receive mail and {what}"),
-    })
+    }
 }
 
 /// The end of a run that got past the conflicts: print the report, and
@@ -481,7 +490,8 @@ fn finish(
             "{n_diff} address(es) would resolve differently from the source; nothing was changed"
         )));
     }
-    if let Some(why) = left_behind.filter(|_| !args.partial) {
+    if let Some(what) = left_behind.filter(|_| !args.partial) {
+        let why = left_behind_message(what, rep.undeliverable.len());
         store.rollback();
         rep.status = report::Status::Refused;
         rep.print(args.json);
