@@ -189,6 +189,24 @@ pub fn classify(element: &str) -> Result<Element, String> {
     ))
 }
 
+/// The delivery users of an alias value given with a tag (`vgilles+archive`),
+/// as (user, tag). smtpd cuts the tag off before the user lookup and keeps
+/// it for the delivery (lka_expand in lka_session.c), where a maildir
+/// files the mail in that folder (seen on smtpd 6.8: `Maildir/.archive`).
+fn tagged_users(value: &str) -> Vec<(String, String)> {
+    split_alias_value(value)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| match classify(e) {
+            Ok(Element::User(u)) => {
+                let (user, tag) = u.split_once('+')?;
+                (!user.is_empty() && !tag.is_empty()).then(|| (user.into(), tag.into()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The targets of an alias value, or why smtpd would refuse it.
 pub fn parse_targets(value: &str) -> Result<Vec<Target>, String> {
     let elements = split_alias_value(value)?;
@@ -277,6 +295,17 @@ pub fn parse_aliases(source: &str, text: &str) -> Parsed {
                 continue;
             }
         };
+        for (user, tag) in tagged_users(value) {
+            p.notes.push(Finding::about(
+                at.clone(),
+                &key,
+                format!(
+                    "target {user}+{tag}: smtpd handed the tag to the delivery, which files the \
+                     mail in the folder {tag}; after the import it goes to the mailbox of {user} \
+                     itself (a Sieve rule can file it there again)"
+                ),
+            ));
+        }
         match route_key(&key) {
             Ok(k) => p.routes.push(Route {
                 key: k,
@@ -919,6 +948,22 @@ bad-key@-x.org     m
         assert!(!p.notes[0].why.contains("secrethash"));
         let p = parse_passwd("passwd", "a:{BLF-CRYPT}$2y$05$x:1:1::/h:\n");
         assert!(p.notes.iter().any(|n| n.why.contains("{BLF-CRYPT} prefix")));
+    }
+
+    /// A delivery user with a tag delivered into that folder in smtpd: the
+    /// import says the mail goes to the mailbox itself from now on.
+    #[test]
+    fn a_tagged_delivery_user_is_noted() {
+        let p = parse_aliases(
+            "virtuals",
+            "folder@example.org vgilles+archive, x@example.net\n\
+             plain@example.org vgilles, a+b@example.net\n",
+        );
+        assert_eq!(p.routes.len(), 2);
+        assert_eq!(p.routes[0].targets[0], Target::LocalUser("vgilles".into()));
+        assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+        assert_eq!(p.notes[0].at.to_string(), "virtuals:1");
+        assert!(p.notes[0].why.contains("folder archive"));
     }
 
     #[test]
