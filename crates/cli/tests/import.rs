@@ -1971,6 +1971,40 @@ fn map_and_login_domain_settle_an_ambiguous_login() {
     );
 }
 
+/// A login placed by `--login-domain` at an address without an entry of
+/// its own that a catch-all served: its mail went to the catch-all's
+/// target until now, so it is no new address, and the check holds the
+/// change of mailbox against the import.
+#[test]
+fn a_placed_login_that_a_catch_all_served_is_no_new_address() {
+    let db = Db::new();
+    let args = db.sources(&[
+        (
+            "smtpd-aliases",
+            "virtuals",
+            "gilles@example.org vgilles\n@example.org gilles@example.org\n".into(),
+        ),
+        (
+            "smtpd-credentials",
+            "credentials",
+            format!("gilles gilles:{M_HASH}\neric eric:{M_HASH}\n"),
+        ),
+    ]);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["--login-domain", "example.org"]);
+    let (v, _) = db.import_json(&args, 2);
+    let notes = whys(&v, "notes");
+    assert!(
+        notes.contains("its mail went through the entry @example.org until now"),
+        "{notes}"
+    );
+    assert!(!notes.contains("a new address"), "{notes}");
+    assert_eq!(
+        v["verification"]["differences"][0]["address"],
+        "eric@example.org"
+    );
+}
+
 #[test]
 fn partial_imports_what_can_come_over() {
     let (db, v) = smtpd6_import(&["--partial"], 0);

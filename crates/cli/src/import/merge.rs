@@ -281,10 +281,24 @@ fn add_logins(
             }
         };
         let route = m.routes.get(&RouteKey::Exact(k.clone()));
-        let new = if route.is_none() {
-            " (a new address: the sources have no entry for it, so it receives mail from now on)"
-        } else {
-            ""
+        // smtpd's walk for an address without an entry of its own: the
+        // bare key, the domain's catch-all, the global one.
+        let through = [
+            RouteKey::Bare(k.local().to_string()),
+            RouteKey::CatchAll(k.domain().clone()),
+            RouteKey::Global,
+        ]
+        .into_iter()
+        .find(|key| m.routes.contains_key(key));
+        let new = match (route, through) {
+            (Some(_), _) => String::new(),
+            (None, Some(key)) => format!(
+                " (the sources have no entry of its own: its mail went through the entry {key} until \
+                 now, and comes to this mailbox from now on)"
+            ),
+            (None, None) => " (a new address: the sources have no entry for it, so it receives \
+                             mail from now on)"
+                .to_string(),
         };
         f.notes.push(Finding::about(
             l.origin.clone(),
