@@ -1044,6 +1044,64 @@ fn postfixadmin_alias_loops_defer_and_are_not_imported() {
     assert_eq!(db.resolve("ok@example.org").1, set(&["alice@example.org"]));
 }
 
+/// An inactive PostfixAdmin mailbox whose address holds the tag delimiter
+/// (`dev+old@`, without the self-alias PostfixAdmin would add) is an
+/// address of its own, refused by the source: not the tagged form of
+/// `dev@`, which mailtable would now give it. The check holds that
+/// difference against the import.
+#[test]
+fn an_inactive_mailbox_with_a_delimiter_is_no_tagged_address() {
+    let db = Db::new();
+    let p = db.dir.path().join("pfa-tag.db");
+    rusqlite::Connection::open(&p)
+        .unwrap()
+        .execute_batch(&format!(
+            "CREATE TABLE domain (domain TEXT, backupmx TEXT, active TEXT);
+             INSERT INTO domain VALUES ('example.org', '0', '1');
+             CREATE TABLE mailbox (username TEXT, password TEXT, domain TEXT, quota INTEGER,
+                                   active TEXT);
+             INSERT INTO mailbox VALUES ('dev@example.org', '{M_HASH}', 'example.org', 0, '1'),
+                                        ('dev+old@example.org', '{M_HASH}', 'example.org', 0, '0');
+             CREATE TABLE alias (address TEXT, goto TEXT, active TEXT);
+             INSERT INTO alias VALUES ('dev@example.org', 'dev@example.org', '1');"
+        ))
+        .unwrap();
+    let url = format!("sqlite://{}", p.display());
+    let (v, _) = db.import_json(&["--from", "sql", &url], 2);
+    assert_eq!(
+        v["verification"]["differences"],
+        serde_json::json!([{
+            "address": "dev+old@example.org",
+            "source": "not found",
+            "mailtable": "dev@example.org"
+        }])
+    );
+}
+
+/// A target in one of the sources' domains that no entry answers: the
+/// source bounced mail through it, and the import, which cannot tell it
+/// from an address kept elsewhere, leaves the entry out and says so.
+#[test]
+fn a_target_without_an_entry_is_named() {
+    let db = Db::new();
+    let args = db.sources(&[(
+        "smtpd-aliases",
+        "dangling-virtuals",
+        "a@example.org nobody@example.org, x@example.net\n\
+         b@example.org y@example.net\n"
+            .into(),
+    )]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (v, _) = db.import_json(&args, 0);
+    let not = whys(&v, "not_imported");
+    assert!(
+        not.contains("a@example.org points to nobody@example.org, which has no entry"),
+        "{not}"
+    );
+    assert_eq!(db.resolve("a@example.org").0, "not-found");
+    assert_eq!(db.resolve("b@example.org").1, set(&["y@example.net"]));
+}
+
 /// `:error:` entries delivered nothing in smtpd: bounced, not mail lost;
 /// a bare key whose addresses a catch-all now takes is said to go there.
 #[test]

@@ -84,8 +84,9 @@ pub struct Reach {
     /// alias loop), with smtpd; the expansion then bounced
     /// ([`SourceWalk::follow`]).
     pub looped: Option<Address>,
-    /// A copy bounced (a refused mailbox, smtpd's depth limit); with
-    /// smtpd the whole expansion then failed and `to` is empty.
+    /// While expanding: a copy bounced (a refused mailbox, smtpd's depth
+    /// limit). With smtpd the whole expansion then failed: what is
+    /// returned is empty, which is what callers read as a bounce.
     pub bounced: bool,
 }
 
@@ -215,10 +216,7 @@ impl SourceWalk {
         addr: &Address,
         path: &mut Vec<Address>,
     ) -> Result<Reach, String> {
-        let bounce = Reach {
-            bounced: true,
-            ..Reach::default()
-        };
+        let bounce = Reach::default();
         let targets = match &r.status {
             Status::Ok(t) => t,
             Status::Bounced(_) => return Ok(bounce),
