@@ -759,6 +759,41 @@ fn smtpd_domain_table_decides_which_domains_are_ours() {
     assert_eq!(db.resolve("e@example.org").1, set(&["b@stale.example"]));
 }
 
+/// A domain smtpd accepted (its domain table) without an entry of its
+/// own: the global `@` took all its mail, and with `@` not imported all
+/// of it is refused. The report names the domain, not only `@`.
+#[test]
+fn a_domain_only_the_global_key_served_is_named() {
+    let db = Db::new();
+    let args = db.sources(&[
+        (
+            "smtpd-aliases",
+            "global-virtuals",
+            "gilles@example.org vgilles\n@ gilles@example.org\n".into(),
+        ),
+        (
+            "smtpd-credentials",
+            "global-credentials",
+            format!("gilles@example.org gilles@example.org:{M_HASH}\n"),
+        ),
+        (
+            "smtpd-domains",
+            "global-domains",
+            "example.org\nexample.com\n".into(),
+        ),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (v, _) = db.import_json(&args, 0);
+    let not = whys(&v, "not_imported");
+    assert!(
+        not.contains("example.com is in smtpd's domain table and has no entry of its own"),
+        "{not}"
+    );
+    let lost = v["undeliverable"].to_string();
+    assert!(lost.contains("@example.com"), "{lost}");
+    assert_eq!(db.resolve("anyone@example.com").0, "unknown-domain");
+}
+
 /// A table-passwd file serving both `auth <passwd>` and `userbase
 /// <passwd>` (smtpd 6.x with opensmtpd-extras), given twice: as
 /// smtpd-passwd for the logins and as smtpd-userinfo for the userbase.

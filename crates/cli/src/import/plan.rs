@@ -164,6 +164,20 @@ pub fn plan(
             }
         }
     }
+    if let (Some(listed), Some(global)) = (&accepted_domains, walk.routes.get(&RouteKey::Global)) {
+        for d in domains_only_the_global_key_served(listed, &walk, db)? {
+            f.skipped.push(Finding::about(
+                global.route.origin.clone(),
+                &format!("@{d}"),
+                format!(
+                    "{d} is in smtpd's domain table and has no entry of its own: every address \
+                     there went through the global @, which is not imported, so all of them \
+                     are refused from now on (add a catch-all %@{d} where that is wrong)"
+                ),
+            ));
+            lost.insert(format!("@{d}"));
+        }
+    }
     userinfo_notes(&userinfo, &merged, config, &mut f.notes);
     let known = known_addresses(&merged, &walk);
     // The logins become mailbox rows by value: a big source's hashes and
@@ -287,6 +301,26 @@ fn drop_domains_smtpd_refused(
     }
     m.domains.retain(|d| !outside.contains(d));
     dropped
+}
+
+/// The domains smtpd's domain table names outright (no `*`) that no entry
+/// of the sources and no row of the database has: smtpd took their mail,
+/// and only the global `@` answered for it.
+fn domains_only_the_global_key_served(
+    listed: &[(String, Origin)],
+    walk: &SourceWalk,
+    db: &mut dyn Store,
+) -> Result<Vec<Domain>, CliError> {
+    let mut out = Vec::new();
+    for (pattern, _) in listed.iter().filter(|(p, _)| !p.contains('*')) {
+        let Ok(d) = Domain::parse(pattern) else {
+            continue;
+        };
+        if !walk.domains.contains(&d) && !db.has_domain(d.as_str())? {
+            out.push(d);
+        }
+    }
+    Ok(out)
 }
 
 /// Logins whose own entry delivers to a user the userbase lacks, or names
