@@ -658,7 +658,6 @@ fn probe_address(d: &Domain, routes: &BTreeMap<RouteKey, RouteEntry>) -> Address
     }
 }
 
-/// Whether `route` comes over, and with which targets.
 /// A bare key of a virtual table (`postmaster  gilles@example.org`,
 /// `hugo  hugo@home.example`): where it is, and its targets.
 struct BareKey {
@@ -707,6 +706,7 @@ fn through_user_keys(
     Ok(())
 }
 
+/// Whether `route` comes over, and with which targets.
 fn route_status(
     route: &Route,
     m: &Merged,

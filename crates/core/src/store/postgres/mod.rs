@@ -236,16 +236,16 @@ fn list_query<'a>(domain: &'a Option<&str>) -> (&'static str, Vec<&'a (dyn ToSql
     }
 }
 
-/// A stamp query that failed because there is no stamp to read.
 /// What a change check read.
 enum Stamp {
     /// The stamp, the oid of the `users` table the name resolves to
     /// (none without one), and whether that table has the trigger.
     Read((i64, Option<i64>, bool)),
-    /// No stamp table, or no right to read it.
+    /// No stamp table, no right to read it, or no row in it.
     Unreadable,
 }
 
+/// A stamp query that failed because there is no stamp to read.
 fn no_stamp(e: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
     e.code()
@@ -350,10 +350,12 @@ impl Store for PostgresStore {
         // from here, reuse stays within CHANGE_CHECK of the data it saw.
         let asked = Instant::now();
         let stamp = self.read(|c| match c.query_static(CHANGE_STAMP, &[]) {
-            Ok(rows) => Ok(Stamp::Read(match rows.first() {
-                Some(r) => (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?),
-                None => (-1, None, false),
-            })),
+            // Without its one row the trigger's UPDATE changes nothing:
+            // no stamp either.
+            Ok(rows) => Ok(match rows.first() {
+                Some(r) => Stamp::Read((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
+                None => Stamp::Unreadable,
+            }),
             Err(Failure::Pg(e)) if no_stamp(&e) => Ok(Stamp::Unreadable),
             Err(f) => Err(f),
         })?;
@@ -378,8 +380,9 @@ impl Store for PostgresStore {
             Stamp::Unreadable => {
                 if self.checks == 1 {
                     tracing::info!(database = %self.shown,
-                        "no change stamp readable (schema older than 3, or no SELECT on \
-                         mailtable_changes): cached answers are reused for at most {} s",
+                        "no change stamp readable (schema older than 3, no SELECT on \
+                         mailtable_changes, or its row deleted): cached answers are reused for \
+                         at most {} s",
                         CHANGE_CHECK.as_secs());
                 }
                 ChangeToken::new([2, self.checks, 0, 0, 0, 0])

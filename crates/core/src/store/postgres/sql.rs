@@ -70,14 +70,14 @@ pub(super) const WILDCARD_TARGETS: &str = "WHERE strpos(mailbox, '%') > 0 ORDER 
 /// the copy was made with it: the stamp alone would stay put forever.
 /// `tgenabled`: `O` fires on ordinary writes, `A` always (pg_trigger in
 /// the PostgreSQL catalogs); `D` is disabled, `R` fires on a replica only.
-/// The trigger of schema 3, for the message that it is missing.
-pub(super) const RECREATE_TRIGGER: &str = "CREATE TRIGGER users_stamp_change AFTER INSERT OR \
-     UPDATE OR DELETE OR TRUNCATE ON users FOR EACH STATEMENT EXECUTE FUNCTION \
-     mailtable_stamp_change();";
 pub(super) const CHANGE_STAMP: &str = "SELECT c.stamp, u.oid::bigint, EXISTS (SELECT 1 FROM \
      pg_catalog.pg_trigger AS t WHERE t.tgrelid = u.oid AND t.tgname = 'users_stamp_change' \
      AND t.tgenabled IN ('O', 'A')) FROM mailtable_changes AS c, \
      (SELECT to_regclass('users')::oid AS oid) AS u WHERE c.id = 1";
+/// The trigger of schema 3, for the message that it is missing.
+pub(super) const RECREATE_TRIGGER: &str = "CREATE TRIGGER users_stamp_change AFTER INSERT OR \
+     UPDATE OR DELETE OR TRUNCATE ON users FOR EACH STATEMENT EXECUTE FUNCTION \
+     mailtable_stamp_change();";
 pub(super) const HAS_DOMAIN: &str = "SELECT 1 FROM users WHERE domain = $1 LIMIT 1";
 /// One login row's hash (the table has no insertion order to go by).
 pub(super) const SAMPLE_PASSWORD: &str = "SELECT password FROM users \
