@@ -650,11 +650,16 @@ fn a_delivery_user_missing_from_the_userbase_bounced() {
 /// import made hugo@ a mailbox that kept the mail here.
 #[test]
 fn a_delivery_user_with_a_bare_key_goes_where_the_key_sends_it() {
+    // u1 and u2 name each other: smtpd keeps a user once per address
+    // (expand_cmp), so x@ goes to y@ only.
     let virtuals = "hugo@example.org hugo\n\
                     h@example.org hugo\n\
                     hugo hugo@home.example\n\
                     gilles@example.org vmail\n\
-                    vmail vmail\n";
+                    vmail vmail\n\
+                    x@example.org u1\n\
+                    u1 u2, y@example.net\n\
+                    u2 u1\n";
     let db = Db::new();
     let args = db.sources(&[
         ("smtpd-aliases", "virtuals", virtuals.into()),
@@ -667,13 +672,23 @@ fn a_delivery_user_with_a_bare_key_goes_where_the_key_sends_it() {
             ),
         ),
     ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     // A login whose mail went elsewhere: mailtable would keep it here.
     let (_, err) = db.import_json(&args, 2);
     assert!(
         err.contains("hugo@example.org: has a login") && err.contains("only elsewhere"),
         "{err}"
     );
+    // With a userbase that lacks hugo, the same: smtpd never asked the
+    // userbase for a user its bare key sends elsewhere.
+    let userinfo = db.sources(&[(
+        "smtpd-userinfo",
+        "userinfo",
+        "vmail 5000:5000:/var/vmail\n".into(),
+    )]);
+    args.push(&userinfo[0]);
+    let (_, err) = db.import_json(&args, 2);
+    assert!(err.contains("only elsewhere"), "{err}");
     let db = Db::new();
     let args = db.sources(&[
         ("smtpd-aliases", "virtuals", virtuals.into()),
@@ -693,6 +708,7 @@ fn a_delivery_user_with_a_bare_key_goes_where_the_key_sends_it() {
         db.resolve("gilles@example.org").1,
         set(&["gilles@example.org"])
     );
+    assert_eq!(db.resolve("x@example.org").1, set(&["y@example.net"]));
 }
 
 /// smtpd's domain table (`match from any for domain <domains>`): an
@@ -713,7 +729,8 @@ fn smtpd_domain_table_decides_which_domains_are_ours() {
              d@example.com w@example.net\n\
              e@example.org b@stale.example\n\
              @stale.example q@example.net\n\
-             old@stale.example old\n"
+             old@stale.example old\n\
+             x@example.org old\n"
                 .into(),
         ),
         (
@@ -757,6 +774,14 @@ fn smtpd_domain_table_decides_which_domains_are_ours() {
     assert_eq!(db.resolve("c@sub.example.com").1, set(&["z@example.net"]));
     // Relayed in the source, an external address now.
     assert_eq!(db.resolve("e@example.org").1, set(&["b@stale.example"]));
+    // Delivered to the local user of a login left behind: not relayed to
+    // its address now, left out and said lost.
+    assert!(
+        not.contains("local user old is the mailbox of old@stale.example, which is not imported"),
+        "{not}"
+    );
+    assert_eq!(db.resolve("x@example.org").0, "not-found");
+    assert_eq!(v["undeliverable"], serde_json::json!(["x@example.org"]));
 }
 
 /// A domain smtpd accepted (its domain table) without an entry of its
@@ -882,9 +907,11 @@ fn a_passwd_file_as_the_userbase() {
     );
     args.push("--partial".into());
     let (v, _) = db.import_json(&args.iter().map(String::as_str).collect::<Vec<_>>(), 0);
+    // Deferred until they expired: they received nothing there either.
+    assert_eq!(v["undeliverable"], serde_json::json!([]));
     assert_eq!(
-        v["undeliverable"],
-        serde_json::json!(["eric@example.org", "list@example.org"])
+        v["mailboxes_not_imported"],
+        serde_json::json!(["eric@example.org"])
     );
     let not = whys(&v, "not_imported");
     assert!(not.contains("smtpd deferred its mail (451)"), "{not}");
@@ -1009,8 +1036,13 @@ fn alias_loops_bounce_as_smtpd_expands_them() {
     );
     let (v, _) = db.import_json(&[&args[..], &["--partial"]].concat(), 0);
     assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
-    // The login left behind: it received nothing in the source either.
-    assert_eq!(v["undeliverable"], serde_json::json!(["me@example.com"]));
+    // The login left behind received nothing in the source either: a
+    // mailbox not imported, no address losing mail.
+    assert_eq!(v["undeliverable"], serde_json::json!([]));
+    assert_eq!(
+        v["mailboxes_not_imported"],
+        serde_json::json!(["me@example.com"])
+    );
     for a in [
         "a@example.org",
         "b@example.org",

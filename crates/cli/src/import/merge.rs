@@ -14,6 +14,7 @@
 use super::parsed::{
     At, Conflict, Finding, Login, LoginName, Origin, Parsed, Route, RouteKey, Target,
 };
+use super::source_walk::SMTPD_EXPAND_DEPTH;
 use mailtable_core::{Address, Domain, Row, Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -48,6 +49,9 @@ pub enum LocalUser {
     /// table-passwd line whose uid, gid or home it cannot read): smtpd
     /// answered every message reaching it with a temporary error (451).
     UserinfoFails,
+    /// The mailbox of a login left behind (plan's drops): mail the source
+    /// delivered to the user has no mailbox to go to after the import.
+    LeftBehind(Address),
 }
 
 /// The sources, combined.
@@ -115,24 +119,15 @@ pub fn merge(
     m.db_mailboxes = mailboxes_in_db(&m, db)?;
     m.local_users = local_users(&m, &bare_logins, f);
     // A local user no login delivers to is a mailbox of the source that
-    // does not come over (local aliases, `root: pi`, are not the table's),
-    // unless a bare key of its name makes it an alias: smtpd looks a user
-    // up again as a bare key before delivering to it (plan's
-    // through_user_keys), and delivers only one its own key names.
-    let aliased = |u: &str| {
-        m.routes
-            .get(&RouteKey::Bare(u.to_string()))
-            .is_some_and(|r| r.targets != [Target::LocalUser(u.to_string())])
-    };
+    // does not come over (local aliases, `root: pi`, are not the table's):
+    // the users smtpd delivers to, after their own bare keys.
     let unknown: Vec<String> = m
         .routes
         .values()
         .filter(|r| matches!(r.key, RouteKey::Exact(_) | RouteKey::CatchAll(_)))
-        .flat_map(|r| &r.targets)
+        .flat_map(|r| through_user_keys(&r.targets, &m.routes).unwrap_or_default())
         .filter_map(|t| match t {
-            Target::LocalUser(u)
-                if matches!(m.local_users.get(u), Some(LocalUser::Unknown)) && !aliased(u) =>
-            {
+            Target::LocalUser(u) if matches!(m.local_users.get(&u), Some(LocalUser::Unknown)) => {
                 Some(format!("local user {u}"))
             }
             _ => None,
@@ -495,6 +490,54 @@ fn local_users(
     map
 }
 
+/// `targets` as smtpd expands their delivery users (lka_expand in
+/// `usr.sbin/smtpd/lka_session.c`): a user is looked up again in the
+/// virtual table as a bare key (aliases_virtual_get with the user name and
+/// no domain) and, when it has one, stands for that key's targets; a user
+/// its own key names (`vmail  vmail`) is delivered (`sameuser`); a user met
+/// again under the same address adds nothing (expand_cmp in expand.c
+/// tells users apart by their nearest address only); a chain of keys
+/// past smtpd's depth limit fails the whole expansion (524): `Err` with
+/// the user it ran out at. Postfix-style sources have no user targets.
+pub fn through_user_keys(
+    targets: &[Target],
+    routes: &BTreeMap<RouteKey, Route>,
+) -> Result<Vec<Target>, String> {
+    fn walk(
+        targets: &[Target],
+        routes: &BTreeMap<RouteKey, Route>,
+        (from_user, depth): (Option<&str>, usize),
+        seen: &mut BTreeSet<String>,
+        out: &mut Vec<Target>,
+    ) -> Result<(), String> {
+        for t in targets {
+            let Target::LocalUser(u) = t else {
+                out.push(t.clone());
+                continue;
+            };
+            let key = match routes.get(&RouteKey::Bare(u.clone())) {
+                Some(k) if from_user != Some(u.as_str()) => k,
+                _ => {
+                    out.push(t.clone());
+                    continue;
+                }
+            };
+            if !seen.insert(u.clone()) {
+                continue;
+            }
+            if depth >= SMTPD_EXPAND_DEPTH {
+                return Err(u.clone());
+            }
+            walk(&key.targets, routes, (Some(u), depth + 1), seen, out)?;
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    // The recipient's address is depth 0, its first user 1.
+    walk(targets, routes, (None, 1), &mut BTreeSet::new(), &mut out)?;
+    Ok(out)
+}
+
 /// A bare key that is a domain line (`example.org true`): a valid name
 /// with a dot.
 pub fn domain_line(key: &str) -> Option<Domain> {
@@ -625,6 +668,7 @@ mod tests {
             Some(LocalUser::Unknown) => "unknown".into(),
             Some(LocalUser::NotInUserbase) => "not in the userbase".into(),
             Some(LocalUser::UserinfoFails) => "userinfo fails".into(),
+            Some(LocalUser::LeftBehind(a)) => format!("left behind {a}"),
             None => "absent".into(),
         }
     }

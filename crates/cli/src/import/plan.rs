@@ -23,7 +23,7 @@
 use super::merge::{self, domain_line, Findings, LocalUser, LoginHints, Merged};
 use super::parsed::{Conflict, Finding, Login, Origin, Parsed, Route, RouteKey, Target, UserInfo};
 use super::smtpd::hostname_match;
-use super::source_walk::{Resolved, RouteEntry, SourceWalk, Status, SMTPD_EXPAND_DEPTH};
+use super::source_walk::{Resolved, RouteEntry, SourceWalk, Status};
 use super::verify::Semantics;
 use crate::error::CliError;
 use mailtable_core::{delivery, Address, Config, Domain, Row, RowKind, Store, StoreError};
@@ -115,25 +115,42 @@ pub fn plan(
     let mut lost: BTreeSet<String> = std::mem::take(&mut parsed.lost).into_iter().collect();
     let mut merged = merge::merge(parsed, db, hints, &mut f)?;
     mark_users_not_in_userbase(&userinfo, &mut merged);
+    // Logins left behind: those smtpd refused mail to (their addresses
+    // received nothing there either), and those it delivered to that
+    // mailtable cannot (their mail is lost).
     let mut dropped = match &accepted_domains {
         Some(listed) => drop_domains_smtpd_refused(listed, &mut merged, &mut f.skipped),
         None => BTreeMap::new(),
     };
-    dropped.extend(drop_logins_smtpd_cannot_deliver(
-        &mut merged,
-        &mut f.skipped,
-    ));
     dropped.extend(drop_logins_smtpd_refused(&mut merged, &mut f.skipped));
+    let refused_logins: BTreeSet<Address> = dropped.keys().cloned().collect();
+    let undeliverable = drop_logins_smtpd_cannot_deliver(&mut merged, &mut f.skipped);
+    lost.extend(undeliverable.keys().map(ToString::to_string));
+    dropped.extend(undeliverable);
     for a in dropped.keys() {
-        lost.insert(a.to_string());
         merged.lost_mailboxes.insert(a.to_string());
+    }
+    // A delivery user whose mailbox is such a login delivered to it in the
+    // source; after the import there is no mailbox for it (and in a domain
+    // smtpd refused, its address would be relayed elsewhere).
+    for meaning in merged.local_users.values_mut() {
+        if let LocalUser::Mailbox(a) = meaning {
+            if dropped.contains_key(a) {
+                *meaning = LocalUser::LeftBehind(a.clone());
+            }
+        }
     }
     // smtpd, Dovecot's LMTP and Postfix (with its `recipient_delimiter`)
     // deliver `user+tag` as `user`, the tag cut at mailtable's delimiter.
     let delimiter = config.delimiter().map_err(CliError::usage)?;
     // What reaches the dropped logins is not imported either (the fixed
     // point below).
-    let walk = decide_routes(&mut merged, &mut f.conflicts, delimiter, dropped);
+    let walk = decide_routes(
+        &mut merged,
+        &mut f.conflicts,
+        delimiter,
+        (dropped, &refused_logins),
+    );
     let mut walk = drop_what_reaches_the_skipped(walk);
     if !walk.aliases_first {
         bounce_loops(&mut walk);
@@ -348,9 +365,15 @@ fn drop_logins_smtpd_refused(
                         .to_string(),
                 ));
             }
-            let (u, fails) = r.local_users().find_map(|u| match m.local_users.get(u) {
-                Some(LocalUser::NotInUserbase) => Some((u, false)),
-                Some(LocalUser::UserinfoFails) => Some((u, true)),
+            // The users smtpd asks the userbase for: after their own bare
+            // keys (a user with one is never looked up there).
+            let delivered = merge::through_user_keys(&r.targets, &m.routes).ok()?;
+            let (u, fails) = delivered.iter().find_map(|t| match t {
+                Target::LocalUser(u) => match m.local_users.get(u) {
+                    Some(LocalUser::NotInUserbase) => Some((u, false)),
+                    Some(LocalUser::UserinfoFails) => Some((u, true)),
+                    _ => None,
+                },
                 _ => None,
             })?;
             let why = match fails {
@@ -418,26 +441,24 @@ fn decide_routes(
     m: &mut Merged,
     conflicts: &mut Vec<Conflict>,
     delimiter: char,
-    not_imported: BTreeMap<Address, String>,
+    (not_imported, refused): (BTreeMap<Address, String>, &BTreeSet<Address>),
 ) -> SourceWalk {
-    let bare_keys: BTreeMap<String, BareKey> = m
+    // The bare keys, which smtpd also asks for delivery users: kept for
+    // route_status once the routes are moved out below.
+    let bare_keys: BTreeMap<RouteKey, Route> = m
         .routes
         .iter()
-        .filter_map(|(k, r)| match k {
-            RouteKey::Bare(u) => Some((
-                u.clone(),
-                BareKey {
-                    origin: r.origin.clone(),
-                    targets: r.targets.clone(),
-                },
-            )),
-            _ => None,
-        })
+        .filter(|(k, _)| matches!(k, RouteKey::Bare(_)))
+        .map(|(k, r)| (k.clone(), r.clone()))
         .collect();
     let routes = std::mem::take(&mut m.routes)
         .into_iter()
         .map(|(key, mut route)| {
             let status = match &route.key {
+                // The source refused its mail: the entry delivered nothing.
+                RouteKey::Exact(a) if refused.contains(a) => {
+                    Status::Bounced(format!("its mailbox is not imported: {}", not_imported[a]))
+                }
                 RouteKey::Exact(a) if not_imported.contains_key(a) => {
                     Status::Skipped(format!("its mailbox is not imported: {}", not_imported[a]))
                 }
@@ -658,59 +679,11 @@ fn probe_address(d: &Domain, routes: &BTreeMap<RouteKey, RouteEntry>) -> Address
     }
 }
 
-/// A bare key of a virtual table (`postmaster  gilles@example.org`,
-/// `hugo  hugo@home.example`): where it is, and its targets.
-struct BareKey {
-    origin: Origin,
-    targets: Vec<Target>,
-}
-
-/// `targets` with every delivery user that has a bare key of its own
-/// replaced by that key's targets. smtpd looks a user node up again in
-/// the virtual table before it delivers to it: aliases_virtual_get with
-/// the user name and no domain tries the keys `u+tag` and `u` (no
-/// catch-all), and a hit makes the user an alias (lka_expand and
-/// aliases_virtual_get in `usr.sbin/smtpd/`). So `u@d  hugo` next to
-/// `hugo  hugo@home.example` sends u@d's mail to hugo@home.example. A user
-/// reached from its own key (`vmail  vmail`) is delivered (`sameuser`,
-/// expand_insert in expand.c); a chain of such keys past smtpd's depth
-/// limit bounced (524).
-fn through_user_keys(
-    targets: &[Target],
-    bare_keys: &BTreeMap<String, BareKey>,
-    from_user: Option<&str>,
-    depth: usize,
-    out: &mut Vec<Target>,
-) -> Result<(), Unresolved> {
-    for t in targets {
-        let Target::LocalUser(u) = t else {
-            out.push(t.clone());
-            continue;
-        };
-        let key = match bare_keys.get(u) {
-            Some(k) if from_user != Some(u.as_str()) => k,
-            _ => {
-                out.push(t.clone());
-                continue;
-            }
-        };
-        if depth >= SMTPD_EXPAND_DEPTH {
-            return Err(Unresolved::Bounced(format!(
-                "local user {u} is a bare key again ({}), past smtpd's depth limit: smtpd \
-                 refused its mail (524)",
-                key.origin
-            )));
-        }
-        through_user_keys(&key.targets, bare_keys, Some(u), depth + 1, out)?;
-    }
-    Ok(())
-}
-
 /// Whether `route` comes over, and with which targets.
 fn route_status(
     route: &Route,
     m: &Merged,
-    bare_keys: &BTreeMap<String, BareKey>,
+    bare_keys: &BTreeMap<RouteKey, Route>,
     conflicts: &mut Vec<Conflict>,
 ) -> Status {
     let own = match &route.key {
@@ -729,13 +702,19 @@ fn route_status(
     // The targets met so far: an "everyone" list has thousands, and
     // searching `out` for each would be quadratic in them.
     let mut seen = BTreeSet::new();
-    let mut targets = Vec::new();
+    let expanded;
     let targets = match (m.aliases_first, bare_keys.is_empty()) {
-        (false, false) => match through_user_keys(&route.targets, bare_keys, None, 1, &mut targets)
-        {
-            Ok(()) => &targets,
-            Err(Unresolved::Skipped(why)) => return Status::Skipped(why),
-            Err(Unresolved::Bounced(why)) => return Status::Bounced(why),
+        (false, false) => match merge::through_user_keys(&route.targets, bare_keys) {
+            Ok(t) => {
+                expanded = t;
+                &expanded
+            }
+            Err(u) => {
+                return Status::Bounced(format!(
+                    "local user {u} is a bare key again, past smtpd's depth limit: smtpd refused \
+                     its mail (524)"
+                ))
+            }
         },
         _ => &route.targets,
     };
@@ -908,15 +887,21 @@ fn resolve_target(
                          every message that reached it (550)"
                     )))
                 }
-                // The source kept its mail in the queue, retrying, until it
-                // expired: lost there, and not comparable.
-                LocalUser::UserinfoFails => {
+                LocalUser::LeftBehind(a) => {
                     return Err(format!(
-                        "local user {u}: its userinfo lookup fails in the userbase given (uid, \
-                         gid or home unreadable), so smtpd answered every message that reached \
-                         it with a temporary error (451) until it expired"
+                        "local user {u} is the mailbox of {a}, which is not imported (see there)"
                     )
                     .into())
+                }
+                // The source kept its mail in the queue, retrying, until it
+                // expired: it never delivered it, as a bounce.
+                LocalUser::UserinfoFails => {
+                    return Err(Unresolved::Bounced(format!(
+                        "local user {u}: its userinfo lookup fails in the userbase given (uid, \
+                         gid or home unreadable), so smtpd answered every message that reached \
+                         it with a temporary error (451) until it expired; refused at once \
+                         after the import"
+                    )))
                 }
             }
         }
