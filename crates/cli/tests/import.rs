@@ -1111,6 +1111,44 @@ fn postfixadmin_alias_loops_defer_and_are_not_imported() {
     assert_eq!(db.resolve("ok@example.org").1, set(&["alice@example.org"]));
 }
 
+/// A PostfixAdmin catch-all to an address that is no mailbox: Postfix
+/// keeps an address that expands into itself (`been_here_fixed` in
+/// cleanup_map1n.c) and delivers it as it is, so that copy bounced (user
+/// unknown), while an alias naming it with a mailbox delivered to the
+/// mailbox. Neither is an alias loop that Postfix defers.
+#[test]
+fn postfixadmin_catch_all_to_no_mailbox_bounces() {
+    let db = Db::new();
+    let p = db.dir.path().join("pfa-catch.db");
+    rusqlite::Connection::open(&p)
+        .unwrap()
+        .execute_batch(&format!(
+            "CREATE TABLE domain (domain TEXT, backupmx TEXT, active TEXT);
+             INSERT INTO domain VALUES ('example.org', '0', '1');
+             CREATE TABLE mailbox (username TEXT, password TEXT, domain TEXT, quota INTEGER,
+                                   active TEXT);
+             INSERT INTO mailbox VALUES ('alice@example.org', '{M_HASH}', 'example.org', 0, '1');
+             CREATE TABLE alias (address TEXT, goto TEXT, active TEXT);
+             INSERT INTO alias VALUES ('alice@example.org', 'alice@example.org', '1'),
+                                      ('@example.org', 'info@example.org', '1'),
+                                      ('team@example.org', 'alice@example.org,info@example.org',
+                                       '1');"
+        ))
+        .unwrap();
+    let url = format!("sqlite://{}", p.display());
+    let (v, _) = db.import_json(&["--from", "sql", &url], 0);
+    assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
+    assert_eq!(v["undeliverable"], serde_json::json!([]));
+    let not = whys(&v, "not_imported");
+    assert!(!not.contains("defers"), "{not}");
+    assert_eq!(
+        db.resolve("team@example.org").1,
+        set(&["alice@example.org"])
+    );
+    assert_eq!(db.resolve("anyone@example.org").0, "not-found");
+    assert_eq!(db.resolve("info@example.org").0, "not-found");
+}
+
 /// An inactive PostfixAdmin mailbox whose address holds the tag delimiter
 /// (`dev+old@`, without the self-alias PostfixAdmin would add) is an
 /// address of its own, refused by the source: not the tagged form of

@@ -497,10 +497,13 @@ fn drop_bounced_targets(walk: &mut SourceWalk, skipped: &mut Vec<Finding>) {
     if !walk.aliases_first {
         bounce_too_deep(walk);
     }
-    let bounced = walk
-        .routes
-        .values()
-        .any(|r| matches!(r.status, Status::Bounced(_)));
+    // What can bounce: a refused mailbox, an entry bounced already, and in
+    // Postfix order a catch-all's target that is no mailbox (it expands
+    // into itself and is delivered as it is: user unknown).
+    let bounced = walk.routes.iter().any(|(k, r)| {
+        matches!(r.status, Status::Bounced(_))
+            || (walk.aliases_first && matches!(k, RouteKey::CatchAll(_)))
+    });
     if walk.refused.is_empty() && !bounced {
         return;
     }
@@ -550,16 +553,16 @@ fn drop_bounced_targets(walk: &mut SourceWalk, skipped: &mut Vec<Finding>) {
                     r.route.origin.clone(),
                     &k.to_string(),
                     format!(
-                        "target {a}: the source refused its mail (an inactive mailbox, or only \
-                         such targets), so this copy bounced there; not imported, the other \
-                         targets are"
+                        "target {a}: the source refused its mail (an inactive mailbox, an \
+                         address that is no mailbox, or only such targets), so this copy \
+                         bounced there; not imported, the other targets are"
                     ),
                 ));
             }
             if targets.is_empty() {
                 r.status = Status::Bounced(
-                    "every target is refused by the source (inactive): its mail bounced there \
-                     and is not accepted after the import either"
+                    "every target is refused by the source (inactive, or no mailbox): its mail \
+                     bounced there and is not accepted after the import either"
                         .into(),
                 );
             }

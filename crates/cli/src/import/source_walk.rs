@@ -243,13 +243,17 @@ impl SourceWalk {
                 // Postfix ends the recursion where an address appears in
                 // its own expansion ("The recursion terminates when the
                 // left-hand side appears in its own expansion",
-                // src/cleanup/cleanup_map1n.c): a catch-all to one of its
-                // domain's mailboxes delivers that mailbox's own mail to
-                // it, not a loop.
-                Resolved::Addr(a)
-                    if self.aliases_first && a == addr && self.deliverable.contains(a) =>
-                {
-                    out.to.insert(a.clone());
+                // src/cleanup/cleanup_map1n.c) and delivers it as it is: a
+                // catch-all to one of its domain's mailboxes delivers that
+                // mailbox's own mail to it, not a loop; to an address that
+                // is no mailbox, that copy bounces (virtual(8): user
+                // unknown).
+                Resolved::Addr(a) if self.aliases_first && a == addr => {
+                    if self.deliverable.contains(a) {
+                        out.to.insert(a.clone());
+                    } else {
+                        out.bounced = true;
+                    }
                 }
                 Resolved::Addr(a) => self.follow(a, addr, path, &mut out, false)?,
                 Resolved::DomainAlias(d) => {
