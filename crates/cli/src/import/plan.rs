@@ -277,46 +277,53 @@ fn drop_domains_smtpd_refused(
              refused it (550)"
         )
     };
-    let keys: Vec<RouteKey> = m
+    let keys: Vec<(RouteKey, Domain)> = m
         .routes
         .keys()
-        .filter(|k| match k {
-            RouteKey::Exact(a) => outside.contains(a.domain()),
-            RouteKey::CatchAll(d) => outside.contains(d),
-            _ => false,
+        .filter_map(|k| match k {
+            RouteKey::Exact(a) => Some((k.clone(), a.domain().clone())),
+            RouteKey::CatchAll(d) => Some((k.clone(), d.clone())),
+            _ => None,
         })
-        .cloned()
+        .filter(|(_, d)| outside.contains(d))
         .collect();
-    for k in keys {
+    for (k, d) in keys {
         if let Some(r) = m.routes.remove(&k) {
-            let d = match &k {
-                RouteKey::Exact(a) => a.domain().clone(),
-                RouteKey::CatchAll(d) => d.clone(),
-                _ => continue,
-            };
             skipped.push(Finding::about(r.origin, &k.to_string(), why(&d)));
         }
     }
-    let logins: Vec<Address> = m
+    let logins: Vec<(Address, String)> = m
         .logins
         .keys()
         .filter(|a| outside.contains(a.domain()))
-        .cloned()
-        .collect();
-    let mut dropped = BTreeMap::new();
-    for a in logins {
-        if let Some(l) = m.logins.remove(&a) {
+        .map(|a| {
             let why = format!(
                 "{}, while the login worked; a mailtable mailbox would take the mail (add the \
                  domain to the table, or drop the login)",
                 why(a.domain())
             );
+            (a.clone(), why)
+        })
+        .collect();
+    m.domains.retain(|d| !outside.contains(d));
+    leave_behind(m, logins, skipped)
+}
+
+/// Take `logins` out of the import, each with why: a finding each, and
+/// the map the plan counts them by.
+fn leave_behind(
+    m: &mut Merged,
+    logins: Vec<(Address, String)>,
+    skipped: &mut Vec<Finding>,
+) -> BTreeMap<Address, String> {
+    let mut dropped = BTreeMap::new();
+    for (a, why) in logins {
+        if let Some(l) = m.logins.remove(&a) {
             m.deliverable.remove(&a);
             skipped.push(Finding::about(l.origin, &a.to_string(), why.clone()));
             dropped.insert(a, why);
         }
     }
-    m.domains.retain(|d| !outside.contains(d));
     dropped
 }
 
@@ -393,14 +400,7 @@ fn drop_logins_smtpd_refused(
             Some((a.clone(), why))
         })
         .collect();
-    let mut dropped = BTreeMap::new();
-    for (a, why) in refused {
-        if let Some(l) = m.logins.remove(&a) {
-            skipped.push(Finding::about(l.origin, &a.to_string(), why.clone()));
-            dropped.insert(a, why);
-        }
-    }
-    dropped
+    leave_behind(m, refused, skipped)
 }
 
 /// Logins whose delivery user name smtpd does not take (`o'brien@`: RFC
@@ -412,26 +412,21 @@ fn drop_logins_smtpd_cannot_deliver(
     m: &mut Merged,
     skipped: &mut Vec<Finding>,
 ) -> BTreeMap<Address, String> {
-    let unusable: Vec<Address> = m
+    let unusable: Vec<(Address, String)> = m
         .logins
         .keys()
-        .filter(|a| mailtable_core::resolve::smtpd_item_fault(&delivery::encode(a)).is_some())
-        .cloned()
-        .collect();
-    let mut dropped = BTreeMap::new();
-    for a in unusable {
-        if let Some(l) = m.logins.remove(&a) {
+        .filter_map(|a| {
+            let name = delivery::encode(a);
+            mailtable_core::resolve::smtpd_item_fault(&name)?;
             let why = format!(
-                "smtpd delivers to a mailbox by its user name {}, and takes letters, digits \
-                 and _ . + - only there: rename the mailbox in the source (or import it \
-                 under another name with an alias from this one)",
-                delivery::encode(&a)
+                "smtpd delivers to a mailbox by its user name {name}, and takes letters, \
+                 digits and _ . + - only there: rename the mailbox in the source (or import \
+                 it under another name with an alias from this one)"
             );
-            skipped.push(Finding::about(l.origin, &a.to_string(), why.clone()));
-            dropped.insert(a, why);
-        }
-    }
-    dropped
+            Some((a.clone(), why))
+        })
+        .collect();
+    leave_behind(m, unusable, skipped)
 }
 
 /// Every route with its status: imported with these targets, or not and
@@ -582,11 +577,7 @@ fn bounce_loops(walk: &mut SourceWalk) {
         .iter()
         .filter(|(_, r)| matches!(r.status, Status::Ok(_)))
         .filter_map(|(k, _)| {
-            let own = match k {
-                RouteKey::Exact(a) => a.clone(),
-                RouteKey::CatchAll(d) => probe_address(d, &walk.routes),
-                _ => return None,
-            };
+            let own = key_address(k, &walk.routes)?;
             let at = walk.reach(&own).ok()??.looped?;
             Some((k.clone(), at))
         })
@@ -646,10 +637,8 @@ fn drop_what_reaches_the_skipped(mut walk: SourceWalk) -> SourceWalk {
             if !matches!(r.status, Status::Ok(_)) {
                 continue;
             }
-            let probe = match k {
-                RouteKey::Exact(a) => a.clone(),
-                RouteKey::CatchAll(d) => probe_address(d, &walk.routes),
-                _ => continue,
+            let Some(probe) = key_address(k, &walk.routes) else {
+                continue;
             };
             let mut path = vec![probe.clone()];
             if let Err(why) = walk.expand(r, &probe, &mut path) {
@@ -664,6 +653,16 @@ fn drop_what_reaches_the_skipped(mut walk: SourceWalk) -> SourceWalk {
                 r.status = Status::Skipped(why);
             }
         }
+    }
+}
+
+/// The address a route's own expansion is walked for: its key, or a probe
+/// of a catch-all's domain; none for smtpd's bare keys and `@`.
+fn key_address(k: &RouteKey, routes: &BTreeMap<RouteKey, RouteEntry>) -> Option<Address> {
+    match k {
+        RouteKey::Exact(a) => Some(a.clone()),
+        RouteKey::CatchAll(d) => Some(probe_address(d, routes)),
+        RouteKey::Bare(_) | RouteKey::Global => None,
     }
 }
 
