@@ -16,6 +16,7 @@ use super::parsed::{
 };
 use super::source_walk::SMTPD_EXPAND_DEPTH;
 use mailtable_core::{Address, Domain, Row, Store, StoreError};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the sources say about entries, besides the entries: collected while
@@ -121,18 +122,22 @@ pub fn merge(
     // A local user no login delivers to is a mailbox of the source that
     // does not come over (local aliases, `root: pi`, are not the table's):
     // the users smtpd delivers to, after their own bare keys.
-    let unknown: Vec<String> = m
-        .routes
-        .values()
-        .filter(|r| matches!(r.key, RouteKey::Exact(_) | RouteKey::CatchAll(_)))
-        .flat_map(|r| through_user_keys(&r.targets, &m.routes).unwrap_or_default())
-        .filter_map(|t| match t {
-            Target::LocalUser(u) if matches!(m.local_users.get(&u), Some(LocalUser::Unknown)) => {
-                Some(format!("local user {u}"))
+    let mut unknown = Vec::new();
+    for r in m.routes.values() {
+        if !matches!(r.key, RouteKey::Exact(_) | RouteKey::CatchAll(_)) {
+            continue;
+        }
+        let Ok(targets) = through_user_keys(&r.targets, &m.routes) else {
+            continue;
+        };
+        for t in targets.iter() {
+            if let Target::LocalUser(u) = t {
+                if matches!(m.local_users.get(u), Some(LocalUser::Unknown)) {
+                    unknown.push(format!("local user {u}"));
+                }
             }
-            _ => None,
-        })
-        .collect();
+        }
+    }
     m.lost_mailboxes.extend(unknown);
     add_domains(&mut m, &parsed.domains, db, f)?;
     if m.aliases_first {
@@ -288,8 +293,8 @@ fn add_logins(
         let new = match (route, through) {
             (Some(_), _) => String::new(),
             (None, Some(key)) => format!(
-                " (the sources have no entry of its own: its mail went through the entry {key} until \
-                 now, and comes to this mailbox from now on)"
+                " (the sources have no entry of its own: its mail went through the entry {key} \
+                 until now, and comes to this mailbox from now on)"
             ),
             (None, None) => " (a new address: the sources have no entry for it, so it receives \
                              mail from now on)"
@@ -499,10 +504,12 @@ fn local_users(
 /// tells users apart by their nearest address only); a chain of keys
 /// past smtpd's depth limit fails the whole expansion (524): `Err` with
 /// the user it ran out at. Postfix-style sources have no user targets.
-pub fn through_user_keys(
-    targets: &[Target],
+/// `targets` themselves, not a copy, where no user has a bare key (every
+/// route of an import is asked, and few users have one).
+pub fn through_user_keys<'a>(
+    targets: &'a [Target],
     routes: &BTreeMap<RouteKey, Route>,
-) -> Result<Vec<Target>, String> {
+) -> Result<Cow<'a, [Target]>, String> {
     fn walk(
         targets: &[Target],
         routes: &BTreeMap<RouteKey, Route>,
@@ -532,10 +539,17 @@ pub fn through_user_keys(
         }
         Ok(())
     }
+    let aliased = |t: &Target| match t {
+        Target::LocalUser(u) => routes.contains_key(&RouteKey::Bare(u.clone())),
+        _ => false,
+    };
+    if !targets.iter().any(aliased) {
+        return Ok(Cow::Borrowed(targets));
+    }
     let mut out = Vec::new();
     // The recipient's address is depth 0, its first user 1.
     walk(targets, routes, (None, 1), &mut BTreeSet::new(), &mut out)?;
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 /// A bare key that is a domain line (`example.org true`): a valid name

@@ -704,23 +704,16 @@ fn route_status(
     // The targets met so far: an "everyone" list has thousands, and
     // searching `out` for each would be quadratic in them.
     let mut seen = BTreeSet::new();
-    let expanded;
-    let targets = match (m.aliases_first, bare_keys.is_empty()) {
-        (false, false) => match merge::through_user_keys(&route.targets, bare_keys) {
-            Ok(t) => {
-                expanded = t;
-                &expanded
-            }
-            Err(u) => {
-                return Status::Bounced(format!(
-                    "local user {u} is a bare key again, past smtpd's depth limit: smtpd refused \
-                     its mail (524)"
-                ))
-            }
-        },
-        _ => &route.targets,
+    let targets = match merge::through_user_keys(&route.targets, bare_keys) {
+        Ok(t) => t,
+        Err(u) => {
+            return Status::Bounced(format!(
+                "local user {u} is a bare key again, past smtpd's depth limit: smtpd refused its \
+                 mail (524)"
+            ))
+        }
     };
-    for t in targets {
+    for t in targets.iter() {
         match resolve_target(t, own, m.aliases_first, &m.local_users) {
             Ok(r) if seen.insert(r.clone()) => out.push(r),
             Ok(_) => {}
