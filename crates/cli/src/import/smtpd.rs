@@ -448,19 +448,14 @@ pub fn parse_credentials(source: &str, text: &str) -> Parsed {
 }
 
 fn push_login(p: &mut Parsed, at: Origin, key: &str, hash: &str, implied_route: bool) {
+    let hash = PasswordHash::new(hash);
     // smtpd hands the stored string to crypt(3) as it is (table(5):
     // "the password is encrypted with crypt(3)"), which knows no `{SCHEME}`
-    // prefix: the check failed on every login. Only the scheme is named,
+    // prefix: the check failed on every login. Said where mailtable can
+    // give smtpd a crypt(3) string instead (the report's scheme table
+    // lists the others as smtpd cannot check); only the scheme is named,
     // never the hash.
-    // Only where mailtable can give smtpd a crypt(3) string instead (the
-    // report's scheme table lists the others as smtpd cannot check).
-    if let Some(scheme) = hash
-        .strip_prefix('{')
-        .and_then(|h| h.split_once('}'))
-        .map(|(s, _)| s)
-        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-        .filter(|_| PasswordHash::new(hash).for_smtpd().is_some())
-    {
+    if let Some(scheme) = hash.prefix().filter(|_| hash.for_smtpd().is_some()) {
         p.notes.push(Finding::about(
             at.clone(),
             key,
@@ -474,7 +469,7 @@ fn push_login(p: &mut Parsed, at: Origin, key: &str, hash: &str, implied_route: 
     match login_name(key) {
         Ok(name) => p.logins.push(Login {
             name,
-            hash: PasswordHash::new(hash),
+            hash,
             active: true,
             quota: None,
             implied_route,
