@@ -155,6 +155,24 @@ impl Db {
             .collect()
     }
 
+    /// A PostfixAdmin database in this database's dir: its `domain`,
+    /// `mailbox` and `alias` tables with the columns the import reads,
+    /// filled by `rows` (SQL); the URL to import it by.
+    fn postfixadmin(&self, name: &str, rows: &str) -> String {
+        let p = self.dir.path().join(name);
+        rusqlite::Connection::open(&p)
+            .unwrap()
+            .execute_batch(&format!(
+                "CREATE TABLE domain (domain TEXT, backupmx TEXT, active TEXT);
+                 CREATE TABLE mailbox (username TEXT, password TEXT, domain TEXT,
+                                       quota INTEGER, active TEXT);
+                 CREATE TABLE alias (address TEXT, goto TEXT, active TEXT);
+                 {rows}"
+            ))
+            .unwrap();
+        format!("sqlite://{}", p.display())
+    }
+
     /// A SQLite file built from a fixture's SQL, in this database's dir.
     fn source_db(&self, name: &str, fixture: &str) -> PathBuf {
         let p = self.dir.path().join(name);
@@ -1086,23 +1104,17 @@ fn alias_loops_bounce_as_smtpd_expands_them() {
 #[test]
 fn postfixadmin_alias_loops_defer_and_are_not_imported() {
     let db = Db::new();
-    let p = db.dir.path().join("pfa-loop.db");
-    rusqlite::Connection::open(&p)
-        .unwrap()
-        .execute_batch(&format!(
-            "CREATE TABLE domain (domain TEXT, backupmx TEXT, active TEXT);
-             INSERT INTO domain VALUES ('example.org', '0', '1');
-             CREATE TABLE mailbox (username TEXT, password TEXT, domain TEXT, quota INTEGER,
-                                   active TEXT);
+    let url = db.postfixadmin(
+        "pfa-loop.db",
+        &format!(
+            "INSERT INTO domain VALUES ('example.org', '0', '1');
              INSERT INTO mailbox VALUES ('alice@example.org', '{M_HASH}', 'example.org', 0, '1');
-             CREATE TABLE alias (address TEXT, goto TEXT, active TEXT);
              INSERT INTO alias VALUES ('alice@example.org', 'alice@example.org', '1'),
                                       ('a@example.org', 'b@example.org', '1'),
                                       ('b@example.org', 'a@example.org,alice@example.org', '1'),
                                       ('ok@example.org', 'alice@example.org', '1');"
-        ))
-        .unwrap();
-    let url = format!("sqlite://{}", p.display());
+        ),
+    );
     let (v, _) = db.import_json(&["--from", "sql", &url], 0);
     let not = whys(&v, "not_imported");
     assert_eq!(not.matches("Postfix defers its mail").count(), 2, "{not}");
@@ -1119,23 +1131,17 @@ fn postfixadmin_alias_loops_defer_and_are_not_imported() {
 #[test]
 fn postfixadmin_catch_all_to_no_mailbox_bounces() {
     let db = Db::new();
-    let p = db.dir.path().join("pfa-catch.db");
-    rusqlite::Connection::open(&p)
-        .unwrap()
-        .execute_batch(&format!(
-            "CREATE TABLE domain (domain TEXT, backupmx TEXT, active TEXT);
-             INSERT INTO domain VALUES ('example.org', '0', '1');
-             CREATE TABLE mailbox (username TEXT, password TEXT, domain TEXT, quota INTEGER,
-                                   active TEXT);
+    let url = db.postfixadmin(
+        "pfa-catch.db",
+        &format!(
+            "INSERT INTO domain VALUES ('example.org', '0', '1');
              INSERT INTO mailbox VALUES ('alice@example.org', '{M_HASH}', 'example.org', 0, '1');
-             CREATE TABLE alias (address TEXT, goto TEXT, active TEXT);
              INSERT INTO alias VALUES ('alice@example.org', 'alice@example.org', '1'),
                                       ('@example.org', 'info@example.org', '1'),
                                       ('team@example.org', 'alice@example.org,info@example.org',
                                        '1');"
-        ))
-        .unwrap();
-    let url = format!("sqlite://{}", p.display());
+        ),
+    );
     let (v, _) = db.import_json(&["--from", "sql", &url], 0);
     assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
     assert_eq!(v["undeliverable"], serde_json::json!([]));
@@ -1157,21 +1163,15 @@ fn postfixadmin_catch_all_to_no_mailbox_bounces() {
 #[test]
 fn an_inactive_mailbox_with_a_delimiter_is_no_tagged_address() {
     let db = Db::new();
-    let p = db.dir.path().join("pfa-tag.db");
-    rusqlite::Connection::open(&p)
-        .unwrap()
-        .execute_batch(&format!(
-            "CREATE TABLE domain (domain TEXT, backupmx TEXT, active TEXT);
-             INSERT INTO domain VALUES ('example.org', '0', '1');
-             CREATE TABLE mailbox (username TEXT, password TEXT, domain TEXT, quota INTEGER,
-                                   active TEXT);
+    let url = db.postfixadmin(
+        "pfa-tag.db",
+        &format!(
+            "INSERT INTO domain VALUES ('example.org', '0', '1');
              INSERT INTO mailbox VALUES ('dev@example.org', '{M_HASH}', 'example.org', 0, '1'),
                                         ('dev+old@example.org', '{M_HASH}', 'example.org', 0, '0');
-             CREATE TABLE alias (address TEXT, goto TEXT, active TEXT);
              INSERT INTO alias VALUES ('dev@example.org', 'dev@example.org', '1');"
-        ))
-        .unwrap();
-    let url = format!("sqlite://{}", p.display());
+        ),
+    );
     let (v, _) = db.import_json(&["--from", "sql", &url], 2);
     assert_eq!(
         v["verification"]["differences"],
@@ -2568,27 +2568,16 @@ fn postfixadmin_inactive_disabled_on_request() {
 #[test]
 fn postfixadmin_alias_domain_with_its_own_catch_all() {
     let tables = format!(
-        "CREATE TABLE domain (domain TEXT, backupmx TEXT, active TEXT);
-         INSERT INTO domain VALUES ('example.org', '0', '1'), ('alias.example', '0', '1');
-         CREATE TABLE mailbox (username TEXT, password TEXT, domain TEXT, quota INTEGER,
-                               active TEXT);
+        "INSERT INTO domain VALUES ('example.org', '0', '1'), ('alias.example', '0', '1');
          INSERT INTO mailbox VALUES ('alice@example.org', '{M_HASH}', 'example.org', 0, '1'),
                                     ('bob@example.org', '{M_HASH}', 'example.org', 0, '1');
-         CREATE TABLE alias (address TEXT, goto TEXT, active TEXT);
          INSERT INTO alias VALUES ('alice@example.org', 'alice@example.org', '1'),
                                   ('bob@example.org', 'bob@example.org', '1'),
                                   ('@alias.example', 'bob@example.org', '1');
          CREATE TABLE alias_domain (alias_domain TEXT, target_domain TEXT, active TEXT);
          INSERT INTO alias_domain VALUES ('alias.example', 'example.org', '1');"
     );
-    let source = |db: &Db, extra: &str| {
-        let p = db.dir.path().join("pfa.db");
-        rusqlite::Connection::open(&p)
-            .unwrap()
-            .execute_batch(&format!("{tables}{extra}"))
-            .unwrap();
-        format!("sqlite://{}", p.display())
-    };
+    let source = |db: &Db, extra: &str| db.postfixadmin("pfa.db", &format!("{tables}{extra}"));
 
     let db = Db::new();
     let url = source(
@@ -2642,23 +2631,18 @@ fn postfixadmin_alias_domain_with_its_own_catch_all() {
 #[test]
 fn postfixadmin_alias_domains_in_a_chain_look_one_level_deep() {
     let db = Db::new();
-    let p = db.dir.path().join("pfa-chain.db");
-    rusqlite::Connection::open(&p)
-        .unwrap()
-        .execute_batch(&format!(
-            "CREATE TABLE domain (domain TEXT, backupmx TEXT, active TEXT);
-             INSERT INTO domain VALUES ('example.org', '0', '1'), ('a.example', '0', '1'),
+    let url = db.postfixadmin(
+        "pfa-chain.db",
+        &format!(
+            "INSERT INTO domain VALUES ('example.org', '0', '1'), ('a.example', '0', '1'),
                                        ('b.example', '0', '1'), ('c.example', '0', '1'),
                                        ('b2.example', '0', '1'), ('x.example', '0', '1'),
                                        ('y.example', '0', '1'), ('z.example', '0', '1'),
                                        ('k.example', '0', '1'), ('kb.example', '0', '1');
-             CREATE TABLE mailbox (username TEXT, password TEXT, domain TEXT, quota INTEGER,
-                                   active TEXT);
              INSERT INTO mailbox VALUES ('alice@example.org', '{M_HASH}', 'example.org', 0, '1'),
                                         ('bob@b.example', '{M_HASH}', 'b.example', 0, '1'),
                                         ('own@a.example', '{M_HASH}', 'a.example', 0, '1'),
                                         ('zed@z.example', '{M_HASH}', 'z.example', 0, '1');
-             CREATE TABLE alias (address TEXT, goto TEXT, active TEXT);
              INSERT INTO alias VALUES ('alice@example.org', 'alice@example.org', '1'),
                                       ('bob@b.example', 'bob@b.example', '1'),
                                       ('own@a.example', 'own@a.example', '1'),
@@ -2678,9 +2662,8 @@ fn postfixadmin_alias_domains_in_a_chain_look_one_level_deep() {
                                              ('z.example', 'example.org', '1'),
                                              ('k.example', 'kb.example', '1'),
                                              ('kb.example', 'example.org', '1');"
-        ))
-        .unwrap();
-    let url = format!("sqlite://{}", p.display());
+        ),
+    );
     let (v, _) = db.import_json(&["--from", "sql", &url], 0);
     assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
     let notes = whys(&v, "notes");
