@@ -125,6 +125,12 @@ impl Domain {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The normal form, shared with this domain rather than copied: for
+    /// holders of many rows of one domain.
+    pub fn shared(&self) -> std::sync::Arc<str> {
+        self.0.clone()
+    }
 }
 
 impl fmt::Display for Domain {
@@ -186,7 +192,10 @@ fn split(input: &str, allow_wildcard: bool) -> Result<(String, Domain), AddressE
 /// A concrete mail address in normal form. Never contains `%`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Address {
-    local: String,
+    /// Shared, as the domain is: an import holds an address in several
+    /// sets at once (logins, keys, the addresses to verify), a million of
+    /// each for a big source, and a clone is a reference count.
+    local: std::sync::Arc<str>,
     domain: Domain,
 }
 
@@ -194,7 +203,10 @@ impl Address {
     /// Parse and normalise `local@domain`.
     pub fn parse(input: &str) -> Result<Address, AddressError> {
         let (local, domain) = split(input, false)?;
-        Ok(Address { local, domain })
+        Ok(Address {
+            local: local.into(),
+            domain,
+        })
     }
 
     /// Build from parts already in normal form (used for rows read back from
@@ -231,7 +243,7 @@ impl Address {
     pub fn without_tag(&self, delimiter: char) -> Address {
         let (base, _) = self.split_tag(delimiter);
         Address {
-            local: base.to_string(),
+            local: base.into(),
             domain: self.domain.clone(),
         }
     }
@@ -364,7 +376,7 @@ impl AddressPattern {
     pub fn as_address(&self) -> Option<Address> {
         match &self.local {
             LocalPattern::Exact(l) => Some(Address {
-                local: l.clone(),
+                local: l.as_str().into(),
                 domain: self.domain.clone(),
             }),
             _ => None,

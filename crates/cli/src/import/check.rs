@@ -87,13 +87,16 @@ pub fn check_database(
         let existing = db.exact(g.username(), g.domain())?;
         if existing.is_empty() {
             c.new.push(i);
-        } else if same_rows(&existing, &g.rows) {
+            continue;
+        }
+        let rows: Vec<Row> = g.rows().collect();
+        if same_rows(&existing, &rows) {
             c.present += 1;
         } else {
             c.conflicts.push(Conflict {
                 at: g.origin.clone(),
                 subject: g.key(),
-                why: why_different(&existing, &g.rows),
+                why: why_different(&existing, &rows),
             });
         }
     }

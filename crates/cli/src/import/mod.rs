@@ -358,8 +358,8 @@ fn import(
     if !args.verify {
         let bar = progress::bar("writing", checked.new.len());
         for g in checked.new_groups(&plan) {
-            for r in &g.rows {
-                store.insert(r)?;
+            for r in g.rows() {
+                store.insert(&r)?;
             }
             bar.inc(1);
         }

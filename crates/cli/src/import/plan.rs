@@ -26,33 +26,81 @@ use super::smtpd::hostname_match;
 use super::source_walk::{Resolved, RouteEntry, SourceWalk, Status};
 use super::verify::Semantics;
 use crate::error::CliError;
-use mailtable_core::{delivery, Address, Config, Domain, Row, RowKind, Store, StoreError};
+use mailtable_core::{
+    delivery, Address, Config, Domain, PasswordHash, Row, RowKind, Store, StoreError,
+};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Local part used to probe catch-alls and patterns.
 pub const PROBE: &str = "mailtable-import-probe";
 
+/// One row of a [`Group`], without the key the group holds once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    /// Target address (the address itself for a mailbox row).
+    pub mailbox: String,
+    /// `Some` makes this a mailbox row.
+    pub password: Option<PasswordHash>,
+    /// `false`: login refused, mail still accepted.
+    pub active: bool,
+    /// Dovecot quota.
+    pub quota: Option<String>,
+}
+
 /// The rows of one `username@domain` (never none).
 ///
-/// The username and domain are the rows' own, not kept a second time: an
-/// import may plan a million groups.
+/// The username and domain are held once for all the rows (the domain
+/// shared with every other group of it), and the [`Row`]s are made when
+/// they are read: an import may plan a million groups, and a `Row` of its
+/// own per group cost a third of a big import's memory.
 #[derive(Debug, Clone)]
 pub struct Group {
-    /// The rows, mailbox first.
-    pub rows: Vec<Row>,
+    username: String,
+    domain: Arc<str>,
+    planned: Vec<Planned>,
     /// The source entry they come from.
     pub origin: Origin,
 }
 
 impl Group {
+    /// A group of `username@domain` without rows yet.
+    fn new(username: String, domain: Arc<str>, origin: Origin, rows: usize) -> Group {
+        Group {
+            username,
+            domain,
+            planned: Vec::with_capacity(rows),
+            origin,
+        }
+    }
+
+    /// The group of `rows`, which all have one username and domain (the
+    /// rows of one key of a mailtable database); `None` for no rows.
+    pub fn of_rows(rows: Vec<Row>, origin: Origin) -> Option<Group> {
+        let first = rows.first()?;
+        let mut g = Group::new(
+            first.username.clone(),
+            first.domain.as_str().into(),
+            origin,
+            rows.len(),
+        );
+        g.planned.extend(rows.into_iter().map(|r| Planned {
+            mailbox: r.mailbox,
+            password: r.password,
+            active: r.active,
+            quota: r.quota,
+        }));
+        Some(g)
+    }
+
     /// Username column (local part or pattern).
     pub fn username(&self) -> &str {
-        self.rows.first().map_or("", |r| r.username.as_str())
+        &self.username
     }
 
     /// Domain column.
     pub fn domain(&self) -> &str {
-        self.rows.first().map_or("", |r| r.domain.as_str())
+        &self.domain
     }
 
     /// `username@domain`.
@@ -60,11 +108,28 @@ impl Group {
         format!("{}@{}", self.username(), self.domain())
     }
 
+    /// How many rows.
+    pub fn len(&self) -> usize {
+        self.planned.len()
+    }
+
+    /// The rows, mailbox first, made as they are read.
+    pub fn rows(&self) -> impl Iterator<Item = Row> + '_ {
+        self.planned.iter().map(|p| Row {
+            username: self.username.clone(),
+            domain: self.domain.to_string(),
+            mailbox: p.mailbox.clone(),
+            password: p.password.clone(),
+            active: p.active,
+            quota: p.quota.clone(),
+        })
+    }
+
     /// What the rows of this address are together: a mailbox if one row
     /// is, a domain alias if one row is (the others are then the same
     /// catch-all with other targets), otherwise what every row is.
     pub fn kind(&self) -> RowKind {
-        let kinds: BTreeSet<RowKind> = self.rows.iter().map(Row::kind).collect();
+        let kinds: BTreeSet<RowKind> = self.rows().map(|r| r.kind()).collect();
         [RowKind::Mailbox, RowKind::DomainAlias]
             .into_iter()
             .find(|k| kinds.contains(k))
@@ -206,7 +271,7 @@ pub fn plan(
     f.notes.sort_by(|a, b| a.at.cmp(&b.at));
     f.conflicts.sort_by(|a, b| a.at.cmp(&b.at));
     let plan = Plan {
-        groups: groups.into_values().collect(),
+        groups,
         known: known.into_iter().collect(),
         skipped: f.skipped,
         notes: f.notes,
@@ -903,40 +968,35 @@ fn resolve_target(
     })
 }
 
-/// The rows, per (domain, username): mailbox rows from the logins, alias
-/// rows from the imported routes.
-/// Keyed by (domain, username column), the domain shared, not copied.
-fn groups(
-    logins: BTreeMap<Address, Login>,
-    routes: &BTreeMap<RouteKey, RouteEntry>,
-) -> BTreeMap<(Domain, String), Group> {
-    let mut groups: BTreeMap<(Domain, String), Group> = BTreeMap::new();
+/// The rows, in (domain, username) order: mailbox rows from the logins,
+/// alias rows from the imported routes (after the mailbox row where a key
+/// has both).
+///
+/// Built as one list sorted once, not a map: a map keyed by a copy of
+/// every key, then copied into the plan's list, held the planned rows
+/// twice at the peak of a big import.
+fn groups(logins: BTreeMap<Address, Login>, routes: &BTreeMap<RouteKey, RouteEntry>) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::with_capacity(logins.len() + routes.len());
     for (a, l) in logins {
-        let row = Row {
-            username: a.local().to_string(),
-            domain: a.domain().to_string(),
+        let mut g = Group::new(a.local().to_string(), a.domain().shared(), l.origin, 1);
+        g.planned.push(Planned {
             mailbox: a.to_string(),
             password: Some(l.hash),
             active: l.active,
             quota: l.quota,
-        };
-        groups.insert(
-            (a.domain().clone(), row.username.clone()),
-            Group {
-                rows: vec![row],
-                origin: l.origin,
-            },
-        );
+        });
+        groups.push(g);
     }
     for (k, r) in routes {
         let Status::Ok(targets) = &r.status else {
             continue;
         };
         let (username, domain) = match k {
-            RouteKey::Exact(a) => (a.local().to_string(), a.domain().clone()),
-            RouteKey::CatchAll(d) => ("%".to_string(), d.clone()),
+            RouteKey::Exact(a) => (a.local().to_string(), a.domain()),
+            RouteKey::CatchAll(d) => ("%".to_string(), d),
             _ => continue,
         };
+        let mut has = BTreeSet::new();
         let mailboxes: Vec<String> = targets
             .iter()
             .filter_map(|t| match t {
@@ -944,52 +1004,51 @@ fn groups(
                 Resolved::Addr(a) | Resolved::Final(a) => Some(a.to_string()),
                 Resolved::DomainAlias(d) => Some(format!("%@{d}")),
             })
+            .filter(|m| has.insert(m.clone()))
             .collect();
         if mailboxes.is_empty() {
             continue;
         }
-        // Sized for this route's rows: most aliases have one target, where
-        // a growing Vec reserves four rows (384 bytes per alias of a big
-        // source never used).
-        let g = groups
-            .entry((domain.clone(), username.clone()))
-            .or_insert_with(|| Group {
-                rows: Vec::with_capacity(mailboxes.len()),
-                origin: r.route.origin.clone(),
-            });
-        // The targets the group has: looked up, not searched, since an
-        // "everyone" list has thousands.
-        let mut has: BTreeSet<String> = g
-            .rows
-            .iter()
-            .filter(|row| !row.is_mailbox())
-            .map(|row| row.mailbox.clone())
-            .collect();
-        for m in mailboxes {
-            if has.insert(m.clone()) {
-                g.rows.push(Row {
-                    username: username.clone(),
-                    domain: domain.to_string(),
-                    mailbox: m,
-                    password: None,
-                    active: true,
-                    quota: None,
-                });
+        // Sized for this route's rows: most aliases have one target.
+        let mut g = Group::new(
+            username,
+            domain.shared(),
+            r.route.origin.clone(),
+            mailboxes.len(),
+        );
+        g.planned
+            .extend(mailboxes.into_iter().map(|mailbox| Planned {
+                mailbox,
+                password: None,
+                active: true,
+                quota: None,
+            }));
+        groups.push(g);
+    }
+    // Stable: a key's mailbox group stays before its alias group, which
+    // is then taken into it.
+    groups.sort_by(|a, b| (a.domain(), a.username()).cmp(&(b.domain(), b.username())));
+    let mut merged: Vec<Group> = Vec::with_capacity(groups.len());
+    for g in groups {
+        match merged.last_mut() {
+            Some(last) if last.domain == g.domain && last.username == g.username => {
+                last.planned.extend(g.planned);
             }
+            _ => merged.push(g),
         }
     }
-    groups
+    merged
 }
 
 /// Declared domains that would have no row at all (mailtable knows a
 /// domain only by its rows).
 fn skip_domains_without_rows(
     markers: &[(Domain, Origin)],
-    groups: &BTreeMap<(Domain, String), Group>,
+    groups: &[Group],
     db: &mut dyn Store,
     skipped: &mut Vec<Finding>,
 ) -> Result<(), StoreError> {
-    let row_domains: BTreeSet<&str> = groups.values().map(Group::domain).collect();
+    let row_domains: BTreeSet<&str> = groups.iter().map(Group::domain).collect();
     let mut seen = BTreeSet::new();
     for (d, at) in markers {
         if row_domains.contains(d.as_str()) || !seen.insert(d.clone()) {
@@ -1151,8 +1210,8 @@ mod tests {
         let checked = check_database(&p, db, &ProgressBar::hidden()).unwrap();
         if p.conflicts.is_empty() && checked.conflicts.is_empty() {
             for g in checked.new_groups(&p) {
-                for r in &g.rows {
-                    db.insert(r).unwrap();
+                for r in g.rows() {
+                    db.insert(&r).unwrap();
                 }
             }
         }
@@ -1209,6 +1268,37 @@ mod tests {
         assert!(v.differences.is_empty(), "{:?}", v.differences);
         // m, mayeu, and the catch-all probe.
         assert_eq!(v.checked, 3);
+    }
+
+    #[test]
+    fn a_key_with_a_mailbox_and_aliases_is_one_group_mailbox_first() {
+        // m@ keeps its own copy (the mailbox) and sends one to z@; the
+        // other keys sort around it, across two domains.
+        let aliases = smtpd::parse_aliases(
+            "virtuals",
+            "m@example.org m, z@elsewhere.example\nb@example.org y@elsewhere.example\n\
+             q@b.example y@elsewhere.example\n",
+        );
+        let cred = smtpd::parse_credentials("credentials", CRED);
+        let mut db = MemStore::default();
+        let (plan, v) = run(vec![aliases, cred], &mut db);
+        assert!(plan.conflicts.is_empty(), "{:?}", plan.conflicts);
+        let keys: Vec<String> = plan.groups.iter().map(Group::key).collect();
+        assert_eq!(keys, ["q@b.example", "b@example.org", "m@example.org"]);
+        let m: Vec<(String, bool)> = plan.groups[2]
+            .rows()
+            .map(|r| (r.mailbox.clone(), r.is_mailbox()))
+            .collect();
+        assert_eq!(
+            m,
+            [
+                ("m@example.org".to_string(), true),
+                ("z@elsewhere.example".to_string(), false)
+            ]
+        );
+        assert_eq!(plan.groups[2].kind(), RowKind::Mailbox);
+        assert_eq!(plan.groups[2].len(), 2);
+        assert!(v.differences.is_empty(), "{:?}", v.differences);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! (§4.1).
 
 use super::check::Checked;
-use super::plan::Plan;
+use super::plan::{Group, Plan};
 use super::verify::Verification;
 use super::{At, Conflict, Finding, Origin};
 use mailtable_core::{PasswordHash, RowKind};
@@ -327,7 +327,7 @@ impl Report {
         let mut domains = std::collections::BTreeSet::new();
         for g in &plan.groups {
             domains.insert(g.domain().to_string());
-            c.rows += g.rows.len();
+            c.rows += g.len();
             let kind = g.kind();
             match kind {
                 RowKind::CatchAll => c.catch_alls += 1,
@@ -335,33 +335,34 @@ impl Report {
                 RowKind::Pattern => c.patterns += 1,
                 RowKind::Mailbox | RowKind::Alias => {}
             }
-            for r in &g.rows {
+            let mut aliases = 0;
+            for r in g.rows() {
                 if r.is_mailbox() {
                     c.mailboxes += 1;
                     c.disabled += usize::from(!r.active);
                     c.with_quota += usize::from(r.quota.is_some());
+                } else {
+                    aliases += 1;
                 }
             }
-            let aliases = g.rows.iter().filter(|r| !r.is_mailbox()).count();
             if !kind.is_wildcard() && aliases > 0 {
                 c.aliases += 1;
                 c.alias_rows += aliases;
             }
         }
         c.domains = domains.len();
-        c.rows_to_write = checked.new_groups(plan).map(|g| g.rows.len()).sum();
+        c.rows_to_write = checked.new_groups(plan).map(Group::len).sum();
         c.keys_already_present = checked.present;
         self.domains = domains.into_iter().collect();
 
         let mut schemes: BTreeMap<String, (SchemeInfo, usize)> = BTreeMap::new();
         // The mailboxes are the groups' rows with a password.
         let logins = plan.groups.iter().flat_map(|g| {
-            g.rows
-                .iter()
-                .filter_map(move |r| r.password.as_ref().map(|h| (r, h, &g.origin)))
+            g.rows()
+                .filter_map(move |mut r| r.password.take().map(|h| (r, h, &g.origin)))
         });
         for (row, hash, origin) in logins {
-            let info = scheme_info(hash);
+            let info = scheme_info(&hash);
             let flagged = Flagged {
                 address: format!("{}@{}", row.username, row.domain),
                 scheme: info.label.clone(),

@@ -34,12 +34,14 @@ pub fn plan_rows(parsed: Parsed, resolver: &Resolver) -> (Plan, Box<dyn Semantic
     let domains: HashSet<String> = by_key.keys().map(|(d, _)| d.clone()).collect();
     let mut known = BTreeSet::new();
     for (_, (origin, rows)) in by_key {
-        let group = Group { rows, origin };
+        let Some(group) = Group::of_rows(rows, origin) else {
+            continue;
+        };
         add_known(&group, &domains, &mut known);
         plan.groups.push(group);
     }
     plan.known = known.into_iter().collect();
-    let rows = plan.groups.iter().flat_map(|g| g.rows.iter().cloned());
+    let rows = plan.groups.iter().flat_map(Group::rows);
     let sem = RowsSemantics {
         store: RowIndex::new(rows.collect()),
         resolver: resolver.clone(),
@@ -117,7 +119,7 @@ fn add_known(g: &Group, domains: &HashSet<String>, known: &mut BTreeSet<Address>
         }
         None => {}
     }
-    for r in g.rows.iter().filter(|r| !r.has_template_target()) {
+    for r in g.rows().filter(|r| !r.has_template_target()) {
         if let Ok(a) = Address::parse(&r.mailbox) {
             if domains.contains(a.domain().as_str()) {
                 known.insert(a);
@@ -161,8 +163,8 @@ mod tests {
         assert_eq!(plan.groups.len(), 3);
         let mut db = MemStore::default();
         for g in &plan.groups {
-            for r in &g.rows {
-                db.insert(r).unwrap();
+            for r in g.rows() {
+                db.insert(&r).unwrap();
             }
         }
         let v = verify(
