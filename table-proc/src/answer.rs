@@ -21,15 +21,19 @@
 //! before each one: a repeated recipient costs one change check instead of
 //! the queries of the resolution, and a mailbox or alias that answered
 //! within `stale_if_error` keeps answering through a database outage.
+//! Only through an outage: data the database gives that cannot be served
+//! (an alias whose target lost its rows, a row written by hand that cannot
+//! be read) is a temporary failure at once, whatever was cached before.
 //! `auth` is never cached (its key carries the password); smtpd's `update`
 //! (`smtpctl update table`) empties the cache.
 
 use crate::{Answer, Handler, Service};
-use mailtable_core::accounts::{Accounts, Credentials, Verdict, Verifier};
-use mailtable_core::cache::{AnswerCache, Fetched};
-use mailtable_core::resolve::KeyAnswer;
+use mailtable_core::accounts::{AccountError, Accounts, Credentials, Verdict, Verifier};
+use mailtable_core::cache::{AnswerCache, Fetched, LookupError};
+use mailtable_core::resolve::{KeyAnswer, ResolveError};
 use mailtable_core::store::{self, Access, OpenOptions, SchemaState};
-use mailtable_core::{Address, Config, Domain, Outcome, Store};
+use mailtable_core::{Address, Config, Domain, Outcome, Store, StoreError};
+use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 
 /// The table: config plus a lazily (re)opened read-only store.
@@ -44,7 +48,69 @@ pub struct Tables {
 
 /// What a lookup gives: the value smtpd gets (`None`: not found), and
 /// whether it may outlive an outage.
-type Looked = Result<Fetched<Option<String>>, String>;
+type Looked = Result<Fetched<Option<String>>, Failure>;
+
+/// Why a lookup has no answer (smtpd's `error`, a temporary failure): the
+/// database could not answer, or it answered with data that cannot be
+/// served. Only the first lets a cached answer stand in.
+#[derive(Debug)]
+struct Failure {
+    why: String,
+    outage: bool,
+}
+
+impl Failure {
+    /// The database answered; what it holds cannot be served.
+    fn data(why: impl Into<String>) -> Failure {
+        Failure {
+            why: why.into(),
+            outage: false,
+        }
+    }
+}
+
+/// The config or the store could not be had: an outage.
+impl From<String> for Failure {
+    fn from(why: String) -> Failure {
+        Failure { why, outage: true }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        Failure {
+            outage: e.is_outage(),
+            why: e.to_string(),
+        }
+    }
+}
+
+impl From<ResolveError> for Failure {
+    fn from(e: ResolveError) -> Failure {
+        Failure {
+            outage: e.is_outage(),
+            why: e.to_string(),
+        }
+    }
+}
+
+impl From<AccountError> for Failure {
+    fn from(e: AccountError) -> Failure {
+        Failure::data(e.to_string())
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+impl LookupError for Failure {
+    fn is_outage(&self) -> bool {
+        self.outage
+    }
+}
 
 /// The cache's key for a request.
 fn cache_key(service: Service, key: &str) -> String {
@@ -54,7 +120,7 @@ fn cache_key(service: Service, key: &str) -> String {
 }
 
 /// A found value is positive, not-found is negative.
-fn by_value(v: Result<Option<String>, String>) -> Looked {
+fn by_value(v: Result<Option<String>, Failure>) -> Looked {
     v.map(|v| Fetched {
         positive: v.is_some(),
         value: v,
@@ -145,15 +211,16 @@ impl Tables {
         service: Service,
         key: &str,
         f: impl FnOnce(&mut Self) -> Looked,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, Failure> {
         let token = self
             .store()
-            .and_then(|(s, _)| s.change_token().map_err(|e| e.to_string()));
+            .map_err(Failure::from)
+            .and_then(|(s, _)| s.change_token().map_err(Failure::from));
         match self.cache.take() {
             Some(mut cache) => {
                 let mut r = cache.lookup(token, &cache_key(service, key), || f(self));
                 if let Err(e) = &r {
-                    if self.walk_goes_on(&cache, service, key) {
+                    if e.outage && self.walk_goes_on(&cache, service, key) {
                         cache.note_stale(e);
                         r = Ok(None);
                     }
@@ -246,17 +313,17 @@ impl Tables {
     fn uncached(
         &mut self,
         service: Service,
-        f: impl FnOnce(&mut Self) -> Result<Option<String>, String>,
+        f: impl FnOnce(&mut Self) -> Result<Option<String>, Failure>,
     ) -> Answer {
         let result = f(self);
         self.reply(service, result)
     }
 
-    fn reply(&self, service: Service, result: Result<Option<String>, String>) -> Answer {
+    fn reply(&self, service: Service, result: Result<Option<String>, Failure>) -> Answer {
         match result {
             Ok(Some(v)) => Answer::Found(v),
             Ok(None) => Answer::NotFound,
-            Err(reason) => {
+            Err(Failure { why: reason, .. }) => {
                 tracing::warn!(table = %self.name, service = service.name(), "lookup failed: {reason}");
                 Answer::Error(reason)
             }
@@ -265,27 +332,21 @@ impl Tables {
 
     /// `alias`: what [`Resolver::smtpd_answer`](mailtable_core::Resolver)
     /// gives, the one rule `mailtable resolve` shows too.
-    fn alias(&mut self, key: &str) -> Result<Option<String>, String> {
+    fn alias(&mut self, key: &str) -> Result<Option<String>, Failure> {
         let (store, accounts) = self.store()?;
-        match accounts
-            .resolver()
-            .smtpd_answer(store, key)
-            .map_err(|e| e.to_string())?
-        {
+        match accounts.resolver().smtpd_answer(store, key)? {
             None => Ok(None),
             Some(KeyAnswer::Items(items)) => Ok(Some(items.join(", "))),
-            Some(KeyAnswer::Unusable(why)) => Err(why),
+            Some(KeyAnswer::Unusable(why)) => Err(Failure::data(why)),
         }
     }
 
-    fn domain(&mut self, key: &str) -> Result<Option<String>, String> {
+    fn domain(&mut self, key: &str) -> Result<Option<String>, Failure> {
         let Ok(domain) = Domain::parse(key) else {
             return Ok(None);
         };
         let (store, _) = self.store()?;
-        let found = store
-            .has_domain(domain.as_str())
-            .map_err(|e| e.to_string())?;
+        let found = store.has_domain(domain.as_str())?;
         Ok(found.then(|| domain.to_string()))
     }
 
@@ -307,10 +368,7 @@ impl Tables {
             return Ok(Fetched::negative(None));
         }
         let (store, accounts) = self.store()?;
-        match accounts
-            .credentials(store, key, Verifier::Smtpd)
-            .map_err(|e| e.to_string())?
-        {
+        match accounts.credentials(store, key, Verifier::Smtpd)? {
             Credentials::Found { hash, .. } => Ok(Fetched::positive(Some(format!("{key}:{hash}")))),
             Credentials::Unknown => Ok(Fetched::negative(Some(format!(
                 "{key}:{}",
@@ -320,27 +378,27 @@ impl Tables {
                 "{key}:{}",
                 accounts.dummy_for_smtpd(Some(&account))
             )))),
-            Credentials::CannotVerify(reason) => Err(reason),
+            Credentials::CannotVerify(reason) => Err(Failure::data(reason)),
         }
     }
 
     /// `userinfo`: `uid:gid:home` of a delivery user name (or an address).
-    fn userinfo(&mut self, key: &str) -> Result<Option<String>, String> {
+    fn userinfo(&mut self, key: &str) -> Result<Option<String>, Failure> {
         let (store, accounts) = self.store()?;
-        let Some(account) = accounts.find(store, key).map_err(|e| e.to_string())? else {
+        let Some(account) = accounts.find(store, key)? else {
             return Ok(None);
         };
-        let info = accounts.userinfo(&account).map_err(|e| e.to_string())?;
+        let info = accounts.userinfo(&account)?;
         Ok(Some(format!("{}:{}:{}", info.uid, info.gid, info.home)))
     }
 
-    fn senders(&mut self, key: &str) -> Result<Option<String>, String> {
+    fn senders(&mut self, key: &str) -> Result<Option<String>, Failure> {
         let (store, accounts) = self.store()?;
-        let list = accounts.senders(store, key).map_err(|e| e.to_string())?;
+        let list = accounts.senders(store, key)?;
         Ok(list.map(|l| l.join(", ")))
     }
 
-    fn mailaddr(&mut self, key: &str) -> Result<Option<String>, String> {
+    fn mailaddr(&mut self, key: &str) -> Result<Option<String>, Failure> {
         let Ok(addr) = Address::parse(key) else {
             return Ok(None);
         };
@@ -348,7 +406,7 @@ impl Tables {
         match accounts.resolver().resolve(store, &addr) {
             Ok(Outcome::Found(_)) => Ok(Some(addr.to_string())),
             Ok(_) => Ok(None),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -356,18 +414,15 @@ impl Tables {
     /// credentials. smtpd has lower-cased the password (OpenSMTPD #1268).
     /// Unknown and disabled users cost one dummy check, like a wrong
     /// password ([`Accounts::verify`]).
-    fn auth(&mut self, key: &str) -> Result<Option<String>, String> {
+    fn auth(&mut self, key: &str) -> Result<Option<String>, Failure> {
         let Some((user, pw)) = key.split_once(':') else {
             return Ok(None);
         };
         let (store, accounts) = self.store()?;
-        match accounts
-            .verify(store, user, pw.as_bytes())
-            .map_err(|e| e.to_string())?
-        {
+        match accounts.verify(store, user, pw.as_bytes())? {
             Verdict::Ok(_) => Ok(Some(String::new())),
             Verdict::Mismatch | Verdict::Unknown | Verdict::Disabled(_) => Ok(None),
-            Verdict::CannotVerify(reason) => Err(reason),
+            Verdict::CannotVerify(reason) => Err(Failure::data(reason)),
         }
     }
 }
@@ -891,6 +946,70 @@ mod tests {
             t.lookup(Service::Credentials, "nobody@barrera.io"),
             Answer::Found(v) if v.starts_with("nobody@barrera.io:$2b$")
         ));
+    }
+
+    /// The database answers that an alias's data cannot be served: its
+    /// target lost its rows, or a row written by hand cannot be read. That
+    /// is a temporary failure at once, never the answer cached before
+    /// (smtpd would deliver to a mailbox that is gone, whose userinfo is
+    /// then not found: 550), and never later in an outage either.
+    #[test]
+    fn broken_data_is_an_error_not_the_cached_answer() {
+        use mailtable_core::store::Delete;
+        let mut s = fixture()
+            .with("ee", "example.com", "argon@example.com", None)
+            .with("team", "example.com", "argon@example.com", None);
+        s.versioned = true;
+        let mut t = table(s);
+        let before = t.lookup(Service::Alias, "ee@example.com");
+        assert_eq!(before, Answer::Found("argon_example.com".into()));
+        assert!(matches!(
+            t.lookup(Service::Alias, "team@example.com"),
+            Answer::Found(_)
+        ));
+        let catch = t.lookup(Service::Alias, "catch@barrera.io");
+        assert_eq!(catch, Answer::Found("catch_barrera.io".into()));
+        let store = t.store.as_deref_mut().unwrap();
+        store
+            .delete("argon", "example.com", Delete::Mailbox)
+            .unwrap();
+        // What `sqlite3` can write and mailtable cannot read: two targets in
+        // one row.
+        store
+            .delete("team", "example.com", Delete::Alias(None))
+            .unwrap();
+        store
+            .insert(&mailtable_core::Row {
+                username: "team".into(),
+                domain: "example.com".into(),
+                mailbox: "hugo@barrera.io, catch@barrera.io".into(),
+                password: None,
+                active: true,
+                quota: None,
+            })
+            .unwrap();
+        for key in ["ee@example.com", "team@example.com"] {
+            let after = t.lookup(Service::Alias, key);
+            assert!(matches!(after, Answer::Error(_)), "{key}: {after:?}");
+        }
+        assert_eq!(
+            t.lookup(Service::Userinfo, "argon_example.com"),
+            Answer::NotFound
+        );
+        // An outage now: nothing stands in for the broken answers, while a
+        // mailbox answered before the outage still does.
+        let mut down = MemStore::default();
+        down.broken = true;
+        down.versioned = true;
+        t.store = Some(Box::new(down));
+        for key in ["ee@example.com", "team@example.com"] {
+            let after = t.lookup(Service::Alias, key);
+            assert!(
+                matches!(after, Answer::Error(_)),
+                "{key} in an outage: {after:?}"
+            );
+        }
+        assert_eq!(t.lookup(Service::Alias, "catch@barrera.io"), catch);
     }
 
     /// `smtpctl update table` during an outage fails, and keeps the answers

@@ -27,17 +27,45 @@
 //! user, not our domain, the dummy hash of an unknown login) are never
 //! served stale: during an outage those stay temporary failures, so no mail
 //! bounces and no login is refused on old evidence. Nothing here ever turns
-//! an error into "not found".
+//! an error into "not found". Only an outage lets a cached answer stand in
+//! ([`LookupError::is_outage`]): when the database answers and its data
+//! cannot be served (an alias to an address that no longer has rows, a
+//! row written by hand that cannot be read), the data changed since the
+//! answer was cached, and the lookup is a temporary failure until the data
+//! is fixed.
 //!
 //! Bounded memory: at most `entries` answers, kept in two generations (the
 //! current map and the previous one, swapped when the current one is half
 //! full), so the entries in use survive and the rest are dropped without
 //! any per-hit bookkeeping. `entries = 0` turns the cache off.
 
-use crate::store::ChangeToken;
+use crate::resolve::ResolveError;
+use crate::store::{ChangeToken, StoreError};
 use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
+
+/// Why a lookup gave no answer, and whether a cached answer may stand in.
+pub trait LookupError: fmt::Display {
+    /// True when the database could not answer (down, missing, locked,
+    /// not a database right now): a positive answer it gave within
+    /// `stale_if_error` stands in. False when it answered and the data
+    /// itself cannot be served: nothing cached may stand in for data that
+    /// changed.
+    fn is_outage(&self) -> bool;
+}
+
+impl LookupError for StoreError {
+    fn is_outage(&self) -> bool {
+        true
+    }
+}
+
+impl LookupError for ResolveError {
+    fn is_outage(&self) -> bool {
+        matches!(self, ResolveError::Store(_))
+    }
+}
 
 /// Default bound on cached answers (each a key and a value of a few hundred
 /// bytes at most: a few MB).
@@ -273,16 +301,28 @@ impl<V: Clone> AnswerCache<V> {
         );
     }
 
-    /// After the change check or the lookup failed: a positive answer the
-    /// database gave within `stale_if_error`, if there is one. The first
-    /// stale answer of an outage is logged, with the error.
-    pub fn stale(&mut self, key: &str, error: &dyn fmt::Display) -> Option<V> {
+    /// After the change check or the lookup failed in an outage: a
+    /// positive answer the database gave within `stale_if_error`, if there
+    /// is one. The first stale answer of an outage is logged, with the
+    /// error. Never an answer for an error that is no outage.
+    pub fn stale(&mut self, key: &str, error: &dyn LookupError) -> Option<V> {
+        if !error.is_outage() {
+            return None;
+        }
         let value = match self.recent(key) {
             Some((v, true)) => v.clone(),
             _ => return None,
         };
         self.note_stale(error);
         Some(value)
+    }
+
+    /// Drop what is kept for `key`: the database answered that its data
+    /// can no longer be served, so the answer kept must not stand in for
+    /// it in a later outage either.
+    pub fn forget(&mut self, key: &str) {
+        self.current.remove(key);
+        self.previous.remove(key);
     }
 
     /// The answer kept for `key`, positive or not, when the database gave
@@ -335,7 +375,7 @@ impl<V: Clone> AnswerCache<V> {
     /// asked just before (its error in the caller's error type). When it
     /// failed, `compute` still runs; an error of `compute` is the lookup's
     /// error unless a stale answer applies.
-    pub fn lookup<E: fmt::Display>(
+    pub fn lookup<E: LookupError>(
         &mut self,
         token: Result<Option<ChangeToken>, E>,
         key: &str,
@@ -362,7 +402,12 @@ impl<V: Clone> AnswerCache<V> {
             }
             Err(e) => match self.stale(key, &e) {
                 Some(v) => Ok(v),
-                None => Err(e),
+                None => {
+                    if !e.is_outage() {
+                        self.forget(key);
+                    }
+                    Err(e)
+                }
             },
         }
     }
@@ -383,25 +428,61 @@ mod tests {
         })
     }
 
-    type R = Result<String, String>;
+    type R = Result<String, Fail>;
 
-    fn found(v: &str) -> impl FnOnce() -> Result<Fetched<String>, String> + '_ {
+    /// A lookup's error: an outage unless it says otherwise.
+    #[derive(Debug, PartialEq)]
+    struct Fail {
+        why: String,
+        outage: bool,
+    }
+
+    impl From<&str> for Fail {
+        fn from(why: &str) -> Fail {
+            Fail {
+                why: why.to_string(),
+                outage: true,
+            }
+        }
+    }
+
+    impl fmt::Display for Fail {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.why)
+        }
+    }
+
+    impl LookupError for Fail {
+        fn is_outage(&self) -> bool {
+            self.outage
+        }
+    }
+
+    /// The database answered, and its data cannot be served.
+    fn broken() -> Result<Fetched<String>, Fail> {
+        Err(Fail {
+            why: "alias points to nothing".into(),
+            outage: false,
+        })
+    }
+
+    fn found(v: &str) -> impl FnOnce() -> Result<Fetched<String>, Fail> + '_ {
         move || Ok(Fetched::positive(v.to_string()))
     }
 
-    fn unknown() -> Result<Fetched<String>, String> {
+    fn unknown() -> Result<Fetched<String>, Fail> {
         Ok(Fetched::negative("unknown".into()))
     }
 
-    fn down() -> Result<Fetched<String>, String> {
+    fn down() -> Result<Fetched<String>, Fail> {
         Err("database unavailable".into())
     }
 
-    fn never() -> Result<Fetched<String>, String> {
+    fn never() -> Result<Fetched<String>, Fail> {
         panic!("the database was asked although the answer was cached")
     }
 
-    fn outage() -> Result<Option<ChangeToken>, String> {
+    fn outage() -> Result<Option<ChangeToken>, Fail> {
         Err("database unavailable: gone".into())
     }
 
@@ -476,6 +557,33 @@ mod tests {
         );
         assert_eq!(c.stats().stale, 2);
         assert_eq!(c.stats().hits, 0);
+    }
+
+    /// The database answers, with data that cannot be served (an alias
+    /// whose target was deleted): the data changed since the answer was
+    /// cached, which no longer stands, and no outage is noted.
+    #[test]
+    fn a_data_error_is_never_served_stale() {
+        let mut c = cache(10);
+        c.lookup(Ok(tok(1)), "alias", found("a")).unwrap();
+        assert_eq!(
+            c.lookup(Ok(tok(2)), "alias", broken),
+            R::Err(Fail {
+                why: "alias points to nothing".into(),
+                outage: false
+            })
+        );
+        assert_eq!(
+            c.lookup(outage(), "alias", broken).map_err(|e| e.outage),
+            Err(false)
+        );
+        assert_eq!(c.stats().stale, 0);
+        // Nor in an outage after it: the answer is forgotten.
+        assert_eq!(
+            c.lookup(outage(), "alias", down),
+            R::Err("database unavailable".into())
+        );
+        assert_eq!(c.stats().stale, 0);
     }
 
     /// The stale window counts from when the database last confirmed an
