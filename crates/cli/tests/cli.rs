@@ -391,6 +391,17 @@ fn bad_input_names_the_input_and_changes_nothing() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be a mailbox"));
+    // smtpd cuts a delivery user name at the tag delimiter: a mailbox
+    // a+b@ would be asked for as user a. Neither added nor renamed to.
+    for args in [
+        &["user", "add", "a+b@barrera.io", "--password-stdin"][..],
+        &["user", "rename", "hugo@barrera.io", "hugo+old@barrera.io"][..],
+    ] {
+        let out = db.run_in(args, Some("x\n"));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("`+` is the tag delimiter"), "{args:?}: {err}");
+    }
     assert_eq!(db.snapshot(), before);
 }
 

@@ -199,8 +199,12 @@ pub enum KeyAnswer {
 /// 5321 allows it) would be delivered to a file by the delivery user, and
 /// a domain alias copies the sender's local part into its target: such an
 /// item is never answered. A mailbox whose delivery user name smtpd does
-/// not take would fail the whole expansion, every other item's too.
-pub fn smtpd_item_fault(item: &str) -> Option<String> {
+/// not take would fail the whole expansion, every other item's too; so
+/// would one holding the tag `delimiter`, where smtpd cuts a user name
+/// before asking for its userinfo (`gilles+hackers` is user `gilles`:
+/// lka_expand, EXPAND_USERNAME, in `usr.sbin/smtpd/lka_session.c`), and
+/// refuses the mail when no user has the name left (550).
+pub fn smtpd_item_fault(item: &str, delimiter: char) -> Option<String> {
     if item.starts_with(['/', '|', ':']) {
         return Some(format!(
             "{item:?} would be read by smtpd as a file, a program or a directive, not an \
@@ -215,6 +219,12 @@ pub fn smtpd_item_fault(item: &str) -> Option<String> {
         return Some(format!(
             "the delivery user name {item:?} has characters smtpd does not take in a user \
              name (letters, digits and _ . + - only): rename the mailbox"
+        ));
+    }
+    if let Some((user, _)) = item.split_once(delimiter).filter(|_| !item.contains('@')) {
+        return Some(format!(
+            "the delivery user name {item:?} holds the tag delimiter {delimiter:?}: smtpd \
+             would look it up as user {user:?} and refuse the mail; rename the mailbox"
         ));
     }
     None
@@ -677,7 +687,7 @@ impl Resolver {
         let unusable = |items: &[String]| {
             items
                 .iter()
-                .find_map(|i| smtpd_item_fault(i))
+                .find_map(|i| smtpd_item_fault(i, self.delimiter))
                 .map(|fault| KeyAnswer::Unusable(format!("{key}: {fault}")))
         };
         let items: Vec<String> = dests.iter().map(Destination::wire).collect();
@@ -1137,8 +1147,22 @@ mod tests {
             answer(&mut s, "hugo@ex.org"),
             KeyAnswer::Items(vec!["hugo_ex.org".into()])
         );
-        assert_eq!(smtpd_item_fault("a.b+c-d_e_ex.org"), None);
-        assert!(smtpd_item_fault("|cmd").is_some() && smtpd_item_fault(":include:/x").is_some());
+        // A mailbox written by hand with the delimiter in its name.
+        let mut s = MemStore::default().with("a+b", "ex.org", "a+b@ex.org", Some("$2b$04$x"));
+        match answer(&mut s, "a+b@ex.org") {
+            KeyAnswer::Unusable(why) => assert!(why.contains("tag delimiter"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(smtpd_item_fault("a.b+c-d_e_ex.org", '#'), None);
+        assert!(
+            smtpd_item_fault("|cmd", '+').is_some()
+                && smtpd_item_fault(":include:/x", '+').is_some()
+        );
+        // smtpd cuts a user name at its delimiter; an address it does not.
+        assert!(smtpd_item_fault("a+b_ex.org", '+').is_some_and(|f| f.contains("user \"a\"")));
+        assert!(smtpd_item_fault("hugo_x-y.org", '-').is_some());
+        assert_eq!(smtpd_item_fault("a+b@ex.org", '+'), None);
+        assert_eq!(smtpd_item_fault("hugo_x-y.org", '+'), None);
     }
 
     /// A row is its address when `username@domain` is the address's

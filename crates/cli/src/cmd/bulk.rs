@@ -38,7 +38,8 @@ pub(super) fn add(ctx: &Ctx, file: &Path) -> Result<Exit, CliError> {
         file.display().to_string()
     };
     let text = read(file).map_err(|e| CliError::usage(format!("cannot read {shown}: {e}")))?;
-    let entries = parse(&text).map_err(|e| CliError::usage(format!("{shown}: {e}")))?;
+    let entries = parse(&text, ctx.resolver.delimiter)
+        .map_err(|e| CliError::usage(format!("{shown}: {e}")))?;
     if entries.is_empty() {
         return Err(CliError::usage(format!("{shown} lists no mailbox")));
     }
@@ -71,7 +72,7 @@ fn read(file: &Path) -> std::io::Result<String> {
 }
 
 /// Every line, checked; the first problem as `line N: why`.
-fn parse(text: &str) -> Result<Vec<Entry>, String> {
+fn parse(text: &str, delimiter: char) -> Result<Vec<Entry>, String> {
     let mut out: Vec<Entry> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
@@ -91,8 +92,8 @@ fn parse(text: &str) -> Result<Vec<Entry>, String> {
                 ))
             }
         };
-        let address =
-            super::user::mailbox_address(addr.trim()).map_err(|e| format!("line {line}: {e}"))?;
+        let address = super::user::mailbox_address(addr.trim(), delimiter)
+            .map_err(|e| format!("line {line}: {e}"))?;
         let quota = match quota {
             Some(q) => crate::quota::parse(q.trim()).map_err(|e| format!("line {line}: {e}"))?,
             None => None,
@@ -135,7 +136,7 @@ mod tests {
         let text = format!(
             "# mailboxes\n\nHugo@Barrera.io\t{BCRYPT}\nann@ex.org\t2g\t{{BLF-CRYPT}}{BCRYPT}\r\n"
         );
-        let e = parse(&text).unwrap();
+        let e = parse(&text, '+').unwrap();
         assert_eq!(e.len(), 2);
         assert_eq!(
             (e[0].line, e[0].address.to_string()),
@@ -162,6 +163,10 @@ mod tests {
             ),
             (format!("not an address\t{BCRYPT}\n"), "line 1: "),
             (
+                format!("a+b@ex.org\t{BCRYPT}\n"),
+                "line 1: a+b@ex.org cannot be a mailbox: `+` is the tag delimiter",
+            ),
+            (
                 format!("a@ex.org\t10%\t{BCRYPT}\n"),
                 "line 1: invalid quota \"10%\"",
             ),
@@ -175,7 +180,7 @@ mod tests {
             ),
         ];
         for (text, want) in cases {
-            let e = parse(&text).err().unwrap();
+            let e = parse(&text, '+').err().unwrap();
             assert!(e.contains(want), "{text:?}: {e}");
             assert!(!e.contains("hunter2"), "{e}");
         }

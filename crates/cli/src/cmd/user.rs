@@ -67,9 +67,24 @@ fn new_hash(ctx: &Ctx, input: &PasswordInput, what: &str) -> Result<PasswordHash
 /// takes (letters, digits and `_ . + -`: `alias_is_username` in smtpd's
 /// to.c). RFC 5321 allows more (`o'brien@`), but smtpd could not deliver
 /// to such a mailbox, and a list holding it would fail for everyone.
-pub(super) fn mailbox_address(text: &str) -> Result<Address, CliError> {
+///
+/// Nor the tag `delimiter`: smtpd cuts a delivery user name at its
+/// subaddressing delimiter before it asks for the user's userinfo
+/// (lka_expand, EXPAND_USERNAME, in usr.sbin/smtpd/lka_session.c), so
+/// mail to a mailbox `a+b@` would be asked for as user `a` and refused;
+/// `a+b@` is already `a@`'s address with the tag `b`.
+pub(super) fn mailbox_address(text: &str, delimiter: char) -> Result<Address, CliError> {
     let addr = Address::parse(text)?;
-    match mailtable_core::resolve::smtpd_item_fault(&delivery::encode(&addr)) {
+    if addr.local().contains(delimiter) {
+        return Err(CliError::usage(format!(
+            "{addr} cannot be a mailbox: `{delimiter}` is the tag delimiter (mail to \
+             {base}{delimiter}anything@{domain} goes to the mailbox {base}@{domain}, and \
+             smtpd would look a mailbox {addr} up as user {base}); it may be an alias",
+            base = addr.split_tag(delimiter).0,
+            domain = addr.domain(),
+        )));
+    }
+    match mailtable_core::resolve::smtpd_item_fault(&delivery::encode(&addr), delimiter) {
         None => Ok(addr),
         Some(_) => Err(CliError::usage(format!(
             "{addr} cannot be a mailbox: smtpd delivers to a mailbox by a user name of \
@@ -84,7 +99,7 @@ fn add(
     input: &PasswordInput,
     quota: Option<&str>,
 ) -> Result<Exit, CliError> {
-    let addr = mailbox_address(address)?;
+    let addr = mailbox_address(address, ctx.resolver.delimiter)?;
     // Check everything typed before asking for the password.
     let quota = match quota {
         Some(q) => crate::quota::parse(q)?,
@@ -153,7 +168,7 @@ fn set_quota(ctx: &Ctx, address: &str, quota: &str) -> Result<Exit, CliError> {
 /// `user rename OLD NEW [--keep-alias]`, in one transaction.
 fn rename(ctx: &Ctx, old: &str, new: &str, keep_alias: bool) -> Result<Exit, CliError> {
     let old = Address::parse(old)?;
-    let new = mailbox_address(new)?;
+    let new = mailbox_address(new, ctx.resolver.delimiter)?;
     if old == new {
         return Err(CliError::usage(format!(
             "{old} and {new} are the same address"

@@ -189,7 +189,10 @@ pub fn plan(
     };
     dropped.extend(drop_logins_smtpd_refused(&mut merged, &mut f.skipped));
     let refused_logins: BTreeSet<Address> = dropped.keys().cloned().collect();
-    let undeliverable = drop_logins_smtpd_cannot_deliver(&mut merged, &mut f.skipped);
+    // smtpd, Dovecot's LMTP and Postfix (with its `recipient_delimiter`)
+    // deliver `user+tag` as `user`, the tag cut at mailtable's delimiter.
+    let delimiter = config.delimiter().map_err(CliError::usage)?;
+    let undeliverable = drop_logins_smtpd_cannot_deliver(&mut merged, delimiter, &mut f.skipped);
     lost.extend(undeliverable.keys().map(ToString::to_string));
     dropped.extend(undeliverable);
     for a in dropped.keys() {
@@ -205,9 +208,6 @@ pub fn plan(
             }
         }
     }
-    // smtpd, Dovecot's LMTP and Postfix (with its `recipient_delimiter`)
-    // deliver `user+tag` as `user`, the tag cut at mailtable's delimiter.
-    let delimiter = config.delimiter().map_err(CliError::usage)?;
     // What reaches the dropped logins is not imported either (the fixed
     // point below).
     let walk = decide_routes(
@@ -469,12 +469,14 @@ fn drop_logins_smtpd_refused(
 }
 
 /// Logins whose delivery user name smtpd does not take (`o'brien@`: RFC
-/// 5321 allows it, smtpd's user names are letters, digits and `_ . + -`):
-/// as mailboxes they would tempfail every message, and fail every list
-/// they are on. Taken out of the mailboxes with a finding; the source
-/// delivered them (Dovecot, Postfix do), so their addresses are lost.
+/// 5321 allows it, smtpd's user names are letters, digits and `_ . + -`)
+/// or cuts at the tag delimiter (`a+b@` is delivered as user `a`): as
+/// mailboxes they would fail every message, and every list they are on.
+/// Taken out of the mailboxes with a finding; the source delivered them
+/// (Dovecot, Postfix do), so their addresses are lost.
 fn drop_logins_smtpd_cannot_deliver(
     m: &mut Merged,
+    delimiter: char,
     skipped: &mut Vec<Finding>,
 ) -> BTreeMap<Address, String> {
     let unusable: Vec<(Address, String)> = m
@@ -482,11 +484,10 @@ fn drop_logins_smtpd_cannot_deliver(
         .keys()
         .filter_map(|a| {
             let name = delivery::encode(a);
-            mailtable_core::resolve::smtpd_item_fault(&name)?;
+            let fault = mailtable_core::resolve::smtpd_item_fault(&name, delimiter)?;
             let why = format!(
-                "smtpd delivers to a mailbox by its user name {name}, and takes letters, \
-                 digits and _ . + - only there: rename the mailbox in the source (or import \
-                 it under another name with an alias from this one)"
+                "smtpd delivers to a mailbox by its user name, and {fault} in the source \
+                 (or import it under another name with an alias from this one)"
             );
             Some((a.clone(), why))
         })
