@@ -306,7 +306,7 @@ pub(crate) fn check_sqlite_files(path: &Path, config_path: Option<&Path>) -> Vec
             .to_string(),
         format!(
             "{} migrate  (any mailtable write converts the file to the rollback journal; \
-             run it while the daemons are idle)",
+             the daemons let go of a WAL file between lookups)",
             cli(config_path)
         ),
     ));

@@ -97,6 +97,17 @@ struct Open {
     reading: bool,
     /// The file as the last change check saw it.
     seen: Option<FileState>,
+    /// The last change check found the file in WAL mode.
+    wal: bool,
+}
+
+/// Whether the header of `file` says WAL mode: its bytes 18 and 19 (file
+/// format write and read versions) are 2 in WAL mode, 1 otherwise
+/// (<https://sqlite.org/fileformat2.html>, "The Database Header").
+fn in_wal_mode(file: &std::fs::File) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut version = [0u8; 1];
+    file.read_exact_at(&mut version, 18).is_ok() && version[0] == 2
 }
 
 /// What the change check reads of the file: its modification and change
@@ -371,7 +382,11 @@ impl SqliteStore {
                 d != 0 && epoch.elapsed().as_nanos() as u64 > d
             }),
         );
-        if self.access != Access::ReadOnly {
+        // Only a file in WAL mode: setting the mode takes a lock, and on a
+        // file another writer holds it would wait out the timeout once
+        // more before the write itself does, and warn of WAL where there
+        // is none.
+        if self.access != Access::ReadOnly && early.as_ref().is_some_and(|(f, _)| in_wal_mode(f)) {
             Self::use_rollback_journal(&conn, &path);
         }
         let columns = Self::columns(&conn).map_err(|e| map_err(&path, self.timeout, e))?;
@@ -386,6 +401,7 @@ impl SqliteStore {
             file,
             reading: false,
             seen: None,
+            wal: false,
         });
         self.connections += 1;
         Ok(())
@@ -507,6 +523,7 @@ impl SqliteStore {
             return self.token(false);
         }
         open.seen = Some(state);
+        open.wal = read.is_ok() && header[18] == 2;
         let stamp = match state.counter {
             Some(counter) => [u64::from(counter), 0],
             _ if in_place => return Ok(None),
@@ -791,6 +808,18 @@ impl Store for SqliteStore {
                 // the next lookup starts afresh.
                 self.open = None;
             }
+        }
+        // A connection to a WAL database holds a shared lock for as long
+        // as it is open (<https://sqlite.org/wal.html>, "Persistence of
+        // WAL mode"), and leaving WAL needs the only one: a daemon that
+        // kept it would keep the file in WAL for good (someone ran
+        // `PRAGMA journal_mode=wal` by hand), and its `-wal` file would
+        // outlive a restore by `cp`, rolling the restored file forward
+        // with the old data. A daemon lets go of it after each lookup; the
+        // last connection to close checkpoints and removes the `-wal`,
+        // and the CLI's next write converts the file.
+        if self.access == Access::ReadOnly && self.open.as_ref().is_some_and(|o| o.wal) {
+            self.open = None;
         }
     }
 
@@ -1169,14 +1198,47 @@ mod tests {
     fn a_wal_database_is_converted_by_the_next_write_access() {
         let (dir, path) = wal_database();
         assert_eq!(journal_mode(&path), "wal");
+        assert!(in_wal_mode(&std::fs::File::open(&path).unwrap()));
         let opts = OpenOptions {
             access: Access::ReadWrite,
             timeout: Duration::from_secs(2),
         };
         drop(SqliteStore::open(&path, &opts).unwrap());
         assert_eq!(journal_mode(&path), "delete");
+        assert!(!in_wal_mode(&std::fs::File::open(&path).unwrap()));
         assert!(!dir.path().join("mail.db-wal").exists());
         assert!(!dir.path().join("mail.db-shm").exists());
+    }
+
+    /// A daemon does not keep a WAL database open between lookups: its
+    /// connection would hold the file in WAL for good (leaving WAL needs
+    /// the only connection), and keep a `-wal` that a restore by `cp`
+    /// would be rolled forward with.
+    #[test]
+    fn a_daemon_lets_go_of_a_wal_database_between_lookups() {
+        let (dir, path) = wal_database();
+        shell_insert(&path, "before");
+        let mut d = reader(&path);
+        d.begin_lookup();
+        let token = d.change_token().unwrap();
+        assert!(token.is_some());
+        assert_eq!(d.exact("before", "example.org").unwrap().len(), 1);
+        d.end_lookup();
+        // What a reader leaves is empty: nothing to roll a restore forward.
+        let wal = dir.path().join("mail.db-wal");
+        assert!(std::fs::metadata(&wal).map_or(true, |m| m.len() == 0));
+        let opts = OpenOptions {
+            access: Access::ReadWrite,
+            timeout: Duration::from_secs(2),
+        };
+        drop(SqliteStore::open(&path, &opts).unwrap());
+        assert_eq!(journal_mode(&path), "delete");
+        // The daemon goes on, on the converted file, and sees a write.
+        shell_insert(&path, "after");
+        d.begin_lookup();
+        assert_ne!(d.change_token().unwrap(), token);
+        assert_eq!(d.exact("after", "example.org").unwrap().len(), 1);
+        d.end_lookup();
     }
 
     /// Every way of writing: a reader opened before sees it at its next
