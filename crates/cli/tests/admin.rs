@@ -507,6 +507,33 @@ both!(alias_del_never_strands_other_aliases, |db| {
     let (code, err) = db.refused(&["alias", "del", "info@x.example"], None);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("team@x.example"), "{err}");
+    // An alias accepted because a catch-all served its target: removing
+    // the catch-all is refused too, and forced, said.
+    db.add_user("hugo@z.example", &[]);
+    db.ok(&["alias", "add", "@z.example", "hugo@z.example"]);
+    db.ok(&["alias", "add", "x@barrera.io", "nosuch@z.example"]);
+    db.ok(&["alias", "add", "y@barrera.io", "hugo@z.example"]);
+    let before = db.snapshot();
+    let (code, err) = db.refused(&["alias", "del", "@z.example"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("refused: x@barrera.io (-> nosuch@z.example) would point at nothing"),
+        "{err}"
+    );
+    assert!(!err.contains("y@barrera.io"), "{err}");
+    assert_eq!(db.snapshot(), before);
+    let out = db.run(&["alias", "del", "@z.example", "--force"], None);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: x@barrera.io (-> nosuch@z.example) points at nothing"),
+        "{err}"
+    );
+    let (code, err) = db.refused(&["alias", "del", "nobody@z.example"], None);
+    assert_eq!(
+        (code, err.trim()),
+        (1, "mailtable: no alias nobody@z.example")
+    );
     // Removing one target of several leaves the alias: nothing dangles.
     db.add_user("bob@barrera.io", &[]);
     db.ok(&[

@@ -13,8 +13,11 @@ use crate::ctx::Ctx;
 use crate::error::CliError;
 use mailtable_core::exit::Exit;
 use mailtable_core::store::{Access, Delete};
-use mailtable_core::{Address, AddressPattern, ResolveError, Resolver, Row, Store};
+use mailtable_core::{
+    Address, AddressPattern, Domain, Outcome, ResolveError, Resolver, Row, Store,
+};
 use serde_json::json;
+use std::collections::BTreeMap;
 
 /// `mailtable alias ...`.
 pub(super) fn run(ctx: &Ctx, cmd: AliasCommand) -> Result<Exit, CliError> {
@@ -144,12 +147,16 @@ fn del(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
     let (n, stuck) = ctx.write(|s| {
         // Aliases through this one (`team@ -> info@`, then `info@` removed)
         // would point at nothing: their mail would tempfail, so it is
-        // refused as `user del` refuses. A wildcard's removal is not
-        // checked this way: which addresses it served cannot be listed.
+        // refused as `user del` refuses. For a wildcard, the addresses it
+        // served cannot be listed, but those the other rows name can.
         let own = p.as_address();
         let before = match &own {
             Some(a) => r.reaching(s, a)?,
             None => Vec::new(),
+        };
+        let served = match &own {
+            Some(_) => Vec::new(),
+            None => named_and_found(r, s, &p.domain)?,
         };
         let what = if targets.is_empty() {
             Delete::Alias(None)
@@ -157,6 +164,7 @@ fn del(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
             Delete::Alias(Some(&targets))
         };
         let n = match s.delete(&p.local.to_string(), p.domain.as_str(), what)? {
+            0 if targets.is_empty() => return Err(CliError::not_found(format!("no alias {p}"))),
             0 => {
                 return Err(CliError::not_found(format!(
                     "no alias {p} with those targets"
@@ -165,15 +173,86 @@ fn del(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
             n => n,
         };
         let stuck = match &own {
-            Some(a) => super::user::dangling(r, s, a, &before, false)?,
-            None => Vec::new(),
+            Some(a) => {
+                let stuck = super::user::dangling(r, s, a, &before, false)?;
+                super::user::refuse_stranding(&stuck, &p, force)?;
+                stuck
+            }
+            None => {
+                let stuck = no_longer_found(r, s, served)?;
+                if !stuck.is_empty() && !force {
+                    return Err(CliError::usage(format!(
+                        "refused: {} would point at nothing without {p}, which served \
+                         them; add those addresses or change the aliases first, or use --force",
+                        stuck.join(", ")
+                    )));
+                }
+                stuck
+            }
         };
-        super::user::refuse_stranding(&stuck, &p, force)?;
         Ok((n, stuck))
     })?;
     println!("removed {n} row(s) of {p}");
-    super::user::warn_stranded(&stuck, &p);
+    match p.as_address() {
+        Some(_) => super::user::warn_stranded(&stuck, &p),
+        None => {
+            for a in &stuck {
+                eprintln!(
+                    "mailtable: warning: {a} points at nothing now; its mail fails until \
+                     you fix it"
+                );
+            }
+        }
+    }
     Ok(Exit::Ok)
+}
+
+/// The addresses of `domain` that rows name as their target and that
+/// resolve now, with the rows naming each: what a wildcard of the domain
+/// may be serving. One pass over the rows (the CLI's, not a daemon's).
+fn named_and_found(
+    r: &Resolver,
+    s: &mut dyn Store,
+    domain: &Domain,
+) -> Result<Vec<(Address, Vec<String>)>, CliError> {
+    let mut named: BTreeMap<Address, Vec<String>> = BTreeMap::new();
+    s.scan(None, &mut |row| {
+        if row.has_template_target() {
+            return;
+        }
+        if let Ok(t) = Address::parse(&row.mailbox) {
+            if t.domain() == domain {
+                named.entry(t).or_default().push(row.address());
+            }
+        }
+    })?;
+    let mut found = Vec::new();
+    for (t, rows) in named {
+        match r.resolve(s, &t) {
+            Ok(Outcome::Found(_)) => found.push((t, rows)),
+            Err(ResolveError::Store(e)) => return Err(e.into()),
+            _ => {}
+        }
+    }
+    Ok(found)
+}
+
+/// Of [`named_and_found`]'s addresses, those that no longer resolve, as
+/// `row (-> address)` for each row naming one.
+fn no_longer_found(
+    r: &Resolver,
+    s: &mut dyn Store,
+    served: Vec<(Address, Vec<String>)>,
+) -> Result<Vec<String>, CliError> {
+    let mut stuck = Vec::new();
+    for (t, rows) in served {
+        match r.resolve(s, &t) {
+            Ok(Outcome::Found(_)) => {}
+            Err(ResolveError::Store(e)) => return Err(e.into()),
+            _ => stuck.extend(rows.into_iter().map(|row| format!("{row} (-> {t})"))),
+        }
+    }
+    Ok(stuck)
 }
 
 fn check_resolves(r: &Resolver, s: &mut dyn Store, addr: &Address) -> Result<(), CliError> {
