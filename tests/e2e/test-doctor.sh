@@ -141,6 +141,15 @@ sqlite3 "$DB" "INSERT INTO users (username, domain, mailbox) VALUES ('handmade',
 expect_problem "a row written by hand in upper case" database.rows "lower case"
 sqlite3 "$DB" "DELETE FROM users WHERE username = 'handmade'"
 
+# A key written by hand in upper case is never found (its mail refused as
+# unknown); an alias loop written by hand fails every lookup of it.
+sqlite3 "$DB" "INSERT INTO users (username, domain, mailbox) VALUES ('Handmade', 'barrera.io', 'hugo@barrera.io')"
+expect_problem "a key written by hand in upper case" database.keys "lower(trim(...))"
+sqlite3 "$DB" "DELETE FROM users WHERE username = 'Handmade'"
+sqlite3 "$DB" "INSERT INTO users (username, domain, mailbox) VALUES ('loop1', 'barrera.io', 'loop2@barrera.io'), ('loop2', 'barrera.io', 'loop1@barrera.io')"
+expect_problem "an alias loop written by hand" database.lookups "mailtable resolve ADDRESS"
+sqlite3 "$DB" "DELETE FROM users WHERE username IN ('loop1', 'loop2')"
+
 # Another tool switched the database to WAL: its readers would need side
 # files the daemons cannot keep. doctor says so, and its fix (any mailtable
 # write) converts the file back to the rollback journal.

@@ -90,7 +90,10 @@ pub(crate) fn run(
         let has_rows = state != SchemaState::Empty;
         checks.push(check_schema(state, &url, db.config_path.as_deref()));
         if has_rows {
-            checks.push(check_rows_normal(&url, timeout));
+            let fallback = Config::default();
+            let config = db.config.as_ref().unwrap_or(&fallback);
+            let resolver = Accounts::new(config).resolver().clone();
+            checks.extend(super::rows::check_rows(&url, timeout, &resolver));
         }
     }
     checks.extend(files);
@@ -165,57 +168,6 @@ pub(crate) fn check_answers(
             };
             (Check::problem("database.answers", e.to_string(), fix), None)
         }
-    }
-}
-
-/// Every row's text is in the form mailtable writes: lower case, Unicode
-/// domains in punycode. A row written by hand in another form still
-/// delivers (the resolver folds targets), but the reverse walks compare
-/// the stored text: `senders` (smtpd's `senders <users>`), `alias list
-/// --to`, and the refusals of `user del` and `user rename` miss it.
-pub(crate) fn check_rows_normal(url: &DatabaseUrl, timeout: Duration) -> Check {
-    let opts = OpenOptions {
-        access: Access::ReadOnly,
-        timeout,
-    };
-    let normal = |s: &str| s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase());
-    let mut total = 0usize;
-    let mut odd: Vec<String> = Vec::new();
-    let mut n_odd = 0usize;
-    let scanned = store::open(url, &opts).and_then(|mut s| {
-        s.scan(None, &mut |r| {
-            total += 1;
-            if !(normal(&r.username) && normal(&r.domain) && normal(&r.mailbox)) {
-                n_odd += 1;
-                if odd.len() < 5 {
-                    odd.push(format!("{}@{} -> {}", r.username, r.domain, r.mailbox));
-                }
-            }
-        })
-    });
-    match scanned {
-        Err(e) => Check::problem(
-            "database.rows",
-            format!("cannot read the rows: {e}"),
-            "see database.answers",
-        ),
-        Ok(()) if n_odd == 0 => Check::ok(
-            "database.rows",
-            format!("all {total} row(s) in lower case, domains in punycode"),
-        ),
-        Ok(()) => Check::problem(
-            "database.rows",
-            format!(
-                "{n_odd} row(s) not in lower case or with a Unicode domain, written by hand: {}{}; \
-                 mail to them is delivered, but senders (smtpd's `senders <users>`), `alias list \
-                 --to` and the checks of `user del` and `user rename` compare the stored text \
-                 and miss them",
-                odd.join(", "),
-                if n_odd > odd.len() { ", ..." } else { "" }
-            ),
-            "write them as mailtable does: lower case, Unicode domains in punycode \
-             (`mailtable alias del` and `alias add`, or an UPDATE in the sqlite3 shell or psql)",
-        ),
     }
 }
 
@@ -572,36 +524,6 @@ mod tests {
         drop(s);
         store::sqlite::share_files(&p, None).unwrap();
         p
-    }
-
-    /// Rows written by hand in upper case or with a Unicode domain are
-    /// named; rows as mailtable writes them are fine.
-    #[test]
-    fn rows_not_in_normal_form_are_named() {
-        let d = tempfile::tempdir().unwrap();
-        let p = make_db(d.path());
-        let insert = |sql: &str| {
-            rusqlite::Connection::open(&p)
-                .unwrap()
-                .execute_batch(sql)
-                .unwrap()
-        };
-        insert("INSERT INTO users (username, domain, mailbox) VALUES ('a', 'x.org', 'b@x.org')");
-        let c = check_rows_normal(&url(&p), Duration::from_secs(2));
-        assert_eq!(c.status, Status::Ok, "{c:?}");
-        assert!(c.message.contains("all 1 row(s)"), "{c:?}");
-        insert(
-            "INSERT INTO users (username, domain, mailbox) VALUES \
-             ('evealias', 'x.org', 'EVE@x.org'), ('uni', 'x.org', 'idn@bücher.example')",
-        );
-        let c = check_rows_normal(&url(&p), Duration::from_secs(2));
-        assert_eq!(c.status, Status::Problem, "{c:?}");
-        assert!(c.message.starts_with("2 row(s)"), "{c:?}");
-        assert!(c.message.contains("evealias@x.org -> EVE@x.org"), "{c:?}");
-        assert!(
-            c.message.contains("uni@x.org -> idn@bücher.example"),
-            "{c:?}"
-        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod dovecot;
 mod endtoend;
 mod exec;
 mod render;
+mod rows;
 mod serve;
 mod smtpd;
 mod unix;

@@ -1,0 +1,263 @@
+//! The rows themselves: whether the daemons can use every one of them.
+//!
+//! Other programs write the table too (the `sqlite3` shell, psql, an
+//! import script), and what they write is not checked on the way in. Three
+//! kinds of row fail in three ways, each named with up to five examples:
+//!
+//! - a key (username, domain) not in the form lookups ask for (upper case,
+//!   white space, a Unicode domain): never found, its mail refused as
+//!   unknown;
+//! - a key whose lookup fails as the daemons' does (a target that cannot
+//!   be read, such as two addresses in one row; an alias whose target has
+//!   no rows; a loop; a chain too deep; a delivery user name smtpd cuts or
+//!   refuses): its mail waits in the queue, a temporary failure;
+//! - a target not in the form mailtable writes: delivered (the resolver
+//!   folds targets), but the reverse walks compare the stored text, so
+//!   `senders`, `alias list --to` and the checks of `user del` and `user
+//!   rename` miss it.
+
+use super::Check;
+use mailtable_core::resolve::KeyAnswer;
+use mailtable_core::store::{self, Access, DatabaseUrl, OpenOptions};
+use mailtable_core::{AddressPattern, ResolveError, Resolver, Row};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// How many rows a finding names.
+const EXAMPLES: usize = 5;
+
+/// Local part a wildcard key is probed with: what smtpd would ask.
+const PROBE: &str = "mailtable-doctor-probe";
+
+/// Rows of one kind of fault: how many, and the first few with why.
+#[derive(Default)]
+struct Found {
+    n: usize,
+    examples: Vec<String>,
+}
+
+impl Found {
+    fn add(&mut self, example: impl FnOnce() -> String) {
+        self.n += 1;
+        if self.examples.len() < EXAMPLES {
+            self.examples.push(example());
+        }
+    }
+
+    fn listed(&self) -> String {
+        let more = if self.n > self.examples.len() {
+            "; ..."
+        } else {
+            ""
+        };
+        format!("{}{more}", self.examples.join("; "))
+    }
+}
+
+/// The key a row answers for, as lookups ask it; `None` when no lookup
+/// ever asks for it as stored.
+fn key_as_asked(r: &Row) -> Option<String> {
+    let p = AddressPattern::parse(&r.address()).ok()?;
+    (p.local.to_string() == r.username && p.domain.as_str() == r.domain).then(|| {
+        if r.username.contains('%') {
+            format!("{}@{}", r.username.replace('%', PROBE), r.domain)
+        } else {
+            r.address()
+        }
+    })
+}
+
+/// Text as mailtable writes it: lower case, domains in punycode.
+fn normal(s: &str) -> bool {
+    s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase())
+}
+
+/// The checks of every row of the database at `url`, read-only.
+pub(crate) fn check_rows(url: &DatabaseUrl, timeout: Duration, resolver: &Resolver) -> Vec<Check> {
+    let opts = OpenOptions {
+        access: Access::ReadOnly,
+        timeout,
+    };
+    let mut total = 0usize;
+    let mut unreachable = Found::default();
+    let mut odd_targets = Found::default();
+    let mut keys = BTreeSet::new();
+    let mut s = match store::open(url, &opts) {
+        Ok(s) => s,
+        Err(e) => return vec![cannot_read(&e)],
+    };
+    let scanned = s.scan(None, &mut |r| {
+        total += 1;
+        match key_as_asked(&r) {
+            Some(k) => {
+                keys.insert(k);
+            }
+            None => unreachable.add(|| format!("{} -> {}", r.address(), r.mailbox)),
+        }
+        if !normal(&r.mailbox) {
+            odd_targets.add(|| format!("{} -> {}", r.address(), r.mailbox));
+        }
+    });
+    if let Err(e) = scanned {
+        return vec![cannot_read(&e)];
+    }
+    // Every key as smtpd asks it: what the table would answer.
+    let mut failing = Found::default();
+    for k in &keys {
+        match resolver.smtpd_answer(s.as_mut(), k) {
+            Ok(None | Some(KeyAnswer::Items(_))) => {}
+            Ok(Some(KeyAnswer::Unusable(why))) => failing.add(|| why),
+            Err(ResolveError::Store(e)) => return vec![cannot_read(&e)],
+            Err(e) => failing.add(|| format!("{k}: {e}")),
+        }
+    }
+    vec![
+        if unreachable.n == 0 {
+            Check::ok(
+                "database.keys",
+                format!("all {total} row(s) are found by the lookups"),
+            )
+        } else {
+            Check::problem(
+                "database.keys",
+                format!(
+                    "{} row(s) written by hand are never found, their username or domain not \
+                     in the lower case (punycode) lookups ask for, or not an address at all: \
+                     {}; mail to them is refused as unknown",
+                    unreachable.n,
+                    unreachable.listed()
+                ),
+                "rewrite them as mailtable writes them (`mailtable user add`, `alias add`), or \
+                 an UPDATE with lower(trim(...)) in the sqlite3 shell or psql",
+            )
+        },
+        if failing.n == 0 {
+            Check::ok(
+                "database.lookups",
+                format!("all {} key(s) resolve", keys.len()),
+            )
+        } else {
+            Check::problem(
+                "database.lookups",
+                format!(
+                    "{} key(s) fail to resolve, so their mail waits in the senders' queues \
+                     (a temporary failure): {}",
+                    failing.n,
+                    failing.listed()
+                ),
+                "`mailtable resolve ADDRESS` shows each step; fix the rows it names",
+            )
+        },
+        if odd_targets.n == 0 {
+            Check::ok(
+                "database.rows",
+                format!("all {total} row(s) in lower case, domains in punycode"),
+            )
+        } else {
+            Check::problem(
+                "database.rows",
+                format!(
+                    "{} row(s) with a target not in lower case or with a Unicode domain, \
+                     written by hand: {}; mail through them is delivered, but senders \
+                     (smtpd's `senders <users>`), `alias list --to` and the checks of `user \
+                     del` and `user rename` compare the stored text and miss them",
+                    odd_targets.n,
+                    odd_targets.listed()
+                ),
+                "write them as mailtable does: lower case, Unicode domains in punycode \
+                 (`mailtable alias del` and `alias add`, or an UPDATE in the sqlite3 shell or \
+                 psql)",
+            )
+        },
+    ]
+}
+
+fn cannot_read(e: &dyn std::fmt::Display) -> Check {
+    Check::problem(
+        "database.rows",
+        format!("cannot read the rows: {e}"),
+        "see database.answers",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::Status;
+    use mailtable_core::store::migrate;
+    use std::path::{Path, PathBuf};
+
+    fn url(p: &Path) -> DatabaseUrl {
+        format!("sqlite://{}", p.display()).parse().unwrap()
+    }
+
+    fn make_db(dir: &Path) -> PathBuf {
+        let p = dir.join("m.db");
+        let opts = OpenOptions {
+            access: Access::Create,
+            timeout: Duration::from_secs(2),
+        };
+        let mut s = store::open(&url(&p), &opts).unwrap();
+        migrate::migrate(s.as_mut(), migrate::Dialect::Sqlite, true).unwrap();
+        p
+    }
+
+    fn checks(p: &Path) -> Vec<Check> {
+        check_rows(&url(p), Duration::from_secs(2), &Resolver::new('+'))
+    }
+
+    fn named<'a>(c: &'a [Check], name: &str) -> &'a Check {
+        c.iter().find(|c| c.name == name).unwrap()
+    }
+
+    /// Each kind of row written by hand is named under its check, and
+    /// rows as mailtable writes them are fine.
+    #[test]
+    fn rows_written_by_hand_are_named_by_what_they_break() {
+        let d = tempfile::tempdir().unwrap();
+        let p = make_db(d.path());
+        let insert = |sql: &str| {
+            rusqlite::Connection::open(&p)
+                .unwrap()
+                .execute_batch(&format!(
+                    "INSERT INTO users (username, domain, mailbox, password) VALUES {sql}"
+                ))
+                .unwrap()
+        };
+        insert("('a', 'x.org', 'a@x.org', '$2b$04$x'), ('b', 'x.org', 'a@x.org', NULL)");
+        let c = checks(&p);
+        assert!(c.iter().all(|c| c.status == Status::Ok), "{c:?}");
+        assert!(named(&c, "database.rows").message.contains("all 2 row(s)"));
+
+        // Never found: upper case and white space in the key.
+        insert(
+            "('Frank', 'x.org', 'frank@x.org', '$2b$04$x'), ('gus', 'X.ORG', 'gus@x.org', NULL), \
+             ('hank ', 'x.org', 'a@x.org', NULL)",
+        );
+        // Failing: two targets in one row, an empty target, a loop, an
+        // alias to an address of ours without rows, a mailbox smtpd cuts.
+        insert(
+            "('team', 'x.org', 'a@x.org, b@x.org', NULL), ('empty', 'x.org', '', NULL), \
+             ('p1', 'x.org', 'p2@x.org', NULL), ('p2', 'x.org', 'p1@x.org', NULL), \
+             ('gone', 'x.org', 'nobody@x.org', NULL), ('c+d', 'x.org', 'c+d@x.org', '$2b$04$x')",
+        );
+        // Delivered, missed by the reverse walks.
+        insert("('up', 'x.org', 'A@X.org', NULL)");
+        let c = checks(&p);
+        let keys = named(&c, "database.keys");
+        assert_eq!(keys.status, Status::Problem, "{keys:?}");
+        assert!(keys.message.starts_with("3 row(s)"), "{keys:?}");
+        for k in ["Frank@x.org", "gus@X.ORG", "hank @x.org"] {
+            assert!(keys.message.contains(k), "{k}: {keys:?}");
+        }
+        let lookups = named(&c, "database.lookups");
+        assert_eq!(lookups.status, Status::Problem, "{lookups:?}");
+        assert!(lookups.message.starts_with("6 key(s)"), "{lookups:?}");
+        assert!(lookups.message.contains("c+d@x.org: "), "{lookups:?}");
+        assert!(lookups.message.ends_with("; ..."), "{lookups:?}");
+        let rows = named(&c, "database.rows");
+        assert_eq!(rows.status, Status::Problem, "{rows:?}");
+        assert!(rows.message.starts_with("1 row(s)"), "{rows:?}");
+        assert!(rows.message.contains("up@x.org -> A@X.org"), "{rows:?}");
+    }
+}
