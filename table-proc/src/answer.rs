@@ -44,6 +44,9 @@ pub struct Tables {
     name: String,
     /// Taken out while a lookup runs (the lookup borrows the rest).
     cache: Option<AnswerCache<Option<String>>>,
+    /// Reads the config again, at `update`; `None` for a config given
+    /// as it is (tests, benchmarks).
+    reload: Option<Box<dyn Fn() -> Result<Config, String>>>,
 }
 
 /// What a lookup gives: the value smtpd gets (`None`: not found), and
@@ -141,9 +144,28 @@ impl Tables {
             store: None,
             name: String::from("?"),
             cache: None,
+            reload: None,
         };
         tables.cache = Some(tables.new_cache());
         tables
+    }
+
+    /// A table whose config `load` reads, now and again at every `update`
+    /// (`smtpctl update table`): a config fixed or changed while smtpd
+    /// runs takes effect without a restart. A load that fails at start is
+    /// served as [`Tables::new`] serves it; one that fails at `update`
+    /// fails the update and keeps the config in use.
+    pub fn loading(load: impl Fn() -> Result<Config, String> + 'static) -> Tables {
+        let config = load();
+        if let Err(e) = &config {
+            tracing::error!(
+                "{e}; answering every lookup with a temporary failure until it is fixed \
+                 (`smtpctl update table NAME` reads it again)"
+            );
+        }
+        let mut t = Tables::new(config);
+        t.reload = Some(Box::new(load));
+        t
     }
 
     /// A table over an already opened store (tests, benchmarks).
@@ -455,11 +477,33 @@ impl Handler for Tables {
     }
 
     fn update(&mut self) -> Result<(), String> {
+        let mut new_cache = false;
+        if let Some(load) = &self.reload {
+            let fresh = load().map_err(|e| {
+                tracing::error!(table = %self.name, "{e}; the config in use stays");
+                e
+            })?;
+            let before = self.config.as_ref().ok();
+            if before.is_none_or(|c| c.database != fresh.database) {
+                self.store = None;
+            }
+            new_cache = before.is_none_or(|c| c.cache_settings() != fresh.cache_settings());
+            if before.is_some_and(|c| c.table.auth != fresh.table.auth) {
+                tracing::warn!(table = %self.name,
+                    "[table] auth changed: smtpd asks which services a table has only when it \
+                     starts it; restart smtpd for that");
+            }
+            self.accounts = Accounts::new(&fresh);
+            self.config = Ok(fresh);
+            tracing::info!(table = %self.name, "config read again");
+        }
         self.config()?;
         self.reopen_and_check()?;
         // Emptied once the database answered: an update that fails (run
         // during an outage) keeps the answers that ride it out.
-        if let Some(cache) = self.cache.as_mut() {
+        if new_cache {
+            self.cache = Some(self.new_cache());
+        } else if let Some(cache) = self.cache.as_mut() {
             cache.clear();
         }
         Ok(())
@@ -1130,6 +1174,61 @@ mod tests {
         assert!(
             calls.calls() > before + 1,
             "answered from the cache after update"
+        );
+    }
+
+    /// `smtpctl update table` reads the config again: one fixed while smtpd
+    /// ran takes effect, one broken later fails the update and the config
+    /// in use stays, and a new database path is followed.
+    #[test]
+    fn update_reads_the_config_again() {
+        use mailtable_core::store::{self, Access, OpenOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let db = |name: &str, user: &str| {
+            let path = dir.path().join(name);
+            let url: store::DatabaseUrl = format!("sqlite://{}", path.display()).parse().unwrap();
+            let opts = OpenOptions {
+                access: Access::Create,
+                timeout: std::time::Duration::from_secs(5),
+            };
+            let mut w = store::open(&url, &opts).unwrap();
+            store::migrate::migrate(w.as_mut(), store::migrate::Dialect::Sqlite, true).unwrap();
+            w.insert(&mailtable_core::Row {
+                username: user.into(),
+                domain: "barrera.io".into(),
+                mailbox: format!("{user}@barrera.io"),
+                password: Some(mailtable_core::PasswordHash::new("$2b$04$x")),
+                active: true,
+                quota: None,
+            })
+            .unwrap();
+            format!("database = \"sqlite://{}\"\n", path.display())
+        };
+        let (one, two) = (db("one.db", "hugo"), db("two.db", "ann"));
+        let conf = dir.path().join("mailtable.toml");
+        std::fs::write(&conf, "database = \"sqlite://\n").unwrap();
+        let at = conf.clone();
+        let mut t = Tables::loading(move || Config::locate(Some(&at)).map_err(|e| e.to_string()));
+        assert!(matches!(
+            t.lookup(Service::Alias, "hugo@barrera.io"),
+            Answer::Error(_)
+        ));
+        std::fs::write(&conf, &one).unwrap();
+        t.update().unwrap();
+        let hugo = Answer::Found("hugo_barrera.io".into());
+        assert_eq!(t.lookup(Service::Alias, "hugo@barrera.io"), hugo);
+        std::fs::write(&conf, "database = [").unwrap();
+        assert!(t.update().is_err());
+        assert_eq!(t.lookup(Service::Alias, "hugo@barrera.io"), hugo);
+        std::fs::write(&conf, &two).unwrap();
+        t.update().unwrap();
+        assert_eq!(
+            t.lookup(Service::Alias, "hugo@barrera.io"),
+            Answer::NotFound
+        );
+        assert_eq!(
+            t.lookup(Service::Alias, "ann@barrera.io"),
+            Answer::Found("ann_barrera.io".into())
         );
     }
 

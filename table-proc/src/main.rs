@@ -10,7 +10,7 @@
 //! reported by exiting.
 
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use mailtable_core::Config;
@@ -32,11 +32,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     mailtable_core::logging::init("info");
-    let config = Config::locate(arg.as_deref().map(Path::new)).map_err(|e| e.to_string());
-    if let Err(e) = &config {
-        tracing::error!("{e}; answering every lookup with a temporary failure");
-    }
-    let mut tables = Tables::new(config);
+    let path = arg.map(PathBuf::from);
+    let mut tables =
+        Tables::loading(move || Config::locate(path.as_deref()).map_err(|e| e.to_string()));
     let mut run = || -> std::io::Result<()> {
         let (reader, writer) = smtpd_channel()?;
         let probe = reader.try_clone()?;

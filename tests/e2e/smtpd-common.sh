@@ -126,6 +126,31 @@ outage_cases() {
 	mv "$MT_DB.away" "$MT_DB"
 }
 
+# config_cases PORT SMTPD-NAME SMTPCTL-FUNCTION: `smtpctl update table`
+# reads the table's config again. One that does not load fails the update
+# and the config in use stays; a new one (another database) is followed at
+# once, and the old one again after the next update.
+config_cases() {
+	local out
+	cp -p "$MT_CONF" "$MT_CONF.good"
+	echo 'database = [' >"$MT_CONF"
+	out=$($3 "$2" update table users 2>&1) || true
+	case $out in *succeeded*) fail "update with a broken config: $out" ;; *) ok "update with a broken config fails: $out" ;; esac
+	expect_rcpt "$1" hugo@barrera.io 250
+	cp -p "$MT_DB" "$MT_DB.2"
+	"$MT_BIN/mailtable" -c "$MT_CONF.good" --database "sqlite://$MT_DB.2" \
+		alias add fresh@example.com hugo@barrera.io >/dev/null
+	sed "s|$MT_DB|$MT_DB.2|" "$MT_CONF.good" >"$MT_CONF"
+	out=$($3 "$2" update table users 2>&1) || true
+	case $out in *succeeded*) ok "update with a new config: $out" ;; *) fail "update with a new config: $out" ;; esac
+	expect_rcpt "$1" fresh@example.com 250
+	cp -p "$MT_CONF.good" "$MT_CONF"
+	out=$($3 "$2" update table users 2>&1) || true
+	case $out in *succeeded*) ok "update with the old config again: $out" ;; *) fail "update with the old config: $out" ;; esac
+	expect_rcpt "$1" fresh@example.com 5
+	rm -f "$MT_DB.2" "$MT_CONF.good"
+}
+
 finish() {
 	if [ "$FAILS" -ne 0 ]; then
 		echo "$FAILS check(s) failed"

@@ -22,6 +22,7 @@ host_smtpd_start smtpd68 "$d/smtpd.conf" --table "mailtable=$MT_BIN/table-mailta
 recipient_cases "$smtp"
 out=$(host_smtpctl smtpd68 update table users 2>&1)
 case $out in *succeeded*) ok "smtpctl update table users: $out" ;; *) fail "smtpctl update table: $out" ;; esac
+config_cases "$smtp" smtpd68 host_smtpctl
 outage_cases "$smtp" smtpd68
 if grep -q "serving OpenSMTPD imsg protocol v2" "$E2E_DIR/smtpd68/smtpd.log"; then
 	ok "the table spoke the imsg protocol"

@@ -86,6 +86,7 @@ expect_auth hugo@barrera.io changed 235
 
 out=$(ct_smtpctl smtpd76 update table users 2>&1)
 case $out in *succeeded*) ok "smtpctl update table users: $out" ;; *) fail "smtpctl update table: $out" ;; esac
+config_cases "$smtp" smtpd76 ct_smtpctl
 if grep -q "serving OpenSMTPD text protocol 0.1" "$E2E_DIR/smtpd76/stderr.log"; then
 	ok "the table spoke the text protocol"
 else
