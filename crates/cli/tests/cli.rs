@@ -379,6 +379,13 @@ fn bad_input_names_the_input_and_changes_nothing() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already has a mailbox"));
+    // Said before any password is read.
+    let out = db.run_in(
+        &["user", "add", "hugo@barrera.io", "--password-stdin"],
+        Some(""),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already has a mailbox"));
     let out = db.run_in(
         &["user", "add", "Ü@barrera.io", "--password-stdin"],
         Some("x\n"),

@@ -105,6 +105,14 @@ fn add(
         Some(q) => crate::quota::parse(q)?,
         None => None,
     };
+    // Nor a password asked for a mailbox that exists (checked again in
+    // the write: another writer may come in between).
+    let existing = ctx
+        .open(Access::ReadOnly)?
+        .exact(addr.local(), addr.domain().as_str())?;
+    if existing.iter().any(Row::is_mailbox) {
+        return Err(CliError::usage(format!("{addr} already has a mailbox")));
+    }
     let hash = new_hash(ctx, input, &addr.to_string())?;
     ctx.write(|s| insert_mailbox(s, &addr, hash, quota.clone()))?;
     match &quota {

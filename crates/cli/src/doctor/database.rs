@@ -119,7 +119,7 @@ pub(crate) fn check_config(given: Option<&Path>) -> (Check, Option<Config>, Opti
             Check::problem(
                 "config",
                 e.to_string(),
-                "correct the file (keys and defaults: the module docs of crates/core/src/config.rs)",
+                "correct the file (its keys and defaults: mailtable.toml(5), or the README's Configuration section)",
             ),
             None,
             path,
