@@ -220,6 +220,11 @@ impl Address {
         &self.local
     }
 
+    /// The local part, shared with this address rather than copied.
+    pub fn local_shared(&self) -> std::sync::Arc<str> {
+        self.local.clone()
+    }
+
     /// The domain.
     pub fn domain(&self) -> &Domain {
         &self.domain

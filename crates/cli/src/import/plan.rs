@@ -56,7 +56,7 @@ pub struct Planned {
 /// own per group cost a third of a big import's memory.
 #[derive(Debug, Clone)]
 pub struct Group {
-    username: String,
+    username: Arc<str>,
     domain: Arc<str>,
     planned: Vec<Planned>,
     /// The source entry they come from.
@@ -65,7 +65,7 @@ pub struct Group {
 
 impl Group {
     /// A group of `username@domain` without rows yet.
-    fn new(username: String, domain: Arc<str>, origin: Origin, rows: usize) -> Group {
+    fn new(username: Arc<str>, domain: Arc<str>, origin: Origin, rows: usize) -> Group {
         Group {
             username,
             domain,
@@ -79,7 +79,7 @@ impl Group {
     pub fn of_rows(rows: Vec<Row>, origin: Origin) -> Option<Group> {
         let first = rows.first()?;
         let mut g = Group::new(
-            first.username.clone(),
+            first.username.as_str().into(),
             first.domain.as_str().into(),
             origin,
             rows.len(),
@@ -116,7 +116,7 @@ impl Group {
     /// The rows, mailbox first, made as they are read.
     pub fn rows(&self) -> impl Iterator<Item = Row> + '_ {
         self.planned.iter().map(|p| Row {
-            username: self.username.clone(),
+            username: self.username.to_string(),
             domain: self.domain.to_string(),
             mailbox: p.mailbox.clone(),
             password: p.password.clone(),
@@ -144,7 +144,7 @@ pub struct Plan {
     /// Rows per key.
     pub groups: Vec<Group>,
     /// Addresses whose resolution is checked.
-    pub known: Vec<Address>,
+    pub known: BTreeSet<Address>,
     /// Entries not imported, with why.
     pub skipped: Vec<Finding>,
     /// Notes.
@@ -272,7 +272,7 @@ pub fn plan(
     f.conflicts.sort_by(|a, b| a.at.cmp(&b.at));
     let plan = Plan {
         groups,
-        known: known.into_iter().collect(),
+        known,
         skipped: f.skipped,
         notes: f.notes,
         conflicts: f.conflicts,
@@ -979,7 +979,7 @@ fn resolve_target(
 fn groups(logins: BTreeMap<Address, Login>, routes: &BTreeMap<RouteKey, RouteEntry>) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::with_capacity(logins.len() + routes.len());
     for (a, l) in logins {
-        let mut g = Group::new(a.local().to_string(), a.domain().shared(), l.origin, 1);
+        let mut g = Group::new(a.local_shared(), a.domain().shared(), l.origin, 1);
         g.planned.push(Planned {
             mailbox: a.to_string(),
             password: Some(l.hash),
@@ -993,8 +993,8 @@ fn groups(logins: BTreeMap<Address, Login>, routes: &BTreeMap<RouteKey, RouteEnt
             continue;
         };
         let (username, domain) = match k {
-            RouteKey::Exact(a) => (a.local().to_string(), a.domain()),
-            RouteKey::CatchAll(d) => ("%".to_string(), d),
+            RouteKey::Exact(a) => (a.local_shared(), a.domain()),
+            RouteKey::CatchAll(d) => (Arc::from("%"), d),
             _ => continue,
         };
         let mut has = BTreeSet::new();
@@ -1027,18 +1027,16 @@ fn groups(logins: BTreeMap<Address, Login>, routes: &BTreeMap<RouteKey, RouteEnt
         groups.push(g);
     }
     // Stable: a key's mailbox group stays before its alias group, which
-    // is then taken into it.
+    // is then taken into it, in place.
     groups.sort_by(|a, b| (a.domain(), a.username()).cmp(&(b.domain(), b.username())));
-    let mut merged: Vec<Group> = Vec::with_capacity(groups.len());
-    for g in groups {
-        match merged.last_mut() {
-            Some(last) if last.domain == g.domain && last.username == g.username => {
-                last.planned.extend(g.planned);
-            }
-            _ => merged.push(g),
+    groups.dedup_by(|later, first| {
+        let same = later.domain == first.domain && later.username == first.username;
+        if same {
+            first.planned.append(&mut later.planned);
         }
-    }
-    merged
+        same
+    });
+    groups
 }
 
 /// Declared domains that would have no row at all (mailtable knows a

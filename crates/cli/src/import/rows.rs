@@ -40,7 +40,7 @@ pub fn plan_rows(parsed: Parsed, resolver: &Resolver) -> (Plan, Box<dyn Semantic
         add_known(&group, &domains, &mut known);
         plan.groups.push(group);
     }
-    plan.known = known.into_iter().collect();
+    plan.known = known;
     let rows = plan.groups.iter().flat_map(Group::rows);
     let sem = RowsSemantics {
         store: RowIndex::new(rows.collect()),

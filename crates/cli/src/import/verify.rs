@@ -78,7 +78,7 @@ pub struct Verification {
 /// Compare the source's answer with `Resolver::resolve` on `db` for every
 /// address in `known`, counting them on `bar`.
 pub fn verify(
-    known: &[Address],
+    known: &BTreeSet<Address>,
     sem: &mut dyn Semantics,
     resolver: &Resolver,
     db: &mut dyn Store,
