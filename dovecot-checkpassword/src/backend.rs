@@ -437,11 +437,12 @@ impl Backend {
             self.cache().put(ticket, key, fetched);
             Ok(value)
         });
-        result.or_else(|e| {
-            let mut cache = self.cache();
-            cache.begin_unchecked();
-            cache.stale(key, &e).ok_or(e)
-        })
+        // A failed lookup says nothing of the data (a lock held past the
+        // timeout, a store that could not be opened): the other answers
+        // stay as fresh as the change check says, and a lookup run after
+        // this one is answered from memory at once when the data has not
+        // changed, instead of waiting out the same lock.
+        result.or_else(|e| self.cache().stale(key, &e).ok_or(e))
     }
 
     /// The cached answer under `key` when the change check can be made in
@@ -580,6 +581,7 @@ impl DictBackend for Backend {
 mod tests {
     use super::*;
     use mailtable_core::password::{self, Secret as CoreSecret};
+    use mailtable_core::store::failing::FailingStore;
     use mailtable_core::store::memory::MemStore;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -1010,6 +1012,41 @@ mod tests {
         ));
     }
 
+    /// A lookup that fails while the change check succeeds (a writer holds
+    /// the lock past the timeout) says nothing about the data: the other
+    /// answers stay fresh and are given without asking the database again
+    /// (a query would wait out the lock once more, past the Lua script's
+    /// request timeout).
+    #[test]
+    fn a_failed_lookup_leaves_the_other_answers_fresh() {
+        let mut store = fixture();
+        store.versioned = true;
+        let over = |s: FailingStore<MemStore>| {
+            let pool = StorePool::new(
+                Box::new(move || Ok(Box::new(s.clone()) as Box<dyn Store>)),
+                0,
+            );
+            Backend::new(Arc::new(dir()), Arc::new(pool), None)
+        };
+        let run = |b: &mut Backend| {
+            let hugo = b.passdb_verify("hugo@barrera.io", &secret(PW));
+            assert!(matches!(hugo, VerifyResult::Ok(_)), "{hugo:?}");
+            b.passdb_verify("nobody@barrera.io", &secret(PW))
+        };
+        let counting = FailingStore::counting(store.clone());
+        assert_eq!(run(&mut over(counting.clone())), VerifyResult::Unknown);
+        // The same, with the last query of nobody's lookup failing.
+        let failing = FailingStore::failing_at(store, counting.calls());
+        let mut b = over(failing.clone());
+        assert!(matches!(run(&mut b), VerifyResult::TempFail(_)));
+        assert_ne!(failing.failed_call(), Some("change_token"));
+        let before = failing.calls();
+        let hugo = b.passdb_verify("hugo@barrera.io", &secret(PW));
+        assert!(matches!(hugo, VerifyResult::Ok(_)), "{hugo:?}");
+        assert_eq!(failing.calls(), before + 1, "only the change check");
+        assert_eq!(b.cache().stats().stale, 0);
+    }
+
     /// `stale_if_error = 0`: an outage fails every lookup, cached or not.
     #[test]
     fn stale_if_error_off_fails_every_lookup_in_an_outage() {
@@ -1228,7 +1265,11 @@ mod tests {
             found,
             "served stale by the lookup proper"
         );
-        assert_eq!(b.stores.idle_count(), 0, "dropped there");
+        assert_eq!(
+            b.stores.idle_count(),
+            1,
+            "kept through the outage: it recovers by itself"
+        );
         assert!(
             matches!(dict(&mut b, hugo), Lookup::Failed(_)),
             "never a stale miss"

@@ -6,9 +6,14 @@
 //!   connection is not `Sync`, so it cannot be shared between the blocking
 //!   threads that run requests, but opening one per connection would be
 //!   wasteful: Dovecot's dict client opens a new connection for every
-//!   single lookup (reference §2.1, VERIFIED). A store that reported an error is dropped
-//!   instead of returned, so the next request opens a fresh one: when the
-//!   database comes back, lookups work again without a restart.
+//!   single lookup (reference §2.1, VERIFIED). A store whose database was
+//!   unavailable goes back to the pool: each backend recovers by itself
+//!   (SQLite reopens a file that changed or a connection it dropped,
+//!   PostgreSQL reconnects behind its back-off), and a SQLite store kept
+//!   through a lock checks for changes without waiting on it, so answers
+//!   from the cache come at once while a writer holds the lock. A store
+//!   that reported any other error is dropped instead, so the next request
+//!   opens a fresh one.
 //! - [`HashPool`] runs password checks on a fixed number of threads fed by a
 //!   bounded queue. A bcrypt check costs tens of milliseconds by design; on
 //!   the pool, a burst of logins waits for a hashing thread while userdb
@@ -145,9 +150,10 @@ impl StorePool {
     }
 
     /// Runs `f` with a store, as one lookup ([`Store::begin_lookup`]: the
-    /// change check and the queries of one request read the same file). On
-    /// error the store is dropped, not kept, so the next call reopens the
-    /// database.
+    /// change check and the queries of one request read the same file). A
+    /// store whose database was unavailable is kept (it recovers by
+    /// itself); after another error it is dropped, so the next call opens
+    /// a fresh one.
     pub fn with<T>(
         &self,
         f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError>,
@@ -174,7 +180,7 @@ impl StorePool {
         store.begin_lookup();
         let result = f(store.as_mut());
         store.end_lookup();
-        if result.is_ok() {
+        if matches!(result, Ok(_) | Err(StoreError::Unavailable(_))) {
             lent.store = Some(store);
         }
         result
@@ -404,17 +410,23 @@ mod tests {
         assert_eq!(opened.load(Ordering::SeqCst), 1);
         assert_eq!(p.idle_count(), 1);
 
-        // An outage: the idle store is dropped after its error...
-        broken.store(true, Ordering::SeqCst);
+        // An outage: the store is kept through it (it recovers by
+        // itself)...
         let _ = p.with(|s| {
             s.exact("a", "x.org")?;
             Err::<(), _>(StoreError::Unavailable("gone".into()))
         });
-        assert_eq!(p.idle_count(), 0);
-        assert!(p.with(|s| s.exact("a", "x.org")).is_err());
-        // ...and a new one serves once the database is back.
-        broken.store(false, Ordering::SeqCst);
+        assert_eq!(p.idle_count(), 1);
         assert!(p.with(|s| s.exact("a", "x.org")).is_ok());
+        assert_eq!(opened.load(Ordering::SeqCst), 1);
+        // ...while another error drops it, and a new one serves.
+        let _ = p.with(|s| {
+            s.exact("a", "x.org")?;
+            Err::<(), _>(StoreError::Other("broken".into()))
+        });
+        assert_eq!(p.idle_count(), 0);
+        assert!(p.with(|s| s.exact("a", "x.org")).is_ok());
+        assert_eq!(opened.load(Ordering::SeqCst), 2);
     }
 
     #[test]
@@ -610,8 +622,8 @@ mod tests {
         assert!(q2.with(|s| s.exact("a", "x.org")).is_err());
         assert_eq!(
             (q2.idle_count(), q2.open_count()),
-            (0, 0),
-            "dropped by with"
+            (1, 1),
+            "an unavailable database's store kept by with"
         );
         assert_eq!(opened.load(Ordering::SeqCst), 2);
 

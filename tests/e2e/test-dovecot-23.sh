@@ -347,6 +347,7 @@ run_mode() {
 	mv "$DB.away" "$DB"
 	auth_test hugo@barrera.io "$PASSWORD" ok "database back, Dovecot not restarted"
 	lmtp_test hugo_barrera.io deliver
+	[ "$MODE" = checkpassword ] || serve_lock_checks
 
 	if [ "$MODE" = lua ]; then
 		lua_requests_test "$T/serve.log" "$LUA_FROM"

@@ -256,6 +256,7 @@ auth_test hugo@barrera.io "$PASSWORD" ok "database back, nothing restarted"
 user_test hugo_barrera.io 0
 lmtp_test hugo_barrera.io deliver
 imap_test hugo_barrera.io
+serve_lock_checks
 lua_requests_test "$SD/serve.log" 0
 long_password_test "$SD/serve.log" "no Expect"
 

@@ -105,6 +105,26 @@ long_password_test() {
 # cache what it found before (stale_if_error): hugo logs in, his password
 # still checked, and gets mail; an unknown user stays a temporary failure.
 # The caller defines auth_test and user_test (doveadm differs by version).
+# serve_lock_checks: a writer holds the database's lock past
+# query_timeout_ms (5 s, the Lua script's request timeout too). A user serve
+# has not seen waits it out and fails temporarily; the logins and users in
+# serve's cache are answered at once all the while, right after that
+# failure too (serve keeps its connection through the lock and checks the
+# file for changes without waiting on it).
+serve_lock_checks() {
+	(
+		echo 'BEGIN EXCLUSIVE;'
+		sleep 14
+		echo 'ROLLBACK;'
+	) | sqlite3 "$DB" &
+	_lock=$!
+	sleep 1
+	user_test newcomer@barrera.io 75
+	auth_test hugo@barrera.io "$PASSWORD" ok "database locked, from serve's cache"
+	user_test hugo_barrera.io 0
+	wait "$_lock"
+}
+
 serve_outage_checks() {
 	auth_test hugo@barrera.io "$PASSWORD" ok "database away, from serve's cache"
 	auth_test hugo@barrera.io 'wrong password' fail "database away, wrong password"
