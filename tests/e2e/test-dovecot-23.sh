@@ -165,9 +165,13 @@ printf '%s\n' "$PASSWORD" | mt user add full@barrera.io --quota 1 --password-std
 # to Dovecot (dict); {PBKDF2} only Dovecot checks, so only the dict logs it
 # in and the others answer a temporary failure. The CLI takes only what
 # mailtable checks: the PBKDF2 row comes in by the sqlite3 shell.
+# A password of an older host in Latin-1, not UTF-8: Dovecot passes its
+# bytes, and every mode checks those bytes.
+LATIN1=$(printf 'j\374rgen-pw')
 {
 	printf 'ssha@barrera.io\t%s\n' "$(doveadm pw -s SSHA512 -p "$PASSWORD")"
 	printf 'md5@barrera.io\t%s\n' "$(doveadm pw -s MD5-CRYPT -p "$PASSWORD")"
+	printf 'latin1@barrera.io\t%s\n' "$(doveadm pw -s BLF-CRYPT -p "$LATIN1")"
 } | mt user add --from-file -
 sqlite3 "$DB" "INSERT INTO users (username, domain, mailbox, password) VALUES \
 	('pbkdf2', 'barrera.io', 'pbkdf2@barrera.io', '$(doveadm pw -s PBKDF2 -p "$PASSWORD")')"
@@ -319,6 +323,8 @@ run_mode() {
 	auth_test ssha@barrera.io "$PASSWORD" ok "{SSHA512} from doveadm pw"
 	auth_test ssha@barrera.io 'wrong password' fail "{SSHA512}, wrong password"
 	auth_test md5@barrera.io "$PASSWORD" ok "{MD5-CRYPT} from doveadm pw"
+	auth_test latin1@barrera.io "$LATIN1" ok "a Latin-1 password, not UTF-8"
+	auth_test latin1@barrera.io "$(printf 'j\303\274rgen-pw')" fail "its UTF-8 spelling"
 	auth_test md5@barrera.io 'wrong password' fail "{MD5-CRYPT}, wrong password"
 	if [ "$MODE" = dict ]; then
 		auth_test pbkdf2@barrera.io "$PASSWORD" ok "{PBKDF2}, checked by Dovecot"

@@ -12,8 +12,8 @@
 //!   unknown user, never an error.
 //! - **Disabled mailboxes** (`active = false`) are refused at login but keep
 //!   their user info: mail is still delivered (`mailtable user disable`).
-//! - **Equal work.** An unknown user, a disabled mailbox, a password that is
-//!   not UTF-8 and a hash that cannot be checked all cost one dummy check,
+//! - **Equal work.** An unknown user, a disabled mailbox and a hash that
+//!   cannot be checked all cost one dummy check,
 //!   like a wrong password, so timing does not tell which accounts exist.
 //!   The dummy has the scheme and cost of the hashes actually stored
 //!   ([`HashCost`]): the first login lookup of a process samples one
@@ -35,7 +35,7 @@
 use crate::address::Address;
 use crate::config::Config;
 use crate::delivery;
-use crate::password::{self, HashCost, PasswordHash, Secret};
+use crate::password::{self, HashCost, PasswordHash};
 use crate::resolve::{ResolveError, Resolver};
 use crate::row::{Row, RowKind};
 use crate::store::{Store, StoreError};
@@ -97,8 +97,7 @@ pub enum AccountError {
 pub enum Verdict {
     /// Right password, active mailbox.
     Ok(Account),
-    /// Wrong password (or one that is not UTF-8: no stored hash was made
-    /// from such bytes).
+    /// Wrong password.
     Mismatch,
     /// No mailbox of that name.
     Unknown,
@@ -162,17 +161,14 @@ impl Login {
 
     /// Check `password` (bytes as the client sent them).
     pub fn check(self, password: &[u8]) -> Verdict {
-        let text = std::str::from_utf8(password).ok();
-        let secret = Secret::new(text.unwrap_or_default());
         let dummy = |verdict: Verdict| {
-            password::dummy_verify(&secret, self.dummy_cost);
+            password::dummy_verify(password, self.dummy_cost);
             verdict
         };
         match self.state {
             LoginState::Unknown => dummy(Verdict::Unknown),
             LoginState::Disabled(address) => dummy(Verdict::Disabled(address)),
-            LoginState::Check(_, _) if text.is_none() => dummy(Verdict::Mismatch),
-            LoginState::Check(account, hash) => match hash.verify(&secret) {
+            LoginState::Check(account, hash) => match hash.verify_bytes(password) {
                 Ok(true) => Verdict::Ok(account),
                 Ok(false) => Verdict::Mismatch,
                 Err(e) => dummy(Verdict::CannotVerify(format!(
@@ -428,6 +424,7 @@ impl Accounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::password::Secret;
     use crate::store::failing::each_failure;
     use crate::store::memory::MemStore;
 
@@ -769,6 +766,31 @@ mod tests {
         }
         assert!(bad.is_empty(), "{} of {runs}: {bad:?}", bad.len());
         assert!(runs > 50, "only {runs} failing runs");
+    }
+
+    /// Bytes that are not UTF-8 are checked as the bytes they are: never
+    /// as some other text (a mailbox whose password is empty must not
+    /// accept them as ""), and a hash made of them elsewhere (Dovecot's
+    /// `doveadm pw` from a Latin-1 password) accepts them.
+    #[test]
+    fn non_utf8_passwords_are_checked_as_bytes() {
+        let a = accounts();
+        let latin1 = bcrypt::hash(b"j\xfcrgen", 4).expect("hashing works");
+        let mut s = MemStore::default().with("j", "x.org", "j@x.org", Some(&latin1));
+        assert!(matches!(
+            a.verify(&mut s, "j@x.org", b"j\xfcrgen"),
+            Ok(Verdict::Ok(_))
+        ));
+        assert_eq!(
+            a.verify(&mut s, "j@x.org", "jürgen".as_bytes()).ok(),
+            Some(Verdict::Mismatch)
+        );
+        // SHA512-crypt of the same bytes, as crypt(3) makes it.
+        let params = sha_crypt::Sha512Params::new(5000).expect("valid rounds");
+        let b64 = sha_crypt::sha512_crypt_b64(b"j\xfcrgen", b"saltsalt", &params).expect("hashed");
+        let h = PasswordHash::new(format!("{{SHA512-CRYPT}}$6$saltsalt${b64}"));
+        assert_eq!(h.verify_bytes(b"j\xfcrgen").ok(), Some(true));
+        assert_eq!(h.verify_bytes("jürgen".as_bytes()).ok(), Some(false));
     }
 
     /// Bytes that are not UTF-8 are never checked as some other text: a

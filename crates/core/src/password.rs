@@ -382,9 +382,15 @@ impl PasswordHash {
     /// Check `password` against this hash. `Ok(false)` is a mismatch; an
     /// error means the hash cannot be checked here (never a mismatch).
     pub fn verify(&self, password: &Secret) -> Result<bool, PasswordError> {
+        self.verify_bytes(password.expose().as_bytes())
+    }
+
+    /// [`PasswordHash::verify`] of the bytes a client sent, UTF-8 or not:
+    /// every scheme hashes bytes, and a hash made elsewhere from a Latin-1
+    /// password (`doveadm pw`, crypt(3)) is one of those bytes.
+    pub fn verify_bytes(&self, pw: &[u8]) -> Result<bool, PasswordError> {
         self.validate()?;
         let c = self.crypt_string();
-        let pw = password.expose();
         match self.scheme() {
             Scheme::Bcrypt => bcrypt::verify(pw, c).map_err(|_| PasswordError::Malformed("bcrypt")),
             Scheme::Sha512Crypt => sha_crypt_verify(true, pw, c),
@@ -393,19 +399,18 @@ impl PasswordHash {
                 use argon2::password_hash::PasswordVerifier;
                 let parsed =
                     argon2::PasswordHash::new(c).map_err(|_| PasswordError::Malformed("argon2"))?;
-                match argon2::Argon2::default().verify_password(pw.as_bytes(), &parsed) {
+                match argon2::Argon2::default().verify_password(pw, &parsed) {
                     Ok(()) => Ok(true),
                     Err(argon2::password_hash::Error::Password) => Ok(false),
                     Err(_) => Err(PasswordError::Malformed("argon2")),
                 }
             }
             Scheme::OtherCrypt if c.starts_with("$1$") => {
-                legacy::md5_crypt_verify(c, pw.as_bytes())
-                    .ok_or(PasswordError::Malformed("MD5-crypt"))
+                legacy::md5_crypt_verify(c, pw).ok_or(PasswordError::Malformed("MD5-crypt"))
             }
             Scheme::Digest => self
                 .prefix()
-                .and_then(|p| legacy::digest_verify(&p, c, pw.as_bytes()))
+                .and_then(|p| legacy::digest_verify(&p, c, pw))
                 .ok_or(PasswordError::Malformed(Scheme::Digest.name())),
             Scheme::OtherCrypt | Scheme::Unknown => {
                 Err(PasswordError::Unsupported(self.scheme_label()))
@@ -513,7 +518,7 @@ fn sha_crypt_well_formed(c: &str, hash_len: usize) -> bool {
 /// mismatch could not be told from a malformed hash; recomputing keeps the
 /// two apart. Format: Ulrich Drepper's "Unix crypt using SHA-256 and
 /// SHA-512", as implemented by glibc and libxcrypt.
-fn sha_crypt_verify(is512: bool, pw: &str, c: &str) -> Result<bool, PasswordError> {
+fn sha_crypt_verify(is512: bool, pw: &[u8], c: &str) -> Result<bool, PasswordError> {
     let what = if is512 {
         "SHA512-crypt"
     } else {
@@ -539,10 +544,10 @@ fn sha_crypt_verify(is512: bool, pw: &str, c: &str) -> Result<bool, PasswordErro
     let salt = salt.get(..salt.len().min(16)).ok_or_else(bad)?;
     let computed = if is512 {
         let params = sha_crypt::Sha512Params::new(rounds).map_err(|_| bad())?;
-        sha_crypt::sha512_crypt_b64(pw.as_bytes(), salt.as_bytes(), &params).map_err(|_| bad())?
+        sha_crypt::sha512_crypt_b64(pw, salt.as_bytes(), &params).map_err(|_| bad())?
     } else {
         let params = sha_crypt::Sha256Params::new(rounds).map_err(|_| bad())?;
-        sha_crypt::sha256_crypt_b64(pw.as_bytes(), salt.as_bytes(), &params).map_err(|_| bad())?
+        sha_crypt::sha256_crypt_b64(pw, salt.as_bytes(), &params).map_err(|_| bad())?
     };
     Ok(constant_time_eq(computed.as_bytes(), hash.as_bytes()))
 }
@@ -728,8 +733,8 @@ pub fn dummy_hash(cost: HashCost) -> PasswordHash {
 
 /// Spend the same time as checking a real hash of `cost`, for an unknown
 /// user, so that timing does not tell which users exist.
-pub fn dummy_verify(password: &Secret, cost: HashCost) {
-    let _ = dummy_hash(cost).verify(password);
+pub fn dummy_verify(password: &[u8], cost: HashCost) {
+    let _ = dummy_hash(cost).verify_bytes(password);
 }
 
 /// The bcrypt cost of a stored hash (`$2b$10$...` gives 10), for matching the
@@ -811,7 +816,7 @@ mod tests {
             "$5$rounds=5000$ééééééééé$x",
             "$6$é$",
         ] {
-            let r = sha_crypt_verify(c.starts_with("$6$"), "pw", c);
+            let r = sha_crypt_verify(c.starts_with("$6$"), b"pw", c);
             assert!(
                 matches!(r, Err(PasswordError::Malformed(_)) | Ok(false)),
                 "{c}: {r:?}"
