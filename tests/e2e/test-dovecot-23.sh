@@ -201,6 +201,9 @@ auth_mechanisms = plain login
 auth_verbose = yes
 auth_debug = yes
 auth_failure_delay = 0
+# Any byte in a user name, as sites with UTF-8 logins set it: a Latin-1
+# login (not UTF-8) then reaches the backend, which must find it unknown.
+auth_username_chars =
 default_internal_user = dovecot
 default_login_user = dovenull
 first_valid_uid = $VUID
@@ -334,6 +337,8 @@ run_mode() {
 	user_test hugo@barrera.io 0
 	user_test hugo_barrera.io 0
 	user_test nobody@barrera.io 67
+	user_test "$(printf 'j\374rgen@barrera.io')" 67
+	auth_test "$(printf 'j\374rgen@barrera.io')" "$PASSWORD" fail "a Latin-1 login: unknown"
 	lmtp_test hugo_barrera.io deliver
 	imap_test hugo@barrera.io
 	imap_test hugo_barrera.io

@@ -223,6 +223,11 @@ impl Fields {
         })
     }
 
+    /// Field `i` as text, U+FFFD for what is not UTF-8.
+    fn lossy(&self, i: usize) -> String {
+        String::from_utf8_lossy(self.raw(i)).into_owned()
+    }
+
     fn number(&self, i: usize, field: &'static str) -> Result<u64, DictError> {
         let raw = self.raw(i);
         parse_uint(raw).ok_or_else(|| DictError::InvalidNumber {
@@ -273,9 +278,13 @@ fn parse_query(letter: u8, f: &Fields) -> Result<Command, DictError> {
             if f.len() > 2 {
                 return Err(f.broken("L<key>\\t<user>"));
             }
+            // A key that is not UTF-8 (a Latin-1 login, with Dovecot's
+            // `auth_username_chars` empty) is nobody's: read with U+FFFD
+            // for its bad bytes, which no address holds, it is looked up
+            // and not found, as checkpassword and the HTTP API answer it.
             Ok(Command::Lookup {
-                key: f.text(0, "key")?,
-                user: f.text(1, "user")?,
+                key: f.lossy(0),
+                user: f.lossy(1),
             })
         }
         b'I' => {
@@ -672,9 +681,11 @@ mod tests {
             parse_command(b"C99999999999"),
             Err(DictError::InvalidNumber { cmd: 'C', .. })
         ));
+        // A key that is not UTF-8 is nobody's, not a broken line.
         assert!(matches!(
-            parse_command(b"Lkey\xff\tuser"),
-            Err(DictError::NotUtf8 { cmd: 'L', .. })
+            parse_command(b"Lshared/passdb/j\xfcrgen@x.org\tj\xfcrgen@x.org"),
+            Ok(Command::Lookup { key, user })
+                if key == "shared/passdb/j\u{fffd}rgen@x.org" && user == "j\u{fffd}rgen@x.org"
         ));
         assert!(matches!(
             parse_command(b"Lkey\tuser\tmore"),
