@@ -16,9 +16,14 @@ use serde::Deserialize;
 use crate::secret::Secret;
 use crate::tabescape;
 
-/// Largest request body accepted: a user name and a password with room to
-/// spare.
-pub const MAX_BODY: usize = 8 * 1024;
+/// Largest request body accepted: the longest user name and password
+/// Dovecot's auth protocol carries (one line of at most 16 KiB,
+/// AUTH_CLIENT_MAX_LINE_LENGTH in core@2.3.19.1:src/lib-auth/
+/// auth-client-interface.h, the SASL response in base64 on it: some 12 KiB
+/// of password), each byte tab-escaped into at most two, with room to
+/// spare. A longer one would be refused as too large, which the Lua script
+/// must report as a temporary failure, where it is a wrong password.
+pub const MAX_BODY: usize = 32 * 1024;
 
 /// Header carrying the user name in the header form of a request (see
 /// [`parse_header_fields`]).

@@ -99,12 +99,13 @@ long_password_test() {
 	*) fail "long password: expected a body with $2: $lines" ;;
 	esac
 	ok "long password sent in a body: ${lines##*api: }"
+	# The longest Dovecot's auth protocol carries (a line of 16 KiB,
+	# AUTH_CLIENT_MAX_LINE_LENGTH, with the SASL response in base64): a
+	# wrong one is a plain failure, never a temporary one.
+	long=$(head -c 11000 /dev/zero | tr '\0' x)
+	auth_test hugo@barrera.io "$long" fail "wrong password of 11000 bytes"
 }
 
-# serve_outage_checks: the database is away and serve answers from its
-# cache what it found before (stale_if_error): hugo logs in, his password
-# still checked, and gets mail; an unknown user stays a temporary failure.
-# The caller defines auth_test and user_test (doveadm differs by version).
 # serve_lock_checks: a writer holds the database's lock past
 # query_timeout_ms (5 s, the Lua script's request timeout too). A user serve
 # has not seen waits it out and fails temporarily; the logins and users in
@@ -125,6 +126,10 @@ serve_lock_checks() {
 	wait "$_lock"
 }
 
+# serve_outage_checks: the database is away and serve answers from its
+# cache what it found before (stale_if_error): hugo logs in, his password
+# still checked, and gets mail; an unknown user stays a temporary failure.
+# The caller defines auth_test and user_test (doveadm differs by version).
 serve_outage_checks() {
 	auth_test hugo@barrera.io "$PASSWORD" ok "database away, from serve's cache"
 	auth_test hugo@barrera.io 'wrong password' fail "database away, wrong password"
