@@ -163,28 +163,39 @@ impl Directory {
         })
     }
 
-    /// A passdb lookup: the hash in Dovecot's `{SCHEME}` form (none for a
-    /// disabled mailbox, so Dovecot refuses the login) and the prefetch
-    /// fields.
+    /// A passdb lookup: the hash in Dovecot's `{SCHEME}` form and the
+    /// prefetch fields.
+    ///
+    /// A disabled mailbox gets a hash that matches no password (of its own
+    /// hash's cost, [`Accounts::dummy_for_dovecot`]) and `nologin=y`: a
+    /// login is refused like a wrong password, and so is everything that
+    /// does not check a password, whose lookup still finds a user (a master
+    /// user's login to it, `doveadm auth lookup`): Dovecot refuses a
+    /// passdb answer with `nologin` (doc.dovecot.org, "Password database
+    /// extra fields"). Without a password field those were an internal
+    /// error ("No password returned (and no nopassword)"), a temporary
+    /// failure that clients retry for ever.
     pub fn passdb_lookup(
         &self,
         store: &mut dyn Store,
         name: &str,
     ) -> Result<LookupResult, StoreError> {
-        let (account, password) = match self.accounts.credentials(store, name, Verifier::Dovecot)? {
-            Credentials::Found { account, hash } => (account, Some(hash)),
-            Credentials::Disabled(account) => {
-                tracing::info!(user = %account.address,
-                        "passdb lookup of a disabled mailbox: no password returned");
-                (account, None)
-            }
-            Credentials::Unknown => return Ok(LookupResult::Unknown),
-            Credentials::CannotVerify(reason) => return Ok(LookupResult::TempFail(reason)),
-        };
-        let mut fields: Vec<(String, String)> = password
-            .map(|h| ("password".to_string(), h))
-            .into_iter()
-            .collect();
+        let (account, password, disabled) =
+            match self.accounts.credentials(store, name, Verifier::Dovecot)? {
+                Credentials::Found { account, hash } => (account, hash, false),
+                Credentials::Disabled(account) => {
+                    tracing::info!(user = %account.address,
+                        "passdb lookup of a disabled mailbox: refused (nologin)");
+                    let dummy = self.accounts.dummy_for_dovecot(&account);
+                    (account, dummy, true)
+                }
+                Credentials::Unknown => return Ok(LookupResult::Unknown),
+                Credentials::CannotVerify(reason) => return Ok(LookupResult::TempFail(reason)),
+            };
+        let mut fields: Vec<(String, String)> = vec![("password".to_string(), password)];
+        if disabled {
+            fields.push(("nologin".to_string(), "y".to_string()));
+        }
         match prefetch_fields(&self.accounts, &account) {
             Ok(f) => fields.extend(f),
             Err(e) => return Ok(LookupResult::TempFail(e.to_string())),
@@ -791,14 +802,26 @@ mod tests {
             "{pw:?}"
         );
         assert!(fields(&a).contains(&("userdb_uid", "2000")));
-        // Disabled: found, but without a password, so Dovecot refuses.
+        // Disabled: found, with a hash of the stored cost that matches no
+        // password, and nologin: Dovecot refuses it whatever is tried.
         let LookupResult::Found(a) = d
             .passdb_lookup(&mut s, "off@barrera.io")
             .expect("store works")
         else {
             panic!("not found");
         };
-        assert!(!a.fields.iter().any(|(k, _)| k == "password"));
+        let dummy = a
+            .fields
+            .iter()
+            .find(|(k, _)| k == "password")
+            .map(|(_, v)| mailtable_core::PasswordHash::new(v.clone()))
+            .expect("a password field");
+        assert!(
+            dummy.stored().starts_with("{BLF-CRYPT}$2b$04$"),
+            "{dummy:?}"
+        );
+        assert_eq!(dummy.verify_bytes(PW.as_bytes()).ok(), Some(false));
+        assert!(fields(&a).contains(&("nologin", "y")));
         assert_eq!(
             d.passdb_lookup(&mut s, "nobody@barrera.io")
                 .expect("store works"),

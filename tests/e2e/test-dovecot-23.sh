@@ -323,6 +323,18 @@ run_mode() {
 	auth_test hugo@barrera.io 'wrong password' fail "wrong password"
 	auth_test nobody@barrera.io "$PASSWORD" fail "unknown user"
 	auth_test off@barrera.io "$PASSWORD" fail "disabled user, right password"
+	if [ "$MODE" != checkpassword ]; then
+		# A passdb lookup without a password check (master users,
+		# `doveadm auth lookup`): found, refused by nologin, never an
+		# internal failure.
+		rc=0
+		out=$(doveadm -c "$DC" auth lookup off@barrera.io 2>&1) || rc=$?
+		shown=$(printf '%s' "$out" | tr '\n\t' '  ' | sed 's/  */ /g')
+		case "$rc:$out" in
+		0:*nologin*) ok "doveadm auth lookup off@barrera.io -> exit 0, nologin: $shown" ;;
+		*) fail "[$MODE] doveadm auth lookup off@barrera.io: exit $rc: $shown" ;;
+		esac
+	fi
 	auth_test ssha@barrera.io "$PASSWORD" ok "{SSHA512} from doveadm pw"
 	auth_test ssha@barrera.io 'wrong password' fail "{SSHA512}, wrong password"
 	auth_test md5@barrera.io "$PASSWORD" ok "{MD5-CRYPT} from doveadm pw"

@@ -270,6 +270,20 @@ impl Accounts {
         }
     }
 
+    /// The hash Dovecot's passdb gets for a disabled login: a hash of a
+    /// per-process random secret ([`password::dummy_hash`]) in Dovecot's
+    /// notation, of the cost of the mailbox's own hash, so that Dovecot's
+    /// check of it takes as long as a real one and refuses whatever was
+    /// tried. bcrypt of `password_cost` where the own scheme has no
+    /// Dovecot notation.
+    pub fn dummy_for_dovecot(&self, account: &Account) -> String {
+        let own = account.row.password.as_ref().and_then(HashCost::of);
+        password::dummy_hash(own.unwrap_or_else(|| self.current_dummy_cost()))
+            .for_dovecot()
+            .or_else(|| password::dummy_hash(HashCost::Bcrypt(self.fallback_cost)).for_dovecot())
+            .unwrap_or_default()
+    }
+
     /// The resolver with the config's tag delimiter, for the alias services.
     pub fn resolver(&self) -> &Resolver {
         &self.resolver
