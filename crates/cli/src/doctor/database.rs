@@ -324,14 +324,30 @@ pub(crate) fn probe_daemons(
     }
 }
 
-/// `serve` as a database reader, when it runs as another user than root.
-/// Who it runs as shows on its UNIX socket: the socket belongs to the
-/// running user unless `socket_owner` says otherwise, and then the socket
-/// directory does (systemd's `RuntimeDirectory=` is the unit's `User=`,
-/// dovecot-checkpassword/conf/dovecot-mailtable.service). The unit starts
-/// it with `User=` and its groups, as initgroups gives them. A serve on TCP
-/// or not running is not probed here (serve.* says whether it answers).
+/// `serve` as a database reader, when it runs as another user than root:
+/// with the credentials the running `dovecot-mailtable serve` holds
+/// (/proc), whoever started it and how. Not running, who it runs as
+/// shows on its UNIX socket: the socket belongs to the running user
+/// unless `socket_owner` says otherwise, and then the socket directory
+/// does (systemd's `RuntimeDirectory=` is the unit's `User=`,
+/// dovecot-checkpassword/conf/dovecot-mailtable.service), and the unit
+/// starts it with `User=` and its groups, as initgroups gives them. A
+/// serve on TCP that is not running is not probed here (serve.* says
+/// whether it answers).
 fn serve_reader(db: &Db) -> Option<Reader> {
+    let g = db.group.map_or("mailtable".into(), unix::group_name);
+    let reader = |creds: unix::Creds| Reader {
+        name: "serve",
+        group_fix: format!(
+            "usermod -aG {g} {}  (then systemctl restart dovecot-mailtable)",
+            creds.user
+        ),
+        creds,
+        config: db.config_path.clone(),
+    };
+    if let Some(creds) = unix::running_creds("dovecot-mailtable", "serve") {
+        return (creds.uid != 0).then(|| reader(creds));
+    }
     let serve = &db.config.as_ref()?.serve;
     let socket = [serve.http_listen.trim(), serve.dict_socket.trim()]
         .into_iter()
@@ -347,14 +363,7 @@ fn serve_reader(db: &Db) -> Option<Reader> {
         return None;
     }
     let user = unix::user_name(meta.uid())?;
-    let creds = unix::login_creds(&user)?;
-    let g = db.group.map_or("mailtable".into(), unix::group_name);
-    Some(Reader {
-        name: "serve",
-        group_fix: format!("usermod -aG {g} {user}  (then systemctl restart dovecot-mailtable)"),
-        creds,
-        config: db.config_path.clone(),
-    })
+    Some(reader(unix::login_creds(&user)?))
 }
 
 fn probe(r: &Reader, db: &Db, name: &str, timeout: Duration) -> Check {

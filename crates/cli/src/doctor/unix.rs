@@ -12,6 +12,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Gid, Group, Uid, User};
 use std::ffi::CString;
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -101,6 +102,50 @@ pub(crate) fn login_creds(user: &str) -> Option<Creds> {
         gid: u.gid.as_raw(),
         groups,
     })
+}
+
+/// The credentials a running process holds: of the first one whose
+/// program (argv\[0\], its file name) is `program` and whose arguments
+/// include `arg`, from /proc (proc(5): `Uid:`, `Gid:` and `Groups:` of
+/// /proc/PID/status, the effective ids). `None` when none runs.
+pub(crate) fn running_creds(program: &str, arg: &str) -> Option<Creds> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids.into_iter().find_map(|pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let mut argv = cmdline.split(|&b| b == 0);
+        let argv0 = Path::new(std::ffi::OsStr::from_bytes(argv.next()?));
+        if argv0.file_name()? != program || !argv.any(|a| a == arg.as_bytes()) {
+            return None;
+        }
+        let (uid, gid, groups) =
+            parse_status(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)?;
+        Some(Creds {
+            user: user_name(uid).unwrap_or_else(|| uid.to_string()),
+            uid,
+            gid,
+            groups,
+        })
+    })
+}
+
+/// The effective uid and gid and the supplementary groups in the text of
+/// /proc/PID/status (`Uid:` and `Gid:` list real, effective, saved and
+/// filesystem ids).
+fn parse_status(status: &str) -> Option<(u32, u32, Vec<u32>)> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|rest| rest.split_whitespace().filter_map(|n| n.parse().ok()))
+    };
+    let uid = field("Uid:")?.nth(1)?;
+    let gid = field("Gid:")?.nth(1)?;
+    let groups = field("Groups:")?.collect();
+    Some((uid, gid, groups))
 }
 
 /// The uid and primary gid of `user`.
@@ -201,6 +246,31 @@ fn become_user(c: &Creds) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_of_a_process() {
+        let status = "Name:\tdovecot-mailta\nUid:\t65534\t65534\t65534\t65534\n\
+                      Gid:\t997\t998\t998\t998\nGroups:\t998 120 \nVmRSS:\t100 kB\n";
+        assert_eq!(parse_status(status), Some((65534, 998, vec![998, 120])));
+        assert_eq!(parse_status("Uid:\t1\t1\t1\t1\n"), None);
+    }
+
+    /// A process started here is found by its program and an argument,
+    /// with the credentials it runs with.
+    #[test]
+    fn a_running_process_is_found_with_its_credentials() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("7.25")
+            .spawn()
+            .expect("sleep runs");
+        let found = running_creds("sleep", "7.25");
+        child.kill().ok();
+        child.wait().ok();
+        let found = found.expect("found in /proc");
+        assert_eq!(found.uid, Uid::effective().as_raw());
+        assert_eq!(found.gid, nix::unistd::Gid::effective().as_raw());
+        assert!(running_creds("sleep", "no-such-argument").is_none());
+    }
 
     fn creds(uid: u32, gid: u32, groups: &[u32]) -> Creds {
         Creds {
