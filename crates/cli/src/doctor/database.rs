@@ -439,12 +439,12 @@ fn probe(r: &Reader, db: &Db, name: &str, timeout: Duration) -> Check {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::Status;
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn url(p: &Path) -> DatabaseUrl {
+    pub(in crate::doctor) fn url(p: &Path) -> DatabaseUrl {
         format!("sqlite://{}", p.display()).parse().unwrap()
     }
 
@@ -522,7 +522,8 @@ mod tests {
         assert!(state.is_none());
     }
 
-    fn make_db(dir: &Path) -> PathBuf {
+    /// A database of the latest schema, shared as `init --group` shares it.
+    pub(in crate::doctor) fn make_db(dir: &Path) -> PathBuf {
         let p = dir.join("m.db");
         let opts = OpenOptions {
             access: Access::Create,

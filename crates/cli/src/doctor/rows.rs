@@ -183,24 +183,9 @@ fn cannot_read(e: &dyn std::fmt::Display) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doctor::database::tests::{make_db, url};
     use crate::doctor::Status;
-    use mailtable_core::store::migrate;
-    use std::path::{Path, PathBuf};
-
-    fn url(p: &Path) -> DatabaseUrl {
-        format!("sqlite://{}", p.display()).parse().unwrap()
-    }
-
-    fn make_db(dir: &Path) -> PathBuf {
-        let p = dir.join("m.db");
-        let opts = OpenOptions {
-            access: Access::Create,
-            timeout: Duration::from_secs(2),
-        };
-        let mut s = store::open(&url(&p), &opts).unwrap();
-        migrate::migrate(s.as_mut(), migrate::Dialect::Sqlite, true).unwrap();
-        p
-    }
+    use std::path::Path;
 
     fn checks(p: &Path) -> Vec<Check> {
         check_rows(&url(p), Duration::from_secs(2), &Resolver::new('+'))

@@ -263,7 +263,14 @@ mod tests {
             .arg("7.25")
             .spawn()
             .expect("sleep runs");
-        let found = running_creds("sleep", "7.25");
+        // Until the child has exec'd, /proc shows this program's command
+        // line in it.
+        let start = Instant::now();
+        let mut found = running_creds("sleep", "7.25");
+        while found.is_none() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+            found = running_creds("sleep", "7.25");
+        }
         child.kill().ok();
         child.wait().ok();
         let found = found.expect("found in /proc");
