@@ -287,9 +287,11 @@ fn checkpassword<S: TestStore>(mut store: S, mode: Mode, user: &str, pw: &str) -
     let (outcome, fields) =
         checkpassword_answer(&Directory::new(config()), &mut store, &mode, &request);
     let hash = fields.iter().find(|(k, _)| k == "password").map(|(_, v)| v);
+    let refused = fields.iter().any(|(k, v)| k == "nologin" && v == "y");
     match (mode, outcome, hash) {
         (Mode::Verify, Outcome::Success, _) => vec![V::Ok],
         (Mode::Verify, Outcome::Mismatch, _) => vec![V::Mismatch, V::Unknown, V::Disabled],
+        (_, Outcome::Success, _) if refused => vec![V::Disabled],
         (_, Outcome::Success, Some(h)) => vec![handed_on(h, pw)],
         (_, Outcome::Success, None) => vec![V::Disabled],
         (_, Outcome::Unknown, _) => vec![V::Unknown],
@@ -309,6 +311,10 @@ fn http_verify<S: TestStore>(store: S, user: &str, pw: &str) -> Vec<V> {
 
 fn lookup_verdict(r: LookupResult, pw: &str) -> Vec<V> {
     match r {
+        // Dovecot refuses an answer with nologin, whatever the password.
+        LookupResult::Found(a) if a.fields.iter().any(|(k, v)| k == "nologin" && v == "y") => {
+            vec![V::Disabled]
+        }
         LookupResult::Found(a) => match a.fields.iter().find(|(k, _)| k == "password") {
             Some((_, h)) => vec![handed_on(h, pw)],
             None => vec![V::Disabled],
@@ -328,6 +334,7 @@ fn dict_lookup<S: TestStore>(store: S, user: &str, pw: &str) -> Vec<V> {
         Lookup::Found(json) => {
             let v: serde_json::Value = serde_json::from_str(&json).expect("dict value is JSON");
             match v["password"].as_str() {
+                _ if v["nologin"] == "y" => vec![V::Disabled],
                 Some(h) => vec![handed_on(h, pw)],
                 None => vec![V::Disabled],
             }
