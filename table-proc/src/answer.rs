@@ -338,6 +338,10 @@ impl Tables {
         f: impl FnOnce(&mut Self) -> Result<Option<String>, Failure>,
     ) -> Answer {
         let result = f(self);
+        // Holds nothing here; lets go of a WAL database's connection, as
+        // every other lookup does (a table that only serves auth would
+        // otherwise keep the file in WAL for good).
+        self.end_lookup();
         self.reply(service, result)
     }
 
@@ -477,33 +481,33 @@ impl Handler for Tables {
     }
 
     fn update(&mut self) -> Result<(), String> {
-        let mut new_cache = false;
         if let Some(load) = &self.reload {
             let fresh = load().map_err(|e| {
                 tracing::error!(table = %self.name, "{e}; the config in use stays");
                 e
             })?;
-            let before = self.config.as_ref().ok();
-            if before.is_none_or(|c| c.database != fresh.database) {
+            if self.config.as_ref().ok() != Some(&fresh) {
+                if matches!(&self.config, Ok(c) if c.table.auth != fresh.table.auth) {
+                    tracing::warn!(table = %self.name,
+                        "[table] auth changed: smtpd asks which services a table has only \
+                         when it starts it; restart smtpd for that");
+                }
+                // Another config: the answers made under the old one (its
+                // homes, uids, delimiter) no longer stand, whether the
+                // database answers now or not, and the database is opened
+                // again with the new settings (path, timeout).
+                self.accounts = Accounts::new(&fresh);
+                self.config = Ok(fresh);
                 self.store = None;
+                self.cache = Some(self.new_cache());
+                tracing::info!(table = %self.name, "config read again: it changed");
             }
-            new_cache = before.is_none_or(|c| c.cache_settings() != fresh.cache_settings());
-            if before.is_some_and(|c| c.table.auth != fresh.table.auth) {
-                tracing::warn!(table = %self.name,
-                    "[table] auth changed: smtpd asks which services a table has only when it \
-                     starts it; restart smtpd for that");
-            }
-            self.accounts = Accounts::new(&fresh);
-            self.config = Ok(fresh);
-            tracing::info!(table = %self.name, "config read again");
         }
         self.config()?;
         self.reopen_and_check()?;
         // Emptied once the database answered: an update that fails (run
         // during an outage) keeps the answers that ride it out.
-        if new_cache {
-            self.cache = Some(self.new_cache());
-        } else if let Some(cache) = self.cache.as_mut() {
+        if let Some(cache) = self.cache.as_mut() {
             cache.clear();
         }
         Ok(())
@@ -632,15 +636,18 @@ mod tests {
             );
         }
         // `auth` hashes the password after its queries: no lookup holds
-        // the store (SQLite: its read lock) that long.
+        // the store (SQLite: its read lock) that long. It ends with an
+        // `end_lookup` all the same, which lets go of a WAL database.
         log.lock().unwrap().clear();
         assert_eq!(
             t.check(Service::Auth, "hugo@barrera.io:secret"),
             Answer::Found(String::new())
         );
         let calls = log.lock().unwrap().clone();
-        assert!(!calls.is_empty(), "{calls:?}");
-        assert!(calls.iter().all(|c| *c == "call"), "{calls:?}");
+        let (last, queries) = calls.split_last().expect("calls made");
+        assert_eq!(*last, "end", "{calls:?}");
+        assert!(!queries.is_empty(), "{calls:?}");
+        assert!(queries.iter().all(|c| *c == "call"), "{calls:?}");
     }
 
     /// A lookup that panics (the loop answers `error` and goes on) still
@@ -1177,6 +1184,55 @@ mod tests {
         );
     }
 
+    /// A table that only serves `auth` lets go of a WAL database after each
+    /// check too, so the CLI's next write can convert the file.
+    #[test]
+    fn an_auth_check_lets_go_of_a_wal_database() {
+        use mailtable_core::store::{self, Access, OpenOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mail.db");
+        let url: store::DatabaseUrl = format!("sqlite://{}", path.display()).parse().unwrap();
+        let opts = |access| OpenOptions {
+            access,
+            timeout: std::time::Duration::from_secs(5),
+        };
+        let mut w = store::open(&url, &opts(Access::Create)).unwrap();
+        store::migrate::migrate(w.as_mut(), store::migrate::Dialect::Sqlite, true).unwrap();
+        let h = password::hash(&Secret::new("secret"), 4).unwrap();
+        w.insert(&mailtable_core::Row {
+            username: "hugo".into(),
+            domain: "barrera.io".into(),
+            mailbox: "hugo@barrera.io".into(),
+            password: Some(h),
+            active: true,
+            quota: None,
+        })
+        .unwrap();
+        drop(w);
+        let journal = || -> String {
+            rusqlite::Connection::open(&path)
+                .unwrap()
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap()
+        };
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "journal_mode", "wal")
+            .unwrap();
+        assert_eq!(journal(), "wal");
+        let config = format!(
+            "database = \"sqlite://{}\"\n[table]\nauth = true\n",
+            path.display()
+        );
+        let mut t = Tables::new(Ok(Config::parse(&config).unwrap()));
+        assert_eq!(
+            t.check(Service::Auth, "hugo@barrera.io:secret"),
+            Answer::Found(String::new())
+        );
+        drop(store::open(&url, &opts(Access::ReadWrite)).unwrap());
+        assert_eq!(journal(), "delete");
+    }
+
     /// `smtpctl update table` reads the config again: one fixed while smtpd
     /// ran takes effect, one broken later fails the update and the config
     /// in use stays, and a new database path is followed.
@@ -1229,6 +1285,21 @@ mod tests {
         assert_eq!(
             t.lookup(Service::Alias, "ann@barrera.io"),
             Answer::Found("ann_barrera.io".into())
+        );
+        // A new home, read while a writer holds the database's lock (the
+        // update fails, the data does not change): the answers made under
+        // the old config are gone all the same.
+        let info = t.lookup(Service::Userinfo, "ann_barrera.io");
+        assert!(matches!(&info, Answer::Found(v) if v.ends_with(":/var/vmail/barrera.io/ann")));
+        let writer = rusqlite::Connection::open(dir.path().join("two.db")).unwrap();
+        writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let new_home = format!("{two}home = \"/srv/mail/%u\"\nquery_timeout_ms = 100\n");
+        std::fs::write(&conf, new_home).unwrap();
+        assert!(t.update().is_err());
+        writer.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(
+            t.lookup(Service::Userinfo, "ann_barrera.io"),
+            Answer::Found("5000:5000:/srv/mail/ann@barrera.io".into())
         );
     }
 
