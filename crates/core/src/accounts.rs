@@ -250,16 +250,22 @@ impl Accounts {
         self.seen().unwrap_or(HashCost::Bcrypt(self.fallback_cost))
     }
 
+    /// The cost of a dummy check for `account` (a disabled mailbox): its own
+    /// hash's, or for none (an unknown login) that of the stored hashes.
+    fn dummy_cost_of(&self, account: Option<&Account>) -> HashCost {
+        account
+            .and_then(|a| a.row.password.as_ref())
+            .and_then(HashCost::of)
+            .unwrap_or_else(|| self.current_dummy_cost())
+    }
+
     /// The hash smtpd gets for an unknown (`None`) or disabled login after
     /// [`Accounts::credentials`]: a hash of a per-process random secret
     /// ([`password::dummy_hash`]) of the cost of the disabled mailbox's own
     /// hash, or of the stored hashes, so smtpd's crypt(3) takes as long as
     /// for a wrong password and then refuses whatever was tried.
     pub fn dummy_for_smtpd(&self, account: Option<&Account>) -> String {
-        let own = account
-            .and_then(|a| a.row.password.as_ref())
-            .and_then(HashCost::of);
-        let dummy = password::dummy_hash(own.unwrap_or_else(|| self.current_dummy_cost()));
+        let dummy = password::dummy_hash(self.dummy_cost_of(account));
         // A digest scheme's dummy is no crypt(3) string (nor is a real hash
         // of that scheme, which smtpd never gets): bcrypt then.
         match dummy.for_smtpd() {
@@ -277,8 +283,7 @@ impl Accounts {
     /// tried. bcrypt of `password_cost` where the own scheme has no
     /// Dovecot notation.
     pub fn dummy_for_dovecot(&self, account: &Account) -> String {
-        let own = account.row.password.as_ref().and_then(HashCost::of);
-        password::dummy_hash(own.unwrap_or_else(|| self.current_dummy_cost()))
+        password::dummy_hash(self.dummy_cost_of(Some(account)))
             .for_dovecot()
             .or_else(|| password::dummy_hash(HashCost::Bcrypt(self.fallback_cost)).for_dovecot())
             .unwrap_or_default()

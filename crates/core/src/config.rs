@@ -62,7 +62,7 @@ pub enum ConfigError {
 }
 
 /// `[table]`: the OpenSMTPD table.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TableConfig {
     /// Register smtpd's `auth` service (7.6+). smtpd lower-cases the whole
@@ -73,7 +73,7 @@ pub struct TableConfig {
 }
 
 /// `[serve]`: the Dovecot daemon.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
     /// UNIX socket of the dict proxy server (Dovecot 2.3); empty = off.
@@ -125,7 +125,7 @@ impl Default for ServeConfig {
 }
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `sqlite:///path` or `postgresql://...` (several hosts allowed).
@@ -281,12 +281,18 @@ impl Config {
     }
 
     /// The subaddress delimiter as a char.
+    ///
+    /// Not `.` or `_` either: smtpd cuts a delivery user name at its
+    /// subaddressing delimiter (lka_expand in usr.sbin/smtpd/lka_session.c),
+    /// and every delivery user name (`hugo_barrera.io`) holds both.
     pub fn delimiter(&self) -> Result<char, String> {
         let mut chars = self.tag_delimiter.chars();
         match (chars.next(), chars.next()) {
-            (Some(c), None) if c.is_ascii_punctuation() && !"@%:,|\"".contains(c) => Ok(c),
+            (Some(c), None) if c.is_ascii_punctuation() && !"@%:,|\"._".contains(c) => Ok(c),
             _ => Err(format!(
-                "tag_delimiter {:?} must be one punctuation character other than @ % : , | \"",
+                "tag_delimiter {:?} must be one punctuation character other than \
+                 @ % : , | \" . _ (smtpd cuts a delivery user name such as hugo_barrera.io \
+                 at it)",
                 self.tag_delimiter
             )),
         }
@@ -361,6 +367,12 @@ mod tests {
             .contains("databse"));
         assert!(Config::parse("tag_delimiter = \"@\"").is_err());
         assert!(Config::parse("tag_delimiter = \"++\"").is_err());
+        // In every delivery user name, where smtpd would cut it.
+        for d in [".", "_"] {
+            let e = Config::parse(&format!("tag_delimiter = \"{d}\"")).unwrap_err();
+            assert!(e.contains("delivery user name"), "{d}: {e}");
+        }
+        assert!(Config::parse("tag_delimiter = \"-\"").is_ok());
         assert!(Config::parse("password_cost = 3").is_err());
     }
 
