@@ -492,15 +492,24 @@ impl Handler for Tables {
                         "[table] auth changed: smtpd asks which services a table has only \
                          when it starts it; restart smtpd for that");
                 }
-                // Another config: the answers made under the old one (its
-                // homes, uids, delimiter) no longer stand, whether the
-                // database answers now or not, and the database is opened
-                // again with the new settings (path, timeout).
-                self.accounts = Accounts::new(&fresh);
-                self.config = Ok(fresh);
-                self.store = None;
-                self.cache = Some(self.new_cache());
+                // Another config: a table of its own (accounts, cache,
+                // store) that must answer the update's check before it
+                // replaces this one. An update that fails changes nothing:
+                // a new database path that cannot be used keeps the old
+                // database serving, not every recipient refused.
+                let mut next = Tables::new(Ok(fresh));
+                next.name = self.name.clone();
+                next.reopen_and_check().map_err(|e| {
+                    tracing::error!(table = %self.name,
+                        "the new config's database cannot be used ({e}); the config in use stays");
+                    e
+                })?;
+                self.config = next.config;
+                self.accounts = next.accounts;
+                self.store = next.store.take();
+                self.cache = next.cache.take();
                 tracing::info!(table = %self.name, "config read again: it changed");
+                return Ok(());
             }
         }
         self.config()?;
@@ -1286,9 +1295,23 @@ mod tests {
             t.lookup(Service::Alias, "ann@barrera.io"),
             Answer::Found("ann_barrera.io".into())
         );
-        // A new home, read while a writer holds the database's lock (the
-        // update fails, the data does not change): the answers made under
-        // the old config are gone all the same.
+        // A database path that cannot be used: the update fails, and the
+        // database in use keeps answering.
+        let missing = dir.path().join("missing.db");
+        std::fs::write(
+            &conf,
+            format!("database = \"sqlite://{}\"\n", missing.display()),
+        )
+        .unwrap();
+        assert!(t.update().is_err());
+        assert_eq!(
+            t.lookup(Service::Alias, "ann@barrera.io"),
+            Answer::Found("ann_barrera.io".into())
+        );
+        std::fs::write(&conf, &two).unwrap();
+        // A new home, read while a writer holds the database's lock: the
+        // update fails and changes nothing (the old home is answered, from
+        // the database, which is back); the next update takes it.
         let info = t.lookup(Service::Userinfo, "ann_barrera.io");
         assert!(matches!(&info, Answer::Found(v) if v.ends_with(":/var/vmail/barrera.io/ann")));
         let writer = rusqlite::Connection::open(dir.path().join("two.db")).unwrap();
@@ -1297,6 +1320,8 @@ mod tests {
         std::fs::write(&conf, new_home).unwrap();
         assert!(t.update().is_err());
         writer.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(t.lookup(Service::Userinfo, "ann_barrera.io"), info);
+        t.update().unwrap();
         assert_eq!(
             t.lookup(Service::Userinfo, "ann_barrera.io"),
             Answer::Found("5000:5000:/srv/mail/ann@barrera.io".into())

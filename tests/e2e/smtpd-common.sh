@@ -137,6 +137,10 @@ config_cases() {
 	out=$($3 "$2" update table users 2>&1) || true
 	case $out in *succeeded*) fail "update with a broken config: $out" ;; *) ok "update with a broken config fails: $out" ;; esac
 	expect_rcpt "$1" hugo@barrera.io 250
+	sed "s|$MT_DB|$MT_DB.missing|" "$MT_CONF.good" >"$MT_CONF"
+	out=$($3 "$2" update table users 2>&1) || true
+	case $out in *succeeded*) fail "update with a config naming a missing database: $out" ;; *) ok "update with a config naming a missing database fails: $out" ;; esac
+	expect_rcpt "$1" hugo@barrera.io 250
 	cp -p "$MT_DB" "$MT_DB.2"
 	"$MT_BIN/mailtable" -c "$MT_CONF.good" --database "sqlite://$MT_DB.2" \
 		alias add fresh@example.com hugo@barrera.io >/dev/null
