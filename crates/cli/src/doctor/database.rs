@@ -237,6 +237,30 @@ pub(crate) fn check_sqlite_files(path: &Path, config_path: Option<&Path>) -> Vec
         ));
     }
     let journal = journal_mode(path);
+    // A `-wal` with frames next to a file whose header says rollback: a
+    // WAL session that crashed, or a backup copied over the file since.
+    // SQLite replays such a file at the next open whatever the header says
+    // (pagerOpenWalIfPresent in its pager.c), over a restored backup too.
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let left = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    if journal.as_deref() == Some("rollback") && left > 0 {
+        out.push(Check::problem(
+            "database.side-files",
+            format!(
+                "{} ({left} bytes) is left from a WAL session that did not end: SQLite \
+                 replays it over {shown} at the next open, even over a backup copied in since",
+                wal.display()
+            ),
+            format!(
+                "if {shown} was restored from a backup after that session, remove {} and \
+                 {shown}-shm (their writes would undo the restore); otherwise `{} migrate` \
+                 keeps them and converts the file",
+                wal.display(),
+                cli(config_path)
+            ),
+        ));
+        return out;
+    }
     if journal.as_deref() != Some("wal") {
         out.push(Check::ok(
             "database.side-files",
@@ -310,7 +334,10 @@ pub(crate) fn probe_daemons(
     let mut readers = Vec::new();
     readers.extend(smtpd.reader(db.group));
     readers.extend(dovecot.reader(db.group));
-    readers.extend(serve_reader(db));
+    readers.extend(serve_reader(
+        db,
+        unix::running_creds("dovecot-mailtable", "serve"),
+    ));
     if readers.is_empty() {
         checks.push(Check::na(
             "database.daemons",
@@ -334,7 +361,9 @@ pub(crate) fn probe_daemons(
 /// starts it with `User=` and its groups, as initgroups gives them. A
 /// serve on TCP that is not running is not probed here (serve.* says
 /// whether it answers).
-fn serve_reader(db: &Db) -> Option<Reader> {
+///
+/// `running`: the credentials of the running serve, if one runs.
+fn serve_reader(db: &Db, running: Option<unix::Creds>) -> Option<Reader> {
     let g = db.group.map_or("mailtable".into(), unix::group_name);
     let reader = |creds: unix::Creds| Reader {
         name: "serve",
@@ -345,7 +374,7 @@ fn serve_reader(db: &Db) -> Option<Reader> {
         creds,
         config: db.config_path.clone(),
     };
-    if let Some(creds) = unix::running_creds("dovecot-mailtable", "serve") {
+    if let Some(creds) = running {
         return (creds.uid != 0).then(|| reader(creds));
     }
     let serve = &db.config.as_ref()?.serve;
@@ -495,15 +524,31 @@ pub(super) mod tests {
         };
         // TCP: nothing on disk tells who serve runs as.
         config.serve.http_listen = "127.0.0.1:8787".into();
-        assert!(serve_reader(&db(&config)).is_none());
+        assert!(serve_reader(&db(&config), None).is_none());
+        // A running serve tells, whatever its listeners: as it runs.
+        let running = unix::Creds {
+            user: "nobody".into(),
+            uid: 65534,
+            gid: 997,
+            groups: vec![997, 120],
+        };
+        let r = serve_reader(&db(&config), Some(running)).expect("probed");
+        assert_eq!((r.creds.uid, r.creds.groups), (65534, vec![997, 120]));
+        let root = unix::Creds {
+            user: "root".into(),
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+        };
+        assert!(serve_reader(&db(&config), Some(root)).is_none());
         // Not running: no socket.
         config.serve.http_listen = format!("unix:{}", d.path().join("http.sock").display());
-        assert!(serve_reader(&db(&config)).is_none());
+        assert!(serve_reader(&db(&config), None).is_none());
         // A socket of root's (or of the one running the test, if that is
         // root): root reads anything, no probe; else the owner is probed.
         let sock = d.path().join("http.sock");
         let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-        let r = serve_reader(&db(&config));
+        let r = serve_reader(&db(&config), None);
         if unix::is_root() {
             assert!(r.is_none());
         } else {
@@ -571,6 +616,28 @@ pub(super) mod tests {
         drop(store::open(&url(&p), &opts).unwrap());
         let checks = check_sqlite_files(&p, None);
         assert!(checks.iter().all(|c| c.status == Status::Ok), "{checks:?}");
+
+        // A WAL session still open (as one that crashed leaves it) and a
+        // backup copied over the file since: the -wal would be replayed.
+        let backup = d.path().join("backup.db");
+        std::fs::copy(&p, &backup).unwrap();
+        let session = rusqlite::Connection::open(&p).unwrap();
+        session
+            .execute_batch(
+                "PRAGMA journal_mode=wal; \
+                 INSERT INTO users (username, domain, mailbox) VALUES ('z', 'x.org', 'a@x.org');",
+            )
+            .unwrap();
+        std::fs::copy(&backup, &p).unwrap();
+        let checks = check_sqlite_files(&p, None);
+        let side = checks
+            .iter()
+            .find(|c| c.name == "database.side-files")
+            .unwrap();
+        assert_eq!(side.status, Status::Problem, "{side:?}");
+        assert!(side.message.contains("-wal ("), "{side:?}");
+        assert!(side.fix.as_ref().unwrap().contains("remove"), "{side:?}");
+        drop(session);
 
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let checks = check_sqlite_files(&p, None);

@@ -151,7 +151,7 @@ pub(crate) fn check_rows(url: &DatabaseUrl, timeout: Duration, resolver: &Resolv
         if odd_targets.n == 0 {
             Check::ok(
                 "database.rows",
-                format!("all {total} row(s) in lower case, domains in punycode"),
+                format!("the targets of all {total} row(s) in lower case, domains in punycode"),
             )
         } else {
             Check::problem(
@@ -212,7 +212,9 @@ mod tests {
         insert("('a', 'x.org', 'a@x.org', '$2b$04$x'), ('b', 'x.org', 'a@x.org', NULL)");
         let c = checks(&p);
         assert!(c.iter().all(|c| c.status == Status::Ok), "{c:?}");
-        assert!(named(&c, "database.rows").message.contains("all 2 row(s)"));
+        assert!(named(&c, "database.rows")
+            .message
+            .contains("the targets of all 2 row(s)"));
 
         // Never found: upper case and white space in the key.
         insert(
