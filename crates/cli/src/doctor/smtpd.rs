@@ -13,6 +13,7 @@ use super::database::Reader;
 use super::exec::{self, Ran};
 use super::unix::{self, Creds};
 use super::{Check, DoctorArgs};
+use mailtable_core::Config;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -77,6 +78,63 @@ pub(crate) fn tables(conf: &str) -> Vec<Table> {
         }
     }
     out
+}
+
+/// smtpd's subaddressing delimiter in a smtpd.conf text: the last
+/// `smtp sub-addr-delim C` (smtpd.conf(5); one character, quoted or not),
+/// else smtpd's default `+`.
+pub(crate) fn sub_addr_delim(conf: &str) -> char {
+    let mut delim = '+';
+    for raw in conf.lines() {
+        let line = raw.split('#').next().unwrap_or("");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let ["smtp", "sub-addr-delim", c] = words[..] {
+            let mut chars = c.trim_matches('"').chars();
+            if let (Some(c), None) = (chars.next(), chars.next()) {
+                delim = c;
+            }
+        }
+    }
+    delim
+}
+
+/// The table's tag delimiter is smtpd's: smtpd cuts a delivery user name
+/// at its own (lka_expand in usr.sbin/smtpd/lka_session.c) and walks a
+/// tagged address with it (aliases_virtual_get), so with two different
+/// ones `user add p+q@` is accepted and smtpd bounces its mail.
+pub(crate) fn check_delimiter(conf: &Path, text: &str, t: &Table) -> Check {
+    let smtpd = sub_addr_delim(text);
+    let config = match Config::locate(Some(Path::new(&t.config))) {
+        Ok(c) => c,
+        Err(_) => {
+            return Check::na(
+                "smtpd.delimiter",
+                format!("{} does not load (see config)", t.config),
+            )
+        }
+    };
+    match config.delimiter() {
+        Ok(d) if d == smtpd => Check::ok(
+            "smtpd.delimiter",
+            format!("tag_delimiter {d:?} is smtpd's sub-addr-delim"),
+        ),
+        Ok(d) => Check::problem(
+            "smtpd.delimiter",
+            format!(
+                "{} has tag_delimiter {d:?} and smtpd ({}) cuts addresses at {smtpd:?}: \
+                 a mailbox named with {smtpd:?} is refused by smtpd (550), and tagged \
+                 addresses are read differently",
+                t.config,
+                conf.display()
+            ),
+            format!(
+                "tag_delimiter = \"{smtpd}\" in {} (or `smtp sub-addr-delim \"{d}\"` in {})",
+                t.config,
+                conf.display()
+            ),
+        ),
+        Err(e) => Check::na("smtpd.delimiter", e),
+    }
 }
 
 /// `version: OpenSMTPD 6.8.0p2` (first line of `smtpd -h`) -> (6, 8).
@@ -190,6 +248,7 @@ pub(crate) fn run(args: &DoctorArgs, timeout: Duration, checks: &mut Vec<Check>)
         return found;
     };
     checks.push(check_table(&conf, &table));
+    checks.push(check_delimiter(&conf, &text, &table));
     checks.push(check_binary(&found.binary));
     found.creds = USERS.iter().find_map(|u| unix::login_creds(u));
     if found.creds.is_none() {
@@ -249,6 +308,33 @@ mod tests {
         assert_eq!(t[0].line, 3);
         assert_eq!(t[1].config, "/q.toml");
         assert!(tables("table users proc:/usr/bin/x\n").is_empty());
+    }
+
+    /// smtpd's delimiter from smtpd.conf, and the table's compared with it.
+    #[test]
+    fn the_tag_delimiter_is_smtpds() {
+        assert_eq!(sub_addr_delim("listen on lo\n"), '+');
+        assert_eq!(sub_addr_delim("smtp sub-addr-delim \"-\"   # tags\n"), '-');
+        assert_eq!(
+            sub_addr_delim("smtp sub-addr-delim =\n# smtp sub-addr-delim -\n"),
+            '='
+        );
+        let d = tempfile::tempdir().unwrap();
+        let conf = d.path().join("smtpd.conf");
+        let table = d.path().join("mailtable.toml");
+        let t = Table {
+            name: "users".into(),
+            config: table.display().to_string(),
+            line: 1,
+        };
+        std::fs::write(&table, "tag_delimiter = \"-\"\n").unwrap();
+        let c = check_delimiter(&conf, "listen on lo\n", &t);
+        assert_eq!(c.status, Status::Problem, "{c:?}");
+        assert!(c.fix.unwrap().starts_with("tag_delimiter = \"+\""));
+        let c = check_delimiter(&conf, "smtp sub-addr-delim -\n", &t);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        std::fs::write(&table, "").unwrap();
+        assert_eq!(check_delimiter(&conf, "\n", &t).status, Status::Ok);
     }
 
     #[test]
