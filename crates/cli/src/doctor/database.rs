@@ -345,6 +345,21 @@ pub(crate) fn probe_daemons(
         ));
         return;
     }
+    // In WAL mode a reader needs `-shm` and `-wal`, which doctor's own
+    // connection as root has just made: a probe would pass thanks to
+    // them, and the daemons fail again once the sqlite3 shell deletes
+    // them. database.side-files says what to do.
+    if let Some(DatabaseUrl::Sqlite(path)) = &db.url {
+        if journal_mode(path).as_deref() == Some("wal") {
+            for r in readers {
+                checks.push(Check::na(
+                    &format!("database.read-as-{}", r.name),
+                    "not tried: the file is in WAL mode (see database.side-files)",
+                ));
+            }
+            return;
+        }
+    }
     let name = args.address.as_deref().unwrap_or(PROBE_NAME);
     for r in readers {
         checks.push(probe(&r, db, name, timeout));
