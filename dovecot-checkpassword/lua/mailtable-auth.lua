@@ -245,6 +245,22 @@ local function call(path, user, password)
 end
 
 function auth_password_verify(req, password)
+  -- A master user's login (a master passdb with `pass = yes`): Dovecot has
+  -- checked the master's own password and asks this passdb only whether
+  -- the user exists and may log in; `password` is the master's, never the
+  -- user's. Dovecot says so in skip_password_check (core@2.3.19.1 and
+  -- core@2.4.1: src/auth/db-lua.c). The lookup's answer carries
+  -- nologin=y for a disabled mailbox, which Dovecot refuses.
+  if req.skip_password_check then
+    local kind, r = call("/passdb/lookup", req.user)
+    if kind == "ok" then
+      r.password = nil
+      return dovecot.auth.PASSDB_RESULT_OK, r
+    elseif kind == "unknown" then
+      return dovecot.auth.PASSDB_RESULT_USER_UNKNOWN, "no such user"
+    end
+    return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, r
+  end
   local kind, r = call("/passdb/verify", req.user, password)
   if kind == "ok" then
     -- Nothing to verify afterwards; a password field here would only

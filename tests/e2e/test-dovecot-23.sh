@@ -187,6 +187,7 @@ localize "$LUA" >"$T/etc/mailtable-auth.lua"
 # --- a private Dovecot ---------------------------------------------------------
 
 write_dovecot_conf() {
+	printf 'master:{PLAIN}master-pw\n' >"$T/master-users"
 	cat >"$DC" <<EOF
 # Private test instance (tests/e2e/test-dovecot-23.sh); no system config.
 base_dir = $T/run
@@ -204,6 +205,15 @@ auth_failure_delay = 0
 # Any byte in a user name, as sites with UTF-8 logins set it: a Latin-1
 # login (not UTF-8) then reaches the backend, which must find it unknown.
 auth_username_chars =
+# A master user (its password checked by Dovecot; mailtable's passdb only
+# says whether the user exists and may log in).
+auth_master_user_separator = *
+passdb {
+  driver = passwd-file
+  master = yes
+  pass = yes
+  args = $T/master-users
+}
 default_internal_user = dovecot
 default_login_user = dovenull
 first_valid_uid = $VUID
@@ -324,6 +334,17 @@ run_mode() {
 	auth_test nobody@barrera.io "$PASSWORD" fail "unknown user"
 	auth_test off@barrera.io "$PASSWORD" fail "disabled user, right password"
 	if [ "$MODE" != checkpassword ]; then
+		auth_test 'hugo@barrera.io*master' master-pw ok "a master user's login"
+		# To a disabled mailbox: the auth server answers nologin, which the
+		# login process refuses ("Login disabled"; doveadm auth test only
+		# shows it).
+		rc=0
+		out=$(doveadm -c "$DC" auth test -x service=imap 'off@barrera.io*master' master-pw 2>&1) || rc=$?
+		shown=$(printf '%s' "$out" | tr '\n\t' '  ' | sed 's/  */ /g')
+		case $out in
+		*nologin*) ok "doveadm auth test off@barrera.io*master -> exit $rc, nologin: $shown" ;;
+		*) fail "master login to a disabled mailbox without nologin: exit $rc: $shown" ;;
+		esac
 		# A passdb lookup without a password check (master users,
 		# `doveadm auth lookup`): found, refused by nologin, never an
 		# internal failure.
