@@ -534,6 +534,17 @@ both!(alias_del_never_strands_other_aliases, |db| {
         (code, err.trim()),
         (1, "mailtable: no alias nobody@z.example")
     );
+    // An alias of another domain that a domain alias maps to the mailbox
+    // (via@ -> bob@old.example, %@old.example -> %@barrera.io): its mail
+    // would fail too, so it is named.
+    db.add_user("bob@barrera.io", &[]);
+    db.ok(&["alias", "add", "%@old.example", "%@barrera.io"]);
+    db.ok(&["alias", "add", "via@x.example", "bob@old.example"]);
+    let (code, err) = db.refused(&["user", "del", "bob@barrera.io"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("via@x.example"), "{err}");
+    db.ok(&["alias", "del", "via@x.example"]);
+    db.ok(&["user", "del", "bob@barrera.io"]);
     // Removing one target of several leaves the alias: nothing dangles.
     db.add_user("bob@barrera.io", &[]);
     db.ok(&[

@@ -286,12 +286,27 @@ pub(super) fn dangling(
         Err(ResolveError::Store(e)) => return Err(e.into()),
         Ok(Outcome::NotFound) | Err(_) => {}
     }
-    let mut out: Vec<String> = before
+    // The rows that reached it naming it, or naming an address that now
+    // finds nothing (an address of another domain that a domain alias
+    // mapped to it: `via@ -> bob@old.org`, `%@old.org -> %@new.org`). Not
+    // a row naming an alias that now points at nothing: that alias is
+    // named itself, and fixing it fixes them.
+    let mut out: Vec<String> = Vec::new();
+    for x in before
         .iter()
-        .filter(|x| x.target == *addr)
         .filter(|x| domain_aliases || x.row.kind() != RowKind::DomainAlias)
-        .map(|x| x.row.address())
-        .collect();
+    {
+        let gone = x.target == *addr
+            || match r.resolve(s, &x.target) {
+                Ok(Outcome::NotFound) => true,
+                Err(ResolveError::Store(e)) => return Err(e.into()),
+                Ok(_) | Err(_) => false,
+            };
+        if gone {
+            out.push(x.row.address());
+        }
+    }
+    out.sort();
     out.dedup();
     Ok(out)
 }
