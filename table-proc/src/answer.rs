@@ -1008,6 +1008,18 @@ mod tests {
         ));
     }
 
+    /// A failure's text is its reason, as the logs show it (the outage
+    /// line of the cache prints it), and its class follows the error's.
+    #[test]
+    fn a_failure_says_why_and_whether_it_is_an_outage() {
+        let down = Failure::from(StoreError::Unavailable("gone".into()));
+        assert_eq!(down.to_string(), "database unavailable: gone");
+        assert!(down.is_outage());
+        let broken = Failure::data("x@ex.org points to nothing");
+        assert_eq!(broken.to_string(), "x@ex.org points to nothing");
+        assert!(!broken.is_outage());
+    }
+
     /// The database answers that an alias's data cannot be served: its
     /// target lost its rows, or a row written by hand cannot be read. That
     /// is a temporary failure at once, never the answer cached before
