@@ -380,23 +380,21 @@ impl SqliteStore {
                 d != 0 && epoch.elapsed().as_nanos() as u64 > d
             }),
         );
-        // Only a file in WAL mode: setting the mode takes a lock, and on a
-        // file another writer holds it would wait out the timeout once
-        // more before the write itself does, and warn of WAL where there
-        // is none. (`init` opens no early handle: the file may not exist.)
-        let wal = match &early {
-            Some((f, _)) => in_wal_mode(f),
-            None => std::fs::File::open(&path).is_ok_and(|f| in_wal_mode(&f)),
-        };
-        if self.access != Access::ReadOnly && wal {
-            Self::use_rollback_journal(&conn, &path);
-        }
         let columns = Self::columns(&conn).map_err(|e| map_err(&path, self.timeout, e))?;
         let (file, ident) = match early {
             Some(opened) => opened,
+            // `init`: SQLite has made the file by now.
             None => open_file()?,
         };
-        let wal = in_wal_mode(&file);
+        let mut wal = in_wal_mode(&file);
+        // Only a file in WAL mode: setting the mode takes a lock, and on a
+        // file another writer holds it would wait out the timeout once
+        // more before the write itself does, and warn of WAL where there
+        // is none. The daemons (read only) never convert.
+        if self.access != Access::ReadOnly && wal {
+            Self::use_rollback_journal(&conn, &path);
+            wal = in_wal_mode(&file);
+        }
         self.open = Some(Open {
             conn,
             columns,
