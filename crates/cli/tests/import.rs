@@ -1138,6 +1138,59 @@ fn postfixadmin_alias_loops_defer_and_are_not_imported() {
     assert_eq!(db.resolve("ok@example.org").1, set(&["alice@example.org"]));
 }
 
+/// Two PostfixAdmin mailboxes that each keep a copy and forward one to the
+/// other, and lists naming both: Postfix marks an address that expanded
+/// into itself and never expands it again for that recipient
+/// (`been_here_fixed` in cleanup_map1n.c), so every copy arrives; no loop
+/// is deferred. After the import each address reaches the same
+/// mailboxes.
+#[test]
+fn postfixadmin_mailboxes_forwarding_to_each_other_are_no_loop() {
+    let db = Db::new();
+    let url = db.postfixadmin(
+        "pfa-mutual.db",
+        &format!(
+            "INSERT INTO domain VALUES ('example.org', '0', '1');
+             INSERT INTO mailbox VALUES ('alice@example.org', '{M_HASH}', 'example.org', 0, '1'),
+                                        ('bob@example.org', '{M_HASH}', 'example.org', 0, '1'),
+                                        ('carl@example.org', '{M_HASH}', 'example.org', 0, '1');
+             INSERT INTO alias VALUES
+               ('alice@example.org', 'alice@example.org,bob@example.org', '1'),
+               ('bob@example.org', 'bob@example.org, alice@example.org', '1'),
+               ('carl@example.org', 'carl@example.org', '1'),
+               ('team@example.org', 'alice@example.org,  bob@example.org ,carl@example.org', '1'),
+               ('sales@example.org', 'dora@example.com,bob@example.org', '1'),
+               ('fwd@example.org', 'fwd2@example.org', '1'),
+               ('fwd2@example.org', 'fwd2@example.org,fwd@example.org,carl@example.org', '1');"
+        ),
+    );
+    let (v, _) = db.import_json(&["--from", "sql", &url], 0);
+    assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
+    let not = whys(&v, "not_imported");
+    assert_eq!(v["undeliverable"], serde_json::json!([]), "{not}");
+    assert!(!not.contains("loop"), "{not}");
+    let both = set(&["alice@example.org", "bob@example.org"]);
+    assert_eq!(db.resolve("alice@example.org").1, both);
+    assert_eq!(db.resolve("bob@example.org").1, both);
+    assert_eq!(
+        db.resolve("team@example.org").1,
+        set(&["alice@example.org", "bob@example.org", "carl@example.org"])
+    );
+    assert_eq!(
+        db.resolve("sales@example.org").1,
+        set(&["alice@example.org", "bob@example.org", "dora@example.com"])
+    );
+    // fwd -> fwd2, which keeps nothing (no mailbox) but names fwd again:
+    // Postfix expands fwd once more, meets fwd2 marked, and delivers to
+    // carl; the copy left at fwd2 bounces.
+    assert_eq!(db.resolve("fwd@example.org").1, set(&["carl@example.org"]));
+    assert_eq!(db.resolve("fwd2@example.org").1, set(&["carl@example.org"]));
+    assert!(
+        not.contains("target fwd2@example.org (its own address): the sources have no mailbox"),
+        "{not}"
+    );
+}
+
 /// A PostfixAdmin catch-all to an address that is no mailbox: Postfix
 /// keeps an address that expands into itself (`been_here_fixed` in
 /// cleanup_map1n.c) and delivers it as it is, so that copy bounced (user

@@ -210,12 +210,7 @@ pub fn plan(
     }
     // What reaches the dropped logins is not imported either (the fixed
     // point below).
-    let walk = decide_routes(
-        &mut merged,
-        &mut f.conflicts,
-        delimiter,
-        (dropped, &refused_logins),
-    );
+    let walk = decide_routes(&mut merged, &mut f, delimiter, (dropped, &refused_logins));
     let mut walk = drop_what_reaches_the_skipped(walk);
     if !walk.aliases_first {
         bounce_loops(&mut walk);
@@ -500,7 +495,7 @@ fn drop_logins_smtpd_cannot_deliver(
 /// `m`: from here on they belong to the walk.
 fn decide_routes(
     m: &mut Merged,
-    conflicts: &mut Vec<Conflict>,
+    f: &mut Findings,
     delimiter: char,
     (not_imported, refused): (BTreeMap<Address, String>, &BTreeSet<Address>),
 ) -> SourceWalk {
@@ -523,7 +518,7 @@ fn decide_routes(
                 RouteKey::Exact(a) if not_imported.contains_key(a) => {
                     Status::Skipped(format!("its mailbox is not imported: {}", not_imported[a]))
                 }
-                _ => route_status(&route, m, &bare_keys, conflicts),
+                _ => route_status(&route, m, &bare_keys, f),
             };
             // The targets live on in the status; the source's own list is
             // not read again, and a big source has half a million of them.
@@ -752,7 +747,7 @@ fn route_status(
     route: &Route,
     m: &Merged,
     bare_keys: &BTreeMap<RouteKey, Route>,
-    conflicts: &mut Vec<Conflict>,
+    f: &mut Findings,
 ) -> Status {
     let own = match &route.key {
         RouteKey::Global => {
@@ -794,19 +789,46 @@ fn route_status(
     };
     let in_import = m.logins.get(k);
     let has_login = m.has_login(k);
-    let mut to_self = out.contains(&Resolved::SelfBox);
+    let to_self = out.contains(&Resolved::SelfBox);
+    // The target stays in the list (the walk needs it: Postfix marks an
+    // address that expands into itself and never expands it again for
+    // that recipient), and gives no row: the mailbox row comes from a
+    // login only.
+    let only_self = out.len() == 1;
     if to_self && !has_login && m.refused.contains(k) {
         // The self-alias of a mailbox the source refuses: that copy
         // bounced, the other targets were delivered.
-        out.retain(|t| *t != Resolved::SelfBox);
-        to_self = false;
-        if out.is_empty() {
+        if only_self {
             return Status::Bounced(format!(
                 "delivers only to its own mailbox, which the source refused (inactive): its mail \
                  bounced there and is not accepted after the import either (--inactive disabled \
                  imports {k} as a disabled mailbox)"
             ));
         }
+        return Status::Ok(out);
+    }
+    if to_self && !has_login && m.aliases_first {
+        // Postfix delivers an address that expands into itself as it is
+        // (cleanup_map1n.c), and its mailbox maps do not list this one:
+        // that copy bounced (virtual(8): user unknown), the other targets
+        // got theirs.
+        if only_self {
+            return Status::Bounced(
+                "delivers only to its own address, which has no mailbox in the sources: \
+                 Postfix bounced its mail there (user unknown) and it is not accepted after \
+                 the import either"
+                    .into(),
+            );
+        }
+        f.skipped.push(Finding::about(
+            route.origin.clone(),
+            &k.to_string(),
+            format!(
+                "target {k} (its own address): the sources have no mailbox for it, so Postfix \
+                 bounced this copy (user unknown); not imported, the other targets are"
+            ),
+        ));
+        return Status::Ok(out);
     }
     if to_self && !has_login {
         return Status::Skipped(format!(
@@ -819,7 +841,7 @@ fn route_status(
             Some(l) => format!("has a login ({})", l.origin),
             None => "has a mailbox in the database".to_string(),
         };
-        conflicts.push(Conflict {
+        f.conflicts.push(Conflict {
             at: route.origin.clone(),
             subject: k.to_string(),
             why: format!(

@@ -6,7 +6,9 @@
 //! logins, then smtpd's bare user key, then `@domain`, then `@`
 //! (`aliases_virtual_get` in OpenSMTPD `usr.sbin/smtpd/aliases.c`).
 //! Postfix-style SQL setups look up every alias, `@domain` included, before
-//! the mailboxes (virtual(5)), so there the login comes after the catch-all.
+//! the mailboxes (virtual(5)), so there the login comes after the catch-all;
+//! and Postfix expands a recipient its own way, a list with marks rather
+//! than a tree with paths ([`SourceWalk::postfix_reach`]).
 //!
 //! The one decision a reader might question: this is a second resolver next
 //! to `mailtable_core::Resolver`, and it has to be. Verification compares
@@ -99,6 +101,16 @@ impl Reach {
     }
 }
 
+/// What one lookup of Postfix's alias maps gives for an address.
+enum PostfixStep<'a> {
+    /// An entry matched.
+    Entry(&'a RouteEntry),
+    /// The address without its tag is looked up instead.
+    Untagged(Address),
+    /// No entry: the address is delivered as it is.
+    Final,
+}
+
 /// A route of the sources and its status.
 #[derive(Debug, Clone)]
 pub struct RouteEntry {
@@ -157,11 +169,165 @@ impl SourceWalk {
 
     /// The source's walk for `a` on its own (`a` the recipient).
     pub fn reach(&self, a: &Address) -> Result<Option<Reach>, String> {
-        self.lookup(a, &mut vec![a.clone()])
+        match self.aliases_first {
+            true => self.postfix_reach(a),
+            false => self.lookup(a, &mut vec![a.clone()]),
+        }
     }
 
-    /// The source's walk for one address: `Ok(None)` when nothing matches,
-    /// `Err` when it runs into an entry that is not imported.
+    /// One lookup of Postfix's virtual alias maps for `a`, in the order
+    /// of a Postfix-style SQL setup: the address, without its tag, then
+    /// `@domain` (virtual(5)).
+    fn postfix_step(&self, a: &Address) -> Result<PostfixStep<'_>, String> {
+        if let Some(r) = self.routes.get(&RouteKey::Exact(a.clone())) {
+            return Ok(PostfixStep::Entry(r));
+        }
+        // As in `lookup`: a login of the full address is no tagged address.
+        let own_entry = self.deliverable.contains(a)
+            || self.accepted_inactive.contains(a)
+            || self.refused.contains(a);
+        if let Some(base) = self.delimiter.map(|d| a.without_tag(d)) {
+            if base != *a && !own_entry {
+                return Ok(PostfixStep::Untagged(base));
+            }
+        }
+        if let Some(why) = self.not_imported.get(a) {
+            return Err(format!("{a} is not imported: {why}"));
+        }
+        if self.accepted_inactive.contains(a) {
+            return Ok(PostfixStep::Final);
+        }
+        if let Some(r) = self.routes.get(&RouteKey::Bare(a.local().to_string())) {
+            return Err(Self::blocked(r));
+        }
+        if let Some(r) = self.routes.get(&RouteKey::CatchAll(a.domain().clone())) {
+            return Ok(PostfixStep::Entry(r));
+        }
+        if !self.deliverable.contains(a) {
+            if let Some(r) = self.routes.get(&RouteKey::Global) {
+                return Err(Self::blocked(r));
+            }
+        }
+        Ok(PostfixStep::Final)
+    }
+
+    /// Whether `a` has nothing at all in the sources: no entry, no mailbox.
+    fn postfix_unknown(&self, a: &Address) -> Result<bool, String> {
+        Ok(matches!(self.postfix_step(a)?, PostfixStep::Final)
+            && !self.deliverable.contains(a)
+            && !self.accepted_inactive.contains(a))
+    }
+
+    /// Postfix's expansion of one recipient, step for step as
+    /// `cleanup_map1n_internal` (src/cleanup/cleanup_map1n.c) does it: a
+    /// list of addresses, starting with the recipient; each is looked up
+    /// again and again, replaced by the first address of the result and
+    /// the others appended to the list, until a lookup finds nothing or
+    /// the address is one that has expanded into itself before (anywhere
+    /// in this recipient's expansion: `been_here_fixed`, marked when a
+    /// result names the address looked up). So `a -> a, b` and
+    /// `b -> b, a` deliver to both, while `a -> b`, `b -> a` goes round
+    /// until `virtual_alias_recursion_limit` and the message is deferred.
+    /// What is left is delivered as it is: a mailbox, a remote address, or
+    /// a copy that bounces (user unknown, an inactive mailbox).
+    fn postfix_reach(&self, recipient: &Address) -> Result<Option<Reach>, String> {
+        // Each address of the list, with the address it came from (for
+        // the report); `None` once its copy bounced.
+        let mut list: Vec<Option<(Address, Address)>> =
+            vec![Some((recipient.clone(), recipient.clone()))];
+        let mut been_here: BTreeSet<Address> = BTreeSet::new();
+        let mut matched = false;
+        let mut out = Reach::default();
+        let mut i = 0;
+        while i < list.len() {
+            // The states this slot went through: the lookups depend on the
+            // address and on `been_here`, which only grows, so a state met
+            // twice repeats forever (Postfix: until the recursion limit).
+            let mut states: BTreeSet<(Address, usize)> = BTreeSet::new();
+            while let Some((cur, from)) = list[i].clone() {
+                if been_here.contains(&cur) {
+                    break;
+                }
+                if !states.insert((cur.clone(), been_here.len()))
+                    || states.len() > POSTFIX_RECURSION_LIMIT
+                {
+                    return Err(format!(
+                        "{from} -> {cur} is an alias loop: Postfix defers its mail (4.6.0 \
+                         Alias expansion error) until it expires"
+                    ));
+                }
+                let r = match self.postfix_step(&cur)? {
+                    PostfixStep::Final => break,
+                    PostfixStep::Untagged(base) => {
+                        list[i] = Some((base, from));
+                        continue;
+                    }
+                    PostfixStep::Entry(r) => r,
+                };
+                let targets = match &r.status {
+                    Status::Ok(t) => t,
+                    Status::Bounced(_) => {
+                        matched = true;
+                        out.bounced = true;
+                        list[i] = None;
+                        break;
+                    }
+                    Status::Skipped(_) => return Err(Self::blocked(r)),
+                };
+                // A domain alias whose address has no entry there does not
+                // match: the lookup falls through (the alias-domain maps
+                // join on the target's own entry).
+                if let [Resolved::DomainAlias(d)] = targets.as_slice() {
+                    let there =
+                        Address::from_parts(cur.local(), d.as_str()).map_err(|e| e.to_string())?;
+                    if self.postfix_unknown(&there)? {
+                        break;
+                    }
+                }
+                matched = true;
+                let mut result = Vec::with_capacity(targets.len());
+                for t in targets {
+                    let a = match t {
+                        Resolved::SelfBox => cur.clone(),
+                        Resolved::Addr(a) | Resolved::Final(a) => a.clone(),
+                        Resolved::DomainAlias(d) => Address::from_parts(cur.local(), d.as_str())
+                            .map_err(|e| e.to_string())?,
+                    };
+                    result.push(a);
+                }
+                if result.contains(&cur) {
+                    been_here.insert(cur.clone());
+                }
+                let mut result = result.into_iter();
+                list[i] = result.next().map(|first| (first, cur.clone()));
+                list.extend(result.map(|a| Some((a, cur.clone()))));
+            }
+            i += 1;
+        }
+        for (a, from) in list.into_iter().flatten() {
+            if !self.domains.contains(a.domain())
+                || self.deliverable.contains(&a)
+                || self.accepted_inactive.contains(&a)
+            {
+                out.to.insert(a);
+            } else if self.refused.contains(&a) || been_here.contains(&a) {
+                out.bounced = true;
+            } else if !matched {
+                // The recipient itself, which nothing matched.
+                return Ok(None);
+            } else {
+                return Err(format!(
+                    "{from} points to {a}, which has no entry in the sources (mail to {from} \
+                     bounces there today)"
+                ));
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// smtpd's walk for one address: `Ok(None)` when nothing matches,
+    /// `Err` when it runs into an entry that is not imported. (Postfix
+    /// order: [`SourceWalk::postfix_reach`].)
     fn lookup(&self, addr: &Address, path: &mut Vec<Address>) -> Result<Option<Reach>, String> {
         if let Some(r) = self.routes.get(&RouteKey::Exact(addr.clone())) {
             return self.expand(r, addr, path).map(Some);
@@ -189,8 +355,7 @@ impl SourceWalk {
         if self.accepted_inactive.contains(addr) {
             return Ok(Some(Reach::mailbox(addr)));
         }
-        let mailbox = self.deliverable.contains(addr);
-        if mailbox && !self.aliases_first {
+        if self.deliverable.contains(addr) {
             return Ok(Some(Reach::mailbox(addr)));
         }
         if let Some(r) = self.routes.get(&RouteKey::Bare(addr.local().to_string())) {
@@ -198,9 +363,6 @@ impl SourceWalk {
         }
         if let Some(r) = self.routes.get(&RouteKey::CatchAll(addr.domain().clone())) {
             return self.expand(r, addr, path).map(Some);
-        }
-        if mailbox {
-            return Ok(Some(Reach::mailbox(addr)));
         }
         if let Some(r) = self.routes.get(&RouteKey::Global) {
             return Err(Self::blocked(r));
@@ -216,6 +378,11 @@ impl SourceWalk {
         addr: &Address,
         path: &mut Vec<Address>,
     ) -> Result<Reach, String> {
+        // `r` is the entry Postfix's first lookup of `addr` finds: its
+        // expansion is the recipient's.
+        if self.aliases_first {
+            return Ok(self.postfix_reach(addr)?.unwrap_or_default());
+        }
         let bounce = Reach::default();
         let targets = match &r.status {
             Status::Ok(t) => t,
@@ -225,7 +392,7 @@ impl SourceWalk {
         // The targets of the address last on `path` are nodes of depth
         // `path.len()` (the recipient is first, depth 0): at smtpd's limit
         // the whole expansion fails, a bounce.
-        if !self.aliases_first && path.len() >= SMTPD_EXPAND_DEPTH && !targets.is_empty() {
+        if path.len() >= SMTPD_EXPAND_DEPTH && !targets.is_empty() {
             return Ok(bounce);
         }
         let mut out = Reach::default();
@@ -240,21 +407,6 @@ impl SourceWalk {
                 Resolved::Final(a) => {
                     out.to.insert(a.clone());
                 }
-                // Postfix ends the recursion where an address appears in
-                // its own expansion ("The recursion terminates when the
-                // left-hand side appears in its own expansion",
-                // src/cleanup/cleanup_map1n.c) and delivers it as it is: a
-                // catch-all to one of its domain's mailboxes delivers that
-                // mailbox's own mail to it, not a loop; to an address that
-                // is no mailbox, that copy bounces (virtual(8): user
-                // unknown).
-                Resolved::Addr(a) if self.aliases_first && a == addr => {
-                    if self.deliverable.contains(a) {
-                        out.to.insert(a.clone());
-                    } else {
-                        out.bounced = true;
-                    }
-                }
                 Resolved::Addr(a) => self.follow(a, addr, path, &mut out, false)?,
                 Resolved::DomainAlias(d) => {
                     let a =
@@ -265,9 +417,8 @@ impl SourceWalk {
         }
         // smtpd fails the whole expansion on a node that fails (lka_expand
         // in usr.sbin/smtpd/lka_session.c): a target that bounced, past
-        // the depth limit too, bounces the entry. Postfix bounces that
-        // copy only.
-        if out.bounced && !self.aliases_first {
+        // the depth limit too, bounces the entry.
+        if out.bounced {
             return Ok(Reach {
                 looped: out.looped,
                 ..bounce
@@ -293,16 +444,6 @@ impl SourceWalk {
             return Ok(());
         }
         if path.contains(a) {
-            // Postfix expands on to `virtual_alias_recursion_limit` and
-            // then defers the whole message ("unreasonable ... map
-            // nesting", cleanup_map1n in src/cleanup/cleanup_map1n.c);
-            // only an address expanding into itself is kept, above.
-            if self.aliases_first {
-                return Err(format!(
-                    "{from} -> {a} is an alias loop: Postfix defers its mail (4.6.0 Alias \
-                     expansion error) until it expires"
-                ));
-            }
             // smtpd tells expand nodes apart by their parent address
             // (expand_cmp in usr.sbin/smtpd/expand.c): `a` met again under
             // another parent is a new node, so the loop is expanded again
@@ -311,11 +452,6 @@ impl SourceWalk {
             out.looped.get_or_insert_with(|| a.clone());
             out.bounced = true;
             return Ok(());
-        }
-        if self.aliases_first && path.len() > POSTFIX_RECURSION_LIMIT {
-            return Err(format!(
-                "alias chain deeper than {POSTFIX_RECURSION_LIMIT} at {a}"
-            ));
         }
         path.push(a.clone());
         let r = self.lookup(a, path);
