@@ -1191,6 +1191,43 @@ fn postfixadmin_mailboxes_forwarding_to_each_other_are_no_loop() {
     );
 }
 
+/// An alias row with an empty `goto`: Postfix ignores an empty lookup
+/// result (db_common.c warns and skips it), so the address went on to
+/// its other rows, or to the catch-all. The row is reported, not a reason
+/// to refuse the whole source.
+#[test]
+fn postfixadmin_empty_goto_is_ignored_like_postfix() {
+    let db = Db::new();
+    let url = db.postfixadmin(
+        "pfa-empty.db",
+        &format!(
+            "INSERT INTO domain VALUES ('example.org', '0', '1');
+             INSERT INTO mailbox VALUES ('alice@example.org', '{M_HASH}', 'example.org', 0, '1'),
+                                        ('bob@example.org', '{M_HASH}', 'example.org', 0, '1');
+             INSERT INTO alias VALUES ('alice@example.org', 'alice@example.org', '1'),
+                                      ('bob@example.org', 'bob@example.org', '1'),
+                                      ('@example.org', 'alice@example.org', '1'),
+                                      ('empty@example.org', '', '1'),
+                                      ('list@example.org', ' , ', '1'),
+                                      ('list@example.org', 'bob@example.org', '1');"
+        ),
+    );
+    let (v, _) = db.import_json(&["--from", "sql", &url], 0);
+    assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
+    let not = whys(&v, "not_imported");
+    assert_eq!(
+        not.matches("alias without a destination: Postfix ignores an empty result")
+            .count(),
+        2,
+        "{not}"
+    );
+    assert_eq!(
+        db.resolve("empty@example.org").1,
+        set(&["alice@example.org"])
+    );
+    assert_eq!(db.resolve("list@example.org").1, set(&["bob@example.org"]));
+}
+
 /// A PostfixAdmin catch-all to an address that is no mailbox: Postfix
 /// keeps an address that expands into itself (`been_here_fixed` in
 /// cleanup_map1n.c) and delivers it as it is, so that copy bounced (user

@@ -837,8 +837,16 @@ fn read_aliases(
             continue;
         }
         if targets.is_empty() {
-            p.malformed
-                .push(Finding::about(at, &key_text, "alias without a destination"));
+            // Postfix skips an empty result with a warning ("empty lookup
+            // result ... ignored", db_common_expand in
+            // src/global/db_common.c) and a NULL one silently: the address
+            // was looked up as if the row were not there.
+            p.skipped.push(Finding::about(
+                at,
+                &key_text,
+                "alias without a destination: Postfix ignores an empty result, so its lookup \
+                 went on as if this row were not there; not imported",
+            ));
             continue;
         }
         match routes.get_mut(&key) {
