@@ -2200,6 +2200,43 @@ fn bare_logins_are_placed_where_the_virtual_table_is_unambiguous() {
     );
 }
 
+/// A `--map` that places nothing (no such bare login) is refused, and so
+/// is one login mapped twice to different addresses: either would make
+/// the import differ silently from what was asked.
+#[test]
+fn a_map_that_places_nothing_or_twice_is_refused() {
+    let db = Db::new();
+    let before = db.snapshot();
+    let (v, _) = db.import_json(
+        &[
+            SMTPD6,
+            &["--map=hugo=hugo@example.org", "--map=nobody=x@example.org"],
+        ]
+        .concat(),
+        2,
+    );
+    let conflicts = v["conflicts"].to_string();
+    assert!(
+        conflicts.contains("the sources have no login nobody without a domain"),
+        "{conflicts}"
+    );
+    assert_eq!(db.snapshot(), before);
+    let (code, _, err) = db.run(
+        &[
+            &["import"][..],
+            SMTPD6,
+            &["--map=hugo=hugo@example.org", "--map=Hugo=hugo@example.net"],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--map hugo: given twice, as hugo@example.org and as hugo@example.net"),
+        "{err}"
+    );
+    assert_eq!(db.snapshot(), before);
+}
+
 #[test]
 fn map_and_login_domain_settle_an_ambiguous_login() {
     let (db, v) = smtpd6_import(&["--map=hugo=hugo@example.org"], 0);

@@ -265,6 +265,18 @@ fn add_logins(
         }
     }
     let bare_names: BTreeSet<String> = bare.iter().map(|(u, _)| u.clone()).collect();
+    // A `--map` that places nothing is a typo or a wrong source: said,
+    // not ignored (the import would silently differ from what was asked).
+    for (u, a) in hints.map.iter().filter(|(u, _)| !bare_names.contains(*u)) {
+        f.conflicts.push(Conflict {
+            at: Origin::whole("--map"),
+            subject: format!("{u}={a}"),
+            why: format!(
+                "the sources have no login {u} without a domain: --map places such logins \
+                 only (drop the option, or correct the login's name)"
+            ),
+        });
+    }
     let evidence = if bare.is_empty() {
         Evidence::new()
     } else {

@@ -421,7 +421,16 @@ fn login_hints(args: &ImportArgs) -> Result<merge::LoginHints, CliError> {
         let addr = mailtable_core::Address::parse(addr)
             .map_err(|e| CliError::usage(format!("--map {m}: {e}")))?;
         // smtpd lower-cases the keys of its tables (table(5)).
-        map.insert(login.trim().to_ascii_lowercase(), addr);
+        let login = login.trim().to_ascii_lowercase();
+        if login.is_empty() {
+            return Err(CliError::usage(format!("--map {m}: the login is empty")));
+        }
+        if let Some(before) = map.get(&login).filter(|b| **b != addr) {
+            return Err(CliError::usage(format!(
+                "--map {login}: given twice, as {before} and as {addr}"
+            )));
+        }
+        map.insert(login, addr);
     }
     Ok(merge::LoginHints { domain, map })
 }
