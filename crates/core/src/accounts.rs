@@ -611,6 +611,13 @@ mod tests {
             panic!("not disabled")
         };
         assert!(a.dummy_for_smtpd(Some(&off)).starts_with("$2b$06$"));
+        // Dovecot's passdb gets it in its own notation, matching no
+        // password: not even the mailbox's own.
+        let d = a.dummy_for_dovecot(&off);
+        assert!(d.starts_with("{BLF-CRYPT}$2b$06$"), "{d}");
+        let dummy = PasswordHash::new(d.trim_start_matches("{BLF-CRYPT}").to_string());
+        assert!(!dummy.verify(&Secret::new(PW)).expect("a bcrypt hash"));
+        assert!(!dummy.verify(&Secret::new("")).expect("a bcrypt hash"));
         assert_eq!(
             a.login(&mut s, "off@x.org")
                 .expect("store works")
