@@ -21,6 +21,7 @@ pub mod channel;
 pub mod imsg;
 pub mod proto;
 mod serve;
+pub mod signals;
 pub mod text;
 
 pub use proto::{Answer, Op, ProtoError, Request, Service};

@@ -7,7 +7,7 @@
 //!
 //! It exits only at EOF: smtpd dies with its tables, so even a broken config
 //! is served (every answer `error`, smtpd tempfails and logs why) rather than
-//! reported by exiting.
+//! reported by exiting, and stray signals are ignored ([`signals`]).
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -16,9 +16,10 @@ use std::process::ExitCode;
 use mailtable_core::Config;
 use table_mailtable::answer::Tables;
 use table_mailtable::channel::{input_pending, smtpd_channel};
-use table_mailtable::serve_with_probe;
+use table_mailtable::{serve_with_probe, signals};
 
 fn main() -> ExitCode {
+    signals::ignore_stray_signals();
     let arg = std::env::args().nth(1);
     if matches!(arg.as_deref(), Some("-h" | "--help")) {
         println!(
