@@ -184,3 +184,54 @@ backend_test!(a_migration_step_outlasts_the_lookup_bound, |db| {
     assert_eq!(indexes(&mut raw, db.backend()), INDEXES);
     assert_eq!(s.exact("u7", "d7.org").unwrap().len(), 1);
 });
+
+// A table with one optional column and not the other (made by hand, or a
+// column dropped): lookups read the one it has, so a disabled mailbox's
+// login stays refused; `migrate` adds the missing one and keeps the data.
+backend_test!(
+    a_table_with_one_optional_column_reads_it_and_migrates,
+    |db| {
+        for (present, missing) in [("active", "quota"), ("quota", "active")] {
+            db.raw()
+                .exec("DROP TABLE IF EXISTS users; DROP TABLE IF EXISTS mailtable_schema;");
+            db.raw().exec(&format!("{ARTICLE_DDL}\n{ARTICLE_ROWS}"));
+            let add = match present {
+                "active" => "ALTER TABLE users ADD COLUMN active INTEGER NOT NULL DEFAULT 1",
+                _ => "ALTER TABLE users ADD COLUMN quota TEXT NULL",
+            };
+            db.raw().exec(add);
+            db.raw().exec(match present {
+                "active" => "UPDATE users SET active = 0 WHERE username = 'hugo'",
+                _ => "UPDATE users SET quota = '2G' WHERE username = 'hugo'",
+            });
+            for pass in ["before migrate", "after migrate"] {
+                let mut s = db.open(Access::ReadWrite);
+                let hugo = s.exact("hugo", "barrera.io").unwrap();
+                assert_eq!(hugo.len(), 1, "{present}, {pass}");
+                match present {
+                    "active" => assert!(!hugo[0].active, "{present}, {pass}"),
+                    _ => assert_eq!(hugo[0].quota.as_deref(), Some("2G"), "{present}, {pass}"),
+                }
+                // The join reads it too (the resolver's first probe).
+                let joined = s.exact_joined("hugo", "barrera.io").unwrap();
+                assert_eq!(joined.rows, hugo, "{present}, {pass}");
+                if pass == "before migrate" {
+                    let report = migrate::migrate(s.as_mut(), db.dialect(), false)
+                        .unwrap_or_else(|e| panic!("{present}: {e}"));
+                    assert_eq!(report.to, migrate::LATEST);
+                    let cols = db.raw().strings(match db.backend() {
+                        mailtable_tests::Backend::Sqlite => {
+                            "SELECT name FROM pragma_table_info('users') ORDER BY name"
+                        }
+                        mailtable_tests::Backend::Postgres => {
+                            "SELECT column_name::text FROM information_schema.columns \
+                         WHERE table_schema = current_schema() AND table_name = 'users' \
+                         ORDER BY column_name"
+                        }
+                    });
+                    assert!(cols.iter().any(|c| c == missing), "{present}: {cols:?}");
+                }
+            }
+        }
+    }
+);

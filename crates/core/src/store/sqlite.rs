@@ -87,6 +87,13 @@ struct Columns {
     quota: bool,
 }
 
+impl Columns {
+    /// The index of this layout's text in a `select!` list.
+    fn variant(self) -> usize {
+        usize::from(self.active) * 2 + usize::from(self.quota)
+    }
+}
+
 struct Open {
     conn: Connection,
     columns: Columns,
@@ -110,6 +117,22 @@ fn in_wal_mode(file: &std::fs::File) -> bool {
     use std::os::unix::fs::FileExt;
     let mut version = [0u8; 1];
     file.read_exact_at(&mut version, 18).is_ok() && version[0] == 2
+}
+
+/// `sql` without its lines `ALTER TABLE users ADD COLUMN <name> ...;` for
+/// a column the table has already: a table made by hand, or one that lost
+/// the other optional column, migrates as PostgreSQL's `ADD COLUMN IF NOT
+/// EXISTS` lets it there (SQLite has no such clause).
+fn without_present_columns(sql: &str, present: &[String]) -> String {
+    sql.lines()
+        .filter(|line| {
+            let column = line
+                .strip_prefix("ALTER TABLE users ADD COLUMN ")
+                .and_then(|rest| rest.split_whitespace().next());
+            !column.is_some_and(|c| present.iter().any(|p| p.eq_ignore_ascii_case(c)))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// What the change check reads of the file: its modification and change
@@ -193,33 +216,52 @@ fn map_err(path: &Path, bound: Duration, e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// `SELECT <columns> FROM users <tail>` for both layouts: with the optional
-/// columns, and the article's four columns with their defaults. Literals, so
-/// a lookup allocates no SQL text (rusqlite's statement cache is keyed by it).
+/// `SELECT <columns> FROM users <tail>` for every layout: each optional
+/// column read where the table has it, its default where not (a table
+/// with `active` but no `quota`, hand-made or with a column dropped, still
+/// refuses its disabled logins). Indexed by [`Columns::variant`]. Literals,
+/// so a lookup allocates no SQL text (rusqlite's statement cache is keyed
+/// by it).
 macro_rules! select {
     (rowid $tail:literal) => {
-        (
-            concat!(
-                "SELECT username, domain, mailbox, password, active, quota, rowid FROM users ",
-                $tail
-            ),
+        [
             concat!(
                 "SELECT username, domain, mailbox, password, 1, NULL, rowid FROM users ",
                 $tail
             ),
-        )
-    };
-    ($tail:literal) => {
-        (
             concat!(
-                "SELECT username, domain, mailbox, password, active, quota FROM users ",
+                "SELECT username, domain, mailbox, password, 1, quota, rowid FROM users ",
                 $tail
             ),
+            concat!(
+                "SELECT username, domain, mailbox, password, active, NULL, rowid FROM users ",
+                $tail
+            ),
+            concat!(
+                "SELECT username, domain, mailbox, password, active, quota, rowid FROM users ",
+                $tail
+            ),
+        ]
+    };
+    ($tail:literal) => {
+        [
             concat!(
                 "SELECT username, domain, mailbox, password, 1, NULL FROM users ",
                 $tail
             ),
-        )
+            concat!(
+                "SELECT username, domain, mailbox, password, 1, quota FROM users ",
+                $tail
+            ),
+            concat!(
+                "SELECT username, domain, mailbox, password, active, NULL FROM users ",
+                $tail
+            ),
+            concat!(
+                "SELECT username, domain, mailbox, password, active, quota FROM users ",
+                $tail
+            ),
+        ]
     };
 }
 
@@ -241,7 +283,7 @@ enum Select {
 
 impl Select {
     fn sql(self, cols: Columns) -> &'static str {
-        let (full, base) = match self {
+        let variants = match self {
             Select::Exact => select!("WHERE domain = ?1 AND username = ?2 ORDER BY rowid"),
             // The expression repeats the index `users_domain_wildcards`
             // exactly, so SQLite probes it instead of reading every row of
@@ -272,11 +314,7 @@ impl Select {
                  ORDER BY domain, username, rowid LIMIT ?4"
             ),
         };
-        if cols.active && cols.quota {
-            full
-        } else {
-            base
-        }
+        variants[cols.variant()]
     }
 }
 
@@ -436,12 +474,17 @@ impl SqliteStore {
         }
     }
 
-    fn columns(conn: &Connection) -> rusqlite::Result<Columns> {
-        let mut cols = Columns::default();
+    /// The names of the `users` table's columns.
+    fn column_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
         let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('users')")?;
         let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        for n in names {
-            match n?.as_str() {
+        names.collect()
+    }
+
+    fn columns(conn: &Connection) -> rusqlite::Result<Columns> {
+        let mut cols = Columns::default();
+        for n in Self::column_names(conn)? {
+            match n.as_str() {
                 "active" => cols.active = true,
                 "quota" => cols.quota = true,
                 _ => {}
@@ -1048,7 +1091,8 @@ impl Store for SqliteStore {
         let result = self.with_limit(BULK_TIMEOUT, |conn, _| {
             conn.execute_batch("BEGIN IMMEDIATE")?;
             let step = (|| {
-                conn.execute_batch(sql)?;
+                let present = Self::column_names(conn)?;
+                conn.execute_batch(&without_present_columns(sql, &present))?;
                 conn.execute_batch(
                     "CREATE TABLE IF NOT EXISTS mailtable_schema (version INTEGER NOT NULL)",
                 )?;

@@ -37,10 +37,24 @@ pub(super) struct Columns {
 /// so COMMIT or ROLLBACK, or the session dying, releases it.
 pub(super) const WRITE_LOCK: i64 = 0x6d61_696c_7461_626c;
 
-// The columns of every lookup, in `row_from`'s order; a database without
-// the optional columns (the article's own table) gets their defaults.
-pub(super) const COLS_FULL: &str = "username, domain, mailbox, password, active::integer, quota";
-pub(super) const COLS_BASE: &str = "username, domain, mailbox, password, 1::integer, NULL::text";
+// The columns of every lookup, in `row_from`'s order: each optional column
+// read where the table has it, its default where not (the article's own
+// table has neither; a table with `active` but no `quota`, hand-made or
+// with a column dropped, must still refuse its disabled logins).
+impl Columns {
+    /// `active` and `quota` of the row aliased `t` (`""`: the table).
+    fn optional(self, t: &str) -> String {
+        let active = match self.active {
+            true => format!("{t}active::integer"),
+            false => "1::integer".to_string(),
+        };
+        let quota = match self.quota {
+            true => format!("{t}quota"),
+            false => "NULL::text".to_string(),
+        };
+        format!("{active}, {quota}")
+    }
+}
 
 // Lookup query tails, each with its index (schema/postgres/0001_users.sql): the
 // wildcard conditions repeat the expression indexes exactly.
@@ -128,23 +142,15 @@ pub(super) const RECORD_VERSION: &str = "INSERT INTO mailtable_schema (version) 
 
 /// The SELECT of a lookup: the columns this database has, then `tail`.
 pub(super) fn select(cols: Columns, tail: &str) -> String {
-    let c = if cols.active && cols.quota {
-        COLS_FULL
-    } else {
-        COLS_BASE
-    };
-    format!("SELECT {c} FROM users {tail}")
+    let c = cols.optional("");
+    format!("SELECT username, domain, mailbox, password, {c} FROM users {tail}")
 }
 
 /// [`JOINED`] for this database's columns. Both key parts sit inside the
 /// CASE: PostgreSQL's `substr` refuses the negative length a target
 /// without `@` would give.
 pub(super) fn joined_sql(cols: Columns) -> String {
-    let (a, t) = if cols.active && cols.quota {
-        ("a.active::integer, a.quota", "t.active::integer, t.quota")
-    } else {
-        ("1::integer, NULL::text", "1::integer, NULL::text")
-    };
+    let (a, t) = (cols.optional("a."), cols.optional("t."));
     JOINED
         .replace(
             "$KU",
@@ -159,8 +165,8 @@ pub(super) fn joined_sql(cols: Columns) -> String {
             "a.mailbox = a.username || '@' || a.domain OR strpos($M, '@') = 0",
         )
         .replace("$M", "replace(a.mailbox, '%', $2)")
-        .replace("$A", a)
-        .replace("$T", t)
+        .replace("$A", &a)
+        .replace("$T", &t)
 }
 
 /// One result row of [`JOINED`] as the key's row with its identity, the
