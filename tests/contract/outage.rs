@@ -168,6 +168,33 @@ pg_test!(a_killed_connection_is_replaced_on_the_next_lookup, |db| {
     }
 });
 
+pg_test!(a_connection_the_server_closed_when_idle_is_replaced, |db| {
+    // `idle_session_timeout` (PostgreSQL 14+), or a pooler or firewall
+    // that drops idle connections: the server ends the session with
+    // 57P05. The next lookup must not fail for it.
+    let mut w = db.init();
+    insert_all(w.as_mut(), &[mailbox("hugo", "barrera.io")]);
+    drop(w);
+    let name = db.pg_database().expect("postgres");
+    let mut admin = db.pg_admin().expect("postgres");
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{name}\" SET idle_session_timeout = '200ms'"
+        ))
+        .unwrap();
+    let mut s = db.open(Access::ReadOnly);
+    let r = Resolver::default();
+    let hugo = Address::parse("hugo@barrera.io").unwrap();
+    for round in 0..3 {
+        assert!(
+            r.mailbox(s.as_mut(), &hugo).unwrap().is_some(),
+            "round {round}"
+        );
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    assert!(s.has_domain("barrera.io").unwrap());
+});
+
 pg_test!(a_transaction_whose_connection_dies_commits_nothing, |db| {
     let mut s = db.init();
     insert_all(s.as_mut(), &[mailbox("a", "ex.org")]);

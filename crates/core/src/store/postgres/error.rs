@@ -35,11 +35,17 @@ impl Failure {
         match self {
             Failure::NotConnected => true,
             Failure::Timeout(_) => false,
+            // The server ends a session with a FATAL error first: an admin
+            // or a shutdown (57P01, 57P02), or `idle_session_timeout`
+            // (57P05, PostgreSQL 14+) on a connection the daemon kept
+            // between lookups.
             Failure::Pg(e) => {
                 e.is_closed()
                     || matches!(
                         e.code(),
-                        Some(c) if *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::CRASH_SHUTDOWN
+                        Some(c) if *c == SqlState::ADMIN_SHUTDOWN
+                            || *c == SqlState::CRASH_SHUTDOWN
+                            || *c == SqlState::IDLE_SESSION_TIMEOUT
                     )
                     || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
             }
