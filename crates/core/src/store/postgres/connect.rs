@@ -39,13 +39,28 @@ pub(super) enum Tx {
     Lost,
 }
 
+/// [`PostgresStore::backoff_key`]'s text (the password only as a digest,
+/// and only in memory).
+fn backoff_key(shown: &str, writer: bool, password: Option<&[u8]>) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    password.hash(&mut h);
+    let access = if writer { "rw" } else { "ro" };
+    format!("{shown}#{access}#{:016x}", h.finish())
+}
+
 impl PostgresStore {
     pub(super) fn writer(&self) -> bool {
         self.access != Access::ReadOnly
     }
 
+    /// The back-off's key: the URL as shown, the access, and a digest of
+    /// the password, which the shown URL hides. Without it, a config whose
+    /// wrong password was corrected (`smtpctl update table` reads it
+    /// again) would wait out the old one's failures: the same key while
+    /// the old store kept failing under traffic.
     fn backoff_key(&self) -> String {
-        format!("{}#{}", self.shown, if self.writer() { "rw" } else { "ro" })
+        backoff_key(&self.shown, self.writer(), self.config.get_password())
     }
 
     /// Close the connection, if any, sending the server a goodbye.
@@ -250,5 +265,23 @@ impl PostgresStore {
     ) -> Result<T, StoreError> {
         self.ensure()?;
         self.run(timeout, &mut f).map_err(|e| self.fail(e, timeout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff_key;
+
+    /// A corrected password is another back-off: the old one's failures
+    /// do not hold the new config back.
+    #[test]
+    fn the_backoff_key_tells_passwords_apart() {
+        let url = "postgresql://reader:***@127.0.0.1/mail";
+        let wrong = backoff_key(url, false, Some(b"Wr0ng"));
+        assert_ne!(wrong, backoff_key(url, false, Some(b"right")));
+        assert_ne!(wrong, backoff_key(url, false, None));
+        assert_ne!(wrong, backoff_key(url, true, Some(b"Wr0ng")));
+        assert_eq!(wrong, backoff_key(url, false, Some(b"Wr0ng")));
+        assert!(!wrong.contains("Wr0ng"));
     }
 }
