@@ -45,8 +45,11 @@ pub(super) fn add(ctx: &Ctx, file: &Path) -> Result<Exit, CliError> {
     }
     ctx.write(|s| {
         for e in &entries {
+            // The line for context, the exit code of the failure kept: a
+            // database that is down is a temporary failure (75), not bad
+            // input.
             insert_mailbox(s, &e.address, e.hash.clone(), e.quota.clone())
-                .map_err(|err| CliError::usage(format!("{shown}: line {}: {err}", e.line)))?;
+                .map_err(|err| err.context(format_args!("{shown}: line {}", e.line)))?;
         }
         Ok(())
     })?;
