@@ -34,6 +34,14 @@ impl FromStr for DatabaseUrl {
                 "unsupported database URL {:?}: use sqlite:///path/to/file.db or postgresql://...",
                 redact(s)
             ));
+        } else if looks_like_conninfo(s) {
+            // Not echoed: such a string often holds `password=`.
+            return Err(
+                "the database setting looks like a libpq key=value connection string, which \
+                 mailtable does not read (it would be taken for a SQLite file name): write it \
+                 as postgresql://USER@HOST:PORT/DBNAME (parameters such as sslmode after ?)"
+                    .to_string(),
+            );
         } else {
             s
         };
@@ -42,6 +50,31 @@ impl FromStr for DatabaseUrl {
         }
         Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
     }
+}
+
+/// Whether `s` is a libpq keyword/value connection string (`host=db
+/// dbname=mail user=reader`: "Connection Strings" in the PostgreSQL
+/// manual, libpq chapter): one of its words starts with a connection
+/// keyword and `=`.
+fn looks_like_conninfo(s: &str) -> bool {
+    const KEYWORDS: [&str; 12] = [
+        "host",
+        "hostaddr",
+        "port",
+        "dbname",
+        "user",
+        "password",
+        "passfile",
+        "sslmode",
+        "service",
+        "options",
+        "application_name",
+        "connect_timeout",
+    ];
+    s.split_whitespace().any(|word| {
+        word.split_once('=')
+            .is_some_and(|(k, _)| KEYWORDS.contains(&k.trim()))
+    })
 }
 
 /// Replace the password of `scheme://user:password@host` (and a
@@ -114,6 +147,26 @@ mod tests {
         );
         assert!("mysql://x/y".parse::<DatabaseUrl>().is_err());
         assert!("sqlite://".parse::<DatabaseUrl>().is_err());
+    }
+
+    /// A libpq keyword/value string is refused, never taken for a file
+    /// name, and its password never echoed.
+    #[test]
+    fn a_libpq_connection_string_is_refused_without_its_password() {
+        for s in [
+            "host=127.0.0.1 port=5432 dbname=mail user=mailer password=S3cretLeak",
+            "dbname=mail",
+            "user = x host=/run/postgresql",
+        ] {
+            let err = s.parse::<DatabaseUrl>().unwrap_err();
+            assert!(err.contains("postgresql://USER@HOST"), "{s}: {err}");
+            assert!(!err.contains("S3cret"), "{err}");
+        }
+        // File names with `=` that name no connection keyword stay files.
+        assert_eq!(
+            "/srv/a=b/mail.db".parse::<DatabaseUrl>().unwrap(),
+            DatabaseUrl::Sqlite(PathBuf::from("/srv/a=b/mail.db"))
+        );
     }
 
     #[test]
