@@ -235,3 +235,42 @@ backend_test!(
         }
     }
 );
+
+// A daemon's role as the README grants it (SELECT on `users` and the change
+// stamp, nothing on `mailtable_schema`): lookups work, the version is
+// "unreadable", not "unversioned" (doctor told such a role to migrate),
+// and migrate refuses to guess.
+pg_test!(a_role_that_may_not_read_the_version_table_says_so, |db| {
+    let mut w = db.init();
+    insert_all(w.as_mut(), &[mailbox("hugo", "barrera.io")]);
+    drop(w);
+    let name = db.pg_database().expect("postgres").to_string();
+    let mut raw = db.raw();
+    raw.exec(&format!(
+        "DROP ROLE IF EXISTS \"{name}_r\"; CREATE ROLE \"{name}_r\" LOGIN; \
+         GRANT SELECT ON users, mailtable_changes TO \"{name}_r\""
+    ));
+    let url = db
+        .url_text()
+        .replacen("://postgres@", &format!("://{name}_r@"), 1);
+    assert_ne!(url, db.url_text(), "the test URL names the postgres user");
+    let mut s = mailtable_core::store::open(
+        &url.parse().unwrap(),
+        &mailtable_core::store::OpenOptions {
+            access: Access::ReadOnly,
+            timeout: std::time::Duration::from_secs(5),
+        },
+    )
+    .unwrap();
+    assert_eq!(s.schema_state().unwrap(), SchemaState::VersionUnreadable);
+    assert_eq!(s.exact("hugo", "barrera.io").unwrap().len(), 1);
+    let err = migrate::migrate(s.as_mut(), db.dialect(), false).unwrap_err();
+    assert!(
+        err.to_string().contains("may not read mailtable_schema"),
+        "{err}"
+    );
+    drop(s);
+    db.raw().exec(&format!(
+        "DROP OWNED BY \"{name}_r\"; DROP ROLE \"{name}_r\""
+    ));
+});

@@ -87,6 +87,13 @@ pub fn migrate(
             ))
         }
         SchemaState::Empty | SchemaState::Unversioned => 0,
+        SchemaState::VersionUnreadable => {
+            return Err(StoreError::Schema(
+                "this role may not read mailtable_schema (permission denied): run migrate as \
+                 the role that owns the tables"
+                    .into(),
+            ))
+        }
         SchemaState::Version(v) if v > LATEST => {
             return Err(StoreError::Schema(format!(
                 "the database has schema version {v}, newer than this mailtable knows \

@@ -46,6 +46,11 @@ pub enum SchemaState {
     Unversioned,
     /// A mailtable schema version.
     Version(u32),
+    /// A `users` table and mailtable's version table, which this role may
+    /// not read (PostgreSQL: a daemon's role granted SELECT on `users` and
+    /// the change stamp only, as the README has it). The daemons need no
+    /// more; `migrate` and `doctor` say so.
+    VersionUnreadable,
 }
 
 /// A storage failure. Every variant is a temporary failure for the daemons;

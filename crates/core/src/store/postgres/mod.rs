@@ -254,6 +254,8 @@ fn no_stamp(e: &tokio_postgres::Error) -> bool {
 
 /// The version recorded in `mailtable_schema`, `None` without that table;
 /// and whether `users` exists.
+/// `(version, users)`: the version `None` without a version table, `-1`
+/// when the role may not read it.
 fn schema_version(c: &mut Conn<'_>) -> Result<(Option<i32>, bool), Failure> {
     let mut users = false;
     let mut versioned = false;
@@ -267,7 +269,14 @@ fn schema_version(c: &mut Conn<'_>) -> Result<(Option<i32>, bool), Failure> {
     if !versioned {
         return Ok((None, users));
     }
-    let rows = c.query_static(MAX_VERSION, &[])?;
+    let rows = match c.query_static(MAX_VERSION, &[]) {
+        Err(Failure::Pg(e))
+            if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
+        {
+            return Ok((Some(-1), users));
+        }
+        r => r?,
+    };
     let v = match rows.first() {
         Some(r) => r.try_get::<_, Option<i32>>(0)?,
         None => None,
@@ -571,6 +580,7 @@ impl Store for PostgresStore {
     fn schema_state(&mut self) -> Result<SchemaState, StoreError> {
         let (version, users) = self.read(schema_version)?;
         Ok(match (version, users) {
+            (Some(-1), _) => SchemaState::VersionUnreadable,
             (Some(v), _) => SchemaState::Version(u32::try_from(v).unwrap_or(0)),
             (None, true) => SchemaState::Unversioned,
             (None, false) => SchemaState::Empty,

@@ -106,8 +106,13 @@ pub(super) const DOMAINS: &str =
 // per connection and by `schema_state`).
 pub(super) const COLUMNS_SQL: &str = "SELECT column_name::text FROM information_schema.columns \
      WHERE table_schema = current_schema() AND table_name = 'users'";
-pub(super) const TABLES_SQL: &str = "SELECT table_name::text FROM information_schema.tables \
-     WHERE table_schema = current_schema() AND table_name IN ('users', 'mailtable_schema')";
+/// From the catalog, not `information_schema.tables`, which lists only the
+/// tables the role has a privilege on: a daemon's role without SELECT on
+/// `mailtable_schema` saw "no version table" and doctor told it to migrate.
+pub(super) const TABLES_SQL: &str = "SELECT c.relname::text FROM pg_catalog.pg_class AS c \
+     JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace \
+     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+     AND c.relname IN ('users', 'mailtable_schema')";
 pub(super) const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
 
 // Writes (the admin CLI). INSERT_FULL, SET_ACTIVE and SET_QUOTA need the optional
