@@ -264,6 +264,13 @@ pg_test!(a_role_that_may_not_read_the_version_table_says_so, |db| {
     .unwrap();
     assert_eq!(s.schema_state().unwrap(), SchemaState::VersionUnreadable);
     assert_eq!(s.exact("hugo", "barrera.io").unwrap().len(), 1);
+    // The change stamp (and the catalogs its check reads) are readable:
+    // nothing written, the token stays, so answers are reused.
+    let token = s.change_token().unwrap();
+    std::thread::sleep(
+        mailtable_core::store::postgres::CHANGE_CHECK + std::time::Duration::from_millis(100),
+    );
+    assert_eq!(s.change_token().unwrap(), token);
     let err = migrate::migrate(s.as_mut(), db.dialect(), false).unwrap_err();
     assert!(
         err.to_string().contains("may not read mailtable_schema"),

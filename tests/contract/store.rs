@@ -727,3 +727,117 @@ backend_test!(exact_joined_reads_the_article_table, |db| {
     }
     assert_joined_is_exact(s.as_mut(), "contact", "example.com");
 });
+
+/// Rows in `users` of the database behind `client`.
+fn count_users(client: &mut postgres::Client) -> i64 {
+    client
+        .query_one("SELECT count(*) FROM users", &[])
+        .unwrap()
+        .get(0)
+}
+
+// A logical-replication subscriber (a second site's database fed by
+// `CREATE SUBSCRIPTION`): its apply worker runs with
+// session_replication_role = replica, which fires only ALWAYS triggers,
+// so the stamp trigger as `migrate` makes it never moves there and the
+// daemons kept serving what they had cached. A subscribed `users` with
+// that trigger is read as having none (answers reused for at most the
+// bound, and a warning saying how to enable it ALWAYS); enabled ALWAYS,
+// the stamp moves with every replicated change.
+pg_test!(
+    a_logical_replication_subscriber_sees_replicated_changes,
+    |db| {
+        let mut writer = db.init();
+        writer.insert(&mailbox("hugo", "barrera.io")).unwrap();
+        drop(writer);
+        let server = mailtable_tests::postgres_url().expect("postgres");
+        // Short: PostgreSQL cuts names at 63 bytes, and this test's own
+        // database name is that long already.
+        let publisher = format!("mtpub_{}", std::process::id());
+        let mut admin = db.pg_admin().expect("postgres");
+        for sql in [
+            format!("DROP DATABASE IF EXISTS \"{publisher}\" WITH (FORCE)"),
+            format!("CREATE DATABASE \"{publisher}\""),
+        ] {
+            admin.batch_execute(&sql).unwrap();
+        }
+        let pub_url = mailtable_tests::with_dbname(&server, &publisher);
+        let mut publ = mailtable_tests::pg_client(&pub_url);
+        let slot = format!("s{}", std::process::id());
+        publ.batch_execute(&format!(
+            "CREATE TABLE users (username TEXT NOT NULL, domain TEXT NOT NULL, mailbox TEXT NOT \
+         NULL, password TEXT NULL, active INTEGER NOT NULL DEFAULT 1, quota TEXT NULL);
+         ALTER TABLE users REPLICA IDENTITY FULL;
+         INSERT INTO users (username, domain, mailbox, password) \
+           VALUES ('hugo', 'barrera.io', 'hugo@barrera.io', 'x');
+         CREATE PUBLICATION mt_pub FOR TABLE users;"
+        ))
+        .unwrap();
+        // Its own transaction: no slot in one that has written.
+        publ.batch_execute(&format!(
+            "SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"
+        ))
+        .unwrap();
+        // The same cluster: the slot made above, not by CREATE SUBSCRIPTION
+        // (which would wait for itself).
+        let conninfo = pub_url.replace('\'', "");
+        let mut raw = db.raw();
+        raw.exec(&format!(
+            "ALTER TABLE users REPLICA IDENTITY FULL;
+         CREATE SUBSCRIPTION mt_sub CONNECTION '{conninfo}' PUBLICATION mt_pub \
+         WITH (create_slot = false, slot_name = '{slot}', copy_data = false)"
+        ));
+        let mut sub = mailtable_tests::pg_client(db.url_text());
+        let replicated = |sub: &mut postgres::Client, want: i64| {
+            let t = std::time::Instant::now();
+            while count_users(sub) != want {
+                assert!(
+                    t.elapsed() < std::time::Duration::from_secs(30),
+                    "replication stalled"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        };
+        let mut reader = db.open(Access::ReadOnly);
+        for round in [
+            "the trigger as migrate makes it",
+            "the trigger enabled ALWAYS",
+        ] {
+            let before = reader.change_token().unwrap().expect("a token");
+            let n = count_users(&mut sub);
+            publ.batch_execute(&format!(
+                "INSERT INTO users (username, domain, mailbox, password) \
+             VALUES ('r{n}', 'barrera.io', 'hugo@barrera.io', NULL)"
+            ))
+            .unwrap();
+            replicated(&mut sub, n + 1);
+            settle(&db);
+            let after = reader.change_token().unwrap().expect("a token");
+            assert_ne!(after, before, "{round}: a replicated insert");
+            assert_eq!(
+                reader.exact(&format!("r{n}"), "barrera.io").unwrap().len(),
+                1,
+                "{round}"
+            );
+            raw.exec("ALTER TABLE users ENABLE ALWAYS TRIGGER users_stamp_change");
+        }
+        // Enabled ALWAYS, the stamp is trusted again: nothing written, the
+        // token stays.
+        settle(&db);
+        let still = reader.change_token().unwrap().expect("a token");
+        settle(&db);
+        assert_eq!(
+            reader.change_token().unwrap(),
+            Some(still),
+            "nothing written"
+        );
+        drop(reader);
+        raw.exec("DROP SUBSCRIPTION mt_sub");
+        drop(publ);
+        admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{publisher}\" WITH (FORCE)"
+            ))
+            .unwrap();
+    }
+);

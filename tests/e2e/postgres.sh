@@ -92,7 +92,8 @@ synchronous_commit = off
 full_page_writes = off
 shared_buffers = 32MB
 max_connections = 100
-wal_level = replica
+# logical: the contract tests run a logical-replication subscriber too
+wal_level = logical
 max_wal_senders = 5
 hot_standby = on
 wal_keep_size = 64MB

@@ -379,9 +379,11 @@ impl Store for PostgresStore {
                     self.warned_no_trigger = true;
                     tracing::warn!(database = %self.shown,
                         "the users table has no enabled users_stamp_change trigger (replaced \
-                         by a copy made without it, or the trigger disabled), so its changes \
-                         do not move the change stamp: cached answers are reused for at most \
-                         {} s; put it back with: {RECREATE_TRIGGER}",
+                         by a copy made without it, or the trigger disabled), or is fed by a \
+                         logical-replication subscription whose apply worker fires ALWAYS \
+                         triggers only, so its changes do not move the change stamp: cached \
+                         answers are reused for at most {} s; put the trigger back with: \
+                         {RECREATE_TRIGGER} (a subscriber: {ALWAYS_TRIGGER})",
                         CHANGE_CHECK.as_secs());
                 }
                 ChangeToken::new([2, self.checks, 0, 0, 0, 0])
