@@ -45,7 +45,8 @@ backend_test!(migrate_adopts_the_article_table_keeping_every_row, |db| {
             applied: vec![
                 "0001_users.sql",
                 "0002_active_quota.sql",
-                "0003_change_counter.sql"
+                "0003_change_counter.sql",
+                "0004_stamp_any_search_path.sql"
             ],
         }
     );

@@ -841,3 +841,26 @@ pg_test!(
             .unwrap();
     }
 );
+
+// Another writer whose search_path lacks the tables' schema (a tool that
+// sets its own, a session on another schema writing `public.users`): its
+// writes go through, and move the stamp. Schema 3's trigger named the
+// stamp table through the writer's search_path and refused them.
+pg_test!(a_writer_on_another_search_path_moves_the_stamp, |db| {
+    let mut writer = db.init();
+    writer.insert(&mailbox("hugo", "barrera.io")).unwrap();
+    drop(writer);
+    let mut reader = db.open(Access::ReadOnly);
+    let first = reader.change_token().unwrap().expect("a token");
+    let schema = db.raw().strings("SELECT current_schema()::text");
+    db.raw().exec(&format!(
+        "SET search_path = pg_catalog; \
+         UPDATE \"{}\".users SET mailbox = 'x@example.net' WHERE username = 'hugo'",
+        schema[0]
+    ));
+    settle(&db);
+    let second = reader.change_token().unwrap().expect("a token");
+    assert_ne!(second, first, "a write from another search_path");
+    settle(&db);
+    assert_eq!(reader.change_token().unwrap(), Some(second));
+});

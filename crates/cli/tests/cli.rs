@@ -106,10 +106,10 @@ fn article_db(path: &Path) {
 #[test]
 fn init_is_idempotent_and_not_world_readable() {
     let db = Db::new();
-    assert!(db.ok(&["init"]).contains("schema version 3"));
+    assert!(db.ok(&["init"]).contains("schema version 4"));
     assert_eq!(mode(&db.path) & 0o007, 0, "world-readable database");
     assert_eq!(mode(&db.path), 0o640);
-    assert!(db.ok(&["init"]).contains("already at schema version 3"));
+    assert!(db.ok(&["init"]).contains("already at schema version 4"));
 }
 
 /// `init` by a user who cannot give the file to the daemons' group leaves
@@ -455,7 +455,7 @@ fn migrate_keeps_the_articles_database() {
         vec!["hugo@barrera.io"]
     );
     assert!(db.ok(&["migrate"]).contains("from schema version 0 to 3"));
-    assert!(db.ok(&["migrate"]).contains("already at schema version 3"));
+    assert!(db.ok(&["migrate"]).contains("already at schema version 4"));
     let c = rusqlite::Connection::open(&db.path).unwrap();
     let n: i64 = c
         .query_row("SELECT count(*) FROM users", [], |r| r.get(0))

@@ -42,6 +42,7 @@ pub const SQLITE: &[Step] = &[
     step!(1, "sqlite", "0001_users.sql"),
     step!(2, "sqlite", "0002_active_quota.sql"),
     step!(3, "sqlite", "0003_change_counter.sql"),
+    step!(4, "sqlite", "0004_stamp_any_search_path.sql"),
 ];
 
 /// The PostgreSQL steps (same numbers, same intent).
@@ -49,10 +50,11 @@ pub const POSTGRES: &[Step] = &[
     step!(1, "postgres", "0001_users.sql"),
     step!(2, "postgres", "0002_active_quota.sql"),
     step!(3, "postgres", "0003_change_counter.sql"),
+    step!(4, "postgres", "0004_stamp_any_search_path.sql"),
 ];
 
 /// The newest schema version this binary knows.
-pub const LATEST: u32 = 3;
+pub const LATEST: u32 = 4;
 
 /// The steps of a dialect.
 pub fn steps(dialect: Dialect) -> &'static [Step] {
