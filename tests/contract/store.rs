@@ -764,14 +764,14 @@ pg_test!(
         let pub_url = mailtable_tests::with_dbname(&server, &publisher);
         let mut publ = mailtable_tests::pg_client(&pub_url);
         let slot = format!("s{}", std::process::id());
-        publ.batch_execute(&format!(
+        publ.batch_execute(
             "CREATE TABLE users (username TEXT NOT NULL, domain TEXT NOT NULL, mailbox TEXT NOT \
          NULL, password TEXT NULL, active INTEGER NOT NULL DEFAULT 1, quota TEXT NULL);
          ALTER TABLE users REPLICA IDENTITY FULL;
          INSERT INTO users (username, domain, mailbox, password) \
            VALUES ('hugo', 'barrera.io', 'hugo@barrera.io', 'x');
-         CREATE PUBLICATION mt_pub FOR TABLE users;"
-        ))
+         CREATE PUBLICATION mt_pub FOR TABLE users;",
+        )
         .unwrap();
         // Its own transaction: no slot in one that has written.
         publ.batch_execute(&format!(

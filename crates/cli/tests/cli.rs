@@ -454,7 +454,7 @@ fn migrate_keeps_the_articles_database() {
         db.resolve("hugo+news@barrera.io").1,
         vec!["hugo@barrera.io"]
     );
-    assert!(db.ok(&["migrate"]).contains("from schema version 0 to 3"));
+    assert!(db.ok(&["migrate"]).contains("from schema version 0 to 4"));
     assert!(db.ok(&["migrate"]).contains("already at schema version 4"));
     let c = rusqlite::Connection::open(&db.path).unwrap();
     let n: i64 = c
