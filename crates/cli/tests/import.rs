@@ -1569,17 +1569,22 @@ fn a_source_that_would_resolve_differently_is_refused() {
     let (v, err) = db.import_json(&["--from", "sql", src.to_str().unwrap()], 2);
     assert_eq!(v["status"], "refused");
     let d = &v["verification"]["differences"];
-    assert_eq!(d.as_array().unwrap().len(), 2, "{d}");
+    // Each twice: in example.org and in its domain alias old-name.org.
+    assert_eq!(d.as_array().unwrap().len(), 4, "{d}");
     // carol is inactive but her self-alias is not: Postfix took the alias
     // and bounced at her mailbox; without her rows the catch-all would
     // take it. Refused too, so an admin decides (`--inactive disabled`,
     // or deactivate the alias as PostfixAdmin does).
-    assert_eq!(d[0]["address"], "carol@example.org");
-    assert_eq!(d[0]["source"], "not found");
-    assert_eq!(d[0]["mailtable"], "alice@example.org");
-    assert_eq!(d[1]["address"], "erin@example.org");
-    assert_eq!(d[1]["source"], "alice@example.org");
-    assert_eq!(d[1]["mailtable"], "erin@example.org");
+    for (i, domain) in [(0, "example.org"), (1, "old-name.org")] {
+        assert_eq!(d[i]["address"], format!("carol@{domain}"));
+        assert_eq!(d[i]["source"], "not found");
+        assert_eq!(d[i]["mailtable"], "alice@example.org");
+    }
+    for (i, domain) in [(2, "example.org"), (3, "old-name.org")] {
+        assert_eq!(d[i]["address"], format!("erin@{domain}"));
+        assert_eq!(d[i]["source"], "alice@example.org");
+        assert_eq!(d[i]["mailtable"], "erin@example.org");
+    }
     assert!(whys(&v, "notes").contains("catch-all @example.org takes its mail"));
     assert!(err.contains("resolve differently"), "{err}");
     assert_eq!(db.snapshot(), before);
@@ -1905,6 +1910,38 @@ impl Drop for PgDatabases {
             });
         }
     }
+}
+
+/// A domain alias (`@old.org -> @ex.org`) of a Postfix-style source maps
+/// an address to its twin when the twin has something: a mailbox
+/// without an alias row, or an alias; a twin with nothing does not match
+/// (the address is unknown, as before).
+#[test]
+fn a_domain_alias_reaches_mailboxes_and_aliases_of_its_target() {
+    let db = Db::new();
+    let src = db.dir.path().join("domain-alias.db");
+    let conn = rusqlite::Connection::open(&src).unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TABLE domains (domain TEXT);
+         CREATE TABLE users (username TEXT, domain TEXT, password TEXT);
+         CREATE TABLE aliases (alias TEXT, destination TEXT);
+         INSERT INTO domains VALUES ('ex.org'), ('old.org');
+         INSERT INTO users VALUES ('alice', 'ex.org', '{M_HASH}');
+         INSERT INTO aliases VALUES ('@old.org', '@ex.org'),
+                                    ('team@ex.org', 'alice@ex.org');"
+    ))
+    .unwrap();
+    let source = format!("sql:{}", src.display());
+    let (v, _) = db.import_json(&[&source], 0);
+    assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
+    for addr in ["alice@old.org", "team@old.org", "team@ex.org"] {
+        assert_eq!(
+            db.resolve(addr),
+            ("found".to_string(), set(&["alice@ex.org"])),
+            "{addr}"
+        );
+    }
+    assert_eq!(db.resolve("nobody@old.org").0, "not-found");
 }
 
 /// The normalized tables may be views (docs/import.md), on both kinds of

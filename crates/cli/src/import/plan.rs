@@ -1193,6 +1193,26 @@ fn known_addresses(m: &Merged, walk: &SourceWalk) -> BTreeSet<Address> {
             .filter(|a| walk.domains.contains(a.domain()))
             .cloned(),
     );
+    // The twins in a domain alias (`@old -> @new`) of every address of the
+    // target domain: the source reached them too, through the alias.
+    let twins: Vec<Address> = walk
+        .routes
+        .iter()
+        .filter_map(|(k, r)| match (k, &r.status) {
+            (RouteKey::CatchAll(old), Status::Ok(t)) => match t.as_slice() {
+                [Resolved::DomainAlias(new)] => Some((old, new)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .flat_map(|(old, new)| {
+            known
+                .iter()
+                .filter(move |a| a.domain() == new)
+                .filter_map(move |a| Address::from_parts(a.local(), old.as_str()).ok())
+        })
+        .collect();
+    known.extend(twins);
     known
 }
 
