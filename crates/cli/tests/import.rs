@@ -1228,6 +1228,43 @@ fn postfixadmin_empty_goto_is_ignored_like_postfix() {
     assert_eq!(db.resolve("list@example.org").1, set(&["bob@example.org"]));
 }
 
+/// Postfix defers a recipient whose expansion needs more lookups than
+/// `virtual_alias_recursion_limit` (1000): a chain of 1000 aliases before
+/// the mailbox needs 1001, one of 999 needs 1000 (cleanup_map1n.c checks
+/// `count >= limit` before each lookup, counting from 0).
+#[test]
+fn postfix_defers_past_its_recursion_limit_to_the_lookup() {
+    for (chain, deferred) in [(999, 0), (1000, 1)] {
+        let db = Db::new();
+        let mut rows = String::from("('alice@example.org', 'alice@example.org', '1')");
+        for i in 0..chain {
+            let next = match i + 1 == chain {
+                true => "alice@example.org".to_string(),
+                false => format!("c{}@example.org", i + 1),
+            };
+            rows.push_str(&format!(", ('c{i}@example.org', '{next}', '1')"));
+        }
+        let url = db.postfixadmin(
+            "pfa-deep.db",
+            &format!(
+                "INSERT INTO domain VALUES ('example.org', '0', '1');
+                 INSERT INTO mailbox VALUES ('alice@example.org', '{M_HASH}', 'example.org', 0, \
+                 '1');
+                 INSERT INTO alias VALUES {rows};"
+            ),
+        );
+        let (_, out, _) = db.run(&["import", "--from", "sql", &url, "--dry-run", "--json"]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let not = whys(&v, "not_imported");
+        assert_eq!(
+            not.matches("alias chain deeper than 1000 at alice@example.org")
+                .count(),
+            deferred,
+            "chain of {chain}: {not}"
+        );
+    }
+}
+
 /// A PostfixAdmin catch-all to an address that is no mailbox: Postfix
 /// keeps an address that expands into itself (`been_here_fixed` in
 /// cleanup_map1n.c) and delivers it as it is, so that copy bounced (user

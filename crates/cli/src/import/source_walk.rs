@@ -248,12 +248,20 @@ impl SourceWalk {
                 if been_here.contains(&cur) {
                     break;
                 }
-                if !states.insert((cur.clone(), been_here.len()))
-                    || states.len() > POSTFIX_RECURSION_LIMIT
-                {
+                if !states.insert((cur.clone(), been_here.len())) {
                     return Err(format!(
                         "{from} -> {cur} is an alias loop: Postfix defers its mail (4.6.0 \
                          Alias expansion error) until it expires"
+                    ));
+                }
+                // The lookup of `cur` is this slot's `states.len()`th:
+                // Postfix defers before the one numbered past its limit
+                // (`count >= var_virt_recur_limit`, counted from 0).
+                if states.len() > POSTFIX_RECURSION_LIMIT {
+                    return Err(format!(
+                        "{recipient}: alias chain deeper than {POSTFIX_RECURSION_LIMIT} at \
+                         {cur}: Postfix defers its mail (4.6.0 Alias expansion error) until it \
+                         expires"
                     ));
                 }
                 let r = match self.postfix_step(&cur)? {
