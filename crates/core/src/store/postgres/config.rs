@@ -248,16 +248,19 @@ pub(super) fn from_url(
     Ok(Settings { config, tls })
 }
 
-/// The binary's name, for `application_name`.
+/// The binary's name, for `application_name`: the executable's file name,
+/// not argv[0], which smtpd sets to the table's name for its table
+/// processes (`fork_proc_backend` in usr.sbin/smtpd/smtpd.c).
 fn program_name() -> String {
-    std::env::args_os()
-        .next()
-        .and_then(|a| {
-            std::path::Path::new(&a)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        })
-        .filter(|n| !n.is_empty())
+    let file_name = |p: &std::path::Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| !n.is_empty())
+    };
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| file_name(&p))
+        .or_else(|| file_name(std::path::Path::new(&std::env::args_os().next()?)))
         .unwrap_or_else(|| "mailtable".to_string())
 }
 
