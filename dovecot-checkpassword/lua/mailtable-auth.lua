@@ -25,7 +25,11 @@
 --                  `service auth-worker` says so), so it must be readable
 --                  there: 0640 root:dovecot works for both.
 --   secret         the token itself, instead of secret_file.
---   timeout_msecs  connect and request timeout (default 5000).
+--   timeout_msecs  connect and request timeout (default 8000: longer than
+--                  serve's own bound on a lookup, query_timeout_ms 5000 by
+--                  default, so that a database held locked is answered by
+--                  serve with its reason, logged by Dovecot, instead of
+--                  "API unreachable: Request timed out").
 --   socket_path    reach the API on a UNIX socket (serve's
 --                  `http_listen = "unix:/path"`, as shipped) through the
 --                  HTTP client's proxy_socket_path setting; `url` then
@@ -72,7 +76,7 @@ local config = {
   url = "http://127.0.0.1:787",
   secret_file = "/etc/mailtable/dovecot-api.secret",
   secret = nil,
-  timeout_msecs = 5000,
+  timeout_msecs = 8000,
   socket_path = nil,
 }
 local KNOWN_SETTINGS = {
@@ -119,7 +123,7 @@ end
 -- max_attempts is unknown setting", the second works, and a server that
 -- accepts but never answers fails the lookup after timeout_msecs.
 local function new_client()
-  local ms = math.floor(tonumber(config.timeout_msecs) or 5000)
+  local ms = math.floor(tonumber(config.timeout_msecs) or 8000)
   local ok, client = pcall(dovecot.http.client, {
     user_agent = "mailtable-auth.lua",
     connect_timeout_msecs = ms,
