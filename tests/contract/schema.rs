@@ -282,3 +282,22 @@ pg_test!(a_role_that_may_not_read_the_version_table_says_so, |db| {
         "DROP OWNED BY \"{name}_r\"; DROP ROLE \"{name}_r\""
     ));
 });
+
+// A quota column made by hand as a number (a byte count, as PostfixAdmin
+// keeps it): read as its text, not a failed lookup ("error deserializing
+// column"). Accounts then reads the bare number as bytes.
+backend_test!(a_numeric_quota_column_is_read_as_text, |db| {
+    db.raw().exec(&format!("{ARTICLE_DDL}\n{ARTICLE_ROWS}"));
+    db.raw().exec(
+        "ALTER TABLE users ADD COLUMN active INTEGER NOT NULL DEFAULT 1;
+         ALTER TABLE users ADD COLUMN quota BIGINT NULL;",
+    );
+    db.raw()
+        .exec("UPDATE users SET quota = 1073741824 WHERE username = 'hugo'");
+    let mut s = db.open(Access::ReadOnly);
+    let hugo = s.exact("hugo", "barrera.io").unwrap();
+    assert_eq!(hugo[0].quota.as_deref(), Some("1073741824"));
+    let joined = s.exact_joined("hugo", "barrera.io").unwrap();
+    assert_eq!(joined.rows, hugo);
+    assert_eq!(s.list(None).unwrap().len(), 3);
+});

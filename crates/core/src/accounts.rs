@@ -81,6 +81,19 @@ impl UserInfo {
     }
 }
 
+/// A quota as Dovecot reads it alike in 2.3 and 2.4: a bare number (a byte
+/// count written by hand or by another tool, an integer column) gets `B`.
+/// Dovecot 2.3 reads `storage=N` without a unit as kilobytes
+/// (core@2.3.19.1:src/plugins/quota/quota-util.c multiplies by 1024),
+/// 2.4's `quota_storage_size` as bytes: 1024 times apart. The CLI stores
+/// `1536B` itself; `2G` and the like pass as they are.
+fn quota_with_unit(q: &str) -> String {
+    match q.bytes().all(|b| b.is_ascii_digit()) {
+        true => format!("{q}B"),
+        false => q.to_string(),
+    }
+}
+
 /// A value of an account that no protocol can carry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccountError {
@@ -353,7 +366,7 @@ impl Accounts {
             uid: self.uid,
             gid: self.gid,
             home,
-            quota: quota.map(str::to_string),
+            quota: quota.map(quota_with_unit),
         })
     }
 
@@ -674,6 +687,13 @@ mod tests {
         assert_eq!(info.home, "/var/vmail/barrera.io/hugo");
         assert_eq!((info.uid, info.gid), (2000, 2001));
         assert_eq!(info.quota_rule().as_deref(), Some("*:storage=2G"));
+        // A bare byte count (by hand, an integer column) is bytes for
+        // both Dovecot versions, not kilobytes for 2.3.
+        let mut bytes = hugo.clone();
+        bytes.row.quota = Some(" 1073741824 ".into());
+        let info = a.userinfo(&bytes).expect("usable");
+        assert_eq!(info.quota.as_deref(), Some("1073741824B"));
+        assert_eq!(info.quota_rule().as_deref(), Some("*:storage=1073741824B"));
         let tab = a
             .find(&mut s, "tab@barrera.io")
             .expect("store works")

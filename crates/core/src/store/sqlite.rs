@@ -230,7 +230,7 @@ macro_rules! select {
                 $tail
             ),
             concat!(
-                "SELECT username, domain, mailbox, password, 1, quota, rowid FROM users ",
+                "SELECT username, domain, mailbox, password, 1, CAST(quota AS TEXT), rowid FROM users ",
                 $tail
             ),
             concat!(
@@ -238,7 +238,7 @@ macro_rules! select {
                 $tail
             ),
             concat!(
-                "SELECT username, domain, mailbox, password, active, quota, rowid FROM users ",
+                "SELECT username, domain, mailbox, password, active, CAST(quota AS TEXT), rowid FROM users ",
                 $tail
             ),
         ]
@@ -250,7 +250,7 @@ macro_rules! select {
                 $tail
             ),
             concat!(
-                "SELECT username, domain, mailbox, password, 1, quota FROM users ",
+                "SELECT username, domain, mailbox, password, 1, CAST(quota AS TEXT) FROM users ",
                 $tail
             ),
             concat!(
@@ -258,7 +258,7 @@ macro_rules! select {
                 $tail
             ),
             concat!(
-                "SELECT username, domain, mailbox, password, active, quota FROM users ",
+                "SELECT username, domain, mailbox, password, active, CAST(quota AS TEXT) FROM users ",
                 $tail
             ),
         ]

@@ -49,7 +49,7 @@ impl Columns {
             false => "1::integer".to_string(),
         };
         let quota = match self.quota {
-            true => format!("{t}quota"),
+            true => format!("{t}quota::text"),
             false => "NULL::text".to_string(),
         };
         format!("{active}, {quota}")
