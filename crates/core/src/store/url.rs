@@ -22,7 +22,21 @@ impl FromStr for DatabaseUrl {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.starts_with("postgresql://") || s.starts_with("postgres://") {
+        if let Some((_, rest)) = s
+            .split_once("://")
+            .filter(|(scheme, _)| matches!(*scheme, "postgresql" | "postgres"))
+        {
+            // The driver takes the user info up to the FIRST `@`
+            // (tokio-postgres `UrlParser::parse_credentials`): a raw `@`
+            // in a password makes the rest of it the host name.
+            let before_query = rest.split('?').next().unwrap_or(rest);
+            if before_query.matches('@').count() > 1 {
+                return Err(format!(
+                    "database URL {:?} has more than one '@': write an '@' in the user name \
+                     or password as %40",
+                    redact(s)
+                ));
+            }
             return Ok(DatabaseUrl::Postgres(s.to_string()));
         }
         let path = if let Some(rest) = s.strip_prefix("sqlite://") {
@@ -147,6 +161,20 @@ mod tests {
         );
         assert!("mysql://x/y".parse::<DatabaseUrl>().is_err());
         assert!("sqlite://".parse::<DatabaseUrl>().is_err());
+    }
+
+    /// A raw `@` in a password is refused with how to write it, the
+    /// password not shown; percent-encoded it is fine.
+    #[test]
+    fn a_raw_at_in_a_postgres_password_is_refused() {
+        let err = "postgresql://u:Sec@ret@127.0.0.1/mail"
+            .parse::<DatabaseUrl>()
+            .unwrap_err();
+        assert!(err.contains("%40"), "{err}");
+        assert!(!err.contains("Sec") && !err.contains("ret@"), "{err}");
+        assert!("postgresql://u:Sec%40ret@127.0.0.1/mail?options=a@b"
+            .parse::<DatabaseUrl>()
+            .is_ok());
     }
 
     /// A libpq keyword/value string is refused, never taken for a file
