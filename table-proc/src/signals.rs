@@ -15,7 +15,7 @@
 /// default and are sent from outside (signal(7)), and every real-time
 /// signal (default: end the process).
 fn stray_signals() -> impl Iterator<Item = libc::c_int> {
-    const FIXED: [libc::c_int; 17] = [
+    const FIXED: [libc::c_int; 18] = [
         libc::SIGHUP,
         libc::SIGINT,
         libc::SIGQUIT,
@@ -29,6 +29,8 @@ fn stray_signals() -> impl Iterator<Item = libc::c_int> {
         libc::SIGIO,
         libc::SIGPWR,
         libc::SIGXCPU,
+        // Ignored, a write past RLIMIT_FSIZE fails with EFBIG instead.
+        libc::SIGXFSZ,
         libc::SIGSTKFLT,
         libc::SIGTSTP,
         libc::SIGTTIN,

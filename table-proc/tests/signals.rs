@@ -47,6 +47,8 @@ fn stray_signals_do_not_end_the_table() {
         libc::SIGPROF,
         libc::SIGIO,
         libc::SIGPWR,
+        libc::SIGXCPU,
+        libc::SIGXFSZ,
         libc::SIGRTMIN(),
         libc::SIGRTMAX(),
     ];
