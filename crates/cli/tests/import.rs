@@ -2837,6 +2837,46 @@ fn postfixadmin_alias_domain_with_its_own_catch_all() {
     assert!(db.snapshot().1.is_empty(), "nothing written");
 }
 
+/// PostfixAdmin alias domains Postfix never delivered through: one whose
+/// target is a backup MX (relayed, no address of its own here), one that
+/// is no row of the `domain` table (Postfix's domain query does not list
+/// it). Imported, the first would accept every `x@a5.example` and relay
+/// it to `x@bk.example`; both are left out, their addresses unknown as
+/// before.
+#[test]
+fn postfixadmin_alias_domains_to_or_from_no_served_domain_are_left_out() {
+    let db = Db::new();
+    let url = db.postfixadmin(
+        "pfa-served.db",
+        &format!(
+            "INSERT INTO domain VALUES ('example.org', '0', '1'), ('a5.example', '0', '1'),
+                                       ('bk.example', '1', '1');
+             INSERT INTO mailbox VALUES ('alice@example.org', '{M_HASH}', 'example.org', 0, '1');
+             INSERT INTO alias VALUES ('alice@example.org', 'alice@example.org', '1');
+             CREATE TABLE alias_domain (alias_domain TEXT, target_domain TEXT, active TEXT);
+             INSERT INTO alias_domain VALUES ('a5.example', 'bk.example', '1'),
+                                             ('a4.example', 'example.org', '1');"
+        ),
+    );
+    let (v, _) = db.import_json(&["--from", "sql", &url], 0);
+    assert_eq!(v["counts"]["domain_aliases"], 0, "{v}");
+    let not = whys(&v, "not_imported");
+    assert!(
+        not.contains("target bk.example is not a domain the source delivers"),
+        "{not}"
+    );
+    assert!(
+        not.contains("a4.example is not a domain of the source"),
+        "{not}"
+    );
+    assert_eq!(db.resolve("x@a5.example").0, "unknown-domain");
+    assert_eq!(db.resolve("alice@a4.example").0, "unknown-domain");
+    assert_eq!(
+        db.resolve("alice@example.org").1,
+        set(&["alice@example.org"])
+    );
+}
+
 /// Alias domains in a chain: `a.example -> b.example -> example.org`.
 /// PostfixAdmin's alias-domain maps look `u@a.example` up among the rows of
 /// `b.example` only, so `a.example` reached `b.example`'s own addresses and

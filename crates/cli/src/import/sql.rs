@@ -377,8 +377,10 @@ fn read_postfixadmin(
         aliases_first: true,
         ..Parsed::default()
     };
-    let domains =
-        select(db, source, "domain", &["domain"], &["active", "backupmx"])?.unwrap_or_default();
+    let domains = select(db, source, "domain", &["domain"], &["active", "backupmx"])?;
+    // Without a domain table (a partial dump) every domain counts as one.
+    let has_domain_table = domains.is_some();
+    let domains = domains.unwrap_or_default();
     let mut kept = Vec::new();
     for (id, v) in domains {
         let name = text(&v[0]).unwrap_or_default();
@@ -427,8 +429,48 @@ fn read_postfixadmin(
         &["active"],
     )?
     .unwrap_or_default();
+    // Postfix accepts mail only for the domains PostfixAdmin's domain
+    // query lists (a row of `domain`, no backup MX): an alias domain that
+    // is none of them, or whose target is none, delivered nothing (its
+    // lookup finds no address at the target: 550). Imported, it would
+    // accept that mail, and relay it where the target is not ours.
+    let served = |d: &str| match has_domain_table {
+        true => Domain::parse(d.trim())
+            .ok()
+            .and_then(|d| domain_active.get(&d).copied()),
+        false => Some(true),
+    };
     let as_aliases: Vec<TableRow> = alias_domains
         .into_iter()
+        .filter(|(id, v)| {
+            let name = |c: &Cell| c.as_deref().unwrap_or_default().trim().to_ascii_lowercase();
+            let (alias, target) = (name(&v[0]), name(&v[1]));
+            // An inactive row is reported as such by read_aliases.
+            if v[2].is_some() && !truthy(&v[2]) {
+                return true;
+            }
+            let why = match (served(&alias), served(&target)) {
+                (None, _) => format!(
+                    "{alias} is not a domain of the source (no row in its domain table, or a \
+                     backup MX): Postfix refused its mail; not imported"
+                ),
+                (_, None) => format!(
+                    "target {target} is not a domain the source delivers (no row in its domain \
+                     table, or a backup MX): Postfix found no address there and refused the \
+                     mail; not imported"
+                ),
+                (Some(_), Some(false)) => {
+                    format!("target {target} is inactive: Postfix refused the mail; not imported")
+                }
+                _ => return true,
+            };
+            p.skipped.push(Finding::about(
+                Origin::row(source, "alias_domain", *id),
+                &format!("@{alias}"),
+                why,
+            ));
+            false
+        })
         .map(|(id, v)| {
             let at = |c: &Cell| c.as_ref().map(|d| format!("@{}", d.trim()));
             (id, vec![at(&v[0]), at(&v[1]), v[2].clone()])
@@ -1084,7 +1126,8 @@ mod tests {
     fn postfixadmin_tables_are_read_directly() {
         let mut c = db("
             CREATE TABLE domain (domain TEXT, backupmx INTEGER, active INTEGER);
-            INSERT INTO domain VALUES ('ALL', 0, 1), ('example.org', 0, 1), ('mx2.example', 1, 1);
+            INSERT INTO domain VALUES ('ALL', 0, 1), ('example.org', 0, 1), ('mx2.example', 1, 1),
+                                      ('example.net', 0, 1);
             CREATE TABLE mailbox (username TEXT, password TEXT, local_part TEXT, domain TEXT,
                                   quota INTEGER, active INTEGER);
             INSERT INTO mailbox VALUES ('a@example.org', '$2b$h', 'a', 'example.org', 1048576, 1);
@@ -1098,7 +1141,7 @@ mod tests {
         assert_eq!(p.logins[0].quota.as_deref(), Some("1M"));
         assert_eq!(
             p.domains.len(),
-            1,
+            2,
             "ALL is not a domain, a backup MX is skipped"
         );
         assert_eq!(p.skipped[0].at.to_string(), "pfa.db:domain:3");
