@@ -380,10 +380,10 @@ impl Store for PostgresStore {
                     tracing::warn!(database = %self.shown,
                         "the users table has no enabled users_stamp_change trigger (replaced \
                          by a copy made without it, or the trigger disabled), or is fed by a \
-                         logical-replication subscription whose apply worker fires ALWAYS \
-                         triggers only, so its changes do not move the change stamp: cached \
-                         answers are reused for at most {} s; put the trigger back with: \
-                         {RECREATE_TRIGGER} (a subscriber: {ALWAYS_TRIGGER})",
+                         logical-replication subscription (whose apply worker fires no \
+                         statement trigger), so its changes do not move the change stamp: \
+                         cached answers are reused for at most {} s; where the trigger is \
+                         missing, put it back with: {RECREATE_TRIGGER}",
                         CHANGE_CHECK.as_secs());
                 }
                 ChangeToken::new([2, self.checks, 0, 0, 0, 0])

@@ -85,18 +85,16 @@ pub(super) const WILDCARD_TARGETS: &str = "WHERE strpos(mailbox, '%') > 0 ORDER 
 /// `tgenabled`: `O` fires on ordinary writes, `A` always (pg_trigger in
 /// the PostgreSQL catalogs); `D` is disabled, `R` fires on a replica only.
 /// A table a logical-replication subscription writes into
-/// (`pg_subscription_rel`) changes by its apply worker, which runs as a
-/// replica (session_replication_role) and fires `A` and `R` triggers only:
-/// there an `O` trigger never moves the stamp.
+/// (`pg_subscription_rel`) changes by its apply worker, which fires row
+/// triggers only, never statement triggers such as this one, ALWAYS or not
+/// (PostgreSQL manual, "Logical Replication", Restrictions/Triggers): there
+/// the stamp never moves, and is not trusted.
 pub(super) const CHANGE_STAMP: &str = "SELECT c.stamp, u.oid::bigint, EXISTS (SELECT 1 FROM \
      pg_catalog.pg_trigger AS t WHERE t.tgrelid = u.oid AND t.tgname = 'users_stamp_change' \
-     AND (t.tgenabled = 'A' OR t.tgenabled = 'O' AND NOT EXISTS (SELECT 1 FROM \
-     pg_catalog.pg_subscription_rel AS s WHERE s.srrelid = u.oid))) \
+     AND t.tgenabled IN ('O', 'A')) AND NOT EXISTS (SELECT 1 FROM \
+     pg_catalog.pg_subscription_rel AS s WHERE s.srrelid = u.oid) \
      FROM mailtable_changes AS c, \
      (SELECT to_regclass('users')::oid AS oid) AS u WHERE c.id = 1";
-/// How to make the trigger fire for a subscription's changes too.
-pub(super) const ALWAYS_TRIGGER: &str =
-    "ALTER TABLE users ENABLE ALWAYS TRIGGER users_stamp_change;";
 /// The trigger of schema 3, for the message that it is missing.
 pub(super) const RECREATE_TRIGGER: &str = "CREATE TRIGGER users_stamp_change AFTER INSERT OR \
      UPDATE OR DELETE OR TRUNCATE ON users FOR EACH STATEMENT EXECUTE FUNCTION \
