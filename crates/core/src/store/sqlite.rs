@@ -1020,7 +1020,10 @@ impl Store for SqliteStore {
     ) -> Result<usize, StoreError> {
         if !self.conn()?.columns.active {
             return Err(StoreError::Schema(
-                "this database has no `active` column; run `mailtable migrate` first".into(),
+                "this database has no `active` column; run `mailtable migrate` first (a table \
+                 that lost it after schema 2: ALTER TABLE users ADD COLUMN active INTEGER NOT \
+                 NULL DEFAULT 1)"
+                    .into(),
             ));
         }
         self.with(|conn, _| {
@@ -1040,7 +1043,9 @@ impl Store for SqliteStore {
     ) -> Result<usize, StoreError> {
         if !self.conn()?.columns.quota {
             return Err(StoreError::Schema(
-                "this database has no `quota` column; run `mailtable migrate` first".into(),
+                "this database has no `quota` column; run `mailtable migrate` first (a table \
+                 that lost it after schema 2: ALTER TABLE users ADD COLUMN quota TEXT NULL)"
+                    .into(),
             ));
         }
         self.with(|conn, _| {

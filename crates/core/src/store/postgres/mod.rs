@@ -551,7 +551,10 @@ impl Store for PostgresStore {
     ) -> Result<usize, StoreError> {
         if !self.columns()?.active {
             return Err(StoreError::Schema(
-                "this database has no `active` column; run `mailtable migrate` first".into(),
+                "this database has no `active` column; run `mailtable migrate` first (a table \
+                 that lost it after schema 2: ALTER TABLE users ADD COLUMN active INTEGER NOT \
+                 NULL DEFAULT 1)"
+                    .into(),
             ));
         }
         let active = i32::from(active);
@@ -567,7 +570,9 @@ impl Store for PostgresStore {
     ) -> Result<usize, StoreError> {
         if !self.columns()?.quota {
             return Err(StoreError::Schema(
-                "this database has no `quota` column; run `mailtable migrate` first".into(),
+                "this database has no `quota` column; run `mailtable migrate` first (a table \
+                 that lost it after schema 2: ALTER TABLE users ADD COLUMN quota TEXT NULL)"
+                    .into(),
             ));
         }
         let n = self.write(|c| c.execute_static(SET_QUOTA, &[&domain, &username, &quota]))?;
