@@ -116,6 +116,12 @@ chmod 0600 "$DB"
 expect_problem "database unreadable by the daemons" database.read-as-smtpd "init --group mailtable"
 chmod 0640 "$DB"
 
+# The config, not the database: `init` would change nothing.
+conf_mode=$(stat -c %a "$MTCONF")
+chmod 0600 "$MTCONF"
+expect_problem "config unreadable by the daemons" database.read-as-smtpd "chmod 640 $MTCONF"
+chmod "$conf_mode" "$MTCONF"
+
 gpasswd -d opensmtpd mailtable >/dev/null
 expect_problem "smtpd's user not in the database's group" database.read-as-smtpd "usermod -aG mailtable opensmtpd"
 usermod -aG mailtable opensmtpd

@@ -162,6 +162,12 @@ pub(crate) fn check_answers(
                     "check the file (`sqlite3 PATH 'PRAGMA integrity_check'`) and its permissions"
                         .into()
                 }
+                // The server answered, and refused this role the table.
+                DatabaseUrl::Postgres(_) if e.to_string().contains("SQLSTATE 42501") => {
+                    "GRANT SELECT ON users, mailtable_changes TO the role in `database` (as \
+                     the tables' owner)"
+                        .into()
+                }
                 DatabaseUrl::Postgres(_) => {
                     "start PostgreSQL or correct `database` in the config".into()
                 }
@@ -183,7 +189,12 @@ pub(crate) fn check_schema(
         SchemaState::Empty => Check::problem(
             "database.schema",
             format!("{url} has no users table"),
-            format!("{mt} init --group mailtable"),
+            // `--group` gives a SQLite file to the daemons' group; a
+            // PostgreSQL server decides by its roles.
+            match url {
+                DatabaseUrl::Sqlite(_) => format!("{mt} init --group mailtable"),
+                DatabaseUrl::Postgres(_) => format!("{mt} init"),
+            },
         ),
         SchemaState::Unversioned => Check::problem(
             "database.schema",
@@ -417,6 +428,10 @@ fn serve_reader(db: &Db, running: Option<unix::Creds>) -> Option<Reader> {
     Some(reader(unix::login_creds(&user)?))
 }
 
+/// How a probe's error says the config could not be read (as opposed to
+/// the database): the fix is another.
+const CONFIG_FAILED: &str = "config: ";
+
 fn probe(r: &Reader, db: &Db, name: &str, timeout: Duration) -> Check {
     let check = format!("database.read-as-{}", r.name);
     if !unix::is_root() {
@@ -428,7 +443,7 @@ fn probe(r: &Reader, db: &Db, name: &str, timeout: Duration) -> Check {
     let config = r.config.clone().or_else(|| db.config_path.clone());
     let override_url = db.url.clone().filter(|_| r.config.is_none());
     let result = unix::run_as(&r.creds, timeout, || {
-        let c = Config::locate(config.as_deref()).map_err(|e| e.to_string())?;
+        let c = Config::locate(config.as_deref()).map_err(|e| format!("{CONFIG_FAILED}{e}"))?;
         let url = match &override_url {
             Some(u) => u.clone(),
             None => c.database_url()?,
@@ -469,7 +484,21 @@ fn probe(r: &Reader, db: &Db, name: &str, timeout: Duration) -> Check {
         ),
         Err(e) => {
             let lacks = db.group.is_some_and(|g| !r.creds.has_group(g));
-            let fix = if matches!(db.url, Some(DatabaseUrl::Postgres(_))) {
+            let config_failed = e.starts_with(CONFIG_FAILED);
+            let fix = if config_failed && !lacks {
+                // The config, not the database: `init` would not touch it.
+                let g = db.group.map_or("mailtable".into(), unix::group_name);
+                let path = config
+                    .as_deref()
+                    .map_or("/etc/mail/mailtable.toml".into(), |p| {
+                        p.display().to_string()
+                    });
+                format!(
+                    "chgrp {g} {path} && chmod 640 {path}  (and every directory above it \
+                     searchable by {})",
+                    r.creds.user
+                )
+            } else if matches!(db.url, Some(DatabaseUrl::Postgres(_))) {
                 // No file to give to a group: the server decides who may
                 // connect (a server that is down is database.answers).
                 "let this user's connection in: the role and password in `database`, \
@@ -532,6 +561,10 @@ pub(super) mod tests {
         );
         let c = check_schema(SchemaState::Version(migrate::LATEST + 1), &u, None);
         assert!(c.message.contains("newer"));
+        // PostgreSQL has no file to give to a group.
+        let pg: DatabaseUrl = "postgresql://mail@db.example.net/mail".parse().unwrap();
+        let c = check_schema(SchemaState::Empty, &pg, None);
+        assert_eq!(c.fix.as_deref(), Some("mailtable init"));
         // A daemon's least-privilege role: nothing to fix.
         let c = check_schema(SchemaState::VersionUnreadable, &u, None);
         assert_eq!(c.status, Status::Ok);

@@ -199,7 +199,8 @@ pub(crate) fn check_table(conf: &Path, t: &Table) -> Check {
                 "{shown}:{}: table {}: {} does not exist",
                 t.line, t.name, t.config
             ),
-            format!("install -m 644 mailtable.toml {}", t.config),
+            // As the README has it: readable by the daemons' group only.
+            format!("install -m 640 -g mailtable mailtable.toml {}", t.config),
         )
     } else {
         Check::ok(
