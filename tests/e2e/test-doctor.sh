@@ -255,6 +255,17 @@ case $line in *"init --group"*) doctor_fail "PostgreSQL: a file-permission fix f
 pg_start main
 expect_ok "PostgreSQL server started again"
 
+# A role the server lets in and refuses the table: the GRANT, not "start
+# PostgreSQL".
+pg_psql main -d mail -c 'CREATE ROLE nosel LOGIN' >/dev/null
+DBURL=$(pg_url main mail nosel)
+write_mtconf
+expect_problem "PostgreSQL role without SELECT" database.answers "GRANT SELECT ON users"
+pg_psql main -d mail -c 'GRANT SELECT ON users, mailtable_changes TO nosel' >/dev/null
+expect_ok "PostgreSQL role granted what the daemons read"
+DBURL=$(pg_url main mail)
+write_mtconf
+
 pg_psql main -d mail -c 'DELETE FROM mailtable_schema WHERE version > 1'
 expect_problem "PostgreSQL schema too old" database.schema "migrate"
 
