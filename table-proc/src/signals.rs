@@ -39,9 +39,9 @@ fn stray_signals() -> impl Iterator<Item = libc::c_int> {
     FIXED.into_iter().chain(libc::SIGRTMIN()..=libc::SIGRTMAX())
 }
 
-/// Ignore every stray signal ([`stray_signals`]). Call first thing in
-/// `main`, before any thread exists. A signal that cannot be ignored is
-/// skipped: nothing about it is worth failing the table for.
+/// Ignore every stray signal (the list in `stray_signals`). Call first
+/// thing in `main`, before any thread exists. A signal that cannot be
+/// ignored is skipped: nothing about it is worth failing the table for.
 pub fn ignore_stray_signals() {
     for sig in stray_signals() {
         // SAFETY: SIG_IGN installs no handler code, and `sig` is a valid
