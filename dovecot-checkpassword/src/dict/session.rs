@@ -22,6 +22,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::stop::stopped;
+use crate::throttle::{left_out_note, Throttle};
 
 use super::proto::{
     parse_command, write_reply, Command, CommitResult, DictError, Lookup, Reply,
@@ -223,10 +224,16 @@ fn answer(command: Command, backend: &mut impl DictBackend, out: &mut Vec<u8>) {
     }
 }
 
+/// Failed dict lookups, logged at most once a second.
+static LOOKUP_FAILURES: Throttle = Throttle::new();
+
 /// Appends the reply to a lookup of `key`, after logging a failure.
 fn lookup_reply(key: &str, answer: &Lookup, out: &mut Vec<u8>) {
     if let Lookup::Failed(e) = answer {
-        tracing::error!("dict: lookup {key:?} failed: {e}");
+        match LOOKUP_FAILURES.admit(std::time::Instant::now()) {
+            Some(n) => tracing::error!("dict: lookup {key:?} failed: {e}{}", left_out_note(n)),
+            None => tracing::debug!("dict: lookup {key:?} failed: {e}"),
+        }
     }
     write_reply(&Reply::Lookup(answer), out);
 }

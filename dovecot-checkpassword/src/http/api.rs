@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::secret::Secret;
 use crate::tabescape;
+use crate::throttle::{left_out_note, Throttle};
 
 /// Largest request body accepted: the longest user name and password
 /// Dovecot's auth protocol carries (one line of at most 16 KiB,
@@ -486,11 +487,22 @@ pub fn dispatch_in_place(
     Some(logged(endpoint, user, answer).render(format))
 }
 
-/// `answer`, after logging it: a temporary failure as an error, the rest
-/// for debugging.
+/// Failed API requests, logged at most once a second.
+static FAILURES: Throttle = Throttle::new();
+
+/// `answer`, after logging it: a temporary failure as an error (at most
+/// one line a second), the rest for debugging.
 fn logged(endpoint: Endpoint, user: &str, answer: Answer) -> Answer {
     if let Answer::TempFail(e) = &answer {
-        tracing::error!("api: {endpoint:?} for {user:?} failed: {e}");
+        match FAILURES.admit(std::time::Instant::now()) {
+            Some(n) => {
+                tracing::error!(
+                    "api: {endpoint:?} for {user:?} failed: {e}{}",
+                    left_out_note(n)
+                )
+            }
+            None => tracing::debug!("api: {endpoint:?} for {user:?} failed: {e}"),
+        }
     } else {
         tracing::debug!("api: {endpoint:?} for {user:?}: {}", answer.token());
     }
