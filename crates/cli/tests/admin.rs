@@ -452,7 +452,17 @@ both!(user_del_names_the_aliases_it_would_strand, |db| {
     db.add_user("bob@barrera.io", &[]);
     db.ok(&["alias", "add", "bobby@barrera.io", "bob@barrera.io"]);
     db.ok(&["alias", "add", "%@barrera.io", "ann@barrera.io"]);
-    db.ok(&["user", "del", "bob@barrera.io"]);
+    let out = db.run(&["user", "del", "bob@barrera.io"], None);
+    assert!(out.status.success());
+    // Said, not silent: the catch-all takes bob's mail and bobby's.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "note: mail to bob@barrera.io, and to the aliases that named it, now goes to \
+             ann@barrera.io"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(db.destinations("bobby@barrera.io"), ["ann@barrera.io"]);
 
     // A domain alias maps every name: removing one mailbox of its target

@@ -338,17 +338,31 @@ fn passwd(ctx: &Ctx, address: &str, input: &PasswordInput) -> Result<Exit, CliEr
 fn del(ctx: &Ctx, address: &str, force: bool) -> Result<Exit, CliError> {
     let addr = Address::parse(address)?;
     let r = &ctx.resolver;
-    let stuck = ctx.write(|s| {
+    let (stuck, now) = ctx.write(|s| {
         let before = r.reaching(s, &addr)?;
         if s.delete(addr.local(), addr.domain().as_str(), Delete::Mailbox)? == 0 {
             return Err(CliError::not_found(format!("{addr} has no mailbox")));
         }
         let stuck = dangling(r, s, &addr, &before, false)?;
         refuse_stranding(&stuck, &addr, force)?;
-        Ok(stuck)
+        // A catch-all or pattern of the domain takes the address from now
+        // on, and with it the mail of every alias that named it: legal,
+        // and worth saying.
+        let now = match r.resolve(s, &addr) {
+            Ok(Outcome::Found(to)) => to.iter().map(|d| d.address().to_string()).collect(),
+            _ => Vec::new(),
+        };
+        Ok((stuck, now))
     })?;
     println!("removed mailbox {addr}");
     warn_stranded(&stuck, &addr);
+    if !now.is_empty() {
+        eprintln!(
+            "mailtable: note: mail to {addr}, and to the aliases that named it, now goes to {} \
+             (a catch-all or pattern of its domain; `mailtable resolve {addr}` shows how)",
+            now.join(", ")
+        );
+    }
     Ok(Exit::Ok)
 }
 
