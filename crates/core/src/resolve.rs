@@ -884,6 +884,33 @@ impl Resolver {
                 out.push(item);
             }
         }
+        // A domain alias onto a domain whose catch-all reaches the user
+        // (`%@old -> %@new`, `%@new -> user`) gives every address of `old`
+        // the same way: `@old` too, through chains of domain aliases.
+        let mut i = 0;
+        let mut aliases: Option<Vec<Row>> = None;
+        while i < out.len() {
+            if let Some(d) = out[i].strip_prefix('@').map(str::to_string) {
+                let rows = match &aliases {
+                    Some(rows) => rows,
+                    None => aliases.insert(
+                        store
+                            .wildcard_targets()?
+                            .into_iter()
+                            .filter(|r| r.kind() == RowKind::DomainAlias)
+                            .collect(),
+                    ),
+                };
+                for r in rows {
+                    let onto = r.mailbox.strip_prefix("%@").unwrap_or_default();
+                    let item = format!("@{}", r.domain);
+                    if onto.eq_ignore_ascii_case(&d) && !out.contains(&item) {
+                        out.push(item);
+                    }
+                }
+            }
+            i += 1;
+        }
         Ok(Some(out))
     }
 
@@ -1590,6 +1617,32 @@ mod tests {
             r.senders(&mut s, &a).unwrap(),
             Some(vec!["a@x.org".to_string(), "good@x.org".to_string()])
         );
+    }
+
+    /// A domain alias onto a domain whose catch-all reaches the user: every
+    /// address of the aliased domain reaches it too (`@old`), through a
+    /// chain of domain aliases as well; one onto another domain does not.
+    #[test]
+    fn senders_follow_domain_aliases_onto_a_catch_all() {
+        let mut s = MemStore::default()
+            .with("bob", "new.org", "bob@new.org", Some(testdata::HASH))
+            .with("%", "new.org", "bob@new.org", None)
+            .with("%", "old.org", "%@new.org", None)
+            .with("%", "older.org", "%@old.org", None)
+            .with("%", "other.org", "%@elsewhere.org", None);
+        let r = Resolver::default();
+        let bob = Address::parse("bob@new.org").unwrap();
+        let got = r.senders(&mut s, &bob).unwrap().unwrap();
+        for want in [
+            "bob@new.org",
+            "@new.org",
+            "bob@old.org",
+            "@old.org",
+            "@older.org",
+        ] {
+            assert!(got.iter().any(|g| g == want), "{want} in {got:?}");
+        }
+        assert!(!got.iter().any(|g| g == "@other.org"), "{got:?}");
     }
 
     /// The senders walk meets the user and each address that reaches it;
