@@ -301,3 +301,43 @@ backend_test!(a_numeric_quota_column_is_read_as_text, |db| {
     assert_eq!(joined.rows, hugo);
     assert_eq!(s.list(None).unwrap().len(), 3);
 });
+
+// `migrate` by a role that does not own the tables: the server refuses
+// (42501, "must be owner of ..."), which no retry fixes: a schema error
+// saying which role to run it as (CLI exit 2), not "database unavailable"
+// (exit 75).
+pg_test!(
+    migrate_by_a_role_that_does_not_own_the_tables_says_so,
+    |db| {
+        drop(db.init());
+        let name = db.pg_database().expect("postgres").to_string();
+        db.raw().exec(&format!(
+            "DELETE FROM mailtable_schema; INSERT INTO mailtable_schema VALUES (3);
+         DROP ROLE IF EXISTS \"{name}_w\"; CREATE ROLE \"{name}_w\" LOGIN;
+         GRANT SELECT, INSERT, UPDATE, DELETE ON users, mailtable_changes, mailtable_schema \
+         TO \"{name}_w\""
+        ));
+        let url = db
+            .url_text()
+            .replacen("://postgres@", &format!("://{name}_w@"), 1);
+        let mut s = mailtable_core::store::open(
+            &url.parse().unwrap(),
+            &mailtable_core::store::OpenOptions {
+                access: Access::ReadWrite,
+                timeout: std::time::Duration::from_secs(5),
+            },
+        )
+        .unwrap();
+        let err = migrate::migrate(s.as_mut(), db.dialect(), false).unwrap_err();
+        assert!(matches!(err, StoreError::Schema(_)), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("run migrate as the role that owns"),
+            "{err}"
+        );
+        drop(s);
+        db.raw().exec(&format!(
+            "DROP OWNED BY \"{name}_w\"; DROP ROLE \"{name}_w\""
+        ));
+    }
+);

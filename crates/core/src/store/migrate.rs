@@ -109,6 +109,16 @@ pub fn migrate(
         store
             .apply_migration(step.version, step.sql)
             .map_err(|e| match e {
+                // Refused by the server for this role (PostgreSQL's 42501,
+                // "must be owner of ..."): no retry helps, unlike an
+                // outage, so not a temporary failure.
+                StoreError::Unavailable(m) if m.contains("SQLSTATE 42501") => {
+                    StoreError::Schema(format!(
+                        "migration {} failed: {m} (run migrate as the role that owns the \
+                         tables)",
+                        step.name
+                    ))
+                }
                 StoreError::Unavailable(m) => StoreError::Unavailable(m),
                 other => StoreError::Schema(format!("migration {} failed: {other}", step.name)),
             })?;
