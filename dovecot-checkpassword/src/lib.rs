@@ -26,7 +26,6 @@ pub mod secret;
 pub mod serve;
 pub mod stop;
 pub mod tabescape;
-pub mod throttle;
 
 pub use backend::{Backend, Directory};
 pub use checkpassword::{CheckpasswordRequest, Mode, Outcome};

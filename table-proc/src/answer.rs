@@ -30,11 +30,16 @@
 use crate::{Answer, Handler, Service};
 use mailtable_core::accounts::{AccountError, Accounts, Credentials, Verdict, Verifier};
 use mailtable_core::cache::{AnswerCache, Fetched, LookupError};
+use mailtable_core::logging::{left_out_note, Throttle};
 use mailtable_core::resolve::{KeyAnswer, ResolveError};
 use mailtable_core::store::{self, Access, OpenOptions, SchemaState};
 use mailtable_core::{Address, Config, Domain, Outcome, Store, StoreError};
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
+
+/// Failed lookups, logged at most once a second (the table's stderr is
+/// smtpd's log).
+static LOOKUP_FAILURES: Throttle = Throttle::new();
 
 /// The table: config plus a lazily (re)opened read-only store.
 pub struct Tables {
@@ -350,7 +355,14 @@ impl Tables {
             Ok(Some(v)) => Answer::Found(v),
             Ok(None) => Answer::NotFound,
             Err(Failure { why: reason, .. }) => {
-                tracing::warn!(table = %self.name, service = service.name(), "lookup failed: {reason}");
+                // At most one line a second: smtpd logs every temporary
+                // failure itself, and an outage fails every uncached key.
+                match LOOKUP_FAILURES.admit(std::time::Instant::now()) {
+                    Some(n) => tracing::warn!(table = %self.name, service = service.name(),
+                        "lookup failed: {reason}{}", left_out_note(n)),
+                    None => tracing::debug!(table = %self.name, service = service.name(),
+                        "lookup failed: {reason}"),
+                }
                 Answer::Error(reason)
             }
         }

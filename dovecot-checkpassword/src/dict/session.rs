@@ -22,7 +22,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::stop::stopped;
-use crate::throttle::{left_out_note, Throttle};
+use mailtable_core::logging::{left_out_note, Throttle};
 
 use super::proto::{
     parse_command, write_reply, Command, CommitResult, DictError, Lookup, Reply,

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::secret::Secret;
 use crate::tabescape;
-use crate::throttle::{left_out_note, Throttle};
+use mailtable_core::logging::{left_out_note, Throttle};
 
 /// Largest request body accepted: the longest user name and password
 /// Dovecot's auth protocol carries (one line of at most 16 KiB,
