@@ -1433,6 +1433,19 @@ mod tests {
 
     /// The log output of `f` at every level.
     fn logs_of(f: impl FnOnce()) -> String {
+        // A global subscriber that wants every level (and writes nowhere):
+        // otherwise a test thread that reaches a log call with no
+        // subscriber can cache its interest as "never" while this thread
+        // captures, and the line is lost (seen once in CI under load,
+        // despite the rebuild below).
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let quiet = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(std::io::sink)
+                .finish();
+            let _ = tracing::subscriber::set_global_default(quiet);
+        });
         let captured = Captured::default();
         let sink = captured.clone();
         let subscriber = tracing_subscriber::fmt()
