@@ -182,12 +182,14 @@ impl SourceWalk {
         if let Some(r) = self.routes.get(&RouteKey::Exact(a.clone())) {
             return Ok(PostfixStep::Entry(r));
         }
-        // As in `lookup`: a login of the full address is no tagged address.
-        let own_entry = self.deliverable.contains(a)
-            || self.accepted_inactive.contains(a)
-            || self.refused.contains(a);
+        // Postfix tries `user@domain` next, whatever else knows the full
+        // address: an inactive mailbox `dev+old@` without an alias entry
+        // of its own is rewritten by `dev@`'s (virtual(5), "ADDRESS
+        // EXTENSION"). A login of the full address never gets here: smtpd
+        // could not deliver it, so it is left behind
+        // (`drop_logins_smtpd_cannot_deliver` in plan.rs).
         if let Some(base) = self.delimiter.map(|d| a.without_tag(d)) {
-            if base != *a && !own_entry {
+            if base != *a {
                 return Ok(PostfixStep::Untagged(base));
             }
         }
@@ -346,14 +348,12 @@ impl SourceWalk {
         // rest of the walk is the address's without the tag. (A bare
         // `user+tag` key, which smtpd asks before `user`, is never imported
         // either way.)
-        // A login or mailbox of the full address (`john-doe@` with `-` as
-        // the delimiter, `a+b@`) is not a tagged address: mailtable's step
-        // 1 finds its own row too.
-        let own_entry = self.deliverable.contains(addr)
-            || self.accepted_inactive.contains(addr)
-            || self.refused.contains(addr);
+        // smtpd asks its alias table only, so a login of the full address
+        // (`john-doe@` with `-` as the delimiter) would not stop it either;
+        // such logins are left behind anyway (smtpd cuts their delivery
+        // user name at the delimiter).
         if let Some(base) = self.delimiter.map(|d| addr.without_tag(d)) {
-            if base != *addr && !own_entry {
+            if base != *addr {
                 return self.lookup(&base, path);
             }
         }

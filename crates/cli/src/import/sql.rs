@@ -772,7 +772,7 @@ fn read_user(
         let what = if domain_on {
             "inactive mailbox: the source delivered nothing to it and refused its logins (its \
              Postfix mailbox query lists active mailboxes only: its mail was refused, or taken \
-             by a catch-all)"
+             by a catch-all, or by the entry of its address without the tag)"
         } else {
             "mailbox of an inactive domain: the source refused its mail"
         };
