@@ -138,6 +138,8 @@ pub struct SourceWalk {
     /// The source's domains.
     pub domains: BTreeSet<Domain>,
     /// Mailboxes the source refuses (inactive): a copy sent there bounced.
+    /// Only the SQL readers give them, so only the Postfix-order walk
+    /// meets them.
     pub refused: BTreeSet<Address>,
     /// Inactive mailboxes the admin chose to import disabled
     /// (`--inactive disabled`): after the import they receive their own
@@ -406,9 +408,8 @@ impl SourceWalk {
         let mut out = Reach::default();
         for t in targets {
             match t {
-                // The key's own mailbox, unless the source refuses it:
-                // then that copy bounced.
-                Resolved::SelfBox if self.refused.contains(addr) => {}
+                // `refused` is empty here: only the SQL readers fill it,
+                // and their sources walk in Postfix order.
                 Resolved::SelfBox => {
                     out.to.insert(addr.clone());
                 }
@@ -467,13 +468,11 @@ impl SourceWalk {
         match r? {
             Some(s) if !s.to.is_empty() => out.to.extend(s.to),
             _ if soft => {}
-            // A mailbox the source refuses, or an entry all of whose targets
-            // are: Postfix bounces this copy and delivers the others.
+            // An entry all of whose targets bounced.
             Some(s) => {
                 out.looped = out.looped.take().or(s.looped);
                 out.bounced = true;
             }
-            None if self.refused.contains(a) => out.bounced = true,
             _ => {
                 return Err(format!(
                     "{from} points to {a}, which has no entry in the sources (mail to {from} \
