@@ -1319,7 +1319,10 @@ fn an_inactive_mailbox_with_a_delimiter_is_the_tagged_address() {
     let (v, _) = db.import_json(&["--from", "sql", &url], 0);
     assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
     assert_eq!(v["verification"]["checked"], 2);
-    assert_eq!(v["refused_inactive"], serde_json::json!(["dev+old@example.org"]));
+    assert_eq!(
+        v["refused_inactive"],
+        serde_json::json!(["dev+old@example.org"])
+    );
     assert!(
         whys(&v, "not_imported").contains("by the entry of its address without the tag"),
         "{v}"
