@@ -920,6 +920,35 @@ mod tests {
         assert_eq!(under, vec!["shared/userdb/hugo@barrera.io".to_string()]);
     }
 
+    /// Rows written by hand in another case (`Hugo2`, `Barrera.IO`) are
+    /// found by no lookup, so `doveadm user '*'` must not list them: every
+    /// name listed is one `doveadm user NAME` then finds.
+    #[test]
+    fn dict_iterates_only_what_lookups_find() {
+        let d = dir();
+        let mut s = fixture()
+            .with("Hugo2", "barrera.io", "hugo2@barrera.io", Some("x"))
+            .with("hugo3", "Barrera.IO", "hugo3@barrera.io", Some("x"));
+        let listed: Vec<String> = d
+            .dict_iterate(&mut s, "shared/userdb/")
+            .expect("store works")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        for name in ["hugo2@barrera.io", "hugo3@barrera.io"] {
+            assert!(
+                !listed.iter().any(|k| k.ends_with(name)),
+                "{name} listed: {listed:?}"
+            );
+            assert!(matches!(
+                d.dict_lookup(&mut s, &format!("shared/userdb/{name}"))
+                    .expect("store works"),
+                Lookup::NotFound
+            ));
+        }
+        assert!(listed.contains(&"shared/userdb/hugo@barrera.io".to_string()));
+    }
+
     #[test]
     fn backend_maps_outages_to_temporary_failures() {
         let broken = Arc::new(AtomicBool::new(true));

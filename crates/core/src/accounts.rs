@@ -319,8 +319,11 @@ impl Accounts {
     }
 
     /// Every mailbox, ordered by domain then local part (`doveadm user '*'`).
-    /// Rows whose address does not parse are skipped: no login could reach
-    /// them either.
+    /// Rows whose address does not parse, or is not stored in the normal
+    /// form lookups ask for (`Hugo` or `Example.ORG` written by hand), are
+    /// skipped: no login or delivery could reach them either, and a name
+    /// listed here must be one `doveadm user` then finds (doctor names
+    /// such rows).
     pub fn list(&self, store: &mut dyn Store) -> Result<Vec<Account>, StoreError> {
         Ok(store
             .list(None)?
@@ -328,7 +331,9 @@ impl Accounts {
             .filter(|r| r.kind() == RowKind::Mailbox)
             .filter_map(|row| {
                 let address = Address::from_parts(&row.username, &row.domain).ok()?;
-                Some(Account { address, row })
+                let stored_as_looked_up =
+                    address.local() == row.username && address.domain().as_str() == row.domain;
+                stored_as_looked_up.then_some(Account { address, row })
             })
             .collect())
     }
