@@ -204,7 +204,7 @@ does not recognise (cleartext, say) is refused with its line number. All or noth
     Del {
         /// The address
         address: String,
-        /// Remove it even if aliases would be left pointing at nothing (they then fail until fixed)
+        /// Remove it even if aliases would be left pointing at nothing, or mail through them would fail or leave this host
         #[arg(long)]
         force: bool,
     },
@@ -239,7 +239,7 @@ pub enum AliasCommand {
         pattern: String,
         /// Targets to remove (default: all)
         targets: Vec<String>,
-        /// Remove it even if other aliases point to it (they then fail until fixed)
+        /// Remove it even if other aliases point to it, or mail through them would loop or leave this host
         #[arg(long)]
         force: bool,
     },

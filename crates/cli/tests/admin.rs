@@ -479,6 +479,75 @@ both!(user_del_names_the_aliases_it_would_strand, |db| {
     db.ok(&["user", "del", "carl@example.com"]);
 });
 
+// A removal must not send mail off this host: the last mailbox of a
+// domain that a domain alias (or an alias) maps into takes the domain
+// out of ours, and its mail would be relayed to that domain's servers.
+// Refused; forced, said.
+both!(removal_never_sends_mail_off_the_host, |db| {
+    db.add_user("ann@tgt.example", &[]);
+    db.ok(&["alias", "add", "%@src.example", "%@tgt.example"]);
+    db.ok(&["alias", "add", "team@other.example", "ann@tgt.example"]);
+    let before = db.snapshot();
+    let (code, err) = db.refused(&["user", "del", "ann@tgt.example"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("%@src.example: mail to ann@src.example would leave this host for ann@tgt.example (tgt.example would no longer be one of our domains)"), "{err}");
+    assert!(
+        err.contains("team@other.example: mail to team@other.example would leave this host"),
+        "{err}"
+    );
+    assert_eq!(db.snapshot(), before);
+    // Its last alias, just as much.
+    db.ok(&["alias", "add", "info@tgt2.example", "x@elsewhere.example"]);
+    db.ok(&["alias", "add", "%@src2.example", "%@tgt2.example"]);
+    let (code, err) = db.refused(&["alias", "del", "info@tgt2.example"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("mail to info@src2.example would leave this host for info@tgt2.example"),
+        "{err}"
+    );
+    // A wildcard: the probe of a domain alias onto it.
+    db.ok(&["alias", "add", "%@tgt3.example", "x@elsewhere.example"]);
+    db.ok(&["alias", "add", "%@src3.example", "%@tgt3.example"]);
+    let (code, err) = db.refused(&["alias", "del", "%@tgt3.example"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "%@src3.example: mail to mailtable-alias-check@src3.example would leave this host"
+        ),
+        "{err}"
+    );
+    let out = db.run(&["user", "del", "ann@tgt.example", "--force"], None);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warning: without ann@tgt.example, %@src.example: mail to ann@src.example would leave this host"), "{err}");
+    assert_eq!(db.destinations("ann@src.example"), ["ann@tgt.example"]);
+});
+
+// Taking one target out of a wildcard alias must not leave a loop: the
+// rest of `%@b -> hugo@, %@a` with `%@a -> %@b` loops for every name.
+both!(alias_del_never_leaves_a_wildcard_loop, |db| {
+    db.add_user("hugo@barrera.io", &[]);
+    db.ok(&["alias", "add", "%@a.example", "%@b.example"]);
+    db.ok(&[
+        "alias",
+        "add",
+        "%@b.example",
+        "hugo@barrera.io",
+        "%@a.example",
+    ]);
+    let before = db.snapshot();
+    let (code, err) = db.refused(&["alias", "del", "%@b.example", "hugo@barrera.io"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("refused: without %@b.example, %@b.example: mail to mailtable-alias-check@b.example would fail (alias loop"), "{err}");
+    assert!(
+        err.contains("%@a.example: mail to mailtable-alias-check@a.example would fail"),
+        "{err}"
+    );
+    assert_eq!(db.snapshot(), before);
+    // Removing what loops is fine.
+    db.ok(&["alias", "del", "%@b.example", "%@a.example"]);
+});
+
 // `alias del` refuses, as `user del` does, to leave other aliases
 // pointing at nothing; a target named twice in `alias add` is one row.
 both!(alias_del_never_strands_other_aliases, |db| {

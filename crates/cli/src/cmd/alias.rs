@@ -8,6 +8,7 @@
 //! it would be is the only way to catch a loop through rows already present;
 //! refusing there keeps smtpd from tempfailing mail to the new alias.
 
+use super::guard;
 use crate::args::{AliasCommand, AliasListArgs};
 use crate::ctx::Ctx;
 use crate::error::CliError;
@@ -67,18 +68,6 @@ fn parse_targets(pattern: &AddressPattern, texts: &[String]) -> Result<Vec<Strin
     Ok(out)
 }
 
-/// A local part no row is likely to have, to try a wildcard alias with.
-const PROBE_LOCAL: &str = "mailtable-alias-check";
-
-/// An address `pattern` matches, to resolve in its place: a wildcard
-/// alias's rows are checked as mail to such an address would use them.
-fn probe_address(pattern: &AddressPattern) -> Result<Address, CliError> {
-    let text = pattern.local.to_string();
-    // A long pattern leaves no room for the probe's name: one character.
-    let long = Address::from_parts(&text.replace('%', PROBE_LOCAL), pattern.domain.as_str());
-    Ok(long.or_else(|_| Address::from_parts(&text.replace('%', "x"), pattern.domain.as_str()))?)
-}
-
 fn add(ctx: &Ctx, pattern: &str, targets: &[String]) -> Result<Exit, CliError> {
     let p = AddressPattern::parse(pattern)?;
     // Patterns are tried on the local part without its tag (DESIGN step
@@ -130,7 +119,7 @@ fn add(ctx: &Ctx, pattern: &str, targets: &[String]) -> Result<Exit, CliError> {
         if let Some(own) = p.as_address() {
             return check_resolves(&ctx.resolver, s, &own);
         }
-        check_resolves(&ctx.resolver, s, &probe_address(&p)?)?;
+        check_resolves(&ctx.resolver, s, &guard::probe_address(&p)?)?;
         for row in rows.iter().filter(|r| !r.has_template_target()) {
             check_resolves(&ctx.resolver, s, &Address::parse(&row.mailbox)?)?;
         }
@@ -144,7 +133,7 @@ fn del(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
     let p = AddressPattern::parse(pattern)?;
     let targets = parse_targets(&p, targets)?;
     let r = &ctx.resolver;
-    let (n, stuck) = ctx.write(|s| {
+    let (n, stuck, broken) = ctx.write(|s| {
         // Aliases through this one (`team@ -> info@`, then `info@` removed)
         // would point at nothing: their mail would tempfail, so it is
         // refused as `user del` refuses. For a wildcard, the addresses it
@@ -158,6 +147,14 @@ fn del(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
             Some(_) => Vec::new(),
             None => named_and_found(r, s, &p.domain)?,
         };
+        // What reached it, and for a wildcard the pattern itself: mail
+        // there must not start to fail or leave the host.
+        let reached = match &own {
+            Some(_) => before.clone(),
+            None => r.reaching(s, &guard::probe_address(&p)?)?,
+        };
+        let wildcard = own.is_none().then_some(&p);
+        let guard = guard::Guard::before(r, s, &p.domain, &reached, wildcard)?;
         let what = if targets.is_empty() {
             Delete::Alias(None)
         } else {
@@ -190,9 +187,12 @@ fn del(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
                 stuck
             }
         };
-        Ok((n, stuck))
+        let broken = guard.broken(r, s, &stuck)?;
+        guard::refuse(&broken, &p, force)?;
+        Ok((n, stuck, broken))
     })?;
     println!("removed {n} row(s) of {p}");
+    guard::warn(&broken, &p);
     match p.as_address() {
         Some(_) => super::user::warn_stranded(&stuck, &p),
         None => {

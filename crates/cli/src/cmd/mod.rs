@@ -12,6 +12,7 @@ mod alias;
 mod bulk;
 mod db;
 mod domain;
+mod guard;
 mod listing;
 mod resolve;
 mod user;

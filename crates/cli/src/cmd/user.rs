@@ -338,13 +338,16 @@ fn passwd(ctx: &Ctx, address: &str, input: &PasswordInput) -> Result<Exit, CliEr
 fn del(ctx: &Ctx, address: &str, force: bool) -> Result<Exit, CliError> {
     let addr = Address::parse(address)?;
     let r = &ctx.resolver;
-    let (stuck, now) = ctx.write(|s| {
+    let (stuck, broken, now) = ctx.write(|s| {
         let before = r.reaching(s, &addr)?;
+        let guard = super::guard::Guard::before(r, s, addr.domain(), &before, None)?;
         if s.delete(addr.local(), addr.domain().as_str(), Delete::Mailbox)? == 0 {
             return Err(CliError::not_found(format!("{addr} has no mailbox")));
         }
         let stuck = dangling(r, s, &addr, &before, false)?;
         refuse_stranding(&stuck, &addr, force)?;
+        let broken = guard.broken(r, s, &stuck)?;
+        super::guard::refuse(&broken, &addr, force)?;
         // A catch-all or pattern of the domain takes the address from now
         // on, and with it the mail of every alias that named it: legal,
         // and worth saying.
@@ -352,10 +355,11 @@ fn del(ctx: &Ctx, address: &str, force: bool) -> Result<Exit, CliError> {
             Ok(Outcome::Found(to)) => to.iter().map(|d| d.address().to_string()).collect(),
             _ => Vec::new(),
         };
-        Ok((stuck, now))
+        Ok((stuck, broken, now))
     })?;
     println!("removed mailbox {addr}");
     warn_stranded(&stuck, &addr);
+    super::guard::warn(&broken, &addr);
     if !now.is_empty() {
         eprintln!(
             "mailtable: note: mail to {addr}, and to the aliases that named it, now goes to {} \

@@ -1,0 +1,167 @@
+//! What a removal must not break: the addresses whose mail reached the
+//! removed key, resolved again inside the write's transaction.
+//!
+//! `user del` and `alias del` already refuse to leave an alias pointing at
+//! nothing ([`super::user::dangling`]). Two more ways a removal breaks mail
+//! are found here, for every row that reached the key (an alias, a
+//! pattern, a catch-all, a domain alias) and, for a wildcard, the pattern
+//! itself:
+//!
+//! - mail that resolved before now fails: `%@a.org -> %@b.org` beside
+//!   `%@b.org -> hugo@, %@a.org` loops for every name once `hugo@` is
+//!   taken out of the second;
+//! - mail now leaves the host: the last row of `tgt.org` removed, the
+//!   domain is no longer ours, and `%@src.org -> %@tgt.org` (or
+//!   `team@src.org -> ann@tgt.org`) relays to tgt.org's own servers, where
+//!   before its mail was delivered here or refused.
+//!
+//! A removal only takes rows of one key, so only that key's domain can
+//! stop being ours.
+
+use crate::error::CliError;
+use mailtable_core::{
+    Address, AddressPattern, Destination, Domain, Outcome, Reach, ResolveError, Resolver, Store,
+};
+
+/// A local part no row is likely to have, to try a wildcard with.
+const PROBE_LOCAL: &str = "mailtable-alias-check";
+
+/// An address `pattern` matches, to resolve in its place: a wildcard's
+/// rows are checked as mail to such an address would use them.
+pub(super) fn probe_address(pattern: &AddressPattern) -> Result<Address, CliError> {
+    let text = pattern.local.to_string();
+    // A long pattern leaves no room for the probe's name: one character.
+    let long = Address::from_parts(&text.replace('%', PROBE_LOCAL), pattern.domain.as_str());
+    Ok(long.or_else(|_| Address::from_parts(&text.replace('%', "x"), pattern.domain.as_str()))?)
+}
+
+/// The addresses to resolve again after a removal from `domain`, with
+/// whether each resolved before it.
+pub(super) struct Guard {
+    domain: Domain,
+    sources: Vec<(String, Address, bool)>,
+}
+
+impl Guard {
+    /// Taken before the removal: `reaching` is what reached the removed
+    /// key ([`Resolver::reaching`]), `own` the key itself when it is a
+    /// wildcard (its probe).
+    pub(super) fn before(
+        r: &Resolver,
+        s: &mut dyn Store,
+        domain: &Domain,
+        reaching: &[Reach],
+        own: Option<&AddressPattern>,
+    ) -> Result<Guard, CliError> {
+        let mut sources: Vec<(String, Address)> = Vec::new();
+        if let Some(p) = own {
+            sources.push((p.to_string(), probe_address(p)?));
+        }
+        for x in reaching {
+            let label = x.row.address();
+            let addr = match &x.source {
+                Some(a) => a.clone(),
+                // A catch-all or a pattern with a fixed target: an address
+                // it answers for.
+                None => match AddressPattern::parse(&label) {
+                    Ok(p) => probe_address(&p)?,
+                    Err(_) => continue,
+                },
+            };
+            if !sources.iter().any(|(_, a)| *a == addr) {
+                sources.push((label, addr));
+            }
+        }
+        let mut out = Vec::with_capacity(sources.len());
+        for (label, addr) in sources {
+            let ok = resolved(r.resolve(s, &addr))?;
+            out.push((label, addr, ok));
+        }
+        Ok(Guard {
+            domain: domain.clone(),
+            sources: out,
+        })
+    }
+
+    /// After the removal, in the same transaction: each address whose mail
+    /// now fails or leaves the host, as `label: why`. Rows in `named`
+    /// were reported already (an alias left pointing at nothing).
+    pub(super) fn broken(
+        &self,
+        r: &Resolver,
+        s: &mut dyn Store,
+        named: &[String],
+    ) -> Result<Vec<String>, CliError> {
+        let gone = !s.has_domain(self.domain.as_str())?;
+        let mut out = Vec::new();
+        for (label, addr, ok_before) in &self.sources {
+            if named
+                .iter()
+                .any(|n| n == label || n.starts_with(&format!("{label} (-> ")))
+            {
+                continue;
+            }
+            let why = match r.resolve(s, addr) {
+                Err(ResolveError::Store(e)) => return Err(e.into()),
+                Err(e) if *ok_before => format!("mail to {addr} would fail ({e})"),
+                Ok(Outcome::Found(to)) if gone => {
+                    let away: Vec<String> = to
+                        .iter()
+                        .filter_map(|d| match d {
+                            Destination::External(a) if *a.domain() == self.domain => {
+                                Some(a.to_string())
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    if away.is_empty() {
+                        continue;
+                    }
+                    format!(
+                        "mail to {addr} would leave this host for {} ({} would no longer be \
+                         one of our domains)",
+                        away.join(", "),
+                        self.domain
+                    )
+                }
+                _ => continue,
+            };
+            out.push(format!("{label}: {why}"));
+        }
+        Ok(out)
+    }
+}
+
+/// Whether a resolution answered (found, not found, not ours); a store
+/// failure stays an error.
+fn resolved(r: Result<Outcome, ResolveError>) -> Result<bool, CliError> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(ResolveError::Store(e)) => Err(e.into()),
+        Err(_) => Ok(false),
+    }
+}
+
+/// A removal that breaks `broken`: refused without `--force`, the reasons
+/// listed. With it, [`warn`] says each once the removal is written.
+pub(super) fn refuse(
+    broken: &[String],
+    what: &dyn std::fmt::Display,
+    force: bool,
+) -> Result<(), CliError> {
+    if broken.is_empty() || force {
+        return Ok(());
+    }
+    Err(CliError::usage(format!(
+        "refused: without {what}, {}; change those rows first (`mailtable alias list --to \
+         ADDRESS` shows what reaches an address), or use --force",
+        broken.join("; ")
+    )))
+}
+
+/// After a forced removal: a warning for each of [`Guard::broken`]'s.
+pub(super) fn warn(broken: &[String], what: &dyn std::fmt::Display) {
+    for b in broken {
+        eprintln!("mailtable: warning: without {what}, {b}");
+    }
+}
