@@ -36,14 +36,23 @@ pub(crate) struct Db {
     pub(crate) url: Option<DatabaseUrl>,
     /// Group of the SQLite file: the one the daemons need.
     pub(crate) group: Option<u32>,
+    /// `mailtable` with the options that reach the checked database
+    /// ([`cli`]), to start fix commands with.
+    pub(crate) mt: String,
 }
 
-/// `mailtable` with the `-c` that reaches the same config, for fixes.
-pub(crate) fn cli(config_path: Option<&Path>) -> String {
-    match config_path {
+/// `mailtable` with the `-c` that reaches the same config, and the
+/// `--database` doctor was given (shown without its password), for fixes:
+/// a fix must act on the database that was checked.
+pub(crate) fn cli(config_path: Option<&Path>, database: Option<&DatabaseUrl>) -> String {
+    let mut out = match config_path {
         Some(p) if p != Path::new(DEFAULT_PATH) => format!("mailtable -c {}", p.display()),
         _ => "mailtable".into(),
+    };
+    if let Some(url) = database {
+        out.push_str(&format!(" --database {url}"));
     }
+    out
 }
 
 pub(crate) fn run(
@@ -54,11 +63,13 @@ pub(crate) fn run(
 ) -> Db {
     let (check, config, config_path) = check_config(given);
     checks.push(check);
+    let mt = cli(config_path.as_deref(), None);
     let mut db = Db {
         config: None,
         config_path,
         url: None,
         group: None,
+        mt,
     };
     let Some(config) = config else {
         return db;
@@ -76,19 +87,21 @@ pub(crate) fn run(
             return db;
         }
     };
+    let mt = cli(db.config_path.as_deref(), database.and(Some(&url)));
+    db.mt = mt.clone();
     // The files first: opening the database may create its side files.
     let files = match &url {
         DatabaseUrl::Sqlite(path) => {
             db.group = std::fs::metadata(path).ok().map(|m| m.gid());
-            check_sqlite_files(path, db.config_path.as_deref())
+            check_sqlite_files(path, &mt)
         }
         DatabaseUrl::Postgres(_) => Vec::new(),
     };
-    let (check, state) = check_answers(&url, timeout, db.config_path.as_deref());
+    let (check, state) = check_answers(&url, timeout, &mt);
     checks.push(check);
     if let Some(state) = state {
         let has_rows = state != SchemaState::Empty;
-        checks.push(check_schema(state, &url, db.config_path.as_deref()));
+        checks.push(check_schema(state, &url, &mt));
         if has_rows {
             let fallback = Config::default();
             let config = db.config.as_ref().unwrap_or(&fallback);
@@ -131,7 +144,7 @@ pub(crate) fn check_config(given: Option<&Path>) -> (Check, Option<Config>, Opti
 pub(crate) fn check_answers(
     url: &DatabaseUrl,
     timeout: Duration,
-    config_path: Option<&Path>,
+    mt: &str,
 ) -> (Check, Option<SchemaState>) {
     let opts = OpenOptions {
         access: Access::ReadOnly,
@@ -156,7 +169,7 @@ pub(crate) fn check_answers(
         Err(e) => {
             let fix = match url {
                 DatabaseUrl::Sqlite(p) if !p.exists() => {
-                    format!("{} init --group mailtable", cli(config_path))
+                    format!("{mt} init --group mailtable")
                 }
                 DatabaseUrl::Sqlite(_) => {
                     "check the file (`sqlite3 PATH 'PRAGMA integrity_check'`) and its permissions"
@@ -178,12 +191,7 @@ pub(crate) fn check_answers(
 }
 
 /// The schema is the one the binaries know.
-pub(crate) fn check_schema(
-    state: SchemaState,
-    url: &DatabaseUrl,
-    config_path: Option<&Path>,
-) -> Check {
-    let mt = cli(config_path);
+pub(crate) fn check_schema(state: SchemaState, url: &DatabaseUrl, mt: &str) -> Check {
     let latest = migrate::LATEST;
     match state {
         SchemaState::Empty => Check::problem(
@@ -229,7 +237,7 @@ pub(crate) fn check_schema(
 /// the daemons write the `-shm` index and need `-wal` to exist: both must
 /// be there, in the database's group, mode 0660 (`mailtable init` makes them
 /// so; the sqlite3 shell deletes them on exit unless told to keep them).
-pub(crate) fn check_sqlite_files(path: &Path, config_path: Option<&Path>) -> Vec<Check> {
+pub(crate) fn check_sqlite_files(path: &Path, mt: &str) -> Vec<Check> {
     let mut out = Vec::new();
     let Ok(meta) = std::fs::metadata(path) else {
         return out;
@@ -274,7 +282,7 @@ pub(crate) fn check_sqlite_files(path: &Path, config_path: Option<&Path>) -> Vec
                  {shown}-shm (their writes would undo the restore); otherwise `{} migrate` \
                  keeps them and converts the file",
                 wal.display(),
-                cli(config_path)
+                mt
             ),
         ));
         return out;
@@ -301,7 +309,7 @@ pub(crate) fn check_sqlite_files(path: &Path, config_path: Option<&Path>) -> Vec
         format!(
             "{} migrate  (any mailtable write converts the file to the rollback journal; \
              the daemons let go of a WAL file between lookups)",
-            cli(config_path)
+            mt
         ),
     ));
     out
@@ -510,7 +518,7 @@ fn probe(r: &Reader, db: &Db, name: &str, timeout: Duration) -> Check {
                 let g = db.group.map_or("mailtable".into(), unix::group_name);
                 format!(
                     "{} init --group {g}  (gives the database to the group)",
-                    cli(db.config_path.as_deref())
+                    db.mt
                 )
             };
             Check::problem(&check, format!("as {who}: {e}"), fix)
@@ -548,25 +556,25 @@ pub(super) mod tests {
     fn schema_versions() {
         let u = url(Path::new("/x/m.db"));
         let conf = Path::new("/etc/alt.toml");
-        let c = check_schema(SchemaState::Version(1), &u, Some(conf));
+        let c = check_schema(SchemaState::Version(1), &u, &cli(Some(conf), None));
         assert_eq!(c.status, Status::Problem);
         assert_eq!(c.fix.as_deref(), Some("mailtable -c /etc/alt.toml migrate"));
-        let c = check_schema(SchemaState::Unversioned, &u, None);
+        let c = check_schema(SchemaState::Unversioned, &u, "mailtable");
         assert_eq!(c.fix.as_deref(), Some("mailtable migrate"));
-        let c = check_schema(SchemaState::Empty, &u, None);
+        let c = check_schema(SchemaState::Empty, &u, "mailtable");
         assert!(c.fix.unwrap().contains("init"));
         assert_eq!(
-            check_schema(SchemaState::Version(migrate::LATEST), &u, None).status,
+            check_schema(SchemaState::Version(migrate::LATEST), &u, "mailtable").status,
             Status::Ok
         );
-        let c = check_schema(SchemaState::Version(migrate::LATEST + 1), &u, None);
+        let c = check_schema(SchemaState::Version(migrate::LATEST + 1), &u, "mailtable");
         assert!(c.message.contains("newer"));
         // PostgreSQL has no file to give to a group.
         let pg: DatabaseUrl = "postgresql://mail@db.example.net/mail".parse().unwrap();
-        let c = check_schema(SchemaState::Empty, &pg, None);
+        let c = check_schema(SchemaState::Empty, &pg, "mailtable");
         assert_eq!(c.fix.as_deref(), Some("mailtable init"));
         // A daemon's least-privilege role: nothing to fix.
-        let c = check_schema(SchemaState::VersionUnreadable, &u, None);
+        let c = check_schema(SchemaState::VersionUnreadable, &u, "mailtable");
         assert_eq!(c.status, Status::Ok);
         assert!(c.message.contains("no SELECT on mailtable_schema"));
     }
@@ -580,6 +588,7 @@ pub(super) mod tests {
             config_path: None,
             url: None,
             group: None,
+            mt: "mailtable".into(),
         };
         // TCP: nothing on disk tells who serve runs as.
         config.serve.http_listen = "127.0.0.1:8787".into();
@@ -617,10 +626,56 @@ pub(super) mod tests {
         }
     }
 
+    /// A fix acts on the database doctor checked: `--database` given to
+    /// doctor is in it (a PostgreSQL password is not).
+    #[test]
+    fn fixes_name_the_database_given() {
+        let d = tempfile::tempdir().unwrap();
+        let conf = d.path().join("m.toml");
+        std::fs::write(&conf, "database = \"sqlite:///nowhere/m.db\"\n").unwrap();
+        let other = d.path().join("other.db");
+        let given = format!("sqlite://{}", other.display());
+        let mut checks = Vec::new();
+        run(
+            Some(&conf),
+            Some(&given),
+            Duration::from_secs(2),
+            &mut checks,
+        );
+        let answers = checks
+            .iter()
+            .find(|c| c.name == "database.answers")
+            .unwrap();
+        assert_eq!(
+            answers.fix.as_deref(),
+            Some(
+                format!(
+                    "mailtable -c {} --database {given} init --group mailtable",
+                    conf.display()
+                )
+                .as_str()
+            ),
+            "{answers:?}"
+        );
+        let pg: DatabaseUrl = "postgresql://mail:s3cret@db.example.net/mail"
+            .parse()
+            .unwrap();
+        let shown = cli(None, Some(&pg));
+        assert!(
+            shown.starts_with("mailtable --database postgresql://mail"),
+            "{shown}"
+        );
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
     #[test]
     fn missing_database_says_init() {
         let d = tempfile::tempdir().unwrap();
-        let (c, state) = check_answers(&url(&d.path().join("no.db")), Duration::from_secs(2), None);
+        let (c, state) = check_answers(
+            &url(&d.path().join("no.db")),
+            Duration::from_secs(2),
+            "mailtable",
+        );
         assert_eq!(c.status, Status::Problem);
         assert_eq!(c.fix.as_deref(), Some("mailtable init --group mailtable"));
         assert!(state.is_none());
@@ -644,10 +699,10 @@ pub(super) mod tests {
     fn answers_and_side_files() {
         let d = tempfile::tempdir().unwrap();
         let p = make_db(d.path());
-        let (c, state) = check_answers(&url(&p), Duration::from_secs(2), None);
+        let (c, state) = check_answers(&url(&p), Duration::from_secs(2), "mailtable");
         assert_eq!(c.status, Status::Ok, "{c:?}");
         assert_eq!(state, Some(SchemaState::Version(migrate::LATEST)));
-        let checks = check_sqlite_files(&p, None);
+        let checks = check_sqlite_files(&p, "mailtable");
         assert!(checks.iter().all(|c| c.status == Status::Ok), "{checks:?}");
 
         // A WAL database (set by another tool): a problem, fixed by any
@@ -656,7 +711,7 @@ pub(super) mod tests {
             .unwrap()
             .pragma_update(None, "journal_mode", "wal")
             .unwrap();
-        let checks = check_sqlite_files(&p, Some(Path::new("/etc/alt.toml")));
+        let checks = check_sqlite_files(&p, &cli(Some(Path::new("/etc/alt.toml")), None));
         let side = checks
             .iter()
             .find(|c| c.name == "database.side-files")
@@ -673,7 +728,7 @@ pub(super) mod tests {
             timeout: Duration::from_secs(2),
         };
         drop(store::open(&url(&p), &opts).unwrap());
-        let checks = check_sqlite_files(&p, None);
+        let checks = check_sqlite_files(&p, "mailtable");
         assert!(checks.iter().all(|c| c.status == Status::Ok), "{checks:?}");
 
         // A WAL session still open (as one that crashed leaves it) and a
@@ -688,7 +743,7 @@ pub(super) mod tests {
             )
             .unwrap();
         std::fs::copy(&backup, &p).unwrap();
-        let checks = check_sqlite_files(&p, None);
+        let checks = check_sqlite_files(&p, "mailtable");
         let side = checks
             .iter()
             .find(|c| c.name == "database.side-files")
@@ -699,7 +754,7 @@ pub(super) mod tests {
         drop(session);
 
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let checks = check_sqlite_files(&p, None);
+        let checks = check_sqlite_files(&p, "mailtable");
         let mode = checks.iter().find(|c| c.name == "database.mode").unwrap();
         assert_eq!(mode.status, Status::Problem);
         assert_eq!(mode.fix, Some(format!("chmod 0640 {}", p.display())));

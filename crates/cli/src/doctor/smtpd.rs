@@ -232,10 +232,16 @@ pub(crate) fn run(args: &DoctorArgs, timeout: Duration, checks: &mut Vec<Check>)
     let text = match std::fs::read_to_string(&conf) {
         Ok(t) => t,
         Err(e) => {
+            // Only a permission problem is one that root would not have.
+            let fix = if e.kind() == std::io::ErrorKind::PermissionDenied && !unix::is_root() {
+                "run doctor as root, or give the right path with --smtpd-conf"
+            } else {
+                "give the path of smtpd's config with --smtpd-conf"
+            };
             checks.push(Check::problem(
                 "smtpd.conf",
                 format!("cannot read {}: {e}", conf.display()),
-                "run doctor as root, or give the right path with --smtpd-conf",
+                fix,
             ));
             return found;
         }
