@@ -181,6 +181,42 @@ fn hash_prints_a_2b_hash_and_never_takes_argv_passwords() {
     assert_eq!(db.code(&["hash"]).0, 2);
 }
 
+/// A mailbox written by hand whose delivery user name smtpd cuts at the
+/// tag delimiter (`jo+x@`): the algorithm finds the row, but smtpd's
+/// lookup gets an error and the mail is deferred. `resolve` reports what
+/// smtpd gets: an error, exit 75, no destinations.
+#[test]
+fn resolve_reports_what_smtpd_gets() {
+    let db = Db::new();
+    db.ok(&["init"]);
+    rusqlite::Connection::open(&db.path)
+        .unwrap()
+        .execute(
+            "INSERT INTO users (username, domain, mailbox, password) \
+             VALUES ('jo+x', 'barrera.io', 'jo+x@barrera.io', '$2b$05$abcdefghijklmnopqrstuu')",
+            [],
+        )
+        .unwrap();
+    let (code, _) = db.code(&["resolve", "jo+x@barrera.io"]);
+    assert_eq!(code, 75);
+    let out = db.run_in(&["resolve", "jo+x@barrera.io", "--json"], None);
+    assert_eq!(out.status.code(), Some(75));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["result"], "error", "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("tag delimiter"),
+        "{v}"
+    );
+    assert_eq!(v["destinations"], Value::Array(vec![]));
+    let text = db.run_in(&["resolve", "jo+x@barrera.io"], None);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("result: error: smtpd's lookup fails"),
+        "{text}"
+    );
+    assert!(!text.contains("result: found"), "{text}");
+}
+
 #[test]
 fn resolution_through_the_cli() {
     let db = Db::new();

@@ -24,7 +24,9 @@ fn step_name(step: Step) -> &'static str {
     }
 }
 
-/// `mailtable resolve`: exit 0 when the address is deliverable, 1 when not.
+/// `mailtable resolve`: exit 0 when the address is deliverable, 1 when not,
+/// 75 when its mail fails (a loop, a target that resolves to nothing, or
+/// a key smtpd's walk gets an error for: the table tempfails it there).
 pub(super) fn resolve(ctx: &Ctx, address: &str, json: bool) -> Result<Exit, CliError> {
     let addr = Address::parse(address)?;
     let mut s = ctx.open(Access::ReadOnly)?;
@@ -32,26 +34,38 @@ pub(super) fn resolve(ctx: &Ctx, address: &str, json: bool) -> Result<Exit, CliE
     let m = r.match_address(s.as_mut(), &addr)?;
     let outcome = r.resolve(s.as_mut(), &addr)?;
     let walk = r.smtpd_walk(s.as_mut(), &addr)?;
+    // What smtpd gets decides: a walk that ends in an error defers the
+    // mail, whatever the algorithm alone would deliver to.
+    let failure = walk.iter().find_map(|w| w.error.as_deref());
     if json {
-        print_json(&addr, m.as_ref(), &outcome, &walk);
+        print_json(&addr, m.as_ref(), &outcome, &walk, failure);
     } else {
-        print_text(&addr, m.as_ref(), &outcome, &walk);
+        print_text(&addr, m.as_ref(), &outcome, &walk, failure);
     }
-    Ok(match outcome {
-        Outcome::Found(_) => Exit::Ok,
-        _ => Exit::NotFound,
+    Ok(match (failure, outcome) {
+        (Some(_), _) => Exit::TempFail,
+        (None, Outcome::Found(_)) => Exit::Ok,
+        (None, _) => Exit::NotFound,
     })
 }
 
-fn print_json(addr: &Address, m: Option<&Match>, outcome: &Outcome, walk: &[WalkEntry]) {
-    let (result, dests): (_, &[Destination]) = match outcome {
-        Outcome::Found(d) => ("found", d),
-        Outcome::NotFound => ("not-found", &[]),
-        Outcome::UnknownDomain => ("unknown-domain", &[]),
+fn print_json(
+    addr: &Address,
+    m: Option<&Match>,
+    outcome: &Outcome,
+    walk: &[WalkEntry],
+    failure: Option<&str>,
+) {
+    let (result, dests): (_, &[Destination]) = match (failure, outcome) {
+        (Some(_), _) => ("error", &[]),
+        (None, Outcome::Found(d)) => ("found", d),
+        (None, Outcome::NotFound) => ("not-found", &[]),
+        (None, Outcome::UnknownDomain) => ("unknown-domain", &[]),
     };
     let v = json!({
         "address": addr.to_string(),
         "result": result,
+        "error": failure,
         "step": m.map(|m| m.step.number()),
         "matched": m.and_then(|m| m.rows.first()).map(Row::address),
         "destinations": dests.iter().map(|d| d.address().to_string()).collect::<Vec<_>>(),
@@ -64,7 +78,13 @@ fn print_json(addr: &Address, m: Option<&Match>, outcome: &Outcome, walk: &[Walk
     println!("{v}");
 }
 
-fn print_text(addr: &Address, m: Option<&Match>, outcome: &Outcome, walk: &[WalkEntry]) {
+fn print_text(
+    addr: &Address,
+    m: Option<&Match>,
+    outcome: &Outcome,
+    walk: &[WalkEntry],
+    failure: Option<&str>,
+) {
     println!("{addr}");
     if let Some(m) = m {
         let rows: Vec<String> = m
@@ -98,6 +118,10 @@ fn print_text(addr: &Address, m: Option<&Match>, outcome: &Outcome, walk: &[Walk
                 d.len()
             );
         }
+    }
+    if let Some(why) = failure {
+        println!("  result: error: smtpd's lookup fails, its mail is deferred (4xx): {why}");
+        return;
     }
     match outcome {
         Outcome::Found(d) => {
