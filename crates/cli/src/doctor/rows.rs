@@ -1,8 +1,8 @@
 //! The rows themselves: whether the daemons can use every one of them.
 //!
 //! Other programs write the table too (the `sqlite3` shell, psql, an
-//! import script), and what they write is not checked on the way in. Three
-//! kinds of row fail in three ways, each named with up to five examples:
+//! import script), and what they write is not checked on the way in. Four
+//! kinds of row fail in four ways, each named with up to five examples:
 //!
 //! - a key (username, domain) not in the form lookups ask for (upper case,
 //!   white space, a Unicode domain): never found, its mail refused as
@@ -11,6 +11,8 @@
 //!   be read, such as two addresses in one row; an alias whose target has
 //!   no rows; a loop; a chain too deep; a delivery user name smtpd cuts or
 //!   refuses): its mail waits in the queue, a temporary failure;
+//! - a mailbox whose stored hash no daemon can check (empty, malformed,
+//!   a password in clear): every login fails;
 //! - a target not in the form mailtable writes: delivered (the resolver
 //!   folds targets), but the reverse walks compare the stored text, so
 //!   `senders`, `alias list --to` and the checks of `user del` and `user
@@ -19,7 +21,7 @@
 use super::Check;
 use mailtable_core::resolve::KeyAnswer;
 use mailtable_core::store::{self, Access, DatabaseUrl, OpenOptions};
-use mailtable_core::{AddressPattern, ResolveError, Resolver, Row};
+use mailtable_core::{AddressPattern, PasswordHash, ResolveError, Resolver, Row};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -81,6 +83,8 @@ pub(crate) fn check_rows(url: &DatabaseUrl, timeout: Duration, resolver: &Resolv
     let mut total = 0usize;
     let mut unreachable = Found::default();
     let mut odd_targets = Found::default();
+    let mut bad_hashes = Found::default();
+    let mut mailboxes = 0usize;
     let mut keys = BTreeSet::new();
     let mut s = match store::open(url, &opts) {
         Ok(s) => s,
@@ -96,6 +100,12 @@ pub(crate) fn check_rows(url: &DatabaseUrl, timeout: Duration, resolver: &Resolv
         }
         if !normal(&r.mailbox) {
             odd_targets.add(|| format!("{} -> {}", r.address(), r.mailbox));
+        }
+        if r.is_mailbox() {
+            mailboxes += 1;
+            if let Some(why) = r.password.as_ref().and_then(unusable_hash) {
+                bad_hashes.add(|| format!("{}: {why}", r.address()));
+            }
         }
     });
     if let Err(e) = scanned {
@@ -148,6 +158,24 @@ pub(crate) fn check_rows(url: &DatabaseUrl, timeout: Duration, resolver: &Resolv
                 "`mailtable resolve ADDRESS` shows each step; fix the rows it names",
             )
         },
+        if bad_hashes.n == 0 {
+            Check::ok(
+                "database.hashes",
+                format!("the hashes of all {mailboxes} mailbox(es) can be checked"),
+            )
+        } else {
+            Check::problem(
+                "database.hashes",
+                format!(
+                    "{} mailbox(es) with a stored hash no daemon can check, so every login \
+                     fails (a temporary failure, logged): {}",
+                    bad_hashes.n,
+                    bad_hashes.listed()
+                ),
+                "give each a new password: `mailtable user passwd ADDRESS` (or store a \
+                 hash from `mailtable hash`)",
+            )
+        },
         if odd_targets.n == 0 {
             Check::ok(
                 "database.rows",
@@ -172,6 +200,21 @@ pub(crate) fn check_rows(url: &DatabaseUrl, timeout: Duration, resolver: &Resolv
     ]
 }
 
+/// Why no daemon can check a mailbox's stored hash, or `None` when one
+/// can: the rule of the login paths (`Accounts::credentials`), a scheme
+/// only Dovecot knows being Dovecot's to check. Never shows the value: it
+/// may be a password stored in clear.
+fn unusable_hash(h: &PasswordHash) -> Option<String> {
+    if h.stored().is_empty() {
+        return Some("the password column is empty".into());
+    }
+    match h.validate() {
+        Ok(()) => None,
+        Err(_) if h.dovecot_only() => None,
+        Err(e) => Some(e.to_string()),
+    }
+}
+
 fn cannot_read(e: &dyn std::fmt::Display) -> Check {
     Check::problem(
         "database.rows",
@@ -191,6 +234,9 @@ mod tests {
         check_rows(&url(p), Duration::from_secs(2), &Resolver::new('+'))
     }
 
+    /// A well-formed bcrypt hash (of "pw").
+    const H: &str = "$2b$10$B8ECNE9QBhHF22AH.0SUfOqT1Lopy88o0K.Kd0soWRmwY3JnVPGRi";
+
     fn named<'a>(c: &'a [Check], name: &str) -> &'a Check {
         c.iter().find(|c| c.name == name).unwrap()
     }
@@ -205,11 +251,12 @@ mod tests {
             rusqlite::Connection::open(&p)
                 .unwrap()
                 .execute_batch(&format!(
-                    "INSERT INTO users (username, domain, mailbox, password) VALUES {sql}"
+                    "INSERT INTO users (username, domain, mailbox, password) VALUES {}",
+                    sql.replace("{H}", H)
                 ))
                 .unwrap()
         };
-        insert("('a', 'x.org', 'a@x.org', '$2b$04$x'), ('b', 'x.org', 'a@x.org', NULL)");
+        insert("('a', 'x.org', 'a@x.org', '{H}'), ('b', 'x.org', 'a@x.org', NULL)");
         let c = checks(&p);
         assert!(c.iter().all(|c| c.status == Status::Ok), "{c:?}");
         assert!(named(&c, "database.rows")
@@ -218,7 +265,7 @@ mod tests {
 
         // Never found: upper case and white space in the key.
         insert(
-            "('Frank', 'x.org', 'frank@x.org', '$2b$04$x'), ('gus', 'X.ORG', 'gus@x.org', NULL), \
+            "('Frank', 'x.org', 'frank@x.org', '{H}'), ('gus', 'X.ORG', 'gus@x.org', NULL), \
              ('hank ', 'x.org', 'a@x.org', NULL)",
         );
         // Failing: two targets in one row, an empty target, a loop, an
@@ -226,7 +273,7 @@ mod tests {
         insert(
             "('team', 'x.org', 'a@x.org, b@x.org', NULL), ('empty', 'x.org', '', NULL), \
              ('p1', 'x.org', 'p2@x.org', NULL), ('p2', 'x.org', 'p1@x.org', NULL), \
-             ('gone', 'x.org', 'nobody@x.org', NULL), ('c+d', 'x.org', 'c+d@x.org', '$2b$04$x')",
+             ('gone', 'x.org', 'nobody@x.org', NULL), ('c+d', 'x.org', 'c+d@x.org', '{H}')",
         );
         // Delivered, missed by the reverse walks.
         insert("('up', 'x.org', 'A@X.org', NULL)");
@@ -246,5 +293,50 @@ mod tests {
         assert_eq!(rows.status, Status::Problem, "{rows:?}");
         assert!(rows.message.starts_with("1 row(s)"), "{rows:?}");
         assert!(rows.message.contains("up@x.org -> A@X.org"), "{rows:?}");
+    }
+
+    /// Mailboxes whose stored hash no daemon can check are named, without
+    /// the value; a scheme only Dovecot knows is Dovecot's to check.
+    #[test]
+    fn hashes_no_daemon_can_check_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let p = make_db(d.path());
+        rusqlite::Connection::open(&p)
+            .unwrap()
+            .execute_batch(&format!(
+                "INSERT INTO users (username, domain, mailbox, password) VALUES \
+                 ('ok', 'x.org', 'ok@x.org', '{H}'), \
+                 ('pb', 'x.org', 'pb@x.org', '{{PBKDF2}}$1$c2FsdA$5000$abcdef'), \
+                 ('dan', 'x.org', 'dan@x.org', ''), \
+                 ('eve', 'x.org', 'eve@x.org', '$2b$04$garbage'), \
+                 ('fay', 'x.org', 'fay@x.org', 'hunter2secret'), \
+                 ('lee', 'x.org', 'lee@x.org', '{H} '), \
+                 ('al', 'x.org', 'ok@x.org', NULL)"
+            ))
+            .unwrap();
+        let c = checks(&p);
+        let h = named(&c, "database.hashes");
+        assert_eq!(h.status, Status::Problem, "{h:?}");
+        assert!(h.message.starts_with("4 mailbox(es)"), "{h:?}");
+        for a in [
+            "dan@x.org: the password column is empty",
+            "eve@x.org: ",
+            "fay@x.org: ",
+            "lee@x.org: ",
+        ] {
+            assert!(h.message.contains(a), "{a}: {h:?}");
+        }
+        assert!(
+            !h.message.contains("ok@x.org") && !h.message.contains("pb@x.org"),
+            "{h:?}"
+        );
+        assert!(
+            !h.message.contains("hunter2") && !h.message.contains("garbage"),
+            "{h:?}"
+        );
+        assert!(
+            h.fix.as_deref().unwrap().contains("mailtable user passwd"),
+            "{h:?}"
+        );
     }
 }
