@@ -108,17 +108,24 @@ pub fn scheme_info(h: &PasswordHash) -> SchemeInfo {
         ]
         .contains(&p)
     });
-    let label = match (&prefix, &family) {
+    let well_formed = h.validate().is_ok();
+    let mut label = match (&prefix, &family) {
         (Some(p), Some(f)) if crypt_prefix => format!("{{{p}}} {f}"),
         (Some(p), _) => format!("{{{p}}}"),
         (None, Some(f)) => f.clone(),
         (None, None) => "unknown (no scheme prefix)".to_string(),
     };
+    // A malformed hash of a known family is a line of its own: no daemon
+    // checks it (the login paths refuse it before any daemon sees it),
+    // whatever the well-formed hashes of its family get.
+    if !well_formed && family.is_some() && !h.dovecot_only() {
+        label.push_str(", malformed");
+    }
     // checkpassword and the Lua endpoint check with mailtable's code; the
     // dict hands the hash to Dovecot (Accounts::credentials), which reads
     // a bare crypt string with its CRYPT scheme.
     let dovecot = h.mailtable_checks();
-    let dict = (h.validate().is_ok() && h.for_dovecot().is_some()) || h.dovecot_only();
+    let dict = (well_formed && h.for_dovecot().is_some()) || h.dovecot_only();
     // Inside {PBKDF2} a `$1$` is Dovecot's own format, not MD5-crypt.
     let read_as_crypt = matches!(prefix.as_deref(), None | Some("CRYPT"));
     let weak = prefix.as_deref().is_some_and(|p| DOVECOT_WEAK.contains(&p))
@@ -132,7 +139,7 @@ pub fn scheme_info(h: &PasswordHash) -> SchemeInfo {
     };
     SchemeInfo {
         label,
-        opensmtpd: h.for_smtpd().is_some(),
+        opensmtpd: well_formed && h.for_smtpd().is_some(),
         dovecot,
         dovecot_dict_only: dict && !dovecot,
         note,
@@ -740,5 +747,20 @@ mod tests {
         );
         let odd = info("{FOO}bar");
         assert!(!odd.dovecot);
+        // A malformed hash of a known family: its own line, checked by no
+        // daemon (not counted with the well-formed ones of its family).
+        let bad = info("$2b$04$garbage");
+        assert_eq!(
+            (
+                bad.label.as_str(),
+                bad.opensmtpd,
+                bad.dovecot,
+                bad.dovecot_dict_only
+            ),
+            ("bcrypt ($2b$), malformed", false, false, false)
+        );
+        let blank = info("$2b$10$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234 ");
+        assert_eq!((blank.opensmtpd, blank.dovecot), (false, false));
+        assert!(blank.label.ends_with(", malformed"), "{}", blank.label);
     }
 }
