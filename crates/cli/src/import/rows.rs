@@ -33,20 +33,56 @@ pub fn plan_rows(parsed: Parsed, resolver: &Resolver) -> (Plan, Box<dyn Semantic
     let by_key = agree(parsed.rows, &mut plan.notes, &mut plan.conflicts);
     let domains: HashSet<String> = by_key.keys().map(|(d, _)| d.clone()).collect();
     let mut known = BTreeSet::new();
+    let mut keys = Vec::new();
     for (_, (origin, rows)) in by_key {
-        let Some(group) = Group::of_rows(rows, origin) else {
+        let Some(group) = Group::of_rows(rows, origin.clone()) else {
             continue;
         };
         add_known(&group, &domains, &mut known);
+        keys.push((group.key(), origin));
         plan.groups.push(group);
     }
     plan.known = known;
     let rows = plan.groups.iter().flat_map(Group::rows);
-    let sem = RowsSemantics {
+    let mut sem = RowsSemantics {
         store: RowIndex::new(rows.collect()),
         resolver: resolver.clone(),
     };
+    note_failing_keys(&mut sem, keys, &mut plan.notes);
     (plan, Box::new(sem))
+}
+
+/// Keys whose mail fails in the source already (a loop, an alias to an
+/// address of ours without rows, a mailbox name smtpd cuts at the tag
+/// delimiter): they come over as they are and fail the same way, so the
+/// proof finds no difference; a note names each, for the admin to fix
+/// (`mailtable doctor` names them too).
+fn note_failing_keys(
+    sem: &mut RowsSemantics,
+    keys: Vec<(String, Origin)>,
+    notes: &mut Vec<Finding>,
+) {
+    for (key, origin) in keys {
+        let probe = key.replace('%', PROBE);
+        let Ok(addr) = Address::parse(&probe) else {
+            continue;
+        };
+        let why = match sem.resolver.smtpd_walk(&mut sem.store, &addr) {
+            Ok(walk) => match walk.into_iter().find_map(|w| w.error) {
+                Some(why) => why,
+                None => continue,
+            },
+            Err(e) => e.to_string(),
+        };
+        notes.push(Finding::about(
+            origin,
+            &key,
+            format!(
+                "its mail fails in the source already ({why}); copied as it is, so it keeps \
+                 failing (deferred, 4xx) until the rows are fixed"
+            ),
+        ));
+    }
 }
 
 /// Rows per (domain, username, source name), with the place of the first.
@@ -177,5 +213,40 @@ mod tests {
         .unwrap();
         assert_eq!(v.checked, 3, "hugo, contact, the catch-all probe");
         assert!(v.differences.is_empty());
+        assert!(plan.notes.is_empty(), "{:?}", plan.notes);
+    }
+
+    /// Keys that fail in the source come over as they are, each named in
+    /// a note: a loop, a dangling alias, a mailbox smtpd cannot deliver.
+    #[test]
+    fn keys_failing_in_the_source_are_noted() {
+        let mut p = Parsed::default();
+        let src = MemStore::default()
+            .with("hugo", "barrera.io", "hugo@barrera.io", Some("$2b$h"))
+            .with("a", "barrera.io", "b@barrera.io", None)
+            .with("b", "barrera.io", "a@barrera.io", None)
+            .with("ghost", "barrera.io", "nobody@barrera.io", None)
+            .with("jo+x", "barrera.io", "jo+x@barrera.io", Some("$2b$h"));
+        for r in &src.rows {
+            p.rows
+                .push((r.clone(), Origin::key("old.db", &r.address())));
+        }
+        let (plan, _) = plan_rows(p, &Resolver::new('+'));
+        let noted: Vec<String> = plan.notes.iter().map(|n| n.to_string()).collect();
+        assert_eq!(noted.len(), 4, "{noted:?}");
+        for k in [
+            "a@barrera.io",
+            "b@barrera.io",
+            "ghost@barrera.io",
+            "jo+x@barrera.io",
+        ] {
+            assert!(
+                noted
+                    .iter()
+                    .any(|n| n.contains(k) && n.contains("fails in the source already")),
+                "{k}: {noted:?}"
+            );
+        }
+        assert!(!noted.iter().any(|n| n.contains("hugo@")), "{noted:?}");
     }
 }
