@@ -920,7 +920,10 @@ fn resolve_target(
             };
             return Err(Unresolved::Bounced(format!(
                 "target {text}: smtpd answered every message to it with this error ({then}); \
-                 unknown after the import, it is refused permanently (5xx)"
+                 unknown after the import, it is refused permanently (5xx), unless a \
+                 catch-all or pattern of its domain takes it: mailtable has no row that \
+                 refuses one address, so the check then names it (remove the entry from the \
+                 source if that mail should go there)"
             )));
         }
         Target::Unrepresentable { text, why } => return Err(format!("target {text}: {why}").into()),
