@@ -245,9 +245,13 @@ impl Tables {
             .and_then(|(s, _)| s.change_token().map_err(Failure::from));
         match self.cache.take() {
             Some(mut cache) => {
-                let mut r = cache.lookup(token, &cache_key(service, key), || f(self));
+                let ck = cache_key(service, key);
+                let mut r = cache.lookup(token, &ck, || f(self));
                 if let Err(e) = &r {
-                    if e.outage && self.walk_goes_on(&cache, service, key) {
+                    if e.outage
+                        && (self.walk_goes_on(&cache, service, key)
+                            || Self::still_not_ours(&cache, service, &ck))
+                    {
                         cache.note_stale(e);
                         r = Ok(None);
                     }
@@ -331,6 +335,17 @@ impl Tables {
         let not_found = |k: &str| matches!(cache.recent(&cache_key(service, k)), Some((None, _)));
         let found = |k: &str| matches!(cache.recent(&cache_key(service, k)), Some((Some(_), true)));
         not_found(key) && keys[at + 1..].iter().any(|k| found(k))
+    }
+
+    /// In an outage, whether the `domain` check may answer "not ours"
+    /// again: the database said so under the data version it last showed.
+    /// smtpd asks it of every external destination of an alias (its rules
+    /// run again for each) and of every message it relays: failing it
+    /// deferred an alias to `friend@gmail.example` and all outgoing mail
+    /// for the whole outage. A domain not asked before stays a temporary
+    /// failure, and "ours" is a positive answer, served as any other.
+    fn still_not_ours(cache: &AnswerCache<Option<String>>, service: Service, ck: &str) -> bool {
+        service == Service::Domain && matches!(cache.confirmed_negative(ck), Some(None))
     }
 
     /// A lookup that bypasses the cache (`auth`: the key is a password).
@@ -957,7 +972,7 @@ mod tests {
         store.rows.extend(testdata::resolution::rows());
         store.versioned = true;
         let mut bad = Vec::new();
-        let (mut stale, mut errors, mut data_free) = (0, 0, 0);
+        let (mut stale, mut errors, mut data_free, mut not_ours_again) = (0, 0, 0, 0);
         for (service, key) in every_ask(&store) {
             if service == Service::Auth {
                 // Never cached; the class test above covers it.
@@ -980,14 +995,19 @@ mod tests {
                 }
                 continue;
             }
+            // "Not our domain", confirmed by the last change check, is
+            // the one negative answer served again (smtpd relays there,
+            // as before the outage): `still_not_ours`.
+            let not_ours = service == Service::Domain && warm == Answer::NotFound;
             match &again {
                 Answer::Error(_) => errors += 1,
                 Answer::Found(_) if again == warm => stale += 1,
+                Answer::NotFound if not_ours => not_ours_again += 1,
                 _ => bad.push(format!("{service:?} {key:?}: {warm:?} then {again:?}")),
             }
             let dummy = service == Service::Credentials
                 && !matches!(t.accounts.find(&mut store.clone(), &key), Ok(Some(a)) if a.is_active());
-            let negative = dummy || warm == Answer::NotFound;
+            let negative = dummy || (warm == Answer::NotFound && !not_ours);
             if negative && !matches!(again, Answer::Error(_)) {
                 bad.push(format!(
                     "{service:?} {key:?}: negative served stale: {again:?}"
@@ -996,9 +1016,46 @@ mod tests {
         }
         assert!(bad.is_empty(), "{}", bad.join("\n"));
         assert!(
-            stale > 50 && errors > 50 && data_free > 5,
-            "stale {stale}, errors {errors}, data-free {data_free}"
+            stale > 50 && errors > 50 && data_free > 5 && not_ours_again > 0,
+            "stale {stale}, errors {errors}, data-free {data_free}, not ours {not_ours_again}"
         );
+    }
+
+    /// In an outage, a domain the database last said is not ours is still
+    /// not ours (smtpd checks every external destination of an alias and
+    /// every relayed message against `domain`); one never asked, or asked
+    /// before the data changed, stays a temporary failure.
+    #[test]
+    fn an_outage_keeps_external_domains_not_ours() {
+        let mut store = fixture();
+        store.versioned = true;
+        let warm_up = |t: &mut Tables| {
+            assert_eq!(t.lookup(Service::Domain, "gmail.example"), Answer::NotFound);
+            assert!(matches!(
+                t.lookup(Service::Alias, "hugo@barrera.io"),
+                Answer::Found(_)
+            ));
+        };
+        let counting = FailingStore::counting(store.clone());
+        warm_up(&mut table_over(counting.clone()));
+        // The same lookups on a store that fails from then on.
+        let failing = FailingStore::failing_from(store.clone(), counting.calls() + 1);
+        let mut t = table_over(failing.clone());
+        warm_up(&mut t);
+        assert_eq!(t.lookup(Service::Domain, "gmail.example"), Answer::NotFound);
+        assert!(failing.has_failed());
+        assert!(matches!(
+            t.lookup(Service::Alias, "hugo@barrera.io"),
+            Answer::Found(_)
+        ));
+        assert!(matches!(
+            t.lookup(Service::Domain, "never-asked.example"),
+            Answer::Error(_)
+        ));
+        assert!(matches!(
+            t.lookup(Service::Alias, "nobody@barrera.io"),
+            Answer::Error(_)
+        ));
     }
 
     /// A credentials answer is never a value smtpd refuses (one starting

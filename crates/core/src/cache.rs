@@ -26,7 +26,11 @@
 //! served instead, and the outage is logged once. Negative answers (unknown
 //! user, not our domain, the dummy hash of an unknown login) are never
 //! served stale: during an outage those stay temporary failures, so no mail
-//! bounces and no login is refused on old evidence. Nothing here ever turns
+//! bounces and no login is refused on old evidence. The one exception is
+//! the caller's to make ([`AnswerCache::confirmed_negative`]): a negative
+//! answer that sends no mail back, given under the data version the
+//! database last showed (smtpd's `domain` check of an external
+//! destination, which decides relaying, not bouncing). Nothing here ever turns
 //! an error into "not found". Only an outage lets a cached answer stand in
 //! ([`LookupError::is_outage`]): when the database answers and its data
 //! cannot be served (an alias to an address that no longer has rows, a
@@ -163,6 +167,9 @@ pub struct AnswerCache<V> {
     token: Option<ChangeToken>,
     /// Bumped whenever the token changes or is lost.
     generation: u64,
+    /// The generation of the last change check that succeeded: the data
+    /// version the database last showed.
+    confirmed: u64,
     current: HashMap<String, Entry<V>>,
     previous: HashMap<String, Entry<V>>,
     /// In an outage (logged when it began).
@@ -177,6 +184,7 @@ impl<V: Clone> AnswerCache<V> {
             settings,
             token: None,
             generation: 0,
+            confirmed: 0,
             current: HashMap::new(),
             previous: HashMap::new(),
             outage: false,
@@ -218,6 +226,9 @@ impl<V: Clone> AnswerCache<V> {
         if token.is_none() || token != self.token {
             self.generation += 1;
             self.token = token;
+        }
+        if token.is_some() {
+            self.confirmed = self.generation;
         }
         Ticket {
             generation: token.map(|_| self.generation),
@@ -337,6 +348,24 @@ impl<V: Clone> AnswerCache<V> {
         }
         let e = self.current.get(key).or_else(|| self.previous.get(key))?;
         (e.seen.elapsed() <= limit).then_some((&e.value, e.positive))
+    }
+
+    /// In an outage, the negative answer kept for `key` when it holds for
+    /// the data version the database last showed: computed or confirmed
+    /// under the last change check that succeeded, and within
+    /// `stale_if_error`. For a caller whose negative answer sends no mail
+    /// back (smtpd's `domain` check of an external destination: "not
+    /// ours" means relay it, as before the outage); a change the database
+    /// made after that check, and no lookup saw, is the one thing it can
+    /// miss. Counts nothing, as [`AnswerCache::recent`].
+    pub fn confirmed_negative(&self, key: &str) -> Option<&V> {
+        let limit = self.settings.stale_if_error;
+        if limit.is_zero() {
+            return None;
+        }
+        let e = self.current.get(key).or_else(|| self.previous.get(key))?;
+        (!e.positive && e.generation == self.confirmed && e.seen.elapsed() <= limit)
+            .then_some(&e.value)
     }
 
     /// Count a stale answer, and log the first of an outage with the
@@ -557,6 +586,33 @@ mod tests {
         );
         assert_eq!(c.stats().stale, 2);
         assert_eq!(c.stats().hits, 0);
+    }
+
+    /// A negative answer stands for an outage only when it was given (or
+    /// confirmed) under the data version the last successful check saw,
+    /// within `stale_if_error`; a positive one is no negative.
+    #[test]
+    fn a_negative_answer_holds_only_for_the_last_data_seen() {
+        let mut c = cache(10);
+        c.lookup(Ok(tok(1)), "d", unknown).unwrap();
+        c.lookup(Ok(tok(1)), "old", unknown).unwrap();
+        c.lookup(Ok(tok(1)), "mailbox", found("a")).unwrap();
+        // The data changes; only "d" is asked again.
+        c.lookup(Ok(tok(2)), "d", unknown).unwrap();
+        assert!(c.lookup(outage(), "x", down).is_err());
+        assert_eq!(c.confirmed_negative("d"), Some(&"unknown".to_string()));
+        assert_eq!(c.confirmed_negative("old"), None);
+        assert_eq!(c.confirmed_negative("mailbox"), None);
+        assert_eq!(c.confirmed_negative("never"), None);
+        // Still so after more failed checks; and off with stale_if_error.
+        assert!(c.lookup(outage(), "y", down).is_err());
+        assert!(c.confirmed_negative("d").is_some());
+        let mut off = AnswerCache::new(CacheSettings {
+            entries: 10,
+            stale_if_error: Duration::ZERO,
+        });
+        off.lookup(Ok(tok(1)), "d", unknown).unwrap();
+        assert_eq!(off.confirmed_negative("d"), None);
     }
 
     /// The database answers, with data that cannot be served (an alias
