@@ -22,6 +22,7 @@ pub mod imsg;
 pub mod proto;
 mod serve;
 pub mod signals;
+pub mod syslog;
 pub mod text;
 
 pub use proto::{Answer, Op, ProtoError, Request, Service};

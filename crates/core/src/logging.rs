@@ -27,14 +27,31 @@ pub const ENV: &str = "MAILTABLE_LOG";
 /// or invalid (`"info"` for daemons, `"warn"` for the CLI and helpers run
 /// once per request).
 pub fn init(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(ENV)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // A second call (tests) keeps the first logger; that is not an error.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_env_filter(filter)
+        .with_env_filter(filter(default))
         .try_init();
+}
+
+/// Install a logger that hands each line to `writer` without a time stamp
+/// (syslog adds its own): for a daemon whose stderr goes nowhere.
+pub fn init_without_time<W>(default: &str, writer: W)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    let _ = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(false)
+        .without_time()
+        .with_env_filter(filter(default))
+        .try_init();
+}
+
+fn filter(default: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env(ENV)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
 }
 
 /// The shortest time between two lines.
