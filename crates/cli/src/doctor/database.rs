@@ -171,6 +171,11 @@ pub(crate) fn check_answers(
                 DatabaseUrl::Sqlite(p) if !p.exists() => {
                     format!("{mt} init --group mailtable")
                 }
+                // A hot journal: only a read-write open rolls it back.
+                DatabaseUrl::Sqlite(_) if e.to_string().contains("hot journal") => format!(
+                    "{mt} migrate  (as root: rolls back what the writer that died left; the \
+                     daemons, reading only, cannot)"
+                ),
                 DatabaseUrl::Sqlite(_) => {
                     "check the file (`sqlite3 PATH 'PRAGMA integrity_check'`) and its permissions"
                         .into()

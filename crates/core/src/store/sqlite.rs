@@ -208,6 +208,18 @@ fn map_err(path: &Path, bound: Duration, e: rusqlite::Error) -> StoreError {
         rusqlite::Error::SqliteFailure(f, msg) => {
             let detail = msg.clone().unwrap_or_else(|| f.to_string());
             match f.code {
+                // SQLITE_READONLY_ROLLBACK: a writer died inside a
+                // transaction and left a hot journal, which SQLite must
+                // roll back before anyone reads the file; a read-only
+                // connection cannot ("Hot Journals", sqlite.org/lockingv3.html).
+                C::ReadOnly if f.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK => {
+                    StoreError::Unavailable(format!(
+                        "{shown} cannot be read until its hot journal ({shown}-journal, left \
+                         by a writer that died inside a transaction) is rolled back, which \
+                         needs write access: run any mailtable write as root (`mailtable \
+                         migrate`), or open the file with the sqlite3 shell as root"
+                    ))
+                }
                 C::NotADatabase => {
                     StoreError::NotADatabase(format!("{shown} is not a SQLite database"))
                 }
@@ -1247,6 +1259,61 @@ mod tests {
 
     /// What the article's workflow does: the `sqlite3` shell as root, a few
     /// INSERTs, exit. A reader opened before sees them at its next lookup.
+    /// A writer that died inside a transaction leaves a hot journal; a
+    /// read-only reader cannot roll it back, and the error says what
+    /// happened and what fixes it, not "attempt to write a readonly
+    /// database". A read-write open (the CLI) rolls it back and the
+    /// readers work again.
+    #[test]
+    fn a_hot_journal_is_named_with_its_fix() {
+        let (dir, s) = fresh();
+        drop(s);
+        let path = dir.path().join("mail.db");
+        shell_insert(&path, "before");
+        // The pair of files as a killed writer leaves them: copied while
+        // a transaction that spilled pages into the file is open.
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch(
+                "PRAGMA cache_size = 1; BEGIN; \
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \
+                 INSERT INTO users (username, domain, mailbox) \
+                 SELECT 'u' || i, 'example.org', 'x@example.org' FROM n;",
+            )
+            .unwrap();
+        let crashed = dir.path().join("crashed.db");
+        std::fs::copy(&path, &crashed).unwrap();
+        std::fs::copy(
+            dir.path().join("mail.db-journal"),
+            dir.path().join("crashed.db-journal"),
+        )
+        .unwrap();
+        writer.execute_batch("ROLLBACK").unwrap();
+        let ro = OpenOptions {
+            access: Access::ReadOnly,
+            timeout: Duration::from_secs(1),
+        };
+        let err = match SqliteStore::open(&crashed, &ro)
+            .and_then(|mut r| r.exact("before", "example.org"))
+        {
+            Err(e) => e.to_string(),
+            Ok(rows) => panic!("read through a hot journal: {rows:?}"),
+        };
+        assert!(err.contains("hot journal"), "{err}");
+        assert!(err.contains("mailtable migrate"), "{err}");
+        // The CLI's open rolls it back; the transaction never happened.
+        let rw = OpenOptions {
+            access: Access::ReadWrite,
+            timeout: Duration::from_secs(1),
+        };
+        let mut w = SqliteStore::open(&crashed, &rw).unwrap();
+        assert_eq!(w.exact("before", "example.org").unwrap().len(), 1);
+        drop(w);
+        let mut r = SqliteStore::open(&crashed, &ro).unwrap();
+        assert_eq!(r.exact("before", "example.org").unwrap().len(), 1);
+        assert!(r.exact("u1", "example.org").unwrap().is_empty());
+    }
+
     fn shell_insert(path: &Path, username: &str) {
         let c = Connection::open(path).unwrap();
         c.execute(
