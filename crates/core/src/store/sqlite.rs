@@ -347,10 +347,11 @@ impl Select {
 
 const HAS_DOMAIN: &str = "SELECT 1 FROM users WHERE domain = ?1 LIMIT 1";
 
-/// The newest login row's hash (rowid order: the last one inserted).
+/// The newest login rows' hashes (rowid order: the last one inserted
+/// first); [`SqliteStore::sample_password`] takes the first that is text.
 const SAMPLE_PASSWORD: &str = "SELECT password FROM users \
      WHERE password IS NOT NULL AND password <> '' AND instr(username, '%') = 0 \
-     ORDER BY rowid DESC LIMIT 1";
+     ORDER BY rowid DESC LIMIT 16";
 
 impl SqliteStore {
     /// Open (lazily re-opened after errors) the database at `path`.
@@ -849,9 +850,21 @@ impl Store for SqliteStore {
     }
 
     fn sample_password(&mut self) -> Result<Option<String>, StoreError> {
+        // A value that is no UTF-8 text (a `{PLAIN}` password in Latin-1
+        // carried over by hand, a BLOB) is that one row's problem, found
+        // when it logs in: as the sample it failed every login of every
+        // user. The next newest is taken instead.
         self.with(|conn, _| {
             let mut stmt = conn.prepare_cached(SAMPLE_PASSWORD)?;
-            stmt.query_row([], |r| r.get(0)).optional()
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                if let rusqlite::types::ValueRef::Text(t) = r.get_ref(0)? {
+                    if let Ok(text) = std::str::from_utf8(t) {
+                        return Ok(Some(text.to_string()));
+                    }
+                }
+            }
+            Ok(None)
         })
     }
 
@@ -1259,6 +1272,38 @@ mod tests {
 
     /// What the article's workflow does: the `sqlite3` shell as root, a few
     /// INSERTs, exit. A reader opened before sees them at its next lookup.
+    /// The sample of the stored hashes skips a value that is no UTF-8
+    /// text (the newest row's `{PLAIN}` in Latin-1 made every login of
+    /// every user fail); with none left, there is no sample.
+    #[test]
+    fn the_hash_sample_skips_values_that_are_no_text() {
+        let (dir, s) = fresh();
+        drop(s);
+        let path = dir.path().join("mail.db");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "INSERT INTO users (username, domain, mailbox, password) \
+             VALUES ('a', 'x.org', 'a@x.org', '$2b$10$B8ECNE9QBhHF22AH.0SUfOqT1Lopy88o0K.Kd0soWRmwY3JnVPGRi'); \
+             INSERT INTO users (username, domain, mailbox, password) \
+             VALUES ('latin', 'x.org', 'latin@x.org', CAST(X'7B504C41494E7D6AFC7267656E' AS TEXT)); \
+             INSERT INTO users (username, domain, mailbox, password) \
+             VALUES ('blob', 'x.org', 'blob@x.org', X'00FF');",
+        )
+        .unwrap();
+        let opts = OpenOptions {
+            access: Access::ReadOnly,
+            timeout: Duration::from_secs(1),
+        };
+        let mut r = SqliteStore::open(&path, &opts).unwrap();
+        assert_eq!(
+            r.sample_password().unwrap().as_deref(),
+            Some("$2b$10$B8ECNE9QBhHF22AH.0SUfOqT1Lopy88o0K.Kd0soWRmwY3JnVPGRi")
+        );
+        c.execute_batch("DELETE FROM users WHERE username = 'a'")
+            .unwrap();
+        assert_eq!(r.sample_password().unwrap(), None);
+    }
+
     /// A writer that died inside a transaction leaves a hot journal; a
     /// read-only reader cannot roll it back, and the error says what
     /// happened and what fixes it, not "attempt to write a readonly
