@@ -317,6 +317,25 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     assert!(response.ends_with("ok\tuser=hugo@barrera.io\tuserdb_uid=5000\tuserdb_gid=5000\tuserdb_home=/var/vmail/barrera.io/hugo\n"), "{response}");
 
+    // SIGHUP (an admin expecting a reload) is logged and ignored: serve
+    // keeps its sockets and answers (its default action ended serve
+    // without a word and left the sockets behind).
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGHUP);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "SIGHUP ended serve"
+    );
+    let mut s = UnixStream::connect(&dict).expect("connect dict after SIGHUP");
+    s.write_all(b"H3\t2\t0\t\ttest\nLshared/userdb/hugo@barrera.io\thugo@barrera.io\n")
+        .expect("write");
+    let mut after = String::new();
+    BufReader::new(s).read_line(&mut after).expect("read");
+    assert!(after.starts_with("O{"), "{after}");
+
     // The dict connection stays open and idle: shutdown must end it at
     // once rather than wait for the grace period.
     let stopping = Instant::now();
@@ -339,4 +358,5 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
     );
     assert!(!dict.exists() && !http.exists(), "sockets left behind");
     assert!(!stderr.contains(PW), "password in the log: {stderr}");
+    assert!(stderr.contains("SIGHUP ignored"), "{stderr}");
 }

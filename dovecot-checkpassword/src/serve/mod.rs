@@ -17,6 +17,7 @@
 //!   a header read of the SQLite file, a PostgreSQL stamp read within the
 //!   last second): it is answered on the worker, saving two thread
 //!   hand-offs per request;
+//! - SIGHUP is logged and ignored (no reload; see [`Signals`]);
 //! - SIGTERM and SIGINT (handlers installed before the first socket
 //!   exists, so a signal that comes early still ends us cleanly) stop the
 //!   accept loops, remove the socket files, end idle connections at once,
@@ -109,23 +110,35 @@ fn open_backend(config: Config, settings: &Settings) -> Result<Backend, ServeErr
     Ok(Backend::new(directory, stores, Some(hashes)))
 }
 
-/// SIGTERM and SIGINT, caught from now on.
+/// SIGTERM and SIGINT, caught from now on; and SIGHUP, whose default
+/// action would end the daemon without a word and leave its socket files
+/// behind (Dovecot then fails every lookup until someone restarts it).
+/// Admins send HUP expecting a reload: serve reads its config once, so
+/// the signal is logged with that and otherwise ignored.
 struct Signals {
     term: Signal,
     int: Signal,
+    hup: Signal,
 }
 
 impl Signals {
     fn catch() -> Result<Signals, ServeError> {
         let term = signal(SignalKind::terminate()).map_err(io_err("cannot catch SIGTERM"))?;
         let int = signal(SignalKind::interrupt()).map_err(io_err("cannot catch SIGINT"))?;
-        Ok(Signals { term, int })
+        let hup = signal(SignalKind::hangup()).map_err(io_err("cannot catch SIGHUP"))?;
+        Ok(Signals { term, int, hup })
     }
 
     async fn next(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return "SIGTERM",
+                _ = self.int.recv() => return "SIGINT",
+                _ = self.hup.recv() => tracing::warn!(
+                    "SIGHUP ignored: serve reads its config when it starts; restart it \
+                     (systemctl restart dovecot-mailtable) to read it again"
+                ),
+            }
         }
     }
 }
