@@ -1106,6 +1106,16 @@ mod tests {
             err("{SSHA512}c2VjcmV0c2VjcmV0"),
             "stored hash is malformed (Dovecot digest hash)"
         );
+        // A cleartext no Dovecot login can send: a trailing CR (a CSV
+        // from Windows), a tab, in any encoding.
+        for bad in ["{PLAIN}Right-pw1\r", "{PLAIN}a\tb", "{PLAIN.B64}YQ1i"] {
+            assert_eq!(
+                err(bad),
+                "stored hash is malformed (Dovecot digest hash)",
+                "{bad:?}"
+            );
+        }
+        assert!(PasswordHash::new("{PLAIN}Right-pw1").validate().is_ok());
         assert_eq!(
             err("{PBKDF2}$1$c2VjcmV0$5000$aGFzaA"),
             "stored hash uses a scheme mailtable cannot verify (PBKDF2)"

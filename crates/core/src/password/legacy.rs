@@ -181,10 +181,20 @@ fn decode(prefix: &str, value: &str) -> Option<(Digest, Vec<u8>)> {
         Encoding::Base64 => base64(value)?,
     };
     // An empty cleartext would let the empty password in: a stored
-    // password is never empty (no hash mailtable writes is).
+    // password is never empty (no hash mailtable writes is). Nor can one
+    // hold a byte Dovecot refuses in every login's password (^A, tab, a
+    // line break, NUL: password_has_illegal_chars in
+    // src/auth/auth-request.c): it could never match there, and a `\r`
+    // left by a Windows CSV made the dict mode fail while the others said
+    // "wrong password". Malformed, so every mode says the same.
     let fits = match digest.salted_len() {
         Some(n) => bytes.len() > n,
-        None if digest == Digest::Plain => !bytes.is_empty(),
+        None if digest == Digest::Plain => {
+            !bytes.is_empty()
+                && !bytes
+                    .iter()
+                    .any(|b| [0, 1, b'\t', b'\n', b'\r'].contains(b))
+        }
         None => bytes.len() == raw_len,
     };
     fits.then_some((digest, bytes))
