@@ -504,12 +504,29 @@ const USERDB_LOOKUP: &str = "userdb lookup";
 /// The cache key of an HTTP API lookup (`what`: [`PASSDB_LOOKUP`] or
 /// [`USERDB_LOOKUP`]).
 fn lookup_key(what: &str, user: &str) -> String {
-    [what, "\t", user].concat()
+    [what, "\t", &canonical(user)].concat()
 }
 
 /// The cache key of a dict lookup.
 fn dict_key(key: &str) -> String {
+    for prefix in [DICT_PASSDB_PREFIX, DICT_USERDB_PREFIX] {
+        if let Some(user) = key.strip_prefix(prefix) {
+            return ["dict\t", prefix, &canonical(user)].concat();
+        }
+    }
     ["dict\t", key].concat()
+}
+
+/// A login name in the one form the lookups reduce it to (`hugo@barrera.io`
+/// for `hugo_barrera.io`, `Hugo@Barrera.IO`): the forms of one mailbox get
+/// one answer, so they share one cache entry, and an outage finds the
+/// entry whichever form was asked before it (LMTP asks the delivery name,
+/// a login the address). A name that is no login stays as it is.
+fn canonical(user: &str) -> std::borrow::Cow<'_, str> {
+    match mailtable_core::delivery::parse_login(user) {
+        Ok(a) => a.to_string().into(),
+        Err(_) => user.into(),
+    }
 }
 
 /// What [`lookup_key`] calls an HTTP API lookup; `None` for a password
@@ -525,7 +542,7 @@ fn lookup_kind(endpoint: Endpoint) -> Option<&'static str> {
 
 impl ApiBackend for Backend {
     fn passdb_verify(&mut self, user: &str, password: &Secret) -> VerifyResult {
-        let plan = self.cached(&["verify\t", user].concat(), |d, s| {
+        let plan = self.cached(&["verify\t", &canonical(user)].concat(), |d, s| {
             Ok(Cached::Login(Box::new(d.verify_plan(s, user)?)))
         });
         let plan = match plan {
@@ -1039,6 +1056,20 @@ mod tests {
             DictBackend::lookup(&mut b, "shared/userdb/hugo@barrera.io", ""),
             dict
         );
+        // The other forms of the same mailbox share the entries: LMTP
+        // asks the delivery name, a login the address, in any case.
+        assert_eq!(
+            DictBackend::lookup(&mut b, "shared/userdb/hugo_barrera.io", ""),
+            dict
+        );
+        assert!(matches!(
+            userdb(&mut b, "Hugo@Barrera.IO"),
+            LookupResult::Found(_)
+        ));
+        assert!(matches!(
+            b.passdb_verify("HUGO_barrera.io", &secret(PW)),
+            VerifyResult::Ok(_)
+        ));
         assert!(matches!(
             userdb(&mut b, "nobody@barrera.io"),
             LookupResult::TempFail(_)
@@ -1275,8 +1306,18 @@ mod tests {
             assert!(matches!(answer, LookupResult::Found(_)), "{endpoint:?}");
             assert_eq!(api(&mut b, endpoint, user), Some(answer), "{endpoint:?}");
         }
+        // The forms of one mailbox share an entry; a passdb answer is no
+        // userdb answer.
+        assert!(matches!(
+            api(&mut b, Endpoint::UserdbLookup, "Hugo@Barrera.IO"),
+            Some(LookupResult::Found(_))
+        ));
+        assert!(matches!(
+            b.passdb_lookup("john_doe@example.com"),
+            LookupResult::Found(_)
+        ));
         assert_eq!(
-            api(&mut b, Endpoint::UserdbLookup, "hugo@barrera.io"),
+            api(&mut b, Endpoint::UserdbLookup, "john_doe_example.com"),
             None,
             "a passdb answer is not a userdb answer"
         );
