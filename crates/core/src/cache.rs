@@ -23,10 +23,7 @@
 //! Stale-if-error: when the change check or the lookup fails, an answer the
 //! caller marked *positive* (a mailbox, an alias's destinations, user info,
 //! a login's hash) that the database confirmed within `stale_if_error` is
-//! served instead, and the outage is logged once; not one the last change
-//! check, when it succeeded, showed to be of an older data version (the
-//! database is there, a lock held it up: the old password must not pass).
-//! Negative answers (unknown
+//! served instead, and the outage is logged once. Negative answers (unknown
 //! user, not our domain, the dummy hash of an unknown login) are never
 //! served stale: during an outage those stay temporary failures, so no mail
 //! bounces and no login is refused on old evidence. The one exception is
@@ -134,10 +131,6 @@ struct Entry<V> {
     positive: bool,
     /// The data version the answer was computed under.
     generation: u64,
-    /// The store's token of that version, when the lookup had one: a
-    /// later check that succeeds with another token knows the answer may
-    /// be out of date ([`AnswerCache::recent`]).
-    token: Option<ChangeToken>,
     /// When the database last gave this answer, or confirmed it: a fresh
     /// hit is one, the change check having found the data unchanged.
     seen: Instant,
@@ -152,7 +145,6 @@ struct Entry<V> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
     generation: Option<u64>,
-    token: Option<ChangeToken>,
     checked: bool,
 }
 
@@ -240,7 +232,6 @@ impl<V: Clone> AnswerCache<V> {
         }
         Ticket {
             generation: token.map(|_| self.generation),
-            token,
             checked: true,
         }
     }
@@ -316,7 +307,6 @@ impl<V: Clone> AnswerCache<V> {
                 value: fetched.value,
                 positive: fetched.positive,
                 generation,
-                token: ticket.token,
                 seen: Instant::now(),
             },
         );
@@ -351,22 +341,13 @@ impl<V: Clone> AnswerCache<V> {
     /// be steps towards a positive one (smtpd's alias walk, where a key
     /// not found sends smtpd on to the next key). Counts nothing; a caller
     /// that serves it calls [`AnswerCache::note_stale`].
-    ///
-    /// Not an answer the database has since been seen to change: when the
-    /// last change check succeeded (the database is there, the lookup
-    /// failed on a lock held past the timeout) with a token other than
-    /// the answer's, the data changed after the answer was given, and the
-    /// answer may be the old password or a mailbox since disabled. Only
-    /// a check that failed (the database gone, the version unknown) lets
-    /// an answer of an earlier version stand in.
     pub fn recent(&self, key: &str) -> Option<(&V, bool)> {
         let limit = self.settings.stale_if_error;
         if limit.is_zero() {
             return None;
         }
         let e = self.current.get(key).or_else(|| self.previous.get(key))?;
-        let superseded = matches!((self.token, e.token), (Some(now), Some(then)) if now != then);
-        (e.seen.elapsed() <= limit && !superseded).then_some((&e.value, e.positive))
+        (e.seen.elapsed() <= limit).then_some((&e.value, e.positive))
     }
 
     /// In an outage, the negative answer kept for `key` when it holds for
@@ -605,28 +586,6 @@ mod tests {
         );
         assert_eq!(c.stats().stale, 2);
         assert_eq!(c.stats().hits, 0);
-    }
-
-    /// The check succeeds and shows the data changed since an answer was
-    /// given, and the lookup then fails (a lock held past the timeout):
-    /// the answer may be the old password, so it is not served. When the
-    /// check itself fails (the database gone), the version is unknown and
-    /// the answer rides out the outage as before.
-    #[test]
-    fn an_answer_the_data_has_changed_since_is_not_served_stale() {
-        let mut c = cache(10);
-        c.lookup(Ok(tok(1)), "passdb", found("old hash")).unwrap();
-        // A password change, seen through another key's lookup.
-        c.lookup(Ok(tok(2)), "userdb", found("info")).unwrap();
-        assert_eq!(
-            c.lookup(Ok(tok(2)), "passdb", down),
-            R::Err("database unavailable".into())
-        );
-        // An answer of the current version is served, fresh or stale.
-        assert_eq!(c.lookup(Ok(tok(2)), "userdb", never), R::Ok("info".into()));
-        assert_eq!(c.lookup(outage(), "userdb", down), R::Ok("info".into()));
-        // The database gone: the version is unknown, the old answer stands.
-        assert_eq!(c.lookup(outage(), "passdb", down), R::Ok("old hash".into()));
     }
 
     /// A negative answer stands for an outage only when it was given (or
