@@ -65,6 +65,7 @@ stack76_start() {
 		sed -e "s|/etc/mail/mailtable.toml|$MT_CONF|" -e "s|/run/dovecot/lmtp|$dd/lmtp|" \
 			"$REPO/table-proc/conf/smtpd.conf"
 		echo "listen on 127.0.0.1 port $SMTP"
+		mf_relay_rules
 		sed -e "s|/etc/ssl/mail.example.org.crt|$sd/cert.pem|" \
 			-e "s|/etc/ssl/private/mail.example.org.key|$sd/key.pem|" \
 			-e "s|listen on eth0 port submission|listen on 127.0.0.1 port $SUB|" \

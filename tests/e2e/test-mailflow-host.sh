@@ -70,6 +70,7 @@ run_stack() {
 		sed -e "s|/etc/mail/mailtable.toml|$MT_CONF|" -e "s|/run/dovecot/lmtp|$dd/lmtp|" \
 			"$REPO/table-proc/conf/smtpd.conf"
 		echo "listen on 127.0.0.1 port $SMTP"
+		mf_relay_rules
 	} >"$sd/smtpd.conf"
 	host_smtpd_start smtpd68 "$sd/smtpd.conf" --table "mailtable=$MT_BIN/table-mailtable"
 	mf_scenarios

@@ -233,6 +233,7 @@ run_stack() {
 	{
 		sed -e "s|/run/dovecot/lmtp|$dd/lmtp|" /usr/share/mailtable/opensmtpd/smtpd.conf
 		echo "listen on 127.0.0.1 port $SMTP"
+		mf_relay_rules
 	} >"$sd/smtpd.conf"
 	grep -q "^table users mailtable:$CONF\$" "$sd/smtpd.conf" &&
 		ok "smtpd.conf: table users mailtable:$CONF" || fail "smtpd.conf table line"
