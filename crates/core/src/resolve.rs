@@ -563,15 +563,18 @@ impl Resolver {
             .collect()
     }
 
-    /// `made`: the first level's depth, and whether a target made there
-    /// from the address being resolved (`%` in the row's mailbox: a domain
-    /// alias, a pattern's substitution) is in one of our domains and has
-    /// no rows.
+    /// `from_address`: `m`'s capture is the address being resolved's own
+    /// (the first level, or every row on the way here substituted it with
+    /// `%`). `made`: whether a target made from it (`%` in the row's
+    /// mailbox: a domain alias, a pattern's substitution) is in one of our
+    /// domains and has no rows.
+    #[allow(clippy::too_many_arguments)]
     fn expand(
         &self,
         store: &mut dyn Store,
         origin: &dyn fmt::Display,
         m: &Match,
+        from_address: bool,
         path: &mut Vec<Address>,
         out: &mut Vec<Destination>,
         made: &mut MadeTargets,
@@ -593,10 +596,11 @@ impl Resolver {
                     limit: self.max_depth,
                 });
             }
+            let made_here = from_address && row.mailbox.contains('%');
             match self.match_with(store, &target, &ahead)? {
                 Some(next) => {
                     path.push(target.clone());
-                    let r = self.expand(store, &target, &next, path, out, made);
+                    let r = self.expand(store, &target, &next, made_here, path, out, made);
                     path.pop();
                     r?;
                 }
@@ -604,11 +608,9 @@ impl Resolver {
                 // have: that address is unknown, as it would be at new.org
                 // (DESIGN step 5, a permanent reject), not a broken alias;
                 // made from the address, it cannot have been meant to
-                // exist. A fixed target that is missing stays an error.
-                None if path.len() <= made.depth
-                    && row.mailbox.contains('%')
-                    && store.has_domain(target.domain().as_str())? =>
-                {
+                // exist; through a chain of domain aliases just as much.
+                // A fixed target that is missing stays an error.
+                None if made_here && store.has_domain(target.domain().as_str())? => {
                     made.unknown = true;
                 }
                 None if store.has_domain(target.domain().as_str())? => {
@@ -634,11 +636,8 @@ impl Resolver {
     ) -> Result<Vec<Destination>, ResolveError> {
         let mut out = Vec::new();
         let mut path: Vec<Address> = start.into_iter().cloned().collect();
-        let mut made = MadeTargets {
-            depth: path.len(),
-            unknown: false,
-        };
-        self.expand(store, origin, m, &mut path, &mut out, &mut made)?;
+        let mut made = MadeTargets { unknown: false };
+        self.expand(store, origin, m, true, &mut path, &mut out, &mut made)?;
         let out = first_of_each(out);
         if out.is_empty() && !made.unknown {
             return Err(ResolveError::Loop(format!(
@@ -1038,15 +1037,10 @@ pub struct Reach {
     pub target: Address,
 }
 
-/// `out` with each destination once, where it first appears. Done once at
-/// the end rather than by searching `out` before each push, which was
-/// quadratic in an alias's targets.
-/// Targets made from the address being resolved, at the first level of
-/// its expansion ([`Resolver::expand`]).
+/// Targets made from the address being resolved ([`Resolver::expand`]):
+/// by `%` substitution from it, directly or through a chain of such rows
+/// (`%@a.org -> %@b.org`, `%@b.org -> %@c.org`).
 struct MadeTargets {
-    /// The path's length at that level: 1 from an address, 0 from the
-    /// `@dom` key.
-    depth: usize,
     /// One of them is in one of our domains and has no rows.
     unknown: bool,
 }
@@ -1057,6 +1051,9 @@ fn found(destinations: Vec<Destination>) -> Option<Vec<Destination>> {
     (!destinations.is_empty()).then_some(destinations)
 }
 
+/// `out` with each destination once, where it first appears. Done once at
+/// the end rather than by searching `out` before each push, which was
+/// quadratic in an alias's targets.
 fn first_of_each(out: Vec<Destination>) -> Vec<Destination> {
     if out.len() < 2 {
         return out;

@@ -74,6 +74,8 @@ pub fn rows() -> Vec<Row> {
         alias("%", "old.org", "%@example.org"),
         mailbox("keep", "old.org"),
         alias("legacy-%", "old.org", "carol@elsewhere.net"),
+        // older.org: a domain alias onto old.org's, a chain of two.
+        alias("%", "older.org", "%@old.org"),
         // IDN: stored in punycode (exämple.org).
         alias("juergen", "xn--exmple-cua.org", "alice@example.org"),
         mailbox("kontakt", "xn--exmple-cua.org"),
@@ -219,6 +221,15 @@ pub const CASES: &[(&str, Want)] = &[
     // old.org too (no broken alias: it is made from the address).
     ("nobody@old.org", Want::NotFound),
     ("nobody+x@old.org", Want::NotFound),
+    // Through a chain of domain aliases (older.org -> old.org ->
+    // example.org) alike: found where the end has it, unknown where it
+    // has not (not a broken alias: made from the address all the way).
+    ("alice@older.org", found("alice@older.org", ALICE)),
+    (
+        "keep@older.org",
+        found("keep@older.org", &[Mailbox("keep@old.org")]),
+    ),
+    ("nobody@older.org", Want::NotFound),
     // A fixed alias to it stays broken: a temporary error, also through a
     // catch-all.
     ("via-old@example.org", Want::Dangling),
@@ -278,7 +289,8 @@ pub const SENDERS: &[(&str, Option<&[&str]>)] = &[
         Some(&["hugo@barrera.io", "@barrera.io", "contact@example.com"]),
     ),
     // Aliases, tagged rows, a catch-all of another domain (as `@dom`), an
-    // IDN alias, and each of those again through the domain alias old.org.
+    // IDN alias, and each of those again through the domain alias old.org
+    // and the chain older.org -> old.org.
     (
         "alice@example.org",
         Some(&[
@@ -289,14 +301,20 @@ pub const SENDERS: &[(&str, Option<&[&str]>)] = &[
             "@example.net",
             "juergen@xn--exmple-cua.org",
             "alice@old.org",
+            "alice@older.org",
             "lists@example.org",
             "lists@old.org",
+            "lists@older.org",
             "dup@old.org",
+            "dup@older.org",
             "info@example.org",
             "team@old.org",
+            "team@older.org",
             "all@example.org",
             "info@old.org",
+            "info@older.org",
             "all@old.org",
+            "all@older.org",
         ]),
     ),
     // An exact alias that beats a pattern, and the same via old.org.
@@ -306,8 +324,9 @@ pub const SENDERS: &[(&str, Option<&[&str]>)] = &[
             "dave@example.net",
             "sales-vip@example.org",
             "sales-vip@old.org",
+            "sales-vip@older.org",
         ]),
     ),
-    ("keep@old.org", Some(&["keep@old.org"])),
+    ("keep@old.org", Some(&["keep@old.org", "keep@older.org"])),
     ("team@example.org", None),
 ];
