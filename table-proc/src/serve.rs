@@ -396,6 +396,11 @@ fn log_answer(req: &Request, answer: &Answer) {
     match answer {
         Answer::Found(_) => debug!(op = %req.op, service, key = %key, "found"),
         Answer::NotFound => debug!(op = %req.op, service, key = %key, "not found"),
+        // `smtpctl update table` prints only "command failed": its
+        // reason goes to the log at the level an admin sees.
+        Answer::Error(reason) if req.op == Op::Update => {
+            warn!(op = %req.op, reason, "answering error");
+        }
         Answer::Error(reason) => {
             debug!(op = %req.op, service, key = %key, reason, "answering error");
         }

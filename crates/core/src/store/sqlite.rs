@@ -199,6 +199,14 @@ pub struct SqliteStore {
 /// longer hold is an outage until it ends, and answered as one at once.
 const LOCKED_WAIT: Duration = Duration::from_millis(100);
 
+/// Whether `e` is a lock that outlasted the connection's wait.
+fn is_lock_timeout(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 /// `bound`: the limit on the statement's running time
 /// ([`SqliteStore::with_limit`]), named when it ran past it.
 fn map_err(path: &Path, bound: Duration, e: rusqlite::Error) -> StoreError {
@@ -433,7 +441,12 @@ impl SqliteStore {
         };
         let conn = Connection::open_with_flags(&path, flags)
             .map_err(|e| map_err(&path, self.timeout, e))?;
-        conn.busy_timeout(self.timeout)
+        // A new connection reads the schema, which waits for the lock like
+        // any query: after a commit the change check reconnects (see
+        // `FileState`), so a writer holding the lock after a change made
+        // every lookup wait here, the whole timeout each.
+        let wait = self.lock_wait();
+        conn.busy_timeout(wait)
             .map_err(|e| map_err(&path, self.timeout, e))?;
         conn.set_prepared_statement_cache_capacity(32);
         let deadline = Arc::clone(&self.deadline);
@@ -447,7 +460,14 @@ impl SqliteStore {
                 d != 0 && epoch.elapsed().as_nanos() as u64 > d
             }),
         );
-        let columns = Self::columns(&conn).map_err(|e| map_err(&path, self.timeout, e))?;
+        let columns = match Self::columns(&conn) {
+            Ok(c) => c,
+            Err(e) => {
+                self.locked = is_lock_timeout(&e);
+                return Err(map_err(&path, self.timeout, e));
+            }
+        };
+        self.locked = false;
         let (file, ident) = match early {
             Some(opened) => opened,
             // `init`: SQLite has made the file by now.
@@ -470,7 +490,7 @@ impl SqliteStore {
             reading: false,
             seen: None,
             wal,
-            busy: self.timeout,
+            busy: wait,
         });
         Ok(())
     }
@@ -660,16 +680,20 @@ impl SqliteStore {
             .store(start.as_nanos() as u64, Ordering::Relaxed);
         let in_lookup = self.pinned.is_some();
         // Err(Err): no connection; Err(Ok): the statement failed.
-        let wait = match self.locked {
-            true => LOCKED_WAIT.min(self.timeout),
-            false => self.timeout,
-        };
-        let outcome = match self.conn() {
+        let outcome = match self.conn().map(|_| ()) {
             Err(e) => Err(Err(e)),
-            Ok(open) => Self::wait_for_locks(open, wait)
-                .and_then(|()| Self::read_in_one_transaction(open, in_lookup))
-                .and_then(|()| f(&open.conn, open.columns))
-                .map_err(Ok),
+            // After conn(): a reconnect that read the schema has told
+            // whether the lock is still held.
+            Ok(()) => {
+                let wait = self.lock_wait();
+                match self.open.as_mut() {
+                    None => Err(Err(StoreError::Other("connection vanished".into()))),
+                    Some(open) => Self::wait_for_locks(open, wait)
+                        .and_then(|()| Self::read_in_one_transaction(open, in_lookup))
+                        .and_then(|()| f(&open.conn, open.columns))
+                        .map_err(Ok),
+                }
+            }
         };
         // Also when no connection could be made: no deadline is left for
         // the statements that run outside this bound (a new connection's
@@ -684,10 +708,7 @@ impl SqliteStore {
                 // (answers from the cache come at once while a writer
                 // holds it), where a new connection would first wait the
                 // timeout out reading the schema.
-                let locked = matches!(
-                    e.sqlite_error_code(),
-                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-                );
+                let locked = is_lock_timeout(&e);
                 let err = map_err(&self.path, limit, e);
                 if locked {
                     self.locked = true;
@@ -701,6 +722,15 @@ impl SqliteStore {
             self.locked = false;
         }
         self.note_failure(result)
+    }
+
+    /// How long the next statement waits for a lock: [`LOCKED_WAIT`] once
+    /// one has outlasted the timeout, until a statement gets through.
+    fn lock_wait(&self) -> Duration {
+        match self.locked {
+            true => LOCKED_WAIT.min(self.timeout),
+            false => self.timeout,
+        }
     }
 
     /// Set the connection's lock wait to `wait` if it is not that already.
@@ -1707,6 +1737,22 @@ mod tests {
         release.join().unwrap();
         assert_eq!(result.unwrap().len(), 1, "waited {waited:?}");
         assert!(waited >= Duration::from_millis(250), "{waited:?}");
+        // A commit, then the lock: the change check reconnects (a new
+        // connection reads the schema, which waits for the lock too).
+        // The first lookup waits the timeout, the next ones briefly.
+        shell_insert(&path, "later");
+        let writer = Connection::open(&path).unwrap();
+        writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let (result, waited) = lookup(&mut r);
+        assert!(result.is_err(), "{result:?}");
+        assert!(waited >= timeout / 2, "{waited:?}");
+        for _ in 0..3 {
+            let (result, waited) = lookup(&mut r);
+            assert!(result.is_err(), "{result:?}");
+            assert!(waited < timeout / 2, "after a change: {waited:?}");
+        }
+        writer.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(lookup(&mut r).0.unwrap().len(), 1);
     }
 
     /// A backup copied over the file in place whose change counter equals
