@@ -215,6 +215,20 @@ fn resolve_reports_what_smtpd_gets() {
         "{text}"
     );
     assert!(!text.contains("result: found"), "{text}");
+    // A loop written by hand: the same report, in JSON too (it printed
+    // nothing on stdout).
+    rusqlite::Connection::open(&db.path)
+        .unwrap()
+        .execute_batch(
+            "INSERT INTO users (username, domain, mailbox) VALUES \
+             ('l1', 'barrera.io', 'l2@barrera.io'), ('l2', 'barrera.io', 'l1@barrera.io')",
+        )
+        .unwrap();
+    let out = db.run_in(&["resolve", "l1@barrera.io", "--json"], None);
+    assert_eq!(out.status.code(), Some(75));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["result"], "error", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("loop"), "{v}");
 }
 
 #[test]

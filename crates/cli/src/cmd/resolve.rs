@@ -12,7 +12,7 @@ use crate::error::CliError;
 use mailtable_core::exit::Exit;
 use mailtable_core::resolve::{Match, Step, WalkEntry, SMTPD_ALIAS_VALUE_MAX};
 use mailtable_core::store::Access;
-use mailtable_core::{delivery, Address, Destination, Outcome, Row};
+use mailtable_core::{delivery, Address, Destination, Outcome, ResolveError, Row};
 use serde_json::json;
 
 fn step_name(step: Step) -> &'static str {
@@ -32,11 +32,30 @@ pub(super) fn resolve(ctx: &Ctx, address: &str, json: bool) -> Result<Exit, CliE
     let mut s = ctx.open(Access::ReadOnly)?;
     let r = &ctx.resolver;
     let m = r.match_address(s.as_mut(), &addr)?;
-    let outcome = r.resolve(s.as_mut(), &addr)?;
-    let walk = r.smtpd_walk(s.as_mut(), &addr)?;
+    // A loop or a target without rows is this address's answer (mail to
+    // it is deferred), reported like any other, in JSON too; only the
+    // database failing is an error of the command.
+    let data = |e: ResolveError| match e {
+        ResolveError::Store(e) => Err(e),
+        e => Ok(e.to_string()),
+    };
+    let (outcome, mut failed) = match r.resolve(s.as_mut(), &addr) {
+        Ok(o) => (o, None),
+        Err(e) => (Outcome::NotFound, Some(data(e)?)),
+    };
+    let walk = match r.smtpd_walk(s.as_mut(), &addr) {
+        Ok(w) => w,
+        Err(e) => {
+            let why = data(e)?;
+            failed.get_or_insert(why);
+            Vec::new()
+        }
+    };
     // What smtpd gets decides: a walk that ends in an error defers the
     // mail, whatever the algorithm alone would deliver to.
-    let failure = walk.iter().find_map(|w| w.error.as_deref());
+    let failure = failed
+        .as_deref()
+        .or_else(|| walk.iter().find_map(|w| w.error.as_deref()));
     if json {
         print_json(&addr, m.as_ref(), &outcome, &walk, failure);
     } else {
