@@ -516,6 +516,18 @@ both!(removal_never_sends_mail_off_the_host, |db| {
         ),
         "{err}"
     );
+    // A rename to another domain empties tgt.example just as much.
+    let before = db.snapshot();
+    let (code, err) = db.refused(
+        &["user", "rename", "ann@tgt.example", "ann@new.example"],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("mail to ann@src.example would leave this host"),
+        "{err}"
+    );
+    assert_eq!(db.snapshot(), before);
     let out = db.run(&["user", "del", "ann@tgt.example", "--force"], None);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -199,6 +199,9 @@ fn rename(ctx: &Ctx, old: &str, new: &str, keep_alias: bool) -> Result<Exit, Cli
             .into_iter()
             .filter(|x| x.row.has_template_target())
             .collect();
+        // And their mail must not leave the host: the last row of OLD's
+        // domain gone, `%@src.org -> %@old.org` would relay to old.org.
+        let guard = super::guard::Guard::before(r, s, old.domain(), &fixed, None)?;
         // Alias rows of OLD itself (`hugo -> backup@x.net` beside the
         // mailbox: a copy elsewhere) belong to the mailbox: they move too.
         let copies: Vec<Row> = s
@@ -238,6 +241,13 @@ fn rename(ctx: &Ctx, old: &str, new: &str, keep_alias: bool) -> Result<Exit, Cli
                 "refused: {} would point to {old}, which would no longer exist; \
                  use --keep-alias, or change them first",
                 stuck.join(", ")
+            )));
+        }
+        let broken = guard.broken(r, s, &stuck)?;
+        if !broken.is_empty() {
+            return Err(CliError::usage(format!(
+                "refused: without {old}, {}; use --keep-alias, or change those rows first",
+                broken.join("; ")
             )));
         }
         check_found(r, s, &new)?;
