@@ -535,6 +535,41 @@ both!(removal_never_sends_mail_off_the_host, |db| {
     assert_eq!(db.destinations("ann@src.example"), ["ann@tgt.example"]);
 });
 
+// An alias to a tagged form of a mailbox (`x@ -> ann+tag@`) reaches the
+// mailbox (DESIGN step 2) though no reverse walk finds it by its text:
+// removing or renaming the mailbox would leave it failing, so both are
+// refused unless forced (rename: unless the old name stays an alias).
+both!(removals_see_aliases_to_tagged_forms, |db| {
+    db.add_user("ann@a.example", &[]);
+    db.add_user("keep@a.example", &[]);
+    db.ok(&["alias", "add", "x@b.example", "ann+tag@a.example"]);
+    let before = db.snapshot();
+    let (code, err) = db.refused(&["user", "del", "ann@a.example"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("x@b.example: mail to x@b.example would fail"),
+        "{err}"
+    );
+    let (code, err) = db.refused(&["user", "rename", "ann@a.example", "ann2@a.example"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("x@b.example"), "{err}");
+    assert_eq!(db.snapshot(), before);
+    db.ok(&[
+        "user",
+        "rename",
+        "ann@a.example",
+        "ann2@a.example",
+        "--keep-alias",
+    ]);
+    assert_eq!(db.destinations("x@b.example"), ["ann2@a.example"]);
+    // An alias removed with a tagged alias to it: the same.
+    db.ok(&["alias", "add", "info@a.example", "keep@a.example"]);
+    db.ok(&["alias", "add", "y@b.example", "info+x@a.example"]);
+    let (code, err) = db.refused(&["alias", "del", "info@a.example"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("y@b.example"), "{err}");
+});
+
 // Taking one target out of a wildcard alias must not leave a loop: the
 // rest of `%@b -> hugo@, %@a` with `%@a -> %@b` loops for every name.
 both!(alias_del_never_leaves_a_wildcard_loop, |db| {

@@ -154,7 +154,7 @@ fn del(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
             None => r.reaching(s, &guard::probe_address(&p)?)?,
         };
         let wildcard = own.is_none().then_some(&p);
-        let guard = guard::Guard::before(r, s, &p.domain, &reached, wildcard)?;
+        let guard = guard::Guard::before(r, s, &p.domain, &reached, wildcard, own.as_ref())?;
         let what = if targets.is_empty() {
             Delete::Alias(None)
         } else {

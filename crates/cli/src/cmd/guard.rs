@@ -46,16 +46,22 @@ impl Guard {
     /// Taken before the removal: `reaching` is what reached the removed
     /// key ([`Resolver::reaching`]), `own` the key itself when it is a
     /// wildcard (its probe).
+    /// `removed`: the one address the removal takes, when it is one (not
+    /// a wildcard): aliases to its tagged forms are guarded too.
     pub(super) fn before(
         r: &Resolver,
         s: &mut dyn Store,
         domain: &Domain,
         reaching: &[Reach],
         own: Option<&AddressPattern>,
+        removed: Option<&Address>,
     ) -> Result<Guard, CliError> {
         let mut sources: Vec<(String, Address)> = Vec::new();
         if let Some(p) = own {
             sources.push((p.to_string(), probe_address(p)?));
+        }
+        if let Some(a) = removed {
+            sources.extend(tagged_aliases(r, s, a)?);
         }
         for x in reaching {
             let label = x.row.address();
@@ -130,6 +136,33 @@ impl Guard {
         }
         Ok(out)
     }
+}
+
+/// The rows whose target is a tagged form of `addr` (`x@b.org ->
+/// ann+tag@a.org` for `ann@a.org`), as (row, its address): the reverse
+/// walks ([`Resolver::reaching`]) look targets up by their stored text and
+/// miss them, while their mail reaches `addr` (DESIGN step 2). One pass
+/// over the rows: the CLI's check, never a daemon's lookup.
+pub(super) fn tagged_aliases(
+    r: &Resolver,
+    s: &mut dyn Store,
+    addr: &Address,
+) -> Result<Vec<(String, Address)>, CliError> {
+    let mut out = Vec::new();
+    s.scan(None, &mut |row| {
+        if row.has_template_target() {
+            return;
+        }
+        let Ok(t) = Address::parse(&row.mailbox) else {
+            return;
+        };
+        if t != *addr && t.without_tag(r.delimiter) == *addr {
+            if let Ok(src) = Address::from_parts(&row.username, &row.domain) {
+                out.push((row.address(), src));
+            }
+        }
+    })?;
+    Ok(out)
 }
 
 /// Whether a resolution answered (found, not found, not ours); a store

@@ -201,7 +201,7 @@ fn rename(ctx: &Ctx, old: &str, new: &str, keep_alias: bool) -> Result<Exit, Cli
             .collect();
         // And their mail must not leave the host: the last row of OLD's
         // domain gone, `%@src.org -> %@old.org` would relay to old.org.
-        let guard = super::guard::Guard::before(r, s, old.domain(), &fixed, None)?;
+        let guard = super::guard::Guard::before(r, s, old.domain(), &fixed, None, Some(&old))?;
         // Alias rows of OLD itself (`hugo -> backup@x.net` beside the
         // mailbox: a copy elsewhere) belong to the mailbox: they move too.
         let copies: Vec<Row> = s
@@ -350,7 +350,7 @@ fn del(ctx: &Ctx, address: &str, force: bool) -> Result<Exit, CliError> {
     let r = &ctx.resolver;
     let (stuck, broken, now) = ctx.write(|s| {
         let before = r.reaching(s, &addr)?;
-        let guard = super::guard::Guard::before(r, s, addr.domain(), &before, None)?;
+        let guard = super::guard::Guard::before(r, s, addr.domain(), &before, None, Some(&addr))?;
         if s.delete(addr.local(), addr.domain().as_str(), Delete::Mailbox)? == 0 {
             return Err(CliError::not_found(format!("{addr} has no mailbox")));
         }
