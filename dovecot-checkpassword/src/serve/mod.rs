@@ -17,7 +17,7 @@
 //!   a header read of the SQLite file, a PostgreSQL stamp read within the
 //!   last second): it is answered on the worker, saving two thread
 //!   hand-offs per request;
-//! - SIGHUP is logged and ignored (no reload; see [`Signals`]);
+//! - SIGHUP is logged and ignored (no reload: its config is read once);
 //! - SIGTERM and SIGINT (handlers installed before the first socket
 //!   exists, so a signal that comes early still ends us cleanly) stop the
 //!   accept loops, remove the socket files, end idle connections at once,
