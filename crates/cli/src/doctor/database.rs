@@ -106,7 +106,7 @@ pub(crate) fn run(
             let fallback = Config::default();
             let config = db.config.as_ref().unwrap_or(&fallback);
             let resolver = Accounts::new(config).resolver().clone();
-            checks.extend(super::rows::check_rows(&url, timeout, &resolver));
+            checks.extend(super::rows::check_rows(&url, timeout, &resolver, &mt));
         }
     }
     checks.extend(files);
@@ -661,6 +661,31 @@ pub(super) mod tests {
                 .as_str()
             ),
             "{answers:?}"
+        );
+        // The fixes of the row checks too.
+        let db = make_db(d.path());
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch(
+                "INSERT INTO users (username, domain, mailbox, password) \
+                 VALUES ('bad', 'x.org', 'bad@x.org', 'garbage')",
+            )
+            .unwrap();
+        let given = format!("sqlite://{}", db.display());
+        let mut checks = Vec::new();
+        run(
+            Some(&conf),
+            Some(&given),
+            Duration::from_secs(2),
+            &mut checks,
+        );
+        let hashes = checks.iter().find(|c| c.name == "database.hashes").unwrap();
+        assert!(
+            hashes.fix.as_deref().unwrap().contains(&format!(
+                "mailtable -c {} --database {given} user passwd",
+                conf.display()
+            )),
+            "{hashes:?}"
         );
         let pg: DatabaseUrl = "postgresql://mail:s3cret@db.example.net/mail"
             .parse()

@@ -75,7 +75,14 @@ fn normal(s: &str) -> bool {
 }
 
 /// The checks of every row of the database at `url`, read-only.
-pub(crate) fn check_rows(url: &DatabaseUrl, timeout: Duration, resolver: &Resolver) -> Vec<Check> {
+/// `mt`: `mailtable` with the options that reach this database, for the
+/// fixes.
+pub(crate) fn check_rows(
+    url: &DatabaseUrl,
+    timeout: Duration,
+    resolver: &Resolver,
+    mt: &str,
+) -> Vec<Check> {
     let opts = OpenOptions {
         access: Access::ReadOnly,
         timeout,
@@ -137,8 +144,10 @@ pub(crate) fn check_rows(url: &DatabaseUrl, timeout: Duration, resolver: &Resolv
                     unreachable.n,
                     unreachable.listed()
                 ),
-                "rewrite them as mailtable writes them (`mailtable user add`, `alias add`), or \
-                 an UPDATE with lower(trim(...)) in the sqlite3 shell or psql",
+                format!(
+                    "rewrite them as mailtable writes them (`{mt} user add`, `alias add`), or \
+                     an UPDATE with lower(trim(...)) in the sqlite3 shell or psql"
+                ),
             )
         },
         if failing.n == 0 {
@@ -155,7 +164,7 @@ pub(crate) fn check_rows(url: &DatabaseUrl, timeout: Duration, resolver: &Resolv
                     failing.n,
                     failing.listed()
                 ),
-                "`mailtable resolve ADDRESS` shows each step; fix the rows it names",
+                format!("`{mt} resolve ADDRESS` shows each step; fix the rows it names"),
             )
         },
         if bad_hashes.n == 0 {
@@ -172,8 +181,10 @@ pub(crate) fn check_rows(url: &DatabaseUrl, timeout: Duration, resolver: &Resolv
                     bad_hashes.n,
                     bad_hashes.listed()
                 ),
-                "give each a new password: `mailtable user passwd ADDRESS` (or store a \
-                 hash from `mailtable hash`)",
+                format!(
+                    "give each a new password: `{mt} user passwd ADDRESS` (or store a hash \
+                     from `mailtable hash`)"
+                ),
             )
         },
         if odd_targets.n == 0 {
@@ -192,9 +203,11 @@ pub(crate) fn check_rows(url: &DatabaseUrl, timeout: Duration, resolver: &Resolv
                     odd_targets.n,
                     odd_targets.listed()
                 ),
-                "write them as mailtable does: lower case, Unicode domains in punycode \
-                 (`mailtable alias del` and `alias add`, or an UPDATE in the sqlite3 shell or \
-                 psql)",
+                format!(
+                    "write them as mailtable does: lower case, Unicode domains in punycode \
+                     (`{mt} alias del` and `alias add`, or an UPDATE in the sqlite3 shell or \
+                     psql)"
+                ),
             )
         },
     ]
@@ -231,7 +244,12 @@ mod tests {
     use std::path::Path;
 
     fn checks(p: &Path) -> Vec<Check> {
-        check_rows(&url(p), Duration::from_secs(2), &Resolver::new('+'))
+        check_rows(
+            &url(p),
+            Duration::from_secs(2),
+            &Resolver::new('+'),
+            "mailtable",
+        )
     }
 
     /// A well-formed bcrypt hash (of "pw").
