@@ -850,14 +850,49 @@ pub fn share_files(path: &Path, gid: Option<u32>) -> std::io::Result<Vec<PathBuf
 /// The six columns of a row, in `select!`'s order.
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok(Row {
-        username: r.get(0)?,
-        domain: r.get(1)?,
-        mailbox: r.get(2)?,
-        password: r.get::<_, Option<String>>(3)?.map(PasswordHash::new),
+        username: text(r, 0)?.unwrap_or_default(),
+        domain: text(r, 1)?.unwrap_or_default(),
+        mailbox: text(r, 2)?.unwrap_or_default(),
+        password: password(r, 3)?,
         active: r.get::<_, Option<i64>>(4)?.unwrap_or(1) != 0,
-        quota: r.get(5)?,
+        quota: text(r, 5)?,
     })
 }
+
+/// A text column of a row written by another program, readable whatever
+/// it holds: bytes that are no UTF-8 (a value carried over in Latin-1, a
+/// BLOB) get U+FFFD in their place, a number its digits. Such a key then
+/// matches no lookup and such a target fails to parse, for that row
+/// alone; read strictly, one of them failed every listing of the rows
+/// (`doveadm user '*'`, doctor's checks).
+fn text(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<String>> {
+    use rusqlite::types::ValueRef;
+    Ok(match r.get_ref(i)? {
+        ValueRef::Null => None,
+        ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Integer(n) => Some(n.to_string()),
+        ValueRef::Real(x) => Some(x.to_string()),
+    })
+}
+
+/// The stored hash, which is never guessed at: a value that is no UTF-8
+/// text becomes one no daemon checks (its own logins fail temporarily,
+/// doctor names it), while the row still serves as a mailbox for mail
+/// and userdb lookups, which need no password.
+fn password(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<PasswordHash>> {
+    use rusqlite::types::ValueRef;
+    Ok(match r.get_ref(i)? {
+        ValueRef::Null => None,
+        ValueRef::Text(t) => Some(PasswordHash::new(
+            std::str::from_utf8(t).unwrap_or(NOT_TEXT_HASH),
+        )),
+        _ => Some(PasswordHash::new(NOT_TEXT_HASH)),
+    })
+}
+
+/// What a stored password that is no UTF-8 text reads as: a scheme no
+/// daemon knows.
+const NOT_TEXT_HASH: &str = "{NOT-UTF-8-TEXT}";
 
 impl Store for SqliteStore {
     fn kind(&self) -> &'static str {
@@ -1332,6 +1367,41 @@ mod tests {
         c.execute_batch("DELETE FROM users WHERE username = 'a'")
             .unwrap();
         assert_eq!(r.sample_password().unwrap(), None);
+    }
+
+    /// Rows written by another program with bytes that are no UTF-8 text
+    /// stay readable: a listing of all rows still works, a password of
+    /// that kind is a hash no daemon checks (not an error for the row),
+    /// a target of that kind fails to parse for its key alone.
+    #[test]
+    fn rows_that_are_no_utf8_text_stay_readable() {
+        let (dir, s) = fresh();
+        drop(s);
+        let path = dir.path().join("mail.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "INSERT INTO users (username, domain, mailbox, password) \
+                 VALUES ('ok', 'x.org', 'ok@x.org', NULL); \
+                 INSERT INTO users (username, domain, mailbox, password) \
+                 VALUES ('latin', 'x.org', 'latin@x.org', CAST(X'7B504C41494E7D6AFC7267656E' AS TEXT)); \
+                 INSERT INTO users (username, domain, mailbox, password) \
+                 VALUES ('odd', 'x.org', CAST(X'6AFC40782E6F7267' AS TEXT), NULL);",
+            )
+            .unwrap();
+        let opts = OpenOptions {
+            access: Access::ReadOnly,
+            timeout: Duration::from_secs(1),
+        };
+        let mut r = SqliteStore::open(&path, &opts).unwrap();
+        assert_eq!(r.list(None).unwrap().len(), 3);
+        let latin = r.exact("latin", "x.org").unwrap();
+        let hash = latin[0].password.as_ref().unwrap();
+        assert!(hash.validate().is_err());
+        assert!(!hash.dovecot_only());
+        assert_eq!(latin[0].mailbox, "latin@x.org");
+        let odd = r.exact("odd", "x.org").unwrap();
+        assert_eq!(odd[0].mailbox, "j\u{FFFD}@x.org");
     }
 
     /// A writer that died inside a transaction leaves a hot journal; a
