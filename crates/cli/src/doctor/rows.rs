@@ -91,6 +91,7 @@ pub(crate) fn check_rows(
     let mut unreachable = Found::default();
     let mut odd_targets = Found::default();
     let mut bad_hashes = Found::default();
+    let mut bad_quotas = Found::default();
     let mut mailboxes = 0usize;
     let mut keys = BTreeSet::new();
     let mut s = match store::open(url, &opts) {
@@ -112,6 +113,15 @@ pub(crate) fn check_rows(
             mailboxes += 1;
             if let Some(why) = r.password.as_ref().and_then(unusable_hash) {
                 bad_hashes.add(|| format!("{}: {why}", r.address()));
+            }
+            // As `user quota` takes them: what Dovecot reads as a size in
+            // both generations. A value it cannot read fails every
+            // delivery there while the quota plugin is on; 0 is no limit.
+            let quota = r.quota.as_deref().map(str::trim).filter(|q| !q.is_empty());
+            if let Some(q) = quota {
+                if !matches!(crate::quota::parse(q), Ok(Some(_))) {
+                    bad_quotas.add(|| format!("{} ({q:?})", r.address()));
+                }
             }
         }
     });
@@ -185,6 +195,20 @@ pub(crate) fn check_rows(
                     "give each a new password: `{mt} user passwd ADDRESS` (or store a hash \
                      from `mailtable hash`)"
                 ),
+            )
+        },
+        if bad_quotas.n == 0 {
+            Check::ok("database.quotas", "every quota is a size Dovecot reads")
+        } else {
+            Check::problem(
+                "database.quotas",
+                format!(
+                    "{} mailbox(es) with a quota Dovecot cannot read as a size (its quota \
+                     plugin then fails every delivery there) or 0 (no limit to Dovecot): {}",
+                    bad_quotas.n,
+                    bad_quotas.listed()
+                ),
+                format!("set each with `{mt} user quota ADDRESS SIZE` (or none)"),
             )
         },
         if odd_targets.n == 0 {
@@ -311,6 +335,40 @@ mod tests {
         assert_eq!(rows.status, Status::Problem, "{rows:?}");
         assert!(rows.message.starts_with("1 row(s)"), "{rows:?}");
         assert!(rows.message.contains("up@x.org -> A@X.org"), "{rows:?}");
+    }
+
+    /// Quotas written by hand that Dovecot cannot read as a size are
+    /// named; the forms `user quota` stores are fine.
+    #[test]
+    fn quotas_dovecot_cannot_read_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let p = make_db(d.path());
+        let c = rusqlite::Connection::open(&p).unwrap();
+        for (user, quota) in [
+            ("ok", "2G"),
+            ("bytes", "1048576B"),
+            ("bare", "1024"),
+            ("dec", "1.5G"),
+            ("neg", "-5"),
+            ("zero", "0"),
+            ("huge", "99999999999999999999T"),
+        ] {
+            c.execute(
+                "INSERT INTO users (username, domain, mailbox, password, quota) \
+                 VALUES (?1, 'x.org', ?1 || '@x.org', ?2, ?3)",
+                [user, H, quota],
+            )
+            .unwrap();
+        }
+        let q = named(&checks(&p), "database.quotas").clone();
+        assert_eq!(q.status, Status::Problem, "{q:?}");
+        assert!(q.message.starts_with("4 mailbox(es)"), "{q:?}");
+        for a in ["dec@x.org", "neg@x.org", "zero@x.org", "huge@x.org"] {
+            assert!(q.message.contains(a), "{a}: {q:?}");
+        }
+        for a in ["ok@x.org", "bytes@x.org", "bare@x.org"] {
+            assert!(!q.message.contains(a), "{a}: {q:?}");
+        }
     }
 
     /// Mailboxes whose stored hash no daemon can check are named, without
