@@ -57,6 +57,9 @@
 -- in a TAB-separated body instead, as older versions of this script sent
 -- every request; serve takes both forms.
 --
+-- The user iteration (`doveadm user '*'`, `doveadm -A`) is a POST to
+-- /userdb/iterate without fields; see auth_userdb_iterate below.
+--
 -- Results: HTTP 200 "ok" -> OK with the returned fields; 403 "mismatch" ->
 -- PASSWORD_MISMATCH; 404 "unknown" -> USER_UNKNOWN; anything else
 -- (connection refused, timeout, 5xx, a 404 without the "unknown" token
@@ -203,19 +206,21 @@ local function parse_reply(payload)
   return token or "", fields
 end
 
--- Calls one endpoint for `user` (and `password`, for a verify). Returns
--- "ok" plus fields, "mismatch", "unknown", or "fail" plus a message for
--- the log.
-local function call(path, user, password)
+-- Sends one request to `path`: for `user` (and `password`, for a verify),
+-- or with no fields at all when `user` is nil (the iteration). Returns
+-- the status and the payload, or nil and a message for the log.
+local function send(path, user, password)
   local token, err = read_secret()
   if token == nil then
-    return "fail", err
+    return nil, err
   end
   local request = http_client:request({ url = config.url .. path, method = "POST" })
   request:add_header("Authorization", "Bearer " .. token)
-  local enc_user = pctencode(user)
+  local enc_user = user and pctencode(user) or ""
   local enc_password = password and pctencode(password) or ""
-  if #enc_user + #enc_password <= HEADER_FIELDS_MAX then
+  if user == nil then
+    -- No fields, no payload: one write, as below.
+  elseif #enc_user + #enc_password <= HEADER_FIELDS_MAX then
     -- No payload: no `Expect: 100-continue`, one round trip.
     request:add_header("Mailtable-User", enc_user)
     if password ~= nil then
@@ -234,9 +239,26 @@ local function call(path, user, password)
   if status >= 9000 then
     -- Dovecot's own client errors (connect failed, timed out, ...) use
     -- codes from 9000 up (HTTP_RESPONSE_STATUS_INTERNAL).
-    return "fail", "mailtable API unreachable: " .. tostring(response:reason())
+    return nil, "mailtable API unreachable: " .. tostring(response:reason())
   end
-  local result, fields = parse_reply(response:payload() or "")
+  return status, response:payload() or "", response
+end
+
+-- The log message of an answer that is none of the expected ones.
+local function unexpected(path, status, response, fields)
+  return string.format("mailtable API %s: HTTP %d %s%s", path, status,
+    tostring(response:reason()), fields.error and (": " .. fields.error) or "")
+end
+
+-- Calls one endpoint for `user` (and `password`, for a verify). Returns
+-- "ok" plus fields, "mismatch", "unknown", or "fail" plus a message for
+-- the log.
+local function call(path, user, password)
+  local status, payload, response = send(path, user, password)
+  if status == nil then
+    return "fail", payload
+  end
+  local result, fields = parse_reply(payload)
   if status == 200 and result == "ok" then
     return "ok", fields
   elseif status == 403 and result == "mismatch" then
@@ -244,8 +266,7 @@ local function call(path, user, password)
   elseif status == 404 and result == "unknown" then
     return "unknown"
   end
-  return "fail", string.format("mailtable API %s: HTTP %d %s%s", path, status,
-    tostring(response:reason()), fields.error and (": " .. fields.error) or "")
+  return "fail", unexpected(path, status, response, fields)
 end
 
 function auth_password_verify(req, password)
@@ -308,6 +329,38 @@ function auth_userdb_lookup(req)
     return dovecot.auth.USERDB_RESULT_INTERNAL_FAILURE, "unexpected mismatch on lookup"
   end
   return dovecot.auth.USERDB_RESULT_INTERNAL_FAILURE, r
+end
+
+-- The user iteration: `doveadm user '*'` and every `doveadm -A` command
+-- (core@2.3.19.1 and core@2.4.1: src/auth/db-lua.c calls this function
+-- without arguments and wants a table of user names). serve answers
+-- "ok" on a line of its own, then one tab-escaped name a line. A failure
+-- raises an error, which Dovecot logs ("db-lua: auth_userdb_iterate
+-- failed: ...") and doveadm reports: never an empty or partial list,
+-- which doveadm would take for all the users there are.
+function auth_userdb_iterate()
+  local path = "/userdb/iterate"
+  local status, payload, response = send(path, nil, nil)
+  if status == nil then
+    error(payload)
+  end
+  local users = {}
+  local first = true
+  for line in payload:gmatch("([^\n]*)\n") do
+    if first then
+      if status ~= 200 or line ~= "ok" then
+        break
+      end
+      first = false
+    else
+      users[#users + 1] = tabunescape(line)
+    end
+  end
+  if first then
+    local _, fields = parse_reply(payload)
+    error(unexpected(path, status, response, fields))
+  end
+  return users
 end
 
 function script_deinit()

@@ -251,18 +251,40 @@ impl Directory {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        for account in self.accounts.list(store)? {
-            let key = format!("{DICT_USERDB_PREFIX}{}", account.address);
-            if !key.starts_with(path) {
-                continue;
+        for (user, info) in self.userdb_entries(store)? {
+            let key = format!("{DICT_USERDB_PREFIX}{user}");
+            if key.starts_with(path) {
+                out.push((key, json_object(&user, &userdb_fields_of(info))));
             }
-            let Ok(info) = self.accounts.userinfo(&account) else {
-                continue;
-            };
-            let user = account.address.to_string();
-            out.push((key, json_object(&user, &userdb_fields_of(info))));
         }
         Ok(out)
+    }
+
+    /// The users of `doveadm user '*'` and `doveadm -A` in Lua mode (the
+    /// HTTP API's `/userdb/iterate`): the same users as
+    /// [`Directory::dict_iterate`]'s, by canonical name.
+    pub fn userdb_users(&self, store: &mut dyn Store) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .userdb_entries(store)?
+            .into_iter()
+            .map(|(user, _)| user)
+            .collect())
+    }
+
+    /// Every mailbox a userdb lookup finds, by canonical name, with its
+    /// user info: a mailbox whose user info is unusable is left out (a
+    /// lookup of it fails with the reason), and so is a row a lookup
+    /// cannot reach (`accounts.list` keeps those out).
+    fn userdb_entries(&self, store: &mut dyn Store) -> Result<Vec<(String, UserInfo)>, StoreError> {
+        Ok(self
+            .accounts
+            .list(store)?
+            .into_iter()
+            .filter_map(|account| {
+                let info = self.accounts.userinfo(&account).ok()?;
+                Some((account.address.to_string(), info))
+            })
+            .collect())
     }
 }
 
@@ -536,7 +558,7 @@ fn lookup_kind(endpoint: Endpoint) -> Option<&'static str> {
     match endpoint {
         Endpoint::PassdbLookup => Some(PASSDB_LOOKUP),
         Endpoint::UserdbLookup => Some(USERDB_LOOKUP),
-        Endpoint::PassdbVerify => None,
+        Endpoint::PassdbVerify | Endpoint::UserdbIterate => None,
     }
 }
 
@@ -566,6 +588,15 @@ impl ApiBackend for Backend {
 
     fn userdb_lookup(&mut self, user: &str) -> LookupResult {
         self.run_lookup(USERDB_LOOKUP, user, |d, s| d.userdb_lookup(s, user))
+    }
+
+    /// Never from the cache: a listing is asked rarely (doveadm), and a
+    /// cached one would miss every user added since.
+    fn userdb_iterate(&mut self) -> Result<Vec<String>, String> {
+        let dir = &self.directory;
+        self.stores
+            .with(|s| dir.userdb_users(s))
+            .map_err(|e| format!("userdb iterate: {e}"))
     }
 
     fn lookup_in_place(&mut self, endpoint: Endpoint, user: &str) -> Option<LookupResult> {
@@ -966,6 +997,34 @@ mod tests {
         assert!(listed.contains(&"shared/userdb/hugo@barrera.io".to_string()));
     }
 
+    /// The HTTP API's listing (Lua mode) names exactly the users of the
+    /// dict's (`doveadm user '*'` lists the same in both modes), hand-made
+    /// rows no lookup finds left out there too.
+    #[test]
+    fn the_api_lists_the_users_the_dict_lists() {
+        let d = dir();
+        let mut s = fixture().with("Hugo2", "barrera.io", "hugo2@barrera.io", Some("x"));
+        let dict: Vec<String> = d
+            .dict_iterate(&mut s, "shared/userdb/")
+            .expect("store works")
+            .into_iter()
+            .map(|(k, _)| k[DICT_USERDB_PREFIX.len()..].to_string())
+            .collect();
+        let mut api = d.userdb_users(&mut s).expect("store works");
+        assert_eq!(api, dict);
+        api.sort();
+        assert_eq!(
+            api,
+            [
+                "empty@barrera.io",
+                "hugo@barrera.io",
+                "john_doe@example.com",
+                "off@barrera.io",
+                "weird@barrera.io"
+            ]
+        );
+    }
+
     #[test]
     fn backend_maps_outages_to_temporary_failures() {
         let broken = Arc::new(AtomicBool::new(true));
@@ -987,9 +1046,14 @@ mod tests {
             Lookup::Failed(_)
         ));
         assert!(b.iterate("shared/userdb/").is_err());
+        assert!(b.userdb_iterate().is_err());
 
         // The database comes back: the same backend answers again.
         broken.store(false, Ordering::SeqCst);
+        assert!(b
+            .userdb_iterate()
+            .expect("store works")
+            .contains(&"hugo@barrera.io".to_string()));
         assert!(matches!(
             b.passdb_verify("hugo@barrera.io", &secret(PW)),
             VerifyResult::Ok(_)

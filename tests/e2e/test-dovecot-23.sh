@@ -18,7 +18,9 @@
 # doveadm user for both login forms, the quota set with the CLI in effect
 # (doveadm quota get; a delivery over it refused with 552 5.2.2), IMAP
 # login with both forms + SELECT
-# INBOX, LMTP delivery to hugo_barrera.io, then the database is renamed away
+# INBOX, LMTP delivery to hugo_barrera.io, in dict and Lua mode the user
+# list (doveadm user '*', doveadm quota get -A; it fails while the
+# database is away), then the database is renamed away
 # (checkpassword: temporary failure, code=temp_fail, LMTP 4xx, never 5xx;
 # serve, dict and Lua: hugo, found before, logs in and gets mail from
 # serve's cache, an unknown user is a temporary failure) and restored
@@ -316,7 +318,7 @@ user_test() {
 
 MAILDIR=$T/vmail/barrera.io/hugo/Maildir
 LMTP_SOCK=$T/run/lmtp
-DOVEADM_QUOTA="doveadm -c $DC"
+DOVEADM="doveadm -c $DC"
 . "$ROOT/tests/e2e/dovecot/checks.sh"
 
 run_mode() {
@@ -378,6 +380,9 @@ run_mode() {
 	quota_test q@barrera.io 10240
 	quota_test q_barrera.io 10240
 	lmtp_test full_barrera.io overquota
+	# Dovecot's checkpassword userdb has no iteration.
+	[ "$MODE" = checkpassword ] || iterate_test hugo@barrera.io off@barrera.io q@barrera.io \
+		full@barrera.io ssha@barrera.io md5@barrera.io latin1@barrera.io pbkdf2@barrera.io
 
 	mv "$DB" "$DB.away"
 	if [ "$MODE" = checkpassword ]; then
@@ -387,6 +392,7 @@ run_mode() {
 		lmtp_test hugo_barrera.io tempfail
 	else
 		serve_outage_checks
+		iterate_outage_test
 	fi
 	mv "$DB.away" "$DB"
 	auth_test hugo@barrera.io "$PASSWORD" ok "database back, Dovecot not restarted"

@@ -21,7 +21,9 @@
 # Checks: doveadm auth test (right, wrong, unknown, disabled), doveadm user
 # for both login forms, the quota set with the CLI in effect (doveadm quota
 # get; a delivery over it refused with 552 5.2.2), IMAP login with both forms + SELECT INBOX, LMTP
-# delivery to hugo_barrera.io, then the database is renamed away (hugo,
+# delivery to hugo_barrera.io, the user list (doveadm user '*', doveadm
+# quota get -A; it fails while the database is away), then the database
+# is renamed away (hugo,
 # found before, logs in and gets mail from serve's cache; an unknown user
 # is code=temp_fail, never unknown; Dovecot still running) and restored
 # (works again, nothing restarted); serve's debug log shows that
@@ -226,7 +228,7 @@ user_test() {
 
 MAILDIR=$VMAIL/barrera.io/hugo/Maildir
 LMTP_SOCK=$DCD/lmtp
-DOVEADM_QUOTA="ct_doveadm dovecot24"
+DOVEADM="ct_doveadm dovecot24"
 . "$ROOT/tests/e2e/dovecot/checks.sh"
 
 echo
@@ -245,9 +247,11 @@ imap_test hugo_barrera.io
 quota_test q@barrera.io 10240
 quota_test q_barrera.io 10240
 lmtp_test full_barrera.io overquota
+iterate_test hugo@barrera.io off@barrera.io q@barrera.io full@barrera.io
 
 mv "$DB" "$DB.away"
 serve_outage_checks
+iterate_outage_test
 dovecot_running || fail "Dovecot stopped during the outage"
 e2e_wait_port "$IMAP_PORT" "$CT_PID" 1 || fail "IMAP port gone during the outage"
 ok "Dovecot still running (container pid $CT_PID, IMAP 127.0.0.1:$IMAP_PORT listening)"

@@ -78,6 +78,11 @@ pub trait ApiBackend {
     fn passdb_lookup(&mut self, user: &str) -> LookupResult;
     /// userdb lookup (LMTP, `doveadm user`, after login).
     fn userdb_lookup(&mut self, user: &str) -> LookupResult;
+    /// Every user a userdb lookup finds, by canonical name: Dovecot's user
+    /// iteration (`doveadm user '*'`, `doveadm -A`). An `Err` is a
+    /// temporary failure, its text logged by Dovecot: never an empty or
+    /// partial list, which doveadm would take for all the users there are.
+    fn userdb_iterate(&mut self) -> Result<Vec<String>, String>;
     /// The answer of [`ApiBackend::passdb_lookup`] or
     /// [`ApiBackend::userdb_lookup`] (by `endpoint`) when it can be given
     /// without waiting on the database (a cached answer known to be
@@ -109,7 +114,7 @@ impl ApiConfig {
     }
 }
 
-/// The three endpoints.
+/// The endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     /// `POST /passdb/verify`.
@@ -118,6 +123,9 @@ pub enum Endpoint {
     PassdbLookup,
     /// `POST /userdb/lookup`.
     UserdbLookup,
+    /// `POST /userdb/iterate`: every user, without fields (the script's
+    /// `auth_userdb_iterate`).
+    UserdbIterate,
 }
 
 impl Endpoint {
@@ -127,6 +135,7 @@ impl Endpoint {
             "/passdb/verify" => Some(Endpoint::PassdbVerify),
             "/passdb/lookup" => Some(Endpoint::PassdbLookup),
             "/userdb/lookup" => Some(Endpoint::UserdbLookup),
+            "/userdb/iterate" => Some(Endpoint::UserdbIterate),
             _ => None,
         }
     }
@@ -294,7 +303,7 @@ pub fn parse_body(
             Some(password.ok_or_else(|| HttpError::BadBody("missing password".into()))?)
         }
         // A lookup never needs the password; drop it rather than carry it.
-        Endpoint::PassdbLookup | Endpoint::UserdbLookup => None,
+        Endpoint::PassdbLookup | Endpoint::UserdbLookup | Endpoint::UserdbIterate => None,
     };
     Ok(ApiRequest { user, password })
 }
@@ -409,9 +418,38 @@ pub fn parse_header_fields(
         Endpoint::PassdbVerify => Some(
             password.ok_or_else(|| HttpError::BadHeader(format!("missing {PASSWORD_HEADER}")))?,
         ),
-        Endpoint::PassdbLookup | Endpoint::UserdbLookup => None,
+        Endpoint::PassdbLookup | Endpoint::UserdbLookup | Endpoint::UserdbIterate => None,
     };
     Ok(ApiRequest { user, password })
+}
+
+/// The request of `endpoint`, from the body or the field headers, as the
+/// request carries it ([`parse_body`], [`parse_header_fields`]). Fields in
+/// both places are refused rather than one picked. The iteration takes no
+/// fields at all: any is a client's mistake, refused.
+pub fn parse_request(
+    endpoint: Endpoint,
+    format: Format,
+    body: &[u8],
+    user: FieldHeader<'_>,
+    password: FieldHeader<'_>,
+) -> Result<ApiRequest, HttpError> {
+    let absent = |h: &FieldHeader<'_>| matches!(h, FieldHeader::Absent);
+    let header_form = !absent(&user) || !absent(&password);
+    match (endpoint, header_form, body.is_empty()) {
+        (Endpoint::UserdbIterate, false, true) => Ok(ApiRequest {
+            user: String::new(),
+            password: None,
+        }),
+        (Endpoint::UserdbIterate, _, _) => {
+            Err(HttpError::BadBody("/userdb/iterate takes no fields".into()))
+        }
+        (_, false, _) => parse_body(endpoint, format, body),
+        (_, true, true) => parse_header_fields(endpoint, user, password),
+        (_, true, false) => Err(HttpError::BadHeader(
+            "fields in both headers and body".into(),
+        )),
+    }
 }
 
 /// Percent-decodes one field header (`None` when absent).
@@ -465,6 +503,10 @@ pub fn dispatch(
         }
         (Endpoint::PassdbLookup, _) => backend.passdb_lookup(user).into(),
         (Endpoint::UserdbLookup, _) => backend.userdb_lookup(user).into(),
+        (Endpoint::UserdbIterate, _) => match backend.userdb_iterate() {
+            Ok(users) => Answer::List(users),
+            Err(e) => Answer::TempFail(e),
+        },
     };
     logged(endpoint, user, answer).render(format)
 }
@@ -472,14 +514,15 @@ pub fn dispatch(
 /// [`dispatch`] for a lookup the backend can answer without waiting on the
 /// database ([`ApiBackend::lookup_in_place`]), the same response; `None`
 /// when it cannot (and always for a password check): the caller then
-/// runs [`dispatch`] where waiting is allowed.
+/// runs [`dispatch`] where waiting is allowed. The iteration is never
+/// cached: it always waits.
 pub fn dispatch_in_place(
     endpoint: Endpoint,
     request: &ApiRequest,
     backend: &mut impl ApiBackend,
     format: Format,
 ) -> Option<Response> {
-    if endpoint == Endpoint::PassdbVerify {
+    if matches!(endpoint, Endpoint::PassdbVerify | Endpoint::UserdbIterate) {
         return None;
     }
     let user = request.user.as_str();
@@ -503,15 +546,19 @@ fn logged(endpoint: Endpoint, user: &str, answer: Answer) -> Answer {
             }
             None => tracing::debug!("api: {endpoint:?} for {user:?} failed: {e}"),
         }
+    } else if let Answer::List(users) = &answer {
+        tracing::debug!("api: {endpoint:?}: ok, {} users", users.len());
     } else {
         tracing::debug!("api: {endpoint:?} for {user:?}: {}", answer.token());
     }
     answer
 }
 
-/// The four API answers, for rendering.
+/// The API's answers, for rendering.
 enum Answer {
     Ok(Account),
+    /// The iteration's users.
+    List(Vec<String>),
     Mismatch,
     Unknown,
     TempFail(String),
@@ -530,7 +577,7 @@ impl From<LookupResult> for Answer {
 impl Answer {
     fn token(&self) -> &'static str {
         match self {
-            Answer::Ok(_) => "ok",
+            Answer::Ok(_) | Answer::List(_) => "ok",
             Answer::Mismatch => "mismatch",
             Answer::Unknown => "unknown",
             Answer::TempFail(_) => "tempfail",
@@ -539,7 +586,7 @@ impl Answer {
 
     fn status(&self) -> u16 {
         match self {
-            Answer::Ok(_) => 200,
+            Answer::Ok(_) | Answer::List(_) => 200,
             Answer::Mismatch => 403,
             Answer::Unknown => 404,
             Answer::TempFail(_) => 503,
@@ -558,6 +605,17 @@ impl Answer {
                 out.push(b'\n');
                 out
             }
+            // The token on a line of its own, then one tab-escaped name a
+            // line: the names come from the database, an escape keeps
+            // any byte from ending a line early.
+            (Format::Text, Answer::List(users)) => {
+                let mut out = format!("{token}\n").into_bytes();
+                for user in users {
+                    tabescape::escape_into(&mut out, user.as_bytes());
+                    out.push(b'\n');
+                }
+                out
+            }
             (Format::Text, Answer::TempFail(e)) => text_error(token, e),
             (Format::Text, _) => format!("{token}\n").into_bytes(),
             (Format::Json, Answer::Ok(account)) => {
@@ -569,6 +627,9 @@ impl Answer {
                     "user": account.user,
                     "fields": fields,
                 }))
+            }
+            (Format::Json, Answer::List(users)) => {
+                json_bytes(serde_json::json!({ "result": token, "users": users }))
             }
             (Format::Json, Answer::TempFail(e)) => {
                 json_bytes(serde_json::json!({ "result": token, "error": e }))
@@ -761,6 +822,11 @@ mod tests {
             Endpoint::from_path("/userdb/lookup"),
             Some(Endpoint::UserdbLookup)
         );
+        assert_eq!(
+            Endpoint::from_path("/userdb/iterate"),
+            Some(Endpoint::UserdbIterate)
+        );
+        assert_eq!(Endpoint::from_path("/passdb/iterate"), None);
         assert_eq!(Endpoint::from_path("/a://b"), None);
         assert_eq!(Endpoint::from_path("/"), None);
     }
@@ -987,6 +1053,10 @@ mod tests {
                     _ => LookupResult::Unknown,
                 }
             }
+            fn userdb_iterate(&mut self) -> Result<Vec<String>, String> {
+                self.0 += 1;
+                Ok(vec!["bob".into()])
+            }
             fn lookup_in_place(&mut self, e: Endpoint, user: &str) -> Option<LookupResult> {
                 let answer = match e {
                     Endpoint::PassdbLookup => return None,
@@ -1020,7 +1090,121 @@ mod tests {
                 dispatch_in_place(Endpoint::PassdbVerify, &r, &mut b, format),
                 None
             );
+            let r = request("", None);
+            assert_eq!(
+                dispatch_in_place(Endpoint::UserdbIterate, &r, &mut b, format),
+                None
+            );
             assert_eq!(b.0, 0);
+        }
+    }
+
+    /// The iteration's answer: the token on its own line, then one name a
+    /// line, each tab-escaped (a name holding a line end cannot split
+    /// into two users); JSON a list; a failure the tempfail of every
+    /// endpoint.
+    #[test]
+    fn the_iteration_is_rendered_a_name_a_line() {
+        struct List(Result<Vec<String>, String>);
+        impl ApiBackend for List {
+            fn passdb_verify(&mut self, _: &str, _: &Secret) -> VerifyResult {
+                VerifyResult::Unknown
+            }
+            fn passdb_lookup(&mut self, _: &str) -> LookupResult {
+                LookupResult::Unknown
+            }
+            fn userdb_lookup(&mut self, _: &str) -> LookupResult {
+                LookupResult::Unknown
+            }
+            fn userdb_iterate(&mut self) -> Result<Vec<String>, String> {
+                self.0.clone()
+            }
+        }
+        let request = parse_request(
+            Endpoint::UserdbIterate,
+            Format::Text,
+            b"",
+            FieldHeader::Absent,
+            FieldHeader::Absent,
+        )
+        .expect("no fields needed");
+        let users = vec!["a@x.org".to_string(), "b\nc@x.org".to_string()];
+        let mut b = List(Ok(users.clone()));
+        let r = dispatch(Endpoint::UserdbIterate, &request, &mut b, Format::Text);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"ok\na@x.org\nb\x01nc@x.org\n");
+        let r = dispatch(Endpoint::UserdbIterate, &request, &mut b, Format::Json);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+        assert_eq!(v, serde_json::json!({ "result": "ok", "users": users }));
+        let mut b = List(Ok(Vec::new()));
+        let r = dispatch(Endpoint::UserdbIterate, &request, &mut b, Format::Text);
+        assert_eq!((r.status, r.body), (200, b"ok\n".to_vec()));
+        let mut b = List(Err("database down".into()));
+        let r = dispatch(Endpoint::UserdbIterate, &request, &mut b, Format::Text);
+        assert_eq!(
+            (r.status, r.body),
+            (503, b"tempfail\terror=database down\n".to_vec())
+        );
+    }
+
+    /// Which fields a request reads, by endpoint and form: the iteration
+    /// none (any is refused), the others from headers or a body, never
+    /// both.
+    #[test]
+    fn requests_take_their_fields_from_one_place() {
+        let once = |v: &'static [u8]| FieldHeader::Once(v);
+        let absent = || FieldHeader::Absent;
+        let r = parse_request(
+            Endpoint::UserdbLookup,
+            Format::Text,
+            b"",
+            once(b"bob"),
+            absent(),
+        )
+        .expect("header form");
+        assert_eq!(r.user, "bob");
+        let r = parse_request(
+            Endpoint::UserdbLookup,
+            Format::Text,
+            b"user=bob",
+            absent(),
+            absent(),
+        )
+        .expect("body form");
+        assert_eq!(r.user, "bob");
+        let e = parse_request(
+            Endpoint::UserdbLookup,
+            Format::Text,
+            b"user=bob",
+            once(b"bob"),
+            absent(),
+        )
+        .expect_err("both forms");
+        assert_eq!(
+            e,
+            HttpError::BadHeader("fields in both headers and body".into())
+        );
+        assert!(matches!(
+            parse_request(
+                Endpoint::UserdbLookup,
+                Format::Text,
+                b"",
+                absent(),
+                absent()
+            ),
+            Err(HttpError::BadBody(_))
+        ));
+        for (body, user, password) in [
+            (&b"user=bob"[..], absent(), absent()),
+            (&b""[..], once(b"bob"), absent()),
+            (&b""[..], absent(), once(b"pw")),
+        ] {
+            let e = parse_request(Endpoint::UserdbIterate, Format::Text, body, user, password)
+                .expect_err("the iteration takes no fields");
+            assert_eq!(
+                e,
+                HttpError::BadBody("/userdb/iterate takes no fields".into())
+            );
         }
     }
 
@@ -1033,6 +1217,9 @@ mod tests {
             }
             fn passdb_lookup(&mut self, _: &str) -> LookupResult {
                 LookupResult::Unknown
+            }
+            fn userdb_iterate(&mut self) -> Result<Vec<String>, String> {
+                Err("not asked".into())
             }
             fn userdb_lookup(&mut self, user: &str) -> LookupResult {
                 LookupResult::Found(Account {

@@ -53,6 +53,7 @@
 //! | `POST /passdb/verify` | `user`, `password` | password correct | wrong password | unknown user | temporary failure |
 //! | `POST /passdb/lookup` | `user` | found, fields include `password={SCHEME}hash` | — | unknown user | temporary failure |
 //! | `POST /userdb/lookup` | `user` | found: `uid`, `gid`, `home`, `quota_rule`, … | — | unknown user | temporary failure |
+//! | `POST /userdb/iterate` | none (any is a 400) | every user a userdb lookup finds | — | — | temporary failure |
 //!
 //! The response has the format the request's `Content-Type` names (text
 //! without one, as in the header form). Its first item is a result token
@@ -62,9 +63,18 @@
 //!
 //! - text: `ok⇥user=alice@example.org⇥uid=5000⇥gid=5000⇥home=/var/vmail/…\n`,
 //!   `mismatch\n`, `unknown\n`, `tempfail⇥error=<text>\n`,
-//!   `error⇥error=<text>\n`;
+//!   `error⇥error=<text>\n`; the iteration's `ok\n` is followed by one
+//!   tab-escaped canonical name a line (`ok\nalice@example.org\n…`);
 //! - JSON: `{"result":"ok","user":"alice@example.org","fields":{"uid":"5000",…}}`,
-//!   `{"result":"unknown"}`, `{"result":"tempfail","error":"…"}`, ….
+//!   `{"result":"unknown"}`, `{"result":"tempfail","error":"…"}`, …; the
+//!   iteration's `{"result":"ok","users":["alice@example.org",…]}`.
+//!
+//! The iteration is `doveadm user '*'` and every `doveadm -A` command: the
+//! script's `auth_userdb_iterate` (Dovecot wants the whole list as one Lua
+//! table, core@2.3.19.1 and core@2.4.1: src/auth/db-lua.c). It reads every
+//! row, as the dict's iteration does, under the timeout of whole-table
+//! reads, and is never answered from the cache; the script's
+//! `timeout_msecs` bounds it on Dovecot's side.
 //!
 //! `user` is the canonical name (DESIGN: `hugo_barrera.io` comes back as
 //! `hugo@barrera.io`); field values are strings. Other statuses: 400 bad

@@ -79,8 +79,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::api::{
-    dispatch, dispatch_in_place, error_response, parse_body, parse_header_fields, reason, route,
-    ApiBackend, ApiConfig, FieldHeader, Format, HttpError, Response, PASSWORD_HEADER, USER_HEADER,
+    dispatch, dispatch_in_place, error_response, parse_request, reason, route, ApiBackend,
+    ApiConfig, FieldHeader, Format, HttpError, Response, PASSWORD_HEADER, USER_HEADER,
 };
 use crate::secret::Secret;
 use crate::stop::stopped;
@@ -209,10 +209,14 @@ where
     // (one more round trip): tests/e2e/test-dovecot-2[34].sh read this line
     // to check that the shipped Lua script never asks for it.
     tracing::debug!(
-        "api: {} {}: fields in {}, {}",
+        "api: {} {}: {}, {}",
         head.method,
         head.path,
-        if head.header_form { "headers" } else { "body" },
+        match (head.header_form, head.content_length) {
+            (true, _) => "fields in headers",
+            (false, Some(0)) => "no fields",
+            (false, _) => "fields in body",
+        },
         if head.expect_continue {
             "Expect: 100-continue"
         } else {
@@ -242,20 +246,13 @@ where
     };
     let bytes = read_body(body, api.max_body, body_timeout).await?;
     let format = head.format;
-    let parsed = if !head.header_form {
-        parse_body(endpoint, format, &bytes)
-    } else if bytes.is_empty() {
-        parse_header_fields(
-            endpoint,
-            field_header(&parts.headers, USER_HEADER),
-            field_header(&parts.headers, PASSWORD_HEADER),
-        )
-    } else {
-        // Two sources for the same fields: refuse rather than pick one.
-        Err(HttpError::BadHeader(
-            "fields in both headers and body".into(),
-        ))
-    };
+    let parsed = parse_request(
+        endpoint,
+        format,
+        &bytes,
+        field_header(&parts.headers, USER_HEADER),
+        field_header(&parts.headers, PASSWORD_HEADER),
+    );
     let mut backend = backend;
     let mut response = match parsed {
         // A fresh cached answer needs no thread that may wait (see
@@ -434,6 +431,13 @@ mod tests {
             match user {
                 "alice@example.org" | "alice_example.org" => LookupResult::Found(alice()),
                 _ => LookupResult::Unknown,
+            }
+        }
+        fn userdb_iterate(&mut self) -> Result<Vec<String>, String> {
+            self.call("iterate".into());
+            match self.down {
+                true => Err("database down".into()),
+                false => Ok(vec!["alice@example.org".into(), "bob@example.org".into()]),
             }
         }
         fn lookup_in_place(&mut self, endpoint: Endpoint, user: &str) -> Option<LookupResult> {
@@ -1001,6 +1005,45 @@ mod tests {
             "{out}"
         );
         assert!(out.ends_with("\r\n\r\ntempfail\terror=database down\n"));
+    }
+
+    /// `doveadm user '*'` in Lua mode: the script's request carries no
+    /// fields (no payload, no field headers), the answer one user a line;
+    /// a failing store is a 503, never an empty list; a request with
+    /// fields is the client's mistake (400). Each on one connection.
+    #[tokio::test]
+    async fn the_iteration_lists_users_and_fails_as_a_tempfail() {
+        let backend = OneUser::default();
+        let mut input = post("/userdb/iterate", "", b"");
+        input.extend(post("/userdb/iterate", "Mailtable-User: a\r\n", b""));
+        input.extend(post("/userdb/iterate", "", b"user=a"));
+        let out = send(&input, &backend).await;
+        let answers: Vec<&str> = out.split("HTTP/1.1 ").skip(1).collect();
+        assert_eq!(answers.len(), 3, "{out}");
+        assert!(answers[0].starts_with("200 OK\r\n"), "{out}");
+        assert!(
+            answers[0].ends_with("\r\n\r\nok\nalice@example.org\nbob@example.org\n"),
+            "{out}"
+        );
+        for refused in &answers[1..] {
+            assert!(refused.starts_with("400 Bad Request\r\n"), "{out}");
+            assert!(refused.contains("takes no fields"), "{out}");
+        }
+        assert_eq!(backend.calls(), vec!["iterate".to_string()]);
+
+        let down = OneUser {
+            down: true,
+            ..Default::default()
+        };
+        let out = send(&post("/userdb/iterate", "", b""), &down).await;
+        assert!(
+            out.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("\r\n\r\ntempfail\terror=database down\n"),
+            "{out}"
+        );
     }
 
     #[tokio::test]

@@ -294,6 +294,9 @@ mod tests {
                 fields: Vec::new(),
             })
         }
+        fn userdb_iterate(&mut self) -> Result<Vec<String>, String> {
+            Ok(Vec::new())
+        }
     }
 
     impl DictBackend for Everyone {

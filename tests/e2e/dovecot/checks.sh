@@ -38,16 +38,49 @@ lmtp_test() {
 }
 
 # quota_test USER LIMIT_KB: `doveadm quota get` (the command the caller
-# passes as $DOVEADM_QUOTA, host or container) shows the STORAGE limit that
+# passes as $DOVEADM, host or container) shows the STORAGE limit that
 # mailtable's userdb answer set, in kilobytes.
 quota_test() {
 	rc=0
-	out=$($DOVEADM_QUOTA quota get -u "$1" 2>&1) || rc=$?
+	out=$($DOVEADM quota get -u "$1" 2>&1) || rc=$?
 	printf '%s\n' "$out" | sed 's/^/     /'
 	[ $rc -eq 0 ] || fail "doveadm quota get -u $1: exit $rc"
 	printf '%s\n' "$out" | awk -v want="$2" '$0 ~ /STORAGE/ { if ($(NF-1) == want) found = 1 } END { exit !found }' ||
 		fail "doveadm quota get -u $1: no STORAGE limit $2"
 	ok "doveadm quota get -u $1: STORAGE limit $2 (KiB)"
+}
+
+# iterate_test USER...: serve's user iteration, as an admin meets it:
+# `doveadm user '*'` lists exactly these users (in any order), and
+# `doveadm quota get -A`, which walks the same list, shows q@barrera.io's
+# limit (10240 KiB) on its own row.
+iterate_test() {
+	rc=0
+	out=$($DOVEADM user '*' 2>&1) || rc=$?
+	[ $rc -eq 0 ] || fail "doveadm user '*': exit $rc: $out"
+	got=$(printf '%s\n' "$out" | sort | tr '\n' ' ')
+	want=$(printf '%s\n' "$@" | sort | tr '\n' ' ')
+	[ "$got" = "$want" ] || fail "doveadm user '*': listed $got; expected $want"
+	ok "doveadm user '*' -> exit 0: $got"
+	rc=0
+	out=$($DOVEADM quota get -A 2>&1) || rc=$?
+	printf '%s\n' "$out" | sed 's/^/     /'
+	[ $rc -eq 0 ] || fail "doveadm quota get -A: exit $rc"
+	printf '%s\n' "$out" | awk '$1 == "q@barrera.io" && /STORAGE/ && $(NF-1) == 10240 { found = 1 } END { exit !found }' ||
+		fail "doveadm quota get -A: no STORAGE limit 10240 for q@barrera.io"
+	n=$(printf '%s\n' "$out" | awk '/STORAGE/ { print $1 }' | sort -u | wc -l)
+	[ "$n" -eq $# ] || fail "doveadm quota get -A: STORAGE rows for $n users, expected $#"
+	ok "doveadm quota get -A -> exit 0: STORAGE rows for all $n users, q@barrera.io 10240 KiB"
+}
+
+# iterate_outage_test: the database away, the iteration fails (doveadm
+# exits non-zero): never an empty list, which would read as "no users".
+iterate_outage_test() {
+	rc=0
+	out=$($DOVEADM user '*' 2>&1) || rc=$?
+	shown=$(printf '%s' "$out" | tr '\n\t' '  ' | sed 's/  */ /g')
+	[ $rc -ne 0 ] || fail "doveadm user '*' with the database away: exit 0: $shown"
+	ok "doveadm user '*', database away -> exit $rc: $shown"
 }
 
 # imap_test USER: log in with $PASSWORD and SELECT INBOX.
@@ -62,24 +95,24 @@ imap_test() {
 # The Lua script's requests as serve logged them: serve runs with
 # MAILTABLE_LOG=info,dovecot_mailtable::http::server=debug, which logs one
 # line per request, "api: POST /passdb/verify: fields in headers, no
-# Expect" (src/http/server.rs). api_requests LOG FROM: those lines after
-# line FROM of LOG.
+# Expect", or "no fields" for the user iteration (src/http/server.rs).
+# api_requests LOG FROM: those lines after line FROM of LOG.
 api_requests() {
-	tail -n +"$(($2 + 1))" "$1" | grep -F ': fields in ' || true
+	tail -n +"$(($2 + 1))" "$1" | grep -E ': (fields in [a-z]+|no fields), ' || true
 }
 
 # lua_requests_test LOG FROM: every lookup and verify since line FROM
-# carried its fields in headers and none sent `Expect: 100-continue`, so
-# none waited for `100 Continue` (one round trip each). The old script's
-# body form fails this on both versions: on 2.3 with Expect, on 2.4 in the
-# body.
+# carried its fields in headers, the iteration none, and none sent
+# `Expect: 100-continue`, so none waited for `100 Continue` (one round
+# trip each). The old script's body form fails this on both versions: on
+# 2.3 with Expect, on 2.4 in the body.
 lua_requests_test() {
 	lines=$(api_requests "$1" "$2")
 	n=$(printf '%s\n' "$lines" | grep -c . || true)
 	[ "$n" -gt 0 ] || fail "no API request in serve's log (debug logging not on?)"
-	bad=$(printf '%s\n' "$lines" | grep -v ': fields in headers, no Expect$' || true)
+	bad=$(printf '%s\n' "$lines" | grep -Ev ': fields in headers, no Expect$|/userdb/iterate: no fields, no Expect$' || true)
 	[ -z "$bad" ] || fail "Lua requests not in the one-round-trip header form: $(printf '%s' "$bad" | sed 's/^.*api: //' | sort | uniq -c | tr '\n' ';')"
-	ok "$n Lua API requests, all with the fields in headers and no Expect: 100-continue: $(printf '%s\n' "$lines" | sed 's/^.*api: POST //; s/: fields.*//' | sort | uniq -c | tr '\n' ' ' | sed 's/  */ /g')"
+	ok "$n Lua API requests, all with the fields in headers (the iteration none) and no Expect: 100-continue: $(printf '%s\n' "$lines" | sed 's/^.*api: POST //; s/: fields.*//; s/: no fields.*//' | sort | uniq -c | tr '\n' ' ' | sed 's/  */ /g')"
 }
 
 # long_password_test LOG EXPECT: a wrong password too long for the header
