@@ -3229,3 +3229,53 @@ fn progress_bar_on_a_terminal_and_not_in_a_pipe() {
     // The report itself still goes to stdout, untouched by the bar.
     assert!(stdout.starts_with("mailtable import: "), "{stdout}");
 }
+
+/// A Dovecot user is a mailbox only where the MTA delivers to it: with
+/// smtpd's virtual table in the import, smtpd looks every recipient up
+/// there, so a user without a key of its own got the catch-all's mail,
+/// or was refused without one. Making such a user a mailbox changes where
+/// its mail goes: a difference, refused as smtpd credentials are. A
+/// Dovecot file alone, with nothing saying where mail goes, is delivered
+/// as it is.
+#[test]
+fn a_dovecot_user_gets_mail_only_where_the_mta_routes_it() {
+    let users = format!("a@ex.org:{{BLF-CRYPT}}{M_HASH}\nd@ex.org:{{BLF-CRYPT}}{M_HASH}\n");
+    let creds = format!("a@ex.org {M_HASH}\nd@ex.org {M_HASH}\n");
+    for (virtuals, source_gives) in [
+        ("a@ex.org vmail\n@ex.org a@ex.org\n", "a@ex.org"),
+        ("a@ex.org vmail\n", "not found"),
+    ] {
+        for (format, logins) in [("dovecot-passwd", &users), ("smtpd-credentials", &creds)] {
+            let db = Db::new();
+            let dir = db.dir.path();
+            std::fs::write(dir.join("virtuals"), virtuals).unwrap();
+            std::fs::write(dir.join("logins"), logins).unwrap();
+            let before = db.snapshot();
+            let virt = format!("smtpd-aliases:{}", dir.join("virtuals").display());
+            let logins = format!("{format}:{}", dir.join("logins").display());
+            let (v, err) = db.import_json(&[&virt, &logins], 2);
+            assert_eq!(v["status"], "refused", "{format} {virtuals:?}: {v}");
+            assert_eq!(
+                v["verification"]["differences"],
+                serde_json::json!([{
+                    "address": "d@ex.org",
+                    "source": source_gives,
+                    "mailtable": "d@ex.org",
+                }]),
+                "{format} {virtuals:?}"
+            );
+            assert!(err.contains("would resolve differently"), "{err}");
+            assert_eq!(db.snapshot(), before);
+        }
+    }
+    let db = Db::new();
+    std::fs::write(db.dir.path().join("users"), &users).unwrap();
+    let users = format!("dovecot-passwd:{}", db.dir.path().join("users").display());
+    let (v, _) = db.import_json(&[&users], 0);
+    assert_eq!(v["status"], "imported");
+    assert_eq!(v["verification"]["differences"], serde_json::json!([]));
+    assert_eq!(
+        db.resolve("d@ex.org"),
+        ("found".into(), BTreeSet::from(["d@ex.org".to_string()]))
+    );
+}

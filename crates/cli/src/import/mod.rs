@@ -260,9 +260,13 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> Result<Exit, CliError> {
         let one = parse_source(*format, source, args.inactive)?;
         let name = source_name(*format, source);
         if one.is_empty() {
+            // Not even its saying where mail goes comes over: an empty
+            // alias table beside Dovecot's users is one to be filled in,
+            // not one that refuses every address.
             empty.push((name.clone(), *format, source.as_str()));
+        } else {
+            parsed.absorb(one);
         }
-        parsed.absorb(one);
         names.push(name);
     }
     // An empty source is most likely the wrong file, or an export that

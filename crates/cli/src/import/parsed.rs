@@ -234,7 +234,9 @@ pub struct Login {
     /// Dovecot storage quota.
     pub quota: Option<String>,
     /// The source delivers mail to this login without a route saying so
-    /// (Dovecot users, SQL users); smtpd credentials do not.
+    /// (PostfixAdmin's mailboxes, in Postfix's mailbox maps); smtpd
+    /// credentials and Dovecot users do not: they get mail by themselves
+    /// only in an import where no source says where mail goes.
     pub implied_route: bool,
     /// Where.
     pub origin: Origin,

@@ -250,7 +250,14 @@ fn parse_entry(at: Origin, line: &str, p: &mut Parsed) {
         hash,
         active,
         quota,
-        implied_route: true,
+        // Dovecot receives what the MTA hands it and routes nothing: a
+        // user gets mail by itself only where no source of the import
+        // says where mail goes. With smtpd's virtual table in the import,
+        // smtpd looks up every recipient there (a catch-all takes a user
+        // without a key of its own, one without either is refused), and
+        // Postfix delivers to its own mailbox maps; so the source walk
+        // must not deliver to a Dovecot user no route reaches.
+        implied_route: false,
         origin: at.clone(),
     });
     p.userinfo.push(UserInfo {
@@ -407,7 +414,7 @@ bad@example.org:{PLAIN}x:five:5000
         let alice = &p.logins[0];
         assert_eq!(alice.quota.as_deref(), Some("2G"));
         assert!(alice.hash.stored().starts_with("{BLF-CRYPT}$2y$"));
-        assert!(alice.implied_route);
+        assert!(!alice.implied_route);
         assert_eq!(p.logins[1].name, LoginName::Bare("bob".into()));
         assert_eq!(p.logins[2].hash.stored(), "{CRYPT}abJnggxhB/yWI");
         assert!(!p.logins[3].active);
