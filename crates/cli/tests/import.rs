@@ -3279,3 +3279,57 @@ fn a_dovecot_user_gets_mail_only_where_the_mta_routes_it() {
         ("found".into(), BTreeSet::from(["d@ex.org".to_string()]))
     );
 }
+
+/// An alias whose answer smtpd cannot use (longer than the 2047 bytes its
+/// expansion takes: 424 on every try, in the source's smtpd as after the
+/// import) comes over, but is never silent: the first line and the
+/// `failing` list name it with why; the addresses around it are fine.
+#[test]
+fn an_alias_smtpd_cannot_expand_is_named_not_silent() {
+    let db = Db::new();
+    let dir = db.dir.path();
+    let targets: Vec<String> = (0..120)
+        .map(|i| format!("user{i:03}@partner.test"))
+        .collect();
+    std::fs::write(
+        dir.join("virtuals"),
+        format!(
+            "big@ex.org {}\nsmall@ex.org a@partner.test\n",
+            targets.join(", ")
+        ),
+    )
+    .unwrap();
+    let src = format!("smtpd-aliases:{}", dir.join("virtuals").display());
+    let (v, _) = db.import_json(&[&src], 0);
+    assert_eq!(v["status"], "imported");
+    let failing = v["verification"]["failing"].as_array().unwrap();
+    assert_eq!(failing.len(), 1, "{v}");
+    assert_eq!(failing[0]["address"], "big@ex.org");
+    assert!(failing[0]["why"].as_str().unwrap().contains("2047"), "{v}");
+    assert_eq!(v["verification"]["differences"], serde_json::json!([]));
+
+    let db = Db::new();
+    let dir = db.dir.path();
+    std::fs::write(
+        dir.join("virtuals"),
+        format!(
+            "big@ex.org {}\nsmall@ex.org a@partner.test\n",
+            targets.join(", ")
+        ),
+    )
+    .unwrap();
+    let src = format!("smtpd-aliases:{}", dir.join("virtuals").display());
+    let (code, out, _) = db.run(&["import", &src]);
+    assert_eq!(code, 0, "{out}");
+    let first = out.lines().next().unwrap();
+    assert_eq!(
+        first,
+        "mailtable import: smtpd will defer the mail of 1 address(es) of the sources: \
+         big@ex.org (see failing)"
+    );
+    assert!(
+        out.contains("\nfailing: smtpd will defer the mail of 1 address(es)"),
+        "{out}"
+    );
+    assert!(out.contains("\n  big@ex.org: "), "{out}");
+}

@@ -438,11 +438,27 @@ impl Report {
             0 => String::new(),
             n => format!("; {n} would reach another mailbox (see redirected)"),
         };
-        line(match self.undeliverable.len() {
+        let failing = self
+            .verification
+            .as_ref()
+            .map_or(&[][..], |v| &v.failing[..]);
+        let failing_too = match failing.len() {
+            0 => String::new(),
+            n => format!("; smtpd will defer the mail of {n} more (see failing)"),
+        };
+        line(match (self.undeliverable.len(), failing.len()) {
             _ if !self.malformed.is_empty() => "mailtable import: malformed input".to_string(),
-            0 => format!("mailtable import: no address of the sources loses its mail{redirected}"),
-            n => format!(
-                "mailtable import: {n} address(es) of the sources will not receive mail: {}{redirected}",
+            (0, 0) => {
+                format!("mailtable import: no address of the sources loses its mail{redirected}")
+            }
+            (0, n) => format!(
+                "mailtable import: smtpd will defer the mail of {n} address(es) of the sources: \
+                 {} (see failing){redirected}",
+                first_few(failing.iter().map(|f| &f.address))
+            ),
+            (n, _) => format!(
+                "mailtable import: {n} address(es) of the sources will not receive mail: \
+                 {}{redirected}{failing_too}",
                 first_few(self.undeliverable.iter())
             ),
         });
@@ -665,6 +681,16 @@ impl Report {
                 ));
                 for d in &v.redirected {
                     line(format!("  {} -> {}", d.address, d.mailtable));
+                }
+            }
+            if !v.failing.is_empty() {
+                line(format!(
+                    "failing: smtpd will defer the mail of {} address(es) (4xx on every try) \
+                     until their rows are fixed (`mailtable resolve ADDRESS` shows the walk):",
+                    v.failing.len()
+                ));
+                for f in &v.failing {
+                    line(format!("  {}: {}", f.address, f.why));
                 }
             }
         }

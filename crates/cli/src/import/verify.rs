@@ -9,6 +9,7 @@
 //! would leave nothing importable from a setup with a single pipe alias.
 
 use indicatif::ProgressBar;
+use mailtable_core::resolve::SMTPD_ALIAS_VALUE_MAX;
 use mailtable_core::{Address, Outcome, ResolveError, Resolver, Store, StoreError};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -60,6 +61,18 @@ pub struct Difference {
     pub mailtable: String,
 }
 
+/// An address whose mail smtpd cannot have after the import, the source
+/// agreeing or not: the table answers it an error (a loop, a dangling
+/// target, an answer longer than smtpd takes), so its mail is deferred
+/// until the rows are fixed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Failing {
+    /// The address.
+    pub address: String,
+    /// Why, as `mailtable resolve` says it.
+    pub why: String,
+}
+
 /// The outcome of the resolution check.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Verification {
@@ -73,6 +86,11 @@ pub struct Verification {
     /// imported, which now reach a mailbox anyway (a catch-all or a
     /// pattern takes them): their mail would go to someone else.
     pub redirected: Vec<Difference>,
+    /// Addresses that resolve as in the source (or differ, listed above)
+    /// but whose mail smtpd will defer: see [`Failing`]. Not a
+    /// difference when the source failed too (a loop copied as it is),
+    /// but never silent either.
+    pub failing: Vec<Failing>,
 }
 
 /// Compare the source's answer with `Resolver::resolve` on `db` for every
@@ -100,10 +118,43 @@ pub fn verify(
                 source: want.to_string(),
                 mailtable: got.to_string(),
             });
+        } else if let Some(why) = smtpd_fault(resolver, db, a, &got)? {
+            v.failing.push(Failing {
+                address: a.to_string(),
+                why,
+            });
         }
     }
     bar.finish_and_clear();
     Ok(v)
+}
+
+/// Why smtpd cannot have the mail of `a`, which resolves to `got`: the
+/// resolver's error, or the table's error for an answer too long for
+/// smtpd. smtpd's own walk is asked only where the destinations alone are
+/// longer than smtpd takes (it then answers an alias's own targets, which
+/// may fit): one walk for the rare long list, none for the rest.
+fn smtpd_fault(
+    resolver: &Resolver,
+    db: &mut dyn Store,
+    a: &Address,
+    got: &Expect,
+) -> Result<Option<String>, StoreError> {
+    match got {
+        Expect::Error(e) => Ok(Some(e.clone())),
+        Expect::Found(to) => {
+            let len: usize = to.iter().map(|d| d.to_string().len() + 2).sum();
+            if len <= SMTPD_ALIAS_VALUE_MAX + 2 {
+                return Ok(None);
+            }
+            match resolver.smtpd_walk(db, a) {
+                Ok(walk) => Ok(walk.into_iter().find_map(|w| w.error)),
+                Err(ResolveError::Store(e)) => Err(e),
+                Err(e) => Ok(Some(e.to_string())),
+            }
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Whether mailtable's answer is the source's. An address the source
