@@ -331,3 +331,64 @@ backend_test!(a_whole_table_read_outlasts_the_lookup_bound, |db| {
     raw.exec("ROLLBACK");
     assert_eq!(s.exact("u1", "d1.org").unwrap().len(), 1);
 });
+
+backend_test!(a_held_lock_is_waited_out_once_then_briefly, |db| {
+    // A lock held past the timeout (an `ALTER TABLE`, `LOCK TABLE`, a
+    // shell left in `BEGIN EXCLUSIVE`) costs the first lookup the whole
+    // timeout; the next ones, until one gets through, wait only briefly
+    // (smtpd asks five keys per recipient, one at a time: each waiting the
+    // timeout held every message 25 s). Once a lookup gets through, a
+    // lock is waited for in full again, so a short write never fails one.
+    const TIMEOUT: Duration = Duration::from_millis(1000);
+    let mut w = db.init();
+    insert_all(w.as_mut(), &[mailbox("hugo", "barrera.io")]);
+    drop(w);
+    let mut s = db.try_open(Access::ReadOnly, TIMEOUT).unwrap();
+    let mut lookup = || {
+        let t = Instant::now();
+        s.begin_lookup();
+        let _ = s.change_token();
+        let result = s.exact("hugo", "barrera.io").map(|rows| rows.len());
+        s.end_lookup();
+        (result, t.elapsed())
+    };
+    assert_eq!(lookup().0.unwrap(), 1);
+    let lock = match db.backend() {
+        Backend::Sqlite => "BEGIN EXCLUSIVE",
+        Backend::Postgres => "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE",
+    };
+    let mut raw = db.raw();
+    raw.exec(lock);
+    let (result, waited) = lookup();
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(
+        waited >= TIMEOUT / 2,
+        "gave up before the timeout: {waited:?}"
+    );
+    for _ in 0..3 {
+        let (result, waited) = lookup();
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(waited < TIMEOUT / 2, "waited the timeout again: {waited:?}");
+    }
+    raw.exec("ROLLBACK");
+    assert_eq!(lookup().0.unwrap(), 1);
+    raw.exec(lock);
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        raw.exec("ROLLBACK");
+    });
+    let (result, waited) = lookup();
+    release.join().unwrap();
+    assert_eq!(
+        result.unwrap(),
+        1,
+        "a short lock failed the lookup ({waited:?})"
+    );
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+});

@@ -121,6 +121,17 @@ impl ChangeToken {
 /// minutes still ends a call to a server that stopped answering.
 pub const BULK_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// How long a lookup waits for a lock that has already outlasted the
+/// timeout once, until a read of `users` gets through again (both
+/// backends). smtpd asks the table about five keys per recipient (domain,
+/// the alias walk, userinfo), one at a time: a writer holding the lock for
+/// a minute cost every recipient five timeouts (25 s at the default 5 s),
+/// served from the cache at the end of each. A mailtable write holds the
+/// lock for milliseconds; a longer hold (an `ALTER TABLE`, a `LOCK
+/// TABLE`, a shell left in `BEGIN EXCLUSIVE`) is an outage until it ends,
+/// and answered as one at once.
+pub(crate) const LOCKED_WAIT: Duration = Duration::from_millis(100);
+
 /// How an error names the bound a statement ran past: the configured
 /// timeout, or [`BULK_TIMEOUT`] (a whole-table read said to have taken
 /// longer than "5000 ms" would send the admin to the wrong setting).

@@ -68,6 +68,7 @@
 
 use super::{
     Access, ChangeToken, Delete, OpenOptions, Row, SchemaState, Store, StoreError, BULK_TIMEOUT,
+    LOCKED_WAIT,
 };
 use crate::password::PasswordHash;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -189,15 +190,6 @@ pub struct SqliteStore {
     /// timeout again ([`SqliteStore::with_limit`]).
     locked: bool,
 }
-
-/// How long a query waits for a lock that has already outlasted the
-/// timeout once, until a query gets through again. smtpd asks the table
-/// about five keys per recipient (domain, the alias walk, userinfo), one
-/// at a time: a writer holding the lock for a minute cost every recipient
-/// five timeouts (25 s at the default 5 s), served from the cache at the
-/// end of each. A mailtable write holds the lock for milliseconds; a
-/// longer hold is an outage until it ends, and answered as one at once.
-const LOCKED_WAIT: Duration = Duration::from_millis(100);
 
 /// Whether `e` is a lock that outlasted the connection's wait.
 fn is_lock_timeout(e: &rusqlite::Error) -> bool {

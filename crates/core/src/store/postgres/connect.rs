@@ -20,7 +20,7 @@ use super::conn::{block, Conn, Open};
 use super::error::{message, tx_lost, Failure};
 use super::sql::{Columns, COLUMNS_SQL};
 use super::PostgresStore;
-use crate::store::{Access, StoreError};
+use crate::store::{Access, StoreError, LOCKED_WAIT};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -132,6 +132,12 @@ impl PostgresStore {
         };
         // A failure here drops `open`; its driver ends with the runtime's
         // next run, closing the socket.
+        if self.locked {
+            conn.batch(&format!(
+                "SET lock_timeout = {}",
+                LOCKED_WAIT.min(self.timeout).as_millis().max(1)
+            ))?;
+        }
         for r in conn.query_static(COLUMNS_SQL, &[])? {
             match r.try_get::<_, String>(0)?.as_str() {
                 "active" => open.columns.active = true,
@@ -140,6 +146,23 @@ impl PostgresStore {
             }
         }
         Ok(open)
+    }
+
+    /// A read of `users` got through: lock waits are the configured
+    /// timeout's again (the short wait of [`LOCKED_WAIT`] was set on this
+    /// connection when it was made). One `RESET` after each lock, none
+    /// otherwise; a connection that cannot take it is dropped.
+    pub(super) fn got_through(&mut self) {
+        if !self.locked {
+            return;
+        }
+        self.locked = false;
+        if self
+            .run(self.timeout, &mut |c| c.batch("RESET lock_timeout"))
+            .is_err()
+        {
+            self.close();
+        }
     }
 
     /// Make sure there is a connection. `Ok(true)`: one from before was
@@ -167,6 +190,9 @@ impl PostgresStore {
     /// work), drop the connection, and remember a lost transaction.
     pub(super) fn fail(&mut self, f: Failure, bound: Duration) -> StoreError {
         let err = self.call_error(&f, bound);
+        if f.waited_out() {
+            self.locked = true;
+        }
         if matches!(f, Failure::Timeout(_)) {
             // No answer at all: a hung server or network, not a slow query
             // (that is the server's statement_timeout, a clean error). Back

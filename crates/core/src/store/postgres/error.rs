@@ -53,6 +53,28 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// The server gave up waiting: `statement_timeout` (57014 with
+    /// "statement timeout", not an administrator's cancel) or
+    /// `lock_timeout` (55P03). A lookup's statement is an index probe of
+    /// milliseconds, so its timeout is a lock held past the bound (`LOCK
+    /// TABLE`, `ALTER TABLE`, `VACUUM FULL`) far more often than a slow
+    /// plan; either way, a shorter lock wait for the next ones costs
+    /// nothing a slow plan would not cost anyway.
+    pub(super) fn waited_out(&self) -> bool {
+        let Failure::Pg(e) = self else {
+            return false;
+        };
+        match e.as_db_error() {
+            Some(db) if *db.code() == SqlState::QUERY_CANCELED => {
+                db.message().contains("statement timeout")
+            }
+            Some(db) => *db.code() == SqlState::LOCK_NOT_AVAILABLE,
+            None => false,
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for Failure {
     fn from(e: tokio_postgres::Error) -> Self {
         Failure::Pg(e)

@@ -89,6 +89,10 @@ pub struct PostgresStore {
     /// calls fail at once with it. A held lock would otherwise cost one
     /// full timeout for the change check and another for the query.
     failed_in_lookup: Option<String>,
+    /// A statement waited out its timeout and no read of `users` has got
+    /// through since: new connections wait at most [`LOCKED_WAIT`] for a
+    /// lock (`lock_timeout`), as the SQLite store does.
+    locked: bool,
 }
 
 /// How often the change stamp is read: the bound on how stale a cached
@@ -136,6 +140,7 @@ impl PostgresStore {
             warned_no_trigger: false,
             in_lookup: false,
             failed_in_lookup: None,
+            locked: false,
         };
         store.connect()?;
         Ok(store)
@@ -146,13 +151,29 @@ impl PostgresStore {
         tail: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        self.read(|c| {
+        self.read_users(|c| {
             let rows = c.query(tail, |cols| select(cols, tail), params)?;
             rows.iter()
                 .map(row_from)
                 .collect::<Result<_, _>>()
                 .map_err(Failure::Pg)
         })
+    }
+
+    /// [`PostgresStore::read`] of `users`, a lookup's: once one gets
+    /// through, a lock that held an earlier one past the timeout is gone
+    /// ([`PostgresStore::got_through`]). Other reads (the change stamp,
+    /// the catalog) take no lock `LOCK TABLE users` holds, so they prove
+    /// nothing.
+    fn read_users<T>(
+        &mut self,
+        f: impl FnMut(&mut Conn<'_>) -> Result<T, Failure>,
+    ) -> Result<T, StoreError> {
+        let result = self.read(f);
+        if result.is_ok() {
+            self.got_through();
+        }
+        result
     }
 
     /// A whole-table read ([`Store::list`]): the server's
@@ -300,7 +321,7 @@ impl Store for PostgresStore {
     }
 
     fn exact_joined(&mut self, username: &str, domain: &str) -> Result<Joined, StoreError> {
-        let results = self.read(|c| {
+        let results = self.read_users(|c| {
             let rows = c.query(JOINED, joined_sql, &[&domain, &username])?;
             rows.iter()
                 .map(joined_from)
@@ -321,11 +342,11 @@ impl Store for PostgresStore {
     }
 
     fn has_domain(&mut self, domain: &str) -> Result<bool, StoreError> {
-        self.read(|c| Ok(!c.query_static(HAS_DOMAIN, &[&domain])?.is_empty()))
+        self.read_users(|c| Ok(!c.query_static(HAS_DOMAIN, &[&domain])?.is_empty()))
     }
 
     fn sample_password(&mut self) -> Result<Option<String>, StoreError> {
-        self.read(|c| {
+        self.read_users(|c| {
             Ok(c.query_static(SAMPLE_PASSWORD, &[])?
                 .first()
                 .and_then(|r| r.try_get::<_, Option<String>>(0).ok().flatten()))
