@@ -92,6 +92,14 @@ impl VerifyPlan {
             Verdict::CannotVerify(reason) => VerifyResult::TempFail(reason),
         }
     }
+
+    /// The passdb lookup's answer for the mailbox this check was planned
+    /// for, from the same row, without the database: `None` when the plan
+    /// found no active mailbox.
+    fn passdb_answer(&self, dir: &Directory) -> Option<LookupResult> {
+        let account = self.login.account()?.clone();
+        Some(dir.passdb_answer(self.accounts.credentials_of(account, Verifier::Dovecot)))
+    }
 }
 
 /// The userdb fields of a mailbox: `uid`, `gid`, `home` and, with a quota,
@@ -180,30 +188,35 @@ impl Directory {
         store: &mut dyn Store,
         name: &str,
     ) -> Result<LookupResult, StoreError> {
-        let (account, password, disabled) =
-            match self.accounts.credentials(store, name, Verifier::Dovecot)? {
-                Credentials::Found { account, hash } => (account, hash, false),
-                Credentials::Disabled(account) => {
-                    tracing::info!(user = %account.address,
-                        "passdb lookup of a disabled mailbox: refused (nologin)");
-                    let dummy = self.accounts.dummy_for_dovecot(&account);
-                    (account, dummy, true)
-                }
-                Credentials::Unknown => return Ok(LookupResult::Unknown),
-                Credentials::CannotVerify(reason) => return Ok(LookupResult::TempFail(reason)),
-            };
+        let credentials = self.accounts.credentials(store, name, Verifier::Dovecot)?;
+        Ok(self.passdb_answer(credentials))
+    }
+
+    /// [`Directory::passdb_lookup`]'s answer for what the database gave.
+    fn passdb_answer(&self, credentials: Credentials) -> LookupResult {
+        let (account, password, disabled) = match credentials {
+            Credentials::Found { account, hash } => (account, hash, false),
+            Credentials::Disabled(account) => {
+                tracing::info!(user = %account.address,
+                    "passdb lookup of a disabled mailbox: refused (nologin)");
+                let dummy = self.accounts.dummy_for_dovecot(&account);
+                (account, dummy, true)
+            }
+            Credentials::Unknown => return LookupResult::Unknown,
+            Credentials::CannotVerify(reason) => return LookupResult::TempFail(reason),
+        };
         let mut fields: Vec<(String, String)> = vec![("password".to_string(), password)];
         if disabled {
             fields.push(("nologin".to_string(), "y".to_string()));
         }
         match prefetch_fields(&self.accounts, &account) {
             Ok(f) => fields.extend(f),
-            Err(e) => return Ok(LookupResult::TempFail(e.to_string())),
+            Err(e) => return LookupResult::TempFail(e.to_string()),
         }
-        Ok(LookupResult::Found(Account {
+        LookupResult::Found(Account {
             user: account.address.to_string(),
             fields,
-        }))
+        })
     }
 
     /// The database part of a password check.
@@ -497,11 +510,25 @@ impl Backend {
         })
     }
 
+    /// A passdb lookup's answer from the password check of `user` kept in
+    /// the cache, when the database is unavailable (served as any stale
+    /// answer is: found only, within `stale_if_error`, logged once per
+    /// outage).
+    fn passdb_from_login(&self, user: &str, error: &StoreError) -> Option<LookupResult> {
+        let Cached::Login(plan) = self.cache().stale(&verify_key(user), error)? else {
+            return None;
+        };
+        plan.passdb_answer(&self.directory)
+    }
+
+    /// One HTTP API lookup through the cache; `outage`: an answer of its
+    /// own for a database error the cache had nothing for.
     fn run_lookup(
         &self,
         what: &str,
         user: &str,
         f: impl FnOnce(&Directory, &mut dyn Store) -> Result<LookupResult, StoreError>,
+        outage: impl FnOnce(&StoreError) -> Option<LookupResult>,
     ) -> LookupResult {
         // Not logged here: the protocol layer logs every temporary failure
         // with the request it belongs to.
@@ -509,7 +536,7 @@ impl Backend {
         match answer {
             Ok(Cached::Lookup(r)) => r,
             Ok(_) => LookupResult::TempFail(format!("{what}: {KIND_MISMATCH}")),
-            Err(e) => LookupResult::TempFail(format!("{what}: {e}")),
+            Err(e) => outage(&e).unwrap_or_else(|| LookupResult::TempFail(format!("{what}: {e}"))),
         }
     }
 }
@@ -527,6 +554,11 @@ const USERDB_LOOKUP: &str = "userdb lookup";
 /// [`USERDB_LOOKUP`]).
 fn lookup_key(what: &str, user: &str) -> String {
     [what, "\t", &canonical(user)].concat()
+}
+
+/// The cache key of a password check's plan.
+fn verify_key(user: &str) -> String {
+    ["verify\t", &canonical(user)].concat()
 }
 
 /// The cache key of a dict lookup.
@@ -564,7 +596,7 @@ fn lookup_kind(endpoint: Endpoint) -> Option<&'static str> {
 
 impl ApiBackend for Backend {
     fn passdb_verify(&mut self, user: &str, password: &Secret) -> VerifyResult {
-        let plan = self.cached(&["verify\t", &canonical(user)].concat(), |d, s| {
+        let plan = self.cached(&verify_key(user), |d, s| {
             Ok(Cached::Login(Box::new(d.verify_plan(s, user)?)))
         });
         let plan = match plan {
@@ -582,12 +614,27 @@ impl ApiBackend for Backend {
         }
     }
 
+    /// In an outage, a user with no passdb lookup cached but a password
+    /// check (a normal login) is answered from that check's row: a master
+    /// user's login to it (Lua mode asks a lookup for that, and a verify
+    /// for the user's own login) works whichever the user made before.
+    /// The dict shares one entry for both.
     fn passdb_lookup(&mut self, user: &str) -> LookupResult {
-        self.run_lookup(PASSDB_LOOKUP, user, |d, s| d.passdb_lookup(s, user))
+        self.run_lookup(
+            PASSDB_LOOKUP,
+            user,
+            |d, s| d.passdb_lookup(s, user),
+            |e| self.passdb_from_login(user, e),
+        )
     }
 
     fn userdb_lookup(&mut self, user: &str) -> LookupResult {
-        self.run_lookup(USERDB_LOOKUP, user, |d, s| d.userdb_lookup(s, user))
+        self.run_lookup(
+            USERDB_LOOKUP,
+            user,
+            |d, s| d.userdb_lookup(s, user),
+            |_| None,
+        )
     }
 
     /// Never from the cache: a listing is asked rarely (doveadm), and a
@@ -1065,6 +1112,58 @@ mod tests {
         assert!(matches!(
             DictBackend::lookup(&mut b, "shared/userdb/hugo@barrera.io", ""),
             Lookup::Found(_)
+        ));
+    }
+
+    /// Lua mode asks a verify for a user's own login and a passdb lookup
+    /// for a master user's login to it: in an outage, a user who only
+    /// logged in before still gets the lookup, from that login's row, the
+    /// same answer the database gave; a user never seen, or one whose
+    /// check found no active mailbox, stays a temporary failure.
+    #[test]
+    fn an_outage_answers_a_passdb_lookup_from_a_login_seen_before() {
+        let broken = Arc::new(AtomicBool::new(false));
+        let mut store = fixture();
+        store.versioned = true;
+        let mut b = backend_over(store.clone(), Arc::clone(&broken), None);
+        let fresh = Directory::new(config())
+            .passdb_lookup(&mut store.clone(), "hugo@barrera.io")
+            .expect("store works");
+        assert!(matches!(fresh, LookupResult::Found(_)));
+        assert!(matches!(
+            b.passdb_verify("hugo_barrera.io", &secret(PW)),
+            VerifyResult::Ok(_)
+        ));
+        assert!(matches!(
+            b.passdb_verify("off@barrera.io", &secret(PW)),
+            VerifyResult::Mismatch
+        ));
+
+        broken.store(true, Ordering::SeqCst);
+        assert_eq!(b.passdb_lookup("hugo@barrera.io"), fresh);
+        assert_eq!(b.passdb_lookup("Hugo@Barrera.IO"), fresh);
+        for user in [
+            "off@barrera.io",
+            "john_doe@example.com",
+            "nobody@barrera.io",
+        ] {
+            assert!(
+                matches!(b.passdb_lookup(user), LookupResult::TempFail(_)),
+                "{user}"
+            );
+        }
+        // No stale answer at all: none from a login either.
+        let mut b = backend_over(store, Arc::clone(&broken), None);
+        broken.store(false, Ordering::SeqCst);
+        assert!(matches!(
+            b.passdb_verify("hugo@barrera.io", &secret(PW)),
+            VerifyResult::Ok(_)
+        ));
+        broken.store(true, Ordering::SeqCst);
+        b.cache().forget(&verify_key("hugo@barrera.io"));
+        assert!(matches!(
+            b.passdb_lookup("hugo@barrera.io"),
+            LookupResult::TempFail(_)
         ));
     }
 

@@ -392,6 +392,10 @@ run_mode() {
 		lmtp_test hugo_barrera.io tempfail
 	else
 		serve_outage_checks
+		# md5@ logged in (a verify in Lua mode) and was never looked up:
+		# a master login to it asks a passdb lookup, answered from that
+		# login (the dict shares one entry for both anyway).
+		auth_test 'md5@barrera.io*master' master-pw ok "database away, a master login to a user seen logging in"
 		iterate_outage_test
 	fi
 	mv "$DB.away" "$DB"

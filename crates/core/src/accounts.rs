@@ -172,6 +172,15 @@ impl Login {
         matches!(self.state, LoginState::Check(_, _))
     }
 
+    /// The active mailbox the check would be made against, when there is
+    /// one: what a lookup of the same name would have found.
+    pub fn account(&self) -> Option<&Account> {
+        match &self.state {
+            LoginState::Check(account, _) => Some(account),
+            _ => None,
+        }
+    }
+
     /// Check `password` (bytes as the client sent them).
     pub fn check(self, password: &[u8]) -> Verdict {
         let dummy = |verdict: Verdict| {
@@ -419,23 +428,29 @@ impl Accounts {
         verifier: Verifier,
     ) -> Result<Credentials, StoreError> {
         self.dummy_cost(store)?;
-        let Some(account) = self.find(store, name)? else {
-            return Ok(Credentials::Unknown);
-        };
+        Ok(match self.find(store, name)? {
+            Some(account) => self.credentials_of(account, verifier),
+            None => Credentials::Unknown,
+        })
+    }
+
+    /// [`Accounts::credentials`] of a mailbox already found: the part that
+    /// asks the database nothing.
+    pub fn credentials_of(&self, account: Account, verifier: Verifier) -> Credentials {
         if !account.is_active() {
-            return Ok(Credentials::Disabled(account));
+            return Credentials::Disabled(account);
         }
         let Some(stored) = account.row.password.as_ref() else {
-            return Ok(Credentials::Unknown);
+            return Credentials::Unknown;
         };
         if let Err(e) = stored.validate() {
             // A scheme only Dovecot knows (PBKDF2, SCRAM, DES-crypt, ...) is
             // Dovecot's to check when it is the one asking.
             if !(verifier == Verifier::Dovecot && stored.dovecot_only()) {
-                return Ok(Credentials::CannotVerify(format!(
+                return Credentials::CannotVerify(format!(
                     "stored hash of {}: {e}",
                     account.address
-                )));
+                ));
             }
         }
         self.note(stored);
@@ -444,8 +459,8 @@ impl Accounts {
             Verifier::Dovecot => stored.for_dovecot(),
         };
         match hash {
-            Some(hash) => Ok(Credentials::Found { account, hash }),
-            None => Ok(Credentials::CannotVerify(format!(
+            Some(hash) => Credentials::Found { account, hash },
+            None => Credentials::CannotVerify(format!(
                 "stored hash of {} ({}) cannot be checked by {}",
                 account.address,
                 stored.scheme().name(),
@@ -453,7 +468,7 @@ impl Accounts {
                     Verifier::Smtpd => "smtpd's crypt(3)",
                     Verifier::Dovecot => "Dovecot",
                 }
-            ))),
+            )),
         }
     }
 }
