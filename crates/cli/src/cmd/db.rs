@@ -177,13 +177,53 @@ pub(super) fn migrate(ctx: &Ctx) -> Result<Exit, CliError> {
             report.to,
             report.applied.join(", ")
         );
+        for line in after_migrate(ctx.dialect(), report.from) {
+            println!("{line}");
+        }
     }
     Ok(Exit::Ok)
 }
 
+/// What the admin must do after a migration from schema `from`, one line
+/// each (README, "Upgrading"): the daemons keep the columns they read when
+/// they opened the database, and on PostgreSQL the change stamp of schema
+/// 3 is read with the daemons' own role, which nothing has granted it.
+fn after_migrate(dialect: steps::Dialect, from: u32) -> Vec<String> {
+    let mut next = vec![
+        "next: restart dovecot-mailtable and run `smtpctl update table users`, so the daemons          reopen the database and see the new columns"
+            .to_string(),
+    ];
+    if dialect == steps::Dialect::Postgres && from < 3 {
+        next.push(
+            "next: GRANT SELECT ON mailtable_changes TO the daemons' role (as on users):              without it they cannot read the change stamp, and cache answers for at most 1 s"
+                .to_string(),
+        );
+    }
+    next
+}
+
 #[cfg(test)]
 mod tests {
-    use super::group_advice;
+    use super::{after_migrate, group_advice};
+
+    #[test]
+    fn after_a_migration_the_admin_is_told_what_is_left() {
+        use mailtable_core::store::migrate::Dialect;
+        let sqlite = after_migrate(Dialect::Sqlite, 0);
+        assert_eq!(sqlite.len(), 1);
+        assert!(
+            sqlite[0].contains("restart dovecot-mailtable"),
+            "{sqlite:?}"
+        );
+        let pg = after_migrate(Dialect::Postgres, 2);
+        assert_eq!(pg.len(), 2);
+        assert!(
+            pg[1].contains("GRANT SELECT ON mailtable_changes"),
+            "{pg:?}"
+        );
+        // From schema 3 on the stamp was there already: granted then.
+        assert_eq!(after_migrate(Dialect::Postgres, 3).len(), 1);
+    }
 
     #[test]
     fn group_advice_suggests_usermod_only_where_needed() {
