@@ -342,12 +342,18 @@ impl<V: Clone> AnswerCache<V> {
     /// not found sends smtpd on to the next key). Counts nothing; a caller
     /// that serves it calls [`AnswerCache::note_stale`].
     pub fn recent(&self, key: &str) -> Option<(&V, bool)> {
+        self.within_stale_limit(key).map(|e| (&e.value, e.positive))
+    }
+
+    /// The entry kept for `key` when the database gave it within
+    /// `stale_if_error` (never with 0, which disables stale answers).
+    fn within_stale_limit(&self, key: &str) -> Option<&Entry<V>> {
         let limit = self.settings.stale_if_error;
         if limit.is_zero() {
             return None;
         }
         let e = self.current.get(key).or_else(|| self.previous.get(key))?;
-        (e.seen.elapsed() <= limit).then_some((&e.value, e.positive))
+        (e.seen.elapsed() <= limit).then_some(e)
     }
 
     /// In an outage, the negative answer kept for `key` when it holds for
@@ -359,13 +365,8 @@ impl<V: Clone> AnswerCache<V> {
     /// made after that check, and no lookup saw, is the one thing it can
     /// miss. Counts nothing, as [`AnswerCache::recent`].
     pub fn confirmed_negative(&self, key: &str) -> Option<&V> {
-        let limit = self.settings.stale_if_error;
-        if limit.is_zero() {
-            return None;
-        }
-        let e = self.current.get(key).or_else(|| self.previous.get(key))?;
-        (!e.positive && e.generation == self.confirmed && e.seen.elapsed() <= limit)
-            .then_some(&e.value)
+        let e = self.within_stale_limit(key)?;
+        (!e.positive && e.generation == self.confirmed).then_some(&e.value)
     }
 
     /// Count a stale answer, and log the first of an outage with the

@@ -182,14 +182,27 @@ pub(super) fn refuse(
     what: &dyn std::fmt::Display,
     force: bool,
 ) -> Result<(), CliError> {
-    if broken.is_empty() || force {
-        return Ok(());
+    unless_forced(broken, force, |broken| {
+        format!(
+            "refused: without {what}, {}; change those rows first (`mailtable alias list --to \
+             ADDRESS` shows what reaches an address), or use --force",
+            broken.join("; ")
+        )
+    })
+}
+
+/// The refusal of every removal guard: `message(found)` as a usage error,
+/// unless nothing was found or the admin forces the removal (the guard
+/// then warns instead).
+pub(super) fn unless_forced(
+    found: &[String],
+    force: bool,
+    message: impl FnOnce(&[String]) -> String,
+) -> Result<(), CliError> {
+    match found.is_empty() || force {
+        true => Ok(()),
+        false => Err(CliError::usage(message(found))),
     }
-    Err(CliError::usage(format!(
-        "refused: without {what}, {}; change those rows first (`mailtable alias list --to \
-         ADDRESS` shows what reaches an address), or use --force",
-        broken.join("; ")
-    )))
 }
 
 /// After a forced removal: a warning for each of [`Guard::broken`]'s.

@@ -388,14 +388,13 @@ pub(super) fn refuse_stranding(
     what: &dyn std::fmt::Display,
     force: bool,
 ) -> Result<(), CliError> {
-    if stuck.is_empty() || force {
-        return Ok(());
-    }
-    Err(CliError::usage(format!(
-        "refused: {} point(s) to {what} and would fail; remove or change them first \
-         (see `mailtable alias list --to {what}`), or use --force",
-        stuck.join(", ")
-    )))
+    super::guard::unless_forced(stuck, force, |stuck| {
+        format!(
+            "refused: {} point(s) to {what} and would fail; remove or change them first \
+             (see `mailtable alias list --to {what}`), or use --force",
+            stuck.join(", ")
+        )
+    })
 }
 
 /// After a forced removal: a warning per alias left pointing at nothing.
