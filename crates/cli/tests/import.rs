@@ -2229,10 +2229,8 @@ fn bare_logins_are_placed_where_the_virtual_table_is_unambiguous() {
         v["verification"]["redirected"][0]["address"],
         "hugo@example.net"
     );
-    assert_eq!(
-        v["mailboxes_not_imported"],
-        serde_json::json!(["hugo", "local user vhugo"])
-    );
+    // vhugo is hugo's mailbox: one mailbox, counted once, as the login.
+    assert_eq!(v["mailboxes_not_imported"], serde_json::json!(["hugo"]));
     assert!(err.contains("--partial"), "{err}");
     // The count of the report's first line: the redirected address still
     // receives mail.
@@ -3332,4 +3330,53 @@ fn an_alias_smtpd_cannot_expand_is_named_not_silent() {
         "{out}"
     );
     assert!(out.contains("\n  big@ex.org: "), "{out}");
+}
+
+/// A login without a domain whose address cannot be told (two keys with
+/// its local part deliver to its local user): the virtual entries say
+/// whose mailbox their local user is and which option settles it, not
+/// that no login delivers there; the mailbox is counted once, as the
+/// login. `--login-domain` then places it.
+#[test]
+fn the_entries_of_an_unplaced_login_name_it() {
+    let db = Db::new();
+    let dir = db.dir.path();
+    std::fs::write(
+        dir.join("virtuals"),
+        "hugo@example.org vhugo\nhugo@example.net vhugo\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("credentials"), format!("hugo {M_HASH}\n")).unwrap();
+    let virt = format!("smtpd-aliases:{}", dir.join("virtuals").display());
+    let cred = format!("smtpd-credentials:{}", dir.join("credentials").display());
+    let (v, _) = db.import_json(&[&virt, &cred], 2);
+    assert_eq!(
+        v["mailboxes_not_imported"],
+        serde_json::json!(["hugo"]),
+        "{v}"
+    );
+    let whys = whys(&v, "not_imported");
+    assert!(
+        whys.contains("several addresses with its local part"),
+        "{whys}"
+    );
+    assert_eq!(
+        whys.matches(
+            "local user vhugo is the mailbox of the login hugo, whose address cannot be told"
+        )
+        .count(),
+        2,
+        "{whys}"
+    );
+    assert!(whys.contains("--map hugo=ADDRESS"), "{whys}");
+    assert!(!whys.contains("no login of the sources"), "{whys}");
+    let (v, _) = db.import_json(&[&virt, &cred, "--login-domain", "example.org"], 0);
+    assert_eq!(v["status"], "imported", "{v}");
+    assert_eq!(
+        db.resolve("hugo@example.net"),
+        (
+            "found".into(),
+            BTreeSet::from(["hugo@example.org".to_string()])
+        )
+    );
 }

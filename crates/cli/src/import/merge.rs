@@ -42,6 +42,11 @@ pub enum LocalUser {
     Shared(BTreeSet<Address>),
     /// No login delivers to it.
     Unknown,
+    /// Keys with the local part of this login without a domain deliver
+    /// to it, and which of them is the login's address cannot be told:
+    /// the login's own entry says why and which option settles it. Its
+    /// mailbox is that login's, counted once, as the login.
+    Unplaced(String),
     /// The userbase given to the import (an smtpd userinfo or passwd
     /// table) lacks it: smtpd refused every message whose expansion
     /// reached it (550), whatever delivers to it.
@@ -77,6 +82,9 @@ pub struct Merged {
     /// Addresses given to bare logins that no key of the sources has: new
     /// addresses, not the source's.
     pub invented: BTreeSet<Address>,
+    /// Local users that keys with an unplaced bare login's local part
+    /// deliver to, with that login ([`LocalUser::Unplaced`]).
+    pub unplaced: BTreeMap<String, String>,
     /// Logins (and local delivery users) of the sources that do not come
     /// over: their mail has nowhere to go.
     pub lost_mailboxes: BTreeSet<String>,
@@ -287,6 +295,11 @@ fn add_logins(
         let (k, why) = match qualify(&u, &evidence, hints, &bare_names) {
             Ok(k) => k,
             Err(why) => {
+                for (_, users) in evidence.get(u.as_str()).map_or(&[][..], Vec::as_slice) {
+                    for user in users {
+                        m.unplaced.insert(user.to_string(), u.clone());
+                    }
+                }
                 f.skipped.push(Finding::about(l.origin, &u, why));
                 m.lost_mailboxes.insert(u);
                 continue;
@@ -482,7 +495,10 @@ fn local_users(
             } else {
                 let boxes = logins.get(u.as_str()).map_or(&[][..], Vec::as_slice);
                 match boxes {
-                    [] => LocalUser::Unknown,
+                    [] => match m.unplaced.get(u) {
+                        Some(login) => LocalUser::Unplaced(login.clone()),
+                        None => LocalUser::Unknown,
+                    },
                     [(a, at)] => {
                         let a = (*a).clone();
                         if a.local() != u {
@@ -692,6 +708,7 @@ mod tests {
                 format!("shared {}", s.join(" "))
             }
             Some(LocalUser::Unknown) => "unknown".into(),
+            Some(LocalUser::Unplaced(login)) => format!("unplaced {login}"),
             Some(LocalUser::NotInUserbase) => "not in the userbase".into(),
             Some(LocalUser::UserinfoFails) => "userinfo fails".into(),
             Some(LocalUser::LeftBehind(a)) => format!("left behind {a}"),
@@ -737,14 +754,12 @@ mod tests {
         );
         assert_eq!(local(&m, "va"), "a@x.org");
         assert_eq!(local(&m, "e"), "e@x.org");
-        // b's login was not placed: nothing delivering to b has a login.
-        assert_eq!(local(&m, "b"), "unknown");
+        // b's login was not placed: the local user its keys deliver to is
+        // its mailbox, lost once, as the login.
+        assert_eq!(local(&m, "b"), "unplaced b");
         // Named twice by s2, still two mailboxes.
         assert_eq!(local(&m, "vmail"), "shared s1@x.org s2@x.org");
-        assert_eq!(
-            m.lost_mailboxes.iter().collect::<Vec<_>>(),
-            ["b", "c", "local user b", "z"]
-        );
+        assert_eq!(m.lost_mailboxes.iter().collect::<Vec<_>>(), ["b", "c", "z"]);
     }
 
     #[test]

@@ -967,6 +967,14 @@ fn resolve_target(
                     )
                     .into())
                 }
+                LocalUser::Unplaced(login) => {
+                    return Err(format!(
+                        "local user {u} is the mailbox of the login {login}, whose address \
+                         cannot be told (see that login); --login-domain DOMAIN or --map \
+                         {login}=ADDRESS settles it"
+                    )
+                    .into())
+                }
                 LocalUser::NotInUserbase => {
                     return Err(Unresolved::Bounced(format!(
                         "local user {u} is not in the userbase given (userinfo): smtpd refused \
