@@ -3380,3 +3380,30 @@ fn the_entries_of_an_unplaced_login_name_it() {
         )
     );
 }
+
+/// `--map` placing a login at another login's address with the same hash
+/// joins them: said in those words, not as a repeated line.
+#[test]
+fn two_logins_placed_at_one_address_are_said_to_become_one() {
+    let db = Db::new();
+    let dir = db.dir.path();
+    std::fs::write(dir.join("virtuals"), "hugo@example.org vhugo\n").unwrap();
+    std::fs::write(
+        dir.join("credentials"),
+        format!("hugo {M_HASH}\nzoe {M_HASH}\n"),
+    )
+    .unwrap();
+    let virt = format!("smtpd-aliases:{}", dir.join("virtuals").display());
+    let cred = format!("smtpd-credentials:{}", dir.join("credentials").display());
+    let (v, _) = db.import_json(&[&virt, &cred, "--map", "zoe=hugo@example.org"], 0);
+    let notes = whys(&v, "notes");
+    let first = format!("{}:1", dir.join("credentials").display());
+    assert!(
+        notes.contains(&format!(
+            "login zoe is placed at hugo@example.org, the login of {first} already, with the \
+             same password: the two are one login and one mailbox from now on"
+        )),
+        "{notes}"
+    );
+    assert!(!notes.contains("same login"), "{notes}");
+}

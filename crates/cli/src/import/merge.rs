@@ -204,7 +204,16 @@ fn same_login(a: &Login, b: &Login) -> Option<&'static str> {
     }
 }
 
-fn add_login(logins: &mut BTreeMap<Address, Login>, addr: Address, login: Login, f: &mut Findings) {
+/// `bare`: the login's own name when it had no domain and was placed at
+/// `addr`: meeting another login there joins two logins of the source into
+/// one, which the note says in those words.
+fn add_login(
+    logins: &mut BTreeMap<Address, Login>,
+    addr: Address,
+    login: Login,
+    bare: Option<&str>,
+    f: &mut Findings,
+) {
     let Some(first) = logins.get_mut(&addr) else {
         logins.insert(addr, login);
         return;
@@ -222,11 +231,16 @@ fn add_login(logins: &mut BTreeMap<Address, Login>, addr: Address, login: Login,
                     notation(&login.hash)
                 )
             };
-            f.notes.push(Finding::about(
-                login.origin.clone(),
-                &addr.to_string(),
-                format!("repeats {} (same login{notation})", first.origin),
-            ));
+            let why = match bare {
+                None => format!("repeats {} (same login{notation})", first.origin),
+                Some(u) => format!(
+                    "login {u} is placed at {addr}, the login of {} already, with the same \
+                     password{notation}: the two are one login and one mailbox from now on",
+                    first.origin
+                ),
+            };
+            f.notes
+                .push(Finding::about(login.origin.clone(), &addr.to_string(), why));
             if first.quota.is_none() {
                 first.quota = login.quota;
             }
@@ -268,7 +282,7 @@ fn add_logins(
     let mut bare = Vec::new();
     for l in logins {
         match l.name.clone() {
-            LoginName::Address(a) => add_login(&mut m.logins, a, l, f),
+            LoginName::Address(a) => add_login(&mut m.logins, a, l, None, f),
             LoginName::Bare(u) => bare.push((u, l)),
         }
     }
@@ -330,18 +344,18 @@ fn add_logins(
             &u,
             format!("login {u} becomes {k}, {why}{new}: mail clients must log in as {k}"),
         ));
+        l.name = LoginName::Address(k.clone());
+        add_login(&mut m.logins, k.clone(), l, Some(&u), f);
         match route {
             Some(r) if !r.targets.contains(&Target::LocalUser(u.clone())) => {}
             Some(_) => {
-                mapped.insert(u, k.clone());
+                mapped.insert(u, k);
             }
             None => {
                 m.invented.insert(k.clone());
-                mapped.insert(u, k.clone());
+                mapped.insert(u, k);
             }
         }
-        l.name = LoginName::Address(k.clone());
-        add_login(&mut m.logins, k, l, f);
     }
     mapped
 }
