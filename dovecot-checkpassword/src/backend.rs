@@ -285,14 +285,19 @@ impl Directory {
     }
 
     /// Every mailbox a userdb lookup finds, by canonical name, with its
-    /// user info: a mailbox whose user info is unusable is left out (a
-    /// lookup of it fails with the reason), and so is a row a lookup
-    /// cannot reach (`accounts.list` keeps those out).
+    /// user info, each once: a mailbox whose user info is unusable is left
+    /// out (a lookup of it fails with the reason), and so is a row a lookup
+    /// cannot reach (`accounts.list` keeps those out). A row written twice
+    /// by hand is one user, as its lookup gives one answer (the first
+    /// row's): listed twice, every `doveadm -A` command would handle it
+    /// twice.
     fn userdb_entries(&self, store: &mut dyn Store) -> Result<Vec<(String, UserInfo)>, StoreError> {
+        let mut seen = std::collections::HashSet::new();
         Ok(self
             .accounts
             .list(store)?
             .into_iter()
+            .filter(|account| seen.insert(account.address.clone()))
             .filter_map(|account| {
                 let info = self.accounts.userinfo(&account).ok()?;
                 Some((account.address.to_string(), info))
@@ -1050,7 +1055,9 @@ mod tests {
     #[test]
     fn the_api_lists_the_users_the_dict_lists() {
         let d = dir();
-        let mut s = fixture().with("Hugo2", "barrera.io", "hugo2@barrera.io", Some("x"));
+        let mut s = fixture()
+            .with("Hugo2", "barrera.io", "hugo2@barrera.io", Some("x"))
+            .with("hugo", "barrera.io", "hugo@barrera.io", Some("x"));
         let dict: Vec<String> = d
             .dict_iterate(&mut s, "shared/userdb/")
             .expect("store works")

@@ -11,7 +11,7 @@
 mod common;
 
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -3406,4 +3406,64 @@ fn two_logins_placed_at_one_address_are_said_to_become_one() {
         "{notes}"
     );
     assert!(!notes.contains("same login"), "{notes}");
+}
+
+/// An alias whose answer lists, one level deep, an alias smtpd cannot
+/// expand fails with it (smtpd expands each listed address in turn): the
+/// proof names both, `resolve` reports it, each reason said once.
+#[test]
+fn an_alias_reaching_one_smtpd_cannot_expand_fails_too() {
+    let db = Db::new();
+    let dir = db.dir.path();
+    let targets: Vec<String> = (0..120)
+        .map(|i| format!("user{i:03}@partner.test"))
+        .collect();
+    std::fs::write(
+        dir.join("virtuals"),
+        format!(
+            "a@example.com vmail\ntop2@example.com l9@example.com, a@example.com\n\
+             l9@example.com {}\nfine@example.com a@example.com, x@partner.test\n",
+            targets.join(", ")
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("credentials"), format!("a@example.com {M_HASH}\n")).unwrap();
+    let virt = format!("smtpd-aliases:{}", dir.join("virtuals").display());
+    let cred = format!("smtpd-credentials:{}", dir.join("credentials").display());
+    let (v, _) = db.import_json(&[&virt, &cred], 0);
+    let failing: BTreeMap<String, String> = v["verification"]["failing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["address"].as_str().unwrap().into(),
+                f["why"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        failing.keys().collect::<Vec<_>>(),
+        ["l9@example.com", "top2@example.com"],
+        "{v}"
+    );
+    assert!(
+        failing["l9@example.com"].starts_with("120 destinations"),
+        "{failing:?}"
+    );
+    assert!(
+        failing["top2@example.com"].starts_with("l9@example.com: 120 destinations"),
+        "{failing:?}"
+    );
+    for (addr, code) in [
+        ("top2@example.com", 75),
+        ("l9@example.com", 75),
+        ("fine@example.com", 0),
+    ] {
+        let (c, out, _) = db.run(&["resolve", addr, "--json"]);
+        assert_eq!(c, code, "{addr}: {out}");
+        let r: Value = serde_json::from_str(&out).unwrap();
+        let want = if code == 0 { "found" } else { "error" };
+        assert_eq!(r["result"], want, "{addr}: {out}");
+    }
 }

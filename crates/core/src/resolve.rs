@@ -828,6 +828,48 @@ impl Resolver {
         Ok(walk)
     }
 
+    /// Why smtpd's expansion of `addr` fails, if it does: an error the
+    /// table answers for a key of its walk, or for an address its answer
+    /// lists, which smtpd expands the same way in turn (`lka_expand` in
+    /// `usr.sbin/smtpd/lka_session.c` looks every address node up in the
+    /// virtual table again, and a table error fails the whole message,
+    /// 4xx). An answer of final destinations lists external addresses
+    /// only (a mailbox goes as its delivery user), whose walks find
+    /// nothing; an alias whose destinations do not fit is answered with
+    /// its own targets ([`KeyAnswer::Items`]), and one of those may fail.
+    /// Each address once, to smtpd's depth ([`DEFAULT_MAX_DEPTH`] levels).
+    /// The text starts with the key that failed.
+    pub fn smtpd_failure(
+        &self,
+        store: &mut dyn Store,
+        addr: &Address,
+    ) -> Result<Option<String>, ResolveError> {
+        let mut seen = HashSet::from([addr.clone()]);
+        let mut level = vec![addr.clone()];
+        for _ in 0..DEFAULT_MAX_DEPTH {
+            let mut next = Vec::new();
+            for a in &level {
+                for w in self.smtpd_walk(store, a)? {
+                    if let Some(why) = w.error {
+                        return Ok(Some(why));
+                    }
+                    for item in w.answer.iter().flatten() {
+                        if let Ok(t) = Address::parse(item) {
+                            if seen.insert(t.clone()) {
+                                next.push(t);
+                            }
+                        }
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            level = next;
+        }
+        Ok(None)
+    }
+
     /// The mailbox row of a login (`hugo@barrera.io` or `hugo_barrera.io`).
     pub fn mailbox(
         &self,
@@ -1139,6 +1181,26 @@ mod tests {
             KeyAnswer::Items(vec!["red@ex.org".into(), "blue@ex.org".into()])
         );
         assert!(matches!(answer(&mut s, "red@ex.org"), KeyAnswer::Items(v) if v.len() > 40));
+
+        // smtpd expands each target `all` lists: none fails, and neither
+        // does `all`. An alias listing `over` fails with it, one level
+        // down or two; a mailbox and a fitting list do not fail at all.
+        let r = Resolver::default();
+        let failure =
+            |s: &mut MemStore, a: &str| r.smtpd_failure(s, &Address::parse(a).unwrap()).unwrap();
+        assert_eq!(failure(&mut s, "all@ex.org"), None);
+        assert_eq!(failure(&mut s, "fits@ex.org"), None);
+        s = s
+            .with("big", "ex.org", "red@ex.org", None)
+            .with("big", "ex.org", "over@ex.org", None)
+            .with("outer", "ex.org", "big@ex.org", None)
+            .with("outer", "ex.org", "blue@ex.org", None)
+            .with("hugo", "ex.org", "hugo@ex.org", Some("$2b$h"));
+        for a in ["over@ex.org", "big@ex.org", "outer@ex.org"] {
+            let why = failure(&mut s, a).unwrap_or_else(|| panic!("{a} does not fail"));
+            assert!(why.starts_with("over@ex.org: "), "{a}: {why}");
+        }
+        assert_eq!(failure(&mut s, "hugo@ex.org"), None);
     }
 
     /// smtpd reads an item starting with `/` as a file and one without `@`

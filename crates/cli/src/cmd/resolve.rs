@@ -52,7 +52,17 @@ pub(super) fn resolve(ctx: &Ctx, address: &str, json: bool) -> Result<Exit, CliE
         }
     };
     // What smtpd gets decides: a walk that ends in an error defers the
-    // mail, whatever the algorithm alone would deliver to.
+    // mail, whatever the algorithm alone would deliver to; so does an
+    // error at an alias the answer lists one level deep, which smtpd
+    // expands in turn.
+    if failed.is_none() && walk.iter().all(|w| w.error.is_none()) {
+        if let Outcome::Found(_) = outcome {
+            failed = match r.smtpd_failure(s.as_mut(), &addr) {
+                Ok(why) => why,
+                Err(e) => Some(data(e)?),
+            };
+        }
+    }
     let failure = failed
         .as_deref()
         .or_else(|| walk.iter().find_map(|w| w.error.as_deref()));

@@ -434,10 +434,19 @@ impl Report {
         };
         // The first line says what an admin must not miss: how many
         // addresses of the source lose their mail.
-        let redirected = match self.verification.as_ref().map_or(0, |v| v.redirected.len()) {
+        let mut redirected = match self.verification.as_ref().map_or(0, |v| v.redirected.len()) {
             0 => String::new(),
             n => format!("; {n} would reach another mailbox (see redirected)"),
         };
+        if let n @ 1.. = self
+            .verification
+            .as_ref()
+            .map_or(0, |v| v.differences.len())
+        {
+            redirected.push_str(&format!(
+                "; {n} would resolve differently (see verification)"
+            ));
+        }
         let failing = self
             .verification
             .as_ref()
@@ -675,8 +684,9 @@ impl Report {
             if !v.redirected.is_empty() {
                 line(format!(
                     "redirected: {} address(es) the source delivered through an entry not \
-                     imported now reach another mailbox (a catch-all or a pattern takes them); \
-                     add an alias for each where they should go:",
+                     imported now reach another mailbox (another entry takes them: a \
+                     catch-all, a pattern, an alias of the local user they went to); add an \
+                     alias for each where they should go:",
                     v.redirected.len()
                 ));
                 for d in &v.redirected {

@@ -131,9 +131,12 @@ pub fn verify(
 
 /// Why smtpd cannot have the mail of `a`, which resolves to `got`: the
 /// resolver's error, or the table's error for an answer too long for
-/// smtpd. smtpd's own walk is asked only where the destinations alone are
-/// longer than smtpd takes (it then answers an alias's own targets, which
-/// may fit): one walk for the rare long list, none for the rest.
+/// smtpd, at `a`'s key or at an alias its answer lists
+/// ([`Resolver::smtpd_failure`]). smtpd's walks are asked only where the
+/// destinations alone are longer than smtpd takes (it then answers an
+/// alias's own targets, each expanded in turn): none for the rest. The
+/// reason leaves out `a` itself where it starts with it (the report names
+/// the address first).
 fn smtpd_fault(
     resolver: &Resolver,
     db: &mut dyn Store,
@@ -147,8 +150,9 @@ fn smtpd_fault(
             if len <= SMTPD_ALIAS_VALUE_MAX + 2 {
                 return Ok(None);
             }
-            match resolver.smtpd_walk(db, a) {
-                Ok(walk) => Ok(walk.into_iter().find_map(|w| w.error)),
+            let own = format!("{a}: ");
+            match resolver.smtpd_failure(db, a) {
+                Ok(why) => Ok(why.map(|w| w.strip_prefix(&own).map_or(w.clone(), String::from))),
                 Err(ResolveError::Store(e)) => Err(e),
                 Err(e) => Ok(Some(e.to_string())),
             }
