@@ -67,8 +67,8 @@ pub enum Command {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Formats: smtpd-aliases, smtpd-userinfo, smtpd-credentials, smtpd-passwd, \
-smtpd-domains, dovecot-passwd, sql (a SQLite path or URL, or a postgresql:// URL), mailtable \
-(another mailtable database).
+smtpd-domains, dovecot-passwd, sql (a SQLite path or URL, or a postgresql:// URL), sql-dump \
+(the same tables in a MySQL/MariaDB dump file), mailtable (another mailtable database).
 Give one format for all sources with --from, or per source as FORMAT:SOURCE, e.g.
   mailtable import --from smtpd-aliases /etc/mail/virtuals smtpd-credentials:/etc/mail/credentials
 All or nothing: malformed lines, conflicts with the sources or with rows present, and

@@ -2607,7 +2607,12 @@ fn one_password_in_two_notations_is_one_login() {
 /// and every address they refused (inactive mailboxes and domains: the
 /// queries select `active = '1'` rows only) still refused.
 fn check_postfixadmin(db: &Db, source: &str) {
-    let (v, _) = db.import_json(&["--from", "sql", source], 0);
+    check_postfixadmin_as(db, "sql", source)
+}
+
+/// [`check_postfixadmin`] of the source in `format`.
+fn check_postfixadmin_as(db: &Db, format: &str, source: &str) {
+    let (v, _) = db.import_json(&["--from", format, source], 0);
     assert_eq!(v["status"], "imported");
     assert_eq!(v["inactive"], "reject");
     let c = &v["counts"];
@@ -2734,8 +2739,21 @@ fn check_postfixadmin(db: &Db, source: &str) {
     assert_eq!(quota("bob@example.org"), Value::Null, "0 is unlimited");
 
     // Once more: nothing to write, and --verify agrees.
-    let (v, _) = db.import_json(&["--from", "sql", source, "--verify"], 0);
+    let (v, _) = db.import_json(&["--from", format, source, "--verify"], 0);
     assert_eq!(v["counts"]["rows_to_write"], 0);
+}
+
+/// The same tables as `mysqldump` writes them, read from the file: the
+/// same import, row for row, as from the database they were loaded into.
+#[test]
+fn postfixadmin_tables_from_a_mysqldump_file() {
+    let dump = Path::new(FIXTURES).join("postfixadmin.mysqldump");
+    let db = Db::new();
+    check_postfixadmin_as(&db, "sql-dump", &dump.display().to_string());
+    let from_db = Db::new();
+    let src = from_db.source_db("postfixadmin.db", "postfixadmin.sql");
+    check_postfixadmin(&from_db, &format!("sqlite://{}", src.display()));
+    assert_eq!(db.snapshot().1, from_db.snapshot().1);
 }
 
 #[test]
@@ -3093,7 +3111,8 @@ fn readme_import_commands_run() {
             _ => {}
         }
     }
-    assert_eq!(commands.len(), 5, "{commands:?}");
+    assert_eq!(commands.len(), 6, "{commands:?}");
+    let dump = Path::new(FIXTURES).join("postfixadmin.mysqldump");
     for cmd in commands {
         let db = Db::new();
         let pfa = db.source_db("postfixadmin.db", "postfixadmin.sql");
@@ -3109,6 +3128,7 @@ fn readme_import_commands_run() {
                 "postgresql://postfixadmin@db.example.org/postfixadmin",
                 &pfa,
             ),
+            ("postfixadmin.sql", &dump.display().to_string()),
         ];
         let args: Vec<String> = cmd
             .split_whitespace()

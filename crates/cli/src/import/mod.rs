@@ -29,6 +29,7 @@
 
 pub mod check;
 pub mod merge;
+pub mod mysqldump;
 pub mod parsed;
 pub mod passwd_file;
 pub mod plan;
@@ -71,15 +72,17 @@ pub enum Format {
     SmtpdDomains,
     /// Dovecot passwd-file.
     DovecotPasswd,
-    /// Normalized `domains/users/aliases` SQL schema.
+    /// Normalized `domains/users/aliases` SQL schema, or PostfixAdmin's.
     Sql,
+    /// The same tables in a MySQL/MariaDB dump file (`mysqldump`).
+    SqlDump,
     /// Another mailtable (single-table) database.
     Mailtable,
 }
 
 impl Format {
     /// Every format, in the order of the docs.
-    pub const ALL: [Format; 8] = [
+    pub const ALL: [Format; 9] = [
         Format::SmtpdAliases,
         Format::SmtpdUserinfo,
         Format::SmtpdCredentials,
@@ -87,6 +90,7 @@ impl Format {
         Format::SmtpdDomains,
         Format::DovecotPasswd,
         Format::Sql,
+        Format::SqlDump,
         Format::Mailtable,
     ];
 
@@ -100,6 +104,7 @@ impl Format {
             Format::SmtpdDomains => "smtpd-domains",
             Format::DovecotPasswd => "dovecot-passwd",
             Format::Sql => "sql",
+            Format::SqlDump => "sql-dump",
             Format::Mailtable => "mailtable",
         }
     }
@@ -145,6 +150,7 @@ fn split_source(arg: &str, default: Option<Format>) -> Result<(Format, String), 
 fn parse_source(format: Format, source: &str, inactive: Inactive) -> Result<Parsed, CliError> {
     let parse: fn(&str, &str) -> Parsed = match format {
         Format::Sql => return sql::read_normalized(source, inactive),
+        Format::SqlDump => return sql::read_dump(source, inactive),
         Format::Mailtable => return sql::read_mailtable(source),
         Format::SmtpdAliases => smtpd::parse_aliases,
         Format::SmtpdUserinfo => smtpd::parse_userinfo,
@@ -216,7 +222,7 @@ fn text_of(source: &str, bytes: &[u8], passwd: bool) -> Result<String, CliError>
 /// What an empty source of `format` looks like, for the message.
 fn no_entries(format: Format) -> &'static str {
     match format {
-        Format::Sql => "no rows in its tables",
+        Format::Sql | Format::SqlDump => "no rows in its tables",
         Format::Mailtable => "no rows",
         _ => "empty, or only comments and blank lines",
     }

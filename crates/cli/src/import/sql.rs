@@ -35,6 +35,7 @@
 //! `database`). The normalized tables are not a `Store`, so they are read
 //! here, behind the small [`Tables`] trait.
 
+use super::mysqldump::{parse_dump, Dump};
 use super::{At, Finding, Inactive, Login, LoginName, Origin, Parsed, Route, RouteKey, Target};
 use crate::error::CliError;
 use mailtable_core::store::postgres::PostgresStore;
@@ -255,6 +256,55 @@ fn select(
         cols.push(have.iter().any(|h| h == c).then_some(*c));
     }
     db.rows(table, &cols).map(Some).map_err(sql_err)
+}
+
+impl Tables for Dump {
+    fn columns(&mut self, table: &str) -> Result<Vec<String>, CliError> {
+        Ok(self
+            .tables
+            .get(&table.to_lowercase())
+            .map(|t| t.columns.clone())
+            .unwrap_or_default())
+    }
+
+    fn rows(&mut self, table: &str, cols: &[Option<&str>]) -> Result<Vec<TableRow>, CliError> {
+        let Some(t) = self.tables.get(&table.to_lowercase()) else {
+            return Ok(Vec::new());
+        };
+        let at: Vec<Option<usize>> = cols
+            .iter()
+            .map(|c| c.and_then(|c| t.columns.iter().position(|x| x == c)))
+            .collect();
+        // The row's place in the dump names it, as a view's position does.
+        Ok(t.rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let cells = at.iter().map(|j| j.and_then(|j| r[j].clone())).collect();
+                (i as i64 + 1, cells)
+            })
+            .collect())
+    }
+}
+
+/// `sql-dump`: the tables of `sql` in a MySQL/MariaDB dump file, read as
+/// `mysqldump` writes it ([`super::mysqldump`]).
+pub fn read_dump(source: &str, inactive: Inactive) -> Result<Parsed, CliError> {
+    let bytes =
+        std::fs::read(source).map_err(|e| CliError::usage(format!("cannot read {source}: {e}")))?;
+    // A hash or an address read in another character set would come over
+    // changed: refused, with the option that writes UTF-8.
+    let text = String::from_utf8(bytes).map_err(|e| {
+        CliError::usage(format!(
+            "{source}: not UTF-8 at byte {}: dump it again with              mysqldump --default-character-set=utf8mb4",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    let mut dump = parse_dump(&text).map_err(|e| CliError::usage(format!("{source}: {e}")))?;
+    if dump.tables.is_empty() {
+        return Ok(Parsed::default());
+    }
+    read_tables(&mut dump, source, inactive)
 }
 
 /// `sql`: the normalized schema, from a SQLite file or a PostgreSQL URL.
