@@ -190,12 +190,14 @@ pub(super) fn migrate(ctx: &Ctx) -> Result<Exit, CliError> {
 /// 3 is read with the daemons' own role, which nothing has granted it.
 fn after_migrate(dialect: steps::Dialect, from: u32) -> Vec<String> {
     let mut next = vec![
-        "next: restart dovecot-mailtable and run `smtpctl update table users`, so the daemons          reopen the database and see the new columns"
+        "next: restart dovecot-mailtable and run `smtpctl update table users`, so the daemons \
+         reopen the database and see the new columns"
             .to_string(),
     ];
     if dialect == steps::Dialect::Postgres && from < 3 {
         next.push(
-            "next: GRANT SELECT ON mailtable_changes TO the daemons' role (as on users):              without it they cannot read the change stamp, and cache answers for at most 1 s"
+            "next: GRANT SELECT ON mailtable_changes TO the daemons' role (as on users): \
+             without it they cannot read the change stamp, and cache answers for at most 1 s"
                 .to_string(),
         );
     }

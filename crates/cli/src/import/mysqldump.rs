@@ -266,6 +266,14 @@ fn backquoted(
 
 /// The tables of the dump `text`.
 pub fn parse_dump(text: &str) -> Result<Dump, DumpError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text.trim_start().starts_with("<?xml") {
+        return Err(err(
+            1,
+            "an XML dump (mysqldump --xml): dump without --xml, as SQL statements",
+        ));
+    }
+    cut_short(text)?;
     let mut dump = Dump::default();
     for st in statements(text)? {
         let mut t = Cursor {
@@ -286,6 +294,29 @@ pub fn parse_dump(text: &str) -> Result<Dump, DumpError> {
         }
     }
     Ok(dump)
+}
+
+/// A dump that mysqldump began and did not finish: with its comments on,
+/// it writes a first line `-- MySQL dump ...` (`-- MariaDB dump ...`) and
+/// a last `-- Dump completed ...` (`client/mysqldump.c`, `print_comment`
+/// at the start and in `main` at the end), so a file with the first and
+/// without the last was cut short, also where the cut falls between two
+/// statements (a table left out entirely). Without its comments
+/// (`--skip-comments`, `--compact`) nothing tells; a cut inside a
+/// statement is still refused by the reader.
+fn cut_short(text: &str) -> Result<(), DumpError> {
+    let first = text.trim_start().lines().next().unwrap_or("");
+    let begun = ["-- MySQL dump", "-- MariaDB dump"]
+        .iter()
+        .any(|h| first.starts_with(h));
+    if begun && !text.lines().any(|l| l.starts_with("-- Dump completed")) {
+        return Err(err(
+            text.lines().count().max(1),
+            "the dump has mysqldump's first line but not its last (\"-- Dump completed\"): \
+             it looks cut short (a dump that failed, a copy not finished); dump again",
+        ));
+    }
+    Ok(())
 }
 
 /// Reading position in a statement's tokens.
@@ -328,10 +359,11 @@ impl Cursor<'_> {
         err(self.line, why)
     }
 
-    /// A name, backquoted or bare; of `db`.`table`, the table.
+    /// A name, backquoted, bare or in double quotes (`--compatible=ansi`
+    /// writes ANSI SQL's quoted names); of `db`.`table`, the table.
     fn name(&mut self) -> Result<String, DumpError> {
         let mut name = match self.next() {
-            Some(Token::Name(n)) => n.clone(),
+            Some(Token::Name(n) | Token::Str(n)) => n.clone(),
             Some(Token::Word(w)) => w.clone(),
             _ => return Err(self.fault("expected a table name".into())),
         };
@@ -388,7 +420,7 @@ fn create_table(t: &mut Cursor<'_>, dump: &mut Dump) -> Result<(), DumpError> {
                 item_start = true;
                 continue;
             }
-            Token::Name(n) if item_start => columns.push(n.to_lowercase()),
+            Token::Name(n) | Token::Str(n) if item_start => columns.push(n.to_lowercase()),
             Token::Word(w)
                 if item_start && !NOT_COLUMNS.iter().any(|k| w.eq_ignore_ascii_case(k)) =>
             {
@@ -424,7 +456,7 @@ fn insert(t: &mut Cursor<'_>, dump: &mut Dump) -> Result<(), DumpError> {
         let mut cols = Vec::new();
         loop {
             match t.next() {
-                Some(Token::Name(n)) => cols.push(n.to_lowercase()),
+                Some(Token::Name(n) | Token::Str(n)) => cols.push(n.to_lowercase()),
                 Some(Token::Word(w)) => cols.push(w.to_lowercase()),
                 _ => return Err(t.fault(format!("INSERT INTO {name}: a bad column list"))),
             }
@@ -600,7 +632,8 @@ mod tests {
             ('O\\'B@x.org','h;#--',-5,0,'two\\nlines\\tand a \"\"q'' ');\n\
             # a comment\n\
             INSERT INTO `mailbox` (`active`, `username`, `password`) VALUES (b'1','c@x.org',0x2432);\n\
-            UNLOCK TABLES;\n";
+            UNLOCK TABLES;\n\
+            -- Dump completed on 2024-03-01 10:00:00\n";
         let d = parse_dump(dump).unwrap();
         let t = &d.tables["mailbox"];
         assert_eq!(
@@ -650,6 +683,36 @@ mod tests {
                 cells(&[Some("z"), Some(""), Some("+7"), Some("0"), Some("5")]),
             ]
         );
+    }
+
+    /// `--compatible=ansi` quotes names in double quotes; values stay in
+    /// single ones.
+    #[test]
+    fn ansi_quoted_names() {
+        let d = parse_dump(
+            "CREATE TABLE \"alias\" (\"address\" varchar(255), \"goto\" text);\n\
+             INSERT INTO \"postfix\".\"alias\" (\"goto\", \"address\") VALUES ('b@x', 'a@x');\n",
+        )
+        .unwrap();
+        let t = &d.tables["alias"];
+        assert_eq!(t.columns, ["address", "goto"]);
+        assert_eq!(t.rows, vec![cells(&[Some("a@x"), Some("b@x")])]);
+    }
+
+    /// mysqldump's first comment line without its last: cut short, even
+    /// between two statements; without its comments nothing tells.
+    #[test]
+    fn a_dump_with_its_header_needs_its_trailer() {
+        let body = "CREATE TABLE t (a text);\nINSERT INTO t VALUES ('x');\n";
+        let whole = format!("-- MariaDB dump 10.19\n{body}-- Dump completed on 2024-03-01\n");
+        assert_eq!(parse_dump(&whole).unwrap().tables["t"].rows.len(), 1);
+        let cut = format!("-- MySQL dump 10.13\n{body}");
+        let e = parse_dump(&cut).unwrap_err();
+        assert!(e.why.contains("cut short"), "{e}");
+        assert_eq!(e.line, 3);
+        assert!(parse_dump(body).is_ok());
+        let e = parse_dump("<?xml version=\"1.0\"?>\n<mysqldump>").unwrap_err();
+        assert!(e.why.contains("--xml"), "{e}");
     }
 
     /// Every fault names its line, never guesses.

@@ -212,8 +212,17 @@ impl Tables for Postgres {
     }
 }
 
-/// SQL `active` values: integers, booleans written as text, NULL (active).
+/// SQL `active` values: integers, booleans written as text, NULL (active),
+/// and a `BIT(1)` column's raw byte, which MySQL and MariaDB dump as a
+/// quoted `'\x01'` or `'\0'` (or `0x01` with `--hex-blob`): control bytes
+/// only, true when one is not zero (`SELECT ... WHERE active = '1'` finds
+/// `b'1'` there too).
 fn truthy(v: &Cell) -> bool {
+    if let Some(t) = v.as_deref() {
+        if !t.is_empty() && t.chars().all(|c| c < ' ') {
+            return t.chars().any(|c| c != '\0');
+        }
+    }
     match v.as_deref().map(|t| t.trim().to_ascii_lowercase()) {
         None => true,
         Some(t) => {
@@ -295,9 +304,11 @@ pub fn read_dump(source: &str, inactive: Inactive) -> Result<Parsed, CliError> {
     // A hash or an address read in another character set would come over
     // changed: refused, with the option that writes UTF-8.
     let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = 1 + e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count();
         CliError::usage(format!(
-            "{source}: not UTF-8 at byte {}: dump it again with              mysqldump --default-character-set=utf8mb4",
-            e.utf8_error().valid_up_to()
+            "{source}: line {line}: not UTF-8: dump it again with \
+             mysqldump --default-character-set=utf8mb4"
         ))
     })?;
     let mut dump = parse_dump(&text).map_err(|e| CliError::usage(format!("{source}: {e}")))?;
@@ -359,7 +370,11 @@ fn read_tables(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result<
         &["domain", "active"],
     )?
     else {
-        return Err(CliError::usage(format!("{source} has no users table")));
+        return Err(CliError::usage(format!(
+            "{source} has neither the normalized tables (users, aliases) nor PostfixAdmin's \
+             (mailbox with username and password, alias with address and goto); with \
+             PostfixAdmin's database_prefix, give the tables their plain names"
+        )));
     };
     let aliases = select(
         db,
@@ -1100,6 +1115,56 @@ mod tests {
         let c = Connection::open_in_memory().unwrap();
         c.execute_batch(sql).unwrap();
         c
+    }
+
+    /// Every way an `active` flag reaches the reader: SQL values, text,
+    /// and a `BIT(1)` column's raw byte as a MariaDB dump quotes it.
+    #[test]
+    fn active_flags_in_every_form() {
+        let flag = |v: Option<&str>| truthy(&v.map(String::from));
+        for on in [
+            None,
+            Some("1"),
+            Some("true"),
+            Some("t"),
+            Some(" Y "),
+            Some("\u{1}"),
+            Some("2"),
+        ] {
+            assert!(flag(on), "{on:?}");
+        }
+        for off in [
+            Some("0"),
+            Some("false"),
+            Some("f"),
+            Some("\0"),
+            Some(""),
+            Some("no"),
+        ] {
+            assert!(!flag(off), "{off:?}");
+        }
+    }
+
+    /// A MariaDB dump of PostfixAdmin's tables with `active` as `BIT(1)`:
+    /// the flags are raw bytes in quotes, read as MariaDB compares them.
+    #[test]
+    fn bit_flags_of_a_dump() {
+        let text = "CREATE TABLE `mailbox` (`username` varchar(255), `password` varchar(255), \
+                    `domain` varchar(255), `active` bit(1));\n\
+                    INSERT INTO `mailbox` VALUES ('a@x.org','$2y$05$h','x.org','\x01'),\
+                    ('b@x.org','$2y$05$h','x.org','\\0');\n\
+                    CREATE TABLE `alias` (`address` varchar(255), `goto` text, \
+                    `domain` varchar(255), `active` bit(1));\n\
+                    INSERT INTO `alias` VALUES ('team@x.org','a@x.org','x.org',0x01),\
+                    ('old@x.org','a@x.org','x.org',0x00);\n";
+        let mut dump = parse_dump(text).unwrap();
+        let p = read_tables(&mut dump, "dump", Inactive::Reject).unwrap();
+        let logins: Vec<String> = p.logins.iter().map(|l| format!("{:?}", l.name)).collect();
+        assert_eq!(logins.len(), 1, "{logins:?}");
+        assert!(logins[0].contains("local: \"a\""), "{logins:?}");
+        let keys: Vec<String> = p.routes.iter().map(|r| format!("{:?}", r.key)).collect();
+        assert!(keys.iter().any(|k| k.contains("team")), "{keys:?}");
+        assert!(!keys.iter().any(|k| k.contains("old")), "{keys:?}");
     }
 
     #[test]
