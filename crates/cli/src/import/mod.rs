@@ -3,10 +3,11 @@
 //!
 //! Three layers, so that each can be tested where it is cheapest:
 //!
-//! 1. parsers ([`smtpd`], [`passwd_file`], [`sql`]) turn one source into a
-//!    [`Parsed`]: logins, routes (where mail to a key goes), userinfo, and
-//!    findings that name `file:line`. They are pure (text in, data out)
-//!    except the SQL reader, which only reads.
+//! 1. parsers ([`smtpd`], [`passwd_file`], [`sql`], with [`mysqldump`]
+//!    for a dump file's tables) turn one source into a [`Parsed`]: logins,
+//!    routes (where mail to a key goes), userinfo, and findings that name
+//!    `file:line`. They are pure (text in, data out) except the SQL
+//!    reader, which only reads.
 //! 2. [`merge`] combines the parsed sources, [`plan`] turns them into the
 //!    rows mailtable will hold and decides what cannot be represented and
 //!    why ([`rows`] does it for other mailtable databases, whose rows come
