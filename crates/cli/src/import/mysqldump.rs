@@ -715,6 +715,28 @@ mod tests {
         assert!(e.why.contains("--xml"), "{e}");
     }
 
+    /// Line ends inside strings (raw, or escaped by a backslash) count
+    /// for the lines of what follows; a backquote doubled inside a name is
+    /// one backquote.
+    #[test]
+    fn lines_inside_strings_count_and_names_keep_their_quotes() {
+        let e = parse_dump(
+            "CREATE TABLE t (a text, b text);\n\
+             INSERT INTO t VALUES ('two\\\nlines', 'x\ny');\n\
+             INSERT INTO t VALUES (NOW(), 1);\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        let d =
+            parse_dump("CREATE TABLE `a``b` (`c``d` text);\nINSERT INTO `a``b` VALUES ('x');\n")
+                .unwrap();
+        assert_eq!(d.tables["a`b"].columns, ["c`d"]);
+        assert_eq!(d.tables["a`b"].rows, vec![cells(&[Some("x")])]);
+        let e =
+            parse_dump("CREATE TABLE `x\ny` (a text);\nINSERT INTO u VALUES (1);\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+    }
+
     /// Every fault names its line, never guesses.
     #[test]
     fn faults_name_the_line() {
@@ -741,6 +763,18 @@ mod tests {
         assert!(e.why.contains("without VALUES"), "{e}");
         let e = fault("CREATE TABLE t (a text);\nINSERT INTO t VALUES (X'4');\n");
         assert!(e.why.contains("does not take"), "{e}");
+        // Words that only look like numbers: a bare sign, an exponent.
+        for word in ["-", "e5", "E", "+"] {
+            let e = fault(&format!(
+                "CREATE TABLE t (a text);\nINSERT INTO t VALUES ({word});\n"
+            ));
+            assert!(
+                e.why.contains(&format!("does not take ({word})")),
+                "{word}: {e}"
+            );
+        }
+        let d = parse_dump("CREATE TABLE t (a text);\nINSERT INTO t VALUES (.5);\n").unwrap();
+        assert_eq!(d.tables["t"].rows, vec![cells(&[Some(".5")])]);
         assert_eq!(parse_dump("").unwrap(), Dump::default());
         assert_eq!(
             parse_dump("-- only\n/* comments */\n").unwrap(),
