@@ -35,7 +35,7 @@
 //! `database`). The normalized tables are not a `Store`, so they are read
 //! here, behind the small [`Tables`] trait.
 
-use super::mysqldump::{parse_dump, Dump};
+use super::mysqldump::{parse_dump, Cell, Dump};
 use super::{At, Finding, Inactive, Login, LoginName, Origin, Parsed, Route, RouteKey, Target};
 use crate::error::CliError;
 use mailtable_core::store::postgres::PostgresStore;
@@ -47,8 +47,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-/// A cell, as text (`NULL` is `None`).
-type Cell = Option<String>;
 /// A row: its id (rowid, or position for PostgreSQL) and its cells.
 type TableRow = (i64, Vec<Cell>);
 
