@@ -2756,6 +2756,106 @@ fn postfixadmin_tables_from_a_mysqldump_file() {
     assert_eq!(db.snapshot().1, from_db.snapshot().1);
 }
 
+/// A dump of the whole server (`mysqldump --all-databases`, as MariaDB
+/// 10.11 writes it: its sandbox line first, then `CREATE DATABASE` and
+/// `USE` before each database's tables): PostfixAdmin's database is read,
+/// the system database and Roundcube's `users` beside it are not, and the
+/// report says which database it read. Two databases with mail tables are
+/// refused, naming both; a cut between two statements is refused too,
+/// the sandbox line notwithstanding.
+#[test]
+fn postfixadmin_from_a_dump_of_every_database() {
+    let single =
+        std::fs::read_to_string(Path::new(FIXTURES).join("postfixadmin.mysqldump")).unwrap();
+    let body: String = single
+        .lines()
+        .filter(|l| !l.starts_with("-- MySQL dump") && !l.starts_with("-- Dump completed"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let database = |name: &str, tables: &str| {
+        format!(
+            "CREATE DATABASE /*!32312 IF NOT EXISTS*/ `{name}` \
+             /*!40100 DEFAULT CHARACTER SET utf8mb4 */;\n\nUSE `{name}`;\n{tables}"
+        )
+    };
+    let system = "CREATE TABLE `db` (\n  `Host` char(255) NOT NULL DEFAULT '',\n  \
+                  `Db` char(64) NOT NULL DEFAULT '',\n  `User` char(128) NOT NULL DEFAULT ''\n\
+                  ) ENGINE=Aria;\nINSERT INTO `db` VALUES ('localhost','postfix','postfix');\n";
+    let roundcube =
+        "CREATE TABLE `users` (\n  `user_id` int(10) unsigned NOT NULL AUTO_INCREMENT,\n  \
+                     `username` varchar(128) NOT NULL,\n  `mail_host` varchar(128) NOT NULL,\n  \
+                     PRIMARY KEY (`user_id`)\n) ENGINE=InnoDB;\n\
+                     INSERT INTO `users` VALUES (1,'alice@example.org','localhost');\n";
+    let dump = |dbs: &[(&str, &str)], complete: bool| {
+        let mut text = "/*M!999999\\- enable the sandbox mode */ \n\
+                        -- MariaDB dump 10.19  Distrib 10.11.19-MariaDB\n"
+            .to_string();
+        for (name, tables) in dbs {
+            text.push_str(&database(name, tables));
+        }
+        if complete {
+            text.push_str("-- Dump completed on 2024-03-01 10:00:00\n");
+        }
+        text
+    };
+    let db = Db::new();
+    let all = db.dir.path().join("all.sql");
+    let whole = dump(
+        &[
+            ("mysql", system),
+            ("postfix", &body),
+            ("roundcube", roundcube),
+        ],
+        true,
+    );
+    std::fs::write(&all, &whole).unwrap();
+    check_postfixadmin_as(&db, "sql-dump", &all.display().to_string());
+    let one = Db::new();
+    check_postfixadmin_as(
+        &one,
+        "sql-dump",
+        &Path::new(FIXTURES)
+            .join("postfixadmin.mysqldump")
+            .display()
+            .to_string(),
+    );
+    assert_eq!(db.snapshot().1, one.snapshot().1);
+
+    let check = Db::new();
+    let (v, _) = check.import_json(&["--from", "sql-dump", &all.display().to_string()], 0);
+    assert!(
+        whys(&v, "notes").contains(
+            "the dump holds 3 databases (`mysql`, `postfix`, `roundcube`): read `postfix`, \
+             the only one with mail tables"
+        ),
+        "{}",
+        whys(&v, "notes")
+    );
+
+    let refused = |text: String, why: &str| {
+        let db = Db::new();
+        let path = db.dir.path().join("dump.sql");
+        std::fs::write(&path, text).unwrap();
+        let (code, _, err) = db.run(&["import", "--from", "sql-dump", &path.display().to_string()]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(why), "{err}");
+        assert_eq!(db.snapshot().1, Db::new().snapshot().1, "nothing written");
+    };
+    refused(
+        dump(&[("postfix", &body), ("postfix_old", &body)], true),
+        "the databases `postfix`, `postfix_old` all have mail tables",
+    );
+    refused(
+        dump(&[("mysql", system), ("roundcube", roundcube)], true),
+        "none of its 2 databases (`mysql`, `roundcube`) has PostfixAdmin's tables",
+    );
+    // Cut after the first mailbox statement: half the mailboxes, which
+    // only the missing last line tells.
+    let cut_at = whole.find("INSERT INTO `mailbox`").unwrap();
+    let cut_at = cut_at + whole[cut_at..].find(";\n").unwrap() + 2;
+    refused(whole[..cut_at].to_string(), "it looks cut short");
+}
+
 #[test]
 fn postfixadmin_tables_from_sqlite() {
     let db = Db::new();

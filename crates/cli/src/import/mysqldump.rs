@@ -17,8 +17,11 @@
 //! "Bit-Value Literals" (`b'..'`) and "Character Set Introducers"
 //! (`_binary '..'`), and of `mysqldump`'s output (`client/mysqldump.cc`:
 //! versioned `/*!40101 ... */` comments, which only set session variables
-//! there and are skipped as comments). Every other statement (`SET`,
-//! `DROP TABLE`, `LOCK TABLES`, `USE`) is skipped. Anything the reader
+//! there and are skipped as comments). `USE name` starts the tables of
+//! another database (`--databases`, `--all-databases`): each database's
+//! tables are kept apart, for the caller to pick the one with the mail
+//! tables. Every other statement (`SET`, `DROP TABLE`, `LOCK TABLES`) is
+//! skipped. Anything the reader
 //! cannot take is an error naming the line, never a guess: a row read
 //! wrong would import a wrong mailbox.
 
@@ -37,11 +40,23 @@ pub struct DumpTable {
     pub rows: Vec<Vec<Cell>>,
 }
 
-/// The tables of a dump, by name (as written, and found in any case).
+/// The tables of one database of a dump, by name (as written, and found
+/// in any case).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Dump {
     /// Tables by their lower-cased name.
     pub tables: BTreeMap<String, DumpTable>,
+}
+
+/// One database of a dump file.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Database {
+    /// Its name, where a `USE` statement gave one; `None` for the tables
+    /// before any `USE` (all of them in a dump of one database,
+    /// `mysqldump DATABASE`, which writes no `USE`).
+    pub name: Option<String>,
+    /// Its tables.
+    pub dump: Dump,
 }
 
 /// Why a dump cannot be read: the line of the statement, and what.
@@ -173,6 +188,11 @@ fn statements(text: &str) -> Result<Vec<Statement>, DumpError> {
     Ok(out)
 }
 
+/// A line that is one `/* ... */` comment and nothing else.
+fn is_comment_line(line: &str) -> bool {
+    line.starts_with("/*") && line.ends_with("*/")
+}
+
 fn skip_line(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, line: &mut usize) {
     for c in chars.by_ref() {
         if c == '\n' {
@@ -264,8 +284,9 @@ fn backquoted(
     }
 }
 
-/// The tables of the dump `text`.
-pub fn parse_dump(text: &str) -> Result<Dump, DumpError> {
+/// The databases of the dump `text` that hold tables, in the order of the
+/// dump.
+pub fn parse_dump(text: &str) -> Result<Vec<Database>, DumpError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim_start().starts_with("<?xml") {
         return Err(err(
@@ -274,8 +295,10 @@ pub fn parse_dump(text: &str) -> Result<Dump, DumpError> {
         ));
     }
     cut_short(text)?;
-    let mut dump = Dump::default();
+    let mut databases = vec![Database::default()];
+    let mut current = 0;
     for st in statements(text)? {
+        let dump = &mut databases[current].dump;
         let mut t = Cursor {
             tokens: &st.tokens,
             at: 0,
@@ -286,14 +309,29 @@ pub fn parse_dump(text: &str) -> Result<Dump, DumpError> {
             if !t.keyword("TABLE") {
                 continue;
             }
-            create_table(&mut t, &mut dump)?;
+            create_table(&mut t, dump)?;
         } else if t.keyword("INSERT") || t.keyword("REPLACE") {
             t.keyword("IGNORE");
             t.keyword("INTO");
-            insert(&mut t, &mut dump)?;
+            insert(&mut t, dump)?;
+        } else if t.keyword("USE") {
+            let name = Some(t.name()?);
+            // Back to a database met before (files joined by hand): its
+            // tables go on where they were.
+            current = match databases.iter().position(|d| d.name == name) {
+                Some(i) => i,
+                None => {
+                    databases.push(Database {
+                        name,
+                        dump: Dump::default(),
+                    });
+                    databases.len() - 1
+                }
+            };
         }
     }
-    Ok(dump)
+    databases.retain(|d| !d.dump.tables.is_empty());
+    Ok(databases)
 }
 
 /// A dump that mysqldump began and did not finish: with its comments on,
@@ -304,8 +342,17 @@ pub fn parse_dump(text: &str) -> Result<Dump, DumpError> {
 /// statements (a table left out entirely). Without its comments
 /// (`--skip-comments`, `--compact`) nothing tells; a cut inside a
 /// statement is still refused by the reader.
+///
+/// MariaDB's dump since 10.5.25, 10.6.18, 10.11.8 and 11.x writes one line
+/// before its header, `/*!999999\- enable the sandbox mode */` (`/*M!`
+/// in later releases), for its own client: the header is looked for past
+/// such versioned comments, or a MariaDB dump cut short would pass.
 fn cut_short(text: &str) -> Result<(), DumpError> {
-    let first = text.trim_start().lines().next().unwrap_or("");
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !is_comment_line(l))
+        .unwrap_or("");
     let begun = ["-- MySQL dump", "-- MariaDB dump"]
         .iter()
         .any(|h| first.starts_with(h));
@@ -433,8 +480,8 @@ fn create_table(t: &mut Cursor<'_>, dump: &mut Dump) -> Result<(), DumpError> {
     let key = name.to_lowercase();
     if dump.tables.contains_key(&key) {
         return Err(t.fault(format!(
-            "table {name} is created twice: a dump of several databases? Dump only the one \
-             that holds the mail tables (mysqldump DATABASE)"
+            "table {name} is created twice in one database: two dumps joined into one file? \
+             Dump again, only the database that holds the mail tables (mysqldump DATABASE)"
         )));
     }
     dump.tables.insert(
@@ -609,6 +656,13 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// The tables of a dump of one database (no `USE`).
+    fn one(text: &str) -> Result<Dump, DumpError> {
+        let mut dbs = parse_dump(text)?;
+        assert!(dbs.len() <= 1 && dbs.iter().all(|d| d.name.is_none()));
+        Ok(dbs.pop().map(|d| d.dump).unwrap_or_default())
+    }
+
     fn cells(v: &[Option<&str>]) -> Vec<Cell> {
         v.iter().map(|c| c.map(String::from)).collect()
     }
@@ -634,7 +688,7 @@ mod tests {
             INSERT INTO `mailbox` (`active`, `username`, `password`) VALUES (b'1','c@x.org',0x2432);\n\
             UNLOCK TABLES;\n\
             -- Dump completed on 2024-03-01 10:00:00\n";
-        let d = parse_dump(dump).unwrap();
+        let d = one(dump).unwrap();
         let t = &d.tables["mailbox"];
         assert_eq!(
             t.columns,
@@ -664,11 +718,9 @@ mod tests {
 
     #[test]
     fn other_value_forms() {
-        let d = parse_dump(
-            "CREATE TABLE t (a text, b text, c int, d text, e text);\n\
+        let d = one("CREATE TABLE t (a text, b text, c int, d text, e text);\n\
              INSERT INTO db.t VALUES (_binary 'x\\0y', X'414243', 1.5e3, TRUE, \"dq\");\n\
-             INSERT INTO `db`.`t` VALUE ('z', '', +7, false, 0b101);\n",
-        )
+             INSERT INTO `db`.`t` VALUE ('z', '', +7, false, 0b101);\n")
         .unwrap();
         assert_eq!(
             d.tables["t"].rows,
@@ -689,7 +741,7 @@ mod tests {
     /// single ones.
     #[test]
     fn ansi_quoted_names() {
-        let d = parse_dump(
+        let d = one(
             "CREATE TABLE \"alias\" (\"address\" varchar(255), \"goto\" text);\n\
              INSERT INTO \"postfix\".\"alias\" (\"goto\", \"address\") VALUES ('b@x', 'a@x');\n",
         )
@@ -705,14 +757,55 @@ mod tests {
     fn a_dump_with_its_header_needs_its_trailer() {
         let body = "CREATE TABLE t (a text);\nINSERT INTO t VALUES ('x');\n";
         let whole = format!("-- MariaDB dump 10.19\n{body}-- Dump completed on 2024-03-01\n");
-        assert_eq!(parse_dump(&whole).unwrap().tables["t"].rows.len(), 1);
+        assert_eq!(one(&whole).unwrap().tables["t"].rows.len(), 1);
         let cut = format!("-- MySQL dump 10.13\n{body}");
-        let e = parse_dump(&cut).unwrap_err();
+        let e = one(&cut).unwrap_err();
         assert!(e.why.contains("cut short"), "{e}");
         assert_eq!(e.line, 3);
-        assert!(parse_dump(body).is_ok());
-        let e = parse_dump("<?xml version=\"1.0\"?>\n<mysqldump>").unwrap_err();
+        // MariaDB's sandbox line before the header (as mariadb-dump
+        // 10.11.19 writes it, with its trailing blank): the header still.
+        for sandbox in [
+            "/*!999999\\- enable the sandbox mode */ ",
+            "/*M!999999\\- x */",
+        ] {
+            let cut = format!("{sandbox}\n-- MariaDB dump 10.19\n{body}");
+            let e = one(&cut).unwrap_err();
+            assert!(e.why.contains("cut short"), "{sandbox}: {e}");
+            assert!(one(&format!("{cut}-- Dump completed on 2024-03-01\n")).is_ok());
+        }
+        // A line of mysqldump's own, not a comment alone: no header.
+        assert!(one(&format!(
+            "/*!40101 SET NAMES utf8 */;\n-- MySQL dump\n{body}"
+        ))
+        .is_ok());
+        assert!(one(body).is_ok());
+        let e = one("<?xml version=\"1.0\"?>\n<mysqldump>").unwrap_err();
         assert!(e.why.contains("--xml"), "{e}");
+    }
+
+    /// `USE` (`--databases`, `--all-databases`) starts another database's
+    /// tables: a table of one name in two databases is two tables, and a
+    /// database met again goes on where it was. Databases without tables
+    /// are left out.
+    #[test]
+    fn each_database_keeps_its_tables() {
+        let dbs = parse_dump(
+            "CREATE TABLE t (a text);\nINSERT INTO t VALUES ('0');\n\
+             CREATE DATABASE /*!32312 IF NOT EXISTS*/ `pf`;\nUSE `pf`;\n\
+             CREATE TABLE t (a text);\nINSERT INTO t VALUES ('1');\n\
+             USE `empty`;\nUSE rc;\nCREATE TABLE `T` (b text);\n\
+             USE `pf`;\nINSERT INTO t VALUES ('2');\n",
+        )
+        .unwrap();
+        let names: Vec<Option<&str>> = dbs.iter().map(|d| d.name.as_deref()).collect();
+        assert_eq!(names, [None, Some("pf"), Some("rc")]);
+        let rows = |i: usize| dbs[i].dump.tables.get("t").map(|t| t.rows.clone());
+        assert_eq!(rows(0), Some(vec![cells(&[Some("0")])]));
+        assert_eq!(
+            rows(1),
+            Some(vec![cells(&[Some("1")]), cells(&[Some("2")])])
+        );
+        assert_eq!(dbs[2].dump.tables["t"].columns, ["b"]);
     }
 
     /// Line ends inside strings (raw, or escaped by a backslash) count
@@ -720,27 +813,23 @@ mod tests {
     /// one backquote.
     #[test]
     fn lines_inside_strings_count_and_names_keep_their_quotes() {
-        let e = parse_dump(
-            "CREATE TABLE t (a text, b text);\n\
+        let e = one("CREATE TABLE t (a text, b text);\n\
              INSERT INTO t VALUES ('two\\\nlines', 'x\ny');\n\
-             INSERT INTO t VALUES (NOW(), 1);\n",
-        )
+             INSERT INTO t VALUES (NOW(), 1);\n")
         .unwrap_err();
         assert_eq!(e.line, 5, "{e}");
         let d =
-            parse_dump("CREATE TABLE `a``b` (`c``d` text);\nINSERT INTO `a``b` VALUES ('x');\n")
-                .unwrap();
+            one("CREATE TABLE `a``b` (`c``d` text);\nINSERT INTO `a``b` VALUES ('x');\n").unwrap();
         assert_eq!(d.tables["a`b"].columns, ["c`d"]);
         assert_eq!(d.tables["a`b"].rows, vec![cells(&[Some("x")])]);
-        let e =
-            parse_dump("CREATE TABLE `x\ny` (a text);\nINSERT INTO u VALUES (1);\n").unwrap_err();
+        let e = one("CREATE TABLE `x\ny` (a text);\nINSERT INTO u VALUES (1);\n").unwrap_err();
         assert_eq!(e.line, 3, "{e}");
     }
 
     /// Every fault names its line, never guesses.
     #[test]
     fn faults_name_the_line() {
-        let fault = |text: &str| parse_dump(text).unwrap_err();
+        let fault = |text: &str| one(text).unwrap_err();
         let e = fault("CREATE TABLE t (a text);\n\nINSERT INTO t VALUES ('x', 'y');\n");
         assert_eq!(
             (e.line, e.why.contains("2 values for 1 columns")),
@@ -773,13 +862,10 @@ mod tests {
                 "{word}: {e}"
             );
         }
-        let d = parse_dump("CREATE TABLE t (a text);\nINSERT INTO t VALUES (.5);\n").unwrap();
+        let d = one("CREATE TABLE t (a text);\nINSERT INTO t VALUES (.5);\n").unwrap();
         assert_eq!(d.tables["t"].rows, vec![cells(&[Some(".5")])]);
-        assert_eq!(parse_dump("").unwrap(), Dump::default());
-        assert_eq!(
-            parse_dump("-- only\n/* comments */\n").unwrap(),
-            Dump::default()
-        );
+        assert_eq!(one("").unwrap(), Dump::default());
+        assert_eq!(one("-- only\n/* comments */\n").unwrap(), Dump::default());
     }
 
     /// Bytes changed, cut, repeated anywhere in a dump: an answer or a

@@ -35,7 +35,7 @@
 //! `database`). The normalized tables are not a `Store`, so they are read
 //! here, behind the small [`Tables`] trait.
 
-use super::mysqldump::{parse_dump, Cell, Dump};
+use super::mysqldump::{parse_dump, Cell, Database, Dump};
 use super::{At, Finding, Inactive, Login, LoginName, Origin, Parsed, Route, RouteKey, Target};
 use crate::error::CliError;
 use mailtable_core::store::postgres::PostgresStore;
@@ -309,11 +309,76 @@ pub fn read_dump(source: &str, inactive: Inactive) -> Result<Parsed, CliError> {
              mysqldump --default-character-set=utf8mb4"
         ))
     })?;
-    let mut dump = parse_dump(&text).map_err(|e| CliError::usage(format!("{source}: {e}")))?;
-    if dump.tables.is_empty() {
+    let databases = parse_dump(&text).map_err(|e| CliError::usage(format!("{source}: {e}")))?;
+    let Some((mut dump, picked)) = pick_database(databases, source)? else {
         return Ok(Parsed::default());
+    };
+    let mut parsed = read_tables(&mut dump, source, inactive)?;
+    parsed.notes.extend(picked);
+    Ok(parsed)
+}
+
+/// The database of a dump to read: its only one, or of several (a dump
+/// made with `--databases` or `--all-databases`, where PostfixAdmin's
+/// sits beside `mysql`, Roundcube's `users` and others) the only one with
+/// mail tables, said in a note. Taking every table of every database
+/// together would read another application's `users` as mail users, or
+/// refuse PostfixAdmin's tables because of it. Two databases with mail
+/// tables are refused: which one the admin means, no rule can tell.
+fn pick_database(
+    mut databases: Vec<Database>,
+    source: &str,
+) -> Result<Option<(Dump, Option<Finding>)>, CliError> {
+    if databases.len() <= 1 {
+        return Ok(databases.pop().map(|d| (d.dump, None)));
     }
-    read_tables(&mut dump, source, inactive)
+    let named = |d: &Database| match &d.name {
+        Some(n) => format!("`{n}`"),
+        None => "the tables before the first USE".to_string(),
+    };
+    let all: Vec<String> = databases.iter().map(named).collect();
+    let mut with_mail = Vec::new();
+    for (i, d) in databases.iter_mut().enumerate() {
+        let mut has = |table: &str, cols: &[&str]| -> Result<bool, CliError> {
+            let have = d.dump.columns(table)?;
+            Ok(cols.iter().all(|c| have.iter().any(|h| h == c)))
+        };
+        if has("users", &["username", "password"])?
+            || (has("mailbox", &["username", "password"])? && has("alias", &["address", "goto"])?)
+        {
+            with_mail.push(i);
+        }
+    }
+    match with_mail[..] {
+        [i] => {
+            let d = databases.swap_remove(i);
+            let note = Finding::new(
+                Origin::whole(source),
+                format!(
+                    "the dump holds {} databases ({}): read {}, the only one with mail tables",
+                    all.len(),
+                    all.join(", "),
+                    named(&d)
+                ),
+            );
+            Ok(Some((d.dump, Some(note))))
+        }
+        [] => Err(CliError::usage(format!(
+            "{source}: none of its {} databases ({}) has PostfixAdmin's tables (mailbox with \
+             username and password, alias with address and goto) or the normalized ones \
+             (users, aliases)",
+            all.len(),
+            all.join(", ")
+        ))),
+        _ => {
+            let mail: Vec<String> = with_mail.iter().map(|i| named(&databases[*i])).collect();
+            Err(CliError::usage(format!(
+                "{source}: the databases {} all have mail tables: dump only the one to import \
+                 (mysqldump DATABASE), or cut the others out of the file",
+                mail.join(", ")
+            )))
+        }
+    }
 }
 
 /// `sql`: the normalized schema, from a SQLite file or a PostgreSQL URL.
@@ -1155,7 +1220,7 @@ mod tests {
                     `domain` varchar(255), `active` bit(1));\n\
                     INSERT INTO `alias` VALUES ('team@x.org','a@x.org','x.org',0x01),\
                     ('old@x.org','a@x.org','x.org',0x00);\n";
-        let mut dump = parse_dump(text).unwrap();
+        let mut dump = parse_dump(text).unwrap().remove(0).dump;
         let p = read_tables(&mut dump, "dump", Inactive::Reject).unwrap();
         let logins: Vec<String> = p.logins.iter().map(|l| format!("{:?}", l.name)).collect();
         assert_eq!(logins.len(), 1, "{logins:?}");
