@@ -207,6 +207,122 @@ fn whys(v: &Value, field: &str) -> String {
         .collect()
 }
 
+/// Whether `makemap` (OpenSMTPD's) runs here; when not, one line says the
+/// test skipped, unless `MAILTABLE_TEST_REQUIRE_MAKEMAP=1` (set by the
+/// README test command, which installs OpenSMTPD) makes it a failure.
+fn makemap_runs() -> bool {
+    let runs = Command::new("makemap")
+        .arg("-U")
+        .arg("/dev/null")
+        .output()
+        .is_ok();
+    if !runs {
+        assert!(
+            std::env::var("MAILTABLE_TEST_REQUIRE_MAKEMAP").as_deref() != Ok("1"),
+            "MAILTABLE_TEST_REQUIRE_MAKEMAP=1 but makemap does not run"
+        );
+        println!("skipped: makemap not found");
+    }
+    runs
+}
+
+/// smtpd tables kept as `db:` maps, the Berkeley DB files makemap builds
+/// (`table virtuals db:/etc/mail/virtuals.db`): read through `makemap
+/// -U`, they import exactly the rows their text files import, a `-t set`
+/// domain list included, and the report says how they were read. A map
+/// makemap cannot read is refused with the command that failed.
+#[test]
+fn smtpd_db_maps_import_as_the_text_they_were_made_from() {
+    if !makemap_runs() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = |name: &str| std::fs::read_to_string(Path::new(FIXTURES).join(name)).unwrap();
+    // makemap refuses a key given twice, which smtpd's text table takes
+    // (the fixture repeats one entry identically): left out of both.
+    let virtuals: String = fixture("virtuals")
+        .lines()
+        .filter(|l| !l.starts_with("postmaster@example.org"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let files = [
+        ("virtuals", virtuals, "aliases"),
+        ("credentials", fixture("credentials"), ""),
+        ("userinfo", fixture("userinfo"), ""),
+        ("domains", "example.org\nexample.net\n".to_string(), "set"),
+    ];
+    for (name, text, kind) in &files {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        // The types of makemap(8): `aliases` for the virtual table, the
+        // default (plain key and value) for credentials and userinfo.
+        let typed: &[&str] = if kind.is_empty() { &[] } else { &["-t", kind] };
+        let out = Command::new("makemap")
+            .args(typed)
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {out:?}");
+    }
+    let sources = |ext: &str| -> Vec<String> {
+        [
+            "smtpd-aliases:virtuals",
+            "smtpd-credentials:credentials",
+            "smtpd-userinfo:userinfo",
+            "smtpd-domains:domains",
+        ]
+        .iter()
+        .map(|s| {
+            let (format, name) = s.split_once(':').unwrap();
+            format!("{format}:{}{ext}", dir.path().join(name).display())
+        })
+        .collect()
+    };
+    let import = |ext: &str| {
+        let db = Db::new();
+        let args = sources(ext);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (v, _) = db.import_json(&args, 0);
+        assert_eq!(v["status"], "imported", "{v}");
+        assert_eq!(v["verification"]["differences"], serde_json::json!([]));
+        let mut rows = db.snapshot().1;
+        rows.sort();
+        (v, rows)
+    };
+    let (text, text_rows) = import("");
+    let (maps, map_rows) = import(".db");
+    assert!(text_rows.len() > 3, "{text_rows:?}");
+    assert_eq!(map_rows, text_rows);
+    assert_eq!(maps["counts"], text["counts"]);
+    assert_eq!(maps["undeliverable"], text["undeliverable"]);
+    let notes = whys(&maps, "notes");
+    for name in ["virtuals", "credentials", "userinfo", "domains"] {
+        let said = format!(
+            "\"{}.db\" \"a `db:` map (Berkeley DB, hash): read through `makemap -U`",
+            dir.path().join(name).display()
+        );
+        assert!(notes.contains(&said), "{said}\n{notes}");
+    }
+    // The pipe of the text file is left out from the map too, named by
+    // the map.
+    let not = whys(&maps, "not_imported");
+    assert!(not.contains("virtuals.db:"), "{not}");
+    assert!(not.contains("a pipe to a command"), "{not}");
+
+    // A btree magic on a file that is none: makemap's own refusal, named.
+    let bad = dir.path().join("broken.db");
+    let mut bytes = vec![0u8; 64];
+    bytes[12..16].copy_from_slice(&0x0005_3162u32.to_le_bytes());
+    std::fs::write(&bad, bytes).unwrap();
+    let db = Db::new();
+    let (code, _, err) = db.run(&["import", &format!("smtpd-aliases:{}", bad.display())]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("is a Berkeley DB map (btree format) that `makemap -U -d btree"),
+        "{err}"
+    );
+}
+
 #[test]
 fn smtpd_files_import_and_resolve_as_smtpd_did() {
     let db = Db::new();

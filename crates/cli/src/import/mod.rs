@@ -3,11 +3,12 @@
 //!
 //! Three layers, so that each can be tested where it is cheapest:
 //!
-//! 1. parsers ([`smtpd`], [`passwd_file`], [`sql`], with [`mysqldump`]
-//!    for a dump file's tables) turn one source into a [`Parsed`]: logins,
+//! 1. parsers ([`smtpd`], with [`makemap`] for its `db:` maps,
+//!    [`passwd_file`], [`sql`], with [`mysqldump`] for a dump file's
+//!    tables) turn one source into a [`Parsed`]: logins,
 //!    routes (where mail to a key goes), userinfo, and findings that name
 //!    `file:line`. They are pure (text in, data out) except the SQL
-//!    reader, which only reads.
+//!    reader and `makemap -U`, which only read.
 //! 2. [`merge`] combines the parsed sources, [`plan`] turns them into the
 //!    rows mailtable will hold and decides what cannot be represented and
 //!    why ([`rows`] does it for other mailtable databases, whose rows come
@@ -29,6 +30,7 @@
 //! refused instead.
 
 pub mod check;
+pub mod makemap;
 pub mod merge;
 pub mod mysqldump;
 pub mod parsed;
@@ -162,6 +164,25 @@ fn parse_source(format: Format, source: &str, inactive: Inactive) -> Result<Pars
     };
     let bytes =
         std::fs::read(source).map_err(|e| CliError::usage(format!("cannot read {source}: {e}")))?;
+    let smtpd_table = matches!(
+        format,
+        Format::SmtpdAliases
+            | Format::SmtpdUserinfo
+            | Format::SmtpdCredentials
+            | Format::SmtpdDomains
+    );
+    if let Some(kind) = makemap::berkeley_db(&bytes).filter(|_| smtpd_table) {
+        let mut parsed = parse(source, &makemap::dump(source, kind)?);
+        parsed.notes.push(Finding::new(
+            Origin::whole(source),
+            format!(
+                "a `db:` map (Berkeley DB, {}): read through `makemap -U`; a line number \
+                 is that of its output",
+                kind.name()
+            ),
+        ));
+        return Ok(parsed);
+    }
     let passwd = matches!(format, Format::SmtpdPasswd | Format::DovecotPasswd);
     let text = text_of(source, &bytes, passwd)?;
     // A byte order mark some editors write: neither smtpd nor Dovecot
