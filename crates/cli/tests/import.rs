@@ -207,6 +207,57 @@ fn whys(v: &Value, field: &str) -> String {
         .collect()
 }
 
+/// One passwd-file per domain (`args = username_format=%n
+/// /etc/auth/%d/passwd`): the path as Dovecot's config writes it reads
+/// every domain's file, a bare user name being a user of its file's
+/// domain; the same user name in two domains is two mailboxes, each with
+/// its own hash byte for byte; the report says which files it read.
+#[test]
+fn a_passwd_file_per_domain() {
+    let db = Db::new();
+    let (v, _) = db.import_json(&["dovecot-passwd:per-domain/%d/passwd"], 0);
+    assert_eq!(v["status"], "imported", "{v}");
+    assert_eq!(v["counts"]["mailboxes"], 3, "{v}");
+    assert_eq!(v["counts"]["with_quota"], 1, "{v}");
+    assert_eq!(v["verification"]["differences"], serde_json::json!([]));
+    let notes = whys(&v, "notes");
+    assert!(
+        notes.contains(
+            "\"per-domain/%d/passwd\" \"a passwd-file per domain: read 2 file(s), of \
+             example.net, example.org; a user name without a domain is a user of its file's domain\""
+        ),
+        "{notes}"
+    );
+    let rows = db.snapshot().1;
+    let hash = |fixture: &str, n: usize| {
+        let text = std::fs::read_to_string(Path::new(FIXTURES).join(fixture)).unwrap();
+        let line = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .nth(n)
+            .unwrap()
+            .to_string();
+        line.split(':').nth(1).unwrap().to_string()
+    };
+    for (address, fixture, n) in [
+        ("alice@example.org", "per-domain/example.org/passwd", 0),
+        ("bob@example.org", "per-domain/example.org/passwd", 1),
+        ("alice@example.net", "per-domain/example.net/passwd", 0),
+    ] {
+        let expected = hash(fixture, n);
+        assert!(
+            rows.iter()
+                .any(|r| r.starts_with(&format!("{address} {address} Some({expected:?})"))),
+            "{address}: {rows:?}"
+        );
+        assert_eq!(db.resolve(address).0, "found", "{address}");
+    }
+    // No file there: said, nothing written.
+    let (code, _, err) = db.run(&["import", "dovecot-passwd:per-domain/%d/users"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no file of a domain in per-domain/"), "{err}");
+}
+
 /// Whether `makemap` (OpenSMTPD's) runs here; when not, one line says the
 /// test skipped, unless `MAILTABLE_TEST_REQUIRE_MAKEMAP=1` (set by the
 /// README test command, which installs OpenSMTPD) makes it a failure.
@@ -3327,7 +3378,7 @@ fn readme_import_commands_run() {
             _ => {}
         }
     }
-    assert_eq!(commands.len(), 6, "{commands:?}");
+    assert_eq!(commands.len(), 7, "{commands:?}");
     let dump = Path::new(FIXTURES).join("postfixadmin.mysqldump");
     for cmd in commands {
         let db = Db::new();
@@ -3340,6 +3391,7 @@ fn readme_import_commands_run() {
             ("/etc/smtpd/credentials", "smtpd6/credentials"),
             ("/etc/mail/passwd", "one-host/passwd"),
             ("/etc/dovecot/users", "one-host/users"),
+            ("/etc/auth", "per-domain"),
             (
                 "postgresql://postfixadmin@db.example.org/postfixadmin",
                 &pfa,

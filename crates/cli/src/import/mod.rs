@@ -30,6 +30,7 @@
 //! refused instead.
 
 pub mod check;
+pub mod domain_files;
 pub mod makemap;
 pub mod merge;
 pub mod mysqldump;
@@ -162,6 +163,69 @@ fn parse_source(format: Format, source: &str, inactive: Inactive) -> Result<Pars
         Format::SmtpdDomains => smtpd::parse_domains,
         Format::DovecotPasswd => passwd_file::parse,
     };
+    // A file whose name really holds `%d` is that file.
+    if format == Format::DovecotPasswd && !std::path::Path::new(source).is_file() {
+        if let Some(t) = domain_files::template(source).map_err(CliError::usage)? {
+            return parse_domain_files(source, &t);
+        }
+    }
+    parse_file(format, source, &parse)
+}
+
+/// Every file of a passwd-file path with the domain in it
+/// ([`domain_files`]), each read with its domain; one note says which.
+fn parse_domain_files(source: &str, t: &domain_files::Template) -> Result<Parsed, CliError> {
+    let dir = t.dir.display();
+    let found = domain_files::expand(t)
+        .map_err(|e| CliError::usage(format!("{source}: cannot list {dir}: {e}")))?;
+    if found.files.is_empty() {
+        return Err(CliError::usage(format!(
+            "{source}: no file of a domain in {dir} (an entry named as the path says, whose \
+             domain part is a domain)"
+        )));
+    }
+    let mut parsed = Parsed::default();
+    for (domain, file) in &found.files {
+        let one = parse_file(
+            Format::DovecotPasswd,
+            &file.display().to_string(),
+            &|s: &str, text: &str| passwd_file::parse_in_domain(s, text, domain),
+        )?;
+        parsed.absorb(one);
+    }
+    let mut domains: Vec<&str> = found
+        .files
+        .iter()
+        .map(|(d, _)| d.as_str())
+        .take(5)
+        .collect();
+    if found.files.len() > domains.len() {
+        domains.push("...");
+    }
+    parsed.notes.push(Finding::new(
+        Origin::whole(source),
+        format!(
+            "a passwd-file per domain: read {} file(s), of {}; a user name without a domain \
+             is a user of its file's domain",
+            found.files.len(),
+            domains.join(", ")
+        ),
+    ));
+    for (path, why) in found.left_out {
+        parsed.notes.push(Finding::new(
+            Origin::whole(&path.display().to_string()),
+            format!("not read: {why}"),
+        ));
+    }
+    Ok(parsed)
+}
+
+/// Read and parse one file of `format` with `parse`.
+fn parse_file(
+    format: Format,
+    source: &str,
+    parse: &dyn Fn(&str, &str) -> Parsed,
+) -> Result<Parsed, CliError> {
     let bytes =
         std::fs::read(source).map_err(|e| CliError::usage(format!("cannot read {source}: {e}")))?;
     let smtpd_table = matches!(

@@ -28,7 +28,7 @@
 
 use super::{Finding, Login, LoginName, Origin, Parsed, UserInfo};
 use mailtable_core::password::Scheme;
-use mailtable_core::{Address, PasswordHash};
+use mailtable_core::{Address, Domain, PasswordHash};
 
 /// What one extra field means for mailtable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +89,49 @@ pub fn extra_field(field: &str) -> Extra {
         )),
         _ => Extra::NotKept(format!("{key}: no mailtable column for it")),
     }
+}
+
+/// `dovecot-passwd` of one domain's file, where Dovecot reads a file per
+/// domain ([`super::domain_files`]): a user name without a domain is a
+/// user of `domain` (Dovecot looks it up with `username_format=%n`, the
+/// login's user part); one with `domain` is taken as written
+/// (`username_format=%u`); one of another domain is left out and reported,
+/// since Dovecot looks for that login in its own domain's file, never in
+/// this one. Line numbers stay those of the file.
+pub fn parse_in_domain(source: &str, text: &str, domain: &Domain) -> Parsed {
+    let mut qualified = String::with_capacity(text.len());
+    let mut elsewhere = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let entry = !(line.trim().is_empty() || line.trim_start().starts_with(['#', ':']));
+        let user = line.split(':').next().unwrap_or_default();
+        match user.rsplit_once('@') {
+            _ if !entry => qualified.push_str(line),
+            // Blanks around the name are parse's to report, as ever.
+            None if user.trim() == user => {
+                qualified.push_str(user);
+                qualified.push('@');
+                qualified.push_str(domain.as_str());
+                qualified.push_str(&line[user.len()..]);
+            }
+            Some((_, d)) if !d.trim().eq_ignore_ascii_case(domain.as_str()) => {
+                elsewhere.push((n + 1, user.trim().to_ascii_lowercase()));
+            }
+            _ => qualified.push_str(line),
+        }
+        qualified.push('\n');
+    }
+    let mut p = parse(source, &qualified);
+    for (n, user) in elsewhere {
+        p.skipped.push(Finding::about(
+            Origin::line(source, n),
+            &user,
+            format!(
+                "in the file of {domain}: Dovecot looks for {user} in its own domain's file, \
+                 never in this one, so the entry was never used"
+            ),
+        ));
+    }
+    p
 }
 
 /// `dovecot-passwd`.
@@ -434,6 +477,41 @@ bad@example.org:{PLAIN}x:five:5000
             p.userinfo[0].home.as_deref(),
             Some("/var/vmail/example.org/alice")
         );
+    }
+
+    /// A file of one domain (`/etc/auth/%d/passwd`): bare names are its
+    /// users, its own addresses stay, another domain's are reported and
+    /// left out; comments, blank lines and the line numbers stay.
+    #[test]
+    fn a_file_of_one_domain() {
+        let text = "# example.org\n\
+                    alice:{PLAIN}a:5000:5000::/var/vmail/alice\n\
+                    \n\
+                    bob@example.org:{PLAIN}b\n\
+                    carol@example.net:{PLAIN}c\n\
+                    Dave:{PLAIN}d\n\
+                    :{PLAIN}e\n";
+        let domain = Domain::parse("example.org").unwrap();
+        let p = parse_in_domain("example.org/passwd", text, &domain);
+        let names: Vec<String> = p.logins.iter().map(|l| format!("{:?}", l.name)).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names[0].contains("\"alice\"") && names[0].contains("example.org"));
+        assert!(names[1].contains("\"bob\"") && names[1].contains("example.org"));
+        assert_eq!(p.logins[0].hash.stored(), "{PLAIN}a");
+        assert_eq!(p.userinfo[0].home.as_deref(), Some("/var/vmail/alice"));
+        let skipped: Vec<String> = p
+            .skipped
+            .iter()
+            .map(|f| format!("{} {}", f.at, f.why))
+            .collect();
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        for line in [
+            "example.org/passwd:5 in the file of example.org",
+            "example.org/passwd:6 the user name has upper-case",
+        ] {
+            assert!(skipped.iter().any(|s| s.starts_with(line)), "{skipped:?}");
+        }
+        assert_eq!(p.lost_mailboxes, ["dave@example.org"]);
     }
 
     /// Entries Dovecot never matched or dropped, and users it had that
