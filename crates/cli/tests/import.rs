@@ -3270,6 +3270,62 @@ fn postfixadmin_tables_from_postgresql() {
     check_postfixadmin(&Db::new(), &source);
 }
 
+/// The renames that put PostfixAdmin's tables under a `database_prefix`.
+fn prefix_tables(prefix: &str) -> String {
+    ["domain", "mailbox", "alias", "alias_domain"]
+        .iter()
+        .map(|t| format!("ALTER TABLE {t} RENAME TO {prefix}{t};\n"))
+        .collect()
+}
+
+/// PostfixAdmin's tables under its `database_prefix` (`pfa_mailbox`, ...),
+/// SQLite and PostgreSQL: found without being named, imported row for row
+/// as without the prefix, and said in a note; two installations under two
+/// prefixes in one database are refused, naming both.
+#[test]
+fn postfixadmin_tables_under_a_database_prefix() {
+    let plain = Db::new();
+    let src = plain.source_db("postfixadmin.db", "postfixadmin.sql");
+    check_postfixadmin(&plain, &format!("sqlite://{}", src.display()));
+
+    let db = Db::new();
+    let src = db.source_db("prefixed.db", "postfixadmin.sql");
+    let conn = rusqlite::Connection::open(&src).unwrap();
+    conn.execute_batch(&prefix_tables("pfa_")).unwrap();
+    let url = format!("sqlite://{}", src.display());
+    check_postfixadmin(&db, &url);
+    assert_eq!(db.snapshot().1, plain.snapshot().1);
+    let check = Db::new();
+    let (v, _) = check.import_json(&["--from", "sql", &url], 0);
+    assert!(
+        whys(&v, "notes").contains("PostfixAdmin's tables with the prefix \\\"pfa_\\\""),
+        "{}",
+        whys(&v, "notes")
+    );
+
+    // A second installation beside it.
+    conn.execute_batch(
+        "CREATE TABLE old_mailbox AS SELECT * FROM pfa_mailbox;\n\
+         CREATE TABLE old_alias AS SELECT * FROM pfa_alias;",
+    )
+    .unwrap();
+    let (code, _, err) = Db::new().run(&["import", "--from", "sql", &url]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("PostfixAdmin's tables under several prefixes (old_, pfa_)"),
+        "{err}"
+    );
+
+    let Some(mut pg) = PgDatabases::on_test_server() else {
+        return;
+    };
+    let source = pg.source("pfaprefix", "postfixadmin.sql");
+    PgDatabases::exec(&source, &prefix_tables("pfa_"));
+    let db = Db::new();
+    check_postfixadmin(&db, &source);
+    assert_eq!(db.snapshot().1, plain.snapshot().1);
+}
+
 /// How many addresses the big-source runs generate:
 /// `MAILTABLE_IMPORT_BENCH_N`, default one million.
 fn bench_n() -> usize {

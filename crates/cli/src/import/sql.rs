@@ -57,6 +57,35 @@ trait Tables {
     /// Every row of `table`, in insertion order, with these columns (`None`
     /// = a column the table lacks: NULL).
     fn rows(&mut self, table: &str, cols: &[Option<&str>]) -> Result<Vec<TableRow>, CliError>;
+    /// The names of the tables and views, lower-cased.
+    fn tables(&mut self) -> Result<Vec<String>, CliError>;
+}
+
+/// PostfixAdmin's tables under its `database_prefix` (`config.inc.php`,
+/// `$CONF['database_prefix']`: `pfa_mailbox`, `pfa_alias`, ...), read
+/// under their plain names, so that every rule of [`read_postfixadmin`]
+/// (which names its tables) holds for them as it is.
+struct Prefixed<'a> {
+    db: &'a mut dyn Tables,
+    prefix: String,
+}
+
+impl Tables for Prefixed<'_> {
+    fn columns(&mut self, table: &str) -> Result<Vec<String>, CliError> {
+        self.db.columns(&format!("{}{table}", self.prefix))
+    }
+
+    fn rows(&mut self, table: &str, cols: &[Option<&str>]) -> Result<Vec<TableRow>, CliError> {
+        self.db.rows(&format!("{}{table}", self.prefix), cols)
+    }
+
+    fn tables(&mut self) -> Result<Vec<String>, CliError> {
+        let all = self.db.tables()?;
+        Ok(all
+            .iter()
+            .filter_map(|t| t.strip_prefix(self.prefix.as_str()).map(String::from))
+            .collect())
+    }
 }
 
 /// A SQLite source's error: a lock its writer held past
@@ -73,6 +102,18 @@ fn sqlite_error(e: rusqlite::Error) -> CliError {
 }
 
 impl Tables for Connection {
+    fn tables(&mut self) -> Result<Vec<String>, CliError> {
+        let mut stmt = self
+            .prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
+            .map_err(sqlite_error)?;
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(sqlite_error)?;
+        names
+            .map(|n| n.map(|n| n.to_ascii_lowercase()).map_err(sqlite_error))
+            .collect()
+    }
+
     fn columns(&mut self, table: &str) -> Result<Vec<String>, CliError> {
         let mut stmt = self
             .prepare("SELECT name FROM pragma_table_info(?1)")
@@ -165,6 +206,18 @@ impl Postgres {
 }
 
 impl Tables for Postgres {
+    fn tables(&mut self) -> Result<Vec<String>, CliError> {
+        let rows = self.query(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = current_schema()",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| r.get::<_, String>(0).to_ascii_lowercase())
+            .collect())
+    }
+
     fn columns(&mut self, table: &str) -> Result<Vec<String>, CliError> {
         let rows = self.query(
             "SELECT column_name::text FROM information_schema.columns \
@@ -266,6 +319,10 @@ fn select(
 }
 
 impl Tables for Dump {
+    fn tables(&mut self) -> Result<Vec<String>, CliError> {
+        Ok(self.tables.keys().cloned().collect())
+    }
+
     fn columns(&mut self, table: &str) -> Result<Vec<String>, CliError> {
         Ok(self
             .tables
@@ -339,12 +396,15 @@ fn pick_database(
     let all: Vec<String> = databases.iter().map(named).collect();
     let mut with_mail = Vec::new();
     for (i, d) in databases.iter_mut().enumerate() {
-        let mut has = |table: &str, cols: &[&str]| -> Result<bool, CliError> {
-            let have = d.dump.columns(table)?;
-            Ok(cols.iter().all(|c| have.iter().any(|h| h == c)))
-        };
-        if has("users", &["username", "password"])?
-            || (has("mailbox", &["username", "password"])? && has("alias", &["address", "goto"])?)
+        let users = d.dump.columns("users")?;
+        let normalized = ["username", "password"]
+            .iter()
+            .all(|c| users.iter().any(|h| h == c));
+        // Several prefixes of PostfixAdmin's tables are mail tables too
+        // (refused when read, naming them).
+        if normalized
+            || is_postfixadmin(&mut d.dump, source)?
+            || postfixadmin_prefix(&mut d.dump, source).map_or(true, |p| p.is_some())
         {
             with_mail.push(i);
         }
@@ -411,6 +471,20 @@ fn read_tables(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result<
     if is_postfixadmin(db, source)? {
         return read_postfixadmin(db, source, inactive);
     }
+    if let Some(prefix) = postfixadmin_prefix(db, source)? {
+        let mut prefixed = Prefixed { db, prefix };
+        let mut p = read_postfixadmin(&mut prefixed, source, inactive)?;
+        p.notes.push(Finding::new(
+            Origin::whole(source),
+            format!(
+                "PostfixAdmin's tables with the prefix {0:?} (its database_prefix): read \
+                 {0}domain, {0}mailbox, {0}alias and {0}alias_domain; the report names their \
+                 rows without the prefix",
+                prefixed.prefix
+            ),
+        ));
+        return Ok(p);
+    }
     let mut p = Parsed {
         defines_routes: true,
         aliases_first: true,
@@ -435,8 +509,8 @@ fn read_tables(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result<
     else {
         return Err(CliError::usage(format!(
             "{source} has neither the normalized tables (users, aliases) nor PostfixAdmin's \
-             (mailbox with username and password, alias with address and goto); with \
-             PostfixAdmin's database_prefix, give the tables their plain names"
+             (mailbox with username and password, alias with address and goto, under their \
+             plain names or one database_prefix)"
         )));
     };
     let aliases = select(
@@ -477,6 +551,38 @@ fn is_postfixadmin(db: &mut dyn Tables, source: &str) -> Result<bool, CliError> 
     Ok(!has("users", &[])?
         && has("mailbox", &["username", "password"])?
         && has("alias", &["address", "goto"])?)
+}
+
+/// The `database_prefix` of PostfixAdmin's tables when they have one: the
+/// `P` of a `Pmailbox` for which [`is_postfixadmin`] holds. Two such
+/// prefixes (two installations in one database) are refused, naming both:
+/// which one is meant, no rule can tell.
+fn postfixadmin_prefix(db: &mut dyn Tables, source: &str) -> Result<Option<String>, CliError> {
+    let tables = db
+        .tables()
+        .map_err(|e| e.context(format_args!("cannot read {source}")))?;
+    let mut found = Vec::new();
+    for t in tables {
+        let Some(prefix) = t.strip_suffix("mailbox").filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        let mut prefixed = Prefixed {
+            db: &mut *db,
+            prefix: prefix.to_string(),
+        };
+        if is_postfixadmin(&mut prefixed, source)? {
+            found.push(prefix.to_string());
+        }
+    }
+    found.sort();
+    match found.len() {
+        0 | 1 => Ok(found.pop()),
+        _ => Err(CliError::usage(format!(
+            "{source} holds PostfixAdmin's tables under several prefixes ({}): copy the one \
+             installation to import into a database of its own",
+            found.join(", ")
+        ))),
+    }
 }
 
 /// PostfixAdmin's own tables, as its Postfix and Dovecot queries read them
