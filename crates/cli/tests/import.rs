@@ -2999,6 +2999,24 @@ fn postfixadmin_from_a_dump_of_every_database() {
         whys(&v, "notes")
     );
 
+    // A compressed dump, and a MySQL URL: each named with the way to
+    // read it.
+    let gz = db.dir.path().join("all.sql.gz");
+    std::fs::write(&gz, b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03").unwrap();
+    let (code, _, err) = db.run(&["import", "--from", "sql-dump", &gz.display().to_string()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("is compressed (gzip): give it uncompressed, e.g. `zcat"),
+        "{err}"
+    );
+    let (code, _, err) = db.run(&["import", "--from", "sql", "mysql://pfa:s3cret@db/postfix"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("are read from their dump: `mysqldump"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+
     let refused = |text: String, why: &str| {
         let db = Db::new();
         let path = db.dir.path().join("dump.sql");

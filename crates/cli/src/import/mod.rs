@@ -228,6 +228,7 @@ fn parse_file(
 ) -> Result<Parsed, CliError> {
     let bytes =
         std::fs::read(source).map_err(|e| CliError::usage(format!("cannot read {source}: {e}")))?;
+    refuse_compressed(source, &bytes)?;
     let smtpd_table = matches!(
         format,
         Format::SmtpdAliases
@@ -268,6 +269,27 @@ fn parse_file(
          and does from now on)",
     ));
     Ok(parsed)
+}
+
+/// A source that is a compressed file (a dump kept as `postfix.sql.gz`,
+/// as backup scripts write it) is refused naming its compression and the
+/// way to read it (through a pipe: the importer reads `/dev/stdin` like
+/// any file), instead of as text that is not UTF-8. Known by the magic
+/// numbers of gzip (RFC 1952), xz, zstd (RFC 8878) and bzip2.
+fn refuse_compressed(source: &str, bytes: &[u8]) -> Result<(), CliError> {
+    let tools: [(&[u8], &str, &str); 4] = [
+        (b"\x1f\x8b", "gzip", "zcat"),
+        (b"\xfd7zXZ\0", "xz", "xzcat"),
+        (b"\x28\xb5\x2f\xfd", "zstd", "zstdcat"),
+        (b"BZh", "bzip2", "bzcat"),
+    ];
+    match tools.iter().find(|(magic, ..)| bytes.starts_with(magic)) {
+        Some((_, name, cat)) => Err(CliError::usage(format!(
+            "{source} is compressed ({name}): give it uncompressed, e.g. `{cat} {source} | \
+             mailtable import ... /dev/stdin` with the same format"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The text of a source file. A line that is not UTF-8 where its bytes
@@ -652,6 +674,25 @@ mod tests {
             text_of("v", gecos, false).is_err(),
             "GECOS only in a passwd file"
         );
+    }
+
+    #[test]
+    fn a_compressed_source_is_named_as_such() {
+        for (bytes, says) in [
+            (
+                &b"\x1f\x8b\x08\0"[..],
+                "compressed (gzip): give it uncompressed, e.g. `zcat d.sql",
+            ),
+            (b"\xfd7zXZ\0\0", "(xz)"),
+            (b"\x28\xb5\x2f\xfd\0", "(zstd)"),
+            (b"BZh91AY", "(bzip2)"),
+        ] {
+            let e = refuse_compressed("d.sql", bytes).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+        assert!(refuse_compressed("d.sql", b"-- MySQL dump").is_ok());
+        assert!(refuse_compressed("d.sql", b"").is_ok());
+        assert!(refuse_compressed("d.sql", b"\x1f").is_ok());
     }
 
     #[test]

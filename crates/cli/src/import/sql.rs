@@ -356,6 +356,7 @@ impl Tables for Dump {
 pub fn read_dump(source: &str, inactive: Inactive) -> Result<Parsed, CliError> {
     let bytes =
         std::fs::read(source).map_err(|e| CliError::usage(format!("cannot read {source}: {e}")))?;
+    super::refuse_compressed(source, &bytes)?;
     // A hash or an address read in another character set would come over
     // changed: refused, with the option that writes UTF-8.
     let text = String::from_utf8(bytes).map_err(|e| {
@@ -443,6 +444,18 @@ fn pick_database(
 
 /// `sql`: the normalized schema, from a SQLite file or a PostgreSQL URL.
 pub fn read_normalized(source: &str, inactive: Inactive) -> Result<Parsed, CliError> {
+    // No MySQL client here: its databases come over as the dump file.
+    let scheme = source
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase());
+    if matches!(scheme.as_deref(), Some("mysql" | "mariadb" | "mysqlx")) {
+        return Err(CliError::usage(format!(
+            "{}: MySQL and MariaDB databases are read from their dump: `mysqldump \
+             --default-character-set=utf8mb4 DATABASE > dump.sql` on their host, then \
+             `mailtable import --from sql-dump dump.sql`",
+            store::url::redact(source)
+        )));
+    }
     match source.parse::<DatabaseUrl>().map_err(CliError::usage)? {
         DatabaseUrl::Sqlite(path) => {
             if !path.exists() {
