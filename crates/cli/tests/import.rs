@@ -3288,6 +3288,73 @@ fn postfixadmin_tables_from_postgresql() {
     check_postfixadmin(&Db::new(), &source);
 }
 
+/// The ISPmail guide's tables (`virtual_domains`, `virtual_users`,
+/// `virtual_aliases`), from SQLite and from the dump MariaDB writes of
+/// them: every address resolves where the guide's Postfix maps sent it,
+/// its `email2email` map included (a mailbox gets its own mail before the
+/// catch-all); hashes byte for byte, the quota from bytes.
+#[test]
+fn ispmail_tables_resolve_as_postfix_did() {
+    let db = Db::new();
+    let src = db.source_db("ispmail.db", "ispmail.sql");
+    let (v, _) = db.import_json(&["--from", "sql", &src.display().to_string()], 0);
+    assert_eq!(v["status"], "imported", "{v}");
+    assert_eq!(v["counts"]["mailboxes"], 3, "{v}");
+    assert_eq!(v["counts"]["with_quota"], 1, "{v}");
+    assert_eq!(v["counts"]["catch_alls"], 1, "{v}");
+    assert!(
+        whys(&v, "notes").contains("read with its email2email map"),
+        "{}",
+        whys(&v, "notes")
+    );
+    for (address, to) in [
+        // email2email: the catch-all does not take a mailbox's mail.
+        ("john@example.org", &["john@example.org"][..]),
+        (
+            "jane@example.org",
+            &["jane@example.org", "jane@elsewhere.example"],
+        ),
+        ("max@example.com", &["max@example.com"]),
+        (
+            "team@example.org",
+            &[
+                "john@example.org",
+                "jane@example.org",
+                "jane@elsewhere.example",
+            ],
+        ),
+        ("postmaster@example.org", &["john@example.org"]),
+        ("info@example.com", &["max@example.com"]),
+        (
+            "nobody@example.org",
+            &["jane@example.org", "jane@elsewhere.example"],
+        ),
+    ] {
+        assert_eq!(
+            db.resolve(address),
+            ("found".to_string(), set(to)),
+            "{address}"
+        );
+    }
+    assert_eq!(db.resolve("nobody@example.com").0, "not-found");
+    let rows = db.snapshot().1;
+    for row in [
+        "john@example.org john@example.org Some(\"{BLF-CRYPT}$2y$05$8dQgwmQ1KU9byJcUGpyP1OIo4JgD9ubeH.eGRDWfIQV/axEm3D5Ue\") 1 None",
+        "jane@example.org jane@example.org Some(\"{SHA512-CRYPT}$6$saltb2b2b2$RTzKA4I/NipbMba6KIR5vy0e9GQYeoDhH8EQXG4f9cnUpOXRaE6yyzwQTWrfny1dgqzmvKj5KBA9WoJryoCXv0\") 1 Some(\"2G\")",
+    ] {
+        assert!(rows.iter().any(|r| r == row), "{row}\n{rows:?}");
+    }
+    let dumped = Db::new();
+    let dump = Path::new(FIXTURES).join("ispmail.mysqldump");
+    let (v, _) = dumped.import_json(&["--from", "sql-dump", &dump.display().to_string()], 0);
+    assert_eq!(v["status"], "imported", "{v}");
+    let sorted = |mut r: Vec<String>| {
+        r.sort();
+        r
+    };
+    assert_eq!(sorted(dumped.snapshot().1), sorted(rows));
+}
+
 /// The renames that put PostfixAdmin's tables under a `database_prefix`.
 fn prefix_tables(prefix: &str) -> String {
     ["domain", "mailbox", "alias", "alias_domain"]
@@ -3452,7 +3519,8 @@ fn readme_import_commands_run() {
             _ => {}
         }
     }
-    assert_eq!(commands.len(), 7, "{commands:?}");
+    assert_eq!(commands.len(), 8, "{commands:?}");
+    let ispmail = Path::new(FIXTURES).join("ispmail.mysqldump");
     let dump = Path::new(FIXTURES).join("postfixadmin.mysqldump");
     for cmd in commands {
         let db = Db::new();
@@ -3471,6 +3539,7 @@ fn readme_import_commands_run() {
                 &pfa,
             ),
             ("postfixadmin.sql", &dump.display().to_string()),
+            ("mailserver.sql", &ispmail.display().to_string()),
         ];
         let args: Vec<String> = cmd
             .split_whitespace()

@@ -405,6 +405,7 @@ fn pick_database(
         // (refused when read, naming them).
         if normalized
             || is_postfixadmin(&mut d.dump, source)?
+            || is_ispmail(&mut d.dump, source)?
             || postfixadmin_prefix(&mut d.dump, source).map_or(true, |p| p.is_some())
         {
             with_mail.push(i);
@@ -498,6 +499,9 @@ fn read_tables(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result<
         ));
         return Ok(p);
     }
+    if is_ispmail(db, source)? {
+        return read_ispmail(db, source, inactive);
+    }
     let mut p = Parsed {
         defines_routes: true,
         aliases_first: true,
@@ -523,7 +527,8 @@ fn read_tables(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result<
         return Err(CliError::usage(format!(
             "{source} has neither the normalized tables (users, aliases) nor PostfixAdmin's \
              (mailbox with username and password, alias with address and goto, under their \
-             plain names or one database_prefix)"
+             plain names or one database_prefix) nor those of the ISPmail guide \
+             (virtual_users with email and password, virtual_aliases)"
         )));
     };
     let aliases = select(
@@ -548,6 +553,128 @@ fn read_tables(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result<
         );
     }
     read_aliases(source, "aliases", &aliases, &domain_active, &mut p);
+    Ok(p)
+}
+
+/// The mailboxes of `table`, whose column `user` holds the whole address,
+/// with `password` and the optional `domain`, `active` and `quota` (bytes,
+/// as PostfixAdmin and the ISPmail guide keep it).
+fn read_mailboxes(
+    db: &mut dyn Tables,
+    source: &str,
+    (table, user): (&str, &str),
+    domain_active: &BTreeMap<Domain, bool>,
+    inactive: Inactive,
+    p: &mut Parsed,
+) -> Result<(), CliError> {
+    let rows = select(
+        db,
+        source,
+        table,
+        &[user, "password"],
+        &["domain", "active", "quota"],
+    )?
+    .unwrap_or_default();
+    for (id, v) in &rows {
+        read_user(
+            &Origin::row(source, table, *id),
+            v,
+            quota_of_bytes(&v[4]),
+            domain_active,
+            inactive,
+            p,
+        );
+    }
+    Ok(())
+}
+
+/// Whether `db` holds the tables of the ISPmail guide (workaround.org, and
+/// the many tutorials that copied it): `virtual_users` with `email` and
+/// `password`, and no `users` table of the normalized schema.
+fn is_ispmail(db: &mut dyn Tables, source: &str) -> Result<bool, CliError> {
+    let mut has = |table: &str, cols: &[&str]| -> Result<bool, CliError> {
+        let have = db
+            .columns(table)
+            .map_err(|e| e.context(format_args!("cannot read {source}")))?;
+        Ok(!have.is_empty() && cols.iter().all(|c| have.iter().any(|h| h == c)))
+    };
+    Ok(!has("users", &[])? && has("virtual_users", &["email", "password"])?)
+}
+
+/// The ISPmail guide's tables, as its Postfix maps and Dovecot queries
+/// read them:
+///
+/// - `virtual_domains(id, name)`: the domains Postfix accepts
+///   (`virtual_mailbox_domains`: `SELECT 1 FROM virtual_domains WHERE
+///   name='%s'`);
+/// - `virtual_users(id, domain_id, email, password, quota)`: the mailboxes
+///   (`virtual_mailbox_maps`) and Dovecot's users, `email` the whole
+///   address, `quota` bytes (0: none), the hash in Dovecot's notation;
+/// - `virtual_aliases(id, domain_id, source, destination)`: one row per
+///   target (`virtual_alias_maps`, `@d` the catch-all).
+///
+/// The guide puts a second map after the aliases in `virtual_alias_maps`,
+/// `email2email` (`SELECT email FROM virtual_users WHERE email='%s'`):
+/// every mailbox is an alias of itself, so that a catch-all takes only
+/// the mail of addresses that are no mailbox (without it Postfix would
+/// give a catch-all the mail of every user). It is read as that: a
+/// mailbox without an alias row of its own address gets the route to
+/// itself; one with such a row is routed by the row, which Postfix asks
+/// first. An `active` column, which the guide has not but some copies
+/// add, is honoured as in the normalized schema.
+fn read_ispmail(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result<Parsed, CliError> {
+    let mut p = Parsed {
+        defines_routes: true,
+        aliases_first: true,
+        ..Parsed::default()
+    };
+    let domains =
+        select(db, source, "virtual_domains", &["name"], &["active"])?.unwrap_or_default();
+    let domain_active = read_domains(source, "virtual_domains", &domains, inactive, &mut p);
+    read_mailboxes(
+        db,
+        source,
+        ("virtual_users", "email"),
+        &domain_active,
+        inactive,
+        &mut p,
+    )?;
+    let aliases = select(
+        db,
+        source,
+        "virtual_aliases",
+        &["source", "destination"],
+        &["active"],
+    )?
+    .unwrap_or_default();
+    read_aliases(source, "virtual_aliases", &aliases, &domain_active, &mut p);
+    // email2email: each mailbox without a route of its own address.
+    let routed: BTreeSet<Address> = p
+        .routes
+        .iter()
+        .filter_map(|r| match &r.key {
+            RouteKey::Exact(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect();
+    let own: Vec<Route> = p
+        .logins
+        .iter()
+        .filter_map(|l| match &l.name {
+            LoginName::Address(a) if !routed.contains(a) => Some(Route {
+                key: RouteKey::Exact(a.clone()),
+                targets: vec![Target::Address(a.clone())],
+                origin: l.origin.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    p.routes.extend(own);
+    p.notes.push(Finding::new(
+        Origin::whole(source),
+        "the ISPmail guide's tables (virtual_domains, virtual_users, virtual_aliases), read \
+         with its email2email map: a mailbox gets its own mail before a catch-all",
+    ));
     Ok(p)
 }
 
@@ -645,24 +772,14 @@ fn read_postfixadmin(
         kept.push((id, v));
     }
     let domain_active = read_domains(source, "domain", &kept, inactive, &mut p);
-    let mailboxes = select(
+    read_mailboxes(
         db,
         source,
-        "mailbox",
-        &["username", "password"],
-        &["domain", "active", "quota"],
-    )?
-    .unwrap_or_default();
-    for (id, v) in &mailboxes {
-        read_user(
-            &Origin::row(source, "mailbox", *id),
-            v,
-            quota_of_bytes(&v[4]),
-            &domain_active,
-            inactive,
-            &mut p,
-        );
-    }
+        ("mailbox", "username"),
+        &domain_active,
+        inactive,
+        &mut p,
+    )?;
     let aliases =
         select(db, source, "alias", &["address", "goto"], &["active"])?.unwrap_or_default();
     read_aliases(source, "alias", &aliases, &domain_active, &mut p);
