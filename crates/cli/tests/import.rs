@@ -3355,6 +3355,74 @@ fn ispmail_tables_resolve_as_postfix_did() {
     assert_eq!(sorted(dumped.snapshot().1), sorted(rows));
 }
 
+/// A user deleted but still on lists (a target of ours that matches
+/// nothing): Postfix bounces that one copy (virtual(8): user unknown) and
+/// delivers the others, or hands it to the domain's catch-all, which its
+/// recursive lookup asks. PostfixAdmin and ISPmail sources alike: the
+/// target is left out with a note, the list kept; a list of only such
+/// targets is not imported; no address is reported as losing its mail.
+#[test]
+fn a_deleted_user_on_a_list_bounces_only_its_copy() {
+    let db = Db::new();
+    let src = db.source_db("pfa.db", "postfixadmin.sql");
+    rusqlite::Connection::open(&src)
+        .unwrap()
+        .execute_batch(
+            "INSERT INTO alias (address, goto, domain) VALUES \
+             ('staff@example.com', 'frank@example.com,deleted@example.com', 'example.com'), \
+             ('lonely@example.com', 'deleted@example.com', 'example.com'), \
+             ('list@example.org', 'bob@example.org,deleted@example.org', 'example.org');",
+        )
+        .unwrap();
+    let (v, _) = db.import_json(&["--from", "sql", &src.display().to_string()], 0);
+    assert_eq!(v["status"], "imported", "{v}");
+    assert_eq!(v["undeliverable"], serde_json::json!([]), "{v}");
+    let not = whys(&v, "not_imported");
+    // The fixture has 13 alias rows: staff is the 14th, lonely the 15th.
+    assert!(
+        not.contains(":alias:14\" \"target deleted@example.com: the source refused its mail"),
+        "{not}"
+    );
+    assert!(
+        not.contains(":alias:15\" \"every target is refused by the source"),
+        "{not}"
+    );
+    assert_eq!(
+        db.resolve("staff@example.com"),
+        ("found".into(), set(&["frank@example.com"]))
+    );
+    assert_eq!(db.resolve("lonely@example.com").0, "not-found");
+    // example.org's catch-all (to alice) takes deleted@example.org.
+    assert_eq!(
+        db.resolve("list@example.org"),
+        (
+            "found".into(),
+            set(&[
+                "bob@example.org",
+                "bob@elsewhere.example",
+                "alice@example.org"
+            ])
+        )
+    );
+
+    let isp = Db::new();
+    let src = isp.source_db("isp.db", "ispmail.sql");
+    rusqlite::Connection::open(&src)
+        .unwrap()
+        .execute_batch(
+            "INSERT INTO virtual_aliases (domain_id, source, destination) VALUES \
+             (2, 'staff@example.com', 'max@example.com'), \
+             (2, 'staff@example.com', 'deleted@example.com');",
+        )
+        .unwrap();
+    let (v, _) = isp.import_json(&["--from", "sql", &src.display().to_string()], 0);
+    assert_eq!(v["undeliverable"], serde_json::json!([]), "{v}");
+    assert_eq!(
+        isp.resolve("staff@example.com"),
+        ("found".into(), set(&["max@example.com"]))
+    );
+}
+
 /// The renames that put PostfixAdmin's tables under a `database_prefix`.
 fn prefix_tables(prefix: &str) -> String {
     ["domain", "mailbox", "alias", "alias_domain"]

@@ -555,10 +555,15 @@ fn drop_bounced_targets(walk: &mut SourceWalk, skipped: &mut Vec<Finding>) {
     }
     // What can bounce: a refused mailbox, an entry bounced already, and in
     // Postfix order a catch-all's target that is no mailbox (it expands
-    // into itself and is delivered as it is: user unknown).
+    // into itself and is delivered as it is: user unknown), and so any
+    // target of ours that is no mailbox (a deleted user still on a list).
     let bounced = walk.routes.iter().any(|(k, r)| {
         matches!(r.status, Status::Bounced(_))
             || (walk.aliases_first && matches!(k, RouteKey::CatchAll(_)))
+            || (walk.aliases_first
+                && matches!(&r.status, Status::Ok(t) if t.iter().any(|t| matches!(t,
+                    Resolved::Addr(a) if walk.domains.contains(a.domain())
+                        && !walk.deliverable.contains(a)))))
     });
     if walk.refused.is_empty() && !bounced {
         return;

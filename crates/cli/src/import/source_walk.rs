@@ -160,11 +160,13 @@ impl SourceWalk {
     }
 
     /// Whether the source bounced every copy of mail to `a` (a refused
-    /// mailbox without an entry that delivers elsewhere).
+    /// mailbox without an entry that delivers elsewhere; in Postfix order
+    /// also an address of its domains that nothing answers for, which
+    /// virtual(8) bounces as user unknown).
     pub fn bounces(&self, a: &Address) -> bool {
         match self.reach(a) {
             Ok(Some(s)) => s.to.is_empty(),
-            Ok(None) => self.refused.contains(a),
+            Ok(None) => self.refused.contains(a) || self.aliases_first,
             Err(_) => false,
         }
     }
@@ -316,7 +318,7 @@ impl SourceWalk {
             }
             i += 1;
         }
-        for (a, from) in list.into_iter().flatten() {
+        for (a, _) in list.into_iter().flatten() {
             if !self.domains.contains(a.domain())
                 || self.deliverable.contains(&a)
                 || self.accepted_inactive.contains(&a)
@@ -328,10 +330,11 @@ impl SourceWalk {
                 // The recipient itself, which nothing matched.
                 return Ok(None);
             } else {
-                return Err(format!(
-                    "{from} points to {a}, which has no entry in the sources (mail to {from} \
-                     bounces there today)"
-                ));
+                // A target of ours that is no mailbox and matches nothing
+                // (a deleted user still on a list): Postfix delivers it as
+                // it is and virtual(8) bounces that copy (user unknown);
+                // the other targets get theirs.
+                out.bounced = true;
             }
         }
         Ok(Some(out))
