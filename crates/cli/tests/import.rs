@@ -3423,6 +3423,57 @@ fn a_deleted_user_on_a_list_bounces_only_its_copy() {
     );
 }
 
+/// Another application's tables beside PostfixAdmin's in one database
+/// (Roundcube's `users`, which has no password) change nothing; the
+/// tables of two mail setups in one database (PostfixAdmin's and the
+/// ISPmail guide's, plain and prefixed PostfixAdmin, PostfixAdmin and an
+/// empty normalized `users`) are refused naming both, never one read and
+/// the other silently left.
+#[test]
+fn one_database_one_setup() {
+    let db = Db::new();
+    let src = db.source_db("pfa.db", "postfixadmin.sql");
+    let conn = rusqlite::Connection::open(&src).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE users (user_id INTEGER PRIMARY KEY, username TEXT NOT NULL, \
+         mail_host TEXT NOT NULL); INSERT INTO users VALUES (1, 'alice@example.org', 'localhost');",
+    )
+    .unwrap();
+    check_postfixadmin(&db, &format!("sqlite://{}", src.display()));
+
+    let isp = std::fs::read_to_string(Path::new(FIXTURES).join("ispmail.sql")).unwrap();
+    let prefixed = "CREATE TABLE pfa_mailbox AS SELECT * FROM mailbox; \
+                    CREATE TABLE pfa_alias AS SELECT * FROM alias;";
+    for (extra, names) in [
+        (
+            isp.as_str(),
+            "PostfixAdmin's tables; the ISPmail guide's tables (virtual_users)",
+        ),
+        (
+            prefixed,
+            "PostfixAdmin's tables; PostfixAdmin's tables with the prefix pfa_",
+        ),
+        (
+            "CREATE TABLE users (username TEXT, domain TEXT, password TEXT); \
+             CREATE TABLE aliases (alias TEXT, destination TEXT);",
+            "the normalized tables (users, aliases); PostfixAdmin's tables",
+        ),
+    ] {
+        let db = Db::new();
+        let src = db.source_db("two.db", "postfixadmin.sql");
+        rusqlite::Connection::open(&src)
+            .unwrap()
+            .execute_batch(extra)
+            .unwrap();
+        let (code, _, err) = db.run(&["import", "--from", "sql", &src.display().to_string()]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains(&format!("holds the tables of several setups ({names})")),
+            "{err}"
+        );
+    }
+}
+
 /// The renames that put PostfixAdmin's tables under a `database_prefix`.
 fn prefix_tables(prefix: &str) -> String {
     ["domain", "mailbox", "alias", "alias_domain"]
@@ -3465,7 +3516,10 @@ fn postfixadmin_tables_under_a_database_prefix() {
     let (code, _, err) = Db::new().run(&["import", "--from", "sql", &url]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("PostfixAdmin's tables under several prefixes (old_, pfa_)"),
+        err.contains(
+            "holds the tables of several setups (PostfixAdmin's tables with the prefix old_; \
+             PostfixAdmin's tables with the prefix pfa_)"
+        ),
         "{err}"
     );
 

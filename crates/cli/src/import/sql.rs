@@ -44,6 +44,7 @@ use mailtable_core::{Address, AddressPattern, Domain, PasswordHash};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags};
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -397,17 +398,9 @@ fn pick_database(
     let all: Vec<String> = databases.iter().map(named).collect();
     let mut with_mail = Vec::new();
     for (i, d) in databases.iter_mut().enumerate() {
-        let users = d.dump.columns("users")?;
-        let normalized = ["username", "password"]
-            .iter()
-            .all(|c| users.iter().any(|h| h == c));
-        // Several prefixes of PostfixAdmin's tables are mail tables too
-        // (refused when read, naming them).
-        if normalized
-            || is_postfixadmin(&mut d.dump, source)?
-            || is_ispmail(&mut d.dump, source)?
-            || postfixadmin_prefix(&mut d.dump, source).map_or(true, |p| p.is_some())
-        {
+        // Several layouts in one are mail tables too (refused when read,
+        // naming them).
+        if !schemas(&mut d.dump, source)?.is_empty() {
             with_mail.push(i);
         }
     }
@@ -482,25 +475,51 @@ pub fn read_normalized(source: &str, inactive: Inactive) -> Result<Parsed, CliEr
 }
 
 fn read_tables(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result<Parsed, CliError> {
-    if is_postfixadmin(db, source)? {
-        return read_postfixadmin(db, source, inactive);
-    }
-    if let Some(prefix) = postfixadmin_prefix(db, source)? {
-        let mut prefixed = Prefixed { db, prefix };
-        let mut p = read_postfixadmin(&mut prefixed, source, inactive)?;
-        p.notes.push(Finding::new(
-            Origin::whole(source),
-            format!(
-                "PostfixAdmin's tables with the prefix {0:?} (its database_prefix): read \
-                 {0}domain, {0}mailbox, {0}alias and {0}alias_domain; the report names their \
-                 rows without the prefix",
-                prefixed.prefix
-            ),
-        ));
-        return Ok(p);
-    }
-    if is_ispmail(db, source)? {
-        return read_ispmail(db, source, inactive);
+    let found = schemas(db, source)?;
+    match found.as_slice() {
+        [] => {
+            return Err(CliError::usage(format!(
+                "{source} has neither the normalized tables (users with username and password, \
+                 aliases) nor PostfixAdmin's (mailbox with username and password, alias with \
+                 address and goto, under their plain names or one database_prefix) nor those \
+                 of the ISPmail guide (virtual_users with email and password, virtual_aliases)"
+            )))
+        }
+        [Schema::Normalized] => {}
+        [Schema::PostfixAdmin(prefix)] if prefix.is_empty() => {
+            return read_postfixadmin(db, source, inactive)
+        }
+        [Schema::PostfixAdmin(prefix)] => {
+            let mut prefixed = Prefixed {
+                db,
+                prefix: prefix.clone(),
+            };
+            let mut p = read_postfixadmin(&mut prefixed, source, inactive)?;
+            let read: Vec<String> = ["domain", "mailbox", "alias", "alias_domain"]
+                .iter()
+                .filter(|t| prefixed.columns(t).is_ok_and(|c| !c.is_empty()))
+                .map(|t| format!("{prefix}{t}"))
+                .collect();
+            p.notes.push(Finding::new(
+                Origin::whole(source),
+                format!(
+                    "PostfixAdmin's tables with the prefix {prefix:?} (its database_prefix): \
+                     read {}; the report names their rows without the prefix",
+                    read.join(", ")
+                ),
+            ));
+            return Ok(p);
+        }
+        [Schema::Ispmail] => return read_ispmail(db, source, inactive),
+        several => {
+            let names: Vec<String> = several.iter().map(ToString::to_string).collect();
+            return Err(CliError::usage(format!(
+                "{source} holds the tables of several setups ({}): which one delivered the \
+                 mail, no rule can tell; copy the one to import into a database of its own \
+                 (or dump only its tables)",
+                names.join("; ")
+            )));
+        }
     }
     let mut p = Parsed {
         defines_routes: true,
@@ -524,12 +543,7 @@ fn read_tables(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result<
         &["domain", "active"],
     )?
     else {
-        return Err(CliError::usage(format!(
-            "{source} has neither the normalized tables (users, aliases) nor PostfixAdmin's \
-             (mailbox with username and password, alias with address and goto, under their \
-             plain names or one database_prefix) nor those of the ISPmail guide \
-             (virtual_users with email and password, virtual_aliases)"
-        )));
+        return Err(CliError::usage(format!("{source} has no users table")));
     };
     let aliases = select(
         db,
@@ -586,19 +600,6 @@ fn read_mailboxes(
         );
     }
     Ok(())
-}
-
-/// Whether `db` holds the tables of the ISPmail guide (workaround.org, and
-/// the many tutorials that copied it): `virtual_users` with `email` and
-/// `password`, and no `users` table of the normalized schema.
-fn is_ispmail(db: &mut dyn Tables, source: &str) -> Result<bool, CliError> {
-    let mut has = |table: &str, cols: &[&str]| -> Result<bool, CliError> {
-        let have = db
-            .columns(table)
-            .map_err(|e| e.context(format_args!("cannot read {source}")))?;
-        Ok(!have.is_empty() && cols.iter().all(|c| have.iter().any(|h| h == c)))
-    };
-    Ok(!has("users", &[])? && has("virtual_users", &["email", "password"])?)
 }
 
 /// The ISPmail guide's tables, as its Postfix maps and Dovecot queries
@@ -678,51 +679,68 @@ fn read_ispmail(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result
     Ok(p)
 }
 
-/// Whether `db` holds PostfixAdmin's tables (and no `users` table of the
-/// normalized schema): `mailbox` with `username` and `password`, `alias`
-/// with `address` and `goto`.
-fn is_postfixadmin(db: &mut dyn Tables, source: &str) -> Result<bool, CliError> {
-    let mut has = |table: &str, cols: &[&str]| -> Result<bool, CliError> {
-        let have = db
-            .columns(table)
-            .map_err(|e| e.context(format_args!("cannot read {source}")))?;
-        Ok(!have.is_empty() && cols.iter().all(|c| have.iter().any(|h| h == c)))
-    };
-    Ok(!has("users", &[])?
-        && has("mailbox", &["username", "password"])?
-        && has("alias", &["address", "goto"])?)
+/// A layout of mail tables a database can hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Schema {
+    /// `users` with `username` and `password`, `aliases`, `domains`
+    /// (a mailtable database has such a `users` too, and is told apart
+    /// when read).
+    Normalized,
+    /// PostfixAdmin's `mailbox` with `username` and `password` and `alias`
+    /// with `address` and `goto`, under their plain names (`""`) or a
+    /// `database_prefix`.
+    PostfixAdmin(String),
+    /// The ISPmail guide's `virtual_users` with `email` and `password`.
+    Ispmail,
 }
 
-/// The `database_prefix` of PostfixAdmin's tables when they have one: the
-/// `P` of a `Pmailbox` for which [`is_postfixadmin`] holds. Two such
-/// prefixes (two installations in one database) are refused, naming both:
-/// which one is meant, no rule can tell.
-fn postfixadmin_prefix(db: &mut dyn Tables, source: &str) -> Result<Option<String>, CliError> {
-    let tables = db
-        .tables()
-        .map_err(|e| e.context(format_args!("cannot read {source}")))?;
-    let mut found = Vec::new();
-    for t in tables {
-        let Some(prefix) = t.strip_suffix("mailbox").filter(|p| !p.is_empty()) else {
-            continue;
-        };
-        let mut prefixed = Prefixed {
-            db: &mut *db,
-            prefix: prefix.to_string(),
-        };
-        if is_postfixadmin(&mut prefixed, source)? {
-            found.push(prefix.to_string());
+impl fmt::Display for Schema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schema::Normalized => f.write_str("the normalized tables (users, aliases)"),
+            Schema::PostfixAdmin(p) if p.is_empty() => f.write_str("PostfixAdmin's tables"),
+            Schema::PostfixAdmin(p) => write!(f, "PostfixAdmin's tables with the prefix {p}"),
+            Schema::Ispmail => f.write_str("the ISPmail guide's tables (virtual_users)"),
         }
     }
-    found.sort();
-    match found.len() {
-        0 | 1 => Ok(found.pop()),
-        _ => Err(CliError::usage(format!(
-            "{source} holds PostfixAdmin's tables under several prefixes ({}): copy the one \
-             installation to import into a database of its own",
-            found.join(", ")
-        ))),
+}
+
+/// Every layout of mail tables `db` holds. A table of another
+/// application beside them (Roundcube's `users`, which has no
+/// `password`) is none.
+fn schemas(db: &mut dyn Tables, source: &str) -> Result<Vec<Schema>, CliError> {
+    let context = |e: CliError| e.context(format_args!("cannot read {source}"));
+    let has = |db: &mut dyn Tables, table: &str, cols: &[&str]| -> Result<bool, CliError> {
+        let have = db.columns(table).map_err(context)?;
+        Ok(!have.is_empty() && cols.iter().all(|c| have.iter().any(|h| h == c)))
+    };
+    let mut found = Vec::new();
+    if has(db, "users", &["username", "password"])? {
+        found.push(Schema::Normalized);
     }
+    let mut prefixes: Vec<String> = db
+        .tables()
+        .map_err(context)?
+        .iter()
+        .filter_map(|t| t.strip_suffix("mailbox").map(String::from))
+        .collect();
+    prefixes.sort();
+    prefixes.dedup();
+    for prefix in prefixes {
+        let mut prefixed = Prefixed {
+            db: &mut *db,
+            prefix: prefix.clone(),
+        };
+        if has(&mut prefixed, "mailbox", &["username", "password"])?
+            && has(&mut prefixed, "alias", &["address", "goto"])?
+        {
+            found.push(Schema::PostfixAdmin(prefix));
+        }
+    }
+    if has(db, "virtual_users", &["email", "password"])? {
+        found.push(Schema::Ispmail);
+    }
+    Ok(found)
 }
 
 /// PostfixAdmin's own tables, as its Postfix and Dovecot queries read them
@@ -1533,7 +1551,7 @@ mod tests {
         let e = read_tables(&mut c, "x.db", Inactive::Reject)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("no column username"), "{e}");
+        assert!(e.contains("users with username and password"), "{e}");
     }
 
     #[test]
