@@ -256,6 +256,16 @@ fn a_passwd_file_per_domain() {
     let (code, _, err) = db.run(&["import", "dovecot-passwd:per-domain/%d/users"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no file of a domain in per-domain/"), "{err}");
+    // A variable the import does not expand: named.
+    let (code, _, err) = db.run(&[
+        "import",
+        "dovecot-passwd:per-domain/%{domain | lower}/passwd",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no such file, and %{domain | lower} is no variable the import expands"),
+        "{err}"
+    );
 }
 
 /// Whether `makemap` (OpenSMTPD's) runs here; when not, one line says the
@@ -359,6 +369,19 @@ fn smtpd_db_maps_import_as_the_text_they_were_made_from() {
     let not = whys(&maps, "not_imported");
     assert!(not.contains("virtuals.db:"), "{not}");
     assert!(not.contains("a pipe to a command"), "{not}");
+
+    // An empty map is an empty source, as an empty text file is.
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "").unwrap();
+    assert!(Command::new("makemap")
+        .arg(&empty)
+        .status()
+        .unwrap()
+        .success());
+    let (code, _, err) =
+        Db::new().run(&["import", &format!("smtpd-aliases:{}.db", empty.display())]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no entries in smtpd-aliases:"), "{err}");
 
     // A btree magic on a file that is none: makemap's own refusal, named.
     let bad = dir.path().join("broken.db");
@@ -3009,13 +3032,34 @@ fn postfixadmin_from_a_dump_of_every_database() {
         err.contains("is compressed (gzip): give it uncompressed, e.g. `zcat"),
         "{err}"
     );
-    let (code, _, err) = db.run(&["import", "--from", "sql", "mysql://pfa:s3cret@db/postfix"]);
+    for format in ["sql", "sql-dump"] {
+        let (code, _, err) = db.run(&["import", "--from", format, "mysql://pfa:s3cret@db/postfix"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("are read from their dump: `mysqldump --default-character-set=utf8mb4 postfix > postfix.sql`"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+    // Each kind of file given to the other format: said what it is.
+    let sqlite = db.source_db("pfa.db", "postfixadmin.sql");
+    let (code, _, err) = db.run(&[
+        "import",
+        "--from",
+        "sql-dump",
+        &sqlite.display().to_string(),
+    ]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("are read from their dump: `mysqldump"),
+        err.contains("is a SQLite database, not a dump: read it with --from sql"),
         "{err}"
     );
-    assert!(!err.contains("s3cret"), "{err}");
+    let (code, _, err) = db.run(&["import", "--from", "sql", &all.display().to_string()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("is SQL text (a dump), not a SQLite database: read it with --from sql-dump"),
+        "{err}"
+    );
 
     let refused = |text: String, why: &str| {
         let db = Db::new();

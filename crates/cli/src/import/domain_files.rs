@@ -51,6 +51,20 @@ fn variable_at(path: &str) -> Option<(usize, usize)> {
     })
 }
 
+/// The first Dovecot variable of `path` that is not the login's domain
+/// (`%u`, `%n`, `%{domain | lower}`, ...), for the message when such a
+/// path names no file.
+pub fn other_variable(path: &str) -> Option<String> {
+    path.match_indices('%').find_map(|(i, _)| {
+        let after = &path[i + 1..];
+        let v = match after.strip_prefix('{') {
+            Some(inner) => format!("%{{{}}}", &inner[..inner.find('}')?]),
+            None => format!("%{}", after.chars().next()?),
+        };
+        (variable_at(&v).is_none()).then_some(v)
+    })
+}
+
 /// The template of `path`, `None` when it has no domain variable.
 /// `Err`: a variable twice (the domain in two places of one path), or
 /// the variable in a path's first component.
@@ -113,12 +127,21 @@ pub fn expand(t: &Template) -> std::io::Result<Found> {
             false if t.dir.join(&name).is_dir() => t.dir.join(&name).join(&t.rest),
             false => continue,
         };
+        if let Some(why) = not_a_domain_file(middle) {
+            found.left_out.push((file, why));
+            continue;
+        }
         match Domain::parse(middle) {
             // Dovecot lower-cases the login (auth_username_format %Lu, the
             // default), so a file under an upper-case name is never read.
             Ok(d) if d.as_str() == middle => {
                 if file.is_file() {
                     found.files.push((d, file));
+                } else if file.symlink_metadata().is_ok() {
+                    found.left_out.push((
+                        file,
+                        "not a file (a directory, or a link to nothing)".into(),
+                    ));
                 } else if !t.rest.as_os_str().is_empty() {
                     found
                         .left_out
@@ -138,6 +161,37 @@ pub fn expand(t: &Template) -> std::io::Result<Found> {
         }
     }
     Ok(found)
+}
+
+/// Why a name that fits the template is still no domain's file: a
+/// backup an editor or the package manager left (`users.example.org.bak`,
+/// `.dpkg-old`, `~`), or a name without a dot (`localhost`, no domain
+/// mail is addressed to). Dovecot would read such a file only for logins
+/// of that "domain", which nobody has.
+fn not_a_domain_file(middle: &str) -> Option<String> {
+    const BACKUPS: [&str; 11] = [
+        ".bak",
+        ".old",
+        ".orig",
+        ".save",
+        ".swp",
+        ".tmp",
+        ".dpkg-old",
+        ".dpkg-dist",
+        ".dpkg-new",
+        ".rpmnew",
+        ".rpmsave",
+    ];
+    if middle.ends_with('~') || BACKUPS.iter().any(|b| middle.ends_with(b)) {
+        return Some(format!("{middle:?} looks like a backup copy, not a domain"));
+    }
+    if !middle.contains('.') {
+        return Some(format!(
+            "{middle:?} has no dot: no domain mail is addressed to (read it on its own with \
+             --login-domain if it is one)"
+        ));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -187,6 +241,13 @@ mod tests {
         // Other variables stay text: a file per user cannot be listed.
         assert_eq!(template("/etc/%u/passwd"), Ok(None));
         assert_eq!(template("/etc/%{user}/passwd"), Ok(None));
+        assert_eq!(other_variable("/etc/%u/passwd").as_deref(), Some("%u"));
+        assert_eq!(
+            other_variable("/etc/%{domain | lower}/p").as_deref(),
+            Some("%{domain | lower}")
+        );
+        assert_eq!(other_variable("/etc/%d/passwd"), None);
+        assert_eq!(other_variable("/etc/passwd"), None);
     }
 
     #[test]
@@ -198,6 +259,9 @@ mod tests {
             ("Example.com", true),
             ("lost+found", false),
             ("empty.example", false),
+            ("example.org.bak", true),
+            ("example.org.dpkg-old", true),
+            ("localhost", true),
         ] {
             std::fs::create_dir(dir.path().join(name)).unwrap();
             if file {
@@ -205,6 +269,7 @@ mod tests {
             }
         }
         std::fs::write(dir.path().join("README"), "").unwrap();
+        std::fs::create_dir_all(dir.path().join("dir.example/passwd")).unwrap();
         let path = format!("{}/%d/passwd", dir.path().display());
         let found = expand(&template(&path).unwrap().unwrap()).unwrap();
         let files: Vec<(&str, PathBuf)> = found
@@ -229,9 +294,20 @@ mod tests {
             .iter()
             .map(|(p, why)| format!("{}: {why}", p.strip_prefix(dir.path()).unwrap().display()))
             .collect();
-        assert_eq!(left.len(), 3, "{left:?}");
-        assert!(left[0].starts_with("Example.com/passwd: \"Example.com\" has upper-case"));
-        assert!(left[1].starts_with("empty.example/passwd: no such file"));
-        assert!(left[2].starts_with("lost+found/passwd: \"lost+found\" is no domain"));
+        assert_eq!(left.len(), 7, "{left:?}");
+        for (i, start) in [
+            "Example.com/passwd: \"Example.com\" has upper-case",
+            "dir.example/passwd: not a file",
+            "empty.example/passwd: no such file",
+            "example.org.bak/passwd: \"example.org.bak\" looks like a backup",
+            "example.org.dpkg-old/passwd: \"example.org.dpkg-old\" looks like a backup",
+            "localhost/passwd: \"localhost\" has no dot",
+            "lost+found/passwd: \"lost+found\" has no dot",
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert!(left[i].starts_with(start), "{i}: {left:?}");
+        }
     }
 }

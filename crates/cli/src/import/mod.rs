@@ -168,6 +168,13 @@ fn parse_source(format: Format, source: &str, inactive: Inactive) -> Result<Pars
         if let Some(t) = domain_files::template(source).map_err(CliError::usage)? {
             return parse_domain_files(source, &t);
         }
+        if let Some(v) = domain_files::other_variable(source) {
+            return Err(CliError::usage(format!(
+                "{source}: no such file, and {v} is no variable the import expands (the \
+                 login's domain only: %d, %Ld, %{{domain}}, %{{user | domain}}); a path with \
+                 the user in it names a file per user: give those files themselves"
+            )));
+        }
     }
     parse_file(format, source, &parse)
 }
@@ -193,15 +200,7 @@ fn parse_domain_files(source: &str, t: &domain_files::Template) -> Result<Parsed
         )?;
         parsed.absorb(one);
     }
-    let mut domains: Vec<&str> = found
-        .files
-        .iter()
-        .map(|(d, _)| d.as_str())
-        .take(5)
-        .collect();
-    if found.files.len() > domains.len() {
-        domains.push("...");
-    }
+    let domains: Vec<&str> = found.files.iter().map(|(d, _)| d.as_str()).collect();
     parsed.notes.push(Finding::new(
         Origin::whole(source),
         format!(
@@ -238,6 +237,11 @@ fn parse_file(
     );
     if let Some(kind) = makemap::berkeley_db(&bytes).filter(|_| smtpd_table) {
         let mut parsed = parse(source, &makemap::dump(source, kind)?);
+        if parsed.is_empty() {
+            // An empty map, or one makemap reads nothing from (cut short):
+            // an empty source, refused or noted as such.
+            return Ok(parsed);
+        }
         parsed.notes.push(Finding::new(
             Origin::whole(source),
             format!(

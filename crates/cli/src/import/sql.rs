@@ -355,9 +355,31 @@ impl Tables for Dump {
 /// `sql-dump`: the tables of `sql` in a MySQL/MariaDB dump file, read as
 /// `mysqldump` writes it ([`super::mysqldump`]).
 pub fn read_dump(source: &str, inactive: Inactive) -> Result<Parsed, CliError> {
+    if let Some(e) = mysql_url(source) {
+        return Err(e);
+    }
+    if source.contains("://") {
+        return Err(CliError::usage(format!(
+            "{}: sql-dump reads a dump file; a database URL is read with --from sql",
+            store::url::redact(source)
+        )));
+    }
     let bytes =
         std::fs::read(source).map_err(|e| CliError::usage(format!("cannot read {source}: {e}")))?;
     super::refuse_compressed(source, &bytes)?;
+    if bytes.starts_with(SQLITE_MAGIC) {
+        return Err(CliError::usage(format!(
+            "{source} is a SQLite database, not a dump: read it with --from sql (or --from \
+             mailtable for another mailtable database)"
+        )));
+    }
+    if super::makemap::berkeley_db(&bytes).is_some() {
+        return Err(CliError::usage(format!(
+            "{source} is a Berkeley DB map (makemap), not a dump: give it with the format of \
+             the smtpd table it holds (smtpd-aliases, smtpd-credentials, smtpd-userinfo, \
+             smtpd-domains)"
+        )));
+    }
     // A hash or an address read in another character set would come over
     // changed: refused, with the option that writes UTF-8.
     let text = String::from_utf8(bytes).map_err(|e| {
@@ -436,25 +458,58 @@ fn pick_database(
     }
 }
 
+/// The first bytes of every SQLite database file (sqlite.org/fileformat.html).
+const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
+
+/// A MySQL or MariaDB URL: there is no MySQL client here, its databases
+/// come over as their dump. The refusal gives the command, with the
+/// database the URL names, and never the URL's password.
+fn mysql_url(source: &str) -> Option<CliError> {
+    let (scheme, rest) = source.split_once("://")?;
+    if !matches!(
+        scheme.to_ascii_lowercase().as_str(),
+        "mysql" | "mariadb" | "mysqlx"
+    ) {
+        return None;
+    }
+    let database = rest
+        .split_once('/')
+        .map(|(_, d)| d.split(['?', '#']).next().unwrap_or_default())
+        .filter(|d| !d.is_empty())
+        .unwrap_or("DATABASE");
+    Some(CliError::usage(format!(
+        "{}: MySQL and MariaDB databases are read from their dump: `mysqldump \
+         --default-character-set=utf8mb4 {database} > {database}.sql` on their host, then \
+         `mailtable import --from sql-dump {database}.sql`",
+        store::url::redact(source)
+    )))
+}
+
 /// `sql`: the normalized schema, from a SQLite file or a PostgreSQL URL.
 pub fn read_normalized(source: &str, inactive: Inactive) -> Result<Parsed, CliError> {
-    // No MySQL client here: its databases come over as the dump file.
-    let scheme = source
-        .split_once("://")
-        .map(|(s, _)| s.to_ascii_lowercase());
-    if matches!(scheme.as_deref(), Some("mysql" | "mariadb" | "mysqlx")) {
-        return Err(CliError::usage(format!(
-            "{}: MySQL and MariaDB databases are read from their dump: `mysqldump \
-             --default-character-set=utf8mb4 DATABASE > dump.sql` on their host, then \
-             `mailtable import --from sql-dump dump.sql`",
-            store::url::redact(source)
-        )));
+    if let Some(e) = mysql_url(source) {
+        return Err(e);
     }
     match source.parse::<DatabaseUrl>().map_err(CliError::usage)? {
         DatabaseUrl::Sqlite(path) => {
             if !path.exists() {
                 return Err(CliError::usage(format!(
                     "cannot read {source}: no such file"
+                )));
+            }
+            // A dump given here instead of to sql-dump: said as such, not
+            // as SQLite's "file is not a database".
+            let head = std::fs::read(&path)
+                .map(|b| b.into_iter().take(16).collect::<Vec<u8>>())
+                .unwrap_or_default();
+            if !head.starts_with(SQLITE_MAGIC)
+                && ["--", "/*", "CREATE", "DROP", "SET"]
+                    .iter()
+                    .any(|w| head.starts_with(w.as_bytes()))
+            {
+                return Err(CliError::usage(format!(
+                    "{source} is SQL text (a dump), not a SQLite database: read it with \
+                     --from sql-dump"
                 )));
             }
             let mut conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
