@@ -3518,6 +3518,47 @@ fn one_database_one_setup() {
     }
 }
 
+/// A mailbox or alias of a domain the domain table does not list: the
+/// guides' Postfix accepted no mail for it (`virtual_mailbox_domains` is
+/// that table), so it is not imported, and the report says why.
+#[test]
+fn a_domain_without_its_row_received_no_mail() {
+    for (fixture, rows) in [
+        (
+            "postfixadmin.sql",
+            "INSERT INTO mailbox (username, password, name, maildir, local_part, domain) VALUES \
+             ('orphan@nodom.example', '$2y$05$8dQgwmQ1KU9byJcUGpyP1OIo4JgD9ubeH.eGRDWfIQV/axEm3D5Ue', \
+              'O', 'nodom.example/orphan/', 'orphan', 'nodom.example'); \
+             INSERT INTO alias (address, goto, domain) VALUES \
+             ('orphan@nodom.example', 'orphan@nodom.example', 'nodom.example');",
+        ),
+        (
+            "ispmail.sql",
+            "INSERT INTO virtual_users (domain_id, email, password) VALUES \
+             (1, 'orphan@nodom.example', '{PLAIN}x');",
+        ),
+    ] {
+        let db = Db::new();
+        let src = db.source_db("src.db", fixture);
+        rusqlite::Connection::open(&src)
+            .unwrap()
+            .execute_batch(rows)
+            .unwrap();
+        let (v, _) = db.import_json(&["--from", "sql", &src.display().to_string()], 0);
+        assert!(
+            whys(&v, "not_imported")
+                .contains("mailbox of a domain the source does not serve (no row in its domain table"),
+            "{fixture}: {}",
+            whys(&v, "not_imported")
+        );
+        assert_ne!(db.resolve("orphan@nodom.example").0, "found", "{fixture}");
+        assert!(
+            !db.snapshot().1.iter().any(|r| r.contains("nodom.example")),
+            "{fixture}"
+        );
+    }
+}
+
 /// The renames that put PostfixAdmin's tables under a `database_prefix`.
 fn prefix_tables(prefix: &str) -> String {
     ["domain", "mailbox", "alias", "alias_domain"]

@@ -610,7 +610,10 @@ fn read_tables(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result<
     .unwrap_or_default();
     let domains = select(db, source, "domains", &["domain"], &["active"])?.unwrap_or_default();
 
-    let domain_active = read_domains(source, "domains", &domains, inactive, &mut p);
+    let domain_active = Domains {
+        active: read_domains(source, "domains", &domains, inactive, &mut p),
+        only_listed: false,
+    };
     for (id, v) in &users {
         read_user(
             &Origin::row(source, "users", *id),
@@ -632,7 +635,7 @@ fn read_mailboxes(
     db: &mut dyn Tables,
     source: &str,
     (table, user): (&str, &str),
-    domain_active: &BTreeMap<Domain, bool>,
+    domain_active: &Domains,
     inactive: Inactive,
     p: &mut Parsed,
 ) -> Result<(), CliError> {
@@ -684,9 +687,13 @@ fn read_ispmail(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result
         aliases_first: true,
         ..Parsed::default()
     };
-    let domains =
-        select(db, source, "virtual_domains", &["name"], &["active"])?.unwrap_or_default();
-    let domain_active = read_domains(source, "virtual_domains", &domains, inactive, &mut p);
+    let domains = select(db, source, "virtual_domains", &["name"], &["active"])?;
+    let only_listed = domains.is_some();
+    let domains = domains.unwrap_or_default();
+    let domain_active = Domains {
+        active: read_domains(source, "virtual_domains", &domains, inactive, &mut p),
+        only_listed,
+    };
     read_mailboxes(
         db,
         source,
@@ -844,7 +851,10 @@ fn read_postfixadmin(
         }
         kept.push((id, v));
     }
-    let domain_active = read_domains(source, "domain", &kept, inactive, &mut p);
+    let domain_active = Domains {
+        active: read_domains(source, "domain", &kept, inactive, &mut p),
+        only_listed: has_domain_table,
+    };
     read_mailboxes(
         db,
         source,
@@ -874,7 +884,7 @@ fn read_postfixadmin(
     let served = |d: &str| match has_domain_table {
         true => Domain::parse(d.trim())
             .ok()
-            .and_then(|d| domain_active.get(&d).copied()),
+            .and_then(|d| domain_active.active.get(&d).copied()),
         false => Some(true),
     };
     let as_aliases: Vec<TableRow> = alias_domains
@@ -1115,10 +1125,37 @@ fn quota_of_bytes(v: &Cell) -> Option<String> {
     crate::quota::of_bytes(v.as_deref()?.trim().parse().ok()?)
 }
 
-/// Whether a domain is active; a domain the `domains` table does not list
-/// (or a database without one) is.
-fn domain_ok(domain_active: &BTreeMap<Domain, bool>, d: &Domain) -> bool {
-    domain_active.get(d).copied().unwrap_or(true)
+/// The domains of a source's domain table, with whether each is active.
+struct Domains {
+    active: BTreeMap<Domain, bool>,
+    /// Only the listed domains are the source's: PostfixAdmin's and the
+    /// ISPmail guide's Postfix accepts mail for the domains its domain
+    /// query lists (`virtual_mailbox_domains`), so a mailbox or alias of
+    /// another domain never received mail (relay access denied). The
+    /// normalized schema's `domains` table is optional and not known to
+    /// be a Postfix map: there a domain it does not list is active.
+    only_listed: bool,
+}
+
+impl Domains {
+    /// Whether mail to `d` was accepted (listed and active, or not listed
+    /// where that is fine).
+    fn ok(&self, d: &Domain) -> bool {
+        self.active.get(d).copied().unwrap_or(!self.only_listed)
+    }
+
+    /// Why mail to `d` was refused, for a message: `None` when it was not.
+    fn refused(&self, d: &Domain) -> Option<&'static str> {
+        match self.active.get(d) {
+            Some(true) => None,
+            Some(false) => Some("of an inactive domain"),
+            None if self.only_listed => Some(
+                "of a domain the source does not serve (no row in its domain table, or a backup \
+                 MX): Postfix refused its mail",
+            ),
+            None => None,
+        }
+    }
 }
 
 /// The `domains` table into `p.domains`; returns whether each is active.
@@ -1164,7 +1201,7 @@ fn read_user(
     at: &Origin,
     v: &[Cell],
     quota: Option<String>,
-    domain_active: &BTreeMap<Domain, bool>,
+    domain_active: &Domains,
     inactive: Inactive,
     p: &mut Parsed,
 ) {
@@ -1202,16 +1239,17 @@ fn read_user(
             return;
         }
     }
-    let domain_on = domain_ok(domain_active, addr.domain());
+    let domain_on = domain_active.ok(addr.domain());
     let active = truthy(&v[3]) && domain_on;
     if !active && inactive == Inactive::Reject {
         // Not a login, and not lost: the source refused this mail already.
-        let what = if domain_on {
-            "inactive mailbox: the source delivered nothing to it and refused its logins (its \
-             Postfix mailbox query lists active mailboxes only: its mail was refused, or taken \
-             by a catch-all, or by the entry of its address without the tag)"
-        } else {
-            "mailbox of an inactive domain: the source refused its mail"
+        let what = match domain_active.refused(addr.domain()) {
+            None => "inactive mailbox: the source delivered nothing to it and refused its logins \
+                     (its Postfix mailbox query lists active mailboxes only: its mail was \
+                     refused, or taken by a catch-all, or by the entry of its address without \
+                     the tag)"
+                .to_string(),
+            Some(why) => format!("mailbox {why}: the source refused its mail"),
         };
         p.skipped.push(Finding::about(
             at,
@@ -1256,7 +1294,7 @@ fn read_aliases(
     source: &str,
     table: &str,
     rows: &[TableRow],
-    domain_active: &BTreeMap<Domain, bool>,
+    domain_active: &Domains,
     p: &mut Parsed,
 ) {
     let mut routes: BTreeMap<RouteKey, Route> = BTreeMap::new();
@@ -1275,11 +1313,10 @@ fn read_aliases(
                 continue;
             }
         };
-        if !truthy(&v[2]) || !domain_ok(domain_active, &key_domain) {
-            let what = if truthy(&v[2]) {
-                "alias of an inactive domain"
-            } else {
-                "inactive alias"
+        if !truthy(&v[2]) || !domain_active.ok(&key_domain) {
+            let what = match domain_active.refused(&key_domain) {
+                Some(why) if truthy(&v[2]) => format!("alias {why}"),
+                _ => "inactive alias".to_string(),
             };
             p.skipped.push(Finding::about(
                 at,
