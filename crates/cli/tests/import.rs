@@ -3559,6 +3559,40 @@ fn a_domain_without_its_row_received_no_mail() {
     }
 }
 
+/// A PostfixAdmin alias longer than smtpd's alias buffer: Postfix
+/// delivered it, smtpd would defer it on every try, so the import is
+/// refused naming it (and imports it with `--partial`, still listed as
+/// failing).
+#[test]
+fn a_postfix_alias_longer_than_smtpd_takes_is_refused() {
+    let db = Db::new();
+    let src = db.source_db("pfa.db", "postfixadmin.sql");
+    let goto: Vec<String> = (0..300)
+        .map(|i| format!("m{i:03}@partner.example"))
+        .collect();
+    rusqlite::Connection::open(&src)
+        .unwrap()
+        .execute(
+            "INSERT INTO alias (address, goto, domain) VALUES ('all@example.org', ?1, 'example.org')",
+            [goto.join(",")],
+        )
+        .unwrap();
+    let src = src.display().to_string();
+    let (code, _, err) = db.run(&["import", "--from", "sql", &src]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("the source delivered would have their mail deferred by smtpd from now on"),
+        "{err}"
+    );
+    assert!(err.contains("all@example.org"), "{err}");
+    let (v, _) = db.import_json(&["--from", "sql", &src, "--partial"], 0);
+    assert_eq!(v["status"], "imported");
+    let failing = v["verification"]["failing"].as_array().unwrap();
+    assert!(failing
+        .iter()
+        .any(|f| f["address"] == "all@example.org" && f["source_delivered"] == true));
+}
+
 /// The renames that put PostfixAdmin's tables under a `database_prefix`.
 fn prefix_tables(prefix: &str) -> String {
     ["domain", "mailbox", "alias", "alias_domain"]

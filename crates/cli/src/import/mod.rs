@@ -510,6 +510,14 @@ fn import(
     let (redirected, own) = verify::delivered_after(&lost, &ctx.resolver, store)?;
     diff.redirected = redirected;
     let n_diff = diff.differences.len();
+    // Mail the source delivered that smtpd would defer from now on (a
+    // Postfix alias longer than smtpd's alias buffer): mail left behind.
+    let deferred: Vec<String> = diff
+        .failing
+        .iter()
+        .filter(|f| f.source_delivered)
+        .map(|f| f.address.clone())
+        .collect();
     // They do receive mail: the redirected elsewhere (said so on the first
     // line, listed with where it goes), the others in their own mailbox.
     let delivered: BTreeSet<String> = diff
@@ -520,7 +528,7 @@ fn import(
         .collect();
     rep.undeliverable.retain(|a| !delivered.contains(a));
     rep.verification = Some(diff);
-    finish(args, store, rep, n_diff, left_behind)
+    finish(args, store, rep, n_diff, (left_behind, deferred))
 }
 
 /// `--login-domain` and `--map`, checked.
@@ -600,7 +608,7 @@ fn finish(
     store: &mut dyn Store,
     rep: &mut report::Report,
     n_diff: usize,
-    left_behind: Option<String>,
+    (left_behind, deferred): (Option<String>, Vec<String>),
 ) -> Result<Exit, CliError> {
     if args.verify {
         rep.status = report::Status::Verified;
@@ -619,6 +627,18 @@ fn finish(
         rep.print(args.json);
         return Err(CliError::usage(format!(
             "{n_diff} address(es) would resolve differently from the source; nothing was changed"
+        )));
+    }
+    if !deferred.is_empty() && !args.partial {
+        store.rollback();
+        rep.status = report::Status::Refused;
+        rep.print(args.json);
+        return Err(CliError::usage(format!(
+            "{} address(es) the source delivered would have their mail deferred by smtpd from \
+             now on ({}): an answer longer than smtpd takes; split the alias into shorter ones \
+             (see failing in the report); nothing was changed (--partial imports anyway)",
+            deferred.len(),
+            report::first_few(deferred.iter())
         )));
     }
     if let Some(what) = left_behind.filter(|_| !args.partial) {

@@ -488,6 +488,12 @@ impl SourceWalk {
 }
 
 impl Semantics for SourceWalk {
+    /// smtpd order is smtpd's; Postfix order (the SQL sources) is
+    /// Postfix's, which delivers an alias of any length.
+    fn under_smtpd_limits(&self) -> bool {
+        !self.aliases_first
+    }
+
     fn expected(&mut self, addr: &Address) -> Result<Expect, StoreError> {
         if !self.domains.contains(addr.domain()) {
             return Ok(Expect::UnknownDomain);

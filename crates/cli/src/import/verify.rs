@@ -48,6 +48,14 @@ impl fmt::Display for Expect {
 pub trait Semantics {
     /// Where the source delivers `addr`.
     fn expected(&mut self, addr: &Address) -> Result<Expect, StoreError>;
+
+    /// Whether the source's mail went through smtpd's own limits (an
+    /// answer longer than its alias buffer is deferred): then an address
+    /// the table fails for failed in the source too. A Postfix source had
+    /// no such limit. Default: it did (smtpd tables, mailtable databases).
+    fn under_smtpd_limits(&self) -> bool {
+        true
+    }
 }
 
 /// One address that resolves differently.
@@ -71,6 +79,10 @@ pub struct Failing {
     pub address: String,
     /// Why, as `mailtable resolve` says it.
     pub why: String,
+    /// The source delivered its mail (a Postfix source has no limit on an
+    /// alias's length, smtpd has): deferring it from now on loses mail
+    /// the source delivered, which the import does not do silently.
+    pub source_delivered: bool,
 }
 
 /// The outcome of the resolution check.
@@ -122,6 +134,7 @@ pub fn verify(
             v.failing.push(Failing {
                 address: a.to_string(),
                 why,
+                source_delivered: matches!(want, Expect::Found(_)) && !sem.under_smtpd_limits(),
             });
         }
     }
