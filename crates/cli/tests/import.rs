@@ -3500,7 +3500,7 @@ fn one_database_one_setup() {
         (
             "CREATE TABLE users (username TEXT, domain TEXT, password TEXT); \
              CREATE TABLE aliases (alias TEXT, destination TEXT);",
-            "the normalized tables (users, aliases); PostfixAdmin's tables",
+            "the normalized users table; PostfixAdmin's tables",
         ),
     ] {
         let db = Db::new();
@@ -3538,25 +3538,55 @@ fn a_domain_without_its_row_received_no_mail() {
              (1, 'orphan@nodom.example', '{PLAIN}x');",
         ),
     ] {
-        let db = Db::new();
-        let src = db.source_db("src.db", fixture);
-        rusqlite::Connection::open(&src)
-            .unwrap()
-            .execute_batch(rows)
-            .unwrap();
-        let (v, _) = db.import_json(&["--from", "sql", &src.display().to_string()], 0);
-        assert!(
-            whys(&v, "not_imported")
-                .contains("mailbox of a domain the source does not serve (no row in its domain table"),
-            "{fixture}: {}",
-            whys(&v, "not_imported")
-        );
-        assert_ne!(db.resolve("orphan@nodom.example").0, "found", "{fixture}");
-        assert!(
-            !db.snapshot().1.iter().any(|r| r.contains("nodom.example")),
-            "{fixture}"
-        );
+        // --inactive disabled imports inactive rows, never a mailbox of
+        // a domain the source did not serve.
+        for extra in [&[][..], &["--inactive", "disabled"]] {
+            let db = Db::new();
+            let src = db.source_db("src.db", fixture);
+            rusqlite::Connection::open(&src)
+                .unwrap()
+                .execute_batch(rows)
+                .unwrap();
+            let src = src.display().to_string();
+            let (v, _) = db.import_json(&[&["--from", "sql", &src][..], extra].concat(), 0);
+            assert!(
+                whys(&v, "not_imported").contains(
+                    "mailbox of a domain the source does not serve (no row in its domain table"
+                ),
+                "{fixture} {extra:?}: {}",
+                whys(&v, "not_imported")
+            );
+            assert_ne!(db.resolve("orphan@nodom.example").0, "found", "{fixture}");
+            assert!(
+                !db.snapshot().1.iter().any(|r| r.contains("nodom.example")),
+                "{fixture} {extra:?}"
+            );
+        }
     }
+    // A mailbox of PostfixAdmin's backup MX domain: its mail was relayed
+    // to the primary, and an alias to it stays a relay.
+    let db = Db::new();
+    let src = db.source_db("src.db", "postfixadmin.sql");
+    rusqlite::Connection::open(&src)
+        .unwrap()
+        .execute_batch(
+            "INSERT INTO mailbox (username, password, name, maildir, local_part, domain) VALUES \
+             ('rel@relay.example', '{PLAIN}x', 'R', 'r/', 'rel', 'relay.example'); \
+             INSERT INTO alias (address, goto, domain) VALUES \
+             ('fwd@example.org', 'rel@relay.example', 'example.org');",
+        )
+        .unwrap();
+    let src = src.display().to_string();
+    db.import_json(&["--from", "sql", &src, "--inactive", "disabled"], 0);
+    assert_eq!(
+        db.resolve("fwd@example.org"),
+        ("found".into(), set(&["rel@relay.example"]))
+    );
+    assert!(!db
+        .snapshot()
+        .1
+        .iter()
+        .any(|r| r.starts_with("rel@relay.example")));
 }
 
 /// A PostfixAdmin alias longer than smtpd's alias buffer: Postfix

@@ -113,7 +113,11 @@ pub fn expand(t: &Template) -> std::io::Result<Found> {
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
     names.sort();
-    for name in names {
+    let middles: Vec<&str> = names
+        .iter()
+        .filter_map(|n| n.strip_prefix(&t.prefix)?.strip_suffix(&t.suffix))
+        .collect();
+    for name in &names {
         let Some(middle) = name
             .strip_prefix(&t.prefix)
             .and_then(|m| m.strip_suffix(&t.suffix))
@@ -122,12 +126,12 @@ pub fn expand(t: &Template) -> std::io::Result<Found> {
             continue;
         };
         let file = match t.rest.as_os_str().is_empty() {
-            true => t.dir.join(&name),
+            true => t.dir.join(name),
             // Below a component, only a directory can hold the file.
-            false if t.dir.join(&name).is_dir() => t.dir.join(&name).join(&t.rest),
+            false if t.dir.join(name).is_dir() => t.dir.join(name).join(&t.rest),
             false => continue,
         };
-        if let Some(why) = not_a_domain_file(middle) {
+        if let Some(why) = not_a_domain_file(middle, &middles) {
             found.left_out.push((file, why));
             continue;
         }
@@ -164,12 +168,15 @@ pub fn expand(t: &Template) -> std::io::Result<Found> {
 }
 
 /// Why a name that fits the template is still no domain's file: a
-/// backup an editor or the package manager left (`users.example.org.bak`,
-/// `.dpkg-old`, `~`), or a name without a dot (`localhost`, no domain
-/// mail is addressed to). Dovecot would read such a file only for logins
-/// of that "domain", which nobody has.
-fn not_a_domain_file(middle: &str) -> Option<String> {
-    const BACKUPS: [&str; 11] = [
+/// backup an editor, the package manager or an admin left
+/// (`users.example.org.bak`, `.dpkg-old`, `.ucf-old`, `~`, or any
+/// `example.org.SOMETHING` beside `example.org` itself), a last label of
+/// digits (`example.org.1`, `.20240101`: no top-level domain is one), or
+/// a name without a dot (`localhost`, no domain mail is addressed to).
+/// Dovecot would read such a file only for logins of that "domain",
+/// which nobody has.
+fn not_a_domain_file(middle: &str, listed: &[&str]) -> Option<String> {
+    const BACKUPS: [&str; 20] = [
         ".bak",
         ".old",
         ".orig",
@@ -181,8 +188,36 @@ fn not_a_domain_file(middle: &str) -> Option<String> {
         ".dpkg-new",
         ".rpmnew",
         ".rpmsave",
+        ".ucf-old",
+        ".ucf-dist",
+        ".ucf-new",
+        ".backup",
+        ".copy",
+        ".prev",
+        ".disabled",
+        "-old",
+        "_old",
     ];
-    if middle.ends_with('~') || BACKUPS.iter().any(|b| middle.ends_with(b)) {
+    // `example.org` then `example.org.uk` are two domains; a suffix that
+    // is no plain label (`.copy-2`, `-old`, `~`) makes a copy.
+    let copy_of = listed.iter().find(|d| {
+        middle
+            .strip_prefix(**d)
+            .is_some_and(|rest| match rest.strip_prefix('.') {
+                Some(label) => !label.is_empty() && !label.bytes().all(|b| b.is_ascii_alphabetic()),
+                None => rest.starts_with(['-', '_', '~']),
+            })
+    });
+    if let Some(d) = copy_of {
+        return Some(format!(
+            "{middle:?} looks like a copy of {d}'s file, not a domain"
+        ));
+    }
+    let last = middle.rsplit('.').next().unwrap_or_default();
+    if middle.ends_with('~')
+        || BACKUPS.iter().any(|b| middle.ends_with(b))
+        || (middle.contains('.') && last.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Some(format!("{middle:?} looks like a backup copy, not a domain"));
     }
     if !middle.contains('.') {
@@ -261,6 +296,10 @@ mod tests {
             ("empty.example", false),
             ("example.org.bak", true),
             ("example.org.dpkg-old", true),
+            ("example.org.20240101", true),
+            ("example.org.copy-2", true),
+            ("other.example.ucf-old", true),
+            ("example.org.uk", true),
             ("localhost", true),
         ] {
             std::fs::create_dir(dir.path().join(name)).unwrap();
@@ -287,6 +326,7 @@ mod tests {
             [
                 ("example.net", PathBuf::from("example.net/passwd")),
                 ("example.org", PathBuf::from("example.org/passwd")),
+                ("example.org.uk", PathBuf::from("example.org.uk/passwd")),
             ]
         );
         let left: Vec<String> = found
@@ -294,15 +334,18 @@ mod tests {
             .iter()
             .map(|(p, why)| format!("{}: {why}", p.strip_prefix(dir.path()).unwrap().display()))
             .collect();
-        assert_eq!(left.len(), 7, "{left:?}");
+        assert_eq!(left.len(), 10, "{left:?}");
         for (i, start) in [
             "Example.com/passwd: \"Example.com\" has upper-case",
             "dir.example/passwd: not a file",
             "empty.example/passwd: no such file",
+            "example.org.20240101/passwd: \"example.org.20240101\" looks like a copy of example.org",
             "example.org.bak/passwd: \"example.org.bak\" looks like a backup",
-            "example.org.dpkg-old/passwd: \"example.org.dpkg-old\" looks like a backup",
+            "example.org.copy-2/passwd: \"example.org.copy-2\" looks like a copy of example.org",
+            "example.org.dpkg-old/passwd: \"example.org.dpkg-old\" looks like a copy",
             "localhost/passwd: \"localhost\" has no dot",
             "lost+found/passwd: \"lost+found\" has no dot",
+            "other.example.ucf-old/passwd: \"other.example.ucf-old\" looks like a backup",
         ]
         .iter()
         .enumerate()

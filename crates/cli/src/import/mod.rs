@@ -279,9 +279,10 @@ fn parse_file(
 /// as backup scripts write it) is refused naming its compression and the
 /// way to read it (through a pipe: the importer reads `/dev/stdin` like
 /// any file), instead of as text that is not UTF-8. Known by the magic
-/// numbers of gzip (RFC 1952), xz, zstd (RFC 8878) and bzip2.
+/// numbers of gzip (RFC 1952), xz, zstd (RFC 8878), bzip2 and lz4.
 fn refuse_compressed(source: &str, bytes: &[u8]) -> Result<(), CliError> {
-    let tools: [(&[u8], &str, &str); 4] = [
+    let tools: [(&[u8], &str, &str); 5] = [
+        (b"\x04\x22\x4d\x18", "lz4", "lz4cat"),
         (b"\x1f\x8b", "gzip", "zcat"),
         (b"\xfd7zXZ\0", "xz", "xzcat"),
         (b"\x28\xb5\x2f\xfd", "zstd", "zstdcat"),

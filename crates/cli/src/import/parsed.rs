@@ -131,7 +131,7 @@ impl Finding {
         Finding {
             at,
             subject: None,
-            why: masked(why.into()),
+            why: masked(one_line(why.into())),
         }
     }
 
@@ -139,10 +139,26 @@ impl Finding {
     pub fn about(at: Origin, subject: &str, why: impl Into<String>) -> Finding {
         Finding {
             at,
-            subject: Some(masked(subject.to_string())),
-            why: masked(why.into()),
+            subject: Some(masked(one_line(subject.to_string()))),
+            why: masked(one_line(why.into())),
         }
     }
+}
+
+/// `text` with its control characters escaped (`\r`, `\n`, `\u{1b}`): a
+/// finding quotes the source's values, and a line end in one (a `goto`
+/// with CR LF in it) would split the report's line, an escape sequence
+/// drive the terminal.
+fn one_line(text: String) -> String {
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// `text` with whatever looks like a password hash masked: from a crypt
@@ -453,6 +469,19 @@ impl fmt::Display for Conflict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A line end or an escape in a quoted value stays on the report's
+    /// one line, escaped; text without one is left as it is.
+    #[test]
+    fn findings_are_one_line() {
+        let at = Origin::line("v", 1);
+        let f = Finding::about(at.clone(), "team@x.org", "target \"a@x.org\\r\\nb@x.org\"");
+        assert_eq!(f.why, "target \"a@x.org\\r\\nb@x.org\"");
+        let f = Finding::about(at.clone(), "a\rb", "goto a@x.org\r\nb@x.org \u{1b}[2J");
+        assert_eq!(f.subject.as_deref(), Some("a\\rb"));
+        assert_eq!(f.why, "goto a@x.org\\r\\nb@x.org \\u{1b}[2J");
+        assert_eq!(Finding::new(at, "plain: ü").why, "plain: ü");
+    }
 
     /// Findings quote the source; a hash in it never comes out.
     #[test]

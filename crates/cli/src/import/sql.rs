@@ -502,6 +502,7 @@ pub fn read_normalized(source: &str, inactive: Inactive) -> Result<Parsed, CliEr
             let head = std::fs::read(&path)
                 .map(|b| b.into_iter().take(16).collect::<Vec<u8>>())
                 .unwrap_or_default();
+            super::refuse_compressed(source, &head)?;
             if !head.starts_with(SQLITE_MAGIC)
                 && ["--", "/*", "CREATE", "DROP", "SET"]
                     .iter()
@@ -759,7 +760,7 @@ enum Schema {
 impl fmt::Display for Schema {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Schema::Normalized => f.write_str("the normalized tables (users, aliases)"),
+            Schema::Normalized => f.write_str("the normalized users table"),
             Schema::PostfixAdmin(p) if p.is_empty() => f.write_str("PostfixAdmin's tables"),
             Schema::PostfixAdmin(p) => write!(f, "PostfixAdmin's tables with the prefix {p}"),
             Schema::Ispmail => f.write_str("the ISPmail guide's tables (virtual_users)"),
@@ -1144,6 +1145,11 @@ impl Domains {
         self.active.get(d).copied().unwrap_or(!self.only_listed)
     }
 
+    /// Whether `d` is no domain of the source at all (not merely inactive).
+    fn unlisted(&self, d: &Domain) -> bool {
+        self.only_listed && !self.active.contains_key(d)
+    }
+
     /// Why mail to `d` was refused, for a message: `None` when it was not.
     fn refused(&self, d: &Domain) -> Option<&'static str> {
         match self.active.get(d) {
@@ -1240,6 +1246,20 @@ fn read_user(
         }
     }
     let domain_on = domain_active.ok(addr.domain());
+    // Not a domain of the source at all (relayed as a backup MX, or no
+    // row): never delivered here, so no --inactive makes it a mailbox.
+    if domain_active.unlisted(addr.domain()) {
+        let why = domain_active.refused(addr.domain()).unwrap_or_default();
+        p.skipped.push(Finding::about(
+            at,
+            &full,
+            format!(
+                "mailbox {why}; not imported (whatever --inactive says: its mail was never \
+                 delivered here)"
+            ),
+        ));
+        return;
+    }
     let active = truthy(&v[3]) && domain_on;
     if !active && inactive == Inactive::Reject {
         // Not a login, and not lost: the source refused this mail already.
