@@ -118,7 +118,13 @@ pub fn scheme_info(h: &PasswordHash) -> SchemeInfo {
     // A malformed hash of a known family is a line of its own: no daemon
     // checks it (the login paths refuse it before any daemon sees it),
     // whatever the well-formed hashes of its family get.
-    if !well_formed && family.is_some() && !h.dovecot_only() {
+    // (A scheme mailtable does not check at all, such as DES crypt, is not
+    // malformed: its row says no daemon of mailtable checks it.)
+    let unsupported = matches!(
+        h.validate(),
+        Err(mailtable_core::password::PasswordError::Unsupported(_))
+    );
+    if !well_formed && !unsupported && family.is_some() && !h.dovecot_only() {
         label.push_str(", malformed");
     }
     // checkpassword and the Lua endpoint check with mailtable's code; the

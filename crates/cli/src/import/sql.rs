@@ -538,7 +538,8 @@ fn read_tables(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result<
                 "{source} has neither the normalized tables (users with username and password, \
                  aliases) nor PostfixAdmin's (mailbox with username and password, alias with \
                  address and goto, under their plain names or one database_prefix) nor those \
-                 of the ISPmail guide (virtual_users with email and password, virtual_aliases)"
+                 of the ISPmail or HowtoForge guides (virtual_users or users with email and \
+                 password)"
             )))
         }
         [Schema::Normalized] => {}
@@ -566,7 +567,7 @@ fn read_tables(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result<
             ));
             return Ok(p);
         }
-        [Schema::Ispmail] => return read_ispmail(db, source, inactive),
+        [Schema::Guide(guide)] => return read_guide(db, source, inactive, guide),
         several => {
             let names: Vec<String> = several.iter().map(ToString::to_string).collect();
             return Err(CliError::usage(format!(
@@ -661,57 +662,84 @@ fn read_mailboxes(
     Ok(())
 }
 
-/// The ISPmail guide's tables, as its Postfix maps and Dovecot queries
-/// read them:
+/// The tables of a how-to guide's Postfix + Dovecot setup, which many
+/// hosts were built from word for word: a table of domains, one of
+/// mailboxes keyed by the whole address, one of aliases (`source ->
+/// destination`, `@d` the catch-all), read by Postfix as
+/// `virtual_mailbox_domains`, `virtual_mailbox_maps` and
+/// `virtual_alias_maps`, the last followed by the guide's `email2email`
+/// map (`SELECT email FROM <users> WHERE email='%s'`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Guide {
+    /// How the report names it.
+    name: &'static str,
+    /// The domains table and its name column.
+    domains: (&'static str, &'static str),
+    /// The mailboxes table and its address column (with `password`, and
+    /// an optional `quota` in bytes).
+    users: (&'static str, &'static str),
+    /// The aliases table and its source and destination columns.
+    aliases: (&'static str, &'static str, &'static str),
+}
+
+/// The ISPmail guide (workaround.org) and the many tutorials that copied
+/// it: `virtual_domains(id, name)`, `virtual_users(id, domain_id, email,
+/// password, quota)`, `virtual_aliases(id, domain_id, source,
+/// destination)`, one row per target.
+const ISPMAIL: Guide = Guide {
+    name: "the ISPmail guide's tables (virtual_domains, virtual_users, virtual_aliases)",
+    domains: ("virtual_domains", "name"),
+    users: ("virtual_users", "email"),
+    aliases: ("virtual_aliases", "source", "destination"),
+};
+
+/// The HowtoForge "virtual users and domains with Postfix" guides:
+/// `domains(domain)`, `users(email, password, quota)` (quota in bytes, the
+/// hash from MySQL's ENCRYPT()), `forwardings(source, destination)`.
+const HOWTOFORGE: Guide = Guide {
+    name: "the HowtoForge guide's tables (domains, users, forwardings)",
+    domains: ("domains", "domain"),
+    users: ("users", "email"),
+    aliases: ("forwardings", "source", "destination"),
+};
+
+/// A guide's tables ([`Guide`]), as its Postfix maps and Dovecot queries
+/// read them: the domains are those Postfix accepts, the mailboxes its
+/// mailbox map and Dovecot's users (the address whole, the hash as
+/// written, the quota from bytes), the aliases Postfix's with its
+/// semantics (as for PostfixAdmin: an alias row of a mailbox's own
+/// address routes its mail, listing the address keeps a copy).
 ///
-/// - `virtual_domains(id, name)`: the domains Postfix accepts
-///   (`virtual_mailbox_domains`: `SELECT 1 FROM virtual_domains WHERE
-///   name='%s'`);
-/// - `virtual_users(id, domain_id, email, password, quota)`: the mailboxes
-///   (`virtual_mailbox_maps`) and Dovecot's users, `email` the whole
-///   address, `quota` bytes (0: none), the hash in Dovecot's notation;
-/// - `virtual_aliases(id, domain_id, source, destination)`: one row per
-///   target (`virtual_alias_maps`, `@d` the catch-all).
-///
-/// The guide puts a second map after the aliases in `virtual_alias_maps`,
-/// `email2email` (`SELECT email FROM virtual_users WHERE email='%s'`):
-/// every mailbox is an alias of itself, so that a catch-all takes only
-/// the mail of addresses that are no mailbox (without it Postfix would
-/// give a catch-all the mail of every user). It is read as that: a
-/// mailbox without an alias row of its own address gets the route to
-/// itself; one with such a row is routed by the row, which Postfix asks
-/// first. An `active` column, which the guide has not but some copies
-/// add, is honoured as in the normalized schema.
-fn read_ispmail(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result<Parsed, CliError> {
+/// `email2email`, after the aliases in `virtual_alias_maps`, makes every
+/// mailbox an alias of itself, so that a catch-all takes only the mail of
+/// addresses that are no mailbox (without it Postfix would give a
+/// catch-all the mail of every user). It is read as that: a mailbox
+/// without an alias row of its own address gets the route to itself; one
+/// with such a row is routed by the row, which Postfix asks first. An
+/// `active` column, which the guides have not but some copies add, is
+/// honoured as in the normalized schema.
+fn read_guide(
+    db: &mut dyn Tables,
+    source: &str,
+    inactive: Inactive,
+    guide: &Guide,
+) -> Result<Parsed, CliError> {
     let mut p = Parsed {
         defines_routes: true,
         aliases_first: true,
         ..Parsed::default()
     };
-    let domains = select(db, source, "virtual_domains", &["name"], &["active"])?;
+    let domains = select(db, source, guide.domains.0, &[guide.domains.1], &["active"])?;
     let only_listed = domains.is_some();
     let domains = domains.unwrap_or_default();
     let domain_active = Domains {
-        active: read_domains(source, "virtual_domains", &domains, inactive, &mut p),
+        active: read_domains(source, guide.domains.0, &domains, inactive, &mut p),
         only_listed,
     };
-    read_mailboxes(
-        db,
-        source,
-        ("virtual_users", "email"),
-        &domain_active,
-        inactive,
-        &mut p,
-    )?;
-    let aliases = select(
-        db,
-        source,
-        "virtual_aliases",
-        &["source", "destination"],
-        &["active"],
-    )?
-    .unwrap_or_default();
-    read_aliases(source, "virtual_aliases", &aliases, &domain_active, &mut p);
+    read_mailboxes(db, source, guide.users, &domain_active, inactive, &mut p)?;
+    let (table, from, to) = guide.aliases;
+    let aliases = select(db, source, table, &[from, to], &["active"])?.unwrap_or_default();
+    read_aliases(source, table, &aliases, &domain_active, &mut p);
     // email2email: each mailbox without a route of its own address.
     let routed: BTreeSet<Address> = p
         .routes
@@ -736,8 +764,11 @@ fn read_ispmail(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result
     p.routes.extend(own);
     p.notes.push(Finding::new(
         Origin::whole(source),
-        "the ISPmail guide's tables (virtual_domains, virtual_users, virtual_aliases), read \
-         with its email2email map: a mailbox gets its own mail before a catch-all",
+        format!(
+            "{}, read with the guide's email2email map: a mailbox gets its own mail before a \
+             catch-all",
+            guide.name
+        ),
     ));
     Ok(p)
 }
@@ -753,8 +784,9 @@ enum Schema {
     /// with `address` and `goto`, under their plain names (`""`) or a
     /// `database_prefix`.
     PostfixAdmin(String),
-    /// The ISPmail guide's `virtual_users` with `email` and `password`.
-    Ispmail,
+    /// A how-to guide's tables ([`ISPMAIL`], [`HOWTOFORGE`]): its users
+    /// table with the address column and `password`.
+    Guide(&'static Guide),
 }
 
 impl fmt::Display for Schema {
@@ -763,7 +795,7 @@ impl fmt::Display for Schema {
             Schema::Normalized => f.write_str("the normalized users table"),
             Schema::PostfixAdmin(p) if p.is_empty() => f.write_str("PostfixAdmin's tables"),
             Schema::PostfixAdmin(p) => write!(f, "PostfixAdmin's tables with the prefix {p}"),
-            Schema::Ispmail => f.write_str("the ISPmail guide's tables (virtual_users)"),
+            Schema::Guide(g) => f.write_str(g.name),
         }
     }
 }
@@ -800,8 +832,10 @@ fn schemas(db: &mut dyn Tables, source: &str) -> Result<Vec<Schema>, CliError> {
             found.push(Schema::PostfixAdmin(prefix));
         }
     }
-    if has(db, "virtual_users", &["email", "password"])? {
-        found.push(Schema::Ispmail);
+    for guide in [&ISPMAIL, &HOWTOFORGE] {
+        if has(db, guide.users.0, &[guide.users.1, "password"])? {
+            found.push(Schema::Guide(guide));
+        }
     }
     Ok(found)
 }
