@@ -3041,6 +3041,27 @@ fn postfixadmin_from_a_dump_of_every_database() {
         );
         assert!(!err.contains("s3cret"), "{err}");
     }
+    // A dump in another character set: refused at its line.
+    let latin1 = db.dir.path().join("latin1.sql");
+    std::fs::write(
+        &latin1,
+        b"-- x\n-- y\nINSERT INTO t VALUES ('J\xfcrgen');\n",
+    )
+    .unwrap();
+    let (code, _, err) = db.run(&[
+        "import",
+        "--from",
+        "sql-dump",
+        &latin1.display().to_string(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("latin1.sql: line 3: not UTF-8"), "{err}");
+    // A file that is neither SQLite nor SQL text: not called a dump.
+    let other = db.dir.path().join("other.db");
+    std::fs::write(&other, "hello, this is no database\n").unwrap();
+    let (code, _, err) = db.run(&["import", "--from", "sql", &other.display().to_string()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(!err.contains("is SQL text"), "{err}");
     // Each kind of file given to the other format: said what it is.
     let sqlite = db.source_db("pfa.db", "postfixadmin.sql");
     let (code, _, err) = db.run(&[
@@ -3533,6 +3554,10 @@ fn one_database_one_setup() {
          mail_host TEXT NOT NULL); INSERT INTO users VALUES (1, 'alice@example.org', 'localhost');",
     )
     .unwrap();
+    // A leftover table that looks like half an installation (a mailbox
+    // table under a prefix, without its alias table) is none either.
+    conn.execute_batch("CREATE TABLE old_mailbox AS SELECT * FROM mailbox;")
+        .unwrap();
     check_postfixadmin(&db, &format!("sqlite://{}", src.display()));
 
     let isp = std::fs::read_to_string(Path::new(FIXTURES).join("ispmail.sql")).unwrap();
@@ -3673,6 +3698,62 @@ fn a_postfix_alias_longer_than_smtpd_takes_is_refused() {
         .any(|f| f["address"] == "all@example.org" && f["source_delivered"] == true));
 }
 
+/// A SQL source says where mail goes: a Dovecot passwd-file given beside
+/// it with a user its tables do not have (Postfix never accepted that
+/// user's mail) is a difference, never a new mailbox passed as the
+/// source's; for PostfixAdmin, the normalized schema and a guide's tables.
+#[test]
+fn sql_sources_say_where_mail_goes() {
+    for (fixture, user) in [
+        ("postfixadmin.sql", "extra@example.org"),
+        ("normalized.sql", "extra@example.org"),
+        ("ispmail.sql", "extra@example.org"),
+    ] {
+        let db = Db::new();
+        let src = db.source_db("src.db", fixture);
+        let users = db.dir.path().join("users");
+        std::fs::write(
+            &users,
+            format!("{user}:{{SHA512-CRYPT}}$6$saltb2b2b2$RTzKA4I/NipbMba6KIR5vy0e9GQYeoDhH8EQXG4f9cnUpOXRaE6yyzwQTWrfny1dgqzmvKj5KBA9WoJryoCXv0:5000:5000::/h::\n"),
+        )
+        .unwrap();
+        let (code, out, err) = db.run(&[
+            "import",
+            &format!("sql:{}", src.display()),
+            &format!("dovecot-passwd:{}", users.display()),
+        ]);
+        assert_eq!(code, 2, "{fixture}: {err}\n{out}");
+        // The catch-all of example.org took that mail in the source.
+        assert!(
+            out.contains(&format!("{user}: the source gives")),
+            "{fixture}: {out}"
+        );
+    }
+}
+
+/// A PostfixAdmin alias domain whose target domain is inactive delivered
+/// nothing (Postfix refused the target's mail): reported, not imported.
+#[test]
+fn an_alias_domain_to_an_inactive_domain_is_not_imported() {
+    let db = Db::new();
+    let src = db.source_db("pfa.db", "postfixadmin.sql");
+    rusqlite::Connection::open(&src)
+        .unwrap()
+        .execute_batch(
+            "INSERT INTO domain (domain, description, transport) VALUES ('alias.example', '', ''); \
+             INSERT INTO alias_domain (alias_domain, target_domain) VALUES \
+             ('alias.example', 'closed.example');",
+        )
+        .unwrap();
+    let (v, _) = db.import_json(&["--from", "sql", &src.display().to_string()], 0);
+    let not = whys(&v, "not_imported");
+    assert!(
+        not.contains("target closed.example is inactive: Postfix refused the mail; not imported"),
+        "{not}"
+    );
+    assert!(!db.snapshot().1.iter().any(|r| r.contains("alias.example")));
+}
+
 /// The renames that put PostfixAdmin's tables under a `database_prefix`.
 fn prefix_tables(prefix: &str) -> String {
     ["domain", "mailbox", "alias", "alias_domain"]
@@ -3701,7 +3782,37 @@ fn postfixadmin_tables_under_a_database_prefix() {
     let check = Db::new();
     let (v, _) = check.import_json(&["--from", "sql", &url], 0);
     assert!(
-        whys(&v, "notes").contains("PostfixAdmin's tables with the prefix \\\"pfa_\\\""),
+        whys(&v, "notes").contains(
+            "PostfixAdmin's tables with the prefix \\\"pfa_\\\" (its database_prefix): read \
+             pfa_domain, pfa_mailbox, pfa_alias, pfa_alias_domain;"
+        ),
+        "{}",
+        whys(&v, "notes")
+    );
+    // Without a prefix, no such note; a table the source lacks is not
+    // named as read.
+    let plain_src = plain.dir.path().join("postfixadmin.db");
+    let (v, _) = Db::new().import_json(&["--from", "sql", &plain_src.display().to_string()], 0);
+    assert!(
+        !whys(&v, "notes").contains("prefix"),
+        "{}",
+        whys(&v, "notes")
+    );
+    let partial = Db::new();
+    let src2 = partial.source_db("partial.db", "postfixadmin.sql");
+    rusqlite::Connection::open(&src2)
+        .unwrap()
+        .execute_batch(&format!(
+            "{}DROP TABLE pfa_alias_domain;",
+            prefix_tables("pfa_")
+        ))
+        .unwrap();
+    let (v, _) = partial.import_json(
+        &["--from", "sql", &src2.display().to_string(), "--partial"],
+        0,
+    );
+    assert!(
+        whys(&v, "notes").contains("read pfa_domain, pfa_mailbox, pfa_alias; the report"),
         "{}",
         whys(&v, "notes")
     );

@@ -1883,8 +1883,10 @@ mod tests {
         for t in ["1", "t", "TRUE", "yes", "on", "2"] {
             assert!(truthy(&Some(t.into())), "{t}");
         }
-        for f in ["0", "f", "false", "no", "off", "0.0"] {
-            assert!(!truthy(&Some(f.into())), "{f}");
+        // Blanks are no raw BIT byte (those are below the space): an
+        // empty value, not a flag.
+        for f in ["0", "f", "false", "no", "off", "0.0", " ", "  "] {
+            assert!(!truthy(&Some(f.into())), "{f:?}");
         }
         assert!(truthy(&None), "NULL counts as active");
     }
