@@ -3708,6 +3708,10 @@ fn sql_sources_say_where_mail_goes() {
         ("postfixadmin.sql", "extra@example.org"),
         ("normalized.sql", "extra@example.org"),
         ("ispmail.sql", "extra@example.org"),
+        // A domain without a catch-all: only the source's own word that
+        // it says where mail goes keeps the extra user undeliverable.
+        ("postfixadmin.sql", "extra@example.com"),
+        ("ispmail.sql", "extra@example.com"),
     ] {
         let db = Db::new();
         let src = db.source_db("src.db", fixture);
@@ -3723,7 +3727,8 @@ fn sql_sources_say_where_mail_goes() {
             &format!("dovecot-passwd:{}", users.display()),
         ]);
         assert_eq!(code, 2, "{fixture}: {err}\n{out}");
-        // The catch-all of example.org took that mail in the source.
+        // The catch-all of example.org took that mail in the source; at
+        // example.com it bounced.
         assert!(
             out.contains(&format!("{user}: the source gives")),
             "{fixture}: {out}"

@@ -1685,6 +1685,25 @@ mod tests {
         assert_eq!(p.logins[0].origin.to_string(), "v.db:users:1");
     }
 
+    /// The normalized schema's domains table is optional: an inactive
+    /// user of a domain it does not list is an inactive mailbox, not one
+    /// of a domain the source does not serve.
+    #[test]
+    fn an_unlisted_domain_of_the_normalized_schema_is_served() {
+        let mut c = db(
+            "CREATE TABLE users (username TEXT, domain TEXT, password TEXT, active INTEGER);
+             INSERT INTO users VALUES ('a', 'x.org', '$2b$h', 0);
+             CREATE TABLE aliases (alias TEXT, destination TEXT);",
+        );
+        let p = read_tables(&mut c, "n.db", Inactive::Reject).unwrap();
+        assert_eq!(p.skipped.len(), 1, "{:?}", p.skipped);
+        assert!(
+            p.skipped[0].why.starts_with("inactive mailbox:"),
+            "{}",
+            p.skipped[0].why
+        );
+    }
+
     #[test]
     fn missing_columns_and_mailtable_databases() {
         let mut c =
