@@ -67,10 +67,11 @@ pub fn text_of_dump(dump: &str) -> String {
 /// The entries of the map `source` of `kind`, as text, read by
 /// `makemap -U` (from the PATH: it is installed with smtpd).
 pub fn dump(source: &str, kind: DbKind) -> Result<String, CliError> {
-    let how = format!("makemap -U -d {} {source}", kind.name());
+    let how = format!("makemap -U -d {} -- {source}", kind.name());
     let fix = "or import the text file the map was made from";
     let out = Command::new("makemap")
-        .args(["-U", "-d", kind.name(), source])
+        // `--`: a path that starts with `-` is a path, not an option.
+        .args(["-U", "-d", kind.name(), "--", source])
         .output()
         .map_err(|e| {
             CliError::usage(format!(

@@ -288,7 +288,12 @@ fn refuse_compressed(source: &str, bytes: &[u8]) -> Result<(), CliError> {
         (b"\x28\xb5\x2f\xfd", "zstd", "zstdcat"),
         (b"BZh", "bzip2", "bzcat"),
     ];
-    match tools.iter().find(|(magic, ..)| bytes.starts_with(magic)) {
+    // bzip2's `BZh` is followed by its block size, `1` to `9`: a text
+    // file that starts with the letters `BZh` is no bzip2 file.
+    let bzip2_size = |b: &[u8]| b.get(3).is_some_and(|c| (b'1'..=b'9').contains(c));
+    match tools.iter().find(|(magic, name, _)| {
+        bytes.starts_with(magic) && (*name != "bzip2" || bzip2_size(bytes))
+    }) {
         Some((_, name, cat)) => Err(CliError::usage(format!(
             "{source} is compressed ({name}): give it uncompressed, e.g. `{cat} {source} | \
              mailtable import ... /dev/stdin` with the same format"
@@ -718,6 +723,7 @@ mod tests {
         assert!(refuse_compressed("d.sql", b"-- MySQL dump").is_ok());
         assert!(refuse_compressed("d.sql", b"").is_ok());
         assert!(refuse_compressed("d.sql", b"\x1f").is_ok());
+        assert!(refuse_compressed("d.sql", b"BZhao@example.org  x\n").is_ok());
     }
 
     #[test]
