@@ -866,8 +866,37 @@ fn read_postfixadmin(
         aliases_first: true,
         ..Parsed::default()
     };
+    let domain_active = read_domain_table(db, source, inactive, &mut p)?;
+    read_mailboxes(
+        db,
+        source,
+        ("mailbox", "username"),
+        &domain_active,
+        inactive,
+        &mut p,
+    )?;
+    let aliases =
+        select(db, source, "alias", &["address", "goto"], &["active"])?.unwrap_or_default();
+    read_aliases(source, "alias", &aliases, &domain_active, &mut p);
+    read_alias_domains(db, source, &domain_active, &mut p)?;
+    alias_domain_chains(&mut p, POSTFIXADMIN_MAPS);
+    alias_domain_catch_alls(&mut p, POSTFIXADMIN_MAPS);
+    Ok(p)
+}
+
+/// The `domain(domain, backupmx, active)` table PostfixAdmin and iRedMail
+/// share: a domain Postfix accepts mail for unless it is a backup MX
+/// (relayed, not delivered) or inactive; the pseudo-domain `ALL` is
+/// PostfixAdmin's "every domain" for superadmins (iRedMail's
+/// `domain_admins` has it too, never `domain`). Without the table (a
+/// partial dump) every domain counts as one.
+fn read_domain_table(
+    db: &mut dyn Tables,
+    source: &str,
+    inactive: Inactive,
+    p: &mut Parsed,
+) -> Result<Domains, CliError> {
     let domains = select(db, source, "domain", &["domain"], &["active", "backupmx"])?;
-    // Without a domain table (a partial dump) every domain counts as one.
     let has_domain_table = domains.is_some();
     let domains = domains.unwrap_or_default();
     let mut kept = Vec::new();
@@ -886,21 +915,24 @@ fn read_postfixadmin(
         }
         kept.push((id, v));
     }
-    let domain_active = Domains {
-        active: read_domains(source, "domain", &kept, inactive, &mut p),
+    Ok(Domains {
+        active: read_domains(source, "domain", &kept, inactive, p),
         only_listed: has_domain_table,
-    };
-    read_mailboxes(
-        db,
-        source,
-        ("mailbox", "username"),
-        &domain_active,
-        inactive,
-        &mut p,
-    )?;
-    let aliases =
-        select(db, source, "alias", &["address", "goto"], &["active"])?.unwrap_or_default();
-    read_aliases(source, "alias", &aliases, &domain_active, &mut p);
+    })
+}
+
+/// The `alias_domain(alias_domain, target_domain, active)` table
+/// PostfixAdmin and iRedMail share, as the domain aliases `@alias ->
+/// @target`: `u@alias` is looked up as `u@target` (PostfixAdmin's
+/// alias-domain maps; iRedMail's `domain_alias_maps.cf` and
+/// `domain_alias_catchall_maps.cf`), where both are domains the source
+/// serves.
+fn read_alias_domains(
+    db: &mut dyn Tables,
+    source: &str,
+    domain_active: &Domains,
+    p: &mut Parsed,
+) -> Result<(), CliError> {
     // `alias.example -> example.org` reads as the alias row
     // `@alias.example -> @example.org`.
     let alias_domains = select(
@@ -911,12 +943,12 @@ fn read_postfixadmin(
         &["active"],
     )?
     .unwrap_or_default();
-    // Postfix accepts mail only for the domains PostfixAdmin's domain
-    // query lists (a row of `domain`, no backup MX): an alias domain that
+    // Postfix accepts mail only for the domains the domain query lists
+    // (a row of `domain`, no backup MX): an alias domain that
     // is none of them, or whose target is none, delivered nothing (its
     // lookup finds no address at the target: 550). Imported, it would
     // accept that mail, and relay it where the target is not ours.
-    let served = |d: &str| match has_domain_table {
+    let served = |d: &str| match domain_active.only_listed {
         true => Domain::parse(d.trim())
             .ok()
             .and_then(|d| domain_active.active.get(&d).copied()),
@@ -958,10 +990,8 @@ fn read_postfixadmin(
             (id, vec![at(&v[0]), at(&v[1]), v[2].clone()])
         })
         .collect();
-    read_aliases(source, "alias_domain", &as_aliases, &domain_active, &mut p);
-    alias_domain_chains(&mut p);
-    alias_domain_catch_alls(&mut p);
-    Ok(p)
+    read_aliases(source, "alias_domain", &as_aliases, &domain_active, p);
+    Ok(())
 }
 
 /// The alias domains of `p` as (alias domain, target, row).
@@ -989,7 +1019,7 @@ fn alias_domains(p: &Parsed) -> Vec<(Domain, Domain, Origin)> {
 /// `u@a -> u@b` for each address `b` has of its own that `a` does not
 /// (`b` has no catch-all row: its catch-all is the domain alias), with a
 /// note; with none, `a` reached nothing and is reported.
-fn alias_domain_chains(p: &mut Parsed) {
+fn alias_domain_chains(p: &mut Parsed, maps: &AliasMaps) {
     let aliased = alias_domains(p);
     let is_alias_domain = |d: &Domain| aliased.iter().any(|(a, _, _)| a == d);
     // What each domain has of its own, read before any chain is rewritten
@@ -1010,7 +1040,7 @@ fn alias_domain_chains(p: &mut Parsed) {
         p.routes
             .iter()
             .find(|r| {
-                table_of(&r.origin) == Some("alias")
+                table_of(&r.origin) == Some(maps.table)
                     && matches!(&r.key, RouteKey::CatchAll(x) if x == d)
             })
             .map(|r| r.targets.clone())
@@ -1038,8 +1068,9 @@ fn alias_domain_chains(p: &mut Parsed) {
         };
         p.routes.remove(i);
         let chain = format!(
-            "{a} is an alias domain of {b}, itself an alias domain: PostfixAdmin's \
-             alias-domain maps look only at {b}'s own rows"
+            "{a} is an alias domain of {b}, itself an alias domain: {} alias-domain maps look \
+             only at {b}'s own rows",
+            maps.owner
         );
         if reached.is_empty() && catch_all.is_none() {
             p.skipped.push(Finding::about(
@@ -1076,7 +1107,7 @@ fn alias_domain_chains(p: &mut Parsed) {
             // The alias-domain catch-all map answers the full address,
             // before `@a` is asked: a catch-all of a's own never was.
             if let Some(j) = p.routes.iter().position(|r| {
-                table_of(&r.origin) == Some("alias")
+                table_of(&r.origin) == Some(maps.table)
                     && matches!(&r.key, RouteKey::CatchAll(x) if *x == a)
             }) {
                 let r = p.routes.remove(j);
@@ -1098,6 +1129,27 @@ fn alias_domain_chains(p: &mut Parsed) {
     }
 }
 
+/// Whose alias maps a reader follows, for the rules of alias domains that
+/// PostfixAdmin and iRedMail share.
+struct AliasMaps {
+    /// The table the alias rows come from.
+    table: &'static str,
+    /// Whose maps, for messages.
+    owner: &'static str,
+    /// Whether the alias-domain catch-all map is asked before the
+    /// domain's own catch-all (PostfixAdmin's order), or after it
+    /// (iRedMail's `catchall_maps.cf` before
+    /// `domain_alias_catchall_maps.cf` in `virtual_alias_maps`).
+    target_catch_all_first: bool,
+}
+
+/// PostfixAdmin's `alias` table and maps (`DOCUMENTS/POSTFIX_CONF.txt`).
+const POSTFIXADMIN_MAPS: &AliasMaps = &AliasMaps {
+    table: "alias",
+    owner: "PostfixAdmin's",
+    target_catch_all_first: true,
+};
+
 /// The table a row came from.
 fn table_of(o: &Origin) -> Option<&str> {
     match &o.at {
@@ -1117,9 +1169,9 @@ fn table_of(o: &Origin) -> Option<&str> {
 /// catch-all takes the addresses the target does not have, a fallback a
 /// mailtable domain alias does not have: both stay, the merge reports the
 /// conflict, and a note says what to change.
-fn alias_domain_catch_alls(p: &mut Parsed) {
+fn alias_domain_catch_alls(p: &mut Parsed, maps: &AliasMaps) {
     let own = |r: &Route| match &r.key {
-        RouteKey::CatchAll(d) if table_of(&r.origin) == Some("alias") => Some(d.clone()),
+        RouteKey::CatchAll(d) if table_of(&r.origin) == Some(maps.table) => Some(d.clone()),
         _ => None,
     };
     let catch_alls: Vec<Domain> = p.routes.iter().filter_map(own).collect();
@@ -1127,15 +1179,16 @@ fn alias_domain_catch_alls(p: &mut Parsed) {
         let Some(i) = p.routes.iter().position(|r| own(r).as_ref() == Some(&a)) else {
             continue;
         };
-        if catch_alls.contains(&t) {
+        if maps.target_catch_all_first && catch_alls.contains(&t) {
             let r = p.routes.remove(i);
             p.skipped.push(Finding::about(
                 r.origin,
                 &format!("@{a}"),
                 format!(
-                    "catch-all of {a}, an alias domain of {t} ({at}): never used, PostfixAdmin's \
+                    "catch-all of {a}, an alias domain of {t} ({at}): never used, {} \
                      alias-domain catch-all map answers every address of {a} with the catch-all \
-                     of {t} first; not imported, the domain alias is"
+                     of {t} first; not imported, the domain alias is",
+                    maps.owner
                 ),
             ));
         } else {
