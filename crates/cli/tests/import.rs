@@ -3420,6 +3420,197 @@ fn ispmail_tables_resolve_as_postfix_did() {
     assert_eq!(sorted(dumped.snapshot().1), sorted(rows));
 }
 
+/// Where every address of `iredmail.sql` goes, as iRedMail's Postfix maps
+/// sent it: the forwardings row of a mailbox's own address keeps the
+/// catch-all off its mail, the catch-all's address is the bare domain, the
+/// alias domain without a `domain` row of its own is served, the copy to
+/// a mailbox whose delivery is off bounced alone.
+const IREDMAIL_RESOLVED: &[(&str, &[&str])] = &[
+    ("john@example.org", &["john@example.org"]),
+    (
+        "jane@example.org",
+        &["jane@example.org", "jane@elsewhere.example"],
+    ),
+    ("max@example.com", &["max@example.com"]),
+    ("noreply@example.com", &["noreply@example.com"]),
+    ("postmaster@example.org", &["john@example.org"]),
+    (
+        "team@example.org",
+        &[
+            "john@example.org",
+            "jane@example.org",
+            "jane@elsewhere.example",
+        ],
+    ),
+    ("info@example.com", &["max@example.com"]),
+    ("copy@example.org", &["john@example.org"]),
+    ("nobody@example.org", &["john@example.org"]),
+    ("nobody+tag@example.org", &["john@example.org"]),
+    ("gone@example.org", &["john@example.org"]),
+    ("old@example.org", &["john@example.org"]),
+    ("john@alias.example", &["john@example.org"]),
+    ("nobody@alias.example", &["john@example.org"]),
+];
+
+/// iRedMail's tables (`mailbox`, `forwardings`, `domain`, `alias_domain`,
+/// written from its documented schema), from SQLite, from the dump
+/// MariaDB writes of them, and from PostgreSQL where a test server is
+/// given: every address resolves where iRedMail's Postfix maps sent it,
+/// hashes byte for byte (`{SSHA512}`, its default, and a bare crypt hash,
+/// its `default_pass_scheme = CRYPT`), the quota from megabytes, and the
+/// report names what mailtable does not hold.
+#[test]
+fn iredmail_tables_resolve_as_postfix_did() {
+    let db = Db::new();
+    let src = db.source_db("iredmail.db", "iredmail.sql");
+    let (v, _) = db.import_json(&["--from", "sql", &src.display().to_string()], 0);
+    assert_eq!(v["status"], "imported", "{v}");
+    assert_eq!(v["counts"]["mailboxes"], 4, "{v}");
+    assert_eq!(v["counts"]["disabled"], 1, "{v}");
+    assert_eq!(v["counts"]["with_quota"], 2, "{v}");
+    assert_eq!(v["counts"]["catch_alls"], 1, "{v}");
+    for (address, to) in IREDMAIL_RESOLVED {
+        assert_eq!(
+            db.resolve(address),
+            ("found".to_string(), set(to)),
+            "{address}"
+        );
+    }
+    for address in ["held@example.com", "nobody@example.com"] {
+        assert_eq!(db.resolve(address).0, "not-found", "{address}");
+    }
+    assert_eq!(db.resolve("x@old.example").0, "unknown-domain");
+    let rows = db.snapshot().1;
+    for row in [
+        "john@example.org john@example.org Some(\"{BLF-CRYPT}$2y$05$8dQgwmQ1KU9byJcUGpyP1OIo4JgD9ubeH.eGRDWfIQV/axEm3D5Ue\") 1 Some(\"1G\")",
+        "jane@example.org jane@example.org Some(\"{SSHA512}Wjk04UtgfFrWMBmv2gs4iWxXIzG4R9rL6YdGoVatS1CkKpTxKsvO80S0UCE+rgNqQK7zdAWMuSmc8kb055Lnv2lyZWRzYWx0\") 1 None",
+        "max@example.com max@example.com Some(\"$6$saltb2b2b2$RTzKA4I/NipbMba6KIR5vy0e9GQYeoDhH8EQXG4f9cnUpOXRaE6yyzwQTWrfny1dgqzmvKj5KBA9WoJryoCXv0\") 1 Some(\"2G\")",
+        "noreply@example.com noreply@example.com Some(\"{BLF-CRYPT}$2y$05$Qp2M1cK4mYw3pHt8rLd6mOe2pYz9V0sX1bN7cQ4tR8uW3eF6gH2jK\") 0 None",
+    ] {
+        assert!(rows.iter().any(|r| r == row), "{row}\n{rows:?}");
+    }
+    let notes = whys(&v, "notes");
+    for note in [
+        "iRedMail's tables",
+        "alias:1\" \"access policy \\\"membersonly\\\"",
+        "every login switch is 0",
+        "refused its logins where enableimap, enableimapsecured = 0",
+        "transport \\\"relay:[mx.example.net]\\\"",
+        "recipient_bcc_user: 1 active row(s)",
+        "home /var/vmail/vmail1/example.org/j/o/h/john-2024.01.02.03.04.05/ differs",
+    ] {
+        assert!(notes.contains(note), "{note}\n{notes}");
+    }
+    let skipped = whys(&v, "not_imported");
+    for why in [
+        "mailbox:5\" \"enabledeliver = 0",
+        "forwardings:11\" \"target held@example.com",
+        "forwardings:13\" \"inactive alias",
+    ] {
+        assert!(skipped.contains(why), "{why}\n{skipped}");
+    }
+    let sorted = |mut r: Vec<String>| {
+        r.sort();
+        r
+    };
+    let dumped = Db::new();
+    let dump = Path::new(FIXTURES).join("iredmail.mysqldump");
+    let (v, _) = dumped.import_json(&["--from", "sql-dump", &dump.display().to_string()], 0);
+    assert_eq!(v["status"], "imported", "{v}");
+    assert_eq!(sorted(dumped.snapshot().1), sorted(rows.clone()));
+    let Some(mut pg) = PgDatabases::on_test_server() else {
+        return;
+    };
+    let url = pg.source("iredmail", "iredmail.sql");
+    let on_pg = Db::new();
+    let (v, _) = on_pg.import_json(&["--from", "sql", &url], 0);
+    assert_eq!(v["status"], "imported", "{v}");
+    assert_eq!(sorted(on_pg.snapshot().1), sorted(rows));
+}
+
+/// An mlmmj mailing list of iRedMail (`maillists`, delivered by its
+/// transport) is nothing mailtable holds: the list and the alias that
+/// reaches it are reported as losing their mail on the report's first
+/// line, a list a catch-all now takes as redirected, and an inactive list
+/// (its mail refused) is no loss.
+/// A mailbox whose delivery is off comes over receiving mail with
+/// `--inactive disabled`, the copy to it with it.
+#[test]
+fn iredmail_lists_and_switched_off_delivery() {
+    let db = Db::new();
+    let src = db.source_db("iredmail.db", "iredmail.sql");
+    rusqlite::Connection::open(&src)
+        .unwrap()
+        .execute_batch(
+            "INSERT INTO maillists (id, address, domain, transport, active) VALUES
+               (1, 'news@example.com', 'example.com', 'mlmmj:example.com/news', 1),
+               (2, 'old-news@example.com', 'example.com', 'mlmmj:example.com/old-news', 0),
+               (3, 'events@example.org', 'example.org', 'mlmmj:example.org/events', 1);
+             INSERT INTO forwardings (id, address, forwarding, domain, dest_domain, is_maillist) VALUES
+               (20, 'news@example.com', 'news@example.com', 'example.com', 'example.com', 1);
+             INSERT INTO forwardings (id, address, forwarding, domain, dest_domain, is_list) VALUES
+               (21, 'all@example.com', 'news@example.com', 'example.com', 'example.com', 1);",
+        )
+        .unwrap();
+    let source = format!("sql:{}", src.display());
+    let (code, out, _) = Db::new().run(&["import", &source]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.lines().next(),
+        Some(
+            "mailtable import: 2 address(es) of the sources will not receive mail: \
+             all@example.com, news@example.com; 1 would reach another mailbox (see redirected)"
+        ),
+        "{out}"
+    );
+    let (v, _) = db.import_json(&[&source], 0);
+    assert_eq!(
+        v["undeliverable"],
+        serde_json::json!(["all@example.com", "news@example.com"]),
+        "{v}"
+    );
+    let skipped = whys(&v, "not_imported");
+    for why in [
+        "maillists:1\" \"target mailing list (mlmmj:example.com/news): an mlmmj mailing list",
+        "forwardings:21\" \"news@example.com (",
+        "maillists:2\" \"inactive mailing list",
+        "maillists:3\" \"target mailing list (mlmmj:example.org/events)",
+    ] {
+        assert!(skipped.contains(why), "{why}\n{skipped}");
+    }
+    assert_eq!(db.resolve("news@example.com").0, "not-found");
+    // A list in a domain with a catch-all does not lose its mail: the
+    // catch-all takes it, which the report says.
+    assert_eq!(
+        v["verification"]["redirected"],
+        serde_json::json!([{
+            "address": "events@example.org",
+            "source": "an entry that is not imported",
+            "mailtable": "john@example.org",
+        }]),
+        "{v}"
+    );
+    assert_eq!(db.resolve("copy@example.org").1, set(&["john@example.org"]));
+
+    let accepting = Db::new();
+    let (v, _) = accepting.import_json(&[&source, "--inactive", "disabled"], 0);
+    assert!(
+        whys(&v, "notes").contains(
+            "mailbox:5\" \"enabledeliver = 0: the source refused its mail but let it log in; \
+             imported as a mailbox that accepts mail"
+        ),
+        "{v}"
+    );
+    assert_eq!(
+        accepting.resolve("copy@example.org").1,
+        set(&["john@example.org", "held@example.com"])
+    );
+    assert_eq!(
+        accepting.resolve("held@example.com").1,
+        set(&["held@example.com"])
+    );
+}
+
 /// The HowtoForge guides' tables (`domains`, `users` with `email`,
 /// `forwardings`), read like the ISPmail guide's with their email2email
 /// map: every address resolves where Postfix sent it, the hashes (MySQL's
@@ -3977,8 +4168,9 @@ fn readme_import_commands_run() {
             _ => {}
         }
     }
-    assert_eq!(commands.len(), 8, "{commands:?}");
+    assert_eq!(commands.len(), 9, "{commands:?}");
     let ispmail = Path::new(FIXTURES).join("ispmail.mysqldump");
+    let iredmail = Path::new(FIXTURES).join("iredmail.mysqldump");
     let dump = Path::new(FIXTURES).join("postfixadmin.mysqldump");
     for cmd in commands {
         let db = Db::new();
@@ -3998,6 +4190,7 @@ fn readme_import_commands_run() {
             ),
             ("postfixadmin.sql", &dump.display().to_string()),
             ("mailserver.sql", &ispmail.display().to_string()),
+            ("iredmail.sql", &iredmail.display().to_string()),
         ];
         let args: Vec<String> = cmd
             .split_whitespace()

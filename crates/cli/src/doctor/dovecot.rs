@@ -921,8 +921,16 @@ passdb lua {\n  lua_file = /etc/dovecot/mailtable-auth.lua\n  lua_settings {\n  
         assert!(r24.find("service", "auth-worker").is_none());
         assert_eq!(service_creds(&r24, None).unwrap().uid, 0);
         let filtered = parse("service auth-worker {\n  user = $SET:default_internal_user\n}\n");
-        let w = service_creds(&r24, filtered.find("service", "auth-worker")).unwrap();
-        assert_eq!(w.user, "dovecot");
+        let worker = filtered.find("service", "auth-worker");
+        // The setting names the user; `nobody` exists on every Debian
+        // host, where the `dovecot` user exists only with Dovecot.
+        let set = parse("default_internal_user = nobody\n");
+        assert_eq!(service_creds(&set, worker).unwrap().user, "nobody");
+        // Unset, it is Dovecot's default, `dovecot` (no creds without it).
+        assert_eq!(
+            service_creds(&r24, worker).map(|c| c.user),
+            unix::user_ids("dovecot").map(|_| "dovecot".to_string())
+        );
     }
 
     #[test]

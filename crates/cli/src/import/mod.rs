@@ -76,7 +76,8 @@ pub enum Format {
     SmtpdDomains,
     /// Dovecot passwd-file.
     DovecotPasswd,
-    /// Normalized `domains/users/aliases` SQL schema, or PostfixAdmin's.
+    /// Normalized `domains/users/aliases` SQL schema, or the tables of
+    /// PostfixAdmin, iRedMail, the ISPmail or HowtoForge guides.
     Sql,
     /// The same tables in a MySQL/MariaDB dump file (`mysqldump`).
     SqlDump,

@@ -805,9 +805,9 @@ fn route_status(
         // bounced, the other targets were delivered.
         if only_self {
             return Status::Bounced(format!(
-                "delivers only to its own mailbox, which the source refused (inactive): its mail \
-                 bounced there and is not accepted after the import either (--inactive disabled \
-                 imports {k} as a disabled mailbox)"
+                "delivers only to its own mailbox, which the source refused (inactive, or its \
+                 delivery switched off): its mail bounced there and is not accepted after the \
+                 import either (--inactive disabled imports {k} as a mailbox accepting mail)"
             ));
         }
         return Status::Ok(out);

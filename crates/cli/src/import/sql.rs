@@ -29,6 +29,10 @@
 //! (`user#domain@VACATION-DOMAIN`) go to its auto-reply transport, not to a
 //! mailbox: they are reported and left out, the other targets kept.
 //!
+//! The layouts of known tools are recognised by their tables and read as
+//! their own Postfix maps read them ([`Schema`]): PostfixAdmin's, the
+//! ISPmail and HowtoForge guides', and iRedMail's ([`iredmail`]).
+//!
 //! A `sqlite://` URL or a path is read with rusqlite, a `postgresql://`
 //! URL through mailtable's own PostgreSQL client in a read-only session
 //! ([`PostgresStore::read_rows`]: the URL means what it means for
@@ -47,6 +51,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
+
+mod iredmail;
 
 /// A row: its id (rowid, or position for PostgreSQL) and its cells.
 type TableRow = (i64, Vec<Cell>);
@@ -537,9 +543,10 @@ fn read_tables(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result<
             return Err(CliError::usage(format!(
                 "{source} has neither the normalized tables (users with username and password, \
                  aliases) nor PostfixAdmin's (mailbox with username and password, alias with \
-                 address and goto, under their plain names or one database_prefix) nor those \
-                 of the ISPmail or HowtoForge guides (virtual_users or users with email and \
-                 password)"
+                 address and goto, under their plain names or one database_prefix) nor \
+                 iRedMail's (mailbox with username and password, forwardings with address and \
+                 forwarding) nor those of the ISPmail or HowtoForge guides (virtual_users or \
+                 users with email and password)"
             )))
         }
         [Schema::Normalized] => {}
@@ -568,6 +575,7 @@ fn read_tables(db: &mut dyn Tables, source: &str, inactive: Inactive) -> Result<
             return Ok(p);
         }
         [Schema::Guide(guide)] => return read_guide(db, source, inactive, guide),
+        [Schema::IRedMail] => return iredmail::read_iredmail(db, source, inactive),
         several => {
             let names: Vec<String> = several.iter().map(ToString::to_string).collect();
             return Err(CliError::usage(format!(
@@ -787,6 +795,9 @@ enum Schema {
     /// A how-to guide's tables ([`ISPMAIL`], [`HOWTOFORGE`]): its users
     /// table with the address column and `password`.
     Guide(&'static Guide),
+    /// iRedMail's `mailbox` with `username` and `password` and
+    /// `forwardings` with `address` and `forwarding` ([`iredmail`]).
+    IRedMail,
 }
 
 impl fmt::Display for Schema {
@@ -796,6 +807,7 @@ impl fmt::Display for Schema {
             Schema::PostfixAdmin(p) if p.is_empty() => f.write_str("PostfixAdmin's tables"),
             Schema::PostfixAdmin(p) => write!(f, "PostfixAdmin's tables with the prefix {p}"),
             Schema::Guide(g) => f.write_str(g.name),
+            Schema::IRedMail => f.write_str("iRedMail's tables"),
         }
     }
 }
@@ -832,6 +844,11 @@ fn schemas(db: &mut dyn Tables, source: &str) -> Result<Vec<Schema>, CliError> {
             found.push(Schema::PostfixAdmin(prefix));
         }
     }
+    if has(db, "mailbox", &["username", "password"])?
+        && has(db, "forwardings", &["address", "forwarding"])?
+    {
+        found.push(Schema::IRedMail);
+    }
     for guide in [&ISPMAIL, &HOWTOFORGE] {
         if has(db, guide.users.0, &[guide.users.1, "password"])? {
             found.push(Schema::Guide(guide));
@@ -861,12 +878,7 @@ fn read_postfixadmin(
     source: &str,
     inactive: Inactive,
 ) -> Result<Parsed, CliError> {
-    let mut p = Parsed {
-        defines_routes: true,
-        aliases_first: true,
-        ..Parsed::default()
-    };
-    let domain_active = read_domain_table(db, source, inactive, &mut p)?;
+    let (mut p, domain_active) = postfix_maps_start(db, source, inactive)?;
     read_mailboxes(
         db,
         source,
@@ -878,10 +890,27 @@ fn read_postfixadmin(
     let aliases =
         select(db, source, "alias", &["address", "goto"], &["active"])?.unwrap_or_default();
     read_aliases(source, "alias", &aliases, &domain_active, &mut p);
-    read_alias_domains(db, source, &domain_active, &mut p)?;
+    read_alias_domains(db, source, &domain_active, POSTFIXADMIN_MAPS, &mut p)?;
     alias_domain_chains(&mut p, POSTFIXADMIN_MAPS);
     alias_domain_catch_alls(&mut p, POSTFIXADMIN_MAPS);
     Ok(p)
+}
+
+/// The start of reading a tool's tables as its Postfix maps read them:
+/// the alias maps come before the mailboxes, and `domain` says which
+/// domains are served ([`read_domain_table`]).
+fn postfix_maps_start(
+    db: &mut dyn Tables,
+    source: &str,
+    inactive: Inactive,
+) -> Result<(Parsed, Domains), CliError> {
+    let mut p = Parsed {
+        defines_routes: true,
+        aliases_first: true,
+        ..Parsed::default()
+    };
+    let domain_active = read_domain_table(db, source, inactive, &mut p)?;
+    Ok((p, domain_active))
 }
 
 /// The `domain(domain, backupmx, active)` table PostfixAdmin and iRedMail
@@ -931,6 +960,7 @@ fn read_alias_domains(
     db: &mut dyn Tables,
     source: &str,
     domain_active: &Domains,
+    maps: &AliasMaps,
     p: &mut Parsed,
 ) -> Result<(), CliError> {
     // `alias.example -> example.org` reads as the alias row
@@ -944,10 +974,11 @@ fn read_alias_domains(
     )?
     .unwrap_or_default();
     // Postfix accepts mail only for the domains the domain query lists
-    // (a row of `domain`, no backup MX): an alias domain that
-    // is none of them, or whose target is none, delivered nothing (its
-    // lookup finds no address at the target: 550). Imported, it would
-    // accept that mail, and relay it where the target is not ours.
+    // (a row of `domain`, no backup MX; iRedMail's also lists the alias
+    // domains of such a domain): an alias domain that is none of them, or
+    // whose target is none, delivered nothing (its lookup finds no address
+    // at the target: 550). Imported, it would accept that mail, and relay
+    // it where the target is not ours.
     let served = |d: &str| match domain_active.only_listed {
         true => Domain::parse(d.trim())
             .ok()
@@ -963,7 +994,11 @@ fn read_alias_domains(
             if v[2].is_some() && !truthy(&v[2]) {
                 return true;
             }
-            let why = match (served(&alias), served(&target)) {
+            let alias_served = match maps.alias_domain_needs_row {
+                true => served(&alias),
+                false => Some(true),
+            };
+            let why = match (alias_served, served(&target)) {
                 (None, _) => format!(
                     "{alias} is not a domain of the source (no row in its domain table, or a \
                      backup MX): Postfix refused its mail; not imported"
@@ -990,7 +1025,28 @@ fn read_alias_domains(
             (id, vec![at(&v[0]), at(&v[1]), v[2].clone()])
         })
         .collect();
-    read_aliases(source, "alias_domain", &as_aliases, &domain_active, p);
+    // The alias domains accepted without a row of their own are domains
+    // of the source for their alias rows (and the report).
+    let mut accepted = Domains {
+        active: domain_active.active.clone(),
+        only_listed: domain_active.only_listed,
+    };
+    if !maps.alias_domain_needs_row {
+        for (id, v) in &as_aliases {
+            let alias = v[0].as_deref().and_then(|a| Domain::parse(&a[1..]).ok());
+            if let Some(alias) = alias.filter(|a| !accepted.active.contains_key(a)) {
+                if truthy(&v[2]) {
+                    p.domains.push((
+                        alias.clone(),
+                        true,
+                        Origin::row(source, "alias_domain", *id),
+                    ));
+                }
+                accepted.active.insert(alias, truthy(&v[2]));
+            }
+        }
+    }
+    read_aliases(source, "alias_domain", &as_aliases, &accepted, p);
     Ok(())
 }
 
@@ -1141,6 +1197,11 @@ struct AliasMaps {
     /// (iRedMail's `catchall_maps.cf` before
     /// `domain_alias_catchall_maps.cf` in `virtual_alias_maps`).
     target_catch_all_first: bool,
+    /// Whether an alias domain needs a row of its own in `domain` to be
+    /// accepted (PostfixAdmin: its domain query lists `domain` only), or
+    /// is accepted for being an active alias of a served domain
+    /// (iRedMail's `virtual_mailbox_domains.cf`, a UNION of both tables).
+    alias_domain_needs_row: bool,
 }
 
 /// PostfixAdmin's `alias` table and maps (`DOCUMENTS/POSTFIX_CONF.txt`).
@@ -1148,6 +1209,7 @@ const POSTFIXADMIN_MAPS: &AliasMaps = &AliasMaps {
     table: "alias",
     owner: "PostfixAdmin's",
     target_catch_all_first: true,
+    alias_domain_needs_row: true,
 };
 
 /// The table a row came from.
