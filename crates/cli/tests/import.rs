@@ -2858,6 +2858,21 @@ fn check_postfixadmin_as(db: &Db, format: &str, source: &str) {
         );
     }
     assert_eq!(v["verification"]["differences"], serde_json::json!([]));
+    // example.org has a catch-all: its alias domain's tagged addresses
+    // went there in the source, which no row keeps.
+    let notes = whys(&v, "notes");
+    assert!(
+        notes.lines().any(|l| l.contains(":alias_domain:1")
+            && l.contains(
+                "tagged addresses of example.net (u+tag@example.net): PostfixAdmin's \
+                 alias-domain catch-all map gave them to the catch-all of example.org"
+            )),
+        "{notes}"
+    );
+    assert!(
+        !notes.contains("tagged addresses of example.info"),
+        "{notes}"
+    );
 
     let cases: &[(&str, &[&str])] = &[
         ("alice@example.org", &["alice@example.org"]),
@@ -3497,6 +3512,7 @@ fn iredmail_tables_resolve_as_postfix_did() {
         "refused its logins where enableimap, enableimapsecured = 0",
         "transport \\\"relay:[mx.example.net]\\\"",
         "recipient_bcc_user: 1 active row(s)",
+        "alias_domain:1\" \"tagged addresses of alias.example (u+tag@alias.example): iRedMail's",
         "home /var/vmail/vmail1/example.org/j/o/h/john-2024.01.02.03.04.05/ differs",
     ] {
         assert!(notes.contains(note), "{note}\n{notes}");

@@ -1238,6 +1238,9 @@ fn alias_domain_catch_alls(p: &mut Parsed, maps: &AliasMaps) {
     };
     let catch_alls: Vec<Domain> = p.routes.iter().filter_map(own).collect();
     for (a, t, at) in alias_domains(p) {
+        if catch_alls.contains(&t) {
+            note_tagged_at_alias_domain(p, &a, &t, &at, maps);
+        }
         let Some(i) = p.routes.iter().position(|r| own(r).as_ref() == Some(&a)) else {
             continue;
         };
@@ -1266,6 +1269,35 @@ fn alias_domain_catch_alls(p: &mut Parsed, maps: &AliasMaps) {
             ));
         }
     }
+}
+
+/// A tagged address of an alias domain whose target has a catch-all:
+/// Postfix asks every `virtual_alias_maps` table for the full address,
+/// tag and all, before it drops the tag (`mail_addr_find`), and the
+/// alias-domain catch-all map matches on the domain alone
+/// (PostfixAdmin's `mysql_virtual_alias_domain_catchall_maps.cf`,
+/// iRedMail's `domain_alias_catchall_maps.cf`; only iRedMail's own
+/// `catchall_maps.cf` skips tagged names). So `u+tag@a` went to the
+/// catch-all of `t`, even where `u@t` exists; mailtable drops the tag
+/// first and delivers it as `u@a`. No row can keep the source's way, so
+/// the report says so.
+fn note_tagged_at_alias_domain(
+    p: &mut Parsed,
+    a: &Domain,
+    t: &Domain,
+    at: &Origin,
+    maps: &AliasMaps,
+) {
+    p.notes.push(Finding::about(
+        at.clone(),
+        &format!("@{a}"),
+        format!(
+            "tagged addresses of {a} (u+tag@{a}): {} alias-domain catch-all map gave them to \
+             the catch-all of {t}, tag and all, before Postfix dropped the tag; after the import \
+             they go where u@{a} goes, as untagged mail did (u@{t} where it exists)",
+            maps.owner
+        ),
+    ));
 }
 
 /// PostfixAdmin's `mailbox.quota` (bytes; 0 or less: unlimited) as a
