@@ -3565,7 +3565,9 @@ fn iredmail_lists_and_switched_off_delivery() {
              INSERT INTO forwardings (id, address, forwarding, domain, dest_domain, is_maillist) VALUES
                (20, 'news@example.com', 'news@example.com', 'example.com', 'example.com', 1);
              INSERT INTO forwardings (id, address, forwarding, domain, dest_domain, is_list) VALUES
-               (21, 'all@example.com', 'news@example.com', 'example.com', 'example.com', 1);",
+               (21, 'all@example.com', 'news@example.com', 'example.com', 'example.com', 1);
+             UPDATE domain SET transport = 'smtp:[mx.example.net]' WHERE domain = 'example.com';
+             UPDATE domain SET transport = 'relay:[old.example.net]' WHERE domain = 'old.example';",
         )
         .unwrap();
     let source = format!("sql:{}", src.display());
@@ -3580,6 +3582,16 @@ fn iredmail_lists_and_switched_off_delivery() {
         "{out}"
     );
     let (v, _) = db.import_json(&[&source], 0);
+    // A domain relayed elsewhere is said; an inactive one received nothing.
+    let notes = whys(&v, "notes");
+    assert!(
+        notes.contains(
+            "domain:2\" \"transport \\\"smtp:[mx.example.net]\\\" (domain.transport): the \
+             source delivered this domain's mailboxes there"
+        ),
+        "{notes}"
+    );
+    assert!(!notes.contains("old.example.net"), "{notes}");
     assert_eq!(
         v["undeliverable"],
         serde_json::json!(["all@example.com", "news@example.com"]),

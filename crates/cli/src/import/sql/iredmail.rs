@@ -32,7 +32,7 @@
 //! What mailtable does not hold is reported, never dropped silently: a
 //! login refused for some services only (one login switch here), a
 //! mailbox that logs in but refuses mail (`enabledeliver = 0`), a
-//! transport other than the local one, a restricted alias access policy
+//! transport other than the local one (a mailbox's or a domain's), a restricted alias access policy
 //! (iRedAPD's), and rows of the BCC and sender relay host tables.
 
 use super::{
@@ -105,6 +105,7 @@ pub(super) fn read_iredmail(
 ) -> Result<Parsed, CliError> {
     let (mut p, domain_active) = postfix_maps_start(db, source, inactive)?;
     read_iredmail_mailboxes(db, source, &domain_active, inactive, &mut p)?;
+    note_domain_transports(db, source, &domain_active, &mut p)?;
     let lists = read_lists(db, source, &domain_active, &mut p)?;
     let forwardings = select(
         db,
@@ -288,6 +289,39 @@ fn read_iredmail_mailboxes(
                 origin: at,
             });
         }
+    }
+    Ok(())
+}
+
+/// A served domain whose `domain.transport` is not the local delivery:
+/// `transport_maps_domain.cf` sent the mail of its mailboxes there (a
+/// mailbox's own `transport` comes first, and is noted with it).
+fn note_domain_transports(
+    db: &mut dyn Tables,
+    source: &str,
+    domain_active: &Domains,
+    p: &mut Parsed,
+) -> Result<(), CliError> {
+    let Some(rows) = select(db, source, "domain", &["domain"], &["transport"])? else {
+        return Ok(());
+    };
+    for (id, v) in rows {
+        let name = key_text(&v[0]);
+        let Some(t) = text(&v[1]).filter(|t| !local_transport(t)) else {
+            continue;
+        };
+        if !mailtable_core::Domain::parse(&name).is_ok_and(|d| domain_active.ok(&d)) {
+            continue;
+        }
+        p.notes.push(Finding::about(
+            Origin::row(source, "domain", id),
+            &name,
+            format!(
+                "transport {t:?} (domain.transport): the source delivered this domain's \
+                 mailboxes there; mailtable's mailboxes are delivered where smtpd.conf delivers \
+                 them"
+            ),
+        ));
     }
     Ok(())
 }
