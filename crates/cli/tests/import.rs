@@ -3567,7 +3567,14 @@ fn iredmail_lists_and_switched_off_delivery() {
              INSERT INTO forwardings (id, address, forwarding, domain, dest_domain, is_list) VALUES
                (21, 'all@example.com', 'news@example.com', 'example.com', 'example.com', 1);
              UPDATE domain SET transport = 'smtp:[mx.example.net]' WHERE domain = 'example.com';
-             UPDATE domain SET transport = 'relay:[old.example.net]' WHERE domain = 'old.example';",
+             UPDATE domain SET transport = 'relay:[old.example.net]' WHERE domain = 'old.example';
+             ALTER TABLE mailbox ADD COLUMN mailboxformat TEXT NOT NULL DEFAULT 'maildir';
+             ALTER TABLE mailbox ADD COLUMN mailboxfolder TEXT NOT NULL DEFAULT 'Maildir';
+             ALTER TABLE mailbox ADD COLUMN allow_nets TEXT DEFAULT NULL;
+             UPDATE mailbox SET mailboxformat = 'mdbox', mailboxfolder = 'mdbox'
+               WHERE username = 'max@example.com';
+             UPDATE mailbox SET allow_nets = '192.0.2.0/24,2001:db8::/32'
+               WHERE username = 'jane@example.org';",
         )
         .unwrap();
     let source = format!("sql:{}", src.display());
@@ -3592,6 +3599,16 @@ fn iredmail_lists_and_switched_off_delivery() {
         "{notes}"
     );
     assert!(!notes.contains("old.example.net"), "{notes}");
+    for note in [
+        "mailbox:2\" \"allow_nets \\\"192.0.2.0/24,2001:db8::/32\\\": Dovecot refused its logins \
+         from other networks",
+        "mailbox:3\" \"mail mdbox:~/mdbox: the source stored this mailbox's mail so",
+    ] {
+        assert!(notes.contains(note), "{note}\n{notes}");
+    }
+    // The default mail location, and no allow_nets, are nothing to say.
+    assert_eq!(notes.matches("allow_nets").count(), 1, "{notes}");
+    assert_eq!(notes.matches("\" \"mail ").count(), 1, "{notes}");
     assert_eq!(
         v["undeliverable"],
         serde_json::json!(["all@example.com", "news@example.com"]),

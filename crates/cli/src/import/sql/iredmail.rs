@@ -32,7 +32,8 @@
 //! What mailtable does not hold is reported, never dropped silently: a
 //! login refused for some services only (one login switch here), a
 //! mailbox that logs in but refuses mail (`enabledeliver = 0`), a
-//! transport other than the local one (a mailbox's or a domain's), a restricted alias access policy
+//! transport other than the local one (a mailbox's or a domain's),
+//! `allow_nets`, a mail location other than `maildir:~/Maildir`, a restricted alias access policy
 //! (iRedAPD's), and rows of the BCC and sender relay host tables.
 
 use super::{
@@ -77,6 +78,9 @@ const MAILBOX_COLUMNS: &[&str] = &[
     "storagebasedirectory",
     "storagenode",
     "maildir",
+    "mailboxformat",
+    "mailboxfolder",
+    "allow_nets",
 ];
 
 /// The cell of a column the table lacks.
@@ -269,6 +273,41 @@ fn read_iredmail_mailboxes(
                 format!(
                     "transport {t:?} (mailbox.transport): the source delivered this mailbox \
                      there; mailtable's mailboxes are delivered where smtpd.conf delivers them"
+                ),
+            ));
+        }
+        // dovecot-sql.conf's password_query returns `allow_nets`: Dovecot
+        // refused logins from elsewhere (doc: passdb extra field
+        // `allow_nets`).
+        if let Some(nets) = text(cell("allow_nets")).filter(|n| !n.trim().is_empty()) {
+            p.notes.push(Finding::about(
+                at.clone(),
+                &user,
+                format!(
+                    "allow_nets {:?}: Dovecot refused its logins from other networks; mailtable \
+                     has no such field, so it may log in from anywhere after the import",
+                    nets.trim()
+                ),
+            ));
+        }
+        // The user_query's `mail` is `mailboxformat:~/mailboxfolder`
+        // (`maildir:~/Maildir` unless changed); mailtable leaves the mail
+        // location to Dovecot's config.
+        let format = text(cell("mailboxformat")).map(|f| f.trim().to_ascii_lowercase());
+        let folder = text(cell("mailboxfolder")).map(|f| f.trim().to_string());
+        if format.as_deref().is_some_and(|f| f != "maildir")
+            || folder.as_deref().is_some_and(|f| f != "Maildir")
+        {
+            p.notes.push(Finding::about(
+                at.clone(),
+                &user,
+                format!(
+                    "mail {}:~/{}: the source stored this mailbox's mail so, not in Dovecot's \
+                     default of iRedMail (maildir:~/Maildir); mailtable gives no mail location \
+                     per user, so set mail_location (2.4: mail_driver, mail_path) to match, or \
+                     convert the mail (doveadm sync)",
+                    format.as_deref().unwrap_or("maildir"),
+                    folder.as_deref().unwrap_or("Maildir"),
                 ),
             ));
         }
