@@ -3544,6 +3544,92 @@ fn iredmail_tables_resolve_as_postfix_did() {
     assert_eq!(sorted(on_pg.snapshot().1), sorted(rows));
 }
 
+/// The dump of a whole iRedMail host (`mysqldump --all-databases`): next
+/// to `vmail` sit Amavisd's (its own `users` and `mailaddr`), iRedAdmin's,
+/// iRedAPD's and Roundcube's (`users(username)`) databases; `vmail` is
+/// read, as from its own dump, and the report names it.
+#[test]
+fn iredmail_from_a_dump_of_every_database() {
+    let single = std::fs::read_to_string(Path::new(FIXTURES).join("iredmail.mysqldump")).unwrap();
+    let body: String = single
+        .lines()
+        .filter(|l| !l.starts_with("-- MariaDB dump") && !l.starts_with("-- Dump completed"))
+        .filter(|l| !l.starts_with("/*M!999999"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let table = |name: &str, columns: &str, rows: &str| {
+        format!(
+            "CREATE TABLE `{name}` (\n{columns}\n) ENGINE=InnoDB;\n\
+             INSERT INTO `{name}` VALUES {rows};\n"
+        )
+    };
+    let amavisd = table(
+        "users",
+        "  `id` int(10) unsigned NOT NULL AUTO_INCREMENT,\n  `priority` smallint(6) NOT NULL \
+         DEFAULT 7,\n  `policy_id` int(10) unsigned NOT NULL DEFAULT 1,\n  `email` varbinary(255) \
+         NOT NULL,\n  `fullname` varchar(255) DEFAULT NULL,\n  PRIMARY KEY (`id`)",
+        "(1,7,1,'john@example.org','John')",
+    ) + &table(
+        "mailaddr",
+        "  `id` int(10) unsigned NOT NULL AUTO_INCREMENT,\n  `priority` smallint(6) NOT NULL \
+         DEFAULT 9,\n  `email` varbinary(255) NOT NULL,\n  PRIMARY KEY (`id`)",
+        "(1,9,'@.')",
+    );
+    let iredadmin = table(
+        "domain_ownership",
+        "  `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,\n  `admin` varchar(255) NOT NULL \
+         DEFAULT '',\n  `domain` varchar(255) NOT NULL DEFAULT '',\n  `alias_domain` varchar(255) \
+         NOT NULL DEFAULT '',\n  PRIMARY KEY (`id`)",
+        "(1,'postmaster@example.org','example.org','')",
+    );
+    let iredapd = table(
+        "throttle",
+        "  `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,\n  `account` varchar(255) NOT NULL,\n  \
+         `kind` varchar(10) NOT NULL DEFAULT 'outbound',\n  PRIMARY KEY (`id`)",
+        "(1,'@.','outbound')",
+    );
+    let roundcube = table(
+        "users",
+        "  `user_id` int(10) unsigned NOT NULL AUTO_INCREMENT,\n  `username` varchar(128) NOT \
+         NULL,\n  `mail_host` varchar(128) NOT NULL,\n  PRIMARY KEY (`user_id`)",
+        "(1,'john@example.org','127.0.0.1')",
+    );
+    let mut whole = "/*M!999999\\- enable the sandbox mode */ \n\
+                     -- MariaDB dump 10.19  Distrib 10.11.19-MariaDB\n"
+        .to_string();
+    for (name, tables) in [
+        ("amavisd", amavisd.as_str()),
+        ("iredadmin", &iredadmin),
+        ("iredapd", &iredapd),
+        ("roundcubemail", &roundcube),
+        ("vmail", &body),
+    ] {
+        whole.push_str(&format!(
+            "CREATE DATABASE /*!32312 IF NOT EXISTS*/ `{name}` \
+             /*!40100 DEFAULT CHARACTER SET utf8mb4 */;\n\nUSE `{name}`;\n{tables}"
+        ));
+    }
+    whole.push_str("-- Dump completed on 2026-12-02 10:00:00\n");
+    let db = Db::new();
+    let all = db.dir.path().join("all.sql");
+    std::fs::write(&all, &whole).unwrap();
+    let (v, _) = db.import_json(&["--from", "sql-dump", &all.display().to_string()], 0);
+    assert_eq!(v["status"], "imported", "{v}");
+    assert!(
+        whys(&v, "notes").contains(
+            "the dump holds 5 databases (`amavisd`, `iredadmin`, `iredapd`, `roundcubemail`, \
+             `vmail`): read `vmail`, the only one with mail tables"
+        ),
+        "{}",
+        whys(&v, "notes")
+    );
+    let one = Db::new();
+    let dump = Path::new(FIXTURES).join("iredmail.mysqldump");
+    let (w, _) = one.import_json(&["--from", "sql-dump", &dump.display().to_string()], 0);
+    assert_eq!(v["counts"], w["counts"]);
+    assert_eq!(db.snapshot().1, one.snapshot().1);
+}
+
 /// An mlmmj mailing list of iRedMail (`maillists`, delivered by its
 /// transport) is nothing mailtable holds: the list and the alias that
 /// reaches it are reported as losing their mail on the report's first
