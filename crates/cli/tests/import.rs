@@ -3128,6 +3128,75 @@ fn postfixadmin_tables_from_sqlite() {
     check_postfixadmin(&db, &format!("sqlite://{}", src.display()));
 }
 
+/// Login switches beyond `active` in PostfixAdmin's layout: mailcow's
+/// `active = 2` ("disallow login", mail still delivered) comes over as a
+/// disabled mailbox that receives mail; PostfixAdmin 4's `smtp_active = 0`
+/// (SMTP AUTH refused only) is reported, the mailbox imported as it was.
+#[test]
+fn postfixadmin_and_mailcow_login_switches() {
+    let db = Db::new();
+    let src = db.source_db("postfixadmin.db", "postfixadmin.sql");
+    rusqlite::Connection::open(&src)
+        .unwrap()
+        .execute_batch(
+            "ALTER TABLE mailbox ADD COLUMN smtp_active INTEGER NOT NULL DEFAULT 1;
+             UPDATE mailbox SET active = 2 WHERE username = 'bob@example.org';
+             UPDATE mailbox SET smtp_active = 0 WHERE username = 'frank@example.com';
+             UPDATE mailbox SET smtp_active = 0 WHERE username = 'carol@example.org';",
+        )
+        .unwrap();
+    let (v, _) = db.import_json(&["--from", "sql", &src.display().to_string()], 0);
+    assert_eq!(v["status"], "imported", "{v}");
+    let rows = db.snapshot().1;
+    let active_of = |user: &str| {
+        rows.iter()
+            .find(|r| r.starts_with(&format!("{user} {user} ")))
+            .and_then(|r| r.split(' ').nth(3))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        active_of("bob@example.org").as_deref(),
+        Some("0"),
+        "{rows:?}"
+    );
+    assert_eq!(
+        active_of("frank@example.com").as_deref(),
+        Some("1"),
+        "{rows:?}"
+    );
+    assert_eq!(
+        active_of("alice@example.org").as_deref(),
+        Some("1"),
+        "{rows:?}"
+    );
+    // bob still receives his mail, and what went to him through aliases.
+    assert_eq!(
+        db.resolve("bob@example.org"),
+        (
+            "found".to_string(),
+            set(&["bob@example.org", "bob@elsewhere.example"])
+        )
+    );
+    assert_eq!(v["verification"]["differences"], serde_json::json!([]));
+    let notes = whys(&v, "notes");
+    for (at, why) in [
+        (":mailbox:2", "active = 2: mailcow's \\\"disallow login\\\""),
+        (
+            ":mailbox:5",
+            "smtp_active = 0: where Dovecot's queries read it (PostfixAdmin's smtp_active_flag), \
+             SMTP AUTH was refused",
+        ),
+    ] {
+        assert!(
+            notes.lines().any(|l| l.contains(at) && l.contains(why)),
+            "{at} {why}\n{notes}"
+        );
+    }
+    // carol is inactive (not imported): her smtp_active says nothing.
+    assert!(!notes.contains(":mailbox:3"), "{notes}");
+    assert_eq!(notes.matches("\" \"smtp_active = 0").count(), 1, "{notes}");
+}
+
 /// `--inactive disabled`: the inactive mailboxes come over disabled and
 /// receive their own mail (the admin's choice, which the check expects),
 /// aliases to them deliver there too; hashes still byte for byte.

@@ -887,6 +887,7 @@ fn read_postfixadmin(
         inactive,
         &mut p,
     )?;
+    postfixadmin_login_switches(db, source, &mut p)?;
     let aliases =
         select(db, source, "alias", &["address", "goto"], &["active"])?.unwrap_or_default();
     read_aliases(source, "alias", &aliases, &domain_active, &mut p);
@@ -894,6 +895,75 @@ fn read_postfixadmin(
     alias_domain_chains(&mut p, POSTFIXADMIN_MAPS);
     alias_domain_catch_alls(&mut p, POSTFIXADMIN_MAPS);
     Ok(p)
+}
+
+/// The switches of a PostfixAdmin-layout mailbox beyond `active`, read
+/// after its login:
+///
+/// - `active = 2` is mailcow's "disallow login" (its Postfix maps deliver
+///   to `active = '1' OR active = '2'`, its Dovecot passdb asks `active =
+///   '1'`): the mailbox comes over disabled, receiving mail, as before;
+/// - `smtp_active = 0` (PostfixAdmin 4, `$CONF['smtp_active_flag']`, with
+///   the Dovecot queries of `DOCUMENTS/DOVECOT.txt`) refused SMTP AUTH
+///   only: mailtable has one login switch, so the report says so.
+fn postfixadmin_login_switches(
+    db: &mut dyn Tables,
+    source: &str,
+    p: &mut Parsed,
+) -> Result<(), CliError> {
+    let Some(rows) = select(
+        db,
+        source,
+        "mailbox",
+        &["username"],
+        &["active", "smtp_active"],
+    )?
+    else {
+        return Ok(());
+    };
+    // The logins by their mailbox row; a lookup per row, not a scan.
+    let by_row: BTreeMap<i64, usize> = p
+        .logins
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| match &l.origin.at {
+            At::Row { table, id } if table == "mailbox" && *l.origin.source == *source => {
+                Some((*id, i))
+            }
+            _ => None,
+        })
+        .collect();
+    for (id, v) in rows {
+        let Some(login) = by_row.get(&id).and_then(|i| p.logins.get_mut(*i)) else {
+            continue;
+        };
+        if !login.active {
+            continue;
+        }
+        let user = login.name.to_string();
+        let why = if text(&v[1]).is_some_and(|a| a.trim() == "2") {
+            login.active = false;
+            "active = 2: mailcow's \"disallow login\" (its Postfix maps deliver to active 1 and 2, \
+             its Dovecot passdb logs in active 1 only): imported as a disabled mailbox (logins \
+             refused, mail accepted, as in the source)"
+                .to_string()
+        } else if v[2].is_some() && !truthy(&v[2]) {
+            format!(
+                "smtp_active = 0: where Dovecot's queries read it (PostfixAdmin's \
+                 smtp_active_flag), SMTP AUTH was refused and other logins allowed; mailtable has \
+                 one login switch for every service, so it is imported with logins allowed \
+                 (`mailtable user disable {user}` refuses them all)"
+            )
+        } else {
+            continue;
+        };
+        p.notes.push(Finding::about(
+            Origin::row(source, "mailbox", id),
+            &user,
+            why,
+        ));
+    }
+    Ok(())
 }
 
 /// The start of reading a tool's tables as its Postfix maps read them:
