@@ -3130,7 +3130,8 @@ fn postfixadmin_tables_from_sqlite() {
 
 /// Login switches beyond `active` in PostfixAdmin's layout: mailcow's
 /// `active = 2` ("disallow login", mail still delivered) comes over as a
-/// disabled mailbox that receives mail; PostfixAdmin 4's `smtp_active = 0`
+/// disabled mailbox that receives mail, as does one whose `attributes`
+/// switch every login off (some off: reported); PostfixAdmin 4's `smtp_active = 0`
 /// (SMTP AUTH refused only) is reported, the mailbox imported as it was.
 #[test]
 fn postfixadmin_and_mailcow_login_switches() {
@@ -3142,7 +3143,15 @@ fn postfixadmin_and_mailcow_login_switches() {
             "ALTER TABLE mailbox ADD COLUMN smtp_active INTEGER NOT NULL DEFAULT 1;
              UPDATE mailbox SET active = 2 WHERE username = 'bob@example.org';
              UPDATE mailbox SET smtp_active = 0 WHERE username = 'frank@example.com';
-             UPDATE mailbox SET smtp_active = 0 WHERE username = 'carol@example.org';",
+             UPDATE mailbox SET smtp_active = 0 WHERE username = 'carol@example.org';
+             ALTER TABLE mailbox ADD COLUMN attributes TEXT;
+             UPDATE mailbox SET attributes = '{\"imap_access\": \"1\", \"pop3_access\": \"0\", \
+               \"smtp_access\": \"1\", \"sieve_access\": \"1\", \"sogo_access\": \"0\"}'
+               WHERE username = 'alice@example.org';
+             INSERT INTO mailbox (username, password, local_part, domain, active, attributes)
+               VALUES ('hank@example.com', '$2y$05$8dQgwmQ1KU9byJcUGpyP1OIo4JgD9ubeH.eGRDWfIQV/axEm3D5Ue',
+                 'hank', 'example.com', 1, '{\"imap_access\": \"0\", \"pop3_access\": \"0\", \
+                 \"smtp_access\": \"0\", \"sieve_access\": \"0\"}');",
         )
         .unwrap();
     let (v, _) = db.import_json(&["--from", "sql", &src.display().to_string()], 0);
@@ -3169,6 +3178,15 @@ fn postfixadmin_and_mailcow_login_switches() {
         Some("1"),
         "{rows:?}"
     );
+    assert_eq!(
+        active_of("hank@example.com").as_deref(),
+        Some("0"),
+        "{rows:?}"
+    );
+    assert_eq!(
+        db.resolve("hank@example.com"),
+        ("found".to_string(), set(&["hank@example.com"]))
+    );
     // bob still receives his mail, and what went to him through aliases.
     assert_eq!(
         db.resolve("bob@example.org"),
@@ -3185,6 +3203,23 @@ fn postfixadmin_and_mailcow_login_switches() {
             ":mailbox:5",
             "smtp_active = 0: where Dovecot's queries read it (PostfixAdmin's smtp_active_flag), \
              SMTP AUTH was refused",
+        ),
+    ] {
+        assert!(
+            notes.lines().any(|l| l.contains(at) && l.contains(why)),
+            "{at} {why}\n{notes}"
+        );
+    }
+    for (at, why) in [
+        (
+            ":mailbox:1",
+            "attributes pop3_access = 0: mailcow refused these logins of this mailbox and \
+             allowed the others",
+        ),
+        (
+            ":mailbox:7",
+            "attributes imap_access = 0, pop3_access = 0, smtp_access = 0, sieve_access = 0: \
+             mailcow refused every login of this mailbox: imported as a disabled mailbox",
         ),
     ] {
         assert!(

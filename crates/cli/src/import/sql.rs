@@ -903,6 +903,8 @@ fn read_postfixadmin(
 /// - `active = 2` is mailcow's "disallow login" (its Postfix maps deliver
 ///   to `active = '1' OR active = '2'`, its Dovecot passdb asks `active =
 ///   '1'`): the mailbox comes over disabled, receiving mail, as before;
+/// - mailcow's `attributes` switch logins per service: all off, the
+///   mailbox comes over disabled; some off, the report says which;
 /// - `smtp_active = 0` (PostfixAdmin 4, `$CONF['smtp_active_flag']`, with
 ///   the Dovecot queries of `DOCUMENTS/DOVECOT.txt`) refused SMTP AUTH
 ///   only: mailtable has one login switch, so the report says so.
@@ -916,7 +918,7 @@ fn postfixadmin_login_switches(
         source,
         "mailbox",
         &["username"],
-        &["active", "smtp_active"],
+        &["active", "smtp_active", "attributes"],
     )?
     else {
         return Ok(());
@@ -941,12 +943,27 @@ fn postfixadmin_login_switches(
             continue;
         }
         let user = login.name.to_string();
+        let refused = mailcow_refused_services(&v[3]);
         let why = if text(&v[1]).is_some_and(|a| a.trim() == "2") {
             login.active = false;
             "active = 2: mailcow's \"disallow login\" (its Postfix maps deliver to active 1 and 2, \
              its Dovecot passdb logs in active 1 only): imported as a disabled mailbox (logins \
              refused, mail accepted, as in the source)"
                 .to_string()
+        } else if refused.len() == MAILCOW_LOGINS.len() {
+            login.active = false;
+            format!(
+                "attributes {}: mailcow refused every login of this mailbox: imported as a \
+                 disabled mailbox (logins refused, mail accepted, as in the source)",
+                refused.join(", ")
+            )
+        } else if !refused.is_empty() {
+            format!(
+                "attributes {}: mailcow refused these logins of this mailbox and allowed the \
+                 others; mailtable has one login switch for every service, so it is imported \
+                 with logins allowed (`mailtable user disable {user}` refuses them all)",
+                refused.join(", ")
+            )
         } else if v[2].is_some() && !truthy(&v[2]) {
             format!(
                 "smtp_active = 0: where Dovecot's queries read it (PostfixAdmin's \
@@ -964,6 +981,32 @@ fn postfixadmin_login_switches(
         ));
     }
     Ok(())
+}
+
+/// The login switches of mailcow's `mailbox.attributes` (a JSON object of
+/// strings, `"1"` or `"0"`, its `imap_access` and siblings; webmail and
+/// groupware switches are not logins mailtable serves).
+const MAILCOW_LOGINS: &[&str] = &["imap_access", "pop3_access", "smtp_access", "sieve_access"];
+
+/// The switches of [`MAILCOW_LOGINS`] that are off in an `attributes`
+/// cell, written `name = 0`; none where the cell is no such object.
+fn mailcow_refused_services(attributes: &Cell) -> Vec<String> {
+    let Some(serde_json::Value::Object(o)) = attributes
+        .as_deref()
+        .and_then(|a| serde_json::from_str(a).ok())
+    else {
+        return Vec::new();
+    };
+    MAILCOW_LOGINS
+        .iter()
+        .filter(|k| match o.get(**k) {
+            Some(serde_json::Value::String(s)) => s.trim() == "0",
+            Some(serde_json::Value::Number(n)) => n.as_f64() == Some(0.0),
+            Some(serde_json::Value::Bool(b)) => !b,
+            _ => false,
+        })
+        .map(|k| format!("{k} = 0"))
+        .collect()
 }
 
 /// The start of reading a tool's tables as its Postfix maps read them:
