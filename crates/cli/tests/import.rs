@@ -3232,6 +3232,128 @@ fn postfixadmin_and_mailcow_login_switches() {
     assert_eq!(notes.matches("\" \"smtp_active = 0").count(), 1, "{notes}");
 }
 
+/// mailcow's tables (PostfixAdmin's layout with mailcow's columns), read
+/// as mailcow's Postfix maps read them: its alias domain reaches the
+/// target's mailboxes only (not its aliases, not its catch-all), the
+/// discard and learn addresses of its `localhost` are reported as targets
+/// mailtable cannot hold, a permanent spam alias is an alias, one that
+/// expires is reported as losing its mail, an expired one refused mail
+/// already, a SOGo resource is no mailbox, and app passwords are counted.
+#[test]
+fn mailcow_tables_resolve_as_its_postfix_did() {
+    let db = Db::new();
+    let src = db.source_db("mailcow.db", "postfixadmin.sql");
+    rusqlite::Connection::open(&src)
+        .unwrap()
+        .execute_batch(
+            "ALTER TABLE mailbox ADD COLUMN mailbox_path_prefix TEXT DEFAULT '/var/vmail/';
+             ALTER TABLE mailbox ADD COLUMN attributes TEXT;
+             ALTER TABLE mailbox ADD COLUMN kind TEXT NOT NULL DEFAULT '';
+             ALTER TABLE mailbox ADD COLUMN authsource TEXT DEFAULT 'mailcow';
+             INSERT INTO mailbox (username, password, local_part, domain, active, kind)
+               VALUES ('room@example.org', 'RESOURCE', 'room', 'example.org', 1, 'location');
+             UPDATE mailbox SET authsource = 'ldap' WHERE username = 'bob@example.org';
+             INSERT INTO alias (address, goto, domain, active) VALUES
+               ('discard@example.org', 'null@localhost', 'example.org', 1),
+               ('learn@example.org', 'spam@localhost,alice@example.org', 'example.org', 1);
+             CREATE TABLE spamalias (address TEXT NOT NULL, goto TEXT NOT NULL,
+               description TEXT NOT NULL DEFAULT '', validity INTEGER, permanent INTEGER NOT NULL DEFAULT 0);
+             INSERT INTO spamalias (address, goto, validity, permanent) VALUES
+               ('shop1@example.org', 'alice@example.org', NULL, 1),
+               ('tmp1@example.org', 'alice@example.org', 4102444800, 0),
+               ('tmp0@example.org', 'alice@example.org', 1, 0);
+             CREATE TABLE app_passwd (id INTEGER PRIMARY KEY, name TEXT, mailbox TEXT,
+               password TEXT, active INTEGER NOT NULL DEFAULT 1);
+             INSERT INTO app_passwd (name, mailbox, password, active) VALUES
+               ('phone', 'alice@example.org', '{BLF-CRYPT}$2y$05$x', 1),
+               ('old', 'alice@example.org', '{BLF-CRYPT}$2y$05$y', 0);",
+        )
+        .unwrap();
+    let (v, _) = db.import_json(&["--from", "sql", &src.display().to_string()], 0);
+    assert_eq!(v["status"], "imported", "{v}");
+    assert_eq!(
+        v["verification"]["differences"],
+        serde_json::json!([]),
+        "{v}"
+    );
+    for (address, to) in [
+        ("alice@example.net", &["alice@example.org"][..]),
+        (
+            "bob@example.net",
+            &["bob@example.org", "bob@elsewhere.example"],
+        ),
+        ("shop1@example.org", &["alice@example.org"]),
+        ("learn@example.org", &["alice@example.org"]),
+        // example.org's catch-all still takes its own unknown addresses.
+        ("nobody@example.org", &["alice@example.org"]),
+    ] {
+        assert_eq!(
+            db.resolve(address),
+            ("found".to_string(), set(to)),
+            "{address}"
+        );
+    }
+    // Not mailboxes of example.org: an alias, an unknown address; the
+    // resource is no mailbox at all.
+    for address in ["postmaster@example.net", "nobody@example.net"] {
+        assert_eq!(db.resolve(address).0, "not-found", "{address}");
+    }
+    let rows = db.snapshot().1;
+    assert!(!rows.iter().any(|r| r.starts_with("room@")), "{rows:?}");
+    assert!(
+        !rows.iter().any(|r| r.contains("@example.net %")),
+        "no domain alias: {rows:?}"
+    );
+    let skipped = whys(&v, "not_imported");
+    for (at, why) in [
+        (":mailbox:7", "kind location: a SOGo resource"),
+        (
+            ":alias:14",
+            "target null@localhost: mailcow's discard address",
+        ),
+        (":spamalias:2", "temporary alias valid until 4102444800"),
+        (":spamalias:3", "expired spam alias"),
+    ] {
+        assert!(
+            skipped.lines().any(|l| l.contains(at) && l.contains(why)),
+            "{at} {why}\n{skipped}"
+        );
+    }
+    let notes = whys(&v, "notes");
+    for (at, why) in [
+        (
+            ":alias_domain:1",
+            "alias domain of example.org: mailcow's alias-domain map finds only the mailboxes",
+        ),
+        (
+            ":mailbox:2",
+            "authsource ldap: mailcow checked this login's password there",
+        ),
+        ("", "app_passwd: 1 active row(s), each an app password"),
+        ("", "mailcow's tables (PostfixAdmin's layout)"),
+    ] {
+        assert!(
+            notes.lines().any(|l| l.contains(at) && l.contains(why)),
+            "{at} {why}\n{notes}"
+        );
+    }
+    // No alias-domain catch-all map: nothing said of tagged addresses.
+    assert!(!notes.contains("tagged addresses"), "{notes}");
+    // What the source dropped, learned from, or will expire: example.org's
+    // catch-all takes it now, and the report says so.
+    let redirected: Vec<&str> = v["verification"]["redirected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        redirected,
+        ["discard@example.org", "learn@example.org", "tmp1@example.org"],
+        "{v}"
+    );
+}
+
 /// `--inactive disabled`: the inactive mailboxes come over disabled and
 /// receive their own mail (the admin's choice, which the check expects),
 /// aliases to them deliver there too; hashes still byte for byte.

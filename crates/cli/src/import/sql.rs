@@ -53,6 +53,7 @@ use std::path::Path;
 use std::time::Duration;
 
 mod iredmail;
+mod mailcow;
 
 /// A row: its id (rowid, or position for PostgreSQL) and its cells.
 type TableRow = (i64, Vec<Cell>);
@@ -891,6 +892,11 @@ fn read_postfixadmin(
     let aliases =
         select(db, source, "alias", &["address", "goto"], &["active"])?.unwrap_or_default();
     read_aliases(source, "alias", &aliases, &domain_active, &mut p);
+    if mailcow::is_mailcow(db, source)? {
+        read_alias_domains(db, source, &domain_active, mailcow::MAILCOW_MAPS, &mut p)?;
+        mailcow::mailcow_maps(db, source, &domain_active, &mut p)?;
+        return Ok(p);
+    }
     read_alias_domains(db, source, &domain_active, POSTFIXADMIN_MAPS, &mut p)?;
     alias_domain_chains(&mut p, POSTFIXADMIN_MAPS);
     alias_domain_catch_alls(&mut p, POSTFIXADMIN_MAPS);
