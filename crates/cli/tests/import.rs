@@ -3349,7 +3349,11 @@ fn mailcow_tables_resolve_as_its_postfix_did() {
         .collect();
     assert_eq!(
         redirected,
-        ["discard@example.org", "learn@example.org", "tmp1@example.org"],
+        [
+            "discard@example.org",
+            "learn@example.org",
+            "tmp1@example.org"
+        ],
         "{v}"
     );
 }
