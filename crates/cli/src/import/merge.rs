@@ -156,9 +156,12 @@ pub fn merge(
 
 fn routes_by_key(routes: Vec<Route>, f: &mut Findings) -> BTreeMap<RouteKey, Route> {
     let mut by_key: BTreeMap<RouteKey, Route> = BTreeMap::new();
-    for r in routes {
+    for mut r in routes {
         match by_key.get(&r.key) {
             None => {
+                // A reader that pushed the targets one by one left room
+                // for more; the route is kept to the end of the import.
+                r.targets.shrink_to_fit();
                 by_key.insert(r.key.clone(), r);
             }
             Some(first) if first.targets == r.targets => f.notes.push(Finding::about(

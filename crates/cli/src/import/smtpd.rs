@@ -213,7 +213,9 @@ pub fn parse_targets(value: &str) -> Result<Vec<Target>, String> {
     if elements.is_empty() {
         return Err("the value lists no target".into());
     }
-    let mut out = Vec::new();
+    // Sized once: a growing Vec would keep room for four targets per
+    // alias, and a big source holds half a million of them.
+    let mut out = Vec::with_capacity(elements.len());
     for e in elements {
         let t = match classify(&e)? {
             Element::Error(s) => Target::Error {
