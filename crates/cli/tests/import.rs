@@ -3266,7 +3266,11 @@ fn mailcow_tables_resolve_as_its_postfix_did() {
                password TEXT, active INTEGER NOT NULL DEFAULT 1);
              INSERT INTO app_passwd (name, mailbox, password, active) VALUES
                ('phone', 'alice@example.org', '{BLF-CRYPT}$2y$05$x', 1),
-               ('old', 'alice@example.org', '{BLF-CRYPT}$2y$05$y', 0);",
+               ('old', 'alice@example.org', '{BLF-CRYPT}$2y$05$y', 0);
+             CREATE TABLE sender_acl (id INTEGER PRIMARY KEY, logged_in_as TEXT NOT NULL,
+               send_as TEXT NOT NULL, external INTEGER NOT NULL DEFAULT 0);
+             INSERT INTO sender_acl (logged_in_as, send_as) VALUES
+               ('bob@example.org', 'sales@example.org'), ('bob@example.org', '@example.com');",
         )
         .unwrap();
     let (v, _) = db.import_json(&["--from", "sql", &src.display().to_string()], 0);
@@ -3330,6 +3334,10 @@ fn mailcow_tables_resolve_as_its_postfix_did() {
             "authsource ldap: mailcow checked this login's password there",
         ),
         ("", "app_passwd: 1 active row(s), each an app password"),
+        (
+            "",
+            "sender_acl: 2 active row(s), each a permission to send as another address",
+        ),
         ("", "mailcow's tables (PostfixAdmin's layout)"),
     ] {
         assert!(

@@ -113,14 +113,12 @@ pub(super) fn mailcow_maps(
     local_targets(p);
     read_spam_aliases(db, source, domain_active, p)?;
     for (table, switch, what) in NOT_HELD {
-        let optional: Vec<&str> = switch.iter().copied().collect();
-        let Some(rows) = select(db, source, table, &[], &optional)? else {
+        // One column at least (a query of none is no SQL): the switch, or
+        // a name no table has, read as NULL (on) for every row.
+        let Some(rows) = select(db, source, table, &[], &[switch.unwrap_or("")])? else {
             continue;
         };
-        let used = rows
-            .iter()
-            .filter(|(_, v)| v.first().is_none_or(truthy))
-            .count();
+        let used = rows.iter().filter(|(_, v)| truthy(&v[0])).count();
         if used > 0 {
             p.notes.push(Finding::new(
                 Origin::whole(source),
