@@ -1234,14 +1234,9 @@ fn alias_domain_chains(p: &mut Parsed, maps: &AliasMaps) {
         })
         .collect();
     for (a, b, at, reached, catch_all) in links {
-        let Some(i) = p
-            .routes
-            .iter()
-            .position(|r| r.origin == at && matches!(&r.key, RouteKey::CatchAll(d) if *d == a))
-        else {
+        if !take_alias_domain(p, &a, &at) {
             continue;
-        };
-        p.routes.remove(i);
+        }
         let chain = format!(
             "{a} is an alias domain of {b}, itself an alias domain: {} alias-domain maps look \
              only at {b}'s own rows",
@@ -1302,6 +1297,51 @@ fn alias_domain_chains(p: &mut Parsed, maps: &AliasMaps) {
             });
         }
     }
+}
+
+/// Takes the domain alias `@a -> @target` read from `at` out of the
+/// routes, for a reader that brings `a` over another way; false when
+/// there is none.
+fn take_alias_domain(p: &mut Parsed, a: &Domain, at: &Origin) -> bool {
+    let Some(i) = p
+        .routes
+        .iter()
+        .position(|r| r.origin == *at && matches!(&r.key, RouteKey::CatchAll(d) if d == a))
+    else {
+        return false;
+    };
+    p.routes.remove(i);
+    true
+}
+
+/// Counts the rows of tables mailtable has no place for, one note per
+/// table that has any: `(table, the column that switches a row on, if
+/// any, what a row did)`; `advice` ends each note.
+fn note_not_held(
+    db: &mut dyn Tables,
+    source: &str,
+    tables: &[(&str, Option<&str>, &str)],
+    advice: &str,
+    p: &mut Parsed,
+) -> Result<(), CliError> {
+    for (table, switch, what) in tables {
+        // One column at least (a query of none is no SQL): the switch, or
+        // a name no table has, read as NULL (on) for every row.
+        let Some(rows) = select(db, source, table, &[], &[switch.unwrap_or("")])? else {
+            continue;
+        };
+        let used = rows.iter().filter(|(_, v)| truthy(&v[0])).count();
+        if used > 0 {
+            p.notes.push(Finding::new(
+                Origin::whole(source),
+                format!(
+                    "{table}: {used} active row(s), each {what}; mailtable has no such setting, \
+                     so they are not imported{advice}"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whose alias maps a reader follows, for the rules of alias domains that

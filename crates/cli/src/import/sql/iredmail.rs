@@ -33,12 +33,13 @@
 //! login refused for some services only (one login switch here), a
 //! mailbox that logs in but refuses mail (`enabledeliver = 0`), a
 //! transport other than the local one (a mailbox's or a domain's),
-//! `allow_nets`, a mail location other than `maildir:~/Maildir`, a restricted alias access policy
-//! (iRedAPD's), and rows of the BCC and sender relay host tables.
+//! `allow_nets`, a mail location other than `maildir:~/Maildir`, a
+//! restricted alias access policy (iRedAPD's), and rows of the BCC and
+//! sender relay host tables.
 
 use super::{
-    postfix_maps_start, read_alias_domains, read_aliases, read_user, select, text, truthy,
-    AliasMaps, Cell, Domains, TableRow, Tables,
+    note_not_held, postfix_maps_start, read_alias_domains, read_aliases, read_user, select, text,
+    truthy, AliasMaps, Cell, Domains, TableRow, Tables,
 };
 use crate::error::CliError;
 use crate::import::{Finding, Inactive, Origin, Parsed, Route, RouteKey, Target, UserInfo};
@@ -86,19 +87,34 @@ const MAILBOX_COLUMNS: &[&str] = &[
 /// The cell of a column the table lacks.
 const ABSENT: Cell = None;
 
-/// Tables whose rows mailtable has no place for, with what they did.
-const NOT_HELD: &[(&str, &str)] = &[
+/// Tables whose rows mailtable has no place for, with their `active`
+/// column and what a row did.
+const NOT_HELD: &[(&str, Option<&str>, &str)] = &[
     (
         "recipient_bcc_user",
+        Some("active"),
         "a BCC copy of the mail a user receives",
     ),
     (
         "recipient_bcc_domain",
+        Some("active"),
         "a BCC copy of the mail a domain receives",
     ),
-    ("sender_bcc_user", "a BCC copy of the mail a user sends"),
-    ("sender_bcc_domain", "a BCC copy of the mail a domain sends"),
-    ("sender_relayhost", "a relay host per sender"),
+    (
+        "sender_bcc_user",
+        Some("active"),
+        "a BCC copy of the mail a user sends",
+    ),
+    (
+        "sender_bcc_domain",
+        Some("active"),
+        "a BCC copy of the mail a domain sends",
+    ),
+    (
+        "sender_relayhost",
+        Some("active"),
+        "a relay host per sender",
+    ),
 ];
 
 /// iRedMail's tables of `db` (see the module docs).
@@ -141,21 +157,13 @@ pub(super) fn read_iredmail(
     super::alias_domain_chains(&mut p, IREDMAIL_MAPS);
     super::alias_domain_catch_alls(&mut p, IREDMAIL_MAPS);
     note_access_policies(db, source, &mut p)?;
-    for (table, what) in NOT_HELD {
-        let Some(rows) = select(db, source, table, &[], &["active"])? else {
-            continue;
-        };
-        let used = rows.iter().filter(|(_, v)| truthy(&v[0])).count();
-        if used > 0 {
-            p.notes.push(Finding::new(
-                Origin::whole(source),
-                format!(
-                    "{table}: {used} active row(s), each {what}; mailtable has no such setting, \
-                     so they are not imported (set them up in smtpd.conf where still needed)"
-                ),
-            ));
-        }
-    }
+    note_not_held(
+        db,
+        source,
+        NOT_HELD,
+        " (set them up in smtpd.conf where still needed)",
+        &mut p,
+    )?;
     p.notes.push(Finding::new(
         Origin::whole(source),
         "iRedMail's tables (mailbox, forwardings, domain, alias_domain), read as its Postfix \

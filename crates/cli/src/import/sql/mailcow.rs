@@ -29,7 +29,10 @@
 //!   per-domain relay hosts are in tables mailtable has no place for: the
 //!   report counts their rows.
 
-use super::{alias_domains, read_aliases, select, text, truthy, AliasMaps, Domains, Tables};
+use super::{
+    alias_domains, note_not_held, read_aliases, select, take_alias_domain, text, truthy, AliasMaps,
+    Domains, Tables,
+};
 use crate::error::CliError;
 use crate::import::{Finding, LoginName, Origin, Parsed, Route, RouteKey, Target};
 use mailtable_core::Address;
@@ -112,23 +115,7 @@ pub(super) fn mailcow_maps(
     alias_domains_reach_mailboxes(p);
     local_targets(p);
     read_spam_aliases(db, source, domain_active, p)?;
-    for (table, switch, what) in NOT_HELD {
-        // One column at least (a query of none is no SQL): the switch, or
-        // a name no table has, read as NULL (on) for every row.
-        let Some(rows) = select(db, source, table, &[], &[switch.unwrap_or("")])? else {
-            continue;
-        };
-        let used = rows.iter().filter(|(_, v)| truthy(&v[0])).count();
-        if used > 0 {
-            p.notes.push(Finding::new(
-                Origin::whole(source),
-                format!(
-                    "{table}: {used} active row(s), each {what}; mailtable has no such setting, \
-                     so they are not imported"
-                ),
-            ));
-        }
-    }
+    note_not_held(db, source, NOT_HELD, "", p)?;
     p.notes.push(Finding::new(
         Origin::whole(source),
         "mailcow's tables (PostfixAdmin's layout), read as mailcow's Postfix maps read them: an \
@@ -141,14 +128,9 @@ pub(super) fn mailcow_maps(
 /// the target that the alias domain has no row of its own for.
 fn alias_domains_reach_mailboxes(p: &mut Parsed) {
     for (a, t, at) in alias_domains(p) {
-        let Some(i) = p
-            .routes
-            .iter()
-            .position(|r| r.origin == at && matches!(&r.key, RouteKey::CatchAll(d) if *d == a))
-        else {
+        if !take_alias_domain(p, &a, &at) {
             continue;
-        };
-        p.routes.remove(i);
+        }
         let own: BTreeSet<Address> = p
             .routes
             .iter()
