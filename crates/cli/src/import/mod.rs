@@ -77,7 +77,7 @@ pub enum Format {
     /// Dovecot passwd-file.
     DovecotPasswd,
     /// Normalized `domains/users/aliases` SQL schema, or the tables of
-    /// PostfixAdmin, iRedMail, the ISPmail or HowtoForge guides.
+    /// PostfixAdmin, mailcow, iRedMail, the ISPmail or HowtoForge guides.
     Sql,
     /// The same tables in a MySQL/MariaDB dump file (`mysqldump`).
     SqlDump,

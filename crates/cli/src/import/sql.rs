@@ -31,7 +31,8 @@
 //!
 //! The layouts of known tools are recognised by their tables and read as
 //! their own Postfix maps read them ([`Schema`]): PostfixAdmin's, the
-//! ISPmail and HowtoForge guides', and iRedMail's ([`iredmail`]).
+//! ISPmail and HowtoForge guides', iRedMail's ([`iredmail`]), and
+//! mailcow's, PostfixAdmin's layout read with mailcow's maps ([`mailcow`]).
 //!
 //! A `sqlite://` URL or a path is read with rusqlite, a `postgresql://`
 //! URL through mailtable's own PostgreSQL client in a read-only session
@@ -949,14 +950,14 @@ fn postfixadmin_login_switches(
             continue;
         }
         let user = login.name.to_string();
-        let refused = mailcow_refused_services(&v[3]);
+        let refused = mailcow::refused_services(&v[3]);
         let why = if text(&v[1]).is_some_and(|a| a.trim() == "2") {
             login.active = false;
             "active = 2: mailcow's \"disallow login\" (its Postfix maps deliver to active 1 and 2, \
              its Dovecot passdb logs in active 1 only): imported as a disabled mailbox (logins \
              refused, mail accepted, as in the source)"
                 .to_string()
-        } else if refused.len() == MAILCOW_LOGINS.len() {
+        } else if refused.len() == mailcow::LOGIN_SWITCHES.len() {
             login.active = false;
             format!(
                 "attributes {}: mailcow refused every login of this mailbox: imported as a \
@@ -987,32 +988,6 @@ fn postfixadmin_login_switches(
         ));
     }
     Ok(())
-}
-
-/// The login switches of mailcow's `mailbox.attributes` (a JSON object of
-/// strings, `"1"` or `"0"`, its `imap_access` and siblings; webmail and
-/// groupware switches are not logins mailtable serves).
-const MAILCOW_LOGINS: &[&str] = &["imap_access", "pop3_access", "smtp_access", "sieve_access"];
-
-/// The switches of [`MAILCOW_LOGINS`] that are off in an `attributes`
-/// cell, written `name = 0`; none where the cell is no such object.
-fn mailcow_refused_services(attributes: &Cell) -> Vec<String> {
-    let Some(serde_json::Value::Object(o)) = attributes
-        .as_deref()
-        .and_then(|a| serde_json::from_str(a).ok())
-    else {
-        return Vec::new();
-    };
-    MAILCOW_LOGINS
-        .iter()
-        .filter(|k| match o.get(**k) {
-            Some(serde_json::Value::String(s)) => s.trim() == "0",
-            Some(serde_json::Value::Number(n)) => n.as_f64() == Some(0.0),
-            Some(serde_json::Value::Bool(b)) => !b,
-            _ => false,
-        })
-        .map(|k| format!("{k} = 0"))
-        .collect()
 }
 
 /// The start of reading a tool's tables as its Postfix maps read them:

@@ -31,7 +31,7 @@
 
 use super::{
     alias_domains, note_not_held, read_aliases, select, take_alias_domain, text, truthy, AliasMaps,
-    Domains, Tables,
+    Cell, Domains, Tables,
 };
 use crate::error::CliError;
 use crate::import::{Finding, LoginName, Origin, Parsed, Route, RouteKey, Target};
@@ -309,4 +309,31 @@ fn mailboxes_apart(db: &mut dyn Tables, source: &str, p: &mut Parsed) -> Result<
         }
     }
     Ok(())
+}
+
+/// The login switches of mailcow's `mailbox.attributes` (a JSON object of
+/// strings, `"1"` or `"0"`, its `imap_access` and siblings; webmail and
+/// groupware switches are not logins mailtable serves).
+pub(super) const LOGIN_SWITCHES: &[&str] =
+    &["imap_access", "pop3_access", "smtp_access", "sieve_access"];
+
+/// The switches of [`LOGIN_SWITCHES`] that are off in an `attributes`
+/// cell, written `name = 0`; none where the cell is no such object.
+pub(super) fn refused_services(attributes: &Cell) -> Vec<String> {
+    let Some(serde_json::Value::Object(o)) = attributes
+        .as_deref()
+        .and_then(|a| serde_json::from_str(a).ok())
+    else {
+        return Vec::new();
+    };
+    LOGIN_SWITCHES
+        .iter()
+        .filter(|k| match o.get(**k) {
+            Some(serde_json::Value::String(s)) => s.trim() == "0",
+            Some(serde_json::Value::Number(n)) => n.as_f64() == Some(0.0),
+            Some(serde_json::Value::Bool(b)) => !b,
+            _ => false,
+        })
+        .map(|k| format!("{k} = 0"))
+        .collect()
 }
