@@ -22,17 +22,24 @@ pub fn smtpd_channel() -> io::Result<(File, File)> {
 
 /// Whether reading `fd` would return at once (data, EOF or an error), by a
 /// zero-timeout `poll`. Any failure of `poll` itself reads as "nothing
-/// pending", the answer that never drops a request.
+/// pending", the answer that never drops a request; a signal (the
+/// database watch's `SIGIO`, which `SA_RESTART` does not restart `poll`
+/// after: signal(7)) asks again.
 pub fn input_pending(fd: BorrowedFd<'_>) -> bool {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: `pfd` is one valid, exclusively borrowed pollfd and the count
-    // is 1; `fd` stays open for the call because it is borrowed.
-    let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
-    ready > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+    loop {
+        // SAFETY: `pfd` is one valid, exclusively borrowed pollfd and the
+        // count is 1; `fd` stays open for the call because it is borrowed.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if ready < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return ready > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
+    }
 }
 
 #[cfg(test)]

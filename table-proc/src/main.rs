@@ -22,6 +22,10 @@ use table_mailtable::{serve_with_probe, signals, syslog};
 
 fn main() -> ExitCode {
     signals::ignore_stray_signals();
+    // Lookups run on this thread, the one that opens the store: a SQLite
+    // file's changes can then be signalled to it instead of checked for
+    // at every lookup (mailtable_core::store::watch).
+    mailtable_core::store::watch::enable();
     let arg = std::env::args().nth(1);
     if matches!(arg.as_deref(), Some("-h" | "--help")) {
         println!(

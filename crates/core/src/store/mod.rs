@@ -18,6 +18,7 @@ pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 pub mod url;
+pub mod watch;
 
 use crate::password::PasswordHash;
 use std::time::Duration;

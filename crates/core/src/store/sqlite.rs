@@ -65,7 +65,14 @@
 //! there the token is `PRAGMA data_version` (which any commit advances, but
 //! which only means something on one connection) and the connection's
 //! number.
+//!
+//! table-mailtable's lookups skip the `stat` and the header read while the
+//! file's [`FileWatch`] says nothing happened since the last check: the
+//! kernel signals any write to the file and any rename or removal on its
+//! path ([`super::watch`] has why that is as fresh). The lookup then
+//! reuses that check's `stat` and token.
 
+use super::watch::FileWatch;
 use super::{
     Access, ChangeToken, Delete, OpenOptions, Row, SchemaState, Store, StoreError, BULK_TIMEOUT,
     LOCKED_WAIT,
@@ -189,6 +196,14 @@ pub struct SqliteStore {
     /// later queries wait at most [`LOCKED_WAIT`] for it, not the whole
     /// timeout again ([`SqliteStore::with_limit`]).
     locked: bool,
+    /// The kernel's word that the file has not changed since the last
+    /// change check; table-mailtable only ([`super::watch`]).
+    watch: Option<FileWatch>,
+    /// What that check found, the path's `stat` and the token, for a
+    /// lookup the watch calls quiet to reuse.
+    quiet: Option<(std::fs::Metadata, ChangeToken)>,
+    /// The running lookup reuses `quiet`: no `stat`, no header read.
+    reusing: bool,
 }
 
 /// Whether `e` is a lock that outlasted the connection's wait.
@@ -367,6 +382,13 @@ impl SqliteStore {
             in_lookup: false,
             failed_in_lookup: None,
             locked: false,
+            // Only a daemon's: the CLI writes, and checks once per call.
+            watch: match options.access {
+                Access::ReadOnly => FileWatch::new(path),
+                _ => None,
+            },
+            quiet: None,
+            reusing: false,
         };
         store.connect()?;
         Ok(store)
@@ -394,6 +416,7 @@ impl SqliteStore {
 
     fn connect(&mut self) -> Result<(), StoreError> {
         self.open = None;
+        self.quiet = None;
         // The file may have changed since the lookup's `stat`: from here
         // the lookup checks before every query again.
         self.pinned = None;
@@ -555,8 +578,20 @@ impl SqliteStore {
     /// the cache fresh (stale-if-error still serves them in an outage).
     fn token(&mut self, in_place: bool) -> Result<Option<ChangeToken>, StoreError> {
         self.failed_before()?;
+        if let (true, Some((_, token))) = (self.reusing, &self.quiet) {
+            return Ok(Some(*token));
+        }
         let result = self.read_token(in_place);
-        self.note_failure(result)
+        let result = self.note_failure(result);
+        // What a lookup the watch calls quiet reuses: a token read with
+        // the lookup's own `stat`, or nothing.
+        if self.watch.is_some() && self.in_lookup && !in_place {
+            self.quiet = match (&result, &self.pinned) {
+                (Ok(Some(token)), Some(meta)) => Some((meta.clone(), *token)),
+                _ => None,
+            };
+        }
+        result
     }
 
     /// [`SqliteStore::token`]'s work.
@@ -945,16 +980,32 @@ impl Store for SqliteStore {
     }
 
     /// One `stat` for the whole lookup; a failure leaves nothing pinned, so
-    /// the first query `stat`s again and reports it.
+    /// the first query `stat`s again and reports it. None at all when the
+    /// file's watch saw nothing since the last check: the lookup reuses
+    /// what that check found.
     fn begin_lookup(&mut self) {
         // A lookup that panicked never ended: end its transaction first.
         self.end_lookup();
         self.in_lookup = true;
+        if let Some(watch) = self.watch.as_mut() {
+            match &self.quiet {
+                Some((meta, _)) if self.open.is_some() && watch.quiet() => {
+                    self.pinned = Some(meta.clone());
+                    self.reusing = true;
+                    return;
+                }
+                _ => {
+                    self.quiet = None;
+                    watch.begin_check();
+                }
+            }
+        }
         self.pinned = self.stat().ok();
     }
 
     fn end_lookup(&mut self) {
         self.in_lookup = false;
+        self.reusing = false;
         self.failed_in_lookup = None;
         self.pinned = None;
         if let Some(open) = self.open.as_mut().filter(|o| o.reading) {
@@ -1244,14 +1295,19 @@ mod tests {
 
     fn fresh() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mail.db");
+        let s = create(&dir.path().join("mail.db"));
+        (dir, s)
+    }
+
+    /// A new mailtable database at `path`, opened by the CLI.
+    fn create(path: &Path) -> SqliteStore {
         let opts = OpenOptions {
             access: Access::Create,
             timeout: Duration::from_secs(2),
         };
-        let mut s = SqliteStore::open(&path, &opts).unwrap();
+        let mut s = SqliteStore::open(path, &opts).unwrap();
         migrate::migrate(&mut s, migrate::Dialect::Sqlite, true).unwrap();
-        (dir, s)
+        s
     }
 
     #[test]
@@ -1590,6 +1646,119 @@ mod tests {
         assert!(!dir.path().join("mail.db-wal").exists());
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(r.change_token(), Err(StoreError::Unavailable(_))));
+    }
+
+    /// A daemon's lookup with the file's watch (table-mailtable's): no
+    /// change check while nothing happens, and every way of writing seen
+    /// at the very next lookup, also those the plain check is there for (a
+    /// file renamed into place, removed, a directory moved).
+    #[test]
+    fn a_watched_daemon_checks_only_after_a_change_and_sees_every_one() {
+        assert!(super::super::watch::enable());
+        let top = tempfile::tempdir().unwrap();
+        let sub = top.path().join("mail");
+        std::fs::create_dir(&sub).unwrap();
+        let path = sub.join("mail.db");
+        drop(create(&path));
+        let mut d = reader(&path);
+        let checks = |d: &SqliteStore| d.watch.as_ref().expect("a watch").checks();
+        // One lookup: its token, whether it reused the last check's, and
+        // whether `user` is found.
+        let lookup = |d: &mut SqliteStore, user: &str| {
+            d.begin_lookup();
+            let reused = d.reusing;
+            let token = d.change_token();
+            let found = d.exact(user, "example.org").map(|r| r.len());
+            d.end_lookup();
+            (token, reused, found)
+        };
+        let (first, _, _) = lookup(&mut d, "nobody");
+        let first = first.unwrap().expect("a token");
+        let before = checks(&d);
+        for _ in 0..5 {
+            let (token, reused, found) = lookup(&mut d, "nobody");
+            assert_eq!(token.unwrap(), Some(first));
+            assert!(reused, "nothing written: no check");
+            assert_eq!(found.unwrap(), 0);
+        }
+        assert_eq!(checks(&d), before, "nothing written: no check");
+
+        let mut last = first;
+        // `again`: the checks after the first before the watch is quiet
+        // again. One where a file was replaced: the old file's watch
+        // reports its deletion when the reconnect closes it.
+        let mut sees = |d: &mut SqliteStore, user: &str, how: &str, again: usize| {
+            let (token, reused, found) = lookup(d, user);
+            assert!(!reused, "{how}: the next lookup checks");
+            let token = token.unwrap().expect("a token");
+            assert_ne!(token, last, "{how}: the token moves");
+            assert_eq!(found.unwrap(), 1, "{how}: the row is seen");
+            for i in 0..=again {
+                let (same, reused, _) = lookup(d, user);
+                assert_eq!(same.unwrap(), Some(token), "{how}");
+                assert_eq!(reused, i == again, "{how}: lookup {i} after the check");
+            }
+            last = token;
+        };
+        shell_insert(&path, "shell");
+        sees(&mut d, "shell", "the sqlite3 shell", 0);
+
+        let backup = top.path().join("backup.db");
+        std::fs::copy(&path, &backup).unwrap();
+        shell_insert(&backup, "restored");
+        std::fs::copy(&backup, &path).unwrap();
+        sees(&mut d, "restored", "a backup copied over the file", 0);
+
+        let other = sub.join("new.db");
+        std::fs::copy(&path, &other).unwrap();
+        shell_insert(&other, "renamed");
+        std::fs::rename(&other, &path).unwrap();
+        sees(&mut d, "renamed", "a file renamed into place", 1);
+        // The watch follows the new file: a write to it is seen too.
+        shell_insert(&path, "afterrename");
+        sees(&mut d, "afterrename", "a write to the renamed-in file", 0);
+
+        // The directory moved away and another put in its place.
+        let new_sub = top.path().join("mail.new");
+        std::fs::create_dir(&new_sub).unwrap();
+        std::fs::copy(&path, new_sub.join("mail.db")).unwrap();
+        shell_insert(&new_sub.join("mail.db"), "newdir");
+        std::fs::rename(&sub, top.path().join("mail.old")).unwrap();
+        std::fs::rename(&new_sub, &sub).unwrap();
+        sees(&mut d, "newdir", "the directory replaced", 0);
+
+        // Removed: an error at once, and again at every lookup; back: seen.
+        std::fs::rename(&path, top.path().join("away.db")).unwrap();
+        for _ in 0..2 {
+            let (token, reused, _) = lookup(&mut d, "newdir");
+            assert!(!reused);
+            assert!(
+                matches!(token, Err(StoreError::Unavailable(_))),
+                "{token:?}"
+            );
+        }
+        std::fs::copy(top.path().join("away.db"), &path).unwrap();
+        shell_insert(&path, "back");
+        sees(&mut d, "back", "the file back", 0);
+
+        // Another thread does not trust this thread's signals.
+        let (token, reused, _) =
+            std::thread::scope(|s| s.spawn(|| lookup(&mut d, "back")).join().unwrap());
+        assert!(!reused);
+        assert_eq!(token.unwrap(), Some(last));
+    }
+
+    /// No watch where the kernel would not report every change: a path
+    /// through a symbolic link.
+    #[test]
+    fn a_path_through_a_symbolic_link_is_checked_at_every_lookup() {
+        assert!(super::super::watch::enable());
+        let (dir, s) = fresh();
+        drop(s);
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(dir.path().join("mail.db"), &link).unwrap();
+        assert!(reader(&link).watch.is_none());
+        assert!(reader(&dir.path().join("mail.db")).watch.is_some());
     }
 
     /// A writer that gives up at once when a reader holds the file.

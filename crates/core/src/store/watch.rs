@@ -1,0 +1,282 @@
+//! [`FileWatch`]: tells a daemon's lookup that the SQLite file cannot have
+//! changed since its last change check, without a system call.
+//!
+//! The change check ([`super::sqlite`]) is a `stat` of the path and a read
+//! of the file's header per lookup: two system calls, which on a lookup
+//! served from the answer cache cost more than the rest of the lookup
+//! (issue 16: a warm lookup of table-mailtable was 1.4 to 1.6 times the
+//! cost of a table that answers without looking at anything). The kernel
+//! can say instead when something happened: an inotify instance watches
+//! the file and every directory above it (inotify(7)), and with `O_ASYNC`
+//! it raises `SIGIO` the moment an event is queued (fcntl(2), "Managing
+//! signals"), directed at the thread that does the lookups
+//! (`F_SETOWN_EX` with `F_OWNER_TID`). The handler only counts. A lookup
+//! whose thread saw no signal since the last full check skips the check.
+//!
+//! Why that is as fresh as the check itself: the event is queued, and the
+//! signal made pending, by the writer's own system call (`write`,
+//! `rename`, `unlink`, `chmod`: `fsnotify` in the kernel's VFS), before it
+//! returns. A request smtpd sends after a write reaches the table through
+//! a `read`, and a pending signal is handled before any system call
+//! returns to the process: by the time the lookup looks at the count, the
+//! handler has run. An event merged into one still unread raises no signal
+//! (`fsnotify_insert_event` in the kernel's `fs/notify/notification.c`),
+//! so the count is read before the queue is drained, and the check that
+//! follows reads the file after the drain: whatever the drained events
+//! were about is in what the check reads, and any write after the drain
+//! queues a new event and signals again.
+//!
+//! Where the kernel cannot tell, there is no watch and every lookup checks
+//! as before ([`FileWatch::new`] returns `None`): a path through a symbolic
+//! link (a re-pointed link would go unseen), a file system not on this
+//! host's list of local ones (a change made on another NFS client queues
+//! nothing here), no inotify (its per-user limit, `max_user_instances`),
+//! or a process that has not installed the handler ([`enable`]: only
+//! table-mailtable does, whose lookups run on one thread). A lookup on
+//! another thread than the watch's, or after a watch could not be set
+//! again (the file missing), checks too.
+//!
+//! The one decision a reader might question: every event counts, also
+//! one about another file of the same directory (a journal, a file beside
+//! the database in `/etc/mail`). Telling them apart would take a name
+//! comparison per event and a reason to get it wrong; a write elsewhere
+//! only costs the next lookup its check.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::ThreadId;
+
+/// Signals handled since [`enable`]; only ever incremented.
+static SIGNALS: AtomicU64 = AtomicU64::new(0);
+
+/// [`enable`] installed the handler.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// `F_SETOWN_EX` and `F_OWNER_TID` of `<fcntl.h>` (Linux, every
+/// architecture: `include/uapi/asm-generic/fcntl.h`), which the `libc`
+/// crate does not define for glibc.
+const F_SETOWN_EX: libc::c_int = 15;
+const F_OWNER_TID: libc::c_int = 0;
+
+/// `struct f_owner_ex` of fcntl(2).
+#[repr(C)]
+struct OwnerEx {
+    kind: libc::c_int,
+    pid: libc::pid_t,
+}
+
+/// What the file's watch reports: writes, attribute and link-count
+/// changes (`chmod`, `rm`), the file renamed or deleted.
+const FILE_EVENTS: u32 = libc::IN_MODIFY
+    | libc::IN_ATTRIB
+    | libc::IN_CLOSE_WRITE
+    | libc::IN_MOVE_SELF
+    | libc::IN_DELETE_SELF;
+
+/// What a directory's watch reports: an entry created, deleted or renamed
+/// (a backup moved over the file, a directory moved away), its own
+/// attributes or an entry's (`chmod 700` on the way to the file).
+const DIR_EVENTS: u32 = libc::IN_CREATE
+    | libc::IN_DELETE
+    | libc::IN_MOVED_FROM
+    | libc::IN_MOVED_TO
+    | libc::IN_ATTRIB
+    | libc::IN_MOVE_SELF
+    | libc::IN_DELETE_SELF;
+
+/// File systems whose changes all pass through this kernel, by their
+/// `statfs` magic (statfs(2)): ext2/3/4, XFS, Btrfs, tmpfs, F2FS, ZFS.
+/// Not NFS, CIFS, FUSE or overlayfs, where a change can be made past it.
+const LOCAL_FILE_SYSTEMS: [i64; 6] = [
+    0xef53,
+    0x5846_5342,
+    0x9123_683e,
+    0x0102_1994,
+    0xf2f5_2010,
+    0x2fc1_2fc1,
+];
+
+extern "C" fn counted(_: libc::c_int) {
+    SIGNALS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Install the `SIGIO` handler that makes watches possible in this
+/// process. For a daemon whose lookups run on the thread that opens its
+/// store (table-mailtable); returns whether it is installed. `SA_RESTART`:
+/// a read of smtpd's socket interrupted by the signal goes on by itself.
+pub fn enable() -> bool {
+    // SAFETY: a zeroed sigaction is a valid value (no flags, empty mask);
+    // the handler only increments an atomic, which is async-signal-safe.
+    let installed = unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = counted as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGIO, &action, std::ptr::null_mut()) == 0
+    };
+    if installed {
+        ENABLED.store(true, Ordering::SeqCst);
+    }
+    installed
+}
+
+/// A watch on one database file; see the module doc.
+#[derive(Debug)]
+pub struct FileWatch {
+    fd: OwnedFd,
+    /// The thread the signals go to, and the only one that may trust them.
+    owner: ThreadId,
+    /// The file, then every directory above it up to `/`.
+    paths: Vec<CString>,
+    /// [`SIGNALS`] when the last check began.
+    seen: u64,
+    /// Every path has its watch (a path that could not be watched, e.g.
+    /// the file missing, leaves it false until a later check sets it).
+    armed: bool,
+    /// Full checks begun, for the tests.
+    checks: u64,
+}
+
+impl FileWatch {
+    /// A watch on `path` for the calling thread, or `None` where the kernel
+    /// cannot tell every change (see the module doc).
+    pub fn new(path: &Path) -> Option<FileWatch> {
+        if !ENABLED.load(Ordering::SeqCst) {
+            return None;
+        }
+        let Some(paths) = watched_paths(path) else {
+            tracing::debug!(path = %path.display(), "no change watch: the path goes through a symbolic link or is not on a local file system");
+            return None;
+        };
+        // SAFETY: plain system calls on integers and on a struct owned
+        // here; a descriptor returned is owned by `fd` from then on.
+        let fd = unsafe {
+            let raw = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
+            if raw < 0 {
+                tracing::debug!(
+                    "no change watch: inotify_init1: {}",
+                    std::io::Error::last_os_error()
+                );
+                return None;
+            }
+            let fd = OwnedFd::from_raw_fd(raw);
+            let owner = OwnerEx {
+                kind: F_OWNER_TID,
+                pid: libc::gettid(),
+            };
+            if libc::fcntl(raw, F_SETOWN_EX, &owner as *const OwnerEx) != 0
+                || libc::fcntl(raw, libc::F_SETFL, libc::O_ASYNC | libc::O_NONBLOCK) != 0
+            {
+                return None;
+            }
+            fd
+        };
+        let mut watch = FileWatch {
+            fd,
+            owner: std::thread::current().id(),
+            paths,
+            seen: SIGNALS.load(Ordering::SeqCst),
+            armed: false,
+            checks: 0,
+        };
+        watch.arm();
+        Some(watch)
+    }
+
+    /// Nothing happened to the file or a directory above it since the last
+    /// [`FileWatch::begin_check`], as far as the calling thread can tell.
+    pub fn quiet(&self) -> bool {
+        self.armed
+            && SIGNALS.load(Ordering::SeqCst) == self.seen
+            && std::thread::current().id() == self.owner
+    }
+
+    /// Call before a full change check: notes the signals so far, empties
+    /// the event queue, and watches the paths again where something
+    /// happened (a path may name another file or directory now).
+    pub fn begin_check(&mut self) {
+        self.checks += 1;
+        self.seen = SIGNALS.load(Ordering::SeqCst);
+        if self.drain() || !self.armed {
+            self.arm();
+        }
+    }
+
+    /// Full checks begun so far.
+    pub fn checks(&self) -> u64 {
+        self.checks
+    }
+
+    /// Read every queued event; whether there was any. A read that fails
+    /// otherwise than with an empty queue leaves the watch unarmed: every
+    /// lookup checks from then on.
+    fn drain(&mut self) -> bool {
+        let mut buf = [0u8; 4096];
+        let mut any = false;
+        loop {
+            // SAFETY: reads at most `buf.len()` bytes into `buf`.
+            let n = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast::<libc::c_void>(),
+                    buf.len(),
+                )
+            };
+            if n > 0 {
+                any = true;
+                continue;
+            }
+            let err = std::io::Error::last_os_error();
+            match err.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => return any,
+                _ => {
+                    tracing::debug!("change watch: reading events: {err}");
+                    self.armed = false;
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Add (again) the watch of every path. For a path that names the
+    /// same file as before, the kernel updates the existing watch.
+    fn arm(&mut self) {
+        self.armed = self.paths.iter().enumerate().all(|(i, p)| {
+            let mask = if i == 0 { FILE_EVENTS } else { DIR_EVENTS };
+            // SAFETY: `p` is a NUL-terminated path owned by `self`.
+            unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), p.as_ptr(), mask) >= 0 }
+        });
+    }
+}
+
+/// The file and each directory above it, from `/`-anchored `path`, when
+/// no component is a symbolic link and the file is on a local file
+/// system.
+fn watched_paths(path: &Path) -> Option<Vec<CString>> {
+    let absolute = std::path::absolute(path).ok()?;
+    let canonical = std::fs::canonicalize(&absolute).ok()?;
+    if canonical != absolute || !on_local_file_system(&canonical) {
+        return None;
+    }
+    canonical
+        .ancestors()
+        .map(|p: &Path| CString::new(p.as_os_str().as_bytes()).ok())
+        .collect()
+}
+
+/// Whether `path` is on one of [`LOCAL_FILE_SYSTEMS`].
+fn on_local_file_system(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `fs` is written by statfs; `c` is NUL-terminated.
+    unsafe {
+        let mut fs: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut fs) == 0
+            && LOCAL_FILE_SYSTEMS.contains(&(fs.f_type as i64 & 0xffff_ffff))
+    }
+}
