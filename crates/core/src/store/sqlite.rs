@@ -72,7 +72,7 @@
 //! path ([`super::watch`] has why that is as fresh). The lookup then
 //! reuses that check's `stat` and token.
 
-use super::watch::FileWatch;
+use super::watch::{self, FileWatch};
 use super::{
     Access, ChangeToken, Delete, OpenOptions, Row, SchemaState, Store, StoreError, BULK_TIMEOUT,
     LOCKED_WAIT,
@@ -118,6 +118,9 @@ struct Open {
     wal: bool,
     /// The connection's `busy_timeout` now.
     busy: Duration,
+    /// Its lock waits are [`watch::wait_for_lock`]'s, bounded per
+    /// statement.
+    own_busy_handler: bool,
 }
 
 /// Whether the header of `file` says WAL mode: its bytes 18 and 19 (file
@@ -461,8 +464,16 @@ impl SqliteStore {
         // `FileState`), so a writer holding the lock after a change made
         // every lookup wait here, the whole timeout each.
         let wait = self.lock_wait();
-        conn.busy_timeout(wait)
-            .map_err(|e| map_err(&path, self.timeout, e))?;
+        // A watched store's thread gets signals, which would cut SQLite's
+        // own waits short (see `watch`).
+        let own_busy_handler = self.watch.is_some();
+        if own_busy_handler {
+            watch::set_lock_wait(wait);
+            conn.busy_handler(Some(watch::wait_for_lock))
+        } else {
+            conn.busy_timeout(wait)
+        }
+        .map_err(|e| map_err(&path, self.timeout, e))?;
         conn.set_prepared_statement_cache_capacity(32);
         let deadline = Arc::clone(&self.deadline);
         let epoch = self.epoch;
@@ -506,6 +517,7 @@ impl SqliteStore {
             seen: None,
             wal,
             busy: wait,
+            own_busy_handler,
         });
         Ok(())
     }
@@ -762,7 +774,9 @@ impl SqliteStore {
 
     /// Set the connection's lock wait to `wait` if it is not that already.
     fn wait_for_locks(open: &mut Open, wait: Duration) -> rusqlite::Result<()> {
-        if open.busy != wait {
+        if open.own_busy_handler {
+            watch::set_lock_wait(wait);
+        } else if open.busy != wait {
             open.conn.busy_timeout(wait)?;
             open.busy = wait;
         }
@@ -1746,6 +1760,53 @@ mod tests {
             std::thread::scope(|s| s.spawn(|| lookup(&mut d, "back")).join().unwrap());
         assert!(!reused);
         assert_eq!(token.unwrap(), Some(last));
+    }
+
+    /// The watch's signals do not cut a watched lookup's wait for a
+    /// writer's lock short: SQLite's own busy handler would count each
+    /// interrupted sleep in full and give up early.
+    #[test]
+    fn signals_do_not_shorten_a_watched_lookups_wait_for_a_lock() {
+        assert!(super::super::watch::enable());
+        let (dir, s) = fresh();
+        drop(s);
+        let path = dir.path().join("mail.db");
+        let timeout = Duration::from_millis(600);
+        let opts = OpenOptions {
+            access: Access::ReadOnly,
+            timeout,
+        };
+        let mut r = SqliteStore::open(&path, &opts).unwrap();
+        assert!(r.watch.is_some());
+        let writer = Connection::open(&path).unwrap();
+        writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        // SAFETY: the id of the calling thread, which outlives the scope
+        // below, where it is signalled.
+        let me = unsafe { libc::pthread_self() };
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (result, waited) = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    // SAFETY: `me` is alive until `stop` is set.
+                    unsafe { libc::pthread_kill(me, libc::SIGIO) };
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            });
+            let t = Instant::now();
+            r.begin_lookup();
+            let _ = r.change_token();
+            let result = r.exact("shell", "example.org");
+            r.end_lookup();
+            let waited = t.elapsed();
+            stop.store(true, Ordering::SeqCst);
+            (result, waited)
+        });
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(waited >= timeout * 9 / 10, "gave up after {waited:?}");
+        writer.execute_batch("ROLLBACK").unwrap();
     }
 
     /// No watch where the kernel would not report every change: a path

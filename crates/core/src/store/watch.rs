@@ -36,18 +36,27 @@
 //! another thread than the watch's, or after a watch could not be set
 //! again (the file missing), checks too.
 //!
+//! A signal cuts short the sleep of SQLite's own busy handler (its
+//! `nanosleep` returns early and the handler counts the sleep in full), so
+//! with the watch a lookup would give up on a writer's lock before
+//! `query_timeout_ms` whenever the directory saw activity. A watched
+//! connection waits with [`wait_for_lock`] instead, which measures the
+//! time it waited.
+//!
 //! The one decision a reader might question: every event counts, also
 //! one about another file of the same directory (a journal, a file beside
 //! the database in `/etc/mail`). Telling them apart would take a name
 //! comparison per event and a reason to get it wrong; a write elsewhere
 //! only costs the next lookup its check.
 
+use std::cell::Cell;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::ThreadId;
+use std::time::{Duration, Instant};
 
 /// Signals handled since [`enable`]; only ever incremented.
 static SIGNALS: AtomicU64 = AtomicU64::new(0);
@@ -136,6 +145,10 @@ pub struct FileWatch {
     /// Every path has its watch (a path that could not be watched, e.g.
     /// the file missing, leaves it false until a later check sets it).
     armed: bool,
+    /// The queue could not be read: events left in it would swallow later
+    /// ones of the same kind without a signal, so the watch is out for
+    /// good and every lookup checks.
+    broken: bool,
     /// Full checks begun, for the tests.
     checks: u64,
 }
@@ -180,6 +193,7 @@ impl FileWatch {
             paths,
             seen: SIGNALS.load(Ordering::SeqCst),
             armed: false,
+            broken: false,
             checks: 0,
         };
         watch.arm();
@@ -200,8 +214,16 @@ impl FileWatch {
     pub fn begin_check(&mut self) {
         self.checks += 1;
         self.seen = SIGNALS.load(Ordering::SeqCst);
-        if self.drain() || !self.armed {
-            self.arm();
+        match self.drain() {
+            Ok(any) if any || !self.armed => self.arm(),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(
+                    "the database's change watch is off, every lookup checks: reading its events: {e}"
+                );
+                self.broken = true;
+                self.armed = false;
+            }
         }
     }
 
@@ -210,10 +232,8 @@ impl FileWatch {
         self.checks
     }
 
-    /// Read every queued event; whether there was any. A read that fails
-    /// otherwise than with an empty queue leaves the watch unarmed: every
-    /// lookup checks from then on.
-    fn drain(&mut self) -> bool {
+    /// Read every queued event; whether there was any.
+    fn drain(&mut self) -> std::io::Result<bool> {
         let mut buf = [0u8; 4096];
         let mut any = false;
         loop {
@@ -232,12 +252,8 @@ impl FileWatch {
             let err = std::io::Error::last_os_error();
             match err.kind() {
                 std::io::ErrorKind::Interrupted => continue,
-                std::io::ErrorKind::WouldBlock => return any,
-                _ => {
-                    tracing::debug!("change watch: reading events: {err}");
-                    self.armed = false;
-                    return true;
-                }
+                std::io::ErrorKind::WouldBlock => return Ok(any),
+                _ => return Err(err),
             }
         }
     }
@@ -245,11 +261,12 @@ impl FileWatch {
     /// Add (again) the watch of every path. For a path that names the
     /// same file as before, the kernel updates the existing watch.
     fn arm(&mut self) {
-        self.armed = self.paths.iter().enumerate().all(|(i, p)| {
-            let mask = if i == 0 { FILE_EVENTS } else { DIR_EVENTS };
-            // SAFETY: `p` is a NUL-terminated path owned by `self`.
-            unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), p.as_ptr(), mask) >= 0 }
-        });
+        self.armed = !self.broken
+            && self.paths.iter().enumerate().all(|(i, p)| {
+                let mask = if i == 0 { FILE_EVENTS } else { DIR_EVENTS };
+                // SAFETY: `p` is a NUL-terminated path owned by `self`.
+                unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), p.as_ptr(), mask) >= 0 }
+            });
     }
 }
 
@@ -279,4 +296,44 @@ fn on_local_file_system(path: &Path) -> bool {
         libc::statfs(c.as_ptr(), &mut fs) == 0
             && LOCAL_FILE_SYSTEMS.contains(&(fs.f_type as i64 & 0xffff_ffff))
     }
+}
+
+thread_local! {
+    /// The lock wait of the statement this thread runs
+    /// ([`set_lock_wait`]), and since when it has waited.
+    static LOCK_WAIT: Cell<(Duration, Option<Instant>)> = const { Cell::new((Duration::ZERO, None)) };
+}
+
+/// The bound [`wait_for_lock`] puts on the next statement this thread
+/// runs on a watched connection. Set before each statement.
+pub fn set_lock_wait(wait: Duration) {
+    LOCK_WAIT.with(|w| w.set((wait, None)));
+}
+
+/// SQLite's busy handler for a watched connection (`sqlite3_busy_handler`;
+/// `count` is how often it was called for this lock before): sleeps in
+/// SQLite's steps (`sqliteDefaultBusyCallback` in its `main.c`) until the
+/// bound of [`set_lock_wait`] has passed by the clock, not by the sum of
+/// the sleeps, so a signal does not shorten the wait.
+/// `std::thread::sleep` sleeps on after a signal by itself.
+pub fn wait_for_lock(count: i32) -> bool {
+    const STEPS_MS: [u64; 12] = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100];
+    LOCK_WAIT.with(|w| {
+        let (limit, since) = w.get();
+        let since = match since {
+            Some(since) if count > 0 => since,
+            _ => {
+                let now = Instant::now();
+                w.set((limit, Some(now)));
+                now
+            }
+        };
+        let waited = since.elapsed();
+        if waited >= limit {
+            return false;
+        }
+        let step = STEPS_MS[usize::try_from(count).unwrap_or(0).min(STEPS_MS.len() - 1)];
+        std::thread::sleep(Duration::from_millis(step).min(limit - waited));
+        true
+    })
 }
