@@ -183,13 +183,15 @@ def main():
       "20000 answers), so the cold table-mailtable runs with `cache_entries = 1` "
       "(`mailtable-cold-SIZE.toml`): the cache keeps the last two answers only and the walk never asks "
       "a key again within two requests, so no measured lookup is a hit, while every lookup still pays "
-      "the change check and the cache's miss path;")
+      "the cache's miss path and the change check (none while the database file's watch reports "
+      "nothing, as here: the file is not written during the run);")
     w("* **warm**: each case repeats a working set of its first 300 keys, as real traffic repeats "
       "recipients. table-mailtable runs with the default cache (`cache_entries = 20000`), first "
       "filled to that bound by asking every key of every case once (`--fill`: 45,000 operations, "
       "more distinct keys than the cache holds), then every working-set key is asked once before "
-      "anything is measured: every measured lookup is a cache hit (one change check: a `stat()` and "
-      "a 28-byte header read). The C tables have no cache of their own; for them warm only means "
+      "anything is measured: every measured lookup is a cache hit, with no change check while the "
+      "database file's watch reports nothing (without a watch: a `stat()` and a 28-byte header read). "
+      "The C tables have no cache of their own; for them warm only means "
       "the same rows again (SQLite's page cache); the article's setup is measured cold only.")
     w("")
     w("The C table configs are `tests/bench/sqlite-article.conf` and `tests/bench/sqlite-indexed.conf`. "
