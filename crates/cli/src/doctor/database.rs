@@ -267,6 +267,19 @@ pub(crate) fn check_sqlite_files(path: &Path, mt: &str) -> Vec<Check> {
             ),
         ));
     }
+    out.push(Check::ok(
+        "database.watch",
+        match store::watch::unwatchable(path) {
+            None => format!(
+                "table-mailtable learns of every change to {shown} from the kernel (inotify): \
+                 answers from its cache cost no look at the file"
+            ),
+            Some(why) => format!(
+                "{why}; table-mailtable checks the file at every lookup instead (a `stat` and a \
+                 read: as fresh, a little slower)"
+            ),
+        },
+    ));
     let journal = journal_mode(path);
     // A `-wal` with frames next to a file whose header says rollback: a
     // WAL session that crashed, or a backup copied over the file since.
@@ -734,6 +747,27 @@ pub(super) mod tests {
         assert_eq!(state, Some(SchemaState::Version(migrate::LATEST)));
         let checks = check_sqlite_files(&p, "mailtable");
         assert!(checks.iter().all(|c| c.status == Status::Ok), "{checks:?}");
+        let watch = |checks: &[Check]| {
+            checks
+                .iter()
+                .find(|c| c.name == "database.watch")
+                .unwrap()
+                .message
+                .clone()
+        };
+        assert!(
+            watch(&checks).contains("from the kernel (inotify)"),
+            "{checks:?}"
+        );
+        // Through a symbolic link: checked at every lookup, and said why.
+        let link = d.path().join("link.db");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        let message = watch(&check_sqlite_files(&link, "mailtable"));
+        assert!(
+            message.contains("goes through a symbolic link"),
+            "{message}"
+        );
+        assert!(message.contains("at every lookup"), "{message}");
 
         // A WAL database (set by another tool): a problem, fixed by any
         // mailtable write, which converts it back.

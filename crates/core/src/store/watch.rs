@@ -160,9 +160,12 @@ impl FileWatch {
         if !ENABLED.load(Ordering::SeqCst) {
             return None;
         }
-        let Some(paths) = watched_paths(path) else {
-            tracing::debug!(path = %path.display(), "no change watch: the path goes through a symbolic link or is not on a local file system");
-            return None;
+        let paths = match watched_paths(path) {
+            Ok(paths) => paths,
+            Err(why) => {
+                tracing::debug!("no change watch: {why}");
+                return None;
+            }
         };
         // SAFETY: plain system calls on integers and on a struct owned
         // here; a descriptor returned is owned by `fd` from then on.
@@ -270,32 +273,50 @@ impl FileWatch {
     }
 }
 
-/// The file and each directory above it, from `/`-anchored `path`, when
-/// no component is a symbolic link and the file is on a local file
-/// system.
-fn watched_paths(path: &Path) -> Option<Vec<CString>> {
-    let absolute = std::path::absolute(path).ok()?;
-    let canonical = std::fs::canonicalize(&absolute).ok()?;
-    if canonical != absolute || !on_local_file_system(&canonical) {
-        return None;
+/// Why a watch on `path` could not report every change, and every
+/// lookup of table-mailtable checks the file instead; `None` when it can
+/// (inotify itself aside). For `mailtable doctor`.
+pub fn unwatchable(path: &Path) -> Option<String> {
+    watched_paths(path).err()
+}
+
+/// The file and each directory above it, up to `/`, when no component of
+/// `path` is a symbolic link and the file is on a local file system; why
+/// not otherwise.
+fn watched_paths(path: &Path) -> Result<Vec<CString>, String> {
+    let shown = path.display();
+    let absolute = std::path::absolute(path).map_err(|e| format!("{shown}: {e}"))?;
+    let canonical = std::fs::canonicalize(&absolute).map_err(|e| format!("{shown}: {e}"))?;
+    if canonical != absolute {
+        return Err(format!(
+            "{shown} goes through a symbolic link (the file is {}): a link pointed elsewhere \
+             would go unseen; give that path in `database` to let table-mailtable learn of \
+             changes from the kernel",
+            canonical.display()
+        ));
+    }
+    let c = CString::new(canonical.as_os_str().as_bytes()).map_err(|e| format!("{shown}: {e}"))?;
+    // SAFETY: `fs` is written by statfs; `c` is NUL-terminated.
+    let kind = unsafe {
+        let mut fs: libc::statfs = std::mem::zeroed();
+        if libc::statfs(c.as_ptr(), &mut fs) != 0 {
+            return Err(format!(
+                "{shown}: statfs: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        fs.f_type as i64 & 0xffff_ffff
+    };
+    if !LOCAL_FILE_SYSTEMS.contains(&kind) {
+        return Err(format!(
+            "{shown} is on a file system (type {kind:#x} in statfs(2)) not known to pass every \
+             change through this host's kernel, as NFS does not"
+        ));
     }
     canonical
         .ancestors()
-        .map(|p: &Path| CString::new(p.as_os_str().as_bytes()).ok())
+        .map(|p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|e| format!("{shown}: {e}")))
         .collect()
-}
-
-/// Whether `path` is on one of [`LOCAL_FILE_SYSTEMS`].
-fn on_local_file_system(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `fs` is written by statfs; `c` is NUL-terminated.
-    unsafe {
-        let mut fs: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut fs) == 0
-            && LOCAL_FILE_SYSTEMS.contains(&(fs.f_type as i64 & 0xffff_ffff))
-    }
 }
 
 thread_local! {
