@@ -78,12 +78,11 @@ struct OwnerEx {
 }
 
 /// What the file's watch reports: writes, attribute and link-count
-/// changes (`chmod`, `rm`), the file renamed or deleted.
-const FILE_EVENTS: u32 = libc::IN_MODIFY
-    | libc::IN_ATTRIB
-    | libc::IN_CLOSE_WRITE
-    | libc::IN_MOVE_SELF
-    | libc::IN_DELETE_SELF;
+/// changes (`chmod`, `rm`, a file renamed over it), the file renamed or
+/// deleted. Also through another name of it (a hard link elsewhere),
+/// which no directory watch sees.
+const FILE_EVENTS: u32 =
+    libc::IN_MODIFY | libc::IN_ATTRIB | libc::IN_MOVE_SELF | libc::IN_DELETE_SELF;
 
 /// What a directory's watch reports: an entry created, deleted or renamed
 /// (a backup moved over the file, a directory moved away), its own
