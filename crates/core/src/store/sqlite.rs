@@ -1836,14 +1836,18 @@ mod tests {
                     std::thread::sleep(Duration::from_millis(2));
                 }
             });
-            let t = Instant::now();
-            r.begin_lookup();
-            let _ = r.change_token();
-            let result = r.exact("shell", "example.org");
-            r.end_lookup();
-            let waited = t.elapsed();
+            // The signals stop also when the lookup panics, or the scope
+            // would wait for them forever.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let t = Instant::now();
+                r.begin_lookup();
+                let _ = r.change_token();
+                let result = r.exact("shell", "example.org");
+                r.end_lookup();
+                (result, t.elapsed())
+            }));
             stop.store(true, Ordering::SeqCst);
-            (result, waited)
+            outcome.unwrap_or_else(|p| std::panic::resume_unwind(p))
         });
         assert!(
             matches!(result, Err(StoreError::Unavailable(_))),

@@ -357,3 +357,25 @@ pub fn wait_for_lock(count: i32) -> bool {
         true
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reason `mailtable doctor` gives, and none for a plain path
+    /// (this test's files are on the machine's local `/tmp`).
+    #[test]
+    fn a_link_on_the_path_or_a_missing_file_is_said_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mail.db");
+        std::fs::write(&file, b"x").unwrap();
+        assert_eq!(unwatchable(&file), None);
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let why = unwatchable(&link).unwrap();
+        assert!(why.contains("goes through a symbolic link"), "{why}");
+        assert!(why.contains(&file.display().to_string()), "{why}");
+        let missing = unwatchable(&dir.path().join("missing.db")).unwrap();
+        assert!(missing.contains("missing.db"), "{missing}");
+    }
+}
