@@ -1521,6 +1521,26 @@ mod tests {
         assert!(r.exact("u1", "example.org").unwrap().is_empty());
     }
 
+    /// A backup restored by `cp`: a copy of `path` with `username` added,
+    /// copied back over it (written in place, same inode). Returns the
+    /// backup.
+    fn restore_by_cp(path: &Path, username: &str) -> PathBuf {
+        let backup = path.with_extension("backup");
+        std::fs::copy(path, &backup).unwrap();
+        shell_insert(&backup, username);
+        std::fs::copy(&backup, path).unwrap();
+        backup
+    }
+
+    /// A tool that writes a new file and renames it into place: a copy of
+    /// `path` with `username` added, renamed over it (a new inode).
+    fn rename_into_place(path: &Path, username: &str) {
+        let copy = path.with_extension("new");
+        std::fs::copy(path, &copy).unwrap();
+        shell_insert(&copy, username);
+        std::fs::rename(&copy, path).unwrap();
+    }
+
     fn shell_insert(path: &Path, username: &str) {
         let c = Connection::open(path).unwrap();
         c.execute(
@@ -1630,11 +1650,7 @@ mod tests {
         shell_insert(&path, "shell");
         sees(&mut r, "shell", "the sqlite3 shell");
 
-        // A backup restored by `cp` (written in place, same inode).
-        let backup = dir.path().join("backup.db");
-        std::fs::copy(&path, &backup).unwrap();
-        shell_insert(&backup, "restored");
-        std::fs::copy(&backup, &path).unwrap();
+        let backup = restore_by_cp(&path, "restored");
         sees(&mut r, "restored", "a backup copied over the file");
 
         // The shell's `.restore` (SQLite's backup API).
@@ -1649,11 +1665,7 @@ mod tests {
         }
         sees(&mut r, "viabackupapi", "the backup API");
 
-        // A tool that writes a new file and renames it into place.
-        let fresh_copy = dir.path().join("new.db");
-        std::fs::copy(&path, &fresh_copy).unwrap();
-        shell_insert(&fresh_copy, "renamed");
-        std::fs::rename(&fresh_copy, &path).unwrap();
+        rename_into_place(&path, "renamed");
         sees(&mut r, "renamed", "a file renamed into place");
 
         assert_eq!(journal_mode(&path), "delete");
@@ -1725,16 +1737,10 @@ mod tests {
         shell_insert(&path, "shell");
         sees(&mut d, "shell", "the sqlite3 shell");
 
-        let backup = top.path().join("backup.db");
-        std::fs::copy(&path, &backup).unwrap();
-        shell_insert(&backup, "restored");
-        std::fs::copy(&backup, &path).unwrap();
+        restore_by_cp(&path, "restored");
         sees(&mut d, "restored", "a backup copied over the file");
 
-        let other = sub.join("new.db");
-        std::fs::copy(&path, &other).unwrap();
-        shell_insert(&other, "renamed");
-        std::fs::rename(&other, &path).unwrap();
+        rename_into_place(&path, "renamed");
         sees(&mut d, "renamed", "a file renamed into place");
         // The watch follows the new file: a write to it is seen too.
         shell_insert(&path, "afterrename");
