@@ -31,6 +31,8 @@
 
 pub mod check;
 pub mod domain_files;
+#[cfg(test)]
+mod fuzz;
 pub mod makemap;
 pub mod merge;
 pub mod mysqldump;
