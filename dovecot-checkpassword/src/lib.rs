@@ -20,6 +20,8 @@
 pub mod backend;
 pub mod checkpassword;
 pub mod dict;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod http;
 pub mod pool;
 pub mod secret;

@@ -18,6 +18,8 @@
 
 pub mod answer;
 pub mod channel;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod imsg;
 pub mod proto;
 mod serve;

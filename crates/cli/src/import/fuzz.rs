@@ -22,8 +22,8 @@ use super::{mysqldump, passwd_file, smtpd, sql};
 use crate::args::Inactive;
 use indicatif::ProgressBar;
 use mailtable_core::store::memory::MemStore;
+use mailtable_core::testdata::mutate::{self, mutate as edit, Edits, Rng};
 use mailtable_core::{Address, Config, Domain, Resolver, Store};
-use std::panic::{self, AssertUnwindSafe};
 
 /// A parser of one text format, as `import` calls it.
 type Parser = fn(&str, &str) -> Parsed;
@@ -172,87 +172,37 @@ const TOKENS: &[&str] = &[
     "false",
 ];
 
-/// xorshift64*: small, and the same sequence everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number below `n` (`n` > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-/// `text` changed by one to `edits` random edits; `others` supply the
-/// ranges spliced in from other files. `cut`: an edit may also truncate
-/// the text.
-fn mutate(rng: &mut Rng, text: &str, others: &[&str], edits: usize, cut: bool) -> String {
-    let mut b = text.as_bytes().to_vec();
-    for _ in 0..1 + rng.below(edits) {
-        let at = rng.below(b.len() + 1);
-        match rng.below(if cut { 7 } else { 6 }) {
-            0 if !b.is_empty() => {
-                let i = rng.below(b.len());
-                b[i] = rng.next() as u8;
-            }
-            1 | 2 => {
-                let t = TOKENS[rng.below(TOKENS.len())].as_bytes();
-                b.splice(at..at, t.iter().copied());
-            }
-            3 => {
-                let end = (at + 1 + rng.below(32)).min(b.len());
-                b.drain(at..end);
-            }
-            4 => {
-                let end = (at + 1 + rng.below(64)).min(b.len());
-                let piece = b[at..end].to_vec();
-                let to = rng.below(b.len() + 1);
-                b.splice(to..to, piece);
-            }
-            5 => {
-                let other = others[rng.below(others.len())].as_bytes();
-                let from = rng.below(other.len() + 1);
-                let end = (from + 1 + rng.below(120)).min(other.len());
-                b.splice(at..at, other[from..end].iter().copied());
-            }
-            _ => b.truncate(at),
-        }
-    }
-    b.truncate(1 << 16);
+/// `text` changed by one to `most` random edits with the formats'
+/// [`TOKENS`], ranges of `others` spliced in; `cut`: an edit may also
+/// truncate it.
+fn mutate(rng: &mut Rng, text: &str, others: &[&str], most: usize, cut: bool) -> String {
+    let tokens: Vec<&[u8]> = TOKENS.iter().map(|t| t.as_bytes()).collect();
+    let others: Vec<&[u8]> = others.iter().map(|t| t.as_bytes()).collect();
+    let how = Edits {
+        tokens: &tokens,
+        others: &others,
+        most,
+        cut,
+    };
     // A file is read as bytes; anything that is not UTF-8 is a reader's
     // finding, tested elsewhere. Here every input is text.
-    String::from_utf8_lossy(&b).into_owned()
+    String::from_utf8_lossy(&edit(rng, text.as_bytes(), &how)).into_owned()
 }
 
 /// Iterations of the whole pipeline; the parsers alone get ten times as
 /// many.
 fn iterations() -> u64 {
-    std::env::var("MAILTABLE_IMPORT_MUTATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(400)
+    mutate::iterations("MAILTABLE_IMPORT_MUTATIONS", 400)
 }
 
 /// Runs `f`, and fails the test naming the iteration and the inputs if it
 /// panics.
 fn no_panic(what: &str, i: u64, inputs: &[(&str, &str)], f: impl FnOnce()) {
-    if panic::catch_unwind(AssertUnwindSafe(f)).is_err() {
-        let shown: Vec<String> = inputs
-            .iter()
-            .map(|(name, text)| format!("--- {name}\n{text:?}"))
-            .collect();
-        panic!("{what} panicked at iteration {i} on:\n{}", shown.join("\n"));
-    }
+    let shown: Vec<String> = inputs
+        .iter()
+        .map(|(name, text)| format!("--- {name}\n{text}"))
+        .collect();
+    mutate::no_panic(what, i, shown.join("\n").as_bytes(), f);
 }
 
 /// What `import` does with `parsed`, against `db`: plan, check, write
@@ -443,7 +393,7 @@ fn odd_value(rng: &mut Rng, texts: &[&str]) -> rusqlite::types::Value {
         2 => Value::Real([0.0, 1.5, -1.0, 1e300][rng.below(4)]),
         3 => Value::Text(String::new()),
         4 => Value::Text(TOKENS[rng.below(TOKENS.len())].to_string()),
-        5 => Value::Blob((0..rng.below(12)).map(|_| rng.next() as u8).collect()),
+        5 => Value::Blob((0..rng.below(12)).map(|_| rng.bits() as u8).collect()),
         _ => {
             // A piece of another fixture, changed: an address, a hash, a
             // list of targets, something near what the column holds.

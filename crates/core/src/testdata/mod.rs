@@ -3,6 +3,8 @@
 //! unit tests run on the in-memory store and the contract suite runs on
 //! SQLite and on PostgreSQL. The answers must not depend on where the rows
 //! live; a second copy of the table per backend would drift from this one.
+//! Beside them, [`mutate`]: the random edits of the fuzz tests that run on
+//! the stable toolchain.
 //!
 //! Why a cargo feature (`testdata`) and not an always-compiled
 //! `#[doc(hidden)] pub mod`: the fixture and its runner are test code. Behind
@@ -14,6 +16,7 @@
 //! builds of the binaries.
 
 pub mod check;
+pub mod mutate;
 pub mod resolution;
 
 use crate::password::PasswordHash;
