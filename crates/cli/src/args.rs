@@ -229,7 +229,7 @@ pub enum AliasCommand {
     Add {
         /// Address or pattern
         pattern: String,
-        /// One or more targets
+        /// One or more targets, as separate arguments or comma-separated
         #[arg(required = true)]
         targets: Vec<String>,
     },
@@ -237,7 +237,7 @@ pub enum AliasCommand {
     Del {
         /// Address or pattern
         pattern: String,
-        /// Targets to remove (default: all)
+        /// Targets to remove, as separate arguments or comma-separated (default: all)
         targets: Vec<String>,
         /// Remove it even if other aliases point to it, or mail through them would loop or leave this host
         #[arg(long)]

@@ -335,6 +335,50 @@ fn resolution_through_the_cli() {
 }
 
 #[test]
+fn targets_may_be_one_comma_separated_list_as_in_smtpds_aliases() {
+    let db = Db::new();
+    db.ok(&["init"]);
+    for u in ["a@barrera.io", "b@barrera.io", "c@barrera.io"] {
+        db.add_user(u, "pw");
+    }
+    // aliases(5) spelling, a list beside a separate argument, a repeat.
+    db.ok(&[
+        "alias",
+        "add",
+        "team@barrera.io",
+        "a@barrera.io, B@barrera.io,c@barrera.io",
+        "b@barrera.io",
+    ]);
+    let (result, mut dests) = db.resolve("team@barrera.io");
+    dests.sort();
+    assert_eq!(result, "found");
+    assert_eq!(dests, ["a@barrera.io", "b@barrera.io", "c@barrera.io"]);
+    db.ok(&[
+        "alias",
+        "del",
+        "team@barrera.io",
+        "a@barrera.io,c@barrera.io",
+    ]);
+    assert_eq!(db.resolve("team@barrera.io").1, ["b@barrera.io"]);
+    // An empty piece is a typo, not a target to skip.
+    let before = db.snapshot();
+    for list in [
+        "a@barrera.io,",
+        ",a@barrera.io",
+        "a@barrera.io,,c@barrera.io",
+        " , ",
+    ] {
+        let (code, err) = db.code(&["alias", "add", "list@barrera.io", list]);
+        assert_eq!(code, 2, "{list:?}: {err}");
+        assert!(
+            err.contains("empty target between commas"),
+            "{list:?}: {err}"
+        );
+    }
+    assert_eq!(db.snapshot(), before);
+}
+
+#[test]
 fn bad_input_names_the_input_and_changes_nothing() {
     let db = Db::new();
     db.ok(&["init"]);

@@ -56,13 +56,24 @@ fn parse_target(pattern: &AddressPattern, text: &str) -> Result<String, CliError
 }
 
 /// The targets, each once (in the order given): a target named twice is
-/// one row, as adding it again later is refused.
+/// one row, as adding it again later is refused. An argument may be a
+/// comma-separated list, as an smtpd aliases(5) value is written
+/// (`a@x.org, b@y.org`): no address holds a comma, so the split is never
+/// ambiguous.
 fn parse_targets(pattern: &AddressPattern, texts: &[String]) -> Result<Vec<String>, CliError> {
     let mut out: Vec<String> = Vec::new();
-    for t in texts {
-        let t = parse_target(pattern, t)?;
-        if !out.contains(&t) {
-            out.push(t);
+    for arg in texts {
+        let pieces: Vec<&str> = arg.split(',').map(str::trim).collect();
+        if pieces.iter().any(|p| p.is_empty()) {
+            return Err(CliError::usage(format!(
+                "invalid target list {arg:?}: an empty target between commas"
+            )));
+        }
+        for piece in pieces {
+            let t = parse_target(pattern, piece)?;
+            if !out.contains(&t) {
+                out.push(t);
+            }
         }
     }
     Ok(out)
