@@ -28,6 +28,7 @@ openssl
 ca-certificates
 swaks
 libnet-ssleay-perl
+curl
 python3
 mmdebstrap
 debian-archive-keyring
@@ -42,6 +43,7 @@ lintian
 "
 # opensmtpd-extras: C table-sqlite etc. (proc-table yardstick, imsg protocol)
 # libnet-ssleay-perl: swaks --tls ("TLS not available: requires Net::SSLeay")
+# swaks, curl: the quick start's "Try more" commands (test-quickstart.sh)
 # mmdebstrap, debian-archive-keyring (has the trixie keys), gpg: rootfs.sh
 # util-linux (unshare, nsenter, setpriv, flock), mount: container.sh, lib.sh
 # iproute2 (ss), procps (ps, pgrep): waiting for ports, stopping, checks
