@@ -51,11 +51,39 @@ fi
 e2e_overlay_root
 ROOT=$E2E_ROOTFS
 
+# systemd as the maintainer scripts see it, though none runs here: each
+# apt run makes /run/systemd/system in its own /run, and a systemctl and a
+# policy-rc.d (which allows every action) log what they are asked. The
+# tree has no systemctl; the stand-in goes where apt's PATH for dpkg
+# (DPkg::Path, /usr/local is not in it) finds it.
+SDLOG=/var/log/mailtable-test-systemd.log
+[ ! -e "$ROOT/usr/bin/systemctl" ] || { fail "the Debian 13 tree has a systemctl"; exit 1; }
+printf '#!/bin/sh\necho "systemctl $*" >>%s\n' "$SDLOG" >"$ROOT/usr/bin/systemctl"
+printf '#!/bin/sh\necho "policy-rc.d $*" >>%s\nexit 0\n' "$SDLOG" >"$ROOT/usr/sbin/policy-rc.d"
+chmod 0755 "$ROOT/usr/bin/systemctl" "$ROOT/usr/sbin/policy-rc.d"
+# apt_systemd LOG ARGS...: apt-get ARGS with systemd "running"; what the
+# scripts asked of it goes to $E2E_DIR/LOG.
+apt_systemd() {
+	_log=$1; shift
+	rm -f "$ROOT$SDLOG"
+	in_root sh -c "mkdir -p /run/systemd/system && cd $E2E_DIR && apt-get -y $*" \
+		>"$E2E_DIR/$_log.apt" 2>&1 || { cat "$E2E_DIR/$_log.apt"; return 1; }
+	cat "$ROOT$SDLOG" >"$E2E_DIR/$_log" 2>/dev/null || : >"$E2E_DIR/$_log"
+}
+UNIT=dovecot-mailtable.service
+
 echo "== Debian 13: apt-get install ./$(basename "$deb")"
 cp "$deb" "$E2E_DIR/"
-in_root sh -c "cd $E2E_DIR && apt-get install -y ./$(basename "$deb")" \
-	>"$E2E_DIR/apt.log" 2>&1 || { cat "$E2E_DIR/apt.log"; fail "apt-get install"; exit 1; }
+apt_systemd install.sd install "./$(basename "$deb")" ||
+	{ fail "apt-get install"; exit 1; }
 ok "apt-get install ./$(basename "$deb") (offline)"
+grep -qx "systemctl --system daemon-reload" "$E2E_DIR/install.sd" &&
+	ok "install: systemd reloads its units" || fail "install: no daemon-reload: $(cat "$E2E_DIR/install.sd")"
+grep -q "start" "$E2E_DIR/install.sd" &&
+	fail "install started serve before it is configured: $(cat "$E2E_DIR/install.sd")" ||
+	ok "install: serve neither enabled nor started"
+[ -e "$ROOT/var/lib/systemd/deb-systemd-helper-enabled/$UNIT.dsh-also" ] &&
+	ok "install: the unit's enable links recorded (for purge)" || fail "install: no deb-systemd-helper state for $UNIT"
 
 echo "-- files"
 for f in /usr/bin/mailtable /usr/bin/dovecot-mailtable /usr/libexec/opensmtpd/table-mailtable; do
@@ -169,9 +197,31 @@ case $out in *"INBOX: OK 1 message"*) ok "IMAP hugo@barrera.io: $(printf '%s' "$
 out=$(python3 "$REPO/tests/e2e/dovecot/client.py" imap "$IMAP" hugo@barrera.io 'wrong' 2>&1) && rc=0 || rc=$?
 [ "$rc" = 1 ] && ok "IMAP with a wrong password refused" || fail "IMAP wrong password: exit $rc $out"
 
-echo "-- purge keeps the database, removes the config"
+echo "-- an upgrade restarts a running serve, a removal stops it"
 stop_all
-in_root apt-get purge -y mailtable >"$E2E_DIR/purge.log" 2>&1 || { cat "$E2E_DIR/purge.log"; fail "apt-get purge"; }
+# The same version again runs the upgrade path of the scripts (prerm
+# upgrade, postinst configure with the version replaced).
+if apt_systemd upgrade.sd install --reinstall "./$(basename "$deb")"; then
+	grep -qx "systemctl try-restart $UNIT" "$E2E_DIR/upgrade.sd" &&
+		ok "upgrade: systemctl try-restart $UNIT (after policy-rc.d)" ||
+		fail "upgrade: no try-restart: $(cat "$E2E_DIR/upgrade.sd")"
+	grep -q "stop" "$E2E_DIR/upgrade.sd" &&
+		fail "upgrade stopped serve: $(cat "$E2E_DIR/upgrade.sd")" || ok "upgrade: serve not stopped"
+else
+	fail "apt-get install --reinstall"
+fi
+# As `systemctl enable dovecot-mailtable` would have left it.
+wants=$ROOT/etc/systemd/system/multi-user.target.wants
+mkdir -p "$wants"
+ln -sf "/usr/lib/systemd/system/$UNIT" "$wants/$UNIT"
+
+echo "-- purge keeps the database, removes the config"
+apt_systemd purge.sd purge mailtable || fail "apt-get purge"
+grep -qx "systemctl stop $UNIT" "$E2E_DIR/purge.sd" &&
+	ok "removal: systemctl stop $UNIT" || fail "removal: serve not stopped: $(cat "$E2E_DIR/purge.sd")"
+grep -qx "systemctl --system daemon-reload" "$E2E_DIR/purge.sd" &&
+	ok "removal: systemd reloads its units" || fail "removal: no daemon-reload: $(cat "$E2E_DIR/purge.sd")"
+[ -L "$wants/$UNIT" ] && fail "purge left the enable link $wants/$UNIT" || ok "purge removed serve's enable link"
 [ -e "$ROOT/etc/mail/mailtable.toml" ] && fail "config left after purge" || ok "config removed by purge"
 [ -e "$ROOT/etc/mailtable/dovecot-api.secret" ] && fail "API token left after purge" || ok "API token removed by purge"
 [ -s "$ROOT/var/lib/mailtable/mail.db" ] && ok "database kept after purge" || fail "database removed by purge"
