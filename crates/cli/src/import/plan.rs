@@ -216,13 +216,13 @@ pub fn plan(
         bounce_loops(&mut walk);
     }
     drop_bounced_targets(&mut walk, &mut f.skipped);
-    for r in walk.routes.values() {
+    for (key, r) in &walk.routes {
         match &r.status {
             Status::Ok(_) => {}
             Status::Skipped(why) | Status::Bounced(why) => {
                 // A bounced entry lost nothing: the source delivered
                 // nothing through it either.
-                match (&r.status, &r.route.key) {
+                match (&r.status, key) {
                     (Status::Bounced(_), _) => {}
                     // A bare key serves `u@dom` of every domain of the
                     // table where nothing before it in smtpd's walk
@@ -234,8 +234,8 @@ pub fn plan(
                     }
                 }
                 f.skipped.push(Finding::about(
-                    r.route.origin.clone(),
-                    &r.route.key.to_string(),
+                    r.origin.clone(),
+                    &key.to_string(),
                     why.clone(),
                 ));
             }
@@ -244,7 +244,7 @@ pub fn plan(
     if let (Some(listed), Some(global)) = (&accepted_domains, walk.routes.get(&RouteKey::Global)) {
         for d in domains_only_the_global_key_served(listed, &walk, db)? {
             f.skipped.push(Finding::about(
-                global.route.origin.clone(),
+                global.origin.clone(),
                 &format!("@{d}"),
                 format!(
                     "{d} is in smtpd's domain table and has no entry of its own: every address \
@@ -509,7 +509,7 @@ fn decide_routes(
         .collect();
     let routes = std::mem::take(&mut m.routes)
         .into_iter()
-        .map(|(key, mut route)| {
+        .map(|(key, route)| {
             let status = match &route.key {
                 // The source refused its mail: the entry delivered nothing.
                 RouteKey::Exact(a) if refused.contains(a) => {
@@ -520,10 +520,8 @@ fn decide_routes(
                 }
                 _ => route_status(&route, m, &bare_keys, f),
             };
-            // The targets live on in the status; the source's own list is
-            // not read again, and a big source has half a million of them.
-            route.targets = Vec::new();
-            (key, RouteEntry { route, status })
+            let origin = route.origin;
+            (key, RouteEntry { origin, status })
         })
         .collect();
     SourceWalk {
@@ -611,7 +609,7 @@ fn drop_bounced_targets(walk: &mut SourceWalk, skipped: &mut Vec<Finding>) {
             // An entry left with nothing says so once, below.
             for a in dropped.iter().filter(|_| !targets.is_empty()) {
                 skipped.push(Finding::about(
-                    r.route.origin.clone(),
+                    r.origin.clone(),
                     &k.to_string(),
                     format!(
                         "target {a}: the source refused its mail (an inactive mailbox, an \
@@ -707,7 +705,7 @@ fn drop_what_reaches_the_skipped(mut walk: SourceWalk) -> SourceWalk {
                 continue;
             };
             let mut path = vec![probe.clone()];
-            if let Err(why) = walk.expand(r, &probe, &mut path) {
+            if let Err(why) = walk.expand((k, r), &probe, &mut path) {
                 newly.push((k.clone(), why));
             }
         }
@@ -1049,12 +1047,7 @@ fn groups(logins: BTreeMap<Address, Login>, routes: &BTreeMap<RouteKey, RouteEnt
             continue;
         }
         // Sized for this route's rows: most aliases have one target.
-        let mut g = Group::new(
-            username,
-            domain.shared(),
-            r.route.origin.clone(),
-            mailboxes.len(),
-        );
+        let mut g = Group::new(username, domain.shared(), r.origin.clone(), mailboxes.len());
         g.planned
             .extend(mailboxes.into_iter().map(|mailbox| Planned {
                 mailbox,

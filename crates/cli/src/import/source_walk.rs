@@ -37,7 +37,7 @@
 //! It runs over in-memory maps, so it costs nothing per lookup beyond a
 //! B-tree search.
 
-use super::parsed::{Route, RouteKey};
+use super::parsed::{Origin, RouteKey};
 use super::verify::{Expect, Semantics};
 use mailtable_core::{Address, Domain, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -103,19 +103,22 @@ impl Reach {
 
 /// What one lookup of Postfix's alias maps gives for an address.
 enum PostfixStep<'a> {
-    /// An entry matched.
-    Entry(&'a RouteEntry),
+    /// An entry matched: its key and the entry.
+    Entry(&'a RouteKey, &'a RouteEntry),
     /// The address without its tag is looked up instead.
     Untagged(Address),
     /// No entry: the address is delivered as it is.
     Final,
 }
 
-/// A route of the sources and its status.
+/// A route of the sources and its status, under its key in
+/// [`SourceWalk::routes`]. The source's targets live on in the status
+/// (resolved); a big source has half a million routes, so nothing else of
+/// the [`Route`](super::parsed::Route) is kept.
 #[derive(Debug, Clone)]
 pub struct RouteEntry {
-    /// The route as the source gives it.
-    pub route: Route,
+    /// Where the source gives it.
+    pub origin: Origin,
     /// What becomes of it.
     pub status: Status,
 }
@@ -149,13 +152,10 @@ pub struct SourceWalk {
 }
 
 impl SourceWalk {
-    fn blocked(r: &RouteEntry) -> String {
+    fn blocked(k: &RouteKey, r: &RouteEntry) -> String {
         match &r.status {
-            Status::Skipped(why) => format!(
-                "{} ({}) is not imported: {why}",
-                r.route.key, r.route.origin
-            ),
-            Status::Ok(_) | Status::Bounced(_) => format!("{} ({})", r.route.key, r.route.origin),
+            Status::Skipped(why) => format!("{k} ({}) is not imported: {why}", r.origin),
+            Status::Ok(_) | Status::Bounced(_) => format!("{k} ({})", r.origin),
         }
     }
 
@@ -183,8 +183,8 @@ impl SourceWalk {
     /// of a Postfix-style SQL setup: the address, without its tag, then
     /// `@domain` (virtual(5)).
     fn postfix_step(&self, a: &Address) -> Result<PostfixStep<'_>, String> {
-        if let Some(r) = self.routes.get(&RouteKey::Exact(a.clone())) {
-            return Ok(PostfixStep::Entry(r));
+        if let Some((k, r)) = self.routes.get_key_value(&RouteKey::Exact(a.clone())) {
+            return Ok(PostfixStep::Entry(k, r));
         }
         // Postfix tries `user@domain` next, whatever else knows the full
         // address: an inactive mailbox `dev+old@` without an alias entry
@@ -203,15 +203,21 @@ impl SourceWalk {
         if self.accepted_inactive.contains(a) {
             return Ok(PostfixStep::Final);
         }
-        if let Some(r) = self.routes.get(&RouteKey::Bare(a.local().to_string())) {
-            return Err(Self::blocked(r));
+        if let Some((k, r)) = self
+            .routes
+            .get_key_value(&RouteKey::Bare(a.local().to_string()))
+        {
+            return Err(Self::blocked(k, r));
         }
-        if let Some(r) = self.routes.get(&RouteKey::CatchAll(a.domain().clone())) {
-            return Ok(PostfixStep::Entry(r));
+        if let Some((k, r)) = self
+            .routes
+            .get_key_value(&RouteKey::CatchAll(a.domain().clone()))
+        {
+            return Ok(PostfixStep::Entry(k, r));
         }
         if !self.deliverable.contains(a) {
-            if let Some(r) = self.routes.get(&RouteKey::Global) {
-                return Err(Self::blocked(r));
+            if let Some((k, r)) = self.routes.get_key_value(&RouteKey::Global) {
+                return Err(Self::blocked(k, r));
             }
         }
         Ok(PostfixStep::Final)
@@ -270,13 +276,13 @@ impl SourceWalk {
                          expires"
                     ));
                 }
-                let r = match self.postfix_step(&cur)? {
+                let (k, r) = match self.postfix_step(&cur)? {
                     PostfixStep::Final => break,
                     PostfixStep::Untagged(base) => {
                         list[i] = Some((base, from));
                         continue;
                     }
-                    PostfixStep::Entry(r) => r,
+                    PostfixStep::Entry(k, r) => (k, r),
                 };
                 let targets = match &r.status {
                     Status::Ok(t) => t,
@@ -286,7 +292,7 @@ impl SourceWalk {
                         list[i] = None;
                         break;
                     }
-                    Status::Skipped(_) => return Err(Self::blocked(r)),
+                    Status::Skipped(_) => return Err(Self::blocked(k, r)),
                 };
                 // A domain alias whose address has no entry there does not
                 // match: the lookup falls through (the alias-domain maps
@@ -344,8 +350,8 @@ impl SourceWalk {
     /// `Err` when it runs into an entry that is not imported. (Postfix
     /// order: [`SourceWalk::postfix_reach`].)
     fn lookup(&self, addr: &Address, path: &mut Vec<Address>) -> Result<Option<Reach>, String> {
-        if let Some(r) = self.routes.get(&RouteKey::Exact(addr.clone())) {
-            return self.expand(r, addr, path).map(Some);
+        if let Some((k, r)) = self.routes.get_key_value(&RouteKey::Exact(addr.clone())) {
+            return self.expand((k, r), addr, path).map(Some);
         }
         // smtpd asks `user+tag@dom`, then `user@dom` (aliases_virtual_get
         // in aliases.c), Dovecot's LMTP delivers `user+tag` to `user`,
@@ -371,23 +377,29 @@ impl SourceWalk {
         if self.deliverable.contains(addr) {
             return Ok(Some(Reach::mailbox(addr)));
         }
-        if let Some(r) = self.routes.get(&RouteKey::Bare(addr.local().to_string())) {
-            return Err(Self::blocked(r));
+        if let Some((k, r)) = self
+            .routes
+            .get_key_value(&RouteKey::Bare(addr.local().to_string()))
+        {
+            return Err(Self::blocked(k, r));
         }
-        if let Some(r) = self.routes.get(&RouteKey::CatchAll(addr.domain().clone())) {
-            return self.expand(r, addr, path).map(Some);
+        if let Some((k, r)) = self
+            .routes
+            .get_key_value(&RouteKey::CatchAll(addr.domain().clone()))
+        {
+            return self.expand((k, r), addr, path).map(Some);
         }
-        if let Some(r) = self.routes.get(&RouteKey::Global) {
-            return Err(Self::blocked(r));
+        if let Some((k, r)) = self.routes.get_key_value(&RouteKey::Global) {
+            return Err(Self::blocked(k, r));
         }
         Ok(None)
     }
 
-    /// What route `r` reaches for `addr`; `path` holds the addresses being
-    /// expanded, for loop detection.
+    /// What route `r` (under key `k`) reaches for `addr`; `path` holds the
+    /// addresses being expanded, for loop detection.
     pub fn expand(
         &self,
-        r: &RouteEntry,
+        (k, r): (&RouteKey, &RouteEntry),
         addr: &Address,
         path: &mut Vec<Address>,
     ) -> Result<Reach, String> {
@@ -400,7 +412,7 @@ impl SourceWalk {
         let targets = match &r.status {
             Status::Ok(t) => t,
             Status::Bounced(_) => return Ok(bounce),
-            Status::Skipped(_) => return Err(Self::blocked(r)),
+            Status::Skipped(_) => return Err(Self::blocked(k, r)),
         };
         // The targets of the address last on `path` are nodes of depth
         // `path.len()` (the recipient is first, depth 0): at smtpd's limit
