@@ -182,7 +182,7 @@ localize "$LUA" >"$T/etc/mailtable-auth.lua"
 # trap stops it too); waits for its TCP port or dict socket.
 start_serve() {
 	sv=$(e2e_service_dir "$1")
-	"$DM" -c "$MTCONF" serve 2>"$sv/serve.log" &
+	"${SERVE_BIN:-$DM}" -c "$MTCONF" serve 2>"$sv/serve.log" &
 	_e2e_register "$1 $! host-serve $MTCONF $sv/serve.log"
 	if grep -q '^dict_socket' "$MTCONF"; then
 		e2e_wait_path "$T/run-mt/dict.sock" "$!"
@@ -204,7 +204,45 @@ sed -i "s|127.0.0.1:$HTTP_PORT|127.0.0.1:1|" "$T/etc/mailtable-auth.lua"
 expect_problem "Lua script's url is not serve's" dovecot.lua-url "url = http://127.0.0.1:$HTTP_PORT"
 localize "$LUA" >"$T/etc/mailtable-auth.lua"
 
+# An upgrade while serve runs: a new program file renamed over the one it
+# started from (as dpkg installs it). serve goes on with the old code
+# until it is restarted. serve runs from a copy here, so the build stays.
 e2e_stop serve
+mkdir -p "$T/bin"
+install -m 755 "$DM" "$T/bin/dovecot-mailtable"
+SERVE_BIN=$T/bin/dovecot-mailtable
+start_serve serve-copy
+expect_ok "serve runs its program file as installed"
+grep -q "^ok   serve.program .*$T/bin/dovecot-mailtable" "$REPORT" || doctor_fail "serve.program: $(grep serve.program "$REPORT")"
+install -m 755 "$DM" "$T/bin/dovecot-mailtable.new"
+mv "$T/bin/dovecot-mailtable.new" "$T/bin/dovecot-mailtable"
+expect_problem "serve's program file replaced while it runs" serve.program "systemctl restart dovecot-mailtable"
+e2e_stop serve-copy
+start_serve serve-restarted
+expect_ok "serve restarted on the new program file"
+
+# The same for smtpd's table: a table-mailtable started before its file
+# was replaced (started here as smtpd starts it, with the config path, on
+# a pipe: a FIFO whose other end this shell holds as fd 9, and closes to
+# end it, as smtpd does).
+install -m 755 "$TM" "$T/bin/table-mailtable"
+tc=$(e2e_service_dir table-copy)
+mkfifo "$tc/requests"
+exec 9<>"$tc/requests"
+"$T/bin/table-mailtable" "$MTCONF" <"$tc/requests" 9>&- 2>"$tc/table.log" &
+_e2e_register "table-copy $! host-table $MTCONF $tc/table.log"
+expect_ok "a table-mailtable runs its program file as installed"
+grep -q "^ok   smtpd.table-program-running .*$T/bin/table-mailtable" "$REPORT" ||
+	doctor_fail "smtpd.table-program-running: $(grep table-program-running "$REPORT")"
+install -m 755 "$TM" "$T/bin/table-mailtable.new"
+mv "$T/bin/table-mailtable.new" "$T/bin/table-mailtable"
+expect_problem "table-mailtable's program file replaced while it runs" smtpd.table-program-running "systemctl restart opensmtpd"
+exec 9>&-
+e2e_stop table-copy
+expect_ok "no table-mailtable runs an old program file"
+
+e2e_stop serve-restarted
+SERVE_BIN=
 expect_problem "serve not running" serve.http "systemctl start dovecot-mailtable"
 
 # --- dict mode with serve -----------------------------------------------------------

@@ -110,6 +110,76 @@ fn program_fix_for(packaged: bool, program: &str, dest: &Path) -> String {
     }
 }
 
+/// Whether the running processes of one of mailtable's programs run the
+/// file now installed: after an upgrade or a new build put over it, a
+/// process started before goes on with the old code (and the old bugs)
+/// until it is restarted. `what` names it in the message, `fix` restarts
+/// it.
+pub(crate) fn program_current(
+    check: &str,
+    what: &str,
+    program: &str,
+    arg: Option<&str>,
+    fix: &str,
+) -> Check {
+    let procs: Vec<_> = unix::running(program, arg)
+        .into_iter()
+        .map(|pid| (pid, unix::program_file(pid)))
+        .collect();
+    program_current_of(check, what, &procs, fix)
+}
+
+/// [`program_current`] on what /proc gave for each process: the program
+/// file and whether it was replaced, `None` when it could not be read.
+fn program_current_of(
+    check: &str,
+    what: &str,
+    procs: &[(u32, Option<(std::path::PathBuf, bool)>)],
+    fix: &str,
+) -> Check {
+    if procs.is_empty() {
+        return Check::na(check, format!("no {what} runs"));
+    }
+    let replaced: Vec<String> = procs
+        .iter()
+        .filter_map(|(pid, f)| match f {
+            Some((path, true)) => Some(format!("pid {pid}: {}", path.display())),
+            _ => None,
+        })
+        .collect();
+    if !replaced.is_empty() {
+        return Check::problem(
+            check,
+            format!(
+                "{what} runs a program file replaced or removed since it started ({}): \
+                 it still runs the old code",
+                replaced.join(", ")
+            ),
+            fix,
+        );
+    }
+    let current: Vec<String> = procs
+        .iter()
+        .filter_map(|(pid, f)| {
+            f.as_ref()
+                .map(|(path, _)| format!("pid {pid}: {}", path.display()))
+        })
+        .collect();
+    if current.is_empty() {
+        return Check::na(
+            check,
+            format!("run doctor as root to see which program file {what} runs"),
+        );
+    }
+    Check::ok(
+        check,
+        format!(
+            "{what} runs the program file installed now ({})",
+            current.join(", ")
+        ),
+    )
+}
+
 /// Run every check and print the report; exit 0 when all hold.
 pub fn run(
     config: Option<&Path>,
@@ -142,6 +212,50 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_program_replaced_under_a_running_process_is_a_problem() {
+        let fix = "systemctl restart dovecot-mailtable";
+        let file = |p: &str, gone| Some((std::path::PathBuf::from(p), gone));
+        let c = program_current_of("serve.program", "serve", &[], fix);
+        assert_eq!(
+            (c.status, c.message.as_str()),
+            (Status::NotApplicable, "no serve runs")
+        );
+        let c = program_current_of(
+            "serve.program",
+            "serve",
+            &[(7, file("/usr/bin/dovecot-mailtable", false))],
+            fix,
+        );
+        assert_eq!(c.status, Status::Ok);
+        assert!(
+            c.message.contains("pid 7: /usr/bin/dovecot-mailtable"),
+            "{}",
+            c.message
+        );
+        // One old process among current ones is enough.
+        let c = program_current_of(
+            "serve.program",
+            "serve",
+            &[
+                (7, file("/usr/bin/dovecot-mailtable", false)),
+                (9, file("/usr/bin/dovecot-mailtable", true)),
+                (11, None),
+            ],
+            fix,
+        );
+        assert_eq!(c.status, Status::Problem);
+        assert_eq!(c.fix.as_deref(), Some(fix));
+        assert!(
+            c.message.contains("(pid 9: /usr/bin/dovecot-mailtable)"),
+            "{}",
+            c.message
+        );
+        // Not readable (not root): nothing is claimed.
+        let c = program_current_of("serve.program", "serve", &[(7, None)], fix);
+        assert_eq!(c.status, Status::NotApplicable);
+    }
 
     #[test]
     fn a_missing_program_is_reinstalled_from_where_it_came() {

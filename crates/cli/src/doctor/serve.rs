@@ -158,6 +158,13 @@ pub(crate) fn run(
         };
         checks.push(check);
     }
+    checks.push(super::program_current(
+        "serve.program",
+        "serve",
+        "dovecot-mailtable",
+        Some("serve"),
+        "systemctl restart dovecot-mailtable",
+    ));
 }
 
 #[cfg(test)]

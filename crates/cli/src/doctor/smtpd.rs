@@ -257,6 +257,15 @@ pub(crate) fn run(args: &DoctorArgs, timeout: Duration, checks: &mut Vec<Check>)
     checks.push(check_table(&conf, &table));
     checks.push(check_delimiter(&conf, &text, &table));
     checks.push(check_binary(&found.binary));
+    // smtpd starts the table once, at its own start (and at `smtpctl
+    // update table` only the data is read again).
+    checks.push(super::program_current(
+        "smtpd.table-program-running",
+        "smtpd's table-mailtable",
+        "table-mailtable",
+        None,
+        "systemctl restart opensmtpd",
+    ));
     found.creds = USERS.iter().find_map(|u| unix::login_creds(u));
     if found.creds.is_none() {
         checks.push(Check::problem(

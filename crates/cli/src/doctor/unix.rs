@@ -14,7 +14,7 @@ use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Who a daemon process runs as: what the kernel checks.
@@ -104,23 +104,36 @@ pub(crate) fn login_creds(user: &str) -> Option<Creds> {
     })
 }
 
-/// The credentials a running process holds: of the first one whose
-/// program (argv\[0\], its file name) is `program` and whose arguments
-/// include `arg`, from /proc (proc(5): `Uid:`, `Gid:` and `Groups:` of
-/// /proc/PID/status, the effective ids). `None` when none runs.
-pub(crate) fn running_creds(program: &str, arg: &str) -> Option<Creds> {
-    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
-        .ok()?
+/// The running processes whose program (argv\[0\], its file name) is
+/// `program` and whose arguments include `arg` (any, for `None`), in pid
+/// order, from /proc/PID/cmdline (proc(5)).
+pub(crate) fn running(program: &str, arg: Option<&str>) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid| {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let mut argv = cmdline.split(|&b| b == 0);
+            let argv0 = argv
+                .next()
+                .map(|a| Path::new(std::ffi::OsStr::from_bytes(a)));
+            argv0.and_then(Path::file_name) == Some(program.as_ref())
+                && arg.is_none_or(|arg| argv.any(|a| a == arg.as_bytes()))
+        })
         .collect();
     pids.sort_unstable();
-    pids.into_iter().find_map(|pid| {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let mut argv = cmdline.split(|&b| b == 0);
-        let argv0 = Path::new(std::ffi::OsStr::from_bytes(argv.next()?));
-        if argv0.file_name()? != program || !argv.any(|a| a == arg.as_bytes()) {
-            return None;
-        }
+    pids
+}
+
+/// The credentials a running process holds: of the first one [`running`]
+/// finds, from /proc (proc(5): `Uid:`, `Gid:` and `Groups:` of
+/// /proc/PID/status, the effective ids). `None` when none runs.
+pub(crate) fn running_creds(program: &str, arg: &str) -> Option<Creds> {
+    running(program, Some(arg)).into_iter().find_map(|pid| {
         let (uid, gid, groups) =
             parse_status(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)?;
         Some(Creds {
@@ -130,6 +143,25 @@ pub(crate) fn running_creds(program: &str, arg: &str) -> Option<Creds> {
             groups,
         })
     })
+}
+
+/// The program file process `pid` runs, from the link /proc/PID/exe, and
+/// whether that file was removed or replaced since the process started it
+/// (the kernel then shows the old path with ` (deleted)` appended,
+/// proc(5)); as an upgrade does, which renames the new file over the old.
+/// `None` when the link cannot be read (another user's process, without
+/// root).
+pub(crate) fn program_file(pid: u32) -> Option<(PathBuf, bool)> {
+    let link = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    Some(split_deleted(&link))
+}
+
+/// A /proc/PID/exe target as the path and whether it was deleted.
+fn split_deleted(link: &Path) -> (PathBuf, bool) {
+    match link.as_os_str().as_bytes().strip_suffix(b" (deleted)") {
+        Some(path) => (PathBuf::from(std::ffi::OsStr::from_bytes(path)), true),
+        None => (link.to_path_buf(), false),
+    }
 }
 
 /// The effective uid and gid and the supplementary groups in the text of
@@ -277,6 +309,53 @@ mod tests {
         assert_eq!(found.uid, Uid::effective().as_raw());
         assert_eq!(found.gid, nix::unistd::Gid::effective().as_raw());
         assert!(running_creds("sleep", "no-such-argument").is_none());
+    }
+
+    #[test]
+    fn a_deleted_program_file_is_told_by_its_link() {
+        assert_eq!(
+            split_deleted(Path::new("/usr/bin/dovecot-mailtable (deleted)")),
+            (PathBuf::from("/usr/bin/dovecot-mailtable"), true)
+        );
+        assert_eq!(
+            split_deleted(Path::new("/usr/bin/dovecot-mailtable")),
+            (PathBuf::from("/usr/bin/dovecot-mailtable"), false)
+        );
+        // Only the kernel's suffix, at the very end.
+        assert_eq!(
+            split_deleted(Path::new("/opt/x (deleted)/table-mailtable")),
+            (PathBuf::from("/opt/x (deleted)/table-mailtable"), false)
+        );
+    }
+
+    /// A process whose program file is renamed over (an upgrade) while it
+    /// runs is found, and its program file shows as replaced.
+    #[test]
+    fn a_program_replaced_under_a_running_process_shows() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let prog = dir.path().join("mt-doctor-sleep");
+        std::fs::copy("/bin/sleep", &prog).expect("copy sleep");
+        let mut child = std::process::Command::new(&prog)
+            .arg("7.5")
+            .spawn()
+            .expect("the copy runs");
+        let start = Instant::now();
+        let mut pids = running("mt-doctor-sleep", Some("7.5"));
+        while pids.is_empty() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+            pids = running("mt-doctor-sleep", Some("7.5"));
+        }
+        let pid = *pids.first().expect("found in /proc");
+        let before = program_file(pid);
+        let new = dir.path().join("new");
+        std::fs::copy("/bin/sleep", &new).expect("copy sleep");
+        std::fs::rename(&new, &prog).expect("rename over");
+        let after = program_file(pid);
+        child.kill().ok();
+        child.wait().ok();
+        assert_eq!(before, Some((prog.clone(), false)));
+        assert_eq!(after, Some((prog, true)));
+        assert!(running("mt-doctor-sleep", Some("no-such-argument")).is_empty());
     }
 
     fn creds(uid: u32, gid: u32, groups: &[u32]) -> Creds {
