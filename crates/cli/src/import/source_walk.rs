@@ -101,10 +101,14 @@ impl Reach {
     }
 }
 
+/// An entry of [`SourceWalk::routes`] with its key, which the entry does
+/// not hold, for the messages that name it.
+type Found<'a> = (&'a RouteKey, &'a RouteEntry);
+
 /// What one lookup of Postfix's alias maps gives for an address.
 enum PostfixStep<'a> {
-    /// An entry matched: its key and the entry.
-    Entry(&'a RouteKey, &'a RouteEntry),
+    /// An entry matched.
+    Entry(Found<'a>),
     /// The address without its tag is looked up instead.
     Untagged(Address),
     /// No entry: the address is delivered as it is.
@@ -152,7 +156,12 @@ pub struct SourceWalk {
 }
 
 impl SourceWalk {
-    fn blocked(k: &RouteKey, r: &RouteEntry) -> String {
+    /// The entry of `key`, with its key.
+    fn entry(&self, key: RouteKey) -> Option<Found<'_>> {
+        self.routes.get_key_value(&key)
+    }
+
+    fn blocked((k, r): Found<'_>) -> String {
         match &r.status {
             Status::Skipped(why) => format!("{k} ({}) is not imported: {why}", r.origin),
             Status::Ok(_) | Status::Bounced(_) => format!("{k} ({})", r.origin),
@@ -183,8 +192,8 @@ impl SourceWalk {
     /// of a Postfix-style SQL setup: the address, without its tag, then
     /// `@domain` (virtual(5)).
     fn postfix_step(&self, a: &Address) -> Result<PostfixStep<'_>, String> {
-        if let Some((k, r)) = self.routes.get_key_value(&RouteKey::Exact(a.clone())) {
-            return Ok(PostfixStep::Entry(k, r));
+        if let Some(e) = self.entry(RouteKey::Exact(a.clone())) {
+            return Ok(PostfixStep::Entry(e));
         }
         // Postfix tries `user@domain` next, whatever else knows the full
         // address: an inactive mailbox `dev+old@` without an alias entry
@@ -203,21 +212,15 @@ impl SourceWalk {
         if self.accepted_inactive.contains(a) {
             return Ok(PostfixStep::Final);
         }
-        if let Some((k, r)) = self
-            .routes
-            .get_key_value(&RouteKey::Bare(a.local().to_string()))
-        {
-            return Err(Self::blocked(k, r));
+        if let Some(e) = self.entry(RouteKey::Bare(a.local().to_string())) {
+            return Err(Self::blocked(e));
         }
-        if let Some((k, r)) = self
-            .routes
-            .get_key_value(&RouteKey::CatchAll(a.domain().clone()))
-        {
-            return Ok(PostfixStep::Entry(k, r));
+        if let Some(e) = self.entry(RouteKey::CatchAll(a.domain().clone())) {
+            return Ok(PostfixStep::Entry(e));
         }
         if !self.deliverable.contains(a) {
-            if let Some((k, r)) = self.routes.get_key_value(&RouteKey::Global) {
-                return Err(Self::blocked(k, r));
+            if let Some(e) = self.entry(RouteKey::Global) {
+                return Err(Self::blocked(e));
             }
         }
         Ok(PostfixStep::Final)
@@ -282,7 +285,7 @@ impl SourceWalk {
                         list[i] = Some((base, from));
                         continue;
                     }
-                    PostfixStep::Entry(k, r) => (k, r),
+                    PostfixStep::Entry(e) => e,
                 };
                 let targets = match &r.status {
                     Status::Ok(t) => t,
@@ -292,7 +295,7 @@ impl SourceWalk {
                         list[i] = None;
                         break;
                     }
-                    Status::Skipped(_) => return Err(Self::blocked(k, r)),
+                    Status::Skipped(_) => return Err(Self::blocked((k, r))),
                 };
                 // A domain alias whose address has no entry there does not
                 // match: the lookup falls through (the alias-domain maps
@@ -350,8 +353,8 @@ impl SourceWalk {
     /// `Err` when it runs into an entry that is not imported. (Postfix
     /// order: [`SourceWalk::postfix_reach`].)
     fn lookup(&self, addr: &Address, path: &mut Vec<Address>) -> Result<Option<Reach>, String> {
-        if let Some((k, r)) = self.routes.get_key_value(&RouteKey::Exact(addr.clone())) {
-            return self.expand((k, r), addr, path).map(Some);
+        if let Some(e) = self.entry(RouteKey::Exact(addr.clone())) {
+            return self.expand(e, addr, path).map(Some);
         }
         // smtpd asks `user+tag@dom`, then `user@dom` (aliases_virtual_get
         // in aliases.c), Dovecot's LMTP delivers `user+tag` to `user`,
@@ -377,20 +380,14 @@ impl SourceWalk {
         if self.deliverable.contains(addr) {
             return Ok(Some(Reach::mailbox(addr)));
         }
-        if let Some((k, r)) = self
-            .routes
-            .get_key_value(&RouteKey::Bare(addr.local().to_string()))
-        {
-            return Err(Self::blocked(k, r));
+        if let Some(e) = self.entry(RouteKey::Bare(addr.local().to_string())) {
+            return Err(Self::blocked(e));
         }
-        if let Some((k, r)) = self
-            .routes
-            .get_key_value(&RouteKey::CatchAll(addr.domain().clone()))
-        {
-            return self.expand((k, r), addr, path).map(Some);
+        if let Some(e) = self.entry(RouteKey::CatchAll(addr.domain().clone())) {
+            return self.expand(e, addr, path).map(Some);
         }
-        if let Some((k, r)) = self.routes.get_key_value(&RouteKey::Global) {
-            return Err(Self::blocked(k, r));
+        if let Some(e) = self.entry(RouteKey::Global) {
+            return Err(Self::blocked(e));
         }
         Ok(None)
     }
@@ -399,7 +396,7 @@ impl SourceWalk {
     /// addresses being expanded, for loop detection.
     pub fn expand(
         &self,
-        (k, r): (&RouteKey, &RouteEntry),
+        (k, r): Found<'_>,
         addr: &Address,
         path: &mut Vec<Address>,
     ) -> Result<Reach, String> {
@@ -412,7 +409,7 @@ impl SourceWalk {
         let targets = match &r.status {
             Status::Ok(t) => t,
             Status::Bounced(_) => return Ok(bounce),
-            Status::Skipped(_) => return Err(Self::blocked(k, r)),
+            Status::Skipped(_) => return Err(Self::blocked((k, r))),
         };
         // The targets of the address last on `path` are nodes of depth
         // `path.len()` (the recipient is first, depth 0): at smtpd's limit
