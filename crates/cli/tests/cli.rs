@@ -375,6 +375,10 @@ fn targets_may_be_one_comma_separated_list_as_in_smtpds_aliases() {
             "{list:?}: {err}"
         );
     }
+    // One empty target without a comma is an address that is not one.
+    let (code, err) = db.code(&["alias", "add", "list@barrera.io", " "]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("expected local@domain"), "{err}");
     assert_eq!(db.snapshot(), before);
 }
 

@@ -64,7 +64,9 @@ fn parse_targets(pattern: &AddressPattern, texts: &[String]) -> Result<Vec<Strin
     let mut out: Vec<String> = Vec::new();
     for arg in texts {
         let pieces: Vec<&str> = arg.split(',').map(str::trim).collect();
-        if pieces.iter().any(|p| p.is_empty()) {
+        // Without a comma the argument is one target, whose own error
+        // says what is wrong with it.
+        if pieces.len() > 1 && pieces.iter().any(|p| p.is_empty()) {
             return Err(CliError::usage(format!(
                 "invalid target list {arg:?}: an empty target between commas"
             )));
