@@ -69,6 +69,24 @@ pub enum AddressError {
     Wildcard(String),
 }
 
+impl AddressError {
+    /// What is wrong, without the input: for messages about text that may
+    /// be a secret (a password typed into the wrong field of a file).
+    pub fn reason(&self) -> String {
+        match self {
+            AddressError::Shape(_) => "expected local@domain".into(),
+            AddressError::TooLong { what, max, .. } => format!("{what} is longer than {max} bytes"),
+            AddressError::LocalChar { .. } => {
+                "a character that is not allowed in the local part".into()
+            }
+            AddressError::Dots(_) => "the local part has a leading, trailing or doubled dot".into(),
+            AddressError::Domain { why, .. } => format!("invalid domain: {why}"),
+            AddressError::TwoWildcards(_) => "at most one % is allowed".into(),
+            AddressError::Wildcard(_) => "% is a wildcard, not allowed here".into(),
+        }
+    }
+}
+
 /// A domain in normal form: lower-case IDNA ASCII, no trailing dot.
 ///
 /// Shared, not copied, when cloned: every [`Address`] holds its domain, and

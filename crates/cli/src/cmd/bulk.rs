@@ -98,10 +98,28 @@ fn parse(text: &str, delimiter: char) -> Result<Vec<Entry>, String> {
                 ))
             }
         };
-        let address = super::user::mailbox_address(addr.trim(), delimiter)
-            .map_err(|e| format!("line {line}: {e}"))?;
+        // A field that is not what its place asks for is not shown either:
+        // a line with its fields in the wrong order (`password<TAB>hash`)
+        // puts a secret there. Only text that parsed as an address is.
+        let address = match Address::parse(addr.trim()) {
+            Ok(_) => super::user::mailbox_address(addr.trim(), delimiter)
+                .map_err(|e| format!("line {line}: {e}"))?,
+            Err(e) => {
+                return Err(format!(
+                    "line {line}: the first field is not an address ({}; the field is not \
+                     shown, it may be a password)",
+                    e.reason()
+                ))
+            }
+        };
         let quota = match quota {
-            Some(q) => crate::quota::parse(q.trim()).map_err(|e| format!("line {line}: {e}"))?,
+            Some(q) => crate::quota::parse(q.trim()).map_err(|_| {
+                format!(
+                    "line {line}: the second field of three is not a quota (a size such as \
+                     500M, 2G, 1T, a byte count, or none; the field is not shown, it may be a \
+                     password)"
+                )
+            })?,
             None => None,
         };
         let hash = PasswordHash::new(hash.trim());
@@ -164,14 +182,35 @@ mod tests {
                 format!("a@ex.org {BCRYPT}\n"),
                 "line 1: expected address<TAB>hash",
             ),
-            (format!("not an address\t{BCRYPT}\n"), "line 1: "),
+            (
+                format!("not an address\t{BCRYPT}\n"),
+                "line 1: the first field is not an address (expected local@domain;",
+            ),
+            // Fields in the wrong place: a password where the address or
+            // the quota goes, a hash where the quota goes.
+            (
+                format!("hunter2secret\t{BCRYPT}\n"),
+                "line 1: the first field is not an address",
+            ),
+            (
+                "b@ex.org\thunter2secret\t2G\n".to_string(),
+                "line 1: the second field of three is not a quota",
+            ),
+            (
+                format!("b@ex.org\t{BCRYPT}\t\n"),
+                "line 1: the second field of three is not a quota",
+            ),
+            (
+                format!("hunter2 secret@ex.org\t{BCRYPT}\n"),
+                "line 1: the first field is not an address (a character that is not allowed",
+            ),
             (
                 format!("a+b@ex.org\t{BCRYPT}\n"),
                 "line 1: a+b@ex.org cannot be a mailbox: `+` is the tag delimiter",
             ),
             (
                 format!("a@ex.org\t10%\t{BCRYPT}\n"),
-                "line 1: invalid quota \"10%\"",
+                "line 1: the second field of three is not a quota (a size such as 500M",
             ),
             (
                 format!("a@ex.org\t{BCRYPT}\n\nA@ex.org\t{BCRYPT}\n"),
@@ -186,6 +225,7 @@ mod tests {
             let e = parse(&text, '+').err().unwrap();
             assert!(e.contains(want), "{text:?}: {e}");
             assert!(!e.contains("hunter2"), "{e}");
+            assert!(!e.contains("$2b$"), "{e}");
         }
     }
 }
