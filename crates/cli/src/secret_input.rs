@@ -1,10 +1,23 @@
 //! Reading a password: from a terminal prompt without echo (asked twice), or
 //! the first line of stdin with `--password-stdin`. Never from argv, where
 //! every local user could read it in `ps`.
+//!
+//! The one decision a reader might question: the prompt turns echo off and
+//! leaves the terminal in canonical mode, so the kernel's own line editing
+//! (erase, kill, `^V`) applies and every other byte typed reaches the
+//! password checks. A prompt in raw mode that edits the line itself drops
+//! what it does not know (a tab, `^A`, an arrow key's escape sequence):
+//! the stored password would then differ from the one typed, and the
+//! checks that refuse such characters on every other path would never see
+//! them (termios(3), "Canonical and noncanonical mode").
 
 use crate::error::CliError;
 use mailtable_core::Secret;
-use std::io::{BufRead, IsTerminal};
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::termios::{self, LocalFlags, SetArg};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use zeroize::Zeroize;
 
 /// Read a new password for `what`.
 pub fn read(password_stdin: bool, what: &str) -> Result<Secret, CliError> {
@@ -17,7 +30,7 @@ pub fn read(password_stdin: bool, what: &str) -> Result<Secret, CliError> {
         let pw = line.strip_suffix('\n').unwrap_or(&line);
         let pw = pw.strip_suffix('\r').unwrap_or(pw);
         let secret = Secret::new(pw);
-        line.clear();
+        line.zeroize();
         if secret.expose().is_empty() {
             return Err(CliError::usage("empty password on stdin"));
         }
@@ -28,16 +41,167 @@ pub fn read(password_stdin: bool, what: &str) -> Result<Secret, CliError> {
             "no terminal to prompt for a password; use --password-stdin",
         ));
     }
-    let first = Secret::new(
-        rpassword::prompt_password(format!("Password for {what}: "))
-            .map_err(|e| CliError::usage(format!("cannot read the password: {e}")))?,
-    );
-    let again = Secret::new(
-        rpassword::prompt_password("Again: ")
-            .map_err(|e| CliError::usage(format!("cannot read the password: {e}")))?,
-    );
+    let first = prompt(&format!("Password for {what}: "))?;
+    let again = prompt("Again: ")?;
     if first != again {
         return Err(CliError::usage("the two passwords differ"));
     }
     Ok(first)
+}
+
+/// One line typed at the controlling terminal after `text`, not echoed.
+fn prompt(text: &str) -> Result<Secret, CliError> {
+    let cannot =
+        |e: &dyn std::fmt::Display| CliError::usage(format!("cannot read the password: {e}"));
+    let tty = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|e| cannot(&e))?;
+    // `^C` is caught before echo goes off, so that it never ends the
+    // process with echo off (it is raised again once echo is back on), and
+    // echo goes off before the prompt shows, so that keys typed as soon as
+    // it does are not echoed either.
+    let interrupt = Interrupt::catch().map_err(|e| cannot(&e))?;
+    let quiet = Quiet::on(&tty).map_err(|e| cannot(&e))?;
+    let got = (&tty)
+        .write_all(text.as_bytes())
+        .and_then(|()| read_line(&tty, &interrupt));
+    drop(quiet);
+    drop(interrupt);
+    let mut line = match got {
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+            // Echo is back on: now `^C` may do what it does by default.
+            let _ = signal::raise(Signal::SIGINT);
+            return Err(CliError::usage("interrupted at the password prompt"));
+        }
+        other => other.map_err(|e| cannot(&e))?,
+    };
+    let secret = match line.as_slice() {
+        [] => Err(CliError::usage(
+            "no password typed (end of input at the prompt)",
+        )),
+        typed => {
+            let typed = typed.strip_suffix(b"\n").unwrap_or(typed);
+            match std::str::from_utf8(typed) {
+                // Arrow and function keys arrive as escape sequences the
+                // prompt does not edit with: what was stored would not be
+                // what the admin saw themselves type.
+                Ok(pw) if pw.chars().any(char::is_control) => Err(CliError::usage(
+                    "password refused: it holds a control character (a tab, ^A, or a key \
+                     such as an arrow, which this prompt does not edit with); nothing was \
+                     stored",
+                )),
+                Ok(pw) => Ok(Secret::new(pw)),
+                Err(_) => Err(CliError::usage(
+                    "the password typed is not UTF-8 text (check the terminal's character set)",
+                )),
+            }
+        }
+    };
+    line.zeroize();
+    secret
+}
+
+/// One canonical-mode read: the line up to and with its `\n`, or what was
+/// typed before `^D` (nothing at all: end of input). `^C` ends the read
+/// with [`io::ErrorKind::Interrupted`].
+fn read_line(mut tty: &File, interrupt: &Interrupt) -> io::Result<Vec<u8>> {
+    // Canonical mode hands over at most one line, of at most 4095 bytes
+    // (N_TTY_BUF_SIZE), whatever the buffer: typed-ahead lines wait for
+    // the next prompt.
+    let mut buf = vec![0u8; 4096];
+    let got = loop {
+        if interrupt.caught() {
+            break Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+        }
+        match tty.read(&mut buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && interrupt.caught() => {
+                break Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => break other,
+        }
+    };
+    let n = match got {
+        Ok(n) => n,
+        Err(e) => {
+            buf.zeroize();
+            return Err(e);
+        }
+    };
+    let line = buf[..n].to_vec();
+    buf.zeroize();
+    Ok(line)
+}
+
+/// Echo off (the newline still echoed, so the next output starts on a
+/// line of its own) until dropped, which puts the terminal back as it was,
+/// also when the read failed.
+struct Quiet<'a> {
+    tty: &'a File,
+    saved: termios::Termios,
+}
+
+impl<'a> Quiet<'a> {
+    fn on(tty: &'a File) -> io::Result<Quiet<'a>> {
+        let saved = termios::tcgetattr(tty)?;
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        quiet
+            .local_flags
+            .insert(LocalFlags::ICANON | LocalFlags::ECHONL);
+        // TCSANOW, not TCSAFLUSH: a password typed ahead (or fed by a
+        // script through a pty) is kept.
+        termios::tcsetattr(tty, SetArg::TCSANOW, &quiet)?;
+        Ok(Quiet { tty, saved })
+    }
+}
+
+impl Drop for Quiet<'_> {
+    fn drop(&mut self) {
+        // Nothing better to do if this fails: the terminal is gone.
+        let _ = termios::tcsetattr(self.tty, SetArg::TCSANOW, &self.saved);
+    }
+}
+
+static CAUGHT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    CAUGHT.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// `SIGINT` turned into an interrupted read while the prompt waits: the
+/// default action would end the process with echo still off. Dropping it
+/// restores the previous action; [`prompt`] raises the signal again once
+/// the terminal is restored.
+struct Interrupt {
+    previous: SigAction,
+}
+
+impl Interrupt {
+    fn catch() -> io::Result<Interrupt> {
+        CAUGHT.store(false, std::sync::atomic::Ordering::SeqCst);
+        // No SA_RESTART: the read must return EINTR.
+        let action = SigAction::new(
+            SigHandler::Handler(on_interrupt),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe.
+        let previous = unsafe { signal::sigaction(Signal::SIGINT, &action) }?;
+        Ok(Interrupt { previous })
+    }
+
+    fn caught(&self) -> bool {
+        CAUGHT.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        // SAFETY: puts back the action that was in place before `catch`.
+        let _ = unsafe { signal::sigaction(Signal::SIGINT, &self.previous) };
+    }
 }
