@@ -172,3 +172,36 @@ fn interrupt_and_end_of_input_leave_the_terminal_as_it_was() {
     assert!(t.flags.contains(LocalFlags::ECHO), "echo left off after ^D");
     assert_eq!(stored_hash(&path, "c"), None);
 }
+
+/// Nothing is asked for an address that cannot take it.
+#[test]
+fn no_prompt_for_an_address_without_a_mailbox() {
+    let (_dir, _path, url) = fresh();
+    let t = on_terminal(
+        &url,
+        &["user", "passwd", "ghost@example.com"],
+        b"typed in vain\ntyped in vain\n",
+    );
+    assert_eq!(t.status.code(), Some(1), "{}", t.screen);
+    assert!(
+        t.screen.contains("ghost@example.com has no mailbox"),
+        "{}",
+        t.screen
+    );
+    assert!(!t.screen.contains("Password for"), "{}", t.screen);
+    let pw = "new pass 2";
+    let keys = b"first pass 1\nfirst pass 1\n";
+    let t = on_terminal(&url, &["user", "add", "dan@example.com"], keys);
+    assert_eq!(t.status.code(), Some(0), "{}", t.screen);
+    let t = on_terminal(
+        &url,
+        &["user", "passwd", "dan@example.com"],
+        format!("{pw}\n{pw}\n").as_bytes(),
+    );
+    assert_eq!(t.status.code(), Some(0), "{}", t.screen);
+    assert!(
+        t.screen.contains("changed the password of dan@example.com"),
+        "{}",
+        t.screen
+    );
+}

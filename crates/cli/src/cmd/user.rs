@@ -333,6 +333,14 @@ fn check_found(r: &Resolver, s: &mut dyn Store, addr: &Address) -> Result<(), Cl
 
 fn passwd(ctx: &Ctx, address: &str, input: &PasswordInput) -> Result<Exit, CliError> {
     let addr = Address::parse(address)?;
+    // No password asked for an address without a mailbox (checked again
+    // in the write: another writer may come in between).
+    let existing = ctx
+        .open(Access::ReadOnly)?
+        .exact(addr.local(), addr.domain().as_str())?;
+    if !existing.iter().any(Row::is_mailbox) {
+        return Err(CliError::not_found(format!("{addr} has no mailbox")));
+    }
     let hash = new_hash(ctx, input, &addr.to_string())?;
     ctx.write(
         |s| match s.set_password(addr.local(), addr.domain().as_str(), &hash)? {
