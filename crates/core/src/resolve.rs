@@ -597,8 +597,12 @@ impl Resolver {
                 });
             }
             let made_here = from_address && row.mailbox.contains('%');
+            if made.expanded.contains(&(target.clone(), made_here)) {
+                continue;
+            }
             match self.match_with(store, &target, &ahead)? {
                 Some(next) => {
+                    made.expanded.insert((target.clone(), made_here));
                     path.push(target.clone());
                     let r = self.expand(store, &target, &next, made_here, path, out, made);
                     path.pop();
@@ -636,7 +640,10 @@ impl Resolver {
     ) -> Result<Vec<Destination>, ResolveError> {
         let mut out = Vec::new();
         let mut path: Vec<Address> = start.into_iter().cloned().collect();
-        let mut made = MadeTargets { unknown: false };
+        let mut made = MadeTargets {
+            unknown: false,
+            expanded: HashSet::new(),
+        };
         self.expand(store, origin, m, true, &mut path, &mut out, &mut made)?;
         let out = first_of_each(out);
         if out.is_empty() && !made.unknown {
@@ -1085,6 +1092,20 @@ pub struct Reach {
 struct MadeTargets {
     /// One of them is in one of our domains and has no rows.
     unknown: bool,
+    /// The targets expanded so far in this lookup, each with whether it
+    /// was made from the address ([`Resolver::expand`]'s `from_address`,
+    /// which is all its expansion depends on besides its path). One that
+    /// comes again by another way adds only destinations already found:
+    /// every destination reachable from it was, on the first way, or is
+    /// being found by an address on that way's path it looped back to.
+    /// Without this, aliases that fan out into each other level after
+    /// level (W targets per level, each level's aliases all pointing at
+    /// the next) cost W^depth probes for W×depth rows: seconds at W = 5,
+    /// while smtpd waits for the answer. (smtpd's own expansion tells
+    /// nodes apart by their parent, `expand_cmp` in
+    /// `usr.sbin/smtpd/expand.c`, and would walk every way; it gets the
+    /// final destinations instead.)
+    expanded: HashSet<(Address, bool)>,
 }
 
 /// A key's answer: its destinations, or not found when there are none
@@ -1573,6 +1594,64 @@ mod tests {
             r.resolve(&mut s, &Address::parse("a5@x.org").unwrap())
                 .unwrap(),
             Outcome::Found(vec![ext("final@y.org")])
+        );
+    }
+
+    /// Aliases that fan out into each other level after level: each of
+    /// `width` aliases of a level points at all of the next level's, the
+    /// last level at one mailbox, another level at each. The lookup costs
+    /// calls in proportion to the rows (each alias expanded once), not
+    /// `width^levels` (each expanded once per way to it), and the answer
+    /// is the same as for a chain: the mailboxes, each once, in row order.
+    #[test]
+    fn aliases_reached_many_ways_are_expanded_once() {
+        use crate::store::failing::FailingStore;
+        let (width, levels) = (4, 7);
+        let mut s = MemStore::default()
+            .with("hugo", "barrera.io", "hugo@barrera.io", Some("$2b$04$x"))
+            .with("ann", "barrera.io", "ann@barrera.io", Some("$2b$04$x"));
+        for w in 0..width {
+            s = s.with("top", "dag.org", &format!("l0x{w}@dag.org"), None);
+        }
+        for level in 0..levels {
+            for w in 0..width {
+                let name = format!("l{level}x{w}");
+                if level + 1 == levels {
+                    s = s.with(&name, "dag.org", "hugo@barrera.io", None);
+                    continue;
+                }
+                for next in 0..width {
+                    s = s.with(
+                        &name,
+                        "dag.org",
+                        &format!("l{}x{next}@dag.org", level + 1),
+                        None,
+                    );
+                }
+                if level == 2 && w == width - 1 {
+                    s = s.with(&name, "dag.org", "ann@barrera.io", None);
+                }
+            }
+        }
+        let rows = s.rows.len();
+        let mut counting = FailingStore::counting(s);
+        let r = Resolver::default();
+        let top = Address::parse("top@dag.org").unwrap();
+        assert_eq!(
+            r.resolve(&mut counting, &top).unwrap(),
+            Outcome::Found(vec![
+                Destination::Mailbox(Address::parse("hugo@barrera.io").unwrap()),
+                Destination::Mailbox(Address::parse("ann@barrera.io").unwrap()),
+            ])
+        );
+        let calls = counting.calls();
+        assert!(calls <= 4 * rows, "{calls} store calls for {rows} rows");
+        assert_eq!(
+            r.smtpd_answer(&mut counting, "top@dag.org").unwrap(),
+            Some(KeyAnswer::Items(vec![
+                "hugo_barrera.io".to_string(),
+                "ann_barrera.io".to_string()
+            ]))
         );
     }
 
