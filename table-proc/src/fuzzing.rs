@@ -94,23 +94,39 @@ fn check_replies(req: &Request) {
 pub fn text(data: &[u8]) {
     // Seeds are newline-terminated lines; the parsers take a line without it.
     let one = data.strip_suffix(b"\n").unwrap_or(data);
-    let from_bytes = text_proto::parse_request_bytes(one);
-    if let Ok(line) = std::str::from_utf8(one) {
-        let _ = text_proto::parse_config_line(line);
-        let parsed = text_proto::parse_request(line);
-        assert_eq!(parsed, from_bytes);
-        if let Ok(req) = parsed {
-            let mut out = Vec::new();
-            text_proto::write_request(&mut out, "t", "1795313212.429891", &req)
-                .expect("parsed requests are writable");
-            let again = std::str::from_utf8(&out).expect("utf-8 in, utf-8 out");
-            let again = again.strip_suffix('\n').expect("terminated");
-            assert_eq!(text_proto::parse_request(again), Ok(req.clone()));
+    let plain = text_proto::Session::default();
+    // A table whose name holds `|` (smtpd.conf allows it).
+    let piped = text_proto::Session {
+        table: "my|t".to_owned(),
+        ..text_proto::Session::default()
+    };
+    for session in [&plain, &piped] {
+        let from_bytes = text_proto::parse_request_bytes(one, session);
+        if let Ok(line) = std::str::from_utf8(one) {
+            let _ = text_proto::parse_config_line(line);
+            let parsed = text_proto::parse_request_in(line, session);
+            assert_eq!(parsed, from_bytes);
+            if let Ok(req) = parsed {
+                let name = if session.table.is_empty() {
+                    "t"
+                } else {
+                    &session.table
+                };
+                let mut out = Vec::new();
+                text_proto::write_request(&mut out, name, "1795313212.429891", &req)
+                    .expect("parsed requests are writable");
+                let again = std::str::from_utf8(&out).expect("utf-8 in, utf-8 out");
+                let again = again.strip_suffix('\n').expect("terminated");
+                assert_eq!(
+                    text_proto::parse_request_in(again, session),
+                    Ok(req.clone())
+                );
+                check_replies(&req);
+            }
+        }
+        if let Ok(req) = from_bytes {
             check_replies(&req);
         }
-    }
-    if let Ok(req) = from_bytes {
-        check_replies(&req);
     }
 
     // The loop. smtpd writes one line per request; grouping 2 or 3 lines per

@@ -151,14 +151,19 @@ fn serve_text(
     handler: &mut impl Handler,
     pending: &mut impl FnMut() -> bool,
 ) -> io::Result<()> {
-    let Some(table) = read_text_handshake(conn)? else {
+    let Some(session) = read_text_handshake(conn)? else {
         return Ok(());
     };
-    guarded("open", || handler.open(&table));
+    guarded("open", || handler.open(&session.table));
     let services = guarded("services", || handler.services()).unwrap_or_default();
     text::write_register(output, &services)?;
     output.flush()?;
-    info!(table, ?services, "serving OpenSMTPD text protocol 0.1");
+    info!(
+        table = session.table,
+        ?services,
+        "serving OpenSMTPD text protocol {}",
+        session.version
+    );
 
     loop {
         let Some(line) = conn.next_line()? else {
@@ -168,7 +173,7 @@ fn serve_text(
         if !injected && pending() {
             injected = conn.fill()? > 0;
         }
-        let parsed = text::parse_request_bytes(&line);
+        let parsed = text::parse_request_bytes(&line, &session);
         if injected {
             let dropped = conn.drain(pending)?;
             answer_injected(output, &parsed, dropped)?;
@@ -197,26 +202,29 @@ fn serve_text(
     }
 }
 
-/// The `config|...` lines up to `config|ready`; returns the table name, or
-/// `None` at EOF. Unknown keys and bad lines are logged and skipped: a
-/// newer smtpd may send more than 7.6 does.
-fn read_text_handshake(conn: &mut Input<impl Read>) -> io::Result<Option<String>> {
-    let mut table = String::new();
+/// The `config|...` lines up to `config|ready`; returns the table name and
+/// protocol version, or `None` at EOF. Unknown keys and bad lines are
+/// logged and skipped: a newer smtpd may send more than 7.6 does.
+fn read_text_handshake(conn: &mut Input<impl Read>) -> io::Result<Option<text::Session>> {
+    let mut session = text::Session::default();
     loop {
         let Some(line) = conn.next_line()? else {
             return Ok(None);
         };
         match text::parse_config_line(&String::from_utf8_lossy(&line)) {
-            Ok(ConfigLine::Ready) => return Ok(Some(table)),
+            Ok(ConfigLine::Ready) => return Ok(Some(session)),
             Ok(ConfigLine::Entry { key, value }) => {
                 debug!(key, value, "config");
                 match key.as_str() {
-                    "tablename" => table = value,
-                    "protocol" if value != text::PROTOCOL_VERSION => {
-                        warn!(
-                            version = value,
-                            "unknown table protocol version, trying 0.1"
-                        );
+                    "tablename" => session.table = value,
+                    "protocol" => {
+                        if value != text::PROTOCOL_VERSION {
+                            warn!(
+                                version = value,
+                                "unknown table protocol version, reading its requests as 0.1's"
+                            );
+                        }
+                        session.version = value;
                     }
                     _ => {}
                 }
@@ -661,6 +669,54 @@ mod tests {
         );
         assert_eq!(String::from_utf8_lossy(&out), REGISTERED);
         assert_eq!(h.opened, ["users"]);
+    }
+
+    /// Every request gets its answer when the table's name holds `|`
+    /// (smtpd.conf allows it) and when the handshake announces a version
+    /// other than 0.1: before, each request was skipped unanswered and
+    /// smtpd waited for ever.
+    #[test]
+    fn a_name_with_a_bar_and_a_newer_version_are_answered() {
+        for (version, name) in [("0.1", "my|users"), ("0.2", "users"), ("0.2", "a|b|c")] {
+            let mut h = Fake::default();
+            let handshake = format!(
+                "config|smtpd-version|7.9.0\nconfig|protocol|{version}\n\
+                 config|tablename|{name}\nconfig|ready\n"
+            );
+            let request = |op: &str, service: &str, id: &str, key: &str| {
+                format!("table|{version}|1795313212.429891|{name}|{op}|{service}|{id}|{key}\n")
+            };
+            let out = run_chunks(
+                vec![
+                    handshake,
+                    request("lookup", "alias", "00000001", "bob@example.org"),
+                    request("check", "alias", "00000002", "x|y@example.org"),
+                    format!("table|{version}|1795313212.429891|{name}|update|00000003\n"),
+                    format!("table|{version}|1795313212.429891|{name}|fetch|source|00000004\n"),
+                ],
+                &mut h,
+            );
+            assert_eq!(h.opened, [name], "{version} {name}");
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                format!(
+                    "{REGISTERED}lookup-result|00000001|found|bob_example.org\n\
+                     check-result|00000002|not-found\n\
+                     update-result|00000003|ok\n\
+                     fetch-result|00000004|found|127.0.0.1\n"
+                ),
+                "{version} {name}"
+            );
+            assert_eq!(
+                h.calls,
+                [
+                    "lookup alias bob@example.org",
+                    "check alias x|y@example.org",
+                    "update",
+                    "fetch source"
+                ]
+            );
+        }
     }
 
     #[test]

@@ -53,16 +53,49 @@ pub fn parse_config_line(line: &str) -> Result<ConfigLine, ProtoError> {
     })
 }
 
+/// What the handshake said that reading the requests depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// `config|protocol|`: the version every request line carries.
+    pub version: String,
+    /// `config|tablename|`: the table's name in smtpd.conf, which every
+    /// request line carries too.
+    pub table: String,
+}
+
+impl Default for Session {
+    /// Before (or without) a handshake: version 0.1, name unknown.
+    fn default() -> Session {
+        Session {
+            version: PROTOCOL_VERSION.to_owned(),
+            table: String::new(),
+        }
+    }
+}
+
 /// `line.splitn(8, '|')` into an array, with the number of fields: at most
 /// eight, the last (the key) may contain `|`. By hand, because this runs
 /// for every lookup and the generic splitter and a `Vec` cost more than the
 /// rest of parsing. `|` is ASCII, so every cut is at a char boundary.
-fn split_fields(line: &str) -> ([&str; 8], usize) {
+///
+/// The table name (field 3) is the one field before the key that may hold
+/// `|` too: smtpd.conf accepts `|` in an unquoted name (`allowed_in_string`
+/// in `usr.sbin/smtpd/parse.y`) and `table_proc.c` writes the name as it
+/// is. `table` is the name the handshake gave; where it holds `|` and the
+/// line carries it, it is taken whole. Without that, every request of such
+/// a table was unparseable, so never answered, and smtpd waited forever.
+fn split_fields<'a>(line: &'a str, table: &str) -> ([&'a str; 8], usize) {
     let mut fields = [""; 8];
     let mut count = 0;
     let mut rest = line;
     while count < 7 {
-        let Some(bar) = rest.bytes().position(|b| b == b'|') else {
+        let bar = match rest.as_bytes().get(table.len()) {
+            Some(b'|') if count == 3 && table.contains('|') && rest.starts_with(table) => {
+                Some(table.len())
+            }
+            _ => rest.bytes().position(|b| b == b'|'),
+        };
+        let Some(bar) = bar else {
             break;
         };
         fields[count] = &rest[..bar];
@@ -86,16 +119,27 @@ fn split_fields(line: &str) -> ([&str; 8], usize) {
 ///
 /// A request on an unknown service still yields its op and id, in
 /// [`ProtoError::UnknownService`], because smtpd waits for an answer to it.
+///
+/// This reads version 0.1 of a table whose name has no `|`; the serving
+/// loop reads with what its handshake said ([`parse_request_in`]).
 pub fn parse_request(line: &str) -> Result<Request, ProtoError> {
+    parse_request_in(line, &Session::default())
+}
+
+/// [`parse_request`] in a session: the version field must be the one the
+/// handshake announced (a newer smtpd's requests are read as 0.1's, as the
+/// handshake's warning says, rather than left unanswered), and the table
+/// name is the one it gave, `|` and all.
+pub fn parse_request_in(line: &str, session: &Session) -> Result<Request, ProtoError> {
     if line.contains('\n') {
         return Err(ProtoError::LineFeed);
     }
-    let (slots, count) = split_fields(line);
+    let (slots, count) = split_fields(line, &session.table);
     let fields = &slots[..count];
     if fields.first() != Some(&"table") || fields.len() < 5 {
         return Err(ProtoError::NotARequest);
     }
-    if fields[1] != PROTOCOL_VERSION {
+    if fields[1] != session.version {
         return Err(ProtoError::Version(fields[1].to_owned()));
     }
     if !valid_timestamp(fields[2]) {
@@ -152,16 +196,35 @@ pub fn parse_request(line: &str) -> Result<Request, ProtoError> {
 /// gives [`ProtoError::KeyNotUtf8`] with its op and id so that it can still
 /// be answered; other non-UTF-8 fields are read lossily (the table name and
 /// timestamp are never used, and a damaged id fails validation).
-pub fn parse_request_bytes(line: &[u8]) -> Result<Request, ProtoError> {
+pub fn parse_request_bytes(line: &[u8], session: &Session) -> Result<Request, ProtoError> {
     if let Ok(s) = std::str::from_utf8(line) {
-        return parse_request(s);
+        return parse_request_in(s, session);
     }
-    // The key starts after the seventh `|`.
+    // The key starts after the seventh `|`, not counting those of the
+    // table's name.
+    let name_bars = match line.split(|&b| b == b'|').nth(3) {
+        Some(_) if session.table.contains('|') => {
+            let head: usize = line
+                .split(|&b| b == b'|')
+                .take(3)
+                .map(|f| f.len() + 1)
+                .sum();
+            let name = session.table.as_bytes();
+            let here = line.get(head..).unwrap_or_default();
+            match here.strip_prefix(name) {
+                Some(after) if after.first() == Some(&b'|') => {
+                    name.iter().filter(|&&b| b == b'|').count()
+                }
+                _ => 0,
+            }
+        }
+        _ => 0,
+    };
     let key_start = line
         .iter()
         .enumerate()
         .filter(|&(_, &b)| b == b'|')
-        .nth(6)
+        .nth(6 + name_bars)
         .map(|(i, _)| i + 1);
     let (head, key) = match key_start {
         Some(i) => line.split_at(i),
@@ -169,9 +232,9 @@ pub fn parse_request_bytes(line: &[u8]) -> Result<Request, ProtoError> {
     };
     let head = String::from_utf8_lossy(head);
     match std::str::from_utf8(key) {
-        Ok(key) => parse_request(&format!("{head}{key}")),
+        Ok(key) => parse_request_in(&format!("{head}{key}"), session),
         Err(_) => {
-            let req = parse_request(&head)?;
+            let req = parse_request_in(&head, session)?;
             Err(ProtoError::KeyNotUtf8 {
                 op: req.op,
                 id: req.id,
@@ -259,11 +322,12 @@ pub fn write_reply(w: &mut impl Write, op: Op, id: &str, answer: &Answer) -> io:
 }
 
 /// Writes `req` as smtpd would, for table `table` at `timestamp`
-/// (`seconds.micros`). The inverse of [`parse_request`], for tests and the
-/// fuzz round trip.
+/// (`seconds.micros`). The inverse of [`parse_request_in`] in a session of
+/// that table, for tests and the fuzz round trip (a name may hold `|`, as
+/// smtpd's may).
 ///
 /// Refuses with [`io::ErrorKind::InvalidInput`] what smtpd could not send
-/// and [`parse_request`] would not read back: a bad id, table name or
+/// and [`parse_request_in`] would not read back: a bad id, table name or
 /// timestamp, a key with `\n`, a key on fetch or update, a missing service
 /// (or one on update).
 pub fn write_request(
@@ -273,7 +337,7 @@ pub fn write_request(
     req: &Request,
 ) -> io::Result<()> {
     let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_owned());
-    if table.is_empty() || table.contains(['|', '\n']) {
+    if table.is_empty() || table.contains('\n') {
         return Err(invalid("bad table name"));
     }
     if !valid_timestamp(timestamp) {
@@ -341,10 +405,86 @@ mod tests {
         }
         assert_eq!(lines.len(), (0..=9).map(|n| 3usize.pow(n)).sum::<usize>());
         for line in &lines {
-            let (fields, count) = split_fields(line);
+            let (fields, count) = split_fields(line, "");
             let want: Vec<&str> = line.splitn(8, '|').collect();
             assert_eq!(&fields[..count], &want[..], "{line:?}");
+            // A name without `|` changes nothing.
+            assert_eq!(split_fields(line, "a"), (fields, count), "{line:?}");
         }
+    }
+
+    #[test]
+    fn a_table_name_with_bars_is_one_field() {
+        let s = Session {
+            table: "my|users".into(),
+            ..Session::default()
+        };
+        for (line, want) in [
+            (
+                "table|0.1|1.5|my|users|lookup|credentials|00000001|hugo@barrera.io",
+                Ok(req(
+                    Op::Lookup,
+                    Some(Service::Credentials),
+                    "00000001",
+                    "hugo@barrera.io",
+                )),
+            ),
+            (
+                "table|0.1|1.5|my|users|check|alias|00000002|a|b",
+                Ok(req(Op::Check, Some(Service::Alias), "00000002", "a|b")),
+            ),
+            (
+                "table|0.1|1.5|my|users|update|00000003",
+                Ok(req(Op::Update, None, "00000003", "")),
+            ),
+            (
+                "table|0.1|1.5|my|users|fetch|source|00000004",
+                Ok(req(Op::Fetch, Some(Service::Source), "00000004", "")),
+            ),
+            // Another name (not this table's) is split as before.
+            (
+                "table|0.1|1.5|other|lookup|alias|00000005|x",
+                Ok(req(Op::Lookup, Some(Service::Alias), "00000005", "x")),
+            ),
+            // A name that only starts like this table's is not taken.
+            (
+                "table|0.1|1.5|my|usersx|lookup|alias|00000006|x",
+                Err(ProtoError::UnknownOp("usersx".into())),
+            ),
+        ] {
+            assert_eq!(parse_request_in(line, &s), want, "{line}");
+            assert_eq!(parse_request_bytes(line.as_bytes(), &s), want, "{line}");
+        }
+        // The 8-bit key path counts the name's bars too.
+        let mut line = b"table|0.1|1.5|my|users|lookup|alias|00000007|b".to_vec();
+        line.push(0xff);
+        assert_eq!(
+            parse_request_bytes(&line, &s),
+            Err(ProtoError::KeyNotUtf8 {
+                op: Op::Lookup,
+                id: "00000007".to_owned()
+            })
+        );
+        // Without the handshake's name the line is not a request.
+        assert!(parse_request("table|0.1|1.5|my|users|lookup|alias|00000001|x").is_err());
+    }
+
+    #[test]
+    fn the_announced_version_is_read() {
+        let s = Session {
+            version: "0.2".into(),
+            ..Session::default()
+        };
+        let line = "table|0.2|1.5|t|lookup|alias|00000001|x";
+        assert_eq!(
+            parse_request_in(line, &s),
+            Ok(req(Op::Lookup, Some(Service::Alias), "00000001", "x"))
+        );
+        assert_eq!(
+            parse_request_in("table|0.1|1.5|t|lookup|alias|00000001|x", &s),
+            Err(ProtoError::Version("0.1".into()))
+        );
+        assert_eq!(parse_request(line), Err(ProtoError::Version("0.2".into())));
     }
 
     fn reply(op: Op, id: &str, answer: &Answer) -> String {
@@ -559,7 +699,7 @@ mod tests {
         let mut line = b"table|0.1|1.5|t|lookup|credentials|abcdef01|b".to_vec();
         line.push(0xff);
         assert_eq!(
-            parse_request_bytes(&line),
+            parse_request_bytes(&line, &Session::default()),
             Err(ProtoError::KeyNotUtf8 {
                 op: Op::Lookup,
                 id: "abcdef01".to_owned()
@@ -567,7 +707,7 @@ mod tests {
         );
         let line = "table|0.1|1.5|t|lookup|alias|abcdef01|jürgen@x.org".as_bytes();
         assert_eq!(
-            parse_request_bytes(line).map(|r| r.key),
+            parse_request_bytes(line, &Session::default()).map(|r| r.key),
             Ok("jürgen@x.org".to_owned())
         );
     }
@@ -578,18 +718,18 @@ mod tests {
         line.push(0xe9);
         line.extend_from_slice(b"|lookup|alias|abcdef01|bob|x");
         assert_eq!(
-            parse_request_bytes(&line),
+            parse_request_bytes(&line, &Session::default()),
             Ok(req(Op::Lookup, Some(Service::Alias), "abcdef01", "bob|x"))
         );
         let mut line = b"table|0.1|1.5|t".to_vec();
         line.push(0xe9);
         line.extend_from_slice(b"|update|abcdef01");
         assert_eq!(
-            parse_request_bytes(&line),
+            parse_request_bytes(&line, &Session::default()),
             Ok(req(Op::Update, None, "abcdef01", ""))
         );
         assert_eq!(
-            parse_request_bytes(&[0xff, b'|']),
+            parse_request_bytes(&[0xff, b'|'], &Session::default()),
             Err(ProtoError::NotARequest)
         );
     }
@@ -814,7 +954,7 @@ mod tests {
         }
         let ok = req(Op::Update, None, "ecbaaee1", "");
         assert!(write_request(&mut Vec::new(), "", "1.5", &ok).is_err());
-        assert!(write_request(&mut Vec::new(), "a|b", "1.5", &ok).is_err());
+        assert!(write_request(&mut Vec::new(), "a\nb", "1.5", &ok).is_err());
         assert!(write_request(&mut Vec::new(), "t", "now", &ok).is_err());
     }
 }
