@@ -136,6 +136,20 @@ impl Db {
         (self.json(&["user", "list", "--json"]), aliases)
     }
 
+    /// Runs `sql` on the database, as another program would.
+    fn sql(&self, sql: &str) {
+        match &self.at {
+            Where::Sqlite(_) => {
+                let path = self.url.strip_prefix("sqlite://").unwrap();
+                rusqlite::Connection::open(path)
+                    .unwrap()
+                    .execute_batch(sql)
+                    .unwrap();
+            }
+            Where::Postgres { .. } => pg_exec(&self.url, sql),
+        }
+    }
+
     /// `user list --json` as (address, active, quota).
     fn users(&self) -> Vec<(String, bool, Option<String>)> {
         self.json(&["user", "list", "--json"])
@@ -207,6 +221,32 @@ macro_rules! both {
         }
     };
 }
+
+// A database without the users table (a wrong path, another program's
+// database) is bad input with the fix, exit 2, for reads and writes: not
+// a temporary failure (75) a script would retry for ever.
+both!(a_database_without_the_users_table, |db| {
+    db.sql("DROP TABLE users; DROP TABLE mailtable_schema");
+    for (args, stdin) in [
+        (&["user", "list"][..], None),
+        (&["alias", "list"], None),
+        (&["resolve", "a@b.org"], None),
+        (
+            &["user", "add", "a@b.org", "--password-stdin"],
+            Some("secret\n"),
+        ),
+        (&["alias", "add", "x@b.org", "a@b.org"], None),
+        (&["user", "disable", "a@b.org"], None),
+    ] {
+        let out = db.run(args, stdin);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("has no users table; create it with `mailtable init`"),
+            "{args:?}: {err}"
+        );
+    }
+});
 
 both!(quotas, |db| {
     db.add_user("hugo@barrera.io", &["--quota", "2g"]);

@@ -254,6 +254,13 @@ fn map_err(path: &Path, bound: Duration, e: rusqlite::Error) -> StoreError {
                 C::DatabaseCorrupt => {
                     StoreError::Unavailable(format!("{shown} is corrupt: {detail}"))
                 }
+                // A database without mailtable's table (a wrong path, a
+                // file of another program): no retry will find it, and
+                // the CLI says so with exit 2; the daemons still answer a
+                // temporary failure, as for every schema problem.
+                _ if detail.starts_with("no such table: users") => StoreError::Schema(format!(
+                    "{shown} has no users table; create it with `mailtable init`"
+                )),
                 _ => StoreError::Other(format!("{shown}: {detail}")),
             }
         }

@@ -152,6 +152,12 @@ fn map_db(shown: &str, bound: Duration, db: &DbError) -> StoreError {
             StoreError::Unavailable(text)
         }
         _ if *code == SqlState::INSUFFICIENT_PRIVILEGE => StoreError::Unavailable(text),
+        // As SQLite's "no such table" (sqlite.rs): a wrong database.
+        _ if *code == SqlState::UNDEFINED_TABLE && db.message().contains("\"users\"") => {
+            StoreError::Schema(format!(
+                "{text}: it has no users table; create it with `mailtable init`"
+            ))
+        }
         _ => StoreError::Other(text),
     }
 }
