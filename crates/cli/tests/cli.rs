@@ -224,11 +224,28 @@ fn resolve_reports_what_smtpd_gets() {
              ('l1', 'barrera.io', 'l2@barrera.io'), ('l2', 'barrera.io', 'l1@barrera.io')",
         )
         .unwrap();
-    let out = db.run_in(&["resolve", "l1@barrera.io", "--json"], None);
+    let out = db.run_in(&["resolve", "l1+x@barrera.io", "--json"], None);
     assert_eq!(out.status.code(), Some(75));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["result"], "error", "{v}");
     assert!(v["error"].as_str().unwrap().contains("loop"), "{v}");
+    // smtpd's lookups up to the key answered `error` (they were left out
+    // when the walk met a loop or a target without rows).
+    let walk = v["smtpd_walk"].as_array().unwrap();
+    assert_eq!(walk.len(), 2, "{v}");
+    assert_eq!(walk[0]["key"], "l1+x@barrera.io", "{v}");
+    assert_eq!(walk[0]["answer"], Value::Null, "{v}");
+    assert_eq!(walk[1]["key"], "l1@barrera.io", "{v}");
+    assert!(
+        walk[1]["error"].as_str().unwrap().contains("alias loop"),
+        "{v}"
+    );
+    let text = db.run_in(&["resolve", "l1+x@barrera.io"], None);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("l1@barrera.io") && text.contains("error: alias loop"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -821,10 +821,15 @@ impl Resolver {
     ) -> Result<Vec<WalkEntry>, ResolveError> {
         let mut walk = Vec::new();
         for key in self.smtpd_keys(addr) {
-            let (answer, error) = match self.smtpd_answer(store, &key)? {
-                None => (None, None),
-                Some(KeyAnswer::Items(items)) => (Some(items), None),
-                Some(KeyAnswer::Unusable(why)) => (None, Some(why)),
+            let (answer, error) = match self.smtpd_answer(store, &key) {
+                Ok(None) => (None, None),
+                Ok(Some(KeyAnswer::Items(items))) => (Some(items), None),
+                Ok(Some(KeyAnswer::Unusable(why))) => (None, Some(why)),
+                // The database failing is the caller's error; a loop, a
+                // target without rows or a bad row is what the table
+                // answers this key: `error`, and smtpd stops there.
+                Err(ResolveError::Store(e)) => return Err(e.into()),
+                Err(e) => (None, Some(e.to_string())),
             };
             let hit = answer.is_some() || error.is_some();
             walk.push(WalkEntry { key, answer, error });
