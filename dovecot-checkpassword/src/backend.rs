@@ -340,6 +340,17 @@ pub fn checkpassword_answer(
         Mode::PassdbLookup | Mode::CredentialsLookup { .. } => {
             directory.passdb_lookup(store, user).map(lookup_outcome)
         }
+        // Whether the user exists and may log in, as dict and Lua answer
+        // Dovecot's `skip_password_check`: a disabled mailbox gets
+        // `nologin`, which the login process refuses. No `password`
+        // field: this is a login, not a credentials lookup.
+        Mode::MasterLogin { master } => directory.passdb_lookup(store, user).map(|r| {
+            lookup_outcome(r).map(|mut a| {
+                tracing::info!(master = %master, user = %a.user, "checkpassword: master user login");
+                a.fields.retain(|(k, _)| k != "password");
+                a
+            })
+        }),
         Mode::UserdbLookup => directory.userdb_lookup(store, user).map(|r| {
             lookup_outcome(r).map(|a| Account {
                 fields: userdb_fields(&a.fields),
@@ -1345,6 +1356,28 @@ mod tests {
             password: secret(pw),
         };
         checkpassword_answer(&dir(), store, &mode, &request)
+    }
+
+    /// A master user's login: the master's password (any) is not checked;
+    /// the user must exist, and a disabled one is answered `nologin`.
+    #[test]
+    fn checkpassword_master_login() {
+        let mut s = fixture();
+        let master = || Mode::MasterLogin {
+            master: "admin".into(),
+        };
+        let (o, f) = cp(master(), "hugo@barrera.io", "the master's pw", &mut s);
+        assert_eq!(o, Outcome::Success);
+        assert_eq!(o.exit_code(&master()), 0);
+        assert_eq!(f[0], ("user".to_string(), "hugo@barrera.io".to_string()));
+        assert!(f.contains(&("userdb_uid".into(), "2000".into())));
+        assert!(f.iter().all(|(k, _)| k != "password"), "{f:?}");
+        assert!(f.iter().all(|(k, _)| k != "nologin"), "{f:?}");
+        let (o, f) = cp(master(), "off@barrera.io", "x", &mut s);
+        assert_eq!(o, Outcome::Success);
+        assert!(f.contains(&("nologin".into(), "y".into())), "{f:?}");
+        let (o, _) = cp(master(), "nobody@barrera.io", "x", &mut s);
+        assert_eq!((o, o.exit_code(&master())), (Outcome::Unknown, 1));
     }
 
     #[test]

@@ -135,6 +135,18 @@ pub fn parse_request(input: &[u8]) -> Result<CheckpasswordRequest, RequestError>
 pub enum Mode {
     /// Plaintext login: check the password (`AUTHORIZED` unset).
     Verify,
+    /// A master user's login as this user (`AUTHORIZED` unset,
+    /// `MASTER_USER=<master>`): Dovecot has checked the master's password
+    /// in the master passdb, which has `pass = yes`, and asks this passdb
+    /// whether the user exists and may log in. It sets the variable only
+    /// then (`checkpassword_setup_env` in
+    /// core@2.3.19.1:src/auth/db-checkpassword.c; `master_user` is filled
+    /// in after the master passdb succeeded), and it passes the master's
+    /// password, which no user's hash matches: the password is not checked.
+    MasterLogin {
+        /// The master user's name, for the log.
+        master: String,
+    },
     /// passdb credentials lookup for a non-plaintext mechanism
     /// (`AUTHORIZED=1 CREDENTIALS_LOOKUP=1 SCHEME=<scheme>`): reply with
     /// `password={SCHEME}…`.
@@ -162,7 +174,12 @@ impl Mode {
     {
         let set = |name: &str| get(name).is_some_and(|v| !v.as_ref().is_empty());
         if !set("AUTHORIZED") {
-            return Mode::Verify;
+            return match get("MASTER_USER") {
+                Some(m) if !m.as_ref().is_empty() => Mode::MasterLogin {
+                    master: m.as_ref().to_string_lossy().into_owned(),
+                },
+                _ => Mode::Verify,
+            };
         }
         if !set("CREDENTIALS_LOOKUP") {
             return Mode::UserdbLookup;
@@ -179,7 +196,7 @@ impl Mode {
 
     /// Whether this is one of the lookup modes (exit 2/3 instead of 0/1).
     pub fn is_lookup(&self) -> bool {
-        !matches!(self, Mode::Verify)
+        !matches!(self, Mode::Verify | Mode::MasterLogin { .. })
     }
 }
 
@@ -393,6 +410,26 @@ mod tests {
     fn mode_verify_without_authorized() {
         assert_eq!(Mode::from_env(env(&[("SERVICE", "imap")])), Mode::Verify);
         assert_eq!(Mode::from_env(env(&[("AUTHORIZED", "")])), Mode::Verify);
+    }
+
+    #[test]
+    fn mode_master_login_in_verify_mode_only() {
+        assert_eq!(
+            Mode::from_env(env(&[("MASTER_USER", "admin"), ("SERVICE", "imap")])),
+            Mode::MasterLogin {
+                master: "admin".into()
+            }
+        );
+        assert!(!Mode::MasterLogin {
+            master: "admin".into()
+        }
+        .is_lookup());
+        assert_eq!(Mode::from_env(env(&[("MASTER_USER", "")])), Mode::Verify);
+        // A lookup made for a master login is a lookup.
+        assert_eq!(
+            Mode::from_env(env(&[("MASTER_USER", "admin"), ("AUTHORIZED", "1")])),
+            Mode::UserdbLookup
+        );
     }
 
     #[test]

@@ -335,29 +335,31 @@ run_mode() {
 	auth_test hugo@barrera.io 'wrong password' fail "wrong password"
 	auth_test nobody@barrera.io "$PASSWORD" fail "unknown user"
 	auth_test off@barrera.io "$PASSWORD" fail "disabled user, right password"
-	if [ "$MODE" != checkpassword ]; then
-		auth_test 'hugo@barrera.io*master' master-pw ok "a master user's login"
-		# To a disabled mailbox: the auth server answers nologin, which the
-		# login process refuses ("Login disabled"; doveadm auth test only
-		# shows it).
-		rc=0
-		out=$(doveadm -c "$DC" auth test -x service=imap 'off@barrera.io*master' master-pw 2>&1) || rc=$?
-		shown=$(printf '%s' "$out" | tr '\n\t' '  ' | sed 's/  */ /g')
-		case $out in
-		*nologin*) ok "doveadm auth test off@barrera.io*master -> exit $rc, nologin: $shown" ;;
-		*) fail "master login to a disabled mailbox without nologin: exit $rc: $shown" ;;
-		esac
-		# A passdb lookup without a password check (master users,
-		# `doveadm auth lookup`): found, refused by nologin, never an
-		# internal failure.
-		rc=0
-		out=$(doveadm -c "$DC" auth lookup off@barrera.io 2>&1) || rc=$?
-		shown=$(printf '%s' "$out" | tr '\n\t' '  ' | sed 's/  */ /g')
-		case "$rc:$out" in
-		0:*nologin*) ok "doveadm auth lookup off@barrera.io -> exit 0, nologin: $shown" ;;
-		*) fail "[$MODE] doveadm auth lookup off@barrera.io: exit $rc: $shown" ;;
-		esac
-	fi
+	# Master users in every mode: checkpassword gets MASTER_USER (and the
+	# master's password, which it does not check).
+	auth_test 'hugo@barrera.io*master' master-pw ok "a master user's login"
+	auth_test 'nobody@barrera.io*master' master-pw fail "a master user's login to an unknown user"
+	auth_test 'hugo@barrera.io*master' 'wrong master pw' fail "a master user's login, wrong master password"
+	# To a disabled mailbox: the auth server answers nologin, which the
+	# login process refuses ("Login disabled"; doveadm auth test only
+	# shows it).
+	rc=0
+	out=$(doveadm -c "$DC" auth test -x service=imap 'off@barrera.io*master' master-pw 2>&1) || rc=$?
+	shown=$(printf '%s' "$out" | tr '\n\t' '  ' | sed 's/  */ /g')
+	case $out in
+	*nologin*) ok "doveadm auth test off@barrera.io*master -> exit $rc, nologin: $shown" ;;
+	*) fail "master login to a disabled mailbox without nologin: exit $rc: $shown" ;;
+	esac
+	# A passdb lookup without a password check (master users,
+	# `doveadm auth lookup`): found, refused by nologin, never an
+	# internal failure.
+	rc=0
+	out=$(doveadm -c "$DC" auth lookup off@barrera.io 2>&1) || rc=$?
+	shown=$(printf '%s' "$out" | tr '\n\t' '  ' | sed 's/  */ /g')
+	case "$rc:$out" in
+	0:*nologin*) ok "doveadm auth lookup off@barrera.io -> exit 0, nologin: $shown" ;;
+	*) fail "[$MODE] doveadm auth lookup off@barrera.io: exit $rc: $shown" ;;
+	esac
 	auth_test ssha@barrera.io "$PASSWORD" ok "{SSHA512} from doveadm pw"
 	auth_test ssha@barrera.io 'wrong password' fail "{SSHA512}, wrong password"
 	auth_test md5@barrera.io "$PASSWORD" ok "{MD5-CRYPT} from doveadm pw"
