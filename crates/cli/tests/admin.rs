@@ -248,6 +248,36 @@ both!(a_database_without_the_users_table, |db| {
     }
 });
 
+// A target written by hand in another spelling (`doctor` flags it and
+// advises `alias del` and `alias add`): `alias del` finds it by either
+// spelling, and removes that row only.
+both!(alias_del_finds_a_hand_written_target, |db| {
+    db.add_user("hugo@barrera.io", &[]);
+    db.add_user("ann@barrera.io", &[]);
+    db.sql(
+        "INSERT INTO users (username, domain, mailbox, password) VALUES \
+         ('ucase', 'example.com', 'HUGO@Barrera.io', NULL), \
+         ('ucase', 'example.com', 'ann@barrera.io', NULL), \
+         ('other', 'example.com', 'Ann@BARRERA.io', NULL)",
+    );
+    let out = db.ok(&["alias", "del", "ucase@example.com", "HUGO@barrera.io"]);
+    assert!(
+        out.contains("removed 1 row(s) of ucase@example.com"),
+        "{out}"
+    );
+    assert_eq!(db.destinations("ucase@example.com"), ["ann@barrera.io"]);
+    let out = db.ok(&["alias", "del", "other@example.com", "ann@barrera.io"]);
+    assert!(
+        out.contains("removed 1 row(s) of other@example.com"),
+        "{out}"
+    );
+    let (code, err) = db.refused(
+        &["alias", "del", "ucase@example.com", "hugo@barrera.io"],
+        None,
+    );
+    assert_eq!(code, 1, "{err}");
+});
+
 both!(quotas, |db| {
     db.add_user("hugo@barrera.io", &["--quota", "2g"]);
     db.add_user("ann@barrera.io", &[]);

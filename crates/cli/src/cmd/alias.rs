@@ -81,6 +81,34 @@ fn parse_targets(pattern: &AddressPattern, texts: &[String]) -> Result<Vec<Strin
     Ok(out)
 }
 
+/// The stored texts of `p`'s alias rows whose targets are `targets`
+/// once normalised as `alias add` writes them: a target written by hand
+/// (`HUGO@Barrera.io`, a Unicode domain) is removed by the spelling
+/// `alias add` would have stored, as `doctor` advises. A row whose target
+/// does not parse is matched by its text only.
+fn stored_targets(
+    s: &mut dyn Store,
+    p: &AddressPattern,
+    targets: &[String],
+) -> Result<Vec<String>, CliError> {
+    let local = p.local.to_string();
+    let rows = match p.as_address() {
+        Some(a) => s.exact(a.local(), a.domain().as_str())?,
+        None => s.wildcards(p.domain.as_str())?,
+    };
+    let mut out: Vec<String> = targets.to_vec();
+    for r in rows
+        .iter()
+        .filter(|r| !r.is_mailbox() && r.username == local)
+    {
+        let normal = parse_target(p, &r.mailbox).ok();
+        if normal.is_some_and(|n| targets.contains(&n)) && !out.contains(&r.mailbox) {
+            out.push(r.mailbox.clone());
+        }
+    }
+    Ok(out)
+}
+
 fn add(ctx: &Ctx, pattern: &str, targets: &[String]) -> Result<Exit, CliError> {
     let p = AddressPattern::parse(pattern)?;
     // Patterns are tried on the local part without its tag (DESIGN step
@@ -168,10 +196,11 @@ fn del(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
         };
         let wildcard = own.is_none().then_some(&p);
         let guard = guard::Guard::before(r, s, &p.domain, &reached, wildcard, own.as_ref())?;
+        let stored = stored_targets(s, &p, &targets)?;
         let what = if targets.is_empty() {
             Delete::Alias(None)
         } else {
-            Delete::Alias(Some(&targets))
+            Delete::Alias(Some(&stored))
         };
         let n = match s.delete(&p.local.to_string(), p.domain.as_str(), what)? {
             0 if targets.is_empty() => return Err(CliError::not_found(format!("no alias {p}"))),
