@@ -97,4 +97,20 @@ mv "$MT_DB" "$MT_DB.away"
 expect_auth hugo@barrera.io changed 421
 mv "$MT_DB.away" "$MT_DB"
 expect_auth hugo@barrera.io changed 235
+
+# A table named with `|` (smtpd.conf accepts it, and smtpd writes the name
+# into every request line): every lookup must still be answered, or smtpd
+# waits for ever.
+bar=$(e2e_free_port)
+d=$(e2e_service_dir smtpd76bar)
+smtpd_conf "$d/smtpd.conf" "listen on 127.0.0.1 port $bar"
+sed -i -e 's/^table users /table my|users /' -e 's/<users>/<my|users>/g' "$d/smtpd.conf"
+ct_smtpd_start smtpd76bar "$d/smtpd.conf" --table "mailtable=$MT_BIN/table-mailtable"
+expect_rcpt "$bar" hugo@barrera.io 250
+expect_rcpt "$bar" nobody@example.com 5
+expect_delivery "$bar" team@example.com hugo_barrera.io alice_example.com
+out=$(ct_smtpctl smtpd76bar update table 'my|users' 2>&1)
+case $out in *succeeded*) ok "smtpctl update table 'my|users': $out" ;; *) fail "smtpctl update table 'my|users': $out" ;; esac
+expect_rcpt "$bar" contact@example.com 250
+e2e_stop smtpd76bar
 finish
