@@ -4918,3 +4918,59 @@ fn an_alias_reaching_one_smtpd_cannot_expand_fails_too() {
         assert_eq!(r["result"], want, "{addr}: {out}");
     }
 }
+
+/// Aliases that fan out into each other level after level (6 per level,
+/// each pointing at all 6 of the next, 9 levels, the last at a mailbox):
+/// the source walk looks each address up once per depth, not once per way
+/// to it (6^9 ways: the import took 19.7 s for these 56 lines), and finds
+/// what smtpd does: the first level is past smtpd's depth limit (524), the
+/// entry above it bounces with it, every deeper level delivers.
+#[test]
+fn aliases_fanning_out_into_each_other_import_as_smtpd_delivers_them() {
+    use std::fmt::Write;
+    let db = Db::new();
+    let (width, levels) = (6, 9);
+    let mut aliases = String::from("hugo@barrera.io vmail\ntop@dag.org ");
+    let level = |l: usize| (0..width).map(move |w| format!("l{l}x{w}@dag.org"));
+    aliases.push_str(&level(0).collect::<Vec<_>>().join(", "));
+    aliases.push('\n');
+    for l in 0..levels {
+        for name in level(l) {
+            let to = match l + 1 == levels {
+                true => "hugo@barrera.io".to_string(),
+                false => level(l + 1).collect::<Vec<_>>().join(", "),
+            };
+            writeln!(aliases, "{name} {to}").unwrap();
+        }
+    }
+    let dir = db.dir.path();
+    std::fs::write(dir.join("aliases"), aliases).unwrap();
+    std::fs::write(
+        dir.join("passwd"),
+        format!("hugo@barrera.io:{{BLF-CRYPT}}{M_HASH}\n"),
+    )
+    .unwrap();
+    let passwd = format!("dovecot-passwd:{}", dir.join("passwd").display());
+    let virtuals = format!("smtpd-aliases:{}", dir.join("aliases").display());
+    let (v, _) = db.import_json(&[&passwd, &virtuals], 0);
+    assert_eq!(v["verification"]["checked"], 56, "{v}");
+    assert_eq!(v["verification"]["differences"], serde_json::json!([]));
+    let skipped: BTreeSet<String> = v["not_imported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["subject"].as_str().unwrap().to_string())
+        .collect();
+    let mut want: BTreeSet<String> = level(0).collect();
+    want.insert("top@dag.org".into());
+    assert_eq!(skipped, want, "{v}");
+    for l in 1..levels {
+        assert_eq!(
+            db.resolve(&format!("l{l}x3@dag.org")),
+            (
+                "found".to_string(),
+                BTreeSet::from(["hugo@barrera.io".to_string()])
+            )
+        );
+    }
+}

@@ -533,6 +533,7 @@ fn decide_routes(
         domains: std::mem::take(&mut m.domains),
         refused: std::mem::take(&mut m.refused),
         accepted_inactive: std::mem::take(&mut m.accepted_inactive),
+        memo: Default::default(),
     }
 }
 

@@ -40,7 +40,8 @@
 use super::parsed::{Origin, RouteKey};
 use super::verify::{Expect, Semantics};
 use mailtable_core::{Address, Domain, StoreError};
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// smtpd's own `EXPAND_DEPTH` (`usr.sbin/smtpd/smtpd.h`): lka_expand
 /// fails the whole expansion (524) at a node this deep, the recipient
@@ -78,7 +79,7 @@ pub enum Status {
 }
 
 /// What the source's expansion of one address reached.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Reach {
     /// The final destinations.
     pub to: BTreeSet<Address>,
@@ -153,9 +154,68 @@ pub struct SourceWalk {
     /// mail even where the source sent it to a catch-all, and the check
     /// expects that.
     pub accepted_inactive: BTreeSet<Address>,
+    /// Lookups already made in the running walk ([`Memo`]); empty between
+    /// walks.
+    pub(super) memo: RefCell<Memo>,
+}
+
+/// The smtpd-order lookups of one walk (one [`SourceWalk::reach`] or
+/// [`SourceWalk::expand`] from outside), by address and depth: an address
+/// reached by several ways (aliases that fan out into each other, level
+/// after level) is looked up once, not once per way, which was
+/// exponential: a 56-line source of 6-wide levels took 18.7 s.
+///
+/// smtpd keeps such nodes apart (`expand_cmp` in
+/// `usr.sbin/smtpd/expand.c` compares their parents), so a lookup is kept
+/// only when its result cannot depend on the way, and is used again only
+/// at the same depth (smtpd's depth limit depends on it):
+/// - it met no address on its path (no loop). Without a depth limit met
+///   either, everything it reaches was looked up, with no way back to it,
+///   so with no way to any address above it on any path (that would be a
+///   loop through it): the same lookup finds the same under any path;
+/// - where smtpd's depth limit stopped it, what lies beyond was not
+///   looked at, so an address it did look up may be above it on another
+///   path (a loop smtpd would meet there first). Such a lookup keeps the
+///   addresses it looked up, and is used again only where none of them is
+///   on the path.
+#[derive(Debug, Default)]
+pub(super) struct Memo {
+    /// A walk is running: lookups are kept.
+    on: bool,
+    /// Results by (address, path length at its lookup).
+    known: HashMap<(Address, usize), Known>,
+    /// Addresses met again on their own path, so far in this walk.
+    loops: usize,
+    /// Expansions stopped by smtpd's depth limit, so far in this walk.
+    cuts: usize,
+    /// The addresses looked up so far in this walk, in order (those of a
+    /// kept lookup used again that met the depth limit included).
+    trail: Vec<Address>,
+}
+
+/// A kept lookup.
+#[derive(Debug)]
+struct Known {
+    /// Its result.
+    reach: Option<Reach>,
+    /// Where smtpd's depth limit stopped it: the addresses it looked up
+    /// below its own, none of which may be on the path where it is used.
+    cut_below: Option<Vec<Address>>,
 }
 
 impl SourceWalk {
+    /// Runs `walk` with the memo on, unless a walk is running already
+    /// (then it is part of that one); the memo is emptied at the end.
+    fn memoized<T>(&self, walk: impl FnOnce() -> T) -> T {
+        if self.memo.borrow().on {
+            return walk();
+        }
+        self.memo.borrow_mut().on = true;
+        let out = walk();
+        *self.memo.borrow_mut() = Memo::default();
+        out
+    }
+
     /// The entry of `key`, with its key.
     fn entry(&self, key: RouteKey) -> Option<Found<'_>> {
         self.routes.get_key_value(&key)
@@ -184,7 +244,7 @@ impl SourceWalk {
     pub fn reach(&self, a: &Address) -> Result<Option<Reach>, String> {
         match self.aliases_first {
             true => self.postfix_reach(a),
-            false => self.lookup(a, &mut vec![a.clone()]),
+            false => self.memoized(|| self.lookup(a, &mut vec![a.clone()])),
         }
     }
 
@@ -353,8 +413,59 @@ impl SourceWalk {
     /// `Err` when it runs into an entry that is not imported. (Postfix
     /// order: [`SourceWalk::postfix_reach`].)
     fn lookup(&self, addr: &Address, path: &mut Vec<Address>) -> Result<Option<Reach>, String> {
+        let key = (addr.clone(), path.len());
+        let before = {
+            let mut m = self.memo.borrow_mut();
+            if !m.on {
+                return self.lookup_anew(addr, path);
+            }
+            if let Some(known) = m.known.get(&key) {
+                match &known.cut_below {
+                    None => return Ok(known.reach.clone()),
+                    Some(below) if !below.iter().any(|a| path.contains(a)) => {
+                        let (reach, below) = (known.reach.clone(), below.clone());
+                        // The lookups around this one met the limit too.
+                        m.cuts += 1;
+                        m.trail.push(addr.clone());
+                        m.trail.extend(below);
+                        return Ok(reach);
+                    }
+                    Some(_) => {}
+                }
+            }
+            m.trail.push(addr.clone());
+            (m.loops, m.cuts, m.trail.len())
+        };
+        let found = self.lookup_anew(addr, path);
+        if let Ok(reach) = &found {
+            let mut m = self.memo.borrow_mut();
+            if m.loops == before.0 {
+                let cut_below = (m.cuts != before.1).then(|| {
+                    let mut below = m.trail[before.2..].to_vec();
+                    below.sort();
+                    below.dedup();
+                    below
+                });
+                m.known.insert(
+                    key,
+                    Known {
+                        reach: reach.clone(),
+                        cut_below,
+                    },
+                );
+            }
+        }
+        found
+    }
+
+    /// [`SourceWalk::lookup`] without the memo.
+    fn lookup_anew(
+        &self,
+        addr: &Address,
+        path: &mut Vec<Address>,
+    ) -> Result<Option<Reach>, String> {
         if let Some(e) = self.entry(RouteKey::Exact(addr.clone())) {
-            return self.expand(e, addr, path).map(Some);
+            return self.expand_anew(e, addr, path).map(Some);
         }
         // smtpd asks `user+tag@dom`, then `user@dom` (aliases_virtual_get
         // in aliases.c), Dovecot's LMTP delivers `user+tag` to `user`,
@@ -384,7 +495,7 @@ impl SourceWalk {
             return Err(Self::blocked(e));
         }
         if let Some(e) = self.entry(RouteKey::CatchAll(addr.domain().clone())) {
-            return self.expand(e, addr, path).map(Some);
+            return self.expand_anew(e, addr, path).map(Some);
         }
         if let Some(e) = self.entry(RouteKey::Global) {
             return Err(Self::blocked(e));
@@ -395,6 +506,16 @@ impl SourceWalk {
     /// What route `r` (under key `k`) reaches for `addr`; `path` holds the
     /// addresses being expanded, for loop detection.
     pub fn expand(
+        &self,
+        found: Found<'_>,
+        addr: &Address,
+        path: &mut Vec<Address>,
+    ) -> Result<Reach, String> {
+        self.memoized(|| self.expand_anew(found, addr, path))
+    }
+
+    /// [`SourceWalk::expand`] within a running walk.
+    fn expand_anew(
         &self,
         (k, r): Found<'_>,
         addr: &Address,
@@ -415,6 +536,7 @@ impl SourceWalk {
         // `path.len()` (the recipient is first, depth 0): at smtpd's limit
         // the whole expansion fails, a bounce.
         if path.len() >= SMTPD_EXPAND_DEPTH && !targets.is_empty() {
+            self.memo.borrow_mut().cuts += 1;
             return Ok(bounce);
         }
         let mut out = Reach::default();
@@ -472,6 +594,7 @@ impl SourceWalk {
             // smtpd 6.8 with a file table, a way out of the loop or not).
             out.looped.get_or_insert_with(|| a.clone());
             out.bounced = true;
+            self.memo.borrow_mut().loops += 1;
             return Ok(());
         }
         path.push(a.clone());
