@@ -89,11 +89,12 @@ fn split_fields<'a>(line: &'a str, table: &str) -> ([&'a str; 8], usize) {
     let mut count = 0;
     let mut rest = line;
     while count < 7 {
-        let bar = match rest.as_bytes().get(table.len()) {
-            Some(b'|') if count == 3 && table.contains('|') && rest.starts_with(table) => {
-                Some(table.len())
-            }
-            _ => rest.bytes().position(|b| b == b'|'),
+        let whole_name = count == 3
+            && table.contains('|')
+            && rest.strip_prefix(table).is_some_and(|r| r.starts_with('|'));
+        let bar = match whole_name {
+            true => Some(table.len()),
+            false => rest.bytes().position(|b| b == b'|'),
         };
         let Some(bar) = bar else {
             break;
@@ -201,31 +202,20 @@ pub fn parse_request_bytes(line: &[u8], session: &Session) -> Result<Request, Pr
         return parse_request_in(s, session);
     }
     // The key starts after the seventh `|`, not counting those of the
-    // table's name.
-    let name_bars = match line.split(|&b| b == b'|').nth(3) {
-        Some(_) if session.table.contains('|') => {
-            let head: usize = line
-                .split(|&b| b == b'|')
-                .take(3)
-                .map(|f| f.len() + 1)
-                .sum();
-            let name = session.table.as_bytes();
-            let here = line.get(head..).unwrap_or_default();
-            match here.strip_prefix(name) {
-                Some(after) if after.first() == Some(&b'|') => {
-                    name.iter().filter(|&&b| b == b'|').count()
-                }
-                _ => 0,
-            }
-        }
+    // table's name (field 3, as `split_fields` takes it).
+    let after_bar = |n: usize| {
+        line.iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'|')
+            .nth(n)
+            .map(|(i, _)| i + 1)
+    };
+    let name = session.table.as_bytes();
+    let name_bars = match after_bar(2).and_then(|i| line[i..].strip_prefix(name)) {
+        Some([b'|', ..]) if name.contains(&b'|') => name.iter().filter(|&&b| b == b'|').count(),
         _ => 0,
     };
-    let key_start = line
-        .iter()
-        .enumerate()
-        .filter(|&(_, &b)| b == b'|')
-        .nth(6 + name_bars)
-        .map(|(i, _)| i + 1);
+    let key_start = after_bar(6 + name_bars);
     let (head, key) = match key_start {
         Some(i) => line.split_at(i),
         None => (line, &[][..]),

@@ -577,7 +577,7 @@ impl Resolver {
         from_address: bool,
         path: &mut Vec<Address>,
         out: &mut Vec<Destination>,
-        made: &mut MadeTargets,
+        made: &mut Expansion,
     ) -> Result<(), ResolveError> {
         let targets = self.targets(m)?;
         let fetched = self.prefetch(store, m, &targets, path)?;
@@ -597,12 +597,13 @@ impl Resolver {
                 });
             }
             let made_here = from_address && row.mailbox.contains('%');
-            if made.expanded.contains(&(target.clone(), made_here)) {
+            // Met before by another way: its destinations are found (a
+            // target without rows gave its error or mark the first time).
+            if !made.expanded.insert((target.clone(), made_here)) {
                 continue;
             }
             match self.match_with(store, &target, &ahead)? {
                 Some(next) => {
-                    made.expanded.insert((target.clone(), made_here));
                     path.push(target.clone());
                     let r = self.expand(store, &target, &next, made_here, path, out, made);
                     path.pop();
@@ -640,7 +641,7 @@ impl Resolver {
     ) -> Result<Vec<Destination>, ResolveError> {
         let mut out = Vec::new();
         let mut path: Vec<Address> = start.into_iter().cloned().collect();
-        let mut made = MadeTargets {
+        let mut made = Expansion {
             unknown: false,
             expanded: HashSet::new(),
         };
@@ -1091,16 +1092,18 @@ pub struct Reach {
     pub target: Address,
 }
 
-/// Targets made from the address being resolved ([`Resolver::expand`]):
-/// by `%` substitution from it, directly or through a chain of such rows
-/// (`%@a.org -> %@b.org`, `%@b.org -> %@c.org`).
-struct MadeTargets {
-    /// One of them is in one of our domains and has no rows.
+/// What one expansion ([`Resolver::expand`]) has met so far.
+struct Expansion {
+    /// A target made from the address being resolved (by `%` substitution
+    /// from it, directly or through a chain of such rows: `%@a.org ->
+    /// %@b.org`, `%@b.org -> %@c.org`) is in one of our domains and has no
+    /// rows.
     unknown: bool,
-    /// The targets expanded so far in this lookup, each with whether it
-    /// was made from the address ([`Resolver::expand`]'s `from_address`,
-    /// which is all its expansion depends on besides its path). One that
-    /// comes again by another way adds only destinations already found:
+    /// The targets met so far in this lookup (past the cycle and depth
+    /// checks), each with whether it was made from the address
+    /// ([`Resolver::expand`]'s `from_address`, which is all its expansion
+    /// depends on besides its path). One that comes again by another way
+    /// adds only destinations already found, or an error already given:
     /// every destination reachable from it was, on the first way, or is
     /// being found by an address on that way's path it looped back to.
     /// Without this, aliases that fan out into each other level after

@@ -258,7 +258,7 @@ fn map_err(path: &Path, bound: Duration, e: rusqlite::Error) -> StoreError {
                 // file of another program): no retry will find it, and
                 // the CLI says so with exit 2; the daemons still answer a
                 // temporary failure, as for every schema problem.
-                _ if detail.starts_with("no such table: users") => StoreError::Schema(format!(
+                _ if detail == "no such table: users" => StoreError::Schema(format!(
                     "{shown} has no users table; create it with `mailtable init`"
                 )),
                 _ => StoreError::Other(format!("{shown}: {detail}")),
