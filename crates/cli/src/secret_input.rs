@@ -112,27 +112,18 @@ fn read_line(mut tty: &File, interrupt: &Interrupt) -> io::Result<Vec<u8>> {
     // the next prompt.
     let mut buf = vec![0u8; 4096];
     let got = loop {
+        // Before each read: a `^C` may come before the first one starts.
         if interrupt.caught() {
             break Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
         }
         match tty.read(&mut buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted && interrupt.caught() => {
-                break Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"))
-            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => break other,
         }
     };
-    let n = match got {
-        Ok(n) => n,
-        Err(e) => {
-            buf.zeroize();
-            return Err(e);
-        }
-    };
-    let line = buf[..n].to_vec();
+    let line = got.map(|n| buf[..n].to_vec());
     buf.zeroize();
-    Ok(line)
+    line
 }
 
 /// Echo off (the newline still echoed, so the next output starts on a

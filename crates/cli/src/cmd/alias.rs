@@ -196,10 +196,11 @@ fn del(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
         };
         let wildcard = own.is_none().then_some(&p);
         let guard = guard::Guard::before(r, s, &p.domain, &reached, wildcard, own.as_ref())?;
-        let stored = stored_targets(s, &p, &targets)?;
+        let stored;
         let what = if targets.is_empty() {
             Delete::Alias(None)
         } else {
+            stored = stored_targets(s, &p, &targets)?;
             Delete::Alias(Some(&stored))
         };
         let n = match s.delete(&p.local.to_string(), p.domain.as_str(), what)? {

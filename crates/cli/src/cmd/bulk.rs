@@ -101,17 +101,15 @@ fn parse(text: &str, delimiter: char) -> Result<Vec<Entry>, String> {
         // A field that is not what its place asks for is not shown either:
         // a line with its fields in the wrong order (`password<TAB>hash`)
         // puts a secret there. Only text that parsed as an address is.
-        let address = match Address::parse(addr.trim()) {
-            Ok(_) => super::user::mailbox_address(addr.trim(), delimiter)
-                .map_err(|e| format!("line {line}: {e}"))?,
-            Err(e) => {
-                return Err(format!(
-                    "line {line}: the first field is not an address ({}; the field is not \
-                     shown, it may be a password)",
-                    e.reason()
-                ))
-            }
-        };
+        let parsed = Address::parse(addr.trim()).map_err(|e| {
+            format!(
+                "line {line}: the first field is not an address ({}; the field is not \
+                 shown, it may be a password)",
+                e.reason()
+            )
+        })?;
+        let address =
+            super::user::as_mailbox(parsed, delimiter).map_err(|e| format!("line {line}: {e}"))?;
         let quota = match quota {
             Some(q) => crate::quota::parse(q.trim()).map_err(|_| {
                 format!(

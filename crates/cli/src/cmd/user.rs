@@ -74,7 +74,11 @@ fn new_hash(ctx: &Ctx, input: &PasswordInput, what: &str) -> Result<PasswordHash
 /// mail to a mailbox `a+b@` would be asked for as user `a` and refused;
 /// `a+b@` is already `a@`'s address with the tag `b`.
 pub(super) fn mailbox_address(text: &str, delimiter: char) -> Result<Address, CliError> {
-    let addr = Address::parse(text)?;
+    as_mailbox(Address::parse(text)?, delimiter)
+}
+
+/// [`mailbox_address`] for an address parsed already.
+pub(super) fn as_mailbox(addr: Address, delimiter: char) -> Result<Address, CliError> {
     if addr.local().contains(delimiter) {
         return Err(CliError::usage(format!(
             "{addr} cannot be a mailbox: `{delimiter}` is the tag delimiter (mail to \

@@ -163,7 +163,7 @@ pub struct SourceWalk {
 /// [`SourceWalk::expand`] from outside), by address and depth: an address
 /// reached by several ways (aliases that fan out into each other, level
 /// after level) is looked up once, not once per way, which was
-/// exponential: a 56-line source of 6-wide levels took 18.7 s.
+/// exponential: a 56-line source of 6-wide levels took about 19 s.
 ///
 /// smtpd keeps such nodes apart (`expand_cmp` in
 /// `usr.sbin/smtpd/expand.c` compares their parents), so a lookup is kept
@@ -212,7 +212,11 @@ impl SourceWalk {
         }
         self.memo.borrow_mut().on = true;
         let out = walk();
-        *self.memo.borrow_mut() = Memo::default();
+        // Emptied, its room kept: a big import walks a million times.
+        let mut m = self.memo.borrow_mut();
+        m.known.clear();
+        m.trail.clear();
+        (m.on, m.loops, m.cuts) = (false, 0, 0);
         out
     }
 
@@ -437,7 +441,9 @@ impl SourceWalk {
             (m.loops, m.cuts, m.trail.len())
         };
         let found = self.lookup_anew(addr, path);
-        if let Ok(reach) = &found {
+        // The walk's own first address (path length 1) is not looked up
+        // again at that depth: not kept.
+        if let (Ok(reach), true) = (&found, path.len() > 1) {
             let mut m = self.memo.borrow_mut();
             if m.loops == before.0 {
                 let cut_below = (m.cuts != before.1).then(|| {
