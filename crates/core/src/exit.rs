@@ -4,7 +4,7 @@
 //! |---|---|
 //! | 0 | success |
 //! | 1 | not found (`resolve`, `senders`, and removing what is not there); `doctor` found a problem |
-//! | 2 | usage error or bad input (invalid address, conflict, bad config, not a database, schema too new) |
+//! | 2 | usage error or bad input (invalid address, conflict, bad config, not a database, no users table, schema too new) |
 //! | 75 | temporary failure (`EX_TEMPFAIL` of sysexits.h): database locked, unreachable, timed out; retry later |
 //!
 //! `dovecot-mailtable checkpassword` follows Dovecot's checkpassword table
