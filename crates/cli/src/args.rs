@@ -141,7 +141,9 @@ impl Inactive {
 /// `init` options.
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// Group that may read the database (add smtpd's and Dovecot's users to it)
+    /// Group that may read the database (add smtpd's and Dovecot's users to
+    /// it); created as a system group, with a note, when root runs `init`
+    /// and the host lacks it
     #[arg(long, default_value = "mailtable")]
     pub group: String,
 }

@@ -138,6 +138,34 @@ fn init_that_cannot_share_the_file_leaves_nothing() {
     assert!(!path.exists(), "left behind: {err}");
 }
 
+/// `init --group NAME` with a group the host lacks creates it (as root)
+/// and says so, with the gid: a mistyped group name must not pass
+/// unnoticed. Skipped unless root.
+#[test]
+fn init_says_when_it_creates_the_group() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to create a group");
+        return;
+    }
+    let name = format!("mt-test-{}", std::process::id());
+    let db = Db::new();
+    let out = db.run_in(&["init", "--group", &name], None);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let group = nix::unistd::Group::from_name(&name).unwrap();
+    // Remove the group before asserting, so a failure leaves nothing.
+    let _ = Command::new("groupdel").arg(&name).status();
+    assert!(out.status.success(), "{err}");
+    let gid = group.expect("group created").gid;
+    assert!(
+        err.contains(&format!("created system group \"{name}\" (gid {gid})")),
+        "{err}"
+    );
+    // An existing group is used silently.
+    let again = db.run_in(&["init", "--group", "root"], None);
+    assert!(again.status.success());
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("created"));
+}
+
 #[test]
 fn users_lifecycle() {
     let db = Db::new();

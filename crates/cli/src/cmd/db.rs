@@ -42,9 +42,13 @@ fn group_id(name: &str) -> Result<Option<u32>, CliError> {
             "groupadd could not create group {name:?}"
         )));
     }
-    lookup()
-        .map(Some)
-        .ok_or_else(|| CliError::usage(format!("group {name:?} still missing after groupadd")))
+    let gid = lookup()
+        .ok_or_else(|| CliError::usage(format!("group {name:?} still missing after groupadd")))?;
+    // A new account on the host is worth a line: the admin may have meant
+    // an existing group and mistyped it (useradd's and groupadd's own
+    // convention is to say nothing, which hides exactly that).
+    eprintln!("mailtable: created system group {name:?} (gid {gid}) for the database");
+    Ok(Some(gid))
 }
 
 /// Create the directory (0750, group `gid`) and the empty file (0640) of a
