@@ -484,6 +484,30 @@ both!(alias_list_to_finds_every_way_in, |db| {
     assert!(err.contains("not-an-address"), "{err}");
 });
 
+both!(a_refusal_names_ten_aliases_and_counts_the_rest, |db| {
+    db.add_user("bob@barrera.io", &[]);
+    for i in 10..35 {
+        db.ok(&[
+            "alias",
+            "add",
+            &format!("b{i}@barrera.io"),
+            "bob@barrera.io",
+        ]);
+    }
+    let (code, err) = db.refused(&["user", "del", "bob@barrera.io"], None);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("refused: b10@barrera.io, b11@barrera.io,"),
+        "{err}"
+    );
+    assert!(
+        err.contains("b19@barrera.io and 15 more point(s) to bob@barrera.io"),
+        "{err}"
+    );
+    assert!(!err.contains("b20@barrera.io"), "{err}");
+    assert_eq!(db.users().len(), 1);
+});
+
 both!(user_del_names_the_aliases_it_would_strand, |db| {
     db.add_user("hugo@barrera.io", &[]);
     db.add_user("ann@barrera.io", &[]);

@@ -224,7 +224,7 @@ fn del(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
                     return Err(CliError::usage(format!(
                         "refused: {} would point at nothing without {p}, which served \
                          them; add those addresses or change the aliases first, or use --force",
-                        stuck.join(", ")
+                        guard::some_of(&stuck, ", ")
                     )));
                 }
                 stuck

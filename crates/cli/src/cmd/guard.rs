@@ -186,9 +186,22 @@ pub(super) fn refuse(
         format!(
             "refused: without {what}, {}; change those rows first (`mailtable alias list --to \
              ADDRESS` shows what reaches an address), or use --force",
-            broken.join("; ")
+            some_of(broken, "; ")
         )
     })
+}
+
+/// The first of `items` joined with `sep`, and how many more there are:
+/// a refusal names what is in the way, and an address with a thousand
+/// aliases must not make it a thousand-name line. The command it points
+/// to (`alias list --to`) lists them all.
+pub(super) fn some_of(items: &[String], sep: &str) -> String {
+    const SHOWN: usize = 10;
+    let mut text = items[..items.len().min(SHOWN)].join(sep);
+    if items.len() > SHOWN {
+        text.push_str(&format!(" and {} more", items.len() - SHOWN));
+    }
+    text
 }
 
 /// The refusal of every removal guard: `message(found)` as a usage error,
@@ -209,5 +222,25 @@ pub(super) fn unless_forced(
 pub(super) fn warn(broken: &[String], what: &dyn std::fmt::Display) {
     for b in broken {
         eprintln!("mailtable: warning: without {what}, {b}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::some_of;
+
+    #[test]
+    fn a_long_list_is_cut_with_a_count() {
+        let names = |n: usize| (1..=n).map(|i| format!("a{i}")).collect::<Vec<_>>();
+        assert_eq!(some_of(&names(1), ", "), "a1");
+        assert_eq!(some_of(&names(3), "; "), "a1; a2; a3");
+        assert_eq!(
+            some_of(&names(10), ", "),
+            "a1, a2, a3, a4, a5, a6, a7, a8, a9, a10"
+        );
+        assert_eq!(
+            some_of(&names(1000), ", "),
+            "a1, a2, a3, a4, a5, a6, a7, a8, a9, a10 and 990 more"
+        );
     }
 }

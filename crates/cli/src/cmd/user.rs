@@ -244,14 +244,14 @@ fn rename(ctx: &Ctx, old: &str, new: &str, keep_alias: bool) -> Result<Exit, Cli
             return Err(CliError::usage(format!(
                 "refused: {} would point to {old}, which would no longer exist; \
                  use --keep-alias, or change them first",
-                stuck.join(", ")
+                super::guard::some_of(&stuck, ", ")
             )));
         }
         let broken = guard.broken(r, s, &stuck)?;
         if !broken.is_empty() {
             return Err(CliError::usage(format!(
                 "refused: without {old}, {}; use --keep-alias, or change those rows first",
-                broken.join("; ")
+                super::guard::some_of(&broken, "; ")
             )));
         }
         check_found(r, s, &new)?;
@@ -404,7 +404,7 @@ pub(super) fn refuse_stranding(
         format!(
             "refused: {} point(s) to {what} and would fail; remove or change them first \
              (see `mailtable alias list --to {what}`), or use --force",
-            stuck.join(", ")
+            super::guard::some_of(stuck, ", ")
         )
     })
 }
