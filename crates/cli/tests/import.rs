@@ -520,6 +520,36 @@ fn text_report_names_schemes_but_never_a_hash() {
     }
 }
 
+/// A Dovecot passwd-file given as another format (a common slip): its
+/// password field, plain text with or without a `{SCHEME}` prefix, never
+/// reaches the report or the error, whatever characters it holds.
+#[test]
+fn a_file_of_the_wrong_format_never_shows_its_passwords() {
+    let db = Db::new();
+    let passwd = "alice@example.org:{PLAIN}Tr0ub4dor&3xtra!Secret:5000:5000::/h\n\
+                  bob@example.org:S3cretPW:5000:5000::/h\n\
+                  carl@example.org:{CLEAR}Qz7\"Wy8,pw(x):5000:5000::/h\n";
+    for format in ["smtpd-aliases", "smtpd-userinfo", "smtpd-credentials"] {
+        let args = db.sources(&[(format, "passwd", passwd.to_string())]);
+        let mut cmd = vec!["import"];
+        cmd.extend(args.iter().map(String::as_str));
+        let (code, out, err) = db.run(&cmd);
+        // As userinfo the lines read as table-passwd entries (user, uid,
+        // gid, home), as credentials as logins whose hash smtpd cannot
+        // check (reported): only as aliases are they refused.
+        if format == "smtpd-aliases" {
+            assert_eq!(code, 2, "{format}: {out}{err}");
+            assert!(err.contains("passwd:1"), "{format}: no line named: {err}");
+        }
+        for secret in ["Tr0ub4dor", "3xtra", "Secret", "S3cretPW", "Qz7", "Wy8"] {
+            assert!(
+                !out.contains(secret) && !err.contains(secret),
+                "{format}: {secret:?} shown:\n{out}{err}"
+            );
+        }
+    }
+}
+
 #[test]
 fn dry_run_writes_nothing() {
     let db = Db::new();

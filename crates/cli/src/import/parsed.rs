@@ -166,15 +166,36 @@ fn one_line(text: String) -> String {
 /// the source's text, and a file read as the wrong format (a credentials
 /// file given as aliases) puts hashes where addresses were expected; the
 /// report goes to terminals, logs and tickets.
+///
+/// After `$id$` the word is crypt(3)'s alphabet (a crypt string holds
+/// nothing else). After `{SCHEME}` it may be a plaintext password
+/// (`{PLAIN}`, `{CLEAR}`), which can hold any character but the field
+/// separators of the files that carry it: the word runs to a blank, a `:`
+/// (passwd-file fields) or the `"` that ends a quoted value (an escaped
+/// `\"` is inside it).
 fn masked(text: String) -> String {
-    // Hashes are crypt(3) and base64 text.
-    let end_of_word = |c: char| !(c.is_ascii_alphanumeric() || "./$+=_-".contains(c));
+    let end_of_crypt = |c: char| !(c.is_ascii_alphanumeric() || "./$+=_-".contains(c));
+    let end_of_scheme_word = |word: &str| {
+        let mut chars = word.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' | ':' => return i,
+                c if c.is_whitespace() => return i,
+                _ => {}
+            }
+        }
+        word.len()
+    };
     let mut out = String::with_capacity(text.len());
     let mut rest = text.as_str();
     while let Some(i) = rest.find(['$', '{']) {
         let (before, from) = rest.split_at(i);
         out.push_str(before);
         // The label kept: `$6$`, `{SHA512-CRYPT}`.
+        let crypt = from.starts_with('$');
         let label = if let Some(after) = from.strip_prefix('$') {
             after
                 .find('$')
@@ -185,7 +206,10 @@ fn masked(text: String) -> String {
         } else {
             from.find('}')
                 .filter(|&n| {
+                    // A scheme name starts with a letter (`{SHA512-CRYPT}`,
+                    // `{plain}`); `{1b}` is an escape of `one_line`.
                     n > 1
+                        && from.as_bytes()[1].is_ascii_alphabetic()
                         && from[1..n]
                             .bytes()
                             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
@@ -195,7 +219,10 @@ fn masked(text: String) -> String {
         match label {
             Some(n) => {
                 out.push_str(&from[..n]);
-                let word = from[n..].find(end_of_word).unwrap_or(from.len() - n);
+                let word = match crypt {
+                    true => from[n..].find(end_of_crypt).unwrap_or(from.len() - n),
+                    false => end_of_scheme_word(&from[n..]),
+                };
                 if word > 0 {
                     out.push_str("***");
                 }
@@ -504,6 +531,17 @@ mod tests {
             f.to_string(),
             "cred:1: {PLAIN}***: uid \"{PLAIN}***\" is not a number"
         );
+        // A plaintext password runs to the end of its field, whatever it
+        // holds: a blank, a `:` or the closing quote (not an escaped one).
+        let f = Finding::new(
+            at.clone(),
+            "\"{PLAIN}Tr0ub4dor&3xtra!Secret:5000:5000::/h\" is not an address",
+        );
+        assert_eq!(f.why, "\"{PLAIN}***:5000:5000::/h\" is not an address");
+        let f = Finding::new(at.clone(), "value \"{CLEAR}a\\\"b,c(d)\" is bad");
+        assert_eq!(f.why, "value \"{CLEAR}***\" is bad");
+        let f = Finding::new(at.clone(), "{PLAIN}pass word");
+        assert_eq!(f.why, "{PLAIN}*** word");
         // Scheme names and crypt ids alone are kept, as is other text.
         let text = "smtpd cannot verify {SSHA512} or bcrypt ($2y$); cost $5 and {a b}";
         assert_eq!(Finding::new(at, text).why, text);

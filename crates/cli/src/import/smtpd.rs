@@ -184,8 +184,15 @@ pub fn classify(element: &str) -> Result<Element, String> {
              error for every message to the key); write it without quotes"
         ));
     }
+    // Fields joined by `:` are another file's line (a credentials or
+    // passwd-file line given as aliases), whose second field is a password
+    // that may be plain text: named by its place, never quoted.
+    let shown = match e.contains(':') {
+        true => "this element (':'-separated fields, not shown: another format's line?)".into(),
+        false => format!("{element:?}"),
+    };
     Err(format!(
-        "{element:?} is not an address, a user name, a /file, a |pipe, an :include: or an :error:"
+        "{shown} is not an address, a user name, a /file, a |pipe, an :include: or an :error:"
     ))
 }
 
@@ -333,9 +340,15 @@ fn parse_userinfo_value(value: &str) -> Result<Ids, String> {
     let (Some(uid), Some(gid), Some(home)) = (parts.next(), parts.next(), parts.next()) else {
         return Err("expected uid:gid:home".into());
     };
+    // Not quoted: in a line of another format (a passwd-file line given
+    // as userinfo) the field is a password.
     let num = |s: &str, what: &str| {
-        s.parse::<u32>()
-            .map_err(|_| format!("{what} {s:?} is not a number"))
+        s.parse::<u32>().map_err(|_| {
+            format!(
+                "{what} (field {}) is not a number",
+                1 + usize::from(what == "gid")
+            )
+        })
     };
     let (uid, gid) = (num(uid, "uid")?, num(gid, "gid")?);
     if !home.starts_with('/') {
@@ -710,6 +723,22 @@ mod tests {
         assert_eq!(split_alias_value(r"a\,b").unwrap(), vec!["a,b"]);
         assert!(split_alias_value(r#""open"#).is_err());
         assert!(split_alias_value("trailing\\").is_err());
+    }
+
+    /// A field that may be another format's password is named by its
+    /// place, never quoted.
+    #[test]
+    fn errors_never_quote_what_may_be_a_password() {
+        let e = classify("S3cretPW:5000:5000::/h").unwrap_err();
+        assert!(!e.contains("S3cret"), "{e}");
+        assert!(e.contains("':'-separated fields, not shown"), "{e}");
+        // Without a `:` the element is quoted: it is what to fix.
+        let e = classify("no such thing").unwrap_err();
+        assert!(e.starts_with("\"no such thing\" is not an address"), "{e}");
+        let e = parse_userinfo_value("S3cretPW:5000:/h").unwrap_err();
+        assert_eq!(e, "uid (field 1) is not a number");
+        let e = parse_userinfo_value("5000:S3cretPW:/h").unwrap_err();
+        assert_eq!(e, "gid (field 2) is not a number");
     }
 
     #[test]
