@@ -127,6 +127,31 @@ fn cache_key(service: Service, key: &str) -> String {
     [service.name(), "\t", key].concat()
 }
 
+/// A list value for smtpd, `a, b, c`: each item with the characters of
+/// smtpd's list syntax escaped by a backslash. smtpd splits `alias` and
+/// `mailaddrmap` values at commas outside quotes, a `'` or `"` opening a
+/// quote and `\\` escaping the next character, which it keeps
+/// (`expand_line_split` in `usr.sbin/smtpd/expand.c`, `mailaddr_line_split`
+/// in `usr.sbin/smtpd/mailaddr.c`, 6.8.0p2 and 7.6.0p1). An address may
+/// hold `'` (`o'brien@example.org`, RFC 5321 allows it and smtpd takes
+/// it): written bare, the quote never closes, and smtpd fails the whole
+/// lookup (424 for a recipient, 421 for a sender check) for ever.
+fn smtpd_list<S: AsRef<str>>(items: &[S]) -> String {
+    let mut out = String::new();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        for c in item.as_ref().chars() {
+            if matches!(c, '\'' | '"' | '\\' | ',') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A found value is positive, not-found is negative.
 fn by_value(v: Result<Option<String>, Failure>) -> Looked {
     v.map(|v| Fetched {
@@ -279,10 +304,12 @@ impl Tables {
                 s.kind()
             ));
         }
-        // One query of the kind lookups make: a users table dropped or
-        // replaced behind the schema's version table, or one the daemon
-        // may not read, fails here too.
-        s.has_domain("update-check.invalid")
+        // The query every lookup makes first, which reads every column a
+        // lookup needs: a users table dropped or replaced behind the
+        // schema's version table, one without a column lookups read (no
+        // `password`), or one the daemon may not read, fails here too, and
+        // the table in use is kept.
+        s.exact("update-check", "update-check.invalid")
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
@@ -389,7 +416,7 @@ impl Tables {
         let (store, accounts) = self.store()?;
         match accounts.resolver().smtpd_answer(store, key)? {
             None => Ok(None),
-            Some(KeyAnswer::Items(items)) => Ok(Some(items.join(", "))),
+            Some(KeyAnswer::Items(items)) => Ok(Some(smtpd_list(&items))),
             Some(KeyAnswer::Unusable(why)) => Err(Failure::data(why)),
         }
     }
@@ -448,7 +475,7 @@ impl Tables {
     fn senders(&mut self, key: &str) -> Result<Option<String>, Failure> {
         let (store, accounts) = self.store()?;
         let list = accounts.senders(store, key)?;
-        Ok(list.map(|l| l.join(", ")))
+        Ok(list.map(|l| smtpd_list(&l)))
     }
 
     fn mailaddr(&mut self, key: &str) -> Result<Option<String>, Failure> {
@@ -744,6 +771,32 @@ mod tests {
         assert!(t.cache.is_some(), "the table has an answer cache again");
         let hugo = Answer::Found("hugo_barrera.io".into());
         assert_eq!(t.lookup(Service::Alias, "new@barrera.io"), hugo);
+    }
+
+    /// An address with `'` reaches smtpd escaped, so that its list
+    /// splitter keeps it whole; other items are written as they are.
+    #[test]
+    fn list_values_escape_smtpd_list_syntax() {
+        assert_eq!(
+            smtpd_list(&["hugo_barrera.io", "o'brien@example.org"]),
+            "hugo_barrera.io, o\\'brien@example.org"
+        );
+        assert_eq!(smtpd_list(&["a\"b,c\\d"]), "a\\\"b\\,c\\\\d");
+        assert_eq!(smtpd_list::<&str>(&[]), "");
+        let mut t = table(
+            fixture()
+                .with("q1", "example.org", "o'brien@gmail.com", None)
+                .with("o'brien", "example.org", "hugo@barrera.io", None),
+        );
+        assert_eq!(
+            t.lookup(Service::Alias, "q1@example.org"),
+            Answer::Found("o\\'brien@gmail.com".into())
+        );
+        let Answer::Found(senders) = t.lookup(Service::Mailaddrmap, "hugo@barrera.io") else {
+            panic!("hugo has senders");
+        };
+        assert!(senders.contains("o\\'brien@example.org"), "{senders}");
+        assert!(!senders.contains(" o'brien"), "{senders}");
     }
 
     #[test]
@@ -1600,6 +1653,17 @@ mod tests {
         drop_users(&path);
         let e = t.update().unwrap_err();
         assert!(e.contains("users"), "{e}");
+        // A users table that lookups cannot read (no password column):
+        // the update fails, the table in use stays.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE users (username TEXT, domain TEXT, mailbox TEXT);
+             INSERT INTO users VALUES ('hugo', 'barrera.io', 'hugo@barrera.io');",
+        )
+        .unwrap();
+        drop(c);
+        let e = t.update().unwrap_err();
+        assert!(e.contains("password"), "{e}");
     }
 
     /// `DROP TABLE users`, through the one writer this crate's tests have

@@ -53,6 +53,12 @@ expect_auth catchall@barrera.io pw-catchall@barrera.io 235 \
 	random@barrera.io 250 catchall@barrera.io 250 hugo+x@barrera.io 250 alice@example.com 5
 expect_auth alice@example.com pw-alice@example.com 235 \
 	alice@example.com 250 sales-x@example.com 5 alice@old.example 250 hugo@barrera.io 5
+# An alias with a quote in its local part (RFC 5321 allows it, smtpd takes
+# it): alice's senders list holds it escaped, or smtpd's list splitter
+# meets an open quote and fails every sender check of hers (421).
+mt alias add "o'brien@example.com" alice@example.com >/dev/null
+expect_auth alice@example.com pw-alice@example.com 235 \
+	"o'brien@example.com" 250 alice@example.com 250 hugo@barrera.io 5
 expect_auth hugo@barrera.io wrong-password 535
 expect_auth nobody@barrera.io pw-hugo@barrera.io 535
 expect_auth off@example.com pw-off@example.com 535
