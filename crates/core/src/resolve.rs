@@ -237,10 +237,10 @@ pub fn smtpd_item_fault(item: &str, delimiter: char) -> Option<String> {
 /// destinations do not fit [`SMTPD_ALIAS_VALUE_MAX`]: an "everyone" alias
 /// made of team aliases then still works, each team expanded by its own
 /// lookup. Each target once, in row order.
-fn direct_targets(m: &Match, targets: Vec<(Row, Address)>) -> Vec<String> {
+fn direct_targets(m: &Match, targets: Vec<(Row, Formed)>) -> Vec<String> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    for (row, target) in targets {
+    for (row, target) in targets.into_iter().filter_map(|(r, t)| Some((r, t.ok()?))) {
         let wire = match delivers_to_itself(m, &row, &target) {
             true => delivery::encode(&target),
             false => target.to_string(),
@@ -353,6 +353,10 @@ impl Default for Resolver {
         }
     }
 }
+
+/// A target as a row forms it for one address: the address, or why the
+/// address's capture cannot form one ([`Resolver::targets`]).
+pub type Formed = Result<Address, String>;
 
 fn row_text(r: &Row) -> String {
     format!("{}@{} -> {}", r.username, r.domain, r.mailbox)
@@ -547,18 +551,41 @@ impl Resolver {
         }
     }
 
-    /// The target addresses of a match, with `%` substituted.
-    pub fn targets(&self, m: &Match) -> Result<Vec<(Row, Address)>, ResolveError> {
+    /// The target addresses of a match, with `%` substituted. A target
+    /// the row forms from a plain name but not from this capture is
+    /// `Err(why)`, not an error of the row: the capture is the address's
+    /// local part (a domain alias) or part of it (a pattern), which the
+    /// sender chose, and it can make the target too long (`%@a.org ->
+    /// longprefix-%@b.org`), empty (`sales-%` matching `sales-`), or start
+    /// with `/`, which smtpd takes for a file to deliver to
+    /// (`alias_is_filename` in `usr.sbin/smtpd/to.c`). The caller decides
+    /// what that means for the address ([`Resolver::expand`]). A row that
+    /// forms no address at all is [`ResolveError::BadRow`].
+    pub fn targets(&self, m: &Match) -> Result<Vec<(Row, Formed)>, ResolveError> {
         m.rows
             .iter()
             .map(|r| {
+                let bad = |e: crate::AddressError| ResolveError::BadRow {
+                    row: row_text(r),
+                    why: e.to_string(),
+                };
+                if !r.mailbox.contains('%') {
+                    return Address::parse(&r.mailbox)
+                        .map(|a| (r.clone(), Ok(a)))
+                        .map_err(bad);
+                }
                 let text = r.mailbox.replace('%', &m.capture);
-                Address::parse(&text)
-                    .map(|a| (r.clone(), a))
-                    .map_err(|e| ResolveError::BadRow {
-                        row: row_text(r),
-                        why: e.to_string(),
-                    })
+                let formed = match Address::parse(&text) {
+                    Ok(a) if a.local().starts_with('/') && !r.mailbox.starts_with('/') => Err(
+                        format!("{text} would be read by smtpd as a file to deliver to"),
+                    ),
+                    Ok(a) => Ok(a),
+                    Err(e) => {
+                        Address::parse(&r.mailbox.replace('%', "x")).map_err(bad)?;
+                        Err(format!("{text:?} is not an address: {e}"))
+                    }
+                };
+                Ok((r.clone(), formed))
             })
             .collect()
     }
@@ -579,7 +606,25 @@ impl Resolver {
         out: &mut Vec<Destination>,
         made: &mut Expansion,
     ) -> Result<(), ResolveError> {
-        let targets = self.targets(m)?;
+        let mut targets = Vec::with_capacity(m.rows.len());
+        for (row, formed) in self.targets(m)? {
+            match formed {
+                Ok(target) => targets.push((row, target)),
+                // The address's own local part cannot be carried over:
+                // no such address exists at the target, which makes it
+                // unknown (a permanent reject, as step 5 makes an address
+                // the target domain lacks), never a deferral the sender
+                // retries for days.
+                Err(_) if from_address => made.unknown = true,
+                // A capture a fixed row made: the rows are at fault.
+                Err(why) => {
+                    return Err(ResolveError::BadRow {
+                        row: row_text(&row),
+                        why,
+                    })
+                }
+            }
+        }
         let fetched = self.prefetch(store, m, &targets, path)?;
         let ahead = [&m.ahead, &fetched];
         for (row, target) in targets {
@@ -1248,11 +1293,17 @@ mod tests {
             answer(&mut s, "joe@old.org"),
             KeyAnswer::Items(vec!["joe@external.net".into()])
         );
+        // The sender's local part made into a file name: never answered,
+        // and not a deferral either: no such address can exist there.
         for key in ["/tmp/pwn@old.org", "/x`id`@old.org"] {
-            match answer(&mut s, key) {
-                KeyAnswer::Unusable(why) => assert!(why.contains("file"), "{why}"),
-                other => panic!("{key}: {other:?}"),
-            }
+            let got = Resolver::default().smtpd_answer(&mut s, key).unwrap();
+            assert_eq!(got, None, "{key}");
+        }
+        // A fixed target starting with `/` (written by hand): refused.
+        let mut fixed = MemStore::default().with("f", "ex.org", "/tmp/x@ex.net", None);
+        match answer(&mut fixed, "f@ex.org") {
+            KeyAnswer::Unusable(why) => assert!(why.contains("file"), "{why}"),
+            other => panic!("{other:?}"),
         }
         match answer(&mut s, "list@ex.org") {
             KeyAnswer::Unusable(why) => assert!(why.contains("delivery user name"), "{why}"),
@@ -1875,6 +1926,57 @@ mod tests {
             Step::CatchAll,
         ];
         assert_eq!(steps.map(Step::number), [1, 2, 3, 4]);
+    }
+
+    /// A target that the address's own local part cannot form (too long,
+    /// empty, starting with `/`) makes the address unknown, a permanent
+    /// reject, not an error that defers the sender's mail for days; the
+    /// other targets still get theirs. A capture that fixed rows made is
+    /// the rows' fault, and stays an error.
+    #[test]
+    fn a_target_the_address_cannot_form_makes_it_unknown() {
+        let mut s = MemStore::default()
+            .with("hugo", "d.org", "hugo@d.org", Some(testdata::HASH))
+            .with("%", "pre.org", "longprefix-%@ext.test", None)
+            .with("%", "fwd.org", "%@ext.test", None)
+            .with("sales-%", "d.org", "%@d.org", None)
+            .with("%", "mix.org", "hugo@d.org", None)
+            .with("%", "mix.org", "longprefix-%@ext.test", None)
+            .with(
+                "team",
+                "a.org",
+                &format!("{}@pre.org", "t".repeat(60)),
+                None,
+            );
+        let r = Resolver::default();
+        let resolve = |s: &mut MemStore, a: &str| r.resolve(s, &Address::parse(a).unwrap());
+        let long = format!("{}@pre.org", "a".repeat(60));
+        assert_eq!(resolve(&mut s, &long).unwrap(), Outcome::NotFound);
+        assert_eq!(
+            resolve(&mut s, "short@pre.org").unwrap(),
+            Outcome::Found(vec![Destination::External(
+                Address::parse("longprefix-short@ext.test").unwrap()
+            )])
+        );
+        assert_eq!(
+            resolve(&mut s, "/tmp/x@fwd.org").unwrap(),
+            Outcome::NotFound
+        );
+        assert_eq!(resolve(&mut s, "sales-@d.org").unwrap(), Outcome::NotFound);
+        assert_eq!(
+            resolve(&mut s, &format!("{}@mix.org", "a".repeat(60))).unwrap(),
+            Outcome::Found(vec![Destination::Mailbox(
+                Address::parse("hugo@d.org").unwrap()
+            )])
+        );
+        let err = resolve(&mut s, "team@a.org").unwrap_err();
+        assert!(
+            matches!(&err, ResolveError::BadRow { row, .. } if row == "%@pre.org -> longprefix-%@ext.test"),
+            "{err:?}"
+        );
+        // smtpd's walk: the key is not found, so smtpd ends in a reject.
+        assert!(r.smtpd_answer(&mut s, &long).unwrap().is_none());
+        assert!(r.smtpd_answer(&mut s, "/tmp/x@fwd.org").unwrap().is_none());
     }
 
     /// A row whose target is no address is an error naming the row.
