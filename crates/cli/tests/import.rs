@@ -2696,6 +2696,75 @@ fn messy_text_tables_read_as_smtpd_reads_them() {
 /// user whose password is NULL, a Dovecot userdb-only entry) does not come
 /// over: its mail would bounce from now on, so the import is refused
 /// without `--partial`, and the report's first line names it.
+/// An address mailtable cannot store (`%` is its wildcard) is left
+/// behind like a mailbox without a password, from every kind of source:
+/// a login or mailbox refuses the import without `--partial`, and every
+/// such address is counted on the report's first line.
+#[test]
+fn an_address_mailtable_cannot_store_is_mail_left_behind() {
+    let db = Db::new();
+    let files = db.sources(&[
+        (
+            "smtpd-aliases",
+            "vv",
+            "ok@example.org vmail-ok\n100%@example.org vmail-pc\n50%@example.org ok@example.org\n"
+                .to_string(),
+        ),
+        (
+            "smtpd-credentials",
+            "cc",
+            format!("ok@example.org ok@example.org:{M_HASH}\n100%@example.org 100%@example.org:{M_HASH}\n"),
+        ),
+    ]);
+    let mut args = vec!["import"];
+    args.extend(files.iter().map(String::as_str));
+    let (code, out, err) = db.run(&args);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        out.starts_with("mailtable import: 2 address(es) of the sources will not receive mail"),
+        "{out}"
+    );
+    assert!(
+        out.contains("100%@example.org") && out.contains("50%@example.org"),
+        "{out}"
+    );
+    assert!(
+        err.contains("would not come over (100%@example.org)"),
+        "{err}"
+    );
+    assert!(db.snapshot().1.is_empty(), "nothing written");
+
+    let db = Db::new();
+    let url = db.postfixadmin(
+        "pfa.db",
+        &format!(
+            "INSERT INTO domain VALUES ('example.org', '0', '1');
+             INSERT INTO mailbox VALUES ('alice@example.org', '{M_HASH}', 'example.org', 0, '1'),
+                                        ('100%@example.org', '{M_HASH}', 'example.org', 0, '1');
+             INSERT INTO alias VALUES ('alice@example.org', 'alice@example.org', '1'),
+                                      ('100%@example.org', '100%@example.org', '1'),
+                                      ('5%@example.org', 'alice@example.org', '1');"
+        ),
+    );
+    let (code, out, err) = db.run(&["import", "--from", "sql", &url]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        out.starts_with("mailtable import: 2 address(es) of the sources will not receive mail"),
+        "{out}"
+    );
+    assert!(out.contains("5%@example.org"), "{out}");
+    assert!(
+        err.contains("would not come over (100%@example.org)"),
+        "{err}"
+    );
+    let (v, _) = db.import_json(&["--from", "sql", &url, "--partial"], 0);
+    assert_eq!(v["status"], "imported");
+    assert_eq!(
+        db.resolve("alice@example.org").1,
+        set(&["alice@example.org"])
+    );
+}
+
 #[test]
 fn a_mailbox_without_a_password_is_mail_left_behind() {
     let db = Db::new();
@@ -2724,6 +2793,13 @@ fn a_mailbox_without_a_password_is_mail_left_behind() {
         "{err}"
     );
     assert!(err.contains("--partial"), "{err}");
+    // dave's self-alias names the mailbox left behind, not a bounce: the
+    // source delivered his mail.
+    assert!(
+        out.contains("delivers to its own mailbox, which does not come over"),
+        "{out}"
+    );
+    assert!(!out.contains("bounced"), "{out}");
     assert!(db.snapshot().1.is_empty(), "nothing written");
     // olga is inactive: her mail was refused already, nothing is lost.
     let (v, _) = db.import_json(&["--from", "sql", &url, "--partial"], 0);

@@ -436,6 +436,17 @@ impl Parsed {
         self.skipped.push(Finding::about(at, key, why));
     }
 
+    /// An address of the source that mailtable cannot store (`100%@d`,
+    /// `%` being its wildcard) and that is no mailbox: an alias key. The
+    /// source delivered its mail, so it is counted as an address that
+    /// will not receive mail, and reported.
+    pub fn address_left_behind(&mut self, at: Origin, key: &str, why: &str) {
+        if key.contains('@') {
+            self.lost.push(key.to_string());
+        }
+        self.skipped.push(Finding::about(at, key, why));
+    }
+
     /// Nothing at all came out of the source: no entry, and nothing to
     /// report about one (an empty file, only comments, empty tables).
     pub fn is_empty(&self) -> bool {

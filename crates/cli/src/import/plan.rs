@@ -811,6 +811,16 @@ fn route_status(
         }
         return Status::Ok(out);
     }
+    if to_self && only_self && !has_login && m.lost_mailboxes.contains(&k.to_string()) {
+        // The source's own mailbox, left behind (no password, or an
+        // address mailtable cannot store): the source delivered this mail,
+        // it did not bounce it. Its entry says why; the address is
+        // counted there.
+        return Status::Skipped(format!(
+            "delivers to its own mailbox, which does not come over (see the entry of {k}): \
+             the source delivered this mail, and after the import it has nowhere to go"
+        ));
+    }
     if to_self && !has_login && m.aliases_first {
         // Postfix delivers an address that expands into itself as it is
         // (cleanup_map1n.c), and its mailbox maps do not list this one:

@@ -321,11 +321,11 @@ pub fn parse_aliases(source: &str, text: &str) -> Parsed {
                 targets,
                 origin: at,
             }),
-            Err(why) => p.skipped.push(Finding::about(
+            Err(why) => p.address_left_behind(
                 at,
                 &key,
-                format!("key is not an address mailtable can store ({why})"),
-            )),
+                &format!("key is not an address mailtable can store ({why})"),
+            ),
         }
     }
     p
@@ -490,11 +490,11 @@ fn push_login(p: &mut Parsed, at: Origin, key: &str, hash: &str, implied_route: 
             implied_route,
             origin: at,
         }),
-        Err(why) => p.skipped.push(Finding::about(
+        Err(why) => p.mailbox_left_behind(
             at,
             key,
-            format!("login is not an address mailtable can store ({why})"),
-        )),
+            &format!("login is not an address mailtable can store ({why})"),
+        ),
     }
 }
 

@@ -1546,7 +1546,7 @@ fn read_user(
     let addr = match Address::parse(&full) {
         Ok(a) => a,
         Err(e) => {
-            p.skipped.push(Finding::about(at, &full, e.to_string()));
+            p.mailbox_left_behind(at, &full, &e.to_string());
             return;
         }
     };
@@ -1644,7 +1644,7 @@ fn read_aliases(
         let (key_domain, key) = match key {
             Ok(k) => k,
             Err(e) => {
-                p.skipped.push(Finding::about(at, &key_text, e.to_string()));
+                p.address_left_behind(at, &key_text, &e.to_string());
                 continue;
             }
         };
