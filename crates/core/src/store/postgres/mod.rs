@@ -79,7 +79,8 @@ pub struct PostgresStore {
     tx: Tx,
     /// The last change check: when, and the token it gave.
     checked: Option<(Instant, ChangeToken)>,
-    /// Change checks made so far (the token when there is no stamp).
+    /// Change checks made so far on this connection (the first without a
+    /// stamp says so in the log).
     checks: u64,
     /// The missing trigger was logged, and not seen back since.
     warned_no_trigger: bool,
@@ -390,6 +391,16 @@ impl Store for PostgresStore {
             Err(f) => Err(f),
         })?;
         self.checks += 1;
+        // Without a stamp, every check must give a token no other check
+        // gave, on any connection: `serve`'s pool shares one cache, and
+        // per-connection numbers (each counting from 1) made two
+        // connections' tokens equal, so answers cached before a change
+        // passed for current long after CHANGE_CHECK.
+        let unstamped = || {
+            static CHECKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = CHECKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            ChangeToken::new([2, n, 0, 0, 0, 0])
+        };
         let token = match stamp {
             Stamp::Read((s, Some(table), true)) => {
                 self.warned_no_trigger = false;
@@ -398,7 +409,7 @@ impl Store for PostgresStore {
             // No table named `users` at all (renamed away, dropped): the
             // lookup that follows says so; advice to recreate its trigger
             // would send the admin the wrong way.
-            Stamp::Read((_, None, _)) => ChangeToken::new([2, self.checks, 0, 0, 0, 0]),
+            Stamp::Read((_, None, _)) => unstamped(),
             Stamp::Read(_) => {
                 if !self.warned_no_trigger {
                     self.warned_no_trigger = true;
@@ -411,7 +422,7 @@ impl Store for PostgresStore {
                          missing, put it back with: {RECREATE_TRIGGER}",
                         CHANGE_CHECK.as_secs());
                 }
-                ChangeToken::new([2, self.checks, 0, 0, 0, 0])
+                unstamped()
             }
             Stamp::Unreadable => {
                 if self.checks == 1 {
@@ -421,7 +432,7 @@ impl Store for PostgresStore {
                          at most {} s",
                         CHANGE_CHECK.as_secs());
                 }
-                ChangeToken::new([2, self.checks, 0, 0, 0, 0])
+                unstamped()
             }
         };
         self.checked = Some((asked, token));
