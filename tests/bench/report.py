@@ -181,8 +181,8 @@ def main():
       "different keys), the cost of a key asked for the first time. The key files cannot outnumber "
       "table-mailtable's cache at every size (1k users have 1000 mailboxes, the default cache holds "
       "20000 answers), so the cold table-mailtable runs with `cache_entries = 1` "
-      "(`mailtable-cold-SIZE.toml`): the cache keeps the last two answers only and the walk never asks "
-      "a key again within two requests, so no measured lookup is a hit, while every lookup still pays "
+      "(`mailtable-cold-SIZE.toml`): the cache keeps the last answer only and the walk never asks "
+      "a key again in the next request, so no measured lookup is a hit, while every lookup still pays "
       "the cache's miss path and the change check (none while the database file's watch reports "
       "nothing, as here: the file is not written during the run);")
     w("* **warm**: each case repeats a working set of its first 300 keys, as real traffic repeats "

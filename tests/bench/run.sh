@@ -125,7 +125,7 @@ for size in $(echo "$SIZES" | tr ',' ' '); do
 	printf 'database = "sqlite://%s"\nuid = 5000\ngid = 5000\nhome = "/var/vmail/%%d/%%n"\n' "$db" >"$RUN/mailtable-$size.toml"
 	cp "$RUN/mailtable-$size.toml" "$RUN/mailtable-cold-$size.toml"
 	echo 'cache_entries = 20000 # the default' >>"$RUN/mailtable-$size.toml"
-	echo 'cache_entries = 1 # cold: keeps the last two answers only' >>"$RUN/mailtable-cold-$size.toml"
+	echo 'cache_entries = 1 # cold: keeps the last answer only' >>"$RUN/mailtable-cold-$size.toml"
 	for q in article indexed; do
 		{ echo "dbpath $db"; grep -v '^#' "tests/bench/sqlite-$q.conf" | grep -v '^dbpath'; } >"$RUN/sqlite-$q-$size.conf"
 	done

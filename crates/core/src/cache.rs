@@ -389,13 +389,19 @@ impl<V: Clone> AnswerCache<V> {
             self.previous.remove(key);
         }
         if !self.current.contains_key(key) && self.current.len() >= self.half() {
-            self.previous = std::mem::take(&mut self.current);
+            match self.settings.entries {
+                // One answer: no room for a previous generation.
+                1 => self.current.clear(),
+                _ => self.previous = std::mem::take(&mut self.current),
+            }
         }
         self.current.insert(key.to_string(), entry);
     }
 
+    /// A generation's size: two of them hold `entries` answers at most
+    /// (rounded up, an odd bound held one answer too many).
     fn half(&self) -> usize {
-        self.settings.entries.div_ceil(2)
+        (self.settings.entries / 2).max(1)
     }
 
     /// One whole lookup for a caller that owns its store: change check,
@@ -765,6 +771,20 @@ mod tests {
             if i % 10 == 0 {
                 assert_eq!(c.lookup(Ok(tok(1)), "hot", never), R::Ok("h".into()));
             }
+        }
+    }
+
+    /// Never more than `entries` answers, odd bounds and 1 included.
+    #[test]
+    fn the_bound_holds_for_every_size() {
+        for entries in 1..=9 {
+            let mut c = cache(entries);
+            for i in 0..50 {
+                c.lookup(Ok(tok(1)), &format!("k{i}"), found("x")).unwrap();
+                assert!(c.len() <= entries, "{entries}: {} held", c.len());
+            }
+            // The last answer is always kept.
+            assert_eq!(c.lookup(Ok(tok(1)), "k49", never), R::Ok("x".into()));
         }
     }
 
