@@ -124,14 +124,27 @@ end
 -- 2.3 names and fall back to the 2.4 ones when they are refused. Seen on
 -- 2.4.1: the first call fails with "Invalid HTTP client setting:
 -- max_attempts is unknown setting", the second works, and a server that
--- accepts but never answers fails the lookup after timeout_msecs.
+-- accepts but never answers fails the lookup (after each attempt's
+-- timeout_msecs, see below).
+--
+-- Two attempts: serve closes a kept-alive connection that stays idle past
+-- its 5 s head deadline, and a request Dovecot writes on it just then is
+-- lost with the connection. Dovecot sends such a request again only while
+-- attempts are left (http_client_request_try_retry in
+-- src/lib-http/http-client-request.c, core@2.3.19.1 and core@2.4.1): with
+-- one, the login failed temporarily for nothing. Every request here may be
+-- sent twice (lookups, and a password check that changes nothing). A
+-- request that gets no answer within timeout_msecs is sent again too
+-- (http_client_connection_abort_temp_error retries), so a server that
+-- accepts but never answers fails the lookup after twice timeout_msecs;
+-- serve itself answers within its query_timeout_ms.
 local function new_client()
   local ms = math.floor(tonumber(config.timeout_msecs) or 8000)
   local ok, client = pcall(dovecot.http.client, {
     user_agent = "mailtable-auth.lua",
     connect_timeout_msecs = ms,
     request_timeout_msecs = ms,
-    max_attempts = 1,
+    max_attempts = 2,
   })
   if ok then
     -- Dovecot 2.3: it would ignore proxy_socket_path and connect to url.
@@ -145,7 +158,7 @@ local function new_client()
     user_agent = "mailtable-auth.lua",
     connect_timeout = ms .. "ms",
     request_timeout = ms .. "ms",
-    request_max_attempts = 1,
+    request_max_attempts = 2,
   }
   if config.socket_path ~= nil then
     settings.proxy_socket_path = config.socket_path
