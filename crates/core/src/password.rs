@@ -260,7 +260,9 @@ impl PasswordHash {
     /// The `{SCHEME}hash` form for Dovecot. A stored prefix is kept;
     /// otherwise one is chosen from the hash itself.
     pub fn for_dovecot(&self) -> Option<String> {
-        if self.0.is_empty() || self.0.contains(['\n', '\r', '\0', '\t']) {
+        // A prefix with nothing after it (`{SHA512-CRYPT}`) is no hash
+        // either: an empty password field for Dovecot.
+        if self.crypt_string().is_empty() || self.0.contains(['\n', '\r', '\0', '\t']) {
             return None;
         }
         if self.prefix().is_some() {
@@ -982,6 +984,13 @@ mod tests {
         assert_eq!(plain.for_smtpd(), None);
         assert_eq!(plain.for_dovecot().as_deref(), Some("{PLAIN}x"));
         assert_eq!(PasswordHash::new("").for_dovecot(), None);
+        // A scheme prefix alone is an empty hash: never handed to Dovecot,
+        // whatever the scheme.
+        for bare in ["{SHA512-CRYPT}", "{PLAIN}", "{PBKDF2}", "{CRYPT}"] {
+            let h = PasswordHash::new(bare);
+            assert_eq!(h.for_dovecot(), None, "{bare}");
+            assert!(!h.dovecot_only(), "{bare}");
+        }
         assert!(PasswordHash::new("$2b$04$broken").verify(&pw).is_err());
     }
 
