@@ -176,6 +176,9 @@ does not recognise (cleartext, say) is refused with its line number. All or noth
         /// Add every mailbox listed in FILE (`-`: stdin) instead
         #[arg(long, value_name = "FILE", conflicts_with_all = ["address", "password_stdin", "quota"])]
         from_file: Option<PathBuf>,
+        /// Add it even if its domain becomes one of ours and mail that aliases sent to that domain's own servers would then fail or be refused
+        #[arg(long)]
+        force: bool,
     },
     /// Change a mailbox's password
     Passwd {
@@ -201,6 +204,9 @@ does not recognise (cleartext, say) is refused with its line number. All or noth
         /// Leave OLD as an alias to NEW, so mail to OLD still arrives
         #[arg(long)]
         keep_alias: bool,
+        /// Rename it even if NEW's domain becomes one of ours and mail that aliases sent to that domain's own servers would then fail or be refused
+        #[arg(long)]
+        force: bool,
     },
     /// Remove a mailbox (refused while aliases would be left pointing at nothing, unless --force)
     Del {
@@ -234,6 +240,9 @@ pub enum AliasCommand {
         /// One or more targets, as separate arguments or comma-separated
         #[arg(required = true)]
         targets: Vec<String>,
+        /// Add it even if its domain becomes one of ours and mail that aliases sent to that domain's own servers would then fail or be refused
+        #[arg(long)]
+        force: bool,
     },
     /// Remove an alias, or only some of its targets (refused while other aliases would be left pointing at nothing, unless --force)
     Del {

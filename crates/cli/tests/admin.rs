@@ -484,6 +484,73 @@ both!(alias_list_to_finds_every_way_in, |db| {
     assert!(err.contains("not-an-address"), "{err}");
 });
 
+// The first row of a domain makes it ours: mail that aliases sent to its
+// own servers would then fail (a fixed target there without rows) or be
+// refused (a domain alias into it). Every way of adding a row is refused
+// without --force, nothing written; an addition that gives the target its
+// rows, or a domain already ours, passes.
+both!(
+    an_addition_that_makes_a_domain_ours_must_not_break_forwards,
+    |db| {
+        db.add_user("hugo@barrera.io", &[]);
+        db.ok(&["alias", "add", "x@barrera.io", "bar@ext.com"]);
+        db.ok(&["alias", "add", "%@fwd.org", "%@ext2.com"]);
+        let bcrypt = "$2b$04$abcdefghijklmnopqrstuuJ0nMUE6oJ7Vq8yB4vqvZ3.b5D8lEH1e";
+        let file = format!("foo@ext.com\t{bcrypt}\n");
+        for (args, stdin) in [
+            (
+                vec!["user", "add", "foo@ext.com", "--password-stdin"],
+                "pw\n",
+            ),
+            (vec!["alias", "add", "info@ext.com", "hugo@barrera.io"], ""),
+            (
+                vec!["user", "rename", "hugo@barrera.io", "hugo@ext.com"],
+                "",
+            ),
+            (vec!["user", "add", "--from-file", "-"], file.as_str()),
+        ] {
+            let (code, err) = db.refused(&args, Some(stdin));
+            assert_eq!(code, 2, "{args:?}: {err}");
+            assert!(
+                err.contains("refused: ext.com would become one of our domains")
+                    && err.contains("x@barrera.io: mail to x@barrera.io would fail"),
+                "{args:?}: {err}"
+            );
+        }
+        let (_, err) = db.refused(
+            &["user", "add", "boss@ext2.com", "--password-stdin"],
+            Some("pw\n"),
+        );
+        assert!(
+            err.contains("%@fwd.org: mail to mailtable-alias-check@fwd.org would be refused"),
+            "{err}"
+        );
+        // The target itself: its mail now stays here, as meant.
+        db.add_user("bar@ext.com", &[]);
+        assert_eq!(db.destinations("x@barrera.io"), vec!["bar@ext.com"]);
+        // ext.com is ours now: nothing more to break there.
+        db.add_user("foo@ext.com", &[]);
+        // Forced: written, with a warning.
+        let out = db.run(
+            &[
+                "user",
+                "add",
+                "boss@ext2.com",
+                "--password-stdin",
+                "--force",
+            ],
+            Some("pw\n"),
+        );
+        assert!(out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("warning: %@fwd.org: mail to mailtable-alias-check@fwd.org"),
+            "{err}"
+        );
+        assert!(db.destinations("q@fwd.org").is_empty());
+    }
+);
+
 both!(a_refusal_names_ten_aliases_and_counts_the_rest, |db| {
     db.add_user("bob@barrera.io", &[]);
     for i in 10..35 {

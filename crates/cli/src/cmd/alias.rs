@@ -23,7 +23,11 @@ use std::collections::BTreeMap;
 /// `mailtable alias ...`.
 pub(super) fn run(ctx: &Ctx, cmd: AliasCommand) -> Result<Exit, CliError> {
     match cmd {
-        AliasCommand::Add { pattern, targets } => add(ctx, &pattern, &targets),
+        AliasCommand::Add {
+            pattern,
+            targets,
+            force,
+        } => add(ctx, &pattern, &targets, force),
         AliasCommand::Del {
             pattern,
             targets,
@@ -109,7 +113,7 @@ fn stored_targets(
     Ok(out)
 }
 
-fn add(ctx: &Ctx, pattern: &str, targets: &[String]) -> Result<Exit, CliError> {
+fn add(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit, CliError> {
     let p = AddressPattern::parse(pattern)?;
     // Patterns are tried on the local part without its tag (DESIGN step
     // 3): one with the delimiter in it could never match.
@@ -138,7 +142,8 @@ fn add(ctx: &Ctx, pattern: &str, targets: &[String]) -> Result<Exit, CliError> {
             quota: None,
         })
         .collect();
-    ctx.write(|s| {
+    let broken = ctx.write(|s| {
+        let arrival = guard::Arrival::before(&ctx.resolver, s, &[&p.domain])?;
         let existing = s.exact(&username, p.domain.as_str())?;
         for row in &rows {
             if existing
@@ -157,16 +162,19 @@ fn add(ctx: &Ctx, pattern: &str, targets: &[String]) -> Result<Exit, CliError> {
         // smtpd can take. A wildcard is tried with an address it matches
         // (`%@a.org -> %@b.org` beside `%@b.org -> %@a.org` loops for
         // every name), and each fixed target on its own.
-        if let Some(own) = p.as_address() {
-            return check_resolves(&ctx.resolver, s, &own);
+        match p.as_address() {
+            Some(own) => check_resolves(&ctx.resolver, s, &own)?,
+            None => {
+                check_resolves(&ctx.resolver, s, &guard::probe_address(&p)?)?;
+                for row in rows.iter().filter(|r| !r.has_template_target()) {
+                    check_resolves(&ctx.resolver, s, &Address::parse(&row.mailbox)?)?;
+                }
+            }
         }
-        check_resolves(&ctx.resolver, s, &guard::probe_address(&p)?)?;
-        for row in rows.iter().filter(|r| !r.has_template_target()) {
-            check_resolves(&ctx.resolver, s, &Address::parse(&row.mailbox)?)?;
-        }
-        Ok(())
+        arrival.refuse(&ctx.resolver, s, force)
     })?;
     println!("added {p} -> {}", targets.join(", "));
+    guard::warn_arrival(&broken);
     Ok(Exit::Ok)
 }
 

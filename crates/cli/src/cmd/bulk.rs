@@ -31,7 +31,7 @@ struct Entry {
 }
 
 /// `user add --from-file`.
-pub(super) fn add(ctx: &Ctx, file: &Path) -> Result<Exit, CliError> {
+pub(super) fn add(ctx: &Ctx, file: &Path, force: bool) -> Result<Exit, CliError> {
     let shown = if file == Path::new("-") {
         "stdin".to_string()
     } else {
@@ -43,7 +43,9 @@ pub(super) fn add(ctx: &Ctx, file: &Path) -> Result<Exit, CliError> {
     if entries.is_empty() {
         return Err(CliError::usage(format!("{shown} lists no mailbox")));
     }
-    ctx.write(|s| {
+    let broken = ctx.write(|s| {
+        let domains: Vec<_> = entries.iter().map(|e| e.address.domain()).collect();
+        let arrival = super::guard::Arrival::before(&ctx.resolver, s, &domains)?;
         for e in &entries {
             // The line for context, the exit code of the failure kept: a
             // database that is down is a temporary failure (75), not bad
@@ -51,7 +53,7 @@ pub(super) fn add(ctx: &Ctx, file: &Path) -> Result<Exit, CliError> {
             insert_mailbox(s, &e.address, e.hash.clone(), e.quota.clone())
                 .map_err(|err| err.context(format_args!("{shown}: line {}", e.line)))?;
         }
-        Ok(())
+        arrival.refuse(&ctx.resolver, s, force)
     })?;
     for e in &entries {
         println!(
@@ -61,6 +63,7 @@ pub(super) fn add(ctx: &Ctx, file: &Path) -> Result<Exit, CliError> {
         );
     }
     println!("added {} mailbox(es) from {shown}", entries.len());
+    super::guard::warn_arrival(&broken);
     Ok(Exit::Ok)
 }
 

@@ -17,6 +17,8 @@
 //!
 //! A removal only takes rows of one key, so only that key's domain can
 //! stop being ours.
+//!
+//! The other way round, an addition can make a domain ours ([`Arrival`]).
 
 use crate::error::CliError;
 use mailtable_core::{
@@ -135,6 +137,132 @@ impl Guard {
             out.push(format!("{label}: {why}"));
         }
         Ok(out)
+    }
+}
+
+/// What adding the first rows of a domain must not break: mail that left
+/// the host for that domain before the write, resolved again inside the
+/// write's transaction (`user add`, `alias add`, `user rename`, `user
+/// add --from-file`).
+///
+/// A domain with rows is one of ours: an address of it without rows is
+/// unknown, and a fixed target there without rows is a broken alias. So
+/// the first `user add foo@ext.com` turns `x@barrera.io -> bar@ext.com`,
+/// which relayed to ext.com's servers, into an alias that defers its mail,
+/// and `%@fwd.org -> %@ext.com` into one that rejects every name but foo.
+/// Taking over a domain the host forwarded to is a common migration step;
+/// the admin must add those addresses first, or say `--force`.
+pub(super) struct Arrival {
+    /// Rows whose mail left for a domain that becomes ours: label, the
+    /// address resolved in their place, and that domain.
+    sources: Vec<(String, Address, Domain)>,
+}
+
+impl Arrival {
+    /// Taken before a write that adds rows of `domains`: for each that has
+    /// no rows yet, the rows whose mail goes there (one pass over the
+    /// rows, and only when such a domain is written: the CLI's check,
+    /// never a daemon's lookup).
+    pub(super) fn before(
+        r: &Resolver,
+        s: &mut dyn Store,
+        domains: &[&Domain],
+    ) -> Result<Arrival, CliError> {
+        let mut new: Vec<Domain> = Vec::new();
+        for d in domains {
+            if !new.contains(d) && !s.has_domain(d.as_str())? {
+                new.push((*d).clone());
+            }
+        }
+        let mut sources = Vec::new();
+        if new.is_empty() {
+            return Ok(Arrival { sources });
+        }
+        let mut rows = Vec::new();
+        s.scan(None, &mut |row| {
+            let to = row
+                .mailbox
+                .rsplit_once('@')
+                .and_then(|(_, d)| Domain::parse(d).ok());
+            if let Some(d) = to.filter(|d| new.contains(d)) {
+                rows.push((row, d));
+            }
+        })?;
+        for (row, domain) in rows {
+            let label = row.address();
+            let probe = match AddressPattern::parse(&label) {
+                Ok(p) if p.as_address().is_none() => probe_address(&p)?,
+                _ => match Address::from_parts(&row.username, &row.domain) {
+                    Ok(a) => a,
+                    Err(_) => continue,
+                },
+            };
+            // Only mail that left for the domain counts: what failed or
+            // stayed here before is not this write's doing.
+            let left = match r.resolve(s, &probe) {
+                Ok(Outcome::Found(to)) => to
+                    .iter()
+                    .any(|d| matches!(d, Destination::External(a) if *a.domain() == domain)),
+                Err(ResolveError::Store(e)) => return Err(e.into()),
+                _ => false,
+            };
+            if left && !sources.iter().any(|(_, a, _)| *a == probe) {
+                sources.push((label, probe, domain));
+            }
+        }
+        Ok(Arrival { sources })
+    }
+
+    /// After the write, in the same transaction: each address whose mail
+    /// now fails or is refused, as `label: why`.
+    pub(super) fn broken(&self, r: &Resolver, s: &mut dyn Store) -> Result<Vec<String>, CliError> {
+        let mut out = Vec::new();
+        for (label, probe, domain) in &self.sources {
+            let why = match r.resolve(s, probe) {
+                Ok(Outcome::Found(_)) => continue,
+                Err(ResolveError::Store(e)) => return Err(e.into()),
+                Err(e) => format!("mail to {probe} would fail ({e})"),
+                Ok(_) => format!("mail to {probe} would be refused (no such address)"),
+            };
+            out.push(format!(
+                "{label}: {why}, where it went to {domain}'s own servers"
+            ));
+        }
+        Ok(out)
+    }
+
+    /// [`Arrival::broken`] refused without `--force`; with it, a warning
+    /// each once written ([`warn_arrival`]).
+    pub(super) fn refuse(
+        &self,
+        r: &Resolver,
+        s: &mut dyn Store,
+        force: bool,
+    ) -> Result<Vec<String>, CliError> {
+        let broken = self.broken(r, s)?;
+        let domains = self.domains();
+        unless_forced(&broken, force, |broken| {
+            format!(
+                "refused: {domains} would become one of our domains, and {}; add those \
+                 addresses first, change the rows, or use --force",
+                some_of(broken, "; ")
+            )
+        })?;
+        Ok(broken)
+    }
+
+    fn domains(&self) -> String {
+        let mut names: Vec<String> = self.sources.iter().map(|(_, _, d)| d.to_string()).collect();
+        names.dedup();
+        names.join(", ")
+    }
+}
+
+/// After a forced write that made a domain ours: a warning per address
+/// whose mail it broke.
+pub(super) fn warn_arrival(broken: &[String]) {
+    for b in broken {
+        eprintln!("mailtable: warning: {b}");
     }
 }
 

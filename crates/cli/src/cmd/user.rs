@@ -25,17 +25,19 @@ pub(super) fn run(ctx: &Ctx, cmd: UserCommand) -> Result<Exit, CliError> {
     match cmd {
         UserCommand::Add {
             from_file: Some(file),
+            force,
             ..
-        } => super::bulk::add(ctx, &file),
+        } => super::bulk::add(ctx, &file, force),
         UserCommand::Add {
             address,
             password,
             quota,
             from_file: None,
+            force,
         } => {
             // clap requires ADDRESS without --from-file.
             let address = address.unwrap_or_default();
-            add(ctx, &address, &password, quota.as_deref())
+            add(ctx, &address, &password, quota.as_deref(), force)
         }
         UserCommand::Passwd { address, password } => passwd(ctx, &address, &password),
         UserCommand::Quota { address, quota } => set_quota(ctx, &address, &quota),
@@ -43,7 +45,8 @@ pub(super) fn run(ctx: &Ctx, cmd: UserCommand) -> Result<Exit, CliError> {
             old,
             new,
             keep_alias,
-        } => rename(ctx, &old, &new, keep_alias),
+            force,
+        } => rename(ctx, &old, &new, keep_alias, force),
         UserCommand::Del { address, force } => del(ctx, &address, force),
         UserCommand::Disable { address } => set_active(ctx, &address, false),
         UserCommand::Enable { address } => set_active(ctx, &address, true),
@@ -102,6 +105,7 @@ fn add(
     address: &str,
     input: &PasswordInput,
     quota: Option<&str>,
+    force: bool,
 ) -> Result<Exit, CliError> {
     let addr = mailbox_address(address, ctx.resolver.delimiter)?;
     // Check everything typed before asking for the password.
@@ -118,7 +122,11 @@ fn add(
         return Err(CliError::usage(format!("{addr} already has a mailbox")));
     }
     let hash = new_hash(ctx, input, &addr.to_string())?;
-    ctx.write(|s| insert_mailbox(s, &addr, hash, quota.clone()))?;
+    let broken = ctx.write(|s| {
+        let arrival = super::guard::Arrival::before(&ctx.resolver, s, &[addr.domain()])?;
+        insert_mailbox(s, &addr, hash, quota.clone())?;
+        arrival.refuse(&ctx.resolver, s, force)
+    })?;
     match &quota {
         Some(q) => println!(
             "added mailbox {addr} (delivery user {}, quota {q})",
@@ -129,6 +137,7 @@ fn add(
             delivery::encode(&addr)
         ),
     }
+    super::guard::warn_arrival(&broken);
     Ok(Exit::Ok)
 }
 
@@ -178,7 +187,13 @@ fn set_quota(ctx: &Ctx, address: &str, quota: &str) -> Result<Exit, CliError> {
 }
 
 /// `user rename OLD NEW [--keep-alias]`, in one transaction.
-fn rename(ctx: &Ctx, old: &str, new: &str, keep_alias: bool) -> Result<Exit, CliError> {
+fn rename(
+    ctx: &Ctx,
+    old: &str,
+    new: &str,
+    keep_alias: bool,
+    force: bool,
+) -> Result<Exit, CliError> {
     let old = Address::parse(old)?;
     let new = mailbox_address(new, ctx.resolver.delimiter)?;
     if old == new {
@@ -206,6 +221,7 @@ fn rename(ctx: &Ctx, old: &str, new: &str, keep_alias: bool) -> Result<Exit, Cli
         // And their mail must not leave the host: the last row of OLD's
         // domain gone, `%@src.org -> %@old.org` would relay to old.org.
         let guard = super::guard::Guard::before(r, s, old.domain(), &fixed, None, Some(&old))?;
+        let arrival = super::guard::Arrival::before(r, s, &[new.domain()])?;
         // Alias rows of OLD itself (`hugo -> backup@x.net` beside the
         // mailbox: a copy elsewhere) belong to the mailbox: they move too.
         let copies: Vec<Row> = s
@@ -255,8 +271,9 @@ fn rename(ctx: &Ctx, old: &str, new: &str, keep_alias: bool) -> Result<Exit, Cli
             )));
         }
         check_found(r, s, &new)?;
-        Ok(repointed)
+        Ok((repointed, arrival.refuse(r, s, force)?))
     })?;
+    let (repointed, arrived) = repointed;
     let (old_home, new_home) = (ctx.config.home_for(&old), ctx.config.home_for(&new));
     println!(
         "renamed mailbox {old} to {new} (delivery user {})",
@@ -271,6 +288,7 @@ fn rename(ctx: &Ctx, old: &str, new: &str, keep_alias: bool) -> Result<Exit, Cli
     if old_home != new_home {
         println!("move the mail store: {old_home} -> {new_home}");
     }
+    super::guard::warn_arrival(&arrived);
     Ok(Exit::Ok)
 }
 
