@@ -551,6 +551,21 @@ both!(
     }
 );
 
+// A `%` target is stored in the normal form of every other target: the
+// domain in IDNA ASCII form without a trailing dot, the local part in
+// lower case; so doctor finds nothing hand-written in it, and `alias del`
+// with the normal spelling finds it. Errors quote the target as typed.
+both!(a_domain_alias_target_is_stored_normalised, |db| {
+    db.ok(&["alias", "add", "%@a.org", "Sales-%@MÜNCHEN.de."]);
+    let row = db.json(&["alias", "list", "--json"]).to_string();
+    assert!(row.contains("sales-%@xn--mnchen-3ya.de"), "{row}");
+    db.ok(&["alias", "del", "%@a.org", "sales-%@xn--mnchen-3ya.de"]);
+    let (code, err) = db.refused(&["alias", "add", "%@a.org", "%"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid target \"%\""), "{err}");
+    assert!(!err.contains("\"x\""), "{err}");
+});
+
 both!(a_refusal_names_ten_aliases_and_counts_the_rest, |db| {
     db.add_user("bob@barrera.io", &[]);
     for i in 10..35 {

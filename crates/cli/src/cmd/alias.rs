@@ -54,9 +54,20 @@ fn parse_target(pattern: &AddressPattern, text: &str) -> Result<String, CliError
             "invalid target {text:?}: at most one %, in the local part"
         )));
     }
-    // Check it is an address once the % is filled in.
-    Address::parse(&text.replace('%', "x"))?;
-    Ok(text.to_ascii_lowercase())
+    // Stored in the normal form of every other target (the local part
+    // lower-cased, the domain in IDNA ASCII form without a trailing dot):
+    // `%@MÜNCHEN.de.` as typed would be a row doctor calls hand-written,
+    // and one `alias del` with the normal spelling could not find.
+    let invalid = |e: mailtable_core::AddressError| {
+        CliError::usage(format!("invalid target {text:?}: {}", e.reason()))
+    };
+    let (local, domain) = text.rsplit_once('@').ok_or_else(|| {
+        CliError::usage(format!("invalid target {text:?}: expected local@domain"))
+    })?;
+    let domain = Domain::parse(domain).map_err(invalid)?;
+    // An address once the % is filled in.
+    Address::from_parts(&local.replace('%', "x"), domain.as_str()).map_err(invalid)?;
+    Ok(format!("{}@{domain}", local.to_ascii_lowercase()))
 }
 
 /// The targets, each once (in the order given): a target named twice is
