@@ -526,6 +526,12 @@ impl SqliteStore {
             busy: wait,
             own_busy_handler,
         });
+        // A new connection may be to another file than the one watched (a
+        // mount over the path changes what it names without an event):
+        // watch what the paths name now.
+        if let Some(watch) = self.watch.as_mut() {
+            watch.rearm();
+        }
         Ok(())
     }
 
@@ -1817,6 +1823,14 @@ mod tests {
             std::thread::scope(|s| s.spawn(|| lookup(&mut d, "back")).join().unwrap());
         assert!(!reused);
         assert_eq!(token.unwrap(), Some(last));
+
+        // Silence stands for QUIET_MAX at most: what no event reports (a
+        // mount over the path) is looked at within it.
+        settle(&mut d, "back");
+        std::thread::sleep(super::super::watch::QUIET_MAX + Duration::from_millis(100));
+        let before = checks(&d);
+        assert!(!lookup(&mut d, "back").1, "silence past its bound");
+        assert_eq!(checks(&d), before + 1);
     }
 
     /// The watch's signals do not cut a watched lookup's wait for a

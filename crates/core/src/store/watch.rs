@@ -43,6 +43,14 @@
 //! connection waits with [`wait_for_lock`] instead, which measures the
 //! time it waited.
 //!
+//! A mount over the file or a directory above it (a file system mounted
+//! late, a snapshot mounted as a restore, a bind mount in a container)
+//! queues no event: the watches stay on the inodes it hides. So the
+//! silence is trusted for [`QUIET_MAX`] at most, after which a lookup
+//! checks anyway; the check sees another file, its new connection arms
+//! the watch again ([`FileWatch::rearm`]) on what the paths name now,
+//! and from then on writes to it are heard at once again.
+//!
 //! The one decision a reader might question: every event counts, also
 //! one about another file of the same directory (a journal, a file beside
 //! the database in `/etc/mail`). Telling them apart would take a name
@@ -150,7 +158,15 @@ pub struct FileWatch {
     broken: bool,
     /// Full checks begun, for the tests.
     checks: u64,
+    /// When the last full check began: silence is trusted for
+    /// [`QUIET_MAX`] after it.
+    checked_at: Instant,
 }
+
+/// The longest a watch's silence stands for "nothing changed": what a
+/// mount over the path (which queues no event) can hide, at the cost of
+/// one check a second on a busy table.
+pub const QUIET_MAX: Duration = Duration::from_secs(1);
 
 impl FileWatch {
     /// A watch on `path` for the calling thread, or `None` where the kernel
@@ -197,6 +213,7 @@ impl FileWatch {
             armed: false,
             broken: false,
             checks: 0,
+            checked_at: Instant::now(),
         };
         watch.arm();
         Some(watch)
@@ -208,6 +225,14 @@ impl FileWatch {
         self.armed
             && SIGNALS.load(Ordering::SeqCst) == self.seen
             && std::thread::current().id() == self.owner
+            && self.checked_at.elapsed() < QUIET_MAX
+    }
+
+    /// Watch the paths again, as they name files now: for a new
+    /// connection, which may be to another file than the watched one (a
+    /// mount over the path changed what it names without an event).
+    pub fn rearm(&mut self) {
+        self.arm();
     }
 
     /// Call before a full change check: notes the signals so far, empties
@@ -215,6 +240,7 @@ impl FileWatch {
     /// happened (a path may name another file or directory now).
     pub fn begin_check(&mut self) {
         self.checks += 1;
+        self.checked_at = Instant::now();
         self.seen = SIGNALS.load(Ordering::SeqCst);
         match self.drain() {
             Ok(any) if any || !self.armed => self.arm(),
