@@ -43,6 +43,10 @@
 //! full), so the entries in use survive and the rest are dropped without
 //! any per-hit bookkeeping. `entries = 0` turns the cache off.
 
+/// The longest key kept ([`AnswerCache::put`]): a service name, a
+/// separator and an address (254 bytes, RFC 5321), with room to spare.
+pub const MAX_KEY: usize = 512;
+
 use crate::resolve::ResolveError;
 use crate::store::{ChangeToken, StoreError};
 use std::collections::HashMap;
@@ -289,7 +293,14 @@ impl<V: Clone> AnswerCache<V> {
             self.outage = false;
             tracing::warn!("database answers again; cached answers are checked against it");
         }
-        if self.settings.entries == 0 {
+        // A key longer than any key of an account is not kept: it names
+        // no account (an address is 254 bytes at most, RFC 5321), and
+        // 20,000 of them sent by a client (Dovecot passes the login name
+        // as typed) would put hundreds of MB under a bound that counts
+        // answers. The lookup is answered all the same.
+        if self.settings.entries == 0 || key.len() > MAX_KEY {
+            self.current.remove(key);
+            self.previous.remove(key);
             return;
         }
         // Without a token the answer cannot be served fresh (generation 0
@@ -772,6 +783,21 @@ mod tests {
                 assert_eq!(c.lookup(Ok(tok(1)), "hot", never), R::Ok("h".into()));
             }
         }
+    }
+
+    /// A key no account has (longer than any address) is answered but
+    /// not kept: the bound counts answers, and such keys from a client
+    /// would otherwise fill it with their bytes.
+    #[test]
+    fn keys_longer_than_an_address_are_not_kept() {
+        let mut c = cache(100);
+        let long = "x".repeat(MAX_KEY + 1);
+        assert_eq!(c.lookup(Ok(tok(1)), &long, found("a")), R::Ok("a".into()));
+        assert!(c.is_empty());
+        assert_eq!(c.lookup(Ok(tok(1)), &long, found("b")), R::Ok("b".into()));
+        let fits = "x".repeat(MAX_KEY);
+        c.lookup(Ok(tok(1)), &fits, found("a")).unwrap();
+        assert_eq!(c.len(), 1);
     }
 
     /// Never more than `entries` answers, odd bounds and 1 included.
