@@ -612,6 +612,26 @@ fn migrate_keeps_the_articles_database() {
     db.ok(&["user", "disable", "hugo@barrera.io"]);
 }
 
+/// `init` on the article's database migrates it in place and says so,
+/// with what the daemons then need, as `migrate` does; on a new file it
+/// initialises.
+#[test]
+fn init_on_the_articles_database_says_it_migrated_it() {
+    let db = Db::new();
+    article_db(&db.path);
+    let out = db.ok(&["init"]);
+    assert!(
+        out.contains("migrated the existing users table")
+            && out.contains("from schema version 0 to 4")
+            && out.contains("keeping every row"),
+        "{out}"
+    );
+    assert!(out.contains("smtpctl update table users"), "{out}");
+    assert_eq!(db.resolve("hugo@barrera.io").1, vec!["hugo@barrera.io"]);
+    let fresh = Db::new();
+    assert!(fresh.ok(&["init"]).starts_with("initialised"));
+}
+
 #[test]
 fn newer_schema_is_refused_untouched() {
     let db = Db::new();

@@ -101,6 +101,10 @@ pub(super) fn init(ctx: &Ctx, group: &str) -> Result<Exit, CliError> {
         create_sqlite_file(path, gid)?;
     }
     let mut s = ctx.open(Access::Create)?;
+    // A users table already there (the article's, or an older mailtable's)
+    // is migrated in place, which the admin must hear as such: the
+    // daemons reading it need the steps `migrate` prints.
+    let existing = s.schema_state()? != store::SchemaState::Empty;
     let report = steps::migrate(s.as_mut(), ctx.dialect(), true)?;
     drop(s);
     if let DatabaseUrl::Sqlite(path) = &ctx.url {
@@ -110,6 +114,18 @@ pub(super) fn init(ctx: &Ctx, group: &str) -> Result<Exit, CliError> {
     }
     if report.applied.is_empty() {
         println!("{} is already at schema version {}", ctx.url, report.to);
+    } else if existing {
+        println!(
+            "migrated the existing users table of {} from schema version {} to {} ({}), \
+             keeping every row",
+            ctx.url,
+            report.from,
+            report.to,
+            report.applied.join(", ")
+        );
+        for line in after_migrate(ctx.dialect(), report.from) {
+            println!("{line}");
+        }
     } else {
         println!("initialised {} (schema version {})", ctx.url, report.to);
     }
