@@ -49,7 +49,7 @@ pub enum Command {
     },
     /// What an authenticated user may send as
     Senders {
-        /// The user's address
+        /// The user's login: an address, or its delivery user name (local_domain), as smtpd may see either
         address: String,
         /// Print JSON
         #[arg(long)]

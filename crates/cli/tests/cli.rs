@@ -361,6 +361,8 @@ fn resolution_through_the_cli() {
         ["barrera.io", "example.com", "example.org", "old.org"]
     );
     let senders = db.json(&["senders", "alice@example.org", "--json"]);
+    // The delivery user name is the same login, as smtpd's table takes it.
+    assert_eq!(db.json(&["senders", "alice_example.org", "--json"]), senders);
     for want in [
         "alice@example.org",
         "team@example.org",

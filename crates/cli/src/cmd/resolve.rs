@@ -171,7 +171,9 @@ fn print_text(
 
 /// `mailtable senders`: what an authenticated user may send as.
 pub(super) fn senders(ctx: &Ctx, address: &str, json: bool) -> Result<Exit, CliError> {
-    let addr = Address::parse(address)?;
+    // Either login form, as the table's `mailaddrmap` takes it: an SMTP
+    // AUTH login may be the delivery user name (`hugo_barrera.io`).
+    let addr = delivery::parse_login(address)?;
     let mut s = ctx.open(Access::ReadOnly)?;
     if !s.has_domain(addr.domain().as_str())? {
         return Err(CliError::usage(format!(
