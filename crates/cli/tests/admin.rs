@@ -566,6 +566,29 @@ both!(a_domain_alias_target_is_stored_normalised, |db| {
     assert!(!err.contains("\"x\""), "{err}");
 });
 
+// `alias list --to` lists the rows aimed at a tagged form of the address
+// (their mail reaches it, DESIGN step 2), and what reaches those, as the
+// removal guards count them: `user del` names such a row and points here.
+both!(alias_list_to_shows_aliases_to_a_tagged_form, |db| {
+    db.add_user("hugo@barrera.io", &[]);
+    db.ok(&["alias", "add", "x@barrera.io", "hugo+tag@barrera.io"]);
+    db.ok(&["alias", "add", "y@example.com", "x@barrera.io"]);
+    let (_, err) = db.refused(&["user", "del", "hugo@barrera.io"], None);
+    assert!(err.contains("x@barrera.io"), "{err}");
+    db.ok(&["alias", "add", "z@barrera.io", "hugo@barrera.io"]);
+    let listed: Vec<String> = db
+        .json(&["alias", "list", "--to", "hugo@barrera.io", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["pattern"].as_str().unwrap().to_string())
+        .collect();
+    for want in ["x@barrera.io", "y@example.com", "z@barrera.io"] {
+        assert!(listed.iter().any(|l| l == want), "{want}: {listed:?}");
+    }
+    assert_eq!(listed.len(), 3, "{listed:?}");
+});
+
 both!(a_refusal_names_ten_aliases_and_counts_the_rest, |db| {
     db.add_user("bob@barrera.io", &[]);
     for i in 10..35 {

@@ -362,7 +362,10 @@ fn resolution_through_the_cli() {
     );
     let senders = db.json(&["senders", "alice@example.org", "--json"]);
     // The delivery user name is the same login, as smtpd's table takes it.
-    assert_eq!(db.json(&["senders", "alice_example.org", "--json"]), senders);
+    assert_eq!(
+        db.json(&["senders", "alice_example.org", "--json"]),
+        senders
+    );
     for want in [
         "alice@example.org",
         "team@example.org",

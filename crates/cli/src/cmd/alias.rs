@@ -352,13 +352,29 @@ fn list(ctx: &Ctx, args: &AliasListArgs) -> Result<Exit, CliError> {
     match &to {
         // Every row whose resolution reaches ADDRESS, found the way
         // `senders` finds them (Resolver::reaching): bounded by its walk.
-        Some(to) => ctx
-            .resolver
-            .reaching(s.as_mut(), to)?
-            .into_iter()
-            .map(|x| x.row)
-            .filter(|r| domain.as_deref().is_none_or(|d| r.domain == d))
-            .for_each(|r| print(&r)),
+        // Rows aimed at a tagged form of it (`x@ -> hugo+lists@`) reach it
+        // too (DESIGN step 2), but that walk looks targets up by their
+        // stored text: they are found by one pass over the rows, as the
+        // removal guards find them, with what reaches them in turn.
+        Some(to) => {
+            let r = &ctx.resolver;
+            let mut rows: Vec<Row> = r
+                .reaching(s.as_mut(), to)?
+                .into_iter()
+                .map(|x| x.row)
+                .collect();
+            for (row, src) in guard::tagged_aliases(r, s.as_mut(), to)? {
+                let more = r.reaching(s.as_mut(), &src)?.into_iter().map(|x| x.row);
+                for row in std::iter::once(row).chain(more) {
+                    if !rows.contains(&row) {
+                        rows.push(row);
+                    }
+                }
+            }
+            rows.iter()
+                .filter(|r| domain.as_deref().is_none_or(|d| r.domain == d))
+                .for_each(&mut print);
+        }
         None => s.scan(domain.as_deref(), &mut |r| {
             if !r.is_mailbox() {
                 print(&r);

@@ -22,7 +22,8 @@
 
 use crate::error::CliError;
 use mailtable_core::{
-    Address, AddressPattern, Destination, Domain, Outcome, Reach, ResolveError, Resolver, Store,
+    Address, AddressPattern, Destination, Domain, Outcome, Reach, ResolveError, Resolver, Row,
+    Store,
 };
 
 /// A local part no row is likely to have, to try a wildcard with.
@@ -63,7 +64,11 @@ impl Guard {
             sources.push((p.to_string(), probe_address(p)?));
         }
         if let Some(a) = removed {
-            sources.extend(tagged_aliases(r, s, a)?);
+            sources.extend(
+                tagged_aliases(r, s, a)?
+                    .into_iter()
+                    .map(|(row, src)| (row.address(), src)),
+            );
         }
         for x in reaching {
             let label = x.row.address();
@@ -267,7 +272,7 @@ pub(super) fn warn_arrival(broken: &[String]) {
 }
 
 /// The rows whose target is a tagged form of `addr` (`x@b.org ->
-/// ann+tag@a.org` for `ann@a.org`), as (row, its address): the reverse
+/// ann+tag@a.org` for `ann@a.org`), each with its address: the reverse
 /// walks ([`Resolver::reaching`]) look targets up by their stored text and
 /// miss them, while their mail reaches `addr` (DESIGN step 2). One pass
 /// over the rows: the CLI's check, never a daemon's lookup.
@@ -275,7 +280,7 @@ pub(super) fn tagged_aliases(
     r: &Resolver,
     s: &mut dyn Store,
     addr: &Address,
-) -> Result<Vec<(String, Address)>, CliError> {
+) -> Result<Vec<(Row, Address)>, CliError> {
     let mut out = Vec::new();
     s.scan(None, &mut |row| {
         if row.has_template_target() {
@@ -286,7 +291,7 @@ pub(super) fn tagged_aliases(
         };
         if t != *addr && t.without_tag(r.delimiter) == *addr {
             if let Ok(src) = Address::from_parts(&row.username, &row.domain) {
-                out.push((row.address(), src));
+                out.push((row, src));
             }
         }
     })?;
