@@ -560,6 +560,8 @@ both!(a_domain_alias_target_is_stored_normalised, |db| {
     let row = db.json(&["alias", "list", "--json"]).to_string();
     assert!(row.contains("sales-%@xn--mnchen-3ya.de"), "{row}");
     db.ok(&["alias", "del", "%@a.org", "sales-%@xn--mnchen-3ya.de"]);
+    let (_, err) = db.refused(&["alias", "add", "t@a.org", "b@a.org c@b.org"], None);
+    assert!(err.contains("a target holds no blank"), "{err}");
     let (code, err) = db.refused(&["alias", "add", "%@a.org", "%"], None);
     assert_eq!(code, 2);
     assert!(err.contains("invalid target \"%\""), "{err}");

@@ -87,6 +87,14 @@ fn parse_targets(pattern: &AddressPattern, texts: &[String]) -> Result<Vec<Strin
             )));
         }
         for piece in pieces {
+            // `'a@x.org b@y.org'`, one quoted argument: the address parser
+            // would blame the second `@`; the blank is what is wrong.
+            if piece.contains(char::is_whitespace) {
+                return Err(CliError::usage(format!(
+                    "invalid target {piece:?}: a target holds no blank; give several as \
+                     separate arguments or separated by commas"
+                )));
+            }
             let t = parse_target(pattern, piece)?;
             if !out.contains(&t) {
                 out.push(t);
