@@ -559,8 +559,9 @@ impl Resolver {
     /// longprefix-%@b.org`), empty (`sales-%` matching `sales-`), or start
     /// with `/`, which smtpd takes for a file to deliver to
     /// (`alias_is_filename` in `usr.sbin/smtpd/to.c`). The caller decides
-    /// what that means for the address ([`Resolver::expand`]). A row that
-    /// forms no address at all is [`ResolveError::BadRow`].
+    /// what that means for the address (the expansion: unknown when the
+    /// capture is the address's own, an error when fixed rows made it). A
+    /// row that forms no address at all is [`ResolveError::BadRow`].
     pub fn targets(&self, m: &Match) -> Result<Vec<(Row, Formed)>, ResolveError> {
         m.rows
             .iter()
