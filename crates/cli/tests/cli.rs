@@ -480,6 +480,12 @@ fn bad_input_names_the_input_and_changes_nothing() {
             "loop",
         ),
         (&["alias", "add", "%@b.example", "%@a.example"], 2, "loop"),
+        // The refusal names the wildcard, and the address it was tried as.
+        (
+            &["alias", "add", "%@c.example", "%@c.example"],
+            2,
+            "mail to %@c.example (tried as mailtable-alias-check@c.example) would fail",
+        ),
         (
             &["alias", "add", "sales-%@b.example", "sales-%@a.example"],
             2,

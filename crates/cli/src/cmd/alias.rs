@@ -184,7 +184,8 @@ fn add(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
         match p.as_address() {
             Some(own) => check_resolves(&ctx.resolver, s, &own)?,
             None => {
-                check_resolves(&ctx.resolver, s, &guard::probe_address(&p)?)?;
+                let probe = guard::probe_address(&p)?;
+                check_resolves_as(&ctx.resolver, s, &probe, &p.to_string())?;
                 for row in rows.iter().filter(|r| !r.has_template_target()) {
                     check_resolves(&ctx.resolver, s, &Address::parse(&row.mailbox)?)?;
                 }
@@ -326,8 +327,24 @@ fn no_longer_found(
 }
 
 fn check_resolves(r: &Resolver, s: &mut dyn Store, addr: &Address) -> Result<(), CliError> {
+    check_resolves_as(r, s, addr, &addr.to_string())
+}
+
+/// [`check_resolves`] for `addr` standing for `what`: a wildcard is tried
+/// with an address it matches, and the refusal names the wildcard, with
+/// the address tried, not an address the admin never typed.
+fn check_resolves_as(
+    r: &Resolver,
+    s: &mut dyn Store,
+    addr: &Address,
+    what: &str,
+) -> Result<(), CliError> {
+    let shown = match what == addr.to_string() {
+        true => what.to_string(),
+        false => format!("{what} (tried as {addr})"),
+    };
     let refused = |e: &dyn std::fmt::Display| {
-        CliError::usage(format!("refused, mail to {addr} would fail: {e}"))
+        CliError::usage(format!("refused, mail to {shown} would fail: {e}"))
     };
     match r.resolve(s, addr) {
         Ok(_) => {}
