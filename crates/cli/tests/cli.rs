@@ -609,7 +609,12 @@ fn migrate_keeps_the_articles_database() {
         vec!["hugo@barrera.io"]
     );
     assert!(db.ok(&["migrate"]).contains("from schema version 0 to 4"));
+    // Nothing to do: the file's mode stays as the admin set it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&db.path, std::fs::Permissions::from_mode(0o440)).unwrap();
     assert!(db.ok(&["migrate"]).contains("already at schema version 4"));
+    assert_eq!(mode(&db.path), 0o440);
+    std::fs::set_permissions(&db.path, std::fs::Permissions::from_mode(0o640)).unwrap();
     let c = rusqlite::Connection::open(&db.path).unwrap();
     let n: i64 = c
         .query_row("SELECT count(*) FROM users", [], |r| r.get(0))

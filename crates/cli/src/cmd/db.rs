@@ -186,7 +186,11 @@ pub(super) fn migrate(ctx: &Ctx) -> Result<Exit, CliError> {
     let mut s = ctx.open(Access::ReadWrite)?;
     let report = steps::migrate(s.as_mut(), ctx.dialect(), false)?;
     drop(s);
-    ctx.reshare();
+    // Only after a write: a migration with nothing to do leaves the
+    // file's mode as the admin set it.
+    if !report.applied.is_empty() {
+        ctx.reshare();
+    }
     if report.applied.is_empty() {
         println!("{} is already at schema version {}", ctx.url, report.to);
     } else {
