@@ -116,6 +116,20 @@ chmod 0600 "$DB"
 expect_problem "database unreadable by the daemons" database.read-as-smtpd "init --group mailtable"
 chmod 0640 "$DB"
 
+# Restored by `cp` as root: the file's group is root. The fix gives it back
+# to the daemons' group, never root's group to a daemon.
+chgrp root "$DB"
+expect_problem "database in root's group" database.read-as-smtpd "init --group mailtable"
+grep -q "aG root\|extra_groups = root" "$REPORT" && doctor_fail "a fix gives a daemon root's group"
+echo "ok   no fix gives a daemon root's group"
+chgrp mailtable "$DB"
+
+# The database's directory not searchable: `init` changes no directory.
+dir_mode=$(stat -c %a "$(dirname "$DB")")
+chmod 0700 "$(dirname "$DB")"
+expect_problem "database directory closed to the daemons" database.read-as-smtpd "chmod 0750 $(dirname "$DB")"
+chmod "$dir_mode" "$(dirname "$DB")"
+
 # The config, not the database: `init` would change nothing.
 conf_mode=$(stat -c %a "$MTCONF")
 chmod 0600 "$MTCONF"

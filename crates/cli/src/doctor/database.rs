@@ -423,7 +423,7 @@ pub(crate) fn probe_daemons(
 ///
 /// `running`: the credentials of the running serve, if one runs.
 fn serve_reader(db: &Db, running: Option<unix::Creds>) -> Option<Reader> {
-    let g = db.group.map_or("mailtable".into(), unix::group_name);
+    let g = daemons_group(db.group);
     let reader = |creds: unix::Creds| Reader {
         name: "serve",
         group_fix: format!(
@@ -452,6 +452,15 @@ fn serve_reader(db: &Db, running: Option<unix::Creds>) -> Option<Reader> {
     }
     let user = unix::user_name(meta.uid())?;
     Some(reader(unix::login_creds(&user)?))
+}
+
+/// The group to give the database to: the file's, unless that is one no
+/// daemon may be given ([`unix::shareable_group`]), then `mailtable`.
+pub(crate) fn daemons_group(file_group: Option<u32>) -> String {
+    match file_group.filter(|g| unix::shareable_group(*g)) {
+        Some(g) => unix::group_name(g),
+        None => "mailtable".into(),
+    }
 }
 
 /// How a probe's error says the config could not be read (as opposed to
@@ -510,10 +519,14 @@ fn probe(r: &Reader, db: &Db, name: &str, timeout: Duration) -> Check {
         ),
         Err(e) => {
             let lacks = db.group.is_some_and(|g| !r.creds.has_group(g));
+            let db_path = match &db.url {
+                Some(DatabaseUrl::Sqlite(p)) => Some(p.clone()),
+                _ => None,
+            };
             let config_failed = e.starts_with(CONFIG_FAILED);
             let fix = if config_failed && !lacks {
                 // The config, not the database: `init` would not touch it.
-                let g = db.group.map_or("mailtable".into(), unix::group_name);
+                let g = daemons_group(db.group);
                 let path = config
                     .as_deref()
                     .map_or("/etc/mail/mailtable.toml".into(), |p| {
@@ -530,13 +543,35 @@ fn probe(r: &Reader, db: &Db, name: &str, timeout: Duration) -> Check {
                 "let this user's connection in: the role and password in `database`, \
                  and a pg_hba.conf line for its address or socket (see database.answers)"
                     .to_string()
-            } else if lacks {
+            } else if lacks && db.group.is_some_and(unix::shareable_group) {
+                // The group first: the database's directory is in it too
+                // (`init` makes it so).
                 r.group_fix.clone()
+            } else if let Some(dir) = db_path
+                .as_deref()
+                .and_then(|p| unix::unsearchable_dir(p, &r.creds))
+            {
+                // The file's group and mode are not what keeps it out, and
+                // `init` changes no directory.
+                let g = daemons_group(db.group);
+                match db_path.as_deref().and_then(Path::parent) == Some(dir.as_path()) {
+                    true => format!(
+                        "chgrp {g} {0} && chmod 0750 {0}  ({1} cannot enter the database's \
+                         directory)",
+                        dir.display(),
+                        r.creds.user
+                    ),
+                    false => format!(
+                        "chmod o+x {}  ({} cannot enter it, on the way to the database)",
+                        dir.display(),
+                        r.creds.user
+                    ),
+                }
             } else {
-                let g = db.group.map_or("mailtable".into(), unix::group_name);
                 format!(
-                    "{} init --group {g}  (gives the database to the group)",
-                    db.mt
+                    "{} init --group {}  (gives the database to the group)",
+                    db.mt,
+                    daemons_group(db.group)
                 )
             };
             Check::problem(&check, format!("as {who}: {e}"), fix)

@@ -386,7 +386,7 @@ impl Dovecot {
         let Some(Mode::Checkpassword { config, .. }) = &self.mode else {
             return None;
         };
-        let g = db_group.map_or("mailtable".into(), unix::group_name);
+        let g = super::database::daemons_group(db_group);
         Some(Reader {
             name: "dovecot",
             creds: self.auth.clone()?,
@@ -407,6 +407,19 @@ pub(crate) fn check_auth_group(auth: &Creds, db_group: u32) -> Check {
         Check::ok(
             "dovecot.auth-group",
             format!("service auth runs as {} with group {g}", auth.user),
+        )
+    } else if !unix::shareable_group(db_group) {
+        // Never `extra_groups = root`: the database goes back to the
+        // daemons' group instead.
+        Check::problem(
+            "dovecot.auth-group",
+            format!(
+                "the database belongs to group {g}, which service auth ({}) must not be \
+                 given",
+                auth.user
+            ),
+            "mailtable init --group mailtable  (gives the database back to the daemons' group; \
+             with -c CONFIG for another config)",
         )
     } else {
         Check::problem(
@@ -452,8 +465,15 @@ pub(crate) fn check_token(file: &Path, readers: &[(&str, &Creds)]) -> Check {
             return Check::problem(
                 "dovecot.token",
                 format!("{shown}: {e}"),
-                format!("head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {shown}; chmod 0640 {shown}"),
-            )
+                // As the package makes it: never readable by others, not
+                // even between the write and the chmod, and in Dovecot's
+                // group, which the auth processes and the package's serve
+                // user (put in it by the postinst) both have.
+                format!(
+                    "(umask 027 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > \
+                     {shown}) && chgrp dovecot {shown} && chmod 0640 {shown}"
+                ),
+            );
         }
     };
     let mode = meta.permissions().mode() & 0o7777;
@@ -471,12 +491,19 @@ pub(crate) fn check_token(file: &Path, readers: &[(&str, &Creds)]) -> Check {
         return Check::problem(
             "dovecot.token",
             format!(
-                "the {what} ({}), which runs the Lua script, cannot read {shown}",
+                "the {what} ({}), which needs the token, cannot read {shown}",
                 c.user
             ),
+            // Dovecot's group serves every reader at once (the auth
+            // processes run as root or dovecot, the package's serve user
+            // is in it); another reader's own group would shut the others
+            // out.
             format!(
                 "chgrp {} {shown} && chmod 0640 {shown}",
-                unix::group_name(c.gid)
+                match nix::unistd::Group::from_name("dovecot") {
+                    Ok(Some(_)) => "dovecot".to_string(),
+                    _ => unix::group_name(c.gid),
+                }
             ),
         );
     }
@@ -774,6 +801,12 @@ pub(crate) fn run(
             if let Some(w) = found.worker.as_ref().filter(|_| in_worker) {
                 readers.push(("auth worker", w));
             }
+            // serve checks the token too: the package's user must read it,
+            // or serve stops at start (exit 2).
+            let serve = unix::login_creds("mailtable-serve");
+            if let Some(c) = serve.as_ref().filter(|_| !readers.is_empty()) {
+                readers.push(("serve", c));
+            }
             if let Some(f) = secret_file.as_ref().filter(|_| !readers.is_empty()) {
                 checks.push(check_token(Path::new(f), &readers));
             }
@@ -993,10 +1026,11 @@ passdb lua {\n  lua_file = /etc/dovecot/mailtable-auth.lua\n  lua_settings {\n  
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("api.secret");
         let root = creds(0, 0, &[]);
-        assert_eq!(
-            check_token(&f, &[("auth worker", &root)]).status,
-            Status::Problem
-        );
+        let missing = check_token(&f, &[("auth worker", &root)]);
+        assert_eq!(missing.status, Status::Problem);
+        let fix = missing.fix.unwrap();
+        assert!(fix.starts_with("(umask 027 && "), "{fix}");
+        assert!(fix.contains("&& chgrp dovecot "), "{fix}");
         std::fs::write(&f, "t").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
         let c = check_token(&f, &[("auth worker", &root)]);

@@ -47,7 +47,7 @@ impl Smtpd {
     /// The table process as a database reader.
     pub(crate) fn reader(&self, db_group: Option<u32>) -> Option<Reader> {
         let (table, creds) = (self.table.as_ref()?, self.creds.clone()?);
-        let g = db_group.map_or("mailtable".into(), unix::group_name);
+        let g = super::database::daemons_group(db_group);
         Some(Reader {
             name: "smtpd",
             group_fix: format!("usermod -aG {g} {}  (then restart smtpd)", creds.user),

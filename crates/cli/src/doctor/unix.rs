@@ -204,6 +204,48 @@ pub(crate) fn group_name(gid: u32) -> String {
     }
 }
 
+/// Whether a daemon may be given `gid` to read the database: not root's
+/// group, nor one that opens the host to whoever has it (system logs,
+/// shadow passwords, disks, sudo). A database in such a group (a restore
+/// by `cp` as root, the `sqlite3` shell) must be given back to the
+/// daemons' group instead: `usermod -aG root opensmtpd` would let smtpd's
+/// table process read every root-group file of the host.
+pub(crate) fn shareable_group(gid: u32) -> bool {
+    const PRIVILEGED: [&str; 9] = [
+        "root", "wheel", "adm", "shadow", "sudo", "disk", "kmem", "sys", "staff",
+    ];
+    gid != 0 && !PRIVILEGED.contains(&group_name(gid).as_str())
+}
+
+/// The first directory above `path` that `creds` may not search, if any:
+/// the file's own mode is then not what keeps the reader out.
+pub(crate) fn unsearchable_dir(path: &Path, creds: &Creds) -> Option<PathBuf> {
+    if creds.uid == 0 {
+        return None;
+    }
+    // From `/` down: the first one that stops the walk.
+    let mut dirs: Vec<&Path> = path
+        .ancestors()
+        .skip(1)
+        .filter(|d| !d.as_os_str().is_empty())
+        .collect();
+    dirs.reverse();
+    dirs.into_iter()
+        .find(|d| {
+            std::fs::metadata(d).is_ok_and(|m| {
+                let shift = if creds.uid == m.uid() {
+                    6
+                } else if creds.has_group(m.gid()) {
+                    3
+                } else {
+                    0
+                };
+                m.mode() >> shift & 0o1 == 0
+            })
+        })
+        .map(Path::to_path_buf)
+}
+
 /// Whether this process runs as root (the forks below need it).
 pub(crate) fn is_root() -> bool {
     Uid::effective().is_root()
@@ -397,6 +439,36 @@ mod tests {
         assert!(!can_access(104, 107, 0o060, &dovecot, Want::Read));
         assert!(can_access(0, 0, 0o644, &dovecot, Want::Read));
         assert!(can_access(0, 0, 0o000, &creds(0, 0, &[]), Want::Write));
+    }
+
+    #[test]
+    fn root_and_privileged_groups_are_never_shared() {
+        assert!(!shareable_group(0));
+        let named = |n: &str| Group::from_name(n).ok().flatten().map(|g| g.gid.as_raw());
+        for n in ["adm", "shadow", "disk"] {
+            if let Some(g) = named(n) {
+                assert!(!shareable_group(g), "{n}");
+            }
+        }
+        // A group of no privilege (gid of "nogroup", or a number no group has).
+        assert!(shareable_group(named("nogroup").unwrap_or(64_999)));
+    }
+
+    #[test]
+    fn the_first_closed_directory_is_found() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let sub = d.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let f = sub.join("f");
+        std::fs::write(&f, "x").unwrap();
+        let other = creds(64_998, 64_998, &[]);
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(unsearchable_dir(&f, &other), None);
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(unsearchable_dir(&f, &other), Some(sub.clone()));
+        assert_eq!(unsearchable_dir(&f, &creds(0, 0, &[])), None);
     }
 
     #[test]
