@@ -528,7 +528,8 @@ fn a_file_of_the_wrong_format_never_shows_its_passwords() {
     let db = Db::new();
     let passwd = "alice@example.org:{PLAIN}Tr0ub4dor&3xtra!Secret:5000:5000::/h\n\
                   bob@example.org:S3cretPW:5000:5000::/h\n\
-                  carl@example.org:{CLEAR}Qz7\"Wy8,pw(x):5000:5000::/h\n";
+                  carl@example.org:{CLEAR}Qz7\"Wy8,pw(x):5000:5000::/h\n\
+                  dora@example.org: {PLAIN}correct horse battery\n";
     for format in ["smtpd-aliases", "smtpd-userinfo", "smtpd-credentials"] {
         let args = db.sources(&[(format, "passwd", passwd.to_string())]);
         let mut cmd = vec!["import"];
@@ -541,7 +542,17 @@ fn a_file_of_the_wrong_format_never_shows_its_passwords() {
             assert_eq!(code, 2, "{format}: {out}{err}");
             assert!(err.contains("passwd:1"), "{format}: no line named: {err}");
         }
-        for secret in ["Tr0ub4dor", "3xtra", "Secret", "S3cretPW", "Qz7", "Wy8"] {
+        for secret in [
+            "Tr0ub4dor",
+            "3xtra",
+            "Secret",
+            "S3cretPW",
+            "Qz7",
+            "Wy8",
+            "correct",
+            "horse",
+            "battery",
+        ] {
             assert!(
                 !out.contains(secret) && !err.contains(secret),
                 "{format}: {secret:?} shown:\n{out}{err}"
@@ -3972,6 +3983,24 @@ fn iredmail_from_a_dump_of_every_database() {
     let (w, _) = one.import_json(&["--from", "sql-dump", &dump.display().to_string()], 0);
     assert_eq!(v["counts"], w["counts"]);
     assert_eq!(db.snapshot().1, one.snapshot().1);
+}
+
+/// A list address mailtable cannot store (`%` is its wildcard) loses its
+/// mail like any list: counted on the first line, not only listed.
+#[test]
+fn an_iredmail_list_mailtable_cannot_store_is_counted() {
+    let db = Db::new();
+    let src = db.source_db("iredmail.db", "iredmail.sql");
+    rusqlite::Connection::open(&src)
+        .unwrap()
+        .execute_batch(
+            "INSERT INTO maillists (id, address, domain, transport, active) VALUES
+               (1, '100%@example.com', 'example.com', 'mlmmj:example.com/pc', 1);",
+        )
+        .unwrap();
+    let (v, _) = db.import_json(&[&format!("sql:{}", src.display())], 0);
+    let lost = v["undeliverable"].to_string();
+    assert!(lost.contains("100%@example.com"), "{v}");
 }
 
 /// An mlmmj mailing list of iRedMail (`maillists`, delivered by its

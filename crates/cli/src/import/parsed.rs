@@ -175,25 +175,46 @@ fn one_line(text: String) -> String {
 /// `\"` is inside it).
 fn masked(text: String) -> String {
     let end_of_crypt = |c: char| !(c.is_ascii_alphanumeric() || "./$+=_-".contains(c));
-    let end_of_scheme_word = |word: &str| {
+    // Inside a quoted value the word runs to the closing quote, blanks
+    // and all (`"{PLAIN}correct horse battery"`); outside, to a blank or
+    // a `:`.
+    let end_of_scheme_word = |word: &str, quoted: bool| {
         let mut chars = word.char_indices();
         while let Some((i, c)) = chars.next() {
             match c {
                 '\\' => {
                     chars.next();
                 }
-                '"' | ':' => return i,
-                c if c.is_whitespace() => return i,
+                '"' => return i,
+                ':' if !quoted => return i,
+                c if c.is_whitespace() && !quoted => return i,
                 _ => {}
             }
         }
         word.len()
     };
+    // Whether a quote opened in `text` is still open at its end (a `\"`
+    // is inside one).
+    let opens = |text: &str, mut open: bool| {
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => open = !open,
+                _ => {}
+            }
+        }
+        open
+    };
+    let mut quoted = false;
     let mut out = String::with_capacity(text.len());
     let mut rest = text.as_str();
     while let Some(i) = rest.find(['$', '{']) {
         let (before, from) = rest.split_at(i);
         out.push_str(before);
+        quoted = opens(before, quoted);
         // The label kept: `$6$`, `{SHA512-CRYPT}`.
         let crypt = from.starts_with('$');
         let label = if let Some(after) = from.strip_prefix('$') {
@@ -221,7 +242,7 @@ fn masked(text: String) -> String {
                 out.push_str(&from[..n]);
                 let word = match crypt {
                     true => from[n..].find(end_of_crypt).unwrap_or(from.len() - n),
-                    false => end_of_scheme_word(&from[n..]),
+                    false => end_of_scheme_word(&from[n..], quoted),
                 };
                 if word > 0 {
                     out.push_str("***");
@@ -548,11 +569,20 @@ mod tests {
             at.clone(),
             "\"{PLAIN}Tr0ub4dor&3xtra!Secret:5000:5000::/h\" is not an address",
         );
-        assert_eq!(f.why, "\"{PLAIN}***:5000:5000::/h\" is not an address");
+        assert_eq!(f.why, "\"{PLAIN}***\" is not an address");
         let f = Finding::new(at.clone(), "value \"{CLEAR}a\\\"b,c(d)\" is bad");
         assert_eq!(f.why, "value \"{CLEAR}***\" is bad");
         let f = Finding::new(at.clone(), "{PLAIN}pass word");
         assert_eq!(f.why, "{PLAIN}*** word");
+        // Quoted, blanks are part of it; after the quote, text is kept.
+        let f = Finding::new(
+            at.clone(),
+            "\"{PLAIN}correct horse battery\" is not an address; \"x\" {PLAIN}y z",
+        );
+        assert_eq!(
+            f.why,
+            "\"{PLAIN}***\" is not an address; \"x\" {PLAIN}*** z"
+        );
         // Scheme names and crypt ids alone are kept, as is other text.
         let text = "smtpd cannot verify {SSHA512} or bcrypt ($2y$); cost $5 and {a b}";
         assert_eq!(Finding::new(at, text).why, text);

@@ -409,7 +409,7 @@ fn read_lists(
         let addr = match Address::parse(&key) {
             Ok(a) => a,
             Err(e) => {
-                p.skipped.push(Finding::about(at, &key, e.to_string()));
+                p.address_left_behind(at, &key, &e.to_string());
                 continue;
             }
         };

@@ -246,7 +246,7 @@ fn read_spam_aliases(
                     }],
                     origin: at,
                 }),
-                Err(e) => p.skipped.push(Finding::about(at, &address, e.to_string())),
+                Err(e) => p.address_left_behind(at, &address, &e.to_string()),
             },
             _ => p.skipped.push(Finding::about(
                 at,
