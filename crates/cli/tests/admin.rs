@@ -517,6 +517,16 @@ both!(
                 "{args:?}: {err}"
             );
         }
+        // Two new domains, one of them breaking nothing (its forward now
+        // reaches the mailbox the file adds): only the other is named.
+        db.ok(&["alias", "add", "w@barrera.io", "z@calm.test"]);
+        let two = format!("foo@ext.com\t{bcrypt}\nz@calm.test\t{bcrypt}\n");
+        let (_, err) = db.refused(&["user", "add", "--from-file", "-"], Some(&two));
+        assert!(
+            err.contains("refused: ext.com would become one of our domains,"),
+            "{err}"
+        );
+        assert!(!err.contains("calm.test"), "{err}");
         let (_, err) = db.refused(
             &["user", "add", "boss@ext2.com", "--password-stdin"],
             Some("pw\n"),

@@ -2707,6 +2707,60 @@ fn messy_text_tables_read_as_smtpd_reads_them() {
 /// user whose password is NULL, a Dovecot userdb-only entry) does not come
 /// over: its mail would bounce from now on, so the import is refused
 /// without `--partial`, and the report's first line names it.
+/// An import that writes the first rows of a domain must not break the
+/// database's own forwards into it (as `user add` must not): refused,
+/// nothing written, the broken forward named.
+#[test]
+fn an_import_that_makes_a_domain_ours_must_not_break_forwards() {
+    let db = Db::new();
+    db.run_in(
+        &["user", "add", "hugo@a.org", "--password-stdin"],
+        Some("pw\n"),
+    );
+    let out = db.run_in(&["alias", "add", "team@a.org", "bar@ext.test"], None);
+    assert!(out.status.success());
+    let before = db.snapshot();
+    let files = db.sources(&[
+        (
+            "smtpd-aliases",
+            "vv",
+            "foo@ext.test vmail-foo\n".to_string(),
+        ),
+        (
+            "smtpd-credentials",
+            "cc",
+            format!("foo@ext.test foo@ext.test:{M_HASH}\n"),
+        ),
+    ]);
+    let mut args = vec!["import"];
+    args.extend(files.iter().map(String::as_str));
+    let (code, _, err) = db.run(&args);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("ext.test would become one of our domains")
+            && err.contains("team@a.org: mail to team@a.org would fail"),
+        "{err}"
+    );
+    assert_eq!(db.snapshot(), before, "nothing written");
+    // With the forward's own target in the source, its mail stays here.
+    let files = db.sources(&[
+        (
+            "smtpd-aliases",
+            "vv",
+            "foo@ext.test vmail-foo\nbar@ext.test vmail-bar\n".to_string(),
+        ),
+        (
+            "smtpd-credentials",
+            "cc",
+            format!("foo@ext.test foo@ext.test:{M_HASH}\nbar@ext.test bar@ext.test:{M_HASH}\n"),
+        ),
+    ]);
+    let mut args = vec!["import"];
+    args.extend(files.iter().map(String::as_str));
+    let (code, out, err) = db.run(&args);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 /// An address mailtable cannot store (`%` is its wildcard) is left
 /// behind like a mailbox without a password, from every kind of source:
 /// a login or mailbox refuses the import without `--partial`, and every

@@ -148,7 +148,7 @@ impl Guard {
 /// What adding the first rows of a domain must not break: mail that left
 /// the host for that domain before the write, resolved again inside the
 /// write's transaction (`user add`, `alias add`, `user rename`, `user
-/// add --from-file`).
+/// add --from-file`, `import`).
 ///
 /// A domain with rows is one of ours: an address of it without rows is
 /// unknown, and a fixed target there without rows is a broken alias. So
@@ -157,7 +157,7 @@ impl Guard {
 /// and `%@fwd.org -> %@ext.com` into one that rejects every name but foo.
 /// Taking over a domain the host forwarded to is a common migration step;
 /// the admin must add those addresses first, or say `--force`.
-pub(super) struct Arrival {
+pub(crate) struct Arrival {
     /// Rows whose mail left for a domain that becomes ours: label, the
     /// address resolved in their place, and that domain.
     sources: Vec<(String, Address, Domain)>,
@@ -168,7 +168,7 @@ impl Arrival {
     /// no rows yet, the rows whose mail goes there (one pass over the
     /// rows, and only when such a domain is written: the CLI's check,
     /// never a daemon's lookup).
-    pub(super) fn before(
+    pub(crate) fn before(
         r: &Resolver,
         s: &mut dyn Store,
         domains: &[&Domain],
@@ -219,8 +219,9 @@ impl Arrival {
     }
 
     /// After the write, in the same transaction: each address whose mail
-    /// now fails or is refused, as `label: why`.
-    pub(super) fn broken(&self, r: &Resolver, s: &mut dyn Store) -> Result<Vec<String>, CliError> {
+    /// now fails or is refused, as `label: why`, with the domain it went
+    /// to.
+    fn broken(&self, r: &Resolver, s: &mut dyn Store) -> Result<Vec<(String, Domain)>, CliError> {
         let mut out = Vec::new();
         for (label, probe, domain) in &self.sources {
             let why = match r.resolve(s, probe) {
@@ -229,8 +230,9 @@ impl Arrival {
                 Err(e) => format!("mail to {probe} would fail ({e})"),
                 Ok(_) => format!("mail to {probe} would be refused (no such address)"),
             };
-            out.push(format!(
-                "{label}: {why}, where it went to {domain}'s own servers"
+            out.push((
+                format!("{label}: {why}, where it went to {domain}'s own servers"),
+                domain.clone(),
             ));
         }
         Ok(out)
@@ -238,28 +240,42 @@ impl Arrival {
 
     /// [`Arrival::broken`] refused without `--force`; with it, a warning
     /// each once written ([`warn_arrival`]).
-    pub(super) fn refuse(
+    pub(crate) fn refuse(
         &self,
         r: &Resolver,
         s: &mut dyn Store,
         force: bool,
     ) -> Result<Vec<String>, CliError> {
-        let broken = self.broken(r, s)?;
-        let domains = self.domains();
-        unless_forced(&broken, force, |broken| {
-            format!(
-                "refused: {domains} would become one of our domains, and {}; add those \
-                 addresses first, change the rows, or use --force",
-                some_of(broken, "; ")
-            )
+        let (broken, what) = self.breakage(r, s)?;
+        unless_forced(&broken, force, |_| {
+            format!("refused: {what}; add those addresses first, change the rows, or use --force")
         })?;
         Ok(broken)
     }
 
-    fn domains(&self) -> String {
-        let mut names: Vec<String> = self.sources.iter().map(|(_, _, d)| d.to_string()).collect();
-        names.dedup();
-        names.join(", ")
+    /// After the write: each address whose mail it broke (`label: why`),
+    /// and a sentence of the domains that became ours with the first of
+    /// those, for a refusal.
+    pub(crate) fn breakage(
+        &self,
+        r: &Resolver,
+        s: &mut dyn Store,
+    ) -> Result<(Vec<String>, String), CliError> {
+        let found = self.broken(r, s)?;
+        // The domains whose arrival breaks something, each once.
+        let mut domains: Vec<String> = Vec::new();
+        for (_, d) in &found {
+            if !domains.contains(&d.to_string()) {
+                domains.push(d.to_string());
+            }
+        }
+        let broken: Vec<String> = found.into_iter().map(|(b, _)| b).collect();
+        let what = format!(
+            "{} would become one of our domains, and {}",
+            domains.join(", "),
+            some_of(&broken, "; ")
+        );
+        Ok((broken, what))
     }
 }
 

@@ -12,7 +12,7 @@ mod alias;
 mod bulk;
 mod db;
 mod domain;
-mod guard;
+pub(crate) mod guard;
 mod listing;
 mod resolve;
 mod user;

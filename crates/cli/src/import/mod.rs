@@ -487,6 +487,21 @@ fn import(
     }
 
     if !args.verify {
+        // The first rows of a domain make it ours: forwards that the
+        // database's own aliases send to it must not break (as for the
+        // commands that add rows one by one).
+        let domains: Vec<mailtable_core::Domain> = checked
+            .new_groups(&plan)
+            .map(plan::Group::domain)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter_map(|d| mailtable_core::Domain::parse(d).ok())
+            .collect();
+        let arrival = crate::cmd::guard::Arrival::before(
+            &ctx.resolver,
+            store,
+            &domains.iter().collect::<Vec<_>>(),
+        )?;
         let bar = progress::bar("writing", checked.new.len());
         for g in checked.new_groups(&plan) {
             for r in g.rows() {
@@ -495,6 +510,15 @@ fn import(
             bar.inc(1);
         }
         bar.finish_and_clear();
+        let (broken, what) = arrival.breakage(&ctx.resolver, store)?;
+        if !broken.is_empty() {
+            rep.status = report::Status::Refused;
+            rep.print(args.json);
+            return Err(CliError::usage(format!(
+                "{what}; nothing was changed (import the addresses they forward to too, or \
+                 change those aliases first)"
+            )));
+        }
     }
     // The rows are written and counted: only the addresses to prove and
     // the source's semantics are needed from here on, so the planned rows
