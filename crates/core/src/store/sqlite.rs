@@ -1833,6 +1833,72 @@ mod tests {
         assert_eq!(checks(&d), before + 1);
     }
 
+    /// A mount over the database's directory queues no event. A lookup
+    /// checks within QUIET_MAX anyway and reads the file now at the path;
+    /// its new connection watches that file, so a write to it is seen at
+    /// the very next lookup again. Root only (a bind mount, undone at
+    /// the end); skipped where mounting is not allowed.
+    #[test]
+    fn a_mount_over_the_directory_is_seen_and_then_watched() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: a bind mount needs root");
+            return;
+        }
+        assert!(super::super::watch::enable());
+        let top = tempfile::tempdir().unwrap();
+        let (dir, other) = (top.path().join("d"), top.path().join("d2"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::create_dir(&other).unwrap();
+        let path = dir.join("mail.db");
+        drop(create(&path));
+        std::fs::copy(&path, other.join("mail.db")).unwrap();
+        shell_insert(&other.join("mail.db"), "mounted");
+        let mut d = reader(&path);
+        let found = |d: &mut SqliteStore, user: &str| {
+            d.begin_lookup();
+            let reused = d.reusing;
+            let _ = d.change_token();
+            let n = d.exact(user, "example.org").unwrap().len();
+            d.end_lookup();
+            (n, reused)
+        };
+        assert_eq!(found(&mut d, "mounted").0, 0);
+        // Undone however the test ends: the reader closed first (a mount
+        // with a file open on it cannot be undone), then the umount.
+        struct Mounted(std::path::PathBuf, Option<SqliteStore>);
+        impl Drop for Mounted {
+            fn drop(&mut self) {
+                drop(self.1.take());
+                let _ = std::process::Command::new("umount").arg(&self.0).status();
+            }
+        }
+        let ok = std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(&other)
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: mount --bind not allowed here");
+            return;
+        }
+        let mut m = Mounted(dir.clone(), Some(d));
+        let d = m.1.as_mut().unwrap();
+        std::thread::sleep(super::super::watch::QUIET_MAX + Duration::from_millis(100));
+        assert_eq!(
+            found(d, "mounted").0,
+            1,
+            "the mounted file, within the bound"
+        );
+        // Quiet again (the new file's own watch), then a write to it.
+        assert!((0..100).any(|_| found(d, "mounted").1), "never quiet again");
+        shell_insert(&path, "later");
+        let (n, reused) = found(d, "later");
+        assert!(!reused, "the write to the mounted file is heard");
+        assert_eq!(n, 1);
+    }
+
     /// The watch's signals do not cut a watched lookup's wait for a
     /// writer's lock short: SQLite's own busy handler would count each
     /// interrupted sleep in full and give up early.
