@@ -389,6 +389,7 @@ pub(crate) fn probe_daemons(
         ));
         return;
     }
+    checks.push(check_same_database(db, &readers));
     // In WAL mode a reader needs `-shm` and `-wal`, which doctor's own
     // connection as root has just made: a probe would pass thanks to
     // them, and the daemons fail again once the sqlite3 shell deletes
@@ -407,6 +408,76 @@ pub(crate) fn probe_daemons(
     let name = args.address.as_deref().unwrap_or(PROBE_NAME);
     for r in readers {
         checks.push(probe(&r, db, name, timeout));
+    }
+}
+
+/// The daemons read the database doctor checked: smtpd's table and
+/// Dovecot's helper each name a config, and two configs naming two
+/// databases break the one promise (both daemons agree on every address)
+/// while every probe, on its own database, answers.
+fn check_same_database(db: &Db, readers: &[Reader]) -> Check {
+    let Some(ours) = &db.url else {
+        return Check::na("database.same", "no database URL to compare with");
+    };
+    let mut differ = Vec::new();
+    for r in readers {
+        let Some(path) = &r.config else { continue };
+        // A config that does not load is database.read-as-*'s to say.
+        let Ok(url) = Config::locate(Some(path))
+            .map_err(|e| e.to_string())
+            .and_then(|c| c.database_url())
+        else {
+            continue;
+        };
+        if db_identity(&url) != db_identity(ours) {
+            differ.push(format!("{} reads {url} ({})", r.name, path.display()));
+        }
+    }
+    match differ.is_empty() {
+        true => Check::ok(
+            "database.same",
+            format!("every daemon configured here reads {ours}"),
+        ),
+        false => Check::problem(
+            "database.same",
+            format!("doctor checked {ours}, but {}", differ.join("; ")),
+            "point `database` of every config at one database: smtpd and Dovecot must agree \
+             on every address",
+        ),
+    }
+}
+
+/// What names one database, whatever the spelling: a SQLite file by its
+/// real path, a PostgreSQL one by host, port and database name (the
+/// daemons may log in with another role than the admin).
+fn db_identity(url: &DatabaseUrl) -> String {
+    match url {
+        DatabaseUrl::Sqlite(p) => std::fs::canonicalize(p)
+            .unwrap_or_else(|_| p.clone())
+            .display()
+            .to_string(),
+        DatabaseUrl::Postgres(u) => {
+            let u = u.as_str();
+            match u.split_once("://") {
+                Some((_, rest)) => {
+                    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+                    rest.split('?').next().unwrap_or(rest).to_string()
+                }
+                // key=value form: the keys that name the database.
+                None => {
+                    let mut keys: Vec<&str> = u
+                        .split_whitespace()
+                        .filter(|kv| {
+                            ["host=", "hostaddr=", "port=", "dbname="]
+                                .iter()
+                                .any(|k| kv.starts_with(k))
+                        })
+                        .collect();
+                    keys.sort_unstable();
+                    keys.join(" ")
+                }
+            }
+        }
     }
 }
 
@@ -630,6 +701,66 @@ pub(super) mod tests {
         let c = check_schema(SchemaState::VersionUnreadable, &u, "mailtable");
         assert_eq!(c.status, Status::Ok);
         assert!(c.message.contains("no SELECT on mailtable_schema"));
+    }
+
+    /// Two configs naming two databases are a problem, however each
+    /// answers; one database spelled two ways, or reached with another
+    /// PostgreSQL role, is not.
+    #[test]
+    fn the_daemons_must_read_the_database_doctor_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let conf = |name: &str, url: &str| {
+            let p = d.path().join(name);
+            std::fs::write(&p, format!("database = \"{url}\"\n")).unwrap();
+            p
+        };
+        std::fs::write(d.path().join("a.db"), "").unwrap();
+        let a = format!("sqlite://{}/a.db", d.path().display());
+        let a_again = format!("sqlite://{}/./a.db", d.path().display());
+        let b = format!("sqlite://{}/b.db", d.path().display());
+        let reader = |name: &'static str, config: PathBuf| Reader {
+            name,
+            creds: unix::Creds {
+                user: "nobody".into(),
+                uid: 65534,
+                gid: 65534,
+                groups: vec![],
+            },
+            config: Some(config),
+            group_fix: String::new(),
+        };
+        let db = Db {
+            config: None,
+            config_path: None,
+            url: Some(a.parse().unwrap()),
+            group: None,
+            mt: "mailtable".into(),
+        };
+        let same = [
+            reader("smtpd", conf("s.toml", &a)),
+            reader("dovecot", conf("d.toml", &a_again)),
+        ];
+        assert_eq!(check_same_database(&db, &same).status, Status::Ok);
+        let split = [
+            reader("smtpd", conf("s2.toml", &a)),
+            reader("dovecot", conf("d2.toml", &b)),
+        ];
+        let c = check_same_database(&db, &split);
+        assert_eq!(c.status, Status::Problem, "{c:?}");
+        assert!(
+            c.message.contains("dovecot reads") && c.message.contains("b.db"),
+            "{c:?}"
+        );
+        assert!(!c.message.contains("smtpd reads"), "{c:?}");
+        let pg = |u: &str| db_identity(&u.parse().unwrap());
+        assert_eq!(
+            pg("postgresql://admin:pw@db.example:5432/mail?sslmode=require"),
+            pg("postgresql://mailtable_r@db.example:5432/mail")
+        );
+        assert_ne!(
+            pg("postgresql://u@db.example:5432/mail"),
+            pg("postgresql://u@db.example:5432/other")
+        );
     }
 
     #[test]
