@@ -304,6 +304,8 @@ pg_stop main
 expect_problem "PostgreSQL server stopped" database.answers "start PostgreSQL"
 line=$(grep '^FAIL database.read-as-smtpd ' "$REPORT" || true)
 case $line in *"init --group"*) doctor_fail "PostgreSQL: a file-permission fix for a server that is down" ;; esac
+case $line in *"start PostgreSQL"*) echo "ok   read-as-smtpd says to start the server too" ;;
+*) doctor_fail "PostgreSQL down: read-as-smtpd does not say to start it" ;; esac
 pg_start main
 expect_ok "PostgreSQL server started again"
 
@@ -313,6 +315,9 @@ pg_psql main -d mail -c 'CREATE ROLE nosel LOGIN' >/dev/null
 DBURL=$(pg_url main mail nosel)
 write_mtconf
 expect_problem "PostgreSQL role without SELECT" database.answers "GRANT SELECT ON users"
+grep -q '^FAIL database.read-as-smtpd .*fix: GRANT SELECT' "$REPORT" ||
+	doctor_fail "PostgreSQL role without SELECT: read-as-smtpd does not give the GRANT"
+echo "ok   read-as-smtpd gives the GRANT too"
 pg_psql main -d mail -c 'GRANT SELECT ON users, mailtable_changes TO nosel' >/dev/null
 expect_ok "PostgreSQL role granted what the daemons read"
 DBURL=$(pg_url main mail)

@@ -168,9 +168,14 @@ pub(crate) fn check_answers(
         ),
         Err(e) => {
             let fix = match url {
-                DatabaseUrl::Sqlite(p) if !p.exists() => {
-                    format!("{mt} init --group mailtable")
-                }
+                // `init` on a mistyped or moved path would make an empty
+                // database there: the daemons would then refuse every
+                // address for good where they now defer it.
+                DatabaseUrl::Sqlite(p) if !p.exists() => format!(
+                    "if `database` names the wrong file (a typo, a database moved or not \
+                     restored yet), correct it or put the file back; for a new installation \
+                     only: {mt} init --group mailtable"
+                ),
                 // A hot journal: only a read-write open rolls it back.
                 DatabaseUrl::Sqlite(_) if e.to_string().contains("hot journal") => format!(
                     "{mt} migrate  (as root: rolls back what the writer that died left; the \
@@ -610,10 +615,22 @@ fn probe(r: &Reader, db: &Db, name: &str, timeout: Duration) -> Check {
                 )
             } else if matches!(db.url, Some(DatabaseUrl::Postgres(_))) {
                 // No file to give to a group: the server decides who may
-                // connect (a server that is down is database.answers).
-                "let this user's connection in: the role and password in `database`, \
-                 and a pg_hba.conf line for its address or socket (see database.answers)"
-                    .to_string()
+                // connect. A server that is down, or a role without the
+                // grant, is no matter of this user's connection: the same
+                // fix as database.answers.
+                if e.contains("SQLSTATE 42501") {
+                    "GRANT SELECT ON users, mailtable_changes TO the role in `database` \
+                     (see database.answers)"
+                        .to_string()
+                } else if e.contains("Connection refused") || e.contains("No such file") {
+                    "start PostgreSQL, or correct the host and port in `database` (see \
+                     database.answers)"
+                        .to_string()
+                } else {
+                    "let this user's connection in: the role and password in `database`, \
+                     and a pg_hba.conf line for its address or socket (see database.answers)"
+                        .to_string()
+                }
             } else if lacks && db.group.is_some_and(unix::shareable_group) {
                 // The group first: the database's directory is in it too
                 // (`init` makes it so).
@@ -830,17 +847,18 @@ pub(super) mod tests {
             .iter()
             .find(|c| c.name == "database.answers")
             .unwrap();
-        assert_eq!(
-            answers.fix.as_deref(),
-            Some(
-                format!(
-                    "mailtable -c {} --database {given} init --group mailtable",
-                    conf.display()
-                )
-                .as_str()
-            ),
+        let fix = answers.fix.as_deref().unwrap_or_default();
+        assert!(
+            fix.ends_with(&format!(
+                "for a new installation only: mailtable -c {} --database {given} init --group \
+                 mailtable",
+                conf.display()
+            )),
             "{answers:?}"
         );
+        // A wrong path comes first: `init` there would make an empty
+        // database the daemons then answer "unknown" from.
+        assert!(fix.starts_with("if `database` names the wrong file"), "{fix}");
         // The fixes of the row checks too.
         let db = make_db(d.path());
         rusqlite::Connection::open(&db)

@@ -150,7 +150,9 @@ pub(crate) fn check_rows(
                 format!(
                     "{} row(s) written by hand are never found, their username or domain not \
                      in the lower case (punycode) lookups ask for, or not an address at all: \
-                     {}; mail to them is refused as unknown",
+                     {}; mail to them is refused as unknown, or, where a catch-all or pattern \
+                     of the domain answers, silently goes where that sends it (`{mt} resolve \
+                     ADDRESS` shows which)",
                     unreachable.n,
                     unreachable.listed()
                 ),
