@@ -106,6 +106,14 @@ doctor() {
 . "$E2E_LIB_DIR/doctor.sh"
 
 expect_ok "checkpassword mode, correct installation"
+
+# The shipped config has a [serve] listener; checkpassword does not use
+# serve, so nothing tells the admin to start it.
+write_mtconf "[serve]" "http_listen = \"unix:$T/no-serve.sock\""
+expect_ok "checkpassword mode with the shipped config's [serve] listener"
+grep -q "^n/a  *serve .*checkpassword helper, which does not use serve" "$REPORT" ||
+	doctor_fail "serve not said to be unused in checkpassword mode"
+write_mtconf
 doctor --json
 { [ "$RC" = 0 ] && grep -q '"ok": true' "$REPORT"; } || doctor_fail "--json: exit $RC"
 echo "ok   --json: exit 0, \"ok\": true"

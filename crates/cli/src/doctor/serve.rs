@@ -119,6 +119,17 @@ pub(crate) fn run(
         ));
         return;
     }
+    // The shipped config has a listener; a host whose Dovecot runs the
+    // checkpassword helper does not use serve, and must not be told to
+    // start it.
+    if !needed && dovecot.mode.is_some() {
+        checks.push(Check::na(
+            "serve",
+            "[serve] has a listener, but this Dovecot runs the checkpassword helper, which \
+             does not use serve",
+        ));
+        return;
+    }
     if !dict.is_empty() {
         checks.push(match UnixStream::connect(Path::new(dict)) {
             Ok(_) => Check::ok("serve.dict", format!("serve accepts connections on {dict}")),
