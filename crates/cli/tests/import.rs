@@ -155,6 +155,15 @@ impl Db {
             .collect()
     }
 
+    /// `import` of the source files ([`Db::sources`]): exit code, stdout,
+    /// stderr.
+    fn import_sources(&self, files: &[(&str, &str, String)]) -> (i32, String, String) {
+        let args = self.sources(files);
+        let mut cmd = vec!["import"];
+        cmd.extend(args.iter().map(String::as_str));
+        self.run(&cmd)
+    }
+
     /// A PostfixAdmin database in this database's dir: its `domain`,
     /// `mailbox` and `alias` tables with the columns the import reads,
     /// filled by `rows` (SQL); the URL to import it by.
@@ -531,10 +540,7 @@ fn a_file_of_the_wrong_format_never_shows_its_passwords() {
                   carl@example.org:{CLEAR}Qz7\"Wy8,pw(x):5000:5000::/h\n\
                   dora@example.org: {PLAIN}correct horse battery\n";
     for format in ["smtpd-aliases", "smtpd-userinfo", "smtpd-credentials"] {
-        let args = db.sources(&[(format, "passwd", passwd.to_string())]);
-        let mut cmd = vec!["import"];
-        cmd.extend(args.iter().map(String::as_str));
-        let (code, out, err) = db.run(&cmd);
+        let (code, out, err) = db.import_sources(&[(format, "passwd", passwd.to_string())]);
         // As userinfo the lines read as table-passwd entries (user, uid,
         // gid, home), as credentials as logins whose hash smtpd cannot
         // check (reported): only as aliases are they refused.
@@ -2720,7 +2726,7 @@ fn an_import_that_makes_a_domain_ours_must_not_break_forwards() {
     let out = db.run_in(&["alias", "add", "team@a.org", "bar@ext.test"], None);
     assert!(out.status.success());
     let before = db.snapshot();
-    let files = db.sources(&[
+    let (code, _, err) = db.import_sources(&[
         (
             "smtpd-aliases",
             "vv",
@@ -2732,9 +2738,6 @@ fn an_import_that_makes_a_domain_ours_must_not_break_forwards() {
             format!("foo@ext.test foo@ext.test:{M_HASH}\n"),
         ),
     ]);
-    let mut args = vec!["import"];
-    args.extend(files.iter().map(String::as_str));
-    let (code, _, err) = db.run(&args);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("ext.test would become one of our domains")
@@ -2743,7 +2746,7 @@ fn an_import_that_makes_a_domain_ours_must_not_break_forwards() {
     );
     assert_eq!(db.snapshot(), before, "nothing written");
     // With the forward's own target in the source, its mail stays here.
-    let files = db.sources(&[
+    let (code, out, err) = db.import_sources(&[
         (
             "smtpd-aliases",
             "vv",
@@ -2755,9 +2758,6 @@ fn an_import_that_makes_a_domain_ours_must_not_break_forwards() {
             format!("foo@ext.test foo@ext.test:{M_HASH}\nbar@ext.test bar@ext.test:{M_HASH}\n"),
         ),
     ]);
-    let mut args = vec!["import"];
-    args.extend(files.iter().map(String::as_str));
-    let (code, out, err) = db.run(&args);
     assert_eq!(code, 0, "{out}{err}");
 }
 
@@ -2768,7 +2768,7 @@ fn an_import_that_makes_a_domain_ours_must_not_break_forwards() {
 #[test]
 fn an_address_mailtable_cannot_store_is_mail_left_behind() {
     let db = Db::new();
-    let files = db.sources(&[
+    let (code, out, err) = db.import_sources(&[
         (
             "smtpd-aliases",
             "vv",
@@ -2781,9 +2781,6 @@ fn an_address_mailtable_cannot_store_is_mail_left_behind() {
             format!("ok@example.org ok@example.org:{M_HASH}\n100%@example.org 100%@example.org:{M_HASH}\n"),
         ),
     ]);
-    let mut args = vec!["import"];
-    args.extend(files.iter().map(String::as_str));
-    let (code, out, err) = db.run(&args);
     assert_eq!(code, 2, "{out}{err}");
     assert!(
         out.starts_with("mailtable import: 2 address(es) of the sources will not receive mail"),

@@ -112,20 +112,8 @@ pub(super) fn init(ctx: &Ctx, group: &str) -> Result<Exit, CliError> {
             CliError::usage(format!("cannot set the group of {}: {e}", path.display()))
         })?;
     }
-    if report.applied.is_empty() {
-        println!("{} is already at schema version {}", ctx.url, report.to);
-    } else if existing {
-        println!(
-            "migrated the existing users table of {} from schema version {} to {} ({}), \
-             keeping every row",
-            ctx.url,
-            report.from,
-            report.to,
-            report.applied.join(", ")
-        );
-        for line in after_migrate(ctx.dialect(), report.from) {
-            println!("{line}");
-        }
+    if report.applied.is_empty() || existing {
+        say_migrated(ctx, &report, "the existing users table of ");
     } else {
         println!("initialised {} (schema version {})", ctx.url, report.to);
     }
@@ -191,21 +179,27 @@ pub(super) fn migrate(ctx: &Ctx) -> Result<Exit, CliError> {
     if !report.applied.is_empty() {
         ctx.reshare();
     }
+    say_migrated(ctx, &report, "");
+    Ok(Exit::Ok)
+}
+
+/// What a migration did, and what the admin must do next: `migrate`, and
+/// `init` on a users table that was there (`what` then names it).
+fn say_migrated(ctx: &Ctx, report: &steps::Report, what: &str) {
     if report.applied.is_empty() {
         println!("{} is already at schema version {}", ctx.url, report.to);
-    } else {
-        println!(
-            "migrated {} from schema version {} to {} ({})",
-            ctx.url,
-            report.from,
-            report.to,
-            report.applied.join(", ")
-        );
-        for line in after_migrate(ctx.dialect(), report.from) {
-            println!("{line}");
-        }
+        return;
     }
-    Ok(Exit::Ok)
+    println!(
+        "migrated {what}{} from schema version {} to {} ({}), keeping every row",
+        ctx.url,
+        report.from,
+        report.to,
+        report.applied.join(", ")
+    );
+    for line in after_migrate(ctx.dialect(), report.from) {
+        println!("{line}");
+    }
 }
 
 /// What the admin must do after a migration from schema `from`, one line

@@ -858,7 +858,10 @@ pub(super) mod tests {
         );
         // A wrong path comes first: `init` there would make an empty
         // database the daemons then answer "unknown" from.
-        assert!(fix.starts_with("if `database` names the wrong file"), "{fix}");
+        assert!(
+            fix.starts_with("if `database` names the wrong file"),
+            "{fix}"
+        );
         // The fixes of the row checks too.
         let db = make_db(d.path());
         rusqlite::Connection::open(&db)

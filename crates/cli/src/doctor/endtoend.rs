@@ -252,8 +252,10 @@ pub(crate) fn run(
             // The table answering "unknown" is no plumbing problem when
             // the address given is no mailbox at all.
             let fix = match e.contains("does not know") && args.address.is_some() {
-                true => "give --address a mailbox of the database (`mailtable user list`), or \
-                         fix the smtpd.* and database.read-as-smtpd lines if it is one",
+                true => {
+                    "give --address a mailbox of the database (`mailtable user list`), or \
+                         fix the smtpd.* and database.read-as-smtpd lines if it is one"
+                }
                 false => "fix the smtpd.* and database.read-as-smtpd lines first",
             };
             checks.push(Check::problem(

@@ -69,23 +69,24 @@ pub(crate) fn path_access(path: &Path, creds: &Creds, want: Want) -> Result<bool
     let mut dir = path.parent();
     while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
         let m = std::fs::metadata(d).map_err(|e| format!("{}: {e}", d.display()))?;
-        let x = creds.uid == 0
-            || m.mode()
-                >> (if creds.uid == m.uid() {
-                    6
-                } else if creds.has_group(m.gid()) {
-                    3
-                } else {
-                    0
-                })
-                & 0o1
-                != 0;
-        if !x {
+        if !searchable(&m, creds) {
             return Ok(false);
         }
         dir = d.parent();
     }
     Ok(can_access(meta.uid(), meta.gid(), meta.mode(), creds, want))
+}
+
+/// Whether `creds` may search (enter) the directory of `m`.
+fn searchable(m: &std::fs::Metadata, creds: &Creds) -> bool {
+    let shift = if creds.uid == m.uid() {
+        6
+    } else if creds.has_group(m.gid()) {
+        3
+    } else {
+        0
+    };
+    creds.uid == 0 || m.mode() >> shift & 0o1 != 0
 }
 
 /// The credentials a process of `user` gets from initgroups(3): its
@@ -220,9 +221,6 @@ pub(crate) fn shareable_group(gid: u32) -> bool {
 /// The first directory above `path` that `creds` may not search, if any:
 /// the file's own mode is then not what keeps the reader out.
 pub(crate) fn unsearchable_dir(path: &Path, creds: &Creds) -> Option<PathBuf> {
-    if creds.uid == 0 {
-        return None;
-    }
     // From `/` down: the first one that stops the walk.
     let mut dirs: Vec<&Path> = path
         .ancestors()
@@ -231,18 +229,7 @@ pub(crate) fn unsearchable_dir(path: &Path, creds: &Creds) -> Option<PathBuf> {
         .collect();
     dirs.reverse();
     dirs.into_iter()
-        .find(|d| {
-            std::fs::metadata(d).is_ok_and(|m| {
-                let shift = if creds.uid == m.uid() {
-                    6
-                } else if creds.has_group(m.gid()) {
-                    3
-                } else {
-                    0
-                };
-                m.mode() >> shift & 0o1 == 0
-            })
-        })
+        .find(|d| std::fs::metadata(d).is_ok_and(|m| !searchable(&m, creds)))
         .map(Path::to_path_buf)
 }
 
