@@ -31,7 +31,7 @@ use crate::{Answer, Handler, Service};
 use mailtable_core::accounts::{AccountError, Accounts, Credentials, Verdict, Verifier};
 use mailtable_core::cache::{AnswerCache, Fetched, LookupError};
 use mailtable_core::logging::{left_out_note, Throttle};
-use mailtable_core::resolve::{KeyAnswer, ResolveError};
+use mailtable_core::resolve::{smtpd_list, KeyAnswer, ResolveError};
 use mailtable_core::store::{self, Access, OpenOptions, SchemaState};
 use mailtable_core::{Address, Config, Domain, Outcome, Store, StoreError};
 use std::fmt;
@@ -125,31 +125,6 @@ fn cache_key(service: Service, key: &str) -> String {
     // Not `format!`: this runs for every lookup, and `concat` (one
     // allocation of the exact size) is a fraction of its cost.
     [service.name(), "\t", key].concat()
-}
-
-/// A list value for smtpd, `a, b, c`: each item with the characters of
-/// smtpd's list syntax escaped by a backslash. smtpd splits `alias` and
-/// `mailaddrmap` values at commas outside quotes, a `'` or `"` opening a
-/// quote and `\\` escaping the next character, which it keeps
-/// (`expand_line_split` in `usr.sbin/smtpd/expand.c`, `mailaddr_line_split`
-/// in `usr.sbin/smtpd/mailaddr.c`, 6.8.0p2 and 7.6.0p1). An address may
-/// hold `'` (`o'brien@example.org`, RFC 5321 allows it and smtpd takes
-/// it): written bare, the quote never closes, and smtpd fails the whole
-/// lookup (424 for a recipient, 421 for a sender check) for ever.
-fn smtpd_list<S: AsRef<str>>(items: &[S]) -> String {
-    let mut out = String::new();
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push_str(", ");
-        }
-        for c in item.as_ref().chars() {
-            if matches!(c, '\'' | '"' | '\\' | ',') {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// A found value is positive, not-found is negative.
@@ -773,16 +748,10 @@ mod tests {
         assert_eq!(t.lookup(Service::Alias, "new@barrera.io"), hugo);
     }
 
-    /// An address with `'` reaches smtpd escaped, so that its list
-    /// splitter keeps it whole; other items are written as they are.
+    /// An address with `'` reaches smtpd escaped in `alias` and
+    /// `mailaddrmap` answers, so that its list splitter keeps it whole.
     #[test]
     fn list_values_escape_smtpd_list_syntax() {
-        assert_eq!(
-            smtpd_list(&["hugo_barrera.io", "o'brien@example.org"]),
-            "hugo_barrera.io, o\\'brien@example.org"
-        );
-        assert_eq!(smtpd_list(&["a\"b,c\\d"]), "a\\\"b\\,c\\\\d");
-        assert_eq!(smtpd_list::<&str>(&[]), "");
         let mut t = table(
             fixture()
                 .with("q1", "example.org", "o'brien@gmail.com", None)

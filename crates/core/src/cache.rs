@@ -299,8 +299,6 @@ impl<V: Clone> AnswerCache<V> {
         // as typed) would put hundreds of MB under a bound that counts
         // answers. The lookup is answered all the same.
         if self.settings.entries == 0 || key.len() > MAX_KEY {
-            self.current.remove(key);
-            self.previous.remove(key);
             return;
         }
         // Without a token the answer cannot be served fresh (generation 0

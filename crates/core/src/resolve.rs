@@ -252,9 +252,45 @@ fn direct_targets(m: &Match, targets: Vec<(Row, Formed)>) -> Vec<String> {
     out
 }
 
-/// The length of `items` joined by `, `.
+/// Whether smtpd's list syntax needs `c` escaped in a list value: it
+/// splits `alias` and `mailaddrmap` values at commas outside quotes, a
+/// `'` or `"` opening a quote and `\` escaping the next character, which
+/// it keeps (`expand_line_split` in `usr.sbin/smtpd/expand.c`,
+/// `mailaddr_line_split` in `usr.sbin/smtpd/mailaddr.c`, 6.8.0p2 and
+/// 7.6.0p1). An address may hold `'` (`o'brien@example.org`: RFC 5321
+/// allows it, and smtpd takes it); written bare, the quote never closes
+/// and smtpd fails the whole lookup, for ever.
+fn smtpd_escaped(c: char) -> bool {
+    matches!(c, '\'' | '"' | '\\' | ',')
+}
+
+/// `item`'s length in a list value for smtpd, escapes included.
+pub fn smtpd_item_len(item: &str) -> usize {
+    item.len() + item.chars().filter(|&c| smtpd_escaped(c)).count()
+}
+
+/// A list value for smtpd, `a, b, c`, each item escaped as its list
+/// syntax needs ([`smtpd_item_len`]): the table's `alias` and
+/// `mailaddrmap` answers.
+pub fn smtpd_list<S: AsRef<str>>(items: &[S]) -> String {
+    let mut out = String::with_capacity(items.iter().map(|i| i.as_ref().len() + 2).sum());
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        for c in item.as_ref().chars() {
+            if smtpd_escaped(c) {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The length of [`smtpd_list`] of `items`, counted without building it.
 fn wire_len(items: &[String]) -> usize {
-    items.iter().map(String::len).sum::<usize>() + 2 * items.len().saturating_sub(1)
+    items.iter().map(|i| smtpd_item_len(i)).sum::<usize>() + 2 * items.len().saturating_sub(1)
 }
 
 /// A mailbox row delivering to itself: a final destination, not looked up.
@@ -357,6 +393,28 @@ impl Default for Resolver {
 /// A target as a row forms it for one address: the address, or why the
 /// address's capture cannot form one ([`Resolver::targets`]).
 pub type Formed = Result<Address, String>;
+
+/// The target `r` forms with `capture` for its `%` ([`Resolver::targets`]).
+fn formed(r: &Row, capture: &str) -> Result<Formed, ResolveError> {
+    let bad = |e: crate::AddressError| ResolveError::BadRow {
+        row: row_text(r),
+        why: e.to_string(),
+    };
+    if !r.mailbox.contains('%') {
+        return Address::parse(&r.mailbox).map(Ok).map_err(bad);
+    }
+    let text = r.mailbox.replace('%', capture);
+    Ok(match Address::parse(&text) {
+        Ok(a) if a.local().starts_with('/') && !r.mailbox.starts_with('/') => Err(format!(
+            "{text} would be read by smtpd as a file to deliver to"
+        )),
+        Ok(a) => Ok(a),
+        Err(e) => {
+            Address::parse(&r.mailbox.replace('%', "x")).map_err(bad)?;
+            Err(format!("{text:?} is not an address: {e}"))
+        }
+    })
+}
 
 fn row_text(r: &Row) -> String {
     format!("{}@{} -> {}", r.username, r.domain, r.mailbox)
@@ -565,29 +623,7 @@ impl Resolver {
     pub fn targets(&self, m: &Match) -> Result<Vec<(Row, Formed)>, ResolveError> {
         m.rows
             .iter()
-            .map(|r| {
-                let bad = |e: crate::AddressError| ResolveError::BadRow {
-                    row: row_text(r),
-                    why: e.to_string(),
-                };
-                if !r.mailbox.contains('%') {
-                    return Address::parse(&r.mailbox)
-                        .map(|a| (r.clone(), Ok(a)))
-                        .map_err(bad);
-                }
-                let text = r.mailbox.replace('%', &m.capture);
-                let formed = match Address::parse(&text) {
-                    Ok(a) if a.local().starts_with('/') && !r.mailbox.starts_with('/') => Err(
-                        format!("{text} would be read by smtpd as a file to deliver to"),
-                    ),
-                    Ok(a) => Ok(a),
-                    Err(e) => {
-                        Address::parse(&r.mailbox.replace('%', "x")).map_err(bad)?;
-                        Err(format!("{text:?} is not an address: {e}"))
-                    }
-                };
-                Ok((r.clone(), formed))
-            })
+            .map(|r| Ok((r.clone(), formed(r, &m.capture)?)))
             .collect()
     }
 
@@ -608,9 +644,9 @@ impl Resolver {
         made: &mut Expansion,
     ) -> Result<(), ResolveError> {
         let mut targets = Vec::with_capacity(m.rows.len());
-        for (row, formed) in self.targets(m)? {
-            match formed {
-                Ok(target) => targets.push((row, target)),
+        for row in &m.rows {
+            match formed(row, &m.capture)? {
+                Ok(target) => targets.push((row.clone(), target)),
                 // The address's own local part cannot be carried over:
                 // no such address exists at the target, which makes it
                 // unknown (a permanent reject, as step 5 makes an address
@@ -620,7 +656,7 @@ impl Resolver {
                 // A capture a fixed row made: the rows are at fault.
                 Err(why) => {
                     return Err(ResolveError::BadRow {
-                        row: row_text(&row),
+                        row: row_text(row),
                         why,
                     })
                 }
@@ -1209,6 +1245,20 @@ mod tests {
             .expect("rows answer the key")
     }
 
+    /// smtpd's list syntax escaped on literal values; other items as they
+    /// are.
+    #[test]
+    fn smtpd_list_values_escape_quotes_commas_and_backslashes() {
+        assert_eq!(
+            smtpd_list(&["hugo_barrera.io", "o'brien@example.org"]),
+            "hugo_barrera.io, o\\'brien@example.org"
+        );
+        assert_eq!(smtpd_list(&["a\"b,c\\d"]), "a\\\"b\\,c\\\\d");
+        assert_eq!(smtpd_list::<&str>(&[]), "");
+        assert_eq!(smtpd_item_len("a\"b,c\\d"), 10);
+        assert_eq!(smtpd_item_len("hugo@ex.org"), 11);
+    }
+
     /// Destinations up to smtpd's 2047 bytes are answered as they are; past
     /// them the alias's own targets, when those fit; else an error.
     #[test]
@@ -1256,6 +1306,21 @@ mod tests {
             KeyAnswer::Items(vec!["red@ex.org".into(), "blue@ex.org".into()])
         );
         assert!(matches!(answer(&mut s, "red@ex.org"), KeyAnswer::Items(v) if v.len() > 40));
+        // The escapes count: 2047 bytes as stored, one `'` among them, is
+        // 2048 on the wire.
+        let mut quoted = externals(SMTPD_ALIAS_VALUE_MAX);
+        let last = quoted.pop().unwrap();
+        quoted.push(format!("o'{}", &last[2..]));
+        assert_eq!(quoted.join(", ").len(), SMTPD_ALIAS_VALUE_MAX);
+        assert_eq!(smtpd_list(&quoted).len(), SMTPD_ALIAS_VALUE_MAX + 1);
+        assert_eq!(wire_len(&quoted), SMTPD_ALIAS_VALUE_MAX + 1);
+        for t in &quoted {
+            s = s.with("quoted", "ex.org", t, None);
+        }
+        match answer(&mut s, "quoted@ex.org") {
+            KeyAnswer::Unusable(why) => assert!(why.contains("split the alias"), "{why}"),
+            other => panic!("{other:?}"),
+        }
 
         // smtpd expands each target `all` lists: none fails, and neither
         // does `all`. An alias listing `over` fails with it, one level

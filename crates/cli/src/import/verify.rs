@@ -9,7 +9,7 @@
 //! would leave nothing importable from a setup with a single pipe alias.
 
 use indicatif::ProgressBar;
-use mailtable_core::resolve::SMTPD_ALIAS_VALUE_MAX;
+use mailtable_core::resolve::{smtpd_item_len, SMTPD_ALIAS_VALUE_MAX};
 use mailtable_core::{Address, Outcome, ResolveError, Resolver, Store, StoreError};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -159,12 +159,13 @@ fn smtpd_fault(
     match got {
         Expect::Error(e) => Ok(Some(e.clone())),
         Expect::Found(to) => {
-            // The joined length, `local@domain, ` each, counted without
-            // building the strings: asked for every address the source
-            // knew (a million for a big source).
+            // The joined length, `local@domain, ` each with smtpd's
+            // escapes (a `'` in a local part), counted without building
+            // the strings: asked for every address the source knew (a
+            // million for a big source).
             let len: usize = to
                 .iter()
-                .map(|d| d.local().len() + 1 + d.domain().as_str().len() + 2)
+                .map(|d| smtpd_item_len(d.local()) + 1 + d.domain().as_str().len() + 2)
                 .sum();
             if len <= SMTPD_ALIAS_VALUE_MAX + 2 {
                 return Ok(None);
