@@ -491,6 +491,35 @@ fn smtpd_files_import_and_resolve_as_smtpd_did() {
         .starts_with("$6$Kq3TgFj8x2Lm9PzA$"));
 }
 
+/// A 6.x file written `key : value` (a blank before the colon) comes over
+/// with the meaning smtpd 6.x gave it, and the report says why.
+#[test]
+fn smtpd_6_lines_with_a_blank_before_the_colon_import() {
+    let db = Db::new();
+    let (code, out, err) = db.import_sources(&[
+        (
+            "smtpd-aliases",
+            "virtuals",
+            "m@example.org : m\nteam@example.org : m@example.org, friend@partner.example\n"
+                .to_string(),
+        ),
+        (
+            "smtpd-credentials",
+            "credentials",
+            format!("m@example.org : m@example.org:{M_HASH}\n"),
+        ),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("virtuals:2"), "{out}");
+    assert!(out.contains("read as smtpd 6.x read it"), "{out}");
+    assert!(!out.contains(M_HASH), "{out}");
+    assert_eq!(
+        db.resolve("team@example.org").1,
+        set(&["m@example.org", "friend@partner.example"])
+    );
+    assert_eq!(db.password_of("m", "example.org").as_deref(), Some(M_HASH));
+}
+
 #[test]
 fn a_second_import_writes_nothing_and_verify_passes() {
     let db = Db::new();

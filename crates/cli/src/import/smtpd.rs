@@ -13,6 +13,11 @@
 //!   `usr.sbin/smtpd/table_static.c`). Keys are lower-cased, and a repeated
 //!   key replaces the earlier one (`dict_set` in `table_static_priv_add`);
 //!   the model reports such repeats instead of picking one silently.
+//!   smtpd 6.x also skipped a `:` followed by a blank there
+//!   (`table_static_parse` in 6.x's `table_static.c`), so `key : value`
+//!   meant `value`; 7.x reads `: value`, which no lookup accepts. Such a
+//!   line is read the 6.x way, the only one under which it ever worked,
+//!   and the report says so ([`TableLine::smtpd6_only`]).
 //! - an alias value is a comma list with `"`/`'` quoting and `\` escapes,
 //!   each element an `:error:`, an `:include:`, a `|pipe`, a `/file`, an
 //!   address or a user name, and one element that is none of these breaks
@@ -33,9 +38,37 @@
 use super::{Finding, Login, LoginName, Origin, Parsed, Route, RouteKey, Target, UserInfo};
 use mailtable_core::{Address, Domain, PasswordHash};
 
-/// A data line of a mapping table: `(key, value)`, `None` for blank and
-/// comment lines, `Err` for a line smtpd calls an invalid map entry.
-pub fn split_table_line(line: &str) -> Option<Result<(String, &str), String>> {
+/// A data line of a mapping table, split as smtpd splits it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableLine<'a> {
+    /// The key, lower-cased as smtpd stores it.
+    pub key: String,
+    /// The value, after the separator and the blanks behind it.
+    pub value: &'a str,
+    /// The line is `key : value`: smtpd 6.x skipped the `:` and read
+    /// `value`; 7.x reads `: value`, which fails every lookup of the key.
+    /// `value` is the 6.x reading.
+    pub smtpd6_only: bool,
+}
+
+impl TableLine<'_> {
+    /// The report's note for a [`TableLine::smtpd6_only`] line, `None` for
+    /// any other.
+    pub fn smtpd6_note(&self, at: &Origin) -> Option<Finding> {
+        self.smtpd6_only.then(|| {
+            Finding::about(
+                at.clone(),
+                &self.key,
+                "`key : value` (a blank before the colon): read as smtpd 6.x read it; \
+                 smtpd 7.x reads the value as \": ...\" and fails every lookup of this key",
+            )
+        })
+    }
+}
+
+/// A data line of a mapping table, `None` for blank and comment lines,
+/// `Err` for a line smtpd calls an invalid map entry.
+pub fn split_table_line(line: &str) -> Option<Result<TableLine<'_>, String>> {
     let line = line.trim_matches(|c: char| c.is_ascii_whitespace());
     if line.is_empty() || line.starts_with('#') {
         return None;
@@ -53,12 +86,26 @@ pub fn split_table_line(line: &str) -> Option<Result<(String, &str), String>> {
     if !value.is_empty() && !line.starts_with('[') {
         value = &value[1..]; // the one separator smtpd consumes
     }
-    let value = value.trim_start_matches([' ', '\t']);
+    let mut value = value.trim_start_matches([' ', '\t']);
     if value.is_empty() {
         return Some(Err(format!("key {key:?} has no value")));
     }
+    // 6.x's loop: skip blanks, and a `:` whose next byte is a blank. The
+    // line's end is trimmed, so a value that is left is never empty.
+    let mut smtpd6_only = false;
+    while let Some(rest) = value.strip_prefix(':') {
+        if !rest.starts_with(|c: char| c.is_ascii_whitespace()) {
+            break;
+        }
+        value = rest.trim_start_matches(|c: char| c.is_ascii_whitespace());
+        smtpd6_only = true;
+    }
     // smtpd lower-cases keys when it loads the table (table_static_priv_add).
-    Some(Ok((key.to_ascii_lowercase(), value)))
+    Some(Ok(TableLine {
+        key: key.to_ascii_lowercase(),
+        value,
+        smtpd6_only,
+    }))
 }
 
 /// Split an alias value at commas, honouring `"`/`'` quotes and `\`
@@ -295,7 +342,10 @@ pub fn parse_aliases(source: &str, text: &str) -> Parsed {
                 p.malformed.push(Finding::new(at, why));
                 continue;
             }
-            Some(Ok(kv)) => kv,
+            Some(Ok(l)) => {
+                p.notes.extend(l.smtpd6_note(&at));
+                (l.key, l.value)
+            }
         };
         let targets = match parse_targets(value) {
             Ok(t) => t,
@@ -372,7 +422,10 @@ pub fn parse_userinfo(source: &str, text: &str) -> Parsed {
         let at = Origin::line(source, n + 1);
         let (key, value) = match (split_table_line(line), passwd_userinfo(line)) {
             (None, _) => continue,
-            (Some(Ok((key, value))), _) if parse_userinfo_value(value).is_ok() => (key, value),
+            (Some(Ok(l)), _) if parse_userinfo_value(l.value).is_ok() => {
+                p.notes.extend(l.smtpd6_note(&at));
+                (l.key, l.value)
+            }
             (_, Some((user, Some((uid, gid, home))))) => {
                 p.userinfo.push(UserInfo {
                     user,
@@ -407,7 +460,7 @@ pub fn parse_userinfo(source: &str, text: &str) -> Parsed {
                 p.malformed.push(Finding::new(at, why));
                 continue;
             }
-            (Some(Ok(kv)), None) => kv,
+            (Some(Ok(l)), None) => (l.key, l.value),
         };
         match parse_userinfo_value(value) {
             Ok((uid, gid, home)) => p.userinfo.push(UserInfo {
@@ -447,7 +500,10 @@ pub fn parse_credentials(source: &str, text: &str) -> Parsed {
                     .push(Finding::new(at, "a credentials line without a value"));
                 continue;
             }
-            Some(Ok(kv)) => kv,
+            Some(Ok(l)) => {
+                p.notes.extend(l.smtpd6_note(&at));
+                (l.key, l.value)
+            }
         };
         if value.len() < 3 || value.starts_with(':') || value.ends_with(':') {
             p.malformed.push(Finding::new(
@@ -685,7 +741,7 @@ mod tests {
     use super::*;
 
     fn kv(line: &str) -> Option<Result<(String, String), String>> {
-        split_table_line(line).map(|r| r.map(|(k, v)| (k, v.to_string())))
+        split_table_line(line).map(|r| r.map(|l| (l.key, l.value.to_string())))
     }
 
     #[test]
@@ -836,6 +892,47 @@ bad-key@-x.org     m
             ]
         );
         assert_eq!(p.routes[4].origin.to_string(), "virtuals:6");
+    }
+
+    /// `key : value` works on smtpd 6.x only: read the 6.x way, with a
+    /// note; a `:` not followed by a blank stays part of the value, as in
+    /// both versions.
+    #[test]
+    fn a_blank_before_the_colon_is_read_as_smtpd_6_read_it() {
+        let six = |line: &str| {
+            let l = split_table_line(line).unwrap().unwrap();
+            (l.key, l.value.to_string(), l.smtpd6_only)
+        };
+        assert_eq!(six("root : pi"), ("root".into(), "pi".into(), true));
+        assert_eq!(
+            six("a@x.org\t:\t: b@y.org"),
+            ("a@x.org".into(), "b@y.org".into(), true)
+        );
+        assert_eq!(six("root: pi"), ("root".into(), "pi".into(), false));
+        assert_eq!(six("root :"), ("root".into(), ":".into(), false));
+        assert_eq!(
+            six("a@x.org :error:550 gone"),
+            ("a@x.org".into(), ":error:550 gone".into(), false)
+        );
+
+        let p = parse_aliases("virtuals", "a@x.org : b@y.org, c@y.org\nd@x.org  b@y.org\n");
+        assert!(p.malformed.is_empty(), "{:?}", p.malformed);
+        assert_eq!(p.routes.len(), 2);
+        assert_eq!(p.routes[0].targets.len(), 2);
+        assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+        assert_eq!(p.notes[0].at.to_string(), "virtuals:1");
+        assert!(p.notes[0].why.contains("smtpd 6.x"), "{}", p.notes[0].why);
+
+        let p = parse_credentials("credentials", "m : m:$2b$08$secrethashsecrethash\n");
+        assert!(p.malformed.is_empty());
+        assert_eq!(p.logins[0].hash.stored(), "$2b$08$secrethashsecrethash");
+        assert_eq!(p.notes.len(), 1);
+        assert!(!p.notes[0].why.contains('$'));
+
+        let p = parse_userinfo("userinfo", "m : 5000:5000:/var/vmail/m\n");
+        assert!(p.malformed.is_empty());
+        assert_eq!(p.userinfo[0].uid, Some(5000));
+        assert_eq!(p.notes.len(), 1);
     }
 
     #[test]
