@@ -20,6 +20,8 @@
 
 use std::io::{self, Write};
 
+use mailtable_core::resolve::SMTPD_IMSG_VALUE_MAX;
+
 use crate::proto::{valid_value, Answer, Op, ProtoError, Request, Service};
 
 /// Size of the imsg header.
@@ -209,13 +211,10 @@ pub fn write_open_reply(w: &mut impl Write) -> io::Result<()> {
 /// error reason; the caller logs it.
 pub fn write_reply(w: &mut impl Write, op: Op, answer: &Answer) -> io::Result<()> {
     let (r, value): (i32, Option<&str>) = match (op, answer) {
-        (Op::Lookup | Op::Fetch, Answer::Found(v)) => {
-            if valid_value(v) && HEADER_LEN + 4 + v.len() < MAX_MESSAGE {
-                (1, Some(v))
-            } else {
-                (-1, None)
-            }
-        }
+        (Op::Lookup | Op::Fetch, Answer::Found(v)) => match refused_value(op, answer) {
+            None => (1, Some(v)),
+            Some(_) => (-1, None),
+        },
         (Op::Check | Op::Update, Answer::Found(_)) => (1, None),
         (_, Answer::NotFound) => (0, None),
         (_, Answer::Error(_)) => (-1, None),
@@ -228,6 +227,25 @@ pub fn write_reply(w: &mut impl Write, op: Op, answer: &Answer) -> io::Result<()
         msg.push(0);
     }
     w.write_all(&msg)
+}
+
+/// Why the value of a found answer cannot go out in a reply (it goes as
+/// `r = -1`), for the log; `None` when it can, or when the reply carries
+/// no value.
+pub fn refused_value(op: Op, answer: &Answer) -> Option<String> {
+    match (op, answer) {
+        (Op::Lookup | Op::Fetch, Answer::Found(v)) if !valid_value(v) => {
+            Some("the table produced an empty value or one with CR, LF or NUL".into())
+        }
+        (Op::Lookup | Op::Fetch, Answer::Found(v)) if v.len() > SMTPD_IMSG_VALUE_MAX => {
+            Some(format!(
+                "the answer is {} bytes, over the {SMTPD_IMSG_VALUE_MAX} one reply carries \
+                 to smtpd 7.5 and older (imsg; 7.6 and later take it)",
+                v.len()
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// Writes a message as smtpd would: the inverse of [`parse_message`], for
@@ -693,12 +711,25 @@ mod tests {
         let out = reply(Op::Lookup, &Answer::Found(largest.clone()));
         assert_eq!(out.len(), MAX_MESSAGE);
         assert_eq!(reply_header(&out).1, MAX_MESSAGE);
+        assert_eq!(largest.len(), SMTPD_IMSG_VALUE_MAX, "the core's bound");
+        assert_eq!(
+            refused_value(Op::Lookup, &Answer::Found(largest.clone())),
+            None
+        );
         let too_long = format!("{largest}v");
         for bad in ["", "a\0b", "a\nb", "a\r", too_long.as_str()] {
             let out = reply(Op::Lookup, &Answer::Found(bad.into()));
             assert_eq!(out.len(), 20);
             assert_eq!(&out[16..], &(-1i32).to_ne_bytes());
+            assert!(refused_value(Op::Lookup, &Answer::Found(bad.into())).is_some());
         }
+        let why = refused_value(Op::Fetch, &Answer::Found(too_long)).unwrap();
+        assert!(
+            why.starts_with("the answer is 16364 bytes, over the 16363"),
+            "{why}"
+        );
+        // A check carries no value: any found answer goes out.
+        assert_eq!(refused_value(Op::Check, &Answer::Found("".into())), None);
     }
 
     #[test]

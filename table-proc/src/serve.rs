@@ -345,7 +345,18 @@ fn answer_imsg(
         }
         Message::Request(req) => {
             let answer = dispatch(handler, &req);
-            log_answer(&req, &answer);
+            match imsg::refused_value(req.op, &answer) {
+                // The reply goes out as an error; smtpd logs no reason
+                // ("failure during ... lookup"), so the admin's only
+                // clue is this line.
+                Some(why) => warn!(
+                    op = %req.op,
+                    service = req.service.map(Service::name).unwrap_or("-"),
+                    key = %loggable_key(req.service, &req.key),
+                    "answering error: {why}"
+                ),
+                None => log_answer(&req, &answer),
+            }
             imsg::write_reply(output, req.op, &answer)?;
         }
         Message::Invalid { kind, error } => {
@@ -1225,6 +1236,38 @@ mod tests {
                 (Some(0), None),
                 (Some(1), None),
             ]
+        );
+    }
+
+    /// A value imsg cannot carry goes out as an error, and the log says
+    /// why at the level an admin sees: smtpd itself logs no reason.
+    #[test]
+    fn an_answer_imsg_cannot_carry_is_logged_as_a_warning() {
+        let logs = logs_of(|| {
+            let mut h = Fake::default();
+            let out = run_chunks(
+                vec![
+                    open(),
+                    imsg_req(Op::Lookup, Some(Service::Alias), "huge"),
+                    imsg_req(Op::Lookup, Some(Service::Alias), "bob@example.org"),
+                ],
+                &mut h,
+            );
+            assert_eq!(
+                imsg_replies(&out),
+                [
+                    (None, None),
+                    (Some(-1), None),
+                    (Some(1), Some(b"bob_example.org\0".to_vec()))
+                ]
+            );
+        });
+        let warned: Vec<&str> = logs.lines().filter(|l| l.contains("WARN")).collect();
+        assert_eq!(warned.len(), 1, "{logs}");
+        assert!(warned[0].contains("key=huge"), "{logs}");
+        assert!(
+            warned[0].contains("the answer is 20000 bytes, over the 16363"),
+            "{logs}"
         );
     }
 

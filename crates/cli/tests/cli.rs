@@ -212,6 +212,51 @@ fn hash_prints_a_2b_hash_and_never_takes_argv_passwords() {
 /// A mailbox written by hand whose delivery user name smtpd cuts at the
 /// tag delimiter (`jo+x@`): the algorithm finds the row, but smtpd's
 /// lookup gets an error and the mail is deferred. `resolve` reports what
+/// A senders list longer than one imsg reply carries is printed whole,
+/// with a warning that smtpd 7.5 and older cannot take it; a shorter one
+/// has no warning.
+#[test]
+fn senders_warns_when_smtpd_7_5_cannot_take_the_list() {
+    let db = Db::new();
+    db.ok(&["init"]);
+    db.add_user("admin@hoster.example", "pw");
+    let insert = |from: u32, to: u32| {
+        let c = rusqlite::Connection::open(&db.path).unwrap();
+        for i in from..to {
+            for local in ["postmaster", "abuse"] {
+                c.execute(
+                    "INSERT INTO users (username, domain, mailbox) VALUES (?1, ?2, ?3)",
+                    (
+                        local,
+                        format!("customer{i}.example"),
+                        "admin@hoster.example",
+                    ),
+                )
+                .unwrap();
+            }
+        }
+    };
+    // 2 x 250 aliases: about 14.6 KB, under the bound.
+    insert(0, 250);
+    let out = db.run_in(&["senders", "admin@hoster.example"], None);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 501);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 2 x 300: about 17.5 KB.
+    insert(250, 300);
+    let out = db.run_in(&["senders", "admin@hoster.example", "--json"], None);
+    assert!(out.status.success());
+    let list: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.len(), 601);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("over the 16363 one reply carries"), "{err}");
+    assert!(err.contains("admin@hoster.example with 421"), "{err}");
+}
+
 /// smtpd gets: an error, exit 75, no destinations.
 #[test]
 fn resolve_reports_what_smtpd_gets() {

@@ -164,6 +164,16 @@ pub struct Match {
 /// `table.c` `table_parse_lookup`, `lka_session.c`).
 pub const SMTPD_ALIAS_VALUE_MAX: usize = 2047;
 
+/// The longest value one table reply carries to smtpd 7.5 and older (the
+/// imsg protocol): a message is at most 16384 bytes (`MAX_IMSGSIZE` in
+/// `imsg.h`), of which the header takes 16, the result 4 and the value's
+/// NUL 1 (`table_proc.c`). A longer `mailaddrmap` list (`senders`) cannot
+/// reach smtpd there: the table answers an error and smtpd refuses every
+/// MAIL FROM of the login with 421. The text protocol of 7.6 and later has
+/// no such bound (`mailaddr_line` in `usr.sbin/smtpd/mailaddr.c` copies
+/// the list whole).
+pub const SMTPD_IMSG_VALUE_MAX: usize = 16363;
+
 /// One line of the explanation printed by `mailtable resolve`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct WalkEntry {

@@ -10,7 +10,9 @@
 use crate::ctx::Ctx;
 use crate::error::CliError;
 use mailtable_core::exit::Exit;
-use mailtable_core::resolve::{Match, Step, WalkEntry, SMTPD_ALIAS_VALUE_MAX};
+use mailtable_core::resolve::{
+    smtpd_list, Match, Step, WalkEntry, SMTPD_ALIAS_VALUE_MAX, SMTPD_IMSG_VALUE_MAX,
+};
 use mailtable_core::store::Access;
 use mailtable_core::{delivery, Address, Destination, Outcome, ResolveError, Row};
 use serde_json::json;
@@ -184,6 +186,18 @@ pub(super) fn senders(ctx: &Ctx, address: &str, json: bool) -> Result<Exit, CliE
     match ctx.resolver.senders(s.as_mut(), &addr)? {
         None => Err(CliError::not_found(format!("{addr} has no mailbox"))),
         Some(list) => {
+            // The one bound on the table's answer: smtpd 7.5 and older
+            // cannot take it in one reply, and nothing else would say why
+            // every MAIL FROM of this login fails there.
+            let wire = smtpd_list(&list).len();
+            if wire > SMTPD_IMSG_VALUE_MAX {
+                eprintln!(
+                    "mailtable: warning: this list is {wire} bytes as the table answers it, over \
+                     the {SMTPD_IMSG_VALUE_MAX} one reply carries to smtpd 7.5 and older: \
+                     there the table answers an error and smtpd refuses every MAIL FROM of \
+                     {addr} with 421 (smtpd 7.6 and later take it)"
+                );
+            }
             if json {
                 println!(
                     "{}",
