@@ -17,7 +17,8 @@
 //!   like a wrong password, so timing does not tell which accounts exist.
 //!   The dummy has the scheme and cost of the hashes actually stored
 //!   ([`HashCost`]): the first login lookup of a process samples one
-//!   ([`Store::sample_password`]), and every real hash looked up since
+//!   ([`Store::sample_passwords`]: the newest usable one), and every real
+//!   hash looked up since
 //!   replaces it; a disabled mailbox costs a check of its own hash's cost.
 //!   Only a database with no usable hash falls back to bcrypt of
 //!   `password_cost`. smtpd, which checks hashes itself, is handed a dummy
@@ -243,9 +244,12 @@ impl Accounts {
         if let Some(cost) = *self.seen() {
             return Ok(cost);
         }
+        // The newest hash whose cost is known: one PBKDF2 or yescrypt row
+        // added last must not make every unknown login cost `password_cost`.
         let sampled = store
-            .sample_password()?
-            .and_then(|h| HashCost::of(&PasswordHash::new(h)));
+            .sample_passwords()?
+            .into_iter()
+            .find_map(|h| HashCost::of(&PasswordHash::new(h)));
         let cost = sampled.unwrap_or(HashCost::Bcrypt(self.fallback_cost));
         *self.seen() = Some(cost);
         Ok(cost)
@@ -577,7 +581,10 @@ mod tests {
             .with("m", "x.org", "m@x.org", Some(md5))
             .with("p", "x.org", "p@x.org", Some(pbkdf2))
             // Broken, in a scheme mailtable checks: nobody's to check.
-            .with("b", "x.org", "b@x.org", Some("$2b$05$cut-short"));
+            .with("b", "x.org", "b@x.org", Some("$2b$05$cut-short"))
+            // A crypt prefix over no crypt string: Dovecot would say
+            // "mismatch", so it is nobody's to check either.
+            .with("g", "x.org", "g@x.org", Some("{SHA512-CRYPT}garbage"));
         let a = accounts();
         let ok = |v: Verdict| matches!(v, Verdict::Ok(_));
         assert!(ok(a
@@ -608,6 +615,33 @@ mod tests {
         assert_eq!(hash("p@x.org", Verifier::Smtpd), None);
         assert_eq!(hash("b@x.org", Verifier::Dovecot), None);
         assert_eq!(hash("b@x.org", Verifier::Smtpd), None);
+        assert_eq!(hash("g@x.org", Verifier::Dovecot), None);
+        assert!(matches!(
+            a.verify(&mut s, "g@x.org", b"password").unwrap(),
+            Verdict::CannotVerify(why) if why.contains("malformed (SHA512-crypt hash)")
+        ));
+    }
+
+    /// The sample skips hashes whose cost is unknown: a PBKDF2 or
+    /// yescrypt row added last does not make unknown logins cost
+    /// `password_cost` where usable hashes are stored.
+    #[test]
+    fn the_sample_is_the_newest_usable_hash() {
+        let h5 = password::hash(&Secret::new(PW), 5).expect("hashing works");
+        let mut s = MemStore::default()
+            .with("a", "x.org", "a@x.org", Some(h5.stored()))
+            .with("y", "x.org", "y@x.org", Some("$y$j9T$abc$def"))
+            .with("p", "x.org", "p@x.org", Some("{PBKDF2}$1$salt$1000$abcdef"));
+        let a = accounts();
+        a.credentials(&mut s, "nobody@x.org", Verifier::Smtpd)
+            .expect("store works");
+        assert_eq!(a.current_dummy_cost(), HashCost::Bcrypt(5));
+        // None usable at all: `password_cost`.
+        let mut s = MemStore::default().with("y", "x.org", "y@x.org", Some("$y$j9T$abc$def"));
+        let a = accounts();
+        a.credentials(&mut s, "nobody@x.org", Verifier::Smtpd)
+            .expect("store works");
+        assert_eq!(a.current_dummy_cost(), HashCost::Bcrypt(4));
     }
 
     /// The dummy check takes the cost of the hashes stored: sampled on the

@@ -310,6 +310,7 @@ impl PasswordHash {
     /// checkpassword and the Lua endpoint cannot.
     pub fn dovecot_only(&self) -> bool {
         self.scheme() == Scheme::Unknown
+            && self.misnamed_family().is_none()
             && self
                 .prefix()
                 .is_some_and(|p| DOVECOT_SCHEMES.contains(&p.as_str()))
@@ -328,6 +329,9 @@ impl PasswordHash {
     /// crypt-sha512.c); Argon2 a PHC string. Other crypt(3) formats are
     /// only checked for characters that would corrupt a protocol line.
     pub fn validate(&self) -> Result<(), PasswordError> {
+        if let Some(family) = self.misnamed_family() {
+            return Err(PasswordError::Malformed(family));
+        }
         let c = self.crypt_string();
         let scheme = self.scheme();
         let well_formed = match scheme {
@@ -355,6 +359,34 @@ impl PasswordHash {
         } else {
             Err(PasswordError::Malformed(scheme.name()))
         }
+    }
+
+    /// The family a crypt `{PREFIX}` names when the string after it is none
+    /// of the strings that prefix's check takes: a malformed hash. Dovecot
+    /// would check `{SHA512-CRYPT}garbage` with crypt(3) and answer
+    /// "password mismatch", `{BLF-CRYPT}$6$...` with its bcrypt and fail the
+    /// same way (core@2.3.19.1: src/auth/password-scheme-crypt.c): a wrong
+    /// password to the user, where the row is what needs fixing. The
+    /// crypt(3) prefixes (`CRYPT`, `DES-CRYPT`, `SHA256-CRYPT`,
+    /// `SHA512-CRYPT`) take any crypt(3) string, a `$id$` one mailtable
+    /// does not know and DES included; the others their own family only.
+    fn misnamed_family(&self) -> Option<&'static str> {
+        let p = self.prefix()?;
+        let c = self.crypt_string();
+        let family = match p.as_str() {
+            "CRYPT" | "DES-CRYPT" => Scheme::OtherCrypt,
+            "SHA256-CRYPT" => Scheme::Sha256Crypt,
+            "SHA512-CRYPT" => Scheme::Sha512Crypt,
+            "BLF-CRYPT" => Scheme::Bcrypt,
+            "ARGON2" | "ARGON2I" | "ARGON2ID" => Scheme::Argon2,
+            "MD5-CRYPT" => return (!c.starts_with("$1$")).then_some("MD5-crypt"),
+            _ => return None,
+        };
+        // An empty string is an empty hash, said as such elsewhere.
+        let takes = c.is_empty()
+            || names_crypt_string(&p, c) == Some(true)
+                && (bare_scheme(c) != Scheme::Unknown || c.starts_with('$') || des_shaped(c));
+        (!takes).then_some(family.name())
     }
 
     /// What to call the scheme of a hash mailtable cannot use, in an error
@@ -471,6 +503,17 @@ fn bare_scheme(c: &str) -> Scheme {
 /// src/auth/password-scheme.c.
 fn names_md5_crypt(prefix: &str, c: &str) -> bool {
     matches!(prefix, "MD5-CRYPT" | "MD5") && c.starts_with("$1$")
+}
+
+/// A traditional DES-crypt string (2 characters of salt, 11 of hash) or
+/// BSDi's extended one (`_`, 4 of rounds, 4 of salt, 11 of hash), as
+/// crypt(3) takes them (libxcrypt crypt-des.c).
+fn des_shaped(c: &str) -> bool {
+    let b = c.as_bytes();
+    match b.first() {
+        Some(b'_') => b.len() == 20 && b[1..].iter().all(|&x| is_crypt_b64(x)),
+        _ => b.len() == 13 && b.iter().all(|&x| is_crypt_b64(x)),
+    }
 }
 
 /// The characters of crypt(3)'s and bcrypt's base64 alphabets (same set,
@@ -940,12 +983,13 @@ mod tests {
         ] {
             assert!(!PasswordHash::new(not).dovecot_only(), "{not:?}");
         }
-        // A crypt family's prefix over another family's string is what
-        // Dovecot makes of it: a hash its code for the prefix cannot check.
+        // A crypt family's prefix over a string its check cannot take is
+        // malformed: Dovecot would answer "password mismatch", so it is
+        // never handed on.
         let mixed = PasswordHash::new(format!("{{BLF-CRYPT}}{S512}"));
         assert_eq!(mixed.scheme(), Scheme::Unknown);
         assert!(mixed.verify(&pw).is_err());
-        assert!(mixed.dovecot_only());
+        assert!(!mixed.dovecot_only());
         assert_eq!(
             PasswordHash::new(format!("{{CRYPT}}{S512}")).scheme(),
             Scheme::Sha512Crypt
@@ -992,6 +1036,51 @@ mod tests {
             assert!(!h.dovecot_only(), "{bare}");
         }
         assert!(PasswordHash::new("$2b$04$broken").verify(&pw).is_err());
+    }
+
+    /// A crypt `{PREFIX}` over a string its check cannot take is
+    /// malformed, never handed to Dovecot (which would answer "password
+    /// mismatch"); what crypt(3) takes under the crypt(3) prefixes stays
+    /// Dovecot's to check.
+    #[test]
+    fn a_crypt_prefix_over_a_string_it_cannot_take_is_malformed() {
+        for (s, family) in [
+            ("{SHA512-CRYPT}garbage", "SHA512-crypt"),
+            ("{sha256-crypt}xyz", "SHA256-crypt"),
+            ("{MD5-CRYPT}xyz", "MD5-crypt"),
+            ("{BLF-CRYPT}xyz", "bcrypt"),
+            (
+                "{ARGON2ID}$argon2i$v=19$m=65536,t=3,p=1$c2FsdHNhbHQ$aGFzaA",
+                "argon2",
+            ),
+            ("{CRYPT}not a hash", "crypt"),
+            ("{DES-CRYPT}abc", "crypt"),
+        ] {
+            let h = PasswordHash::new(s);
+            assert_eq!(
+                h.validate().map_err(|e| e.to_string()),
+                Err(format!("stored hash is malformed ({family} hash)")),
+                "{s}"
+            );
+            assert!(!h.dovecot_only(), "{s}");
+            assert!(!h.mailtable_checks(), "{s}");
+            assert_eq!(h.for_smtpd(), None, "{s}");
+        }
+        // DES (traditional and extended) and a `$id$` string mailtable does
+        // not know: crypt(3) checks them, so Dovecot does.
+        for s in [
+            "{CRYPT}abJnggxhB/yWI",
+            "{DES-CRYPT}_J9..CCCCXBrJUJV154M",
+            "{SHA512-CRYPT}abJnggxhB/yWI",
+            "{CRYPT}$sha1$40000$salt$hash",
+        ] {
+            let h = PasswordHash::new(s);
+            assert!(h.dovecot_only(), "{s}");
+            assert!(
+                matches!(h.validate(), Err(PasswordError::Unsupported(_))),
+                "{s}"
+            );
+        }
     }
 
     #[test]

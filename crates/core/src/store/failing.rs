@@ -186,9 +186,9 @@ impl<S: Store> Store for FailingStore<S> {
         self.call("wildcard_targets")?;
         self.inner.wildcard_targets()
     }
-    fn sample_password(&mut self) -> Result<Option<String>, StoreError> {
-        self.call("sample_password")?;
-        self.inner.sample_password()
+    fn sample_passwords(&mut self) -> Result<Vec<String>, StoreError> {
+        self.call("sample_passwords")?;
+        self.inner.sample_passwords()
     }
     fn change_token(&mut self) -> Result<Option<ChangeToken>, StoreError> {
         self.call("change_token")?;

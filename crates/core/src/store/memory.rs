@@ -128,12 +128,15 @@ impl Store for MemStore {
     fn wildcard_targets(&mut self) -> Result<Vec<Row>, StoreError> {
         self.filter(Row::has_template_target)
     }
-    fn sample_password(&mut self) -> Result<Option<String>, StoreError> {
+    fn sample_passwords(&mut self) -> Result<Vec<String>, StoreError> {
         Ok(self
             .filter(|r| r.kind() == crate::row::RowKind::Mailbox)?
-            .pop()
-            .and_then(|r| r.password)
-            .map(|h| h.stored().to_string()))
+            .into_iter()
+            .rev()
+            .filter_map(|r| r.password)
+            .map(|h| h.stored().to_string())
+            .take(16)
+            .collect())
     }
     fn begin_lookup(&mut self) {
         self.note("begin");

@@ -186,13 +186,13 @@ pub trait Store: Send {
     /// Rows whose target contains `%` (domain aliases).
     fn wildcard_targets(&mut self) -> Result<Vec<Row>, StoreError>;
 
-    /// The password column of one login row, the most recently added where
-    /// the database can tell: a sample of the hashes stored, so that a
-    /// dummy check for an unknown user costs what a real one costs here
-    /// ([`crate::accounts`]). `None` when there is no such row (or the
-    /// store cannot sample).
-    fn sample_password(&mut self) -> Result<Option<String>, StoreError> {
-        Ok(None)
+    /// The password column of a few login rows (at most 16), the most
+    /// recently added first where the database can tell: a sample of the
+    /// hashes stored, so that a dummy check for an unknown user costs what
+    /// a real one costs here ([`crate::accounts`] takes the first usable
+    /// one). Empty when there is no such row (or the store cannot sample).
+    fn sample_passwords(&mut self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
     }
 
     /// A stamp of the data's current version, for the daemons' answer

@@ -373,7 +373,7 @@ impl Select {
 const HAS_DOMAIN: &str = "SELECT 1 FROM users WHERE domain = ?1 LIMIT 1";
 
 /// The newest login rows' hashes (rowid order: the last one inserted
-/// first); [`SqliteStore::sample_password`] takes the first that is text.
+/// first); [`Store::sample_passwords`] keeps the ones that are text.
 const SAMPLE_PASSWORD: &str = "SELECT password FROM users \
      WHERE password IS NOT NULL AND password <> '' AND instr(username, '%') = 0 \
      ORDER BY rowid DESC LIMIT 16";
@@ -968,22 +968,23 @@ impl Store for SqliteStore {
         })
     }
 
-    fn sample_password(&mut self) -> Result<Option<String>, StoreError> {
+    fn sample_passwords(&mut self) -> Result<Vec<String>, StoreError> {
         // A value that is no UTF-8 text (a `{PLAIN}` password in Latin-1
         // carried over by hand, a BLOB) is that one row's problem, found
         // when it logs in: as the sample it failed every login of every
-        // user. The next newest is taken instead.
+        // user. It is left out.
         self.with(|conn, _| {
             let mut stmt = conn.prepare_cached(SAMPLE_PASSWORD)?;
             let mut rows = stmt.query([])?;
+            let mut sample = Vec::new();
             while let Some(r) = rows.next()? {
                 if let rusqlite::types::ValueRef::Text(t) = r.get_ref(0)? {
                     if let Ok(text) = std::str::from_utf8(t) {
-                        return Ok(Some(text.to_string()));
+                        sample.push(text.to_string());
                     }
                 }
             }
-            Ok(None)
+            Ok(sample)
         })
     }
 
@@ -1436,12 +1437,12 @@ mod tests {
         };
         let mut r = SqliteStore::open(&path, &opts).unwrap();
         assert_eq!(
-            r.sample_password().unwrap().as_deref(),
-            Some("$2b$10$B8ECNE9QBhHF22AH.0SUfOqT1Lopy88o0K.Kd0soWRmwY3JnVPGRi")
+            r.sample_passwords().unwrap(),
+            ["$2b$10$B8ECNE9QBhHF22AH.0SUfOqT1Lopy88o0K.Kd0soWRmwY3JnVPGRi"]
         );
         c.execute_batch("DELETE FROM users WHERE username = 'a'")
             .unwrap();
-        assert_eq!(r.sample_password().unwrap(), None);
+        assert!(r.sample_passwords().unwrap().is_empty());
     }
 
     /// Rows written by another program with bytes that are no UTF-8 text

@@ -346,11 +346,12 @@ impl Store for PostgresStore {
         self.read_users(|c| Ok(!c.query_static(HAS_DOMAIN, &[&domain])?.is_empty()))
     }
 
-    fn sample_password(&mut self) -> Result<Option<String>, StoreError> {
+    fn sample_passwords(&mut self) -> Result<Vec<String>, StoreError> {
         self.read_users(|c| {
             Ok(c.query_static(SAMPLE_PASSWORD, &[])?
-                .first()
-                .and_then(|r| r.try_get::<_, Option<String>>(0).ok().flatten()))
+                .iter()
+                .filter_map(|r| r.try_get::<_, Option<String>>(0).ok().flatten())
+                .collect())
         })
     }
 

@@ -100,9 +100,9 @@ pub(super) const RECREATE_TRIGGER: &str = "CREATE TRIGGER users_stamp_change AFT
      UPDATE OR DELETE OR TRUNCATE ON users FOR EACH STATEMENT EXECUTE FUNCTION \
      mailtable_stamp_change();";
 pub(super) const HAS_DOMAIN: &str = "SELECT 1 FROM users WHERE domain = $1 LIMIT 1";
-/// One login row's hash (the table has no insertion order to go by).
+/// A few login rows' hashes (the table has no insertion order to go by).
 pub(super) const SAMPLE_PASSWORD: &str = "SELECT password FROM users \
-     WHERE password IS NOT NULL AND password <> '' AND strpos(username, '%') = 0 LIMIT 1";
+     WHERE password IS NOT NULL AND password <> '' AND strpos(username, '%') = 0 LIMIT 16";
 pub(super) const LIST_DOMAIN: &str =
     "WHERE domain = $1 ORDER BY domain COLLATE \"C\", username COLLATE \"C\", ctid";
 pub(super) const LIST_ALL: &str = "ORDER BY domain COLLATE \"C\", username COLLATE \"C\", ctid";
