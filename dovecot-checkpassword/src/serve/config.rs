@@ -183,6 +183,18 @@ impl Settings {
                     s.socket_mode
                 ))
             })?;
+        // The dict protocol has no authentication of its own: the socket
+        // file's mode is all that keeps other local users from reading
+        // every hash (`{PLAIN}` ones in clear). The HTTP API asks its
+        // token, so its socket may be more open.
+        if dict_socket.is_some() && mode & 0o007 != 0 {
+            return Err(ServeError::Config(format!(
+                "socket_mode {:?} lets every local user connect to the dict socket, which \
+                 answers any user's password hash without asking who is connecting; use \
+                 \"0660\" with socket_group = the group Dovecot's auth runs in (dovecot)",
+                s.socket_mode
+            )));
+        }
         let owner = match s.socket_owner.as_str() {
             "" => None,
             name => Some(lookup_user(name)?),
@@ -381,6 +393,20 @@ mod tests {
         assert!(s.secret.ct_eq(b"tok"));
         assert_eq!((s.owner, s.group), (Some(0), Some(0)));
         assert!(settings("[serve]\ndict_socket = \"/x\"\nsocket_mode = \"rw\"").is_err());
+        // Others may not reach the dict socket, which has no authentication;
+        // the HTTP socket asks its token.
+        for open in ["0666", "0661", "0664", "0777"] {
+            let msg = settings(&format!(
+                "[serve]\ndict_socket = \"/x\"\nsocket_mode = \"{open}\""
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(msg.contains("every local user"), "{open}: {msg}");
+        }
+        assert!(settings(
+            "[serve]\nhttp_listen = \"unix:/x\"\nhttp_secret = \"t\"\nsocket_mode = \"0666\""
+        )
+        .is_ok());
         assert!(
             settings("[serve]\ndict_socket = \"/x\"\nsocket_owner = \"no-such-user-mt\"").is_err()
         );
