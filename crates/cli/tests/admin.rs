@@ -601,6 +601,84 @@ both!(alias_list_to_shows_aliases_to_a_tagged_form, |db| {
     assert_eq!(listed.len(), 3, "{listed:?}");
 });
 
+// What a removal leaves behind is refused or said: a rename that pushes an
+// alias it repoints past smtpd's 2047 bytes, a catch-all or the address's
+// own forward taking its mail, a domain no longer ours after a wildcard.
+both!(removals_say_where_the_mail_goes_now, |db| {
+    db.add_user("ann@barrera.io", &[]);
+    db.ok(&["alias", "add", "all@barrera.io", "ann@barrera.io"]);
+    let many: Vec<String> = (0..75)
+        .map(|i| format!("p{i:03}@external-example.com"))
+        .collect();
+    let mut add = vec!["alias", "add", "all@barrera.io"];
+    add.extend(many.iter().map(String::as_str));
+    db.ok(&add);
+    let long = format!("{}@barrera.io", "a".repeat(64));
+    let (code, err) = db.refused(&["user", "rename", "ann@barrera.io", &long], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("refused, mail to all@barrera.io would fail"),
+        "{err}"
+    );
+    assert!(err.contains("2047"), "{err}");
+    assert_eq!(db.destinations("ann@barrera.io"), ["ann@barrera.io"]);
+
+    // A catch-all takes the old name of a rename.
+    db.add_user("boss@example.org", &[]);
+    db.add_user("bob@example.org", &[]);
+    db.ok(&["alias", "add", "%@example.org", "boss@example.org"]);
+    let out = db.run(
+        &["user", "rename", "bob@example.org", "robert@example.org"],
+        None,
+    );
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("note: mail to bob@example.org now goes to boss@example.org (a catch-all"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`mailtable alias add bob@example.org robert@example.org`"),
+        "{err}"
+    );
+
+    // The mailbox's own forward stays after `user del`: said as such.
+    db.add_user("cleo@barrera.io", &[]);
+    db.ok(&[
+        "alias",
+        "add",
+        "cleo@barrera.io",
+        "cleo.private@mail.example",
+    ]);
+    let out = db.run(&["user", "del", "cleo@barrera.io"], None);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "now goes to cleo.private@mail.example (the alias rows of cleo@barrera.io left \
+             beside the mailbox"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("catch-all"), "{err}");
+
+    // A wildcard whose removal leaves its domain without rows: the mail of
+    // an alias into it leaves the host, it does not fail.
+    db.add_user("someone@barrera.io", &[]);
+    db.ok(&["alias", "add", "%@old.example", "%@barrera.io"]);
+    db.ok(&["alias", "add", "z@barrera.io", "someone@old.example"]);
+    let (code, err) = db.refused(&["alias", "del", "%@old.example"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "z@barrera.io (-> someone@old.example) sends its mail off this host \
+             (old.example is no longer ours)"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("points at nothing"), "{err}");
+});
+
 both!(a_refusal_names_ten_aliases_and_counts_the_rest, |db| {
     db.add_user("bob@barrera.io", &[]);
     for i in 10..35 {
@@ -854,7 +932,10 @@ both!(alias_del_never_strands_other_aliases, |db| {
     let (code, err) = db.refused(&["alias", "del", "@z.example"], None);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("refused: x@barrera.io (-> nosuch@z.example) would point at nothing"),
+        err.contains(
+            "refused: without %@z.example, which served them, x@barrera.io \
+             (-> nosuch@z.example) points at nothing"
+        ),
         "{err}"
     );
     assert!(!err.contains("y@barrera.io"), "{err}");
@@ -863,7 +944,9 @@ both!(alias_del_never_strands_other_aliases, |db| {
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("warning: x@barrera.io (-> nosuch@z.example) points at nothing"),
+        err.contains(
+            "warning: without %@z.example, x@barrera.io (-> nosuch@z.example) points at nothing"
+        ),
         "{err}"
     );
     let (code, err) = db.refused(&["alias", "del", "nobody@z.example"], None);

@@ -250,9 +250,9 @@ fn del(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
                 let stuck = no_longer_found(r, s, served)?;
                 if !stuck.is_empty() && !force {
                     return Err(CliError::usage(format!(
-                        "refused: {} would point at nothing without {p}, which served \
-                         them; add those addresses or change the aliases first, or use --force",
-                        guard::some_of(&stuck, ", ")
+                        "refused: without {p}, which served them, {}; add those addresses \
+                         or change the aliases first, or use --force",
+                        guard::some_of(&stuck, "; ")
                     )));
                 }
                 stuck
@@ -268,10 +268,7 @@ fn del(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
         Some(_) => super::user::warn_stranded(&stuck, &p),
         None => {
             for a in &stuck {
-                eprintln!(
-                    "mailtable: warning: {a} points at nothing now; its mail fails until \
-                     you fix it"
-                );
+                eprintln!("mailtable: warning: without {p}, {a}");
             }
         }
     }
@@ -317,16 +314,27 @@ fn no_longer_found(
 ) -> Result<Vec<String>, CliError> {
     let mut stuck = Vec::new();
     for (t, rows) in served {
-        match r.resolve(s, &t) {
-            Ok(Outcome::Found(_)) => {}
+        // A domain with no row left is no longer ours: smtpd relays its
+        // mail, which leaves the host rather than fails.
+        let fate = match r.resolve(s, &t) {
+            Ok(Outcome::Found(_)) => continue,
             Err(ResolveError::Store(e)) => return Err(e.into()),
-            _ => stuck.extend(rows.into_iter().map(|row| format!("{row} (-> {t})"))),
-        }
+            Ok(Outcome::UnknownDomain) => format!(
+                "sends its mail off this host ({} is no longer ours)",
+                t.domain()
+            ),
+            _ => "points at nothing".into(),
+        };
+        stuck.extend(rows.into_iter().map(|row| format!("{row} (-> {t}) {fate}")));
     }
     Ok(stuck)
 }
 
-fn check_resolves(r: &Resolver, s: &mut dyn Store, addr: &Address) -> Result<(), CliError> {
+pub(super) fn check_resolves(
+    r: &Resolver,
+    s: &mut dyn Store,
+    addr: &Address,
+) -> Result<(), CliError> {
     check_resolves_as(r, s, addr, &addr.to_string())
 }
 

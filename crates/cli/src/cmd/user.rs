@@ -242,6 +242,15 @@ fn rename(
                 ..c
             })?;
         }
+        // The aliases about to be repointed must still resolve after it,
+        // as `alias add` refuses: a longer name can push an alias's
+        // destinations past what smtpd can take.
+        let named_old: Vec<Address> = s
+            .targeting(&old.to_string())?
+            .iter()
+            .filter(|x| !x.is_mailbox() && !x.username.contains('%'))
+            .filter_map(|x| Address::parse(&x.address()).ok())
+            .collect();
         s.delete(old.local(), old.domain().as_str(), Delete::Mailbox)?;
         s.delete(old.local(), old.domain().as_str(), Delete::Alias(None))?;
         let repointed = s.retarget(&old.to_string(), &new.to_string())?;
@@ -271,9 +280,16 @@ fn rename(
             )));
         }
         check_found(r, s, &new)?;
-        Ok((repointed, arrival.refuse(r, s, force)?))
+        for a in &named_old {
+            super::alias::check_resolves(r, s, a)?;
+        }
+        let now = match keep_alias {
+            true => None,
+            false => after_removal(r, s, &old)?,
+        };
+        Ok((repointed, arrival.refuse(r, s, force)?, now))
     })?;
-    let (repointed, arrived) = repointed;
+    let (repointed, arrived, now) = repointed;
     let (old_home, new_home) = (ctx.config.home_for(&old), ctx.config.home_for(&new));
     println!(
         "renamed mailbox {old} to {new} (delivery user {})",
@@ -289,7 +305,41 @@ fn rename(
         println!("move the mail store: {old_home} -> {new_home}");
     }
     super::guard::warn_arrival(&arrived);
+    if let Some(now) = now {
+        eprintln!(
+            "mailtable: note: mail to {old} now goes to {now}; `mailtable alias add {old} {new}` \
+             sends it to {new} instead"
+        );
+    }
     Ok(Exit::Ok)
+}
+
+/// Where mail to `addr` goes once its mailbox row is gone, for the note
+/// after `user del` and `user rename`: to what its own alias rows name (a
+/// forward kept beside the mailbox), or to a catch-all or pattern of its
+/// domain that takes the address over. `None` when it goes nowhere.
+fn after_removal(
+    r: &Resolver,
+    s: &mut dyn Store,
+    addr: &Address,
+) -> Result<Option<String>, CliError> {
+    let to = match r.resolve(s, addr) {
+        Ok(Outcome::Found(to)) => to
+            .iter()
+            .map(|d| d.address().to_string())
+            .collect::<Vec<_>>(),
+        _ => return Ok(None),
+    };
+    let why = match s.exact(addr.local(), addr.domain().as_str())?.is_empty() {
+        true => {
+            format!("a catch-all or pattern of its domain; `mailtable resolve {addr}` shows how")
+        }
+        false => format!(
+            "the alias rows of {addr} left beside the mailbox; `mailtable alias del {addr}` \
+             removes them"
+        ),
+    };
+    Ok(Some(format!("{} ({why})", to.join(", "))))
 }
 
 /// The rows of `before` (what reached `addr`) through which mail would now
@@ -389,22 +439,17 @@ fn del(ctx: &Ctx, address: &str, force: bool) -> Result<Exit, CliError> {
         let broken = guard.broken(r, s, &stuck)?;
         super::guard::refuse(&broken, &addr, force)?;
         // A catch-all or pattern of the domain takes the address from now
-        // on, and with it the mail of every alias that named it: legal,
-        // and worth saying.
-        let now = match r.resolve(s, &addr) {
-            Ok(Outcome::Found(to)) => to.iter().map(|d| d.address().to_string()).collect(),
-            _ => Vec::new(),
-        };
+        // on, or the address's own alias rows do, and with it the mail of
+        // every alias that named it: legal, and worth saying.
+        let now = after_removal(r, s, &addr)?;
         Ok((stuck, broken, now))
     })?;
     println!("removed mailbox {addr}");
     warn_stranded(&stuck, &addr);
     super::guard::warn(&broken, &addr);
-    if !now.is_empty() {
+    if let Some(now) = now {
         eprintln!(
-            "mailtable: note: mail to {addr}, and to the aliases that named it, now goes to {} \
-             (a catch-all or pattern of its domain; `mailtable resolve {addr}` shows how)",
-            now.join(", ")
+            "mailtable: note: mail to {addr}, and to the aliases that named it, now goes to {now}"
         );
     }
     Ok(Exit::Ok)
