@@ -178,10 +178,12 @@ success
 not found (\fBresolve\fR, \fBsenders\fR, or removing or changing what is not there)
 .TP
 .B 2
-usage error or bad input; nothing was changed
+usage error or bad input (also a database without the users table: run
+\fBmailtable init\fR), or a refusal (\fB\-\-force\fR needed); nothing was changed
 .TP
 .B 75
-temporary failure (database locked, unreachable, timed out); nothing was changed
+temporary failure (database locked, unreachable, timed out; for \fBresolve\fR,
+mail to the address fails: a loop, a dangling target); nothing was changed
 .SH FILES
 .TP
 .I /etc/mail/mailtable.toml

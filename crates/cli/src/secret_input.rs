@@ -1,6 +1,7 @@
 //! Reading a password: from a terminal prompt without echo (asked twice), or
-//! the first line of stdin with `--password-stdin`. Never from argv, where
-//! every local user could read it in `ps`.
+//! the first line of stdin with `--password-stdin` (typed without echo, once,
+//! when stdin is a terminal). Never from argv, where every local user could
+//! read it in `ps`.
 //!
 //! The one decision a reader might question: the prompt turns echo off and
 //! leaves the terminal in canonical mode, so the kernel's own line editing
@@ -21,6 +22,12 @@ use zeroize::Zeroize;
 
 /// Read a new password for `what`.
 pub fn read(password_stdin: bool, what: &str) -> Result<Secret, CliError> {
+    // `--password-stdin` on a terminal: the line is typed, so it must not
+    // show on the screen (and stay in the scrollback). Asked once, as the
+    // one line the option reads.
+    if password_stdin && std::io::stdin().is_terminal() {
+        return prompt(&format!("Password for {what}: "));
+    }
     if password_stdin {
         let mut line = String::new();
         std::io::stdin()

@@ -123,6 +123,25 @@ fn what_is_typed_is_what_is_stored_and_nothing_is_echoed() {
     assert!(t.flags.contains(LocalFlags::ECHO), "echo left off");
 }
 
+/// `--password-stdin` with stdin on a terminal: the line typed is not
+/// echoed either, and it is asked once.
+#[test]
+fn password_stdin_on_a_terminal_is_not_echoed() {
+    let (_dir, path, url) = fresh();
+    let pw = "stdin typed pass";
+    let t = on_terminal(
+        &url,
+        &["user", "add", "ann@example.com", "--password-stdin"],
+        format!("{pw}\n").as_bytes(),
+    );
+    assert_eq!(t.status.code(), Some(0), "{}", t.screen);
+    assert!(!t.screen.contains("stdin typed"), "echoed: {}", t.screen);
+    assert!(!t.screen.contains("Again"), "{}", t.screen);
+    let hash = PasswordHash::new(stored_hash(&path, "ann").unwrap());
+    assert!(hash.verify(&Secret::new(pw)).unwrap());
+    assert!(t.flags.contains(LocalFlags::ECHO), "echo left off");
+}
+
 /// A raw-mode prompt dropped these: `a<TAB>b` was stored as `ab`.
 #[test]
 fn control_characters_typed_are_refused_not_dropped() {
