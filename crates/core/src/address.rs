@@ -250,8 +250,10 @@ impl Address {
 
     /// Split the local part at the first `delimiter`: `hugo+news` gives
     /// `("hugo", Some("news"))`. A local part that starts with the delimiter
-    /// has no tag (`+hugo` stays whole), as in smtpd's `aliases_virtual_get`
-    /// which only strips a tag after a non-empty user.
+    /// has no tag (`+hugo` stays whole). smtpd cuts there too, leaving an
+    /// empty user, but the keys that gives it are the domain's catch-all
+    /// (or none), which the resolution of `+hugo` reaches anyway
+    /// ([`crate::resolve::Resolver::smtpd_keys`] lists them).
     pub fn split_tag(&self, delimiter: char) -> (&str, Option<&str>) {
         match self.local.find(delimiter) {
             Some(i) if i > 0 => (

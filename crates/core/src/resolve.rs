@@ -888,9 +888,18 @@ impl Resolver {
         Ok(Some((m, Some(addr))))
     }
 
-    /// smtpd's key order for a recipient (`aliases_virtual_get`).
+    /// smtpd's key order for a recipient (`aliases_virtual_get` in
+    /// `usr.sbin/smtpd/aliases.c`, 6.8.0p2 and 7.6.0p1). smtpd cuts the
+    /// tag at the first delimiter wherever it is, so `+x@d` asks `+x@d`,
+    /// `@d` (its empty user at the domain), `+x`, the empty key, `@d` and
+    /// `@`; [`Address::split_tag`] leaves such a local part whole, which
+    /// resolves the same (the extra keys are the catch-all's or none).
     pub fn smtpd_keys(&self, addr: &Address) -> Vec<String> {
-        let (base, tag) = addr.split_tag(self.delimiter);
+        let local = addr.local();
+        let (base, tag) = match local.find(self.delimiter) {
+            Some(i) => (&local[..i], Some(())),
+            None => (local, None),
+        };
         let d = addr.domain();
         let mut keys = Vec::new();
         if tag.is_some() {
@@ -1810,6 +1819,41 @@ mod tests {
     /// Every address of the resolution table through `resolve` and every
     /// key of its smtpd walk, every extra key, and the senders of every
     /// user and every mailbox of the table.
+    /// The walk `mailtable resolve` shows is smtpd's, a local part that
+    /// starts with the delimiter included (seen with smtpd 6.8's `-T
+    /// lookup`).
+    #[test]
+    fn smtpd_keys_are_smtpds_order() {
+        let r = Resolver::default();
+        let keys = |a: &str| r.smtpd_keys(&Address::parse(a).unwrap());
+        assert_eq!(
+            keys("hugo+news@barrera.io"),
+            [
+                "hugo+news@barrera.io",
+                "hugo@barrera.io",
+                "hugo+news",
+                "hugo",
+                "@barrera.io",
+                "@"
+            ]
+        );
+        assert_eq!(
+            keys("hugo@barrera.io"),
+            ["hugo@barrera.io", "hugo", "@barrera.io", "@"]
+        );
+        assert_eq!(
+            keys("+x@example.org"),
+            [
+                "+x@example.org",
+                "@example.org",
+                "+x",
+                "",
+                "@example.org",
+                "@"
+            ]
+        );
+    }
+
     #[test]
     fn a_failing_store_call_is_never_a_definitive_answer() {
         let r = Resolver::default();
