@@ -16,7 +16,9 @@ use super::smtpd::Smtpd;
 use super::unix::{self, Creds};
 use super::{Check, DoctorArgs};
 use mailtable_core::config::DEFAULT_PATH;
-use mailtable_core::store::{self, migrate, Access, DatabaseUrl, OpenOptions, SchemaState};
+use mailtable_core::store::{
+    self, migrate, Access, DatabaseUrl, OpenOptions, SchemaState, StoreError,
+};
 use mailtable_core::{Accounts, Config};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -176,6 +178,11 @@ pub(crate) fn check_answers(
                      restored yet), correct it or put the file back; for a new installation \
                      only: {mt} init --group mailtable"
                 ),
+                // A schema the binaries cannot use (a `users` view): the
+                // error says what to do, and no file check would help.
+                _ if matches!(e, StoreError::Schema(_)) => {
+                    "see above: the database must hold mailtable's own users table".into()
+                }
                 // A hot journal: only a read-write open rolls it back.
                 DatabaseUrl::Sqlite(_) if e.to_string().contains("hot journal") => format!(
                     "{mt} migrate  (as root: rolls back what the writer that died left; the \

@@ -1264,7 +1264,7 @@ impl Store for SqliteStore {
     }
 
     fn schema_state(&mut self) -> Result<SchemaState, StoreError> {
-        self.with(|conn, _| {
+        let state = self.with(|conn, _| {
             let has = |name: &str| -> rusqlite::Result<bool> {
                 conn.query_row(
                     "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
@@ -1279,13 +1279,33 @@ impl Store for SqliteStore {
                     conn.query_row("SELECT max(version) FROM mailtable_schema", [], |r| {
                         r.get(0)
                     })?;
-                return Ok(SchemaState::Version(v.unwrap_or(0).max(0) as u32));
+                return Ok(Some(SchemaState::Version(v.unwrap_or(0).max(0) as u32)));
             }
-            Ok(if has("users")? {
-                SchemaState::Unversioned
-            } else {
-                SchemaState::Empty
+            if has("users")? {
+                return Ok(Some(SchemaState::Unversioned));
+            }
+            // A view over another program's tables (a common adapter) is
+            // no empty database: `init` would fail on it ("views may not
+            // be indexed") and lookups fail on `rowid`. Said as it is.
+            let view: Option<()> = conn
+                .query_row(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = 'users'",
+                    [],
+                    |_| Ok(()),
+                )
+                .optional()?;
+            Ok(match view {
+                Some(()) => None,
+                None => Some(SchemaState::Empty),
             })
+        })?;
+        state.ok_or_else(|| {
+            StoreError::Schema(format!(
+                "users in {} is a view; mailtable reads a table of its own (lookups use its \
+                 rowid and indexes): make one in a new file with `mailtable init` and bring the \
+                 rows over with `mailtable import` (docs/import.md)",
+                self.path.display()
+            ))
         })
     }
 
@@ -1402,6 +1422,28 @@ mod tests {
             timeout: Duration::from_secs(2),
         };
         SqliteStore::open(path, &opts).unwrap()
+    }
+
+    /// A `users` view (an adapter over another program's tables) is said
+    /// as such: lookups fail on its rowid, and `init` cannot index it.
+    #[test]
+    fn a_users_view_is_named_not_taken_for_an_empty_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("view.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE t (u, d, m, p); \
+                 CREATE VIEW users AS SELECT u AS username, d AS domain, m AS mailbox, \
+                 p AS password FROM t;",
+            )
+            .unwrap();
+        match reader(&path).schema_state() {
+            Err(StoreError::Schema(why)) => assert!(why.contains("users in "), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let why = reader(&path).schema_state().unwrap_err().to_string();
+        assert!(why.contains("is a view"), "{why}");
     }
 
     fn journal_mode(path: &Path) -> String {
