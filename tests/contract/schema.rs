@@ -46,7 +46,8 @@ backend_test!(migrate_adopts_the_article_table_keeping_every_row, |db| {
                 "0001_users.sql",
                 "0002_active_quota.sql",
                 "0003_change_counter.sql",
-                "0004_stamp_any_search_path.sql"
+                "0004_stamp_any_search_path.sql",
+                "0005_stamp_as_owner.sql"
             ],
         }
     );

@@ -679,6 +679,78 @@ both!(removals_say_where_the_mail_goes_now, |db| {
     assert!(!err.contains("points at nothing"), "{err}");
 });
 
+/// PostgreSQL roles set up as its manual recommends, each with a schema of
+/// its own (the default search_path, `"$user", public`, then puts that
+/// schema first): a reader still sees `active` on `public.users` (it saw
+/// none, and disabled mailboxes logged in), and a writer granted only
+/// `users` may write it (the stamp trigger runs as the tables' owner).
+#[test]
+fn postgres_roles_with_schemas_of_their_own() {
+    let Some(db) = Db::postgres("roles") else {
+        return;
+    };
+    let (server, name) = match &db.at {
+        Where::Postgres { server, name } => (server.clone(), name.clone()),
+        Where::Sqlite(_) => unreachable!(),
+    };
+    if !db.url.contains("://postgres@") {
+        println!("skipped: the test server's URL names no postgres user to swap");
+        return;
+    }
+    let pid = std::process::id();
+    let (reader, writer) = (format!("mt_reader_{pid}"), format!("mt_writer_{pid}"));
+    let as_role = |role: &str| db.url.replacen("://postgres@", &format!("://{role}@"), 1);
+    pg_exec(
+        &server,
+        &format!("CREATE ROLE {reader} LOGIN; CREATE ROLE {writer} LOGIN;"),
+    );
+    let dburl = common::pg_url_for(&server, &name);
+    pg_exec(
+        &dburl,
+        &format!(
+            "GRANT SELECT ON users, mailtable_changes TO {reader}; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON users TO {writer}; \
+             CREATE SCHEMA {reader} AUTHORIZATION {reader}; \
+             CREATE SCHEMA {writer} AUTHORIZATION {writer};"
+        ),
+    );
+    db.add_user("off@barrera.io", &[]);
+    db.ok(&["user", "disable", "off@barrera.io"]);
+
+    let out = common::mailtable(
+        &as_role(&writer),
+        &["user", "add", "new@barrera.io", "--password-stdin"],
+        Some("pw\n"),
+        None,
+    );
+    let written = out.status.success();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let out = common::mailtable(&as_role(&reader), &["user", "list", "--json"], None, None);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    drop(db);
+    pg_exec(&server, &format!("DROP ROLE {reader}; DROP ROLE {writer};"));
+
+    assert!(written, "the writer role could not write: {err}");
+    let active: Vec<(String, bool)> = listed
+        .as_array()
+        .expect("the reader lists users")
+        .iter()
+        .map(|u| {
+            (
+                u["address"].as_str().unwrap().into(),
+                u["active"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        active,
+        [
+            ("new@barrera.io".to_string(), true),
+            ("off@barrera.io".to_string(), false)
+        ]
+    );
+}
+
 both!(a_refusal_names_ten_aliases_and_counts_the_rest, |db| {
     db.add_user("bob@barrera.io", &[]);
     for i in 10..35 {

@@ -106,10 +106,10 @@ fn article_db(path: &Path) {
 #[test]
 fn init_is_idempotent_and_not_world_readable() {
     let db = Db::new();
-    assert!(db.ok(&["init"]).contains("schema version 4"));
+    assert!(db.ok(&["init"]).contains("schema version 5"));
     assert_eq!(mode(&db.path) & 0o007, 0, "world-readable database");
     assert_eq!(mode(&db.path), 0o640);
-    assert!(db.ok(&["init"]).contains("already at schema version 4"));
+    assert!(db.ok(&["init"]).contains("already at schema version 5"));
 }
 
 /// `init` by a user who cannot give the file to the daemons' group leaves
@@ -653,11 +653,11 @@ fn migrate_keeps_the_articles_database() {
         db.resolve("hugo+news@barrera.io").1,
         vec!["hugo@barrera.io"]
     );
-    assert!(db.ok(&["migrate"]).contains("from schema version 0 to 4"));
+    assert!(db.ok(&["migrate"]).contains("from schema version 0 to 5"));
     // Nothing to do: the file's mode stays as the admin set it.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&db.path, std::fs::Permissions::from_mode(0o440)).unwrap();
-    assert!(db.ok(&["migrate"]).contains("already at schema version 4"));
+    assert!(db.ok(&["migrate"]).contains("already at schema version 5"));
     assert_eq!(mode(&db.path), 0o440);
     std::fs::set_permissions(&db.path, std::fs::Permissions::from_mode(0o640)).unwrap();
     let c = rusqlite::Connection::open(&db.path).unwrap();
@@ -683,7 +683,7 @@ fn init_on_the_articles_database_says_it_migrated_it() {
     let out = db.ok(&["init"]);
     assert!(
         out.contains("migrated the existing users table")
-            && out.contains("from schema version 0 to 4")
+            && out.contains("from schema version 0 to 5")
             && out.contains("keeping every row"),
         "{out}"
     );

@@ -43,6 +43,7 @@ pub const SQLITE: &[Step] = &[
     step!(2, "sqlite", "0002_active_quota.sql"),
     step!(3, "sqlite", "0003_change_counter.sql"),
     step!(4, "sqlite", "0004_stamp_any_search_path.sql"),
+    step!(5, "sqlite", "0005_stamp_as_owner.sql"),
 ];
 
 /// The PostgreSQL steps (same numbers, same intent).
@@ -51,10 +52,11 @@ pub const POSTGRES: &[Step] = &[
     step!(2, "postgres", "0002_active_quota.sql"),
     step!(3, "postgres", "0003_change_counter.sql"),
     step!(4, "postgres", "0004_stamp_any_search_path.sql"),
+    step!(5, "postgres", "0005_stamp_as_owner.sql"),
 ];
 
 /// The newest schema version this binary knows.
-pub const LATEST: u32 = 4;
+pub const LATEST: u32 = 5;
 
 /// The steps of a dialect.
 pub fn steps(dialect: Dialect) -> &'static [Step] {

@@ -651,6 +651,7 @@ impl Store for PostgresStore {
                 // lock above, and the step's own on `users`) keep the
                 // configured one.
                 c.batch(&bulk)?;
+                c.query_static(MIGRATE_IN_USERS_SCHEMA, &[])?;
                 c.batch(sql)?;
                 c.batch(CREATE_VERSION_TABLE)?;
                 c.batch(CLEAR_VERSION)?;

@@ -110,16 +110,27 @@ pub(super) const DOMAINS: &str =
     "SELECT domain FROM users GROUP BY domain ORDER BY domain COLLATE \"C\"";
 
 // Which optional columns exist, and which of mailtable's tables (read once
-// per connection and by `schema_state`).
-pub(super) const COLUMNS_SQL: &str = "SELECT column_name::text FROM information_schema.columns \
-     WHERE table_schema = current_schema() AND table_name = 'users'";
-/// From the catalog, not `information_schema.tables`, which lists only the
-/// tables the role has a privilege on: a daemon's role without SELECT on
-/// `mailtable_schema` saw "no version table" and doctor told it to migrate.
-pub(super) const TABLES_SQL: &str = "SELECT c.relname::text FROM pg_catalog.pg_class AS c \
+// per connection and by `schema_state`). Both find the tables as every
+// query does, through the search_path (`to_regclass`), not in
+// `current_schema()`: with the default `"$user", public` and a schema of
+// the role's own, that is the role's schema while `users` resolves to
+// `public.users`, and the reader saw no `active` column (disabled
+// mailboxes logged in) and no version table. From the catalog, not
+// `information_schema`, which lists only what the role has a privilege
+// on: a daemon's role without SELECT on `mailtable_schema` saw "no version
+// table" and doctor told it to migrate.
+pub(super) const COLUMNS_SQL: &str = "SELECT attname::text FROM pg_catalog.pg_attribute \
+     WHERE attrelid = to_regclass('users') AND attnum > 0 AND NOT attisdropped";
+pub(super) const TABLES_SQL: &str = "SELECT t.name FROM (VALUES ('users'), ('mailtable_schema')) \
+     AS t(name) JOIN pg_catalog.pg_class AS c ON c.oid = to_regclass(t.name) \
+     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')";
+/// A migration runs where `users` already is, when it is anywhere on the
+/// search_path: `CREATE TABLE IF NOT EXISTS users` looks in the first
+/// schema only, and would make a second, empty table in the role's own.
+pub(super) const MIGRATE_IN_USERS_SCHEMA: &str = "SELECT set_config('search_path', \
+     quote_ident(n.nspname) || ', pg_catalog', true) FROM pg_catalog.pg_class AS c \
      JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace \
-     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
-     AND c.relname IN ('users', 'mailtable_schema')";
+     WHERE c.oid = to_regclass('users')";
 pub(super) const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
 
 // Writes (the admin CLI). INSERT_FULL, SET_ACTIVE and SET_QUOTA need the optional
