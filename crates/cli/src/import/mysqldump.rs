@@ -284,10 +284,45 @@ fn backquoted(
     }
 }
 
+/// `text` with its `DELIMITER` blocks blanked, line ends kept (line numbers
+/// stay right). mysqldump wraps triggers, routines and events
+/// (`--triggers`, `--routines`, `--events`) in `DELIMITER ;;` ...
+/// `DELIMITER ;`, a command of the mysql(1) client, not SQL; their bodies
+/// are code, and an `INSERT` there is no row of the table. mysqldump
+/// writes every value on one line (a line feed in it as `\n`), so a line
+/// that starts with `DELIMITER` is never inside a value.
+fn without_delimiter_blocks(text: &str) -> std::borrow::Cow<'_, str> {
+    fn delimiter(line: &str) -> Option<&str> {
+        let l = line.trim_start();
+        let (word, rest) = l.split_at(l.find(char::is_whitespace).unwrap_or(l.len()));
+        word.eq_ignore_ascii_case("delimiter").then(|| rest.trim())
+    }
+    if !text.lines().any(|l| delimiter(l).is_some()) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut inside = false;
+    for line in text.split_inclusive('\n') {
+        match delimiter(line) {
+            Some(d) => inside = d != ";",
+            None if !inside => {
+                out.push_str(line);
+                continue;
+            }
+            None => {}
+        }
+        if line.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out.into()
+}
+
 /// The databases of the dump `text` that hold tables, in the order of the
 /// dump.
 pub fn parse_dump(text: &str) -> Result<Vec<Database>, DumpError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let text = &*without_delimiter_blocks(text);
     if text.trim_start().starts_with("<?xml") {
         return Err(err(
             1,
@@ -714,6 +749,39 @@ mod tests {
                 cells(&[Some("c@x.org"), Some("$2"), None, Some("1"), None]),
             ]
         );
+    }
+
+    /// A routine's body (`mysqldump --routines`) holds statements, an
+    /// `INSERT` among them: code, not rows. So does a trigger's.
+    #[test]
+    fn routines_and_triggers_are_not_rows() {
+        let dump = "CREATE TABLE `alias` (`address` varchar(255), `goto` text);\n\
+            LOCK TABLES `alias` WRITE;\n\
+            INSERT INTO `alias` VALUES ('a@x.org','b@x.org');\n\
+            UNLOCK TABLES;\n\
+            DELIMITER ;;\n\
+            /*!50003 CREATE*/ /*!50003 TRIGGER `t` AFTER INSERT ON `alias` FOR EACH ROW BEGIN\n\
+            INSERT INTO `alias` VALUES ('trigger@x.org','c@x.org'); END */;;\n\
+            DELIMITER ;\n\
+            delimiter ;;\n\
+            CREATE PROCEDURE `p`(IN a INT)\n\
+            BEGIN\n\
+              SET @x = a;\n\
+              INSERT INTO `alias` VALUES ('abuse@x.org','c@x.org');\n\
+            END ;;\n\
+            DELIMITER ;\n\
+            INSERT INTO `alias` VALUES ('after@x.org', 'd@x.org');\n";
+        let d = one(dump).unwrap();
+        let keys: Vec<_> = d.tables["alias"]
+            .rows
+            .iter()
+            .map(|r| r[0].clone().unwrap())
+            .collect();
+        assert_eq!(keys, ["a@x.org", "after@x.org"]);
+        // The lines after a block keep their numbers.
+        let bad = dump.replace("'after@x.org', 'd@x.org'", "'after@x.org', oops");
+        let e = one(&bad).unwrap_err().to_string();
+        assert!(e.contains("line 16"), "{e}");
     }
 
     #[test]
