@@ -1404,6 +1404,35 @@ fn postfixadmin_alias_loops_defer_and_are_not_imported() {
     assert_eq!(db.resolve("ok@example.org").1, set(&["alice@example.org"]));
 }
 
+/// A NULL `active` is off: PostfixAdmin's queries (`active = '1'`) never
+/// select such a row, so the mailbox never received mail nor logged in,
+/// and the alias never delivered. A table without the column has every
+/// row on (the other tests).
+#[test]
+fn a_null_active_flag_is_off_as_the_sources_queries_read_it() {
+    let db = Db::new();
+    let url = db.postfixadmin(
+        "pfa-null.db",
+        &format!(
+            "INSERT INTO domain VALUES ('example.org', '0', '1');
+             INSERT INTO mailbox VALUES ('alice@example.org', '{M_HASH}', 'example.org', 0, '1'),
+                                        ('nul@example.org', '{M_HASH}', 'example.org', 0, NULL);
+             INSERT INTO alias VALUES ('alice@example.org', 'alice@example.org', '1'),
+                                      ('nul@example.org', 'nul@example.org', '1'),
+                                      ('old@example.org', 'alice@example.org', NULL);"
+        ),
+    );
+    let (v, _) = db.import_json(&["--from", "sql", &url], 0);
+    assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
+    assert_eq!(
+        db.resolve("alice@example.org").1,
+        set(&["alice@example.org"])
+    );
+    assert_eq!(db.resolve("nul@example.org").0, "not-found");
+    assert_eq!(db.resolve("old@example.org").0, "not-found");
+    assert_eq!(db.password_of("nul", "example.org"), None);
+}
+
 /// Two PostfixAdmin mailboxes that each keep a copy and forward one to the
 /// other, and lists naming both: Postfix marks an address that expanded
 /// into itself and never expands it again for that recipient

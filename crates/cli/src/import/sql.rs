@@ -272,11 +272,13 @@ impl Tables for Postgres {
     }
 }
 
-/// SQL `active` values: integers, booleans written as text, NULL (active),
-/// and a `BIT(1)` column's raw byte, which MySQL and MariaDB dump as a
-/// quoted `'\x01'` or `'\0'` (or `0x01` with `--hex-blob`): control bytes
-/// only, true when one is not zero (`SELECT ... WHERE active = '1'` finds
-/// `b'1'` there too).
+/// SQL `active` values: integers, booleans written as text, NULL (off: the
+/// sources' own queries, `WHERE active = 1` or `= '1'`, never select it;
+/// a table without the column has every row on, see [`select`]), and a
+/// `BIT(1)` column's raw byte, which MySQL and MariaDB dump as a quoted
+/// `'\x01'` or `'\0'` (or `0x01` with `--hex-blob`): control bytes only,
+/// true when one is not zero (`SELECT ... WHERE active = '1'` finds `b'1'`
+/// there too).
 fn truthy(v: &Cell) -> bool {
     if let Some(t) = v.as_deref() {
         if !t.is_empty() && t.chars().all(|c| c < ' ') {
@@ -284,7 +286,7 @@ fn truthy(v: &Cell) -> bool {
         }
     }
     match v.as_deref().map(|t| t.trim().to_ascii_lowercase()) {
-        None => true,
+        None => false,
         Some(t) => {
             matches!(t.as_str(), "t" | "true" | "y" | "yes" | "on")
                 || t.parse::<f64>().is_ok_and(|n| n != 0.0)
@@ -324,7 +326,21 @@ fn select(
     for c in optional {
         cols.push(have.iter().any(|h| h == c).then_some(*c));
     }
-    db.rows(table, &cols).map(Some).map_err(sql_err)
+    let mut rows = db.rows(table, &cols).map_err(sql_err)?;
+    // A table without an `active` switch (or a switch asked as "") has
+    // every row on; a NULL in one it has is off ([`truthy`]).
+    let absent_switches: Vec<usize> = optional
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| matches!(**c, "active" | "") && cols[required.len() + i].is_none())
+        .map(|(i, _)| required.len() + i)
+        .collect();
+    for (_, cells) in &mut rows {
+        for &i in &absent_switches {
+            cells[i] = Some("1".into());
+        }
+    }
+    Ok(Some(rows))
 }
 
 impl Tables for Dump {
@@ -1867,7 +1883,6 @@ mod tests {
     fn active_flags_in_every_form() {
         let flag = |v: Option<&str>| truthy(&v.map(String::from));
         for on in [
-            None,
             Some("1"),
             Some("true"),
             Some("t"),
@@ -1877,7 +1892,9 @@ mod tests {
         ] {
             assert!(flag(on), "{on:?}");
         }
+        // NULL: the source's `active = 1` never selects it.
         for off in [
+            None,
             Some("0"),
             Some("false"),
             Some("f"),
@@ -2188,7 +2205,10 @@ mod tests {
         for f in ["0", "f", "false", "no", "off", "0.0", " ", "  "] {
             assert!(!truthy(&Some(f.into())), "{f:?}");
         }
-        assert!(truthy(&None), "NULL counts as active");
+        assert!(
+            !truthy(&None),
+            "NULL is off: the source's `active = 1` never selects it"
+        );
     }
 
     #[test]
