@@ -149,7 +149,7 @@ impl Finding {
 /// finding quotes the source's values, and a line end in one (a `goto`
 /// with CR LF in it) would split the report's line, an escape sequence
 /// drive the terminal.
-fn one_line(text: String) -> String {
+pub(super) fn one_line(text: String) -> String {
     if !text.chars().any(char::is_control) {
         return text;
     }

@@ -34,9 +34,11 @@ const DOVECOT_WEAK: &[&str] = &[
 /// more: a line naming every one of a big source's addresses helps nobody.
 pub fn first_few<T: std::fmt::Display>(items: impl ExactSizeIterator<Item = T>) -> String {
     let more = items.len() > 5;
+    // Source text, as in the findings: a control character (an escape
+    // sequence, a NUL) is shown escaped, never sent to the terminal.
     let mut s = items
         .take(5)
-        .map(|i| i.to_string())
+        .map(|i| super::parsed::one_line(i.to_string()))
         .collect::<Vec<_>>()
         .join(", ");
     if more {
@@ -732,6 +734,23 @@ mod tests {
 
     fn info(h: &str) -> SchemeInfo {
         scheme_info(&PasswordHash::new(h))
+    }
+
+    /// The report's first line lists source addresses: an escape sequence
+    /// or a NUL in one is shown escaped, never sent to the terminal.
+    #[test]
+    fn first_few_escapes_control_characters() {
+        let keys = [
+            "x\u{1b}[31mred@example.org",
+            "b\0x@example.org",
+            "ok@example.org",
+        ];
+        let line = first_few(keys.iter());
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert_eq!(
+            line,
+            "x\\u{1b}[31mred@example.org, b\\u{0}x@example.org, ok@example.org"
+        );
     }
 
     #[test]
