@@ -694,6 +694,11 @@ fn postgres_roles_with_schemas_of_their_own() {
         Where::Sqlite(_) => unreachable!(),
     };
     if !db.url.contains("://postgres@") {
+        assert!(
+            std::env::var("MAILTABLE_TEST_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+            "MAILTABLE_TEST_REQUIRE_POSTGRES=1 but the test server's URL names no \
+             postgres@ user for this test to swap"
+        );
         println!("skipped: the test server's URL names no postgres user to swap");
         return;
     }
@@ -727,10 +732,26 @@ fn postgres_roles_with_schemas_of_their_own() {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     let out = common::mailtable(&as_role(&reader), &["user", "list", "--json"], None, None);
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    // The function runs as the tables' owner: no other role may attach it
+    // to a table of its own (its trigger on a `mailtable_changes` of its
+    // own would then run as the owner).
+    let attached = common::pg_try(
+        &as_role(&writer),
+        &format!(
+            "CREATE TABLE {writer}.users (username text); \
+             CREATE TRIGGER grab AFTER INSERT ON {writer}.users \
+             FOR EACH STATEMENT EXECUTE FUNCTION mailtable_stamp_change();"
+        ),
+    );
     drop(db);
     pg_exec(&server, &format!("DROP ROLE {reader}; DROP ROLE {writer};"));
 
     assert!(written, "the writer role could not write: {err}");
+    let refused = attached.expect_err("another role attached the owner's trigger function");
+    assert!(
+        refused.contains("permission denied for function"),
+        "{refused}"
+    );
     let active: Vec<(String, bool)> = listed
         .as_array()
         .expect("the reader lists users")

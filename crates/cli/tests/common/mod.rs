@@ -37,6 +37,12 @@ pub fn mailtable(url: &str, args: &[&str], stdin: Option<&str>, dir: Option<&Pat
 
 /// Run SQL on a PostgreSQL server (test set-up and clean-up).
 pub fn pg_exec(url: &str, sql: &str) {
+    pg_try(url, sql).expect("test SQL runs");
+}
+
+/// Run SQL on a PostgreSQL server: the server's error, if any.
+#[allow(dead_code)]
+pub fn pg_try(url: &str, sql: &str) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -46,8 +52,14 @@ pub fn pg_exec(url: &str, sql: &str) {
             .await
             .expect("the test server answers");
         tokio::spawn(conn);
-        client.batch_execute(sql).await.expect("test SQL runs");
-    });
+        client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| match e.as_db_error() {
+                Some(db) => db.message().to_string(),
+                None => e.to_string(),
+            })
+    })
 }
 
 /// `server` with its database name replaced by `name`, query kept.
