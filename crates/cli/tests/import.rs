@@ -4112,6 +4112,22 @@ fn an_iredmail_list_mailtable_cannot_store_is_counted() {
     assert!(lost.contains("100%@example.com"), "{v}");
 }
 
+/// An iRedMail `mailbox` table without `enabledeliver` (an older or
+/// trimmed schema) delivers to every active mailbox: none is held.
+#[test]
+fn an_iredmail_mailbox_table_without_enabledeliver_delivers() {
+    let db = Db::new();
+    let src = db.source_db("iredmail.db", "iredmail.sql");
+    rusqlite::Connection::open(&src)
+        .unwrap()
+        .execute_batch("ALTER TABLE mailbox DROP COLUMN enabledeliver;")
+        .unwrap();
+    let (v, _) = db.import_json(&[&format!("sql:{}", src.display())], 0);
+    let text = v.to_string();
+    assert!(!text.contains("enabledeliver = 0"), "{v}");
+    assert_eq!(v["verification"]["differences"], Value::Array(vec![]));
+}
+
 /// An mlmmj mailing list of iRedMail (`maillists`, delivered by its
 /// transport) is nothing mailtable holds: the list and the alias that
 /// reaches it are reported as losing their mail on the report's first

@@ -291,21 +291,25 @@ fn backquoted(
 /// are code, and an `INSERT` there is no row of the table. mysqldump
 /// writes every value on one line (a line feed in it as `\n`), so a line
 /// that starts with `DELIMITER` is never inside a value.
-fn without_delimiter_blocks(text: &str) -> std::borrow::Cow<'_, str> {
+fn without_delimiter_blocks(text: &str) -> Result<std::borrow::Cow<'_, str>, DumpError> {
+    // The command and its one argument, the new delimiter (mysql(1):
+    // "delimiter"); a line `delimiter` alone is no command.
     fn delimiter(line: &str) -> Option<&str> {
-        let l = line.trim_start();
-        let (word, rest) = l.split_at(l.find(char::is_whitespace).unwrap_or(l.len()));
-        word.eq_ignore_ascii_case("delimiter").then(|| rest.trim())
+        let mut words = line.split_whitespace();
+        let word = words.next()?;
+        word.eq_ignore_ascii_case("delimiter")
+            .then(|| words.next())
+            .flatten()
     }
     if !text.lines().any(|l| delimiter(l).is_some()) {
-        return text.into();
+        return Ok(text.into());
     }
     let mut out = String::with_capacity(text.len());
-    let mut inside = false;
-    for line in text.split_inclusive('\n') {
+    let mut opened = None;
+    for (n, line) in text.split_inclusive('\n').enumerate() {
         match delimiter(line) {
-            Some(d) => inside = d != ";",
-            None if !inside => {
+            Some(d) => opened = (d != ";").then_some(n + 1),
+            None if opened.is_none() => {
                 out.push_str(line);
                 continue;
             }
@@ -315,14 +319,21 @@ fn without_delimiter_blocks(text: &str) -> std::borrow::Cow<'_, str> {
             out.push('\n');
         }
     }
-    out.into()
+    // Skipping to the end would drop every row after it without a word.
+    match opened {
+        Some(at) => Err(err(
+            at,
+            "a DELIMITER block never ends (no `DELIMITER ;` after it): the dump looks cut short",
+        )),
+        None => Ok(out.into()),
+    }
 }
 
 /// The databases of the dump `text` that hold tables, in the order of the
 /// dump.
 pub fn parse_dump(text: &str) -> Result<Vec<Database>, DumpError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let text = &*without_delimiter_blocks(text);
+    let text = &*without_delimiter_blocks(text)?;
     if text.trim_start().starts_with("<?xml") {
         return Err(err(
             1,
@@ -778,6 +789,11 @@ mod tests {
             .map(|r| r[0].clone().unwrap())
             .collect();
         assert_eq!(keys, ["a@x.org", "after@x.org"]);
+        // A block that never ends is an error, not the rest of the dump
+        // dropped.
+        let open = dump.replace("DELIMITER ;\nINSERT", "INSERT");
+        let e = one(&open).unwrap_err().to_string();
+        assert!(e.contains("line 9") && e.contains("never ends"), "{e}");
         // The lines after a block keep their numbers.
         let bad = dump.replace("'after@x.org', 'd@x.org'", "'after@x.org', oops");
         let e = one(&bad).unwrap_err().to_string();

@@ -298,9 +298,16 @@ fn text(v: &Cell) -> Option<String> {
     v.clone()
 }
 
+/// The on/off columns whose absence means on: every row of a table
+/// without one is selected by the source's queries (`active = 1`,
+/// iRedMail's `enabledeliver = 1`), while a NULL in one is not. `""`
+/// stands for a switch a layout does not have.
+const SWITCHES: &[&str] = &["active", "enabledeliver", ""];
+
 /// The rows of `table` with the `required` and `optional` columns, in that
 /// order; `Ok(None)` when the table does not exist; an error naming the
-/// first missing required column.
+/// first missing required column. An absent [`SWITCHES`] column reads as
+/// on (`1`), any other absent column as NULL.
 fn select(
     db: &mut dyn Tables,
     source: &str,
@@ -327,12 +334,12 @@ fn select(
         cols.push(have.iter().any(|h| h == c).then_some(*c));
     }
     let mut rows = db.rows(table, &cols).map_err(sql_err)?;
-    // A table without an `active` switch (or a switch asked as "") has
-    // every row on; a NULL in one it has is off ([`truthy`]).
+    // A table without a switch column has every row on; a NULL in one it
+    // has is off ([`truthy`]).
     let absent_switches: Vec<usize> = optional
         .iter()
         .enumerate()
-        .filter(|(i, c)| matches!(**c, "active" | "") && cols[required.len() + i].is_none())
+        .filter(|(i, c)| SWITCHES.contains(*c) && cols[required.len() + i].is_none())
         .map(|(i, _)| required.len() + i)
         .collect();
     for (_, cells) in &mut rows {
