@@ -382,10 +382,15 @@ impl PasswordHash {
             "MD5-CRYPT" => return (!c.starts_with("$1$")).then_some("MD5-crypt"),
             _ => return None,
         };
-        // An empty string is an empty hash, said as such elsewhere.
+        // An empty string is an empty hash, said as such elsewhere. A
+        // leading `!` or `*` is a locked entry (passwd(5)): crypt(3) fails
+        // on it and Dovecot refuses the login, as meant.
         let takes = c.is_empty()
             || names_crypt_string(&p, c) == Some(true)
-                && (bare_scheme(c) != Scheme::Unknown || c.starts_with('$') || des_shaped(c));
+                && (bare_scheme(c) != Scheme::Unknown
+                    || crypt_id_shaped(c)
+                    || des_shaped(c)
+                    || c.starts_with(['!', '*']));
         (!takes).then_some(family.name())
     }
 
@@ -503,6 +508,14 @@ fn bare_scheme(c: &str) -> Scheme {
 /// src/auth/password-scheme.c.
 fn names_md5_crypt(prefix: &str, c: &str) -> bool {
     matches!(prefix, "MD5-CRYPT" | "MD5") && c.starts_with("$1$")
+}
+
+/// `$id$...`: the form of every crypt(3) method but DES (crypt(5)), `id`
+/// letters and digits.
+fn crypt_id_shaped(c: &str) -> bool {
+    c.strip_prefix('$')
+        .and_then(|rest| rest.split_once('$'))
+        .is_some_and(|(id, _)| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// A traditional DES-crypt string (2 characters of salt, 11 of hash) or
@@ -1055,6 +1068,8 @@ mod tests {
             ),
             ("{CRYPT}not a hash", "crypt"),
             ("{DES-CRYPT}abc", "crypt"),
+            ("{SHA512-CRYPT}$garbage", "SHA512-crypt"),
+            ("{SHA512-CRYPT}$$x", "SHA512-crypt"),
         ] {
             let h = PasswordHash::new(s);
             assert_eq!(
@@ -1073,6 +1088,9 @@ mod tests {
             "{DES-CRYPT}_J9..CCCCXBrJUJV154M",
             "{SHA512-CRYPT}abJnggxhB/yWI",
             "{CRYPT}$sha1$40000$salt$hash",
+            // Locked entries: Dovecot refuses the login, as meant.
+            "{CRYPT}!$6$salt$hash",
+            "{SHA512-CRYPT}*",
         ] {
             let h = PasswordHash::new(s);
             assert!(h.dovecot_only(), "{s}");
