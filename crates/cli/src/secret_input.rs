@@ -24,8 +24,11 @@ use zeroize::Zeroize;
 pub fn read(password_stdin: bool, what: &str) -> Result<Secret, CliError> {
     // `--password-stdin` on a terminal: the line is typed, so it must not
     // show on the screen (and stay in the scrollback). Asked once, as the
-    // one line the option reads.
-    if password_stdin && std::io::stdin().is_terminal() {
+    // one line the option reads, at the controlling terminal, which is
+    // where the prompt reads: only when that is stdin (its session is
+    // ours, tcgetsid(3)); any other terminal is read as a file.
+    let stdin_controls = termios::tcgetsid(std::io::stdin()).is_ok();
+    if password_stdin && stdin_controls {
         return prompt(&format!("Password for {what}: "));
     }
     if password_stdin {

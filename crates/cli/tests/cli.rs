@@ -209,9 +209,6 @@ fn hash_prints_a_2b_hash_and_never_takes_argv_passwords() {
     assert_eq!(db.code(&["hash"]).0, 2);
 }
 
-/// A mailbox written by hand whose delivery user name smtpd cuts at the
-/// tag delimiter (`jo+x@`): the algorithm finds the row, but smtpd's
-/// lookup gets an error and the mail is deferred. `resolve` reports what
 /// A senders list longer than one imsg reply carries is printed whole,
 /// with a warning that smtpd 7.5 and older cannot take it; a shorter one
 /// has no warning.
@@ -257,6 +254,9 @@ fn senders_warns_when_smtpd_7_5_cannot_take_the_list() {
     assert!(err.contains("admin@hoster.example with 421"), "{err}");
 }
 
+/// A mailbox written by hand whose delivery user name smtpd cuts at the
+/// tag delimiter (`jo+x@`): the algorithm finds the row, but smtpd's
+/// lookup gets an error and the mail is deferred. `resolve` reports what
 /// smtpd gets: an error, exit 75, no destinations.
 #[test]
 fn resolve_reports_what_smtpd_gets() {

@@ -1816,9 +1816,6 @@ mod tests {
         failures.len()
     }
 
-    /// Every address of the resolution table through `resolve` and every
-    /// key of its smtpd walk, every extra key, and the senders of every
-    /// user and every mailbox of the table.
     /// The walk `mailtable resolve` shows is smtpd's, a local part that
     /// starts with the delimiter included (seen with smtpd 6.8's `-T
     /// lookup`).
@@ -1854,6 +1851,9 @@ mod tests {
         );
     }
 
+    /// Every address of the resolution table through `resolve` and every
+    /// key of its smtpd walk, every extra key, and the senders of every
+    /// user and every mailbox of the table.
     #[test]
     fn a_failing_store_call_is_never_a_definitive_answer() {
         let r = Resolver::default();
