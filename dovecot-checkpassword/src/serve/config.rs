@@ -185,9 +185,10 @@ impl Settings {
             })?;
         // The dict protocol has no authentication of its own: the socket
         // file's mode is all that keeps other local users from reading
-        // every hash (`{PLAIN}` ones in clear). The HTTP API asks its
-        // token, so its socket may be more open.
-        if dict_socket.is_some() && mode & 0o007 != 0 {
+        // every hash (`{PLAIN}` ones in clear). Connecting to a UNIX
+        // socket needs write permission on it (unix(7)). The HTTP API asks
+        // its token, so its socket may be more open.
+        if dict_socket.is_some() && mode & 0o002 != 0 {
             return Err(ServeError::Config(format!(
                 "socket_mode {:?} lets every local user connect to the dict socket, which \
                  answers any user's password hash without asking who is connecting; use \
@@ -395,7 +396,7 @@ mod tests {
         assert!(settings("[serve]\ndict_socket = \"/x\"\nsocket_mode = \"rw\"").is_err());
         // Others may not reach the dict socket, which has no authentication;
         // the HTTP socket asks its token.
-        for open in ["0666", "0661", "0664", "0777"] {
+        for open in ["0666", "0662", "0622", "0777"] {
             let msg = settings(&format!(
                 "[serve]\ndict_socket = \"/x\"\nsocket_mode = \"{open}\""
             ))
@@ -407,6 +408,8 @@ mod tests {
             "[serve]\nhttp_listen = \"unix:/x\"\nhttp_secret = \"t\"\nsocket_mode = \"0666\""
         )
         .is_ok());
+        // Reading the socket file is no connecting to it.
+        assert!(settings("[serve]\ndict_socket = \"/x\"\nsocket_mode = \"0664\"").is_ok());
         assert!(
             settings("[serve]\ndict_socket = \"/x\"\nsocket_owner = \"no-such-user-mt\"").is_err()
         );
