@@ -59,8 +59,9 @@ impl TableLine<'_> {
             Finding::about(
                 at.clone(),
                 &self.key,
-                "`key : value` (a blank before the colon): read as smtpd 6.x read it; \
-                 smtpd 7.x reads the value as \": ...\" and fails every lookup of this key",
+                "a `:` and a blank between key and value (`key : value`): read as smtpd 6.x \
+                 read it, without the colon; smtpd 7.x reads the value as \": ...\" and fails \
+                 every lookup of this key",
             )
         })
     }
