@@ -3830,6 +3830,17 @@ fn postfixadmin_tables_from_postgresql() {
     };
     let source = pg.source("pfa", "postfixadmin.sql");
     check_postfixadmin(&Db::new(), &source);
+    // The reading role with a schema of its own, first on the default
+    // search_path (`"$user", public`): the tables in `public` are still
+    // the ones read (the source looked empty).
+    let user = source
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split(['@', ':']).next())
+        .unwrap_or("postgres")
+        .to_string();
+    common::pg_exec(&source, &format!("CREATE SCHEMA \"{user}\""));
+    check_postfixadmin(&Db::new(), &source);
 }
 
 /// The ISPmail guide's tables (`virtual_domains`, `virtual_users`,

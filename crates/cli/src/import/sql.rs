@@ -214,11 +214,18 @@ impl Postgres {
     }
 }
 
+/// The `information_schema` rows of the table an unqualified name reads
+/// (`FROM "alias"` below): the first schema on the search_path that holds
+/// one. `current_schema()` is the first that exists, which for a role with
+/// a schema of its own (the default `"$user", public`) is that schema,
+/// while the tables are in `public`: the source then looked empty.
+const VISIBLE: &str = "to_regclass(quote_ident(table_schema) || '.' || quote_ident(table_name)) \
+     = to_regclass(quote_ident(table_name))";
+
 impl Tables for Postgres {
     fn tables(&mut self) -> Result<Vec<String>, CliError> {
         let rows = self.query(
-            "SELECT table_name::text FROM information_schema.tables \
-             WHERE table_schema = current_schema()",
+            &format!("SELECT table_name::text FROM information_schema.tables WHERE {VISIBLE}"),
             &[],
         )?;
         Ok(rows
@@ -229,8 +236,10 @@ impl Tables for Postgres {
 
     fn columns(&mut self, table: &str) -> Result<Vec<String>, CliError> {
         let rows = self.query(
-            "SELECT column_name::text FROM information_schema.columns \
-             WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+            &format!(
+                "SELECT column_name::text FROM information_schema.columns \
+                 WHERE table_name = $1 AND {VISIBLE} ORDER BY ordinal_position"
+            ),
             &[&table],
         )?;
         Ok(rows
@@ -249,8 +258,10 @@ impl Tables for Postgres {
         // the order is the view's own. Asked, not tried: a failed read
         // costs the connection, and a slow one would run twice.
         let kind = self.query(
-            "SELECT table_type::text FROM information_schema.tables \
-             WHERE table_schema = current_schema() AND table_name = $1",
+            &format!(
+                "SELECT table_type::text FROM information_schema.tables \
+                 WHERE table_name = $1 AND {VISIBLE}"
+            ),
             &[&table],
         )?;
         let is_view = kind
