@@ -27,8 +27,7 @@ pub fn read(password_stdin: bool, what: &str) -> Result<Secret, CliError> {
     // one line the option reads, at the controlling terminal, which is
     // where the prompt reads: only when that is stdin (its session is
     // ours, tcgetsid(3)); any other terminal is read as a file.
-    let stdin_controls = termios::tcgetsid(std::io::stdin()).is_ok();
-    if password_stdin && stdin_controls {
+    if password_stdin && termios::tcgetsid(std::io::stdin()).is_ok() {
         return prompt(&format!("Password for {what}: "));
     }
     if password_stdin {

@@ -299,7 +299,7 @@ pub fn smtpd_list<S: AsRef<str>>(items: &[S]) -> String {
 }
 
 /// The length of [`smtpd_list`] of `items`, counted without building it.
-fn wire_len(items: &[String]) -> usize {
+pub fn wire_len(items: &[String]) -> usize {
     items.iter().map(|i| smtpd_item_len(i)).sum::<usize>() + 2 * items.len().saturating_sub(1)
 }
 
@@ -896,18 +896,18 @@ impl Resolver {
     /// resolves the same (the extra keys are the catch-all's or none).
     pub fn smtpd_keys(&self, addr: &Address) -> Vec<String> {
         let local = addr.local();
-        let (base, tag) = match local.find(self.delimiter) {
-            Some(i) => (&local[..i], Some(())),
-            None => (local, None),
+        let (base, tagged) = match local.find(self.delimiter) {
+            Some(i) => (&local[..i], true),
+            None => (local, false),
         };
         let d = addr.domain();
         let mut keys = Vec::new();
-        if tag.is_some() {
-            keys.push(format!("{}@{d}", addr.local()));
+        if tagged {
+            keys.push(format!("{local}@{d}"));
         }
         keys.push(format!("{base}@{d}"));
-        if tag.is_some() {
-            keys.push(addr.local().to_string());
+        if tagged {
+            keys.push(local.to_string());
         }
         keys.push(base.to_string());
         keys.push(format!("@{d}"));

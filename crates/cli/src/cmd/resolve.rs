@@ -11,7 +11,7 @@ use crate::ctx::Ctx;
 use crate::error::CliError;
 use mailtable_core::exit::Exit;
 use mailtable_core::resolve::{
-    smtpd_list, Match, Step, WalkEntry, SMTPD_ALIAS_VALUE_MAX, SMTPD_IMSG_VALUE_MAX,
+    wire_len, Match, Step, WalkEntry, SMTPD_ALIAS_VALUE_MAX, SMTPD_IMSG_VALUE_MAX,
 };
 use mailtable_core::store::Access;
 use mailtable_core::{delivery, Address, Destination, Outcome, ResolveError, Row};
@@ -189,7 +189,7 @@ pub(super) fn senders(ctx: &Ctx, address: &str, json: bool) -> Result<Exit, CliE
             // The one bound on the table's answer: smtpd 7.5 and older
             // cannot take it in one reply, and nothing else would say why
             // every MAIL FROM of this login fails there.
-            let wire = smtpd_list(&list).len();
+            let wire = wire_len(&list);
             if wire > SMTPD_IMSG_VALUE_MAX {
                 eprintln!(
                     "mailtable: warning: this list is {wire} bytes as the table answers it, over \
