@@ -178,11 +178,13 @@ pub(crate) fn check_answers(
                      restored yet), correct it or put the file back; for a new installation \
                      only: {mt} init --group mailtable"
                 ),
-                // A schema the binaries cannot use (a `users` view): the
-                // error says what to do, and no file check would help.
-                _ if matches!(e, StoreError::Schema(_)) => {
-                    "see above: the database must hold mailtable's own users table".into()
-                }
+                // A schema the binaries cannot use (no users table, a
+                // `users` view): no file check would help.
+                _ if matches!(e, StoreError::Schema(_)) => format!(
+                    "`database` must hold mailtable's own users table: {mt} init makes it; \
+                     for a `users` view, make a new database with `mailtable init` and \
+                     `mailtable import` the rows into it"
+                ),
                 // A hot journal: only a read-write open rolls it back.
                 DatabaseUrl::Sqlite(_) if e.to_string().contains("hot journal") => format!(
                     "{mt} migrate  (as root: rolls back what the writer that died left; the \
@@ -194,9 +196,7 @@ pub(crate) fn check_answers(
                 }
                 // The server answered, and refused this role the table.
                 DatabaseUrl::Postgres(_) if e.to_string().contains("SQLSTATE 42501") => {
-                    "GRANT SELECT ON users, mailtable_changes TO the role in `database` (as \
-                     the tables' owner)"
-                        .into()
+                    format!("{PG_GRANT} (as the tables' owner)")
                 }
                 DatabaseUrl::Postgres(_) => {
                     "start PostgreSQL or correct `database` in the config".into()
@@ -206,6 +206,9 @@ pub(crate) fn check_answers(
         }
     }
 }
+
+/// The fix for a PostgreSQL role refused the tables the daemons read.
+const PG_GRANT: &str = "GRANT SELECT ON users, mailtable_changes TO the role in `database`";
 
 /// The schema is the one the binaries know.
 pub(crate) fn check_schema(state: SchemaState, url: &DatabaseUrl, mt: &str) -> Check {
@@ -626,9 +629,7 @@ fn probe(r: &Reader, db: &Db, name: &str, timeout: Duration) -> Check {
                 // grant, is no matter of this user's connection: the same
                 // fix as database.answers.
                 if e.contains("SQLSTATE 42501") {
-                    "GRANT SELECT ON users, mailtable_changes TO the role in `database` \
-                     (see database.answers)"
-                        .to_string()
+                    format!("{PG_GRANT} (see database.answers)")
                 } else if e.contains("Connection refused") || e.contains("No such file") {
                     "start PostgreSQL, or correct the host and port in `database` (see \
                      database.answers)"
