@@ -52,6 +52,11 @@ use tracing::{debug, error, info, warn};
 use crate::imsg::{self, Message};
 use crate::proto::{loggable_key, Answer, Op, ProtoError, Request, Service};
 use crate::text::{self, ConfigLine};
+use mailtable_core::logging::{left_out_note, Throttle};
+
+/// Answers too long for an imsg reply ([`imsg::refused_value`]), logged at
+/// most once a second.
+static OVERSIZED_REPLIES: Throttle = Throttle::new();
 
 /// Longest text line kept; longer ones are dropped unread. smtpd's keys are
 /// below 1024 bytes (`table_lookup` in `usr.sbin/smtpd/table.c`).
@@ -349,12 +354,18 @@ fn answer_imsg(
                 // The reply goes out as an error; smtpd logs no reason
                 // ("failure during ... lookup"), so the admin's only
                 // clue is this line.
-                Some(why) => warn!(
-                    op = %req.op,
-                    service = req.service.map(Service::name).unwrap_or("-"),
-                    key = %loggable_key(req.service, &req.key),
-                    "answering error: {why}"
-                ),
+                // At most a line a second, as for failed lookups: one
+                // login's list is asked at every MAIL FROM it sends.
+                Some(why) => match OVERSIZED_REPLIES.admit(std::time::Instant::now()) {
+                    Some(n) => warn!(
+                        op = %req.op,
+                        service = req.service.map(Service::name).unwrap_or("-"),
+                        key = %loggable_key(req.service, &req.key),
+                        "answering error: {why}{}",
+                        left_out_note(n)
+                    ),
+                    None => debug!(op = %req.op, "answering error: {why}"),
+                },
                 None => log_answer(&req, &answer),
             }
             imsg::write_reply(output, req.op, &answer)?;
@@ -1240,16 +1251,20 @@ mod tests {
     }
 
     /// A value imsg cannot carry goes out as an error, and the log says
-    /// why at the level an admin sees: smtpd itself logs no reason.
+    /// why at the level an admin sees: smtpd itself logs no reason. Once
+    /// a second: a login's senders list is asked at every MAIL FROM.
     #[test]
     fn an_answer_imsg_cannot_carry_is_logged_as_a_warning() {
         let logs = logs_of(|| {
             let mut h = Fake::default();
+            let huge = || imsg_req(Op::Lookup, Some(Service::Alias), "huge");
             let out = run_chunks(
                 vec![
                     open(),
-                    imsg_req(Op::Lookup, Some(Service::Alias), "huge"),
+                    huge(),
                     imsg_req(Op::Lookup, Some(Service::Alias), "bob@example.org"),
+                    huge(),
+                    huge(),
                 ],
                 &mut h,
             );
@@ -1258,12 +1273,18 @@ mod tests {
                 [
                     (None, None),
                     (Some(-1), None),
-                    (Some(1), Some(b"bob_example.org\0".to_vec()))
+                    (Some(1), Some(b"bob_example.org\0".to_vec())),
+                    (Some(-1), None),
+                    (Some(-1), None),
                 ]
             );
         });
         let warned: Vec<&str> = logs.lines().filter(|l| l.contains("WARN")).collect();
         assert_eq!(warned.len(), 1, "{logs}");
+        let left_out = logs
+            .lines()
+            .filter(|l| l.contains("DEBUG") && l.contains("over the 16363"));
+        assert_eq!(left_out.count(), 2, "{logs}");
         assert!(warned[0].contains("key=huge"), "{logs}");
         assert!(
             warned[0].contains("the answer is 20000 bytes, over the 16363"),
