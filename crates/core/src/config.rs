@@ -249,10 +249,14 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         self.database_url()?;
         self.delimiter()?;
-        if !crate::password::COST_RANGE.contains(&self.password_cost) {
+        let costs = crate::password::CONFIG_COST_RANGE;
+        if !costs.contains(&self.password_cost) {
             return Err(format!(
-                "password_cost {} is outside 4..=31",
-                self.password_cost
+                "password_cost {} is outside {}..={}: each step doubles the time of \
+                 a hash and of every login's check of it",
+                self.password_cost,
+                costs.start(),
+                costs.end()
             ));
         }
         if !self.home.starts_with('/') {
@@ -374,6 +378,9 @@ mod tests {
         }
         assert!(Config::parse("tag_delimiter = \"-\"").is_ok());
         assert!(Config::parse("password_cost = 3").is_err());
+        assert!(Config::parse("password_cost = 16").is_ok());
+        let slow = Config::parse("password_cost = 17").unwrap_err();
+        assert!(slow.contains("outside 4..=16"), "{slow}");
     }
 
     #[test]
