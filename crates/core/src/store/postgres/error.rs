@@ -155,7 +155,9 @@ fn map_db(shown: &str, bound: Duration, db: &DbError) -> StoreError {
         // As SQLite's "no such table" (sqlite.rs): a wrong database.
         _ if *code == SqlState::UNDEFINED_TABLE && db.message().contains("\"users\"") => {
             StoreError::Schema(format!(
-                "{text}: it has no users table; create it with `mailtable init`"
+                "{text}: it has no users table; create it with `mailtable init`, or, \
+                 where another schema holds it, grant the role USAGE on that schema \
+                 (its search_path skips a schema without USAGE, silently)"
             ))
         }
         _ => StoreError::Other(text),

@@ -46,6 +46,7 @@ mod connect;
 mod error;
 mod passfile;
 mod sql;
+pub use sql::recreate_trigger;
 mod tls;
 
 use super::url::redact;
@@ -261,8 +262,9 @@ fn list_query<'a>(domain: &'a Option<&str>) -> (&'static str, Vec<&'a (dyn ToSql
 /// What a change check read.
 enum Stamp {
     /// The stamp, the oid of the `users` table the name resolves to
-    /// (none without one), and whether that table has the trigger.
-    Read((i64, Option<i64>, bool)),
+    /// (none without one), whether that table has the trigger, and its
+    /// schema's name quoted for SQL.
+    Read((i64, Option<i64>, bool, Option<String>)),
     /// No stamp table, no right to read it, or no row in it.
     Unreadable,
 }
@@ -385,7 +387,9 @@ impl Store for PostgresStore {
             // Without its one row the trigger's UPDATE changes nothing:
             // no stamp either.
             Ok(rows) => Ok(match rows.first() {
-                Some(r) => Stamp::Read((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
+                Some(r) => {
+                    Stamp::Read((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
+                }
                 None => Stamp::Unreadable,
             }),
             Err(Failure::Pg(e)) if no_stamp(&e) => Ok(Stamp::Unreadable),
@@ -403,15 +407,15 @@ impl Store for PostgresStore {
             ChangeToken::new([2, n, 0, 0, 0, 0])
         };
         let token = match stamp {
-            Stamp::Read((s, Some(table), true)) => {
+            Stamp::Read((s, Some(table), true, _)) => {
                 self.warned_no_trigger = false;
                 ChangeToken::new([1, s as u64, table as u64, 0, 0, 0])
             }
             // No table named `users` at all (renamed away, dropped): the
             // lookup that follows says so; advice to recreate its trigger
             // would send the admin the wrong way.
-            Stamp::Read((_, None, _)) => unstamped(),
-            Stamp::Read(_) => {
+            Stamp::Read((_, None, _, _)) => unstamped(),
+            Stamp::Read((_, _, _, schema)) => {
                 if !self.warned_no_trigger {
                     self.warned_no_trigger = true;
                     tracing::warn!(database = %self.shown,
@@ -420,8 +424,9 @@ impl Store for PostgresStore {
                          logical-replication subscription (whose apply worker fires no \
                          statement trigger), so its changes do not move the change stamp: \
                          cached answers are reused for at most {} s; where the trigger is \
-                         missing, put it back with: {RECREATE_TRIGGER}",
-                        CHANGE_CHECK.as_secs());
+                         missing, put it back with: {}",
+                        CHANGE_CHECK.as_secs(),
+                        recreate_trigger(schema.as_deref().unwrap_or("public")));
                 }
                 unstamped()
             }

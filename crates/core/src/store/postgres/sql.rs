@@ -92,13 +92,22 @@ pub(super) const WILDCARD_TARGETS: &str = "WHERE strpos(mailbox, '%') > 0 ORDER 
 pub(super) const CHANGE_STAMP: &str = "SELECT c.stamp, u.oid::bigint, EXISTS (SELECT 1 FROM \
      pg_catalog.pg_trigger AS t WHERE t.tgrelid = u.oid AND t.tgname = 'users_stamp_change' \
      AND t.tgenabled IN ('O', 'A')) AND NOT EXISTS (SELECT 1 FROM \
-     pg_catalog.pg_subscription_rel AS s WHERE s.srrelid = u.oid) \
+     pg_catalog.pg_subscription_rel AS s WHERE s.srrelid = u.oid), \
+     (SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_class AS k \
+     JOIN pg_catalog.pg_namespace AS n ON n.oid = k.relnamespace WHERE k.oid = u.oid) \
      FROM mailtable_changes AS c, \
      (SELECT to_regclass('users')::oid AS oid) AS u WHERE c.id = 1";
-/// The trigger of schema 3, for the message that it is missing.
-pub(super) const RECREATE_TRIGGER: &str = "CREATE TRIGGER users_stamp_change AFTER INSERT OR \
-     UPDATE OR DELETE OR TRUNCATE ON users FOR EACH STATEMENT EXECUTE FUNCTION \
-     mailtable_stamp_change();";
+/// The trigger of schema 3 on the `users` of `schema` (quoted), for the
+/// message that it is missing: qualified, since the admin who runs it is
+/// another role (the tables' owner), whose search_path may find another
+/// `users` or none.
+pub fn recreate_trigger(schema: &str) -> String {
+    format!(
+        "CREATE TRIGGER users_stamp_change AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE \
+         ON {schema}.users FOR EACH STATEMENT EXECUTE FUNCTION \
+         {schema}.mailtable_stamp_change();"
+    )
+}
 pub(super) const HAS_DOMAIN: &str = "SELECT 1 FROM users WHERE domain = $1 LIMIT 1";
 /// A few login rows' hashes (the table has no insertion order to go by).
 pub(super) const SAMPLE_PASSWORD: &str = "SELECT password FROM users \
