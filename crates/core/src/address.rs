@@ -111,6 +111,17 @@ impl Domain {
             idna::domain_to_ascii(input).map_err(|_| err("not a valid internationalised name"))?
         };
         let ascii = ascii.strip_suffix('.').unwrap_or(&ascii).to_string();
+        // An `xn--` label is an internationalised name already encoded: it
+        // must decode (RFC 5891 section 5.4), and takes the form encoding
+        // its name gives, so that one domain has one spelling however it
+        // was written (`xn--zz` decodes to nothing; `xn--ab` is no name).
+        let ascii = match ascii.split('.').any(|l| l.starts_with("xn--")) {
+            true => idna::domain_to_ascii(&ascii)
+                .ok()
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| err("an xn-- label is not a valid internationalised name"))?,
+            false => ascii,
+        };
         if ascii.is_empty() {
             return Err(err("empty"));
         }
@@ -418,6 +429,25 @@ impl fmt::Display for AddressPattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xn_labels_must_decode() {
+        for bad in [
+            "a@xn--zz.org",
+            "a@xn--.org",
+            "a@mail.xn--a.org",
+            "a@xn--ab-.org",
+        ] {
+            let e = Address::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("xn--"), "{bad}: {e}");
+        }
+        let good = Address::parse("a@Mail.XN--Exmple-CUA.org.").unwrap();
+        assert_eq!(good.domain().as_str(), "mail.xn--exmple-cua.org");
+        assert_eq!(
+            Domain::parse("xn--exmple-cua.org").unwrap(),
+            Domain::parse("exämple.org").unwrap()
+        );
+    }
 
     #[test]
     fn lower_cases_and_punycodes() {
