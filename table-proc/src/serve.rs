@@ -54,10 +54,6 @@ use crate::proto::{loggable_key, Answer, Op, ProtoError, Request, Service};
 use crate::text::{self, ConfigLine};
 use mailtable_core::logging::{left_out_note, Throttle};
 
-/// Answers too long for an imsg reply ([`imsg::refused_value`]), logged at
-/// most once a second.
-static OVERSIZED_REPLIES: Throttle = Throttle::new();
-
 /// Longest text line kept; longer ones are dropped unread. smtpd's keys are
 /// below 1024 bytes (`table_lookup` in `usr.sbin/smtpd/table.c`).
 pub const MAX_LINE: usize = 64 * 1024;
@@ -301,11 +297,15 @@ fn serve_imsg(
     handler: &mut impl Handler,
 ) -> io::Result<()> {
     info!("serving OpenSMTPD imsg protocol v2");
+    // Answers too long for an imsg reply ([`imsg::refused_value`]), logged
+    // at most once a second: a login's senders list is asked at every
+    // MAIL FROM it sends.
+    let oversized = Throttle::new();
     loop {
         match imsg::parse_message(conn.buffered()) {
             Ok(Some((message, consumed))) => {
                 conn.consume(consumed);
-                answer_imsg(message, output, handler)?;
+                answer_imsg(message, output, handler, &oversized)?;
             }
             Ok(None) => {
                 if conn.fill()? == 0 {
@@ -330,6 +330,7 @@ fn answer_imsg(
     message: Message,
     output: &mut impl Write,
     handler: &mut impl Handler,
+    oversized: &Throttle,
 ) -> io::Result<()> {
     match message {
         Message::Open { version, name } => {
@@ -354,9 +355,7 @@ fn answer_imsg(
                 // The reply goes out as an error; smtpd logs no reason
                 // ("failure during ... lookup"), so the admin's only
                 // clue is this line.
-                // At most a line a second, as for failed lookups: one
-                // login's list is asked at every MAIL FROM it sends.
-                Some(why) => match OVERSIZED_REPLIES.admit(std::time::Instant::now()) {
+                Some(why) => match oversized.admit(std::time::Instant::now()) {
                     Some(n) => warn!(
                         op = %req.op,
                         service = req.service.map(Service::name).unwrap_or("-"),
