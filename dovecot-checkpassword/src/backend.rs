@@ -82,10 +82,10 @@ impl VerifyPlan {
                 Err(e) => VerifyResult::TempFail(e.to_string()),
             },
             Verdict::Mismatch => VerifyResult::Mismatch,
-            Verdict::Disabled(address) => {
+            Verdict::Refused(address, why) => {
                 // The client sees a wrong password and learns nothing about
                 // the account's state; the log says why.
-                tracing::info!(user = %address, "login refused: mailbox disabled");
+                tracing::info!(user = %address, "login refused: {why}");
                 VerifyResult::Mismatch
             }
             Verdict::Unknown => VerifyResult::Unknown,
@@ -196,9 +196,9 @@ impl Directory {
     fn passdb_answer(&self, credentials: Credentials) -> LookupResult {
         let (account, password, disabled) = match credentials {
             Credentials::Found { account, hash } => (account, hash, false),
-            Credentials::Disabled(account) => {
+            Credentials::Refused(account, why) => {
                 tracing::info!(user = %account.address,
-                    "passdb lookup of a disabled mailbox: refused (nologin)");
+                    "passdb lookup refused (nologin): {why}");
                 let dummy = self.accounts.dummy_for_dovecot(&account);
                 (account, dummy, true)
             }

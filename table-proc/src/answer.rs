@@ -429,7 +429,7 @@ impl Tables {
                 "{key}:{}",
                 accounts.dummy_for_smtpd(None)
             )))),
-            Credentials::Disabled(account) => Ok(Fetched::negative(Some(format!(
+            Credentials::Refused(account, _) => Ok(Fetched::negative(Some(format!(
                 "{key}:{}",
                 accounts.dummy_for_smtpd(Some(&account))
             )))),
@@ -476,7 +476,7 @@ impl Tables {
         let (store, accounts) = self.store()?;
         match accounts.verify(store, user, pw.as_bytes())? {
             Verdict::Ok(_) => Ok(Some(String::new())),
-            Verdict::Mismatch | Verdict::Unknown | Verdict::Disabled(_) => Ok(None),
+            Verdict::Mismatch | Verdict::Unknown | Verdict::Refused(..) => Ok(None),
             Verdict::CannotVerify(reason) => Err(Failure::data(reason)),
         }
     }

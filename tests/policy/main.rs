@@ -49,6 +49,7 @@ enum V {
     Ok,
     Mismatch,
     Unknown,
+    /// Refused whatever the password: a disabled mailbox, a locked hash.
     Disabled,
     TempFail,
 }
@@ -163,12 +164,23 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "disabled",
-            hash: Some(bcrypt),
+            hash: Some(bcrypt.clone()),
             active: false,
             here: V::Disabled,
             smtpd: V::Disabled,
             dovecot: V::Disabled,
         },
+        // Locked entries (passwd(5)): refused like a disabled mailbox, on
+        // every path, never a temporary failure.
+        case("locked", Some(format!("!{bcrypt}")), V::Disabled),
+        case("lockedsha", Some(format!("!{sha512}")), V::Disabled),
+        case("star", Some("*".into()), V::Disabled),
+        case("bang", Some("!".into()), V::Disabled),
+        case(
+            "lockedprefixed",
+            Some(format!("{{BLF-CRYPT}}!{bcrypt}")),
+            V::Disabled,
+        ),
     ];
     // No row at all.
     out.push(Case {
@@ -227,7 +239,7 @@ fn core_verdict(store: &mut dyn Store, user: &str, pw: &str) -> Vec<V> {
             Ok(Verdict::Ok(_)) => V::Ok,
             Ok(Verdict::Mismatch) => V::Mismatch,
             Ok(Verdict::Unknown) => V::Unknown,
-            Ok(Verdict::Disabled(_)) => V::Disabled,
+            Ok(Verdict::Refused(..)) => V::Disabled,
             Ok(Verdict::CannotVerify(_)) | Err(_) => V::TempFail,
         },
     ]

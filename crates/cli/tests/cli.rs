@@ -183,6 +183,19 @@ fn users_lifecycle() {
     );
     db.ok(&["user", "enable", "hugo@barrera.io"]);
     assert_eq!(db.json(&["user", "list", "--json"])[0]["active"], true);
+    // A hash locked by hand (passwd(5)'s `!`) is shown as such.
+    assert_eq!(db.json(&["user", "list", "--json"])[0]["locked"], false);
+    rusqlite::Connection::open(&db.path)
+        .unwrap()
+        .execute_batch("UPDATE users SET password = '!' || password")
+        .unwrap();
+    let listed = db.json(&["user", "list", "--json"]);
+    assert_eq!(listed[0]["locked"], true, "{listed}");
+    let text = db.ok(&["user", "list"]);
+    assert!(
+        text.contains("hugo@barrera.io  (password locked)"),
+        "{text}"
+    );
     let out = db.run_in(
         &["user", "passwd", "hugo@barrera.io", "--password-stdin"],
         Some("new\n"),

@@ -12,6 +12,8 @@
 //!   unknown user, never an error.
 //! - **Disabled mailboxes** (`active = false`) are refused at login but keep
 //!   their user info: mail is still delivered (`mailtable user disable`).
+//!   So are mailboxes whose hash is locked (`!` or `*` before a crypt
+//!   string, passwd(5)'s notation: [`PasswordHash::is_locked`]).
 //! - **Equal work.** An unknown user, a disabled mailbox and a hash that
 //!   cannot be checked all cost one dummy check,
 //!   like a wrong password, so timing does not tell which accounts exist.
@@ -55,9 +57,37 @@ pub struct Account {
 }
 
 impl Account {
-    /// Whether the mailbox may log in.
+    /// Whether the mailbox is enabled (`active`).
     pub fn is_active(&self) -> bool {
         self.row.active
+    }
+
+    /// Why the mailbox may not log in, or `None` when it may.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match &self.row.password {
+            _ if !self.is_active() => Some(Refusal::Disabled),
+            Some(hash) if hash.is_locked() => Some(Refusal::Locked),
+            _ => None,
+        }
+    }
+}
+
+/// Why a mailbox is refused at login whatever the password: mail to it is
+/// still delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `active = false` (`mailtable user disable`).
+    Disabled,
+    /// A locked hash ([`PasswordHash::is_locked`]).
+    Locked,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::Disabled => "mailbox disabled",
+            Refusal::Locked => "password locked (! or * before the hash)",
+        })
     }
 }
 
@@ -115,8 +145,8 @@ pub enum Verdict {
     Mismatch,
     /// No mailbox of that name.
     Unknown,
-    /// A disabled mailbox: refused whatever the password.
-    Disabled(Address),
+    /// A disabled or locked mailbox: refused whatever the password.
+    Refused(Address, Refusal),
     /// The stored hash cannot be checked: a temporary failure, with the
     /// reason for the log (it never contains the hash or the password).
     CannotVerify(String),
@@ -144,8 +174,9 @@ pub enum Credentials {
     },
     /// No mailbox of that name.
     Unknown,
-    /// A disabled mailbox: no hash is handed on, so every password fails.
-    Disabled(Account),
+    /// A disabled or locked mailbox: no hash is handed on, so every
+    /// password fails.
+    Refused(Account, Refusal),
     /// The stored hash cannot be used by the verifier: a temporary failure.
     CannotVerify(String),
 }
@@ -161,7 +192,7 @@ pub struct Login {
 #[derive(Debug, Clone)]
 enum LoginState {
     Check(Account, PasswordHash),
-    Disabled(Address),
+    Refused(Address, Refusal),
     Unknown,
 }
 
@@ -190,7 +221,7 @@ impl Login {
         };
         match self.state {
             LoginState::Unknown => dummy(Verdict::Unknown),
-            LoginState::Disabled(address) => dummy(Verdict::Disabled(address)),
+            LoginState::Refused(address, why) => dummy(Verdict::Refused(address, why)),
             LoginState::Check(account, hash) => match hash.verify_bytes(password) {
                 Ok(true) => Verdict::Ok(account),
                 Ok(false) => Verdict::Mismatch,
@@ -393,20 +424,20 @@ impl Accounts {
         let mut dummy_cost = self.dummy_cost(store)?;
         let state = match self.find(store, name)? {
             None => LoginState::Unknown,
-            Some(a) if !a.is_active() => {
-                // Its own hash's cost: what checking it would have cost.
-                if let Some(own) = a.row.password.as_ref().and_then(HashCost::of) {
-                    dummy_cost = own;
+            Some(a) => match (a.refusal(), a.row.password.clone()) {
+                (Some(why), own) => {
+                    // Its own hash's cost: what checking it would have cost.
+                    if let Some(own) = own.as_ref().and_then(HashCost::of) {
+                        dummy_cost = own;
+                    }
+                    LoginState::Refused(a.address, why)
                 }
-                LoginState::Disabled(a.address)
-            }
-            Some(a) => match a.row.password.clone() {
-                Some(hash) => {
+                (None, Some(hash)) => {
                     self.note(&hash);
                     LoginState::Check(a, hash)
                 }
                 // `find` only returns mailbox rows, which have a hash.
-                None => LoginState::Unknown,
+                (None, None) => LoginState::Unknown,
             },
         };
         Ok(Login { state, dummy_cost })
@@ -441,8 +472,8 @@ impl Accounts {
     /// [`Accounts::credentials`] of a mailbox already found: the part that
     /// asks the database nothing.
     pub fn credentials_of(&self, account: Account, verifier: Verifier) -> Credentials {
-        if !account.is_active() {
-            return Credentials::Disabled(account);
+        if let Some(why) = account.refusal() {
+            return Credentials::Refused(account, why);
         }
         let Some(stored) = account.row.password.as_ref() else {
             return Credentials::Unknown;
@@ -673,7 +704,8 @@ mod tests {
             .expect("store works");
         assert_eq!(a.current_dummy_cost(), HashCost::Bcrypt(5));
         assert!(a.dummy_for_smtpd(None).starts_with("$2b$05$"));
-        let Ok(Credentials::Disabled(off)) = a.credentials(&mut s, "off@x.org", Verifier::Smtpd)
+        let Ok(Credentials::Refused(off, Refusal::Disabled)) =
+            a.credentials(&mut s, "off@x.org", Verifier::Smtpd)
         else {
             panic!("not disabled")
         };
@@ -780,7 +812,7 @@ mod tests {
         );
         assert!(matches!(
             v(&mut s, "off@barrera.io", PW.as_bytes()),
-            Verdict::Disabled(_)
+            Verdict::Refused(_, Refusal::Disabled)
         ));
         s.broken = true;
         assert!(a.verify(&mut s, "hugo@barrera.io", PW.as_bytes()).is_err());
@@ -971,7 +1003,7 @@ mod tests {
         assert!(hash.starts_with("{BLF-CRYPT}$2b$04$"));
         assert!(matches!(
             a.credentials(&mut s, "off@barrera.io", Verifier::Dovecot),
-            Ok(Credentials::Disabled(_))
+            Ok(Credentials::Refused(_, Refusal::Disabled))
         ));
         assert_eq!(
             a.credentials(&mut s, "alias@barrera.io", Verifier::Smtpd)

@@ -39,7 +39,7 @@ pub mod store;
 #[cfg(any(test, feature = "testdata"))]
 pub mod testdata;
 
-pub use accounts::{Account, Accounts, Verdict};
+pub use accounts::{Account, Accounts, Refusal, Verdict};
 pub use address::{Address, AddressError, AddressPattern, Domain, LocalPattern};
 pub use config::Config;
 pub use password::{PasswordHash, Secret};

@@ -294,6 +294,24 @@ impl PasswordHash {
             }
     }
 
+    /// Whether the entry is locked, in the notation of passwd(5) and
+    /// shadow(5): a crypt(3) string (bare, or under a crypt `{PREFIX}`)
+    /// that starts with `!` (`usermod -L`, `passwd -l` put it before the
+    /// hash) or `*` (no password at all). crypt(3) matches no password to
+    /// it, as meant: the login is refused, like a disabled mailbox's,
+    /// where a malformed hash would be a temporary failure until the row
+    /// is fixed. A `{PLAIN}` password may start with either character.
+    pub fn is_locked(&self) -> bool {
+        let crypt = match self.prefix() {
+            None => true,
+            Some(p) => matches!(
+                p.as_str(),
+                "CRYPT" | "DES-CRYPT" | "MD5-CRYPT" | "SHA256-CRYPT" | "SHA512-CRYPT" | "BLF-CRYPT"
+            ),
+        };
+        crypt && self.crypt_string().starts_with(['!', '*'])
+    }
+
     /// Whether the value is a password in clear (`{PLAIN}`, `{CLEAR}`,
     /// `{CLEARTEXT}`, in any encoding): checkable, but no hash, and never
     /// what mailtable writes.
@@ -816,6 +834,34 @@ pub fn bcrypt_cost(hash: &PasswordHash) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn locked_entries_are_crypt_strings_after_a_bang_or_a_star() {
+        let locked = [
+            "!",
+            "*",
+            "!!",
+            "!$2b$10$abcdefghijklmnopqrstuu",
+            "*LK*",
+            "{CRYPT}!$6$salt$hash",
+            "{BLF-CRYPT}!$2y$10$x",
+            "{sha512-crypt}*",
+        ];
+        for h in locked {
+            assert!(PasswordHash::new(h).is_locked(), "{h}");
+        }
+        let not_locked = [
+            "{PLAIN}!secret",
+            "{ARGON2ID}!x",
+            "$2b$10$!x",
+            "",
+            "x!",
+            "{SSHA}*",
+        ];
+        for h in not_locked {
+            assert!(!PasswordHash::new(h).is_locked(), "{h}");
+        }
+    }
+
     #[test]
     fn one_password_in_two_notations() {
         let h = |s: &str| super::PasswordHash::new(s);

@@ -513,6 +513,9 @@ fn list(ctx: &Ctx, a: &ListArgs) -> Result<Exit, CliError> {
                 if !r.active {
                     line.push_str("  (disabled)");
                 }
+                if r.password.as_ref().is_some_and(|p| p.is_locked()) {
+                    line.push_str("  (password locked)");
+                }
                 if let Some(q) = &r.quota {
                     line.push_str(&format!("  quota={q}"));
                 }
@@ -522,6 +525,7 @@ fn list(ctx: &Ctx, a: &ListArgs) -> Result<Exit, CliError> {
                 json!({
                     "address": r.address(),
                     "active": r.active,
+                    "locked": r.password.as_ref().is_some_and(|p| p.is_locked()),
                     "quota": r.quota,
                     "scheme": r.password.as_ref().map(|p| format!("{:?}", p.scheme())),
                 })

@@ -248,6 +248,8 @@ fn unusable_hash(h: &PasswordHash) -> Option<String> {
         return Some("the password column is empty".into());
     }
     match h.validate() {
+        // Locked on purpose: refused at login, as a disabled mailbox is.
+        _ if h.is_locked() => None,
         Ok(()) => None,
         Err(_) if h.dovecot_only() => None,
         Err(e) => Some(e.to_string()),
@@ -374,7 +376,8 @@ mod tests {
     }
 
     /// Mailboxes whose stored hash no daemon can check are named, without
-    /// the value; a scheme only Dovecot knows is Dovecot's to check.
+    /// the value; a scheme only Dovecot knows is Dovecot's to check, and a
+    /// locked hash (`!` before it) is refused at login on purpose.
     #[test]
     fn hashes_no_daemon_can_check_are_named() {
         let d = tempfile::tempdir().unwrap();
@@ -389,6 +392,7 @@ mod tests {
                  ('eve', 'x.org', 'eve@x.org', '$2b$04$garbage'), \
                  ('fay', 'x.org', 'fay@x.org', 'hunter2secret'), \
                  ('lee', 'x.org', 'lee@x.org', '{H} '), \
+                 ('lok', 'x.org', 'lok@x.org', '!{H}'), \
                  ('al', 'x.org', 'ok@x.org', NULL)"
             ))
             .unwrap();
@@ -405,7 +409,9 @@ mod tests {
             assert!(h.message.contains(a), "{a}: {h:?}");
         }
         assert!(
-            !h.message.contains("ok@x.org") && !h.message.contains("pb@x.org"),
+            !h.message.contains("ok@x.org")
+                && !h.message.contains("pb@x.org")
+                && !h.message.contains("lok@x.org"),
             "{h:?}"
         );
         assert!(
