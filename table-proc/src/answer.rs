@@ -454,7 +454,7 @@ impl Tables {
     }
 
     fn mailaddr(&mut self, key: &str) -> Result<Option<String>, Failure> {
-        let Ok(addr) = Address::parse(key) else {
+        let Ok(addr) = Address::parse_key(key) else {
             return Ok(None);
         };
         let (store, accounts) = self.store()?;
@@ -906,7 +906,7 @@ mod tests {
         let resolver = table(MemStore::default()).accounts.resolver().clone();
         let mut asks: Vec<(Service, String)> = Vec::new();
         for &(address, _) in testdata::resolution::CASES {
-            let addr = Address::parse(address).unwrap();
+            let addr = Address::parse_key(address).unwrap();
             for key in resolver.smtpd_keys(&addr) {
                 asks.push((Service::Alias, key));
             }

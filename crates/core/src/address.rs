@@ -24,6 +24,10 @@ pub const MAX_LOCAL_LEN: usize = 64;
 pub const MAX_DOMAIN_LEN: usize = 253;
 /// RFC 5321 §4.5.3.1.3 (path of 256 octets including the angle brackets).
 pub const MAX_ADDRESS_LEN: usize = 254;
+/// The longest local part smtpd takes in an address (`SMTPD_MAXLOCALPARTSIZE`
+/// in `usr.sbin/smtpd/smtpd.h`, 6.8 and 7.6: 255 and the NUL): what a lookup
+/// key may hold ([`Address::parse_key`]).
+pub const SMTPD_MAX_LOCAL_LEN: usize = 255;
 const MAX_LABEL_LEN: usize = 63;
 
 /// Why a string is not an address, a domain or a pattern.
@@ -171,18 +175,35 @@ impl fmt::Display for Domain {
 /// Characters allowed in a local part besides ASCII letters and digits.
 const LOCAL_SPECIALS: &[u8] = b"!#$&'*+-/=?^_`{}~.";
 
-fn check_local(input: &str, local: &str, allow_wildcard: bool) -> Result<(), AddressError> {
-    if local.len() > MAX_LOCAL_LEN {
+/// Which local parts [`check_local`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Local {
+    /// What may be stored: at most 64 bytes of [`LOCAL_SPECIALS`].
+    Stored,
+    /// The same, and `%`, the wildcard of a row.
+    Pattern,
+    /// What smtpd may ask about: its own alphabet (`MAILADDR_ALLOWED` in
+    /// `usr.sbin/smtpd/smtpd.h` adds `%` and `|`), up to its 255 bytes.
+    Key,
+}
+
+fn check_local(input: &str, local: &str, rules: Local) -> Result<(), AddressError> {
+    let max = match rules {
+        Local::Key => SMTPD_MAX_LOCAL_LEN,
+        Local::Stored | Local::Pattern => MAX_LOCAL_LEN,
+    };
+    if local.len() > max {
         return Err(AddressError::TooLong {
             input: input.to_string(),
             what: "the local part",
-            max: MAX_LOCAL_LEN,
+            max,
         });
     }
     for ch in local.chars() {
         let ok = ch.is_ascii_alphanumeric()
             || (ch.is_ascii() && LOCAL_SPECIALS.contains(&(ch as u8)))
-            || (allow_wildcard && ch == '%');
+            || (rules != Local::Stored && ch == '%')
+            || (rules == Local::Key && ch == '|');
         if !ok {
             if ch == '%' {
                 return Err(AddressError::Wildcard(input.to_string()));
@@ -200,15 +221,15 @@ fn check_local(input: &str, local: &str, allow_wildcard: bool) -> Result<(), Add
 }
 
 /// Split `local@domain` at the last `@` and validate both halves.
-fn split(input: &str, allow_wildcard: bool) -> Result<(String, Domain), AddressError> {
+fn split(input: &str, rules: Local) -> Result<(String, Domain), AddressError> {
     let (local, domain) = input
         .rsplit_once('@')
         .filter(|(l, d)| !l.is_empty() && !d.is_empty())
         .ok_or_else(|| AddressError::Shape(input.to_string()))?;
     let local = local.to_ascii_lowercase();
-    check_local(input, &local, allow_wildcard)?;
+    check_local(input, &local, rules)?;
     let domain = Domain::parse(domain)?;
-    if local.len() + 1 + domain.as_str().len() > MAX_ADDRESS_LEN {
+    if rules != Local::Key && local.len() + 1 + domain.as_str().len() > MAX_ADDRESS_LEN {
         return Err(AddressError::TooLong {
             input: input.to_string(),
             what: "the address",
@@ -218,7 +239,8 @@ fn split(input: &str, allow_wildcard: bool) -> Result<(String, Domain), AddressE
     Ok((local, domain))
 }
 
-/// A concrete mail address in normal form. Never contains `%`.
+/// A concrete mail address in normal form. Never contains `%`, except a
+/// lookup key's ([`Address::parse_key`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Address {
     /// Shared, as the domain is: an import holds an address in several
@@ -231,7 +253,24 @@ pub struct Address {
 impl Address {
     /// Parse and normalise `local@domain`.
     pub fn parse(input: &str) -> Result<Address, AddressError> {
-        let (local, domain) = split(input, false)?;
+        let (local, domain) = split(input, Local::Stored)?;
+        Ok(Address {
+            local: local.into(),
+            domain,
+        })
+    }
+
+    /// Parse and normalise an address smtpd asks about, in smtpd's own
+    /// limits, wider than what may be stored: a local part of up to 255
+    /// bytes, with `%` and `|`. No row has such an address, but a pattern
+    /// or a catch-all may take it: VERP and SRS return paths
+    /// (`list-bounces-<recipient>@`) run past 64 bytes, and a key refused
+    /// here would skip the pattern meant for it (smtpd then bounces the
+    /// mail or hands it to the catch-all). A capture too long or with a
+    /// character a target cannot hold makes no target
+    /// ([`crate::resolve::Resolver::targets`]).
+    pub fn parse_key(input: &str) -> Result<Address, AddressError> {
+        let (local, domain) = split(input, Local::Key)?;
         Ok(Address {
             local: local.into(),
             domain,
@@ -325,12 +364,12 @@ impl LocalPattern {
         let local = local.to_ascii_lowercase();
         match local.matches('%').count() {
             0 => {
-                check_local(whole_input, &local, false)?;
+                check_local(whole_input, &local, Local::Stored)?;
                 Ok(LocalPattern::Exact(local))
             }
             1 if local == "%" => Ok(LocalPattern::CatchAll),
             1 => {
-                check_local(whole_input, &local, true)?;
+                check_local(whole_input, &local, Local::Pattern)?;
                 let (prefix, suffix) = local.split_once('%').unwrap_or((&local, ""));
                 Ok(LocalPattern::Wildcard {
                     prefix: prefix.to_string(),
@@ -401,7 +440,7 @@ impl AddressPattern {
                 domain: Domain::parse(domain)?,
             });
         }
-        let (local, domain) = split(input, true)?;
+        let (local, domain) = split(input, Local::Pattern)?;
         Ok(AddressPattern {
             local: LocalPattern::parse(&local, input)?,
             domain,

@@ -30,7 +30,9 @@ fn step_name(step: Step) -> &'static str {
 /// 75 when its mail fails (a loop, a target that resolves to nothing, or
 /// a key smtpd's walk gets an error for: the table tempfails it there).
 pub(super) fn resolve(ctx: &Ctx, address: &str, json: bool) -> Result<Exit, CliError> {
-    let addr = Address::parse(address)?;
+    // As smtpd may send it: a longer local part, `%` and `|` included,
+    // which no row has but a pattern or catch-all may take.
+    let addr = Address::parse_key(address)?;
     let mut s = ctx.open(Access::ReadOnly)?;
     let r = &ctx.resolver;
     let m = r.match_address(s.as_mut(), &addr)?;

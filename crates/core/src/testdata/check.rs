@@ -51,7 +51,7 @@ pub fn assert_resolution_table(store: &mut dyn Store) {
 
 /// One case: the algorithm's answer, then the walk's.
 fn case(r: &Resolver, store: &mut dyn Store, address: &str, want: Want, bad: &mut Vec<String>) {
-    let addr = match Address::parse(address) {
+    let addr = match Address::parse_key(address) {
         Ok(a) => a,
         Err(e) => {
             bad.push(format!("{address}: not an address: {e}"));
