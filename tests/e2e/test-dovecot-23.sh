@@ -28,6 +28,8 @@
 # shows that every request carried its fields in headers without
 # `Expect: 100-continue` (no wait for `100 Continue`), and a password too
 # long for headers goes in a body (with Expect: Dovecot 2.3 always asks).
+# Last, with auth_default_realm set (Dovecot then appends the realm to the
+# delivery name LMTP gets): doveadm user, LMTP delivery and a bare login.
 #
 # Exits non-zero at the first failed check, printing Dovecot's log; a trap
 # stops Dovecot and serve on every exit. KEEP=1 keeps the directory.
@@ -321,6 +323,26 @@ LMTP_SOCK=$T/run/lmtp
 DOVEADM="doveadm -c $DC"
 . "$ROOT/tests/e2e/dovecot/checks.sh"
 
+# Dovecot's auth_default_realm appends `@realm` to every name without
+# one, the delivery user name LMTP gets from smtpd included
+# (`hugo_barrera.io@barrera.io`): delivery and bare logins must work.
+realm_test() {
+	printf 'auth_default_realm = barrera.io\n' >>"$DC"
+	doveadm -c "$DC" reload || fail "doveadm reload"
+	# The new auth process answers once it runs (the old one may answer
+	# the first asks).
+	i=0
+	while [ $i -lt 50 ]; do
+		out=$(doveadm -c "$DC" auth test hugo "$PASSWORD" 2>&1) && break
+		sleep 0.1
+		i=$((i + 1))
+	done
+	auth_test hugo "$PASSWORD" ok "a bare login, auth_default_realm appended"
+	user_test hugo_barrera.io 0
+	lmtp_test hugo_barrera.io deliver
+	sed -i '/^auth_default_realm/d' "$DC"
+}
+
 run_mode() {
 	MODE=$1
 	echo
@@ -409,6 +431,7 @@ run_mode() {
 		lua_requests_test "$T/serve.log" "$LUA_FROM"
 		long_password_test "$T/serve.log" "Expect: 100-continue"
 	fi
+	realm_test
 	stop_dovecot
 }
 

@@ -356,6 +356,18 @@ impl Accounts {
         let Ok(address) = delivery::parse_login(name) else {
             return Ok(None);
         };
+        if let Some(row) = self.resolver.mailbox(store, &address)? {
+            return Ok(Some(Account { address, row }));
+        }
+        // Dovecot's `auth_default_realm` appends `@realm` to every name
+        // without an `@`, the delivery user name LMTP gets from smtpd
+        // included (`hugo_barrera.io@barrera.io`; auth_request_fix_username
+        // in src/auth/auth-request.c, 2.3 and 2.4): without this, every
+        // delivery of such a site bounced as an unknown user. Only when
+        // the name itself is no mailbox.
+        let Some(address) = delivery::with_realm_appended(name) else {
+            return Ok(None);
+        };
         Ok(self
             .resolver
             .mailbox(store, &address)?
@@ -548,7 +560,14 @@ mod tests {
     fn both_login_forms_find_the_mailbox_and_nothing_else_does() {
         let a = accounts();
         let mut s = store();
-        for name in ["hugo@barrera.io", "hugo_barrera.io", "HUGO@Barrera.IO"] {
+        // The last: the delivery name with Dovecot's auth_default_realm
+        // appended.
+        for name in [
+            "hugo@barrera.io",
+            "hugo_barrera.io",
+            "HUGO@Barrera.IO",
+            "hugo_barrera.io@barrera.io",
+        ] {
             let found = a.find(&mut s, name).expect("store works");
             assert_eq!(
                 found.map(|f| f.address.to_string()).as_deref(),
@@ -567,6 +586,9 @@ mod tests {
             "hugo",
             "",
             "a@b@c",
+            // A realm after a name that is no delivery name of a mailbox.
+            "alias_barrera.io@barrera.io",
+            "hugo_nowhere.org@barrera.io",
         ] {
             assert_eq!(a.find(&mut s, name).expect("store works"), None, "{name}");
         }

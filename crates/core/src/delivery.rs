@@ -33,6 +33,14 @@ pub fn parse_login(name: &str) -> Result<Address, AddressError> {
     }
 }
 
+/// The mailbox a delivery user name with a realm appended names
+/// (`hugo_barrera.io@barrera.io`: Dovecot's `auth_default_realm` at work),
+/// or `None` when `name` is not of that shape.
+pub fn with_realm_appended(name: &str) -> Option<Address> {
+    let (delivery_name, _realm) = name.rsplit_once('@')?;
+    decode(delivery_name).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +67,21 @@ mod tests {
         assert!(parse_login("hugo").is_err());
         assert!(parse_login("hugo_").is_err());
         assert!(parse_login("_barrera.io").is_err());
+    }
+
+    #[test]
+    fn a_realm_appended_to_a_delivery_name_is_seen_through() {
+        let hugo = Address::parse("hugo@barrera.io").unwrap();
+        for name in ["hugo_barrera.io@barrera.io", "hugo_barrera.io@other.org"] {
+            assert_eq!(with_realm_appended(name), Some(hugo.clone()), "{name}");
+        }
+        for name in [
+            "hugo@barrera.io",
+            "hugo_barrera.io",
+            "hugo_@x.org",
+            "_x.org@x.org",
+        ] {
+            assert_eq!(with_realm_appended(name), None, "{name}");
+        }
     }
 }
