@@ -69,9 +69,13 @@ fn key_as_asked(r: &Row) -> Option<String> {
     })
 }
 
-/// Text as mailtable writes it: lower case, domains in punycode.
+/// A target as mailtable writes it: lower case, domains in punycode, no
+/// trailing dot. One that is no address at all is the lookups' to name.
 fn normal(s: &str) -> bool {
-    s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase())
+    match AddressPattern::parse(s) {
+        Ok(p) if !s.starts_with('@') => p.to_string() == s,
+        _ => s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase()),
+    }
 }
 
 /// The checks of every row of the database at `url`, read-only.
@@ -216,14 +220,18 @@ pub(crate) fn check_rows(
         if odd_targets.n == 0 {
             Check::ok(
                 "database.rows",
-                format!("the targets of all {total} row(s) in lower case, domains in punycode"),
+                format!(
+                    "the targets of all {total} row(s) in lower case, domains in punycode, \
+                     no trailing dot"
+                ),
             )
         } else {
             Check::problem(
                 "database.rows",
                 format!(
-                    "{} row(s) with a target not in lower case or with a Unicode domain, \
-                     written by hand: {}; mail through them is delivered, but senders \
+                    "{} row(s) with a target not in lower case, with a Unicode domain or a \
+                     trailing dot, written by hand: {}; mail through them is delivered, but \
+                     senders \
                      (smtpd's `senders <users>`), `alias list --to` and the checks of `user \
                      del` and `user rename` compare the stored text and miss them",
                     odd_targets.n,
@@ -321,8 +329,12 @@ mod tests {
              ('p1', 'x.org', 'p2@x.org', NULL), ('p2', 'x.org', 'p1@x.org', NULL), \
              ('gone', 'x.org', 'nobody@x.org', NULL), ('c+d', 'x.org', 'c+d@x.org', '{H}')",
         );
-        // Delivered, missed by the reverse walks.
-        insert("('up', 'x.org', 'A@X.org', NULL)");
+        // Delivered, missed by the reverse walks: upper case, a trailing
+        // dot (on a fixed target and a domain alias's).
+        insert(
+            "('up', 'x.org', 'A@X.org', NULL), ('dot', 'x.org', 'a@x.org.', NULL), \
+             ('%', 'y.org', '%@x.org.', NULL)",
+        );
         let c = checks(&p);
         let keys = named(&c, "database.keys");
         assert_eq!(keys.status, Status::Problem, "{keys:?}");
@@ -337,8 +349,14 @@ mod tests {
         assert!(lookups.message.ends_with("; ..."), "{lookups:?}");
         let rows = named(&c, "database.rows");
         assert_eq!(rows.status, Status::Problem, "{rows:?}");
-        assert!(rows.message.starts_with("1 row(s)"), "{rows:?}");
-        assert!(rows.message.contains("up@x.org -> A@X.org"), "{rows:?}");
+        assert!(rows.message.starts_with("3 row(s)"), "{rows:?}");
+        for r in [
+            "up@x.org -> A@X.org",
+            "dot@x.org -> a@x.org.",
+            "%@y.org -> %@x.org.",
+        ] {
+            assert!(rows.message.contains(r), "{r}: {rows:?}");
+        }
     }
 
     /// Quotas written by hand that Dovecot cannot read as a size are
