@@ -209,6 +209,17 @@ pub struct SqliteStore {
     reusing: bool,
 }
 
+/// How long a read that met a hot journal waits before it looks again
+/// ([`SqliteStore::with_limit`]): a writer's rollback takes milliseconds.
+const HOT_JOURNAL_RECHECK: Duration = Duration::from_millis(20);
+
+/// Whether `e` is SQLite refusing to read past a hot journal it may not
+/// roll back (`SQLITE_READONLY_ROLLBACK`).
+fn is_hot_journal(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK)
+}
+
 /// Whether `e` is a lock that outlasted the connection's wait.
 fn is_lock_timeout(e: &rusqlite::Error) -> bool {
     matches!(
@@ -230,14 +241,12 @@ fn map_err(path: &Path, bound: Duration, e: rusqlite::Error) -> StoreError {
                 // transaction and left a hot journal, which SQLite must
                 // roll back before anyone reads the file; a read-only
                 // connection cannot ("Hot Journals", sqlite.org/lockingv3.html).
-                C::ReadOnly if f.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK => {
-                    StoreError::Unavailable(format!(
-                        "{shown} cannot be read until its hot journal ({shown}-journal, left \
+                C::ReadOnly if is_hot_journal(&e) => StoreError::Unavailable(format!(
+                    "{shown} cannot be read until its hot journal ({shown}-journal, left \
                          by a writer that died inside a transaction) is rolled back, which \
                          needs write access: run any mailtable write as root (`mailtable \
                          migrate`), or open the file with the sqlite3 shell as root"
-                    ))
-                }
+                )),
                 C::NotADatabase => {
                     StoreError::NotADatabase(format!("{shown} is not a SQLite database"))
                 }
@@ -714,7 +723,7 @@ impl SqliteStore {
     /// an error other than a lock timeout, so the next call starts afresh.
     fn with<T>(
         &mut self,
-        f: impl FnOnce(&Connection, Columns) -> rusqlite::Result<T>,
+        f: impl FnMut(&Connection, Columns) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
         self.with_limit(self.timeout, f)
     }
@@ -724,27 +733,51 @@ impl SqliteStore {
     fn with_limit<T>(
         &mut self,
         limit: Duration,
-        f: impl FnOnce(&Connection, Columns) -> rusqlite::Result<T>,
+        mut f: impl FnMut(&Connection, Columns) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
         self.failed_before()?;
         let start = self.epoch.elapsed() + limit;
         self.deadline
             .store(start.as_nanos() as u64, Ordering::Relaxed);
         let in_lookup = self.pinned.is_some();
-        // Err(Err): no connection; Err(Ok): the statement failed.
-        let outcome = match self.conn().map(|_| ()) {
-            Err(e) => Err(Err(e)),
-            // After conn(): a reconnect that read the schema has told
-            // whether the lock is still held.
-            Ok(()) => {
-                let wait = self.lock_wait();
-                match self.open.as_mut() {
-                    None => Err(Err(StoreError::Other("connection vanished".into()))),
-                    Some(open) => Self::wait_for_locks(open, wait)
-                        .and_then(|()| Self::read_in_one_transaction(open, in_lookup))
-                        .and_then(|()| f(&open.conn, open.columns))
-                        .map_err(Ok),
+        let mut retried = false;
+        let outcome = loop {
+            // Only a statement that starts a read can meet a hot journal
+            // (SQLite looks for one when it takes its shared lock).
+            let starts_read = !self.open.as_ref().is_some_and(|o| o.reading);
+            // Err(Err): no connection; Err(Ok): the statement failed.
+            let outcome = match self.conn().map(|_| ()) {
+                Err(e) => Err(Err(e)),
+                // After conn(): a reconnect that read the schema has told
+                // whether the lock is still held.
+                Ok(()) => {
+                    let wait = self.lock_wait();
+                    match self.open.as_mut() {
+                        None => Err(Err(StoreError::Other("connection vanished".into()))),
+                        Some(open) => Self::wait_for_locks(open, wait)
+                            .and_then(|()| Self::read_in_one_transaction(open, in_lookup))
+                            .and_then(|()| f(&open.conn, open.columns))
+                            .map_err(Ok),
+                    }
                 }
+            };
+            match outcome {
+                // A journal seen as hot that was not: SQLite found the
+                // file, and by the time it opened it a writer rolling back
+                // (the sqlite3 shell whose COMMIT found the database
+                // locked) had deleted it (the false positive `hasHotJournal`
+                // in SQLite's pager.c accepts). A read-only connection
+                // cannot roll back, so it fails; looked at again a moment
+                // later, the journal is gone. A real one (a writer killed
+                // in a transaction) is there again, and named.
+                Err(Ok(e)) if starts_read && !retried && is_hot_journal(&e) => {
+                    retried = true;
+                    self.open = None;
+                    #[cfg(test)]
+                    tests::between_hot_journal_attempts();
+                    std::thread::sleep(HOT_JOURNAL_RECHECK);
+                }
+                outcome => break outcome,
             }
         };
         // Also when no connection could be made: no deadline is left for
@@ -1533,25 +1566,8 @@ mod tests {
         drop(s);
         let path = dir.path().join("mail.db");
         shell_insert(&path, "before");
-        // The pair of files as a killed writer leaves them: copied while
-        // a transaction that spilled pages into the file is open.
-        let writer = Connection::open(&path).unwrap();
-        writer
-            .execute_batch(
-                "PRAGMA cache_size = 1; BEGIN; \
-                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \
-                 INSERT INTO users (username, domain, mailbox) \
-                 SELECT 'u' || i, 'example.org', 'x@example.org' FROM n;",
-            )
-            .unwrap();
         let crashed = dir.path().join("crashed.db");
-        std::fs::copy(&path, &crashed).unwrap();
-        std::fs::copy(
-            dir.path().join("mail.db-journal"),
-            dir.path().join("crashed.db-journal"),
-        )
-        .unwrap();
-        writer.execute_batch("ROLLBACK").unwrap();
+        hot_journal_of(&path, &crashed);
         let ro = OpenOptions {
             access: Access::ReadOnly,
             timeout: Duration::from_secs(1),
@@ -1575,6 +1591,82 @@ mod tests {
         let mut r = SqliteStore::open(&crashed, &ro).unwrap();
         assert_eq!(r.exact("before", "example.org").unwrap().len(), 1);
         assert!(r.exact("u1", "example.org").unwrap().is_empty());
+    }
+
+    thread_local! {
+        /// What a test does between a read that met a hot journal and
+        /// its second look ([`SqliteStore::with_limit`]).
+        static BETWEEN_HOT_JOURNAL_ATTEMPTS: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+            std::cell::RefCell::new(None);
+    }
+
+    pub(super) fn between_hot_journal_attempts() {
+        BETWEEN_HOT_JOURNAL_ATTEMPTS.with(|h| {
+            if let Some(f) = h.borrow_mut().as_mut() {
+                f();
+            }
+        });
+    }
+
+    /// The pair of files a writer killed inside a transaction leaves, at
+    /// `crashed` and its journal: `path`'s, copied while a transaction that
+    /// spilled pages into the file is open.
+    fn hot_journal_of(path: &Path, crashed: &Path) {
+        let writer = Connection::open(path).unwrap();
+        writer
+            .execute_batch(
+                "PRAGMA cache_size = 1; BEGIN; \
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \
+                 INSERT INTO users (username, domain, mailbox) \
+                 SELECT 'u' || i, 'example.org', 'x@example.org' FROM n;",
+            )
+            .unwrap();
+        std::fs::copy(path, crashed).unwrap();
+        let journal = |p: &Path| PathBuf::from(format!("{}-journal", p.display()));
+        std::fs::copy(journal(path), journal(crashed)).unwrap();
+        writer.execute_batch("ROLLBACK").unwrap();
+    }
+
+    /// A journal that looks hot to a read and is gone a moment later (the
+    /// sqlite3 shell rolling back a COMMIT that found the database locked)
+    /// costs the read a second look, not an error; one that stays is named.
+    #[test]
+    fn a_journal_rolled_back_while_a_read_looks_is_looked_at_again() {
+        let (dir, s) = fresh();
+        drop(s);
+        let path = dir.path().join("mail.db");
+        shell_insert(&path, "before");
+        let crashed = dir.path().join("crashed.db");
+        std::fs::copy(&path, &crashed).unwrap();
+        let ro = OpenOptions {
+            access: Access::ReadOnly,
+            timeout: Duration::from_secs(1),
+        };
+        let mut r = SqliteStore::open(&crashed, &ro).unwrap();
+        assert_eq!(r.exact("before", "example.org").unwrap().len(), 1);
+        hot_journal_of(&path, &crashed);
+        let rolled_back = std::rc::Rc::new(std::cell::Cell::new(0));
+        let count = rolled_back.clone();
+        let writable = crashed.clone();
+        BETWEEN_HOT_JOURNAL_ATTEMPTS.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                // Any connection that may write rolls it back.
+                let rw = Connection::open(&writable).unwrap();
+                rw.query_row("SELECT count(*) FROM users", [], |_| Ok(()))
+                    .unwrap();
+                count.set(count.get() + 1);
+            }))
+        });
+        let rows = r.exact("before", "example.org");
+        BETWEEN_HOT_JOURNAL_ATTEMPTS.with(|h| *h.borrow_mut() = None);
+        assert_eq!(rows.unwrap().len(), 1);
+        assert_eq!(rolled_back.get(), 1, "one second look");
+        assert!(r.exact("u1", "example.org").unwrap().is_empty());
+
+        // A journal that stays: named after the second look.
+        hot_journal_of(&path, &crashed);
+        let err = r.exact("before", "example.org").unwrap_err().to_string();
+        assert!(err.contains("hot journal"), "{err}");
     }
 
     /// A backup restored by `cp`: a copy of `path` with `username` added,
