@@ -418,8 +418,10 @@ impl Tables {
         // `key:hash` must not start with `:`, or smtpd refuses the value
         // (table_parse_lookup, K_CREDENTIALS, in usr.sbin/smtpd/table.c)
         // and answers an empty AUTH user name 421 instead of 535. No such
-        // name is anybody's, so not found tells nothing.
-        if key.is_empty() || key.starts_with(':') {
+        // name is anybody's, so not found tells nothing. Nor is a name with
+        // a byte no reply line may carry (a CR sent in SMTP AUTH): the
+        // value would be refused as a whole, an error, and smtpd 421.
+        if key.is_empty() || key.starts_with(':') || key.contains(['\r', '\n', '\0']) {
             return Ok(Fetched::negative(None));
         }
         let (store, accounts) = self.store()?;
@@ -1081,12 +1083,18 @@ mod tests {
     }
 
     /// A credentials answer is never a value smtpd refuses (one starting
-    /// with `:`): an empty AUTH user name is not found (535), not a lookup
-    /// failure (421).
+    /// with `:`) or no reply may carry (a CR): an empty AUTH user name, or
+    /// one with a CR, is not found (535), not a lookup failure (421).
     #[test]
     fn credentials_of_an_empty_name_are_not_found() {
         let mut t = table_over(FailingStore::counting(fixture()));
-        for key in ["", ":", ":hugo@barrera.io"] {
+        for key in [
+            "",
+            ":",
+            ":hugo@barrera.io",
+            "hugo\r@barrera.io",
+            "hugo@barrera.io\r",
+        ] {
             assert_eq!(
                 t.lookup(Service::Credentials, key),
                 Answer::NotFound,
