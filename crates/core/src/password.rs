@@ -112,6 +112,9 @@ pub enum PasswordError {
     /// The stored hash is malformed.
     #[error("stored hash is malformed ({0} hash)")]
     Malformed(&'static str),
+    /// The password column is empty: no hash at all.
+    #[error("the password column is empty")]
+    Empty,
     /// Refused input when hashing.
     #[error("{0}")]
     Refused(&'static str),
@@ -347,6 +350,9 @@ impl PasswordHash {
     /// crypt-sha512.c); Argon2 a PHC string. Other crypt(3) formats are
     /// only checked for characters that would corrupt a protocol line.
     pub fn validate(&self) -> Result<(), PasswordError> {
+        if self.0.is_empty() {
+            return Err(PasswordError::Empty);
+        }
         if let Some(family) = self.misnamed_family() {
             return Err(PasswordError::Malformed(family));
         }
@@ -834,6 +840,14 @@ pub fn bcrypt_cost(hash: &PasswordHash) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    /// Said as what it is on every path that checks it (the daemons' log,
+    /// doctor), not taken for a password stored in clear.
+    #[test]
+    fn an_empty_column_is_named_as_such() {
+        let e = PasswordHash::new("").verify(&Secret::new("x")).unwrap_err();
+        assert_eq!(e.to_string(), "the password column is empty");
+    }
+
     #[test]
     fn locked_entries_are_crypt_strings_after_a_bang_or_a_star() {
         let locked = [

@@ -252,9 +252,6 @@ pub(crate) fn check_rows(
 /// only Dovecot knows being Dovecot's to check. Never shows the value: it
 /// may be a password stored in clear.
 fn unusable_hash(h: &PasswordHash) -> Option<String> {
-    if h.stored().is_empty() {
-        return Some("the password column is empty".into());
-    }
     match h.validate() {
         // Locked on purpose: refused at login, as a disabled mailbox is.
         _ if h.is_locked() => None,
