@@ -941,8 +941,28 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         domain: text(r, 1)?.unwrap_or_default(),
         mailbox: text(r, 2)?.unwrap_or_default(),
         password: password(r, 3)?,
-        active: r.get::<_, Option<i64>>(4)?.unwrap_or(1) != 0,
+        active: active(r, 4)?,
         quota: text(r, 5)?,
+    })
+}
+
+/// The `active` flag, readable whatever another program wrote: NULL is on
+/// (a table without the column reads the same), a number is on unless
+/// zero, and so is text that is a whole number. Any other text (`'yes'`,
+/// `'true'`) is off, as a `WHERE active = 1` of the SQL tables of other
+/// setups reads it: the mailbox may not log in, keeps getting mail, and
+/// lists as disabled. Read strictly, one such row failed every listing of
+/// the rows (`doveadm user '*'`, `user list`, doctor's checks).
+fn active(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<bool> {
+    use rusqlite::types::ValueRef;
+    Ok(match r.get_ref(i)? {
+        ValueRef::Null => true,
+        ValueRef::Integer(n) => n != 0,
+        ValueRef::Real(x) => x != 0.0,
+        ValueRef::Text(t) | ValueRef::Blob(t) => std::str::from_utf8(t)
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .is_some_and(|n| n != 0),
     })
 }
 
@@ -1553,6 +1573,43 @@ mod tests {
         assert_eq!(latin[0].mailbox, "latin@x.org");
         let odd = r.exact("odd", "x.org").unwrap();
         assert_eq!(odd[0].mailbox, "j\u{FFFD}@x.org");
+    }
+
+    /// An `active` flag written by hand as something else than 0 or 1
+    /// fails no listing: a number is on unless zero, other text is off.
+    #[test]
+    fn an_active_flag_of_any_type_is_read() {
+        let (dir, s) = fresh();
+        drop(s);
+        let path = dir.path().join("mail.db");
+        let flags = [
+            ("yes", "'yes'", false),
+            ("true", "'true'", false),
+            ("blob", "X'31'", true),
+            ("spaced", "' 1 '", true),
+            ("real", "1.5", true),
+            ("realzero", "0.0", false),
+            ("two", "2", true),
+            ("zero", "0", false),
+        ];
+        let c = Connection::open(&path).unwrap();
+        for (name, value, _) in flags {
+            c.execute_batch(&format!(
+                "INSERT INTO users (username, domain, mailbox, password, active) \
+                 VALUES ('{name}', 'x.org', '{name}@x.org', NULL, {value})"
+            ))
+            .unwrap();
+        }
+        let opts = OpenOptions {
+            access: Access::ReadOnly,
+            timeout: Duration::from_secs(1),
+        };
+        let mut r = SqliteStore::open(&path, &opts).unwrap();
+        assert_eq!(r.list(None).unwrap().len(), flags.len());
+        for (name, value, on) in flags {
+            let row = &r.exact(name, "x.org").unwrap()[0];
+            assert_eq!(row.active, on, "active = {value}");
+        }
     }
 
     /// A writer that died inside a transaction leaves a hot journal; a
