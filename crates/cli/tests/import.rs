@@ -5245,3 +5245,50 @@ fn aliases_fanning_out_into_each_other_import_as_smtpd_delivers_them() {
         );
     }
 }
+
+/// A password locked in the source (passwd(5)'s `!` before the hash, `*`)
+/// comes over byte for byte and locked: the report names it as such and
+/// asks for no new password, and the mailbox is refused at login.
+#[test]
+fn locked_passwords_come_over_locked() {
+    let db = Db::new();
+    let args = db.sources(&[(
+        "dovecot-passwd",
+        "locked-users",
+        format!(
+            "open@example.org:{M_HASH}\n\
+             shut@example.org:!{M_HASH}\n\
+             none@example.org:*\n"
+        ),
+    )]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (v, text) = db.import_json(&args, 0);
+    assert_eq!(v["counts"]["mailboxes"], 3, "{text}");
+    for list in [
+        "no_daemon_can_verify",
+        "smtpd_cannot_verify",
+        "dovecot_dict_only",
+    ] {
+        assert_eq!(v[list], serde_json::json!([]), "{list}: {v}");
+    }
+    let schemes = v["password_schemes"].to_string();
+    assert!(schemes.contains("locked"), "{schemes}");
+    // A bare value of a passwd-file is read with Dovecot's CRYPT scheme.
+    assert_eq!(
+        db.password_of("shut", "example.org"),
+        Some(format!("{{CRYPT}}!{M_HASH}"))
+    );
+    let listed = db.ok(&["user", "list"]);
+    assert!(
+        listed.contains("shut@example.org  (password locked)"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("none@example.org  (password locked)"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains("open@example.org  (password locked)"),
+        "{listed}"
+    );
+}

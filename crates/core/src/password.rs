@@ -298,12 +298,14 @@ impl PasswordHash {
     }
 
     /// Whether the entry is locked, in the notation of passwd(5) and
-    /// shadow(5): a crypt(3) string (bare, or under a crypt `{PREFIX}`)
-    /// that starts with `!` (`usermod -L`, `passwd -l` put it before the
-    /// hash) or `*` (no password at all). crypt(3) matches no password to
-    /// it, as meant: the login is refused, like a disabled mailbox's,
-    /// where a malformed hash would be a temporary failure until the row
-    /// is fixed. A `{PLAIN}` password may start with either character.
+    /// shadow(5), bare or under a crypt `{PREFIX}`: `!` before a crypt(3)
+    /// string (`usermod -L`, `passwd -l`) or before nothing (`!`, `!!`: no
+    /// password set), or `*` alone (`*LK*`, `*NP*` on Solaris). crypt(3)
+    /// matches no password to it, as meant: the login is refused, like a
+    /// disabled mailbox's, where a malformed hash would be a temporary
+    /// failure until the row is fixed. Nothing else that starts with
+    /// either character is: a password stored in clear (`!Summer2024`), a
+    /// MySQL hash (`*94BD...`), a `{PLAIN}` password.
     pub fn is_locked(&self) -> bool {
         let crypt = match self.prefix() {
             None => true,
@@ -312,7 +314,19 @@ impl PasswordHash {
                 "CRYPT" | "DES-CRYPT" | "MD5-CRYPT" | "SHA256-CRYPT" | "SHA512-CRYPT" | "BLF-CRYPT"
             ),
         };
-        crypt && self.crypt_string().starts_with(['!', '*'])
+        let c = self.crypt_string();
+        let no_password = |s: &str| matches!(s, "" | "*" | "*LK*" | "*NP*");
+        let locked = match c.strip_prefix('!') {
+            Some(_) => {
+                let hash = c.trim_start_matches('!');
+                no_password(hash)
+                    || bare_scheme(hash) != Scheme::Unknown
+                    || crypt_id_shaped(hash)
+                    || des_shaped(hash)
+            }
+            None => !c.is_empty() && no_password(c),
+        };
+        crypt && locked
     }
 
     /// Whether the value is a password in clear (`{PLAIN}`, `{CLEAR}`,
@@ -854,7 +868,10 @@ mod tests {
             "!",
             "*",
             "!!",
+            "!*",
             "!$2b$10$abcdefghijklmnopqrstuu",
+            "!!$6$salt$hash",
+            "!abJnggxhB/yWI",
             "*LK*",
             "{CRYPT}!$6$salt$hash",
             "{BLF-CRYPT}!$2y$10$x",
@@ -870,6 +887,11 @@ mod tests {
             "",
             "x!",
             "{SSHA}*",
+            // A password in clear, a MySQL hash: no lock, named as what
+            // no daemon can check.
+            "!Summer2024",
+            "*94BDCEBE19083CE2A1F959FD02F964C7AF4CFC29",
+            "*secret",
         ];
         for h in not_locked {
             assert!(!PasswordHash::new(h).is_locked(), "{h}");

@@ -93,6 +93,17 @@ pub struct SchemeInfo {
 
 /// Classify a hash for the report.
 pub fn scheme_info(h: &PasswordHash) -> SchemeInfo {
+    // Locked in the source (passwd(5)'s `!`, `*`): refused at every login
+    // there and here, on purpose; no new password is called for.
+    if h.is_locked() {
+        return SchemeInfo {
+            label: "locked (! or * before the hash)".to_string(),
+            opensmtpd: false,
+            dovecot: false,
+            dovecot_dict_only: false,
+            note: Some("every login refused, as in the source; mail still delivered"),
+        };
+    }
     let prefix = h.prefix();
     let c = h.crypt_string();
     let family = crypt_family(c);
@@ -385,6 +396,7 @@ impl Report {
             };
             let dovecot = info.dovecot || info.dovecot_dict_only;
             match (info.opensmtpd, dovecot) {
+                _ if hash.is_locked() => {}
                 (false, true) => self.smtpd_cannot_verify.push(flagged.clone()),
                 (false, false) => self.no_daemon_can_verify.push(flagged.clone()),
                 _ => {}
