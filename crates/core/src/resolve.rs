@@ -612,7 +612,10 @@ impl Resolver {
     pub fn resolve(&self, store: &mut dyn Store, addr: &Address) -> Result<Outcome, ResolveError> {
         match self.match_address(store, addr)? {
             Some(m) => {
-                let found = self.expand_match(store, addr, Some(addr), &m)?;
+                let mut found = self.expand_match(store, addr, Some(addr), &m)?;
+                if found.is_empty() {
+                    found = self.past_unknown(store, addr, m.step)?;
+                }
                 Ok(match found.is_empty() {
                     true => Outcome::NotFound,
                     false => Outcome::Found(found),
@@ -621,6 +624,39 @@ impl Resolver {
             None if store.has_domain(addr.domain().as_str())? => Ok(Outcome::NotFound),
             None => Ok(Outcome::UnknownDomain),
         }
+    }
+
+    /// Where mail to `addr` goes when the match of its `step` made it
+    /// unknown (every target made from it has no rows, or cannot hold its
+    /// local part): smtpd's walk does not stop at a key answered "not
+    /// found", and a key after it may answer. After a tagged key, the
+    /// untagged address's (its own match); after that, `@dom`, which a
+    /// catch-all with a fixed target answers ([`Resolver::alias_for_key`];
+    /// a domain alias's `@dom` is not answered).
+    fn past_unknown(
+        &self,
+        store: &mut dyn Store,
+        addr: &Address,
+        step: Step,
+    ) -> Result<Vec<Destination>, ResolveError> {
+        let next = match step {
+            Step::TaggedExact => addr.without_tag(self.delimiter).to_string(),
+            Step::Exact | Step::Pattern => format!("@{}", addr.domain()),
+            Step::CatchAll => return Ok(Vec::new()),
+        };
+        let after = match self.key_match(store, &next)? {
+            Some((m, start)) => {
+                let found = self.expand_match(store, addr, start.as_ref(), &m)?;
+                if !found.is_empty() || start.is_none() {
+                    return Ok(found);
+                }
+                m.step
+            }
+            // The untagged address unanswered: on to `@dom`.
+            None if step == Step::TaggedExact => Step::Exact,
+            None => return Ok(Vec::new()),
+        };
+        self.past_unknown(store, addr, after)
     }
 
     /// The target addresses of a match, with `%` substituted. A target

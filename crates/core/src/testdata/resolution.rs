@@ -23,6 +23,9 @@ pub fn rows() -> Vec<Row> {
         // The article's data, verbatim (a bcrypt hash for its password).
         mailbox("hugo", "barrera.io"),
         alias("%", "barrera.io", "hugo@barrera.io"),
+        // A pattern whose target cannot always hold the capture, beside
+        // that catch-all.
+        alias("ext-%", "barrera.io", "%@partner.example"),
         alias("contact", "example.com", "hugo@barrera.io"),
         // `_` is a literal character, and survives the delivery user name.
         mailbox("john_doe", "example.com"),
@@ -211,9 +214,17 @@ pub const CASES: &[(&str, Want)] = &[
     ("%@barrera.io", found("@barrera.io", HUGO)),
     ("a|b@barrera.io", found("@barrera.io", HUGO)),
     // ... but a target made from such a capture cannot be written: no
-    // such address at the target.
+    // such address at the target; where the domain has a catch-all with a
+    // fixed target, smtpd's walk goes on to `@dom` and finds it.
     ("ext-yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy@example.org", Want::NotFound),
     ("ext-a|b@example.org", Want::NotFound),
+    ("ext-yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy@barrera.io", found("@barrera.io", HUGO)),
+    ("ext-yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy+t@barrera.io", found("@barrera.io", HUGO)),
+    ("ext-a|b@barrera.io", found("@barrera.io", HUGO)),
+    (
+        "ext-ok@barrera.io",
+        found("ext-ok@barrera.io", &[External("ok@partner.example")]),
+    ),
     (
         "ext-joe@example.org",
         found("ext-joe@example.org", &[External("joe@partner.example")]),
