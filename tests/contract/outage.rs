@@ -392,3 +392,103 @@ backend_test!(a_held_lock_is_waited_out_once_then_briefly, |db| {
     );
     assert!(waited >= Duration::from_millis(250), "{waited:?}");
 });
+
+/// `url` with `host` put before its own host(s) (a multi-host URL).
+fn with_host_first(url: &str, host: &str) -> String {
+    let (head, rest) = url.split_once('@').expect("a URL with a user name");
+    format!("{head}@{host},{rest}")
+}
+
+/// A TCP port that takes connections and never answers (a stopped
+/// server, a proxy without a backend), for as long as the guard lives.
+struct Silent {
+    port: u16,
+    _stop: std::sync::mpsc::Sender<()>,
+}
+
+fn silent_port() -> Silent {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        // Until the guard is dropped (the channel then disconnects).
+        while let Err(std::sync::mpsc::TryRecvError::Empty) = stopped.try_recv() {
+            if let Ok((s, _)) = listener.accept() {
+                held.push(s);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    Silent { port, _stop: stop }
+}
+
+// A host that takes the connection and never answers, listed first, is
+// passed over once its own timeout runs out: the next host answers.
+// Before, one deadline covered the whole list and the first host used it
+// up. With every host silent, the error names each.
+pg_test!(a_host_that_never_answers_is_passed_over, |db| {
+    let mut w = db.init();
+    w.insert(&mailbox("a", "ex.org")).unwrap();
+    let silent = silent_port();
+    let url = with_host_first(db.url_text(), &format!("127.0.0.1:{}", silent.port));
+    let opts = |access| mailtable_core::store::OpenOptions {
+        access,
+        timeout: SHORT,
+    };
+    for access in [Access::ReadOnly, Access::ReadWrite] {
+        let mut s = mailtable_core::store::open(&url.parse().unwrap(), &opts(access))
+            .unwrap_or_else(|e| panic!("{access:?}: {e}"));
+        assert_eq!(s.exact("a", "ex.org").unwrap().len(), 1, "{access:?}");
+    }
+    let other = silent_port();
+    let both = format!(
+        "postgresql://u@127.0.0.1:{},127.0.0.1:{}/mail?sslmode=disable",
+        silent.port, other.port
+    );
+    let e = mailtable_core::store::open(&both.parse().unwrap(), &opts(Access::ReadOnly))
+        .err()
+        .expect("no host answers");
+    let text = e.to_string();
+    for port in [silent.port, other.port] {
+        assert!(text.contains(&format!("127.0.0.1:{port}: ")), "{text}");
+    }
+});
+
+// `target_session_attrs` in the URL picks the daemons' host as libpq
+// would, whatever the session is made afterwards: a primary is
+// `read-write`, never `read-only`, and a reader's session refuses writes
+// either way. (Readers once set read-only at startup, which made every
+// server look read-only to that check.)
+pg_test!(target_session_attrs_choose_the_readers_host_too, |db| {
+    let mut w = db.init();
+    w.insert(&mailbox("a", "ex.org")).unwrap();
+    let with = |attrs: &str| {
+        let url = db.url_text();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}target_session_attrs={attrs}")
+    };
+    let opts = mailtable_core::store::OpenOptions {
+        access: Access::ReadOnly,
+        timeout: SHORT,
+    };
+    let mut primary = mailtable_core::store::open(&with("read-write").parse().unwrap(), &opts)
+        .expect("the primary is read-write");
+    assert_eq!(primary.exact("a", "ex.org").unwrap().len(), 1);
+    let e = primary.insert(&mailbox("b", "ex.org")).unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+    let standby = mailtable_core::store::open(&with("read-only").parse().unwrap(), &opts)
+        .and_then(|mut s| s.exact("a", "ex.org"));
+    assert!(
+        standby.is_err(),
+        "a primary taken for read-only: {standby:?}"
+    );
+    let e = mailtable_core::store::open(&with("standby").parse().unwrap(), &opts)
+        .err()
+        .expect("not a value the driver takes");
+    assert!(
+        e.to_string().contains("target_session_attrs takes any"),
+        "{e}"
+    );
+});

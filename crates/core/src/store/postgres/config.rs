@@ -114,6 +114,9 @@ impl Tls {
 /// Everything needed to connect.
 pub(super) struct Settings {
     pub(super) config: Config,
+    /// One config per host of the URL, in its order, each with its own
+    /// password from the password file ([`per_host`]).
+    pub(super) hosts: Vec<(String, Config)>,
     pub(super) tls: Tls,
 }
 
@@ -187,12 +190,22 @@ pub(super) fn from_url(
     options: &OpenOptions,
 ) -> Result<Settings, StoreError> {
     let (url, taken) = take_params(url);
-    let mut config: Config = url
-        .parse()
-        .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL {shown}: {e}")))?;
+    let mut config: Config = url.parse().map_err(|e| {
+        // The driver's message names no parameter; libpq's other
+        // `target_session_attrs` (primary, standby, prefer-standby) are the
+        // likely ones it does not take.
+        let attrs = match url.contains("target_session_attrs=") {
+            true => " (target_session_attrs takes any, read-write or read-only here)",
+            false => "",
+        };
+        StoreError::Config(format!("invalid PostgreSQL URL {shown}: {e}{attrs}"))
+    })?;
     if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
         config.host_path(DEFAULT_SOCKET_DIR);
     }
+    // The URL's own password serves every host; one from the password
+    // file is looked up per host, as libpq does (below).
+    let url_password = config.get_password().is_some();
     passfile::apply(&mut config, taken.passfile.as_deref(), shown)?;
     let mode = match taken.sslmode.as_deref() {
         Some(m) => SslMode::parse(m).ok_or_else(|| {
@@ -232,9 +245,11 @@ pub(super) fn from_url(
         " -c statement_timeout={}",
         options.timeout.as_millis().max(1)
     ));
-    if options.access == Access::ReadOnly {
-        startup.push_str(" -c default_transaction_read_only=on");
-    } else {
+    // Readers' sessions are made read-only once chosen (connect.rs): as a
+    // startup option it made every server look read-only to the driver's
+    // `target_session_attrs` check, so `read-write` refused the primary
+    // and `read-only` took it.
+    if options.access != Access::ReadOnly {
         // Writes go to the primary only (libpq's target_session_attrs).
         config.target_session_attrs(TargetSessionAttrs::ReadWrite);
     }
@@ -245,7 +260,96 @@ pub(super) fn from_url(
     if config.get_application_name().is_none() {
         config.application_name(program_name());
     }
-    Ok(Settings { config, tls })
+    let mut hosts = per_host(&config, url_password);
+    for (_, host) in &mut hosts {
+        passfile::apply(host, taken.passfile.as_deref(), shown)?;
+    }
+    Ok(Settings { config, hosts, tls })
+}
+
+/// `config` once per host, in the URL's order, each naming that host
+/// alone (with its `hostaddr` and port: one port for all hosts or one
+/// each, as libpq pairs them), and a label for messages. The driver tries
+/// a multi-host URL in one call whose connect timeout covers the TCP
+/// connect only: a host that accepts and never answers (a stopped
+/// server, a proxy without a backend) held every lookup past the whole
+/// deadline, and the next host was never tried. One at a time, each gets
+/// a deadline of its own (libpq's `connect_timeout` is per host too).
+/// `password`: with the password `config` has (the URL's), or without.
+pub(super) fn per_host(config: &Config, password: bool) -> Vec<(String, Config)> {
+    let (hosts, addrs, ports) = (
+        config.get_hosts(),
+        config.get_hostaddrs(),
+        config.get_ports(),
+    );
+    let n = hosts.len().max(addrs.len()).max(1);
+    (0..n)
+        .map(|i| {
+            let mut c = Config::new();
+            copy_settings(config, &mut c, password);
+            let mut label = match hosts.get(i) {
+                Some(Host::Tcp(name)) => {
+                    c.host(name);
+                    name.clone()
+                }
+                Some(Host::Unix(dir)) => {
+                    c.host_path(dir);
+                    dir.display().to_string()
+                }
+                None => String::new(),
+            };
+            if let Some(addr) = addrs.get(i) {
+                c.hostaddr(*addr);
+                if label.is_empty() {
+                    label = addr.to_string();
+                }
+            }
+            if let Some(port) = ports.get(i).or(ports.first()) {
+                c.port(*port);
+                label = format!("{label}:{port}");
+            }
+            (label, c)
+        })
+        .collect()
+}
+
+/// Every setting of `from` but its hosts and ports (and its password
+/// unless `password`), into `to`.
+fn copy_settings(from: &Config, to: &mut Config, password: bool) {
+    if let Some(user) = from.get_user() {
+        to.user(user);
+    }
+    if let Some(p) = from.get_password().filter(|_| password) {
+        to.password(p);
+    }
+    if let Some(dbname) = from.get_dbname() {
+        to.dbname(dbname);
+    }
+    if let Some(options) = from.get_options() {
+        to.options(options);
+    }
+    if let Some(name) = from.get_application_name() {
+        to.application_name(name);
+    }
+    to.ssl_mode(from.get_ssl_mode());
+    to.ssl_negotiation(from.get_ssl_negotiation());
+    if let Some(t) = from.get_connect_timeout() {
+        to.connect_timeout(*t);
+    }
+    if let Some(t) = from.get_tcp_user_timeout() {
+        to.tcp_user_timeout(*t);
+    }
+    to.keepalives(from.get_keepalives());
+    to.keepalives_idle(from.get_keepalives_idle());
+    if let Some(t) = from.get_keepalives_interval() {
+        to.keepalives_interval(t);
+    }
+    if let Some(n) = from.get_keepalives_retries() {
+        to.keepalives_retries(n);
+    }
+    to.target_session_attrs(from.get_target_session_attrs());
+    to.channel_binding(from.get_channel_binding());
+    to.load_balance_hosts(from.get_load_balance_hosts());
 }
 
 /// The binary's name, for `application_name`: the executable's file name,
@@ -289,7 +393,7 @@ mod tests {
         assert_eq!(ro.get_target_session_attrs(), TargetSessionAttrs::Any);
         assert_eq!(
             ro.get_options(),
-            Some("-c search_path=mt -c statement_timeout=1500 -c default_transaction_read_only=on")
+            Some("-c search_path=mt -c statement_timeout=1500")
         );
         assert_eq!(ro.get_connect_timeout(), Some(&Duration::from_millis(1500)));
         assert!(ro.get_application_name().is_some());
@@ -312,6 +416,54 @@ mod tests {
         assert!(
             matches!(local.get_hosts(), [Host::Unix(p)] if p.as_path() == std::path::Path::new(DEFAULT_SOCKET_DIR))
         );
+    }
+
+    /// One config per host, each with every setting of the URL's and its
+    /// own host and port, in the URL's order.
+    #[test]
+    fn each_host_gets_a_config_of_its_own() {
+        let url = "postgresql://mail:s3cret@db1:5432,db2:5433,%2Frun%2Fpg/mail\
+                   ?options=-c%20search_path%3Dmt&target_session_attrs=read-only\
+                   &keepalives_idle=30&channel_binding=disable";
+        let s = from_url(url, &redact(url), &opts(Access::ReadOnly)).unwrap();
+        let labels: Vec<&str> = s.hosts.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(labels, ["db1:5432", "db2:5433", "/run/pg:5432"]);
+        let (_, first) = &s.hosts[0];
+        assert_eq!(first.get_hosts(), &[Host::Tcp("db1".into())]);
+        assert_eq!(first.get_ports(), &[5432]);
+        // Everything else as the whole URL's config has it: the two print
+        // the same once the hosts and ports are the same.
+        let mut whole = Config::new();
+        copy_settings(&s.config, &mut whole, true);
+        whole.host("db1").port(5432);
+        assert_eq!(format!("{first:?}"), format!("{whole:?}"));
+        assert_eq!(
+            first.get_target_session_attrs(),
+            TargetSessionAttrs::ReadOnly
+        );
+        assert_eq!(first.get_password(), Some(&b"s3cret"[..]));
+        // A password file's line per host, as libpq reads it; the URL's
+        // own password, where it has one, for every host.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pgpass");
+        std::fs::write(&file, "db1:5432:mail:mail:one\ndb2:5433:mail:mail:two\n").unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let url = format!(
+            "postgresql://mail@db1:5432,db2:5433/mail?passfile={}",
+            file.display()
+        );
+        let s = from_url(&url, &redact(&url), &opts(Access::ReadOnly)).unwrap();
+        let passwords: Vec<_> = s.hosts.iter().map(|(_, c)| c.get_password()).collect();
+        assert_eq!(passwords, [Some(&b"one"[..]), Some(&b"two"[..])]);
+        let url = url.replace("mail@", "mail:given@");
+        let s = from_url(&url, &redact(&url), &opts(Access::ReadOnly)).unwrap();
+        let passwords: Vec<_> = s.hosts.iter().map(|(_, c)| c.get_password()).collect();
+        assert_eq!(passwords, [Some(&b"given"[..]), Some(&b"given"[..])]);
+        // A URL of one host: the same config.
+        let one = "postgresql://mail:s3cret@db1:5432/mail?keepalives_idle=30";
+        let s = from_url(one, &redact(one), &opts(Access::ReadOnly)).unwrap();
+        assert_eq!(format!("{:?}", s.hosts[0].1), format!("{:?}", s.config));
     }
 
     fn tls(url: &str) -> Result<(Tls, DriverSslMode), StoreError> {

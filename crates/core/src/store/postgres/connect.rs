@@ -23,12 +23,23 @@ use super::PostgresStore;
 use crate::store::{Access, StoreError, LOCKED_WAIT};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use tokio_postgres::config::LoadBalanceHosts;
 
 /// Added to the configured timeout for the client-side deadline, so that the
 /// server's own `statement_timeout` (a clean error) normally fires first.
 pub(super) const GRACE: Duration = Duration::from_millis(250);
 /// How long closing a connection may wait for the goodbye to be sent.
 const CLOSE_WAIT: Duration = Duration::from_millis(100);
+
+/// A number below `n` that differs from call to call, to start a
+/// `load_balance_hosts=random` URL at (no need for more randomness than
+/// spreading connections).
+fn random_below(n: usize) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    (h.finish() % n as u64) as usize
+}
 
 /// Transaction state (`begin` .. `commit`/`rollback`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,8 +106,7 @@ impl PostgresStore {
                 self.open = Some(open);
                 Ok(())
             }
-            Err(f) => {
-                let err = self.connect_error(f);
+            Err(err) => {
                 // The caller reports the error (the daemons log each failed
                 // lookup, the CLI prints it); here only for debugging.
                 tracing::debug!(database = %self.shown, "{err}");
@@ -106,13 +116,58 @@ impl PostgresStore {
         }
     }
 
-    fn try_connect(&self) -> Result<Open, Failure> {
-        let limit = self.timeout * self.hosts + GRACE;
+    /// A connection to the first host that takes one, in the URL's order
+    /// (from a random one with `load_balance_hosts=random`), each tried
+    /// within the timeout; when none does, what each said.
+    fn try_connect(&self) -> Result<Open, StoreError> {
+        let n = self.hosts.len();
+        let first = match self.config.get_load_balance_hosts() {
+            LoadBalanceHosts::Random if n > 1 => random_below(n),
+            _ => 0,
+        };
+        let mut failed = Vec::new();
+        for i in (0..n).map(|k| (first + k) % n) {
+            let (label, config) = &self.hosts[i];
+            match self.try_host(config) {
+                Ok(open) => return Ok(open),
+                Err(f) => failed.push((label, self.connect_error(f))),
+            }
+        }
+        Err(match failed.len() {
+            0 | 1 => failed
+                .pop()
+                .map(|(_, e)| e)
+                .unwrap_or_else(|| StoreError::Unavailable("no host to connect to".into())),
+            _ => {
+                // Each host's own error, as libpq lists them, under the
+                // one heading they all share.
+                let heading = match self.writer() {
+                    true => format!("no writable primary reachable at {}", self.shown),
+                    false => format!("cannot connect to {}", self.shown),
+                };
+                let each: Vec<String> = failed
+                    .iter()
+                    .map(|(label, e)| {
+                        let text = message(e);
+                        let own = text
+                            .strip_prefix(heading.as_str())
+                            .and_then(|t| t.strip_prefix(": "))
+                            .unwrap_or(text);
+                        format!("{label}: {own}")
+                    })
+                    .collect();
+                StoreError::Unavailable(format!("{heading}: {}", each.join("; ")))
+            }
+        })
+    }
+
+    /// A connection to the one host of `config`, ready for lookups.
+    fn try_host(&self, config: &tokio_postgres::Config) -> Result<Open, Failure> {
         let (client, connection) = block(
             &self.rt,
-            limit,
+            self.timeout + GRACE,
             "connecting",
-            self.config.connect(self.tls.clone()),
+            config.connect(self.tls.clone()),
         )?;
         let driver = self.rt.spawn(async move {
             if let Err(e) = connection.await {
@@ -132,6 +187,13 @@ impl PostgresStore {
         };
         // A failure here drops `open`; its driver ends with the runtime's
         // next run, closing the socket.
+        // A reader's session is read-only from here on (PostgreSQL manual,
+        // "Client Connection Defaults"), set once the host is chosen: as a
+        // startup option it would make every server look read-only to the
+        // `target_session_attrs` check.
+        if !self.writer() {
+            conn.batch("SET default_transaction_read_only = on")?;
+        }
         if self.locked {
             conn.batch(&format!(
                 "SET lock_timeout = {}",

@@ -209,7 +209,7 @@ impl PostgresStore {
             Failure::Pg(e) => chain(&e),
             Failure::Timeout(what) => format!(
                 "no answer within {} ms ({what})",
-                (self.timeout * self.hosts + GRACE).as_millis()
+                (self.timeout + GRACE).as_millis()
             ),
             Failure::NotConnected => "not connected".into(),
         };

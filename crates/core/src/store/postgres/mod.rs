@@ -73,8 +73,9 @@ pub struct PostgresStore {
     shown: String,
     access: Access,
     timeout: Duration,
-    /// Hosts in the URL: the connect deadline covers trying each in turn.
-    hosts: u32,
+    /// Each host of the URL with its own config, tried in turn, each
+    /// within the timeout ([`config::per_host`]).
+    hosts: Vec<(String, Config)>,
     rt: Runtime,
     open: Option<Open>,
     tx: Tx,
@@ -113,13 +114,8 @@ impl PostgresStore {
     /// errors).
     pub fn open(url: &str, options: &OpenOptions) -> Result<PostgresStore, StoreError> {
         let shown = redact(url);
-        let config::Settings { config, tls } = config::from_url(url, &shown, options)?;
+        let config::Settings { config, hosts, tls } = config::from_url(url, &shown, options)?;
         let tls = tls::connector(&tls)?;
-        let hosts = config
-            .get_hosts()
-            .len()
-            .max(config.get_hostaddrs().len())
-            .max(1);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -133,7 +129,7 @@ impl PostgresStore {
             shown,
             access: options.access,
             timeout: options.timeout,
-            hosts: u32::try_from(hosts).unwrap_or(u32::MAX),
+            hosts,
             rt,
             open: None,
             tx: Tx::None,

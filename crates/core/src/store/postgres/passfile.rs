@@ -21,8 +21,9 @@
 //! A file named explicitly (`passfile`, `$PGPASSFILE`) that cannot be
 //! read is an error naming it; a missing `~/.pgpass` is simply not used.
 //!
-//! With several hosts in the URL, tokio-postgres takes one password for
-//! all of them: the first host that has a matching line gives it.
+//! With several hosts in the URL, each host's config is given the line
+//! that matches it (`config::per_host`), as libpq looks each host up; the
+//! whole URL's config keeps the first match, for the back-off's key.
 
 use crate::store::StoreError;
 use std::os::unix::fs::PermissionsExt;
