@@ -69,14 +69,17 @@ impl Ctx {
     }
 
     /// Run `f` in one transaction on the store opened for writing; roll
-    /// back if it fails.
+    /// back if it fails, or if Ctrl-C or SIGTERM came meanwhile
+    /// ([`crate::interrupt`]).
     pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&mut dyn Store) -> Result<T, CliError>,
     ) -> Result<T, CliError> {
+        // Declared first, dropped last: after the rollback or commit.
+        let _deferred = crate::interrupt::defer();
         let mut s = self.open_rw()?;
         s.begin()?;
-        match f(s.as_mut()) {
+        match f(s.as_mut()).and_then(|v| crate::interrupt::check().map(|()| v)) {
             Ok(v) => {
                 s.commit()?;
                 drop(s);

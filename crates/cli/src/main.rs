@@ -8,6 +8,7 @@ mod ctx;
 mod doctor;
 mod error;
 mod import;
+mod interrupt;
 mod quota;
 mod secret_input;
 

@@ -762,3 +762,59 @@ fn a_reader_that_stops_early_ends_the_list_quietly() {
         out.status
     );
 }
+
+/// Ctrl-C during a write rolls it back and says so, instead of killing
+/// the process inside its transaction (which left a hot journal that the
+/// daemons, reading as their own users, cannot roll back). Played while
+/// the write waits for the lock another writer holds.
+#[test]
+fn an_interrupted_write_rolls_back_and_leaves_no_journal() {
+    let db = Db::new();
+    db.ok(&["init"]);
+    let holder = rusqlite::Connection::open(&db.path).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailtable"))
+        .args([
+            "--database",
+            &db.url(),
+            "alias",
+            "add",
+            "x@ex.org",
+            "y@other.org",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It has the database open, which `alias add` does inside its write
+    // only, and waits for the lock: the signal comes inside the write.
+    let fds = format!("/proc/{}/fd", child.id());
+    let opened = || {
+        std::fs::read_dir(&fds)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == db.path))
+    };
+    while !opened() {
+        assert!(child.try_wait().unwrap().is_none(), "exited before opening");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    holder.execute_batch("ROLLBACK").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(
+        err.contains("interrupted by SIGINT: nothing was changed"),
+        "{err}"
+    );
+    let journal = PathBuf::from(format!("{}-journal", db.path.display()));
+    assert!(!journal.exists(), "a journal left behind");
+    let (code, _) = db.code(&["resolve", "x@ex.org"]);
+    assert_eq!(code, 1, "the alias was not added");
+}

@@ -84,6 +84,7 @@ pub fn check_database(
     let mut c = Checked::default();
     for (i, g) in plan.groups.iter().enumerate() {
         bar.inc(1);
+        crate::interrupt::stopped()?;
         let existing = db.exact(g.username(), g.domain())?;
         if existing.is_empty() {
             c.new.push(i);

@@ -432,6 +432,9 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> Result<Exit, CliError> {
         )));
     }
 
+    // Declared before the store, dropped after it: a signal is acted on
+    // once the transaction is rolled back or committed.
+    let _deferred = (!args.verify).then(crate::interrupt::defer);
     let mut store = if args.verify {
         ctx.open(Access::ReadOnly)?
     } else {
@@ -507,6 +510,7 @@ fn import(
             for r in g.rows() {
                 store.insert(&r)?;
             }
+            crate::interrupt::check()?;
             bar.inc(1);
         }
         bar.finish_and_clear();
@@ -687,6 +691,7 @@ fn finish(
         store.rollback();
         rep.status = report::Status::DryRun;
     } else {
+        crate::interrupt::check()?;
         store.commit()?;
         rep.status = report::Status::Imported;
     }

@@ -117,6 +117,7 @@ pub fn verify(
     let mut v = Verification::default();
     for a in known {
         bar.inc(1);
+        crate::interrupt::stopped()?;
         let want = sem.expected(a)?;
         if matches!(want, Expect::Blocked(_)) {
             v.not_comparable += 1;
