@@ -37,16 +37,22 @@ pub(crate) fn defer() -> Deferred {
         SaFlags::SA_RESTART,
         SigSet::empty(),
     );
-    let previous = SIGNALS
-        .iter()
+    let mut previous = Vec::new();
+    for s in SIGNALS {
         // SAFETY: `note` only stores to an atomic, which is
         // async-signal-safe.
-        .filter_map(|&s| {
-            unsafe { signal::sigaction(s, &action) }
-                .ok()
-                .map(|old| (s, old))
-        })
-        .collect();
+        let Ok(old) = (unsafe { signal::sigaction(s, &action) }) else {
+            continue;
+        };
+        if old.handler() == SigHandler::SigIgn {
+            // Ignored as the process started (`nohup`, a job a script
+            // runs in the background): it stays ignored.
+            // SAFETY: the action that was in place.
+            let _ = unsafe { signal::sigaction(s, &old) };
+        } else {
+            previous.push((s, old));
+        }
+    }
     Deferred { previous }
 }
 

@@ -763,29 +763,34 @@ fn a_reader_that_stops_early_ends_the_list_quietly() {
     );
 }
 
-/// Ctrl-C during a write rolls it back and says so, instead of killing
-/// the process inside its transaction (which left a hot journal that the
-/// daemons, reading as their own users, cannot roll back). Played while
-/// the write waits for the lock another writer holds.
-#[test]
-fn an_interrupted_write_rolls_back_and_leaves_no_journal() {
-    let db = Db::new();
-    db.ok(&["init"]);
+/// `alias add x@ex.org` sent `sig` while it waits for the lock another
+/// writer holds (inside its write), `sig` ignored from the start or not;
+/// its output once the lock is free.
+fn signal_during_write(db: &Db, sig: nix::sys::signal::Signal, ignored: bool) -> Output {
+    use std::os::unix::process::CommandExt;
     let holder = rusqlite::Connection::open(&db.path).unwrap();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailtable"))
-        .args([
-            "--database",
-            &db.url(),
-            "alias",
-            "add",
-            "x@ex.org",
-            "y@other.org",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mailtable"));
+    cmd.args([
+        "--database",
+        &db.url(),
+        "alias",
+        "add",
+        "x@ex.org",
+        "y@other.org",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    if ignored {
+        // SAFETY: only signal(2), async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::signal(sig as libc::c_int, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
     // It has the database open, which `alias add` does inside its write
     // only, and waits for the lock: the signal comes inside the write.
     let fds = format!("/proc/{}/fd", child.id());
@@ -800,13 +805,21 @@ fn an_interrupted_write_rolls_back_and_leaves_no_journal() {
         assert!(child.try_wait().unwrap().is_none(), "exited before opening");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
     holder.execute_batch("ROLLBACK").unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Ctrl-C during a write rolls it back and says so, instead of killing
+/// the process inside its transaction (which left a hot journal that the
+/// daemons, reading as their own users, cannot roll back). A signal the
+/// process was started ignoring (`nohup`) stays ignored.
+#[test]
+fn an_interrupted_write_rolls_back_and_leaves_no_journal() {
+    use nix::sys::signal::Signal;
+    let db = Db::new();
+    db.ok(&["init"]);
+    let out = signal_during_write(&db, Signal::SIGINT, false);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(75), "{err}");
     assert!(
@@ -817,4 +830,10 @@ fn an_interrupted_write_rolls_back_and_leaves_no_journal() {
     assert!(!journal.exists(), "a journal left behind");
     let (code, _) = db.code(&["resolve", "x@ex.org"]);
     assert_eq!(code, 1, "the alias was not added");
+
+    let out = signal_during_write(&db, Signal::SIGHUP, true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "under nohup: {err}");
+    let (code, _) = db.code(&["resolve", "x@ex.org"]);
+    assert_eq!(code, 0, "the alias was added");
 }

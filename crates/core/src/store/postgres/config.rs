@@ -260,6 +260,26 @@ pub(super) fn from_url(
     if config.get_application_name().is_none() {
         config.application_name(program_name());
     }
+    // What the driver refuses when it is given several hosts at once,
+    // refused here too: `per_host` would pair them up some other way
+    // (`host=a&port=5999` is two ports for one host).
+    let (n_hosts, n_addrs, n_ports) = (
+        config.get_hosts().len(),
+        config.get_hostaddrs().len(),
+        config.get_ports().len(),
+    );
+    if n_hosts > 0 && n_addrs > 0 && n_hosts != n_addrs {
+        return Err(StoreError::Config(format!(
+            "invalid PostgreSQL URL {shown}: {n_hosts} host(s) and {n_addrs} hostaddr(s)"
+        )));
+    }
+    if n_ports > 1 && n_ports != n_hosts.max(n_addrs) {
+        return Err(StoreError::Config(format!(
+            "invalid PostgreSQL URL {shown}: {n_ports} ports for {} host(s) (one port for \
+             all, or one per host)",
+            n_hosts.max(n_addrs)
+        )));
+    }
     let mut hosts = per_host(&config, url_password);
     for (_, host) in &mut hosts {
         passfile::apply(host, taken.passfile.as_deref(), shown)?;
@@ -460,6 +480,17 @@ mod tests {
         let s = from_url(&url, &redact(&url), &opts(Access::ReadOnly)).unwrap();
         let passwords: Vec<_> = s.hosts.iter().map(|(_, c)| c.get_password()).collect();
         assert_eq!(passwords, [Some(&b"given"[..]), Some(&b"given"[..])]);
+        // Ports and hostaddrs that do not pair up with the hosts, as the
+        // driver would refuse them (`?port=` after a host written without
+        // one is a second port).
+        for bad in [
+            "postgresql://mail@127.0.0.1/mail?port=5999",
+            "postgresql://mail@db1:1,db2:2,db3:3/mail?port=4",
+            "postgresql://mail@db1,db2/mail?hostaddr=127.0.0.1",
+        ] {
+            let e = from_url(bad, &redact(bad), &opts(Access::ReadOnly)).err();
+            assert!(matches!(e, Some(StoreError::Config(_))), "{bad}: {e:?}");
+        }
         // A URL of one host: the same config.
         let one = "postgresql://mail:s3cret@db1:5432/mail?keepalives_idle=30";
         let s = from_url(one, &redact(one), &opts(Access::ReadOnly)).unwrap();
