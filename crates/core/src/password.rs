@@ -316,15 +316,15 @@ impl PasswordHash {
         };
         let c = self.crypt_string();
         let no_password = |s: &str| matches!(s, "" | "*" | "*LK*" | "*NP*");
-        let locked = match c.strip_prefix('!') {
-            Some(_) => {
-                let hash = c.trim_start_matches('!');
+        let hash = c.trim_start_matches('!');
+        let locked = match hash.len() < c.len() {
+            true => {
                 no_password(hash)
                     || bare_scheme(hash) != Scheme::Unknown
                     || crypt_id_shaped(hash)
                     || des_shaped(hash)
             }
-            None => !c.is_empty() && no_password(c),
+            false => !c.is_empty() && no_password(c),
         };
         crypt && locked
     }
@@ -421,14 +421,13 @@ impl PasswordHash {
             _ => return None,
         };
         // An empty string is an empty hash, said as such elsewhere. A
-        // leading `!` or `*` is a locked entry (passwd(5)): crypt(3) fails
-        // on it and Dovecot refuses the login, as meant.
+        // locked entry is refused at login, by the one rule that says what
+        // one is ([`PasswordHash::is_locked`]): `{SHA512-CRYPT}!Summer2024`
+        // is no lock but a malformed value.
         let takes = c.is_empty()
+            || self.is_locked()
             || names_crypt_string(&p, c) == Some(true)
-                && (bare_scheme(c) != Scheme::Unknown
-                    || crypt_id_shaped(c)
-                    || des_shaped(c)
-                    || c.starts_with(['!', '*']));
+                && (bare_scheme(c) != Scheme::Unknown || crypt_id_shaped(c) || des_shaped(c));
         (!takes).then_some(family.name())
     }
 
@@ -892,10 +891,18 @@ mod tests {
             "!Summer2024",
             "*94BDCEBE19083CE2A1F959FD02F964C7AF4CFC29",
             "*secret",
+            "{SHA512-CRYPT}!Summer2024",
         ];
         for h in not_locked {
             assert!(!PasswordHash::new(h).is_locked(), "{h}");
         }
+        // Under a crypt prefix, what is neither a crypt string nor a lock
+        // is malformed, never handed to Dovecot as a lock.
+        let e = PasswordHash::new("{SHA512-CRYPT}!Summer2024").validate();
+        assert!(matches!(e, Err(PasswordError::Malformed(_))), "{e:?}");
+        assert!(PasswordHash::new("{SHA512-CRYPT}!$6$salt$hash")
+            .misnamed_family()
+            .is_none());
     }
 
     #[test]
