@@ -51,6 +51,21 @@ impl Ctx {
         Ok(store::open(&self.url, &opts)?)
     }
 
+    /// Open for a check made before a write (the mailbox is new, the
+    /// mailbox exists), so that nothing is asked of the admin (a password)
+    /// for a command that would be refused anyway.
+    ///
+    /// With write access although it only reads: a SQLite file a writer
+    /// left a hot journal in (it died inside a transaction) cannot be read
+    /// until the journal is rolled back, which SQLite does at the first
+    /// read of a connection that may write (<https://sqlite.org/lockingv3.html>,
+    /// "hot journals"). Opened read-only, the check would fail on it and
+    /// the write that clears it would never run, although the error itself
+    /// tells the admin to run a write as root.
+    pub(crate) fn open_before_write(&self) -> Result<Box<dyn Store>, CliError> {
+        self.open(Access::ReadWrite)
+    }
+
     /// Open for writing, at the latest schema (or explain how to get there).
     pub(crate) fn open_rw(&self) -> Result<Box<dyn Store>, CliError> {
         let mut s = self.open(Access::ReadWrite)?;

@@ -837,3 +837,61 @@ fn an_interrupted_write_rolls_back_and_leaves_no_journal() {
     let (code, _) = db.code(&["resolve", "x@ex.org"]);
     assert_eq!(code, 0, "the alias was added");
 }
+
+/// A writer that died inside a transaction (the sqlite3 shell killed, a
+/// crash) leaves a hot journal: the first write as a user who can write
+/// the file rolls it back, as the error the daemons log says. `user add`
+/// and `passwd` look first (no password is asked for a command that would
+/// be refused): that look must not be the read-only one that cannot.
+#[test]
+fn a_write_rolls_back_the_hot_journal_a_dead_writer_left() {
+    let db = Db::new();
+    db.ok(&["init"]);
+    db.add_user("a@x.org", "first-password");
+    let journal = |p: &Path| PathBuf::from(format!("{}-journal", p.display()));
+    let crashed = db.path.with_extension("crashed");
+    for (args, stdin) in [
+        (
+            &["user", "add", "b@x.org", "--password-stdin"][..],
+            "pw-of-b\n",
+        ),
+        (
+            &["user", "passwd", "a@x.org", "--password-stdin"][..],
+            "second-password\n",
+        ),
+    ] {
+        {
+            // The files as they are while a transaction that spilled pages
+            // into the database is open.
+            let writer = rusqlite::Connection::open(&db.path).unwrap();
+            writer
+                .execute_batch(
+                    "PRAGMA cache_size = 1; BEGIN; \
+                     UPDATE users SET mailbox = 'gone@x.org'; \
+                     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \
+                     INSERT INTO users (username, domain, mailbox) \
+                     SELECT 'u' || i, 'x.org', 'gone@x.org' FROM n;",
+                )
+                .unwrap();
+            std::fs::copy(&db.path, &crashed).unwrap();
+            std::fs::copy(journal(&db.path), journal(&crashed)).unwrap();
+            writer.execute_batch("ROLLBACK").unwrap();
+        }
+        std::fs::rename(&crashed, &db.path).unwrap();
+        std::fs::rename(journal(&crashed), journal(&db.path)).unwrap();
+        let (code, err) = db.code(&["user", "list"]);
+        assert_eq!(code, 75, "a read-only command cannot roll it back: {err}");
+        assert!(err.contains("hot journal"), "{err}");
+
+        let out = db.run_in(args, Some(stdin));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!journal(&db.path).exists(), "{args:?} left the journal");
+    }
+    assert_eq!(db.ok(&["user", "list"]), "a@x.org\nb@x.org\n");
+    assert_eq!(db.resolve("a@x.org").1, ["a@x.org"]);
+    assert!(db.ok(&["user", "list", "--json"]).contains("b@x.org"));
+}

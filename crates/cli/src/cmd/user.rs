@@ -116,7 +116,7 @@ fn add(
     // Nor a password asked for a mailbox that exists (checked again in
     // the write: another writer may come in between).
     let existing = ctx
-        .open(Access::ReadOnly)?
+        .open_before_write()?
         .exact(addr.local(), addr.domain().as_str())?;
     if existing.iter().any(Row::is_mailbox) {
         return Err(CliError::usage(format!("{addr} already has a mailbox")));
@@ -408,7 +408,7 @@ fn passwd(ctx: &Ctx, address: &str, input: &PasswordInput) -> Result<Exit, CliEr
     // No password asked for an address without a mailbox (checked again
     // in the write: another writer may come in between).
     let existing = ctx
-        .open(Access::ReadOnly)?
+        .open_before_write()?
         .exact(addr.local(), addr.domain().as_str())?;
     if !existing.iter().any(Row::is_mailbox) {
         return Err(CliError::not_found(format!("{addr} has no mailbox")));
