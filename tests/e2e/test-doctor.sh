@@ -88,7 +88,10 @@ start_dovecot() { # NAME AUTH_FILE
 start_dovecot dovecot-cp "$CONF/auth-mailtable-checkpassword.conf.ext"
 
 # doctor [--no-table] [ARGS]: exit status in $RC, report in $REPORT
-# (tests/e2e/doctor.sh, which holds the assertions).
+# (tests/e2e/doctor.sh, which holds the assertions). With $READ_ONLY set,
+# that directory is mounted read-only for the command (in its own mount
+# namespace, as the table program's overlay).
+READ_ONLY=
 doctor() {
 	ov=1
 	if [ "${1:-}" = --no-table ]; then ov=0; shift; fi
@@ -97,8 +100,11 @@ doctor() {
 		if [ "$1" = 1 ]; then
 			mount -t overlay overlay -o "lowerdir=/usr/libexec/opensmtpd,upperdir=$2/libexec.upper,workdir=$2/libexec.work" /usr/libexec/opensmtpd
 		fi
-		shift 2
-		exec "$@"' doctor "$ov" "$SD" \
+		if [ -n "$3" ]; then
+			mount --bind "$3" "$3" && mount -o remount,bind,ro "$3"
+		fi
+		shift 3
+		exec "$@"' doctor "$ov" "$SD" "$READ_ONLY" \
 		"$MT" -c "$MTCONF" doctor --smtpd-conf "$SD/smtpd.conf" \
 		--dovecot-conf "$DC/dovecot.conf" --address hugo@barrera.io --timeout 10 "$@" \
 		>"$REPORT" 2>&1 || RC=$?
@@ -188,6 +194,21 @@ expect_problem "database switched to WAL by another tool" database.side-files "m
 grep -q "^n/a  database.read-as-smtpd .*WAL mode" "$REPORT" || doctor_fail "read-as-smtpd tried on a WAL file: $(grep read-as-smtpd "$REPORT")"
 "$MT" -c "$MTCONF" migrate >/dev/null
 [ "$(sqlite3 "$DB" 'PRAGMA journal_mode;')" = delete ] || doctor_fail "migrate did not convert the WAL database"
+
+# The database's file system remounted read-only (as the kernel does after
+# an I/O error): every read works, every write of the CLI fails. doctor
+# names it, and so does the write's own error.
+READ_ONLY=$(dirname "$DB")
+expect_problem "database on a read-only file system" database.writable "remount,rw"
+out=$(unshare --mount --propagation private -- /bin/sh -c '
+	mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"' ro \
+	"$READ_ONLY" "$MT" -c "$MTCONF" alias add ro@barrera.io hugo@barrera.io 2>&1) && rc=0 || rc=$?
+READ_ONLY=
+[ "$rc" = 75 ] || doctor_fail "a write on a read-only file system exited $rc, want 75: $out"
+case $out in
+*"mounted read-only"*) echo "ok   a write on a read-only file system: exit 75, $out" ;;
+*) doctor_fail "a write on a read-only file system does not say why: $out" ;;
+esac
 
 sed -i "s|mailtable:$MTCONF|mailtable:$T/nowhere.toml|" "$SD/smtpd.conf"
 expect_problem "table line names a missing config" smtpd.table "nowhere.toml"

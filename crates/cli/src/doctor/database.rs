@@ -282,6 +282,19 @@ pub(crate) fn check_sqlite_files(path: &Path, mt: &str) -> Vec<Check> {
             ),
         ));
     }
+    // The CLI's own writes: a read-only mount or a directory it may not
+    // write fails every one of them, while every read still works.
+    out.push(match store::sqlite::why_read_only(path) {
+        Some((why, fix)) => Check::problem(
+            "database.writable",
+            format!("mailtable cannot write {shown}: {why}"),
+            fix,
+        ),
+        None => Check::ok(
+            "database.writable",
+            format!("mailtable can write {shown} and make its journal beside it"),
+        ),
+    });
     out.push(Check::ok(
         "database.watch",
         match store::watch::unwatchable(path) {

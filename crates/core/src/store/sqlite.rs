@@ -228,6 +228,58 @@ fn is_lock_timeout(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// What keeps this process from writing the database at `path`, if
+/// anything, and the fix: the file system mounted read-only, the file, or
+/// its directory, where SQLite creates `NAME-journal` for every write
+/// transaction (<https://sqlite.org/tempfiles.html>, "Rollback Journals").
+/// `None` when none of them is the reason.
+pub fn why_read_only(path: &Path) -> Option<(String, String)> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).ok();
+    let (file, folder) = (c(path)?, c(dir)?);
+    let mut vfs = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `folder` is a NUL-terminated path that outlives the call, and
+    // `vfs` a buffer of the size statvfs(3) fills; it is read only after
+    // the call succeeded.
+    let read_only_fs = unsafe { libc::statvfs(folder.as_ptr(), vfs.as_mut_ptr()) } == 0
+        && unsafe { vfs.assume_init() }.f_flag & libc::ST_RDONLY != 0;
+    if read_only_fs {
+        return Some((
+            format!(
+                "the file system holding {} is mounted read-only",
+                dir.display()
+            ),
+            "remount it read-write (mount -o remount,rw MOUNTPOINT)".to_string(),
+        ));
+    }
+    // access(2) checks the real user id: the CLI's, which is who writes.
+    // SAFETY: getuid cannot fail; both paths are NUL-terminated and
+    // outlive the calls.
+    let uid = unsafe { libc::getuid() };
+    if unsafe { libc::access(file.as_ptr(), libc::W_OK) } != 0 {
+        return Some((
+            format!("this user (uid {uid}) may not write the file"),
+            "run mailtable as root".to_string(),
+        ));
+    }
+    if unsafe { libc::access(folder.as_ptr(), libc::W_OK) } != 0 {
+        return Some((
+            format!(
+                "this user (uid {uid}) may not write its directory {}, where SQLite makes the \
+                 journal of every write",
+                dir.display()
+            ),
+            format!("run mailtable as root, or chmod u+w {}", dir.display()),
+        ));
+    }
+    None
+}
+
 /// `bound`: the limit on the statement's running time
 /// ([`SqliteStore::with_limit`]), named when it ran past it.
 fn map_err(path: &Path, bound: Duration, e: rusqlite::Error) -> StoreError {
@@ -257,7 +309,14 @@ fn map_err(path: &Path, bound: Duration, e: rusqlite::Error) -> StoreError {
                     "query on {shown} took longer than {}",
                     super::limit_text(bound)
                 )),
-                C::CannotOpen | C::PermissionDenied | C::ReadOnly | C::SystemIoFailure => {
+                // SQLITE_READONLY on a write says "attempt to write a
+                // readonly database" whatever stood in the way: the admin
+                // needs to know which of three things to fix.
+                C::ReadOnly => StoreError::Unavailable(match why_read_only(path) {
+                    Some((why, fix)) => format!("cannot write {shown}: {why}; {fix}"),
+                    None => format!("cannot use {shown}: {detail}"),
+                }),
+                C::CannotOpen | C::PermissionDenied | C::SystemIoFailure => {
                     StoreError::Unavailable(format!("cannot use {shown}: {detail}"))
                 }
                 C::DatabaseCorrupt => {
