@@ -683,14 +683,24 @@ mod tests {
         let h5 = password::hash(&Secret::new(PW), 5).expect("hashing works");
         let mut s = MemStore::default()
             .with("a", "x.org", "a@x.org", Some(h5.stored()))
-            .with("y", "x.org", "y@x.org", Some("$y$j9T$abc$def"))
+            .with(
+                "y",
+                "x.org",
+                "y@x.org",
+                Some("$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$5UiCg2g.gQ2w4go5BZ2i.aIHSEum6qlbkN8Z1WSBsh4"),
+            )
             .with("p", "x.org", "p@x.org", Some("{PBKDF2}$1$salt$1000$abcdef"));
         let a = accounts();
         a.credentials(&mut s, "nobody@x.org", Verifier::Smtpd)
             .expect("store works");
         assert_eq!(a.current_dummy_cost(), HashCost::Bcrypt(5));
         // None usable at all: `password_cost`.
-        let mut s = MemStore::default().with("y", "x.org", "y@x.org", Some("$y$j9T$abc$def"));
+        let mut s = MemStore::default().with(
+            "y",
+            "x.org",
+            "y@x.org",
+            Some("$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$5UiCg2g.gQ2w4go5BZ2i.aIHSEum6qlbkN8Z1WSBsh4"),
+        );
         let a = accounts();
         a.credentials(&mut s, "nobody@x.org", Verifier::Smtpd)
             .expect("store works");

@@ -361,8 +361,9 @@ impl PasswordHash {
     /// (OpenBSD bcrypt(3)); SHA-crypt `$6$[rounds=N$]salt$` + 86 (or `$5$` +
     /// 43) characters of crypt's base64 with a salt of at most 16
     /// characters (Drepper's specification, as in glibc and libxcrypt
-    /// crypt-sha512.c); Argon2 a PHC string. Other crypt(3) formats are
-    /// only checked for characters that would corrupt a protocol line.
+    /// crypt-sha512.c); Argon2 a PHC string; yescrypt and scrypt their
+    /// fields (`other_crypt_well_formed`). Other crypt(3) formats are only
+    /// checked for characters that would corrupt a protocol line.
     pub fn validate(&self) -> Result<(), PasswordError> {
         if self.0.is_empty() {
             return Err(PasswordError::Empty);
@@ -382,9 +383,7 @@ impl PasswordHash {
                 argon2::PasswordHash::new(c).is_ok_and(|p| p.salt.is_some() && p.hash.is_some())
             }
             Scheme::OtherCrypt if c.starts_with("$1$") => legacy::md5_crypt_well_formed(c),
-            Scheme::OtherCrypt => {
-                c.len() > 3 && c.bytes().all(|b| b.is_ascii_graphic() && b != b':')
-            }
+            Scheme::OtherCrypt => other_crypt_well_formed(c),
             Scheme::Digest => self
                 .prefix()
                 .is_some_and(|p| legacy::digest_well_formed(&p, c)),
@@ -587,6 +586,40 @@ fn bcrypt_well_formed(c: &str) -> bool {
 /// `$6$[rounds=N$]salt$hash` with a salt of at most 16 characters that
 /// are neither `$`, `:` nor control bytes (crypt(3) reads at most 16), and
 /// a hash of `hash_len` base64 characters.
+/// A crypt(3) string of a family mailtable hands to the host's crypt(3)
+/// (libxcrypt) or to Dovecot without checking it itself. The families
+/// Debian's libxcrypt makes by default have a fixed shape, which a string
+/// cut short in a copy or made up does not (crypt(5): yescrypt
+/// `$y$PARAMS$SALT$HASH` and gost-yescrypt `$gy$...` alike, scrypt
+/// `$7$PARAMS+SALT$HASH`, each HASH 43 characters of crypt's base64); any
+/// other `$id$` string needs at least a salt field and a non-empty hash
+/// after its id. DES and the like (no `$`) need only printable characters:
+/// their forms are too many to tell apart here.
+fn other_crypt_well_formed(c: &str) -> bool {
+    if c.len() <= 3 || !c.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        return false;
+    }
+    let Some(rest) = c.strip_prefix('$') else {
+        return true;
+    };
+    let Some((id, fields)) = rest.split_once('$') else {
+        return false;
+    };
+    let fields: Vec<&str> = fields.split('$').collect();
+    let hash = fields[fields.len() - 1];
+    let shaped = |n: usize| {
+        fields.len() == n
+            && fields.iter().all(|f| !f.is_empty())
+            && hash.len() == 43
+            && hash.bytes().all(is_crypt_b64)
+    };
+    match id {
+        "y" | "gy" => shaped(3),
+        "7" => shaped(2),
+        _ => !id.is_empty() && fields.len() >= 2 && !hash.is_empty(),
+    }
+}
+
 fn sha_crypt_well_formed(c: &str, hash_len: usize) -> bool {
     let Some(rest) = c.get(3..) else {
         return false;
@@ -1124,7 +1157,7 @@ mod tests {
             assert!(PasswordHash::new(checks).mailtable_checks(), "{checks:?}");
         }
         for not in [
-            "$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$ZPv7Eq1zA9wVrC0y6nDp3mBe",
+            "$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$5UiCg2g.gQ2w4go5BZ2i.aIHSEum6qlbkN8Z1WSBsh4",
             "{PBKDF2}x",
             "x",
         ] {
@@ -1245,7 +1278,7 @@ mod tests {
         );
         assert_eq!(HashCost::of(&PasswordHash::new("$1$ab$short")), None);
         // Other crypt(3) formats: no dummy of theirs is made.
-        let yescrypt = "$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$ZPv7Eq1zA9wVrC0y6nDp3mBe";
+        let yescrypt = "$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$5UiCg2g.gQ2w4go5BZ2i.aIHSEum6qlbkN8Z1WSBsh4";
         assert_eq!(HashCost::of(&PasswordHash::new(yescrypt)), None);
     }
 
@@ -1350,7 +1383,9 @@ mod tests {
                 "{value}"
             );
         }
-        let yescrypt = PasswordHash::new("$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$ZPv7Eq1zA9wVrC0y6nDp3mBe");
+        let yescrypt = PasswordHash::new(
+            "$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$5UiCg2g.gQ2w4go5BZ2i.aIHSEum6qlbkN8Z1WSBsh4",
+        );
         match yescrypt.verify(&Secret::new("x")) {
             Err(e) => assert_eq!(
                 e.to_string(),
@@ -1426,18 +1461,34 @@ mod tests {
         assert!(PasswordHash::new("$argon2id$v=19$m=65536,t=3,p=1$YbhB3+dPpV2cIVF/Hr2KQQ$Eo7xsjLuF1ojmW4Nxic70puU+o1YPRzjyhAl4+YBTOw").validate().is_ok());
     }
 
-    /// Formats only libxcrypt checks need more than their marker and no byte
-    /// that would corrupt a protocol line (space, control, `:`).
+    /// Formats only libxcrypt checks need their shape (crypt(5)) and no
+    /// byte that would corrupt a protocol line (space, control, `:`). The
+    /// good ones were made by Debian 12's crypt(3) (libxcrypt 4.4.33).
     #[test]
-    fn other_crypt_formats_need_a_body_of_printable_bytes() {
+    fn other_crypt_formats_need_their_shape_of_printable_bytes() {
         for ok in [
-            "$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$ZPv7Eq1zA9wVrC0y6nDp3mBe",
+            "$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$5UiCg2g.gQ2w4go5BZ2i.aIHSEum6qlbkN8Z1WSBsh4",
+            "$gy$j9T$F5Jx5fExrKuJdvTI5b7Ak/$nVUUwjbImn4LBahpV6c.uSOyJEbbcGl26jpFpVeZEN8",
+            "$7$CU..../....F5Jx5fExrKuJdvTI5b7Ak/$YlgfdAZgr6ndtu2Tti6XaGM86ErAJCHtWpmHyf.cMS1",
             "$1$abcdefgh$OlRbJeGDH/0Rr0rsGvNC61",
-            "$7$x",
         ] {
             assert!(PasswordHash::new(ok).validate().is_ok(), "{ok:?}");
         }
-        for bad in ["$y$", "$1$", "$y$a:b", "$y$a b", "$1$ab\tc"] {
+        for bad in [
+            "$y$",
+            "$1$",
+            "$y$a:b",
+            "$y$a b",
+            "$1$ab\tc",
+            // Made up, or cut short in a copy.
+            "$y$garbage",
+            "$gy$abc",
+            "$7$xyz",
+            "$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$5UiCg2g.gQ2w4go5BZ2i.aIHSEum6qlbkN8Z1WSB",
+            "$y$j9T$$5UiCg2g.gQ2w4go5BZ2i.aIHSEum6qlbkN8Z1WSBsh4",
+            "$7$CU..../....F5Jx5fExrKuJdvTI5b7Ak/$YlgfdAZgr6ndtu2Tti6XaGM86ErAJCHtWpmHyf.cM!1",
+            "{CRYPT}$y$garbage",
+        ] {
             assert!(malformed(bad), "{bad:?}");
         }
     }

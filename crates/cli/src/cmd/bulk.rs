@@ -5,7 +5,7 @@
 //! - **Hashes only.** The file is read by a script or moved between hosts;
 //!   a cleartext password there would end up in backups and shell
 //!   histories. A third field that is not a hash mailtable recognises and
-//!   can check ([`PasswordHash::validate`]) refuses the whole file, and the
+//!   can check ([`PasswordHash::mailtable_checks`]) refuses the whole file, and the
 //!   message names the line, never the field's text: it may well be a
 //!   password.
 //! - **All or nothing.** Every line is parsed and checked first (with its
@@ -124,8 +124,10 @@ fn parse(text: &str, delimiter: char) -> Result<Vec<Entry>, String> {
             None => None,
         };
         let hash = PasswordHash::new(hash.trim());
-        // Never the field itself in the message: it may be a password.
-        if hash.validate().is_err() || hash.is_cleartext() {
+        // Never the field itself in the message: it may be a password. A
+        // hash only Dovecot's dict mode could check (yescrypt, PBKDF2)
+        // would fail every login through checkpassword and Lua.
+        if !hash.mailtable_checks() || hash.is_cleartext() {
             return Err(format!(
                 "line {line}: the last field is not a password hash mailtable recognises \
                  (bcrypt, SHA-crypt, Argon2, MD5-crypt, Dovecot's salted digests, optionally \
@@ -182,6 +184,21 @@ mod tests {
             (
                 format!("a@ex.org {BCRYPT}\n"),
                 "line 1: expected address<TAB>hash",
+            ),
+            // A hash only Dovecot's dict mode could check (README: hashes
+            // mailtable checks), made up or real.
+            (
+                format!("a@ex.org\t{BCRYPT}\nb@ex.org\t$y$garbage\n"),
+                "line 2: the last field is not a password hash",
+            ),
+            (
+                "b@ex.org\t$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$5UiCg2g.gQ2w4go5BZ2i.aIHSEum6qlbkN8Z1WSBsh4\n"
+                    .to_string(),
+                "line 1: the last field is not a password hash",
+            ),
+            (
+                "b@ex.org\t{PBKDF2}$1$c2FsdA$1000$abcdef0123\n".to_string(),
+                "line 1: the last field is not a password hash",
             ),
             (
                 format!("not an address\t{BCRYPT}\n"),

@@ -800,7 +800,7 @@ mod tests {
             (d.opensmtpd, d.dovecot, d.dovecot_dict_only),
             (false, false, true)
         );
-        let y = info("$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$ZPv7Eq1zA9wVrC0y6nDp3mBe");
+        let y = info("$y$j9T$F5Jx5fExrKuJdvTI5b7Ak/$5UiCg2g.gQ2w4go5BZ2i.aIHSEum6qlbkN8Z1WSBsh4");
         assert_eq!(
             (y.opensmtpd, y.dovecot, y.dovecot_dict_only),
             (true, false, true)
