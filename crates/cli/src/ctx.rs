@@ -92,6 +92,14 @@ impl Ctx {
     ) -> Result<T, CliError> {
         // Declared first, dropped last: after the rollback or commit.
         let _deferred = crate::interrupt::defer();
+        crate::interrupt::or_interrupted(self.write_once(f))
+    }
+
+    /// [`Ctx::write`] without the signal handling around it.
+    fn write_once<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Store) -> Result<T, CliError>,
+    ) -> Result<T, CliError> {
         let mut s = self.open_rw()?;
         s.begin()?;
         match f(s.as_mut()).and_then(|v| crate::interrupt::check().map(|()| v)) {

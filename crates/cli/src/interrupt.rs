@@ -29,8 +29,17 @@ pub(crate) struct Deferred {
     previous: Vec<(Signal, SigAction)>,
 }
 
+/// Whether a signal was noted and not yet acted on: a lock wait gives up
+/// ([`mailtable_core::store::watch::give_up_waiting_when`]).
+fn pending() -> bool {
+    NOTED.load(Ordering::Relaxed) != 0
+}
+
 /// Note the signals instead of dying of them, until the result is dropped.
 pub(crate) fn defer() -> Deferred {
+    // Ctrl-C while a write waits for another writer's lock: the wait ends
+    // within a sleep step, not at `query_timeout_ms`.
+    mailtable_core::store::watch::give_up_waiting_when(pending);
     // SA_RESTART: SQLite's reads and writes go on where they were.
     let action = SigAction::new(
         SigHandler::Handler(note),
@@ -59,6 +68,16 @@ pub(crate) fn defer() -> Deferred {
 /// An error when one of the signals came: the caller rolls back.
 pub(crate) fn check() -> Result<(), CliError> {
     Ok(stopped()?)
+}
+
+/// `result`, or, when it failed after a signal came, the interruption
+/// itself: a lock wait it cut short, or any failure on the way out, is not
+/// what the admin should read. The transaction is rolled back by then.
+pub(crate) fn or_interrupted<T>(result: Result<T, CliError>) -> Result<T, CliError> {
+    match result {
+        Err(e) => check().and(Err(e)),
+        ok => ok,
+    }
 }
 
 /// [`check`] for the loops that return a store's error (the import's

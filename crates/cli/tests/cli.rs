@@ -767,6 +767,17 @@ fn a_reader_that_stops_early_ends_the_list_quietly() {
 /// writer holds (inside its write), `sig` ignored from the start or not;
 /// its output once the lock is free.
 fn signal_during_write(db: &Db, sig: nix::sys::signal::Signal, ignored: bool) -> Output {
+    signal_during_lock_wait(db, sig, ignored, false)
+}
+
+/// [`signal_during_write`], the lock freed at once after the signal, or
+/// `held` until the process is gone.
+fn signal_during_lock_wait(
+    db: &Db,
+    sig: nix::sys::signal::Signal,
+    ignored: bool,
+    held: bool,
+) -> Output {
     use std::os::unix::process::CommandExt;
     let holder = rusqlite::Connection::open(&db.path).unwrap();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -806,8 +817,40 @@ fn signal_during_write(db: &Db, sig: nix::sys::signal::Signal, ignored: bool) ->
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+    if held {
+        let out = child.wait_with_output().unwrap();
+        holder.execute_batch("ROLLBACK").unwrap();
+        return out;
+    }
     holder.execute_batch("ROLLBACK").unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// Ctrl-C while a write waits for a lock that stays held: the wait ends
+/// and the process says it was interrupted (exit 75), where it waited out
+/// the timeout and then died of the signal with nothing on stderr. The
+/// lock is held until the process is gone, so only giving up on the
+/// signal can end it with this message.
+#[test]
+fn ctrl_c_ends_a_lock_wait_with_its_message() {
+    use nix::sys::signal::Signal;
+    let db = Db::new();
+    db.ok(&["init"]);
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        let out = signal_during_lock_wait(&db, sig, false, true);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(75), "{sig}: {:?} {err}", out.status);
+        assert!(
+            err.contains(&format!("interrupted by {sig}: nothing was changed")),
+            "{err}"
+        );
+        assert!(
+            !err.contains("locked"),
+            "the lock error is not the news: {err}"
+        );
+    }
+    let (code, _) = db.code(&["resolve", "x@ex.org"]);
+    assert_eq!(code, 1, "the alias was not added");
 }
 
 /// Ctrl-C during a write rolls it back and says so, instead of killing

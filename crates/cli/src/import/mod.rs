@@ -435,6 +435,19 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> Result<Exit, CliError> {
     // Declared before the store, dropped after it: a signal is acted on
     // once the transaction is rolled back or committed.
     let _deferred = (!args.verify).then(crate::interrupt::defer);
+    let from_mailtable = sources.iter().any(|(f, _)| *f == Format::Mailtable);
+    crate::interrupt::or_interrupted(in_transaction(ctx, args, parsed, from_mailtable, &mut rep))
+}
+
+/// [`import`] in the transaction it needs (none for `--verify`), rolled
+/// back when it fails.
+fn in_transaction(
+    ctx: &Ctx,
+    args: &ImportArgs,
+    parsed: Parsed,
+    from_mailtable: bool,
+    rep: &mut report::Report,
+) -> Result<Exit, CliError> {
     let mut store = if args.verify {
         ctx.open(Access::ReadOnly)?
     } else {
@@ -442,8 +455,7 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> Result<Exit, CliError> {
         s.begin()?;
         s
     };
-    let from_mailtable = sources.iter().any(|(f, _)| *f == Format::Mailtable);
-    let outcome = import(ctx, args, parsed, from_mailtable, store.as_mut(), &mut rep);
+    let outcome = import(ctx, args, parsed, from_mailtable, store.as_mut(), rep);
     if outcome.is_err() && !args.verify {
         store.rollback();
     }

@@ -540,8 +540,8 @@ impl SqliteStore {
         // every lookup wait here, the whole timeout each.
         let wait = self.lock_wait();
         // A watched store's thread gets signals, which would cut SQLite's
-        // own waits short (see `watch`).
-        let own_busy_handler = self.watch.is_some();
+        // own waits short (see `watch`); the CLI's waits end at Ctrl-C.
+        let own_busy_handler = self.watch.is_some() || watch::waits_give_up();
         if own_busy_handler {
             watch::set_lock_wait(wait);
             conn.busy_handler(Some(watch::wait_for_lock))

@@ -63,6 +63,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
@@ -356,14 +357,39 @@ pub fn set_lock_wait(wait: Duration) {
     LOCK_WAIT.with(|w| w.set((wait, None)));
 }
 
+/// What tells [`wait_for_lock`] to stop waiting at once, in a process
+/// whose signal handlers only note a signal (see [`give_up_waiting_when`]).
+static GIVE_UP: OnceLock<fn() -> bool> = OnceLock::new();
+
+/// From now on, every lock wait of this process's SQLite connections is
+/// [`wait_for_lock`]'s and ends as soon as `stop` says so, at most one
+/// sleep step (100 ms) after. For the CLI: it notes Ctrl-C during a write
+/// instead of dying of it (to roll back), and SQLite's own busy handler
+/// would otherwise wait out the whole timeout first, its `usleep` cut
+/// short by the signal and simply called again. Set once; later calls
+/// change nothing.
+pub fn give_up_waiting_when(stop: fn() -> bool) {
+    let _ = GIVE_UP.set(stop);
+}
+
+/// Whether [`give_up_waiting_when`] was called: lock waits must then be
+/// [`wait_for_lock`]'s, which asks it.
+pub fn waits_give_up() -> bool {
+    GIVE_UP.get().is_some()
+}
+
 /// SQLite's busy handler for a watched connection (`sqlite3_busy_handler`;
 /// `count` is how often it was called for this lock before): sleeps in
 /// SQLite's steps (`sqliteDefaultBusyCallback` in its `main.c`) until the
 /// bound of [`set_lock_wait`] has passed by the clock, not by the sum of
 /// the sleeps, so a signal does not shorten the wait.
-/// `std::thread::sleep` sleeps on after a signal by itself.
+/// `std::thread::sleep` sleeps on after a signal by itself. Ends early
+/// when the process asked for that ([`give_up_waiting_when`]).
 pub fn wait_for_lock(count: i32) -> bool {
     const STEPS_MS: [u64; 12] = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100];
+    if GIVE_UP.get().is_some_and(|stop| stop()) {
+        return false;
+    }
     LOCK_WAIT.with(|w| {
         let (limit, since) = w.get();
         let since = match since {
