@@ -105,6 +105,7 @@ impl Ctx {
         match f(s.as_mut()).and_then(|v| crate::interrupt::check().map(|()| v)) {
             Ok(v) => {
                 s.commit()?;
+                crate::output::changed();
                 drop(s);
                 self.reshare();
                 Ok(v)

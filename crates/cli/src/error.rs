@@ -21,6 +21,14 @@ impl CliError {
         }
     }
 
+    /// A temporary failure (exit 75): nothing was changed, retry later.
+    pub fn temp(message: impl Into<String>) -> CliError {
+        CliError {
+            message: message.into(),
+            exit: Exit::TempFail,
+        }
+    }
+
     /// Not found (exit 1).
     pub fn not_found(message: impl Into<String>) -> CliError {
         CliError {

@@ -9,6 +9,7 @@ mod doctor;
 mod error;
 mod import;
 mod interrupt;
+mod output;
 mod quota;
 mod secret_input;
 
@@ -19,7 +20,7 @@ fn main() -> ExitCode {
     quiet_on_closed_pipe();
     let cli = args::Cli::parse();
     mailtable_core::logging::init("warn");
-    match cmd::run(cli) {
+    match output::settle(cmd::run(cli)) {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => {
             eprintln!("mailtable: {e}");

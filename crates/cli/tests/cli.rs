@@ -826,6 +826,61 @@ fn signal_during_lock_wait(
     child.wait_with_output().unwrap()
 }
 
+/// `args` with stdout on a file that takes no byte (`/dev/full`: ENOSPC,
+/// as a script's log on a full disk).
+fn to_full_stdout(db: &Db, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_mailtable"))
+        .args(["--database", &db.url()])
+        .args(args)
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    out
+}
+
+/// Output that stdout does not take never panics (exit 101, after a
+/// commit too, so a script saw a failure for a change that was made): a
+/// committed change stays a success and the lost report is said on
+/// stderr; a command that only reads fails temporarily.
+#[test]
+fn output_stdout_does_not_take_is_said_never_a_panic() {
+    let db = Db::new();
+    db.ok(&["init"]);
+    db.add_user("hugo@ex.org", "a-password");
+    for args in [
+        &["user", "quota", "hugo@ex.org", "1G"][..],
+        &["alias", "add", "team@ex.org", "hugo@ex.org"],
+    ] {
+        let out = to_full_stdout(&db, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            err.contains("the change was made, but its report could not be written to stdout"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(db.resolve("team@ex.org").1, ["hugo@ex.org"]);
+    assert!(db.ok(&["user", "list"]).contains("quota=1G"));
+    for args in [
+        &["resolve", "team@ex.org"][..],
+        &["senders", "hugo@ex.org"],
+        &["user", "list"],
+        &["alias", "list", "--json"],
+        &["domain", "list"],
+    ] {
+        let out = to_full_stdout(&db, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(75), "{args:?}: {err}");
+        assert!(
+            err.contains("cannot write to stdout: No space left on device")
+                && err.contains("nothing was changed"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 /// Ctrl-C while a write waits for a lock that stays held: the wait ends
 /// and the process says it was interrupted (exit 75), where it waited out
 /// the timeout and then died of the signal with nothing on stderr. The

@@ -12,6 +12,7 @@ use super::guard;
 use crate::args::{AliasCommand, AliasListArgs};
 use crate::ctx::Ctx;
 use crate::error::CliError;
+use crate::output::say;
 use mailtable_core::exit::Exit;
 use mailtable_core::store::{Access, Delete};
 use mailtable_core::{
@@ -193,7 +194,7 @@ fn add(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
         }
         arrival.refuse(&ctx.resolver, s, force)
     })?;
-    println!("added {p} -> {}", targets.join(", "));
+    say!("added {p} -> {}", targets.join(", "));
     guard::warn_arrival(&broken);
     Ok(Exit::Ok)
 }
@@ -262,7 +263,7 @@ fn del(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
         guard::refuse(&broken, &p, force)?;
         Ok((n, stuck, broken))
     })?;
-    println!("removed {n} row(s) of {p}");
+    say!("removed {n} row(s) of {p}");
     guard::warn(&broken, &p);
     match p.as_address() {
         Some(_) => super::user::warn_stranded(&stuck, &p),

@@ -16,6 +16,7 @@
 use super::user::insert_mailbox;
 use crate::ctx::Ctx;
 use crate::error::CliError;
+use crate::output::say;
 use mailtable_core::exit::Exit;
 use mailtable_core::password::PasswordHash;
 use mailtable_core::{delivery, Address};
@@ -56,13 +57,13 @@ pub(super) fn add(ctx: &Ctx, file: &Path, force: bool) -> Result<Exit, CliError>
         arrival.refuse(&ctx.resolver, s, force)
     })?;
     for e in &entries {
-        println!(
+        say!(
             "added mailbox {} (delivery user {})",
             e.address,
             delivery::encode(&e.address)
         );
     }
-    println!("added {} mailbox(es) from {shown}", entries.len());
+    say!("added {} mailbox(es) from {shown}", entries.len());
     super::guard::warn_arrival(&broken);
     Ok(Exit::Ok)
 }

@@ -8,6 +8,7 @@
 
 use crate::ctx::Ctx;
 use crate::error::CliError;
+use crate::output::say;
 use mailtable_core::exit::Exit;
 use mailtable_core::store::{self, migrate as steps, Access, DatabaseUrl};
 use std::path::Path;
@@ -115,10 +116,10 @@ pub(super) fn init(ctx: &Ctx, group: &str) -> Result<Exit, CliError> {
     if report.applied.is_empty() || existing {
         say_migrated(ctx, &report, "the existing users table of ");
     } else {
-        println!("initialised {} (schema version {})", ctx.url, report.to);
+        say!("initialised {} (schema version {})", ctx.url, report.to);
     }
     if let Some(gid) = gid {
-        println!("{}", group_advice(group, &readers(gid)));
+        say!("{}", group_advice(group, &readers(gid)));
     }
     Ok(Exit::Ok)
 }
@@ -187,10 +188,10 @@ pub(super) fn migrate(ctx: &Ctx) -> Result<Exit, CliError> {
 /// `init` on a users table that was there (`what` then names it).
 fn say_migrated(ctx: &Ctx, report: &steps::Report, what: &str) {
     if report.applied.is_empty() {
-        println!("{} is already at schema version {}", ctx.url, report.to);
+        say!("{} is already at schema version {}", ctx.url, report.to);
         return;
     }
-    println!(
+    say!(
         "migrated {what}{} from schema version {} to {} ({}), keeping every row",
         ctx.url,
         report.from,
@@ -198,7 +199,7 @@ fn say_migrated(ctx: &Ctx, report: &steps::Report, what: &str) {
         report.applied.join(", ")
     );
     for line in after_migrate(ctx.dialect(), report.from) {
-        println!("{line}");
+        say!("{line}");
     }
 }
 

@@ -14,6 +14,7 @@
 use crate::args::ListArgs;
 use crate::ctx::Ctx;
 use crate::error::CliError;
+use crate::output::say;
 use mailtable_core::exit::Exit;
 use mailtable_core::store::{Access, Delete};
 use mailtable_core::{Address, Domain, Row, RowKind};
@@ -149,7 +150,7 @@ pub(super) fn del(ctx: &Ctx, domain: &str, force: bool) -> Result<Exit, CliError
             .collect();
         Ok((counts, outside))
     })?;
-    println!(
+    say!(
         "removed domain {domain}: {} row(s), {}",
         counts.rows,
         counts.text()

@@ -7,8 +7,8 @@
 //! it failed; collected first, nothing was printed.
 //!
 //! Buffered: one `write` per buffer, not per line (stdout flushes at each
-//! line feed otherwise). A failed write (a full disk) is kept and returned
-//! at the end; the rest of the output is dropped. A reader that went away
+//! line feed otherwise). A failed write (a full disk) is kept and handed
+//! to [`crate::output`] at the end; the rest of the output is dropped. A reader that went away
 //! ends the command by SIGPIPE (see `main`).
 
 use crate::error::CliError;
@@ -67,9 +67,10 @@ impl Listing {
             }
         }
         let flushed = self.out.flush();
-        match self.failed.take().map_or(flushed, Err) {
-            Ok(()) => Ok(Exit::Ok),
-            Err(e) => Err(CliError::usage(format!("cannot write the list: {e}"))),
+        if let Err(e) = self.failed.take().map_or(flushed, Err) {
+            // Said as every command's failed output is, once it ends.
+            crate::output::failed(e);
         }
+        Ok(Exit::Ok)
     }
 }

@@ -9,6 +9,7 @@
 
 use crate::ctx::Ctx;
 use crate::error::CliError;
+use crate::output::say;
 use mailtable_core::exit::Exit;
 use mailtable_core::resolve::{
     wire_len, Match, Step, WalkEntry, SMTPD_ALIAS_VALUE_MAX, SMTPD_IMSG_VALUE_MAX,
@@ -108,7 +109,7 @@ fn print_json(
         }).collect::<Vec<_>>(),
         "smtpd_walk": walk,
     });
-    println!("{v}");
+    say!("{v}");
 }
 
 fn print_text(
@@ -118,33 +119,33 @@ fn print_text(
     walk: &[WalkEntry],
     failure: Option<&str>,
 ) {
-    println!("{addr}");
+    say!("{addr}");
     if let Some(m) = m {
         let rows: Vec<String> = m
             .rows
             .iter()
             .map(|r| format!("{} -> {}", r.address(), r.mailbox))
             .collect();
-        println!(
+        say!(
             "  step {}: {}: {}",
             m.step.number(),
             step_name(m.step),
             rows.join(", ")
         );
     }
-    println!("  smtpd lookups:");
+    say!("  smtpd lookups:");
     for w in walk {
         match (&w.answer, &w.error) {
-            (_, Some(why)) => println!("    {:<40} error: {why}", w.key),
-            (Some(a), None) => println!("    {:<40} {}", w.key, a.join(", ")),
-            (None, None) => println!("    {:<40} not found", w.key),
+            (_, Some(why)) => say!("    {:<40} error: {why}", w.key),
+            (Some(a), None) => say!("    {:<40} {}", w.key, a.join(", ")),
+            (None, None) => say!("    {:<40} not found", w.key),
         }
     }
     // The table answers the alias's own targets when the destinations
     // do not fit smtpd's alias buffer: say why the two lists differ.
     if let (Outcome::Found(d), Some(a)) = (outcome, walk.last().and_then(|w| w.answer.as_ref())) {
         if d.iter().map(Destination::wire).ne(a.iter().cloned()) {
-            println!(
+            say!(
                 "  (the {} destinations take more than the {SMTPD_ALIAS_VALUE_MAX} bytes smtpd's \
                  alias expansion holds: the table answers the alias's targets, and smtpd looks \
                  each up in turn)",
@@ -153,22 +154,22 @@ fn print_text(
         }
     }
     if let Some(why) = failure {
-        println!("  result: error: smtpd's lookup fails, its mail is deferred (4xx): {why}");
+        say!("  result: error: smtpd's lookup fails, its mail is deferred (4xx): {why}");
         return;
     }
     match outcome {
         Outcome::Found(d) => {
-            println!("  result: found");
+            say!("  result: found");
             for d in d {
-                println!("    -> {d}");
+                say!("    -> {d}");
             }
         }
-        Outcome::NotFound => println!(
+        Outcome::NotFound => say!(
             "  result: not found ({} is ours, smtpd rejects with 5xx)",
             addr.domain()
         ),
         Outcome::UnknownDomain => {
-            println!("  result: unknown domain ({} is not ours)", addr.domain())
+            say!("  result: unknown domain ({} is not ours)", addr.domain())
         }
     }
 }
@@ -201,13 +202,13 @@ pub(super) fn senders(ctx: &Ctx, address: &str, json: bool) -> Result<Exit, CliE
                 );
             }
             if json {
-                println!(
+                say!(
                     "{}",
                     serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
                 );
             } else {
                 for a in list {
-                    println!("{a}");
+                    say!("{a}");
                 }
             }
             Ok(Exit::Ok)

@@ -11,6 +11,7 @@
 use crate::args::{ListArgs, PasswordInput, UserCommand};
 use crate::ctx::Ctx;
 use crate::error::CliError;
+use crate::output::say;
 use crate::secret_input;
 use mailtable_core::exit::Exit;
 use mailtable_core::password::{self, PasswordHash};
@@ -57,7 +58,7 @@ pub(super) fn run(ctx: &Ctx, cmd: UserCommand) -> Result<Exit, CliError> {
 /// `mailtable hash`: a hash for hand-written SQL, with the configured cost.
 pub(super) fn hash(ctx: &Ctx, input: &PasswordInput) -> Result<Exit, CliError> {
     let h = new_hash(ctx, input, "the hash")?;
-    println!("{}", h.stored());
+    say!("{}", h.stored());
     Ok(Exit::Ok)
 }
 
@@ -128,11 +129,11 @@ fn add(
         arrival.refuse(&ctx.resolver, s, force)
     })?;
     match &quota {
-        Some(q) => println!(
+        Some(q) => say!(
             "added mailbox {addr} (delivery user {}, quota {q})",
             delivery::encode(&addr)
         ),
-        None => println!(
+        None => say!(
             "added mailbox {addr} (delivery user {})",
             delivery::encode(&addr)
         ),
@@ -180,8 +181,8 @@ fn set_quota(ctx: &Ctx, address: &str, quota: &str) -> Result<Exit, CliError> {
         },
     )?;
     match quota {
-        Some(q) => println!("quota of {addr} set to {q}"),
-        None => println!("quota of {addr} cleared"),
+        Some(q) => say!("quota of {addr} set to {q}"),
+        None => say!("quota of {addr} cleared"),
     }
     Ok(Exit::Ok)
 }
@@ -291,18 +292,18 @@ fn rename(
     })?;
     let (repointed, arrived, now) = repointed;
     let (old_home, new_home) = (ctx.config.home_for(&old), ctx.config.home_for(&new));
-    println!(
+    say!(
         "renamed mailbox {old} to {new} (delivery user {})",
         delivery::encode(&new)
     );
     if repointed > 0 {
-        println!("repointed {repointed} alias row(s) from {old} to {new}");
+        say!("repointed {repointed} alias row(s) from {old} to {new}");
     }
     if keep_alias {
-        println!("kept {old} as an alias to {new}");
+        say!("kept {old} as an alias to {new}");
     }
     if old_home != new_home {
-        println!("move the mail store: {old_home} -> {new_home}");
+        say!("move the mail store: {old_home} -> {new_home}");
     }
     super::guard::warn_arrival(&arrived);
     if let Some(now) = now {
@@ -420,7 +421,7 @@ fn passwd(ctx: &Ctx, address: &str, input: &PasswordInput) -> Result<Exit, CliEr
             _ => Ok(()),
         },
     )?;
-    println!("changed the password of {addr}");
+    say!("changed the password of {addr}");
     Ok(Exit::Ok)
 }
 
@@ -444,7 +445,7 @@ fn del(ctx: &Ctx, address: &str, force: bool) -> Result<Exit, CliError> {
         let now = after_removal(r, s, &addr)?;
         Ok((stuck, broken, now))
     })?;
-    println!("removed mailbox {addr}");
+    say!("removed mailbox {addr}");
     warn_stranded(&stuck, &addr);
     super::guard::warn(&broken, &addr);
     if let Some(now) = now {
@@ -492,9 +493,9 @@ fn set_active(ctx: &Ctx, address: &str, enable: bool) -> Result<Exit, CliError> 
         },
     )?;
     if enable {
-        println!("enabled logins for {addr}");
+        say!("enabled logins for {addr}");
     } else {
-        println!("disabled logins for {addr} (mail is still accepted)");
+        say!("disabled logins for {addr} (mail is still accepted)");
     }
     Ok(Exit::Ok)
 }

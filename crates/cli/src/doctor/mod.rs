@@ -201,7 +201,7 @@ pub fn run(
     } else {
         render::text(&checks)
     };
-    print!("{out}");
+    crate::output::write(format_args!("{out}"));
     Ok(if render::all_hold(&checks) {
         Exit::Ok
     } else {

@@ -705,6 +705,7 @@ fn finish(
     } else {
         crate::interrupt::check()?;
         store.commit()?;
+        crate::output::changed();
         rep.status = report::Status::Imported;
     }
     rep.print(args.json);

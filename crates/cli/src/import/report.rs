@@ -14,6 +14,7 @@ use super::check::Checked;
 use super::plan::{Group, Plan};
 use super::verify::Verification;
 use super::{At, Conflict, Finding, Origin};
+use crate::output::say;
 use mailtable_core::{PasswordHash, RowKind};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -437,11 +438,11 @@ impl Report {
     pub fn print(&self, json: bool) {
         if json {
             match serde_json::to_string(self) {
-                Ok(s) => println!("{s}"),
+                Ok(s) => say!("{s}"),
                 Err(e) => eprintln!("mailtable: cannot print the report as JSON: {e}"),
             }
         } else {
-            print!("{}", self.text());
+            crate::output::write(format_args!("{}", self.text()));
         }
     }
 
