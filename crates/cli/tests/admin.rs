@@ -278,6 +278,86 @@ both!(alias_del_finds_a_hand_written_target, |db| {
     assert_eq!(code, 1, "{err}");
 });
 
+// Targets named to `alias del` are removed all or none: a mistyped one
+// among right ones removed the right ones and exited 0.
+both!(alias_del_removes_all_the_targets_named_or_none, |db| {
+    db.add_user("hugo@barrera.io", &[]);
+    db.add_user("ann@barrera.io", &[]);
+    db.ok(&[
+        "alias",
+        "add",
+        "team@barrera.io",
+        "ann@barrera.io",
+        "hugo@barrera.io",
+        "x@ext.example",
+    ]);
+    let (code, err) = db.refused(
+        &[
+            "alias",
+            "del",
+            "team@barrera.io",
+            "ann@barrera.io",
+            "typo@barrera.io",
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("typo@barrera.io is not a target of team@barrera.io; nothing was removed"),
+        "{err}"
+    );
+    let out = db.ok(&[
+        "alias",
+        "del",
+        "team@barrera.io",
+        "ann@barrera.io",
+        "X@ext.example",
+    ]);
+    assert!(out.contains("removed 2 row(s) of team@barrera.io"), "{out}");
+    assert_eq!(db.destinations("team@barrera.io"), ["hugo@barrera.io"]);
+});
+
+// Renaming a mailbox to an address an alias names already (reached
+// through a catch-all): the alias keeps one row for it, not two, and the
+// note does not suggest an alias to where the mail already goes.
+both!(rename_to_an_address_an_alias_names_keeps_one_row, |db| {
+    db.add_user("hugo@barrera.io", &[]);
+    db.ok(&["alias", "add", "@barrera.io", "hugo@barrera.io"]);
+    db.ok(&[
+        "alias",
+        "add",
+        "team@barrera.io",
+        "hugo@barrera.io",
+        "hugh@barrera.io",
+    ]);
+    let out = db.run(
+        &["user", "rename", "hugo@barrera.io", "hugh@barrera.io"],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("mail to hugo@barrera.io still reaches hugh@barrera.io, through a catch-all"),
+        "{err}"
+    );
+    assert!(!err.contains("alias add"), "{err}");
+    let team: Vec<Value> = db
+        .json(&["alias", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a.to_string().contains("team@barrera.io"))
+        .cloned()
+        .collect();
+    assert_eq!(team.len(), 1, "{team:?}");
+    assert_eq!(
+        team[0].to_string().matches("hugh@barrera.io").count(),
+        1,
+        "{team:?}"
+    );
+    assert_eq!(db.destinations("team@barrera.io"), ["hugh@barrera.io"]);
+});
+
 both!(quotas, |db| {
     db.add_user("hugo@barrera.io", &["--quota", "2g"]);
     db.add_user("ann@barrera.io", &[]);

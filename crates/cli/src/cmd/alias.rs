@@ -121,14 +121,36 @@ fn stored_targets(
         None => s.wildcards(p.domain.as_str())?,
     };
     let mut out: Vec<String> = targets.to_vec();
+    let mut named = vec![false; targets.len()];
     for r in rows
         .iter()
         .filter(|r| !r.is_mailbox() && r.username == local)
     {
-        let normal = parse_target(p, &r.mailbox).ok();
-        if normal.is_some_and(|n| targets.contains(&n)) && !out.contains(&r.mailbox) {
+        let Some(i) = parse_target(p, &r.mailbox)
+            .ok()
+            .and_then(|n| targets.iter().position(|t| *t == n))
+        else {
+            continue;
+        };
+        named[i] = true;
+        if !out.contains(&r.mailbox) {
             out.push(r.mailbox.clone());
         }
+    }
+    // All or nothing, as everywhere: a mistyped target in a list must not
+    // pass because another one was right.
+    let missing: Vec<&str> = targets
+        .iter()
+        .zip(&named)
+        .filter(|(_, found)| !**found)
+        .map(|(t, _)| t.as_str())
+        .collect();
+    if !missing.is_empty() && missing.len() < targets.len() {
+        return Err(CliError::not_found(format!(
+            "{} {} not a target of {p}; nothing was removed",
+            missing.join(", "),
+            if missing.len() == 1 { "is" } else { "are" }
+        )));
     }
     Ok(out)
 }

@@ -254,7 +254,21 @@ fn rename(
             .collect();
         s.delete(old.local(), old.domain().as_str(), Delete::Mailbox)?;
         s.delete(old.local(), old.domain().as_str(), Delete::Alias(None))?;
-        let repointed = s.retarget(&old.to_string(), &new.to_string())?;
+        // An alias that names NEW already (`team -> hugo, hugh`, hugh@
+        // reached through a catch-all) keeps its one row for it:
+        // repointing would write a second, which `alias add` refuses.
+        let mut merged = 0;
+        for a in s.targeting(&old.to_string())? {
+            let has_new = s
+                .exact(&a.username, &a.domain)?
+                .iter()
+                .any(|x| !x.is_mailbox() && x.mailbox == new.to_string());
+            if !a.is_mailbox() && has_new {
+                let old_target = [a.mailbox.clone()];
+                merged += s.delete(&a.username, &a.domain, Delete::Alias(Some(&old_target)))?;
+            }
+        }
+        let repointed = merged + s.retarget(&old.to_string(), &new.to_string())?;
         if keep_alias {
             s.insert(&Row {
                 username: old.local().into(),
@@ -306,11 +320,17 @@ fn rename(
         say!("move the mail store: {old_home} -> {new_home}");
     }
     super::guard::warn_arrival(&arrived);
-    if let Some(now) = now {
-        eprintln!(
-            "mailtable: note: mail to {old} now goes to {now}; `mailtable alias add {old} {new}` \
-             sends it to {new} instead"
-        );
+    match now {
+        // A catch-all or pattern sends it on to the new name anyway.
+        Some((to, why)) if to == [new.to_string()] => {
+            eprintln!("mailtable: note: mail to {old} still reaches {new}, through {why}")
+        }
+        Some((to, why)) => eprintln!(
+            "mailtable: note: mail to {old} now goes to {} ({why}); `mailtable alias add {old} \
+             {new}` sends it to {new} instead",
+            to.join(", ")
+        ),
+        None => {}
     }
     Ok(Exit::Ok)
 }
@@ -323,7 +343,7 @@ fn after_removal(
     r: &Resolver,
     s: &mut dyn Store,
     addr: &Address,
-) -> Result<Option<String>, CliError> {
+) -> Result<Option<(Vec<String>, String)>, CliError> {
     let to = match r.resolve(s, addr) {
         Ok(Outcome::Found(to)) => to
             .iter()
@@ -340,7 +360,7 @@ fn after_removal(
              removes them"
         ),
     };
-    Ok(Some(format!("{} ({why})", to.join(", "))))
+    Ok(Some((to, why)))
 }
 
 /// The rows of `before` (what reached `addr`) through which mail would now
@@ -448,9 +468,11 @@ fn del(ctx: &Ctx, address: &str, force: bool) -> Result<Exit, CliError> {
     say!("removed mailbox {addr}");
     warn_stranded(&stuck, &addr);
     super::guard::warn(&broken, &addr);
-    if let Some(now) = now {
+    if let Some((to, why)) = now {
         eprintln!(
-            "mailtable: note: mail to {addr}, and to the aliases that named it, now goes to {now}"
+            "mailtable: note: mail to {addr}, and to the aliases that named it, now goes to {} \
+             ({why})",
+            to.join(", ")
         );
     }
     Ok(Exit::Ok)
