@@ -459,7 +459,7 @@ both!(rename_keeps_the_account_and_moves_the_aliases, |db| {
         .unwrap();
     assert_eq!(hugh["quota"], "1G");
     assert_eq!(hugh["active"], false);
-    assert_eq!(hugh["scheme"], "Bcrypt");
+    assert_eq!(hugh["scheme"], "bcrypt");
     let mut info = db.destinations("info@barrera.io");
     info.sort();
     assert_eq!(

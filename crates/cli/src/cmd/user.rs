@@ -550,7 +550,7 @@ fn list(ctx: &Ctx, a: &ListArgs) -> Result<Exit, CliError> {
                     "active": r.active,
                     "locked": r.password.as_ref().is_some_and(|p| p.is_locked()),
                     "quota": r.quota,
-                    "scheme": r.password.as_ref().map(|p| format!("{:?}", p.scheme())),
+                    "scheme": r.password.as_ref().map(|p| p.scheme().name()),
                 })
             },
         );

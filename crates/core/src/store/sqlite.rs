@@ -274,7 +274,13 @@ pub fn why_read_only(path: &Path) -> Option<(String, String)> {
                  journal of every write",
                 dir.display()
             ),
-            format!("run mailtable as root, or chmod u+w {}", dir.display()),
+            // u+w helps only the directory's owner.
+            match std::fs::metadata(dir).map(|m| std::os::unix::fs::MetadataExt::uid(&m)) {
+                Ok(owner) if owner == uid => {
+                    format!("run mailtable as root, or chmod u+w {}", dir.display())
+                }
+                _ => "run mailtable as root".to_string(),
+            },
         ));
     }
     None
