@@ -406,9 +406,12 @@ pub(crate) fn probe_daemons(
     let mut readers = Vec::new();
     readers.extend(smtpd.reader(db.group));
     readers.extend(dovecot.reader(db.group));
+    // Only a serve of this config: another one on the host (a test
+    // instance, a second site) reads another database.
+    let ours = |pid| same_config(unix::config_of(pid).as_deref(), db.config_path.as_deref());
     readers.extend(serve_reader(
         db,
-        unix::running_creds("dovecot-mailtable", "serve"),
+        unix::running_creds("dovecot-mailtable", "serve", ours),
     ));
     if readers.is_empty() {
         checks.push(Check::na(
@@ -521,6 +524,16 @@ fn db_identity(url: &DatabaseUrl) -> String {
 /// whether it answers).
 ///
 /// `running`: the credentials of the running serve, if one runs.
+/// Whether two programs given these config paths (`None`: none given,
+/// the default) read the same file.
+fn same_config(a: Option<&Path>, b: Option<&Path>) -> bool {
+    let real = |p: Option<&Path>| {
+        let p = p.unwrap_or(Path::new(DEFAULT_PATH));
+        std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+    };
+    real(a) == real(b)
+}
+
 fn serve_reader(db: &Db, running: Option<unix::Creds>) -> Option<Reader> {
     let g = daemons_group(db.group);
     let reader = |creds: unix::Creds| Reader {
@@ -696,6 +709,22 @@ pub(super) mod tests {
 
     pub(in crate::doctor) fn url(p: &Path) -> DatabaseUrl {
         format!("sqlite://{}", p.display()).parse().unwrap()
+    }
+
+    /// A serve of another config file is not the one doctor asks about;
+    /// one path spelt two ways is the same file.
+    #[test]
+    fn a_serve_counts_when_it_reads_this_config() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a.toml"), d.path().join("b.toml"));
+        std::fs::write(&a, "").unwrap();
+        std::fs::write(&b, "").unwrap();
+        let a_again = d.path().join(".").join("a.toml");
+        assert!(same_config(Some(&a), Some(&a_again)));
+        assert!(!same_config(Some(&a), Some(&b)));
+        assert!(!same_config(Some(&a), None));
+        assert!(same_config(None, Some(Path::new(DEFAULT_PATH))));
+        assert!(!same_config(Some(&d.path().join("missing.toml")), Some(&a)));
     }
 
     #[test]

@@ -131,19 +131,58 @@ pub(crate) fn running(program: &str, arg: Option<&str>) -> Vec<u32> {
 }
 
 /// The credentials a running process holds: of the first one [`running`]
-/// finds, from /proc (proc(5): `Uid:`, `Gid:` and `Groups:` of
-/// /proc/PID/status, the effective ids). `None` when none runs.
-pub(crate) fn running_creds(program: &str, arg: &str) -> Option<Creds> {
-    running(program, Some(arg)).into_iter().find_map(|pid| {
-        let (uid, gid, groups) =
-            parse_status(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)?;
-        Some(Creds {
-            user: user_name(uid).unwrap_or_else(|| uid.to_string()),
-            uid,
-            gid,
-            groups,
+/// finds that `keep` takes, from /proc (proc(5): `Uid:`, `Gid:` and
+/// `Groups:` of /proc/PID/status, the effective ids). `None` when none
+/// runs.
+pub(crate) fn running_creds(program: &str, arg: &str, keep: impl Fn(u32) -> bool) -> Option<Creds> {
+    running(program, Some(arg))
+        .into_iter()
+        .filter(|pid| keep(*pid))
+        .find_map(|pid| {
+            let (uid, gid, groups) =
+                parse_status(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)?;
+            Some(Creds {
+                user: user_name(uid).unwrap_or_else(|| uid.to_string()),
+                uid,
+                gid,
+                groups,
+            })
         })
-    })
+}
+
+/// The config file process `pid`, a mailtable program, reads: the one its
+/// command line names, relative to its working directory, or `None` for
+/// the default (`Config::locate`).
+pub(crate) fn config_of(pid: u32) -> Option<PathBuf> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let argv: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let named = config_in_argv(&argv)?;
+    match std::fs::read_link(format!("/proc/{pid}/cwd")) {
+        Ok(cwd) => Some(cwd.join(named)),
+        Err(_) => Some(named),
+    }
+}
+
+/// The value of `-c FILE`, `-cFILE`, `--config FILE` or `--config=FILE` in
+/// `argv` (clap's forms of the binaries' global option, anywhere after the
+/// program name; the last one wins, as clap takes it).
+fn config_in_argv(argv: &[&[u8]]) -> Option<PathBuf> {
+    let path = |b: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(b));
+    let mut found = None;
+    let mut args = argv.iter().skip(1);
+    while let Some(a) = args.next() {
+        if *a == b"--" {
+            break;
+        }
+        if *a == b"-c" || *a == b"--config" {
+            found = args.next().map(|v| path(v));
+        } else if let Some(v) = a.strip_prefix(b"--config=") {
+            found = Some(path(v));
+        } else if let Some(v) = a.strip_prefix(b"-c").filter(|v| !v.is_empty()) {
+            found = Some(path(v));
+        }
+    }
+    found
 }
 
 /// The program file process `pid` runs, from the link /proc/PID/exe, and
@@ -327,17 +366,42 @@ mod tests {
         // Until the child has exec'd, /proc shows this program's command
         // line in it.
         let start = Instant::now();
-        let mut found = running_creds("sleep", "7.25");
+        let mut found = running_creds("sleep", "7.25", |_| true);
         while found.is_none() && start.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(10));
-            found = running_creds("sleep", "7.25");
+            found = running_creds("sleep", "7.25", |_| true);
         }
         child.kill().ok();
         child.wait().ok();
         let found = found.expect("found in /proc");
         assert_eq!(found.uid, Uid::effective().as_raw());
         assert_eq!(found.gid, nix::unistd::Gid::effective().as_raw());
-        assert!(running_creds("sleep", "no-such-argument").is_none());
+        assert!(running_creds("sleep", "no-such-argument", |_| true).is_none());
+    }
+
+    /// Every form clap takes for the global `-c`, anywhere on the line.
+    #[test]
+    fn the_config_a_command_line_names() {
+        let argv = |line: &str| -> Option<PathBuf> {
+            let v: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+            config_in_argv(&v)
+        };
+        let p = |s: &str| Some(PathBuf::from(s));
+        assert_eq!(argv("dovecot-mailtable serve"), None);
+        assert_eq!(argv("dovecot-mailtable -c /a.toml serve"), p("/a.toml"));
+        assert_eq!(argv("dovecot-mailtable serve -c /a.toml"), p("/a.toml"));
+        assert_eq!(argv("dovecot-mailtable serve -c/a.toml"), p("/a.toml"));
+        assert_eq!(argv("dovecot-mailtable --config b.toml serve"), p("b.toml"));
+        assert_eq!(
+            argv("dovecot-mailtable serve --config=/b.toml"),
+            p("/b.toml")
+        );
+        assert_eq!(
+            argv("dovecot-mailtable -c /a.toml serve -c /b.toml"),
+            p("/b.toml")
+        );
+        assert_eq!(argv("dovecot-mailtable serve -- -c /a.toml"), None);
+        assert_eq!(argv("-c"), None);
     }
 
     #[test]
