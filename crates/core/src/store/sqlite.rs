@@ -162,6 +162,28 @@ struct FileState {
 }
 
 impl FileState {
+    /// The state of `file`, whose `stat` is `meta`, and whether its header
+    /// says WAL mode.
+    fn read(file: &std::fs::File, meta: &std::fs::Metadata) -> (FileState, bool) {
+        use std::os::unix::fs::FileExt;
+        let mut header = [0u8; 28];
+        let read = file.read_exact_at(&mut header, 0);
+        let times = (meta.mtime() as u64 ^ ((meta.mtime_nsec() as u64) << 34))
+            ^ (meta.ctime() as u64 ^ ((meta.ctime_nsec() as u64) << 34)).rotate_left(17);
+        let state = FileState {
+            times,
+            size: meta.size(),
+            // Bytes 18 and 19: 2 in WAL mode, 1 with a rollback journal.
+            counter: match read {
+                Ok(()) if header[18] == 1 => Some(u32::from_be_bytes([
+                    header[24], header[25], header[26], header[27],
+                ])),
+                _ => None,
+            },
+        };
+        (state, read.is_ok() && header[18] == 2)
+    }
+
     /// Whether the file was written since `self`, in a way SQLite might
     /// not tell: SQLite keeps its page cache while the header's counter
     /// equals the one it read last, and a backup copied over the file in
@@ -521,9 +543,20 @@ impl SqliteStore {
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let path = self.path.clone();
         // The handle and the identity of the file it opened.
+        // With the file's state as SQLite is about to read it: a copy
+        // carrying the same change counter written over the file before
+        // the first change check (a lookup after `update`, a login, an
+        // iteration: queries that read pages first) must still get a new
+        // connection, as it does after any check; with no state kept, that
+        // check took the rewritten file's for the one SQLite had read.
         let open_file = || {
             std::fs::File::open(&path)
-                .and_then(|f| f.metadata().map(|m| (f, (m.dev(), m.ino()))))
+                .and_then(|f| {
+                    f.metadata().map(|m| {
+                        let (state, _) = FileState::read(&f, &m);
+                        (f, (m.dev(), m.ino()), state)
+                    })
+                })
                 .map_err(|e| StoreError::Unavailable(format!("cannot use {}: {e}", path.display())))
         };
         // Our own handle (the header reads, and the identity the change
@@ -575,7 +608,7 @@ impl SqliteStore {
             }
         };
         self.locked = false;
-        let (file, ident) = match early {
+        let (file, ident, state) = match early {
             Some(opened) => opened,
             // `init`: SQLite has made the file by now.
             None => open_file()?,
@@ -595,7 +628,7 @@ impl SqliteStore {
             ident,
             file,
             reading: false,
-            seen: None,
+            seen: Some(state),
             wal,
             busy: wait,
             own_busy_handler,
@@ -695,7 +728,6 @@ impl SqliteStore {
 
     /// [`SqliteStore::token`]'s work.
     fn read_token(&mut self, in_place: bool) -> Result<Option<ChangeToken>, StoreError> {
-        use std::os::unix::fs::FileExt;
         let meta = match &self.pinned {
             Some(meta) => meta.clone(),
             None => self.stat()?,
@@ -715,21 +747,7 @@ impl SqliteStore {
         let Some(open) = self.open.as_mut() else {
             return Err(StoreError::Other("connection vanished".into()));
         };
-        let mut header = [0u8; 28];
-        let read = open.file.read_exact_at(&mut header, 0);
-        let times = (meta.mtime() as u64 ^ ((meta.mtime_nsec() as u64) << 34))
-            ^ (meta.ctime() as u64 ^ ((meta.ctime_nsec() as u64) << 34)).rotate_left(17);
-        let state = FileState {
-            times,
-            size: meta.size(),
-            // Bytes 18 and 19: 2 in WAL mode, 1 with a rollback journal.
-            counter: match read {
-                Ok(()) if header[18] == 1 => Some(u32::from_be_bytes([
-                    header[24], header[25], header[26], header[27],
-                ])),
-                _ => None,
-            },
-        };
+        let (state, wal) = FileState::read(&open.file, &meta);
         if open
             .seen
             .is_some_and(|seen| seen.rewritten_behind_sqlite(&state))
@@ -738,23 +756,30 @@ impl SqliteStore {
                 return Ok(None);
             }
             // SQLite's pages of the old contents must go: a new
-            // connection, then the check again (it has seen nothing yet,
-            // so this happens once).
+            // connection, then the check again, taking the state it finds
+            // as the new connection's, so this happens once. (The `stat`
+            // of a pinned lookup is older than the file the connection
+            // just opened: compared, a write in between would reconnect
+            // forever. Taken as seen, it only makes the next lookup
+            // reconnect again if the file moved on meanwhile.)
             self.connect()?;
             if pinned && self.open.as_ref().is_some_and(|o| o.ident == ident) {
                 self.pinned = Some(meta);
             }
+            if let Some(open) = self.open.as_mut() {
+                open.seen = None;
+            }
             return self.token(false);
         }
         open.seen = Some(state);
-        open.wal = read.is_ok() && header[18] == 2;
+        open.wal = wal;
         let Some(counter) = state.counter else {
             return Ok(None);
         };
         Ok(Some(ChangeToken::new([
             ident.0,
             ident.1,
-            times,
+            state.times,
             meta.size(),
             u64::from(counter),
             0,
@@ -2495,6 +2520,36 @@ mod tests {
         assert_ne!(r.change_token().unwrap(), before);
         assert_eq!(found(&mut r, "edit"), 1, "the copy's row");
         assert_eq!(found(&mut r, "live"), 0, "the replaced row");
+    }
+
+    /// The same, where the connection's first reads were queries without a
+    /// change check (table-mailtable's `update` and its `auth` service,
+    /// serve's iteration): the copy is still seen at the next lookup. It
+    /// was not: the first check took the copy's state for the one SQLite's
+    /// pages came from, and the table answered from the old pages, mixed
+    /// with the copy's, until the next write.
+    #[test]
+    fn a_copy_with_the_same_counter_is_seen_after_reads_without_a_check() {
+        let (dir, s) = fresh();
+        drop(s);
+        let path = dir.path().join("mail.db");
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&path, &copy).unwrap();
+        shell_insert(&path, "live");
+        shell_insert(&copy, "edit");
+        let counter = |p: &Path| std::fs::read(p).unwrap()[24..28].to_vec();
+        assert_eq!(counter(&path), counter(&copy), "the case under test");
+        let mut r = reader(&path);
+        assert_eq!(r.exact("live", "example.org").unwrap().len(), 1);
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::copy(&copy, &path).unwrap();
+        assert_eq!(counter(&path), counter(&copy));
+        r.begin_lookup();
+        r.change_token().unwrap();
+        let edit = r.exact("edit", "example.org").unwrap().len();
+        let live = r.exact("live", "example.org").unwrap().len();
+        r.end_lookup();
+        assert_eq!((edit, live), (1, 0), "the copy's rows, not the old pages'");
     }
 
     /// A daemon's lookup (`begin_lookup` .. `end_lookup`) reads the file it
