@@ -123,7 +123,30 @@ pub fn redact(url: &str) -> String {
         out.replace_range(value..end, "***");
         from = value + 3;
     }
+    // And every parameter whose key names a password once decoded as the
+    // driver decodes keys (percent escapes: `UrlParser::parse_params` in
+    // tokio-postgres `config.rs`), `pass%77ord=` as much as
+    // `sslpassword=`, the client key's passphrase.
+    if let Some(q) = out.find('?') {
+        let params: Vec<String> = out[q + 1..]
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if names_password(k) => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out = format!("{}?{}", &out[..q], params.join("&"));
+    }
     out
+}
+
+/// Whether a URL query key is, or holds, `password` once its percent
+/// escapes are decoded, in any case.
+fn names_password(key: &str) -> bool {
+    percent_encoding::percent_decode_str(key)
+        .decode_utf8_lossy()
+        .to_ascii_lowercase()
+        .contains("password")
 }
 
 impl fmt::Display for DatabaseUrl {
@@ -223,5 +246,20 @@ mod tests {
             redact("postgresql:///mail?password=a&password=b&user=x"),
             "postgresql:///mail?password=***&password=***&user=x"
         );
+        // Keys the driver decodes to `password`, and other secrets' keys.
+        for key in [
+            "pass%77ord",
+            "%70assword",
+            "PASSWORD",
+            "sslpassword",
+            "%73slpassword",
+        ] {
+            let url = format!("postgresql://mail@db1/mail?sslmode=require&{key}=pssW0rdX&x=1");
+            assert_eq!(
+                redact(&url),
+                format!("postgresql://mail@db1/mail?sslmode=require&{key}=***&x=1"),
+                "{key}"
+            );
+        }
     }
 }
