@@ -250,6 +250,29 @@ fn is_lock_timeout(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// The directory holding `path`, where SQLite makes its side files.
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Whether `dir` is on a file system mounted read-only (statvfs(3)
+/// `ST_RDONLY`).
+fn on_read_only_fs(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(folder) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut vfs = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `folder` is a NUL-terminated path that outlives the call, and
+    // `vfs` a buffer of the size statvfs(3) fills; it is read only after
+    // the call succeeded.
+    let stated = unsafe { libc::statvfs(folder.as_ptr(), vfs.as_mut_ptr()) } == 0;
+    stated && unsafe { vfs.assume_init() }.f_flag & libc::ST_RDONLY != 0
+}
+
 /// What keeps this process from writing the database at `path`, if
 /// anything, and the fix: the file system mounted read-only, the file, or
 /// its directory, where SQLite creates `NAME-journal` for every write
@@ -258,19 +281,10 @@ fn is_lock_timeout(e: &rusqlite::Error) -> bool {
 pub fn why_read_only(path: &Path) -> Option<(String, String)> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = directory_of(path);
     let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).ok();
     let (file, folder) = (c(path)?, c(dir)?);
-    let mut vfs = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `folder` is a NUL-terminated path that outlives the call, and
-    // `vfs` a buffer of the size statvfs(3) fills; it is read only after
-    // the call succeeded.
-    let read_only_fs = unsafe { libc::statvfs(folder.as_ptr(), vfs.as_mut_ptr()) } == 0
-        && unsafe { vfs.assume_init() }.f_flag & libc::ST_RDONLY != 0;
-    if read_only_fs {
+    if on_read_only_fs(dir) {
         return Some((
             format!(
                 "the file system holding {} is mounted read-only",
@@ -337,6 +351,22 @@ fn map_err(path: &Path, bound: Duration, e: rusqlite::Error) -> StoreError {
                     "query on {shown} took longer than {}",
                     super::limit_text(bound)
                 )),
+                // A WAL file (another tool's `PRAGMA journal_mode=wal`):
+                // even a reader must create `-shm` beside it, so the
+                // daemons, which write nothing, fail with SQLITE_READONLY
+                // too (SQLITE_READONLY_DIRECTORY); "cannot write" would
+                // send the admin after a write no daemon makes.
+                C::ReadOnly
+                    if !on_read_only_fs(directory_of(path))
+                        && std::fs::File::open(path).is_ok_and(|f| in_wal_mode(&f)) =>
+                {
+                    StoreError::Unavailable(format!(
+                        "{shown} is in WAL journal mode (set by another tool), whose readers \
+                         must create {shown}-shm, which this user cannot: run any mailtable \
+                         write as root (`mailtable migrate`) to put it back in rollback-journal \
+                         mode ({detail})"
+                    ))
+                }
                 // SQLITE_READONLY on a write says "attempt to write a
                 // readonly database" whatever stood in the way: the admin
                 // needs to know which of three things to fix.
@@ -1866,6 +1896,24 @@ mod tests {
             .pragma_update(None, "journal_mode", "wal")
             .unwrap();
         (dir, path)
+    }
+
+    /// A reader that may not create `-shm` beside a WAL file gets
+    /// SQLITE_READONLY_DIRECTORY: the daemons must read why (WAL, and the
+    /// write that ends it), not "cannot write" as a write of the CLI
+    /// would. The code as SQLite gives it, since root, who runs the tests,
+    /// may create the file.
+    #[test]
+    fn a_wal_reader_refused_its_side_file_is_told_of_wal() {
+        let (_dir, path) = wal_database();
+        let refused = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY_DIRECTORY),
+            Some("attempt to write a readonly database".into()),
+        );
+        let shown = map_err(&path, Duration::from_secs(1), refused).to_string();
+        assert!(shown.contains("is in WAL journal mode"), "{shown}");
+        assert!(shown.contains("mailtable migrate"), "{shown}");
+        assert!(!shown.contains("cannot write"), "{shown}");
     }
 
     #[test]
