@@ -168,11 +168,7 @@ impl FileState {
         use std::os::unix::fs::FileExt;
         let mut header = [0u8; 28];
         let read = file.read_exact_at(&mut header, 0);
-        let times = (meta.mtime() as u64 ^ ((meta.mtime_nsec() as u64) << 34))
-            ^ (meta.ctime() as u64 ^ ((meta.ctime_nsec() as u64) << 34)).rotate_left(17);
         let state = FileState {
-            times,
-            size: meta.size(),
             // Bytes 18 and 19: 2 in WAL mode, 1 with a rollback journal.
             counter: match read {
                 Ok(()) if header[18] == 1 => Some(u32::from_be_bytes([
@@ -180,8 +176,20 @@ impl FileState {
                 ])),
                 _ => None,
             },
+            ..FileState::of_stat(meta)
         };
         (state, read.is_ok() && header[18] == 2)
+    }
+
+    /// What `stat` tells: all that [`FileState::rewritten_behind_sqlite`]
+    /// compares (no counter).
+    fn of_stat(meta: &std::fs::Metadata) -> FileState {
+        FileState {
+            times: (meta.mtime() as u64 ^ ((meta.mtime_nsec() as u64) << 34))
+                ^ (meta.ctime() as u64 ^ ((meta.ctime_nsec() as u64) << 34)).rotate_left(17),
+            size: meta.size(),
+            counter: None,
+        }
     }
 
     /// Whether the file was written since `self`, in a way SQLite might
@@ -630,7 +638,19 @@ impl SqliteStore {
                 d != 0 && epoch.elapsed().as_nanos() as u64 > d
             }),
         );
+        // A journal that looks hot and is gone a moment later gets a second
+        // look, as a query's does (`with_limit`): a new connection reads
+        // the schema first, so it meets such a journal before any query.
         let columns = match Self::columns(&conn) {
+            Err(e) if is_hot_journal(&e) => {
+                #[cfg(test)]
+                tests::between_hot_journal_attempts();
+                std::thread::sleep(HOT_JOURNAL_RECHECK);
+                Self::columns(&conn)
+            }
+            first => first,
+        };
+        let columns = match columns {
             Ok(c) => c,
             Err(e) => {
                 self.locked = is_lock_timeout(&e);
@@ -829,11 +849,31 @@ impl SqliteStore {
     /// (since the lookup's `stat`, or, outside a lookup, since the last
     /// query).
     fn conn(&mut self) -> Result<&mut Open, StoreError> {
-        let ident = match &self.pinned {
-            Some(meta) => (meta.dev(), meta.ino()),
-            None => self.file_ident()?,
+        let (ident, state) = match &self.pinned {
+            Some(meta) => ((meta.dev(), meta.ino()), None),
+            None => {
+                let meta = self.stat()?;
+                ((meta.dev(), meta.ino()), Some(FileState::of_stat(&meta)))
+            }
         };
         self.follow(ident)?;
+        // A daemon's query outside a lookup (a login's, an iteration's,
+        // `update`'s) has no change check before it: a copy written over
+        // the file with SQLite's own change counter would be read through
+        // the old pages. Any write since the connection last looked gets a
+        // new one, as the check gives a lookup. Only read-only stores: the
+        // CLI's queries run inside its own write transactions.
+        let rewritten = self.access == Access::ReadOnly
+            && state.is_some_and(|now| {
+                self.open.as_ref().is_some_and(|o| {
+                    o.ident == ident
+                        && o.seen
+                            .is_some_and(|seen| seen.rewritten_behind_sqlite(&now))
+                })
+            });
+        if rewritten {
+            self.connect()?;
+        }
         self.open
             .as_mut()
             .ok_or_else(|| StoreError::Other("connection vanished".into()))
@@ -2585,6 +2625,7 @@ mod tests {
         std::fs::copy(&path, &copy).unwrap();
         shell_insert(&path, "live");
         shell_insert(&copy, "edit");
+        std::fs::copy(&path, path.with_file_name("live.db")).unwrap();
         let counter = |p: &Path| std::fs::read(p).unwrap()[24..28].to_vec();
         assert_eq!(counter(&path), counter(&copy), "the case under test");
         let mut r = reader(&path);
@@ -2592,6 +2633,15 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         std::fs::copy(&copy, &path).unwrap();
         assert_eq!(counter(&path), counter(&copy));
+        // A query outside a lookup (a login, an iteration) sees it too.
+        let mut q = reader(&path);
+        q.exact("edit", "example.org").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::copy(&path.with_file_name("live.db"), &path).unwrap();
+        assert_eq!(counter(&path), counter(&copy));
+        assert_eq!(q.exact("live", "example.org").unwrap().len(), 1);
+        assert_eq!(q.exact("edit", "example.org").unwrap().len(), 0);
+        std::fs::copy(&copy, &path).unwrap();
         r.begin_lookup();
         r.change_token().unwrap();
         let edit = r.exact("edit", "example.org").unwrap().len();
