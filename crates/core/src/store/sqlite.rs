@@ -2637,7 +2637,7 @@ mod tests {
         let mut q = reader(&path);
         q.exact("edit", "example.org").unwrap();
         std::thread::sleep(Duration::from_millis(50));
-        std::fs::copy(&path.with_file_name("live.db"), &path).unwrap();
+        std::fs::copy(path.with_file_name("live.db"), &path).unwrap();
         assert_eq!(counter(&path), counter(&copy));
         assert_eq!(q.exact("live", "example.org").unwrap().len(), 1);
         assert_eq!(q.exact("edit", "example.org").unwrap().len(), 0);
