@@ -106,7 +106,7 @@ pub(super) fn init(ctx: &Ctx, group: &str) -> Result<Exit, CliError> {
     // is migrated in place, which the admin must hear as such: the
     // daemons reading it need the steps `migrate` prints.
     let existing = s.schema_state()? != store::SchemaState::Empty;
-    let report = steps::migrate(s.as_mut(), ctx.dialect(), true)?;
+    let report = migrate_noting_signals(s.as_mut(), ctx, true)?;
     drop(s);
     if let DatabaseUrl::Sqlite(path) = &ctx.url {
         store::sqlite::share_files(path, gid).map_err(|e| {
@@ -173,7 +173,7 @@ fn group_advice(group: &str, readers: &[(&str, &str, Option<bool>)]) -> String {
 /// `mailtable migrate`.
 pub(super) fn migrate(ctx: &Ctx) -> Result<Exit, CliError> {
     let mut s = ctx.open(Access::ReadWrite)?;
-    let report = steps::migrate(s.as_mut(), ctx.dialect(), false)?;
+    let report = migrate_noting_signals(s.as_mut(), ctx, false)?;
     drop(s);
     // Only after a write: a migration with nothing to do leaves the
     // file's mode as the admin set it.
@@ -182,6 +182,25 @@ pub(super) fn migrate(ctx: &Ctx) -> Result<Exit, CliError> {
     }
     say_migrated(ctx, &report, "");
     Ok(Exit::Ok)
+}
+
+/// [`steps::migrate`], with Ctrl-C, SIGTERM and SIGHUP acted on once its
+/// transaction is over ([`crate::interrupt`]): killed inside it, the CLI
+/// would leave the hot journal that `migrate` is the advised cure for.
+/// A change made is noted as such for [`crate::output`].
+fn migrate_noting_signals(
+    s: &mut dyn mailtable_core::Store,
+    ctx: &Ctx,
+    creating: bool,
+) -> Result<steps::Report, CliError> {
+    let _deferred = crate::interrupt::defer();
+    let report = crate::interrupt::or_interrupted(
+        steps::migrate(s, ctx.dialect(), creating).map_err(CliError::from),
+    )?;
+    if !report.applied.is_empty() {
+        crate::output::changed();
+    }
+    Ok(report)
 }
 
 /// What a migration did, and what the admin must do next: `migrate`, and

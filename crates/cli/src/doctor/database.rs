@@ -408,7 +408,9 @@ pub(crate) fn probe_daemons(
     readers.extend(dovecot.reader(db.group));
     // Only a serve of this config: another one on the host (a test
     // instance, a second site) reads another database.
-    let ours = |pid| same_config(unix::config_of(pid).as_deref(), db.config_path.as_deref());
+    let ours = |pid| {
+        unix::config_of(pid).is_ok_and(|c| same_config(c.as_deref(), db.config_path.as_deref()))
+    };
     readers.extend(serve_reader(
         db,
         unix::running_creds("dovecot-mailtable", "serve", ours),

@@ -150,17 +150,22 @@ pub(crate) fn running_creds(program: &str, arg: &str, keep: impl Fn(u32) -> bool
         })
 }
 
-/// The config file process `pid`, a mailtable program, reads: the one its
-/// command line names, relative to its working directory, or `None` for
-/// the default (`Config::locate`).
-pub(crate) fn config_of(pid: u32) -> Option<PathBuf> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+/// The config file process `pid`, a mailtable program, reads: `Ok` of
+/// the one its command line names, relative to its working directory, or
+/// of `None` for the default (`Config::locate`); `Err` when that cannot be
+/// told (its command line gone, or a relative name and a working
+/// directory this user may not read).
+pub(crate) fn config_of(pid: u32) -> Result<Option<PathBuf>, ()> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).map_err(drop)?;
     let argv: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    let named = config_in_argv(&argv)?;
-    match std::fs::read_link(format!("/proc/{pid}/cwd")) {
-        Ok(cwd) => Some(cwd.join(named)),
-        Err(_) => Some(named),
+    let Some(named) = config_in_argv(&argv) else {
+        return Ok(None);
+    };
+    if named.is_absolute() {
+        return Ok(Some(named));
     }
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map_err(drop)?;
+    Ok(Some(cwd.join(named)))
 }
 
 /// The value of `-c FILE`, `-cFILE`, `--config FILE` or `--config=FILE` in
@@ -179,7 +184,8 @@ fn config_in_argv(argv: &[&[u8]]) -> Option<PathBuf> {
         } else if let Some(v) = a.strip_prefix(b"--config=") {
             found = Some(path(v));
         } else if let Some(v) = a.strip_prefix(b"-c").filter(|v| !v.is_empty()) {
-            found = Some(path(v));
+            // clap takes `-c=FILE` as `-c FILE`.
+            found = Some(path(v.strip_prefix(b"=").unwrap_or(v)));
         }
     }
     found
@@ -391,6 +397,7 @@ mod tests {
         assert_eq!(argv("dovecot-mailtable -c /a.toml serve"), p("/a.toml"));
         assert_eq!(argv("dovecot-mailtable serve -c /a.toml"), p("/a.toml"));
         assert_eq!(argv("dovecot-mailtable serve -c/a.toml"), p("/a.toml"));
+        assert_eq!(argv("dovecot-mailtable serve -c=/a.toml"), p("/a.toml"));
         assert_eq!(argv("dovecot-mailtable --config b.toml serve"), p("b.toml"));
         assert_eq!(
             argv("dovecot-mailtable serve --config=/b.toml"),

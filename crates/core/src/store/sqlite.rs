@@ -250,6 +250,21 @@ fn is_hot_journal(e: &rusqlite::Error) -> bool {
         if f.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK)
 }
 
+/// Whether SQLite's extended code says a WAL reader could not make or use
+/// the `-shm` index beside the file (its result codes page:
+/// `SQLITE_READONLY_DIRECTORY`, `_CANTINIT`, `_CANTLOCK`, `_RECOVERY`),
+/// not that a write was refused.
+fn is_wal_side_file_refusal(extended: i32) -> bool {
+    use rusqlite::ffi;
+    matches!(
+        extended,
+        ffi::SQLITE_READONLY_DIRECTORY
+            | ffi::SQLITE_READONLY_CANTINIT
+            | ffi::SQLITE_READONLY_CANTLOCK
+            | ffi::SQLITE_READONLY_RECOVERY
+    )
+}
+
 /// Whether `e` is a lock that outlasted the connection's wait.
 fn is_lock_timeout(e: &rusqlite::Error) -> bool {
     matches!(
@@ -365,7 +380,8 @@ fn map_err(path: &Path, bound: Duration, e: rusqlite::Error) -> StoreError {
                 // too (SQLITE_READONLY_DIRECTORY); "cannot write" would
                 // send the admin after a write no daemon makes.
                 C::ReadOnly
-                    if !on_read_only_fs(directory_of(path))
+                    if is_wal_side_file_refusal(f.extended_code)
+                        && !on_read_only_fs(directory_of(path))
                         && std::fs::File::open(path).is_ok_and(|f| in_wal_mode(&f)) =>
                 {
                     StoreError::Unavailable(format!(
@@ -863,10 +879,13 @@ impl SqliteStore {
         // the old pages. Any write since the connection last looked gets a
         // new one, as the check gives a lookup. Only read-only stores: the
         // CLI's queries run inside its own write transactions.
+        // Never inside an open read transaction: the rest of a lookup
+        // would read a second state of the data.
         let rewritten = self.access == Access::ReadOnly
             && state.is_some_and(|now| {
                 self.open.as_ref().is_some_and(|o| {
                     o.ident == ident
+                        && !o.reading
                         && o.seen
                             .is_some_and(|seen| seen.rewritten_behind_sqlite(&now))
                 })
@@ -1954,6 +1973,13 @@ mod tests {
         assert!(shown.contains("is in WAL journal mode"), "{shown}");
         assert!(shown.contains("mailtable migrate"), "{shown}");
         assert!(!shown.contains("cannot write"), "{shown}");
+        // A write refused (plain SQLITE_READONLY) is not about WAL.
+        let refused = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+            Some("attempt to write a readonly database".into()),
+        );
+        let shown = map_err(&path, Duration::from_secs(1), refused).to_string();
+        assert!(!shown.contains("WAL"), "{shown}");
     }
 
     #[test]
