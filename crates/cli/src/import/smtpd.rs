@@ -366,6 +366,22 @@ pub fn parse_aliases(source: &str, text: &str) -> Parsed {
                 ),
             ));
         }
+        // smtpd looks up the recipient as it came, only lower-cased
+        // (aliases_virtual_get in usr.sbin/smtpd/aliases.c): a key whose
+        // domain ends with a dot matched no address in the form mail
+        // comes with. Stored without the dot, as mailtable stores every
+        // domain, it would start to take mail (a dead `@dom.` a live
+        // catch-all), so it is left out, and said.
+        if key.rsplit_once('@').is_some_and(|(_, d)| d.ends_with('.')) {
+            p.skipped.push(Finding::about(
+                at,
+                &key,
+                "smtpd never matched this key: its domain ends with a dot, which the \
+                 recipients it looks up do not; left out, as it delivered nothing (write \
+                 it without the dot to make it deliver)",
+            ));
+            continue;
+        }
         match route_key(&key) {
             Ok(k) => p.routes.push(Route {
                 key: k,
@@ -873,13 +889,28 @@ root: pi
 @                  m
 broken@example.org a@x.org, @nowhere
 bad-key@-x.org     m
+@example.net.      m
+dot@example.org.   m
 ";
         let p = parse_aliases("virtuals", text);
         assert_eq!(p.malformed.len(), 1);
         assert_eq!(p.malformed[0].at.to_string(), "virtuals:8");
         assert!(p.malformed[0].why.contains("@nowhere"));
-        assert_eq!(p.skipped.len(), 1);
+        assert_eq!(p.skipped.len(), 3);
         assert_eq!(p.skipped[0].at.to_string(), "virtuals:9");
+        // Keys smtpd never matched: left out, not counted as lost mail.
+        for (i, line) in [(1, "virtuals:10"), (2, "virtuals:11")] {
+            assert_eq!(p.skipped[i].at.to_string(), line);
+            assert!(
+                p.skipped[i].why.contains("never matched"),
+                "{:?}",
+                p.skipped[i]
+            );
+        }
+        assert!(p
+            .lost
+            .iter()
+            .all(|l| !l.contains("example.net") && !l.starts_with("dot@")));
         let keys: Vec<String> = p.routes.iter().map(|r| r.key.to_string()).collect();
         assert_eq!(
             keys,
