@@ -2584,14 +2584,10 @@ mod tests {
         assert_eq!(lookup(&mut r).0.unwrap().len(), 1);
     }
 
-    /// A backup copied over the file in place whose change counter equals
-    /// the live file's (two copies of one database, each changed once
-    /// since): SQLite compares only that counter to keep its page cache,
-    /// so the check must start a new connection, or the old contents are
-    /// served until the next commit. Both ways of checking (the daemons'
-    /// lookup, serve's check in place on an idle store) see the backup.
-    #[test]
-    fn a_copy_with_the_same_change_counter_is_seen() {
+    /// A database `mail.db` with a row `live`, and `copy.db`, a copy of it
+    /// from before that row with a row `edit` instead: the same change
+    /// counter, size and free list, other contents.
+    fn same_counter_copies() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let (dir, s) = fresh();
         drop(s);
         let path = dir.path().join("mail.db");
@@ -2601,6 +2597,19 @@ mod tests {
         shell_insert(&copy, "edit");
         let counter = |p: &Path| std::fs::read(p).unwrap()[24..28].to_vec();
         assert_eq!(counter(&path), counter(&copy), "the case under test");
+        (dir, path, copy)
+    }
+
+    /// A backup copied over the file in place whose change counter equals
+    /// the live file's (two copies of one database, each changed once
+    /// since): SQLite compares only that counter to keep its page cache,
+    /// so the check must start a new connection, or the old contents are
+    /// served until the next commit. Both ways of checking (the daemons'
+    /// lookup, serve's check in place on an idle store) see the backup.
+    #[test]
+    fn a_copy_with_the_same_change_counter_is_seen() {
+        let (_dir, path, copy) = same_counter_copies();
+        let counter = |p: &Path| std::fs::read(p).unwrap()[24..28].to_vec();
         let mut r = reader(&path);
         let found = |r: &mut SqliteStore, user: &str| {
             r.begin_lookup();
@@ -2644,16 +2653,9 @@ mod tests {
     /// with the copy's, until the next write.
     #[test]
     fn a_copy_with_the_same_counter_is_seen_after_reads_without_a_check() {
-        let (dir, s) = fresh();
-        drop(s);
-        let path = dir.path().join("mail.db");
-        let copy = dir.path().join("copy.db");
-        std::fs::copy(&path, &copy).unwrap();
-        shell_insert(&path, "live");
-        shell_insert(&copy, "edit");
+        let (_dir, path, copy) = same_counter_copies();
         std::fs::copy(&path, path.with_file_name("live.db")).unwrap();
         let counter = |p: &Path| std::fs::read(p).unwrap()[24..28].to_vec();
-        assert_eq!(counter(&path), counter(&copy), "the case under test");
         let mut r = reader(&path);
         assert_eq!(r.exact("live", "example.org").unwrap().len(), 1);
         std::thread::sleep(Duration::from_millis(50));
