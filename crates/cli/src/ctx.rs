@@ -90,9 +90,7 @@ impl Ctx {
         &self,
         f: impl FnOnce(&mut dyn Store) -> Result<T, CliError>,
     ) -> Result<T, CliError> {
-        // Declared first, dropped last: after the rollback or commit.
-        let _deferred = crate::interrupt::defer();
-        crate::interrupt::or_interrupted(self.write_once(f))
+        crate::interrupt::guarded(|| self.write_once(f))
     }
 
     /// [`Ctx::write`] without the signal handling around it.

@@ -25,7 +25,7 @@ extern "C" fn note(sig: libc::c_int) {
 }
 
 /// The signals noted instead of acted on, until dropped.
-pub(crate) struct Deferred {
+struct Deferred {
     previous: Vec<(Signal, SigAction)>,
 }
 
@@ -35,11 +35,25 @@ fn pending() -> bool {
     NOTED.load(Ordering::Relaxed) != 0
 }
 
-/// Note the signals instead of dying of them, until the result is dropped.
-pub(crate) fn defer() -> Deferred {
-    // Ctrl-C while a write waits for another writer's lock: the wait ends
-    // within a sleep step, not at `query_timeout_ms`.
+/// Make every lock wait of this process end once a signal is noted
+/// (Ctrl-C while a write waits for another writer's lock: within a sleep
+/// step, not at `query_timeout_ms`). Before any database is opened: a
+/// connection takes its busy handler when it opens.
+pub(crate) fn cut_lock_waits() {
     mailtable_core::store::watch::give_up_waiting_when(pending);
+}
+
+/// `f` with the signals deferred ([`defer`]), its failure after a signal
+/// reported as the interruption ([`or_interrupted`]): a write's whole
+/// life, from opening to commit or rollback.
+pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, CliError>) -> Result<T, CliError> {
+    // Declared first, dropped last: after the rollback or commit.
+    let _deferred = defer();
+    or_interrupted(f())
+}
+
+/// Note the signals instead of dying of them, until the result is dropped.
+fn defer() -> Deferred {
     // SA_RESTART: SQLite's reads and writes go on where they were.
     let action = SigAction::new(
         SigHandler::Handler(note),
@@ -73,7 +87,7 @@ pub(crate) fn check() -> Result<(), CliError> {
 /// `result`, or, when it failed after a signal came, the interruption
 /// itself: a lock wait it cut short, or any failure on the way out, is not
 /// what the admin should read. The transaction is rolled back by then.
-pub(crate) fn or_interrupted<T>(result: Result<T, CliError>) -> Result<T, CliError> {
+fn or_interrupted<T>(result: Result<T, CliError>) -> Result<T, CliError> {
     match result {
         Err(e) => check().and(Err(e)),
         ok => ok,

@@ -18,6 +18,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     quiet_on_closed_pipe();
+    interrupt::cut_lock_waits();
     let cli = args::Cli::parse();
     mailtable_core::logging::init("warn");
     match output::settle(cmd::run(cli)) {

@@ -193,10 +193,9 @@ fn migrate_noting_signals(
     ctx: &Ctx,
     creating: bool,
 ) -> Result<steps::Report, CliError> {
-    let _deferred = crate::interrupt::defer();
-    let report = crate::interrupt::or_interrupted(
-        steps::migrate(s, ctx.dialect(), creating).map_err(CliError::from),
-    )?;
+    let report = crate::interrupt::guarded(|| {
+        steps::migrate(s, ctx.dialect(), creating).map_err(CliError::from)
+    })?;
     if !report.applied.is_empty() {
         crate::output::changed();
     }

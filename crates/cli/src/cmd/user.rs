@@ -257,18 +257,23 @@ fn rename(
         // An alias that names NEW already (`team -> hugo, hugh`, hugh@
         // reached through a catch-all) keeps its one row for it:
         // repointing would write a second, which `alias add` refuses.
+        let (old_text, new_text) = (old.to_string(), new.to_string());
         let mut merged = 0;
-        for a in s.targeting(&old.to_string())? {
+        for a in s
+            .targeting(&old_text)?
+            .into_iter()
+            .filter(|a| !a.is_mailbox())
+        {
             let has_new = s
                 .exact(&a.username, &a.domain)?
                 .iter()
-                .any(|x| !x.is_mailbox() && x.mailbox == new.to_string());
-            if !a.is_mailbox() && has_new {
-                let old_target = [a.mailbox.clone()];
+                .any(|x| !x.is_mailbox() && x.mailbox == new_text);
+            if has_new {
+                let old_target = [a.mailbox];
                 merged += s.delete(&a.username, &a.domain, Delete::Alias(Some(&old_target)))?;
             }
         }
-        let repointed = merged + s.retarget(&old.to_string(), &new.to_string())?;
+        let repointed = merged + s.retarget(&old_text, &new_text)?;
         if keep_alias {
             s.insert(&Row {
                 username: old.local().into(),

@@ -432,11 +432,14 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> Result<Exit, CliError> {
         )));
     }
 
-    // Declared before the store, dropped after it: a signal is acted on
-    // once the transaction is rolled back or committed.
-    let _deferred = (!args.verify).then(crate::interrupt::defer);
+    // A signal during the write is acted on once the transaction is
+    // rolled back or committed; `--verify` writes nothing.
     let from_mailtable = sources.iter().any(|(f, _)| *f == Format::Mailtable);
-    crate::interrupt::or_interrupted(in_transaction(ctx, args, parsed, from_mailtable, &mut rep))
+    let run = || in_transaction(ctx, args, parsed, from_mailtable, &mut rep);
+    match args.verify {
+        true => run(),
+        false => crate::interrupt::guarded(run),
+    }
 }
 
 /// [`import`] in the transaction it needs (none for `--verify`), rolled

@@ -243,6 +243,14 @@ pub struct SqliteStore {
 /// ([`SqliteStore::with_limit`]): a writer's rollback takes milliseconds.
 const HOT_JOURNAL_RECHECK: Duration = Duration::from_millis(20);
 
+/// The pause before a read that met a hot journal looks again (the
+/// tests roll the journal back there).
+fn before_second_look() {
+    #[cfg(test)]
+    tests::between_hot_journal_attempts();
+    std::thread::sleep(HOT_JOURNAL_RECHECK);
+}
+
 /// Whether `e` is SQLite refusing to read past a hot journal it may not
 /// roll back (`SQLITE_READONLY_ROLLBACK`).
 fn is_hot_journal(e: &rusqlite::Error) -> bool {
@@ -596,8 +604,8 @@ impl SqliteStore {
             Access::Create => OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let path = self.path.clone();
-        // The handle and the identity of the file it opened.
-        // With the file's state as SQLite is about to read it: a copy
+        // The handle, the identity of the file it opened, and the file's
+        // state as SQLite is about to read it: a copy
         // carrying the same change counter written over the file before
         // the first change check (a lookup after `update`, a login, an
         // iteration: queries that read pages first) must still get a new
@@ -659,9 +667,7 @@ impl SqliteStore {
         // the schema first, so it meets such a journal before any query.
         let columns = match Self::columns(&conn) {
             Err(e) if is_hot_journal(&e) => {
-                #[cfg(test)]
-                tests::between_hot_journal_attempts();
-                std::thread::sleep(HOT_JOURNAL_RECHECK);
+                before_second_look();
                 Self::columns(&conn)
             }
             first => first,
@@ -877,10 +883,10 @@ impl SqliteStore {
         // `update`'s) has no change check before it: a copy written over
         // the file with SQLite's own change counter would be read through
         // the old pages. Any write since the connection last looked gets a
-        // new one, as the check gives a lookup. Only read-only stores: the
-        // CLI's queries run inside its own write transactions.
-        // Never inside an open read transaction: the rest of a lookup
-        // would read a second state of the data.
+        // new one, as the check gives a lookup. Only read-only stores (the
+        // CLI's queries run inside its own write transactions), and never
+        // inside an open read transaction (the rest of a lookup would read
+        // a second state of the data).
         let rewritten = self.access == Access::ReadOnly
             && state.is_some_and(|now| {
                 self.open.as_ref().is_some_and(|o| {
@@ -952,9 +958,7 @@ impl SqliteStore {
                 Err(Ok(e)) if starts_read && !retried && is_hot_journal(&e) => {
                     retried = true;
                     self.open = None;
-                    #[cfg(test)]
-                    tests::between_hot_journal_attempts();
-                    std::thread::sleep(HOT_JOURNAL_RECHECK);
+                    before_second_look();
                 }
                 outcome => break outcome,
             }
