@@ -43,7 +43,25 @@ impl Ctx {
     }
 
     /// Open the store as it is, whatever its schema.
+    ///
+    /// A SQLite file that is not there at all is a usage error (exit 2), as
+    /// an empty one is: at the prompt it is a typo in `--database` or the
+    /// config, or a database never made, and a script that retries on 75
+    /// would retry it for ever. The daemons treat the same absence as a
+    /// temporary failure (a restore in progress); so does the CLI when the
+    /// file goes away after this check.
     pub(crate) fn open(&self, access: Access) -> Result<Box<dyn Store>, CliError> {
+        if let DatabaseUrl::Sqlite(path) = &self.url {
+            let missing =
+                std::fs::metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+            if missing && access != Access::Create {
+                return Err(CliError::usage(format!(
+                    "no database at {}: create it with `mailtable init`, or name the right \
+                     one with `database` in the config or `--database`",
+                    path.display()
+                )));
+            }
+        }
         let opts = OpenOptions {
             access,
             timeout: self.config.timeout(),

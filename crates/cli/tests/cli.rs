@@ -635,15 +635,23 @@ fn unusable_databases() {
         "{err}"
     );
     let missing = Db::new();
-    let (code, err) = missing.code(&["user", "list"]);
-    assert_eq!(code, 75, "{err}");
-    assert!(err.contains("mailtable init"), "{err}");
+    for args in [
+        &["user", "list"][..],
+        &["resolve", "a@example.org"],
+        &["alias", "add", "a@example.org", "b@example.org"],
+        &["migrate"],
+    ] {
+        let (code, err) = missing.code(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("mailtable init"), "{args:?}: {err}");
+    }
+    assert!(!missing.path.exists(), "only init creates the file");
     let nodir = Db {
         _dir: tempfile::tempdir().unwrap(),
         path: PathBuf::from("/nonexistent-dir/x/mail.db"),
     };
     let (code, err) = nodir.code(&["user", "list"]);
-    assert_eq!(code, 75, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("/nonexistent-dir/x/mail.db"), "{err}");
     let bad_cfg = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(bad_cfg.path(), "databse = \"x\"\n").unwrap();
