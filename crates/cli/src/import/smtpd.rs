@@ -109,6 +109,42 @@ pub fn split_table_line(line: &str) -> Option<Result<TableLine<'_>, String>> {
     }))
 }
 
+/// The line (counted from 0) of a `# @list` comment that comes before the
+/// first entry of a table file. smtpd's file backend then reads the whole
+/// file as a list table, whatever its lines hold
+/// (`table_static_priv_load` in `usr.sbin/smtpd/table_static.c`, 6.8 and
+/// 7.6: the comment is trimmed, and only while the table's kind is still
+/// open).
+fn list_declared(text: &str) -> Option<usize> {
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_matches(|c: char| c.is_ascii_whitespace());
+        match line.strip_prefix('#') {
+            Some(comment) if comment.trim_start() == "@list" => return Some(n),
+            Some(_) => {}
+            None if line.is_empty() => {}
+            None => return None,
+        }
+    }
+    None
+}
+
+/// The finding for a mapping table that `# @list` made a list: smtpd's
+/// `virtual`, `alias`, `userbase` and `auth` take only mappings
+/// (`table_check_use(t, T_DYNAMIC|T_HASH, ...)` in `usr.sbin/smtpd/parse.y`),
+/// so smtpd refused its config and never ran with this file as it is.
+fn declared_list(source: &str, text: &str, used_by: &str) -> Option<Finding> {
+    list_declared(text).map(|n| {
+        Finding::new(
+            Origin::line(source, n + 1),
+            format!(
+                "`# @list` before the first entry makes smtpd read this file as a list \
+                 table, which {used_by} refuses (smtpd would not start with it): remove \
+                 that comment"
+            ),
+        )
+    })
+}
+
 /// Split an alias value at commas, honouring `"`/`'` quotes and `\`
 /// escapes, trimming each element and dropping empty ones.
 pub fn split_alias_value(value: &str) -> Result<Vec<String>, String> {
@@ -335,6 +371,10 @@ pub fn parse_aliases(source: &str, text: &str) -> Parsed {
         defines_routes: true,
         ..Parsed::default()
     };
+    if let Some(f) = declared_list(source, text, "`virtual <table>` (and `alias <table>`)") {
+        p.malformed.push(f);
+        return p;
+    }
     for (n, line) in text.lines().enumerate() {
         let at = Origin::line(source, n + 1);
         let (key, value) = match split_table_line(line) {
@@ -435,6 +475,10 @@ fn parse_userinfo_value(value: &str) -> Result<Ids, String> {
 /// for the userbase; as `smtpd-passwd` alone it may serve `auth` only.
 pub fn parse_userinfo(source: &str, text: &str) -> Parsed {
     let mut p = Parsed::default();
+    if let Some(f) = declared_list(source, text, "`userbase <table>`") {
+        p.malformed.push(f);
+        return p;
+    }
     for (n, line) in text.lines().enumerate() {
         let at = Origin::line(source, n + 1);
         let (key, value) = match (split_table_line(line), passwd_userinfo(line)) {
@@ -507,6 +551,10 @@ fn login_name(key: &str) -> Result<LoginName, String> {
 /// `smtpd-credentials`: `login login:hash`, the listener's `auth <t>`.
 pub fn parse_credentials(source: &str, text: &str) -> Parsed {
     let mut p = Parsed::default();
+    if let Some(f) = declared_list(source, text, "a listener's `auth <table>`") {
+        p.malformed.push(f);
+        return p;
+    }
     for (n, line) in text.lines().enumerate() {
         let at = Origin::line(source, n + 1);
         let (key, value) = match split_table_line(line) {
@@ -585,14 +633,10 @@ fn push_login(p: &mut Parsed, at: Origin, key: &str, hash: &str, implied_route: 
 pub fn parse_domains(source: &str, text: &str) -> Parsed {
     let mut p = Parsed::default();
     let mut listed = Vec::new();
-    let mut list = false;
+    let list = list_declared(text).is_some();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim_matches(|c: char| c.is_ascii_whitespace());
-        if let Some(comment) = line.strip_prefix('#') {
-            list |= listed.is_empty() && comment.trim_start() == "@list";
-            continue;
-        }
-        if line.is_empty() {
+        if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let at = Origin::line(source, n + 1);
@@ -1047,6 +1091,44 @@ dot@example.org.   m
         let p = parse_domains("domains", "# @list\nexample.net true\n");
         assert!(p.malformed.is_empty());
         assert_eq!(keys(p), [("example.net true".into(), "domains:2".into())]);
+    }
+
+    /// `# @list` before the first entry makes a mapping file a list, which
+    /// smtpd refuses for `virtual`, `userbase` and `auth`: the source is
+    /// refused at that line, nothing of it taken. After an entry, or with
+    /// more after `@list`, it is only a comment.
+    #[test]
+    fn mapping_tables_declared_lists() {
+        type Parser = fn(&str, &str) -> Parsed;
+        let parsers: [(Parser, &str); 3] = [
+            (parse_aliases, "a@example.org bob@example.net"),
+            (parse_userinfo, "vmail 2000:2000:/var/vmail"),
+            (parse_credentials, "a@example.org $2b$08$hash"),
+        ];
+        for (parse, entry) in parsers {
+            for head in ["# @list\n", "\n  #   @list  \n# more\n"] {
+                let text = format!("{head}{entry}\n");
+                let p = parse("t", &text);
+                assert_eq!(p.malformed.len(), 1, "{text:?}");
+                let f = p.malformed[0].to_string();
+                assert!(f.contains("list table") && f.contains("remove"), "{f}");
+                assert!(p.routes.is_empty() && p.logins.is_empty() && p.userinfo.is_empty());
+            }
+            for text in [
+                format!("{entry}\n# @list\n"),
+                format!("# @list of ours\n{entry}\n"),
+                format!("#@listed\n{entry}\n"),
+            ] {
+                let p = parse("t", &text);
+                assert!(p.malformed.is_empty(), "{text:?}: {:?}", p.malformed);
+                assert_eq!(
+                    p.routes.len() + p.logins.len() + p.userinfo.len(),
+                    1,
+                    "{text:?}"
+                );
+            }
+        }
+        assert_eq!(list_declared("\n# x\n#@list\nk v\n"), Some(2));
     }
 
     /// A table-passwd file as the userbase: each entry's user, uid, gid
