@@ -643,13 +643,16 @@ fn left_behind(plan: &plan::Plan) -> Option<String> {
 /// would not receive mail as the report's first line counts them (after
 /// the check: an address a catch-all now takes, or that reaches its own
 /// mailbox, still receives mail).
-fn left_behind_message(what: String, undeliverable: usize) -> String {
+fn left_behind_message(what: String, undeliverable: &[String]) -> String {
     match undeliverable {
         // Every entry bounced in the source already, or still receives
         // mail: nothing is lost, but an import that leaves a login behind
         // or writes nothing must not pass for one that did not.
-        0 => format!("{what}, though no address of the sources loses its mail"),
-        n => format!("{n} address(es) of the sources would not receive mail and {what}"),
+        [] => format!("{what}, though no address of the sources loses its mail"),
+        keys => format!(
+            "{} of the sources would not receive mail and {what}",
+            report::lost_keys(keys)
+        ),
     }
 }
 
@@ -694,7 +697,7 @@ fn finish(
         )));
     }
     if let Some(what) = left_behind.filter(|_| !args.partial) {
-        let why = left_behind_message(what, rep.undeliverable.len());
+        let why = left_behind_message(what, &rep.undeliverable);
         store.rollback();
         rep.status = report::Status::Refused;
         rep.print(args.json);

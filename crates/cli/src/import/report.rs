@@ -48,6 +48,17 @@ pub fn first_few<T: std::fmt::Display>(items: impl ExactSizeIterator<Item = T>) 
     s
 }
 
+/// How many keys of the sources lose their mail, named as what they are:
+/// `3 address(es)`, `1 catch-all(s)` (an `@domain` key), or both.
+pub fn lost_keys(keys: &[String]) -> String {
+    let catch_alls = keys.iter().filter(|k| k.starts_with('@')).count();
+    match (keys.len() - catch_alls, catch_alls) {
+        (a, 0) => format!("{a} address(es)"),
+        (0, c) => format!("{c} catch-all(s)"),
+        (a, c) => format!("{a} address(es) and {c} catch-all(s)"),
+    }
+}
+
 /// The crypt(3) family of a bare crypt string, for the label.
 fn crypt_family(c: &str) -> Option<String> {
     let known = [
@@ -486,9 +497,20 @@ impl Report {
                  {} (see failing){redirected}",
                 first_few(failing.iter().map(|f| &f.address))
             ),
-            (n, _) => format!(
-                "mailtable import: {n} address(es) of the sources will not receive mail: \
+            // Refused before the proof (a conflict): the keys the plan
+            // leaves out, some of which a catch-all or their own mailbox
+            // may still take; only the proof tells them apart.
+            _ if self.verification.is_none() => format!(
+                "mailtable import: up to {} of the sources would not receive mail: {} (the \
+                 proof, once nothing stops the import, tells which a catch-all or a mailbox \
+                 still takes)",
+                lost_keys(&self.undeliverable),
+                first_few(self.undeliverable.iter())
+            ),
+            _ => format!(
+                "mailtable import: {} of the sources will not receive mail: \
                  {}{redirected}{failing_too}",
+                lost_keys(&self.undeliverable),
                 first_few(self.undeliverable.iter())
             ),
         });
