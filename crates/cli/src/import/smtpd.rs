@@ -423,11 +423,14 @@ pub fn parse_aliases(source: &str, text: &str) -> Parsed {
             continue;
         }
         match route_key(&key) {
-            Ok(k) => p.routes.push(Route {
-                key: k,
-                targets,
-                origin: at,
-            }),
+            Ok(k) => {
+                p.notes.extend(stored_as(&at, &key, &k.to_string()));
+                p.routes.push(Route {
+                    key: k,
+                    targets,
+                    origin: at,
+                })
+            }
             Err(why) => p.address_left_behind(
                 at,
                 &key,
@@ -436,6 +439,27 @@ pub fn parse_aliases(source: &str, text: &str) -> Parsed {
         }
     }
     p
+}
+
+/// The note for a key stored in another form than smtpd read it: a
+/// Unicode domain (`info@bücher.de`) is kept in its IDNA form
+/// (`info@xn--bcher-kva.de`), the one form mailtable stores and compares.
+/// smtpd compared the key's bytes with the recipient as it came (only
+/// lower-cased: `aliases_virtual_get` in `usr.sbin/smtpd/aliases.c`), so
+/// it matched the written form only; mailtable takes mail and logins in
+/// either. Nothing that reached the key is lost, but more reaches it.
+fn stored_as(at: &Origin, key: &str, stored: &str) -> Option<Finding> {
+    (stored != key).then(|| {
+        Finding::about(
+            at.clone(),
+            key,
+            format!(
+                "stored as {stored}, the IDNA form of its domain: mailtable matches mail \
+                 and logins given in either form, where smtpd matched only the form \
+                 written here"
+            ),
+        )
+    })
 }
 
 /// uid, gid and home of a user.
@@ -603,14 +627,19 @@ fn push_login(p: &mut Parsed, at: Origin, key: &str, hash: &str, implied_route: 
         ));
     }
     match login_name(key) {
-        Ok(name) => p.logins.push(Login {
-            name,
-            hash,
-            active: true,
-            quota: None,
-            implied_route,
-            origin: at,
-        }),
+        Ok(name) => {
+            if let LoginName::Address(a) = &name {
+                p.notes.extend(stored_as(&at, key, &a.to_string()));
+            }
+            p.logins.push(Login {
+                name,
+                hash,
+                active: true,
+                quota: None,
+                implied_route,
+                origin: at,
+            })
+        }
         Err(why) => p.mailbox_left_behind(
             at,
             key,
@@ -1091,6 +1120,34 @@ dot@example.org.   m
         let p = parse_domains("domains", "# @list\nexample.net true\n");
         assert!(p.malformed.is_empty());
         assert_eq!(keys(p), [("example.net true".into(), "domains:2".into())]);
+    }
+
+    /// A key with a Unicode domain is kept in its IDNA form, with a note
+    /// naming both; an ASCII key, lower-cased as smtpd reads it, gets none.
+    #[test]
+    fn unicode_keys_are_stored_in_idna_form_and_said() {
+        let text = "info@B\u{fc}cher.de vmail\n@b\u{fc}cher.de x\nA@Example.org y\n";
+        let p = parse_aliases("v", text);
+        let keys: Vec<String> = p.routes.iter().map(|r| r.key.to_string()).collect();
+        assert_eq!(
+            keys,
+            [
+                "info@xn--bcher-kva.de",
+                "@xn--bcher-kva.de",
+                "a@example.org"
+            ]
+        );
+        let notes: Vec<String> = p.notes.iter().map(ToString::to_string).collect();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].starts_with("v:1: info@b\u{fc}cher.de: stored as info@xn--bcher-kva.de"));
+        assert!(notes[1].starts_with("v:2: @b\u{fc}cher.de: stored as @xn--bcher-kva.de"));
+        let text = "info@b\u{fc}cher.de $2b$08$hash\nb@example.org $2b$08$hash\n";
+        let p = parse_credentials("c", text);
+        assert_eq!(p.logins.len(), 2);
+        assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+        assert!(p.notes[0]
+            .to_string()
+            .contains("stored as info@xn--bcher-kva.de"));
     }
 
     /// `# @list` before the first entry makes a mapping file a list, which
