@@ -203,12 +203,22 @@ expect_problem "database on a read-only file system" database.writable "remount,
 out=$(unshare --mount --propagation private -- /bin/sh -c '
 	mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"' ro \
 	"$READ_ONLY" "$MT" -c "$MTCONF" alias add ro@barrera.io hugo@barrera.io 2>&1) && rc=0 || rc=$?
-READ_ONLY=
 [ "$rc" = 75 ] || doctor_fail "a write on a read-only file system exited $rc, want 75: $out"
 case $out in
 *"mounted read-only"*) echo "ok   a write on a read-only file system: exit 75, $out" ;;
 *) doctor_fail "a write on a read-only file system does not say why: $out" ;;
 esac
+# init of a new database there: the same temporary failure, nothing made.
+out=$(unshare --mount --propagation private -- /bin/sh -c '
+	mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"' ro \
+	"$READ_ONLY" "$MT" --database "$READ_ONLY/new.db" init 2>&1) && rc=0 || rc=$?
+[ "$rc" = 75 ] || doctor_fail "init on a read-only file system exited $rc, want 75: $out"
+case $out in
+*"mounted read-only"*) echo "ok   init on a read-only file system: exit 75, $out" ;;
+*) doctor_fail "init on a read-only file system does not say why: $out" ;;
+esac
+[ ! -e "$READ_ONLY/new.db" ] || doctor_fail "init on a read-only file system left a file"
+READ_ONLY=
 
 sed -i "s|mailtable:$MTCONF|mailtable:$T/nowhere.toml|" "$SD/smtpd.conf"
 expect_problem "table line names a missing config" smtpd.table "nowhere.toml"

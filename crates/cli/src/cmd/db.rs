@@ -52,13 +52,27 @@ fn group_id(name: &str) -> Result<Option<u32>, CliError> {
     Ok(Some(gid))
 }
 
+/// An error of `init`'s own work on the file `path` (`what` failed). A file
+/// system mounted read-only is a temporary failure with its fix, as for
+/// every other write ([`store::sqlite::why_read_only`]); anything else is
+/// the admin's to fix (exit 2).
+fn file_error(path: &Path, what: String, e: std::io::Error) -> CliError {
+    let read_only = (e.raw_os_error() == Some(libc::EROFS))
+        .then(|| store::sqlite::why_read_only(path))
+        .flatten();
+    match read_only {
+        Some((why, fix)) => CliError::temp(format!("{what}: {why}; {fix}")),
+        None => CliError::usage(format!("{what}: {e}")),
+    }
+}
+
 /// Create the directory (0750, group `gid`) and the empty file (0640) of a
 /// SQLite database that does not exist yet.
 fn create_sqlite_file(path: &Path, gid: Option<u32>) -> Result<(), CliError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|e| {
-                CliError::usage(format!("cannot create directory {}: {e}", dir.display()))
+                file_error(dir, format!("cannot create directory {}", dir.display()), e)
             })?;
             use std::os::unix::fs::PermissionsExt;
             // Best effort: the file's own mode is what protects the hashes.
@@ -76,7 +90,7 @@ fn create_sqlite_file(path: &Path, gid: Option<u32>) -> Result<(), CliError> {
             .create_new(true)
             .mode(0o640)
             .open(path)
-            .map_err(|e| CliError::usage(format!("cannot create {}: {e}", path.display())))?;
+            .map_err(|e| file_error(path, format!("cannot create {}", path.display()), e))?;
         // The daemons read it through the group: a database they cannot
         // read is no database to leave behind (init would fail at the end,
         // after writing the schema, and a second run would not say why).
@@ -110,7 +124,11 @@ pub(super) fn init(ctx: &Ctx, group: &str) -> Result<Exit, CliError> {
     drop(s);
     if let DatabaseUrl::Sqlite(path) = &ctx.url {
         store::sqlite::share_files(path, gid).map_err(|e| {
-            CliError::usage(format!("cannot set the group of {}: {e}", path.display()))
+            file_error(
+                path,
+                format!("cannot set the group of {}", path.display()),
+                e,
+            )
         })?;
     }
     if report.applied.is_empty() || existing {
