@@ -143,6 +143,27 @@ impl Finding {
             why: masked(one_line(why.into())),
         }
     }
+
+    /// The note for a key or login kept in another form than the source
+    /// wrote it: lower case, a Unicode domain in its IDNA form
+    /// (`info@xn--bcher-kva.de`), the one form mailtable stores and
+    /// compares. `None` when it is kept as written. `source` says what the
+    /// source's software compared; mailtable takes mail and logins given
+    /// in any case and either form, so nothing that reached the key is
+    /// lost, but more may reach it.
+    pub fn stored_as(at: &Origin, written: &str, stored: &str, source: &str) -> Option<Finding> {
+        (stored != written).then(|| {
+            Finding::about(
+                at.clone(),
+                written,
+                format!(
+                    "stored as {stored}, the form mailtable stores and compares (lower case, \
+                     domains in IDNA form), which mail and logins reach in any case and either \
+                     form; {source}"
+                ),
+            )
+        })
+    }
 }
 
 /// `text` with its control characters escaped (`\r`, `\n`, `\u{1b}`): a

@@ -424,7 +424,8 @@ pub fn parse_aliases(source: &str, text: &str) -> Parsed {
         }
         match route_key(&key) {
             Ok(k) => {
-                p.notes.extend(stored_as(&at, &key, &k.to_string()));
+                p.notes
+                    .extend(Finding::stored_as(&at, &key, &k.to_string(), SMTPD_MATCHED));
                 p.routes.push(Route {
                     key: k,
                     targets,
@@ -441,26 +442,10 @@ pub fn parse_aliases(source: &str, text: &str) -> Parsed {
     p
 }
 
-/// The note for a key stored in another form than smtpd read it: a
-/// Unicode domain (`info@bücher.de`) is kept in its IDNA form
-/// (`info@xn--bcher-kva.de`), the one form mailtable stores and compares.
-/// smtpd compared the key's bytes with the recipient as it came (only
-/// lower-cased: `aliases_virtual_get` in `usr.sbin/smtpd/aliases.c`), so
-/// it matched the written form only; mailtable takes mail and logins in
-/// either. Nothing that reached the key is lost, but more reaches it.
-fn stored_as(at: &Origin, key: &str, stored: &str) -> Option<Finding> {
-    (stored != key).then(|| {
-        Finding::about(
-            at.clone(),
-            key,
-            format!(
-                "stored as {stored}, the IDNA form of its domain: mailtable matches mail \
-                 and logins given in either form, where smtpd matched only the form \
-                 written here"
-            ),
-        )
-    })
-}
+/// What smtpd compared a key with: the recipient or login as it came, only
+/// lower-cased (`aliases_virtual_get` in `usr.sbin/smtpd/aliases.c`), so a
+/// key with a Unicode domain matched its written form only.
+const SMTPD_MATCHED: &str = "smtpd matched only the form written here";
 
 /// uid, gid and home of a user.
 type Ids = (u32, u32, String);
@@ -629,7 +614,8 @@ fn push_login(p: &mut Parsed, at: Origin, key: &str, hash: &str, implied_route: 
     match login_name(key) {
         Ok(name) => {
             if let LoginName::Address(a) = &name {
-                p.notes.extend(stored_as(&at, key, &a.to_string()));
+                p.notes
+                    .extend(Finding::stored_as(&at, key, &a.to_string(), SMTPD_MATCHED));
             }
             p.logins.push(Login {
                 name,

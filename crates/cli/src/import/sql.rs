@@ -1552,6 +1552,12 @@ fn read_domains(
 
 /// One row of `users` (username, password, domain, active) into a login
 /// with `quota`, or a finding saying why not.
+/// What an SQL source compared its keys with: whatever its database's
+/// collation says. MySQL's and MariaDB's default ones ignore case, so a
+/// mixed-case row matched there; PostgreSQL's compare bytes.
+const SQL_MATCHED: &str = "the source's database compared it as its collation does (MySQL's \
+                           and MariaDB's default ignores case, PostgreSQL's does not)";
+
 fn read_user(
     at: &Origin,
     v: &[Cell],
@@ -1584,6 +1590,12 @@ fn read_user(
             return;
         }
     };
+    p.notes.extend(Finding::stored_as(
+        &at,
+        &full,
+        &addr.to_string(),
+        SQL_MATCHED,
+    ));
     if let (Some(d), true) = (&domain, user.contains('@')) {
         if Domain::parse(d).ok().as_ref() != Some(addr.domain()) {
             p.malformed.push(Finding::about(
@@ -1669,7 +1681,8 @@ fn read_aliases(
     let mut routes: BTreeMap<RouteKey, Route> = BTreeMap::new();
     for (id, v) in rows {
         let at = Origin::row(source, table, *id);
-        let key_text = text(&v[0]).unwrap_or_default().trim().to_ascii_lowercase();
+        let written = text(&v[0]).unwrap_or_default().trim().to_string();
+        let key_text = written.to_ascii_lowercase();
         let key = if let Some(d) = key_text.strip_prefix('@') {
             Domain::parse(d).map(|d| (d.clone(), RouteKey::CatchAll(d)))
         } else {
@@ -1682,6 +1695,12 @@ fn read_aliases(
                 continue;
             }
         };
+        p.notes.extend(Finding::stored_as(
+            &at,
+            &written,
+            &key.to_string(),
+            SQL_MATCHED,
+        ));
         if !truthy(&v[2]) || !domain_active.ok(&key_domain) {
             let what = match domain_active.refused(&key_domain) {
                 Some(why) if truthy(&v[2]) => format!("alias {why}"),
@@ -2061,6 +2080,34 @@ mod tests {
         assert!(p.routes.iter().any(|r| r.key.to_string() == "@example.net"
             && r.targets == vec![Target::DomainAlias(Domain::parse("example.org").unwrap())]));
         assert_eq!(p.routes.len(), 2);
+    }
+
+    /// A row written in mixed case (PostfixAdmin on MySQL, whose default
+    /// collation ignores case) comes over lower-cased, with a note naming
+    /// both forms; a row in lower case gets none.
+    #[test]
+    fn mixed_case_rows_are_noted() {
+        let mut c = db("
+            CREATE TABLE domain (domain TEXT, backupmx INTEGER, active INTEGER);
+            INSERT INTO domain VALUES ('example.org', 0, 1);
+            CREATE TABLE mailbox (username TEXT, password TEXT, local_part TEXT, domain TEXT,
+                                  quota INTEGER, active INTEGER);
+            INSERT INTO mailbox VALUES ('Anna@Example.org', '$2b$h', 'Anna', 'example.org', 0, 1),
+                                       ('b@example.org', '$2b$h', 'b', 'example.org', 0, 1);
+            CREATE TABLE alias (address TEXT, goto TEXT, domain TEXT, active INTEGER);
+            INSERT INTO alias VALUES ('Sales@example.ORG', 'b@example.org', 'example.org', 1),
+                                     ('b@example.org', 'b@example.org', 'example.org', 1);
+        ");
+        let p = read_tables(&mut c, "pfa.db", Inactive::Reject).unwrap();
+        let notes: Vec<String> = p.notes.iter().map(ToString::to_string).collect();
+        let stored: Vec<&String> = notes.iter().filter(|n| n.contains("stored as")).collect();
+        assert_eq!(stored.len(), 2, "{notes:?}");
+        assert!(stored[0].contains("Anna@Example.org: stored as anna@example.org"));
+        assert!(stored[1].contains("Sales@example.ORG: stored as sales@example.org"));
+        assert!(p
+            .routes
+            .iter()
+            .any(|r| r.key.to_string() == "sales@example.org"));
     }
 
     /// An alias domain with a catch-all of its own. Postfix looks the full
