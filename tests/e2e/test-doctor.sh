@@ -183,6 +183,11 @@ sqlite3 "$DB" "DELETE FROM users WHERE username = 'Handmade'"
 sqlite3 "$DB" "INSERT INTO users (username, domain, mailbox) VALUES ('loop1', 'barrera.io', 'loop2@barrera.io'), ('loop2', 'barrera.io', 'loop1@barrera.io')"
 expect_problem "an alias loop written by hand" database.lookups "mailtable -c $MTCONF resolve ADDRESS"
 sqlite3 "$DB" "DELETE FROM users WHERE username IN ('loop1', 'loop2')"
+# A mailbox row (a password) whose mailbox column names another address:
+# its mail leaves, its login opens a mailbox that receives nothing.
+sqlite3 "$DB" "INSERT INTO users (username, domain, mailbox, password) SELECT 'fwd', domain, 'fwd@elsewhere.example', password FROM users WHERE password IS NOT NULL LIMIT 1"
+expect_problem "a mailbox row delivering elsewhere" database.mailboxes "alias add ADDRESS TARGET"
+sqlite3 "$DB" "DELETE FROM users WHERE username = 'fwd'"
 
 # Another tool switched the database to WAL: its readers would need side
 # files the daemons cannot keep. doctor says so, and its fix (any mailtable

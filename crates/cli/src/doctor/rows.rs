@@ -1,8 +1,8 @@
 //! The rows themselves: whether the daemons can use every one of them.
 //!
 //! Other programs write the table too (the `sqlite3` shell, psql, an
-//! import script), and what they write is not checked on the way in. Four
-//! kinds of row fail in four ways, each named with up to five examples:
+//! import script), and what they write is not checked on the way in. Five
+//! kinds of row fail in five ways, each named with up to five examples:
 //!
 //! - a key (username, domain) not in the form lookups ask for (upper case,
 //!   white space, a Unicode domain): never found, its mail refused as
@@ -13,6 +13,8 @@
 //!   refuses): its mail waits in the queue, a temporary failure;
 //! - a mailbox whose stored hash no daemon can check (empty, malformed,
 //!   a password in clear): every login fails;
+//! - a mailbox row whose mailbox column is another address: its mail goes
+//!   there, while its login opens a mailbox that receives nothing;
 //! - a target not in the form mailtable writes: delivered (the resolver
 //!   folds targets), but the reverse walks compare the stored text, so
 //!   `senders`, `alias list --to` and the checks of `user del` and `user
@@ -69,6 +71,24 @@ fn key_as_asked(r: &Row) -> Option<String> {
     })
 }
 
+/// Whether a mailbox row (one with a password) sends its mail to another
+/// address than its own: the data model has a mailbox deliver to itself
+/// (DESIGN.md, "Mailbox row"), and the resolver follows the column, so
+/// the mail leaves while the login (IMAP, SMTP AUTH) opens a mailbox that
+/// never receives any. Compared in the normal form (a target in upper
+/// case is the same address); a column that is no address at all is the
+/// lookups' to name, a wildcard key is no mailbox.
+fn delivers_elsewhere(r: &Row) -> bool {
+    let normal = |s: &str| {
+        mailtable_core::Address::parse(s)
+            .ok()
+            .map(|a| a.to_string())
+    };
+    r.is_mailbox()
+        && !r.username.contains('%')
+        && matches!((normal(&r.address()), normal(&r.mailbox)), (Some(own), Some(to)) if own != to)
+}
+
 /// A target as mailtable writes it: lower case, domains in punycode, no
 /// trailing dot. One that is no address at all is the lookups' to name.
 fn normal(s: &str) -> bool {
@@ -96,6 +116,7 @@ pub(crate) fn check_rows(
     let mut odd_targets = Found::default();
     let mut bad_hashes = Found::default();
     let mut bad_quotas = Found::default();
+    let mut elsewhere = Found::default();
     let mut mailboxes = 0usize;
     let mut keys = BTreeSet::new();
     let mut s = match store::open(url, &opts) {
@@ -112,6 +133,9 @@ pub(crate) fn check_rows(
         }
         if !normal(&r.mailbox) {
             odd_targets.add(|| format!("{} -> {}", r.address(), r.mailbox));
+        }
+        if delivers_elsewhere(&r) {
+            elsewhere.add(|| format!("{} -> {}", r.address(), r.mailbox));
         }
         if r.is_mailbox() {
             mailboxes += 1;
@@ -200,6 +224,31 @@ pub(crate) fn check_rows(
                 format!(
                     "give each a new password: `{mt} user passwd ADDRESS` (or store a hash \
                      from `mailtable hash`)"
+                ),
+            )
+        },
+        if elsewhere.n == 0 {
+            Check::ok(
+                "database.mailboxes",
+                format!("all {mailboxes} mailbox(es) receive their own mail"),
+            )
+        } else {
+            Check::problem(
+                "database.mailboxes",
+                format!(
+                    "{} mailbox row(s) (rows with a password) deliver to another address, \
+                     their mailbox column not their own address, written by hand: {}; their \
+                     mail goes there, while their login (IMAP, SMTP AUTH) opens a mailbox \
+                     that receives nothing",
+                    elsewhere.n,
+                    elsewhere.listed()
+                ),
+                format!(
+                    "set the mailbox column to the row's own address (in the sqlite3 shell or \
+                     psql: UPDATE users SET mailbox = username || '@' || domain WHERE ...), \
+                     then, to forward its mail as well, `{mt} alias add ADDRESS TARGET`; or, \
+                     for no mailbox at all, `{mt} user del ADDRESS` and `{mt} alias add \
+                     ADDRESS TARGET`"
                 ),
             )
         },
@@ -347,6 +396,18 @@ mod tests {
         let rows = named(&c, "database.rows");
         assert_eq!(rows.status, Status::Problem, "{rows:?}");
         assert!(rows.message.starts_with("3 row(s)"), "{rows:?}");
+        // None of these is a mailbox delivering elsewhere: `Frank`'s
+        // column is its own address, the rest are aliases.
+        assert_eq!(named(&c, "database.mailboxes").status, Status::Ok);
+        // A mailbox row whose column names another address, ours or not.
+        insert("('i', 'x.org', 'i@elsewhere.example', '{H}'), ('j', 'x.org', 'a@x.org', '{H}')");
+        let c = checks(&p);
+        let m = named(&c, "database.mailboxes");
+        assert_eq!(m.status, Status::Problem, "{m:?}");
+        assert!(m.message.starts_with("2 mailbox row(s)"), "{m:?}");
+        for r in ["i@x.org -> i@elsewhere.example", "j@x.org -> a@x.org"] {
+            assert!(m.message.contains(r), "{r}: {m:?}");
+        }
         for r in [
             "up@x.org -> A@X.org",
             "dot@x.org -> a@x.org.",
