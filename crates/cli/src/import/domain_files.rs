@@ -137,8 +137,11 @@ pub fn expand(t: &Template) -> std::io::Result<Found> {
         }
         match Domain::parse(middle) {
             // Dovecot lower-cases the login (auth_username_format %Lu, the
-            // default), so a file under an upper-case name is never read.
-            Ok(d) if d.as_str() == middle => {
+            // default; ASCII only: str_lcase in src/lib/strfuncs.c), so a
+            // file under a name with an upper-case ASCII letter is never
+            // read. A Unicode name (`bücher.de`) is read for the logins
+            // written with it, and comes over in its IDNA form.
+            Ok(d) if !middle.bytes().any(|b| b.is_ascii_uppercase()) => {
                 if file.is_file() {
                     found.files.push((d, file));
                 } else if file.symlink_metadata().is_ok() {
@@ -164,6 +167,8 @@ pub fn expand(t: &Template) -> std::io::Result<Found> {
                 .push((file, format!("{middle:?} is no domain ({e})"))),
         }
     }
+    // A Unicode name's domain sorts by its IDNA form, not where its name did.
+    found.files.sort();
     Ok(found)
 }
 
@@ -301,6 +306,7 @@ mod tests {
             ("other.example.ucf-old", true),
             ("example.org.uk", true),
             ("localhost", true),
+            ("b\u{fc}cher.de", true),
         ] {
             std::fs::create_dir(dir.path().join(name)).unwrap();
             if file {
@@ -327,6 +333,8 @@ mod tests {
                 ("example.net", PathBuf::from("example.net/passwd")),
                 ("example.org", PathBuf::from("example.org/passwd")),
                 ("example.org.uk", PathBuf::from("example.org.uk/passwd")),
+                // Read by Dovecot for `a@bücher.de`; its IDNA form sorts here.
+                ("xn--bcher-kva.de", PathBuf::from("b\u{fc}cher.de/passwd")),
             ]
         );
         let left: Vec<String> = found
