@@ -74,7 +74,8 @@ Give one format for all sources with --from, or per source as FORMAT:SOURCE, e.g
 All or nothing: malformed lines, conflicts with the sources or with rows present, and
 addresses that would resolve differently change nothing (exit 2); so does an import that
 leaves a login or mailbox of the sources behind, or writes nothing while entries were not
-imported, unless --partial; and an import whose sources hold no entry at all (exit 2).
+imported, unless --partial (which cannot import a rest when nothing comes over); and an
+import whose sources hold no entry at all (exit 2).
 With --verify, nothing is written and differences exit 1.
 See docs/import.md.")]
 pub struct ImportArgs {

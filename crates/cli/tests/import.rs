@@ -2757,6 +2757,23 @@ fn an_import_of_nothing_is_not_a_success() {
         "{out}"
     );
     assert!(err.contains("nothing would be imported"), "{err}");
+    assert!(err.contains("no rest for --partial"), "{err}");
+    // --partial has no rest to import: still refused, nothing written.
+    let before = db.snapshot();
+    let (code, out, err) = db.run(&[
+        "import",
+        "--partial",
+        "--from",
+        "smtpd-aliases",
+        "smtpd6/virtuals",
+    ]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        err.contains("nothing would be imported") && err.contains("no rest for --partial"),
+        "{err}"
+    );
+    assert!(out.contains("result: refused, nothing written"), "{out}");
+    assert_eq!(db.snapshot(), before);
 }
 
 /// Text tables as editors leave them: a UTF-8 byte order mark before a

@@ -621,11 +621,20 @@ fn login_hints(args: &ImportArgs) -> Result<merge::LoginHints, CliError> {
 /// that must not pass for success: entries were not imported, and either
 /// nothing at all comes over or a login or mailbox of the source does not
 /// (its mail would bounce from now on). `None` when it is fine.
-fn left_behind(plan: &plan::Plan) -> Option<String> {
+struct LeftBehind {
+    /// What is left behind.
+    what: String,
+    /// Nothing at all comes over: `--partial` has no rest to import.
+    nothing: bool,
+}
+
+/// The [`LeftBehind`] of a plan, `None` when nothing is.
+fn left_behind(plan: &plan::Plan) -> Option<LeftBehind> {
     if plan.skipped.is_empty() {
         return None;
     }
-    let what = if plan.groups.is_empty() {
+    let nothing = plan.groups.is_empty();
+    let what = if nothing {
         "nothing would be imported".to_string()
     } else if !plan.lost_mailboxes.is_empty() {
         format!(
@@ -636,7 +645,7 @@ fn left_behind(plan: &plan::Plan) -> Option<String> {
     } else {
         return None;
     };
-    Some(what)
+    Some(LeftBehind { what, nothing })
 }
 
 /// The refusal of an import [`left_behind`] stops, with the addresses that
@@ -663,7 +672,7 @@ fn finish(
     store: &mut dyn Store,
     rep: &mut report::Report,
     n_diff: usize,
-    (left_behind, deferred): (Option<String>, Vec<String>),
+    (left_behind, deferred): (Option<LeftBehind>, Vec<String>),
 ) -> Result<Exit, CliError> {
     if args.verify {
         rep.status = report::Status::Verified;
@@ -696,13 +705,17 @@ fn finish(
             report::first_few(deferred.iter())
         )));
     }
-    if let Some(what) = left_behind.filter(|_| !args.partial) {
-        let why = left_behind_message(what, &rep.undeliverable);
+    if let Some(left) = left_behind.filter(|l| !args.partial || l.nothing) {
+        let why = left_behind_message(left.what, &rep.undeliverable);
         store.rollback();
         rep.status = report::Status::Refused;
         rep.print(args.json);
+        let rest = match left.nothing {
+            true => "there is no rest for --partial to import",
+            false => "--partial imports the rest",
+        };
         return Err(CliError::usage(format!(
-            "{why}; nothing was changed (see the report; --partial imports the rest)"
+            "{why}; nothing was changed (see the report; {rest})"
         )));
     }
     if args.dry_run {
