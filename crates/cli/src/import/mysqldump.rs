@@ -340,6 +340,7 @@ pub fn parse_dump(text: &str) -> Result<Vec<Database>, DumpError> {
             "an XML dump (mysqldump --xml): dump without --xml, as SQL statements",
         ));
     }
+    postgres_copy(text)?;
     cut_short(text)?;
     let mut databases = vec![Database::default()];
     let mut current = 0;
@@ -378,6 +379,28 @@ pub fn parse_dump(text: &str) -> Result<Vec<Database>, DumpError> {
     }
     databases.retain(|d| !d.dump.tables.is_empty());
     Ok(databases)
+}
+
+/// A PostgreSQL dump in pg_dump's default form: its rows follow a `COPY
+/// table (columns) FROM stdin;` line as tab-separated text up to `\.`
+/// (`pg_dump(1)`; `--inserts` writes `INSERT` statements instead), which
+/// no MySQL statement reader can take. Named with the way to read it,
+/// rather than failing on the rows as a statement that never ends.
+fn postgres_copy(text: &str) -> Result<(), DumpError> {
+    let copy = text.lines().position(|l| {
+        let l = l.trim_end();
+        l.get(..5).is_some_and(|w| w.eq_ignore_ascii_case("COPY "))
+            && l.to_ascii_uppercase().ends_with(" FROM STDIN;")
+    });
+    match copy {
+        Some(n) => Err(err(
+            n + 1,
+            "a PostgreSQL dump (pg_dump's COPY ... FROM stdin): restore it into a database \
+             and import that with --from sql postgresql://..., or dump again with \
+             pg_dump --inserts",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A dump that mysqldump began and did not finish: with its comments on,
@@ -950,6 +973,29 @@ mod tests {
         assert_eq!(d.tables["t"].rows, vec![cells(&[Some(".5")])]);
         assert_eq!(one("").unwrap(), Dump::default());
         assert_eq!(one("-- only\n/* comments */\n").unwrap(), Dump::default());
+    }
+
+    /// pg_dump's default output is named as a PostgreSQL dump at its first
+    /// `COPY ... FROM stdin;`, with the ways to read it; its `--inserts`
+    /// form, and a value that only says COPY, are read as statements.
+    #[test]
+    fn a_postgresql_copy_dump_is_named() {
+        let dump = "--\n-- PostgreSQL database dump\n--\n\
+                    CREATE TABLE public.mailbox (username character varying(255));\n\
+                    COPY public.mailbox (username) FROM stdin;\n\
+                    alice@example.com\n\\.\n";
+        let e = one(dump).unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        assert!(
+            e.why.contains("PostgreSQL dump") && e.why.contains("pg_dump --inserts"),
+            "{e}"
+        );
+        let d = one(
+            "CREATE TABLE public.mailbox (username character varying(255));\n\
+             INSERT INTO public.mailbox VALUES ('copy x from stdin;');\n",
+        )
+        .unwrap();
+        assert_eq!(d.tables.len(), 1);
     }
 
     /// Bytes changed, cut, repeated anywhere in a dump: an answer or a
