@@ -164,11 +164,13 @@ fn routes_by_key(routes: Vec<Route>, f: &mut Findings) -> BTreeMap<RouteKey, Rou
                 r.targets.shrink_to_fit();
                 by_key.insert(r.key.clone(), r);
             }
-            Some(first) if first.targets == r.targets => f.notes.push(Finding::about(
-                r.origin.clone(),
-                &r.key.to_string(),
-                format!("repeats {} (same targets)", first.origin),
-            )),
+            Some(first) if same_targets(&first.targets, &r.targets) => {
+                f.notes.push(Finding::about(
+                    r.origin.clone(),
+                    &r.key.to_string(),
+                    format!("repeats {} (same targets)", first.origin),
+                ))
+            }
             Some(first) => {
                 // Only a text table is smtpd's; database rows of one key
                 // fan out and meet here only across tables or sources.
@@ -189,6 +191,14 @@ fn routes_by_key(routes: Vec<Route>, f: &mut Findings) -> BTreeMap<RouteKey, Rou
         }
     }
     by_key
+}
+
+/// Whether two target lists deliver alike: the same targets in any order,
+/// a repeated one counted once (smtpd's expansion delivers each once:
+/// `expand_insert` in `usr.sbin/smtpd/expand.c` keeps a node per target).
+fn same_targets(a: &[Target], b: &[Target]) -> bool {
+    use std::collections::HashSet;
+    a == b || a.iter().collect::<HashSet<_>>() == b.iter().collect::<HashSet<_>>()
 }
 
 /// What differs between two logins of one address, if anything. The same
@@ -731,6 +741,29 @@ mod tests {
             Some(LocalUser::LeftBehind(a)) => format!("left behind {a}"),
             None => "absent".into(),
         }
+    }
+
+    /// A key given twice with the same targets, in another order or with
+    /// one repeated, is a repeat (smtpd delivers each target once); other
+    /// targets are a conflict.
+    #[test]
+    fn a_key_given_twice_conflicts_only_with_other_targets() {
+        let text = "i@x.org a@x.org, b@x.org\ni@x.org b@x.org,a@x.org\n\
+                    i@x.org a@x.org, b@x.org, a@x.org\ni@x.org a@x.org\n";
+        let routes = smtpd::parse_aliases("v", text).routes;
+        let mut f = Findings::default();
+        let by_key = routes_by_key(routes, &mut f);
+        assert_eq!(by_key.len(), 1);
+        let notes: Vec<String> = f.notes.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            notes,
+            [
+                "v:2: i@x.org: repeats v:1 (same targets)",
+                "v:3: i@x.org: repeats v:1 (same targets)"
+            ]
+        );
+        assert_eq!(f.conflicts.len(), 1, "{:?}", f.conflicts);
+        assert_eq!(f.conflicts[0].at.to_string(), "v:4");
     }
 
     /// Every way a bare login is placed or not, each local user's meaning,

@@ -352,7 +352,7 @@ impl fmt::Display for RouteKey {
 }
 
 /// One target of a route, as the source gives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     /// An address.
     Address(Address),
