@@ -2069,7 +2069,8 @@ fn hand_written_rows_of_a_mailtable_source_come_over_normalised() {
              INSERT INTO users VALUES ('hugo', 'Barrera.IO', 'hugo@barrera.io', '{M_HASH}'),
                                       ('ann', 'bücher.de', 'ann@bücher.de', '{M_HASH}'),
                                       ('Info', 'Barrera.IO', 'Hugo@Barrera.IO', NULL),
-                                      ('%', 'Old.Example', '%@Bücher.de', NULL);"
+                                      ('%', 'Old.Example', '%@Bücher.de', NULL),
+                                      ('caps', 'barrera.io', 'HUGO@BARRERA.IO', NULL);"
         ))
         .unwrap();
     let (v, _) = db.import_json(&["--from", "mailtable", src.to_str().unwrap()], 0);
@@ -2080,6 +2081,14 @@ fn hand_written_rows_of_a_mailtable_source_come_over_normalised() {
         4,
         "{notes}"
     );
+    // A key as lookups ask it, only its target in upper case: it matched,
+    // and delivered to the folded target.
+    assert!(
+        notes.contains("its target is written in upper case")
+            && notes.contains("caps@barrera.io -> hugo@barrera.io"),
+        "{notes}"
+    );
+    assert_eq!(db.resolve("caps@barrera.io").1, set(&["hugo@barrera.io"]));
     assert_eq!(db.resolve("hugo@barrera.io").1, set(&["hugo@barrera.io"]));
     assert_eq!(db.resolve("info@barrera.io").1, set(&["hugo@barrera.io"]));
     assert_eq!(

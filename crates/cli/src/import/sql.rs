@@ -1870,21 +1870,33 @@ pub fn read_mailtable(source: &str) -> Result<Parsed, CliError> {
         };
         let mut row = row;
         let written = format!("{} -> {}", row.address(), row.mailbox);
+        let key_written = row.address();
         row.username = pattern.local.to_string();
         row.domain = pattern.domain.to_string();
         row.mailbox = target;
         let now = format!("{} -> {}", row.address(), row.mailbox);
-        if now != written {
-            // The daemons compare the normalised forms, so in the source
-            // this row never matched (hand-written with the sqlite3
+        if row.address() != key_written {
+            // The daemons compare the normalised forms of keys, so in the
+            // source this row never matched (hand-written with the sqlite3
             // shell): what was meant comes over, and the report says so.
             p.notes.push(Finding::about(
                 at.clone(),
                 &written,
                 format!(
-                    "written in upper case or with a Unicode domain: mailtable stores and \
-                     compares addresses in lower case with domains in IDNA form, so the \
-                     daemons never matched this row in the source; imported as {now}"
+                    "its key is written in upper case or with a Unicode domain: mailtable \
+                     stores and compares addresses in lower case with domains in IDNA form, \
+                     so the daemons never matched this row in the source; imported as {now}"
+                ),
+            ));
+        } else if now != written {
+            // Only the target: the resolver folds targets, so the row
+            // delivered as it will; stored as mailtable writes targets.
+            p.notes.push(Finding::about(
+                at.clone(),
+                &written,
+                format!(
+                    "its target is written in upper case or with a Unicode domain, which the \
+                     daemons delivered to as {now}; imported in that form"
                 ),
             ));
         }
