@@ -1,6 +1,6 @@
 //! Reading a password: from a terminal prompt without echo (asked twice), or
-//! the first line of stdin with `--password-stdin` (typed without echo, once,
-//! when stdin is a terminal). Never from argv, where every local user could
+//! stdin with `--password-stdin`, one line and nothing more (typed without
+//! echo, once, when stdin is a terminal). Never from argv, where every local user could
 //! read it in `ps`.
 //!
 //! The one decision a reader might question: the prompt turns echo off and
@@ -17,7 +17,7 @@ use mailtable_core::Secret;
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::termios::{self, LocalFlags, SetArg};
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use zeroize::Zeroize;
 
 /// Read a new password for `what`.
@@ -31,19 +31,7 @@ pub fn read(password_stdin: bool, what: &str) -> Result<Secret, CliError> {
         return prompt(&format!("Password for {what}: "));
     }
     if password_stdin {
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| CliError::usage(format!("cannot read the password from stdin: {e}")))?;
-        let pw = line.strip_suffix('\n').unwrap_or(&line);
-        let pw = pw.strip_suffix('\r').unwrap_or(pw);
-        let secret = Secret::new(pw);
-        line.zeroize();
-        if secret.expose().is_empty() {
-            return Err(CliError::usage("empty password on stdin"));
-        }
-        return Ok(secret);
+        return from_stdin(std::io::stdin().lock());
     }
     if !std::io::stdin().is_terminal() {
         return Err(CliError::usage(
@@ -56,6 +44,57 @@ pub fn read(password_stdin: bool, what: &str) -> Result<Secret, CliError> {
         return Err(CliError::usage("the two passwords differ"));
     }
     Ok(first)
+}
+
+/// Most bytes `--password-stdin` reads: far above any password (bcrypt
+/// takes 72 bytes), small enough that a file given by mistake is refused
+/// at once rather than read whole.
+const STDIN_LIMIT: u64 = 4096;
+
+/// The password `--password-stdin` reads from a pipe or file: all of it,
+/// one line, its line end (`\n` or `\r\n`) not part of the password. A
+/// second line is refused rather than dropped: a password followed by
+/// anything else (a comment, a second password meant for another
+/// command) would otherwise store a password nobody meant, without a
+/// word.
+fn from_stdin(input: impl Read) -> Result<Secret, CliError> {
+    let mut all = Vec::new();
+    input
+        .take(STDIN_LIMIT + 1)
+        .read_to_end(&mut all)
+        .map_err(|e| CliError::usage(format!("cannot read the password from stdin: {e}")))?;
+    let refuse = |all: &mut Vec<u8>, why: &str| {
+        all.zeroize();
+        Err(CliError::usage(why.to_string()))
+    };
+    if all.len() as u64 > STDIN_LIMIT {
+        return refuse(
+            &mut all,
+            "more than 4096 bytes on stdin: --password-stdin takes the password alone, on one line",
+        );
+    }
+    let mut end = all.len();
+    if all[..end].ends_with(b"\n") {
+        end -= 1;
+        if all[..end].ends_with(b"\r") {
+            end -= 1;
+        }
+    }
+    if all[..end].contains(&b'\n') {
+        return refuse(
+            &mut all,
+            "more than one line on stdin: --password-stdin takes the password alone, on one line",
+        );
+    }
+    let Ok(pw) = std::str::from_utf8(&all[..end]) else {
+        return refuse(&mut all, "the password on stdin is not UTF-8");
+    };
+    let secret = Secret::new(pw);
+    all.zeroize();
+    if secret.expose().is_empty() {
+        return Err(CliError::usage("empty password on stdin"));
+    }
+    Ok(secret)
 }
 
 /// One line typed at the controlling terminal after `text`, not echoed.
@@ -203,5 +242,45 @@ impl Drop for Interrupt {
     fn drop(&mut self) {
         // SAFETY: puts back the action that was in place before `catch`.
         let _ = unsafe { signal::sigaction(Signal::SIGINT, &self.previous) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(bytes: &[u8]) -> Result<String, String> {
+        from_stdin(bytes)
+            .map(|s| s.expose().to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    /// One line, its line end not part of it; anything more is refused,
+    /// never dropped; blanks inside and at the ends are the password's.
+    #[test]
+    fn stdin_gives_one_line_or_a_refusal() {
+        for (input, want) in [
+            (&b"pw"[..], "pw"),
+            (b"pw\n", "pw"),
+            (b"pw\r\n", "pw"),
+            (b" p w \n", " p w "),
+            (b"pw\r", "pw\r"),
+        ] {
+            assert_eq!(read(input).as_deref(), Ok(want), "{input:?}");
+        }
+        for (input, why) in [
+            (&b"a\nb\n"[..], "more than one line"),
+            (b"a\n\n", "more than one line"),
+            (b"\n", "empty password"),
+            (b"", "empty password"),
+            (b"\xff\n", "not UTF-8"),
+        ] {
+            let e = read(input).unwrap_err();
+            assert!(e.contains(why), "{input:?}: {e}");
+        }
+        let big = vec![b'x'; STDIN_LIMIT as usize + 1];
+        assert!(read(&big).unwrap_err().contains("more than 4096 bytes"));
+        let most = vec![b'x'; STDIN_LIMIT as usize];
+        assert_eq!(read(&most).map(|p| p.len()), Ok(4096));
     }
 }
