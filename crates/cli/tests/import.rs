@@ -740,6 +740,47 @@ fn a_conflict_counts_what_would_be_lost_as_at_most() {
     );
 }
 
+/// A key mailtable cannot store (`100%@`, a local part past 64 bytes) is
+/// left out, but smtpd still asks for it: where the domain's catch-all now
+/// takes it, the report lists it as redirected, with where it goes, not as
+/// an address that receives no mail.
+#[test]
+fn a_key_mailtable_cannot_store_that_a_catch_all_takes_is_redirected() {
+    let db = Db::new();
+    let long = format!("{}@ex.org", "l".repeat(70));
+    let virt = format!(
+        "alice@ex.org vmail\nbob@ex.org vmail\n100%@ex.org alice@ex.org\n\
+         {long} alice@ex.org\n@ex.org bob@ex.org\n"
+    );
+    let h = "$6$saltsalt$qFmFH.bQmmtXzyBY0s9v7Oicd2z4XSIecDzlB5KiA2/jctKu9YterLp8wwnSq.qc.eoxqOmSuNp2xS0ktL3nh/";
+    let creds = format!("alice@ex.org alice@ex.org:{h}\nbob@ex.org bob@ex.org:{h}\n");
+    let mut args = vec!["import".to_string(), "--json".to_string()];
+    args.extend(db.sources(&[
+        ("smtpd-aliases", "v", virt),
+        ("smtpd-credentials", "c", creds),
+    ]));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = db.run(&args);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["undeliverable"], Value::Array(vec![]), "{out}");
+    let redirected: BTreeSet<String> = v["verification"]["redirected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{} {}", d["address"].as_str().unwrap(), d["mailtable"]))
+        .collect();
+    assert_eq!(redirected.len(), 2, "{redirected:?}");
+    for a in ["100%@ex.org", long.as_str()] {
+        assert!(
+            redirected
+                .iter()
+                .any(|r| r.starts_with(a) && r.contains("bob@ex.org")),
+            "{a}: {redirected:?}"
+        );
+    }
+}
+
 #[test]
 fn conflict_with_rows_present_changes_nothing() {
     let db = Db::new();

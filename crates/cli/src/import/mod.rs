@@ -544,10 +544,13 @@ fn import(
     // (a million for a big source) are freed before the proof.
     let left_behind = left_behind(&plan);
     let known = std::mem::take(&mut plan.known);
+    // As smtpd asks them: a key mailtable cannot store (`100%@d`, a local
+    // part past 64 bytes) is still an address a catch-all may now take,
+    // whose mail then reaches another mailbox (redirected, not lost).
     let lost: Vec<mailtable_core::Address> = plan
         .lost
         .iter()
-        .filter_map(|a| mailtable_core::Address::parse(a).ok())
+        .filter_map(|a| mailtable_core::Address::parse_key(a).ok())
         .collect();
     drop(checked);
     drop(plan);
