@@ -320,6 +320,44 @@ both!(alias_del_removes_all_the_targets_named_or_none, |db| {
 // Renaming a mailbox to an address an alias names already (reached
 // through a catch-all): the alias keeps one row for it, not two, and the
 // note does not suggest an alias to where the mail already goes.
+// An alias aimed at a tagged form of the old name (`lists -> ann+lists@`)
+// reaches it, so it follows the rename with its tag; with a catch-all in
+// the domain, left behind it would silently reach the catch-all's owner.
+both!(rename_moves_aliases_to_tagged_forms, |db| {
+    db.add_user("ann@a.org", &[]);
+    db.add_user("bob@a.org", &[]);
+    db.ok(&["alias", "add", "lists@a.org", "ann+lists@a.org"]);
+    db.ok(&["alias", "add", "news@a.org", "ann+news@a.org", "bob@a.org"]);
+    db.ok(&["alias", "add", "%@a.org", "bob@a.org"]);
+    let out = db.ok(&["user", "rename", "ann@a.org", "anna@a.org"]);
+    assert!(
+        out.contains("repointed 2 alias row(s) from ann@a.org to anna@a.org"),
+        "{out}"
+    );
+    let to = db.to("anna@a.org");
+    for row in [
+        "lists@a.org -> anna+lists@a.org",
+        "news@a.org -> anna+news@a.org",
+    ] {
+        assert!(to.contains(&row.to_string()), "{row}: {to:?}");
+    }
+    assert!(db.to("ann@a.org").is_empty());
+    assert_eq!(db.destinations("lists@a.org"), ["anna@a.org"]);
+    let mut news = db.destinations("news@a.org");
+    news.sort();
+    assert_eq!(news, ["anna@a.org", "bob@a.org"]);
+
+    // A tag that makes no address on the new name refuses the rename.
+    let long = format!("{}@a.org", "x".repeat(60));
+    let (code, err) = db.refused(&["user", "rename", "anna@a.org", &long], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("lists@a.org -> anna+lists@a.org cannot follow"),
+        "{err}"
+    );
+    assert_eq!(db.destinations("lists@a.org"), ["anna@a.org"]);
+});
+
 both!(rename_to_an_address_an_alias_names_keeps_one_row, |db| {
     db.add_user("hugo@barrera.io", &[]);
     db.ok(&["alias", "add", "@barrera.io", "hugo@barrera.io"]);

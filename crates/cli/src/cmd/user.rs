@@ -188,6 +188,40 @@ fn set_quota(ctx: &Ctx, address: &str, quota: &str) -> Result<Exit, CliError> {
 }
 
 /// `user rename OLD NEW [--keep-alias]`, in one transaction.
+/// The tagged forms of `old` that alias rows name (`lists -> ann+lists@`,
+/// as stored), each with the same tag on `new` (`anna+lists@`): mail to
+/// them reaches `old` (DESIGN step 2), so on a rename they follow, or the
+/// domain's catch-all would take them without a word. A form that makes
+/// no address on `new` (the tag pushes its local part past 64 bytes)
+/// refuses the rename.
+fn tagged_forms(
+    r: &Resolver,
+    s: &mut dyn Store,
+    old: &Address,
+    new: &Address,
+) -> Result<Vec<(String, String)>, CliError> {
+    let mut forms = std::collections::BTreeSet::new();
+    for (row, _) in super::guard::tagged_aliases(r, s, old)? {
+        let Some(tag) = Address::parse(&row.mailbox)
+            .ok()
+            .and_then(|t| t.split_tag(r.delimiter).1.map(str::to_string))
+        else {
+            continue;
+        };
+        let to = format!("{}{}{tag}@{}", new.local(), r.delimiter, new.domain());
+        let to = Address::parse(&to).map_err(|e| {
+            CliError::usage(format!(
+                "refused: {} -> {} cannot follow the rename, as {to} is no address ({e}); \
+                 change that alias first",
+                row.address(),
+                row.mailbox
+            ))
+        })?;
+        forms.insert((row.mailbox, to.to_string()));
+    }
+    Ok(forms.into_iter().collect())
+}
+
 fn rename(
     ctx: &Ctx,
     old: &str,
@@ -243,37 +277,44 @@ fn rename(
                 ..c
             })?;
         }
+        // The targets that follow: OLD itself, and each tagged form of it
+        // an alias names (`lists -> ann+lists@`), which reaches OLD too
+        // (DESIGN step 2) and becomes NEW's with its tag.
+        let mut follow = vec![(old.to_string(), new.to_string())];
+        follow.extend(tagged_forms(r, s, &old, &new)?);
         // The aliases about to be repointed must still resolve after it,
         // as `alias add` refuses: a longer name can push an alias's
         // destinations past what smtpd can take.
-        let named_old: Vec<Address> = s
-            .targeting(&old.to_string())?
-            .iter()
-            .filter(|x| !x.is_mailbox() && !x.username.contains('%'))
-            .filter_map(|x| Address::parse(&x.address()).ok())
-            .collect();
+        let mut named_old: Vec<Address> = Vec::new();
+        for (from, _) in &follow {
+            named_old.extend(
+                s.targeting(from)?
+                    .iter()
+                    .filter(|x| !x.is_mailbox() && !x.username.contains('%'))
+                    .filter_map(|x| Address::parse(&x.address()).ok()),
+            );
+        }
         s.delete(old.local(), old.domain().as_str(), Delete::Mailbox)?;
         s.delete(old.local(), old.domain().as_str(), Delete::Alias(None))?;
-        // An alias that names NEW already (`team -> hugo, hugh`, hugh@
-        // reached through a catch-all) keeps its one row for it:
-        // repointing would write a second, which `alias add` refuses.
-        let (old_text, new_text) = (old.to_string(), new.to_string());
-        let mut merged = 0;
-        for a in s
-            .targeting(&old_text)?
-            .into_iter()
-            .filter(|a| !a.is_mailbox())
-        {
-            let has_new = s
-                .exact(&a.username, &a.domain)?
-                .iter()
-                .any(|x| !x.is_mailbox() && x.mailbox == new_text);
-            if has_new {
-                let old_target = [a.mailbox];
-                merged += s.delete(&a.username, &a.domain, Delete::Alias(Some(&old_target)))?;
+        let mut repointed = 0;
+        for (from, to) in &follow {
+            // An alias that names the new target already (`team -> hugo,
+            // hugh`, hugh@ reached through a catch-all) keeps its one row
+            // for it: repointing would write a second, which `alias add`
+            // refuses.
+            for a in s.targeting(from)?.into_iter().filter(|a| !a.is_mailbox()) {
+                let has_new = s
+                    .exact(&a.username, &a.domain)?
+                    .iter()
+                    .any(|x| !x.is_mailbox() && x.mailbox == *to);
+                if has_new {
+                    let old_target = [a.mailbox];
+                    repointed +=
+                        s.delete(&a.username, &a.domain, Delete::Alias(Some(&old_target)))?;
+                }
             }
+            repointed += s.retarget(from, to)?;
         }
-        let repointed = merged + s.retarget(&old_text, &new_text)?;
         if keep_alias {
             s.insert(&Row {
                 username: old.local().into(),
