@@ -213,7 +213,7 @@ does not recognise (cleartext, say) is refused with its line number. All or noth
     Del {
         /// The address
         address: String,
-        /// Remove it even if aliases would be left pointing at nothing, or mail through them would fail or leave this host
+        /// Remove it even if aliases would be left pointing at nothing, or mail through them would fail or be relayed off this host (the domain's last row gone)
         #[arg(long)]
         force: bool,
     },
@@ -251,7 +251,7 @@ pub enum AliasCommand {
         pattern: String,
         /// Targets to remove, as separate arguments or comma-separated (default: all)
         targets: Vec<String>,
-        /// Remove it even if other aliases point to it, or mail through them would loop or leave this host
+        /// Remove it even if other aliases point to it, or mail through them would loop or be relayed off this host (the domain's last row gone)
         #[arg(long)]
         force: bool,
     },
