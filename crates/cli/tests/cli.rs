@@ -5,7 +5,7 @@
 
 mod common;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -331,6 +331,47 @@ fn resolve_reports_what_smtpd_gets() {
     assert!(
         text.contains("l1@barrera.io") && text.contains("error: alias loop"),
         "{text}"
+    );
+}
+
+/// `resolve` names the rows the mail goes by: a pattern whose target has
+/// no rows for this address passes it on (smtpd's walk goes on to `@dom`),
+/// so the catch-all is the step, and with no catch-all nothing is.
+#[test]
+fn resolve_names_the_step_that_delivers() {
+    let db = Db::new();
+    db.ok(&["init"]);
+    db.add_user("keep@b.org", "pw");
+    db.add_user("boss@a.org", "pw");
+    db.ok(&["alias", "add", "%@a.org", "boss@a.org"]);
+    db.ok(&["alias", "add", "p-%@a.org", "%@b.org"]);
+    let step = |addr: &str| {
+        let v = db.json(&["resolve", addr, "--json"]);
+        (v["step"].clone(), v["matched"].clone(), v["result"].clone())
+    };
+    assert_eq!(
+        step("p-keep@a.org"),
+        (json!(3), json!("p-%@a.org"), json!("found"))
+    );
+    assert_eq!(
+        step("p-nobody@a.org"),
+        (json!(4), json!("%@a.org"), json!("found"))
+    );
+    let text = db.ok(&["resolve", "p-nobody@a.org"]);
+    assert!(
+        text.contains(
+            "step 3: pattern: p-%@a.org -> %@b.org (gives this address no destination: \
+             smtpd's walk goes on)\n  step 4: catch-all: %@a.org -> boss@a.org\n"
+        ),
+        "{text}"
+    );
+    db.ok(&["alias", "del", "%@a.org"]);
+    let out = db.run_in(&["resolve", "p-nobody@a.org", "--json"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["step"].clone(), v["matched"].clone(), v["result"].clone()),
+        (Value::Null, Value::Null, json!("not-found"))
     );
 }
 

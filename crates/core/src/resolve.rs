@@ -610,19 +610,32 @@ impl Resolver {
 
     /// Resolve `addr` to its final destinations.
     pub fn resolve(&self, store: &mut dyn Store, addr: &Address) -> Result<Outcome, ResolveError> {
+        self.resolve_by(store, addr).map(|(outcome, _)| outcome)
+    }
+
+    /// [`Resolver::resolve`], with the match whose rows the destinations
+    /// come from: the address's own match, or, when that made it unknown,
+    /// the later key's that smtpd's walk goes on to (a tagged address's
+    /// untagged one, then `@domain`). `None` when nothing delivers.
+    pub fn resolve_by(
+        &self,
+        store: &mut dyn Store,
+        addr: &Address,
+    ) -> Result<(Outcome, Option<Match>), ResolveError> {
         match self.match_address(store, addr)? {
             Some(m) => {
-                let mut found = self.expand_match(store, addr, Some(addr), &m)?;
-                if found.is_empty() {
-                    found = self.past_unknown(store, addr, m.step)?;
-                }
+                let found = self.expand_match(store, addr, Some(addr), &m)?;
+                let (found, by) = match found.is_empty() {
+                    true => self.past_unknown(store, addr, m.step)?,
+                    false => (found, Some(m)),
+                };
                 Ok(match found.is_empty() {
-                    true => Outcome::NotFound,
-                    false => Outcome::Found(found),
+                    true => (Outcome::NotFound, None),
+                    false => (Outcome::Found(found), by),
                 })
             }
-            None if store.has_domain(addr.domain().as_str())? => Ok(Outcome::NotFound),
-            None => Ok(Outcome::UnknownDomain),
+            None if store.has_domain(addr.domain().as_str())? => Ok((Outcome::NotFound, None)),
+            None => Ok((Outcome::UnknownDomain, None)),
         }
     }
 
@@ -632,29 +645,33 @@ impl Resolver {
     /// found", and a key after it may answer. After a tagged key, the
     /// untagged address's (its own match); after that, `@dom`, which a
     /// catch-all with a fixed target answers ([`Resolver::alias_for_key`];
-    /// a domain alias's `@dom` is not answered).
+    /// a domain alias's `@dom` is not answered). The match the destinations
+    /// come from is returned with them.
     fn past_unknown(
         &self,
         store: &mut dyn Store,
         addr: &Address,
         step: Step,
-    ) -> Result<Vec<Destination>, ResolveError> {
+    ) -> Result<(Vec<Destination>, Option<Match>), ResolveError> {
         let next = match step {
             Step::TaggedExact => addr.without_tag(self.delimiter).to_string(),
             Step::Exact | Step::Pattern => format!("@{}", addr.domain()),
-            Step::CatchAll => return Ok(Vec::new()),
+            Step::CatchAll => return Ok((Vec::new(), None)),
         };
         let after = match self.key_match(store, &next)? {
             Some((m, start)) => {
                 let found = self.expand_match(store, addr, start.as_ref(), &m)?;
-                if !found.is_empty() || start.is_none() {
-                    return Ok(found);
+                if !found.is_empty() {
+                    return Ok((found, Some(m)));
+                }
+                if start.is_none() {
+                    return Ok((found, None));
                 }
                 m.step
             }
             // The untagged address unanswered: on to `@dom`.
             None if step == Step::TaggedExact => Step::Exact,
-            None => return Ok(Vec::new()),
+            None => return Ok((Vec::new(), None)),
         };
         self.past_unknown(store, addr, after)
     }

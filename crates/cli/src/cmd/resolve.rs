@@ -44,9 +44,16 @@ pub(super) fn resolve(ctx: &Ctx, address: &str, json: bool) -> Result<Exit, CliE
         ResolveError::Store(e) => Err(e),
         e => Ok(e.to_string()),
     };
-    let (outcome, mut failed) = match r.resolve(s.as_mut(), &addr) {
-        Ok(o) => (o, None),
-        Err(e) => (Outcome::NotFound, Some(data(e)?)),
+    // The rows the mail goes by: the address's own match, or a later
+    // key's when that one made it unknown (a pattern whose target has no
+    // rows leaves it to the catch-all).
+    let (outcome, by, mut failed) = match r.resolve_by(s.as_mut(), &addr) {
+        Ok((o, by)) => (o, by, None),
+        Err(e) => (Outcome::NotFound, None, Some(data(e)?)),
+    };
+    let matched = Matched {
+        first: m.as_ref(),
+        by: by.as_ref(),
     };
     let walk = match r.smtpd_walk(s.as_mut(), &addr) {
         Ok(w) => w,
@@ -72,9 +79,9 @@ pub(super) fn resolve(ctx: &Ctx, address: &str, json: bool) -> Result<Exit, CliE
         .as_deref()
         .or_else(|| walk.iter().find_map(|w| w.error.as_deref()));
     if json {
-        print_json(&addr, m.as_ref(), &outcome, &walk, failure);
+        print_json(&addr, &matched, &outcome, &walk, failure);
     } else {
-        print_text(&addr, m.as_ref(), &outcome, &walk, failure);
+        print_text(&addr, &matched, &outcome, &walk, failure);
     }
     Ok(match (failure, outcome) {
         (Some(_), _) => Exit::TempFail,
@@ -83,9 +90,28 @@ pub(super) fn resolve(ctx: &Ctx, address: &str, json: bool) -> Result<Exit, CliE
     })
 }
 
+/// The matches `resolve` reports: the address's own (`first`), and the
+/// one the destinations come from (`by`), which is another when the first
+/// made the address unknown, and `None` when nothing delivers.
+struct Matched<'a> {
+    first: Option<&'a Match>,
+    by: Option<&'a Match>,
+}
+
+impl Matched<'_> {
+    /// The match the destinations come from; `None` when nothing
+    /// delivers.
+    fn deciding(&self, outcome: &Outcome) -> Option<&Match> {
+        match outcome {
+            Outcome::Found(_) => self.by.or(self.first),
+            _ => None,
+        }
+    }
+}
+
 fn print_json(
     addr: &Address,
-    m: Option<&Match>,
+    matched: &Matched<'_>,
     outcome: &Outcome,
     walk: &[WalkEntry],
     failure: Option<&str>,
@@ -95,6 +121,10 @@ fn print_json(
         (None, Outcome::Found(d)) => ("found", d),
         (None, Outcome::NotFound) => ("not-found", &[]),
         (None, Outcome::UnknownDomain) => ("unknown-domain", &[]),
+    };
+    let m = match failure {
+        Some(_) => matched.first,
+        None => matched.deciding(outcome),
     };
     let v = json!({
         "address": addr.to_string(),
@@ -114,24 +144,38 @@ fn print_json(
 
 fn print_text(
     addr: &Address,
-    m: Option<&Match>,
+    matched: &Matched<'_>,
     outcome: &Outcome,
     walk: &[WalkEntry],
     failure: Option<&str>,
 ) {
     say!("{addr}");
-    if let Some(m) = m {
+    let step = |m: &Match, why: &str| {
         let rows: Vec<String> = m
             .rows
             .iter()
             .map(|r| format!("{} -> {}", r.address(), r.mailbox))
             .collect();
         say!(
-            "  step {}: {}: {}",
+            "  step {}: {}: {}{why}",
             m.step.number(),
             step_name(m.step),
             rows.join(", ")
         );
+    };
+    if let Some(first) = matched.first {
+        let deciding = matched.deciding(outcome);
+        let passed = failure.is_none() && deciding.is_none_or(|d| d.step != first.step);
+        match passed {
+            true => step(
+                first,
+                " (gives this address no destination: smtpd's walk goes on)",
+            ),
+            false => step(first, ""),
+        }
+        if let Some(d) = deciding.filter(|_| passed) {
+            step(d, "");
+        }
     }
     say!("  smtpd lookups:");
     for w in walk {
