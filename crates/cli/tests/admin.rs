@@ -320,6 +320,29 @@ both!(alias_del_removes_all_the_targets_named_or_none, |db| {
 // Renaming a mailbox to an address an alias names already (reached
 // through a catch-all): the alias keeps one row for it, not two, and the
 // note does not suggest an alias to where the mail already goes.
+// A wildcard takes over the addresses of its domain that have no rows of
+// their own: one that would make an alias that works now loop (mail to it
+// deferred for good) is refused, and nothing is written.
+both!(a_wildcard_that_breaks_a_working_alias_is_refused, |db| {
+    db.add_user("bob@b.org", &[]);
+    db.add_user("ann@a.org", &[]);
+    db.ok(&["alias", "add", "%@a.org", "ann@a.org"]);
+    db.ok(&["alias", "add", "info@b.org", "info@a.org"]);
+    let before = db.snapshot();
+    let (code, err) = db.refused(&["alias", "add", "info%@a.org", "info%@b.org"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("info%@a.org would take over info@a.org (a target of info@b.org)")
+            && err.contains("loop"),
+        "{err}"
+    );
+    assert_eq!(db.snapshot(), before);
+    assert_eq!(db.destinations("info@b.org"), ["ann@a.org"]);
+    // One that leaves it working is taken.
+    db.ok(&["alias", "add", "info%@a.org", "bob@b.org"]);
+    assert_eq!(db.destinations("info@b.org"), ["bob@b.org"]);
+});
+
 // An alias aimed at a tagged form of the old name (`lists -> ann+lists@`)
 // reaches it, so it follows the rename with its tag; with a catch-all in
 // the domain, left behind it would silently reach the catch-all's owner.

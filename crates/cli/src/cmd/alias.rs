@@ -186,6 +186,23 @@ fn add(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
         .collect();
     let broken = ctx.write(|s| {
         let arrival = guard::Arrival::before(&ctx.resolver, s, &[&p.domain])?;
+        // The addresses of the domain that rows name and that resolve now:
+        // a wildcard takes over those without rows of their own
+        // (`info@b.org -> info@a.org`, delivered by a catch-all, then
+        // `info%@a.org -> info%@b.org` makes both loop), and their mail
+        // must not start to fail.
+        let mut served = Vec::new();
+        if p.as_address().is_none() {
+            for (t, named_by) in named_and_found(&ctx.resolver, s, &p.domain)? {
+                // Only what works now: a failure already there is not
+                // this command's to refuse.
+                match check_resolves(&ctx.resolver, s, &t) {
+                    Ok(()) => served.push((t, named_by)),
+                    Err(e) if e.exit() == Exit::Usage => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         let existing = s.exact(&username, p.domain.as_str())?;
         for row in &rows {
             if existing
@@ -211,6 +228,14 @@ fn add(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
                 check_resolves_as(&ctx.resolver, s, &probe, &p.to_string())?;
                 for row in rows.iter().filter(|r| !r.has_template_target()) {
                     check_resolves(&ctx.resolver, s, &Address::parse(&row.mailbox)?)?;
+                }
+                for (t, named_by) in &served {
+                    check_resolves(&ctx.resolver, s, t).map_err(|e| {
+                        e.context(format_args!(
+                            "{p} would take over {t} (a target of {})",
+                            guard::some_of(named_by, ", ")
+                        ))
+                    })?;
                 }
             }
         }
