@@ -3,7 +3,9 @@
 //!
 //! The one decision a reader might question: `alias add` inserts the rows
 //! and then resolves, inside the same transaction, the address it changed
-//! (or, for a wildcard, each concrete target), and rolls back on a loop or a
+//! (or, for a wildcard, each concrete target and every address of its
+//! domain that other rows name and that it may take over), and rolls back
+//! on a loop or a
 //! target in our domains that does not exist. Checking on the database as
 //! it would be is the only way to catch a loop through rows already present;
 //! refusing there keeps smtpd from tempfailing mail to the new alias.
