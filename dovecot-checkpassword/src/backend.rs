@@ -47,6 +47,7 @@ use mailtable_core::accounts::{
     self, AccountError, Accounts, Credentials, Login, UserInfo, Verdict, Verifier,
 };
 use mailtable_core::cache::{AnswerCache, Fetched};
+use mailtable_core::store::ChangeToken;
 use mailtable_core::{Config, Store, StoreError};
 
 use crate::checkpassword::{userdb_fields, CheckpasswordRequest, Mode, Outcome};
@@ -476,6 +477,15 @@ impl Backend {
         compute: impl FnOnce(&Directory, &mut dyn Store) -> Result<Cached, StoreError>,
     ) -> Result<Cached, StoreError> {
         let dir = &self.directory;
+        // Every store lent (waiting on a writer's lock, most likely):
+        // `with` would open another, which waits on the same lock before
+        // the cache is even asked. An answer the file says is fresh needs
+        // no store.
+        if !self.stores.has_idle() {
+            if let Some(hit) = self.fresh_in_place(key) {
+                return Ok(hit);
+            }
+        }
         let result = self.stores.with(|s| {
             // A failed check: nothing fresh from memory, the lookup runs
             // anyway (see mailtable_core::cache).
@@ -515,15 +525,27 @@ impl Backend {
     /// allowed. Never a stale answer: an outage is for [`Backend::cached`]
     /// to report and ride out.
     fn fresh_in_place(&self, key: &str) -> Option<Cached> {
-        self.stores.try_idle(|s| {
+        // Some(answer): an idle store made the check (`None` in it: not
+        // fresh); None: no store could (none idle, or the check needs a
+        // reconnect), and the file is asked directly where it can be.
+        let checked = self.stores.try_idle(|s| {
             let token = s.change_token_in_place()?.ok()??;
-            // Not waited for: the thread holding the lock may be writing
-            // a log line (an outage's first stale answer, its end), and a
-            // worker must not wait on whoever reads the log.
-            let mut cache = try_lock(&self.cache)?;
-            let ticket = cache.begin(Some(token));
-            cache.fresh(ticket, key)
-        })
+            Some(self.fresh_at(token, key))
+        });
+        match checked {
+            Some(answer) => answer,
+            None => self.fresh_at(self.stores.peek_token()?, key),
+        }
+    }
+
+    /// The cached answer under `key` if `token`, the change check's, says
+    /// it is fresh. The cache is not waited for: the thread holding it may
+    /// be writing a log line (an outage's first stale answer, its end), and
+    /// a runtime worker must not wait on whoever reads the log.
+    fn fresh_at(&self, token: ChangeToken, key: &str) -> Option<Cached> {
+        let mut cache = try_lock(&self.cache)?;
+        let ticket = cache.begin(Some(token));
+        cache.fresh(ticket, key)
     }
 
     /// A passdb lookup's answer from the password check of `user` kept in
@@ -1309,6 +1331,84 @@ mod tests {
         assert!(matches!(hugo, VerifyResult::Ok(_)), "{hugo:?}");
         assert_eq!(failing.calls(), before + 1, "only the change check");
         assert_eq!(b.cache().stats().stale, 0);
+    }
+
+    /// Every store lent (waiting on a writer's lock): a cached answer the
+    /// file's own change token says is fresh is given at once, as a hit,
+    /// without a store; one whose data changed is not (here the pool gives
+    /// up at once, so it is served as an outage's stale answer instead).
+    #[test]
+    fn cached_answers_need_no_store_when_all_are_lent() {
+        let mut store = fixture();
+        store.versioned = true;
+        let token = store.clone().change_token().unwrap().unwrap();
+        let over = |peeked: ChangeToken| {
+            let s = store.clone();
+            let pool = StorePool::new(
+                Box::new(move || Ok(Box::new(s.clone()) as Box<dyn Store>)),
+                1,
+            )
+            .limit(1, std::time::Duration::ZERO)
+            .peek(Box::new(move || Some(peeked)));
+            let pool = Arc::new(pool);
+            (Backend::new(Arc::new(dir()), Arc::clone(&pool), None), pool)
+        };
+        let lend_the_store = |pool: Arc<StorePool>| {
+            let (lent, give_back) = std::sync::mpsc::channel::<()>();
+            let (taken, wait_taken) = std::sync::mpsc::channel::<()>();
+            let holder = std::thread::spawn(move || {
+                pool.with(|_| {
+                    taken.send(()).unwrap();
+                    let _ = give_back.recv();
+                    Ok(())
+                })
+            });
+            wait_taken.recv().unwrap();
+            (lent, holder)
+        };
+        let dict_key = "shared/userdb/hugo@barrera.io";
+
+        let (mut b, pool) = over(token);
+        assert!(matches!(
+            b.userdb_lookup("hugo_barrera.io"),
+            LookupResult::Found(_)
+        ));
+        assert!(matches!(
+            DictBackend::lookup(&mut b, dict_key, ""),
+            Lookup::Found(_)
+        ));
+        let (release, holder) = lend_the_store(Arc::clone(&pool));
+        assert!(!pool.has_idle());
+        let hits = b.cache().stats().hits;
+        assert!(matches!(
+            b.userdb_lookup("hugo_barrera.io"),
+            LookupResult::Found(_)
+        ));
+        assert!(matches!(
+            DictBackend::lookup_in_place(&mut b, dict_key, ""),
+            Some(Lookup::Found(_))
+        ));
+        let stats = b.cache().stats();
+        assert_eq!((stats.hits, stats.stale), (hits + 2, 0), "{stats:?}");
+        drop(release);
+        holder.join().unwrap().unwrap();
+
+        // The file says the data changed: nothing fresh from memory.
+        let changed = ChangeToken::new([1, 2, 3, 4, 5, 6]);
+        let (mut b, pool) = over(changed);
+        assert!(matches!(
+            b.userdb_lookup("hugo_barrera.io"),
+            LookupResult::Found(_)
+        ));
+        let (release, holder) = lend_the_store(Arc::clone(&pool));
+        assert_eq!(DictBackend::lookup_in_place(&mut b, dict_key, ""), None);
+        assert!(matches!(
+            b.userdb_lookup("hugo_barrera.io"),
+            LookupResult::Found(_)
+        ));
+        assert_eq!(b.cache().stats().stale, 1);
+        drop(release);
+        holder.join().unwrap().unwrap();
     }
 
     /// `stale_if_error = 0`: an outage fails every lookup, cached or not.

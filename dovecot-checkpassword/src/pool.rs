@@ -28,10 +28,16 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use mailtable_core::store::ChangeToken;
 use mailtable_core::{Store, StoreError};
 
 /// Opens a new store; called when no idle one is available.
 pub type Opener = dyn Fn() -> Result<Box<dyn Store>, StoreError> + Send + Sync;
+
+/// The database's change token read without a store
+/// ([`mailtable_core::store::sqlite::peek_change_token`]): `None` when it
+/// cannot tell.
+pub type Peek = dyn Fn() -> Option<ChangeToken> + Send + Sync;
 
 /// Database handles, opened on demand, reused, and never more than a fixed
 /// number at once (lent or idle): 256 concurrent requests must not become
@@ -40,6 +46,7 @@ pub type Opener = dyn Fn() -> Result<Box<dyn Store>, StoreError> + Send + Sync;
 /// error (the lookup answers "try again later", never "no").
 pub struct StorePool {
     open: Box<Opener>,
+    peek: Option<Box<Peek>>,
     state: Mutex<PoolState>,
     returned: Condvar,
     max_idle: usize,
@@ -64,6 +71,7 @@ impl StorePool {
     pub fn new(open: Box<Opener>, max_idle: usize) -> StorePool {
         StorePool {
             open,
+            peek: None,
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
@@ -83,6 +91,27 @@ impl StorePool {
         self.max_open = max_open.max(1);
         self.wait = wait;
         self
+    }
+
+    /// Sets how to read the change token without a store: for a database
+    /// whose stores may all be waiting on a writer's lock (SQLite), so that
+    /// answers already cached are told fresh meanwhile.
+    #[must_use]
+    pub fn peek(mut self, peek: Box<Peek>) -> StorePool {
+        self.peek = Some(peek);
+        self
+    }
+
+    /// The change token read without a store, if this pool can.
+    pub fn peek_token(&self) -> Option<ChangeToken> {
+        self.peek.as_ref().and_then(|peek| peek())
+    }
+
+    /// Whether a store is idle now (the pool not locked by another thread
+    /// and its idle list not empty): [`StorePool::with`] would then not
+    /// open one.
+    pub fn has_idle(&self) -> bool {
+        try_lock(&self.state).is_some_and(|s| !s.idle.is_empty())
     }
 
     // A poisoned lock only means another thread panicked while holding

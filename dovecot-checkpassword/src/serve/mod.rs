@@ -38,7 +38,7 @@ pub mod listen;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailtable_core::store::{self, Access, OpenOptions};
+use mailtable_core::store::{self, Access, DatabaseUrl, OpenOptions};
 use mailtable_core::Config;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
@@ -95,13 +95,24 @@ fn open_backend(config: Config, settings: &Settings) -> Result<Backend, ServeErr
             .map_err(io_err("cannot start hashing threads"))?,
     );
     let shown_url = url.to_string();
-    let stores = Arc::new(
-        StorePool::new(
-            Box::new(move || store::open(&url, &options)),
-            settings.database_connections,
-        )
-        .limit(settings.database_connections, config.timeout()),
-    );
+    // A SQLite file tells its change token without a connection: cached
+    // answers stay servable while every store waits on a writer's lock.
+    let peek = match &url {
+        DatabaseUrl::Sqlite(path) => {
+            let path = path.clone();
+            Some(move || store::sqlite::peek_change_token(&path))
+        }
+        DatabaseUrl::Postgres(_) => None,
+    };
+    let mut pool = StorePool::new(
+        Box::new(move || store::open(&url, &options)),
+        settings.database_connections,
+    )
+    .limit(settings.database_connections, config.timeout());
+    if let Some(peek) = peek {
+        pool = pool.peek(Box::new(peek));
+    }
+    let stores = Arc::new(pool);
     match stores.with(|_| Ok(())) {
         Ok(()) => tracing::info!(database = %shown_url, "database opened"),
         Err(e) => tracing::warn!("database not available yet: {e}"),

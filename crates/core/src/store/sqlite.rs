@@ -202,6 +202,36 @@ impl FileState {
     fn rewritten_behind_sqlite(&self, now: &FileState) -> bool {
         (self.times, self.size) != (now.times, now.size)
     }
+
+    /// The change token of the file `ident` in this state: every part a
+    /// write moves (the file itself, its times and size, SQLite's change
+    /// counter). `None` without a counter (WAL mode, a header that could
+    /// not be read): nothing then says the data is unchanged.
+    fn token(&self, ident: (u64, u64)) -> Option<ChangeToken> {
+        let counter = self.counter?;
+        Some(ChangeToken::new([
+            ident.0,
+            ident.1,
+            self.times,
+            self.size,
+            u64::from(counter),
+            0,
+        ]))
+    }
+}
+
+/// The change token of the database at `path` as a store's change check
+/// would find it ([`Store::change_token`]), from the file alone: its `stat`
+/// and header, without a SQLite connection and so without any lock. For a
+/// process whose stores may all be waiting on a writer's lock (`serve`'s
+/// pool), so that the answers it has cached can still be told fresh.
+/// `None` when the file cannot be read or says nothing (WAL mode, a
+/// header that cannot be read).
+pub fn peek_change_token(path: &Path) -> Option<ChangeToken> {
+    let file = std::fs::File::open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    let (state, _) = FileState::read(&file, &meta);
+    state.token((meta.dev(), meta.ino()))
 }
 
 /// A SQLite-backed [`Store`].
@@ -845,17 +875,7 @@ impl SqliteStore {
         }
         open.seen = Some(state);
         open.wal = wal;
-        let Some(counter) = state.counter else {
-            return Ok(None);
-        };
-        Ok(Some(ChangeToken::new([
-            ident.0,
-            ident.1,
-            state.times,
-            meta.size(),
-            u64::from(counter),
-            0,
-        ])))
+        Ok(state.token(ident))
     }
 
     /// Reopen when the connection was dropped or the path now names
@@ -2586,6 +2606,31 @@ mod tests {
         }
         writer.execute_batch("ROLLBACK").unwrap();
         assert_eq!(lookup(&mut r).0.unwrap().len(), 1);
+    }
+
+    /// The token read from the file alone is the store's own, before and
+    /// after a write by another program, and moves with the data: a
+    /// process whose stores all wait on a lock tells its cached answers
+    /// fresh by it. A writer holding the lock does not stop it.
+    #[test]
+    fn the_peeked_token_is_the_stores() {
+        let (dir, s) = fresh();
+        drop(s);
+        let path = dir.path().join("mail.db");
+        let mut r = reader(&path);
+        let first = r.change_token().unwrap();
+        assert!(first.is_some());
+        assert_eq!(peek_change_token(&path), first);
+        std::thread::sleep(Duration::from_millis(50));
+        shell_insert(&path, "new");
+        let peeked = peek_change_token(&path);
+        assert_ne!(peeked, first);
+        assert_eq!(r.change_token().unwrap(), peeked);
+        let writer = Connection::open(&path).unwrap();
+        writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        assert_eq!(peek_change_token(&path), peeked);
+        writer.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(peek_change_token(&dir.path().join("none.db")), None);
     }
 
     /// A database `mail.db` with a row `live`, and `copy.db`, a copy of it
