@@ -250,7 +250,7 @@ impl Tables {
                 if let Err(e) = &r {
                     if e.outage
                         && (self.walk_goes_on(&cache, service, key)
-                            || Self::still_not_ours(&cache, service, &ck))
+                            || self.still_not_ours(&cache, service, &ck))
                     {
                         cache.note_stale(e);
                         r = Ok(None);
@@ -346,8 +346,20 @@ impl Tables {
     /// deferred an alias to `friend@gmail.example` and all outgoing mail
     /// for the whole outage. A domain not asked before stays a temporary
     /// failure, and "ours" is a positive answer, served as any other.
-    fn still_not_ours(cache: &AnswerCache<Option<String>>, service: Service, ck: &str) -> bool {
-        service == Service::Domain && matches!(cache.confirmed_negative(ck), Some(None))
+    /// Not when the data is known to have moved since (a domain added by
+    /// the `sqlite3` shell just before a writer's lock, a restore by `cp`
+    /// and the file then gone): its mail would be refused for good.
+    fn still_not_ours(
+        &self,
+        cache: &AnswerCache<Option<String>>,
+        service: Service,
+        ck: &str,
+    ) -> bool {
+        let unchanged = |token| match &self.store {
+            Some(s) => s.known_unchanged_since(token),
+            None => Some(false),
+        };
+        service == Service::Domain && matches!(cache.confirmed_negative(ck, unchanged), Some(None))
     }
 
     /// A lookup that bypasses the cache (`auth`: the key is a password).
@@ -1522,6 +1534,59 @@ mod tests {
         std::fs::rename(&aside, &path).unwrap();
         assert_eq!(t.lookup(Service::Alias, "new@barrera.io"), Answer::NotFound);
         assert_eq!(t.lookup(Service::Alias, "info@barrera.io"), ext);
+    }
+
+    /// "Not our domain" stands in an outage only for the data it was
+    /// given for: a writer holding the lock without a change gets it
+    /// again (smtpd relays as before), but a domain added just before the
+    /// lock (the `sqlite3` shell's commit, then a backup's lock), or a
+    /// file gone, gets an error: smtpd defers the mail instead of
+    /// refusing it for good.
+    #[test]
+    fn not_ours_outlasts_an_outage_only_for_unchanged_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mail.db");
+        let shell = || rusqlite::Connection::open(&path).unwrap();
+        shell()
+            .execute_batch(
+                "CREATE TABLE users (username TEXT NOT NULL, domain TEXT NOT NULL, \
+                 mailbox TEXT NOT NULL, password TEXT);
+                 INSERT INTO users VALUES ('info', 'barrera.io', 'ext@example.net', NULL);",
+            )
+            .unwrap();
+        let config = Config::parse(&format!(
+            "database = \"sqlite://{}\"\nquery_timeout_ms = 100",
+            path.display()
+        ))
+        .unwrap();
+        let mut t = Tables::new(Ok(config));
+        let domain = |t: &mut Tables| t.lookup(Service::Domain, "newdom.org");
+        assert_eq!(domain(&mut t), Answer::NotFound);
+        // A lock without a change: the answer stands.
+        let writer = shell();
+        writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        assert_eq!(domain(&mut t), Answer::NotFound);
+        writer.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(domain(&mut t), Answer::NotFound);
+        // The domain added, then a writer's lock: an error until it ends.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        shell()
+            .execute_batch("INSERT INTO users VALUES ('x', 'newdom.org', 'info@barrera.io', NULL)")
+            .unwrap();
+        writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        assert!(matches!(domain(&mut t), Answer::Error(_)));
+        assert!(matches!(domain(&mut t), Answer::Error(_)));
+        writer.execute_batch("ROLLBACK").unwrap();
+        let ours = Answer::Found("newdom.org".into());
+        assert_eq!(domain(&mut t), ours);
+        // Another domain not ours, then the file gone: an error.
+        assert_eq!(t.lookup(Service::Domain, "other.org"), Answer::NotFound);
+        std::fs::rename(&path, dir.path().join("aside.db")).unwrap();
+        assert!(matches!(
+            t.lookup(Service::Domain, "other.org"),
+            Answer::Error(_)
+        ));
+        assert_eq!(domain(&mut t), ours);
     }
 
     fn table_over(store: FailingStore<MemStore>) -> Tables {

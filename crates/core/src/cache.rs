@@ -174,6 +174,8 @@ pub struct AnswerCache<V> {
     /// The generation of the last change check that succeeded: the data
     /// version the database last showed.
     confirmed: u64,
+    /// The token that check gave.
+    confirmed_token: Option<ChangeToken>,
     current: HashMap<String, Entry<V>>,
     previous: HashMap<String, Entry<V>>,
     /// In an outage (logged when it began).
@@ -189,6 +191,7 @@ impl<V: Clone> AnswerCache<V> {
             token: None,
             generation: 0,
             confirmed: 0,
+            confirmed_token: None,
             current: HashMap::new(),
             previous: HashMap::new(),
             outage: false,
@@ -233,6 +236,7 @@ impl<V: Clone> AnswerCache<V> {
         }
         if token.is_some() {
             self.confirmed = self.generation;
+            self.confirmed_token = token;
         }
         Ticket {
             generation: token.map(|_| self.generation),
@@ -370,12 +374,23 @@ impl<V: Clone> AnswerCache<V> {
     /// under the last change check that succeeded, and within
     /// `stale_if_error`. For a caller whose negative answer sends no mail
     /// back (smtpd's `domain` check of an external destination: "not
-    /// ours" means relay it, as before the outage); a change the database
-    /// made after that check, and no lookup saw, is the one thing it can
-    /// miss. Counts nothing, as [`AnswerCache::recent`].
-    pub fn confirmed_negative(&self, key: &str) -> Option<&V> {
+    /// ours" means relay it, as before the outage). A change the database
+    /// made after that check, and no lookup saw, is what it could miss:
+    /// `unchanged` tells, from the token of that check
+    /// ([`Store::known_unchanged_since`](crate::Store::known_unchanged_since)),
+    /// whether the data is still that version (`None`: cannot tell, and
+    /// the answer is served). Counts nothing, as [`AnswerCache::recent`].
+    pub fn confirmed_negative(
+        &self,
+        key: &str,
+        unchanged: impl FnOnce(ChangeToken) -> Option<bool>,
+    ) -> Option<&V> {
         let e = self.within_stale_limit(key)?;
-        (!e.positive && e.generation == self.confirmed).then_some(&e.value)
+        if e.positive || e.generation != self.confirmed {
+            return None;
+        }
+        let token = self.confirmed_token?;
+        unchanged(token).unwrap_or(true).then_some(&e.value)
     }
 
     /// Count a stale answer, and log the first of an outage with the
@@ -616,19 +631,34 @@ mod tests {
         // The data changes; only "d" is asked again.
         c.lookup(Ok(tok(2)), "d", unknown).unwrap();
         assert!(c.lookup(outage(), "x", down).is_err());
-        assert_eq!(c.confirmed_negative("d"), Some(&"unknown".to_string()));
-        assert_eq!(c.confirmed_negative("old"), None);
-        assert_eq!(c.confirmed_negative("mailbox"), None);
-        assert_eq!(c.confirmed_negative("never"), None);
+        // The store cannot tell whether the data moved since (PostgreSQL).
+        let unknown_since = |_| None;
+        assert_eq!(
+            c.confirmed_negative("d", unknown_since),
+            Some(&"unknown".to_string())
+        );
+        assert_eq!(c.confirmed_negative("old", unknown_since), None);
+        assert_eq!(c.confirmed_negative("mailbox", unknown_since), None);
+        assert_eq!(c.confirmed_negative("never", unknown_since), None);
         // Still so after more failed checks; and off with stale_if_error.
         assert!(c.lookup(outage(), "y", down).is_err());
-        assert!(c.confirmed_negative("d").is_some());
+        assert!(c.confirmed_negative("d", unknown_since).is_some());
+        // The store tells (SQLite's file): asked with the token of the
+        // last check that succeeded, and no answer once the data moved.
+        let mut asked = None;
+        let still = c.confirmed_negative("d", |t| {
+            asked = Some(t);
+            Some(true)
+        });
+        assert!(still.is_some());
+        assert_eq!(asked, tok(2));
+        assert_eq!(c.confirmed_negative("d", |_| Some(false)), None);
         let mut off = AnswerCache::new(CacheSettings {
             entries: 10,
             stale_if_error: Duration::ZERO,
         });
         off.lookup(Ok(tok(1)), "d", unknown).unwrap();
-        assert_eq!(off.confirmed_negative("d"), None);
+        assert_eq!(off.confirmed_negative("d", unknown_since), None);
     }
 
     /// The database answers, with data that cannot be served (an alias

@@ -204,6 +204,18 @@ pub trait Store: Send {
         Ok(None)
     }
 
+    /// Whether the data is still the version a change check gave `token`
+    /// for, as far as can be told without the database's lock, a query or
+    /// a connection: `Some(false)` also when that cannot be read now (a
+    /// SQLite file gone); `None` when this store cannot tell without the
+    /// database (PostgreSQL, the default). For an outage, when the change
+    /// check itself has failed: a lock held by a writer that committed a
+    /// moment before still lets a SQLite file's header say the data moved.
+    fn known_unchanged_since(&self, token: ChangeToken) -> Option<bool> {
+        let _ = token;
+        None
+    }
+
     /// [`Store::change_token`] when it can be had without waiting: SQLite
     /// from the `stat` of its file and a read of the header, PostgreSQL
     /// from a stamp it read moments ago. `None` when more is needed (a

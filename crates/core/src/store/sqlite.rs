@@ -1256,6 +1256,10 @@ impl Store for SqliteStore {
         self.token(false)
     }
 
+    fn known_unchanged_since(&self, token: ChangeToken) -> Option<bool> {
+        Some(peek_change_token(&self.path) == Some(token))
+    }
+
     fn change_token_in_place(&mut self) -> Option<Result<Option<ChangeToken>, StoreError>> {
         match self.token(true) {
             Ok(None) => None,
