@@ -18,6 +18,7 @@ use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::termios::{self, LocalFlags, SetArg};
 use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Read, Write};
+use std::os::fd::AsFd;
 use zeroize::Zeroize;
 
 /// Read a new password for `what`.
@@ -31,7 +32,14 @@ pub fn read(password_stdin: bool, what: &str) -> Result<Secret, CliError> {
         return prompt(&format!("Password for {what}: "));
     }
     if password_stdin {
-        return from_stdin(std::io::stdin().lock());
+        // fd 0 itself, unbuffered: std's stdin buffer would hide from the
+        // readiness probe what it already read.
+        let fd = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| CliError::usage(format!("cannot read the password from stdin: {e}")))?;
+        let probe = fd.try_clone().ok();
+        return from_stdin(File::from(fd), || probe.as_ref().is_none_or(readable_now));
     }
     if !std::io::stdin().is_terminal() {
         return Err(CliError::usage(
@@ -51,18 +59,33 @@ pub fn read(password_stdin: bool, what: &str) -> Result<Secret, CliError> {
 /// at once rather than read whole.
 const STDIN_LIMIT: u64 = 4096;
 
-/// The password `--password-stdin` reads from a pipe or file: all of it,
-/// one line, its line end (`\n` or `\r\n`) not part of the password. A
-/// second line is refused rather than dropped: a password followed by
-/// anything else (a comment, a second password meant for another
-/// command) would otherwise store a password nobody meant, without a
-/// word.
-fn from_stdin(input: impl Read) -> Result<Secret, CliError> {
+/// The password `--password-stdin` reads from a pipe or file: one line,
+/// its line end (`\n` or `\r\n`) not part of the password, and what
+/// follows it up to the end of the input. A second line is refused rather
+/// than dropped: a password followed by anything else (a comment, a
+/// second password meant for another command) would otherwise store a
+/// password nobody meant, without a word. Once the line is complete,
+/// reading goes on only while `pending` says more can be read at once
+/// (data or the end of the input): a writer that keeps the pipe open
+/// after the password (a program that waits for this one before it
+/// closes its end) is not waited for.
+fn from_stdin(mut input: impl Read, mut pending: impl FnMut() -> bool) -> Result<Secret, CliError> {
     let mut all = Vec::new();
-    input
-        .take(STDIN_LIMIT + 1)
-        .read_to_end(&mut all)
-        .map_err(|e| CliError::usage(format!("cannot read the password from stdin: {e}")))?;
+    let mut chunk = [0u8; 512];
+    while all.len() as u64 <= STDIN_LIMIT && (!all.contains(&b'\n') || pending()) {
+        match input.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => all.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                all.zeroize();
+                return Err(CliError::usage(format!(
+                    "cannot read the password from stdin: {e}"
+                )));
+            }
+        }
+    }
+    chunk.zeroize();
     let refuse = |all: &mut Vec<u8>, why: &str| {
         all.zeroize();
         Err(CliError::usage(why.to_string()))
@@ -95,6 +118,23 @@ fn from_stdin(input: impl Read) -> Result<Secret, CliError> {
         return Err(CliError::usage("empty password on stdin"));
     }
     Ok(secret)
+}
+
+/// Whether reading `fd` would return at once (data, the end of the input
+/// or an error), by a zero-timeout `poll(2)`. A failed `poll` reads as
+/// "yes": the read then tells.
+fn readable_now(fd: &std::os::fd::OwnedFd) -> bool {
+    let mut pfd = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    loop {
+        match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::ZERO) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(0) => return false,
+            _ => return true,
+        }
+    }
 }
 
 /// One line typed at the controlling terminal after `text`, not echoed.
@@ -250,7 +290,7 @@ mod tests {
     use super::*;
 
     fn read(bytes: &[u8]) -> Result<String, String> {
-        from_stdin(bytes)
+        from_stdin(bytes, || true)
             .map(|s| s.expose().to_string())
             .map_err(|e| e.to_string())
     }
@@ -277,6 +317,24 @@ mod tests {
         ] {
             let e = read(input).unwrap_err();
             assert!(e.contains(why), "{input:?}: {e}");
+        }
+        // The line, then the writer keeps its end open (waiting for this
+        // process): taken without waiting for the end of the input. With
+        // a second line already sent, refused as above.
+        for (sent, want) in [(&b"pw\n"[..], Ok("pw")), (b"pw\nmore\n", Err(()))] {
+            let (mut writer, reader) = std::os::unix::net::UnixStream::pair().unwrap();
+            writer.write_all(sent).unwrap();
+            let (done, result) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let probe = std::os::fd::OwnedFd::from(reader.try_clone().unwrap());
+                let got = from_stdin(reader, || readable_now(&probe));
+                let _ = done.send(got.map(|s| s.expose().to_string()).map_err(|_| ()));
+            });
+            let got = result
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("the reader waited for the writer to close");
+            assert_eq!(got.as_deref(), want.as_deref(), "{sent:?}");
+            drop(writer);
         }
         let big = vec![b'x'; STDIN_LIMIT as usize + 1];
         assert!(read(&big).unwrap_err().contains("more than 4096 bytes"));
