@@ -63,15 +63,22 @@ pub trait LookupError: fmt::Display {
     fn is_outage(&self) -> bool;
 }
 
+/// Every kind but [`StoreError::Other`]: the database could not be had
+/// (down, locked, a file half-copied by a restore, which reads as no
+/// database or one without the table for a moment, a config that cannot
+/// be used). `Other` is the database answering with what cannot be read
+/// as rows (a value of another type or encoding, a NULL, a column gone, a
+/// statement the changed table refuses): the data changed, and what was
+/// cached before must not stand in for it.
 impl LookupError for StoreError {
     fn is_outage(&self) -> bool {
-        true
+        !matches!(self, StoreError::Other(_))
     }
 }
 
 impl LookupError for ResolveError {
     fn is_outage(&self) -> bool {
-        matches!(self, ResolveError::Store(_))
+        matches!(self, ResolveError::Store(e) if e.is_outage())
     }
 }
 
@@ -685,6 +692,38 @@ mod tests {
             c.lookup(outage(), "alias", down),
             R::Err("database unavailable".into())
         );
+        assert_eq!(c.stats().stale, 0);
+    }
+
+    /// Which store errors are outages: every kind but `Other`, the
+    /// database answering with rows that cannot be read (a NULL or a
+    /// value of another type or encoding written by hand, a column gone).
+    /// Through the resolver the same.
+    #[test]
+    fn store_errors_are_outages_but_unreadable_rows() {
+        let outage = |e: StoreError| (e.is_outage(), ResolveError::Store(e).is_outage());
+        for e in [
+            StoreError::Unavailable("locked".into()),
+            StoreError::NotADatabase("half copied".into()),
+            StoreError::Schema("no users table".into()),
+            StoreError::Config("bad url".into()),
+        ] {
+            assert_eq!(outage(e), (true, true));
+        }
+        let unreadable = StoreError::Other("error deserializing column 2".into());
+        assert_eq!(outage(unreadable), (false, false));
+        let mut c: AnswerCache<String> = cache(10);
+        c.lookup::<StoreError>(Ok(tok(1)), "alias", || {
+            Ok(Fetched {
+                value: "a".into(),
+                positive: true,
+            })
+        })
+        .unwrap();
+        let r = c.lookup(Ok(tok(2)), "alias", || {
+            Err(StoreError::Other("invalid byte sequence".into()))
+        });
+        assert!(r.is_err());
         assert_eq!(c.stats().stale, 0);
     }
 

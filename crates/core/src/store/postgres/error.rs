@@ -164,6 +164,21 @@ fn map_db(shown: &str, bound: Duration, db: &DbError) -> StoreError {
     }
 }
 
+/// Whether `e` is the client's failure to read a row it was sent, as
+/// tokio-postgres words it (`Error::from_sql`: "error deserializing column
+/// N", `Error::column`: "invalid column", `Error::column_count`;
+/// `src/error/mod.rs`).
+fn is_row_error(e: &tokio_postgres::Error) -> bool {
+    let text = e.to_string();
+    [
+        "error deserializing column",
+        "invalid column",
+        "query returned an unexpected number",
+    ]
+    .iter()
+    .any(|p| text.starts_with(p))
+}
+
 /// The text of an error without its kind's prefix (the back-off repeats it
 /// inside a new `Unavailable`).
 pub(super) fn message(e: &StoreError) -> &str {
@@ -231,6 +246,13 @@ impl PostgresStore {
                 Some(db) => map_db(&self.shown, bound, db),
                 None if e.is_closed() => {
                     StoreError::Unavailable(format!("connection to {} lost", self.shown))
+                }
+                // The server answered with rows the client cannot read as
+                // the table's (a NULL, a value of another type, a column
+                // gone: tokio-postgres' `Row::try_get`): the data, not an
+                // outage.
+                None if is_row_error(e) => {
+                    StoreError::Other(format!("{}: {}", self.shown, chain(e)))
                 }
                 None => StoreError::Unavailable(format!("{}: {}", self.shown, chain(e))),
             },
