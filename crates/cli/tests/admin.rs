@@ -370,6 +370,20 @@ both!(rename_moves_aliases_to_tagged_forms, |db| {
     news.sort();
     assert_eq!(news, ["anna@a.org", "bob@a.org"]);
 
+    // A tagged form with rows of its own goes where they say, not to the
+    // mailbox: an alias to it stays as it is.
+    db.ok(&["alias", "add", "anna+own@a.org", "ext@x.example"]);
+    db.ok(&["alias", "add", "o@a.org", "anna+own@a.org"]);
+    db.ok(&["user", "rename", "anna@a.org", "anne@a.org"]);
+    assert_eq!(db.destinations("o@a.org"), ["ext@x.example"]);
+    assert!(db
+        .to("anne@a.org")
+        .iter()
+        .all(|r| !r.starts_with("o@a.org")));
+    db.ok(&["user", "rename", "anne@a.org", "anna@a.org"]);
+    db.ok(&["alias", "del", "o@a.org"]);
+    db.ok(&["alias", "del", "anna+own@a.org"]);
+
     // A tag that makes no address on the new name refuses the rename.
     let long = format!("{}@a.org", "x".repeat(60));
     let (code, err) = db.refused(&["user", "rename", "anna@a.org", &long], None);

@@ -288,16 +288,18 @@ pub(super) fn warn_arrival(broken: &[String]) {
 }
 
 /// The rows whose target is a tagged form of `addr` (`x@b.org ->
-/// ann+tag@a.org` for `ann@a.org`), each with its address: the reverse
-/// walks ([`Resolver::reaching`]) look targets up by their stored text and
-/// miss them, while their mail reaches `addr` (DESIGN step 2). One pass
-/// over the rows: the CLI's check, never a daemon's lookup.
+/// ann+tag@a.org` for `ann@a.org`) that reaches it, each with its
+/// address: the reverse walks ([`Resolver::reaching`]) look targets up by
+/// their stored text and miss them, while their mail reaches `addr`
+/// (DESIGN step 2). A tagged form with rows of its own (`ann+tag@a.org ->
+/// ext@x.org`) goes where they say (step 1), not to `addr`, and is left
+/// out. One pass over the rows: the CLI's check, never a daemon's lookup.
 pub(super) fn tagged_aliases(
     r: &Resolver,
     s: &mut dyn Store,
     addr: &Address,
 ) -> Result<Vec<(Row, Address)>, CliError> {
-    let mut out = Vec::new();
+    let mut found = Vec::new();
     s.scan(None, &mut |row| {
         if row.has_template_target() {
             return;
@@ -307,10 +309,16 @@ pub(super) fn tagged_aliases(
         };
         if t != *addr && t.without_tag(r.delimiter) == *addr {
             if let Ok(src) = Address::from_parts(&row.username, &row.domain) {
-                out.push((row, src));
+                found.push((row, src, t));
             }
         }
     })?;
+    let mut out = Vec::new();
+    for (row, src, t) in found {
+        if s.exact(t.local(), t.domain().as_str())?.is_empty() {
+            out.push((row, src));
+        }
+    }
     Ok(out)
 }
 
