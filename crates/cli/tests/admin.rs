@@ -332,12 +332,26 @@ both!(a_wildcard_that_breaks_a_working_alias_is_refused, |db| {
     let (code, err) = db.refused(&["alias", "add", "info%@a.org", "info%@b.org"], None);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("info%@a.org would take over info@a.org (a target of info@b.org)")
+        err.contains("with info%@a.org, info@a.org (a target of info@b.org)")
             && err.contains("loop"),
         "{err}"
     );
     assert_eq!(db.snapshot(), before);
     assert_eq!(db.destinations("info@b.org"), ["ann@a.org"]);
+    // The same through a domain alias: `info@c.org` reaches `info@a.org`.
+    db.add_user("cat@c.org", &[]);
+    db.ok(&["alias", "del", "info@b.org"]);
+    db.ok(&["alias", "add", "%@c.org", "%@a.org"]);
+    db.ok(&["alias", "add", "info@b.org", "info@c.org"]);
+    assert_eq!(db.destinations("info@b.org"), ["ann@a.org"]);
+    let before = db.snapshot();
+    let (code, err) = db.refused(&["alias", "add", "info%@a.org", "info%@b.org"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("with info%@a.org, info@c.org (a target of info@b.org)"),
+        "{err}"
+    );
+    assert_eq!(db.snapshot(), before);
     // One that leaves it working is taken.
     db.ok(&["alias", "add", "info%@a.org", "bob@b.org"]);
     assert_eq!(db.destinations("info@b.org"), ["bob@b.org"]);

@@ -21,7 +21,7 @@ use mailtable_core::{
     Address, AddressPattern, Domain, Outcome, ResolveError, Resolver, Row, Store,
 };
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// `mailtable alias ...`.
 pub(super) fn run(ctx: &Ctx, cmd: AliasCommand) -> Result<Exit, CliError> {
@@ -195,7 +195,8 @@ fn add(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
         // must not start to fail.
         let mut served = Vec::new();
         if p.as_address().is_none() {
-            for (t, named_by) in named_and_found(&ctx.resolver, s, &p.domain)? {
+            let feeding = domains_feeding(s, &p.domain)?;
+            for (t, named_by) in named_and_found(&ctx.resolver, s, &feeding)? {
                 // Only what works now: a failure already there is not
                 // this command's to refuse.
                 match check_resolves(&ctx.resolver, s, &t) {
@@ -234,7 +235,7 @@ fn add(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
                 for (t, named_by) in &served {
                     check_resolves(&ctx.resolver, s, t).map_err(|e| {
                         e.context(format_args!(
-                            "{p} would take over {t} (a target of {})",
+                            "with {p}, {t} (a target of {})",
                             guard::some_of(named_by, ", ")
                         ))
                     })?;
@@ -264,7 +265,7 @@ fn del(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
         };
         let served = match &own {
             Some(_) => Vec::new(),
-            None => named_and_found(r, s, &p.domain)?,
+            None => named_and_found(r, s, &BTreeSet::from([p.domain.clone()]))?,
         };
         // What reached it, and for a wildcard the pattern itself: mail
         // there must not start to fail or leave the host.
@@ -325,13 +326,37 @@ fn del(ctx: &Ctx, pattern: &str, targets: &[String], force: bool) -> Result<Exit
     Ok(Exit::Ok)
 }
 
-/// The addresses of `domain` that rows name as their target and that
+/// `domain` and every domain whose mail a domain alias or pattern sends
+/// there (`%@c.org -> %@a.org`), directly or through others: a wildcard
+/// of `domain` may take over addresses named in any of them
+/// (`info@b.org -> info@c.org` reaches `info@a.org`).
+fn domains_feeding(s: &mut dyn Store, domain: &Domain) -> Result<BTreeSet<Domain>, CliError> {
+    let wild = s.wildcard_targets()?;
+    let mut set = BTreeSet::from([domain.clone()]);
+    loop {
+        let before = set.len();
+        for row in &wild {
+            let target = AddressPattern::parse(&row.mailbox).map(|t| t.domain);
+            let source = Domain::parse(&row.domain);
+            if let (Ok(t), Ok(src)) = (target, source) {
+                if set.contains(&t) {
+                    set.insert(src);
+                }
+            }
+        }
+        if set.len() == before {
+            return Ok(set);
+        }
+    }
+}
+
+/// The addresses of `domains` that rows name as their target and that
 /// resolve now, with the rows naming each: what a wildcard of the domain
 /// may be serving. One pass over the rows (the CLI's, not a daemon's).
 fn named_and_found(
     r: &Resolver,
     s: &mut dyn Store,
-    domain: &Domain,
+    domains: &BTreeSet<Domain>,
 ) -> Result<Vec<(Address, Vec<String>)>, CliError> {
     let mut named: BTreeMap<Address, Vec<String>> = BTreeMap::new();
     s.scan(None, &mut |row| {
@@ -339,7 +364,7 @@ fn named_and_found(
             return;
         }
         if let Ok(t) = Address::parse(&row.mailbox) {
-            if t.domain() == domain {
+            if domains.contains(t.domain()) {
                 named.entry(t).or_default().push(row.address());
             }
         }
