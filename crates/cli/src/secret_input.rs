@@ -60,15 +60,15 @@ pub fn read(password_stdin: bool, what: &str) -> Result<Secret, CliError> {
 const STDIN_LIMIT: u64 = 4096;
 
 /// The password `--password-stdin` reads from a pipe or file: one line,
-/// its line end (`\n` or `\r\n`) not part of the password, and what
-/// follows it up to the end of the input. A second line is refused rather
-/// than dropped: a password followed by anything else (a comment, a
-/// second password meant for another command) would otherwise store a
-/// password nobody meant, without a word. Once the line is complete,
-/// reading goes on only while `pending` says more can be read at once
-/// (data or the end of the input): a writer that keeps the pipe open
-/// after the password (a program that waits for this one before it
-/// closes its end) is not waited for.
+/// its line end (`\n` or `\r\n`) not part of the password. A second line
+/// that comes with it is refused rather than dropped: a password followed
+/// by anything else (a comment, a second password meant for another
+/// command) would otherwise store a password nobody meant, without a
+/// word. Once the line is complete, reading goes on only while `pending`
+/// says more can be read at once (data or the end of the input): a writer
+/// that keeps the pipe open after the password (a program that waits for
+/// this one before it closes its end) is not waited for, and a line it
+/// sends later is not read at all.
 fn from_stdin(mut input: impl Read, mut pending: impl FnMut() -> bool) -> Result<Secret, CliError> {
     let mut all = Vec::new();
     let mut chunk = [0u8; 512];
