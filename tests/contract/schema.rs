@@ -284,6 +284,50 @@ pg_test!(a_role_that_may_not_read_the_version_table_says_so, |db| {
     ));
 });
 
+// A daemon's role with a schema of its own holding a `mailtable_changes`
+// (a leftover of an `init` run as that role): the search path finds that
+// stamp first, which no trigger moves. Not trusted: the token still moves
+// after a write, within CHANGE_CHECK, where it stayed put for good.
+pg_test!(a_stamp_table_in_another_schema_is_not_trusted, |db| {
+    let mut w = db.init();
+    insert_all(w.as_mut(), &[mailbox("hugo", "barrera.io")]);
+    drop(w);
+    let name = db.pg_database().expect("postgres").to_string();
+    let role = format!("{name}_s");
+    db.raw().exec(&format!(
+        "DROP SCHEMA IF EXISTS \"{role}\" CASCADE; DROP ROLE IF EXISTS \"{role}\";
+         CREATE ROLE \"{role}\" LOGIN; GRANT SELECT ON users, mailtable_changes TO \"{role}\";
+         CREATE SCHEMA \"{role}\" AUTHORIZATION \"{role}\";
+         CREATE TABLE \"{role}\".mailtable_changes (id INTEGER PRIMARY KEY, stamp BIGINT NOT NULL);
+         INSERT INTO \"{role}\".mailtable_changes VALUES (1, 0);
+         GRANT SELECT ON \"{role}\".mailtable_changes TO \"{role}\";"
+    ));
+    let url = db
+        .url_text()
+        .replacen("://postgres@", &format!("://{role}@"), 1);
+    let mut s = mailtable_core::store::open(
+        &url.parse().unwrap(),
+        &mailtable_core::store::OpenOptions {
+            access: Access::ReadOnly,
+            timeout: std::time::Duration::from_secs(5),
+        },
+    )
+    .unwrap();
+    assert_eq!(s.exact("hugo", "barrera.io").unwrap().len(), 1);
+    let before = s.change_token().unwrap();
+    db.raw()
+        .exec("INSERT INTO users VALUES ('ann', 'barrera.io', 'ann@barrera.io', NULL, 1, NULL)");
+    std::thread::sleep(
+        mailtable_core::store::postgres::CHANGE_CHECK + std::time::Duration::from_millis(100),
+    );
+    assert_ne!(s.change_token().unwrap(), before, "the write is seen");
+    assert_eq!(s.exact("ann", "barrera.io").unwrap().len(), 1);
+    drop(s);
+    db.raw().exec(&format!(
+        "DROP SCHEMA \"{role}\" CASCADE; DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\""
+    ));
+});
+
 // A quota column made by hand as a number (a byte count, as PostfixAdmin
 // keeps it): read as its text, not a failed lookup ("error deserializing
 // column"). Accounts then reads the bare number as bytes.

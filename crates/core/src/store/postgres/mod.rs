@@ -258,9 +258,10 @@ fn list_query<'a>(domain: &'a Option<&str>) -> (&'static str, Vec<&'a (dyn ToSql
 /// What a change check read.
 enum Stamp {
     /// The stamp, the oid of the `users` table the name resolves to
-    /// (none without one), whether that table has the trigger, and its
-    /// schema's name quoted for SQL.
-    Read((i64, Option<i64>, bool, Option<String>)),
+    /// (none without one), whether that table has the trigger, its
+    /// schema's name quoted for SQL, and whether the stamp's table is in
+    /// that schema (none without a `users`).
+    Read((i64, Option<i64>, bool, Option<String>, Option<bool>)),
     /// No stamp table, no right to read it, or no row in it.
     Unreadable,
 }
@@ -383,9 +384,13 @@ impl Store for PostgresStore {
             // Without its one row the trigger's UPDATE changes nothing:
             // no stamp either.
             Ok(rows) => Ok(match rows.first() {
-                Some(r) => {
-                    Stamp::Read((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
-                }
+                Some(r) => Stamp::Read((
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                )),
                 None => Stamp::Unreadable,
             }),
             Err(Failure::Pg(e)) if no_stamp(&e) => Ok(Stamp::Unreadable),
@@ -403,15 +408,25 @@ impl Store for PostgresStore {
             ChangeToken::new([2, n, 0, 0, 0, 0])
         };
         let token = match stamp {
-            Stamp::Read((s, Some(table), true, _)) => {
+            Stamp::Read((s, Some(table), true, _, Some(true))) => {
                 self.warned_no_trigger = false;
                 ChangeToken::new([1, s as u64, table as u64, 0, 0, 0])
             }
             // No table named `users` at all (renamed away, dropped): the
             // lookup that follows says so; advice to recreate its trigger
             // would send the admin the wrong way.
-            Stamp::Read((_, None, _, _)) => unstamped(),
-            Stamp::Read((_, _, _, schema)) => {
+            Stamp::Read((_, None, _, _, _)) => unstamped(),
+            Stamp::Read((_, _, true, schema, _)) => {
+                if !self.warned_no_trigger {
+                    self.warned_no_trigger = true;
+                    tracing::warn!(database = %self.shown,
+                        "the mailtable_changes table the search path finds first is not in                          the schema of users ({}), where the trigger moves the stamp: it never                          changes, so cached answers are reused for at most {} s; drop or                          rename that other mailtable_changes",
+                        schema.as_deref().unwrap_or("?"),
+                        CHANGE_CHECK.as_secs());
+                }
+                unstamped()
+            }
+            Stamp::Read((_, _, _, schema, _)) => {
                 if !self.warned_no_trigger {
                     self.warned_no_trigger = true;
                     tracing::warn!(database = %self.shown,

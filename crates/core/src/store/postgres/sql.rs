@@ -88,13 +88,18 @@ pub(super) const WILDCARD_TARGETS: &str = "WHERE strpos(mailbox, '%') > 0 ORDER 
 /// (`pg_subscription_rel`) changes by its apply worker, which fires row
 /// triggers only, never statement triggers such as this one, ALWAYS or not
 /// (PostgreSQL manual, "Logical Replication", Restrictions/Triggers): there
-/// the stamp never moves, and is not trusted.
+/// the stamp never moves, and is not trusted. The last column: whether the
+/// `mailtable_changes` the search path finds is in the schema of that
+/// `users`, where the trigger writes (`TG_TABLE_SCHEMA`); one in an
+/// earlier schema of the path (a leftover in the role's own) never moves.
 pub(super) const CHANGE_STAMP: &str = "SELECT c.stamp, u.oid::bigint, EXISTS (SELECT 1 FROM \
      pg_catalog.pg_trigger AS t WHERE t.tgrelid = u.oid AND t.tgname = 'users_stamp_change' \
      AND t.tgenabled IN ('O', 'A')) AND NOT EXISTS (SELECT 1 FROM \
      pg_catalog.pg_subscription_rel AS s WHERE s.srrelid = u.oid), \
      (SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_class AS k \
-     JOIN pg_catalog.pg_namespace AS n ON n.oid = k.relnamespace WHERE k.oid = u.oid) \
+     JOIN pg_catalog.pg_namespace AS n ON n.oid = k.relnamespace WHERE k.oid = u.oid), \
+     (SELECT k.relnamespace FROM pg_catalog.pg_class AS k WHERE k.oid = c.tableoid) = \
+     (SELECT k.relnamespace FROM pg_catalog.pg_class AS k WHERE k.oid = u.oid) \
      FROM mailtable_changes AS c, \
      (SELECT to_regclass('users')::oid AS oid) AS u WHERE c.id = 1";
 /// The trigger of schema 3 on the `users` of `schema` (quoted), for the
