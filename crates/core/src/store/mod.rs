@@ -206,9 +206,8 @@ pub trait Store: Send {
 
     /// Whether the data is still the version a change check gave `token`
     /// for, as far as can be told without the database's lock, a query or
-    /// a connection: `Some(false)` also when that cannot be read now (a
-    /// SQLite file gone); `None` when this store cannot tell without the
-    /// database (PostgreSQL, the default). For an outage, when the change
+    /// a connection; `None` when this store cannot tell without the
+    /// database (PostgreSQL, the default, or a SQLite file gone). For an outage, when the change
     /// check itself has failed: a lock held by a writer that committed a
     /// moment before still lets a SQLite file's header say the data moved.
     fn known_unchanged_since(&self, token: ChangeToken) -> Option<bool> {

@@ -1257,7 +1257,9 @@ impl Store for SqliteStore {
     }
 
     fn known_unchanged_since(&self, token: ChangeToken) -> Option<bool> {
-        Some(peek_change_token(&self.path) == Some(token))
+        // A file gone or unreadable tells nothing: the outage the cache
+        // rides out (mail to external destinations keeps relaying).
+        peek_change_token(&self.path).map(|now| now == token)
     }
 
     fn change_token_in_place(&mut self) -> Option<Result<Option<ChangeToken>, StoreError>> {
